@@ -1,0 +1,1 @@
+"""The path from a model config to a Program: frontend, passes, partitioner, scheduler, CLI."""

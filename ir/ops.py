@@ -1,0 +1,185 @@
+"""Opcodes and the OPDEFS table: arity, attributes, type rule and cost rule of each.
+
+Printing, parsing and verifying are generic over this table; adding an op means
+adding one row here (and one numpy rule to the reference executor).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ir.types import DType, TensorType
+
+Attrs = dict[str, int | float | str | bool]
+
+
+class Opcode(enum.Enum):
+    EMBED = "embed"  # token ids, table -> rows
+    MATMUL = "matmul"  # x[M,K] @ w[K,N] (* scale[N] for quantized w)
+    ADD = "add"
+    MUL = "mul"
+    RMSNORM = "rmsnorm"
+    ROPE = "rope"
+    ATTENTION = "attention"  # writes k, v into the cache at pos, attends over it
+    SILU = "silu"
+    GELU = "gelu"
+    SOFTMAX = "softmax"
+    ARGMAX = "argmax"
+    ALLREDUCE = "allreduce"  # sum over a tensor-parallel group
+    SEND = "send"
+    RECV = "recv"
+
+
+class TypeRuleError(Exception):
+    """Raised by a type rule; the verifier adds the op and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Work of one op: arithmetic (a multiply-add is 2 flops) and bytes touched."""
+
+    flops: int
+    bytes: int
+
+
+TypeRule = Callable[[tuple[TensorType, ...], Attrs], tuple[TensorType, ...]]
+CostRule = Callable[[tuple[TensorType, ...], tuple[TensorType, ...], Attrs], int]
+
+
+@dataclass(frozen=True, slots=True)
+class OpDef:
+    """Static facts of one opcode. `attrs` maps required attribute names to types;
+    `optional` likewise for attributes that may be absent. `writes` lists operand
+    positions the op updates in place (state such as a KV cache)."""
+
+    arity: tuple[int, int]
+    attrs: dict[str, type]
+    type_rule: TypeRule
+    flops: CostRule
+    optional: dict[str, type] | None = None
+    writes: tuple[int, ...] = ()
+
+    def cost(self, ins: tuple[TensorType, ...], outs: tuple[TensorType, ...], attrs: Attrs) -> Cost:
+        moved = sum(t.nbytes for t in ins) + sum(t.nbytes for t in outs)
+        return Cost(self.flops(ins, outs, attrs), moved)
+
+
+def _need(cond: bool, message: str) -> None:
+    if not cond:
+        raise TypeRuleError(message)
+
+
+def _activation(t: TensorType) -> DType:
+    """Activations stay 16-bit float whatever the weights are stored as."""
+    return t.dtype if t.dtype in (DType.F32, DType.F16, DType.BF16) else DType.F16
+
+
+def _embed(ins, attrs):
+    ids, table = ins
+    _need(ids.dtype is DType.I32 and len(ids.shape) == 1, f"embed ids must be i32[M], got {ids}")
+    _need(len(table.shape) == 2, f"embed table must be 2-D, got {table}")
+    return (TensorType(_activation(table), (ids.shape[0], table.shape[1])),)
+
+
+def _matmul(ins, attrs):
+    x, w = ins[0], ins[1]
+    _need(len(x.shape) == 2 and len(w.shape) == 2, f"matmul needs 2-D operands, got {x} and {w}")
+    _need(x.shape[1] == w.shape[0], f"matmul inner dims differ: {x} @ {w}")
+    if len(ins) == 3:
+        _need(ins[2].shape == (w.shape[1],), f"matmul scale must be [{w.shape[1]}], got {ins[2]}")
+    return (TensorType(x.dtype, (x.shape[0], w.shape[1])),)
+
+
+def _elementwise(ins, attrs):
+    a, b = ins
+    _need(a.dtype == b.dtype, f"operand dtypes differ: {a} and {b}")
+    trailing = b.shape == a.shape[len(a.shape) - len(b.shape) :]
+    _need(trailing, f"{b} does not broadcast to {a}")
+    return (a,)
+
+
+def _unary(ins, attrs):
+    return (ins[0],)
+
+
+def _rmsnorm(ins, attrs):
+    x, w = ins
+    _need(w.shape == x.shape[-1:], f"rmsnorm weight {w} does not match {x}")
+    return (x,)
+
+
+def _rope(ins, attrs):
+    x, pos = ins
+    _need(pos.dtype is DType.I32 and pos.shape == x.shape[:1], f"rope positions must be i32[{x.shape[0]}], got {pos}")
+    _need(x.shape[1] == attrs["heads"] * attrs["head_dim"], f"rope width {x.shape[1]} != heads*head_dim")
+    return (x,)
+
+
+def _attention(ins, attrs):
+    q, k, v, k_cache, v_cache, pos = ins
+    heads, kv_heads, head_dim = attrs["heads"], attrs["kv_heads"], attrs["head_dim"]
+    _need(q.shape[1] == heads * head_dim, f"attention q width {q.shape[1]} != heads*head_dim")
+    _need(k.shape == v.shape == (q.shape[0], kv_heads * head_dim), f"attention k/v must be [M,{kv_heads * head_dim}]")
+    _need(len(k_cache.shape) == 3 and k_cache.shape == v_cache.shape, f"KV caches must be [B,C,D], got {k_cache}")
+    _need(k_cache.shape[2] == kv_heads * head_dim, f"KV cache width {k_cache.shape[2]} != kv_heads*head_dim")
+    _need(q.shape[0] % k_cache.shape[0] == 0, f"{q.shape[0]} rows do not split over batch {k_cache.shape[0]}")
+    _need(heads % kv_heads == 0, f"heads {heads} not a multiple of kv_heads {kv_heads}")
+    _need(pos.shape == (q.shape[0],), f"attention positions must be i32[{q.shape[0]}]")
+    return (q,)
+
+
+def _argmax(ins, attrs):
+    (x,) = ins
+    return (TensorType(DType.I32, x.shape[:-1]),)
+
+
+def _recv(ins, attrs):
+    shape = tuple(int(s) for s in str(attrs["shape"]).split("x"))
+    return (TensorType(DType(attrs["dtype"]), shape),)
+
+
+def _no_flops(ins, outs, attrs):
+    return 0
+
+
+def _per_out(k: int) -> CostRule:
+    return lambda ins, outs, attrs: k * outs[0].numel
+
+
+def _matmul_flops(ins, outs, attrs):
+    return 2 * ins[0].shape[0] * ins[0].shape[1] * ins[1].shape[1]
+
+
+def _attention_flops(ins, outs, attrs):
+    # Scores and weighted sum over the whole cache: 2 matmuls of M x C x head_dim per head.
+    q, cache = ins[0], ins[3]
+    return 4 * q.shape[0] * cache.shape[1] * attrs["heads"] * attrs["head_dim"]
+
+
+OPDEFS: dict[Opcode, OpDef] = {
+    Opcode.EMBED: OpDef((2, 2), {}, _embed, _no_flops),
+    Opcode.MATMUL: OpDef((2, 3), {}, _matmul, _matmul_flops),
+    Opcode.ADD: OpDef((2, 2), {}, _elementwise, _per_out(1)),
+    Opcode.MUL: OpDef((2, 2), {}, _elementwise, _per_out(1)),
+    Opcode.RMSNORM: OpDef((2, 2), {"eps": float}, _rmsnorm, _per_out(4)),
+    Opcode.ROPE: OpDef(
+        (2, 2),
+        {"heads": int, "head_dim": int, "theta": float},
+        _rope,
+        _per_out(3),
+        optional={"scaling": str, "factor": float, "low_freq_factor": float,
+                  "high_freq_factor": float, "original_max_position": int},
+    ),
+    Opcode.ATTENTION: OpDef(
+        (6, 6), {"heads": int, "kv_heads": int, "head_dim": int}, _attention, _attention_flops, writes=(3, 4)
+    ),
+    Opcode.SILU: OpDef((1, 1), {}, _unary, _per_out(4)),
+    Opcode.GELU: OpDef((1, 1), {}, _unary, _per_out(8)),
+    Opcode.SOFTMAX: OpDef((1, 1), {}, _unary, _per_out(5)),
+    Opcode.ARGMAX: OpDef((1, 1), {}, _argmax, _per_out(1)),
+    Opcode.ALLREDUCE: OpDef((1, 1), {"group": int}, _unary, _per_out(1)),
+    Opcode.SEND: OpDef((1, 1), {"peer": int}, lambda ins, attrs: (), _no_flops),
+    Opcode.RECV: OpDef((0, 0), {"peer": int, "shape": str, "dtype": str}, _recv, _no_flops),
+}

@@ -1,0 +1,1 @@
+"""The machines: hardware parameters as data, topologies, timing rules, the interpreter."""

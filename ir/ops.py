@@ -160,7 +160,10 @@ def _attention_flops(ins, outs, attrs):
 
 OPDEFS: dict[Opcode, OpDef] = {
     Opcode.EMBED: OpDef((2, 2), {}, _embed, _no_flops),
-    Opcode.MATMUL: OpDef((2, 3), {}, _matmul, _matmul_flops),
+    # split: Megatron-style tensor parallelism. "col" splits the output features
+    # (the result is a shard), "row" splits the input features (the result is a
+    # partial sum that an allreduce completes). Absent: the weight is replicated.
+    Opcode.MATMUL: OpDef((2, 3), {}, _matmul, _matmul_flops, optional={"split": str}),
     Opcode.ADD: OpDef((2, 2), {}, _elementwise, _per_out(1)),
     Opcode.MUL: OpDef((2, 2), {}, _elementwise, _per_out(1)),
     Opcode.RMSNORM: OpDef((2, 2), {"eps": float}, _rmsnorm, _per_out(4)),

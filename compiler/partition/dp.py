@@ -1,0 +1,44 @@
+"""Exact dynamic programmes over the same candidates: a cross-check for CP-SAT and its hint."""
+
+from __future__ import annotations
+
+from compiler.partition.candidates import Candidate
+
+
+def fewest_chips(cands: list[Candidate], num_units: int) -> list[Candidate] | None:
+    """The path with fewest chips, ties broken by lower latency, then by stage order."""
+    best: list[tuple[int, int] | None] = [None] * (num_units + 1)
+    back: list[Candidate | None] = [None] * (num_units + 1)
+    best[0] = (0, 0)
+    for c in sorted(cands, key=lambda c: (c.first, c.stop, c.tp)):
+        if best[c.first] is None:
+            continue
+        chips, lat = best[c.first]
+        key = (chips + c.tp, lat + c.latency_ps)
+        if best[c.stop] is None or key < best[c.stop]:
+            best[c.stop], back[c.stop] = key, c
+    return _path(back, num_units) if best[num_units] else None
+
+
+def lowest_latency(cands: list[Candidate], num_units: int, max_chips: int) -> list[Candidate] | None:
+    """The fastest path within a chip budget (a knapsack over boundaries; small cases)."""
+    table: list[dict[int, tuple[int, list[Candidate]]]] = [{} for _ in range(num_units + 1)]
+    table[0][0] = (0, [])
+    for k in range(num_units):
+        for c in (c for c in cands if c.first == k):
+            for chips, (lat, path) in sorted(table[k].items()):
+                n = chips + c.tp
+                if n <= max_chips and (n not in table[c.stop] or lat + c.latency_ps < table[c.stop][n][0]):
+                    table[c.stop][n] = (lat + c.latency_ps, path + [c])
+    if not table[num_units]:
+        return None
+    return min(table[num_units].values(), key=lambda v: (v[0], sum(c.tp for c in v[1])))[1]
+
+
+def _path(back: list[Candidate | None], stop: int) -> list[Candidate]:
+    path = []
+    while stop:
+        c = back[stop]
+        path.append(c)
+        stop = c.first
+    return path[::-1]

@@ -1,0 +1,66 @@
+"""The units a plan cuts along (embed, each layer, head) and their costs per group size.
+
+Identical layers share one signature, so their shard costs are computed once:
+the work grows with distinct layer shapes, not with layer or chip count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.options import CompileOptions
+from compiler.partition.shard_cost import ShardCost, allowed_tp, shard_cost
+from ir.graph import Graph, Op
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One scope, with its decode and prefill-chunk costs for every allowed group size."""
+
+    scope: str
+    kind: int  # index of its distinct signature
+    decode: dict[int, ShardCost]
+    prefill: dict[int, ShardCost]
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted(self.decode)
+
+
+def signature(ops: list[Op]) -> tuple:
+    """Everything that decides a unit's cost, without its names."""
+    return tuple((op.opcode, tuple(v.type for v in op.operands), op.attrs) for op in ops)
+
+
+def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: int) -> list[Unit]:
+    """Units in model order. `limit` caps the group sizes considered."""
+    kinds: dict[tuple, int] = {}
+    costs: dict[int, tuple[dict[int, ShardCost], dict[int, ShardCost]]] = {}
+    rows = options.chunk_rows / (options.batch * options.prompt)
+    units = []
+    for scope in decode.scopes():
+        ops = list(decode.ops_in(scope))
+        kind = kinds.setdefault(signature(ops), len(kinds))
+        if kind not in costs:
+            pre = list(prefill.ops_in(scope))
+            sizes = allowed_tp(ops, limit)
+            costs[kind] = ({t: shard_cost(ops, t) for t in sizes}, {t: shard_cost(pre, t, rows) for t in sizes})
+        units.append(Unit(scope, kind, *costs[kind]))
+    return units
+
+
+def boundary_bytes(graph: Graph) -> list[int]:
+    """Bytes that cross each cut between consecutive units (index k: before unit k)."""
+    scopes = graph.scopes()
+    order = {s: i for i, s in enumerate(scopes)}
+    born = {r.name: order[op.scope] for op in graph.ops for r in op.results}
+    crossing = [0] * (len(scopes) + 1)
+    seen: set[tuple[str, int]] = set()
+    for op in graph.ops:
+        for v in op.operands:
+            if v.name in born:
+                for k in range(born[v.name] + 1, order[op.scope] + 1):
+                    if (v.name, k) not in seen:
+                        seen.add((v.name, k))
+                        crossing[k] += v.type.nbytes
+    return crossing

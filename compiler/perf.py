@@ -1,0 +1,100 @@
+"""First-principles timing of a plan: ops, collectives, pipeline hops, and bounds.
+
+Every figure is derived from the target's published numbers (SRAM bandwidth,
+peak ops, link bandwidth and latency, pipeline latency); nothing is fitted to a
+measured tokens/s. The scheduler must land within 10% of these estimates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from compiler.partition.shard_cost import Collective, OpWork, ShardCost
+from targets.spec import LinkSpec, SystemSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """Seconds spent, split by what bounds them (they add up to `total_s`)."""
+
+    memory_s: float = 0.0  # SRAM streaming where it exceeds the arithmetic time
+    compute_s: float = 0.0  # arithmetic where it exceeds the streaming time
+    latency_s: float = 0.0  # fixed pipeline latency of each op through the chip
+    link_s: float = 0.0  # collectives and pipeline hops
+
+    @property
+    def total_s(self) -> float:
+        return self.memory_s + self.compute_s + self.latency_s + self.link_s
+
+    def __add__(self, other: Breakdown) -> Breakdown:
+        return Breakdown(self.memory_s + other.memory_s, self.compute_s + other.compute_s,
+                         self.latency_s + other.latency_s, self.link_s + other.link_s)
+
+    def scaled(self, k: float) -> Breakdown:
+        return Breakdown(self.memory_s * k, self.compute_s * k, self.latency_s * k, self.link_s * k)
+
+    @property
+    def binding(self) -> str:
+        """What most of the time goes to: "sram-bandwidth", "compute", "pipeline-latency" or "links"."""
+        parts = {"sram-bandwidth": self.memory_s, "compute": self.compute_s,
+                 "pipeline-latency": self.latency_s, "links": self.link_s}
+        return max(parts, key=lambda k: (parts[k], k))
+
+
+def op_time(work: OpWork, system: SystemSpec, precision: str) -> Breakdown:
+    """One op: fixed pipeline latency, then streaming and arithmetic overlapped."""
+    chip = system.chip
+    memory = work.read_bytes / chip.mem_bw_bytes_per_s
+    compute = work.flops / chip.peak_ops(precision)
+    fixed = chip.op_latency_cycles / chip.clock_hz
+    if memory >= compute:
+        return Breakdown(memory_s=memory, latency_s=fixed)
+    return Breakdown(compute_s=compute, latency_s=fixed)
+
+
+def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
+    """A unit on one chip of its group: its ops in order plus its collectives."""
+    total = Breakdown()
+    for work in cost.work:
+        total += op_time(work, system, precision)
+    links = sum(collective_s(c, system) for c in cost.collectives)
+    return total + Breakdown(link_s=links)
+
+
+def collective_s(c: Collective, system: SystemSpec) -> float:
+    """Direct (one-shot) reduce-scatter + all-gather, hierarchical over nodes.
+
+    Inside a node the chips are fully connected, so each phase is one message of
+    bytes/p per peer over parallel links. Across q nodes each chip exchanges its
+    1/p slice with its counterparts over its global links, round-robin."""
+    if c.group <= 1:
+        return 0.0
+    p = min(c.group, system.chips_per_node)
+    q = math.ceil(c.group / p)
+    phases = 2 if c.kind == "allreduce" else 1
+    local = _message_s(c.bytes / p, system.local_link) if p > 1 else 0.0
+    if q == 1:
+        return phases * local
+    rounds = math.ceil((q - 1) / max(1, system.global_links_per_chip))
+    hops = 1 if q <= system.nodes_per_group else 2
+    remote = hops * system.global_link.latency_s + rounds * (c.bytes / (p * q)) / system.global_link.bw_bytes_per_s
+    return phases * (local + remote)
+
+
+def hop_s(nbytes: int, hops: int, lanes: int, system: SystemSpec) -> float:
+    """A pipeline hand-off: `nbytes` split over `lanes` parallel chip pairs, `hops` apart."""
+    link = system.local_link if hops <= 1 else system.global_link
+    return hops * link.latency_s + nbytes / (max(1, lanes) * link.bw_bytes_per_s)
+
+
+def _message_s(nbytes: float, link: LinkSpec) -> float:
+    return link.latency_s + nbytes / link.bw_bytes_per_s
+
+
+def stream_bound_s(cost: ShardCost, system: SystemSpec, precision: str) -> float:
+    """The unit's time with perfect overlap: bytes over bandwidth or ops over peak."""
+    chip = system.chip
+    read = sum(w.read_bytes for w in cost.work)
+    flops = sum(w.flops for w in cost.work)
+    return max(read / chip.mem_bw_bytes_per_s, flops / chip.peak_ops(precision))

@@ -1,0 +1,209 @@
+"""`make_plan`: config and target in, Plan out, along DESIGN.md's data flow."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+
+from compiler.frontend import build_graph, load_model_config
+from compiler.options import CompileOptions
+from compiler.partition import dp
+from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
+from compiler.partition.cpsat import Solution, solve
+from compiler.partition.placement import place
+from compiler.partition.units import Unit, boundary_bytes, build_units
+from compiler.passes import Pipeline
+from compiler.passes.quantize import Quantize
+from compiler.perf import Breakdown, hop_s, stream_bound_s, unit_time
+from compiler.plan import Memory, Plan, Stage
+from compiler.plan import round_sig as _r
+from ir.errors import DoesNotFitError
+from ir.graph import Graph
+from targets import load_target
+from targets.spec import SystemSpec
+from targets.topology import chip_hops
+
+# No stage is wider than this: beyond it, collectives cost more than sharding saves on every target we ship.
+MAX_GROUP = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Lowered:
+    """The two phase graphs after the graph passes."""
+
+    decode: Graph
+    prefill: Graph
+
+
+def lower(model: str, options: CompileOptions) -> tuple[str, Lowered]:
+    config = load_model_config(model)
+    passes = Pipeline((Quantize(options.precision),))
+    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch}
+    graphs = (passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill"))
+    return config.name, Lowered(*graphs)
+
+
+def lower_one(model: str, phase: str, options: CompileOptions, layers: int | None = None) -> Graph:
+    """One phase's graph after the graph passes (what `sramflow lower` prints)."""
+    config = load_model_config(model)
+    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "layers": layers}
+    return Pipeline((Quantize(options.precision),))(build_graph(config, phase, **shape))
+
+
+def make_plan(model: str, target: str, options: CompileOptions) -> Plan:
+    start = time.perf_counter()
+    name, graphs = lower(model, options)
+    system = load_target(target)
+    units = build_units(graphs.decode, graphs.prefill, options, min(system.max_chips, MAX_GROUP))
+    solution, lower_bound = partition(units, graphs, system, options)
+    plan = evaluate(name, system, options, units, graphs, solution, lower_bound)
+    return _with_wall(plan, time.perf_counter() - start)
+
+
+def partition(units: list[Unit], graphs: Lowered, system: SystemSpec,
+              options: CompileOptions) -> tuple[Solution, int]:
+    """Choose stages and group sizes; raise DoesNotFitError with the chips that would do."""
+    tables = cost_tables(units, system, options.precision)
+    crossing = boundary_bytes(graphs.decode)
+    exact = options.chips is not None
+    cands = enumerate_candidates(units, tables, crossing, system, keep_dominated=exact)
+    lower_bound = capacity_lower_bound(units, system)
+    budget = options.chips or options.max_chips or system.max_chips
+    fewest = dp.fewest_chips(cands, len(units))
+    if fewest is None:
+        raise DoesNotFitError(f"no chip of {system.name} can hold one unit of the model even split "
+                              f"{MAX_GROUP} ways", None)
+    needed = sum(c.tp for c in fewest)
+    if needed > budget:
+        raise DoesNotFitError(f"the model needs at least {needed} chips of {system.name} "
+                              f"(capacity bound {lower_bound}); {budget} allowed", needed)
+    usable = [c for c in cands if c.tp <= budget]
+    hint = fewest if options.objective == "chips" and not exact else None
+    solution = solve(usable, len(units), options.objective, options.chips, budget, options.solver_seed,
+                     options.solver_deterministic_time, hint)
+    if solution is None:
+        raise DoesNotFitError(f"no layout uses exactly {options.chips} chips; {needed} is the fewest that fit "
+                              f"and stage sizes must divide the work", needed)
+    return solution, lower_bound
+
+
+def evaluate(name: str, system: SystemSpec, options: CompileOptions, units: list[Unit], graphs: Lowered,
+             solution: Solution, lower_bound: int) -> Plan:
+    starts = place([c.tp for c in solution.stages], system)
+    crossing_d, crossing_p = boundary_bytes(graphs.decode), boundary_bytes(graphs.prefill)
+    chunk = options.chunk_rows / (options.batch * options.prompt)
+    timed = []
+    for i, (c, first_chip) in enumerate(zip(solution.stages, starts, strict=True)):
+        hops = chip_hops(system, starts[i - 1] + solution.stages[i - 1].tp - 1, first_chip) if i else 0
+        timed.append(_stage(i, c, first_chip, hops, units, system, options, crossing_d, crossing_p, chunk))
+    return _assemble(name, system, options, graphs, solution, lower_bound, timed)
+
+
+def _stage(i: int, c: Candidate, first_chip: int, hops: int, units: list[Unit], system: SystemSpec,
+           options: CompileOptions, crossing_d: list[int], crossing_p: list[int], chunk: float) -> _Timed:
+    run = units[c.first:c.stop]
+    t, precision = c.tp, options.precision
+    decode = sum((unit_time(u.decode[t], system, precision) for u in run), Breakdown())
+    prefill = sum((unit_time(u.prefill[t], system, precision) for u in run), Breakdown())
+    bound = sum(stream_bound_s(u.decode[t], system, precision) for u in run)
+    if hops:
+        lanes = min(t, system.chips_per_node)
+        decode += Breakdown(link_s=hop_s(crossing_d[c.first], hops, lanes, system))
+        prefill += Breakdown(link_s=hop_s(math.ceil(crossing_p[c.first] * chunk), hops, lanes, system))
+        bound += hops * min(system.local_link.latency_s, system.global_link.latency_s)
+    memory = Memory(
+        weights=sum(u.decode[t].weight_bytes for u in run),
+        kv_cache=sum(u.decode[t].state_bytes for u in run),
+        activations=max(max(u.decode[t].act_bytes, u.prefill[t].act_bytes) for u in run),
+        program=system.chip.program_reserve_bytes,
+        capacity=system.chip.sram_bytes,
+    )
+    stage = Stage(i, run[0].scope, run[-1].scope, _layers(run), t, first_chip, memory, decode.total_s * 1e6,
+                  bound * 1e6, prefill.total_s * 1e6, hops, decode.binding)
+    prefill_bound = sum(stream_bound_s(u.prefill[t], system, precision) for u in run)
+    return _Timed(stage, decode, bound, prefill, prefill_bound)
+
+
+@dataclass(frozen=True, slots=True)
+class _Timed:
+    """A stage with the unrounded figures the totals are summed from."""
+
+    stage: Stage
+    decode: Breakdown
+    decode_bound_s: float
+    prefill: Breakdown
+    prefill_bound_s: float
+
+
+def _assemble(name: str, system: SystemSpec, options: CompileOptions, graphs: Lowered, solution: Solution,
+              lower_bound: int, timed: list[_Timed]) -> Plan:
+    stages = tuple(t.stage for t in timed)
+    last = stages[-1]
+    return Plan(
+        model=name,
+        target=system.name,
+        options=asdict(options),
+        chips=sum(s.tp for s in stages),
+        chips_lower_bound=lower_bound,
+        footprint_chips=last.first_chip + last.tp,
+        stages=stages,
+        decode=_decode_figures(timed, options),
+        prefill=_prefill_figures(timed, options),
+        binding=_binding(timed, options),
+        solver={"status": solution.status, "objective": options.objective, "candidates": solution.candidates,
+                "wall_s": round(solution.deterministic_s, 3)},
+        totals=_totals(graphs),
+    )
+
+
+def _decode_figures(timed: list[_Timed], options: CompileOptions) -> dict:
+    total = sum((t.decode for t in timed), Breakdown())
+    bound = sum(t.decode_bound_s for t in timed)
+    latency = total.total_s
+    return {
+        "latency_us": _r(latency * 1e6),
+        "latency_bound_us": _r(bound * 1e6),
+        "efficiency": _r(bound / latency),
+        "tokens_per_s": _r(1 / latency),
+        "tokens_per_s_bound": _r(1 / bound),
+        "throughput_tokens_per_s": _r(options.batch / latency),
+        "breakdown_us": {"sram_bandwidth": _r(total.memory_s * 1e6), "compute": _r(total.compute_s * 1e6),
+                         "pipeline_latency": _r(total.latency_s * 1e6), "links": _r(total.link_s * 1e6)},
+        "binding": total.binding,
+    }
+
+
+def _prefill_figures(timed: list[_Timed], options: CompileOptions) -> dict:
+    chunks = math.ceil(options.prompt / min(options.prompt, options.prefill_chunk))
+    ttft = _pipeline([t.prefill.total_s for t in timed], chunks)
+    bound = _pipeline([t.prefill_bound_s for t in timed], chunks)
+    return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "chunks": chunks,
+            "chunk_tokens": min(options.prompt, options.prefill_chunk),
+            "binding": sum((t.prefill for t in timed), Breakdown()).binding}
+
+
+def _pipeline(stage_s: list[float], chunks: int) -> float:
+    """Chunks flow through the stages in order: fill once, then the slowest stage paces."""
+    return sum(stage_s) + (chunks - 1) * max(stage_s)
+
+
+def _binding(timed: list[_Timed], options: CompileOptions) -> dict:
+    chips = "sram-capacity" if options.objective == "chips" and options.chips is None else "chip-budget"
+    return {"chips": chips, "decode": sum((t.decode for t in timed), Breakdown()).binding,
+            "prefill": sum((t.prefill for t in timed), Breakdown()).binding}
+
+
+def _totals(graphs: Lowered) -> dict:
+    decode = graphs.decode
+    return {"params": sum(p.type.numel for p in decode.params), "weight_bytes": decode.param_bytes(),
+            "kv_cache_bytes": decode.state_bytes()}
+
+
+def _with_wall(plan: Plan, wall_s: float) -> Plan:
+    return replace(plan, wall_s=wall_s)
+
+
+def _layers(run: list[Unit]) -> tuple[int, int] | None:
+    numbers = [int(u.scope.split(".")[1]) for u in run if u.scope.startswith("layers.")]
+    return (numbers[0], numbers[-1]) if numbers else None

@@ -1,0 +1,68 @@
+"""Rich rendering of a Plan for people; scripts read `--json` instead."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from compiler.plan import Plan, Stage
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    console.print(_summary(plan))
+    console.print(_stages(plan))
+    console.print(_memory(plan))
+
+
+def _summary(plan: Plan) -> Group:
+    d, p = plan.decode, plan.prefill
+    o = plan.options
+    shape = f"{o['precision']} weights, context {o['context']}, prompt {o['prompt']}, batch {o['batch']}"
+    title = Text.assemble((plan.model, "bold"), " on ", (plan.target, "bold"), "  ", shape)
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("figure", "predicted", "bound", "binds"):
+        table.add_column(col, justify="left" if col in ("figure", "binds") else "right")
+    table.add_row("chips", f"{plan.chips}", f"{plan.chips_lower_bound} (capacity)", plan.binding["chips"])
+    table.add_row("decode latency / token", f"{d['latency_us']:,.2f} µs", f"{d['latency_bound_us']:,.2f} µs",
+                  d["binding"])
+    table.add_row("decode tokens/s per user", f"{d['tokens_per_s']:,.0f}", f"{d['tokens_per_s_bound']:,.0f}", "")
+    table.add_row("time to first token", f"{p['ttft_ms']:,.3f} ms", f"{p['ttft_bound_ms']:,.3f} ms", p["binding"])
+    s = plan.solver
+    footer = Text(f"pipeline stages {len(plan.stages)}, footprint {plan.footprint_chips} chips; "
+                  f"solver {s['status']} over {s['candidates']} candidates in {plan.wall_s:.2f} s wall", style="dim")
+    return Group(title, table, footer)
+
+
+def _stages(plan: Plan) -> Table:
+    table = Table(title="pipeline stages", header_style="bold")
+    for col in ("stage", "units", "layers", "tp", "chips", "decode µs", "bound µs", "hops in", "binds"):
+        table.add_column(col, justify="right" if col not in ("units", "binds") else "left")
+    for s in plan.stages:
+        table.add_row(str(s.index), _units(s), _layer_text(s), str(s.tp),
+                      f"{s.first_chip}–{s.first_chip + s.tp - 1}", f"{s.decode_us:,.2f}",
+                      f"{s.decode_bound_us:,.2f}", str(s.hops_in), s.binding)
+    return table
+
+
+def _memory(plan: Plan) -> Table:
+    table = Table(title="memory per chip (MB)", header_style="bold")
+    for col in ("stage", "weights", "KV cache", "activations", "program", "headroom", "used"):
+        table.add_column(col, justify="right")
+    for s in plan.stages:
+        m = s.memory
+        table.add_row(str(s.index), *(f"{b / 1e6:,.1f}" for b in (m.weights, m.kv_cache, m.activations, m.program,
+                                                                   m.headroom)),
+                      f"{100 * m.total / m.capacity:.0f}%")
+    return table
+
+
+def _units(s: Stage) -> str:
+    return s.first_unit if s.first_unit == s.last_unit else f"{s.first_unit} … {s.last_unit}"
+
+
+def _layer_text(s: Stage) -> str:
+    if s.layers is None:
+        return "—"
+    a, b = s.layers
+    return str(a) if a == b else f"{a}–{b}"

@@ -1,0 +1,101 @@
+"""The `h100` preset: 8x H100 SXM nodes (HGX/DGX H100) on rail-optimised NDR InfiniBand, the HBM reference."""
+
+from __future__ import annotations
+
+from targets.spec import ChipSpec, LinkSpec, SystemSpec
+
+# Confidence tags as in /work/shared/HARDWARE.md: [V] primary, [S] secondary, [D] derived,
+# [L] low, [U] unverified. "Datasheet" is NVIDIA's H100 product page/datasheet
+# (nvidia.com/en-us/data-center/h100/), read through the copies cited beside each number.
+
+# 80 GB HBM3 (datasheet, via archive-lib.hpctech.co.jp/gpuproduct/nvidia-h100.html) [S]. HBM is
+# sized in binary units, so "80 GB" is 80 GiB, as nvidia-smi totals show on its siblings (e.g.
+# 143,771 MiB on the "141 GB" H200, NVIDIA/cuda-samples#311) [D]. This field is HBM, not SRAM.
+HBM_BYTES = 80 * 2**30
+HBM_BW_BYTES_PER_S = 3.35e12  # 3.35 TB/s HBM3: datasheet, via hpctech copy and codesota.com/hardware/h100 [S]
+
+# 1.83 GHz is the clock the tensor-core peaks assume (glennklockwood.com/garden/processors/h100:
+# "1.83 GHz (low precision), 1.98 GHz (high precision)") [S]. Check [D]: 132 SMs x 4,096 dense
+# fp16 flop/cycle/SM x 1.83 GHz = 989.4 TFLOPS, the datasheet figure.
+CLOCK_HZ = 1.83e9
+
+# Dense peaks: the datasheet prints sparse figures ("Shown with sparsity. Specifications 1/2 lower
+# without sparsity": hpctech copy) [S]; dense values from glennklockwood.com's table [S].
+PEAK_OPS_PER_S = {
+    "fp16": 989.4e12,  # bf16 is the same rate
+    "fp8": 1978.9e12,
+    "int8": 1978.9e12,
+    # Hopper has no int4 tensor-core path (no INT4 row in the datasheet) [S]: int4 weights are
+    # dequantised and run at the int8/fp8 rate while taking half the memory.
+    "int4": 1978.9e12,
+}
+
+VECTOR_BYTES = 128  # one warp of 32 lanes x 4 bytes, the unit of a coalesced access [D]
+MATRIX_DIM = 64  # wgmma tiles are 64 rows (M=64): CUTLASS Hopper docs (mintlify.com/NVIDIA/cutlass) [S]
+MATRIX_PLANES = 528  # 132 SMs x 4 tensor cores: glennklockwood.com [S]
+
+# Reserve: vLLM's default gpu_memory_utilization = 0.9 leaves 10% of HBM for the CUDA context,
+# workspaces and graphs (unsloth.ai vLLM engine-arguments guide; HF discussion on
+# neuralmagic/Mistral-7B-Instruct-v0.3-GPTQ-4bit) [S]. A rule from a serving stack, not hardware.
+PROGRAM_RESERVE_BYTES = HBM_BYTES // 10
+
+# Fixed cost of one dependent op: a GPU runs dependent ops as back-to-back kernels, whose
+# launch-and-drain gap is a few microseconds even with CUDA Graphs (NVIDIA blog, "Getting
+# Started with CUDA Graphs") [L]. We take 2 us, like the NVLink hop below; unverified for H100 [U].
+KERNEL_GAP_S = 2e-6
+OP_LATENCY_CYCLES = round(KERNEL_GAP_S * CLOCK_HZ)
+
+# NVLink 4: 18 links per GPU, 900 GB/s bidirectional in total, so 50 GB/s per link both ways
+# and 25 GB/s per direction (NVIDIA HGX H100 blog via dynasys.com.hk; petronellatech.com) [S].
+NVLINKS_PER_GPU = 18
+NVLINK_BW_BYTES_PER_S = 25e9
+
+# GPU-to-GPU P2P write latency over NVLink measured by cuda-samples p2pBandwidthLatencyTest:
+# 1.8-2.3 us (NVIDIA/cuda-samples#230; the GPU model there is not stated) [L]. It includes the
+# software path, which is what a GPU program pays per transfer, so we use it rather than the
+# sub-microsecond wire figure.
+NVLINK_LATENCY_S = 2e-6
+
+# One ConnectX-7 NDR 400 Gb/s port per GPU on the compute fabric (DGX H100 User Guide, network
+# modules table, via easymanua.ls; ConnectX-7 user manual, docs.nvidia.com) [S]: 50 GB/s a direction.
+IB_BW_BYTES_PER_S = 400e9 / 8
+
+# Across nodes: the NVLink-path software latency (~2 us) plus NIC, cable and one leaf switch
+# (~1 us; Quantum-2 port-to-port <150 ns per router-switch.com) [L]. Secondary summaries put
+# InfiniBand GPU-to-GPU at 1-5 us (fridayswithfaraday.com) [S]. We use 3 us.
+IB_LATENCY_S = 3e-6
+
+CHIP = ChipSpec(
+    name="H100-SXM5-80GB",
+    memory_kind="hbm",
+    sram_bytes=HBM_BYTES,
+    mem_bw_bytes_per_s=HBM_BW_BYTES_PER_S,
+    clock_hz=CLOCK_HZ,
+    peak_ops_per_s=PEAK_OPS_PER_S,
+    vector_bytes=VECTOR_BYTES,
+    matrix_dim=MATRIX_DIM,
+    matrix_planes=MATRIX_PLANES,
+    program_reserve_bytes=PROGRAM_RESERVE_BYTES,
+    op_latency_cycles=OP_LATENCY_CYCLES,
+)
+
+H100 = SystemSpec(
+    name="h100",
+    chip=CHIP,
+    # 8 GPUs per node, all-to-all through 4 third-generation NVSwitches (NVIDIA HGX H100 blog) [S].
+    chips_per_node=8,
+    # A rail-optimised leaf-spine compute fabric (NVIDIA enterprise RA, docs.nvidia.com/
+    # enterprise-reference-architectures/hgx-ai-factory-h100-h200-b200) [V]. We model one tier:
+    # 32 nodes, the downlinks of a 64-port Quantum-2 leaf with half its ports up (mortalapps.com:
+    # 64 x 400 Gb/s per QM9700) [S]. The 32-node group size is our modelling choice [U].
+    nodes_per_group=32,
+    max_chips=256,
+    c2c_links_per_chip=NVLINKS_PER_GPU + 1,  # 18 NVLinks + 1 InfiniBand port
+    local_links_per_chip=NVLINKS_PER_GPU,
+    global_links_per_chip=1,
+    local_link=LinkSpec(bw_bytes_per_s=NVLINK_BW_BYTES_PER_S, latency_s=NVLINK_LATENCY_S),
+    global_link=LinkSpec(bw_bytes_per_s=IB_BW_BYTES_PER_S, latency_s=IB_LATENCY_S),
+    topology="nvlink",
+    # Per-step synchronisation: one barrier costs at least one NVLink message, ~2 us [L, D].
+    sync_cycles=round(NVLINK_LATENCY_S * CLOCK_HZ),
+)

@@ -1,0 +1,297 @@
+"""Load a target by preset name or from a user's TOML file, with errors naming the file, line and field."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from ir.errors import ConfigError
+from targets.h100 import H100
+from targets.lpu import LPU
+from targets.lpu_mini import LPU_MINI
+from targets.spec import MEMORY_KINDS, PRECISIONS, TOPOLOGIES, ChipSpec, LinkSpec, SystemSpec
+from targets.units import FREQUENCY, OPS, RATE, SIZE, TIME, Kind, parse_quantity
+
+PRESETS: dict[str, SystemSpec] = {"lpu": LPU, "lpu-mini": LPU_MINI, "h100": H100}
+
+
+def list_targets() -> list[str]:
+    """Names of the shipped presets, sorted."""
+    return sorted(PRESETS)
+
+
+def load_target(name_or_path: str) -> SystemSpec:
+    """A preset by name (`lpu`, `lpu-mini`, `h100`) or a system read from a TOML target file.
+
+    A file mirrors SystemSpec: top-level system fields, `[chip]` (with `[chip.peak_ops_per_s]`),
+    `[local_link]` and `[global_link]`. `base = "lpu"` (a preset, or a .toml path relative to
+    the file) supplies every field the file leaves out; without a base every field is required
+    except the names, which default to the file's stem.
+    """
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix != ".toml" and not path.exists():
+        raise ConfigError(
+            f"unknown target '{name_or_path}' (presets: {', '.join(list_targets())}; "
+            f"or the path of a .toml file){_hint(name_or_path, PRESETS)}"
+        )
+    return _load_file(path, seen=())
+
+
+# ---------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """How to read one field: a parser of (value, where) and the smallest value allowed."""
+
+    parse: Callable[[Any, str], Any]
+    minimum: int | None = None
+
+
+def _quantity(kind: Kind) -> Callable[[Any, str], Any]:
+    return lambda value, where: parse_quantity(value, kind, where)
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected a whole number like 8, got {value!r}")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def parse(value: Any, where: str) -> str:
+        if value not in options:
+            raise ConfigError(
+                f"{where}: must be one of {', '.join(options)}, got {value!r}{_hint(str(value), options)}"
+            )
+        return value
+
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = 1, 0
+_LINK = {"bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE), "latency_s": Leaf(_quantity(TIME), NON_NEGATIVE)}
+_CHIP = {
+    "name": Leaf(_text),
+    "memory_kind": Leaf(_choice(MEMORY_KINDS)),
+    "sram_bytes": Leaf(_quantity(SIZE), POSITIVE),
+    "mem_bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE),
+    "clock_hz": Leaf(_quantity(FREQUENCY), POSITIVE),
+    "peak_ops_per_s": {p: Leaf(_quantity(OPS), POSITIVE) for p in PRECISIONS},
+    "vector_bytes": Leaf(_quantity(SIZE), POSITIVE),
+    "matrix_dim": Leaf(_count, POSITIVE),
+    "matrix_planes": Leaf(_count, POSITIVE),
+    "program_reserve_bytes": Leaf(_quantity(SIZE), NON_NEGATIVE),
+    "op_latency_cycles": Leaf(_count, NON_NEGATIVE),
+}
+SCHEMA: dict[str, Any] = {
+    "base": Leaf(_text),
+    "name": Leaf(_text),
+    "chip": _CHIP,
+    "chips_per_node": Leaf(_count, POSITIVE),
+    "nodes_per_group": Leaf(_count, POSITIVE),
+    "max_chips": Leaf(_count, POSITIVE),
+    "c2c_links_per_chip": Leaf(_count, POSITIVE),
+    "local_links_per_chip": Leaf(_count, POSITIVE),
+    "global_links_per_chip": Leaf(_count, NON_NEGATIVE),
+    "local_link": _LINK,
+    "global_link": _LINK,
+    "topology": Leaf(_choice(TOPOLOGIES)),
+    "sync_cycles": Leaf(_count, NON_NEGATIVE),
+}
+_OPTIONAL = {"base", "name", "chip.name"}
+
+
+def _leaf_paths(schema: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, sub in schema.items():
+        paths += _leaf_paths(sub, f"{prefix}{key}.") if isinstance(sub, dict) else [prefix + key]
+    return paths
+
+
+# ---------------------------------------------------------------- reading a file
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """A target file being read: its path and text, to name lines in errors."""
+
+    path: Path
+    text: str
+
+    def at(self, dotted: str) -> str:
+        """'file:line: field' for errors (the line only when the key can be found)."""
+        line = _line_of(self.text, dotted)
+        return f"{self.path}:{line}: {dotted}" if line else f"{self.path}: {dotted}"
+
+
+def _load_file(path: Path, seen: tuple[Path, ...]) -> SystemSpec:
+    source = _Source(path, _read(path))
+    data = _parse_toml(source)
+    values = _parse_table(data, SCHEMA, "", source)
+    tree = _base_tree(values.pop("base", None), source, seen)
+    _overlay(tree, values)
+    _fill_names(tree, path)
+    _check_complete(tree, source)
+    return _build(tree, source)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such target file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read target file: {err}") from None
+
+
+def _parse_toml(source: _Source) -> dict[str, Any]:
+    try:
+        return tomllib.loads(source.text)
+    except tomllib.TOMLDecodeError as err:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(err))
+        where = f"{source.path}:{match.group(1)}" if match else str(source.path)
+        raise ConfigError(f"{where}: invalid TOML: {err}") from None
+
+
+def _parse_table(data: dict[str, Any], schema: dict[str, Any], prefix: str, source: _Source) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = prefix + key
+        if key not in schema:
+            raise ConfigError(f"{source.at(dotted)}: unknown field{_field_hint(dotted)}")
+        rule = schema[key]
+        if isinstance(rule, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source.at(dotted)}: expected a table ([{dotted}]), got {value!r}")
+            out[key] = _parse_table(value, rule, dotted + ".", source)
+        else:
+            out[key] = _parse_leaf(rule, value, source.at(dotted))
+    return out
+
+
+def _parse_leaf(rule: Leaf, value: Any, where: str) -> Any:
+    parsed = rule.parse(value, where)
+    if rule.minimum == POSITIVE and parsed <= 0:
+        raise ConfigError(f"{where}: must be positive, got {value!r}")
+    if rule.minimum == NON_NEGATIVE and parsed < 0:
+        raise ConfigError(f"{where}: must not be negative, got {value!r}")
+    return parsed
+
+
+def _base_tree(base: str | None, source: _Source, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if base is None:
+        return {}
+    if base in PRESETS:
+        return _without_name(_as_tree(PRESETS[base]))
+    if not base.endswith(".toml"):
+        raise ConfigError(
+            f"{source.at('base')}: unknown preset '{base}'{_hint(base, PRESETS)} "
+            f"(presets: {', '.join(list_targets())}; or a .toml path)"
+        )
+    path = (source.path.parent / base).resolve()
+    if path in seen or path == source.path.resolve():
+        raise ConfigError(f"{source.at('base')}: '{base}' is based on itself")
+    return _without_name(_as_tree(_load_file(path, seen + (source.path.resolve(),))))
+
+
+def _without_name(tree: dict[str, Any]) -> dict[str, Any]:
+    # A derived file is a new system: it takes its own name (default: the file stem), not the base's.
+    tree.pop("name")
+    return tree
+
+
+def _as_tree(value: Any) -> Any:
+    if is_dataclass(value):
+        return {f.name: _as_tree(getattr(value, f.name)) for f in fields(value)}
+    return dict(value) if isinstance(value, dict) else value
+
+
+def _overlay(tree: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _overlay(tree.setdefault(key, {}), value)
+        else:
+            tree[key] = value
+
+
+def _fill_names(tree: dict[str, Any], path: Path) -> None:
+    tree.setdefault("name", path.stem)
+    tree.setdefault("chip", {}).setdefault("name", tree["name"])
+
+
+def _check_complete(tree: dict[str, Any], source: _Source) -> None:
+    for dotted in _leaf_paths(SCHEMA):
+        node: Any = tree
+        for key in dotted.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None and dotted not in _OPTIONAL:
+            raise ConfigError(
+                f"{source.path}: missing required field '{dotted}' (give it, or set base = \"lpu\" to inherit the rest)"
+            )
+
+
+def _build(tree: dict[str, Any], source: _Source) -> SystemSpec:
+    try:
+        chip = ChipSpec(**tree["chip"])
+        links = {k: LinkSpec(**tree[k]) for k in ("local_link", "global_link")}
+        rest = {k: v for k, v in tree.items() if k not in ("chip", "local_link", "global_link")}
+        return SystemSpec(chip=chip, **links, **rest)
+    except ConfigError as err:
+        # The spec names the field ("chip.program_reserve_bytes: ..."); add the file and line.
+        dotted = str(err).split(":", 1)[0]
+        raise ConfigError(f"{source.at(dotted)}:{str(err).split(':', 1)[1]}") from None
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _hint(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _field_hint(dotted: str) -> str:
+    paths = _leaf_paths(SCHEMA)
+    close = difflib.get_close_matches(dotted, paths, n=1, cutoff=0.6)
+    if not close:  # the right name in the wrong table: `sram_bytes` at top level
+        last = dotted.rsplit(".", 1)[-1]
+        close = [p for p in paths if difflib.get_close_matches(last, [p.rsplit(".", 1)[-1]], cutoff=0.8)][:1]
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+_HEADER = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
+_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
+
+
+def _line_of(text: str, dotted: str) -> int | None:
+    """The 1-based line that sets `dotted` (a table header counts for a table), if it can be found."""
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            table = _clean(header.group(1))
+            if table == dotted:
+                return number
+            continue
+        assign = _ASSIGN.match(line)
+        if assign and ".".join(filter(None, (table, _clean(assign.group(1))))) == dotted:
+            return number
+    return None
+
+
+def _clean(key: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in key.split("."))

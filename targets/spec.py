@@ -1,0 +1,154 @@
+"""Frozen records of a target machine: a link, a chip, and a system of chips joined by links."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, fields
+
+from ir.errors import ConfigError
+
+PRECISIONS = ("fp16", "fp8", "int8", "int4")
+TOPOLOGIES = ("dragonfly", "nvlink")
+MEMORY_KINDS = ("sram", "hbm")
+
+
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """One chip-to-chip link: bandwidth per direction and the latency of one hop over it."""
+
+    bw_bytes_per_s: float  # per direction, one link
+    latency_s: float  # one hop: wire + SerDes + switch/forwarding
+
+    def __post_init__(self) -> None:
+        _require(self.bw_bytes_per_s > 0, "bw_bytes_per_s", f"must be positive, got {self.bw_bytes_per_s}")
+        _require(self.latency_s >= 0, "latency_s", f"must not be negative, got {self.latency_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChipSpec:
+    """One chip: its memory, clock, compute rates and the fixed costs the scheduler must respect.
+
+    `sram_bytes` and `mem_bw_bytes_per_s` describe the memory weights live in: on-die SRAM for the
+    LPU, HBM for the H100 (`memory_kind` says which). `peak_ops_per_s` is dense (no sparsity) and
+    keyed by PRECISIONS; a precision the chip lacks natively carries the rate it runs at after
+    conversion (e.g. int4 weights dequantised to int8).
+    """
+
+    name: str
+    memory_kind: str  # "sram" | "hbm"
+    sram_bytes: int
+    mem_bw_bytes_per_s: float
+    clock_hz: float
+    peak_ops_per_s: dict[str, float]
+    vector_bytes: int
+    matrix_dim: int
+    matrix_planes: int
+    program_reserve_bytes: int  # memory held back for instructions and I/O buffers
+    op_latency_cycles: int  # fixed latency of one dependent op through the chip
+
+    def __post_init__(self) -> None:
+        # A private copy, so the caller's dict cannot change a frozen spec; treat it as read-only.
+        object.__setattr__(self, "peak_ops_per_s", dict(self.peak_ops_per_s))
+        self._validate()
+
+    def _validate(self) -> None:
+        _require(self.memory_kind in MEMORY_KINDS, "chip.memory_kind", f"must be one of {MEMORY_KINDS}")
+        for name in ("sram_bytes", "mem_bw_bytes_per_s", "clock_hz", "vector_bytes", "matrix_dim", "matrix_planes"):
+            value = getattr(self, name)
+            _require(value > 0, f"chip.{name}", f"must be positive, got {value}")
+        for name in ("program_reserve_bytes", "op_latency_cycles"):
+            _require(getattr(self, name) >= 0, f"chip.{name}", "must not be negative")
+        _require(
+            self.program_reserve_bytes < self.sram_bytes,
+            "chip.program_reserve_bytes",
+            f"must be less than chip.sram_bytes ({self.sram_bytes})",
+        )
+        _require(
+            set(self.peak_ops_per_s) == set(PRECISIONS),
+            "chip.peak_ops_per_s",
+            f"needs exactly the keys {PRECISIONS}, got {tuple(self.peak_ops_per_s)}",
+        )
+        for key, rate in self.peak_ops_per_s.items():
+            _require(rate > 0, f"chip.peak_ops_per_s.{key}", f"must be positive, got {rate}")
+
+    def __hash__(self) -> int:
+        values = (getattr(self, f.name) for f in fields(self))
+        return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in values))
+
+    @property
+    def usable_sram_bytes(self) -> int:
+        """Memory left for weights, KV cache, state and activations after the program reserve."""
+        return self.sram_bytes - self.program_reserve_bytes
+
+    def peak_ops(self, precision: str) -> float:
+        """Dense peak ops/s at `precision` (one of PRECISIONS)."""
+        if precision not in self.peak_ops_per_s:
+            hint = difflib.get_close_matches(precision, PRECISIONS, n=1)
+            did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
+            raise ConfigError(
+                f"{self.name}: unknown precision '{precision}' (known: {', '.join(PRECISIONS)}){did_you_mean}"
+            )
+        return self.peak_ops_per_s[precision]
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSpec:
+    """Chips grouped into nodes and groups, with the links that join them and the topology they form.
+
+    A node's chips are joined by local links; global links leave the node. `nodes_per_group` is
+    a Dragonfly group for "dragonfly" and the nodes under one rail of leaf switches for "nvlink".
+    """
+
+    name: str
+    chip: ChipSpec
+    chips_per_node: int
+    nodes_per_group: int
+    max_chips: int
+    c2c_links_per_chip: int  # every chip-to-chip port the chip has, wired in our model or not
+    local_links_per_chip: int  # links to chips of the same node
+    global_links_per_chip: int  # links leaving the node
+    local_link: LinkSpec
+    global_link: LinkSpec
+    topology: str  # "dragonfly" | "nvlink"
+    sync_cycles: int  # program-start / per-step synchronisation cost
+
+    def __post_init__(self) -> None:
+        _require(self.topology in TOPOLOGIES, "topology", f"must be one of {TOPOLOGIES}, got '{self.topology}'")
+        for name in ("chips_per_node", "nodes_per_group", "max_chips", "c2c_links_per_chip", "local_links_per_chip"):
+            _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        for name in ("global_links_per_chip", "sync_cycles"):
+            _require(getattr(self, name) >= 0, name, "must not be negative")
+        wired = self.local_links_per_chip + self.global_links_per_chip
+        _require(
+            wired <= self.c2c_links_per_chip,
+            "c2c_links_per_chip",
+            f"must be at least local_links_per_chip + global_links_per_chip ({wired})",
+        )
+        _require(
+            self.max_chips <= self.chips_per_node or self.global_links_per_chip > 0,
+            "global_links_per_chip",
+            "must be positive when max_chips exceeds chips_per_node",
+        )
+        if self.topology == "dragonfly":
+            _require(
+                self.local_links_per_chip >= self.chips_per_node - 1,
+                "local_links_per_chip",
+                f"a dragonfly node is fully connected, so it needs at least chips_per_node - 1 "
+                f"({self.chips_per_node - 1})",
+            )
+        else:
+            _require(
+                self.max_chips <= self.chips_per_group,
+                "max_chips",
+                f"an nvlink system is modelled up to one rail group ({self.chips_per_group} chips); "
+                "multi-tier InfiniBand fabrics are not modelled",
+            )
+
+    @property
+    def chips_per_group(self) -> int:
+        return self.chips_per_node * self.nodes_per_group

@@ -1,0 +1,264 @@
+"""Networks of chips as networkx graphs, and deterministic hop counts and routes over them.
+
+A graph's nodes are chip ids 0..chips-1 with attributes `node` and `group`. Each edge joins two
+chips and carries `kind` ("local" within a node, "global" leaving it), `links` (physical links
+aggregated into the edge), `bw_bytes_per_s` (links x per-link bandwidth, per direction),
+`latency_s` (one hop) and `switched` (True when the edge is a path through a switch whose ports
+the chip's other edges share, rather than a dedicated wire).
+
+Wiring rules
+------------
+dragonfly (lpu): chips are numbered node by node and nodes group by group. The chips of a node
+are fully connected by local links, `local_links_per_chip // (chips_per_node - 1)` per pair.
+Each chip's global ports are split: with several groups, half go to nodes of its own group and
+half to other groups (the extra port of an odd count stays inside); with one group, all stay
+inside. Within a group, node ports are dealt round-robin over node pairs in lexicographic order,
+a node handing out its chips' ports chip by chip (chip 0 port 0, chip 1 port 0, ... then port 1),
+until ports run out; between groups the same dealing runs over group pairs, a group handing out
+ports node by node first, so links to different groups land on different nodes. Parallel links
+between the same two chips merge into one edge. For the full lpu (145 groups of 9 nodes) this
+gives 2 links between every two nodes of a group and exactly 1 link between every two groups:
+72 chips x 2 inter-group ports = 144 = the number of other groups, which is why 10,440 = 145 x 72
+is the largest such system. The TSP forwards traffic itself, so chips without a direct link
+reach each other through intermediate chips.
+
+Hop bound (`chip_hops`): same node 1 hop; same group at most 3 (local, global, local); different
+groups at most 7 (3 + 1 inter-group + 3), that is at most 3 inter-node hops, when the groups are
+full (a partly filled last node or group can lack some direct links and need a detour). The ISCA 2022 abstract's "at
+most 5 hops" (via the survey note) is not reproduced at the chip level: a group's chip graph
+(degree 7 local + 2 global) cannot have diameter 2, so 5 chip hops are impossible under this
+port split; Groq probably counts hops differently (e.g. node-level routers) [U]. At 240 ns a hop
+the 7-hop worst case is 1.7 us, inside the published "<3 us end to end".
+
+nvlink (h100): the GPUs of a node are all-to-all through NVSwitch; each pair gets one switched
+edge carrying all `local_links_per_chip` NVLinks (a lone transfer can use every link through the
+non-blocking switch; concurrent transfers from one GPU share them). Between nodes, the fabric is
+rail-optimised: GPU k of every node hangs off rail k's leaf switch, modelled as switched edges
+joining GPU k of each pair of nodes with the InfiniBand figures. Cross-rail traffic goes over
+NVLink to the right rail first (2 hops), as NCCL's PXN does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import combinations, pairwise
+from typing import Any
+
+import networkx as nx
+
+from ir.errors import ConfigError
+from targets.spec import LinkSpec, SystemSpec
+
+# Route weights are integers so equal-latency paths compare exactly: latency in picoseconds,
+# scaled, plus one per hop, so that among equally fast paths the one with fewer hops wins.
+_HOP_WEIGHT_SCALE = 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A chosen path between two chips: the chips it visits and its summed hop latency."""
+
+    path: tuple[int, ...]
+    latency_s: float
+
+    @property
+    def hops(self) -> int:
+        return len(self.path) - 1
+
+
+def build_topology(system: SystemSpec, chips: int) -> nx.Graph:
+    """The network of the first `chips` chips of `system`, wired by the rules in this module's docstring."""
+    if not 1 <= chips <= system.max_chips:
+        raise ConfigError(f"{system.name}: chips must be between 1 and max_chips ({system.max_chips}), got {chips}")
+    graph = nx.Graph(system=system.name, topology=system.topology, chips=chips)
+    graph.add_nodes_from(
+        (c, {"node": c // system.chips_per_node, "group": c // system.chips_per_group}) for c in range(chips)
+    )
+    WIRING[system.topology](graph, system, chips)
+    if not nx.is_connected(graph):
+        raise ConfigError(
+            f"{system.name}: {chips} chips do not form a connected network "
+            "(too few global links for the number of nodes)"
+        )
+    return graph
+
+
+def chip_hops(system: SystemSpec, a: int, b: int) -> int:
+    """Hops between chips a and b on the structural route the wiring guarantees, without building a graph.
+
+    dragonfly: 1 within a node, 3 within a group (local, global, local), 7 across groups; an upper
+    bound on `hops` over `build_topology` whenever the nodes and groups involved are full (a partly
+    filled node or group may lack some direct links and need a detour), and reached by most pairs.
+    nvlink: exact; 1 within a node or along a rail, else 2.
+    """
+    for chip in (a, b):
+        if not 0 <= chip < system.max_chips:
+            raise ConfigError(f"{system.name}: no chip {chip} (chips are 0..{system.max_chips - 1})")
+    node_a, node_b = a // system.chips_per_node, b // system.chips_per_node
+    if a == b:
+        return 0
+    if node_a == node_b:
+        return 1
+    if system.topology == "nvlink":
+        return 1 if a % system.chips_per_node == b % system.chips_per_node else 2
+    return 3 if node_a // system.nodes_per_group == node_b // system.nodes_per_group else 7
+
+
+def hops(topology: nx.Graph, a: int, b: int) -> int:
+    """The fewest chip-to-chip hops from chip a to chip b (bidirectional BFS; no all-pairs search)."""
+    _check_chips(topology, a, b)
+    if a == b:
+        return 0
+    if topology.has_edge(a, b):
+        return 1
+    return nx.shortest_path_length(topology, a, b)
+
+
+def route(topology: nx.Graph, a: int, b: int) -> Route:
+    """The fastest path from a to b; ties go to fewer hops, then to the lowest chip id at each step."""
+    _check_chips(topology, a, b)
+    if a == b:
+        return Route((a,), 0.0)
+    best, _ = nx.bidirectional_dijkstra(topology, a, b, weight=_weight)
+    to_b = nx.single_source_dijkstra_path_length(topology, b, cutoff=best, weight=_weight)
+    path = [a]
+    while path[-1] != b:
+        here = path[-1]
+        path.append(
+            min(v for v, edge in topology[here].items() if v in to_b and to_b[here] == _weight(here, v, edge) + to_b[v])
+        )
+    return Route(tuple(path), sum(topology[u][v]["latency_s"] for u, v in pairwise(path)))
+
+
+def _weight(_u: int, _v: int, edge: dict[str, Any]) -> int:
+    return round(edge["latency_s"] * 1e12) * _HOP_WEIGHT_SCALE + 1
+
+
+def _check_chips(topology: nx.Graph, *chips: int) -> None:
+    for chip in chips:
+        if chip not in topology:
+            raise ConfigError(
+                f"{topology.graph.get('system', 'topology')}: no chip {chip} "
+                f"(chips are 0..{topology.number_of_nodes() - 1})"
+            )
+
+
+# ---------------------------------------------------------------- dragonfly
+
+
+def _wire_dragonfly(graph: nx.Graph, system: SystemSpec, chips: int) -> None:
+    per_pair = system.local_links_per_chip // (system.chips_per_node - 1) if system.chips_per_node > 1 else 0
+    _add_local_mesh(graph, system, chips, per_pair, switched=False)
+    nodes, groups = _count_nodes_groups(system, chips)
+    intra, inter = _split_global_ports(system, groups)
+    for group in range(groups):
+        members = _nodes_of_group(system, group, nodes)
+        ports = [[c for _ in range(intra) for c in _chips_of_node(system, n, chips)] for n in members]
+        _add_links(graph, _deal_round_robin(ports), system.global_link, switched=False)
+    ports = [_group_ports(system, g, inter, nodes, chips) for g in range(groups)]
+    _add_links(graph, _deal_round_robin(ports), system.global_link, switched=False)
+
+
+def _split_global_ports(system: SystemSpec, groups: int) -> tuple[int, int]:
+    """(ports to nodes of the same group, ports to other groups) per chip."""
+    ports = system.global_links_per_chip
+    if groups == 1:
+        return ports, 0
+    if system.nodes_per_group == 1:
+        return 0, ports
+    return ports - ports // 2, ports // 2
+
+
+def _group_ports(system: SystemSpec, group: int, ports_per_chip: int, nodes: int, chips: int) -> list[int]:
+    members = _nodes_of_group(system, group, nodes)
+    out = []
+    for _port in range(ports_per_chip):
+        for index in range(system.chips_per_node):
+            out += [c for n in members if (c := n * system.chips_per_node + index) < chips]
+    return out
+
+
+def _deal_round_robin(ports: list[list[int]]) -> Counter[tuple[int, int]]:
+    """Deal each member's ports, in order, to member pairs taken round-robin; count links per chip pair."""
+    taken = [0] * len(ports)
+    links: Counter[tuple[int, int]] = Counter()
+    pairs = list(combinations(range(len(ports)), 2))
+    dealt = True
+    while dealt:
+        dealt = False
+        for i, j in pairs:
+            if taken[i] < len(ports[i]) and taken[j] < len(ports[j]):
+                a, b = ports[i][taken[i]], ports[j][taken[j]]
+                links[min(a, b), max(a, b)] += 1
+                taken[i] += 1
+                taken[j] += 1
+                dealt = True
+    return links
+
+
+# ---------------------------------------------------------------- nvlink
+
+
+def _wire_nvlink(graph: nx.Graph, system: SystemSpec, chips: int) -> None:
+    _add_local_mesh(graph, system, chips, system.local_links_per_chip, switched=True)
+    nodes, _ = _count_nodes_groups(system, chips)
+    for rail in range(system.chips_per_node):
+        members = [c for n in range(nodes) if (c := n * system.chips_per_node + rail) < chips]
+        links = Counter({pair: system.global_links_per_chip for pair in combinations(members, 2)})
+        _add_links(graph, links, system.global_link, switched=True)
+
+
+# ---------------------------------------------------------------- shared
+
+
+def _add_local_mesh(graph: nx.Graph, system: SystemSpec, chips: int, per_pair: int, switched: bool) -> None:
+    nodes, _ = _count_nodes_groups(system, chips)
+    link = system.local_link
+    attrs = {
+        "kind": "local",
+        "links": per_pair,
+        "bw_bytes_per_s": per_pair * link.bw_bytes_per_s,
+        "latency_s": link.latency_s,
+        "switched": switched,
+    }
+    for node in range(nodes):
+        graph.add_edges_from(combinations(_chips_of_node(system, node, chips), 2), **attrs)
+
+
+def _add_links(graph: nx.Graph, links: Counter[tuple[int, int]], link: LinkSpec, switched: bool) -> None:
+    graph.add_edges_from(
+        (
+            a,
+            b,
+            {
+                "kind": "global",
+                "links": n,
+                "bw_bytes_per_s": n * link.bw_bytes_per_s,
+                "latency_s": link.latency_s,
+                "switched": switched,
+            },
+        )
+        for (a, b), n in links.items()
+    )
+
+
+def _count_nodes_groups(system: SystemSpec, chips: int) -> tuple[int, int]:
+    nodes = math.ceil(chips / system.chips_per_node)
+    return nodes, math.ceil(nodes / system.nodes_per_group)
+
+
+def _nodes_of_group(system: SystemSpec, group: int, nodes: int) -> range:
+    return range(group * system.nodes_per_group, min(nodes, (group + 1) * system.nodes_per_group))
+
+
+def _chips_of_node(system: SystemSpec, node: int, chips: int) -> range:
+    return range(node * system.chips_per_node, min(chips, (node + 1) * system.chips_per_node))
+
+
+WIRING: dict[str, Callable[[nx.Graph, SystemSpec, int], None]] = {
+    "dragonfly": _wire_dragonfly,
+    "nvlink": _wire_nvlink,
+}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from compiler.partition.shard_cost import Collective, OpWork, ShardCost
 from targets.spec import LinkSpec, SystemSpec
+from targets.topology import chip_hops
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ def collective_s(c: Collective, system: SystemSpec) -> float:
     if q == 1:
         return phases * local
     rounds = math.ceil((q - 1) / max(1, system.global_links_per_chip))
-    hops = 1 if q <= system.nodes_per_group else 2
+    hops = chip_hops(system, 0, (q - 1) * system.chips_per_node)  # to the farthest node of the group
     remote = hops * system.global_link.latency_s + rounds * (c.bytes / (p * q)) / system.global_link.bw_bytes_per_s
     return phases * (local + remote)
 

@@ -90,7 +90,9 @@ def partition(units: list[Unit], graphs: Lowered, system: SystemSpec,
 
 def evaluate(name: str, system: SystemSpec, options: CompileOptions, units: list[Unit], graphs: Lowered,
              solution: Solution, lower_bound: int) -> Plan:
-    starts = place([c.tp for c in solution.stages], system)
+    sizes = [c.tp for c in solution.stages]
+    collectives = [sum(len(u.decode[c.tp].collectives) for u in units[c.first:c.stop]) for c in solution.stages]
+    starts = place(sizes, collectives, system, options.solver_seed)
     crossing_d, crossing_p = boundary_bytes(graphs.decode), boundary_bytes(graphs.prefill)
     chunk = options.chunk_rows / (options.batch * options.prompt)
     timed = []

@@ -1,25 +1,37 @@
-"""Placement: which chips of the network each pipeline stage occupies.
+"""Placement: which chips of the network each pipeline stage occupies (CP-SAT).
 
-Stages are laid out in pipeline order so every hand-off goes to the next chips
-over. A stage of at least a node's worth of chips starts on a node boundary so
-its collectives span the fewest nodes; a smaller stage never straddles two nodes.
-Where a stage would straddle a Dragonfly group that it could fit inside, it
-starts at the next group instead. The holes this leaves are counted as the
-plan's footprint, not as chips used.
+Stages keep pipeline order, so every hand-off goes a short way forward. The
+model, for stages s with sizes t_s on a machine of nodes of n chips and groups
+of G chips:
+
+    start_s + t_s <= start_{s+1}                      (order, no overlap)
+    start_s = n * a_s                    if t_s >= n  (whole nodes: collectives span fewest nodes)
+    start_s // n = (start_s + t_s - 1) // n   if t_s < n   (a small stage never straddles nodes)
+    straddle_s >= [start_s // G != (start_s + t_s - 1) // G]   (t_s <= G)
+    cross_s    >= [first group of s != last group of s-1]
+    end = start_last + t_last <= the footprint of the greedy layout
+    minimise  sum_s w_s straddle_s + w_x sum_s cross_s  (then footprint)
+
+w_s is the extra latency a straddling stage pays on its collectives each token
+and w_x the extra latency of a hand-off between groups, both in picoseconds from
+the target's hop counts and link latencies. The greedy layout (node-aligned,
+jump to the next group rather than straddle) is the hint and the fallback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ortools.sat.python import cp_model
+
 from targets.spec import SystemSpec
+from targets.topology import chip_hops
 
 
-def place(sizes: Sequence[int], system: SystemSpec) -> list[int]:
-    """First chip of each stage, given the stages' group sizes in pipeline order."""
+def greedy(sizes: Sequence[int], system: SystemSpec) -> list[int]:
+    """Node-aligned layout in order; a stage that would straddle a group it fits in moves on."""
     starts, cursor = [], 0
-    node = system.chips_per_node
-    group = node * system.nodes_per_group
+    node, group = system.chips_per_node, system.chips_per_group
     for t in sizes:
         if t >= node or cursor // node != (cursor + t - 1) // node:
             cursor = _round_up(cursor, node)
@@ -28,6 +40,87 @@ def place(sizes: Sequence[int], system: SystemSpec) -> list[int]:
         starts.append(cursor)
         cursor += t
     return starts
+
+
+def place(sizes: Sequence[int], collectives: Sequence[int], system: SystemSpec,
+          seed: int = 0, deterministic_s: float = 5.0) -> list[int]:
+    """First chip of each stage. `collectives[s]` counts stage s's collectives per token."""
+    hint = greedy(sizes, system)
+    if system.chips_per_group >= hint[-1] + sizes[-1]:
+        return hint  # one group holds everything: nothing to trade
+    model, starts = build_model(sizes, collectives, system, hint)
+    solver = cp_model.CpSolver()
+    solver.parameters.random_seed = seed
+    solver.parameters.num_workers = 1
+    solver.parameters.max_deterministic_time = deterministic_s
+    if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return hint
+    return [solver.value(v) for v in starts]
+
+
+def build_model(sizes: Sequence[int], collectives: Sequence[int], system: SystemSpec,
+                hint: list[int]) -> tuple[cp_model.CpModel, list[cp_model.IntVar]]:
+    """The model in the module docstring, hinted with `hint`."""
+    m = cp_model.CpModel()
+    node, group = system.chips_per_node, system.chips_per_group
+    horizon = hint[-1] + sizes[-1]
+    starts = [m.new_int_var(0, horizon - t, f"start{s}") for s, t in enumerate(sizes)]
+    first_group, last_group = [], []
+    for s, t in enumerate(sizes):
+        _align(m, starts[s], t, node, horizon, f"{s}")
+        first_group.append(_div(m, starts[s], 0, group, horizon, f"g0_{s}"))
+        last_group.append(_div(m, starts[s], t - 1, group, horizon, f"g1_{s}"))
+        m.add_hint(starts[s], hint[s])
+    for s in range(1, len(sizes)):
+        m.add(starts[s] >= starts[s - 1] + sizes[s - 1])
+    costs = _straddles(m, sizes, collectives, system, first_group, last_group)
+    costs += _crossings(m, sizes, system, first_group, last_group)
+    end = starts[-1] + sizes[-1]
+    m.minimize(sum(costs) * (horizon + 1) + end)
+    return m, starts
+
+
+def _align(m: cp_model.CpModel, start: cp_model.IntVar, t: int, node: int, horizon: int, name: str) -> None:
+    if t >= node:
+        a = m.new_int_var(0, horizon // node, f"a{name}")
+        m.add(start == node * a)
+    else:
+        m.add(_div(m, start, 0, node, horizon, f"n0_{name}") == _div(m, start, t - 1, node, horizon, f"n1_{name}"))
+
+
+def _div(m: cp_model.CpModel, start: cp_model.IntVar, offset: int, k: int, horizon: int, name: str) -> cp_model.IntVar:
+    """(start + offset) // k as a new variable."""
+    q = m.new_int_var(0, horizon // k, name)
+    m.add_division_equality(q, start + offset, k)
+    return q
+
+
+def _straddles(m, sizes, collectives, system, first_group, last_group) -> list:
+    extra_ps = _extra_hops_ps(system)
+    costs = []
+    for s, t in enumerate(sizes):
+        if t <= system.chips_per_group and collectives[s]:
+            b = m.new_bool_var(f"straddle{s}")
+            m.add(last_group[s] == first_group[s]).only_enforce_if(b.Not())
+            costs.append(collectives[s] * extra_ps * b)
+    return costs
+
+
+def _crossings(m, sizes, system, first_group, last_group) -> list:
+    extra_ps = _extra_hops_ps(system)
+    costs = []
+    for s in range(1, len(sizes)):
+        b = m.new_bool_var(f"cross{s}")
+        m.add(first_group[s] == last_group[s - 1]).only_enforce_if(b.Not())
+        costs.append(extra_ps * b)
+    return costs
+
+
+def _extra_hops_ps(system: SystemSpec) -> int:
+    """Extra latency of reaching another group rather than another node of the same group."""
+    within = chip_hops(system, 0, system.chips_per_node) if system.nodes_per_group > 1 else 1
+    across = chip_hops(system, 0, min(system.max_chips - 1, system.chips_per_group))
+    return max(0, across - within) * round(system.global_link.latency_s * 1e12)
 
 
 def _round_up(x: int, k: int) -> int:

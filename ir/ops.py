@@ -28,6 +28,7 @@ class Opcode(enum.Enum):
     SOFTMAX = "softmax"
     ARGMAX = "argmax"
     ALLREDUCE = "allreduce"  # sum over a tensor-parallel group
+    ALLGATHER = "allgather"  # concatenate the group's feature shards
     SEND = "send"
     RECV = "recv"
 
@@ -135,6 +136,11 @@ def _argmax(ins, attrs):
     return (TensorType(DType.I32, x.shape[:-1]),)
 
 
+def _allgather(ins, attrs):
+    (x,) = ins
+    return (x.with_shape(*x.shape[:-1], x.shape[-1] * attrs["group"]),)
+
+
 def _recv(ins, attrs):
     shape = tuple(int(s) for s in str(attrs["shape"]).split("x"))
     return (TensorType(DType(attrs["dtype"]), shape),)
@@ -159,11 +165,14 @@ def _attention_flops(ins, outs, attrs):
 
 
 OPDEFS: dict[Opcode, OpDef] = {
-    Opcode.EMBED: OpDef((2, 2), {}, _embed, _no_flops),
+    # shards: the table is one of that many row (vocabulary) shards; rows it lacks give zeros.
+    Opcode.EMBED: OpDef((2, 2), {}, _embed, _no_flops, optional={"shards": int}),
     # split: Megatron-style tensor parallelism. "col" splits the output features
     # (the result is a shard), "row" splits the input features (the result is a
     # partial sum that an allreduce completes). Absent: the weight is replicated.
-    Opcode.MATMUL: OpDef((2, 3), {}, _matmul, _matmul_flops, optional={"split": str}),
+    # heads: the output is that many attention heads; a group wider than that
+    # replicates heads (each chip keeps whole heads, as for GQA's kv heads).
+    Opcode.MATMUL: OpDef((2, 3), {}, _matmul, _matmul_flops, optional={"split": str, "heads": int}),
     Opcode.ADD: OpDef((2, 2), {}, _elementwise, _per_out(1)),
     Opcode.MUL: OpDef((2, 2), {}, _elementwise, _per_out(1)),
     Opcode.RMSNORM: OpDef((2, 2), {"eps": float}, _rmsnorm, _per_out(4)),
@@ -181,8 +190,11 @@ OPDEFS: dict[Opcode, OpDef] = {
     Opcode.SILU: OpDef((1, 1), {}, _unary, _per_out(4)),
     Opcode.GELU: OpDef((1, 1), {}, _unary, _per_out(8)),
     Opcode.SOFTMAX: OpDef((1, 1), {}, _unary, _per_out(5)),
-    Opcode.ARGMAX: OpDef((1, 1), {}, _argmax, _per_out(1)),
+    # shards: the input is one of that many vocabulary shards; the op also reduces the
+    # shards' best (value, index) pairs across the group, so every chip gets global ids.
+    Opcode.ARGMAX: OpDef((1, 1), {}, _argmax, _per_out(1), optional={"shards": int}),
     Opcode.ALLREDUCE: OpDef((1, 1), {"group": int}, _unary, _per_out(1)),
+    Opcode.ALLGATHER: OpDef((1, 1), {"group": int}, _allgather, _no_flops),
     Opcode.SEND: OpDef((1, 1), {"peer": int}, lambda ins, attrs: (), _no_flops),
     Opcode.RECV: OpDef((0, 0), {"peer": int, "shape": str, "dtype": str}, _recv, _no_flops),
 }

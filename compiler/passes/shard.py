@@ -1,0 +1,206 @@
+"""ShardTensorParallel: one chip's share of a unit on a tensor-parallel group of t chips.
+
+Contract. Requires: a verified graph whose matmuls carry `split` ("col"/"row",
+Megatron style) and, where the output is attention heads, `heads`. Produces the
+ops every chip of the group runs (SPMD: the chip's rank picks its slices):
+params, caches and activations take their per-chip shapes; an `allreduce` is
+inserted where a partial sum is consumed or leaves the unit, an `allgather`
+where an op needs a whole value it holds only a shard of. When t exceeds a
+layer's kv heads, each chip keeps a whole kv head (replicated t/kv_heads times,
+as Megatron and vLLM do). The result is the input of both the partitioner's
+cost model and the lowering, so the two cannot disagree on what a chip holds.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ir.errors import VerifyError
+from ir.graph import Op, Value, sorted_attrs
+from ir.ops import OPDEFS, Opcode
+from ir.types import TensorType
+
+
+class Layout(enum.Enum):
+    REPL = "repl"  # every chip holds all of it
+    SHARD = "shard"  # split t ways along the last axis
+    PARTIAL = "partial"  # every chip holds a partial sum
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTensorParallel:
+    """Rewrite one unit's ops (`ops`) for a group of `tp` chips; see the module docstring."""
+
+    tp: int
+
+    def __call__(self, ops: Sequence[Op]) -> list[Op]:
+        return _Sharder(self.tp, ops).run()
+
+
+def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
+    """Group sizes t <= limit that split the unit's work evenly: query heads, split
+    features, and kv heads (either split or each kept whole by t/kv_heads chips).
+    Any integer qualifies, not only powers of two."""
+    return [t for t in range(1, limit + 1) if all(_divides(op, t) for op in ops)]
+
+
+def _divides(op: Op, t: int) -> bool:
+    a = op.attr
+    if op.opcode is Opcode.ATTENTION:
+        kv = a["kv_heads"]
+        return a["heads"] % t == 0 and (kv % t == 0 or t % kv == 0)
+    if op.opcode is Opcode.MATMUL and "split" in a:
+        w = op.operands[1].type.shape
+        width = w[1] if a["split"] == "col" else w[0]
+        heads = a.get("heads")
+        return (heads % t == 0 or t % heads == 0) if heads else width % t == 0
+    return True
+
+
+class _Sharder:
+    def __init__(self, tp: int, ops: Sequence[Op]):
+        self.tp, self.ops = tp, ops
+        self.defined = {r.name for op in ops for r in op.results}
+        self.used = {v.name for op in ops for v in op.operands}
+        self.value: dict[str, Value] = {}
+        self.layout: dict[str, Layout] = {}
+        self.out: list[Op] = []
+
+    def run(self) -> list[Op]:
+        for op in self.ops:
+            self._visit(op)
+        for op in self.ops:  # partial sums leaving the unit are completed inside it
+            for r in op.results:
+                if r.name not in self.used and self.layout[r.name] is Layout.PARTIAL:
+                    self._reduce(r.name, op.scope)
+        return self.out
+
+    def _visit(self, op: Op) -> None:
+        operands = [self._operand(op, i, v) for i, v in enumerate(op.operands)]
+        attrs, layout = _RULES.get(op.opcode, _rule_follow)(self, op, operands)
+        if self.tp == 1:
+            layout = Layout.REPL
+        types = OPDEFS[op.opcode].type_rule(tuple(v.type for v in operands), attrs)
+        results = tuple(Value(r.name, t) for r, t in zip(op.results, types, strict=True))
+        self.out.append(Op(op.opcode, tuple(operands), results, sorted_attrs(attrs), op.scope))
+        for r in results:
+            self.value[r.name], self.layout[r.name] = r, layout
+
+    def _operand(self, op: Op, index: int, v: Value) -> Value:
+        if v.name not in self.defined and v.name not in self.value:
+            resident = _resident_type(self, op, index, v)
+            if resident is not None:
+                return Value(v.name, resident)
+            self.value[v.name], self.layout[v.name] = v, Layout.REPL  # an input from an earlier unit
+        if self.layout[v.name] is Layout.PARTIAL:
+            self._reduce(v.name, op.scope)
+        return self.value[v.name]
+
+    def _reduce(self, name: str, scope: str) -> None:
+        self._collective(Opcode.ALLREDUCE, name, scope)
+
+    def gather(self, v: Value, scope: str) -> Value:
+        if self.layout.get(v.name) is Layout.SHARD and self.tp > 1:
+            self._collective(Opcode.ALLGATHER, v.name, scope)
+        return self.value.get(v.name, v)
+
+    def _collective(self, opcode: Opcode, name: str, scope: str) -> None:
+        v = self.value[name]
+        (t,) = OPDEFS[opcode].type_rule((v.type,), {"group": self.tp})
+        done = Value(f"{name}.{opcode.value}", t)
+        self.out.append(Op(opcode, (v,), (done,), (("group", self.tp),), scope))
+        self.value[name], self.layout[name] = done, Layout.REPL
+
+    def layout_of(self, v: Value) -> Layout:
+        return self.layout.get(v.name, Layout.REPL)
+
+
+def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | None:
+    """The per-chip type of a param or cache operand; None for an activation input."""
+    t, shape, a = s.tp, v.type.shape, op.attr
+    if op.opcode is Opcode.MATMUL and index >= 1:
+        split = a.get("split")
+        if split == "col":
+            return v.type.with_shape(*shape[:-1], _col_width(shape[-1], a.get("heads"), t))
+        if split == "row" and index == 1:
+            return v.type.with_shape(shape[0] // t, shape[1])
+        return v.type
+    if op.opcode is Opcode.EMBED and index == 1:
+        return v.type.with_shape(-(-shape[0] // t), shape[1])
+    if op.opcode is Opcode.RMSNORM and index == 1:
+        return v.type
+    if op.opcode is Opcode.ATTENTION and index in (3, 4):
+        kv = a["kv_heads"]
+        return v.type.with_shape(*shape[:2], shape[2] // kv * _per_chip(kv, t))
+    if op.opcode in (Opcode.ADD, Opcode.MUL) and len(shape) == 1 and index == 1:
+        return v.type.with_shape(s.value[op.operands[0].name].type.shape[-1])  # a bias follows its input
+    return None
+
+
+def _col_width(n: int, heads: int | None, t: int) -> int:
+    if heads is None:
+        return n // t
+    return n // heads * _per_chip(heads, t)
+
+
+def _per_chip(heads: int, t: int) -> int:
+    """Heads one chip keeps: its share, or one whole head when the group is wider."""
+    return max(1, heads // t)
+
+
+def _rule_follow(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    acts = [v for v in operands if v.name in s.layout]
+    layouts = {s.layout_of(v) for v in acts}
+    if len(layouts) > 1:  # mixed: make everything whole
+        for i, v in enumerate(operands):
+            operands[i] = s.gather(v, op.scope) if v.name in s.layout else v
+        return op.attr, Layout.REPL
+    return op.attr, layouts.pop() if layouts else Layout.REPL
+
+
+def _rule_whole(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    operands[0] = s.gather(operands[0], op.scope)
+    return op.attr, Layout.REPL
+
+
+def _rule_matmul(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    split = op.attr.get("split")
+    if split == "row":
+        if s.layout_of(operands[0]) is not Layout.SHARD and s.tp > 1:
+            raise VerifyError(f"row-split matmul {op.results[0]} needs a sharded input")
+        return op.attr, Layout.PARTIAL
+    operands[0] = s.gather(operands[0], op.scope)
+    return op.attr, Layout.SHARD if split == "col" else Layout.REPL
+
+
+def _rule_embed(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    return (op.attr | {"shards": s.tp} if s.tp > 1 else op.attr), Layout.PARTIAL
+
+
+def _rule_rope(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    heads = operands[0].type.shape[1] // op.attr["head_dim"]
+    return op.attr | {"heads": heads}, s.layout_of(operands[0])
+
+
+def _rule_attention(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    a = op.attr
+    return a | {"heads": a["heads"] // s.tp if s.tp > 1 else a["heads"],
+                "kv_heads": _per_chip(a["kv_heads"], s.tp)}, Layout.SHARD
+
+
+def _rule_argmax(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    sharded = s.layout_of(operands[0]) is Layout.SHARD and s.tp > 1
+    return (op.attr | {"shards": s.tp} if sharded else op.attr), Layout.REPL
+
+
+_RULES = {
+    Opcode.MATMUL: _rule_matmul,
+    Opcode.EMBED: _rule_embed,
+    Opcode.ROPE: _rule_rope,
+    Opcode.ATTENTION: _rule_attention,
+    Opcode.ARGMAX: _rule_argmax,
+    Opcode.RMSNORM: _rule_whole,
+    Opcode.SOFTMAX: _rule_whole,
+}

@@ -1,0 +1,56 @@
+"""ShardTensorParallel: per-chip shapes, inserted collectives, and what the cost model reads off them."""
+
+import pytest
+
+from compiler.partition.shard_cost import shard_cost
+from compiler.passes.shard import ShardTensorParallel, allowed_tp
+from ir.ops import Opcode
+from tests.layer_fixture import llama_like
+
+GRAPH = llama_like()
+LAYER = list(GRAPH.ops_in("layers.0"))
+
+
+def _ops(scope, t):
+    return ShardTensorParallel(t)(list(GRAPH.ops_in(scope)))
+
+
+def test_group_sizes_divide_heads_and_features():
+    # 4 query heads, 2 kv heads, ffn 176 = 16 * 11: t must divide 4 heads; kv split or kept whole.
+    assert allowed_tp(LAYER, 16) == [1, 2, 4]
+    assert allowed_tp(list(GRAPH.ops_in("embed")), 5) == [1, 2, 3, 4, 5]  # vocab rows: any split
+
+
+def test_one_chip_is_the_identity():
+    assert _ops("layers.0", 1) == LAYER
+
+
+@pytest.mark.parametrize("t", [2, 4])
+def test_layer_shards_like_megatron(t):
+    ops = _ops("layers.0", t)
+    collectives = [op for op in ops if op.opcode in (Opcode.ALLREDUCE, Opcode.ALLGATHER)]
+    assert [op.opcode for op in collectives] == [Opcode.ALLREDUCE, Opcode.ALLREDUCE]  # after o_proj, down_proj
+    attention = next(op for op in ops if op.opcode is Opcode.ATTENTION)
+    assert attention.attr["heads"] == 4 // t
+    assert attention.attr["kv_heads"] == max(1, 2 // t)  # t=4: each chip keeps one whole kv head
+    assert attention.operands[3].type.shape == (1, 32, 16 * max(1, 2 // t))
+    down = [op for op in ops if op.opcode is Opcode.MATMUL][-1]
+    assert down.operands[1].type.shape == (176 // t, 64)
+
+
+def test_vocab_parallel_embed_and_head():
+    embed = _ops("embed", 3)
+    assert embed[0].operands[1].type.shape == (86, 64) and embed[0].attr["shards"] == 3
+    assert embed[-1].opcode is Opcode.ALLREDUCE  # the partial rows are completed before leaving the unit
+    head = _ops("head", 4)
+    assert head[-1].opcode is Opcode.ARGMAX and head[-1].attr["shards"] == 4
+
+
+def test_costs_split_weights_and_count_kv_replication():
+    one, two, four = (shard_cost(LAYER, t) for t in (1, 2, 4))
+    assert one.weight_bytes == sum(p.type.nbytes for p in GRAPH.params if p.name.startswith("layers.0."))
+    assert one.collectives == ()
+    assert two.state_bytes * 2 == one.state_bytes
+    assert four.state_bytes == two.state_bytes  # 2 kv heads on 4 chips: each keeps one head
+    assert {c.kind for c in four.collectives} == {"allreduce"} and len(four.collectives) == 2
+    assert sum(w.flops for w in four.work) < sum(w.flops for w in one.work) / 3

@@ -44,23 +44,35 @@ class Breakdown:
 
 
 def op_time(work: OpWork, system: SystemSpec, precision: str) -> Breakdown:
-    """One op: fixed pipeline latency, then streaming and arithmetic overlapped."""
+    """One op's streaming and arithmetic, overlapped: whichever is longer."""
     chip = system.chip
     memory = work.read_bytes / chip.mem_bw_bytes_per_s
     compute = work.flops / chip.peak_ops(precision)
-    fixed = chip.op_latency_cycles / chip.clock_hz
-    if memory >= compute:
-        return Breakdown(memory_s=memory, latency_s=fixed)
-    return Breakdown(compute_s=compute, latency_s=fixed)
+    return Breakdown(memory_s=memory) if memory >= compute else Breakdown(compute_s=compute)
 
 
 def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
-    """A unit on one chip of its group: its ops in order plus its collectives."""
-    total = Breakdown()
+    """A unit on one chip: its ops stream one after another (they share the SRAM
+    bandwidth), the dependency chain pays the pipeline latency, then collectives."""
+    total = Breakdown(latency_s=cost.chain_ops * _op_latency_s(system))
     for work in cost.work:
         total += op_time(work, system, precision)
-    links = sum(collective_s(c, system) for c in cost.collectives)
-    return total + Breakdown(link_s=links)
+    return total + Breakdown(link_s=sum(collective_s(c, system) for c in cost.collectives))
+
+
+def unit_bound_s(cost: ShardCost, system: SystemSpec, precision: str) -> float:
+    """What no schedule of this unit can beat: all bytes at full bandwidth or all ops
+    at peak, the dependency chain's pipeline latency, and every collective's wire latency."""
+    chip = system.chip
+    read = sum(w.read_bytes for w in cost.work)
+    flops = sum(w.flops for w in cost.work)
+    stream = max(read / chip.mem_bw_bytes_per_s, flops / chip.peak_ops(precision))
+    wires = sum(collective_latency_s(c, system) for c in cost.collectives)
+    return stream + cost.chain_ops * _op_latency_s(system) + wires
+
+
+def _op_latency_s(system: SystemSpec) -> float:
+    return system.chip.op_latency_cycles / system.chip.clock_hz
 
 
 def collective_s(c: Collective, system: SystemSpec) -> float:
@@ -78,9 +90,25 @@ def collective_s(c: Collective, system: SystemSpec) -> float:
     if q == 1:
         return phases * local
     rounds = math.ceil((q - 1) / max(1, system.global_links_per_chip))
-    hops = chip_hops(system, 0, (q - 1) * system.chips_per_node)  # to the farthest node of the group
-    remote = hops * system.global_link.latency_s + rounds * (c.bytes / (p * q)) / system.global_link.bw_bytes_per_s
+    link = system.global_link
+    remote = _far_hops(c.group, system) * link.latency_s + rounds * (c.bytes / (p * q)) / link.bw_bytes_per_s
     return phases * (local + remote)
+
+
+def collective_latency_s(c: Collective, system: SystemSpec) -> float:
+    """The wire latency a collective cannot avoid: each phase crosses at least one link."""
+    if c.group <= 1:
+        return 0.0
+    phases = 2 if c.kind == "allreduce" else 1
+    p = min(c.group, system.chips_per_node)
+    remote = _far_hops(c.group, system) * system.global_link.latency_s if c.group > p else 0.0
+    return phases * ((system.local_link.latency_s if p > 1 else 0.0) + remote)
+
+
+def _far_hops(group: int, system: SystemSpec) -> int:
+    """Hops from a group's first node to its farthest one (the group is node-aligned)."""
+    nodes = math.ceil(group / system.chips_per_node)
+    return chip_hops(system, 0, (nodes - 1) * system.chips_per_node)
 
 
 def hop_s(nbytes: int, hops: int, lanes: int, system: SystemSpec) -> float:
@@ -91,11 +119,3 @@ def hop_s(nbytes: int, hops: int, lanes: int, system: SystemSpec) -> float:
 
 def _message_s(nbytes: float, link: LinkSpec) -> float:
     return link.latency_s + nbytes / link.bw_bytes_per_s
-
-
-def stream_bound_s(cost: ShardCost, system: SystemSpec, precision: str) -> float:
-    """The unit's time with perfect overlap: bytes over bandwidth or ops over peak."""
-    chip = system.chip
-    read = sum(w.read_bytes for w in cost.work)
-    flops = sum(w.flops for w in cost.work)
-    return max(read / chip.mem_bw_bytes_per_s, flops / chip.peak_ops(precision))

@@ -15,7 +15,7 @@ from compiler.partition.placement import place
 from compiler.partition.units import Unit, boundary_bytes, build_units
 from compiler.passes import Pipeline
 from compiler.passes.quantize import Quantize
-from compiler.perf import Breakdown, hop_s, stream_bound_s, unit_time
+from compiler.perf import Breakdown, hop_s, unit_bound_s, unit_time
 from compiler.plan import Memory, Plan, Stage
 from compiler.plan import round_sig as _r
 from ir.errors import DoesNotFitError
@@ -54,11 +54,15 @@ def lower_one(model: str, phase: str, options: CompileOptions, layers: int | Non
 def make_plan(model: str, target: str, options: CompileOptions) -> Plan:
     start = time.perf_counter()
     name, graphs = lower(model, options)
-    system = load_target(target)
+    plan = plan_graphs(name, graphs, load_target(target), options)
+    return replace(plan, wall_s=time.perf_counter() - start)
+
+
+def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: CompileOptions) -> Plan:
+    """The partitioner and performance model on already lowered graphs."""
     units = build_units(graphs.decode, graphs.prefill, options, min(system.max_chips, MAX_GROUP))
     solution, lower_bound = partition(units, graphs, system, options)
-    plan = evaluate(name, system, options, units, graphs, solution, lower_bound)
-    return _with_wall(plan, time.perf_counter() - start)
+    return evaluate(name, system, options, units, graphs, solution, lower_bound)
 
 
 def partition(units: list[Unit], graphs: Lowered, system: SystemSpec,
@@ -108,7 +112,7 @@ def _stage(i: int, c: Candidate, first_chip: int, hops: int, units: list[Unit], 
     t, precision = c.tp, options.precision
     decode = sum((unit_time(u.decode[t], system, precision) for u in run), Breakdown())
     prefill = sum((unit_time(u.prefill[t], system, precision) for u in run), Breakdown())
-    bound = sum(stream_bound_s(u.decode[t], system, precision) for u in run)
+    bound = sum(unit_bound_s(u.decode[t], system, precision) for u in run)
     if hops:
         lanes = min(t, system.chips_per_node)
         decode += Breakdown(link_s=hop_s(crossing_d[c.first], hops, lanes, system))
@@ -123,7 +127,7 @@ def _stage(i: int, c: Candidate, first_chip: int, hops: int, units: list[Unit], 
     )
     stage = Stage(i, run[0].scope, run[-1].scope, _layers(run), t, first_chip, memory, decode.total_s * 1e6,
                   bound * 1e6, prefill.total_s * 1e6, hops, decode.binding)
-    prefill_bound = sum(stream_bound_s(u.prefill[t], system, precision) for u in run)
+    prefill_bound = sum(unit_bound_s(u.prefill[t], system, precision) for u in run)
     return _Timed(stage, decode, bound, prefill, prefill_bound)
 
 
@@ -200,10 +204,6 @@ def _totals(graphs: Lowered) -> dict:
     decode = graphs.decode
     return {"params": sum(p.type.numel for p in decode.params), "weight_bytes": decode.param_bytes(),
             "kv_cache_bytes": decode.state_bytes()}
-
-
-def _with_wall(plan: Plan, wall_s: float) -> Plan:
-    return replace(plan, wall_s=wall_s)
 
 
 def _layers(run: list[Unit]) -> tuple[int, int] | None:

@@ -45,6 +45,7 @@ class ShardCost:
     act_bytes: int  # peak live activations
     work: tuple[OpWork, ...]
     collectives: tuple[Collective, ...]
+    chain_ops: int  # ops on the longest dependency path: each pays the chip's pipeline latency
 
     @property
     def resident_bytes(self) -> int:
@@ -66,7 +67,19 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0) -> ShardCost
         work.append(_work(op, params | state, rows_scale))
     weights, cache = sum(params.values()), sum(state.values())
     return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state, rows_scale), tuple(work),
-                     tuple(collectives))
+                     tuple(collectives), _chain(chip_ops))
+
+
+def _chain(chip_ops: list[Op]) -> int:
+    """Longest path, counted in compute ops, through the unit's dataflow (collectives are link time)."""
+    depth: dict[str, int] = {}
+    longest = 0
+    for op in chip_ops:
+        d = max((depth.get(v.name, 0) for v in op.operands), default=0) + (op.opcode not in _COLLECTIVES)
+        for r in op.results:
+            depth[r.name] = d
+        longest = max(longest, d)
+    return longest
 
 
 def _resident(chip_ops: list[Op]) -> tuple[dict[str, int], dict[str, int]]:

@@ -54,3 +54,19 @@ def test_costs_split_weights_and_count_kv_replication():
     assert four.state_bytes == two.state_bytes  # 2 kv heads on 4 chips: each keeps one head
     assert {c.kind for c in four.collectives} == {"allreduce"} and len(four.collectives) == 2
     assert sum(w.flops for w in four.work) < sum(w.flops for w in one.work) / 3
+
+
+def test_whole_graph_shards_scope_by_scope():
+    from compiler.passes.shard import shard_graph
+
+    chip = shard_graph(GRAPH, 2)
+    assert [p.name for p in chip.params] == [p.name for p in GRAPH.params]
+    q = next(p for p in chip.params if p.name == "layers.0.q_proj.weight")
+    assert q.type.shape == (64, 32)
+    assert chip.outputs[1].type == GRAPH.outputs[1].type  # next-token ids are whole on every chip
+    assert sum(op.opcode is Opcode.ALLREDUCE for op in chip.ops) == 1 + 2 * 2  # embed, then 2 per layer
+    defined = {v.name for v in (*chip.inputs, *chip.params, *chip.state)}
+    for op in chip.ops:  # SSA holds across scopes: every operand is the per-chip value defined earlier
+        for v in op.operands:
+            assert v.name in defined
+        defined.update(r.name for r in op.results)

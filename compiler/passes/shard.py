@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ir.errors import VerifyError
-from ir.graph import Op, Value, sorted_attrs
+from ir.graph import Graph, Op, Value, sorted_attrs
 from ir.ops import OPDEFS, Opcode
 from ir.types import TensorType
 
@@ -36,7 +36,15 @@ class ShardTensorParallel:
     tp: int
 
     def __call__(self, ops: Sequence[Op]) -> list[Op]:
-        return _Sharder(self.tp, ops).run()
+        return shard_unit(ops, self.tp)[0]
+
+
+def shard_unit(ops: Sequence[Op], tp: int, outer: dict[str, Value] | None = None
+               ) -> tuple[list[Op], dict[str, Value]]:
+    """The per-chip ops, and the per-chip value that stands for each original name.
+    `outer` gives the per-chip values of names defined by earlier units."""
+    sharder = _Sharder(tp, ops, outer or {})
+    return sharder.run(), sharder.value
 
 
 def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
@@ -60,8 +68,8 @@ def _divides(op: Op, t: int) -> bool:
 
 
 class _Sharder:
-    def __init__(self, tp: int, ops: Sequence[Op]):
-        self.tp, self.ops = tp, ops
+    def __init__(self, tp: int, ops: Sequence[Op], outer: dict[str, Value]):
+        self.tp, self.ops, self.outer = tp, ops, outer
         self.defined = {r.name for op in ops for r in op.results}
         self.used = {v.name for op in ops for v in op.operands}
         self.value: dict[str, Value] = {}
@@ -93,7 +101,8 @@ class _Sharder:
             resident = _resident_type(self, op, index, v)
             if resident is not None:
                 return Value(v.name, resident)
-            self.value[v.name], self.layout[v.name] = v, Layout.REPL  # an input from an earlier unit
+            self.value[v.name] = self.outer.get(v.name, v)  # an input from an earlier unit, whole
+            self.layout[v.name] = Layout.REPL
         if self.layout[v.name] is Layout.PARTIAL:
             self._reduce(v.name, op.scope)
         return self.value[v.name]
@@ -204,3 +213,18 @@ _RULES = {
     Opcode.RMSNORM: _rule_whole,
     Opcode.SOFTMAX: _rule_whole,
 }
+
+
+def shard_graph(graph: Graph, tp: int) -> Graph:
+    """Every scope of `graph` sharded over `tp` chips: one chip's program, params and caches."""
+    ops: list[Op] = []
+    final: dict[str, Value] = {}
+    for scope in graph.scopes():
+        chip_ops, values = shard_unit(list(graph.ops_in(scope)), tp, final)
+        ops.extend(chip_ops)
+        final.update(values)
+    seen = {v.name: v for op in ops for v in op.operands}
+    params = tuple(seen.get(p.name, p) for p in graph.params)
+    state = tuple(seen.get(s.name, s) for s in graph.state)
+    outputs = tuple(final.get(v.name, v) for v in graph.outputs)
+    return Graph(f"{graph.name}.tp{tp}", graph.inputs, params, state, tuple(ops), outputs)

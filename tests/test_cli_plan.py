@@ -1,0 +1,121 @@
+"""`sramflow plan` as a user runs it: figures, objectives, determinism, and one-line errors."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from compiler.cli import main
+
+
+def plan_json(capsys, *args):
+    assert main(["plan", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def l70(request):
+    out = subprocess.run([sys.executable, "-m", "compiler.cli", "plan", "llama-3.1-70b", "--target", "lpu",
+                          "--precision", "int8", "--json"], capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def test_70b_int8_within_ten_percent_of_capacity_bound(l70):
+    plan = json.loads(l70)
+    assert plan["chips"] <= 1.10 * plan["chips_lower_bound"]
+    assert plan["solver"]["status"] in ("OPTIMAL", "FEASIBLE")
+    assert sum(s["chips"] for s in plan["stages"]) == plan["chips"]
+    layers = [s["layers"] for s in plan["stages"] if s["layers"]]
+    assert layers[0][0] == 0 and layers[-1][1] == 79
+    assert all(b[0] == a[1] + 1 for a, b in zip(layers, layers[1:], strict=False))
+    for s in plan["stages"]:
+        assert s["memory_per_chip_bytes"]["headroom"] >= 0
+
+
+def test_json_has_the_documented_keys(l70):
+    plan = json.loads(l70)
+    for key in ("chips", "chips_lower_bound", "stages", "memory_per_chip_bytes"):
+        assert key in plan
+    assert {"tokens_per_s", "latency_us", "latency_bound_us"} <= plan["decode"].keys()
+    assert "ttft_ms" in plan["prefill"]
+    assert {"status", "wall_s"} <= plan["solver"].keys()
+    assert plan["decode"]["latency_bound_us"] <= plan["decode"]["latency_us"]
+    assert plan["prefill"]["ttft_bound_ms"] <= plan["prefill"]["ttft_ms"]
+
+
+def test_latency_objective_is_faster_within_budget(capsys, l70):
+    fewest = json.loads(l70)
+    fast = plan_json(capsys, "llama-3.1-70b", "--precision", "int8", "--objective", "latency", "--max-chips", "1000")
+    assert fast["chips"] <= 1000
+    assert fast["decode"]["latency_us"] < fewest["decode"]["latency_us"]
+
+
+def test_exact_chip_count(capsys):
+    plan = plan_json(capsys, "llama-3.1-8b", "--precision", "int8", "--chips", "64")
+    assert plan["chips"] == 64
+
+
+def test_same_command_gives_byte_identical_json_across_processes(l70):
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    again = subprocess.run([sys.executable, "-m", "compiler.cli", "plan", "llama-3.1-70b", "--target", "lpu",
+                            "--precision", "int8", "--json"], capture_output=True, text=True, check=True, env=env)
+    assert hashlib.sha256(again.stdout.encode()).hexdigest() == hashlib.sha256(l70.encode()).hexdigest()
+
+
+def test_table_output_names_the_figures(capsys):
+    assert main(["plan", "llama-3.1-8b", "--precision", "int8"]) == 0
+    out = capsys.readouterr().out
+    for word in ("chips", "decode latency", "time to first token", "pipeline stages", "memory per chip"):
+        assert word in out
+
+
+def test_h100_plans(capsys):
+    plan = plan_json(capsys, "llama-3.1-70b", "--target", "h100")
+    assert 2 <= plan["chips"] <= 8
+
+
+def _error(capsys, *args):
+    code = main(list(args))
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and err.startswith("sramflow: error:")
+    return err
+
+
+def test_missing_model_file(capsys, tmp_path):
+    assert str(tmp_path / "nope.json") in _error(capsys, "plan", str(tmp_path / "nope.json"))
+
+
+def test_malformed_json(capsys, tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text('{"hidden_size": 4096,\n  oops}')
+    err = _error(capsys, "plan", str(bad))
+    assert str(bad) in err and "line 2" in err
+
+
+def test_unknown_architecture(capsys, tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    err = _error(capsys, "plan", str(bad))
+    assert "GPT2LMHeadModel" in err and "architectures" in err
+
+
+def test_negative_context(capsys):
+    assert "--context" in _error(capsys, "plan", "llama-3.1-8b", "--context", "-5")
+
+
+def test_unknown_target_field(capsys, tmp_path):
+    bad = tmp_path / "t.toml"
+    bad.write_text('base = "lpu"\n[chip]\nsram_byts = "100 MB"\n')
+    err = _error(capsys, "plan", "llama-3.1-8b", "--target", str(bad))
+    assert "sram_byts" in err and str(bad) in err
+
+
+def test_model_that_cannot_fit_says_how_many_chips(capsys):
+    err = _error(capsys, "plan", "llama-3.1-70b", "--precision", "int8", "--chips", "10")
+    assert "needs at least" in err
+    needed = int(err.split("needs at least ")[1].split()[0])
+    assert needed > 10

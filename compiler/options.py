@@ -8,14 +8,17 @@ from ir.errors import ConfigError
 
 PRECISIONS = ("fp16", "fp8", "int8", "int4")
 OBJECTIVES = ("chips", "latency")
+MIN_PREFILL_CHUNK = 16  # tokens; one tile of rows
 
 
 @dataclass(frozen=True, slots=True)
 class CompileOptions:
     """What the user asked for. `chips` pins the chip count; `max_chips` caps it.
 
-    `prefill_chunk` is the number of prompt rows that flow through the pipeline
-    at once: it bounds activation memory and sets the prefill pipeline's grain.
+    `prefill_chunk` is the most prompt tokens (per sequence) that flow through the
+    pipeline at once. The plan reserves activation space for only MIN_PREFILL_CHUNK
+    of them and then uses the largest chunk its stages have room for, so prefill
+    never costs a chip that decode does not need.
     """
 
     precision: str = "fp16"
@@ -33,7 +36,8 @@ class CompileOptions:
         _choice("--precision", self.precision, PRECISIONS)
         _choice("--objective", self.objective, OBJECTIVES)
         for flag, value in (("--context", self.context), ("--prompt", self.prompt), ("--batch", self.batch),
-                            ("--chips", self.chips), ("--max-chips", self.max_chips)):
+                            ("--chips", self.chips), ("--max-chips", self.max_chips),
+                            ("--prefill-chunk", self.prefill_chunk)):
             if value is not None and value < 1:
                 raise ConfigError(f"{flag} must be a positive integer, got {value}")
         if self.chips and self.max_chips and self.chips > self.max_chips:
@@ -41,8 +45,13 @@ class CompileOptions:
 
     @property
     def chunk_rows(self) -> int:
-        """Rows of one prefill chunk across the batch."""
+        """Rows of the largest prefill chunk across the batch."""
         return self.batch * min(self.prompt, self.prefill_chunk)
+
+    @property
+    def min_chunk_rows(self) -> int:
+        """Rows of the smallest prefill chunk a plan must have room for."""
+        return self.batch * min(self.prompt, self.prefill_chunk, MIN_PREFILL_CHUNK)
 
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:

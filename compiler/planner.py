@@ -7,12 +7,13 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from compiler.frontend import build_graph, load_model_config
-from compiler.options import CompileOptions
+from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
 from compiler.partition.cpsat import Solution, solve
 from compiler.partition.placement import place
-from compiler.partition.units import Unit, boundary_bytes, build_units
+from compiler.partition.shard_cost import ShardCost
+from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes import Pipeline
 from compiler.passes.quantize import Quantize
 from compiler.perf import Breakdown, hop_s, unit_bound_s, unit_time
@@ -68,7 +69,7 @@ def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: Compile
 def partition(units: list[Unit], graphs: Lowered, system: SystemSpec,
               options: CompileOptions) -> tuple[Solution, int]:
     """Choose stages and group sizes; raise DoesNotFitError with the chips that would do."""
-    tables = cost_tables(units, system, options.precision)
+    tables = cost_tables(units, system, options.precision, options.min_chunk_rows / options.chunk_rows)
     crossing = boundary_bytes(graphs.decode)
     exact = options.chips is not None
     cands = enumerate_candidates(units, tables, crossing, system, keep_dominated=exact)
@@ -98,20 +99,45 @@ def evaluate(name: str, system: SystemSpec, options: CompileOptions, units: list
     collectives = [sum(len(u.decode[c.tp].collectives) for u in units[c.first:c.stop]) for c in solution.stages]
     starts = place(sizes, collectives, system, options.solver_seed)
     crossing_d, crossing_p = boundary_bytes(graphs.decode), boundary_bytes(graphs.prefill)
-    chunk = options.chunk_rows / (options.batch * options.prompt)
+    chunk_tokens = prefill_chunk_tokens(solution.stages, units, system, options)
+    chunk = chunk_tokens / options.prompt
+    used = {(u.kind, c.tp) for c in solution.stages for u in units[c.first:c.stop]}
+    prefill = prefill_costs(graphs.prefill, units, used, chunk)
     timed = []
     for i, (c, first_chip) in enumerate(zip(solution.stages, starts, strict=True)):
         hops = chip_hops(system, starts[i - 1] + solution.stages[i - 1].tp - 1, first_chip) if i else 0
-        timed.append(_stage(i, c, first_chip, hops, units, system, options, crossing_d, crossing_p, chunk))
-    return _assemble(name, system, options, graphs, solution, lower_bound, timed)
+        timed.append(_stage(i, c, first_chip, hops, units, prefill, system, options, crossing_d, crossing_p, chunk))
+    return _assemble(name, system, options, graphs, solution, lower_bound, timed, chunk_tokens)
 
 
-def _stage(i: int, c: Candidate, first_chip: int, hops: int, units: list[Unit], system: SystemSpec,
-           options: CompileOptions, crossing_d: list[int], crossing_p: list[int], chunk: float) -> _Timed:
+def prefill_chunk_tokens(stages: tuple[Candidate, ...], units: list[Unit], system: SystemSpec,
+                         options: CompileOptions) -> int:
+    """The largest prefill chunk (tokens per sequence, a multiple of MIN_PREFILL_CHUNK
+    when above it) whose activations fit the space every stage leaves free."""
+    largest = options.chunk_rows // options.batch
+    smallest = options.min_chunk_rows // options.batch
+    usable = system.chip.usable_sram_bytes
+    fits = largest
+    for c in stages:
+        run = units[c.first:c.stop]
+        per_token = max(u.prefill[c.tp].act_bytes for u in run) / largest
+        decode_act = max(u.decode[c.tp].act_bytes for u in run)
+        free = usable - c.resident_bytes
+        if free >= decode_act:
+            fits = min(fits, int(free // per_token) if per_token else largest)
+    if fits >= MIN_PREFILL_CHUNK:
+        fits -= fits % MIN_PREFILL_CHUNK
+    return max(smallest, min(largest, fits))
+
+
+def _stage(i: int, c: Candidate, first_chip: int, hops: int, units: list[Unit],
+           prefill_cost: dict[tuple[int, int], ShardCost], system: SystemSpec, options: CompileOptions,
+           crossing_d: list[int], crossing_p: list[int], chunk: float) -> _Timed:
     run = units[c.first:c.stop]
     t, precision = c.tp, options.precision
+    pre = [prefill_cost[u.kind, t] for u in run]
     decode = sum((unit_time(u.decode[t], system, precision) for u in run), Breakdown())
-    prefill = sum((unit_time(u.prefill[t], system, precision) for u in run), Breakdown())
+    prefill = sum((unit_time(p, system, precision) for p in pre), Breakdown())
     bound = sum(unit_bound_s(u.decode[t], system, precision) for u in run)
     if hops:
         lanes = min(t, system.chips_per_node)
@@ -121,13 +147,13 @@ def _stage(i: int, c: Candidate, first_chip: int, hops: int, units: list[Unit], 
     memory = Memory(
         weights=sum(u.decode[t].weight_bytes for u in run),
         kv_cache=sum(u.decode[t].state_bytes for u in run),
-        activations=max(max(u.decode[t].act_bytes, u.prefill[t].act_bytes) for u in run),
+        activations=max(max(u.decode[t].act_bytes, p.act_bytes) for u, p in zip(run, pre, strict=True)),
         program=system.chip.program_reserve_bytes,
         capacity=system.chip.sram_bytes,
     )
     stage = Stage(i, run[0].scope, run[-1].scope, _layers(run), t, first_chip, memory, decode.total_s * 1e6,
                   bound * 1e6, prefill.total_s * 1e6, hops, decode.binding)
-    prefill_bound = sum(unit_bound_s(u.prefill[t], system, precision) for u in run)
+    prefill_bound = sum(unit_bound_s(p, system, precision) for p in pre)
     return _Timed(stage, decode, bound, prefill, prefill_bound)
 
 
@@ -143,7 +169,7 @@ class _Timed:
 
 
 def _assemble(name: str, system: SystemSpec, options: CompileOptions, graphs: Lowered, solution: Solution,
-              lower_bound: int, timed: list[_Timed]) -> Plan:
+              lower_bound: int, timed: list[_Timed], chunk_tokens: int) -> Plan:
     stages = tuple(t.stage for t in timed)
     last = stages[-1]
     return Plan(
@@ -155,7 +181,7 @@ def _assemble(name: str, system: SystemSpec, options: CompileOptions, graphs: Lo
         footprint_chips=last.first_chip + last.tp,
         stages=stages,
         decode=_decode_figures(timed, options),
-        prefill=_prefill_figures(timed, options),
+        prefill=_prefill_figures(timed, options, chunk_tokens),
         binding=_binding(timed, options),
         solver={"status": solution.status, "objective": options.objective, "candidates": solution.candidates,
                 "wall_s": round(solution.deterministic_s, 3)},
@@ -180,12 +206,12 @@ def _decode_figures(timed: list[_Timed], options: CompileOptions) -> dict:
     }
 
 
-def _prefill_figures(timed: list[_Timed], options: CompileOptions) -> dict:
-    chunks = math.ceil(options.prompt / min(options.prompt, options.prefill_chunk))
+def _prefill_figures(timed: list[_Timed], options: CompileOptions, chunk_tokens: int) -> dict:
+    chunks = math.ceil(options.prompt / chunk_tokens)
     ttft = _pipeline([t.prefill.total_s for t in timed], chunks)
     bound = _pipeline([t.prefill_bound_s for t in timed], chunks)
     return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "chunks": chunks,
-            "chunk_tokens": min(options.prompt, options.prefill_chunk),
+            "chunk_tokens": chunk_tokens,
             "binding": sum((t.prefill for t in timed), Breakdown()).binding}
 
 

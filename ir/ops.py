@@ -16,8 +16,8 @@ Attrs = dict[str, int | float | str | bool]
 
 
 class Opcode(enum.Enum):
-    EMBED = "embed"  # token ids, table -> rows
-    MATMUL = "matmul"  # x[M,K] @ w[K,N] (* scale[N] for quantized w)
+    EMBED = "embed"  # token ids, table (* scale[V] per row for a quantized table) -> rows
+    MATMUL = "matmul"  # x[M,K] @ w[K,N] (* scale[N] for quantized w); w[N,K] if transpose_b
     ADD = "add"
     MUL = "mul"
     RMSNORM = "rmsnorm"
@@ -78,19 +78,22 @@ def _activation(t: TensorType) -> DType:
 
 
 def _embed(ins, attrs):
-    ids, table = ins
+    ids, table = ins[0], ins[1]
     _need(ids.dtype is DType.I32 and len(ids.shape) == 1, f"embed ids must be i32[M], got {ids}")
     _need(len(table.shape) == 2, f"embed table must be 2-D, got {table}")
+    if len(ins) == 3:
+        _need(ins[2].shape == table.shape[:1], f"embed scale must be [{table.shape[0]}], got {ins[2]}")
     return (TensorType(_activation(table), (ids.shape[0], table.shape[1])),)
 
 
 def _matmul(ins, attrs):
     x, w = ins[0], ins[1]
     _need(len(x.shape) == 2 and len(w.shape) == 2, f"matmul needs 2-D operands, got {x} and {w}")
-    _need(x.shape[1] == w.shape[0], f"matmul inner dims differ: {x} @ {w}")
+    k, n = reversed(w.shape) if attrs.get("transpose_b") else w.shape
+    _need(x.shape[1] == k, f"matmul inner dims differ: {x} @ {w}")
     if len(ins) == 3:
-        _need(ins[2].shape == (w.shape[1],), f"matmul scale must be [{w.shape[1]}], got {ins[2]}")
-    return (TensorType(x.dtype, (x.shape[0], w.shape[1])),)
+        _need(ins[2].shape == (n,), f"matmul scale must be [{n}], got {ins[2]}")
+    return (TensorType(x.dtype, (x.shape[0], n)),)
 
 
 def _elementwise(ins, attrs):
@@ -155,7 +158,7 @@ def _per_out(k: int) -> CostRule:
 
 
 def _matmul_flops(ins, outs, attrs):
-    return 2 * ins[0].shape[0] * ins[0].shape[1] * ins[1].shape[1]
+    return 2 * ins[0].shape[0] * ins[0].shape[1] * outs[0].shape[1]
 
 
 def _attention_flops(ins, outs, attrs):
@@ -166,13 +169,16 @@ def _attention_flops(ins, outs, attrs):
 
 OPDEFS: dict[Opcode, OpDef] = {
     # shards: the table is one of that many row (vocabulary) shards; rows it lacks give zeros.
-    Opcode.EMBED: OpDef((2, 2), {}, _embed, _no_flops, optional={"shards": int}),
+    # A third operand is a quantized table's per-row scale [V].
+    Opcode.EMBED: OpDef((2, 3), {}, _embed, _no_flops, optional={"shards": int}),
     # split: Megatron-style tensor parallelism. "col" splits the output features
     # (the result is a shard), "row" splits the input features (the result is a
     # partial sum that an allreduce completes). Absent: the weight is replicated.
     # heads: the output is that many attention heads; a group wider than that
     # replicates heads (each chip keeps whole heads, as for GQA's kv heads).
-    Opcode.MATMUL: OpDef((2, 3), {}, _matmul, _matmul_flops, optional={"split": str, "heads": int}),
+    # transpose_b: w is stored [N,K] (x @ w.T), so a tied LM head reads the embedding table.
+    Opcode.MATMUL: OpDef((2, 3), {}, _matmul, _matmul_flops,
+                         optional={"split": str, "heads": int, "transpose_b": bool}),
     Opcode.ADD: OpDef((2, 2), {}, _elementwise, _per_out(1)),
     Opcode.MUL: OpDef((2, 2), {}, _elementwise, _per_out(1)),
     Opcode.RMSNORM: OpDef((2, 2), {"eps": float}, _rmsnorm, _per_out(4)),

@@ -93,7 +93,7 @@ def test_malformed_json(capsys, tmp_path):
     bad = tmp_path / "config.json"
     bad.write_text('{"hidden_size": 4096,\n  oops}')
     err = _error(capsys, "plan", str(bad))
-    assert str(bad) in err and "line 2" in err
+    assert f"{bad}:2:" in err and "malformed JSON" in err
 
 
 def test_unknown_architecture(capsys, tmp_path):

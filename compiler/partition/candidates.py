@@ -39,13 +39,16 @@ class CostTables:
     time: list[dict[int, Breakdown]]
 
 
-def cost_tables(units: list[Unit], system: SystemSpec, precision: str) -> CostTables:
+def cost_tables(units: list[Unit], system: SystemSpec, precision: str, prefill_floor: float) -> CostTables:
+    """`prefill_floor`: the smallest prefill chunk as a share of the largest; activation
+    space is reserved for that chunk (activations grow with the rows)."""
     memo: dict[tuple[int, int], tuple[int, int, Breakdown]] = {}
     for u in units:
         for t in u.sizes:
             if (u.kind, t) not in memo:
                 d, p = u.decode[t], u.prefill[t]
-                memo[u.kind, t] = (d.resident_bytes, max(d.act_bytes, p.act_bytes), unit_time(d, system, precision))
+                act = max(d.act_bytes, math.ceil(p.act_bytes * prefill_floor))
+                memo[u.kind, t] = (d.resident_bytes, act, unit_time(d, system, precision))
     pick = [{t: memo[u.kind, t] for t in u.sizes} for u in units]
     return CostTables([{t: v[0] for t, v in p.items()} for p in pick],
                       [{t: v[1] for t, v in p.items()} for p in pick],

@@ -97,7 +97,9 @@ def _resident(chip_ops: list[Op]) -> tuple[dict[str, int], dict[str, int]]:
 def _is_resident(op: Op, index: int) -> bool:
     if op.opcode is Opcode.MATMUL:
         return index >= 1
-    if op.opcode in (Opcode.EMBED, Opcode.RMSNORM):
+    if op.opcode is Opcode.EMBED:
+        return index >= 1  # the table and a quantized table's scale
+    if op.opcode is Opcode.RMSNORM:
         return index == 1
     if op.opcode is Opcode.ATTENTION:
         return index in (3, 4)

@@ -16,7 +16,7 @@ from ir.graph import Graph, Op
 
 @dataclass(frozen=True, slots=True)
 class Unit:
-    """One scope, with its decode and prefill-chunk costs for every allowed group size."""
+    """One scope, with its decode and largest-prefill-chunk costs for every allowed group size."""
 
     scope: str
     kind: int  # index of its distinct signature
@@ -38,7 +38,7 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
     kinds: dict[tuple, int] = {}
     costs: dict[int, tuple[dict[int, ShardCost], dict[int, ShardCost]]] = {}
     rows = options.chunk_rows / (options.batch * options.prompt)
-    units = []
+    units: list[Unit] = []
     for scope in decode.scopes():
         ops = list(decode.ops_in(scope))
         kind = kinds.setdefault(signature(ops), len(kinds))
@@ -48,6 +48,16 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
             costs[kind] = ({t: shard_cost(ops, t) for t in sizes}, {t: shard_cost(pre, t, rows) for t in sizes})
         units.append(Unit(scope, kind, *costs[kind]))
     return units
+
+
+def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int]], rows_scale: float
+                  ) -> dict[tuple[int, int], ShardCost]:
+    """Prefill costs by (unit kind, group size) for the pairs a plan uses, at a chunk of
+    `rows_scale` of the prompt."""
+    first = {}
+    for u in units:
+        first.setdefault(u.kind, u.scope)
+    return {(kind, t): shard_cost(list(prefill.ops_in(first[kind])), t, rows_scale) for kind, t in sorted(needed)}
 
 
 def boundary_bytes(graph: Graph) -> list[int]:

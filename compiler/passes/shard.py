@@ -60,8 +60,8 @@ def _divides(op: Op, t: int) -> bool:
         kv = a["kv_heads"]
         return a["heads"] % t == 0 and (kv % t == 0 or t % kv == 0)
     if op.opcode is Opcode.MATMUL and "split" in a:
-        w = op.operands[1].type.shape
-        width = w[1] if a["split"] == "col" else w[0]
+        k, n = _weight_kn(op)
+        width = n if a["split"] == "col" else k
         heads = a.get("heads")
         return (heads % t == 0 or t % heads == 0) if heads else width % t == 0
     return True
@@ -130,14 +130,9 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
     """The per-chip type of a param or cache operand; None for an activation input."""
     t, shape, a = s.tp, v.type.shape, op.attr
     if op.opcode is Opcode.MATMUL and index >= 1:
-        split = a.get("split")
-        if split == "col":
-            return v.type.with_shape(*shape[:-1], _col_width(shape[-1], a.get("heads"), t))
-        if split == "row" and index == 1:
-            return v.type.with_shape(shape[0] // t, shape[1])
-        return v.type
-    if op.opcode is Opcode.EMBED and index == 1:
-        return v.type.with_shape(-(-shape[0] // t), shape[1])
+        return _matmul_operand_type(v.type, index, a, t)
+    if op.opcode is Opcode.EMBED and index >= 1:  # the table and its per-row scale, by vocabulary rows
+        return v.type.with_shape(-(-shape[0] // t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
         return v.type
     if op.opcode is Opcode.ATTENTION and index in (3, 4):
@@ -146,6 +141,26 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
     if op.opcode in (Opcode.ADD, Opcode.MUL) and len(shape) == 1 and index == 1:
         return v.type.with_shape(s.value[op.operands[0].name].type.shape[-1])  # a bias follows its input
     return None
+
+
+def _weight_kn(op: Op) -> tuple[int, int]:
+    """A matmul weight's (in, out) features, whichever way it is stored."""
+    rows, cols = op.operands[1].type.shape
+    return (cols, rows) if op.attr.get("transpose_b") else (rows, cols)
+
+
+def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int) -> TensorType:
+    """Per-chip weight (index 1), or scale/bias (2), of a split matmul. The out-feature
+    axis is the last one, or the first of a `transpose_b` weight."""
+    split, shape = a.get("split"), t_in.shape
+    out_axis = 0 if index == 1 and a.get("transpose_b") else len(shape) - 1
+    if split == "col":
+        return t_in.with_shape(*(_col_width(d, a.get("heads"), t) if i == out_axis else d
+                                 for i, d in enumerate(shape)))
+    if split == "row" and index == 1:
+        in_axis = 1 - out_axis
+        return t_in.with_shape(*(d // t if i == in_axis else d for i, d in enumerate(shape)))
+    return t_in
 
 
 def _col_width(n: int, heads: int | None, t: int) -> int:

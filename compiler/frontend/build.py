@@ -1,0 +1,80 @@
+"""build_graph: a ModelConfig and a phase (decode or prefill) in, the model's graph IR out."""
+
+from __future__ import annotations
+
+import re
+
+from compiler.frontend.blocks import BLOCKS, WEIGHT_DTYPE, Layer
+from compiler.frontend.config import ModelConfig
+from ir.errors import ConfigError
+from ir.graph import Builder, Graph, Value
+from ir.ops import Opcode
+from ir.types import DType, TensorType
+
+PHASES = ("decode", "prefill")
+
+
+def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt: int = 1024, batch: int = 1,
+                layers: int | None = None) -> Graph:
+    """The graph of one phase for `batch` sequences.
+
+    decode: one new token per sequence against KV caches of `context` tokens
+    (inputs `tokens`, `pos`: i32[B]; outputs `logits` [B,V] and `next_tokens` i32[B]).
+    prefill: `prompt` tokens per sequence, rows of a sequence contiguous (inputs i32[B*prompt];
+    output `logits`), caches of max(context, prompt) tokens. `layers` keeps only the
+    first that many decoder layers (for small golden files)."""
+    rows, cache_tokens = _shape(phase, context, prompt, batch)
+    plan = config.layer_plan[:_layer_count(config, layers)]
+    b = Builder(_graph_name(config.name, phase))
+    tokens = b.input("tokens", TensorType(DType.I32, (rows,)))
+    pos = b.input("pos", TensorType(DType.I32, (rows,)))
+    b.scope = "embed"
+    table = b.param("embed_tokens.weight", WEIGHT_DTYPE, config.vocab_size, config.hidden_size)
+    x = b.op(Opcode.EMBED, tokens, table)
+    for i, kinds in enumerate(plan):
+        b.scope = f"layers.{i}"
+        layer = Layer(b, config, b.scope, pos, batch, cache_tokens)
+        for kind in kinds:
+            x = BLOCKS[kind](layer, x)
+    b.scope = "head"
+    return b.finish(*_head(b, config, x, table, phase))
+
+
+def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str) -> tuple[Value, ...]:
+    """Final norm, vocab-parallel LM head, and (decode) greedy next-token ids."""
+    h = b.op(Opcode.RMSNORM, x, b.param("norm.weight", WEIGHT_DTYPE, config.hidden_size), eps=config.rms_norm_eps)
+    if config.tie_word_embeddings:
+        # One stored table serves both ends: the head reads it as [V, H] (x @ table.T), so
+        # the weight is declared once and counted once.
+        logits = b.op(Opcode.MATMUL, h, table, name="logits", split="col", transpose_b=True)
+    else:
+        head = b.param("lm_head.weight", WEIGHT_DTYPE, config.hidden_size, config.vocab_size)
+        logits = b.op(Opcode.MATMUL, h, head, name="logits", split="col")
+    if phase == "prefill":
+        return (logits,)
+    return logits, b.op(Opcode.ARGMAX, logits, name="next_tokens")
+
+
+def _shape(phase: str, context: int, prompt: int, batch: int) -> tuple[int, int]:
+    """(rows, cache tokens) of a phase."""
+    if phase not in PHASES:
+        raise ConfigError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    for name, value in (("context", context), ("prompt", prompt), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if phase == "decode":
+        return batch, context
+    return batch * prompt, max(context, prompt)
+
+
+def _layer_count(config: ModelConfig, layers: int | None) -> int:
+    if layers is None:
+        return config.num_layers
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= config.num_layers:
+        raise ConfigError(f"layers must be between 1 and {config.num_layers} for {config.name}, got {layers!r}")
+    return layers
+
+
+def _graph_name(model: str, phase: str) -> str:
+    # Model names carry '-' and '.', which are not identifier characters in IR text.
+    return re.sub(r"\W", "_", f"{model}_{phase}")

@@ -1,0 +1,291 @@
+"""Model configs: a preset name or a Hugging Face config.json, read into a normalised ModelConfig."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ir.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "examples" / "models"
+
+# One (mixer kind, ffn kind) pair per layer; each kind is a row of blocks.BLOCKS.
+LayerPlan = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RopeScaling:
+    """Rotary-embedding frequency scaling. `kind` is HF's `rope_type`; fields a kind
+    does not use are None."""
+
+    kind: str
+    factor: float
+    low_freq_factor: float | None = None
+    high_freq_factor: float | None = None
+    original_max_position: int | None = None
+
+    def attrs(self) -> dict[str, str | float | int]:
+        """The rope op's optional attributes."""
+        extra = {"low_freq_factor": self.low_freq_factor, "high_freq_factor": self.high_freq_factor,
+                 "original_max_position": self.original_max_position}
+        return {"scaling": self.kind, "factor": self.factor} | {k: v for k, v in extra.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """What the frontend needs to know about a model, in one spelling whatever the family.
+
+    `attention_bias` means q/k/v projections carry a bias; `attention_out_bias` the
+    o projection (Llama's `attention_bias` sets both, Qwen2 has only the first).
+    `layer_plan` lists each layer's (mixer, ffn) block kinds."""
+
+    name: str
+    family: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: RopeScaling | None
+    attention_bias: bool
+    attention_out_bias: bool
+    mlp_bias: bool
+    hidden_act: str
+    max_position_embeddings: int
+    sliding_window: int | None
+    torch_dtype: str
+    layer_plan: LayerPlan = field(repr=False)
+    source: str = ""
+
+
+def load_model_config(name_or_path: str) -> ModelConfig:
+    """A preset (`examples/models/NAME.json`) or a path to a config.json (or its folder)."""
+    path = _resolve(name_or_path)
+    reader = _Reader(path, _read_json(path))
+    family = _family(reader)
+    fields = family.parse(reader)
+    _check_shapes(reader, fields)
+    name = path.parent.name if path.name == "config.json" else path.stem
+    return ModelConfig(name=name, family=family.name, source=str(path), **fields)
+
+
+def _resolve(name_or_path: str) -> Path:
+    given = Path(name_or_path)
+    preset = PRESETS_DIR / f"{name_or_path}.json"
+    if given.is_dir():
+        given = given / "config.json"
+    if given.is_file():
+        return given
+    if "/" not in name_or_path and preset.is_file():
+        return preset
+    names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.json")))
+    raise ConfigError(f"{name_or_path}: no such config file, and not a preset (presets: {names})")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(raw).__name__}")
+    return raw
+
+
+class _Reader:
+    """Typed access to one config file's fields; every error names the file and the field."""
+
+    def __init__(self, path: Path, raw: dict[str, Any], prefix: str = ""):
+        self.path, self.raw, self.prefix = path, raw, prefix
+
+    def has(self, key: str) -> bool:
+        return self.raw.get(key) is not None
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: field '{self.prefix}{key}' {problem}")
+
+    def _get(self, key: str, default: Any) -> Any:
+        if self.has(key):
+            return self.raw[key]
+        if default is _REQUIRED:
+            raise self.fail(key, "is required but missing")
+        return default
+
+    def integer(self, key: str, default: Any = None) -> int:
+        value = self._get(key, _REQUIRED if default is None else default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(key, f"must be a positive integer, got {value!r}")
+        return value
+
+    def number(self, key: str, default: float | None = None) -> float:
+        value = self._get(key, _REQUIRED if default is None else default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise self.fail(key, f"must be a positive number, got {value!r}")
+        return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, got {value!r}")
+        return value
+
+    def text(self, key: str, default: str) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a string, got {value!r}")
+        return value
+
+    def sub(self, key: str) -> _Reader | None:
+        """A nested object (e.g. rope_scaling), or None when absent or null."""
+        if not self.has(key):
+            return None
+        value = self.raw[key]
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be an object or null, got {value!r}")
+        return _Reader(self.path, value, f"{self.prefix}{key}.")
+
+
+_REQUIRED = object()
+
+
+# ---- families: each parses its config fields; new families add rows ----------------------------
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """How one architecture's config.json reads into ModelConfig fields."""
+
+    name: str
+    parse: Callable[[_Reader], dict[str, Any]]
+
+
+def _dense_plan(layers: int) -> LayerPlan:
+    return (("attention", "mlp"),) * layers
+
+
+def _common_fields(r: _Reader) -> dict[str, Any]:
+    """Fields every Llama-like family spells the same way."""
+    hidden, heads = r.integer("hidden_size"), r.integer("num_attention_heads")
+    layers = r.integer("num_hidden_layers")
+    head_dim = r.integer("head_dim") if r.has("head_dim") else _derived_head_dim(r, hidden, heads)
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": r.integer("intermediate_size"),
+        "num_layers": layers,
+        "num_heads": heads,
+        "num_kv_heads": r.integer("num_key_value_heads", heads),  # absent: plain multi-head attention
+        "head_dim": head_dim,
+        "vocab_size": r.integer("vocab_size"),
+        "tie_word_embeddings": r.flag("tie_word_embeddings", False),
+        "rms_norm_eps": r.number("rms_norm_eps"),
+        "rope_theta": r.number("rope_theta", 10000.0),  # HF's default; Llama 2 configs omit it
+        "rope_scaling": _rope_scaling(r),
+        "hidden_act": _activation(r),
+        "max_position_embeddings": r.integer("max_position_embeddings"),
+        "torch_dtype": r.text("torch_dtype", "float16"),
+        "layer_plan": _dense_plan(layers),
+        "sliding_window": None,
+    }
+
+
+def _derived_head_dim(r: _Reader, hidden: int, heads: int) -> int:
+    if hidden % heads:
+        raise r.fail("hidden_size", f"{hidden} is not divisible by num_attention_heads {heads}")
+    return hidden // heads
+
+
+def _llama(r: _Reader) -> dict[str, Any]:
+    bias = r.flag("attention_bias", False)
+    return _common_fields(r) | {"attention_bias": bias, "attention_out_bias": bias,
+                                "mlp_bias": r.flag("mlp_bias", False)}
+
+
+def _mistral(r: _Reader) -> dict[str, Any]:
+    window = r.integer("sliding_window") if r.has("sliding_window") else None
+    return _common_fields(r) | {"attention_bias": False, "attention_out_bias": False, "mlp_bias": False,
+                                "sliding_window": window}
+
+
+def _qwen2(r: _Reader) -> dict[str, Any]:
+    # Qwen2 always has q/k/v biases and no o/mlp bias; its window only applies when enabled.
+    window = r.integer("sliding_window") if r.flag("use_sliding_window", False) else None
+    return _common_fields(r) | {"attention_bias": True, "attention_out_bias": False, "mlp_bias": False,
+                                "sliding_window": window}
+
+
+FAMILIES: dict[str, Family] = {
+    "LlamaForCausalLM": Family("llama", _llama),
+    "MistralForCausalLM": Family("mistral", _mistral),
+    "Qwen2ForCausalLM": Family("qwen2", _qwen2),
+}
+MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+
+def _family(r: _Reader) -> Family:
+    supported = ", ".join(FAMILIES)
+    archs = r.raw.get("architectures")
+    if archs is not None:
+        if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
+            raise r.fail("architectures", f"must be a non-empty list of names, got {archs!r}")
+        if archs[0] not in FAMILIES:
+            raise r.fail("architectures", f"names {archs[0]!r}, which is not supported (supported: {supported})")
+        return FAMILIES[archs[0]]
+    if not r.has("model_type"):
+        raise r.fail("architectures", "is required but missing (and there is no 'model_type' to fall back on)")
+    model_type = r.raw["model_type"]
+    if model_type not in MODEL_TYPES:
+        raise r.fail("model_type", f"is {model_type!r}, which is not supported (supported: {', '.join(MODEL_TYPES)})")
+    return FAMILIES[MODEL_TYPES[model_type]]
+
+
+ACTIVATIONS = ("silu", "gelu")
+
+
+def _activation(r: _Reader) -> str:
+    act = r.text("hidden_act", "silu")
+    if act not in ACTIVATIONS:
+        raise r.fail("hidden_act", f"is {act!r}, which is not supported (supported: {', '.join(ACTIVATIONS)})")
+    return act
+
+
+# rope_type -> the fields it needs besides `factor`.
+ROPE_SCALINGS: dict[str, tuple[str, ...]] = {
+    "linear": (),
+    "llama3": ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+
+
+def _rope_scaling(r: _Reader) -> RopeScaling | None:
+    sub = r.sub("rope_scaling")
+    if sub is None:
+        return None
+    key = "rope_type" if sub.has("rope_type") else "type"  # older configs spell it `type`
+    kind = sub.text(key, "default")
+    if kind == "default":
+        return None
+    if kind not in ROPE_SCALINGS:
+        raise sub.fail(key, f"is {kind!r}, which is not supported (supported: {', '.join(ROPE_SCALINGS)})")
+    need = ROPE_SCALINGS[kind]
+
+    def optional(key: str) -> float | None:
+        return sub.number(key) if key in need else None
+
+    original = "original_max_position_embeddings"
+    return RopeScaling(kind, sub.number("factor"), optional("low_freq_factor"), optional("high_freq_factor"),
+                       sub.integer(original) if original in need else None)
+
+
+def _check_shapes(r: _Reader, f: dict[str, Any]) -> None:
+    if f["num_heads"] % f["num_kv_heads"]:
+        raise r.fail("num_key_value_heads",
+                     f"{f['num_kv_heads']} does not divide num_attention_heads {f['num_heads']}")

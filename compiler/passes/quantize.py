@@ -1,0 +1,95 @@
+"""Quantize: store matmul weights and the embedding table in 8 or 4 bits with per-channel scales."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.options import PRECISIONS
+from ir.errors import ConfigError, VerifyError
+from ir.graph import Graph, Op, Value, sorted_attrs
+from ir.ops import OPDEFS, Opcode
+from ir.types import DType, TensorType
+
+STORAGE = {"fp8": DType.FP8, "int8": DType.I8, "int4": DType.I4}
+SCALE_DTYPE = DType.F16
+
+
+@dataclass(frozen=True, slots=True)
+class Quantize:
+    """Weight-only quantization to `precision` (fp16, fp8, int8 or int4).
+
+    Requires: a graph whose matmul weights and embedding tables are f16 params with no
+    scale operand yet. Produces: each such param stored as fp8/i8/i4 and, right after it
+    in `params`, an f16 scale param `<weight>.scale` that the consuming op takes as its
+    third operand: per output channel [N] for a matmul weight, per row [V] for an
+    embedding table (embed multiplies the gathered row by its scale). A tied table
+    (embed and a `transpose_b` head) gets one scale [V], which is both. Norm weights,
+    biases, KV caches and activations stay 16-bit. Scales are one per channel, not
+    per group. fp16 returns the graph unchanged."""
+
+    precision: str
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    def __call__(self, graph: Graph) -> Graph:
+        if self.precision == "fp16":
+            return graph
+        channels = _quantized_channels(graph)
+        params, scales, renamed = _new_params(graph.params, channels, STORAGE[self.precision])
+        ops = tuple(_rewrite(op, scales, renamed) for op in graph.ops)
+        outputs = tuple(renamed.get(v.name, v) for v in graph.outputs)
+        return Graph(graph.name, graph.inputs, params, graph.state, ops, outputs)
+
+
+def _quantized_channels(graph: Graph) -> dict[str, int]:
+    """Params to quantize, each with its scale length (output channels or table rows)."""
+    params = {p.name: p for p in graph.params}
+    channels: dict[str, int] = {}
+    for op in graph.ops:
+        if op.opcode not in (Opcode.MATMUL, Opcode.EMBED) or op.operands[1].name not in params:
+            continue
+        weight = op.operands[1]
+        if len(op.operands) == 3 or weight.type.dtype is not DType.F16:
+            raise VerifyError(f"quantize needs f16 weights without scales; {weight} is {weight.type}"
+                              f"{' with a scale' if len(op.operands) == 3 else ''}")
+        n = _channels(op, weight.type)
+        if channels.setdefault(weight.name, n) != n:  # a tied table must agree on its channel count
+            raise VerifyError(f"{weight} is read with {channels[weight.name]} and {n} channels")
+    return channels
+
+
+def _channels(op: Op, weight: TensorType) -> int:
+    if op.opcode is Opcode.EMBED or op.attr.get("transpose_b"):
+        return weight.shape[0]
+    return weight.shape[1]
+
+
+def _new_params(params: tuple[Value, ...], channels: dict[str, int], dtype: DType
+                ) -> tuple[tuple[Value, ...], dict[str, Value], dict[str, Value]]:
+    """The new param list (each scale right after its weight), the scales by weight name,
+    and every value whose type changed, by name."""
+    out: list[Value] = []
+    scales: dict[str, Value] = {}
+    renamed: dict[str, Value] = {}
+    for p in params:
+        if p.name not in channels:
+            out.append(p)
+            continue
+        renamed[p.name] = Value(p.name, p.type.with_dtype(dtype))
+        scales[p.name] = Value(f"{p.name}.scale", TensorType(SCALE_DTYPE, (channels[p.name],)))
+        out += [renamed[p.name], scales[p.name]]
+    return tuple(out), scales, renamed
+
+
+def _rewrite(op: Op, scales: dict[str, Value], renamed: dict[str, Value]) -> Op:
+    """`op` reading the new params (plus a scale operand where its weight got one); results
+    are re-typed by the op's own rule, and any whose type changes are recorded in `renamed`."""
+    operands = tuple(renamed.get(v.name, v) for v in op.operands)
+    if op.opcode in (Opcode.MATMUL, Opcode.EMBED) and op.operands[1].name in scales:
+        operands += (scales[op.operands[1].name],)
+    types = OPDEFS[op.opcode].type_rule(tuple(v.type for v in operands), op.attr)
+    results = tuple(r if r.type == t else Value(r.name, t) for r, t in zip(op.results, types, strict=True))
+    renamed.update((r.name, r) for r, old in zip(results, op.results, strict=True) if r is not old)
+    return Op(op.opcode, operands, results, sorted_attrs(op.attr), op.scope)

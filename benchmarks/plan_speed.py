@@ -49,7 +49,7 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         table.add_row(model, target, " ".join(extra), f"{r['wall_s']:.2f}", f"{r['rss'] / 1e6:.0f}",
                       str(r["chips"]), str(r["lb"]), r["status"], str(r["cands"]), f"{r['us']:.1f}")
-    Console().print(table)
+    Console(width=170).print(table)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,14 @@ def partition(units: list[Unit], graphs: Lowered, system: SystemSpec,
     if needed > budget:
         raise DoesNotFitError(f"the model needs at least {needed} chips of {system.name} "
                               f"(capacity bound {lower_bound}); {budget} allowed", needed)
-    usable = [c for c in cands if c.tp <= budget]
-    hint = fewest if options.objective == "chips" and not exact else None
+    # The fewest-chips path is feasible, so its figures bound the search (exactly, see dp.prune).
+    fewest_latency = sum(c.latency_ps for c in fewest)
+    if exact:
+        usable, hint = dp.prune(cands, len(units), budget, 2**62), None
+    elif options.objective == "chips":
+        usable, hint = dp.prune(cands, len(units), needed, fewest_latency), fewest
+    else:
+        usable, hint = dp.prune(cands, len(units), budget, fewest_latency), fewest
     solution = solve(usable, len(units), options.objective, options.chips, budget, options.solver_seed,
                      options.solver_deterministic_time, hint)
     if solution is None:

@@ -40,10 +40,13 @@ def build_model(cands: list[Candidate], num_units: int, objective: str, exact_ch
     """The model above, as a pure function of its inputs."""
     model = cp_model.CpModel()
     x = [model.new_bool_var(f"x{i}") for i in range(len(cands))]
+    out: list[list[cp_model.IntVar]] = [[] for _ in range(num_units + 1)]
+    into: list[list[cp_model.IntVar]] = [[] for _ in range(num_units + 1)]
+    for c, v in zip(cands, x, strict=True):
+        out[c.first].append(v)
+        into[c.stop].append(v)
     for k in range(num_units + 1):
-        out = [x[i] for i, c in enumerate(cands) if c.first == k]
-        into = [x[i] for i, c in enumerate(cands) if c.stop == k]
-        model.add(sum(out) - sum(into) == (k == 0) - (k == num_units))
+        model.add(sum(out[k]) - sum(into[k]) == (k == 0) - (k == num_units))
     chips = sum(c.tp * v for c, v in zip(cands, x, strict=True))
     if exact_chips is not None:
         model.add(chips == exact_chips)

@@ -35,6 +35,31 @@ def lowest_latency(cands: list[Candidate], num_units: int, max_chips: int) -> li
     return min(table[num_units].values(), key=lambda v: (v[0], sum(c.tp for c in v[1])))[1]
 
 
+def prune(cands: list[Candidate], num_units: int, max_chips: int, max_latency_ps: int) -> list[Candidate]:
+    """The candidates that can lie on a path within `max_chips` and `max_latency_ps`.
+
+    A candidate survives when the fewest chips (and, separately, the least latency)
+    of any path through it fits: the best way to reach its first unit, plus itself,
+    plus the best way on from its stop. Exact: no path within both limits is lost."""
+    chips_in, chips_out = _reach(cands, num_units, lambda c: c.tp)
+    lat_in, lat_out = _reach(cands, num_units, lambda c: c.latency_ps)
+    return [c for c in cands
+            if chips_in[c.first] + c.tp + chips_out[c.stop] <= max_chips
+            and lat_in[c.first] + c.latency_ps + lat_out[c.stop] <= max_latency_ps]
+
+
+def _reach(cands: list[Candidate], num_units: int, weight) -> tuple[list[float], list[float]]:
+    """Least total weight of a path from unit 0 to each boundary, and from each boundary to the end."""
+    inf = float("inf")
+    into, onward = [inf] * (num_units + 1), [inf] * (num_units + 1)
+    into[0], onward[num_units] = 0, 0
+    for c in sorted(cands, key=lambda c: c.first):
+        into[c.stop] = min(into[c.stop], into[c.first] + weight(c))
+    for c in sorted(cands, key=lambda c: -c.stop):
+        onward[c.first] = min(onward[c.first], weight(c) + onward[c.stop])
+    return into, onward
+
+
 def _path(back: list[Candidate | None], stop: int) -> list[Candidate]:
     path = []
     while stop:

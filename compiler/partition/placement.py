@@ -43,7 +43,7 @@ def greedy(sizes: Sequence[int], system: SystemSpec) -> list[int]:
 
 
 def place(sizes: Sequence[int], collectives: Sequence[int], system: SystemSpec,
-          seed: int = 0, deterministic_s: float = 5.0) -> list[int]:
+          seed: int = 0, deterministic_s: float = 0.25) -> list[int]:
     """First chip of each stage. `collectives[s]` counts stage s's collectives per token."""
     hint = greedy(sizes, system)
     if system.chips_per_group >= hint[-1] + sizes[-1]:

@@ -112,9 +112,23 @@ def _far_hops(group: int, system: SystemSpec) -> int:
 
 
 def hop_s(nbytes: int, hops: int, lanes: int, system: SystemSpec) -> float:
-    """A pipeline hand-off: `nbytes` split over `lanes` parallel chip pairs, `hops` apart."""
+    """A pipeline hand-off: `lanes` senders each carry a 1/lanes slice `hops` away, then the
+    receivers all-gather the slices inside their node (one local message per peer)."""
     link = system.local_link if hops <= 1 else system.global_link
-    return hops * link.latency_s + nbytes / (max(1, lanes) * link.bw_bytes_per_s)
+    lanes = max(1, lanes)
+    wire = hops * link.latency_s + nbytes / (lanes * link.bw_bytes_per_s)
+    gather = _message_s(nbytes / lanes, system.local_link) if lanes > 1 else 0.0
+    return wire + gather
+
+
+def handoff_lanes(sender_tp: int, receiver_tp: int, node: int) -> int:
+    """Largest L dividing the receiving group with L <= min(sender group, node) whose groups of
+    L receivers stay inside nodes: the hand-off's parallel lanes."""
+    best = 1
+    for lanes in range(1, min(sender_tp, receiver_tp, node) + 1):
+        if receiver_tp % lanes == 0 and (receiver_tp <= node or node % lanes == 0):
+            best = lanes
+    return best
 
 
 def _message_s(nbytes: float, link: LinkSpec) -> float:

@@ -16,7 +16,7 @@ from compiler.partition.shard_cost import ShardCost
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes import Pipeline
 from compiler.passes.quantize import Quantize
-from compiler.perf import Breakdown, hop_s, unit_bound_s, unit_time
+from compiler.perf import Breakdown, handoff_lanes, hop_s, unit_bound_s, unit_time
 from compiler.plan import Memory, Plan, Stage
 from compiler.plan import round_sig as _r
 from ir.errors import DoesNotFitError
@@ -112,7 +112,9 @@ def evaluate(name: str, system: SystemSpec, options: CompileOptions, units: list
     timed = []
     for i, (c, first_chip) in enumerate(zip(solution.stages, starts, strict=True)):
         hops = chip_hops(system, starts[i - 1] + solution.stages[i - 1].tp - 1, first_chip) if i else 0
-        timed.append(_stage(i, c, first_chip, hops, units, prefill, system, options, crossing_d, crossing_p, chunk))
+        prev_tp = solution.stages[i - 1].tp if i else 0
+        timed.append(_stage(i, c, first_chip, hops, prev_tp, units, prefill, system, options, crossing_d, crossing_p,
+                            chunk))
     return _assemble(name, system, options, graphs, solution, lower_bound, timed, chunk_tokens)
 
 
@@ -136,7 +138,7 @@ def prefill_chunk_tokens(stages: tuple[Candidate, ...], units: list[Unit], syste
     return max(smallest, min(largest, fits))
 
 
-def _stage(i: int, c: Candidate, first_chip: int, hops: int, units: list[Unit],
+def _stage(i: int, c: Candidate, first_chip: int, hops: int, prev_tp: int, units: list[Unit],
            prefill_cost: dict[tuple[int, int], ShardCost], system: SystemSpec, options: CompileOptions,
            crossing_d: list[int], crossing_p: list[int], chunk: float) -> _Timed:
     run = units[c.first:c.stop]
@@ -146,7 +148,7 @@ def _stage(i: int, c: Candidate, first_chip: int, hops: int, units: list[Unit],
     prefill = sum((unit_time(p, system, precision) for p in pre), Breakdown())
     bound = sum(unit_bound_s(u.decode[t], system, precision) for u in run)
     if hops:
-        lanes = min(t, system.chips_per_node)
+        lanes = handoff_lanes(prev_tp, t, system.chips_per_node)
         decode += Breakdown(link_s=hop_s(crossing_d[c.first], hops, lanes, system))
         prefill += Breakdown(link_s=hop_s(math.ceil(crossing_p[c.first] * chunk), hops, lanes, system))
         bound += hops * min(system.local_link.latency_s, system.global_link.latency_s)

@@ -89,12 +89,13 @@ def _resident(chip_ops: list[Op]) -> tuple[dict[str, int], dict[str, int]]:
     state: dict[str, int] = {}
     for op in chip_ops:
         for i, v in enumerate(op.operands):
-            if v.name not in defined and _is_resident(op, i):
+            if v.name not in defined and is_resident(op, i):
                 (state if op.opcode is Opcode.ATTENTION else params)[v.name] = v.type.nbytes
     return params, state
 
 
-def _is_resident(op: Op, index: int) -> bool:
+def is_resident(op: Op, index: int) -> bool:
+    """Whether operand `index` of `op` is a param or cache (resident) rather than an activation."""
     if op.opcode is Opcode.MATMUL:
         return index >= 1
     if op.opcode is Opcode.EMBED:

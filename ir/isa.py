@@ -1,0 +1,88 @@
+"""The Program's instruction vocabulary: functional-unit kinds, opcodes, vector functions.
+
+Modelled on the TSP's functional slices (ISCA 2020): MEM reads and writes SRAM
+onto and off streams, MXM planes hold a weight tile and pass activation vectors
+through it, VXM does element-wise and reduction arithmetic, SXM moves data
+across lanes, C2C sends and receives over one named link, SYNC aligns chips at
+program start. Timing rules live with each target (targets/timing.py); this is
+only the language.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class UnitKind(enum.IntEnum):
+    MEM = 0  # SRAM <-> streams
+    MXM = 1  # one matrix plane (a chip has several: unit index = plane)
+    VXM = 2  # vector ALUs
+    SXM = 3  # switch: shift, transpose, permute
+    C2C = 4  # one direction of a chip-to-chip link (unit index = 2 x link id + 0 send, 1 receive)
+    SYNC = 5  # program-start synchronisation
+
+
+class Op(enum.IntEnum):
+    """Opcodes. Each belongs to one unit kind (UNIT_OF)."""
+
+    READ = 0  # SRAM [src, src+src_bytes) -> stream `s_out`
+    WRITE = 1  # stream `s_a` -> SRAM [dst, dst+dst_bytes)
+    GATHER = 2  # rows of SRAM table at src chosen by ids on stream `s_b` -> stream `s_out`
+    MXM = 3  # weight tile (k x n, stream `s_a`) times activations (m x k, stream `s_b`) -> accumulators
+    VOP = 4  # vector function `fn` over streams `s_a` (and `s_b`) -> stream `s_out`
+    SHIFT = 5
+    TRANSPOSE = 6
+    PERMUTE = 7
+    SEND = 8  # stream `s_a` -> link `link` towards chip `peer`, message `tag`
+    RECV = 9  # link `link` from chip `peer`, message `tag` -> stream `s_out`
+    SYNC = 10  # wait for every chip of the program to reach its start
+
+
+UNIT_OF: dict[Op, UnitKind] = {
+    Op.READ: UnitKind.MEM,
+    Op.WRITE: UnitKind.MEM,
+    Op.GATHER: UnitKind.MEM,
+    Op.MXM: UnitKind.MXM,
+    Op.VOP: UnitKind.VXM,
+    Op.SHIFT: UnitKind.SXM,
+    Op.TRANSPOSE: UnitKind.SXM,
+    Op.PERMUTE: UnitKind.SXM,
+    Op.SEND: UnitKind.C2C,
+    Op.RECV: UnitKind.C2C,
+    Op.SYNC: UnitKind.SYNC,
+}
+
+
+class Fn(enum.IntEnum):
+    """What a VOP computes (NONE for every other opcode)."""
+
+    NONE = 0
+    ADD = 1
+    MUL = 2
+    SILU = 3
+    GELU = 4
+    RMSNORM = 5
+    ROPE = 6
+    SOFTMAX = 7
+    ARGMAX = 8
+    SCALE = 9  # multiply by per-channel dequantisation scales
+    SUM = 10  # add a partial sum received from a peer (all-reduce)
+    COPY = 11
+
+
+class Fmt(enum.IntEnum):
+    """Element format of an MXM's weight tile (the `dtype` column); it sets the MXM's rate."""
+
+    F16 = 0
+    FP8 = 1
+    I8 = 2
+    I4 = 3
+
+    @property
+    def bits(self) -> int:
+        return 4 if self is Fmt.I4 else 8 if self in (Fmt.FP8, Fmt.I8) else 16
+
+    @property
+    def precision(self) -> str:
+        """The key of ChipSpec.peak_ops_per_s this format runs at."""
+        return ("fp16", "fp8", "int8", "int4")[self]

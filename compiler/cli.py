@@ -1,4 +1,4 @@
-"""The `sramflow` command line: plan and lower (compile, inspect, run come with the scheduler)."""
+"""The `sramflow` command line: plan, lower, compile and inspect."""
 
 from __future__ import annotations
 
@@ -36,6 +36,20 @@ def _parser() -> argparse.ArgumentParser:
     lower.add_argument("--layers", type=int, help="build only this many decoder layers")
     _shape_args(lower)
     lower.set_defaults(run=_lower)
+    comp = sub.add_parser("compile", help="plan, lower and schedule: write a build directory")
+    _model_args(comp)
+    comp.add_argument("-o", "--output", required=True, help="build directory to write (replaced if it exists)")
+    comp.set_defaults(run=_compile)
+    insp = sub.add_parser("inspect", help="summarise a build directory, print assembly, draw timelines")
+    insp.add_argument("build", help="a directory written by `sramflow compile`")
+    insp.add_argument("--json", action="store_true", help="print the summary as JSON and nothing else")
+    insp.add_argument("--chip", help="chips to show: N, A-B or a comma list (with --asm, --gantt)")
+    insp.add_argument("--asm", action="store_true", help="print the chips' instruction streams as assembly")
+    insp.add_argument("--phase", choices=("decode", "prefill"), default="decode")
+    insp.add_argument("--cycles", help="cycle window LO:HI (with --asm, --gantt)")
+    insp.add_argument("--gantt", metavar="PNG", help="draw the chips' units over time into a PNG")
+    insp.add_argument("--trace", metavar="JSON", help="write a Chrome trace-event file (Perfetto)")
+    insp.set_defaults(run=_inspect)
     return parser
 
 
@@ -79,6 +93,54 @@ def _lower(args: argparse.Namespace) -> int:
     from ir.printer import print_graph
 
     sys.stdout.write(print_graph(lower_one(args.model, args.phase, _options(args), args.layers)))
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from compiler.build import compile_model
+
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("compiling", total=None)
+        manifest = compile_model(args.model, args.target, _options(args), Path(args.output),
+                                 lambda step: bar.update(task, description=step))
+    console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from compiler.inspect import load_build, parse_chips, parse_cycles, summary
+    from compiler.report import render_summary
+
+    plan, memory, decode, prefill = load_build(args.build)
+    program = decode if args.phase == "decode" else prefill
+    chips = parse_chips(args.chip, program.chips) if args.chip else None
+    window = parse_cycles(args.cycles) if args.cycles else None
+    if args.asm:
+        from ir.asm import print_asm
+
+        sys.stdout.write(print_asm(program, chips=chips, cycles=window))
+        return 0
+    if args.gantt or args.trace:
+        from compiler.timeline import write_gantt, write_trace
+
+        if args.gantt:
+            write_gantt(program, chips or list(range(min(8, program.chips))), window, args.gantt)
+        if args.trace:
+            write_trace(program, chips, window, args.trace)
+        return 0
+    figures = summary(plan, decode, prefill)
+    if args.json:
+        sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    else:
+        render_summary(figures, memory, Console())
     return 0
 
 

@@ -66,3 +66,37 @@ def _layer_text(s: Stage) -> str:
         return "—"
     a, b = s.layers
     return str(a) if a == b else f"{a}–{b}"
+
+
+def render_summary(figures: dict, memory: dict, console: Console) -> None:
+    """`sramflow inspect`: the schedule's figures beside the plan's, then each stage's SRAM map."""
+    d, p = figures["decode"], figures["prefill"]
+    console.print(f"[bold]{figures['model']}[/] on [bold]{figures['target']}[/]  {figures['chips']} chips, "
+                  f"{figures['instructions']:,} instructions (decode {d['instructions']:,}, "
+                  f"prefill {p['instructions']:,})")
+    table = Table(box=None, header_style="bold")
+    for col in ("figure", "scheduled", "plan estimate", "bound"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    table.add_row("decode latency / token", f"{d['latency_us']:,.2f} µs ({d['makespan_cycles']:,} cycles)",
+                  f"{d['estimate_us']:,.2f} µs", f"{d['bound_us']:,.2f} µs")
+    table.add_row("decode tokens/s per user", f"{d['tokens_per_s']:,.0f}", "", "")
+    table.add_row("time to first token", f"{p['ttft_ms']:,.3f} ms", f"{p['estimate_ms']:,.3f} ms", "")
+    console.print(table)
+    console.print(f"efficiency (bound / scheduled) {d['efficiency']:.1%}; scheduled vs estimate "
+                  f"{d['vs_estimate']:+.1%}")
+    console.print("unit busy (mean over units): " + ", ".join(f"{k} {v:.0%}" for k, v in d["busy"].items()))
+    console.print("critical path: " + ", ".join(f"{k} {v:.0%}" for k, v in d["critical_path"].items()))
+    console.print(_memory_map(memory))
+
+
+def _memory_map(memory: dict) -> Table:
+    table = Table(title="SRAM map per chip (every chip of a stage alike)", header_style="bold")
+    for col in ("stage", "chips", "inputs", "params + caches", "ports", "arena", "top (MB)"):
+        table.add_column(col, justify="right")
+    for s in memory["stages"]:
+        kinds = ("input", "param", "port", "arena")
+        total = {k: sum(r["bytes"] for r in s["regions"] if r["kind"] == k) for k in kinds}
+        top = max(r["addr"] + r["bytes"] for r in s["regions"])
+        table.add_row(str(s["index"]), f"{s['first_chip']}–{s['first_chip'] + s['tp'] - 1}",
+                      *(f"{total[k] / 1e6:,.2f}" for k in ("input", "param", "port", "arena")), f"{top / 1e6:,.2f}")
+    return table

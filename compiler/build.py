@@ -1,0 +1,100 @@
+"""`compile`: a plan, both phases' graph IR and Programs, written as a build directory.
+
+The directory is written beside its destination under a temporary name and renamed
+into place, so a failed compile never leaves a partial build. manifest.json lists
+every file's sha256; the same command twice gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from compiler.codegen.phase import lower_phase
+from compiler.codegen.stage import StageCode
+from compiler.frontend import build_graph, load_model_config
+from compiler.options import CompileOptions
+from compiler.passes import Pipeline
+from compiler.passes.quantize import Quantize
+from compiler.plan import Plan
+from compiler.planner import Lowered, plan_graphs
+from ir.graph import Graph
+from ir.printer import print_graph
+from ir.program import Program
+from ir.program_io import save_program
+from targets import load_target
+
+FORMAT = 1  # bumped when the layout of a build directory changes
+
+Progress = Callable[[str], None]
+
+
+def compile_model(model: str, target: str, options: CompileOptions, out: Path,
+                  progress: Progress = lambda _: None) -> dict:
+    """Plan, lower and schedule `model`; write the build directory `out`; return the manifest."""
+    config = load_model_config(model)
+    system = load_target(target)
+    progress("lowering graphs")
+    graphs = _graphs(config, options)
+    progress("partitioning")
+    plan = plan_graphs(config.name, graphs, system, options)
+    chunk = plan.prefill["chunk_tokens"]
+    progress("scheduling decode")
+    decode, decode_codes = lower_phase("decode", graphs.decode, plan.stages, system, 1, system.name)
+    progress("scheduling prefill")
+    prefill_graph = _chunk_graph(config, options, chunk)
+    prefill, _ = lower_phase("prefill", prefill_graph, plan.stages, system, plan.prefill["chunks"], system.name)
+    progress("writing")
+    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, decode_codes)
+
+
+def _graphs(config, options: CompileOptions) -> Lowered:
+    passes = Pipeline((Quantize(options.precision),))
+    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch}
+    return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
+
+
+def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
+    """The prefill graph of one chunk, against the cache the whole prompt needs."""
+    passes = Pipeline((Quantize(options.precision),))
+    cache = max(options.context, options.prompt)
+    return passes(build_graph(config, "prefill", context=cache, prompt=chunk, batch=options.batch))
+
+
+def _write(out: Path, plan: Plan, decode_graph: Graph, prefill_graph: Graph, decode: Program, prefill: Program,
+           codes: list[StageCode]) -> dict:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "plan.json").write_text(replace(plan, wall_s=0.0).to_json())
+        (tmp / "decode.ir").write_text(print_graph(decode_graph))
+        (tmp / "prefill.ir").write_text(print_graph(prefill_graph))
+        save_program(decode, tmp / "decode.prog")
+        save_program(prefill, tmp / "prefill.prog")
+        (tmp / "memory.json").write_text(json.dumps(_memory(codes), indent=1, sort_keys=True) + "\n")
+        manifest = {"format": FORMAT, "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _memory(codes: list[StageCode]) -> dict:
+    """Each stage's SRAM map (every chip of a stage has the same layout)."""
+    return {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp,
+                        "regions": [{"kind": k, "name": n, "addr": a, "bytes": b} for k, n, a, b in c.memory_map]}
+                       for c in codes]}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,1 @@
+"""Lowering and static scheduling: per-chip graph ops to cycle-stamped Program instructions."""

@@ -1,0 +1,145 @@
+"""Collectives from point-to-point sends: direct all-reduce and all-gather, hierarchical over nodes.
+
+Inside a node the chips are fully connected, so a reduce-scatter is one message of
+bytes/p to each peer on its own link, all at once; across q nodes the chips with the
+same local rank exchange their slice over the global links (rounds when q-1 exceeds
+them). The all-gather runs the levels back. This is the algorithm perf.collective_s
+times, so the plan's estimate and the schedule agree.
+
+Buffer layout: a slice's offset is the sum over levels of (its index in that level's
+group) x (that level's slice bytes), so every rank writes distinct bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from compiler.codegen.emit import Emitter
+from compiler.codegen.template import Instr, Peer, Ref
+from ir.isa import Fn, Op
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    group: int
+    stride: int
+    hops: int
+    links: int  # parallel links this level's messages spread over
+
+    def peer(self, delta: int) -> Peer:
+        return Peer("group", delta, self.group, self.stride, self.hops)
+
+
+def levels(p: int, node: int, global_links: int, far_hops: Callable[[int], int]) -> list[Level]:
+    """The levels of a group of p chips laid out node-aligned (innermost first)."""
+    if p <= 1:
+        return []
+    if p <= node:
+        return [Level(p, 1, 1, p - 1)]
+    q = math.ceil(p / node)
+    return [Level(node, 1, 1, node - 1), Level(q, node, far_hops(q), global_links)]
+
+
+class Collectives:
+    """Emits collectives into one unit's template; tags pair each SEND with its RECV."""
+
+    def __init__(self, e: Emitter, lv: list[Level]):
+        self.e, self.levels, self.tag = e, lv, 0
+
+    def allreduce(self, x: str, out: str, nbytes: int, elements: int, fn: Fn = Fn.SUM) -> int:
+        """Reduce-scatter innermost level first, then gather outermost first; returns the last write."""
+        cur = self.e.read(x)
+        size, elems, dims = nbytes, elements, []
+        for lv in self.levels:
+            size, elems = math.ceil(size / lv.group), math.ceil(elems / lv.group)
+            dims.append((lv, size))
+            cur = self._reduce_scatter(lv, cur, size, elems, fn)
+        dims.reverse()  # finest slices first
+        own = self._write(out, cur, dims, drain=True)
+        return self._gather(out, cur, own, dims)
+
+    def allgather(self, x: str, out: str, nbytes: int) -> int:
+        """Every chip holds shard r (its rank) of `out`; gather innermost level first."""
+        shard = math.ceil(nbytes / math.prod(lv.group for lv in self.levels))
+        dims, unit = [], shard
+        for lv in self.levels:
+            dims.append((lv, unit))
+            unit *= lv.group
+        cur = self.e.read(x)
+        own = self._write(out, cur, dims, drain=False)
+        return self._gather(out, cur, own, dims)
+
+    def _reduce_scatter(self, lv: Level, cur: tuple[int, int], size: int, elems: int, fn: Fn) -> tuple[int, int]:
+        tags = self._sends(lv, cur, size)
+        acc = cur
+        for d in range(1, lv.group):
+            r = self._recv(lv, -d, size, tags[d - 1])
+            acc = self.e.vop(fn, 1, elems, acc, r, 2 * size)
+        return acc
+
+    def _gather(self, out: str, src: tuple[int, int] | None, written: int, dims: list[tuple[Level, int]]) -> int:
+        """Gather level by level; `src` streams this chip's first block, later blocks are re-read."""
+        block, writes = dims[0][1], [written]
+        for j, (lv, unit) in enumerate(dims):
+            coarser = dims[j + 1:]
+            if src is None:
+                src = self._read_block(out, block, [(lv, unit), *coarser], writes)
+            tags = self._sends(lv, src, block)
+            for d in range(1, lv.group):
+                r = self._recv(lv, -d, block, tags[d - 1])
+                parts = ((lv.peer(-d), unit), *((c.peer(0), b) for c, b in coarser))
+                writes.append(self._store(out, r, block, parts, drain=False))
+            block *= lv.group
+            src = None
+        return writes[-1]
+
+    def _write(self, out: str, cur: tuple[int, int], dims: list[tuple[Level, int]], drain: bool) -> int:
+        parts = tuple((lv.peer(0), b) for lv, b in dims)
+        return self._store(out, cur, dims[0][1], parts, drain)
+
+    def _store(self, out: str, src: tuple[int, int], size: int, parts, drain: bool) -> int:
+        e = self.e
+        slot = e.slots[out]
+        lag = e.t.timing.drain_cycles if drain else 0
+        ref = Ref(slot.ref.space, slot.ref.slot, slot.ref.offset, tuple(parts))
+        i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(size), dst=ref, dst_bytes=size, s_a=src[1],
+                          deps=((src[0], lag),)))
+        slot.ready = i
+        return i
+
+    def _read_block(self, out: str, size: int, dims, writes: list[int]) -> tuple[int, int]:
+        e = self.e
+        slot = e.slots[out]
+        ref = Ref(slot.ref.space, slot.ref.slot, slot.ref.offset, tuple((lv.peer(0), b) for lv, b in dims))
+        stream = e.t.stream()
+        i = e.t.add(Instr(Op.READ, e.t.timing.mem(size), src=ref, src_bytes=size, s_out=stream,
+                          deps=tuple((w, 0) for w in writes)))
+        return i, stream
+
+    def _sends(self, lv: Level, src: tuple[int, int], size: int) -> list[int]:
+        """One SEND per peer, spread over the level's links; returns the tags by delta - 1."""
+        t = self.e.t
+        tags = []
+        for d in range(1, lv.group):
+            tags.append(self._next_tag())
+            t.add(Instr(Op.SEND, t.timing.link(size), unit=2 * ((d - 1) % lv.links), src_bytes=size, s_a=src[1],
+                        peer=lv.peer(d), tag=tags[-1], deps=((src[0], 0),)))
+        return tags
+
+    def _recv(self, lv: Level, delta: int, size: int, tag: int) -> tuple[int, int]:
+        """The peer's matching SEND sits at the same point of its identical template, so it issues
+        when ours does: the data arrives hops x link latency later."""
+        t = self.e.t
+        send = next(i for i in range(len(t.instrs) - 1, -1, -1)
+                    if t.instrs[i].op is Op.SEND and t.instrs[i].tag == tag)
+        lag = lv.hops * t.timing.link_latency_cycles - t.instrs[send].cycles
+        stream = t.stream()
+        i = t.add(Instr(Op.RECV, t.timing.link(size), unit=2 * ((-delta - 1) % lv.links) + 1, dst_bytes=size,
+                        s_out=stream, peer=lv.peer(delta), tag=tag, deps=((send, lag),)))
+        return i, stream
+
+    def _next_tag(self) -> int:
+        self.tag += 1
+        return self.tag - 1

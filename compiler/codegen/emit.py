@@ -1,0 +1,241 @@
+"""Lowering: one chip's ops of a unit become template instructions (the EMIT table, keyed by opcode).
+
+Every graph op reads its operands from SRAM onto streams (MEM), computes on the
+MXM or VXM, and writes its result back (MEM); the write pays the pipeline drain,
+so each op on the dependency chain costs the chip's op latency once, as the
+plan's estimate assumes. Matrix products stream their weights panel by panel
+(up to (dim x planes)^2 weights per MXM instruction), accumulating over the
+input features; the KV cache is streamed the same way by attention.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from compiler.codegen.template import Instr, Ref, Space, Template
+from ir.graph import Op as GraphOp
+from ir.graph import Value
+from ir.isa import Fmt, Fn, Op
+from ir.ops import Opcode
+from ir.program import Flag
+from ir.types import DType
+
+FMT = {DType.F16: Fmt.F16, DType.BF16: Fmt.F16, DType.F32: Fmt.F16, DType.FP8: Fmt.FP8, DType.I8: Fmt.I8,
+       DType.I4: Fmt.I4}
+
+
+@dataclass
+class Slot:
+    """A value the template reads or writes: its address and the write that produced it."""
+
+    ref: Ref
+    nbytes: int
+    ready: int | None = None  # index of the producing WRITE (None: present at start)
+
+
+@dataclass
+class Emitter:
+    """Builds one unit's template. `slots` maps every value name to where it lives."""
+
+    t: Template
+    slots: dict[str, Slot]
+    exported: set[str]  # results a later unit reads (they get PORT_OUT slots)
+    ports_out: list[str] = field(default_factory=list)
+
+    # ---- primitives -------------------------------------------------------------------------
+
+    def read(self, name: str, nbytes: int | None = None, offset: int = 0, after: Sequence[tuple[int, int]] = ()
+             ) -> tuple[int, int]:
+        """READ a value (or `nbytes` of it from `offset`) onto a new stream."""
+        s = self.slots[name]
+        size = s.nbytes if nbytes is None else nbytes
+        deps = ((s.ready, 0),) if s.ready is not None else ()
+        ref = Ref(s.ref.space, s.ref.slot, s.ref.offset + offset)
+        stream = self.t.stream()
+        i = self.t.add(Instr(Op.READ, self.t.timing.mem(size), src=ref, src_bytes=size, s_out=stream,
+                             deps=deps + tuple(after)))
+        return i, stream
+
+    def write(self, name: str, stream: int, producer: int, nbytes: int, offset: int = 0, drain: bool = True) -> int:
+        """WRITE a stream into a value's buffer; results of compute units pay the drain."""
+        s = self.slots[name]
+        lag = self.t.timing.drain_cycles if drain else 0
+        ref = Ref(s.ref.space, s.ref.slot, s.ref.offset + offset)
+        return self.t.add(Instr(Op.WRITE, self.t.timing.mem(nbytes), dst=ref, dst_bytes=nbytes, s_a=stream,
+                                deps=((producer, lag),)))
+
+    def vop(self, fn: Fn, m: int, n: int, a: tuple[int, int], b: tuple[int, int] | None = None,
+            bytes_in: int = 0) -> tuple[int, int]:
+        """A vector function over streams a (and b); returns (instruction, output stream)."""
+        out = self.t.stream()
+        deps = (a[0], 0), *(((b[0], 0),) if b else ())
+        cycles = self.t.timing.vop(fn, m * n, bytes_in)
+        i = self.t.add(Instr(Op.VOP, cycles, fn=fn, m=m, n=n, src_bytes=bytes_in, s_a=a[1],
+                             s_b=b[1] if b else -1, s_out=out, deps=deps))
+        return i, out
+
+    def result(self, v: Value) -> None:
+        """Give a new result its buffer: LOCAL, or PORT_OUT when a later unit reads it."""
+        if v.name in self.exported:
+            self.ports_out.append(v.name)
+            self.slots[v.name] = Slot(Ref(Space.PORT_OUT, len(self.ports_out) - 1), v.type.nbytes)
+        else:
+            self.slots[v.name] = Slot(self.t.local(v.type.nbytes), v.type.nbytes)
+
+    def done(self, v: Value, write: int) -> None:
+        self.slots[v.name].ready = write
+
+    # ---- compound -------------------------------------------------------------------------
+
+    def elementwise(self, fn: Fn, out: Value, *ins: Value) -> None:
+        reads = [self.read(v.name) for v in ins]
+        rows, cols = _rows_cols(out)
+        i, s = self.vop(fn, rows, cols, reads[0], reads[1] if len(reads) > 1 else None,
+                        sum(v.type.nbytes for v in ins))
+        self.result(out)
+        self.done(out, self.write(out.name, s, i, out.type.nbytes))
+
+    def matmul(self, x: Value, w: Value, scale: Value | None, out: Value, transpose_b: bool) -> None:
+        """x[M,K] @ w: weight panels stream through the MXM, accumulating over K."""
+        m, k_all = x.type.shape
+        n_all = out.type.shape[1]
+        fmt = FMT[w.type.dtype]
+        panel = self.t.timing.panel
+        xs = self.read(x.name)
+        self.result(out)
+        offset, last_mxm = 0, None
+        for n0 in range(0, n_all, panel):
+            nb = min(panel, n_all - n0)
+            acc = None
+            for k0 in range(0, k_all, panel):
+                kb = min(panel, k_all - k0)
+                nbytes = math.ceil(kb * nb * fmt.bits / 8)
+                # Stream one panel ahead of the MXM: a READ waits for the previous MXM to start.
+                ahead = ((last_mxm, -self.t.instrs[last_mxm].cycles),) if last_mxm is not None else ()
+                r, ws = self.read(w.name, nbytes, offset, ahead)
+                offset += nbytes
+                flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if k0 + kb >= k_all else 0)
+                deps = ((r, 0), (xs[0], 0)) + (((acc, 0),) if acc is not None else ())
+                acc = self.t.add(Instr(Op.MXM, self.t.timing.mxm(m, kb, nb, fmt), fmt=fmt, m=m, k=kb, n=nb,
+                                       flags=int(flags), s_a=ws, s_b=xs[1], s_out=self.t.stream(), deps=deps))
+                last_mxm = acc
+            self._finish_panel(out, scale, acc, m, n0, nb)
+        del transpose_b  # the panels cover the same bytes whichever way the weight is stored
+
+    def _finish_panel(self, out: Value, scale: Value | None, acc: int, m: int, n0: int, nb: int) -> None:
+        stream, producer = self.t.instrs[acc].s_out, acc
+        if scale is not None:  # dequantise on the way out: one scale per output channel
+            sr = self.read(scale.name, nb * 2, n0 * 2)
+            producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, nb * 2)
+        self.done(out, self.write(out.name, stream, producer, m * nb * 2, offset=m * n0 * 2))
+
+
+def _rows_cols(v: Value) -> tuple[int, int]:
+    shape = v.type.shape
+    return (shape[0], math.prod(shape[1:])) if len(shape) > 1 else (1, max(1, shape[0] if shape else 1))
+
+
+# ---- per-opcode rules -----------------------------------------------------------------------
+
+def _matmul(e: Emitter, op: GraphOp) -> None:
+    x, w = op.operands[:2]
+    scale = op.operands[2] if len(op.operands) == 3 else None
+    e.matmul(x, w, scale, op.results[0], bool(op.attr.get("transpose_b")))
+
+
+def _unary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:
+    return lambda e, op: e.elementwise(fn, op.results[0], op.operands[0])
+
+
+def _binary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:
+    return lambda e, op: e.elementwise(fn, op.results[0], *op.operands)
+
+
+def _embed(e: Emitter, op: GraphOp) -> None:
+    """Gather the tokens' rows (data-dependent addresses, fixed time), scaled if quantized."""
+    ids, table = op.operands[:2]
+    out = op.results[0]
+    rows, width = out.type.shape
+    row_bytes = math.ceil(width * table.type.dtype.bits / 8)
+    ids_read = e.read(ids.name)
+    stream = e.t.stream()
+    g = e.t.add(Instr(Op.GATHER, e.t.timing.mem(rows * row_bytes), flags=int(Flag.INDIRECT),
+                      src=e.slots[table.name].ref, src_bytes=rows * row_bytes, m=rows, n=width,
+                      s_b=ids_read[1], s_out=stream, deps=((ids_read[0], 0),)))
+    producer = (g, stream)
+    if len(op.operands) == 3:
+        scale = op.operands[2]
+        ss = e.t.stream()
+        gs = e.t.add(Instr(Op.GATHER, e.t.timing.mem(rows * 2), flags=int(Flag.INDIRECT),
+                           src=e.slots[scale.name].ref, src_bytes=rows * 2, m=rows, n=1, s_b=ids_read[1],
+                           s_out=ss, deps=((ids_read[0], 0),)))
+        producer = e.vop(Fn.SCALE, rows, width, producer, (gs, ss), rows * row_bytes)
+    e.result(out)
+    e.done(out, e.write(out.name, producer[1], producer[0], out.type.nbytes))
+
+
+def _attention(e: Emitter, op: GraphOp) -> None:
+    """Append k, v at pos (data-dependent rows, fixed time), then q.K^T, softmax and P.V with
+    the cache streamed through the MXM in panels."""
+    q, k, v, k_cache, v_cache, _pos = op.operands
+    out = op.results[0]
+    a = op.attr
+    batch, tokens, width = k_cache.type.shape
+    # Each row attends its own sequence's cache: per sequence, its rows' query heads of one kv
+    # head form the MXM's rows; the B caches stream one after another.
+    m = max(1, q.type.shape[0] // batch) * (a["heads"] // a["kv_heads"])
+    tokens *= batch
+    appended = [_append(e, new, cache) for new, cache in ((k, k_cache), (v, v_cache))]
+    qs = e.read(q.name)
+    block = max(1, e.t.timing.panel ** 2 // width)
+    scores = _cache_panels(e, k_cache.name, appended[0], qs, m, tokens, width, block, keys=True)
+    sm = e.vop(Fn.SOFTMAX, m, tokens, scores, bytes_in=0)
+    ctx = _cache_panels(e, v_cache.name, appended[1], sm, m, tokens, width, block, keys=False)
+    e.result(out)
+    e.done(out, e.write(out.name, ctx[1], ctx[0], out.type.nbytes))
+
+
+def _append(e: Emitter, new: Value, cache: Value) -> int:
+    r = e.read(new.name)
+    slot = e.slots[cache.name]
+    i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(new.type.nbytes), flags=int(Flag.INDIRECT), dst=slot.ref,
+                      dst_bytes=new.type.nbytes, s_a=r[1], deps=((r[0], 0),)))
+    slot.ready = i
+    return i
+
+
+def _cache_panels(e: Emitter, cache: str, appended: int, act: tuple[int, int], m: int, tokens: int, width: int,
+                  block: int, keys: bool) -> tuple[int, int]:
+    """Stream a cache [tokens, width] through the MXM block by block; returns the last (instr, stream)."""
+    acc = None
+    for t0 in range(0, tokens, block):
+        tb = min(block, tokens - t0)
+        r = e.read(cache, tb * width * 2, t0 * width * 2, after=((appended, 0),))
+        k_dim, n_dim = (width, tb) if keys else (tb, width)
+        flags = (Flag.ACCUMULATE if acc is not None and not keys else 0) | (
+            Flag.LAST if keys or t0 + tb >= tokens else 0)
+        deps = ((r[0], 0), (act[0], 0)) + (((acc, 0),) if acc is not None else ())
+        acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, Fmt.F16), fmt=Fmt.F16, m=m, k=k_dim,
+                            n=n_dim, flags=int(flags), s_a=r[1], s_b=act[1], s_out=e.t.stream(), deps=deps))
+    return acc, e.t.instrs[acc].s_out
+
+
+def _rope(e: Emitter, op: GraphOp) -> None:
+    e.elementwise(Fn.ROPE, op.results[0], *op.operands)
+
+
+EMIT: dict[Opcode, Callable[[Emitter, GraphOp], None]] = {
+    Opcode.MATMUL: _matmul,
+    Opcode.EMBED: _embed,
+    Opcode.ADD: _binary(Fn.ADD),
+    Opcode.MUL: _binary(Fn.MUL),
+    Opcode.RMSNORM: _binary(Fn.RMSNORM),
+    Opcode.ROPE: _rope,
+    Opcode.ATTENTION: _attention,
+    Opcode.SILU: _unary(Fn.SILU),
+    Opcode.GELU: _unary(Fn.GELU),
+    Opcode.SOFTMAX: _unary(Fn.SOFTMAX),
+    Opcode.ARGMAX: _unary(Fn.ARGMAX),
+}

@@ -1,0 +1,210 @@
+"""Template instances to Program columns: offset in time, addresses resolved, peers and links per rank.
+
+A template's instructions become numpy rows once (`Frozen`); each instance then
+costs a handful of vector operations over (instructions x ranks), so the work
+grows with distinct templates, not with chips or layers.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.codegen.stage import Piece, StageCode
+from compiler.codegen.template import Peer, Ref, Space, Template
+from ir.isa import Op, UnitKind
+from ir.program import COLUMNS
+from targets.spec import SystemSpec
+from targets.timing import Timing
+
+_PLAIN = ("kind", "unit", "op", "fn", "dtype", "issue", "cycles", "src_bytes", "dst_bytes", "s_a", "s_b", "s_out",
+          "tag", "m", "k", "n", "flags")
+
+
+class Columns:
+    """Accumulates rows for Program.build."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = defaultdict(list)
+
+    def add(self, cols: dict[str, np.ndarray]) -> None:
+        for name, _ in COLUMNS:
+            self.parts[name].append(cols[name])
+
+    def sync(self, code: StageCode, timing: Timing) -> None:
+        """Every chip of the stage starts with a SYNC at cycle 0."""
+        n = code.tp
+        cols = {name: np.full(n, -1 if name in ("src", "dst", "s_a", "s_b", "s_out", "peer", "tag") else 0,
+                              dtype=dt) for name, dt in COLUMNS}
+        cols["chip"] = np.arange(code.first_chip, code.first_chip + n, dtype=np.int32)
+        cols["kind"][:] = UnitKind.SYNC
+        cols["op"][:] = Op.SYNC
+        cols["cycles"][:] = timing.sync_cycles
+        self.add(cols)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(self.parts[name]) if self.parts[name] else np.zeros(0, dt)
+                for name, dt in COLUMNS}
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """A template as arrays, with physical streams assigned."""
+
+    plain: dict[str, np.ndarray]
+    src: list[Ref | None]
+    dst: list[Ref | None]
+    peers: list[Peer | None]
+
+
+_FROZEN: dict[int, Frozen] = {}
+
+
+def freeze(t: Template) -> Frozen:
+    key = id(t)
+    if key not in _FROZEN:
+        _FROZEN[key] = _freeze(t)
+    return _FROZEN[key]
+
+
+def _freeze(t: Template) -> Frozen:
+    streams = _physical_streams(t)
+    ins = t.instrs
+    plain = {
+        "kind": np.array([int(i.kind) for i in ins], np.uint8),
+        "unit": np.array([i.unit for i in ins], np.int64),
+        "op": np.array([int(i.op) for i in ins], np.uint8),
+        "fn": np.array([int(i.fn) for i in ins], np.uint8),
+        "dtype": np.array([int(i.fmt) for i in ins], np.uint8),
+        "issue": np.array([i.issue for i in ins], np.int64),
+        "cycles": np.array([i.cycles for i in ins], np.int32),
+        "src_bytes": np.array([i.src_bytes for i in ins], np.int32),
+        "dst_bytes": np.array([i.dst_bytes for i in ins], np.int32),
+        "tag": np.array([i.tag for i in ins], np.int64),
+        "m": np.array([i.m for i in ins], np.int32),
+        "k": np.array([i.k for i in ins], np.int32),
+        "n": np.array([i.n for i in ins], np.int32),
+        "flags": np.array([i.flags for i in ins], np.uint8),
+    }
+    for name in ("s_a", "s_b", "s_out"):
+        plain[name] = np.array([streams.get(getattr(i, name), -1) for i in ins], np.int16)
+    return Frozen(plain, [i.src for i in ins], [i.dst for i in ins], [i.peer for i in ins])
+
+
+def _physical_streams(t: Template) -> dict[int, int]:
+    """Stream ids by interval colouring: a stream is busy from its producer's issue to its
+    last consumer's end. Raises if the schedule needs more streams than the chip has."""
+    start: dict[int, int] = {}
+    end: dict[int, int] = {}
+    for i in t.instrs:
+        if i.s_out >= 0:
+            start[i.s_out] = i.issue
+            end[i.s_out] = max(end.get(i.s_out, 0), i.end)
+        for s in (i.s_a, i.s_b):
+            if s >= 0:
+                end[s] = max(end.get(s, 0), i.end)
+    physical: dict[int, int] = {}
+    busy: list[tuple[int, int]] = []  # (end, id) of streams in use
+    spare: list[int] = []
+    used = 0
+    for s in sorted(start, key=lambda s: (start[s], s)):
+        while busy and busy[0][0] <= start[s]:
+            heapq.heappush(spare, heapq.heappop(busy)[1])
+        if spare:
+            physical[s] = heapq.heappop(spare)
+        else:
+            physical[s], used = used, used + 1
+        heapq.heappush(busy, (end[s], physical[s]))
+    if used > t.timing.streams:
+        raise RuntimeError(f"template {t.name}: needs {used} streams, the chip has {t.timing.streams}")
+    return physical
+
+
+def instantiate(cols: Columns, code: StageCode, piece: Piece, start: int, tag_base: int,
+                neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec) -> None:
+    """Rows for `piece` started at cycle `start` on every rank of `code` that runs it."""
+    f = freeze(piece.code.template)
+    ranks = np.arange(piece.ranks if piece.ranks is not None else code.tp, dtype=np.int64)
+    count, r = len(f.src), len(ranks)
+    rows = {name: np.tile(a, r) for name, a in f.plain.items()}
+    rows["issue"] = rows["issue"] + start
+    rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_base, -1)
+    chip = np.repeat(code.first_chip + ranks, count)
+    rows["chip"] = chip
+    rows["src"] = _addresses(f.src, code, piece, ranks)
+    rows["dst"] = _addresses(f.dst, code, piece, ranks)
+    peer, tag_shift = _peers(f.peers, code, ranks, neighbours)
+    rows["peer"] = peer
+    rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_shift, -1)
+    rows["unit"] = _units(rows, chip, peer, system)
+    cols.add({name: rows[name].astype(dt) for name, dt in COLUMNS})
+
+
+def _base(ref: Ref, code: StageCode, piece: Piece) -> int:
+    space, slot = ref.space, ref.slot
+    if space is Space.PARAM:
+        return code.addr[piece.params[slot]]
+    if space is Space.INPUT:
+        return code.addr[code.inputs[slot]]
+    if space is Space.LOCAL:
+        return code.arena + piece.code.local_offsets[slot]
+    if space is Space.PORT_IN:
+        return code.addr[piece.ports_in[slot]]
+    return code.addr[piece.ports_out[slot]]
+
+
+def _addresses(refs: list[Ref | None], code: StageCode, piece: Piece, ranks: np.ndarray) -> np.ndarray:
+    out = np.full((len(ranks), len(refs)), -1, dtype=np.int64)
+    for i, ref in enumerate(refs):
+        if ref is None:
+            continue
+        at = np.full(len(ranks), _base(ref, code, piece) + ref.offset, dtype=np.int64)
+        for peer, nbytes in ref.parts:
+            at += _member(peer, ranks)[1] * nbytes
+        out[:, i] = at
+    return out.reshape(-1)
+
+
+def _member(p: Peer, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the peer's rank in the stage, its index in the level group) for a 'group' peer."""
+    block = p.group * p.stride
+    base = ranks // block * block
+    idx = (ranks % block) // p.stride
+    other = (idx + p.delta) % p.group
+    return base + other * p.stride + ranks % p.stride, other
+
+
+def _peers(peers: list[Peer | None], code: StageCode, ranks: np.ndarray,
+           neighbours: tuple[StageCode | None, StageCode | None]) -> tuple[np.ndarray, np.ndarray]:
+    chip = np.full((len(ranks), len(peers)), -1, dtype=np.int64)
+    tag = np.zeros((len(ranks), len(peers)), dtype=np.int64)
+    prev, nxt = neighbours
+    for i, p in enumerate(peers):
+        if p is None:
+            continue
+        if p.level == "group":
+            chip[:, i] = code.first_chip + _member(p, ranks)[0]
+        elif p.level == "next":
+            chip[:, i] = nxt.first_chip + ranks % p.group + p.delta * p.group
+        else:  # prev: receiver j's message is the (j // lanes)-th its sender sends
+            chip[:, i] = prev.first_chip + ranks % p.group
+            tag[:, i] = ranks // p.group
+    return chip.reshape(-1), tag.reshape(-1)
+
+
+def _units(rows: dict[str, np.ndarray], chip: np.ndarray, peer: np.ndarray, system: SystemSpec) -> np.ndarray:
+    """Physical unit indices: C2C templates name a link slot; the chips pick the link."""
+    unit = rows["unit"].copy()
+    c2c = rows["kind"] == UnitKind.C2C
+    node = system.chips_per_node
+    same = (chip // node) == (peer // node)
+    local = (peer % node - chip % node - 1) % node
+    slot = unit // 2
+    direction = unit % 2
+    glob = system.local_links_per_chip + slot % max(1, system.global_links_per_chip)
+    link = np.where(same, local, glob)
+    unit[c2c] = (2 * link + direction)[c2c]
+    return unit

@@ -1,0 +1,159 @@
+"""One phase (decode, or prefill in chunks) of a plan to a Program: stages built, laid out, stitched in time.
+
+Timeline. Every chip synchronises at cycle 0. A stage runs its pieces back to back;
+it starts a chunk when it has finished the previous one and the chunk's hand-off
+has arrived (the previous stage's SENDs plus hops x link latency). Decode is one
+chunk of one token per sequence, so the makespan is the per-token latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.codegen.instantiate import Columns, instantiate
+from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
+from compiler.passes.shard import shard_unit
+from compiler.plan import Stage
+from ir.graph import Graph, Value
+from ir.isa import Op
+from ir.program import Program
+from targets.spec import SystemSpec
+from targets.timing import Timing
+
+HANDOFF_PIECE = 1023  # the piece index hand-off tags use (units use their own index)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    stage: int
+    piece: int
+    chunk: int
+    start: int
+
+
+def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> list[StageCode]:
+    """Lower every stage of the plan: per-chip ops, shared templates, hand-offs, SRAM layout."""
+    outputs = {v.name for v in graph.outputs}
+    builder = StageBuilder(system, graph.inputs, outputs)
+    scopes = graph.scopes()
+    owner = _owner(scopes, stages)
+    final: dict[str, Value] = {}
+    codes, chip_ops = [], {}
+    for s in stages:
+        code = StageCode(s.index, s.tp, s.first_chip)
+        for scope in (sc for sc in scopes if owner[sc] == s.index):
+            ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final)
+            final.update(values)
+            chip_ops[scope] = ops
+        codes.append(code)
+    uses = _last_use(graph, owner, final)
+    for s, code in zip(stages, codes, strict=True):
+        for scope in (sc for sc in scopes if owner[sc] == s.index):
+            ops = chip_ops[scope]
+            exported = {r.name for op in ops for r in op.results
+                        if r.name in uses and uses[r.name] > (scopes.index(scope), s.index)
+                        or _is_output(r.name, final, outputs)}
+            code.pieces.append(builder.unit(scope, ops, s.tp, s.first_chip, exported))
+    _handoffs(builder, graph, codes, owner, final, scopes)
+    values = {v.name: v for ops in chip_ops.values() for op in ops for v in (*op.operands, *op.results)}
+    values.update((v.name, v) for v in graph.inputs)
+    for i, code in enumerate(codes):
+        keep = {n for p in codes[i].pieces if p.kind == "send" for n in p.ports_in}
+        keep |= {final[n].name for n in outputs if n in final}
+        layout(code, system, graph.inputs, values, keep)
+    return codes
+
+
+def _owner(scopes: list[str], stages: Sequence[Stage]) -> dict[str, int]:
+    out = {}
+    for s in stages:
+        first, last = scopes.index(s.first_unit), scopes.index(s.last_unit)
+        for sc in scopes[first:last + 1]:
+            out[sc] = s.index
+    return out
+
+
+def _last_use(graph: Graph, owner: dict[str, int], final: dict[str, Value]) -> dict[str, tuple[int, int]]:
+    """Per-chip value name -> (scope index, stage) of its last use."""
+    scopes = graph.scopes()
+    uses: dict[str, tuple[int, int]] = {}
+    for op in graph.ops:
+        where = (scopes.index(op.scope), owner[op.scope])
+        for v in op.operands:
+            name = final[v.name].name if v.name in final else v.name
+            uses[name] = max(uses.get(name, where), where)
+    return uses
+
+
+def _is_output(name: str, final: dict[str, Value], outputs: set[str]) -> bool:
+    return any(final.get(o) is not None and final[o].name == name for o in outputs)
+
+
+def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner: dict[str, int],
+              final: dict[str, Value], scopes: list[str]) -> None:
+    """For each boundary, the values produced before it and used after it travel across it."""
+    made: dict[str, int] = {}
+    for op in graph.ops:
+        for r in op.results:
+            made[r.name] = owner[op.scope]
+    for b in range(len(codes) - 1):
+        crossing = []
+        for op in graph.ops:
+            if owner[op.scope] <= b:
+                continue
+            for v in op.operands:
+                if v.name in made and made[v.name] <= b and final[v.name] not in crossing:
+                    crossing.append(final[v.name])
+        for k, value in enumerate(crossing):
+            send, recv = builder.handoff(value, (codes[b].first_chip, codes[b].tp),
+                                         (codes[b + 1].first_chip, codes[b + 1].tp), k * 64)
+            codes[b].pieces.append(send)
+            codes[b + 1].pieces.insert(k, recv)
+
+
+def timeline(codes: list[StageCode], timing: Timing, chunks: int) -> list[Placed]:
+    """Start cycle of every piece instance (see the module docstring)."""
+    free = [timing.sync_cycles] * len(codes)
+    placed: list[Placed] = []
+    for c in range(chunks):
+        arrival = 0
+        for s, code in enumerate(codes):
+            start = max(free[s], arrival)
+            arrival = 0
+            for i, p in enumerate(code.pieces):
+                placed.append(Placed(s, i, c, start))
+                if p.kind == "send":
+                    sends = [ins for ins in p.code.template.instrs if ins.op is Op.SEND]
+                    hops = max(ins.peer.hops for ins in sends)
+                    arrival = max(arrival, start + max(ins.issue for ins in sends) + hops * timing.link_latency_cycles)
+                start += p.code.template.makespan
+            free[s] = start
+    return placed
+
+
+def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: SystemSpec, chunks: int,
+                target_name: str) -> tuple[Program, list[StageCode]]:
+    timing = Timing.of(system)
+    codes = build_stages(graph, stages, system)
+    placed = timeline(codes, timing, chunks)
+    cols = Columns()
+    for code in codes:
+        cols.sync(code, timing)
+    for pl in placed:
+        code = codes[pl.stage]
+        piece: Piece = code.pieces[pl.piece]
+        tag_piece = HANDOFF_PIECE if piece.kind != "unit" else pl.piece
+        neighbours = (codes[pl.stage - 1] if pl.stage else None,
+                      codes[pl.stage + 1] if pl.stage + 1 < len(codes) else None)
+        instantiate(cols, code, piece, pl.start, (pl.chunk * 1024 + tag_piece) * 4096, neighbours, system)
+    chips = max(c.first_chip + c.tp for c in codes)
+    meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp,
+                        "pieces": [p.code.template.name for p in c.pieces]} for c in codes], "chunks": chunks}
+    return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta), codes
+
+
+def chip_count(codes: list[StageCode]) -> int:
+    return int(np.max([c.first_chip + c.tp for c in codes]))

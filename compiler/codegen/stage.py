@@ -1,0 +1,170 @@
+"""A stage's code: its units' templates (one per distinct unit shape), hand-offs, and SRAM layout.
+
+Identical layers share one scheduled template; an instance only renames the values
+the template's slots stand for. Every chip of the stage runs the same code (SPMD):
+the rank picks its peers and its slices of collective buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from compiler.codegen.alloc import Interval, align, first_fit, pack
+from compiler.codegen.collectives import Collectives, Level, levels
+from compiler.codegen.emit import Emitter, Slot
+from compiler.codegen.template import Instr, Peer, Ref, Space, Template
+from compiler.codegen.unit import UnitCode, finish, unit_code
+from compiler.partition.units import signature
+from compiler.perf import handoff_lanes
+from ir.errors import DoesNotFitError
+from ir.graph import Op, Value
+from ir.isa import Op as Isa
+from targets.spec import SystemSpec
+from targets.timing import Timing
+from targets.topology import chip_hops
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One template instance on a stage: the names behind its slots, and which ranks run it."""
+
+    code: UnitCode
+    params: tuple[str, ...]
+    ports_in: tuple[str, ...]
+    ports_out: tuple[str, ...]
+    ranks: int | None = None  # only ranks below this run it (hand-off senders)
+    kind: str = "unit"  # "unit" | "recv" | "send"
+
+
+@dataclass
+class StageCode:
+    index: int
+    tp: int
+    first_chip: int
+    pieces: list[Piece] = field(default_factory=list)
+    addr: dict[str, int] = field(default_factory=dict)  # params, caches, inputs, ports
+    arena: int = 0  # base of the LOCAL arena
+    inputs: tuple[str, ...] = ()  # graph inputs, by INPUT slot
+    memory_map: list[tuple[str, str, int, int]] = field(default_factory=list)  # (kind, name, addr, bytes)
+
+
+class StageBuilder:
+    """Builds every stage's code for one phase graph, sharing templates across stages."""
+
+    def __init__(self, system: SystemSpec, inputs: Sequence[Value], outputs: set[str]):
+        self.system, self.timing = system, Timing.of(system)
+        self.inputs = tuple(inputs)
+        self.outputs = outputs
+        self.cache: dict[tuple, UnitCode] = {}
+
+    def unit(self, scope: str, ops: list[Op], tp: int, first_chip: int, exported: set[str]) -> Piece:
+        key = (signature(ops), tp, tuple(sorted(_positions(ops, exported))))
+        if key not in self.cache:
+            lv = levels(tp, self.system.chips_per_node, self.system.global_links_per_chip,
+                        lambda q: self._far_hops(first_chip, q))
+            self.cache[key] = unit_code(scope, ops, self.timing, [v.name for v in self.inputs], exported, lv)
+        code = self.cache[key]
+        rename = _rename(code, ops)
+        return Piece(code, *(tuple(rename[v.name] for v in vs) for vs in (code.params, code.ports_in, code.ports_out)))
+
+    def _far_hops(self, first_chip: int, q: int) -> int:
+        node = self.system.chips_per_node
+        return max(chip_hops(self.system, first_chip, first_chip + k * node) for k in range(1, q))
+
+    def handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
+                ) -> tuple[Piece, Piece]:
+        """Send `value` from stage (first_chip, tp) `sender` to `receiver`: L lanes each carry a
+        1/L slice to every L-th receiver, then the receivers all-gather within groups of L."""
+        (f0, t0), (f1, t1) = sender, receiver
+        lanes = handoff_lanes(t0, t1, self.system.chips_per_node)
+        hops = max(chip_hops(self.system, f0 + (j % lanes), f1 + j) for j in range(t1))
+        size = -(-value.type.nbytes // lanes)
+        send = Template(f"send {value.name}", self.timing)
+        e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())
+        src = e.read(value.name, size, 0)
+        links = self.system.global_links_per_chip if hops > 1 else self.system.local_links_per_chip
+        for k in range(t1 // lanes):
+            send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (k % max(1, links)), src_bytes=size,
+                           s_a=src[1], peer=Peer("next", k, lanes, 1, hops), tag=tag + k, deps=((src[0], 0),)))
+        send_code = finish(send, (), (value,), ())
+        recv = self._receive(value, lanes, hops, size, tag)
+        return (Piece(send_code, (), (value.name,), (), ranks=lanes, kind="send"),
+                Piece(recv, (), (), (value.name,), kind="recv"))
+
+    def _receive(self, value: Value, lanes: int, hops: int, size: int, tag: int) -> UnitCode:
+        t = Template(f"recv {value.name}", self.timing)
+        e = Emitter(t, {value.name: Slot(Ref(Space.PORT_OUT, 0), value.type.nbytes)}, set())
+        stream = t.stream()
+        # Receiver j's message is the (j // lanes)-th its sender sends: tag + j // lanes, resolved per rank.
+        r = t.add(Instr(Isa.RECV, self.timing.link(size), unit=1, dst_bytes=size, s_out=stream,
+                        peer=Peer("prev", 0, lanes, 1, hops), tag=tag, deps=()))
+        lv = [Level(lanes, 1, 1, max(1, lanes - 1))] if lanes > 1 else []
+        coll = Collectives(e, lv)
+        coll.tag = 1 << 20  # clear of the hand-off's own tags
+        if lv:
+            own = coll._write(value.name, (r, stream), [(lv[0], size)], drain=False)
+            coll._gather(value.name, (r, stream), own, [(lv[0], size)])
+        else:
+            e.write(value.name, stream, r, size, drain=False)
+        return finish(t, (), (), (value,))
+
+
+def _positions(ops: list[Op], exported: set[str]) -> list[int]:
+    """Which results (by position in the unit) are exported: part of a template's identity."""
+    names = [r.name for op in ops for r in op.results]
+    return [i for i, n in enumerate(names) if n in exported]
+
+
+def _rename(code: UnitCode, ops: list[Op]) -> dict[str, str]:
+    """Template names to this instance's names, by position (the units share a signature)."""
+    return {a.name: b.name for a, b in zip(code.values, _flat(ops), strict=True)}
+
+
+def _flat(ops: list[Op]) -> list[Value]:
+    return [v for op in ops for v in (*op.operands, *op.results)]
+
+
+def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values: dict[str, Value],
+           keep: set[str]) -> None:
+    """Addresses for one stage's chips: inputs, params and caches packed; ports by piece
+    liveness; the arena (the largest template's activations) on top. Raises DoesNotFitError."""
+    names = [v.name for v in inputs]
+    stage.inputs = tuple(names)
+    sizes = [v.type.nbytes for v in inputs]
+    resident = list(dict.fromkeys(n for p in stage.pieces for n in p.params))
+    addrs, top = pack(sizes + [values[n].type.nbytes for n in resident])
+    kinds = ["input"] * len(names) + ["param"] * len(resident)
+    for kind, n, a in zip(kinds, names + resident, addrs, strict=True):
+        stage.addr[n] = a
+        stage.memory_map.append((kind, n, a, values[n].type.nbytes if kind == "param" else sizes[names.index(n)]))
+    ports = _port_intervals(stage, keep)
+    offsets, span = first_fit([iv for _, iv in ports])
+    for (n, iv), off in zip(ports, offsets, strict=True):
+        stage.addr[n] = top + off
+        stage.memory_map.append(("port", n, top + off, iv.size))
+    stage.arena = align(top + span)
+    arena = max((p.code.arena_bytes for p in stage.pieces), default=0)
+    stage.memory_map.append(("arena", "activations", stage.arena, arena))
+    end = stage.arena + arena
+    if end > system.chip.usable_sram_bytes:
+        raise DoesNotFitError(f"stage {stage.index}: the program needs {end} bytes of SRAM per chip, "
+                              f"{system.chip.usable_sram_bytes} are usable", None)
+
+
+def _port_intervals(stage: StageCode, keep: set[str]) -> list[tuple[str, Interval]]:
+    """Ports live over piece indices; `keep` (graph outputs, values other stages read) to the end."""
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for i, p in enumerate(stage.pieces):
+        for v, n in zip(p.code.ports_out, p.ports_out, strict=True):
+            first.setdefault(n, i)
+            last[n] = max(last.get(n, i), i)
+            size[n] = max(size.get(n, 0), v.type.nbytes)
+        for v, n in zip(p.code.ports_in, p.ports_in, strict=True):
+            first.setdefault(n, 0)
+            last[n] = max(last.get(n, i), i)
+            size[n] = max(size.get(n, 0), v.type.nbytes)
+    end = len(stage.pieces)
+    return [(n, Interval(first[n], end if n in keep else last[n] + 1, size[n])) for n in first]

@@ -1,0 +1,113 @@
+"""Templates: one chip's instructions for one unit (a layer, the embedding, the head), rank-generic.
+
+A template is scheduled once and instantiated for every identical layer and every
+chip of a tensor-parallel group: addresses are symbolic (space, slot, offset) and
+resolved per instance, peers are offsets within the group resolved per rank.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ir.isa import UNIT_OF, Fmt, Fn, Op, UnitKind
+from targets.timing import Timing
+
+
+class Space(enum.IntEnum):
+    """Where a symbolic address lives; `slot` indexes the space's list for the unit."""
+
+    PARAM = 0  # the unit's params and caches, in first-use order
+    INPUT = 1  # graph inputs (token ids, positions) the host writes before the step
+    LOCAL = 2  # activations that live and die inside the unit (the template's arena)
+    PORT_IN = 3  # activations from an earlier unit or stage
+    PORT_OUT = 4  # activations a later unit or stage reads
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The other chip of a SEND or RECV, relative to this chip's rank r in its stage.
+
+    level "group": the chips r's rank splits into blocks of `group * stride`; inside its
+    block, r is member (r mod block) // stride, and the peer is member (that + delta) mod
+    group at the same r mod stride (stride 1: a node's chips; stride = chips per node: the
+    chips with the same local rank in the other nodes).
+    level "next"/"prev": chip (r mod group) + delta * group of the following/preceding stage.
+    `hops` is the worst case over the stage's chips, which the schedule allows for."""
+
+    level: str
+    delta: int
+    group: int
+    stride: int
+    hops: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A symbolic SRAM address. Each of `parts` (peer, bytes) adds bytes times the group index
+    of the chip the peer names: where a rank's (or its peer's) slice of a collective sits."""
+
+    space: Space
+    slot: int
+    offset: int = 0
+    parts: tuple[tuple[Peer, int], ...] = ()
+
+
+@dataclass(slots=True)
+class Instr:
+    op: Op
+    cycles: int
+    unit: int = 0  # MXM plane; C2C links are chosen per instance
+    fn: Fn = Fn.NONE
+    fmt: Fmt = Fmt.F16
+    m: int = 0
+    k: int = 0
+    n: int = 0
+    flags: int = 0
+    src: Ref | None = None
+    src_bytes: int = 0
+    dst: Ref | None = None
+    dst_bytes: int = 0
+    s_a: int = -1
+    s_b: int = -1
+    s_out: int = -1
+    peer: Peer | None = None
+    tag: int = -1
+    deps: tuple[tuple[int, int], ...] = ()  # (instruction, extra cycles after its end)
+    issue: int = -1
+
+    @property
+    def kind(self) -> UnitKind:
+        return UNIT_OF[self.op]
+
+    @property
+    def end(self) -> int:
+        return self.issue + self.cycles
+
+
+@dataclass
+class Template:
+    """Instructions in emission order (a valid topological order of `deps`)."""
+
+    name: str
+    timing: Timing
+    instrs: list[Instr] = field(default_factory=list)
+    local_bytes: list[int] = field(default_factory=list)  # size of each LOCAL slot
+    _streams: int = 0
+
+    def add(self, instr: Instr) -> int:
+        self.instrs.append(instr)
+        return len(self.instrs) - 1
+
+    def stream(self) -> int:
+        """A fresh template stream id (physical ids are assigned after scheduling)."""
+        self._streams += 1
+        return self._streams - 1
+
+    def local(self, nbytes: int) -> Ref:
+        self.local_bytes.append(nbytes)
+        return Ref(Space.LOCAL, len(self.local_bytes) - 1)
+
+    @property
+    def makespan(self) -> int:
+        return max((i.end for i in self.instrs), default=0)

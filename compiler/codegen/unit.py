@@ -1,0 +1,124 @@
+"""One unit's per-chip ops to a scheduled template, with the names its slots stand for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from compiler.codegen.alloc import Interval, first_fit
+from compiler.codegen.collectives import Collectives, Level
+from compiler.codegen.emit import EMIT, Emitter, Slot
+from compiler.codegen.schedule import schedule
+from compiler.codegen.template import Ref, Space, Template
+from compiler.partition.shard_cost import is_resident
+from ir.graph import Op, Value
+from ir.isa import Fn
+from ir.ops import Opcode
+from targets.timing import Timing
+
+
+@dataclass(frozen=True, slots=True)
+class UnitCode:
+    """A scheduled template and, slot by slot, the values it reads and writes."""
+
+    template: Template
+    params: tuple[Value, ...]  # PARAM slots: params and caches
+    ports_in: tuple[Value, ...]  # PORT_IN slots
+    ports_out: tuple[Value, ...]  # PORT_OUT slots
+    values: tuple[Value, ...] = ()  # every operand and result in op order: instances rename by position
+    local_offsets: tuple[int, ...] = ()  # arena offset of each LOCAL slot
+    arena_bytes: int = 0
+
+
+def finish(t: Template, params=(), ports_in=(), ports_out=(), values=()) -> UnitCode:
+    """Schedule `t` and lay out its LOCAL slots by liveness."""
+    schedule(t)
+    offsets, span = first_fit(_lifetimes(t))
+    return UnitCode(t, tuple(params), tuple(ports_in), tuple(ports_out), tuple(values), tuple(offsets), span)
+
+
+def _lifetimes(t: Template) -> list[Interval]:
+    """Each LOCAL slot lives from its first write's issue to its last read's end."""
+    start = [None] * len(t.local_bytes)
+    end = [0] * len(t.local_bytes)
+    for ins in t.instrs:
+        if ins.dst is not None and ins.dst.space is Space.LOCAL:
+            s = ins.dst.slot
+            start[s] = ins.issue if start[s] is None else min(start[s], ins.issue)
+            end[s] = max(end[s], ins.end)
+        if ins.src is not None and ins.src.space is Space.LOCAL:
+            end[ins.src.slot] = max(end[ins.src.slot], ins.end)
+    return [Interval(s if s is not None else 0, max(e, (s or 0) + 1), b)
+            for s, e, b in zip(start, end, t.local_bytes, strict=True)]
+
+
+def unit_code(name: str, ops: Sequence[Op], timing: Timing, inputs: Sequence[str], exported: set[str],
+              levels: list[Level]) -> UnitCode:
+    """Lower and schedule one unit. `inputs` are the graph's input names (INPUT slots);
+    `exported` the results a later unit or the graph's outputs read."""
+    t = Template(name, timing)
+    slots, params, ports_in = _slots(ops, inputs)
+    e = Emitter(t, slots, exported)
+    coll = Collectives(e, levels)
+    values = {v.name: v for op in ops for v in (*op.operands, *op.results)}
+    for op in ops:
+        if op.opcode in (Opcode.ALLREDUCE, Opcode.ALLGATHER):
+            _collective(e, coll, op)
+        elif op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:
+            _sharded_argmax(e, coll, op)
+        else:
+            EMIT[op.opcode](e, op)
+    flat = [v for op in ops for v in (*op.operands, *op.results)]
+    return finish(t, (values[n] for n in params), (values[n] for n in ports_in),
+                  (values[n] for n in e.ports_out), flat)
+
+
+def _slots(ops: Sequence[Op], inputs: Sequence[str]) -> tuple[dict[str, Slot], list[str], list[str]]:
+    defined = {r.name for op in ops for r in op.results}
+    slots: dict[str, Slot] = {}
+    params: list[str] = []
+    ports: list[str] = []
+    for op in ops:
+        for i, v in enumerate(op.operands):
+            if v.name in defined or v.name in slots:
+                continue
+            if is_resident(op, i):
+                slots[v.name] = Slot(Ref(Space.PARAM, len(params)), v.type.nbytes)
+                params.append(v.name)
+            elif v.name in inputs:
+                slots[v.name] = Slot(Ref(Space.INPUT, list(inputs).index(v.name)), v.type.nbytes)
+            else:
+                slots[v.name] = Slot(Ref(Space.PORT_IN, len(ports)), v.type.nbytes)
+                ports.append(v.name)
+    return slots, params, ports
+
+
+def _collective(e: Emitter, coll: Collectives, op: Op) -> None:
+    x, out = op.operands[0], op.results[0]
+    e.result(out)
+    if op.opcode is Opcode.ALLREDUCE:
+        last = coll.allreduce(x.name, out.name, out.type.nbytes, out.type.numel)
+    else:
+        last = coll.allgather(x.name, out.name, out.type.nbytes)
+    e.done(out, last)
+
+
+def _sharded_argmax(e: Emitter, coll: Collectives, op: Op) -> None:
+    """Each chip's best (value, index) per row, then an all-reduce that keeps the best pair."""
+    x, out = op.operands[0], op.results[0]
+    rows = out.type.numel
+    pairs = f"{out.name}.pairs"
+    r = e.read(x.name)
+    i, s = e.vop(Fn.ARGMAX, rows, x.type.numel // rows, r, bytes_in=x.type.nbytes)
+    e.slots[pairs] = Slot(e.t.local(rows * 8), rows * 8)
+    e.done(Value(pairs, out.type), e.write(pairs, s, i, rows * 8))
+    e.result(out)
+    e.slots[out.name].nbytes = rows * 8  # the buffer holds the pairs; ids are their low half
+    _grow(e, out.name, rows * 8)
+    e.done(out, coll.allreduce(pairs, out.name, rows * 8, rows, Fn.ARGMAX))
+
+
+def _grow(e: Emitter, name: str, nbytes: int) -> None:
+    ref = e.slots[name].ref
+    if ref.space is Space.LOCAL:
+        e.t.local_bytes[ref.slot] = max(e.t.local_bytes[ref.slot], nbytes)

@@ -1,0 +1,127 @@
+"""`inspect`: what a build directory holds, measured from its Programs (summary, memory map, assembly)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ir.errors import ConfigError
+from ir.isa import UnitKind
+from ir.program import Program
+from ir.program_io import load_program
+
+
+def load_build(path: Path) -> tuple[dict, dict, Program, Program]:
+    """plan, memory map, decode and prefill Programs of a build directory."""
+    path = Path(path)
+    if not (path / "manifest.json").is_file():
+        raise ConfigError(f"{path}: not a build directory (no manifest.json); make one with `sramflow compile`")
+    plan = json.loads((path / "plan.json").read_text())
+    memory = json.loads((path / "memory.json").read_text())
+    return plan, memory, load_program(path / "decode.prog"), load_program(path / "prefill.prog")
+
+
+def summary(plan: dict, decode: Program, prefill: Program) -> dict:
+    """The figures `inspect` prints; the JSON keys are documented in README."""
+    clock = decode.clock_hz
+    span = decode.makespan
+    latency_us = span / clock * 1e6
+    bound = plan["decode"]["latency_bound_us"]
+    return {
+        "model": plan["model"],
+        "target": plan["target"],
+        "chips": decode.chips,
+        "instructions": len(decode) + len(prefill),
+        "decode": {
+            "instructions": len(decode),
+            "makespan_cycles": int(span),
+            "latency_us": round(latency_us, 3),
+            "tokens_per_s": round(1e6 / latency_us, 1),
+            "estimate_us": plan["decode"]["latency_us"],
+            "bound_us": bound,
+            "efficiency": round(bound / latency_us, 4),
+            "vs_estimate": round(latency_us / plan["decode"]["latency_us"] - 1, 4),
+            "busy": busy(decode),
+            "critical_path": critical_shares(decode),
+        },
+        "prefill": {
+            "instructions": len(prefill),
+            "makespan_cycles": int(prefill.makespan),
+            "ttft_ms": round(prefill.makespan / clock * 1e3, 4),
+            "estimate_ms": plan["prefill"]["ttft_ms"],
+        },
+    }
+
+
+def busy(program: Program) -> dict[str, float]:
+    """Mean share of the makespan each kind of unit is busy, over the chips (per unit instance)."""
+    c = program.cols
+    span = max(1, program.makespan)
+    out = {}
+    for kind in (UnitKind.MEM, UnitKind.MXM, UnitKind.VXM, UnitKind.C2C):
+        mask = c["kind"] == kind
+        if not mask.any():
+            out[kind.name.lower()] = 0.0
+            continue
+        units = np.unique(c["chip"][mask].astype(np.int64) * 256 + c["unit"][mask])
+        out[kind.name.lower()] = round(float(c["cycles"][mask].sum()) / (span * len(units)), 4)
+    return out
+
+
+def critical_shares(program: Program) -> dict[str, float]:
+    """Where the token's time goes along the pipeline: for every cycle, what the busiest
+    class of unit on the stage then working is doing (links over memory over compute);
+    cycles with nothing busy are pipeline latency (results draining, waiting on wires)."""
+    c = program.cols
+    span = max(1, program.makespan)
+    first_chips = sorted({s["first_chip"] for s in program.meta.get("stages", [])}) or [0]
+    classes = {"links": (UnitKind.C2C,), "memory": (UnitKind.MEM,), "compute": (UnitKind.MXM, UnitKind.VXM)}
+    active = {}
+    on_path = np.isin(c["chip"], first_chips)
+    for name, kinds in classes.items():
+        mask = on_path & np.isin(c["kind"], kinds)
+        active[name] = _covered(c["issue"][mask], c["issue"][mask] + c["cycles"][mask], span)
+    taken = np.zeros(span, dtype=bool)
+    shares = {}
+    for name in ("links", "memory", "compute"):
+        mine = active[name] & ~taken
+        shares[name] = round(float(mine.sum()) / span, 4)
+        taken |= mine
+    shares["latency"] = round(1 - sum(shares.values()), 4)
+    return shares
+
+
+def _covered(starts: np.ndarray, ends: np.ndarray, span: int) -> np.ndarray:
+    """Boolean per cycle: inside any [start, end)."""
+    delta = np.zeros(span + 1, dtype=np.int64)
+    np.add.at(delta, np.clip(starts, 0, span), 1)
+    np.add.at(delta, np.clip(ends, 0, span), -1)
+    return np.cumsum(delta)[:span] > 0
+
+
+def parse_chips(text: str, chips: int) -> list[int]:
+    """'17', '0-7' or '0,3,5-6' to chip ids, checked against the program."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"--chip: expected N, A-B or a comma list, got {text!r}") from None
+    bad = [c for c in out if not 0 <= c < chips]
+    if bad:
+        raise ConfigError(f"--chip: chip {bad[0]} is not in the program (chips 0-{chips - 1})")
+    return out
+
+
+def parse_cycles(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition(":")
+    try:
+        window = (int(lo or 0), int(hi)) if sep else (0, int(lo))
+    except ValueError:
+        raise ConfigError(f"--cycles: expected LO:HI, got {text!r}") from None
+    if window[0] >= window[1]:
+        raise ConfigError(f"--cycles: empty window {text!r}")
+    return window

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from compiler.passes import Pipeline
 from compiler.passes.quantize import Quantize
 from compiler.plan import Plan
 from compiler.planner import Lowered, plan_graphs
+from ir.files import atomic_dir
 from ir.graph import Graph
 from ir.printer import print_graph
 from ir.program import Program
@@ -48,9 +48,10 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
     decode, decode_codes = lower_phase("decode", graphs.decode, plan.stages, system, 1, system.name)
     progress("scheduling prefill")
     prefill_graph = _chunk_graph(config, options, chunk)
-    prefill, _ = lower_phase("prefill", prefill_graph, plan.stages, system, plan.prefill["chunks"], system.name)
+    prefill, prefill_codes = lower_phase("prefill", prefill_graph, plan.stages, system, plan.prefill["chunks"],
+                                         system.name)
     progress("writing")
-    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, decode_codes)
+    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, _memory(decode_codes, prefill_codes))
 
 
 def _graphs(config, options: CompileOptions) -> Lowered:
@@ -67,17 +68,17 @@ def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
 
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, prefill_graph: Graph, decode: Program, prefill: Program,
-           codes: list[StageCode]) -> dict:
+           memory: dict) -> dict:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = atomic_dir(out)
     try:
         (tmp / "plan.json").write_text(replace(plan, wall_s=0.0).to_json())
         (tmp / "decode.ir").write_text(print_graph(decode_graph))
         (tmp / "prefill.ir").write_text(print_graph(prefill_graph))
         save_program(decode, tmp / "decode.prog")
         save_program(prefill, tmp / "prefill.prog")
-        (tmp / "memory.json").write_text(json.dumps(_memory(codes), indent=1, sort_keys=True) + "\n")
+        (tmp / "memory.json").write_text(json.dumps(memory, indent=1, sort_keys=True) + "\n")
         manifest = {"format": FORMAT, "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         if out.exists():
@@ -89,11 +90,22 @@ def _write(out: Path, plan: Plan, decode_graph: Graph, prefill_graph: Graph, dec
     return manifest
 
 
-def _memory(codes: list[StageCode]) -> dict:
-    """Each stage's SRAM map (every chip of a stage has the same layout)."""
-    return {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp,
-                        "regions": [{"kind": k, "name": n, "addr": a, "bytes": b} for k, n, a, b in c.memory_map]}
-                       for c in codes]}
+def _memory(decode: list[StageCode], prefill: list[StageCode]) -> dict:
+    """Each stage's SRAM map (every chip of a stage has the same layout). Weights and caches
+    ("phase": "both") sit where both phases find them; above them each phase lays out its own
+    inputs, ports and activation arena, which overlap the other phase's (they never run at once)."""
+    stages = []
+    for d, p in zip(decode, prefill, strict=True):
+        resident = [r for r in d.memory_map if r[0] in ("param", "state")]
+        if resident != [r for r in p.memory_map if r[0] in ("param", "state")]:
+            raise RuntimeError(f"stage {d.index}: decode and prefill place weights or caches differently")
+        regions = [(*r, "both") for r in resident]
+        for phase, code in (("decode", d), ("prefill", p)):
+            regions += [(*r, phase) for r in code.memory_map if r[0] not in ("param", "state")]
+        stages.append({"index": d.index, "first_chip": d.first_chip, "tp": d.tp,
+                       "regions": [{"kind": k, "name": n, "addr": a, "bytes": b, "phase": ph}
+                                   for k, n, a, b, ph in regions]})
+    return {"stages": stages}
 
 
 def _sha256(path: Path) -> str:

@@ -90,13 +90,28 @@ def render_summary(figures: dict, memory: dict, console: Console) -> None:
 
 
 def _memory_map(memory: dict) -> Table:
-    table = Table(title="SRAM map per chip (every chip of a stage alike)", header_style="bold")
-    for col in ("stage", "chips", "inputs", "params + caches", "ports", "arena", "top (MB)"):
+    """One row per run of consecutive stages with the same layout sizes; inputs, ports and
+    activations are the larger of the two phases' (they share the space above the weights)."""
+    table = Table(title="SRAM map per chip, MB (every chip of a stage alike)", header_style="bold")
+    kinds = ("param", "state", "input", "port", "arena")
+    for col in ("stages", "chips", "tp", "weights", "KV/state", "inputs", "ports", "acts", "top"):
         table.add_column(col, justify="right")
+    runs: list[tuple[list[dict], tuple]] = []
     for s in memory["stages"]:
-        kinds = ("input", "param", "port", "arena")
-        total = {k: sum(r["bytes"] for r in s["regions"] if r["kind"] == k) for k in kinds}
-        top = max(r["addr"] + r["bytes"] for r in s["regions"])
-        table.add_row(str(s["index"]), f"{s['first_chip']}–{s['first_chip'] + s['tp'] - 1}",
-                      *(f"{total[k] / 1e6:,.2f}" for k in ("input", "param", "port", "arena")), f"{top / 1e6:,.2f}")
+        sizes = tuple(max(sum(r["bytes"] for r in s["regions"] if r["kind"] == k and r["phase"] in (ph, "both"))
+                          for ph in ("decode", "prefill")) for k in kinds)
+        sizes += (max(r["addr"] + r["bytes"] for r in s["regions"]), s["tp"])
+        if runs and runs[-1][1] == sizes:
+            runs[-1][0].append(s)
+        else:
+            runs.append(([s], sizes))
+    for stages, sizes in runs:
+        first, last = stages[0], stages[-1]
+        table.add_row(_span(first["index"], last["index"]),
+                      _span(first["first_chip"], last["first_chip"] + last["tp"] - 1), str(first["tp"]),
+                      *(f"{b / 1e6:,.2f}" for b in sizes[:-1]))
     return table
+
+
+def _span(a: int, b: int) -> str:
+    return str(a) if a == b else f"{a}–{b}"

@@ -8,7 +8,6 @@ grows with distinct templates, not with chips or layers.
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from compiler.codegen.stage import Piece, StageCode
 from compiler.codegen.template import Peer, Ref, Space, Template
 from ir.isa import Op, UnitKind
-from ir.program import COLUMNS
+from ir.program import COLUMNS, concat, empty_columns
 from targets.spec import SystemSpec
 from targets.timing import Timing
 
@@ -28,17 +27,15 @@ class Columns:
     """Accumulates rows for Program.build."""
 
     def __init__(self) -> None:
-        self.parts: dict[str, list[np.ndarray]] = defaultdict(list)
+        self.parts: list[dict[str, np.ndarray]] = []
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
-        for name, _ in COLUMNS:
-            self.parts[name].append(cols[name])
+        self.parts.append(cols)
 
     def sync(self, code: StageCode, timing: Timing) -> None:
         """Every chip of the stage starts with a SYNC at cycle 0."""
         n = code.tp
-        cols = {name: np.full(n, -1 if name in ("src", "dst", "s_a", "s_b", "s_out", "peer", "tag") else 0,
-                              dtype=dt) for name, dt in COLUMNS}
+        cols = empty_columns(n)
         cols["chip"] = np.arange(code.first_chip, code.first_chip + n, dtype=np.int32)
         cols["kind"][:] = UnitKind.SYNC
         cols["op"][:] = Op.SYNC
@@ -46,8 +43,7 @@ class Columns:
         self.add(cols)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {name: np.concatenate(self.parts[name]) if self.parts[name] else np.zeros(0, dt)
-                for name, dt in COLUMNS}
+        return concat(self.parts)
 
 
 @dataclass(frozen=True)
@@ -60,14 +56,11 @@ class Frozen:
     peers: list[Peer | None]
 
 
-_FROZEN: dict[int, Frozen] = {}
-
-
 def freeze(t: Template) -> Frozen:
-    key = id(t)
-    if key not in _FROZEN:
-        _FROZEN[key] = _freeze(t)
-    return _FROZEN[key]
+    """The template's arrays, built once and kept on the template."""
+    if t.frozen is None:
+        t.frozen = _freeze(t)
+    return t.frozen
 
 
 def _freeze(t: Template) -> Frozen:

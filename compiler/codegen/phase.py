@@ -63,7 +63,7 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> l
     for i, code in enumerate(codes):
         keep = {n for p in codes[i].pieces if p.kind == "send" for n in p.ports_in}
         keep |= {final[n].name for n in outputs if n in final}
-        layout(code, system, graph.inputs, values, keep)
+        layout(code, system, graph.inputs, values, keep, {v.name for v in graph.state})
     return codes
 
 
@@ -150,10 +150,6 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
                       codes[pl.stage + 1] if pl.stage + 1 < len(codes) else None)
         instantiate(cols, code, piece, pl.start, (pl.chunk * 1024 + tag_piece) * 4096, neighbours, system)
     chips = max(c.first_chip + c.tp for c in codes)
-    meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp,
-                        "pieces": [p.code.template.name for p in c.pieces]} for c in codes], "chunks": chunks}
+    meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks}
     return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta), codes
 
-
-def chip_count(codes: list[StageCode]) -> int:
-    return int(np.max([c.first_chip + c.tp for c in codes]))

@@ -126,18 +126,18 @@ def _flat(ops: list[Op]) -> list[Value]:
 
 
 def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values: dict[str, Value],
-           keep: set[str]) -> None:
-    """Addresses for one stage's chips: inputs, params and caches packed; ports by piece
-    liveness; the arena (the largest template's activations) on top. Raises DoesNotFitError."""
-    names = [v.name for v in inputs]
-    stage.inputs = tuple(names)
-    sizes = [v.type.nbytes for v in inputs]
+           keep: set[str], state: set[str]) -> None:
+    """Addresses for one stage's chips: params and caches packed from address 0 (so both
+    phases find them at the same place), then inputs; ports by piece liveness; the arena
+    (the largest template's activations) on top. Raises DoesNotFitError."""
     resident = list(dict.fromkeys(n for p in stage.pieces for n in p.params))
-    addrs, top = pack(sizes + [values[n].type.nbytes for n in resident])
-    kinds = ["input"] * len(names) + ["param"] * len(resident)
-    for kind, n, a in zip(kinds, names + resident, addrs, strict=True):
+    stage.inputs = tuple(v.name for v in inputs)
+    regions = [("state" if n in state else "param", n, values[n].type.nbytes) for n in resident]
+    regions += [("input", v.name, v.type.nbytes) for v in inputs]
+    addrs, top = pack([size for _, _, size in regions])
+    for (kind, n, size), a in zip(regions, addrs, strict=True):
         stage.addr[n] = a
-        stage.memory_map.append((kind, n, a, values[n].type.nbytes if kind == "param" else sizes[names.index(n)]))
+        stage.memory_map.append((kind, n, a, size))
     ports = _port_intervals(stage, keep)
     offsets, span = first_fit([iv for _, iv in ports])
     for (n, iv), off in zip(ports, offsets, strict=True):

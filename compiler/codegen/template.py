@@ -94,6 +94,7 @@ class Template:
     instrs: list[Instr] = field(default_factory=list)
     local_bytes: list[int] = field(default_factory=list)  # size of each LOCAL slot
     _streams: int = 0
+    frozen: object = field(default=None, repr=False, compare=False)  # its arrays, once scheduled (instantiate.freeze)
 
     def add(self, instr: Instr) -> int:
         self.instrs.append(instr)

@@ -1,0 +1,169 @@
+"""The Program: every chip's instruction queues, one row per instruction, stored by column.
+
+Millions of instructions must stay cheap to build, save, load and check, so a
+Program is a dict of equal-length numpy arrays (COLUMNS) rather than objects.
+Rows are sorted by (chip, unit kind, unit, issue cycle): each functional unit's
+in-order queue is one contiguous run, and a chip's instructions are one slice.
+
+Operands are explicit: SRAM byte ranges [src, src+src_bytes) and [dst,
+dst+dst_bytes), stream ids s_a, s_b (inputs) and s_out (output), the peer chip
+and message tag of a send or receive, and the tile shape m x k x n. A field that
+does not apply holds its default (-1 for addresses, streams, peer and tag; 0 for
+sizes and shapes).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# (name, dtype) in storage order; the binary format and the assembly follow it.
+COLUMNS: tuple[tuple[str, type], ...] = (
+    ("chip", np.int32),
+    ("kind", np.uint8),  # ir.isa.UnitKind
+    ("unit", np.uint8),  # index of the unit within its kind on the chip
+    ("op", np.uint8),  # ir.isa.Op
+    ("fn", np.uint8),  # ir.isa.Fn (VOP only)
+    ("issue", np.int64),  # cycle the instruction starts
+    ("cycles", np.int32),  # cycles it occupies its unit
+    ("src", np.int64),
+    ("src_bytes", np.int32),
+    ("dst", np.int64),
+    ("dst_bytes", np.int32),
+    ("s_a", np.int16),
+    ("s_b", np.int16),
+    ("s_out", np.int16),
+    ("peer", np.int32),
+    ("tag", np.int32),
+    ("m", np.int32),
+    ("k", np.int32),
+    ("n", np.int32),
+    ("flags", np.uint8),  # Flag
+    ("dtype", np.uint8),  # ir.isa.Fmt of an MXM weight tile (sets its rate)
+)
+NAMES = tuple(name for name, _ in COLUMNS)
+DTYPES = {name: np.dtype(dt) for name, dt in COLUMNS}
+DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_out", "peer", "tag") else 0 for name in NAMES}
+SORT_KEY = ("chip", "kind", "unit", "issue")
+
+
+class Flag(enum.IntFlag):
+    ACCUMULATE = 1  # MXM adds into its accumulators instead of overwriting
+    LAST = 2  # MXM's last k-tile (or attention's last block): results leave the unit
+    INDIRECT = 4  # the address is offset at run time by an index on a stream (gather, cache write)
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """One phase (decode: one token; prefill: the whole prompt) on every chip of a plan."""
+
+    phase: str
+    target: str
+    chips: int
+    clock_hz: float
+    cols: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)  # JSON-serialisable facts for tools (stages, chunks)
+
+    @classmethod
+    def build(cls, phase: str, target: str, chips: int, clock_hz: float, cols: dict[str, np.ndarray],
+              meta: dict | None = None) -> Program:
+        """Check the columns and sort rows into queue order (stable, so equal keys keep their order)."""
+        cols = _checked(cols)
+        order = np.lexsort(tuple(cols[name] for name in reversed(SORT_KEY)))
+        if not _is_identity(order):
+            cols = {name: np.ascontiguousarray(a[order]) for name, a in cols.items()}
+        program = cls(phase, target, int(chips), float(clock_hz), cols, dict(meta or {}))
+        if len(program) and not (0 <= cols["chip"][0] and cols["chip"][-1] < chips):
+            raise ValueError(f"chip ids must lie in 0..{chips - 1}")
+        return program
+
+    def __len__(self) -> int:
+        return len(self.cols["chip"])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Program):
+            return NotImplemented
+        same = (self.phase, self.target, self.chips, self.clock_hz, self.meta) == (
+            other.phase, other.target, other.chips, other.clock_hz, other.meta)
+        return same and all(np.array_equal(self.cols[n], other.cols[n]) for n in NAMES)
+
+    __hash__ = None  # mutable arrays inside
+
+    @property
+    def makespan(self) -> int:
+        """Cycles from the first issue to the last instruction's end."""
+        if not len(self):
+            return 0
+        return int((self.cols["issue"] + self.cols["cycles"]).max())
+
+    def chip_slice(self, chip: int) -> slice:
+        """Rows of one chip (contiguous by the sort order)."""
+        c = self.cols["chip"]
+        return slice(int(np.searchsorted(c, chip, "left")), int(np.searchsorted(c, chip, "right")))
+
+    def queues(self) -> Iterator[tuple[int, int, int, slice]]:
+        """(chip, kind, unit, rows) for every non-empty unit queue, in storage order."""
+        c = self.cols
+        if not len(self):
+            return
+        key = (c["chip"].astype(np.int64) << 16) | (c["kind"].astype(np.int64) << 8) | c["unit"]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        ends = np.r_[starts[1:], len(key)]
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            yield int(c["chip"][s]), int(c["kind"][s]), int(c["unit"][s]), slice(s, e)
+
+    def select(self, rows: np.ndarray | slice) -> Program:
+        """A Program of the chosen rows (a boolean mask, index array in order, or slice)."""
+        return Program(self.phase, self.target, self.chips, self.clock_hz,
+                       {n: np.ascontiguousarray(a[rows]) for n, a in self.cols.items()}, self.meta)
+
+    def window(self, chips: Sequence[int] | None = None, cycles: tuple[int, int] | None = None) -> Program:
+        """The instructions of `chips` (all if None) that overlap the cycle window [lo, hi)."""
+        c = self.cols
+        keep = np.ones(len(self), dtype=bool)
+        if chips is not None:
+            keep &= np.isin(c["chip"], chips)
+        if cycles is not None:
+            keep &= (c["issue"] < cycles[1]) & (c["issue"] + c["cycles"] > cycles[0])
+        return self if keep.all() else self.select(keep)
+
+    def row(self, i: int) -> dict[str, int]:
+        return {n: int(self.cols[n][i]) for n in NAMES}
+
+
+def concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Columns of several row sets, one after another (for Program.build)."""
+    return {n: np.concatenate([p[n] for p in parts]).astype(DTYPES[n], copy=False) if parts
+            else np.zeros(0, DTYPES[n]) for n in NAMES}
+
+
+def empty_columns(rows: int) -> dict[str, np.ndarray]:
+    """`rows` instructions with every field at its default."""
+    return {n: np.full(rows, DEFAULTS[n], DTYPES[n]) for n in NAMES}
+
+
+def _checked(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    missing = [n for n in NAMES if n not in cols]
+    extra = sorted(set(cols) - set(NAMES))
+    if missing or extra:
+        raise ValueError(f"program columns: missing {missing}, unknown {extra}")
+    lengths = {len(cols[n]) for n in NAMES}
+    if len(lengths) > 1:
+        raise ValueError(f"program columns differ in length: {sorted(lengths)}")
+    out = {}
+    for n in NAMES:
+        a = np.asarray(cols[n])
+        if a.dtype != DTYPES[n]:
+            cast = a.astype(DTYPES[n])
+            if not np.array_equal(cast, a):
+                raise ValueError(f"program column {n}: values do not fit {DTYPES[n]}")
+            a = cast
+        out[n] = np.ascontiguousarray(a)
+    return out
+
+
+def _is_identity(order: np.ndarray) -> bool:
+    return bool((order == np.arange(len(order))).all())

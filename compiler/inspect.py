@@ -32,7 +32,8 @@ def summary(plan: dict, decode: Program, prefill: Program) -> dict:
     return {
         "model": plan["model"],
         "target": plan["target"],
-        "chips": decode.chips,
+        "chips": plan["chips"],
+        "chip_ids": decode.chips,  # chips are numbered node-aligned, so ids can exceed the count
         "instructions": len(decode) + len(prefill),
         "decode": {
             "instructions": len(decode),

@@ -46,15 +46,21 @@ def _stages(plan: Plan) -> Table:
 
 
 def _memory(plan: Plan) -> Table:
-    table = Table(title="memory per chip (MB)", header_style="bold")
+    unit, scale = _byte_unit(max(s.memory.capacity for s in plan.stages))
+    table = Table(title=f"memory per chip ({unit})", header_style="bold")
     for col in ("stage", "weights", "KV cache", "activations", "program", "headroom", "used"):
         table.add_column(col, justify="right")
     for s in plan.stages:
         m = s.memory
-        table.add_row(str(s.index), *(f"{b / 1e6:,.1f}" for b in (m.weights, m.kv_cache, m.activations, m.program,
-                                                                   m.headroom)),
+        table.add_row(str(s.index), *(f"{b / scale:,.1f}" for b in (m.weights, m.kv_cache, m.activations, m.program,
+                                                                     m.headroom)),
                       f"{100 * m.total / m.capacity:.0f}%")
     return table
+
+
+def _byte_unit(largest: int) -> tuple[str, float]:
+    """MB for real chips, KB for the tiny test targets, so figures keep their digits."""
+    return ("MB", 1e6) if largest >= 10e6 else ("KB", 1e3)
 
 
 def _units(s: Stage) -> str:
@@ -92,7 +98,8 @@ def render_summary(figures: dict, memory: dict, console: Console) -> None:
 def _memory_map(memory: dict) -> Table:
     """One row per run of consecutive stages with the same layout sizes; inputs, ports and
     activations are the larger of the two phases' (they share the space above the weights)."""
-    table = Table(title="SRAM map per chip, MB (every chip of a stage alike)", header_style="bold")
+    unit, scale = _byte_unit(max(r["addr"] + r["bytes"] for s in memory["stages"] for r in s["regions"]))
+    table = Table(title=f"SRAM map per chip, {unit} (every chip of a stage alike)", header_style="bold")
     kinds = ("param", "state", "input", "port", "arena")
     for col in ("stages", "chips", "tp", "weights", "KV/state", "inputs", "ports", "acts", "top"):
         table.add_column(col, justify="right")
@@ -109,7 +116,7 @@ def _memory_map(memory: dict) -> Table:
         first, last = stages[0], stages[-1]
         table.add_row(_span(first["index"], last["index"]),
                       _span(first["first_chip"], last["first_chip"] + last["tp"] - 1), str(first["tp"]),
-                      *(f"{b / 1e6:,.2f}" for b in sizes[:-1]))
+                      *(f"{b / scale:,.2f}" for b in sizes[:-1]))
     return table
 
 

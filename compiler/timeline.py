@@ -44,11 +44,11 @@ def write_gantt(program: Program, chips: list[int], window: tuple[int, int] | No
     lo, hi = window or (0, max(program.makespan, 1))
     fig, ax = plt.subplots(figsize=(14, max(3.0, 0.22 * len(lanes) + 1.5)), dpi=110)
     c = part.cols
-    for y, (chip, kind, unit, rows) in enumerate(lanes):
+    for y, (*_, rows) in enumerate(lanes):
         starts, widths, ops = c["issue"][rows], c["cycles"][rows], c["op"][rows]
         for op in np.unique(ops):
             sel = ops == op
-            spans = list(zip((starts[sel] / 1e3).tolist(), (np.maximum(widths[sel], 1) / 1e3).tolist()))
+            spans = list(zip((starts[sel] / 1e3).tolist(), (np.maximum(widths[sel], 1) / 1e3).tolist(), strict=True))
             ax.broken_barh(spans, (y - 0.4, 0.8), facecolors=COLOURS.get(Op(op), "black"), linewidth=0)
     ax.set_yticks(range(len(lanes)), [f"chip {ch} {queue_label(k, u)}" for ch, k, u, _ in lanes], fontsize=7)
     ax.set_ylim(len(lanes) - 0.5, -0.5)

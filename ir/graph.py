@@ -106,7 +106,8 @@ class Builder:
         (result,) = self.op_n(opcode, *operands, names=None if name is None else (name,), **attrs)
         return result
 
-    def op_n(self, opcode: Opcode, *operands: Value, names: tuple[str, ...] | None = None, **attrs) -> tuple[Value, ...]:
+    def op_n(self, opcode: Opcode, *operands: Value, names: tuple[str, ...] | None = None,
+             **attrs) -> tuple[Value, ...]:
         types = OPDEFS[opcode].type_rule(tuple(v.type for v in operands), attrs)
         names = names or tuple(self._fresh() for _ in types)
         results = tuple(Value(n, t) for n, t in zip(names, types, strict=True))

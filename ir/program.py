@@ -76,7 +76,7 @@ class Program:
         if not _is_identity(order):
             cols = {name: np.ascontiguousarray(a[order]) for name, a in cols.items()}
         program = cls(phase, target, int(chips), float(clock_hz), cols, dict(meta or {}))
-        if len(program) and not (0 <= cols["chip"][0] and cols["chip"][-1] < chips):
+        if len(program) and not (cols["chip"][0] >= 0 and cols["chip"][-1] < chips):
             raise ValueError(f"chip ids must lie in 0..{chips - 1}")
         return program
 
@@ -112,7 +112,7 @@ class Program:
         key = (c["chip"].astype(np.int64) << 16) | (c["kind"].astype(np.int64) << 8) | c["unit"]
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         ends = np.r_[starts[1:], len(key)]
-        for s, e in zip(starts.tolist(), ends.tolist()):
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             yield int(c["chip"][s]), int(c["kind"][s]), int(c["unit"][s]), slice(s, e)
 
     def select(self, rows: np.ndarray | slice) -> Program:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ir.asm import parse_asm, print_asm
 from ir.errors import ParseError
-from ir.isa import Fmt, Fn, Op, UNIT_OF
+from ir.isa import UNIT_OF, Fmt, Fn, Op
 from ir.program import DTYPES, NAMES, Flag, Program, empty_columns
 from ir.program_io import dumps, load_program, loads, save_program
 

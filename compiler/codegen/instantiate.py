@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compiler.codegen.stage import Piece, StageCode
+from compiler.codegen.stage import StageCode
 from compiler.codegen.template import Peer, Ref, Space, Template
 from ir.isa import Op, UnitKind
 from ir.program import COLUMNS, concat, empty_columns
@@ -116,9 +116,10 @@ def _physical_streams(t: Template) -> dict[int, int]:
     return physical
 
 
-def instantiate(cols: Columns, code: StageCode, piece: Piece, start: int, tag_base: int,
+def instantiate(cols: Columns, code: StageCode, index: int, start: int, tag_base: int,
                 neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec) -> None:
-    """Rows for `piece` started at cycle `start` on every rank of `code` that runs it."""
+    """Rows for piece `index` of `code`, started at cycle `start`, on every rank that runs it."""
+    piece = code.pieces[index]
     f = freeze(piece.code.template)
     ranks = np.arange(piece.ranks if piece.ranks is not None else code.tp, dtype=np.int64)
     count, r = len(f.src), len(ranks)
@@ -127,8 +128,8 @@ def instantiate(cols: Columns, code: StageCode, piece: Piece, start: int, tag_ba
     rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_base, -1)
     chip = np.repeat(code.first_chip + ranks, count)
     rows["chip"] = chip
-    rows["src"] = _addresses(f.src, code, piece, ranks)
-    rows["dst"] = _addresses(f.dst, code, piece, ranks)
+    rows["src"] = _addresses(f.src, code, index, ranks)
+    rows["dst"] = _addresses(f.dst, code, index, ranks)
     peer, tag_shift = _peers(f.peers, code, ranks, neighbours)
     rows["peer"] = peer
     rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_shift, -1)
@@ -136,25 +137,26 @@ def instantiate(cols: Columns, code: StageCode, piece: Piece, start: int, tag_ba
     cols.add({name: rows[name].astype(dt) for name, dt in COLUMNS})
 
 
-def _base(ref: Ref, code: StageCode, piece: Piece) -> int:
+def _base(ref: Ref, code: StageCode, index: int) -> int:
+    piece = code.pieces[index]
     space, slot = ref.space, ref.slot
     if space is Space.PARAM:
         return code.addr[piece.params[slot]]
     if space is Space.INPUT:
         return code.addr[code.inputs[slot]]
     if space is Space.LOCAL:
-        return code.arena + piece.code.local_offsets[slot]
+        return code.arenas[index] + piece.code.local_offsets[slot]
     if space is Space.PORT_IN:
         return code.addr[piece.ports_in[slot]]
     return code.addr[piece.ports_out[slot]]
 
 
-def _addresses(refs: list[Ref | None], code: StageCode, piece: Piece, ranks: np.ndarray) -> np.ndarray:
+def _addresses(refs: list[Ref | None], code: StageCode, index: int, ranks: np.ndarray) -> np.ndarray:
     out = np.full((len(ranks), len(refs)), -1, dtype=np.int64)
     for i, ref in enumerate(refs):
         if ref is None:
             continue
-        at = np.full(len(ranks), _base(ref, code, piece) + ref.offset, dtype=np.int64)
+        at = np.full(len(ranks), _base(ref, code, index) + ref.offset, dtype=np.int64)
         for peer, nbytes in ref.parts:
             at += _member(peer, ranks)[1] * nbytes
         out[:, i] = at

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from compiler.codegen.instantiate import Columns, instantiate
 from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
 from compiler.passes.shard import shard_unit
@@ -23,7 +21,8 @@ from ir.program import Program
 from targets.spec import SystemSpec
 from targets.timing import Timing
 
-HANDOFF_PIECE = 1023  # the piece index hand-off tags use (units use their own index)
+HANDOFF_PIECE = -1  # the piece index hand-off tags use (units use their own index)
+TAG_SPACE = 4096  # message tags one piece instance may use
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +141,15 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
     cols = Columns()
     for code in codes:
         cols.sync(code, timing)
+    tag_bases: dict[tuple[int, int], int] = {}  # (chunk, piece) -> its block of tags, numbered densely
     for pl in placed:
         code = codes[pl.stage]
         piece: Piece = code.pieces[pl.piece]
         tag_piece = HANDOFF_PIECE if piece.kind != "unit" else pl.piece
         neighbours = (codes[pl.stage - 1] if pl.stage else None,
                       codes[pl.stage + 1] if pl.stage + 1 < len(codes) else None)
-        instantiate(cols, code, piece, pl.start, (pl.chunk * 1024 + tag_piece) * 4096, neighbours, system)
+        tag_base = tag_bases.setdefault((pl.chunk, tag_piece), len(tag_bases)) * TAG_SPACE
+        instantiate(cols, code, pl.piece, pl.start, tag_base, neighbours, system)
     chips = max(c.first_chip + c.tp for c in codes)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks}
     return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta), codes

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from compiler.codegen.alloc import Interval, align, first_fit, pack
+from compiler.codegen.alloc import Interval, first_fit, pack
 from compiler.codegen.collectives import Collectives, Level, levels
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Space, Template
@@ -44,7 +44,7 @@ class StageCode:
     first_chip: int
     pieces: list[Piece] = field(default_factory=list)
     addr: dict[str, int] = field(default_factory=dict)  # params, caches, inputs, ports
-    arena: int = 0  # base of the LOCAL arena
+    arenas: list[int] = field(default_factory=list)  # base of each piece's LOCAL arena
     inputs: tuple[str, ...] = ()  # graph inputs, by INPUT slot
     memory_map: list[tuple[str, str, int, int]] = field(default_factory=list)  # (kind, name, addr, bytes)
 
@@ -128,8 +128,9 @@ def _flat(ops: list[Op]) -> list[Value]:
 def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values: dict[str, Value],
            keep: set[str], state: set[str]) -> None:
     """Addresses for one stage's chips: params and caches packed from address 0 (so both
-    phases find them at the same place), then inputs; ports by piece liveness; the arena
-    (the largest template's activations) on top. Raises DoesNotFitError."""
+    phases find them at the same place), then inputs; above them, ports (live over the
+    pieces that write and read them) and each piece's arena (live while it runs) share
+    one first-fit allocation by liveness. Raises DoesNotFitError."""
     resident = list(dict.fromkeys(n for p in stage.pieces for n in p.params))
     stage.inputs = tuple(v.name for v in inputs)
     regions = [("state" if n in state else "param", n, values[n].type.nbytes) for n in resident]
@@ -139,14 +140,16 @@ def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values
         stage.addr[n] = a
         stage.memory_map.append((kind, n, a, size))
     ports = _port_intervals(stage, keep)
-    offsets, span = first_fit([iv for _, iv in ports])
-    for (n, iv), off in zip(ports, offsets, strict=True):
+    arenas = [Interval(i, i + 1, p.code.arena_bytes) for i, p in enumerate(stage.pieces)]
+    offsets, span = first_fit([iv for _, iv in ports] + arenas)
+    for (n, iv), off in zip(ports, offsets[:len(ports)], strict=True):
         stage.addr[n] = top + off
         stage.memory_map.append(("port", n, top + off, iv.size))
-    stage.arena = align(top + span)
-    arena = max((p.code.arena_bytes for p in stage.pieces), default=0)
-    stage.memory_map.append(("arena", "activations", stage.arena, arena))
-    end = stage.arena + arena
+    stage.arenas = [top + off for off in offsets[len(ports):]]
+    largest = max(range(len(arenas)), key=lambda i: (arenas[i].size, -i), default=None)
+    if largest is not None:
+        stage.memory_map.append(("arena", "activations", stage.arenas[largest], arenas[largest].size))
+    end = top + span
     if end > system.chip.usable_sram_bytes:
         raise DoesNotFitError(f"stage {stage.index}: the program needs {end} bytes of SRAM per chip, "
                               f"{system.chip.usable_sram_bytes} are usable", None)

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from compiler.codegen.alloc import align
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
 from ir.ops import Opcode
@@ -65,7 +66,8 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0) -> ShardCost
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, rows_scale), tp))
         work.append(_work(op, params | state, rows_scale))
-    weights, cache = sum(params.values()), sum(state.values())
+    # SRAM holds each tensor from a vector boundary, as the allocator places it.
+    weights, cache = sum(map(align, params.values())), sum(map(align, state.values()))
     return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state, rows_scale), tuple(work),
                      tuple(collectives), _chain(chip_ops))
 
@@ -125,7 +127,7 @@ def _peak_live(chip_ops: list[Op], resident: dict[str, int], rows_scale: float) 
     for i, op in enumerate(chip_ops):
         for v in (*op.operands, *op.results):
             if v.name not in resident and v.name not in live and (v in op.results or last_use.get(v.name, -1) >= i):
-                live[v.name] = _scaled(v.type.nbytes, rows_scale)
+                live[v.name] = align(_scaled(v.type.nbytes, rows_scale))
         peak = max(peak, sum(live.values()))
         for v in op.operands:
             if last_use.get(v.name) == i:

@@ -7,11 +7,7 @@ from dataclasses import dataclass
 
 from ir.errors import VerifyError
 from ir.graph import Graph
-
-try:
-    from ir.verify import verify_graph
-except ImportError:  # ir/verify.py is still being written; until it lands, pipelines run unverified
-    verify_graph = None
+from ir.verify import verify_graph
 
 Pass = Callable[[Graph], Graph]
 
@@ -36,7 +32,7 @@ class Pipeline:
         return graph
 
     def _check(self, graph: Graph, where: str) -> None:
-        if not self.verify or verify_graph is None:
+        if not self.verify:
             return
         try:
             verify_graph(graph)

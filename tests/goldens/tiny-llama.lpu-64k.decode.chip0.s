@@ -1,0 +1,163 @@
+; sramflow assembly: 136 instructions
+program decode target "lpu-64k" chips 8 clock_hz 900000000.0
+meta {"chunks": 1, "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
+chip 0 {
+  mem.0 {
+    @216 +1 read src=0xca80/4 out=0
+    @217 +1 gather src=0x0/128 b=0 out=1 m=1 n=64 flags=indirect
+    @311 +1 write dst=0xce40/128 a=1
+    @312 +1 read src=0xce40/128 out=0
+    @628 +1 write dst=0xcd00/32 a=1
+    @754 +1 write dst=0xcd60/32 a=0
+    @755 +1 write dst=0xcd40/32 a=1
+    @756 +1 write dst=0xcd20/32 a=2
+    @757 +1 read src=0xcd00/128 out=0
+    @758 +1 read src=0x2080/128 out=1
+    @759 +1 read src=0x21c0/2048 out=3
+    @760 +1 read src=0x2a80/2048 out=0
+    @761 +1 read src=0x3340/2048 out=1
+    @762 +1 read src=0xcbc0/4 out=4
+    @763 +1 read src=0xcbc0/4 out=5
+    @764 +1 read src=0x7d00/2048 out=6
+    @765 +1 read src=0xcd00/128 out=7
+    @766 +1 read src=0x85c0/128 out=8
+    @767 +1 read src=0x8700/5632 out=9
+    @768 +1 read src=0x9d80/5632 out=10
+    @769 +1 read src=0xb400/5632 out=11
+    @853 +1 write dst=0xcf80/128 a=2
+    @854 +1 read src=0xcf80/128 out=2
+    @855 +1 read src=0xcf80/128 out=13
+    @856 +1 read src=0xcf80/128 out=3
+    @949 +1 write dst=0xcf80/32 a=12
+    @950 +1 write dst=0xd0c0/32 a=2
+    @951 +1 write dst=0xd200/32 a=0
+    @952 +1 read src=0xcf80/32 out=0
+    @953 +1 read src=0xd0c0/32 out=2
+    @954 +1 read src=0xd200/32 out=3
+    @955 +1 write dst=0x5c80/32 a=3 flags=indirect
+    @956 +1 read src=0x5c80/8192 out=2
+    @1047 +1 write dst=0xcf80/32 a=1
+    @1048 +1 write dst=0xd0c0/32 a=0
+    @1049 +1 read src=0xd0c0/32 out=0
+    @1050 +1 write dst=0x3c00/32 a=0 flags=indirect
+    @1051 +1 read src=0xcf80/32 out=0
+    @1052 +1 read src=0x3c00/8192 out=1
+    @1149 +1 write dst=0xcf80/32 a=1
+    @1150 +1 read src=0xcf80/32 out=0
+    @1245 +1 write dst=0xcf80/128 a=1
+    @1246 +1 read src=0xcf80/128 out=0
+    @1562 +1 write dst=0xcf80/32 a=1
+    @1688 +1 write dst=0xcfe0/32 a=0
+    @1689 +1 write dst=0xcfc0/32 a=1
+    @1690 +1 write dst=0xcfa0/32 a=2
+    @1691 +1 read src=0xcf80/128 out=0
+    @1786 +1 write dst=0xcf80/128 a=1
+    @1787 +1 read src=0xcf80/128 out=0
+    @1788 +1 read src=0xcf80/128 out=2
+    @1882 +1 write dst=0xcf80/128 a=1
+    @1883 +1 read src=0xcf80/128 out=0
+    @1884 +1 read src=0xcf80/128 out=3
+    @1978 +1 write dst=0xcf80/88 a=1
+    @1979 +1 write dst=0xd0c0/88 a=0
+    @1980 +1 read src=0xcf80/88 out=0
+    @1981 +1 read src=0xd0c0/88 out=3
+    @2075 +1 write dst=0xcf80/88 a=1
+    @2076 +1 read src=0xcf80/88 out=0
+    @2171 +1 write dst=0xcf80/88 a=1
+    @2172 +1 read src=0xcf80/88 out=0
+    @2267 +1 write dst=0xcf80/128 a=1
+    @2268 +1 read src=0xcf80/128 out=0
+    @2584 +1 write dst=0xcf80/32 a=1
+    @2710 +1 write dst=0xcfe0/32 a=0
+    @2711 +1 write dst=0xcfc0/32 a=1
+    @2712 +1 write dst=0xcfa0/32 a=3
+    @2713 +1 read src=0xcf80/128 out=0
+    @2808 +1 write dst=0xce40/128 a=1
+    @2809 +1 read src=0xce40/32 out=0
+  }
+  mxm.0 {
+    @855 +1 mxm a=3 b=2 out=12 m=1 k=64 n=16 flags=last
+    @856 +1 mxm a=0 b=13 out=2 m=1 k=64 n=16 flags=last
+    @857 +1 mxm a=1 b=3 out=0 m=1 k=64 n=16 flags=last
+    @1053 +1 mxm a=1 b=0 out=3 m=1 k=16 n=256 flags=last
+    @1055 +1 mxm a=2 b=0 out=1 m=1 k=256 n=16 flags=last
+    @1151 +1 mxm a=6 b=0 out=1 m=1 k=16 n=64 flags=last
+    @1884 +1 mxm a=9 b=0 out=1 m=1 k=64 n=44 flags=last
+    @1885 +1 mxm a=10 b=3 out=0 m=1 k=64 n=44 flags=last
+    @2173 +1 mxm a=11 b=0 out=1 m=1 k=44 n=64 flags=last
+  }
+  vxm.0 {
+    @532 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
+    @533 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
+    @534 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
+    @759 +1 vop.rmsnorm src=-1/256 a=0 b=1 out=2 m=1 n=64
+    @953 +1 vop.rope src=-1/36 a=0 b=4 out=1 m=1 n=16
+    @954 +1 vop.rope src=-1/36 a=2 b=5 out=0 m=1 n=16
+    @1054 +1 vop.softmax a=3 out=0 m=1 n=256
+    @1466 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
+    @1467 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
+    @1468 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
+    @1692 +1 vop.add src=-1/256 a=7 b=0 out=1 m=1 n=64
+    @1788 +1 vop.rmsnorm src=-1/256 a=0 b=8 out=1 m=1 n=64
+    @1981 +1 vop.silu src=-1/88 a=0 out=1 m=1 n=44
+    @2077 +1 vop.mul src=-1/176 a=0 b=3 out=1 m=1 n=44
+    @2488 +1 vop.sum src=-1/64 a=0 b=1 out=5 m=1 n=16
+    @2489 +1 vop.sum src=-1/64 a=5 b=3 out=0 m=1 n=16
+    @2490 +1 vop.sum src=-1/64 a=0 b=4 out=1 m=1 n=16
+    @2714 +1 vop.add src=-1/256 a=2 b=0 out=1 m=1 n=64
+  }
+  c2c.0 {
+    @313 +3 send src=-1/32 a=0 peer=1 tag=0
+    @535 +3 send src=-1/32 a=1 peer=1 tag=3
+    @1247 +3 send src=-1/32 a=0 peer=1 tag=4096
+    @1469 +3 send src=-1/32 a=1 peer=1 tag=4099
+    @2269 +3 send src=-1/32 a=0 peer=1 tag=4102
+    @2491 +3 send src=-1/32 a=1 peer=1 tag=4105
+  }
+  c2c.1 {
+    @529 +3 recv dst=-1/32 out=3 peer=1 tag=2
+    @751 +3 recv dst=-1/32 out=2 peer=1 tag=5
+    @1463 +3 recv dst=-1/32 out=3 peer=1 tag=4098
+    @1685 +3 recv dst=-1/32 out=2 peer=1 tag=4101
+    @2485 +3 recv dst=-1/32 out=4 peer=1 tag=4104
+    @2707 +3 recv dst=-1/32 out=3 peer=1 tag=4107
+  }
+  c2c.2 {
+    @313 +3 send src=-1/32 a=0 peer=2 tag=1
+    @535 +3 send src=-1/32 a=1 peer=2 tag=4
+    @1247 +3 send src=-1/32 a=0 peer=2 tag=4097
+    @1469 +3 send src=-1/32 a=1 peer=2 tag=4100
+    @2269 +3 send src=-1/32 a=0 peer=2 tag=4103
+    @2491 +3 send src=-1/32 a=1 peer=2 tag=4106
+  }
+  c2c.3 {
+    @529 +3 recv dst=-1/32 out=2 peer=2 tag=1
+    @751 +3 recv dst=-1/32 out=1 peer=2 tag=4
+    @1463 +3 recv dst=-1/32 out=2 peer=2 tag=4097
+    @1685 +3 recv dst=-1/32 out=1 peer=2 tag=4100
+    @2485 +3 recv dst=-1/32 out=3 peer=2 tag=4103
+    @2707 +3 recv dst=-1/32 out=1 peer=2 tag=4106
+  }
+  c2c.4 {
+    @313 +3 send src=-1/32 a=0 peer=3 tag=2
+    @535 +3 send src=-1/32 a=1 peer=3 tag=5
+    @1247 +3 send src=-1/32 a=0 peer=3 tag=4098
+    @1469 +3 send src=-1/32 a=1 peer=3 tag=4101
+    @2269 +3 send src=-1/32 a=0 peer=3 tag=4104
+    @2491 +3 send src=-1/32 a=1 peer=3 tag=4107
+  }
+  c2c.5 {
+    @529 +3 recv dst=-1/32 out=1 peer=3 tag=0
+    @751 +3 recv dst=-1/32 out=0 peer=3 tag=3
+    @1463 +3 recv dst=-1/32 out=1 peer=3 tag=4096
+    @1685 +3 recv dst=-1/32 out=0 peer=3 tag=4099
+    @2485 +3 recv dst=-1/32 out=1 peer=3 tag=4102
+    @2707 +3 recv dst=-1/32 out=0 peer=3 tag=4105
+  }
+  c2c.6 {
+    @2810 +3 send src=-1/32 a=0 peer=4 tag=8192
+  }
+  sync.0 {
+    @0 +216 sync
+  }
+}

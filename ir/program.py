@@ -72,9 +72,10 @@ class Program:
               meta: dict | None = None) -> Program:
         """Check the columns and sort rows into queue order (stable, so equal keys keep their order)."""
         cols = _checked(cols)
-        order = np.lexsort(tuple(cols[name] for name in reversed(SORT_KEY)))
-        if not _is_identity(order):
-            cols = {name: np.ascontiguousarray(a[order]) for name, a in cols.items()}
+        if not _in_queue_order(cols):
+            order = np.lexsort(tuple(cols[name] for name in reversed(SORT_KEY)))
+            for name in NAMES:  # one column at a time, so only one extra copy is alive
+                cols[name] = cols[name][order]
         program = cls(phase, target, int(chips), float(clock_hz), cols, dict(meta or {}))
         if len(program) and not (cols["chip"][0] >= 0 and cols["chip"][-1] < chips):
             raise ValueError(f"chip ids must lie in 0..{chips - 1}")
@@ -134,12 +135,6 @@ class Program:
         return {n: int(self.cols[n][i]) for n in NAMES}
 
 
-def concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Columns of several row sets, one after another (for Program.build)."""
-    return {n: np.concatenate([p[n] for p in parts]).astype(DTYPES[n], copy=False) if parts
-            else np.zeros(0, DTYPES[n]) for n in NAMES}
-
-
 def empty_columns(rows: int) -> dict[str, np.ndarray]:
     """`rows` instructions with every field at its default."""
     return {n: np.full(rows, DEFAULTS[n], DTYPES[n]) for n in NAMES}
@@ -165,5 +160,14 @@ def _checked(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _is_identity(order: np.ndarray) -> bool:
-    return bool((order == np.arange(len(order))).all())
+def _in_queue_order(cols: dict[str, np.ndarray]) -> bool:
+    """Whether rows are already sorted by SORT_KEY (a loaded file is): O(n), no sort."""
+    if len(cols["chip"]) < 2:
+        return True
+    tied = np.ones(len(cols["chip"]) - 1, dtype=bool)
+    for name in SORT_KEY:
+        step = np.diff(cols[name].astype(np.int64))
+        if (tied & (step < 0)).any():
+            return False
+        tied &= step == 0
+    return True

@@ -2,26 +2,28 @@
 
 Layout: the magic b"SRAMPRG1", a little-endian u32 header length, the header
 (JSON, sorted keys: phase, target, chips, clock_hz, meta, rows, columns), then
-one zlib stream of every column's little-endian bytes in COLUMNS order. The
-compression level is fixed and JSON keys are sorted, so equal Programs give
-byte-identical files. Files are written beside their destination and renamed.
+one zstandard frame of every column's little-endian bytes in COLUMNS order
+(zstd, not zlib: a 17M-instruction prefill program decompresses in under a second
+rather than eight). The compression level is fixed, single-threaded, and JSON keys
+are sorted, so equal Programs give byte-identical files. Files are written beside
+their destination and renamed.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
 from ir.errors import ParseError
 from ir.files import atomic_write
 from ir.program import DTYPES, NAMES, Program
 
-MAGIC = b"SRAMPRG1"
-LEVEL = 6
+MAGIC = b"SRAMPRG2"
+LEVEL = 1  # fastest; programs still shrink ~40x (their columns are mostly repeats)
 _LEN = struct.Struct("<I")
 
 
@@ -32,8 +34,9 @@ def dumps(program: Program) -> bytes:
         "columns": [[n, DTYPES[n].str] for n in NAMES],
     }
     head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    body = b"".join(program.cols[n].astype(DTYPES[n].newbyteorder("<"), copy=False).tobytes() for n in NAMES)
-    return MAGIC + _LEN.pack(len(head)) + head + zlib.compress(body, LEVEL)
+    raw = b"".join(np.ascontiguousarray(program.cols[n], DTYPES[n].newbyteorder("<")).data for n in NAMES)
+    body = zstandard.ZstdCompressor(level=LEVEL, threads=0).compress(raw)
+    return b"".join([MAGIC, _LEN.pack(len(head)), head, body])
 
 
 def loads(data: bytes, filename: str = "<bytes>") -> Program:
@@ -48,9 +51,10 @@ def loads(data: bytes, filename: str = "<bytes>") -> Program:
     (size,) = _LEN.unpack_from(data, len(MAGIC))
     try:
         header = json.loads(data[at:at + size])
-        body = zlib.decompress(data[at + size:])
         rows, columns = int(header["rows"]), header["columns"]
-    except (ValueError, KeyError, TypeError, zlib.error) as e:
+        row_bytes = sum(DTYPES[n].itemsize for n in NAMES)
+        body = zstandard.ZstdDecompressor().decompress(data[at + size:], max_output_size=rows * row_bytes)
+    except (ValueError, KeyError, TypeError, zstandard.ZstdError) as e:
         raise bad(f"corrupt header or body: {e}") from None
     if [c[0] for c in columns] != list(NAMES):
         raise bad("its columns differ from this version's; recompile it")

@@ -15,7 +15,7 @@ import numpy as np
 from compiler.codegen.stage import StageCode
 from compiler.codegen.template import Peer, Ref, Space, Template
 from ir.isa import Op, UnitKind
-from ir.program import COLUMNS, concat, empty_columns
+from ir.program import COLUMNS, empty_columns
 from targets.spec import SystemSpec
 from targets.timing import Timing
 
@@ -43,7 +43,12 @@ class Columns:
         self.add(cols)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return concat(self.parts)
+        """The rows as columns; the parts are released column by column to bound peak memory."""
+        out = {}
+        for name, dt in COLUMNS:
+            out[name] = np.concatenate([p.pop(name) for p in self.parts]) if self.parts else np.zeros(0, dt)
+        self.parts.clear()
+        return out
 
 
 @dataclass(frozen=True)

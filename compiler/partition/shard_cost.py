@@ -120,8 +120,11 @@ def _work(op: Op, resident: dict[str, int], rows_scale: float) -> OpWork:
 
 
 def _peak_live(chip_ops: list[Op], resident: dict[str, int], rows_scale: float) -> int:
-    """Largest sum of activations alive at once (inputs live from the start)."""
+    """Largest sum of activations alive at once. The unit's inputs live from its start to its
+    end: the lowering keeps them in ports for the whole unit, beside its working arena."""
+    defined = {r.name for op in chip_ops for r in op.results}
     last_use = {v.name: i for i, op in enumerate(chip_ops) for v in op.operands}
+    last_use.update((v.name, len(chip_ops)) for op in chip_ops for v in op.operands if v.name not in defined)
     live: dict[str, int] = {}
     peak = 0
     for i, op in enumerate(chip_ops):

@@ -121,16 +121,15 @@ def _physical_streams(t: Template) -> dict[int, int]:
     return physical
 
 
-def instantiate(cols: Columns, code: StageCode, index: int, start: int, tag_base: int,
+def instantiate(cols: Columns, code: StageCode, index: int, starts: np.ndarray, tag_bases: np.ndarray,
                 neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec) -> None:
-    """Rows for piece `index` of `code`, started at cycle `start`, on every rank that runs it."""
+    """Rows for piece `index` of `code` on every rank that runs it, once per start cycle
+    (prefill runs a piece once per chunk): the ranks' rows are built once, then tiled."""
     piece = code.pieces[index]
     f = freeze(piece.code.template)
     ranks = np.arange(piece.ranks if piece.ranks is not None else code.tp, dtype=np.int64)
     count, r = len(f.src), len(ranks)
     rows = {name: np.tile(a, r) for name, a in f.plain.items()}
-    rows["issue"] = rows["issue"] + start
-    rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_base, -1)
     chip = np.repeat(code.first_chip + ranks, count)
     rows["chip"] = chip
     rows["src"] = _addresses(f.src, code, index, ranks)
@@ -139,6 +138,10 @@ def instantiate(cols: Columns, code: StageCode, index: int, start: int, tag_base
     rows["peer"] = peer
     rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_shift, -1)
     rows["unit"] = _units(rows, chip, peer, system)
+    block = r * count
+    rows = {name: np.tile(a, len(starts)) for name, a in rows.items()}
+    rows["issue"] += np.repeat(starts, block)
+    rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + np.repeat(tag_bases, block), -1)
     cols.add({name: rows[name].astype(dt) for name, dt in COLUMNS})
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from compiler.codegen.instantiate import Columns, instantiate
 from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
 from compiler.passes.shard import shard_unit
@@ -142,14 +144,16 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
     for code in codes:
         cols.sync(code, timing)
     tag_bases: dict[tuple[int, int], int] = {}  # (chunk, piece) -> its block of tags, numbered densely
+    runs: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (stage, piece) -> (start, tag base) per chunk
     for pl in placed:
-        code = codes[pl.stage]
-        piece: Piece = code.pieces[pl.piece]
+        piece: Piece = codes[pl.stage].pieces[pl.piece]
         tag_piece = HANDOFF_PIECE if piece.kind != "unit" else pl.piece
-        neighbours = (codes[pl.stage - 1] if pl.stage else None,
-                      codes[pl.stage + 1] if pl.stage + 1 < len(codes) else None)
         tag_base = tag_bases.setdefault((pl.chunk, tag_piece), len(tag_bases)) * TAG_SPACE
-        instantiate(cols, code, pl.piece, pl.start, tag_base, neighbours, system)
+        runs.setdefault((pl.stage, pl.piece), []).append((pl.start, tag_base))
+    for (stage, index), starts in runs.items():
+        neighbours = (codes[stage - 1] if stage else None, codes[stage + 1] if stage + 1 < len(codes) else None)
+        start, tag = np.array(starts, dtype=np.int64).T
+        instantiate(cols, codes[stage], index, start, tag, neighbours, system)
     chips = max(c.first_chip + c.tp for c in codes)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks}
     return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta), codes

@@ -2,7 +2,7 @@
 
 from compiler.codegen.schedule import schedule
 from compiler.codegen.template import Instr, Template
-from ir.isa import Fmt, Op
+from ir.isa import Fmt, Fn, Op
 from targets import load_target
 from targets.timing import Timing
 
@@ -47,3 +47,31 @@ def test_a_recv_waits_for_the_wire():
     r = t.add(Instr(Op.RECV, 132, unit=1, deps=((s, 3 * TIMING.link_latency_cycles - 132),)))
     schedule(t)
     assert t.instrs[r].issue == 3 * 216 and t.makespan == 3 * 216 + 132
+
+
+def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
+    """y = silu((x @ W) * scale) with x f16[1,1280], W int8[1280,2560]: two 1280x1280 weight panels.
+
+    Critical path, in cycles, from the lpu's numbers (67,192.4 SRAM bytes/cycle, 93-cycle drain,
+    216-cycle start sync):
+      216 sync | 1 read x | 25 read panel 0 (1,638,400 B) | 1 read scale 0 | 25 read panel 1 |
+      25 MXM panel 1 (its install, 25, outweighs 4 cycles of passes) | 1 scale | 93 drain |
+      1 write y | 1 read y | 2 silu (2,560 elements) | 93 drain | 1 write  = 485.
+    MXM panel 0 [242, 267) hides under the read of panel 1 [243, 268)."""
+    from compiler.codegen.phase import lower_phase
+    from compiler.plan import Memory, Stage
+    from ir.asm import print_asm
+    from ir.graph import Builder
+    from ir.ops import Opcode
+    from ir.types import DType, TensorType
+
+    b = Builder("hand", scope="mlp")
+    x = b.input("x", TensorType(DType.F16, (1, 1280)))
+    w, s = b.param("w", DType.I8, 1280, 2560), b.param("w.scale", DType.F16, 2560)
+    graph = b.finish(b.op(Opcode.SILU, b.op(Opcode.MATMUL, x, w, s)))
+    stage = Stage(0, "mlp", "mlp", None, 1, 0, Memory(0, 0, 0, 0, 0), 0.0, 0.0, 0.0, 0, "")
+    program, _ = lower_phase("decode", graph, [stage], load_target("lpu"), 1, "lpu")
+    assert program.makespan == 216 + 1 + 25 + 1 + 25 + 25 + 1 + 93 + 1 + 1 + 2 + 93 + 1 == 485
+    mxm = program.cols["issue"][program.cols["op"] == Op.MXM].tolist()
+    assert mxm == [242, 268], print_asm(program)
+    assert TIMING.vop(Fn.SILU, 2560, 5120) == 2 and TIMING.drain_cycles == 93 and TIMING.sync_cycles == 216

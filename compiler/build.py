@@ -27,7 +27,7 @@ from ir.graph import Graph
 from ir.printer import print_graph
 from ir.program import Program
 from ir.program_io import save_program
-from targets import load_target
+from targets import list_targets, load_target
 
 FORMAT = 1  # bumped when the layout of a build directory changes
 
@@ -51,7 +51,9 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
     prefill, prefill_codes = lower_phase("prefill", prefill_graph, plan.stages, system, plan.prefill["chunks"],
                                          system.name)
     progress("writing")
-    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, _memory(decode_codes, prefill_codes))
+    source = target if target in list_targets() else str(Path(target).resolve())
+    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, _memory(decode_codes, prefill_codes),
+                  source)
 
 
 def _graphs(config, options: CompileOptions) -> Lowered:
@@ -68,7 +70,7 @@ def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
 
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, prefill_graph: Graph, decode: Program, prefill: Program,
-           memory: dict) -> dict:
+           memory: dict, target: str) -> dict:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_dir(out)
@@ -79,7 +81,8 @@ def _write(out: Path, plan: Plan, decode_graph: Graph, prefill_graph: Graph, dec
         save_program(decode, tmp / "decode.prog")
         save_program(prefill, tmp / "prefill.prog")
         (tmp / "memory.json").write_text(json.dumps(memory, indent=1, sort_keys=True) + "\n")
-        manifest = {"format": FORMAT, "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
+        manifest = {"format": FORMAT, "target": target,  # a preset name, or the target file's path
+                    "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     insp.add_argument("--gantt", metavar="PNG", help="draw the chips' units over time into a PNG")
     insp.add_argument("--trace", metavar="JSON", help="write a Chrome trace-event file (Perfetto)")
     insp.set_defaults(run=_inspect)
+    run = sub.add_parser("run", help="execute a build in the cycle-accurate interpreter; exit 0 only if hazard-free")
+    run.add_argument("build", help="a directory written by `sramflow compile`")
+    run.add_argument("--tokens", type=int, default=1, help="tokens to generate (decode steps after the prompt)")
+    run.add_argument("--check-determinism", action="store_true",
+                     help="run again in another chip order and require bit-identical timelines")
+    run.add_argument("--json", action="store_true", help="print the figures as JSON and nothing else")
+    run.set_defaults(run=_run)
     return parser
 
 
@@ -142,6 +149,37 @@ def _inspect(args: argparse.Namespace) -> int:
     else:
         render_summary(figures, memory, Console())
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    from targets.runner import run_build
+
+    figures = run_build(args.build, args.tokens, args.check_determinism)
+    if args.json:
+        sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    else:
+        _print_run(figures, Console())
+    clean = not figures["hazards"] and figures.get("determinism", {"passed": True})["passed"]
+    return 0 if clean else 2
+
+
+def _print_run(f: dict, console: Console) -> None:
+    d, p = f["decode"], f["prefill"]
+    console.print(f"decode: {d['latency_us']:,.3f} µs per token ({d['latency_cycles']:,} cycles), "
+                  f"{d['tokens_per_s']:,.0f} tokens/s; TTFT {p['ttft_ms']:,.3f} ms; "
+                  f"{f['tokens']['count']} tokens in {f['tokens']['total_ms']:,.3f} ms")
+    console.print("unit busy (mean over units): " + ", ".join(f"{k} {v:.0%}" for k, v in d["busy"].items()))
+    console.print(f"{f['instructions_simulated']:,} instructions simulated in {f['wall_s']:.2f} s")
+    if "determinism" in f:
+        det = f["determinism"]
+        console.print(f"determinism: {'passed' if det['passed'] else 'FAILED'} (digest {det['digest'][:16]}…)")
+    hazards = f["hazards"]
+    console.print(f"hazards: {len(hazards)}" if hazards else "hazards: none")
+    for h in hazards[:20]:
+        console.print(f"  {h['phase']} chip {h['chip']} {h['unit']}[{h['index']}] @{h['cycle']}: "
+                      f"{h['kind']}: {h['detail']}", markup=False)
 
 
 if __name__ == "__main__":

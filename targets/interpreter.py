@@ -1,0 +1,230 @@
+"""The cycle-accurate interpreter, timing mode: executes a Program against the target's rules.
+
+It is the independent judge of what the compiler emits, so it reads only the Program
+(ir/) and the target (targets/) and never imports compiler/. Every instruction's
+end is re-derived from its operands by targets.timing.durations, not taken from the
+Program, and every rule below is checked with the chip, unit, queue index and cycle
+of the offending instruction:
+
+  duration     the Program books a different number of cycles than the rule gives
+  unit-busy    an instruction starts before the previous one on its unit has ended
+  stream-range a stream id the chip does not have
+  stream-raw   a stream is read before its producer's data is there (a WRITE of a
+               compute result also waits the chip's drain), or before anything wrote it
+  stream-war   a stream is overwritten while a reader of its previous value still reads
+  sram-range   an SRAM range outside the chip's usable SRAM
+  unmatched    a SEND without its RECV (or a RECV without its SEND), or sizes differ
+  recv-early   a RECV scheduled before its data can arrive: send + hops x link latency
+
+The simulated makespan is the phase's latency; tokens/s and time-to-first-token come
+from it. Chips are checked in any host order with the same result (`order`).
+
+Not checked here: SRAM clobbers between buffers that are live at once (the timing
+mode carries no data); the functional mode's numerics catch those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ir.isa import Op, UnitKind
+from ir.program import Program
+from targets.spec import SystemSpec
+from targets.timing import Timing, durations
+from targets.topology import chip_hops
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Hazard:
+    """One broken rule, located: chip, unit queue (`mem.0`), index in that queue, cycle."""
+
+    chip: int
+    unit: str
+    index: int
+    cycle: int
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"chip {self.chip} {self.unit}[{self.index}] @{self.cycle}: {self.kind}: {self.detail}"
+
+    def to_dict(self) -> dict:
+        return {"chip": self.chip, "unit": self.unit, "index": self.index, "cycle": self.cycle,
+                "kind": self.kind, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Run:
+    """What executing one Program gives: its timeline, its hazards, and its digest."""
+
+    program: Program
+    start: np.ndarray
+    end: np.ndarray
+    hazards: list[Hazard]
+
+    @property
+    def makespan(self) -> int:
+        return int(self.end.max()) if len(self.end) else 0
+
+    @property
+    def seconds(self) -> float:
+        return self.makespan / self.program.clock_hz
+
+    def digest(self) -> str:
+        """sha256 over every instruction's start and end cycle and the hazards found."""
+        h = hashlib.sha256()
+        h.update(self.start.astype("<i8").tobytes())
+        h.update(self.end.astype("<i8").tobytes())
+        h.update("\n".join(map(str, self.hazards)).encode())
+        return h.hexdigest()
+
+    def busy(self) -> dict[str, float]:
+        """Mean share of the makespan each kind of unit is busy, over the units that work."""
+        c, span = self.program.cols, max(1, self.makespan)
+        out = {}
+        for kind in (UnitKind.MEM, UnitKind.MXM, UnitKind.VXM, UnitKind.C2C):
+            mask = c["kind"] == kind
+            units = len(np.unique(c["chip"][mask].astype(np.int64) * 256 + c["unit"][mask]))
+            out[kind.name.lower()] = round(float((self.end - self.start)[mask].sum()) / (span * units), 4) \
+                if units else 0.0
+        return out
+
+
+def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = None,
+            limit: int = 100) -> Run:
+    """Run `program` in timing mode; `order` is the host order chips are checked in.
+    At most `limit` hazards of each kind are kept (the count of the rest is reported)."""
+    timing = Timing.of(system)
+    c = program.cols
+    start = c["issue"].astype(np.int64)
+    end = start + durations(timing, c)
+    found = _Hazards(program, limit)
+    found.where(end - start != c["cycles"], "duration",
+                lambda i: f"{Op(c['op'][i]).name.lower()} books {c['cycles'][i]} cycles, the rule gives "
+                          f"{end[i] - start[i]}")
+    chips = list(order) if order is not None else list(range(program.chips))
+    for chip in chips:
+        rows = program.chip_slice(chip)
+        _units(program, rows, start, end, found)
+        _streams(program, rows, start, end, timing, found)
+    _sram(program, system, found)
+    _messages(program, system, timing, start, found)
+    return Run(program, start, end, found.sorted())
+
+
+class _Hazards:
+    """Collects hazards with their queue positions, capped per kind."""
+
+    def __init__(self, program: Program, limit: int):
+        self.program, self.limit = program, limit
+        self.items: list[Hazard] = []
+        self.counts: dict[str, int] = {}
+        c = program.cols
+        key = (c["chip"].astype(np.int64) << 16) | (c["kind"].astype(np.int64) << 8) | c["unit"]
+        first = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1]
+        self.queue_index = np.arange(len(key)) - np.repeat(first, np.diff(np.r_[first, len(key)])) \
+            if len(key) else np.zeros(0, np.int64)
+
+    def add(self, i: int, kind: str, detail: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if self.counts[kind] > self.limit:
+            return
+        c = self.program.cols
+        unit = f"{UnitKind(c['kind'][i]).name.lower()}.{c['unit'][i]}"
+        self.items.append(Hazard(int(c["chip"][i]), unit, int(self.queue_index[i]), int(c["issue"][i]), kind, detail))
+
+    def where(self, mask: np.ndarray, kind: str, detail) -> None:
+        for i in np.flatnonzero(mask)[: self.limit + 1].tolist():
+            self.add(i, kind, detail(i))
+        extra = int(mask.sum()) - min(int(mask.sum()), self.limit + 1)
+        self.counts[kind] = self.counts.get(kind, 0) + extra
+
+    def sorted(self) -> list[Hazard]:
+        out = sorted(self.items)
+        for kind, n in sorted(self.counts.items()):
+            if n > self.limit:
+                out.append(Hazard(-1, "-", -1, -1, kind, f"{n - self.limit} more not listed"))
+        return out
+
+
+def _units(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, found: _Hazards) -> None:
+    """In-order queues: each instruction starts at or after the previous one's end."""
+    c = program.cols
+    s, e = start[rows], end[rows]
+    same = (c["kind"][rows][1:] == c["kind"][rows][:-1]) & (c["unit"][rows][1:] == c["unit"][rows][:-1])
+    for j in np.flatnonzero(same & (s[1:] < e[:-1])).tolist():
+        found.add(rows.start + j + 1, "unit-busy", f"starts at {s[j + 1]}, the unit is busy until {e[j]}")
+
+
+def _streams(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, timing: Timing,
+             found: _Hazards) -> None:
+    """Pair each stream read with the latest write of that stream issued at or before it."""
+    c = {n: a[rows] for n, a in program.cols.items()}
+    s, e = start[rows], end[rows]
+    base = rows.start
+    for name in ("s_a", "s_b", "s_out"):
+        bad = (c[name] >= timing.streams) | (c[name] < -1)
+        for j in np.flatnonzero(bad).tolist():
+            found.add(base + j, "stream-range", f"{name}={c[name][j]}, the chip has {timing.streams} streams")
+    producers = np.flatnonzero(c["s_out"] >= 0)
+    reads = [(j, int(c[n][j])) for n in ("s_a", "s_b") for j in np.flatnonzero(c[n] >= 0).tolist()]
+    by_stream: dict[int, np.ndarray] = {}
+    for st in np.unique(c["s_out"][producers]).tolist():
+        mine = producers[c["s_out"][producers] == st]
+        by_stream[st] = mine[np.lexsort((mine, s[mine]))]
+    last_read: dict[int, int] = {}  # producer row -> latest end of its readers
+    for j, st in reads:
+        mine = by_stream.get(st)
+        k = -1 if mine is None else int(np.searchsorted(s[mine], s[j], "right")) - 1
+        if k >= 0 and mine[k] == j:  # an instruction reading and writing one stream reads the old value
+            k -= 1
+        if k < 0:
+            found.add(base + j, "stream-raw", f"reads stream {st} before anything wrote it")
+            continue
+        p = int(mine[k])
+        ready = e[p] + (timing.drain_cycles if c["op"][j] == Op.WRITE
+                        and c["kind"][p] in (UnitKind.MXM, UnitKind.VXM) else 0)
+        if s[j] < ready:
+            found.add(base + j, "stream-raw", f"reads stream {st} at {s[j]}, its data is ready at {ready}")
+        last_read[p] = max(last_read.get(p, 0), int(e[j]))
+    for st, mine in by_stream.items():
+        for prev, nxt in zip(mine[:-1].tolist(), mine[1:].tolist(), strict=True):
+            if prev in last_read and s[nxt] < last_read[prev]:
+                found.add(base + nxt, "stream-war", f"overwrites stream {st} at {s[nxt]} while its value is "
+                                                    f"read until {last_read[prev]}")
+
+
+def _sram(program: Program, system: SystemSpec, found: _Hazards) -> None:
+    c = program.cols
+    usable = system.chip.usable_sram_bytes
+    for addr, size in (("src", "src_bytes"), ("dst", "dst_bytes")):
+        used = c[addr] >= 0
+        bad = used & ((c[addr] + c[size] > usable) | (c[addr] < 0))
+        found.where(bad, "sram-range",
+                    lambda i, a=addr, n=size: f"{a} [{c[a][i]:#x}, {c[a][i] + c[n][i]:#x}) is outside the "
+                                              f"{usable:,} usable bytes")
+    found.where(c["src"] < -1, "sram-range", lambda i: f"negative address {c['src'][i]}")
+
+
+def _messages(program: Program, system: SystemSpec, timing: Timing, start: np.ndarray, found: _Hazards) -> None:
+    """Every SEND (chip -> peer, tag) meets one RECV (peer <- chip, tag) no earlier than the wire allows."""
+    c = program.cols
+    sends = np.flatnonzero(c["op"] == Op.SEND)
+    recvs = np.flatnonzero(c["op"] == Op.RECV)
+    key_s = {(int(c["chip"][i]), int(c["peer"][i]), int(c["tag"][i])): int(i) for i in sends}
+    key_r = {(int(c["peer"][i]), int(c["chip"][i]), int(c["tag"][i])): int(i) for i in recvs}
+    for k in sorted(key_s.keys() - key_r.keys()):
+        found.add(key_s[k], "unmatched", f"send to chip {k[1]} tag {k[2]} has no receive")
+    for k in sorted(key_r.keys() - key_s.keys()):
+        found.add(key_r[k], "unmatched", f"receive from chip {k[0]} tag {k[2]} has no send")
+    for k in sorted(key_s.keys() & key_r.keys()):
+        s, r = key_s[k], key_r[k]
+        if c["src_bytes"][s] != c["dst_bytes"][r]:
+            found.add(r, "unmatched", f"receives {c['dst_bytes'][r]} bytes, the send carries {c['src_bytes'][s]}")
+        arrival = int(start[s]) + chip_hops(system, k[0], k[1]) * timing.link_latency_cycles
+        if start[r] < arrival:
+            found.add(r, "recv-early", f"starts at {start[r]}, the data from chip {k[0]} arrives at {arrival}")

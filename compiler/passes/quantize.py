@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from compiler.options import PRECISIONS
 from ir.errors import ConfigError, VerifyError
 from ir.graph import Graph, Op, Value, sorted_attrs
@@ -93,3 +95,55 @@ def _rewrite(op: Op, scales: dict[str, Value], renamed: dict[str, Value]) -> Op:
     results = tuple(r if r.type == t else Value(r.name, t) for r, t in zip(op.results, types, strict=True))
     renamed.update((r.name, r) for r, old in zip(results, op.results, strict=True) if r is not old)
     return Op(op.opcode, operands, results, sorted_attrs(op.attr), op.scope)
+
+
+# ---- numbers: what the compiler stores for a quantized weight --------------------------------
+
+QMAX = {"int8": 127, "int4": 7, "fp8": 448.0}  # largest code magnitude (fp8: e4m3's largest finite)
+
+
+def quantize_weights(weights: dict[str, np.ndarray], graph: Graph, precision: str) -> dict[str, np.ndarray]:
+    """Float weights to what `graph` (the output of Quantize(precision)) stores: for each
+    quantized param, codes and `<name>.scale` (f16) with scale = max |w| / QMAX per channel,
+    symmetric round-to-nearest. int4 codes are held one per int8; fp8 codes as their values."""
+    if precision == "fp16":
+        return {p.name: weights[p.name].astype(np.float16) for p in graph.params}
+    axes = _channel_axes(graph)
+    out = {}
+    for p in graph.params:
+        if p.name.endswith(".scale") and p.name[: -len(".scale")] in axes:
+            continue
+        if p.name not in axes:
+            out[p.name] = weights[p.name].astype(np.float16)
+            continue
+        codes, scale = _quantize(weights[p.name].astype(np.float32), axes[p.name], precision)
+        out[p.name], out[f"{p.name}.scale"] = codes, scale
+    return out
+
+
+def _channel_axes(graph: Graph) -> dict[str, int]:
+    """Quantized weights and their channel axis: rows for embedding tables and transposed heads."""
+    axes = {}
+    for op in graph.ops:
+        if op.opcode in (Opcode.MATMUL, Opcode.EMBED) and len(op.operands) == 3:
+            rows = op.opcode is Opcode.EMBED or op.attr.get("transpose_b")
+            axes[op.operands[1].name] = 0 if rows else 1
+    return axes
+
+
+def _quantize(w: np.ndarray, axis: int, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    amax = np.abs(w).max(axis=1 - axis)
+    scale = np.maximum(amax / QMAX[precision], np.finfo(np.float16).tiny).astype(np.float16)
+    shaped = scale.astype(np.float32)[:, None] if axis == 0 else scale.astype(np.float32)[None, :]
+    x = w / shaped
+    if precision == "fp8":
+        return _e4m3(x), scale
+    q = QMAX[precision]
+    return np.clip(np.rint(x), -q, q).astype(np.int8), scale
+
+
+def _e4m3(x: np.ndarray) -> np.ndarray:
+    """Round to the nearest fp8 e4m3 value (3 mantissa bits, subnormals below 2^-6)."""
+    _, e = np.frexp(x)
+    step = np.exp2(np.maximum(e, -5) - 4)
+    return np.clip(np.rint(x / step) * step, -448.0, 448.0).astype(np.float32)

@@ -1,0 +1,160 @@
+"""The graph IR's meaning, in numpy: a slow, readable executor that is the spec.
+
+`run_graph` evaluates a whole-model graph (before sharding) op by op with the
+EVAL table, keyed by opcode like OPDEFS. Numerics are those the targets promise:
+weights as stored (f16, or fp8/int8/int4 codes times their per-channel f16
+scale), arithmetic in f32, every op's result rounded to its declared type (16-bit
+activations). State (KV caches) is updated in place, so prefill then decode steps
+generate text. The cycle-accurate interpreter's functional mode must agree with it,
+and it with Hugging Face transformers on tiny models (tests).
+
+Layouts: a matmul weight is [K, N] (x @ w; a Hugging Face Linear's weight transposed)
+or [N, K] with transpose_b; int4 codes are held one per int8 element here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ir.graph import Graph, Op
+from ir.ops import Opcode
+from ir.types import DType
+
+Env = dict[str, np.ndarray]
+NUMPY = {DType.F32: np.float32, DType.F16: np.float16, DType.BF16: np.float32, DType.FP8: np.float32,
+         DType.I32: np.int32, DType.I8: np.int8, DType.I4: np.int8}
+
+
+def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
+              state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Evaluate `graph`; returns its outputs by name. `state` arrays are updated in place."""
+    env: Env = {}
+    for group, given in ((graph.inputs, inputs), (graph.params, params), (graph.state, state)):
+        for v in group:
+            if v.name not in given:
+                raise KeyError(f"no value given for %{v.name}")
+            if tuple(given[v.name].shape) != v.type.shape:
+                raise ValueError(f"%{v.name}: expected shape {v.type.shape}, got {given[v.name].shape}")
+            env[v.name] = given[v.name]
+    for op in graph.ops:
+        results = EVAL[op.opcode](op, [env[v.name] for v in op.operands])
+        for value, array in zip(op.results, results, strict=True):
+            env[value.name] = array.astype(NUMPY[value.type.dtype], copy=False)
+    return {v.name: env[v.name] for v in graph.outputs}
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32)
+
+
+def _embed(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    ids, table = args[0], args[1]
+    rows = _f32(table[ids])
+    if len(args) == 3:
+        rows = rows * _f32(args[2][ids])[:, None]
+    return (rows,)
+
+
+def _matmul(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    x, w = _f32(args[0]), _f32(args[1])
+    y = x @ (w.T if op.attr.get("transpose_b") else w)
+    if len(args) == 3:
+        y = y * _f32(args[2])
+    return (y,)
+
+
+def _rmsnorm(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    x, w = _f32(args[0]), _f32(args[1])
+    normed = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(op.attr["eps"]))
+    return (normed.astype(args[0].dtype).astype(np.float32) * w,)  # as HF: normalise, round, then scale
+
+
+def inverse_frequencies(attrs: Mapping, head_dim: int) -> np.ndarray:
+    """RoPE's per-pair frequencies, with Llama 3's long-context rescaling when asked for."""
+    inv = 1.0 / (attrs["theta"] ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    if attrs.get("scaling") != "llama3":
+        return inv
+    factor, low, high = attrs["factor"], attrs["low_freq_factor"], attrs["high_freq_factor"]
+    old = attrs["original_max_position"]
+    wavelen = 2 * math.pi / inv
+    smooth = (old / wavelen - low) / (high - low)
+    mid = (1 - smooth) * inv / factor + smooth * inv
+    return np.where(wavelen > old / low, inv / factor, np.where(wavelen < old / high, inv, mid))
+
+
+def _rope(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    """Rotate each head's halves (the Llama / Hugging Face `rotate_half` convention)."""
+    x, pos = _f32(args[0]), args[1]
+    heads, d = op.attr["heads"], op.attr["head_dim"]
+    angle = pos.astype(np.float64)[:, None] * inverse_frequencies(op.attr, d)[None, :]
+    cos = np.concatenate([np.cos(angle)] * 2, axis=-1).astype(np.float32)[:, None, :]
+    sin = np.concatenate([np.sin(angle)] * 2, axis=-1).astype(np.float32)[:, None, :]
+    xh = x.reshape(len(x), heads, d)
+    rotated = np.concatenate([-xh[..., d // 2:], xh[..., : d // 2]], axis=-1)
+    return ((xh * cos + rotated * sin).reshape(x.shape),)
+
+
+def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    """Write each row's k, v at its position in its sequence's cache, then attend causally:
+    row r of sequence b sees cache positions 0..pos[r] of b."""
+    q, k, v, k_cache, v_cache, pos = args
+    heads, kv_heads, d = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
+    batch = k_cache.shape[0]
+    per_seq = len(q) // batch
+    seq = np.arange(len(q)) // per_seq
+    k_cache[seq, pos] = k
+    v_cache[seq, pos] = v
+    out = np.zeros((len(q), heads * d), np.float32)
+    group = heads // kv_heads
+    for r in range(len(q)):
+        keys = _f32(k_cache[seq[r], : pos[r] + 1]).reshape(-1, kv_heads, d)
+        vals = _f32(v_cache[seq[r], : pos[r] + 1]).reshape(-1, kv_heads, d)
+        qr = _f32(q[r]).reshape(heads, d)
+        kh = np.repeat(keys, group, axis=1)  # [T, heads, d]
+        vh = np.repeat(vals, group, axis=1)
+        scores = np.einsum("hd,thd->ht", qr, kh) / np.float32(math.sqrt(d))
+        p = _softmax(scores)
+        out[r] = np.einsum("ht,thd->hd", p, vh).reshape(-1)
+    return (out,)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _unary(f: Callable[[np.ndarray], np.ndarray]) -> Callable[[Op, list[np.ndarray]], tuple[np.ndarray]]:
+    return lambda op, args: (f(_f32(args[0])),)
+
+
+def _binary(f: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[[Op, list[np.ndarray]], tuple]:
+    return lambda op, args: (f(_f32(args[0]), _f32(args[1])),)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _whole_model_only(op: Op, args: list[np.ndarray]) -> tuple:
+    raise NotImplementedError(f"{op.opcode.value}: the reference runs whole-model graphs (before sharding)")
+
+
+EVAL: dict[Opcode, Callable[[Op, list[np.ndarray]], tuple[np.ndarray, ...]]] = {
+    Opcode.EMBED: _embed,
+    Opcode.MATMUL: _matmul,
+    Opcode.ADD: _binary(np.add),
+    Opcode.MUL: _binary(np.multiply),
+    Opcode.RMSNORM: _rmsnorm,
+    Opcode.ROPE: _rope,
+    Opcode.ATTENTION: _attention,
+    Opcode.SILU: _unary(lambda x: x / (1 + np.exp(-x))),
+    Opcode.GELU: _unary(lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)))),
+    Opcode.SOFTMAX: _unary(_softmax),
+    Opcode.ARGMAX: lambda op, args: (np.argmax(args[0], axis=-1).astype(np.int32),),
+    Opcode.ALLREDUCE: _whole_model_only,
+    Opcode.ALLGATHER: _whole_model_only,
+    Opcode.SEND: _whole_model_only,
+    Opcode.RECV: _whole_model_only,
+}

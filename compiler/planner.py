@@ -66,6 +66,12 @@ def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: Compile
     return evaluate(name, system, options, units, graphs, solution, lower_bound)
 
 
+def _unplaceable(units: list[Unit], cands: list[Candidate]) -> Unit:
+    """The first unit no candidate stage contains."""
+    covered = {u for c in cands for u in range(c.first, c.stop)}
+    return next((u for i, u in enumerate(units) if i not in covered), units[0])
+
+
 def partition(units: list[Unit], graphs: Lowered, system: SystemSpec,
               options: CompileOptions) -> tuple[Solution, int]:
     """Choose stages and group sizes; raise DoesNotFitError with the chips that would do."""
@@ -77,8 +83,9 @@ def partition(units: list[Unit], graphs: Lowered, system: SystemSpec,
     budget = options.chips or options.max_chips or system.max_chips
     fewest = dp.fewest_chips(cands, len(units))
     if fewest is None:
-        raise DoesNotFitError(f"no chip of {system.name} can hold one unit of the model even split "
-                              f"{MAX_GROUP} ways", None)
+        stuck = _unplaceable(units, cands)
+        raise DoesNotFitError(f"no chip of {system.name} can hold unit {stuck.scope} even split as far as it "
+                              f"divides ({max(stuck.sizes)} ways): give the target more SRAM per chip", None)
     needed = sum(c.tp for c in fewest)
     if needed > budget:
         raise DoesNotFitError(f"the model needs at least {needed} chips of {system.name} "

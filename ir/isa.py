@@ -68,6 +68,8 @@ class Fn(enum.IntEnum):
     SCALE = 9  # multiply by per-channel dequantisation scales
     SUM = 10  # add a partial sum received from a peer (all-reduce)
     COPY = 11
+    TOPK = 12  # router scores -> the k best experts' weights (and, with ARGTOPK, their ids)
+    ARGTOPK = 13
 
 
 class Fmt(enum.IntEnum):

@@ -31,6 +31,8 @@ class Opcode(enum.Enum):
     ALLGATHER = "allgather"  # concatenate the group's feature shards
     SEND = "send"
     RECV = "recv"
+    TOPK = "topk"  # router logits [M,E] -> routing weights f16[M,k], expert ids i32[M,k]
+    EXPERTS = "experts"  # x, weights, ids, stacked expert MLPs (gate, up [E,H,I], down [E,I,H]) -> y
 
 
 class TypeRuleError(Exception):
@@ -61,6 +63,10 @@ class OpDef:
     flops: CostRule
     optional: dict[str, type] | None = None
     writes: tuple[int, ...] = ()
+    scratch: CostRule | None = None  # bytes of working buffers the op needs beyond its operands
+
+    def scratch_bytes(self, ins: tuple[TensorType, ...], outs: tuple[TensorType, ...], attrs: Attrs) -> int:
+        return self.scratch(ins, outs, attrs) if self.scratch else 0
 
     def cost(self, ins: tuple[TensorType, ...], outs: tuple[TensorType, ...], attrs: Attrs) -> Cost:
         moved = sum(t.nbytes for t in ins) + sum(t.nbytes for t in outs)
@@ -149,6 +155,49 @@ def _recv(ins, attrs):
     return (TensorType(DType(attrs["dtype"]), shape),)
 
 
+def _topk(ins, attrs):
+    (logits,) = ins
+    _need(len(logits.shape) == 2, f"topk needs [M,E] router logits, got {logits}")
+    _need(1 <= attrs["k"] <= logits.shape[1], f"topk k={attrs['k']} outside 1..{logits.shape[1]}")
+    rows = logits.shape[0]
+    return TensorType(DType.F16, (rows, attrs["k"])), TensorType(DType.I32, (rows, attrs["k"]))
+
+
+def _experts(ins, attrs):
+    x, weights, ids, gate, up, down = ins[:6]
+    rows, hidden = x.shape
+    _need(weights.shape == ids.shape == (rows, attrs["top_k"]), f"routing must be [{rows},{attrs['top_k']}]")
+    _need(len(gate.shape) == 3 and gate.shape == up.shape and gate.shape[1] == hidden,
+          f"expert gate/up must be [E,{hidden},I], got {gate} and {up}")
+    _need(down.shape == (gate.shape[0], gate.shape[2], hidden), f"expert down must be [E,I,{hidden}], got {down}")
+    if len(ins) == 9:  # quantized: per output channel of each expert
+        e, inter = gate.shape[0], gate.shape[2]
+        want = ((e, inter), (e, inter), (e, hidden))
+        _need(tuple(t.shape for t in ins[6:]) == want, f"expert scales must be {want}")
+    return (x,)
+
+
+def expert_passes(rows: int, top_k: int, experts_here: int) -> int:
+    """Passes over the rows a chip holding `experts_here` experts makes, whatever the router
+    picks (static timing). One row (decode): one pass per routed expert that can be here,
+    each streaming the chosen expert's weights by address. Several rows: one pass per local
+    expert over every row, rows not routed to it weighted zero."""
+    return min(top_k, experts_here) if rows == 1 else experts_here
+
+
+def _experts_flops(ins, outs, attrs):
+    x, gate = ins[0], ins[3]
+    experts_here, hidden, inter = gate.shape
+    return 6 * hidden * inter * x.shape[0] * expert_passes(x.shape[0], attrs["top_k"], experts_here)
+
+
+def _experts_scratch(ins, outs, attrs):
+    """One pass's 16-bit intermediates: gate, up, activation and their product [M, I], and
+    the expert's output [M, H] before it is weighted into the result."""
+    rows, hidden = ins[0].shape
+    return 2 * rows * (4 * ins[3].shape[2] + hidden)
+
+
 def _no_flops(ins, outs, attrs):
     return 0
 
@@ -203,4 +252,12 @@ OPDEFS: dict[Opcode, OpDef] = {
     Opcode.ALLGATHER: OpDef((1, 1), {"group": int}, _allgather, _no_flops),
     Opcode.SEND: OpDef((1, 1), {"peer": int}, lambda ins, attrs: (), _no_flops),
     Opcode.RECV: OpDef((0, 0), {"peer": int, "shape": str, "dtype": str}, _recv, _no_flops),
+    # MoE routing: scores by `scoring` (softmax over all experts, or sigmoid), the k best kept,
+    # renormalised to sum 1 when `normalize`, then multiplied by `scale`.
+    Opcode.TOPK: OpDef((1, 1), {"k": int}, _topk, _per_out(8),
+                       optional={"scoring": str, "normalize": bool, "scale": float}),
+    # y[m] = sum_j weights[m,j] * down_e(act(gate_e(x[m])) * up_e(x[m])), e = ids[m,j]. `experts`
+    # is the model's count (a chip may hold fewer after sharding); split="expert" spreads them.
+    Opcode.EXPERTS: OpDef((6, 9), {"experts": int, "top_k": int}, _experts, _experts_flops,
+                          optional={"act": str, "split": str}, scratch=_experts_scratch),
 }

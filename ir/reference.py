@@ -121,6 +121,35 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     return (out,)
 
 
+def _topk(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Score experts, keep the k best (ties to the lower id), renormalise and scale."""
+    logits = _f32(args[0])
+    a = op.attr
+    scores = _softmax(logits) if a.get("scoring", "softmax") == "softmax" else 1 / (1 + np.exp(-logits))
+    ids = np.argsort(-scores, axis=-1, kind="stable")[:, : a["k"]]
+    weights = np.take_along_axis(scores, ids, axis=-1)
+    if a.get("normalize"):
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+    return weights * np.float32(a.get("scale", 1.0)), ids.astype(np.int32)
+
+
+def _experts(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    x, weights, ids = _f32(args[0]), _f32(args[1]), args[2]
+    gate, up, down = (_dequantize(args[3 + i], args[6 + i] if len(args) == 9 else None) for i in range(3))
+    act = ACTIVATIONS[op.attr.get("act", "silu")]
+    y = np.zeros_like(x)
+    for row, (w_row, id_row) in enumerate(zip(weights, ids, strict=True)):
+        for w, e in zip(w_row, id_row, strict=True):
+            h = x[row]
+            y[row] += w * ((act(h @ gate[e]) * (h @ up[e])).astype(np.float16).astype(np.float32) @ down[e])
+    return (y,)
+
+
+def _dequantize(w: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    """[E, in, out] codes times their per-(expert, out) scale."""
+    return _f32(w) if scale is None else _f32(w) * _f32(scale)[:, None, :]
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -135,6 +164,7 @@ def _binary(f: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[[Op, 
 
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
+ACTIVATIONS = {"silu": lambda x: x / (1 + np.exp(-x)), "gelu": lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)))}
 
 
 def _whole_model_only(op: Op, args: list[np.ndarray]) -> tuple:
@@ -149,12 +179,14 @@ EVAL: dict[Opcode, Callable[[Op, list[np.ndarray]], tuple[np.ndarray, ...]]] = {
     Opcode.RMSNORM: _rmsnorm,
     Opcode.ROPE: _rope,
     Opcode.ATTENTION: _attention,
-    Opcode.SILU: _unary(lambda x: x / (1 + np.exp(-x))),
-    Opcode.GELU: _unary(lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)))),
+    Opcode.SILU: _unary(ACTIVATIONS["silu"]),
+    Opcode.GELU: _unary(ACTIVATIONS["gelu"]),
     Opcode.SOFTMAX: _unary(_softmax),
     Opcode.ARGMAX: lambda op, args: (np.argmax(args[0], axis=-1).astype(np.int32),),
     Opcode.ALLREDUCE: _whole_model_only,
     Opcode.ALLGATHER: _whole_model_only,
     Opcode.SEND: _whole_model_only,
     Opcode.RECV: _whole_model_only,
+    Opcode.TOPK: _topk,
+    Opcode.EXPERTS: _experts,
 }

@@ -31,18 +31,18 @@ def random_weights(graph, seed: int = 0) -> dict[str, np.ndarray]:
     for p in graph.params:
         if len(p.type.shape) == 1:
             w = 1 + 0.1 * rng.standard_normal(p.type.shape)
-        else:
-            fan_in = p.type.shape[1] if p.name.startswith("embed") else p.type.shape[0]
-            w = rng.standard_normal(p.type.shape) * (1 if p.name.startswith("embed") else 1 / math.sqrt(fan_in))
+        else:  # [in, out] or, for stacked experts, [E, in, out]
+            scale = 1 if p.name.startswith("embed") else 1 / math.sqrt(p.type.shape[-2])
+            w = rng.standard_normal(p.type.shape) * scale
         out[p.name] = w.astype(np.float16)
     return out
 
 
-def generate(config, weights, prompt: list[int], tokens: int, precision: str = "fp16"):
+def generate(config, weights, prompt: list[int], tokens: int, precision: str = "fp16", context: int = CONTEXT):
     """Prefill the prompt, then decode greedily: (every step's logits [rows, V], new token ids)."""
     quantize = Quantize(precision)
-    prefill = quantize(build_graph(config, "prefill", context=CONTEXT, prompt=len(prompt)))
-    decode = quantize(build_graph(config, "decode", context=CONTEXT))
+    prefill = quantize(build_graph(config, "prefill", context=context, prompt=len(prompt)))
+    decode = quantize(build_graph(config, "decode", context=context))
     params = quantize_weights(weights, prefill, precision)
     state = {s.name: np.zeros(s.type.shape, np.float16) for s in decode.state}
     ids = np.array(prompt, np.int32)
@@ -114,25 +114,63 @@ def test_reference_matches_an_independent_numpy_forward(tiny):
     assert [int(t) for t in expected[len(PROMPT) - 1:].argmax(-1)] == new
 
 
-def test_reference_matches_hugging_face_transformers(tiny):
+def hf_state(weights: dict[str, np.ndarray]) -> dict:
+    """Our weights under Hugging Face's names and layouts (Linear weights are [out, in];
+    Mixtral's experts are fused gate_up_proj [E, 2I, H] and down_proj [E, H, I])."""
     import torch
-    import transformers
-    _, weights, logits, new = tiny
-    cfg = json.loads(CONFIG_PATH.read_text())
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg)).eval().float()
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
     state = {}
     for name, w in weights.items():
-        key = "lm_head.weight" if name == "lm_head.weight" else f"model.{name}"
-        t = torch.from_numpy(w.astype(np.float32))
-        state[key] = t.T.contiguous() if w.ndim == 2 and not name.startswith("embed") else t
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all("rotary" in m for m in missing)
+        if name.endswith("experts.up") or name.endswith("experts.down"):
+            continue
+        if name.endswith("experts.gate"):
+            base = name.removesuffix("block_sparse_moe.experts.gate")
+            up, down = weights[base + "block_sparse_moe.experts.up"], weights[base + "block_sparse_moe.experts.down"]
+            state[f"model.{base}mlp.experts.gate_up_proj"] = t(np.concatenate([w, up], axis=2).transpose(0, 2, 1))
+            state[f"model.{base}mlp.experts.down_proj"] = t(down.transpose(0, 2, 1))
+            continue
+        key = "lm_head.weight" if name == "lm_head.weight" else f"model.{name.replace('block_sparse_moe', 'mlp')}"
+        state[key] = t(w.T) if w.ndim == 2 and not name.startswith("embed") else t(w)
+    return state
+
+
+def hf_logits_and_greedy(model_cls, config_cls, cfg: dict, weights, prompt, new):
+    import torch
+
+    model = model_cls(config_cls(**cfg)).eval().float()
+    missing, unexpected = model.load_state_dict(hf_state(weights), strict=False)
+    assert not unexpected and all("rotary" in m for m in missing), (missing, unexpected)
     with torch.no_grad():
-        ids = torch.tensor([PROMPT + new[:-1]])
-        hf = model(ids).logits[0].numpy()
-        greedy = model.generate(torch.tensor([PROMPT]), max_new_tokens=NEW_TOKENS, do_sample=False)
+        logits = model(torch.tensor([prompt + new[:-1]])).logits[0].numpy()
+        greedy = model.generate(torch.tensor([prompt]), max_new_tokens=len(new), do_sample=False)
+    return logits, greedy[0, len(prompt):].tolist()
+
+
+def test_reference_matches_hugging_face_transformers(tiny):
+    import transformers
+
+    _, weights, logits, new = tiny
+    cfg = json.loads(CONFIG_PATH.read_text())
+    hf, greedy = hf_logits_and_greedy(transformers.LlamaForCausalLM, transformers.LlamaConfig, cfg, weights,
+                                      PROMPT, new)
     assert np.abs(logits - hf).max() < LOGIT_TOL
-    assert greedy[0, len(PROMPT):].tolist() == new
+    assert greedy == new
+
+
+def test_mixture_of_experts_matches_hugging_face_mixtral():
+    import transformers
+
+    config = load_model_config("tiny-mixtral")
+    weights = random_weights(build_graph(config, "decode", context=CONTEXT), seed=1)
+    logits, new = generate(config, weights, PROMPT, NEW_TOKENS)
+    cfg = json.loads(Path("examples/models/tiny-mixtral.json").read_text())
+    hf, greedy = hf_logits_and_greedy(transformers.MixtralForCausalLM, transformers.MixtralConfig, cfg, weights,
+                                      PROMPT, new)
+    assert np.abs(logits - hf).max() < LOGIT_TOL
+    assert greedy == new
 
 
 def test_llama3_rope_scaling_matches_hugging_face():

@@ -18,7 +18,7 @@ from compiler.codegen.template import Instr, Ref, Space, Template
 from ir.graph import Op as GraphOp
 from ir.graph import Value
 from ir.isa import Fmt, Fn, Op
-from ir.ops import Opcode
+from ir.ops import Opcode, expert_passes
 from ir.program import Flag
 from ir.types import DType
 
@@ -46,16 +46,19 @@ class Emitter:
 
     # ---- primitives -------------------------------------------------------------------------
 
-    def read(self, name: str, nbytes: int | None = None, offset: int = 0, after: Sequence[tuple[int, int]] = ()
-             ) -> tuple[int, int]:
-        """READ a value (or `nbytes` of it from `offset`) onto a new stream."""
+    def read(self, name: str, nbytes: int | None = None, offset: int = 0, after: Sequence[tuple[int, int]] = (),
+             index: tuple[int, int] | None = None) -> tuple[int, int]:
+        """READ a value (or `nbytes` of it from `offset`) onto a new stream. With `index`
+        (instruction, stream) the address is offset at run time by the ids on that stream."""
         s = self.slots[name]
         size = s.nbytes if nbytes is None else nbytes
         deps = ((s.ready, 0),) if s.ready is not None else ()
         ref = Ref(s.ref.space, s.ref.slot, s.ref.offset + offset)
         stream = self.t.stream()
+        extra = {"flags": int(Flag.INDIRECT), "s_b": index[1]} if index else {}
+        deps += ((index[0], 0),) if index else ()
         i = self.t.add(Instr(Op.READ, self.t.timing.mem(size), src=ref, src_bytes=size, s_out=stream,
-                             deps=deps + tuple(after)))
+                             deps=deps + tuple(after), **extra))
         return i, stream
 
     def write(self, name: str, stream: int, producer: int, nbytes: int, offset: int = 0, drain: bool = True) -> int:
@@ -97,8 +100,10 @@ class Emitter:
         self.result(out)
         self.done(out, self.write(out.name, s, i, out.type.nbytes))
 
-    def matmul(self, x: Value, w: Value, scale: Value | None, out: Value, transpose_b: bool) -> None:
-        """x[M,K] @ w: weight panels stream through the MXM, accumulating over K."""
+    def matmul(self, x: Value, w: Value, scale: Value | None, out: Value, transpose_b: bool,
+               index: tuple[int, int] | None = None) -> None:
+        """x[M,K] @ w: weight panels stream through the MXM, accumulating over K. `index`:
+        the weights (and scales) are chosen at run time by the ids on that stream."""
         m, k_all = x.type.shape
         n_all = out.type.shape[1]
         fmt = FMT[w.type.dtype]
@@ -114,20 +119,21 @@ class Emitter:
                 nbytes = math.ceil(kb * nb * fmt.bits / 8)
                 # Stream one panel ahead of the MXM: a READ waits for the previous MXM to start.
                 ahead = ((last_mxm, -self.t.instrs[last_mxm].cycles),) if last_mxm is not None else ()
-                r, ws = self.read(w.name, nbytes, offset, ahead)
+                r, ws = self.read(w.name, nbytes, offset, ahead, index)
                 offset += nbytes
                 flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if k0 + kb >= k_all else 0)
                 deps = ((r, 0), (xs[0], 0)) + (((acc, 0),) if acc is not None else ())
                 acc = self.t.add(Instr(Op.MXM, self.t.timing.mxm(m, kb, nb, fmt), fmt=fmt, m=m, k=kb, n=nb,
                                        flags=int(flags), s_a=ws, s_b=xs[1], s_out=self.t.stream(), deps=deps))
                 last_mxm = acc
-            self._finish_panel(out, scale, acc, m, n0, nb)
+            self._finish_panel(out, scale, acc, m, n0, nb, index)
         del transpose_b  # the panels cover the same bytes whichever way the weight is stored
 
-    def _finish_panel(self, out: Value, scale: Value | None, acc: int, m: int, n0: int, nb: int) -> None:
+    def _finish_panel(self, out: Value, scale: Value | None, acc: int, m: int, n0: int, nb: int,
+                      index: tuple[int, int] | None = None) -> None:
         stream, producer = self.t.instrs[acc].s_out, acc
         if scale is not None:  # dequantise on the way out: one scale per output channel
-            sr = self.read(scale.name, nb * 2, n0 * 2)
+            sr = self.read(scale.name, nb * 2, n0 * 2, index=index)
             producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, nb * 2)
         self.done(out, self.write(out.name, stream, producer, m * nb * 2, offset=m * n0 * 2))
 
@@ -222,6 +228,69 @@ def _cache_panels(e: Emitter, cache: str, appended: int, act: tuple[int, int], m
     return acc, e.t.instrs[acc].s_out
 
 
+def _topk(e: Emitter, op: GraphOp) -> None:
+    """Router scores to the k best experts: their weights and their ids, one VOP each."""
+    logits = e.read(op.operands[0].name)
+    rows, experts = op.operands[0].type.shape
+    for fn, result in ((Fn.TOPK, op.results[0]), (Fn.ARGTOPK, op.results[1])):
+        i, s = e.vop(fn, rows, experts, logits, bytes_in=op.operands[0].type.nbytes)
+        e.result(result)
+        e.done(result, e.write(result.name, s, i, result.type.nbytes))
+
+
+def _experts(e: Emitter, op: GraphOp) -> None:
+    """Static expert passes (ir.ops.expert_passes): each streams one expert's gate, up and down
+    through the MXM, weighs the result by the token's routing weight (zero if not routed
+    there) and adds it to the output. For one row, pass j runs the row's j-th routed expert,
+    its weights found by address at run time; for several rows, pass j is local expert j."""
+    x, weights, ids, gate, up, down = op.operands[:6]
+    scales = op.operands[6:9] if len(op.operands) == 9 else (None, None, None)
+    out = op.results[0]
+    rows, hidden = x.type.shape
+    here, _, inter = gate.type.shape
+    passes = expert_passes(rows, op.attr["top_k"], here)
+    indirect = rows == 1 and here > op.attr["top_k"]
+    ids_read = e.read(ids.name) if indirect else None
+    e.result(out)
+    acc = None
+    for j in range(passes):
+        expert = 0 if indirect else j
+        parts = [_expert_slice(e, w, sc, expert, f"{out.name}.e{j}.{k}")
+                 for k, (w, sc) in enumerate(zip((gate, up, down), scales, strict=True))]
+        g, u = (Value(f"{out.name}.e{j}.{k}", out.type.with_shape(rows, inter)) for k in ("g", "u"))
+        for part, res in zip(parts[:2], (g, u), strict=True):
+            e.matmul(x, part[0], part[1], res, False, ids_read)
+        act = Value(f"{out.name}.e{j}.act", g.type)
+        e.elementwise(Fn.SILU if op.attr.get("act", "silu") == "silu" else Fn.GELU, act, g)
+        hidden_in = Value(f"{out.name}.e{j}.h", g.type)
+        e.elementwise(Fn.MUL, hidden_in, act, u)
+        y = Value(f"{out.name}.e{j}.y", out.type)
+        e.matmul(hidden_in, parts[2][0], parts[2][1], y, False, ids_read)
+        yr, wr = e.read(y.name), e.read(weights.name)
+        i, s = e.vop(Fn.SCALE, rows, hidden, yr, wr, out.type.nbytes)
+        if acc is not None:
+            i, s = e.vop(Fn.SUM, rows, hidden, (i, s), e.read(out.name, after=((acc, 0),)), out.type.nbytes)
+        acc = e.write(out.name, s, i, out.type.nbytes)
+    e.done(out, acc)
+
+
+def _expert_slice(e: Emitter, w: Value, scale: Value | None, expert: int, name: str
+                  ) -> tuple[Value, Value | None]:
+    """Expert `expert`'s [in, out] matrix (and scale row) as values over the stacked params."""
+    _, k, n = w.type.shape
+    out = []
+    for v, shape, tag in ((w, (k, n), "w"), (scale, (n,), "s")):
+        if v is None:
+            out.append(None)
+            continue
+        piece = Value(f"{name}.{tag}", v.type.with_shape(*shape))
+        slot = e.slots[v.name]
+        e.slots[piece.name] = Slot(Ref(slot.ref.space, slot.ref.slot, slot.ref.offset + expert * piece.type.nbytes),
+                                   piece.type.nbytes, slot.ready)
+        out.append(piece)
+    return out[0], out[1]
+
+
 def _rope(e: Emitter, op: GraphOp) -> None:
     e.elementwise(Fn.ROPE, op.results[0], *op.operands)
 
@@ -238,4 +307,6 @@ EMIT: dict[Opcode, Callable[[Emitter, GraphOp], None]] = {
     Opcode.GELU: _unary(Fn.GELU),
     Opcode.SOFTMAX: _unary(Fn.SOFTMAX),
     Opcode.ARGMAX: _unary(Fn.ARGMAX),
+    Opcode.TOPK: _topk,
+    Opcode.EXPERTS: _experts,
 }

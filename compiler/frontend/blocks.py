@@ -86,9 +86,26 @@ def gated_mlp(layer: Layer, x: Value) -> Value:
     return b.op(Opcode.ADD, x, down)
 
 
+def moe_mlp(layer: Layer, x: Value) -> Value:
+    """Mixtral's sparse MLP: a replicated router picks k of E experts per token; the experts
+    (stacked [E, ...] under `block_sparse_moe.experts.*`) are spread over the group."""
+    b, c = layer.b, layer.config
+    h = rmsnorm(layer, x, "post_attention_layernorm")
+    logits = b.op(Opcode.MATMUL, h, layer.param("block_sparse_moe.gate.weight", c.hidden_size, c.num_experts))
+    weights, ids = b.op_n(Opcode.TOPK, logits, k=c.experts_per_token, scoring="softmax", normalize=True)
+    e, inter = c.num_experts, c.moe_intermediate_size
+    gate = layer.param("block_sparse_moe.experts.gate", e, c.hidden_size, inter)
+    up = layer.param("block_sparse_moe.experts.up", e, c.hidden_size, inter)
+    down = layer.param("block_sparse_moe.experts.down", e, inter, c.hidden_size)
+    y = b.op(Opcode.EXPERTS, h, weights, ids, gate, up, down, experts=e, top_k=c.experts_per_token,
+             act=c.hidden_act, split="expert")
+    return b.op(Opcode.ADD, x, y)
+
+
 # Block kind -> builder. The layer plan names kinds; new architectures add rows here
 # (e.g. "moe", "mla", "mamba") rather than branches in the graph builder.
 BLOCKS: dict[str, Block] = {
     "attention": attention,
     "mlp": gated_mlp,
+    "moe": moe_mlp,
 }

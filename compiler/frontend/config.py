@@ -65,6 +65,9 @@ class ModelConfig:
     torch_dtype: str
     layer_plan: LayerPlan = field(repr=False)
     source: str = ""
+    num_experts: int = 0  # routed experts per MoE layer (0: dense)
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0  # each expert's MLP width
 
 
 def load_model_config(name_or_path: str) -> ModelConfig:
@@ -223,12 +226,26 @@ def _qwen2(r: _Reader) -> dict[str, Any]:
                                 "sliding_window": window}
 
 
+def _mixtral(r: _Reader) -> dict[str, Any]:
+    """Mistral attention; every layer's MLP is a mixture of `num_local_experts` gated MLPs of
+    `intermediate_size`, `num_experts_per_tok` routed per token (softmax, renormalised)."""
+    fields = _mistral(r)
+    experts, k = r.integer("num_local_experts"), r.integer("num_experts_per_tok")
+    if k > experts:
+        raise r.fail("num_experts_per_tok", f"{k} exceeds num_local_experts {experts}")
+    return fields | {"num_experts": experts, "experts_per_token": k,
+                     "moe_intermediate_size": fields["intermediate_size"],
+                     "layer_plan": (("attention", "moe"),) * fields["num_layers"]}
+
+
 FAMILIES: dict[str, Family] = {
     "LlamaForCausalLM": Family("llama", _llama),
     "MistralForCausalLM": Family("mistral", _mistral),
     "Qwen2ForCausalLM": Family("qwen2", _qwen2),
+    "MixtralForCausalLM": Family("mixtral", _mixtral),
 }
-MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+               "mixtral": "MixtralForCausalLM"}
 
 
 def _family(r: _Reader) -> Family:

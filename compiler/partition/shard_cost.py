@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from compiler.codegen.alloc import align
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import Opcode
+from ir.ops import OPDEFS, Opcode, expert_passes
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
 
@@ -106,6 +106,8 @@ def is_resident(op: Op, index: int) -> bool:
         return index == 1
     if op.opcode is Opcode.ATTENTION:
         return index in (3, 4)
+    if op.opcode is Opcode.EXPERTS:
+        return index >= 3  # expert weights and their scales
     if op.opcode in (Opcode.ADD, Opcode.MUL):
         return index == 1 and len(op.operands[1].type.shape) == 1
     return False
@@ -115,6 +117,9 @@ def _work(op: Op, resident: dict[str, int], rows_scale: float) -> OpWork:
     streamed = sum(resident.get(v.name, 0) for v in op.operands)
     if op.opcode is Opcode.EMBED:
         streamed = 0  # a lookup reads one row per token, which the result's size counts
+    if op.opcode is Opcode.EXPERTS:  # only the experts the static passes visit stream
+        here = op.operands[3].type.shape[0]
+        streamed = streamed * expert_passes(op.operands[0].type.shape[0], op.attr["top_k"], here) // here
     moving = sum(v.type.nbytes for v in (*op.operands, *op.results) if v.name not in resident)
     return OpWork(op.opcode, streamed + _scaled(moving, rows_scale), _scaled(op.cost.flops, rows_scale))
 
@@ -131,7 +136,9 @@ def _peak_live(chip_ops: list[Op], resident: dict[str, int], rows_scale: float) 
         for v in (*op.operands, *op.results):
             if v.name not in resident and v.name not in live and (v in op.results or last_use.get(v.name, -1) >= i):
                 live[v.name] = align(_scaled(v.type.nbytes, rows_scale))
-        peak = max(peak, sum(live.values()))
+        scratch = OPDEFS[op.opcode].scratch_bytes(tuple(v.type for v in op.operands),
+                                                  tuple(r.type for r in op.results), op.attr)
+        peak = max(peak, sum(live.values()) + align(_scaled(scratch, rows_scale)))
         for v in op.operands:
             if last_use.get(v.name) == i:
                 live.pop(v.name, None)

@@ -45,30 +45,37 @@ class Quantize:
         return Graph(graph.name, graph.inputs, params, graph.state, ops, outputs)
 
 
-def _quantized_channels(graph: Graph) -> dict[str, int]:
-    """Params to quantize, each with its scale length (output channels or table rows)."""
+def _quantized_channels(graph: Graph) -> dict[str, tuple[int, ...]]:
+    """Params to quantize, each with its scale's shape (output channels, table rows, or
+    per expert and output channel)."""
     params = {p.name: p for p in graph.params}
-    channels: dict[str, int] = {}
+    channels: dict[str, tuple[int, ...]] = {}
     for op in graph.ops:
-        if op.opcode not in (Opcode.MATMUL, Opcode.EMBED) or op.operands[1].name not in params:
-            continue
-        weight = op.operands[1]
-        if len(op.operands) == 3 or weight.type.dtype is not DType.F16:
-            raise VerifyError(f"quantize needs f16 weights without scales; {weight} is {weight.type}"
-                              f"{' with a scale' if len(op.operands) == 3 else ''}")
-        n = _channels(op, weight.type)
-        if channels.setdefault(weight.name, n) != n:  # a tied table must agree on its channel count
-            raise VerifyError(f"{weight} is read with {channels[weight.name]} and {n} channels")
+        for index in _WEIGHT_OPERANDS.get(op.opcode, ()):
+            weight = op.operands[index]
+            if weight.name not in params:
+                continue
+            if len(op.operands) > max(_WEIGHT_OPERANDS[op.opcode]) + 1 or weight.type.dtype is not DType.F16:
+                raise VerifyError(f"quantize needs f16 weights without scales; {weight} is {weight.type}"
+                                  f"{' with a scale' if len(op.operands) > index + 2 else ''}")
+            shape = _scale_shape(op, weight.type)
+            if channels.setdefault(weight.name, shape) != shape:  # a tied table must agree on its channels
+                raise VerifyError(f"{weight} is read with {channels[weight.name]} and {shape} channels")
     return channels
 
 
-def _channels(op: Op, weight: TensorType) -> int:
+_WEIGHT_OPERANDS = {Opcode.MATMUL: (1,), Opcode.EMBED: (1,), Opcode.EXPERTS: (3, 4, 5)}
+
+
+def _scale_shape(op: Op, weight: TensorType) -> tuple[int, ...]:
+    if op.opcode is Opcode.EXPERTS:
+        return weight.shape[0], weight.shape[2]  # per expert, per output feature
     if op.opcode is Opcode.EMBED or op.attr.get("transpose_b"):
-        return weight.shape[0]
-    return weight.shape[1]
+        return (weight.shape[0],)
+    return (weight.shape[1],)
 
 
-def _new_params(params: tuple[Value, ...], channels: dict[str, int], dtype: DType
+def _new_params(params: tuple[Value, ...], channels: dict[str, tuple[int, ...]], dtype: DType
                 ) -> tuple[tuple[Value, ...], dict[str, Value], dict[str, Value]]:
     """The new param list (each scale right after its weight), the scales by weight name,
     and every value whose type changed, by name."""
@@ -80,7 +87,7 @@ def _new_params(params: tuple[Value, ...], channels: dict[str, int], dtype: DTyp
             out.append(p)
             continue
         renamed[p.name] = Value(p.name, p.type.with_dtype(dtype))
-        scales[p.name] = Value(f"{p.name}.scale", TensorType(SCALE_DTYPE, (channels[p.name],)))
+        scales[p.name] = Value(f"{p.name}.scale", TensorType(SCALE_DTYPE, channels[p.name]))
         out += [renamed[p.name], scales[p.name]]
     return tuple(out), scales, renamed
 
@@ -89,8 +96,9 @@ def _rewrite(op: Op, scales: dict[str, Value], renamed: dict[str, Value]) -> Op:
     """`op` reading the new params (plus a scale operand where its weight got one); results
     are re-typed by the op's own rule, and any whose type changes are recorded in `renamed`."""
     operands = tuple(renamed.get(v.name, v) for v in op.operands)
-    if op.opcode in (Opcode.MATMUL, Opcode.EMBED) and op.operands[1].name in scales:
-        operands += (scales[op.operands[1].name],)
+    for index in _WEIGHT_OPERANDS.get(op.opcode, ()):
+        if op.operands[index].name in scales:
+            operands += (scales[op.operands[index].name],)
     types = OPDEFS[op.opcode].type_rule(tuple(v.type for v in operands), op.attr)
     results = tuple(r if r.type == t else Value(r.name, t) for r, t in zip(op.results, types, strict=True))
     renamed.update((r.name, r) for r, old in zip(results, op.results, strict=True) if r is not old)
@@ -122,20 +130,20 @@ def quantize_weights(weights: dict[str, np.ndarray], graph: Graph, precision: st
 
 
 def _channel_axes(graph: Graph) -> dict[str, int]:
-    """Quantized weights and their channel axis: rows for embedding tables and transposed heads."""
+    """Quantized weights and the axis each channel's max is taken over (the input features)."""
     axes = {}
     for op in graph.ops:
-        if op.opcode in (Opcode.MATMUL, Opcode.EMBED) and len(op.operands) == 3:
-            rows = op.opcode is Opcode.EMBED or op.attr.get("transpose_b")
-            axes[op.operands[1].name] = 0 if rows else 1
+        for index in _WEIGHT_OPERANDS.get(op.opcode, ()):
+            if len(op.operands) > index + 1 and op.operands[-1].name.endswith(".scale"):
+                rows = op.opcode is Opcode.EMBED or op.attr.get("transpose_b")
+                axes[op.operands[index].name] = 1 if rows or op.opcode is Opcode.EXPERTS else 0
     return axes
 
 
-def _quantize(w: np.ndarray, axis: int, precision: str) -> tuple[np.ndarray, np.ndarray]:
-    amax = np.abs(w).max(axis=1 - axis)
+def _quantize(w: np.ndarray, reduce: int, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    amax = np.abs(w).max(axis=reduce)
     scale = np.maximum(amax / QMAX[precision], np.finfo(np.float16).tiny).astype(np.float16)
-    shaped = scale.astype(np.float32)[:, None] if axis == 0 else scale.astype(np.float32)[None, :]
-    x = w / shaped
+    x = w / np.expand_dims(scale.astype(np.float32), reduce)
     if precision == "fp8":
         return _e4m3(x), scale
     q = QMAX[precision]

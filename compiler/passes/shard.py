@@ -59,6 +59,9 @@ def _divides(op: Op, t: int) -> bool:
     if op.opcode is Opcode.ATTENTION:
         kv = a["kv_heads"]
         return a["heads"] % t == 0 and (kv % t == 0 or t % kv == 0)
+    if op.opcode is Opcode.EXPERTS:
+        experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
+        return experts % t == 0 or (t % experts == 0 and inter % (t // experts) == 0)
     if op.opcode is Opcode.MATMUL and "split" in a:
         k, n = _weight_kn(op)
         width = n if a["split"] == "col" else k
@@ -135,6 +138,8 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         return v.type.with_shape(-(-shape[0] // t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
         return v.type
+    if op.opcode is Opcode.EXPERTS and index >= 3:
+        return _expert_operand_type(v.type, index, t)
     if op.opcode is Opcode.ATTENTION and index in (3, 4):
         kv = a["kv_heads"]
         return v.type.with_shape(*shape[:2], shape[2] // kv * _per_chip(kv, t))
@@ -161,6 +166,17 @@ def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int) -> Tenso
         in_axis = 1 - out_axis
         return t_in.with_shape(*(d // t if i == in_axis else d for i, d in enumerate(shape)))
     return t_in
+
+
+def _expert_operand_type(t_in: TensorType, index: int, t: int) -> TensorType:
+    """Experts spread over the group (E/t each); a group wider than E also splits each
+    expert's intermediate features t/E ways (gate/up by column, down by row)."""
+    experts, *rest = t_in.shape
+    if experts % t == 0:
+        return t_in.with_shape(experts // t, *rest)
+    ways = t // experts
+    inter_axis = {3: 2, 4: 2, 5: 1, 6: 1, 7: 1}.get(index)  # gate, up, down; gate/up scales
+    return t_in.with_shape(1, *(d // ways if i + 1 == inter_axis else d for i, d in enumerate(rest)))
 
 
 def _col_width(n: int, heads: int | None, t: int) -> int:
@@ -214,6 +230,13 @@ def _rule_attention(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, L
                 "kv_heads": _per_chip(a["kv_heads"], s.tp)}, Layout.SHARD
 
 
+def _rule_experts(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    """Every chip sees every token; each sums its own experts' weighted outputs (zero for
+    experts the router did not pick), so the result is a partial sum."""
+    operands[0] = s.gather(operands[0], op.scope)
+    return op.attr, Layout.PARTIAL
+
+
 def _rule_argmax(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
     sharded = s.layout_of(operands[0]) is Layout.SHARD and s.tp > 1
     return (op.attr | {"shards": s.tp} if sharded else op.attr), Layout.REPL
@@ -227,6 +250,8 @@ _RULES = {
     Opcode.ARGMAX: _rule_argmax,
     Opcode.RMSNORM: _rule_whole,
     Opcode.SOFTMAX: _rule_whole,
+    Opcode.TOPK: _rule_whole,
+    Opcode.EXPERTS: _rule_experts,
 }
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from compiler.options import OBJECTIVES, PRECISIONS, CompileOptions
-from ir.errors import SramflowError
+from ir.errors import ConfigError, SramflowError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,13 +72,27 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="weight precision (activations: 16-bit)")
-    p.add_argument("--context", type=int, default=4096, help="tokens held in the KV cache")
+    p.add_argument("--context", default="4096",
+                   help="tokens held in the KV cache (plan: a comma list sweeps, one row per context)")
     p.add_argument("--prompt", type=int, default=1024, help="prompt length for time-to-first-token")
     p.add_argument("--batch", type=int, default=1, help="sequences decoded together")
 
 
-def _options(args: argparse.Namespace) -> CompileOptions:
-    return CompileOptions(precision=args.precision, context=args.context, prompt=args.prompt, batch=args.batch,
+def _contexts(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise ConfigError(f"--context: expected N or a comma list like 1024,8192, got {text!r}") from None
+    return values
+
+
+def _options(args: argparse.Namespace, context: int | None = None) -> CompileOptions:
+    if context is None:
+        contexts = _contexts(args.context)
+        if len(contexts) > 1:
+            raise ConfigError("--context: a comma list sweeps contexts in `plan` only; give one value here")
+        context = contexts[0]
+    return CompileOptions(precision=args.precision, context=context, prompt=args.prompt, batch=args.batch,
                           chips=getattr(args, "chips", None), max_chips=getattr(args, "max_chips", None),
                           objective=getattr(args, "objective", "chips"))
 
@@ -87,11 +101,30 @@ def _plan(args: argparse.Namespace) -> int:
     from compiler.planner import make_plan
     from compiler.report import render_plan
 
+    contexts = _contexts(args.context)
+    if len(contexts) > 1:
+        return _sweep(args, contexts)
     plan = make_plan(args.model, args.target, _options(args))
     if args.json:
         sys.stdout.write(plan.to_json())
     else:
         render_plan(plan, Console())
+    return 0
+
+
+def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
+    """One plan per context: how the KV cache grows and what it costs in chips and speed."""
+    import json
+
+    from compiler.planner import make_plan
+    from compiler.report import render_sweep
+
+    plans = [make_plan(args.model, args.target, _options(args, context)) for context in contexts]
+    if args.json:
+        sys.stdout.write(json.dumps({"sweep": [json.loads(p.to_json()) for p in plans]}, indent=2,
+                                    sort_keys=True) + "\n")
+    else:
+        render_sweep(plans, Console())
     return 0
 
 

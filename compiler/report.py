@@ -15,6 +15,25 @@ def render_plan(plan: Plan, console: Console) -> None:
     console.print(_memory(plan))
 
 
+def render_sweep(plans: list[Plan], console: Console) -> None:
+    """`plan --context A,B,...`: one row per context."""
+    first = plans[0]
+    o = first.options
+    console.print(Text.assemble((first.model, "bold"), " on ", (first.target, "bold"),
+                                f"  {o['precision']} weights, prompt {o['prompt']}, batch {o['batch']}"))
+    table = Table(header_style="bold", box=None)
+    for col in ("context", "KV GB", "weights GB", "chips", "bound", "µs/token", "bound µs", "tokens/s",
+                "TTFT ms", "binds"):
+        table.add_column(col, justify="right")
+    for p in plans:
+        t, d = p.totals, p.decode
+        table.add_row(f"{p.options['context']:,}", f"{t['kv_cache_bytes'] / 1e9:,.2f}",
+                      f"{t['weight_bytes'] / 1e9:,.2f}", f"{p.chips:,}", f"{p.chips_lower_bound:,}",
+                      f"{d['latency_us']:,.1f}", f"{d['latency_bound_us']:,.1f}", f"{d['tokens_per_s']:,.0f}",
+                      f"{p.prefill['ttft_ms']:,.2f}", d["binding"])
+    console.print(table)
+
+
 def _summary(plan: Plan) -> Group:
     d, p = plan.decode, plan.prefill
     o = plan.options

@@ -119,3 +119,18 @@ def test_model_that_cannot_fit_says_how_many_chips(capsys):
     assert "needs at least" in err
     needed = int(err.split("needs at least ")[1].split()[0])
     assert needed > 10
+
+
+def test_context_sweep_grows_the_kv_cache_as_the_formula_says(capsys):
+    """Llama-3.1-70B: 80 layers x (k, v) x 8 kv heads x 128 x 2 bytes = 327,680 bytes per token."""
+    assert main(["plan", "llama-3.1-70b", "--precision", "int8", "--context", "1024,8192,32768", "--json"]) == 0
+    sweep = json.loads(capsys.readouterr().out)["sweep"]
+    assert [p["options"]["context"] for p in sweep] == [1024, 8192, 32768]
+    for p in sweep:
+        assert p["totals"]["kv_cache_bytes"] == p["options"]["context"] * 80 * 2 * 8 * 128 * 2
+    chips = [p["chips_lower_bound"] for p in sweep]
+    assert chips == sorted(chips) and chips[-1] > chips[0]
+    assert main(["plan", "llama-3.1-8b", "--context", "1024,8192"]) == 0
+    assert "KV GB" in capsys.readouterr().out
+    assert main(["plan", "llama-3.1-8b", "--context", "1k"]) == 1
+    assert "--context" in capsys.readouterr().err

@@ -18,10 +18,8 @@ from compiler.codegen.phase import lower_phase
 from compiler.codegen.stage import StageCode
 from compiler.frontend import build_graph, load_model_config
 from compiler.options import CompileOptions
-from compiler.passes import Pipeline
-from compiler.passes.quantize import Quantize
 from compiler.plan import Plan
-from compiler.planner import Lowered, plan_graphs
+from compiler.planner import Lowered, graph_passes, plan_graphs
 from ir.files import atomic_dir
 from ir.graph import Graph
 from ir.printer import print_graph
@@ -57,14 +55,14 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
 
 
 def _graphs(config, options: CompileOptions) -> Lowered:
-    passes = Pipeline((Quantize(options.precision),))
+    passes = graph_passes(options)
     shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch}
     return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
 
 
 def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
     """The prefill graph of one chunk, against the cache the whole prompt needs."""
-    passes = Pipeline((Quantize(options.precision),))
+    passes = graph_passes(options)
     cache = max(options.context, options.prompt)
     return passes(build_graph(config, "prefill", context=cache, prompt=chunk, batch=options.batch))
 

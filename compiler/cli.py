@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from compiler.options import OBJECTIVES, PRECISIONS, CompileOptions
+from compiler.options import KV_PRECISIONS, OBJECTIVES, PRECISIONS, CompileOptions
 from ir.errors import ConfigError, SramflowError
 
 
@@ -72,6 +72,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="weight precision (activations: 16-bit)")
+    p.add_argument("--kv-precision", choices=KV_PRECISIONS, default="fp16",
+                   help="KV cache precision (8-bit caches keep a 16-bit scale per token and kv head)")
     p.add_argument("--context", default="4096",
                    help="tokens held in the KV cache (plan: a comma list sweeps, one row per context)")
     p.add_argument("--prompt", type=int, default=1024, help="prompt length for time-to-first-token")
@@ -92,9 +94,9 @@ def _options(args: argparse.Namespace, context: int | None = None) -> CompileOpt
         if len(contexts) > 1:
             raise ConfigError("--context: a comma list sweeps contexts in `plan` only; give one value here")
         context = contexts[0]
-    return CompileOptions(precision=args.precision, context=context, prompt=args.prompt, batch=args.batch,
-                          chips=getattr(args, "chips", None), max_chips=getattr(args, "max_chips", None),
-                          objective=getattr(args, "objective", "chips"))
+    return CompileOptions(precision=args.precision, kv_precision=args.kv_precision, context=context,
+                          prompt=args.prompt, batch=args.batch, chips=getattr(args, "chips", None),
+                          max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"))
 
 
 def _plan(args: argparse.Namespace) -> int:

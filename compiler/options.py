@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ir.errors import ConfigError
 
 PRECISIONS = ("fp16", "fp8", "int8", "int4")
+KV_PRECISIONS = ("fp16", "fp8", "int8")
 OBJECTIVES = ("chips", "latency")
 MIN_PREFILL_CHUNK = 16  # tokens; one tile of rows
 
@@ -22,6 +23,7 @@ class CompileOptions:
     """
 
     precision: str = "fp16"
+    kv_precision: str = "fp16"
     context: int = 4096
     prompt: int = 1024
     batch: int = 1
@@ -34,6 +36,7 @@ class CompileOptions:
 
     def __post_init__(self) -> None:
         _choice("--precision", self.precision, PRECISIONS)
+        _choice("--kv-precision", self.kv_precision, KV_PRECISIONS)
         _choice("--objective", self.objective, OBJECTIVES)
         for flag, value in (("--context", self.context), ("--prompt", self.prompt), ("--batch", self.batch),
                             ("--chips", self.chips), ("--max-chips", self.max_chips),

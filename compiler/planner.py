@@ -16,6 +16,7 @@ from compiler.partition.shard_cost import ShardCost
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes import Pipeline
 from compiler.passes.quantize import Quantize
+from compiler.passes.quantize_kv import QuantizeKV
 from compiler.perf import Breakdown, handoff_lanes, hop_s, unit_bound_s, unit_time
 from compiler.plan import Memory, Plan, Stage
 from compiler.plan import round_sig as _r
@@ -37,9 +38,14 @@ class Lowered:
     prefill: Graph
 
 
+def graph_passes(options: CompileOptions) -> Pipeline:
+    """The graph passes between the frontend and the partitioner, in order."""
+    return Pipeline((Quantize(options.precision), QuantizeKV(options.kv_precision)))
+
+
 def lower(model: str, options: CompileOptions) -> tuple[str, Lowered]:
     config = load_model_config(model)
-    passes = Pipeline((Quantize(options.precision),))
+    passes = graph_passes(options)
     shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch}
     graphs = (passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill"))
     return config.name, Lowered(*graphs)
@@ -49,7 +55,7 @@ def lower_one(model: str, phase: str, options: CompileOptions, layers: int | Non
     """One phase's graph after the graph passes (what `sramflow lower` prints)."""
     config = load_model_config(model)
     shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "layers": layers}
-    return Pipeline((Quantize(options.precision),))(build_graph(config, phase, **shape))
+    return graph_passes(options)(build_graph(config, phase, **shape))
 
 
 def make_plan(model: str, target: str, options: CompileOptions) -> Plan:

@@ -70,6 +70,7 @@ class Fn(enum.IntEnum):
     COPY = 11
     TOPK = 12  # router scores -> the k best experts' weights (and, with ARGTOPK, their ids)
     ARGTOPK = 13
+    QUANTIZE = 14  # 16-bit rows -> 8-bit codes and a scale per group (KV-cache writes)
 
 
 class Fmt(enum.IntEnum):

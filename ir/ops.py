@@ -128,7 +128,7 @@ def _rope(ins, attrs):
 
 
 def _attention(ins, attrs):
-    q, k, v, k_cache, v_cache, pos = ins
+    q, k, v, k_cache, v_cache, pos = ins[:6]
     heads, kv_heads, head_dim = attrs["heads"], attrs["kv_heads"], attrs["head_dim"]
     _need(q.shape[1] == heads * head_dim, f"attention q width {q.shape[1]} != heads*head_dim")
     _need(k.shape == v.shape == (q.shape[0], kv_heads * head_dim), f"attention k/v must be [M,{kv_heads * head_dim}]")
@@ -137,6 +137,12 @@ def _attention(ins, attrs):
     _need(q.shape[0] % k_cache.shape[0] == 0, f"{q.shape[0]} rows do not split over batch {k_cache.shape[0]}")
     _need(heads % kv_heads == 0, f"heads {heads} not a multiple of kv_heads {kv_heads}")
     _need(pos.shape == (q.shape[0],), f"attention positions must be i32[{q.shape[0]}]")
+    quantized = k_cache.dtype in (DType.FP8, DType.I8)
+    _need(k_cache.dtype in (DType.F16, DType.BF16) or quantized, f"KV cache dtype must be 16 or 8 bits: {k_cache}")
+    _need(len(ins) == (8 if quantized else 6), "an 8-bit KV cache takes its k and v scales as operands 6 and 7")
+    if quantized:
+        want = (*k_cache.shape[:2], kv_heads)
+        _need(ins[6].shape == ins[7].shape == want, f"KV scales must be {want}, got {ins[6]} and {ins[7]}")
     return (q,)
 
 
@@ -239,8 +245,10 @@ OPDEFS: dict[Opcode, OpDef] = {
         optional={"scaling": str, "factor": float, "low_freq_factor": float,
                   "high_freq_factor": float, "original_max_position": int},
     ),
+    # Operands: q, k, v, k_cache, v_cache, pos (and k_scale, v_scale for an 8-bit cache).
     Opcode.ATTENTION: OpDef(
-        (6, 6), {"heads": int, "kv_heads": int, "head_dim": int}, _attention, _attention_flops, writes=(3, 4)
+        (6, 8), {"heads": int, "kv_heads": int, "head_dim": int}, _attention, _attention_flops,
+        writes=(3, 4, 6, 7),
     ),
     Opcode.SILU: OpDef((1, 1), {}, _unary, _per_out(4)),
     Opcode.GELU: OpDef((1, 1), {}, _unary, _per_out(8)),

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ir.graph import Graph, Op
+from ir.numerics import quantize
 from ir.ops import Opcode
 from ir.types import DType
 
@@ -98,20 +99,22 @@ def _rope(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
 
 
 def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
-    """Write each row's k, v at its position in its sequence's cache, then attend causally:
-    row r of sequence b sees cache positions 0..pos[r] of b."""
-    q, k, v, k_cache, v_cache, pos = args
+    """Write each row's k, v at its position in its sequence's cache (as 8-bit codes with a
+    per-kv-head scale when the cache is quantized), then attend causally: row r of sequence
+    b sees cache positions 0..pos[r] of b."""
+    q, k, v, k_cache, v_cache, pos = args[:6]
     heads, kv_heads, d = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
     batch = k_cache.shape[0]
     per_seq = len(q) // batch
     seq = np.arange(len(q)) // per_seq
-    k_cache[seq, pos] = k
-    v_cache[seq, pos] = v
+    caches = [(k, k_cache), (v, v_cache)]
+    scales = args[6:8] if len(args) == 8 else (None, None)
+    for (new, cache), scale in zip(caches, scales, strict=True):
+        _store(new, cache, scale, seq, pos, kv_heads)
     out = np.zeros((len(q), heads * d), np.float32)
     group = heads // kv_heads
     for r in range(len(q)):
-        keys = _f32(k_cache[seq[r], : pos[r] + 1]).reshape(-1, kv_heads, d)
-        vals = _f32(v_cache[seq[r], : pos[r] + 1]).reshape(-1, kv_heads, d)
+        keys, vals = (_load(c, s, seq[r], pos[r], kv_heads) for c, s in zip((k_cache, v_cache), scales, strict=True))
         qr = _f32(q[r]).reshape(heads, d)
         kh = np.repeat(keys, group, axis=1)  # [T, heads, d]
         vh = np.repeat(vals, group, axis=1)
@@ -119,6 +122,24 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
         p = _softmax(scores)
         out[r] = np.einsum("ht,thd->hd", p, vh).reshape(-1)
     return (out,)
+
+
+def _store(new: np.ndarray, cache: np.ndarray, scale: np.ndarray | None, seq: np.ndarray, pos: np.ndarray,
+           kv_heads: int) -> None:
+    if scale is None:
+        cache[seq, pos] = new
+        return
+    rows = _f32(new).reshape(len(new), kv_heads, -1)
+    dtype = DType.FP8 if cache.dtype == np.float32 else DType.I8
+    codes, s = quantize(rows, dtype, axis=2)
+    cache[seq, pos] = codes.reshape(len(new), -1)
+    scale[seq, pos] = s
+
+
+def _load(cache: np.ndarray, scale: np.ndarray | None, seq: int, pos: int, kv_heads: int) -> np.ndarray:
+    """Cache positions 0..pos of a sequence as [T, kv_heads, d] floats."""
+    rows = _f32(cache[seq, : pos + 1]).reshape(pos + 1, kv_heads, -1)
+    return rows if scale is None else rows * _f32(scale[seq, : pos + 1])[:, :, None]
 
 
 def _topk(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

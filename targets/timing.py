@@ -41,6 +41,7 @@ STREAMS_PER_CHIP = 64
 FN_OPS: dict[Fn, int] = {
     Fn.NONE: 1, Fn.ADD: 1, Fn.MUL: 1, Fn.SILU: 4, Fn.GELU: 8, Fn.RMSNORM: 4, Fn.ROPE: 3,
     Fn.SOFTMAX: 5, Fn.ARGMAX: 1, Fn.SCALE: 1, Fn.SUM: 1, Fn.COPY: 1, Fn.TOPK: 8, Fn.ARGTOPK: 8,
+    Fn.QUANTIZE: 3,
 }
 
 

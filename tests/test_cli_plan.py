@@ -134,3 +134,15 @@ def test_context_sweep_grows_the_kv_cache_as_the_formula_says(capsys):
     assert "KV GB" in capsys.readouterr().out
     assert main(["plan", "llama-3.1-8b", "--context", "1k"]) == 1
     assert "--context" in capsys.readouterr().err
+
+
+def test_kv_precision_halves_the_cache_and_counts_its_scales(capsys):
+    """Llama-3.1-8B at 4096 tokens: 32 layers x (k, v) x 4096 x 1024 values; int8 adds a
+    2-byte scale per token, layer, k/v and kv head (8)."""
+    sizes = {}
+    for kv in ("fp16", "int8", "fp8"):
+        assert main(["plan", "llama-3.1-8b", "--kv-precision", kv, "--json"]) == 0
+        sizes[kv] = json.loads(capsys.readouterr().out)["totals"]["kv_cache_bytes"]
+    values = 32 * 2 * 4096 * 1024
+    assert sizes["fp16"] == 2 * values
+    assert sizes["int8"] == sizes["fp8"] == values + 32 * 2 * 4096 * 8 * 2

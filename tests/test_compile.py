@@ -175,3 +175,13 @@ def test_a_failed_compile_leaves_nothing_behind(capsys, tmp_path):
     assert main(["compile", "llama-3.1-70b", "--target", "lpu", "--chips", "8", "-o", str(out)]) == 1
     assert "chips" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_8_bit_kv_cache_compiles_and_runs_hazard_free(tmp_path, tiny_target, capsys):
+    out = tmp_path / "kv8"
+    assert main(["compile", *TINY_ARGS, "--target", tiny_target, "--kv-precision", "int8", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["run", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hazards"] == []
+    memory = json.loads((out / "memory.json").read_text())
+    assert any(r["name"].endswith("k_cache.scale") for s in memory["stages"] for r in s["regions"])

@@ -15,7 +15,7 @@ import pytest
 
 from compiler.frontend import build_graph, load_model_config
 from compiler.passes.quantize import Quantize, quantize_weights
-from ir.reference import inverse_frequencies, run_graph
+from ir.reference import NUMPY, inverse_frequencies, run_graph
 
 CONFIG_PATH = Path("examples/models/tiny-llama.json")
 PROMPT = [1, 7, 42, 99, 3, 250, 17, 8]
@@ -194,3 +194,20 @@ def test_quantized_weights_stay_close_to_fp16(tiny, precision, tol):
     q_logits, _ = generate(config, weights, PROMPT, 1, precision)
     ref = logits[: len(PROMPT)]
     assert np.sqrt(np.mean((q_logits - ref) ** 2) / np.mean(ref**2)) < tol
+
+
+@pytest.mark.parametrize(("kv", "tol"), [("int8", 0.03), ("fp8", 0.1)])
+def test_an_8_bit_kv_cache_stays_close_to_fp16(tiny, kv, tol):
+    """Cache rows quantized as they are written, one scale per token and kv head."""
+    from compiler.passes.quantize_kv import QuantizeKV
+
+    config, weights, logits, _ = tiny
+    prefill = QuantizeKV(kv)(build_graph(config, "prefill", context=CONTEXT, prompt=len(PROMPT)))
+    state = {s.name: np.zeros(s.type.shape, NUMPY[s.type.dtype]) for s in prefill.state}
+    ids = np.array(PROMPT, np.int32)
+    out = run_graph(prefill, {"tokens": ids, "pos": np.arange(len(ids), dtype=np.int32)},
+                    quantize_weights(weights, prefill, "fp16"), state)
+    ref = logits[: len(PROMPT)]
+    error = np.sqrt(np.mean((out["logits"].astype(np.float32) - ref) ** 2) / np.mean(ref**2))
+    assert error < tol
+    assert any(s.name.endswith("k_cache.scale") for s in prefill.state)

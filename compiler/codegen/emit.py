@@ -184,8 +184,10 @@ def _embed(e: Emitter, op: GraphOp) -> None:
 
 def _attention(e: Emitter, op: GraphOp) -> None:
     """Append k, v at pos (data-dependent rows, fixed time), then q.K^T, softmax and P.V with
-    the cache streamed through the MXM in panels."""
-    q, k, v, k_cache, v_cache, _pos = op.operands
+    the cache streamed through the MXM in panels. An 8-bit cache streams its codes at the
+    MXM's 8-bit rate and a 16-bit scale per token and kv head beside them."""
+    q, k, v, k_cache, v_cache, _pos = op.operands[:6]
+    scales = op.operands[6:8] if len(op.operands) == 8 else (None, None)
     out = op.results[0]
     a = op.attr
     batch, tokens, width = k_cache.type.shape
@@ -193,38 +195,81 @@ def _attention(e: Emitter, op: GraphOp) -> None:
     # head form the MXM's rows; the B caches stream one after another.
     m = max(1, q.type.shape[0] // batch) * (a["heads"] // a["kv_heads"])
     tokens *= batch
-    appended = [_append(e, new, cache) for new, cache in ((k, k_cache), (v, v_cache))]
+    appended = [_append(e, new, cache, scale) for new, cache, scale in zip((k, v), (k_cache, v_cache), scales,
+                                                                          strict=True)]
     qs = e.read(q.name)
     block = max(1, e.t.timing.panel ** 2 // width)
-    scores = _cache_panels(e, k_cache.name, appended[0], qs, m, tokens, width, block, keys=True)
+    kv = _CacheStream(k_cache.type.dtype, width, a["kv_heads"])
+    scores = _cache_panels(e, kv, k_cache.name, scales[0], appended[0], qs, m, tokens, block, keys=True)
     sm = e.vop(Fn.SOFTMAX, m, tokens, scores, bytes_in=0)
-    ctx = _cache_panels(e, v_cache.name, appended[1], sm, m, tokens, width, block, keys=False)
+    ctx = _cache_panels(e, kv, v_cache.name, scales[1], appended[1], sm, m, tokens, block, keys=False)
     e.result(out)
     e.done(out, e.write(out.name, ctx[1], ctx[0], out.type.nbytes))
 
 
-def _append(e: Emitter, new: Value, cache: Value) -> int:
+@dataclass(frozen=True)
+class _CacheStream:
+    """How one token's row of a cache is stored: its codes' format and bytes, and its scales."""
+
+    dtype: DType
+    width: int
+    kv_heads: int
+
+    @property
+    def fmt(self) -> Fmt:
+        return FMT[self.dtype]
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width * self.dtype.bits // 8
+
+    @property
+    def scale_bytes(self) -> int:
+        return self.kv_heads * 2
+
+
+def _append(e: Emitter, new: Value, cache: Value, scale: Value | None) -> int:
+    """Write the new rows at their positions; an 8-bit cache gets codes and scales."""
     r = e.read(new.name)
     slot = e.slots[cache.name]
-    i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(new.type.nbytes), flags=int(Flag.INDIRECT), dst=slot.ref,
-                      dst_bytes=new.type.nbytes, s_a=r[1], deps=((r[0], 0),)))
+    rows = new.type.shape[0]
+    codes = rows * cache.type.shape[2] * cache.type.dtype.bits // 8
+    if scale is not None:
+        q = e.vop(Fn.QUANTIZE, rows, new.type.shape[1], r, bytes_in=new.type.nbytes)
+        s_slot = e.slots[scale.name]
+        e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * scale.type.shape[2] * 2), flags=int(Flag.INDIRECT),
+                      dst=s_slot.ref, dst_bytes=rows * scale.type.shape[2] * 2, s_a=q[1],
+                      deps=((q[0], e.t.timing.drain_cycles),)))
+        r = q
+    lag = e.t.timing.drain_cycles if scale is not None else 0
+    i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(codes), flags=int(Flag.INDIRECT), dst=slot.ref,
+                      dst_bytes=codes, s_a=r[1], deps=((r[0], lag),)))
     slot.ready = i
     return i
 
 
-def _cache_panels(e: Emitter, cache: str, appended: int, act: tuple[int, int], m: int, tokens: int, width: int,
-                  block: int, keys: bool) -> tuple[int, int]:
-    """Stream a cache [tokens, width] through the MXM block by block; returns the last (instr, stream)."""
+def _cache_panels(e: Emitter, kv: _CacheStream, cache: str, scale: Value | None, appended: int,
+                  act: tuple[int, int], m: int, tokens: int, block: int, keys: bool) -> tuple[int, int]:
+    """Stream a cache [tokens, width] through the MXM block by block; returns the last (instr, stream).
+    Scales multiply the scores (keys) or the probabilities (values) of their tokens."""
     acc = None
+    width = kv.width
     for t0 in range(0, tokens, block):
         tb = min(block, tokens - t0)
-        r = e.read(cache, tb * width * 2, t0 * width * 2, after=((appended, 0),))
+        r = e.read(cache, tb * kv.row_bytes, t0 * kv.row_bytes, after=((appended, 0),))
         k_dim, n_dim = (width, tb) if keys else (tb, width)
+        step = act
+        if scale is not None and not keys:
+            sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
+            step = e.vop(Fn.SCALE, m, tb, act, sr, tb * kv.scale_bytes)
         flags = (Flag.ACCUMULATE if acc is not None and not keys else 0) | (
             Flag.LAST if keys or t0 + tb >= tokens else 0)
-        deps = ((r[0], 0), (act[0], 0)) + (((acc, 0),) if acc is not None else ())
-        acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, Fmt.F16), fmt=Fmt.F16, m=m, k=k_dim,
-                            n=n_dim, flags=int(flags), s_a=r[1], s_b=act[1], s_out=e.t.stream(), deps=deps))
+        deps = ((r[0], 0), (step[0], 0)) + (((acc, 0),) if acc is not None else ())
+        acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, kv.fmt), fmt=kv.fmt, m=m, k=k_dim,
+                            n=n_dim, flags=int(flags), s_a=r[1], s_b=step[1], s_out=e.t.stream(), deps=deps))
+        if scale is not None and keys:
+            sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
+            acc = e.vop(Fn.SCALE, m, tb, (acc, e.t.instrs[acc].s_out), sr, tb * kv.scale_bytes)[0]
     return acc, e.t.instrs[acc].s_out
 
 

@@ -105,7 +105,7 @@ def is_resident(op: Op, index: int) -> bool:
     if op.opcode is Opcode.RMSNORM:
         return index == 1
     if op.opcode is Opcode.ATTENTION:
-        return index in (3, 4)
+        return index in (3, 4, 6, 7)  # caches and their scales
     if op.opcode is Opcode.EXPERTS:
         return index >= 3  # expert weights and their scales
     if op.opcode in (Opcode.ADD, Opcode.MUL):

@@ -9,6 +9,7 @@ import numpy as np
 from compiler.options import PRECISIONS
 from ir.errors import ConfigError, VerifyError
 from ir.graph import Graph, Op, Value, sorted_attrs
+from ir.numerics import quantize
 from ir.ops import OPDEFS, Opcode
 from ir.types import DType, TensorType
 
@@ -107,13 +108,10 @@ def _rewrite(op: Op, scales: dict[str, Value], renamed: dict[str, Value]) -> Op:
 
 # ---- numbers: what the compiler stores for a quantized weight --------------------------------
 
-QMAX = {"int8": 127, "int4": 7, "fp8": 448.0}  # largest code magnitude (fp8: e4m3's largest finite)
-
 
 def quantize_weights(weights: dict[str, np.ndarray], graph: Graph, precision: str) -> dict[str, np.ndarray]:
     """Float weights to what `graph` (the output of Quantize(precision)) stores: for each
-    quantized param, codes and `<name>.scale` (f16) with scale = max |w| / QMAX per channel,
-    symmetric round-to-nearest. int4 codes are held one per int8; fp8 codes as their values."""
+    quantized param, codes and `<name>.scale` (f16) per channel (ir.numerics.quantize)."""
     if precision == "fp16":
         return {p.name: weights[p.name].astype(np.float16) for p in graph.params}
     axes = _channel_axes(graph)
@@ -124,8 +122,8 @@ def quantize_weights(weights: dict[str, np.ndarray], graph: Graph, precision: st
         if p.name not in axes:
             out[p.name] = weights[p.name].astype(np.float16)
             continue
-        codes, scale = _quantize(weights[p.name].astype(np.float32), axes[p.name], precision)
-        out[p.name], out[f"{p.name}.scale"] = codes, scale
+        out[p.name], out[f"{p.name}.scale"] = quantize(weights[p.name].astype(np.float32), STORAGE[precision],
+                                                        axes[p.name])
     return out
 
 
@@ -138,20 +136,3 @@ def _channel_axes(graph: Graph) -> dict[str, int]:
                 rows = op.opcode is Opcode.EMBED or op.attr.get("transpose_b")
                 axes[op.operands[index].name] = 1 if rows or op.opcode is Opcode.EXPERTS else 0
     return axes
-
-
-def _quantize(w: np.ndarray, reduce: int, precision: str) -> tuple[np.ndarray, np.ndarray]:
-    amax = np.abs(w).max(axis=reduce)
-    scale = np.maximum(amax / QMAX[precision], np.finfo(np.float16).tiny).astype(np.float16)
-    x = w / np.expand_dims(scale.astype(np.float32), reduce)
-    if precision == "fp8":
-        return _e4m3(x), scale
-    q = QMAX[precision]
-    return np.clip(np.rint(x), -q, q).astype(np.int8), scale
-
-
-def _e4m3(x: np.ndarray) -> np.ndarray:
-    """Round to the nearest fp8 e4m3 value (3 mantissa bits, subnormals below 2^-6)."""
-    _, e = np.frexp(x)
-    step = np.exp2(np.maximum(e, -5) - 4)
-    return np.clip(np.rint(x / step) * step, -448.0, 448.0).astype(np.float32)

@@ -140,7 +140,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         return v.type
     if op.opcode is Opcode.EXPERTS and index >= 3:
         return _expert_operand_type(v.type, index, t)
-    if op.opcode is Opcode.ATTENTION and index in (3, 4):
+    if op.opcode is Opcode.ATTENTION and index in (3, 4, 6, 7):  # caches, and their per-head scales
         kv = a["kv_heads"]
         return v.type.with_shape(*shape[:2], shape[2] // kv * _per_chip(kv, t))
     if op.opcode in (Opcode.ADD, Opcode.MUL) and len(shape) == 1 and index == 1:

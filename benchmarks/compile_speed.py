@@ -19,6 +19,7 @@ CASES = [
     ("llama-3.1-8b", "lpu", ["--precision", "fp16"]),
     ("llama-3.1-70b", "lpu", ["--precision", "int8"]),
     ("llama-3.1-70b", "lpu", ["--precision", "fp16"]),
+    ("mixtral-8x7b", "lpu", ["--precision", "int8"]),
     ("llama-3.1-8b", "lpu", ["--precision", "int8", "--context", "32768", "--prompt", "32768"]),
 ]
 

@@ -162,40 +162,37 @@ def _units(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, fo
 
 def _streams(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, timing: Timing,
              found: _Hazards) -> None:
-    """Pair each stream read with the latest write of that stream issued at or before it."""
+    """Pair each stream read with the latest write of that stream issued at or before it
+    (an instruction that reads and writes one stream reads the older value)."""
     c = {n: a[rows] for n, a in program.cols.items()}
     s, e = start[rows], end[rows]
     base = rows.start
     for name in ("s_a", "s_b", "s_out"):
-        bad = (c[name] >= timing.streams) | (c[name] < -1)
-        for j in np.flatnonzero(bad).tolist():
+        for j in np.flatnonzero((c[name] >= timing.streams) | (c[name] < -1)).tolist():
             found.add(base + j, "stream-range", f"{name}={c[name][j]}, the chip has {timing.streams} streams")
-    producers = np.flatnonzero(c["s_out"] >= 0)
-    reads = [(j, int(c[n][j])) for n in ("s_a", "s_b") for j in np.flatnonzero(c[n] >= 0).tolist()]
-    by_stream: dict[int, np.ndarray] = {}
-    for st in np.unique(c["s_out"][producers]).tolist():
-        mine = producers[c["s_out"][producers] == st]
-        by_stream[st] = mine[np.lexsort((mine, s[mine]))]
-    last_read: dict[int, int] = {}  # producer row -> latest end of its readers
-    for j, st in reads:
-        mine = by_stream.get(st)
-        k = -1 if mine is None else int(np.searchsorted(s[mine], s[j], "right")) - 1
-        if k >= 0 and mine[k] == j:  # an instruction reading and writing one stream reads the old value
-            k -= 1
-        if k < 0:
-            found.add(base + j, "stream-raw", f"reads stream {st} before anything wrote it")
-            continue
-        p = int(mine[k])
-        ready = e[p] + (timing.drain_cycles if c["op"][j] == Op.WRITE
-                        and c["kind"][p] in (UnitKind.MXM, UnitKind.VXM) else 0)
-        if s[j] < ready:
-            found.add(base + j, "stream-raw", f"reads stream {st} at {s[j]}, its data is ready at {ready}")
-        last_read[p] = max(last_read.get(p, 0), int(e[j]))
-    for st, mine in by_stream.items():
-        for prev, nxt in zip(mine[:-1].tolist(), mine[1:].tolist(), strict=True):
-            if prev in last_read and s[nxt] < last_read[prev]:
-                found.add(base + nxt, "stream-war", f"overwrites stream {st} at {s[nxt]} while its value is "
-                                                    f"read until {last_read[prev]}")
+    prod = np.flatnonzero(c["s_out"] >= 0)
+    prod = prod[np.lexsort((prod, s[prod], c["s_out"][prod]))]  # by stream, then time, then row
+    prod_key = (c["s_out"][prod].astype(np.int64) << 40) | s[prod]
+    readers = np.concatenate([np.flatnonzero(c[n] >= 0) for n in ("s_a", "s_b")])
+    streams = np.concatenate([c[n][c[n] >= 0] for n in ("s_a", "s_b")]).astype(np.int64)
+    k = np.searchsorted(prod_key, (streams << 40) | s[readers], "right") - 1
+    k = np.where((k >= 0) & (prod[np.maximum(k, 0)] == readers), k - 1, k)  # itself: the older value
+    valid = (k >= 0) & (c["s_out"][prod[np.maximum(k, 0)]] == streams)
+    for j, st in zip(readers[~valid].tolist(), streams[~valid].tolist(), strict=True):
+        found.add(base + j, "stream-raw", f"reads stream {st} before anything wrote it")
+    j, p = readers[valid], prod[k[valid]]
+    drained = (c["op"][j] == Op.WRITE) & np.isin(c["kind"][p], (UnitKind.MXM, UnitKind.VXM))
+    ready = e[p] + np.where(drained, timing.drain_cycles, 0)
+    for i in np.flatnonzero(s[j] < ready).tolist():
+        found.add(base + int(j[i]), "stream-raw", f"reads stream {streams[valid][i]} at {s[j[i]]}, its data is "
+                                                  f"ready at {ready[i]}")
+    last_read = np.full(len(prod), -1, dtype=np.int64)
+    np.maximum.at(last_read, k[valid], e[j])
+    same = c["s_out"][prod[1:]] == c["s_out"][prod[:-1]]
+    for i in np.flatnonzero(same & (s[prod[1:]] < last_read[:-1])).tolist():
+        found.add(base + int(prod[i + 1]), "stream-war", f"overwrites stream {c['s_out'][prod[i + 1]]} at "
+                                                         f"{s[prod[i + 1]]} while its value is read until "
+                                                         f"{last_read[i]}")
 
 
 def _sram(program: Program, system: SystemSpec, found: _Hazards) -> None:

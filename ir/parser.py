@@ -68,7 +68,7 @@ class _Reader:
         except ValueError:
             raise self.error(opcode, f"unknown opcode {str(opcode)!r}") from None
         values = tuple(self.use(v) for v in operands.children)
-        literal = {str(a.children[0]): _literal(a.children[1]) for a in (attrs.children if attrs else ())}
+        literal = self.attrs(attrs.children if attrs else [])
         typed = tuple(Value(_text(r.children[0]), self.type(r.children[1])) for r in results)
         op = Op(code, values, typed, sorted_attrs(literal), scope)
         try:
@@ -78,6 +78,14 @@ class _Reader:
         for r, v in zip(results, typed, strict=True):
             self.define(v.name, v.type, r.children[0])
         return op
+
+    def attrs(self, trees: list[Tree]) -> dict[str, int | float | str | bool]:
+        out: dict[str, int | float | str | bool] = {}
+        for key, value in (a.children for a in trees):
+            if str(key) in out:  # a dict would silently keep the last one
+                raise self.error(key, f"attribute {str(key)!r} is given twice")
+            out[str(key)] = _literal(value)
+        return out
 
     def type(self, tree: Tree) -> TensorType:
         dtype, *dims = tree.children
@@ -120,8 +128,27 @@ def _literal(tree: Tree) -> int | float | str | bool:
     return float(text) if any(c in text for c in ".eEn") else int(text)
 
 
+# How the grammar's pattern terminals read in a message; string terminals are shown quoted.
+_TERMINALS = {"_NL": "end of line", "NAME": "a name", "STRING": "a quoted string", "NUMBER": "a number",
+              "INT": "an integer", "OPCODE": "an opcode", "DECL": "input, param or state"}
+
+
 def _expected(e: UnexpectedInput) -> str:
-    expected = sorted(getattr(e, "expected", None) or getattr(e, "allowed", None) or ())
-    got = getattr(e, "token", None) or getattr(e, "char", "")
-    got = "end of line" if str(got).strip() == "" else repr(str(got))
-    return f"unexpected {got}" + (f", expected one of {', '.join(expected)}" if expected else "")
+    names = getattr(e, "expected", None) or getattr(e, "allowed", None) or ()
+    expected = sorted({_terminal(n) for n in names})
+    token = getattr(e, "token", None)
+    if token is not None and token.type == "$END":
+        got = "end of input"
+    else:
+        got = token if token is not None else getattr(e, "char", "")
+        got = "end of line" if str(got).strip() == "" else repr(str(got))
+    if len(expected) > 1:
+        return f"unexpected {got}, expected one of {', '.join(expected)}"
+    return f"unexpected {got}" + "".join(f", expected {x}" for x in expected)
+
+
+def _terminal(name: str) -> str:
+    if name in _TERMINALS:
+        return _TERMINALS[name]
+    pattern = _parser().get_terminal(name).pattern
+    return repr(pattern.value) if pattern.type == "str" else name

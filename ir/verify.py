@@ -50,8 +50,10 @@ def verify_op(op: Op) -> None:
             raise VerifyError(f"{where}: attribute {key!r} must be {allowed[key].__name__}, got {value!r}")
     try:
         expected = opdef.type_rule(tuple(v.type for v in op.operands), attrs)
-    except TypeRuleError as e:
-        raise VerifyError(f"{where}: {e}") from None
+    # Type rules index shapes and read attributes before all their checks can run, so a
+    # malformed op (a 1-D rope input, a scalar allgather, recv shape "1xq") can fail inside them too.
+    except (TypeRuleError, LookupError, ValueError, ArithmeticError) as e:
+        raise VerifyError(f"{where}: {e if isinstance(e, TypeRuleError) else _malformed(e)}") from None
     got = tuple(r.type for r in op.results)
     if got != expected:
         raise VerifyError(f"{where}: results have types {_types(got)}, the op gives {_types(expected)}")
@@ -69,12 +71,13 @@ def _define(defined: dict[str, Value], v: Value, where: str) -> None:
 
 
 def _is(value: object, kind: type) -> bool:
-    """bool is not an int here; an int is an acceptable float."""
-    if kind is float:
-        return isinstance(value, float | int) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+    """Exact types, so a bool is no int and a numpy scalar (which would not print) is
+    caught here; an int is an acceptable float."""
+    return type(value) is kind or (kind is float and type(value) is int)
+
+
+def _malformed(e: Exception) -> str:
+    return f"operands or attributes its type rule cannot read ({type(e).__name__}: {e})"
 
 
 def _types(types) -> str:

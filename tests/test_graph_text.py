@@ -4,6 +4,7 @@ import difflib
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -54,49 +55,66 @@ def test_golden_decode_layer(precision, request):
 
 # ---------------------------------------------------------------- generated graphs
 
-NAMES = st.text("abcxyz019_.-", min_size=1, max_size=8) | st.sampled_from(["0", "x y", 'q"uote', "é", "%"])
+NAMES = st.text("abcxyz019_.-", min_size=1, max_size=8) | st.sampled_from(
+    ["0", "x y", 'q"uote', "é", "%", "", "input", "scope", "output", "true", "nan", "inf", "f16", "1e5", "-1"])
 FLOATS = st.sampled_from([1e-05, 0.1, 1e300, 5e-324, -0.0, 0.0, 500000.0, math.inf, -math.inf, 2.5, -3e-7]) | \
     st.floats(allow_nan=False)
 DTYPES = st.sampled_from([DType.F16, DType.BF16, DType.F32])
+SCOPES = st.sampled_from(["", "embed", "layers.0", "a b", "head", "scope"])
 
 
 @st.composite
 def graphs(draw) -> Graph:
-    """Small valid graphs: a chain of element-wise, norm, matmul, gather, argmax, send/recv ops
-    over odd-but-legal names, attributes and scope changes."""
-    names = iter(draw(st.lists(NAMES, min_size=40, max_size=40, unique=True)))
+    """Small valid graphs: a chain of element-wise, norm, matmul, gather, topk, argmax, send/recv
+    ops beside unused inputs and state of any type, over odd-but-legal names, attributes and
+    scope changes."""
+    names = iter(draw(st.lists(NAMES, min_size=60, max_size=60, unique=True)))
     b = Builder(draw(NAMES))
+    for _ in range(draw(st.integers(0, 3))):  # any dtype and rank, scalars included
+        shape = draw(st.lists(st.integers(0, 5), max_size=3))
+        b.input(next(names), TensorType(draw(st.sampled_from(list(DType))), tuple(shape)))
+    if draw(st.booleans()):
+        b.new_state(next(names), DType.F16, 1, 2, 3)
     dtype = draw(DTYPES)
     rows, width = draw(st.integers(1, 4)), draw(st.integers(1, 6))
     x = b.input(next(names), TensorType(dtype, (rows, width)))
     for _ in range(draw(st.integers(0, 8))):
-        b.scope = draw(st.sampled_from(["", "embed", "layers.0", "a b", "head"]))
-        kind = draw(st.sampled_from(["add", "mul", "silu", "rmsnorm", "matmul", "allgather", "recv", "send"]))
-        name = next(names)
-        if kind in ("add", "mul"):
-            x = b.op(Opcode(kind), x, x, name=name)
-        elif kind == "silu":
-            x = b.op(Opcode.SILU, x, name=name)
-        elif kind == "rmsnorm":
-            w = b.param(next(names), dtype, width)
-            x = b.op(Opcode.RMSNORM, x, w, name=name, eps=draw(FLOATS))
-        elif kind == "matmul":
-            out = draw(st.integers(1, 6))
-            w = b.param(next(names), dtype, width, out)
-            extra = draw(st.dictionaries(st.sampled_from(["split", "heads"]), st.just(1)))
-            if "split" in extra:
-                extra["split"] = draw(st.sampled_from(["col", "row", 'we"ird\n']))
-            x, width = b.op(Opcode.MATMUL, x, w, name=name, **extra), out
-        elif kind == "allgather":
-            group = draw(st.integers(1, 3))
-            x, width = b.op(Opcode.ALLGATHER, x, name=name, group=group), width * group
-        elif kind == "recv":
-            x = b.op(Opcode.RECV, name=name, peer=draw(st.integers(-2, 9)), shape=f"{rows}x{width}",
-                     dtype=dtype.value)
-        else:
-            b.op_n(Opcode.SEND, x, peer=draw(st.integers(0, 9)))
+        b.scope = draw(SCOPES)
+        x, width = _chain_op(draw, b, names, x, rows, width, dtype)
     ids = b.op(Opcode.ARGMAX, x, name=next(names))
     return b.finish(*draw(st.sampled_from([(x, ids), (ids,), ()])))
+
+
+def _chain_op(draw, b: Builder, names, x: Value, rows: int, width: int, dtype: DType) -> tuple[Value, int]:
+    """One random op on the chain's value x[rows, width]; returns the new chain value and width."""
+    kind = draw(st.sampled_from(["add", "mul", "silu", "rmsnorm", "matmul", "allgather", "recv", "send", "topk"]))
+    name = next(names)
+    if kind in ("add", "mul"):
+        return b.op(Opcode(kind), x, x, name=name), width
+    if kind == "silu":
+        return b.op(Opcode.SILU, x, name=name), width
+    if kind == "rmsnorm":
+        return b.op(Opcode.RMSNORM, x, b.param(next(names), dtype, width), name=name, eps=draw(FLOATS)), width
+    if kind == "matmul":
+        out, transpose = draw(st.integers(1, 6)), draw(st.booleans())
+        w = b.param(next(names), dtype, *((out, width) if transpose else (width, out)))
+        extra = draw(st.dictionaries(st.sampled_from(["split", "heads"]), st.just(1)))
+        if "split" in extra:
+            extra["split"] = draw(st.sampled_from(["col", "row", 'we"ird\n']))
+        if transpose or draw(st.booleans()):
+            extra["transpose_b"] = transpose
+        return b.op(Opcode.MATMUL, x, w, name=name, **extra), out
+    if kind == "allgather":
+        group = draw(st.integers(1, 3))
+        return b.op(Opcode.ALLGATHER, x, name=name, group=group), width * group
+    if kind == "recv":
+        return b.op(Opcode.RECV, name=name, peer=draw(st.integers(-2, 9)), shape=f"{rows}x{width}",
+                    dtype=dtype.value), width
+    if kind == "topk":  # two results; the chain goes on from x
+        b.op_n(Opcode.TOPK, x, names=(name, next(names)), k=draw(st.integers(1, width)))
+        return x, width
+    b.op_n(Opcode.SEND, x, peer=draw(st.integers(0, 9)))
+    return x, width
 
 
 @settings(max_examples=100, deadline=None)
@@ -147,6 +165,12 @@ def test_the_example_parses_and_comments_are_ignored():
     (("{eps = 1e-05}", ""), r"g.ir:5:\d+: .*missing attribute 'eps'"),
     (("{eps = 1e-05}", "{eps = 1e-05, bad = 1}"), r"g.ir:5:\d+: .*unknown attribute 'bad'"),
     (("output %y", "output %z"), r"g.ir:7:\d+: %z is used before it is defined"),
+    (("{eps = 1e-05}", "{eps = 1e-05, eps = 1}"), r"g.ir:5:\d+: attribute 'eps' is given twice"),
+    (("  output", "  output %y\n  output"), r"g.ir:8:3: unexpected 'output', expected '}'"),
+    (("output %y\n}", "output %y"), r"g.ir:7:\d+: unexpected end of input, expected '}'"),
+    (("rmsnorm %x, %w {eps = 1e-05}", 'recv {dtype = "f16", peer = 1, shape = "1xq"}'),
+     r"g.ir:5:\d+: .*recv %y: .*type rule cannot read"),
+    (("rmsnorm %x, %w {eps = 1e-05}", "allgather %x, %w {group = 2}"), r"g.ir:5:\d+: .*takes 1 operands, got 2"),
 ])
 def test_errors_name_file_line_and_column(edit, message):
     with pytest.raises(ParseError, match=message):
@@ -167,6 +191,11 @@ def test_verifier_names_the_broken_op():
         (Graph("g", (x,), (w,), (), (Op(Opcode.RMSNORM, (x, w), (y,), (("eps", True),), "layers.0"),), (y,)),
          "must be float"),
         (Graph("g", (x,), (w, x), (), (norm,), (y,)), "%x is defined twice"),
+        (Graph("g", (x,), (w,), (), (norm,), (w, x, Value("z", x.type))), "output %z is not defined"),
+        (Graph("g", (x,), (w,), (), (Op(Opcode.RMSNORM, (x, w), (y,), (("eps", np.float64(1e-5)),), "layers.0"),),
+               (y,)), "must be float"),
+        (Graph("g", (x,), (w,), (), (Op(Opcode.ALLGATHER, (w,), (y,), (("group", 2),), "layers.0"),), (y,)),
+         "results have types"),
     ]
     for graph, message in cases:
         with pytest.raises(VerifyError, match=f"scope layers.0: .*{message}|graph g: .*{message}"):

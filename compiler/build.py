@@ -14,14 +14,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from compiler.codegen.emit import EMIT
 from compiler.codegen.phase import lower_phase
 from compiler.codegen.stage import StageCode
 from compiler.frontend import build_graph, load_model_config
+from compiler.image import AUTO_LIMIT_BYTES, RANDOM, load_weights, sram_image
 from compiler.options import CompileOptions
 from compiler.plan import Plan
 from compiler.planner import Lowered, graph_passes, plan_graphs
+from ir.errors import ConfigError
 from ir.files import atomic_dir
 from ir.graph import Graph
+from ir.image_io import save_image
 from ir.printer import print_graph
 from ir.program import Program
 from ir.program_io import save_program
@@ -33,12 +37,15 @@ Progress = Callable[[str], None]
 
 
 def compile_model(model: str, target: str, options: CompileOptions, out: Path,
-                  progress: Progress = lambda _: None) -> dict:
-    """Plan, lower and schedule `model`; write the build directory `out`; return the manifest."""
+                  progress: Progress = lambda _: None, weights: str = "auto") -> dict:
+    """Plan, lower and schedule `model`; write the build directory `out`; return the manifest.
+    `weights`: "random", a checkpoint (.npz), "none", or "auto" (random for models whose
+    weights take at most 256 MiB): the SRAM image the functional interpreter runs on."""
     config = load_model_config(model)
     system = load_target(target)
     progress("lowering graphs")
     graphs = _graphs(config, options)
+    _check_lowerable(config.name, graphs.decode)
     progress("partitioning")
     plan = plan_graphs(config.name, graphs, system, options)
     chunk = plan.prefill["chunk_tokens"]
@@ -48,10 +55,45 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
     prefill_graph = _chunk_graph(config, options, chunk)
     prefill, prefill_codes = lower_phase("prefill", prefill_graph, plan.stages, system, plan.prefill["chunks"],
                                          system.name)
+    source = _weights_source(weights, plan)
+    image = None
+    if source != "none":
+        progress("laying out weights")
+        float_weights = load_weights(source, build_graph(config, "decode", context=options.context,
+                                                         batch=options.batch))
+        image = sram_image(decode_codes, plan.stages, graphs.decode, float_weights, options.precision)
     progress("writing")
-    source = target if target in list_targets() else str(Path(target).resolve())
-    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, _memory(decode_codes, prefill_codes),
-                  source)
+    memory = _memory(decode_codes, prefill_codes) | {"outputs": _outputs(decode_codes, prefill_codes,
+                                                                            graphs.decode, prefill_graph)}
+    target_source = target if target in list_targets() else str(Path(target).resolve())
+    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, memory, target_source,
+                  (image, source))
+
+
+def _weights_source(weights: str, plan: Plan) -> str:
+    if weights != "auto":
+        return str(Path(weights).resolve()) if weights not in (RANDOM, "none") else weights
+    return RANDOM if plan.totals["weight_bytes"] <= AUTO_LIMIT_BYTES else "none"
+
+
+def _outputs(decode: list[StageCode], prefill: list[StageCode], decode_graph: Graph, prefill_graph: Graph) -> dict:
+    """Where each phase's outputs end up: the last stage's per-chip value and how many
+    vocabulary shards it is split into (the host concatenates them)."""
+    out = {}
+    for phase, codes, graph in (("decode", decode, decode_graph), ("prefill", prefill, prefill_graph)):
+        last = codes[-1]
+        out[phase] = {v.name: {"stage": last.index, "value": last.outputs[v.name].name,
+                               "shards": v.type.numel // last.outputs[v.name].type.numel} for v in graph.outputs}
+    return out
+
+
+def _check_lowerable(model: str, graph: Graph) -> None:
+    """Fail before planning, with one line naming the op, when the lowering has no rule for it."""
+    missing = sorted({op.opcode.value for op in graph.ops} - {code.value for code in EMIT}
+                     - {"allreduce", "allgather", "send", "recv"})
+    if missing:
+        raise ConfigError(f"{model}: compile cannot lower {', '.join(missing)} yet (plan works; the scheduler "
+                          "has no instruction rule for these ops)")
 
 
 def _graphs(config, options: CompileOptions) -> Lowered:
@@ -68,7 +110,7 @@ def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
 
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, prefill_graph: Graph, decode: Program, prefill: Program,
-           memory: dict, target: str) -> dict:
+           memory: dict, target: str, image: tuple[dict | None, str]) -> dict:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_dir(out)
@@ -79,6 +121,8 @@ def _write(out: Path, plan: Plan, decode_graph: Graph, prefill_graph: Graph, dec
         save_program(decode, tmp / "decode.prog")
         save_program(prefill, tmp / "prefill.prog")
         (tmp / "memory.json").write_text(json.dumps(memory, indent=1, sort_keys=True) + "\n")
+        if image[0] is not None:
+            save_image(image[0], tmp / "sram.img", image[1])
         manifest = {"format": FORMAT, "target": target,  # a preset name, or the target file's path
                     "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

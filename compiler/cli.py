@@ -1,4 +1,4 @@
-"""The `sramflow` command line: plan, lower, compile and inspect."""
+"""The `sramflow` command line: plan, compare, lower, compile, inspect and run."""
 
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="plan, lower and schedule: write a build directory")
     _model_args(comp)
     comp.add_argument("-o", "--output", required=True, help="build directory to write (replaced if it exists)")
+    comp.add_argument("--weights", default="auto",
+                      help="the SRAM image for `run --functional`: random (seeded), a .npz checkpoint of arrays "
+                           "by parameter name, none, or auto (random up to 256 MiB of weights)")
     comp.set_defaults(run=_compile)
     insp = sub.add_parser("inspect", help="summarise a build directory, print assembly, draw timelines")
     insp.add_argument("build", help="a directory written by `sramflow compile`")
@@ -50,19 +53,31 @@ def _parser() -> argparse.ArgumentParser:
     insp.add_argument("--gantt", metavar="PNG", help="draw the chips' units over time into a PNG")
     insp.add_argument("--trace", metavar="JSON", help="write a Chrome trace-event file (Perfetto)")
     insp.set_defaults(run=_inspect)
+    comp_ = sub.add_parser("compare", help="one model on several targets: a table, JSON, and a PNG")
+    comp_.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
+    comp_.add_argument("--targets", default="lpu,wse3,h100", help="comma list of presets or target TOML paths")
+    _shape_args(comp_)
+    comp_.add_argument("--objective", choices=OBJECTIVES, default="chips",
+                       help="fewest devices that fit, or lowest decode latency within each target's limit")
+    comp_.add_argument("--plot", metavar="PNG", help="also draw the comparison into this PNG")
+    comp_.add_argument("--json", action="store_true", help="print the comparison as JSON and nothing else")
+    comp_.set_defaults(run=_compare)
     run = sub.add_parser("run", help="execute a build in the cycle-accurate interpreter; exit 0 only if hazard-free")
     run.add_argument("build", help="a directory written by `sramflow compile`")
     run.add_argument("--tokens", type=int, default=1, help="tokens to generate (decode steps after the prompt)")
     run.add_argument("--check-determinism", action="store_true",
                      help="run again in another chip order and require bit-identical timelines")
     run.add_argument("--json", action="store_true", help="print the figures as JSON and nothing else")
+    run.add_argument("--functional", action="store_true",
+                     help="also execute every instruction on the build's SRAM image: prompt in, greedy tokens out")
+    run.add_argument("--prompt", default="1", help="prompt token ids for --functional, e.g. \"1 2 3 4\"")
     run.set_defaults(run=_run)
     return parser
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
-    p.add_argument("--target", default="lpu", help="preset (lpu, lpu-mini, h100) or path to a target TOML")
+    p.add_argument("--target", default="lpu", help="preset (lpu, lpu-mini, h100, wse3) or path to a target TOML")
     _shape_args(p)
     p.add_argument("--chips", type=int, help="use exactly N chips")
     p.add_argument("--max-chips", type=int, help="use at most N chips")
@@ -78,6 +93,8 @@ def _shape_args(p: argparse.ArgumentParser) -> None:
                    help="tokens held in the KV cache (plan: a comma list sweeps, one row per context)")
     p.add_argument("--prompt", type=int, default=1024, help="prompt length for time-to-first-token")
     p.add_argument("--batch", type=int, default=1, help="sequences decoded together")
+    p.add_argument("--prefill-chunk", type=int, default=256,
+                   help="largest prefill chunk in tokens (the plan picks the largest multiple of 16 that fits)")
 
 
 def _contexts(text: str) -> list[int]:
@@ -96,12 +113,15 @@ def _options(args: argparse.Namespace, context: int | None = None) -> CompileOpt
         context = contexts[0]
     return CompileOptions(precision=args.precision, kv_precision=args.kv_precision, context=context,
                           prompt=args.prompt, batch=args.batch, chips=getattr(args, "chips", None),
-                          max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"))
+                          max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"),
+                          prefill_chunk=args.prefill_chunk)
 
 
 def _plan(args: argparse.Namespace) -> int:
     from compiler.planner import make_plan
     from compiler.report import render_plan
+    from compiler.wafer.plan import WaferPlan
+    from compiler.wafer.report import render_wafer_plan
 
     contexts = _contexts(args.context)
     if len(contexts) > 1:
@@ -109,6 +129,8 @@ def _plan(args: argparse.Namespace) -> int:
     plan = make_plan(args.model, args.target, _options(args))
     if args.json:
         sys.stdout.write(plan.to_json())
+    elif isinstance(plan, WaferPlan):
+        render_wafer_plan(plan, Console())
     else:
         render_plan(plan, Console())
     return 0
@@ -130,6 +152,23 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from compiler.compare import compare, parse_targets, render_compare, to_json, write_plot
+
+    targets = parse_targets(args.targets)
+    options = _options(args)
+    rows = compare(args.model, targets, options)
+    if args.plot:
+        write_plot(args.model, options, rows, args.plot)
+    if args.json:
+        sys.stdout.write(to_json(args.model, options, rows))
+    else:
+        render_compare(args.model, options, rows, Console())
+        if args.plot:
+            Console().print(f"wrote {args.plot}")
+    return 0
+
+
 def _lower(args: argparse.Namespace) -> int:
     from compiler.planner import lower_one
     from ir.printer import print_graph
@@ -144,13 +183,17 @@ def _compile(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from compiler.build import compile_model
+    from targets import WaferSpec, load_target
 
+    if isinstance(load_target(args.target), WaferSpec):
+        raise ConfigError(f"compile: wafer-scale target '{args.target}' has plans only so far; "
+                          f"`sramflow plan {args.model} --target {args.target}` and `sramflow compare` work")
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as bar:
         task = bar.add_task("compiling", total=None)
         manifest = compile_model(args.model, args.target, _options(args), Path(args.output),
-                                 lambda step: bar.update(task, description=step))
+                                 lambda step: bar.update(task, description=step), weights=args.weights)
     console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}")
     return 0
 
@@ -191,13 +234,24 @@ def _run(args: argparse.Namespace) -> int:
 
     from targets.runner import run_build
 
-    figures = run_build(args.build, args.tokens, args.check_determinism)
+    prompt = _prompt(args.prompt) if args.functional else None
+    figures = run_build(args.build, args.tokens, args.check_determinism, prompt)
     if args.json:
         sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     else:
         _print_run(figures, Console())
     clean = not figures["hazards"] and figures.get("determinism", {"passed": True})["passed"]
     return 0 if clean else 2
+
+
+def _prompt(text: str) -> list[int]:
+    try:
+        ids = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise ConfigError(f"--prompt: expected token ids separated by spaces, got {text!r}") from None
+    if not ids or min(ids) < 0:
+        raise ConfigError(f"--prompt: expected one or more non-negative token ids, got {text!r}")
+    return ids
 
 
 def _print_run(f: dict, console: Console) -> None:
@@ -210,6 +264,10 @@ def _print_run(f: dict, console: Console) -> None:
     if "determinism" in f:
         det = f["determinism"]
         console.print(f"determinism: {'passed' if det['passed'] else 'FAILED'} (digest {det['digest'][:16]}…)")
+    if "functional" in f:
+        fn = f["functional"]
+        console.print(f"functional: prompt {fn['prompt']} -> tokens {fn['tokens']} "
+                      f"({fn['instructions_executed']:,} instructions executed on data)")
     hazards = f["hazards"]
     console.print(f"hazards: {len(hazards)}" if hazards else "hazards: none")
     for h in hazards[:20]:

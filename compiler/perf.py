@@ -11,8 +11,14 @@ import math
 from dataclasses import dataclass
 
 from compiler.partition.shard_cost import Collective, OpWork, ShardCost
-from targets.spec import LinkSpec, SystemSpec
+from ir.ops import Opcode
+from targets.spec import ChipSpec, LinkSpec, SystemSpec
+from targets.timing import VXM_ALUS_PER_LANE
 from targets.topology import chip_hops
+
+# Ops whose arithmetic the lowering runs on the vector ALUs rather than the matrix planes (Mamba's
+# conv and recurrence): their flops are timed at the vector rate, as the scheduler times them.
+VECTOR_OPS = frozenset({Opcode.CONV1D, Opcode.SELECTIVE_SCAN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +53,8 @@ def op_time(work: OpWork, system: SystemSpec, precision: str) -> Breakdown:
     """One op's streaming and arithmetic, overlapped: whichever is longer."""
     chip = system.chip
     memory = work.read_bytes / chip.mem_bw_bytes_per_s
-    compute = work.flops / chip.peak_ops(precision)
+    rate = vector_ops_per_s(chip) if work.opcode in VECTOR_OPS else chip.peak_ops(precision)
+    compute = work.flops / rate
     return Breakdown(memory_s=memory) if memory >= compute else Breakdown(compute_s=compute)
 
 
@@ -65,10 +72,16 @@ def unit_bound_s(cost: ShardCost, system: SystemSpec, precision: str) -> float:
     at peak, the dependency chain's pipeline latency, and every collective's wire latency."""
     chip = system.chip
     read = sum(w.read_bytes for w in cost.work)
-    flops = sum(w.flops for w in cost.work)
-    stream = max(read / chip.mem_bw_bytes_per_s, flops / chip.peak_ops(precision))
+    flops = sum(w.flops for w in cost.work if w.opcode not in VECTOR_OPS)
+    vector = sum(w.flops for w in cost.work if w.opcode in VECTOR_OPS)
+    stream = max(read / chip.mem_bw_bytes_per_s, flops / chip.peak_ops(precision), vector / vector_ops_per_s(chip))
     wires = sum(collective_latency_s(c, system) for c in cost.collectives)
     return stream + cost.chain_ops * _op_latency_s(system) + wires
+
+
+def vector_ops_per_s(chip: ChipSpec) -> float:
+    """The vector ALUs' rate: every lane's ALUs, one op a cycle (targets/timing.py's VOP rule)."""
+    return chip.vector_bytes * VXM_ALUS_PER_LANE * chip.clock_hz
 
 
 def _op_latency_s(system: SystemSpec) -> float:

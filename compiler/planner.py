@@ -20,10 +20,13 @@ from compiler.passes.quantize_kv import QuantizeKV
 from compiler.perf import Breakdown, handoff_lanes, hop_s, unit_bound_s, unit_time
 from compiler.plan import Memory, Plan, Stage
 from compiler.plan import round_sig as _r
+from compiler.wafer.plan import WaferPlan
+from compiler.wafer.planner import plan_wafer
 from ir.errors import DoesNotFitError
 from ir.graph import Graph
+from ir.ops import Opcode
 from targets import load_target
-from targets.spec import SystemSpec
+from targets.spec import SystemSpec, WaferSpec
 from targets.topology import chip_hops
 
 # No stage is wider than this: beyond it, collectives cost more than sharding saves on every target we ship.
@@ -58,16 +61,20 @@ def lower_one(model: str, phase: str, options: CompileOptions, layers: int | Non
     return graph_passes(options)(build_graph(config, phase, **shape))
 
 
-def make_plan(model: str, target: str, options: CompileOptions) -> Plan:
+def make_plan(model: str, target: str, options: CompileOptions) -> Plan | WaferPlan:
     start = time.perf_counter()
     name, graphs = lower(model, options)
     plan = plan_graphs(name, graphs, load_target(target), options)
     return replace(plan, wall_s=time.perf_counter() - start)
 
 
-def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: CompileOptions) -> Plan:
-    """The partitioner and performance model on already lowered graphs."""
-    units = build_units(graphs.decode, graphs.prefill, options, min(system.max_chips, MAX_GROUP))
+def plan_graphs(name: str, graphs: Lowered, system: SystemSpec | WaferSpec, options: CompileOptions
+                ) -> Plan | WaferPlan:
+    """The partitioner and performance model on already lowered graphs (a wafer target takes the mesh path)."""
+    if isinstance(system, WaferSpec):
+        return replace(plan_wafer(name, graphs.decode, graphs.prefill, system, options), totals=_totals(graphs))
+    units = build_units(graphs.decode, graphs.prefill, options, min(system.max_chips, MAX_GROUP),
+                        system.chips_per_node)
     solution, lower_bound = partition(units, graphs, system, options)
     return evaluate(name, system, options, units, graphs, solution, lower_bound)
 
@@ -249,8 +256,16 @@ def _binding(timed: list[_Timed], options: CompileOptions) -> dict:
 
 def _totals(graphs: Lowered) -> dict:
     decode = graphs.decode
+    ssm = _ssm_state_bytes(decode)
     return {"params": sum(p.type.numel for p in decode.params), "weight_bytes": decode.param_bytes(),
-            "kv_cache_bytes": decode.state_bytes()}
+            "kv_cache_bytes": decode.state_bytes() - ssm, "ssm_state_bytes": ssm}
+
+
+def _ssm_state_bytes(graph: Graph) -> int:
+    """Mamba's conv and SSM states: a fixed size per sequence, whatever the context (unlike
+    the KV cache, which grows with it)."""
+    names = {v.name for op in graph.ops if op.opcode in (Opcode.CONV1D, Opcode.SELECTIVE_SCAN) for v in op.operands}
+    return sum(s.type.nbytes for s in graph.state if s.name in names)
 
 
 def _layers(run: list[Unit]) -> tuple[int, int] | None:

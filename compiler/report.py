@@ -22,12 +22,13 @@ def render_sweep(plans: list[Plan], console: Console) -> None:
     console.print(Text.assemble((first.model, "bold"), " on ", (first.target, "bold"),
                                 f"  {o['precision']} weights, prompt {o['prompt']}, batch {o['batch']}"))
     table = Table(header_style="bold", box=None)
-    for col in ("context", "KV GB", "weights GB", "chips", "bound", "µs/token", "bound µs", "tokens/s",
+    for col in ("context", "KV GB", "SSM MB", "weights GB", "chips", "bound", "µs/token", "bound µs", "tokens/s",
                 "TTFT ms", "binds"):
         table.add_column(col, justify="right")
     for p in plans:
         t, d = p.totals, p.decode
         table.add_row(f"{p.options['context']:,}", f"{t['kv_cache_bytes'] / 1e9:,.2f}",
+                      f"{t.get('ssm_state_bytes', 0) / 1e6:,.1f}",
                       f"{t['weight_bytes'] / 1e9:,.2f}", f"{p.chips:,}", f"{p.chips_lower_bound:,}",
                       f"{d['latency_us']:,.1f}", f"{d['latency_bound_us']:,.1f}", f"{d['tokens_per_s']:,.0f}",
                       f"{p.prefill['ttft_ms']:,.2f}", d["binding"])
@@ -67,7 +68,7 @@ def _stages(plan: Plan) -> Table:
 def _memory(plan: Plan) -> Table:
     unit, scale = _byte_unit(max(s.memory.capacity for s in plan.stages))
     table = Table(title=f"memory per chip ({unit})", header_style="bold")
-    for col in ("stage", "weights", "KV cache", "activations", "program", "headroom", "used"):
+    for col in ("stage", "weights", "KV/state", "activations", "program", "headroom", "used"):
         table.add_column(col, justify="right")
     for s in plan.stages:
         m = s.memory

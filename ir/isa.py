@@ -71,6 +71,14 @@ class Fn(enum.IntEnum):
     TOPK = 12  # router scores -> the k best experts' weights (and, with ARGTOPK, their ids)
     ARGTOPK = 13
     QUANTIZE = 14  # 16-bit rows -> 8-bit codes and a scale per group (KV-cache writes)
+    ARGBEST = 15  # rows of a vocabulary shard -> each row's best (id + imm, value) pair
+    PICK = 16  # every shard's pairs -> each row's best id (ties to the lower id)
+    ROUTE = 17  # an expert pass's output times each row's routing weight for that expert (0 if not routed)
+    CONV1D = 18  # causal depthwise conv: rows (s_a) after the conv state (s_b), taps [C, K] (s_c)
+    CONVSTATE = 19  # conv state (s_b) and rows (s_a) -> the state after them: each sequence's last K-1 inputs
+    JOIN = 20  # the values of s_a, s_b (and s_c), whole, one after another: a many-operand function's inputs
+    SCAN = 21  # Mamba's recurrence: f32 state (s_a), [A_log | D] (s_b), [x | dt | B | C] (s_c) -> the new
+    #            state's f32 bytes, then y's 16-bit ones (a WRITE takes the state, a COPY from offset y)
 
 
 class Fmt(enum.IntEnum):

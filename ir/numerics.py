@@ -31,3 +31,50 @@ def e4m3(x: np.ndarray) -> np.ndarray:
     _, e = np.frexp(x)
     step = np.exp2(np.maximum(e, -5) - 4)
     return np.clip(np.rint(x / step) * step, -448.0, 448.0).astype(np.float32)
+
+
+# ---- storage: how each dtype's values lie in SRAM (the compiler writes, the interpreter reads)
+
+def _e4m3_table() -> np.ndarray:
+    """The value of every fp8 e4m3 byte (sign, 4 exponent bits biased by 7, 3 mantissa bits;
+    0x7f and 0xff are NaN)."""
+    b = np.arange(256)
+    exp, mant = (b >> 3) & 0xF, b & 7
+    mag = np.where(exp == 0, mant / 8 * 2.0**-6, (1 + mant / 8) * np.exp2(exp - 7.0))
+    mag = np.where((exp == 15) & (mant == 7), np.nan, mag)
+    return np.where(b >> 7, -mag, mag).astype(np.float32)
+
+
+E4M3 = _e4m3_table()
+_E4M3_POSITIVE = E4M3[:127]  # codes 0..126: the non-negative finite values, ascending
+
+
+def encode(values: np.ndarray, dtype: DType) -> np.ndarray:
+    """Values of `dtype` (fp8 and int codes as ir.numerics.quantize gives them) as their bytes.
+    int4 codes pack two to a byte along the last axis, the even element in the low nibble."""
+    if dtype is DType.FP8:
+        mag = np.searchsorted(_E4M3_POSITIVE, np.abs(values)).astype(np.uint8)
+        return np.where(np.signbit(values) & (mag > 0), mag | 0x80, mag).astype(np.uint8).reshape(-1)
+    if dtype is DType.I4:
+        nib = (values.astype(np.int8) & 0xF).astype(np.uint8).reshape(-1, values.shape[-1])
+        if nib.shape[1] % 2:
+            raise ValueError(f"int4 rows need an even length, got {nib.shape[1]}")
+        return (nib[:, 0::2] | (nib[:, 1::2] << 4)).reshape(-1)
+    numpy_type = {DType.F16: np.float16, DType.BF16: np.float16, DType.F32: np.float32, DType.I8: np.int8,
+                  DType.I32: np.int32}[dtype]
+    return np.ascontiguousarray(values, dtype=numpy_type).view(np.uint8).reshape(-1)
+
+
+def decode(raw: np.ndarray, dtype: DType) -> np.ndarray:
+    """Bytes back to float32 values (the inverse of encode; int4 gives two values a byte)."""
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    if dtype is DType.FP8:
+        return E4M3[raw]
+    if dtype is DType.I4:
+        low, high = (raw & 0xF).astype(np.int8), (raw >> 4).astype(np.int8)
+        both = np.stack([low, high], axis=-1).reshape(-1)
+        return np.where(both > 7, both - 16, both).astype(np.float32)
+    numpy_type = {DType.F16: np.float16, DType.BF16: np.float16, DType.F32: np.float32, DType.I8: np.int8,
+                  DType.I32: np.int32}[dtype]
+    return raw[: len(raw) // np.dtype(numpy_type).itemsize * np.dtype(numpy_type).itemsize].view(
+        numpy_type).astype(np.float32)

@@ -33,6 +33,10 @@ class Opcode(enum.Enum):
     RECV = "recv"
     TOPK = "topk"  # router logits [M,E] -> routing weights f16[M,k], expert ids i32[M,k]
     EXPERTS = "experts"  # x, weights, ids, stacked expert MLPs (gate, up [E,H,I], down [E,I,H]) -> y
+    MLA_ATTENTION = "mla_attention"  # DeepSeek's latent attention: writes the compressed row, attends over it
+    CONV1D = "conv1d"  # causal depthwise conv over each sequence's rows, through a conv state (Mamba)
+    SELECTIVE_SCAN = "selective_scan"  # Mamba's recurrence over each sequence's rows, through an SSM state
+    SLICE = "slice"  # columns start..stop of the last axis
 
 
 class TypeRuleError(Exception):
@@ -162,9 +166,14 @@ def _recv(ins, attrs):
 
 
 def _topk(ins, attrs):
-    (logits,) = ins
+    logits = ins[0]
     _need(len(logits.shape) == 2, f"topk needs [M,E] router logits, got {logits}")
     _need(1 <= attrs["k"] <= logits.shape[1], f"topk k={attrs['k']} outside 1..{logits.shape[1]}")
+    if len(ins) == 2:
+        _need(ins[1].shape == logits.shape[1:], f"topk bias must be [{logits.shape[1]}], got {ins[1]}")
+    groups, kept = attrs.get("groups", 1), attrs.get("topk_groups", attrs.get("groups", 1))
+    _need(logits.shape[1] % groups == 0 and 1 <= kept <= groups and attrs["k"] <= kept * logits.shape[1] // groups,
+          f"topk k={attrs['k']} from {kept} of {groups} groups does not fit {logits.shape[1]} experts")
     rows = logits.shape[0]
     return TensorType(DType.F16, (rows, attrs["k"])), TensorType(DType.I32, (rows, attrs["k"]))
 
@@ -181,6 +190,48 @@ def _experts(ins, attrs):
         want = ((e, inter), (e, inter), (e, hidden))
         _need(tuple(t.shape for t in ins[6:]) == want, f"expert scales must be {want}")
     return (x,)
+
+
+def _conv1d(ins, attrs):
+    x, w, state = ins[:3]
+    rows, channels = x.shape
+    _need(len(w.shape) == 2 and w.shape[0] == channels, f"conv1d weight must be [{channels},K], got {w}")
+    taps = w.shape[1] - 1
+    _need(len(state.shape) == 3 and state.shape[1:] == (channels, taps),
+          f"conv1d state must be [B,{channels},{taps}], got {state}")
+    _need(rows % state.shape[0] == 0, f"{rows} rows do not split over batch {state.shape[0]}")
+    if len(ins) == 4:
+        _need(ins[3].shape == (channels,), f"conv1d bias must be [{channels}], got {ins[3]}")
+    return (TensorType(_activation(x), x.shape),)
+
+
+def _selective_scan(ins, attrs):
+    x, dt, a_log, b, c, d, state = ins
+    rows, channels = x.shape
+    n = a_log.shape[-1]
+    _need(dt.shape == x.shape, f"scan dt must be {x.shape}, got {dt}")
+    _need(a_log.shape == (channels, n) and d.shape == (channels,), f"scan A_log/D must be [{channels},N]/[{channels}]")
+    _need(b.shape == c.shape == (rows, n), f"scan B and C must be [{rows},{n}], got {b} and {c}")
+    _need(len(state.shape) == 3 and state.shape[1:] == (channels, n), f"SSM state must be [B,{channels},{n}]")
+    _need(rows % state.shape[0] == 0, f"{rows} rows do not split over batch {state.shape[0]}")
+    return (TensorType(_activation(x), x.shape),)
+
+
+def _slice(ins, attrs):
+    (x,) = ins
+    start, stop = attrs["start"], attrs["stop"]
+    _need(0 <= start < stop <= x.shape[-1], f"slice {start}..{stop} outside the {x.shape[-1]} columns of {x}")
+    return (x.with_shape(*x.shape[:-1], stop - start),)
+
+
+def _conv1d_flops(ins, outs, attrs):
+    return 2 * ins[1].shape[1] * outs[0].numel
+
+
+def _scan_flops(ins, outs, attrs):
+    # Per row and channel: softplus(dt), and per state element exp(dt*A), dt*B*x, the
+    # update h = dA*h + dBx and its dot with C (~9 N), plus the D skip.
+    return outs[0].numel * (9 * ins[2].shape[-1] + 8)
 
 
 def expert_passes(rows: int, top_k: int, experts_here: int) -> int:
@@ -202,6 +253,38 @@ def _experts_scratch(ins, outs, attrs):
     the expert's output [M, H] before it is weighted into the result."""
     rows, hidden = ins[0].shape
     return 2 * rows * (4 * ins[3].shape[2] + hidden)
+
+
+def _mla_attention(ins, attrs):
+    q_nope, q_pe, c_kv, k_pe, cache, pos, kv_b = ins[:7]
+    heads, nope, rope, v = attrs["heads"], attrs["nope_dim"], attrs["rope_dim"], attrs["v_dim"]
+    rows, rank = q_nope.shape[0], c_kv.shape[1]
+    _need(q_nope.shape == (rows, heads * nope) and q_pe.shape == (rows, heads * rope),
+          f"mla q must be [M,{heads}x{nope}] and [M,{heads}x{rope}], got {q_nope} and {q_pe}")
+    _need(c_kv.shape == (rows, rank) and k_pe.shape == (rows, rope), f"mla latent rows must be [M,R], [M,{rope}]")
+    _need(len(cache.shape) == 3 and cache.shape[2] == rank + rope, f"latent cache must be [B,C,{rank + rope}]")
+    _need(cache.dtype in (DType.F16, DType.BF16), f"latent cache must be 16-bit, got {cache}")
+    _need(rows % cache.shape[0] == 0, f"{rows} rows do not split over batch {cache.shape[0]}")
+    _need(pos.dtype is DType.I32 and pos.shape == (rows,), f"mla positions must be i32[{rows}]")
+    _need(kv_b.shape == (rank, heads * (nope + v)), f"kv_b must be [{rank},{heads}x{nope + v}], got {kv_b}")
+    if len(ins) == 8:
+        _need(ins[7].shape == kv_b.shape[1:], f"kv_b scale must be [{kv_b.shape[1]}], got {ins[7]}")
+    return (TensorType(_activation(q_nope), (rows, heads * v)),)
+
+
+def _mla_flops(ins, outs, attrs):
+    """Absorbed form, per row and head: q_nope into latent space (R x nope), scores over the
+    cache's latent and rope parts, the weighted latent sum, and its value projection (R x v)."""
+    rows, rank, tokens = ins[0].shape[0], ins[2].shape[1], ins[4].shape[1]
+    per_head = 2 * rank * (attrs["nope_dim"] + attrs["v_dim"]) + 2 * tokens * (2 * rank + attrs["rope_dim"])
+    return rows * attrs["heads"] * per_head
+
+
+def _mla_scratch(ins, outs, attrs):
+    """16-bit latent queries [M, heads, R + rope] and latent outputs [M, heads, R]; scores
+    stream through the softmax as ordinary attention's do."""
+    rows, rank = ins[0].shape[0], ins[2].shape[1]
+    return 2 * rows * attrs["heads"] * (2 * rank + attrs["rope_dim"])
 
 
 def _no_flops(ins, outs, attrs):
@@ -243,7 +326,9 @@ OPDEFS: dict[Opcode, OpDef] = {
         _rope,
         _per_out(3),
         optional={"scaling": str, "factor": float, "low_freq_factor": float,
-                  "high_freq_factor": float, "original_max_position": int},
+                  "high_freq_factor": float, "original_max_position": int,
+                  "beta_fast": float, "beta_slow": float, "mscale": float, "mscale_all_dim": float,
+                  "interleave": bool},  # interleave: each head's pairs are (x0,x1),(x2,x3)... (DeepSeek)
     ),
     # Operands: q, k, v, k_cache, v_cache, pos (and k_scale, v_scale for an 8-bit cache).
     Opcode.ATTENTION: OpDef(
@@ -261,11 +346,35 @@ OPDEFS: dict[Opcode, OpDef] = {
     Opcode.SEND: OpDef((1, 1), {"peer": int}, lambda ins, attrs: (), _no_flops),
     Opcode.RECV: OpDef((0, 0), {"peer": int, "shape": str, "dtype": str}, _recv, _no_flops),
     # MoE routing: scores by `scoring` (softmax over all experts, or sigmoid), the k best kept,
-    # renormalised to sum 1 when `normalize`, then multiplied by `scale`.
-    Opcode.TOPK: OpDef((1, 1), {"k": int}, _topk, _per_out(8),
-                       optional={"scoring": str, "normalize": bool, "scale": float}),
+    # renormalised to sum 1 when `normalize`, then multiplied by `scale`. DeepSeek-V3: an optional
+    # bias [E] (operand 1) is added to the scores for choosing only (weights stay unbiased), and
+    # with `groups`, only experts of the `topk_groups` groups whose two best biased scores sum
+    # highest may be chosen.
+    Opcode.TOPK: OpDef((1, 2), {"k": int}, _topk, _per_out(8),
+                       optional={"scoring": str, "normalize": bool, "scale": float, "groups": int,
+                                 "topk_groups": int}),
     # y[m] = sum_j weights[m,j] * down_e(act(gate_e(x[m])) * up_e(x[m])), e = ids[m,j]. `experts`
     # is the model's count (a chip may hold fewer after sharding); split="expert" spreads them.
     Opcode.EXPERTS: OpDef((6, 9), {"experts": int, "top_k": int}, _experts, _experts_flops,
                           optional={"act": str, "split": str}, scratch=_experts_scratch),
+    # Operands: q_nope [M,H*nope], q_pe [M,H*rope] (roped), c_kv [M,R] (normed latent), k_pe [M,rope]
+    # (roped, shared by all heads), cache [B,C,R+rope], pos, kv_b [R,H*(nope+v)] (each head's
+    # [k_nope | v] up-projection; and its scale [H*(nope+v)] when quantized). Writes [c_kv | k_pe]
+    # at pos; head h scores q_nope_h.W_uk_h.c_kv + q_pe_h.k_pe per cached token, times `scale`,
+    # and returns softmax . c_kv . W_uv_h: HF's attention over kv_b-expanded keys and values,
+    # computed on the latent cache (weight absorption).
+    Opcode.MLA_ATTENTION: OpDef(
+        (7, 8), {"heads": int, "nope_dim": int, "rope_dim": int, "v_dim": int, "scale": float},
+        _mla_attention, _mla_flops, writes=(4,), scratch=_mla_scratch,
+    ),
+    # Mamba. Rows of a sequence are contiguous (B sequences of M/B rows); each sequence's
+    # rows run in order starting from its state, which is left as after its last row (decode:
+    # one step; prefill: the prompt), so a prompt may also arrive in chunks.
+    # conv1d: x [M,C], weight [C,K], state [B,C,K-1] (the sequence's last K-1 inputs), bias [C].
+    Opcode.CONV1D: OpDef((3, 4), {}, _conv1d, _conv1d_flops, writes=(2,)),
+    # selective_scan: x, dt [M,C] (before softplus), A_log [C,N], B, C [M,N], D [C], state
+    # [B,C,N]. Per row: h = exp(softplus(dt) * -exp(A_log)) * h + softplus(dt) * B * x;
+    # y = h @ C + D * x. The z gate is separate (silu, mul).
+    Opcode.SELECTIVE_SCAN: OpDef((7, 7), {}, _selective_scan, _scan_flops, writes=(6,)),
+    Opcode.SLICE: OpDef((1, 1), {"start": int, "stop": int}, _slice, _no_flops),
 }

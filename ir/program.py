@@ -6,10 +6,30 @@ Rows are sorted by (chip, unit kind, unit, issue cycle): each functional unit's
 in-order queue is one contiguous run, and a chip's instructions are one slice.
 
 Operands are explicit: SRAM byte ranges [src, src+src_bytes) and [dst,
-dst+dst_bytes), stream ids s_a, s_b (inputs) and s_out (output), the peer chip
-and message tag of a send or receive, and the tile shape m x k x n. A field that
-does not apply holds its default (-1 for addresses, streams, peer and tag; 0 for
-sizes and shapes).
+dst+dst_bytes), stream ids s_a, s_b, s_c (inputs) and s_out (output), the peer
+chip and message tag of a send or receive, and the tile shape m x k x n. A field
+that does not apply holds its default (-1 for addresses, streams, peer and tag;
+-1 for imm, meaning none; 0 for sizes, shapes, offset and stride).
+
+What each instruction computes (the functional interpreter's contract):
+
+  READ     SRAM -> s_out. With stride: m rows of src_bytes/m bytes, row i at src + i*stride.
+           INDIRECT: the address moves by k bytes times (element `imm` of the i32 stream s_b
+           less `base`), clamped to the n items the chip holds (a routed expert's weights).
+  WRITE    s_a -> SRAM, rows laid out as READ's. INDIRECT (a cache append): row r goes to
+           dst + ((r // k) * imm + pos[r]) * stride, pos the i32 stream s_b, k rows a sequence.
+  GATHER   m rows of n elements (format `dtype`): row id - base of the table at src, for the
+           ids on s_b; ids outside [base, base + k) give zero rows (a vocabulary shard).
+  MXM      s_out = s_a (weight tile k x n, format `dtype`; [n, k] with TRANSPOSE) applied to
+           columns [offset, offset + k) of the m rows on s_b, plus s_c's partial sums with
+           ACCUMULATE. KEYS / VALUES: the attention products, per kv head (`imm` indexes
+           meta["fn_args"] for the head grouping).
+  VOP      s_out = fn(s_a[offset:], s_b, s_c); `imm` indexes meta["fn_args"] (eps, rope
+           frequencies, softmax scale and mask, routing) or is -1; ARGBEST adds `base` to its
+           ids, ROUTE weighs the experts from `base` on. SCAN (Mamba) leaves raw bytes: the new
+           f32 state, then y in 16 bits; a WRITE stores the first dst_bytes of its stream.
+  SEND     src_bytes of s_a from byte `offset` -> link towards `peer`, message `tag`.
+  RECV     dst_bytes from `peer`, message `tag` -> s_out.
 """
 
 from __future__ import annotations
@@ -35,6 +55,7 @@ COLUMNS: tuple[tuple[str, type], ...] = (
     ("dst_bytes", np.int32),
     ("s_a", np.int16),
     ("s_b", np.int16),
+    ("s_c", np.int16),  # a third input: MXM partial sums, a VOP's table
     ("s_out", np.int16),
     ("peer", np.int32),
     ("tag", np.int32),
@@ -43,10 +64,15 @@ COLUMNS: tuple[tuple[str, type], ...] = (
     ("n", np.int32),
     ("flags", np.uint8),  # Flag
     ("dtype", np.uint8),  # ir.isa.Fmt of an MXM weight tile (sets its rate)
+    ("offset", np.int32),  # where in an input stream the instruction starts (see above)
+    ("stride", np.int32),  # bytes between rows of a 2-D SRAM access
+    ("imm", np.int32),  # an immediate: an index, a count or a table entry (see above)
+    ("base", np.int32),  # the first id this chip holds: its vocabulary shard's first row, first local expert
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 DTYPES = {name: np.dtype(dt) for name, dt in COLUMNS}
-DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_out", "peer", "tag") else 0 for name in NAMES}
+DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_c", "s_out", "peer", "tag", "imm") else 0
+            for name in NAMES}
 SORT_KEY = ("chip", "kind", "unit", "issue")
 
 
@@ -54,6 +80,9 @@ class Flag(enum.IntFlag):
     ACCUMULATE = 1  # MXM adds into its accumulators instead of overwriting
     LAST = 2  # MXM's last k-tile (or attention's last block): results leave the unit
     INDIRECT = 4  # the address is offset at run time by an index on a stream (gather, cache write)
+    TRANSPOSE = 8  # MXM: the weight tile is stored [n, k] (a tied head reading the embedding table)
+    KEYS = 16  # MXM: attention scores, queries (s_b) against a block of cached keys (s_a)
+    VALUES = 32  # MXM: attention output, probabilities (s_b) times a block of cached values (s_a)
 
 
 @dataclass(frozen=True, eq=False)

@@ -160,6 +160,9 @@ def _units(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, fo
         found.add(rows.start + j + 1, "unit-busy", f"starts at {s[j + 1]}, the unit is busy until {e[j]}")
 
 
+_READS = ("s_a", "s_b", "s_c")  # the stream operands an instruction reads
+
+
 def _streams(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, timing: Timing,
              found: _Hazards) -> None:
     """Pair each stream read with the latest write of that stream issued at or before it
@@ -167,14 +170,14 @@ def _streams(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, 
     c = {n: a[rows] for n, a in program.cols.items()}
     s, e = start[rows], end[rows]
     base = rows.start
-    for name in ("s_a", "s_b", "s_out"):
+    for name in ("s_a", "s_b", "s_c", "s_out"):
         for j in np.flatnonzero((c[name] >= timing.streams) | (c[name] < -1)).tolist():
             found.add(base + j, "stream-range", f"{name}={c[name][j]}, the chip has {timing.streams} streams")
     prod = np.flatnonzero(c["s_out"] >= 0)
     prod = prod[np.lexsort((prod, s[prod], c["s_out"][prod]))]  # by stream, then time, then row
     prod_key = (c["s_out"][prod].astype(np.int64) << 40) | s[prod]
-    readers = np.concatenate([np.flatnonzero(c[n] >= 0) for n in ("s_a", "s_b")])
-    streams = np.concatenate([c[n][c[n] >= 0] for n in ("s_a", "s_b")]).astype(np.int64)
+    readers = np.concatenate([np.flatnonzero(c[n] >= 0) for n in _READS])
+    streams = np.concatenate([c[n][c[n] >= 0] for n in _READS]).astype(np.int64)
     k = np.searchsorted(prod_key, (streams << 40) | s[readers], "right") - 1
     k = np.where((k >= 0) & (prod[np.maximum(k, 0)] == readers), k - 1, k)  # itself: the older value
     valid = (k >= 0) & (c["s_out"][prod[np.maximum(k, 0)]] == streams)

@@ -14,10 +14,11 @@ from ir.errors import ConfigError
 from targets.h100 import H100
 from targets.lpu import LPU
 from targets.lpu_mini import LPU_MINI
-from targets.spec import MEMORY_KINDS, PRECISIONS, TOPOLOGIES, ChipSpec, LinkSpec, SystemSpec
+from targets.spec import MEMORY_KINDS, PRECISIONS, TOPOLOGIES, ChipSpec, LinkSpec, SystemSpec, WaferSpec
 from targets.units import FREQUENCY, OPS, RATE, SIZE, TIME, Kind, parse_quantity
+from targets.wse3 import WSE3
 
-PRESETS: dict[str, SystemSpec] = {"lpu": LPU, "lpu-mini": LPU_MINI, "h100": H100}
+PRESETS: dict[str, SystemSpec | WaferSpec] = {"lpu": LPU, "lpu-mini": LPU_MINI, "h100": H100, "wse3": WSE3}
 
 
 def list_targets() -> list[str]:
@@ -25,13 +26,15 @@ def list_targets() -> list[str]:
     return sorted(PRESETS)
 
 
-def load_target(name_or_path: str) -> SystemSpec:
-    """A preset by name (`lpu`, `lpu-mini`, `h100`) or a system read from a TOML target file.
+def load_target(name_or_path: str) -> SystemSpec | WaferSpec:
+    """A preset by name (`lpu`, `lpu-mini`, `h100`, `wse3`) or a system read from a TOML target file.
 
     A file mirrors SystemSpec: top-level system fields, `[chip]` (with `[chip.peak_ops_per_s]`),
-    `[local_link]` and `[global_link]`. `base = "lpu"` (a preset, or a .toml path relative to
-    the file) supplies every field the file leaves out; without a base every field is required
-    except the names, which default to the file's stem.
+    `[local_link]` and `[global_link]`; or WaferSpec (`mesh_rows`, per-core fields,
+    `[core_peak_ops_per_s]`, `[wafer_link]`) when based on `wse3` or holding `mesh_rows`.
+    `base = "lpu"` (a preset, or a .toml path relative to the file) supplies every field the file
+    leaves out; without a base every field is required except the names, which default to the
+    file's stem.
     """
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
@@ -112,6 +115,24 @@ SCHEMA: dict[str, Any] = {
     "topology": Leaf(_choice(TOPOLOGIES)),
     "sync_cycles": Leaf(_count, NON_NEGATIVE),
 }
+# A wafer file mirrors WaferSpec; `mesh_rows` (or `base = "wse3"`) marks a file as one.
+WAFER_SCHEMA: dict[str, Any] = {
+    "base": Leaf(_text),
+    "name": Leaf(_text),
+    "mesh_rows": Leaf(_count, POSITIVE),
+    "mesh_cols": Leaf(_count, POSITIVE),
+    "core_sram_bytes": Leaf(_quantity(SIZE), POSITIVE),
+    "core_reserve_bytes": Leaf(_quantity(SIZE), NON_NEGATIVE),
+    "core_mem_bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE),
+    "clock_hz": Leaf(_quantity(FREQUENCY), POSITIVE),
+    "core_peak_ops_per_s": {p: Leaf(_quantity(OPS), POSITIVE) for p in PRECISIONS},
+    "simd_width": Leaf(_count, POSITIVE),
+    "link_bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE),
+    "hop_cycles": Leaf(_count, NON_NEGATIVE),
+    "step_cycles": Leaf(_count, NON_NEGATIVE),
+    "wafer_link": _LINK,
+    "max_wafers": Leaf(_count, POSITIVE),
+}
 _OPTIONAL = {"base", "name", "chip.name"}
 
 
@@ -138,14 +159,19 @@ class _Source:
         return f"{self.path}:{line}: {dotted}" if line else f"{self.path}: {dotted}"
 
 
-def _load_file(path: Path, seen: tuple[Path, ...]) -> SystemSpec:
+def _load_file(path: Path, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
     source = _Source(path, _read(path))
     data = _parse_toml(source)
-    values = _parse_table(data, SCHEMA, "", source)
-    tree = _base_tree(values.pop("base", None), source, seen)
+    base = data.get("base")
+    base_spec = _base_spec(_text(base, source.at("base")), source, seen) if base is not None else None
+    wafer = isinstance(base_spec, WaferSpec) or (base_spec is None and "mesh_rows" in data)
+    schema = WAFER_SCHEMA if wafer else SCHEMA
+    values = _parse_table(data, schema, "", source)
+    values.pop("base", None)
+    tree = _without_name(_as_tree(base_spec)) if base_spec is not None else {}
     _overlay(tree, values)
     _fill_names(tree, path)
-    _check_complete(tree, source)
+    _check_complete(tree, source, schema)
     return _build(tree, source)
 
 
@@ -167,17 +193,18 @@ def _parse_toml(source: _Source) -> dict[str, Any]:
         raise ConfigError(f"{where}: invalid TOML: {err}") from None
 
 
-def _parse_table(data: dict[str, Any], schema: dict[str, Any], prefix: str, source: _Source) -> dict[str, Any]:
+def _parse_table(data: dict[str, Any], schema: dict[str, Any], prefix: str, source: _Source,
+                 root: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         dotted = prefix + key
         if key not in schema:
-            raise ConfigError(f"{source.at(dotted)}: unknown field{_field_hint(dotted)}")
+            raise ConfigError(f"{source.at(dotted)}: unknown field{_field_hint(dotted, root or schema)}")
         rule = schema[key]
         if isinstance(rule, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source.at(dotted)}: expected a table ([{dotted}]), got {value!r}")
-            out[key] = _parse_table(value, rule, dotted + ".", source)
+            out[key] = _parse_table(value, rule, dotted + ".", source, root or schema)
         else:
             out[key] = _parse_leaf(rule, value, source.at(dotted))
     return out
@@ -192,11 +219,10 @@ def _parse_leaf(rule: Leaf, value: Any, where: str) -> Any:
     return parsed
 
 
-def _base_tree(base: str | None, source: _Source, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if base is None:
-        return {}
+def _base_spec(base: str, source: _Source, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
+    """The system a file's `base` names: a preset, or another target file relative to this one."""
     if base in PRESETS:
-        return _without_name(_as_tree(PRESETS[base]))
+        return PRESETS[base]
     if not base.endswith(".toml"):
         raise ConfigError(
             f"{source.at('base')}: unknown preset '{base}'{_hint(base, PRESETS)} "
@@ -205,7 +231,7 @@ def _base_tree(base: str | None, source: _Source, seen: tuple[Path, ...]) -> dic
     path = (source.path.parent / base).resolve()
     if path in seen or path == source.path.resolve():
         raise ConfigError(f"{source.at('base')}: '{base}' is based on itself")
-    return _without_name(_as_tree(_load_file(path, seen + (source.path.resolve(),))))
+    return _load_file(path, seen + (source.path.resolve(),))
 
 
 def _without_name(tree: dict[str, Any]) -> dict[str, Any]:
@@ -230,22 +256,28 @@ def _overlay(tree: dict[str, Any], values: dict[str, Any]) -> None:
 
 def _fill_names(tree: dict[str, Any], path: Path) -> None:
     tree.setdefault("name", path.stem)
-    tree.setdefault("chip", {}).setdefault("name", tree["name"])
+    if "mesh_rows" not in tree:  # a chip system names its chip too
+        tree.setdefault("chip", {}).setdefault("name", tree["name"])
 
 
-def _check_complete(tree: dict[str, Any], source: _Source) -> None:
-    for dotted in _leaf_paths(SCHEMA):
+def _check_complete(tree: dict[str, Any], source: _Source, schema: dict[str, Any]) -> None:
+    preset = "wse3" if schema is WAFER_SCHEMA else "lpu"
+    for dotted in _leaf_paths(schema):
         node: Any = tree
         for key in dotted.split("."):
             node = node.get(key) if isinstance(node, dict) else None
         if node is None and dotted not in _OPTIONAL:
             raise ConfigError(
-                f"{source.path}: missing required field '{dotted}' (give it, or set base = \"lpu\" to inherit the rest)"
+                f"{source.path}: missing required field '{dotted}' (give it, or set base = \"{preset}\" to inherit "
+                "the rest)"
             )
 
 
-def _build(tree: dict[str, Any], source: _Source) -> SystemSpec:
+def _build(tree: dict[str, Any], source: _Source) -> SystemSpec | WaferSpec:
     try:
+        if "mesh_rows" in tree:
+            link = LinkSpec(**tree["wafer_link"])
+            return WaferSpec(wafer_link=link, **{k: v for k, v in tree.items() if k != "wafer_link"})
         chip = ChipSpec(**tree["chip"])
         links = {k: LinkSpec(**tree[k]) for k in ("local_link", "global_link")}
         rest = {k: v for k, v in tree.items() if k not in ("chip", "local_link", "global_link")}
@@ -264,8 +296,8 @@ def _hint(word: str, options: Any) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _field_hint(dotted: str) -> str:
-    paths = _leaf_paths(SCHEMA)
+def _field_hint(dotted: str, schema: dict[str, Any]) -> str:
+    paths = _leaf_paths(schema)
     close = difflib.get_close_matches(dotted, paths, n=1, cutoff=0.6)
     if not close:  # the right name in the wrong table: `sram_bytes` at top level
         last = dotted.rsplit(".", 1)[-1]

@@ -1,7 +1,11 @@
-"""The `lpu-mini` test preset: the LPU's rules with 4 MiB per chip, so tiny models span dozens of chips.
+"""The `lpu-mini` test preset: the LPU's rules with 384 KiB per chip, so tiny models span several chips.
 
 Not a real machine. Everything but the memory size and the chip count is the `lpu` preset, so
 tests exercise the same topology, links and timing as the real target in milliseconds.
+384 KiB is the least that holds one tiny-llama layer with its 4096-token KV cache (the default
+context) on one tensor-parallel group, so `compile tiny-llama --target lpu-mini` makes a
+pipeline of two stages of two chips: hand-offs, all-reduces and vocabulary-sharded embedding
+and head. Tests spread it further with 64 KiB target files and shorter contexts.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from dataclasses import replace
 
 from targets import lpu
 
-SRAM_BYTES = 4 * 2**20
+SRAM_BYTES = 384 * 2**10
 
 CHIP = replace(
     lpu.CHIP,

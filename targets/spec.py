@@ -152,3 +152,81 @@ class SystemSpec:
     @property
     def chips_per_group(self) -> int:
         return self.chips_per_node * self.nodes_per_group
+
+
+@dataclass(frozen=True, slots=True)
+class WaferSpec:
+    """A wafer-scale machine: a 2-D mesh of small cores, each with private SRAM, and the links between wafers.
+
+    Per-core figures describe one processing element (PE); the wafer is `mesh_rows x mesh_cols` of
+    them as a program sees them. Fabric links join each core to its 4 neighbours; one hop costs
+    `hop_cycles`, and every message a core handles in a collective (wavelet-triggered task, add,
+    forward) costs `step_cycles` of fixed overhead. Models larger than a wafer pipeline over
+    `max_wafers` wafers joined by `wafer_link`.
+    """
+
+    name: str
+    mesh_rows: int
+    mesh_cols: int
+    core_sram_bytes: int
+    core_reserve_bytes: int  # per-core memory held back for code, task table and fabric buffers
+    core_mem_bw_bytes_per_s: float
+    clock_hz: float
+    core_peak_ops_per_s: dict[str, float]
+    simd_width: int  # 16-bit lanes per core per cycle
+    link_bw_bytes_per_s: float  # one fabric link, one direction
+    hop_cycles: int
+    step_cycles: int
+    wafer_link: LinkSpec
+    max_wafers: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "core_peak_ops_per_s", dict(self.core_peak_ops_per_s))
+        for name in ("mesh_rows", "mesh_cols", "core_sram_bytes", "core_mem_bw_bytes_per_s", "clock_hz",
+                     "simd_width", "link_bw_bytes_per_s", "max_wafers"):
+            _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        for name in ("core_reserve_bytes", "hop_cycles", "step_cycles"):
+            _require(getattr(self, name) >= 0, name, "must not be negative")
+        _require(self.core_reserve_bytes < self.core_sram_bytes, "core_reserve_bytes",
+                 f"must be less than core_sram_bytes ({self.core_sram_bytes})")
+        _require(set(self.core_peak_ops_per_s) == set(PRECISIONS), "core_peak_ops_per_s",
+                 f"needs exactly the keys {PRECISIONS}, got {tuple(self.core_peak_ops_per_s)}")
+        for key, rate in self.core_peak_ops_per_s.items():
+            _require(rate > 0, f"core_peak_ops_per_s.{key}", f"must be positive, got {rate}")
+
+    def __hash__(self) -> int:
+        values = (getattr(self, f.name) for f in fields(self))
+        return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in values))
+
+    @property
+    def cores(self) -> int:
+        return self.mesh_rows * self.mesh_cols
+
+    @property
+    def usable_core_bytes(self) -> int:
+        """Per-core memory left for weights, KV cache and activations."""
+        return self.core_sram_bytes - self.core_reserve_bytes
+
+    @property
+    def sram_bytes(self) -> int:
+        """SRAM of one wafer, all cores."""
+        return self.cores * self.core_sram_bytes
+
+    @property
+    def mem_bw_bytes_per_s(self) -> float:
+        """Aggregate SRAM bandwidth of one wafer."""
+        return self.cores * self.core_mem_bw_bytes_per_s
+
+    @property
+    def hop_s(self) -> float:
+        return self.hop_cycles / self.clock_hz
+
+    @property
+    def step_s(self) -> float:
+        return self.step_cycles / self.clock_hz
+
+    def core_peak_ops(self, precision: str) -> float:
+        """Dense peak ops/s of one core at `precision` (one of PRECISIONS)."""
+        if precision not in self.core_peak_ops_per_s:
+            raise ConfigError(f"{self.name}: unknown precision '{precision}' (known: {', '.join(PRECISIONS)})")
+        return self.core_peak_ops_per_s[precision]

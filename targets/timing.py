@@ -41,7 +41,12 @@ STREAMS_PER_CHIP = 64
 FN_OPS: dict[Fn, int] = {
     Fn.NONE: 1, Fn.ADD: 1, Fn.MUL: 1, Fn.SILU: 4, Fn.GELU: 8, Fn.RMSNORM: 4, Fn.ROPE: 3,
     Fn.SOFTMAX: 5, Fn.ARGMAX: 1, Fn.SCALE: 1, Fn.SUM: 1, Fn.COPY: 1, Fn.TOPK: 8, Fn.ARGTOPK: 8,
-    Fn.QUANTIZE: 3,
+    Fn.QUANTIZE: 3, Fn.ARGBEST: 1, Fn.PICK: 1, Fn.ROUTE: 2,
+    # Mamba. CONV1D counts taps (m x C x K elements), a multiply-add each: the conv1d flops rule.
+    # CONVSTATE and JOIN move each element once. SCAN counts state elements (m x C x N): exp(dt A),
+    # dt B x, the update and its dot with C are 9 ops (the scan flops rule's 9N per channel); the
+    # tenth covers softplus and the D skip (8 per channel) for any N >= 8.
+    Fn.CONV1D: 2, Fn.CONVSTATE: 1, Fn.JOIN: 1, Fn.SCAN: 10,
 }
 
 

@@ -95,7 +95,8 @@ def _write(tmp_path, **changes):
     ({"architectures": ["GPT2LMHeadModel"]}, "field 'architectures' names 'GPT2LMHeadModel'"),
     ({"num_key_value_heads": 5}, "field 'num_key_value_heads' 5 does not divide"),
     ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "field 'rope_scaling.low_freq_factor'"),
-    ({"rope_scaling": {"rope_type": "yarn", "factor": 8.0}}, "field 'rope_scaling.rope_type' is 'yarn'"),
+    ({"rope_scaling": {"rope_type": "longrope", "factor": 8.0}}, "field 'rope_scaling.rope_type' is 'longrope'"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 8.0}}, "field 'rope_scaling.original_max_position_embeddings'"),
     ({"hidden_act": "relu"}, "field 'hidden_act' is 'relu'"),
     ({"tie_word_embeddings": "yes"}, "field 'tie_word_embeddings' must be true or false"),
 ])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from compiler.frontend import build_graph, load_model_config
+from compiler.image import random_weights
 from compiler.passes.quantize import Quantize, quantize_weights
 from ir.reference import NUMPY, inverse_frequencies, run_graph
 
@@ -22,20 +23,6 @@ PROMPT = [1, 7, 42, 99, 3, 250, 17, 8]
 CONTEXT = 32
 NEW_TOKENS = 6
 LOGIT_TOL = 3e-2
-
-
-def random_weights(graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """f16 weights with unit-scale activations: norms near 1, matrices ~ N(0, 1/fan_in)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for p in graph.params:
-        if len(p.type.shape) == 1:
-            w = 1 + 0.1 * rng.standard_normal(p.type.shape)
-        else:  # [in, out] or, for stacked experts, [E, in, out]
-            scale = 1 if p.name.startswith("embed") else 1 / math.sqrt(p.type.shape[-2])
-            w = rng.standard_normal(p.type.shape) * scale
-        out[p.name] = w.astype(np.float16)
-    return out
 
 
 def generate(config, weights, prompt: list[int], tokens: int, precision: str = "fp16", context: int = CONTEXT):

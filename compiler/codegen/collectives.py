@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from compiler.codegen.emit import Emitter
-from compiler.codegen.template import Instr, Peer, Ref
+from compiler.codegen.template import Instr, Peer, Ref, Rel
 from ir.isa import Fn, Op
 
 
@@ -49,13 +49,17 @@ class Collectives:
         self.e, self.levels, self.tag = e, lv, 0
 
     def allreduce(self, x: str, out: str, nbytes: int, elements: int, fn: Fn = Fn.SUM) -> int:
-        """Reduce-scatter innermost level first, then gather outermost first; returns the last write."""
+        """Reduce-scatter innermost level first, then gather outermost first; returns the last write.
+        Slices are whole elements; when they do not divide the tensor, `out` grows to hold the
+        last slice's overhang, so no write lands past its buffer."""
         cur = self.e.read(x)
-        size, elems, dims = nbytes, elements, []
+        elem_bytes = max(1, nbytes // max(1, elements))
+        elems, dims = elements, []
         for lv in self.levels:
-            size, elems = math.ceil(size / lv.group), math.ceil(elems / lv.group)
-            dims.append((lv, size))
-            cur = self._reduce_scatter(lv, cur, size, elems, fn)
+            elems = math.ceil(elems / lv.group)
+            dims.append((lv, elems * elem_bytes))
+            cur = self._reduce_scatter(lv, cur, elems * elem_bytes, elems, fn)
+        self.e.pad(out, elems * elem_bytes * math.prod(lv.group for lv in self.levels))
         dims.reverse()  # finest slices first
         own = self._write(out, cur, dims, drain=True)
         return self._gather(out, cur, own, dims)
@@ -63,6 +67,7 @@ class Collectives:
     def allgather(self, x: str, out: str, nbytes: int) -> int:
         """Every chip holds shard r (its rank) of `out`; gather innermost level first."""
         shard = math.ceil(nbytes / math.prod(lv.group for lv in self.levels))
+        self.e.pad(out, shard * math.prod(lv.group for lv in self.levels))
         dims, unit = [], shard
         for lv in self.levels:
             dims.append((lv, unit))
@@ -72,11 +77,13 @@ class Collectives:
         return self._gather(out, cur, own, dims)
 
     def _reduce_scatter(self, lv: Level, cur: tuple[int, int], size: int, elems: int, fn: Fn) -> tuple[int, int]:
-        tags = self._sends(lv, cur, size)
-        acc = cur
+        """Peer d gets its slice of `cur` (its group index x size bytes in); this chip sums its
+        own slice of `cur` with what each peer sends of it."""
+        tags = self._sends(lv, cur, size, sliced=True)
+        acc, own = cur, Rel(parts=((lv.peer(0), size),))
         for d in range(1, lv.group):
             r = self._recv(lv, -d, size, tags[d - 1])
-            acc = self.e.vop(fn, 1, elems, acc, r, 2 * size)
+            acc = self.e.vop(fn, 1, elems, acc, r, 2 * size, offset=own if d == 1 else 0)
         return acc
 
     def _gather(self, out: str, src: tuple[int, int] | None, written: int, dims: list[tuple[Level, int]]) -> int:
@@ -118,14 +125,16 @@ class Collectives:
                           deps=tuple((w, 0) for w in writes)))
         return i, stream
 
-    def _sends(self, lv: Level, src: tuple[int, int], size: int) -> list[int]:
-        """One SEND per peer, spread over the level's links; returns the tags by delta - 1."""
+    def _sends(self, lv: Level, src: tuple[int, int], size: int, sliced: bool = False) -> list[int]:
+        """One SEND per peer, spread over the level's links; returns the tags by delta - 1.
+        `sliced`: each peer gets its own slice of the stream, else all of it."""
         t = self.e.t
         tags = []
         for d in range(1, lv.group):
             tags.append(self._next_tag())
+            offset = Rel(parts=((lv.peer(d), size),)) if sliced else 0
             t.add(Instr(Op.SEND, t.timing.link(size), unit=2 * ((d - 1) % lv.links), src_bytes=size, s_a=src[1],
-                        peer=lv.peer(d), tag=tags[-1], deps=((src[0], 0),)))
+                        peer=lv.peer(d), tag=tags[-1], offset=offset, deps=((src[0], 0),)))
         return tags
 
     def _recv(self, lv: Level, delta: int, size: int, tag: int) -> tuple[int, int]:

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.codegen.stage import StageCode
-from compiler.codegen.template import Peer, Ref, Space, Template
+from compiler.codegen.template import Peer, Ref, Rel, Space, Template
 from ir.isa import Op, UnitKind
 from ir.program import COLUMNS, empty_columns
 from targets.spec import SystemSpec
 from targets.timing import Timing
 
-_PLAIN = ("kind", "unit", "op", "fn", "dtype", "issue", "cycles", "src_bytes", "dst_bytes", "s_a", "s_b", "s_out",
-          "tag", "m", "k", "n", "flags")
+_PLAIN = ("kind", "unit", "op", "fn", "dtype", "issue", "cycles", "src_bytes", "dst_bytes", "s_a", "s_b", "s_c",
+          "s_out", "tag", "m", "k", "n", "flags", "stride")
 
 
 class Columns:
@@ -59,6 +59,10 @@ class Frozen:
     src: list[Ref | None]
     dst: list[Ref | None]
     peers: list[Peer | None]
+    offset: list[int | Rel]
+    imm: list[int | Rel]
+    base: list[int | Rel]
+    args: list[tuple | None]
 
 
 def freeze(t: Template) -> Frozen:
@@ -86,10 +90,12 @@ def _freeze(t: Template) -> Frozen:
         "k": np.array([i.k for i in ins], np.int32),
         "n": np.array([i.n for i in ins], np.int32),
         "flags": np.array([i.flags for i in ins], np.uint8),
+        "stride": np.array([i.stride for i in ins], np.int64),
     }
-    for name in ("s_a", "s_b", "s_out"):
+    for name in ("s_a", "s_b", "s_c", "s_out"):
         plain[name] = np.array([streams.get(getattr(i, name), -1) for i in ins], np.int16)
-    return Frozen(plain, [i.src for i in ins], [i.dst for i in ins], [i.peer for i in ins])
+    return Frozen(plain, [i.src for i in ins], [i.dst for i in ins], [i.peer for i in ins],
+                  [i.offset for i in ins], [i.imm for i in ins], [i.base for i in ins], [i.args for i in ins])
 
 
 def _physical_streams(t: Template) -> dict[int, int]:
@@ -101,7 +107,7 @@ def _physical_streams(t: Template) -> dict[int, int]:
         if i.s_out >= 0:
             start[i.s_out] = i.issue
             end[i.s_out] = max(end.get(i.s_out, 0), i.end)
-        for s in (i.s_a, i.s_b):
+        for s in (i.s_a, i.s_b, i.s_c):
             if s >= 0:
                 end[s] = max(end.get(s, 0), i.end)
     physical: dict[int, int] = {}
@@ -122,9 +128,11 @@ def _physical_streams(t: Template) -> dict[int, int]:
 
 
 def instantiate(cols: Columns, code: StageCode, index: int, starts: np.ndarray, tag_bases: np.ndarray,
-                neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec) -> None:
+                neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec,
+                fn_args: dict[tuple, int]) -> None:
     """Rows for piece `index` of `code` on every rank that runs it, once per start cycle
-    (prefill runs a piece once per chunk): the ranks' rows are built once, then tiled."""
+    (prefill runs a piece once per chunk): the ranks' rows are built once, then tiled.
+    `fn_args` numbers the distinct argument sets of VOPs (the Program's meta["fn_args"])."""
     piece = code.pieces[index]
     f = freeze(piece.code.template)
     ranks = np.arange(piece.ranks if piece.ranks is not None else code.tp, dtype=np.int64)
@@ -134,6 +142,10 @@ def instantiate(cols: Columns, code: StageCode, index: int, starts: np.ndarray, 
     rows["chip"] = chip
     rows["src"] = _addresses(f.src, code, index, ranks)
     rows["dst"] = _addresses(f.dst, code, index, ranks)
+    rows["offset"] = _integers(f.offset, ranks)
+    imm = [fn_args.setdefault(a, len(fn_args)) if a is not None else v for a, v in zip(f.args, f.imm, strict=True)]
+    rows["imm"] = _integers(imm, ranks)
+    rows["base"] = _integers(f.base, ranks)
     peer, tag_shift = _peers(f.peers, code, ranks, neighbours)
     rows["peer"] = peer
     rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_shift, -1)
@@ -168,6 +180,19 @@ def _addresses(refs: list[Ref | None], code: StageCode, index: int, ranks: np.nd
         for peer, nbytes in ref.parts:
             at += _member(peer, ranks)[1] * nbytes
         out[:, i] = at
+    return out.reshape(-1)
+
+
+def _integers(values: list[int | Rel], ranks: np.ndarray) -> np.ndarray:
+    """Rank-dependent integers (Rel) resolved for every rank; plain ints repeat."""
+    out = np.zeros((len(ranks), len(values)), dtype=np.int64)
+    for i, v in enumerate(values):
+        if isinstance(v, Rel):
+            out[:, i] = v.base + v.per_rank * (ranks // v.div)
+            for peer, nbytes in v.parts:
+                out[:, i] += _member(peer, ranks)[1] * nbytes
+        else:
+            out[:, i] = v
     return out.reshape(-1)
 
 

@@ -59,6 +59,7 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> l
                         or _is_output(r.name, final, outputs)}
             code.pieces.append(builder.unit(scope, ops, s.tp, s.first_chip, exported))
     _handoffs(builder, graph, codes, owner, final, scopes)
+    codes[-1].outputs = {v.name: final.get(v.name, v) for v in graph.outputs}
     values = {v.name: v for ops in chip_ops.values() for op in ops for v in (*op.operands, *op.results)}
     values.update((v.name, v) for v in graph.inputs)
     for i, code in enumerate(codes):
@@ -135,6 +136,15 @@ def timeline(codes: list[StageCode], timing: Timing, chunks: int) -> list[Placed
     return placed
 
 
+def _chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[int]]:
+    """The cycle each stage starts each chunk: when the host's inputs for it must be in place."""
+    starts = [[-1] * chunks for _ in range(stages)]
+    for pl in placed:
+        if starts[pl.stage][pl.chunk] < 0:
+            starts[pl.stage][pl.chunk] = pl.start
+    return starts
+
+
 def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: SystemSpec, chunks: int,
                 target_name: str) -> tuple[Program, list[StageCode]]:
     timing = Timing.of(system)
@@ -145,6 +155,7 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
         cols.sync(code, timing)
     tag_bases: dict[tuple[int, int], int] = {}  # (chunk, piece) -> its block of tags, numbered densely
     runs: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (stage, piece) -> (start, tag base) per chunk
+    fn_args: dict[tuple, int] = {}
     for pl in placed:
         piece: Piece = codes[pl.stage].pieces[pl.piece]
         tag_piece = HANDOFF_PIECE if piece.kind != "unit" else pl.piece
@@ -153,8 +164,9 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
     for (stage, index), starts in runs.items():
         neighbours = (codes[stage - 1] if stage else None, codes[stage + 1] if stage + 1 < len(codes) else None)
         start, tag = np.array(starts, dtype=np.int64).T
-        instantiate(cols, codes[stage], index, start, tag, neighbours, system)
+        instantiate(cols, codes[stage], index, start, tag, neighbours, system, fn_args)
     chips = max(c.first_chip + c.tp for c in codes)
-    meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks}
+    meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks,
+            "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), chunks)}
     return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta), codes
 

@@ -47,6 +47,7 @@ class StageCode:
     arenas: list[int] = field(default_factory=list)  # base of each piece's LOCAL arena
     inputs: tuple[str, ...] = ()  # graph inputs, by INPUT slot
     memory_map: list[tuple[str, str, int, int]] = field(default_factory=list)  # (kind, name, addr, bytes)
+    outputs: dict[str, Value] = field(default_factory=dict)  # the graph's outputs held here, per chip
 
 
 class StageBuilder:
@@ -82,7 +83,8 @@ class StageBuilder:
         size = -(-value.type.nbytes // lanes)
         send = Template(f"send {value.name}", self.timing)
         e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())
-        src = e.read(value.name, size, 0)
+        lane = Peer("group", 0, lanes, 1, 0)  # sender r < lanes carries slice r
+        src = e.read(value.name, size, Ref(Space.PORT_IN, 0, 0, ((lane, size),)))
         links = self.system.global_links_per_chip if hops > 1 else self.system.local_links_per_chip
         for k in range(t1 // lanes):
             send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (k % max(1, links)), src_bytes=size,
@@ -103,11 +105,12 @@ class StageBuilder:
         coll = Collectives(e, lv)
         coll.tag = 1 << 20  # clear of the hand-off's own tags
         if lv:
+            e.pad(value.name, lanes * size)  # the last lane's slice may overhang the value
             own = coll._write(value.name, (r, stream), [(lv[0], size)], drain=False)
             coll._gather(value.name, (r, stream), own, [(lv[0], size)])
         else:
             e.write(value.name, stream, r, size, drain=False)
-        return finish(t, (), (), (value,))
+        return finish(t, (), (), (value,), port_bytes=e.port_bytes())
 
 
 def _positions(ops: list[Op], exported: set[str]) -> list[int]:
@@ -161,10 +164,10 @@ def _port_intervals(stage: StageCode, keep: set[str]) -> list[tuple[str, Interva
     last: dict[str, int] = {}
     size: dict[str, int] = {}
     for i, p in enumerate(stage.pieces):
-        for v, n in zip(p.code.ports_out, p.ports_out, strict=True):
+        for nbytes, n in zip(p.code.port_bytes, p.ports_out, strict=True):
             first.setdefault(n, i)
             last[n] = max(last.get(n, i), i)
-            size[n] = max(size.get(n, 0), v.type.nbytes)
+            size[n] = max(size.get(n, 0), nbytes)
         for v, n in zip(p.code.ports_in, p.ports_in, strict=True):
             first.setdefault(n, 0)
             last[n] = max(last.get(n, i), i)

@@ -53,6 +53,17 @@ class Ref:
     parts: tuple[tuple[Peer, int], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Rel:
+    """A rank-dependent integer: `base`, plus bytes times the group index of the chip each of
+    `parts` names (as Ref), plus `per_rank` times the chip's rank in its stage divided by `div`."""
+
+    base: int = 0
+    parts: tuple[tuple[Peer, int], ...] = ()
+    per_rank: int = 0
+    div: int = 1
+
+
 @dataclass(slots=True)
 class Instr:
     op: Op
@@ -70,9 +81,15 @@ class Instr:
     dst_bytes: int = 0
     s_a: int = -1
     s_b: int = -1
+    s_c: int = -1
     s_out: int = -1
     peer: Peer | None = None
     tag: int = -1
+    offset: int | Rel = 0  # where the input starts in its stream (ir.program)
+    stride: int = 0
+    imm: int | Rel = -1  # -1: none
+    base: int | Rel = 0
+    args: tuple | None = None  # a VOP's or attention MXM's arguments (meta["fn_args"] entry), sorted items
     deps: tuple[tuple[int, int], ...] = ()  # (instruction, extra cycles after its end)
     issue: int = -1
 

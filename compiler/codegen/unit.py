@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ from compiler.codegen.alloc import Interval, first_fit
 from compiler.codegen.collectives import Collectives, Level
 from compiler.codegen.emit import EMIT, Emitter, Slot
 from compiler.codegen.schedule import schedule
-from compiler.codegen.template import Ref, Space, Template
+from compiler.codegen.template import Ref, Rel, Space, Template
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op, Value
 from ir.isa import Fn
@@ -28,13 +29,16 @@ class UnitCode:
     values: tuple[Value, ...] = ()  # every operand and result in op order: instances rename by position
     local_offsets: tuple[int, ...] = ()  # arena offset of each LOCAL slot
     arena_bytes: int = 0
+    port_bytes: tuple[int, ...] = ()  # bytes of each PORT_OUT buffer (a collective may pad it)
 
 
-def finish(t: Template, params=(), ports_in=(), ports_out=(), values=()) -> UnitCode:
+def finish(t: Template, params=(), ports_in=(), ports_out=(), values=(), port_bytes=()) -> UnitCode:
     """Schedule `t` and lay out its LOCAL slots by liveness."""
     schedule(t)
     offsets, span = first_fit(_lifetimes(t))
-    return UnitCode(t, tuple(params), tuple(ports_in), tuple(ports_out), tuple(values), tuple(offsets), span)
+    ports_out = tuple(ports_out)
+    sizes = tuple(port_bytes) or tuple(v.type.nbytes for v in ports_out)
+    return UnitCode(t, tuple(params), tuple(ports_in), ports_out, tuple(values), tuple(offsets), span, sizes)
 
 
 def _lifetimes(t: Template) -> list[Interval]:
@@ -58,7 +62,7 @@ def unit_code(name: str, ops: Sequence[Op], timing: Timing, inputs: Sequence[str
     `exported` the results a later unit or the graph's outputs read."""
     t = Template(name, timing)
     slots, params, ports_in = _slots(ops, inputs)
-    e = Emitter(t, slots, exported)
+    e = Emitter(t, slots, exported, tp=math.prod(lv.group for lv in levels))
     coll = Collectives(e, levels)
     values = {v.name: v for op in ops for v in (*op.operands, *op.results)}
     for op in ops:
@@ -70,7 +74,7 @@ def unit_code(name: str, ops: Sequence[Op], timing: Timing, inputs: Sequence[str
             EMIT[op.opcode](e, op)
     flat = [v for op in ops for v in (*op.operands, *op.results)]
     return finish(t, (values[n] for n in params), (values[n] for n in ports_in),
-                  (values[n] for n in e.ports_out), flat)
+                  (values[n] for n in e.ports_out), flat, e.port_bytes())
 
 
 def _slots(ops: Sequence[Op], inputs: Sequence[str]) -> tuple[dict[str, Slot], list[str], list[str]]:
@@ -104,21 +108,18 @@ def _collective(e: Emitter, coll: Collectives, op: Op) -> None:
 
 
 def _sharded_argmax(e: Emitter, coll: Collectives, op: Op) -> None:
-    """Each chip's best (value, index) per row, then an all-reduce that keeps the best pair."""
+    """Each chip's best (id, value) pair per row over its vocabulary shard, an all-gather of
+    the pairs, then every chip picks the best: ids are global and the same on every chip."""
     x, out = op.operands[0], op.results[0]
-    rows = out.type.numel
-    pairs = f"{out.name}.pairs"
+    rows, shards = out.type.numel, op.attr["shards"]
+    width = x.type.numel // rows
+    pairs, gathered = Value(f"{out.name}.pairs", out.type), Value(f"{out.name}.all", out.type)
+    for v, nbytes in ((pairs, rows * 8), (gathered, rows * 8 * shards)):
+        e.slots[v.name] = Slot(e.t.local(nbytes), nbytes)
     r = e.read(x.name)
-    i, s = e.vop(Fn.ARGMAX, rows, x.type.numel // rows, r, bytes_in=x.type.nbytes)
-    e.slots[pairs] = Slot(e.t.local(rows * 8), rows * 8)
-    e.done(Value(pairs, out.type), e.write(pairs, s, i, rows * 8))
+    i, s = e.vop(Fn.ARGBEST, rows, width, r, bytes_in=x.type.nbytes, base=Rel(per_rank=width))
+    e.done(pairs, e.write(pairs.name, s, i, rows * 8))
+    e.done(gathered, coll.allgather(pairs.name, gathered.name, rows * 8 * shards))
+    i, s = e.vop(Fn.PICK, rows, shards, e.read(gathered.name), bytes_in=rows * 8 * shards)
     e.result(out)
-    e.slots[out.name].nbytes = rows * 8  # the buffer holds the pairs; ids are their low half
-    _grow(e, out.name, rows * 8)
-    e.done(out, coll.allreduce(pairs, out.name, rows * 8, rows, Fn.ARGMAX))
-
-
-def _grow(e: Emitter, name: str, nbytes: int) -> None:
-    ref = e.slots[name].ref
-    if ref.space is Space.LOCAL:
-        e.t.local_bytes[ref.slot] = max(e.t.local_bytes[ref.slot], nbytes)
+    e.done(out, e.write(out.name, s, i, out.type.nbytes))

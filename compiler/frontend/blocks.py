@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from compiler.frontend.config import ModelConfig
 from ir.graph import Builder, Value
 from ir.ops import Opcode
+from ir.reference import yarn_mscale
 from ir.types import DType
 
 # Weights, norms and biases are declared 16-bit; the Quantize pass changes what is stored.
@@ -77,13 +78,17 @@ ACTIVATION_OPS = {"silu": Opcode.SILU, "gelu": Opcode.GELU}
 
 def gated_mlp(layer: Layer, x: Value) -> Value:
     """Pre-norm SwiGLU MLP: down(act(gate(h)) * up(h)), Megatron-split col then row."""
-    b, c = layer.b, layer.config
     h = rmsnorm(layer, x, "post_attention_layernorm")
-    gate = linear(layer, h, "mlp.gate_proj", c.intermediate_size, "col", bias=c.mlp_bias)
-    up = linear(layer, h, "mlp.up_proj", c.intermediate_size, "col", bias=c.mlp_bias)
+    return layer.b.op(Opcode.ADD, x, swiglu(layer, h, "mlp", layer.config.intermediate_size))
+
+
+def swiglu(layer: Layer, h: Value, name: str, width: int) -> Value:
+    """down(act(gate(h)) * up(h)) under `name.{gate,up,down}_proj`; the result is a row-split partial sum."""
+    b, c = layer.b, layer.config
+    gate = linear(layer, h, f"{name}.gate_proj", width, "col", bias=c.mlp_bias)
+    up = linear(layer, h, f"{name}.up_proj", width, "col", bias=c.mlp_bias)
     act = b.op(Opcode.MUL, b.op(ACTIVATION_OPS[c.hidden_act], gate), up)
-    down = linear(layer, act, "mlp.down_proj", c.hidden_size, "row", bias=c.mlp_bias)
-    return b.op(Opcode.ADD, x, down)
+    return linear(layer, act, f"{name}.down_proj", c.hidden_size, "row", bias=c.mlp_bias)
 
 
 def moe_mlp(layer: Layer, x: Value) -> Value:
@@ -102,10 +107,91 @@ def moe_mlp(layer: Layer, x: Value) -> Value:
     return b.op(Opcode.ADD, x, y)
 
 
+def replicated(layer: Layer, x: Value, name: str, out: int) -> Value:
+    """x @ W with W [in, out] whole on every chip (a small projection not worth a collective)."""
+    return layer.b.op(Opcode.MATMUL, x, layer.param(f"{name}.weight", x.type.shape[1], out))
+
+
+def mla_attention(layer: Layer, x: Value) -> Value:
+    """DeepSeek's multi-head latent attention, pre-norm. The cache holds one compressed row
+    per token, [c_kv (kv_lora_rank) | k_pe (rope dim)], instead of per-head keys and values.
+
+    Hugging Face's q_b_proj (q_proj without a q rank) and kv_a_proj_with_mqa are stored
+    split by their output features, so each part is a plain matmul: `*.nope`/`*.rope` (each
+    head's first nope and last rope features) and `*.latent`/`*.rope`. Sharding: q_b and
+    kv_b by head, o_proj by rows; the low-rank down-projections stay whole, and so does the
+    latent cache, which every head reads (each chip of a group keeps a full copy)."""
+    b, c, m = layer.b, layer.config, layer.config.mla
+    heads = c.num_heads
+    h = rmsnorm(layer, x, "input_layernorm")
+    q_in, q_name = h, "self_attn.q_proj"
+    if m.q_lora_rank:
+        q_in = rmsnorm(layer, replicated(layer, h, "self_attn.q_a_proj", m.q_lora_rank), "self_attn.q_a_layernorm")
+        q_name = "self_attn.q_b_proj"
+    q_nope = linear(layer, q_in, f"{q_name}.nope", heads * m.qk_nope_head_dim, "col", heads=heads)
+    q_pe = _mla_rope(layer, linear(layer, q_in, f"{q_name}.rope", heads * m.qk_rope_head_dim, "col", heads=heads))
+    latent = replicated(layer, h, "self_attn.kv_a_proj_with_mqa.latent", m.kv_lora_rank)
+    c_kv = rmsnorm(layer, latent, "self_attn.kv_a_layernorm")
+    k_pe = _mla_rope(layer, replicated(layer, h, "self_attn.kv_a_proj_with_mqa.rope", m.qk_rope_head_dim))
+    cache = b.new_state(f"{layer.prefix}.latent_cache", CACHE_DTYPE, layer.batch, layer.cache_tokens,
+                        m.kv_lora_rank + m.qk_rope_head_dim)
+    kv_b = layer.param("self_attn.kv_b_proj.weight", m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim))
+    a = b.op(Opcode.MLA_ATTENTION, q_nope, q_pe, c_kv, k_pe, cache, layer.pos, kv_b, heads=heads,
+             nope_dim=m.qk_nope_head_dim, rope_dim=m.qk_rope_head_dim, v_dim=m.v_head_dim, scale=mla_scale(c))
+    return b.op(Opcode.ADD, x, linear(layer, a, "self_attn.o_proj", c.hidden_size, "row"))
+
+
+def _mla_rope(layer: Layer, x: Value) -> Value:
+    """RoPE over the rope dims of each head (one head for the shared k_pe)."""
+    c, dim = layer.config, layer.config.mla.qk_rope_head_dim
+    scaling = c.rope_scaling.attrs() if c.rope_scaling else {}
+    interleave = {"interleave": True} if c.mla.rope_interleave else {}
+    return layer.b.op(Opcode.ROPE, x, layer.pos, heads=x.type.shape[1] // dim, head_dim=dim, theta=c.rope_theta,
+                      **scaling, **interleave)
+
+
+def mla_scale(c: ModelConfig) -> float:
+    """Softmax scale: 1/sqrt(nope + rope), times YaRN's mscale(factor, mscale_all_dim)^2 when
+    the context is stretched (Hugging Face's yarn_apply_mscale)."""
+    scale = (c.mla.qk_nope_head_dim + c.mla.qk_rope_head_dim) ** -0.5
+    r = c.rope_scaling
+    if r is not None and r.mscale_all_dim:
+        scale *= yarn_mscale(r.factor, r.mscale_all_dim) ** 2
+    return scale
+
+
+def moe_shared_mlp(layer: Layer, x: Value) -> Value:
+    """DeepSeek-V3's MoE: `topk` picks experts by sigmoid score plus a correction bias within
+    the best expert groups, weights them by their unbiased scores (normalised, scaled); the
+    shared experts are one always-on SwiGLU split like a dense MLP. Both outputs are partial
+    sums over the group, added before the one allreduce."""
+    b, c, r = layer.b, layer.config, layer.config.router
+    e, k = c.num_experts, c.experts_per_token
+    h = rmsnorm(layer, x, "post_attention_layernorm")
+    logits = b.op(Opcode.MATMUL, h, layer.param("mlp.gate.weight", c.hidden_size, e))
+    groups = {"groups": r.groups, "topk_groups": r.topk_groups} if r.groups > 1 else {}
+    weights, ids = b.op_n(Opcode.TOPK, logits, layer.param("mlp.gate.e_score_correction_bias", e), k=k,
+                          scoring="sigmoid", normalize=r.normalize, scale=r.scale, **groups)
+    gate, up = (layer.param(f"mlp.experts.{n}", e, c.hidden_size, c.moe_intermediate_size) for n in ("gate", "up"))
+    down = layer.param("mlp.experts.down", e, c.moe_intermediate_size, c.hidden_size)
+    y = b.op(Opcode.EXPERTS, h, weights, ids, gate, up, down, experts=e, top_k=k, act=c.hidden_act, split="expert")
+    if r.shared_intermediate_size:
+        y = b.op(Opcode.ADD, y, swiglu(layer, h, "mlp.shared_experts", r.shared_intermediate_size))
+    return b.op(Opcode.ADD, x, y)
+
+
 # Block kind -> builder. The layer plan names kinds; new architectures add rows here
 # (e.g. "moe", "mla", "mamba") rather than branches in the graph builder.
 BLOCKS: dict[str, Block] = {
     "attention": attention,
     "mlp": gated_mlp,
     "moe": moe_mlp,
+    "mla": mla_attention,
+    "moe_shared": moe_shared_mlp,
 }
+
+
+# Mamba and Jamba blocks (compiler/frontend/ssm.py) build on the helpers above, so they join last.
+from compiler.frontend.ssm import SSM_BLOCKS  # noqa: E402
+
+BLOCKS.update(SSM_BLOCKS)

@@ -32,9 +32,9 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
     table = b.param("embed_tokens.weight", WEIGHT_DTYPE, config.vocab_size, config.hidden_size)
     x = b.op(Opcode.EMBED, tokens, table)
     for i, kinds in enumerate(plan):
-        b.scope = f"layers.{i}"
-        layer = Layer(b, config, b.scope, pos, batch, cache_tokens)
-        for kind in kinds:
+        layer = Layer(b, config, f"layers.{i}", pos, batch, cache_tokens)
+        for j, kind in enumerate(kinds):
+            b.scope = layer.prefix if j == 0 or not config.block_units else f"{layer.prefix}.{kind}"
             x = BLOCKS[kind](layer, x)
     b.scope = "head"
     return b.finish(*_head(b, config, x, table, phase))

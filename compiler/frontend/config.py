@@ -27,12 +27,58 @@ class RopeScaling:
     low_freq_factor: float | None = None
     high_freq_factor: float | None = None
     original_max_position: int | None = None
+    beta_fast: float | None = None  # yarn: the ramp between interpolated and original frequencies
+    beta_slow: float | None = None
+    mscale: float | None = None  # yarn: attention temperature terms (DeepSeek's softmax scale uses mscale_all_dim)
+    mscale_all_dim: float | None = None
 
     def attrs(self) -> dict[str, str | float | int]:
         """The rope op's optional attributes."""
         extra = {"low_freq_factor": self.low_freq_factor, "high_freq_factor": self.high_freq_factor,
-                 "original_max_position": self.original_max_position}
+                 "original_max_position": self.original_max_position, "beta_fast": self.beta_fast,
+                 "beta_slow": self.beta_slow, "mscale": self.mscale, "mscale_all_dim": self.mscale_all_dim}
         return {"scaling": self.kind, "factor": self.factor} | {k: v for k, v in extra.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class MLAShape:
+    """DeepSeek's multi-head latent attention. q_lora_rank 0: q comes straight from the
+    hidden state (no low-rank q). Each query/key head is [nope | rope] features."""
+
+    q_lora_rank: int
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    rope_interleave: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    """DeepSeek-V3 routing: sigmoid scores, bias-corrected choice among the best
+    `topk_groups` of `groups` expert groups, normalised weights times `scale`; plus
+    always-on shared experts of total width `shared_intermediate_size`."""
+
+    groups: int
+    topk_groups: int
+    scale: float
+    normalize: bool
+    shared_intermediate_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SsmShape:
+    """A Mamba mixer's sizes: `inner` channels (expand x hidden), `state` per channel, a
+    causal conv of `conv_kernel` taps, dt through a rank-`dt_rank` bottleneck. `inner_norms`:
+    Jamba's RMS norms on dt, B and C."""
+
+    inner: int
+    state: int
+    conv_kernel: int
+    dt_rank: int
+    conv_bias: bool
+    proj_bias: bool
+    inner_norms: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +114,12 @@ class ModelConfig:
     num_experts: int = 0  # routed experts per MoE layer (0: dense)
     experts_per_token: int = 0
     moe_intermediate_size: int = 0  # each expert's MLP width
+    ssm: SsmShape | None = None  # Mamba mixers' shape (Mamba, Jamba); None without them
+    mla: MLAShape | None = None  # multi-head latent attention (DeepSeek); None for the other families
+    router: Router | None = None  # DeepSeek-style routing and shared experts; None: Mixtral's softmax top-k
+    # Each block of a layer is its own scope (`layers.3`, then `layers.3.moe_shared`), so the
+    # planner may give the two halves different groups and stages.
+    block_units: bool = False
 
 
 def load_model_config(name_or_path: str) -> ModelConfig:
@@ -238,14 +290,127 @@ def _mixtral(r: _Reader) -> dict[str, Any]:
                      "layer_plan": (("attention", "moe"),) * fields["num_layers"]}
 
 
+def _deepseek_v3(r: _Reader) -> dict[str, Any]:
+    """DeepSeek-V3 (and R1): multi-head latent attention in every layer; the first
+    `first_k_dense_replace` layers have a dense MLP, the rest routed experts plus shared
+    ones. The multi-token-prediction layer (`num_nextn_predict_layers`) only serves
+    speculative decoding and is not part of decode, so it is not built (nor counted)."""
+    fields = _common_fields(r)
+    mla = MLAShape(_count(r, "q_lora_rank", 0), r.integer("kv_lora_rank"), r.integer("qk_nope_head_dim"),
+                   r.integer("qk_rope_head_dim"), r.integer("v_head_dim"),
+                   r.flag("rope_interleave", True))  # HF's default: DeepSeek checkpoints pair rope features
+    _deepseek_only(r, ("scoring_func", "sigmoid"), ("topk_method", "noaux_tc"), ("moe_layer_freq", 1),
+                   ("attention_bias", False))
+    experts, k = r.integer("n_routed_experts"), r.integer("num_experts_per_tok")
+    inter = r.integer("moe_intermediate_size")
+    router = Router(r.integer("n_group", 1), r.integer("topk_group", 1), r.number("routed_scaling_factor", 1.0),
+                    r.flag("norm_topk_prob", True), _count(r, "n_shared_experts", 0) * inter)
+    _check_groups(r, experts, k, router)
+    dense = _count(r, "first_k_dense_replace", 0)
+    plan = tuple(("mla", "mlp" if i < dense else "moe_shared") for i in range(fields["num_layers"]))
+    return fields | {"attention_bias": False, "attention_out_bias": False,
+                     "mlp_bias": False, "num_kv_heads": fields["num_heads"],
+                     "head_dim": mla.qk_nope_head_dim + mla.qk_rope_head_dim, "num_experts": experts,
+                     "experts_per_token": k, "moe_intermediate_size": inter, "mla": mla, "router": router,
+                     "layer_plan": plan, "block_units": True}
+
+
+def _count(r: _Reader, key: str, default: int) -> int:
+    """A non-negative integer field (0 allowed: DeepSeek's "none of these")."""
+    value = r.raw.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise r.fail(key, f"must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _deepseek_only(r: _Reader, *expected: tuple[str, Any]) -> None:
+    """Fields read only at one value: Hugging Face's DeepseekV3 ignores the routing ones (it
+    always routes as noaux_tc with sigmoid scores, every layer past the dense ones), and
+    attention biases are not built. Refuse other values rather than plan something else."""
+    for key, value in expected:
+        if r.has(key) and r.raw[key] != value:
+            raise r.fail(key, f"is {r.raw[key]!r}; the deepseek_v3 family supports only {value!r}")
+
+
+def _check_groups(r: _Reader, experts: int, k: int, router: Router) -> None:
+    """Group-limited routing: equal groups of at least two experts (a group scores by its
+    best two), and the kept groups hold at least k experts."""
+    if experts % router.groups or experts // router.groups < 2:
+        raise r.fail("n_group", f"{router.groups} does not split n_routed_experts {experts} into groups of 2 or more")
+    if router.topk_groups > router.groups:
+        raise r.fail("topk_group", f"{router.topk_groups} exceeds n_group {router.groups}")
+    if k > router.topk_groups * (experts // router.groups):
+        raise r.fail("num_experts_per_tok", f"{k} exceeds the {router.topk_groups} kept groups' experts")
+
+
+def _dt_rank(r: _Reader, key: str, hidden: int) -> int:
+    """HF's "auto" rank is ceil(hidden / 16)."""
+    return math.ceil(hidden / 16) if r.raw.get(key) in (None, "auto") else r.integer(key)
+
+
+def _mamba(r: _Reader) -> dict[str, Any]:
+    """Mamba (1): every layer is an RMS-normed Mamba mixer and no MLP; no attention, so no
+    heads, KV cache or positions. HF derives intermediate_size = expand x hidden_size."""
+    hidden, layers = r.integer("hidden_size"), r.integer("num_hidden_layers")
+    inner = r.integer("expand", 2) * hidden
+    if r.has("intermediate_size") and r.integer("intermediate_size") != inner:
+        raise r.fail("intermediate_size", f"{r.raw['intermediate_size']} != expand x hidden_size = {inner}")
+    ssm = SsmShape(inner, r.integer("state_size", 16), r.integer("conv_kernel", 4),
+                   _dt_rank(r, "time_step_rank", hidden), r.flag("use_conv_bias", True),
+                   r.flag("use_bias", False), inner_norms=False)
+    return {"hidden_size": hidden, "intermediate_size": inner, "num_layers": layers, "num_heads": 0,
+            "num_kv_heads": 0, "head_dim": 0, "vocab_size": r.integer("vocab_size"),
+            "tie_word_embeddings": r.flag("tie_word_embeddings", True),  # HF MambaConfig's default
+            "rms_norm_eps": r.number("layer_norm_epsilon", 1e-5), "rope_theta": 0.0, "rope_scaling": None,
+            "attention_bias": False, "attention_out_bias": False, "mlp_bias": False,
+            "hidden_act": _activation(r), "max_position_embeddings": 0,  # no positional limit
+            "sliding_window": None, "torch_dtype": r.text("torch_dtype", "float32"),
+            "layer_plan": (("mamba", "none"),) * layers, "ssm": ssm}
+
+
+def _jamba(r: _Reader) -> dict[str, Any]:
+    """Jamba: attention (no RoPE) where i % attn_layer_period == attn_layer_offset, a Mamba
+    mixer elsewhere; a mixture of experts where i % expert_layer_period == expert_layer_offset
+    (softmax top-k, not renormalised), a gated MLP elsewhere."""
+    fields = _common_fields(r)
+    hidden, layers = fields["hidden_size"], fields["num_layers"]
+    attn = _period(r, "attn_layer_period", "attn_layer_offset")
+    moe = _period(r, "expert_layer_period", "expert_layer_offset")
+    experts, k = r.integer("num_experts", 16), r.integer("num_experts_per_tok", 2)
+    if k > experts:
+        raise r.fail("num_experts_per_tok", f"{k} exceeds num_experts {experts}")
+    ssm = SsmShape(r.integer("mamba_expand", 2) * hidden, r.integer("mamba_d_state", 16),
+                   r.integer("mamba_d_conv", 4), _dt_rank(r, "mamba_dt_rank", hidden),
+                   r.flag("mamba_conv_bias", True), r.flag("mamba_proj_bias", False), inner_norms=True)
+    plan = tuple(("jamba_attention" if attn(i) else "jamba_mamba",
+                  "jamba_moe" if moe(i) and experts > 1 else "jamba_mlp") for i in range(layers))
+    return fields | {"attention_bias": False, "attention_out_bias": False, "mlp_bias": False,
+                     "num_experts": experts, "experts_per_token": k,
+                     "moe_intermediate_size": fields["intermediate_size"], "layer_plan": plan, "ssm": ssm}
+
+
+def _period(r: _Reader, period_key: str, offset_key: str) -> Callable[[int], bool]:
+    """Which layers a (period, offset) pair picks, as HF's JambaConfig reads them."""
+    period, offset = r.integer(period_key), _count(r, offset_key, 0)
+    if offset >= period:
+        raise r.fail(offset_key, f"{offset} must be smaller than {period_key} {period}")
+    return lambda i: i % period == offset
+
+
 FAMILIES: dict[str, Family] = {
     "LlamaForCausalLM": Family("llama", _llama),
     "MistralForCausalLM": Family("mistral", _mistral),
     "Qwen2ForCausalLM": Family("qwen2", _qwen2),
     "MixtralForCausalLM": Family("mixtral", _mixtral),
+    "MambaForCausalLM": Family("mamba", _mamba),
+    "JambaForCausalLM": Family("jamba", _jamba),
+    "DeepseekV3ForCausalLM": Family("deepseek_v3", _deepseek_v3),
 }
 MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-               "mixtral": "MixtralForCausalLM"}
+               "mixtral": "MixtralForCausalLM", "mamba": "MambaForCausalLM",
+               "jamba": "JambaForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM"}
 
 
 def _family(r: _Reader) -> Family:
@@ -279,6 +444,7 @@ def _activation(r: _Reader) -> str:
 ROPE_SCALINGS: dict[str, tuple[str, ...]] = {
     "linear": (),
     "llama3": ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "yarn": ("original_max_position_embeddings",),  # beta_fast/slow and mscale(_all_dim) are optional
 }
 
 
@@ -298,11 +464,23 @@ def _rope_scaling(r: _Reader) -> RopeScaling | None:
         return sub.number(key) if key in need else None
 
     original = "original_max_position_embeddings"
-    return RopeScaling(kind, sub.number("factor"), optional("low_freq_factor"), optional("high_freq_factor"),
-                       sub.integer(original) if original in need else None)
+    scaling = RopeScaling(kind, sub.number("factor"), optional("low_freq_factor"), optional("high_freq_factor"),
+                          sub.integer(original) if original in need else None)
+    return _yarn(sub, scaling) if kind == "yarn" else scaling
+
+
+def _yarn(sub: _Reader, scaling: RopeScaling) -> RopeScaling:
+    """YaRN's optional fields, with Hugging Face's defaults (beta 32 and 1; mscale terms
+    absent mean the plain log-factor temperature)."""
+    def number(key: str, default: float | None) -> float | None:
+        return sub.number(key) if sub.has(key) and sub.raw[key] != 0 else default
+
+    return RopeScaling(scaling.kind, scaling.factor, original_max_position=scaling.original_max_position,
+                       beta_fast=number("beta_fast", 32.0), beta_slow=number("beta_slow", 1.0),
+                       mscale=number("mscale", None), mscale_all_dim=number("mscale_all_dim", None))
 
 
 def _check_shapes(r: _Reader, f: dict[str, Any]) -> None:
-    if f["num_heads"] % f["num_kv_heads"]:
+    if f["num_kv_heads"] and f["num_heads"] % f["num_kv_heads"]:  # 0: no attention (Mamba)
         raise r.fail("num_key_value_heads",
                      f"{f['num_kv_heads']} does not divide num_attention_heads {f['num_heads']}")

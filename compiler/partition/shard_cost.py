@@ -16,6 +16,7 @@ from ir.graph import Op
 from ir.ops import OPDEFS, Opcode, expert_passes
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
+_MOVES = {Opcode.SLICE}  # data movement only (a strided READ and its WRITE): no pipeline latency
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +74,13 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0) -> ShardCost
 
 
 def _chain(chip_ops: list[Op]) -> int:
-    """Longest path, counted in compute ops, through the unit's dataflow (collectives are link time)."""
+    """Longest path, counted in compute ops, through the unit's dataflow (collectives are link
+    time; a slice only moves data)."""
     depth: dict[str, int] = {}
     longest = 0
     for op in chip_ops:
-        d = max((depth.get(v.name, 0) for v in op.operands), default=0) + (op.opcode not in _COLLECTIVES)
+        d = max((depth.get(v.name, 0) for v in op.operands), default=0) + (
+            op.opcode not in _COLLECTIVES and op.opcode not in _MOVES)
         for r in op.results:
             depth[r.name] = d
         longest = max(longest, d)
@@ -92,7 +95,7 @@ def _resident(chip_ops: list[Op]) -> tuple[dict[str, int], dict[str, int]]:
     for op in chip_ops:
         for i, v in enumerate(op.operands):
             if v.name not in defined and is_resident(op, i):
-                (state if op.opcode is Opcode.ATTENTION else params)[v.name] = v.type.nbytes
+                (state if i in OPDEFS[op.opcode].writes else params)[v.name] = v.type.nbytes  # written: a cache
     return params, state
 
 
@@ -108,6 +111,14 @@ def is_resident(op: Op, index: int) -> bool:
         return index in (3, 4, 6, 7)  # caches and their scales
     if op.opcode is Opcode.EXPERTS:
         return index >= 3  # expert weights and their scales
+    if op.opcode is Opcode.CONV1D:
+        return index >= 1  # weight, conv state, bias
+    if op.opcode is Opcode.SELECTIVE_SCAN:
+        return index in (2, 5, 6)  # A_log, D, SSM state
+    if op.opcode is Opcode.MLA_ATTENTION:
+        return index in (4, 6, 7)  # the latent cache, kv_b and its scale
+    if op.opcode is Opcode.TOPK:
+        return index == 1  # the router's correction bias
     if op.opcode in (Opcode.ADD, Opcode.MUL):
         return index == 1 and len(op.operands[1].type.shape) == 1
     return False

@@ -33,8 +33,10 @@ def signature(ops: list[Op]) -> tuple:
     return tuple((op.opcode, tuple(v.type for v in op.operands), op.attrs) for op in ops)
 
 
-def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: int) -> list[Unit]:
-    """Units in model order. `limit` caps the group sizes considered."""
+def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: int, node: int) -> list[Unit]:
+    """Units in model order. `limit` caps the group sizes considered; a group wider than a
+    node of `node` chips is whole nodes (its collectives pair chips of equal local rank
+    across nodes, so every node needs every local rank)."""
     kinds: dict[tuple, int] = {}
     costs: dict[int, tuple[dict[int, ShardCost], dict[int, ShardCost]]] = {}
     rows = options.chunk_rows / (options.batch * options.prompt)
@@ -44,7 +46,7 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
         kind = kinds.setdefault(signature(ops), len(kinds))
         if kind not in costs:
             pre = list(prefill.ops_in(scope))
-            sizes = allowed_tp(ops, limit)
+            sizes = [t for t in allowed_tp(ops, limit) if t <= node or t % node == 0]
             costs[kind] = ({t: shard_cost(ops, t) for t in sizes}, {t: shard_cost(pre, t, rows) for t in sizes})
         units.append(Unit(scope, kind, *costs[kind]))
     return units

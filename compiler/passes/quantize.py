@@ -54,7 +54,7 @@ def _quantized_channels(graph: Graph) -> dict[str, tuple[int, ...]]:
     for op in graph.ops:
         for index in _WEIGHT_OPERANDS.get(op.opcode, ()):
             weight = op.operands[index]
-            if weight.name not in params:
+            if weight.name not in params or weight.name.endswith(KEEP_16BIT):
                 continue
             if len(op.operands) > max(_WEIGHT_OPERANDS[op.opcode]) + 1 or weight.type.dtype is not DType.F16:
                 raise VerifyError(f"quantize needs f16 weights without scales; {weight} is {weight.type}"
@@ -65,7 +65,13 @@ def _quantized_channels(graph: Graph) -> dict[str, tuple[int, ...]]:
     return channels
 
 
-_WEIGHT_OPERANDS = {Opcode.MATMUL: (1,), Opcode.EMBED: (1,), Opcode.EXPERTS: (3, 4, 5)}
+_WEIGHT_OPERANDS = {Opcode.MATMUL: (1,), Opcode.EMBED: (1,), Opcode.EXPERTS: (3, 4, 5),
+                    Opcode.MLA_ATTENTION: (6,)}  # kv_b [R, heads x (nope + v)]: per output channel, as a matmul's
+# Mamba: in_proj and out_proj (~95% of a mixer's weight bytes) quantize like any matmul;
+# x_proj and dt_proj stay 16-bit because they make dt, B and C, which set the recurrence's
+# decay exp(dt * A) and so compound over the whole context, for ~5% of the bytes. A_log, D and
+# the conv weights and biases are not matmul weights (small, per channel) and stay 16-bit too.
+KEEP_16BIT = (".x_proj.weight", ".dt_proj.weight")
 
 
 def _scale_shape(op: Op, weight: TensorType) -> tuple[int, ...]:

@@ -33,6 +33,7 @@ class QuantizeKV:
     def __call__(self, graph: Graph) -> Graph:
         if self.precision == "fp16":
             return graph
+        _refuse_latent_cache(graph, self.precision)
         heads = {op.operands[i].name: op.attr["kv_heads"] for op in graph.ops if op.opcode is Opcode.ATTENTION
                  for i in (3, 4)}
         state, new = [], {}
@@ -46,6 +47,15 @@ class QuantizeKV:
             state.extend(new[s.name])
         ops = tuple(_rewrite(op, new) for op in graph.ops)
         return Graph(graph.name, graph.inputs, graph.params, tuple(state), ops, graph.outputs)
+
+
+def _refuse_latent_cache(graph: Graph, precision: str) -> None:
+    """DeepSeek's latent cache is not quantized (yet): its rows hold two parts of different
+    scales (the normed latent and the roped k_pe), and an 8-bit form would need the latent
+    attention to dequantize in its absorbed scores. Say so rather than plan a 16-bit cache."""
+    if any(op.opcode is Opcode.MLA_ATTENTION for op in graph.ops):
+        raise ConfigError(f"--kv-precision {precision}: the latent KV cache of multi-head latent attention "
+                          "(DeepSeek) is 16-bit only; use --kv-precision fp16")
 
 
 def _rewrite(op: Op, new: dict[str, tuple[Value, Value]]) -> Op:

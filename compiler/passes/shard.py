@@ -62,6 +62,10 @@ def _divides(op: Op, t: int) -> bool:
     if op.opcode is Opcode.EXPERTS:
         experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
         return experts % t == 0 or (t % experts == 0 and inter % (t // experts) == 0)
+    if op.opcode is Opcode.MLA_ATTENTION:  # whole heads per chip; no replication past the head count
+        return a["heads"] % t == 0
+    if op.opcode in _CHANNEL_OPERANDS:  # Mamba's conv and scan: whole channels per chip
+        return op.operands[0].type.shape[1] % t == 0
     if op.opcode is Opcode.MATMUL and "split" in a:
         k, n = _weight_kn(op)
         width = n if a["split"] == "col" else k
@@ -106,9 +110,14 @@ class _Sharder:
                 return Value(v.name, resident)
             self.value[v.name] = self.outer.get(v.name, v)  # an input from an earlier unit, whole
             self.layout[v.name] = Layout.REPL
-        if self.layout[v.name] is Layout.PARTIAL:
+        if self.layout[v.name] is Layout.PARTIAL and not self._sums_partials(op):
             self._reduce(v.name, op.scope)
         return self.value[v.name]
+
+    def _sums_partials(self, op: Op) -> bool:
+        """An add of two partial sums is itself one: reduce once, after it (DeepSeek's routed
+        plus shared experts)."""
+        return op.opcode is Opcode.ADD and all(self.layout.get(v.name) is Layout.PARTIAL for v in op.operands)
 
     def _reduce(self, name: str, scope: str) -> None:
         self._collective(Opcode.ALLREDUCE, name, scope)
@@ -140,6 +149,12 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         return v.type
     if op.opcode is Opcode.EXPERTS and index >= 3:
         return _expert_operand_type(v.type, index, t)
+    if op.opcode is Opcode.MLA_ATTENTION and index >= 4:
+        return _mla_operand_type(v.type, index, a, t)
+    if op.opcode is Opcode.TOPK and index == 1:  # the router's bias, beside the replicated router
+        return v.type
+    if index in _CHANNEL_OPERANDS.get(op.opcode, ()):
+        return _channel_operand_type(v.type, t)
     if op.opcode is Opcode.ATTENTION and index in (3, 4, 6, 7):  # caches, and their per-head scales
         kv = a["kv_heads"]
         return v.type.with_shape(*shape[:2], shape[2] // kv * _per_chip(kv, t))
@@ -166,6 +181,25 @@ def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int) -> Tenso
         in_axis = 1 - out_axis
         return t_in.with_shape(*(d // t if i == in_axis else d for i, d in enumerate(shape)))
     return t_in
+
+
+def _mla_operand_type(t_in: TensorType, index: int, a: dict, t: int) -> TensorType | None:
+    """kv_b (6) and its scale (7) keep the chip's heads' columns. The latent cache (4) stays
+    whole: every head attends over all of it, so each chip of the group holds a full copy
+    and the plan counts it on every chip, as it must. Positions (5) are an input."""
+    if index in (6, 7):
+        return t_in.with_shape(*t_in.shape[:-1], t_in.shape[-1] // t)
+    return t_in if index == 4 else None
+
+
+# Mamba's per-channel operands: conv1d's weight, state and bias; the scan's A_log, D and state.
+_CHANNEL_OPERANDS = {Opcode.CONV1D: (1, 2, 3), Opcode.SELECTIVE_SCAN: (2, 5, 6)}
+
+
+def _channel_operand_type(t_in: TensorType, t: int) -> TensorType:
+    """The chip's C/t channels of a param [C, ...] or a state [B, C, ...]."""
+    axis = 1 if len(t_in.shape) == 3 else 0
+    return t_in.with_shape(*(d // t if i == axis else d for i, d in enumerate(t_in.shape)))
 
 
 def _expert_operand_type(t_in: TensorType, index: int, t: int) -> TensorType:
@@ -230,6 +264,26 @@ def _rule_attention(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, L
                 "kv_heads": _per_chip(a["kv_heads"], s.tp)}, Layout.SHARD
 
 
+def _rule_mla(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    """Queries arrive split by head, the latent rows whole; each chip's heads' outputs are a shard."""
+    for i in (2, 3):
+        operands[i] = s.gather(operands[i], op.scope)
+    return op.attr | {"heads": op.attr["heads"] // s.tp}, Layout.SHARD
+
+
+def _rule_channels(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    """Mamba's conv and scan work channel by channel, so the channels (x, and the scan's dt)
+    arrive split from a column-split matmul and stay split; the scan's B and C, shared by
+    every channel, are whole (x_proj's partial sums were reduced on the way in)."""
+    channels = (0, 1) if op.opcode is Opcode.SELECTIVE_SCAN else (0,)
+    if s.tp > 1 and any(s.layout_of(operands[i]) is not Layout.SHARD for i in channels):
+        raise VerifyError(f"{op.opcode.value} {op.results[0]} needs its channels split over the group")
+    for i in range(len(operands)):
+        if i not in channels and operands[i].name in s.layout:
+            operands[i] = s.gather(operands[i], op.scope)
+    return op.attr, Layout.SHARD
+
+
 def _rule_experts(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
     """Every chip sees every token; each sums its own experts' weighted outputs (zero for
     experts the router did not pick), so the result is a partial sum."""
@@ -252,6 +306,9 @@ _RULES = {
     Opcode.SOFTMAX: _rule_whole,
     Opcode.TOPK: _rule_whole,
     Opcode.EXPERTS: _rule_experts,
+    Opcode.CONV1D: _rule_channels,
+    Opcode.SELECTIVE_SCAN: _rule_channels,
+    Opcode.MLA_ATTENTION: _rule_mla,
 }
 
 

@@ -1,10 +1,10 @@
-; sramflow assembly: 136 instructions
+; sramflow assembly: 137 instructions
 program decode target "lpu-64k" chips 8 clock_hz 900000000.0
-meta {"chunks": 1, "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
+meta {"chunk_starts": [[216], [3026]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 1, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 1, "rows": 1, "tokens": 256}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
 chip 0 {
   mem.0 {
     @216 +1 read src=0xca80/4 out=0
-    @217 +1 gather src=0x0/128 b=0 out=1 m=1 n=64 flags=indirect
+    @217 +1 gather src=0x0/128 b=0 out=1 m=1 k=64 n=64 flags=indirect
     @311 +1 write dst=0xce40/128 a=1
     @312 +1 read src=0xce40/128 out=0
     @628 +1 write dst=0xcd00/32 a=1
@@ -18,28 +18,29 @@ chip 0 {
     @761 +1 read src=0x3340/2048 out=1
     @762 +1 read src=0xcbc0/4 out=4
     @763 +1 read src=0xcbc0/4 out=5
-    @764 +1 read src=0x7d00/2048 out=6
-    @765 +1 read src=0xcd00/128 out=7
-    @766 +1 read src=0x85c0/128 out=8
-    @767 +1 read src=0x8700/5632 out=9
-    @768 +1 read src=0x9d80/5632 out=10
-    @769 +1 read src=0xb400/5632 out=11
+    @764 +1 read src=0xcbc0/4 out=6
+    @765 +1 read src=0x7d00/2048 out=7
+    @766 +1 read src=0xcd00/128 out=8
+    @767 +1 read src=0x85c0/128 out=9
+    @768 +1 read src=0x8700/5632 out=10
+    @769 +1 read src=0x9d80/5632 out=11
+    @770 +1 read src=0xb400/5632 out=12
     @853 +1 write dst=0xcf80/128 a=2
     @854 +1 read src=0xcf80/128 out=2
-    @855 +1 read src=0xcf80/128 out=13
+    @855 +1 read src=0xcf80/128 out=14
     @856 +1 read src=0xcf80/128 out=3
-    @949 +1 write dst=0xcf80/32 a=12
+    @949 +1 write dst=0xcf80/32 a=13
     @950 +1 write dst=0xd0c0/32 a=2
     @951 +1 write dst=0xd200/32 a=0
     @952 +1 read src=0xcf80/32 out=0
     @953 +1 read src=0xd0c0/32 out=2
     @954 +1 read src=0xd200/32 out=3
-    @955 +1 write dst=0x5c80/32 a=3 flags=indirect
+    @955 +1 write dst=0x5c80/32 a=3 b=6 m=1 k=1 stride=32 imm=256 flags=indirect
     @956 +1 read src=0x5c80/8192 out=2
     @1047 +1 write dst=0xcf80/32 a=1
     @1048 +1 write dst=0xd0c0/32 a=0
     @1049 +1 read src=0xd0c0/32 out=0
-    @1050 +1 write dst=0x3c00/32 a=0 flags=indirect
+    @1050 +1 write dst=0x3c00/32 a=0 b=6 m=1 k=1 stride=32 imm=256 flags=indirect
     @1051 +1 read src=0xcf80/32 out=0
     @1052 +1 read src=0x3c00/8192 out=1
     @1149 +1 write dst=0xcf80/32 a=1
@@ -76,29 +77,29 @@ chip 0 {
     @2809 +1 read src=0xce40/32 out=0
   }
   mxm.0 {
-    @855 +1 mxm a=3 b=2 out=12 m=1 k=64 n=16 flags=last
-    @856 +1 mxm a=0 b=13 out=2 m=1 k=64 n=16 flags=last
+    @855 +1 mxm a=3 b=2 out=13 m=1 k=64 n=16 flags=last
+    @856 +1 mxm a=0 b=14 out=2 m=1 k=64 n=16 flags=last
     @857 +1 mxm a=1 b=3 out=0 m=1 k=64 n=16 flags=last
-    @1053 +1 mxm a=1 b=0 out=3 m=1 k=16 n=256 flags=last
-    @1055 +1 mxm a=2 b=0 out=1 m=1 k=256 n=16 flags=last
-    @1151 +1 mxm a=6 b=0 out=1 m=1 k=16 n=64 flags=last
-    @1884 +1 mxm a=9 b=0 out=1 m=1 k=64 n=44 flags=last
-    @1885 +1 mxm a=10 b=3 out=0 m=1 k=64 n=44 flags=last
-    @2173 +1 mxm a=11 b=0 out=1 m=1 k=44 n=64 flags=last
+    @1053 +1 mxm a=1 b=0 out=3 m=1 k=16 n=256 imm=2 flags=last|keys
+    @1055 +1 mxm a=2 b=0 out=1 m=1 k=256 n=16 imm=2 flags=last|values
+    @1151 +1 mxm a=7 b=0 out=1 m=1 k=16 n=64 flags=last
+    @1884 +1 mxm a=10 b=0 out=1 m=1 k=64 n=44 flags=last
+    @1885 +1 mxm a=11 b=3 out=0 m=1 k=64 n=44 flags=last
+    @2173 +1 mxm a=12 b=0 out=1 m=1 k=44 n=64 flags=last
   }
   vxm.0 {
     @532 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
     @533 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
     @534 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
-    @759 +1 vop.rmsnorm src=-1/256 a=0 b=1 out=2 m=1 n=64
-    @953 +1 vop.rope src=-1/36 a=0 b=4 out=1 m=1 n=16
-    @954 +1 vop.rope src=-1/36 a=2 b=5 out=0 m=1 n=16
-    @1054 +1 vop.softmax a=3 out=0 m=1 n=256
+    @759 +1 vop.rmsnorm src=-1/256 a=0 b=1 out=2 m=1 n=64 imm=0
+    @953 +1 vop.rope src=-1/36 a=0 b=4 out=1 m=1 n=16 imm=1
+    @954 +1 vop.rope src=-1/36 a=2 b=5 out=0 m=1 n=16 imm=1
+    @1054 +1 vop.softmax a=3 b=6 out=0 m=1 n=256 imm=3
     @1466 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
     @1467 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
     @1468 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
-    @1692 +1 vop.add src=-1/256 a=7 b=0 out=1 m=1 n=64
-    @1788 +1 vop.rmsnorm src=-1/256 a=0 b=8 out=1 m=1 n=64
+    @1692 +1 vop.add src=-1/256 a=8 b=0 out=1 m=1 n=64
+    @1788 +1 vop.rmsnorm src=-1/256 a=0 b=9 out=1 m=1 n=64 imm=0
     @1981 +1 vop.silu src=-1/88 a=0 out=1 m=1 n=44
     @2077 +1 vop.mul src=-1/176 a=0 b=3 out=1 m=1 n=44
     @2488 +1 vop.sum src=-1/64 a=0 b=1 out=5 m=1 n=16
@@ -107,11 +108,11 @@ chip 0 {
     @2714 +1 vop.add src=-1/256 a=2 b=0 out=1 m=1 n=64
   }
   c2c.0 {
-    @313 +3 send src=-1/32 a=0 peer=1 tag=0
+    @313 +3 send src=-1/32 a=0 peer=1 tag=0 offset=32
     @535 +3 send src=-1/32 a=1 peer=1 tag=3
-    @1247 +3 send src=-1/32 a=0 peer=1 tag=4096
+    @1247 +3 send src=-1/32 a=0 peer=1 tag=4096 offset=32
     @1469 +3 send src=-1/32 a=1 peer=1 tag=4099
-    @2269 +3 send src=-1/32 a=0 peer=1 tag=4102
+    @2269 +3 send src=-1/32 a=0 peer=1 tag=4102 offset=32
     @2491 +3 send src=-1/32 a=1 peer=1 tag=4105
   }
   c2c.1 {
@@ -123,11 +124,11 @@ chip 0 {
     @2707 +3 recv dst=-1/32 out=3 peer=1 tag=4107
   }
   c2c.2 {
-    @313 +3 send src=-1/32 a=0 peer=2 tag=1
+    @313 +3 send src=-1/32 a=0 peer=2 tag=1 offset=64
     @535 +3 send src=-1/32 a=1 peer=2 tag=4
-    @1247 +3 send src=-1/32 a=0 peer=2 tag=4097
+    @1247 +3 send src=-1/32 a=0 peer=2 tag=4097 offset=64
     @1469 +3 send src=-1/32 a=1 peer=2 tag=4100
-    @2269 +3 send src=-1/32 a=0 peer=2 tag=4103
+    @2269 +3 send src=-1/32 a=0 peer=2 tag=4103 offset=64
     @2491 +3 send src=-1/32 a=1 peer=2 tag=4106
   }
   c2c.3 {
@@ -139,11 +140,11 @@ chip 0 {
     @2707 +3 recv dst=-1/32 out=1 peer=2 tag=4106
   }
   c2c.4 {
-    @313 +3 send src=-1/32 a=0 peer=3 tag=2
+    @313 +3 send src=-1/32 a=0 peer=3 tag=2 offset=96
     @535 +3 send src=-1/32 a=1 peer=3 tag=5
-    @1247 +3 send src=-1/32 a=0 peer=3 tag=4098
+    @1247 +3 send src=-1/32 a=0 peer=3 tag=4098 offset=96
     @1469 +3 send src=-1/32 a=1 peer=3 tag=4101
-    @2269 +3 send src=-1/32 a=0 peer=3 tag=4104
+    @2269 +3 send src=-1/32 a=0 peer=3 tag=4104 offset=96
     @2491 +3 send src=-1/32 a=1 peer=3 tag=4107
   }
   c2c.5 {

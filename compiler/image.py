@@ -1,0 +1,114 @@
+"""Weights for a build, and the SRAM image they become: each chip's shard of every resident tensor
+at the address the layout gave it, in the format the Program reads it in.
+
+Weights come from a checkpoint (a .npz of float arrays under sramflow's parameter names and
+[in, out] layouts, as `lower` prints them) or are random (seeded: matrices ~ N(0, 1/fan_in),
+norms near 1), so the interpreter's functional mode runs without downloading anything.
+Caches start as zeros. A chip's shard is read off the per-chip parameter shapes the
+ShardTensorParallel pass gives: the one axis that shrank is split across the group, and a
+group wider than a tensor's heads keeps whole heads (rank r holds block r // (t / parts)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from compiler.codegen.stage import StageCode
+from compiler.passes.quantize import quantize_weights
+from compiler.passes.shard import shard_unit
+from compiler.plan import Stage
+from ir.errors import ConfigError
+from ir.graph import Graph, Value
+from ir.numerics import encode
+
+RANDOM = "random"
+AUTO_LIMIT_BYTES = 256 * 2**20  # `auto` lays out random weights for models up to this size
+
+
+def load_weights(source: str, graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Float weights for every param of `graph` (before quantization): random, or a checkpoint."""
+    if source == RANDOM:
+        return random_weights(graph, seed)
+    path = Path(source)
+    try:
+        with np.load(path) as data:
+            given = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read weights (a .npz of arrays by parameter name): {e}") from None
+    out = {}
+    for p in graph.params:
+        if p.name not in given:
+            raise ConfigError(f"{path}: no array for parameter '{p.name}'")
+        if tuple(given[p.name].shape) != p.type.shape:
+            raise ConfigError(f"{path}: parameter '{p.name}' has shape {tuple(given[p.name].shape)}, "
+                              f"the model needs {p.type.shape}")
+        out[p.name] = given[p.name].astype(np.float32)
+    return out
+
+
+def random_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """f16-representable weights with unit-scale activations: norms and biases near 1,
+    matrices ~ N(0, 1/fan_in), the embedding table ~ N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for p in graph.params:
+        if len(p.type.shape) == 1:
+            w = 1 + 0.1 * rng.standard_normal(p.type.shape)
+        else:  # [in, out] or, for stacked experts, [E, in, out]
+            scale = 1 if p.name.startswith("embed") else 1 / math.sqrt(p.type.shape[-2])
+            w = rng.standard_normal(p.type.shape) * scale
+        out[p.name] = w.astype(np.float16)
+    return out
+
+
+def sram_image(codes: list[StageCode], stages: Sequence[Stage], graph: Graph, weights: dict[str, np.ndarray],
+               precision: str) -> dict[int, np.ndarray]:
+    """Every chip's resident bytes from address 0: its shard of each param, zeroed caches.
+    `graph` is the quantized decode graph the build was lowered from."""
+    stored = quantize_weights(weights, graph, precision)
+    image = {}
+    scopes = graph.scopes()
+    for code, stage in zip(codes, stages, strict=True):
+        owned = scopes[scopes.index(stage.first_unit): scopes.index(stage.last_unit) + 1]
+        chip_values = _per_chip(graph, owned, code.tp)
+        resident = [r for r in code.memory_map if r[0] in ("param", "state")]
+        top = max((addr + size for _, _, addr, size in resident), default=0)
+        for rank in range(code.tp):
+            buf = np.zeros(top, np.uint8)
+            for kind, name, addr, size in resident:
+                if kind == "param":
+                    shard = shard_of(stored[name], chip_values[name].type.shape, rank, code.tp, name)
+                    buf[addr: addr + size] = encode(shard, chip_values[name].type.dtype)
+            image[code.first_chip + rank] = buf
+    return image
+
+
+def _per_chip(graph: Graph, scopes: list[str], tp: int) -> dict[str, Value]:
+    """Per-chip params and caches of a stage's scopes on a group of tp chips."""
+    ops = [op for scope in scopes for op in shard_unit(list(graph.ops_in(scope)), tp)[0]]
+    return {v.name: v for op in ops for v in op.operands}
+
+
+def shard_of(full: np.ndarray, shape: tuple[int, ...], rank: int, tp: int, name: str) -> np.ndarray:
+    """Rank `rank`'s block of `full` given the per-chip `shape` (zero-padded past the end).
+    Split axes number the blocks outermost first (experts, then each expert's features); a
+    group wider than the blocks keeps whole blocks, tp / blocks ranks each."""
+    axes = [i for i, (a, b) in enumerate(zip(full.shape, shape, strict=True)) if a != b]
+    parts = [-(-full.shape[i] // shape[i]) for i in axes]
+    total = math.prod(parts)
+    if total > tp or tp % total:
+        raise ConfigError(f"parameter '{name}': {total} blocks do not spread over {tp} chips")
+    index = rank // (tp // total)
+    piece = full
+    for axis, count in zip(reversed(axes), reversed(parts), strict=True):  # innermost digit first
+        block, index = index % count, index // count
+        size = shape[axis]
+        piece = np.take(piece, range(block * size, min((block + 1) * size, full.shape[axis])), axis=axis)
+        pad = [(0, 0)] * full.ndim
+        pad[axis] = (0, size - piece.shape[axis])
+        piece = np.pad(piece, pad)
+    return piece

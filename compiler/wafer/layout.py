@@ -1,0 +1,214 @@
+"""Where the units go on a row of wafers: each wafer's grid of regions and the wafer boundaries.
+
+The layout family. A wafer is cut into a uniform grid of `bands x per_band` cells, numbered in
+serpentine order (targets/mesh.py). A region is one cell, or a few neighbouring cells of one
+band merged into a wider rectangle for a unit too large for one cell (an embedding table or an
+LM head beside small layers). Each region holds a contiguous run of units, every unit tiled over
+the whole region (compiler/wafer/mesh_cost.py). Units run one after another (decode is a chain),
+so a unit's time depends only on its region's shape.
+
+Two decisions, two methods:
+
+1. Inside a wafer, for a given grid, units are packed greedily: a region takes units while
+   their per-core bytes fit, then the next unit opens a region of the fewest cells that hold it,
+   at the next free cell (a band too short for it is left idle to its end). When every unit
+   fits one cell this is exact: a unit's time does not depend on which cell holds it, every
+   hand-off between serpentine neighbours costs the same, so the fastest packing is the one
+   with fewest cells, and greedy first-fit over an ordered sequence with a monotone capacity
+   test uses the fewest cells. With merged cells it is a heuristic, and the grid search below
+   still keeps the fastest result.
+2. Across wafers, the wafer boundaries and each wafer's grid are chosen by the project's CP-SAT
+   path model (compiler/partition/cpsat.py), a wafer playing the part of a one-chip stage: a
+   candidate covers units [first, stop) on one wafer with the fastest grid that holds them
+   (any other grid for the same units costs the same one wafer and is slower, so it is
+   dominated), and its latency includes the wafer-to-wafer hand-off into it.
+
+The grid menu has MAX_CUTS**2 grids; enumerating every run of units on each would take seconds
+for 80-layer models, so `screen_grids` first keeps the grids that could matter (every grid that
+is best for some number of wafers when it lays out the whole model alone, plus the fastest few)
+and candidates are enumerated on those. Every single-grid optimum survives; a layout mixing
+grids across wafers draws on the kept ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from compiler.perf import Breakdown
+from compiler.wafer.mesh_cost import MeshCost, Shape, _message
+from targets.mesh import Region, band_region, region_hops, shared_edge
+from targets.spec import WaferSpec
+
+MAX_CUTS = 16  # bands and cells per band considered: up to 256 regions a wafer
+KEEP_GRIDS = 8  # grids enumerated for every run of units beyond the wafers-latency front
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """A wafer cut into `bands` x `per_band` equal cells of shape `cell`."""
+
+    bands: int
+    per_band: int
+    cell: Shape
+
+    @property
+    def cells(self) -> int:
+        return self.bands * self.per_band
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Cells `pos .. pos+span-1` (serpentine positions) of band `band`: one rectangular region."""
+
+    band: int
+    pos: int
+    span: int
+
+    def region(self, grid: Grid, wafer: WaferSpec, index: int = 0) -> Region:
+        return band_region(wafer, grid.bands, grid.per_band, self.band, self.pos, self.span, index)
+
+
+@dataclass(frozen=True, slots=True)
+class WaferCandidate:
+    """Units [first, stop) on one wafer cut by `grid`; `stages` pairs the unit opening each region with its slot."""
+
+    first: int
+    stop: int
+    grid: Grid
+    stages: tuple[tuple[int, Slot], ...]
+    decode: Breakdown  # the units, the hand-offs between regions, and the hand-off into this wafer
+    tp: int = 1  # devices it takes, as the path model counts them
+
+    @property
+    def latency_ps(self) -> int:
+        return max(1, round(self.decode.total_s * 1e12))
+
+
+CostOf = Callable[[Shape], Sequence[MeshCost]]  # every unit's cost on a region of that shape
+
+
+def grids(wafer: WaferSpec) -> list[Grid]:
+    """Every grid of up to MAX_CUTS x MAX_CUTS cells, in a fixed order."""
+    return [Grid(b, p, Shape(wafer.mesh_rows // b, wafer.mesh_cols // p))
+            for b in range(1, MAX_CUTS + 1) for p in range(1, MAX_CUTS + 1)]
+
+
+def handoff(values: int, hops: int, links: int, wafer: WaferSpec) -> Breakdown:
+    """An activation of `values` values moving `hops` hops into the next region over `links` links."""
+    return _message(hops, 1, values / max(1, links), wafer)
+
+
+def region_handoff(values: int, a: Region, b: Region, wafer: WaferSpec) -> Breakdown:
+    """From region a to region b on one wafer, over the links of their shared edge (or the narrower side)."""
+    return handoff(values, region_hops(a, b), shared_edge(a, b) or min(b.rows, b.cols), wafer)
+
+
+def wafer_handoff(nbytes: int, wafer: WaferSpec) -> Breakdown:
+    """Out of one wafer and into the next: across both meshes to their I/O edges (at most a
+    half-perimeter each) and over the wafer link."""
+    fabric = (wafer.mesh_rows + wafer.mesh_cols) * wafer.hop_s
+    link = wafer.wafer_link.latency_s + nbytes / wafer.wafer_link.bw_bytes_per_s
+    return Breakdown(link_s=fabric + link)
+
+
+def enumerate_wafers(cost_of: CostOf, crossing: list[int], wafer: WaferSpec) -> list[WaferCandidate]:
+    """The fastest screened grid for every run of units that fits one wafer, in (first, stop) order.
+    `crossing[k]` is the bytes entering unit k."""
+    best: dict[tuple[int, int], WaferCandidate] = {}
+    kept = screen_grids(cost_of, crossing, wafer)
+    for first in range(len(crossing) - 1):
+        entry = wafer_handoff(crossing[first], wafer) if first else Breakdown()
+        for grid in kept:
+            for stop, stages, time in _packings(first, grid, cost_of, crossing, wafer):
+                cand = WaferCandidate(first, stop, grid, stages, entry + time)
+                key = (first, stop)
+                if key not in best or cand.latency_ps < best[key].latency_ps:
+                    best[key] = cand
+    return [best[k] for k in sorted(best)]
+
+
+def screen_grids(cost_of: CostOf, crossing: list[int], wafer: WaferSpec) -> list[Grid]:
+    """The grids worth enumerating: each grid lays out the whole model once, wafer after wafer,
+    and we keep the fastest for every wafer count that is fastest so far (the Pareto front of
+    wafers against latency) and the KEEP_GRIDS fastest overall, in menu order. The front holds
+    the grid of every optimal single-grid layout; mixing grids across wafers draws on the kept set."""
+    scored = []
+    for index, grid in enumerate(grids(wafer)):
+        layout = _whole_model(grid, cost_of, crossing, wafer)
+        if layout is not None:
+            scored.append((*layout, index, grid))
+    scored.sort(key=lambda s: s[:3])
+    front, fastest = [], math.inf
+    for _, latency, index, _ in scored:
+        if latency < fastest:
+            front.append(index)
+            fastest = latency
+    by_speed = sorted(scored, key=lambda s: (s[1], s[2]))[:KEEP_GRIDS]
+    kept = set(front) | {s[2] for s in by_speed}
+    return [grid for _, _, index, grid in sorted(scored, key=lambda s: s[2]) if index in kept]
+
+
+def _whole_model(grid: Grid, cost_of: CostOf, crossing: list[int], wafer: WaferSpec) -> tuple[int, int] | None:
+    """(wafers, latency in ps) of the model laid out greedily on `grid`, a new wafer when one fills."""
+    first, wafers, total = 0, 0, Breakdown()
+    while first < len(crossing) - 1:
+        packed = deque(_packings(first, grid, cost_of, crossing, wafer), maxlen=1)  # the longest run
+        if not packed:
+            return None
+        stop, _, time = packed[0]
+        total += time + (wafer_handoff(crossing[first], wafer) if first else Breakdown())
+        first, wafers = stop, wafers + 1
+    return wafers, round(total.total_s * 1e12)
+
+
+def _packings(first: int, grid: Grid, cost_of: CostOf, crossing: list[int], wafer: WaferSpec
+              ) -> Iterator[tuple[int, tuple[tuple[int, Slot], ...], Breakdown]]:
+    """Greedy packings of units [first, stop) into the grid's regions, for every stop that fits:
+    (stop, the stages so far, the units' time with the hand-offs between regions)."""
+    usable = wafer.usable_core_bytes
+    stages: tuple[tuple[int, Slot], ...] = ()
+    band = pos = resident = act = 0
+    costs: Sequence[MeshCost] = ()
+    region: Region | None = None
+    time = Breakdown()
+    for u in range(first, len(crossing) - 1):
+        if not costs or resident + costs[u].resident_bytes + max(act, costs[u].act_bytes) > usable:
+            span = _span(u, grid, cost_of, usable)
+            if span is None:
+                return  # this unit fits no region of the grid
+            if pos + span > grid.per_band:
+                band, pos = band + 1, 0
+            if band >= grid.bands:
+                return
+            slot = Slot(band, pos, span)
+            here = slot.region(grid, wafer)
+            if region is not None:
+                time += region_handoff(math.ceil(crossing[u] / 2), region, here, wafer)  # 16-bit values
+            stages += ((u, slot),)
+            costs, region, resident, act = cost_of(Shape(here.rows, here.cols)), here, 0, 0
+            band, pos = (band + 1, 0) if pos + span == grid.per_band else (band, pos + span)
+        resident += costs[u].resident_bytes
+        act = max(act, costs[u].act_bytes)
+        time += costs[u].time
+        yield u + 1, stages, time
+
+
+def _span(u: int, grid: Grid, cost_of: CostOf, usable: int) -> int | None:
+    """The fewest cells of a band that hold unit u alone, if any do."""
+    one = cost_of(grid.cell)[u]
+    if one.resident_bytes + one.act_bytes <= usable:
+        return 1
+    # Resident bytes per core shrink about as 1/span: start from that estimate, then check.
+    for span in range(max(2, math.ceil(one.resident_bytes / usable)), grid.per_band + 1):
+        c = cost_of(Shape(grid.cell.rows, grid.cell.cols * span))[u]
+        if c.resident_bytes + c.act_bytes <= usable:
+            return span
+    return None
+
+
+def capacity_lower_bound(total_bytes: int, wafer: WaferSpec) -> int:
+    """Every resident byte over one wafer's usable SRAM: no layout uses fewer wafers."""
+    return max(1, math.ceil(total_bytes / (wafer.cores * wafer.usable_core_bytes)))

@@ -40,10 +40,8 @@ from targets.runner import run_functional, load_build
 t = time.perf_counter()
 out = run_functional(sys.argv[1], [1, 2, 3, 4], 16)
 wall = time.perf_counter() - t
-_, decode, prefill = load_build(sys.argv[1])
-n = len(prefill) + 15 * len(decode)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"wall_s": wall, "rss": rss, "n": n, "chips": decode.chips}))
+print(json.dumps({"wall_s": wall, "rss": rss, "n": out["instructions"], "chips": load_build(sys.argv[1])[1].chips}))
 """
 
 

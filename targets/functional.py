@@ -44,6 +44,7 @@ class Machine:
 
     sram: dict[int, np.ndarray]
     mailbox: dict[tuple[int, int, int], np.ndarray] = field(default_factory=dict)
+    executed: int = 0  # instructions run so far
 
     @classmethod
     def blank(cls, chips: int, usable_bytes: int) -> Machine:
@@ -92,6 +93,7 @@ def execute_functional(program: Program, machine: Machine, events: list[HostEven
         _EXEC[Op(ins["op"])](ins, machine, streams, args)
     for _, action in pending:
         action(machine)
+    machine.executed += len(rows)
 
 
 # ---- stream values: bytes as they lie in SRAM, or f32 / i32 results of compute units -----------

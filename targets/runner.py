@@ -49,7 +49,7 @@ def run_build(path: str | Path, tokens: int = 1, check_determinism: bool = False
     runs = {"decode": execute(decode, system), "prefill": execute(prefill, system)}
     figures = _figures(runs, tokens)
     if prompt is not None:
-        figures["functional"] = _functional(path, prompt, tokens, runs)
+        figures["functional"] = _functional(path, prompt, tokens)
     if check_determinism:
         figures["determinism"] = _determinism(runs, system)
         if prompt is not None:
@@ -100,11 +100,10 @@ def _combine(digests: list[str]) -> str:
 
 # ---- functional mode: prompt in, greedy tokens out -------------------------------------------
 
-def _functional(path: str | Path, prompt: list[int], tokens: int, runs: dict[str, Run]) -> dict:
+def _functional(path: str | Path, prompt: list[int], tokens: int) -> dict:
     out = run_functional(path, prompt, tokens)
-    executed = len(runs["prefill"].program) + (tokens - 1) * len(runs["decode"].program)
     return {"prompt": prompt, "tokens": out["tokens"], "digest": _outputs_digest(out),
-            "instructions_executed": executed}
+            "instructions_executed": out["instructions"]}
 
 
 def _outputs_digest(out: dict) -> str:
@@ -183,7 +182,7 @@ def run_functional(path: str | Path, prompt: list[int], tokens: int, order: list
         step_logits, token = _decode(build, machine, new[-1], len(prompt) + step, order)
         logits.append(step_logits)
         new.append(token)
-    return {"tokens": new, "logits": np.stack(logits)}
+    return {"tokens": new, "logits": np.stack(logits), "instructions": machine.executed}
 
 
 def _host_inputs(build: Build, phase: str, stage: dict, ids: np.ndarray, pos: np.ndarray) -> Callable:

@@ -22,7 +22,7 @@ from ir.program_io import load_program, save_program
 from targets.functional import FunctionalError
 from targets.runner import run_build, run_functional
 from tests.test_compile import TINY_TARGET
-from tests.test_reference import CONFIG_PATH, generate, hf_logits_and_greedy
+from tests.test_reference import CONFIG_PATH, generate, hf_logits_and_greedy, numpy_llama
 
 CONTEXT = 64
 PROMPT = [1, 7, 42, 99, 3, 250, 17, 8, 200, 5, 66, 13, 90, 121, 31, 2, 44, 187, 9]  # 19: two prefill chunks
@@ -74,6 +74,14 @@ def test_functional_tokens_and_logits_match_the_reference(build, weights):
     logits, new = reference(weights)
     assert out["tokens"] == new
     assert np.abs(out["logits"] - logits).max() < LOGIT_TOL
+
+
+def test_functional_logits_match_an_independent_numpy_forward(build, weights):
+    """tests/test_reference.py's textbook Llama (whole sequence, f32) on the tokens generated."""
+    out = run_functional(build, PROMPT, NEW)
+    expected = numpy_llama(json.loads(CONFIG_PATH.read_text()), weights, PROMPT + out["tokens"][:-1])
+    assert np.abs(out["logits"] - expected[len(PROMPT) - 1:]).max() < 3e-2
+    assert [int(t) for t in expected[len(PROMPT) - 1:].argmax(-1)] == out["tokens"]
 
 
 def test_functional_tokens_match_hugging_face_transformers(build, weights):
@@ -201,6 +209,8 @@ def test_tiny_mixtral_routes_at_run_time_under_one_static_schedule(tmp_path, tar
     rows weighed by their routing weights), so cycle counts cannot depend on the routing.
     On 128 KiB chips the experts are spread two per chip; on lpu-mini one chip holds all four
     and each decode pass streams the row's routed expert by address."""
+    import transformers
+
     config = load_model_config("tiny-mixtral")
     weights = random_weights(build_graph(config, "decode", context=CONTEXT), seed=2)
     ckpt = tmp_path / "mix.npz"
@@ -222,4 +232,9 @@ def test_tiny_mixtral_routes_at_run_time_under_one_static_schedule(tmp_path, tar
         figures = run_build(out, NEW)
         assert figures["hazards"] == []
         cycles.add((figures["decode"]["latency_cycles"], figures["prefill"]["latency_cycles"]))
+        if precision == "fp16":
+            _, greedy = hf_logits_and_greedy(transformers.MixtralForCausalLM, transformers.MixtralConfig,
+                                             json.loads(Path("examples/models/tiny-mixtral.json").read_text()),
+                                             weights, prompt, got["tokens"])
+            assert greedy == got["tokens"]
     assert len(cycles) == 1

@@ -11,6 +11,7 @@ for tiny-mamba, 1.5e-3 for tiny-jamba).
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,3 +151,19 @@ def test_the_plan_times_the_scan_on_the_vector_alus():
 
 def test_every_mamba_op_has_a_lowering_rule():
     assert {Opcode.CONV1D, Opcode.SELECTIVE_SCAN, Opcode.SLICE} <= set(EMIT)
+
+
+def test_functional_tokens_match_hugging_face(model):
+    """The interpreter's greedy tokens against transformers' own MambaForCausalLM / JambaForCausalLM."""
+    import transformers
+
+    from tests.test_ssm import hf_run, jamba_hf_state, mamba_hf_state
+
+    name, weights, out = model
+    got = run_functional(out, PROMPT, NEW)
+    config = load_model_config(name)
+    family, state = ("Mamba", mamba_hf_state) if config.family == "mamba" else ("Jamba", jamba_hf_state)
+    cfg = json.loads(Path(f"examples/models/{name}.json").read_text())
+    _, greedy = hf_run(getattr(transformers, f"{family}ForCausalLM"), getattr(transformers, f"{family}Config"),
+                       cfg, state(weights, config.num_layers), PROMPT, got["tokens"])
+    assert greedy == got["tokens"]

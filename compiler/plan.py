@@ -85,21 +85,7 @@ class Plan:
         return max((s.memory for s in self.stages), key=lambda m: (m.total, m.weights))
 
     def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "target": self.target,
-            "options": self.options,
-            "chips": self.chips,
-            "chips_lower_bound": self.chips_lower_bound,
-            "footprint_chips": self.footprint_chips,
-            "memory_per_chip_bytes": self.fullest.to_dict(),
-            "totals": self.totals,
-            "stages": [s.to_dict() for s in self.stages],
-            "decode": self.decode,
-            "prefill": self.prefill,
-            "binding": self.binding,
-            "solver": self.solver,
-        }
+        return plan_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
@@ -108,3 +94,22 @@ class Plan:
 def round_sig(x: float) -> float:
     """Figures are printed to 4 significant digits: enough to read, stable to compare."""
     return float(f"{x:.4g}")
+
+
+def plan_dict(plan) -> dict:
+    """The keys every plan has, chip or wafer, in the order the JSON shows them."""
+    return {
+        "model": plan.model,
+        "target": plan.target,
+        "options": plan.options,
+        "chips": plan.chips,
+        "chips_lower_bound": plan.chips_lower_bound,
+        "footprint_chips": plan.footprint_chips,
+        "memory_per_chip_bytes": plan.fullest.to_dict(),
+        "totals": plan.totals,
+        "stages": [s.to_dict() for s in plan.stages],
+        "decode": plan.decode,
+        "prefill": plan.prefill,
+        "binding": plan.binding,
+        "solver": plan.solver,
+    }

@@ -6,6 +6,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 
+from compiler.figures import decode_figures, prefill_figures
 from compiler.frontend import build_graph, load_model_config
 from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
@@ -19,7 +20,6 @@ from compiler.passes.quantize import Quantize
 from compiler.passes.quantize_kv import QuantizeKV
 from compiler.perf import Breakdown, handoff_lanes, hop_s, unit_bound_s, unit_time
 from compiler.plan import Memory, Plan, Stage
-from compiler.plan import round_sig as _r
 from compiler.wafer.plan import WaferPlan
 from compiler.wafer.planner import plan_wafer
 from ir.errors import DoesNotFitError
@@ -208,44 +208,13 @@ def _assemble(name: str, system: SystemSpec, options: CompileOptions, graphs: Lo
         chips_lower_bound=lower_bound,
         footprint_chips=last.first_chip + last.tp,
         stages=stages,
-        decode=_decode_figures(timed, options),
-        prefill=_prefill_figures(timed, options, chunk_tokens),
+        decode=decode_figures(timed, options),
+        prefill=prefill_figures(timed, options, chunk_tokens),
         binding=_binding(timed, options),
         solver={"status": solution.status, "objective": options.objective, "candidates": solution.candidates,
                 "wall_s": round(solution.deterministic_s, 3)},
         totals=_totals(graphs),
     )
-
-
-def _decode_figures(timed: list[_Timed], options: CompileOptions) -> dict:
-    total = sum((t.decode for t in timed), Breakdown())
-    bound = sum(t.decode_bound_s for t in timed)
-    latency = total.total_s
-    return {
-        "latency_us": _r(latency * 1e6),
-        "latency_bound_us": _r(bound * 1e6),
-        "efficiency": _r(bound / latency),
-        "tokens_per_s": _r(1 / latency),
-        "tokens_per_s_bound": _r(1 / bound),
-        "throughput_tokens_per_s": _r(options.batch / latency),
-        "breakdown_us": {"sram_bandwidth": _r(total.memory_s * 1e6), "compute": _r(total.compute_s * 1e6),
-                         "pipeline_latency": _r(total.latency_s * 1e6), "links": _r(total.link_s * 1e6)},
-        "binding": total.binding,
-    }
-
-
-def _prefill_figures(timed: list[_Timed], options: CompileOptions, chunk_tokens: int) -> dict:
-    chunks = math.ceil(options.prompt / chunk_tokens)
-    ttft = _pipeline([t.prefill.total_s for t in timed], chunks)
-    bound = _pipeline([t.prefill_bound_s for t in timed], chunks)
-    return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "chunks": chunks,
-            "chunk_tokens": chunk_tokens,
-            "binding": sum((t.prefill for t in timed), Breakdown()).binding}
-
-
-def _pipeline(stage_s: list[float], chunks: int) -> float:
-    """Chunks flow through the stages in order: fill once, then the slowest stage paces."""
-    return sum(stage_s) + (chunks - 1) * max(stage_s)
 
 
 def _binding(timed: list[_Timed], options: CompileOptions) -> dict:

@@ -59,7 +59,7 @@ def _stages(plan: Plan) -> Table:
     for col in ("stage", "units", "layers", "tp", "chips", "decode µs", "bound µs", "hops in", "binds"):
         table.add_column(col, justify="right" if col not in ("units", "binds") else "left")
     for s in plan.stages:
-        table.add_row(str(s.index), _units(s), _layer_text(s), str(s.tp),
+        table.add_row(str(s.index), units_text(s), layer_text(s), str(s.tp),
                       f"{s.first_chip}–{s.first_chip + s.tp - 1}", f"{s.decode_us:,.2f}",
                       f"{s.decode_bound_us:,.2f}", str(s.hops_in), s.binding)
     return table
@@ -83,11 +83,12 @@ def _byte_unit(largest: int) -> tuple[str, float]:
     return ("MB", 1e6) if largest >= 10e6 else ("KB", 1e3)
 
 
-def _units(s: Stage) -> str:
+def units_text(s: Stage) -> str:
+    """A stage's units, first … last (a wafer stage reads the same)."""
     return s.first_unit if s.first_unit == s.last_unit else f"{s.first_unit} … {s.last_unit}"
 
 
-def _layer_text(s: Stage) -> str:
+def layer_text(s: Stage) -> str:
     if s.layers is None:
         return "—"
     a, b = s.layers

@@ -92,16 +92,23 @@ def swiglu(layer: Layer, h: Value, name: str, width: int) -> Value:
 
 
 def moe_mlp(layer: Layer, x: Value) -> Value:
-    """Mixtral's sparse MLP: a replicated router picks k of E experts per token; the experts
-    (stacked [E, ...] under `block_sparse_moe.experts.*`) are spread over the group."""
+    """Mixtral's sparse MLP: a replicated router picks k of E experts per token (their softmax
+    weights renormalised); the experts (stacked [E, ...] under `block_sparse_moe.experts.*`)
+    are spread over the group."""
+    return sparse_mlp(layer, x, "post_attention_layernorm", "block_sparse_moe.gate", "block_sparse_moe.experts",
+                      normalize=True)
+
+
+def sparse_mlp(layer: Layer, x: Value, norm: str, router: str, experts: str, normalize: bool) -> Value:
+    """Pre-norm top-k mixture of experts under the given parameter names."""
     b, c = layer.b, layer.config
-    h = rmsnorm(layer, x, "post_attention_layernorm")
-    logits = b.op(Opcode.MATMUL, h, layer.param("block_sparse_moe.gate.weight", c.hidden_size, c.num_experts))
-    weights, ids = b.op_n(Opcode.TOPK, logits, k=c.experts_per_token, scoring="softmax", normalize=True)
+    h = rmsnorm(layer, x, norm)
+    logits = b.op(Opcode.MATMUL, h, layer.param(f"{router}.weight", c.hidden_size, c.num_experts))
+    weights, ids = b.op_n(Opcode.TOPK, logits, k=c.experts_per_token, scoring="softmax", normalize=normalize)
     e, inter = c.num_experts, c.moe_intermediate_size
-    gate = layer.param("block_sparse_moe.experts.gate", e, c.hidden_size, inter)
-    up = layer.param("block_sparse_moe.experts.up", e, c.hidden_size, inter)
-    down = layer.param("block_sparse_moe.experts.down", e, inter, c.hidden_size)
+    gate = layer.param(f"{experts}.gate", e, c.hidden_size, inter)
+    up = layer.param(f"{experts}.up", e, c.hidden_size, inter)
+    down = layer.param(f"{experts}.down", e, inter, c.hidden_size)
     y = b.op(Opcode.EXPERTS, h, weights, ids, gate, up, down, experts=e, top_k=c.experts_per_token,
              act=c.hidden_act, split="expert")
     return b.op(Opcode.ADD, x, y)

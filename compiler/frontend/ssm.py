@@ -10,7 +10,7 @@ other), and `conv1d.weight` [inner, 1, K] drops its middle axis.
 
 from __future__ import annotations
 
-from compiler.frontend.blocks import ACTIVATION_OPS, CACHE_DTYPE, Block, Layer, linear, rmsnorm
+from compiler.frontend.blocks import ACTIVATION_OPS, CACHE_DTYPE, Block, Layer, linear, rmsnorm, sparse_mlp
 from ir.graph import Value
 from ir.ops import Opcode
 from ir.types import DType
@@ -90,17 +90,7 @@ def jamba_mlp(layer: Layer, x: Value) -> Value:
 def jamba_moe(layer: Layer, x: Value) -> Value:
     """Jamba's sparse MLP: softmax over all experts, the k best kept with their softmax
     weights as they are (HF's JambaTopKRouter does not renormalise)."""
-    b, c = layer.b, layer.config
-    h = rmsnorm(layer, x, "pre_ff_layernorm")
-    logits = b.op(Opcode.MATMUL, h, layer.param("feed_forward.router.weight", c.hidden_size, c.num_experts))
-    weights, ids = b.op_n(Opcode.TOPK, logits, k=c.experts_per_token, scoring="softmax", normalize=False)
-    e, inter = c.num_experts, c.moe_intermediate_size
-    gate = layer.param("feed_forward.experts.gate", e, c.hidden_size, inter)
-    up = layer.param("feed_forward.experts.up", e, c.hidden_size, inter)
-    down = layer.param("feed_forward.experts.down", e, inter, c.hidden_size)
-    y = b.op(Opcode.EXPERTS, h, weights, ids, gate, up, down, experts=e, top_k=c.experts_per_token,
-             act=c.hidden_act, split="expert")
-    return b.op(Opcode.ADD, x, y)
+    return sparse_mlp(layer, x, "pre_ff_layernorm", "feed_forward.router", "feed_forward.experts", normalize=False)
 
 
 SSM_BLOCKS: dict[str, Block] = {

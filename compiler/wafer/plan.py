@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from compiler.plan import Memory, round_sig
+from compiler.plan import Memory, plan_dict, round_sig
 from targets.mesh import Region
 
 
@@ -85,22 +85,7 @@ class WaferPlan:
         return max((s.memory for s in self.stages), key=lambda m: (m.total, m.weights))
 
     def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "target": self.target,
-            "options": self.options,
-            "chips": self.chips,
-            "chips_lower_bound": self.chips_lower_bound,
-            "footprint_chips": self.footprint_chips,
-            "memory_per_chip_bytes": self.fullest.to_dict(),
-            "totals": self.totals,
-            "stages": [s.to_dict() for s in self.stages],
-            "decode": self.decode,
-            "prefill": self.prefill,
-            "binding": self.binding,
-            "solver": self.solver,
-            "mesh": self.mesh | {"memory_per_core_bytes": self.fullest_core.to_dict()},
-        }
+        return plan_dict(self) | {"mesh": self.mesh | {"memory_per_core_bytes": self.fullest_core.to_dict()}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"

@@ -6,13 +6,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
+from compiler.figures import decode_figures, prefill_figures
 from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
 from compiler.partition.cpsat import Solution, solve
 from compiler.partition.units import boundary_bytes, signature
 from compiler.perf import Breakdown
 from compiler.plan import Memory
-from compiler.plan import round_sig as _r
 from compiler.wafer.layout import (
     CostOf,
     WaferCandidate,
@@ -246,8 +246,8 @@ def _assemble(name: str, wafer: WaferSpec, options: CompileOptions, decode: Grap
     return WaferPlan(
         model=name, target=wafer.name, options=asdict(options), chips=len(wafers), chips_lower_bound=bound,
         stages=stages, wafer_memory=_wafer_memory(stages, len(wafers), wafer),
-        mesh=_mesh(wafers, stages, wafer), decode=_decode_figures(timed, options),
-        prefill=_prefill_figures(timed, options, chunk),
+        mesh=_mesh(wafers, stages, wafer), decode=decode_figures(timed, options),
+        prefill=prefill_figures(timed, options, chunk),
         binding={"chips": "sram-capacity" if options.objective == "chips" and options.chips is None
                  else "chip-budget",
                  "decode": sum((t.decode for t in timed), Breakdown()).binding,
@@ -283,34 +283,6 @@ def _mesh(wafers: tuple[WaferCandidate, ...], stages: tuple[WaferStage, ...], wa
                     "cells_used": sum(slot.span for _, slot in c.stages),
                     "units": [c.first, c.stop]} for w, c in enumerate(wafers)],
     }
-
-
-def _decode_figures(timed: list[_Timed], options: CompileOptions) -> dict:
-    total = sum((t.decode for t in timed), Breakdown())
-    bound = sum(t.decode_bound_s for t in timed)
-    latency = total.total_s
-    return {
-        "latency_us": _r(latency * 1e6),
-        "latency_bound_us": _r(bound * 1e6),
-        "efficiency": _r(bound / latency),
-        "tokens_per_s": _r(1 / latency),
-        "tokens_per_s_bound": _r(1 / bound),
-        "throughput_tokens_per_s": _r(options.batch / latency),
-        "breakdown_us": {"sram_bandwidth": _r(total.memory_s * 1e6), "compute": _r(total.compute_s * 1e6),
-                         "pipeline_latency": _r(total.latency_s * 1e6), "links": _r(total.link_s * 1e6)},
-        "binding": total.binding,
-    }
-
-
-def _prefill_figures(timed: list[_Timed], options: CompileOptions, chunk: int) -> dict:
-    chunks = math.ceil(options.prompt / chunk)
-    stage_s = [t.prefill.total_s for t in timed]
-    bound_s = [t.prefill_bound_s for t in timed]
-    # Chunks flow through the stages in order: fill once, then the slowest stage paces.
-    ttft = sum(stage_s) + (chunks - 1) * max(stage_s)
-    bound = sum(bound_s) + (chunks - 1) * max(bound_s)
-    return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "chunks": chunks, "chunk_tokens": chunk,
-            "binding": sum((t.prefill for t in timed), Breakdown()).binding}
 
 
 def _layers(scopes: list[str]) -> tuple[int, int] | None:

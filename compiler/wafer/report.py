@@ -6,7 +6,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from compiler.wafer.plan import WaferPlan, WaferStage
+from compiler.report import layer_text, units_text
+from compiler.wafer.plan import WaferPlan
 
 
 def render_wafer_plan(plan: WaferPlan, console: Console) -> None:
@@ -45,7 +46,7 @@ def _stages(plan: WaferPlan) -> Table:
         table.add_column(col, justify="left" if col in ("units", "region", "binds") else "right")
     for s in plan.stages:
         r = s.region
-        table.add_row(str(s.index), _units(s), _layer_text(s), str(r.wafer),
+        table.add_row(str(s.index), units_text(s), layer_text(s), str(r.wafer),
                       f"{r.rows}x{r.cols} @ ({r.row},{r.col})", f"{s.cores:,}", f"{s.decode_us:,.2f}",
                       f"{s.decode_bound_us:,.2f}", s.binding)
     return table
@@ -61,14 +62,3 @@ def _memory(plan: WaferPlan) -> Table:
                                                                    m.headroom)),
                       f"{100 * m.total / m.capacity:.0f}%")
     return table
-
-
-def _units(s: WaferStage) -> str:
-    return s.first_unit if s.first_unit == s.last_unit else f"{s.first_unit} … {s.last_unit}"
-
-
-def _layer_text(s: WaferStage) -> str:
-    if s.layers is None:
-        return "—"
-    a, b = s.layers
-    return str(a) if a == b else f"{a}–{b}"

@@ -1,0 +1,51 @@
+"""The plan's decode and prefill figures, summed from its timed stages (chip and wafer plans alike)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+from compiler.options import CompileOptions
+from compiler.perf import Breakdown
+from compiler.plan import round_sig as _r
+
+
+class Timed(Protocol):
+    """A stage's unrounded decode and prefill times and their bounds."""
+
+    decode: Breakdown
+    decode_bound_s: float
+    prefill: Breakdown
+    prefill_bound_s: float
+
+
+def decode_figures(timed: Sequence[Timed], options: CompileOptions) -> dict:
+    total = sum((t.decode for t in timed), Breakdown())
+    bound = sum(t.decode_bound_s for t in timed)
+    latency = total.total_s
+    return {
+        "latency_us": _r(latency * 1e6),
+        "latency_bound_us": _r(bound * 1e6),
+        "efficiency": _r(bound / latency),
+        "tokens_per_s": _r(1 / latency),
+        "tokens_per_s_bound": _r(1 / bound),
+        "throughput_tokens_per_s": _r(options.batch / latency),
+        "breakdown_us": {"sram_bandwidth": _r(total.memory_s * 1e6), "compute": _r(total.compute_s * 1e6),
+                         "pipeline_latency": _r(total.latency_s * 1e6), "links": _r(total.link_s * 1e6)},
+        "binding": total.binding,
+    }
+
+
+def prefill_figures(timed: Sequence[Timed], options: CompileOptions, chunk_tokens: int) -> dict:
+    chunks = math.ceil(options.prompt / chunk_tokens)
+    ttft = pipeline([t.prefill.total_s for t in timed], chunks)
+    bound = pipeline([t.prefill_bound_s for t in timed], chunks)
+    return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "chunks": chunks,
+            "chunk_tokens": chunk_tokens,
+            "binding": sum((t.prefill for t in timed), Breakdown()).binding}
+
+
+def pipeline(stage_s: list[float], chunks: int) -> float:
+    """Chunks flow through the stages in order: fill once, then the slowest stage paces."""
+    return sum(stage_s) + (chunks - 1) * max(stage_s)

@@ -260,6 +260,11 @@ def _print_run(f: dict, console: Console) -> None:
                   f"{d['tokens_per_s']:,.0f} tokens/s; TTFT {p['ttft_ms']:,.3f} ms; "
                   f"{f['tokens']['count']} tokens in {f['tokens']['total_ms']:,.3f} ms")
     console.print("unit busy (mean over units): " + ", ".join(f"{k} {v:.0%}" for k, v in d["busy"].items()))
+    by_chip = d["busy_by_chip"]
+    if len(by_chip) > 1:
+        mem = [chip["mem"] for chip in by_chip]
+        console.print(f"MEM busy per chip: {min(mem):.0%} (chip {mem.index(min(mem))}) to {max(mem):.0%} "
+                      f"(chip {mem.index(max(mem))}); --json gives every chip's units")
     console.print(f"{f['instructions_simulated']:,} instructions simulated in {f['wall_s']:.2f} s")
     if "determinism" in f:
         det = f["determinism"]

@@ -24,7 +24,7 @@ import numpy as np
 
 from ir.errors import ConfigError
 from ir.isa import Fmt, Fn, Op
-from ir.numerics import decode
+from ir.numerics import decode, encode, quantize
 from ir.ops import Opcode
 from ir.program import Flag, Program
 from ir.reference import ACTIVATIONS, EVAL, causal_conv, rms_norm, rope, selective_scan, softmax
@@ -142,7 +142,7 @@ def _read(ins: dict, m: Machine, streams: dict, args: list) -> None:
 
 def _write(ins: dict, m: Machine, streams: dict, args: list) -> None:
     chip, nbytes = ins["chip"], ins["dst_bytes"]
-    data = _fit(as_bytes(streams[chip, ins["s_a"]]), nbytes)
+    data = _fit(as_bytes(streams[chip, ins["s_a"]])[ins["offset"]:], nbytes)
     if ins["flags"] & Flag.INDIRECT:  # a cache append: row r at its sequence's position
         pos = as_ids(streams[chip, ins["s_b"]])
         per = nbytes // ins["m"]
@@ -178,6 +178,8 @@ def _mxm(ins: dict, m: Machine, streams: dict, args: list) -> None:
     flags = ins["flags"]
     if flags & (Flag.KEYS | Flag.VALUES):
         out = _attention_product(ins, weight, acts, dict(args[ins["imm"]]))
+    elif flags & Flag.HEADS:
+        out = _head_product(ins, weight, acts, dict(args[ins["imm"]])["heads"])
     else:
         w = weight[: k * n].reshape(n, k).T if flags & Flag.TRANSPOSE else weight[: k * n].reshape(k, n)
         x = acts.reshape(ins["m"], -1)[:, ins["offset"]: ins["offset"] + k]
@@ -208,6 +210,17 @@ def _attention_product(ins: dict, cache: np.ndarray, acts: np.ndarray, a: dict) 
     p = p.reshape(rows, groups, per, block).transpose(1, 0, 2, 3).reshape(groups, rows * per, block)
     vals = cache[: block * width].reshape(block, groups, width // groups).transpose(1, 0, 2)
     return (p @ vals).reshape(groups, rows, per, -1).transpose(1, 0, 2, 3).reshape(-1)
+
+
+def _head_product(ins: dict, weight: np.ndarray, acts: np.ndarray, heads: int) -> np.ndarray:
+    """One tile per head (latent attention's absorbed kv_b): tile h, [k, n/heads] (stored
+    transposed with TRANSPOSE), times columns [offset, offset + k) of part h of each row."""
+    k, per = ins["k"], ins["n"] // heads
+    w = weight[: k * ins["n"]]
+    tiles = w.reshape(per, heads, k).transpose(1, 2, 0) if ins["flags"] & Flag.TRANSPOSE else \
+        w.reshape(k, heads, per).transpose(1, 0, 2)
+    x = acts.reshape(ins["m"], heads, -1)[:, :, ins["offset"]: ins["offset"] + k]
+    return np.einsum("mhk,hkn->mhn", x, tiles).reshape(-1)
 
 
 # ---- VXM ------------------------------------------------------------------------------------
@@ -269,10 +282,12 @@ def _rope(ins, a, b, fn_args):
 
 def _softmax(ins, a, b, f):
     """Attention probabilities: row r of sequence r // (rows / batch) sees the positions
-    0..pos[r] of its own sequence's cache."""
+    0..pos[r] of its own sequence's cache; scores scaled by `scale` (latent attention) or
+    1/sqrt(head_dim)."""
     rows, heads, tokens, batch = f["rows"], f["heads"], f["tokens"], f["batch"]
     total = tokens * batch
-    scores = as_values(a).reshape(rows * heads, total) / np.float32(math.sqrt(f["head_dim"]))
+    scores = as_values(a).reshape(rows * heads, total)
+    scores = scores * np.float32(f["scale"]) if "scale" in f else scores / np.float32(math.sqrt(f["head_dim"]))
     pos = as_ids(b)[:rows]
     t = np.arange(total)
     seq = np.arange(rows) // max(1, rows // batch)
@@ -357,11 +372,37 @@ def _scan(ins, a, b, f):
     return np.concatenate([state.view(np.uint8).reshape(-1), y.astype(np.float16).view(np.uint8).reshape(-1)])
 
 
+def _scale(ins, a, b, f):
+    """Per-channel (or, by args, per-row) scales; in attention, an 8-bit cache's scales per token
+    and kv head multiply the block's scores (the chain's last `block` columns) or the block's
+    probabilities (columns [from, from + block))."""
+    if f.get("on") not in ("scores", "probabilities"):
+        return _binary(np.multiply)(ins, a, b, f)
+    rows, heads, groups, block = f["rows"], f["heads"], f["kv_heads"], f["block"]
+    scale = np.repeat(as_values(b)[: block * groups].reshape(block, groups), heads // groups, axis=1).T  # [h, t]
+    x = as_values(a).reshape(rows, heads, -1)
+    if f["on"] == "scores":
+        x = x.copy()
+        x[:, :, -block:] *= scale
+        return x.reshape(-1)
+    return (x[:, :, f["from"]: f["from"] + block] * scale).reshape(-1)
+
+
+def _quantize(ins, a, b, f):
+    """Rows [m, n] to 8-bit codes with an f16 scale per row and kv head (ir.numerics, as the
+    reference stores a cache row): the codes' bytes, then the scales'."""
+    dtype = DType(f["format"])
+    rows = _operand_a(ins, a).reshape(ins["m"], f["kv_heads"], -1)
+    codes, scales = quantize(rows, dtype, axis=2)
+    return np.concatenate([encode(codes, dtype), encode(scales, DType.F16)])
+
+
 VECTOR: dict[Fn, Callable] = {
     Fn.ADD: _binary(np.add),
     Fn.MUL: _binary(np.multiply),
     Fn.SUM: _binary(np.add),
-    Fn.SCALE: _binary(np.multiply),
+    Fn.SCALE: _scale,
+    Fn.QUANTIZE: _quantize,
     Fn.COPY: _unary(lambda x: x),
     Fn.SILU: _unary(ACTIVATIONS["silu"]),
     Fn.GELU: _unary(ACTIVATIONS["gelu"]),
@@ -380,6 +421,7 @@ VECTOR: dict[Fn, Callable] = {
     Fn.SCAN: _scan,
 }
 _TAKES_ARGS = {Fn.RMSNORM, Fn.ROPE, Fn.SOFTMAX, Fn.SCALE, Fn.ADD, Fn.MUL, Fn.TOPK, Fn.ARGTOPK, Fn.ROUTE,
+               Fn.QUANTIZE,
                Fn.CONV1D, Fn.CONVSTATE, Fn.SCAN}
 
 

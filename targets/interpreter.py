@@ -93,6 +93,22 @@ class Run:
                 if units else 0.0
         return out
 
+    def busy_by_chip(self) -> list[dict[str, float]]:
+        """Per chip, the share of the makespan each kind of unit is busy (mean over the chip's
+        units of that kind that work)."""
+        c, span, chips = self.program.cols, max(1, self.makespan), self.program.chips
+        out = [{} for _ in range(chips)]
+        for kind in (UnitKind.MEM, UnitKind.MXM, UnitKind.VXM, UnitKind.C2C):
+            mask = c["kind"] == kind
+            chip = c["chip"][mask].astype(np.int64)
+            busy = np.bincount(chip, (self.end - self.start)[mask], minlength=chips)
+            pairs = np.unique(chip * 256 + c["unit"][mask])
+            units = np.bincount(pairs // 256, minlength=chips)
+            share = np.where(units > 0, busy / (span * np.maximum(units, 1)), 0.0)
+            for i, value in enumerate(share.tolist()):
+                out[i][kind.name.lower()] = round(value, 4)
+        return out
+
 
 def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = None,
             limit: int = 100) -> Run:

@@ -71,6 +71,7 @@ def _figures(runs: dict[str, Run], tokens: int) -> dict:
             "tokens_per_s": round(1 / d.seconds, 1) if d.makespan else 0.0,
             "scheduled_cycles": d.program.makespan,
             "busy": d.busy(),
+            "busy_by_chip": d.busy_by_chip(),
         },
         "prefill": {"latency_cycles": p.makespan, "ttft_ms": round(p.seconds * 1e3, 4),
                     "scheduled_cycles": p.program.makespan},

@@ -58,8 +58,8 @@ def build(tmp_path_factory, checkpoint) -> Path:
     return compile_tiny(tmp_path_factory.mktemp("fn"), TINY_TARGET, checkpoint)
 
 
-def reference(weights, precision: str = "fp16"):
-    logits, new = generate(load_model_config("tiny-llama"), weights, PROMPT, NEW, precision, context=CONTEXT)
+def reference(weights, precision: str = "fp16", kv: str = "fp16"):
+    logits, new = generate(load_model_config("tiny-llama"), weights, PROMPT, NEW, precision, context=CONTEXT, kv=kv)
     return np.stack([logits[len(PROMPT) - 1], *logits[len(PROMPT):]]), new
 
 
@@ -95,11 +95,15 @@ def test_functional_tokens_match_hugging_face_transformers(build, weights):
     assert np.abs(out["logits"] - hf[len(PROMPT) - 1:]).max() < 3e-2
 
 
-@pytest.mark.parametrize("precision", ["int8", "fp8"])
-def test_many_panels_and_cache_blocks_with_quantized_weights(tmp_path, checkpoint, weights, precision):
-    out_dir = compile_tiny(tmp_path, PANELS_16, checkpoint, "--precision", precision, "--chips", "24")
+@pytest.mark.parametrize(("precision", "kv"), [("int8", "fp16"), ("fp8", "fp16"), ("fp16", "int8"), ("int8", "fp8")])
+def test_many_panels_and_cache_blocks_with_quantized_weights_and_caches(tmp_path, checkpoint, weights, precision,
+                                                                        kv):
+    """8-bit caches: rows quantized per kv head as they are appended, the scales applied to
+    each block's scores and probabilities."""
+    out_dir = compile_tiny(tmp_path, PANELS_16, checkpoint, "--precision", precision, "--kv-precision", kv,
+                           "--chips", "24")
     out = run_functional(out_dir, PROMPT, NEW)
-    logits, new = reference(weights, precision)
+    logits, new = reference(weights, precision, kv)
     assert out["tokens"] == new
     assert np.abs(out["logits"] - logits).max() < LOGIT_TOL
 

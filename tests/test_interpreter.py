@@ -182,3 +182,14 @@ def test_run_exits_non_zero_on_hazards(build, tmp_path, capsys):
     assert "unmatched" in capsys.readouterr().out
     assert main(["run", str(tmp_path)]) == 1
     assert "not a build directory" in capsys.readouterr().err
+
+
+def test_unit_busy_is_reported_per_chip(build, capsys):
+    out, _ = build
+    assert main(["run", str(out), "--json"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    per_chip = f["decode"]["busy_by_chip"]
+    assert len(per_chip) == f["chips"]
+    for kind in ("mem", "mxm", "vxm", "c2c"):
+        assert all(0 <= chip[kind] <= 1 for chip in per_chip)
+    assert max(chip["mem"] for chip in per_chip) > 0

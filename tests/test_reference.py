@@ -25,13 +25,18 @@ NEW_TOKENS = 6
 LOGIT_TOL = 3e-2
 
 
-def generate(config, weights, prompt: list[int], tokens: int, precision: str = "fp16", context: int = CONTEXT):
+def generate(config, weights, prompt: list[int], tokens: int, precision: str = "fp16", context: int = CONTEXT,
+             kv: str = "fp16"):
     """Prefill the prompt, then decode greedily: (every step's logits [rows, V], new token ids)."""
-    quantize = Quantize(precision)
-    prefill = quantize(build_graph(config, "prefill", context=context, prompt=len(prompt)))
-    decode = quantize(build_graph(config, "decode", context=context))
+    from compiler.passes.quantize_kv import QuantizeKV
+
+    def passes(graph):
+        return QuantizeKV(kv)(Quantize(precision)(graph))
+
+    prefill = passes(build_graph(config, "prefill", context=context, prompt=len(prompt)))
+    decode = passes(build_graph(config, "decode", context=context))
     params = quantize_weights(weights, prefill, precision)
-    state = {s.name: np.zeros(s.type.shape, np.float16) for s in decode.state}
+    state = {s.name: np.zeros(s.type.shape, NUMPY[s.type.dtype]) for s in decode.state}
     ids = np.array(prompt, np.int32)
     out = run_graph(prefill, {"tokens": ids, "pos": np.arange(len(ids), dtype=np.int32)}, params, state)
     logits = [out["logits"].astype(np.float32)]

@@ -119,21 +119,31 @@ def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner
 def timeline(codes: list[StageCode], timing: Timing, chunks: int) -> list[Placed]:
     """Start cycle of every piece instance (see the module docstring)."""
     free = [timing.sync_cycles] * len(codes)
+    # Each piece's length, and for a hand-off sender the cycle its data is on the far side,
+    # from its start: the same for every chunk, so read off the templates once.
+    spans = [[p.code.template.makespan for p in code.pieces] for code in codes]
+    lands = [[_lands(p, timing) for p in code.pieces] for code in codes]
     placed: list[Placed] = []
     for c in range(chunks):
         arrival = 0
-        for s, code in enumerate(codes):
+        for s in range(len(codes)):
             start = max(free[s], arrival)
             arrival = 0
-            for i, p in enumerate(code.pieces):
+            for i, (span, land) in enumerate(zip(spans[s], lands[s], strict=True)):
                 placed.append(Placed(s, i, c, start))
-                if p.kind == "send":
-                    sends = [ins for ins in p.code.template.instrs if ins.op is Op.SEND]
-                    hops = max(ins.peer.hops for ins in sends)
-                    arrival = max(arrival, start + max(ins.issue for ins in sends) + hops * timing.link_latency_cycles)
-                start += p.code.template.makespan
+                if land is not None:
+                    arrival = max(arrival, start + land)
+                start += span
             free[s] = start
     return placed
+
+
+def _lands(piece: Piece, timing: Timing) -> int | None:
+    """Cycles from a hand-off sender's start until its last message has crossed the wire."""
+    if piece.kind != "send":
+        return None
+    sends = [ins for ins in piece.code.template.instrs if ins.op is Op.SEND]
+    return max(ins.issue for ins in sends) + max(ins.peer.hops for ins in sends) * timing.link_latency_cycles
 
 
 def _chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[int]]:

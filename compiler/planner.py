@@ -88,7 +88,7 @@ def _unplaceable(units: list[Unit], cands: list[Candidate]) -> Unit:
 def partition(units: list[Unit], graphs: Lowered, system: SystemSpec,
               options: CompileOptions) -> tuple[Solution, int]:
     """Choose stages and group sizes; raise DoesNotFitError with the chips that would do."""
-    tables = cost_tables(units, system, options.precision, options.min_chunk_rows / options.chunk_rows)
+    tables = cost_tables(units, system, options.precision)
     crossing = boundary_bytes(graphs.decode)
     exact = options.chips is not None
     cands = enumerate_candidates(units, tables, crossing, system, keep_dominated=exact)
@@ -148,11 +148,14 @@ def prefill_chunk_tokens(stages: tuple[Candidate, ...], units: list[Unit], syste
     fits = largest
     for c in stages:
         run = units[c.first:c.stop]
-        per_token = max(u.prefill[c.tp].act_bytes for u in run) / largest
-        decode_act = max(u.decode[c.tp].act_bytes for u in run)
+        # Activations are affine in the rows: fixed buffers plus a share per token, measured
+        # at the smallest and the largest chunk.
+        low = max(u.prefill_min_act[c.tp] for u in run)
+        high = max(u.prefill[c.tp].act_bytes for u in run)
+        per_token = (high - low) / (largest - smallest) if largest > smallest else 0
         free = usable - c.resident_bytes
-        if free >= decode_act:
-            fits = min(fits, int(free // per_token) if per_token else largest)
+        if free >= low and per_token:
+            fits = min(fits, smallest + int((free - low) // per_token))
     if fits >= MIN_PREFILL_CHUNK:
         fits -= fits % MIN_PREFILL_CHUNK
     return max(smallest, min(largest, fits))

@@ -14,6 +14,7 @@ import numpy as np
 
 from compiler.codegen.stage import StageCode
 from compiler.codegen.template import Peer, Ref, Rel, Space, Template
+from ir.errors import DoesNotFitError
 from ir.isa import Op, UnitKind
 from ir.program import COLUMNS, empty_columns
 from targets.spec import SystemSpec
@@ -123,7 +124,8 @@ def _physical_streams(t: Template) -> dict[int, int]:
             physical[s], used = used, used + 1
         heapq.heappush(busy, (end[s], physical[s]))
     if used > t.timing.streams:
-        raise RuntimeError(f"template {t.name}: needs {used} streams, the chip has {t.timing.streams}")
+        raise DoesNotFitError(f"unit {t.name}: its schedule keeps {used} streams live at once, the chip has "
+                              f"{t.timing.streams}; split it over more chips (--chips) or a larger target")
     return physical
 
 

@@ -39,15 +39,15 @@ class CostTables:
     time: list[dict[int, Breakdown]]
 
 
-def cost_tables(units: list[Unit], system: SystemSpec, precision: str, prefill_floor: float) -> CostTables:
-    """`prefill_floor`: the smallest prefill chunk as a share of the largest; activation
-    space is reserved for that chunk (activations grow with the rows)."""
+def cost_tables(units: list[Unit], system: SystemSpec, precision: str) -> CostTables:
+    """Activation space is reserved for a decode step or the smallest prefill chunk, whichever
+    is larger (measured at that chunk: some buffers do not grow with the rows)."""
     memo: dict[tuple[int, int], tuple[int, int, Breakdown]] = {}
     for u in units:
         for t in u.sizes:
             if (u.kind, t) not in memo:
-                d, p = u.decode[t], u.prefill[t]
-                act = max(d.act_bytes, math.ceil(p.act_bytes * prefill_floor))
+                d = u.decode[t]
+                act = max(d.act_bytes, u.prefill_min_act[t])
                 memo[u.kind, t] = (d.resident_bytes, act, unit_time(d, system, precision))
     pick = [{t: memo[u.kind, t] for t in u.sizes} for u in units]
     return CostTables([{t: v[0] for t, v in p.items()} for p in pick],

@@ -16,12 +16,14 @@ from ir.graph import Graph, Op
 
 @dataclass(frozen=True, slots=True)
 class Unit:
-    """One scope, with its decode and largest-prefill-chunk costs for every allowed group size."""
+    """One scope, with its decode and largest-prefill-chunk costs for every allowed group size,
+    and the activation bytes of the smallest prefill chunk (the space a plan reserves)."""
 
     scope: str
     kind: int  # index of its distinct signature
     decode: dict[int, ShardCost]
     prefill: dict[int, ShardCost]
+    prefill_min_act: dict[int, int]
 
     @property
     def sizes(self) -> list[int]:
@@ -38,8 +40,9 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
     node of `node` chips is whole nodes (its collectives pair chips of equal local rank
     across nodes, so every node needs every local rank)."""
     kinds: dict[tuple, int] = {}
-    costs: dict[int, tuple[dict[int, ShardCost], dict[int, ShardCost]]] = {}
+    costs: dict[int, tuple[dict[int, ShardCost], dict[int, ShardCost], dict[int, int]]] = {}
     rows = options.chunk_rows / (options.batch * options.prompt)
+    least = options.min_chunk_rows / (options.batch * options.prompt)
     units: list[Unit] = []
     for scope in decode.scopes():
         ops = list(decode.ops_in(scope))
@@ -47,7 +50,8 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
         if kind not in costs:
             pre = list(prefill.ops_in(scope))
             sizes = [t for t in allowed_tp(ops, limit) if t <= node or t % node == 0]
-            costs[kind] = ({t: shard_cost(ops, t) for t in sizes}, {t: shard_cost(pre, t, rows) for t in sizes})
+            costs[kind] = ({t: shard_cost(ops, t) for t in sizes}, {t: shard_cost(pre, t, rows) for t in sizes},
+                           {t: shard_cost(pre, t, least).act_bytes for t in sizes})
         units.append(Unit(scope, kind, *costs[kind]))
     return units
 

@@ -22,6 +22,7 @@ from compiler.passes.quantize import Quantize, quantize_weights
 from compiler.passes.shard import ShardTensorParallel, allowed_tp
 from ir.ops import Opcode
 from ir.reference import NUMPY, run_graph
+from tests.test_reference import generate as reference_generate
 
 PROMPT = [1, 7, 42, 99, 3, 250, 17, 8]
 NEW_TOKENS = 6
@@ -59,19 +60,7 @@ def ssm_weights(graph, seed: int) -> dict[str, np.ndarray]:
 
 def generate(config, weights, prompt: list[int], tokens: int):
     """Prefill the prompt, then decode greedily: (every step's logits, new token ids)."""
-    prefill = build_graph(config, "prefill", context=CONTEXT, prompt=len(prompt))
-    decode = build_graph(config, "decode", context=CONTEXT)
-    state = {s.name: np.zeros(s.type.shape, NUMPY[s.type.dtype]) for s in decode.state}
-    ids = np.array(prompt, np.int32)
-    out = run_graph(prefill, {"tokens": ids, "pos": np.arange(len(ids), dtype=np.int32)}, weights, state)
-    logits = [out["logits"].astype(np.float32)]
-    new = [int(np.argmax(logits[0][-1]))]
-    for step in range(tokens - 1):
-        pos = np.array([len(prompt) + step], np.int32)
-        out = run_graph(decode, {"tokens": np.array(new[-1:], np.int32), "pos": pos}, weights, state)
-        logits.append(out["logits"].astype(np.float32))
-        new.append(int(out["next_tokens"][0]))
-    return np.concatenate(logits), new
+    return reference_generate(config, weights, prompt, tokens, context=CONTEXT)
 
 
 # ---------------------------------------------------------------- our names and layouts -> HF's

@@ -130,9 +130,9 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(plan.to_json())
     elif isinstance(plan, WaferPlan):
-        render_wafer_plan(plan, Console())
+        render_wafer_plan(plan, _console())
     else:
-        render_plan(plan, Console())
+        render_plan(plan, _console())
     return 0
 
 
@@ -148,7 +148,7 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
         sys.stdout.write(json.dumps({"sweep": [json.loads(p.to_json()) for p in plans]}, indent=2,
                                     sort_keys=True) + "\n")
     else:
-        render_sweep(plans, Console())
+        render_sweep(plans, _console())
     return 0
 
 
@@ -163,7 +163,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(to_json(args.model, options, rows))
     else:
-        render_compare(args.model, options, rows, Console())
+        render_compare(args.model, options, rows, _console())
         if args.plot:
             Console().print(f"wrote {args.plot}")
     return 0
@@ -225,7 +225,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     else:
-        render_summary(figures, memory, Console())
+        render_summary(figures, memory, _console())
     return 0
 
 
@@ -239,9 +239,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     else:
-        _print_run(figures, Console())
+        _print_run(figures, _console())
     clean = not figures["hazards"] and figures.get("determinism", {"passed": True})["passed"]
     return 0 if clean else 2
+
+
+def _console() -> Console:
+    """Standard output; a pipe or file gets 160 columns, so wide tables keep their headers."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _prompt(text: str) -> list[int]:

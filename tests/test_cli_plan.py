@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -123,9 +124,11 @@ def test_model_that_cannot_fit_says_how_many_chips(capsys):
 
 def test_context_sweep_grows_the_kv_cache_as_the_formula_says(capsys):
     """Llama-3.1-70B: 80 layers x (k, v) x 8 kv heads x 128 x 2 bytes = 327,680 bytes per token."""
-    assert main(["plan", "llama-3.1-70b", "--precision", "int8", "--context", "1024,8192,32768", "--json"]) == 0
+    contexts = [1024, 8192, 32768, 131072, 262144]
+    assert main(["plan", "llama-3.1-70b", "--precision", "int8", "--context", ",".join(map(str, contexts)),
+                 "--json"]) == 0
     sweep = json.loads(capsys.readouterr().out)["sweep"]
-    assert [p["options"]["context"] for p in sweep] == [1024, 8192, 32768]
+    assert [p["options"]["context"] for p in sweep] == contexts
     for p in sweep:
         assert p["totals"]["kv_cache_bytes"] == p["options"]["context"] * 80 * 2 * 8 * 128 * 2
     chips = [p["chips_lower_bound"] for p in sweep]
@@ -146,3 +149,16 @@ def test_kv_precision_halves_the_cache_and_counts_its_scales(capsys):
     values = 32 * 2 * 4096 * 1024
     assert sizes["fp16"] == 2 * values
     assert sizes["int8"] == sizes["fp8"] == values + 32 * 2 * 4096 * 8 * 2
+
+
+SHIPPED = sorted(p.stem for p in Path("examples/models").glob("*.json"))
+
+
+@pytest.mark.parametrize("target", ["lpu", "h100"])
+def test_every_shipped_config_plans(target, capsys):
+    """Every model in examples/models plans on the LPU and on the H100 reference."""
+    for model in SHIPPED:
+        assert main(["plan", model, "--target", target, "--json"]) == 0, model
+        plan = json.loads(capsys.readouterr().out)
+        assert plan["chips"] >= plan["chips_lower_bound"] >= 1, model
+        assert plan["decode"]["latency_us"] >= plan["decode"]["latency_bound_us"] > 0, model

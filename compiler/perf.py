@@ -53,7 +53,7 @@ def op_time(work: OpWork, system: SystemSpec, precision: str) -> Breakdown:
     """One op's streaming and arithmetic, overlapped: whichever is longer."""
     chip = system.chip
     memory = work.read_bytes / chip.mem_bw_bytes_per_s
-    rate = vector_ops_per_s(chip) if work.opcode in VECTOR_OPS else chip.peak_ops(precision)
+    rate = vector_ops_per_s(chip) if work.opcode in VECTOR_OPS else chip.peak_ops(work.precision or precision)
     compute = work.flops / rate
     return Breakdown(memory_s=memory) if memory >= compute else Breakdown(compute_s=compute)
 
@@ -72,9 +72,9 @@ def unit_bound_s(cost: ShardCost, system: SystemSpec, precision: str) -> float:
     at peak, the dependency chain's pipeline latency, and every collective's wire latency."""
     chip = system.chip
     read = sum(w.read_bytes for w in cost.work)
-    flops = sum(w.flops for w in cost.work if w.opcode not in VECTOR_OPS)
+    matrix_s = sum(w.flops / chip.peak_ops(w.precision or precision) for w in cost.work if w.opcode not in VECTOR_OPS)
     vector = sum(w.flops for w in cost.work if w.opcode in VECTOR_OPS)
-    stream = max(read / chip.mem_bw_bytes_per_s, flops / chip.peak_ops(precision), vector / vector_ops_per_s(chip))
+    stream = max(read / chip.mem_bw_bytes_per_s, matrix_s, vector / vector_ops_per_s(chip))
     wires = sum(collective_latency_s(c, system) for c in cost.collectives)
     return stream + cost.chain_ops * _op_latency_s(system) + wires
 

@@ -14,6 +14,7 @@ from compiler.codegen.alloc import align
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
 from ir.ops import OPDEFS, Opcode, expert_passes
+from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
 _MOVES = {Opcode.SLICE}  # data movement only (a strided READ and its WRITE): no pipeline latency
@@ -30,11 +31,13 @@ class Collective:
 
 @dataclass(frozen=True, slots=True)
 class OpWork:
-    """One op on one chip: SRAM bytes it streams and arithmetic it does."""
+    """One op on one chip: SRAM bytes it streams and arithmetic it does, and the precision its
+    products run at when that is not the weights' (attention multiplies by its cache)."""
 
     opcode: Opcode
     read_bytes: int
     flops: int
+    precision: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,20 @@ def _work(op: Op, resident: dict[str, int], rows_scale: float) -> OpWork:
         here = op.operands[3].type.shape[0]
         streamed = streamed * expert_passes(op.operands[0].type.shape[0], op.attr["top_k"], here) // here
     moving = sum(v.type.nbytes for v in (*op.operands, *op.results) if v.name not in resident)
-    return OpWork(op.opcode, streamed + _scaled(moving, rows_scale), _scaled(op.cost.flops, rows_scale))
+    return OpWork(op.opcode, streamed + _scaled(moving, rows_scale), _scaled(op.cost.flops, rows_scale),
+                  _cache_precision(op))
+
+
+# The precision an 8-bit or 16-bit cache's products run at on the MXM.
+_CACHE_RATE = {DType.F16: "fp16", DType.BF16: "fp16", DType.I8: "int8", DType.FP8: "fp8"}
+
+
+def _cache_precision(op: Op) -> str | None:
+    """Attention's products read the cache, not a weight: they run at the cache's rate."""
+    if op.opcode not in (Opcode.ATTENTION, Opcode.MLA_ATTENTION):
+        return None
+    cache = op.operands[OPDEFS[op.opcode].writes[0]]
+    return _CACHE_RATE.get(cache.type.dtype)
 
 
 def _peak_live(chip_ops: list[Op], resident: dict[str, int], rows_scale: float) -> int:

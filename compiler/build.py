@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from compiler.codegen.emit import EMIT
 from compiler.codegen.phase import lower_phase
+from compiler.codegen.rules import EMIT
 from compiler.codegen.stage import StageCode
 from compiler.frontend import build_graph, load_model_config
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, load_weights, sram_image

@@ -259,7 +259,7 @@ def _error(capsys, *args) -> str:
 def test_compile_names_the_op_it_cannot_lower(capsys, tmp_path, monkeypatch):
     """Every opcode has a lowering now (tests/test_deepseek_lowering.py); without one, compile
     refuses before planning and names the op."""
-    from compiler.codegen.emit import EMIT
+    from compiler.codegen.rules import EMIT
 
     monkeypatch.delitem(EMIT, Opcode.MLA_ATTENTION)
     err = _error(capsys, "compile", "tiny-deepseek-v3", "--target", "lpu-mini", "-o", str(tmp_path / "x"))

@@ -322,7 +322,7 @@ def test_lower_prints_a_tiny_mamba_decode_graph_that_parses_back(capsys):
 
 def test_compile_refuses_in_one_line(tmp_path, capsys, monkeypatch):
     """An op the lowering has no rule for (conv1d's removed here) stops compile before planning."""
-    from compiler.codegen.emit import EMIT
+    from compiler.codegen.rules import EMIT
 
     monkeypatch.delitem(EMIT, Opcode.CONV1D)
     assert main(["compile", "tiny-mamba", "--target", "lpu-mini", "-o", str(tmp_path / "out")]) != 0

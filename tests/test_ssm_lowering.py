@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from compiler.cli import main
-from compiler.codegen.emit import EMIT
+from compiler.codegen.rules import EMIT
 from compiler.frontend import build_graph, load_model_config
 from compiler.partition.shard_cost import shard_cost
 from compiler.perf import op_time, vector_ops_per_s

@@ -1,4 +1,6 @@
-"""Lowering: one chip's ops of a unit become template instructions (the EMIT table, keyed by opcode).
+"""Lowering: the Emitter, with which one chip's ops of a unit become template instructions, and
+the rules for the basic ops (attention, experts, ssm and mla have modules of their own; rules.EMIT
+maps every opcode to its rule).
 
 Every graph op reads its operands from SRAM onto streams (MEM), computes on the
 MXM or VXM, and writes its result back (MEM); the write pays the pipeline drain,
@@ -19,7 +21,6 @@ from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
 from ir.isa import Fmt, Fn, Op
-from ir.ops import Opcode, expert_passes
 from ir.program import Flag
 from ir.types import DType
 
@@ -134,7 +135,7 @@ class Emitter:
 
     def elementwise(self, fn: Fn, out: Value, *ins: Value, args: dict | None = None) -> None:
         reads = [self.read(v.name) for v in ins]
-        rows, cols = _rows_cols(out)
+        rows, cols = rows_cols(out)
         i, s = self.vop(fn, rows, cols, reads[0], reads[1] if len(reads) > 1 else None,
                         sum(v.type.nbytes for v in ins), args=args)
         self.result(out)
@@ -196,28 +197,37 @@ class Emitter:
                                   stride=n_all * 2 if rows else 0))
 
 
-def _rows_cols(v: Value) -> tuple[int, int]:
+def rows_cols(v: Value) -> tuple[int, int]:
     shape = v.type.shape
     return (shape[0], math.prod(shape[1:])) if len(shape) > 1 else (1, max(1, shape[0] if shape else 1))
 
 
-# ---- per-opcode rules -----------------------------------------------------------------------
+def need_16_bit(op: GraphOp, *values: Value) -> None:
+    """The VXM reads these operands as 16-bit floats (quantization leaves Mamba's conv and scan
+    params 16-bit); anything else is a lowering the compiler does not have."""
+    other = [f"%{v.name}: {v.type.dtype.value}" for v in values if v.type.dtype not in (DType.F16, DType.BF16)]
+    if other:
+        raise ConfigError(f"{op.opcode.value} %{op.results[0].name}: the lowering reads 16-bit operands, "
+                          f"got {', '.join(other)}")
 
-def _matmul(e: Emitter, op: GraphOp) -> None:
+
+# ---- rules for the basic ops (the others have modules of their own; the table is rules.EMIT) ----
+
+def matmul(e: Emitter, op: GraphOp) -> None:
     x, w = op.operands[:2]
     scale = op.operands[2] if len(op.operands) == 3 else None
     e.matmul(x, w, scale, op.results[0], bool(op.attr.get("transpose_b")))
 
 
-def _unary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:
+def unary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:
     return lambda e, op: e.elementwise(fn, op.results[0], op.operands[0])
 
 
-def _binary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:
+def binary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:
     return lambda e, op: e.elementwise(fn, op.results[0], *op.operands)
 
 
-def _embed(e: Emitter, op: GraphOp) -> None:
+def embed(e: Emitter, op: GraphOp) -> None:
     """Gather the tokens' rows (data-dependent addresses, fixed time), scaled if quantized. A
     vocabulary shard holds rows [rank x V/t, (rank + 1) x V/t); other ids give zero rows."""
     ids, table = op.operands[:2]
@@ -244,209 +254,24 @@ def _gather(e: Emitter, table: Value, rows: int, width: int, row_bytes: int, ids
     return g, stream
 
 
-def _attention(e: Emitter, op: GraphOp) -> None:
-    """Append k, v at each row's position (data-dependent rows, fixed time), then q.K^T, a
-    masked softmax and P.V, the cache streamed through the MXM block by block; each product
-    pairs every query head with its own kv head. An 8-bit cache streams its codes at the
-    MXM's 8-bit rate and a 16-bit scale per token and kv head beside them."""
-    q, k, v, k_cache, v_cache, pos = op.operands[:6]
-    scales = op.operands[6:8] if len(op.operands) == 8 else (None, None)
-    out = op.results[0]
-    a = op.attr
-    batch, tokens, width = k_cache.type.shape
-    rows = q.type.shape[0]
-    per_seq = max(1, rows // batch)
-    # Each row attends its own sequence's cache: per sequence, its rows' query heads of one kv
-    # head form the MXM's rows; the B caches stream one after another.
-    m = per_seq * (a["heads"] // a["kv_heads"])
-    heads = {"heads": a["heads"], "kv_heads": a["kv_heads"], "rows": rows}
-    pos_read = e.read(pos.name)
-    appended = [_append(e, new, cache, scale, pos_read, per_seq)
-                for new, cache, scale in zip((k, v), (k_cache, v_cache), scales, strict=True)]
-    qs = e.read(q.name)
-    block = max(1, e.t.timing.panel ** 2 // width)
-    kv = _CacheStream(k_cache.type.dtype, width, a["kv_heads"])
-    scores = _cache_panels(e, kv, k_cache.name, scales[0], appended[0], qs, m, tokens * batch, block, heads, True)
-    mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": tokens, "rows": rows, "batch": batch}
-    sm = e.vop(Fn.SOFTMAX, per_seq * a["heads"], tokens * batch, scores, pos_read, args=mask)
-    ctx = _cache_panels(e, kv, v_cache.name, scales[1], appended[1], sm, m, tokens * batch, block, heads, False)
-    e.result(out)
-    e.done(out, e.write(out.name, ctx[1], ctx[0], out.type.nbytes))
-
-
-@dataclass(frozen=True)
-class _CacheStream:
-    """How one token's row of a cache is stored: its codes' format and bytes, and its scales."""
-
-    dtype: DType
-    width: int
-    kv_heads: int
-
-    @property
-    def fmt(self) -> Fmt:
-        return FMT[self.dtype]
-
-    @property
-    def row_bytes(self) -> int:
-        return self.width * self.dtype.bits // 8
-
-    @property
-    def scale_bytes(self) -> int:
-        return self.kv_heads * 2
-
-
-def _append(e: Emitter, new: Value, cache: Value, scale: Value | None, pos: tuple[int, int], per_seq: int) -> int:
-    """Write row r at position pos[r] of its sequence's cache; an 8-bit cache gets codes and scales."""
-    r = e.read(new.name)
-    slot = e.slots[cache.name]
-    rows, tokens = new.type.shape[0], cache.type.shape[1]
-    row_bytes = cache.type.shape[2] * cache.type.dtype.bits // 8
-    if scale is not None:  # QUANTIZE streams the rows' codes, then their scales
-        q = e.vop(Fn.QUANTIZE, rows, new.type.shape[1], r, bytes_in=new.type.nbytes,
-                  args={"kv_heads": scale.type.shape[2], "format": cache.type.dtype.value})
-        s_slot = e.slots[scale.name]
-        s_row = scale.type.shape[2] * 2
-        e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * s_row), flags=int(Flag.INDIRECT), dst=s_slot.ref,
-                      dst_bytes=rows * s_row, s_a=q[1], s_b=pos[1], m=rows, k=per_seq, imm=tokens, stride=s_row,
-                      offset=rows * row_bytes, deps=((q[0], e.t.timing.drain_cycles), (pos[0], 0))))
-        r = q
-    lag = e.t.timing.drain_cycles if scale is not None else 0
-    i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * row_bytes), flags=int(Flag.INDIRECT), dst=slot.ref,
-                      dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows, k=per_seq, imm=tokens,
-                      stride=row_bytes, deps=((r[0], lag), (pos[0], 0))))
-    slot.ready = i
-    return i
-
-
-def _cache_panels(e: Emitter, kv: _CacheStream, cache: str, scale: Value | None, appended: int,
-                  act: tuple[int, int], m: int, tokens: int, block: int, heads: dict, keys: bool
-                  ) -> tuple[int, int]:
-    """Stream a cache [tokens, width] through the MXM block by block; returns the last (instr, stream).
-    Keys: each block's scores join the earlier blocks' (s_c). Values: each block's products add
-    to the earlier blocks' (s_c), reading the probabilities of its tokens (offset). Scales
-    multiply the scores (keys) or the probabilities (values) of their tokens."""
-    acc = None
-    width = kv.width
-    kind = Flag.KEYS if keys else Flag.VALUES
-    for t0 in range(0, tokens, block):
-        tb = min(block, tokens - t0)
-        r = e.read(cache, tb * kv.row_bytes, t0 * kv.row_bytes, after=((appended, 0),))
-        k_dim, n_dim = (width, tb) if keys else (tb, width)
-        step = act
-        if scale is not None and not keys:  # the block's probabilities, times its values' scales
-            sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
-            step = e.vop(Fn.SCALE, m, tb, act, sr, tb * kv.scale_bytes,
-                         args=heads | {"on": "probabilities", "from": t0, "block": tb})
-        flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if t0 + tb >= tokens else 0)
-        deps = ((r[0], 0), (step[0], 0)) + (((acc, 0),) if acc is not None else ())
-        partial = e.t.instrs[acc].s_out if acc is not None else -1
-        acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, kv.fmt), fmt=kv.fmt, m=m, k=k_dim,
-                            n=n_dim, flags=int(flags), s_a=r[1], s_b=step[1], s_c=partial, s_out=e.t.stream(),
-                            offset=0 if keys or scale is not None else t0, args=tuple(sorted(heads.items())),
-                            deps=deps))
-        if scale is not None and keys:  # the block's scores, times its keys' scales
-            sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
-            acc = e.vop(Fn.SCALE, m, tb, (acc, e.t.instrs[acc].s_out), sr, tb * kv.scale_bytes,
-                        args=heads | {"on": "scores", "block": tb})[0]
-    return acc, e.t.instrs[acc].s_out
-
-
-def _topk(e: Emitter, op: GraphOp) -> None:
-    """Router scores to the k best experts: their weights and their ids, one VOP each (the
-    bias, when the router has one, rides on s_b)."""
-    logits = e.read(op.operands[0].name)
-    bias = e.read(op.operands[1].name) if len(op.operands) == 2 else None
-    rows, experts = op.operands[0].type.shape
-    for fn, result in ((Fn.TOPK, op.results[0]), (Fn.ARGTOPK, op.results[1])):
-        i, s = e.vop(fn, rows, experts, logits, bias, bytes_in=op.operands[0].type.nbytes, args=op.attr)
-        e.result(result)
-        e.done(result, e.write(result.name, s, i, result.type.nbytes))
-
-
-def _experts(e: Emitter, op: GraphOp) -> None:
-    """Static expert passes (ir.ops.expert_passes): each streams one expert's gate, up and down
-    through the MXM, weighs the result by each row's routing weight for that expert (zero if
-    not routed there) and adds it to the output. For one row, pass j runs the row's j-th routed
-    expert, its weights found by address at run time (a chip that does not hold it streams one
-    it does and weighs it zero); for several rows, pass j is local expert j."""
-    x, weights, ids, gate, up, down = op.operands[:6]
-    scales = op.operands[6:9] if len(op.operands) == 9 else (None, None, None)
-    out = op.results[0]
-    rows, hidden = x.type.shape
-    here, _, inter = gate.type.shape
-    passes = expert_passes(rows, op.attr["top_k"], here)
-    indirect = rows == 1 and here > op.attr["top_k"]
-    first = _first_expert(op.attr["experts"], here, e.tp)
-    ids_read = e.read(ids.name)
-    weights_read = e.read(weights.name)
-    step = {k: math.prod(w.type.shape[1:]) * w.type.dtype.bits // 8 for k, w in enumerate((gate, up, down))}
-    e.result(out)
-    acc = None
-    for j in range(passes):
-        expert = 0 if indirect else j
-        parts = [_expert_slice(e, w, sc, expert, f"{out.name}.e{j}.{k}")
-                 for k, (w, sc) in enumerate(zip((gate, up, down), scales, strict=True))]
-        g, u = (Value(f"{out.name}.e{j}.{k}", out.type.with_shape(rows, inter)) for k in ("g", "u"))
-        index = [Index(*ids_read, j, step[k], first, here) if indirect else None for k in range(3)]
-        for part, res, ix in zip(parts[:2], (g, u), index[:2], strict=True):
-            e.matmul(x, part[0], part[1], res, False, ix)
-        act = Value(f"{out.name}.e{j}.act", g.type)
-        e.elementwise(Fn.SILU if op.attr.get("act", "silu") == "silu" else Fn.GELU, act, g)
-        hidden_in = Value(f"{out.name}.e{j}.h", g.type)
-        e.elementwise(Fn.MUL, hidden_in, act, u)
-        y = Value(f"{out.name}.e{j}.y", out.type)
-        e.matmul(hidden_in, parts[2][0], parts[2][1], y, False, index[2])
-        which = {"slot": j} if indirect else {"expert": j}
-        i, s = e.vop(Fn.ROUTE, rows, hidden, e.read(y.name), weights_read, out.type.nbytes, c=ids_read,
-                     args=which | {"local": here}, base=first)
-        if acc is not None:
-            i, s = e.vop(Fn.SUM, rows, hidden, (i, s), e.read(out.name, after=((acc, 0),)), out.type.nbytes)
-        acc = e.write(out.name, s, i, out.type.nbytes)
-    e.done(out, acc)
-
-
-def _first_expert(experts: int, here: int, tp: int) -> Rel:
-    """The first expert id a chip holds: `here` each in rank order, or, when the group is wider
-    than the experts (each split by its intermediate features over tp / experts chips), one
-    expert per run of tp / experts ranks."""
-    return Rel(per_rank=here) if here * tp == experts else Rel(per_rank=1, div=tp // experts)
-
-
-def _expert_slice(e: Emitter, w: Value, scale: Value | None, expert: int, name: str
-                  ) -> tuple[Value, Value | None]:
-    """Expert `expert`'s [in, out] matrix (and scale row) as values over the stacked params."""
-    _, k, n = w.type.shape
-    out = []
-    for v, shape, tag in ((w, (k, n), "w"), (scale, (n,), "s")):
-        if v is None:
-            out.append(None)
-            continue
-        piece = Value(f"{name}.{tag}", v.type.with_shape(*shape))
-        slot = e.slots[v.name]
-        e.slots[piece.name] = Slot(Ref(slot.ref.space, slot.ref.slot, slot.ref.offset + expert * piece.type.nbytes),
-                                   piece.type.nbytes, slot.ready)
-        out.append(piece)
-    return out[0], out[1]
-
-
-def _rope(e: Emitter, op: GraphOp) -> None:
+def rope(e: Emitter, op: GraphOp) -> None:
     e.elementwise(Fn.ROPE, op.results[0], *op.operands, args=op.attr)
 
 
-def _argmax(e: Emitter, op: GraphOp) -> None:
+def argmax(e: Emitter, op: GraphOp) -> None:
     """The best id of each row: a reduction over the row, so it is sized by its input."""
     x, out = op.operands[0], op.results[0]
-    rows, cols = _rows_cols(x)
+    rows, cols = rows_cols(x)
     i, s = e.vop(Fn.ARGMAX, rows, cols, e.read(x.name), bytes_in=x.type.nbytes)
     e.result(out)
     e.done(out, e.write(out.name, s, i, out.type.nbytes))
 
 
-def _rmsnorm(e: Emitter, op: GraphOp) -> None:
+def rmsnorm(e: Emitter, op: GraphOp) -> None:
     e.elementwise(Fn.RMSNORM, op.results[0], *op.operands, args=op.attr)
 
 
-def _slice(e: Emitter, op: GraphOp) -> None:
+def slice_columns(e: Emitter, op: GraphOp) -> None:
     """Columns start..stop of every row: a strided READ straight into the result's WRITE (data
     movement only, so no pipeline drain)."""
     x, out = op.operands[0], op.results[0]
@@ -457,245 +282,3 @@ def _slice(e: Emitter, op: GraphOp) -> None:
     r = e.read(x.name, rows * width, op.attr["start"] * size, rows=many, stride=cols * size if many else 0)
     e.result(out)
     e.done(out, e.write(out.name, r[1], r[0], out.type.nbytes, drain=False))
-
-
-def _conv1d(e: Emitter, op: GraphOp) -> None:
-    """Mamba's causal depthwise conv on the VXM. The rows, the conv state and the taps are read
-    once; one VOP convolves (K multiply-adds per element) and the bias is added; a second VOP
-    shifts the rows into the state, which is written back where it was read from, so the next
-    chunk (or token) continues from this one's last K-1 inputs."""
-    x, w, state = op.operands[:3]
-    _need_16_bit(op, *op.operands)
-    out = op.results[0]
-    rows, channels = x.type.shape
-    batch, _, held = state.type.shape
-    taps = w.type.shape[1]
-    shape = {"batch": batch, "channels": channels, "rows": rows, "taps": taps}
-    xs, ss, ws = (e.read(v.name) for v in (x, state, w))
-    moved = x.type.nbytes + state.type.nbytes
-    y = e.vop(Fn.CONV1D, rows, channels * taps, xs, ss, moved + w.type.nbytes, c=ws, args=shape)
-    if len(op.operands) == 4:
-        bias = op.operands[3]
-        y = e.vop(Fn.ADD, rows, channels, y, e.read(bias.name), out.type.nbytes + bias.type.nbytes)
-    st = e.vop(Fn.CONVSTATE, batch, channels * held, xs, ss, moved, args=shape)
-    e.slots[state.name].ready = e.write(state.name, st[1], st[0], state.type.nbytes)
-    e.result(out)
-    e.done(out, e.write(out.name, y[1], y[0], out.type.nbytes))
-
-
-def _selective_scan(e: Emitter, op: GraphOp) -> None:
-    """Mamba's recurrence on the VXM, sequential over the rows inside one VOP (timed by its
-    m x C x N state elements): the f32 state is read once, the per-channel params and the
-    per-row operands are joined onto one stream each, and the scan's output stream carries the
-    new state (written back once) followed by y (copied off from that offset)."""
-    x, dt, a_log, b, c, d, state = op.operands
-    _need_16_bit(op, *op.operands[:6])
-    out = op.results[0]
-    rows, channels = x.type.shape
-    batch, _, n = state.type.shape
-    h = e.read(state.name)
-    params = e.vop(Fn.JOIN, 1, channels * (n + 1), e.read(a_log.name), e.read(d.name),
-                   a_log.type.nbytes + d.type.nbytes)
-    xdb = e.vop(Fn.JOIN, rows, 2 * channels + n, e.read(x.name), e.read(dt.name),
-                x.type.nbytes + dt.type.nbytes + b.type.nbytes, c=e.read(b.name))
-    per_row = e.vop(Fn.JOIN, rows, 2 * (channels + n), xdb, e.read(c.name), c.type.nbytes)
-    shape = {"batch": batch, "channels": channels, "rows": rows, "state": n}
-    s = e.vop(Fn.SCAN, rows, channels * n, h, params, state.type.nbytes, c=per_row, args=shape)
-    e.slots[state.name].ready = e.write(state.name, s[1], s[0], state.type.nbytes)
-    y = e.vop(Fn.COPY, rows, channels, s, bytes_in=out.type.nbytes, offset=state.type.nbytes)
-    e.result(out)
-    e.done(out, e.write(out.name, y[1], y[0], out.type.nbytes))
-
-
-@dataclass(frozen=True)
-class _Latent:
-    """One chip's shape of multi-head latent attention: its heads, their dims, the latent
-    cache's rows [c_kv (rank) | k_pe (rope)], and kv_b [rank, heads x (nope + v)] as stored."""
-
-    heads: int
-    nope: int
-    rope: int
-    v: int
-    rank: int
-    rows: int
-    batch: int
-    tokens: int
-    kv_b: Value
-
-    @property
-    def width(self) -> int:
-        return self.rank + self.rope
-
-    @property
-    def per_seq(self) -> int:
-        return max(1, self.rows // self.batch)
-
-    @property
-    def fmt(self) -> Fmt:
-        return FMT[self.kv_b.type.dtype]
-
-    def head_args(self) -> tuple:
-        """An attention MXM's arguments: every query head against the cache's one latent head."""
-        return tuple(sorted({"heads": self.heads, "kv_heads": 1, "rows": self.rows}.items()))
-
-
-def _mla_attention(e: Emitter, op: GraphOp) -> None:
-    """DeepSeek's latent attention with kv_b absorbed (ir.ops), as the flops rule counts it:
-    append [c_kv | k_pe] at each row's position; per head, q_nope through W_uk gives latent
-    queries (MXM HEADS, a tile per head); their scores against the cache's c_kv columns and
-    q_pe's against its k_pe columns stream the cache block by block (MXM KEYS, one latent
-    head shared by every query head) and are added; a scaled, masked softmax; the
-    probabilities times the c_kv columns (MXM VALUES) give latent outputs, which W_uv takes
-    to values (MXM HEADS). Only the final result is written, so the op pays one drain. A
-    quantized kv_b's per-column scales multiply q_nope before W_uk and the values after W_uv."""
-    q_nope, q_pe, c_kv, k_pe, cache, pos, kv_b = op.operands[:7]
-    scale = op.operands[7] if len(op.operands) == 8 else None
-    out, a = op.results[0], op.attr
-    batch, tokens, width = cache.type.shape
-    lat = _Latent(a["heads"], a["nope_dim"], a["rope_dim"], a["v_dim"], width - a["rope_dim"], q_nope.type.shape[0],
-                  batch, tokens, kv_b)
-    _need_16_bit(op, cache)
-    pos_read = e.read(pos.name)
-    appended = tuple((_append_columns(e, new, cache, pos_read, lat, col), 0)
-                     for new, col in ((c_kv, 0), (k_pe, lat.rank)))
-    scores = _latent_scores(e, lat, q_nope, q_pe, scale, cache.name, appended)
-    mask = {"heads": lat.heads, "scale": a["scale"], "tokens": tokens, "rows": lat.rows, "batch": batch}
-    sm = e.vop(Fn.SOFTMAX, lat.per_seq * lat.heads, tokens * batch, scores, pos_read, args=mask)
-    latent = _cache_columns(e, lat, cache.name, appended, sm, (0, lat.rank), keys=False)
-    values = _per_head_product(e, lat, latent, lat.nope, lat.v)
-    if scale is not None:
-        sr = _kv_b_scales(e, lat, scale, lat.nope, lat.v)
-        values = e.vop(Fn.SCALE, lat.rows, lat.heads * lat.v, values, sr, lat.heads * lat.v * 2)
-    e.result(out)
-    e.done(out, e.write(out.name, values[1], values[0], out.type.nbytes))
-
-
-def _append_columns(e: Emitter, new: Value, cache: Value, pos: tuple[int, int], lat: _Latent, col: int) -> int:
-    """Write row r of `new` into columns [col, col + width) of the latent cache row at pos[r]
-    of its sequence (data movement only: no drain)."""
-    r = e.read(new.name)
-    slot = e.slots[cache.name]
-    rows, row_bytes = new.type.shape[0], new.type.shape[1] * 2
-    i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * row_bytes), flags=int(Flag.INDIRECT),
-                      dst=replace(slot.ref, offset=slot.ref.offset + col * 2), dst_bytes=rows * row_bytes, s_a=r[1],
-                      s_b=pos[1], m=rows, k=lat.per_seq, imm=lat.tokens, stride=lat.width * 2,
-                      deps=((r[0], 0), (pos[0], 0))))
-    slot.ready = i
-    return i
-
-
-def _latent_scores(e: Emitter, lat: _Latent, q_nope: Value, q_pe: Value, scale: Value | None, cache: str,
-                   appended: tuple) -> tuple[int, int]:
-    """Scores [rows, heads, B x tokens]: per block of latent features, the absorbed queries
-    against those cache columns, and q_pe against the k_pe columns, added on the VXM."""
-    q = e.read(q_nope.name)
-    if scale is not None:
-        q = e.vop(Fn.SCALE, lat.rows, lat.heads * lat.nope, q, _kv_b_scales(e, lat, scale, 0, lat.nope),
-                  q_nope.type.nbytes + lat.heads * lat.nope * 2)
-    parts = [_cache_columns(e, lat, cache, appended, e.read(q_pe.name), (lat.rank, lat.rope), keys=True)]
-    for r0, rb in _feature_blocks(e, lat, lat.nope):
-        w = _kv_b_columns(e, lat, r0, rb, 0, lat.nope)
-        flags = Flag.HEADS | Flag.TRANSPOSE | Flag.LAST
-        mxm = e.t.add(Instr(Op.MXM, e.t.timing.mxm(lat.rows, lat.nope, lat.heads * rb, lat.fmt), fmt=lat.fmt,
-                            m=lat.rows, k=lat.nope, n=lat.heads * rb, flags=int(flags), s_a=w[1], s_b=q[1],
-                            s_out=e.t.stream(), args=(("heads", lat.heads),), deps=((w[0], 0), (q[0], 0))))
-        queries = (mxm, e.t.instrs[mxm].s_out)
-        parts.append(_cache_columns(e, lat, cache, appended, queries, (r0, rb), keys=True))
-    total = parts[0]
-    for part in parts[1:]:  # streams only: B sequences' scores per row, as the products leave them
-        total = e.vop(Fn.ADD, lat.rows * lat.heads, lat.tokens * lat.batch, total, part)
-    return total
-
-
-def _feature_blocks(e: Emitter, lat: _Latent, per_head: int) -> list[tuple[int, int]]:
-    """(first, count) latent features per per-head MXM: every head's [count, per_head] tile
-    together within the (dim x planes)^2 weights one instruction covers."""
-    step = max(1, min(lat.rank, e.t.timing.panel ** 2 // (lat.heads * per_head)))
-    return [(r0, min(step, lat.rank - r0)) for r0 in range(0, lat.rank, step)]
-
-
-def _kv_b_columns(e: Emitter, lat: _Latent, r0: int, rb: int, col: int, count: int) -> tuple[int, int]:
-    """READ kv_b rows [r0, r0 + rb), columns [col, col + count) of every head: rb x heads runs
-    `count` elements long, one head's (nope + v) columns apart."""
-    bits = lat.kv_b.type.dtype.bits
-    per_head = (lat.nope + lat.v) * bits // 8
-    offset = r0 * lat.heads * per_head + col * bits // 8
-    return e.read(lat.kv_b.name, rb * lat.heads * count * bits // 8, offset, rows=rb * lat.heads, stride=per_head)
-
-
-def _kv_b_scales(e: Emitter, lat: _Latent, scale: Value, col: int, count: int) -> tuple[int, int]:
-    """READ the per-column scales of columns [col, col + count) of every head, [heads x count]."""
-    return e.read(scale.name, lat.heads * count * 2, col * 2, rows=lat.heads, stride=(lat.nope + lat.v) * 2)
-
-
-def _cache_columns(e: Emitter, lat: _Latent, cache: str, appended: tuple, act: tuple[int, int],
-                   cols: tuple[int, int], keys: bool) -> tuple[int, int]:
-    """Stream columns [c0, c0 + cb) of the latent cache through the MXM block by block, as
-    _cache_panels does a cache's whole rows: KEYS (act: queries [rows, heads, cb]) or VALUES
-    (act: probabilities [rows, heads, B x tokens]); returns the chain's last (instr, stream)."""
-    c0, cb = cols
-    total = lat.tokens * lat.batch
-    block = max(1, e.t.timing.panel ** 2 // cb)
-    kind = Flag.KEYS if keys else Flag.VALUES
-    acc = None
-    for t0 in range(0, total, block):
-        tb = min(block, total - t0)
-        # Stream one block ahead of the MXM (a READ waits for the previous MXM to start), so a
-        # long cache holds two streams, not one per block.
-        ahead = ((acc, -e.t.instrs[acc].cycles),) if acc is not None else ()
-        r = e.read(cache, tb * cb * 2, (t0 * lat.width + c0) * 2, after=appended + ahead, rows=tb,
-                   stride=lat.width * 2)
-        k_dim, n_dim = (cb, tb) if keys else (tb, cb)
-        flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if t0 + tb >= total else 0)
-        deps = ((r[0], 0), (act[0], 0)) + (((acc, 0),) if acc is not None else ())
-        m, partial = lat.per_seq * lat.heads, e.t.instrs[acc].s_out if acc is not None else -1
-        acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, Fmt.F16), fmt=Fmt.F16, m=m, k=k_dim, n=n_dim,
-                            flags=int(flags), s_a=r[1], s_b=act[1], s_c=partial, s_out=e.t.stream(),
-                            offset=0 if keys else t0, args=lat.head_args(), deps=deps))
-    return acc, e.t.instrs[acc].s_out
-
-
-def _per_head_product(e: Emitter, lat: _Latent, latent: tuple[int, int], col: int, count: int) -> tuple[int, int]:
-    """Latent outputs [rows, heads, rank] through W_uv (kv_b's columns [col, col + count) of
-    each head): one MXM HEADS per block of latent features, accumulating over them."""
-    acc = None
-    blocks = _feature_blocks(e, lat, count)
-    for r0, rb in blocks:
-        w = _kv_b_columns(e, lat, r0, rb, col, count)
-        flags = Flag.HEADS | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if r0 + rb >= lat.rank else 0)
-        deps = ((w[0], 0), (latent[0], 0)) + (((acc, 0),) if acc is not None else ())
-        acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(lat.rows, rb, lat.heads * count, lat.fmt), fmt=lat.fmt,
-                            m=lat.rows, k=rb, n=lat.heads * count, flags=int(flags), s_a=w[1], s_b=latent[1],
-                            s_c=e.t.instrs[acc].s_out if acc is not None else -1, s_out=e.t.stream(), offset=r0,
-                            args=(("heads", lat.heads),), deps=deps))
-    return acc, e.t.instrs[acc].s_out
-
-
-def _need_16_bit(op: GraphOp, *values: Value) -> None:
-    """The VXM reads these operands as 16-bit floats (quantization leaves Mamba's conv and scan
-    params 16-bit); anything else is a lowering the compiler does not have."""
-    other = [f"%{v.name}: {v.type.dtype.value}" for v in values if v.type.dtype not in (DType.F16, DType.BF16)]
-    if other:
-        raise ConfigError(f"{op.opcode.value} %{op.results[0].name}: the lowering reads 16-bit operands, "
-                          f"got {', '.join(other)}")
-
-
-EMIT: dict[Opcode, Callable[[Emitter, GraphOp], None]] = {
-    Opcode.MATMUL: _matmul,
-    Opcode.EMBED: _embed,
-    Opcode.ADD: _binary(Fn.ADD),
-    Opcode.MUL: _binary(Fn.MUL),
-    Opcode.RMSNORM: _rmsnorm,
-    Opcode.ROPE: _rope,
-    Opcode.ATTENTION: _attention,
-    Opcode.SILU: _unary(Fn.SILU),
-    Opcode.GELU: _unary(Fn.GELU),
-    Opcode.SOFTMAX: _unary(Fn.SOFTMAX),
-    Opcode.ARGMAX: _argmax,
-    Opcode.TOPK: _topk,
-    Opcode.EXPERTS: _experts,
-    Opcode.CONV1D: _conv1d,
-    Opcode.SELECTIVE_SCAN: _selective_scan,
-    Opcode.SLICE: _slice,
-    Opcode.MLA_ATTENTION: _mla_attention,
-}

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from compiler.codegen.alloc import Interval, first_fit
 from compiler.codegen.collectives import Collectives, Level
-from compiler.codegen.emit import EMIT, Emitter, Slot
+from compiler.codegen.emit import Emitter, Slot
+from compiler.codegen.rules import EMIT
 from compiler.codegen.schedule import schedule
 from compiler.codegen.template import Ref, Rel, Space, Template
 from compiler.partition.shard_cost import is_resident

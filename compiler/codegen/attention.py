@@ -1,0 +1,121 @@
+"""Lowering of grouped-query attention: cache appends at the positions, then the cache streamed block by
+block through the MXM for scores and values, with a masked softmax between."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.codegen.emit import FMT, Emitter
+from compiler.codegen.template import Instr
+from ir.graph import Op as GraphOp
+from ir.graph import Value
+from ir.isa import Fmt, Fn, Op
+from ir.program import Flag
+from ir.types import DType
+
+
+def lower_attention(e: Emitter, op: GraphOp) -> None:
+    """Append k, v at each row's position (data-dependent rows, fixed time), then q.K^T, a
+    masked softmax and P.V, the cache streamed through the MXM block by block; each product
+    pairs every query head with its own kv head. An 8-bit cache streams its codes at the
+    MXM's 8-bit rate and a 16-bit scale per token and kv head beside them."""
+    q, k, v, k_cache, v_cache, pos = op.operands[:6]
+    scales = op.operands[6:8] if len(op.operands) == 8 else (None, None)
+    out = op.results[0]
+    a = op.attr
+    batch, tokens, width = k_cache.type.shape
+    rows = q.type.shape[0]
+    per_seq = max(1, rows // batch)
+    # Each row attends its own sequence's cache: per sequence, its rows' query heads of one kv
+    # head form the MXM's rows; the B caches stream one after another.
+    m = per_seq * (a["heads"] // a["kv_heads"])
+    heads = {"heads": a["heads"], "kv_heads": a["kv_heads"], "rows": rows}
+    pos_read = e.read(pos.name)
+    appended = [_append(e, new, cache, scale, pos_read, per_seq)
+                for new, cache, scale in zip((k, v), (k_cache, v_cache), scales, strict=True)]
+    qs = e.read(q.name)
+    block = max(1, e.t.timing.panel ** 2 // width)
+    kv = _CacheStream(k_cache.type.dtype, width, a["kv_heads"])
+    scores = _cache_panels(e, kv, k_cache.name, scales[0], appended[0], qs, m, tokens * batch, block, heads, True)
+    mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": tokens, "rows": rows, "batch": batch}
+    sm = e.vop(Fn.SOFTMAX, per_seq * a["heads"], tokens * batch, scores, pos_read, args=mask)
+    ctx = _cache_panels(e, kv, v_cache.name, scales[1], appended[1], sm, m, tokens * batch, block, heads, False)
+    e.result(out)
+    e.done(out, e.write(out.name, ctx[1], ctx[0], out.type.nbytes))
+
+
+@dataclass(frozen=True)
+class _CacheStream:
+    """How one token's row of a cache is stored: its codes' format and bytes, and its scales."""
+
+    dtype: DType
+    width: int
+    kv_heads: int
+
+    @property
+    def fmt(self) -> Fmt:
+        return FMT[self.dtype]
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width * self.dtype.bits // 8
+
+    @property
+    def scale_bytes(self) -> int:
+        return self.kv_heads * 2
+
+
+def _append(e: Emitter, new: Value, cache: Value, scale: Value | None, pos: tuple[int, int], per_seq: int) -> int:
+    """Write row r at position pos[r] of its sequence's cache; an 8-bit cache gets codes and scales."""
+    r = e.read(new.name)
+    slot = e.slots[cache.name]
+    rows, tokens = new.type.shape[0], cache.type.shape[1]
+    row_bytes = cache.type.shape[2] * cache.type.dtype.bits // 8
+    if scale is not None:  # QUANTIZE streams the rows' codes, then their scales
+        q = e.vop(Fn.QUANTIZE, rows, new.type.shape[1], r, bytes_in=new.type.nbytes,
+                  args={"kv_heads": scale.type.shape[2], "format": cache.type.dtype.value})
+        s_slot = e.slots[scale.name]
+        s_row = scale.type.shape[2] * 2
+        e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * s_row), flags=int(Flag.INDIRECT), dst=s_slot.ref,
+                      dst_bytes=rows * s_row, s_a=q[1], s_b=pos[1], m=rows, k=per_seq, imm=tokens, stride=s_row,
+                      offset=rows * row_bytes, deps=((q[0], e.t.timing.drain_cycles), (pos[0], 0))))
+        r = q
+    lag = e.t.timing.drain_cycles if scale is not None else 0
+    i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * row_bytes), flags=int(Flag.INDIRECT), dst=slot.ref,
+                      dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows, k=per_seq, imm=tokens,
+                      stride=row_bytes, deps=((r[0], lag), (pos[0], 0))))
+    slot.ready = i
+    return i
+
+
+def _cache_panels(e: Emitter, kv: _CacheStream, cache: str, scale: Value | None, appended: int,
+                  act: tuple[int, int], m: int, tokens: int, block: int, heads: dict, keys: bool
+                  ) -> tuple[int, int]:
+    """Stream a cache [tokens, width] through the MXM block by block; returns the last (instr, stream).
+    Keys: each block's scores join the earlier blocks' (s_c). Values: each block's products add
+    to the earlier blocks' (s_c), reading the probabilities of its tokens (offset). Scales
+    multiply the scores (keys) or the probabilities (values) of their tokens."""
+    acc = None
+    width = kv.width
+    kind = Flag.KEYS if keys else Flag.VALUES
+    for t0 in range(0, tokens, block):
+        tb = min(block, tokens - t0)
+        r = e.read(cache, tb * kv.row_bytes, t0 * kv.row_bytes, after=((appended, 0),))
+        k_dim, n_dim = (width, tb) if keys else (tb, width)
+        step = act
+        if scale is not None and not keys:  # the block's probabilities, times its values' scales
+            sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
+            step = e.vop(Fn.SCALE, m, tb, act, sr, tb * kv.scale_bytes,
+                         args=heads | {"on": "probabilities", "from": t0, "block": tb})
+        flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if t0 + tb >= tokens else 0)
+        deps = ((r[0], 0), (step[0], 0)) + (((acc, 0),) if acc is not None else ())
+        partial = e.t.instrs[acc].s_out if acc is not None else -1
+        acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, kv.fmt), fmt=kv.fmt, m=m, k=k_dim,
+                            n=n_dim, flags=int(flags), s_a=r[1], s_b=step[1], s_c=partial, s_out=e.t.stream(),
+                            offset=0 if keys or scale is not None else t0, args=tuple(sorted(heads.items())),
+                            deps=deps))
+        if scale is not None and keys:  # the block's scores, times its keys' scales
+            sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
+            acc = e.vop(Fn.SCALE, m, tb, (acc, e.t.instrs[acc].s_out), sr, tb * kv.scale_bytes,
+                        args=heads | {"on": "scores", "block": tb})[0]
+    return acc, e.t.instrs[acc].s_out

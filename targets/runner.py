@@ -50,6 +50,7 @@ def run_build(path: str | Path, tokens: int = 1, check_determinism: bool = False
     figures = _figures(runs, tokens)
     if prompt is not None:
         figures["functional"] = _functional(path, prompt, tokens)
+        figures["tokens"]["generated"] = figures["functional"]["tokens"]
     if check_determinism:
         figures["determinism"] = _determinism(runs, system)
         if prompt is not None:

@@ -30,6 +30,7 @@ from ir.printer import print_graph
 from ir.program import Program
 from ir.program_io import save_program
 from targets import list_targets, load_target
+from targets.spec import WaferSpec
 
 FORMAT = 1  # bumped when the layout of a build directory changes
 
@@ -43,6 +44,11 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
     weights take at most 256 MiB): the SRAM image the functional interpreter runs on."""
     config = load_model_config(model)
     system = load_target(target)
+    target_source = target if target in list_targets() else str(Path(target).resolve())
+    if isinstance(system, WaferSpec):  # role-stream Programs of the wafer's regions
+        from compiler.wafer.compile import compile_wafer
+
+        return compile_wafer(config, system, target_source, options, out, progress)
     progress("lowering graphs")
     graphs = _graphs(config, options)
     _check_lowerable(config.name, graphs.decode)
@@ -65,7 +71,6 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
     progress("writing")
     memory = _memory(decode_codes, prefill_codes) | {"outputs": _outputs(decode_codes, prefill_codes,
                                                                             graphs.decode, prefill_graph)}
-    target_source = target if target in list_targets() else str(Path(target).resolve())
     return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, memory, target_source,
                   (image, source))
 

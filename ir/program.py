@@ -35,6 +35,14 @@ What each instruction computes (the functional interpreter's contract):
            the new f32 state, then y in 16 bits; a WRITE stores the first dst_bytes of its stream.
   SEND     src_bytes of s_a from byte `offset` -> link towards `peer`, message `tag`.
   RECV     dst_bytes from `peer`, message `tag` -> s_out.
+
+Wafer Programs (target a WaferSpec; compiler/wafer/lower.py, timed by targets/wafer_timing.py):
+a "chip" is a role stream, the code every core of one class of a region runs; meta["replicas"]
+counts its cores and meta["roles"] names it ([stage, "root" | "row", tree level, levels it
+receives at]). A SEND's `imm` is its hop count; `peer` is a receiving stream, and one SEND feeds
+every RECV that names (its stream, its tag). A RECV with ACCUMULATE adds s_c to what arrives. An
+MXM reads its k x n weight block straight from SRAM [src, src+src_bytes) (s_a = -1). C2C units:
+0 fabric send, 1 fabric receive, 2 and 3 the wafer-to-wafer link.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ of the offending instruction:
   sram-range   an SRAM range outside the chip's usable SRAM
   unmatched    a SEND without its RECV (or a RECV without its SEND), or sizes differ
   recv-early   a RECV scheduled before its data can arrive: send + hops x link latency
+  link-range   (wafer) a message on a link unit a core lacks, or a hop count off the wafer
+
+A WaferSpec system runs a wafer Program (one "chip" per role stream of a region's cores): its
+rules, per-core SRAM and message pairing come from targets/wafer_timing.py.
 
 The simulated makespan is the phase's latency; tokens/s and time-to-first-token come
 from it. Chips are checked in any host order with the same result (`order`).
@@ -33,9 +37,10 @@ import numpy as np
 
 from ir.isa import Op, UnitKind
 from ir.program import Program
-from targets.spec import SystemSpec
+from targets.spec import SystemSpec, WaferSpec
 from targets.timing import Timing, durations
 from targets.topology import chip_hops
+from targets.wafer_timing import WaferTiming, check_links, wafer_durations
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -114,10 +119,11 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
             limit: int = 100) -> Run:
     """Run `program` in timing mode; `order` is the host order chips are checked in.
     At most `limit` hazards of each kind are kept (the count of the rest is reported)."""
-    timing = Timing.of(system)
+    wafer = isinstance(system, WaferSpec)
+    timing = WaferTiming.of(system) if wafer else Timing.of(system)
     c = program.cols
     start = c["issue"].astype(np.int64)
-    end = start + durations(timing, c)
+    end = start + (wafer_durations if wafer else durations)(timing, c)
     found = _Hazards(program, limit)
     found.where(end - start != c["cycles"], "duration",
                 lambda i: f"{Op(c['op'][i]).name.lower()} books {c['cycles'][i]} cycles, the rule gives "
@@ -128,7 +134,10 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
         _units(program, rows, start, end, found)
         _streams(program, rows, start, end, timing, found)
     _sram(program, system, found)
-    _messages(program, system, timing, start, found)
+    if wafer:
+        check_links(program, timing, start, found)
+    else:
+        _messages(program, system, timing, start, found)
     return Run(program, start, end, found.sorted())
 
 
@@ -216,7 +225,7 @@ def _streams(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, 
 
 def _sram(program: Program, system: SystemSpec, found: _Hazards) -> None:
     c = program.cols
-    usable = system.chip.usable_sram_bytes
+    usable = system.usable_core_bytes if isinstance(system, WaferSpec) else system.chip.usable_sram_bytes
     for addr, size in (("src", "src_bytes"), ("dst", "dst_bytes")):
         used = c[addr] >= 0
         bad = used & ((c[addr] + c[size] > usable) | (c[addr] < 0))

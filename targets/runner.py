@@ -145,6 +145,9 @@ class Build:
         path = Path(path)
         system, decode, prefill = load_build(path)
         memory = json.loads((path / "memory.json").read_text())
+        if memory.get("wafer"):
+            raise ConfigError(f"{path}: a wafer build has no SRAM image yet; `sramflow run` without --functional "
+                              "checks its timing")
         if "outputs" not in memory:
             raise ConfigError(f"{path}: built by an older sramflow (memory.json has no outputs); recompile it")
         plan = json.loads((path / "plan.json").read_text())

@@ -91,9 +91,9 @@ CostOf = Callable[[Shape], Sequence[MeshCost]]  # every unit's cost on a region 
 
 
 def grids(wafer: WaferSpec) -> list[Grid]:
-    """Every grid of up to MAX_CUTS x MAX_CUTS cells, in a fixed order."""
+    """Every grid of up to MAX_CUTS x MAX_CUTS cells of at least one core, in a fixed order."""
     return [Grid(b, p, Shape(wafer.mesh_rows // b, wafer.mesh_cols // p))
-            for b in range(1, MAX_CUTS + 1) for p in range(1, MAX_CUTS + 1)]
+            for b in range(1, min(MAX_CUTS, wafer.mesh_rows) + 1) for p in range(1, min(MAX_CUTS, wafer.mesh_cols) + 1)]
 
 
 def handoff(values: int, hops: int, links: int, wafer: WaferSpec) -> Breakdown:

@@ -81,7 +81,7 @@ def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: WaferSpec, precision:
     return total
 
 
-def _rows(op: Op, rows_scale: float) -> int:
+def op_rows(op: Op, rows_scale: float) -> int:
     return max(1, math.ceil(op.operands[0].type.shape[0] * rows_scale))
 
 
@@ -95,7 +95,7 @@ def _tile_bytes(shape: tuple[int, ...], nbytes: int, region: Shape) -> int:
     return math.ceil(block * nbytes / numel)
 
 
-def _resident_bytes(op: Op, region: Shape) -> int:
+def resident_bytes(op: Op, region: Shape) -> int:
     return sum(_tile_bytes(v.type.shape, v.type.nbytes, region)
                for i, v in enumerate(op.operands) if is_resident(op, i))
 
@@ -135,17 +135,17 @@ def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: WaferS
 def _matmul(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
     w = op.operands[1].type
     k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
-    m = _rows(op, rows_scale)
+    m = op_rows(op, rows_scale)
     weights = sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
     time, bound = gemv(m, k, n, weights, region, wafer, precision)
     act = 2 * m * (math.ceil(k / region.rows) + math.ceil(n / region.cols)) * ACT_BYTES  # double-buffered
-    return MeshCost(_resident_bytes(op, region), 0, act, time, bound)
+    return MeshCost(resident_bytes(op, region), 0, act, time, bound)
 
 
 def _experts(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
     """Every expert is tiled over the whole region; a step runs the passes static timing allows."""
     experts, hidden, inter = op.operands[3].type.shape
-    m = _rows(op, rows_scale)
+    m = op_rows(op, rows_scale)
     passes = expert_passes(m, op.attr["top_k"], experts)
     per_expert = sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i)) // experts
     time, bound = Breakdown(), 0.0
@@ -153,14 +153,14 @@ def _experts(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale
         t, b = gemv(m, k, n, per_expert // 3, region, wafer, precision)
         time, bound = time + t.scaled(passes), bound + b * passes
     act = 2 * m * (math.ceil(hidden / region.rows) + math.ceil(inter / region.cols)) * ACT_BYTES
-    return MeshCost(_resident_bytes(op, region), 0, act, time, bound)
+    return MeshCost(resident_bytes(op, region), 0, act, time, bound)
 
 
 def _attention(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
-    m = _rows(op, rows_scale)
+    m = op_rows(op, rows_scale)
     heads, kv_heads, head_dim = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
     state = sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
-    per_core = _resident_bytes(op, region)
+    per_core = resident_bytes(op, region)
     flops = op.cost.flops * rows_scale
     local = _stream(per_core, flops / region.cores, wafer, "fp16")
     q_cols = math.ceil(heads * head_dim / region.cols)
@@ -177,18 +177,18 @@ def _attention(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_sca
 
 def _embed(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
     """A row lookup: the token's row sits on one band of cores and travels out along its columns."""
-    m = _rows(op, rows_scale)
+    m = op_rows(op, rows_scale)
     hidden = op.results[0].type.shape[-1]
     cols = math.ceil(hidden / region.cols)
     time = _message(region.rows + region.cols - 2, 1, m * cols, wafer)
-    return MeshCost(_resident_bytes(op, region), 0, 2 * m * cols * ACT_BYTES, time,
+    return MeshCost(resident_bytes(op, region), 0, 2 * m * cols * ACT_BYTES, time,
                     (region.rows + region.cols - 2) * wafer.hop_s)
 
 
 def _vector(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
     """An elementwise op on the C cores of one row; a norm or argmax also reduces along the row."""
     out = op.results[0].type
-    m = _rows(op, rows_scale)
+    m = op_rows(op, rows_scale)
     width = out.shape[-1] if len(out.shape) > 1 else 1
     per_core = m * math.ceil(width / region.cols)
     moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
@@ -197,7 +197,7 @@ def _vector(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale:
         time += tree_reduce(region.cols, m, wafer).scaled(2)  # sum of squares, then broadcast
     elif op.opcode is Opcode.ARGMAX:
         time += tree_reduce(region.cols, 2 * m, wafer)  # best (value, index) pairs
-    return MeshCost(_resident_bytes(op, region), 0, 3 * per_core * ACT_BYTES, time, 0.0)
+    return MeshCost(resident_bytes(op, region), 0, 3 * per_core * ACT_BYTES, time, 0.0)
 
 
 MeshRule = Callable[[Op, Shape, WaferSpec, str, float], MeshCost]

@@ -1,0 +1,191 @@
+"""Compiling for a wafer: role-stream Programs, their timing rules, and the interpreter's checks on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.cli import main
+from compiler.wafer.lower import Roles, tree_positions
+from compiler.wafer.mesh_cost import Shape
+from ir.isa import Op
+from ir.program import Program
+from ir.program_io import load_program
+from targets import load_target
+from targets.interpreter import execute
+from targets.wafer_timing import WAFER_SEND
+
+# A small wafer (one region holds tiny-llama) and one whose cores are so small that the model
+# takes two regions on each of two wafers: hand-offs over the fabric and over the wafer link.
+SMALL = 'base = "wse3"\nmesh_rows = 24\nmesh_cols = 20\n'
+SPLIT = 'base = "wse3"\nmesh_rows = 16\nmesh_cols = 16\ncore_sram_bytes = "12 KiB"\n'
+
+
+def _compile(tmp: Path, name: str, text: str) -> tuple[Path, Path]:
+    target = tmp / f"{name}.toml"
+    target.write_text(text)
+    out = tmp / name
+    assert main(["compile", "tiny-llama", "--target", str(target), "-o", str(out)]) == 0
+    return target, out
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> tuple[Path, Path]:
+    return _compile(tmp_path_factory.mktemp("wafer"), "small", SMALL)
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> tuple[Path, Path]:
+    return _compile(tmp_path_factory.mktemp("wafer"), "split", SPLIT)
+
+
+def _run(build: Path, capsys) -> dict:
+    capsys.readouterr()
+    code = main(["run", str(build), "--check-determinism", "--json"])
+    figures = json.loads(capsys.readouterr().out)
+    assert code == (0 if not figures["hazards"] else 2)
+    return figures
+
+
+@pytest.mark.parametrize("which", ["small", "split"])
+def test_compile_and_run_is_hazard_free_and_near_the_plan(which, request, capsys):
+    _, build = request.getfixturevalue(which)
+    figures = _run(build, capsys)
+    assert figures["hazards"] == [] and figures["determinism"]["passed"]
+    plan = json.loads((build / "plan.json").read_text())["decode"]
+    run = figures["decode"]["latency_us"]
+    assert run > plan["latency_bound_us"]
+    assert run == pytest.approx(plan["latency_us"], rel=0.08)  # the mesh model, instruction by instruction
+
+
+def test_interpreter_cycles_equal_the_schedule_makespan(small, split):
+    for target, build in (small, split):
+        system = load_target(str(target))
+        for phase in ("decode", "prefill"):
+            program = load_program(build / f"{phase}.prog")
+            run = execute(program, system)
+            assert run.hazards == []
+            assert run.makespan == program.makespan > 0
+            assert np.array_equal(run.end - run.start, program.cols["cycles"])
+
+
+def test_streams_are_roles_with_replicas_covering_every_core(small, split):
+    for _, build in (small, split):
+        plan = json.loads((build / "plan.json").read_text())
+        program = load_program(build / "decode.prog")
+        assert len(program.meta["replicas"]) == program.chips == len(program.meta["roles"])
+        assert program.meta["cores"] == sum(s["cores"] for s in plan["stages"])
+        assert program.meta["templates"] <= 3  # embed, a layer, the head: one schedule per distinct shape
+
+
+def test_two_wafers_hand_off_over_the_wafer_link(split):
+    target, build = split
+    plan = json.loads((build / "plan.json").read_text())
+    assert plan["chips"] == 2 and len(plan["stages"]) >= 2
+    c = load_program(build / "decode.prog").cols
+    assert ((c["op"] == Op.SEND) & (c["unit"] == WAFER_SEND)).sum() >= 1
+
+
+def _mutated(program: Program, change) -> Program:
+    cols = {n: a.copy() for n, a in program.cols.items()}
+    cols = change(cols)
+    return Program.build(program.phase, program.target, program.chips, program.clock_hz, cols, program.meta)
+
+
+def _kinds(program: Program, target: Path) -> set[str]:
+    return {h.kind for h in execute(program, load_target(str(target))).hazards}
+
+
+def test_a_dropped_send_is_flagged(split):
+    target, build = split
+    program = load_program(build / "decode.prog")
+    send = int(np.flatnonzero(program.cols["op"] == Op.SEND)[len(program) % 7])
+    keep = np.ones(len(program), dtype=bool)
+    keep[send] = False
+    assert "unmatched" in _kinds(_mutated(program, lambda c: {n: a[keep] for n, a in c.items()}), target)
+
+
+def test_a_receive_moved_a_cycle_earlier_is_flagged(split):
+    target, build = split
+    program = load_program(build / "decode.prog")
+    for unit in (1, 3):  # over the fabric, over the wafer link
+        recv = int(np.flatnonzero((program.cols["op"] == Op.RECV) & (program.cols["unit"] == unit))[0])
+
+        def earlier(c, i=recv):
+            c["issue"][i] -= 1
+            return c
+        assert "recv-early" in _kinds(_mutated(program, earlier), target)
+
+
+def test_core_sram_and_link_limits_are_checked(small):
+    target, build = small
+    program = load_program(build / "decode.prog")
+    usable = load_target(str(target)).usable_core_bytes
+    mxm = int(np.flatnonzero(program.cols["op"] == Op.MXM)[0])
+    send = int(np.flatnonzero(program.cols["op"] == Op.SEND)[0])
+
+    def beyond(c):
+        c["src"][mxm] = usable - 1
+        c["imm"][send] = 10**6
+        return c
+    assert {"sram-range", "link-range"} <= _kinds(_mutated(program, beyond), target)
+
+
+def test_builds_are_byte_identical(small, tmp_path):
+    target, build = small
+    again = tmp_path / "again"
+    assert main(["compile", "tiny-llama", "--target", str(target), "-o", str(again)]) == 0
+    names = sorted(p.name for p in build.iterdir())
+    assert names == sorted(p.name for p in again.iterdir())
+    for name in names:
+        assert (build / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_inspect_says_in_one_line_that_wafer_summaries_are_missing(small, capsys):
+    _, build = small
+    assert main(["inspect", str(build)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "wafer build" in err
+    assert main(["inspect", str(build), "--asm", "--chip", "0"]) == 0
+
+
+def test_functional_run_of_a_wafer_build_is_a_clear_error(small, capsys):
+    _, build = small
+    assert main(["run", str(build), "--functional", "--prompt", "1 2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no SRAM image" in err
+
+
+def test_builds_are_identical_across_processes_and_hash_seeds(small, tmp_path):
+    target, build = small
+    for seed in ("1", "77"):
+        subprocess.run([sys.executable, "-m", "compiler.cli", "compile", "tiny-llama", "--target", str(target),
+                        "-o", str(tmp_path / seed)], check=True, capture_output=True,
+                       env=os.environ | {"PYTHONHASHSEED": seed})
+        assert (tmp_path / seed / "manifest.json").read_bytes() == (build / "manifest.json").read_bytes()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 20, 106, 188, 517])
+def test_tree_positions_reduce_every_core_once_in_about_n_hops(n):
+    keys, halves = tree_positions(n)
+    assert sum(halves) <= n - 1 + len(halves)  # the model charges n - 1
+    assert keys[0] == (len(halves), tuple(range(len(halves))))
+    sent = sorted(i for i in range(1, n))
+    received = sorted(i + halves[j] for i, (_, got) in enumerate(keys) for j in got)
+    assert received == sent  # every core but the root sends once, and someone receives it
+    for i in range(1, n):
+        level = keys[i][0]
+        assert level in keys[i - halves[level]][1]
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 7), (6, 1), (106, 188), (13, 9)])
+def test_roles_cover_the_region(rows, cols):
+    roles = Roles.of(Shape(rows, cols))
+    assert sum(roles.replicas) == rows * cols
+    assert len(roles) <= 2 * (rows.bit_length() + cols.bit_length()) + 2

@@ -242,3 +242,25 @@ def test_tiny_mixtral_routes_at_run_time_under_one_static_schedule(tmp_path, tar
                                              weights, prompt, got["tokens"])
             assert greedy == got["tokens"]
     assert len(cycles) == 1
+
+
+def test_experts_split_by_their_features_past_one_expert_per_chip(tmp_path):
+    """A group wider than the experts splits each expert's intermediate features (here 2 experts
+    over 4 chips): every run of tp / experts ranks holds one expert, ROUTE weighs by its id."""
+    cfg = json.loads(Path("examples/models/tiny-mixtral.json").read_text())
+    cfg.update(num_attention_heads=8, num_key_value_heads=4, num_local_experts=2, num_experts_per_tok=1)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    config = load_model_config(str(tmp_path / "config.json"))
+    weights = random_weights(build_graph(config, "decode", context=CONTEXT), seed=4)
+    np.savez(tmp_path / "w.npz", **weights)
+    (tmp_path / "t.toml").write_text(TINY_TARGET.replace("64 KiB", "48 KiB").replace("1489 B", "1117 B"))
+    out = tmp_path / "b"
+    assert main(["compile", str(tmp_path / "config.json"), "--target", str(tmp_path / "t.toml"), "--context",
+                 str(CONTEXT), "--prompt", "32", "--prefill-chunk", "16", "--weights", str(tmp_path / "w.npz"),
+                 "-o", str(out)]) == 0
+    stages = json.loads((out / "plan.json").read_text())["stages"]
+    assert any(s["tp"] > 2 and s["units"][0].startswith("layers") for s in stages)
+    got = run_functional(out, PROMPT, NEW)
+    logits, new = generate(config, weights, PROMPT, NEW, context=CONTEXT)
+    assert got["tokens"] == new
+    assert np.abs(got["logits"] - np.stack([logits[len(PROMPT) - 1], *logits[len(PROMPT):]])).max() < LOGIT_TOL

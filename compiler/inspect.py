@@ -33,7 +33,7 @@ def summary(plan: dict, decode: Program, prefill: Program) -> dict:
         "model": plan["model"],
         "target": plan["target"],
         "chips": plan["chips"],
-        "chip_ids": decode.chips,  # chips are numbered node-aligned, so ids can exceed the count
+        "chip_ids": decode.chips,  # chips are numbered node-aligned (on a wafer: role streams)
         "instructions": len(decode) + len(prefill),
         "decode": {
             "instructions": len(decode),
@@ -77,7 +77,8 @@ def critical_shares(program: Program) -> dict[str, float]:
     cycles with nothing busy are pipeline latency (results draining, waiting on wires)."""
     c = program.cols
     span = max(1, program.makespan)
-    first_chips = sorted({s["first_chip"] for s in program.meta.get("stages", [])}) or [0]
+    # The stage's first chip (or, on a wafer, the first role stream of its region) stands for it.
+    first_chips = sorted({s.get("first_chip", s.get("first_stream")) for s in program.meta.get("stages", [])}) or [0]
     classes = {"links": (UnitKind.C2C,), "memory": (UnitKind.MEM,), "compute": (UnitKind.MXM, UnitKind.VXM)}
     active = {}
     on_path = np.isin(c["chip"], first_chips)

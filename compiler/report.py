@@ -98,7 +98,8 @@ def layer_text(s: Stage) -> str:
 def render_summary(figures: dict, memory: dict, console: Console) -> None:
     """`sramflow inspect`: the schedule's figures beside the plan's, then each stage's SRAM map."""
     d, p = figures["decode"], figures["prefill"]
-    console.print(f"[bold]{figures['model']}[/] on [bold]{figures['target']}[/]  {figures['chips']} chips, "
+    devices = "wafers" if "wafer" in memory else "chips"
+    console.print(f"[bold]{figures['model']}[/] on [bold]{figures['target']}[/]  {figures['chips']} {devices}, "
                   f"{figures['instructions']:,} instructions (decode {d['instructions']:,}, "
                   f"prefill {p['instructions']:,})")
     table = Table(box=None, header_style="bold")
@@ -113,7 +114,20 @@ def render_summary(figures: dict, memory: dict, console: Console) -> None:
                   f"{d['vs_estimate']:+.1%}")
     console.print("unit busy (mean over units): " + ", ".join(f"{k} {v:.0%}" for k, v in d["busy"].items()))
     console.print("critical path: " + ", ".join(f"{k} {v:.0%}" for k, v in d["critical_path"].items()))
-    console.print(_memory_map(memory))
+    console.print(_region_map(memory) if "wafer" in memory else _memory_map(memory))
+
+
+def _region_map(memory: dict) -> Table:
+    """A wafer build: each stage's region of cores, its role streams, and SRAM per core."""
+    table = Table(title="regions (every core of a role stream alike)", header_style="bold")
+    for col in ("stage", "wafer", "region", "cores", "streams", "KB per core (decode / prefill)"):
+        table.add_column(col, justify="right")
+    for s in memory["stages"]:
+        r = s["region"]
+        table.add_row(str(s["index"]), str(r["wafer"]), f"{r['rows']}x{r['cols']} @ ({r['row']},{r['col']})",
+                      f"{r['rows'] * r['cols']:,}", str(s["streams"]),
+                      f"{s['resident_bytes_per_core'] / 1e3:,.1f} / {s['prefill_resident_bytes_per_core'] / 1e3:,.1f}")
+    return table
 
 
 def _memory_map(memory: dict) -> Table:

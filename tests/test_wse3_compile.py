@@ -147,11 +147,20 @@ def test_builds_are_byte_identical(small, tmp_path):
         assert (build / name).read_bytes() == (again / name).read_bytes(), name
 
 
-def test_inspect_says_in_one_line_that_wafer_summaries_are_missing(small, capsys):
+def test_inspect_summarises_a_wafer_build(small, capsys):
+    """The schedule's figures beside the wafer plan's, and each region's cores and streams."""
     _, build = small
-    assert main(["inspect", str(build)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "wafer build" in err
+    assert main(["inspect", str(build), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    plan = json.loads((build / "plan.json").read_text())
+    decode = load_program(build / "decode.prog")
+    assert figures["decode"]["makespan_cycles"] == decode.makespan
+    assert figures["decode"]["estimate_us"] == plan["decode"]["latency_us"]
+    assert figures["decode"]["bound_us"] <= figures["decode"]["latency_us"]
+    assert figures["chip_ids"] == decode.chips  # role streams
+    assert main(["inspect", str(build)]) == 0
+    out = capsys.readouterr().out
+    assert "wafers" in out and "regions" in out and "streams" in out
     assert main(["inspect", str(build), "--asm", "--chip", "0"]) == 0
 
 

@@ -66,11 +66,16 @@ def _stages(plan: Plan) -> Table:
 
 
 def _memory(plan: Plan) -> Table:
-    unit, scale = _byte_unit(max(s.memory.capacity for s in plan.stages))
-    table = Table(title=f"memory per chip ({unit})", header_style="bold")
+    return memory_table(plan.stages, "chip")
+
+
+def memory_table(stages, device: str) -> Table:
+    """Each stage's memory on one of its devices (a chip, or a core of a wafer region)."""
+    unit, scale = _byte_unit(max(s.memory.capacity for s in stages))
+    table = Table(title=f"memory per {device} ({unit})", header_style="bold")
     for col in ("stage", "weights", "KV/state", "activations", "program", "headroom", "used"):
         table.add_column(col, justify="right")
-    for s in plan.stages:
+    for s in stages:
         m = s.memory
         table.add_row(str(s.index), *(f"{b / scale:,.1f}" for b in (m.weights, m.kv_cache, m.activations, m.program,
                                                                      m.headroom)),

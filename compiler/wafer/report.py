@@ -6,7 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from compiler.report import layer_text, units_text
+from compiler.report import layer_text, memory_table, units_text
 from compiler.wafer.plan import WaferPlan
 
 
@@ -53,12 +53,4 @@ def _stages(plan: WaferPlan) -> Table:
 
 
 def _memory(plan: WaferPlan) -> Table:
-    table = Table(title="memory per core (KB)", header_style="bold")
-    for col in ("stage", "weights", "KV cache", "activations", "program", "headroom", "used"):
-        table.add_column(col, justify="right")
-    for s in plan.stages:
-        m = s.memory
-        table.add_row(str(s.index), *(f"{b / 1e3:,.1f}" for b in (m.weights, m.kv_cache, m.activations, m.program,
-                                                                   m.headroom)),
-                      f"{100 * m.total / m.capacity:.0f}%")
-    return table
+    return memory_table(plan.stages, "core")

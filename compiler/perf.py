@@ -1,16 +1,18 @@
-"""First-principles timing of a plan: ops, collectives, pipeline hops, and bounds.
+"""First-principles timing of a plan: ops, collectives, pipeline hops, and the physical bound.
 
-Every figure is derived from the target's published numbers (SRAM bandwidth,
-peak ops, link bandwidth and latency, pipeline latency); nothing is fitted to a
-measured tokens/s. The scheduler must land within 10% of these estimates.
+Every figure is derived from the target's published numbers (SRAM, stream-register and MXM
+install rates, peak ops, link bandwidth and latency, pipeline latency); nothing is fitted to a
+measured tokens/s. The estimate uses targets/timing.py's rules op by op, so the scheduler lands
+within 10% of it. The bound (`StageBound`) is a property of the machine and the work alone.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from compiler.partition.shard_cost import Collective, OpWork, ShardCost
+from compiler.partition.shard_cost import Block, Collective, OpWork, ShardCost
 from ir.ops import Opcode
 from targets.spec import ChipSpec, LinkSpec, SystemSpec
 from targets.timing import VXM_ALUS_PER_LANE
@@ -23,12 +25,14 @@ VECTOR_OPS = frozenset({Opcode.CONV1D, Opcode.SELECTIVE_SCAN})
 
 @dataclass(frozen=True, slots=True)
 class Breakdown:
-    """Seconds spent, split by what bounds them (they add up to `total_s`)."""
+    """Seconds spent, split by what bounds them (the first four add up to `total_s`).
+    `tiles_s` is the share of memory_s and compute_s that whole-tile rounding adds."""
 
-    memory_s: float = 0.0  # SRAM streaming where it exceeds the arithmetic time
+    memory_s: float = 0.0  # streaming (SRAM, stream registers, MXM install) where it exceeds the arithmetic
     compute_s: float = 0.0  # arithmetic where it exceeds the streaming time
     latency_s: float = 0.0  # fixed pipeline latency of each op through the chip
     link_s: float = 0.0  # collectives and pipeline hops
+    tiles_s: float = 0.0
 
     @property
     def total_s(self) -> float:
@@ -36,10 +40,10 @@ class Breakdown:
 
     def __add__(self, other: Breakdown) -> Breakdown:
         return Breakdown(self.memory_s + other.memory_s, self.compute_s + other.compute_s,
-                         self.latency_s + other.latency_s, self.link_s + other.link_s)
+                         self.latency_s + other.latency_s, self.link_s + other.link_s, self.tiles_s + other.tiles_s)
 
     def scaled(self, k: float) -> Breakdown:
-        return Breakdown(self.memory_s * k, self.compute_s * k, self.latency_s * k, self.link_s * k)
+        return Breakdown(self.memory_s * k, self.compute_s * k, self.latency_s * k, self.link_s * k, self.tiles_s * k)
 
     @property
     def binding(self) -> str:
@@ -50,12 +54,47 @@ class Breakdown:
 
 
 def op_time(work: OpWork, system: SystemSpec, precision: str) -> Breakdown:
-    """One op's streaming and arithmetic, overlapped: whichever is longer."""
+    """One op's streaming and arithmetic, overlapped: whichever is longer. Streaming is the larger of
+    its bytes through one stream port (MEM moves an op's data one way) and its blocks' install."""
     chip = system.chip
-    memory = work.read_bytes / chip.mem_bw_bytes_per_s
-    rate = vector_ops_per_s(chip) if work.opcode in VECTOR_OPS else chip.peak_ops(work.precision or precision)
-    compute = work.flops / rate
-    return Breakdown(memory_s=memory) if memory >= compute else Breakdown(compute_s=compute)
+    stream = work.read_bytes / (min(chip.mem_bytes_per_cycle, chip.stream_port_bytes_per_cycle) * chip.clock_hz)
+    install, install_raw = block_install_s(work.blocks, chip)
+    if work.opcode in VECTOR_OPS:
+        compute = compute_raw = work.flops / vector_ops_per_s(chip)
+    else:
+        arithmetic = work.flops / chip.peak_ops(work.precision or precision)
+        passes, passes_raw = block_passes_s(work.blocks, chip)
+        compute, compute_raw = max(arithmetic, passes), max(arithmetic, passes_raw)
+    memory = max(stream, install)
+    if memory >= compute:
+        return Breakdown(memory_s=memory, tiles_s=memory - max(stream, install_raw, compute_raw))
+    return Breakdown(compute_s=compute, tiles_s=compute - max(compute_raw, memory))
+
+
+def block_install_s(blocks: Iterable[Block], chip: ChipSpec) -> tuple[float, float]:
+    """Seconds to install the blocks into the matrix unit: in whole tiles, and as if tiles were exact."""
+    dim, rate = chip.matrix_dim, chip.mxm_install_bytes_per_cycle * chip.clock_hz
+    whole = raw = 0.0
+    for b in blocks:
+        per_weight = chip.install_bytes_per_weight[b.precision]
+        whole += b.count * _tiles(b.k, b.n, dim) * dim * dim * per_weight / rate
+        raw += b.weights * per_weight / rate
+    return whole, raw
+
+
+def block_passes_s(blocks: Iterable[Block], chip: ChipSpec) -> tuple[float, float]:
+    """Seconds for the blocks' rows through their tiles at peak: whole tiles, and exact."""
+    dim = chip.matrix_dim
+    whole = raw = 0.0
+    for b in blocks:
+        macs_per_s = chip.peak_ops(b.precision) / 2
+        whole += b.count * b.m * _tiles(b.k, b.n, dim) * dim * dim / macs_per_s
+        raw += b.m * b.weights / macs_per_s
+    return whole, raw
+
+
+def _tiles(k: int, n: int, dim: int) -> int:
+    return -(-k // dim) * -(-n // dim)
 
 
 def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
@@ -67,16 +106,52 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
     return total + Breakdown(link_s=sum(collective_s(c, system) for c in cost.collectives))
 
 
-def unit_bound_s(cost: ShardCost, system: SystemSpec, precision: str) -> float:
-    """What no schedule of this unit can beat: all bytes at full bandwidth or all ops
-    at peak, the dependency chain's pipeline latency, and every collective's wire latency."""
+@dataclass(frozen=True, slots=True)
+class StageBound:
+    """The physical bound's terms for one chip of a stage, in seconds: weights through the MXM's
+    install path, cache and state through the SRAM, every streamed byte through the stream
+    registers, arithmetic at peak, and the wire latency no schedule can hide."""
+
+    install_s: float = 0.0
+    cache_s: float = 0.0
+    stream_s: float = 0.0
+    compute_s: float = 0.0
+    wire_s: float = 0.0
+
+    def __add__(self, other: StageBound) -> StageBound:
+        return StageBound(self.install_s + other.install_s, self.cache_s + other.cache_s,
+                          self.stream_s + other.stream_s, self.compute_s + other.compute_s,
+                          self.wire_s + other.wire_s)
+
+    @property
+    def total_s(self) -> float:
+        """The stage's bound: its slowest resource, plus the wires."""
+        return max(self.install_s, self.cache_s, self.stream_s, self.compute_s) + self.wire_s
+
+    def to_dict(self) -> dict[str, float]:
+        return {"install_us": self.install_s * 1e6, "cache_us": self.cache_s * 1e6, "stream_us": self.stream_s * 1e6,
+                "compute_us": self.compute_s * 1e6, "wire_us": self.wire_s * 1e6}
+
+
+def unit_bound(cost: ShardCost, system: SystemSpec, precision: str) -> StageBound:
+    """What no schedule of this unit on one chip of its group can beat (README: the bound)."""
     chip = system.chip
-    read = sum(w.read_bytes for w in cost.work)
-    matrix_s = sum(w.flops / chip.peak_ops(w.precision or precision) for w in cost.work if w.opcode not in VECTOR_OPS)
-    vector = sum(w.flops for w in cost.work if w.opcode in VECTOR_OPS)
-    stream = max(read / chip.mem_bw_bytes_per_s, matrix_s, vector / vector_ops_per_s(chip))
-    wires = sum(collective_latency_s(c, system) for c in cost.collectives)
-    return stream + cost.chain_ops * _op_latency_s(system) + wires
+    clock = chip.clock_hz
+    weights = sum(b.weights * chip.install_bytes_per_weight[b.precision]
+                  for w in cost.work for b in w.blocks if not b.cache)
+    streamed = sum(w.read_bytes for w in cost.work)
+    matrix = sum(w.flops / chip.peak_ops(w.precision or precision) for w in cost.work if w.opcode not in VECTOR_OPS)
+    vector = sum(w.flops for w in cost.work if w.opcode in VECTOR_OPS) / vector_ops_per_s(chip)
+    return StageBound(install_s=weights / (chip.mxm_install_bytes_per_cycle * clock),
+                      cache_s=cost.state_bytes / (chip.mem_bytes_per_cycle * clock),
+                      stream_s=streamed / (chip.stream_bytes_per_cycle * clock),
+                      compute_s=max(matrix, vector),
+                      wire_s=sum(collective_latency_s(c, system) for c in cost.collectives))
+
+
+def handoff_wire_s(system: SystemSpec) -> float:
+    """A stage boundary's unavoidable wire: one hop (placement could put the stages side by side)."""
+    return min(system.local_link.latency_s, system.global_link.latency_s)
 
 
 def vector_ops_per_s(chip: ChipSpec) -> float:
@@ -109,13 +184,12 @@ def collective_s(c: Collective, system: SystemSpec) -> float:
 
 
 def collective_latency_s(c: Collective, system: SystemSpec) -> float:
-    """The wire latency a collective cannot avoid: each phase crosses at least one link."""
+    """The wire latency a collective cannot avoid: a one-shot exchange, each chip's data reaching the
+    group's farthest member (one hop inside a node; a node-aligned group's far hops across nodes)."""
     if c.group <= 1:
         return 0.0
-    phases = 2 if c.kind == "allreduce" else 1
-    p = min(c.group, system.chips_per_node)
-    remote = _far_hops(c.group, system) * system.global_link.latency_s if c.group > p else 0.0
-    return phases * ((system.local_link.latency_s if p > 1 else 0.0) + remote)
+    hops = 1 if c.group <= system.chips_per_node else _far_hops(c.group, system)
+    return hops * min(system.local_link.latency_s, system.global_link.latency_s)
 
 
 def _far_hops(group: int, system: SystemSpec) -> int:

@@ -18,7 +18,7 @@ from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_
 from compiler.passes import Pipeline
 from compiler.passes.quantize import Quantize
 from compiler.passes.quantize_kv import QuantizeKV
-from compiler.perf import Breakdown, handoff_lanes, hop_s, unit_bound_s, unit_time
+from compiler.perf import Breakdown, StageBound, handoff_lanes, handoff_wire_s, hop_s, unit_bound, unit_time
 from compiler.plan import Memory, Plan, Stage
 from compiler.wafer.plan import WaferPlan
 from compiler.wafer.planner import plan_wafer
@@ -169,12 +169,13 @@ def _stage(i: int, c: Candidate, first_chip: int, hops: int, prev_tp: int, units
     pre = [prefill_cost[u.kind, t] for u in run]
     decode = sum((unit_time(u.decode[t], system, precision) for u in run), Breakdown())
     prefill = sum((unit_time(p, system, precision) for p in pre), Breakdown())
-    bound = sum(unit_bound_s(u.decode[t], system, precision) for u in run)
+    entry = StageBound(wire_s=handoff_wire_s(system)) if i else StageBound()
+    bound = sum((unit_bound(u.decode[t], system, precision) for u in run), entry)
+    prefill_bound = sum((unit_bound(p, system, precision) for p in pre), entry)
     if hops:
         lanes = handoff_lanes(prev_tp, t, system.chips_per_node)
         decode += Breakdown(link_s=hop_s(crossing_d[c.first], hops, lanes, system))
         prefill += Breakdown(link_s=hop_s(math.ceil(crossing_p[c.first] * chunk), hops, lanes, system))
-        bound += hops * min(system.local_link.latency_s, system.global_link.latency_s)
     memory = Memory(
         weights=sum(u.decode[t].weight_bytes for u in run),
         kv_cache=sum(u.decode[t].state_bytes for u in run),
@@ -183,9 +184,9 @@ def _stage(i: int, c: Candidate, first_chip: int, hops: int, prev_tp: int, units
         capacity=system.chip.sram_bytes,
     )
     stage = Stage(i, run[0].scope, run[-1].scope, _layers(run), t, first_chip, memory, decode.total_s * 1e6,
-                  bound * 1e6, prefill.total_s * 1e6, hops, decode.binding)
-    prefill_bound = sum(unit_bound_s(p, system, precision) for p in pre)
-    return _Timed(stage, decode, bound, prefill, prefill_bound)
+                  bound.total_s * 1e6, prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(),
+                  decode.tiles_s * 1e6)
+    return _Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
 
 
 @dataclass(frozen=True, slots=True)

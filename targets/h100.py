@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from targets.spec import ChipSpec, LinkSpec, SystemSpec
 
-# Confidence tags as in /work/shared/HARDWARE.md: [V] primary, [S] secondary, [D] derived,
-# [L] low, [U] unverified. "Datasheet" is NVIDIA's H100 product page/datasheet
+# Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified. "Datasheet" is NVIDIA's H100 product page/datasheet
 # (nvidia.com/en-us/data-center/h100/), read through the copies cited beside each number.
 
 # 80 GB HBM3 (datasheet, via archive-lib.hpctech.co.jp/gpuproduct/nvidia-h100.html) [S]. HBM is
@@ -65,11 +64,19 @@ IB_BW_BYTES_PER_S = 400e9 / 8
 # InfiniBand GPU-to-GPU at 1-5 us (fridayswithfaraday.com) [S]. We use 3 us.
 IB_LATENCY_S = 3e-6
 
+# The weight path of a GPU is HBM: at batch 1 every weight, cache and activation byte comes from it
+# (on-chip reuse in L2 and shared memory is not modelled), so the "stream" budget, one kernel's port
+# and the tensor cores' install rate are all the HBM rate, here per cycle of the clock above [D]. HBM
+# has its own clock: a what-if file that changes clock_hz should state mem_bw_bytes_per_s again. A
+# weight costs its stored bytes (fp8 and int8 are native; int4 is read as 4 bits and widened on chip).
+HBM_BYTES_PER_CYCLE = HBM_BW_BYTES_PER_S / CLOCK_HZ
+INSTALL_BYTES_PER_WEIGHT = {"fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
 CHIP = ChipSpec(
     name="H100-SXM5-80GB",
     memory_kind="hbm",
     sram_bytes=HBM_BYTES,
-    mem_bw_bytes_per_s=HBM_BW_BYTES_PER_S,
+    mem_bytes_per_cycle=HBM_BYTES_PER_CYCLE,
     clock_hz=CLOCK_HZ,
     peak_ops_per_s=PEAK_OPS_PER_S,
     vector_bytes=VECTOR_BYTES,
@@ -77,6 +84,10 @@ CHIP = ChipSpec(
     matrix_planes=MATRIX_PLANES,
     program_reserve_bytes=PROGRAM_RESERVE_BYTES,
     op_latency_cycles=OP_LATENCY_CYCLES,
+    stream_bytes_per_cycle=HBM_BYTES_PER_CYCLE,
+    stream_port_bytes_per_cycle=HBM_BYTES_PER_CYCLE,
+    mxm_install_bytes_per_cycle=HBM_BYTES_PER_CYCLE,
+    install_bytes_per_weight=INSTALL_BYTES_PER_WEIGHT,
 )
 
 H100 = SystemSpec(

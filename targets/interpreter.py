@@ -16,6 +16,8 @@ of the offending instruction:
   unmatched    a SEND without its RECV (or a RECV without its SEND), or sizes differ
   recv-early   a RECV scheduled before its data can arrive: send + hops x link latency
   link-range   (wafer) a message on a link unit a core lacks, or a hop count off the wafer
+  stream-budget  the instructions running on a chip at some cycle put more bytes a cycle on its
+               streams than the stream registers carry (targets/timing.py's stream budget)
 
 A WaferSpec system runs a wafer Program (one "chip" per role stream of a region's cores): its
 rules, per-core SRAM and message pairing come from targets/wafer_timing.py.
@@ -38,7 +40,7 @@ import numpy as np
 from ir.isa import Op, UnitKind
 from ir.program import Program
 from targets.spec import SystemSpec, WaferSpec
-from targets.timing import Timing, durations
+from targets.timing import Timing, durations, stream_rates
 from targets.topology import chip_hops
 from targets.wafer_timing import WaferTiming, check_links, wafer_durations
 
@@ -134,6 +136,7 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
         _units(program, rows, start, end, found)
         _streams(program, rows, start, end, timing, found)
     _sram(program, system, found)
+    _stream_budget(program, timing, start, end, found)
     if wafer:
         check_links(program, timing, start, found)
     else:
@@ -221,6 +224,36 @@ def _streams(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, 
         found.add(base + int(prod[i + 1]), "stream-war", f"overwrites stream {c['s_out'][prod[i + 1]]} at "
                                                          f"{s[prod[i + 1]]} while its value is read until "
                                                          f"{last_read[i]}")
+
+
+def _stream_budget(program: Program, timing: Timing, start: np.ndarray, end: np.ndarray, found: _Hazards) -> None:
+    """At no cycle may a chip's running producers put more on streams than its stream registers carry.
+    Rates come from each instruction's own operands and its derived cycles, never the Program's."""
+    if not np.isfinite(timing.stream_bytes_per_cycle):
+        return
+    c = program.cols
+    rate = stream_rates({**c, "cycles": end - start})
+    rows = np.flatnonzero(rate > 0)
+    if not len(rows):
+        return
+    # Events per chip in time order, an instruction's end before another's start at the same cycle.
+    chip = np.concatenate([c["chip"][rows], c["chip"][rows]]).astype(np.int64)
+    time = np.concatenate([start[rows], end[rows]])
+    delta = np.concatenate([rate[rows], -rate[rows]])
+    row = np.concatenate([rows, rows])
+    order = np.lexsort((delta, time, chip))
+    usage = np.cumsum(delta[order])
+    over = np.flatnonzero(usage > timing.stream_bytes_per_cycle)
+    seen: set[int] = set()
+    for k in over.tolist():
+        i, at = int(row[order[k]]), int(time[order[k]])
+        if int(c["chip"][i]) in seen:
+            continue  # one report per chip: the first cycle over the budget
+        seen.add(int(c["chip"][i]))
+        on = np.flatnonzero((c["chip"] == c["chip"][i]) & (start <= at) & (end > at) & (rate > 0))
+        units = sorted({f"{UnitKind(c['kind'][j]).name.lower()}.{c['unit'][j]}" for j in on.tolist()})
+        found.add(i, "stream-budget", f"at cycle {at} {', '.join(units)} put {int(usage[k]):,} B/cycle on streams, "
+                                      f"the stream registers carry {timing.stream_bytes_per_cycle:,.0f}")
 
 
 def _sram(program: Program, system: SystemSpec, found: _Hazards) -> None:

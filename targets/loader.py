@@ -15,7 +15,7 @@ from targets.h100 import H100
 from targets.lpu import LPU
 from targets.lpu_mini import LPU_MINI
 from targets.spec import MEMORY_KINDS, PRECISIONS, TOPOLOGIES, ChipSpec, LinkSpec, SystemSpec, WaferSpec
-from targets.units import FREQUENCY, OPS, RATE, SIZE, TIME, Kind, parse_quantity
+from targets.units import FREQUENCY, OPS, PER_CYCLE, PER_WEIGHT, RATE, SIZE, TIME, Kind, parse_quantity
 from targets.wse3 import WSE3
 
 PRESETS: dict[str, SystemSpec | WaferSpec] = {"lpu": LPU, "lpu-mini": LPU_MINI, "h100": H100, "wse3": WSE3}
@@ -91,6 +91,8 @@ _CHIP = {
     "name": Leaf(_text),
     "memory_kind": Leaf(_choice(MEMORY_KINDS)),
     "sram_bytes": Leaf(_quantity(SIZE), POSITIVE),
+    "mem_bytes_per_cycle": Leaf(_quantity(PER_CYCLE), POSITIVE),
+    # Alternative spelling for memory on its own clock (HBM): converted at the chip's clock.
     "mem_bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE),
     "clock_hz": Leaf(_quantity(FREQUENCY), POSITIVE),
     "peak_ops_per_s": {p: Leaf(_quantity(OPS), POSITIVE) for p in PRECISIONS},
@@ -99,6 +101,10 @@ _CHIP = {
     "matrix_planes": Leaf(_count, POSITIVE),
     "program_reserve_bytes": Leaf(_quantity(SIZE), NON_NEGATIVE),
     "op_latency_cycles": Leaf(_count, NON_NEGATIVE),
+    "stream_bytes_per_cycle": Leaf(_quantity(PER_CYCLE), POSITIVE),
+    "stream_port_bytes_per_cycle": Leaf(_quantity(PER_CYCLE), POSITIVE),
+    "mxm_install_bytes_per_cycle": Leaf(_quantity(PER_CYCLE), POSITIVE),
+    "install_bytes_per_weight": {p: Leaf(_quantity(PER_WEIGHT), POSITIVE) for p in PRECISIONS},
 }
 SCHEMA: dict[str, Any] = {
     "base": Leaf(_text),
@@ -133,7 +139,8 @@ WAFER_SCHEMA: dict[str, Any] = {
     "wafer_link": _LINK,
     "max_wafers": Leaf(_count, POSITIVE),
 }
-_OPTIONAL = {"base", "name", "chip.name"}
+_OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s"}
+_MEM_SPELLINGS = ("mem_bytes_per_cycle", "mem_bw_bytes_per_s")
 
 
 def _leaf_paths(schema: dict[str, Any], prefix: str = "") -> list[str]:
@@ -169,6 +176,7 @@ def _load_file(path: Path, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
     values = _parse_table(data, schema, "", source)
     values.pop("base", None)
     tree = _without_name(_as_tree(base_spec)) if base_spec is not None else {}
+    _memory_spelling(tree, values, source)
     _overlay(tree, values)
     _fill_names(tree, path)
     _check_complete(tree, source, schema)
@@ -254,6 +262,25 @@ def _overlay(tree: dict[str, Any], values: dict[str, Any]) -> None:
             tree[key] = value
 
 
+def _memory_spelling(tree: dict[str, Any], values: dict[str, Any], source: _Source) -> None:
+    """A file gives the memory's bandwidth per cycle or per second, not both; either replaces the base's."""
+    given = [k for k in _MEM_SPELLINGS if k in values.get("chip", {})]
+    if len(given) > 1:
+        raise ConfigError(f"{source.at('chip.mem_bw_bytes_per_s')}: give chip.mem_bytes_per_cycle or "
+                          "chip.mem_bw_bytes_per_s, not both")
+    if given:
+        for key in _MEM_SPELLINGS:
+            tree.get("chip", {}).pop(key, None)
+
+
+def _per_cycle_memory(chip: dict[str, Any]) -> dict[str, Any]:
+    """The chip's fields with a per-second memory bandwidth stated per cycle of its clock."""
+    chip = dict(chip)
+    if "mem_bw_bytes_per_s" in chip:
+        chip["mem_bytes_per_cycle"] = chip.pop("mem_bw_bytes_per_s") / chip["clock_hz"]
+    return chip
+
+
 def _fill_names(tree: dict[str, Any], path: Path) -> None:
     tree.setdefault("name", path.stem)
     if "mesh_rows" not in tree:  # a chip system names its chip too
@@ -266,6 +293,9 @@ def _check_complete(tree: dict[str, Any], source: _Source, schema: dict[str, Any
         node: Any = tree
         for key in dotted.split("."):
             node = node.get(key) if isinstance(node, dict) else None
+        if dotted == "chip.mem_bytes_per_cycle" and isinstance(tree.get("chip"), dict) \
+                and "mem_bw_bytes_per_s" in tree["chip"]:
+            continue
         if node is None and dotted not in _OPTIONAL:
             raise ConfigError(
                 f"{source.path}: missing required field '{dotted}' (give it, or set base = \"{preset}\" to inherit "
@@ -278,7 +308,7 @@ def _build(tree: dict[str, Any], source: _Source) -> SystemSpec | WaferSpec:
         if "mesh_rows" in tree:
             link = LinkSpec(**tree["wafer_link"])
             return WaferSpec(wafer_link=link, **{k: v for k, v in tree.items() if k != "wafer_link"})
-        chip = ChipSpec(**tree["chip"])
+        chip = ChipSpec(**_per_cycle_memory(tree["chip"]))
         links = {k: LinkSpec(**tree[k]) for k in ("local_link", "global_link")}
         rest = {k: v for k, v in tree.items() if k not in ("chip", "local_link", "global_link")}
         return SystemSpec(chip=chip, **links, **rest)

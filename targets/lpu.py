@@ -1,11 +1,13 @@
-"""The `lpu` preset: a GroqChip-class TSP system, every number from a public source (see HARDWARE.md)."""
+"""The `lpu` preset: a GroqChip-class TSP system, every number from a public source cited beside it."""
 
 from __future__ import annotations
 
 from targets.spec import ChipSpec, LinkSpec, SystemSpec
 
-# Confidence tags follow /work/shared/HARDWARE.md: [V] primary, [S] secondary, [D] derived,
-# [L] low, [U] unverified.
+# Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified.
+# "ISCA 2020" is Abts et al., "Think Fast: A Tensor Streaming Processor" (wow.groq.com/groq-isca-paper-
+# 2020/), its bandwidth budget (section II-B) as transcribed by public reading notes; "GroqAPI" is
+# Groq's public GroqAPI 0.9 notebooks (GitHub mirror miniskar/GroqAPI, gapi/notebooks).
 
 CLOCK_HZ = 900e6  # 900 MHz nominal: ISCA 2020 abstract (groq.com/isca-2020-conference/) [V]
 
@@ -29,11 +31,38 @@ OP_LATENCY_CYCLES = SLICES_ACROSS_SUPERLANE
 # since instructions are fetched from MEM like data.
 PROGRAM_RESERVE_BYTES = SRAM_BYTES // MEM_SLICES_PER_HEMISPHERE
 
-# On-chip bandwidth: we use the paper's 55 TiB/s (= 60.5 TB/s, idealised; survey note) because it
-# agrees with Abts' SC21 talk, ">60 TB/s of on-chip stream bandwidth" (sc21.supercomputing.org,
-# exforum112) [V]. The "80 TB/s" marketing figure (TechPowerUp) [S] could not be traced to either
-# paper, and decode speed is proportional to this number, so we take the traceable one.
-MEM_BW_BYTES_PER_S = 55 * 2**40
+# The data path, per cycle (the chip is clocked, so per-cycle figures stay right at any clock).
+# SRAM: 2 hemispheres x 44 slices x 2 banks x 320 B = 56,320 B/cycle (ISCA 2020) [S/D]; the paper's
+# "55 TiB/s" is this at its 1 GHz exposition clock, 50.7 TB/s at 900 MHz. (">60 TB/s of on-chip stream
+# bandwidth", Abts at SC21, and the "80 TB/s" of marketing count other things.)
+MEM_BANKS_PER_SLICE = 2
+MEM_BYTES_PER_CYCLE = 2 * MEM_SLICES_PER_HEMISPHERE * MEM_BANKS_PER_SLICE * 320
+
+# Streams: 32 per direction (east, west) per lane, 320 lanes (Techspot; ISCA 2020) [S]. The stream
+# register file moves 2 x 32 x 320 = 20,480 B/cycle; every operand and result of every unit crosses it,
+# so all units' stream traffic together stays under it. One instruction's data flows one way, on at
+# most one direction's 32 streams: 10,240 B/cycle [D].
+STREAMS_PER_DIRECTION = 32
+STREAM_BYTES_PER_CYCLE = 2 * STREAMS_PER_DIRECTION * 320
+STREAM_PORT_BYTES_PER_CYCLE = STREAMS_PER_DIRECTION * 320
+
+# MXM weight installation: "MEM can read and install 409,600 weights into the four 320x320 arrays in
+# less than 40 cycles, including SRAM and on-chip network transit delay" (ISCA 2020 section II-B, one
+# reading note) [S]: 409,600 B / 40 = 10,240 B/cycle of int8 weights. At batch 1 this, not the SRAM
+# figure, sets the decode ceiling. GroqAPI's matmul notebooks agree [V]: a weight tensor spread over 16
+# MEM slices, two matrix-vector products per hemisphere started ~20 cycles apart "so that the mem slices
+# are almost always busy reading out weights", one 320x320 int8 tile per plane per ~20 cycles, one
+# plane per hemisphere at a time: 2 x 102,400 B / 20 = 10,240 B/cycle.
+MXM_INSTALL_BYTES_PER_CYCLE = 409_600 // 40
+
+# What one weight costs on the install path, by format. FP16 matmuls use a pair of planes (GroqAPI
+# tutorial 6_linear.ipynb, planes=[0, 1]) [V]: two byte planes a weight, so fp16 installs, and
+# multiplies, at half the per-plane rate of 8-bit formats (the 188 TFLOPS fp16 peak below is a quarter
+# of 750 TOPS int8: two pairs at half rate). No native fp8 [U]: fp8 weights are widened to fp16 on the
+# way in. No native int4 [U]: int4 weights are widened to int8, so they take half the SRAM but
+# install as int8. Weights are stored unpadded in SRAM (panels are 2-D reads); only install time and
+# MAC passes are paid in whole 320 x 320 tiles.
+INSTALL_BYTES_PER_WEIGHT = {"fp16": 2.0, "fp8": 2.0, "int8": 1.0, "int4": 1.0}
 
 # Dense peaks, Groq marketing via TechPowerUp [S], at the 900 MHz clock above. Check [D]:
 # 4 MXM planes x 320 x 320 = 409,600 MACs x 2 x 0.9 GHz = 737 TOPS, 1.7% under 750.
@@ -62,14 +91,19 @@ GLOBAL_LINKS_PER_CHIP = 4
 NODES_PER_GROUP = 9  # a rack: 72 chips = 9 nodes x 8, SC21 abstract (Abts) [V]
 MAX_CHIPS = 10_440  # 145 racks x 72: ISCA 2022 abstract [V]; rack count from the survey note [S]
 
-# 4 lanes x 28 Gbps cabled = 14 GB/s per direction per link: Linley (Abts at Linley Fall 2020) [S].
-# Uncabled lanes run at 30 Gbps (15 GB/s); we use 14 GB/s for every link, local and global alike.
-LINK_BW_BYTES_PER_S = 14e9
+# C2C links: 4 lanes each; on A1.4b-based GroqNodes the board speed defaults to 25.78125 Gb/s a lane
+# and "cannot be overridden" (GroqAPI gapi/c2c/README.md) [V]; only A1.1 nodes run 30 Gb/s (28 Gb/s
+# cabled: Linley, "Groq Gets Connected", 2020) [S]. 4 x 25.78125 Gb/s = 12.89 GB/s per direction, every
+# link, local and global alike.
+C2C_LANES = 4
+C2C_LANE_BITS_PER_S = 25.78125e9
+LINK_BW_BYTES_PER_S = C2C_LANES * C2C_LANE_BITS_PER_S / 8
 
-# Per-hop latency is not published [U]. Estimate: the measured HAC resync of ~216 cycles (survey
-# note citing ISCA 2022) is the time to align counters across one link, so 216 cycles at 900 MHz
-# = 240 ns per hop. Cross-check: the ISCA 2022 bound of <3 us end to end over <=5 hops allows up
-# to 600 ns a hop, so 240 ns is plausible, not tuned.
+# Per-hop latency is not published [U]: a documented estimate. The measured HAC resync of ~216 cycles
+# (survey note citing ISCA 2022) is the time to align counters across one link, so 216 cycles at
+# 900 MHz = 240 ns per hop. Bounds: the ISCA 2022 abstract's <3 us end to end over <=5 hops allows up
+# to 600 ns a hop; a hop crosses the chip from MEM to the C2C interface and back, so 240 ns is a low
+# estimate, not a tuned one.
 HAC_RESYNC_CYCLES = 216
 HOP_LATENCY_S = HAC_RESYNC_CYCLES / CLOCK_HZ
 
@@ -77,7 +111,7 @@ CHIP = ChipSpec(
     name="GroqChip",
     memory_kind="sram",
     sram_bytes=SRAM_BYTES,
-    mem_bw_bytes_per_s=MEM_BW_BYTES_PER_S,
+    mem_bytes_per_cycle=MEM_BYTES_PER_CYCLE,
     clock_hz=CLOCK_HZ,
     peak_ops_per_s=PEAK_OPS_PER_S,
     vector_bytes=VECTOR_BYTES,
@@ -85,6 +119,10 @@ CHIP = ChipSpec(
     matrix_planes=MATRIX_PLANES,
     program_reserve_bytes=PROGRAM_RESERVE_BYTES,
     op_latency_cycles=OP_LATENCY_CYCLES,
+    stream_bytes_per_cycle=STREAM_BYTES_PER_CYCLE,
+    stream_port_bytes_per_cycle=STREAM_PORT_BYTES_PER_CYCLE,
+    mxm_install_bytes_per_cycle=MXM_INSTALL_BYTES_PER_CYCLE,
+    install_bytes_per_weight=INSTALL_BYTES_PER_WEIGHT,
 )
 
 LINK = LinkSpec(bw_bytes_per_s=LINK_BW_BYTES_PER_S, latency_s=HOP_LATENCY_S)

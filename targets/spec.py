@@ -33,16 +33,26 @@ class LinkSpec:
 class ChipSpec:
     """One chip: its memory, clock, compute rates and the fixed costs the scheduler must respect.
 
-    `sram_bytes` and `mem_bw_bytes_per_s` describe the memory weights live in: on-die SRAM for the
+    `sram_bytes` and `mem_bytes_per_cycle` describe the memory weights live in: on-die SRAM for the
     LPU, HBM for the H100 (`memory_kind` says which). `peak_ops_per_s` is dense (no sparsity) and
     keyed by PRECISIONS; a precision the chip lacks natively carries the rate it runs at after
     conversion (e.g. int4 weights dequantised to int8).
+
+    The weight path, per cycle of `clock_hz` (the rules in targets/timing.py):
+    - `stream_bytes_per_cycle`: what the on-chip streams carry for all units together (every result a
+      unit puts on a stream counts once); `stream_port_bytes_per_cycle`: what one instruction may put
+      on or take off streams (on the LPU one direction's streams);
+    - `mxm_install_bytes_per_cycle`: how fast weights enter the matrix unit, and
+      `install_bytes_per_weight` (by precision) what one weight costs on that path: the plane bytes it
+      occupies on the LPU (fp16 takes a pair of byte planes; formats without native support are
+      widened on the way in), the bytes read from HBM on a GPU. The unit works on `matrix_dim`-square
+      tiles, so a k x n weight block installs ceil(k/dim) x ceil(n/dim) whole tiles.
     """
 
     name: str
     memory_kind: str  # "sram" | "hbm"
     sram_bytes: int
-    mem_bw_bytes_per_s: float
+    mem_bytes_per_cycle: float
     clock_hz: float
     peak_ops_per_s: dict[str, float]
     vector_bytes: int
@@ -50,17 +60,25 @@ class ChipSpec:
     matrix_planes: int
     program_reserve_bytes: int  # memory held back for instructions and I/O buffers
     op_latency_cycles: int  # fixed latency of one dependent op through the chip
+    stream_bytes_per_cycle: float
+    stream_port_bytes_per_cycle: float
+    mxm_install_bytes_per_cycle: float
+    install_bytes_per_weight: dict[str, float]
 
     def __post_init__(self) -> None:
-        # A private copy, so the caller's dict cannot change a frozen spec; treat it as read-only.
+        # Private copies, so the caller's dicts cannot change a frozen spec; treat them as read-only.
         object.__setattr__(self, "peak_ops_per_s", dict(self.peak_ops_per_s))
+        object.__setattr__(self, "install_bytes_per_weight", dict(self.install_bytes_per_weight))
         self._validate()
 
     def _validate(self) -> None:
         _require(self.memory_kind in MEMORY_KINDS, "chip.memory_kind", f"must be one of {MEMORY_KINDS}")
-        for name in ("sram_bytes", "mem_bw_bytes_per_s", "clock_hz", "vector_bytes", "matrix_dim", "matrix_planes"):
+        for name in ("sram_bytes", "mem_bytes_per_cycle", "clock_hz", "vector_bytes", "matrix_dim", "matrix_planes",
+                     "stream_bytes_per_cycle", "stream_port_bytes_per_cycle", "mxm_install_bytes_per_cycle"):
             value = getattr(self, name)
             _require(value > 0, f"chip.{name}", f"must be positive, got {value}")
+        _require(self.stream_port_bytes_per_cycle <= self.stream_bytes_per_cycle, "chip.stream_port_bytes_per_cycle",
+                 f"must not exceed chip.stream_bytes_per_cycle ({self.stream_bytes_per_cycle})")
         for name in ("program_reserve_bytes", "op_latency_cycles"):
             _require(getattr(self, name) >= 0, f"chip.{name}", "must not be negative")
         _require(
@@ -75,10 +93,22 @@ class ChipSpec:
         )
         for key, rate in self.peak_ops_per_s.items():
             _require(rate > 0, f"chip.peak_ops_per_s.{key}", f"must be positive, got {rate}")
+        _require(
+            set(self.install_bytes_per_weight) == set(PRECISIONS),
+            "chip.install_bytes_per_weight",
+            f"needs exactly the keys {PRECISIONS}, got {tuple(self.install_bytes_per_weight)}",
+        )
+        for key, size in self.install_bytes_per_weight.items():
+            _require(size > 0, f"chip.install_bytes_per_weight.{key}", f"must be positive, got {size}")
 
     def __hash__(self) -> int:
         values = (getattr(self, f.name) for f in fields(self))
         return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in values))
+
+    @property
+    def mem_bw_bytes_per_s(self) -> float:
+        """The memory's bandwidth in bytes per second (its per-cycle figure at the clock)."""
+        return self.mem_bytes_per_cycle * self.clock_hz
 
     @property
     def usable_sram_bytes(self) -> int:

@@ -2,29 +2,38 @@
 
 One table for the scheduler and the interpreter alike; the interpreter re-derives
 every duration from the instruction's own operands, so a scheduler that books
-too few cycles is caught. Rules (chip = ChipSpec, per cycle = per second / clock):
+too few cycles is caught. Rules (chip = ChipSpec, all rates per cycle of its clock):
 
-  READ, WRITE, GATHER  ceil(bytes / SRAM bytes per cycle)
-                       -- MEM streams at the chip's SRAM bandwidth
-  MXM (m x k x n)      max(ceil(weight bytes / SRAM bytes per cycle),
-                           ceil(2 m k n / peak ops per cycle at the weight format))
-                       -- weights are installed as fast as MEM delivers them, and the
-                          planes together do peak MACs per cycle; one MXM instruction
-                          covers a panel of up to (dim x planes)^2 weights
-  VOP (m x n elements) max(ceil(bytes in / SRAM bytes per cycle), ceil(m n ops(fn) / VXM ALUs))
+  READ, WRITE, GATHER  ceil(bytes / MEM rate), MEM rate = min(SRAM bytes, stream port bytes):
+  SHIFT, TRANSPOSE,    an instruction's data flows one way on the streams, so it moves at most
+  PERMUTE              one port's worth (one direction's streams on the LPU) a cycle
+  MXM (m x k x n)      max(install, passes) over the tiles = ceil(k / dim) x ceil(n / dim) of its
+                       weight block (the unit works on dim x dim tiles: a part tile costs a whole):
+                         install = ceil(tiles x dim^2 x install bytes per weight / install rate)
+                         passes  = ceil(m x tiles x dim^2 / peak MACs per cycle)
+                       both at the weight format's precision (fp16 takes a pair of planes: two
+                       install bytes a weight, and the fp16 peak). One MXM instruction covers a
+                       panel of up to (dim x planes)^2 weights.
+  VOP (m x n elements) max(ceil(bytes in / port), ceil(m n ops(fn) / VXM ALUs))
   SEND, RECV           ceil(bytes / link bytes per cycle); a RECV may start no earlier
                        than its SEND plus hops x link latency (link_latency_cycles)
   SYNC                 the system's synchronisation cycles
-  SHIFT, TRANSPOSE, PERMUTE  ceil(bytes / SRAM bytes per cycle)
 
 A result leaving a compute unit (MXM or VOP) for SRAM crosses the chip's pipeline:
 a WRITE consuming it starts `drain_cycles` after the producer ends.
+
+Stream budget. Every byte an instruction puts on a stream crosses the chip's stream registers
+once: READ, GATHER and the SXM ops their bytes, RECV what arrives, MXM m x n f32 partial sums,
+VOP m x n 16-bit results (a reduction to one pair per row: 8 bytes a row). An instruction puts
+its bytes out evenly, ceil(bytes / cycles) a cycle; at every cycle the producers running on a
+chip together stay within `stream_bytes_per_cycle`. The scheduler books around it; the
+interpreter flags a cycle over it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,6 +57,10 @@ FN_OPS: dict[Fn, int] = {
     # tenth covers softplus and the D skip (8 per channel) for any N >= 8.
     Fn.CONV1D: 2, Fn.CONVSTATE: 1, Fn.JOIN: 1, Fn.SCAN: 10,
 }
+# Vector functions that reduce each row to one (id, value) pair: their results are 8 bytes a row.
+ROW_REDUCTIONS = frozenset({Fn.ARGMAX, Fn.ARGBEST, Fn.PICK})
+MXM_RESULT_BYTES = 4  # f32 partial sums per output element
+VOP_RESULT_BYTES = 2  # 16-bit results per output element
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,10 @@ class Timing:
     streams: int
     planes: int
     dim: int
+    port_bytes_per_cycle: float = math.inf  # what one instruction moves on streams
+    stream_bytes_per_cycle: float = math.inf  # what all units' results together may put on streams
+    install_bytes_per_cycle: float = math.inf  # weights into the matrix unit
+    install_bytes_per_weight: dict[str, float] = field(default_factory=dict)  # by precision
 
     @classmethod
     def of(cls, system: SystemSpec) -> Timing:
@@ -73,7 +90,7 @@ class Timing:
         link = system.local_link
         return cls(
             clock_hz=clock,
-            sram_bytes_per_cycle=chip.mem_bw_bytes_per_s / clock,
+            sram_bytes_per_cycle=chip.mem_bytes_per_cycle,
             macs_per_cycle={p: r / 2 / clock for p, r in chip.peak_ops_per_s.items()},
             vxm_alus=chip.vector_bytes * VXM_ALUS_PER_LANE,
             link_bytes_per_cycle=link.bw_bytes_per_s / clock,
@@ -83,20 +100,40 @@ class Timing:
             streams=STREAMS_PER_CHIP,
             planes=chip.matrix_planes,
             dim=chip.matrix_dim,
+            port_bytes_per_cycle=chip.stream_port_bytes_per_cycle,
+            stream_bytes_per_cycle=chip.stream_bytes_per_cycle,
+            install_bytes_per_cycle=chip.mxm_install_bytes_per_cycle,
+            install_bytes_per_weight=dict(chip.install_bytes_per_weight),
         )
 
     # ---- scalar rules (the scheduler) ---------------------------------------------------------
 
+    @property
+    def mem_bytes_per_cycle(self) -> float:
+        """What one MEM instruction moves a cycle: the SRAM's rate, within one stream port."""
+        return min(self.sram_bytes_per_cycle, self.port_bytes_per_cycle)
+
     def mem(self, nbytes: int) -> int:
-        return max(1, _ceil(nbytes / self.sram_bytes_per_cycle))
+        return max(1, _ceil(nbytes / self.mem_bytes_per_cycle))
+
+    def tiles(self, k: int, n: int) -> int:
+        """Whole dim x dim tiles a k x n weight block occupies."""
+        return -(-k // self.dim) * -(-n // self.dim)
+
+    def install(self, k: int, n: int, fmt: Fmt) -> int:
+        """Cycles to install a k x n weight block (whole tiles) into the matrix unit."""
+        per_weight = self.install_bytes_per_weight.get(fmt.precision, fmt.bits / 8)
+        return _ceil(self.tiles(k, n) * self.dim ** 2 * per_weight / self.install_bytes_per_cycle)
+
+    def passes(self, m: int, k: int, n: int, fmt: Fmt) -> int:
+        """Cycles for m rows through a k x n block's tiles at the format's peak."""
+        return _ceil(m * self.tiles(k, n) * self.dim ** 2 / self.macs_per_cycle[fmt.precision])
 
     def mxm(self, m: int, k: int, n: int, fmt: Fmt) -> int:
-        install = _ceil(k * n * fmt.bits / 8 / self.sram_bytes_per_cycle)
-        passes = _ceil(m * k * n / self.macs_per_cycle[fmt.precision])
-        return max(1, install, passes)
+        return max(1, self.install(k, n, fmt), self.passes(m, k, n, fmt))
 
     def vop(self, fn: Fn, elements: int, bytes_in: int) -> int:
-        return max(1, _ceil(bytes_in / self.sram_bytes_per_cycle), _ceil(elements * FN_OPS[fn] / self.vxm_alus))
+        return max(1, _ceil(bytes_in / self.port_bytes_per_cycle), _ceil(elements * FN_OPS[fn] / self.vxm_alus))
 
     def link(self, nbytes: int) -> int:
         return max(1, _ceil(nbytes / self.link_bytes_per_cycle))
@@ -112,6 +149,40 @@ def _ceil(x: float) -> int:
     return math.ceil(x - 1e-9)
 
 
+def result_bytes(op: Op, m: int, n: int, fn: Fn, src_bytes: int, dst_bytes: int) -> int:
+    """Bytes one instruction puts on streams (the stream budget above; the scheduler's view)."""
+    if op in _MOVES:
+        return src_bytes
+    if op is Op.RECV:
+        return dst_bytes
+    if op is Op.MXM:
+        return m * n * MXM_RESULT_BYTES
+    if op is Op.VOP:
+        return m * 8 if fn in ROW_REDUCTIONS else m * n * VOP_RESULT_BYTES
+    return 0
+
+
+_MOVES = frozenset({Op.READ, Op.GATHER, Op.SHIFT, Op.TRANSPOSE, Op.PERMUTE})
+
+
+def stream_rates(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Every instruction's stream output, bytes a cycle (vectorised; the interpreter's view)."""
+    op = cols["op"]
+    out_bytes = np.zeros(len(op), dtype=np.int64)
+    moves = np.isin(op, [int(o) for o in _MOVES])
+    out_bytes[moves] = cols["src_bytes"][moves]
+    recv = op == Op.RECV
+    out_bytes[recv] = cols["dst_bytes"][recv]
+    elements = cols["m"].astype(np.int64) * cols["n"]
+    mxm = op == Op.MXM
+    out_bytes[mxm] = elements[mxm] * MXM_RESULT_BYTES
+    vop = op == Op.VOP
+    reduce = vop & np.isin(cols["fn"], [int(f) for f in ROW_REDUCTIONS])
+    out_bytes[vop] = elements[vop] * VOP_RESULT_BYTES
+    out_bytes[reduce] = cols["m"][reduce].astype(np.int64) * 8
+    return -(-out_bytes // np.maximum(1, cols["cycles"].astype(np.int64)))
+
+
 def durations(timing: Timing, cols: dict[str, np.ndarray]) -> np.ndarray:
     """Every instruction's cycles by the rules above (vectorised; the interpreter's view).
 
@@ -119,20 +190,21 @@ def durations(timing: Timing, cols: dict[str, np.ndarray]) -> np.ndarray:
     input bytes in src_bytes and its m x n elements; SEND src_bytes, RECV dst_bytes."""
     op = cols["op"]
     out = np.ones(len(op), dtype=np.int64)
-    bpc = timing.sram_bytes_per_cycle
+    mem = timing.mem_bytes_per_cycle
 
     def ceil(x: np.ndarray) -> np.ndarray:
         return np.ceil(x - 1e-9).astype(np.int64)
 
     reads = np.isin(op, (Op.READ, Op.GATHER, Op.SHIFT, Op.TRANSPOSE, Op.PERMUTE))
-    out[reads] = ceil(cols["src_bytes"][reads] / bpc)
+    out[reads] = ceil(cols["src_bytes"][reads] / mem)
     writes = op == Op.WRITE
-    out[writes] = ceil(cols["dst_bytes"][writes] / bpc)
+    out[writes] = ceil(cols["dst_bytes"][writes] / mem)
     out = _mxm(timing, cols, op == Op.MXM, out)
     vop = op == Op.VOP
     ops_per = np.array([FN_OPS[Fn(i)] for i in range(len(Fn))], dtype=np.int64)[cols["fn"][vop]]
     elements = cols["m"][vop].astype(np.int64) * cols["n"][vop]
-    out[vop] = np.maximum(ceil(cols["src_bytes"][vop] / bpc), ceil(elements * ops_per / timing.vxm_alus))
+    out[vop] = np.maximum(ceil(cols["src_bytes"][vop] / timing.port_bytes_per_cycle),
+                          ceil(elements * ops_per / timing.vxm_alus))
     send, recv = op == Op.SEND, op == Op.RECV
     out[send] = ceil(cols["src_bytes"][send] / timing.link_bytes_per_cycle)
     out[recv] = ceil(cols["dst_bytes"][recv] / timing.link_bytes_per_cycle)
@@ -143,9 +215,12 @@ def durations(timing: Timing, cols: dict[str, np.ndarray]) -> np.ndarray:
 def _mxm(timing: Timing, cols: dict[str, np.ndarray], mask: np.ndarray, out: np.ndarray) -> np.ndarray:
     m, k, n = (cols[c][mask].astype(np.int64) for c in ("m", "k", "n"))
     fmt = cols["dtype"][mask]
-    bits = np.array([Fmt(i).bits for i in range(len(Fmt))])[fmt]
-    macs = np.array([timing.macs_per_cycle[Fmt(i).precision] for i in range(len(Fmt))])[fmt]
-    install = np.ceil(k * n * bits / 8 / timing.sram_bytes_per_cycle - 1e-9)
-    passes = np.ceil(m * k * n / macs - 1e-9)
-    out[mask] = np.maximum(install, passes).astype(np.int64)
+    formats = list(Fmt)
+    per_weight = np.array([timing.install_bytes_per_weight.get(f.precision, f.bits / 8) for f in formats])[fmt]
+    macs = np.array([timing.macs_per_cycle[f.precision] for f in formats])[fmt]
+    tile = timing.dim ** 2
+    tiles = -(-k // timing.dim) * -(-n // timing.dim)
+    install = np.ceil(tiles * tile * per_weight / timing.install_bytes_per_cycle - 1e-9)
+    passes = np.ceil(m * tiles * tile / macs - 1e-9)
+    out[mask] = np.maximum(1, np.maximum(install, passes)).astype(np.int64)
     return out

@@ -50,6 +50,14 @@ def _time_units() -> dict[str, Decimal]:
     }
 
 
+def _per_cycle_units() -> dict[str, Decimal]:
+    return _scaled(("B/cycle",), _DECIMAL) | _scaled(("B/cycle",), _BINARY)
+
+
+def _per_weight_units() -> dict[str, Decimal]:
+    return {"B": Decimal(1), "bit": Decimal(1) / 8, "bits": Decimal(1) / 8}
+
+
 def _ops_units() -> dict[str, Decimal]:
     return _scaled(("OPS", "OP/s", "FLOPS", "FLOP/s"), _DECIMAL)
 
@@ -59,6 +67,8 @@ RATE = Kind("bandwidth", "'14 GB/s'", _rate_units())
 TIME = Kind("time", "'240 ns'", _time_units())
 FREQUENCY = Kind("frequency", "'900 MHz'", _scaled(("Hz",), _DECIMAL))
 OPS = Kind("rate of operations", "'750 TOPS'", _ops_units())
+PER_CYCLE = Kind("bandwidth per clock cycle", "'10240 B/cycle'", _per_cycle_units())
+PER_WEIGHT = Kind("size of one weight", "'2 B' or '4 bit'", _per_weight_units())
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 

@@ -5,9 +5,10 @@ cores at one position class of the region's reduction trees); Program.meta["repl
 the cores running stream s. Per-core rates come from the WaferSpec (per cycle = per second / clock):
 
   READ, WRITE, GATHER  ceil(bytes / core SRAM bytes per cycle)
-  MXM (m x k x n)      max(ceil(k n weight bytes / SRAM bytes per cycle), ceil(m k n / simd_width)):
-                       the core streams its weight block from SRAM and does simd_width 16-bit
-                       multiply-adds per cycle (8-bit and 4-bit weights run at the fp16 rate)
+  MXM (m x k x n)      targets/timing.py's rule with 1 x 1 tiles: install = the block's stored bytes
+                       over the core's SRAM bytes per cycle (the core streams its weight block from
+                       SRAM), passes = m k n / simd_width multiply-adds per cycle (8-bit and 4-bit
+                       weights run at the fp16 rate)
   VOP (m x n)          max(ceil(bytes in / SRAM bytes per cycle), ceil(m n ops(fn) / (2 simd_width))):
                        a SIMD lane does a multiply and an add per cycle, the core's peak ops
   SEND (C2C unit 0)    ceil(bytes / link bytes per cycle): one fabric link, 4-byte wavelets
@@ -63,7 +64,11 @@ class WaferTiming(Timing):
             sync_cycles=0,
             streams=STREAMS_PER_CHIP,
             planes=1,
-            dim=wafer.simd_width,
+            dim=1,  # no tiles: a core's SIMD takes its block element by element
+            # A core's MXM streams its weight block straight from its SRAM at the stored bytes.
+            port_bytes_per_cycle=wafer.core_mem_bw_bytes_per_s / clock,
+            install_bytes_per_cycle=wafer.core_mem_bw_bytes_per_s / clock,
+            install_bytes_per_weight={"fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5},
             step_cycles=wafer.step_cycles,
             hop_cycles=wafer.hop_cycles,
             max_hops=wafer.mesh_rows + wafer.mesh_cols,

@@ -1,11 +1,10 @@
-"""The `wse3` preset: a Cerebras WSE-3-class wafer (CS-3), every number from a public source (see HARDWARE.md)."""
+"""The `wse3` preset: a Cerebras WSE-3-class wafer (CS-3), every number from a public source cited beside it."""
 
 from __future__ import annotations
 
 from targets.spec import LinkSpec, WaferSpec
 
-# Confidence tags follow /work/shared/HARDWARE.md: [V] primary, [S] secondary, [D] derived,
-# [L] low, [U] unverified. "Argonne" is the SC24 tutorial's Cerebras page
+# Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified. "Argonne" is the SC24 tutorial's Cerebras page
 # (github.com/argonne-lcf/AIaccelerators-SC24-tutorial); "WaferLLM" is github.com/MeshInfra/WaferLLM.
 
 CORES_MARKETED = 900_000  # "900,000 AI cores": Argonne; aiwiki.ai/wiki/cerebras_wse_3 [S]
@@ -51,7 +50,7 @@ CORE_MEM_BW_BYTES_PER_S = MEM_BW_MARKETED_BYTES_PER_S / CORES_MARKETED
 
 # FP16 SIMD is 8 wide per core on WSE-3 (Next Platform, 14 Mar 2024) [S]: 8 multiply-adds per
 # cycle = 16 flop/cycle, 14.9 GFLOP/s per core and 13.1 PFLOP/s dense over the program rectangle
-# [D]. The marketed 125 PFLOPS only fits if it counts sparsity (HARDWARE.md 2a). No dense rate is
+# [D]. The marketed 125 PFLOPS only fits if it counts sparsity (dense FP16 at ~1 GHz is ~14-16 PFLOPS). No dense rate is
 # published for 8-bit or 4-bit types [U]: such weights are widened to fp16 on load and run at the
 # fp16 rate while taking less SRAM.
 SIMD_WIDTH = 8

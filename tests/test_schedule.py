@@ -10,26 +10,40 @@ TIMING = Timing.of(load_target("lpu"))
 
 
 def test_timing_rules_from_the_target():
-    # 55 TiB/s at 900 MHz = 67,192.4 bytes per cycle; 750 TOPS int8 = 416,667 MACs per cycle.
-    assert round(TIMING.sram_bytes_per_cycle) == 67192
-    assert TIMING.mem(67192) == 1 and TIMING.mem(67193) == 2
-    assert TIMING.mxm(1, 1280, 1280, Fmt.I8) == 25  # install: 1,638,400 B / 67,192.4 = 24.4
-    assert TIMING.mxm(512, 1280, 1280, Fmt.I8) == 2014  # passes: 838,860,800 MACs / 416,667
+    # One MEM instruction moves min(56,320 SRAM, 10,240 stream-port) bytes a cycle; weights install
+    # at 10,240 B/cycle in whole 320 x 320 tiles; 750 TOPS int8 = 416,667 MACs per cycle.
+    assert TIMING.sram_bytes_per_cycle == 56_320 and TIMING.mem_bytes_per_cycle == 10_240
+    assert TIMING.mem(10_240) == 1 and TIMING.mem(10_241) == 2
+    assert TIMING.mxm(1, 1280, 1280, Fmt.I8) == 160  # install: 16 tiles x 102,400 B / 10,240
+    assert TIMING.mxm(1, 1280, 1280, Fmt.F16) == 320  # fp16: a pair of planes, 2 bytes a weight
+    assert TIMING.mxm(1, 1000, 1000, Fmt.I8) == 160  # 1000 needs 4 tiles a side, like 1280
+    assert TIMING.mxm(512, 1280, 1280, Fmt.I8) == 2014  # passes: 512 x 16 tiles x 102,400 MACs / 416,667
     assert TIMING.link_latency_cycles == 216  # 240 ns at 900 MHz
 
 
 def test_streamed_panels_overlap_reads_with_the_mxm():
-    """Two weight panels: READ r0 [0,25) r1 [25,50); MXM m0 [25,50) m1 [50,75) (after its read
-    and the previous accumulate); WRITE after m1 plus the 93-cycle drain: [168,169)."""
+    """Two weight panels: READ r0 [0,160) r1 [160,320); MXM m0 [160,320) m1 [320,480) (after its read
+    and the previous accumulate); WRITE after m1 plus the 93-cycle drain: [573,574)."""
     t = Template("hand", TIMING)
-    r0 = t.add(Instr(Op.READ, 25))
-    m0 = t.add(Instr(Op.MXM, 25, deps=((r0, 0),)))
-    r1 = t.add(Instr(Op.READ, 25, deps=((m0, -25),)))  # one panel ahead of the MXM
-    m1 = t.add(Instr(Op.MXM, 25, deps=((r1, 0), (m0, 0))))
+    r0 = t.add(Instr(Op.READ, 160))
+    m0 = t.add(Instr(Op.MXM, 160, deps=((r0, 0),)))
+    r1 = t.add(Instr(Op.READ, 160, deps=((m0, -160),)))  # one panel ahead of the MXM
+    m1 = t.add(Instr(Op.MXM, 160, deps=((r1, 0), (m0, 0))))
     w = t.add(Instr(Op.WRITE, 1, deps=((m1, TIMING.drain_cycles),)))
     schedule(t)
-    assert [t.instrs[i].issue for i in (r0, m0, r1, m1, w)] == [0, 25, 25, 50, 168]
-    assert t.makespan == 169
+    assert [t.instrs[i].issue for i in (r0, m0, r1, m1, w)] == [0, 160, 160, 320, 573]
+    assert t.makespan == 574
+
+
+def test_the_scheduler_keeps_stream_output_within_the_stream_registers():
+    """Two READs of 10,240 B/cycle each fill the 20,480 B/cycle of stream registers: a VOP whose
+    results need 2,560 B/cycle more waits until one of them ends, though its unit is free."""
+    t = Template("streams", TIMING)
+    a = t.add(Instr(Op.READ, 10, src_bytes=102_400))
+    b = t.add(Instr(Op.RECV, 20, unit=1, dst_bytes=20 * 10_240))  # a second producer at 10,240 B/cycle
+    v = t.add(Instr(Op.VOP, 4, fn=Fn.COPY, m=1, n=5_120, src_bytes=10_240))
+    schedule(t)
+    assert (t.instrs[a].issue, t.instrs[b].issue, t.instrs[v].issue) == (0, 0, 10)
 
 
 def test_units_issue_in_order_and_ties_break_by_index():
@@ -52,12 +66,13 @@ def test_a_recv_waits_for_the_wire():
 def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
     """y = silu((x @ W) * scale) with x f16[1,1280], W int8[1280,2560]: two 1280x1280 weight panels.
 
-    Critical path, in cycles, from the lpu's numbers (67,192.4 SRAM bytes/cycle, 93-cycle drain,
-    216-cycle start sync):
-      216 sync | 1 read x | 25 read panel 0 (1,638,400 B) | 1 read scale 0 | 25 read panel 1 |
-      25 MXM panel 1 (its install, 25, outweighs 4 cycles of passes) | 1 scale | 93 drain |
-      1 write y | 1 read y | 2 silu (2,560 elements) | 93 drain | 1 write  = 485.
-    MXM panel 0 [242, 267) hides under the read of panel 1 [243, 268)."""
+    Critical path, in cycles, from the lpu's numbers (MEM moves 10,240 B/cycle, one stream port;
+    weights install at 10,240 B/cycle in 320 x 320 tiles; 93-cycle drain; 216-cycle start sync):
+      216 sync | 1 read x | 160 read panel 0 (1,638,400 B) | 1 read scale 0 (the MEM queue takes it
+      before panel 1, whose read waits for MXM 0 to start) | 160 read panel 1 | 160 MXM panel 1 (its
+      install, 16 tiles x 10 cycles, outweighs 4 cycles of passes) | 1 scale | 93 drain | 1 write y |
+      1 read y | 2 silu (2,560 elements x 4 ops / 5,120 ALUs) | 93 drain | 1 write  = 890.
+    MXM panel 0 [377, 537) hides under the read of panel 1 [378, 538)."""
     from compiler.codegen.phase import lower_phase
     from compiler.plan import Memory, Stage
     from ir.asm import print_asm
@@ -71,7 +86,7 @@ def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
     graph = b.finish(b.op(Opcode.SILU, b.op(Opcode.MATMUL, x, w, s)))
     stage = Stage(0, "mlp", "mlp", None, 1, 0, Memory(0, 0, 0, 0, 0), 0.0, 0.0, 0.0, 0, "")
     program, _ = lower_phase("decode", graph, [stage], load_target("lpu"), 1, "lpu")
-    assert program.makespan == 216 + 1 + 25 + 1 + 25 + 25 + 1 + 93 + 1 + 1 + 2 + 93 + 1 == 485
+    assert program.makespan == 216 + 1 + 160 + 1 + 160 + 160 + 1 + 93 + 1 + 1 + 2 + 93 + 1 == 890
     mxm = program.cols["issue"][program.cols["op"] == Op.MXM].tolist()
-    assert mxm == [242, 268], print_asm(program)
+    assert mxm == [377, 538], print_asm(program)
     assert TIMING.vop(Fn.SILU, 2560, 5120) == 2 and TIMING.drain_cycles == 93 and TIMING.sync_cycles == 216

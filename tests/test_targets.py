@@ -68,7 +68,20 @@ def test_lpu_numbers_agree_with_their_derivations():
     assert chip.vector_bytes == 320
     assert chip.op_latency_cycles == 93  # 2 MXM + 2 SXM + 88 MEM + 1 VXM slices
     assert chip.usable_sram_bytes == chip.sram_bytes - 5 * 2**20
-    assert 55e12 < chip.mem_bw_bytes_per_s < 80e12
+
+
+def test_lpu_weight_path_follows_the_papers_bandwidth_budget():
+    chip = load_target("lpu").chip
+    assert chip.mem_bytes_per_cycle == 2 * 44 * 2 * 320 == 56_320  # 55 TiB/s at the paper's 1 GHz
+    assert chip.mem_bw_bytes_per_s == pytest.approx(50.7e12, rel=0.001)  # at the real 900 MHz
+    assert chip.stream_bytes_per_cycle == 2 * 32 * 320 == 20_480
+    assert chip.stream_port_bytes_per_cycle == 32 * 320
+    # "409,600 weights into the four 320x320 arrays in less than 40 cycles"
+    assert chip.mxm_install_bytes_per_cycle * 40 == chip.matrix_planes * chip.matrix_dim**2 == 409_600
+    # fp16 takes a pair of byte planes: it installs at half the 8-bit rate
+    assert chip.install_bytes_per_weight == {"fp16": 2.0, "fp8": 2.0, "int8": 1.0, "int4": 1.0}
+    # at batch 1 the install path is ~5.5x slower than the SRAM: the decode ceiling
+    assert chip.mem_bytes_per_cycle / chip.mxm_install_bytes_per_cycle == pytest.approx(5.5)
 
 
 def test_lpu_system_agrees_with_published_totals():
@@ -76,9 +89,11 @@ def test_lpu_system_agrees_with_published_totals():
     assert lpu.max_chips == 145 * lpu.chips_per_group == 10_440
     assert lpu.chips_per_group == 72
     assert lpu.local_links_per_chip == lpu.chips_per_node - 1
-    # 16 links x 14 GB/s x 2 directions = 448 GB/s against the published 480 GB/s (30 Gbps lanes).
+    # 4 lanes x 25.78125 Gb/s (the A1.4b board speed) per direction per link; 16 links x 2 directions
+    # = 412.5 GB/s, under the published 480 GB/s of 30 Gbps lanes.
+    assert lpu.local_link.bw_bytes_per_s == lpu.global_link.bw_bytes_per_s == 4 * 25.78125e9 / 8
     aggregate = lpu.c2c_links_per_chip * lpu.local_link.bw_bytes_per_s * 2
-    assert aggregate == pytest.approx(480e9, rel=0.07)
+    assert aggregate == pytest.approx(480e9 * 25.78125 / 30)
     assert lpu.local_link.latency_s == pytest.approx(216 / 900e6)
     assert lpu.sync_cycles == 216
 

@@ -30,14 +30,33 @@ class Collective:
 
 
 @dataclass(frozen=True, slots=True)
+class Block:
+    """`count` k x n blocks the matrix unit installs (a weight, or a block of cached keys or values),
+    each passed by m rows, in the format of `precision` (a key of ChipSpec.peak_ops_per_s)."""
+
+    m: int
+    k: int
+    n: int
+    count: int
+    precision: str
+    cache: bool = False  # a KV cache, not a weight (the bound counts it at the SRAM's rate)
+
+    @property
+    def weights(self) -> int:
+        return self.count * self.k * self.n
+
+
+@dataclass(frozen=True, slots=True)
 class OpWork:
-    """One op on one chip: SRAM bytes it streams and arithmetic it does, and the precision its
-    products run at when that is not the weights' (attention multiplies by its cache)."""
+    """One op on one chip: SRAM bytes it streams and arithmetic it does, the precision its products
+    run at when that is not the weights' (attention multiplies by its cache), and the blocks its
+    matrix products install (the lowering's MXM instructions, summed)."""
 
     opcode: Opcode
     read_bytes: int
     flops: int
     precision: str | None = None
+    blocks: tuple[Block, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +155,65 @@ def _work(op: Op, resident: dict[str, int], rows_scale: float) -> OpWork:
         streamed = streamed * expert_passes(op.operands[0].type.shape[0], op.attr["top_k"], here) // here
     moving = sum(v.type.nbytes for v in (*op.operands, *op.results) if v.name not in resident)
     return OpWork(op.opcode, streamed + _scaled(moving, rows_scale), _scaled(op.cost.flops, rows_scale),
-                  _cache_precision(op))
+                  _cache_precision(op), _blocks(op, rows_scale))
 
 
-# The precision an 8-bit or 16-bit cache's products run at on the MXM.
-_CACHE_RATE = {DType.F16: "fp16", DType.BF16: "fp16", DType.I8: "int8", DType.FP8: "fp8"}
+# The precision (a ChipSpec.peak_ops_per_s key) a stored format runs at on the matrix unit.
+_CACHE_RATE = {DType.F16: "fp16", DType.BF16: "fp16", DType.F32: "fp16", DType.I8: "int8", DType.FP8: "fp8",
+               DType.I4: "int4"}
+
+
+def _blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
+    """The blocks an op's matrix products install, as the lowering cuts them (compiler/codegen)."""
+    rule = _BLOCKS.get(op.opcode)
+    return rule(op, rows_scale) if rule else ()
+
+
+def _matmul_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
+    w = op.operands[1].type
+    k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
+    rows = _scaled(op.operands[0].type.shape[0], rows_scale)
+    return (Block(rows, k, n, 1, _CACHE_RATE[w.dtype]),)
+
+
+def _expert_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
+    """Each static pass installs one expert's gate, up and down."""
+    x, gate, down = op.operands[0].type, op.operands[3].type, op.operands[5].type
+    here, hidden, inter = gate.shape
+    rows = _scaled(x.shape[0], rows_scale)
+    passes = expert_passes(rows, op.attr["top_k"], here)
+    rate = _CACHE_RATE[gate.dtype]
+    return (Block(rows, hidden, inter, 2 * passes, rate), Block(rows, down.shape[1], down.shape[2], passes, rate))
+
+
+def _attention_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
+    """Keys [width, tokens] and values [tokens, width] of every sequence's cache, passed by each
+    sequence's rows times the query heads of one kv head."""
+    q, cache = op.operands[0].type, op.operands[3].type
+    batch, tokens, width = cache.shape
+    a = op.attr
+    m = max(1, _scaled(q.shape[0], rows_scale) // batch) * (a["heads"] // a["kv_heads"])
+    rate = _CACHE_RATE[cache.dtype]
+    return (Block(m, width, tokens * batch, 1, rate, True), Block(m, tokens * batch, width, 1, rate, True))
+
+
+def _mla_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
+    """Latent attention with kv_b absorbed: W_uk and W_uv per head, the latent cache's c_kv columns
+    against the queries and for the values, its k_pe columns against q_pe."""
+    a = op.attr
+    q, cache, kv_b = op.operands[0].type, op.operands[4].type, op.operands[6].type
+    batch, tokens, width = cache.shape
+    rank, heads, rows = width - a["rope_dim"], a["heads"], _scaled(q.shape[0], rows_scale)
+    m = max(1, rows // batch) * heads
+    weights, cached = _CACHE_RATE[kv_b.dtype], _CACHE_RATE[cache.dtype]
+    total = tokens * batch
+    return (Block(rows, a["nope_dim"], heads * rank, 1, weights), Block(rows, rank, heads * a["v_dim"], 1, weights),
+            Block(m, rank, total, 1, cached, True), Block(m, a["rope_dim"], total, 1, cached, True),
+            Block(m, total, rank, 1, cached, True))
+
+
+_BLOCKS = {Opcode.MATMUL: _matmul_blocks, Opcode.EXPERTS: _expert_blocks, Opcode.ATTENTION: _attention_blocks,
+           Opcode.MLA_ATTENTION: _mla_blocks}
 
 
 def _cache_precision(op: Op) -> str | None:

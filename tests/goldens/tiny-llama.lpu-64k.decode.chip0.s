@@ -1,6 +1,6 @@
 ; sramflow assembly: 137 instructions
 program decode target "lpu-64k" chips 8 clock_hz 900000000.0
-meta {"chunk_starts": [[216], [3026]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 1, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 1, "rows": 1, "tokens": 256}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
+meta {"chunk_starts": [[216], [3155]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 1, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 1, "rows": 1, "tokens": 256}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
 chip 0 {
   mem.0 {
     @216 +1 read src=0xca80/4 out=0
@@ -28,135 +28,135 @@ chip 0 {
     @853 +1 write dst=0xcf80/128 a=2
     @854 +1 read src=0xcf80/128 out=2
     @855 +1 read src=0xcf80/128 out=14
-    @856 +1 read src=0xcf80/128 out=3
-    @949 +1 write dst=0xcf80/32 a=13
-    @950 +1 write dst=0xd0c0/32 a=2
-    @951 +1 write dst=0xd200/32 a=0
-    @952 +1 read src=0xcf80/32 out=0
-    @953 +1 read src=0xd0c0/32 out=2
-    @954 +1 read src=0xd200/32 out=3
-    @955 +1 write dst=0x5c80/32 a=3 b=6 m=1 k=1 stride=32 imm=256 flags=indirect
-    @956 +1 read src=0x5c80/8192 out=2
-    @1047 +1 write dst=0xcf80/32 a=1
-    @1048 +1 write dst=0xd0c0/32 a=0
-    @1049 +1 read src=0xd0c0/32 out=0
-    @1050 +1 write dst=0x3c00/32 a=0 b=6 m=1 k=1 stride=32 imm=256 flags=indirect
-    @1051 +1 read src=0xcf80/32 out=0
-    @1052 +1 read src=0x3c00/8192 out=1
-    @1149 +1 write dst=0xcf80/32 a=1
-    @1150 +1 read src=0xcf80/32 out=0
-    @1245 +1 write dst=0xcf80/128 a=1
-    @1246 +1 read src=0xcf80/128 out=0
-    @1562 +1 write dst=0xcf80/32 a=1
-    @1688 +1 write dst=0xcfe0/32 a=0
-    @1689 +1 write dst=0xcfc0/32 a=1
-    @1690 +1 write dst=0xcfa0/32 a=2
-    @1691 +1 read src=0xcf80/128 out=0
-    @1786 +1 write dst=0xcf80/128 a=1
-    @1787 +1 read src=0xcf80/128 out=0
-    @1788 +1 read src=0xcf80/128 out=2
-    @1882 +1 write dst=0xcf80/128 a=1
-    @1883 +1 read src=0xcf80/128 out=0
-    @1884 +1 read src=0xcf80/128 out=3
-    @1978 +1 write dst=0xcf80/88 a=1
-    @1979 +1 write dst=0xd0c0/88 a=0
-    @1980 +1 read src=0xcf80/88 out=0
-    @1981 +1 read src=0xd0c0/88 out=3
-    @2075 +1 write dst=0xcf80/88 a=1
-    @2076 +1 read src=0xcf80/88 out=0
-    @2171 +1 write dst=0xcf80/88 a=1
-    @2172 +1 read src=0xcf80/88 out=0
-    @2267 +1 write dst=0xcf80/128 a=1
-    @2268 +1 read src=0xcf80/128 out=0
-    @2584 +1 write dst=0xcf80/32 a=1
-    @2710 +1 write dst=0xcfe0/32 a=0
-    @2711 +1 write dst=0xcfc0/32 a=1
-    @2712 +1 write dst=0xcfa0/32 a=3
-    @2713 +1 read src=0xcf80/128 out=0
-    @2808 +1 write dst=0xce40/128 a=1
-    @2809 +1 read src=0xce40/32 out=0
+    @856 +1 read src=0xcf80/128 out=15
+    @968 +1 write dst=0xcf80/32 a=13
+    @969 +1 read src=0xcf80/32 out=1
+    @988 +1 write dst=0xcf80/32 a=2
+    @989 +1 read src=0xcf80/32 out=1
+    @1008 +1 write dst=0xcf80/32 a=0
+    @1009 +1 read src=0xcf80/32 out=0
+    @1010 +1 write dst=0x5c80/32 a=0 b=6 m=1 k=1 stride=32 imm=256 flags=indirect
+    @1011 +1 read src=0x5c80/8192 out=0
+    @1064 +1 write dst=0xcf80/32 a=3
+    @1065 +1 read src=0xcf80/32 out=1
+    @1084 +1 write dst=0xcf80/32 a=2
+    @1085 +1 read src=0xcf80/32 out=2
+    @1086 +1 write dst=0x3c00/32 a=2 b=6 m=1 k=1 stride=32 imm=256 flags=indirect
+    @1087 +1 read src=0x3c00/8192 out=2
+    @1222 +1 write dst=0xcf80/32 a=2
+    @1223 +1 read src=0xcf80/32 out=0
+    @1337 +1 write dst=0xcf80/128 a=1
+    @1338 +1 read src=0xcf80/128 out=0
+    @1654 +1 write dst=0xcf80/32 a=1
+    @1780 +1 write dst=0xcfe0/32 a=0
+    @1781 +1 write dst=0xcfc0/32 a=1
+    @1782 +1 write dst=0xcfa0/32 a=2
+    @1783 +1 read src=0xcf80/128 out=0
+    @1878 +1 write dst=0xcf80/128 a=1
+    @1879 +1 read src=0xcf80/128 out=0
+    @1880 +1 read src=0xcf80/128 out=2
+    @1974 +1 write dst=0xcf80/128 a=1
+    @1975 +1 read src=0xcf80/128 out=0
+    @1976 +1 read src=0xcf80/128 out=3
+    @2089 +1 write dst=0xcf80/88 a=1
+    @2090 +1 read src=0xcf80/88 out=1
+    @2109 +1 write dst=0xcf80/88 a=0
+    @2110 +1 read src=0xcf80/88 out=0
+    @2185 +1 write dst=0xcf80/88 a=3
+    @2186 +1 read src=0xcf80/88 out=1
+    @2281 +1 write dst=0xcf80/88 a=3
+    @2282 +1 read src=0xcf80/88 out=0
+    @2396 +1 write dst=0xcf80/128 a=1
+    @2397 +1 read src=0xcf80/128 out=0
+    @2713 +1 write dst=0xcf80/32 a=1
+    @2839 +1 write dst=0xcfe0/32 a=0
+    @2840 +1 write dst=0xcfc0/32 a=1
+    @2841 +1 write dst=0xcfa0/32 a=3
+    @2842 +1 read src=0xcf80/128 out=0
+    @2937 +1 write dst=0xce40/128 a=1
+    @2938 +1 read src=0xce40/32 out=0
   }
   mxm.0 {
-    @855 +1 mxm a=3 b=2 out=13 m=1 k=64 n=16 flags=last
-    @856 +1 mxm a=0 b=14 out=2 m=1 k=64 n=16 flags=last
-    @857 +1 mxm a=1 b=3 out=0 m=1 k=64 n=16 flags=last
-    @1053 +1 mxm a=1 b=0 out=3 m=1 k=16 n=256 imm=2 flags=last|keys
-    @1055 +1 mxm a=2 b=0 out=1 m=1 k=256 n=16 imm=2 flags=last|values
-    @1151 +1 mxm a=7 b=0 out=1 m=1 k=16 n=64 flags=last
-    @1884 +1 mxm a=10 b=0 out=1 m=1 k=64 n=44 flags=last
-    @1885 +1 mxm a=11 b=3 out=0 m=1 k=64 n=44 flags=last
-    @2173 +1 mxm a=12 b=0 out=1 m=1 k=44 n=64 flags=last
+    @855 +20 mxm a=3 b=2 out=13 m=1 k=64 n=16 flags=last
+    @875 +20 mxm a=0 b=14 out=2 m=1 k=64 n=16 flags=last
+    @895 +20 mxm a=1 b=15 out=0 m=1 k=64 n=16 flags=last
+    @1088 +20 mxm a=2 b=1 out=3 m=1 k=16 n=256 imm=2 flags=last|keys
+    @1109 +20 mxm a=0 b=1 out=2 m=1 k=256 n=16 imm=2 flags=last|values
+    @1224 +20 mxm a=7 b=0 out=1 m=1 k=16 n=64 flags=last
+    @1976 +20 mxm a=10 b=0 out=1 m=1 k=64 n=44 flags=last
+    @1996 +20 mxm a=11 b=3 out=0 m=1 k=64 n=44 flags=last
+    @2283 +20 mxm a=12 b=0 out=1 m=1 k=44 n=64 flags=last
   }
   vxm.0 {
     @532 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
     @533 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
     @534 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
     @759 +1 vop.rmsnorm src=-1/256 a=0 b=1 out=2 m=1 n=64 imm=0
-    @953 +1 vop.rope src=-1/36 a=0 b=4 out=1 m=1 n=16 imm=1
-    @954 +1 vop.rope src=-1/36 a=2 b=5 out=0 m=1 n=16 imm=1
-    @1054 +1 vop.softmax a=3 b=6 out=0 m=1 n=256 imm=3
-    @1466 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
-    @1467 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
-    @1468 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
-    @1692 +1 vop.add src=-1/256 a=8 b=0 out=1 m=1 n=64
-    @1788 +1 vop.rmsnorm src=-1/256 a=0 b=9 out=1 m=1 n=64 imm=0
-    @1981 +1 vop.silu src=-1/88 a=0 out=1 m=1 n=44
-    @2077 +1 vop.mul src=-1/176 a=0 b=3 out=1 m=1 n=44
-    @2488 +1 vop.sum src=-1/64 a=0 b=1 out=5 m=1 n=16
-    @2489 +1 vop.sum src=-1/64 a=5 b=3 out=0 m=1 n=16
-    @2490 +1 vop.sum src=-1/64 a=0 b=4 out=1 m=1 n=16
-    @2714 +1 vop.add src=-1/256 a=2 b=0 out=1 m=1 n=64
+    @970 +1 vop.rope src=-1/36 a=1 b=4 out=3 m=1 n=16 imm=1
+    @990 +1 vop.rope src=-1/36 a=1 b=5 out=2 m=1 n=16 imm=1
+    @1108 +1 vop.softmax a=3 b=6 out=1 m=1 n=256 imm=3
+    @1558 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
+    @1559 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
+    @1560 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
+    @1784 +1 vop.add src=-1/256 a=8 b=0 out=1 m=1 n=64
+    @1880 +1 vop.rmsnorm src=-1/256 a=0 b=9 out=1 m=1 n=64 imm=0
+    @2091 +1 vop.silu src=-1/88 a=1 out=3 m=1 n=44
+    @2187 +1 vop.mul src=-1/176 a=1 b=0 out=3 m=1 n=44
+    @2617 +1 vop.sum src=-1/64 a=0 b=1 out=5 m=1 n=16
+    @2618 +1 vop.sum src=-1/64 a=5 b=3 out=0 m=1 n=16
+    @2619 +1 vop.sum src=-1/64 a=0 b=4 out=1 m=1 n=16
+    @2843 +1 vop.add src=-1/256 a=2 b=0 out=1 m=1 n=64
   }
   c2c.0 {
     @313 +3 send src=-1/32 a=0 peer=1 tag=0 offset=32
     @535 +3 send src=-1/32 a=1 peer=1 tag=3
-    @1247 +3 send src=-1/32 a=0 peer=1 tag=4096 offset=32
-    @1469 +3 send src=-1/32 a=1 peer=1 tag=4099
-    @2269 +3 send src=-1/32 a=0 peer=1 tag=4102 offset=32
-    @2491 +3 send src=-1/32 a=1 peer=1 tag=4105
+    @1339 +3 send src=-1/32 a=0 peer=1 tag=4096 offset=32
+    @1561 +3 send src=-1/32 a=1 peer=1 tag=4099
+    @2398 +3 send src=-1/32 a=0 peer=1 tag=4102 offset=32
+    @2620 +3 send src=-1/32 a=1 peer=1 tag=4105
   }
   c2c.1 {
     @529 +3 recv dst=-1/32 out=3 peer=1 tag=2
     @751 +3 recv dst=-1/32 out=2 peer=1 tag=5
-    @1463 +3 recv dst=-1/32 out=3 peer=1 tag=4098
-    @1685 +3 recv dst=-1/32 out=2 peer=1 tag=4101
-    @2485 +3 recv dst=-1/32 out=4 peer=1 tag=4104
-    @2707 +3 recv dst=-1/32 out=3 peer=1 tag=4107
+    @1555 +3 recv dst=-1/32 out=3 peer=1 tag=4098
+    @1777 +3 recv dst=-1/32 out=2 peer=1 tag=4101
+    @2614 +3 recv dst=-1/32 out=4 peer=1 tag=4104
+    @2836 +3 recv dst=-1/32 out=3 peer=1 tag=4107
   }
   c2c.2 {
     @313 +3 send src=-1/32 a=0 peer=2 tag=1 offset=64
     @535 +3 send src=-1/32 a=1 peer=2 tag=4
-    @1247 +3 send src=-1/32 a=0 peer=2 tag=4097 offset=64
-    @1469 +3 send src=-1/32 a=1 peer=2 tag=4100
-    @2269 +3 send src=-1/32 a=0 peer=2 tag=4103 offset=64
-    @2491 +3 send src=-1/32 a=1 peer=2 tag=4106
+    @1339 +3 send src=-1/32 a=0 peer=2 tag=4097 offset=64
+    @1561 +3 send src=-1/32 a=1 peer=2 tag=4100
+    @2398 +3 send src=-1/32 a=0 peer=2 tag=4103 offset=64
+    @2620 +3 send src=-1/32 a=1 peer=2 tag=4106
   }
   c2c.3 {
     @529 +3 recv dst=-1/32 out=2 peer=2 tag=1
     @751 +3 recv dst=-1/32 out=1 peer=2 tag=4
-    @1463 +3 recv dst=-1/32 out=2 peer=2 tag=4097
-    @1685 +3 recv dst=-1/32 out=1 peer=2 tag=4100
-    @2485 +3 recv dst=-1/32 out=3 peer=2 tag=4103
-    @2707 +3 recv dst=-1/32 out=1 peer=2 tag=4106
+    @1555 +3 recv dst=-1/32 out=2 peer=2 tag=4097
+    @1777 +3 recv dst=-1/32 out=1 peer=2 tag=4100
+    @2614 +3 recv dst=-1/32 out=3 peer=2 tag=4103
+    @2836 +3 recv dst=-1/32 out=1 peer=2 tag=4106
   }
   c2c.4 {
     @313 +3 send src=-1/32 a=0 peer=3 tag=2 offset=96
     @535 +3 send src=-1/32 a=1 peer=3 tag=5
-    @1247 +3 send src=-1/32 a=0 peer=3 tag=4098 offset=96
-    @1469 +3 send src=-1/32 a=1 peer=3 tag=4101
-    @2269 +3 send src=-1/32 a=0 peer=3 tag=4104 offset=96
-    @2491 +3 send src=-1/32 a=1 peer=3 tag=4107
+    @1339 +3 send src=-1/32 a=0 peer=3 tag=4098 offset=96
+    @1561 +3 send src=-1/32 a=1 peer=3 tag=4101
+    @2398 +3 send src=-1/32 a=0 peer=3 tag=4104 offset=96
+    @2620 +3 send src=-1/32 a=1 peer=3 tag=4107
   }
   c2c.5 {
     @529 +3 recv dst=-1/32 out=1 peer=3 tag=0
     @751 +3 recv dst=-1/32 out=0 peer=3 tag=3
-    @1463 +3 recv dst=-1/32 out=1 peer=3 tag=4096
-    @1685 +3 recv dst=-1/32 out=0 peer=3 tag=4099
-    @2485 +3 recv dst=-1/32 out=1 peer=3 tag=4102
-    @2707 +3 recv dst=-1/32 out=0 peer=3 tag=4105
+    @1555 +3 recv dst=-1/32 out=1 peer=3 tag=4096
+    @1777 +3 recv dst=-1/32 out=0 peer=3 tag=4099
+    @2614 +3 recv dst=-1/32 out=1 peer=3 tag=4102
+    @2836 +3 recv dst=-1/32 out=0 peer=3 tag=4105
   }
   c2c.6 {
-    @2810 +3 send src=-1/32 a=0 peer=4 tag=8192
+    @2939 +3 send src=-1/32 a=0 peer=4 tag=8192
   }
   sync.0 {
     @0 +216 sync

@@ -21,7 +21,7 @@ from compiler.frontend import build_graph, load_model_config
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, load_weights, sram_image
 from compiler.options import CompileOptions
 from compiler.plan import Plan
-from compiler.planner import Lowered, graph_passes, plan_graphs
+from compiler.planner import Lowered, graph_file_options, graph_passes, is_graph_file, plan_graphs, read_graph_file
 from ir.errors import ConfigError
 from ir.files import atomic_dir
 from ir.graph import Graph
@@ -42,9 +42,11 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
     """Plan, lower and schedule `model`; write the build directory `out`; return the manifest.
     `weights`: "random", a checkpoint (.npz), "none", or "auto" (random for models whose
     weights take at most 256 MiB): the SRAM image the functional interpreter runs on."""
-    config = load_model_config(model)
     system = load_target(target)
     target_source = target if target in list_targets() else str(Path(target).resolve())
+    if is_graph_file(model):
+        return _compile_graph_file(model, system, target_source, options, out, progress, weights)
+    config = load_model_config(model)
     if isinstance(system, WaferSpec):  # role-stream Programs of the wafer's regions
         from compiler.wafer.compile import compile_wafer
 
@@ -73,6 +75,27 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
                                                                             graphs.decode, prefill_graph)}
     return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, memory, target_source,
                   (image, source))
+
+
+def _compile_graph_file(path: str, system, target: str, options: CompileOptions, out: Path, progress: Progress,
+                        weights: str) -> dict:
+    """A graph IR text file (a kernel, or an edited `sramflow lower`): planned and scheduled as one
+    step of its own rows; its prefill Program runs the same graph once. It carries no weights."""
+    if isinstance(system, WaferSpec):
+        raise ConfigError(f"{path}: compiling a graph IR file is not supported on wafer targets yet")
+    if weights not in ("auto", "none"):
+        raise ConfigError(f"{path}: a graph IR file carries no weights; compile it with --weights none")
+    options = graph_file_options(options)
+    graph = read_graph_file(path)
+    _check_lowerable(graph.name, graph)
+    progress("partitioning")
+    plan = plan_graphs(graph.name, Lowered(graph, graph), system, options)
+    progress("scheduling")
+    decode, codes = lower_phase("decode", graph, plan.stages, system, 1, system.name)
+    prefill, prefill_codes = lower_phase("prefill", graph, plan.stages, system, 1, system.name)
+    memory = _memory(codes, prefill_codes) | {"outputs": _outputs(codes, prefill_codes, graph, graph)}
+    progress("writing")
+    return _write(out, plan, graph, graph, decode, prefill, memory, target, (None, "none"))
 
 
 def _weights_source(weights: str, plan: Plan) -> str:

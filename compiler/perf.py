@@ -117,11 +117,12 @@ class StageBound:
     stream_s: float = 0.0
     compute_s: float = 0.0
     wire_s: float = 0.0
+    install_bytes: float = 0.0  # weights x install bytes per weight
+    cache_bytes: int = 0  # KV cache and SSM state held (read once a step)
+    stream_bytes: int = 0  # every byte the ops stream
 
     def __add__(self, other: StageBound) -> StageBound:
-        return StageBound(self.install_s + other.install_s, self.cache_s + other.cache_s,
-                          self.stream_s + other.stream_s, self.compute_s + other.compute_s,
-                          self.wire_s + other.wire_s)
+        return StageBound(*(getattr(self, f) + getattr(other, f) for f in self.__slots__))
 
     @property
     def total_s(self) -> float:
@@ -130,7 +131,9 @@ class StageBound:
 
     def to_dict(self) -> dict[str, float]:
         return {"install_us": self.install_s * 1e6, "cache_us": self.cache_s * 1e6, "stream_us": self.stream_s * 1e6,
-                "compute_us": self.compute_s * 1e6, "wire_us": self.wire_s * 1e6}
+                "compute_us": self.compute_s * 1e6, "wire_us": self.wire_s * 1e6,
+                "install_bytes": self.install_bytes, "cache_bytes": self.cache_bytes,
+                "stream_bytes": self.stream_bytes}
 
 
 def unit_bound(cost: ShardCost, system: SystemSpec, precision: str) -> StageBound:
@@ -143,10 +146,11 @@ def unit_bound(cost: ShardCost, system: SystemSpec, precision: str) -> StageBoun
     matrix = sum(w.flops / chip.peak_ops(w.precision or precision) for w in cost.work if w.opcode not in VECTOR_OPS)
     vector = sum(w.flops for w in cost.work if w.opcode in VECTOR_OPS) / vector_ops_per_s(chip)
     return StageBound(install_s=weights / (chip.mxm_install_bytes_per_cycle * clock),
-                      cache_s=cost.state_bytes / (chip.mem_bytes_per_cycle * clock),
+                      cache_s=cost.state_read_bytes / (chip.mem_bytes_per_cycle * clock),
                       stream_s=streamed / (chip.stream_bytes_per_cycle * clock),
                       compute_s=max(matrix, vector),
-                      wire_s=sum(collective_latency_s(c, system) for c in cost.collectives))
+                      wire_s=sum(collective_latency_s(c, system) for c in cost.collectives),
+                      install_bytes=weights, cache_bytes=cost.state_read_bytes, stream_bytes=streamed)
 
 
 def handoff_wire_s(system: SystemSpec) -> float:

@@ -44,7 +44,7 @@ class Stage:
     prefill_chunk_us: float
     hops_in: int  # network hops from the previous stage
     binding: str
-    bound_terms_us: dict[str, float] | None = None  # the physical bound's terms (perf.StageBound)
+    bound_terms: dict[str, float] | None = None  # the physical bound's terms (perf.StageBound)
     decode_tiles_us: float = 0.0  # of decode_us, what whole-tile rounding adds
 
     def to_dict(self) -> dict:
@@ -61,8 +61,9 @@ class Stage:
             "prefill_chunk_us": round_sig(self.prefill_chunk_us),
             "hops_in": self.hops_in,
             "binding": self.binding,
-        } | ({"decode_bound_terms_us": {k: round_sig(v) for k, v in self.bound_terms_us.items()},
-              "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms_us is not None else {})
+        } | ({"decode_bound_terms": {k: round_sig(v) if k.endswith("_us") else int(v)
+                                     for k, v in self.bound_terms.items()},
+              "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {})
 
 
 @dataclass(frozen=True, slots=True)

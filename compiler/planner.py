@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from compiler.figures import decode_figures, prefill_figures
 from compiler.frontend import build_graph, load_model_config
@@ -22,9 +23,11 @@ from compiler.perf import Breakdown, StageBound, handoff_lanes, handoff_wire_s, 
 from compiler.plan import Memory, Plan, Stage
 from compiler.wafer.plan import WaferPlan
 from compiler.wafer.planner import plan_wafer
-from ir.errors import DoesNotFitError
+from ir.errors import ConfigError, DoesNotFitError
 from ir.graph import Graph
 from ir.ops import Opcode
+from ir.parser import parse_graph
+from ir.verify import verify_graph
 from targets import load_target
 from targets.spec import SystemSpec, WaferSpec
 from targets.topology import chip_hops
@@ -46,7 +49,34 @@ def graph_passes(options: CompileOptions) -> Pipeline:
     return Pipeline((Quantize(options.precision), QuantizeKV(options.kv_precision)))
 
 
+def is_graph_file(model: str) -> bool:
+    """Whether `model` names a graph IR text file (a kernel, or an edited `sramflow lower`) rather than a config."""
+    return model.endswith(".ir")
+
+
+def read_graph_file(model: str) -> Graph:
+    """A graph IR text file, parsed and verified (errors name FILE:LINE:COL)."""
+    path = Path(model)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{model}: no such graph IR file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{model}: cannot read graph IR file: {err}") from None
+    graph = parse_graph(text, str(path))
+    verify_graph(graph)
+    return graph
+
+
+def graph_file_options(options: CompileOptions) -> CompileOptions:
+    """A graph file is one step of its own rows: its prefill is the same graph, once, whole."""
+    return replace(options, prompt=1, prefill_chunk=1)
+
+
 def lower(model: str, options: CompileOptions) -> tuple[str, Lowered]:
+    if is_graph_file(model):
+        graph = read_graph_file(model)
+        return graph.name, Lowered(graph, graph)
     config = load_model_config(model)
     passes = graph_passes(options)
     shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch}
@@ -63,6 +93,8 @@ def lower_one(model: str, phase: str, options: CompileOptions, layers: int | Non
 
 def make_plan(model: str, target: str, options: CompileOptions) -> Plan | WaferPlan:
     start = time.perf_counter()
+    if is_graph_file(model):
+        options = graph_file_options(options)
     name, graphs = lower(model, options)
     plan = plan_graphs(name, graphs, load_target(target), options)
     return replace(plan, wall_s=time.perf_counter() - start)

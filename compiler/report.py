@@ -117,9 +117,21 @@ def render_summary(figures: dict, memory: dict, console: Console) -> None:
     console.print(table)
     console.print(f"efficiency (bound / scheduled) {d['efficiency']:.1%}; scheduled vs estimate "
                   f"{d['vs_estimate']:+.1%}")
+    if d.get("gap_us"):
+        console.print(_gap_line(d["gap_us"], d["latency_us"] - d["bound_us"]))
     console.print("unit busy (mean over units): " + ", ".join(f"{k} {v:.0%}" for k, v in d["busy"].items()))
     console.print("critical path: " + ", ".join(f"{k} {v:.0%}" for k, v in d["critical_path"].items()))
     console.print(_region_map(memory) if "wafer" in memory else _memory_map(memory))
+
+
+def _gap_line(gap: dict[str, float], total_us: float) -> str:
+    """scheduled - bound by cause, largest first, naming the largest share."""
+    from compiler.inspect import GAP_PARTS
+
+    largest = max(gap, key=lambda k: (gap[k], k))
+    shares = ", ".join(f"{k.replace('_', ' ')} {v:,.2f}" for k, v in sorted(gap.items(), key=lambda kv: -kv[1]))
+    return (f"gap to the bound {total_us:,.2f} µs: {shares} µs; largest: {largest.replace('_', ' ')} "
+            f"({GAP_PARTS[largest]})")
 
 
 def _region_map(memory: dict) -> Table:

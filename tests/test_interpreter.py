@@ -193,3 +193,46 @@ def test_unit_busy_is_reported_per_chip(build, capsys):
     for kind in ("mem", "mxm", "vxm", "c2c"):
         assert all(0 <= chip[kind] <= 1 for chip in per_chip)
     assert max(chip["mem"] for chip in per_chip) > 0
+
+
+# ---------------------------------------------------------------- the weight path and the stream budget
+
+
+def _kernel(tmp_path, text: str):
+    source = tmp_path / "k.ir"
+    source.write_text(text)
+    assert main(["compile", str(source), "--target", "lpu", "--chips", "1", "-o", str(tmp_path / "k")]) == 0
+    return load_program(tmp_path / "k" / "decode.prog"), load_target("lpu")
+
+
+def test_an_mxm_booked_faster_than_the_install_rate_is_flagged(tmp_path):
+    from tests.test_kernels import matvec_chain
+
+    program, lpu = _kernel(tmp_path, matvec_chain(1, [1000, 1000], "i8"))
+    assert execute(program, lpu).hazards == []
+    mxm = np.flatnonzero(program.cols["op"] == Op.MXM)[0]
+    assert program.cols["cycles"][mxm] == 160  # 16 tiles x 102,400 B / 10,240 B/cycle
+    # booked at the SRAM's 56,320 B/cycle instead (18 cycles), and the rest of the program pulled in
+    fast = mutated(program, lambda c: c["cycles"].__setitem__(mxm, 18))
+    found = [h for h in execute(fast, lpu).hazards if h.kind == "duration"]
+    assert found and "mxm books 18 cycles, the rule gives 160" in found[0].detail and found[0].unit == "mxm.0"
+
+
+def test_stream_traffic_over_the_stream_registers_is_flagged():
+    """Three 102,400-byte READs, each putting 10,240 B/cycle on streams: one after another they are
+    clean; at once, on three MEM queues, 30,720 B/cycle exceed the 20,480 the stream registers carry."""
+    from ir.program import empty_columns
+
+    lpu = load_target("lpu")
+    cols = empty_columns(3)
+    for i in range(3):
+        cols["chip"][i], cols["kind"][i], cols["op"][i] = 0, UnitKind.MEM, Op.READ
+        cols["issue"][i], cols["cycles"][i] = 10 * i, 10
+        cols["src"][i], cols["src_bytes"][i], cols["s_out"][i] = 0, 102_400, i
+    clean = Program.build("decode", "lpu", 1, lpu.chip.clock_hz, cols)
+    assert execute(clean, lpu).hazards == []
+    crowded = mutated(clean, lambda c: (c["unit"].__setitem__(slice(1, 3), [1, 2]),
+                                        c["issue"].__setitem__(slice(1, 3), [0, 5])))
+    found = [h for h in execute(crowded, lpu).hazards if h.kind == "stream-budget"]
+    assert len(found) == 1 and found[0].chip == 0 and found[0].cycle == 5 and found[0].unit == "mem.2"
+    assert "mem.0, mem.1, mem.2 put 30,720 B/cycle" in found[0].detail and "20,480" in found[0].detail

@@ -169,6 +169,14 @@ def _write(tmp_path: Path, text: str, name: str = "x.toml") -> str:
     return str(path)
 
 
+def test_memory_bandwidth_may_be_given_per_cycle_or_per_second(tmp_path):
+    per_second = load_target(str(_write(tmp_path, 'base = "lpu"\n[chip]\nmem_bw_bytes_per_s = "90 TB/s"\n')))
+    assert per_second.chip.mem_bytes_per_cycle == pytest.approx(1e5)  # at the lpu's 900 MHz
+    faster = load_target(str(_write(tmp_path, 'base = "lpu"\n[chip]\nclock_hz = "1.8 GHz"\n')))
+    # per-cycle figures follow the clock: an SRAM clocked with the chip
+    assert faster.chip.mem_bw_bytes_per_s == 2 * load_target("lpu").chip.mem_bw_bytes_per_s
+
+
 def test_override_keeps_the_rest_of_a_table(tmp_path):
     path = _write(tmp_path, 'base = "lpu"\n[chip]\nsram_bytes = "500 MB"\n[chip.peak_ops_per_s]\nfp8 = "1 POPS"\n')
     system = load_target(path)
@@ -201,6 +209,14 @@ ERRORS = [
     ('base = "lpu"\n[chip]\nsram_bytes = 0\n', ["chip.sram_bytes", "must be positive"]),
     ('base = "lpu"\n[chip]\nmem_bw_bytes_per_s = "-1 TB/s"\n', ["chip.mem_bw_bytes_per_s", "must be positive"]),
     ('base = "lpu"\n[chip]\nprogram_reserve_bytes = "300 MiB"\n', ["chip.program_reserve_bytes", "less than"]),
+    ('base = "lpu"\n[chip]\nmem_bytes_per_cycle = "1 B/cycle"\nmem_bw_bytes_per_s = "1 TB/s"\n',
+     ["chip.mem_bw_bytes_per_s", "not both"]),
+    ('base = "lpu"\n[chip]\nmxm_install_bytes_per_cycle = "10 GB/s"\n',
+     [":3:", "chip.mxm_install_bytes_per_cycle", "expected a bandwidth per clock cycle like '10240 B/cycle'"]),
+    ('base = "lpu"\n[chip]\nstream_port_bytes_per_cycle = "40000 B/cycle"\n',
+     ["chip.stream_port_bytes_per_cycle", "must not exceed chip.stream_bytes_per_cycle"]),
+    ('base = "lpu"\n[chip.install_bytes_per_weight]\nfp16 = "2 furlongs"\n',
+     ["chip.install_bytes_per_weight.fp16", "expected a size of one weight"]),
     ('base = "lpu"\ntopology = "mesh"\n', ["topology", "dragonfly, nvlink"]),
     ('base = "lpu"\nchip = 3\n', ["chip", "expected a table"]),
     ('base = "lpx"\n', [":1:", "base", "unknown preset 'lpx'", "did you mean 'lpu'"]),

@@ -70,6 +70,7 @@ class ShardCost:
     work: tuple[OpWork, ...]
     collectives: tuple[Collective, ...]
     chain_ops: int  # ops on the longest dependency path: each pays the chip's pipeline latency
+    state_read_bytes: int = 0  # the caches' and states' own bytes (state_bytes adds their alignment)
 
     @property
     def resident_bytes(self) -> int:
@@ -92,7 +93,7 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0) -> ShardCost
     # SRAM holds each tensor from a vector boundary, as the allocator places it.
     weights, cache = sum(map(align, params.values())), sum(map(align, state.values()))
     return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state, rows_scale), tuple(work),
-                     tuple(collectives), _chain(chip_ops))
+                     tuple(collectives), _chain(chip_ops), sum(state.values()))
 
 
 def _chain(chip_ops: list[Op]) -> int:

@@ -1,0 +1,54 @@
+"""The physical decode bound (README: "What the figures mean"), recomputed by hand from the lpu's numbers."""
+
+import pytest
+
+from compiler.options import CompileOptions
+from compiler.planner import make_plan
+
+LPU_CLOCK = 900e6
+INSTALL_PER_S = 10_240 * LPU_CLOCK  # 409,600 weights in 40 cycles
+SRAM_PER_S = 2 * 44 * 2 * 320 * LPU_CLOCK  # 56,320 B/cycle
+STREAMS_PER_S = 2 * 32 * 320 * LPU_CLOCK  # 20,480 B/cycle
+HOP_S = 216 / LPU_CLOCK  # one C2C hop
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return make_plan("llama-3.1-70b", "lpu", CompileOptions(precision="int8")).to_dict()
+
+
+def _layer_weights_per_chip(tp: int) -> int:
+    """Llama-3.1-70B (hidden 8192, 64 heads, 8 kv heads of 128, intermediate 28672), one chip of tp."""
+    hidden, q, kv, inter = 8192, 64 * 128 // tp, 128 * 8 // tp, 28672 // tp
+    return hidden * q + 2 * hidden * kv + q * hidden + 3 * hidden * inter
+
+
+def test_the_bound_follows_its_definition_term_by_term(plan):
+    layer_stages = [s for s in plan["stages"] if s["layers"]]
+    assert layer_stages
+    for s in layer_stages:
+        terms, layers, tp = s["decode_bound_terms"], s["layers"][1] - s["layers"][0] + 1, s["tp"]
+        # int8 weights install one byte each; the fp16 KV cache of one kv head per chip at 4096 tokens
+        assert terms["install_bytes"] == layers * _layer_weights_per_chip(tp)
+        assert terms["cache_bytes"] == layers * 2 * 4096 * (8 * 128 // tp) * 2
+        assert terms["install_us"] == pytest.approx(terms["install_bytes"] / INSTALL_PER_S * 1e6, rel=1e-3)
+        assert terms["cache_us"] == pytest.approx(terms["cache_bytes"] / SRAM_PER_S * 1e6, rel=1e-3)
+        assert terms["stream_us"] == pytest.approx(terms["stream_bytes"] / STREAMS_PER_S * 1e6, rel=1e-3)
+        # only wire latency no schedule can hide: one hop into the stage, one per all-reduce (2 a layer,
+        # inside one node of 8 chips: one hop each)
+        assert terms["wire_us"] == pytest.approx((1 + 2 * layers) * HOP_S * 1e6, rel=1e-3)
+        slowest = max(terms[k] for k in ("install_us", "cache_us", "stream_us", "compute_us"))
+        assert slowest == terms["install_us"]  # batch-1 decode: the weights' install path binds
+        assert s["decode_bound_us"] == pytest.approx(slowest + terms["wire_us"], rel=1e-3)
+    total = sum(s["decode_bound_us"] for s in plan["stages"])
+    assert plan["decode"]["latency_bound_us"] == pytest.approx(total, rel=2e-3)
+
+
+def test_the_estimate_stays_above_the_bound_with_its_overheads_named(plan):
+    for s in plan["stages"]:
+        assert s["decode_us"] >= s["decode_bound_us"]
+        assert 0 <= s["decode_tiles_us"] < s["decode_us"]
+    decode = plan["decode"]
+    assert decode["latency_us"] > decode["latency_bound_us"]
+    parts = decode["breakdown_us"]
+    assert parts["pipeline_latency"] > 0 and parts["links"] > 0

@@ -95,6 +95,8 @@ def _shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, help="sequences decoded together")
     p.add_argument("--prefill-chunk", type=int, default=256,
                    help="largest prefill chunk in tokens (the plan picks the largest multiple of 16 that fits)")
+    p.add_argument("--embed-on-host", action="store_true",
+                   help="wafers: keep the embedding table off the wafer; the host streams each token's row in")
 
 
 def _contexts(text: str) -> list[int]:
@@ -114,7 +116,7 @@ def _options(args: argparse.Namespace, context: int | None = None) -> CompileOpt
     return CompileOptions(precision=args.precision, kv_precision=args.kv_precision, context=context,
                           prompt=args.prompt, batch=args.batch, chips=getattr(args, "chips", None),
                           max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"),
-                          prefill_chunk=args.prefill_chunk)
+                          prefill_chunk=args.prefill_chunk, embed_on_host=args.embed_on_host)
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ class CompileOptions:
     max_chips: int | None = None
     objective: str = "chips"
     prefill_chunk: int = 256
+    embed_on_host: bool = False  # wafers: the host looks up each token's embedding row and streams it in
     solver_seed: int = 0
     solver_deterministic_time: float = 20.0
 

@@ -17,6 +17,7 @@ from compiler.partition.placement import place
 from compiler.partition.shard_cost import ShardCost
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes import Pipeline
+from compiler.passes.embed_on_host import HOST_INPUT, EmbedOnHost
 from compiler.passes.quantize import Quantize
 from compiler.passes.quantize_kv import QuantizeKV
 from compiler.perf import Breakdown, StageBound, handoff_lanes, handoff_wire_s, hop_s, unit_bound, unit_time
@@ -46,7 +47,7 @@ class Lowered:
 
 def graph_passes(options: CompileOptions) -> Pipeline:
     """The graph passes between the frontend and the partitioner, in order."""
-    return Pipeline((Quantize(options.precision), QuantizeKV(options.kv_precision)))
+    return Pipeline((Quantize(options.precision), QuantizeKV(options.kv_precision), EmbedOnHost(options.embed_on_host)))
 
 
 def is_graph_file(model: str) -> bool:
@@ -103,6 +104,9 @@ def make_plan(model: str, target: str, options: CompileOptions) -> Plan | WaferP
 def plan_graphs(name: str, graphs: Lowered, system: SystemSpec | WaferSpec, options: CompileOptions
                 ) -> Plan | WaferPlan:
     """The partitioner and performance model on already lowered graphs (a wafer target takes the mesh path)."""
+    if options.embed_on_host and not isinstance(system, WaferSpec):
+        raise ConfigError(f"--embed-on-host: {system.name} holds its embedding table; only wafer targets stream "
+                          "the token's row in from the host")
     if isinstance(system, WaferSpec):
         return replace(plan_wafer(name, graphs.decode, graphs.prefill, system, options), totals=_totals(graphs))
     units = build_units(graphs.decode, graphs.prefill, options, min(system.max_chips, MAX_GROUP),

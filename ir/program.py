@@ -87,6 +87,7 @@ DTYPES = {name: np.dtype(dt) for name, dt in COLUMNS}
 DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_c", "s_out", "peer", "tag", "imm") else 0
             for name in NAMES}
 SORT_KEY = ("chip", "kind", "unit", "issue")
+HOST = -2  # the `peer` of a message to or from the host rather than a chip or stream
 
 
 class Flag(enum.IntFlag):

@@ -21,7 +21,8 @@ Arrival: a SEND's hop count is its `imm`. A RECV naming (peer, tag) may start no
 that SEND's start + imm x hop_cycles (+ the wafer link's latency on units 2, 3). One SEND may feed
 the RECVs of several streams (the fabric's routers multicast a colour), so pairing is by
 (sender stream, tag): every RECV names a SEND that exists, and their byte counts agree; every
-SEND's message (tag) is received by some stream. The senders of one tag (the cores of row 0 each
+SEND's message (tag) is received by some stream. A RECV from HOST (the host's embedding rows) has no
+SEND: it arrives over the wafer link no earlier than its latency plus half the mesh's perimeter. The senders of one tag (the cores of row 0 each
 sending their slice, a tree level's senders) start together, so the named one stands for them all.
 """
 
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ir.isa import Fn, Op, UnitKind
-from ir.program import Program
+from ir.program import HOST, Program
 from targets.spec import WaferSpec
 from targets.timing import FN_OPS, STREAMS_PER_CHIP, Timing, _ceil, durations
 
@@ -104,6 +105,18 @@ def wafer_durations(timing: WaferTiming, cols: dict[str, np.ndarray]) -> np.ndar
     return out
 
 
+def _host_messages(c: dict[str, np.ndarray], recvs: np.ndarray, timing: WaferTiming, start: np.ndarray,
+                   found) -> None:
+    """Rows the host sends (--embed-on-host) come in over the wafer link, at the earliest its latency plus
+    half the mesh's perimeter after the step begins."""
+    far = c["unit"][recvs] >= WAFER_SEND
+    for i in recvs[~far].tolist():
+        found.add(i, "link-range", "a message from the host arrives over the wafer link (unit 3), not the fabric")
+    earliest = timing.wafer_link_latency_cycles + timing.max_hops // 2 * timing.hop_cycles
+    for i in recvs[far & (start[recvs] < earliest)].tolist():
+        found.add(i, "recv-early", f"starts at {start[i]}, rows from the host arrive at {earliest} at the earliest")
+
+
 def check_links(program: Program, timing: WaferTiming, start: np.ndarray, found) -> None:
     """Links and messages of a wafer Program; `found.add(row, kind, detail)` records a hazard."""
     c = program.cols
@@ -119,6 +132,8 @@ def check_links(program: Program, timing: WaferTiming, start: np.ndarray, found)
     order = np.argsort(key_s, kind="stable")
     sends, key_s = sends[order], key_s[order]
     recvs = np.flatnonzero(c["op"] == Op.RECV)
+    _host_messages(c, recvs[c["peer"][recvs] == HOST], timing, start, found)
+    recvs = recvs[c["peer"][recvs] != HOST]
     key_r = (c["peer"][recvs].astype(np.int64) << 32) | c["tag"][recvs].astype(np.int64)
     at = np.minimum(np.searchsorted(key_s, key_r), max(0, len(sends) - 1))
     found_send = (at < len(sends)) & (key_s[at] == key_r) if len(sends) else np.zeros(len(recvs), bool)

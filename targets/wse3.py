@@ -27,10 +27,13 @@ MESH_ROWS = FABRIC_ROWS - 2 * HALO_ROWS
 # cores = 48.9 KB per core agrees [D]. Taken as 48 KiB.
 CORE_SRAM_BYTES = 48 * 1024
 
-# Per-core reserve for code, the task table and fabric I/O buffers: not published [U]. WaferLLM's
-# WSE-3 full-decode build at P=32 failed with "ran out of PE memory for data / task table"
-# (WSE3_SDK_RUN_RESULTS.md) [V], so code and runtime data take a real share. We hold back 8 KiB
-# (1/6 of the core), a modelling rule exposed as a field, not a measured figure.
+# Per-core reserve for code, the task table and fabric I/O buffers: not published [U], a modelling
+# parameter with a wide uncertainty. Low end: WaferLLM's kernels leave under 1 KiB per PE for code at
+# their largest grids (github.com/MeshInfra/WaferLLM) [V/D], so small per-PE programs are possible.
+# High end: WaferLLM's WSE-3 full-decode build at P=32 failed with "ran out of PE memory for data /
+# task table" (Decode/WSE-3/WSE3_SDK_RUN_RESULTS.md) [V], so code and runtime data take a real share.
+# We hold back 8 KiB (1/6 of the core), plausibly 1-8 KiB: a file with `core_reserve_bytes = "1 KiB"`
+# shows how much a plan leans on it (the usable SRAM per core moves from 40 to 47 KiB).
 CORE_RESERVE_BYTES = 8 * 1024
 
 # Clock: not disclosed ("Cerebras is not telling": Next Platform, 14 Mar 2024) [U]. Derived [D]:

@@ -198,3 +198,50 @@ def test_roles_cover_the_region(rows, cols):
     roles = Roles.of(Shape(rows, cols))
     assert sum(roles.replicas) == rows * cols
     assert len(roles) <= 2 * (rows.bit_length() + cols.bit_length()) + 2
+
+
+# ---------------------------------------------------------------- --embed-on-host
+
+
+def test_embedding_on_the_host_frees_cores_and_costs_the_host_link(tmp_path, capsys):
+    target = tmp_path / "small.toml"
+    target.write_text(SMALL)
+    plans = []
+    for extra in ([], ["--embed-on-host"]):
+        assert main(["plan", "tiny-llama", "--target", str(target), "--json", *extra]) == 0
+        plans.append(json.loads(capsys.readouterr().out))
+    held, streamed = plans
+    wafer = load_target(str(target))
+    table = 256 * 64 * 2  # tiny-llama's embedding table, fp16 (its head is tied to no table)
+    assert held["totals"]["weight_bytes"] - streamed["totals"]["weight_bytes"] == table
+    assert streamed["mesh"]["cores_used"] <= held["mesh"]["cores_used"]
+    per_core = [p["stages"][0]["memory_per_core_bytes"]["weights"] for p in plans]
+    assert per_core[1] < per_core[0]
+    row = 64 * 2  # one token's row, streamed in every step over the system I/O and across the mesh
+    host_us = (wafer.wafer_link.latency_s + row / wafer.wafer_link.bw_bytes_per_s
+               + (wafer.mesh_rows + wafer.mesh_cols) // 2 * wafer.hop_s) * 1e6
+    assert streamed["stages"][0]["decode_bound_us"] >= host_us
+    assert streamed["decode"]["latency_us"] > host_us
+
+
+def test_an_embedding_streamed_from_the_host_compiles_hazard_free_and_is_checked(tmp_path, capsys):
+    target = tmp_path / "small.toml"
+    target.write_text(SMALL)
+    out = tmp_path / "host"
+    assert main(["compile", "tiny-llama", "--target", str(target), "--embed-on-host", "-o", str(out)]) == 0
+    assert _run(out, capsys)["hazards"] == []
+    program, wafer = load_program(out / "decode.prog"), load_target(str(target))
+    c = program.cols
+    host = np.flatnonzero((c["op"] == Op.RECV) & (c["peer"] == -2))
+    assert len(host) and (c["unit"][host] == 3).all()
+    early = {n: a.copy() for n, a in c.items()}
+    early["issue"][host] = 0
+    found = execute(Program.build(program.phase, program.target, program.chips, program.clock_hz, early,
+                                  program.meta), wafer).hazards
+    assert any(h.kind == "recv-early" and "from the host" in h.detail for h in found)
+
+
+def test_embedding_on_the_host_is_refused_on_chips(capsys):
+    assert main(["plan", "tiny-llama", "--target", "lpu-mini", "--embed-on-host"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "only wafer targets" in err

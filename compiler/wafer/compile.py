@@ -15,6 +15,7 @@ from compiler.options import CompileOptions
 from compiler.partition.units import boundary_bytes
 from compiler.wafer.lower import lower_wafer
 from compiler.wafer.plan import WaferPlan
+from compiler.wafer.planner import host_input_bytes
 from ir.program import Program
 from targets.spec import WaferSpec
 
@@ -30,12 +31,13 @@ def compile_wafer(config, wafer: WaferSpec, target: str, options: CompileOptions
     crossing = boundary_bytes(graphs.decode)
     chunk = plan.prefill["chunk_tokens"]
     progress("scheduling decode")
+    host = host_input_bytes(graphs.decode)
     decode = lower_wafer("decode", graphs.decode, plan.stages, wafer, crossing, 1.0, options.precision,
-                         options.kv_precision)
+                         options.kv_precision, host_bytes=host)
     progress("scheduling prefill")
     prefill = lower_wafer("prefill", graphs.prefill, plan.stages, wafer, [b * chunk for b in crossing],
                           chunk / options.prompt, options.precision, options.kv_precision, plan.prefill["chunks"],
-                          {"chunk_tokens": chunk})
+                          {"chunk_tokens": chunk}, host_bytes=host * chunk)
     progress("writing")
     memory = {"wafer": True, "stages": _stage_memory(decode, prefill)}
     return _write(out, plan, graphs.decode, graphs.prefill, decode, prefill, memory, target, (None, "none"))

@@ -26,6 +26,8 @@ core's partner (pairing is by sender stream and tag; targets/wafer_timing.py). P
   embed      row 0 GATHERs its slice of the token's row and sends it out (R + C - 2 hops)
   hand-off   the previous region's row 0 SENDs over the shared edge's links (fabric unit 0), or
              across the wafer link (unit 2) with the half-perimeters of both meshes as hops
+  host rows  with --embed-on-host, the first region's row 0 RECVs each step's embedding rows from the
+             host (peer HOST) over the wafer link (unit 3), half a mesh perimeter from its I/O edge
 
 Prefill chunks are pipelined through the stages: a stage takes chunk c once it has finished
 chunk c - 1 and its hand-off SEND has read the result.
@@ -52,7 +54,7 @@ from ir.graph import Graph, Op
 from ir.isa import Fmt, Fn, UnitKind
 from ir.isa import Op as Isa
 from ir.ops import Opcode
-from ir.program import Flag, Program, empty_columns
+from ir.program import HOST, Flag, Program, empty_columns
 from targets.mesh import region_hops, shared_edge
 from targets.spec import WaferSpec
 from targets.wafer_timing import FABRIC_RECV, FABRIC_SEND, WAFER_RECV, WAFER_SEND, WaferTiming
@@ -355,7 +357,8 @@ class _Stage:
 
 
 def lower_wafer(phase: str, graph: Graph, stages, wafer: WaferSpec, crossing: list[int], rows_scale: float,
-                precision: str, kv_precision: str, chunks: int = 1, meta: dict | None = None) -> Program:
+                precision: str, kv_precision: str, chunks: int = 1, meta: dict | None = None,
+                host_bytes: int = 0) -> Program:
     """One phase as role streams: decode, or `chunks` prefill chunks of `rows_scale` of the prompt's rows,
     pipelined through the stages (a stage takes chunk c once it has finished chunk c - 1 and sent it on)."""
     timing = WaferTiming.of(wafer)
@@ -366,6 +369,8 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: WaferSpec, crossing: li
     for _ in range(chunks):
         t = 0
         for s, st in enumerate(plan):
+            if s == 0 and host_bytes:
+                t = _host_input(out, timing, wafer, st, max(t, free[0]), host_bytes)
             if s:
                 t, send = _handoff(out, timing, wafer, plan[s - 1], st, t, free[s])
                 free[s - 1] = max(free[s - 1], send)  # the hand-off's SEND still reads the stage's result
@@ -411,6 +416,22 @@ def _stages(graph: Graph, stages, wafer: WaferSpec, timing: WaferTiming, crossin
         plan.append(_Stage(st.region, roles, base, tuple(placed), crossing[index[st.first_unit]]))
     out.templates = len(templates)
     return plan
+
+
+def _host_input(out: _Out, timing: WaferTiming, wafer: WaferSpec, first: _Stage, t: int, nbytes: int) -> int:
+    """The host sends the step's embedding rows over the wafer's system I/O link (--embed-on-host): the
+    first region's row 0 RECVs them from HOST, half the mesh's perimeter from its I/O edge. Returns when
+    they are in."""
+    e = _Emitter(first.roles, timing, Shape(first.region.rows, first.region.cols))
+    tag = out.tags
+    out.tags += 1
+    arrive = t + timing.arrival((wafer.mesh_rows + wafer.mesh_cols) // 2, True)
+    for r in first.roles.root:
+        out.swapped[first.base + r] = not out.swapped[first.base + r]
+        e.put(first.base + r, UnitKind.C2C, WAFER_RECV, Isa.RECV, timing.recv(nbytes, True), at=arrive,
+              dst_bytes=nbytes, s_out=Q if out.swapped[first.base + r] else P, peer=HOST, tag=tag)
+    out.parts.append(_columns(e.rows))
+    return arrive + timing.recv(nbytes, True)
 
 
 def _handoff(out: _Out, timing: WaferTiming, wafer: WaferSpec, prev: _Stage, cur: _Stage, t: int, free: int

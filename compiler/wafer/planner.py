@@ -21,6 +21,7 @@ from compiler.wafer.layout import (
     region_handoff,
     wafer_handoff,
 )
+from compiler.passes.embed_on_host import HOST_INPUT
 from compiler.wafer.mesh_cost import MeshCost, Shape, unit_mesh_cost
 from compiler.wafer.plan import WaferPlan, WaferStage
 from ir.errors import ConfigError, DoesNotFitError
@@ -171,8 +172,9 @@ def _evaluate(name: str, wafer: WaferSpec, options: CompileOptions, units: _Cost
         shape = Shape(region.rows, region.cols)
         pre = prefill.costs(shape, wafer, options.precision, scale)[first:stop]
         prev = runs[i - 1][0] if i else None
+        host = host_input_bytes(units.graph) if i == 0 else 0
         timed.append(_stage(i, region, units.scopes, cost_of(shape)[first:stop], pre, prev, crossing, first, chunk,
-                            wafer, options))
+                            wafer, options, host))
     return _assemble(name, wafer, options, units.graph, solution, bound, timed, chunk)
 
 
@@ -208,12 +210,17 @@ def _fits_chunk(run: tuple[Region, int, int], prefill: _Costed, cost_of: CostOf,
 
 
 def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: list[MeshCost], prev: Region | None,
-           crossing: list[int], first: int, chunk: int, wafer: WaferSpec, options: CompileOptions) -> _Timed:
+           crossing: list[int], first: int, chunk: int, wafer: WaferSpec, options: CompileOptions,
+           host_bytes: int = 0) -> _Timed:
     decode = sum((c.time for c in dec), Breakdown())
     prefill = sum((c.time for c in pre), Breakdown())
     bound = sum(c.bound_s for c in dec)
     prefill_bound = sum(c.bound_s for c in pre)
     hops = 0
+    if host_bytes:  # the embedding rows from the host, over the system I/O and across the mesh: all unavoidable
+        decode, prefill = decode + host_input(host_bytes, wafer), prefill + host_input(host_bytes * chunk, wafer)
+        bound, prefill_bound = bound + host_input(host_bytes, wafer).total_s, \
+            prefill_bound + host_input(host_bytes * chunk, wafer).total_s
     if prev is not None:
         entry, entry_p, wire, hops = _entry(prev, region, crossing[first], chunk, wafer)
         decode, prefill = decode + entry, prefill + entry_p
@@ -225,6 +232,18 @@ def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: 
     stage = WaferStage(i, scopes[first], scopes[last], _layers(scopes[first:last + 1]), region, memory,
                        decode.total_s * 1e6, bound * 1e6, prefill.total_s * 1e6, hops, decode.binding)
     return _Timed(stage, decode, bound, prefill, prefill_bound)
+
+
+def host_input_bytes(graph: Graph) -> int:
+    """Bytes a step's host-written embedding rows take (0 unless --embed-on-host)."""
+    return sum(v.type.nbytes for v in graph.inputs if v.name == HOST_INPUT)
+
+
+def host_input(nbytes: int, wafer: WaferSpec) -> Breakdown:
+    """Rows from the host: over the wafer's system I/O link, then from its edge to the region (at most
+    half the mesh's perimeter)."""
+    hops = (wafer.mesh_rows + wafer.mesh_cols) // 2
+    return Breakdown(link_s=wafer.wafer_link.latency_s + nbytes / wafer.wafer_link.bw_bytes_per_s + hops * wafer.hop_s)
 
 
 def _entry(prev: Region, region: Region, nbytes: int, chunk: int, wafer: WaferSpec

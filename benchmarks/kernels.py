@@ -34,6 +34,7 @@ FORMATS = (("i8", Fmt.I8), ("f16", Fmt.F16))
 
 
 def chain_ir(rows: int, dims: list[int], dtype: str) -> str:
+    """x[rows, dims[0]] through matmuls dims[i] x dims[i+1] (int8 weights carry per-column scales)."""
     lines = ["graph chain {", f"  input %x: f16[{rows},{dims[0]}]"]
     for i, (k, n) in enumerate(zip(dims, dims[1:], strict=False)):
         lines.append(f"  param %w{i}: {dtype}[{k},{n}]")

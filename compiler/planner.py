@@ -17,7 +17,7 @@ from compiler.partition.placement import place
 from compiler.partition.shard_cost import ShardCost
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes import Pipeline
-from compiler.passes.embed_on_host import HOST_INPUT, EmbedOnHost
+from compiler.passes.embed_on_host import EmbedOnHost
 from compiler.passes.quantize import Quantize
 from compiler.passes.quantize_kv import QuantizeKV
 from compiler.perf import Breakdown, StageBound, handoff_lanes, handoff_wire_s, hop_s, unit_bound, unit_time

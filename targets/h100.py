@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from targets.spec import ChipSpec, LinkSpec, SystemSpec
 
-# Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified. "Datasheet" is NVIDIA's H100 product page/datasheet
-# (nvidia.com/en-us/data-center/h100/), read through the copies cited beside each number.
+# Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified.
+# "Datasheet" is NVIDIA's H100 product page/datasheet (nvidia.com/en-us/data-center/h100/), read
+# through the copies cited beside each number.
 
 # 80 GB HBM3 (datasheet, via archive-lib.hpctech.co.jp/gpuproduct/nvidia-h100.html) [S]. HBM is
 # sized in binary units, so "80 GB" is 80 GiB, as nvidia-smi totals show on its siblings (e.g.

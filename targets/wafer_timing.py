@@ -21,9 +21,10 @@ Arrival: a SEND's hop count is its `imm`. A RECV naming (peer, tag) may start no
 that SEND's start + imm x hop_cycles (+ the wafer link's latency on units 2, 3). One SEND may feed
 the RECVs of several streams (the fabric's routers multicast a colour), so pairing is by
 (sender stream, tag): every RECV names a SEND that exists, and their byte counts agree; every
-SEND's message (tag) is received by some stream. A RECV from HOST (the host's embedding rows) has no
-SEND: it arrives over the wafer link no earlier than its latency plus half the mesh's perimeter. The senders of one tag (the cores of row 0 each
+SEND's message (tag) is received by some stream. The senders of one tag (the cores of row 0 each
 sending their slice, a tree level's senders) start together, so the named one stands for them all.
+A RECV from HOST (the host's embedding rows) has no SEND: it arrives over the wafer link no earlier
+than the link's latency plus half the mesh's perimeter.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from targets.spec import LinkSpec, WaferSpec
 
-# Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified. "Argonne" is the SC24 tutorial's Cerebras page
-# (github.com/argonne-lcf/AIaccelerators-SC24-tutorial); "WaferLLM" is github.com/MeshInfra/WaferLLM.
+# Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified.
+# "Argonne" is the SC24 tutorial's Cerebras page (github.com/argonne-lcf/AIaccelerators-SC24-tutorial);
+# "WaferLLM" is github.com/MeshInfra/WaferLLM.
 
 CORES_MARKETED = 900_000  # "900,000 AI cores": Argonne; aiwiki.ai/wiki/cerebras_wse_3 [S]
 SRAM_MARKETED_BYTES = 44e9  # "44 GB on-chip SRAM": Argonne [S]

@@ -206,7 +206,7 @@ def _kernel(tmp_path, text: str):
 
 
 def test_an_mxm_booked_faster_than_the_install_rate_is_flagged(tmp_path):
-    from tests.test_kernels import matvec_chain
+    from benchmarks.kernels import chain_ir as matvec_chain
 
     program, lpu = _kernel(tmp_path, matvec_chain(1, [1000, 1000], "i8"))
     assert execute(program, lpu).hazards == []

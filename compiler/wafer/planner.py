@@ -11,6 +11,7 @@ from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
 from compiler.partition.cpsat import Solution, solve
 from compiler.partition.units import boundary_bytes, signature
+from compiler.passes.embed_on_host import HOST_INPUT
 from compiler.perf import Breakdown
 from compiler.plan import Memory
 from compiler.wafer.layout import (
@@ -21,7 +22,6 @@ from compiler.wafer.layout import (
     region_handoff,
     wafer_handoff,
 )
-from compiler.passes.embed_on_host import HOST_INPUT
 from compiler.wafer.mesh_cost import MeshCost, Shape, unit_mesh_cost
 from compiler.wafer.plan import WaferPlan, WaferStage
 from ir.errors import ConfigError, DoesNotFitError

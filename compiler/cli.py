@@ -1,4 +1,4 @@
-"""The `sramflow` command line: plan, compare, lower, compile, inspect and run."""
+"""The `sramflow` command line: plan, compare, lower, compile, inspect, run and sweep."""
 
 from __future__ import annotations
 
@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="also execute every instruction on the build's SRAM image: prompt in, greedy tokens out")
     run.add_argument("--prompt", default="1", help="prompt token ids for --functional, e.g. \"1 2 3 4\"")
     run.set_defaults(run=_run)
+    sweep = sub.add_parser("sweep", help="plan (or compile and run) every point of a TOML spec on Ray: table, plots")
+    sweep.add_argument("spec", help="a sweep spec (TOML): axes and what to run per point")
+    sweep.add_argument("--out", help="the sweep's directory (default: <spec stem>.sweep/ next to the spec)")
+    sweep.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a local "
+                                         "Ray instance started in-process)")
+    sweep.add_argument("--cpus", type=int, help="CPUs of the local Ray instance (default: all of the machine's)")
+    sweep.add_argument("--plot", metavar="DIR", help="draw the Pareto pictures of every model into DIR")
+    sweep.add_argument("--best", action="store_true", help="print each model's Pareto front (tokens/s vs devices)")
+    sweep.set_defaults(run=_sweep_spec)
     return parser
 
 
@@ -240,6 +249,32 @@ def _run(args: argparse.Namespace) -> int:
         _print_run(figures, _console())
     clean = not figures["hazards"] and figures.get("determinism", {"passed": True})["passed"]
     return 0 if clean else 2
+
+
+def _sweep_spec(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from compiler.sweep.best import render_best
+    from compiler.sweep.command import sweep
+    from compiler.sweep.plots import write_plots
+    from compiler.sweep.runner import Cluster
+
+    if args.cpus is not None and (args.cpus < 1 or args.address):
+        raise ConfigError("--cpus: must be a positive integer, for the local Ray instance only (not with --address)")
+    err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
+    outcome = sweep(args.spec, args.out, Cluster(args.address, args.cpus), err)
+    statuses = [r["status"] for r in outcome.table]
+    err.print(f"wrote {', '.join(str(f) for f in outcome.files)}: {len(statuses)} points, "
+              f"{statuses.count('ok')} planned, {len(statuses) - statuses.count('ok')} failed")
+    if args.plot:
+        err.print(f"wrote {len(write_plots(outcome.table, Path(args.plot)))} plots in {args.plot}")
+    if args.best:
+        render_best(outcome.table, _console())
+    if outcome.internal_errors:
+        err.print(f"{outcome.internal_errors} points failed with internal errors (see the table's error column); "
+                  "running the sweep again retries them")
+        return 2
+    return 0
 
 
 def _console() -> Console:

@@ -23,15 +23,16 @@ class Goal:
 
 def front(table: list[Row], x: Goal, y: Goal) -> list[Row]:
     """The rows that no other row dominates (at least as good on both goals, better on one), best x
-    first. Of rows equal on both figures the first (by `point`) stands for them all. Rows missing
-    either figure (a point that failed) take no part."""
+    first; rows equal on both figures are all kept, by `point`. Rows missing either figure (a point
+    that failed) take no part."""
     usable = [r for r in table if r.get(x.column) is not None and r.get(y.column) is not None]
     usable.sort(key=lambda r: (x.value(r), y.value(r), r["point"]))
-    best, kept = float("inf"), []
+    kept: list[Row] = []
     for row in usable:
-        if y.value(row) < best:  # better than every row with an x at least as good
+        figures = (x.value(row), y.value(row))
+        # Better than every row with an x at least as good, or a tie with the row kept last.
+        if not kept or figures[1] < y.value(kept[-1]) or figures == (x.value(kept[-1]), y.value(kept[-1])):
             kept.append(row)
-            best = y.value(row)
     return kept
 
 

@@ -16,7 +16,6 @@ import pytest
 from compiler.cli import main
 from compiler.options import CompileOptions
 from compiler.planner import lower, make_plan, plan_graphs
-from compiler.sweep.pareto import Goal, front
 from compiler.sweep.points import expand
 from compiler.sweep.spec import load_spec
 from compiler.sweep.version import sramflow_version
@@ -144,8 +143,8 @@ def test_table_has_one_row_per_point_in_order_with_every_plan_figure(tiny, whole
     points = expand(load_spec(tiny / "tiny.toml"))
     assert [int(r["point"]) for r in rows] == [p.index for p in points]
     assert [(r["target"], r["target.max_chips"], r["precision"], r["context"]) for r in rows] == [
-        (p.target.label, str(dict(p.fields)["max_chips"]), dict(p.options)["precision"], str(dict(p.options)["context"]))
-        for p in points]
+        (p.target.label, str(dict(p.fields)["max_chips"]), dict(p.options)["precision"],
+         str(dict(p.options)["context"])) for p in points]
     row = next(r for r in rows if r["target"] == "lpu-mini" and r["target.max_chips"] == "256")
     options = CompileOptions(precision=row["precision"], context=int(row["context"]))
     plan = json.loads(make_plan("tiny-llama", "lpu-mini", options).to_json())
@@ -227,7 +226,8 @@ def test_compile_and_run_points_carry_the_run_figures(tmp_path):
     assert full["status"] == "ok" and full["tokens"] == "2"
     assert int(full["run.decode.latency_cycles"]) == run["decode"]["latency_cycles"]
     assert float(full["run.prefill.ttft_ms"]) == run["prefill"]["ttft_ms"]
-    assert float(full["plan.decode.latency_us"]) == json.loads((build / "plan.json").read_text())["decode"]["latency_us"]
+    plan = json.loads((build / "plan.json").read_text())
+    assert float(full["plan.decode.latency_us"]) == plan["decode"]["latency_us"]
     assert "run.wall_s" not in full
 
 
@@ -240,7 +240,8 @@ def test_sweep_refuses_a_directory_that_is_not_its_own(tiny, capsys):
     (foreign / "notes.txt").write_text("mine")
     assert main(["sweep", str(tiny / "tiny.toml"), "--out", str(foreign)]) == 1
     err = capsys.readouterr().err
-    assert err == f"sramflow: error: {foreign}: exists and is not a sweep directory (no sweep.json); choose another --out\n"
+    assert err == (f"sramflow: error: {foreign}: exists and is not a sweep directory (no sweep.json); "
+                   "choose another --out\n")
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,13 +41,42 @@ max_chips = [2, 256]
 """
 
 
-def _sweep(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
+def _sweep(spec: Path, out: Path, *extra: str, address: str | None = None) -> subprocess.Popen:
     """The CLI in a process of its own (and its own process group, so every Ray process it starts
-    can be reaped), on a local Ray instance of 2 CPUs."""
-    command = [sys.executable, "-m", "compiler.cli", "sweep", str(spec), "--out", str(out), "--cpus", "2", *extra]
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    can be reaped), on a local Ray instance of 2 CPUs or on the cluster at `address`."""
+    where = ["--address", address] if address else ["--cpus", "2"]
+    command = [sys.executable, "-m", "compiler.cli", "sweep", str(spec), "--out", str(out), *where, *extra]
+    env = os.environ | {"PYTHONPATH": str(ROOT)} | ({"RAY_AUTH_MODE": "token"} if address else {})
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Ray cluster of one head node (2 CPUs) started like a user would, in a process group of its own."""
+    log = tmp_path_factory.mktemp("cluster") / "head.log"
+    port = _free_port()
+    env = os.environ | {"PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token"}
+    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--port", str(port),
+               "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+               "--ray-client-server-port", str(_free_port())]
+    with open(log, "w") as out:
+        head = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(600):
+            if "Ray runtime started" in log.read_text() or head.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert head.poll() is None, log.read_text()
+        yield f"127.0.0.1:{port}"
+    finally:
+        _reap(head)
 
 
 def _finish(proc: subprocess.Popen, timeout_s: float = 120) -> tuple[int, str, str]:
@@ -129,6 +159,14 @@ def test_killed_and_resumed_sweep_gives_the_uninterrupted_table(whole, resumed):
     ran = resumed["total"] - resumed["recorded_before"]
     assert f"{resumed['recorded_before']} already recorded" in resumed["stderr"]
     assert f"running {ran} on a local Ray instance (2 CPUs)" in resumed["stderr"]
+
+
+def test_a_sweep_on_an_existing_cluster_gives_the_local_table(tiny, whole, cluster):
+    code, _, err = _finish(_sweep(tiny / "tiny.toml", tiny / "on-cluster", address=cluster))
+    assert code == 0, err
+    assert f"running 32 on the Ray cluster at {cluster}" in err
+    for name in ("table.parquet", "table.csv"):
+        assert (tiny / "on-cluster" / name).read_bytes() == (whole["dir"] / name).read_bytes()
 
 
 def test_a_finished_sweep_runs_nothing_again_and_rewrites_the_same_bytes(tiny, whole):

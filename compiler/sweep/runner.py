@@ -91,15 +91,24 @@ def _ray(cluster: Cluster) -> Iterator[Any]:
         if cluster.address:
             ray.init(address=cluster.address, **quiet)
         else:
-            ray.init(num_cpus=cluster.cpus or os.cpu_count(), include_dashboard=False,
+            # "local": a new instance even when another runs on this machine (or a stale one left its address).
+            ray.init(address="local", num_cpus=cluster.cpus or os.cpu_count(), include_dashboard=False,
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"--address {cluster.address}" if cluster.address else "local Ray instance"
-        raise ConfigError(f"{where}: cannot start Ray: {one_line(str(err))}") from None
+        raise ConfigError(f"{where}: cannot start Ray: {one_line(str(err))}{_auth_hint(cluster)}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _auth_hint(cluster: Cluster) -> str:
+    # Ray clusters use token authentication by default, and an explicit address only uses the token
+    # when the environment asks for it (Ray's rule, not ours).
+    if cluster.address and cluster.address != "auto" and os.environ.get("RAY_AUTH_MODE") is None:
+        return " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token, see Ray's docs)"
+    return ""
 
 
 @contextmanager

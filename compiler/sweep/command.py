@@ -50,7 +50,13 @@ def sweep(spec_path: str | Path, out: str | Path | None, cluster: Cluster, conso
     console.print(f"{len(points)} points, {len(points) - _covered(keys, jobs)} already recorded in {store.root}; "
                   f"running {len(jobs)} on {_where(cluster)}")
     if jobs:
-        run_jobs(jobs, store, cluster, console)
+        try:
+            run_jobs(jobs, store, cluster, console)
+        except KeyboardInterrupt:
+            done = sum(store.done(k) is not None for k in dict.fromkeys(keys))
+            console.print(f"interrupted: {done} of {len(set(keys))} distinct points recorded in {store.root}; "
+                          "run the same command to resume")
+            raise
     records = {k: store.load(k) for k in dict.fromkeys(keys)}
     table = rows(points, records, keys)
     return Outcome(store.root, table, write_tables(table, store.root), len(jobs))

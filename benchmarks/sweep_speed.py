@@ -6,11 +6,16 @@ one in one process; prints a table.
 Default: examples/sweeps/llama.toml (192 plans); `--stride K` keeps every K-th point. The Ray figure is the
 whole `sweep` call from a fresh directory (Ray's start-up and shut-down, validation, the table); the serial
 one calls the same task function in a loop. Both must give the same record for every point.
+
+Two more rows say what bounds the ratio: Ray's start-up and shut-down alone, and this machine's
+ceiling for CPU-bound Python, the speed-up of one busy loop per CPU at once over one alone (shared
+or hyper-threaded CPUs give well under the CPU count).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import tempfile
 import time
@@ -19,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from compiler.sweep import command
+from compiler.sweep import command, runner
 from compiler.sweep.points import Point, expand
 from compiler.sweep.runner import Cluster
 from compiler.sweep.spec import load_spec
@@ -41,6 +46,34 @@ def main() -> None:
         serial_s, serial = _serial(points)
         ray_s, ray = _ray(spec, points, Path(tmp) / "ray")
     _report(args.spec, args.stride, len(serial), serial_s, ray_s, _same(serial, ray))
+    Console().print(f"Ray start-up and shut-down alone: {_ray_overhead_s():.1f} s; this machine's ceiling for "
+                    f"CPU-bound Python on {os.cpu_count()} CPUs: {_ceiling():.2f}x")
+
+
+def _ray_overhead_s() -> float:
+    start = time.perf_counter()
+    with runner._ray(Cluster()):
+        pass
+    return time.perf_counter() - start
+
+
+def _busy(n: int) -> float:
+    start = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i * i
+    return time.perf_counter() - start
+
+
+def _ceiling(n: int = 20_000_000) -> float:
+    """Work per second of one busy loop per CPU at once, over one loop alone."""
+    alone = _busy(n)
+    cpus = os.cpu_count() or 1
+    with multiprocessing.Pool(cpus) as pool:
+        start = time.perf_counter()
+        pool.map(_busy, [n] * cpus)
+        together = time.perf_counter() - start
+    return cpus * alone / together
 
 
 def _serial(points: list[Point]) -> tuple[float, dict[str, dict]]:

@@ -93,11 +93,16 @@ def lower_one(model: str, phase: str, options: CompileOptions, layers: int | Non
 
 
 def make_plan(model: str, target: str, options: CompileOptions) -> Plan | WaferPlan:
+    return make_plan_on(model, load_target(target), options)
+
+
+def make_plan_on(model: str, system: SystemSpec | WaferSpec, options: CompileOptions) -> Plan | WaferPlan:
+    """`make_plan` on an already loaded target (a sweep's target after its field overrides)."""
     start = time.perf_counter()
     if is_graph_file(model):
         options = graph_file_options(options)
     name, graphs = lower(model, options)
-    plan = plan_graphs(name, graphs, load_target(target), options)
+    plan = plan_graphs(name, graphs, system, options)
     return replace(plan, wall_s=time.perf_counter() - start)
 
 

@@ -14,6 +14,8 @@ from targets.loader import (
     _build,
     _field_hint,
     _leaf_paths,
+    _memory_spelling,
+    _overlay,
     _parse_leaf,
     load_target,
 )
@@ -45,10 +47,14 @@ def override(spec_or_name: SystemSpec | WaferSpec | str, values: dict[str, Any],
     spec = load_target(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
     schema = schema_of(spec)
     tree = _as_tree(spec)
+    nested: dict[str, Any] = {}
     for dotted, raw in values.items():
         rule = _rule(schema, dotted, spec, where)
-        _assign(tree, dotted, _parse_leaf(rule, raw, f"{where}: on {spec.name}"))
-    return _build(tree, _Where(f"{where}: on {spec.name}"))
+        _assign(nested, dotted, _parse_leaf(rule, raw, f"{where}: on {spec.name}"))
+    located = _Where(f"{where}: on {spec.name}")
+    _memory_spelling(tree, nested, located)  # memory per cycle or per second: the one given replaces the other
+    _overlay(tree, nested)
+    return _build(tree, located)
 
 
 def _rule(schema: dict[str, Any], dotted: str, spec: SystemSpec | WaferSpec, where: str) -> Leaf:
@@ -66,7 +72,7 @@ def _rule(schema: dict[str, Any], dotted: str, spec: SystemSpec | WaferSpec, whe
 def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *tables, last = dotted.split(".")
     for key in tables:
-        tree = tree[key]
+        tree = tree.setdefault(key, {})
     tree[last] = value
 
 
@@ -107,13 +113,16 @@ def _value(key: str, value: Any, table: str) -> str:
     """A TOML value with the unit the field's name implies (STYLE: units in names)."""
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if table.endswith("peak_ops_per_s"):
-        return f'"{value!r} OPS"'
+    for suffix, unit in _TABLE_UNITS:
+        if table.endswith(suffix):
+            return f'"{value!r} {unit}"'
     for suffix, unit in _UNITS:
         if key.endswith(suffix):
             return f'"{value!r} {unit}"'
     return repr(value)
 
 
+# Tables of one quantity per precision.
+_TABLE_UNITS = (("peak_ops_per_s", "OPS"), ("_bytes_per_weight", "B"))
 # Longest suffix first: `_bytes_per_s` is a rate, not a size or a time.
-_UNITS = (("_bytes_per_s", "B/s"), ("_bytes", "B"), ("_hz", "Hz"), ("_s", "s"))
+_UNITS = (("_bytes_per_s", "B/s"), ("_bytes_per_cycle", "B/cycle"), ("_bytes", "B"), ("_hz", "Hz"), ("_s", "s"))

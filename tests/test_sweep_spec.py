@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -10,9 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.cli import main
+from compiler.options import CompileOptions
+from compiler.planner import make_plan
+from compiler.sweep.command import job_of
 from compiler.sweep.pareto import Goal, front
 from compiler.sweep.points import expand
 from compiler.sweep.spec import load_spec
+from compiler.sweep.task import run_job
+from compiler.sweep.version import sramflow_version
 from ir.errors import ConfigError
 from targets import load_target
 from targets.overrides import dump_toml, override
@@ -162,3 +168,16 @@ def test_a_front_holds_exactly_the_rows_nothing_dominates(rows, x_lower, y_lower
     best = front(rows, x, y)
     assert sorted(r["point"] for r in best) == [r["point"] for r in rows if not any(dominates(o, r) for o in rows)]
     assert [x.value(r) for r in best] == sorted(x.value(r) for r in best)
+
+
+def test_a_graph_ir_model_is_planned_as_plan_plans_it(tmp_path, capsys):
+    assert main(["lower", "tiny-llama", "--layers", "1", "--context", "256"]) == 0
+    (tmp_path / "one-layer.ir").write_text(capsys.readouterr().out)
+    spec = tmp_path / "s.toml"
+    spec.write_text('[axes]\nmodel = ["one-layer.ir", "tiny-llama"]\ntarget = "lpu-mini"\ncontext = 256\n')
+    points = expand(load_spec(spec))
+    version = sramflow_version()
+    record = run_job(job_of(points[0], points[0].key(version), version))
+    plan = make_plan(str(tmp_path / "one-layer.ir"), "lpu-mini", CompileOptions(context=256))
+    assert record["status"] == "ok" and record["plan"] == json.loads(plan.to_json())
+    assert points[0].model.name == plan.model and points[0].key(version) != points[1].key(version)

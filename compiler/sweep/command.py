@@ -84,6 +84,6 @@ def _where(cluster: Cluster) -> str:
 
 def job_of(point: Point, key: str, version: dict[str, str]) -> Job:
     """What a worker runs for one point (also for callers that run points themselves)."""
-    return Job(key, point.model.name, point.model.config_text, point.system, dict(point.options),
+    return Job(key, point.model.name, point.model.text, point.model.suffix, point.system, dict(point.options),
                point.run, point.tokens, version)
 

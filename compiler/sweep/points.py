@@ -39,7 +39,7 @@ class Point:
     def key_inputs(self, version: dict[str, str]) -> dict[str, Any]:
         """What the result depends on: the model config's contents, the target's every field after
         overrides, the options, what is run, and which sramflow runs it."""
-        inputs = {"model": {"name": self.model.name, "config": self.model.config},
+        inputs = {"model": {"name": self.model.name, "contents": self.model.contents},
                   "target": asdict(self.system), "options": dict(self.options), "run": self.run,
                   "sramflow": version}
         if self.run == "compile+run":

@@ -14,6 +14,7 @@ from typing import Any
 from compiler.frontend import load_model_config
 from compiler.frontend.config import PRESETS_DIR
 from compiler.options import CompileOptions
+from compiler.planner import is_graph_file, read_graph_file
 from ir.errors import ConfigError
 from targets.loader import PRESETS, _line_of, list_targets, load_target
 from targets.overrides import override
@@ -30,15 +31,18 @@ _RANGE_KEYS = ("from", "to", "times", "step")
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
-    """A model as the spec names it (`label`), its config's name and the config file's text."""
+    """A model as the spec names it (`label`), its name, and its file's text and suffix: a config
+    (`.json`) or a graph IR file (`.ir`, planned as `sramflow plan FILE.ir` plans it)."""
 
     label: str
     name: str
-    config_text: str
+    text: str
+    suffix: str = ".json"
 
     @property
-    def config(self) -> dict:
-        return json.loads(self.config_text)
+    def contents(self) -> dict | str:
+        """What the model is, whatever its file's spacing: the parsed config, or the IR text."""
+        return json.loads(self.text) if self.suffix == ".json" else self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +188,13 @@ def _strings(value: Any, source: _Source, dotted: str) -> list[str]:
 
 
 def _model(label: str, source: _Source, where: str) -> ModelRef:
-    """A preset name, or a config.json path relative to the spec."""
+    """A preset name, or a config.json (or graph IR file) path relative to the spec."""
+    if is_graph_file(label):
+        try:
+            return ModelRef(label, read_graph_file(str(source.path.parent / label)).name,
+                            (source.path.parent / label).read_text(encoding="utf-8"), ".ir")
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
     path = source.path.parent / label if ("/" in label or label.endswith(".json")) else PRESETS_DIR / f"{label}.json"
     if not path.exists() and "/" not in label and not label.endswith(".json"):
         names = sorted(p.stem for p in PRESETS_DIR.glob("*.json"))

@@ -21,11 +21,13 @@ OK, ERROR, INTERNAL = "ok", "error", "internal-error"
 @dataclass(frozen=True, slots=True)
 class Job:
     """What a worker needs for one point, self-contained (no paths of the driver's machine):
-    the model config's text, the target after overrides, the options, and the driver's sramflow."""
+    the model file's text (a config or graph IR), the target after overrides, the options, and the
+    driver's sramflow."""
 
     key: str
     model_name: str
-    config_text: str
+    model_text: str
+    model_suffix: str
     system: SystemSpec | WaferSpec
     options: dict[str, Any]
     run: str
@@ -64,21 +66,20 @@ def _same_code(driver: dict[str, str]) -> None:
 def _figures(job: Job) -> dict[str, Any]:
     options = CompileOptions(**job.options)
     with tempfile.TemporaryDirectory(prefix="sramflow-sweep-") as tmp:
-        config = Path(tmp) / f"{job.model_name}.json"
-        config.write_text(job.config_text, encoding="utf-8")
+        model = Path(tmp) / f"{job.model_name}{job.model_suffix}"  # a config's name is its file's stem
+        model.write_text(job.model_text, encoding="utf-8")
         if job.run == "plan":
-            return {"plan": _plan(str(config), job.system, options)}
-        return _compile_and_run(str(config), job, options, Path(tmp))
+            return {"plan": _plan(str(model), job.system, options)}
+        return _compile_and_run(str(model), job, options, Path(tmp))
 
 
-def _plan(config: str, system: SystemSpec | WaferSpec, options: CompileOptions) -> dict:
-    from compiler.planner import lower, plan_graphs
+def _plan(model: str, system: SystemSpec | WaferSpec, options: CompileOptions) -> dict:
+    from compiler.planner import make_plan_on
 
-    name, graphs = lower(config, options)
-    return json.loads(plan_graphs(name, graphs, system, options).to_json())
+    return json.loads(make_plan_on(model, system, options).to_json())
 
 
-def _compile_and_run(config: str, job: Job, options: CompileOptions, tmp: Path) -> dict:
+def _compile_and_run(model: str, job: Job, options: CompileOptions, tmp: Path) -> dict:
     """A timing-mode build without an SRAM image (weights "none"), run for `tokens` decode steps."""
     from compiler.build import compile_model
     from targets.runner import run_build
@@ -86,7 +87,7 @@ def _compile_and_run(config: str, job: Job, options: CompileOptions, tmp: Path) 
     target = tmp / "target.toml"
     target.write_text(dump_toml(job.system), encoding="utf-8")
     build = tmp / "build"
-    compile_model(config, str(target), options, build, weights="none")
+    compile_model(model, str(target), options, build, weights="none")
     run = run_build(build, job.tokens)
     run.pop("wall_s")
     return {"plan": json.loads((build / "plan.json").read_text()), "run": run}

@@ -283,6 +283,13 @@ def test_sweep_refuses_a_directory_that_is_not_its_own(tiny, capsys):
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
+def test_an_address_where_nothing_listens_fails_in_one_line(tiny, capsys):
+    address = f"127.0.0.1:{_free_port()}"
+    assert main(["sweep", str(tiny / "tiny.toml"), "--out", str(tiny / "nowhere"), "--address", address]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(f"sramflow: error: --address {address}: nothing answers at {address}")
+
+
 def test_without_ray_sweep_says_how_to_install_it(tiny, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     assert main(["sweep", str(tiny / "tiny.toml")]) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ def _ray(cluster: Cluster) -> Iterator[Any]:
     import ray
 
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if cluster.address:
+        _check_reachable(cluster.address)
     try:
         if cluster.address:
             ray.init(address=cluster.address, **quiet)
@@ -101,6 +104,20 @@ def _ray(cluster: Cluster) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at HOST:PORT."""
+    host_port = address.removeprefix("ray://")
+    if address == "auto" or ":" not in host_port:
+        return
+    host, _, port = host_port.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT, got port {port!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(f"--address {address}: nothing answers at {host_port} ({one_line(str(err))})") from None
 
 
 def _auth_hint(cluster: Cluster) -> str:

@@ -102,7 +102,7 @@ class Emitter:
         output stream). `args` are the function's constants (eps, rope frequencies, masks)."""
         out = self.t.stream()
         deps = tuple((x[0], 0) for x in (a, b, c) if x)
-        cycles = self.t.timing.vop(fn, m * n, bytes_in)
+        cycles = self.t.timing.vop(fn, m * n, bytes_in, rows=m)
         i = self.t.add(Instr(Op.VOP, cycles, fn=fn, m=m, n=n, src_bytes=bytes_in, s_a=a[1],
                              s_b=b[1] if b else -1, s_c=c[1] if c else -1, s_out=out, deps=deps,
                              args=tuple(sorted(args.items())) if args else None, imm=imm, offset=offset,

@@ -270,7 +270,7 @@ def _vector(e: _Emitter, op: Op, rows_scale: float, precision: str, kv: str) -> 
     moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
     per_core, nbytes = math.ceil(width / cols), math.ceil(moved / cols)
     fn = VECTOR_FN.get(op.opcode, Fn.NONE)
-    cycles = e.timing.vop(fn, m * per_core, nbytes)
+    cycles = e.timing.vop(fn, m * per_core, nbytes, rows=m)
     for r in e.roles.root:
         e.put(r, UnitKind.VXM, 0, Isa.VOP, cycles, fn=fn, src_bytes=nbytes, s_a=e.cur[r], s_out=e.fresh(r), m=m,
               n=per_core)

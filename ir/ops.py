@@ -10,7 +10,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ir.types import DType, TensorType
+from ir.types import ACTIVATION_DTYPES, DType, TensorType
 
 Attrs = dict[str, int | float | str | bool]
 
@@ -84,7 +84,16 @@ def _need(cond: bool, message: str) -> None:
 
 def _activation(t: TensorType) -> DType:
     """Activations stay 16-bit float whatever the weights are stored as."""
-    return t.dtype if t.dtype in (DType.F32, DType.F16, DType.BF16) else DType.F16
+    return t.dtype if t.dtype in (DType.F32, *ACTIVATION_DTYPES) else DType.F16
+
+
+def _rows_dtype(table: TensorType, attrs: Attrs) -> DType:
+    """A table's rows: its own float type, or (a quantized table) the `dtype` attribute."""
+    if table.dtype in (DType.F32, *ACTIVATION_DTYPES):
+        return table.dtype
+    name = attrs.get("dtype", DType.F16.value)
+    _need(name in (d.value for d in ACTIVATION_DTYPES), f"embed dtype must be f16 or bf16, got {name!r}")
+    return DType(name)
 
 
 def _embed(ins, attrs):
@@ -93,7 +102,7 @@ def _embed(ins, attrs):
     _need(len(table.shape) == 2, f"embed table must be 2-D, got {table}")
     if len(ins) == 3:
         _need(ins[2].shape == table.shape[:1], f"embed scale must be [{table.shape[0]}], got {ins[2]}")
-    return (TensorType(_activation(table), (ids.shape[0], table.shape[1])),)
+    return (TensorType(_rows_dtype(table, attrs), (ids.shape[0], table.shape[1])),)
 
 
 def _matmul(ins, attrs):
@@ -175,7 +184,7 @@ def _topk(ins, attrs):
     _need(logits.shape[1] % groups == 0 and 1 <= kept <= groups and attrs["k"] <= kept * logits.shape[1] // groups,
           f"topk k={attrs['k']} from {kept} of {groups} groups does not fit {logits.shape[1]} experts")
     rows = logits.shape[0]
-    return TensorType(DType.F16, (rows, attrs["k"])), TensorType(DType.I32, (rows, attrs["k"]))
+    return TensorType(_activation(logits), (rows, attrs["k"])), TensorType(DType.I32, (rows, attrs["k"]))
 
 
 def _experts(ins, attrs):
@@ -307,8 +316,8 @@ def _attention_flops(ins, outs, attrs):
 
 OPDEFS: dict[Opcode, OpDef] = {
     # shards: the table is one of that many row (vocabulary) shards; rows it lacks give zeros.
-    # A third operand is a quantized table's per-row scale [V].
-    Opcode.EMBED: OpDef((2, 3), {}, _embed, _no_flops, optional={"shards": int}),
+    # A third operand is a quantized table's per-row scale [V]; dtype: a quantized table's rows' type.
+    Opcode.EMBED: OpDef((2, 3), {}, _embed, _no_flops, optional={"shards": int, "dtype": str}),
     # split: Megatron-style tensor parallelism. "col" splits the output features
     # (the result is a shard), "row" splits the input features (the result is a
     # partial sum that an allreduce completes). Absent: the weight is replicated.

@@ -20,13 +20,15 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ir.graph import Graph, Op
-from ir.numerics import quantize
+from ir.numerics import ELEMENT, quantize
 from ir.ops import Opcode
 from ir.types import DType
 
 Env = dict[str, np.ndarray]
-NUMPY = {DType.F32: np.float32, DType.F16: np.float16, DType.BF16: np.float32, DType.FP8: np.float32,
-         DType.I32: np.int32, DType.I8: np.int8, DType.I4: np.int8}
+# How each dtype's values are held here: 16- and 32-bit floats in their own type (bf16 through
+# ml_dtypes), integer codes as int8 or int32, every 8- and 4-bit float code as its float32 value.
+NUMPY = {d: np.float32 for d in DType} | {d: ELEMENT[d] for d in (DType.F32, DType.F16, DType.BF16)} | {
+    DType.I32: np.int32, DType.I8: np.int8, DType.I4: np.int8}
 
 
 def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
@@ -45,6 +47,9 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[st
         for value, array in zip(op.results, results, strict=True):
             env[value.name] = array.astype(NUMPY[value.type.dtype], copy=False)
     return {v.name: env[v.name] for v in graph.outputs}
+
+
+_DTYPE_OF = {np.dtype(ELEMENT[d]): d for d in (DType.F16, DType.BF16)}  # a 16-bit array's DType
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -174,7 +179,7 @@ def _store(new: np.ndarray, cache: np.ndarray, scale: np.ndarray | None, seq: np
         return
     rows = _f32(new).reshape(len(new), kv_heads, -1)
     dtype = DType.FP8 if cache.dtype == np.float32 else DType.I8
-    codes, s = quantize(rows, dtype, axis=2)
+    codes, s = quantize(rows, dtype, axis=2, scale_dtype=_DTYPE_OF[scale.dtype])
     cache[seq, pos] = codes.reshape(len(new), -1)
     scale[seq, pos] = s
 
@@ -243,7 +248,7 @@ def _experts(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     for row, (w_row, id_row) in enumerate(zip(weights, ids, strict=True)):
         for w, e in zip(w_row, id_row, strict=True):
             h = x[row]
-            y[row] += w * ((act(h @ gate[e]) * (h @ up[e])).astype(np.float16).astype(np.float32) @ down[e])
+            y[row] += w * ((act(h @ gate[e]) * (h @ up[e])).astype(args[0].dtype).astype(np.float32) @ down[e])
     return (y,)
 
 

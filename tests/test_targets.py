@@ -123,8 +123,8 @@ def test_lpu_mini_keeps_the_lpu_rules_with_small_sram():
 
 
 def test_unknown_precision_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown precision 'fp4'.*fp8"):
-        load_target("lpu").chip.peak_ops("fp4")
+    with pytest.raises(ConfigError, match="unknown precision 'fp6'.*fp8"):
+        load_target("lpu").chip.peak_ops("fp6")
 
 
 def test_spec_rejects_inconsistent_values():

@@ -20,12 +20,11 @@ from compiler.codegen.template import Instr, Ref, Rel, Space, Template
 from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
-from ir.isa import Fmt, Fn, Op
+from ir.isa import FMT_OF, Fmt, Fn, Op
 from ir.program import Flag
 from ir.types import DType
 
-FMT = {DType.F16: Fmt.F16, DType.BF16: Fmt.F16, DType.F32: Fmt.F16, DType.FP8: Fmt.FP8, DType.I8: Fmt.I8,
-       DType.I4: Fmt.I4}
+FMT = FMT_OF  # the format each stored dtype streams through the MXM (or a GATHER) in
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from compiler.plan import Stage
 from ir.graph import Graph, Value
 from ir.isa import Op
 from ir.program import Program
+from ir.types import ACTIVATION_DTYPES, DType
 from targets.spec import SystemSpec
 from targets.timing import Timing
 
@@ -155,6 +156,11 @@ def _chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[i
     return starts
 
 
+def activation_dtype(graph: Graph) -> DType:
+    """The 16-bit type the graph's activations are held in: that of its logits."""
+    return next(v.type.dtype for v in graph.outputs if v.type.dtype in ACTIVATION_DTYPES)
+
+
 def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: SystemSpec, chunks: int,
                 target_name: str) -> tuple[Program, list[StageCode]]:
     timing = Timing.of(system)
@@ -177,6 +183,7 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
         instantiate(cols, codes[stage], index, start, tag, neighbours, system, fn_args)
     chips = max(c.first_chip + c.tp for c in codes)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks,
-            "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), chunks)}
+            "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), chunks),
+            "activations": activation_dtype(graph).value}
     return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta), codes
 

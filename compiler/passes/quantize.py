@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 from compiler.options import PRECISIONS
 from ir.errors import ConfigError, VerifyError
 from ir.graph import Graph, Op, Value, sorted_attrs
-from ir.numerics import quantize
+from ir.numerics import ELEMENT, quantize
 from ir.ops import OPDEFS, Opcode
-from ir.types import DType, TensorType
+from ir.types import ACTIVATION_DTYPES, DType, TensorType
 
 STORAGE = {"fp8": DType.FP8, "int8": DType.I8, "int4": DType.I4}
-SCALE_DTYPE = DType.F16
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +56,8 @@ def _quantized_channels(graph: Graph) -> dict[str, tuple[int, ...]]:
             weight = op.operands[index]
             if weight.name not in params or weight.name.endswith(KEEP_16BIT):
                 continue
-            if len(op.operands) > max(_WEIGHT_OPERANDS[op.opcode]) + 1 or weight.type.dtype is not DType.F16:
-                raise VerifyError(f"quantize needs f16 weights without scales; {weight} is {weight.type}"
+            if len(op.operands) > max(_WEIGHT_OPERANDS[op.opcode]) + 1 or weight.type.dtype not in ACTIVATION_DTYPES:
+                raise VerifyError(f"quantize needs 16-bit weights without scales; {weight} is {weight.type}"
                                   f"{' with a scale' if len(op.operands) > index + 2 else ''}")
             shape = _scale_shape(op, weight.type)
             if channels.setdefault(weight.name, shape) != shape:  # a tied table must agree on its channels
@@ -94,7 +94,8 @@ def _new_params(params: tuple[Value, ...], channels: dict[str, tuple[int, ...]],
             out.append(p)
             continue
         renamed[p.name] = Value(p.name, p.type.with_dtype(dtype))
-        scales[p.name] = Value(f"{p.name}.scale", TensorType(SCALE_DTYPE, channels[p.name]))
+        # Per-channel scales take the weight's own 16-bit type, the type its products come out in.
+        scales[p.name] = Value(f"{p.name}.scale", TensorType(p.type.dtype, channels[p.name]))
         out += [renamed[p.name], scales[p.name]]
     return tuple(out), scales, renamed
 
@@ -103,13 +104,16 @@ def _rewrite(op: Op, scales: dict[str, Value], renamed: dict[str, Value]) -> Op:
     """`op` reading the new params (plus a scale operand where its weight got one); results
     are re-typed by the op's own rule, and any whose type changes are recorded in `renamed`."""
     operands = tuple(renamed.get(v.name, v) for v in op.operands)
+    attrs = op.attr
     for index in _WEIGHT_OPERANDS.get(op.opcode, ()):
         if op.operands[index].name in scales:
             operands += (scales[op.operands[index].name],)
-    types = OPDEFS[op.opcode].type_rule(tuple(v.type for v in operands), op.attr)
+            if op.opcode is Opcode.EMBED:  # the rows keep the table's 16-bit type
+                attrs = attrs | {"dtype": op.operands[index].type.dtype.value}
+    types = OPDEFS[op.opcode].type_rule(tuple(v.type for v in operands), attrs)
     results = tuple(r if r.type == t else Value(r.name, t) for r, t in zip(op.results, types, strict=True))
     renamed.update((r.name, r) for r, old in zip(results, op.results, strict=True) if r is not old)
-    return Op(op.opcode, operands, results, sorted_attrs(op.attr), op.scope)
+    return Op(op.opcode, operands, results, sorted_attrs(attrs), op.scope)
 
 
 # ---- numbers: what the compiler stores for a quantized weight --------------------------------
@@ -117,20 +121,39 @@ def _rewrite(op: Op, scales: dict[str, Value], renamed: dict[str, Value]) -> Op:
 
 def quantize_weights(weights: dict[str, np.ndarray], graph: Graph, precision: str) -> dict[str, np.ndarray]:
     """Float weights to what `graph` (the output of Quantize(precision)) stores: for each
-    quantized param, codes and `<name>.scale` (f16) per channel (ir.numerics.quantize)."""
+    quantized param, codes and `<name>.scale` (16-bit) per channel (ir.numerics.quantize);
+    the rest rounded to their 16-bit type."""
     if precision == "fp16":
-        return {p.name: weights[p.name].astype(np.float16) for p in graph.params}
+        return {p.name: _rounded(p.name, weights[p.name], p.type.dtype) for p in graph.params}
     axes = _channel_axes(graph)
+    params = {p.name: p for p in graph.params}
     out = {}
     for p in graph.params:
         if p.name.endswith(".scale") and p.name[: -len(".scale")] in axes:
             continue
         if p.name not in axes:
-            out[p.name] = weights[p.name].astype(np.float16)
+            out[p.name] = _rounded(p.name, weights[p.name], p.type.dtype)
             continue
+        scale_dtype = params[f"{p.name}.scale"].type.dtype
         out[p.name], out[f"{p.name}.scale"] = quantize(weights[p.name].astype(np.float32), STORAGE[precision],
-                                                        axes[p.name])
+                                                        axes[p.name], scale_dtype)
+        _check_finite(f"{p.name}.scale", weights[p.name], out[f"{p.name}.scale"], scale_dtype)
     return out
+
+
+def _rounded(name: str, w: np.ndarray, dtype: DType) -> np.ndarray:
+    """`w` in its 16-bit type; a value that type cannot hold is an error, never an infinity."""
+    with np.errstate(over="ignore"):  # an overflow is reported just below, by name
+        stored = np.asarray(w, np.float32).astype(ELEMENT[dtype])
+    _check_finite(name, w, stored, dtype)
+    return stored
+
+
+def _check_finite(name: str, given: np.ndarray, stored: np.ndarray, dtype: DType) -> None:
+    given = np.asarray(given, np.float32)
+    if np.isfinite(given).all() and not np.isfinite(np.asarray(stored, np.float32)).all():
+        raise ConfigError(f"parameter '{name}': {float(np.abs(given).max()):g} is beyond what {dtype.value} can hold "
+                          f"(largest {float(ml_dtypes.finfo(ELEMENT[dtype]).max):g}); a bfloat16 config stores bf16")
 
 
 def _channel_axes(graph: Graph) -> dict[str, int]:

@@ -19,7 +19,7 @@ class QuantizeKV:
 
     Requires: attention ops whose k and v caches are f16 state [B, C, kv_heads x head_dim]
     with no scales. Produces: each cache stored as fp8/i8 and, right after it in `state`,
-    an f16 scale `<cache>.scale` [B, C, kv_heads] (one per token and kv head, set when
+    a scale `<cache>.scale` [B, C, kv_heads] in the cache's 16-bit type (one per token and kv head, set when
     the token is written); attention takes the two scales as operands 6 and 7. The
     scales are counted in the state's bytes, so plans pay for them. fp16 returns the
     graph unchanged."""
@@ -43,7 +43,7 @@ class QuantizeKV:
                 continue
             batch, tokens, _ = s.type.shape
             new[s.name] = (Value(s.name, s.type.with_dtype(STORAGE[self.precision])),
-                           Value(f"{s.name}.scale", TensorType(DType.F16, (batch, tokens, heads[s.name]))))
+                           Value(f"{s.name}.scale", TensorType(s.type.dtype, (batch, tokens, heads[s.name]))))
             state.extend(new[s.name])
         ops = tuple(_rewrite(op, new) for op in graph.ops)
         return Graph(graph.name, graph.inputs, graph.params, tuple(state), ops, graph.outputs)

@@ -2,14 +2,17 @@
 
 `run_graph` evaluates a whole-model graph (before sharding) op by op with the
 EVAL table, keyed by opcode like OPDEFS. Numerics are those the targets promise:
-weights as stored (f16, or fp8/int8/int4 codes times their per-channel f16
-scale), arithmetic in f32, every op's result rounded to its declared type (16-bit
-activations). State (KV caches; Mamba's conv and SSM states) is updated in place, so
-prefill then decode steps generate text. The cycle-accurate interpreter's functional mode must agree with it,
-and it with Hugging Face transformers on tiny models (tests).
+weights as stored (f16 or bf16; fp8/int8/int4 codes whose product is multiplied by
+their per-channel scale; nvfp4/mxfp4/mxfp8 codes times their block scales, the product
+times NVFP4's tensor scale), arithmetic in f32, every op's result rounded to its
+declared type (16-bit activations, bf16 through ml_dtypes). State (KV caches; Mamba's
+conv and SSM states) is updated in place, so prefill then decode steps generate text.
+The cycle-accurate interpreter's functional mode must agree with it, and it with
+Hugging Face transformers on tiny models (tests).
 
 Layouts: a matmul weight is [K, N] (x @ w; a Hugging Face Linear's weight transposed)
-or [N, K] with transpose_b; int4 codes are held one per int8 element here.
+or [N, K] with transpose_b; int4 codes are held one per int8 element here, 8- and 4-bit
+float codes and block scales as their float32 values.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ir.graph import Graph, Op
-from ir.numerics import ELEMENT, quantize
+from ir.numerics import ELEMENT, dequantize_blocks, quantize, quantize_blocks
 from ir.ops import Opcode
 from ir.types import DType
 
@@ -57,19 +60,31 @@ def _f32(a: np.ndarray) -> np.ndarray:
 
 
 def _embed(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
-    ids, table = args[0], args[1]
+    ids, table, scales = args[0], args[1], args[2:]
+    dtype = op.operands[1].type.dtype
+    if dtype.block is not None:  # codes times their block scales along the row, then the tensor scale
+        rows = dequantize_blocks(table[ids], scales[0][ids], dtype, axis=1)
+        return (rows * _f32(scales[1]) if len(scales) == 2 else rows,)
     rows = _f32(table[ids])
-    if len(args) == 3:
-        rows = rows * _f32(args[2][ids])[:, None]
-    return (rows,)
+    return (rows * _f32(scales[0][ids])[:, None] if scales else rows,)
 
 
 def _matmul(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
-    x, w = _f32(args[0]), _f32(args[1])
-    y = x @ (w.T if op.attr.get("transpose_b") else w)
-    if len(args) == 3:
-        y = y * _f32(args[2])
-    return (y,)
+    transpose = op.attr.get("transpose_b")
+    w, after = stored_weight(op.operands[1].type.dtype, args[1], args[2:], 1 if transpose else 0)
+    y = _f32(args[0]) @ (w.T if transpose else w)
+    return (y if after is None else y * after,)
+
+
+def stored_weight(dtype: DType, w: np.ndarray, scales: list[np.ndarray], k_axis: int
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A stored weight as the matrix products multiply (codes times block scales along `k_axis`,
+    or the codes of a per-channel format) and what multiplies the product after (the per-channel
+    scales, NVFP4's tensor scale, or None), as the targets compute it."""
+    if dtype.block is not None:
+        after = _f32(scales[1]) if len(scales) == 2 else None
+        return dequantize_blocks(w, scales[0], dtype, k_axis), after
+    return _f32(w), (_f32(scales[0]) if scales else None)
 
 
 def _rmsnorm(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
@@ -157,12 +172,14 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     seq = np.arange(len(q)) // per_seq
     caches = [(k, k_cache), (v, v_cache)]
     scales = args[6:8] if len(args) == 8 else (None, None)
+    dtype = op.operands[3].type.dtype
     for (new, cache), scale in zip(caches, scales, strict=True):
-        _store(new, cache, scale, seq, pos, kv_heads)
+        _store(new, cache, scale, seq, pos, kv_heads, dtype)
     out = np.zeros((len(q), heads * d), np.float32)
     group = heads // kv_heads
     for r in range(len(q)):
-        keys, vals = (_load(c, s, seq[r], pos[r], kv_heads) for c, s in zip((k_cache, v_cache), scales, strict=True))
+        keys, vals = (_load(c, s, seq[r], pos[r], kv_heads, dtype)
+                      for c, s in zip((k_cache, v_cache), scales, strict=True))
         qr = _f32(q[r]).reshape(heads, d)
         kh = np.repeat(keys, group, axis=1)  # [T, heads, d]
         vh = np.repeat(vals, group, axis=1)
@@ -173,19 +190,26 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
 
 
 def _store(new: np.ndarray, cache: np.ndarray, scale: np.ndarray | None, seq: np.ndarray, pos: np.ndarray,
-           kv_heads: int) -> None:
+           kv_heads: int, dtype: DType) -> None:
     if scale is None:
         cache[seq, pos] = new
         return
+    if dtype.block is not None:  # NVFP4: an e4m3 scale per 16 values of each row, no tensor scale
+        b = quantize_blocks(_f32(new), dtype, axis=1, tensor_scale=False)
+        cache[seq, pos], scale[seq, pos] = b.codes, b.scales
+        return
     rows = _f32(new).reshape(len(new), kv_heads, -1)
-    dtype = DType.FP8 if cache.dtype == np.float32 else DType.I8
     codes, s = quantize(rows, dtype, axis=2, scale_dtype=_DTYPE_OF[scale.dtype])
     cache[seq, pos] = codes.reshape(len(new), -1)
     scale[seq, pos] = s
 
 
-def _load(cache: np.ndarray, scale: np.ndarray | None, seq: int, pos: int, kv_heads: int) -> np.ndarray:
+def _load(cache: np.ndarray, scale: np.ndarray | None, seq: int, pos: int, kv_heads: int, dtype: DType
+          ) -> np.ndarray:
     """Cache positions 0..pos of a sequence as [T, kv_heads, d] floats."""
+    if dtype.block is not None:
+        rows = dequantize_blocks(cache[seq, : pos + 1], scale[seq, : pos + 1], dtype, axis=1)
+        return rows.reshape(pos + 1, kv_heads, -1)
     rows = _f32(cache[seq, : pos + 1]).reshape(pos + 1, kv_heads, -1)
     return rows if scale is None else rows * _f32(scale[seq, : pos + 1])[:, :, None]
 
@@ -225,7 +249,8 @@ def _mla_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     q_nope, q_pe, c_kv, k_pe, cache, pos = args[:6]
     a = op.attr
     heads, nope, rank = a["heads"], a["nope_dim"], c_kv.shape[1]
-    kv_b = _f32(args[6]) * (_f32(args[7]) if len(args) == 8 else np.float32(1))
+    w, after = stored_weight(op.operands[6].type.dtype, args[6], args[7:], 0)
+    kv_b = w if after is None else w * after
     w = kv_b.reshape(rank, heads, -1)
     w_uk, w_uv = w[..., :nope], w[..., nope:]
     seq = np.arange(len(q_nope)) // (len(q_nope) // cache.shape[0])
@@ -242,14 +267,24 @@ def _mla_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
 
 def _experts(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     x, weights, ids = _f32(args[0]), _f32(args[1]), args[2]
-    gate, up, down = (_dequantize(args[3 + i], args[6 + i] if len(args) == 9 else None) for i in range(3))
+    per = (len(args) - 6) // 3  # scales per weight: 0, 1 (per channel or mx) or 2 (nvfp4)
+    gate, up, down = (stored_weight(op.operands[3 + i].type.dtype, args[3 + i], args[6 + i::3][:per], 1)
+                      for i in range(3))
     act = ACTIVATIONS[op.attr.get("act", "silu")]
     y = np.zeros_like(x)
     for row, (w_row, id_row) in enumerate(zip(weights, ids, strict=True)):
         for w, e in zip(w_row, id_row, strict=True):
             h = x[row]
-            y[row] += w * ((act(h @ gate[e]) * (h @ up[e])).astype(args[0].dtype).astype(np.float32) @ down[e])
+            inner = act(_expert_product(h, gate, e)) * _expert_product(h, up, e)
+            y[row] += w * _expert_product(inner.astype(args[0].dtype).astype(np.float32), down, e)
     return (y,)
+
+
+def _expert_product(h: np.ndarray, weight: tuple[np.ndarray, np.ndarray | None], e: int) -> np.ndarray:
+    """h @ expert e's matrix, times what multiplies its product (per-channel or tensor scale)."""
+    w, after = weight
+    y = h @ w[e]
+    return y if after is None else y * after[e]
 
 
 def _sequences(rows: int, batch: int) -> list[slice]:
@@ -294,11 +329,6 @@ def selective_scan(x: np.ndarray, dt: np.ndarray, a_log: np.ndarray, b_in: np.nd
             y[r] = h @ c_in[r]
         state[b] = h
     return y + d * x
-
-
-def _dequantize(w: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
-    """[E, in, out] codes times their per-(expert, out) scale."""
-    return _f32(w) if scale is None else _f32(w) * _f32(scale)[:, None, :]
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import difflib
 from dataclasses import dataclass, fields
 
 from ir.errors import ConfigError
+from ir.types import DType
 
 PRECISIONS = ("fp16", "fp8", "int8", "int4")  # every peak table has these
 # A peak a table may add: native e2m1 products (NVFP4 and MXFP4 weights).
@@ -20,6 +21,20 @@ DEQUANTISED_AT = {"fp4": "fp8"}
 # Keys an install table may hold: the precisions, and a block-scaled format of its own where the
 # default (Timing.install_bytes: its rate key's entry, plus its scales when stored as is) is wrong.
 INSTALL_KEYS = PRECISIONS + OPTIONAL_PRECISIONS + tuple(FORMAT_PRECISION)
+
+
+def install_bytes(name: str, table: dict[str, float]) -> float:
+    """What one weight costs on the install path (an install_bytes_per_weight `table`), for a
+    precision or a block-scaled format: its own entry when the table has one; else its rate key's
+    (mxm_rate_key), plus the block scales' share when that entry is the codes' own width (installed
+    as stored; a format widened on the way in installs as the wider one, its scales applied there)."""
+    if name in table:
+        return table[name]
+    per_weight = table[mxm_rate_key(name, table)]
+    dtype = DType(name) if name in FORMAT_PRECISION else None
+    if dtype is not None and per_weight <= dtype.bits / 8:
+        per_weight += dtype.block.scale.bits / 8 / dtype.block.size
+    return per_weight
 
 
 def mxm_rate_key(precision: str, table: dict[str, float]) -> str:
@@ -144,6 +159,10 @@ class ChipSpec:
                 f"{self.name}: unknown precision '{precision}' (known: {', '.join(known)}){did_you_mean}"
             )
         return self.peak_ops_per_s[mxm_rate_key(precision, self.peak_ops_per_s)]
+
+    def install_bytes(self, precision: str) -> float:
+        """Install-path bytes of one weight at `precision` or of a block-scaled format (install_bytes)."""
+        return install_bytes(precision, self.install_bytes_per_weight)
 
     def runs_natively(self, precision: str) -> bool:
         """Whether the peak table has `precision`'s own key (else it is dequantised on the way in)."""

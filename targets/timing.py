@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ir.isa import Fmt, Fn, Op
-from targets.spec import SystemSpec, mxm_rate_key
+from targets.spec import SystemSpec, install_bytes, mxm_rate_key
 
 # 320 lanes x 16 ALUs = 5,120 vector ALUs on the GroqChip: TechPowerUp; Techspot ("16 ALUs" per lane) [S].
 VXM_ALUS_PER_LANE = 16
@@ -123,18 +123,9 @@ class Timing:
         return -(-k // self.dim) * -(-n // self.dim)
 
     def install_bytes(self, fmt: Fmt) -> float:
-        """What one weight of `fmt` costs on the install path: a block-scaled format's own entry when
-        the table has one; else its precision's (the DEQUANTISED_AT rule's where the table lacks it),
-        plus the block scales' share when that entry is the codes' own width (stored as is, not
-        widened on the way in)."""
-        table = self.install_bytes_per_weight
-        if fmt.dtype.value in table:
-            return table[fmt.dtype.value]
-        per_weight = table.get(mxm_rate_key(fmt.precision, table), fmt.bits / 8)
-        block = fmt.dtype.block
-        if block is not None and per_weight <= fmt.bits / 8:
-            per_weight += block.scale.bits / 8 / block.size
-        return per_weight
+        """What one weight of `fmt` costs on the install path (targets.spec.install_bytes: a
+        block-scaled format by its name, any other by its precision)."""
+        return install_bytes(fmt.dtype.value if fmt.dtype.block else fmt.precision, self.install_bytes_per_weight)
 
     def mxm_macs_per_cycle(self, fmt: Fmt) -> float:
         """The planes' MACs a cycle on `fmt` tiles: its own peak, or by targets.spec.DEQUANTISED_AT."""

@@ -25,7 +25,7 @@ import numpy as np
 
 from ir.errors import ConfigError
 from ir.isa import Fmt, Fn, Op
-from ir.numerics import ELEMENT, decode, encode, quantize
+from ir.numerics import ELEMENT, decode, dequantize_blocks, encode, quantize, quantize_blocks
 from ir.ops import Opcode
 from ir.program import Flag, Program
 from ir.reference import ACTIVATIONS, EVAL, causal_conv, rms_norm, rope, selective_scan, softmax
@@ -185,7 +185,10 @@ def _gather(ins: dict, m: Machine, streams: dict, args: list) -> None:
 
 def _mxm(ins: dict, m: Machine, streams: dict, args: list) -> None:
     chip, k, n = ins["chip"], ins["k"], ins["n"]
-    weight = decode(streams[chip, ins["s_a"]], Fmt(ins["dtype"]).dtype)
+    dtype = Fmt(ins["dtype"]).dtype
+    weight = decode(streams[chip, ins["s_a"]], dtype)
+    if dtype.block is not None:
+        weight = _scaled_tile(ins, weight, decode(streams[chip, ins["s_d"]], dtype.block.scale))
     acts = as_values(streams[chip, ins["s_b"]], ins["act"])
     flags = ins["flags"]
     if flags & (Flag.KEYS | Flag.VALUES):
@@ -205,6 +208,23 @@ def _mxm(ins: dict, m: Machine, streams: dict, args: list) -> None:
         else:
             out = earlier + out
     streams[chip, ins["s_out"]] = out.astype(np.float32, copy=False)
+
+
+def _scaled_tile(ins: dict, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """A block-scaled tile's codes times their scales (ir/program.py): blocks run down the columns
+    of a [k, n] weight tile, and along the stored rows of a transposed tile ([n, k]) and of a
+    cache block ([tokens, width]: KEYS [n, k], VALUES [k, n])."""
+    k, n, flags = ins["k"], ins["n"], ins["flags"]
+    dtype = Fmt(ins["dtype"]).dtype
+    if flags & Flag.HEADS:
+        raise FunctionalError(f"chip {ins['chip']}: per-head MXM tiles are not block-scaled")
+    rows, cols = (n, k) if flags & (Flag.TRANSPOSE | Flag.KEYS) else (k, n)
+    axis = 1 if flags & (Flag.TRANSPOSE | Flag.KEYS | Flag.VALUES) else 0
+    per = dtype.block.scales(rows if axis == 0 else cols)
+    shape = (per, cols) if axis == 0 else (rows, per)
+    tile = dequantize_blocks(codes[: rows * cols].reshape(rows, cols), scales[: shape[0] * shape[1]].reshape(shape),
+                             dtype, axis)
+    return tile.reshape(-1)
 
 
 def _attention_product(ins: dict, cache: np.ndarray, acts: np.ndarray, a: dict) -> np.ndarray:
@@ -390,6 +410,14 @@ def _scale(ins, a, b, f):
     """Per-channel (or, by args, per-row) scales; in attention, an 8-bit cache's scales per token
     and kv head multiply the block's scores (the chain's last `block` columns) or the block's
     probabilities (columns [from, from + block))."""
+    if f.get("axis") == "tensor":  # NVFP4's f32 tensor scale, read raw
+        x = _operand_a(ins, a)
+        return x * (decode(b, DType.F32) if b.dtype == np.uint8 else b.reshape(-1))[0]
+    if f.get("axis") == "block":  # gathered rows [m, n] times their block scales [m, n / block]
+        x = _operand_a(ins, a).reshape(ins["m"], ins["n"])
+        size = f["block"]
+        s = as_values(b, ins["act"])[: ins["m"] * -(-ins["n"] // size)].reshape(ins["m"], -1)
+        return (x * np.repeat(s, size, axis=1)[:, : ins["n"]]).reshape(-1)
     if f.get("on") not in ("scores", "probabilities"):
         return _binary(np.multiply)(ins, a, b, f)
     rows, heads, groups, block = f["rows"], f["heads"], f["kv_heads"], f["block"]
@@ -404,9 +432,13 @@ def _scale(ins, a, b, f):
 
 
 def _quantize(ins, a, b, f):
-    """Rows [m, n] to 8-bit codes with an f16 scale per row and kv head (ir.numerics, as the
-    reference stores a cache row): the codes' bytes, then the scales'."""
+    """Rows [m, n] to 8-bit codes with a 16-bit scale per row and kv head, or to NVFP4 codes with
+    an e4m3 scale per 16 values (ir.numerics, as the reference stores a cache row): the codes'
+    bytes, then the scales'."""
     dtype = DType(f["format"])
+    if dtype.block is not None:
+        blocked = quantize_blocks(_operand_a(ins, a).reshape(ins["m"], ins["n"]), dtype, axis=1, tensor_scale=False)
+        return np.concatenate([encode(blocked.codes, dtype), encode(blocked.scales, dtype.block.scale)])
     rows = _operand_a(ins, a).reshape(ins["m"], f["kv_heads"], -1)
     codes, scales = quantize(rows, dtype, axis=2, scale_dtype=ins["act"])
     return np.concatenate([encode(codes, dtype), encode(scales, ins["act"])])

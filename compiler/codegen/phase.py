@@ -66,7 +66,9 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> l
     for i, code in enumerate(codes):
         keep = {n for p in codes[i].pieces if p.kind == "send" for n in p.ports_in}
         keep |= {final[n].name for n in outputs if n in final}
-        layout(code, system, graph.inputs, values, keep, {v.name for v in graph.state})
+        # A param two stages hold (a tied table: embedding and head) has each stage's own shard.
+        own = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc] for v in op.operands}
+        layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state})
     return codes
 
 

@@ -71,7 +71,7 @@ def _divides(op: Op, t: int) -> bool:
         k, n = _weight_kn(op)
         width = n if a["split"] == "col" else k
         heads = a.get("heads")
-        if a["split"] == "row" and not _whole_blocks(op.operands[1].type, k // t):
+        if a["split"] == "row" and t > 1 and not _whole_blocks(op.operands[1].type, k // t):
             return False
         return (heads % t == 0 or t % heads == 0) if heads else width % t == 0
     return True

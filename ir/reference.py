@@ -24,7 +24,7 @@ import numpy as np
 
 from ir.graph import Graph, Op
 from ir.numerics import ELEMENT, dequantize_blocks, quantize, quantize_blocks
-from ir.ops import Opcode
+from ir.ops import Opcode, expert_passes
 from ir.types import DType
 
 Env = dict[str, np.ndarray]
@@ -72,7 +72,7 @@ def _embed(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
 def _matmul(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     transpose = op.attr.get("transpose_b")
     w, after = stored_weight(op.operands[1].type.dtype, args[1], args[2:], 1 if transpose else 0)
-    y = _f32(args[0]) @ (w.T if transpose else w)
+    y = product("mk,nk->mn" if transpose else "mk,kn->mn", _f32(args[0]), w)
     return (y if after is None else y * after,)
 
 
@@ -178,15 +178,26 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     out = np.zeros((len(q), heads * d), np.float32)
     group = heads // kv_heads
     for r in range(len(q)):
-        keys, vals = (_load(c, s, seq[r], pos[r], kv_heads, dtype)
-                      for c, s in zip((k_cache, v_cache), scales, strict=True))
+        (keys, k_scale), (vals, v_scale) = (_load(c, s, seq[r], pos[r], kv_heads, dtype)
+                                            for c, s in zip((k_cache, v_cache), scales, strict=True))
         qr = _f32(q[r]).reshape(heads, d)
         kh = np.repeat(keys, group, axis=1)  # [T, heads, d]
         vh = np.repeat(vals, group, axis=1)
-        scores = np.einsum("hd,thd->ht", qr, kh) / np.float32(math.sqrt(d))
-        p = _softmax(scores)
-        out[r] = np.einsum("ht,thd->hd", p, vh).reshape(-1)
+        scores = product("hd,thd->ht", qr, kh)
+        if k_scale is not None:  # an 8-bit cache: each token's scores times its keys' scale
+            scores = scores * np.repeat(k_scale, group, axis=1).T
+        p = _softmax(scores / np.float32(math.sqrt(d)))
+        if v_scale is not None:  # and each token's probabilities times its values' scale
+            p = p * np.repeat(v_scale, group, axis=1).T
+        out[r] = product("ht,thd->hd", p, vh).reshape(-1)
     return (out,)
+
+
+def product(spec: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A matrix product (an einsum) as the targets' matrix units compute it: every product and
+    their sum exact to float64, rounded once to float32. Independent of summation order, so the
+    reference and the interpreter's panel-by-panel MXMs agree bit for bit."""
+    return np.einsum(spec, a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
 
 
 def _store(new: np.ndarray, cache: np.ndarray, scale: np.ndarray | None, seq: np.ndarray, pos: np.ndarray,
@@ -206,12 +217,13 @@ def _store(new: np.ndarray, cache: np.ndarray, scale: np.ndarray | None, seq: np
 
 def _load(cache: np.ndarray, scale: np.ndarray | None, seq: int, pos: int, kv_heads: int, dtype: DType
           ) -> np.ndarray:
-    """Cache positions 0..pos of a sequence as [T, kv_heads, d] floats."""
+    """Cache positions 0..pos of a sequence: [T, kv_heads, d] values (an NVFP4 cache's codes times
+    their block scales), and an 8-bit cache's scales [T, kv_heads], which the products apply."""
     if dtype.block is not None:
         rows = dequantize_blocks(cache[seq, : pos + 1], scale[seq, : pos + 1], dtype, axis=1)
-        return rows.reshape(pos + 1, kv_heads, -1)
+        return rows.reshape(pos + 1, kv_heads, -1), None
     rows = _f32(cache[seq, : pos + 1]).reshape(pos + 1, kv_heads, -1)
-    return rows if scale is None else rows * _f32(scale[seq, : pos + 1])[:, :, None]
+    return rows, (None if scale is None else _f32(scale[seq, : pos + 1]))
 
 
 def _topk(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -266,24 +278,34 @@ def _mla_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
 
 
 def _experts(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    """y = sum over each row's routed experts of weight x down(act(gate(x)) * up(x)), each
+    intermediate a 16-bit activation, summed into the 16-bit result one expert pass at a time in
+    the static passes' order (ir.ops.expert_passes): one row takes its routing slots in turn,
+    several rows the experts in id order (a row not routed to one adds zero)."""
     x, weights, ids = _f32(args[0]), _f32(args[1]), args[2]
     per = (len(args) - 6) // 3  # scales per weight: 0, 1 (per channel or mx) or 2 (nvfp4)
     gate, up, down = (stored_weight(op.operands[3 + i].type.dtype, args[3 + i], args[6 + i::3][:per], 1)
                       for i in range(3))
     act = ACTIVATIONS[op.attr.get("act", "silu")]
-    y = np.zeros_like(x)
-    for row, (w_row, id_row) in enumerate(zip(weights, ids, strict=True)):
-        for w, e in zip(w_row, id_row, strict=True):
-            h = x[row]
-            inner = act(_expert_product(h, gate, e)) * _expert_product(h, up, e)
-            y[row] += w * _expert_product(inner.astype(args[0].dtype).astype(np.float32), down, e)
+
+    def r16(a: np.ndarray) -> np.ndarray:
+        return a.astype(args[0].dtype).astype(np.float32)
+
+    experts, k = op.operands[3].type.shape[0], op.attr["top_k"]
+    by_slot = len(x) == 1 and experts > k
+    y = None
+    for j in range(expert_passes(len(x), k, experts)):
+        e, w = (ids[0, j], weights[:, j]) if by_slot else (j, np.where(ids == j, weights, 0).sum(axis=1))
+        inner = r16(r16(act(r16(_expert_product(x, gate, e)))) * r16(_expert_product(x, up, e)))
+        part = r16(_expert_product(inner, down, e)) * w[:, None]
+        y = r16(part) if y is None else r16(y + part)
     return (y,)
 
 
 def _expert_product(h: np.ndarray, weight: tuple[np.ndarray, np.ndarray | None], e: int) -> np.ndarray:
     """h @ expert e's matrix, times what multiplies its product (per-channel or tensor scale)."""
     w, after = weight
-    y = h @ w[e]
+    y = product("mk,kn->mn", h, w[e])
     return y if after is None else y * after[e]
 
 
@@ -332,8 +354,10 @@ def selective_scan(x: np.ndarray, dt: np.ndarray, a_log: np.ndarray, b_in: np.nd
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
+    """Over the last axis; the sum in float64, so masked (zero) entries and the summation order
+    cannot change it."""
     e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    return (e / e.sum(axis=-1, keepdims=True, dtype=np.float64)).astype(np.float32)
 
 
 _softmax = softmax

@@ -189,7 +189,10 @@ def _mxm(ins: dict, m: Machine, streams: dict, args: list) -> None:
     weight = decode(streams[chip, ins["s_a"]], dtype)
     if dtype.block is not None:
         weight = _scaled_tile(ins, weight, decode(streams[chip, ins["s_d"]], dtype.block.scale))
-    acts = as_values(streams[chip, ins["s_b"]], ins["act"])
+    # Products and partial sums exact to float64 along the chain, rounded to f32 as the results
+    # leave (LAST): the reference's ir.reference.product, whatever the panel order.
+    weight = weight.astype(np.float64)
+    acts = as_values(streams[chip, ins["s_b"]], ins["act"]).astype(np.float64)
     flags = ins["flags"]
     if flags & (Flag.KEYS | Flag.VALUES):
         out = _attention_product(ins, weight, acts, dict(args[ins["imm"]]))
@@ -207,7 +210,7 @@ def _mxm(ins: dict, m: Machine, streams: dict, args: list) -> None:
             out = np.concatenate([earlier.reshape(lines, -1), out.reshape(lines, -1)], axis=1).reshape(-1)
         else:
             out = earlier + out
-    streams[chip, ins["s_out"]] = out.astype(np.float32, copy=False)
+    streams[chip, ins["s_out"]] = out.astype(np.float32 if flags & Flag.LAST else np.float64, copy=False)
 
 
 def _scaled_tile(ins: dict, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:

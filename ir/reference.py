@@ -194,9 +194,10 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
 
 
 def product(spec: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """A matrix product (an einsum) as the targets' matrix units compute it: every product and
-    their sum exact to float64, rounded once to float32. Independent of summation order, so the
-    reference and the interpreter's panel-by-panel MXMs agree bit for bit."""
+    """A matrix product (an einsum) as the targets' matrix units compute it: every product exact
+    in float64, their sum in float64, rounded once to float32. Summation order then stays far
+    below float32's precision, so the reference and the interpreter's panel-by-panel MXMs agree
+    bit for bit (tests/test_formats.py)."""
     return np.einsum(spec, a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
 
 

@@ -16,14 +16,19 @@ import pytest
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
 from compiler.image import random_weights
+from compiler.options import CompileOptions
 from compiler.passes.quantize import Quantize, quantize_weights
+from compiler.planner import lower_one
 from ir.graph import Builder
 from ir.isa import Fmt
 from ir.numerics import decode, encode
 from ir.ops import Opcode
+from ir.parser import parse_graph
+from ir.printer import print_graph
 from ir.program import Flag
 from ir.reference import stored_weight
 from ir.types import DType, TensorType
+from ir.verify import verify_graph
 from targets import load_target
 from targets.functional import _scaled_tile
 from targets.runner import run_build, run_functional
@@ -73,6 +78,18 @@ def test_block_scaled_weights_count_every_scale_byte(precision, block, scale_byt
     tensor = 4 * (len(matrices) + 1) if precision == "nvfp4" else 0
     norms = 2 * h * (2 * layers + 1)
     assert Quantize(precision)(graph).param_bytes() == codes * bits // 8 + scales * scale_bytes + tensor + norms
+
+
+@pytest.mark.parametrize(("model", "precision", "kv"), [
+    ("tiny-mixtral", "nvfp4", "nvfp4"), ("tiny-llama", "mxfp4", "fp8"), ("tiny-mamba", "mxfp8", "fp16")])
+def test_block_scaled_graphs_print_and_parse_back(model, precision, kv):
+    """The new types spell nvfp4, mxfp4, mxfp8, e8m0 (and f32[] tensor scales) in IR text."""
+    graph = lower_one(model, "decode", CompileOptions(precision=precision, kv_precision=kv, context=64))
+    text = print_graph(graph)
+    assert f"{precision}[" in text and ("e8m0[" in text or "fp8[" in text)
+    again = parse_graph(text)
+    verify_graph(again)
+    assert print_graph(again) == text
 
 
 def test_an_nvfp4_cache_counts_its_e4m3_scales(capsys):

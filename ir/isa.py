@@ -111,12 +111,6 @@ class Fmt(enum.IntEnum):
         says what a target without that key runs it at)."""
         return _PRECISION[self]
 
-    def tile_bytes(self, k: int, n: int) -> int:
-        """Bytes a k x n tile installs: its codes, and its block scales (one per block of k x n)."""
-        codes = -(-k * n * self.bits // 8)
-        block = self.dtype.block
-        return codes + (-(-k * n // block.size) * block.scale.bits // 8 if block else 0)
-
 
 _DTYPE = {Fmt.F16: DType.F16, Fmt.FP8: DType.FP8, Fmt.I8: DType.I8, Fmt.I4: DType.I4, Fmt.BF16: DType.BF16,
           Fmt.NVFP4: DType.NVFP4, Fmt.MXFP4: DType.MXFP4, Fmt.MXFP8: DType.MXFP8, Fmt.E8M0: DType.E8M0}

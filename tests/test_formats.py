@@ -130,10 +130,14 @@ def test_fp4_runs_natively_only_where_the_peak_table_says_so(capsys, target, rat
     assert timing.mxm_macs_per_cycle(Fmt.MXFP4) == pytest.approx(chip.peak_ops_per_s[rate] / 2 / chip.clock_hz)
 
 
-def test_an_mxm_tile_installs_its_scales():
-    """A 1280 x 1280 NVFP4 panel: 819,200 bytes of codes and 102,400 of e4m3 scales."""
-    assert Fmt.NVFP4.tile_bytes(1280, 1280) == 1280 * 1280 // 2 + 1280 * 1280 // 16
-    assert Fmt.MXFP8.tile_bytes(64, 32) == 64 * 32 + 2 * 32
+def test_an_mxm_installs_block_scales_unless_it_widens_the_codes():
+    """B200 installs e2m1 codes as stored with their scales (HBM bytes); the lpu widens them to its
+    fp8 path (a pair of fp16 planes), where the scales are applied on the way in."""
+    b200, lpu = Timing.of(load_target("b200")), Timing.of(load_target("lpu"))
+    assert b200.install_bytes(Fmt.NVFP4) == 0.5 + 1 / 16 and b200.install_bytes(Fmt.MXFP4) == 0.5 + 1 / 32
+    assert b200.install_bytes(Fmt.MXFP8) == 1 + 1 / 32
+    assert lpu.install_bytes(Fmt.NVFP4) == lpu.install_bytes(Fmt.FP8) == 2.0
+    assert b200.install(1280, 1280, Fmt.NVFP4) == math.ceil(1280 * 1280 * 0.5625 / b200.install_bytes_per_cycle)
 
 
 # ---------------------------------------------------------------- refusals

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from compiler.codegen.mla import refuse_block_scaled_kv_b
 from compiler.codegen.phase import lower_phase
 from compiler.codegen.rules import EMIT
 from compiler.codegen.stage import StageCode
@@ -26,6 +27,7 @@ from ir.errors import ConfigError
 from ir.files import atomic_dir
 from ir.graph import Graph
 from ir.image_io import save_image
+from ir.ops import Opcode
 from ir.printer import print_graph
 from ir.program import Program
 from ir.program_io import save_program
@@ -122,6 +124,9 @@ def _check_lowerable(model: str, graph: Graph) -> None:
     if missing:
         raise ConfigError(f"{model}: compile cannot lower {', '.join(missing)} yet (plan works; the scheduler "
                           "has no instruction rule for these ops)")
+    for op in graph.ops:
+        if op.opcode is Opcode.MLA_ATTENTION:
+            refuse_block_scaled_kv_b(op)
 
 
 def _graphs(config, options: CompileOptions) -> Lowered:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from ir.errors import ConfigError
 
-PRECISIONS = ("fp16", "fp8", "int8", "int4")
-KV_PRECISIONS = ("fp16", "fp8", "int8")
+PRECISIONS = ("fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4", "mxfp8")
+KV_PRECISIONS = ("fp16", "fp8", "int8", "nvfp4")
 OBJECTIVES = ("chips", "latency")
 MIN_PREFILL_CHUNK = 16  # tokens; one tile of rows
 

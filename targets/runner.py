@@ -20,9 +20,10 @@ import numpy as np
 
 from ir.errors import ConfigError
 from ir.image_io import load_image
+from ir.numerics import decode
 from ir.program import Program
 from ir.program_io import load_program
-from targets.functional import Machine, execute_functional
+from targets.functional import Machine, activation_dtype, execute_functional
 from targets.interpreter import Run, execute
 from targets.loader import load_target
 from targets.spec import SystemSpec
@@ -207,8 +208,8 @@ def _gather_output(build: Build, phase: str, name: str, machine: Machine) -> np.
     stage, addr, nbytes = build.output(phase, name)
     shards = build.memory["outputs"][phase][name]["shards"]
     parts = [machine.read(stage["first_chip"] + r, addr, nbytes) for r in range(shards)]
-    return np.concatenate([p.view(np.float16).reshape(-1, nbytes // 2 // _rows(build, phase)) for p in parts],
-                          axis=1).astype(np.float32)
+    act = activation_dtype(build.programs[phase])
+    return np.concatenate([decode(p, act).reshape(-1, nbytes // 2 // _rows(build, phase)) for p in parts], axis=1)
 
 
 def _rows(build: Build, phase: str) -> int:

@@ -12,9 +12,11 @@ too few cycles is caught. Rules (chip = ChipSpec, all rates per cycle of its clo
                          install = ceil(tiles x dim^2 x install bytes per weight / install rate)
                          passes  = ceil(m x tiles x dim^2 / peak MACs per cycle)
                        both at the weight format's precision (fp16 takes a pair of planes: two
-                       install bytes a weight, and the fp16 peak). One MXM instruction covers a
-                       panel of up to (dim x planes)^2 weights. Its f32 partial sums leave at most
-                       a port's worth a cycle: at least ceil(m n 4 / port) cycles.
+                       install bytes a weight, and the fp16 peak; a block-scaled format installs
+                       its scales too unless widened, and a format without its own peak runs at
+                       targets.spec.DEQUANTISED_AT's: Timing.install_bytes, mxm_macs_per_cycle).
+                       One MXM instruction covers a panel of up to (dim x planes)^2 weights. Its f32
+                       partial sums leave at most a port's worth a cycle: at least ceil(m n 4 / port).
   VOP (m x n elements) max(ceil(bytes in / port), ceil(result bytes / port), ceil(m n ops(fn) / VXM ALUs))
   SEND, RECV           ceil(bytes / link bytes per cycle); a RECV may start no earlier
                        than its SEND plus hops x link latency (link_latency_cycles)
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ir.isa import Fmt, Fn, Op
-from targets.spec import SystemSpec
+from targets.spec import SystemSpec, install_bytes, mxm_rate_key
 
 # 320 lanes x 16 ALUs = 5,120 vector ALUs on the GroqChip: TechPowerUp; Techspot ("16 ALUs" per lane) [S].
 VXM_ALUS_PER_LANE = 16
@@ -121,14 +123,23 @@ class Timing:
         """Whole dim x dim tiles a k x n weight block occupies."""
         return -(-k // self.dim) * -(-n // self.dim)
 
+    def install_bytes(self, fmt: Fmt) -> float:
+        """What one weight of `fmt` costs on the install path (targets.spec.install_bytes: a
+        block-scaled format by its name, any other by its precision)."""
+        return install_bytes(fmt.dtype.value if fmt.dtype.block else fmt.precision, self.install_bytes_per_weight)
+
+    def mxm_macs_per_cycle(self, fmt: Fmt) -> float:
+        """The planes' MACs a cycle on `fmt` tiles: its own peak, or by targets.spec.DEQUANTISED_AT."""
+        return self.macs_per_cycle[mxm_rate_key(fmt.precision, self.macs_per_cycle)]
+
     def install(self, k: int, n: int, fmt: Fmt) -> int:
         """Cycles to install a k x n weight block (whole tiles) into the matrix unit."""
-        per_weight = self.install_bytes_per_weight.get(fmt.precision, fmt.bits / 8)
+        per_weight = self.install_bytes(fmt)
         return _ceil(self.tiles(k, n) * self.dim ** 2 * per_weight / self.install_bytes_per_cycle)
 
     def passes(self, m: int, k: int, n: int, fmt: Fmt) -> int:
         """Cycles for m rows through a k x n block's tiles at the format's peak."""
-        return _ceil(m * self.tiles(k, n) * self.dim ** 2 / self.macs_per_cycle[fmt.precision])
+        return _ceil(m * self.tiles(k, n) * self.dim ** 2 / self.mxm_macs_per_cycle(fmt))
 
     def mxm(self, m: int, k: int, n: int, fmt: Fmt) -> int:
         results = _ceil(m * n * MXM_RESULT_BYTES / self.port_bytes_per_cycle)
@@ -228,8 +239,8 @@ def _mxm(timing: Timing, cols: dict[str, np.ndarray], mask: np.ndarray, out: np.
     m, k, n = (cols[c][mask].astype(np.int64) for c in ("m", "k", "n"))
     fmt = cols["dtype"][mask]
     formats = list(Fmt)
-    per_weight = np.array([timing.install_bytes_per_weight.get(f.precision, f.bits / 8) for f in formats])[fmt]
-    macs = np.array([timing.macs_per_cycle[f.precision] for f in formats])[fmt]
+    per_weight = np.array([timing.install_bytes(f) for f in formats])[fmt]
+    macs = np.array([timing.mxm_macs_per_cycle(f) for f in formats])[fmt]
     tile = timing.dim ** 2
     tiles = -(-k // timing.dim) * -(-n // timing.dim)
     install = np.ceil(tiles * tile * per_weight / timing.install_bytes_per_cycle - 1e-9)

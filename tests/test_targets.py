@@ -40,19 +40,61 @@ EXAMPLES = ROOT / "examples" / "targets"
 
 
 def test_presets_are_listed_and_load_by_name():
-    assert list_targets() == ["h100", "lpu", "lpu-mini", "wse3"]
-    for name in ("h100", "lpu", "lpu-mini"):  # chip systems; the wafer is tested in test_wse3.py
+    assert list_targets() == ["b200", "h100", "lpu", "lpu-mini", "lpu3", "rubin", "wse3"]
+    for name in ("b200", "h100", "lpu", "lpu-mini", "lpu3", "rubin"):  # chip systems; wse3: test_wse3.py
         system = load_target(name)
         assert isinstance(system, SystemSpec) and system.name == name
-        assert set(system.chip.peak_ops_per_s) == set(PRECISIONS)
+        assert set(PRECISIONS) <= set(system.chip.peak_ops_per_s) <= set(PRECISIONS) | {"fp4"}
 
 
 def test_presets_are_frozen_and_hashable():
     lpu = load_target("lpu")
     with pytest.raises(dataclasses.FrozenInstanceError):
         lpu.max_chips = 1  # type: ignore[misc]
-    assert len({load_target(n) for n in list_targets()}) == 4
+    assert len({load_target(n) for n in list_targets()}) == len(list_targets())
     assert hash(lpu) == hash(dataclasses.replace(lpu))
+
+
+def test_a_target_file_may_add_an_fp4_peak(tmp_path):
+    path = tmp_path / "lpu-fp4.toml"
+    path.write_text('base = "lpu"\n[chip.peak_ops_per_s]\nfp4 = "1500 TOPS"\n'
+                    '[chip.install_bytes_per_weight]\nfp4 = "4 bit"\n')
+    chip = load_target(str(path)).chip
+    assert chip.peak_ops("nvfp4") == 1.5e15 and chip.runs_natively("mxfp4")
+    assert chip.install_bytes("nvfp4") == 0.5 + 1 / 16  # the codes as stored, and their e4m3 scales
+    assert not load_target("lpu").chip.runs_natively("mxfp4")
+    assert load_target("lpu").chip.install_bytes("nvfp4") == 2.0  # widened to the lpu's fp8 path (fp16 planes)
+
+
+def test_an_fp4_peak_needs_its_install_cost(tmp_path):
+    path = tmp_path / "lpu-fp4.toml"
+    path.write_text('base = "lpu"\n[chip.peak_ops_per_s]\nfp4 = "1500 TOPS"\n')
+    with pytest.raises(ConfigError, match="install_bytes_per_weight.*fp4"):
+        load_target(str(path))
+
+
+def test_b200_numbers_agree_with_their_derivations():
+    b200 = load_target("b200")
+    chip = b200.chip
+    assert chip.memory_kind == "hbm" and chip.sram_bytes / 2**30 == pytest.approx(180, rel=0.01)
+    assert chip.peak_ops("fp16") == pytest.approx(148 * 8192 * chip.clock_hz, rel=0.01)
+    assert chip.peak_ops("fp4") == 2 * chip.peak_ops("fp8") == 4 * chip.peak_ops("fp16")
+    assert chip.peak_ops("nvfp4") == chip.peak_ops("mxfp4") == chip.peak_ops("fp4")  # native e2m1
+    assert b200.local_links_per_chip * b200.local_link.bw_bytes_per_s * 2 == pytest.approx(1.8e12)
+
+
+def test_rubin_and_lpu3_rack_figures_agree_with_their_per_chip_ones():
+    rubin, lpu3 = load_target("rubin"), load_target("lpu3")
+    assert rubin.chips_per_node * rubin.local_links_per_chip * rubin.local_link.bw_bytes_per_s * 2 == \
+        pytest.approx(260e12, rel=0.01)  # NVL72's 260 TB/s of NVLink 6
+    assert 72 * rubin.chip.peak_ops("fp4") == pytest.approx(2.5e18, rel=0.01)  # 2.5 EF NVFP4 training
+    rack = lpu3.chips_per_node * lpu3.nodes_per_group
+    assert rack == 256 and rack * lpu3.chip.sram_bytes == 128e9
+    assert rack * lpu3.chip.mem_bw_bytes_per_s == pytest.approx(40e15, rel=0.05)  # "40 PB/s"
+    assert rack * lpu3.chip.peak_ops("fp8") == pytest.approx(315e15)
+    assert lpu3.c2c_links_per_chip * lpu3.local_link.bw_bytes_per_s * 2 == pytest.approx(2.5e12, rel=0.1)
+    # No fp4 peak is published for the Groq 3 LPU: e2m1 weights run dequantised at its fp8 rate.
+    assert "fp4" not in lpu3.chip.peak_ops_per_s and lpu3.chip.peak_ops("nvfp4") == lpu3.chip.peak_ops("fp8")
 
 
 def test_lpu_numbers_agree_with_their_derivations():
@@ -123,8 +165,8 @@ def test_lpu_mini_keeps_the_lpu_rules_with_small_sram():
 
 
 def test_unknown_precision_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown precision 'fp4'.*fp8"):
-        load_target("lpu").chip.peak_ops("fp4")
+    with pytest.raises(ConfigError, match="unknown precision 'fp6'.*fp8"):
+        load_target("lpu").chip.peak_ops("fp6")
 
 
 def test_spec_rejects_inconsistent_values():

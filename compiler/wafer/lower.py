@@ -328,7 +328,7 @@ class _Out:
         cols = {n: a.copy() for n, a in tpl.cols.items()}
         swapped = np.array(self.swapped[base_chip:base_chip + len(tpl.flips)], dtype=bool)
         rows = swapped[cols["chip"]]
-        for name in ("s_a", "s_b", "s_c", "s_out"):
+        for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
             a = cols[name]
             a[rows] = np.where(a[rows] == P, Q, np.where(a[rows] == Q, P, a[rows]))
         self.swapped[base_chip:base_chip + len(tpl.flips)] = (swapped ^ tpl.flips).tolist()

@@ -32,7 +32,7 @@ from ir.printer import print_graph
 from ir.program import Program
 from ir.program_io import save_program
 from targets import list_targets, load_target
-from targets.spec import WaferSpec
+from targets.spec import SystemSpec
 
 FORMAT = 1  # bumped when the layout of a build directory changes
 
@@ -49,7 +49,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
     if is_graph_file(model):
         return _compile_graph_file(model, system, target_source, options, out, progress, weights)
     config = load_model_config(model)
-    if isinstance(system, WaferSpec):  # role-stream Programs of the wafer's regions
+    if system.is_mesh:  # role-stream Programs of the wafer's regions
         from compiler.wafer.compile import compile_wafer
 
         return compile_wafer(config, system, target_source, options, out, progress)
@@ -83,7 +83,7 @@ def _compile_graph_file(path: str, system, target: str, options: CompileOptions,
                         weights: str) -> dict:
     """A graph IR text file (a kernel, or an edited `sramflow lower`): planned and scheduled as one
     step of its own rows; its prefill Program runs the same graph once. It carries no weights."""
-    if isinstance(system, WaferSpec):
+    if system.is_mesh:
         raise ConfigError(f"{path}: compiling a graph IR file is not supported on wafer targets yet")
     if weights not in ("auto", "none"):
         raise ConfigError(f"{path}: a graph IR file carries no weights; compile it with --weights none")

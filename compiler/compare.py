@@ -22,7 +22,7 @@ from compiler.planner import make_plan
 from compiler.wafer.plan import WaferPlan
 from ir.errors import ConfigError, DoesNotFitError
 from ir.files import atomic_write
-from targets import WaferSpec, load_target
+from targets import SystemSpec, load_target
 
 # What a plan's decode binding means for a reader comparing machines.
 DECODE_BINDS = {"sram-bandwidth": "bandwidth-bound", "links": "link-bound", "compute": "compute-bound",
@@ -85,7 +85,7 @@ def _row(model: str, target: str, options: CompileOptions) -> Row:
 
 def _device(target: str) -> str:
     system = load_target(target)
-    if isinstance(system, WaferSpec):
+    if system.is_mesh:
         return "wafer"
     return "GPU" if system.chip.memory_kind == "hbm" else "chip"
 

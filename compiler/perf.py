@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from compiler.partition.shard_cost import Block, Collective, OpWork, ShardCost
 from ir.ops import Opcode
 from targets.spec import ChipSpec, LinkSpec, SystemSpec
-from targets.timing import VXM_ALUS_PER_LANE
 from targets.topology import chip_hops
 
 # Ops whose arithmetic the lowering runs on the vector ALUs rather than the matrix planes (Mamba's
@@ -160,7 +159,7 @@ def handoff_wire_s(system: SystemSpec) -> float:
 
 def vector_ops_per_s(chip: ChipSpec) -> float:
     """The vector ALUs' rate: every lane's ALUs, one op a cycle (targets/timing.py's VOP rule)."""
-    return chip.vector_bytes * VXM_ALUS_PER_LANE * chip.clock_hz
+    return chip.vector_alus * chip.clock_hz
 
 
 def _op_latency_s(system: SystemSpec) -> float:

@@ -31,7 +31,7 @@ from ir.ops import Opcode
 from ir.parser import parse_graph
 from ir.verify import verify_graph
 from targets import load_target
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 from targets.topology import chip_hops
 
 # No stage is wider than this: beyond it, collectives cost more than sharding saves on every target we ship.
@@ -97,7 +97,7 @@ def make_plan(model: str, target: str, options: CompileOptions) -> Plan | WaferP
     return make_plan_on(model, load_target(target), options)
 
 
-def make_plan_on(model: str, system: SystemSpec | WaferSpec, options: CompileOptions) -> Plan | WaferPlan:
+def make_plan_on(model: str, system: SystemSpec, options: CompileOptions) -> Plan | WaferPlan:
     """`make_plan` on an already loaded target (a sweep's target after its field overrides)."""
     start = time.perf_counter()
     if is_graph_file(model):
@@ -107,14 +107,14 @@ def make_plan_on(model: str, system: SystemSpec | WaferSpec, options: CompileOpt
     return replace(plan, wall_s=time.perf_counter() - start)
 
 
-def plan_graphs(name: str, graphs: Lowered, system: SystemSpec | WaferSpec, options: CompileOptions
+def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: CompileOptions
                 ) -> Plan | WaferPlan:
     """The partitioner and performance model on already lowered graphs (a wafer target takes the mesh path)."""
-    if options.embed_on_host and not isinstance(system, WaferSpec):
+    if options.embed_on_host and not system.is_mesh:
         raise ConfigError(f"--embed-on-host: {system.name} holds its embedding table; only wafer targets stream "
                           "the token's row in from the host")
     check_storable(system, options)
-    if isinstance(system, WaferSpec):
+    if system.is_mesh:
         return replace(plan_wafer(name, graphs.decode, graphs.prefill, system, options), totals=_totals(graphs))
     units = build_units(graphs.decode, graphs.prefill, options, min(system.max_chips, MAX_GROUP),
                         system.chips_per_node)

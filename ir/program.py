@@ -40,7 +40,7 @@ What each instruction computes (the functional interpreter's contract):
   SEND     src_bytes of s_a from byte `offset` -> link towards `peer`, message `tag`.
   RECV     dst_bytes from `peer`, message `tag` -> s_out.
 
-Wafer Programs (target a WaferSpec; compiler/wafer/lower.py, timed by targets/wafer_timing.py):
+Wafer Programs (target a SystemSpec; compiler/wafer/lower.py, timed by targets/wafer_timing.py):
 a "chip" is a role stream, the code every core of one class of a region runs; meta["replicas"]
 counts its cores and meta["roles"] names it ([stage, "root" | "row", tree level, levels it
 receives at]). A SEND's `imm` is its hop count; `peer` is a receiving stream, and one SEND feeds

@@ -19,8 +19,8 @@ of the offending instruction:
   stream-budget  the instructions running on a chip at some cycle put more bytes a cycle on its
                streams than the stream registers carry (targets/timing.py's stream budget)
 
-A WaferSpec system runs a wafer Program (one "chip" per role stream of a region's cores): its
-rules, per-core SRAM and message pairing come from targets/wafer_timing.py.
+A mesh system runs a wafer Program (one "chip" per role stream of a region's cores): the same timing
+rules at a core's rates; its message pairing comes from targets/wafer_timing.py.
 
 The simulated makespan is the phase's latency; tokens/s and time-to-first-token come
 from it. Chips are checked in any host order with the same result (`order`).
@@ -39,10 +39,10 @@ import numpy as np
 
 from ir.isa import Op, UnitKind
 from ir.program import Program
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 from targets.timing import Timing, durations, stream_rates
 from targets.topology import chip_hops
-from targets.wafer_timing import WaferTiming, check_links, wafer_durations
+from targets.wafer_timing import WaferRoutes, check_links
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -121,11 +121,11 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
             limit: int = 100) -> Run:
     """Run `program` in timing mode; `order` is the host order chips are checked in.
     At most `limit` hazards of each kind are kept (the count of the rest is reported)."""
-    wafer = isinstance(system, WaferSpec)
-    timing = WaferTiming.of(system) if wafer else Timing.of(system)
+    wafer = system.is_mesh
+    timing = Timing.of(system)
     c = program.cols
     start = c["issue"].astype(np.int64)
-    end = start + (wafer_durations if wafer else durations)(timing, c)
+    end = start + durations(timing, c)
     found = _Hazards(program, limit)
     found.where(end - start != c["cycles"], "duration",
                 lambda i: f"{Op(c['op'][i]).name.lower()} books {c['cycles'][i]} cycles, the rule gives "
@@ -138,7 +138,7 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
     _sram(program, system, found)
     _stream_budget(program, timing, start, end, found)
     if wafer:
-        check_links(program, timing, start, found)
+        check_links(program, WaferRoutes.of(system), start, found)
     else:
         _messages(program, system, timing, start, found)
     return Run(program, start, end, found.sorted())
@@ -258,7 +258,7 @@ def _stream_budget(program: Program, timing: Timing, start: np.ndarray, end: np.
 
 def _sram(program: Program, system: SystemSpec, found: _Hazards) -> None:
     c = program.cols
-    usable = system.usable_core_bytes if isinstance(system, WaferSpec) else system.chip.usable_sram_bytes
+    usable = system.chip.usable_sram_bytes
     for addr, size in (("src", "src_bytes"), ("dst", "dst_bytes")):
         used = c[addr] >= 0
         bad = used & ((c[addr] + c[size] > usable) | (c[addr] < 0))

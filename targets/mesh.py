@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ir.errors import ConfigError
-from targets.spec import WaferSpec
+from targets.spec import SystemSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ def shared_edge(a: Region, b: Region) -> int:
     return max(0, min(a.row + a.rows, b.row + b.rows) - max(a.row, b.row))
 
 
-def band_region(wafer: WaferSpec, bands: int, per_band: int, band: int, pos: int, span: int,
+def band_region(wafer: SystemSpec, bands: int, per_band: int, band: int, pos: int, span: int,
                 index: int = 0) -> Region:
     """Cells pos .. pos+span-1, counted in serpentine order, of one band of a `bands x per_band`
     grid, merged into one rectangle on wafer `index`."""
@@ -75,7 +75,7 @@ def band_region(wafer: WaferSpec, bands: int, per_band: int, band: int, pos: int
     return Region(index, band * rows, first * cols, rows, span * cols)
 
 
-def grid_cells(wafer: WaferSpec, bands: int, per_band: int) -> tuple[Region, ...]:
+def grid_cells(wafer: SystemSpec, bands: int, per_band: int) -> tuple[Region, ...]:
     """The cells of one wafer cut into `bands` x `per_band` equal rectangles, in serpentine order.
 
     Cells are `mesh_rows // bands` x `mesh_cols // per_band` cores; the remainder rows and columns
@@ -86,7 +86,7 @@ def grid_cells(wafer: WaferSpec, bands: int, per_band: int) -> tuple[Region, ...
     return tuple(band_region(wafer, bands, per_band, b, p, 1) for b in range(bands) for p in range(per_band))
 
 
-def build_mesh_topology(wafer: WaferSpec, regions: list[Region]) -> nx.Graph:
+def build_mesh_topology(wafer: SystemSpec, regions: list[Region]) -> nx.Graph:
     """Regions in pipeline order as a graph: node i is regions[i]; consecutive regions are joined
     by a `fabric` edge (hops, latency, parallel links along the shared edge) on one wafer, or a
     `wafer-link` edge across wafers."""
@@ -97,9 +97,9 @@ def build_mesh_topology(wafer: WaferSpec, regions: list[Region]) -> nx.Graph:
         a, b = regions[i - 1], regions[i]
         if a.wafer == b.wafer:
             hops = region_hops(a, b)
-            graph.add_edge(i - 1, i, kind="fabric", hops=hops, latency_s=hops * wafer.hop_s,
-                           links=max(1, shared_edge(a, b)), bw_bytes_per_s=wafer.link_bw_bytes_per_s)
+            graph.add_edge(i - 1, i, kind="fabric", hops=hops, latency_s=hops * wafer.local_link.latency_s,
+                           links=max(1, shared_edge(a, b)), bw_bytes_per_s=wafer.local_link.bw_bytes_per_s)
         else:
-            graph.add_edge(i - 1, i, kind="wafer-link", hops=1, latency_s=wafer.wafer_link.latency_s, links=1,
-                           bw_bytes_per_s=wafer.wafer_link.bw_bytes_per_s)
+            graph.add_edge(i - 1, i, kind="wafer-link", hops=1, latency_s=wafer.global_link.latency_s, links=1,
+                           bw_bytes_per_s=wafer.global_link.bw_bytes_per_s)
     return graph

@@ -2,7 +2,7 @@
 
 A wafer Program (compiler/wafer/lower.py) runs the cores of a region as a few role streams (the
 cores at one position class of the region's reduction trees); Program.meta["replicas"][s] counts
-the cores running stream s. Per-core rates come from the WaferSpec (per cycle = per second / clock):
+the cores running stream s. Per-core rates come from the SystemSpec (per cycle = per second / clock):
 
   READ, WRITE, GATHER  ceil(bytes / core SRAM bytes per cycle)
   MXM (m x k x n)      targets/timing.py's rule with 1 x 1 tiles: install = the block's stored bytes
@@ -35,86 +35,42 @@ import numpy as np
 
 from ir.isa import Op, UnitKind
 from ir.program import HOST, Program
-from targets.spec import WaferSpec
-from targets.timing import STREAMS_PER_CHIP, Timing, _ceil, durations
+from targets.spec import SystemSpec
+from targets.timing import Timing
 
 FABRIC_SEND, FABRIC_RECV, WAFER_SEND, WAFER_RECV = 0, 1, 2, 3  # C2C unit indices of a wafer core
 
 
 @dataclass(frozen=True, slots=True)
-class WaferTiming(Timing):
-    """A WaferSpec's per-core rates in per-cycle units (the Timing fields, plus the fabric's)."""
+class WaferRoutes:
+    """What a wafer's message checks need of its target: the one Timing, and the mesh's size."""
 
-    step_cycles: int = 0
-    hop_cycles: int = 1
-    max_hops: int = 0  # one message crosses at most a wafer's half-perimeter
-    wafer_link_bytes_per_cycle: float = 1.0
-    wafer_link_latency_cycles: int = 0
+    timing: Timing
+    max_hops: int  # one message crosses at most a wafer's half-perimeter and a hop to the edge
 
     @classmethod
-    def of(cls, wafer: WaferSpec) -> WaferTiming:
-        clock = wafer.clock_hz
-        return cls(
-            clock_hz=clock,
-            sram_bytes_per_cycle=wafer.core_mem_bw_bytes_per_s / clock,
-            macs_per_cycle={p: r / 2 / clock for p, r in wafer.core_peak_ops_per_s.items()},
-            vxm_alus=2 * wafer.simd_width,
-            link_bytes_per_cycle=wafer.link_bw_bytes_per_s / clock,
-            link_latency_cycles=wafer.hop_cycles,
-            drain_cycles=0,
-            sync_cycles=0,
-            streams=STREAMS_PER_CHIP,
-            planes=1,
-            dim=1,  # no tiles: a core's SIMD takes its block element by element
-            # A core's MXM streams its weight block straight from its SRAM at the stored bytes.
-            port_bytes_per_cycle=wafer.core_mem_bw_bytes_per_s / clock,
-            install_bytes_per_cycle=wafer.core_mem_bw_bytes_per_s / clock,
-            install_bytes_per_weight={"fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5},
-            step_cycles=wafer.step_cycles,
-            hop_cycles=wafer.hop_cycles,
-            max_hops=wafer.mesh_rows + wafer.mesh_cols,
-            wafer_link_bytes_per_cycle=wafer.wafer_link.bw_bytes_per_s / clock,
-            wafer_link_latency_cycles=max(0, round(wafer.wafer_link.latency_s * clock)),
-        )
+    def of(cls, wafer: SystemSpec) -> WaferRoutes:
+        return cls(Timing.of(wafer), wafer.mesh_rows + wafer.mesh_cols)
 
-    # ---- scalar rules (the scheduler) ---------------------------------------------------------
-
-    def send(self, nbytes: int, wafer_link: bool = False) -> int:
-        rate = self.wafer_link_bytes_per_cycle if wafer_link else self.link_bytes_per_cycle
-        return max(1, _ceil(nbytes / rate))
-
-    def recv(self, nbytes: int, wafer_link: bool = False) -> int:
-        return self.send(nbytes, wafer_link) + (0 if wafer_link else self.step_cycles)
-
-    def arrival(self, hops: int, wafer_link: bool = False) -> int:
-        return hops * self.hop_cycles + (self.wafer_link_latency_cycles if wafer_link else 0)
+    def arrival(self, hops: int, far: bool = False) -> int:
+        """Cycles from a SEND's start until its data is `hops` fabric hops (and the wafer link) away."""
+        t = self.timing
+        return hops * t.local.latency_cycles + (t.remote.latency_cycles if far else 0)
 
 
-def wafer_durations(timing: WaferTiming, cols: dict[str, np.ndarray]) -> np.ndarray:
-    """Every instruction's cycles by the rules above (the interpreter's view)."""
-    out = durations(timing, cols)
-    op, unit = cols["op"], cols["unit"]
-    c2c = (op == Op.SEND) | (op == Op.RECV)
-    nbytes = np.where(op == Op.SEND, cols["src_bytes"], cols["dst_bytes"]).astype(np.int64)
-    far = c2c & (unit >= WAFER_SEND)
-    out[far] = np.maximum(1, np.ceil(nbytes[far] / timing.wafer_link_bytes_per_cycle - 1e-9).astype(np.int64))
-    out[c2c & ~far & (op == Op.RECV)] += timing.step_cycles
-    return out
-
-
-def _host_messages(c: dict[str, np.ndarray], recvs: np.ndarray, timing: WaferTiming, start: np.ndarray,
+def _host_messages(c: dict[str, np.ndarray], recvs: np.ndarray, timing: WaferRoutes, start: np.ndarray,
                    found) -> None:
     """Rows the host sends (--embed-on-host) come in over the wafer link, at the earliest its latency plus
     half the mesh's perimeter after the step begins."""
     far = c["unit"][recvs] >= WAFER_SEND
     for i in recvs[~far].tolist():
         found.add(i, "link-range", "a message from the host arrives over the wafer link (unit 3), not the fabric")
-    earliest = timing.wafer_link_latency_cycles + timing.max_hops // 2 * timing.hop_cycles
+    earliest = timing.arrival(timing.max_hops // 2, far=True)
     for i in recvs[far & (start[recvs] < earliest)].tolist():
         found.add(i, "recv-early", f"starts at {start[i]}, rows from the host arrive at {earliest} at the earliest")
 
 
-def check_links(program: Program, timing: WaferTiming, start: np.ndarray, found) -> None:
+def check_links(program: Program, timing: WaferRoutes, start: np.ndarray, found) -> None:
     """Links and messages of a wafer Program; `found.add(row, kind, detail)` records a hazard."""
     c = program.cols
     c2c = c["kind"] == UnitKind.C2C
@@ -141,8 +97,9 @@ def check_links(program: Program, timing: WaferTiming, start: np.ndarray, found)
         found.add(int(r[i]), "unmatched", f"receives {c['dst_bytes'][r[i]]} bytes, the send carries "
                                           f"{c['src_bytes'][s[i]]}")
     far = c["unit"][s] >= WAFER_SEND
-    arrival = start[s] + np.maximum(0, c["imm"][s]).astype(np.int64) * timing.hop_cycles \
-        + np.where(far, timing.wafer_link_latency_cycles, 0)
+    t = timing.timing
+    arrival = start[s] + np.maximum(0, c["imm"][s]).astype(np.int64) * t.local.latency_cycles \
+        + np.where(far, t.remote.latency_cycles, 0)
     for i in np.flatnonzero(start[r] < arrival).tolist():
         found.add(int(r[i]), "recv-early", f"starts at {start[r[i]]}, the data from stream {c['peer'][r[i]]} "
                                            f"arrives at {arrival[i]}")

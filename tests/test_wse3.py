@@ -25,7 +25,7 @@ from compiler.wafer.mesh_cost import MeshCost, Shape, gemv, tree_reduce
 from compiler.wafer.plan import WaferPlan
 from compiler.wafer.planner import _choose
 from ir.errors import ConfigError, DoesNotFitError
-from targets import WaferSpec, list_targets, load_target
+from targets import SystemSpec, list_targets, load_target
 from targets.mesh import Region, build_mesh_topology, core_hops, grid_cells, region_hops, shared_edge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,34 +36,36 @@ WSE3 = load_target("wse3")
 
 def test_wse3_is_a_preset_wafer():
     assert "wse3" in list_targets()
-    assert isinstance(WSE3, WaferSpec) and WSE3.name == "wse3"
+    assert isinstance(WSE3, SystemSpec) and WSE3.name == "wse3" and WSE3.is_mesh and WSE3.chip.isa == "wse"
     assert hash(WSE3) == hash(dataclasses.replace(WSE3))
 
 
 def test_wse3_numbers_agree_with_their_sources_and_derivations():
-    w = WSE3
+    w, core = WSE3, WSE3.chip
     # The SDK fabric 762 x 1172 less the memcpy halo (offsets 4,1 on both sides).
     assert (w.mesh_cols, w.mesh_rows) == (762 - 8, 1172 - 2)
-    assert w.cores == 882_180 and w.cores == pytest.approx(900_000, rel=0.025)
-    assert w.core_sram_bytes == 48 * 1024
-    assert w.sram_bytes == pytest.approx(44e9, rel=0.03)  # ~44 GB on the wafer
+    assert w.chips_per_node == 882_180 and w.chips_per_node == pytest.approx(900_000, rel=0.025)
+    assert core.sram_bytes == 48 * 1024
+    assert w.chips_per_node * core.sram_bytes == pytest.approx(44e9, rel=0.03)  # ~44 GB on the wafer
     # Clock derived from 214 Pb/s = 900k cores x 4 links x 2 directions x 32 bit x f.
-    assert w.clock_hz == pytest.approx(214e15 / (900e3 * 4 * 2 * 32))
-    assert w.clock_hz == pytest.approx(0.929e9, rel=1e-3)
-    assert w.link_bw_bytes_per_s == pytest.approx(4 * w.clock_hz)  # one 32-bit wavelet per cycle
-    assert w.mem_bw_bytes_per_s == pytest.approx(21e15, rel=0.03)
-    assert w.core_peak_ops("fp16") == pytest.approx(8 * 2 * w.clock_hz)  # 8-wide FP16 SIMD
-    assert w.cores * w.core_peak_ops("fp16") == pytest.approx(13.1e15, rel=0.01)  # dense, not the 125 PF
-    assert w.hop_s == pytest.approx(1 / w.clock_hz)
-    assert w.wafer_link.bw_bytes_per_s == pytest.approx(1.2e12 / 8)  # CS-3 system I/O 1.2 Tb/s
-    assert w.usable_core_bytes == w.core_sram_bytes - w.core_reserve_bytes
+    assert core.clock_hz == pytest.approx(214e15 / (900e3 * 4 * 2 * 32))
+    assert core.clock_hz == pytest.approx(0.929e9, rel=1e-3)
+    assert w.local_link.bw_bytes_per_s == pytest.approx(4 * core.clock_hz)  # one 32-bit wavelet per cycle
+    assert w.chips_per_node * core.mem_bw_bytes_per_s == pytest.approx(21e15, rel=0.03)
+    assert core.peak_ops("fp16") == pytest.approx(8 * 2 * core.clock_hz)  # 8-wide FP16 SIMD
+    assert w.chips_per_node * core.peak_ops("fp16") == pytest.approx(13.1e15, rel=0.01)  # dense, not the 125 PF
+    assert w.local_link.latency_s == pytest.approx(1 / core.clock_hz)  # a hop: one cycle
+    assert w.global_link.bw_bytes_per_s == pytest.approx(1.2e12 / 8)  # CS-3 system I/O 1.2 Tb/s
+    assert w.max_nodes == 2048 and w.step_cycles == 20
+    assert core.usable_sram_bytes == core.sram_bytes - core.program_reserve_bytes
 
 
 def test_every_wse3_number_cites_a_source():
     """Each assignment of a number in the preset has a confidence tag within its comment block."""
     text = (ROOT / "targets" / "wse3.py").read_text()
     blocks = text.split("\n\n")
-    numeric = [b for b in blocks if any(ch.isdigit() for ch in b) and "=" in b and "WaferSpec(" not in b]
+    numeric = [b for b in blocks if any(ch.isdigit() for ch in b) and "=" in b
+               and "SystemSpec(" not in b and "ChipSpec(" not in b]
     assert numeric
     for block in numeric:
         if block.lstrip().startswith(('"""', "from", "import")):
@@ -71,31 +73,34 @@ def test_every_wse3_number_cites_a_source():
         assert any(tag in block for tag in ("[V]", "[S]", "[D]", "[L]", "[U]")), block
 
 
-def test_wafer_spec_rejects_inconsistent_values():
-    with pytest.raises(ConfigError, match="core_reserve_bytes"):
-        dataclasses.replace(WSE3, core_reserve_bytes=WSE3.core_sram_bytes)
-    with pytest.raises(ConfigError, match="core_peak_ops_per_s"):
-        dataclasses.replace(WSE3, core_peak_ops_per_s={"fp16": 1.0})
+def test_a_mesh_system_rejects_inconsistent_values():
+    with pytest.raises(ConfigError, match="chip.program_reserve_bytes"):
+        dataclasses.replace(WSE3, chip=dataclasses.replace(WSE3.chip, program_reserve_bytes=WSE3.chip.sram_bytes))
+    with pytest.raises(ConfigError, match="chips_per_node"):
+        dataclasses.replace(WSE3, mesh_rows=10)
     with pytest.raises(ConfigError, match="mesh_rows"):
         dataclasses.replace(WSE3, mesh_rows=0)
-    with pytest.raises(ConfigError, match="unknown precision"):
-        WSE3.core_peak_ops("fp4")
+    with pytest.raises(ConfigError, match="only a mesh"):
+        dataclasses.replace(load_target("lpu"), mesh_rows=3, mesh_cols=3)
 
 
 def test_wafer_target_files_inherit_from_wse3_and_name_bad_fields(tmp_path):
     path = tmp_path / "slow.toml"
-    path.write_text('base = "wse3"\nstep_cycles = 60\n[wafer_link]\nlatency_s = "10 us"\n')
+    path.write_text('base = "wse3"\nstep_cycles = 60\n[global_link]\nlatency_s = "10 us"\n')
     slow = load_target(str(path))
-    assert isinstance(slow, WaferSpec) and slow.name == "slow"
-    assert dataclasses.replace(slow, name="wse3", step_cycles=WSE3.step_cycles, wafer_link=WSE3.wafer_link) == WSE3
-    assert slow.wafer_link.latency_s == pytest.approx(10e-6)
+    assert slow.is_mesh and slow.name == "slow"
+    assert dataclasses.replace(slow, name="wse3", step_cycles=WSE3.step_cycles, global_link=WSE3.global_link,
+                               chip=dataclasses.replace(slow.chip, name=WSE3.chip.name)) == WSE3
+    assert slow.global_link.latency_s == pytest.approx(10e-6)
     derived = tmp_path / "derived.toml"
     derived.write_text('base = "slow.toml"\nmesh_rows = 100\n')
-    assert load_target(str(derived)).step_cycles == 60
+    small = load_target(str(derived))
+    assert small.step_cycles == 60 and small.chips_per_node == 100 * WSE3.mesh_cols
+    assert small.max_nodes == WSE3.max_nodes  # resized wafers, as many of them
     for text, message in (('base = "wse3"\nstep_cycle = 6\n', r":2: step_cycle: unknown field; did you mean "
                                                                  r"'step_cycles'"),
-                          ('mesh_rows = 10\n', r"missing required field 'mesh_cols' .*base = \"wse3\""),
-                          ('base = "wse3"\ncore_reserve_bytes = "48 KiB"\n', r":2: core_reserve_bytes: must be less")):
+                          ('base = "wse3"\n[chip]\nprogram_reserve_bytes = "48 KiB"\n',
+                           r":3: chip.program_reserve_bytes: must be less")):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_target(str(path))
@@ -132,7 +137,7 @@ def test_grid_cells_are_serpentine_disjoint_and_inside_the_mesh(bands, per_band)
     for a, b in zip(cells, cells[1:], strict=False):
         assert region_hops(a, b) == 1 and shared_edge(a, b) > 0  # every hand-off is one hop
     used = sum(c.cores for c in cells)
-    assert WSE3.cores - used < bands * WSE3.mesh_cols + per_band * WSE3.mesh_rows
+    assert WSE3.chips_per_node - used < bands * WSE3.mesh_cols + per_band * WSE3.mesh_rows
 
 
 def test_mesh_topology_is_a_graph_of_regions_not_cores():
@@ -141,7 +146,7 @@ def test_mesh_topology_is_a_graph_of_regions_not_cores():
     assert graph.number_of_nodes() == 5
     kinds = [graph.edges[i, i + 1]["kind"] for i in range(4)]
     assert kinds == ["fabric", "fabric", "fabric", "wafer-link"]
-    assert graph.edges[3, 4]["latency_s"] == WSE3.wafer_link.latency_s
+    assert graph.edges[3, 4]["latency_s"] == WSE3.global_link.latency_s
 
 
 # ---------------------------------------------------------------- the region cost model
@@ -161,8 +166,8 @@ def test_gemv_trades_streaming_for_hops():
 
 def test_tree_reduce_pays_every_hop_and_log_steps():
     t = tree_reduce(1024, 8, WSE3)
-    assert t.latency_s == pytest.approx(10 * WSE3.step_s)
-    assert t.link_s >= 1023 * WSE3.hop_s
+    assert t.latency_s == pytest.approx(10 * (WSE3.step_cycles / WSE3.chip.clock_hz))
+    assert t.link_s >= 1023 * WSE3.local_link.latency_s
     assert tree_reduce(1, 8, WSE3) == Breakdown()
 
 
@@ -177,7 +182,7 @@ def test_greedy_packing_uses_the_fewest_cells(units):
     costs = [_unit(r, a) for r, a in units]
     grid = Grid(3, 3, Shape(WSE3.mesh_rows // 3, WSE3.mesh_cols // 3))
     packed = {stop: stages for stop, stages, _ in _packings(0, grid, lambda _: costs, [0] * (len(costs) + 1), WSE3)}
-    usable = WSE3.usable_core_bytes
+    usable = WSE3.chip.usable_sram_bytes
 
     def fits(run):
         return sum(c.resident_bytes for c in run) + max(c.act_bytes for c in run) <= usable
@@ -195,7 +200,7 @@ def test_greedy_packing_uses_the_fewest_cells(units):
 
 def test_a_unit_too_big_for_a_cell_takes_neighbouring_cells_of_one_band():
     grid = Grid(2, 4, Shape(WSE3.mesh_rows // 2, WSE3.mesh_cols // 4))
-    usable = WSE3.usable_core_bytes
+    usable = WSE3.chip.usable_sram_bytes
 
     def cost_of(shape: Shape) -> list[MeshCost]:
         big = math.ceil(1.5 * usable * grid.cell.cores / shape.cores)  # needs two cells' worth of cores
@@ -217,7 +222,7 @@ def test_a_unit_too_big_for_a_cell_takes_neighbouring_cells_of_one_band():
 
 
 def test_capacity_bound_counts_usable_bytes():
-    per_wafer = WSE3.cores * WSE3.usable_core_bytes
+    per_wafer = WSE3.chips_per_node * WSE3.chip.usable_sram_bytes
     assert capacity_lower_bound(per_wafer, WSE3) == 1
     assert capacity_lower_bound(per_wafer + 1, WSE3) == 2
 
@@ -256,7 +261,7 @@ def _check_plan(plan: dict, layers: int) -> None:
         assert r["row"] + r["rows"] <= mesh["mesh_rows"] and r["col"] + r["cols"] <= mesh["mesh_cols"]
         assert s["memory_per_core_bytes"]["headroom"] >= 0
         assert s["decode_bound_us"] <= s["decode_us"]
-    assert plan["memory_per_chip_bytes"]["capacity"] == WSE3.sram_bytes
+    assert plan["memory_per_chip_bytes"]["capacity"] == WSE3.chips_per_node * WSE3.chip.sram_bytes
 
 
 def test_llama_8b_fp16_fits_one_wafer(w8):
@@ -279,7 +284,7 @@ def test_llama_70b_plans_over_several_wafers(w70):
     assert wafers == sorted(wafers) and wafers[-1] == plan["chips"] - 1
     crossings = [s for s in plan["stages"][1:] if s["wafer"] != plan["stages"][s["index"] - 1]["wafer"]]
     assert len(crossings) == plan["chips"] - 1
-    assert all(s["decode_bound_us"] * 1e-6 >= WSE3.wafer_link.latency_s for s in crossings)
+    assert all(s["decode_bound_us"] * 1e-6 >= WSE3.global_link.latency_s for s in crossings)
 
 
 def test_same_command_gives_byte_identical_json_across_processes(w8):

@@ -24,7 +24,7 @@ from targets.wafer_timing import WAFER_SEND
 # A small wafer (one region holds tiny-llama) and one whose cores are so small that the model
 # takes two regions on each of two wafers: hand-offs over the fabric and over the wafer link.
 SMALL = 'base = "wse3"\nmesh_rows = 24\nmesh_cols = 20\n'
-SPLIT = 'base = "wse3"\nmesh_rows = 16\nmesh_cols = 16\ncore_sram_bytes = "12 KiB"\n'
+SPLIT = 'base = "wse3"\nmesh_rows = 16\nmesh_cols = 16\n[chip]\nsram_bytes = "12 KiB"\n'
 
 
 def _compile(tmp: Path, name: str, text: str) -> tuple[Path, Path]:
@@ -126,7 +126,7 @@ def test_a_receive_moved_a_cycle_earlier_is_flagged(split):
 def test_core_sram_and_link_limits_are_checked(small):
     target, build = small
     program = load_program(build / "decode.prog")
-    usable = load_target(str(target)).usable_core_bytes
+    usable = load_target(str(target)).chip.usable_sram_bytes
     mxm = int(np.flatnonzero(program.cols["op"] == Op.MXM)[0])
     send = int(np.flatnonzero(program.cols["op"] == Op.SEND)[0])
 
@@ -218,8 +218,8 @@ def test_embedding_on_the_host_frees_cores_and_costs_the_host_link(tmp_path, cap
     per_core = [p["stages"][0]["memory_per_core_bytes"]["weights"] for p in plans]
     assert per_core[1] < per_core[0]
     row = 64 * 2  # one token's row, streamed in every step over the system I/O and across the mesh
-    host_us = (wafer.wafer_link.latency_s + row / wafer.wafer_link.bw_bytes_per_s
-               + (wafer.mesh_rows + wafer.mesh_cols) // 2 * wafer.hop_s) * 1e6
+    host_us = (wafer.global_link.latency_s + row / wafer.global_link.bw_bytes_per_s
+               + (wafer.mesh_rows + wafer.mesh_cols) // 2 * wafer.local_link.latency_s) * 1e6
     assert streamed["stages"][0]["decode_bound_us"] >= host_us
     assert streamed["decode"]["latency_us"] > host_us
 

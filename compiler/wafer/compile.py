@@ -17,10 +17,10 @@ from compiler.wafer.lower import lower_wafer
 from compiler.wafer.plan import WaferPlan
 from compiler.wafer.planner import host_input_bytes
 from ir.program import Program
-from targets.spec import WaferSpec
+from targets.spec import SystemSpec
 
 
-def compile_wafer(config, wafer: WaferSpec, target: str, options: CompileOptions, out: Path, progress) -> dict:
+def compile_wafer(config, wafer: SystemSpec, target: str, options: CompileOptions, out: Path, progress) -> dict:
     from compiler.build import _graphs, _write
     from compiler.planner import plan_graphs
 

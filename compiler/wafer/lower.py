@@ -56,8 +56,9 @@ from ir.isa import Op as Isa
 from ir.ops import Opcode
 from ir.program import HOST, Flag, Program, empty_columns
 from targets.mesh import region_hops, shared_edge
-from targets.spec import WaferSpec
-from targets.wafer_timing import FABRIC_RECV, FABRIC_SEND, WAFER_RECV, WAFER_SEND, WaferTiming
+from targets.spec import SystemSpec
+from targets.timing import Timing
+from targets.wafer_timing import FABRIC_RECV, FABRIC_SEND, WAFER_RECV, WAFER_SEND
 
 X, S = 0, 2  # streams: an op's input slice, attention scores
 P, Q = 1, 3  # an op's result (partial sums) alternates between these two: a stream is never
@@ -90,6 +91,29 @@ def tree_positions(n: int) -> tuple[list[tuple[int, tuple[int, ...]]], list[int]
             live = h
         out.append((level, tuple(receives)))
     return out, halves
+
+
+@dataclass(frozen=True)
+class WaferTiming:
+    """The target's Timing, read as a wafer core's links: the fabric (units 0, 1) and the wafer link (2, 3)."""
+
+    rules: Timing
+
+    @classmethod
+    def of(cls, wafer: SystemSpec) -> WaferTiming:
+        return cls(Timing.of(wafer))
+
+    def __getattr__(self, name: str):
+        return getattr(self.rules, name)
+
+    def send(self, nbytes: int, wafer_link: bool = False) -> int:
+        return self.rules.link(nbytes, WAFER_SEND if wafer_link else FABRIC_SEND)
+
+    def recv(self, nbytes: int, wafer_link: bool = False) -> int:
+        return self.rules.recv(nbytes, WAFER_RECV if wafer_link else FABRIC_RECV)
+
+    def arrival(self, hops: int, wafer_link: bool = False) -> int:
+        return hops * self.rules.local.latency_cycles + (self.rules.remote.latency_cycles if wafer_link else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +380,7 @@ class _Stage:
         return sum(tpl.cycles for tpl, _ in self.units)
 
 
-def lower_wafer(phase: str, graph: Graph, stages, wafer: WaferSpec, crossing: list[int], rows_scale: float,
+def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: list[int], rows_scale: float,
                 precision: str, kv_precision: str, chunks: int = 1, meta: dict | None = None,
                 host_bytes: int = 0) -> Program:
     """One phase as role streams: decode, or `chunks` prefill chunks of `rows_scale` of the prompt's rows,
@@ -388,10 +412,10 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: WaferSpec, crossing: li
                   for st, p in zip(stages, plan, strict=True)]
     info = {"wafer": True, "replicas": out.replicas, "roles": out.roles, "stages": stage_meta, "chunks": chunks,
             "chunk_starts": starts, "templates": out.templates, "cores": sum(out.replicas)} | (meta or {})
-    return Program.build(phase, wafer.name, len(out.replicas), wafer.clock_hz, cols, info)
+    return Program.build(phase, wafer.name, len(out.replicas), wafer.chip.clock_hz, cols, info)
 
 
-def _stages(graph: Graph, stages, wafer: WaferSpec, timing: WaferTiming, crossing: list[int], rows_scale: float,
+def _stages(graph: Graph, stages, wafer: SystemSpec, timing: WaferTiming, crossing: list[int], rows_scale: float,
             precision: str, kv: str, out: _Out) -> list[_Stage]:
     """Every stage's roles (numbered into `out`) and templates: one per distinct (unit, region shape)."""
     scopes = graph.scopes()
@@ -418,7 +442,7 @@ def _stages(graph: Graph, stages, wafer: WaferSpec, timing: WaferTiming, crossin
     return plan
 
 
-def _host_input(out: _Out, timing: WaferTiming, wafer: WaferSpec, first: _Stage, t: int, nbytes: int) -> int:
+def _host_input(out: _Out, timing: WaferTiming, wafer: SystemSpec, first: _Stage, t: int, nbytes: int) -> int:
     """The host sends the step's embedding rows over the wafer's system I/O link (--embed-on-host): the
     first region's row 0 RECVs them from HOST, half the mesh's perimeter from its I/O edge. Returns when
     they are in."""
@@ -434,7 +458,7 @@ def _host_input(out: _Out, timing: WaferTiming, wafer: WaferSpec, first: _Stage,
     return arrive + timing.recv(nbytes, True)
 
 
-def _handoff(out: _Out, timing: WaferTiming, wafer: WaferSpec, prev: _Stage, cur: _Stage, t: int, free: int
+def _handoff(out: _Out, timing: WaferTiming, wafer: SystemSpec, prev: _Stage, cur: _Stage, t: int, free: int
              ) -> tuple[int, int]:
     """The previous region's row 0 sends the activation into this region's row 0 (a fresh result stream),
     from cycle t; the receiver takes it once it is `free`. Returns (when it has it, when the SEND ends)."""

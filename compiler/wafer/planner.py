@@ -1,4 +1,4 @@
-"""`plan_wafer`: lowered graphs and a WaferSpec in, a WaferPlan out (the wafer branch of make_plan)."""
+"""`plan_wafer`: lowered graphs and a SystemSpec in, a WaferPlan out (the wafer branch of make_plan)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from compiler.wafer.plan import WaferPlan, WaferStage
 from ir.errors import ConfigError, DoesNotFitError
 from ir.graph import Graph, Op
 from targets.mesh import Region, region_hops
-from targets.spec import WaferSpec
+from targets.spec import SystemSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,18 +54,18 @@ class _Costed:
                 ops.append(unit)
         return cls(graph, scopes, kinds, ops, {})
 
-    def kind_cost(self, kind: int, shape: Shape, wafer: WaferSpec, precision: str, rows_scale: float = 1.0
+    def kind_cost(self, kind: int, shape: Shape, wafer: SystemSpec, precision: str, rows_scale: float = 1.0
                   ) -> MeshCost:
         key = (kind, shape, rows_scale)
         if key not in self.memo:
             self.memo[key] = unit_mesh_cost(self.ops[kind], shape, wafer, precision, rows_scale)
         return self.memo[key]
 
-    def costs(self, shape: Shape, wafer: WaferSpec, precision: str, rows_scale: float = 1.0) -> list[MeshCost]:
+    def costs(self, shape: Shape, wafer: SystemSpec, precision: str, rows_scale: float = 1.0) -> list[MeshCost]:
         return [self.kind_cost(k, shape, wafer, precision, rows_scale) for k in self.kinds]
 
 
-def plan_wafer(name: str, decode: Graph, prefill: Graph, wafer: WaferSpec, options: CompileOptions) -> WaferPlan:
+def plan_wafer(name: str, decode: Graph, prefill: Graph, wafer: SystemSpec, options: CompileOptions) -> WaferPlan:
     """Choose wafers, grids and stages; time them; raise DoesNotFitError with the wafers that would do."""
     units, prompt = _Costed.of(decode), _Costed.of(prefill)
     crossing = boundary_bytes(decode)
@@ -75,7 +75,7 @@ def plan_wafer(name: str, decode: Graph, prefill: Graph, wafer: WaferSpec, optio
     return _evaluate(name, wafer, options, units, prompt, cost_of, crossing, solution, bound)
 
 
-def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: WaferSpec, options: CompileOptions,
+def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: SystemSpec, options: CompileOptions,
                    bound: int) -> tuple[CostOf, list[WaferCandidate]]:
     """Costs and candidates with room for a prefill chunk of MIN_PREFILL_CHUNK tokens beside every stage,
     unless that room costs a wafer decode does not need: then room for one token (prefill never
@@ -92,7 +92,7 @@ def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: 
     return next((cost_of, cands) for n, cost_of, cands in choices if n == wafers)
 
 
-def _room_for_prefill(units: _Costed, prompt: _Costed, scale: float, wafer: WaferSpec, precision: str) -> CostOf:
+def _room_for_prefill(units: _Costed, prompt: _Costed, scale: float, wafer: SystemSpec, precision: str) -> CostOf:
     """Every unit's decode cost on a shape, its activation space widened to hold `scale` of the prompt's
     rows. Costs are computed when first asked for, once per (shape, kind of unit)."""
     memo: dict[tuple[Shape, int, int], MeshCost] = {}
@@ -123,10 +123,10 @@ class _UnitCosts(Sequence[MeshCost]):
         return self.get(self.shape, range(self.units)[index])
 
 
-def _choose(cands: list[WaferCandidate], scopes: list[str], wafer: WaferSpec, options: CompileOptions,
+def _choose(cands: list[WaferCandidate], scopes: list[str], wafer: SystemSpec, options: CompileOptions,
             bound: int) -> Solution:
-    if options.chips and options.chips > wafer.max_wafers:
-        raise ConfigError(f"--chips {options.chips}: {wafer.name} joins at most {wafer.max_wafers} wafers")
+    if options.chips and options.chips > wafer.max_nodes:
+        raise ConfigError(f"--chips {options.chips}: {wafer.name} joins at most {wafer.max_nodes} wafers")
     fewest = dp.fewest_chips(cands, len(scopes))
     if fewest is None:
         covered = {u for c in cands for u in range(c.first, c.stop)}
@@ -134,7 +134,7 @@ def _choose(cands: list[WaferCandidate], scopes: list[str], wafer: WaferSpec, op
         raise DoesNotFitError(f"unit {stuck} does not fit one {wafer.name} wafer even tiled over every core: "
                               "give the target more SRAM per core", None)
     needed = len(fewest)
-    budget = options.chips or options.max_chips or wafer.max_wafers
+    budget = options.chips or options.max_chips or wafer.max_nodes
     if needed > budget:
         raise DoesNotFitError(f"the model needs at least {needed} wafers of {wafer.name} "
                               f"(capacity bound {bound}); {budget} allowed", needed)
@@ -162,7 +162,7 @@ class _Timed:
     prefill_bound_s: float
 
 
-def _evaluate(name: str, wafer: WaferSpec, options: CompileOptions, units: _Costed, prefill: _Costed,
+def _evaluate(name: str, wafer: SystemSpec, options: CompileOptions, units: _Costed, prefill: _Costed,
               cost_of: CostOf, crossing: list[int], solution: Solution, bound: int) -> WaferPlan:
     runs = _stage_runs(solution.stages, wafer)
     chunk = _prefill_chunk(runs, prefill, cost_of, wafer, options)
@@ -178,7 +178,7 @@ def _evaluate(name: str, wafer: WaferSpec, options: CompileOptions, units: _Cost
     return _assemble(name, wafer, options, units.graph, solution, bound, timed, chunk)
 
 
-def _stage_runs(wafers: tuple[WaferCandidate, ...], wafer: WaferSpec) -> list[tuple[Region, int, int]]:
+def _stage_runs(wafers: tuple[WaferCandidate, ...], wafer: SystemSpec) -> list[tuple[Region, int, int]]:
     """(region, first unit, stop unit) of every stage, wafer by wafer, region by region."""
     runs = []
     for w, cand in enumerate(wafers):
@@ -188,7 +188,7 @@ def _stage_runs(wafers: tuple[WaferCandidate, ...], wafer: WaferSpec) -> list[tu
     return runs
 
 
-def _prefill_chunk(runs: list[tuple[Region, int, int]], prefill: _Costed, cost_of: CostOf, wafer: WaferSpec,
+def _prefill_chunk(runs: list[tuple[Region, int, int]], prefill: _Costed, cost_of: CostOf, wafer: SystemSpec,
                    options: CompileOptions) -> int:
     """The largest prefill chunk (tokens per sequence; halving from --prefill-chunk) whose activations
     fit beside every stage's resident bytes."""
@@ -200,17 +200,17 @@ def _prefill_chunk(runs: list[tuple[Region, int, int]], prefill: _Costed, cost_o
     return max(1, chunk)
 
 
-def _fits_chunk(run: tuple[Region, int, int], prefill: _Costed, cost_of: CostOf, wafer: WaferSpec,
+def _fits_chunk(run: tuple[Region, int, int], prefill: _Costed, cost_of: CostOf, wafer: SystemSpec,
                 options: CompileOptions, scale: float) -> bool:
     region, first, stop = run
     shape = Shape(region.rows, region.cols)
     resident = sum(c.resident_bytes for c in cost_of(shape)[first:stop])
     act = max(c.act_bytes for c in prefill.costs(shape, wafer, options.precision, scale)[first:stop])
-    return resident + act <= wafer.usable_core_bytes
+    return resident + act <= wafer.chip.usable_sram_bytes
 
 
 def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: list[MeshCost], prev: Region | None,
-           crossing: list[int], first: int, chunk: int, wafer: WaferSpec, options: CompileOptions,
+           crossing: list[int], first: int, chunk: int, wafer: SystemSpec, options: CompileOptions,
            host_bytes: int = 0) -> _Timed:
     decode = sum((c.time for c in dec), Breakdown())
     prefill = sum((c.time for c in pre), Breakdown())
@@ -227,7 +227,7 @@ def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: 
         bound, prefill_bound = bound + wire, prefill_bound + wire
     memory = Memory(weights=sum(c.weight_bytes for c in dec), kv_cache=sum(c.state_bytes for c in dec),
                     activations=max(max(c.act_bytes for c in dec), max(c.act_bytes for c in pre)),
-                    program=wafer.core_reserve_bytes, capacity=wafer.core_sram_bytes)
+                    program=wafer.chip.program_reserve_bytes, capacity=wafer.chip.sram_bytes)
     last = first + len(dec) - 1
     stage = WaferStage(i, scopes[first], scopes[last], _layers(scopes[first:last + 1]), region, memory,
                        decode.total_s * 1e6, bound * 1e6, prefill.total_s * 1e6, hops, decode.binding)
@@ -239,26 +239,26 @@ def host_input_bytes(graph: Graph) -> int:
     return sum(v.type.nbytes for v in graph.inputs if v.name == HOST_INPUT)
 
 
-def host_input(nbytes: int, wafer: WaferSpec) -> Breakdown:
+def host_input(nbytes: int, wafer: SystemSpec) -> Breakdown:
     """Rows from the host: over the wafer's system I/O link, then from its edge to the region (at most
     half the mesh's perimeter)."""
     hops = (wafer.mesh_rows + wafer.mesh_cols) // 2
-    return Breakdown(link_s=wafer.wafer_link.latency_s + nbytes / wafer.wafer_link.bw_bytes_per_s + hops * wafer.hop_s)
+    return Breakdown(link_s=wafer.global_link.latency_s + nbytes / wafer.global_link.bw_bytes_per_s + hops * wafer.local_link.latency_s)
 
 
-def _entry(prev: Region, region: Region, nbytes: int, chunk: int, wafer: WaferSpec
+def _entry(prev: Region, region: Region, nbytes: int, chunk: int, wafer: SystemSpec
            ) -> tuple[Breakdown, Breakdown, float, int]:
     """The hand-off into a stage for decode and for one prefill chunk, its wire latency, and its hops."""
     if prev.wafer != region.wafer:
-        wire = wafer.wafer_link.latency_s
+        wire = wafer.global_link.latency_s
         return wafer_handoff(nbytes, wafer), wafer_handoff(nbytes * chunk, wafer), wire, 1
     values = math.ceil(nbytes / 2)  # 16-bit values
     hops = region_hops(prev, region)
     return (region_handoff(values, prev, region, wafer), region_handoff(values * chunk, prev, region, wafer),
-            hops * wafer.hop_s, hops)
+            hops * wafer.local_link.latency_s, hops)
 
 
-def _assemble(name: str, wafer: WaferSpec, options: CompileOptions, decode: Graph, solution: Solution, bound: int,
+def _assemble(name: str, wafer: SystemSpec, options: CompileOptions, decode: Graph, solution: Solution, bound: int,
               timed: list[_Timed], chunk: int) -> WaferPlan:
     stages = tuple(t.stage for t in timed)
     wafers = solution.stages
@@ -278,7 +278,7 @@ def _assemble(name: str, wafer: WaferSpec, options: CompileOptions, decode: Grap
     )
 
 
-def _wafer_memory(stages: tuple[WaferStage, ...], wafers: int, wafer: WaferSpec) -> tuple[Memory, ...]:
+def _wafer_memory(stages: tuple[WaferStage, ...], wafers: int, wafer: SystemSpec) -> tuple[Memory, ...]:
     """Each wafer's memory summed over the cores of its regions (idle cores hold nothing)."""
     out = []
     for w in range(wafers):
@@ -286,15 +286,15 @@ def _wafer_memory(stages: tuple[WaferStage, ...], wafers: int, wafer: WaferSpec)
         out.append(Memory(weights=sum(s.memory.weights * s.cores for s in mine),
                           kv_cache=sum(s.memory.kv_cache * s.cores for s in mine),
                           activations=sum(s.memory.activations * s.cores for s in mine),
-                          program=sum(s.memory.program * s.cores for s in mine), capacity=wafer.sram_bytes))
+                          program=sum(s.memory.program * s.cores for s in mine), capacity=(wafer.chips_per_node * wafer.chip.sram_bytes)))
     return tuple(out)
 
 
-def _mesh(wafers: tuple[WaferCandidate, ...], stages: tuple[WaferStage, ...], wafer: WaferSpec) -> dict:
+def _mesh(wafers: tuple[WaferCandidate, ...], stages: tuple[WaferStage, ...], wafer: SystemSpec) -> dict:
     return {
         "mesh_rows": wafer.mesh_rows,
         "mesh_cols": wafer.mesh_cols,
-        "cores_per_wafer": wafer.cores,
+        "cores_per_wafer": wafer.chips_per_node,
         "cores_used": sum(s.cores for s in stages),
         "regions": len(stages),
         "wafers": [{"wafer": w, "grid": [c.grid.bands, c.grid.per_band],

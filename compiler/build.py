@@ -32,7 +32,6 @@ from ir.printer import print_graph
 from ir.program import Program
 from ir.program_io import save_program
 from targets import list_targets, load_target
-from targets.spec import SystemSpec
 
 FORMAT = 1  # bumped when the layout of a build directory changes
 

@@ -22,7 +22,7 @@ from compiler.planner import make_plan
 from compiler.wafer.plan import WaferPlan
 from ir.errors import ConfigError, DoesNotFitError
 from ir.files import atomic_write
-from targets import SystemSpec, load_target
+from targets import load_target
 
 # What a plan's decode binding means for a reader comparing machines.
 DECODE_BINDS = {"sram-bandwidth": "bandwidth-bound", "links": "link-bound", "compute": "compute-bound",

@@ -49,8 +49,10 @@ def inspect_json(capsys, *args) -> dict:
 
 def test_build_directory_holds_every_artifact_with_its_hash(tiny):
     manifest = json.loads((tiny / "manifest.json").read_text())
-    names = {"plan.json", "decode.ir", "prefill.ir", "decode.prog", "prefill.prog", "memory.json", "sram.img"}
+    names = {"plan.json", "decode.ir", "prefill.ir", "decode.prog", "prefill.prog", "memory.json", "sram.img",
+             "target.toml"}
     assert set(manifest["files"]) == names
+    assert manifest["tool"] == "sramflow" and manifest["target"] == "lpu-64k"
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((tiny / name).read_bytes()).hexdigest() == digest
     assert (tiny / "decode.ir").read_text().startswith("graph ")

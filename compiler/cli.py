@@ -21,7 +21,9 @@ EX_USAGE, EX_SOFTWARE, EX_INTERRUPTED, EX_PIPE = 2, 70, 130, 141
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # here, so a reader that went away is met below and not at exit
+        return status
     except _UsageError as error:
         return _fail(f"error: {error}", EX_USAGE)
     except KeyboardInterrupt:

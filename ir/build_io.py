@@ -143,14 +143,17 @@ def build_writer(out: Path, force: bool = False) -> Iterator[Path]:
     """A temporary sibling of `out` to write a build into. On success it replaces `out` (checked
     again first); on any exception, Ctrl-C included, the temporary is removed and `out` is as it was."""
     out = check_destination(out, force)
-    tmp = atomic_dir(out)
+    tmp = None
     try:
+        with deferred_interrupts():  # a Ctrl-C between making it and knowing its name would leak it
+            tmp = atomic_dir(out)
         yield tmp
         check_destination(out, force)
         _swap_in(tmp, out)
     except BaseException:
-        with deferred_interrupts():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with deferred_interrupts():
+                shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -222,11 +225,12 @@ def read_manifest(path: Path) -> Manifest:
     if raw.get("format") != FORMAT:
         raise ConfigError(f"{path}: a build of format {raw.get('format')!r}; this sramflow reads format {FORMAT}: "
                           f"{RECOMPILE}")
+    manifest = _manifest(raw, file)
     body = {k: v for k, v in raw.items() if k != "digest"}
     if raw.get("digest") != _digest(body):
         raise ConfigError(f"{path}: damaged or edited build: {MANIFEST} (its digest does not match its contents); "
                           f"{RECOMPILE}")
-    return _manifest(raw, file)
+    return manifest
 
 
 def _manifest(raw: dict, file: Path) -> Manifest:

@@ -23,15 +23,18 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it into place.
     The file gets the permissions a plain open() would give (mkstemp's are 0600)."""
     path = Path(path)
-    fd, tmp = _made(lambda: tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent), path)
-    os.close(fd)
+    tmp = None
     try:
+        with deferred_interrupts():  # a Ctrl-C between making it and knowing its name would leak it
+            fd, tmp = _made(lambda: tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent), path)
+            os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        with deferred_interrupts():
-            Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            with deferred_interrupts():
+                Path(tmp).unlink(missing_ok=True)
         raise
 
 

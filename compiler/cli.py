@@ -1,21 +1,13 @@
-"""The `sramflow` command line: plan, compare, lower, compile, inspect, run and sweep.
-
-Exit status: 0 success, 1 an error in the input (one line on stderr), 2 a malformed command
-line or a `run` that found hazards, 70 an internal error (its traceback saved to a file),
-130 interrupted (Ctrl-C), 141 standard output closed early (a pipe into `head`).
-"""
+"""The `sramflow` command line: plan, compare, lower, compile, inspect, run and sweep (exit codes: compiler.exits)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Sequence
 
-# Only the standard library above: Ctrl-C is sramflow's from the first line of main().
-EX_USAGE, EX_SOFTWARE, EX_INTERRUPTED, EX_PIPE = 2, 70, 130, 141
+# Only the standard library here and in compiler.exits: Ctrl-C is sramflow's from the first line of main().
+from compiler.exits import EX_INTERRUPTED, EX_USAGE, OneLineParser, UsageError, closed_pipe, crash, fail
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,62 +16,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = args.run(args)
         sys.stdout.flush()  # here, so a reader that went away is met below and not at exit
         return status
-    except _UsageError as error:
-        return _fail(f"error: {error}", EX_USAGE)
+    except UsageError as error:
+        return fail(f"error: {error}", EX_USAGE)
     except KeyboardInterrupt:
-        return _fail("interrupted", EX_INTERRUPTED)
+        return fail("interrupted", EX_INTERRUPTED)
     except BrokenPipeError:
-        return _closed_pipe()
+        return closed_pipe()
     except Exception as error:  # the last resort: one line, never a bare traceback
         from ir.errors import SramflowError
 
         if isinstance(error, SramflowError):
-            return _fail(f"error: {error}", 1)
-        return _crash(error)
-
-
-def _fail(message: str, status: int) -> int:
-    print("sramflow: " + " ".join(message.split()), file=sys.stderr)
-    return status
-
-
-def _closed_pipe() -> int:
-    """The reader went away (`sramflow inspect B --asm | head`): stop quietly. Standard output
-    points at /dev/null from here on, so the flush at exit cannot fail again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return EX_PIPE
-
-
-def _crash(error: BaseException) -> int:
-    """A bug in sramflow: one line, and the traceback in a file for the report."""
-    text = "".join(traceback.format_exception(error))
-    try:
-        fd, path = tempfile.mkstemp(prefix="sramflow-crash-", suffix=".txt")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        saved = f"traceback saved to {path}"
-    except OSError:
-        saved = "no traceback file could be written"
-    return _fail(f"internal error: {type(error).__name__}: {error} ({saved}; please report it)", EX_SOFTWARE)
-
-
-class _UsageError(Exception):
-    """A malformed command line (argparse's complaint)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors as one line (`main` prints it) rather than usage and exit."""
-
-    def error(self, message: str):
-        command = self.prog.removeprefix("sramflow").strip()
-        raise _UsageError(f"{command + ': ' if command else ''}{message} (see `{self.prog} --help`)")
+            return fail(f"error: {error}", 1)
+        return crash(error)
 
 
 def _parser() -> argparse.ArgumentParser:
     from compiler.options import OBJECTIVES
 
-    parser = _Parser(prog="sramflow", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="sramflow", description=__doc__.split(" (exit")[0] + ".")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     plan = sub.add_parser("plan", help="how many chips, and how the model is laid out on them")
     _model_args(plan)
@@ -284,7 +238,7 @@ def _compile(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from compiler.inspect import parse_chips, parse_cycles, summary
+    from compiler.inspect import check_drawable, parse_chips, parse_cycles, summary
     from compiler.report import render_summary
     from targets.build_dir import load_build
 
@@ -303,10 +257,10 @@ def _inspect(args: argparse.Namespace) -> int:
 
         if args.gantt:
             lanes = chips or list(range(min(8, program.chips)))
-            _check_shown(program, lanes, window, "--gantt")
+            check_drawable(program, lanes, window, "--gantt")
             write_gantt(program, lanes, window, args.gantt)
         if args.trace:
-            _check_shown(program, chips, window, "--trace")
+            check_drawable(program, chips, window, "--trace")
             write_trace(program, chips, window, args.trace)
         return 0
     figures = summary(build.plan, build.programs["decode"], build.programs["prefill"])
@@ -336,15 +290,6 @@ def _check_views(args: argparse.Namespace) -> None:
         check_output_file(args.gantt, "--gantt", ".png")
     if args.trace is not None:
         check_output_file(args.trace, "--trace", ".json")
-
-
-def _check_shown(program, chips: list[int] | None, window: tuple[int, int] | None, flag: str) -> None:
-    from ir.errors import ConfigError
-
-    if not len(program.window(chips, window)):
-        where = f"cycles {window[0]:,}-{window[1]:,}" if window else "the program"
-        shown = "chips " + ",".join(map(str, chips)) if chips else "the chips"
-        raise ConfigError(f"{flag}: {shown} run no instruction in {where} of {program.phase}; nothing to draw")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -114,6 +114,14 @@ def _covered(starts: np.ndarray, ends: np.ndarray, span: int) -> np.ndarray:
     return np.cumsum(delta)[:span] > 0
 
 
+def check_drawable(program: Program, chips: list[int] | None, window: tuple[int, int] | None, flag: str) -> None:
+    """Refuse a picture of nothing: no instruction of `chips` in the window."""
+    if not len(program.window(chips, window)):
+        where = f"cycles {window[0]:,}-{window[1]:,}" if window else "the program"
+        shown = "chips " + ",".join(map(str, chips)) if chips else "the chips"
+        raise ConfigError(f"{flag}: {shown} run no instruction in {where} of {program.phase}; nothing to draw")
+
+
 def parse_chips(text: str, chips: int) -> list[int]:
     """'17', '0-7' or '0,3,5-6' to chip ids, checked against the program."""
     out: list[int] = []

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 # Only the standard library here and in compiler.exits: Ctrl-C is sramflow's from the first line of main().
-from compiler.exits import EX_INTERRUPTED, EX_USAGE, OneLineParser, UsageError, closed_pipe, crash, fail
+from compiler.exits import EX_INTERRUPTED, EX_USAGE, OneLineParser, UsageError, closed_pipe, crash, fail, interrupted_by
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(error, SramflowError):
             return fail(f"error: {error}", 1)
+        if interrupted_by(error):
+            return fail("interrupted", EX_INTERRUPTED)
         return crash(error)
 
 

@@ -30,6 +30,19 @@ def closed_pipe() -> int:
     return EX_PIPE
 
 
+def interrupted_by(error: BaseException) -> bool:
+    """True when a Ctrl-C is behind `error`: an extension module interrupted while it initialises
+    reports ImportError("initialization failed") caused by the KeyboardInterrupt (pybind11 does)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def crash(error: BaseException) -> int:
     """A bug in sramflow: one line, and the traceback in a file for the report."""
     text = "".join(traceback.format_exception(error))

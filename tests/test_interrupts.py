@@ -94,6 +94,13 @@ def slow(tmp_path_factory) -> dict[str, float]:
     return phases
 
 
+def test_ctrl_c_while_sramflow_starts_up(tmp_path, slow):
+    """Half-way to the first phase: importing numpy, OR-Tools and the compiler (an extension module
+    interrupted while it initialises raises ImportError from the KeyboardInterrupt: still 130)."""
+    out = tmp_path / "b"
+    assert_clean(out, *interrupted(SLOW_SOLVE, out, slow["lowering graphs"] / 2))
+
+
 def test_ctrl_c_before_the_solve(tmp_path, slow):
     out = tmp_path / "b"
     assert_clean(out, *interrupted(SLOW_SOLVE, out, slow["partitioning"] * 0.8))  # building graphs

@@ -185,6 +185,21 @@ def test_an_internal_error_is_one_line_and_a_saved_traceback(capsys, tmp_path, m
     assert "Traceback" in saved.read_text() and "ZeroDivisionError: a bug" in saved.read_text()
 
 
+def test_ctrl_c_while_an_extension_module_initialises_is_an_interrupt(capsys, monkeypatch):
+    """pybind11 turns a KeyboardInterrupt during a module's initialisation into ImportError
+    ("initialization failed") caused by it (seen with OR-Tools' cp_model_helper): still Ctrl-C."""
+    import compiler.planner
+
+    def importing(*_):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise ImportError("initialization failed") from interrupt
+
+    monkeypatch.setattr(compiler.planner, "make_plan", importing)
+    assert refused(capsys, "plan", "tiny-llama", code=130, start="sramflow: interrupted") == "sramflow: interrupted"
+
+
 @pytest.mark.parametrize("command", [["plan", "tiny-llama"], ["plan", "tiny-llama", "--json"], ["inspect", "BUILD"],
                                      ["inspect", "BUILD", "--asm", "--phase", "prefill"], ["lower", "llama-3.1-8b"]])
 def test_a_closed_output_pipe_ends_quietly(build, command):

@@ -140,9 +140,11 @@ def _build_problem(path: Path) -> str | None:
 
 @contextmanager
 def build_writer(out: Path, force: bool = False) -> Iterator[Path]:
-    """A temporary sibling of `out` to write a build into. On success it replaces `out` (checked
-    again first); on any exception, Ctrl-C included, the temporary is removed and `out` is as it was."""
-    out = check_destination(out, force)
+    """A temporary sibling of `out` to write a build into. On success it replaces `out`, checked
+    again first (callers check before they start work, so a bad `out` costs nothing; the second
+    check catches what changed meanwhile); on any exception, Ctrl-C included, the temporary is
+    removed and `out` is as it was."""
+    out = Path(out)
     tmp = None
     try:
         with deferred_interrupts():  # a Ctrl-C between making it and knowing its name would leak it

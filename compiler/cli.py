@@ -155,10 +155,8 @@ def _options(args: argparse.Namespace, context: int | None = None):
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from compiler.plan.report import render_plan
     from compiler.planner import make_plan
-    from compiler.report import render_plan
-    from compiler.wafer.plan import WaferPlan
-    from compiler.wafer.report import render_wafer_plan
 
     contexts = _contexts(args.context)
     if len(contexts) > 1:
@@ -166,8 +164,6 @@ def _plan(args: argparse.Namespace) -> int:
     plan = make_plan(args.model, args.target, _options(args))
     if args.json:
         sys.stdout.write(plan.to_json())
-    elif isinstance(plan, WaferPlan):
-        render_wafer_plan(plan, _console())
     else:
         render_plan(plan, _console())
     return 0
@@ -177,8 +173,8 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
     """One plan per context: how the KV cache grows and what it costs in chips and speed."""
     import json
 
+    from compiler.plan.report import render_sweep
     from compiler.planner import make_plan
-    from compiler.report import render_sweep
 
     plans = [make_plan(args.model, args.target, _options(args, context)) for context in contexts]
     if args.json:
@@ -241,7 +237,7 @@ def _inspect(args: argparse.Namespace) -> int:
     import json
 
     from compiler.inspect import check_drawable, parse_chips, parse_cycles, summary
-    from compiler.report import render_summary
+    from compiler.plan.report import render_summary
     from targets.build_dir import load_build
 
     _check_views(args)

@@ -17,13 +17,12 @@ from hypothesis import strategies as st
 
 from compiler.cli import main
 from compiler.options import CompileOptions
-from compiler.perf import Breakdown
+from compiler.partition.cost import Breakdown
 from compiler.plan import Plan
 from compiler.planner import make_plan
-from compiler.wafer.layout import Grid, Slot, WaferCandidate, _packings, capacity_lower_bound
-from compiler.wafer.mesh_cost import MeshCost, Shape, gemv, tree_reduce
-from compiler.wafer.plan import WaferPlan
-from compiler.wafer.planner import _choose
+from compiler.backends.wafer.layout import Grid, Slot, _packings, capacity_lower_bound, wafer_candidate
+from compiler.backends.wafer.cost import MeshCost, Shape, gemv, tree_reduce
+from compiler.plan.search import choose
 from ir.errors import ConfigError, DoesNotFitError
 from targets import SystemSpec, list_targets, load_target
 from targets.mesh import Region, build_mesh_topology, core_hops, grid_cells, region_hops, shared_edge
@@ -238,7 +237,7 @@ def w8() -> str:
 
 
 @pytest.fixture(scope="module")
-def w70() -> WaferPlan:
+def w70() -> Plan:
     return make_plan("llama-3.1-70b", "wse3", CompileOptions())
 
 
@@ -276,7 +275,7 @@ def test_llama_8b_fp16_fits_one_wafer(w8):
 
 
 def test_llama_70b_plans_over_several_wafers(w70):
-    assert isinstance(w70, WaferPlan)
+    assert isinstance(w70, Plan) and w70.on_wafers
     plan = w70.to_dict()
     _check_plan(plan, 80)
     assert plan["chips"] > 1 and plan["chips_lower_bound"] >= 4  # 141 GB over ~36 GB usable a wafer
@@ -330,17 +329,21 @@ def _error(capsys, *args) -> str:
 def test_too_few_wafers_says_how_many():
     """Three wafer-sized runs of units and a budget of two: the error names the three."""
     grid = Grid(1, 1, Shape(WSE3.mesh_rows, WSE3.mesh_cols))
-    cands = [WaferCandidate(u, u + 1, grid, ((u, Slot(0, 0, 1)),), Breakdown(compute_s=1e-6)) for u in range(3)]
+    cands = [wafer_candidate(u, u + 1, grid, ((u, Slot(0, 0, 1)),), Breakdown(compute_s=1e-6)) for u in range(3)]
+    layout = dataclasses.make_dataclass("L", ["candidates"])(cands)
+    layout.device, layout.machine, layout.max_devices, layout.units, layout.lower_bound = "wafer", "wse3", 2048, 3, 3
+    layout.unplaceable = lambda u: f"unit {['embed', 'layers.0', 'head'][u]} does not fit one wse3 wafer"
     with pytest.raises(DoesNotFitError, match=r"needs at least 3 wafers of wse3 \(capacity bound 3\); 2 allowed"):
-        _choose(cands, ["embed", "layers.0", "head"], WSE3, CompileOptions(max_chips=2), 3)
+        choose(layout, CompileOptions(max_chips=2))
+    layout.candidates = cands[:2]
     with pytest.raises(DoesNotFitError, match="unit head does not fit one wse3 wafer"):
-        _choose(cands[:2], ["embed", "layers.0", "head"], WSE3, CompileOptions(), 3)
+        choose(layout, CompileOptions())
 
 
 def test_compile_on_a_wafer_of_an_op_it_cannot_lower_is_a_clear_error(capsys, tmp_path):
     # Dense models compile on wafers (tests/test_wse3_compile.py); mixture-of-experts layers not yet.
     err = _error(capsys, "compile", "tiny-mixtral", "--target", "wse3", "-o", str(tmp_path / "b"))
-    assert "cannot lower experts on a wafer" in err and "sramflow plan" in err
+    assert "wafer backend cannot lower topk (" in err and ", experts (" in err and "cannot run on this target" in err
     assert not (tmp_path / "b").exists()
 
 

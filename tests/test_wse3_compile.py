@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from compiler.cli import main
-from compiler.wafer.lower import Roles, tree_positions
-from compiler.wafer.mesh_cost import Shape
+from compiler.backends.wafer.lower import Roles, tree_positions
+from compiler.backends.wafer.cost import Shape
 from ir.isa import Op
 from ir.program import Program
 from ir.program_io import load_program

@@ -15,8 +15,8 @@ from compiler.codegen.collectives import Collectives, Level, levels
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Space, Template
 from compiler.codegen.unit import UnitCode, finish, unit_code
+from compiler.partition.cost import handoff_lanes
 from compiler.partition.units import signature
-from compiler.perf import handoff_lanes
 from ir.errors import DoesNotFitError
 from ir.graph import Op, Value
 from ir.isa import Op as Isa

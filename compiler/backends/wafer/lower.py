@@ -43,13 +43,17 @@ and instantiated with shifted cycles, tags, streams and addresses.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler.partition.units import signature
-from compiler.wafer.mesh_cost import ACT_BYTES, Shape, op_rows, resident_bytes
-from ir.errors import ConfigError
+from compiler.backends.wafer.cost import ACT_BYTES, Shape, op_rows, resident_bytes
+from compiler.backends.wafer.planner import host_input_bytes
+from compiler.codegen.lowering import Lowering
+from compiler.options import CompileOptions
+from compiler.partition.units import boundary_bytes, signature
+from compiler.plan import Plan
 from ir.graph import Graph, Op
 from ir.isa import Fmt, Fn, UnitKind
 from ir.isa import Op as Isa
@@ -67,7 +71,6 @@ FMT = {"fp16": Fmt.F16, "fp8": Fmt.FP8, "int8": Fmt.I8, "int4": Fmt.I4}
 VECTOR_FN = {Opcode.ADD: Fn.ADD, Opcode.MUL: Fn.MUL, Opcode.SILU: Fn.SILU, Opcode.GELU: Fn.GELU,
              Opcode.RMSNORM: Fn.RMSNORM, Opcode.ROPE: Fn.ROPE, Opcode.SOFTMAX: Fn.SOFTMAX,
              Opcode.ARGMAX: Fn.ARGMAX}
-UNSUPPORTED = frozenset({Opcode.EXPERTS})
 
 
 def tree_positions(n: int) -> tuple[list[tuple[int, tuple[int, ...]]], list[int]]:
@@ -293,7 +296,7 @@ def _vector(e: _Emitter, op: Op, rows_scale: float, precision: str, kv: str) -> 
     width = out.shape[-1] if len(out.shape) > 1 else 1
     moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
     per_core, nbytes = math.ceil(width / cols), math.ceil(moved / cols)
-    fn = VECTOR_FN.get(op.opcode, Fn.NONE)
+    fn = VECTOR_FN[op.opcode]
     cycles = e.timing.vop(fn, m * per_core, nbytes, rows=m)
     for r in e.roles.root:
         e.put(r, UnitKind.VXM, 0, Isa.VOP, cycles, fn=fn, src_bytes=nbytes, s_a=e.cur[r], s_out=e.fresh(r), m=m,
@@ -306,7 +309,9 @@ def _vector(e: _Emitter, op: Op, rows_scale: float, precision: str, kv: str) -> 
         e.col_tree(2 * m)
 
 
-LOWER = {Opcode.MATMUL: _matmul, Opcode.ATTENTION: _attention, Opcode.EMBED: _embed}
+# The wafer backend's emission rules, by opcode: an op without one is refused before planning.
+LOWER = {Opcode.MATMUL: _matmul, Opcode.ATTENTION: _attention, Opcode.EMBED: _embed,
+         **{op: _vector for op in VECTOR_FN}}
 
 
 @dataclass
@@ -322,9 +327,7 @@ def _template(ops: list[Op], shape: Shape, roles: Roles, timing: WaferTiming, ro
               precision: str, kv: str) -> _Template:
     e = _Emitter(roles, timing, shape)
     for op in ops:
-        if op.opcode in UNSUPPORTED:
-            raise ConfigError(f"compile: cannot lower {op.opcode.value} on a wafer yet (`sramflow plan` works)")
-        LOWER.get(op.opcode, _vector)(e, op, rows_scale, precision, kv)
+        LOWER[op.opcode](e, op, rows_scale, precision, kv)
     return _Template(_columns(e.rows), e.t, e.tags, e.addr, np.array([c != P for c in e.cur], dtype=bool))
 
 
@@ -378,6 +381,30 @@ class _Stage:
     @property
     def cycles(self) -> int:
         return sum(tpl.cycles for tpl, _ in self.units)
+
+
+def lower(plan: Plan, decode: Graph, prefill: Graph, chunk_graph: Graph, system: SystemSpec, options: CompileOptions,
+          progress: Callable[[str], None]) -> Lowering:
+    """Decode once; prefill as the plan's chunks, pipelined through the regions (role streams)."""
+    crossing = boundary_bytes(decode)
+    chunk = plan.prefill["chunk_tokens"]
+    host = host_input_bytes(decode)
+    progress("scheduling decode")
+    d = lower_wafer("decode", decode, plan.stages, system, crossing, 1.0, options.precision, options.kv_precision,
+                    host_bytes=host)
+    progress("scheduling prefill")
+    p = lower_wafer("prefill", prefill, plan.stages, system, [b * chunk for b in crossing], chunk / options.prompt,
+                    options.precision, options.kv_precision, plan.prefill["chunks"], {"chunk_tokens": chunk},
+                    host_bytes=host * chunk)
+    return Lowering(d, p, prefill, {"wafer": True, "stages": _stage_memory(d, p)})
+
+
+def _stage_memory(decode: Program, prefill: Program) -> list[dict]:
+    """Each region's per-core resident bytes and its role streams (every core of a region has one layout)."""
+    return [{"index": d["index"], "region": d["region"], "first_stream": d["first_stream"], "streams": d["streams"],
+             "resident_bytes_per_core": d["resident_bytes_per_core"],
+             "prefill_resident_bytes_per_core": p["resident_bytes_per_core"]}
+            for d, p in zip(decode.meta["stages"], prefill.meta["stages"], strict=True)]
 
 
 def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: list[int], rows_scale: float,

@@ -29,8 +29,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from compiler.partition.cost import Breakdown
 from compiler.partition.shard_cost import is_resident
-from compiler.perf import Breakdown
 from ir.graph import Op
 from ir.ops import Opcode, expert_passes
 from targets.spec import SystemSpec
@@ -77,7 +77,7 @@ def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: SystemSpec, precision
     """The unit's ops on a region of `shape`, summed; `rows_scale` shrinks the rows (a prefill chunk)."""
     total = ZERO
     for op in ops:
-        total += MESH_COST.get(op.opcode, _vector)(op, shape, wafer, precision, rows_scale)
+        total += MESH_COST[op.opcode](op, shape, wafer, precision, rows_scale)
     return total
 
 
@@ -201,9 +201,13 @@ def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale
 
 
 MeshRule = Callable[[Op, Shape, SystemSpec, str, float], MeshCost]
+# The wafer backend's cost rules, by opcode. An op without one (Mamba's conv1d and selective_scan,
+# latent attention, slice) is refused before planning (compiler/backends), never timed as another.
 MESH_COST: dict[Opcode, MeshRule] = {
     Opcode.MATMUL: _matmul,
     Opcode.EXPERTS: _experts,
     Opcode.ATTENTION: _attention,
     Opcode.EMBED: _embed,
+    **{op: _vector for op in (Opcode.ADD, Opcode.MUL, Opcode.SILU, Opcode.GELU, Opcode.RMSNORM, Opcode.ROPE,
+                              Opcode.SOFTMAX, Opcode.ARGMAX, Opcode.TOPK)},
 }

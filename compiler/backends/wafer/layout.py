@@ -37,8 +37,9 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from compiler.perf import Breakdown
-from compiler.wafer.mesh_cost import MeshCost, Shape, _message
+from compiler.backends.wafer.cost import MeshCost, Shape, _message
+from compiler.partition.candidates import Candidate
+from compiler.partition.cost import Breakdown
 from targets.mesh import Region, band_region, region_hops, shared_edge
 from targets.spec import SystemSpec
 
@@ -72,19 +73,18 @@ class Slot:
 
 
 @dataclass(frozen=True, slots=True)
-class WaferCandidate:
-    """Units [first, stop) on one wafer cut by `grid`; `stages` pairs the unit opening each region with its slot."""
+class Cells:
+    """How a wafer candidate is cut: its `grid`, and the unit opening each region with its slot."""
 
-    first: int
-    stop: int
     grid: Grid
     stages: tuple[tuple[int, Slot], ...]
-    decode: Breakdown  # the units, the hand-offs between regions, and the hand-off into this wafer
-    tp: int = 1  # devices it takes, as the path model counts them
 
-    @property
-    def latency_ps(self) -> int:
-        return max(1, round(self.decode.total_s * 1e12))
+
+def wafer_candidate(first: int, stop: int, grid: Grid, stages: tuple[tuple[int, Slot], ...],
+                    decode: Breakdown) -> Candidate:
+    """Units [first, stop) on one wafer (the path model counts it as one device); `decode` holds
+    the units, the hand-offs between regions, and the hand-off into this wafer."""
+    return Candidate(first, stop, 1, 0, 0, decode, Cells(grid, stages))
 
 
 CostOf = Callable[[Shape], Sequence[MeshCost]]  # every unit's cost on a region of that shape
@@ -114,16 +114,16 @@ def wafer_handoff(nbytes: int, wafer: SystemSpec) -> Breakdown:
     return Breakdown(link_s=fabric + link)
 
 
-def enumerate_wafers(cost_of: CostOf, crossing: list[int], wafer: SystemSpec) -> list[WaferCandidate]:
+def enumerate_wafers(cost_of: CostOf, crossing: list[int], wafer: SystemSpec) -> list[Candidate]:
     """The fastest screened grid for every run of units that fits one wafer, in (first, stop) order.
     `crossing[k]` is the bytes entering unit k."""
-    best: dict[tuple[int, int], WaferCandidate] = {}
+    best: dict[tuple[int, int], Candidate] = {}
     kept = screen_grids(cost_of, crossing, wafer)
     for first in range(len(crossing) - 1):
         entry = wafer_handoff(crossing[first], wafer) if first else Breakdown()
         for grid in kept:
             for stop, stages, time in _packings(first, grid, cost_of, crossing, wafer):
-                cand = WaferCandidate(first, stop, grid, stages, entry + time)
+                cand = wafer_candidate(first, stop, grid, stages, entry + time)
                 key = (first, stop)
                 if key not in best or cand.latency_ps < best[key].latency_ps:
                     best[key] = cand

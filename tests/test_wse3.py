@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compiler.backends.wafer.cost import MeshCost, Shape, gemv, tree_reduce
+from compiler.backends.wafer.layout import Grid, Slot, _packings, capacity_lower_bound, wafer_candidate
 from compiler.cli import main
 from compiler.options import CompileOptions
 from compiler.partition.cost import Breakdown
 from compiler.plan import Plan
-from compiler.planner import make_plan
-from compiler.backends.wafer.layout import Grid, Slot, _packings, capacity_lower_bound, wafer_candidate
-from compiler.backends.wafer.cost import MeshCost, Shape, gemv, tree_reduce
 from compiler.plan.search import choose
+from compiler.planner import make_plan
 from ir.errors import ConfigError, DoesNotFitError
 from targets import SystemSpec, list_targets, load_target
 from targets.mesh import Region, build_mesh_topology, core_hops, grid_cells, region_hops, shared_edge

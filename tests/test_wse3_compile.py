@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.cli import main
-from compiler.backends.wafer.lower import Roles, tree_positions
 from compiler.backends.wafer.cost import Shape
+from compiler.backends.wafer.lower import Roles, tree_positions
+from compiler.cli import main
 from ir.isa import Op
 from ir.program import Program
 from ir.program_io import load_program

@@ -62,6 +62,9 @@ def _divides(op: Op, t: int) -> bool:
     if op.opcode is Opcode.EXPERTS:
         experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
         return experts % t == 0 or (t % experts == 0 and inter % (t // experts) == 0)
+    if op.opcode is Opcode.EMBED:  # vocabulary rows by ceil(V / t): every chip's shard must hold some row
+        rows = op.operands[1].type.shape[0]
+        return t <= rows and -(-rows // t) * (t - 1) < rows
     if op.opcode is Opcode.MLA_ATTENTION:  # whole heads per chip; no replication past the head count
         return a["heads"] % t == 0
     if op.opcode in _CHANNEL_OPERANDS:  # Mamba's conv and scan: whole channels per chip

@@ -9,13 +9,16 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from compiler.options import KV_PRECISIONS, OBJECTIVES, PRECISIONS, CompileOptions
-from ir.errors import ConfigError, SramflowError
+from ir.errors import ConfigError, ExecutionError, SramflowError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
+    except ExecutionError as error:  # the build is wrong (functional mode, the reference check): like a hazard
+        print(f"sramflow: error: {error}", file=sys.stderr)
+        return 2
     except SramflowError as error:
         print(f"sramflow: error: {error}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from ir.program_io import load_program
 from targets.functional import Machine, execute_functional
 from targets.interpreter import Run, execute
 from targets.loader import load_target
+from targets.reference_check import check_reference as check_reference_run
 from targets.spec import SystemSpec
 
 
@@ -40,8 +41,9 @@ def load_build(path: str | Path) -> tuple[SystemSpec, Program, Program]:
 
 
 def run_build(path: str | Path, tokens: int = 1, check_determinism: bool = False,
-              prompt: list[int] | None = None) -> dict:
-    """The figures `sramflow run --json` prints; with a `prompt`, the functional run's too."""
+              prompt: list[int] | list[list[int]] | None = None, check_reference: bool = False) -> dict:
+    """The figures `sramflow run --json` prints; with a `prompt` (token ids, or one list of them per
+    sequence), the functional run's too, and with `check_reference` the reference's verdict."""
     if tokens < 1:
         raise ConfigError(f"--tokens must be a positive integer, got {tokens}")
     started = time.perf_counter()
@@ -49,14 +51,24 @@ def run_build(path: str | Path, tokens: int = 1, check_determinism: bool = False
     runs = {"decode": execute(decode, system), "prefill": execute(prefill, system)}
     figures = _figures(runs, tokens)
     if prompt is not None:
-        figures["functional"] = _functional(path, prompt, tokens)
+        prompts = _as_prompts(prompt)
+        out = run_prompts(path, prompts, tokens)
+        figures["functional"] = _functional(prompts, out)
         figures["tokens"]["generated"] = figures["functional"]["tokens"]
+        if check_reference:
+            options = json.loads((Path(path) / "plan.json").read_text())["options"]
+            figures["reference"] = check_reference_run(Path(path), prompts, out["tokens"], out["logits"],
+                                                       options["precision"], options["kv_precision"])
     if check_determinism:
         figures["determinism"] = _determinism(runs, system)
         if prompt is not None:
-            _functional_determinism(path, prompt, tokens, figures)
+            _functional_determinism(path, _as_prompts(prompt), tokens, figures)
     figures["wall_s"] = round(time.perf_counter() - started, 3)
     return figures
+
+
+def _as_prompts(prompt: list[int] | list[list[int]]) -> list[list[int]]:
+    return [list(p) for p in prompt] if prompt and isinstance(prompt[0], list) else [list(prompt)]
 
 
 def _figures(runs: dict[str, Run], tokens: int) -> dict:
@@ -102,32 +114,36 @@ def _combine(digests: list[str]) -> str:
 
 # ---- functional mode: prompt in, greedy tokens out -------------------------------------------
 
-def _functional(path: str | Path, prompt: list[int], tokens: int) -> dict:
-    out = run_functional(path, prompt, tokens)
-    return {"prompt": prompt, "tokens": out["tokens"], "digest": _outputs_digest(out),
+def _functional(prompts: list[list[int]], out: dict) -> dict:
+    """One prompt: its ids and tokens as flat lists (as before batches); several: a list per prompt."""
+    one = len(prompts) == 1
+    return {"prompt": prompts[0] if one else prompts, "tokens": out["tokens"][0] if one else out["tokens"],
+            "prompts": prompts, "sequences": out["tokens"], "digest": _outputs_digest(out),
             "instructions_executed": out["instructions"]}
 
 
 def _outputs_digest(out: dict) -> str:
     h = hashlib.sha256(np.asarray(out["tokens"], "<i8").tobytes())
-    h.update(np.ascontiguousarray(out["logits"], "<f4").tobytes())
+    for logits in out["logits"] if isinstance(out["logits"], list) else [out["logits"]]:
+        h.update(np.ascontiguousarray(logits, "<f4").tobytes())
     return h.hexdigest()
 
 
-def _functional_determinism(path: str | Path, prompt: list[int], tokens: int, figures: dict) -> None:
+def _functional_determinism(path: str | Path, prompts: list[list[int]], tokens: int, figures: dict) -> None:
     """The functional run again with chips in a shuffled host order must give bit-identical
     tokens and logits; a run on other token ids must execute the same Programs (so the same
     cycle counts: no instruction's timing reads data) and differ only in its outputs."""
     det, first = figures["determinism"], figures["functional"]["digest"]
     chips = list(range(figures["chips"]))
     random.Random("functional").shuffle(chips)
-    again = _outputs_digest(run_functional(path, prompt, tokens, order=chips))
+    again = _outputs_digest(run_prompts(path, prompts, tokens, order=chips))
     if again != first:
         det["failures"].append("functional: a second run in another chip order gives other tokens or logits")
-    other = [(t * 7 + 3) % max(2, max(prompt) + 1) for t in prompt]
-    run_functional(path, other, tokens)
-    det.update(passed=not det["failures"], functional_digest=first, other_inputs=other,
-               digest=_combine([det["digest"], first]))
+    top = max(max(p) for p in prompts) + 1
+    other = [[(t * 7 + 3) % max(2, top) for t in p] for p in prompts]
+    run_prompts(path, other, tokens)
+    det.update(passed=not det["failures"], functional_digest=first, other_inputs=other[0] if len(other) == 1
+               else other, digest=_combine([det["digest"], first]))
 
 @dataclass(frozen=True)
 class Build:
@@ -139,6 +155,12 @@ class Build:
     memory: dict
     context: int
     recurrent: bool = False  # Mamba state: it runs on through every row, padding included
+    batch: int = 1
+
+    @property
+    def chunk_rows(self) -> int:
+        """Prompt tokens of one sequence in one prefill chunk."""
+        return _rows(self, "prefill") // self.batch
 
     @classmethod
     def load(cls, path: str | Path) -> Build:
@@ -152,7 +174,7 @@ class Build:
             raise ConfigError(f"{path}: built by an older sramflow (memory.json has no outputs); recompile it")
         plan = json.loads((path / "plan.json").read_text())
         return cls(path, system, {"decode": decode, "prefill": prefill}, memory, plan["options"]["context"],
-                   plan["totals"].get("ssm_state_bytes", 0) > 0)
+                   plan["totals"].get("ssm_state_bytes", 0) > 0, plan["options"].get("batch", 1))
 
     def inputs(self, phase: str, stage: dict) -> dict[str, tuple[int, int]]:
         return {r["name"]: (r["addr"], r["bytes"]) for r in stage["regions"]
@@ -168,26 +190,70 @@ class Build:
 
 def run_functional(path: str | Path, prompt: list[int], tokens: int, order: list[int] | None = None) -> dict:
     """Prefill `prompt`, then decode greedily until `tokens` new tokens: every instruction of
-    every chip executed on the build's SRAM image. Returns the tokens and every step's logits."""
+    every chip executed on the build's SRAM image (a build of batch 1). Returns the tokens and
+    every step's logits."""
+    out = run_sequences(path, [prompt], tokens, order)
+    return {"tokens": out["tokens"][0], "logits": out["logits"][0], "instructions": out["instructions"]}
+
+
+def run_prompts(path: str | Path, prompts: list[list[int]], tokens: int, order: list[int] | None = None) -> dict:
+    """Several prompts, `batch` at a time (one per sequence of the build, each group from a fresh SRAM
+    image): every prompt's tokens and logits, in the prompts' order."""
+    batch = Build.load(path).batch
+    if len(prompts) % batch:
+        raise ConfigError(f"--prompt: {len(prompts)} prompts for a build of batch {batch}; give one per sequence "
+                          f"(a multiple of {batch}, separated by ';')")
+    runs = [run_sequences(path, prompts[i: i + batch], tokens, order) for i in range(0, len(prompts), batch)]
+    return {"tokens": [t for r in runs for t in r["tokens"]], "logits": [x for r in runs for x in r["logits"]],
+            "instructions": sum(r["instructions"] for r in runs)}
+
+
+def run_sequences(path: str | Path, prompts: list[list[int]], tokens: int, order: list[int] | None = None) -> dict:
+    """One prompt per sequence of the build: prefill them together (each padded to the build's chunks,
+    its positions from 0), then decode every sequence greedily in lock step, each at its own position.
+    Returns per sequence its `tokens` new tokens and their logits [tokens, vocabulary]."""
     build = Build.load(path)
     image_path = build.path / "sram.img"
     if not image_path.is_file():
         raise ConfigError(f"{build.path}: no SRAM image (sram.img); compile with --weights random or a checkpoint")
-    if tokens < 1 or not prompt:
-        raise ConfigError("a functional run needs a prompt and at least one token to generate")
-    if len(prompt) + tokens - 1 > build.context:
-        raise ConfigError(f"prompt ({len(prompt)}) and tokens ({tokens}) need {len(prompt) + tokens - 1} cache "
-                          f"positions; the build holds {build.context} (compile with a larger --context)")
+    _check_prompts(build, prompts, tokens)
     image, _ = load_image(image_path)
     machine = Machine.blank(build.programs["decode"].chips, build.system.chip.usable_sram_bytes)
     machine.load(image)
-    logits = [_prefill(build, machine, prompt, order)]
-    new = [int(np.argmax(logits[0]))]
-    for step in range(tokens - 1):
-        step_logits, token = _decode(build, machine, new[-1], len(prompt) + step, order)
-        logits.append(step_logits)
-        new.append(token)
-    return {"tokens": new, "logits": np.stack(logits), "instructions": machine.executed}
+    seqs = _prefill(build, machine, prompts, order)
+    while not all(len(s.tokens) >= tokens for s in seqs):
+        _decode(build, machine, seqs, tokens, order)
+    return {"tokens": [s.tokens[:tokens] for s in seqs], "logits": [np.stack(s.logits[:tokens]) for s in seqs],
+            "instructions": machine.executed}
+
+
+def _check_prompts(build: Build, prompts: list[list[int]], tokens: int) -> None:
+    if len(prompts) != build.batch:
+        raise ConfigError(f"--prompt: the build decodes {build.batch} sequences, got {len(prompts)} prompts; give "
+                          "one per sequence, separated by ';' (e.g. \"1 2 3; 4 5 6 7\")")
+    if tokens < 1 or not all(prompts):
+        raise ConfigError("a functional run needs a prompt for every sequence and at least one token to generate")
+    longest = max(len(p) for p in prompts)
+    if longest + tokens - 1 > build.context:
+        raise ConfigError(f"prompt ({longest}) and tokens ({tokens}) need {longest + tokens - 1} cache "
+                          f"positions; the build holds {build.context} (compile with a larger --context)")
+    chunk, chunks = build.chunk_rows, build.programs["prefill"].meta["chunks"]
+    if longest > chunk * chunks:
+        raise ConfigError(f"the build's prefill takes at most {chunk * chunks} prompt tokens, got {longest} "
+                          "(compile with a larger --prompt)")
+
+
+@dataclass
+class _Sequence:
+    """One sequence's prompt, where decode picks it up, and what it has generated."""
+
+    prompt: list[int]
+    position: int  # the next position a decode step feeds
+    tokens: list[int]
+    logits: list[np.ndarray]
+
+    def next_input(self) -> int:
+        return self.prompt[self.position] if self.position < len(self.prompt) else self.tokens[-1]
 
 
 def _host_inputs(build: Build, phase: str, stage: dict, ids: np.ndarray, pos: np.ndarray) -> Callable:
@@ -216,67 +282,73 @@ def _rows(build: Build, phase: str) -> int:
     return build.inputs(phase, stage)["tokens"][1] // 4
 
 
-def _prefill(build: Build, machine: Machine, prompt: list[int], order: list[int] | None) -> np.ndarray:
-    """Run the prompt, padded to the build's chunks, through prefill; the last prompt row's logits."""
-    program = build.programs["prefill"]
-    chunk, chunks = _rows(build, "prefill"), program.meta["chunks"]
-    if len(prompt) > chunk * chunks:
-        raise ConfigError(f"the build's prefill takes at most {chunk * chunks} prompt tokens, got {len(prompt)} "
-                          "(compile with a larger --prompt)")
-    if build.recurrent and len(prompt) < chunk * chunks:
-        return _prefill_whole_chunks(build, machine, prompt, order)
-    ids = np.zeros(chunk * chunks, np.int32)
-    ids[: len(prompt)] = prompt
-    pos = np.arange(chunk * chunks, dtype=np.int32)
-    starts = program.meta["chunk_starts"]
-    events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[c * chunk:(c + 1) * chunk],
-                                          pos[c * chunk:(c + 1) * chunk]))
-              for s, stage in enumerate(build.memory["stages"]) for c in range(chunks)]
-    last_chunk = (len(prompt) - 1) // chunk
-    seen: list[np.ndarray] = []
-    at = starts[-1][last_chunk + 1] if last_chunk + 1 < chunks else program.makespan + 1
-    events.append((at, lambda m: seen.append(_gather_output(build, "prefill", "logits", m))))
+def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: list[int] | None) -> list[_Sequence]:
+    """Run the prompts, each padded to the build's chunks, through prefill (rows sequence by sequence
+    in every chunk). A sequence whose prompt ends in a chunk gets its first token from its last row;
+    a Mamba state would run on through padding rows, so a recurrent sequence keeps only its prompt's
+    whole chunks (each stage's copy of its states saved where its first partial chunk starts and
+    restored after the Program) and feeds the rest through decode steps."""
+    program, stages = build.programs["prefill"], build.memory["stages"]
+    chunk, chunks, starts = build.chunk_rows, program.meta["chunks"], program.meta["chunk_starts"]
+    ids = np.zeros((len(prompts), chunk * chunks), np.int32)
+    for b, p in enumerate(prompts):
+        ids[b, : len(p)] = p
+    pos = np.broadcast_to(np.arange(chunk * chunks, dtype=np.int32), ids.shape)
+    whole = [len(p) // chunk if build.recurrent else -(-len(p) // chunk) for p in prompts]
+    events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[:, c * chunk:(c + 1) * chunk].reshape(-1),
+                                          pos[:, c * chunk:(c + 1) * chunk].reshape(-1)))
+              for s, stage in enumerate(stages) for c in range(chunks)]
+    seen: dict[int, np.ndarray] = {}
+    for c in sorted({w - 1 for w in whole if w > 0}):
+        at = starts[-1][c + 1] if c + 1 < chunks else program.makespan + 1
+        events.append((at, lambda m, c=c: seen.setdefault(c, _gather_output(build, "prefill", "logits", m))))
+    saved: dict[tuple[int, int], np.ndarray] = {}
+    for b, w in enumerate(whole):
+        if build.recurrent and w < chunks:
+            events += [(starts[s][w], lambda m, stage=stage, b=b: saved.update(_states(stage, m, b, len(prompts))))
+                       for s, stage in enumerate(stages)]
     execute_functional(program, machine, events, order)
-    return seen[0][(len(prompt) - 1) % chunk]
+    for (chip, addr), data in saved.items():
+        machine.write(chip, addr, data)
+    return [_after_prefill(p, w * chunk, seen.get(w - 1), b * chunk + (len(p) - 1) % chunk)
+            for b, (p, w) in enumerate(zip(prompts, whole, strict=True))]
 
 
-def _prefill_whole_chunks(build: Build, machine: Machine, prompt: list[int], order: list[int] | None
-                          ) -> np.ndarray:
-    """A recurrent state must not run on through padding rows: prefill takes the prompt's whole
-    chunks before its last token, each stage's state is saved where its next chunk starts and
-    restored after the program, and the rest of the prompt goes through decode steps."""
-    program = build.programs["prefill"]
-    chunk, stages = _rows(build, "prefill"), build.memory["stages"]
-    full = (len(prompt) - 1) // chunk
-    if full:
-        starts, saved = program.meta["chunk_starts"], {}
-        ids = np.array(prompt[: full * chunk], np.int32)
-        events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[c * chunk:(c + 1) * chunk],
-                                              np.arange(c * chunk, (c + 1) * chunk, dtype=np.int32)))
-                  for s, stage in enumerate(stages) for c in range(full)]
-        events += [(starts[s][full], lambda m, stage=stage: saved.update(_states(stage, m)))
-                   for s, stage in enumerate(stages)]
-        execute_functional(program, machine, events, order)
-        for (chip, addr), data in saved.items():
-            machine.write(chip, addr, data)
-    for position in range(full * chunk, len(prompt)):
-        logits, _ = _decode(build, machine, prompt[position], position, order)
-    return logits
+def _after_prefill(prompt: list[int], done: int, logits: np.ndarray | None, row: int) -> _Sequence:
+    """A sequence after prefill: its first token (from `row` of its last chunk's logits) if prefill
+    took its whole prompt (`done` tokens or more), else where its decode steps resume."""
+    if done < len(prompt):
+        return _Sequence(prompt, done, [], [])
+    return _Sequence(prompt, len(prompt), [int(np.argmax(logits[row]))], [logits[row]])
 
 
-def _states(stage: dict, machine: Machine) -> dict[tuple[int, int], np.ndarray]:
-    """Every chip's copy of the stage's caches and states, by (chip, address)."""
-    return {(chip, r["addr"]): machine.read(chip, r["addr"], r["bytes"])
-            for chip in range(stage["first_chip"], stage["first_chip"] + stage["tp"])
-            for r in stage["regions"] if r["kind"] == "state"}
+def _states(stage: dict, machine: Machine, seq: int, batch: int) -> dict[tuple[int, int], np.ndarray]:
+    """Sequence `seq`'s slice of every chip's copy of the stage's caches and states, by (chip, address):
+    states are laid out sequence by sequence ([batch, ...])."""
+    out = {}
+    for chip in range(stage["first_chip"], stage["first_chip"] + stage["tp"]):
+        for r in stage["regions"]:
+            if r["kind"] == "state":
+                per = r["bytes"] // batch
+                out[chip, r["addr"] + seq * per] = machine.read(chip, r["addr"] + seq * per, per)
+    return out
 
 
-def _decode(build: Build, machine: Machine, token: int, position: int, order: list[int] | None
-            ) -> tuple[np.ndarray, int]:
+def _decode(build: Build, machine: Machine, seqs: list[_Sequence], tokens: int, order: list[int] | None) -> None:
+    """One decode step for every sequence at its own position; a sequence done with its tokens is fed
+    its last token again at its last position (its results are not read)."""
     program = build.programs["decode"]
-    events = [(0, _host_inputs(build, "decode", stage, np.array([token]), np.array([position])))
-              for stage in build.memory["stages"]]
+    active = [len(s.tokens) < tokens for s in seqs]
+    ids = np.array([s.next_input() if a else s.tokens[-1] for s, a in zip(seqs, active, strict=True)], np.int32)
+    pos = np.array([s.position if a else s.position - 1 for s, a in zip(seqs, active, strict=True)], np.int32)
+    events = [(0, _host_inputs(build, "decode", stage, ids, pos)) for stage in build.memory["stages"]]
     execute_functional(program, machine, events, order)
-    logits = _gather_output(build, "decode", "logits", machine)[0]
+    logits = _gather_output(build, "decode", "logits", machine)
     stage, addr, _ = build.output("decode", "next_tokens")
-    return logits, int(machine.read(stage["first_chip"], addr, 4).view("<i4")[0])
+    chosen = machine.read(stage["first_chip"], addr, 4 * len(seqs)).view("<i4")
+    for b, s in enumerate(seqs):
+        if active[b]:
+            if s.position >= len(s.prompt) - 1:
+                s.logits.append(logits[b])
+                s.tokens.append(int(chosen[b]))
+            s.position += 1

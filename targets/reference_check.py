@@ -22,7 +22,8 @@ below ROUTING_TIE at any router of the step) is not compared; the figures count 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -156,27 +157,51 @@ def _margin(op: Op, env: dict[str, np.ndarray], params: dict[str, np.ndarray], r
     return routing_margin(op, args)
 
 
-def check_reference(build: Path, prompts: list[list[int]], tokens: list[list[int]], logits: list[np.ndarray],
-                    precision: str, kv_precision: str) -> dict:
-    """Compare a functional run (per sequence: its new tokens and their logits) with the reference;
-    returns the figures, or raises ExecutionError at the first step that disagrees."""
-    graph = parse_graph((build / "decode.ir").read_text(), str(build / "decode.ir"))
-    params = reference_weights(build, graph)
-    tol = tolerance_for(precision, kv_precision)
-    batch = graph.inputs[0].type.shape[0]
-    worst, ties = 0.0, 0
-    for first in range(0, len(prompts), batch):
-        group = range(first, first + batch)
-        streams = [prompts[i] + tokens[i][:-1] for i in group]
-        ref, margins = reference_logits(graph, params, streams)
-        for i, r, m in zip(group, ref, margins, strict=True):
-            start = len(prompts[i]) - 1
-            tied = m[start:] < ROUTING_TIE
-            ties += int(tied.sum())
-            worst = max(worst, _compare(i, prompts[i], tokens[i], logits[i], r[start:], tol, tied))
-    return {"passed": True, "max_abs_diff": round(worst, 6), "tolerance": {"absolute": tol.absolute,
-                                                                           "relative": tol.relative},
-            "sequences": len(prompts), "steps": sum(len(t) for t in tokens), "ties": ties}
+@dataclass(frozen=True)
+class Reference:
+    """A build's model as the reference runs it: decode.ir, its params as stored, the tolerance of
+    the build's formats, and the reference logits of every token stream asked so far (`memo`)."""
+
+    graph: Graph
+    params: dict[str, np.ndarray]
+    tolerance: Tolerance
+    memo: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, build: Path) -> Reference:
+        build = Path(build)
+        options = json.loads((build / "plan.json").read_text())["options"]
+        graph = parse_graph((build / "decode.ir").read_text(), str(build / "decode.ir"))
+        return cls(graph, reference_weights(build, graph), tolerance_for(options["precision"],
+                                                                         options["kv_precision"]))
+
+    def logits(self, streams: list[list[int]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        key = tuple(tuple(s) for s in streams)
+        if key not in self.memo:
+            self.memo[key] = reference_logits(self.graph, self.params, streams)
+        return self.memo[key]
+
+    def check(self, prompts: list[list[int]], tokens: list[list[int]], logits: list[np.ndarray]) -> dict:
+        """Compare a functional run (per sequence: its new tokens and their logits) with the reference;
+        returns the figures, or raises ExecutionError at the first step that disagrees."""
+        batch = self.graph.inputs[0].type.shape[0]
+        worst, ties = 0.0, 0
+        for first in range(0, len(prompts), batch):
+            group = range(first, first + batch)
+            ref, margins = self.logits([prompts[i] + tokens[i][:-1] for i in group])
+            for i, r, m in zip(group, ref, margins, strict=True):
+                start = len(prompts[i]) - 1
+                tied = m[start:] < ROUTING_TIE
+                ties += int(tied.sum())
+                worst = max(worst, _compare(i, prompts[i], tokens[i], logits[i], r[start:], self.tolerance, tied))
+        tol = self.tolerance
+        return {"passed": True, "max_abs_diff": round(worst, 6), "ties": ties, "sequences": len(prompts),
+                "steps": sum(len(t) for t in tokens), "tolerance": {"absolute": tol.absolute, "relative": tol.relative}}
+
+
+def check_reference(build: Path, prompts: list[list[int]], tokens: list[list[int]], logits: list[np.ndarray]) -> dict:
+    """`run --functional --check-reference`'s verdict on a functional run of the build at `build`."""
+    return Reference.load(build).check(prompts, tokens, logits)
 
 
 def _compare(seq: int, prompt: list[int], tokens: list[int], got: np.ndarray, ref: np.ndarray, tol: Tolerance,

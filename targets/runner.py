@@ -56,9 +56,7 @@ def run_build(path: str | Path, tokens: int = 1, check_determinism: bool = False
         figures["functional"] = _functional(prompts, out)
         figures["tokens"]["generated"] = figures["functional"]["tokens"]
         if check_reference:
-            options = json.loads((Path(path) / "plan.json").read_text())["options"]
-            figures["reference"] = check_reference_run(Path(path), prompts, out["tokens"], out["logits"],
-                                                       options["precision"], options["kv_precision"])
+            figures["reference"] = check_reference_run(Path(path), prompts, out["tokens"], out["logits"])
     if check_determinism:
         figures["determinism"] = _determinism(runs, system)
         if prompt is not None:
@@ -196,23 +194,27 @@ def run_functional(path: str | Path, prompt: list[int], tokens: int, order: list
     return {"tokens": out["tokens"][0], "logits": out["logits"][0], "instructions": out["instructions"]}
 
 
-def run_prompts(path: str | Path, prompts: list[list[int]], tokens: int, order: list[int] | None = None) -> dict:
+def run_prompts(path: str | Path | Build, prompts: list[list[int]], tokens: int,
+                order: list[int] | None = None) -> dict:
     """Several prompts, `batch` at a time (one per sequence of the build, each group from a fresh SRAM
     image): every prompt's tokens and logits, in the prompts' order."""
-    batch = Build.load(path).batch
+    build = path if isinstance(path, Build) else Build.load(path)
+    batch = build.batch
     if len(prompts) % batch:
         raise ConfigError(f"--prompt: {len(prompts)} prompts for a build of batch {batch}; give one per sequence "
                           f"(a multiple of {batch}, separated by ';')")
-    runs = [run_sequences(path, prompts[i: i + batch], tokens, order) for i in range(0, len(prompts), batch)]
+    runs = [run_sequences(build, prompts[i: i + batch], tokens, order) for i in range(0, len(prompts), batch)]
     return {"tokens": [t for r in runs for t in r["tokens"]], "logits": [x for r in runs for x in r["logits"]],
             "instructions": sum(r["instructions"] for r in runs)}
 
 
-def run_sequences(path: str | Path, prompts: list[list[int]], tokens: int, order: list[int] | None = None) -> dict:
+def run_sequences(path: str | Path | Build, prompts: list[list[int]], tokens: int,
+                  order: list[int] | None = None) -> dict:
     """One prompt per sequence of the build: prefill them together (each padded to the build's chunks,
     its positions from 0), then decode every sequence greedily in lock step, each at its own position.
-    Returns per sequence its `tokens` new tokens and their logits [tokens, vocabulary]."""
-    build = Build.load(path)
+    Returns per sequence its `tokens` new tokens and their logits [tokens, vocabulary]. `path` may be a
+    loaded Build (its Programs replaced, say, to run an edited Program in-process)."""
+    build = path if isinstance(path, Build) else Build.load(path)
     image_path = build.path / "sram.img"
     if not image_path.is_file():
         raise ConfigError(f"{build.path}: no SRAM image (sram.img); compile with --weights random or a checkpoint")

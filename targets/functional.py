@@ -100,6 +100,17 @@ def execute_functional(program: Program, machine: Machine, events: list[HostEven
     streams = Streams()
     args = program.meta.get("fn_args", [])
     barriers: dict[int, list[int]] = {}
+    with np.errstate(all="ignore"):  # a NaN or inf in the data is the outputs' to show, not a warning's
+        _run_rows(program, machine, rows, cols, pending, streams, args, barriers)
+    for _, action in pending:
+        action(machine)
+    machine.executed += len(rows)
+    _leftover_messages(program, machine)
+    _same_barriers(program, barriers)
+
+
+def _run_rows(program: Program, machine: Machine, rows: np.ndarray, cols: dict[str, list], pending: list,
+              streams: Streams, args: list, barriers: dict[int, list[int]]) -> None:
     for j in range(len(rows)):
         while pending and pending[0][0] <= cols["issue"][j]:
             pending.pop(0)[1](machine)
@@ -110,11 +121,6 @@ def execute_functional(program: Program, machine: Machine, events: list[HostEven
             _EXEC[Op(ins["op"])](ins, machine, streams, args)
         except Exception as error:  # the Program is user data: any failure is its defect, located
             raise located(program, int(rows[j]), error) from None
-    for _, action in pending:
-        action(machine)
-    machine.executed += len(rows)
-    _leftover_messages(program, machine)
-    _same_barriers(program, barriers)
 
 
 class Streams(dict):

@@ -15,10 +15,9 @@ SEND of one stream with one tag, or a second RECV of one stream naming one (send
 Barriers. SYNC is a barrier over every chip of the Program: every chip issues the same number
 of SYNCs; the k-th SYNC of every chip starts at the same cycle; a SYNC has its chip to itself
 (everything issued on the chip before it has ended when it starts, nothing else issues until it
-ends); and in a chip Program that has barriers, every chip's first instruction is a SYNC
-(`sync`; the compiler starts every chip with one; a hand-written Program without any SYNC has
-nothing to align). Wafer role streams are level-synchronous and carry no SYNC; any they carry
-follow the same rules.
+ends); and in a chip Program every chip's first instruction is a SYNC (`sync`; the compiler
+starts every chip with one). Wafer role streams are level-synchronous and carry no SYNC; any
+they carry follow the same rules.
 
 Every check is vectorised (sorts and searches over the columns): large builds have millions of
 messages.
@@ -128,7 +127,7 @@ def check_wafer_duplicates(program: Program, found) -> None:
 
 
 def check_syncs(program: Program, start: np.ndarray, end: np.ndarray, found, first_is_sync: bool) -> None:
-    """The barrier rules above; `first_is_sync` for chip Programs (with barriers, every chip starts with one)."""
+    """The barrier rules above; `first_is_sync` for chip Programs (every chip starts with a SYNC)."""
     c = program.cols
     syncs = np.flatnonzero(c["op"] == Op.SYNC)
     syncs = syncs[np.lexsort((syncs, start[syncs], c["chip"][syncs]))]
@@ -139,7 +138,7 @@ def check_syncs(program: Program, start: np.ndarray, end: np.ndarray, found, fir
     rank = _rank_in_group(chip)
     _sync_cycles(c, syncs, rank, start, found)
     _sync_alone(c, syncs, start, end, found)
-    if first_is_sync and len(syncs):
+    if first_is_sync:
         _sync_first(program, start, present, counts, found)
 
 

@@ -99,7 +99,7 @@ def execute_functional(program: Program, machine: Machine, events: list[HostEven
     pending = sorted(events, key=lambda e: e[0])
     streams = Streams()
     args = program.meta.get("fn_args", [])
-    barriers: dict[int, list[int]] = {}
+    barriers: dict[int, list[tuple[int, int]]] = {}
     with np.errstate(all="ignore"):  # a NaN or inf in the data is the outputs' to show, not a warning's
         _run_rows(program, machine, rows, cols, pending, streams, args, barriers)
     for _, action in pending:
@@ -110,7 +110,7 @@ def execute_functional(program: Program, machine: Machine, events: list[HostEven
 
 
 def _run_rows(program: Program, machine: Machine, rows: np.ndarray, cols: dict[str, list], pending: list,
-              streams: Streams, args: list, barriers: dict[int, list[int]]) -> None:
+              streams: Streams, args: list, barriers: dict[int, list[tuple[int, int]]]) -> None:
     for j in range(len(rows)):
         while pending and pending[0][0] <= cols["issue"][j]:
             pending.pop(0)[1](machine)
@@ -141,24 +141,30 @@ def located(program: Program, row: int, error: Exception) -> FunctionalError:
                            f"{Op(c['op'][row]).name.lower()}: {what}")
 
 
-def _barrier(ins: dict, barriers: dict[int, list[int]]) -> None:
-    """Nothing on a chip runs before its first SYNC; record each SYNC's cycle."""
+def _barrier(ins: dict, barriers: dict[int, list[tuple[int, int]]]) -> None:
+    """Nothing on a chip runs before its first SYNC; record each SYNC's (cycle, row)."""
     if ins["op"] == Op.SYNC:
-        barriers.setdefault(ins["chip"], []).append(ins["issue"])
+        barriers.setdefault(ins["chip"], []).append((ins["issue"], ins["row"]))
     elif ins["chip"] not in barriers:
         raise FunctionalError("issues before the chip's first SYNC")
 
 
-def _same_barriers(program: Program, barriers: dict[int, list[int]]) -> None:
-    """Every chip passed the same SYNCs at the same cycles (chip 0's, or the first chip's, set them)."""
+def _same_barriers(program: Program, barriers: dict[int, list[tuple[int, int]]]) -> None:
+    """Every chip passed the same SYNCs at the same cycles (the first chip's set them)."""
     chips = sorted(set(program.cols["chip"].tolist()))
     if not barriers:
         return
-    expected = barriers.get(chips[0], [])
+    expected = [cycle for cycle, _ in barriers.get(chips[0], [])]
     for chip in chips[1:]:
-        if barriers.get(chip, []) != expected:
-            raise FunctionalError(f"chip {chip} passes barriers at cycles {barriers.get(chip, [])}, chip "
-                                  f"{chips[0]} at {expected}: every chip reaches the same SYNCs together")
+        mine = barriers.get(chip, [])
+        cycles = [cycle for cycle, _ in mine]
+        if cycles != expected:
+            k = next((i for i, (a, b) in enumerate(zip(cycles, expected, strict=False)) if a != b),
+                     min(len(cycles), len(expected)))
+            row = mine[min(k, len(mine) - 1)][1] if mine else program.chip_slice(chip).start
+            raise located(program, row, FunctionalError(
+                f"the chip passes barriers at cycles {cycles}, chip {chips[0]} at {expected}: every chip reaches "
+                "the same SYNCs together"))
 
 
 def _leftover_messages(program: Program, machine: Machine) -> None:

@@ -269,3 +269,12 @@ def test_random_faults_never_escape_as_raw_exceptions(subjects):
             raised += 1
             assert re.match(r"^chip \d+ [a-z0-9]+\.\d+\[\d+\] @\d+: [a-z]+: ", str(error))
     assert raised > 5
+
+
+def test_a_duplicated_wafer_send_is_a_duplicate(subjects):
+    """On a wafer one SEND feeds every RECV naming (its stream, its tag): a second one is flagged."""
+    wafer = subjects["tiny-llama-wafer"]
+    program = wafer.programs["decode"]
+    send = int(np.flatnonzero(program.cols["op"] == Op.SEND)[0])
+    twice = edited(program, lambda c: {n: np.concatenate([a, a[send: send + 1]]) for n, a in c.items()})
+    assert "duplicate" in {h.kind for h in execute(twice, wafer.system).hazards}

@@ -39,9 +39,10 @@ from compiler.options import CompileOptions
 from ir.errors import ExecutionError
 from ir.isa import Fn, Op
 from ir.program import NAMES, Flag, Program
+from targets.build_dir import Build, load_build
 from targets.interpreter import execute
 from targets.reference_check import Reference
-from targets.runner import Build, load_build, run_prompts
+from targets.runner import run_prompts
 from targets.spec import WaferSpec
 from targets.timing import STREAMS_PER_CHIP
 
@@ -77,10 +78,9 @@ def compile_builds(root: Path, builds=BUILDS) -> list[Subject]:
         path = root / name
         options = CompileOptions(context=64, prompt=32, prefill_chunk=16)
         compile_model(model, target, options, path, weights="auto")
-        system, decode, prefill = load_build(path)
-        wafer = isinstance(system, WaferSpec)
-        subject = Subject(name, path, None if wafer else Build.load(path), system,
-                          {"decode": decode, "prefill": prefill})
+        build = load_build(path)
+        wafer = isinstance(build.system, WaferSpec)
+        subject = Subject(name, path, None if wafer else build, build.system, dict(build.programs))
         if not wafer:
             subject.reference = Reference.load(path)
             subject.clean = run_prompts(subject.build, PROMPTS, TOKENS)

@@ -76,7 +76,7 @@ def block_install_s(blocks: Iterable[Block], chip: ChipSpec) -> tuple[float, flo
     dim, rate = chip.matrix_dim, chip.mxm_install_bytes_per_cycle * chip.clock_hz
     whole = raw = 0.0
     for b in blocks:
-        per_weight = chip.install_bytes_per_weight[b.precision]
+        per_weight = chip.install_bytes(b.precision)
         whole += b.count * _tiles(b.k, b.n, dim) * dim * dim * per_weight / rate
         raw += b.weights * per_weight / rate
     return whole, raw
@@ -140,7 +140,7 @@ def unit_bound(cost: ShardCost, system: SystemSpec, precision: str) -> StageBoun
     """What no schedule of this unit on one chip of its group can beat (README: the bound)."""
     chip = system.chip
     clock = chip.clock_hz
-    weights = sum(b.weights * chip.install_bytes_per_weight[b.precision]
+    weights = sum(b.weights * chip.install_bytes(b.precision)
                   for w in cost.work for b in w.blocks if not b.cache)
     streamed = sum(w.read_bytes for w in cost.work)
     matrix = sum(w.flops / chip.peak_ops(w.precision or precision) for w in cost.work if w.opcode not in VECTOR_OPS)

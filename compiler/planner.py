@@ -9,6 +9,7 @@ from pathlib import Path
 
 from compiler.codegen.alloc import align
 from compiler.figures import decode_figures, prefill_figures
+from compiler.formats import check_storable, format_rates
 from compiler.frontend import build_graph, load_model_config
 from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
@@ -19,7 +20,7 @@ from compiler.partition.shard_cost import ShardCost
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes import Pipeline
 from compiler.passes.embed_on_host import EmbedOnHost
-from compiler.passes.quantize import Quantize
+from compiler.passes.quantize import TENSOR_SCALE, Quantize
 from compiler.passes.quantize_kv import QuantizeKV
 from compiler.perf import Breakdown, StageBound, handoff_lanes, handoff_wire_s, hop_s, unit_bound, unit_time
 from compiler.plan import Memory, Plan, Stage
@@ -113,6 +114,7 @@ def plan_graphs(name: str, graphs: Lowered, system: SystemSpec | WaferSpec, opti
     if options.embed_on_host and not isinstance(system, WaferSpec):
         raise ConfigError(f"--embed-on-host: {system.name} holds its embedding table; only wafer targets stream "
                           "the token's row in from the host")
+    check_storable(system, options)
     if isinstance(system, WaferSpec):
         return replace(plan_wafer(name, graphs.decode, graphs.prefill, system, options), totals=_totals(graphs))
     units = build_units(graphs.decode, graphs.prefill, options, min(system.max_chips, MAX_GROUP),
@@ -268,7 +270,7 @@ def _assemble(name: str, system: SystemSpec, options: CompileOptions, graphs: Lo
         chips_lower_bound=lower_bound,
         footprint_chips=last.first_chip + last.tp,
         stages=stages,
-        decode=decode_figures(timed, options),
+        decode=decode_figures(timed, options) | {"formats": format_rates(system, options)},
         prefill=prefill_figures(timed, options, chunk_tokens),
         binding=_binding(timed, options),
         solver={"status": solution.status, "objective": options.objective, "candidates": solution.candidates,
@@ -286,8 +288,15 @@ def _binding(timed: list[_Timed], options: CompileOptions) -> dict:
 def _totals(graphs: Lowered) -> dict:
     decode = graphs.decode
     ssm = _ssm_state_bytes(decode)
-    return {"params": sum(p.type.numel for p in decode.params), "weight_bytes": decode.param_bytes(),
+    names = {p.name for p in decode.params}
+    weights = [p for p in decode.params if not _is_scale(p.name, names)]
+    return {"params": sum(p.type.numel for p in weights), "weight_bytes": decode.param_bytes(),
             "kv_cache_bytes": decode.state_bytes() - ssm, "ssm_state_bytes": ssm}
+
+
+def _is_scale(name: str, names: set[str]) -> bool:
+    """A quantized weight's scales (`<weight>.scale`, `<weight>.tensor_scale`): bytes, not parameters."""
+    return any(name.endswith(suffix) and name[: -len(suffix)] in names for suffix in (".scale", TENSOR_SCALE))
 
 
 def _ssm_state_bytes(graph: Graph) -> int:

@@ -51,7 +51,16 @@ def _summary(plan: Plan) -> Group:
     s = plan.solver
     footer = Text(f"pipeline stages {len(plan.stages)}, footprint {plan.footprint_chips} chips; "
                   f"solver {s['status']} over {s['candidates']} candidates in {plan.wall_s:.2f} s wall", style="dim")
-    return Group(title, table, footer)
+    return Group(title, table, footer, *_formats(d.get("formats", ())))
+
+
+def _formats(rows) -> list[Text]:
+    """One line: what each stored format's products run at, natively or dequantised on the way in."""
+    if not rows:
+        return []
+    parts = [f"{r['tensor'].replace('_', ' ')} {r['format']} at the {r['mxm_rate']} rate "
+             f"({r['peak_ops_per_s'] / 1e12:,.0f} TOPS, {r['rule']})" for r in rows]
+    return [Text("formats: " + "; ".join(parts), style="dim")]
 
 
 def _stages(plan: Plan) -> Table:

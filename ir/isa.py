@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 
+from ir.types import DType
+
 
 class UnitKind(enum.IntEnum):
     MEM = 0  # SRAM <-> streams
@@ -82,18 +84,38 @@ class Fn(enum.IntEnum):
 
 
 class Fmt(enum.IntEnum):
-    """Element format of an MXM's weight tile (the `dtype` column); it sets the MXM's rate."""
+    """Element format of an MXM's weight tile or a GATHER's table (the `dtype` column); it sets
+    the MXM's rate. A block-scaled tile (NVFP4, MXFP4, MXFP8) brings its block scales on `s_d`."""
 
     F16 = 0
     FP8 = 1
     I8 = 2
     I4 = 3
+    BF16 = 4
+    NVFP4 = 5
+    MXFP4 = 6
+    MXFP8 = 7
+    E8M0 = 8  # an MX block scale: only gathered (an embedding table's scales), never an MXM tile
+
+    @property
+    def dtype(self) -> DType:
+        return _DTYPE[self]
 
     @property
     def bits(self) -> int:
-        return 4 if self is Fmt.I4 else 8 if self in (Fmt.FP8, Fmt.I8) else 16
+        return self.dtype.bits
 
     @property
     def precision(self) -> str:
-        """The key of ChipSpec.peak_ops_per_s this format runs at."""
-        return ("fp16", "fp8", "int8", "int4")[self]
+        """The key of ChipSpec.peak_ops_per_s this format runs at natively (targets.spec.mxm_rate_key
+        says what a target without that key runs it at)."""
+        return _PRECISION[self]
+
+
+_DTYPE = {Fmt.F16: DType.F16, Fmt.FP8: DType.FP8, Fmt.I8: DType.I8, Fmt.I4: DType.I4, Fmt.BF16: DType.BF16,
+          Fmt.NVFP4: DType.NVFP4, Fmt.MXFP4: DType.MXFP4, Fmt.MXFP8: DType.MXFP8, Fmt.E8M0: DType.E8M0}
+# e2m1 codes (NVFP4, MXFP4) run at the fp4 peak, MXFP8's e4m3 at the fp8 one. E8M0 is never an
+# MXM tile; its key only completes the table.
+_PRECISION = {Fmt.F16: "fp16", Fmt.BF16: "fp16", Fmt.FP8: "fp8", Fmt.I8: "int8", Fmt.I4: "int4", Fmt.NVFP4: "fp4",
+              Fmt.MXFP4: "fp4", Fmt.MXFP8: "fp8", Fmt.E8M0: "fp8"}
+FMT_OF = {dtype: fmt for fmt, dtype in _DTYPE.items()}

@@ -10,14 +10,14 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ir.types import DType, TensorType
+from ir.types import ACTIVATION_DTYPES, DType, TensorType
 
 Attrs = dict[str, int | float | str | bool]
 
 
 class Opcode(enum.Enum):
-    EMBED = "embed"  # token ids, table (* scale[V] per row for a quantized table) -> rows
-    MATMUL = "matmul"  # x[M,K] @ w[K,N] (* scale[N] for quantized w); w[N,K] if transpose_b
+    EMBED = "embed"  # token ids, table (* its scales when quantized) -> rows
+    MATMUL = "matmul"  # x[M,K] @ w[K,N] (* its scales when quantized); w[N,K] if transpose_b
     ADD = "add"
     MUL = "mul"
     RMSNORM = "rmsnorm"
@@ -84,16 +84,47 @@ def _need(cond: bool, message: str) -> None:
 
 def _activation(t: TensorType) -> DType:
     """Activations stay 16-bit float whatever the weights are stored as."""
-    return t.dtype if t.dtype in (DType.F32, DType.F16, DType.BF16) else DType.F16
+    return t.dtype if t.dtype in (DType.F32, *ACTIVATION_DTYPES) else DType.F16
+
+
+def _rows_dtype(table: TensorType, attrs: Attrs) -> DType:
+    """A table's rows: its own float type, or (a quantized table) the `dtype` attribute."""
+    if table.dtype in (DType.F32, *ACTIVATION_DTYPES):
+        return table.dtype
+    name = attrs.get("dtype", DType.F16.value)
+    _need(name in (d.value for d in ACTIVATION_DTYPES), f"embed dtype must be f16 or bf16, got {name!r}")
+    return DType(name)
+
+
+def _scales(weight: TensorType, scales: tuple[TensorType, ...], k_axis: int, channels: tuple[int, ...],
+            what: str) -> None:
+    """A quantized weight's scale operands: one per output channel (`channels`, 8-bit and int4
+    codes), or a block-scaled type's block scales (the weight's shape with its contraction axis
+    `k_axis` cut to one per block) and, for NVFP4, the f32 scale of each matrix."""
+    block = weight.dtype.block
+    if block is None:
+        _need(len(scales) == 1 and scales[0].shape == channels,
+              f"{what} scale must be {list(channels)}, got {', '.join(map(str, scales))}")
+        return
+    want = tuple(block.scales(d) if i == k_axis else d for i, d in enumerate(weight.shape))
+    _need(len(scales) == 1 + block.tensor_scale, f"{weight.dtype.value} {what} takes block scales"
+          f"{' and a tensor scale' if block.tensor_scale else ''}, got {len(scales)} scale operand(s)")
+    _need(scales[0] == TensorType(block.scale, want), f"{what} block scales must be {block.scale.value}"
+          f"[{','.join(map(str, want))}], got {scales[0]}")
+    if block.tensor_scale:
+        matrices = TensorType(DType.F32, weight.shape[:-2])
+        _need(scales[1] == matrices, f"{what} tensor scale must be {matrices}, got {scales[1]}")
 
 
 def _embed(ins, attrs):
     ids, table = ins[0], ins[1]
     _need(ids.dtype is DType.I32 and len(ids.shape) == 1, f"embed ids must be i32[M], got {ids}")
     _need(len(table.shape) == 2, f"embed table must be 2-D, got {table}")
-    if len(ins) == 3:
-        _need(ins[2].shape == table.shape[:1], f"embed scale must be [{table.shape[0]}], got {ins[2]}")
-    return (TensorType(_activation(table), (ids.shape[0], table.shape[1])),)
+    if len(ins) > 2:
+        _scales(table, ins[2:], 1, table.shape[:1], "embed")
+    else:
+        _need(table.dtype.block is None, f"a {table.dtype.value} table needs its block scales")
+    return (TensorType(_rows_dtype(table, attrs), (ids.shape[0], table.shape[1])),)
 
 
 def _matmul(ins, attrs):
@@ -101,8 +132,10 @@ def _matmul(ins, attrs):
     _need(len(x.shape) == 2 and len(w.shape) == 2, f"matmul needs 2-D operands, got {x} and {w}")
     k, n = reversed(w.shape) if attrs.get("transpose_b") else w.shape
     _need(x.shape[1] == k, f"matmul inner dims differ: {x} @ {w}")
-    if len(ins) == 3:
-        _need(ins[2].shape == (n,), f"matmul scale must be [{n}], got {ins[2]}")
+    if len(ins) > 2:
+        _scales(w, ins[2:], 1 if attrs.get("transpose_b") else 0, (n,), "matmul")
+    else:
+        _need(w.dtype.block is None, f"a {w.dtype.value} matmul weight needs its block scales")
     return (TensorType(x.dtype, (x.shape[0], n)),)
 
 
@@ -141,12 +174,18 @@ def _attention(ins, attrs):
     _need(q.shape[0] % k_cache.shape[0] == 0, f"{q.shape[0]} rows do not split over batch {k_cache.shape[0]}")
     _need(heads % kv_heads == 0, f"heads {heads} not a multiple of kv_heads {kv_heads}")
     _need(pos.shape == (q.shape[0],), f"attention positions must be i32[{q.shape[0]}]")
-    quantized = k_cache.dtype in (DType.FP8, DType.I8)
-    _need(k_cache.dtype in (DType.F16, DType.BF16) or quantized, f"KV cache dtype must be 16 or 8 bits: {k_cache}")
-    _need(len(ins) == (8 if quantized else 6), "an 8-bit KV cache takes its k and v scales as operands 6 and 7")
+    quantized = k_cache.dtype in (DType.FP8, DType.I8, DType.NVFP4)
+    _need(k_cache.dtype in ACTIVATION_DTYPES or quantized, f"KV cache dtype must be 16, 8 or nvfp4 bits: {k_cache}")
+    _need(len(ins) == (8 if quantized else 6), "a quantized KV cache takes its k and v scales as operands 6 and 7")
     if quantized:
-        want = (*k_cache.shape[:2], kv_heads)
-        _need(ins[6].shape == ins[7].shape == want, f"KV scales must be {want}, got {ins[6]} and {ins[7]}")
+        block = k_cache.dtype.block
+        if block is None:
+            want = TensorType(ins[6].dtype, (*k_cache.shape[:2], kv_heads))
+            _need(ins[6].dtype in ACTIVATION_DTYPES, f"8-bit KV scales must be 16-bit, got {ins[6]}")
+        else:  # a scale per `block.size` values of each token's row, never straddling two kv heads
+            _need(head_dim % block.size == 0, f"{k_cache.dtype.value} KV heads must be a multiple of {block.size}")
+            want = TensorType(block.scale, (*k_cache.shape[:2], k_cache.shape[2] // block.size))
+        _need(ins[6] == ins[7] == want, f"KV scales must be {want}, got {ins[6]} and {ins[7]}")
     return (q,)
 
 
@@ -175,7 +214,7 @@ def _topk(ins, attrs):
     _need(logits.shape[1] % groups == 0 and 1 <= kept <= groups and attrs["k"] <= kept * logits.shape[1] // groups,
           f"topk k={attrs['k']} from {kept} of {groups} groups does not fit {logits.shape[1]} experts")
     rows = logits.shape[0]
-    return TensorType(DType.F16, (rows, attrs["k"])), TensorType(DType.I32, (rows, attrs["k"]))
+    return TensorType(_activation(logits), (rows, attrs["k"])), TensorType(DType.I32, (rows, attrs["k"]))
 
 
 def _experts(ins, attrs):
@@ -185,10 +224,13 @@ def _experts(ins, attrs):
     _need(len(gate.shape) == 3 and gate.shape == up.shape and gate.shape[1] == hidden,
           f"expert gate/up must be [E,{hidden},I], got {gate} and {up}")
     _need(down.shape == (gate.shape[0], gate.shape[2], hidden), f"expert down must be [E,I,{hidden}], got {down}")
-    if len(ins) == 9:  # quantized: per output channel of each expert
-        e, inter = gate.shape[0], gate.shape[2]
-        want = ((e, inter), (e, inter), (e, hidden))
-        _need(tuple(t.shape for t in ins[6:]) == want, f"expert scales must be {want}")
+    _need(len(ins) in (6, 9, 12), f"experts take 6 operands, 9 with scales or 12 with tensor scales, got {len(ins)}")
+    if len(ins) > 6:  # quantized: per output channel of each expert, or in blocks along its inputs
+        per = (len(ins) - 6) // 3
+        for w, scales in zip((gate, up, down), (ins[6 + k::3][:per] for k in range(3)), strict=True):
+            _scales(w, scales, 1, (w.shape[0], w.shape[2]), "expert")
+    else:
+        _need(gate.dtype.block is None, f"{gate.dtype.value} experts need their block scales")
     return (x,)
 
 
@@ -267,8 +309,10 @@ def _mla_attention(ins, attrs):
     _need(rows % cache.shape[0] == 0, f"{rows} rows do not split over batch {cache.shape[0]}")
     _need(pos.dtype is DType.I32 and pos.shape == (rows,), f"mla positions must be i32[{rows}]")
     _need(kv_b.shape == (rank, heads * (nope + v)), f"kv_b must be [{rank},{heads}x{nope + v}], got {kv_b}")
-    if len(ins) == 8:
-        _need(ins[7].shape == kv_b.shape[1:], f"kv_b scale must be [{kv_b.shape[1]}], got {ins[7]}")
+    if len(ins) > 7:
+        _scales(kv_b, ins[7:], 0, kv_b.shape[1:], "kv_b")
+    else:
+        _need(kv_b.dtype.block is None, f"a {kv_b.dtype.value} kv_b needs its block scales")
     return (TensorType(_activation(q_nope), (rows, heads * v)),)
 
 
@@ -307,15 +351,19 @@ def _attention_flops(ins, outs, attrs):
 
 OPDEFS: dict[Opcode, OpDef] = {
     # shards: the table is one of that many row (vocabulary) shards; rows it lacks give zeros.
-    # A third operand is a quantized table's per-row scale [V].
-    Opcode.EMBED: OpDef((2, 3), {}, _embed, _no_flops, optional={"shards": int}),
+    # A quantized table's scales follow it: per row [V], or (block-scaled) [V, H/block] and NVFP4's
+    # f32 tensor scale []; dtype: a quantized table's rows' type.
+    Opcode.EMBED: OpDef((2, 4), {}, _embed, _no_flops, optional={"shards": int, "dtype": str}),
     # split: Megatron-style tensor parallelism. "col" splits the output features
     # (the result is a shard), "row" splits the input features (the result is a
     # partial sum that an allreduce completes). Absent: the weight is replicated.
     # heads: the output is that many attention heads; a group wider than that
     # replicates heads (each chip keeps whole heads, as for GQA's kv heads).
     # transpose_b: w is stored [N,K] (x @ w.T), so a tied LM head reads the embedding table.
-    Opcode.MATMUL: OpDef((2, 3), {}, _matmul, _matmul_flops,
+    # A quantized w's scales follow it: per output channel [N]; or (nvfp4, mxfp4, mxfp8) one per
+    # block of 16 or 32 inputs of each output, [K/block, N] ([N, K/block] with transpose_b), then
+    # NVFP4's f32 tensor scale [] (experts: [E, ...] and [E]), which multiplies the product.
+    Opcode.MATMUL: OpDef((2, 4), {}, _matmul, _matmul_flops,
                          optional={"split": str, "heads": int, "transpose_b": bool}),
     Opcode.ADD: OpDef((2, 2), {}, _elementwise, _per_out(1)),
     Opcode.MUL: OpDef((2, 2), {}, _elementwise, _per_out(1)),
@@ -355,7 +403,7 @@ OPDEFS: dict[Opcode, OpDef] = {
                                  "topk_groups": int}),
     # y[m] = sum_j weights[m,j] * down_e(act(gate_e(x[m])) * up_e(x[m])), e = ids[m,j]. `experts`
     # is the model's count (a chip may hold fewer after sharding); split="expert" spreads them.
-    Opcode.EXPERTS: OpDef((6, 9), {"experts": int, "top_k": int}, _experts, _experts_flops,
+    Opcode.EXPERTS: OpDef((6, 12), {"experts": int, "top_k": int}, _experts, _experts_flops,
                           optional={"act": str, "split": str}, scratch=_experts_scratch),
     # Operands: q_nope [M,H*nope], q_pe [M,H*rope] (roped), c_kv [M,R] (normed latent), k_pe [M,rope]
     # (roped, shared by all heads), cache [B,C,R+rope], pos, kv_b [R,H*(nope+v)] (each head's
@@ -364,7 +412,7 @@ OPDEFS: dict[Opcode, OpDef] = {
     # and returns softmax . c_kv . W_uv_h: HF's attention over kv_b-expanded keys and values,
     # computed on the latent cache (weight absorption).
     Opcode.MLA_ATTENTION: OpDef(
-        (7, 8), {"heads": int, "nope_dim": int, "rope_dim": int, "v_dim": int, "scale": float},
+        (7, 9), {"heads": int, "nope_dim": int, "rope_dim": int, "v_dim": int, "scale": float},
         _mla_attention, _mla_flops, writes=(4,), scratch=_mla_scratch,
     ),
     # Mamba. Rows of a sequence are contiguous (B sequences of M/B rows); each sequence's

@@ -6,7 +6,7 @@ Rows are sorted by (chip, unit kind, unit, issue cycle): each functional unit's
 in-order queue is one contiguous run, and a chip's instructions are one slice.
 
 Operands are explicit: SRAM byte ranges [src, src+src_bytes) and [dst,
-dst+dst_bytes), stream ids s_a, s_b, s_c (inputs) and s_out (output), the peer
+dst+dst_bytes), stream ids s_a, s_b, s_c, s_d (inputs) and s_out (output), the peer
 chip and message tag of a send or receive, and the tile shape m x k x n. A field
 that does not apply holds its default (-1 for addresses, streams, peer and tag;
 -1 for imm, meaning none; 0 for sizes, shapes, offset and stride).
@@ -22,7 +22,11 @@ What each instruction computes (the functional interpreter's contract):
            ids on s_b; ids outside [base, base + k) give zero rows (a vocabulary shard).
   MXM      s_out = s_a (weight tile k x n, format `dtype`; [n, k] with TRANSPOSE) applied to
            columns [offset, offset + k) of the m rows on s_b, plus s_c's partial sums with
-           ACCUMULATE. KEYS / VALUES: the attention products, per kv head (`imm` indexes
+           ACCUMULATE. A block-scaled format (nvfp4, mxfp4, mxfp8) brings its scales on s_d:
+           one per block of 16 or 32 elements along k (the tile's rows; along each stored
+           row with TRANSPOSE, and along each cached token's row for KEYS / VALUES), the
+           tile starting on a block boundary; codes times scales are the weights.
+           KEYS / VALUES: the attention products, per kv head (`imm` indexes
            meta["fn_args"] for the head grouping). HEADS (latent attention's absorbed kv_b):
            s_a holds g = fn_args "heads" tiles of k x n/g, row i of every tile before row i+1
            ([k, g, n/g]; with TRANSPOSE [n/g, g, k], each tile stored [n/g, k]); s_b's rows
@@ -75,6 +79,7 @@ COLUMNS: tuple[tuple[str, type], ...] = (
     ("s_a", np.int16),
     ("s_b", np.int16),
     ("s_c", np.int16),  # a third input: MXM partial sums, a VOP's table
+    ("s_d", np.int16),  # a fourth input: a block-scaled MXM tile's scales
     ("s_out", np.int16),
     ("peer", np.int32),
     ("tag", np.int32),
@@ -90,7 +95,7 @@ COLUMNS: tuple[tuple[str, type], ...] = (
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 DTYPES = {name: np.dtype(dt) for name, dt in COLUMNS}
-DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_c", "s_out", "peer", "tag", "imm") else 0
+DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_c", "s_d", "s_out", "peer", "tag", "imm") else 0
             for name in NAMES}
 SORT_KEY = ("chip", "kind", "unit", "issue")
 HOST = -2  # the `peer` of a message to or from the host rather than a chip or stream

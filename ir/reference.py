@@ -2,14 +2,17 @@
 
 `run_graph` evaluates a whole-model graph (before sharding) op by op with the
 EVAL table, keyed by opcode like OPDEFS. Numerics are those the targets promise:
-weights as stored (f16, or fp8/int8/int4 codes times their per-channel f16
-scale), arithmetic in f32, every op's result rounded to its declared type (16-bit
-activations). State (KV caches; Mamba's conv and SSM states) is updated in place, so
-prefill then decode steps generate text. The cycle-accurate interpreter's functional mode must agree with it,
-and it with Hugging Face transformers on tiny models (tests).
+weights as stored (f16 or bf16; fp8/int8/int4 codes whose product is multiplied by
+their per-channel scale; nvfp4/mxfp4/mxfp8 codes times their block scales, the product
+times NVFP4's tensor scale), arithmetic in f32, every op's result rounded to its
+declared type (16-bit activations, bf16 through ml_dtypes). State (KV caches; Mamba's
+conv and SSM states) is updated in place, so prefill then decode steps generate text.
+The cycle-accurate interpreter's functional mode must agree with it, and it with
+Hugging Face transformers on tiny models (tests).
 
 Layouts: a matmul weight is [K, N] (x @ w; a Hugging Face Linear's weight transposed)
-or [N, K] with transpose_b; int4 codes are held one per int8 element here.
+or [N, K] with transpose_b; int4 codes are held one per int8 element here, 8- and 4-bit
+float codes and block scales as their float32 values.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ir.graph import Graph, Op
-from ir.numerics import quantize
-from ir.ops import Opcode
+from ir.numerics import ELEMENT, dequantize_blocks, quantize, quantize_blocks
+from ir.ops import Opcode, expert_passes
 from ir.types import DType
 
 Env = dict[str, np.ndarray]
-NUMPY = {DType.F32: np.float32, DType.F16: np.float16, DType.BF16: np.float32, DType.FP8: np.float32,
-         DType.I32: np.int32, DType.I8: np.int8, DType.I4: np.int8}
+# How each dtype's values are held here: 16- and 32-bit floats in their own type (bf16 through
+# ml_dtypes), integer codes as int8 or int32, every 8- and 4-bit float code as its float32 value.
+NUMPY = {d: np.float32 for d in DType} | {d: ELEMENT[d] for d in (DType.F32, DType.F16, DType.BF16)} | {
+    DType.I32: np.int32, DType.I8: np.int8, DType.I4: np.int8}
 
 
 def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
@@ -47,24 +52,39 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[st
     return {v.name: env[v.name] for v in graph.outputs}
 
 
+_DTYPE_OF = {np.dtype(ELEMENT[d]): d for d in (DType.F16, DType.BF16)}  # a 16-bit array's DType
+
+
 def _f32(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
 def _embed(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
-    ids, table = args[0], args[1]
+    ids, table, scales = args[0], args[1], args[2:]
+    dtype = op.operands[1].type.dtype
+    if dtype.block is not None:  # codes times their block scales along the row, then the tensor scale
+        rows = dequantize_blocks(table[ids], scales[0][ids], dtype, axis=1)
+        return (rows * _f32(scales[1]) if len(scales) == 2 else rows,)
     rows = _f32(table[ids])
-    if len(args) == 3:
-        rows = rows * _f32(args[2][ids])[:, None]
-    return (rows,)
+    return (rows * _f32(scales[0][ids])[:, None] if scales else rows,)
 
 
 def _matmul(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
-    x, w = _f32(args[0]), _f32(args[1])
-    y = x @ (w.T if op.attr.get("transpose_b") else w)
-    if len(args) == 3:
-        y = y * _f32(args[2])
-    return (y,)
+    transpose = op.attr.get("transpose_b")
+    w, after = stored_weight(op.operands[1].type.dtype, args[1], args[2:], 1 if transpose else 0)
+    y = product("mk,nk->mn" if transpose else "mk,kn->mn", _f32(args[0]), w)
+    return (y if after is None else y * after,)
+
+
+def stored_weight(dtype: DType, w: np.ndarray, scales: list[np.ndarray], k_axis: int
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A stored weight as the matrix products multiply (codes times block scales along `k_axis`,
+    or the codes of a per-channel format) and what multiplies the product after (the per-channel
+    scales, NVFP4's tensor scale, or None), as the targets compute it."""
+    if dtype.block is not None:
+        after = _f32(scales[1]) if len(scales) == 2 else None
+        return dequantize_blocks(w, scales[0], dtype, k_axis), after
+    return _f32(w), (_f32(scales[0]) if scales else None)
 
 
 def _rmsnorm(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
@@ -152,37 +172,59 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     seq = np.arange(len(q)) // per_seq
     caches = [(k, k_cache), (v, v_cache)]
     scales = args[6:8] if len(args) == 8 else (None, None)
+    dtype = op.operands[3].type.dtype
     for (new, cache), scale in zip(caches, scales, strict=True):
-        _store(new, cache, scale, seq, pos, kv_heads)
+        _store(new, cache, scale, seq, pos, kv_heads, dtype)
     out = np.zeros((len(q), heads * d), np.float32)
     group = heads // kv_heads
     for r in range(len(q)):
-        keys, vals = (_load(c, s, seq[r], pos[r], kv_heads) for c, s in zip((k_cache, v_cache), scales, strict=True))
+        (keys, k_scale), (vals, v_scale) = (_load(c, s, seq[r], pos[r], kv_heads, dtype)
+                                            for c, s in zip((k_cache, v_cache), scales, strict=True))
         qr = _f32(q[r]).reshape(heads, d)
         kh = np.repeat(keys, group, axis=1)  # [T, heads, d]
         vh = np.repeat(vals, group, axis=1)
-        scores = np.einsum("hd,thd->ht", qr, kh) / np.float32(math.sqrt(d))
-        p = _softmax(scores)
-        out[r] = np.einsum("ht,thd->hd", p, vh).reshape(-1)
+        scores = product("hd,thd->ht", qr, kh)
+        if k_scale is not None:  # an 8-bit cache: each token's scores times its keys' scale
+            scores = scores * np.repeat(k_scale, group, axis=1).T
+        p = _softmax(scores / np.float32(math.sqrt(d)))
+        if v_scale is not None:  # and each token's probabilities times its values' scale
+            p = p * np.repeat(v_scale, group, axis=1).T
+        out[r] = product("ht,thd->hd", p, vh).reshape(-1)
     return (out,)
 
 
+def product(spec: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A matrix product (an einsum) as the targets' matrix units compute it: every product exact
+    in float64, their sum in float64, rounded once to float32. Summation order then stays far
+    below float32's precision, so the reference and the interpreter's panel-by-panel MXMs agree
+    bit for bit (tests/test_formats.py)."""
+    return np.einsum(spec, a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
+
+
 def _store(new: np.ndarray, cache: np.ndarray, scale: np.ndarray | None, seq: np.ndarray, pos: np.ndarray,
-           kv_heads: int) -> None:
+           kv_heads: int, dtype: DType) -> None:
     if scale is None:
         cache[seq, pos] = new
         return
+    if dtype.block is not None:  # NVFP4: an e4m3 scale per 16 values of each row, no tensor scale
+        b = quantize_blocks(_f32(new), dtype, axis=1, tensor_scale=False)
+        cache[seq, pos], scale[seq, pos] = b.codes, b.scales
+        return
     rows = _f32(new).reshape(len(new), kv_heads, -1)
-    dtype = DType.FP8 if cache.dtype == np.float32 else DType.I8
-    codes, s = quantize(rows, dtype, axis=2)
+    codes, s = quantize(rows, dtype, axis=2, scale_dtype=_DTYPE_OF[scale.dtype])
     cache[seq, pos] = codes.reshape(len(new), -1)
     scale[seq, pos] = s
 
 
-def _load(cache: np.ndarray, scale: np.ndarray | None, seq: int, pos: int, kv_heads: int) -> np.ndarray:
-    """Cache positions 0..pos of a sequence as [T, kv_heads, d] floats."""
+def _load(cache: np.ndarray, scale: np.ndarray | None, seq: int, pos: int, kv_heads: int, dtype: DType
+          ) -> np.ndarray:
+    """Cache positions 0..pos of a sequence: [T, kv_heads, d] values (an NVFP4 cache's codes times
+    their block scales), and an 8-bit cache's scales [T, kv_heads], which the products apply."""
+    if dtype.block is not None:
+        rows = dequantize_blocks(cache[seq, : pos + 1], scale[seq, : pos + 1], dtype, axis=1)
+        return rows.reshape(pos + 1, kv_heads, -1), None
     rows = _f32(cache[seq, : pos + 1]).reshape(pos + 1, kv_heads, -1)
-    return rows if scale is None else rows * _f32(scale[seq, : pos + 1])[:, :, None]
+    return rows, (None if scale is None else _f32(scale[seq, : pos + 1]))
 
 
 def _topk(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +282,8 @@ def _mla_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     q_nope, q_pe, c_kv, k_pe, cache, pos = args[:6]
     a = op.attr
     heads, nope, rank = a["heads"], a["nope_dim"], c_kv.shape[1]
-    kv_b = _f32(args[6]) * (_f32(args[7]) if len(args) == 8 else np.float32(1))
+    w, after = stored_weight(op.operands[6].type.dtype, args[6], args[7:], 0)
+    kv_b = w if after is None else w * after
     w = kv_b.reshape(rank, heads, -1)
     w_uk, w_uv = w[..., :nope], w[..., nope:]
     seq = np.arange(len(q_nope)) // (len(q_nope) // cache.shape[0])
@@ -256,15 +299,35 @@ def _mla_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
 
 
 def _experts(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    """y = sum over each row's routed experts of weight x down(act(gate(x)) * up(x)), each
+    intermediate a 16-bit activation, summed into the 16-bit result one expert pass at a time in
+    the static passes' order (ir.ops.expert_passes): one row takes its routing slots in turn,
+    several rows the experts in id order (a row not routed to one adds zero)."""
     x, weights, ids = _f32(args[0]), _f32(args[1]), args[2]
-    gate, up, down = (_dequantize(args[3 + i], args[6 + i] if len(args) == 9 else None) for i in range(3))
+    per = (len(args) - 6) // 3  # scales per weight: 0, 1 (per channel or mx) or 2 (nvfp4)
+    gate, up, down = (stored_weight(op.operands[3 + i].type.dtype, args[3 + i], args[6 + i::3][:per], 1)
+                      for i in range(3))
     act = ACTIVATIONS[op.attr.get("act", "silu")]
-    y = np.zeros_like(x)
-    for row, (w_row, id_row) in enumerate(zip(weights, ids, strict=True)):
-        for w, e in zip(w_row, id_row, strict=True):
-            h = x[row]
-            y[row] += w * ((act(h @ gate[e]) * (h @ up[e])).astype(np.float16).astype(np.float32) @ down[e])
+
+    def r16(a: np.ndarray) -> np.ndarray:
+        return a.astype(args[0].dtype).astype(np.float32)
+
+    experts, k = op.operands[3].type.shape[0], op.attr["top_k"]
+    by_slot = len(x) == 1 and experts > k
+    y = None
+    for j in range(expert_passes(len(x), k, experts)):
+        e, w = (ids[0, j], weights[:, j]) if by_slot else (j, np.where(ids == j, weights, 0).sum(axis=1))
+        inner = r16(r16(act(r16(_expert_product(x, gate, e)))) * r16(_expert_product(x, up, e)))
+        part = r16(_expert_product(inner, down, e)) * w[:, None]
+        y = r16(part) if y is None else r16(y + part)
     return (y,)
+
+
+def _expert_product(h: np.ndarray, weight: tuple[np.ndarray, np.ndarray | None], e: int) -> np.ndarray:
+    """h @ expert e's matrix, times what multiplies its product (per-channel or tensor scale)."""
+    w, after = weight
+    y = product("mk,kn->mn", h, w[e])
+    return y if after is None else y * after[e]
 
 
 def _sequences(rows: int, batch: int) -> list[slice]:
@@ -311,14 +374,11 @@ def selective_scan(x: np.ndarray, dt: np.ndarray, a_log: np.ndarray, b_in: np.nd
     return y + d * x
 
 
-def _dequantize(w: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
-    """[E, in, out] codes times their per-(expert, out) scale."""
-    return _f32(w) if scale is None else _f32(w) * _f32(scale)[:, None, :]
-
-
 def softmax(x: np.ndarray) -> np.ndarray:
+    """Over the last axis; the sum in float64, so masked (zero) entries and the summation order
+    cannot change it."""
     e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    return (e / e.sum(axis=-1, keepdims=True, dtype=np.float64)).astype(np.float32)
 
 
 _softmax = softmax

@@ -13,10 +13,15 @@ class DType(enum.Enum):
     F32 = "f32"
     F16 = "f16"
     BF16 = "bf16"
-    FP8 = "fp8"  # e4m3
+    FP8 = "fp8"  # e4m3 (OCP float8_e4m3fn: no infinities, one NaN pattern per sign)
     I32 = "i32"
     I8 = "i8"
     I4 = "i4"
+    # Block-scaled codes (the scales are a separate tensor; see BLOCKS).
+    NVFP4 = "nvfp4"  # e2m1 codes; an e4m3 scale per 16 elements and an f32 scale per tensor (NVIDIA)
+    MXFP4 = "mxfp4"  # e2m1 codes; an e8m0 scale per 32 elements (OCP Microscaling v1.0)
+    MXFP8 = "mxfp8"  # e4m3 codes; an e8m0 scale per 32 elements (OCP Microscaling v1.0)
+    E8M0 = "e8m0"  # an MX block scale: a power of two, 2^(byte - 127)
 
     @property
     def bits(self) -> int:
@@ -24,7 +29,12 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.F32, DType.F16, DType.BF16, DType.FP8)
+        return self not in (DType.I32, DType.I8, DType.I4)
+
+    @property
+    def block(self) -> Block | None:
+        """How a block-scaled type's codes are scaled; None for every other type."""
+        return BLOCKS.get(self)
 
 
 _BITS = {
@@ -35,6 +45,34 @@ _BITS = {
     DType.I32: 32,
     DType.I8: 8,
     DType.I4: 4,
+    DType.NVFP4: 4,
+    DType.MXFP4: 4,
+    DType.MXFP8: 8,
+    DType.E8M0: 8,
+}
+
+# The 16-bit float types activations are held in.
+ACTIVATION_DTYPES = (DType.F16, DType.BF16)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A block-scaled format: `size` consecutive elements along the contraction axis share one
+    scale of type `scale`; `tensor_scale` adds one f32 scale per matrix (NVFP4's second level)."""
+
+    size: int
+    scale: DType
+    tensor_scale: bool
+
+    def scales(self, elements: int) -> int:
+        """Block scales along an axis of `elements` (a partial last block has its own)."""
+        return -(-elements // self.size)
+
+
+BLOCKS = {
+    DType.NVFP4: Block(16, DType.FP8, True),
+    DType.MXFP4: Block(32, DType.E8M0, False),
+    DType.MXFP8: Block(32, DType.E8M0, False),
 }
 
 
@@ -51,7 +89,8 @@ class TensorType:
 
     @property
     def nbytes(self) -> int:
-        """Storage bytes; sub-byte types pack (two i4 per byte, rounded up)."""
+        """Storage bytes; sub-byte types pack (two 4-bit codes per byte, rounded up). A
+        block-scaled type counts its codes only: its scales are a tensor of their own."""
         return (self.numel * self.dtype.bits + 7) // 8
 
     def with_shape(self, *shape: int) -> TensorType:

@@ -5,10 +5,11 @@ order (ties by row), so a RECV finds its SEND's message and a reader finds what
 the last earlier writer left, exactly as the schedule promises. What each
 instruction computes is the contract in ir/program.py. Numerics follow the
 target: weights decoded from their stored format, products and vector functions
-in f32, activations rounded to 16 bits whenever they are written to SRAM or sent
-over a link. The element-wise maths is the graph IR's own (ir.reference): what
-this checks is the compiler's addressing, layout, sharding, collectives and
-hand-offs, against the reference and against Hugging Face transformers.
+in f32, activations rounded to the Program's 16-bit type (meta["activations"]: bf16
+for a bfloat16 model) whenever they are written to SRAM or sent over a link. The
+element-wise maths is the graph IR's own (ir.reference): what this checks is the
+compiler's addressing, layout, sharding, collectives and hand-offs, against the reference
+and against Hugging Face transformers.
 
 Messages follow targets/messages.py: per (sender, receiver, tag) a FIFO queue, each message
 taken once; a RECV that finds none, a size that differs, or a message left over when the
@@ -33,13 +34,12 @@ import numpy as np
 
 from ir.errors import ExecutionError
 from ir.isa import Fmt, Fn, Op, UnitKind
-from ir.numerics import decode, encode, quantize
+from ir.numerics import ELEMENT, decode, dequantize_blocks, encode, quantize, quantize_blocks
 from ir.ops import Opcode
 from ir.program import Flag, Program
 from ir.reference import ACTIVATIONS, EVAL, causal_conv, rms_norm, rope, selective_scan, softmax
 from ir.types import DType
 
-FORMATS = {Fmt.F16: DType.F16, Fmt.FP8: DType.FP8, Fmt.I8: DType.I8, Fmt.I4: DType.I4}
 PAIR = np.dtype([("id", "<i4"), ("value", "<f4")])  # a vocabulary shard's best (id, value), 8 bytes
 
 
@@ -100,8 +100,9 @@ def execute_functional(program: Program, machine: Machine, events: list[HostEven
     streams = Streams()
     args = program.meta.get("fn_args", [])
     barriers: dict[int, list[tuple[int, int]]] = {}
+    act = activation_dtype(program)
     with np.errstate(all="ignore"):  # a NaN or inf in the data is the outputs' to show, not a warning's
-        _run_rows(program, machine, rows, cols, pending, streams, args, barriers)
+        _run_rows(program, machine, rows, cols, pending, streams, args, barriers, act)
     for _, action in pending:
         action(machine)
     machine.executed += len(rows)
@@ -110,12 +111,13 @@ def execute_functional(program: Program, machine: Machine, events: list[HostEven
 
 
 def _run_rows(program: Program, machine: Machine, rows: np.ndarray, cols: dict[str, list], pending: list,
-              streams: Streams, args: list, barriers: dict[int, list[tuple[int, int]]]) -> None:
+              streams: Streams, args: list, barriers: dict[int, list[tuple[int, int]]], act: DType) -> None:
     for j in range(len(rows)):
         while pending and pending[0][0] <= cols["issue"][j]:
             pending.pop(0)[1](machine)
         ins = {n: v[j] for n, v in cols.items()}
         ins["row"] = int(rows[j])
+        ins["act"] = act  # the instruction's columns, and the 16-bit type activations are held in
         try:
             _barrier(ins, barriers)
             _EXEC[Op(ins["op"])](ins, machine, streams, args)
@@ -178,18 +180,28 @@ def _leftover_messages(program: Program, machine: Machine) -> None:
             + (f" ({len(left) - 1} more)" if len(left) > 1 else "")))
 
 
+def activation_dtype(program: Program) -> DType:
+    """The 16-bit type the Program holds activations in (its meta["activations"]: f16 or bf16)."""
+    name = program.meta.get("activations")
+    if name not in ("f16", "bf16"):
+        raise FunctionalError(f"the {program.phase} program does not say its activation type (meta['activations'] "
+                              f"is {name!r}); recompile the build")
+    return DType(name)
+
+
 # ---- stream values: bytes as they lie in SRAM, or f32 / i32 results of compute units -----------
 
-def as_bytes(x: np.ndarray) -> np.ndarray:
-    """A stream as it would be stored: 16-bit activations, 32-bit ids, or its raw bytes."""
+def as_bytes(x: np.ndarray, act: DType) -> np.ndarray:
+    """A stream as it would be stored: activations rounded to `act` (the Program's 16-bit type),
+    32-bit ids, or its raw bytes."""
     if x.dtype == np.float32:
-        return x.astype(np.float16).view(np.uint8).reshape(-1)
+        return encode(x, act)
     return np.ascontiguousarray(x).view(np.uint8).reshape(-1)
 
 
-def as_values(x: np.ndarray) -> np.ndarray:
-    """A stream as f32 activations (raw bytes hold 16-bit floats)."""
-    return decode(x, DType.F16) if x.dtype == np.uint8 else x.astype(np.float32, copy=False).reshape(-1)
+def as_values(x: np.ndarray, act: DType) -> np.ndarray:
+    """A stream as f32 activations (raw bytes hold 16-bit floats of type `act`)."""
+    return decode(x, act) if x.dtype == np.uint8 else x.astype(np.float32, copy=False).reshape(-1)
 
 
 def as_ids(x: np.ndarray) -> np.ndarray:
@@ -226,7 +238,7 @@ def _read(ins: dict, m: Machine, streams: dict, args: list) -> None:
 
 def _write(ins: dict, m: Machine, streams: dict, args: list) -> None:
     chip, nbytes = ins["chip"], ins["dst_bytes"]
-    data = _fit(as_bytes(streams[chip, ins["s_a"]])[ins["offset"]:], nbytes)
+    data = _fit(as_bytes(streams[chip, ins["s_a"]], ins["act"])[ins["offset"]:], nbytes)
     if ins["flags"] & Flag.INDIRECT:  # a cache append: row r at its sequence's position
         pos = as_ids(streams[chip, ins["s_b"]])
         per = nbytes // ins["m"]
@@ -249,7 +261,7 @@ def _gather(ins: dict, m: Machine, streams: dict, args: list) -> None:
     for r, i in enumerate(ids.tolist()):
         if 0 <= i < ins["k"]:
             out[r] = m.read(chip, ins["src"] + i * per, per)
-    values = decode(out.reshape(-1), FORMATS[Fmt(ins["dtype"])])
+    values = decode(out.reshape(-1), Fmt(ins["dtype"]).dtype)
     streams[chip, ins["s_out"]] = values
 
 
@@ -257,8 +269,14 @@ def _gather(ins: dict, m: Machine, streams: dict, args: list) -> None:
 
 def _mxm(ins: dict, m: Machine, streams: dict, args: list) -> None:
     chip, k, n = ins["chip"], ins["k"], ins["n"]
-    weight = decode(streams[chip, ins["s_a"]], FORMATS[Fmt(ins["dtype"])])
-    acts = as_values(streams[chip, ins["s_b"]])
+    dtype = Fmt(ins["dtype"]).dtype
+    weight = decode(streams[chip, ins["s_a"]], dtype)
+    if dtype.block is not None:
+        weight = _scaled_tile(ins, weight, decode(streams[chip, ins["s_d"]], dtype.block.scale))
+    # Products and partial sums exact to float64 along the chain, rounded to f32 as the results
+    # leave (LAST): the reference's ir.reference.product, whatever the panel order.
+    weight = weight.astype(np.float64)
+    acts = as_values(streams[chip, ins["s_b"]], ins["act"]).astype(np.float64)
     flags = ins["flags"]
     if flags & (Flag.KEYS | Flag.VALUES):
         out = _attention_product(ins, weight, acts, dict(args[ins["imm"]]))
@@ -276,7 +294,24 @@ def _mxm(ins: dict, m: Machine, streams: dict, args: list) -> None:
             out = np.concatenate([earlier.reshape(lines, -1), out.reshape(lines, -1)], axis=1).reshape(-1)
         else:
             out = earlier + out
-    streams[chip, ins["s_out"]] = out.astype(np.float32, copy=False)
+    streams[chip, ins["s_out"]] = out.astype(np.float32 if flags & Flag.LAST else np.float64, copy=False)
+
+
+def _scaled_tile(ins: dict, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """A block-scaled tile's codes times their scales (ir/program.py): blocks run down the columns
+    of a [k, n] weight tile, and along the stored rows of a transposed tile ([n, k]) and of a
+    cache block ([tokens, width]: KEYS [n, k], VALUES [k, n])."""
+    k, n, flags = ins["k"], ins["n"], ins["flags"]
+    dtype = Fmt(ins["dtype"]).dtype
+    if flags & Flag.HEADS:
+        raise FunctionalError(f"chip {ins['chip']}: per-head MXM tiles are not block-scaled")
+    rows, cols = (n, k) if flags & (Flag.TRANSPOSE | Flag.KEYS) else (k, n)
+    axis = 1 if flags & (Flag.TRANSPOSE | Flag.KEYS | Flag.VALUES) else 0
+    per = dtype.block.scales(rows if axis == 0 else cols)
+    shape = (per, cols) if axis == 0 else (rows, per)
+    tile = dequantize_blocks(codes[: rows * cols].reshape(rows, cols), scales[: shape[0] * shape[1]].reshape(shape),
+                             dtype, axis)
+    return tile.reshape(-1)
 
 
 def _attention_product(ins: dict, cache: np.ndarray, acts: np.ndarray, a: dict) -> np.ndarray:
@@ -324,7 +359,7 @@ def _vop(ins: dict, m: Machine, streams: dict, args: list) -> None:
 
 def _operand_a(ins: dict, a: np.ndarray) -> np.ndarray:
     """Operand a from byte `offset` (a collective's own slice), m x n elements."""
-    values = as_values(a)[ins["offset"] // 2:]
+    values = as_values(a, ins["act"])[ins["offset"] // 2:]
     count = ins["m"] * ins["n"]
     return np.pad(values[:count], (0, max(0, count - len(values))))
 
@@ -332,7 +367,7 @@ def _operand_a(ins: dict, a: np.ndarray) -> np.ndarray:
 def _broadcast(ins: dict, a: np.ndarray, b: np.ndarray, per_row: bool) -> np.ndarray:
     """b over a [m, n]: whole, one value per column, or (per_row) one per row."""
     rows, cols = ins["m"], ins["n"]
-    b = as_values(b)
+    b = as_values(b, ins["act"])
     if len(b) < (rows if per_row else min(cols, rows * cols)):
         raise FunctionalError(f"vop.{Fn(ins['fn']).name.lower()} needs "
                               f"{rows}x{cols} elements, operand b holds {len(b)}")
@@ -355,8 +390,8 @@ def _unary(f: Callable[[np.ndarray], np.ndarray]):
 
 
 def _rmsnorm(ins, a, b, fn_args):
-    x = _operand_a(ins, a).reshape(ins["m"], ins["n"]).astype(np.float16)
-    return rms_norm(x, as_values(b)[: ins["n"]], fn_args["eps"]).reshape(-1)
+    x = _operand_a(ins, a).reshape(ins["m"], ins["n"]).astype(ELEMENT[ins["act"]])
+    return rms_norm(x, as_values(b, ins["act"])[: ins["n"]], fn_args["eps"]).reshape(-1)
 
 
 def _rope(ins, a, b, fn_args):
@@ -370,7 +405,7 @@ def _softmax(ins, a, b, f):
     1/sqrt(head_dim)."""
     rows, heads, tokens, batch = f["rows"], f["heads"], f["tokens"], f["batch"]
     total = tokens * batch
-    scores = as_values(a).reshape(rows * heads, total)
+    scores = as_values(a, ins["act"]).reshape(rows * heads, total)
     scores = scores * np.float32(f["scale"]) if "scale" in f else scores / np.float32(math.sqrt(f["head_dim"]))
     pos = as_ids(b)[:rows]
     t = np.arange(total)
@@ -393,7 +428,7 @@ def _argbest(ins, a, b, f):
 
 def _pick(ins, a, b, f):
     """The best of every shard's pair per row; equal values go to the lower id."""
-    pairs = _fit(as_bytes(a), ins["m"] * ins["n"] * PAIR.itemsize).view(PAIR).reshape(ins["n"], ins["m"])
+    pairs = _fit(as_bytes(a, ins["act"]), ins["m"] * ins["n"] * PAIR.itemsize).view(PAIR).reshape(ins["n"], ins["m"])
     order = np.lexsort((pairs["id"], -pairs["value"]), axis=0)[0]
     return pairs["id"][order, np.arange(ins["m"])].astype(np.int32)
 
@@ -401,7 +436,7 @@ def _pick(ins, a, b, f):
 def _routing(ins, a, b, f):
     """The router (the topk op): weights (TOPK) or expert ids (ARGTOPK) of each row's k best."""
     logits = _operand_a(ins, a).reshape(ins["m"], ins["n"])
-    extra = [as_values(b)[: ins["n"]]] if b is not None else []
+    extra = [as_values(b, ins["act"])[: ins["n"]]] if b is not None else []
     weights, ids = EVAL[Opcode.TOPK](SimpleNamespace(attr=f), [logits, *extra])
     return (weights.astype(np.float32) if Fn(ins["fn"]) is Fn.TOPK else ids.astype(np.int32)).reshape(-1)
 
@@ -410,7 +445,7 @@ def _route(ins, a, b, f):
     """An expert pass's rows [m, n] times each row's weight for the expert the pass ran: the
     row's `slot`-th routed expert if this chip holds it (ids in [base, base + local)), or local
     expert `expert` (id base + expert), summed over the row's routing slots."""
-    weights, ids = as_values(b[0]), as_ids(b[1])
+    weights, ids = as_values(b[0], ins["act"]), as_ids(b[1])
     rows, cols = ins["m"], ins["n"]
     weights, ids = weights.reshape(rows, -1), ids.reshape(rows, -1)
     if "slot" in f:
@@ -424,23 +459,24 @@ def _route(ins, a, b, f):
 def _join(ins, a, b, f):
     """Every input's values, whole, one after another (b is (b, c) with a third input)."""
     parts = (a, *b) if isinstance(b, tuple) else (a, b)
-    return np.concatenate([as_values(x) for x in parts if x is not None])
+    return np.concatenate([as_values(x, ins["act"]) for x in parts if x is not None])
 
 
 def _conv1d(ins, a, b, f):
     """Mamba's conv without its bias: rows a [rows, C] after each sequence's state b [B, C, K-1],
     taps c [C, K]."""
     (state, taps), (rows, ch, k) = b, (f["rows"], f["channels"], f["taps"])
-    held = as_values(state)[: f["batch"] * ch * (k - 1)].reshape(f["batch"], ch, k - 1)
-    x = as_values(a)[: rows * ch].reshape(rows, ch)
-    return causal_conv(x, as_values(taps)[: ch * k].reshape(ch, k), held).reshape(-1)
+    act = ins["act"]
+    held = as_values(state, act)[: f["batch"] * ch * (k - 1)].reshape(f["batch"], ch, k - 1)
+    x = as_values(a, act)[: rows * ch].reshape(rows, ch)
+    return causal_conv(x, as_values(taps, act)[: ch * k].reshape(ch, k), held).reshape(-1)
 
 
 def _conv_state(ins, a, b, f):
     """The conv state b after the rows a: each sequence's last K-1 inputs, [B, C, K-1]."""
     rows, ch, k = f["rows"], f["channels"], f["taps"]
-    held = as_values(b)[: f["batch"] * ch * (k - 1)].reshape(f["batch"], ch, k - 1)
-    causal_conv(as_values(a)[: rows * ch].reshape(rows, ch), np.zeros((ch, k), np.float32), held)
+    held = as_values(b, ins["act"])[: f["batch"] * ch * (k - 1)].reshape(f["batch"], ch, k - 1)
+    causal_conv(as_values(a, ins["act"])[: rows * ch].reshape(rows, ch), np.zeros((ch, k), np.float32), held)
     return held.reshape(-1)
 
 
@@ -448,23 +484,33 @@ def _scan(ins, a, b, f):
     """Mamba's selective scan: the f32 state's bytes (a), [A_log | D] and [x | dt | B | C] (b, c)
     -> the new state's f32 bytes, then y's 16-bit ones."""
     batch, ch, n, rows = f["batch"], f["channels"], f["state"], f["rows"]
-    state = np.frombuffer(_fit(as_bytes(a), batch * ch * n * 4).tobytes(), np.float32).reshape(batch, ch, n).copy()
-    params, per_row = (as_values(v) for v in b)
+    raw = _fit(as_bytes(a, ins["act"]), batch * ch * n * 4)
+    state = np.frombuffer(raw.tobytes(), np.float32).reshape(batch, ch, n).copy()
+    params, per_row = (as_values(v, ins["act"]) for v in b)
     cuts = np.cumsum([rows * ch, rows * ch, rows * n, rows * n])
     x, dt, b_in, c_in = (p.reshape(rows, -1) for p in np.split(per_row[: cuts[-1]], cuts[:-1]))
     y = selective_scan(x, dt, params[: ch * n].reshape(ch, n), b_in, c_in, params[ch * n: ch * (n + 1)], state)
-    return np.concatenate([state.view(np.uint8).reshape(-1), y.astype(np.float16).view(np.uint8).reshape(-1)])
+    return np.concatenate([state.view(np.uint8).reshape(-1), encode(y, ins["act"])])
 
 
 def _scale(ins, a, b, f):
     """Per-channel (or, by args, per-row) scales; in attention, an 8-bit cache's scales per token
     and kv head multiply the block's scores (the chain's last `block` columns) or the block's
     probabilities (columns [from, from + block))."""
+    if f.get("axis") == "tensor":  # NVFP4's f32 tensor scale, read raw
+        x = _operand_a(ins, a)
+        return x * (decode(b, DType.F32) if b.dtype == np.uint8 else b.reshape(-1))[0]
+    if f.get("axis") == "block":  # gathered rows [m, n] times their block scales [m, n / block]
+        x = _operand_a(ins, a).reshape(ins["m"], ins["n"])
+        size = f["block"]
+        s = as_values(b, ins["act"])[: ins["m"] * -(-ins["n"] // size)].reshape(ins["m"], -1)
+        return (x * np.repeat(s, size, axis=1)[:, : ins["n"]]).reshape(-1)
     if f.get("on") not in ("scores", "probabilities"):
         return _binary(np.multiply)(ins, a, b, f)
     rows, heads, groups, block = f["rows"], f["heads"], f["kv_heads"], f["block"]
-    scale = np.repeat(as_values(b)[: block * groups].reshape(block, groups), heads // groups, axis=1).T  # [h, t]
-    x = as_values(a).reshape(rows, heads, -1)
+    per_head = as_values(b, ins["act"])[: block * groups].reshape(block, groups)
+    scale = np.repeat(per_head, heads // groups, axis=1).T  # [h, t]
+    x = as_values(a, ins["act"]).reshape(rows, heads, -1)
     if f["on"] == "scores":
         x = x.copy()
         x[:, :, -block:] *= scale
@@ -473,12 +519,16 @@ def _scale(ins, a, b, f):
 
 
 def _quantize(ins, a, b, f):
-    """Rows [m, n] to 8-bit codes with an f16 scale per row and kv head (ir.numerics, as the
-    reference stores a cache row): the codes' bytes, then the scales'."""
+    """Rows [m, n] to 8-bit codes with a 16-bit scale per row and kv head, or to NVFP4 codes with
+    an e4m3 scale per 16 values (ir.numerics, as the reference stores a cache row): the codes'
+    bytes, then the scales'."""
     dtype = DType(f["format"])
+    if dtype.block is not None:
+        blocked = quantize_blocks(_operand_a(ins, a).reshape(ins["m"], ins["n"]), dtype, axis=1, tensor_scale=False)
+        return np.concatenate([encode(blocked.codes, dtype), encode(blocked.scales, dtype.block.scale)])
     rows = _operand_a(ins, a).reshape(ins["m"], f["kv_heads"], -1)
-    codes, scales = quantize(rows, dtype, axis=2)
-    return np.concatenate([encode(codes, dtype), encode(scales, DType.F16)])
+    codes, scales = quantize(rows, dtype, axis=2, scale_dtype=ins["act"])
+    return np.concatenate([encode(codes, dtype), encode(scales, ins["act"])])
 
 
 VECTOR: dict[Fn, Callable] = {
@@ -512,7 +562,7 @@ _TAKES_ARGS = {Fn.RMSNORM, Fn.ROPE, Fn.SOFTMAX, Fn.SCALE, Fn.ADD, Fn.MUL, Fn.TOP
 # ---- C2C ------------------------------------------------------------------------------------
 
 def _send(ins: dict, m: Machine, streams: dict, args: list) -> None:
-    data = as_bytes(streams[ins["chip"], ins["s_a"]])[ins["offset"]:]
+    data = as_bytes(streams[ins["chip"], ins["s_a"]], ins["act"])[ins["offset"]:]
     queue = m.mailbox.setdefault((ins["chip"], ins["peer"], ins["tag"]), deque())
     queue.append((_fit(data, ins["src_bytes"]), ins["row"]))
 

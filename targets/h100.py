@@ -71,7 +71,10 @@ IB_LATENCY_S = 3e-6
 # has its own clock: a what-if file that changes clock_hz should state mem_bw_bytes_per_s again. A
 # weight costs its stored bytes (fp8 and int8 are native; int4 is read as 4 bits and widened on chip).
 HBM_BYTES_PER_CYCLE = HBM_BW_BYTES_PER_S / CLOCK_HZ
-INSTALL_BYTES_PER_WEIGHT = {"fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+INSTALL_BYTES_PER_WEIGHT = {"fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5,
+                            # e2m1 has no Hopper tensor-core path [S: no FP4 row in the datasheet]: read
+                            # as stored (codes and block scales) and widened on chip, as int4 is
+                            "nvfp4": 0.5 + 1 / 16, "mxfp4": 0.5 + 1 / 32}
 
 CHIP = ChipSpec(
     name="H100-SXM5-80GB",

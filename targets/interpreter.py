@@ -194,7 +194,7 @@ def _units(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, fo
         found.add(rows.start + j + 1, "unit-busy", f"starts at {s[j + 1]}, the unit is busy until {e[j]}")
 
 
-_READS = ("s_a", "s_b", "s_c")  # the stream operands an instruction reads
+_READS = ("s_a", "s_b", "s_c", "s_d")  # the stream operands an instruction reads
 
 
 def _streams(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, timing: Timing,
@@ -204,7 +204,7 @@ def _streams(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, 
     c = {n: a[rows] for n, a in program.cols.items()}
     s, e = start[rows], end[rows]
     base = rows.start
-    for name in ("s_a", "s_b", "s_c", "s_out"):
+    for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
         for j in np.flatnonzero((c[name] >= timing.streams) | (c[name] < -1)).tolist():
             found.add(base + j, "stream-range", f"{name}={c[name][j]}, the chip has {timing.streams} streams")
     prod = np.flatnonzero(c["s_out"] >= 0)

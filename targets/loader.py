@@ -11,14 +11,28 @@ from pathlib import Path
 from typing import Any
 
 from ir.errors import ConfigError
+from targets.b200 import B200
 from targets.h100 import H100
 from targets.lpu import LPU
+from targets.lpu3 import LPU3
 from targets.lpu_mini import LPU_MINI
-from targets.spec import MEMORY_KINDS, PRECISIONS, TOPOLOGIES, ChipSpec, LinkSpec, SystemSpec, WaferSpec
+from targets.rubin import RUBIN
+from targets.spec import (
+    INSTALL_KEYS,
+    MEMORY_KINDS,
+    OPTIONAL_PRECISIONS,
+    PRECISIONS,
+    TOPOLOGIES,
+    ChipSpec,
+    LinkSpec,
+    SystemSpec,
+    WaferSpec,
+)
 from targets.units import FREQUENCY, OPS, PER_CYCLE, PER_WEIGHT, RATE, SIZE, TIME, Kind, parse_quantity
 from targets.wse3 import WSE3
 
-PRESETS: dict[str, SystemSpec | WaferSpec] = {"lpu": LPU, "lpu-mini": LPU_MINI, "h100": H100, "wse3": WSE3}
+PRESETS: dict[str, SystemSpec | WaferSpec] = {
+    "lpu": LPU, "lpu-mini": LPU_MINI, "lpu3": LPU3, "h100": H100, "b200": B200, "rubin": RUBIN, "wse3": WSE3}
 
 
 def list_targets() -> list[str]:
@@ -27,7 +41,8 @@ def list_targets() -> list[str]:
 
 
 def load_target(name_or_path: str) -> SystemSpec | WaferSpec:
-    """A preset by name (`lpu`, `lpu-mini`, `h100`, `wse3`) or a system read from a TOML target file.
+    """A preset by name (`lpu`, `lpu-mini`, `lpu3`, `h100`, `b200`, `rubin`, `wse3`) or a system read from a
+    TOML target file.
 
     A file mirrors SystemSpec: top-level system fields, `[chip]` (with `[chip.peak_ops_per_s]`),
     `[local_link]` and `[global_link]`; or WaferSpec (`mesh_rows`, per-core fields,
@@ -58,8 +73,23 @@ class Leaf:
     minimum: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Quantity:
+    """A Leaf parser for a quantity with a unit; it keeps its Kind so a spec can be written back."""
+
+    kind: Kind
+
+    def __call__(self, value: Any, where: str) -> float | int:
+        return parse_quantity(value, self.kind, where)
+
+
 def _quantity(kind: Kind) -> Callable[[Any, str], Any]:
-    return lambda value, where: parse_quantity(value, kind, where)
+    return _Quantity(kind)
+
+
+def quantity_kind(leaf: Leaf) -> Kind | None:
+    """The Kind of a quantity field, None for counts, names and choices."""
+    return leaf.parse.kind if isinstance(leaf.parse, _Quantity) else None
 
 
 def _count(value: Any, where: str) -> int:
@@ -95,7 +125,7 @@ _CHIP = {
     # Alternative spelling for memory on its own clock (HBM): converted at the chip's clock.
     "mem_bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE),
     "clock_hz": Leaf(_quantity(FREQUENCY), POSITIVE),
-    "peak_ops_per_s": {p: Leaf(_quantity(OPS), POSITIVE) for p in PRECISIONS},
+    "peak_ops_per_s": {p: Leaf(_quantity(OPS), POSITIVE) for p in PRECISIONS + OPTIONAL_PRECISIONS},
     "vector_bytes": Leaf(_quantity(SIZE), POSITIVE),
     "matrix_dim": Leaf(_count, POSITIVE),
     "matrix_planes": Leaf(_count, POSITIVE),
@@ -104,7 +134,7 @@ _CHIP = {
     "stream_bytes_per_cycle": Leaf(_quantity(PER_CYCLE), POSITIVE),
     "stream_port_bytes_per_cycle": Leaf(_quantity(PER_CYCLE), POSITIVE),
     "mxm_install_bytes_per_cycle": Leaf(_quantity(PER_CYCLE), POSITIVE),
-    "install_bytes_per_weight": {p: Leaf(_quantity(PER_WEIGHT), POSITIVE) for p in PRECISIONS},
+    "install_bytes_per_weight": {p: Leaf(_quantity(PER_WEIGHT), POSITIVE) for p in INSTALL_KEYS},
 }
 SCHEMA: dict[str, Any] = {
     "base": Leaf(_text),
@@ -139,7 +169,10 @@ WAFER_SCHEMA: dict[str, Any] = {
     "wafer_link": _LINK,
     "max_wafers": Leaf(_count, POSITIVE),
 }
-_OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s"}
+_OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s"} | {
+    f"chip.{table}.{key}" for table, keys in (("peak_ops_per_s", OPTIONAL_PRECISIONS),
+                                              ("install_bytes_per_weight", INSTALL_KEYS[len(PRECISIONS):]))
+    for key in keys}
 _MEM_SPELLINGS = ("mem_bytes_per_cycle", "mem_bw_bytes_per_s")
 
 
@@ -166,8 +199,18 @@ class _Source:
         return f"{self.path}:{line}: {dotted}" if line else f"{self.path}: {dotted}"
 
 
+def loads_target(text: str, path: str | Path) -> SystemSpec | WaferSpec:
+    """A system from the text of a target file; `path` names it in errors (and its folder anchors
+    a relative `base`)."""
+    return _load_source(_Source(Path(path), text), seen=())
+
+
 def _load_file(path: Path, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
-    source = _Source(path, _read(path))
+    return _load_source(_Source(path, _read(path)), seen)
+
+
+def _load_source(source: _Source, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
+    path = source.path
     data = _parse_toml(source)
     base = data.get("base")
     base_spec = _base_spec(_text(base, source.at("base")), source, seen) if base is not None else None

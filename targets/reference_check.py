@@ -22,7 +22,6 @@ below ROUTING_TIE at any router of the step) is not compared; the figures count 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +29,14 @@ import numpy as np
 
 from ir.errors import ConfigError, ExecutionError
 from ir.graph import Graph, Op
-from ir.image_io import load_image
+from ir.image_io import loads_image
 from ir.numerics import quantize
 from ir.ops import Opcode
 from ir.parser import parse_graph
 from ir.reference import NUMPY, routing_margin, run_graph
 from ir.types import DType
 from ir.weights import float_params, random_weights
+from targets.build_dir import IMAGE_FILE, Build, load_build
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +81,8 @@ def tolerance_for(precision: str, kv_precision: str) -> Tolerance:
     return Tolerance(w.absolute + kv.absolute, w.relative + kv.relative)
 
 
-def reference_weights(build: Path, graph: Graph) -> dict[str, np.ndarray]:
-    """decode.ir's params as stored, regenerated from the weights' recorded source."""
-    _, source = load_image(build / "sram.img")
+def reference_weights(build: Path, graph: Graph, source: str) -> dict[str, np.ndarray]:
+    """decode.ir's params as stored, regenerated from the weights' recorded `source`."""
     floats = float_params(graph)
     if source == "random":
         weights = random_weights(floats, seed=0)
@@ -168,12 +167,14 @@ class Reference:
     memo: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, build: Path) -> Reference:
-        build = Path(build)
-        options = json.loads((build / "plan.json").read_text())["options"]
-        graph = parse_graph((build / "decode.ir").read_text(), str(build / "decode.ir"))
-        return cls(graph, reference_weights(build, graph), tolerance_for(options["precision"],
-                                                                         options["kv_precision"]))
+    def load(cls, build: Build | str | Path) -> Reference:
+        """From a build (verified against its manifest): decode.ir, the image's weight source, the formats."""
+        build = build if isinstance(build, Build) else load_build(build)
+        options = build.plan["options"]
+        graph = parse_graph(build.files.bytes("decode.ir").decode("utf-8"), str(build.path / "decode.ir"))
+        _, source = loads_image(build.files.bytes(IMAGE_FILE), str(build.path / IMAGE_FILE))
+        return cls(graph, reference_weights(build.path, graph, source),
+                   tolerance_for(options["precision"], options["kv_precision"]))
 
     def logits(self, streams: list[list[int]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         key = tuple(tuple(s) for s in streams)
@@ -205,7 +206,8 @@ class Reference:
                 "steps": sum(len(t) for t in tokens), "tolerance": {"absolute": tol.absolute, "relative": tol.relative}}
 
 
-def check_reference(build: Path, prompts: list[list[int]], tokens: list[list[int]], logits: list[np.ndarray]) -> dict:
+def check_reference(build: Build | str | Path, prompts: list[list[int]], tokens: list[list[int]],
+                    logits: list[np.ndarray]) -> dict:
     """`run --functional --check-reference`'s verdict on a functional run of the build at `build`."""
     return Reference.load(build).check(prompts, tokens, logits)
 

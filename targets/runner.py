@@ -1,6 +1,6 @@
 """`sramflow run`: execute a build directory's Programs in the interpreter and report.
 
-Reads only the build's files (manifest.json, decode.prog, prefill.prog) and the target;
+Reads only the build's files, each verified against its manifest (targets.build_dir), and
 never the compiler. Decode runs once per generated token (its cycle count does not
 depend on the token, which --check-determinism verifies), so `tokens` tokens take
 TTFT + (tokens - 1) decode steps.
@@ -9,7 +9,7 @@ TTFT + (tokens - 1) decode steps.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -19,54 +19,53 @@ from pathlib import Path
 import numpy as np
 
 from ir.errors import ConfigError
-from ir.image_io import load_image
-from ir.program import Program
-from ir.program_io import load_program
-from targets.functional import Machine, execute_functional
+from ir.numerics import decode
+from targets.build_dir import Build, load_build
+from targets.functional import Machine, activation_dtype, execute_functional
 from targets.interpreter import Run, execute
-from targets.loader import load_target
-from targets.reference_check import check_reference as check_reference_run
-from targets.spec import SystemSpec
+from targets.reference_check import Reference
+from targets.spec import SystemSpec, WaferSpec
+
+# A functional run holds every chip's SRAM in this machine's memory; it may take this share of it.
+HOST_MEMORY_SHARE = 4
 
 
-def load_build(path: str | Path) -> tuple[SystemSpec, Program, Program]:
-    path = Path(path)
-    manifest = path / "manifest.json"
-    if not manifest.is_file():
-        raise ConfigError(f"{path}: not a build directory (no manifest.json); make one with `sramflow compile`")
-    target = json.loads(manifest.read_text()).get("target")
-    if target is None:
-        raise ConfigError(f"{manifest}: no 'target' field; recompile the build")
-    return load_target(target), load_program(path / "decode.prog"), load_program(path / "prefill.prog")
-
-
-def run_build(path: str | Path, tokens: int = 1, check_determinism: bool = False,
+def run_build(path: str | Path | Build, tokens: int = 1, check_determinism: bool = False,
               prompt: list[int] | list[list[int]] | None = None, check_reference: bool = False) -> dict:
     """The figures `sramflow run --json` prints; with a `prompt` (token ids, or one list of them per
     sequence), the functional run's too, and with `check_reference` the reference's verdict."""
     if tokens < 1:
         raise ConfigError(f"--tokens must be a positive integer, got {tokens}")
     started = time.perf_counter()
-    system, decode, prefill = load_build(path)
-    runs = {"decode": execute(decode, system), "prefill": execute(prefill, system)}
+    build = _loaded(path)
+    prompts = None if prompt is None else _as_prompts(prompt)
+    if prompts is not None:
+        _check_group(build, prompts)
+        for p in prompts:
+            _check_functional(build, p, tokens)
+    decode, prefill = build.programs["decode"], build.programs["prefill"]
+    runs = {"decode": execute(decode, build.system), "prefill": execute(prefill, build.system)}
     figures = _figures(runs, tokens)
-    if prompt is not None:
-        prompts = _as_prompts(prompt)
-        out = run_prompts(path, prompts, tokens)
+    if prompts is not None:
+        out = run_prompts(build, prompts, tokens)
         figures["functional"] = _functional(prompts, out)
         figures["tokens"]["generated"] = figures["functional"]["tokens"]
         if check_reference:
-            figures["reference"] = check_reference_run(Path(path), prompts, out["tokens"], out["logits"])
+            figures["reference"] = Reference.load(build).check(prompts, out["tokens"], out["logits"])
     if check_determinism:
-        figures["determinism"] = _determinism(runs, system)
-        if prompt is not None:
-            _functional_determinism(path, _as_prompts(prompt), tokens, figures)
+        figures["determinism"] = _determinism(runs, build.system)
+        if prompts is not None:
+            _functional_determinism(build, prompts, tokens, figures)
     figures["wall_s"] = round(time.perf_counter() - started, 3)
     return figures
 
 
 def _as_prompts(prompt: list[int] | list[list[int]]) -> list[list[int]]:
     return [list(p) for p in prompt] if prompt and isinstance(prompt[0], list) else [list(prompt)]
+
+
+def _loaded(path: str | Path | Build) -> Build:
+    return path if isinstance(path, Build) else load_build(path)
 
 
 def _figures(runs: dict[str, Run], tokens: int) -> dict:
@@ -127,66 +126,38 @@ def _outputs_digest(out: dict) -> str:
     return h.hexdigest()
 
 
-def _functional_determinism(path: str | Path, prompts: list[list[int]], tokens: int, figures: dict) -> None:
+def _functional_determinism(build: Build, prompts: list[list[int]], tokens: int, figures: dict) -> None:
     """The functional run again with chips in a shuffled host order must give bit-identical
     tokens and logits; a run on other token ids must execute the same Programs (so the same
     cycle counts: no instruction's timing reads data) and differ only in its outputs."""
     det, first = figures["determinism"], figures["functional"]["digest"]
     chips = list(range(figures["chips"]))
     random.Random("functional").shuffle(chips)
-    again = _outputs_digest(run_prompts(path, prompts, tokens, order=chips))
+    again = _outputs_digest(run_prompts(build, prompts, tokens, order=chips))
     if again != first:
         det["failures"].append("functional: a second run in another chip order gives other tokens or logits")
     top = max(max(p) for p in prompts) + 1
     other = [[(t * 7 + 3) % max(2, top) for t in p] for p in prompts]
-    run_prompts(path, other, tokens)
+    run_prompts(build, other, tokens)
     det.update(passed=not det["failures"], functional_digest=first, other_inputs=other[0] if len(other) == 1
                else other, digest=_combine([det["digest"], first]))
 
-@dataclass(frozen=True)
-class Build:
-    """What a functional run reads from a build directory."""
 
-    path: Path
-    system: SystemSpec
-    programs: dict[str, Program]
-    memory: dict
-    context: int
-    recurrent: bool = False  # Mamba state: it runs on through every row, padding included
-    batch: int = 1
-
-    @property
-    def chunk_rows(self) -> int:
-        """Prompt tokens of one sequence in one prefill chunk."""
-        return _rows(self, "prefill") // self.batch
-
-    @classmethod
-    def load(cls, path: str | Path) -> Build:
-        path = Path(path)
-        system, decode, prefill = load_build(path)
-        memory = json.loads((path / "memory.json").read_text())
-        if memory.get("wafer"):
-            raise ConfigError(f"{path}: a wafer build has no SRAM image yet; `sramflow run` without --functional "
-                              "checks its timing")
-        if "outputs" not in memory:
-            raise ConfigError(f"{path}: built by an older sramflow (memory.json has no outputs); recompile it")
-        plan = json.loads((path / "plan.json").read_text())
-        return cls(path, system, {"decode": decode, "prefill": prefill}, memory, plan["options"]["context"],
-                   plan["totals"].get("ssm_state_bytes", 0) > 0, plan["options"].get("batch", 1))
-
-    def inputs(self, phase: str, stage: dict) -> dict[str, tuple[int, int]]:
-        return {r["name"]: (r["addr"], r["bytes"]) for r in stage["regions"]
-                if r["kind"] == "input" and r["phase"] == phase}
-
-    def output(self, phase: str, name: str) -> tuple[dict, int, int]:
-        """(stage, address, bytes per chip) of a phase's output."""
-        where = self.memory["outputs"][phase][name]
-        stage = self.memory["stages"][where["stage"]]
-        region = next(r for r in stage["regions"] if r["name"] == where["value"] and r["phase"] == phase)
-        return stage, region["addr"], region["bytes"]
+def _inputs(phase: str, stage: dict) -> dict[str, tuple[int, int]]:
+    return {r["name"]: (r["addr"], r["bytes"]) for r in stage["regions"]
+            if r["kind"] == "input" and r["phase"] == phase}
 
 
-def run_functional(path: str | Path, prompt: list[int], tokens: int, order: list[int] | None = None) -> dict:
+def _output(build: Build, phase: str, name: str) -> tuple[dict, int, int]:
+    """(stage, address, bytes per chip) of a phase's output."""
+    where = build.memory["outputs"][phase][name]
+    stage = build.memory["stages"][where["stage"]]
+    region = next(r for r in stage["regions"] if r["name"] == where["value"] and r["phase"] == phase)
+    return stage, region["addr"], region["bytes"]
+
+
+def run_functional(path: str | Path | Build, prompt: list[int], tokens: int, order: list[int] | None = None
+                   ) -> dict:
     """Prefill `prompt`, then decode greedily until `tokens` new tokens: every instruction of
     every chip executed on the build's SRAM image (a build of batch 1). Returns the tokens and
     every step's logits."""
@@ -198,11 +169,9 @@ def run_prompts(path: str | Path | Build, prompts: list[list[int]], tokens: int,
                 order: list[int] | None = None) -> dict:
     """Several prompts, `batch` at a time (one per sequence of the build, each group from a fresh SRAM
     image): every prompt's tokens and logits, in the prompts' order."""
-    build = path if isinstance(path, Build) else Build.load(path)
-    batch = build.batch
-    if len(prompts) % batch:
-        raise ConfigError(f"--prompt: {len(prompts)} prompts for a build of batch {batch}; give one per sequence "
-                          f"(a multiple of {batch}, separated by ';')")
+    build = _loaded(path)
+    batch = _batch(build)
+    _check_group(build, prompts)
     runs = [run_sequences(build, prompts[i: i + batch], tokens, order) for i in range(0, len(prompts), batch)]
     return {"tokens": [t for r in runs for t in r["tokens"]], "logits": [x for r in runs for x in r["logits"]],
             "instructions": sum(r["instructions"] for r in runs)}
@@ -214,14 +183,15 @@ def run_sequences(path: str | Path | Build, prompts: list[list[int]], tokens: in
     its positions from 0), then decode every sequence greedily in lock step, each at its own position.
     Returns per sequence its `tokens` new tokens and their logits [tokens, vocabulary]. `path` may be a
     loaded Build (its Programs replaced, say, to run an edited Program in-process)."""
-    build = path if isinstance(path, Build) else Build.load(path)
-    image_path = build.path / "sram.img"
-    if not image_path.is_file():
-        raise ConfigError(f"{build.path}: no SRAM image (sram.img); compile with --weights random or a checkpoint")
-    _check_prompts(build, prompts, tokens)
-    image, _ = load_image(image_path)
+    build = _loaded(path)
+    if len(prompts) != _batch(build):
+        raise ConfigError(f"--prompt: the build decodes {_batch(build)} sequences, got {len(prompts)} prompts; give "
+                          "one per sequence, separated by ';' (e.g. \"1 2 3; 4 5 6 7\")")
+    for p in prompts:
+        _check_functional(build, p, tokens)
+    _check_prefill(build, prompts)
     machine = Machine.blank(build.programs["decode"].chips, build.system.chip.usable_sram_bytes)
-    machine.load(image)
+    machine.load(build.image())
     seqs = _prefill(build, machine, prompts, order)
     while not all(len(s.tokens) >= tokens for s in seqs):
         _decode(build, machine, seqs, tokens, order)
@@ -229,20 +199,96 @@ def run_sequences(path: str | Path | Build, prompts: list[list[int]], tokens: in
             "instructions": machine.executed}
 
 
-def _check_prompts(build: Build, prompts: list[list[int]], tokens: int) -> None:
-    if len(prompts) != build.batch:
-        raise ConfigError(f"--prompt: the build decodes {build.batch} sequences, got {len(prompts)} prompts; give "
-                          "one per sequence, separated by ';' (e.g. \"1 2 3; 4 5 6 7\")")
-    if tokens < 1 or not all(prompts):
-        raise ConfigError("a functional run needs a prompt for every sequence and at least one token to generate")
+def _batch(build: Build) -> int:
+    return int(build.plan["options"].get("batch", 1))
+
+
+def _chunk_rows(build: Build) -> int:
+    """Prompt tokens of one sequence in one prefill chunk."""
+    return _rows(build, "prefill") // _batch(build)
+
+
+def _check_group(build: Build, prompts: list[list[int]]) -> None:
+    """One prompt per sequence of the build's batch (run_prompts takes a multiple of it)."""
+    batch = _batch(build)
+    if len(prompts) % batch:
+        raise ConfigError(f"--prompt: {len(prompts)} prompts for a build of batch {batch}; give one per sequence "
+                          f"(a multiple of {batch}, separated by ';')")
+
+
+def _check_prefill(build: Build, prompts: list[list[int]]) -> None:
+    chunk, chunks = _chunk_rows(build), build.programs["prefill"].meta["chunks"]
     longest = max(len(p) for p in prompts)
-    if longest + tokens - 1 > build.context:
-        raise ConfigError(f"prompt ({longest}) and tokens ({tokens}) need {longest + tokens - 1} cache "
-                          f"positions; the build holds {build.context} (compile with a larger --context)")
-    chunk, chunks = build.chunk_rows, build.programs["prefill"].meta["chunks"]
     if longest > chunk * chunks:
         raise ConfigError(f"the build's prefill takes at most {chunk * chunks} prompt tokens, got {longest} "
                           "(compile with a larger --prompt)")
+
+
+def _check_functional(build: Build, prompt: list[int], tokens: int) -> None:
+    """Everything a functional run needs, refused in one line before any work."""
+    _check_machine(build)
+    if tokens < 1 or not prompt:
+        raise ConfigError("a functional run needs a prompt and at least one token to generate")
+    vocab = build.memory.get("vocab_size")
+    bad = next((t for t in prompt if not 0 <= t < vocab), None) if vocab else None
+    if bad is not None:
+        raise ConfigError(f"--prompt: token id {bad} is outside the vocabulary ({vocab:,} tokens: ids 0 to "
+                          f"{vocab - 1:,})")
+    if len(prompt) + tokens - 1 > build.context:
+        raise ConfigError(f"prompt ({len(prompt)}) and tokens ({tokens}) need {len(prompt) + tokens - 1} cache "
+                          f"positions; the build holds {build.context} (compile with a larger --context)")
+
+
+def _check_machine(build: Build) -> None:
+    system = build.system
+    if isinstance(system, WaferSpec) or build.memory.get("wafer"):
+        raise ConfigError(f"{build.path}: a wafer build has no SRAM image yet; `sramflow run` without --functional "
+                          "checks its timing")
+    if system.chip.memory_kind != "sram":
+        raise ConfigError(f"{build.path}: {system.name} keeps weights in {system.chip.memory_kind.upper()}; "
+                          "functional runs execute SRAM chips only (`sramflow run` without --functional checks "
+                          "timing)")
+    if not build.has_image:
+        raise ConfigError(f"{build.path}: no SRAM image (sram.img); compile with --weights random or a checkpoint")
+    if "outputs" not in build.memory or "vocab_size" not in build.memory:
+        raise ConfigError(f"{build.path}: memory.json has no outputs or vocab_size; recompile it")
+    chips = build.programs["decode"].chips
+    need, have = chips * system.chip.usable_sram_bytes, host_memory_bytes()
+    if need > have // HOST_MEMORY_SHARE:
+        raise ConfigError(f"{build.path}: a functional run holds every chip's SRAM ({chips:,} chips x "
+                          f"{system.chip.usable_sram_bytes:,} B = {need / 1e9:,.1f} GB), more than 1/"
+                          f"{HOST_MEMORY_SHARE} of this machine's {have / 1e9:,.1f} GB of memory")
+
+
+def host_memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _host_inputs(build: Build, phase: str, stage: dict, ids: np.ndarray, pos: np.ndarray) -> Callable:
+    """The host writing this chunk's token ids and positions into every chip of a stage."""
+    regions = _inputs(phase, stage)
+
+    def write(machine: Machine) -> None:
+        for chip in range(stage["first_chip"], stage["first_chip"] + stage["tp"]):
+            for name, values in (("tokens", ids), ("pos", pos)):
+                addr, nbytes = regions[name]
+                machine.write(chip, addr, values.astype("<i4").view(np.uint8)[:nbytes])
+    return write
+
+
+def _gather_output(build: Build, phase: str, name: str, machine: Machine) -> np.ndarray:
+    """An output read off the last stage: every rank's vocabulary shard side by side."""
+    stage, addr, nbytes = _output(build, phase, name)
+    shards = build.memory["outputs"][phase][name]["shards"]
+    parts = [machine.read(stage["first_chip"] + r, addr, nbytes) for r in range(shards)]
+    act = activation_dtype(build.programs[phase])
+    return np.concatenate([decode(p, act).reshape(-1, nbytes // 2 // _rows(build, phase)) for p in parts], axis=1)
+
+
+def _rows(build: Build, phase: str) -> int:
+    stage = build.memory["stages"][0]
+    return _inputs(phase, stage)["tokens"][1] // 4
 
 
 @dataclass
@@ -258,32 +304,6 @@ class _Sequence:
         return self.prompt[self.position] if self.position < len(self.prompt) else self.tokens[-1]
 
 
-def _host_inputs(build: Build, phase: str, stage: dict, ids: np.ndarray, pos: np.ndarray) -> Callable:
-    """The host writing this chunk's token ids and positions into every chip of a stage."""
-    regions = build.inputs(phase, stage)
-
-    def write(machine: Machine) -> None:
-        for chip in range(stage["first_chip"], stage["first_chip"] + stage["tp"]):
-            for name, values in (("tokens", ids), ("pos", pos)):
-                addr, nbytes = regions[name]
-                machine.write(chip, addr, values.astype("<i4").view(np.uint8)[:nbytes])
-    return write
-
-
-def _gather_output(build: Build, phase: str, name: str, machine: Machine) -> np.ndarray:
-    """An output read off the last stage: every rank's vocabulary shard side by side."""
-    stage, addr, nbytes = build.output(phase, name)
-    shards = build.memory["outputs"][phase][name]["shards"]
-    parts = [machine.read(stage["first_chip"] + r, addr, nbytes) for r in range(shards)]
-    return np.concatenate([p.view(np.float16).reshape(-1, nbytes // 2 // _rows(build, phase)) for p in parts],
-                          axis=1).astype(np.float32)
-
-
-def _rows(build: Build, phase: str) -> int:
-    stage = build.memory["stages"][0]
-    return build.inputs(phase, stage)["tokens"][1] // 4
-
-
 def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: list[int] | None) -> list[_Sequence]:
     """Run the prompts, each padded to the build's chunks, through prefill (rows sequence by sequence
     in every chunk). A sequence whose prompt ends in a chunk gets its first token from its last row;
@@ -291,7 +311,7 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     whole chunks (each stage's copy of its states saved where its first partial chunk starts and
     restored after the Program) and feeds the rest through decode steps."""
     program, stages = build.programs["prefill"], build.memory["stages"]
-    chunk, chunks, starts = build.chunk_rows, program.meta["chunks"], program.meta["chunk_starts"]
+    chunk, chunks, starts = _chunk_rows(build), program.meta["chunks"], program.meta["chunk_starts"]
     ids = np.zeros((len(prompts), chunk * chunks), np.int32)
     for b, p in enumerate(prompts):
         ids[b, : len(p)] = p
@@ -346,7 +366,7 @@ def _decode(build: Build, machine: Machine, seqs: list[_Sequence], tokens: int, 
     events = [(0, _host_inputs(build, "decode", stage, ids, pos)) for stage in build.memory["stages"]]
     execute_functional(program, machine, events, order)
     logits = _gather_output(build, "decode", "logits", machine)
-    stage, addr, _ = build.output("decode", "next_tokens")
+    stage, addr, _ = _output(build, "decode", "next_tokens")
     chosen = machine.read(stage["first_chip"], addr, 4 * len(seqs)).view("<i4")
     for b, s in enumerate(seqs):
         if active[b]:

@@ -6,8 +6,42 @@ import difflib
 from dataclasses import dataclass, fields
 
 from ir.errors import ConfigError
+from ir.types import DType
 
-PRECISIONS = ("fp16", "fp8", "int8", "int4")
+PRECISIONS = ("fp16", "fp8", "int8", "int4")  # every peak table has these
+# A peak a table may add: native e2m1 products (NVFP4 and MXFP4 weights).
+OPTIONAL_PRECISIONS = ("fp4",)
+# Block-scaled weight formats (compiler --precision) and the peak key each runs at natively.
+FORMAT_PRECISION = {"nvfp4": "fp4", "mxfp4": "fp4", "mxfp8": "fp8"}
+# Dequantised on the way in: a target whose table lacks a precision's key widens those codes
+# (times their block scales) into its MXM on the way in, at this key's rate and install cost
+# (e2m1 values and their scales fit the 8-bit floating path exactly; the int8 one would need
+# integer scales).
+DEQUANTISED_AT = {"fp4": "fp8"}
+# Keys an install table may hold: the precisions, and a block-scaled format of its own where the
+# default (Timing.install_bytes: its rate key's entry, plus its scales when stored as is) is wrong.
+INSTALL_KEYS = PRECISIONS + OPTIONAL_PRECISIONS + tuple(FORMAT_PRECISION)
+
+
+def install_bytes(name: str, table: dict[str, float]) -> float:
+    """What one weight costs on the install path (an install_bytes_per_weight `table`), for a
+    precision or a block-scaled format: its own entry when the table has one; else its rate key's
+    (mxm_rate_key), plus the block scales' share when that entry is the codes' own width (installed
+    as stored; a format widened on the way in installs as the wider one, its scales applied there)."""
+    if name in table:
+        return table[name]
+    per_weight = table[mxm_rate_key(name, table)]
+    dtype = DType(name) if name in FORMAT_PRECISION else None
+    if dtype is not None and per_weight <= dtype.bits / 8:
+        per_weight += dtype.block.scale.bits / 8 / dtype.block.size
+    return per_weight
+
+
+def mxm_rate_key(precision: str, table: dict[str, float]) -> str:
+    """The key of `table` (a peak or install table) that a weight format or precision runs at: its
+    own when the table has it, else the DEQUANTISED_AT rule's."""
+    key = FORMAT_PRECISION.get(precision, precision)
+    return key if key in table else DEQUANTISED_AT.get(key, key)
 TOPOLOGIES = ("dragonfly", "nvlink")
 MEMORY_KINDS = ("sram", "hbm")
 
@@ -35,8 +69,9 @@ class ChipSpec:
 
     `sram_bytes` and `mem_bytes_per_cycle` describe the memory weights live in: on-die SRAM for the
     LPU, HBM for the H100 (`memory_kind` says which). `peak_ops_per_s` is dense (no sparsity) and
-    keyed by PRECISIONS; a precision the chip lacks natively carries the rate it runs at after
-    conversion (e.g. int4 weights dequantised to int8).
+    keyed by PRECISIONS, plus "fp4" (OPTIONAL_PRECISIONS) where the chip multiplies e2m1 natively;
+    a precision the chip lacks natively carries the rate it runs at after conversion (e.g. int4
+    weights dequantised to int8), and a missing fp4 key runs at the DEQUANTISED_AT rule's rate.
 
     The weight path, per cycle of `clock_hz` (the rules in targets/timing.py):
     - `stream_bytes_per_cycle`: what the on-chip streams carry for all units together (every result a
@@ -86,18 +121,16 @@ class ChipSpec:
             "chip.program_reserve_bytes",
             f"must be less than chip.sram_bytes ({self.sram_bytes})",
         )
-        _require(
-            set(self.peak_ops_per_s) == set(PRECISIONS),
-            "chip.peak_ops_per_s",
-            f"needs exactly the keys {PRECISIONS}, got {tuple(self.peak_ops_per_s)}",
-        )
+        for name, allowed in (("peak_ops_per_s", PRECISIONS + OPTIONAL_PRECISIONS),
+                              ("install_bytes_per_weight", INSTALL_KEYS)):
+            keys = set(getattr(self, name))
+            _require(set(PRECISIONS) <= keys <= set(allowed), f"chip.{name}",
+                     f"needs the keys {PRECISIONS} (and may add {allowed[len(PRECISIONS):]}), got {tuple(keys)}")
+        native = {p for p in OPTIONAL_PRECISIONS if p in self.peak_ops_per_s}
+        _require(native == {p for p in OPTIONAL_PRECISIONS if p in self.install_bytes_per_weight},
+                 "chip.install_bytes_per_weight", "needs an fp4 entry exactly when chip.peak_ops_per_s has one")
         for key, rate in self.peak_ops_per_s.items():
             _require(rate > 0, f"chip.peak_ops_per_s.{key}", f"must be positive, got {rate}")
-        _require(
-            set(self.install_bytes_per_weight) == set(PRECISIONS),
-            "chip.install_bytes_per_weight",
-            f"needs exactly the keys {PRECISIONS}, got {tuple(self.install_bytes_per_weight)}",
-        )
         for key, size in self.install_bytes_per_weight.items():
             _require(size > 0, f"chip.install_bytes_per_weight.{key}", f"must be positive, got {size}")
 
@@ -116,14 +149,24 @@ class ChipSpec:
         return self.sram_bytes - self.program_reserve_bytes
 
     def peak_ops(self, precision: str) -> float:
-        """Dense peak ops/s at `precision` (one of PRECISIONS)."""
-        if precision not in self.peak_ops_per_s:
-            hint = difflib.get_close_matches(precision, PRECISIONS, n=1)
+        """Dense peak ops/s at `precision` (one of PRECISIONS, "fp4", or a block-scaled format of
+        FORMAT_PRECISION), natively or by the DEQUANTISED_AT rule (mxm_rate_key)."""
+        known = PRECISIONS + OPTIONAL_PRECISIONS + tuple(FORMAT_PRECISION)
+        if precision not in known:
+            hint = difflib.get_close_matches(precision, known, n=1)
             did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
             raise ConfigError(
-                f"{self.name}: unknown precision '{precision}' (known: {', '.join(PRECISIONS)}){did_you_mean}"
+                f"{self.name}: unknown precision '{precision}' (known: {', '.join(known)}){did_you_mean}"
             )
-        return self.peak_ops_per_s[precision]
+        return self.peak_ops_per_s[mxm_rate_key(precision, self.peak_ops_per_s)]
+
+    def install_bytes(self, precision: str) -> float:
+        """Install-path bytes of one weight at `precision` or of a block-scaled format (install_bytes)."""
+        return install_bytes(precision, self.install_bytes_per_weight)
+
+    def runs_natively(self, precision: str) -> bool:
+        """Whether the peak table has `precision`'s own key (else it is dequantised on the way in)."""
+        return FORMAT_PRECISION.get(precision, precision) in self.peak_ops_per_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,12 @@ too few cycles is caught. Rules (chip = ChipSpec, all rates per cycle of its clo
                          install = ceil(tiles x dim^2 x install bytes per weight / install rate)
                          passes  = ceil(m x tiles x dim^2 / peak MACs per cycle)
                        both at the weight format's precision (fp16 takes a pair of planes: two
-                       install bytes a weight, and the fp16 peak). One MXM instruction covers a
-                       panel of up to (dim x planes)^2 weights.
-  VOP (m x n elements) max(ceil(bytes in / port), ceil(m n ops(fn) / VXM ALUs))
+                       install bytes a weight, and the fp16 peak; a block-scaled format installs
+                       its scales too unless widened, and a format without its own peak runs at
+                       targets.spec.DEQUANTISED_AT's: Timing.install_bytes, mxm_macs_per_cycle).
+                       One MXM instruction covers a panel of up to (dim x planes)^2 weights. Its f32
+                       partial sums leave at most a port's worth a cycle: at least ceil(m n 4 / port).
+  VOP (m x n elements) max(ceil(bytes in / port), ceil(result bytes / port), ceil(m n ops(fn) / VXM ALUs))
   SEND, RECV           ceil(bytes / link bytes per cycle); a RECV may start no earlier
                        than its SEND plus hops x link latency (link_latency_cycles)
   SYNC                 the system's synchronisation cycles
@@ -38,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ir.isa import Fmt, Fn, Op
-from targets.spec import SystemSpec
+from targets.spec import SystemSpec, install_bytes, mxm_rate_key
 
 # 320 lanes x 16 ALUs = 5,120 vector ALUs on the GroqChip: TechPowerUp; Techspot ("16 ALUs" per lane) [S].
 VXM_ALUS_PER_LANE = 16
@@ -120,20 +123,33 @@ class Timing:
         """Whole dim x dim tiles a k x n weight block occupies."""
         return -(-k // self.dim) * -(-n // self.dim)
 
+    def install_bytes(self, fmt: Fmt) -> float:
+        """What one weight of `fmt` costs on the install path (targets.spec.install_bytes: a
+        block-scaled format by its name, any other by its precision)."""
+        return install_bytes(fmt.dtype.value if fmt.dtype.block else fmt.precision, self.install_bytes_per_weight)
+
+    def mxm_macs_per_cycle(self, fmt: Fmt) -> float:
+        """The planes' MACs a cycle on `fmt` tiles: its own peak, or by targets.spec.DEQUANTISED_AT."""
+        return self.macs_per_cycle[mxm_rate_key(fmt.precision, self.macs_per_cycle)]
+
     def install(self, k: int, n: int, fmt: Fmt) -> int:
         """Cycles to install a k x n weight block (whole tiles) into the matrix unit."""
-        per_weight = self.install_bytes_per_weight.get(fmt.precision, fmt.bits / 8)
+        per_weight = self.install_bytes(fmt)
         return _ceil(self.tiles(k, n) * self.dim ** 2 * per_weight / self.install_bytes_per_cycle)
 
     def passes(self, m: int, k: int, n: int, fmt: Fmt) -> int:
         """Cycles for m rows through a k x n block's tiles at the format's peak."""
-        return _ceil(m * self.tiles(k, n) * self.dim ** 2 / self.macs_per_cycle[fmt.precision])
+        return _ceil(m * self.tiles(k, n) * self.dim ** 2 / self.mxm_macs_per_cycle(fmt))
 
     def mxm(self, m: int, k: int, n: int, fmt: Fmt) -> int:
-        return max(1, self.install(k, n, fmt), self.passes(m, k, n, fmt))
+        results = _ceil(m * n * MXM_RESULT_BYTES / self.port_bytes_per_cycle)
+        return max(1, self.install(k, n, fmt), self.passes(m, k, n, fmt), results)
 
-    def vop(self, fn: Fn, elements: int, bytes_in: int) -> int:
-        return max(1, _ceil(bytes_in / self.port_bytes_per_cycle), _ceil(elements * FN_OPS[fn] / self.vxm_alus))
+    def vop(self, fn: Fn, elements: int, bytes_in: int, rows: int = 1) -> int:
+        """`rows` matters only for a row reduction, whose results are one 8-byte pair a row."""
+        results = rows * 8 if fn in ROW_REDUCTIONS else elements * VOP_RESULT_BYTES
+        return max(1, _ceil(bytes_in / self.port_bytes_per_cycle), _ceil(results / self.port_bytes_per_cycle),
+                   _ceil(elements * FN_OPS[fn] / self.vxm_alus))
 
     def link(self, nbytes: int) -> int:
         return max(1, _ceil(nbytes / self.link_bytes_per_cycle))
@@ -165,8 +181,8 @@ def result_bytes(op: Op, m: int, n: int, fn: Fn, src_bytes: int, dst_bytes: int)
 _MOVES = frozenset({Op.READ, Op.GATHER, Op.SHIFT, Op.TRANSPOSE, Op.PERMUTE})
 
 
-def stream_rates(cols: dict[str, np.ndarray]) -> np.ndarray:
-    """Every instruction's stream output, bytes a cycle (vectorised; the interpreter's view)."""
+def _result_bytes(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Every instruction's bytes put on streams (vectorised result_bytes)."""
     op = cols["op"]
     out_bytes = np.zeros(len(op), dtype=np.int64)
     moves = np.isin(op, [int(o) for o in _MOVES])
@@ -180,7 +196,12 @@ def stream_rates(cols: dict[str, np.ndarray]) -> np.ndarray:
     reduce = vop & np.isin(cols["fn"], [int(f) for f in ROW_REDUCTIONS])
     out_bytes[vop] = elements[vop] * VOP_RESULT_BYTES
     out_bytes[reduce] = cols["m"][reduce].astype(np.int64) * 8
-    return -(-out_bytes // np.maximum(1, cols["cycles"].astype(np.int64)))
+    return out_bytes
+
+
+def stream_rates(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Every instruction's stream output, bytes a cycle (vectorised; the interpreter's view)."""
+    return -(-_result_bytes(cols) // np.maximum(1, cols["cycles"].astype(np.int64)))
 
 
 def durations(timing: Timing, cols: dict[str, np.ndarray]) -> np.ndarray:
@@ -203,8 +224,10 @@ def durations(timing: Timing, cols: dict[str, np.ndarray]) -> np.ndarray:
     vop = op == Op.VOP
     ops_per = np.array([FN_OPS[Fn(i)] for i in range(len(Fn))], dtype=np.int64)[cols["fn"][vop]]
     elements = cols["m"][vop].astype(np.int64) * cols["n"][vop]
-    out[vop] = np.maximum(ceil(cols["src_bytes"][vop] / timing.port_bytes_per_cycle),
-                          ceil(elements * ops_per / timing.vxm_alus))
+    results = _result_bytes(cols)
+    out[vop] = np.maximum.reduce([ceil(cols["src_bytes"][vop] / timing.port_bytes_per_cycle),
+                                  ceil(results[vop] / timing.port_bytes_per_cycle),
+                                  ceil(elements * ops_per / timing.vxm_alus)])
     send, recv = op == Op.SEND, op == Op.RECV
     out[send] = ceil(cols["src_bytes"][send] / timing.link_bytes_per_cycle)
     out[recv] = ceil(cols["dst_bytes"][recv] / timing.link_bytes_per_cycle)
@@ -216,11 +239,12 @@ def _mxm(timing: Timing, cols: dict[str, np.ndarray], mask: np.ndarray, out: np.
     m, k, n = (cols[c][mask].astype(np.int64) for c in ("m", "k", "n"))
     fmt = cols["dtype"][mask]
     formats = list(Fmt)
-    per_weight = np.array([timing.install_bytes_per_weight.get(f.precision, f.bits / 8) for f in formats])[fmt]
-    macs = np.array([timing.macs_per_cycle[f.precision] for f in formats])[fmt]
+    per_weight = np.array([timing.install_bytes(f) for f in formats])[fmt]
+    macs = np.array([timing.mxm_macs_per_cycle(f) for f in formats])[fmt]
     tile = timing.dim ** 2
     tiles = -(-k // timing.dim) * -(-n // timing.dim)
     install = np.ceil(tiles * tile * per_weight / timing.install_bytes_per_cycle - 1e-9)
     passes = np.ceil(m * tiles * tile / macs - 1e-9)
-    out[mask] = np.maximum(1, np.maximum(install, passes)).astype(np.int64)
+    results = np.ceil(m * n * MXM_RESULT_BYTES / timing.port_bytes_per_cycle - 1e-9)
+    out[mask] = np.maximum.reduce([np.ones_like(install), install, passes, results]).astype(np.int64)
     return out

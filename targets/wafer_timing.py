@@ -9,7 +9,7 @@ the cores running stream s. Per-core rates come from the WaferSpec (per cycle = 
                        over the core's SRAM bytes per cycle (the core streams its weight block from
                        SRAM), passes = m k n / simd_width multiply-adds per cycle (8-bit and 4-bit
                        weights run at the fp16 rate)
-  VOP (m x n)          max(ceil(bytes in / SRAM bytes per cycle), ceil(m n ops(fn) / (2 simd_width))):
+  VOP (m x n)          targets/timing.py's rule with the core's SRAM as its port and 2 simd_width ALUs:
                        a SIMD lane does a multiply and an add per cycle, the core's peak ops
   SEND (C2C unit 0)    ceil(bytes / link bytes per cycle): one fabric link, 4-byte wavelets
   RECV (C2C unit 1)    step_cycles + ceil(bytes / link bytes per cycle): the task a message wakes
@@ -29,15 +29,14 @@ than the link's latency plus half the mesh's perimeter.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ir.isa import Fn, Op, UnitKind
+from ir.isa import Op, UnitKind
 from ir.program import HOST, Program
 from targets.spec import WaferSpec
-from targets.timing import FN_OPS, STREAMS_PER_CHIP, Timing, _ceil, durations
+from targets.timing import STREAMS_PER_CHIP, Timing, _ceil, durations
 
 FABRIC_SEND, FABRIC_RECV, WAFER_SEND, WAFER_RECV = 0, 1, 2, 3  # C2C unit indices of a wafer core
 
@@ -89,9 +88,6 @@ class WaferTiming(Timing):
 
     def arrival(self, hops: int, wafer_link: bool = False) -> int:
         return hops * self.hop_cycles + (self.wafer_link_latency_cycles if wafer_link else 0)
-
-    def vop(self, fn: Fn, elements: int, bytes_in: int) -> int:
-        return max(1, _ceil(bytes_in / self.sram_bytes_per_cycle), math.ceil(elements * FN_OPS[fn] / self.vxm_alus))
 
 
 def wafer_durations(timing: WaferTiming, cols: dict[str, np.ndarray]) -> np.ndarray:

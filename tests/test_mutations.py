@@ -8,8 +8,7 @@ through the CLI where a user meets it.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import re
 from collections import Counter
 from pathlib import Path
@@ -28,6 +27,7 @@ from benchmarks.mutation_campaign import (
     table,
 )
 from compiler.cli import main
+from ir.build_io import write_manifest
 from ir.errors import ExecutionError
 from ir.isa import Op
 from ir.program import NAMES, Program
@@ -63,9 +63,7 @@ def write_build(subject, tmp_path: Path, phase: str, program: Program) -> Path:
     for p in subject.path.iterdir():
         (out / p.name).write_bytes(p.read_bytes())
     save_program(program, out / f"{phase}.prog")
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["files"][f"{phase}.prog"] = hashlib.sha256((out / f"{phase}.prog").read_bytes()).hexdigest()
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_manifest(out, program.target)  # a deliberate edit: the build must accept it
     return out
 
 
@@ -109,8 +107,7 @@ def _search(subject, phase: str, kind: str, rows, keep) -> tuple[Program, object
                                 {n: cols[n] for n in NAMES}, program.meta)
         if mutated == program or execute(mutated, subject.system).hazards:
             continue
-        build = type(subject.build)(**{**subject.build.__dict__, "programs": {**subject.build.programs,
-                                                                             phase: mutated}})
+        build = dataclasses.replace(subject.build, programs={**subject.build.programs, phase: mutated})
         try:
             out = run_prompts(build, PROMPTS, TOKENS)
         except ExecutionError:
@@ -178,7 +175,7 @@ def test_a_send_duplicated_before_its_original_is_flagged_in_both_modes(llama):
     broken = edited(program, early_copy)
     kinds = {h.kind for h in execute(broken, llama.system).hazards}
     assert "unmatched" in kinds
-    build = type(llama.build)(**{**llama.build.__dict__, "programs": {**llama.build.programs, "decode": broken}})
+    build = dataclasses.replace(llama.build, programs={**llama.build.programs, "decode": broken})
     with pytest.raises(FunctionalError, match=r"^chip \d+ c2c\.\d+\[\d+\] @\d+: send: "):
         run_prompts(build, PROMPTS[:1], 2)
 
@@ -200,7 +197,7 @@ def test_a_broken_barrier_is_flagged_in_both_modes(llama, fault):
 
     broken = edited(program, change)
     assert "sync" in {h.kind for h in execute(broken, llama.system).hazards}
-    build = type(llama.build)(**{**llama.build.__dict__, "programs": {**llama.build.programs, "decode": broken}})
+    build = dataclasses.replace(llama.build, programs={**llama.build.programs, "decode": broken})
     with pytest.raises(FunctionalError, match=r"SYNC|barrier"):
         run_prompts(build, PROMPTS[:1], 2)
 
@@ -261,8 +258,7 @@ def test_random_faults_never_escape_as_raw_exceptions(subjects):
                                     {n: cols[n] for n in NAMES}, program.meta)
         except ValueError:
             continue
-        build = type(subject.build)(**{**subject.build.__dict__, "programs": {**subject.build.programs,
-                                                                             phase: mutated}})
+        build = dataclasses.replace(subject.build, programs={**subject.build.programs, phase: mutated})
         try:
             run_prompts(build, PROMPTS[:1], 2)
         except FunctionalError as error:

@@ -28,7 +28,9 @@ def test_weights_stored_narrow_with_per_channel_scales(graph, precision, dtype, 
     assert w.type.dtype is dtype and w.type.shape == (4096, 14336)
     assert params["layers.0.mlp.gate_proj.weight.scale"].type.shape == (14336,)
     assert params["embed_tokens.weight.scale"].type.shape == (128256,)
-    assert params["layers.0.input_layernorm.weight"].type.dtype is DType.F16  # norms stay 16-bit
+    # llama-3.1-8b is a bfloat16 checkpoint: norms stay bf16, and so do the per-channel scales
+    assert params["layers.0.input_layernorm.weight"].type.dtype is DType.BF16
+    assert params["layers.0.mlp.gate_proj.weight.scale"].type.dtype is DType.BF16
     weights = sum(p.type.numel for p in graph.params if p.name.endswith("proj.weight") or "embed" in p.name
                   or "lm_head" in p.name)
     scales = sum(p.type.nbytes for p in q.params if p.name.endswith(".scale"))
@@ -41,7 +43,7 @@ def test_matmuls_take_the_scale_and_results_stay_16_bit(graph):
     for op in q.ops:
         if op.opcode in (Opcode.MATMUL, Opcode.EMBED):
             assert op.operands[2].name == op.operands[1].name + ".scale"
-            assert op.results[0].type.dtype is DType.F16
+            assert op.results[0].type.dtype is DType.BF16  # the model's own 16-bit type
 
 
 def test_fp16_is_identity(graph):

@@ -117,7 +117,7 @@ def test_scan_round_trips_the_f32_state_exactly():
     f32 = [v.astype(np.float32) for v in (x, dt, a_log, b, c, d)]
     params = np.concatenate([f32[2].ravel(), f32[5]])
     per_row = np.concatenate([v.ravel() for v in (f32[0], f32[1], f32[3], f32[4])])
-    out = VECTOR[Fn.SCAN]({}, _stream(state, DType.F32), (params, per_row),
+    out = VECTOR[Fn.SCAN]({"act": DType.F16}, _stream(state, DType.F32), (params, per_row),
                           {"batch": batch, "channels": ch, "state": n, "rows": rows})
     want_state = state.copy()
     want_y = selective_scan(*f32, want_state).astype(np.float16)
@@ -132,8 +132,8 @@ def test_conv_and_its_state_shift_match_the_reference():
     w = rng.standard_normal((ch, k)).astype(np.float16)
     state = rng.standard_normal((batch, ch, k - 1)).astype(np.float16)
     shape = {"batch": batch, "channels": ch, "taps": k, "rows": rows}
-    y = VECTOR[Fn.CONV1D]({}, _stream(x), (_stream(state), _stream(w)), shape)
-    held = VECTOR[Fn.CONVSTATE]({}, _stream(x), _stream(state), shape)
+    y = VECTOR[Fn.CONV1D]({"act": DType.F16}, _stream(x), (_stream(state), _stream(w)), shape)
+    held = VECTOR[Fn.CONVSTATE]({"act": DType.F16}, _stream(x), _stream(state), shape)
     want_state = state.copy()
     assert np.array_equal(y, causal_conv(x.astype(np.float32), w.astype(np.float32), want_state).ravel())
     assert np.array_equal(held.astype(np.float16), want_state.ravel())

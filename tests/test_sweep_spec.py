@@ -32,10 +32,10 @@ MISTAKES = [
     (f'[axes]\n{GOOD_AXES}context = ["4096"]\n', "axes.context", "expected a whole number, got '4096'", 4),
     (f"[axes]\n{GOOD_AXES}batch = [1, 2.5]\n", "axes.batch[1]", "expected a whole number, got 2.5", 4),
     (f'[axes]\n{GOOD_AXES}precision = ["fp16", "fp12"]\n', "axes.precision[1]",
-     "--precision must be one of fp16, fp8, int8, int4, got 'fp12'", 4),
+     "--precision must be one of fp16, fp8, int8, int4, nvfp4, mxfp4, mxfp8, got 'fp12'", 4),
     ('[axes]\nmodel = ["tiny-llama"]\ntarget = ["lpu-mini", "lpx"]\n', "axes.target[1]",
-     "unknown target preset 'lpx'; did you mean 'lpu'? (presets: h100, lpu, lpu-mini, wse3; or a .toml path "
-     "relative to the spec)", 3),
+     "unknown target preset 'lpx'; did you mean 'lpu'? (presets: b200, h100, lpu, lpu-mini, lpu3, rubin, wse3; "
+     "or a .toml path relative to the spec)", 3),
     ('[axes]\nmodel = ["tiny-lama"]\ntarget = ["lpu-mini"]\n', "axes.model[0]", "unknown model preset 'tiny-lama'; "
      "did you mean 'tiny-llama'?", 2),
     (f'[axes]\n{GOOD_AXES}[axes.target_fields]\n"chip.sram" = ["1 MiB"]\n', "axes.target_fields.chip.sram",

@@ -31,6 +31,8 @@ from targets import (
     parse_quantity,
     route,
 )
+from targets.loader import loads_target
+from targets.target_file import dumps_target
 from targets.units import FREQUENCY, OPS, RATE, SIZE, TIME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,19 +42,61 @@ EXAMPLES = ROOT / "examples" / "targets"
 
 
 def test_presets_are_listed_and_load_by_name():
-    assert list_targets() == ["h100", "lpu", "lpu-mini", "wse3"]
-    for name in ("h100", "lpu", "lpu-mini"):  # chip systems; the wafer is tested in test_wse3.py
+    assert list_targets() == ["b200", "h100", "lpu", "lpu-mini", "lpu3", "rubin", "wse3"]
+    for name in ("b200", "h100", "lpu", "lpu-mini", "lpu3", "rubin"):  # chip systems; wse3: test_wse3.py
         system = load_target(name)
         assert isinstance(system, SystemSpec) and system.name == name
-        assert set(system.chip.peak_ops_per_s) == set(PRECISIONS)
+        assert set(PRECISIONS) <= set(system.chip.peak_ops_per_s) <= set(PRECISIONS) | {"fp4"}
 
 
 def test_presets_are_frozen_and_hashable():
     lpu = load_target("lpu")
     with pytest.raises(dataclasses.FrozenInstanceError):
         lpu.max_chips = 1  # type: ignore[misc]
-    assert len({load_target(n) for n in list_targets()}) == 4
+    assert len({load_target(n) for n in list_targets()}) == len(list_targets())
     assert hash(lpu) == hash(dataclasses.replace(lpu))
+
+
+def test_a_target_file_may_add_an_fp4_peak(tmp_path):
+    path = tmp_path / "lpu-fp4.toml"
+    path.write_text('base = "lpu"\n[chip.peak_ops_per_s]\nfp4 = "1500 TOPS"\n'
+                    '[chip.install_bytes_per_weight]\nfp4 = "4 bit"\n')
+    chip = load_target(str(path)).chip
+    assert chip.peak_ops("nvfp4") == 1.5e15 and chip.runs_natively("mxfp4")
+    assert chip.install_bytes("nvfp4") == 0.5 + 1 / 16  # the codes as stored, and their e4m3 scales
+    assert not load_target("lpu").chip.runs_natively("mxfp4")
+    assert load_target("lpu").chip.install_bytes("nvfp4") == 2.0  # widened to the lpu's fp8 path (fp16 planes)
+
+
+def test_an_fp4_peak_needs_its_install_cost(tmp_path):
+    path = tmp_path / "lpu-fp4.toml"
+    path.write_text('base = "lpu"\n[chip.peak_ops_per_s]\nfp4 = "1500 TOPS"\n')
+    with pytest.raises(ConfigError, match="install_bytes_per_weight.*fp4"):
+        load_target(str(path))
+
+
+def test_b200_numbers_agree_with_their_derivations():
+    b200 = load_target("b200")
+    chip = b200.chip
+    assert chip.memory_kind == "hbm" and chip.sram_bytes / 2**30 == pytest.approx(180, rel=0.01)
+    assert chip.peak_ops("fp16") == pytest.approx(148 * 8192 * chip.clock_hz, rel=0.01)
+    assert chip.peak_ops("fp4") == 2 * chip.peak_ops("fp8") == 4 * chip.peak_ops("fp16")
+    assert chip.peak_ops("nvfp4") == chip.peak_ops("mxfp4") == chip.peak_ops("fp4")  # native e2m1
+    assert b200.local_links_per_chip * b200.local_link.bw_bytes_per_s * 2 == pytest.approx(1.8e12)
+
+
+def test_rubin_and_lpu3_rack_figures_agree_with_their_per_chip_ones():
+    rubin, lpu3 = load_target("rubin"), load_target("lpu3")
+    assert rubin.chips_per_node * rubin.local_links_per_chip * rubin.local_link.bw_bytes_per_s * 2 == \
+        pytest.approx(260e12, rel=0.01)  # NVL72's 260 TB/s of NVLink 6
+    assert 72 * rubin.chip.peak_ops("fp4") == pytest.approx(2.5e18, rel=0.01)  # 2.5 EF NVFP4 training
+    rack = lpu3.chips_per_node * lpu3.nodes_per_group
+    assert rack == 256 and rack * lpu3.chip.sram_bytes == 128e9
+    assert rack * lpu3.chip.mem_bw_bytes_per_s == pytest.approx(40e15, rel=0.05)  # "40 PB/s"
+    assert rack * lpu3.chip.peak_ops("fp8") == pytest.approx(315e15)
+    assert lpu3.c2c_links_per_chip * lpu3.local_link.bw_bytes_per_s * 2 == pytest.approx(2.5e12, rel=0.1)
+    # No fp4 peak is published for the Groq 3 LPU: e2m1 weights run dequantised at its fp8 rate.
+    assert "fp4" not in lpu3.chip.peak_ops_per_s and lpu3.chip.peak_ops("nvfp4") == lpu3.chip.peak_ops("fp8")
 
 
 def test_lpu_numbers_agree_with_their_derivations():
@@ -123,8 +167,8 @@ def test_lpu_mini_keeps_the_lpu_rules_with_small_sram():
 
 
 def test_unknown_precision_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown precision 'fp4'.*fp8"):
-        load_target("lpu").chip.peak_ops("fp4")
+    with pytest.raises(ConfigError, match="unknown precision 'fp6'.*fp8"):
+        load_target("lpu").chip.peak_ops("fp6")
 
 
 def test_spec_rejects_inconsistent_values():
@@ -206,7 +250,10 @@ ERRORS = [
     ('base = "lpu"\n[local_link]\nlatency_s = "240 MB"\n', ["local_link.latency_s", "expected a time"]),
     ('base = "lpu"\nchips_per_node = 8.5\n', ["chips_per_node", "whole number"]),
     ('base = "lpu"\nchips_per_node = "eight"\n', ["chips_per_node", "whole number"]),
-    ('base = "lpu"\n[chip]\nsram_bytes = 0\n', ["chip.sram_bytes", "must be positive"]),
+    ('base = "lpu"\n[chip]\nsram_bytes = "0 B"\n', ["chip.sram_bytes", "must be positive"]),
+    ('base = "lpu"\n[local_link]\nlatency_s = 240\n', [":3:", "local_link.latency_s", "240 has no unit",
+                                                       "like '240 ns'"]),
+    ('base = "lpu"\n[chip]\nclock_hz = "900"\n', ["chip.clock_hz", "'900' has no unit"]),
     ('base = "lpu"\n[chip]\nmem_bw_bytes_per_s = "-1 TB/s"\n', ["chip.mem_bw_bytes_per_s", "must be positive"]),
     ('base = "lpu"\n[chip]\nprogram_reserve_bytes = "300 MiB"\n', ["chip.program_reserve_bytes", "less than"]),
     ('base = "lpu"\n[chip]\nmem_bytes_per_cycle = "1 B/cycle"\nmem_bw_bytes_per_s = "1 TB/s"\n',
@@ -251,6 +298,36 @@ def test_full_file_without_base_needs_every_field(tmp_path):
         load_target(_write(tmp_path, text))
 
 
+# ---------------------------------------------------------------- a target written out (a build's target.toml)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_written_in_full_loads_back_equal(name):
+    text = dumps_target(PRESETS[name])
+    assert "\nbase =" not in text
+    assert loads_target(text, f"{name}.toml") == PRESETS[name]
+
+
+def test_every_example_file_written_back_loads_equal():
+    for path in sorted(EXAMPLES.glob("*.toml")):
+        spec = load_target(str(path))
+        assert loads_target(dumps_target(spec), path.name) == spec, path.name
+
+
+_FLOATS = st.floats(min_value=1e-12, max_value=1e18, allow_nan=False, allow_infinity=False)
+
+
+@given(_FLOATS, _FLOATS, _FLOATS, _FLOATS, st.integers(min_value=2**23, max_value=2**50))
+def test_written_targets_keep_every_float_bit_for_bit(bw, latency, clock, ops, sram):
+    lpu = PRESETS["lpu"]
+    chip = dataclasses.replace(lpu.chip, clock_hz=clock, sram_bytes=sram, mem_bytes_per_cycle=bw / clock,
+                               peak_ops_per_s={p: ops for p in PRECISIONS})
+    spec = dataclasses.replace(lpu, chip=chip, local_link=dataclasses.replace(lpu.local_link, latency_s=latency))
+    assert loads_target(dumps_target(spec), "x.toml") == spec
+    wafer = dataclasses.replace(PRESETS["wse3"], clock_hz=clock, link_bw_bytes_per_s=bw)
+    assert loads_target(dumps_target(wafer), "w.toml") == wafer
+
+
 # ---------------------------------------------------------------- units
 
 QUANTITIES = [
@@ -258,19 +335,19 @@ QUANTITIES = [
     ("220 MiB", SIZE, 220 * 2**20),
     ("1 KB", SIZE, 1000),
     ("1KiB", SIZE, 1024),
-    (4096, SIZE, 4096),
+    ("4096 B", SIZE, 4096),
     ("80 TB/s", RATE, 80e12),
     ("14 GB/s", RATE, 14e9),
     ("400 Gb/s", RATE, 50e9),
     ("55 TiB/s", RATE, 55 * 2**40),
     ("240 ns", TIME, 240e-9),
     ("2 us", TIME, 2e-6),
-    (3e-6, TIME, 3e-6),
+    ("3e-6 s", TIME, 3e-6),
     ("900 MHz", FREQUENCY, 900e6),
     ("1.83 GHz", FREQUENCY, 1.83e9),
     ("750 TOPS", OPS, 750e12),
     ("188 TFLOPS", OPS, 188e12),
-    ("1e9", OPS, 1e9),
+    ("1e9 OPS", OPS, 1e9),
 ]
 
 
@@ -279,7 +356,8 @@ def test_parse_quantity(text, kind, value):
     assert parse_quantity(text, kind, "f: x") == value
 
 
-@pytest.mark.parametrize("bad", ["12 parsecs", "MB", "", "1.5 B", True, [1], "230 Mb", "230 mB", float("inf")])
+@pytest.mark.parametrize("bad", ["12 parsecs", "MB", "", "1.5 B", True, [1], "230 Mb", "230 mB", float("inf"), 4096,
+                                 "4096", 2.5])
 def test_bad_sizes_are_config_errors(bad):
     with pytest.raises(ConfigError, match=r"^f\.toml: chip\.sram_bytes: "):
         parse_quantity(bad, SIZE, "f.toml: chip.sram_bytes")

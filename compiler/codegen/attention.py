@@ -18,7 +18,8 @@ def lower_attention(e: Emitter, op: GraphOp) -> None:
     """Append k, v at each row's position (data-dependent rows, fixed time), then q.K^T, a
     masked softmax and P.V, the cache streamed through the MXM block by block; each product
     pairs every query head with its own kv head. An 8-bit cache streams its codes at the
-    MXM's 8-bit rate and a 16-bit scale per token and kv head beside them."""
+    MXM's 8-bit rate and a 16-bit scale per token and kv head beside them; an NVFP4 cache streams
+    its codes with their e4m3 block scales on s_d (the MXM scales the codes itself)."""
     q, k, v, k_cache, v_cache, pos = op.operands[:6]
     scales = op.operands[6:8] if len(op.operands) == 8 else (None, None)
     out = op.results[0]
@@ -61,21 +62,28 @@ class _CacheStream:
         return self.width * self.dtype.bits // 8
 
     @property
+    def block(self):
+        return self.dtype.block
+
+    @property
     def scale_bytes(self) -> int:
-        return self.kv_heads * 2
+        """One token's scales: a 16-bit one per kv head, or an e4m3 one per block of the row."""
+        return self.block.scales(self.width) if self.block else self.kv_heads * 2
 
 
 def _append(e: Emitter, new: Value, cache: Value, scale: Value | None, pos: tuple[int, int], per_seq: int) -> int:
-    """Write row r at position pos[r] of its sequence's cache; an 8-bit cache gets codes and scales."""
+    """Write row r at position pos[r] of its sequence's cache; a quantized cache gets codes and scales."""
     r = e.read(new.name)
     slot = e.slots[cache.name]
     rows, tokens = new.type.shape[0], cache.type.shape[1]
     row_bytes = cache.type.shape[2] * cache.type.dtype.bits // 8
     if scale is not None:  # QUANTIZE streams the rows' codes, then their scales
+        dtype = cache.type.dtype  # 8-bit: a scale per kv head; NVFP4: one per 16 values of the row
+        groups = {"kv_heads": scale.type.shape[2]} if dtype.block is None else {}
         q = e.vop(Fn.QUANTIZE, rows, new.type.shape[1], r, bytes_in=new.type.nbytes,
-                  args={"kv_heads": scale.type.shape[2], "format": cache.type.dtype.value})
+                  args=groups | {"format": dtype.value})
         s_slot = e.slots[scale.name]
-        s_row = scale.type.shape[2] * 2
+        s_row = scale.type.nbytes // (scale.type.shape[0] * scale.type.shape[1])
         e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * s_row), flags=int(Flag.INDIRECT), dst=s_slot.ref,
                       dst_bytes=rows * s_row, s_a=q[1], s_b=pos[1], m=rows, k=per_seq, imm=tokens, stride=s_row,
                       offset=rows * row_bytes, deps=((q[0], e.t.timing.drain_cycles), (pos[0], 0))))
@@ -103,18 +111,23 @@ def _cache_panels(e: Emitter, kv: _CacheStream, cache: str, scale: Value | None,
         r = e.read(cache, tb * kv.row_bytes, t0 * kv.row_bytes, after=((appended, 0),))
         k_dim, n_dim = (width, tb) if keys else (tb, width)
         step = act
-        if scale is not None and not keys:  # the block's probabilities, times its values' scales
+        s_d, blocked = -1, scale is not None and kv.block is not None
+        deps = ()
+        if blocked:  # NVFP4: the block's e4m3 scales ride beside its codes
+            sd = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
+            s_d, deps = sd[1], ((sd[0], 0),)
+        elif scale is not None and not keys:  # the block's probabilities, times its values' scales
             sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
             step = e.vop(Fn.SCALE, m, tb, act, sr, tb * kv.scale_bytes,
                          args=heads | {"on": "probabilities", "from": t0, "block": tb})
         flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if t0 + tb >= tokens else 0)
-        deps = ((r[0], 0), (step[0], 0)) + (((acc, 0),) if acc is not None else ())
+        deps += ((r[0], 0), (step[0], 0)) + (((acc, 0),) if acc is not None else ())
         partial = e.t.instrs[acc].s_out if acc is not None else -1
         acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, kv.fmt), fmt=kv.fmt, m=m, k=k_dim,
-                            n=n_dim, flags=int(flags), s_a=r[1], s_b=step[1], s_c=partial, s_out=e.t.stream(),
-                            offset=0 if keys or scale is not None else t0, args=tuple(sorted(heads.items())),
-                            deps=deps))
-        if scale is not None and keys:  # the block's scores, times its keys' scales
+                            n=n_dim, flags=int(flags), s_a=r[1], s_b=step[1], s_c=partial, s_d=s_d,
+                            s_out=e.t.stream(), offset=0 if keys or (scale is not None and not blocked) else t0,
+                            args=tuple(sorted(heads.items())), deps=deps))
+        if scale is not None and keys and not blocked:  # the block's scores, times its keys' scales
             sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
             acc = e.vop(Fn.SCALE, m, tb, (acc, e.t.instrs[acc].s_out), sr, tb * kv.scale_bytes,
                         args=heads | {"on": "scores", "block": tb})[0]

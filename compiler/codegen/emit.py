@@ -20,12 +20,11 @@ from compiler.codegen.template import Instr, Ref, Rel, Space, Template
 from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
-from ir.isa import Fmt, Fn, Op
+from ir.isa import FMT_OF, Fmt, Fn, Op
 from ir.program import Flag
 from ir.types import DType
 
-FMT = {DType.F16: Fmt.F16, DType.BF16: Fmt.F16, DType.F32: Fmt.F16, DType.FP8: Fmt.FP8, DType.I8: Fmt.I8,
-       DType.I4: Fmt.I4}
+FMT = FMT_OF  # the format each stored dtype streams through the MXM (or a GATHER) in
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +101,7 @@ class Emitter:
         output stream). `args` are the function's constants (eps, rope frequencies, masks)."""
         out = self.t.stream()
         deps = tuple((x[0], 0) for x in (a, b, c) if x)
-        cycles = self.t.timing.vop(fn, m * n, bytes_in)
+        cycles = self.t.timing.vop(fn, m * n, bytes_in, rows=m)
         i = self.t.add(Instr(Op.VOP, cycles, fn=fn, m=m, n=n, src_bytes=bytes_in, s_a=a[1],
                              s_b=b[1] if b else -1, s_c=c[1] if c else -1, s_out=out, deps=deps,
                              args=tuple(sorted(args.items())) if args else None, imm=imm, offset=offset,
@@ -141,14 +140,18 @@ class Emitter:
         self.result(out)
         self.done(out, self.write(out.name, s, i, out.type.nbytes))
 
-    def matmul(self, x: Value, w: Value, scale: Value | None, out: Value, transpose_b: bool,
+    def matmul(self, x: Value, w: Value, scales: tuple[Value, ...], out: Value, transpose_b: bool,
                index: Index | None = None) -> None:
         """x[M,K] @ w: weight panels stream through the MXM, accumulating over K (each MXM
         takes the previous one's partial sums on s_c). Weights stay row-major as stored, so a
-        panel is a 2-D READ. `index`: the weights (and scales) are chosen at run time."""
+        panel is a 2-D READ; a block-scaled weight's panel brings the rows of its block scales
+        on s_d (panels start on block boundaries: formats.check_storable). `scales` are the
+        weight's scale operands (none, per channel, or block and tensor scales). `index`: the
+        weights (and scales) are chosen at run time."""
         m, k_all = x.type.shape
         n_all = out.type.shape[1]
         fmt = FMT[w.type.dtype]
+        block = w.type.dtype.block
         panel = self.t.timing.panel
         xs = self.read(x.name)
         self.result(out)
@@ -164,12 +167,19 @@ class Emitter:
                 flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if k0 + kb >= k_all else 0) | (
                     Flag.TRANSPOSE if transpose_b else 0)
                 deps = ((r, 0), (xs[0], 0)) + (((acc, 0),) if acc is not None else ())
+                s_d = -1
+                if block is not None:
+                    at, size = (k0 // block.size, n0), (block.scales(kb), nb)
+                    shape = (block.scales(k_all), n_all)
+                    sr, s_d = self._panel(scales[0].name, FMT[block.scale], shape, at, size, transpose_b, ahead,
+                                          replace(index, step=scales[0].type.nbytes) if index else None)
+                    deps += ((sr, 0),)
                 partial = self.t.instrs[acc].s_out if acc is not None else -1
                 acc = self.t.add(Instr(Op.MXM, self.t.timing.mxm(m, kb, nb, fmt), fmt=fmt, m=m, k=kb, n=nb,
-                                       flags=int(flags), s_a=ws, s_b=xs[1], s_c=partial, offset=k0,
+                                       flags=int(flags), s_a=ws, s_b=xs[1], s_c=partial, s_d=s_d, offset=k0,
                                        s_out=self.t.stream(), deps=deps))
                 last_mxm = acc
-            self._finish_panel(out, scale, acc, m, (n0, nb, n_all), index)
+            self._finish_panel(out, scales if block is None else scales[1:], acc, m, (n0, nb, n_all), index)
 
     def _panel(self, name: str, fmt: Fmt, shape: tuple[int, int], at: tuple[int, int], size: tuple[int, int],
                transpose_b: bool, after: tuple, index: Index | None) -> tuple[int, int]:
@@ -183,13 +193,18 @@ class Emitter:
         rows = 0 if nb == n_all else kb
         return self.read(name, kb * row_bytes, offset, after, index, rows=rows, stride=stride if rows else 0)
 
-    def _finish_panel(self, out: Value, scale: Value | None, acc: int, m: int, cols: tuple[int, int, int],
+    def _finish_panel(self, out: Value, after: tuple[Value, ...], acc: int, m: int, cols: tuple[int, int, int],
                       index: Index | None = None) -> None:
-        """Dequantise (one scale per output channel) and write columns [n0, n0+nb) of each row."""
+        """Scale the products by what multiplies them after the MXM (one 16-bit scale per output
+        channel, or NVFP4's f32 tensor scale) and write columns [n0, n0+nb) of each row."""
         n0, nb, n_all = cols
         stream, producer = self.t.instrs[acc].s_out, acc
-        if scale is not None:  # read when the panel's last MXM starts, not held from the unit's start
-            sr = self.read(scale.name, nb * 2, n0 * 2, after=((acc, -self.t.instrs[acc].cycles),),
+        ahead = ((acc, -self.t.instrs[acc].cycles),)  # read when the panel's last MXM starts, not held all unit
+        if after and after[0].type.dtype is DType.F32:  # a tensor scale: one f32 for the whole matrix
+            sr = self.read(after[0].name, 4, 0, after=ahead, index=replace(index, step=4) if index else None)
+            producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, 4, args={"axis": "tensor"})
+        elif after:
+            sr = self.read(after[0].name, nb * 2, n0 * 2, after=ahead,
                            index=replace(index, step=n_all * 2) if index else None)
             producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, nb * 2)
         rows = m if m > 1 and nb < n_all else 0
@@ -215,8 +230,7 @@ def need_16_bit(op: GraphOp, *values: Value) -> None:
 
 def matmul(e: Emitter, op: GraphOp) -> None:
     x, w = op.operands[:2]
-    scale = op.operands[2] if len(op.operands) == 3 else None
-    e.matmul(x, w, scale, op.results[0], bool(op.attr.get("transpose_b")))
+    e.matmul(x, w, op.operands[2:], op.results[0], bool(op.attr.get("transpose_b")))
 
 
 def unary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:
@@ -238,7 +252,15 @@ def embed(e: Emitter, op: GraphOp) -> None:
     row_bytes = math.ceil(width * table.type.dtype.bits / 8)
     ids_read = e.read(ids.name)
     producer = _gather(e, table, rows, width, row_bytes, ids_read, first_id)
-    if len(op.operands) == 3:
+    block = table.type.dtype.block
+    if block is not None:  # the rows' block scales, gathered beside them; then NVFP4's tensor scale
+        per_row = block.scales(width)
+        scales = _gather(e, op.operands[2], rows, per_row, per_row, ids_read, first_id)
+        producer = e.vop(Fn.SCALE, rows, width, producer, scales, rows * per_row,
+                         args={"axis": "block", "block": block.size})
+        if len(op.operands) == 4:
+            producer = e.vop(Fn.SCALE, rows, width, producer, e.read(op.operands[3].name), 4, args={"axis": "tensor"})
+    elif len(op.operands) == 3:
         scales = _gather(e, op.operands[2], rows, 1, 2, ids_read, first_id)
         producer = e.vop(Fn.SCALE, rows, width, producer, scales, rows * row_bytes, args={"axis": "row"})
     e.result(out)

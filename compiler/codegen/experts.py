@@ -31,7 +31,8 @@ def lower_experts(e: Emitter, op: GraphOp) -> None:
     expert, its weights found by address at run time (a chip that does not hold it streams one
     it does and weighs it zero); for several rows, pass j is local expert j."""
     x, weights, ids, gate, up, down = op.operands[:6]
-    scales = op.operands[6:9] if len(op.operands) == 9 else (None, None, None)
+    per = (len(op.operands) - 6) // 3  # each weight's scale operands: its block or channel scales, its tensor scale
+    scales = [op.operands[6 + k::3][:per] for k in range(3)]
     out = op.results[0]
     rows, hidden = x.type.shape
     here, _, inter = gate.type.shape
@@ -50,13 +51,13 @@ def lower_experts(e: Emitter, op: GraphOp) -> None:
         g, u = (Value(f"{out.name}.e{j}.{k}", out.type.with_shape(rows, inter)) for k in ("g", "u"))
         index = [Index(*ids_read, j, step[k], first, here) if indirect else None for k in range(3)]
         for part, res, ix in zip(parts[:2], (g, u), index[:2], strict=True):
-            e.matmul(x, part[0], part[1], res, False, ix)
+            e.matmul(x, part[0], part[1:], res, False, ix)
         act = Value(f"{out.name}.e{j}.act", g.type)
         e.elementwise(Fn.SILU if op.attr.get("act", "silu") == "silu" else Fn.GELU, act, g)
         hidden_in = Value(f"{out.name}.e{j}.h", g.type)
         e.elementwise(Fn.MUL, hidden_in, act, u)
         y = Value(f"{out.name}.e{j}.y", out.type)
-        e.matmul(hidden_in, parts[2][0], parts[2][1], y, False, index[2])
+        e.matmul(hidden_in, parts[2][0], parts[2][1:], y, False, index[2])
         which = {"slot": j} if indirect else {"expert": j}
         i, s = e.vop(Fn.ROUTE, rows, hidden, e.read(y.name), weights_read, out.type.nbytes, c=ids_read,
                      args=which | {"local": here}, base=first)
@@ -73,18 +74,14 @@ def _first_expert(experts: int, here: int, tp: int) -> Rel:
     return Rel(per_rank=here) if here * tp == experts else Rel(per_rank=1, div=tp // experts)
 
 
-def _expert_slice(e: Emitter, w: Value, scale: Value | None, expert: int, name: str
-                  ) -> tuple[Value, Value | None]:
-    """Expert `expert`'s [in, out] matrix (and scale row) as values over the stacked params."""
-    _, k, n = w.type.shape
+def _expert_slice(e: Emitter, w: Value, scales: tuple[Value, ...], expert: int, name: str) -> tuple[Value, ...]:
+    """Expert `expert`'s [in, out] matrix and its scales (a channel row [out], block scales
+    [in / block, out], a tensor scale []) as values over the stacked params."""
     out = []
-    for v, shape, tag in ((w, (k, n), "w"), (scale, (n,), "s")):
-        if v is None:
-            out.append(None)
-            continue
-        piece = Value(f"{name}.{tag}", v.type.with_shape(*shape))
+    for j, v in enumerate((w, *scales)):
+        piece = Value(f"{name}.{j}", v.type.with_shape(*v.type.shape[1:]))
         slot = e.slots[v.name]
         e.slots[piece.name] = Slot(Ref(slot.ref.space, slot.ref.slot, slot.ref.offset + expert * piece.type.nbytes),
                                    piece.type.nbytes, slot.ready)
         out.append(piece)
-    return out[0], out[1]
+    return tuple(out)

@@ -21,7 +21,7 @@ from targets.spec import SystemSpec
 from targets.timing import Timing
 
 _PLAIN = ("kind", "unit", "op", "fn", "dtype", "issue", "cycles", "src_bytes", "dst_bytes", "s_a", "s_b", "s_c",
-          "s_out", "tag", "m", "k", "n", "flags", "stride")
+          "s_d", "s_out", "tag", "m", "k", "n", "flags", "stride")
 
 
 class Columns:
@@ -93,7 +93,7 @@ def _freeze(t: Template) -> Frozen:
         "flags": np.array([i.flags for i in ins], np.uint8),
         "stride": np.array([i.stride for i in ins], np.int64),
     }
-    for name in ("s_a", "s_b", "s_c", "s_out"):
+    for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
         plain[name] = np.array([streams.get(getattr(i, name), -1) for i in ins], np.int16)
     return Frozen(plain, [i.src for i in ins], [i.dst for i in ins], [i.peer for i in ins],
                   [i.offset for i in ins], [i.imm for i in ins], [i.base for i in ins], [i.args for i in ins])
@@ -108,7 +108,7 @@ def _physical_streams(t: Template) -> dict[int, int]:
         if i.s_out >= 0:
             start[i.s_out] = i.issue
             end[i.s_out] = max(end.get(i.s_out, 0), i.end)
-        for s in (i.s_a, i.s_b, i.s_c):
+        for s in (i.s_a, i.s_b, i.s_c, i.s_d):
             if s >= 0:
                 end[s] = max(end.get(s, 0), i.end)
     physical: dict[int, int] = {}

@@ -20,6 +20,7 @@ from compiler.plan import Stage
 from ir.graph import Graph, Value
 from ir.isa import Op
 from ir.program import Program
+from ir.types import ACTIVATION_DTYPES, DType
 from targets.spec import SystemSpec
 from targets.timing import Timing
 
@@ -67,7 +68,9 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> l
         values.update((v.name, v) for v in graph.inputs)
         keep = {n for p in codes[i].pieces if p.kind == "send" for n in p.ports_in}
         keep |= {final[n].name for n in outputs if n in final}
-        layout(code, system, graph.inputs, values, keep, {v.name for v in graph.state})
+        # A param two stages hold (a tied table: embedding and head) has each stage's own shard.
+        own = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc] for v in op.operands}
+        layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state})
     return codes
 
 
@@ -157,6 +160,11 @@ def _chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[i
     return starts
 
 
+def activation_dtype(graph: Graph) -> DType:
+    """The 16-bit type the graph's activations are held in: that of its logits."""
+    return next(v.type.dtype for v in graph.outputs if v.type.dtype in ACTIVATION_DTYPES)
+
+
 def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: SystemSpec, chunks: int,
                 target_name: str) -> tuple[Program, list[StageCode]]:
     timing = Timing.of(system)
@@ -179,6 +187,7 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
         instantiate(cols, codes[stage], index, start, tag, neighbours, system, fn_args)
     chips = max(c.first_chip + c.tp for c in codes)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks,
-            "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), chunks)}
+            "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), chunks),
+            "activations": activation_dtype(graph).value}
     return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta), codes
 

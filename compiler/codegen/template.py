@@ -82,6 +82,7 @@ class Instr:
     s_a: int = -1
     s_b: int = -1
     s_c: int = -1
+    s_d: int = -1  # a block-scaled MXM tile's scales
     s_out: int = -1
     peer: Peer | None = None
     tag: int = -1

@@ -9,11 +9,9 @@ from compiler.frontend.config import ModelConfig
 from ir.graph import Builder, Value
 from ir.ops import Opcode
 from ir.reference import yarn_mscale
-from ir.types import DType
 
-# Weights, norms and biases are declared 16-bit; the Quantize pass changes what is stored.
-WEIGHT_DTYPE = DType.F16
-CACHE_DTYPE = DType.F16
+# Weights, norms, biases and caches are declared in the model's 16-bit type (ModelConfig.dtype:
+# bf16 for a bfloat16 checkpoint); the Quantize passes change what is stored.
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +27,11 @@ class Layer:
     cache_tokens: int
 
     def param(self, name: str, *shape: int) -> Value:
-        return self.b.param(f"{self.prefix}.{name}", WEIGHT_DTYPE, *shape)
+        return self.b.param(f"{self.prefix}.{name}", self.config.dtype, *shape)
+
+    def cache(self, name: str, *shape: int) -> Value:
+        """A state (KV cache, conv state) in the model's 16-bit type."""
+        return self.b.new_state(f"{self.prefix}.{name}", self.config.dtype, *shape)
 
 
 # A block maps the residual stream to the residual stream (its norm and residual add included).
@@ -65,8 +67,8 @@ def attention(layer: Layer, x: Value) -> Value:
     k = linear(layer, h, "self_attn.k_proj", kv_width, "col", heads=c.num_kv_heads, bias=c.attention_bias)
     v = linear(layer, h, "self_attn.v_proj", kv_width, "col", heads=c.num_kv_heads, bias=c.attention_bias)
     q, k = rope(layer, q, c.num_heads), rope(layer, k, c.num_kv_heads)
-    k_cache = b.new_state(f"{layer.prefix}.k_cache", CACHE_DTYPE, layer.batch, layer.cache_tokens, kv_width)
-    v_cache = b.new_state(f"{layer.prefix}.v_cache", CACHE_DTYPE, layer.batch, layer.cache_tokens, kv_width)
+    k_cache = layer.cache("k_cache", layer.batch, layer.cache_tokens, kv_width)
+    v_cache = layer.cache("v_cache", layer.batch, layer.cache_tokens, kv_width)
     a = b.op(Opcode.ATTENTION, q, k, v, k_cache, v_cache, layer.pos,
              heads=c.num_heads, kv_heads=c.num_kv_heads, head_dim=c.head_dim)
     o = linear(layer, a, "self_attn.o_proj", c.hidden_size, "row", bias=c.attention_out_bias)
@@ -140,8 +142,7 @@ def mla_attention(layer: Layer, x: Value) -> Value:
     latent = replicated(layer, h, "self_attn.kv_a_proj_with_mqa.latent", m.kv_lora_rank)
     c_kv = rmsnorm(layer, latent, "self_attn.kv_a_layernorm")
     k_pe = _mla_rope(layer, replicated(layer, h, "self_attn.kv_a_proj_with_mqa.rope", m.qk_rope_head_dim))
-    cache = b.new_state(f"{layer.prefix}.latent_cache", CACHE_DTYPE, layer.batch, layer.cache_tokens,
-                        m.kv_lora_rank + m.qk_rope_head_dim)
+    cache = layer.cache("latent_cache", layer.batch, layer.cache_tokens, m.kv_lora_rank + m.qk_rope_head_dim)
     kv_b = layer.param("self_attn.kv_b_proj.weight", m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim))
     a = b.op(Opcode.MLA_ATTENTION, q_nope, q_pe, c_kv, k_pe, cache, layer.pos, kv_b, heads=heads,
              nope_dim=m.qk_nope_head_dim, rope_dim=m.qk_rope_head_dim, v_dim=m.v_head_dim, scale=mla_scale(c))

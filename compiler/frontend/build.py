@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from compiler.frontend.blocks import BLOCKS, WEIGHT_DTYPE, Layer
+from compiler.frontend.blocks import BLOCKS, Layer
 from compiler.frontend.config import ModelConfig
+from compiler.frontend.size import SAMPLE_LAYERS, check_size
 from ir.errors import ConfigError
 from ir.graph import Builder, Graph, Value
 from ir.ops import Opcode
@@ -22,14 +23,18 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
     (inputs `tokens`, `pos`: i32[B]; outputs `logits` [B,V] and `next_tokens` i32[B]).
     prefill: `prompt` tokens per sequence, rows of a sequence contiguous (inputs i32[B*prompt];
     output `logits`), caches of max(context, prompt) tokens. `layers` keeps only the
-    first that many decoder layers (for small golden files)."""
+    first that many decoder layers (for small golden files). A full graph is built only for a
+    config some shipped target could hold (frontend.size)."""
     rows, cache_tokens = _shape(phase, context, prompt, batch)
+    if layers is None:
+        sample = min(config.num_layers, SAMPLE_LAYERS)
+        check_size(config, build_graph(config, "decode", context=cache_tokens, batch=batch, layers=sample))
     plan = config.layer_plan[:_layer_count(config, layers)]
     b = Builder(_graph_name(config.name, phase))
     tokens = b.input("tokens", TensorType(DType.I32, (rows,)))
     pos = b.input("pos", TensorType(DType.I32, (rows,)))
     b.scope = "embed"
-    table = b.param("embed_tokens.weight", WEIGHT_DTYPE, config.vocab_size, config.hidden_size)
+    table = b.param("embed_tokens.weight", config.dtype, config.vocab_size, config.hidden_size)
     x = b.op(Opcode.EMBED, tokens, table)
     for i, kinds in enumerate(plan):
         layer = Layer(b, config, f"layers.{i}", pos, batch, cache_tokens)
@@ -42,13 +47,13 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
 
 def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str) -> tuple[Value, ...]:
     """Final norm, vocab-parallel LM head, and (decode) greedy next-token ids."""
-    h = b.op(Opcode.RMSNORM, x, b.param("norm.weight", WEIGHT_DTYPE, config.hidden_size), eps=config.rms_norm_eps)
+    h = b.op(Opcode.RMSNORM, x, b.param("norm.weight", config.dtype, config.hidden_size), eps=config.rms_norm_eps)
     if config.tie_word_embeddings:
         # One stored table serves both ends: the head reads it as [V, H] (x @ table.T), so
         # the weight is declared once and counted once.
         logits = b.op(Opcode.MATMUL, h, table, name="logits", split="col", transpose_b=True)
     else:
-        head = b.param("lm_head.weight", WEIGHT_DTYPE, config.hidden_size, config.vocab_size)
+        head = b.param("lm_head.weight", config.dtype, config.hidden_size, config.vocab_size)
         logits = b.op(Opcode.MATMUL, h, head, name="logits", split="col")
     if phase == "prefill":
         return (logits,)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ir.errors import ConfigError
+from ir.types import DType
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "examples" / "models"
 
@@ -120,6 +121,11 @@ class ModelConfig:
     # Each block of a layer is its own scope (`layers.3`, then `layers.3.moe_shared`), so the
     # planner may give the two halves different groups and stages.
     block_units: bool = False
+
+    @property
+    def dtype(self) -> DType:
+        """The 16-bit type weights, caches and activations are declared in (TORCH_DTYPES)."""
+        return TORCH_DTYPES[self.torch_dtype]
 
 
 def load_model_config(name_or_path: str) -> ModelConfig:
@@ -247,7 +253,7 @@ def _common_fields(r: _Reader) -> dict[str, Any]:
         "rope_scaling": _rope_scaling(r),
         "hidden_act": _activation(r),
         "max_position_embeddings": r.integer("max_position_embeddings"),
-        "torch_dtype": r.text("torch_dtype", "float16"),
+        "torch_dtype": _torch_dtype(r, "float16"),
         "layer_plan": _dense_plan(layers),
         "sliding_window": None,
     }
@@ -366,7 +372,7 @@ def _mamba(r: _Reader) -> dict[str, Any]:
             "rms_norm_eps": r.number("layer_norm_epsilon", 1e-5), "rope_theta": 0.0, "rope_scaling": None,
             "attention_bias": False, "attention_out_bias": False, "mlp_bias": False,
             "hidden_act": _activation(r), "max_position_embeddings": 0,  # no positional limit
-            "sliding_window": None, "torch_dtype": r.text("torch_dtype", "float32"),
+            "sliding_window": None, "torch_dtype": _torch_dtype(r, "float32"),
             "layer_plan": (("mamba", "none"),) * layers, "ssm": ssm}
 
 
@@ -431,6 +437,20 @@ def _family(r: _Reader) -> Family:
 
 
 ACTIVATIONS = ("silu", "gelu")
+
+
+# A checkpoint's torch_dtype -> the 16-bit type its weights, caches and activations are held in.
+# bf16 stays bf16 (its 8-bit exponent: a bf16 value above 65,504 is no f16 number). float32
+# checkpoints are held in f16, which keeps more of their precision than bf16; image.load_weights
+# refuses a checkpoint value f16 cannot hold rather than store an infinity.
+TORCH_DTYPES = {"bfloat16": DType.BF16, "float16": DType.F16, "float32": DType.F16}
+
+
+def _torch_dtype(r: _Reader, default: str) -> str:
+    name = r.text("torch_dtype", default)
+    if name not in TORCH_DTYPES:
+        raise r.fail("torch_dtype", f"is {name!r}, which is not supported (supported: {', '.join(TORCH_DTYPES)})")
+    return name
 
 
 def _activation(r: _Reader) -> str:

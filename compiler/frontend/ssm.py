@@ -10,7 +10,7 @@ other), and `conv1d.weight` [inner, 1, K] drops its middle axis.
 
 from __future__ import annotations
 
-from compiler.frontend.blocks import ACTIVATION_OPS, CACHE_DTYPE, Block, Layer, linear, rmsnorm, sparse_mlp
+from compiler.frontend.blocks import ACTIVATION_OPS, Block, Layer, linear, rmsnorm, sparse_mlp
 from ir.graph import Value
 from ir.ops import Opcode
 from ir.types import DType
@@ -45,7 +45,7 @@ def mamba_mixer(layer: Layer, h: Value, name: str) -> Value:
 
 def _conv(layer: Layer, x: Value, name: str) -> Value:
     s = layer.config.ssm
-    state = layer.b.new_state(f"{layer.prefix}.conv_state", CACHE_DTYPE, layer.batch, s.inner, s.conv_kernel - 1)
+    state = layer.cache("conv_state", layer.batch, s.inner, s.conv_kernel - 1)
     weight = layer.param(f"{name}.conv1d.weight", s.inner, s.conv_kernel)
     bias = (layer.param(f"{name}.conv1d.bias", s.inner),) if s.conv_bias else ()
     return layer.b.op(Opcode.CONV1D, x, weight, state, *bias)
@@ -69,8 +69,8 @@ def jamba_attention(layer: Layer, x: Value) -> Value:
     q = linear(layer, h, "self_attn.q_proj", q_width, "col", heads=c.num_heads)
     k = linear(layer, h, "self_attn.k_proj", kv_width, "col", heads=c.num_kv_heads)
     v = linear(layer, h, "self_attn.v_proj", kv_width, "col", heads=c.num_kv_heads)
-    k_cache = b.new_state(f"{layer.prefix}.k_cache", CACHE_DTYPE, layer.batch, layer.cache_tokens, kv_width)
-    v_cache = b.new_state(f"{layer.prefix}.v_cache", CACHE_DTYPE, layer.batch, layer.cache_tokens, kv_width)
+    k_cache = layer.cache("k_cache", layer.batch, layer.cache_tokens, kv_width)
+    v_cache = layer.cache("v_cache", layer.batch, layer.cache_tokens, kv_width)
     a = b.op(Opcode.ATTENTION, q, k, v, k_cache, v_cache, layer.pos,
              heads=c.num_heads, kv_heads=c.num_kv_heads, head_dim=c.head_dim)
     return b.op(Opcode.ADD, x, linear(layer, a, "self_attn.o_proj", c.hidden_size, "row"))

@@ -139,7 +139,7 @@ def is_resident(op: Op, index: int) -> bool:
     if op.opcode is Opcode.SELECTIVE_SCAN:
         return index in (2, 5, 6)  # A_log, D, SSM state
     if op.opcode is Opcode.MLA_ATTENTION:
-        return index in (4, 6, 7)  # the latent cache, kv_b and its scale
+        return index in (4, 6, 7, 8)  # the latent cache, kv_b and its scales
     if op.opcode is Opcode.TOPK:
         return index == 1  # the router's correction bias
     if op.opcode in (Opcode.ADD, Opcode.MUL):
@@ -159,9 +159,11 @@ def _work(op: Op, resident: dict[str, int], rows_scale: float) -> OpWork:
                   _cache_precision(op), _blocks(op, rows_scale))
 
 
-# The precision (a ChipSpec.peak_ops_per_s key) a stored format runs at on the matrix unit.
+# The precision (a ChipSpec.peak_ops_per_s key) a stored format runs at on the matrix unit; a
+# block-scaled format by its name, which ChipSpec.peak_ops and install_bytes resolve (its fp4 or
+# fp8 key, or dequantised on the way in where a target has no fp4: targets.spec.mxm_rate_key).
 _CACHE_RATE = {DType.F16: "fp16", DType.BF16: "fp16", DType.F32: "fp16", DType.I8: "int8", DType.FP8: "fp8",
-               DType.I4: "int4"}
+               DType.I4: "int4", DType.NVFP4: "nvfp4", DType.MXFP4: "mxfp4", DType.MXFP8: "mxfp8"}
 
 
 def _blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:

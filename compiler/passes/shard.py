@@ -71,7 +71,8 @@ def _divides(op: Op, t: int) -> bool:
         return a["heads"] % t == 0 and (kv % t == 0 or t % kv == 0)
     if op.opcode is Opcode.EXPERTS:
         experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
-        return experts % t == 0 or (t % experts == 0 and inter % (t // experts) == 0)
+        return experts % t == 0 or (t % experts == 0 and inter % (t // experts) == 0
+                                    and _whole_blocks(op.operands[5].type, inter // (t // experts)))
     if op.opcode is Opcode.EMBED:  # vocabulary rows by ceil(V / t): every chip's shard must hold some row
         rows = op.operands[1].type.shape[0]
         return t <= rows and -(-rows // t) * (t - 1) < rows
@@ -83,8 +84,17 @@ def _divides(op: Op, t: int) -> bool:
         k, n = _weight_kn(op)
         width = n if a["split"] == "col" else k
         heads = a.get("heads")
+        if a["split"] == "row" and t > 1 and not _whole_blocks(op.operands[1].type, k // t):
+            return False
         return (heads % t == 0 or t % heads == 0) if heads else width % t == 0
     return True
+
+
+def _whole_blocks(weight: TensorType, inputs: int) -> bool:
+    """Whether a chip's `inputs` of a block-scaled weight's contraction axis are whole blocks
+    (a shard must not split a block: its one scale serves the block's inputs together)."""
+    block = weight.dtype.block
+    return block is None or inputs % block.size == 0
 
 
 class _Sharder:
@@ -154,9 +164,11 @@ class _Sharder:
 def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | None:
     """The per-chip type of a param or cache operand; None for an activation input."""
     t, shape, a = s.tp, v.type.shape, op.attr
+    if not shape and index >= 1 and op.opcode in _WEIGHT_OPS:  # NVFP4's tensor scale: every chip holds it
+        return v.type
     if op.opcode is Opcode.MATMUL and index >= 1:
         return _matmul_operand_type(v.type, index, a, t)
-    if op.opcode is Opcode.EMBED and index >= 1:  # the table and its per-row scale, by vocabulary rows
+    if op.opcode is Opcode.EMBED and index >= 1:  # the table and its scales, by vocabulary rows
         return v.type.with_shape(-(-shape[0] // t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
         return v.type
@@ -176,6 +188,9 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
     return None
 
 
+_WEIGHT_OPS = (Opcode.MATMUL, Opcode.EMBED, Opcode.MLA_ATTENTION)
+
+
 def _weight_kn(op: Op) -> tuple[int, int]:
     """A matmul weight's (in, out) features, whichever way it is stored."""
     rows, cols = op.operands[1].type.shape
@@ -184,13 +199,15 @@ def _weight_kn(op: Op) -> tuple[int, int]:
 
 def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int) -> TensorType:
     """Per-chip weight (index 1), or scale/bias (2), of a split matmul. The out-feature
-    axis is the last one, or the first of a `transpose_b` weight."""
+    axis is the last one, or the first of a `transpose_b` weight. Block scales (a 2-D scale)
+    are laid out like their weight, one row per block of inputs, and split like it."""
     split, shape = a.get("split"), t_in.shape
-    out_axis = 0 if index == 1 and a.get("transpose_b") else len(shape) - 1
+    like_weight = index == 1 or len(shape) == 2
+    out_axis = 0 if like_weight and a.get("transpose_b") else len(shape) - 1
     if split == "col":
         return t_in.with_shape(*(_col_width(d, a.get("heads"), t) if i == out_axis else d
                                  for i, d in enumerate(shape)))
-    if split == "row" and index == 1:
+    if split == "row" and like_weight:
         in_axis = 1 - out_axis
         return t_in.with_shape(*(d // t if i == in_axis else d for i, d in enumerate(shape)))
     return t_in
@@ -200,7 +217,7 @@ def _mla_operand_type(t_in: TensorType, index: int, a: dict, t: int) -> TensorTy
     """kv_b (6) and its scale (7) keep the chip's heads' columns. The latent cache (4) stays
     whole: every head attends over all of it, so each chip of the group holds a full copy
     and the plan counts it on every chip, as it must. Positions (5) are an input."""
-    if index in (6, 7):
+    if index in (6, 7) and t_in.shape:  # kv_b and its per-column or block scales; a tensor scale stays whole
         return t_in.with_shape(*t_in.shape[:-1], t_in.shape[-1] // t)
     return t_in if index == 4 else None
 
@@ -222,7 +239,10 @@ def _expert_operand_type(t_in: TensorType, index: int, t: int) -> TensorType:
     if experts % t == 0:
         return t_in.with_shape(experts // t, *rest)
     ways = t // experts
-    inter_axis = {3: 2, 4: 2, 5: 1, 6: 1, 7: 1}.get(index)  # gate, up, down; gate/up scales
+    # Operands 3-5 are gate, up, down [E, in, out]; 6-8 their scales, per channel [E, out] or
+    # in blocks [E, in / block, out]; 9-11 NVFP4's tensor scales [E].
+    blocks = len(rest) == 2
+    inter_axis = {3: 2, 4: 2, 5: 1, 6: 2 if blocks else 1, 7: 2 if blocks else 1, 8: 1 if blocks else None}.get(index)
     return t_in.with_shape(1, *(d // ways if i + 1 == inter_axis else d for i, d in enumerate(rest)))
 
 

@@ -270,7 +270,7 @@ def _vector(e: _Emitter, op: Op, rows_scale: float, precision: str, kv: str) -> 
     moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
     per_core, nbytes = math.ceil(width / cols), math.ceil(moved / cols)
     fn = VECTOR_FN.get(op.opcode, Fn.NONE)
-    cycles = e.timing.vop(fn, m * per_core, nbytes)
+    cycles = e.timing.vop(fn, m * per_core, nbytes, rows=m)
     for r in e.roles.root:
         e.put(r, UnitKind.VXM, 0, Isa.VOP, cycles, fn=fn, src_bytes=nbytes, s_a=e.cur[r], s_out=e.fresh(r), m=m,
               n=per_core)
@@ -328,7 +328,7 @@ class _Out:
         cols = {n: a.copy() for n, a in tpl.cols.items()}
         swapped = np.array(self.swapped[base_chip:base_chip + len(tpl.flips)], dtype=bool)
         rows = swapped[cols["chip"]]
-        for name in ("s_a", "s_b", "s_c", "s_out"):
+        for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
             a = cols[name]
             a[rows] = np.where(a[rows] == P, Q, np.where(a[rows] == Q, P, a[rows]))
         self.swapped[base_chip:base_chip + len(tpl.flips)] = (swapped ^ tpl.flips).tolist()

@@ -21,8 +21,8 @@ from ir.errors import SramflowError
 from targets.runner import run_build
 
 MODELS = ("tiny-llama", "tiny-mixtral", "tiny-mamba", "tiny-jamba", "tiny-deepseek-v3")
-PRECISIONS = ("fp16", "int8", "fp8", "int4")
-KV = ("fp16", "int8", "fp8")
+PRECISIONS = ("fp16", "int8", "fp8", "int4", "nvfp4", "mxfp4", "mxfp8")
+KV = ("fp16", "int8", "fp8", "nvfp4")
 PROMPTS = [[5, 17, 3], list(range(40, 59)), [200, 3, 99, 7, 1, 250, 13, 8], [9] * 33]
 TOKENS = 4
 

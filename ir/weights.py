@@ -31,6 +31,10 @@ def random_weights(graph: Graph | Iterable[Value], seed: int = 0) -> dict[str, n
 
 def float_params(graph: Graph) -> list[Value]:
     """The params a model had before weight quantization: a quantized graph keeps every param in
-    order (codes in the weight's shape) and adds `<weight>.scale` right after each quantized one."""
+    order (codes in the weight's shape) and adds `<weight>.scale` (and NVFP4's `<weight>.tensor_scale`)
+    right after each quantized one."""
     names = {p.name for p in graph.params}
-    return [p for p in graph.params if not (p.name.endswith(".scale") and p.name[: -len(".scale")] in names)]
+
+    def added(name: str) -> bool:
+        return any(name.endswith(s) and name[: -len(s)] in names for s in (".scale", ".tensor_scale"))
+    return [p for p in graph.params if not added(p.name)]

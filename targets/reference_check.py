@@ -30,7 +30,7 @@ import numpy as np
 from ir.errors import ConfigError, ExecutionError
 from ir.graph import Graph, Op
 from ir.image_io import loads_image
-from ir.numerics import quantize
+from ir.numerics import ELEMENT, quantize, quantize_blocks, round_to
 from ir.ops import Opcode
 from ir.parser import parse_graph
 from ir.reference import NUMPY, routing_margin, run_graph
@@ -57,18 +57,17 @@ class Tolerance:
 # rounding. An 8-bit KV cache quantizes rows the two sides computed a rounding apart, and one code
 # flipped moves a score by a quantization step (1/127 of the row's largest value for int8, up to 1/16
 # relative for fp8 e4m3), which softmax and the rest of the model carry to the logits.
-TOLERANCE: dict[str, Tolerance] = {
-    "fp16": Tolerance(1e-2, 3e-3),
-    "int8": Tolerance(1e-2, 3e-3),
-    "fp8": Tolerance(1e-2, 3e-3),
-    "int4": Tolerance(1e-2, 3e-3),
-}
+TOLERANCE: dict[str, Tolerance] = dict.fromkeys(
+    ("fp16", "int8", "fp8", "int4", "nvfp4", "mxfp4", "mxfp8"), Tolerance(1e-2, 3e-3))
 KV_TOLERANCE: dict[str, Tolerance] = {
     "fp16": Tolerance(0.0, 0.0),
     "int8": Tolerance(2e-2, 1e-2),
     "fp8": Tolerance(4e-2, 2e-2),
+    "nvfp4": Tolerance(8e-2, 4e-2),  # a 4-bit code a step apart: 1/6 of a block's largest value, or more
 }
 
+
+TENSOR_SCALE = ".tensor_scale"  # NVFP4's one f32 scale per matrix, beside `<weight>.scale`
 
 # Router scores are softmax or sigmoid outputs of 16-bit logits (in [0, 1]); the two sides' logits differ
 # by a few f16 ulps, under 1e-3 in a score. A gap ten times below the smallest seen to flip is safe.
@@ -77,6 +76,9 @@ ROUTING_TIE = 2e-3
 
 def tolerance_for(precision: str, kv_precision: str) -> Tolerance:
     """The build's weight format's tolerance, widened by its KV cache format's."""
+    if precision not in TOLERANCE or kv_precision not in KV_TOLERANCE:
+        raise ConfigError(f"--check-reference has no stated tolerance for {precision} weights with a "
+                          f"{kv_precision} KV cache")
     w, kv = TOLERANCE[precision], KV_TOLERANCE[kv_precision]
     return Tolerance(w.absolute + kv.absolute, w.relative + kv.relative)
 
@@ -99,30 +101,39 @@ def reference_weights(build: Path, graph: Graph, source: str) -> dict[str, np.nd
 
 
 def stored_params(graph: Graph, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Float weights in the formats `graph` declares: a param followed by `<name>.scale` is quantized
-    per channel (the axis summed over: a matmul weight's input features, an embedding or
-    transposed table's row, an expert's input features); every other param is rounded to f16."""
-    names = {p.name for p in graph.params}
-    axes = _channel_axes(graph)
+    """Float weights in the formats `graph` declares. A param followed by `<name>.scale` is quantized
+    along the axis its op contracts over (a matmul weight's input features; an embedding or
+    transposed table's row; an expert's input features): per channel for fp8/int8/int4 (scales in
+    the `.scale` param's type), in blocks for the block formats (and NVFP4's `.tensor_scale`). Every
+    other param is rounded to its declared 16-bit type."""
+    types = {p.name: p.type.dtype for p in graph.params}
+    axes = _contraction_axes(graph)
     out = {}
     for p in graph.params:
-        if p.name.endswith(".scale") and p.name[: -len(".scale")] in names:
+        base = p.name.rsplit(".", 1)[0]
+        if p.name.endswith((".scale", TENSOR_SCALE)) and f"{base}.scale" in types and base in types:
             continue
-        if f"{p.name}.scale" in names:
-            out[p.name], out[f"{p.name}.scale"] = quantize(weights[p.name].astype(np.float32), p.type.dtype,
-                                                            axes.get(p.name, 0))
+        w = np.asarray(weights[p.name], np.float32)
+        if f"{p.name}.scale" not in types:
+            out[p.name] = round_to(w, p.type.dtype).astype(ELEMENT[p.type.dtype])
+        elif p.type.dtype.block is not None:
+            blocks = quantize_blocks(w, p.type.dtype, axes.get(p.name, 0))
+            out[p.name], out[f"{p.name}.scale"] = blocks.codes, blocks.scales
+            if p.name + TENSOR_SCALE in types:
+                out[p.name + TENSOR_SCALE] = blocks.tensor
         else:
-            out[p.name] = weights[p.name].astype(NUMPY.get(p.type.dtype, np.float16))
+            out[p.name], out[f"{p.name}.scale"] = quantize(w, p.type.dtype, axes.get(p.name, 0),
+                                                            types[f"{p.name}.scale"])
     return out
 
 
-def _channel_axes(graph: Graph) -> dict[str, int]:
-    """Quantized tables whose channels run along axis 0 (embed, a transposed head, stacked experts)."""
+def _contraction_axes(graph: Graph) -> dict[str, int]:
+    """Quantized tables whose input features run along axis 1 (embed, a transposed head, stacked experts)."""
     axes = {}
     for op in graph.ops:
         for v in op.operands:
             rows = op.opcode in (Opcode.EMBED, Opcode.EXPERTS) or op.attr.get("transpose_b")
-            if rows and v.type.dtype in (DType.I8, DType.I4, DType.FP8):
+            if rows and v.type.dtype not in (DType.F16, DType.BF16, DType.F32, DType.I32):
                 axes[v.name] = 1
     return axes
 

@@ -2,7 +2,8 @@
 record of their source, compared step by step within each format's tolerance.
 
 benchmarks/reference_matrix.py runs every tiny model at every weight and KV format, batch 1 and 2;
-here each model runs at a quantized format beside an 8-bit cache (where the model has one), batch 2.
+here each model runs at a quantized format beside an 8-bit cache (where the model has one), and the
+block formats once each, batch 2.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def compile_(tmp: Path, model: str, *extra: str) -> Path:
 
 @pytest.mark.parametrize(("model", "precision", "kv"), [
     ("tiny-llama", "int4", "fp8"), ("tiny-mixtral", "int8", "int8"), ("tiny-mamba", "fp8", "fp16"),
-    ("tiny-jamba", "int8", "fp8"), ("tiny-deepseek-v3", "fp8", "fp16")])
+    ("tiny-jamba", "int8", "fp8"), ("tiny-deepseek-v3", "fp8", "fp16"), ("tiny-llama", "nvfp4", "nvfp4"),
+    ("tiny-mixtral", "mxfp4", "fp16"), ("tiny-mamba", "mxfp8", "fp16")])
 def test_every_tiny_model_agrees_with_the_reference_at_batch_2(tmp_path, capsys, model, precision, kv):
     build = compile_(tmp_path, model, "--precision", precision, "--kv-precision", kv, "--batch", "2")
     capsys.readouterr()

@@ -15,7 +15,7 @@ from compiler.options import CompileOptions
 from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
 from compiler.partition.cost import Breakdown, StageBound, handoff_lanes, handoff_wire_s, hop_s, unit_bound, unit_time
 from compiler.partition.placement import place
-from compiler.partition.shard_cost import ShardCost
+from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.plan.records import ChipRange, Memory, Stage
 from compiler.plan.search import Timed
@@ -54,8 +54,9 @@ class ChipLayout:
         units = build_units(decode, prefill, options, min(system.max_chips, MAX_GROUP), system.chips_per_node,
                             system.chip.vector_bytes)
         tables = cost_tables(units, system, options.precision)
+        reserved = max(input_bytes(decode, options.batch, system), input_bytes(decode, options.min_chunk_rows, system))
         cands = enumerate_candidates(units, tables, boundary_bytes(decode), system,
-                                     keep_dominated=options.chips is not None)
+                                     keep_dominated=options.chips is not None, reserved_bytes=reserved)
         return cls(system, decode, prefill, options, units_=units, candidates=cands,
                    lower_bound=capacity_lower_bound(units, system))
 
@@ -87,8 +88,9 @@ class ChipLayout:
         c, o = run.cand, self.options
         units = self.units_[c.first:c.stop]
         largest, smallest = o.chunk_rows // o.batch, o.min_chunk_rows // o.batch
-        low = max(u.prefill_min_act[c.tp] for u in units)
-        high = max(u.prefill[c.tp].act_bytes for u in units)
+        # the inputs' regions, as bytes a row plus at most a vector each
+        low = max(u.prefill_min_act[c.tp] for u in units) + input_bytes(self.decode, smallest * o.batch, self.system)
+        high = max(u.prefill[c.tp].act_bytes for u in units) + input_bytes(self.decode, largest * o.batch, self.system)
         per_token = (high - low) / (largest - smallest) if largest > smallest else 0
         return c.resident_bytes + low + per_token * (chunk - smallest) <= self.system.chip.usable_sram_bytes
 
@@ -111,7 +113,9 @@ class ChipLayout:
             decode += Breakdown(link_s=hop_s(boundary_bytes(self.decode)[c.first], hops, lanes, system))
             prefill += Breakdown(link_s=hop_s(math.ceil(boundary_bytes(self.prefill)[c.first] * scale), hops,
                                               lanes, system))
-        memory = _memory(units, pre, c.tp, system)
+        o = self.options
+        inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
+        memory = _memory(units, pre, c.tp, system, inputs)
         stage = Stage(index, units[0].scope, units[-1].scope, layers_of([u.scope for u in units]),
                       ChipRange(run.first_chip, c.tp), memory, decode.total_s * 1e6, bound.total_s * 1e6,
                       prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6)
@@ -136,11 +140,19 @@ class ChipLayout:
         return last.first_chip + last.tp
 
 
-def _memory(units: list[Unit], pre: list[ShardCost], tp: int, system: SystemSpec) -> Memory:
+def input_bytes(decode: Graph, rows: int, system: SystemSpec) -> int:
+    """SRAM every stage's chips give the phase's inputs (token ids, positions) at `rows` rows: one
+    region each, from a vector boundary, as the layout places them (decode's inputs have one row a
+    sequence)."""
+    batch = max(1, decode.inputs[0].type.shape[0]) if decode.inputs and decode.inputs[0].type.shape else 1
+    return sum(align(math.ceil(v.type.nbytes * rows / batch), system.chip.vector_bytes) for v in decode.inputs)
+
+
+def _memory(units: list[Unit], pre: list[ShardCost], tp: int, system: SystemSpec, inputs: int) -> Memory:
     return Memory(
         weights=sum(u.decode[tp].weight_bytes for u in units),
         kv_cache=sum(u.decode[tp].state_bytes for u in units),
-        activations=max(max(u.decode[tp].act_bytes, p.act_bytes) for u, p in zip(units, pre, strict=True)),
+        activations=max(max(u.decode[tp].act_bytes, p.act_bytes) for u, p in zip(units, pre, strict=True)) + inputs,
         program=system.chip.program_reserve_bytes,
         capacity=system.chip.sram_bytes,
     )

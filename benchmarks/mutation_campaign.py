@@ -38,7 +38,7 @@ from compiler.build import compile_model
 from compiler.options import CompileOptions
 from ir.errors import ExecutionError
 from ir.isa import Fn, Op
-from ir.program import NAMES, Flag, Program
+from ir.program import Flag, Program
 from targets.build_dir import Build, load_build
 from targets.interpreter import execute
 from targets.reference_check import Reference
@@ -222,8 +222,7 @@ def inject(subject: Subject, kind: str, rng: np.random.Generator) -> tuple[str, 
     row = int(rng.choice(rows))
     cols = fault(program.cols, row, rng)
     try:
-        mutated = Program.build(program.phase, program.target, program.chips, program.clock_hz,
-                                {n: cols[n] for n in NAMES}, program.meta)
+        mutated = program.with_columns(cols)
     except ValueError:
         return None  # a value that does not fit its column: not a Program at all
     if mutated == program:

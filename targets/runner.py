@@ -241,9 +241,9 @@ def _check_functional(build: Build, prompt: list[int], tokens: int) -> None:
 
 def _check_machine(build: Build) -> None:
     system = build.system
-    if system.is_mesh or build.memory.get("wafer"):
-        raise ConfigError(f"{build.path}: a wafer build has no SRAM image yet; `sramflow run` without --functional "
-                          "checks its timing")
+    if build.programs["decode"].dialect == "roles":
+        raise ConfigError(f"{build.path}: a wafer (roles-dialect) build has no SRAM image yet; `sramflow run` "
+                          "without --functional checks its timing")
     if system.chip.memory_kind != "sram":
         raise ConfigError(f"{build.path}: {system.name} keeps weights in {system.chip.memory_kind.upper()}; "
                           "functional runs execute SRAM chips only (`sramflow run` without --functional checks "

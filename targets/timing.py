@@ -123,7 +123,9 @@ class Timing:
 
     @property
     def link_latency_cycles(self) -> int:
-        return self.local.latency_cycles
+        """What the scheduler waits a hop: the slower class's latency, so that a route of that many hops
+        arrives in time whichever links it takes."""
+        return max(self.local.latency_cycles, self.remote.latency_cycles)
 
     def link_class(self, unit: int) -> LinkClass:
         return self.local if unit // 2 < self.local_links else self.remote

@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="how many chips, and how the model is laid out on them")
     _model_args(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON and nothing else")
+    plan.add_argument("--plot", metavar="PNG", help="with --batch A,B,...: draw the batch curve into this PNG")
+    _pool_args(plan)
     plan.set_defaults(run=_plan)
     lower = sub.add_parser("lower", help="print the model's graph IR")
     lower.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
@@ -86,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
-    p.add_argument("--target", default="lpu", help="preset (lpu, lpu-mini, h100, wse3) or path to a target TOML")
+    p.add_argument("--target", help="preset (lpu, lpu-mini, lpu3, h100, b200, rubin, wse3) or path to a target TOML "
+                                    "(default lpu)")
     _shape_args(p)
     p.add_argument("--chips", type=int, help="use exactly N chips")
     p.add_argument("--max-chips", type=int, help="use at most N chips")
@@ -98,17 +101,33 @@ def _shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="weight precision (activations: 16-bit)")
     p.add_argument("--kv-precision", choices=KV_PRECISIONS, default="fp16",
                    help="KV cache precision (8-bit caches keep a 16-bit scale per token and kv head)")
-    p.add_argument("--context", default="4096",
-                   help="tokens held in the KV cache (plan: a comma list sweeps, one row per context)")
+    p.add_argument("--context", help="tokens held in the KV cache, default 4096 (plan: a comma list sweeps, one row "
+                                     "per context)")
     p.add_argument("--prompt", type=int, default=1024, help="prompt length for time-to-first-token")
-    p.add_argument("--batch", type=int, default=1, help="sequences decoded together")
+    p.add_argument("--batch", help="sequences decoded together, default 1 (plan, compare: a comma list draws the "
+                                   "batch curve)")
     p.add_argument("--prefill-chunk", type=int, default=256,
                    help="largest prefill chunk in tokens (the plan picks the largest multiple of 16 that fits)")
     p.add_argument("--embed-on-host", action="store_true",
                    help="wafers: keep the embedding table off the wafer; the host streams each token's row in")
 
 
-def _contexts(text: str) -> list[int]:
+def _pool_targets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prefill-target", help="disaggregated serving: the prefill pool's target (with --decode-target)")
+    p.add_argument("--decode-target", help="disaggregated serving: the decode pool's target (with --prefill-target)")
+
+
+def _pool_args(p: argparse.ArgumentParser) -> None:
+    _pool_targets(p)
+    p.add_argument("--rate", type=float, help="pools: requests per second to serve")
+    p.add_argument("--output", type=int, help="pools: tokens generated per request")
+    p.add_argument("--min-tokens-per-s", type=float,
+                   help="pools: per-user decode tokens/s floor (default: half the decode target's batch-1 speed)")
+    p.add_argument("--max-ttft-ms", type=float, help="pools: time-to-first-token ceiling for the prefill batch")
+
+
+def _contexts(text: str | None) -> list[int]:
+    text = "4096" if text is None else text
     try:
         values = [int(part) for part in str(text).split(",")]
     except ValueError:
@@ -116,28 +135,46 @@ def _contexts(text: str) -> list[int]:
     return values
 
 
-def _options(args: argparse.Namespace, context: int | None = None) -> CompileOptions:
+def _options(args: argparse.Namespace, context: int | None = None, batch: int | None = None) -> CompileOptions:
     if context is None:
         contexts = _contexts(args.context)
         if len(contexts) > 1:
             raise ConfigError("--context: a comma list sweeps contexts in `plan` only; give one value here")
         context = contexts[0]
     return CompileOptions(precision=args.precision, kv_precision=args.kv_precision, context=context,
-                          prompt=args.prompt, batch=args.batch, chips=getattr(args, "chips", None),
+                          prompt=args.prompt, batch=batch or _batch(args.batch), chips=getattr(args, "chips", None),
                           max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"),
                           prefill_chunk=args.prefill_chunk, embed_on_host=args.embed_on_host)
+
+
+def _batch(text: str | None) -> int:
+    from compiler.serving.curves import parse_batches
+
+    batches = parse_batches(text)
+    if len(batches) > 1:
+        raise ConfigError("--batch: a comma list draws a batch curve in `plan` and `compare` only; give one value here")
+    return batches[0]
 
 
 def _plan(args: argparse.Namespace) -> int:
     from compiler.planner import make_plan
     from compiler.report import render_plan
+    from compiler.serving import commands
     from compiler.wafer.plan import WaferPlan
     from compiler.wafer.report import render_wafer_plan
 
-    contexts = _contexts(args.context)
+    if commands.serving_requested(args) or args.rate is not None or args.output is not None:
+        return commands.plan_pools(args, _console())
+    contexts, batches = _contexts(args.context), commands.batch_list(args)
+    if batches and len(contexts) > 1:
+        raise ConfigError("--context and --batch: sweep one of them at a time (a comma list for one, one value for "
+                          "the other)")
+    if batches:
+        return commands.plan_batches(args, _options(args, contexts[0], batch=1), batches, _console())
+    commands.refuse_plot(args)
     if len(contexts) > 1:
         return _sweep(args, contexts)
-    plan = make_plan(args.model, args.target, _options(args))
+    plan = make_plan(args.model, args.target or "lpu", _options(args))
     if args.json:
         sys.stdout.write(plan.to_json())
     elif isinstance(plan, WaferPlan):
@@ -154,7 +191,7 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
     from compiler.planner import make_plan
     from compiler.report import render_sweep
 
-    plans = [make_plan(args.model, args.target, _options(args, context)) for context in contexts]
+    plans = [make_plan(args.model, args.target or "lpu", _options(args, context)) for context in contexts]
     if args.json:
         sys.stdout.write(json.dumps({"sweep": [json.loads(p.to_json()) for p in plans]}, indent=2,
                                     sort_keys=True) + "\n")
@@ -165,8 +202,12 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from compiler.compare import compare, parse_targets, render_compare, to_json, write_plot
+    from compiler.serving import commands
 
     targets = parse_targets(args.targets)
+    batches = commands.batch_list(args)
+    if batches:
+        return commands.compare_batches(args, _options(args, batch=1), targets, batches, _console())
     options = _options(args)
     rows = compare(args.model, targets, options)
     if args.plot:

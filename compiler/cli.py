@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="plan, lower and schedule: write a build directory")
     _model_args(comp)
     comp.add_argument("-o", "--output", required=True, help="build directory to write (replaced if it exists)")
+    _pool_targets(comp)
     comp.add_argument("--weights", default="auto",
                       help="the SRAM image for `run --functional`: random (seeded), a .npz checkpoint of arrays "
                            "by parameter name, none, or auto (random up to 256 MiB of weights)")
@@ -235,12 +236,15 @@ def _compile(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from compiler.build import compile_model
+    from compiler.serving import commands
 
+    if commands.serving_requested(args):
+        return commands.compile_pools(args, _options(args))
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as bar:
         task = bar.add_task("compiling", total=None)
-        manifest = compile_model(args.model, args.target, _options(args), Path(args.output),
+        manifest = compile_model(args.model, args.target or "lpu", _options(args), Path(args.output),
                                  lambda step: bar.update(task, description=step), weights=args.weights)
     console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}")
     return 0
@@ -251,7 +255,11 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from compiler.inspect import load_build, parse_chips, parse_cycles, summary
     from compiler.report import render_summary
+    from targets.handoff import is_disaggregated
 
+    if is_disaggregated(args.build):
+        raise ConfigError(f"{args.build}: a disaggregated build holds two builds; inspect {args.build}/prefill or "
+                          f"{args.build}/decode")
     plan, memory, decode, prefill = load_build(args.build)
     program = decode if args.phase == "decode" else prefill
     chips = parse_chips(args.chip, program.chips) if args.chip else None
@@ -280,12 +288,18 @@ def _inspect(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import json
 
+    from targets.handoff import is_disaggregated, run_disaggregated
     from targets.runner import run_build
 
     prompt = _prompt(args.prompt) if args.functional else None
-    figures = run_build(args.build, args.tokens, args.check_determinism, prompt)
+    run = run_disaggregated if is_disaggregated(args.build) else run_build
+    figures = run(args.build, args.tokens, args.check_determinism, prompt)
     if args.json:
         sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    elif run is run_disaggregated:
+        from compiler.serving.commands import print_disaggregated_run
+
+        print_disaggregated_run(figures, _console())
     else:
         _print_run(figures, _console())
     clean = not figures["hazards"] and figures.get("determinism", {"passed": True})["passed"]

@@ -1,0 +1,275 @@
+"""`sramflow run` on a disaggregated build: prefill on the prefill pool's build, the KV hand-off, decode on
+the decode pool's build.
+
+Reads only the build's files and the two targets; never the compiler. The hand-off's time is derived
+here, from the prefill build's graph (the caches and states one request fills for its prompt), the
+chips each build keeps them on (its memory.json) and both targets' pool links: the larger latency
+plus the bytes over the slower side's links (every chip holding a share sends or receives it over its
+own). handoff.json's figure is checked against it (a mismatch is a hazard). Functional mode copies the
+prompt's cache rows (and any recurrent state) from the prefill machine's SRAM into the decode build's
+cache layout, both named in the top-level memory.json, then decodes greedily on the decode build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+
+from ir.errors import ConfigError
+from ir.graph import Graph
+from ir.image_io import load_image
+from ir.ops import Opcode
+from ir.parser import parse_graph
+from targets.functional import Machine
+from targets.runner import Build, _decode, _outputs_digest, _prefill, load_build, run_build
+
+KIND = "disaggregated"
+POOLS = ("prefill", "decode")
+CACHE_OPS = (Opcode.ATTENTION, Opcode.MLA_ATTENTION)  # their state operands hold a row per token
+
+
+def is_disaggregated(path: str | Path) -> bool:
+    manifest = Path(path) / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text()).get("kind") == KIND
+
+
+def _load(path: Path) -> tuple[dict, dict]:
+    """handoff.json and memory.json, after checking every file the manifest lists against its sha256."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    for name, digest in sorted(manifest["files"].items()):
+        file = path / name
+        if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            raise ConfigError(f"{file}: missing or changed since the build was written (manifest.json); recompile")
+    return json.loads((path / "handoff.json").read_text()), json.loads((path / "memory.json").read_text())
+
+
+# ---------------------------------------------------------------- the hand-off, derived
+
+
+def request_bytes(graph: Graph, prompt: int) -> float:
+    """One sequence's caches for `prompt` tokens and its recurrent states, from a build's decode graph."""
+    tokens = {v.name for op in graph.ops if op.opcode in CACHE_OPS for v in op.operands}
+    total = 0.0
+    for s in graph.state:
+        per_sequence = s.type.nbytes / s.type.shape[0]
+        total += per_sequence * prompt / s.type.shape[1] if s.name in tokens else per_sequence
+    return total
+
+
+def holding_chips(memory: dict) -> int:
+    """Chips of a build that keep some cache or state."""
+    return sum(s["tp"] for s in memory["stages"] if any(r["kind"] == "state" for r in s["regions"]))
+
+
+def derive_handoff(path: Path, prompt: int) -> dict:
+    """The hand-off's bytes, chips and time from the two builds and their targets alone."""
+    systems = {pool: load_build(path / pool)[0] for pool in POOLS}
+    graph = parse_graph((path / "prefill" / "decode.ir").read_text(), str(path / "prefill" / "decode.ir"))
+    chips = {pool: holding_chips(json.loads((path / pool / "memory.json").read_text())) for pool in POOLS}
+    nbytes = request_bytes(graph, prompt)
+    links = {pool: systems[pool].pool_link for pool in POOLS}
+    bandwidth = min(chips[p] * links[p].bw_bytes_per_s for p in POOLS)
+    latency = max(links[p].latency_s for p in POOLS)
+    return {"bytes": nbytes, "senders": chips["prefill"], "receivers": chips["decode"],
+            "bw_bytes_per_s": bandwidth, "latency_s": latency, "time_s": latency + nbytes / bandwidth}
+
+
+def _handoff_hazards(derived: dict, recorded: dict) -> list[dict]:
+    """handoff.json against the derivation: any figure off is a hazard of the build."""
+    off = [k for k in ("bytes", "senders", "receivers", "time_s")
+           if not math.isclose(derived[k], recorded[k], rel_tol=1e-9)]
+    return [{"phase": "handoff", "pool": "handoff", "chip": None, "unit": "link", "index": None, "cycle": None,
+             "kind": "handoff", "detail": f"handoff.json says {k} = {recorded[k]!r}, the builds give {derived[k]!r}"}
+            for k in off]
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_disaggregated(path: str | Path, tokens: int = 1, check_determinism: bool = False,
+                      prompt: list[int] | None = None) -> dict:
+    """The figures `sramflow run --json` prints for a disaggregated build (README: Serving)."""
+    path = Path(path)
+    recorded, layouts = _load(path)
+    derived = derive_handoff(path, recorded["prompt_tokens"])
+    pools = {"prefill": run_build(path / "prefill", 1, check_determinism),
+             "decode": run_build(path / "decode", tokens, check_determinism)}
+    hazards = [h | {"pool": pool} for pool, f in pools.items() for h in f["hazards"]]
+    hazards += _handoff_hazards(derived, recorded)
+    ttft_ms = pools["prefill"]["prefill"]["ttft_ms"] + derived["time_s"] * 1e3
+    decode = pools["decode"]["decode"]
+    figures = {"kind": KIND, "hazards": hazards, "handoff": _handoff_figures(derived),
+               "prefill": pools["prefill"]["prefill"], "decode": decode, "ttft_ms": round(ttft_ms, 4),
+               "tokens": {"count": tokens, "total_ms": round(ttft_ms + (tokens - 1) * decode["latency_us"] / 1e3, 4)},
+               "chips": {pool: f["chips"] for pool, f in pools.items()},
+               "instructions_simulated": sum(f["instructions_simulated"] for f in pools.values())}
+    if check_determinism:
+        figures["determinism"] = _determinism(pools)
+    if prompt is not None:
+        figures["functional"] = _functional(path, layouts, prompt, tokens, check_determinism)
+        figures["tokens"]["generated"] = figures["functional"]["tokens"]
+        if check_determinism:
+            _fold_functional(figures)
+    return figures
+
+
+def _handoff_figures(derived: dict) -> dict:
+    return {"bytes": round(derived["bytes"]), "senders": derived["senders"], "receivers": derived["receivers"],
+            "bw_bytes_per_s": derived["bw_bytes_per_s"], "latency_s": derived["latency_s"],
+            "time_ms": round(derived["time_s"] * 1e3, 6)}
+
+
+def _determinism(pools: dict[str, dict]) -> dict:
+    dets = {pool: f["determinism"] for pool, f in pools.items()}
+    failures = [f"{pool}: {x}" for pool, d in dets.items() for x in d["failures"]]
+    digest = hashlib.sha256("".join(d["digest"] for d in dets.values()).encode()).hexdigest()
+    return {"passed": not failures, "failures": failures, "digest": digest}
+
+
+def _fold_functional(figures: dict) -> None:
+    det, fn = figures["determinism"], figures["functional"]
+    if fn["digest"] != fn["digest_shuffled"]:
+        det["failures"].append("functional: a run in another chip order gives other tokens or logits")
+    det["passed"] = not det["failures"]
+
+
+# ---------------------------------------------------------------- functional: prompt in, tokens out
+
+
+def _functional(path: Path, layouts: dict, prompt: list[int], tokens: int, again: bool) -> dict:
+    out = run_functional_disaggregated(path, prompt, tokens, layouts=layouts)
+    result = {"prompt": prompt, "tokens": out["tokens"], "digest": _outputs_digest(out),
+              "instructions_executed": out["instructions"], "copied_bytes": out["copied_bytes"]}
+    if again:
+        order = {pool: random.Random(f"handoff-{pool}").sample(range(n), n) for pool, n in out["chips"].items()}
+        result["digest_shuffled"] = _outputs_digest(run_functional_disaggregated(path, prompt, tokens, order,
+                                                                                 layouts))
+    return result
+
+
+def run_functional_disaggregated(path: str | Path, prompt: list[int], tokens: int,
+                                 order: dict[str, list[int]] | None = None, layouts: dict | None = None) -> dict:
+    """Prefill `prompt` on the prefill build's SRAM image, copy the request's cache rows into the decode
+    build's, and decode greedily there until `tokens` tokens: the tokens, every step's logits."""
+    path = Path(path)
+    layouts = layouts if layouts is not None else _load(path)[1]
+    builds = {pool: Build.load(path / pool) for pool in POOLS}
+    _check_lengths(builds, prompt, tokens)
+    machines = {pool: _machine(build) for pool, build in builds.items()}
+    order = order or {}
+    logits = [_prefill(builds["prefill"], machines["prefill"], prompt, order.get("prefill"))]
+    copied = copy_caches(machines["prefill"], layouts["prefill"]["caches"], machines["decode"],
+                         layouts["decode"]["caches"], len(prompt))
+    new = [int(np.argmax(logits[0]))]
+    for step in range(tokens - 1):
+        step_logits, token = _decode(builds["decode"], machines["decode"], new[-1], len(prompt) + step,
+                                     order.get("decode"))
+        logits.append(step_logits)
+        new.append(token)
+    return {"tokens": new, "logits": np.stack(logits), "copied_bytes": copied,
+            "instructions": sum(m.executed for m in machines.values()),
+            "chips": {pool: b.programs["decode"].chips for pool, b in builds.items()}}
+
+
+def _check_lengths(builds: dict[str, Build], prompt: list[int], tokens: int) -> None:
+    if tokens < 1 or not prompt:
+        raise ConfigError("a functional run needs a prompt and at least one token to generate")
+    if len(prompt) > builds["prefill"].context:
+        raise ConfigError(f"the prefill build holds {builds['prefill'].context} prompt tokens, got {len(prompt)} "
+                          "(compile with a larger --prompt)")
+    if len(prompt) + tokens - 1 > builds["decode"].context:
+        raise ConfigError(f"prompt ({len(prompt)}) and tokens ({tokens}) need {len(prompt) + tokens - 1} cache "
+                          f"positions; the decode build holds {builds['decode'].context} (compile with a larger "
+                          "--context)")
+
+
+def _machine(build: Build) -> Machine:
+    image = build.path / "sram.img"
+    if not image.is_file():
+        raise ConfigError(f"{build.path}: no SRAM image (sram.img); compile with --weights random or a checkpoint")
+    machine = Machine.blank(build.programs["decode"].chips, build.system.chip.usable_sram_bytes)
+    machine.load(load_image(image)[0])
+    return machine
+
+
+# ---------------------------------------------------------------- moving the rows
+
+
+def copy_caches(source: Machine, sent: list[dict], target: Machine, received: list[dict], rows: int) -> int:
+    """Every cache's first `rows` token rows (a state without a token axis whole) from the chips that
+    hold it in `source` to the chips that hold it in `target`; returns the bytes written."""
+    by_name = {c["name"]: c for c in received}
+    written = 0
+    for cache in sent:
+        into = by_name.get(cache["name"])
+        if into is None or into["dtype"] != cache["dtype"] or _fixed(into) != _fixed(cache):
+            raise ConfigError(f"{cache['name']}: the prefill and decode builds hold different caches "
+                              "(recompile both from one model and precision)")
+        whole = _gather(source, cache, rows)
+        for block in into["chips"]:
+            written += _scatter(target, into, block, whole)
+    return written
+
+
+def _fixed(cache: dict) -> tuple:
+    """A cache's shape but for its token axis (the two builds may hold different contexts)."""
+    axis = cache["tokens_axis"]
+    return tuple(n for i, n in enumerate(cache["shape"]) if i != axis), cache["tokens_axis"]
+
+
+def _bytes_shape(shape: list[int], dtype: str) -> tuple[int, ...]:
+    """A tensor's shape as bytes: the last axis counted in bytes (packed 4-bit codes two a byte)."""
+    from ir.types import DType
+
+    bits = DType(dtype).bits * shape[-1]
+    if bits % 8:
+        raise ConfigError(f"a cache block of {shape[-1]} {dtype} values does not fill whole bytes")
+    return (*shape[:-1], bits // 8)
+
+
+def _window(block: dict, dtype: str, whole: tuple[int, ...]) -> tuple[slice, ...]:
+    """The block's place in the whole tensor of byte shape `whole` (its token rows already cut), clipped
+    where a block is zero-padded past the end."""
+    start = (*block["start"][:-1], _bytes_shape(block["start"], dtype)[-1])
+    shape = _bytes_shape(block["shape"], dtype)
+    return tuple(slice(min(s, w), min(s + n, w)) for s, n, w in zip(start, shape, whole, strict=True))
+
+
+def _whole_shape(cache: dict, rows: int) -> tuple[int, ...]:
+    shape = list(_bytes_shape(cache["shape"], cache["dtype"]))
+    if cache["tokens_axis"] is not None:
+        shape[cache["tokens_axis"]] = rows
+    return tuple(shape)
+
+
+def _gather(machine: Machine, cache: dict, rows: int) -> np.ndarray:
+    """The whole tensor's first `rows` token rows, assembled from its blocks (copies agree; any will do)."""
+    whole = np.zeros(_whole_shape(cache, rows), np.uint8)
+    for block in cache["chips"]:
+        window = _window(block, cache["dtype"], whole.shape)
+        whole[window] = _region(machine, cache, block)[_local(window)]
+    return whole
+
+
+def _scatter(machine: Machine, cache: dict, block: dict, whole: np.ndarray) -> int:
+    """Write the block's share of `whole` into its chip's region (token rows past `whole`'s untouched)."""
+    region = _region(machine, cache, block)
+    window = _window(block, cache["dtype"], whole.shape)
+    region[_local(window)] = whole[window]
+    machine.write(block["chip"], block["addr"], region.reshape(-1))
+    return int(np.prod([w.stop - w.start for w in window]))
+
+
+def _region(machine: Machine, cache: dict, block: dict) -> np.ndarray:
+    data = machine.read(block["chip"], block["addr"], block["bytes"])
+    return data.reshape(_bytes_shape(block["shape"], cache["dtype"]))
+
+
+def _local(window: tuple[slice, ...]) -> tuple[slice, ...]:
+    """The same window from the block's own origin."""
+    return tuple(slice(0, w.stop - w.start) for w in window)

@@ -238,13 +238,14 @@ def _compile(args: argparse.Namespace) -> int:
     from compiler.build import compile_model
     from compiler.serving import commands
 
+    options = _options(args)  # option mistakes are reported before the progress bar starts
     if commands.serving_requested(args):
-        return commands.compile_pools(args, _options(args))
+        return commands.compile_pools(args, options)
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as bar:
         task = bar.add_task("compiling", total=None)
-        manifest = compile_model(args.model, args.target or "lpu", _options(args), Path(args.output),
+        manifest = compile_model(args.model, args.target or "lpu", options, Path(args.output),
                                  lambda step: bar.update(task, description=step), weights=args.weights)
     console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}")
     return 0

@@ -345,7 +345,7 @@ def _pool_link_whole(tree: dict[str, Any]) -> None:
     given = tree.get("pool_link")
     if given is not None and set(given) != set(_LINK):
         missing = sorted(set(_LINK) - set(given))[0]
-        raise ConfigError(f"pool_link.{missing}: missing; [pool_link] needs bw_bytes_per_s and latency_s "
+        raise ConfigError(f"pool_link: {missing} is missing; [pool_link] needs bw_bytes_per_s and latency_s "
                           "(or leave the table out: the pool link is then global_link)")
 
 

@@ -35,9 +35,7 @@ def compile_disaggregated(model: str, prefill_target: str, decode_target: str, o
                           out: str | Path, weights: str = "auto", progress=lambda _: None) -> dict:
     """Both pools' builds and the hand-off between them in `out`; returns the top-level manifest."""
     out = Path(out)
-    for flag, name in (("--prefill-target", prefill_target), ("--decode-target", decode_target)):
-        _check_compilable(flag, name)
-    _check_destination(out)
+    check_request(prefill_target, decode_target, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_dir(out)
     try:
@@ -53,6 +51,13 @@ def compile_disaggregated(model: str, prefill_target: str, decode_target: str, o
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def check_request(prefill_target: str, decode_target: str, out: Path) -> None:
+    """Refuse, before any work, targets that cannot be compiled and a destination that is not ours."""
+    for flag, name in (("--prefill-target", prefill_target), ("--decode-target", decode_target)):
+        _check_compilable(flag, name)
+    _check_destination(out)
 
 
 def _check_compilable(flag: str, name: str) -> None:

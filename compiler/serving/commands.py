@@ -108,14 +108,17 @@ def _check_pool_args(args: argparse.Namespace) -> None:
 
 def compile_pools(args: argparse.Namespace, options: CompileOptions) -> int:
     """`compile MODEL --prefill-target T1 --decode-target T2 -o DIR`: a disaggregated build."""
+    from pathlib import Path
+
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from compiler.serving.build import compile_disaggregated
+    from compiler.serving.build import check_request, compile_disaggregated
 
     if not (args.prefill_target and args.decode_target):
         raise ConfigError("--prefill-target and --decode-target: give both (they may name the same target)")
     if args.target is not None:
         raise ConfigError("--target: a disaggregated build names --prefill-target and --decode-target instead")
+    check_request(args.prefill_target, args.decode_target, Path(args.output))
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as bar:

@@ -79,7 +79,7 @@ def _why_line(curve: Curve, r: dict) -> str:
     if r["kv_bytes_per_sequence"]:
         verdict = ("longer than its arithmetic, so the cache alone keeps it streaming-bound" if kv >= arith
                    else "which pushes the turn later")
-        parts.append(f"each sequence adds {r['kv_bytes_per_sequence'] / 1e6:,.0f} MB of KV cache, {_us(kv)} µs a "
+        parts.append(f"each sequence adds {_size(r['kv_bytes_per_sequence'])} of KV cache, {_us(kv)} µs a "
                      f"step on one {curve.device}'s path against {_us(arith)} µs of arithmetic, {verdict}")
     if r["tiles_us"] > 0:
         d = r["matrix_dim"]
@@ -94,3 +94,7 @@ def _plans(n: int) -> str:
 def _us(x: float) -> str:
     """Microseconds to three significant digits (a wafer's per-sequence figures are hundredths)."""
     return f"{x:,.1f}" if x >= 100 else f"{x:.3g}"
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1e6:,.0f} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:,.1f} KB"

@@ -89,8 +89,9 @@ class Crossover:
 
 
 def find_crossover(at: Callable[[int], BatchPoint], limit: int = BATCH_SEARCH_LIMIT) -> Crossover:
-    """The smallest batch whose step is compute-bound, assuming it stays so above: double from 1
-    until a plan is (or stops fitting, or passes `limit`), then bisect the last interval."""
+    """The smallest batch whose step is compute-bound, assuming it stays so above and that every batch
+    below one that fits fits too: double from 1 until a plan is compute-bound, stops fitting or passes
+    `limit`, then bisect the last interval (a batch that does not fit moves the top down)."""
     seen: dict[int, BatchPoint] = {}
 
     def point(b: int) -> BatchPoint:
@@ -100,16 +101,17 @@ def find_crossover(at: Callable[[int], BatchPoint], limit: int = BATCH_SEARCH_LI
 
     if not point(1).fits:
         return Crossover(None, 0, len(seen), None)
-    low, high = 0, 1
-    while not point(high).compute_bound:
-        if not point(high).fits or high >= limit:
-            top = low if not point(high).fits else high
-            return Crossover(None, top, len(seen), point(top))
+    low, high = 0, 1  # low: fits and streaming-bound (0: none yet); high: the probe
+    while point(high).fits and not point(high).compute_bound:
+        if high >= limit:
+            return Crossover(None, high, len(seen), point(high))
         low, high = high, min(2 * high, limit)
     while high - low > 1:
         mid = (low + high) // 2
-        low, high = (low, mid) if point(mid).compute_bound else (mid, high)
-    return Crossover(high, high, len(seen), point(high))
+        low, high = (mid, high) if point(mid).fits and not point(mid).compute_bound else (low, mid)
+    if point(high).compute_bound:
+        return Crossover(high, high, len(seen), point(high))
+    return Crossover(None, low, len(seen), point(low))
 
 
 def parse_batches(text: str | None) -> list[int]:

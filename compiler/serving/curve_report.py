@@ -78,7 +78,7 @@ def _why_line(curve: Curve, r: dict) -> str:
     kv, arith = r["kv_us_per_sequence"], r["compute_us_per_sequence"]
     if r["kv_bytes_per_sequence"]:
         verdict = ("longer than its arithmetic, so the cache alone keeps it streaming-bound" if kv >= arith
-                   else "which pushes the turn later")
+                   else "small beside its arithmetic" if curve.crossover.batch == 1 else "which pushes the turn later")
         parts.append(f"each sequence adds {_size(r['kv_bytes_per_sequence'])} of KV cache, {_us(kv)} µs a "
                      f"step on one {curve.device}'s path against {_us(arith)} µs of arithmetic, {verdict}")
     if r["tiles_us"] > 0:

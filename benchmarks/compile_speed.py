@@ -32,9 +32,11 @@ start = time.perf_counter()
 from compiler.build import compile_model
 compile_model(args.model, args.target, _options(args), Path(args.output))
 wall = time.perf_counter() - start
-from compiler.inspect import load_build, summary
-plan, memory, decode, prefill = load_build(Path(args.output))
-s = summary(plan, decode, prefill)
+from compiler.inspect import summary
+from targets.build_dir import load_build
+build = load_build(Path(args.output))
+decode, prefill = build.programs["decode"], build.programs["prefill"]
+s = summary(build.plan, decode, prefill)
 size = sum(p.stat().st_size for p in Path(args.output).iterdir())
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"wall_s": wall, "rss": rss, "chips": s["chips"], "decode": len(decode), "prefill": len(prefill),

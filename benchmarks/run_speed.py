@@ -36,12 +36,14 @@ FUNCTIONAL_CASES = [
 
 FUNCTIONAL = """
 import json, resource, sys, time
-from targets.runner import run_functional, load_build
+from targets.build_dir import load_build
+from targets.runner import run_functional
 t = time.perf_counter()
 out = run_functional(sys.argv[1], [1, 2, 3, 4], 16)
 wall = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"wall_s": wall, "rss": rss, "n": out["instructions"], "chips": load_build(sys.argv[1])[1].chips}))
+chips = load_build(sys.argv[1]).programs["decode"].chips
+print(json.dumps({"wall_s": wall, "rss": rss, "n": out["instructions"], "chips": chips}))
 """
 
 

@@ -1,15 +1,15 @@
 """`compile`: a plan, both phases' graph IR and Programs, written as a build directory.
 
 The directory is written beside its destination under a temporary name and renamed
-into place, so a failed compile never leaves a partial build. manifest.json lists
-every file's sha256; the same command twice gives byte-identical files.
+into place, so a failed or interrupted compile never leaves a partial build, and only a
+new, empty or previous-build directory is ever replaced (ir.build_io). The build holds
+the target in full (target.toml), so it never depends on the file it was compiled for.
+manifest.json lists every file's sha256; the same command twice gives byte-identical files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,43 +19,49 @@ from compiler.codegen.phase import lower_phase
 from compiler.codegen.rules import EMIT
 from compiler.codegen.stage import StageCode
 from compiler.frontend import build_graph, load_model_config
-from compiler.image import AUTO_LIMIT_BYTES, RANDOM, load_weights, sram_image
+from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
 from compiler.options import CompileOptions
 from compiler.plan import Plan
 from compiler.planner import Lowered, graph_file_options, graph_passes, is_graph_file, plan_graphs, read_graph_file
+from ir.build_io import build_writer, check_destination, write_manifest
 from ir.errors import ConfigError
-from ir.files import atomic_dir
 from ir.graph import Graph
 from ir.image_io import save_image
 from ir.ops import Opcode
 from ir.printer import print_graph
 from ir.program import Program
 from ir.program_io import save_program
-from targets import list_targets, load_target
-from targets.spec import WaferSpec
-
-FORMAT = 1  # bumped when the layout of a build directory changes
+from targets import load_target
+from targets.build_dir import TARGET_FILE
+from targets.spec import SystemSpec, WaferSpec
+from targets.target_file import dumps_target
 
 Progress = Callable[[str], None]
 
 
-def compile_model(model: str, target: str, options: CompileOptions, out: Path,
-                  progress: Progress = lambda _: None, weights: str = "auto") -> dict:
+def compile_model(model: str, target: str, options: CompileOptions, out: str | Path,
+                  progress: Progress = lambda _: None, weights: str = "auto", force: bool = False) -> dict:
     """Plan, lower and schedule `model`; write the build directory `out`; return the manifest.
     `weights`: "random", a checkpoint (.npz), "none", or "auto" (random for models whose
-    weights take at most 256 MiB): the SRAM image the functional interpreter runs on."""
+    weights take at most 256 MiB): the SRAM image the functional interpreter runs on.
+    `out` must be absent, empty or a sramflow build (an edited one only with `force`)."""
+    out = check_destination(out, force)
     system = load_target(target)
-    target_source = target if target in list_targets() else str(Path(target).resolve())
     if is_graph_file(model):
-        return _compile_graph_file(model, system, target_source, options, out, progress, weights)
+        return _compile_graph_file(model, system, options, out, progress, weights, force)
     config = load_model_config(model)
     if isinstance(system, WaferSpec):  # role-stream Programs of the wafer's regions
         from compiler.wafer.compile import compile_wafer
 
-        return compile_wafer(config, system, target_source, options, out, progress)
+        if weights not in ("auto", "none"):
+            raise ConfigError(f"--weights {weights}: a wafer build has no SRAM image yet (functional runs are chip "
+                              "only); leave --weights out or give none")
+        return compile_wafer(config, system, options, out, progress, force)
     progress("lowering graphs")
     graphs = _graphs(config, options)
     _check_lowerable(config.name, graphs.decode)
+    source = _weights_source(weights, graphs.decode.param_bytes(), system)
+    check_weights_fit(source, graphs.decode)
     progress("partitioning")
     plan = plan_graphs(config.name, graphs, system, options)
     chunk = plan.prefill["chunk_tokens"]
@@ -65,7 +71,6 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
     prefill_graph = _chunk_graph(config, options, chunk)
     prefill, prefill_codes = lower_phase("prefill", prefill_graph, plan.stages, system, plan.prefill["chunks"],
                                          system.name)
-    source = _weights_source(weights, plan)
     image = None
     if source != "none":
         progress("laying out weights")
@@ -74,13 +79,13 @@ def compile_model(model: str, target: str, options: CompileOptions, out: Path,
         image = sram_image(decode_codes, plan.stages, graphs.decode, float_weights, options.precision)
     progress("writing")
     memory = _memory(decode_codes, prefill_codes) | {"outputs": _outputs(decode_codes, prefill_codes,
-                                                                            graphs.decode, prefill_graph)}
-    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, memory, target_source,
-                  (image, source))
+                                                                            graphs.decode, prefill_graph),
+                                                     "vocab_size": config.vocab_size}
+    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, memory, system, (image, source), force)
 
 
-def _compile_graph_file(path: str, system, target: str, options: CompileOptions, out: Path, progress: Progress,
-                        weights: str) -> dict:
+def _compile_graph_file(path: str, system, options: CompileOptions, out: Path, progress: Progress,
+                        weights: str, force: bool) -> dict:
     """A graph IR text file (a kernel, or an edited `sramflow lower`): planned and scheduled as one
     step of its own rows; its prefill Program runs the same graph once. It carries no weights."""
     if isinstance(system, WaferSpec):
@@ -97,13 +102,23 @@ def _compile_graph_file(path: str, system, target: str, options: CompileOptions,
     prefill, prefill_codes = lower_phase("prefill", graph, plan.stages, system, 1, system.name)
     memory = _memory(codes, prefill_codes) | {"outputs": _outputs(codes, prefill_codes, graph, graph)}
     progress("writing")
-    return _write(out, plan, graph, graph, decode, prefill, memory, target, (None, "none"))
+    return _write(out, plan, graph, graph, decode, prefill, memory, system, (None, "none"), force)
 
 
-def _weights_source(weights: str, plan: Plan) -> str:
-    if weights != "auto":
-        return str(Path(weights).resolve()) if weights not in (RANDOM, "none") else weights
-    return RANDOM if plan.totals["weight_bytes"] <= AUTO_LIMIT_BYTES else "none"
+def _weights_source(weights: str, weight_bytes: int, system: SystemSpec) -> str:
+    """What sram.img is made from; an SRAM image only where a functional run can use it."""
+    sram = system.chip.memory_kind == "sram"
+    if weights == "auto":
+        return RANDOM if sram and weight_bytes <= AUTO_LIMIT_BYTES else "none"
+    if weights != "none" and not sram:
+        raise ConfigError(f"--weights {weights}: {system.name} keeps weights in {system.chip.memory_kind.upper()} and "
+                          "functional runs execute SRAM chips only; give --weights none (or leave it out)")
+    if weights in (RANDOM, "none"):
+        return weights
+    path = Path(weights)
+    if path.suffix != ".npz" or not path.is_file():
+        raise ConfigError(f"--weights {weights}: expected random, none, auto or an existing .npz checkpoint")
+    return str(path.resolve())
 
 
 def _outputs(decode: list[StageCode], prefill: list[StageCode], decode_graph: Graph, prefill_graph: Graph) -> dict:
@@ -143,28 +158,18 @@ def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
 
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, prefill_graph: Graph, decode: Program, prefill: Program,
-           memory: dict, target: str, image: tuple[dict | None, str]) -> dict:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_dir(out)
-    try:
+           memory: dict, system: SystemSpec | WaferSpec, image: tuple[dict | None, str], force: bool = False) -> dict:
+    with build_writer(out, force) as tmp:
         (tmp / "plan.json").write_text(replace(plan, wall_s=0.0).to_json())
         (tmp / "decode.ir").write_text(print_graph(decode_graph))
         (tmp / "prefill.ir").write_text(print_graph(prefill_graph))
         save_program(decode, tmp / "decode.prog")
         save_program(prefill, tmp / "prefill.prog")
         (tmp / "memory.json").write_text(json.dumps(memory, indent=1, sort_keys=True) + "\n")
+        (tmp / TARGET_FILE).write_text(dumps_target(system))
         if image[0] is not None:
             save_image(image[0], tmp / "sram.img", image[1])
-        manifest = {"format": FORMAT, "target": target,  # a preset name, or the target file's path
-                    "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        manifest = write_manifest(tmp, system.name)
     return manifest
 
 
@@ -184,7 +189,3 @@ def _memory(decode: list[StageCode], prefill: list[StageCode]) -> dict:
                        "regions": [{"kind": k, "name": n, "addr": a, "bytes": b, "phase": ph}
                                    for k, n, a, b, ph in regions]})
     return {"stages": stages}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,4 +1,4 @@
-"""The `sramflow` command line: plan, compare, lower, compile, inspect, run and sweep."""
+"""The `sramflow` command line: plan, compare, lower, compile, inspect, run and sweep (exit codes: compiler.exits)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,36 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rich.console import Console
-
-from compiler.options import KV_PRECISIONS, OBJECTIVES, PRECISIONS, CompileOptions
-from ir.errors import ConfigError, SramflowError
+# Only the standard library here and in compiler.exits: Ctrl-C is sramflow's from the first line of main().
+from compiler.exits import EX_INTERRUPTED, EX_USAGE, OneLineParser, UsageError, closed_pipe, crash, fail, interrupted_by
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
-        return args.run(args)
-    except SramflowError as error:
-        print(f"sramflow: error: {error}", file=sys.stderr)
-        return 1
+        args = _parser().parse_args(argv)
+        status = args.run(args)
+        sys.stdout.flush()  # here, so a reader that went away is met below and not at exit
+        return status
+    except UsageError as error:
+        return fail(f"error: {error}", EX_USAGE)
     except KeyboardInterrupt:
-        return 130
+        return fail("interrupted", EX_INTERRUPTED)
+    except BrokenPipeError:
+        return closed_pipe()
+    except Exception as error:  # the last resort: one line, never a bare traceback
+        from ir.errors import SramflowError
+
+        if isinstance(error, SramflowError):
+            return fail(f"error: {error}", 1)
+        if interrupted_by(error):
+            return fail("interrupted", EX_INTERRUPTED)
+        return crash(error)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sramflow", description=__doc__)
+    from compiler.options import OBJECTIVES
+
+    parser = OneLineParser(prog="sramflow", description=__doc__.split(" (exit")[0] + ".")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     plan = sub.add_parser("plan", help="how many chips, and how the model is laid out on them")
     _model_args(plan)
@@ -36,11 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     lower.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
     lower.add_argument("--phase", choices=("decode", "prefill"), default="decode")
     lower.add_argument("--layers", type=int, help="build only this many decoder layers")
-    _shape_args(lower)
+    _shape_args(lower, chunk=False)
     lower.set_defaults(run=_lower)
     comp = sub.add_parser("compile", help="plan, lower and schedule: write a build directory")
     _model_args(comp)
-    comp.add_argument("-o", "--output", required=True, help="build directory to write (replaced if it exists)")
+    comp.add_argument("-o", "--output", required=True,
+                      help="build directory to write: new, empty, or a previous sramflow build (replaced)")
+    comp.add_argument("--force", action="store_true",
+                      help="replace a sramflow build even if edited (never a directory that is not a build)")
     _pool_targets(comp)
     comp.add_argument("--weights", default="auto",
                       help="the SRAM image for `run --functional`: random (seeded), a .npz checkpoint of arrays "
@@ -49,10 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", help="summarise a build directory, print assembly, draw timelines")
     insp.add_argument("build", help="a directory written by `sramflow compile`")
     insp.add_argument("--json", action="store_true", help="print the summary as JSON and nothing else")
-    insp.add_argument("--chip", help="chips to show: N, A-B or a comma list (with --asm, --gantt)")
+    insp.add_argument("--chip", help="chips to show: N, A-B or a comma list (with --asm, --gantt, --trace)")
     insp.add_argument("--asm", action="store_true", help="print the chips' instruction streams as assembly")
-    insp.add_argument("--phase", choices=("decode", "prefill"), default="decode")
-    insp.add_argument("--cycles", help="cycle window LO:HI (with --asm, --gantt)")
+    insp.add_argument("--phase", choices=("decode", "prefill"),
+                      help="the phase to show (with --asm, --gantt, --trace; default decode)")
+    insp.add_argument("--cycles", help="cycle window LO:HI (with --asm, --gantt, --trace)")
     insp.add_argument("--gantt", metavar="PNG", help="draw the chips' units over time into a PNG")
     insp.add_argument("--trace", metavar="JSON", help="write a Chrome trace-event file (Perfetto)")
     insp.set_defaults(run=_inspect)
@@ -73,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the figures as JSON and nothing else")
     run.add_argument("--functional", action="store_true",
                      help="also execute every instruction on the build's SRAM image: prompt in, greedy tokens out")
-    run.add_argument("--prompt", default="1", help="prompt token ids for --functional, e.g. \"1 2 3 4\"")
+    run.add_argument("--prompt", help="prompt token ids for --functional, e.g. \"1 2 3 4\" (default \"1\")")
     run.set_defaults(run=_run)
     sweep = sub.add_parser("sweep", help="plan (or compile and run) every point of a TOML spec on Ray: table, plots")
     sweep.add_argument("spec", help="a sweep spec (TOML): axes and what to run per point")
@@ -88,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
+    from compiler.options import OBJECTIVES
+
     p.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
     p.add_argument("--target", help="preset (lpu, lpu-mini, lpu3, h100, b200, rubin, wse3) or path to a target TOML "
                                     "(default lpu)")
@@ -98,17 +115,21 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="fewest chips that fit, or lowest decode latency within the chip limit")
 
 
-def _shape_args(p: argparse.ArgumentParser) -> None:
+def _shape_args(p: argparse.ArgumentParser, chunk: bool = True) -> None:
+    from compiler.options import KV_PRECISIONS, PRECISIONS
+
     p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="weight precision (activations: 16-bit)")
     p.add_argument("--kv-precision", choices=KV_PRECISIONS, default="fp16",
                    help="KV cache precision (8-bit caches keep a 16-bit scale per token and kv head)")
-    p.add_argument("--context", help="tokens held in the KV cache, default 4096 (plan: a comma list sweeps, one row "
-                                     "per context)")
-    p.add_argument("--prompt", type=int, default=1024, help="prompt length for time-to-first-token")
+    p.add_argument("--context", help="tokens held in the KV cache, prompt included, default 4096 (plan: a comma list "
+                                     "sweeps, one row per context)")
+    p.add_argument("--prompt", type=int,
+                   help="prompt length for time-to-first-token (default 1024, or the context if shorter)")
     p.add_argument("--batch", help="sequences decoded together, default 1 (plan, compare: a comma list draws the "
                                    "batch curve)")
-    p.add_argument("--prefill-chunk", type=int, default=256,
-                   help="largest prefill chunk in tokens (the plan picks the largest multiple of 16 that fits)")
+    if chunk:
+        p.add_argument("--prefill-chunk", type=int, default=256,
+                       help="largest prefill chunk in tokens (the plan picks the largest multiple of 16 that fits)")
     p.add_argument("--embed-on-host", action="store_true",
                    help="wafers: keep the embedding table off the wafer; the host streams each token's row in")
 
@@ -128,6 +149,8 @@ def _pool_args(p: argparse.ArgumentParser) -> None:
 
 
 def _contexts(text: str | None) -> list[int]:
+    from ir.errors import ConfigError
+
     text = "4096" if text is None else text
     try:
         values = [int(part) for part in str(text).split(",")]
@@ -136,7 +159,10 @@ def _contexts(text: str | None) -> list[int]:
     return values
 
 
-def _options(args: argparse.Namespace, context: int | None = None, batch: int | None = None) -> CompileOptions:
+def _options(args: argparse.Namespace, context: int | None = None, batch: int | None = None):
+    from compiler.options import CompileOptions
+    from ir.errors import ConfigError
+
     if context is None:
         contexts = _contexts(args.context)
         if len(contexts) > 1:
@@ -145,11 +171,12 @@ def _options(args: argparse.Namespace, context: int | None = None, batch: int | 
     return CompileOptions(precision=args.precision, kv_precision=args.kv_precision, context=context,
                           prompt=args.prompt, batch=batch or _batch(args.batch), chips=getattr(args, "chips", None),
                           max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"),
-                          prefill_chunk=args.prefill_chunk, embed_on_host=args.embed_on_host)
+                          prefill_chunk=getattr(args, "prefill_chunk", 256), embed_on_host=args.embed_on_host)
 
 
 def _batch(text: str | None) -> int:
     from compiler.serving.curves import parse_batches
+    from ir.errors import ConfigError
 
     batches = parse_batches(text)
     if len(batches) > 1:
@@ -163,6 +190,7 @@ def _plan(args: argparse.Namespace) -> int:
     from compiler.serving import commands
     from compiler.wafer.plan import WaferPlan
     from compiler.wafer.report import render_wafer_plan
+    from ir.errors import ConfigError
 
     if commands.serving_requested(args) or args.rate is not None or args.output is not None:
         return commands.plan_pools(args, _console())
@@ -204,21 +232,23 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from compiler.compare import compare, parse_targets, render_compare, to_json, write_plot
     from compiler.serving import commands
+    from ir.files import check_output_file
 
+    plot = check_output_file(args.plot, "--plot", ".png") if args.plot is not None else None
     targets = parse_targets(args.targets)
     batches = commands.batch_list(args)
     if batches:
         return commands.compare_batches(args, _options(args, batch=1), targets, batches, _console())
     options = _options(args)
     rows = compare(args.model, targets, options)
-    if args.plot:
-        write_plot(args.model, options, rows, args.plot)
+    if plot:
+        write_plot(args.model, options, rows, plot)
     if args.json:
         sys.stdout.write(to_json(args.model, options, rows))
     else:
         render_compare(args.model, options, rows, _console())
-        if args.plot:
-            Console().print(f"wrote {args.plot}")
+        if plot:
+            _console().print(f"wrote {args.plot}", soft_wrap=True)
     return 0
 
 
@@ -231,8 +261,9 @@ def _lower(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from contextlib import nullcontext
 
+    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from compiler.build import compile_model
@@ -242,29 +273,35 @@ def _compile(args: argparse.Namespace) -> int:
     if commands.serving_requested(args):
         return commands.compile_pools(args, options)
     console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as bar:
-        task = bar.add_task("compiling", total=None)
-        manifest = compile_model(args.model, args.target or "lpu", options, Path(args.output),
-                                 lambda step: bar.update(task, description=step), weights=args.weights)
-    console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}")
+    # A spinner only on a terminal: redirected, stderr holds nothing but the result (or one error line).
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                   transient=True) if console.is_terminal else None
+    with bar or nullcontext():
+        task = bar.add_task("compiling", total=None) if bar else None
+        manifest = compile_model(args.model, args.target or "lpu", options, args.output,
+                                 (lambda step: bar.update(task, description=step)) if bar else (lambda _: None),
+                                 weights=args.weights, force=args.force)
+    console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}", soft_wrap=True, markup=False)
     return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from compiler.inspect import load_build, parse_chips, parse_cycles, summary
+    from compiler.inspect import check_drawable, parse_chips, parse_cycles, summary
     from compiler.report import render_summary
+    from ir.errors import ConfigError
+    from targets.build_dir import load_build
     from targets.handoff import is_disaggregated
 
     if is_disaggregated(args.build):
         raise ConfigError(f"{args.build}: a disaggregated build holds two builds; inspect {args.build}/prefill or "
                           f"{args.build}/decode")
-    plan, memory, decode, prefill = load_build(args.build)
-    program = decode if args.phase == "decode" else prefill
-    chips = parse_chips(args.chip, program.chips) if args.chip else None
-    window = parse_cycles(args.cycles) if args.cycles else None
+    _check_views(args)
+    build = load_build(args.build)
+    program = build.programs[args.phase or "decode"]
+    chips = parse_chips(args.chip, program.chips) if args.chip is not None else None
+    window = parse_cycles(args.cycles, program) if args.cycles is not None else None
     if args.asm:
         from ir.asm import print_asm
 
@@ -274,25 +311,52 @@ def _inspect(args: argparse.Namespace) -> int:
         from compiler.timeline import write_gantt, write_trace
 
         if args.gantt:
-            write_gantt(program, chips or list(range(min(8, program.chips))), window, args.gantt)
+            lanes = chips or list(range(min(8, program.chips)))
+            check_drawable(program, lanes, window, "--gantt")
+            write_gantt(program, lanes, window, args.gantt)
         if args.trace:
+            check_drawable(program, chips, window, "--trace")
             write_trace(program, chips, window, args.trace)
         return 0
-    figures = summary(plan, decode, prefill)
+    figures = summary(build.plan, build.programs["decode"], build.programs["prefill"])
     if args.json:
         sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     else:
-        render_summary(figures, memory, _console())
+        render_summary(figures, build.memory, _console())
     return 0
+
+
+def _check_views(args: argparse.Namespace) -> None:
+    """inspect's options that would do nothing together are refused, and output files checked,
+    before the build is read."""
+    from ir.errors import ConfigError
+    from ir.files import check_output_file
+
+    views = [flag for flag, on in (("--asm", args.asm), ("--gantt", args.gantt is not None),
+                                   ("--trace", args.trace is not None)) if on]
+    if "--asm" in views and len(views) > 1:
+        raise ConfigError(f"--asm prints assembly and writes no file; give {views[1]} in a command of its own")
+    if views and args.json:
+        raise ConfigError(f"--json prints the summary, which {views[0]} replaces; give one of them")
+    for flag, value in (("--chip", args.chip), ("--cycles", args.cycles), ("--phase", args.phase)):
+        if value is not None and not views:
+            raise ConfigError(f"{flag} chooses what --asm, --gantt or --trace show; alone it does nothing")
+    if args.gantt is not None:
+        check_output_file(args.gantt, "--gantt", ".png")
+    if args.trace is not None:
+        check_output_file(args.trace, "--trace", ".json")
 
 
 def _run(args: argparse.Namespace) -> int:
     import json
 
+    from ir.errors import ConfigError
     from targets.handoff import is_disaggregated, run_disaggregated
     from targets.runner import run_build
 
-    prompt = _prompt(args.prompt) if args.functional else None
+    if args.prompt is not None and not args.functional:
+        raise ConfigError("--prompt is read by functional runs only; add --functional (or leave --prompt out)")
+    prompt = _prompt(args.prompt if args.prompt is not None else "1") if args.functional else None
     run = run_disaggregated if is_disaggregated(args.build) else run_build
     figures = run(args.build, args.tokens, args.check_determinism, prompt)
     if args.json:
@@ -310,10 +374,13 @@ def _run(args: argparse.Namespace) -> int:
 def _sweep_spec(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from rich.console import Console
+
     from compiler.sweep.best import render_best
     from compiler.sweep.command import sweep
     from compiler.sweep.plots import write_plots
     from compiler.sweep.runner import Cluster
+    from ir.errors import ConfigError
 
     if args.cpus is not None and (args.cpus < 1 or args.address):
         raise ConfigError("--cpus: must be a positive integer, for the local Ray instance only (not with --address)")
@@ -333,12 +400,21 @@ def _sweep_spec(args: argparse.Namespace) -> int:
     return 0
 
 
-def _console() -> Console:
+def _console():
     """Standard output; a pipe or file gets 160 columns, so wide tables keep their headers."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    from rich.console import Console
+
+    class Output(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1; main() handles it as for any other output
+            self.quiet = True
+            raise BrokenPipeError
+
+    return Output() if sys.stdout.isatty() else Output(width=160)
 
 
 def _prompt(text: str) -> list[int]:
+    from ir.errors import ConfigError
+
     try:
         ids = [int(t) for t in text.replace(",", " ").split()]
     except ValueError:
@@ -348,7 +424,7 @@ def _prompt(text: str) -> list[int]:
     return ids
 
 
-def _print_run(f: dict, console: Console) -> None:
+def _print_run(f: dict, console) -> None:
     d, p = f["decode"], f["prefill"]
     console.print(f"decode: {d['latency_us']:,.3f} µs per token ({d['latency_cycles']:,} cycles), "
                   f"{d['tokens_per_s']:,.0f} tokens/s; TTFT {p['ttft_ms']:,.3f} ms; "

@@ -12,6 +12,7 @@ group wider than a tensor's heads keeps whole heads (rank r holds block r // (t 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,21 @@ from ir.numerics import encode
 
 RANDOM = "random"
 AUTO_LIMIT_BYTES = 256 * 2**20  # `auto` lays out random weights for models up to this size
+FLOAT_BYTES = 4  # weights are held as float32 while they are quantized and laid out
+HOST_MEMORY_SHARE = 4  # the float weights may take at most this share (1/4) of this machine's memory
+
+
+def check_weights_fit(source: str, graph: Graph) -> None:
+    """Refuse, before any work, weights that would crowd this machine's memory."""
+    if source == "none":
+        return
+    params = sum(p.type.numel for p in graph.params)
+    need, have = params * FLOAT_BYTES, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have // HOST_MEMORY_SHARE:
+        flag = "random" if source == RANDOM else source
+        raise ConfigError(f"--weights {flag}: {params:,} parameters take {need / 1e9:,.1f} GB as float32, more than "
+                          f"1/{HOST_MEMORY_SHARE} of this machine's {have / 1e9:,.1f} GB of memory; use --weights "
+                          "none (timing runs need no weights)")
 
 
 def load_weights(source: str, graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:

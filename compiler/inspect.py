@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from ir.errors import ConfigError
 from ir.isa import UnitKind
 from ir.program import Program
-from ir.program_io import load_program
-
-
-def load_build(path: Path) -> tuple[dict, dict, Program, Program]:
-    """plan, memory map, decode and prefill Programs of a build directory."""
-    path = Path(path)
-    if not (path / "manifest.json").is_file():
-        raise ConfigError(f"{path}: not a build directory (no manifest.json); make one with `sramflow compile`")
-    plan = json.loads((path / "plan.json").read_text())
-    memory = json.loads((path / "memory.json").read_text())
-    return plan, memory, load_program(path / "decode.prog"), load_program(path / "prefill.prog")
 
 
 def summary(plan: dict, decode: Program, prefill: Program) -> dict:
@@ -128,27 +114,51 @@ def _covered(starts: np.ndarray, ends: np.ndarray, span: int) -> np.ndarray:
     return np.cumsum(delta)[:span] > 0
 
 
+def check_drawable(program: Program, chips: list[int] | None, window: tuple[int, int] | None, flag: str) -> None:
+    """Refuse a picture of nothing: no instruction of `chips` in the window."""
+    if not len(program.window(chips, window)):
+        where = f"cycles {window[0]:,}-{window[1]:,}" if window else "the program"
+        shown = "chips " + ",".join(map(str, chips)) if chips else "the chips"
+        raise ConfigError(f"{flag}: {shown} run no instruction in {where} of {program.phase}; nothing to draw")
+
+
 def parse_chips(text: str, chips: int) -> list[int]:
     """'17', '0-7' or '0,3,5-6' to chip ids, checked against the program."""
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ConfigError(f"--chip: expected N, A-B or a comma list, got {text!r}") from None
+    for part in text.split(","):
+        lo, hi = _chip_range(part, text)
+        if hi < lo:
+            raise ConfigError(f"--chip: {part.strip()!r} is an empty range (give A-B with A <= B)")
+        out.extend(range(lo, hi + 1))
     bad = [c for c in out if not 0 <= c < chips]
     if bad:
         raise ConfigError(f"--chip: chip {bad[0]} is not in the program (chips 0-{chips - 1})")
+    twice = next((c for i, c in enumerate(out) if c in out[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"--chip: chip {twice} is listed twice in {text!r}")
     return out
 
 
-def parse_cycles(text: str) -> tuple[int, int]:
+def _chip_range(part: str, text: str) -> tuple[int, int]:
+    lo, sep, hi = part.strip().partition("-")
+    try:
+        return int(lo), int(hi) if sep else int(lo)
+    except ValueError:
+        raise ConfigError(f"--chip: expected N, A-B or a comma list, got {text!r}") from None
+
+
+def parse_cycles(text: str, program: Program) -> tuple[int, int]:
+    """'LO:HI' to a window of cycles that overlaps the program."""
     lo, sep, hi = text.partition(":")
     try:
-        window = (int(lo or 0), int(hi)) if sep else (0, int(lo))
+        window = (int(lo), int(hi))
     except ValueError:
-        raise ConfigError(f"--cycles: expected LO:HI, got {text!r}") from None
+        window = None
+    if not sep or window is None or window[0] < 0:
+        raise ConfigError(f"--cycles: expected LO:HI (two cycle numbers, like 0:20000), got {text!r}")
     if window[0] >= window[1]:
-        raise ConfigError(f"--cycles: empty window {text!r}")
+        raise ConfigError(f"--cycles: empty window {text!r} (LO must be less than HI)")
+    if window[0] >= program.makespan:
+        raise ConfigError(f"--cycles {text}: starts after the {program.phase} program ends "
+                          f"(cycle {program.makespan:,})")
     return window

@@ -10,6 +10,7 @@ PRECISIONS = ("fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4", "mxfp8")
 KV_PRECISIONS = ("fp16", "fp8", "int8", "nvfp4")
 OBJECTIVES = ("chips", "latency")
 MIN_PREFILL_CHUNK = 16  # tokens; one tile of rows
+DEFAULT_PROMPT = 1024  # tokens, or the whole context when it is shorter
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,12 +21,15 @@ class CompileOptions:
     pipeline at once. The plan reserves activation space for only MIN_PREFILL_CHUNK
     of them and then uses the largest chunk its stages have room for, so prefill
     never costs a chip that decode does not need.
+
+    `context` counts every token a sequence holds, its prompt included, so `prompt` may not
+    exceed it; left out, `prompt` is DEFAULT_PROMPT or the context, whichever is shorter.
     """
 
     precision: str = "fp16"
     kv_precision: str = "fp16"
     context: int = 4096
-    prompt: int = 1024
+    prompt: int | None = None
     batch: int = 1
     chips: int | None = None
     max_chips: int | None = None
@@ -36,6 +40,9 @@ class CompileOptions:
     solver_deterministic_time: float = 20.0
 
     def __post_init__(self) -> None:
+        if self.prompt is None:
+            context = self.context if isinstance(self.context, int) and self.context > 0 else DEFAULT_PROMPT
+            object.__setattr__(self, "prompt", min(DEFAULT_PROMPT, context))
         _choice("--precision", self.precision, PRECISIONS)
         _choice("--kv-precision", self.kv_precision, KV_PRECISIONS)
         _choice("--objective", self.objective, OBJECTIVES)
@@ -44,6 +51,9 @@ class CompileOptions:
                             ("--prefill-chunk", self.prefill_chunk)):
             if value is not None and value < 1:
                 raise ConfigError(f"{flag} must be a positive integer, got {value}")
+        if self.prompt > self.context:
+            raise ConfigError(f"--prompt {self.prompt} is longer than --context {self.context}: the context holds the "
+                              f"prompt too; give --context {self.prompt} or more, or a shorter --prompt")
         if self.chips and self.max_chips and self.chips > self.max_chips:
             raise ConfigError(f"--chips {self.chips} exceeds --max-chips {self.max_chips}")
 

@@ -2,12 +2,16 @@
 
 Both show one row per functional-unit queue of the chosen chips; the trace opens in
 Perfetto (ui.perfetto.dev) or chrome://tracing with a process per chip and a thread
-per unit. Both files are written to a temporary name and renamed into place.
+per unit. Trace times are whole nanoseconds at exact cycle boundaries (written in the
+format's microseconds with three decimals), so a slice ends where the next one on its
+queue may begin and never overlaps it. Both files are written to a temporary name and
+renamed into place.
 """
 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +71,10 @@ def write_gantt(program: Program, chips: list[int], window: tuple[int, int] | No
 
 def write_trace(program: Program, chips: list[int] | None, window: tuple[int, int] | None,
                 path: str | Path) -> None:
-    """Chrome trace-event JSON: complete ("X") events in microseconds, a process per chip."""
+    """Chrome trace-event JSON: complete ("X") events at whole nanoseconds, a process per chip."""
     part = program.window(chips, window)
-    us = 1e6 / program.clock_hz
+    clock = Fraction(program.clock_hz)  # exact, so cycle c starts at floor(c * 1e9 / clock) ns
+    ns = (10**9 * clock.denominator, clock.numerator)
     c = {n: a.tolist() for n, a in part.cols.items()}
     events: list[dict] = []
     named = None
@@ -80,20 +85,27 @@ def write_trace(program: Program, chips: list[int] | None, window: tuple[int, in
             named = chip
         events.append({"ph": "M", "name": "thread_name", "pid": chip, "tid": tid,
                        "args": {"name": queue_label(kind, unit)}})
-        events.extend(_event(c, i, chip, tid, us) for i in range(rows.start, rows.stop))
+        events.extend(_event(c, i, chip, tid, ns) for i in range(rows.start, rows.stop))
     doc = {"traceEvents": events, "displayTimeUnit": "ns",
            "otherData": {"phase": program.phase, "target": program.target, "clock_hz": program.clock_hz}}
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, separators=(",", ":"))))
 
 
-def _event(c: dict[str, list[int]], i: int, chip: int, tid: int, us: float) -> dict:
+def cycle_ns(cycle: int, ns: tuple[int, int]) -> int:
+    """The whole nanosecond cycle `cycle` starts at; `ns` is (1e9 x clock denominator, clock numerator)."""
+    return cycle * ns[0] // ns[1]
+
+
+def _event(c: dict[str, list[int]], i: int, chip: int, tid: int, ns: tuple[int, int]) -> dict:
     op = Op(c["op"][i])
     name = op.name.lower() + (f".{Fn(c['fn'][i]).name.lower()}" if c["fn"][i] else "")
     args = {k: c[k][i] for k in ("src", "src_bytes", "dst", "dst_bytes", "s_a", "s_b", "s_out", "peer", "tag")
             if c[k][i] not in (-1, 0)}
     args["issue"] = c["issue"][i]
+    start, end = cycle_ns(c["issue"][i], ns), cycle_ns(c["issue"][i] + c["cycles"][i], ns)
+    # n / 1000 is the float nearest the decimal with three places, and repr() writes exactly that decimal.
     return {"ph": "X", "name": name, "cat": UnitKind(c["kind"][i]).name.lower(), "pid": chip, "tid": tid,
-            "ts": round(c["issue"][i] * us, 4), "dur": round(c["cycles"][i] * us, 4), "args": args}
+            "ts": start / 1000, "dur": (end - start) / 1000, "args": args}
 
 
 def _chip_range(chips: list[int]) -> str:

@@ -39,8 +39,13 @@ def load_image(path: Path | str) -> tuple[dict[int, np.ndarray], str]:
         data = path.read_bytes()
     except OSError as e:
         raise ParseError(f"{path}: cannot read SRAM image: {e.strerror}") from None
+    return loads_image(data, str(path))
+
+
+def loads_image(data: bytes, filename: str = "<bytes>") -> tuple[dict[int, np.ndarray], str]:
+    """An SRAM image from its file's bytes; `filename` names it in errors."""
     if not data.startswith(MAGIC):
-        raise ParseError(f"{path}: not a sramflow SRAM image (wrong magic bytes)")
+        raise ParseError(f"{filename}: not a sramflow SRAM image (wrong magic bytes)")
     at = len(MAGIC) + _LEN.size
     try:
         (size,) = _LEN.unpack_from(data, len(MAGIC))
@@ -48,9 +53,9 @@ def load_image(path: Path | str) -> tuple[dict[int, np.ndarray], str]:
         total = sum(n for _, n in header["chips"])
         body = zstandard.ZstdDecompressor().decompress(data[at + size:], max_output_size=total)
     except (ValueError, KeyError, TypeError, struct.error, zstandard.ZstdError) as e:
-        raise ParseError(f"{path}: corrupt SRAM image: {e}") from None
+        raise ParseError(f"{filename}: corrupt SRAM image: {e}") from None
     if len(body) != total:
-        raise ParseError(f"{path}: SRAM image holds {len(body)} bytes, its header says {total}")
+        raise ParseError(f"{filename}: SRAM image holds {len(body)} bytes, its header says {total}")
     out, offset = {}, 0
     for chip, n in header["chips"]:
         out[int(chip)] = np.frombuffer(body, np.uint8, n, offset).copy()

@@ -22,11 +22,11 @@ import numpy as np
 
 from ir.errors import ConfigError
 from ir.graph import Graph
-from ir.image_io import load_image
 from ir.ops import Opcode
 from ir.parser import parse_graph
+from targets.build_dir import Build, load_build
 from targets.functional import Machine
-from targets.runner import Build, _decode, _outputs_digest, _prefill, load_build, run_build
+from targets.runner import _check_functional, _decode, _outputs_digest, _prefill, run_build
 
 KIND = "disaggregated"
 POOLS = ("prefill", "decode")
@@ -66,13 +66,13 @@ def holding_chips(memory: dict) -> int:
     return sum(s["tp"] for s in memory["stages"] if any(r["kind"] == "state" for r in s["regions"]))
 
 
-def derive_handoff(path: Path, prompt: int) -> dict:
+def derive_handoff(builds: dict[str, Build], prompt: int) -> dict:
     """The hand-off's bytes, chips and time from the two builds and their targets alone."""
-    systems = {pool: load_build(path / pool)[0] for pool in POOLS}
-    graph = parse_graph((path / "prefill" / "decode.ir").read_text(), str(path / "prefill" / "decode.ir"))
-    chips = {pool: holding_chips(json.loads((path / pool / "memory.json").read_text())) for pool in POOLS}
+    prefill = builds["prefill"]
+    graph = parse_graph(prefill.files.bytes("decode.ir").decode(), str(prefill.path / "decode.ir"))
+    chips = {pool: holding_chips(b.memory) for pool, b in builds.items()}
     nbytes = request_bytes(graph, prompt)
-    links = {pool: systems[pool].pool_link for pool in POOLS}
+    links = {pool: b.system.pool_link for pool, b in builds.items()}
     bandwidth = min(chips[p] * links[p].bw_bytes_per_s for p in POOLS)
     latency = max(links[p].latency_s for p in POOLS)
     return {"bytes": nbytes, "senders": chips["prefill"], "receivers": chips["decode"],
@@ -96,9 +96,10 @@ def run_disaggregated(path: str | Path, tokens: int = 1, check_determinism: bool
     """The figures `sramflow run --json` prints for a disaggregated build (README: Serving)."""
     path = Path(path)
     recorded, layouts = _load(path)
-    derived = derive_handoff(path, recorded["prompt_tokens"])
-    pools = {"prefill": run_build(path / "prefill", 1, check_determinism),
-             "decode": run_build(path / "decode", tokens, check_determinism)}
+    builds = {pool: load_build(path / pool) for pool in POOLS}
+    derived = derive_handoff(builds, recorded["prompt_tokens"])
+    pools = {"prefill": run_build(builds["prefill"], 1, check_determinism),
+             "decode": run_build(builds["decode"], tokens, check_determinism)}
     hazards = [h | {"pool": pool} for pool, f in pools.items() for h in f["hazards"]]
     hazards += _handoff_hazards(derived, recorded)
     ttft_ms = pools["prefill"]["prefill"]["ttft_ms"] + derived["time_s"] * 1e3
@@ -158,8 +159,9 @@ def run_functional_disaggregated(path: str | Path, prompt: list[int], tokens: in
     build's, and decode greedily there until `tokens` tokens: the tokens, every step's logits."""
     path = Path(path)
     layouts = layouts if layouts is not None else _load(path)[1]
-    builds = {pool: Build.load(path / pool) for pool in POOLS}
-    _check_lengths(builds, prompt, tokens)
+    builds = {pool: load_build(path / pool) for pool in POOLS}
+    _check_functional(builds["prefill"], prompt, 1)  # its caches hold the prompt
+    _check_functional(builds["decode"], prompt, tokens)
     machines = {pool: _machine(build) for pool, build in builds.items()}
     order = order or {}
     logits = [_prefill(builds["prefill"], machines["prefill"], prompt, order.get("prefill"))]
@@ -176,24 +178,9 @@ def run_functional_disaggregated(path: str | Path, prompt: list[int], tokens: in
             "chips": {pool: b.programs["decode"].chips for pool, b in builds.items()}}
 
 
-def _check_lengths(builds: dict[str, Build], prompt: list[int], tokens: int) -> None:
-    if tokens < 1 or not prompt:
-        raise ConfigError("a functional run needs a prompt and at least one token to generate")
-    if len(prompt) > builds["prefill"].context:
-        raise ConfigError(f"the prefill build holds {builds['prefill'].context} prompt tokens, got {len(prompt)} "
-                          "(compile with a larger --prompt)")
-    if len(prompt) + tokens - 1 > builds["decode"].context:
-        raise ConfigError(f"prompt ({len(prompt)}) and tokens ({tokens}) need {len(prompt) + tokens - 1} cache "
-                          f"positions; the decode build holds {builds['decode'].context} (compile with a larger "
-                          "--context)")
-
-
 def _machine(build: Build) -> Machine:
-    image = build.path / "sram.img"
-    if not image.is_file():
-        raise ConfigError(f"{build.path}: no SRAM image (sram.img); compile with --weights random or a checkpoint")
     machine = Machine.blank(build.programs["decode"].chips, build.system.chip.usable_sram_bytes)
-    machine.load(load_image(image)[0])
+    machine.load(build.image())
     return machine
 
 

@@ -73,8 +73,23 @@ class Leaf:
     minimum: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Quantity:
+    """A Leaf parser for a quantity with a unit; it keeps its Kind so a spec can be written back."""
+
+    kind: Kind
+
+    def __call__(self, value: Any, where: str) -> float | int:
+        return parse_quantity(value, self.kind, where)
+
+
 def _quantity(kind: Kind) -> Callable[[Any, str], Any]:
-    return lambda value, where: parse_quantity(value, kind, where)
+    return _Quantity(kind)
+
+
+def quantity_kind(leaf: Leaf) -> Kind | None:
+    """The Kind of a quantity field, None for counts, names and choices."""
+    return leaf.parse.kind if isinstance(leaf.parse, _Quantity) else None
 
 
 def _count(value: Any, where: str) -> int:
@@ -186,8 +201,18 @@ class _Source:
         return f"{self.path}:{line}: {dotted}" if line else f"{self.path}: {dotted}"
 
 
+def loads_target(text: str, path: str | Path) -> SystemSpec | WaferSpec:
+    """A system from the text of a target file; `path` names it in errors (and its folder anchors
+    a relative `base`)."""
+    return _load_source(_Source(Path(path), text), seen=())
+
+
 def _load_file(path: Path, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
-    source = _Source(path, _read(path))
+    return _load_source(_Source(path, _read(path)), seen)
+
+
+def _load_source(source: _Source, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
+    path = source.path
     data = _parse_toml(source)
     base = data.get("base")
     base_spec = _base_spec(_text(base, source.at("base")), source, seen) if base is not None else None

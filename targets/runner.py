@@ -1,6 +1,6 @@
 """`sramflow run`: execute a build directory's Programs in the interpreter and report.
 
-Reads only the build's files (manifest.json, decode.prog, prefill.prog) and the target;
+Reads only the build's files, each verified against its manifest (targets.build_dir), and
 never the compiler. Decode runs once per generated token (its cycle count does not
 depend on the token, which --check-determinism verifies), so `tokens` tokens take
 TTFT + (tokens - 1) decode steps.
@@ -9,55 +9,50 @@ TTFT + (tokens - 1) decode steps.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ir.errors import ConfigError
-from ir.image_io import load_image
 from ir.numerics import decode
-from ir.program import Program
-from ir.program_io import load_program
+from targets.build_dir import Build, load_build
 from targets.functional import Machine, activation_dtype, execute_functional
 from targets.interpreter import Run, execute
-from targets.loader import load_target
-from targets.spec import SystemSpec
+from targets.spec import SystemSpec, WaferSpec
+
+# A functional run holds every chip's SRAM in this machine's memory; it may take this share of it.
+HOST_MEMORY_SHARE = 4
 
 
-def load_build(path: str | Path) -> tuple[SystemSpec, Program, Program]:
-    path = Path(path)
-    manifest = path / "manifest.json"
-    if not manifest.is_file():
-        raise ConfigError(f"{path}: not a build directory (no manifest.json); make one with `sramflow compile`")
-    target = json.loads(manifest.read_text()).get("target")
-    if target is None:
-        raise ConfigError(f"{manifest}: no 'target' field; recompile the build")
-    return load_target(target), load_program(path / "decode.prog"), load_program(path / "prefill.prog")
-
-
-def run_build(path: str | Path, tokens: int = 1, check_determinism: bool = False,
+def run_build(path: str | Path | Build, tokens: int = 1, check_determinism: bool = False,
               prompt: list[int] | None = None) -> dict:
     """The figures `sramflow run --json` prints; with a `prompt`, the functional run's too."""
     if tokens < 1:
         raise ConfigError(f"--tokens must be a positive integer, got {tokens}")
     started = time.perf_counter()
-    system, decode, prefill = load_build(path)
-    runs = {"decode": execute(decode, system), "prefill": execute(prefill, system)}
+    build = _loaded(path)
+    if prompt is not None:
+        _check_functional(build, prompt, tokens)
+    decode, prefill = build.programs["decode"], build.programs["prefill"]
+    runs = {"decode": execute(decode, build.system), "prefill": execute(prefill, build.system)}
     figures = _figures(runs, tokens)
     if prompt is not None:
-        figures["functional"] = _functional(path, prompt, tokens)
+        figures["functional"] = _functional(build, prompt, tokens)
         figures["tokens"]["generated"] = figures["functional"]["tokens"]
     if check_determinism:
-        figures["determinism"] = _determinism(runs, system)
+        figures["determinism"] = _determinism(runs, build.system)
         if prompt is not None:
-            _functional_determinism(path, prompt, tokens, figures)
+            _functional_determinism(build, prompt, tokens, figures)
     figures["wall_s"] = round(time.perf_counter() - started, 3)
     return figures
+
+
+def _loaded(path: str | Path | Build) -> Build:
+    return path if isinstance(path, Build) else load_build(path)
 
 
 def _figures(runs: dict[str, Run], tokens: int) -> dict:
@@ -103,8 +98,8 @@ def _combine(digests: list[str]) -> str:
 
 # ---- functional mode: prompt in, greedy tokens out -------------------------------------------
 
-def _functional(path: str | Path, prompt: list[int], tokens: int) -> dict:
-    out = run_functional(path, prompt, tokens)
+def _functional(build: Build, prompt: list[int], tokens: int) -> dict:
+    out = run_functional(build, prompt, tokens)
     return {"prompt": prompt, "tokens": out["tokens"], "digest": _outputs_digest(out),
             "instructions_executed": out["instructions"]}
 
@@ -115,73 +110,42 @@ def _outputs_digest(out: dict) -> str:
     return h.hexdigest()
 
 
-def _functional_determinism(path: str | Path, prompt: list[int], tokens: int, figures: dict) -> None:
+def _functional_determinism(build: Build, prompt: list[int], tokens: int, figures: dict) -> None:
     """The functional run again with chips in a shuffled host order must give bit-identical
     tokens and logits; a run on other token ids must execute the same Programs (so the same
     cycle counts: no instruction's timing reads data) and differ only in its outputs."""
     det, first = figures["determinism"], figures["functional"]["digest"]
     chips = list(range(figures["chips"]))
     random.Random("functional").shuffle(chips)
-    again = _outputs_digest(run_functional(path, prompt, tokens, order=chips))
+    again = _outputs_digest(run_functional(build, prompt, tokens, order=chips))
     if again != first:
         det["failures"].append("functional: a second run in another chip order gives other tokens or logits")
     other = [(t * 7 + 3) % max(2, max(prompt) + 1) for t in prompt]
-    run_functional(path, other, tokens)
+    run_functional(build, other, tokens)
     det.update(passed=not det["failures"], functional_digest=first, other_inputs=other,
                digest=_combine([det["digest"], first]))
 
-@dataclass(frozen=True)
-class Build:
-    """What a functional run reads from a build directory."""
-
-    path: Path
-    system: SystemSpec
-    programs: dict[str, Program]
-    memory: dict
-    context: int
-    recurrent: bool = False  # Mamba state: it runs on through every row, padding included
-
-    @classmethod
-    def load(cls, path: str | Path) -> Build:
-        path = Path(path)
-        system, decode, prefill = load_build(path)
-        memory = json.loads((path / "memory.json").read_text())
-        if memory.get("wafer"):
-            raise ConfigError(f"{path}: a wafer build has no SRAM image yet; `sramflow run` without --functional "
-                              "checks its timing")
-        if "outputs" not in memory:
-            raise ConfigError(f"{path}: built by an older sramflow (memory.json has no outputs); recompile it")
-        plan = json.loads((path / "plan.json").read_text())
-        return cls(path, system, {"decode": decode, "prefill": prefill}, memory, plan["options"]["context"],
-                   plan["totals"].get("ssm_state_bytes", 0) > 0)
-
-    def inputs(self, phase: str, stage: dict) -> dict[str, tuple[int, int]]:
-        return {r["name"]: (r["addr"], r["bytes"]) for r in stage["regions"]
-                if r["kind"] == "input" and r["phase"] == phase}
-
-    def output(self, phase: str, name: str) -> tuple[dict, int, int]:
-        """(stage, address, bytes per chip) of a phase's output."""
-        where = self.memory["outputs"][phase][name]
-        stage = self.memory["stages"][where["stage"]]
-        region = next(r for r in stage["regions"] if r["name"] == where["value"] and r["phase"] == phase)
-        return stage, region["addr"], region["bytes"]
+def _inputs(phase: str, stage: dict) -> dict[str, tuple[int, int]]:
+    return {r["name"]: (r["addr"], r["bytes"]) for r in stage["regions"]
+            if r["kind"] == "input" and r["phase"] == phase}
 
 
-def run_functional(path: str | Path, prompt: list[int], tokens: int, order: list[int] | None = None) -> dict:
+def _output(build: Build, phase: str, name: str) -> tuple[dict, int, int]:
+    """(stage, address, bytes per chip) of a phase's output."""
+    where = build.memory["outputs"][phase][name]
+    stage = build.memory["stages"][where["stage"]]
+    region = next(r for r in stage["regions"] if r["name"] == where["value"] and r["phase"] == phase)
+    return stage, region["addr"], region["bytes"]
+
+
+def run_functional(path: str | Path | Build, prompt: list[int], tokens: int, order: list[int] | None = None
+                   ) -> dict:
     """Prefill `prompt`, then decode greedily until `tokens` new tokens: every instruction of
     every chip executed on the build's SRAM image. Returns the tokens and every step's logits."""
-    build = Build.load(path)
-    image_path = build.path / "sram.img"
-    if not image_path.is_file():
-        raise ConfigError(f"{build.path}: no SRAM image (sram.img); compile with --weights random or a checkpoint")
-    if tokens < 1 or not prompt:
-        raise ConfigError("a functional run needs a prompt and at least one token to generate")
-    if len(prompt) + tokens - 1 > build.context:
-        raise ConfigError(f"prompt ({len(prompt)}) and tokens ({tokens}) need {len(prompt) + tokens - 1} cache "
-                          f"positions; the build holds {build.context} (compile with a larger --context)")
-    image, _ = load_image(image_path)
+    build = _loaded(path)
+    _check_functional(build, prompt, tokens)
     machine = Machine.blank(build.programs["decode"].chips, build.system.chip.usable_sram_bytes)
-    machine.load(image)
+    machine.load(build.image())
     logits = [_prefill(build, machine, prompt, order)]
     new = [int(np.argmax(logits[0]))]
     for step in range(tokens - 1):
@@ -191,9 +155,50 @@ def run_functional(path: str | Path, prompt: list[int], tokens: int, order: list
     return {"tokens": new, "logits": np.stack(logits), "instructions": machine.executed}
 
 
+def _check_functional(build: Build, prompt: list[int], tokens: int) -> None:
+    """Everything a functional run needs, refused in one line before any work."""
+    _check_machine(build)
+    if tokens < 1 or not prompt:
+        raise ConfigError("a functional run needs a prompt and at least one token to generate")
+    vocab = build.memory.get("vocab_size")
+    bad = next((t for t in prompt if not 0 <= t < vocab), None) if vocab else None
+    if bad is not None:
+        raise ConfigError(f"--prompt: token id {bad} is outside the vocabulary ({vocab:,} tokens: ids 0 to "
+                          f"{vocab - 1:,})")
+    if len(prompt) + tokens - 1 > build.context:
+        raise ConfigError(f"prompt ({len(prompt)}) and tokens ({tokens}) need {len(prompt) + tokens - 1} cache "
+                          f"positions; the build holds {build.context} (compile with a larger --context)")
+
+
+def _check_machine(build: Build) -> None:
+    system = build.system
+    if isinstance(system, WaferSpec) or build.memory.get("wafer"):
+        raise ConfigError(f"{build.path}: a wafer build has no SRAM image yet; `sramflow run` without --functional "
+                          "checks its timing")
+    if system.chip.memory_kind != "sram":
+        raise ConfigError(f"{build.path}: {system.name} keeps weights in {system.chip.memory_kind.upper()}; "
+                          "functional runs execute SRAM chips only (`sramflow run` without --functional checks "
+                          "timing)")
+    if not build.has_image:
+        raise ConfigError(f"{build.path}: no SRAM image (sram.img); compile with --weights random or a checkpoint")
+    if "outputs" not in build.memory or "vocab_size" not in build.memory:
+        raise ConfigError(f"{build.path}: memory.json has no outputs or vocab_size; recompile it")
+    chips = build.programs["decode"].chips
+    need, have = chips * system.chip.usable_sram_bytes, host_memory_bytes()
+    if need > have // HOST_MEMORY_SHARE:
+        raise ConfigError(f"{build.path}: a functional run holds every chip's SRAM ({chips:,} chips x "
+                          f"{system.chip.usable_sram_bytes:,} B = {need / 1e9:,.1f} GB), more than 1/"
+                          f"{HOST_MEMORY_SHARE} of this machine's {have / 1e9:,.1f} GB of memory")
+
+
+def host_memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def _host_inputs(build: Build, phase: str, stage: dict, ids: np.ndarray, pos: np.ndarray) -> Callable:
     """The host writing this chunk's token ids and positions into every chip of a stage."""
-    regions = build.inputs(phase, stage)
+    regions = _inputs(phase, stage)
 
     def write(machine: Machine) -> None:
         for chip in range(stage["first_chip"], stage["first_chip"] + stage["tp"]):
@@ -205,7 +210,7 @@ def _host_inputs(build: Build, phase: str, stage: dict, ids: np.ndarray, pos: np
 
 def _gather_output(build: Build, phase: str, name: str, machine: Machine) -> np.ndarray:
     """An output read off the last stage: every rank's vocabulary shard side by side."""
-    stage, addr, nbytes = build.output(phase, name)
+    stage, addr, nbytes = _output(build, phase, name)
     shards = build.memory["outputs"][phase][name]["shards"]
     parts = [machine.read(stage["first_chip"] + r, addr, nbytes) for r in range(shards)]
     act = activation_dtype(build.programs[phase])
@@ -214,7 +219,7 @@ def _gather_output(build: Build, phase: str, name: str, machine: Machine) -> np.
 
 def _rows(build: Build, phase: str) -> int:
     stage = build.memory["stages"][0]
-    return build.inputs(phase, stage)["tokens"][1] // 4
+    return _inputs(phase, stage)["tokens"][1] // 4
 
 
 def _prefill(build: Build, machine: Machine, prompt: list[int], order: list[int] | None) -> np.ndarray:
@@ -279,5 +284,5 @@ def _decode(build: Build, machine: Machine, token: int, position: int, order: li
               for stage in build.memory["stages"]]
     execute_functional(program, machine, events, order)
     logits = _gather_output(build, "decode", "logits", machine)[0]
-    stage, addr, _ = build.output("decode", "next_tokens")
+    stage, addr, _ = _output(build, "decode", "next_tokens")
     return logits, int(machine.read(stage["first_chip"], addr, 4).view("<i4")[0])

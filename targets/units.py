@@ -12,12 +12,14 @@ from ir.errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """One kind of quantity: its unit spellings (factor to SI base units) and an example for errors."""
+    """One kind of quantity: its unit spellings (factor to SI base units), an example for errors,
+    and the spelling of the base unit itself (what a target file is written in)."""
 
     name: str
     example: str
     units: dict[str, Decimal]
     integral: bool = False
+    base: str = ""
 
 
 _DECIMAL = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
@@ -62,19 +64,20 @@ def _ops_units() -> dict[str, Decimal]:
     return _scaled(("OPS", "OP/s", "FLOPS", "FLOP/s"), _DECIMAL)
 
 
-SIZE = Kind("size", "'230 MB'", _size_units(), integral=True)
-RATE = Kind("bandwidth", "'14 GB/s'", _rate_units())
-TIME = Kind("time", "'240 ns'", _time_units())
-FREQUENCY = Kind("frequency", "'900 MHz'", _scaled(("Hz",), _DECIMAL))
-OPS = Kind("rate of operations", "'750 TOPS'", _ops_units())
-PER_CYCLE = Kind("bandwidth per clock cycle", "'10240 B/cycle'", _per_cycle_units())
-PER_WEIGHT = Kind("size of one weight", "'2 B' or '4 bit'", _per_weight_units())
+SIZE = Kind("size", "'230 MB'", _size_units(), integral=True, base="B")
+RATE = Kind("bandwidth", "'14 GB/s'", _rate_units(), base="B/s")
+TIME = Kind("time", "'240 ns'", _time_units(), base="s")
+FREQUENCY = Kind("frequency", "'900 MHz'", _scaled(("Hz",), _DECIMAL), base="Hz")
+OPS = Kind("rate of operations", "'750 TOPS'", _ops_units(), base="OPS")
+PER_CYCLE = Kind("bandwidth per clock cycle", "'10240 B/cycle'", _per_cycle_units(), base="B/cycle")
+PER_WEIGHT = Kind("size of one weight", "'2 B' or '4 bit'", _per_weight_units(), base="B")
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 
 
 def parse_quantity(value: object, kind: Kind, where: str) -> float | int:
-    """Parse a TOML value as a quantity of `kind` in SI base units; `where` prefixes errors ('file: field')."""
+    """Parse a TOML string such as '240 ns' as a quantity of `kind` in SI base units; `where` prefixes
+    errors ('file: field'). A bare number is refused: 240 could be seconds or nanoseconds."""
     number = _exact(value, kind, where)
     if kind.integral:
         if number != number.to_integral_value():
@@ -84,17 +87,15 @@ def parse_quantity(value: object, kind: Kind, where: str) -> float | int:
 
 
 def _exact(value: object, kind: Kind, where: str) -> Decimal:
-    if isinstance(value, bool):
-        raise _expected(value, kind, where)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _expected(value, kind, where)
-    if isinstance(value, int | float):
-        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        raise _bare(value, kind, where)
     if not isinstance(value, str):
         raise _expected(value, kind, where)
     match = _QUANTITY.match(value)
     unit = match.group(2) if match else None
-    if unit is None or (unit and unit not in kind.units):
+    if unit == "":
+        raise _bare(value, kind, where)
+    if unit is None or unit not in kind.units:
         raise _expected(value, kind, where)
     try:
         return Decimal(match.group(1)) * kind.units.get(unit, Decimal(1))
@@ -104,6 +105,17 @@ def _exact(value: object, kind: Kind, where: str) -> Decimal:
 
 def _expected(value: object, kind: Kind, where: str) -> ConfigError:
     return ConfigError(f"{where}: expected a {kind.name} like {kind.example}, got {_show(value)}")
+
+
+def _bare(value: object, kind: Kind, where: str) -> ConfigError:
+    return ConfigError(f"{where}: {_show(value)} has no unit; give the {kind.name} with its unit, like {kind.example}")
+
+
+def format_quantity(value: float | int, kind: Kind) -> str:
+    """`value` (SI base units) spelled so that parse_quantity gives back exactly the same number:
+    '56000000000000.0 B/s', '2.4e-07 s', '230686720 B'."""
+    number = str(int(value)) if kind.integral else repr(float(value))
+    return f"{number} {kind.base}"
 
 
 def _show(value: object) -> str:

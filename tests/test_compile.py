@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +49,10 @@ def inspect_json(capsys, *args) -> dict:
 
 def test_build_directory_holds_every_artifact_with_its_hash(tiny):
     manifest = json.loads((tiny / "manifest.json").read_text())
-    names = {"plan.json", "decode.ir", "prefill.ir", "decode.prog", "prefill.prog", "memory.json", "sram.img"}
+    names = {"plan.json", "decode.ir", "prefill.ir", "decode.prog", "prefill.prog", "memory.json", "sram.img",
+             "target.toml"}
     assert set(manifest["files"]) == names
+    assert manifest["tool"] == "sramflow" and manifest["target"] == "lpu-64k"
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((tiny / name).read_bytes()).hexdigest() == digest
     assert (tiny / "decode.ir").read_text().startswith("graph ")
@@ -101,6 +105,26 @@ def test_gantt_and_trace_files(tmp_path, tiny):
     decode = load_program(tiny / "decode.prog")
     assert sum(e["ph"] == "X" for e in events) == len(decode)
     assert {e["args"]["name"] for e in events if e["name"] == "process_name"} == {f"chip {c}" for c in range(8)}
+
+
+def test_trace_slices_sit_on_whole_nanoseconds_and_never_overlap_on_a_thread(tmp_path, tiny):
+    """ts and dur are read exactly (Decimal): every slice starts and ends on a whole nanosecond of a
+    cycle boundary, and the next slice of its thread starts no earlier than it ends."""
+    trace = tmp_path / "t.json"
+    assert main(["inspect", str(tiny), "--phase", "prefill", "--trace", str(trace)]) == 0
+    doc = json.loads(trace.read_text(), parse_float=Decimal)
+    clock = Fraction(doc["otherData"]["clock_hz"])
+    slices: dict[tuple[int, int], list[tuple[Decimal, Decimal]]] = {}
+    for e in doc["traceEvents"]:
+        if e["ph"] == "X":
+            start, end = e["ts"] * 1000, (e["ts"] + e["dur"]) * 1000
+            assert start == int(start) and end == int(end)
+            assert int(start) == e["args"]["issue"] * 10**9 * clock.denominator // clock.numerator
+            slices.setdefault((e["pid"], e["tid"]), []).append((start, end))
+    assert doc["displayTimeUnit"] == "ns" and len(slices) > 8
+    for spans in slices.values():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
 
 
 def test_compiling_twice_in_fresh_processes_is_byte_identical(tmp_path, tiny_target):

@@ -17,6 +17,7 @@ import pytest
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
 from compiler.image import random_weights, shard_of
+from ir.build_io import write_manifest
 from ir.program import Program
 from ir.program_io import load_program, save_program
 from targets.functional import FunctionalError
@@ -124,8 +125,12 @@ def test_bad_prompts_and_missing_images_are_one_line_errors(build, tmp_path, cap
     assert "cache positions" in capsys.readouterr().err
     bare = tmp_path / "bare"
     bare.mkdir()
-    for name in ("manifest.json", "plan.json", "memory.json", "decode.prog", "prefill.prog"):
-        (bare / name).write_bytes((build / name).read_bytes())
+    for path in build.iterdir():
+        if path.name != "sram.img":
+            (bare / path.name).write_bytes(path.read_bytes())
+    assert main(["run", str(bare), "--functional"]) == 1
+    assert "damaged or edited build: sram.img is missing" in capsys.readouterr().err
+    write_manifest(bare, "lpu-64k")  # the same build as if compiled with --weights none
     assert main(["run", str(bare), "--functional"]) == 1
     assert "no SRAM image" in capsys.readouterr().err
 
@@ -146,6 +151,7 @@ def test_overlapping_two_buffers_passes_timing_but_not_the_numbers(build, tmp_pa
     c["dst"][victim] = weight
     save_program(Program.build(decode.phase, decode.target, decode.chips, decode.clock_hz, c, decode.meta),
                  broken / "decode.prog")
+    write_manifest(broken, decode.target)  # a deliberate edit: the build must accept it
     assert run_build(broken, NEW)["hazards"] == []
     assert run_functional(broken, PROMPT, NEW)["tokens"] != run_functional(build, PROMPT, NEW)["tokens"]
 
@@ -159,6 +165,7 @@ def test_dropping_a_send_stops_the_functional_run_with_a_clear_error(build, tmp_
     for p in build.iterdir():
         (broken / p.name).write_bytes(p.read_bytes())
     save_program(decode.select(keep), broken / "decode.prog")
+    write_manifest(broken, decode.target)
     with pytest.raises(FunctionalError, match=r"receive from chip \d+ tag \d+ at cycle \d+ finds no message"):
         run_functional(broken, PROMPT, NEW)
 

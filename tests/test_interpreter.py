@@ -171,6 +171,7 @@ def test_booking_too_few_cycles_or_leaving_sram_is_flagged(build):
 def test_run_exits_non_zero_on_hazards(build, tmp_path, capsys):
     import shutil
 
+    from ir.build_io import write_manifest
     from ir.program_io import save_program
 
     out, _ = build
@@ -178,6 +179,9 @@ def test_run_exits_non_zero_on_hazards(build, tmp_path, capsys):
     shutil.copytree(out, broken)
     program = load_program(broken / "decode.prog")
     save_program(program.select(program.cols["op"] != Op.SEND), broken / "decode.prog")
+    assert main(["run", str(broken)]) == 1
+    assert "damaged or edited build: decode.prog (sha256 differs" in capsys.readouterr().err
+    write_manifest(broken, program.target)  # the edit made on purpose: now the interpreter must catch it
     assert main(["run", str(broken)]) == 2
     assert "unmatched" in capsys.readouterr().out
     assert main(["run", str(tmp_path)]) == 1

@@ -139,7 +139,7 @@ def test_compare_draws_one_curve_per_target(tmp_path, slow_target):
     (["plan", *TINY, "--batch", "1,4", "--context", "64,128"], "--context and --batch: sweep one of them"),
     (["plan", *TINY, "--batch", "1,x"], "--batch: expected B or a comma list"),
     (["plan", *TINY, "--batch", "4,4"], "--batch: a batch is named twice"),
-    (["plan", *TINY, "--batch", "1,4", "--plot", "out.jpg"], "--plot: out.jpg: the picture is a PNG"),
+    (["plan", *TINY, "--batch", "1,4", "--plot", "out.jpg"], "--plot out.jpg: must end in .png"),
     (["plan", *TINY, "--plot", "out.png"], "--plot: `plan` draws a batch curve"),
     (["compile", *TINY, "--target", "lpu-mini", "--batch", "1,4", "-o", "x"], "--batch: a comma list draws"),
 ])

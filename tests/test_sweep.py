@@ -251,9 +251,9 @@ def test_compile_and_run_points_carry_the_run_figures(tmp_path):
     rows = _table(tmp_path / "out")
     assert [(r["context"], r["prompt"], r["status"]) for r in rows] == [
         ("256", "64", "ok"), ("256", "1024", "error"), ("4096", "64", "ok"), ("4096", "1024", "ok")]
-    # The plan holds a 1024-token prompt's chunks beside a 256-token cache on one chip; the compiled
-    # program does not fit it: the point records compile's error, and the sweep goes on.
-    assert "bytes of SRAM per chip" in rows[1]["error"]
+    # A 1024-token prompt cannot sit in a 256-token context (plan and compile refuse it alike): the
+    # point records the error, and the sweep goes on.
+    assert "--prompt 1024 is longer than --context 256" in rows[1]["error"]
     full = rows[2]
     build = tmp_path / "build"
     assert main(["compile", "tiny-llama", "--target", "lpu-mini", "--prompt", "64", "-o", str(build),

@@ -31,6 +31,8 @@ from targets import (
     parse_quantity,
     route,
 )
+from targets.loader import loads_target
+from targets.target_file import dumps_target
 from targets.units import FREQUENCY, OPS, RATE, SIZE, TIME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,7 +250,10 @@ ERRORS = [
     ('base = "lpu"\n[local_link]\nlatency_s = "240 MB"\n', ["local_link.latency_s", "expected a time"]),
     ('base = "lpu"\nchips_per_node = 8.5\n', ["chips_per_node", "whole number"]),
     ('base = "lpu"\nchips_per_node = "eight"\n', ["chips_per_node", "whole number"]),
-    ('base = "lpu"\n[chip]\nsram_bytes = 0\n', ["chip.sram_bytes", "must be positive"]),
+    ('base = "lpu"\n[chip]\nsram_bytes = "0 B"\n', ["chip.sram_bytes", "must be positive"]),
+    ('base = "lpu"\n[local_link]\nlatency_s = 240\n', [":3:", "local_link.latency_s", "240 has no unit",
+                                                       "like '240 ns'"]),
+    ('base = "lpu"\n[chip]\nclock_hz = "900"\n', ["chip.clock_hz", "'900' has no unit"]),
     ('base = "lpu"\n[chip]\nmem_bw_bytes_per_s = "-1 TB/s"\n', ["chip.mem_bw_bytes_per_s", "must be positive"]),
     ('base = "lpu"\n[chip]\nprogram_reserve_bytes = "300 MiB"\n', ["chip.program_reserve_bytes", "less than"]),
     ('base = "lpu"\n[chip]\nmem_bytes_per_cycle = "1 B/cycle"\nmem_bw_bytes_per_s = "1 TB/s"\n',
@@ -293,6 +298,36 @@ def test_full_file_without_base_needs_every_field(tmp_path):
         load_target(_write(tmp_path, text))
 
 
+# ---------------------------------------------------------------- a target written out (a build's target.toml)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_written_in_full_loads_back_equal(name):
+    text = dumps_target(PRESETS[name])
+    assert "\nbase =" not in text
+    assert loads_target(text, f"{name}.toml") == PRESETS[name]
+
+
+def test_every_example_file_written_back_loads_equal():
+    for path in sorted(EXAMPLES.glob("*.toml")):
+        spec = load_target(str(path))
+        assert loads_target(dumps_target(spec), path.name) == spec, path.name
+
+
+_FLOATS = st.floats(min_value=1e-12, max_value=1e18, allow_nan=False, allow_infinity=False)
+
+
+@given(_FLOATS, _FLOATS, _FLOATS, _FLOATS, st.integers(min_value=2**23, max_value=2**50))
+def test_written_targets_keep_every_float_bit_for_bit(bw, latency, clock, ops, sram):
+    lpu = PRESETS["lpu"]
+    chip = dataclasses.replace(lpu.chip, clock_hz=clock, sram_bytes=sram, mem_bytes_per_cycle=bw / clock,
+                               peak_ops_per_s={p: ops for p in PRECISIONS})
+    spec = dataclasses.replace(lpu, chip=chip, local_link=dataclasses.replace(lpu.local_link, latency_s=latency))
+    assert loads_target(dumps_target(spec), "x.toml") == spec
+    wafer = dataclasses.replace(PRESETS["wse3"], clock_hz=clock, link_bw_bytes_per_s=bw)
+    assert loads_target(dumps_target(wafer), "w.toml") == wafer
+
+
 # ---------------------------------------------------------------- units
 
 QUANTITIES = [
@@ -300,19 +335,19 @@ QUANTITIES = [
     ("220 MiB", SIZE, 220 * 2**20),
     ("1 KB", SIZE, 1000),
     ("1KiB", SIZE, 1024),
-    (4096, SIZE, 4096),
+    ("4096 B", SIZE, 4096),
     ("80 TB/s", RATE, 80e12),
     ("14 GB/s", RATE, 14e9),
     ("400 Gb/s", RATE, 50e9),
     ("55 TiB/s", RATE, 55 * 2**40),
     ("240 ns", TIME, 240e-9),
     ("2 us", TIME, 2e-6),
-    (3e-6, TIME, 3e-6),
+    ("3e-6 s", TIME, 3e-6),
     ("900 MHz", FREQUENCY, 900e6),
     ("1.83 GHz", FREQUENCY, 1.83e9),
     ("750 TOPS", OPS, 750e12),
     ("188 TFLOPS", OPS, 188e12),
-    ("1e9", OPS, 1e9),
+    ("1e9 OPS", OPS, 1e9),
 ]
 
 
@@ -321,7 +356,8 @@ def test_parse_quantity(text, kind, value):
     assert parse_quantity(text, kind, "f: x") == value
 
 
-@pytest.mark.parametrize("bad", ["12 parsecs", "MB", "", "1.5 B", True, [1], "230 Mb", "230 mB", float("inf")])
+@pytest.mark.parametrize("bad", ["12 parsecs", "MB", "", "1.5 B", True, [1], "230 Mb", "230 mB", float("inf"), 4096,
+                                 "4096", 2.5])
 def test_bad_sizes_are_config_errors(bad):
     with pytest.raises(ConfigError, match=r"^f\.toml: chip\.sram_bytes: "):
         parse_quantity(bad, SIZE, "f.toml: chip.sram_bytes")

@@ -6,6 +6,7 @@ import re
 
 from compiler.frontend.blocks import BLOCKS, Layer
 from compiler.frontend.config import ModelConfig
+from compiler.frontend.size import SAMPLE_LAYERS, check_size
 from ir.errors import ConfigError
 from ir.graph import Builder, Graph, Value
 from ir.ops import Opcode
@@ -22,8 +23,12 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
     (inputs `tokens`, `pos`: i32[B]; outputs `logits` [B,V] and `next_tokens` i32[B]).
     prefill: `prompt` tokens per sequence, rows of a sequence contiguous (inputs i32[B*prompt];
     output `logits`), caches of max(context, prompt) tokens. `layers` keeps only the
-    first that many decoder layers (for small golden files)."""
+    first that many decoder layers (for small golden files). A full graph is built only for a
+    config some shipped target could hold (frontend.size)."""
     rows, cache_tokens = _shape(phase, context, prompt, batch)
+    if layers is None:
+        sample = min(config.num_layers, SAMPLE_LAYERS)
+        check_size(config, build_graph(config, "decode", context=cache_tokens, batch=batch, layers=sample))
     plan = config.layer_plan[:_layer_count(config, layers)]
     b = Builder(_graph_name(config.name, phase))
     tokens = b.input("tokens", TensorType(DType.I32, (rows,)))

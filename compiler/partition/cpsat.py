@@ -16,7 +16,8 @@ as one weighted sum: the weight that makes a chip outweigh every latency sum is
 candidates, while each phase alone is proved in milliseconds. The flow
 constraints make the chosen stages tile the units exactly once in order; stage
 hand-offs are part of l_c. Solving is deterministic: a fixed seed, one worker
-and a deterministic time limit per phase.
+and a deterministic time limit per phase; Ctrl-C stops the command, never just
+the search (compiler.partition.solving).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from ortools.sat.python import cp_model
 
 from compiler.partition.candidates import Candidate
+from compiler.partition.solving import run_solver
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,7 @@ def solve(cands: list[Candidate], num_units: int, objective: str, exact_chips: i
                 model.add_hint(v, c in chosen)
         model.minimize(goal)
         solver = _solver(seed, deterministic_s)
-        status = solver.solve(model)
+        status = run_solver(solver, model)
         work += solver.deterministic_time
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return None

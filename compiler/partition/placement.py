@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from ortools.sat.python import cp_model
 
+from compiler.partition.solving import run_solver
 from targets.spec import SystemSpec
 from targets.topology import chip_hops
 
@@ -53,7 +54,7 @@ def place(sizes: Sequence[int], collectives: Sequence[int], system: SystemSpec,
     solver.parameters.random_seed = seed
     solver.parameters.num_workers = 1
     solver.parameters.max_deterministic_time = deterministic_s
-    if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if run_solver(solver, model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return hint
     return [solver.value(v) for v in starts]
 

@@ -13,9 +13,10 @@ COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#b279a2", "#72b7b2")
 
 
 def check_png(path: str) -> None:
-    """Refuse a --plot path that is not a .png before any planning."""
-    if not str(path).lower().endswith(".png"):
-        raise ConfigError(f"--plot: {path}: the picture is a PNG; give a path ending in .png")
+    """Refuse a --plot path that is not a .png in a writable folder, before any planning."""
+    from ir.files import check_output_file
+
+    check_output_file(path, "--plot", ".png")
 
 
 def write_curve_plot(model: str, options: CompileOptions, curves: list[Curve], path: str | Path) -> None:

@@ -54,7 +54,8 @@ class Point:
 def expand(spec: SweepSpec) -> list[Point]:
     """The cross product model x target x target fields (spec order) x options (CompileOptions
     order), the last axis varying fastest; axes a spec leaves out take CompileOptions' defaults."""
-    defaults = asdict(CompileOptions())
+    # The prompt is left to CompileOptions (1024 tokens, or the context if shorter), not pinned at 1024.
+    defaults = asdict(CompileOptions()) | {"prompt": None}
     names = [a.name for a in spec.options]
     systems: dict[tuple[int, tuple], SystemSpec | WaferSpec] = {}
     combos = field_combinations(spec.target_fields)

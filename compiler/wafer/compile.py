@@ -20,7 +20,8 @@ from ir.program import Program
 from targets.spec import WaferSpec
 
 
-def compile_wafer(config, wafer: WaferSpec, target: str, options: CompileOptions, out: Path, progress) -> dict:
+def compile_wafer(config, wafer: WaferSpec, options: CompileOptions, out: Path, progress, force: bool = False
+                  ) -> dict:
     from compiler.build import _graphs, _write
     from compiler.planner import plan_graphs
 
@@ -40,7 +41,7 @@ def compile_wafer(config, wafer: WaferSpec, target: str, options: CompileOptions
                           {"chunk_tokens": chunk}, host_bytes=host * chunk)
     progress("writing")
     memory = {"wafer": True, "stages": _stage_memory(decode, prefill)}
-    return _write(out, plan, graphs.decode, graphs.prefill, decode, prefill, memory, target, (None, "none"))
+    return _write(out, plan, graphs.decode, graphs.prefill, decode, prefill, memory, wafer, (None, "none"), force)
 
 
 def _stage_memory(decode: Program, prefill: Program) -> list[dict]:

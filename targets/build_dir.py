@@ -1,0 +1,98 @@
+"""Reading a build directory for `run` and `inspect`: every file checked against the manifest first.
+
+The target comes from the build's own target.toml (written in full by `compile`), never from the
+file or preset it was compiled with, so a build stays runnable when that file changes or goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ir.build_io import BuildFiles
+from ir.errors import ParseError, SramflowError
+from ir.image_io import loads_image
+from ir.program import Program
+from ir.program_io import loads
+from targets.loader import loads_target
+from targets.spec import SystemSpec, WaferSpec
+
+TARGET_FILE = "target.toml"
+IMAGE_FILE = "sram.img"
+PLAN_KEYS = ("model", "target", "chips", "options", "stages", "decode", "prefill", "totals")
+PHASES = ("decode", "prefill")
+
+
+@dataclass(frozen=True)
+class Build:
+    """A verified build: its target, plan, memory map and both phases' Programs. The SRAM image
+    is read (and verified) only when a functional run asks for it."""
+
+    files: BuildFiles
+    system: SystemSpec | WaferSpec
+    plan: dict
+    memory: dict
+    programs: dict[str, Program]
+
+    @property
+    def path(self) -> Path:
+        return self.files.path
+
+    @property
+    def context(self) -> int:
+        return int(self.plan["options"]["context"])
+
+    @property
+    def recurrent(self) -> bool:
+        """Mamba state: it runs on through every row, padding included."""
+        return self.plan["totals"].get("ssm_state_bytes", 0) > 0
+
+    @property
+    def has_image(self) -> bool:
+        return self.files.has(IMAGE_FILE)
+
+    def image(self) -> dict[int, np.ndarray]:
+        """Every chip's SRAM bytes (weights at their addresses, caches zeroed)."""
+        return self._parsed(IMAGE_FILE, lambda data: loads_image(data, str(self.path / IMAGE_FILE))[0])
+
+    def _parsed(self, name: str, parse):
+        try:
+            return parse(self.files.bytes(name))
+        except ParseError as err:  # the sha256 matched, so the compiler wrote it this way
+            raise self.files.damaged(str(err)) from None
+
+
+def load_build(path: str | Path) -> Build:
+    """The build at `path`, or one line saying why it cannot be used."""
+    files = BuildFiles(path)
+    system = _target(files)
+    plan = files.json("plan.json", PLAN_KEYS)
+    memory = files.json("memory.json", ("stages",))
+    programs = {phase: _program(files, phase) for phase in PHASES}
+    names = {"manifest.json": files.manifest.target, "plan.json": plan["target"],
+             **{f"{p}.prog": programs[p].target for p in PHASES}}
+    for name, target in names.items():
+        if target != system.name:
+            raise files.damaged(f"{name} names target {target!r}, {TARGET_FILE} is {system.name!r}")
+    for phase, program in programs.items():
+        if program.phase != phase:
+            raise files.damaged(f"{phase}.prog holds the {program.phase} phase")
+    return Build(files, system, plan, memory, programs)
+
+
+def _target(files: BuildFiles) -> SystemSpec | WaferSpec:
+    data = files.bytes(TARGET_FILE)
+    try:
+        return loads_target(data.decode("utf-8"), files.path / TARGET_FILE)
+    except (UnicodeDecodeError, SramflowError) as err:
+        raise files.damaged(f"{TARGET_FILE} does not load ({err})") from None
+
+
+def _program(files: BuildFiles, phase: str) -> Program:
+    name = f"{phase}.prog"
+    try:
+        return loads(files.bytes(name), str(files.path / name))
+    except ParseError as err:
+        raise files.damaged(str(err)) from None

@@ -125,8 +125,8 @@ def _shape_args(p: argparse.ArgumentParser, chunk: bool = True) -> None:
                                      "sweeps, one row per context)")
     p.add_argument("--prompt", type=int,
                    help="prompt length for time-to-first-token (default 1024, or the context if shorter)")
-    p.add_argument("--batch", help="sequences decoded together, default 1 (plan, compare: a comma list draws the "
-                                   "batch curve)")
+    p.add_argument("--batch", type=_batch_text, help="sequences decoded together, default 1 (plan, compare: a comma "
+                                                     "list draws the batch curve)")
     if chunk:
         p.add_argument("--prefill-chunk", type=int, default=256,
                        help="largest prefill chunk in tokens (the plan picks the largest multiple of 16 that fits)")
@@ -172,6 +172,18 @@ def _options(args: argparse.Namespace, context: int | None = None, batch: int | 
                           prompt=args.prompt, batch=batch or _batch(args.batch), chips=getattr(args, "chips", None),
                           max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"),
                           prefill_chunk=getattr(args, "prefill_chunk", 256), embed_on_host=args.embed_on_host)
+
+
+def _batch_text(text: str) -> str:
+    """--batch as argparse reads it: a malformed value is a usage error, like any other number's."""
+    from compiler.serving.curves import parse_batches
+    from ir.errors import ConfigError
+
+    try:
+        parse_batches(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--batch: ")) from None
+    return text
 
 
 def _batch(text: str | None) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ir.build_io import BuildFiles
 from ir.errors import ConfigError
 from ir.graph import Graph
 from ir.ops import Opcode
@@ -30,22 +31,31 @@ from targets.runner import _check_functional, _decode, _outputs_digest, _prefill
 
 KIND = "disaggregated"
 POOLS = ("prefill", "decode")
+HANDOFF_KEYS = ("prompt_tokens", "bytes", "senders", "receivers", "time_s")
 CACHE_OPS = (Opcode.ATTENTION, Opcode.MLA_ATTENTION)  # their state operands hold a row per token
 
 
 def is_disaggregated(path: str | Path) -> bool:
-    manifest = Path(path) / "manifest.json"
-    return manifest.is_file() and json.loads(manifest.read_text()).get("kind") == KIND
+    """Whether `path` holds a disaggregated build (its manifest says so; anything unreadable is left to
+    the ordinary build reader to name)."""
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text()).get("kind") == KIND
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
 
 
-def _load(path: Path) -> tuple[dict, dict]:
-    """handoff.json and memory.json, after checking every file the manifest lists against its sha256."""
-    manifest = json.loads((path / "manifest.json").read_text())
-    for name, digest in sorted(manifest["files"].items()):
-        file = path / name
-        if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
-            raise ConfigError(f"{file}: missing or changed since the build was written (manifest.json); recompile")
-    return json.loads((path / "handoff.json").read_text()), json.loads((path / "memory.json").read_text())
+def _load(path: Path) -> tuple[dict, dict, dict[str, Build]]:
+    """handoff.json, memory.json and both sub-builds, each verified: files against the manifest,
+    sub-builds against their own and against the digests the top-level manifest recorded."""
+    files = BuildFiles(path)
+    recorded = files.manifest.builds or {}
+    if sorted(recorded) != sorted(POOLS):
+        raise files.damaged(f"manifest.json records sub-builds {sorted(recorded)}, not {list(POOLS)}")
+    builds = {pool: load_build(path / pool) for pool in POOLS}
+    for pool in POOLS:
+        if json.loads((path / pool / "manifest.json").read_text())["digest"] != recorded[pool]:
+            raise files.damaged(f"{pool}/ is not the build it was written with")
+    return files.json("handoff.json", HANDOFF_KEYS), files.json("memory.json", POOLS), builds
 
 
 # ---------------------------------------------------------------- the hand-off, derived
@@ -95,8 +105,7 @@ def run_disaggregated(path: str | Path, tokens: int = 1, check_determinism: bool
                       prompt: list[int] | None = None) -> dict:
     """The figures `sramflow run --json` prints for a disaggregated build (README: Serving)."""
     path = Path(path)
-    recorded, layouts = _load(path)
-    builds = {pool: load_build(path / pool) for pool in POOLS}
+    recorded, layouts, builds = _load(path)
     derived = derive_handoff(builds, recorded["prompt_tokens"])
     pools = {"prefill": run_build(builds["prefill"], 1, check_determinism),
              "decode": run_build(builds["decode"], tokens, check_determinism)}
@@ -112,7 +121,7 @@ def run_disaggregated(path: str | Path, tokens: int = 1, check_determinism: bool
     if check_determinism:
         figures["determinism"] = _determinism(pools)
     if prompt is not None:
-        figures["functional"] = _functional(path, layouts, prompt, tokens, check_determinism)
+        figures["functional"] = _functional(builds, layouts, prompt, tokens, check_determinism)
         figures["tokens"]["generated"] = figures["functional"]["tokens"]
         if check_determinism:
             _fold_functional(figures)
@@ -142,24 +151,26 @@ def _fold_functional(figures: dict) -> None:
 # ---------------------------------------------------------------- functional: prompt in, tokens out
 
 
-def _functional(path: Path, layouts: dict, prompt: list[int], tokens: int, again: bool) -> dict:
-    out = run_functional_disaggregated(path, prompt, tokens, layouts=layouts)
+def _functional(builds: dict[str, Build], layouts: dict, prompt: list[int], tokens: int, again: bool) -> dict:
+    out = _run_functional(builds, layouts, prompt, tokens)
     result = {"prompt": prompt, "tokens": out["tokens"], "digest": _outputs_digest(out),
               "instructions_executed": out["instructions"], "copied_bytes": out["copied_bytes"]}
     if again:
         order = {pool: random.Random(f"handoff-{pool}").sample(range(n), n) for pool, n in out["chips"].items()}
-        result["digest_shuffled"] = _outputs_digest(run_functional_disaggregated(path, prompt, tokens, order,
-                                                                                 layouts))
+        result["digest_shuffled"] = _outputs_digest(_run_functional(builds, layouts, prompt, tokens, order))
     return result
 
 
 def run_functional_disaggregated(path: str | Path, prompt: list[int], tokens: int,
-                                 order: dict[str, list[int]] | None = None, layouts: dict | None = None) -> dict:
+                                 order: dict[str, list[int]] | None = None) -> dict:
     """Prefill `prompt` on the prefill build's SRAM image, copy the request's cache rows into the decode
     build's, and decode greedily there until `tokens` tokens: the tokens, every step's logits."""
-    path = Path(path)
-    layouts = layouts if layouts is not None else _load(path)[1]
-    builds = {pool: load_build(path / pool) for pool in POOLS}
+    _, layouts, builds = _load(Path(path))
+    return _run_functional(builds, layouts, prompt, tokens, order)
+
+
+def _run_functional(builds: dict[str, Build], layouts: dict, prompt: list[int], tokens: int,
+                    order: dict[str, list[int]] | None = None) -> dict:
     _check_functional(builds["prefill"], prompt, 1)  # its caches hold the prompt
     _check_functional(builds["decode"], prompt, tokens)
     machines = {pool: _machine(build) for pool, build in builds.items()}

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from compiler.cli import main
 from compiler.image import shard_of
 from compiler.serving.layout import block_start
+from ir.build_io import write_manifest
 from targets import load_target
 
 PROMPT_IDS = "1 2 3 4 5"
@@ -47,12 +48,14 @@ def builds(request, tmp_path_factory):
 def test_build_holds_both_pools_and_the_handoff(builds):
     _, pair, _ = builds
     manifest = json.loads((pair / "manifest.json").read_text())
-    assert manifest["kind"] == "disaggregated"
-    assert set(manifest["files"]) == {"handoff.json", "memory.json", "prefill/manifest.json", "decode/manifest.json"}
+    assert (manifest["kind"], manifest["target"]) == ("disaggregated", "lpu-mini to lpu-mini")
+    assert set(manifest["files"]) == {"handoff.json", "memory.json"}
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((pair / name).read_bytes()).hexdigest() == digest
-    for pool in ("prefill", "decode"):
-        assert json.loads((pair / pool / "manifest.json").read_text())["target"] == "lpu-mini"
+    for pool in ("prefill", "decode"):  # each a whole build, recorded by its manifest's digest
+        sub = json.loads((pair / pool / "manifest.json").read_text())
+        assert sub["target"] == "lpu-mini" and manifest["builds"][pool] == sub["digest"]
+        assert "target.toml" in sub["files"]
     plans = {pool: json.loads((pair / pool / "plan.json").read_text()) for pool in ("prefill", "decode")}
     h = json.loads((pair / "handoff.json").read_text())
     assert plans["prefill"]["options"]["context"] == h["prompt_tokens"]  # the prefill build holds the prompt
@@ -108,9 +111,7 @@ def test_a_handoff_figure_the_builds_do_not_give_is_a_hazard(builds, tmp_path):
     shutil.copytree(pair, copy)
     h = json.loads((copy / "handoff.json").read_text())
     (copy / "handoff.json").write_text(json.dumps(h | {"time_s": h["time_s"] / 2}))
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"]["handoff.json"] = hashlib.sha256((copy / "handoff.json").read_bytes()).hexdigest()
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(copy, "lpu-mini to lpu-mini", extra={"kind": "disaggregated"}, builds=("prefill", "decode"))
     code, f = _run_json(["run", str(copy)])
     assert code == 2 and [x["kind"] for x in f["hazards"]] == ["handoff"]
 
@@ -124,7 +125,15 @@ def test_a_changed_file_is_refused_in_one_line(builds, tmp_path, capsys):
     (copy / "memory.json").write_text("{}")
     assert main(["run", str(copy)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("sramflow: error: ") and "memory.json: missing or changed" in err and err.count("\n") == 1
+    assert err.startswith(f"sramflow: error: {copy}: damaged or edited build: memory.json") and err.count("\n") == 1
+    shutil.rmtree(copy)
+    shutil.copytree(pair, copy)
+    (copy / "decode" / "plan.json").write_text("{}")  # a sub-build edited: the whole build is
+    assert main(["run", str(copy)]) == 1
+    assert "damaged or edited build: plan.json" in capsys.readouterr().err
+    assert main(["compile", "tiny-llama", "--prefill-target", "lpu-mini", "--decode-target", "lpu-mini",
+                 "-o", str(copy)]) == 1
+    assert "an edited sramflow build (decode/ differs from its manifest); --force" in capsys.readouterr().err
 
 
 def test_compile_is_deterministic(tmp_path):
@@ -132,6 +141,10 @@ def test_compile_is_deterministic(tmp_path):
         assert main(["compile", "tiny-llama", "--prompt", "16", "--context", "64", "--prefill-target", "lpu-mini",
                      "--decode-target", "lpu-mini", "-o", str(tmp_path / out)]) == 0
     assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+    # Over a previous disaggregated build (it is a build: replaced, nothing asked).
+    assert main(["compile", "tiny-llama", "--prompt", "16", "--context", "64", "--prefill-target", "lpu-mini",
+                 "--decode-target", "lpu-mini", "-o", str(tmp_path / "a")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temporary left beside them
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -153,7 +166,7 @@ def test_never_replaces_a_directory_that_is_not_a_build(capsys, tmp_path):
     (mine / "notes.txt").write_text("keep me")
     assert main(["compile", "tiny-llama", "--prefill-target", "lpu-mini", "--decode-target", "lpu-mini",
                  "-o", str(mine)]) == 1
-    assert "is not a sramflow build" in capsys.readouterr().err
+    assert "holds files and is not a sramflow build" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep me"
 
 

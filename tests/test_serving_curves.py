@@ -135,10 +135,16 @@ def test_compare_draws_one_curve_per_target(tmp_path, slow_target):
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary left behind
 
 
+def test_malformed_batch_lists_are_usage_errors(capsys):
+    for text, message in (("1,x", "expected B or a comma list"), ("4,4", "a batch is named twice"),
+                          ("0,4", "batches must be positive")):
+        assert main(["plan", *TINY, "--batch", text]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"sramflow: error: plan: argument --batch: {message}") and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["plan", *TINY, "--batch", "1,4", "--context", "64,128"], "--context and --batch: sweep one of them"),
-    (["plan", *TINY, "--batch", "1,x"], "--batch: expected B or a comma list"),
-    (["plan", *TINY, "--batch", "4,4"], "--batch: a batch is named twice"),
     (["plan", *TINY, "--batch", "1,4", "--plot", "out.jpg"], "--plot out.jpg: must end in .png"),
     (["plan", *TINY, "--plot", "out.png"], "--plot: `plan` draws a batch curve"),
     (["compile", *TINY, "--target", "lpu-mini", "--batch", "1,4", "-o", "x"], "--batch: a comma list draws"),

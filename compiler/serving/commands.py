@@ -108,6 +108,7 @@ def _check_pool_args(args: argparse.Namespace) -> None:
 
 def compile_pools(args: argparse.Namespace, options: CompileOptions) -> int:
     """`compile MODEL --prefill-target T1 --decode-target T2 -o DIR`: a disaggregated build."""
+    from contextlib import nullcontext
     from pathlib import Path
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -118,14 +119,18 @@ def compile_pools(args: argparse.Namespace, options: CompileOptions) -> int:
         raise ConfigError("--prefill-target and --decode-target: give both (they may name the same target)")
     if args.target is not None:
         raise ConfigError("--target: a disaggregated build names --prefill-target and --decode-target instead")
-    check_request(args.prefill_target, args.decode_target, Path(args.output))
+    check_request(args.prefill_target, args.decode_target, Path(args.output), args.force)
     console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as bar:
-        task = bar.add_task("compiling", total=None)
+    # A spinner only on a terminal, as for `compile`: redirected, stderr holds the result alone.
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                   transient=True) if console.is_terminal else None
+    with bar or nullcontext():
+        task = bar.add_task("compiling", total=None) if bar else None
         manifest = compile_disaggregated(args.model, args.prefill_target, args.decode_target, options, args.output,
-                                         args.weights, lambda step: bar.update(task, description=step))
-    console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}")
+                                         args.weights, (lambda s: bar.update(task, description=s)) if bar else
+                                         (lambda _: None), args.force)
+    parts = sorted(manifest["files"]) + [f"{name}/" for name in sorted(manifest["builds"])]
+    console.print(f"wrote {args.output}: {', '.join(parts)}", soft_wrap=True, markup=False)
     return 0
 
 

@@ -17,6 +17,7 @@ from targets import LinkSpec, load_target
 RATE, PROMPT, OUTPUT = 2e6, 16, 64
 LOAD = ["tiny-llama", "--rate", str(RATE), "--prompt", str(PROMPT), "--output", str(OUTPUT), "--prefill-chunk", "16"]
 # lpu-mini with a slow, high-latency link to other pools: 1 GB/s and 10 µs.
+POOLS = ["--prefill-target", "lpu-mini", "--decode-target", "lpu-mini"]
 SLOW_LINK = 'base = "lpu-mini"\nname = "mini-slow-link"\n[pool_link]\nbw_bytes_per_s = "1 GB/s"\nlatency_s = "10 us"\n'
 
 
@@ -162,14 +163,16 @@ def test_a_sequence_no_replica_holds_names_the_pool(capsys):
 @pytest.mark.parametrize(("argv", "message"), [
     (["--prefill-target", "lpu-mini"], "--prefill-target and --decode-target: give both"),
     (["--prefill-target", "lpu-mini", "--decode-target", "lpu-mini", "--output", "4"], "--rate: required"),
+    (["--prefill-target", "lpu-mini", "--decode-target", "lpu-mini", "--rate", "1", "--output", "4"],
+     "--prompt: required"),
     (["--rate", "1", "--output", "4"], "--prefill-target and --decode-target: give both"),
-    (["--prefill-target", "lpu-mini", "--decode-target", "lpu-mini", "--rate", "1", "--output", "4", "--target",
-      "lpu"], "--target: pools size their own replicas"),
-    (["--prefill-target", "lpu-mini", "--decode-target", "lpu-mini", "--rate", "1", "--output", "4", "--context",
-      "64"], "--context: pools size their own replicas"),
-    (["--prefill-target", "lpu-mini", "--decode-target", "lpu-mini", "--rate", "0", "--output", "4"],
+    ([*POOLS, "--rate", "1", "--prompt", "16", "--output", "4", "--target", "lpu"],
+     "--target: pools size their own replicas"),
+    ([*POOLS, "--rate", "1", "--prompt", "16", "--output", "4", "--context", "64"],
+     "--context: pools size their own replicas"),
+    (["--prefill-target", "lpu-mini", "--decode-target", "lpu-mini", "--rate", "0", "--prompt", "16", "--output", "4"],
      "--rate must be positive"),
-    (["--prefill-target", "lpu-mini", "--decode-target", "lpx", "--rate", "1", "--output", "4"],
+    (["--prefill-target", "lpu-mini", "--decode-target", "lpx", "--rate", "1", "--prompt", "16", "--output", "4"],
      "unknown target 'lpx'"),
 ])
 def test_pool_option_mistakes_are_one_line(capsys, argv, message):

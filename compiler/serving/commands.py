@@ -80,8 +80,8 @@ def plan_pools(args: argparse.Namespace, console: Console) -> int:
 
     _check_pool_args(args)
     options = CompileOptions(precision=args.precision, kv_precision=args.kv_precision, prompt=args.prompt,
-                             prefill_chunk=args.prefill_chunk, embed_on_host=args.embed_on_host,
-                             objective=args.objective)
+                             context=args.prompt + args.output, prefill_chunk=args.prefill_chunk,
+                             embed_on_host=args.embed_on_host, objective=args.objective)
     load = Load(args.rate, args.prompt, args.output, args.min_tokens_per_s, args.max_ttft_ms)
     deployment = size_deployment(args.model, load_target(args.prefill_target), load_target(args.decode_target),
                                  options, load)
@@ -96,7 +96,7 @@ def _check_pool_args(args: argparse.Namespace) -> None:
     """Pools need both targets, a rate and an output length; they choose batches and contexts themselves."""
     if not (args.prefill_target and args.decode_target):
         raise ConfigError("--prefill-target and --decode-target: give both (they may name the same target)")
-    for flag, value in (("--rate", args.rate), ("--output", args.output)):
+    for flag, value in (("--rate", args.rate), ("--prompt", args.prompt), ("--output", args.output)):
         if value is None:
             raise ConfigError(f"{flag}: required with --prefill-target and --decode-target")
     for flag, value in (("--target", args.target), ("--context", args.context), ("--batch", args.batch),

@@ -147,6 +147,7 @@ def test_malformed_batch_lists_are_usage_errors(capsys):
     (["plan", *TINY, "--batch", "1,4", "--context", "64,128"], "--context and --batch: sweep one of them"),
     (["plan", *TINY, "--batch", "1,4", "--plot", "out.jpg"], "--plot out.jpg: must end in .png"),
     (["plan", *TINY, "--plot", "out.png"], "--plot: `plan` draws a batch curve"),
+    (["plan", "k.ir", "--batch", "1,4"], "--batch: k.ir is a graph IR file"),
     (["compile", *TINY, "--target", "lpu-mini", "--batch", "1,4", "-o", "x"], "--batch: a comma list draws"),
 ])
 def test_mistakes_are_one_line(capsys, argv, message):

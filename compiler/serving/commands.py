@@ -36,10 +36,14 @@ def compare_batches(args: argparse.Namespace, options: CompileOptions, targets: 
 
 def _curves(args: argparse.Namespace, options: CompileOptions, targets: list[str], batches: list[int],
             console: Console) -> int:
+    from compiler.planner import is_graph_file
     from compiler.serving.curve_plot import check_png, write_curve_plot
     from compiler.serving.curve_report import render_curves
     from compiler.serving.curves import batch_curve, curve_dict
 
+    if is_graph_file(args.model):
+        raise ConfigError(f"--batch: {args.model} is a graph IR file with rows of its own; a batch curve plans a "
+                          "model config at each batch")
     if args.plot:
         check_png(args.plot)
     systems = [load_target(t) for t in targets]
@@ -75,10 +79,14 @@ def serving_requested(args: argparse.Namespace) -> bool:
 
 def plan_pools(args: argparse.Namespace, console: Console) -> int:
     """`plan MODEL --prefill-target T1 --decode-target T2 --rate R --prompt S --output N [--json]`."""
+    from compiler.planner import is_graph_file
     from compiler.serving.pool_report import render_deployment
     from compiler.serving.pools import Load, deployment_dict, size_deployment
 
     _check_pool_args(args)
+    if is_graph_file(args.model):
+        raise ConfigError(f"--prefill-target: {args.model} is a graph IR file with rows of its own; pools plan a "
+                          "model config")
     options = CompileOptions(precision=args.precision, kv_precision=args.kv_precision, prompt=args.prompt,
                              context=args.prompt + args.output, prefill_chunk=args.prefill_chunk,
                              embed_on_host=args.embed_on_host, objective=args.objective)

@@ -23,8 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return closed_pipe()
     except Exception as error:  # the last resort: one line, never a bare traceback
-        from ir.errors import SramflowError
+        from ir.errors import ExecutionError, SramflowError
 
+        if isinstance(error, ExecutionError):  # the build is wrong (functional mode, the reference): as a hazard
+            return fail(f"error: {error}", 2)
         if isinstance(error, SramflowError):
             return fail(f"error: {error}", 1)
         if interrupted_by(error):
@@ -88,7 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the figures as JSON and nothing else")
     run.add_argument("--functional", action="store_true",
                      help="also execute every instruction on the build's SRAM image: prompt in, greedy tokens out")
-    run.add_argument("--prompt", help="prompt token ids for --functional, e.g. \"1 2 3 4\" (default \"1\")")
+    run.add_argument("--prompt",
+                     help="prompt token ids for --functional, e.g. \"1 2 3 4\" (default \"1\"); ';' separates one "
+                          "prompt per sequence of the batch (several groups of --batch prompts run one after another)")
+    run.add_argument("--check-reference", action="store_true",
+                     help="with --functional: run the graph IR reference on the same weights and prompts and "
+                          "require its logits (within the formats' tolerance) and tokens; exit 2 at the first "
+                          "step that differs")
     run.set_defaults(run=_run)
     sweep = sub.add_parser("sweep", help="plan (or compile and run) every point of a TOML spec on Ray: table, plots")
     sweep.add_argument("spec", help="a sweep spec (TOML): axes and what to run per point")
@@ -368,9 +376,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.prompt is not None and not args.functional:
         raise ConfigError("--prompt is read by functional runs only; add --functional (or leave --prompt out)")
-    prompt = _prompt(args.prompt if args.prompt is not None else "1") if args.functional else None
+    if args.check_reference and not args.functional:
+        raise ConfigError("--check-reference compares a functional run with the reference; add --functional")
+    prompt = _prompts(args.prompt if args.prompt is not None else "1") if args.functional else None
     run = run_disaggregated if is_disaggregated(args.build) else run_build
-    figures = run(args.build, args.tokens, args.check_determinism, prompt)
+    figures = run(args.build, args.tokens, args.check_determinism, prompt, args.check_reference)
     if args.json:
         sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     elif run is run_disaggregated:
@@ -424,15 +434,20 @@ def _console():
     return Output() if sys.stdout.isatty() else Output(width=160)
 
 
-def _prompt(text: str) -> list[int]:
+def _prompts(text: str) -> list[list[int]]:
+    """Token ids separated by spaces (or commas); ';' starts the next sequence's prompt."""
+    return [_prompt(part, text) for part in text.split(";")]
+
+
+def _prompt(part: str, text: str) -> list[int]:
     from ir.errors import ConfigError
 
     try:
-        ids = [int(t) for t in text.replace(",", " ").split()]
+        ids = [int(t) for t in part.replace(",", " ").split()]
     except ValueError:
         raise ConfigError(f"--prompt: expected token ids separated by spaces, got {text!r}") from None
     if not ids or min(ids) < 0:
-        raise ConfigError(f"--prompt: expected one or more non-negative token ids, got {text!r}")
+        raise ConfigError(f"--prompt: expected one or more non-negative token ids in every prompt, got {text!r}")
     return ids
 
 
@@ -453,8 +468,14 @@ def _print_run(f: dict, console) -> None:
         console.print(f"determinism: {'passed' if det['passed'] else 'FAILED'} (digest {det['digest'][:16]}…)")
     if "functional" in f:
         fn = f["functional"]
-        console.print(f"functional: prompt {fn['prompt']} -> tokens {fn['tokens']} "
-                      f"({fn['instructions_executed']:,} instructions executed on data)")
+        for prompt, tokens in zip(fn["prompts"], fn["sequences"], strict=True):
+            console.print(f"functional: prompt {prompt} -> tokens {tokens}")
+        console.print(f"functional: {fn['instructions_executed']:,} instructions executed on data")
+    if "reference" in f:
+        ref = f["reference"]
+        console.print(f"reference: {ref['sequences']} sequences, {ref['steps']} steps agree (largest logit difference "
+                      f"{ref['max_abs_diff']:.3g}, tolerance {ref['tolerance']['absolute']:g} + "
+                      f"{ref['tolerance']['relative']:g} x the largest logit)")
     hazards = f["hazards"]
     console.print(f"hazards: {len(hazards)}" if hazards else "hazards: none")
     for h in hazards[:20]:

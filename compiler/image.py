@@ -25,6 +25,9 @@ from compiler.plan import Stage
 from ir.errors import ConfigError
 from ir.graph import Graph, Value
 from ir.numerics import encode
+from ir.weights import random_weights
+
+__all__ = ["RANDOM", "load_weights", "random_weights", "shard_of", "sram_image"]
 
 RANDOM = "random"
 AUTO_LIMIT_BYTES = 256 * 2**20  # `auto` lays out random weights for models up to this size
@@ -63,21 +66,6 @@ def load_weights(source: str, graph: Graph, seed: int = 0) -> dict[str, np.ndarr
             raise ConfigError(f"{path}: parameter '{p.name}' has shape {tuple(given[p.name].shape)}, "
                               f"the model needs {p.type.shape}")
         out[p.name] = given[p.name].astype(np.float32)
-    return out
-
-
-def random_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """f16-representable weights with unit-scale activations: norms and biases near 1,
-    matrices ~ N(0, 1/fan_in), the embedding table ~ N(0, 1)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for p in graph.params:
-        if len(p.type.shape) == 1:
-            w = 1 + 0.1 * rng.standard_normal(p.type.shape)
-        else:  # [in, out] or, for stacked experts, [E, in, out]
-            scale = 1 if p.name.startswith("embed") else 1 / math.sqrt(p.type.shape[-2])
-            w = rng.standard_normal(p.type.shape) * scale
-        out[p.name] = w.astype(np.float16)
     return out
 
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from compiler.codegen.alloc import align
 from compiler.figures import decode_figures, prefill_figures
 from compiler.formats import check_storable, format_rates
 from compiler.frontend import build_graph, load_model_config
@@ -134,7 +135,8 @@ def partition(units: list[Unit], graphs: Lowered, system: SystemSpec,
     tables = cost_tables(units, system, options.precision)
     crossing = boundary_bytes(graphs.decode)
     exact = options.chips is not None
-    cands = enumerate_candidates(units, tables, crossing, system, keep_dominated=exact)
+    reserved = max(input_bytes(graphs.decode, options.batch), input_bytes(graphs.decode, options.min_chunk_rows))
+    cands = enumerate_candidates(units, tables, crossing, system, keep_dominated=exact, reserved_bytes=reserved)
     lower_bound = capacity_lower_bound(units, system)
     budget = options.chips or options.max_chips or system.max_chips
     fewest = dp.fewest_chips(cands, len(units))
@@ -168,21 +170,30 @@ def evaluate(name: str, system: SystemSpec, options: CompileOptions, units: list
     collectives = [sum(len(u.decode[c.tp].collectives) for u in units[c.first:c.stop]) for c in solution.stages]
     starts = place(sizes, collectives, system, options.solver_seed)
     crossing_d, crossing_p = boundary_bytes(graphs.decode), boundary_bytes(graphs.prefill)
-    chunk_tokens = prefill_chunk_tokens(solution.stages, units, system, options)
+    chunk_tokens = prefill_chunk_tokens(solution.stages, units, system, options, graphs.decode)
     chunk = chunk_tokens / options.prompt
     used = {(u.kind, c.tp) for c in solution.stages for u in units[c.first:c.stop]}
+    inputs = max(input_bytes(graphs.decode, options.batch), input_bytes(graphs.decode, chunk_tokens * options.batch))
     prefill = prefill_costs(graphs.prefill, units, used, chunk)
     timed = []
     for i, (c, first_chip) in enumerate(zip(solution.stages, starts, strict=True)):
         hops = chip_hops(system, starts[i - 1] + solution.stages[i - 1].tp - 1, first_chip) if i else 0
         prev_tp = solution.stages[i - 1].tp if i else 0
         timed.append(_stage(i, c, first_chip, hops, prev_tp, units, prefill, system, options, crossing_d, crossing_p,
-                            chunk))
+                            chunk, inputs))
     return _assemble(name, system, options, graphs, solution, lower_bound, timed, chunk_tokens)
 
 
+def input_bytes(decode: Graph, rows: int) -> int:
+    """SRAM every stage's chips give the phase's inputs (token ids, positions) at `rows` rows: one
+    region each, from a vector boundary, as the layout places them (decode's inputs have one row a
+    sequence)."""
+    batch = max(1, decode.inputs[0].type.shape[0]) if decode.inputs and decode.inputs[0].type.shape else 1
+    return sum(align(math.ceil(v.type.nbytes * rows / batch)) for v in decode.inputs)
+
+
 def prefill_chunk_tokens(stages: tuple[Candidate, ...], units: list[Unit], system: SystemSpec,
-                         options: CompileOptions) -> int:
+                         options: CompileOptions, decode: Graph | None = None) -> int:
     """The largest prefill chunk (tokens per sequence, a multiple of MIN_PREFILL_CHUNK
     when above it) whose activations fit the space every stage leaves free."""
     largest = options.chunk_rows // options.batch
@@ -195,6 +206,9 @@ def prefill_chunk_tokens(stages: tuple[Candidate, ...], units: list[Unit], syste
         # at the smallest and the largest chunk.
         low = max(u.prefill_min_act[c.tp] for u in run)
         high = max(u.prefill[c.tp].act_bytes for u in run)
+        if decode is not None:  # the inputs' regions, as bytes per row plus at most a vector each
+            low += input_bytes(decode, smallest * options.batch)
+            high += input_bytes(decode, largest * options.batch)
         per_token = (high - low) / (largest - smallest) if largest > smallest else 0
         free = usable - c.resident_bytes
         if free >= low and per_token:
@@ -206,7 +220,7 @@ def prefill_chunk_tokens(stages: tuple[Candidate, ...], units: list[Unit], syste
 
 def _stage(i: int, c: Candidate, first_chip: int, hops: int, prev_tp: int, units: list[Unit],
            prefill_cost: dict[tuple[int, int], ShardCost], system: SystemSpec, options: CompileOptions,
-           crossing_d: list[int], crossing_p: list[int], chunk: float) -> _Timed:
+           crossing_d: list[int], crossing_p: list[int], chunk: float, inputs_bytes: int = 0) -> _Timed:
     run = units[c.first:c.stop]
     t, precision = c.tp, options.precision
     pre = [prefill_cost[u.kind, t] for u in run]
@@ -222,7 +236,8 @@ def _stage(i: int, c: Candidate, first_chip: int, hops: int, prev_tp: int, units
     memory = Memory(
         weights=sum(u.decode[t].weight_bytes for u in run),
         kv_cache=sum(u.decode[t].state_bytes for u in run),
-        activations=max(max(u.decode[t].act_bytes, p.act_bytes) for u, p in zip(run, pre, strict=True)),
+        activations=max(max(u.decode[t].act_bytes, p.act_bytes) for u, p in zip(run, pre, strict=True))
+        + inputs_bytes,
         program=system.chip.program_reserve_bytes,
         capacity=system.chip.sram_bytes,
     )

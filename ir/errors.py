@@ -27,3 +27,9 @@ class DoesNotFitError(SramflowError):
 
 class HazardError(SramflowError):
     """A Program breaks a timing rule; names chip, unit, instruction and cycle."""
+
+
+class ExecutionError(SramflowError):
+    """A Program fails when executed on data (functional mode) or disagrees with the reference;
+    names chip, unit, queue index and cycle, or the step, sequence and position. Exit status 2,
+    like a hazard: the build is wrong, not the command line."""

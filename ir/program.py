@@ -38,7 +38,13 @@ What each instruction computes (the functional interpreter's contract):
            to its ids, ROUTE weighs the experts from `base` on. SCAN (Mamba) leaves raw bytes:
            the new f32 state, then y in 16 bits; a WRITE stores the first dst_bytes of its stream.
   SEND     src_bytes of s_a from byte `offset` -> link towards `peer`, message `tag`.
-  RECV     dst_bytes from `peer`, message `tag` -> s_out.
+  RECV     dst_bytes from `peer`, message `tag` -> s_out. Links are FIFO: the SENDs from one chip
+           to one peer with one tag, in issue order, are a queue, and the k-th RECV naming
+           (sender, tag) takes the k-th of them, once; the byte counts agree, and every message
+           sent in a Program is received in it.
+  SYNC     a barrier: every chip of the Program issues the same sequence of SYNCs; SYNC k of every
+           chip starts at the same cycle; a SYNC has its chip to itself (what issued before it
+           has ended, nothing else issues until it ends); each chip's first instruction is a SYNC.
 
 Wafer Programs (target a WaferSpec; compiler/wafer/lower.py, timed by targets/wafer_timing.py):
 a "chip" is a role stream, the code every core of one class of a region runs; meta["replicas"]

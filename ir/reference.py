@@ -230,17 +230,37 @@ def _load(cache: np.ndarray, scale: np.ndarray | None, seq: int, pos: int, kv_he
 def _topk(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Score experts, keep the k best (ties to the lower id), renormalise and scale. A bias
     and groups change which experts are kept, never their weights."""
+    a = op.attr
+    scores, choice = _routing_scores(op, args)
+    ids = np.argsort(-choice, axis=-1, kind="stable")[:, : a["k"]]
+    weights = np.take_along_axis(scores, ids, axis=-1)
+    if a.get("normalize"):
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+    return weights * np.float32(a.get("scale", 1.0)), ids.astype(np.int32)
+
+
+def _routing_scores(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, choice): the experts' weights-to-be and what chooses among them (scores plus the
+    bias, outside the best groups -inf)."""
     logits = _f32(args[0])
     a = op.attr
     scores = _softmax(logits) if a.get("scoring", "softmax") == "softmax" else 1 / (1 + np.exp(-logits))
     choice = scores + _f32(args[1]) if len(args) == 2 else scores
     if a.get("groups", 1) > 1:
         choice = _best_groups_only(choice, a["groups"], a["topk_groups"])
-    ids = np.argsort(-choice, axis=-1, kind="stable")[:, : a["k"]]
-    weights = np.take_along_axis(scores, ids, axis=-1)
-    if a.get("normalize"):
-        weights = weights / weights.sum(axis=-1, keepdims=True)
-    return weights * np.float32(a.get("scale", 1.0)), ids.astype(np.int32)
+    return scores, choice
+
+
+def routing_margin(op: Op, args: list[np.ndarray]) -> float:
+    """How far a topk op's rows are from choosing other experts: the smallest gap between a row's
+    k-th and (k+1)-th choice score (inf with no (k+1)-th). Rounding can flip a choice closer than that."""
+    _, choice = _routing_scores(op, args)
+    k = op.attr["k"]
+    if choice.shape[-1] <= k:
+        return float("inf")
+    ranked = -np.sort(-choice, axis=-1)
+    gap = ranked[:, k - 1] - ranked[:, k]
+    return float(np.nan_to_num(gap, nan=np.inf, posinf=np.inf).min())
 
 
 def _best_groups_only(choice: np.ndarray, groups: int, keep: int) -> np.ndarray:

@@ -11,20 +11,29 @@ element-wise maths is the graph IR's own (ir.reference): what this checks is the
 compiler's addressing, layout, sharding, collectives and hand-offs, against the reference
 and against Hugging Face transformers.
 
+Messages follow targets/messages.py: per (sender, receiver, tag) a FIFO queue, each message
+taken once; a RECV that finds none, a size that differs, or a message left over when the
+Program ends is an error. SYNC is the barrier described there: nothing on a chip runs before
+its first SYNC, and every chip passes the same SYNCs at the same cycles.
+
+Every failure while executing an instruction is a FunctionalError (exit 2) naming the chip,
+its unit queue, the instruction's index in it and its cycle, never a raw exception.
+
 Like timing mode it never imports compiler/.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
 
-from ir.errors import ConfigError
-from ir.isa import Fmt, Fn, Op
+from ir.errors import ExecutionError
+from ir.isa import Fmt, Fn, Op, UnitKind
 from ir.numerics import ELEMENT, decode, dequantize_blocks, encode, quantize, quantize_blocks
 from ir.ops import Opcode
 from ir.program import Flag, Program
@@ -34,16 +43,20 @@ from ir.types import DType
 PAIR = np.dtype([("id", "<i4"), ("value", "<f4")])  # a vocabulary shard's best (id, value), 8 bytes
 
 
-class FunctionalError(ConfigError):
+class FunctionalError(ExecutionError):
     """The program asks for something functional mode does not model, or is malformed."""
+
+
+MAX_STREAM_BYTES = 2**28  # no stream of a chip holds more; a larger size is a corrupt operand
 
 
 @dataclass
 class Machine:
-    """Every chip's SRAM, and the messages in flight between chips."""
+    """Every chip's SRAM, and the messages in flight between chips: a FIFO queue of
+    (bytes, row of the SEND) per (sender, receiver, tag)."""
 
     sram: dict[int, np.ndarray]
-    mailbox: dict[tuple[int, int, int], np.ndarray] = field(default_factory=dict)
+    mailbox: dict[tuple[int, int, int], deque] = field(default_factory=dict)
     executed: int = 0  # instructions run so far
 
     @classmethod
@@ -84,18 +97,87 @@ def execute_functional(program: Program, machine: Machine, events: list[HostEven
     rows = np.lexsort((np.arange(len(program)), chip_rank[c["chip"]], c["issue"]))
     cols = {n: a[rows].tolist() for n, a in c.items()}
     pending = sorted(events, key=lambda e: e[0])
-    streams: dict[tuple[int, int], np.ndarray] = {}
+    streams = Streams()
     args = program.meta.get("fn_args", [])
+    barriers: dict[int, list[tuple[int, int]]] = {}
     act = activation_dtype(program)
+    with np.errstate(all="ignore"):  # a NaN or inf in the data is the outputs' to show, not a warning's
+        _run_rows(program, machine, rows, cols, pending, streams, args, barriers, act)
+    for _, action in pending:
+        action(machine)
+    machine.executed += len(rows)
+    _leftover_messages(program, machine)
+    _same_barriers(program, barriers)
+
+
+def _run_rows(program: Program, machine: Machine, rows: np.ndarray, cols: dict[str, list], pending: list,
+              streams: Streams, args: list, barriers: dict[int, list[tuple[int, int]]], act: DType) -> None:
     for j in range(len(rows)):
         while pending and pending[0][0] <= cols["issue"][j]:
             pending.pop(0)[1](machine)
         ins = {n: v[j] for n, v in cols.items()}
+        ins["row"] = int(rows[j])
         ins["act"] = act  # the instruction's columns, and the 16-bit type activations are held in
-        _EXEC[Op(ins["op"])](ins, machine, streams, args)
-    for _, action in pending:
-        action(machine)
-    machine.executed += len(rows)
+        try:
+            _barrier(ins, barriers)
+            _EXEC[Op(ins["op"])](ins, machine, streams, args)
+        except Exception as error:  # the Program is user data: any failure is its defect, located
+            raise located(program, int(rows[j]), error) from None
+
+
+class Streams(dict):
+    """(chip, stream) -> value; reading a stream nothing wrote is the Program's error."""
+
+    def __missing__(self, key: tuple[int, int]) -> np.ndarray:
+        raise FunctionalError(f"reads stream {key[1]}, which nothing wrote")
+
+
+def located(program: Program, row: int, error: Exception) -> FunctionalError:
+    """The error as `chip C unit.U[index] @cycle: op: what went wrong`."""
+    c = program.cols
+    chip, kind, unit = int(c["chip"][row]), int(c["kind"][row]), int(c["unit"][row])
+    same = (c["chip"] == chip) & (c["kind"] == kind) & (c["unit"] == unit)
+    index = int(same[:row].sum())
+    what = str(error) if isinstance(error, FunctionalError) else f"{type(error).__name__}: {error}"
+    return FunctionalError(f"chip {chip} {UnitKind(kind).name.lower()}.{unit}[{index}] @{int(c['issue'][row])}: "
+                           f"{Op(c['op'][row]).name.lower()}: {what}")
+
+
+def _barrier(ins: dict, barriers: dict[int, list[tuple[int, int]]]) -> None:
+    """Nothing on a chip runs before its first SYNC; record each SYNC's (cycle, row)."""
+    if ins["op"] == Op.SYNC:
+        barriers.setdefault(ins["chip"], []).append((ins["issue"], ins["row"]))
+    elif ins["chip"] not in barriers:
+        raise FunctionalError("issues before the chip's first SYNC")
+
+
+def _same_barriers(program: Program, barriers: dict[int, list[tuple[int, int]]]) -> None:
+    """Every chip passed the same SYNCs at the same cycles (the first chip's set them)."""
+    chips = sorted(set(program.cols["chip"].tolist()))
+    if not barriers:
+        return
+    expected = [cycle for cycle, _ in barriers.get(chips[0], [])]
+    for chip in chips[1:]:
+        mine = barriers.get(chip, [])
+        cycles = [cycle for cycle, _ in mine]
+        if cycles != expected:
+            k = next((i for i, (a, b) in enumerate(zip(cycles, expected, strict=False)) if a != b),
+                     min(len(cycles), len(expected)))
+            row = mine[min(k, len(mine) - 1)][1] if mine else program.chip_slice(chip).start
+            raise located(program, row, FunctionalError(
+                f"the chip passes barriers at cycles {cycles}, chip {chips[0]} at {expected}: every chip reaches "
+                "the same SYNCs together"))
+
+
+def _leftover_messages(program: Program, machine: Machine) -> None:
+    """A message sent and never received is an error (of its SEND); the mailbox empties."""
+    left = sorted(row for queue in machine.mailbox.values() for _, row in queue)
+    machine.mailbox.clear()
+    if left:
+        c = program.cols
+        raise located(program, left[0], FunctionalError(
+            f"the message to chip {c['peer'][left[0]]} tag {c['tag'][left[0]]} is never received"
+            + (f" ({len(left) - 1} more)" if len(left) > 1 else "")))
 
 
 def activation_dtype(program: Program) -> DType:
@@ -128,6 +210,8 @@ def as_ids(x: np.ndarray) -> np.ndarray:
 
 def _fit(raw: np.ndarray, nbytes: int) -> np.ndarray:
     """The first `nbytes` bytes, zero-padded (a collective's last slice may overhang)."""
+    if not 0 <= nbytes <= MAX_STREAM_BYTES:
+        raise FunctionalError(f"{nbytes} bytes: no stream holds that many")
     out = np.zeros(nbytes, np.uint8)
     out[: min(nbytes, len(raw))] = raw[:nbytes]
     return out
@@ -264,7 +348,7 @@ def _vop(ins: dict, m: Machine, streams: dict, args: list) -> None:
     chip = ins["chip"]
     fn = Fn(ins["fn"])
     if fn not in VECTOR:
-        raise FunctionalError(f"chip {chip}: functional mode does not model vop.{fn.name.lower()} yet")
+        raise FunctionalError(f"functional mode does not model vop.{fn.name.lower()} yet")
     a = streams[chip, ins["s_a"]]
     b = streams[chip, ins["s_b"]] if ins["s_b"] >= 0 else None
     if ins["s_c"] >= 0:
@@ -285,7 +369,7 @@ def _broadcast(ins: dict, a: np.ndarray, b: np.ndarray, per_row: bool) -> np.nda
     rows, cols = ins["m"], ins["n"]
     b = as_values(b, ins["act"])
     if len(b) < (rows if per_row else min(cols, rows * cols)):
-        raise FunctionalError(f"chip {ins['chip']} @{ins['issue']}: vop.{Fn(ins['fn']).name.lower()} needs "
+        raise FunctionalError(f"vop.{Fn(ins['fn']).name.lower()} needs "
                               f"{rows}x{cols} elements, operand b holds {len(b)}")
     if per_row:
         return np.repeat(b[:rows], cols)
@@ -479,15 +563,20 @@ _TAKES_ARGS = {Fn.RMSNORM, Fn.ROPE, Fn.SOFTMAX, Fn.SCALE, Fn.ADD, Fn.MUL, Fn.TOP
 
 def _send(ins: dict, m: Machine, streams: dict, args: list) -> None:
     data = as_bytes(streams[ins["chip"], ins["s_a"]], ins["act"])[ins["offset"]:]
-    m.mailbox[ins["chip"], ins["peer"], ins["tag"]] = _fit(data, ins["src_bytes"])
+    queue = m.mailbox.setdefault((ins["chip"], ins["peer"], ins["tag"]), deque())
+    queue.append((_fit(data, ins["src_bytes"]), ins["row"]))
 
 
 def _recv(ins: dict, m: Machine, streams: dict, args: list) -> None:
-    key = (ins["peer"], ins["chip"], ins["tag"])
-    if key not in m.mailbox:
-        raise FunctionalError(f"chip {ins['chip']}: receive from chip {ins['peer']} tag {ins['tag']} at "
-                              f"cycle {ins['issue']} finds no message")
-    streams[ins["chip"], ins["s_out"]] = _fit(m.mailbox.pop(key), ins["dst_bytes"])
+    """The oldest message of the link's queue for this tag, taken once."""
+    queue = m.mailbox.get((ins["peer"], ins["chip"], ins["tag"]))
+    if not queue:
+        raise FunctionalError(f"receive from chip {ins['peer']} tag {ins['tag']} finds no message")
+    data, _ = queue.popleft()
+    if len(data) != ins["dst_bytes"]:
+        raise FunctionalError(f"receives {ins['dst_bytes']} bytes, the message from chip {ins['peer']} carries "
+                              f"{len(data)}")
+    streams[ins["chip"], ins["s_out"]] = data
 
 
 def _nothing(ins: dict, m: Machine, streams: dict, args: list) -> None:
@@ -495,7 +584,7 @@ def _nothing(ins: dict, m: Machine, streams: dict, args: list) -> None:
 
 
 def _unsupported(ins: dict, m: Machine, streams: dict, args: list) -> None:
-    raise FunctionalError(f"chip {ins['chip']}: functional mode does not model {Op(ins['op']).name.lower()}")
+    raise FunctionalError(f"functional mode does not model {Op(ins['op']).name.lower()}")
 
 
 _EXEC: dict[Op, Callable[[dict, Machine, dict, list], None]] = {

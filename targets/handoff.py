@@ -27,7 +27,18 @@ from ir.ops import Opcode
 from ir.parser import parse_graph
 from targets.build_dir import Build, load_build
 from targets.functional import Machine
-from targets.runner import _check_functional, _decode, _outputs_digest, _prefill, run_build
+from targets.reference_check import Reference
+from targets.runner import (
+    _as_prompts,
+    _batch,
+    _check_functional,
+    _check_prefill,
+    _decode,
+    _outputs_digest,
+    _prefill,
+    _states,
+    run_build,
+)
 
 KIND = "disaggregated"
 POOLS = ("prefill", "decode")
@@ -102,7 +113,7 @@ def _handoff_hazards(derived: dict, recorded: dict) -> list[dict]:
 
 
 def run_disaggregated(path: str | Path, tokens: int = 1, check_determinism: bool = False,
-                      prompt: list[int] | None = None) -> dict:
+                      prompt: list[int] | list[list[int]] | None = None, check_reference: bool = False) -> dict:
     """The figures `sramflow run --json` prints for a disaggregated build (README: Serving)."""
     path = Path(path)
     recorded, layouts, builds = _load(path)
@@ -121,8 +132,12 @@ def run_disaggregated(path: str | Path, tokens: int = 1, check_determinism: bool
     if check_determinism:
         figures["determinism"] = _determinism(pools)
     if prompt is not None:
-        figures["functional"] = _functional(builds, layouts, prompt, tokens, check_determinism)
+        prompts = _as_prompts(prompt)
+        out = _run_functional(builds, layouts, prompts, tokens)
+        figures["functional"] = _functional(builds, layouts, prompts, tokens, out, check_determinism)
         figures["tokens"]["generated"] = figures["functional"]["tokens"]
+        if check_reference:  # the decode build's graph and weights: the co-located model's reference
+            figures["reference"] = Reference.load(builds["decode"]).check(prompts, out["tokens"], out["logits"])
         if check_determinism:
             _fold_functional(figures)
     return figures
@@ -151,42 +166,68 @@ def _fold_functional(figures: dict) -> None:
 # ---------------------------------------------------------------- functional: prompt in, tokens out
 
 
-def _functional(builds: dict[str, Build], layouts: dict, prompt: list[int], tokens: int, again: bool) -> dict:
-    out = _run_functional(builds, layouts, prompt, tokens)
-    result = {"prompt": prompt, "tokens": out["tokens"], "digest": _outputs_digest(out),
+def _functional(builds: dict[str, Build], layouts: dict, prompts: list[list[int]], tokens: int, out: dict,
+                again: bool) -> dict:
+    one = len(prompts) == 1
+    result = {"prompt": prompts[0] if one else prompts, "tokens": out["tokens"][0] if one else out["tokens"],
+              "prompts": prompts, "sequences": out["tokens"], "digest": _outputs_digest(out),
               "instructions_executed": out["instructions"], "copied_bytes": out["copied_bytes"]}
     if again:
         order = {pool: random.Random(f"handoff-{pool}").sample(range(n), n) for pool, n in out["chips"].items()}
-        result["digest_shuffled"] = _outputs_digest(_run_functional(builds, layouts, prompt, tokens, order))
+        result["digest_shuffled"] = _outputs_digest(_run_functional(builds, layouts, prompts, tokens, order))
     return result
 
 
-def run_functional_disaggregated(path: str | Path, prompt: list[int], tokens: int,
+def run_functional_disaggregated(path: str | Path, prompts: list[list[int]], tokens: int,
                                  order: dict[str, list[int]] | None = None) -> dict:
-    """Prefill `prompt` on the prefill build's SRAM image, copy the request's cache rows into the decode
-    build's, and decode greedily there until `tokens` tokens: the tokens, every step's logits."""
+    """Prefill the prompts (one per sequence of the builds' batch) on the prefill build's SRAM image, copy
+    their cache rows into the decode build's, and decode greedily there until `tokens` tokens each:
+    per sequence its tokens and their logits."""
     _, layouts, builds = _load(Path(path))
-    return _run_functional(builds, layouts, prompt, tokens, order)
+    return _run_functional(builds, layouts, prompts, tokens, order)
 
 
-def _run_functional(builds: dict[str, Build], layouts: dict, prompt: list[int], tokens: int,
+def _run_functional(builds: dict[str, Build], layouts: dict, prompts: list[list[int]], tokens: int,
                     order: dict[str, list[int]] | None = None) -> dict:
-    _check_functional(builds["prefill"], prompt, 1)  # its caches hold the prompt
-    _check_functional(builds["decode"], prompt, tokens)
-    machines = {pool: _machine(build) for pool, build in builds.items()}
+    pre, dec = builds["prefill"], builds["decode"]
+    _check_prompts(builds, prompts, tokens)
     order = order or {}
-    logits = [_prefill(builds["prefill"], machines["prefill"], prompt, order.get("prefill"))]
+    machines = {pool: _machine(build) for pool, build in builds.items()}
+    seqs = _prefill(pre, machines["prefill"], prompts, order.get("prefill"))
+    _finish_prompts(pre, machines["prefill"], seqs, order.get("prefill"))
     copied = copy_caches(machines["prefill"], layouts["prefill"]["caches"], machines["decode"],
-                         layouts["decode"]["caches"], len(prompt))
-    new = [int(np.argmax(logits[0]))]
-    for step in range(tokens - 1):
-        step_logits, token = _decode(builds["decode"], machines["decode"], new[-1], len(prompt) + step,
-                                     order.get("decode"))
-        logits.append(step_logits)
-        new.append(token)
-    return {"tokens": new, "logits": np.stack(logits), "copied_bytes": copied,
-            "instructions": sum(m.executed for m in machines.values()),
+                         layouts["decode"]["caches"], max(len(p) for p in prompts))
+    while not all(len(s.tokens) >= tokens for s in seqs):
+        _decode(dec, machines["decode"], seqs, tokens, order.get("decode"))
+    return {"tokens": [s.tokens[:tokens] for s in seqs], "logits": [np.stack(s.logits[:tokens]) for s in seqs],
+            "copied_bytes": copied, "instructions": sum(m.executed for m in machines.values()),
             "chips": {pool: b.programs["decode"].chips for pool, b in builds.items()}}
+
+
+def _check_prompts(builds: dict[str, Build], prompts: list[list[int]], tokens: int) -> None:
+    """One prompt per sequence of both builds' batch, each fitting the prefill build (its caches hold the
+    prompt) and, with its tokens, the decode build."""
+    batches = {pool: _batch(b) for pool, b in builds.items()}
+    if len(set(batches.values())) > 1 or len(prompts) != batches["decode"]:
+        raise ConfigError(f"--prompt: the builds decode {batches['decode']} sequences (prefill {batches['prefill']}), "
+                          f"got {len(prompts)} prompts; give one per sequence, separated by ';'")
+    for p in prompts:
+        _check_functional(builds["prefill"], p, 1)
+        _check_functional(builds["decode"], p, tokens)
+    _check_prefill(builds["prefill"], prompts)
+
+
+def _finish_prompts(build: Build, machine: Machine, seqs: list, order: list[int] | None) -> None:
+    """A recurrent model's prefill leaves a prompt's last partial chunk to decode steps: run them on the
+    prefill build until every sequence has its first token. A sequence already done sits those steps
+    out: its caches and states are put back after each (a step feeds it again)."""
+    stages = build.memory["stages"]
+    while not all(s.tokens for s in seqs):
+        done = [b for b, s in enumerate(seqs) if s.tokens]
+        kept = {k: v for b in done for stage in stages for k, v in _states(stage, machine, b, len(seqs)).items()}
+        _decode(build, machine, seqs, 1, order)
+        for (chip, addr), data in kept.items():
+            machine.write(chip, addr, data)
 
 
 def _machine(build: Build) -> Machine:

@@ -13,8 +13,12 @@ of the offending instruction:
                compute result also waits the chip's drain), or before anything wrote it
   stream-war   a stream is overwritten while a reader of its previous value still reads
   sram-range   an SRAM range outside the chip's usable SRAM
-  unmatched    a SEND without its RECV (or a RECV without its SEND), or sizes differ
+  unmatched    a SEND no RECV takes (or a RECV with no SEND left), or sizes differ: links are FIFO
+               per (sender, receiver, tag) and a message is consumed once (targets/messages.py)
   recv-early   a RECV scheduled before its data can arrive: send + hops x link latency
+  duplicate    (wafer) a second SEND of one stream and tag, or a second RECV of one (sender, tag)
+  sync         a SYNC barrier broken: chips reach different barriers, or at different cycles, or
+               something runs beside a SYNC or issues before a chip's first one (targets/messages.py)
   link-range   (wafer) a message on a link unit a core lacks, or a hop count off the wafer
   stream-budget  the instructions running on a chip at some cycle put more bytes a cycle on its
                streams than the stream registers carry (targets/timing.py's stream budget)
@@ -39,9 +43,9 @@ import numpy as np
 
 from ir.isa import Op, UnitKind
 from ir.program import Program
+from targets.messages import check_messages, check_syncs, check_wafer_duplicates
 from targets.spec import SystemSpec, WaferSpec
 from targets.timing import Timing, durations, stream_rates
-from targets.topology import chip_hops
 from targets.wafer_timing import WaferTiming, check_links, wafer_durations
 
 
@@ -137,10 +141,12 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
         _streams(program, rows, start, end, timing, found)
     _sram(program, system, found)
     _stream_budget(program, timing, start, end, found)
+    check_syncs(program, start, end, found, first_is_sync=not wafer)
     if wafer:
         check_links(program, timing, start, found)
+        check_wafer_duplicates(program, found)
     else:
-        _messages(program, system, timing, start, found)
+        check_messages(program, system, timing.link_latency_cycles, start, found)
     return Run(program, start, end, found.sorted())
 
 
@@ -266,23 +272,3 @@ def _sram(program: Program, system: SystemSpec, found: _Hazards) -> None:
                     lambda i, a=addr, n=size: f"{a} [{c[a][i]:#x}, {c[a][i] + c[n][i]:#x}) is outside the "
                                               f"{usable:,} usable bytes")
     found.where(c["src"] < -1, "sram-range", lambda i: f"negative address {c['src'][i]}")
-
-
-def _messages(program: Program, system: SystemSpec, timing: Timing, start: np.ndarray, found: _Hazards) -> None:
-    """Every SEND (chip -> peer, tag) meets one RECV (peer <- chip, tag) no earlier than the wire allows."""
-    c = program.cols
-    sends = np.flatnonzero(c["op"] == Op.SEND)
-    recvs = np.flatnonzero(c["op"] == Op.RECV)
-    key_s = {(int(c["chip"][i]), int(c["peer"][i]), int(c["tag"][i])): int(i) for i in sends}
-    key_r = {(int(c["peer"][i]), int(c["chip"][i]), int(c["tag"][i])): int(i) for i in recvs}
-    for k in sorted(key_s.keys() - key_r.keys()):
-        found.add(key_s[k], "unmatched", f"send to chip {k[1]} tag {k[2]} has no receive")
-    for k in sorted(key_r.keys() - key_s.keys()):
-        found.add(key_r[k], "unmatched", f"receive from chip {k[0]} tag {k[2]} has no send")
-    for k in sorted(key_s.keys() & key_r.keys()):
-        s, r = key_s[k], key_r[k]
-        if c["src_bytes"][s] != c["dst_bytes"][r]:
-            found.add(r, "unmatched", f"receives {c['dst_bytes'][r]} bytes, the send carries {c['src_bytes'][s]}")
-        arrival = int(start[s]) + chip_hops(system, k[0], k[1]) * timing.link_latency_cycles
-        if start[r] < arrival:
-            found.add(r, "recv-early", f"starts at {start[r]}, the data from chip {k[0]} arrives at {arrival}")

@@ -13,6 +13,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from ir.numerics import decode
 from targets.build_dir import Build, load_build
 from targets.functional import Machine, activation_dtype, execute_functional
 from targets.interpreter import Run, execute
+from targets.reference_check import Reference
 from targets.spec import SystemSpec, WaferSpec
 
 # A functional run holds every chip's SRAM in this machine's memory; it may take this share of it.
@@ -29,26 +31,37 @@ HOST_MEMORY_SHARE = 4
 
 
 def run_build(path: str | Path | Build, tokens: int = 1, check_determinism: bool = False,
-              prompt: list[int] | None = None) -> dict:
-    """The figures `sramflow run --json` prints; with a `prompt`, the functional run's too."""
+              prompt: list[int] | list[list[int]] | None = None, check_reference: bool = False) -> dict:
+    """The figures `sramflow run --json` prints; with a `prompt` (token ids, or one list of them per
+    sequence), the functional run's too, and with `check_reference` the reference's verdict."""
     if tokens < 1:
         raise ConfigError(f"--tokens must be a positive integer, got {tokens}")
     started = time.perf_counter()
     build = _loaded(path)
-    if prompt is not None:
-        _check_functional(build, prompt, tokens)
+    prompts = None if prompt is None else _as_prompts(prompt)
+    if prompts is not None:
+        _check_group(build, prompts)
+        for p in prompts:
+            _check_functional(build, p, tokens)
     decode, prefill = build.programs["decode"], build.programs["prefill"]
     runs = {"decode": execute(decode, build.system), "prefill": execute(prefill, build.system)}
     figures = _figures(runs, tokens)
-    if prompt is not None:
-        figures["functional"] = _functional(build, prompt, tokens)
+    if prompts is not None:
+        out = run_prompts(build, prompts, tokens)
+        figures["functional"] = _functional(prompts, out)
         figures["tokens"]["generated"] = figures["functional"]["tokens"]
+        if check_reference:
+            figures["reference"] = Reference.load(build).check(prompts, out["tokens"], out["logits"])
     if check_determinism:
         figures["determinism"] = _determinism(runs, build.system)
-        if prompt is not None:
-            _functional_determinism(build, prompt, tokens, figures)
+        if prompts is not None:
+            _functional_determinism(build, prompts, tokens, figures)
     figures["wall_s"] = round(time.perf_counter() - started, 3)
     return figures
+
+
+def _as_prompts(prompt: list[int] | list[list[int]]) -> list[list[int]]:
+    return [list(p) for p in prompt] if prompt and isinstance(prompt[0], list) else [list(prompt)]
 
 
 def _loaded(path: str | Path | Build) -> Build:
@@ -98,32 +111,37 @@ def _combine(digests: list[str]) -> str:
 
 # ---- functional mode: prompt in, greedy tokens out -------------------------------------------
 
-def _functional(build: Build, prompt: list[int], tokens: int) -> dict:
-    out = run_functional(build, prompt, tokens)
-    return {"prompt": prompt, "tokens": out["tokens"], "digest": _outputs_digest(out),
+def _functional(prompts: list[list[int]], out: dict) -> dict:
+    """One prompt: its ids and tokens as flat lists (as before batches); several: a list per prompt."""
+    one = len(prompts) == 1
+    return {"prompt": prompts[0] if one else prompts, "tokens": out["tokens"][0] if one else out["tokens"],
+            "prompts": prompts, "sequences": out["tokens"], "digest": _outputs_digest(out),
             "instructions_executed": out["instructions"]}
 
 
 def _outputs_digest(out: dict) -> str:
     h = hashlib.sha256(np.asarray(out["tokens"], "<i8").tobytes())
-    h.update(np.ascontiguousarray(out["logits"], "<f4").tobytes())
+    for logits in out["logits"] if isinstance(out["logits"], list) else [out["logits"]]:
+        h.update(np.ascontiguousarray(logits, "<f4").tobytes())
     return h.hexdigest()
 
 
-def _functional_determinism(build: Build, prompt: list[int], tokens: int, figures: dict) -> None:
+def _functional_determinism(build: Build, prompts: list[list[int]], tokens: int, figures: dict) -> None:
     """The functional run again with chips in a shuffled host order must give bit-identical
     tokens and logits; a run on other token ids must execute the same Programs (so the same
     cycle counts: no instruction's timing reads data) and differ only in its outputs."""
     det, first = figures["determinism"], figures["functional"]["digest"]
     chips = list(range(figures["chips"]))
     random.Random("functional").shuffle(chips)
-    again = _outputs_digest(run_functional(build, prompt, tokens, order=chips))
+    again = _outputs_digest(run_prompts(build, prompts, tokens, order=chips))
     if again != first:
         det["failures"].append("functional: a second run in another chip order gives other tokens or logits")
-    other = [(t * 7 + 3) % max(2, max(prompt) + 1) for t in prompt]
-    run_functional(build, other, tokens)
-    det.update(passed=not det["failures"], functional_digest=first, other_inputs=other,
-               digest=_combine([det["digest"], first]))
+    top = max(max(p) for p in prompts) + 1
+    other = [[(t * 7 + 3) % max(2, top) for t in p] for p in prompts]
+    run_prompts(build, other, tokens)
+    det.update(passed=not det["failures"], functional_digest=first, other_inputs=other[0] if len(other) == 1
+               else other, digest=_combine([det["digest"], first]))
+
 
 def _inputs(phase: str, stage: dict) -> dict[str, tuple[int, int]]:
     return {r["name"]: (r["addr"], r["bytes"]) for r in stage["regions"]
@@ -141,18 +159,69 @@ def _output(build: Build, phase: str, name: str) -> tuple[dict, int, int]:
 def run_functional(path: str | Path | Build, prompt: list[int], tokens: int, order: list[int] | None = None
                    ) -> dict:
     """Prefill `prompt`, then decode greedily until `tokens` new tokens: every instruction of
-    every chip executed on the build's SRAM image. Returns the tokens and every step's logits."""
+    every chip executed on the build's SRAM image (a build of batch 1). Returns the tokens and
+    every step's logits."""
+    out = run_sequences(path, [prompt], tokens, order)
+    return {"tokens": out["tokens"][0], "logits": out["logits"][0], "instructions": out["instructions"]}
+
+
+def run_prompts(path: str | Path | Build, prompts: list[list[int]], tokens: int,
+                order: list[int] | None = None) -> dict:
+    """Several prompts, `batch` at a time (one per sequence of the build, each group from a fresh SRAM
+    image): every prompt's tokens and logits, in the prompts' order."""
     build = _loaded(path)
-    _check_functional(build, prompt, tokens)
+    batch = _batch(build)
+    _check_group(build, prompts)
+    runs = [run_sequences(build, prompts[i: i + batch], tokens, order) for i in range(0, len(prompts), batch)]
+    return {"tokens": [t for r in runs for t in r["tokens"]], "logits": [x for r in runs for x in r["logits"]],
+            "instructions": sum(r["instructions"] for r in runs)}
+
+
+def run_sequences(path: str | Path | Build, prompts: list[list[int]], tokens: int,
+                  order: list[int] | None = None) -> dict:
+    """One prompt per sequence of the build: prefill them together (each padded to the build's chunks,
+    its positions from 0), then decode every sequence greedily in lock step, each at its own position.
+    Returns per sequence its `tokens` new tokens and their logits [tokens, vocabulary]. `path` may be a
+    loaded Build (its Programs replaced, say, to run an edited Program in-process)."""
+    build = _loaded(path)
+    if len(prompts) != _batch(build):
+        raise ConfigError(f"--prompt: the build decodes {_batch(build)} sequences, got {len(prompts)} prompts; give "
+                          "one per sequence, separated by ';' (e.g. \"1 2 3; 4 5 6 7\")")
+    for p in prompts:
+        _check_functional(build, p, tokens)
+    _check_prefill(build, prompts)
     machine = Machine.blank(build.programs["decode"].chips, build.system.chip.usable_sram_bytes)
     machine.load(build.image())
-    logits = [_prefill(build, machine, prompt, order)]
-    new = [int(np.argmax(logits[0]))]
-    for step in range(tokens - 1):
-        step_logits, token = _decode(build, machine, new[-1], len(prompt) + step, order)
-        logits.append(step_logits)
-        new.append(token)
-    return {"tokens": new, "logits": np.stack(logits), "instructions": machine.executed}
+    seqs = _prefill(build, machine, prompts, order)
+    while not all(len(s.tokens) >= tokens for s in seqs):
+        _decode(build, machine, seqs, tokens, order)
+    return {"tokens": [s.tokens[:tokens] for s in seqs], "logits": [np.stack(s.logits[:tokens]) for s in seqs],
+            "instructions": machine.executed}
+
+
+def _batch(build: Build) -> int:
+    return int(build.plan["options"].get("batch", 1))
+
+
+def _chunk_rows(build: Build) -> int:
+    """Prompt tokens of one sequence in one prefill chunk."""
+    return _rows(build, "prefill") // _batch(build)
+
+
+def _check_group(build: Build, prompts: list[list[int]]) -> None:
+    """One prompt per sequence of the build's batch (run_prompts takes a multiple of it)."""
+    batch = _batch(build)
+    if len(prompts) % batch:
+        raise ConfigError(f"--prompt: {len(prompts)} prompts for a build of batch {batch}; give one per sequence "
+                          f"(a multiple of {batch}, separated by ';')")
+
+
+def _check_prefill(build: Build, prompts: list[list[int]]) -> None:
+    chunk, chunks = _chunk_rows(build), build.programs["prefill"].meta["chunks"]
+    longest = max(len(p) for p in prompts)
+    if longest > chunk * chunks:
+        raise ConfigError(f"the build's prefill takes at most {chunk * chunks} prompt tokens, got {longest} "
+                          "(compile with a larger --prompt)")
 
 
 def _check_functional(build: Build, prompt: list[int], tokens: int) -> None:
@@ -222,67 +291,86 @@ def _rows(build: Build, phase: str) -> int:
     return _inputs(phase, stage)["tokens"][1] // 4
 
 
-def _prefill(build: Build, machine: Machine, prompt: list[int], order: list[int] | None) -> np.ndarray:
-    """Run the prompt, padded to the build's chunks, through prefill; the last prompt row's logits."""
-    program = build.programs["prefill"]
-    chunk, chunks = _rows(build, "prefill"), program.meta["chunks"]
-    if len(prompt) > chunk * chunks:
-        raise ConfigError(f"the build's prefill takes at most {chunk * chunks} prompt tokens, got {len(prompt)} "
-                          "(compile with a larger --prompt)")
-    if build.recurrent and len(prompt) < chunk * chunks:
-        return _prefill_whole_chunks(build, machine, prompt, order)
-    ids = np.zeros(chunk * chunks, np.int32)
-    ids[: len(prompt)] = prompt
-    pos = np.arange(chunk * chunks, dtype=np.int32)
-    starts = program.meta["chunk_starts"]
-    events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[c * chunk:(c + 1) * chunk],
-                                          pos[c * chunk:(c + 1) * chunk]))
-              for s, stage in enumerate(build.memory["stages"]) for c in range(chunks)]
-    last_chunk = (len(prompt) - 1) // chunk
-    seen: list[np.ndarray] = []
-    at = starts[-1][last_chunk + 1] if last_chunk + 1 < chunks else program.makespan + 1
-    events.append((at, lambda m: seen.append(_gather_output(build, "prefill", "logits", m))))
+@dataclass
+class _Sequence:
+    """One sequence's prompt, where decode picks it up, and what it has generated."""
+
+    prompt: list[int]
+    position: int  # the next position a decode step feeds
+    tokens: list[int]
+    logits: list[np.ndarray]
+
+    def next_input(self) -> int:
+        return self.prompt[self.position] if self.position < len(self.prompt) else self.tokens[-1]
+
+
+def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: list[int] | None) -> list[_Sequence]:
+    """Run the prompts, each padded to the build's chunks, through prefill (rows sequence by sequence
+    in every chunk). A sequence whose prompt ends in a chunk gets its first token from its last row;
+    a Mamba state would run on through padding rows, so a recurrent sequence keeps only its prompt's
+    whole chunks (each stage's copy of its states saved where its first partial chunk starts and
+    restored after the Program) and feeds the rest through decode steps."""
+    program, stages = build.programs["prefill"], build.memory["stages"]
+    chunk, chunks, starts = _chunk_rows(build), program.meta["chunks"], program.meta["chunk_starts"]
+    ids = np.zeros((len(prompts), chunk * chunks), np.int32)
+    for b, p in enumerate(prompts):
+        ids[b, : len(p)] = p
+    pos = np.broadcast_to(np.arange(chunk * chunks, dtype=np.int32), ids.shape)
+    whole = [len(p) // chunk if build.recurrent else -(-len(p) // chunk) for p in prompts]
+    events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[:, c * chunk:(c + 1) * chunk].reshape(-1),
+                                          pos[:, c * chunk:(c + 1) * chunk].reshape(-1)))
+              for s, stage in enumerate(stages) for c in range(chunks)]
+    seen: dict[int, np.ndarray] = {}
+    for c in sorted({w - 1 for w in whole if w > 0}):
+        at = starts[-1][c + 1] if c + 1 < chunks else program.makespan + 1
+        events.append((at, lambda m, c=c: seen.setdefault(c, _gather_output(build, "prefill", "logits", m))))
+    saved: dict[tuple[int, int], np.ndarray] = {}
+    for b, w in enumerate(whole):
+        if build.recurrent and w < chunks:
+            events += [(starts[s][w], lambda m, stage=stage, b=b: saved.update(_states(stage, m, b, len(prompts))))
+                       for s, stage in enumerate(stages)]
     execute_functional(program, machine, events, order)
-    return seen[0][(len(prompt) - 1) % chunk]
+    for (chip, addr), data in saved.items():
+        machine.write(chip, addr, data)
+    return [_after_prefill(p, w * chunk, seen.get(w - 1), b * chunk + (len(p) - 1) % chunk)
+            for b, (p, w) in enumerate(zip(prompts, whole, strict=True))]
 
 
-def _prefill_whole_chunks(build: Build, machine: Machine, prompt: list[int], order: list[int] | None
-                          ) -> np.ndarray:
-    """A recurrent state must not run on through padding rows: prefill takes the prompt's whole
-    chunks before its last token, each stage's state is saved where its next chunk starts and
-    restored after the program, and the rest of the prompt goes through decode steps."""
-    program = build.programs["prefill"]
-    chunk, stages = _rows(build, "prefill"), build.memory["stages"]
-    full = (len(prompt) - 1) // chunk
-    if full:
-        starts, saved = program.meta["chunk_starts"], {}
-        ids = np.array(prompt[: full * chunk], np.int32)
-        events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[c * chunk:(c + 1) * chunk],
-                                              np.arange(c * chunk, (c + 1) * chunk, dtype=np.int32)))
-                  for s, stage in enumerate(stages) for c in range(full)]
-        events += [(starts[s][full], lambda m, stage=stage: saved.update(_states(stage, m)))
-                   for s, stage in enumerate(stages)]
-        execute_functional(program, machine, events, order)
-        for (chip, addr), data in saved.items():
-            machine.write(chip, addr, data)
-    for position in range(full * chunk, len(prompt)):
-        logits, _ = _decode(build, machine, prompt[position], position, order)
-    return logits
+def _after_prefill(prompt: list[int], done: int, logits: np.ndarray | None, row: int) -> _Sequence:
+    """A sequence after prefill: its first token (from `row` of its last chunk's logits) if prefill
+    took its whole prompt (`done` tokens or more), else where its decode steps resume."""
+    if done < len(prompt):
+        return _Sequence(prompt, done, [], [])
+    return _Sequence(prompt, len(prompt), [int(np.argmax(logits[row]))], [logits[row]])
 
 
-def _states(stage: dict, machine: Machine) -> dict[tuple[int, int], np.ndarray]:
-    """Every chip's copy of the stage's caches and states, by (chip, address)."""
-    return {(chip, r["addr"]): machine.read(chip, r["addr"], r["bytes"])
-            for chip in range(stage["first_chip"], stage["first_chip"] + stage["tp"])
-            for r in stage["regions"] if r["kind"] == "state"}
+def _states(stage: dict, machine: Machine, seq: int, batch: int) -> dict[tuple[int, int], np.ndarray]:
+    """Sequence `seq`'s slice of every chip's copy of the stage's caches and states, by (chip, address):
+    states are laid out sequence by sequence ([batch, ...])."""
+    out = {}
+    for chip in range(stage["first_chip"], stage["first_chip"] + stage["tp"]):
+        for r in stage["regions"]:
+            if r["kind"] == "state":
+                per = r["bytes"] // batch
+                out[chip, r["addr"] + seq * per] = machine.read(chip, r["addr"] + seq * per, per)
+    return out
 
 
-def _decode(build: Build, machine: Machine, token: int, position: int, order: list[int] | None
-            ) -> tuple[np.ndarray, int]:
+def _decode(build: Build, machine: Machine, seqs: list[_Sequence], tokens: int, order: list[int] | None) -> None:
+    """One decode step for every sequence at its own position; a sequence done with its tokens is fed
+    its last token again at its last position (its results are not read)."""
     program = build.programs["decode"]
-    events = [(0, _host_inputs(build, "decode", stage, np.array([token]), np.array([position])))
-              for stage in build.memory["stages"]]
+    active = [len(s.tokens) < tokens for s in seqs]
+    ids = np.array([s.next_input() if a else s.tokens[-1] for s, a in zip(seqs, active, strict=True)], np.int32)
+    pos = np.array([s.position if a else s.position - 1 for s, a in zip(seqs, active, strict=True)], np.int32)
+    events = [(0, _host_inputs(build, "decode", stage, ids, pos)) for stage in build.memory["stages"]]
     execute_functional(program, machine, events, order)
-    logits = _gather_output(build, "decode", "logits", machine)[0]
+    logits = _gather_output(build, "decode", "logits", machine)
     stage, addr, _ = _output(build, "decode", "next_tokens")
-    return logits, int(machine.read(stage["first_chip"], addr, 4).view("<i4")[0])
+    chosen = machine.read(stage["first_chip"], addr, 4 * len(seqs)).view("<i4")
+    for b, s in enumerate(seqs):
+        if active[b]:
+            if s.position >= len(s.prompt) - 1:
+                s.logits.append(logits[b])
+                s.tokens.append(int(chosen[b]))
+            s.position += 1

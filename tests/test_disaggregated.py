@@ -192,3 +192,18 @@ def test_block_start_is_where_shard_of_cuts(dims, data):
         window = tensor[tuple(slice(s, s + n) for s, n in zip(start, shape, strict=True))]
         cut = shard_of(tensor, shape, rank, tp, "t")
         assert np.array_equal(cut[tuple(slice(0, n) for n in window.shape)], window)
+
+
+def test_a_batch_of_prompts_and_the_reference(tmp_path):
+    """Two sequences of different lengths (a batch-2 build on both sides): the co-located build's tokens,
+    and --check-reference holds the disaggregated run to the decode build's numpy reference."""
+    args = ["tiny-llama", "--prompt", "16", "--context", "64", "--batch", "2"]
+    assert main(["compile", *args, "--prefill-target", "lpu-mini", "--decode-target", "lpu-mini",
+                 "-o", str(tmp_path / "pair")]) == 0
+    assert main(["compile", *args, "--target", "lpu-mini", "-o", str(tmp_path / "one")]) == 0
+    prompts = "1 2 3; 4 5 6 7 8"
+    code, split = _run_json(["run", str(tmp_path / "pair"), "--functional", "--prompt", prompts, "--tokens", "5",
+                             "--check-reference"])
+    assert code == 0 and split["reference"]["passed"]
+    _, alone = _run_json(["run", str(tmp_path / "one"), "--functional", "--prompt", prompts, "--tokens", "5"])
+    assert split["functional"]["tokens"] == alone["functional"]["tokens"] and len(split["functional"]["tokens"]) == 2

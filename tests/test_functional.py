@@ -166,7 +166,8 @@ def test_dropping_a_send_stops_the_functional_run_with_a_clear_error(build, tmp_
         (broken / p.name).write_bytes(p.read_bytes())
     save_program(decode.select(keep), broken / "decode.prog")
     write_manifest(broken, decode.target)
-    with pytest.raises(FunctionalError, match=r"receive from chip \d+ tag \d+ at cycle \d+ finds no message"):
+    located = r"^chip \d+ c2c\.\d+\[\d+\] @\d+: recv: receive from chip \d+ tag \d+ finds no message$"
+    with pytest.raises(FunctionalError, match=located):
         run_functional(broken, PROMPT, NEW)
 
 

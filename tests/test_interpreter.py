@@ -224,19 +224,22 @@ def test_an_mxm_booked_faster_than_the_install_rate_is_flagged(tmp_path):
 
 def test_stream_traffic_over_the_stream_registers_is_flagged():
     """Three 102,400-byte READs, each putting 10,240 B/cycle on streams: one after another they are
-    clean; at once, on three MEM queues, 30,720 B/cycle exceed the 20,480 the stream registers carry."""
+    clean; at once, on three MEM queues, 30,720 B/cycle exceed the 20,480 the stream registers carry.
+    The chip starts with its SYNC, as every chip of a Program does."""
     from ir.program import empty_columns
 
     lpu = load_target("lpu")
-    cols = empty_columns(3)
+    cols = empty_columns(4)
+    cols["kind"][3], cols["op"][3], cols["cycles"][3] = UnitKind.SYNC, Op.SYNC, lpu.sync_cycles
+    t0 = lpu.sync_cycles
     for i in range(3):
         cols["chip"][i], cols["kind"][i], cols["op"][i] = 0, UnitKind.MEM, Op.READ
-        cols["issue"][i], cols["cycles"][i] = 10 * i, 10
+        cols["issue"][i], cols["cycles"][i] = t0 + 10 * i, 10
         cols["src"][i], cols["src_bytes"][i], cols["s_out"][i] = 0, 102_400, i
     clean = Program.build("decode", "lpu", 1, lpu.chip.clock_hz, cols)
     assert execute(clean, lpu).hazards == []
     crowded = mutated(clean, lambda c: (c["unit"].__setitem__(slice(1, 3), [1, 2]),
-                                        c["issue"].__setitem__(slice(1, 3), [0, 5])))
+                                        c["issue"].__setitem__(slice(1, 3), [t0, t0 + 5])))
     found = [h for h in execute(crowded, lpu).hazards if h.kind == "stream-budget"]
-    assert len(found) == 1 and found[0].chip == 0 and found[0].cycle == 5 and found[0].unit == "mem.2"
+    assert len(found) == 1 and found[0].chip == 0 and found[0].cycle == t0 + 5 and found[0].unit == "mem.2"
     assert "mem.0, mem.1, mem.2 put 30,720 B/cycle" in found[0].detail and "20,480" in found[0].detail

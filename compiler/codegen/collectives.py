@@ -54,12 +54,16 @@ class Collectives:
         last slice's overhang, so no write lands past its buffer."""
         cur = self.e.read(x)
         elem_bytes = max(1, nbytes // max(1, elements))
-        elems, dims = elements, []
+        # Slices nest: each level's slice is exactly its group's finer slices, so a rank's bytes are
+        # its own at every level (ceil level by level would let an outer level's slices overhang the
+        # inner slice they split, and two ranks write the same bytes).
+        total = math.prod(lv.group for lv in self.levels)
+        elems, dims = math.ceil(elements / total) * total, []
         for lv in self.levels:
-            elems = math.ceil(elems / lv.group)
+            elems //= lv.group
             dims.append((lv, elems * elem_bytes))
             cur = self._reduce_scatter(lv, cur, elems * elem_bytes, elems, fn)
-        self.e.pad(out, elems * elem_bytes * math.prod(lv.group for lv in self.levels))
+        self.e.pad(out, elems * elem_bytes * total)
         dims.reverse()  # finest slices first
         own = self._write(out, cur, dims, drain=True)
         return self._gather(out, cur, own, dims)

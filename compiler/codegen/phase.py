@@ -61,9 +61,11 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> l
             code.pieces.append(builder.unit(scope, ops, s.tp, s.first_chip, exported))
     _handoffs(builder, graph, codes, owner, final, scopes)
     codes[-1].outputs = {v.name: final.get(v.name, v) for v in graph.outputs}
-    values = {v.name: v for ops in chip_ops.values() for op in ops for v in (*op.operands, *op.results)}
-    values.update((v.name, v) for v in graph.inputs)
     for i, code in enumerate(codes):
+        # Per stage: a tied table is a param of two stages, sharded over each one's own group.
+        values = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc]
+                  for v in (*op.operands, *op.results)}
+        values.update((v.name, v) for v in graph.inputs)
         keep = {n for p in codes[i].pieces if p.kind == "send" for n in p.ports_in}
         keep |= {final[n].name for n in outputs if n in final}
         # A param two stages hold (a tied table: embedding and head) has each stage's own shard.

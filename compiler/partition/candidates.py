@@ -56,17 +56,18 @@ def cost_tables(units: list[Unit], system: SystemSpec, precision: str) -> CostTa
 
 
 def enumerate_candidates(units: list[Unit], tables: CostTables, crossing: list[int], system: SystemSpec,
-                         keep_dominated: bool = False) -> list[Candidate]:
-    """All stages that fit a chip, in (first, stop, tp) order."""
+                         keep_dominated: bool = False, reserved_bytes: int = 0) -> list[Candidate]:
+    """All stages that fit a chip, in (first, stop, tp) order; `reserved_bytes` of every chip's SRAM
+    hold the phase's inputs (token ids, positions), which every stage's layout places."""
     out: list[Candidate] = []
     for first in range(len(units)):
-        out.extend(_from(first, units, tables, crossing, system, keep_dominated))
+        out.extend(_from(first, units, tables, crossing, system, keep_dominated, reserved_bytes))
     return out
 
 
 def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int], system: SystemSpec,
-          keep_dominated: bool) -> list[Candidate]:
-    usable = system.chip.usable_sram_bytes
+          keep_dominated: bool, reserved_bytes: int = 0) -> list[Candidate]:
+    usable = system.chip.usable_sram_bytes - reserved_bytes
     sizes = set(units[first].sizes)
     resident = dict.fromkeys(sizes, 0)
     act = dict.fromkeys(sizes, 0)

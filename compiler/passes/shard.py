@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ir.errors import VerifyError
 from ir.graph import Graph, Op, Value, sorted_attrs
 from ir.ops import OPDEFS, Opcode
-from ir.types import TensorType
+from ir.types import DType, TensorType
 
 
 class Layout(enum.Enum):
@@ -51,7 +51,17 @@ def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
     """Group sizes t <= limit that split the unit's work evenly: query heads, split
     features, and kv heads (either split or each kept whole by t/kv_heads chips).
     Any integer qualifies, not only powers of two."""
-    return [t for t in range(1, limit + 1) if all(_divides(op, t) for op in ops)]
+    return [t for t in range(1, limit + 1) if all(_divides(op, t) and _packs(op, t) for op in ops)]
+
+
+def _packs(op: Op, t: int) -> bool:
+    """Packed int4 weights hold two per byte along each row: a chip's rows must stay even."""
+    if op.opcode is Opcode.MATMUL and "split" in op.attr and op.operands[1].type.dtype is DType.I4:
+        return _matmul_operand_type(op.operands[1].type, 1, op.attr, t).shape[-1] % 2 == 0
+    if op.opcode is Opcode.EXPERTS and _divides(op, t):
+        return all(_expert_operand_type(v.type, i, t).shape[-1] % 2 == 0
+                   for i, v in enumerate(op.operands) if i in (3, 4, 5) and v.type.dtype is DType.I4)
+    return True
 
 
 def _divides(op: Op, t: int) -> bool:
@@ -63,6 +73,9 @@ def _divides(op: Op, t: int) -> bool:
         experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
         return experts % t == 0 or (t % experts == 0 and inter % (t // experts) == 0
                                     and _whole_blocks(op.operands[5].type, inter // (t // experts)))
+    if op.opcode is Opcode.EMBED:  # vocabulary rows by ceil(V / t): every chip's shard must hold some row
+        rows = op.operands[1].type.shape[0]
+        return t <= rows and -(-rows // t) * (t - 1) < rows
     if op.opcode is Opcode.MLA_ATTENTION:  # whole heads per chip; no replication past the head count
         return a["heads"] % t == 0
     if op.opcode in _CHANNEL_OPERANDS:  # Mamba's conv and scan: whole channels per chip

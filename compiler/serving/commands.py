@@ -158,8 +158,14 @@ def print_disaggregated_run(f: dict, console: Console) -> None:
         console.print(f"determinism: {'passed' if det['passed'] else 'FAILED'} (digest {det['digest'][:16]}…)")
     if "functional" in f:
         fn = f["functional"]
-        console.print(f"functional: prompt {fn['prompt']} -> tokens {fn['tokens']} ({fn['copied_bytes']:,} cache "
-                      f"bytes handed over; {fn['instructions_executed']:,} instructions executed on data)")
+        for prompt, tokens in zip(fn["prompts"], fn["sequences"], strict=True):
+            console.print(f"functional: prompt {prompt} -> tokens {tokens}")
+        console.print(f"functional: {fn['copied_bytes']:,} cache bytes handed over; {fn['instructions_executed']:,} "
+                      "instructions executed on data")
+    if "reference" in f:
+        ref = f["reference"]
+        console.print(f"reference: {ref['sequences']} sequences, {ref['steps']} steps agree (largest logit difference "
+                      f"{ref['max_abs_diff']:.3g})")
     hazards = f["hazards"]
     console.print(f"hazards: {len(hazards)}" if hazards else "hazards: none")
     for x in hazards[:20]:

@@ -1,0 +1,340 @@
+"""A seeded mutation campaign: single faults injected into small builds, and what catches them.
+
+Each fault changes one instruction of one phase's Program (dropped, duplicated, moved, re-timed,
+swapped with its queue neighbour, moved to another unit, re-addressed, re-sized, re-streamed, its
+function, immediate, shape, offset, stride, flags or base changed, a message's peer or tag changed,
+a SEND duplicated before its original, a SYNC dropped, duplicated or moved). It is then judged:
+
+  caught by timing      timing mode reports a hazard (the timing contract breaks: a real defect)
+  caught by functional  timing passes; functional mode fails with a located error, or
+                        --check-reference finds its logits or tokens off the reference
+  missed                neither flags it, yet its tokens or logits (beyond the build's tolerance)
+                        differ from the clean build's on some prompt: a real defect that slipped
+  benign                neither flags it and the outputs are the clean build's: bit-identical, or
+                        within the tolerance; wafer builds (no functional mode) only have timing, so
+                        a fault timing passes there counts as benign. Without provenance checks, an
+                        SRAM address fault that changes no logit is benign by this definition.
+
+A clean build flagged by either is a false alarm. The prompts include one shorter than a prefill
+chunk and one over two chunks. Everything is seeded: the same seed gives the same table.
+
+    python benchmarks/mutation_campaign.py [--faults 1500] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compiler.build import compile_model
+from compiler.options import CompileOptions
+from ir.errors import ExecutionError
+from ir.isa import Fn, Op
+from ir.program import NAMES, Flag, Program
+from targets.build_dir import Build, load_build
+from targets.interpreter import execute
+from targets.reference_check import Reference
+from targets.runner import run_prompts
+from targets.spec import WaferSpec
+from targets.timing import STREAMS_PER_CHIP
+
+PROMPTS = [[7, 99, 3], [1, 7, 42, 99, 3, 250, 17, 8, 200, 5, 66, 13, 90, 121, 31, 2, 44, 187, 9]]
+TOKENS = 2  # the prefill's token and one decode step: both Programs run
+TARGET_64K = 'base = "lpu-mini"\nname = "lpu-64k"\n[chip]\nsram_bytes = "64 KiB"\nprogram_reserve_bytes = "1489 B"\n'
+TARGET_128K = 'base = "lpu-mini"\nname = "lpu-128k"\n[chip]\nsram_bytes = "128 KiB"\nprogram_reserve_bytes = "2979 B"\n'
+WAFER = 'base = "wse3"\nmesh_rows = 24\nmesh_cols = 20\n'
+# (name, model, target file text or preset)
+BUILDS = (("tiny-llama", "tiny-llama", TARGET_64K), ("tiny-mixtral", "tiny-mixtral", TARGET_128K),
+          ("tiny-mamba", "tiny-mamba", "lpu-mini"), ("tiny-llama-wafer", "tiny-llama", WAFER))
+
+
+@dataclass
+class Subject:
+    """A compiled build, loaded once, with its clean outputs (None for a wafer)."""
+
+    name: str
+    path: Path
+    build: Build | None
+    system: object
+    programs: dict[str, Program]
+    reference: Reference | None = None
+    clean: dict | None = None
+
+
+def compile_builds(root: Path, builds=BUILDS) -> list[Subject]:
+    out = []
+    for name, model, target in builds:
+        if target.endswith("\n"):
+            (root / f"{name}.toml").write_text(target)
+            target = str(root / f"{name}.toml")
+        path = root / name
+        options = CompileOptions(context=64, prompt=32, prefill_chunk=16)
+        compile_model(model, target, options, path, weights="auto")
+        build = load_build(path)
+        wafer = isinstance(build.system, WaferSpec)
+        subject = Subject(name, path, None if wafer else build, build.system, dict(build.programs))
+        if not wafer:
+            subject.reference = Reference.load(path)
+            subject.clean = run_prompts(subject.build, PROMPTS, TOKENS)
+        out.append(subject)
+    return out
+
+
+# ---- faults: each takes the Program's columns (copies), a row and the generator; returns new columns
+
+Columns = dict[str, np.ndarray]
+
+
+def _copy(c: Columns) -> Columns:
+    return {n: a.copy() for n, a in c.items()}
+
+
+def _rows_with(c: Columns, row: int, extra: Columns | None = None) -> Columns:
+    """The columns with `extra` rows appended (duplicates), or without `row` when extra is None."""
+    if extra is None:
+        keep = np.ones(len(c["chip"]), bool)
+        keep[row] = False
+        return {n: a[keep] for n, a in c.items()}
+    return {n: np.concatenate([a, extra[n]]) for n, a in c.items()}
+
+
+def _set(field: str, change: Callable[[int, np.random.Generator], int]):
+    def fault(c: Columns, row: int, rng: np.random.Generator) -> Columns:
+        c = _copy(c)
+        c[field][row] = change(int(c[field][row]), rng)
+        return c
+    return fault
+
+
+def _shift(choices: tuple[int, ...], low: int = 0):
+    return lambda v, rng: max(low, v + int(rng.choice(choices)))
+
+
+def _other_stream(v: int, rng: np.random.Generator) -> int:
+    return int((v + rng.integers(1, STREAMS_PER_CHIP)) % STREAMS_PER_CHIP)
+
+
+def _drop(c: Columns, row: int, rng: np.random.Generator) -> Columns:
+    return _rows_with(c, row)
+
+
+def _duplicate(c: Columns, row: int, rng: np.random.Generator, earlier: bool = False) -> Columns:
+    extra = {n: a[row: row + 1].copy() for n, a in c.items()}
+    if earlier:  # a duplicated SEND issued before its original
+        extra["issue"][0] = max(0, int(extra["issue"][0]) - int(rng.choice((1, 20, 200))))
+    return _rows_with(c, row, extra)
+
+
+def _swap_with_next(c: Columns, row: int, rng: np.random.Generator) -> Columns:
+    """Two neighbours of one unit queue trade issue cycles (their order in the queue flips)."""
+    c = _copy(c)
+    nxt = row + 1
+    if nxt >= len(c["chip"]) or any(c[k][nxt] != c[k][row] for k in ("chip", "kind", "unit")):
+        nxt = row - 1
+    c["issue"][row], c["issue"][nxt] = c["issue"][nxt], c["issue"][row]
+    return c
+
+
+def _other_fn(v: int, rng: np.random.Generator) -> int:
+    fns = [f.value for f in Fn if f.value != v]
+    return int(rng.choice(fns))
+
+
+def _flip_flag(v: int, rng: np.random.Generator) -> int:
+    return v ^ int(rng.choice((Flag.ACCUMULATE, Flag.LAST)))
+
+
+def _sync_fault(c: Columns, row: int, rng: np.random.Generator) -> Columns:
+    which = int(rng.integers(3))
+    if which == 0:
+        return _drop(c, row, rng)
+    if which == 1:
+        return _duplicate(c, row, rng)
+    return _set("issue", _shift((1, 5, 300)))(c, row, rng)
+
+
+def _peer(chips: int):
+    return lambda v, rng: int((v + rng.integers(1, max(2, chips))) % max(2, chips))
+
+
+# kind -> (which rows it applies to, the fault)
+def fault_kinds(chips: int) -> dict[str, tuple[Callable[[Columns], np.ndarray], Callable]]:
+    op = lambda *ops: lambda c: np.isin(c["op"], ops)  # noqa: E731
+    has = lambda name, low=0: lambda c: c[name] >= low  # noqa: E731
+    anything = lambda c: c["op"] != Op.SYNC  # noqa: E731
+    return {
+        "drop": (anything, _drop),
+        "duplicate": (anything, _duplicate),
+        "move": (anything, _set("issue", _shift((-50, -3, -1, 1, 2, 7, 64, 500)))),
+        "retime": (anything, _set("cycles", _shift((-2, -1, 1, 3, 40), low=0))),
+        "swap": (anything, _swap_with_next),
+        "unit": (lambda c: np.isin(c["op"], (Op.MXM,)) | (c["op"] == Op.SEND),
+                 _set("unit", lambda v, rng: v + 1 if v % 2 == 0 else v - 1)),
+        "src-address": (has("src"), _set("src", _shift((-320, -64, -2, 2, 64, 320, 4096)))),
+        "dst-address": (has("dst"), _set("dst", _shift((-320, -64, -2, 2, 64, 320, 4096)))),
+        "src-size": (lambda c: c["src_bytes"] > 2, _set("src_bytes", _shift((-64, -2, 2, 64), low=1))),
+        "dst-size": (lambda c: c["dst_bytes"] > 2, _set("dst_bytes", _shift((-64, -2, 2, 64), low=1))),
+        "stream-in": (has("s_a"), _set("s_a", _other_stream)),
+        "stream-b": (has("s_b"), _set("s_b", _other_stream)),
+        "stream-out": (has("s_out"), _set("s_out", _other_stream)),
+        "function": (op(Op.VOP), _set("fn", _other_fn)),
+        "immediate": (has("imm"), _set("imm", _shift((-1, 1)))),
+        "shape": (lambda c: c["m"] > 1, _set("m", _shift((-1, 1), low=1))),
+        "width": (lambda c: c["n"] > 1, _set("n", _shift((-16, -1, 1, 16), low=1))),
+        "offset": (lambda c: c["s_a"] >= 0, _set("offset", _shift((-64, -2, 2, 64), low=0))),
+        "stride": (lambda c: c["stride"] > 0, _set("stride", _shift((-2, 2, 64), low=1))),
+        "flags": (op(Op.MXM), _set("flags", _flip_flag)),
+        "base": (lambda c: c["base"] > 0, _set("base", _shift((-1, 1, 8), low=0))),
+        "peer": (op(Op.SEND, Op.RECV), _set("peer", _peer(chips))),
+        "tag": (op(Op.SEND, Op.RECV), _set("tag", _shift((-1, 1), low=0))),
+        "send-duplicated-early": (op(Op.SEND), lambda c, r, g: _duplicate(c, r, g, earlier=True)),
+        "sync": (op(Op.SYNC), _sync_fault),
+    }
+
+
+@dataclass(frozen=True)
+class Fault:
+    build: str
+    phase: str
+    kind: str
+    row: int
+    verdict: str  # timing, functional, missed, identical, within-tolerance, timing-only
+    detail: str = ""
+
+
+def inject(subject: Subject, kind: str, rng: np.random.Generator) -> tuple[str, int, Program] | None:
+    """One fault of `kind` in a random phase and row of `subject` (None if the kind has no rows there)."""
+    phase = ("decode", "prefill")[int(rng.integers(2))]
+    program = subject.programs[phase]
+    applies, fault = fault_kinds(program.chips)[kind]
+    rows = np.flatnonzero(applies(program.cols))
+    if not len(rows):
+        return None
+    row = int(rng.choice(rows))
+    cols = fault(program.cols, row, rng)
+    try:
+        mutated = Program.build(program.phase, program.target, program.chips, program.clock_hz,
+                                {n: cols[n] for n in NAMES}, program.meta)
+    except ValueError:
+        return None  # a value that does not fit its column: not a Program at all
+    if mutated == program:
+        return None  # the change was clamped away: no fault
+    return phase, row, mutated
+
+
+def judge(subject: Subject, phase: str, kind: str, row: int, mutated: Program) -> Fault:
+    hazards = execute(mutated, subject.system).hazards
+    if hazards:
+        return Fault(subject.name, phase, kind, row, "timing", str(hazards[0]))
+    if subject.build is None:
+        return Fault(subject.name, phase, kind, row, "timing-only")
+    build = dataclasses.replace(subject.build, programs={**subject.build.programs, phase: mutated})
+    try:
+        out = run_prompts(build, PROMPTS, TOKENS)
+        subject.reference.check(PROMPTS, out["tokens"], out["logits"])
+    except ExecutionError as error:
+        return Fault(subject.name, phase, kind, row, "functional", str(error))
+    return Fault(subject.name, phase, kind, row, *_unflagged(subject, out))
+
+
+def _unflagged(subject: Subject, out: dict) -> tuple[str, str]:
+    clean = subject.clean
+    if out["tokens"] != clean["tokens"]:
+        return "missed", f"tokens {out['tokens']} instead of {clean['tokens']}"
+    worst = 0.0
+    for got, ref in zip(out["logits"], clean["logits"], strict=True):
+        diff = float(np.abs(got - ref).max())
+        if diff > subject.reference.tolerance.of(ref):
+            return "missed", f"logits moved by {diff:.4g}"
+        worst = max(worst, diff)
+    return ("identical", "") if worst == 0 else ("within-tolerance", f"logits moved by {worst:.3g}")
+
+
+def false_alarms(subject: Subject) -> list[str]:
+    """What either mode reports on the clean build (must be nothing)."""
+    found = [str(h) for p in subject.programs.values() for h in execute(p, subject.system).hazards]
+    if subject.build is not None:
+        try:
+            subject.reference.check(PROMPTS, subject.clean["tokens"], subject.clean["logits"])
+        except ExecutionError as error:
+            found.append(str(error))
+    return found
+
+
+def campaign(subjects: list[Subject], faults: int, seed: int = 0) -> list[Fault]:
+    """`faults` faults, kinds and builds taken in turn, everything else drawn from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    kinds = list(fault_kinds(1))
+    out: list[Fault] = []
+    attempt = 0
+    while len(out) < faults:
+        subject = subjects[attempt % len(subjects)]
+        kind = kinds[(attempt // len(subjects)) % len(kinds)]
+        attempt += 1
+        made = inject(subject, kind, rng)
+        if made is not None:
+            out.append(judge(subject, made[0], kind, made[1], made[2]))
+    return out
+
+
+VERDICTS = ("timing", "functional", "missed", "identical", "within-tolerance", "timing-only")
+
+
+def table(results: list[Fault], alarms: dict[str, list[str]]) -> list[dict]:
+    """One row per build and a total: injected / real / caught by timing / caught by functional /
+    missed / benign (identical, within tolerance, no functional mode) / false alarms."""
+    rows = []
+    for name in [*dict.fromkeys(f.build for f in results), "total"]:
+        mine = [f for f in results if name in (f.build, "total")]
+        n = Counter(f.verdict for f in mine)
+        rows.append({"build": name, "injected": len(mine), "real": n["timing"] + n["functional"] + n["missed"],
+                     "timing": n["timing"], "functional": n["functional"], "missed": n["missed"],
+                     "benign_identical": n["identical"], "benign_within_tolerance": n["within-tolerance"],
+                     "benign_timing_only": n["timing-only"],
+                     "false_alarms": sum(len(v) for k, v in alarms.items() if name in (k, "total"))})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    head = ("build", "injected", "real", "timing", "functional", "missed", "benign_identical",
+            "benign_within_tolerance", "benign_timing_only", "false_alarms")
+    short = ("build", "injected", "real", "by timing", "by functional", "missed", "benign =", "benign ~",
+             "benign (no fn)", "false alarms")
+    print(" | ".join(f"{h:>16}" if i == 0 else f"{h:>9}" for i, h in enumerate(short)))
+    for r in rows:
+        print(" | ".join(f"{r[h]:>16}" if i == 0 else f"{r[h]:>9}" for i, h in enumerate(head)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faults", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        subjects = compile_builds(Path(tmp))
+        compiled = time.perf_counter()
+        alarms = {s.name: false_alarms(s) for s in subjects}
+        results = campaign(subjects, args.faults, args.seed)
+        done = time.perf_counter()
+    print_table(table(results, alarms))
+    kinds = Counter((f.kind, f.verdict) for f in results)
+    print("\nper kind: " + "; ".join(f"{k}: " + ", ".join(f"{v} {kinds[k, v]}" for v in VERDICTS if kinds[k, v])
+                                     for k in dict.fromkeys(f.kind for f in results)))
+    for f in results:
+        if f.verdict == "missed":
+            print(f"MISSED {f.build} {f.phase} {f.kind} row {f.row}: {f.detail}")
+    print(f"\ncompile {compiled - started:.1f} s, campaign {done - compiled:.1f} s ({args.faults} faults, seed "
+          f"{args.seed})")
+
+
+if __name__ == "__main__":
+    main()

@@ -150,6 +150,7 @@ SCHEMA: dict[str, Any] = {
     "global_link": _LINK,
     "topology": Leaf(_choice(TOPOLOGIES)),
     "sync_cycles": Leaf(_count, NON_NEGATIVE),
+    "pool_link": _LINK,  # optional: one chip's link to another serving pool (default: global_link)
 }
 # A wafer file mirrors WaferSpec; `mesh_rows` (or `base = "wse3"`) marks a file as one.
 WAFER_SCHEMA: dict[str, Any] = {
@@ -169,7 +170,8 @@ WAFER_SCHEMA: dict[str, Any] = {
     "wafer_link": _LINK,
     "max_wafers": Leaf(_count, POSITIVE),
 }
-_OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s"} | {
+_OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s", "pool_link.bw_bytes_per_s",
+             "pool_link.latency_s"} | {
     f"chip.{table}.{key}" for table, keys in (("peak_ops_per_s", OPTIONAL_PRECISIONS),
                                               ("install_bytes_per_weight", INSTALL_KEYS[len(PRECISIONS):]))
     for key in keys}
@@ -352,13 +354,24 @@ def _build(tree: dict[str, Any], source: _Source) -> SystemSpec | WaferSpec:
             link = LinkSpec(**tree["wafer_link"])
             return WaferSpec(wafer_link=link, **{k: v for k, v in tree.items() if k != "wafer_link"})
         chip = ChipSpec(**_per_cycle_memory(tree["chip"]))
-        links = {k: LinkSpec(**tree[k]) for k in ("local_link", "global_link")}
-        rest = {k: v for k, v in tree.items() if k not in ("chip", "local_link", "global_link")}
+        _pool_link_whole(tree)
+        names = ("local_link", "global_link", "pool_link")
+        links = {k: LinkSpec(**tree[k]) for k in names if k in tree}
+        rest = {k: v for k, v in tree.items() if k not in ("chip", *names)}
         return SystemSpec(chip=chip, **links, **rest)
     except ConfigError as err:
         # The spec names the field ("chip.program_reserve_bytes: ..."); add the file and line.
         dotted = str(err).split(":", 1)[0]
         raise ConfigError(f"{source.at(dotted)}:{str(err).split(':', 1)[1]}") from None
+
+
+def _pool_link_whole(tree: dict[str, Any]) -> None:
+    """`[pool_link]` is optional, but when a file without a base gives it, it gives both fields."""
+    given = tree.get("pool_link")
+    if given is not None and set(given) != set(_LINK):
+        missing = sorted(set(_LINK) - set(given))[0]
+        raise ConfigError(f"pool_link: {missing} is missing; [pool_link] needs bw_bytes_per_s and latency_s "
+                          "(or leave the table out: the pool link is then global_link)")
 
 
 # ---------------------------------------------------------------- messages

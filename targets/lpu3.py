@@ -66,6 +66,9 @@ CHIP = ChipSpec(
 # 240 ns estimate.
 C2C_LINKS_PER_CHIP = 96
 LINK = LinkSpec(bw_bytes_per_s=112e9 / 8, latency_s=lpu.HOP_LATENCY_S)
+# The link to another pool (the Vera Rubin GPUs an LPX rack is paired with, or another rack): not
+# published [U]. GUESS: one of the 96 links per LPU at 112 Gb/s, and the lpu preset's 5-hop latency.
+POOL_LINK = LinkSpec(bw_bytes_per_s=112e9 / 8, latency_s=lpu.POOL_LINK.latency_s)
 
 LPU3 = SystemSpec(
     name="lpu3",
@@ -80,4 +83,5 @@ LPU3 = SystemSpec(
     global_link=LINK,
     topology="dragonfly",  # GUESS [U]: the first LPU's software-scheduled Dragonfly
     sync_cycles=lpu.HAC_RESYNC_CYCLES,  # GUESS [U]: the first LPU's HAC resync
+    pool_link=POOL_LINK,
 )

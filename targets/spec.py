@@ -175,6 +175,9 @@ class SystemSpec:
 
     A node's chips are joined by local links; global links leave the node. `nodes_per_group` is
     a Dragonfly group for "dragonfly" and the nodes under one rail of leaf switches for "nvlink".
+    `pool_link` is one chip's link to another machine (a second serving pool: the NIC of a GPU, a
+    chip's port to another rack); it carries a request's KV cache from a prefill pool to a decode
+    pool. It defaults to `global_link` (the link between nodes of one machine).
     """
 
     name: str
@@ -189,8 +192,11 @@ class SystemSpec:
     global_link: LinkSpec
     topology: str  # "dragonfly" | "nvlink"
     sync_cycles: int  # program-start / per-step synchronisation cost
+    pool_link: LinkSpec | None = None  # one chip's link to another pool; None: global_link
 
     def __post_init__(self) -> None:
+        if self.pool_link is None:
+            object.__setattr__(self, "pool_link", self.global_link)
         _require(self.topology in TOPOLOGIES, "topology", f"must be one of {TOPOLOGIES}, got '{self.topology}'")
         for name in ("chips_per_node", "nodes_per_group", "max_chips", "c2c_links_per_chip", "local_links_per_chip"):
             _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")

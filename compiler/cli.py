@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="how many chips, and how the model is laid out on them")
     _model_args(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON and nothing else")
+    plan.add_argument("--plot", metavar="PNG", help="with --batch A,B,...: draw the batch curve into this PNG")
+    _pool_args(plan)
     plan.set_defaults(run=_plan)
     lower = sub.add_parser("lower", help="print the model's graph IR")
     lower.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
@@ -55,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="build directory to write: new, empty, or a previous sramflow build (replaced)")
     comp.add_argument("--force", action="store_true",
                       help="replace a sramflow build even if edited (never a directory that is not a build)")
+    _pool_targets(comp)
     comp.add_argument("--weights", default="auto",
                       help="the SRAM image for `run --functional`: random (seeded), a .npz checkpoint of arrays "
                            "by parameter name, none, or auto (random up to 256 MiB of weights)")
@@ -111,7 +114,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     from compiler.options import OBJECTIVES
 
     p.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
-    p.add_argument("--target", default="lpu", help="preset (lpu, lpu-mini, h100, wse3) or path to a target TOML")
+    p.add_argument("--target", help="preset (lpu, lpu-mini, lpu3, h100, b200, rubin, wse3) or path to a target TOML "
+                                    "(default lpu)")
     _shape_args(p)
     p.add_argument("--chips", type=int, help="use exactly N chips")
     p.add_argument("--max-chips", type=int, help="use at most N chips")
@@ -125,11 +129,12 @@ def _shape_args(p: argparse.ArgumentParser, chunk: bool = True) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="weight precision (activations: 16-bit)")
     p.add_argument("--kv-precision", choices=KV_PRECISIONS, default="fp16",
                    help="KV cache precision (8-bit caches keep a 16-bit scale per token and kv head)")
-    p.add_argument("--context", default="4096",
-                   help="tokens held in the KV cache, prompt included (plan: a comma list sweeps, one row per context)")
+    p.add_argument("--context", help="tokens held in the KV cache, prompt included, default 4096 (plan: a comma list "
+                                     "sweeps, one row per context)")
     p.add_argument("--prompt", type=int,
                    help="prompt length for time-to-first-token (default 1024, or the context if shorter)")
-    p.add_argument("--batch", type=int, default=1, help="sequences decoded together")
+    p.add_argument("--batch", type=_batch_text, help="sequences decoded together, default 1 (plan, compare: a comma "
+                                                     "list draws the batch curve)")
     if chunk:
         p.add_argument("--prefill-chunk", type=int, default=256,
                        help="largest prefill chunk in tokens (the plan picks the largest multiple of 16 that fits)")
@@ -137,9 +142,24 @@ def _shape_args(p: argparse.ArgumentParser, chunk: bool = True) -> None:
                    help="wafers: keep the embedding table off the wafer; the host streams each token's row in")
 
 
-def _contexts(text: str) -> list[int]:
+def _pool_targets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prefill-target", help="disaggregated serving: the prefill pool's target (with --decode-target)")
+    p.add_argument("--decode-target", help="disaggregated serving: the decode pool's target (with --prefill-target)")
+
+
+def _pool_args(p: argparse.ArgumentParser) -> None:
+    _pool_targets(p)
+    p.add_argument("--rate", type=float, help="pools: requests per second to serve")
+    p.add_argument("--output", type=int, help="pools: tokens generated per request")
+    p.add_argument("--min-tokens-per-s", type=float,
+                   help="pools: per-user decode tokens/s floor (default: half the decode target's batch-1 speed)")
+    p.add_argument("--max-ttft-ms", type=float, help="pools: time-to-first-token ceiling for the prefill batch")
+
+
+def _contexts(text: str | None) -> list[int]:
     from ir.errors import ConfigError
 
+    text = "4096" if text is None else text
     try:
         values = [int(part) for part in str(text).split(",")]
     except ValueError:
@@ -147,7 +167,7 @@ def _contexts(text: str) -> list[int]:
     return values
 
 
-def _options(args: argparse.Namespace, context: int | None = None):
+def _options(args: argparse.Namespace, context: int | None = None, batch: int | None = None):
     from compiler.options import CompileOptions
     from ir.errors import ConfigError
 
@@ -157,19 +177,51 @@ def _options(args: argparse.Namespace, context: int | None = None):
             raise ConfigError("--context: a comma list sweeps contexts in `plan` only; give one value here")
         context = contexts[0]
     return CompileOptions(precision=args.precision, kv_precision=args.kv_precision, context=context,
-                          prompt=args.prompt, batch=args.batch, chips=getattr(args, "chips", None),
+                          prompt=args.prompt, batch=batch or _batch(args.batch), chips=getattr(args, "chips", None),
                           max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"),
                           prefill_chunk=getattr(args, "prefill_chunk", 256), embed_on_host=args.embed_on_host)
+
+
+def _batch_text(text: str) -> str:
+    """--batch as argparse reads it: a malformed value is a usage error, like any other number's."""
+    from compiler.serving.curves import parse_batches
+    from ir.errors import ConfigError
+
+    try:
+        parse_batches(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--batch: ")) from None
+    return text
+
+
+def _batch(text: str | None) -> int:
+    from compiler.serving.curves import parse_batches
+    from ir.errors import ConfigError
+
+    batches = parse_batches(text)
+    if len(batches) > 1:
+        raise ConfigError("--batch: a comma list draws a batch curve in `plan` and `compare` only; give one value here")
+    return batches[0]
 
 
 def _plan(args: argparse.Namespace) -> int:
     from compiler.plan.report import render_plan
     from compiler.planner import make_plan
+    from compiler.serving import commands
+    from ir.errors import ConfigError
 
-    contexts = _contexts(args.context)
+    if commands.serving_requested(args) or args.rate is not None or args.output is not None:
+        return commands.plan_pools(args, _console())
+    contexts, batches = _contexts(args.context), commands.batch_list(args)
+    if batches and len(contexts) > 1:
+        raise ConfigError("--context and --batch: sweep one of them at a time (a comma list for one, one value for "
+                          "the other)")
+    if batches:
+        return commands.plan_batches(args, _options(args, contexts[0], batch=1), batches, _console())
+    commands.refuse_plot(args)
     if len(contexts) > 1:
         return _sweep(args, contexts)
-    plan = make_plan(args.model, args.target, _options(args))
+    plan = make_plan(args.model, args.target or "lpu", _options(args))
     if args.json:
         sys.stdout.write(plan.to_json())
     else:
@@ -184,7 +236,7 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
     from compiler.plan.report import render_sweep
     from compiler.planner import make_plan
 
-    plans = [make_plan(args.model, args.target, _options(args, context)) for context in contexts]
+    plans = [make_plan(args.model, args.target or "lpu", _options(args, context)) for context in contexts]
     if args.json:
         sys.stdout.write(json.dumps({"sweep": [json.loads(p.to_json()) for p in plans]}, indent=2,
                                     sort_keys=True) + "\n")
@@ -195,10 +247,14 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from compiler.compare import compare, parse_targets, render_compare, to_json, write_plot
+    from compiler.serving import commands
     from ir.files import check_output_file
 
     plot = check_output_file(args.plot, "--plot", ".png") if args.plot is not None else None
     targets = parse_targets(args.targets)
+    batches = commands.batch_list(args)
+    if batches:
+        return commands.compare_batches(args, _options(args, batch=1), targets, batches, _console())
     options = _options(args)
     rows = compare(args.model, targets, options)
     if plot:
@@ -227,14 +283,18 @@ def _compile(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from compiler.build import compile_model
+    from compiler.serving import commands
 
+    options = _options(args)  # option mistakes are reported before the progress bar starts
+    if commands.serving_requested(args):
+        return commands.compile_pools(args, options)
     console = Console(stderr=True)
     # A spinner only on a terminal: redirected, stderr holds nothing but the result (or one error line).
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                    transient=True) if console.is_terminal else None
     with bar or nullcontext():
         task = bar.add_task("compiling", total=None) if bar else None
-        manifest = compile_model(args.model, args.target, _options(args), args.output,
+        manifest = compile_model(args.model, args.target or "lpu", options, args.output,
                                  (lambda step: bar.update(task, description=step)) if bar else (lambda _: None),
                                  weights=args.weights, force=args.force)
     console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}", soft_wrap=True, markup=False)
@@ -246,8 +306,13 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from compiler.inspect import check_drawable, parse_chips, parse_cycles, summary
     from compiler.plan.report import render_summary
+    from ir.errors import ConfigError
     from targets.build_dir import load_build
+    from targets.handoff import is_disaggregated
 
+    if is_disaggregated(args.build):
+        raise ConfigError(f"{args.build}: a disaggregated build holds two builds; inspect {args.build}/prefill or "
+                          f"{args.build}/decode")
     _check_views(args)
     build = load_build(args.build)
     program = build.programs[args.phase or "decode"]
@@ -302,6 +367,7 @@ def _run(args: argparse.Namespace) -> int:
     import json
 
     from ir.errors import ConfigError
+    from targets.handoff import is_disaggregated, run_disaggregated
     from targets.runner import run_build
 
     if args.prompt is not None and not args.functional:
@@ -309,9 +375,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.check_reference and not args.functional:
         raise ConfigError("--check-reference compares a functional run with the reference; add --functional")
     prompt = _prompts(args.prompt if args.prompt is not None else "1") if args.functional else None
-    figures = run_build(args.build, args.tokens, args.check_determinism, prompt, args.check_reference)
+    run = run_disaggregated if is_disaggregated(args.build) else run_build
+    figures = run(args.build, args.tokens, args.check_determinism, prompt, args.check_reference)
     if args.json:
         sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    elif run is run_disaggregated:
+        from compiler.serving.commands import print_disaggregated_run
+
+        print_disaggregated_run(figures, _console())
     else:
         _print_run(figures, _console())
     clean = not figures["hazards"] and figures.get("determinism", {"passed": True})["passed"]

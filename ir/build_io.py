@@ -2,7 +2,9 @@
 
 A build's manifest.json says it is sramflow's (`tool`), which layout it has (`format`), the
 target's name (for display) and the sha256 of every other file; its own `digest` covers the
-rest of the manifest, so an edited manifest is caught like an edited file. A reader gets a
+rest of the manifest, so an edited manifest is caught like an edited file. A build made of
+builds (a disaggregated build's prefill/ and decode/) names each sub-directory under `builds`
+with its manifest's digest, so it is whole only when each of them is. A reader gets a
 file's bytes only after they match the manifest; every failure is one line naming the file.
 """
 
@@ -34,17 +36,22 @@ class Manifest:
     target: str
     files: dict[str, str]
     format: int
+    builds: dict[str, str] | None = None  # sub-build directory -> its manifest's digest
 
 
 # ---------------------------------------------------------------- writing
 
 
-def write_manifest(directory: Path, target: str) -> dict:
-    """List every file of `directory` (but the manifest) with its sha256 and write manifest.json.
-    Tests call it after editing a build on purpose, to make the edit part of the build."""
+def write_manifest(directory: Path, target: str, extra: dict | None = None, builds: tuple[str, ...] = ()) -> dict:
+    """List every file of `directory` (but the manifest) with its sha256 and write manifest.json;
+    `builds` are sub-directories holding builds of their own (recorded by their manifests' digests),
+    `extra` further keys (a disaggregated build's `kind`). Tests call it after editing a build on
+    purpose, to make the edit part of the build."""
     directory = Path(directory)
-    files = {p.name: file_sha256(p) for p in sorted(directory.iterdir()) if p.name != MANIFEST}
-    body = {"tool": TOOL, "format": FORMAT, "target": target, "files": files}
+    files = {p.name: file_sha256(p) for p in sorted(directory.iterdir()) if p.name != MANIFEST and p.name not in builds}
+    body = {"tool": TOOL, "format": FORMAT, "target": target, "files": files} | (extra or {})
+    if builds:
+        body["builds"] = {name: json.loads((directory / name / MANIFEST).read_text())["digest"] for name in builds}
     manifest = body | {"digest": _digest(body)}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
@@ -122,17 +129,25 @@ def _build_problem(path: Path) -> str | None:
     # Builds of format 1 have no `tool` marker; their `format` and `files` say what they are.
     if not isinstance(raw, dict) or not (raw.get("tool") == TOOL or {"format", "files"} <= set(raw)):
         return "not a build"
-    files = raw.get("files")
-    if not isinstance(files, dict):
+    files, builds = raw.get("files"), raw.get("builds") or {}
+    if not isinstance(files, dict) or not isinstance(builds, dict):
         return "manifest.json lists no files"
-    extra = sorted(p.name for p in path.iterdir() if p.name != MANIFEST and p.name not in files)
+    extra = sorted(p.name for p in path.iterdir() if p.name not in (MANIFEST, *files, *builds))
     if extra:
         return f"{extra[0]} is not part of it"
     for name, digest in sorted(files.items()):
         target = path / str(name)
         if not _plain(name) or not target.is_file() or file_sha256(target) != digest:
             return f"{name} differs from its manifest"
-    return None
+    return next((f"{name}/ differs from its manifest" for name, digest in sorted(builds.items())
+                 if not _plain(name) or _sub_build_problem(path / str(name), digest)), None)
+
+
+def _sub_build_problem(path: Path, digest: str) -> bool:
+    """Whether a sub-build is missing, edited, or not the one its parent recorded."""
+    if not path.is_dir() or _build_problem(path) is not None:
+        return True
+    return json.loads((path / MANIFEST).read_text()).get("digest") != digest
 
 
 # ---------------------------------------------------------------- writing a build in place
@@ -244,7 +259,10 @@ def _manifest(raw: dict, file: Path) -> Manifest:
         raise ConfigError(f"{file}: lists {bad!r}, which is not a file of the build directory; {RECOMPILE}")
     if not isinstance(target, str):
         raise ConfigError(f"{file}: no 'target' name; {RECOMPILE}")
-    return Manifest(target, dict(files), raw["format"])
+    builds = raw.get("builds")
+    if builds is not None and (not isinstance(builds, dict) or not all(map(_plain, builds))):
+        raise ConfigError(f"{file}: 'builds' must map sub-directories of the build to digests; {RECOMPILE}")
+    return Manifest(target, dict(files), raw["format"], dict(builds) if builds is not None else None)
 
 
 def _plain(name: object) -> bool:

@@ -104,4 +104,7 @@ B200 = SystemSpec(
     global_link=LinkSpec(bw_bytes_per_s=IB_BW_BYTES_PER_S, latency_s=h100.IB_LATENCY_S),
     topology="nvlink",
     sync_cycles=round(h100.NVLINK_LATENCY_S * CLOCK_HZ),  # one NVLink message per barrier [L, D]
+    # To another pool: each GPU's ConnectX-7 400 Gb/s port (the MLCommons system description above)
+    # [S], at the h100 preset's InfiniBand latency [L].
+    pool_link=LinkSpec(bw_bytes_per_s=IB_BW_BYTES_PER_S, latency_s=h100.IB_LATENCY_S),
 )

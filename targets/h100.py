@@ -119,4 +119,7 @@ H100 = SystemSpec(
     topology="nvlink",
     # Per-step synchronisation: one barrier costs at least one NVLink message, ~2 us [L, D].
     sync_cycles=round(NVLINK_LATENCY_S * CLOCK_HZ),
+    # To another pool: the same ConnectX-7 NDR 400 Gb/s port per GPU (DGX H100 User Guide) [S] at the
+    # InfiniBand latency above [L]; each GPU sends or receives its share of a KV cache over its own.
+    pool_link=LinkSpec(bw_bytes_per_s=IB_BW_BYTES_PER_S, latency_s=IB_LATENCY_S),
 )

@@ -155,9 +155,11 @@ SCHEMA: dict[str, Any] = {
     "sync_cycles": Leaf(_count, NON_NEGATIVE),
     "mesh_rows": Leaf(_count, NON_NEGATIVE),
     "mesh_cols": Leaf(_count, NON_NEGATIVE),
+    "pool_link": _LINK,  # optional: one chip's link to another serving pool (default: global_link)
     "step_cycles": Leaf(_count, NON_NEGATIVE),
 }
-_OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s", "mesh_rows", "mesh_cols", "step_cycles"} | {
+_OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s", "mesh_rows", "mesh_cols", "step_cycles",
+             "pool_link.bw_bytes_per_s", "pool_link.latency_s"} | {
     f"chip.{table}.{key}" for table, keys in (("peak_ops_per_s", OPTIONAL_PRECISIONS),
                                               ("install_bytes_per_weight", INSTALL_KEYS[len(PRECISIONS):]))
     for key in keys}
@@ -348,13 +350,24 @@ def _check_complete(tree: dict[str, Any], source: _Source) -> None:
 def _build(tree: dict[str, Any], source: _Source) -> SystemSpec:
     try:
         chip = ChipSpec(**_per_cycle_memory(tree["chip"]))
-        links = {k: LinkSpec(**tree[k]) for k in ("local_link", "global_link")}
-        rest = {k: v for k, v in tree.items() if k not in ("chip", "local_link", "global_link")}
+        _pool_link_whole(tree)
+        names = ("local_link", "global_link", "pool_link")
+        links = {k: LinkSpec(**tree[k]) for k in names if k in tree}
+        rest = {k: v for k, v in tree.items() if k not in ("chip", *names)}
         return SystemSpec(chip=chip, **links, **rest)
     except ConfigError as err:
         # The spec names the field ("chip.program_reserve_bytes: ..."); add the file and line.
         dotted = str(err).split(":", 1)[0]
         raise ConfigError(f"{source.at(dotted)}:{str(err).split(':', 1)[1]}") from None
+
+
+def _pool_link_whole(tree: dict[str, Any]) -> None:
+    """`[pool_link]` is optional, but when a file without a base gives it, it gives both fields."""
+    given = tree.get("pool_link")
+    if given is not None and set(given) != set(_LINK):
+        missing = sorted(set(_LINK) - set(given))[0]
+        raise ConfigError(f"pool_link: {missing} is missing; [pool_link] needs bw_bytes_per_s and latency_s "
+                          "(or leave the table out: the pool link is then global_link)")
 
 
 # ---------------------------------------------------------------- messages

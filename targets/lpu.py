@@ -135,6 +135,13 @@ CHIP = ChipSpec(
 
 LINK = LinkSpec(bw_bytes_per_s=LINK_BW_BYTES_PER_S, latency_s=HOP_LATENCY_S)
 
+# The link to another serving pool (a second machine of LPUs, or the GPUs beside them): no published
+# figure [U]. We take one C2C link per chip (the 16 - 7 - 4 = 5 ports our topology leaves unwired
+# could carry it), at the C2C rate above, and the network's worst case of 5 hops (ISCA 2022 abstract:
+# any of 10,440 TSPs reachable in at most ~5 hops) [V/S] at the per-hop estimate: 1.2 us [D].
+POOL_HOPS = 5
+POOL_LINK = LinkSpec(bw_bytes_per_s=LINK_BW_BYTES_PER_S, latency_s=POOL_HOPS * HOP_LATENCY_S)
+
 LPU = SystemSpec(
     name="lpu",
     chip=CHIP,
@@ -148,4 +155,5 @@ LPU = SystemSpec(
     global_link=LINK,
     topology="dragonfly",  # software-defined Dragonfly, TSP = endpoint + switch: ISCA 2022 abstract [V]
     sync_cycles=HAC_RESYNC_CYCLES,  # HAC resync ~216 cycles mean, sd 2.6-2.9: survey note, ISCA 2022 [S]
+    pool_link=POOL_LINK,
 )

@@ -69,13 +69,19 @@ CHIP = ChipSpec(
 # 240 ns estimate.
 C2C_LINKS_PER_CHIP = 96
 LINK = LinkSpec(bw_bytes_per_s=112e9 / 8, latency_s=lpu.HOP_LATENCY_S)
+# The link to another pool (the Vera Rubin GPUs an LPX rack is paired with, or another rack): not
+# published [U]. GUESS: one of the 96 links per LPU at 112 Gb/s, and the lpu preset's 5-hop latency.
+POOL_LINK = LinkSpec(bw_bytes_per_s=112e9 / 8, latency_s=lpu.POOL_LINK.latency_s)
 
 LPU3 = SystemSpec(
     name="lpu3",
     chip=CHIP,
     chips_per_node=8,  # 8 LP30 chips per compute tray (bitcoinnewsinvest.com) [S]
     nodes_per_group=32,  # 32 trays per LPX rack, 256 LPUs (same source; voice.lapaas.com) [S]
-    max_chips=256,  # one rack: multi-rack scale is not published [U]
+    # One LPX rack is 256 LPUs (above); racks join into larger pools over the global links, as the
+    # first LPU's racks do (the lpu preset's 10,440-chip Dragonfly). How many is not published [U]:
+    # GUESS, 16 racks, so a model that needs more than one rack (70B at fp16) can be sized.
+    max_chips=16 * 256,
     c2c_links_per_chip=C2C_LINKS_PER_CHIP,
     local_links_per_chip=28,  # GUESS [U]: 4 links to each of the 7 other chips of a tray
     global_links_per_chip=68,  # GUESS [U]: the rest leave the tray
@@ -83,4 +89,5 @@ LPU3 = SystemSpec(
     global_link=LINK,
     topology="dragonfly",  # GUESS [U]: the first LPU's software-scheduled Dragonfly
     sync_cycles=lpu.HAC_RESYNC_CYCLES,  # GUESS [U]: the first LPU's HAC resync
+    pool_link=POOL_LINK,
 )

@@ -102,4 +102,7 @@ RUBIN = SystemSpec(
     global_link=LinkSpec(bw_bytes_per_s=NIC_BW_BYTES_PER_S, latency_s=h100.IB_LATENCY_S),
     topology="nvlink",
     sync_cycles=round(h100.NVLINK_LATENCY_S * CLOCK_HZ),
+    # To another pool (the LPX racks beside it, or other racks): both ConnectX-9 NICs of a GPU, 1.6 Tb/s
+    # (wheelersnetwork.com, above) [S], at the h100 preset's network latency [L].
+    pool_link=LinkSpec(bw_bytes_per_s=NICS_PER_GPU * NIC_BW_BYTES_PER_S, latency_s=h100.IB_LATENCY_S),
 )

@@ -188,6 +188,9 @@ class SystemSpec:
     (its latency one hop), `global_link` the link between wafers, and a core spends `step_cycles` on
     every message it takes off the fabric (the task a wavelet wakes, its add). Chips of the other
     topologies take a message at no such cost (their per-op latency covers it).
+    `pool_link` is one chip's link to another machine (a second serving pool: the NIC of a GPU, a
+    chip's port to another rack); it carries a request's KV cache from a prefill pool to a decode
+    pool. It defaults to `global_link` (the link between nodes of one machine).
     """
 
     name: str
@@ -205,8 +208,11 @@ class SystemSpec:
     mesh_rows: int = 0  # "mesh": a node's devices as a grid (0 otherwise)
     mesh_cols: int = 0
     step_cycles: int = 0
+    pool_link: LinkSpec | None = None  # one chip's link to another pool; None: global_link
 
     def __post_init__(self) -> None:
+        if self.pool_link is None:
+            object.__setattr__(self, "pool_link", self.global_link)
         _require(self.topology in TOPOLOGIES, "topology", f"must be one of {TOPOLOGIES}, got '{self.topology}'")
         for name in ("chips_per_node", "nodes_per_group", "max_chips", "c2c_links_per_chip", "local_links_per_chip"):
             _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")

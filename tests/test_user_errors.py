@@ -167,7 +167,8 @@ def test_a_malformed_command_line_is_one_line_with_status_2(capsys, here):
     assert "plan: the following arguments are required: model" in refused(capsys, "plan", code=2)
     assert "unrecognized arguments: --prefill-chunk" in refused(capsys, "lower", "tiny-llama", "--prefill-chunk", "16",
                                                                 code=2)
-    assert "invalid int value" in refused(capsys, "compile", *TINY, "--batch", "x", "-o", "b", code=2)
+    assert "argument --batch: expected B or a comma list" in refused(capsys, "compile", *TINY, "--batch", "x", "-o",
+                                                                     "b", code=2)
     assert sorted(p.name for p in here.iterdir()) == ["folder"]
 
 

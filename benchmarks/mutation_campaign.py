@@ -38,13 +38,11 @@ from compiler.build import compile_model
 from compiler.options import CompileOptions
 from ir.errors import ExecutionError
 from ir.isa import Fn, Op
-from ir.program import NAMES, Flag, Program
+from ir.program import Flag, Program
 from targets.build_dir import Build, load_build
 from targets.interpreter import execute
 from targets.reference_check import Reference
 from targets.runner import run_prompts
-from targets.spec import WaferSpec
-from targets.timing import STREAMS_PER_CHIP
 
 PROMPTS = [[7, 99, 3], [1, 7, 42, 99, 3, 250, 17, 8, 200, 5, 66, 13, 90, 121, 31, 2, 44, 187, 9]]
 TOKENS = 2  # the prefill's token and one decode step: both Programs run
@@ -79,7 +77,7 @@ def compile_builds(root: Path, builds=BUILDS) -> list[Subject]:
         options = CompileOptions(context=64, prompt=32, prefill_chunk=16)
         compile_model(model, target, options, path, weights="auto")
         build = load_build(path)
-        wafer = isinstance(build.system, WaferSpec)
+        wafer = build.system.is_mesh
         subject = Subject(name, path, None if wafer else build, build.system, dict(build.programs))
         if not wafer:
             subject.reference = Reference.load(path)
@@ -116,6 +114,9 @@ def _set(field: str, change: Callable[[int, np.random.Generator], int]):
 
 def _shift(choices: tuple[int, ...], low: int = 0):
     return lambda v, rng: max(low, v + int(rng.choice(choices)))
+
+
+STREAMS_PER_CHIP = 64  # the lpu's stream registers (a wafer core has fewer: some re-streamed faults fall outside)
 
 
 def _other_stream(v: int, rng: np.random.Generator) -> int:
@@ -221,8 +222,7 @@ def inject(subject: Subject, kind: str, rng: np.random.Generator) -> tuple[str, 
     row = int(rng.choice(rows))
     cols = fault(program.cols, row, rng)
     try:
-        mutated = Program.build(program.phase, program.target, program.chips, program.clock_hz,
-                                {n: cols[n] for n in NAMES}, program.meta)
+        mutated = program.with_columns(cols)
     except ValueError:
         return None  # a value that does not fit its column: not a Program at all
     if mutated == program:

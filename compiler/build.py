@@ -14,10 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from compiler.codegen.mla import refuse_block_scaled_kv_b
-from compiler.codegen.phase import lower_phase
-from compiler.codegen.rules import EMIT
-from compiler.codegen.stage import StageCode
+from compiler.backends import backend_for
+from compiler.codegen.lowering import Lowering
 from compiler.frontend import build_graph, load_model_config
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
 from compiler.options import CompileOptions
@@ -27,13 +25,11 @@ from ir.build_io import build_writer, check_destination, write_manifest
 from ir.errors import ConfigError
 from ir.graph import Graph
 from ir.image_io import save_image
-from ir.ops import Opcode
 from ir.printer import print_graph
-from ir.program import Program
 from ir.program_io import save_program
 from targets import load_target
 from targets.build_dir import TARGET_FILE
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 from targets.target_file import dumps_target
 
 Progress = Callable[[str], None]
@@ -50,66 +46,52 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     if is_graph_file(model):
         return _compile_graph_file(model, system, options, out, progress, weights, force)
     config = load_model_config(model)
-    if isinstance(system, WaferSpec):  # role-stream Programs of the wafer's regions
-        from compiler.wafer.compile import compile_wafer
-
-        if weights not in ("auto", "none"):
-            raise ConfigError(f"--weights {weights}: a wafer build has no SRAM image yet (functional runs are chip "
-                              "only); leave --weights out or give none")
-        return compile_wafer(config, system, options, out, progress, force)
+    backend = backend_for(system)
     progress("lowering graphs")
     graphs = _graphs(config, options)
-    _check_lowerable(config.name, graphs.decode)
+    backend.check_lowerable(graphs.decode, system)
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
     progress("partitioning")
     plan = plan_graphs(config.name, graphs, system, options)
-    chunk = plan.prefill["chunk_tokens"]
-    progress("scheduling decode")
-    decode, decode_codes = lower_phase("decode", graphs.decode, plan.stages, system, 1, system.name)
-    progress("scheduling prefill")
-    prefill_graph = _chunk_graph(config, options, chunk)
-    prefill, prefill_codes = lower_phase("prefill", prefill_graph, plan.stages, system, plan.prefill["chunks"],
-                                         system.name)
+    chunk = _chunk_graph(config, options, plan.prefill["chunk_tokens"])
+    lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunk, system, options, progress)
     image = None
     if source != "none":
         progress("laying out weights")
         float_weights = load_weights(source, build_graph(config, "decode", context=options.context,
                                                          batch=options.batch))
-        image = sram_image(decode_codes, plan.stages, graphs.decode, float_weights, options.precision)
+        image = sram_image(lowered.codes, plan.stages, graphs.decode, float_weights, options.precision)
     progress("writing")
-    memory = _memory(decode_codes, prefill_codes) | {"outputs": _outputs(decode_codes, prefill_codes,
-                                                                            graphs.decode, prefill_graph),
-                                                     "vocab_size": config.vocab_size}
-    return _write(out, plan, graphs.decode, prefill_graph, decode, prefill, memory, system, (image, source), force)
+    return _write(out, plan, graphs.decode, lowered, system, (image, source), force,
+                  {"vocab_size": config.vocab_size})
 
 
 def _compile_graph_file(path: str, system, options: CompileOptions, out: Path, progress: Progress,
                         weights: str, force: bool) -> dict:
     """A graph IR text file (a kernel, or an edited `sramflow lower`): planned and scheduled as one
     step of its own rows; its prefill Program runs the same graph once. It carries no weights."""
-    if isinstance(system, WaferSpec):
-        raise ConfigError(f"{path}: compiling a graph IR file is not supported on wafer targets yet")
     if weights not in ("auto", "none"):
         raise ConfigError(f"{path}: a graph IR file carries no weights; compile it with --weights none")
     options = graph_file_options(options)
     graph = read_graph_file(path)
-    _check_lowerable(graph.name, graph)
+    backend = backend_for(system)
+    backend.check_lowerable(graph, system)
     progress("partitioning")
     plan = plan_graphs(graph.name, Lowered(graph, graph), system, options)
-    progress("scheduling")
-    decode, codes = lower_phase("decode", graph, plan.stages, system, 1, system.name)
-    prefill, prefill_codes = lower_phase("prefill", graph, plan.stages, system, 1, system.name)
-    memory = _memory(codes, prefill_codes) | {"outputs": _outputs(codes, prefill_codes, graph, graph)}
+    lowered = backend.lower(plan, graph, graph, graph, system, options, progress)
     progress("writing")
-    return _write(out, plan, graph, graph, decode, prefill, memory, system, (None, "none"), force)
+    return _write(out, plan, graph, lowered, system, (None, "none"), force)
 
 
 def _weights_source(weights: str, weight_bytes: int, system: SystemSpec) -> str:
     """What sram.img is made from; an SRAM image only where a functional run can use it."""
-    sram = system.chip.memory_kind == "sram"
+    sram = system.chip.memory_kind == "sram" and not system.is_mesh
     if weights == "auto":
         return RANDOM if sram and weight_bytes <= AUTO_LIMIT_BYTES else "none"
+    if weights not in ("none", "auto") and system.is_mesh:
+        raise ConfigError(f"--weights {weights}: a wafer build has no SRAM image yet (functional runs are chip "
+                          "only); leave --weights out or give none")
     if weights != "none" and not sram:
         raise ConfigError(f"--weights {weights}: {system.name} keeps weights in {system.chip.memory_kind.upper()} and "
                           "functional runs execute SRAM chips only; give --weights none (or leave it out)")
@@ -119,29 +101,6 @@ def _weights_source(weights: str, weight_bytes: int, system: SystemSpec) -> str:
     if path.suffix != ".npz" or not path.is_file():
         raise ConfigError(f"--weights {weights}: expected random, none, auto or an existing .npz checkpoint")
     return str(path.resolve())
-
-
-def _outputs(decode: list[StageCode], prefill: list[StageCode], decode_graph: Graph, prefill_graph: Graph) -> dict:
-    """Where each phase's outputs end up: the last stage's per-chip value and how many
-    vocabulary shards it is split into (the host concatenates them)."""
-    out = {}
-    for phase, codes, graph in (("decode", decode, decode_graph), ("prefill", prefill, prefill_graph)):
-        last = codes[-1]
-        out[phase] = {v.name: {"stage": last.index, "value": last.outputs[v.name].name,
-                               "shards": v.type.numel // last.outputs[v.name].type.numel} for v in graph.outputs}
-    return out
-
-
-def _check_lowerable(model: str, graph: Graph) -> None:
-    """Fail before planning, with one line naming the op, when the lowering has no rule for it."""
-    missing = sorted({op.opcode.value for op in graph.ops} - {code.value for code in EMIT}
-                     - {"allreduce", "allgather", "send", "recv"})
-    if missing:
-        raise ConfigError(f"{model}: compile cannot lower {', '.join(missing)} yet (plan works; the scheduler "
-                          "has no instruction rule for these ops)")
-    for op in graph.ops:
-        if op.opcode is Opcode.MLA_ATTENTION:
-            refuse_block_scaled_kv_b(op)
 
 
 def _graphs(config, options: CompileOptions) -> Lowered:
@@ -157,35 +116,18 @@ def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
     return passes(build_graph(config, "prefill", context=cache, prompt=chunk, batch=options.batch))
 
 
-def _write(out: Path, plan: Plan, decode_graph: Graph, prefill_graph: Graph, decode: Program, prefill: Program,
-           memory: dict, system: SystemSpec | WaferSpec, image: tuple[dict | None, str], force: bool = False) -> dict:
+def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system: SystemSpec,
+           image: tuple[dict | None, str], force: bool = False, memory_extra: dict | None = None) -> dict:
+    memory = lowered.memory | (memory_extra or {})
     with build_writer(out, force) as tmp:
         (tmp / "plan.json").write_text(replace(plan, wall_s=0.0).to_json())
         (tmp / "decode.ir").write_text(print_graph(decode_graph))
-        (tmp / "prefill.ir").write_text(print_graph(prefill_graph))
-        save_program(decode, tmp / "decode.prog")
-        save_program(prefill, tmp / "prefill.prog")
+        (tmp / "prefill.ir").write_text(print_graph(lowered.prefill_graph))
+        save_program(lowered.decode, tmp / "decode.prog")
+        save_program(lowered.prefill, tmp / "prefill.prog")
         (tmp / "memory.json").write_text(json.dumps(memory, indent=1, sort_keys=True) + "\n")
         (tmp / TARGET_FILE).write_text(dumps_target(system))
         if image[0] is not None:
             save_image(image[0], tmp / "sram.img", image[1])
         manifest = write_manifest(tmp, system.name)
     return manifest
-
-
-def _memory(decode: list[StageCode], prefill: list[StageCode]) -> dict:
-    """Each stage's SRAM map (every chip of a stage has the same layout). Weights and caches
-    ("phase": "both") sit where both phases find them; above them each phase lays out its own
-    inputs, ports and activation arena, which overlap the other phase's (they never run at once)."""
-    stages = []
-    for d, p in zip(decode, prefill, strict=True):
-        resident = [r for r in d.memory_map if r[0] in ("param", "state")]
-        if resident != [r for r in p.memory_map if r[0] in ("param", "state")]:
-            raise RuntimeError(f"stage {d.index}: decode and prefill place weights or caches differently")
-        regions = [(*r, "both") for r in resident]
-        for phase, code in (("decode", d), ("prefill", p)):
-            regions += [(*r, phase) for r in code.memory_map if r[0] not in ("param", "state")]
-        stages.append({"index": d.index, "first_chip": d.first_chip, "tp": d.tp,
-                       "regions": [{"kind": k, "name": n, "addr": a, "bytes": b, "phase": ph}
-                                   for k, n, a, b, ph in regions]})
-    return {"stages": stages}

@@ -205,11 +205,9 @@ def _batch(text: str | None) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from compiler.plan.report import render_plan
     from compiler.planner import make_plan
-    from compiler.report import render_plan
     from compiler.serving import commands
-    from compiler.wafer.plan import WaferPlan
-    from compiler.wafer.report import render_wafer_plan
     from ir.errors import ConfigError
 
     if commands.serving_requested(args) or args.rate is not None or args.output is not None:
@@ -226,8 +224,6 @@ def _plan(args: argparse.Namespace) -> int:
     plan = make_plan(args.model, args.target or "lpu", _options(args))
     if args.json:
         sys.stdout.write(plan.to_json())
-    elif isinstance(plan, WaferPlan):
-        render_wafer_plan(plan, _console())
     else:
         render_plan(plan, _console())
     return 0
@@ -237,8 +233,8 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
     """One plan per context: how the KV cache grows and what it costs in chips and speed."""
     import json
 
+    from compiler.plan.report import render_sweep
     from compiler.planner import make_plan
-    from compiler.report import render_sweep
 
     plans = [make_plan(args.model, args.target or "lpu", _options(args, context)) for context in contexts]
     if args.json:
@@ -309,7 +305,7 @@ def _inspect(args: argparse.Namespace) -> int:
     import json
 
     from compiler.inspect import check_drawable, parse_chips, parse_cycles, summary
-    from compiler.report import render_summary
+    from compiler.plan.report import render_summary
     from ir.errors import ConfigError
     from targets.build_dir import load_build
     from targets.handoff import is_disaggregated

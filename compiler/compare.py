@@ -19,10 +19,9 @@ from rich.text import Text
 from compiler.options import CompileOptions
 from compiler.plan import Plan
 from compiler.planner import make_plan
-from compiler.wafer.plan import WaferPlan
 from ir.errors import ConfigError, DoesNotFitError
 from ir.files import atomic_write
-from targets import WaferSpec, load_target
+from targets import load_target
 
 # What a plan's decode binding means for a reader comparing machines.
 DECODE_BINDS = {"sram-bandwidth": "bandwidth-bound", "links": "link-bound", "compute": "compute-bound",
@@ -85,16 +84,17 @@ def _row(model: str, target: str, options: CompileOptions) -> Row:
 
 def _device(target: str) -> str:
     system = load_target(target)
-    if isinstance(system, WaferSpec):
+    if system.is_mesh:
         return "wafer"
     return "GPU" if system.chip.memory_kind == "hbm" else "chip"
 
 
-def _memory(plan: Plan | WaferPlan) -> tuple[int, int]:
-    """Bytes held over all devices (weights, caches, activations, program reserve) and bytes they have."""
-    if isinstance(plan, WaferPlan):
-        return sum(m.total for m in plan.wafer_memory), sum(m.capacity for m in plan.wafer_memory)
+def _memory(plan: Plan) -> tuple[int, int]:
+    """Bytes held over all devices (weights, caches, activations, program reserve) and bytes they have
+    (on wafers, every core of the wafers taken, idle ones too)."""
     used = sum(s.memory.total * s.tp for s in plan.stages)
+    if plan.on_wafers:
+        return used, plan.chips * plan.extra["mesh"]["cores_per_wafer"] * plan.stages[0].memory.capacity
     return used, sum(s.memory.capacity * s.tp for s in plan.stages)
 
 

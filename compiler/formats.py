@@ -12,14 +12,14 @@ from compiler.options import CompileOptions
 from compiler.passes.quantize import STORAGE
 from compiler.passes.quantize_kv import STORAGE as KV_STORAGE
 from ir.errors import ConfigError
-from targets.spec import SystemSpec, WaferSpec, mxm_rate_key
+from targets.spec import SystemSpec, mxm_rate_key
 from targets.timing import Timing
 
 # The MXM rate a 16-bit or 8-bit cache's attention products run at (its codes' own precision).
 CACHE_PRECISION = {"fp16": "fp16", "fp8": "fp8", "int8": "int8", "nvfp4": "nvfp4"}
 
 
-def check_storable(system: SystemSpec | WaferSpec, options: CompileOptions) -> None:
+def check_storable(system: SystemSpec, options: CompileOptions) -> None:
     """Refuse, in one line, a block-scaled format the target cannot hold: the wafer backend has no
     block-scaled MeshGEMV, and a chip's MXM panel must hold whole scale blocks (each MXM's tile
     then starts on a block boundary, as its scales do)."""
@@ -28,7 +28,7 @@ def check_storable(system: SystemSpec | WaferSpec, options: CompileOptions) -> N
         block = dtype.block if dtype is not None else None
         if block is None:
             continue
-        if isinstance(system, WaferSpec):
+        if system.is_mesh:
             raise ConfigError(f"{flag} {name}: {system.name} cannot store block-scaled formats (the wafer backend "
                               "streams fp16, fp8, int8 and int4 weights and fp16, fp8 and int8 caches)")
         panel = Timing.of(system).panel

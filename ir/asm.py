@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from lark import Lark, Token, Tree, UnexpectedInput
 
+from ir.contract import Route
 from ir.errors import ParseError
 from ir.isa import Fmt, Fn, Op, UnitKind
 from ir.program import DEFAULTS, DTYPES, NAMES, Flag, Program, empty_columns
@@ -42,7 +43,7 @@ def print_asm(program: Program, chips: list[int] | None = None, cycles: tuple[in
     part = program.window(chips, cycles)
     lines = [f"; sramflow assembly: {len(part)} instructions",
              f"program {program.phase} target {json.dumps(program.target)} chips {program.chips} "
-             f"clock_hz {program.clock_hz!r}",
+             f"clock_hz {program.clock_hz!r} dialect {program.dialect}",
              f"meta {json.dumps(program.meta, sort_keys=True)}"]
     cols = {n: part.cols[n].tolist() for n in NAMES}
     chip = None
@@ -76,6 +77,8 @@ def _line(cols: dict[str, list[int]], i: int) -> str:
             parts.append(f"{key}={cols[col][i]}")
     if cols["flags"][i]:
         parts.append(f"flags={_flags(cols['flags'][i])}")
+    if cols["route"][i]:
+        parts.append(f"route={_name(Route, cols['route'][i])}")
     return " ".join(parts)
 
 
@@ -105,7 +108,7 @@ def parse_asm(text: str, filename: str = "<asm>") -> Program:
     except UnexpectedInput as e:
         raise ParseError(f"{filename}:{e.line}:{e.column}: {_expected(e)}") from None
     header, meta, *chips = tree.children
-    phase, target, n_chips, clock = header.children
+    phase, target, n_chips, clock, dialect = header.children
     rows: list[list[int]] = []
     for chip in chips:
         for queue in chip.children[1:]:
@@ -119,7 +122,7 @@ def parse_asm(text: str, filename: str = "<asm>") -> Program:
             cols[name] = np.array([r[j] for r in rows], dtype=np.int64)
     try:
         return Program.build(str(phase), json.loads(target), int(n_chips), float(clock), cols,
-                             json.loads(str(meta.children[0])))
+                             json.loads(str(meta.children[0])), str(dialect))
     except ValueError as e:
         raise ParseError(f"{filename}: {e}") from None
 
@@ -155,6 +158,8 @@ def _field(row: dict[str, int], key: str, text: str) -> None:
         row["dtype"] = int(text) if text.isdigit() else Fmt[text.upper()]
     elif key == "flags":
         row["flags"] = int(text) if text.isdigit() else sum(Flag[f.upper()] for f in text.split("|"))
+    elif key == "route":
+        row["route"] = int(text) if text.isdigit() else Route[text.upper()]
     else:
         raise KeyError(key)
 

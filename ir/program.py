@@ -46,7 +46,7 @@ What each instruction computes (the functional interpreter's contract):
            chip starts at the same cycle; a SYNC has its chip to itself (what issued before it
            has ended, nothing else issues until it ends); each chip's first instruction is a SYNC.
 
-Wafer Programs (target a WaferSpec; compiler/wafer/lower.py, timed by targets/wafer_timing.py):
+Wafer Programs (target a SystemSpec; compiler/wafer/lower.py, timed by targets/wafer_timing.py):
 a "chip" is a role stream, the code every core of one class of a region runs; meta["replicas"]
 counts its cores and meta["roles"] names it ([stage, "root" | "row", tree level, levels it
 receives at]). A SEND's `imm` is its hop count; `peer` is a receiving stream, and one SEND feeds
@@ -92,6 +92,7 @@ COLUMNS: tuple[tuple[str, type], ...] = (
     ("stride", np.int32),  # bytes between rows of a 2-D SRAM access
     ("imm", np.int32),  # an immediate: an index, a count or a table entry (see above)
     ("base", np.int32),  # the first id this chip holds: its vocabulary shard's first row, first local expert
+    ("route", np.uint8),  # ir.contract.Route: how a roles-dialect message crosses the wafer
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 DTYPES = {name: np.dtype(dt) for name, dt in COLUMNS}
@@ -121,17 +122,18 @@ class Program:
     clock_hz: float
     cols: dict[str, np.ndarray]
     meta: dict = field(default_factory=dict)  # JSON-serialisable facts for tools (stages, chunks)
+    dialect: str = "queues"  # ir.contract.DIALECTS: what its "chips" are and what its columns mean
 
     @classmethod
     def build(cls, phase: str, target: str, chips: int, clock_hz: float, cols: dict[str, np.ndarray],
-              meta: dict | None = None) -> Program:
+              meta: dict | None = None, dialect: str = "queues") -> Program:
         """Check the columns and sort rows into queue order (stable, so equal keys keep their order)."""
         cols = _checked(cols)
         if not _in_queue_order(cols):
             order = _queue_order(cols)
             for name in NAMES:  # one column at a time, so only one extra copy is alive
                 cols[name] = cols[name][order]
-        program = cls(phase, target, int(chips), float(clock_hz), cols, dict(meta or {}))
+        program = cls(phase, target, int(chips), float(clock_hz), cols, dict(meta or {}), dialect)
         if len(program) and not (cols["chip"][0] >= 0 and cols["chip"][-1] < chips):
             raise ValueError(f"chip ids must lie in 0..{chips - 1}")
         return program
@@ -142,8 +144,8 @@ class Program:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Program):
             return NotImplemented
-        same = (self.phase, self.target, self.chips, self.clock_hz, self.meta) == (
-            other.phase, other.target, other.chips, other.clock_hz, other.meta)
+        same = (self.phase, self.target, self.chips, self.clock_hz, self.meta, self.dialect) == (
+            other.phase, other.target, other.chips, other.clock_hz, other.meta, other.dialect)
         return same and all(np.array_equal(self.cols[n], other.cols[n]) for n in NAMES)
 
     __hash__ = None  # mutable arrays inside
@@ -171,10 +173,15 @@ class Program:
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             yield int(c["chip"][s]), int(c["kind"][s]), int(c["unit"][s]), slice(s, e)
 
+    def with_columns(self, cols: dict[str, np.ndarray]) -> Program:
+        """The same Program (phase, target, chips, clock, metadata, dialect) over other columns: an edit."""
+        return Program.build(self.phase, self.target, self.chips, self.clock_hz, {n: cols[n] for n in NAMES},
+                             self.meta, self.dialect)
+
     def select(self, rows: np.ndarray | slice) -> Program:
         """A Program of the chosen rows (a boolean mask, index array in order, or slice)."""
         return Program(self.phase, self.target, self.chips, self.clock_hz,
-                       {n: np.ascontiguousarray(a[rows]) for n, a in self.cols.items()}, self.meta)
+                       {n: np.ascontiguousarray(a[rows]) for n, a in self.cols.items()}, self.meta, self.dialect)
 
     def window(self, chips: Sequence[int] | None = None, cycles: tuple[int, int] | None = None) -> Program:
         """The instructions of `chips` (all if None) that overlap the cycle window [lo, hi)."""

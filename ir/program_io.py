@@ -1,7 +1,7 @@
 """A Program as a compact binary file.
 
 Layout: the magic b"SRAMPRG1", a little-endian u32 header length, the header
-(JSON, sorted keys: phase, target, chips, clock_hz, meta, rows, columns), then
+(JSON, sorted keys: phase, target, chips, clock_hz, dialect, meta, rows, columns), then
 one zstandard frame of every column's little-endian bytes in COLUMNS order
 (zstd, not zlib: a 17M-instruction prefill program decompresses in under a second
 rather than eight). The compression level is fixed, single-threaded, and JSON keys
@@ -22,7 +22,7 @@ from ir.errors import ParseError
 from ir.files import atomic_write
 from ir.program import DTYPES, NAMES, Program
 
-MAGIC = b"SRAMPRG2"
+MAGIC = b"SRAMPRG3"
 LEVEL = 1  # fastest; programs still shrink ~40x (their columns are mostly repeats)
 _LEN = struct.Struct("<I")
 
@@ -30,7 +30,7 @@ _LEN = struct.Struct("<I")
 def dumps(program: Program) -> bytes:
     header = {
         "phase": program.phase, "target": program.target, "chips": program.chips,
-        "clock_hz": program.clock_hz, "meta": program.meta, "rows": len(program),
+        "clock_hz": program.clock_hz, "meta": program.meta, "rows": len(program), "dialect": program.dialect,
         "columns": [[n, DTYPES[n].str] for n in NAMES],
     }
     head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
@@ -70,7 +70,7 @@ def loads(data: bytes, filename: str = "<bytes>") -> Program:
         raise bad("trailing bytes after the last column")
     try:
         return Program.build(header["phase"], header["target"], int(header["chips"]), float(header["clock_hz"]),
-                             cols, header["meta"])
+                             cols, header["meta"], str(header["dialect"]))
     except (KeyError, TypeError, ValueError) as e:
         raise bad(f"bad header field: {e}") from None
 

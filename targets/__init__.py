@@ -1,7 +1,7 @@
 """The machines: hardware parameters as data, topologies, timing rules, the interpreter."""
 
 from targets.loader import PRESETS, list_targets, load_target
-from targets.spec import PRECISIONS, TOPOLOGIES, ChipSpec, LinkSpec, SystemSpec, WaferSpec
+from targets.spec import PRECISIONS, TOPOLOGIES, ChipSpec, LinkSpec, SystemSpec
 from targets.topology import Route, build_topology, chip_hops, hops, route
 from targets.units import format_size, parse_quantity
 
@@ -13,7 +13,6 @@ __all__ = [
     "LinkSpec",
     "Route",
     "SystemSpec",
-    "WaferSpec",
     "build_topology",
     "chip_hops",
     "format_size",

@@ -17,7 +17,7 @@ from ir.image_io import loads_image
 from ir.program import Program
 from ir.program_io import loads
 from targets.loader import loads_target
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 TARGET_FILE = "target.toml"
 IMAGE_FILE = "sram.img"
@@ -31,7 +31,7 @@ class Build:
     is read (and verified) only when a functional run asks for it."""
 
     files: BuildFiles
-    system: SystemSpec | WaferSpec
+    system: SystemSpec
     plan: dict
     memory: dict
     programs: dict[str, Program]
@@ -82,7 +82,7 @@ def load_build(path: str | Path) -> Build:
     return Build(files, system, plan, memory, programs)
 
 
-def _target(files: BuildFiles) -> SystemSpec | WaferSpec:
+def _target(files: BuildFiles) -> SystemSpec:
     data = files.bytes(TARGET_FILE)
     try:
         return loads_target(data.decode("utf-8"), files.path / TARGET_FILE)

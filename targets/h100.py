@@ -31,6 +31,9 @@ PEAK_OPS_PER_S = {
 }
 
 VECTOR_BYTES = 128  # one warp of 32 lanes x 4 bytes, the unit of a coalesced access [D]
+# 128 FP32 CUDA cores per SM x 132 SMs = 16,896 (NVIDIA H100 Tensor Core GPU Architecture whitepaper;
+# glennklockwood.com/garden/processors/h100) [S]: element-wise work runs on them.
+VECTOR_ALUS = 128 * 132
 MATRIX_DIM = 64  # wgmma tiles are 64 rows (M=64): CUTLASS Hopper docs (mintlify.com/NVIDIA/cutlass) [S]
 MATRIX_PLANES = 528  # 132 SMs x 4 tensor cores: glennklockwood.com [S]
 
@@ -92,6 +95,9 @@ CHIP = ChipSpec(
     stream_port_bytes_per_cycle=HBM_BYTES_PER_CYCLE,
     mxm_install_bytes_per_cycle=HBM_BYTES_PER_CYCLE,
     install_bytes_per_weight=INSTALL_BYTES_PER_WEIGHT,
+    isa="none",  # a GPU runs kernels, not a static schedule: plan and compare only
+    vector_alus=VECTOR_ALUS,
+    streams=1,  # unused: no Program is written for a GPU
 )
 
 H100 = SystemSpec(

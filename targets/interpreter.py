@@ -15,16 +15,26 @@ of the offending instruction:
   sram-range   an SRAM range outside the chip's usable SRAM
   unmatched    a SEND no RECV takes (or a RECV with no SEND left), or sizes differ: links are FIFO
                per (sender, receiver, tag) and a message is consumed once (targets/messages.py)
-  recv-early   a RECV scheduled before its data can arrive: send + hops x link latency
+  recv-early   a RECV scheduled before its data can arrive: send + the latency of the fastest wired
+               path (targets/topology.py's graph; on a wafer, the hops its route takes)
   duplicate    (wafer) a second SEND of one stream and tag, or a second RECV of one (sender, tag)
   sync         a SYNC barrier broken: chips reach different barriers, or at different cycles, or
                something runs beside a SYNC or issues before a chip's first one (targets/messages.py)
-  link-range   (wafer) a message on a link unit a core lacks, or a hop count off the wafer
+  link-range   a peer that is no chip; (wafer) a message on a link unit a core lacks, or a route its
+               sender and receiver do not sit on
   stream-budget  the instructions running on a chip at some cycle put more bytes a cycle on its
                streams than the stream registers carry (targets/timing.py's stream budget)
+  contract     an instruction breaks the ISA contract of its dialect (ir/contract.py): an opcode the
+               dialect lacks, a column its opcode does not use holding a value, or vector-function
+               arguments off their schema
+  roles        (wafer) the metadata's regions and role streams are not what the mesh geometry gives
 
-A WaferSpec system runs a wafer Program (one "chip" per role stream of a region's cores): its
-rules, per-core SRAM and message pairing come from targets/wafer_timing.py.
+A Program declares its dialect and runs only on a target whose instruction set reads it (`admit`):
+"queues" on a tsp chip, "roles" on a wse wafer; a target with no instruction set runs nothing.
+
+A roles-dialect Program (one "chip" per role stream of a region's cores) runs with the same timing
+rules at a core's rates; targets/wafer_timing.py maps its streams onto the mesh and derives every
+message's hops from that geometry, never from a figure the compiler wrote.
 
 The simulated makespan is the phase's latency; tokens/s and time-to-first-token come
 from it. Chips are checked in any host order with the same result (`order`).
@@ -41,12 +51,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ir.contract import DIALECT_OF_ISA, violations
+from ir.errors import ConfigError
 from ir.isa import Op, UnitKind
 from ir.program import Program
 from targets.messages import check_messages, check_syncs, check_wafer_duplicates
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 from targets.timing import Timing, durations, stream_rates
-from targets.wafer_timing import WaferTiming, check_links, wafer_durations
+from targets.wafer_timing import check_links
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -125,12 +137,15 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
             limit: int = 100) -> Run:
     """Run `program` in timing mode; `order` is the host order chips are checked in.
     At most `limit` hazards of each kind are kept (the count of the rest is reported)."""
-    wafer = isinstance(system, WaferSpec)
-    timing = WaferTiming.of(system) if wafer else Timing.of(system)
+    admit(program, system)
+    wafer = program.dialect == "roles"
+    timing = Timing.of(system)
     c = program.cols
     start = c["issue"].astype(np.int64)
-    end = start + (wafer_durations if wafer else durations)(timing, c)
+    end = start + durations(timing, c)
     found = _Hazards(program, limit)
+    for row, why in violations(program):
+        found.add(row, "contract", why)
     found.where(end - start != c["cycles"], "duration",
                 lambda i: f"{Op(c['op'][i]).name.lower()} books {c['cycles'][i]} cycles, the rule gives "
                           f"{end[i] - start[i]}")
@@ -143,11 +158,22 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
     _stream_budget(program, timing, start, end, found)
     check_syncs(program, start, end, found, first_is_sync=not wafer)
     if wafer:
-        check_links(program, timing, start, found)
+        check_links(program, system, start, found)
         check_wafer_duplicates(program, found)
     else:
-        check_messages(program, system, timing.link_latency_cycles, start, found)
+        check_messages(program, system, start, found)
     return Run(program, start, end, found.sorted())
+
+
+def admit(program: Program, system: SystemSpec) -> None:
+    """A Program runs only on a target whose instruction set reads its dialect: one line otherwise."""
+    isa = system.chip.isa
+    if isa not in DIALECT_OF_ISA:
+        raise ConfigError(f"{system.name} has no instruction set (isa = {isa!r}): plan and compare it, nothing "
+                          "runs on it")
+    if program.dialect != DIALECT_OF_ISA[isa]:
+        raise ConfigError(f"a {program.dialect}-dialect {program.phase} Program cannot run on {system.name}, whose "
+                          f"{isa} instruction set reads the {DIALECT_OF_ISA[isa]} dialect")
 
 
 class _Hazards:
@@ -213,8 +239,10 @@ def _streams(program: Program, rows: slice, start: np.ndarray, end: np.ndarray, 
     readers = np.concatenate([np.flatnonzero(c[n] >= 0) for n in _READS])
     streams = np.concatenate([c[n][c[n] >= 0] for n in _READS]).astype(np.int64)
     k = np.searchsorted(prod_key, (streams << 40) | s[readers], "right") - 1
-    k = np.where((k >= 0) & (prod[np.maximum(k, 0)] == readers), k - 1, k)  # itself: the older value
-    valid = (k >= 0) & (c["s_out"][prod[np.maximum(k, 0)]] == streams)
+    if not len(prod):  # nothing on the chip writes a stream: every read is of nothing
+        k = np.full(len(readers), -1, np.int64)
+    k = np.where((k >= 0) & (prod[np.maximum(k, 0)] == readers), k - 1, k) if len(prod) else k  # itself: older
+    valid = (k >= 0) & (c["s_out"][prod[np.maximum(k, 0)]] == streams) if len(prod) else k >= 0
     for j, st in zip(readers[~valid].tolist(), streams[~valid].tolist(), strict=True):
         found.add(base + j, "stream-raw", f"reads stream {st} before anything wrote it")
     j, p = readers[valid], prod[k[valid]]
@@ -264,7 +292,7 @@ def _stream_budget(program: Program, timing: Timing, start: np.ndarray, end: np.
 
 def _sram(program: Program, system: SystemSpec, found: _Hazards) -> None:
     c = program.cols
-    usable = system.usable_core_bytes if isinstance(system, WaferSpec) else system.chip.usable_sram_bytes
+    usable = system.chip.usable_sram_bytes
     for addr, size in (("src", "src_bytes"), ("dst", "dst_bytes")):
         used = c[addr] >= 0
         bad = used & ((c[addr] + c[size] > usable) | (c[addr] < 0))

@@ -19,6 +19,7 @@ from targets.lpu_mini import LPU_MINI
 from targets.rubin import RUBIN
 from targets.spec import (
     INSTALL_KEYS,
+    ISAS,
     MEMORY_KINDS,
     OPTIONAL_PRECISIONS,
     PRECISIONS,
@@ -26,12 +27,11 @@ from targets.spec import (
     ChipSpec,
     LinkSpec,
     SystemSpec,
-    WaferSpec,
 )
 from targets.units import FREQUENCY, OPS, PER_CYCLE, PER_WEIGHT, RATE, SIZE, TIME, Kind, parse_quantity
 from targets.wse3 import WSE3
 
-PRESETS: dict[str, SystemSpec | WaferSpec] = {
+PRESETS: dict[str, SystemSpec] = {
     "lpu": LPU, "lpu-mini": LPU_MINI, "lpu3": LPU3, "h100": H100, "b200": B200, "rubin": RUBIN, "wse3": WSE3}
 
 
@@ -40,16 +40,16 @@ def list_targets() -> list[str]:
     return sorted(PRESETS)
 
 
-def load_target(name_or_path: str) -> SystemSpec | WaferSpec:
+def load_target(name_or_path: str) -> SystemSpec:
     """A preset by name (`lpu`, `lpu-mini`, `lpu3`, `h100`, `b200`, `rubin`, `wse3`) or a system read from a
     TOML target file.
 
     A file mirrors SystemSpec: top-level system fields, `[chip]` (with `[chip.peak_ops_per_s]`),
-    `[local_link]` and `[global_link]`; or WaferSpec (`mesh_rows`, per-core fields,
-    `[core_peak_ops_per_s]`, `[wafer_link]`) when based on `wse3` or holding `mesh_rows`.
-    `base = "lpu"` (a preset, or a .toml path relative to the file) supplies every field the file
+    `[local_link]` and `[global_link]`; a wafer is the same with `topology = "mesh"`, its chip one
+    core. `base = "lpu"` (a preset, or a .toml path relative to the file) supplies every field the file
     leaves out; without a base every field is required except the names, which default to the
-    file's stem.
+    file's stem. A mesh file that sets `mesh_rows`/`mesh_cols` but not `chips_per_node` gets
+    chips_per_node = mesh_rows x mesh_cols and keeps its base's number of wafers.
     """
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
@@ -135,6 +135,9 @@ _CHIP = {
     "stream_port_bytes_per_cycle": Leaf(_quantity(PER_CYCLE), POSITIVE),
     "mxm_install_bytes_per_cycle": Leaf(_quantity(PER_CYCLE), POSITIVE),
     "install_bytes_per_weight": {p: Leaf(_quantity(PER_WEIGHT), POSITIVE) for p in INSTALL_KEYS},
+    "isa": Leaf(_choice(ISAS)),
+    "vector_alus": Leaf(_count, POSITIVE),
+    "streams": Leaf(_count, POSITIVE),
 }
 SCHEMA: dict[str, Any] = {
     "base": Leaf(_text),
@@ -150,28 +153,13 @@ SCHEMA: dict[str, Any] = {
     "global_link": _LINK,
     "topology": Leaf(_choice(TOPOLOGIES)),
     "sync_cycles": Leaf(_count, NON_NEGATIVE),
+    "mesh_rows": Leaf(_count, NON_NEGATIVE),
+    "mesh_cols": Leaf(_count, NON_NEGATIVE),
     "pool_link": _LINK,  # optional: one chip's link to another serving pool (default: global_link)
-}
-# A wafer file mirrors WaferSpec; `mesh_rows` (or `base = "wse3"`) marks a file as one.
-WAFER_SCHEMA: dict[str, Any] = {
-    "base": Leaf(_text),
-    "name": Leaf(_text),
-    "mesh_rows": Leaf(_count, POSITIVE),
-    "mesh_cols": Leaf(_count, POSITIVE),
-    "core_sram_bytes": Leaf(_quantity(SIZE), POSITIVE),
-    "core_reserve_bytes": Leaf(_quantity(SIZE), NON_NEGATIVE),
-    "core_mem_bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE),
-    "clock_hz": Leaf(_quantity(FREQUENCY), POSITIVE),
-    "core_peak_ops_per_s": {p: Leaf(_quantity(OPS), POSITIVE) for p in PRECISIONS},
-    "simd_width": Leaf(_count, POSITIVE),
-    "link_bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE),
-    "hop_cycles": Leaf(_count, NON_NEGATIVE),
     "step_cycles": Leaf(_count, NON_NEGATIVE),
-    "wafer_link": _LINK,
-    "max_wafers": Leaf(_count, POSITIVE),
 }
-_OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s", "pool_link.bw_bytes_per_s",
-             "pool_link.latency_s"} | {
+_OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s", "mesh_rows", "mesh_cols", "step_cycles",
+             "pool_link.bw_bytes_per_s", "pool_link.latency_s"} | {
     f"chip.{table}.{key}" for table, keys in (("peak_ops_per_s", OPTIONAL_PRECISIONS),
                                               ("install_bytes_per_weight", INSTALL_KEYS[len(PRECISIONS):]))
     for key in keys}
@@ -201,30 +189,29 @@ class _Source:
         return f"{self.path}:{line}: {dotted}" if line else f"{self.path}: {dotted}"
 
 
-def loads_target(text: str, path: str | Path) -> SystemSpec | WaferSpec:
+def loads_target(text: str, path: str | Path) -> SystemSpec:
     """A system from the text of a target file; `path` names it in errors (and its folder anchors
     a relative `base`)."""
     return _load_source(_Source(Path(path), text), seen=())
 
 
-def _load_file(path: Path, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
+def _load_file(path: Path, seen: tuple[Path, ...]) -> SystemSpec:
     return _load_source(_Source(path, _read(path)), seen)
 
 
-def _load_source(source: _Source, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
+def _load_source(source: _Source, seen: tuple[Path, ...]) -> SystemSpec:
     path = source.path
     data = _parse_toml(source)
     base = data.get("base")
     base_spec = _base_spec(_text(base, source.at("base")), source, seen) if base is not None else None
-    wafer = isinstance(base_spec, WaferSpec) or (base_spec is None and "mesh_rows" in data)
-    schema = WAFER_SCHEMA if wafer else SCHEMA
-    values = _parse_table(data, schema, "", source)
+    values = _parse_table(data, SCHEMA, "", source)
     values.pop("base", None)
     tree = _without_name(_as_tree(base_spec)) if base_spec is not None else {}
     _memory_spelling(tree, values, source)
+    _mesh_geometry(tree, values)
     _overlay(tree, values)
     _fill_names(tree, path)
-    _check_complete(tree, source, schema)
+    _check_complete(tree, source)
     return _build(tree, source)
 
 
@@ -272,7 +259,7 @@ def _parse_leaf(rule: Leaf, value: Any, where: str) -> Any:
     return parsed
 
 
-def _base_spec(base: str, source: _Source, seen: tuple[Path, ...]) -> SystemSpec | WaferSpec:
+def _base_spec(base: str, source: _Source, seen: tuple[Path, ...]) -> SystemSpec:
     """The system a file's `base` names: a preset, or another target file relative to this one."""
     if base in PRESETS:
         return PRESETS[base]
@@ -326,15 +313,27 @@ def _per_cycle_memory(chip: dict[str, Any]) -> dict[str, Any]:
     return chip
 
 
+def _mesh_geometry(tree: dict[str, Any], values: dict[str, Any]) -> None:
+    """A mesh file resizing its wafers keeps chips_per_node and max_chips consistent: a node is
+    mesh_rows x mesh_cols devices, and the base's number of wafers stays."""
+    resized = {"mesh_rows", "mesh_cols"} & set(values)
+    if not resized or "chips_per_node" in values or tree.get("topology", values.get("topology")) != "mesh":
+        return
+    rows, cols = values.get("mesh_rows", tree.get("mesh_rows", 0)), values.get("mesh_cols", tree.get("mesh_cols", 0))
+    wafers = tree["max_chips"] // tree["chips_per_node"] if tree.get("chips_per_node") else 1
+    tree["chips_per_node"] = rows * cols
+    if "max_chips" not in values:
+        tree["max_chips"] = wafers * rows * cols
+
+
 def _fill_names(tree: dict[str, Any], path: Path) -> None:
     tree.setdefault("name", path.stem)
-    if "mesh_rows" not in tree:  # a chip system names its chip too
-        tree.setdefault("chip", {}).setdefault("name", tree["name"])
+    tree.setdefault("chip", {}).setdefault("name", tree["name"])
 
 
-def _check_complete(tree: dict[str, Any], source: _Source, schema: dict[str, Any]) -> None:
-    preset = "wse3" if schema is WAFER_SCHEMA else "lpu"
-    for dotted in _leaf_paths(schema):
+def _check_complete(tree: dict[str, Any], source: _Source) -> None:
+    preset = "wse3" if tree.get("topology") == "mesh" else "lpu"
+    for dotted in _leaf_paths(SCHEMA):
         node: Any = tree
         for key in dotted.split("."):
             node = node.get(key) if isinstance(node, dict) else None
@@ -348,11 +347,8 @@ def _check_complete(tree: dict[str, Any], source: _Source, schema: dict[str, Any
             )
 
 
-def _build(tree: dict[str, Any], source: _Source) -> SystemSpec | WaferSpec:
+def _build(tree: dict[str, Any], source: _Source) -> SystemSpec:
     try:
-        if "mesh_rows" in tree:
-            link = LinkSpec(**tree["wafer_link"])
-            return WaferSpec(wafer_link=link, **{k: v for k, v in tree.items() if k != "wafer_link"})
         chip = ChipSpec(**_per_cycle_memory(tree["chip"]))
         _pool_link_whole(tree)
         names = ("local_link", "global_link", "pool_link")

@@ -78,6 +78,11 @@ PEAK_OPS_PER_S = {
 }
 
 VECTOR_BYTES = 320  # 20 superlanes x 16 lanes = 320-byte vectors: Techspot [S]
+# 320 lanes x 16 ALUs = 5,120 vector ALUs: TechPowerUp; Techspot ("16 ALUs" per lane) [S].
+VECTOR_ALUS = VECTOR_BYTES * 16
+# 32 streams per direction (east, west): Techspot [S]. A stream is busy from its producer's start to its
+# last consumer's end.
+STREAMS = 2 * STREAMS_PER_DIRECTION
 MATRIX_DIM = 320  # 320x320 MXM planes: TechPowerUp [S]
 MATRIX_PLANES = 4  # 4 planes = 409,600 MACs: survey note citing ISCA 2020 [S]
 
@@ -123,6 +128,9 @@ CHIP = ChipSpec(
     stream_port_bytes_per_cycle=STREAM_PORT_BYTES_PER_CYCLE,
     mxm_install_bytes_per_cycle=MXM_INSTALL_BYTES_PER_CYCLE,
     install_bytes_per_weight=INSTALL_BYTES_PER_WEIGHT,
+    isa="tsp",  # per-chip unit queues, scheduled to the cycle (ISCA 2020) [V]
+    vector_alus=VECTOR_ALUS,
+    streams=STREAMS,
 )
 
 LINK = LinkSpec(bw_bytes_per_s=LINK_BW_BYTES_PER_S, latency_s=HOP_LATENCY_S)

@@ -59,6 +59,9 @@ CHIP = ChipSpec(
     stream_port_bytes_per_cycle=STREAM_PORT_BYTES_PER_CYCLE,
     mxm_install_bytes_per_cycle=MXM_INSTALL_BYTES_PER_CYCLE,
     install_bytes_per_weight=INSTALL_BYTES_PER_WEIGHT,
+    isa="tsp",  # a static-schedule LPU like its predecessor [D]
+    vector_alus=lpu.VECTOR_ALUS,  # GUESS [U]: the lpu's 5,120
+    streams=lpu.STREAMS,  # GUESS [U]: the lpu's 64
 )
 
 # 96 chip-to-chip links per LPU at 112 Gb/s, 2.5 TB/s bidirectional per chip

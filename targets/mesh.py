@@ -7,6 +7,11 @@ subtraction. The graph `build_mesh_topology` returns has one node per region (a 
 cores running one program, replicated on every core) and edges along the pipeline: fabric edges
 between regions of a wafer, and wafer-link edges between consecutive wafers.
 
+The cores of a region run a few role streams: the cores at one position class of its reduction
+trees (`Roles`), the 2-way tree down its rows and the one along its first row's columns. The
+compiler emits one stream per role; the interpreter maps every stream back to its cores with the
+same geometry to derive each message's hops.
+
 Regions of a uniform grid are numbered in serpentine order: bands of cells from the north, the
 even bands west to east and the odd bands east to west, so consecutive cells always share an
 edge and a pipeline hand-off inside a wafer is a single hop.
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ir.errors import ConfigError
-from targets.spec import WaferSpec
+from targets.spec import SystemSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +68,75 @@ def shared_edge(a: Region, b: Region) -> int:
     return max(0, min(a.row + a.rows, b.row + b.rows) - max(a.row, b.row))
 
 
-def band_region(wafer: WaferSpec, bands: int, per_band: int, band: int, pos: int, span: int,
+def tree_halves(n: int) -> list[int]:
+    """The hops of each level of the 2-way tree along a line of n cores (`tree_positions`)."""
+    halves, live = [], n
+    while live > 1:
+        halves.append((live + 1) // 2)
+        live = halves[-1]
+    return halves
+
+
+def tree_positions(n: int) -> tuple[list[tuple[int, tuple[int, ...]]], list[int]]:
+    """A 2-way tree along a line of n cores by recursive halving: at level j the first a_j cores are
+    live, and core i in [h_j, a_j), h_j = ceil(a_j / 2), sends to core i - h_j (h_j hops), so the
+    hops of all levels add up to about n - 1 (the model's figure). Returns every core's (send level,
+    levels it receives at) -- the root's send level is the tree's height -- and every level's h_j."""
+    halves = tree_halves(n)
+    out = []
+    for i in range(n):
+        level, live, receives = len(halves), n, []
+        for j, h in enumerate(halves):
+            if i >= h:
+                level = j
+                break
+            if i + h < live:
+                receives.append(j)
+            live = h
+        out.append((level, tuple(receives)))
+    return out, halves
+
+
+@dataclass(frozen=True, slots=True)
+class Roles:
+    """The role streams of a region: root-row streams (by column key) first, then row streams."""
+
+    keys: tuple[tuple, ...]  # ("root", level, receive levels) or ("row", level, receive levels)
+    replicas: tuple[int, ...]
+    first: tuple[int, ...]  # the first row (row roles) or column (root roles) of each
+    row_role: tuple[int, ...]  # role index of every row r > 0 (index 0 unused)
+    col_role: tuple[int, ...]  # role index of row 0's core in every column
+    row_halves: tuple[int, ...]  # hops of each level of the row tree
+    col_halves: tuple[int, ...]
+
+    @classmethod
+    def of(cls, n_rows: int, n_cols: int) -> Roles:
+        (cols, col_halves), (rows, row_halves) = tree_positions(n_cols), tree_positions(n_rows)
+        col_keys = sorted(set(cols))
+        row_keys = sorted(set(rows[1:]))
+        keys = [("root", *k) for k in col_keys] + [("row", *k) for k in row_keys]
+        index = {k: i for i, k in enumerate(keys)}
+        col_role = tuple(index[("root", *k)] for k in cols)
+        row_role = (-1,) + tuple(index[("row", *k)] for k in rows[1:])
+        replicas, first = [0] * len(keys), [-1] * len(keys)
+        for c, role in enumerate(col_role):
+            replicas[role] += 1
+            first[role] = c if first[role] < 0 else first[role]
+        for r in range(1, n_rows):
+            replicas[row_role[r]] += n_cols
+            first[row_role[r]] = r if first[row_role[r]] < 0 else first[row_role[r]]
+        return cls(tuple(keys), tuple(replicas), tuple(first), row_role, col_role, tuple(row_halves),
+                   tuple(col_halves))
+
+    @property
+    def root(self) -> list[int]:
+        return [i for i, k in enumerate(self.keys) if k[0] == "root"]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def band_region(wafer: SystemSpec, bands: int, per_band: int, band: int, pos: int, span: int,
                 index: int = 0) -> Region:
     """Cells pos .. pos+span-1, counted in serpentine order, of one band of a `bands x per_band`
     grid, merged into one rectangle on wafer `index`."""
@@ -75,7 +148,7 @@ def band_region(wafer: WaferSpec, bands: int, per_band: int, band: int, pos: int
     return Region(index, band * rows, first * cols, rows, span * cols)
 
 
-def grid_cells(wafer: WaferSpec, bands: int, per_band: int) -> tuple[Region, ...]:
+def grid_cells(wafer: SystemSpec, bands: int, per_band: int) -> tuple[Region, ...]:
     """The cells of one wafer cut into `bands` x `per_band` equal rectangles, in serpentine order.
 
     Cells are `mesh_rows // bands` x `mesh_cols // per_band` cores; the remainder rows and columns
@@ -86,7 +159,7 @@ def grid_cells(wafer: WaferSpec, bands: int, per_band: int) -> tuple[Region, ...
     return tuple(band_region(wafer, bands, per_band, b, p, 1) for b in range(bands) for p in range(per_band))
 
 
-def build_mesh_topology(wafer: WaferSpec, regions: list[Region]) -> nx.Graph:
+def build_mesh_topology(wafer: SystemSpec, regions: list[Region]) -> nx.Graph:
     """Regions in pipeline order as a graph: node i is regions[i]; consecutive regions are joined
     by a `fabric` edge (hops, latency, parallel links along the shared edge) on one wafer, or a
     `wafer-link` edge across wafers."""
@@ -97,9 +170,9 @@ def build_mesh_topology(wafer: WaferSpec, regions: list[Region]) -> nx.Graph:
         a, b = regions[i - 1], regions[i]
         if a.wafer == b.wafer:
             hops = region_hops(a, b)
-            graph.add_edge(i - 1, i, kind="fabric", hops=hops, latency_s=hops * wafer.hop_s,
-                           links=max(1, shared_edge(a, b)), bw_bytes_per_s=wafer.link_bw_bytes_per_s)
+            graph.add_edge(i - 1, i, kind="fabric", hops=hops, latency_s=hops * wafer.local_link.latency_s,
+                           links=max(1, shared_edge(a, b)), bw_bytes_per_s=wafer.local_link.bw_bytes_per_s)
         else:
-            graph.add_edge(i - 1, i, kind="wafer-link", hops=1, latency_s=wafer.wafer_link.latency_s, links=1,
-                           bw_bytes_per_s=wafer.wafer_link.bw_bytes_per_s)
+            graph.add_edge(i - 1, i, kind="wafer-link", hops=1, latency_s=wafer.global_link.latency_s, links=1,
+                           bw_bytes_per_s=wafer.global_link.bw_bytes_per_s)
     return graph

@@ -5,8 +5,10 @@ from chip a to chip b with tag t, in issue order (ties by row), are a queue, and
 on b naming (a, t), in issue order, takes the k-th SEND. A SEND no RECV takes, or a RECV with
 no SEND left, is `unmatched` (a duplicated SEND issued before its original shifts every later
 pair and leaves one over). Each pair must agree on its byte count and the RECV may start no
-earlier than send + hops x link latency (`recv-early`). A peer that is no chip of the Program
-(nor the host) is `link-range`.
+earlier than the send's start plus the latency of the fastest path between the two chips through
+the wired topology (targets.topology.Wiring over build_topology's graph: each hop its link's latency),
+`recv-early`. A peer that is no chip of the Program (nor the host), or one no wire reaches, is
+`link-range`.
 
 Wafer Programs pair by (sender stream, tag) with multicast (targets/wafer_timing.py); a second
 SEND of one stream with one tag, or a second RECV of one stream naming one (sender, tag), is a
@@ -29,7 +31,7 @@ import numpy as np
 
 from ir.isa import Op
 from ir.program import HOST, Program
-from targets.topology import chip_hops
+from targets.topology import Wiring
 
 
 def fifo_pairs(c: dict[str, np.ndarray], sends: np.ndarray, recvs: np.ndarray, sender_r: np.ndarray
@@ -76,8 +78,9 @@ def _rank_in_group(sorted_key: np.ndarray) -> np.ndarray:
     return np.arange(len(sorted_key)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_key)]))
 
 
-def check_messages(program: Program, system, link_latency_cycles: int, start: np.ndarray, found) -> None:
-    """Every SEND meets one RECV, FIFO per (sender, receiver, tag), no earlier than the wire allows."""
+def check_messages(program: Program, system, start: np.ndarray, found) -> None:
+    """Every SEND meets one RECV, FIFO per (sender, receiver, tag), no earlier than the wire allows: the
+    latency of the fastest path through the wired topology (targets.topology.Wiring)."""
     c = program.cols
     sends, recvs = np.flatnonzero(c["op"] == Op.SEND), np.flatnonzero(c["op"] == Op.RECV)
     bad = np.r_[sends, recvs]
@@ -95,21 +98,24 @@ def check_messages(program: Program, system, link_latency_cycles: int, start: np
     sizes = c["src_bytes"][paired_s] != c["dst_bytes"][paired_r]
     for s, r in zip(paired_s[sizes].tolist(), paired_r[sizes].tolist(), strict=True):
         found.add(r, "unmatched", f"receives {c['dst_bytes'][r]} bytes, the send carries {c['src_bytes'][s]}")
-    arrival = start[paired_s] + _hops(system, c["chip"][paired_s], c["peer"][paired_s]) * link_latency_cycles
+    wire = _wire_cycles(Wiring(system, program.chips), c["chip"][paired_s], c["peer"][paired_s])
+    for k in np.flatnonzero(wire < 0).tolist():
+        s = int(paired_s[k])
+        found.add(s, "link-range", f"no wire joins chip {c['chip'][s]} to chip {c['peer'][s]}")
+    arrival = start[paired_s] + np.maximum(wire, 0)
     for k in np.flatnonzero(start[paired_r] < arrival).tolist():
         r = int(paired_r[k])
         found.add(r, "recv-early", f"starts at {start[r]}, the data from chip {c['peer'][r]} arrives at "
                                    f"{arrival[k]}")
 
 
-def _hops(system, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """chip_hops for every (a, b), computed once per distinct pair."""
+def _wire_cycles(wiring: Wiring, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Arrival cycles over the wires for every (a, b), computed once per distinct pair (-1: no wire)."""
     if not len(a):
         return np.zeros(0, np.int64)
     pairs, inverse = np.unique(np.stack([a, b], axis=1).astype(np.int64), axis=0, return_inverse=True)
-    table = np.array([0 if q == HOST or p == HOST else chip_hops(system, int(p), int(q)) for p, q in pairs.tolist()],
-                     np.int64)
-    return table[inverse.reshape(-1)]
+    table = [0 if q == HOST or p == HOST else wiring.arrival_cycles(int(p), int(q)) for p, q in pairs.tolist()]
+    return np.array([-1 if t is None else t for t in table], np.int64)[inverse.reshape(-1)]
 
 
 def check_wafer_duplicates(program: Program, found) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 from ir.errors import ConfigError
 from targets.loader import (
     SCHEMA,
-    WAFER_SCHEMA,
     Leaf,
     _as_tree,
     _build,
@@ -19,24 +18,24 @@ from targets.loader import (
     _parse_leaf,
     load_target,
 )
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 # Fields that name where a target comes from rather than what it is.
 _NOT_OVERRIDABLE = ("base",)
 
 
-def schema_of(spec: SystemSpec | WaferSpec) -> dict[str, Any]:
+def schema_of(spec: SystemSpec) -> dict[str, Any]:
     """The loader's schema for this kind of target (chip system or wafer)."""
-    return WAFER_SCHEMA if isinstance(spec, WaferSpec) else SCHEMA
+    return SCHEMA
 
 
-def field_paths(spec: SystemSpec | WaferSpec) -> list[str]:
+def field_paths(spec: SystemSpec) -> list[str]:
     """Every dotted field a target file of this kind can set, e.g. 'chip.sram_bytes'."""
     return [p for p in _leaf_paths(schema_of(spec)) if p not in _NOT_OVERRIDABLE]
 
 
-def override(spec_or_name: SystemSpec | WaferSpec | str, values: dict[str, Any], where: str = "override"
-             ) -> SystemSpec | WaferSpec:
+def override(spec_or_name: SystemSpec | str, values: dict[str, Any], where: str = "override"
+             ) -> SystemSpec:
     """`spec_or_name` (a loaded target, a preset name or a target file) with the dotted fields of
     `values` replaced, each parsed as a target file would parse it ('500 MiB', '14 GB/s').
 
@@ -57,14 +56,14 @@ def override(spec_or_name: SystemSpec | WaferSpec | str, values: dict[str, Any],
     return _build(tree, located)
 
 
-def _rule(schema: dict[str, Any], dotted: str, spec: SystemSpec | WaferSpec, where: str) -> Leaf:
+def _rule(schema: dict[str, Any], dotted: str, spec: SystemSpec, where: str) -> Leaf:
     node: Any = schema
     for key in dotted.split("."):
         node = node.get(key) if isinstance(node, dict) else None
     if dotted in _NOT_OVERRIDABLE:
         raise ConfigError(f"{where}: '{dotted}' names where a target file comes from; it cannot be overridden")
     if not isinstance(node, Leaf):
-        kind = "a wafer target" if isinstance(spec, WaferSpec) else "a chip target"
+        kind = "a wafer target" if spec.is_mesh else "a chip target"
         raise ConfigError(f"{where}: {spec.name} ({kind}) has no field '{dotted}'{_field_hint(dotted, schema)}")
     return node
 
@@ -89,7 +88,7 @@ class _Where:
 # ---------------------------------------------------------------- TOML text
 
 
-def dump_toml(spec: SystemSpec | WaferSpec) -> str:
+def dump_toml(spec: SystemSpec) -> str:
     """A target file that `load_target` reads back to a spec equal to `spec`: every field,
     quantities with their units (exact: floats in their shortest round-trip spelling)."""
     tree = _as_tree(spec)

@@ -80,6 +80,9 @@ CHIP = ChipSpec(
     stream_port_bytes_per_cycle=HBM_BYTES_PER_CYCLE,
     mxm_install_bytes_per_cycle=HBM_BYTES_PER_CYCLE,
     install_bytes_per_weight=INSTALL_BYTES_PER_WEIGHT,
+    isa="none",  # a GPU runs kernels, not a static schedule: plan and compare only
+    vector_alus=b200.CHIP.vector_alus,  # GUESS [U]: the element-wise lanes of its predecessor
+    streams=1,  # unused: no Program is written for a GPU
 )
 
 RUBIN = SystemSpec(

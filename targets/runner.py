@@ -24,7 +24,7 @@ from targets.build_dir import Build, load_build
 from targets.functional import Machine, activation_dtype, execute_functional
 from targets.interpreter import Run, execute
 from targets.reference_check import Reference
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 # A functional run holds every chip's SRAM in this machine's memory; it may take this share of it.
 HOST_MEMORY_SHARE = 4
@@ -241,9 +241,9 @@ def _check_functional(build: Build, prompt: list[int], tokens: int) -> None:
 
 def _check_machine(build: Build) -> None:
     system = build.system
-    if isinstance(system, WaferSpec) or build.memory.get("wafer"):
-        raise ConfigError(f"{build.path}: a wafer build has no SRAM image yet; `sramflow run` without --functional "
-                          "checks its timing")
+    if build.programs["decode"].dialect == "roles":
+        raise ConfigError(f"{build.path}: a wafer (roles-dialect) build has no SRAM image yet; `sramflow run` "
+                          "without --functional checks its timing")
     if system.chip.memory_kind != "sram":
         raise ConfigError(f"{build.path}: {system.name} keeps weights in {system.chip.memory_kind.upper()}; "
                           "functional runs execute SRAM chips only (`sramflow run` without --functional checks "

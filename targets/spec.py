@@ -42,8 +42,11 @@ def mxm_rate_key(precision: str, table: dict[str, float]) -> str:
     own when the table has it, else the DEQUANTISED_AT rule's."""
     key = FORMAT_PRECISION.get(precision, precision)
     return key if key in table else DEQUANTISED_AT.get(key, key)
-TOPOLOGIES = ("dragonfly", "nvlink")
+TOPOLOGIES = ("dragonfly", "nvlink", "mesh")
 MEMORY_KINDS = ("sram", "hbm")
+# What a device's Programs are written in: "tsp" per-chip unit queues (the LPU), "wse" role streams
+# replicated over a region's cores (a wafer), "none" no instruction set (plan and compare only).
+ISAS = ("tsp", "wse", "none")
 
 
 def _require(ok: bool, field: str, message: str) -> None:
@@ -99,6 +102,9 @@ class ChipSpec:
     stream_port_bytes_per_cycle: float
     mxm_install_bytes_per_cycle: float
     install_bytes_per_weight: dict[str, float]
+    isa: str  # ISAS
+    vector_alus: int  # element-wise operations the vector unit does a cycle
+    streams: int  # stream registers (or a core's data-structure registers) a schedule may hold at once
 
     def __post_init__(self) -> None:
         # Private copies, so the caller's dicts cannot change a frozen spec; treat them as read-only.
@@ -108,8 +114,10 @@ class ChipSpec:
 
     def _validate(self) -> None:
         _require(self.memory_kind in MEMORY_KINDS, "chip.memory_kind", f"must be one of {MEMORY_KINDS}")
+        _require(self.isa in ISAS, "chip.isa", f"must be one of {', '.join(ISAS)}, got '{self.isa}'")
         for name in ("sram_bytes", "mem_bytes_per_cycle", "clock_hz", "vector_bytes", "matrix_dim", "matrix_planes",
-                     "stream_bytes_per_cycle", "stream_port_bytes_per_cycle", "mxm_install_bytes_per_cycle"):
+                     "stream_bytes_per_cycle", "stream_port_bytes_per_cycle", "mxm_install_bytes_per_cycle",
+                     "vector_alus", "streams"):
             value = getattr(self, name)
             _require(value > 0, f"chip.{name}", f"must be positive, got {value}")
         _require(self.stream_port_bytes_per_cycle <= self.stream_bytes_per_cycle, "chip.stream_port_bytes_per_cycle",
@@ -171,10 +179,15 @@ class ChipSpec:
 
 @dataclass(frozen=True, slots=True)
 class SystemSpec:
-    """Chips grouped into nodes and groups, with the links that join them and the topology they form.
+    """Devices grouped into nodes and groups, with the links that join them and the topology they form.
 
-    A node's chips are joined by local links; global links leave the node. `nodes_per_group` is
+    A node's devices are joined by local links; global links leave the node. `nodes_per_group` is
     a Dragonfly group for "dragonfly" and the nodes under one rail of leaf switches for "nvlink".
+    A "mesh" (a wafer-scale machine) is nodes of `mesh_rows` x `mesh_cols` devices: each device is
+    one core (`chip`), each node a wafer; `local_link` is one fabric link between neighbouring cores
+    (its latency one hop), `global_link` the link between wafers, and a core spends `step_cycles` on
+    every message it takes off the fabric (the task a wavelet wakes, its add). Chips of the other
+    topologies take a message at no such cost (their per-op latency covers it).
     `pool_link` is one chip's link to another machine (a second serving pool: the NIC of a GPU, a
     chip's port to another rack); it carries a request's KV cache from a prefill pool to a decode
     pool. It defaults to `global_link` (the link between nodes of one machine).
@@ -190,8 +203,11 @@ class SystemSpec:
     global_links_per_chip: int  # links leaving the node
     local_link: LinkSpec
     global_link: LinkSpec
-    topology: str  # "dragonfly" | "nvlink"
+    topology: str  # TOPOLOGIES
     sync_cycles: int  # program-start / per-step synchronisation cost
+    mesh_rows: int = 0  # "mesh": a node's devices as a grid (0 otherwise)
+    mesh_cols: int = 0
+    step_cycles: int = 0
     pool_link: LinkSpec | None = None  # one chip's link to another pool; None: global_link
 
     def __post_init__(self) -> None:
@@ -200,7 +216,7 @@ class SystemSpec:
         _require(self.topology in TOPOLOGIES, "topology", f"must be one of {TOPOLOGIES}, got '{self.topology}'")
         for name in ("chips_per_node", "nodes_per_group", "max_chips", "c2c_links_per_chip", "local_links_per_chip"):
             _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
-        for name in ("global_links_per_chip", "sync_cycles"):
+        for name in ("global_links_per_chip", "sync_cycles", "mesh_rows", "mesh_cols", "step_cycles"):
             _require(getattr(self, name) >= 0, name, "must not be negative")
         wired = self.local_links_per_chip + self.global_links_per_chip
         _require(
@@ -213,99 +229,44 @@ class SystemSpec:
             "global_links_per_chip",
             "must be positive when max_chips exceeds chips_per_node",
         )
-        if self.topology == "dragonfly":
-            _require(
-                self.local_links_per_chip >= self.chips_per_node - 1,
-                "local_links_per_chip",
-                f"a dragonfly node is fully connected, so it needs at least chips_per_node - 1 "
-                f"({self.chips_per_node - 1})",
-            )
-        else:
-            _require(
-                self.max_chips <= self.chips_per_group,
-                "max_chips",
-                f"an nvlink system is modelled up to one rail group ({self.chips_per_group} chips); "
-                "multi-tier InfiniBand fabrics are not modelled",
-            )
+        TOPOLOGY_RULES[self.topology](self)
 
     @property
     def chips_per_group(self) -> int:
         return self.chips_per_node * self.nodes_per_group
 
-
-@dataclass(frozen=True, slots=True)
-class WaferSpec:
-    """A wafer-scale machine: a 2-D mesh of small cores, each with private SRAM, and the links between wafers.
-
-    Per-core figures describe one processing element (PE); the wafer is `mesh_rows x mesh_cols` of
-    them as a program sees them. Fabric links join each core to its 4 neighbours; one hop costs
-    `hop_cycles`, and every message a core handles in a collective (wavelet-triggered task, add,
-    forward) costs `step_cycles` of fixed overhead. Models larger than a wafer pipeline over
-    `max_wafers` wafers joined by `wafer_link`.
-    """
-
-    name: str
-    mesh_rows: int
-    mesh_cols: int
-    core_sram_bytes: int
-    core_reserve_bytes: int  # per-core memory held back for code, task table and fabric buffers
-    core_mem_bw_bytes_per_s: float
-    clock_hz: float
-    core_peak_ops_per_s: dict[str, float]
-    simd_width: int  # 16-bit lanes per core per cycle
-    link_bw_bytes_per_s: float  # one fabric link, one direction
-    hop_cycles: int
-    step_cycles: int
-    wafer_link: LinkSpec
-    max_wafers: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "core_peak_ops_per_s", dict(self.core_peak_ops_per_s))
-        for name in ("mesh_rows", "mesh_cols", "core_sram_bytes", "core_mem_bw_bytes_per_s", "clock_hz",
-                     "simd_width", "link_bw_bytes_per_s", "max_wafers"):
-            _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
-        for name in ("core_reserve_bytes", "hop_cycles", "step_cycles"):
-            _require(getattr(self, name) >= 0, name, "must not be negative")
-        _require(self.core_reserve_bytes < self.core_sram_bytes, "core_reserve_bytes",
-                 f"must be less than core_sram_bytes ({self.core_sram_bytes})")
-        _require(set(self.core_peak_ops_per_s) == set(PRECISIONS), "core_peak_ops_per_s",
-                 f"needs exactly the keys {PRECISIONS}, got {tuple(self.core_peak_ops_per_s)}")
-        for key, rate in self.core_peak_ops_per_s.items():
-            _require(rate > 0, f"core_peak_ops_per_s.{key}", f"must be positive, got {rate}")
-
-    def __hash__(self) -> int:
-        values = (getattr(self, f.name) for f in fields(self))
-        return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in values))
+    @property
+    def max_nodes(self) -> int:
+        return self.max_chips // self.chips_per_node
 
     @property
-    def cores(self) -> int:
-        return self.mesh_rows * self.mesh_cols
+    def is_mesh(self) -> bool:
+        return self.topology == "mesh"
 
-    @property
-    def usable_core_bytes(self) -> int:
-        """Per-core memory left for weights, KV cache and activations."""
-        return self.core_sram_bytes - self.core_reserve_bytes
 
-    @property
-    def sram_bytes(self) -> int:
-        """SRAM of one wafer, all cores."""
-        return self.cores * self.core_sram_bytes
+def _dragonfly(s: SystemSpec) -> None:
+    _require(s.local_links_per_chip >= s.chips_per_node - 1, "local_links_per_chip",
+             f"a dragonfly node is fully connected, so it needs at least chips_per_node - 1 ({s.chips_per_node - 1})")
+    _no_mesh(s)
 
-    @property
-    def mem_bw_bytes_per_s(self) -> float:
-        """Aggregate SRAM bandwidth of one wafer."""
-        return self.cores * self.core_mem_bw_bytes_per_s
 
-    @property
-    def hop_s(self) -> float:
-        return self.hop_cycles / self.clock_hz
+def _nvlink(s: SystemSpec) -> None:
+    _require(s.max_chips <= s.chips_per_group, "max_chips",
+             f"an nvlink system is modelled up to one rail group ({s.chips_per_group} chips); "
+             "multi-tier InfiniBand fabrics are not modelled")
+    _no_mesh(s)
 
-    @property
-    def step_s(self) -> float:
-        return self.step_cycles / self.clock_hz
 
-    def core_peak_ops(self, precision: str) -> float:
-        """Dense peak ops/s of one core at `precision` (one of PRECISIONS)."""
-        if precision not in self.core_peak_ops_per_s:
-            raise ConfigError(f"{self.name}: unknown precision '{precision}' (known: {', '.join(PRECISIONS)})")
-        return self.core_peak_ops_per_s[precision]
+def _no_mesh(s: SystemSpec) -> None:
+    _require(s.mesh_rows == s.mesh_cols == 0, "mesh_rows", f"only a mesh topology has a grid, not {s.topology}")
+
+
+def _mesh(s: SystemSpec) -> None:
+    _require(s.mesh_rows > 0 and s.mesh_cols > 0, "mesh_rows", "a mesh needs mesh_rows and mesh_cols")
+    _require(s.chips_per_node == s.mesh_rows * s.mesh_cols, "chips_per_node",
+             f"a mesh node holds mesh_rows x mesh_cols = {s.mesh_rows * s.mesh_cols} devices, got {s.chips_per_node}")
+    _require(s.max_chips % s.chips_per_node == 0, "max_chips", "a mesh system is whole nodes (wafers)")
+    _require(s.nodes_per_group == 1, "nodes_per_group", "mesh nodes (wafers) form no groups")
+
+
+TOPOLOGY_RULES = {"dragonfly": _dragonfly, "nvlink": _nvlink, "mesh": _mesh}

@@ -1,6 +1,6 @@
 """A target written out in full as a TOML file that `loads_target` reads back to an equal spec.
 
-Walks the loader's SCHEMA (or WAFER_SCHEMA) beside the spec's fields, so a field added to both
+Walks the loader's SCHEMA beside the spec's fields, so a field added to both
 is written with no change here. Quantities are written in base units with repr() of the number
 ("56000000000000.0 B/s", "2.4e-07 s"), so every float comes back bit for bit.
 """
@@ -11,16 +11,16 @@ import json
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from targets.loader import SCHEMA, WAFER_SCHEMA, Leaf, quantity_kind
-from targets.spec import SystemSpec, WaferSpec
+from targets.loader import SCHEMA, Leaf, quantity_kind
+from targets.spec import SystemSpec
 from targets.units import format_quantity
 
 HEADER = "# Written by sramflow: the build's target, every field in base units.\n"
 
 
-def dumps_target(spec: SystemSpec | WaferSpec) -> str:
+def dumps_target(spec: SystemSpec) -> str:
     """The TOML text of `spec`, every field given (no `base`)."""
-    schema = WAFER_SCHEMA if isinstance(spec, WaferSpec) else SCHEMA
+    schema = SCHEMA
     lines = [HEADER.rstrip("\n")]
     _table(_tree(spec), schema, "", lines)
     return "\n".join(lines) + "\n"

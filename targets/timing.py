@@ -18,8 +18,9 @@ too few cycles is caught. Rules (chip = ChipSpec, all rates per cycle of its clo
                        One MXM instruction covers a panel of up to (dim x planes)^2 weights. Its f32
                        partial sums leave at most a port's worth a cycle: at least ceil(m n 4 / port).
   VOP (m x n elements) max(ceil(bytes in / port), ceil(result bytes / port), ceil(m n ops(fn) / VXM ALUs))
-  SEND, RECV           ceil(bytes / link bytes per cycle); a RECV may start no earlier
-                       than its SEND plus hops x link latency (link_latency_cycles)
+  SEND, RECV           ceil(bytes / link bytes per cycle) of the unit's link class (local or global);
+                       a RECV adds the class's step cycles (a wafer core's task a message); it may
+                       start no earlier than its data can arrive (the interpreter derives the hops)
   SYNC                 the system's synchronisation cycles
 
 A result leaving a compute unit (MXM or VOP) for SRAM crosses the chip's pipeline:
@@ -43,12 +44,6 @@ import numpy as np
 from ir.isa import Fmt, Fn, Op
 from targets.spec import SystemSpec, install_bytes, mxm_rate_key
 
-# 320 lanes x 16 ALUs = 5,120 vector ALUs on the GroqChip: TechPowerUp; Techspot ("16 ALUs" per lane) [S].
-VXM_ALUS_PER_LANE = 16
-# 32 streams per direction (east, west): Techspot [S]. A stream is busy from its producer's start
-# to its last consumer's end.
-STREAMS_PER_CHIP = 64
-
 # Element-wise work of each vector function, in ALU operations per output element.
 FN_OPS: dict[Fn, int] = {
     Fn.NONE: 1, Fn.ADD: 1, Fn.MUL: 1, Fn.SILU: 4, Fn.GELU: 8, Fn.RMSNORM: 4, Fn.ROPE: 3,
@@ -67,15 +62,27 @@ VOP_RESULT_BYTES = 2  # 16-bit results per output element
 
 
 @dataclass(frozen=True, slots=True)
+class LinkClass:
+    """One class of link in per-cycle units: bytes a cycle one way, one hop's latency, and the cycles a
+    receiver spends on each message it takes (a wafer core's task; 0 on chips)."""
+
+    bytes_per_cycle: float
+    latency_cycles: int
+    step_cycles: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Timing:
-    """A system's rates in per-cycle units."""
+    """A system's rates in per-cycle units. C2C unit u is link u // 2 (u even: send, odd: receive);
+    links below `local_links` are of the local class, the rest global."""
 
     clock_hz: float
     sram_bytes_per_cycle: float
     macs_per_cycle: dict[str, float]  # by precision, all planes together
     vxm_alus: int
-    link_bytes_per_cycle: float
-    link_latency_cycles: int  # one hop
+    local: LinkClass
+    remote: LinkClass
+    local_links: int
     drain_cycles: int
     sync_cycles: int
     streams: int
@@ -90,17 +97,17 @@ class Timing:
     def of(cls, system: SystemSpec) -> Timing:
         chip = system.chip
         clock = chip.clock_hz
-        link = system.local_link
         return cls(
             clock_hz=clock,
             sram_bytes_per_cycle=chip.mem_bytes_per_cycle,
             macs_per_cycle={p: r / 2 / clock for p, r in chip.peak_ops_per_s.items()},
-            vxm_alus=chip.vector_bytes * VXM_ALUS_PER_LANE,
-            link_bytes_per_cycle=link.bw_bytes_per_s / clock,
-            link_latency_cycles=max(1, round(link.latency_s * clock)),
+            vxm_alus=chip.vector_alus,
+            local=_link_class(system.local_link, clock, system.step_cycles),
+            remote=_link_class(system.global_link, clock, 0),
+            local_links=system.local_links_per_chip,
             drain_cycles=chip.op_latency_cycles,
             sync_cycles=system.sync_cycles,
-            streams=STREAMS_PER_CHIP,
+            streams=chip.streams,
             planes=chip.matrix_planes,
             dim=chip.matrix_dim,
             port_bytes_per_cycle=chip.stream_port_bytes_per_cycle,
@@ -108,6 +115,20 @@ class Timing:
             install_bytes_per_cycle=chip.mxm_install_bytes_per_cycle,
             install_bytes_per_weight=dict(chip.install_bytes_per_weight),
         )
+
+    @property
+    def link_bytes_per_cycle(self) -> float:
+        """The local links' rate (the links a stage's collectives and hand-offs mostly use)."""
+        return self.local.bytes_per_cycle
+
+    @property
+    def link_latency_cycles(self) -> int:
+        """What the scheduler waits a hop: the slower class's latency, so that a route of that many hops
+        arrives in time whichever links it takes."""
+        return max(self.local.latency_cycles, self.remote.latency_cycles)
+
+    def link_class(self, unit: int) -> LinkClass:
+        return self.local if unit // 2 < self.local_links else self.remote
 
     # ---- scalar rules (the scheduler) ---------------------------------------------------------
 
@@ -151,8 +172,13 @@ class Timing:
         return max(1, _ceil(bytes_in / self.port_bytes_per_cycle), _ceil(results / self.port_bytes_per_cycle),
                    _ceil(elements * FN_OPS[fn] / self.vxm_alus))
 
-    def link(self, nbytes: int) -> int:
-        return max(1, _ceil(nbytes / self.link_bytes_per_cycle))
+    def link(self, nbytes: int, unit: int = 0) -> int:
+        """A SEND's cycles on C2C `unit` (a RECV's are `recv`)."""
+        return max(1, _ceil(nbytes / self.link_class(unit).bytes_per_cycle))
+
+    def recv(self, nbytes: int, unit: int = 1) -> int:
+        """A RECV's cycles: its bytes off the link, plus the receiver's fixed cost a message."""
+        return self.link(nbytes, unit) + self.link_class(unit).step_cycles
 
     @property
     def panel(self) -> int:
@@ -228,11 +254,24 @@ def durations(timing: Timing, cols: dict[str, np.ndarray]) -> np.ndarray:
     out[vop] = np.maximum.reduce([ceil(cols["src_bytes"][vop] / timing.port_bytes_per_cycle),
                                   ceil(results[vop] / timing.port_bytes_per_cycle),
                                   ceil(elements * ops_per / timing.vxm_alus)])
-    send, recv = op == Op.SEND, op == Op.RECV
-    out[send] = ceil(cols["src_bytes"][send] / timing.link_bytes_per_cycle)
-    out[recv] = ceil(cols["dst_bytes"][recv] / timing.link_bytes_per_cycle)
+    out = _links(timing, cols, out)
     out[op == Op.SYNC] = timing.sync_cycles
     return np.maximum(out, np.where(op == Op.SYNC, 0, 1))
+
+
+def _links(timing: Timing, cols: dict[str, np.ndarray], out: np.ndarray) -> np.ndarray:
+    """SEND: bytes over its link class's rate; RECV: the same, plus the class's step a message."""
+    op, unit = cols["op"], cols["unit"].astype(np.int64)
+    for cls_mask, link in (((unit // 2) < timing.local_links, timing.local),
+                           ((unit // 2) >= timing.local_links, timing.remote)):
+        for mask, size, step in ((op == Op.SEND, "src_bytes", 0), (op == Op.RECV, "dst_bytes", link.step_cycles)):
+            rows = mask & cls_mask
+            out[rows] = np.maximum(1, np.ceil(cols[size][rows] / link.bytes_per_cycle - 1e-9)).astype(np.int64) + step
+    return out
+
+
+def _link_class(link, clock: float, step_cycles: int) -> LinkClass:
+    return LinkClass(link.bw_bytes_per_s / clock, max(1, round(link.latency_s * clock)), step_cycles)
 
 
 def _mxm(timing: Timing, cols: dict[str, np.ndarray], mask: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -133,6 +133,50 @@ def route(topology: nx.Graph, a: int, b: int) -> Route:
     return Route(tuple(path), sum(topology[u][v]["latency_s"] for u, v in pairwise(path)))
 
 
+class Wiring:
+    """The wired network of a Program's chips (`build_topology`), and the cycles a message takes from
+    one chip to another over its fastest path, each hop its link's latency: what the interpreter
+    holds a RECV to. Shortest paths are computed once per source, and only when the two chips are not
+    joined by a link that no detour can beat (one no slower than two hops of the fastest link)."""
+
+    def __init__(self, system: SystemSpec, chips: int):
+        self.graph = build_topology(system, max(1, chips))
+        self.clock_hz = system.chip.clock_hz
+        latencies = [lat for *_, lat in self.graph.edges(data="latency_s")]
+        self._fastest = min(latencies, default=0.0)
+        self._from: dict[int, dict[int, int]] = {}
+        self._hops: dict[int, dict[int, int]] = {}
+
+    def hops(self, a: int, b: int) -> int:
+        """The fewest hops from a to b over the wires (what a scheduler waits, at the slower link's latency a
+        hop, covers the fastest path: it is never longer in latency than the fewest-hop one)."""
+        if a == b:
+            return 0
+        if self.graph.has_edge(a, b):
+            return 1
+        if a not in self._hops:
+            self._hops[a] = nx.single_source_shortest_path_length(self.graph, a)
+        if b not in self._hops[a]:
+            raise ConfigError(f"no wire joins chip {a} to chip {b} of {self.graph.number_of_nodes()}")
+        return self._hops[a][b]
+
+    def cycles(self, latency_s: float) -> int:
+        """One hop's latency in cycles, rounded as targets/timing.py's link classes round it."""
+        return max(1, round(latency_s * self.clock_hz))
+
+    def arrival_cycles(self, a: int, b: int) -> int | None:
+        """Cycles from a's send until its data can be at b; None when no wire joins them."""
+        if a == b:
+            return 0
+        edge = self.graph.get_edge_data(a, b)
+        if edge is not None and edge["latency_s"] <= 2 * self._fastest:
+            return self.cycles(edge["latency_s"])
+        if a not in self._from:
+            self._from[a] = nx.single_source_dijkstra_path_length(
+                self.graph, a, weight=lambda _u, _v, e: self.cycles(e["latency_s"]))
+        return self._from[a].get(b)
+
+
 def _weight(_u: int, _v: int, edge: dict[str, Any]) -> int:
     return round(edge["latency_s"] * 1e12) * _HOP_WEIGHT_SCALE + 1
 

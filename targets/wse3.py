@@ -1,8 +1,12 @@
-"""The `wse3` preset: a Cerebras WSE-3-class wafer (CS-3), every number from a public source cited beside it."""
+"""The `wse3` preset: a Cerebras WSE-3-class wafer (CS-3), every number from a public source cited beside it.
+
+A wafer is a mesh system: each device is one core (processing element), each node one wafer of
+mesh_rows x mesh_cols cores, the local link one fabric link, the global link the wafer's system I/O.
+"""
 
 from __future__ import annotations
 
-from targets.spec import LinkSpec, WaferSpec
+from targets.spec import ChipSpec, LinkSpec, SystemSpec
 
 # Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified.
 # "Argonne" is the SC24 tutorial's Cerebras page (github.com/argonne-lcf/AIaccelerators-SC24-tutorial);
@@ -80,19 +84,52 @@ WAFER_LINK = LinkSpec(bw_bytes_per_s=1.2e12 / 8, latency_s=3e-6)
 # Cerebras announced clusters of up to 2,048 CS-3 systems (Next Platform, 14 Mar 2024) [S].
 MAX_WAFERS = 2048
 
-WSE3 = WaferSpec(
+# A core's matrix products are SIMD multiply-adds over its weight block, element by element: no
+# tiles (matrix_dim 1, one "plane"), weights streamed from its SRAM at their stored bytes.
+INSTALL_BYTES_PER_WEIGHT = {"fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+# The fabric: each core a router with 4 neighbours; a program reaches a neighbour through one colour's
+# route, which we model as one local link per core [D]. The wafer's system I/O is its one global link.
+FABRIC_LINK = LinkSpec(bw_bytes_per_s=LINK_BW_BYTES_PER_S, latency_s=HOP_CYCLES / CLOCK_HZ)
+
+CORE = ChipSpec(
+    name="WSE-3 PE",
+    memory_kind="sram",
+    sram_bytes=CORE_SRAM_BYTES,
+    mem_bytes_per_cycle=CORE_MEM_BW_BYTES_PER_S / CLOCK_HZ,
+    clock_hz=CLOCK_HZ,
+    peak_ops_per_s=CORE_PEAK_OPS_PER_S,
+    vector_bytes=4,  # one 32-bit wavelet: the unit a core moves and aligns [D]
+    matrix_dim=1,
+    matrix_planes=1,
+    program_reserve_bytes=CORE_RESERVE_BYTES,
+    op_latency_cycles=0,  # results stay on the core; no pipeline drain to model [D]
+    # No shared stream registers: one instruction moves at most the SRAM's rate (its port), and the
+    # core's units together at most their own ports (MEM, the SIMD's products and element-wise
+    # results), both directions of its 4 fabric links and, at the wafer's edge, its I/O [D].
+    stream_bytes_per_cycle=(3 * CORE_MEM_BW_BYTES_PER_S / CLOCK_HZ + 2 * LINKS_PER_CORE * WAVELET_BITS / 8
+                            + WAFER_LINK.bw_bytes_per_s / CLOCK_HZ),
+    stream_port_bytes_per_cycle=CORE_MEM_BW_BYTES_PER_S / CLOCK_HZ,
+    mxm_install_bytes_per_cycle=CORE_MEM_BW_BYTES_PER_S / CLOCK_HZ,
+    install_bytes_per_weight=INSTALL_BYTES_PER_WEIGHT,
+    isa="wse",  # role streams replicated over a region's cores
+    vector_alus=2 * SIMD_WIDTH,  # a lane's multiply and add a cycle: the core's peak ops
+    streams=24,  # routable colours, commonly quoted [U]; the lowering uses four
+)
+
+WSE3 = SystemSpec(
     name="wse3",
+    chip=CORE,
+    chips_per_node=MESH_ROWS * MESH_COLS,
+    nodes_per_group=1,
+    max_chips=MAX_WAFERS * MESH_ROWS * MESH_COLS,
+    c2c_links_per_chip=LINKS_PER_CORE + 1,  # 4 fabric neighbours; the wafer's I/O reached through its edge
+    local_links_per_chip=1,
+    global_links_per_chip=1,
+    local_link=FABRIC_LINK,
+    global_link=WAFER_LINK,
+    topology="mesh",
+    sync_cycles=0,  # cores start on their tasks' first wavelet; no barrier is modelled [D]
     mesh_rows=MESH_ROWS,
     mesh_cols=MESH_COLS,
-    core_sram_bytes=CORE_SRAM_BYTES,
-    core_reserve_bytes=CORE_RESERVE_BYTES,
-    core_mem_bw_bytes_per_s=CORE_MEM_BW_BYTES_PER_S,
-    clock_hz=CLOCK_HZ,
-    core_peak_ops_per_s=CORE_PEAK_OPS_PER_S,
-    simd_width=SIMD_WIDTH,
-    link_bw_bytes_per_s=LINK_BW_BYTES_PER_S,
-    hop_cycles=HOP_CYCLES,
     step_cycles=STEP_CYCLES,
-    wafer_link=WAFER_LINK,
-    max_wafers=MAX_WAFERS,
 )

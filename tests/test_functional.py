@@ -18,7 +18,6 @@ from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
 from compiler.image import random_weights, shard_of
 from ir.build_io import write_manifest
-from ir.program import Program
 from ir.program_io import load_program, save_program
 from targets.functional import FunctionalError
 from targets.runner import run_build, run_functional
@@ -149,7 +148,7 @@ def test_overlapping_two_buffers_passes_timing_but_not_the_numbers(build, tmp_pa
     c = {n: a.copy() for n, a in decode.cols.items()}
     victim = np.flatnonzero((c["chip"] == last) & (c["op"] == 1) & (c["dst_bytes"] >= 4) & (c["flags"] == 0))[0]
     c["dst"][victim] = weight
-    save_program(Program.build(decode.phase, decode.target, decode.chips, decode.clock_hz, c, decode.meta),
+    save_program(decode.with_columns(c),
                  broken / "decode.prog")
     write_manifest(broken, decode.target)  # a deliberate edit: the build must accept it
     assert run_build(broken, NEW)["hazards"] == []

@@ -28,7 +28,7 @@ def build(tmp_path_factory):
 def mutated(program: Program, change) -> Program:
     cols = {n: a.copy() for n, a in program.cols.items()}
     change(cols)
-    return Program.build(program.phase, program.target, program.chips, program.clock_hz, cols, program.meta)
+    return program.with_columns(cols)
 
 
 def kinds(run) -> set[str]:

@@ -30,7 +30,7 @@ from compiler.cli import main
 from ir.build_io import write_manifest
 from ir.errors import ExecutionError
 from ir.isa import Op
-from ir.program import NAMES, Program
+from ir.program import Program
 from ir.program_io import save_program
 from targets.functional import FunctionalError
 from targets.interpreter import execute
@@ -52,8 +52,7 @@ def llama(subjects):
 def edited(program: Program, change) -> Program:
     cols = {n: a.copy() for n, a in program.cols.items()}
     cols = change(cols) or cols
-    return Program.build(program.phase, program.target, program.chips, program.clock_hz,
-                         {n: cols[n] for n in NAMES}, program.meta)
+    return program.with_columns(cols)
 
 
 def write_build(subject, tmp_path: Path, phase: str, program: Program) -> Path:
@@ -103,8 +102,7 @@ def _search(subject, phase: str, kind: str, rows, keep) -> tuple[Program, object
     rng = np.random.default_rng(0)
     for row in rows:
         cols = fault(program.cols, int(row), rng)
-        mutated = Program.build(program.phase, program.target, program.chips, program.clock_hz,
-                                {n: cols[n] for n in NAMES}, program.meta)
+        mutated = program.with_columns(cols)
         if mutated == program or execute(mutated, subject.system).hazards:
             continue
         build = dataclasses.replace(subject.build, programs={**subject.build.programs, phase: mutated})
@@ -219,8 +217,7 @@ def test_sram_address_and_offset_faults_are_flagged_when_they_change_any_logit(s
                     continue
                 row = int(rng.choice(rows))
                 cols = fault(program.cols, row, rng)
-                mutated = Program.build(program.phase, program.target, program.chips, program.clock_hz,
-                                        {n: cols[n] for n in NAMES}, program.meta)
+                mutated = program.with_columns(cols)
                 verdicts[judge(subject, phase, kind, row, mutated).verdict] += 1
     assert verdicts["missed"] == 0 and verdicts["functional"] > 10
 
@@ -254,8 +251,7 @@ def test_random_faults_never_escape_as_raw_exceptions(subjects):
             continue
         cols = fault(program.cols, int(rng.choice(rows)), rng)
         try:
-            mutated = Program.build(program.phase, program.target, program.chips, program.clock_hz,
-                                    {n: cols[n] for n in NAMES}, program.meta)
+            mutated = program.with_columns(cols)
         except ValueError:
             continue
         build = dataclasses.replace(subject.build, programs={**subject.build.programs, phase: mutated})

@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
+from compiler.partition.cost import Breakdown
 from compiler.partition.cpsat import solve
-from compiler.perf import Breakdown
 
 
 @st.composite

@@ -74,7 +74,7 @@ def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
       1 read y | 2 silu (2,560 elements x 4 ops / 5,120 ALUs) | 93 drain | 1 write  = 890.
     MXM panel 0 [377, 537) hides under the read of panel 1 [378, 538)."""
     from compiler.codegen.phase import lower_phase
-    from compiler.plan import Memory, Stage
+    from compiler.plan import ChipRange, Memory, Stage
     from ir.asm import print_asm
     from ir.graph import Builder
     from ir.ops import Opcode
@@ -84,7 +84,7 @@ def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
     x = b.input("x", TensorType(DType.F16, (1, 1280)))
     w, s = b.param("w", DType.I8, 1280, 2560), b.param("w.scale", DType.F16, 2560)
     graph = b.finish(b.op(Opcode.SILU, b.op(Opcode.MATMUL, x, w, s)))
-    stage = Stage(0, "mlp", "mlp", None, 1, 0, Memory(0, 0, 0, 0, 0), 0.0, 0.0, 0.0, 0, "")
+    stage = Stage(0, "mlp", "mlp", None, ChipRange(0, 1), Memory(0, 0, 0, 0, 0), 0.0, 0.0, 0.0, 0, "")
     program, _ = lower_phase("decode", graph, [stage], load_target("lpu"), 1, "lpu")
     assert program.makespan == 216 + 1 + 160 + 1 + 160 + 160 + 1 + 93 + 1 + 1 + 2 + 93 + 1 == 890
     mxm = program.cols["issue"][program.cols["op"] == Op.MXM].tolist()

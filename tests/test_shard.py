@@ -48,7 +48,7 @@ def test_vocab_parallel_embed_and_head():
 
 
 def test_costs_split_weights_and_count_kv_replication():
-    one, two, four = (shard_cost(LAYER, t) for t in (1, 2, 4))
+    one, two, four = (shard_cost(LAYER, t, alignment=320) for t in (1, 2, 4))
     # Each tensor starts on a 320-byte vector boundary, as the allocator places it.
     assert one.weight_bytes == sum(align(p.type.nbytes) for p in GRAPH.params if p.name.startswith("layers.0."))
     assert one.collectives == ()

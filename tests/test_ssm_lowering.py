@@ -19,8 +19,8 @@ import pytest
 from compiler.cli import main
 from compiler.codegen.rules import EMIT
 from compiler.frontend import build_graph, load_model_config
+from compiler.partition.cost import op_time, vector_ops_per_s
 from compiler.partition.shard_cost import shard_cost
-from compiler.perf import op_time, vector_ops_per_s
 from ir.isa import Fn
 from ir.numerics import encode
 from ir.ops import Opcode

@@ -44,9 +44,8 @@ MISTAKES = [
      "axes.target_fields.chip.sram_bytes[1]", "on lpu-mini: expected a size like '230 MB', got 'lots'", 5),
     (f'[axes]\n{GOOD_AXES}[axes.target_fields]\n"chip.sram_bytes" = ["4 KiB"]\n', "axes.target_fields.chip.sram_bytes",
      "on lpu-mini: chip.program_reserve_bytes: must be less than chip.sram_bytes (4096)", 5),
-    ('[axes]\nmodel = "tiny-llama"\ntarget = ["lpu-mini", "wse3"]\n[axes.target_fields]\nchip.sram_bytes = ["1 MiB"]\n',
-     "axes.target_fields.chip.sram_bytes", "wse3 (a wafer target) has no field 'chip.sram_bytes'; did you mean "
-     "'core_sram_bytes'?", 5),
+    ('[axes]\nmodel = "tiny-llama"\ntarget = ["lpu-mini", "wse3"]\n[axes.target_fields]\nmesh_rows = [24]\n',
+     "axes.target_fields.mesh_rows", "on lpu-mini: mesh_rows: only a mesh topology has a grid, not dragonfly", 5),
     (f"[axes]\n{GOOD_AXES}context = {{ from = 4096, to = 1024, times = 2 }}\n", "axes.context",
      "range 'from' (4096) is above 'to' (1024)", 4),
     (f"[axes]\n{GOOD_AXES}context = {{ from = 1024, to = 4096, tims = 2 }}\n", "axes.context",

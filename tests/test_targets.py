@@ -264,7 +264,8 @@ ERRORS = [
      ["chip.stream_port_bytes_per_cycle", "must not exceed chip.stream_bytes_per_cycle"]),
     ('base = "lpu"\n[chip.install_bytes_per_weight]\nfp16 = "2 furlongs"\n',
      ["chip.install_bytes_per_weight.fp16", "expected a size of one weight"]),
-    ('base = "lpu"\ntopology = "mesh"\n', ["topology", "dragonfly, nvlink"]),
+    ('base = "lpu"\ntopology = "torus"\n', ["topology", "dragonfly, nvlink, mesh"]),
+    ('base = "lpu"\ntopology = "mesh"\n', ["mesh_rows", "a mesh needs mesh_rows and mesh_cols"]),
     ('base = "lpu"\nchip = 3\n', ["chip", "expected a table"]),
     ('base = "lpx"\n', [":1:", "base", "unknown preset 'lpx'", "did you mean 'lpu'"]),
     ('name = "x"\n[chip]\nsram_bytes = "1 MB"\n', ["missing required field 'chip.memory_kind'"]),
@@ -324,7 +325,9 @@ def test_written_targets_keep_every_float_bit_for_bit(bw, latency, clock, ops, s
                                peak_ops_per_s={p: ops for p in PRECISIONS})
     spec = dataclasses.replace(lpu, chip=chip, local_link=dataclasses.replace(lpu.local_link, latency_s=latency))
     assert loads_target(dumps_target(spec), "x.toml") == spec
-    wafer = dataclasses.replace(PRESETS["wse3"], clock_hz=clock, link_bw_bytes_per_s=bw)
+    wse3 = PRESETS["wse3"]
+    wafer = dataclasses.replace(wse3, chip=dataclasses.replace(wse3.chip, clock_hz=clock),
+                                local_link=dataclasses.replace(wse3.local_link, bw_bytes_per_s=bw))
     assert loads_target(dumps_target(wafer), "w.toml") == wafer
 
 

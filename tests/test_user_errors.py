@@ -98,9 +98,10 @@ def test_functional_runs_of_an_hbm_build_are_refused(capsys, tmp_path):
     line = refused(capsys, "run", out, "--functional")
     assert "mini-hbm keeps weights in HBM; functional runs execute SRAM chips only" in line
     ok(capsys, "run", out)  # timing mode is fine
-    for target in (tmp_path / "hbm.toml", "h100"):
-        assert "keeps weights in HBM" in refused(capsys, "compile", "tiny-llama", "--target", target, "--weights",
-                                                 "random", "-o", tmp_path / "h2")
+    assert "keeps weights in HBM" in refused(capsys, "compile", "tiny-llama", "--target", tmp_path / "hbm.toml",
+                                             "--weights", "random", "-o", tmp_path / "h2")
+    assert "h100: compile needs an instruction set" in refused(capsys, "compile", "tiny-llama", "--target", "h100",
+                                                               "-o", tmp_path / "h2")
 
 
 # ---------------------------------------------------------------- compile, plan and lower

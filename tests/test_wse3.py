@@ -15,17 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compiler.backends.wafer.cost import MeshCost, Shape, gemv, tree_reduce
+from compiler.backends.wafer.layout import Grid, Slot, _packings, capacity_lower_bound, wafer_candidate
 from compiler.cli import main
 from compiler.options import CompileOptions
-from compiler.perf import Breakdown
+from compiler.partition.cost import Breakdown
 from compiler.plan import Plan
+from compiler.plan.search import choose
 from compiler.planner import make_plan
-from compiler.wafer.layout import Grid, Slot, WaferCandidate, _packings, capacity_lower_bound
-from compiler.wafer.mesh_cost import MeshCost, Shape, gemv, tree_reduce
-from compiler.wafer.plan import WaferPlan
-from compiler.wafer.planner import _choose
 from ir.errors import ConfigError, DoesNotFitError
-from targets import WaferSpec, list_targets, load_target
+from targets import SystemSpec, list_targets, load_target
 from targets.mesh import Region, build_mesh_topology, core_hops, grid_cells, region_hops, shared_edge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,34 +35,36 @@ WSE3 = load_target("wse3")
 
 def test_wse3_is_a_preset_wafer():
     assert "wse3" in list_targets()
-    assert isinstance(WSE3, WaferSpec) and WSE3.name == "wse3"
+    assert isinstance(WSE3, SystemSpec) and WSE3.name == "wse3" and WSE3.is_mesh and WSE3.chip.isa == "wse"
     assert hash(WSE3) == hash(dataclasses.replace(WSE3))
 
 
 def test_wse3_numbers_agree_with_their_sources_and_derivations():
-    w = WSE3
+    w, core = WSE3, WSE3.chip
     # The SDK fabric 762 x 1172 less the memcpy halo (offsets 4,1 on both sides).
     assert (w.mesh_cols, w.mesh_rows) == (762 - 8, 1172 - 2)
-    assert w.cores == 882_180 and w.cores == pytest.approx(900_000, rel=0.025)
-    assert w.core_sram_bytes == 48 * 1024
-    assert w.sram_bytes == pytest.approx(44e9, rel=0.03)  # ~44 GB on the wafer
+    assert w.chips_per_node == 882_180 and w.chips_per_node == pytest.approx(900_000, rel=0.025)
+    assert core.sram_bytes == 48 * 1024
+    assert w.chips_per_node * core.sram_bytes == pytest.approx(44e9, rel=0.03)  # ~44 GB on the wafer
     # Clock derived from 214 Pb/s = 900k cores x 4 links x 2 directions x 32 bit x f.
-    assert w.clock_hz == pytest.approx(214e15 / (900e3 * 4 * 2 * 32))
-    assert w.clock_hz == pytest.approx(0.929e9, rel=1e-3)
-    assert w.link_bw_bytes_per_s == pytest.approx(4 * w.clock_hz)  # one 32-bit wavelet per cycle
-    assert w.mem_bw_bytes_per_s == pytest.approx(21e15, rel=0.03)
-    assert w.core_peak_ops("fp16") == pytest.approx(8 * 2 * w.clock_hz)  # 8-wide FP16 SIMD
-    assert w.cores * w.core_peak_ops("fp16") == pytest.approx(13.1e15, rel=0.01)  # dense, not the 125 PF
-    assert w.hop_s == pytest.approx(1 / w.clock_hz)
-    assert w.wafer_link.bw_bytes_per_s == pytest.approx(1.2e12 / 8)  # CS-3 system I/O 1.2 Tb/s
-    assert w.usable_core_bytes == w.core_sram_bytes - w.core_reserve_bytes
+    assert core.clock_hz == pytest.approx(214e15 / (900e3 * 4 * 2 * 32))
+    assert core.clock_hz == pytest.approx(0.929e9, rel=1e-3)
+    assert w.local_link.bw_bytes_per_s == pytest.approx(4 * core.clock_hz)  # one 32-bit wavelet per cycle
+    assert w.chips_per_node * core.mem_bw_bytes_per_s == pytest.approx(21e15, rel=0.03)
+    assert core.peak_ops("fp16") == pytest.approx(8 * 2 * core.clock_hz)  # 8-wide FP16 SIMD
+    assert w.chips_per_node * core.peak_ops("fp16") == pytest.approx(13.1e15, rel=0.01)  # dense, not the 125 PF
+    assert w.local_link.latency_s == pytest.approx(1 / core.clock_hz)  # a hop: one cycle
+    assert w.global_link.bw_bytes_per_s == pytest.approx(1.2e12 / 8)  # CS-3 system I/O 1.2 Tb/s
+    assert w.max_nodes == 2048 and w.step_cycles == 20
+    assert core.usable_sram_bytes == core.sram_bytes - core.program_reserve_bytes
 
 
 def test_every_wse3_number_cites_a_source():
     """Each assignment of a number in the preset has a confidence tag within its comment block."""
     text = (ROOT / "targets" / "wse3.py").read_text()
     blocks = text.split("\n\n")
-    numeric = [b for b in blocks if any(ch.isdigit() for ch in b) and "=" in b and "WaferSpec(" not in b]
+    numeric = [b for b in blocks if any(ch.isdigit() for ch in b) and "=" in b
+               and "SystemSpec(" not in b and "ChipSpec(" not in b]
     assert numeric
     for block in numeric:
         if block.lstrip().startswith(('"""', "from", "import")):
@@ -71,31 +72,34 @@ def test_every_wse3_number_cites_a_source():
         assert any(tag in block for tag in ("[V]", "[S]", "[D]", "[L]", "[U]")), block
 
 
-def test_wafer_spec_rejects_inconsistent_values():
-    with pytest.raises(ConfigError, match="core_reserve_bytes"):
-        dataclasses.replace(WSE3, core_reserve_bytes=WSE3.core_sram_bytes)
-    with pytest.raises(ConfigError, match="core_peak_ops_per_s"):
-        dataclasses.replace(WSE3, core_peak_ops_per_s={"fp16": 1.0})
+def test_a_mesh_system_rejects_inconsistent_values():
+    with pytest.raises(ConfigError, match="chip.program_reserve_bytes"):
+        dataclasses.replace(WSE3, chip=dataclasses.replace(WSE3.chip, program_reserve_bytes=WSE3.chip.sram_bytes))
+    with pytest.raises(ConfigError, match="chips_per_node"):
+        dataclasses.replace(WSE3, mesh_rows=10)
     with pytest.raises(ConfigError, match="mesh_rows"):
         dataclasses.replace(WSE3, mesh_rows=0)
-    with pytest.raises(ConfigError, match="unknown precision"):
-        WSE3.core_peak_ops("fp4")
+    with pytest.raises(ConfigError, match="only a mesh"):
+        dataclasses.replace(load_target("lpu"), mesh_rows=3, mesh_cols=3)
 
 
 def test_wafer_target_files_inherit_from_wse3_and_name_bad_fields(tmp_path):
     path = tmp_path / "slow.toml"
-    path.write_text('base = "wse3"\nstep_cycles = 60\n[wafer_link]\nlatency_s = "10 us"\n')
+    path.write_text('base = "wse3"\nstep_cycles = 60\n[global_link]\nlatency_s = "10 us"\n')
     slow = load_target(str(path))
-    assert isinstance(slow, WaferSpec) and slow.name == "slow"
-    assert dataclasses.replace(slow, name="wse3", step_cycles=WSE3.step_cycles, wafer_link=WSE3.wafer_link) == WSE3
-    assert slow.wafer_link.latency_s == pytest.approx(10e-6)
+    assert slow.is_mesh and slow.name == "slow"
+    assert dataclasses.replace(slow, name="wse3", step_cycles=WSE3.step_cycles, global_link=WSE3.global_link,
+                               chip=dataclasses.replace(slow.chip, name=WSE3.chip.name)) == WSE3
+    assert slow.global_link.latency_s == pytest.approx(10e-6)
     derived = tmp_path / "derived.toml"
     derived.write_text('base = "slow.toml"\nmesh_rows = 100\n')
-    assert load_target(str(derived)).step_cycles == 60
+    small = load_target(str(derived))
+    assert small.step_cycles == 60 and small.chips_per_node == 100 * WSE3.mesh_cols
+    assert small.max_nodes == WSE3.max_nodes  # resized wafers, as many of them
     for text, message in (('base = "wse3"\nstep_cycle = 6\n', r":2: step_cycle: unknown field; did you mean "
                                                                  r"'step_cycles'"),
-                          ('mesh_rows = 10\n', r"missing required field 'mesh_cols' .*base = \"wse3\""),
-                          ('base = "wse3"\ncore_reserve_bytes = "48 KiB"\n', r":2: core_reserve_bytes: must be less")):
+                          ('base = "wse3"\n[chip]\nprogram_reserve_bytes = "48 KiB"\n',
+                           r":3: chip.program_reserve_bytes: must be less")):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_target(str(path))
@@ -132,7 +136,7 @@ def test_grid_cells_are_serpentine_disjoint_and_inside_the_mesh(bands, per_band)
     for a, b in zip(cells, cells[1:], strict=False):
         assert region_hops(a, b) == 1 and shared_edge(a, b) > 0  # every hand-off is one hop
     used = sum(c.cores for c in cells)
-    assert WSE3.cores - used < bands * WSE3.mesh_cols + per_band * WSE3.mesh_rows
+    assert WSE3.chips_per_node - used < bands * WSE3.mesh_cols + per_band * WSE3.mesh_rows
 
 
 def test_mesh_topology_is_a_graph_of_regions_not_cores():
@@ -141,7 +145,7 @@ def test_mesh_topology_is_a_graph_of_regions_not_cores():
     assert graph.number_of_nodes() == 5
     kinds = [graph.edges[i, i + 1]["kind"] for i in range(4)]
     assert kinds == ["fabric", "fabric", "fabric", "wafer-link"]
-    assert graph.edges[3, 4]["latency_s"] == WSE3.wafer_link.latency_s
+    assert graph.edges[3, 4]["latency_s"] == WSE3.global_link.latency_s
 
 
 # ---------------------------------------------------------------- the region cost model
@@ -161,8 +165,8 @@ def test_gemv_trades_streaming_for_hops():
 
 def test_tree_reduce_pays_every_hop_and_log_steps():
     t = tree_reduce(1024, 8, WSE3)
-    assert t.latency_s == pytest.approx(10 * WSE3.step_s)
-    assert t.link_s >= 1023 * WSE3.hop_s
+    assert t.latency_s == pytest.approx(10 * (WSE3.step_cycles / WSE3.chip.clock_hz))
+    assert t.link_s >= 1023 * WSE3.local_link.latency_s
     assert tree_reduce(1, 8, WSE3) == Breakdown()
 
 
@@ -177,7 +181,7 @@ def test_greedy_packing_uses_the_fewest_cells(units):
     costs = [_unit(r, a) for r, a in units]
     grid = Grid(3, 3, Shape(WSE3.mesh_rows // 3, WSE3.mesh_cols // 3))
     packed = {stop: stages for stop, stages, _ in _packings(0, grid, lambda _: costs, [0] * (len(costs) + 1), WSE3)}
-    usable = WSE3.usable_core_bytes
+    usable = WSE3.chip.usable_sram_bytes
 
     def fits(run):
         return sum(c.resident_bytes for c in run) + max(c.act_bytes for c in run) <= usable
@@ -195,7 +199,7 @@ def test_greedy_packing_uses_the_fewest_cells(units):
 
 def test_a_unit_too_big_for_a_cell_takes_neighbouring_cells_of_one_band():
     grid = Grid(2, 4, Shape(WSE3.mesh_rows // 2, WSE3.mesh_cols // 4))
-    usable = WSE3.usable_core_bytes
+    usable = WSE3.chip.usable_sram_bytes
 
     def cost_of(shape: Shape) -> list[MeshCost]:
         big = math.ceil(1.5 * usable * grid.cell.cores / shape.cores)  # needs two cells' worth of cores
@@ -217,7 +221,7 @@ def test_a_unit_too_big_for_a_cell_takes_neighbouring_cells_of_one_band():
 
 
 def test_capacity_bound_counts_usable_bytes():
-    per_wafer = WSE3.cores * WSE3.usable_core_bytes
+    per_wafer = WSE3.chips_per_node * WSE3.chip.usable_sram_bytes
     assert capacity_lower_bound(per_wafer, WSE3) == 1
     assert capacity_lower_bound(per_wafer + 1, WSE3) == 2
 
@@ -233,7 +237,7 @@ def w8() -> str:
 
 
 @pytest.fixture(scope="module")
-def w70() -> WaferPlan:
+def w70() -> Plan:
     return make_plan("llama-3.1-70b", "wse3", CompileOptions())
 
 
@@ -256,7 +260,7 @@ def _check_plan(plan: dict, layers: int) -> None:
         assert r["row"] + r["rows"] <= mesh["mesh_rows"] and r["col"] + r["cols"] <= mesh["mesh_cols"]
         assert s["memory_per_core_bytes"]["headroom"] >= 0
         assert s["decode_bound_us"] <= s["decode_us"]
-    assert plan["memory_per_chip_bytes"]["capacity"] == WSE3.sram_bytes
+    assert plan["memory_per_chip_bytes"]["capacity"] == WSE3.chips_per_node * WSE3.chip.sram_bytes
 
 
 def test_llama_8b_fp16_fits_one_wafer(w8):
@@ -271,7 +275,7 @@ def test_llama_8b_fp16_fits_one_wafer(w8):
 
 
 def test_llama_70b_plans_over_several_wafers(w70):
-    assert isinstance(w70, WaferPlan)
+    assert isinstance(w70, Plan) and w70.on_wafers
     plan = w70.to_dict()
     _check_plan(plan, 80)
     assert plan["chips"] > 1 and plan["chips_lower_bound"] >= 4  # 141 GB over ~36 GB usable a wafer
@@ -279,7 +283,7 @@ def test_llama_70b_plans_over_several_wafers(w70):
     assert wafers == sorted(wafers) and wafers[-1] == plan["chips"] - 1
     crossings = [s for s in plan["stages"][1:] if s["wafer"] != plan["stages"][s["index"] - 1]["wafer"]]
     assert len(crossings) == plan["chips"] - 1
-    assert all(s["decode_bound_us"] * 1e-6 >= WSE3.wafer_link.latency_s for s in crossings)
+    assert all(s["decode_bound_us"] * 1e-6 >= WSE3.global_link.latency_s for s in crossings)
 
 
 def test_same_command_gives_byte_identical_json_across_processes(w8):
@@ -325,17 +329,21 @@ def _error(capsys, *args) -> str:
 def test_too_few_wafers_says_how_many():
     """Three wafer-sized runs of units and a budget of two: the error names the three."""
     grid = Grid(1, 1, Shape(WSE3.mesh_rows, WSE3.mesh_cols))
-    cands = [WaferCandidate(u, u + 1, grid, ((u, Slot(0, 0, 1)),), Breakdown(compute_s=1e-6)) for u in range(3)]
+    cands = [wafer_candidate(u, u + 1, grid, ((u, Slot(0, 0, 1)),), Breakdown(compute_s=1e-6)) for u in range(3)]
+    layout = dataclasses.make_dataclass("L", ["candidates"])(cands)
+    layout.device, layout.machine, layout.max_devices, layout.units, layout.lower_bound = "wafer", "wse3", 2048, 3, 3
+    layout.unplaceable = lambda u: f"unit {['embed', 'layers.0', 'head'][u]} does not fit one wse3 wafer"
     with pytest.raises(DoesNotFitError, match=r"needs at least 3 wafers of wse3 \(capacity bound 3\); 2 allowed"):
-        _choose(cands, ["embed", "layers.0", "head"], WSE3, CompileOptions(max_chips=2), 3)
+        choose(layout, CompileOptions(max_chips=2))
+    layout.candidates = cands[:2]
     with pytest.raises(DoesNotFitError, match="unit head does not fit one wse3 wafer"):
-        _choose(cands[:2], ["embed", "layers.0", "head"], WSE3, CompileOptions(), 3)
+        choose(layout, CompileOptions())
 
 
 def test_compile_on_a_wafer_of_an_op_it_cannot_lower_is_a_clear_error(capsys, tmp_path):
     # Dense models compile on wafers (tests/test_wse3_compile.py); mixture-of-experts layers not yet.
     err = _error(capsys, "compile", "tiny-mixtral", "--target", "wse3", "-o", str(tmp_path / "b"))
-    assert "cannot lower experts on a wafer" in err and "sramflow plan" in err
+    assert "wafer backend cannot lower topk (" in err and ", experts (" in err and "cannot run on this target" in err
     assert not (tmp_path / "b").exists()
 
 

@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 
 from compiler.cli import main
-from compiler.wafer.lower import Roles, tree_positions
-from compiler.wafer.mesh_cost import Shape
+from ir.contract import Route
 from ir.isa import Op
 from ir.program import Program
 from ir.program_io import load_program
 from targets import load_target
 from targets.interpreter import execute
+from targets.mesh import Roles, tree_positions
 from targets.wafer_timing import WAFER_SEND
 
 # A small wafer (one region holds tiny-llama) and one whose cores are so small that the model
 # takes two regions on each of two wafers: hand-offs over the fabric and over the wafer link.
 SMALL = 'base = "wse3"\nmesh_rows = 24\nmesh_cols = 20\n'
-SPLIT = 'base = "wse3"\nmesh_rows = 16\nmesh_cols = 16\ncore_sram_bytes = "12 KiB"\n'
+SPLIT = 'base = "wse3"\nmesh_rows = 16\nmesh_cols = 16\n[chip]\nsram_bytes = "12 KiB"\n'
 
 
 def _compile(tmp: Path, name: str, text: str) -> tuple[Path, Path]:
@@ -95,7 +95,7 @@ def test_two_wafers_hand_off_over_the_wafer_link(split):
 def _mutated(program: Program, change) -> Program:
     cols = {n: a.copy() for n, a in program.cols.items()}
     cols = change(cols)
-    return Program.build(program.phase, program.target, program.chips, program.clock_hz, cols, program.meta)
+    return program.with_columns(cols)
 
 
 def _kinds(program: Program, target: Path) -> set[str]:
@@ -126,13 +126,13 @@ def test_a_receive_moved_a_cycle_earlier_is_flagged(split):
 def test_core_sram_and_link_limits_are_checked(small):
     target, build = small
     program = load_program(build / "decode.prog")
-    usable = load_target(str(target)).usable_core_bytes
+    usable = load_target(str(target)).chip.usable_sram_bytes
     mxm = int(np.flatnonzero(program.cols["op"] == Op.MXM)[0])
-    send = int(np.flatnonzero(program.cols["op"] == Op.SEND)[0])
+    send = int(np.flatnonzero((program.cols["op"] == Op.SEND) & (program.cols["route"] == Route.ROWS))[0])
 
     def beyond(c):
         c["src"][mxm] = usable - 1
-        c["imm"][send] = 10**6
+        c["imm"][send] = 10**6  # a level of the row tree far past its height
         return c
     assert {"sram-range", "link-range"} <= _kinds(_mutated(program, beyond), target)
 
@@ -195,7 +195,7 @@ def test_tree_positions_reduce_every_core_once_in_about_n_hops(n):
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (1, 7), (6, 1), (106, 188), (13, 9)])
 def test_roles_cover_the_region(rows, cols):
-    roles = Roles.of(Shape(rows, cols))
+    roles = Roles.of(rows, cols)
     assert sum(roles.replicas) == rows * cols
     assert len(roles) <= 2 * (rows.bit_length() + cols.bit_length()) + 2
 
@@ -218,8 +218,8 @@ def test_embedding_on_the_host_frees_cores_and_costs_the_host_link(tmp_path, cap
     per_core = [p["stages"][0]["memory_per_core_bytes"]["weights"] for p in plans]
     assert per_core[1] < per_core[0]
     row = 64 * 2  # one token's row, streamed in every step over the system I/O and across the mesh
-    host_us = (wafer.wafer_link.latency_s + row / wafer.wafer_link.bw_bytes_per_s
-               + (wafer.mesh_rows + wafer.mesh_cols) // 2 * wafer.hop_s) * 1e6
+    host_us = (wafer.global_link.latency_s + row / wafer.global_link.bw_bytes_per_s
+               + (wafer.mesh_rows + wafer.mesh_cols) // 2 * wafer.local_link.latency_s) * 1e6
     assert streamed["stages"][0]["decode_bound_us"] >= host_us
     assert streamed["decode"]["latency_us"] > host_us
 
@@ -236,8 +236,7 @@ def test_an_embedding_streamed_from_the_host_compiles_hazard_free_and_is_checked
     assert len(host) and (c["unit"][host] == 3).all()
     early = {n: a.copy() for n, a in c.items()}
     early["issue"][host] = 0
-    found = execute(Program.build(program.phase, program.target, program.chips, program.clock_hz, early,
-                                  program.meta), wafer).hazards
+    found = execute(program.with_columns(early), wafer).hazards
     assert any(h.kind == "recv-early" and "from the host" in h.detail for h in found)
 
 
@@ -245,3 +244,71 @@ def test_embedding_on_the_host_is_refused_on_chips(capsys):
     assert main(["plan", "tiny-llama", "--target", "lpu-mini", "--embed-on-host"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "only wafer targets" in err
+
+
+# ---------------------------------------------------------------- hops the interpreter derives
+
+
+def _receives_of(c: dict, send: int) -> np.ndarray:
+    return np.flatnonzero((c["op"] == Op.RECV) & (c["peer"] == c["chip"][send]) & (c["tag"] == c["tag"][send]))
+
+
+def test_sends_name_routes_and_the_interpreter_derives_their_hops(split):
+    """A wafer SEND carries no distance: zeroing every multi-hop message's distance as before (imm = 0)
+    and moving its receives up to its send is flagged, as is every route that cannot reach."""
+    target, build = split
+    program = load_program(build / "decode.prog")
+    c = program.cols
+    sends = np.flatnonzero(c["op"] == Op.SEND)
+    assert set(np.unique(c["route"][sends]).tolist()) >= {Route.FEED, Route.ROWS, Route.COLS, Route.NEXT_WAFER}
+    assert (c["route"][c["op"] != Op.SEND] == 0).all()
+
+    def zero_hops(cols):
+        for s in sends.tolist():
+            cols["imm"][s] = 0
+            for r in _receives_of(cols, s).tolist():
+                cols["issue"][r] = cols["issue"][s] + 1  # as if the data were there a cycle after the send
+        return cols
+    kinds = _kinds(_mutated(program, zero_hops), target)
+    assert {"recv-early", "link-range"} <= kinds  # imm is a tree level, and only on ROWS and COLS sends
+
+
+def test_a_route_that_cannot_reach_its_receiver_is_flagged(split):
+    target, build = split
+    program = load_program(build / "decode.prog")
+    c = program.cols
+    for route, to in ((Route.FEED, Route.NEXT_REGION), (Route.NEXT_WAFER, Route.NEXT_REGION),
+                      (Route.ROWS, Route.FEED)):
+        send = int(np.flatnonzero((c["op"] == Op.SEND) & (c["route"] == route))[0])
+
+        def rerouted(cols, s=send, new=to):
+            cols["route"][s] = new
+            return cols
+        assert "link-range" in _kinds(_mutated(program, rerouted), target), route
+
+
+def test_metadata_that_moves_a_region_or_renames_its_roles_is_flagged(split):
+    """The interpreter re-derives every stage's roles from its region: a region made smaller (so its
+    trees would be shorter), one off the mesh, two that overlap, or a role list edited, are hazards."""
+    target, build = split
+    program = load_program(build / "decode.prog")
+
+    def with_meta(edit) -> set[str]:
+        meta = json.loads(json.dumps(program.meta))
+        edit(meta)
+        return {h.kind for h in execute(Program(program.phase, program.target, program.chips, program.clock_hz,
+                                                program.cols, meta, program.dialect), load_target(str(target))).hazards}
+
+    def smaller(meta):
+        meta["stages"][0]["region"]["rows"] = 2
+
+    def off_the_mesh(meta):
+        meta["stages"][0]["region"]["col"] = 15
+
+    def overlapping(meta):
+        meta["stages"][1]["region"] = dict(meta["stages"][0]["region"])
+
+    def renamed(meta):
+        meta["roles"][1][2] += 1
+    for edit in (smaller, off_the_mesh, overlapping, renamed):
+        assert "roles" in with_meta(edit), edit.__name__

@@ -92,6 +92,7 @@ def _freeze(t: Template) -> Frozen:
         "n": np.array([i.n for i in ins], np.int32),
         "flags": np.array([i.flags for i in ins], np.uint8),
         "stride": np.array([i.stride for i in ins], np.int64),
+        "route": np.zeros(len(ins), np.uint8),  # a queues-dialect message goes to its peer; no route
     }
     for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
         plain[name] = np.array([streams.get(getattr(i, name), -1) for i in ins], np.int16)

@@ -39,7 +39,7 @@ class Placed:
 def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> list[StageCode]:
     """Lower every stage of the plan: per-chip ops, shared templates, hand-offs, SRAM layout."""
     outputs = {v.name for v in graph.outputs}
-    builder = StageBuilder(system, graph.inputs, outputs)
+    builder = StageBuilder(system, graph.inputs, outputs, max(s.first_chip + s.tp for s in stages))
     scopes = graph.scopes()
     owner = _owner(scopes, stages)
     final: dict[str, Value] = {}
@@ -189,5 +189,5 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks,
             "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), chunks),
             "activations": activation_dtype(graph).value}
-    return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta), codes
+    return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta, dialect="queues"), codes
 

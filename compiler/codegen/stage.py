@@ -7,6 +7,7 @@ the rank picks its peers and its slices of collective buffers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,14 +16,14 @@ from compiler.codegen.collectives import Collectives, Level, levels
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Space, Template
 from compiler.codegen.unit import UnitCode, finish, unit_code
+from compiler.partition.cost import handoff_lanes
 from compiler.partition.units import signature
-from compiler.perf import handoff_lanes
 from ir.errors import DoesNotFitError
 from ir.graph import Op, Value
 from ir.isa import Op as Isa
 from targets.spec import SystemSpec
 from targets.timing import Timing
-from targets.topology import chip_hops
+from targets.topology import Wiring
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,25 +54,29 @@ class StageCode:
 class StageBuilder:
     """Builds every stage's code for one phase graph, sharing templates across stages."""
 
-    def __init__(self, system: SystemSpec, inputs: Sequence[Value], outputs: set[str]):
+    def __init__(self, system: SystemSpec, inputs: Sequence[Value], outputs: set[str], chips: int):
         self.system, self.timing = system, Timing.of(system)
+        self.wiring = Wiring(system, chips)  # the plan's chips as wired: hops are paths over it
         self.inputs = tuple(inputs)
         self.outputs = outputs
         self.cache: dict[tuple, UnitCode] = {}
 
     def unit(self, scope: str, ops: list[Op], tp: int, first_chip: int, exported: set[str]) -> Piece:
-        key = (signature(ops), tp, tuple(sorted(_positions(ops, exported))))
+        lv = levels(tp, self.system.chips_per_node, self.system.global_links_per_chip,
+                    lambda q: self._far_hops(first_chip, tp))
+        key = (signature(ops), tp, tuple(sorted(_positions(ops, exported))), tuple(lv))
         if key not in self.cache:
-            lv = levels(tp, self.system.chips_per_node, self.system.global_links_per_chip,
-                        lambda q: self._far_hops(first_chip, q))
             self.cache[key] = unit_code(scope, ops, self.timing, [v.name for v in self.inputs], exported, lv)
         code = self.cache[key]
         rename = _rename(code, ops)
         return Piece(code, *(tuple(rename[v.name] for v in vs) for vs in (code.params, code.ports_in, code.ports_out)))
 
-    def _far_hops(self, first_chip: int, q: int) -> int:
+    @functools.cache  # noqa: B019 -- one builder per phase; stages share their first chip and width
+    def _far_hops(self, first_chip: int, tp: int) -> int:
+        """The most hops between two chips of the stage a node apart (the outer level's partners)."""
         node = self.system.chips_per_node
-        return max(chip_hops(self.system, first_chip, first_chip + k * node) for k in range(1, q))
+        return max(self.wiring.hops(first_chip + a, first_chip + b)
+                   for a in range(tp) for b in range(a % node, tp, node) if a != b)
 
     def handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
                 ) -> tuple[Piece, Piece]:
@@ -79,7 +84,7 @@ class StageBuilder:
         1/L slice to every L-th receiver, then the receivers all-gather within groups of L."""
         (f0, t0), (f1, t1) = sender, receiver
         lanes = handoff_lanes(t0, t1, self.system.chips_per_node)
-        hops = max(chip_hops(self.system, f0 + (j % lanes), f1 + j) for j in range(t1))
+        hops = max(self.wiring.hops(f0 + (j % lanes), f1 + j) for j in range(t1))
         size = -(-value.type.nbytes // lanes)
         send = Template(f"send {value.name}", self.timing)
         e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())

@@ -16,7 +16,7 @@ from compiler.frontend.config import ModelConfig
 from ir.errors import ConfigError
 from ir.graph import Graph
 from targets import PRESETS
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 SAMPLE_LAYERS = 8  # a whole period of every shipped family's layer pattern (Jamba's is 8)
 WEIGHT_FLOOR_BYTES = 0.5  # int4, the smallest weight format
@@ -50,10 +50,10 @@ def largest_system() -> tuple[str, int, str]:
     return max((_capacity(name, spec) for name, spec in sorted(PRESETS.items())), key=lambda c: (c[1], c[0]))
 
 
-def _capacity(name: str, spec: SystemSpec | WaferSpec) -> tuple[str, int, str]:
-    if isinstance(spec, WaferSpec):
-        per = spec.cores * spec.usable_core_bytes
-        return name, spec.max_wafers * per, f"{spec.max_wafers:,} wafers x {_bytes(per)}"
+def _capacity(name: str, spec: SystemSpec) -> tuple[str, int, str]:
+    if spec.is_mesh:
+        per = spec.chips_per_node * spec.chip.usable_sram_bytes
+        return name, spec.max_nodes * per, f"{spec.max_nodes:,} wafers x {_bytes(per)}"
     per = spec.chip.usable_sram_bytes
     return name, spec.max_chips * per, f"{spec.max_chips:,} chips x {_bytes(per)}"
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from compiler.partition.cost import Breakdown, hop_s, unit_time
 from compiler.partition.units import Unit
-from compiler.perf import Breakdown, hop_s, unit_time
 from targets.spec import SystemSpec
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """Units [first, stop) on `tp` chips, with per-chip memory and decode time."""
+    """Units [first, stop) on `tp` devices of the path model (a chip backend's group of chips, or
+    one wafer), with per-device memory and decode time; `cells` is a backend's own layout of the
+    candidate (a wafer's grid and the regions its stages take)."""
 
     first: int
     stop: int
@@ -24,6 +26,7 @@ class Candidate:
     resident_bytes: int
     act_bytes: int
     decode: Breakdown  # units' time, plus the hand-off into the stage
+    cells: object = None
 
     @property
     def latency_ps(self) -> int:

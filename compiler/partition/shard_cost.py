@@ -10,13 +10,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from compiler.codegen.alloc import align
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
 from ir.ops import OPDEFS, Opcode, expert_passes
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
+# The chip backend's cost rules: every op's own (ir.ops.OPDEFS) flops and bytes on one chip of its
+# group, and the blocks its matrix products install (_BLOCKS).
+COSTED = frozenset(OPDEFS)
 _MOVES = {Opcode.SLICE}  # data movement only (a strided READ and its WRITE): no pipeline latency
 
 
@@ -77,9 +79,15 @@ class ShardCost:
         return self.weight_bytes + self.state_bytes
 
 
-def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0) -> ShardCost:
+def align(nbytes: int, alignment: int) -> int:
+    """Bytes a tensor takes in SRAM: every buffer starts on a vector (`alignment`-byte) boundary."""
+    return -(-nbytes // alignment) * alignment
+
+
+def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
     """Per-chip cost of one unit on `tp` chips. `rows_scale` shrinks everything that
-    grows with the rows (activations, arithmetic), e.g. to one prefill chunk."""
+    grows with the rows (activations, arithmetic), e.g. to one prefill chunk; buffers start on
+    `alignment`-byte boundaries (the target's vector)."""
     chip_ops = ShardTensorParallel(tp)(ops)
     params, state = _resident(chip_ops)
     work, collectives = [], []
@@ -91,8 +99,9 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0) -> ShardCost
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, rows_scale), tp))
         work.append(_work(op, params | state, rows_scale))
     # SRAM holds each tensor from a vector boundary, as the allocator places it.
-    weights, cache = sum(map(align, params.values())), sum(map(align, state.values()))
-    return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state, rows_scale), tuple(work),
+    weights = sum(align(n, alignment) for n in params.values())
+    cache = sum(align(n, alignment) for n in state.values())
+    return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state, rows_scale, alignment), tuple(work),
                      tuple(collectives), _chain(chip_ops), sum(state.values()))
 
 
@@ -227,7 +236,7 @@ def _cache_precision(op: Op) -> str | None:
     return _CACHE_RATE.get(cache.type.dtype)
 
 
-def _peak_live(chip_ops: list[Op], resident: dict[str, int], rows_scale: float) -> int:
+def _peak_live(chip_ops: list[Op], resident: dict[str, int], rows_scale: float, alignment: int) -> int:
     """Largest sum of activations alive at once. The unit's inputs live from its start to its
     end: the lowering keeps them in ports for the whole unit, beside its working arena."""
     defined = {r.name for op in chip_ops for r in op.results}
@@ -238,10 +247,10 @@ def _peak_live(chip_ops: list[Op], resident: dict[str, int], rows_scale: float) 
     for i, op in enumerate(chip_ops):
         for v in (*op.operands, *op.results):
             if v.name not in resident and v.name not in live and (v in op.results or last_use.get(v.name, -1) >= i):
-                live[v.name] = align(_scaled(v.type.nbytes, rows_scale))
+                live[v.name] = align(_scaled(v.type.nbytes, rows_scale), alignment)
         scratch = OPDEFS[op.opcode].scratch_bytes(tuple(v.type for v in op.operands),
                                                   tuple(r.type for r in op.results), op.attr)
-        peak = max(peak, sum(live.values()) + align(_scaled(scratch, rows_scale)))
+        peak = max(peak, sum(live.values()) + align(_scaled(scratch, rows_scale), alignment))
         for v in op.operands:
             if last_use.get(v.name) == i:
                 live.pop(v.name, None)

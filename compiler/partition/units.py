@@ -35,7 +35,8 @@ def signature(ops: list[Op]) -> tuple:
     return tuple((op.opcode, tuple(v.type for v in op.operands), op.attrs) for op in ops)
 
 
-def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: int, node: int) -> list[Unit]:
+def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: int, node: int,
+                alignment: int) -> list[Unit]:
     """Units in model order. `limit` caps the group sizes considered; a group wider than a
     node of `node` chips is whole nodes (its collectives pair chips of equal local rank
     across nodes, so every node needs every local rank)."""
@@ -50,20 +51,22 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
         if kind not in costs:
             pre = list(prefill.ops_in(scope))
             sizes = [t for t in allowed_tp(ops, limit) if t <= node or t % node == 0]
-            costs[kind] = ({t: shard_cost(ops, t) for t in sizes}, {t: shard_cost(pre, t, rows) for t in sizes},
-                           {t: shard_cost(pre, t, least).act_bytes for t in sizes})
+            costs[kind] = ({t: shard_cost(ops, t, 1.0, alignment) for t in sizes},
+                           {t: shard_cost(pre, t, rows, alignment) for t in sizes},
+                           {t: shard_cost(pre, t, least, alignment).act_bytes for t in sizes})
         units.append(Unit(scope, kind, *costs[kind]))
     return units
 
 
-def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int]], rows_scale: float
-                  ) -> dict[tuple[int, int], ShardCost]:
+def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int]], rows_scale: float,
+                  alignment: int) -> dict[tuple[int, int], ShardCost]:
     """Prefill costs by (unit kind, group size) for the pairs a plan uses, at a chunk of
     `rows_scale` of the prompt."""
     first = {}
     for u in units:
         first.setdefault(u.kind, u.scope)
-    return {(kind, t): shard_cost(list(prefill.ops_in(first[kind])), t, rows_scale) for kind, t in sorted(needed)}
+    return {(kind, t): shard_cost(list(prefill.ops_in(first[kind])), t, rows_scale, alignment)
+            for kind, t in sorted(needed)}
 
 
 def boundary_bytes(graph: Graph) -> list[int]:

@@ -22,7 +22,7 @@ from compiler.serving.layout import cache_layout
 from ir.build_io import build_writer, check_destination, write_manifest
 from ir.errors import ConfigError
 from ir.parser import parse_graph
-from targets import WaferSpec, load_target
+from targets import load_target
 
 KIND = "disaggregated"
 POOLS = ("prefill", "decode")
@@ -52,7 +52,7 @@ def _check_compilable(flag: str, name: str) -> None:
     """Only chip targets with an instruction set compile: wafers have no SRAM image to hand a cache
     from, HBM GPUs no Program (they are plan-only references)."""
     system = load_target(name)
-    if isinstance(system, WaferSpec):
+    if system.is_mesh:
         raise ConfigError(f"{flag} {name}: a wafer build has no SRAM image to move a KV cache between; "
                           "disaggregated builds are for chip targets (plan takes wafers)")
     if system.chip.memory_kind == "hbm":

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from compiler.options import CompileOptions
 from compiler.planner import make_plan_on
 from ir.errors import ConfigError, DoesNotFitError
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 # The crossover search doubles the batch up to here: past it a step that is still streaming-bound
 # is reported as such (a KV cache that streams longer than its arithmetic never turns it over).
@@ -59,7 +59,7 @@ class BatchPoint:
         return {"batch": self.batch, "error": self.error} if self.error else row
 
 
-def plan_point(model: str, system: SystemSpec | WaferSpec, options: CompileOptions, batch: int) -> BatchPoint:
+def plan_point(model: str, system: SystemSpec, options: CompileOptions, batch: int) -> BatchPoint:
     """`model` planned at `batch` (the other options as given)."""
     try:
         plan = make_plan_on(model, system, replace(options, batch=batch)).to_dict()
@@ -138,7 +138,7 @@ class Curve:
     rule: dict | None  # compiler.serving.rule.explain, None for a graph IR file
 
 
-def batch_curve(model: str, system: SystemSpec | WaferSpec, options: CompileOptions, batches: list[int]) -> Curve:
+def batch_curve(model: str, system: SystemSpec, options: CompileOptions, batches: list[int]) -> Curve:
     """The plans at `batches`, then the crossover search (reusing those plans where it meets them)."""
     from compiler.serving.rule import device_name, explain
 

@@ -3,8 +3,8 @@
 Bytes: the prefill plan's cache and state for its batch of prompts (context = the prompt), per
 sequence: `(totals.kv_cache_bytes + totals.ssm_state_bytes) / batch`, i.e. KV bytes per token x S
 plus a recurrent state. Each device holding a share of the cache sends it over its own pool link
-(`SystemSpec.pool_link`; a wafer's `wafer_link`), and each receiving device takes its share over its
-own, so the hand-off takes the slower side's aggregate: time = the larger of the two links' latencies
+(`SystemSpec.pool_link`; on a wafer its system I/O, the `global_link`), and each receiving device takes
+its share over its own, so the hand-off takes the slower side's aggregate: time = the larger of the two links' latencies
 + bytes / min(senders x their link's bandwidth, receivers x theirs). One device on each side is
 bytes / bandwidth + latency. Shares are taken as balanced over the devices that hold a cache.
 """
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from targets.spec import LinkSpec, SystemSpec, WaferSpec
+from targets.spec import LinkSpec, SystemSpec
 
 
-def pool_link(system: SystemSpec | WaferSpec) -> LinkSpec:
-    """One device's link to another pool: a chip system's `pool_link`, a wafer's system I/O."""
-    return system.wafer_link if isinstance(system, WaferSpec) else system.pool_link
+def pool_link(system: SystemSpec) -> LinkSpec:
+    """One device's link to another pool: `pool_link` (a wafer's defaults to its system I/O link)."""
+    return system.pool_link
 
 
 def request_cache_bytes(plan: dict) -> float:
@@ -72,8 +72,8 @@ def _link(link: LinkSpec) -> dict:
     return {"bw_bytes_per_s": link.bw_bytes_per_s, "latency_s": link.latency_s}
 
 
-def plan_handoff(prefill_plan: dict, decode_plan: dict, prefill: SystemSpec | WaferSpec,
-                 decode: SystemSpec | WaferSpec) -> Handoff:
+def plan_handoff(prefill_plan: dict, decode_plan: dict, prefill: SystemSpec,
+                 decode: SystemSpec) -> Handoff:
     """The hand-off between replicas of these two plans (the prefill plan's context is the prompt)."""
     return Handoff(request_cache_bytes(prefill_plan), cache_devices(prefill_plan), cache_devices(decode_plan),
                    pool_link(prefill), pool_link(decode))

@@ -32,7 +32,7 @@ from compiler.planner import make_plan_on
 from compiler.serving.handoff import Handoff, plan_handoff
 from compiler.serving.rule import device_name
 from ir.errors import ConfigError, DoesNotFitError
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 PREFILL_BATCH_LIMIT = 64  # prompts prefilled together: past this, TTFT grows with no gain on any target
 DECODE_BATCH_LIMIT = 4096
@@ -65,7 +65,7 @@ class Replica:
     """One plan's figures a pool needs (read from its JSON)."""
 
     plan: dict
-    system: SystemSpec | WaferSpec
+    system: SystemSpec
 
     @property
     def batch(self) -> int:
@@ -191,7 +191,7 @@ class Deployment:
 class _Plans:
     """Plans of one model on one target by batch, made once each (a sizing revisits batches)."""
 
-    def __init__(self, model: str, system: SystemSpec | WaferSpec, options: CompileOptions, pool: str) -> None:
+    def __init__(self, model: str, system: SystemSpec, options: CompileOptions, pool: str) -> None:
         self.model, self.system, self.options, self.pool = model, system, options, pool
         self.made: dict[int, Replica | str] = {}
 
@@ -328,7 +328,7 @@ def _colocated_at(r: Replica, load: Load, floor: float, n: int) -> CoLocated:
 # ---------------------------------------------------------------- the deployment
 
 
-def size_deployment(model: str, prefill: SystemSpec | WaferSpec, decode: SystemSpec | WaferSpec,
+def size_deployment(model: str, prefill: SystemSpec, decode: SystemSpec,
                     options: CompileOptions, load: Load) -> Deployment:
     """Both pools and the co-located comparison for `load` (README: Serving)."""
     pre = _Plans(model, prefill, replace(options, context=load.prompt, prompt=load.prompt), "prefill")

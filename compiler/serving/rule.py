@@ -19,13 +19,13 @@ from compiler.planner import is_graph_file, lower_one
 from compiler.serving.curves import Crossover
 from ir.graph import Graph
 from ir.ops import Opcode
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 RULE_OPS_PER_BYTE = 300  # the rule of thumb's constant: ~an H100's fp16 peak over its HBM bandwidth
 
 
-def device_name(system: SystemSpec | WaferSpec) -> str:
-    if isinstance(system, WaferSpec):
+def device_name(system: SystemSpec) -> str:
+    if system.is_mesh:
         return "wafer"
     return "GPU" if system.chip.memory_kind == "hbm" else "chip"
 
@@ -43,18 +43,16 @@ def active_params(graph: Graph) -> tuple[int, int]:
     return total, round(total - idle)
 
 
-def machine_rates(system: SystemSpec | WaferSpec, precision: str) -> tuple[float, float, float]:
+def machine_rates(system: SystemSpec, precision: str) -> tuple[float, float, float]:
     """(peak ops/s at the weight format, bytes/s weights stream at, bytes a weight costs on that path):
-    the MXM install path on an SRAM chip, HBM on a GPU, every core's SRAM on a wafer."""
-    if isinstance(system, WaferSpec):
-        return (system.core_peak_ops(precision) * system.cores, system.mem_bw_bytes_per_s,
-                {"fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}[precision])
-    chip = system.chip
-    return (chip.peak_ops(precision), chip.mxm_install_bytes_per_cycle * chip.clock_hz,
+    the MXM install path on an SRAM chip, HBM on a GPU, every core's SRAM on a wafer (a device is a
+    node of cores: a wafer)."""
+    chip, cores = system.chip, system.chips_per_node if system.is_mesh else 1
+    return (chip.peak_ops(precision) * cores, chip.mxm_install_bytes_per_cycle * chip.clock_hz * cores,
             chip.install_bytes(precision))
 
 
-def explain(model: str, system: SystemSpec | WaferSpec, options: CompileOptions, crossover: Crossover
+def explain(model: str, system: SystemSpec, options: CompileOptions, crossover: Crossover
             ) -> dict | None:
     """The rule's batch and the first-principles figures beside the planner's (README: Serving)."""
     if is_graph_file(model):
@@ -80,7 +78,7 @@ def explain(model: str, system: SystemSpec | WaferSpec, options: CompileOptions,
         "kv_us_per_sequence": streamed / bandwidth * 1e6,
         "compute_us_per_sequence": 2 * total / peak * 1e6,
         "batch": plan["options"]["batch"] if plan else None,
-        "matrix_dim": None if isinstance(system, WaferSpec) else system.chip.matrix_dim,
+        "matrix_dim": None if system.is_mesh else system.chip.matrix_dim,
         "tiles_us": sum(s.get("decode_tiles_us", 0.0) for s in plan["stages"]) if plan else 0.0,
     }
 
@@ -89,9 +87,9 @@ def explain(model: str, system: SystemSpec | WaferSpec, options: CompileOptions,
 _KV_STORED_BYTES = {"fp16": 2.0, "fp8": 1.0, "int8": 1.0, "nvfp4": 0.5}
 
 
-def _cache_install_factor(system: SystemSpec | WaferSpec, kv_precision: str) -> float:
+def _cache_install_factor(system: SystemSpec, kv_precision: str) -> float:
     """How much more a cached byte costs on the weight path than it takes in memory (an lpu widens an
     fp8 cache to fp16 on the way into the MXM, as it does fp8 weights)."""
-    if isinstance(system, WaferSpec):
+    if system.is_mesh:
         return 1.0
     return system.chip.install_bytes(kv_precision) / _KV_STORED_BYTES[kv_precision]

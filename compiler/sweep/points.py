@@ -11,7 +11,7 @@ from typing import Any
 from compiler.options import CompileOptions
 from compiler.sweep.spec import ModelRef, SweepSpec, TargetRef, field_combinations
 from targets.overrides import override
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,7 @@ class Point:
     model: ModelRef
     target: TargetRef
     fields: tuple[tuple[str, Any], ...]
-    system: SystemSpec | WaferSpec
+    system: SystemSpec
     options: tuple[tuple[str, Any], ...]
     run: str
     tokens: int
@@ -57,7 +57,7 @@ def expand(spec: SweepSpec) -> list[Point]:
     # The prompt is left to CompileOptions (1024 tokens, or the context if shorter), not pinned at 1024.
     defaults = asdict(CompileOptions()) | {"prompt": None}
     names = [a.name for a in spec.options]
-    systems: dict[tuple[int, tuple], SystemSpec | WaferSpec] = {}
+    systems: dict[tuple[int, tuple], SystemSpec] = {}
     combos = field_combinations(spec.target_fields)
     points = []
     product = itertools.product(spec.models, enumerate(spec.targets), combos,

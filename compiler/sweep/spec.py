@@ -18,7 +18,7 @@ from compiler.planner import is_graph_file, read_graph_file
 from ir.errors import ConfigError
 from targets.loader import PRESETS, _line_of, list_targets, load_target
 from targets.overrides import override
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 RUN_KINDS = ("plan", "compile+run")
 SWEEP_KEYS = ("run", "tokens")
@@ -51,7 +51,7 @@ class TargetRef:
     and the `name` tables and plots show (the system's name, or the label when two share a name)."""
 
     label: str
-    system: SystemSpec | WaferSpec
+    system: SystemSpec
     name: str = ""
 
 

@@ -13,7 +13,7 @@ from compiler.options import CompileOptions
 from compiler.sweep.version import sramflow_version
 from ir.errors import SramflowError
 from targets.overrides import dump_toml
-from targets.spec import SystemSpec, WaferSpec
+from targets.spec import SystemSpec
 
 OK, ERROR, INTERNAL = "ok", "error", "internal-error"
 
@@ -28,7 +28,7 @@ class Job:
     model_name: str
     model_text: str
     model_suffix: str
-    system: SystemSpec | WaferSpec
+    system: SystemSpec
     options: dict[str, Any]
     run: str
     tokens: int
@@ -73,7 +73,7 @@ def _figures(job: Job) -> dict[str, Any]:
         return _compile_and_run(str(model), job, options, Path(tmp))
 
 
-def _plan(model: str, system: SystemSpec | WaferSpec, options: CompileOptions) -> dict:
+def _plan(model: str, system: SystemSpec, options: CompileOptions) -> dict:
     from compiler.planner import make_plan_on
 
     return json.loads(make_plan_on(model, system, options).to_json())

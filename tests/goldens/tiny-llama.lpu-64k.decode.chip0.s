@@ -1,5 +1,5 @@
 ; sramflow assembly: 137 instructions
-program decode target "lpu-64k" chips 8 clock_hz 900000000.0
+program decode target "lpu-64k" chips 8 clock_hz 900000000.0 dialect queues
 meta {"activations": "f16", "chunk_starts": [[216], [3155]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 1, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 1, "rows": 1, "tokens": 256}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
 chip 0 {
   mem.0 {

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from compiler.options import CompileOptions
-from compiler.perf import Breakdown
+from compiler.partition.cost import Breakdown
 from compiler.plan import round_sig as _r
 
 

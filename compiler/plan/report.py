@@ -11,8 +11,8 @@ from compiler.plan import Plan, Stage
 
 def render_plan(plan: Plan, console: Console) -> None:
     console.print(_summary(plan))
-    console.print(_stages(plan))
-    console.print(_memory(plan))
+    console.print(_wafer_stages(plan) if plan.on_wafers else _stages(plan))
+    console.print(memory_table(plan.stages, "core" if plan.on_wafers else "chip"))
 
 
 def render_sweep(plans: list[Plan], console: Console) -> None:
@@ -43,15 +43,29 @@ def _summary(plan: Plan) -> Group:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in ("figure", "predicted", "bound", "binds"):
         table.add_column(col, justify="left" if col in ("figure", "binds") else "right")
-    table.add_row("chips", f"{plan.chips}", f"{plan.chips_lower_bound} (capacity)", plan.binding["chips"])
+    table.add_row(f"{plan.device}s", f"{plan.chips}", f"{plan.chips_lower_bound} (capacity)", plan.binding["chips"])
+    if plan.on_wafers:
+        m = plan.extra["mesh"]
+        table.add_row("cores used", f"{m['cores_used']:,}", f"of {plan.chips * m['cores_per_wafer']:,} on the wafers",
+                      "")
     table.add_row("decode latency / token", f"{d['latency_us']:,.2f} µs", f"{d['latency_bound_us']:,.2f} µs",
                   d["binding"])
     table.add_row("decode tokens/s per user", f"{d['tokens_per_s']:,.0f}", f"{d['tokens_per_s_bound']:,.0f}", "")
     table.add_row("time to first token", f"{p['ttft_ms']:,.3f} ms", f"{p['ttft_bound_ms']:,.3f} ms", p["binding"])
-    s = plan.solver
-    footer = Text(f"pipeline stages {len(plan.stages)}, footprint {plan.footprint_chips} chips; "
-                  f"solver {s['status']} over {s['candidates']} candidates in {plan.wall_s:.2f} s wall", style="dim")
-    return Group(title, table, footer, *_formats(d.get("formats", ())))
+    return Group(title, table, _footer(plan), *_formats(d.get("formats", ())))
+
+
+def _footer(plan: Plan) -> Text:
+    s, solver = plan.solver, f"solver {plan.solver['status']}"
+    searched = f"{solver} over {s['candidates']} candidates in {plan.wall_s:.2f} s wall"
+    if not plan.on_wafers:
+        return Text(f"pipeline stages {len(plan.stages)}, footprint {plan.footprint_chips} chips; {searched}",
+                    style="dim")
+    b, m = plan.decode["breakdown_us"], plan.extra["mesh"]
+    return Text(f"decode split: fabric links {b['links']:,.1f} µs, message steps {b['pipeline_latency']:,.1f} µs, "
+                f"compute {b['compute']:,.1f} µs, SRAM {b['sram_bandwidth']:,.1f} µs; prefill chunk "
+                f"{plan.prefill['chunk_tokens']} tokens\n{len(plan.stages)} regions on {plan.chips} wafer(s) of "
+                f"{m['mesh_rows']}x{m['mesh_cols']} cores; {searched}", style="dim")
 
 
 def _formats(rows) -> list[Text]:
@@ -74,8 +88,16 @@ def _stages(plan: Plan) -> Table:
     return table
 
 
-def _memory(plan: Plan) -> Table:
-    return memory_table(plan.stages, "chip")
+def _wafer_stages(plan: Plan) -> Table:
+    table = Table(title="pipeline stages (one region of cores each)", header_style="bold")
+    for col in ("stage", "units", "layers", "wafer", "region", "cores", "decode µs", "bound µs", "binds"):
+        table.add_column(col, justify="left" if col in ("units", "region", "binds") else "right")
+    for s in plan.stages:
+        r = s.region
+        table.add_row(str(s.index), units_text(s), layer_text(s), str(r.wafer),
+                      f"{r.rows}x{r.cols} @ ({r.row},{r.col})", f"{s.cores:,}", f"{s.decode_us:,.2f}",
+                      f"{s.decode_bound_us:,.2f}", s.binding)
+    return table
 
 
 def memory_table(stages, device: str) -> Table:

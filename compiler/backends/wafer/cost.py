@@ -15,7 +15,7 @@ The KV cache of an attention op is spread the same way (tokens over rows, kv fea
 columns); attention reduces scores within a head across the columns that split it, takes the
 softmax max and sum down the rows, and reduces the weighted values down the rows. Vector ops
 (norms, adds, activations) run on the C cores of one row, a norm adding an allreduce of one
-value along the row. Fabric figures come from the WaferSpec: hop latency, message step, link
+value along the row. Fabric figures come from the SystemSpec: hop latency, message step, link
 bandwidth; nothing is fitted.
 
 Lower bound of a unit: its bytes over the region's aggregate SRAM bandwidth (or its flops over
@@ -29,11 +29,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from compiler.partition.cost import Breakdown
 from compiler.partition.shard_cost import is_resident
-from compiler.perf import Breakdown
 from ir.graph import Op
 from ir.ops import Opcode, expert_passes
-from targets.spec import WaferSpec
+from targets.spec import SystemSpec
 
 ACT_BYTES = 2  # activations and partial sums travel as 16-bit values
 
@@ -72,12 +72,12 @@ class MeshCost:
 ZERO = MeshCost(0, 0, 0, Breakdown(), 0.0)
 
 
-def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: WaferSpec, precision: str,
+def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: SystemSpec, precision: str,
                    rows_scale: float = 1.0) -> MeshCost:
     """The unit's ops on a region of `shape`, summed; `rows_scale` shrinks the rows (a prefill chunk)."""
     total = ZERO
     for op in ops:
-        total += MESH_COST.get(op.opcode, _vector)(op, shape, wafer, precision, rows_scale)
+        total += MESH_COST[op.opcode](op, shape, wafer, precision, rows_scale)
     return total
 
 
@@ -100,26 +100,26 @@ def resident_bytes(op: Op, region: Shape) -> int:
                for i, v in enumerate(op.operands) if is_resident(op, i))
 
 
-def _stream(nbytes: float, flops: float, wafer: WaferSpec, precision: str) -> Breakdown:
-    memory = nbytes / wafer.core_mem_bw_bytes_per_s
-    compute = flops / wafer.core_peak_ops(precision)
+def _stream(nbytes: float, flops: float, wafer: SystemSpec, precision: str) -> Breakdown:
+    memory = nbytes / wafer.chip.mem_bw_bytes_per_s
+    compute = flops / wafer.chip.peak_ops(precision)
     return Breakdown(memory_s=memory) if memory >= compute else Breakdown(compute_s=compute)
 
 
-def _message(hops: int, steps: int, values: float, wafer: WaferSpec) -> Breakdown:
+def _message(hops: int, steps: int, values: float, wafer: SystemSpec) -> Breakdown:
     """`hops` of wire, `steps` message steps at cores, each step moving `values` 16-bit values down a link."""
-    wire = hops * wafer.hop_s + steps * values * ACT_BYTES / wafer.link_bw_bytes_per_s
-    return Breakdown(latency_s=steps * wafer.step_s, link_s=wire)
+    wire = hops * wafer.local_link.latency_s + steps * values * ACT_BYTES / wafer.local_link.bw_bytes_per_s
+    return Breakdown(latency_s=steps * (wafer.step_cycles / wafer.chip.clock_hz), link_s=wire)
 
 
-def tree_reduce(cores: int, values: float, wafer: WaferSpec) -> Breakdown:
+def tree_reduce(cores: int, values: float, wafer: SystemSpec) -> Breakdown:
     """A 2-way tree reduction along a line of `cores` cores, each contributing `values` values."""
     if cores <= 1:
         return Breakdown()
     return _message(cores - 1, math.ceil(math.log2(cores)), values, wafer)
 
 
-def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: WaferSpec, precision: str
+def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str
          ) -> tuple[Breakdown, float]:
     """x[m,k] @ w[k,n] as a mesh GEMV (module docstring); returns its time and its lower bound."""
     kr, nc = math.ceil(k / region.rows), math.ceil(n / region.cols)
@@ -127,12 +127,12 @@ def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: WaferS
     local = _stream(block + m * kr * ACT_BYTES, 2 * m * kr * nc, wafer, precision)
     feed = _message(region.rows + region.cols - 2, 1, m * kr, wafer)
     time = feed + local + tree_reduce(region.rows, m * nc, wafer)
-    stream = max(weight_bytes / (region.cores * wafer.core_mem_bw_bytes_per_s),
-                 2 * m * k * n / (region.cores * wafer.core_peak_ops(precision)))
-    return time, stream + (region.rows - 1) * wafer.hop_s
+    stream = max(weight_bytes / (region.cores * wafer.chip.mem_bw_bytes_per_s),
+                 2 * m * k * n / (region.cores * wafer.chip.peak_ops(precision)))
+    return time, stream + (region.rows - 1) * wafer.local_link.latency_s
 
 
-def _matmul(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
+def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
     w = op.operands[1].type
     k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
     m = op_rows(op, rows_scale)
@@ -142,7 +142,7 @@ def _matmul(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale:
     return MeshCost(resident_bytes(op, region), 0, act, time, bound)
 
 
-def _experts(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
+def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
     """Every expert is tiled over the whole region; a step runs the passes static timing allows."""
     experts, hidden, inter = op.operands[3].type.shape
     m = op_rows(op, rows_scale)
@@ -156,7 +156,7 @@ def _experts(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale
     return MeshCost(resident_bytes(op, region), 0, act, time, bound)
 
 
-def _attention(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
+def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
     m = op_rows(op, rows_scale)
     heads, kv_heads, head_dim = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
     state = sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
@@ -169,23 +169,23 @@ def _attention(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_sca
             + tree_reduce(split, m * max(1, heads // kv_heads), wafer)  # scores within a head
             + tree_reduce(region.rows, m * heads, wafer).scaled(2)  # softmax max, then sum
             + tree_reduce(region.rows, m * q_cols, wafer))  # weighted values
-    stream = max(state / (region.cores * wafer.core_mem_bw_bytes_per_s),
-                 flops / (region.cores * wafer.core_peak_ops("fp16")))
+    stream = max(state / (region.cores * wafer.chip.mem_bw_bytes_per_s),
+                 flops / (region.cores * wafer.chip.peak_ops("fp16")))
     act = 2 * m * (q_cols + heads) * ACT_BYTES
-    return MeshCost(0, per_core, act, time, stream + (region.rows - 1) * wafer.hop_s)
+    return MeshCost(0, per_core, act, time, stream + (region.rows - 1) * wafer.local_link.latency_s)
 
 
-def _embed(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
+def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
     """A row lookup: the token's row sits on one band of cores and travels out along its columns."""
     m = op_rows(op, rows_scale)
     hidden = op.results[0].type.shape[-1]
     cols = math.ceil(hidden / region.cols)
     time = _message(region.rows + region.cols - 2, 1, m * cols, wafer)
     return MeshCost(resident_bytes(op, region), 0, 2 * m * cols * ACT_BYTES, time,
-                    (region.rows + region.cols - 2) * wafer.hop_s)
+                    (region.rows + region.cols - 2) * wafer.local_link.latency_s)
 
 
-def _vector(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale: float) -> MeshCost:
+def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
     """An elementwise op on the C cores of one row; a norm or argmax also reduces along the row."""
     out = op.results[0].type
     m = op_rows(op, rows_scale)
@@ -200,10 +200,14 @@ def _vector(op: Op, region: Shape, wafer: WaferSpec, precision: str, rows_scale:
     return MeshCost(resident_bytes(op, region), 0, 3 * per_core * ACT_BYTES, time, 0.0)
 
 
-MeshRule = Callable[[Op, Shape, WaferSpec, str, float], MeshCost]
+MeshRule = Callable[[Op, Shape, SystemSpec, str, float], MeshCost]
+# The wafer backend's cost rules, by opcode. An op without one (Mamba's conv1d and selective_scan,
+# latent attention, slice) is refused before planning (compiler/backends), never timed as another.
 MESH_COST: dict[Opcode, MeshRule] = {
     Opcode.MATMUL: _matmul,
     Opcode.EXPERTS: _experts,
     Opcode.ATTENTION: _attention,
     Opcode.EMBED: _embed,
+    **{op: _vector for op in (Opcode.ADD, Opcode.MUL, Opcode.SILU, Opcode.GELU, Opcode.RMSNORM, Opcode.ROPE,
+                              Opcode.SOFTMAX, Opcode.ARGMAX, Opcode.TOPK)},
 }

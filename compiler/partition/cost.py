@@ -8,14 +8,14 @@ within 10% of it. The bound (`StageBound`) is a property of the machine and the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from compiler.partition.mesh import DeviceMesh, chip_mesh, collective_wire_s
+from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.shard_cost import Block, Collective, OpWork, ShardCost
 from ir.ops import Opcode
 from targets.spec import ChipSpec, LinkSpec, SystemSpec
-from targets.timing import VXM_ALUS_PER_LANE
 from targets.topology import chip_hops
 
 # Ops whose arithmetic the lowering runs on the vector ALUs rather than the matrix planes (Mamba's
@@ -160,46 +160,29 @@ def handoff_wire_s(system: SystemSpec) -> float:
 
 def vector_ops_per_s(chip: ChipSpec) -> float:
     """The vector ALUs' rate: every lane's ALUs, one op a cycle (targets/timing.py's VOP rule)."""
-    return chip.vector_bytes * VXM_ALUS_PER_LANE * chip.clock_hz
+    return chip.vector_alus * chip.clock_hz
 
 
 def _op_latency_s(system: SystemSpec) -> float:
     return system.chip.op_latency_cycles / system.chip.clock_hz
 
 
-def collective_s(c: Collective, system: SystemSpec) -> float:
-    """Direct (one-shot) reduce-scatter + all-gather, hierarchical over nodes.
+def group_mesh(tp: int, system: SystemSpec) -> DeviceMesh:
+    """The mesh of a group of tp chips laid out node-aligned from a node's first chip (the plan's view,
+    before placement; the lowering measures hops from the stage's own chips)."""
+    node = system.chips_per_node
+    return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node))
 
-    Inside a node the chips are fully connected, so each phase is one message of
-    bytes/p per peer over parallel links. Across q nodes each chip exchanges its
-    1/p slice with its counterparts over its global links, round-robin."""
-    if c.group <= 1:
-        return 0.0
-    p = min(c.group, system.chips_per_node)
-    q = math.ceil(c.group / p)
-    phases = 2 if c.kind == "allreduce" else 1
-    local = _message_s(c.bytes / p, system.local_link) if p > 1 else 0.0
-    if q == 1:
-        return phases * local
-    rounds = math.ceil((q - 1) / max(1, system.global_links_per_chip))
-    link = system.global_link
-    remote = _far_hops(c.group, system) * link.latency_s + rounds * (c.bytes / (p * q)) / link.bw_bytes_per_s
-    return phases * (local + remote)
+
+def collective_s(c: Collective, system: SystemSpec) -> float:
+    """A tensor-parallel collective over its group's mesh (partition.mesh: direct exchanges per axis)."""
+    return collective_time_s(c.kind, c.bytes, group_mesh(c.group, system), system)
 
 
 def collective_latency_s(c: Collective, system: SystemSpec) -> float:
     """The wire latency a collective cannot avoid: a one-shot exchange, each chip's data reaching the
     group's farthest member (one hop inside a node; a node-aligned group's far hops across nodes)."""
-    if c.group <= 1:
-        return 0.0
-    hops = 1 if c.group <= system.chips_per_node else _far_hops(c.group, system)
-    return hops * min(system.local_link.latency_s, system.global_link.latency_s)
-
-
-def _far_hops(group: int, system: SystemSpec) -> int:
-    """Hops from a group's first node to its farthest one (the group is node-aligned)."""
-    nodes = math.ceil(group / system.chips_per_node)
-    return chip_hops(system, 0, (nodes - 1) * system.chips_per_node)
+    return collective_wire_s(c.kind, group_mesh(c.group, system), system)
 
 
 def hop_s(nbytes: int, hops: int, lanes: int, system: SystemSpec) -> float:

@@ -37,10 +37,11 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from compiler.perf import Breakdown
-from compiler.wafer.mesh_cost import MeshCost, Shape, _message
+from compiler.backends.wafer.cost import MeshCost, Shape, _message
+from compiler.partition.candidates import Candidate
+from compiler.partition.cost import Breakdown
 from targets.mesh import Region, band_region, region_hops, shared_edge
-from targets.spec import WaferSpec
+from targets.spec import SystemSpec
 
 MAX_CUTS = 16  # bands and cells per band considered: up to 256 regions a wafer
 KEEP_GRIDS = 8  # grids enumerated for every run of units beyond the wafers-latency front
@@ -67,70 +68,69 @@ class Slot:
     pos: int
     span: int
 
-    def region(self, grid: Grid, wafer: WaferSpec, index: int = 0) -> Region:
+    def region(self, grid: Grid, wafer: SystemSpec, index: int = 0) -> Region:
         return band_region(wafer, grid.bands, grid.per_band, self.band, self.pos, self.span, index)
 
 
 @dataclass(frozen=True, slots=True)
-class WaferCandidate:
-    """Units [first, stop) on one wafer cut by `grid`; `stages` pairs the unit opening each region with its slot."""
+class Cells:
+    """How a wafer candidate is cut: its `grid`, and the unit opening each region with its slot."""
 
-    first: int
-    stop: int
     grid: Grid
     stages: tuple[tuple[int, Slot], ...]
-    decode: Breakdown  # the units, the hand-offs between regions, and the hand-off into this wafer
-    tp: int = 1  # devices it takes, as the path model counts them
 
-    @property
-    def latency_ps(self) -> int:
-        return max(1, round(self.decode.total_s * 1e12))
+
+def wafer_candidate(first: int, stop: int, grid: Grid, stages: tuple[tuple[int, Slot], ...],
+                    decode: Breakdown) -> Candidate:
+    """Units [first, stop) on one wafer (the path model counts it as one device); `decode` holds
+    the units, the hand-offs between regions, and the hand-off into this wafer."""
+    return Candidate(first, stop, 1, 0, 0, decode, Cells(grid, stages))
 
 
 CostOf = Callable[[Shape], Sequence[MeshCost]]  # every unit's cost on a region of that shape
 
 
-def grids(wafer: WaferSpec) -> list[Grid]:
+def grids(wafer: SystemSpec) -> list[Grid]:
     """Every grid of up to MAX_CUTS x MAX_CUTS cells of at least one core, in a fixed order."""
     return [Grid(b, p, Shape(wafer.mesh_rows // b, wafer.mesh_cols // p))
             for b in range(1, min(MAX_CUTS, wafer.mesh_rows) + 1) for p in range(1, min(MAX_CUTS, wafer.mesh_cols) + 1)]
 
 
-def handoff(values: int, hops: int, links: int, wafer: WaferSpec) -> Breakdown:
+def handoff(values: int, hops: int, links: int, wafer: SystemSpec) -> Breakdown:
     """An activation of `values` values moving `hops` hops into the next region over `links` links."""
     return _message(hops, 1, values / max(1, links), wafer)
 
 
-def region_handoff(values: int, a: Region, b: Region, wafer: WaferSpec) -> Breakdown:
+def region_handoff(values: int, a: Region, b: Region, wafer: SystemSpec) -> Breakdown:
     """From region a to region b on one wafer, over the links of their shared edge (or the narrower side)."""
     return handoff(values, region_hops(a, b), shared_edge(a, b) or min(b.rows, b.cols), wafer)
 
 
-def wafer_handoff(nbytes: int, wafer: WaferSpec) -> Breakdown:
+def wafer_handoff(nbytes: int, wafer: SystemSpec) -> Breakdown:
     """Out of one wafer and into the next: across both meshes to their I/O edges (at most a
     half-perimeter each) and over the wafer link."""
-    fabric = (wafer.mesh_rows + wafer.mesh_cols) * wafer.hop_s
-    link = wafer.wafer_link.latency_s + nbytes / wafer.wafer_link.bw_bytes_per_s
+    fabric = (wafer.mesh_rows + wafer.mesh_cols) * wafer.local_link.latency_s
+    link = wafer.global_link.latency_s + nbytes / wafer.global_link.bw_bytes_per_s
     return Breakdown(link_s=fabric + link)
 
 
-def enumerate_wafers(cost_of: CostOf, crossing: list[int], wafer: WaferSpec) -> list[WaferCandidate]:
+def enumerate_wafers(cost_of: CostOf, crossing: list[int], wafer: SystemSpec) -> list[Candidate]:
     """The fastest screened grid for every run of units that fits one wafer, in (first, stop) order.
     `crossing[k]` is the bytes entering unit k."""
-    best: dict[tuple[int, int], WaferCandidate] = {}
+    best: dict[tuple[int, int], Candidate] = {}
     kept = screen_grids(cost_of, crossing, wafer)
     for first in range(len(crossing) - 1):
         entry = wafer_handoff(crossing[first], wafer) if first else Breakdown()
         for grid in kept:
             for stop, stages, time in _packings(first, grid, cost_of, crossing, wafer):
-                cand = WaferCandidate(first, stop, grid, stages, entry + time)
+                cand = wafer_candidate(first, stop, grid, stages, entry + time)
                 key = (first, stop)
                 if key not in best or cand.latency_ps < best[key].latency_ps:
                     best[key] = cand
     return [best[k] for k in sorted(best)]
 
 
-def screen_grids(cost_of: CostOf, crossing: list[int], wafer: WaferSpec) -> list[Grid]:
+def screen_grids(cost_of: CostOf, crossing: list[int], wafer: SystemSpec) -> list[Grid]:
     """The grids worth enumerating: each grid lays out the whole model once, wafer after wafer,
     and we keep the fastest for every wafer count that is fastest so far (the Pareto front of
     wafers against latency) and the KEEP_GRIDS fastest overall, in menu order. The front holds
@@ -151,7 +151,7 @@ def screen_grids(cost_of: CostOf, crossing: list[int], wafer: WaferSpec) -> list
     return [grid for _, _, index, grid in sorted(scored, key=lambda s: s[2]) if index in kept]
 
 
-def _whole_model(grid: Grid, cost_of: CostOf, crossing: list[int], wafer: WaferSpec) -> tuple[int, int] | None:
+def _whole_model(grid: Grid, cost_of: CostOf, crossing: list[int], wafer: SystemSpec) -> tuple[int, int] | None:
     """(wafers, latency in ps) of the model laid out greedily on `grid`, a new wafer when one fills."""
     first, wafers, total = 0, 0, Breakdown()
     while first < len(crossing) - 1:
@@ -164,11 +164,11 @@ def _whole_model(grid: Grid, cost_of: CostOf, crossing: list[int], wafer: WaferS
     return wafers, round(total.total_s * 1e12)
 
 
-def _packings(first: int, grid: Grid, cost_of: CostOf, crossing: list[int], wafer: WaferSpec
+def _packings(first: int, grid: Grid, cost_of: CostOf, crossing: list[int], wafer: SystemSpec
               ) -> Iterator[tuple[int, tuple[tuple[int, Slot], ...], Breakdown]]:
     """Greedy packings of units [first, stop) into the grid's regions, for every stop that fits:
     (stop, the stages so far, the units' time with the hand-offs between regions)."""
-    usable = wafer.usable_core_bytes
+    usable = wafer.chip.usable_sram_bytes
     stages: tuple[tuple[int, Slot], ...] = ()
     band = pos = resident = act = 0
     costs: Sequence[MeshCost] = ()
@@ -209,6 +209,6 @@ def _span(u: int, grid: Grid, cost_of: CostOf, usable: int) -> int | None:
     return None
 
 
-def capacity_lower_bound(total_bytes: int, wafer: WaferSpec) -> int:
+def capacity_lower_bound(total_bytes: int, wafer: SystemSpec) -> int:
     """Every resident byte over one wafer's usable SRAM: no layout uses fewer wafers."""
-    return max(1, math.ceil(total_bytes / (wafer.cores * wafer.usable_core_bytes)))
+    return max(1, math.ceil(total_bytes / (wafer.chips_per_node * wafer.chip.usable_sram_bytes)))

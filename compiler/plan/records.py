@@ -1,14 +1,21 @@
-"""The Plan: where every weight lives, how fast it runs, and the bounds beside each figure."""
+"""The Plan: where every weight lives, how fast it runs, and the bounds beside each figure.
+
+One Plan for every backend. A stage is a contiguous run of units on a group of devices placed on the
+machine: a range of chips (a tensor-parallel group) or a region of a wafer's cores (one program
+replicated on every core). `chips` counts the devices the plan takes: chips, or wafers.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from targets.mesh import Region
 
 
 @dataclass(frozen=True, slots=True)
 class Memory:
-    """Bytes on one chip, by what they hold."""
+    """Bytes on one device (or, summed, on one wafer), by what they hold."""
 
     weights: int
     kv_cache: int
@@ -29,33 +36,69 @@ class Memory:
 
 
 @dataclass(frozen=True, slots=True)
+class ChipRange:
+    """A stage on chips first_chip .. first_chip + tp - 1."""
+
+    first_chip: int
+    tp: int
+
+    @property
+    def devices(self) -> int:
+        return self.tp
+
+    def to_dict(self) -> dict:
+        return {"tp": self.tp, "chips": self.tp, "chip_range": [self.first_chip, self.first_chip + self.tp - 1]}
+
+
+def _region_dict(region: Region) -> dict:
+    return {"tp": region.cores, "wafer": region.wafer, "region": region.to_dict(), "cores": region.cores}
+
+
+@dataclass(frozen=True, slots=True)
 class Stage:
-    """A contiguous run of units on a tensor-parallel group of chips."""
+    """A contiguous run of units on a placed group of devices (ChipRange or a wafer Region)."""
 
     index: int
     first_unit: str
     last_unit: str
     layers: tuple[int, int] | None  # inclusive range of decoder layers, if any
-    tp: int
-    first_chip: int
-    memory: Memory
+    placement: ChipRange | Region
+    memory: Memory  # per device
     decode_us: float  # this stage's share of one decode step, hand-off in included
     decode_bound_us: float
     prefill_chunk_us: float
-    hops_in: int  # network hops from the previous stage
+    hops_in: int  # network hops from the previous stage (a wafer link counts as one)
     binding: str
-    bound_terms: dict[str, float] | None = None  # the physical bound's terms (perf.StageBound)
+    bound_terms: dict[str, float] | None = None  # the physical bound's terms (partition.cost.StageBound)
     decode_tiles_us: float = 0.0  # of decode_us, what whole-tile rounding adds
 
+    @property
+    def tp(self) -> int:
+        """Devices running the stage's program: its chips, or its region's cores."""
+        return self.placement.devices if isinstance(self.placement, ChipRange) else self.placement.cores
+
+    @property
+    def first_chip(self) -> int:
+        return self.placement.first_chip
+
+    @property
+    def region(self) -> Region:
+        return self.placement
+
+    @property
+    def cores(self) -> int:
+        return self.placement.cores
+
     def to_dict(self) -> dict:
+        on_chips = isinstance(self.placement, ChipRange)
+        place = self.placement.to_dict() if on_chips else _region_dict(self.placement)
+        memory_key = "memory_per_chip_bytes" if on_chips else "memory_per_core_bytes"
         return {
             "index": self.index,
             "units": [self.first_unit, self.last_unit],
             "layers": list(self.layers) if self.layers else None,
-            "tp": self.tp,
-            "chips": self.tp,
-            "chip_range": [self.first_chip, self.first_chip + self.tp - 1],
-            "memory_per_chip_bytes": self.memory.to_dict(),
+            **place,
+            memory_key: self.memory.to_dict(),
             "decode_us": round_sig(self.decode_us),
             "decode_bound_us": round_sig(self.decode_bound_us),
             "prefill_chunk_us": round_sig(self.prefill_chunk_us),
@@ -68,7 +111,9 @@ class Stage:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Everything `sramflow plan` decides and predicts; `to_json` is the artifact."""
+    """Everything `sramflow plan` decides and predicts; `to_json` is the artifact. `memory` is the
+    fullest device the plan reports (a chip; a wafer's cores summed); `extra` holds a backend's own
+    keys (a wafer plan's `mesh`)."""
 
     model: str
     target: str
@@ -77,16 +122,23 @@ class Plan:
     chips_lower_bound: int
     footprint_chips: int
     stages: tuple[Stage, ...]
+    memory: Memory
     decode: dict
     prefill: dict
     binding: dict
     solver: dict
     totals: dict
+    device: str = "chip"  # "chip" or "wafer": what `chips` counts
+    extra: dict = field(default_factory=dict)
     wall_s: float = 0.0  # measured, shown to people; never in the JSON, which must be byte-stable
 
     @property
     def fullest(self) -> Memory:
-        return max((s.memory for s in self.stages), key=lambda m: (m.total, m.weights))
+        return self.memory
+
+    @property
+    def on_wafers(self) -> bool:
+        return self.device == "wafer"
 
     def to_dict(self) -> dict:
         return plan_dict(self)
@@ -100,8 +152,8 @@ def round_sig(x: float) -> float:
     return float(f"{x:.4g}")
 
 
-def plan_dict(plan) -> dict:
-    """The keys every plan has, chip or wafer, in the order the JSON shows them."""
+def plan_dict(plan: Plan) -> dict:
+    """Every plan's keys in the order the JSON shows them, then the backend's own."""
     return {
         "model": plan.model,
         "target": plan.target,
@@ -109,11 +161,11 @@ def plan_dict(plan) -> dict:
         "chips": plan.chips,
         "chips_lower_bound": plan.chips_lower_bound,
         "footprint_chips": plan.footprint_chips,
-        "memory_per_chip_bytes": plan.fullest.to_dict(),
+        "memory_per_chip_bytes": plan.memory.to_dict(),
         "totals": plan.totals,
         "stages": [s.to_dict() for s in plan.stages],
         "decode": plan.decode,
         "prefill": plan.prefill,
         "binding": plan.binding,
         "solver": plan.solver,
-    }
+    } | plan.extra

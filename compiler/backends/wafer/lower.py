@@ -43,21 +43,27 @@ and instantiated with shifted cycles, tags, streams and addresses.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler.partition.units import signature
-from compiler.wafer.mesh_cost import ACT_BYTES, Shape, op_rows, resident_bytes
-from ir.errors import ConfigError
+from compiler.backends.wafer.cost import ACT_BYTES, Shape, op_rows, resident_bytes
+from compiler.backends.wafer.planner import host_input_bytes
+from compiler.codegen.lowering import Lowering
+from compiler.options import CompileOptions
+from compiler.partition.units import boundary_bytes, signature
+from compiler.plan import Plan
+from ir.contract import Route
 from ir.graph import Graph, Op
 from ir.isa import Fmt, Fn, UnitKind
 from ir.isa import Op as Isa
 from ir.ops import Opcode
 from ir.program import HOST, Flag, Program, empty_columns
-from targets.mesh import region_hops, shared_edge
-from targets.spec import WaferSpec
-from targets.wafer_timing import FABRIC_RECV, FABRIC_SEND, WAFER_RECV, WAFER_SEND, WaferTiming
+from targets.mesh import Roles, region_hops, shared_edge
+from targets.spec import SystemSpec
+from targets.timing import Timing
+from targets.wafer_timing import FABRIC_RECV, FABRIC_SEND, WAFER_RECV, WAFER_SEND
 
 X, S = 0, 2  # streams: an op's input slice, attention scores
 P, Q = 1, 3  # an op's result (partial sums) alternates between these two: a stream is never
@@ -66,69 +72,29 @@ FMT = {"fp16": Fmt.F16, "fp8": Fmt.FP8, "int8": Fmt.I8, "int4": Fmt.I4}
 VECTOR_FN = {Opcode.ADD: Fn.ADD, Opcode.MUL: Fn.MUL, Opcode.SILU: Fn.SILU, Opcode.GELU: Fn.GELU,
              Opcode.RMSNORM: Fn.RMSNORM, Opcode.ROPE: Fn.ROPE, Opcode.SOFTMAX: Fn.SOFTMAX,
              Opcode.ARGMAX: Fn.ARGMAX}
-UNSUPPORTED = frozenset({Opcode.EXPERTS})
 
 
-def tree_positions(n: int) -> tuple[list[tuple[int, tuple[int, ...]]], list[int]]:
-    """A 2-way tree along a line of n cores by recursive halving: at level j the first a_j cores are
-    live, and core i in [h_j, a_j), h_j = ceil(a_j / 2), sends to core i - h_j (h_j hops), so the
-    hops of all levels add up to about n - 1 (the model's figure). Returns every core's (send level,
-    levels it receives at) -- the root's send level is the tree's height -- and every level's h_j."""
-    halves, live = [], n
-    while live > 1:
-        halves.append((live + 1) // 2)
-        live = halves[-1]
-    out = []
-    for i in range(n):
-        level, live, receives = len(halves), n, []
-        for j, h in enumerate(halves):
-            if i >= h:
-                level = j
-                break
-            if i + h < live:
-                receives.append(j)
-            live = h
-        out.append((level, tuple(receives)))
-    return out, halves
+@dataclass(frozen=True)
+class WaferTiming:
+    """The target's Timing, read as a wafer core's links: the fabric (units 0, 1) and the wafer link (2, 3)."""
 
-
-@dataclass(frozen=True, slots=True)
-class Roles:
-    """The role streams of a region: root-row streams (by column key) first, then row streams."""
-
-    keys: tuple[tuple, ...]  # ("root", level, receive levels) or ("row", level, receive levels)
-    replicas: tuple[int, ...]
-    first: tuple[int, ...]  # the first row (row roles) or column (root roles) of each
-    row_role: tuple[int, ...]  # role index of every row r > 0 (index 0 unused)
-    col_role: tuple[int, ...]  # role index of row 0's core in every column
-    row_halves: tuple[int, ...]  # hops of each level of the row tree
-    col_halves: tuple[int, ...]
+    rules: Timing
 
     @classmethod
-    def of(cls, shape: Shape) -> Roles:
-        (cols, col_halves), (rows, row_halves) = tree_positions(shape.cols), tree_positions(shape.rows)
-        col_keys = sorted(set(cols))
-        row_keys = sorted(set(rows[1:]))
-        keys = [("root", *k) for k in col_keys] + [("row", *k) for k in row_keys]
-        index = {k: i for i, k in enumerate(keys)}
-        col_role = tuple(index[("root", *k)] for k in cols)
-        row_role = (-1,) + tuple(index[("row", *k)] for k in rows[1:])
-        replicas, first = [0] * len(keys), [-1] * len(keys)
-        for c, role in enumerate(col_role):
-            replicas[role] += 1
-            first[role] = c if first[role] < 0 else first[role]
-        for r in range(1, shape.rows):
-            replicas[row_role[r]] += shape.cols
-            first[row_role[r]] = r if first[row_role[r]] < 0 else first[row_role[r]]
-        return cls(tuple(keys), tuple(replicas), tuple(first), row_role, col_role, tuple(row_halves),
-                   tuple(col_halves))
+    def of(cls, wafer: SystemSpec) -> WaferTiming:
+        return cls(Timing.of(wafer))
 
-    @property
-    def root(self) -> list[int]:
-        return [i for i, k in enumerate(self.keys) if k[0] == "root"]
+    def __getattr__(self, name: str):
+        return getattr(self.rules, name)
 
-    def __len__(self) -> int:
-        return len(self.keys)
+    def send(self, nbytes: int, wafer_link: bool = False) -> int:
+        return self.rules.link(nbytes, WAFER_SEND if wafer_link else FABRIC_SEND)
+
+    def recv(self, nbytes: int, wafer_link: bool = False) -> int:
+        return self.rules.recv(nbytes, WAFER_RECV if wafer_link else FABRIC_RECV)
+
+    def arrival(self, hops: int, wafer_link: bool = False) -> int:
+        return hops * self.rules.local.latency_cycles + (self.rules.remote.latency_cycles if wafer_link else 0)
 
 
 class _Emitter:
@@ -150,16 +116,17 @@ class _Emitter:
         self.rows.append({"chip": role, "kind": kind, "unit": unit, "op": op, "issue": self.t if at is None else at,
                           "cycles": cycles, **fields})
 
-    def message(self, senders: list[int], receivers: list[tuple[int, int]], hops: int, nbytes: int,
-                src: int | None, out: int | None, accumulate: bool = False) -> None:
-        """One message step: `senders` SEND stream `src` (None: their result) at t; each (receiver,
-        named sender) RECVs into `out` (None: a fresh result stream; accumulating onto the last)."""
+    def message(self, senders: list[int], receivers: list[tuple[int, int]], route: Route, hops: int, nbytes: int,
+                src: int | None, out: int | None, accumulate: bool = False, level: int = -1) -> None:
+        """One message step: `senders` SEND stream `src` (None: their result) at t along `route` (tree
+        `level`), `hops` away; each (receiver, named sender) RECVs into `out` (None: a fresh result
+        stream; accumulating onto the last). The SEND names its route, never its hops."""
         tm, tag = self.timing, self.tags
         self.tags += 1
         for s in senders:
             self.put(s, UnitKind.C2C, FABRIC_SEND, Isa.SEND, tm.send(nbytes), src_bytes=nbytes,
                      s_a=self.cur[s] if src is None else src,
-                     peer=receivers[0][0], tag=tag, imm=hops)
+                     peer=receivers[0][0], tag=tag, route=route, imm=level)
         arrive = self.t + tm.arrival(hops)
         for r, s in receivers:
             extra = {"s_c": self.cur[r], "flags": Flag.ACCUMULATE} if accumulate else {}
@@ -170,7 +137,8 @@ class _Emitter:
     def feed(self, values: int) -> None:
         """The input of an op, from row 0 to every core: R + C - 2 hops, one step."""
         everyone = [(r, self.roles.root[0]) for r in range(len(self.roles))]
-        self.message(self.roles.root, everyone, self.shape.rows + self.shape.cols - 2, values * ACT_BYTES, None, X)
+        self.message(self.roles.root, everyone, Route.FEED, self.shape.rows + self.shape.cols - 2, values * ACT_BYTES,
+                     None, X)
 
     def row_tree(self, values: int, times: int = 1) -> None:
         """The 2-way tree down the rows: at level j the rows [h_j, a_j) send their partials h_j rows up."""
@@ -181,7 +149,7 @@ class _Emitter:
                 takers = [(i, ro.row_role[ro.first[i] + h]) for i, k in enumerate(ro.keys)
                           if k[0] == "row" and j in k[2]]
                 takers += [(i, ro.row_role[h]) for i in ro.root]
-                self.message(senders, takers, h, values * ACT_BYTES, None, None, accumulate=True)
+                self.message(senders, takers, Route.ROWS, h, values * ACT_BYTES, None, None, accumulate=True, level=j)
 
     def col_tree(self, values: int, levels: int | None = None, broadcast: bool = False) -> None:
         """The 2-way tree along row 0's columns; `broadcast` runs it back down. With `levels`, only the
@@ -195,10 +163,10 @@ class _Emitter:
             high = [i for i in ro.root if j in ro.keys[i][2]]
             if broadcast:  # the partner below sends the result back
                 pairs = [(i, ro.col_role[ro.first[i] - h]) for i in low]
-                self.message(high, pairs, h, values * ACT_BYTES, None, None)
+                self.message(high, pairs, Route.COLS, h, values * ACT_BYTES, None, None, level=j)
             else:
                 pairs = [(i, ro.col_role[ro.first[i] + h]) for i in high]
-                self.message(low, pairs, h, values * ACT_BYTES, None, None, accumulate=True)
+                self.message(low, pairs, Route.COLS, h, values * ACT_BYTES, None, None, accumulate=True, level=j)
 
     def mxm(self, roles: list[int], m: int, k: int, n: int, fmt: Fmt, src: int, nbytes: int, s_b: int,
             out: int | None, flags: int = 0) -> None:
@@ -258,7 +226,7 @@ def _embed(e: _Emitter, op: Op, rows_scale: float, precision: str, kv: str) -> N
         e.put(r, UnitKind.MEM, 0, Isa.GATHER, cycles, src=addr, src_bytes=nbytes, s_out=X, m=m, n=cols)
     e.t += cycles
     root = e.roles.root
-    e.message(root, [(r, root[0]) for r in root], e.shape.rows + e.shape.cols - 2, nbytes, X, None)
+    e.message(root, [(r, root[0]) for r in root], Route.FEED, e.shape.rows + e.shape.cols - 2, nbytes, X, None)
 
 
 def _vector(e: _Emitter, op: Op, rows_scale: float, precision: str, kv: str) -> None:
@@ -269,7 +237,7 @@ def _vector(e: _Emitter, op: Op, rows_scale: float, precision: str, kv: str) -> 
     width = out.shape[-1] if len(out.shape) > 1 else 1
     moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
     per_core, nbytes = math.ceil(width / cols), math.ceil(moved / cols)
-    fn = VECTOR_FN.get(op.opcode, Fn.NONE)
+    fn = VECTOR_FN[op.opcode]
     cycles = e.timing.vop(fn, m * per_core, nbytes, rows=m)
     for r in e.roles.root:
         e.put(r, UnitKind.VXM, 0, Isa.VOP, cycles, fn=fn, src_bytes=nbytes, s_a=e.cur[r], s_out=e.fresh(r), m=m,
@@ -282,7 +250,9 @@ def _vector(e: _Emitter, op: Op, rows_scale: float, precision: str, kv: str) -> 
         e.col_tree(2 * m)
 
 
-LOWER = {Opcode.MATMUL: _matmul, Opcode.ATTENTION: _attention, Opcode.EMBED: _embed}
+# The wafer backend's emission rules, by opcode: an op without one is refused before planning.
+LOWER = {Opcode.MATMUL: _matmul, Opcode.ATTENTION: _attention, Opcode.EMBED: _embed,
+         **{op: _vector for op in VECTOR_FN}}
 
 
 @dataclass
@@ -298,9 +268,7 @@ def _template(ops: list[Op], shape: Shape, roles: Roles, timing: WaferTiming, ro
               precision: str, kv: str) -> _Template:
     e = _Emitter(roles, timing, shape)
     for op in ops:
-        if op.opcode in UNSUPPORTED:
-            raise ConfigError(f"compile: cannot lower {op.opcode.value} on a wafer yet (`sramflow plan` works)")
-        LOWER.get(op.opcode, _vector)(e, op, rows_scale, precision, kv)
+        LOWER[op.opcode](e, op, rows_scale, precision, kv)
     return _Template(_columns(e.rows), e.t, e.tags, e.addr, np.array([c != P for c in e.cur], dtype=bool))
 
 
@@ -356,7 +324,31 @@ class _Stage:
         return sum(tpl.cycles for tpl, _ in self.units)
 
 
-def lower_wafer(phase: str, graph: Graph, stages, wafer: WaferSpec, crossing: list[int], rows_scale: float,
+def lower(plan: Plan, decode: Graph, prefill: Graph, chunk_graph: Graph, system: SystemSpec, options: CompileOptions,
+          progress: Callable[[str], None]) -> Lowering:
+    """Decode once; prefill as the plan's chunks, pipelined through the regions (role streams)."""
+    crossing = boundary_bytes(decode)
+    chunk = plan.prefill["chunk_tokens"]
+    host = host_input_bytes(decode)
+    progress("scheduling decode")
+    d = lower_wafer("decode", decode, plan.stages, system, crossing, 1.0, options.precision, options.kv_precision,
+                    host_bytes=host)
+    progress("scheduling prefill")
+    p = lower_wafer("prefill", prefill, plan.stages, system, [b * chunk for b in crossing], chunk / options.prompt,
+                    options.precision, options.kv_precision, plan.prefill["chunks"], {"chunk_tokens": chunk},
+                    host_bytes=host * chunk)
+    return Lowering(d, p, prefill, {"wafer": True, "stages": _stage_memory(d, p)})
+
+
+def _stage_memory(decode: Program, prefill: Program) -> list[dict]:
+    """Each region's per-core resident bytes and its role streams (every core of a region has one layout)."""
+    return [{"index": d["index"], "region": d["region"], "first_stream": d["first_stream"], "streams": d["streams"],
+             "resident_bytes_per_core": d["resident_bytes_per_core"],
+             "prefill_resident_bytes_per_core": p["resident_bytes_per_core"]}
+            for d, p in zip(decode.meta["stages"], prefill.meta["stages"], strict=True)]
+
+
+def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: list[int], rows_scale: float,
                 precision: str, kv_precision: str, chunks: int = 1, meta: dict | None = None,
                 host_bytes: int = 0) -> Program:
     """One phase as role streams: decode, or `chunks` prefill chunks of `rows_scale` of the prompt's rows,
@@ -388,10 +380,10 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: WaferSpec, crossing: li
                   for st, p in zip(stages, plan, strict=True)]
     info = {"wafer": True, "replicas": out.replicas, "roles": out.roles, "stages": stage_meta, "chunks": chunks,
             "chunk_starts": starts, "templates": out.templates, "cores": sum(out.replicas)} | (meta or {})
-    return Program.build(phase, wafer.name, len(out.replicas), wafer.clock_hz, cols, info)
+    return Program.build(phase, wafer.name, len(out.replicas), wafer.chip.clock_hz, cols, info, dialect="roles")
 
 
-def _stages(graph: Graph, stages, wafer: WaferSpec, timing: WaferTiming, crossing: list[int], rows_scale: float,
+def _stages(graph: Graph, stages, wafer: SystemSpec, timing: WaferTiming, crossing: list[int], rows_scale: float,
             precision: str, kv: str, out: _Out) -> list[_Stage]:
     """Every stage's roles (numbered into `out`) and templates: one per distinct (unit, region shape)."""
     scopes = graph.scopes()
@@ -401,7 +393,7 @@ def _stages(graph: Graph, stages, wafer: WaferSpec, timing: WaferTiming, crossin
     plan = []
     for st in stages:
         shape = Shape(st.region.rows, st.region.cols)
-        roles = Roles.of(shape)
+        roles = Roles.of(shape.rows, shape.cols)
         base = len(out.replicas)
         out.replicas += list(roles.replicas)
         out.swapped += [False] * len(roles)
@@ -418,7 +410,7 @@ def _stages(graph: Graph, stages, wafer: WaferSpec, timing: WaferTiming, crossin
     return plan
 
 
-def _host_input(out: _Out, timing: WaferTiming, wafer: WaferSpec, first: _Stage, t: int, nbytes: int) -> int:
+def _host_input(out: _Out, timing: WaferTiming, wafer: SystemSpec, first: _Stage, t: int, nbytes: int) -> int:
     """The host sends the step's embedding rows over the wafer's system I/O link (--embed-on-host): the
     first region's row 0 RECVs them from HOST, half the mesh's perimeter from its I/O edge. Returns when
     they are in."""
@@ -434,7 +426,7 @@ def _host_input(out: _Out, timing: WaferTiming, wafer: WaferSpec, first: _Stage,
     return arrive + timing.recv(nbytes, True)
 
 
-def _handoff(out: _Out, timing: WaferTiming, wafer: WaferSpec, prev: _Stage, cur: _Stage, t: int, free: int
+def _handoff(out: _Out, timing: WaferTiming, wafer: SystemSpec, prev: _Stage, cur: _Stage, t: int, free: int
              ) -> tuple[int, int]:
     """The previous region's row 0 sends the activation into this region's row 0 (a fresh result stream),
     from cycle t; the receiver takes it once it is `free`. Returns (when it has it, when the SEND ends)."""
@@ -452,7 +444,8 @@ def _handoff(out: _Out, timing: WaferTiming, wafer: WaferSpec, prev: _Stage, cur
     out.tags += 1
     for s in prev.roles.root:
         e.put(prev.base + s, UnitKind.C2C, send_unit, Isa.SEND, timing.send(per_link, far), src_bytes=per_link,
-              s_a=Q if out.swapped[prev.base + s] else P, peer=cur.base + cur.roles.root[0], tag=tag, imm=hops)
+              s_a=Q if out.swapped[prev.base + s] else P, peer=cur.base + cur.roles.root[0], tag=tag,
+              route=Route.NEXT_WAFER if far else Route.NEXT_REGION)
     arrive = max(t + timing.arrival(hops, far), free)
     for r in cur.roles.root:
         out.swapped[cur.base + r] = not out.swapped[cur.base + r]

@@ -1,0 +1,164 @@
+"""The chip backend's Layout: units on tensor-parallel groups of chips, placed on the network.
+
+Candidates are contiguous runs of units on groups of t chips (compiler/partition/candidates.py);
+a chosen path is placed node-aligned by CP-SAT (compiler/partition/placement.py); each stage is timed
+by the op-level rules (compiler/partition/cost.py) plus its hand-off from the previous stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from compiler.options import CompileOptions
+from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
+from compiler.partition.cost import Breakdown, StageBound, handoff_lanes, handoff_wire_s, hop_s, unit_bound, unit_time
+from compiler.partition.placement import place
+from compiler.partition.shard_cost import ShardCost, align
+from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
+from compiler.plan.records import ChipRange, Memory, Stage
+from compiler.plan.search import Timed
+from ir.graph import Graph
+from targets.spec import SystemSpec
+from targets.topology import chip_hops
+
+# No stage is wider than this: beyond it, collectives cost more than sharding saves on every target we ship.
+MAX_GROUP = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A chosen candidate placed on chips first_chip .. first_chip + tp - 1."""
+
+    cand: Candidate
+    first_chip: int
+
+
+@dataclass
+class ChipLayout:
+    """The search's view of a model on a chip system (plan.search.Layout)."""
+
+    system: SystemSpec
+    decode: Graph
+    prefill: Graph
+    options: CompileOptions
+    device: str = "chip"
+    units_: list[Unit] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    lower_bound: int = 0
+    _prefill: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions) -> ChipLayout:
+        units = build_units(decode, prefill, options, min(system.max_chips, MAX_GROUP), system.chips_per_node,
+                            system.chip.vector_bytes)
+        tables = cost_tables(units, system, options.precision)
+        reserved = max(input_bytes(decode, options.batch, system), input_bytes(decode, options.min_chunk_rows, system))
+        cands = enumerate_candidates(units, tables, boundary_bytes(decode), system,
+                                     keep_dominated=options.chips is not None, reserved_bytes=reserved)
+        return cls(system, decode, prefill, options, units_=units, candidates=cands,
+                   lower_bound=capacity_lower_bound(units, system))
+
+    @property
+    def machine(self) -> str:
+        return self.system.name
+
+    @property
+    def max_devices(self) -> int:
+        return self.system.max_chips
+
+    @property
+    def units(self) -> int:
+        return len(self.units_)
+
+    def unplaceable(self, unit: int) -> str:
+        u = self.units_[unit]
+        return (f"no chip of {self.system.name} can hold unit {u.scope} even split as far as it divides "
+                f"({max(u.sizes)} ways): give the target more SRAM per chip")
+
+    def place(self, path: Sequence[Candidate], options: CompileOptions) -> list[Run]:
+        collectives = [sum(len(u.decode[c.tp].collectives) for u in self.units_[c.first:c.stop]) for c in path]
+        starts = place([c.tp for c in path], collectives, self.system, options.solver_seed)
+        return [Run(c, s) for c, s in zip(path, starts, strict=True)]
+
+    def fits(self, run: Run, chunk: int) -> bool:
+        """Activations are affine in the rows (fixed buffers plus a share a token), measured at the
+        smallest and the largest chunk the units were costed at."""
+        c, o = run.cand, self.options
+        units = self.units_[c.first:c.stop]
+        largest, smallest = o.chunk_rows // o.batch, o.min_chunk_rows // o.batch
+        # the inputs' regions, as bytes a row plus at most a vector each
+        low = max(u.prefill_min_act[c.tp] for u in units) + input_bytes(self.decode, smallest * o.batch, self.system)
+        high = max(u.prefill[c.tp].act_bytes for u in units) + input_bytes(self.decode, largest * o.batch, self.system)
+        per_token = (high - low) / (largest - smallest) if largest > smallest else 0
+        return c.resident_bytes + low + per_token * (chunk - smallest) <= self.system.chip.usable_sram_bytes
+
+    def time(self, index: int, run: Run, runs: list[Run], chunk: int) -> Timed:
+        c, system, precision = run.cand, self.system, self.options.precision
+        units = self.units_[c.first:c.stop]
+        pre = self._prefill_costs(runs, chunk)
+        pre = [pre[u.kind, c.tp] for u in units]
+        decode = sum((unit_time(u.decode[c.tp], system, precision) for u in units), Breakdown())
+        prefill = sum((unit_time(p, system, precision) for p in pre), Breakdown())
+        entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
+        bound = sum((unit_bound(u.decode[c.tp], system, precision) for u in units), entry)
+        prefill_bound = sum((unit_bound(p, system, precision) for p in pre), entry)
+        hops = 0
+        if index:
+            prev = runs[index - 1]
+            hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
+            lanes = handoff_lanes(prev.cand.tp, c.tp, system.chips_per_node)
+            scale = chunk / self.options.prompt
+            decode += Breakdown(link_s=hop_s(boundary_bytes(self.decode)[c.first], hops, lanes, system))
+            prefill += Breakdown(link_s=hop_s(math.ceil(boundary_bytes(self.prefill)[c.first] * scale), hops,
+                                              lanes, system))
+        o = self.options
+        inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
+        memory = _memory(units, pre, c.tp, system, inputs)
+        stage = Stage(index, units[0].scope, units[-1].scope, layers_of([u.scope for u in units]),
+                      ChipRange(run.first_chip, c.tp), memory, decode.total_s * 1e6, bound.total_s * 1e6,
+                      prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6)
+        return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
+
+    def _prefill_costs(self, runs: list[Run], chunk: int) -> dict[tuple[int, int], ShardCost]:
+        key = (chunk, tuple((r.cand.first, r.cand.stop, r.cand.tp) for r in runs))
+        if key not in self._prefill:
+            used = {(u.kind, r.cand.tp) for r in runs for u in self.units_[r.cand.first:r.cand.stop]}
+            self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
+                                               self.system.chip.vector_bytes)
+        return self._prefill[key]
+
+    def memory(self, timed: list[Timed]) -> Memory:
+        return max((t.stage.memory for t in timed), key=lambda m: (m.total, m.weights))
+
+    def extra(self, path: Sequence[Candidate], timed: list[Timed]) -> dict:
+        return {}
+
+    def footprint(self, timed: list[Timed]) -> int:
+        last = timed[-1].stage
+        return last.first_chip + last.tp
+
+
+def input_bytes(decode: Graph, rows: int, system: SystemSpec) -> int:
+    """SRAM every stage's chips give the phase's inputs (token ids, positions) at `rows` rows: one
+    region each, from a vector boundary, as the layout places them (decode's inputs have one row a
+    sequence)."""
+    batch = max(1, decode.inputs[0].type.shape[0]) if decode.inputs and decode.inputs[0].type.shape else 1
+    return sum(align(math.ceil(v.type.nbytes * rows / batch), system.chip.vector_bytes) for v in decode.inputs)
+
+
+def _memory(units: list[Unit], pre: list[ShardCost], tp: int, system: SystemSpec, inputs: int) -> Memory:
+    return Memory(
+        weights=sum(u.decode[tp].weight_bytes for u in units),
+        kv_cache=sum(u.decode[tp].state_bytes for u in units),
+        activations=max(max(u.decode[tp].act_bytes, p.act_bytes) for u, p in zip(units, pre, strict=True)) + inputs,
+        program=system.chip.program_reserve_bytes,
+        capacity=system.chip.sram_bytes,
+    )
+
+
+def layers_of(scopes: list[str]) -> tuple[int, int] | None:
+    """The inclusive range of decoder layers among `scopes`, if any."""
+    numbers = [int(s.split(".")[1]) for s in scopes if s.startswith("layers.")]
+    return (numbers[0], numbers[-1]) if numbers else None

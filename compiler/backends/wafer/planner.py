@@ -1,0 +1,273 @@
+"""The wafer backend's Layout: units tiled over regions of a wafer's cores, wafers in a pipeline.
+
+Candidates are runs of units on one wafer cut into a grid of regions (compiler/backends/wafer/layout.py:
+the grid/region search, a candidate generator of its own); the shared search (compiler/plan/search.py)
+chooses the wafer boundaries; each region's stage is timed by the mesh cost rules
+(compiler/backends/wafer/cost.py) plus its hand-off over the fabric or the wafer link.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from compiler.backends.chips.planner import layers_of
+from compiler.backends.wafer.cost import MeshCost, Shape, unit_mesh_cost
+from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, enumerate_wafers, region_handoff, wafer_handoff
+from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
+from compiler.partition import dp
+from compiler.partition.candidates import Candidate
+from compiler.partition.cost import Breakdown
+from compiler.partition.units import boundary_bytes, signature
+from compiler.passes.embed_on_host import HOST_INPUT
+from compiler.plan.records import Memory, Stage
+from compiler.plan.search import Timed
+from ir.graph import Graph, Op
+from targets.mesh import Region, region_hops
+from targets.spec import SystemSpec
+
+
+@dataclass(frozen=True, slots=True)
+class _Costed:
+    """The units of one phase graph, and their costs on a cell shape. Identical units share a kind,
+    so costs are computed once per (kind, shape, rows): the work grows with distinct layer shapes."""
+
+    graph: Graph
+    scopes: list[str]
+    kinds: list[int]
+    ops: list[list[Op]]  # by kind
+    memo: dict[tuple[int, Shape, float], MeshCost]
+
+    @classmethod
+    def of(cls, graph: Graph) -> _Costed:
+        seen: dict[tuple, int] = {}
+        scopes = graph.scopes()
+        ops: list[list[Op]] = []
+        kinds = []
+        for scope in scopes:
+            unit = list(graph.ops_in(scope))
+            kinds.append(seen.setdefault(signature(unit), len(seen)))
+            if kinds[-1] == len(ops):
+                ops.append(unit)
+        return cls(graph, scopes, kinds, ops, {})
+
+    def kind_cost(self, kind: int, shape: Shape, wafer: SystemSpec, precision: str, rows_scale: float = 1.0
+                  ) -> MeshCost:
+        key = (kind, shape, rows_scale)
+        if key not in self.memo:
+            self.memo[key] = unit_mesh_cost(self.ops[kind], shape, wafer, precision, rows_scale)
+        return self.memo[key]
+
+    def costs(self, shape: Shape, wafer: SystemSpec, precision: str, rows_scale: float = 1.0) -> list[MeshCost]:
+        return [self.kind_cost(k, shape, wafer, precision, rows_scale) for k in self.kinds]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A region's run of units [first, stop)."""
+
+    region: Region
+    first: int
+    stop: int
+
+
+@dataclass
+class WaferLayout:
+    """The search's view of a model on a wafer system (plan.search.Layout)."""
+
+    system: SystemSpec
+    options: CompileOptions
+    units_: _Costed
+    prompt: _Costed
+    cost_of: CostOf
+    candidates: list[Candidate]
+    lower_bound: int
+    device: str = "wafer"
+    crossing: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions) -> WaferLayout:
+        units, prompt = _Costed.of(decode), _Costed.of(prefill)
+        crossing = boundary_bytes(decode)
+        bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(), system)
+        cost_of, cands = _layout_inputs(units, prompt, crossing, system, options, bound)
+        return cls(system, options, units, prompt, cost_of, cands, bound, crossing=crossing)
+
+    @property
+    def machine(self) -> str:
+        return self.system.name
+
+    @property
+    def max_devices(self) -> int:
+        return self.system.max_nodes
+
+    @property
+    def units(self) -> int:
+        return len(self.units_.scopes)
+
+    def unplaceable(self, unit: int) -> str:
+        return (f"unit {self.units_.scopes[unit]} does not fit one {self.system.name} wafer even tiled over every "
+                "core: give the target more SRAM per core")
+
+    def place(self, path: Sequence[Candidate], options: CompileOptions) -> list[Run]:
+        runs = []
+        for w, cand in enumerate(path):
+            cells = cand.cells
+            stops = [u for u, _ in cells.stages[1:]] + [cand.stop]
+            for (first, slot), stop in zip(cells.stages, stops, strict=True):
+                runs.append(Run(slot.region(cells.grid, self.system, w), first, stop))
+        return runs
+
+    def fits(self, run: Run, chunk: int) -> bool:
+        shape = Shape(run.region.rows, run.region.cols)
+        scale = chunk / self.options.prompt
+        resident = sum(c.resident_bytes for c in self.cost_of(shape)[run.first:run.stop])
+        act = max(c.act_bytes for c in self.prompt.costs(shape, self.system, self.options.precision,
+                                                          scale)[run.first:run.stop])
+        return resident + act <= self.system.chip.usable_sram_bytes
+
+    def time(self, index: int, run: Run, runs: list[Run], chunk: int) -> Timed:
+        shape = Shape(run.region.rows, run.region.cols)
+        scale = chunk / self.options.prompt
+        pre = self.prompt.costs(shape, self.system, self.options.precision, scale)[run.first:run.stop]
+        prev = runs[index - 1].region if index else None
+        host = host_input_bytes(self.units_.graph) if index == 0 else 0
+        return _stage(index, run.region, self.units_.scopes, self.cost_of(shape)[run.first:run.stop], pre, prev,
+                      self.crossing, run.first, chunk, self.system, self.options, host)
+
+    def memory(self, timed: list[Timed]) -> Memory:
+        return max(_wafer_memory([t.stage for t in timed], self.system), key=lambda m: (m.total, m.weights))
+
+    def extra(self, path: Sequence[Candidate], timed: list[Timed]) -> dict:
+        stages = [t.stage for t in timed]
+        core = max((s.memory for s in stages), key=lambda m: (m.total, m.weights))
+        return {"mesh": _mesh(path, stages, self.system) | {"memory_per_core_bytes": core.to_dict()}}
+
+    def footprint(self, timed: list[Timed]) -> int:
+        return max(t.stage.region.wafer for t in timed) + 1
+
+
+def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: SystemSpec, options: CompileOptions,
+                   bound: int) -> tuple[CostOf, list[Candidate]]:
+    """Costs and candidates with room for a prefill chunk of MIN_PREFILL_CHUNK tokens beside every stage,
+    unless that room costs a wafer decode does not need: then room for one token (prefill never
+    costs a device; the chunk actually used is the largest that fits afterwards)."""
+    choices = []
+    for tokens in (min(options.prompt, MIN_PREFILL_CHUNK), 1):
+        cost_of = _room_for_prefill(units, prompt, tokens / options.prompt, wafer, options.precision)
+        cands = enumerate_wafers(cost_of, crossing, wafer)
+        fewest = dp.fewest_chips(cands, len(crossing) - 1)
+        choices.append((len(fewest) if fewest else math.inf, cost_of, cands))
+        if fewest and len(fewest) <= bound:
+            break
+    wafers = min(c[0] for c in choices)
+    return next((cost_of, cands) for n, cost_of, cands in choices if n == wafers)
+
+
+def _room_for_prefill(units: _Costed, prompt: _Costed, scale: float, wafer: SystemSpec, precision: str) -> CostOf:
+    """Every unit's decode cost on a shape, its activation space widened to hold `scale` of the prompt's
+    rows. Costs are computed when first asked for, once per (shape, kind of unit)."""
+    memo: dict[tuple[Shape, int, int], MeshCost] = {}
+
+    def merged(shape: Shape, u: int) -> MeshCost:
+        key = (shape, units.kinds[u], prompt.kinds[u])
+        if key not in memo:
+            d = units.kind_cost(key[1], shape, wafer, precision)
+            p = prompt.kind_cost(key[2], shape, wafer, precision, scale)
+            memo[key] = replace(d, act_bytes=max(d.act_bytes, p.act_bytes))
+        return memo[key]
+
+    return lambda shape: _UnitCosts(shape, len(units.kinds), merged)
+
+
+class _UnitCosts(Sequence[MeshCost]):
+    """Every unit's cost on one shape, as a read-only sequence computed on demand."""
+
+    def __init__(self, shape: Shape, units: int, get: Callable[[Shape, int], MeshCost]):
+        self.shape, self.units, self.get = shape, units, get
+
+    def __len__(self) -> int:
+        return self.units
+
+    def __getitem__(self, index):  # int or slice, as a list's
+        if isinstance(index, slice):
+            return [self.get(self.shape, u) for u in range(*index.indices(self.units))]
+        return self.get(self.shape, range(self.units)[index])
+
+
+def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: list[MeshCost], prev: Region | None,
+           crossing: list[int], first: int, chunk: int, wafer: SystemSpec, options: CompileOptions,
+           host_bytes: int = 0) -> Timed:
+    decode = sum((c.time for c in dec), Breakdown())
+    prefill = sum((c.time for c in pre), Breakdown())
+    bound = sum(c.bound_s for c in dec)
+    prefill_bound = sum(c.bound_s for c in pre)
+    hops = 0
+    if host_bytes:  # the embedding rows from the host, over the system I/O and across the mesh: all unavoidable
+        decode, prefill = decode + host_input(host_bytes, wafer), prefill + host_input(host_bytes * chunk, wafer)
+        bound, prefill_bound = bound + host_input(host_bytes, wafer).total_s, \
+            prefill_bound + host_input(host_bytes * chunk, wafer).total_s
+    if prev is not None:
+        entry, entry_p, wire, hops = _entry(prev, region, crossing[first], chunk, wafer)
+        decode, prefill = decode + entry, prefill + entry_p
+        bound, prefill_bound = bound + wire, prefill_bound + wire
+    memory = Memory(weights=sum(c.weight_bytes for c in dec), kv_cache=sum(c.state_bytes for c in dec),
+                    activations=max(max(c.act_bytes for c in dec), max(c.act_bytes for c in pre)),
+                    program=wafer.chip.program_reserve_bytes, capacity=wafer.chip.sram_bytes)
+    last = first + len(dec) - 1
+    stage = Stage(i, scopes[first], scopes[last], layers_of(scopes[first:last + 1]), region, memory,
+                  decode.total_s * 1e6, bound * 1e6, prefill.total_s * 1e6, hops, decode.binding)
+    return Timed(stage, decode, bound, prefill, prefill_bound)
+
+
+def host_input_bytes(graph: Graph) -> int:
+    """Bytes a step's host-written embedding rows take (0 unless --embed-on-host)."""
+    return sum(v.type.nbytes for v in graph.inputs if v.name == HOST_INPUT)
+
+
+def host_input(nbytes: int, wafer: SystemSpec) -> Breakdown:
+    """Rows from the host: over the wafer's system I/O link, then from its edge to the region (at most
+    half the mesh's perimeter)."""
+    hops = (wafer.mesh_rows + wafer.mesh_cols) // 2
+    link = wafer.global_link
+    return Breakdown(link_s=link.latency_s + nbytes / link.bw_bytes_per_s + hops * wafer.local_link.latency_s)
+
+
+def _entry(prev: Region, region: Region, nbytes: int, chunk: int, wafer: SystemSpec
+           ) -> tuple[Breakdown, Breakdown, float, int]:
+    """The hand-off into a stage for decode and for one prefill chunk, its wire latency, and its hops."""
+    if prev.wafer != region.wafer:
+        wire = wafer.global_link.latency_s
+        return wafer_handoff(nbytes, wafer), wafer_handoff(nbytes * chunk, wafer), wire, 1
+    values = math.ceil(nbytes / 2)  # 16-bit values
+    hops = region_hops(prev, region)
+    return (region_handoff(values, prev, region, wafer), region_handoff(values * chunk, prev, region, wafer),
+            hops * wafer.local_link.latency_s, hops)
+
+
+def _wafer_memory(stages: list[Stage], wafer: SystemSpec) -> list[Memory]:
+    """Each wafer's memory summed over the cores of its regions (idle cores hold nothing)."""
+    out = []
+    for w in range(max(s.region.wafer for s in stages) + 1):
+        mine = [s for s in stages if s.region.wafer == w]
+        out.append(Memory(weights=sum(s.memory.weights * s.cores for s in mine),
+                          kv_cache=sum(s.memory.kv_cache * s.cores for s in mine),
+                          activations=sum(s.memory.activations * s.cores for s in mine),
+                          program=sum(s.memory.program * s.cores for s in mine),
+                          capacity=wafer.chips_per_node * wafer.chip.sram_bytes))
+    return out
+
+
+def _mesh(wafers: Sequence[Candidate], stages: list[Stage], wafer: SystemSpec) -> dict:
+    return {
+        "mesh_rows": wafer.mesh_rows,
+        "mesh_cols": wafer.mesh_cols,
+        "cores_per_wafer": wafer.chips_per_node,
+        "cores_used": sum(s.cores for s in stages),
+        "regions": len(stages),
+        "wafers": [{"wafer": w, "grid": [c.cells.grid.bands, c.cells.grid.per_band],
+                    "cell": [c.cells.grid.cell.rows, c.cells.grid.cell.cols], "regions_used": len(c.cells.stages),
+                    "cells_used": sum(slot.span for _, slot in c.cells.stages),
+                    "units": [c.first, c.stop]} for w, c in enumerate(wafers)],
+    }

@@ -1,0 +1,125 @@
+"""The device mesh of a stage: named axes of devices, and the collectives that run along them.
+
+A stage's devices form a mesh with named axes, as in JAX's `Mesh`. A chip stage of t chips laid out
+node-aligned has a `chips` axis (the chips of a node, a clique over local links) and, past one node,
+a `nodes` axis (the chips of equal local rank in the stage's nodes, a clique over global links). A
+wafer region of R x C cores has a `rows` and a `cols` axis, each a line of neighbouring cores over
+the fabric. A collective is a rule per axis shape, run axis by axis:
+
+  clique  direct: every member sends each other member its slice in one step, over its `links`
+          parallel links: hops x latency + ceil((size - 1) / links) x slice / bandwidth
+  line    a 2-way tree (halving): size - 1 hops of wire, ceil(log2 size) steps, each a receiver's
+          fixed step plus one block of values over a link
+
+The plan's estimate, the lowering and the interpreter's checks all follow these rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from targets.spec import LinkSpec, SystemSpec
+
+CLIQUE, LINE = "clique", "line"
+LOCAL, GLOBAL = "local", "global"
+
+
+@dataclass(frozen=True, slots=True)
+class Axis:
+    """One axis of a mesh: `size` devices `stride` apart in the stage's order, joined as `shape`
+    by links of class `link`; a member reaches the farthest other in `hops` hops and spreads its
+    messages over `links` parallel links."""
+
+    name: str
+    size: int
+    shape: str
+    link: str
+    stride: int = 1
+    hops: int = 1
+    links: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMesh:
+    """A stage's devices as named axes, innermost first."""
+
+    axes: tuple[Axis, ...]
+
+    @property
+    def size(self) -> int:
+        return math.prod(a.size for a in self.axes)
+
+    def axis(self, name: str) -> Axis | None:
+        return next((a for a in self.axes if a.name == name), None)
+
+    def to_dict(self) -> dict:
+        return {a.name: a.size for a in self.axes}
+
+
+def chip_mesh(tp: int, system: SystemSpec, far_hops: Callable[[int], int]) -> DeviceMesh:
+    """t chips laid out node-aligned: a clique of min(t, node) chips, then a clique of the nodes
+    (`far_hops(q)` the hops from the first of q nodes to the farthest)."""
+    if tp <= 1:
+        return DeviceMesh(())
+    node = system.chips_per_node
+    if tp <= node:
+        return DeviceMesh((Axis("chips", tp, CLIQUE, LOCAL, 1, 1, tp - 1),))
+    q = math.ceil(tp / node)
+    return DeviceMesh((Axis("chips", node, CLIQUE, LOCAL, 1, 1, node - 1),
+                       Axis("nodes", q, CLIQUE, GLOBAL, node, far_hops(q), max(1, system.global_links_per_chip))))
+
+
+def region_mesh(rows: int, cols: int) -> DeviceMesh:
+    """R x C cores of a wafer: a line of rows and a line of columns over the fabric."""
+    return DeviceMesh((Axis("rows", rows, LINE, LOCAL), Axis("cols", cols, LINE, LOCAL)))
+
+
+def link_of(axis: Axis, system: SystemSpec) -> LinkSpec:
+    return system.local_link if axis.link == LOCAL else system.global_link
+
+
+def clique_s(axis: Axis, slice_bytes: float, system: SystemSpec) -> float:
+    """One direct exchange along a clique axis: each member's slice to every other member."""
+    link = link_of(axis, system)
+    rounds = math.ceil((axis.size - 1) / max(1, axis.links))
+    return axis.hops * link.latency_s + rounds * slice_bytes / link.bw_bytes_per_s
+
+
+def line_s(axis: Axis, block_bytes: float, system: SystemSpec) -> float:
+    """A 2-way tree along a line axis: size - 1 hops of wire, ceil(log2 size) steps of one block."""
+    if axis.size <= 1:
+        return 0.0
+    link = link_of(axis, system)
+    steps = math.ceil(math.log2(axis.size))
+    step_s = system.step_cycles / system.chip.clock_hz if axis.link == LOCAL else 0.0
+    return (axis.size - 1) * link.latency_s + steps * (step_s + block_bytes / link.bw_bytes_per_s)
+
+
+def line_wire_s(axis: Axis, block_bytes: float, system: SystemSpec) -> tuple[float, float]:
+    """A line tree's time split as (message steps, wire and bandwidth): how plans report it."""
+    if axis.size <= 1:
+        return 0.0, 0.0
+    link = link_of(axis, system)
+    steps = math.ceil(math.log2(axis.size))
+    step_s = system.step_cycles / system.chip.clock_hz if axis.link == LOCAL else 0.0
+    return steps * step_s, (axis.size - 1) * link.latency_s + steps * block_bytes / link.bw_bytes_per_s
+
+
+def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec) -> float:
+    """An all-reduce (reduce-scatter then all-gather) or an all-gather of `nbytes` (the whole tensor)
+    over a chip mesh's clique axes, innermost first: each axis moves the slice that is left."""
+    phases = 2 if kind == "allreduce" else 1
+    total, share = 0.0, nbytes
+    for axis in mesh.axes:
+        share /= axis.size
+        total += clique_s(axis, share, system)
+    return phases * total
+
+
+def collective_wire_s(kind: str, mesh: DeviceMesh, system: SystemSpec) -> float:
+    """What a collective cannot avoid: one exchange's wire to the group's farthest member."""
+    if mesh.size <= 1:
+        return 0.0
+    return mesh.axes[-1].hops * min(system.local_link.latency_s, system.global_link.latency_s)

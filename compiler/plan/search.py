@@ -1,0 +1,132 @@
+"""The search every backend shares: candidates to a path of stages (exact DP bounds, then CP-SAT), the
+prefill chunk, and the Plan.
+
+A backend (compiler/backends) describes its machine as a `Layout`: the units a path must cover,
+candidate stages (a chip backend's run of units on t chips; a wafer backend's run of units on one
+wafer, cut into regions), how to place a chosen path, whether a prefill chunk fits a placed stage,
+and how long each placed stage takes. Everything else is here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
+from compiler.partition import dp
+from compiler.partition.candidates import Candidate
+from compiler.partition.cost import Breakdown
+from compiler.partition.cpsat import Solution, solve
+from compiler.plan.figures import decode_figures, prefill_figures
+from compiler.plan.records import Memory, Plan, Stage
+from ir.errors import ConfigError, DoesNotFitError
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """A placed stage with the unrounded figures the totals are summed from."""
+
+    stage: Stage
+    decode: Breakdown
+    decode_bound_s: float
+    prefill: Breakdown
+    prefill_bound_s: float
+
+
+class Layout(Protocol):
+    """What a backend tells the search about one model on one machine."""
+
+    device: str  # "chip" or "wafer": what the path model counts
+    machine: str  # the target's name, for messages
+    max_devices: int
+    units: int  # units the path covers, in model order
+    candidates: list[Candidate]
+    lower_bound: int  # capacity bound, in devices
+
+    def unplaceable(self, unit: int) -> str:
+        """Why no candidate holds unit `unit` (a one-line error)."""
+
+    def place(self, path: Sequence[Candidate], options: CompileOptions) -> list[Any]:
+        """The chosen path's stages on the machine, in order (backend records)."""
+
+    def fits(self, run: Any, chunk: int) -> bool:
+        """Whether a prefill chunk of `chunk` tokens a sequence fits beside the placed stage's residents."""
+
+    def time(self, index: int, run: Any, runs: list[Any], chunk: int) -> Timed:
+        """A placed stage's figures for decode and for one prefill chunk."""
+
+    def memory(self, timed: list[Timed]) -> Memory:
+        """The fullest device the plan reports."""
+
+    def extra(self, path: Sequence[Candidate], timed: list[Timed]) -> dict:
+        """The backend's own JSON keys."""
+
+    def footprint(self, timed: list[Timed]) -> int:
+        """Devices the placed stages span."""
+
+
+def plan_from_layout(name: str, target: str, options: CompileOptions, layout: Layout, totals: dict) -> Plan:
+    solution = choose(layout, options)
+    runs = layout.place(solution.stages, options)
+    chunk = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
+    timed = [layout.time(i, run, runs, chunk) for i, run in enumerate(runs)]
+    stages = tuple(t.stage for t in timed)
+    return Plan(
+        model=name, target=target, options=asdict(options), chips=sum(c.tp for c in solution.stages),
+        chips_lower_bound=layout.lower_bound, footprint_chips=layout.footprint(timed), stages=stages,
+        memory=layout.memory(timed), decode=decode_figures(timed, options),
+        prefill=prefill_figures(timed, options, chunk), binding=_binding(timed, options),
+        solver={"status": solution.status, "objective": options.objective, "candidates": solution.candidates,
+                "wall_s": round(solution.deterministic_s, 3)},
+        totals=totals, device=layout.device, extra=layout.extra(solution.stages, timed))
+
+
+def choose(layout: Layout, options: CompileOptions) -> Solution:
+    """The fewest-devices path bounds the search (dp.prune is exact), then CP-SAT picks the path by
+    the objective; DoesNotFitError says how many devices would do."""
+    devices = f"{layout.device}s"
+    if options.chips and options.chips > layout.max_devices:
+        raise ConfigError(f"--chips {options.chips}: the target joins at most {layout.max_devices} {devices}")
+    cands, units = layout.candidates, layout.units
+    fewest = dp.fewest_chips(cands, units)
+    if fewest is None:
+        covered = {u for c in cands for u in range(c.first, c.stop)}
+        raise DoesNotFitError(layout.unplaceable(next((u for u in range(units) if u not in covered), 0)), None)
+    needed = sum(c.tp for c in fewest)
+    budget = options.chips or options.max_chips or layout.max_devices
+    if needed > budget:
+        raise DoesNotFitError(f"the model needs at least {needed} {devices} of {layout.machine} (capacity bound "
+                              f"{layout.lower_bound}); {budget} allowed", needed)
+    exact = options.chips is not None
+    # The fewest-devices path is feasible, so its figures bound the search, except when the count is
+    # pinned: a path of exactly --chips devices may be slower.
+    slowest = 2**62 if exact else sum(c.latency_ps for c in fewest)
+    limit = needed if options.objective == "chips" and not exact else budget
+    usable = dp.prune(cands, units, limit, slowest)
+    solution = solve(usable, units, options.objective, options.chips, budget, options.solver_seed,
+                     options.solver_deterministic_time, None if exact else fewest)
+    if solution is None:
+        raise DoesNotFitError(f"no layout uses exactly {options.chips} {devices}; {needed} is the fewest that fit "
+                              "and stage sizes must divide the work", needed)
+    return solution
+
+
+def prefill_chunk(options: CompileOptions, fits: Callable[[int], bool]) -> int:
+    """The one chunk rule: the largest chunk (tokens a sequence) up to --prefill-chunk, a multiple of
+    MIN_PREFILL_CHUNK or below it any count, that every stage has room for (one token when none
+    does). `fits` is monotone in the chunk, so the search is a bisection."""
+    largest = options.chunk_rows // options.batch
+    sizes = sorted({largest, *range(MIN_PREFILL_CHUNK, largest + 1, MIN_PREFILL_CHUNK),
+                    *range(1, min(largest, MIN_PREFILL_CHUNK) + 1)})
+    lo, hi = 0, len(sizes) - 1  # sizes[lo] is taken when nothing larger fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(sizes[mid]) else (lo, mid - 1)
+    return sizes[lo]
+
+
+def _binding(timed: list[Timed], options: CompileOptions) -> dict:
+    chips = "sram-capacity" if options.objective == "chips" and options.chips is None else "chip-budget"
+    return {"chips": chips, "decode": sum((t.decode for t in timed), Breakdown()).binding,
+            "prefill": sum((t.prefill for t in timed), Breakdown()).binding}

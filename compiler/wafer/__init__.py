@@ -1,1 +1,0 @@
-"""Planning on wafer-scale meshes: per-region costs, the layout search, and the wafer Plan."""

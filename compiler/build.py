@@ -17,8 +17,8 @@ from pathlib import Path
 from compiler.backends import backend_for
 from compiler.codegen.lowering import Lowering
 from compiler.frontend import build_graph, load_model_config
+from compiler.frontend.options import CompileOptions
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
-from compiler.options import CompileOptions
 from compiler.plan import Plan
 from compiler.planner import Lowered, graph_file_options, graph_passes, is_graph_file, plan_graphs, read_graph_file
 from ir.build_io import build_writer, check_destination, write_manifest

@@ -9,7 +9,7 @@ from pathlib import Path
 from compiler.backends import backend_for
 from compiler.formats import check_storable, format_rates
 from compiler.frontend import build_graph, load_model_config
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.passes import Pipeline
 from compiler.passes.embed_on_host import EmbedOnHost
 from compiler.passes.quantize import TENSOR_SCALE, Quantize

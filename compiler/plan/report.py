@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from compiler.plan import Plan, Stage
+from compiler.plan.figures import GAP_PARTS
 
 
 def render_plan(plan: Plan, console: Console) -> None:
@@ -157,8 +158,6 @@ def render_summary(figures: dict, memory: dict, console: Console) -> None:
 
 def _gap_line(gap: dict[str, float], total_us: float) -> str:
     """scheduled - bound by cause, largest first, naming the largest share."""
-    from compiler.inspect import GAP_PARTS
-
     largest = max(gap, key=lambda k: (gap[k], k))
     shares = ", ".join(f"{k.replace('_', ' ')} {v:,.2f}" for k, v in sorted(gap.items(), key=lambda kv: -kv[1]))
     return (f"gap to the bound {total_us:,.2f} µs: {shares} µs; largest: {largest.replace('_', ' ')} "

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
+from compiler.frontend.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from compiler.build import compile_model
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.serving.handoff import plan_handoff
 from compiler.serving.layout import cache_layout
 from ir.build_io import build_writer, check_destination, write_manifest

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
 from compiler.partition.cost import Breakdown, StageBound, handoff_lanes, handoff_wire_s, hop_s, unit_bound, unit_time
 from compiler.partition.placement import place

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from compiler.backends.chips.planner import layers_of
 from compiler.backends.wafer.cost import MeshCost, Shape, unit_mesh_cost
 from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, enumerate_wafers, region_handoff, wafer_handoff
-from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
+from compiler.frontend.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown

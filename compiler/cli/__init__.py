@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--weights", default="auto",
                       help="the SRAM image for `run --functional`: random (seeded), a .npz checkpoint of arrays "
                            "by parameter name, none, or auto (random up to 256 MiB of weights)")
+    comp.add_argument("--plan", metavar="PLAN_JSON",
+                      help="compile the stages of this plan (`plan --json`, or a build's plan.json, maybe edited) "
+                           "instead of searching: every figure is costed afresh")
     comp.set_defaults(run=_compile)
     insp = sub.add_parser("inspect", help="summarise a build directory, print assembly, draw timelines")
     insp.add_argument("build", help="a directory written by `sramflow compile`")
@@ -293,9 +296,13 @@ def _compile(args: argparse.Namespace) -> int:
 
     from compiler.build import compile_model
     from compiler.serving import commands
+    from ir.errors import ConfigError
 
     options = _options(args)  # option mistakes are reported before the progress bar starts
     if commands.serving_requested(args):
+        if args.plan:
+            raise ConfigError("--plan: a disaggregated build plans its two pools itself; give --plan without "
+                              "--prefill-target/--decode-target")
         return commands.compile_pools(args, options)
     console = Console(stderr=True)
     # A spinner only on a terminal: redirected, stderr holds nothing but the result (or one error line).
@@ -305,7 +312,7 @@ def _compile(args: argparse.Namespace) -> int:
         task = bar.add_task("compiling", total=None) if bar else None
         manifest = compile_model(args.model, args.target or "lpu", options, args.output,
                                  (lambda step: bar.update(task, description=step)) if bar else (lambda _: None),
-                                 weights=args.weights, force=args.force)
+                                 weights=args.weights, force=args.force, plan_file=args.plan)
     console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}", soft_wrap=True, markup=False)
     return 0
 

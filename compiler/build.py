@@ -9,7 +9,6 @@ manifest.json lists every file's sha256; the same command twice gives byte-ident
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from ir.build_io import build_writer, check_destination, write_manifest
 from ir.errors import ConfigError
 from ir.graph import Graph
 from ir.image_io import save_image
+from ir.memory_map import MemoryMap
 from ir.printer import print_graph
 from ir.program_io import save_program
 from targets import load_target
@@ -124,14 +124,16 @@ def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system: SystemSpec,
            image: tuple[dict | None, str], force: bool = False, memory_extra: dict | None = None) -> dict:
-    memory = lowered.memory | (memory_extra or {})
+    shape = {"context": plan.options["context"], "batch": plan.options["batch"],
+             "recurrent": plan.totals.get("ssm_state_bytes", 0) > 0}
+    memory = MemoryMap.from_dict(lowered.memory | shape | (memory_extra or {}))
     with build_writer(out, force) as tmp:
         (tmp / "plan.json").write_text(replace(plan, wall_s=0.0).to_json())
         (tmp / "decode.ir").write_text(print_graph(decode_graph))
         (tmp / "prefill.ir").write_text(print_graph(lowered.prefill_graph))
         save_program(lowered.decode, tmp / "decode.prog")
         save_program(lowered.prefill, tmp / "prefill.prog")
-        (tmp / "memory.json").write_text(json.dumps(memory, indent=1, sort_keys=True) + "\n")
+        (tmp / "memory.json").write_text(memory.to_json())
         (tmp / TARGET_FILE).write_text(dumps_target(system))
         if image[0] is not None:
             save_image(image[0], tmp / "sram.img", image[1])

@@ -83,7 +83,7 @@ def read_plan(path: str | Path) -> PlanFile:
     except OSError as err:
         raise ConfigError(f"{where}: cannot read the plan ({err.strerror})") from None
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{where}:{err.lineno}: not JSON ({err.msg})") from None
+        raise ConfigError(f"{where}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("stages"), list) or not data["stages"]:
         raise ConfigError(f"{where}: not a plan (`sramflow plan --json` writes one): it needs a list of stages")
     for key in ("model", "target", "options"):

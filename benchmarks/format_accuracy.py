@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from compiler.frontend import build_graph, load_model_config
+from compiler.frontend.options import CompileOptions
 from compiler.image import random_weights
-from compiler.options import CompileOptions
 from compiler.plan import round_sig
 from compiler.planner import lower
 from targets import load_target

@@ -22,7 +22,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compiler.build import compile_model  # noqa: E402
-from compiler.options import CompileOptions  # noqa: E402
+from compiler.frontend.options import CompileOptions  # noqa: E402
 from ir.isa import Fmt, Fn  # noqa: E402
 from ir.program_io import load_program  # noqa: E402
 from targets import load_target  # noqa: E402

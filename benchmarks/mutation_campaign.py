@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.build import compile_model
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from ir.errors import ExecutionError
 from ir.isa import Fn, Op
 from ir.program import Flag, Program

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from compiler.build import compile_model
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from ir.errors import SramflowError
 from targets.runner import run_build
 

@@ -12,7 +12,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.serving.curves import batch_curve
 from compiler.serving.pools import Load, size_deployment
 from ir.errors import DoesNotFitError

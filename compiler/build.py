@@ -9,7 +9,6 @@ manifest.json lists every file's sha256; the same command twice gives byte-ident
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -17,14 +16,16 @@ from pathlib import Path
 from compiler.backends import backend_for
 from compiler.codegen.lowering import Lowering
 from compiler.frontend import build_graph, load_model_config
+from compiler.frontend.options import CompileOptions
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
-from compiler.options import CompileOptions
 from compiler.plan import Plan
+from compiler.plan.reader import read_plan
 from compiler.planner import Lowered, graph_file_options, graph_passes, is_graph_file, plan_graphs, read_graph_file
 from ir.build_io import build_writer, check_destination, write_manifest
 from ir.errors import ConfigError
 from ir.graph import Graph
 from ir.image_io import save_image
+from ir.memory_map import MemoryMap
 from ir.printer import print_graph
 from ir.program_io import save_program
 from targets import load_target
@@ -36,14 +37,19 @@ Progress = Callable[[str], None]
 
 
 def compile_model(model: str, target: str, options: CompileOptions, out: str | Path,
-                  progress: Progress = lambda _: None, weights: str = "auto", force: bool = False) -> dict:
+                  progress: Progress = lambda _: None, weights: str = "auto", force: bool = False,
+                  plan_file: str | Path | None = None) -> dict:
     """Plan, lower and schedule `model`; write the build directory `out`; return the manifest.
     `weights`: "random", a checkpoint (.npz), "none", or "auto" (random for models whose
     weights take at most 256 MiB): the SRAM image the functional interpreter runs on.
-    `out` must be absent, empty or a sramflow build (an edited one only with `force`)."""
+    `out` must be absent, empty or a sramflow build (an edited one only with `force`). `plan_file`: lower
+    the stages of that plan (`plan --json`, maybe edited) instead of searching for them."""
     out = check_destination(out, force)
+    pinned = read_plan(plan_file) if plan_file is not None else None
     system = load_target(target)
     if is_graph_file(model):
+        if pinned is not None:
+            raise ConfigError("--plan: a graph IR file is planned as one unit; there are no stages to give")
         return _compile_graph_file(model, system, options, out, progress, weights, force)
     config = load_model_config(model)
     backend = backend_for(system)
@@ -53,7 +59,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
     progress("partitioning")
-    plan = plan_graphs(config.name, graphs, system, options)
+    plan = plan_graphs(config.name, graphs, system, options, pinned)
     chunk = _chunk_graph(config, options, plan.prefill["chunk_tokens"])
     lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunk, system, options, progress)
     image = None
@@ -118,14 +124,16 @@ def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system: SystemSpec,
            image: tuple[dict | None, str], force: bool = False, memory_extra: dict | None = None) -> dict:
-    memory = lowered.memory | (memory_extra or {})
+    shape = {"context": plan.options["context"], "batch": plan.options["batch"],
+             "recurrent": plan.totals.get("ssm_state_bytes", 0) > 0}
+    memory = MemoryMap.from_dict(lowered.memory | shape | (memory_extra or {}))
     with build_writer(out, force) as tmp:
         (tmp / "plan.json").write_text(replace(plan, wall_s=0.0).to_json())
         (tmp / "decode.ir").write_text(print_graph(decode_graph))
         (tmp / "prefill.ir").write_text(print_graph(lowered.prefill_graph))
         save_program(lowered.decode, tmp / "decode.prog")
         save_program(lowered.prefill, tmp / "prefill.prog")
-        (tmp / "memory.json").write_text(json.dumps(memory, indent=1, sort_keys=True) + "\n")
+        (tmp / "memory.json").write_text(memory.to_json())
         (tmp / TARGET_FILE).write_text(dumps_target(system))
         if image[0] is not None:
             save_image(image[0], tmp / "sram.img", image[1])

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.plan import Plan
 from compiler.planner import make_plan
 from ir.errors import ConfigError, DoesNotFitError

@@ -8,7 +8,7 @@ codes widened to the 8-bit floating path). The plan says which for the weights a
 
 from __future__ import annotations
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.passes.quantize import STORAGE
 from compiler.passes.quantize_kv import STORAGE as KV_STORAGE
 from ir.errors import ConfigError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.plan.figures import gap_shares
 from ir.errors import ConfigError
 from ir.isa import UnitKind
 from ir.program import Program
@@ -41,30 +42,6 @@ def summary(plan: dict, decode: Program, prefill: Program) -> dict:
             "estimate_ms": plan["prefill"]["ttft_ms"],
         },
     }
-
-
-# What lies between the scheduled latency and the physical bound, in the order inspect prints it.
-GAP_PARTS = {
-    "per_op_latency": "the fixed pipeline latency each dependent op pays",
-    "collectives": "collectives and hand-offs beyond their unavoidable wire latency",
-    "tiles": "whole matrix-unit tiles where a shard is narrower than a tile",
-    "serialisation": "ops streaming one after another instead of overlapping perfectly",
-    "drains": "what the schedule adds to the estimate: drains between dependent ops, queue order",
-}
-
-
-def gap_shares(plan: dict, scheduled_us: float) -> dict[str, float] | None:
-    """Microseconds of scheduled - bound by cause (GAP_PARTS); None when the plan has no bound terms."""
-    stages = plan["stages"]
-    if not all("decode_bound_terms" in s for s in stages):
-        return None
-    d = plan["decode"]
-    parts = {"per_op_latency": d["breakdown_us"]["pipeline_latency"],
-             "collectives": d["breakdown_us"]["links"] - sum(s["decode_bound_terms"]["wire_us"] for s in stages),
-             "tiles": sum(s["decode_tiles_us"] for s in stages)}
-    parts["serialisation"] = d["latency_us"] - d["latency_bound_us"] - sum(parts.values())
-    parts["drains"] = scheduled_us - d["latency_us"]
-    return {k: round(v, 3) for k, v in parts.items()}
 
 
 def busy(program: Program) -> dict[str, float]:

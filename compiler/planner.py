@@ -9,12 +9,13 @@ from pathlib import Path
 from compiler.backends import backend_for
 from compiler.formats import check_storable, format_rates
 from compiler.frontend import build_graph, load_model_config
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.passes import Pipeline
 from compiler.passes.embed_on_host import EmbedOnHost
 from compiler.passes.quantize import TENSOR_SCALE, Quantize
 from compiler.passes.quantize_kv import QuantizeKV
 from compiler.plan import Plan
+from compiler.plan.reader import PlanFile
 from compiler.plan.search import plan_from_layout
 from ir.errors import ConfigError
 from ir.graph import Graph
@@ -94,16 +95,20 @@ def make_plan_on(model: str, system: SystemSpec, options: CompileOptions) -> Pla
     return replace(plan, wall_s=time.perf_counter() - start)
 
 
-def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: CompileOptions) -> Plan:
-    """The partitioner and performance model on already lowered graphs, through the target's backend."""
+def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: CompileOptions,
+                pinned: PlanFile | None = None) -> Plan:
+    """The partitioner and performance model on already lowered graphs, through the target's backend;
+    with `pinned`, the layout of a plan file (`compile --plan`) costed afresh instead of a search."""
     if options.embed_on_host and not system.is_mesh:
         raise ConfigError(f"--embed-on-host: {system.name} holds its embedding table; only wafer targets stream "
                           "the token's row in from the host")
     check_storable(system, options)
     backend = backend_for(system)
     backend.check(graphs.decode, system)
-    layout = backend.layout(graphs.decode, graphs.prefill, system, options)
-    plan = plan_from_layout(name, system.name, options, layout, _totals(graphs))
+    if pinned is not None:
+        pinned.check_for(name, system.name, options)
+    layout = backend.layout(graphs.decode, graphs.prefill, system, options, every=pinned is not None)
+    plan = plan_from_layout(name, system.name, options, layout, _totals(graphs), pinned)
     return replace(plan, decode=plan.decode | {"formats": format_rates(system, options)})
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from ir.build_io import BuildFiles
 from ir.errors import ParseError, SramflowError
 from ir.image_io import loads_image
+from ir.memory_map import MemoryMap
 from ir.program import Program
 from ir.program_io import loads
 from targets.loader import loads_target
@@ -33,7 +34,7 @@ class Build:
     files: BuildFiles
     system: SystemSpec
     plan: dict
-    memory: dict
+    memory: MemoryMap
     programs: dict[str, Program]
 
     @property
@@ -42,12 +43,12 @@ class Build:
 
     @property
     def context(self) -> int:
-        return int(self.plan["options"]["context"])
+        return self.memory.context
 
     @property
     def recurrent(self) -> bool:
         """Mamba state: it runs on through every row, padding included."""
-        return self.plan["totals"].get("ssm_state_bytes", 0) > 0
+        return self.memory.recurrent
 
     @property
     def has_image(self) -> bool:
@@ -69,7 +70,7 @@ def load_build(path: str | Path) -> Build:
     files = BuildFiles(path)
     system = _target(files)
     plan = files.json("plan.json", PLAN_KEYS)
-    memory = files.json("memory.json", ("stages",))
+    memory = _memory(files)
     programs = {phase: _program(files, phase) for phase in PHASES}
     names = {"manifest.json": files.manifest.target, "plan.json": plan["target"],
              **{f"{p}.prog": programs[p].target for p in PHASES}}
@@ -80,6 +81,13 @@ def load_build(path: str | Path) -> Build:
         if program.phase != phase:
             raise files.damaged(f"{phase}.prog holds the {program.phase} phase")
     return Build(files, system, plan, memory, programs)
+
+
+def _memory(files: BuildFiles) -> MemoryMap:
+    try:
+        return MemoryMap.loads(files.bytes("memory.json").decode("utf-8"), str(files.path / "memory.json"))
+    except (UnicodeDecodeError, ParseError) as err:
+        raise files.damaged(str(err)) from None
 
 
 def _target(files: BuildFiles) -> SystemSpec:

@@ -23,6 +23,7 @@ import numpy as np
 from ir.build_io import BuildFiles
 from ir.errors import ConfigError
 from ir.graph import Graph
+from ir.memory_map import MemoryMap
 from ir.ops import Opcode
 from ir.parser import parse_graph
 from targets.build_dir import Build, load_build
@@ -82,9 +83,9 @@ def request_bytes(graph: Graph, prompt: int) -> float:
     return total
 
 
-def holding_chips(memory: dict) -> int:
+def holding_chips(memory: MemoryMap) -> int:
     """Chips of a build that keep some cache or state."""
-    return sum(s["tp"] for s in memory["stages"] if any(r["kind"] == "state" for r in s["regions"]))
+    return sum(s.tp for s in memory.stages if s.blocks("both", ("state",)))
 
 
 def derive_handoff(builds: dict[str, Build], prompt: int) -> dict:
@@ -221,7 +222,7 @@ def _finish_prompts(build: Build, machine: Machine, seqs: list, order: list[int]
     """A recurrent model's prefill leaves a prompt's last partial chunk to decode steps: run them on the
     prefill build until every sequence has its first token. A sequence already done sits those steps
     out: its caches and states are put back after each (a step feeds it again)."""
-    stages = build.memory["stages"]
+    stages = build.memory.stages
     while not all(s.tokens for s in seqs):
         done = [b for b, s in enumerate(seqs) if s.tokens]
         kept = {k: v for b in done for stage in stages for k, v in _states(stage, machine, b, len(seqs)).items()}

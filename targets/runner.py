@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ir.errors import ConfigError
+from ir.memory_map import StageMemory
 from ir.numerics import decode
 from targets.build_dir import Build, load_build
 from targets.functional import Machine, activation_dtype, execute_functional
@@ -143,17 +144,16 @@ def _functional_determinism(build: Build, prompts: list[list[int]], tokens: int,
                else other, digest=_combine([det["digest"], first]))
 
 
-def _inputs(phase: str, stage: dict) -> dict[str, tuple[int, int]]:
-    return {r["name"]: (r["addr"], r["bytes"]) for r in stage["regions"]
-            if r["kind"] == "input" and r["phase"] == phase}
+def _inputs(phase: str, stage: StageMemory) -> dict[str, tuple[int, int]]:
+    return {b.name: (b.addr, b.bytes) for b in stage.regions if b.kind == "input" and b.phase == phase}
 
 
-def _output(build: Build, phase: str, name: str) -> tuple[dict, int, int]:
+def _output(build: Build, phase: str, name: str) -> tuple[StageMemory, int, int]:
     """(stage, address, bytes per chip) of a phase's output."""
-    where = build.memory["outputs"][phase][name]
-    stage = build.memory["stages"][where["stage"]]
-    region = next(r for r in stage["regions"] if r["name"] == where["value"] and r["phase"] == phase)
-    return stage, region["addr"], region["bytes"]
+    where = build.memory.outputs[phase][name]
+    stage = build.memory.stages[where.stage]
+    block = next(b for b in stage.regions if b.name == where.value and b.phase == phase)
+    return stage, block.addr, block.bytes
 
 
 def run_functional(path: str | Path | Build, prompt: list[int], tokens: int, order: list[int] | None = None
@@ -200,7 +200,7 @@ def run_sequences(path: str | Path | Build, prompts: list[list[int]], tokens: in
 
 
 def _batch(build: Build) -> int:
-    return int(build.plan["options"].get("batch", 1))
+    return build.memory.batch
 
 
 def _chunk_rows(build: Build) -> int:
@@ -229,7 +229,7 @@ def _check_functional(build: Build, prompt: list[int], tokens: int) -> None:
     _check_machine(build)
     if tokens < 1 or not prompt:
         raise ConfigError("a functional run needs a prompt and at least one token to generate")
-    vocab = build.memory.get("vocab_size")
+    vocab = build.memory.vocab_size
     bad = next((t for t in prompt if not 0 <= t < vocab), None) if vocab else None
     if bad is not None:
         raise ConfigError(f"--prompt: token id {bad} is outside the vocabulary ({vocab:,} tokens: ids 0 to "
@@ -250,8 +250,9 @@ def _check_machine(build: Build) -> None:
                           "timing)")
     if not build.has_image:
         raise ConfigError(f"{build.path}: no SRAM image (sram.img); compile with --weights random or a checkpoint")
-    if "outputs" not in build.memory or "vocab_size" not in build.memory:
-        raise ConfigError(f"{build.path}: memory.json has no outputs or vocab_size; recompile it")
+    if not build.memory.outputs or build.memory.vocab_size is None:
+        raise ConfigError(f"{build.path}: memory.json has no outputs or vocab_size (a graph IR file's build): "
+                          "functional runs need a model's")
     chips = build.programs["decode"].chips
     need, have = chips * system.chip.usable_sram_bytes, host_memory_bytes()
     if need > have // HOST_MEMORY_SHARE:
@@ -265,12 +266,12 @@ def host_memory_bytes() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _host_inputs(build: Build, phase: str, stage: dict, ids: np.ndarray, pos: np.ndarray) -> Callable:
+def _host_inputs(build: Build, phase: str, stage: StageMemory, ids: np.ndarray, pos: np.ndarray) -> Callable:
     """The host writing this chunk's token ids and positions into every chip of a stage."""
     regions = _inputs(phase, stage)
 
     def write(machine: Machine) -> None:
-        for chip in range(stage["first_chip"], stage["first_chip"] + stage["tp"]):
+        for chip in range(stage.first_chip, stage.first_chip + stage.tp):
             for name, values in (("tokens", ids), ("pos", pos)):
                 addr, nbytes = regions[name]
                 machine.write(chip, addr, values.astype("<i4").view(np.uint8)[:nbytes])
@@ -280,15 +281,14 @@ def _host_inputs(build: Build, phase: str, stage: dict, ids: np.ndarray, pos: np
 def _gather_output(build: Build, phase: str, name: str, machine: Machine) -> np.ndarray:
     """An output read off the last stage: every rank's vocabulary shard side by side."""
     stage, addr, nbytes = _output(build, phase, name)
-    shards = build.memory["outputs"][phase][name]["shards"]
-    parts = [machine.read(stage["first_chip"] + r, addr, nbytes) for r in range(shards)]
+    shards = build.memory.outputs[phase][name].shards
+    parts = [machine.read(stage.first_chip + r, addr, nbytes) for r in range(shards)]
     act = activation_dtype(build.programs[phase])
     return np.concatenate([decode(p, act).reshape(-1, nbytes // 2 // _rows(build, phase)) for p in parts], axis=1)
 
 
 def _rows(build: Build, phase: str) -> int:
-    stage = build.memory["stages"][0]
-    return _inputs(phase, stage)["tokens"][1] // 4
+    return _inputs(phase, build.memory.stages[0])["tokens"][1] // 4
 
 
 @dataclass
@@ -310,7 +310,7 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     a Mamba state would run on through padding rows, so a recurrent sequence keeps only its prompt's
     whole chunks (each stage's copy of its states saved where its first partial chunk starts and
     restored after the Program) and feeds the rest through decode steps."""
-    program, stages = build.programs["prefill"], build.memory["stages"]
+    program, stages = build.programs["prefill"], build.memory.stages
     chunk, chunks, starts = _chunk_rows(build), program.meta["chunks"], program.meta["chunk_starts"]
     ids = np.zeros((len(prompts), chunk * chunks), np.int32)
     for b, p in enumerate(prompts):
@@ -344,15 +344,14 @@ def _after_prefill(prompt: list[int], done: int, logits: np.ndarray | None, row:
     return _Sequence(prompt, len(prompt), [int(np.argmax(logits[row]))], [logits[row]])
 
 
-def _states(stage: dict, machine: Machine, seq: int, batch: int) -> dict[tuple[int, int], np.ndarray]:
+def _states(stage: StageMemory, machine: Machine, seq: int, batch: int) -> dict[tuple[int, int], np.ndarray]:
     """Sequence `seq`'s slice of every chip's copy of the stage's caches and states, by (chip, address):
     states are laid out sequence by sequence ([batch, ...])."""
     out = {}
-    for chip in range(stage["first_chip"], stage["first_chip"] + stage["tp"]):
-        for r in stage["regions"]:
-            if r["kind"] == "state":
-                per = r["bytes"] // batch
-                out[chip, r["addr"] + seq * per] = machine.read(chip, r["addr"] + seq * per, per)
+    for chip in range(stage.first_chip, stage.first_chip + stage.tp):
+        for b in stage.blocks("both", ("state",)):
+            per = b.bytes // batch
+            out[chip, b.addr + seq * per] = machine.read(chip, b.addr + seq * per, per)
     return out
 
 
@@ -363,11 +362,11 @@ def _decode(build: Build, machine: Machine, seqs: list[_Sequence], tokens: int, 
     active = [len(s.tokens) < tokens for s in seqs]
     ids = np.array([s.next_input() if a else s.tokens[-1] for s, a in zip(seqs, active, strict=True)], np.int32)
     pos = np.array([s.position if a else s.position - 1 for s, a in zip(seqs, active, strict=True)], np.int32)
-    events = [(0, _host_inputs(build, "decode", stage, ids, pos)) for stage in build.memory["stages"]]
+    events = [(0, _host_inputs(build, "decode", stage, ids, pos)) for stage in build.memory.stages]
     execute_functional(program, machine, events, order)
     logits = _gather_output(build, "decode", "logits", machine)
     stage, addr, _ = _output(build, "decode", "next_tokens")
-    chosen = machine.read(stage["first_chip"], addr, 4 * len(seqs)).view("<i4")
+    chosen = machine.read(stage.first_chip, addr, 4 * len(seqs)).view("<i4")
     for b, s in enumerate(seqs):
         if active[b]:
             if s.position >= len(s.prompt) - 1:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import make_plan
 
 LPU_CLOCK = 900e6

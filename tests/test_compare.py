@@ -9,7 +9,7 @@ from rich.console import Console
 
 from compiler.cli import main
 from compiler.compare import DECODE_BINDS, DEVICES_BIND, Row, compare, parse_targets, render_compare, write_plot
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from ir.errors import ConfigError
 
 TARGETS = "lpu-mini,wse3,h100"

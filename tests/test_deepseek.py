@@ -11,7 +11,7 @@ import pytest
 
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.passes.shard import ShardTensorParallel, allowed_tp
 from compiler.planner import lower_one
 from ir.ops import Opcode

@@ -21,7 +21,7 @@ from compiler.cli import main
 from compiler.codegen.instantiate import freeze
 from compiler.codegen.unit import unit_code
 from compiler.frontend import build_graph, load_model_config
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.passes.shard import shard_unit
 from compiler.planner import graph_passes
 from ir.isa import Op

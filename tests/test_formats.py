@@ -15,8 +15,8 @@ import pytest
 
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
+from compiler.frontend.options import CompileOptions
 from compiler.image import random_weights
-from compiler.options import CompileOptions
 from compiler.passes.quantize import Quantize, quantize_weights
 from compiler.planner import lower_one
 from ir.graph import Builder

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.cli import main
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import lower_one
 from ir.errors import ParseError, VerifyError
 from ir.graph import Builder, Graph, Op, Value

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from compiler.build import compile_model
 from compiler.cli import main
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import make_plan
 from ir.errors import DoesNotFitError, SramflowError
 from targets.runner import run_build

@@ -58,7 +58,7 @@ def test_prefill_pool_by_hand(served):
 
 def test_prefill_batch_has_the_fewest_devices(served):
     """Every power-of-two prefill batch planned by hand: none needs fewer devices than the one chosen."""
-    from compiler.options import CompileOptions
+    from compiler.frontend.options import CompileOptions
     from compiler.planner import make_plan
     from ir.errors import DoesNotFitError
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compiler.cli import main
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import lower_one
 from compiler.serving.curves import BatchPoint, find_crossover
 from compiler.serving.rule import active_params

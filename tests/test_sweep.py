@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from compiler.cli import main
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import lower, make_plan, plan_graphs
 from compiler.sweep.points import expand
 from compiler.sweep.spec import load_spec

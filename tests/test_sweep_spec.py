@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.cli import main
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import make_plan
 from compiler.sweep.command import job_of
 from compiler.sweep.pareto import Goal, front

@@ -145,6 +145,9 @@ DAMAGE = {
                                  "plan.json:1:2: not valid JSON"),
     "malformed memory map, resealed": (lambda b: ((b / "memory.json").write_text("[1,"), _reseal(b)),
                                        "memory.json:1:4: not valid JSON"),
+    "memory map of the wrong shape, resealed": (
+        lambda b: ((b / "memory.json").write_text((b / "memory.json").read_text().replace('"tp": 2', '"tp": "two"')),
+                   _reseal(b)), "memory.json: stages[0].tp: must be an integer of at least 1, got 'two'"),
     "plan without figures, resealed": (lambda b: ((b / "plan.json").write_text('{"model": "x"}'), _reseal(b)),
                                        "plan.json has no 'target'"),
     "truncated program, resealed": (lambda b: ((b / "prefill.prog").write_bytes(b"SRAMPRG2"), _reseal(b)),

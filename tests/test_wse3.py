@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from compiler.backends.wafer.cost import MeshCost, Shape, gemv, tree_reduce
 from compiler.backends.wafer.layout import Grid, Slot, _packings, capacity_lower_bound, wafer_candidate
 from compiler.cli import main
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.partition.cost import Breakdown
 from compiler.plan import Plan
 from compiler.plan.search import choose

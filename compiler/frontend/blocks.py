@@ -188,9 +188,10 @@ def moe_shared_mlp(layer: Layer, x: Value) -> Value:
     return b.op(Opcode.ADD, x, y)
 
 
-# Block kind -> builder. The layer plan names kinds; new architectures add rows here
-# (e.g. "moe", "mla", "mamba") rather than branches in the graph builder.
-BLOCKS: dict[str, Block] = {
+# Block kind -> builder for the attention and feed-forward kinds; compiler/frontend/build.py joins
+# them with the Mamba blocks (compiler/frontend/ssm.py, which builds on the helpers above). The layer
+# plan names kinds; new architectures add rows rather than branches in the graph builder.
+DENSE_BLOCKS: dict[str, Block] = {
     "attention": attention,
     "mlp": gated_mlp,
     "moe": moe_mlp,
@@ -198,8 +199,3 @@ BLOCKS: dict[str, Block] = {
     "moe_shared": moe_shared_mlp,
 }
 
-
-# Mamba and Jamba blocks (compiler/frontend/ssm.py) build on the helpers above, so they join last.
-from compiler.frontend.ssm import SSM_BLOCKS  # noqa: E402
-
-BLOCKS.update(SSM_BLOCKS)

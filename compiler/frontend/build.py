@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import re
 
-from compiler.frontend.blocks import BLOCKS, Layer
+from compiler.frontend.blocks import DENSE_BLOCKS, Block, Layer
 from compiler.frontend.config import ModelConfig
 from compiler.frontend.size import SAMPLE_LAYERS, check_size
+from compiler.frontend.ssm import SSM_BLOCKS
 from ir.errors import ConfigError
 from ir.graph import Builder, Graph, Value
 from ir.ops import Opcode
 from ir.types import DType, TensorType
 
 PHASES = ("decode", "prefill")
+BLOCKS: dict[str, Block] = {**DENSE_BLOCKS, **SSM_BLOCKS}  # every block kind a layer plan may name
 
 
 def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt: int = 1024, batch: int = 1,

@@ -14,7 +14,7 @@ from ir.types import DType
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "examples" / "models"
 
-# One (mixer kind, ffn kind) pair per layer; each kind is a row of blocks.BLOCKS.
+# One (mixer kind, ffn kind) pair per layer; each kind is a row of build.BLOCKS.
 LayerPlan = tuple[tuple[str, str], ...]
 
 

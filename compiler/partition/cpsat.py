@@ -36,7 +36,7 @@ class Solution:
     """The chosen stages, in order, and how the solver got there."""
 
     stages: tuple[Candidate, ...]
-    status: str  # "OPTIMAL" | "FEASIBLE"
+    status: str  # "OPTIMAL" | "FEASIBLE" | "PINNED" (a plan file's layout, not searched)
     wall_s: float
     deterministic_s: float
     candidates: int

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.partition.shard_cost import ShardCost, shard_cost
 from compiler.passes.shard import allowed_tp
 from ir.graph import Graph, Op

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
-from compiler.options import PRECISIONS
+from compiler.frontend.options import PRECISIONS
 from ir.errors import ConfigError, VerifyError
 from ir.graph import Graph, Op, Value, sorted_attrs
 from ir.numerics import ELEMENT, quantize, quantize_blocks

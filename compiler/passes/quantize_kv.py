@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.options import KV_PRECISIONS
+from compiler.frontend.options import KV_PRECISIONS
 from ir.errors import ConfigError
 from ir.graph import Graph, Op, Value, sorted_attrs
 from ir.ops import Opcode

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.partition.cost import Breakdown
 from compiler.plan import round_sig as _r
 
@@ -49,3 +49,27 @@ def prefill_figures(timed: Sequence[Timed], options: CompileOptions, chunk_token
 def pipeline(stage_s: list[float], chunks: int) -> float:
     """Chunks flow through the stages in order: fill once, then the slowest stage paces."""
     return sum(stage_s) + (chunks - 1) * max(stage_s)
+
+
+# What lies between the scheduled latency and the physical bound, in the order inspect prints it.
+GAP_PARTS = {
+    "per_op_latency": "the fixed pipeline latency each dependent op pays",
+    "collectives": "collectives and hand-offs beyond their unavoidable wire latency",
+    "tiles": "whole matrix-unit tiles where a shard is narrower than a tile",
+    "serialisation": "ops streaming one after another instead of overlapping perfectly",
+    "drains": "what the schedule adds to the estimate: drains between dependent ops, queue order",
+}
+
+
+def gap_shares(plan: dict, scheduled_us: float) -> dict[str, float] | None:
+    """Microseconds of scheduled - bound by cause (GAP_PARTS); None when the plan has no bound terms."""
+    stages = plan["stages"]
+    if not all("decode_bound_terms" in s for s in stages):
+        return None
+    d = plan["decode"]
+    parts = {"per_op_latency": d["breakdown_us"]["pipeline_latency"],
+             "collectives": d["breakdown_us"]["links"] - sum(s["decode_bound_terms"]["wire_us"] for s in stages),
+             "tiles": sum(s["decode_tiles_us"] for s in stages)}
+    parts["serialisation"] = d["latency_us"] - d["latency_bound_us"] - sum(parts.values())
+    parts["drains"] = scheduled_us - d["latency_us"]
+    return {k: round(v, 3) for k, v in parts.items()}

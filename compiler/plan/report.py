@@ -7,6 +7,8 @@ from rich.table import Table
 from rich.text import Text
 
 from compiler.plan import Plan, Stage
+from compiler.plan.figures import GAP_PARTS
+from ir.memory_map import MemoryMap, StageMemory
 
 
 def render_plan(plan: Plan, console: Console) -> None:
@@ -131,10 +133,10 @@ def layer_text(s: Stage) -> str:
     return str(a) if a == b else f"{a}–{b}"
 
 
-def render_summary(figures: dict, memory: dict, console: Console) -> None:
+def render_summary(figures: dict, memory: MemoryMap, console: Console) -> None:
     """`sramflow inspect`: the schedule's figures beside the plan's, then each stage's SRAM map."""
     d, p = figures["decode"], figures["prefill"]
-    devices = "wafers" if "wafer" in memory else "chips"
+    devices = "wafers" if memory.wafer else "chips"
     console.print(f"[bold]{figures['model']}[/] on [bold]{figures['target']}[/]  {figures['chips']} {devices}, "
                   f"{figures['instructions']:,} instructions (decode {d['instructions']:,}, "
                   f"prefill {p['instructions']:,})")
@@ -152,53 +154,50 @@ def render_summary(figures: dict, memory: dict, console: Console) -> None:
         console.print(_gap_line(d["gap_us"], d["latency_us"] - d["bound_us"]))
     console.print("unit busy (mean over units): " + ", ".join(f"{k} {v:.0%}" for k, v in d["busy"].items()))
     console.print("critical path: " + ", ".join(f"{k} {v:.0%}" for k, v in d["critical_path"].items()))
-    console.print(_region_map(memory) if "wafer" in memory else _memory_map(memory))
+    console.print(_region_map(memory) if memory.wafer else _memory_map(memory))
 
 
 def _gap_line(gap: dict[str, float], total_us: float) -> str:
     """scheduled - bound by cause, largest first, naming the largest share."""
-    from compiler.inspect import GAP_PARTS
-
     largest = max(gap, key=lambda k: (gap[k], k))
     shares = ", ".join(f"{k.replace('_', ' ')} {v:,.2f}" for k, v in sorted(gap.items(), key=lambda kv: -kv[1]))
     return (f"gap to the bound {total_us:,.2f} µs: {shares} µs; largest: {largest.replace('_', ' ')} "
             f"({GAP_PARTS[largest]})")
 
 
-def _region_map(memory: dict) -> Table:
+def _region_map(memory: MemoryMap) -> Table:
     """A wafer build: each stage's region of cores, its role streams, and SRAM per core."""
     table = Table(title="regions (every core of a role stream alike)", header_style="bold")
     for col in ("stage", "wafer", "region", "cores", "streams", "KB per core (decode / prefill)"):
         table.add_column(col, justify="right")
-    for s in memory["stages"]:
-        r = s["region"]
-        table.add_row(str(s["index"]), str(r["wafer"]), f"{r['rows']}x{r['cols']} @ ({r['row']},{r['col']})",
-                      f"{r['rows'] * r['cols']:,}", str(s["streams"]),
-                      f"{s['resident_bytes_per_core'] / 1e3:,.1f} / {s['prefill_resident_bytes_per_core'] / 1e3:,.1f}")
+    for s in memory.stages:
+        r = s.region
+        table.add_row(str(s.index), str(r["wafer"]), f"{r['rows']}x{r['cols']} @ ({r['row']},{r['col']})",
+                      f"{r['rows'] * r['cols']:,}", str(s.streams),
+                      f"{s.resident_bytes_per_core / 1e3:,.1f} / {s.prefill_resident_bytes_per_core / 1e3:,.1f}")
     return table
 
 
-def _memory_map(memory: dict) -> Table:
+def _memory_map(memory: MemoryMap) -> Table:
     """One row per run of consecutive stages with the same layout sizes; inputs, ports and
     activations are the larger of the two phases' (they share the space above the weights)."""
-    unit, scale = _byte_unit(max(r["addr"] + r["bytes"] for s in memory["stages"] for r in s["regions"]))
+    unit, scale = _byte_unit(max(b.addr + b.bytes for s in memory.stages for b in s.regions))
     table = Table(title=f"SRAM map per chip, {unit} (every chip of a stage alike)", header_style="bold")
     kinds = ("param", "state", "input", "port", "arena")
     for col in ("stages", "chips", "tp", "weights", "KV/state", "inputs", "ports", "acts", "top"):
         table.add_column(col, justify="right")
-    runs: list[tuple[list[dict], tuple]] = []
-    for s in memory["stages"]:
-        sizes = tuple(max(sum(r["bytes"] for r in s["regions"] if r["kind"] == k and r["phase"] in (ph, "both"))
-                          for ph in ("decode", "prefill")) for k in kinds)
-        sizes += (max(r["addr"] + r["bytes"] for r in s["regions"]), s["tp"])
+    runs: list[tuple[list[StageMemory], tuple]] = []
+    for s in memory.stages:
+        sizes = tuple(max(sum(b.bytes for b in s.blocks(ph, (k,))) for ph in ("decode", "prefill")) for k in kinds)
+        sizes += (max(b.addr + b.bytes for b in s.regions), s.tp)
         if runs and runs[-1][1] == sizes:
             runs[-1][0].append(s)
         else:
             runs.append(([s], sizes))
     for stages, sizes in runs:
         first, last = stages[0], stages[-1]
-        table.add_row(_span(first["index"], last["index"]),
-                      _span(first["first_chip"], last["first_chip"] + last["tp"] - 1), str(first["tp"]),
+        table.add_row(_span(first.index, last.index),
+                      _span(first.first_chip, last.first_chip + last.tp - 1), str(first.tp),
                       *(f"{b / scale:,.2f}" for b in sizes[:-1]))
     return table
 

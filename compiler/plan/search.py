@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
+from compiler.frontend.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.partition.cpsat import Solution, solve
 from compiler.plan.figures import decode_figures, prefill_figures
+from compiler.plan.reader import PlanFile
 from compiler.plan.records import Memory, Plan, Stage
 from ir.errors import ConfigError, DoesNotFitError
 
@@ -50,6 +51,10 @@ class Layout(Protocol):
     def place(self, path: Sequence[Candidate], options: CompileOptions) -> list[Any]:
         """The chosen path's stages on the machine, in order (backend records)."""
 
+    def pin(self, plan: PlanFile) -> tuple[list[Candidate], list[Any]]:
+        """A plan file's stages as a path and its placed stages (ConfigError naming the stage that the
+        machine cannot hold as given)."""
+
     def fits(self, run: Any, chunk: int) -> bool:
         """Whether a prefill chunk of `chunk` tokens a sequence fits beside the placed stage's residents."""
 
@@ -66,9 +71,15 @@ class Layout(Protocol):
         """Devices the placed stages span."""
 
 
-def plan_from_layout(name: str, target: str, options: CompileOptions, layout: Layout, totals: dict) -> Plan:
-    solution = choose(layout, options)
-    runs = layout.place(solution.stages, options)
+def plan_from_layout(name: str, target: str, options: CompileOptions, layout: Layout, totals: dict,
+                     pinned: PlanFile | None = None) -> Plan:
+    """The plan the search chooses, or with `pinned` the layout a plan file gives, costed afresh."""
+    if pinned is None:
+        solution = choose(layout, options)
+        runs = layout.place(solution.stages, options)
+    else:
+        path, runs = layout.pin(pinned)
+        solution = Solution(tuple(path), "PINNED", 0.0, 0.0, len(layout.candidates))
     chunk = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
     timed = [layout.time(i, run, runs, chunk) for i, run in enumerate(runs)]
     stages = tuple(t.stage for t in timed)

@@ -16,11 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from compiler.build import compile_model
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.serving.handoff import plan_handoff
 from compiler.serving.layout import cache_layout
 from ir.build_io import build_writer, check_destination, write_manifest
 from ir.errors import ConfigError
+from ir.memory_map import MemoryMap
 from ir.parser import parse_graph
 from targets import load_target
 
@@ -78,7 +79,7 @@ def _write_top(tmp: Path, prefill_target: str, decode_target: str, prompt: int) 
 
 def _layout(build: Path, plan: dict) -> list[dict]:
     graph = parse_graph((build / "decode.ir").read_text(), str(build / "decode.ir"))
-    return cache_layout(graph, plan, json.loads((build / "memory.json").read_text()))
+    return cache_layout(graph, plan, MemoryMap.loads((build / "memory.json").read_text(), str(build / "memory.json")))
 
 
 def _link(link) -> dict:

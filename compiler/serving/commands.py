@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from ir.errors import ConfigError
 from targets import load_target
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.serving.curves import BatchPoint, Curve
 from ir.errors import ConfigError
 from ir.files import atomic_write

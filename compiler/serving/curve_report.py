@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.serving.curves import Curve
 
 

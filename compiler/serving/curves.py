@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import make_plan_on
+from compiler.serving.rule import device_name, explain
 from ir.errors import ConfigError, DoesNotFitError
 from targets.spec import SystemSpec
 
@@ -140,11 +141,9 @@ class Curve:
 
 def batch_curve(model: str, system: SystemSpec, options: CompileOptions, batches: list[int]) -> Curve:
     """The plans at `batches`, then the crossover search (reusing those plans where it meets them)."""
-    from compiler.serving.rule import device_name, explain
-
     points = {b: plan_point(model, system, options, b) for b in batches}
     crossover = find_crossover(lambda b: points[b] if b in points else plan_point(model, system, options, b))
-    rule = explain(model, system, options, crossover)
+    rule = explain(model, system, options, crossover.point.plan if crossover.point else None)
     return Curve(system.name, device_name(system), tuple(points[b] for b in batches), crossover, rule)
 
 

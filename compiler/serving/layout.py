@@ -13,6 +13,7 @@ import math
 
 from compiler.passes.shard import shard_unit
 from ir.graph import Graph, Value
+from ir.memory_map import MemoryMap, StageMemory
 from ir.ops import Opcode
 
 # Ops whose state operands are per-token caches ([batch, tokens, ...]): their rows are what moves.
@@ -37,22 +38,21 @@ def token_caches(graph: Graph) -> set[str]:
     return {v.name for op in graph.ops if op.opcode in CACHE_OPS for v in op.operands if v.name in names}
 
 
-def cache_layout(graph: Graph, plan: dict, memory: dict) -> list[dict]:
+def cache_layout(graph: Graph, plan: dict, memory: MemoryMap) -> list[dict]:
     """Every state of `graph` (a build's decode.ir) with each chip's block and address (its memory.json)."""
     tokens = token_caches(graph)
     full = {s.name: s for s in graph.state}
     scopes = graph.scopes()
     chips: dict[str, list[dict]] = {name: [] for name in full}
-    for stage, regions in zip(plan["stages"], memory["stages"], strict=True):
+    for stage, held in zip(plan["stages"], memory.stages, strict=True):
         first, last = stage["units"]
         owned = scopes[scopes.index(first): scopes.index(last) + 1]
         per_chip = _per_chip(graph, owned, stage["tp"])
-        for r in regions["regions"]:
-            if r["kind"] == "state":
-                if per_chip[r["name"]].type.nbytes != r["bytes"]:
-                    raise RuntimeError(f"stage {stage['index']}: {r['name']} takes {r['bytes']} bytes in memory.json, "
-                                       f"its per-chip shape {per_chip[r['name']].type.nbytes}")
-                chips[r["name"]] += _blocks(full[r["name"]], per_chip[r["name"]], r["addr"], regions)
+        for b in held.blocks("both", ("state",)):
+            if per_chip[b.name].type.nbytes != b.bytes:
+                raise RuntimeError(f"stage {stage['index']}: {b.name} takes {b.bytes} bytes in memory.json, "
+                                   f"its per-chip shape {per_chip[b.name].type.nbytes}")
+            chips[b.name] += _blocks(full[b.name], per_chip[b.name], b.addr, held)
     return [{"name": name, "dtype": v.type.dtype.value, "shape": list(v.type.shape),
              "tokens_axis": 1 if name in tokens else None, "chips": chips[name]}
             for name, v in full.items() if chips[name]]
@@ -63,7 +63,7 @@ def _per_chip(graph: Graph, scopes: list[str], tp: int) -> dict[str, Value]:
     return {v.name: v for op in ops for v in op.operands}
 
 
-def _blocks(full: Value, chip: Value, addr: int, stage: dict) -> list[dict]:
+def _blocks(full: Value, chip: Value, addr: int, stage: StageMemory) -> list[dict]:
     shape = chip.type.shape
-    return [{"chip": stage["first_chip"] + rank, "addr": addr, "bytes": chip.type.nbytes, "shape": list(shape),
-             "start": block_start(full.type.shape, shape, rank, stage["tp"])} for rank in range(stage["tp"])]
+    return [{"chip": stage.first_chip + rank, "addr": addr, "bytes": chip.type.nbytes, "shape": list(shape),
+             "start": block_start(full.type.shape, shape, rank, stage.tp)} for rank in range(stage.tp)]

@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import make_plan_on
 from compiler.serving.handoff import Handoff, plan_handoff
 from compiler.serving.rule import device_name

@@ -14,9 +14,8 @@ multiplies all its experts, so its crossover is a dense model's, not 300 x total
 
 from __future__ import annotations
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import is_graph_file, lower_one
-from compiler.serving.curves import Crossover
 from ir.graph import Graph
 from ir.ops import Opcode
 from targets.spec import SystemSpec
@@ -52,9 +51,9 @@ def machine_rates(system: SystemSpec, precision: str) -> tuple[float, float, flo
             chip.install_bytes(precision))
 
 
-def explain(model: str, system: SystemSpec, options: CompileOptions, crossover: Crossover
-            ) -> dict | None:
-    """The rule's batch and the first-principles figures beside the planner's (README: Serving)."""
+def explain(model: str, system: SystemSpec, options: CompileOptions, plan: dict | None) -> dict | None:
+    """The rule's batch and the first-principles figures beside the planner's (README: Serving); `plan`
+    is the crossover's plan (None when the step never turns compute-bound)."""
     if is_graph_file(model):
         return None
     graph = lower_one(model, "decode", options)
@@ -62,7 +61,6 @@ def explain(model: str, system: SystemSpec, options: CompileOptions, crossover: 
     experts = any(op.opcode is Opcode.EXPERTS for op in graph.ops)
     peak, bandwidth, per_weight = machine_rates(system, options.precision)
     ops_per_byte = peak / bandwidth
-    plan = crossover.point.plan if crossover.point else None
     kv = plan["totals"]["kv_cache_bytes"] / plan["options"]["batch"] if plan else 0
     streamed = kv * _cache_install_factor(system, options.kv_precision)
     return {

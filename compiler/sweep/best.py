@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.sweep.pareto import Goal, Row, front, groups
 
 DEVICES = Goal("plan.chips", lower=True)

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.sweep.spec import ModelRef, SweepSpec, TargetRef, field_combinations
 from targets.overrides import override
 from targets.spec import SystemSpec

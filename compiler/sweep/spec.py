@@ -13,7 +13,7 @@ from typing import Any
 
 from compiler.frontend import load_model_config
 from compiler.frontend.config import PRESETS_DIR
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.planner import is_graph_file, read_graph_file
 from ir.errors import ConfigError
 from targets.loader import PRESETS, _line_of, list_targets, load_target

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.sweep.version import sramflow_version
 from ir.errors import SramflowError
 from targets.overrides import dump_toml

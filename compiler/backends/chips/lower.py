@@ -7,7 +7,7 @@ from collections.abc import Callable
 from compiler.codegen.lowering import Lowering
 from compiler.codegen.phase import lower_phase
 from compiler.codegen.stage import StageCode
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.plan import Plan
 from ir.graph import Graph
 from targets.spec import SystemSpec

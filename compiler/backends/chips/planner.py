@@ -7,18 +7,21 @@ by the op-level rules (compiler/partition/cost.py) plus its hand-off from the pr
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
 from compiler.partition.cost import Breakdown, StageBound, handoff_lanes, handoff_wire_s, hop_s, unit_bound, unit_time
 from compiler.partition.placement import place
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
+from compiler.plan.reader import PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, Stage
 from compiler.plan.search import Timed
+from ir.errors import ConfigError
 from ir.graph import Graph
 from targets.spec import SystemSpec
 from targets.topology import chip_hops
@@ -50,13 +53,15 @@ class ChipLayout:
     _prefill: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions) -> ChipLayout:
+    def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
+           every: bool = False) -> ChipLayout:
+        """`every`: keep candidates another dominates (a pinned plan may ask for any of them)."""
         units = build_units(decode, prefill, options, min(system.max_chips, MAX_GROUP), system.chips_per_node,
                             system.chip.vector_bytes)
         tables = cost_tables(units, system, options.precision)
         reserved = max(input_bytes(decode, options.batch, system), input_bytes(decode, options.min_chunk_rows, system))
         cands = enumerate_candidates(units, tables, boundary_bytes(decode), system,
-                                     keep_dominated=options.chips is not None, reserved_bytes=reserved)
+                                     keep_dominated=every or options.chips is not None, reserved_bytes=reserved)
         return cls(system, decode, prefill, options, units_=units, candidates=cands,
                    lower_bound=capacity_lower_bound(units, system))
 
@@ -81,6 +86,26 @@ class ChipLayout:
         collectives = [sum(len(u.decode[c.tp].collectives) for u in self.units_[c.first:c.stop]) for c in path]
         starts = place([c.tp for c in path], collectives, self.system, options.solver_seed)
         return [Run(c, s) for c, s in zip(path, starts, strict=True)]
+
+    def pin(self, plan: PlanFile) -> tuple[list[Candidate], list[Run]]:
+        path = []
+        for i, (s, (first, stop)) in enumerate(zip(plan.stages, unit_ranges(plan, [u.scope for u in self.units_]),
+                                                   strict=True)):
+            cand = next((c for c in self.candidates if (c.first, c.stop, c.tp) == (first, stop, s.tp)), None)
+            if cand is None:
+                raise ConfigError(f"{plan.path}: stages[{i}]: {self._refusal(first, stop, s.tp)}")
+            path.append(cand)
+        runs = [Run(c, s.first_chip) for c, s in zip(path, plan.stages, strict=True)]
+        _check_ranges(plan, runs, self.system)
+        return path, runs
+
+    def _refusal(self, first: int, stop: int, tp: int) -> str:
+        units = self.units_[first:stop]
+        for u in units:
+            if tp not in u.sizes:
+                return f"{tp} chips do not split unit {u.scope} (it splits {', '.join(map(str, u.sizes))} ways)"
+        return (f"units {units[0].scope} .. {units[-1].scope} on {tp} chips do not fit a {self.system.name} chip's "
+                f"{self.system.chip.usable_sram_bytes:,} usable bytes of SRAM")
 
     def fits(self, run: Run, chunk: int) -> bool:
         """Activations are affine in the rows (fixed buffers plus a share a token), measured at the
@@ -138,6 +163,19 @@ class ChipLayout:
     def footprint(self, timed: list[Timed]) -> int:
         last = timed[-1].stage
         return last.first_chip + last.tp
+
+
+def _check_ranges(plan: PlanFile, runs: list[Run], system: SystemSpec) -> None:
+    """Pinned stages lie on the machine's chips and no two share one."""
+    taken = sorted((r.first_chip, r.first_chip + r.cand.tp, i) for i, r in enumerate(runs))
+    for (a0, a1, i), (b0, _, j) in itertools.pairwise(taken):
+        if b0 < a1:
+            raise ConfigError(f"{plan.path}: stages[{j}].chip_range starts at chip {b0}, inside stages[{i}]'s "
+                              f"{a0}..{a1 - 1}")
+    end = max(a1 for _, a1, _ in taken)
+    if end > system.max_chips:
+        raise ConfigError(f"{plan.path}: the stages reach chip {end - 1}; {system.name} joins at most "
+                          f"{system.max_chips} chips")
 
 
 def input_bytes(decode: Graph, rows: int, system: SystemSpec) -> int:

@@ -51,7 +51,7 @@ import numpy as np
 from compiler.backends.wafer.cost import ACT_BYTES, Shape, op_rows, resident_bytes
 from compiler.backends.wafer.planner import host_input_bytes
 from compiler.codegen.lowering import Lowering
-from compiler.options import CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.partition.units import boundary_bytes, signature
 from compiler.plan import Plan
 from ir.contract import Route

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field, replace
 from compiler.backends.chips.planner import layers_of
 from compiler.backends.wafer.cost import MeshCost, Shape, unit_mesh_cost
 from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, enumerate_wafers, region_handoff, wafer_handoff
-from compiler.options import MIN_PREFILL_CHUNK, CompileOptions
+from compiler.frontend.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.partition.units import boundary_bytes, signature
 from compiler.passes.embed_on_host import HOST_INPUT
+from compiler.plan.reader import PlanFile, unit_ranges
 from compiler.plan.records import Memory, Stage
 from compiler.plan.search import Timed
+from ir.errors import ConfigError
 from ir.graph import Graph, Op
 from targets.mesh import Region, region_hops
 from targets.spec import SystemSpec
@@ -87,7 +89,9 @@ class WaferLayout:
     crossing: list[int] = field(default_factory=list)
 
     @classmethod
-    def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions) -> WaferLayout:
+    def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
+           every: bool = False) -> WaferLayout:
+        """`every` is the chip layout's flag: a wafer's candidates are all kept already."""
         units, prompt = _Costed.of(decode), _Costed.of(prefill)
         crossing = boundary_bytes(decode)
         bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(), system)
@@ -111,13 +115,29 @@ class WaferLayout:
                 "core: give the target more SRAM per core")
 
     def place(self, path: Sequence[Candidate], options: CompileOptions) -> list[Run]:
-        runs = []
-        for w, cand in enumerate(path):
-            cells = cand.cells
-            stops = [u for u, _ in cells.stages[1:]] + [cand.stop]
-            for (first, slot), stop in zip(cells.stages, stops, strict=True):
-                runs.append(Run(slot.region(cells.grid, self.system, w), first, stop))
-        return runs
+        return [run for w, cand in enumerate(path) for run in _runs(cand, w, self.system)]
+
+    def pin(self, plan: PlanFile) -> tuple[list[Candidate], list[Run]]:
+        """Each wafer's stages must be one candidate's cells exactly: regions of one grid, in its order."""
+        ranges = unit_ranges(plan, self.units_.scopes)
+        given = []
+        for i, (s, (first, stop)) in enumerate(zip(plan.stages, ranges, strict=True)):
+            if s.region is None:
+                raise ConfigError(f"{plan.path}: stages[{i}]: a wafer stage names its region, not a chip range")
+            given.append((i, Run(Region(*s.region), first, stop)))
+        path = []
+        for w in range(max(r.region.wafer for _, r in given) + 1):
+            mine = [(i, r) for i, r in given if r.region.wafer == w]
+            if not mine:
+                raise ConfigError(f"{plan.path}: no stage on wafer {w}; wafers are used in order from 0")
+            want = [r for _, r in mine]
+            cand = next((c for c in self.candidates if (c.first, c.stop) == (want[0].first, want[-1].stop)
+                         and _runs(c, w, self.system) == want), None)
+            if cand is None:
+                raise ConfigError(f"{plan.path}: stages[{mine[0][0]}..{mine[-1][0]}]: wafer {w}'s regions are not "
+                                  "cells of one grid this planner lays out (edit the units a stage holds, or re-plan)")
+            path.append(cand)
+        return path, [r for _, r in given]
 
     def fits(self, run: Run, chunk: int) -> bool:
         shape = Shape(run.region.rows, run.region.cols)
@@ -146,6 +166,14 @@ class WaferLayout:
 
     def footprint(self, timed: list[Timed]) -> int:
         return max(t.stage.region.wafer for t in timed) + 1
+
+
+def _runs(cand: Candidate, wafer: int, system: SystemSpec) -> list[Run]:
+    """A wafer candidate's stages: each cell's region on wafer `wafer` and the units it holds."""
+    cells = cand.cells
+    stops = [u for u, _ in cells.stages[1:]] + [cand.stop]
+    return [Run(slot.region(cells.grid, system, wafer), first, stop)
+            for (first, slot), stop in zip(cells.stages, stops, strict=True)]
 
 
 def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: SystemSpec, options: CompileOptions,

@@ -1,4 +1,4 @@
-"""The `sramflow` command line: plan, compare, lower, compile, inspect, run and sweep (exit codes: compiler.exits)."""
+"""The `sramflow` command line: plan, compare, lower, compile, inspect, run and sweep (exit codes: .exits)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-# Only the standard library here and in compiler.exits: Ctrl-C is sramflow's from the first line of main().
-from compiler.exits import EX_INTERRUPTED, EX_USAGE, OneLineParser, UsageError, closed_pipe, crash, fail, interrupted_by
+# Only the standard library here and in compiler.cli.exits: Ctrl-C is sramflow's from the first line of main().
+from compiler.cli.exits import (
+    EX_INTERRUPTED,
+    EX_USAGE,
+    OneLineParser,
+    UsageError,
+    closed_pipe,
+    crash,
+    fail,
+    interrupted_by,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from compiler.options import OBJECTIVES
+    from compiler.frontend.options import OBJECTIVES
 
     parser = OneLineParser(prog="sramflow", description=__doc__.split(" (exit")[0] + ".")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -61,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--weights", default="auto",
                       help="the SRAM image for `run --functional`: random (seeded), a .npz checkpoint of arrays "
                            "by parameter name, none, or auto (random up to 256 MiB of weights)")
+    comp.add_argument("--plan", metavar="PLAN_JSON",
+                      help="compile the stages of this plan (`plan --json`, or a build's plan.json, maybe edited) "
+                           "instead of searching: every figure is costed afresh")
     comp.set_defaults(run=_compile)
     insp = sub.add_parser("inspect", help="summarise a build directory, print assembly, draw timelines")
     insp.add_argument("build", help="a directory written by `sramflow compile`")
@@ -111,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    from compiler.options import OBJECTIVES
+    from compiler.frontend.options import OBJECTIVES
 
     p.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
     p.add_argument("--target", help="preset (lpu, lpu-mini, lpu3, h100, b200, rubin, wse3) or path to a target TOML "
@@ -124,7 +136,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _shape_args(p: argparse.ArgumentParser, chunk: bool = True) -> None:
-    from compiler.options import KV_PRECISIONS, PRECISIONS
+    from compiler.frontend.options import KV_PRECISIONS, PRECISIONS
 
     p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="weight precision (activations: 16-bit)")
     p.add_argument("--kv-precision", choices=KV_PRECISIONS, default="fp16",
@@ -168,7 +180,7 @@ def _contexts(text: str | None) -> list[int]:
 
 
 def _options(args: argparse.Namespace, context: int | None = None, batch: int | None = None):
-    from compiler.options import CompileOptions
+    from compiler.frontend.options import CompileOptions
     from ir.errors import ConfigError
 
     if context is None:
@@ -284,9 +296,13 @@ def _compile(args: argparse.Namespace) -> int:
 
     from compiler.build import compile_model
     from compiler.serving import commands
+    from ir.errors import ConfigError
 
     options = _options(args)  # option mistakes are reported before the progress bar starts
     if commands.serving_requested(args):
+        if args.plan:
+            raise ConfigError("--plan: a disaggregated build plans its two pools itself; give --plan without "
+                              "--prefill-target/--decode-target")
         return commands.compile_pools(args, options)
     console = Console(stderr=True)
     # A spinner only on a terminal: redirected, stderr holds nothing but the result (or one error line).
@@ -296,7 +312,7 @@ def _compile(args: argparse.Namespace) -> int:
         task = bar.add_task("compiling", total=None) if bar else None
         manifest = compile_model(args.model, args.target or "lpu", options, args.output,
                                  (lambda step: bar.update(task, description=step)) if bar else (lambda _: None),
-                                 weights=args.weights, force=args.force)
+                                 weights=args.weights, force=args.force, plan_file=args.plan)
     console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}", soft_wrap=True, markup=False)
     return 0
 
@@ -477,7 +493,3 @@ def _print_run(f: dict, console) -> None:
     for h in hazards[:20]:
         console.print(f"  {h['phase']} chip {h['chip']} {h['unit']}[{h['index']}] @{h['cycle']}: "
                       f"{h['kind']}: {h['detail']}", markup=False)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

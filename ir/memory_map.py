@@ -1,0 +1,166 @@
+"""memory.json: what a build keeps where, typed. The compiler writes it; `run` and `inspect` read it.
+
+A chip build lists, per stage (every chip of a stage has one layout), its SRAM blocks: weights and
+caches ("phase": "both") and each phase's own inputs, ports and activation arena; where each phase's
+outputs end up; and the shape of what it runs (vocabulary, cache context, batch, whether a recurrent
+state runs through every row). A wafer build lists each stage's region, role streams and per-core
+bytes. `MemoryMap.loads` checks every field and names the first that is wrong, so a runner never
+meets a half-written map.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from ir.errors import ParseError
+
+PHASES = ("decode", "prefill")
+BLOCK_PHASES = ("both", *PHASES)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One SRAM range of every chip of a stage."""
+
+    kind: str  # "param", "state" (a cache or recurrent state), "input", "port", "arena", ...
+    name: str
+    addr: int
+    bytes: int
+    phase: str  # BLOCK_PHASES: "both" for weights and caches, else the phase that lays it out
+
+
+@dataclass(frozen=True, slots=True)
+class StageMemory:
+    """A chip stage's layout (chips first_chip .. first_chip + tp - 1), or a wafer stage's region."""
+
+    index: int
+    first_chip: int = 0
+    tp: int = 0
+    regions: tuple[Block, ...] = ()
+    region: dict | None = None  # a wafer stage: its rectangle of cores
+    first_stream: int = 0
+    streams: int = 0
+    resident_bytes_per_core: int = 0
+    prefill_resident_bytes_per_core: int = 0
+
+    def blocks(self, phase: str, kinds: tuple[str, ...] | None = None) -> list[Block]:
+        """The blocks `phase` sees (its own and both phases'), of `kinds` if given."""
+        return [b for b in self.regions if b.phase in (phase, "both") and (kinds is None or b.kind in kinds)]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """Where a phase's output ends up: a value of stage `stage`, split in `shards` vocabulary shards."""
+
+    stage: int
+    value: str
+    shards: int
+
+
+@dataclass(frozen=True)
+class MemoryMap:
+    """A build's memory.json (see the module docstring)."""
+
+    stages: tuple[StageMemory, ...]
+    context: int  # cache positions a sequence holds
+    batch: int
+    recurrent: bool = False  # a Mamba state runs on through every row, padding included
+    wafer: bool = False
+    vocab_size: int | None = None
+    outputs: dict[str, dict[str, Output]] = field(default_factory=dict)  # phase -> output name -> where
+
+    def to_json(self) -> str:
+        data = asdict(self) | {"stages": [_stage_dict(s) for s in self.stages]}
+        return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def loads(cls, text: str, where: str = "memory.json") -> MemoryMap:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ParseError(f"{where}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+        return _memory(data, where)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "memory.json") -> MemoryMap:
+        """The map from its JSON form, every field checked."""
+        return _memory(data, where)
+
+
+def _stage_dict(s: StageMemory) -> dict:
+    if s.region is not None:
+        return {"index": s.index, "region": s.region, "first_stream": s.first_stream, "streams": s.streams,
+                "resident_bytes_per_core": s.resident_bytes_per_core,
+                "prefill_resident_bytes_per_core": s.prefill_resident_bytes_per_core}
+    return {"index": s.index, "first_chip": s.first_chip, "tp": s.tp, "regions": [asdict(b) for b in s.regions]}
+
+
+def _memory(data: object, where: str) -> MemoryMap:
+    top = _table(data, where)
+    stages = tuple(_stage(s, f"{where}: stages[{i}]") for i, s in enumerate(_list(top, "stages", where)))
+    outputs = {}
+    for phase, named in _table(top.get("outputs", {}), f"{where}: outputs").items():
+        if phase not in PHASES:
+            raise ParseError(f"{where}: outputs.{phase}: not a phase ({', '.join(PHASES)})")
+        outputs[phase] = {name: Output(_int(o, "stage", f"{where}: outputs.{phase}.{name}"),
+                                       _str(o, "value", f"{where}: outputs.{phase}.{name}"),
+                                       _int(o, "shards", f"{where}: outputs.{phase}.{name}", 1))
+                          for name, o in _table(named, f"{where}: outputs.{phase}").items()}
+    vocab = top.get("vocab_size")
+    if vocab is not None:
+        vocab = _int(top, "vocab_size", where, 1)
+    return MemoryMap(stages, _int(top, "context", where, 1), _int(top, "batch", where, 1),
+                     _bool(top, "recurrent", where), _bool(top, "wafer", where), vocab, outputs)
+
+
+def _stage(data: object, where: str) -> StageMemory:
+    s = _table(data, where)
+    if "region" in s:
+        return StageMemory(_int(s, "index", where), region=_table(s["region"], f"{where}.region"),
+                           first_stream=_int(s, "first_stream", where), streams=_int(s, "streams", where, 1),
+                           resident_bytes_per_core=_int(s, "resident_bytes_per_core", where),
+                           prefill_resident_bytes_per_core=_int(s, "prefill_resident_bytes_per_core", where))
+    blocks = []
+    for i, b in enumerate(_list(s, "regions", where)):
+        at = f"{where}.regions[{i}]"
+        block = Block(_str(b, "kind", at), _str(b, "name", at), _int(b, "addr", at), _int(b, "bytes", at),
+                      _str(b, "phase", at))
+        if block.phase not in BLOCK_PHASES:
+            raise ParseError(f"{at}.phase: {block.phase!r} is not one of {', '.join(BLOCK_PHASES)}")
+        blocks.append(block)
+    return StageMemory(_int(s, "index", where), _int(s, "first_chip", where), _int(s, "tp", where, 1), tuple(blocks))
+
+
+def _table(value: object, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ParseError(f"{where}: must be a table")
+    return value
+
+
+def _list(table: dict, key: str, where: str) -> list:
+    value = table.get(key)
+    if not isinstance(value, list):
+        raise ParseError(f"{where}: {key}: must be a list")
+    return value
+
+
+def _int(table: object, key: str, where: str, least: int = 0) -> int:
+    value = _table(table, where).get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ParseError(f"{where}.{key}: must be an integer of at least {least}, got {value!r}")
+    return value
+
+
+def _str(table: object, key: str, where: str) -> str:
+    value = _table(table, where).get(key)
+    if not isinstance(value, str):
+        raise ParseError(f"{where}.{key}: must be a string, got {value!r}")
+    return value
+
+
+def _bool(table: dict, key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ParseError(f"{where}.{key}: must be true or false, got {value!r}")
+    return value

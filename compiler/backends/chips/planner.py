@@ -119,10 +119,10 @@ class ChipLayout:
         per_token = (high - low) / (largest - smallest) if largest > smallest else 0
         return c.resident_bytes + low + per_token * (chunk - smallest) <= self.system.chip.usable_sram_bytes
 
-    def time(self, index: int, run: Run, runs: list[Run], chunk: int) -> Timed:
+    def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
         c, system, precision = run.cand, self.system, self.options.precision
         units = self.units_[c.first:c.stop]
-        pre = self._prefill_costs(runs, chunk)
+        pre = self._prefill_costs(runs, chunk, reach)
         pre = [pre[u.kind, c.tp] for u in units]
         decode = sum((unit_time(u.decode[c.tp], system, precision) for u in units), Breakdown())
         prefill = sum((unit_time(p, system, precision) for p in pre), Breakdown())
@@ -146,12 +146,12 @@ class ChipLayout:
                       prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6)
         return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
 
-    def _prefill_costs(self, runs: list[Run], chunk: int) -> dict[tuple[int, int], ShardCost]:
-        key = (chunk, tuple((r.cand.first, r.cand.stop, r.cand.tp) for r in runs))
+    def _prefill_costs(self, runs: list[Run], chunk: int, reach: int | None) -> dict[tuple[int, int], ShardCost]:
+        key = (chunk, reach, tuple((r.cand.first, r.cand.stop, r.cand.tp) for r in runs))
         if key not in self._prefill:
             used = {(u.kind, r.cand.tp) for r in runs for u in self.units_[r.cand.first:r.cand.stop]}
             self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
-                                               self.system.chip.vector_bytes)
+                                               self.system.chip.vector_bytes, reach)
         return self._prefill[key]
 
     def memory(self, timed: list[Timed]) -> Memory:

@@ -18,6 +18,7 @@ from compiler.codegen.lowering import Lowering
 from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.options import CompileOptions
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
+from compiler.partition.units import with_reach
 from compiler.plan import Plan
 from compiler.plan.reader import read_plan
 from compiler.planner import Lowered, graph_file_options, graph_passes, is_graph_file, plan_graphs, read_graph_file
@@ -120,8 +121,8 @@ def _chunk_graphs(config, options: CompileOptions, prefill: dict) -> tuple[Graph
     cache the whole prompt needs; a variant reaching the whole cache reads all of it."""
     passes = graph_passes(options)
     cache = max(options.context, options.prompt)
-    return tuple(passes(build_graph(config, "prefill", context=cache, prompt=prefill["chunk_tokens"],
-                                    batch=options.batch, reach=v["reach"])) for v in prefill["variants"])
+    whole = passes(build_graph(config, "prefill", context=cache, prompt=prefill["chunk_tokens"], batch=options.batch))
+    return tuple(with_reach(whole, v["reach"]) for v in prefill["variants"])
 
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system: SystemSpec,

@@ -12,6 +12,7 @@ from compiler.backends import BACKENDS
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.options import CompileOptions
+from compiler.partition.units import with_reach
 from compiler.plan.reach import MAX_VARIANTS, chunk_variants, pipelined, variants
 from compiler.planner import graph_passes
 from ir.errors import ParseError, VerifyError
@@ -110,3 +111,9 @@ def test_causal_builds_are_deterministic(tmp_path, capsys):
     capsys.readouterr()
     for f in ("prefill.prog", "decode.prog", "prefill.ir", "plan.json", "memory.json", "sram.img"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-deepseek-v3"])
+def test_a_variant_of_the_whole_chunk_graph_is_the_graph_built_at_its_reach(model):
+    assert with_reach(chunk_graph(model, None), 32) == chunk_graph(model, 32)
+    assert with_reach(chunk_graph(model, None), 64) == chunk_graph(model, None)

@@ -79,6 +79,11 @@ def at_reach(ops: list[Op], reach: int | None) -> list[Op]:
             for op in ops]
 
 
+def with_reach(graph: Graph, reach: int | None) -> Graph:
+    """The graph with its attention reading only below `reach` (what build_graph(..., reach=) builds)."""
+    return replace(graph, ops=tuple(at_reach(list(graph.ops), reach)))
+
+
 _ATTENTION = (Opcode.ATTENTION, Opcode.MLA_ATTENTION)
 
 

@@ -321,7 +321,9 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     ids = np.zeros((len(prompts), chunk * chunks), np.int32)
     for b, p in enumerate(prompts):
         ids[b, : len(p)] = p
-    pos = np.broadcast_to(np.arange(chunk * chunks, dtype=np.int32), ids.shape)
+    # Padding rows past the cache's last position write there (a position no step reads before
+    # decode writes it again), never past the cache into the next buffer.
+    pos = np.broadcast_to(np.minimum(np.arange(chunk * chunks, dtype=np.int32), build.context - 1), ids.shape)
     whole = [len(p) // chunk if build.recurrent else -(-len(p) // chunk) for p in prompts]
     events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[:, c * chunk:(c + 1) * chunk].reshape(-1),
                                           pos[:, c * chunk:(c + 1) * chunk].reshape(-1)))

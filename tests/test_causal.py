@@ -117,3 +117,16 @@ def test_causal_builds_are_deterministic(tmp_path, capsys):
 def test_a_variant_of_the_whole_chunk_graph_is_the_graph_built_at_its_reach(model):
     assert with_reach(chunk_graph(model, None), 32) == chunk_graph(model, 32)
     assert with_reach(chunk_graph(model, None), 64) == chunk_graph(model, None)
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-deepseek-v3"])
+def test_chunks_past_the_cache_keep_to_it_and_match_the_reference(tmp_path, capsys, model):
+    """40 positions in chunks of 16: the last chunk's padding rows lie past the cache (positions 40..47);
+    they must not write past it. Prompts shorter than a chunk, within one, and over all three."""
+    out = tmp_path / "b"
+    ok(capsys, "compile", model, "--target", "lpu-mini", "--context", "40", "--prompt", "40", "--prefill-chunk", "16",
+       "-o", str(out))
+    for prompt in ("5 17 3", " ".join(str(t) for t in range(1, 36))):
+        run = json.loads(ok(capsys, "run", str(out), "--functional", "--check-reference", "--prompt", prompt,
+                            "--tokens", "4", "--json"))
+        assert run["hazards"] == [] and len(run["functional"]["tokens"]) == 4

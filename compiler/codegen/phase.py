@@ -194,6 +194,15 @@ def activation_dtype(graph: Graph) -> DType:
     return next(v.type.dtype for v in graph.outputs if v.type.dtype in ACTIVATION_DTYPES)
 
 
+def _shared_variant(variants: list[list[StageCode]], pl: Placed) -> int:
+    """The variant whose code places this piece instance: the last one's wherever the piece is the same
+    there (a unit that does not attend, a hand-off), so one call places it for every chunk."""
+    last = len(variants) - 1
+    a, b = (variants[v][pl.stage].pieces[pl.piece] for v in (pl.variant, last))
+    same = a.code is b.code and (a.params, a.ports_in, a.ports_out) == (b.params, b.ports_in, b.ports_out)
+    return last if same else pl.variant
+
+
 def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stages: Sequence[Stage],
                 system: SystemSpec, target_name: str) -> tuple[Program, list[StageCode]]:
     """The phase's Program: `chunks[v]` consecutive chunks of variant graph `graphs[v]`, in order
@@ -217,7 +226,7 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
         key = (pl.chunk, "unit", pl.stage, pl.piece) if piece.kind == "unit" else \
             (pl.chunk, "handoff", pl.stage if piece.kind == "send" else pl.stage - 1)
         tag_base = tag_bases.setdefault(key, len(tag_bases)) * TAG_SPACE
-        runs.setdefault((pl.variant, pl.stage, pl.piece), []).append((pl.start, tag_base))
+        runs.setdefault((_shared_variant(variants, pl), pl.stage, pl.piece), []).append((pl.start, tag_base))
     if len(tag_bases) * TAG_SPACE >= 2**31:
         raise DoesNotFitError(f"{phase}: {len(tag_bases):,} piece instances need more message tags than a "
                               f"tag holds (2**31 / {TAG_SPACE}); use fewer chips or a larger prefill chunk")

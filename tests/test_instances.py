@@ -56,7 +56,10 @@ def moved(program: Program, change) -> Program:
 def test_prefill_repeats_blocks_instead_of_unrolling_them(build):
     prefill = build.programs["prefill"]
     assert prefill.meta["chunks"] == 3
-    assert len(prefill.body["chip"]) * 2 < len(prefill)  # chunks share their blocks
+    # chunks of one causal reach variant share their blocks (here, on chips, each chunk is a variant of its
+    # own, sharing the pieces that do not attend; the wafer streams the whole cache: one variant)
+    variants = len(prefill.meta.get("variant_chunks", [prefill.meta["chunks"]]))
+    assert len(prefill.body["chip"]) * 2 < len(prefill) * variants
     assert prefill.instances > prefill.blocks
 
 

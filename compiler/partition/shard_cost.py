@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import OPDEFS, Opcode, expert_passes
+from ir.ops import OPDEFS, Opcode, expert_passes, reach_of
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
@@ -102,7 +102,26 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
     weights = sum(align(n, alignment) for n in params.values())
     cache = sum(align(n, alignment) for n in state.values())
     return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state, rows_scale, alignment), tuple(work),
-                     tuple(collectives), _chain(chip_ops), sum(state.values()))
+                     tuple(collectives), _chain(chip_ops), _state_read(chip_ops, state))
+
+
+def _state_read(chip_ops: list[Op], state: dict[str, int]) -> int:
+    """Bytes of the caches and states one step reads: a causal chunk's caches only up to its reach."""
+    fraction = {v.name: _read_fraction(op, i) for op in chip_ops for i, v in enumerate(op.operands) if v.name in state}
+    return sum(math.ceil(n * fraction.get(name, 1.0)) for name, n in state.items())
+
+
+def _read_fraction(op: Op, index: int) -> float:
+    """The share of resident operand `index` that `op` streams: an attention cache (and its scales)
+    up to the op's reach, everything else whole."""
+    cache = _CACHE_OPERANDS.get(op.opcode)
+    if cache is None or index not in cache:
+        return 1.0
+    tokens = op.operands[cache[0]].type.shape[1]
+    return reach_of(op.attr, op.operands[cache[0]].type) / tokens
+
+
+_CACHE_OPERANDS = {Opcode.ATTENTION: (3, 4, 6, 7), Opcode.MLA_ATTENTION: (4,)}
 
 
 def _chain(chip_ops: list[Op]) -> int:
@@ -157,7 +176,7 @@ def is_resident(op: Op, index: int) -> bool:
 
 
 def _work(op: Op, resident: dict[str, int], rows_scale: float) -> OpWork:
-    streamed = sum(resident.get(v.name, 0) for v in op.operands)
+    streamed = sum(math.ceil(resident.get(v.name, 0) * _read_fraction(op, i)) for i, v in enumerate(op.operands))
     if op.opcode is Opcode.EMBED:
         streamed = 0  # a lookup reads one row per token, which the result's size counts
     if op.opcode is Opcode.EXPERTS:  # only the experts the static passes visit stream
@@ -199,11 +218,11 @@ def _expert_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
 
 
 def _attention_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
-    """Keys [width, tokens] and values [tokens, width] of every sequence's cache, passed by each
-    sequence's rows times the query heads of one kv head."""
+    """Keys [width, tokens] and values [tokens, width] of every sequence's cache up to the op's reach,
+    passed by each sequence's rows times the query heads of one kv head."""
     q, cache = op.operands[0].type, op.operands[3].type
-    batch, tokens, width = cache.shape
-    a = op.attr
+    batch, _, width = cache.shape
+    a, tokens = op.attr, reach_of(op.attr, cache)
     m = max(1, _scaled(q.shape[0], rows_scale) // batch) * (a["heads"] // a["kv_heads"])
     rate = _CACHE_RATE[cache.dtype]
     return (Block(m, width, tokens * batch, 1, rate, True), Block(m, tokens * batch, width, 1, rate, True))
@@ -214,7 +233,8 @@ def _mla_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     against the queries and for the values, its k_pe columns against q_pe."""
     a = op.attr
     q, cache, kv_b = op.operands[0].type, op.operands[4].type, op.operands[6].type
-    batch, tokens, width = cache.shape
+    batch, _, width = cache.shape
+    tokens = reach_of(a, cache)
     rank, heads, rows = width - a["rope_dim"], a["heads"], _scaled(q.shape[0], rows_scale)
     m = max(1, rows // batch) * heads
     weights, cached = _CACHE_RATE[kv_b.dtype], _CACHE_RATE[cache.dtype]

@@ -19,6 +19,7 @@ from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.partition.cpsat import Solution, solve
 from compiler.plan.figures import decode_figures, prefill_figures
+from compiler.plan.reach import variants
 from compiler.plan.reader import PlanFile
 from compiler.plan.records import Memory, Plan, Stage
 from ir.errors import ConfigError, DoesNotFitError
@@ -58,8 +59,9 @@ class Layout(Protocol):
     def fits(self, run: Any, chunk: int) -> bool:
         """Whether a prefill chunk of `chunk` tokens a sequence fits beside the placed stage's residents."""
 
-    def time(self, index: int, run: Any, runs: list[Any], chunk: int) -> Timed:
-        """A placed stage's figures for decode and for one prefill chunk."""
+    def time(self, index: int, run: Any, runs: list[Any], chunk: int, reach: int | None = None) -> Timed:
+        """A placed stage's figures for decode and for one prefill chunk whose attention reads `reach`
+        cache positions a sequence (None: the whole cache)."""
 
     def memory(self, timed: list[Timed]) -> Memory:
         """The fullest device the plan reports."""
@@ -72,8 +74,10 @@ class Layout(Protocol):
 
 
 def plan_from_layout(name: str, target: str, options: CompileOptions, layout: Layout, totals: dict,
-                     pinned: PlanFile | None = None) -> Plan:
-    """The plan the search chooses, or with `pinned` the layout a plan file gives, costed afresh."""
+                     pinned: PlanFile | None = None, causal: bool = False) -> Plan:
+    """The plan the search chooses, or with `pinned` the layout a plan file gives, costed afresh.
+    `causal`: the backend lowers each prefill chunk to read only the cache it can see (plan.reach);
+    otherwise every chunk streams the whole cache."""
     if pinned is None:
         solution = choose(layout, options)
         runs = layout.place(solution.stages, options)
@@ -81,13 +85,17 @@ def plan_from_layout(name: str, target: str, options: CompileOptions, layout: La
         path, runs = layout.pin(pinned)
         solution = Solution(tuple(path), "PINNED", 0.0, 0.0, len(layout.candidates))
     chunk = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
-    timed = [layout.time(i, run, runs, chunk) for i, run in enumerate(runs)]
+    reaches = variants(options.prompt, chunk, max(options.context, options.prompt), causal)
+    by_variant = [[layout.time(i, run, runs, chunk, v.reach if causal else None) for i, run in enumerate(runs)]
+                  for v in reaches]
+    timed = by_variant[-1]  # the stages as their last (widest-reaching) chunks run
     stages = tuple(t.stage for t in timed)
+    prefill = prefill_figures(by_variant, reaches, chunk)
     return Plan(
         model=name, target=target, options=asdict(options), chips=sum(c.tp for c in solution.stages),
         chips_lower_bound=layout.lower_bound, footprint_chips=layout.footprint(timed), stages=stages,
         memory=layout.memory(timed), decode=decode_figures(timed, options),
-        prefill=prefill_figures(timed, options, chunk), binding=_binding(timed, options),
+        prefill=prefill, binding=_binding(timed, options, prefill["binding"]),
         solver={"status": solution.status, "objective": options.objective, "candidates": solution.candidates,
                 "wall_s": round(solution.deterministic_s, 3)},
         totals=totals, device=layout.device, extra=layout.extra(solution.stages, timed))
@@ -137,7 +145,7 @@ def prefill_chunk(options: CompileOptions, fits: Callable[[int], bool]) -> int:
     return sizes[lo]
 
 
-def _binding(timed: list[Timed], options: CompileOptions) -> dict:
+def _binding(timed: list[Timed], options: CompileOptions, prefill: str) -> dict:
     chips = "sram-capacity" if options.objective == "chips" and options.chips is None else "chip-budget"
     return {"chips": chips, "decode": sum((t.decode for t in timed), Breakdown()).binding,
-            "prefill": sum((t.prefill for t in timed), Breakdown()).binding}
+            "prefill": prefill}

@@ -7,6 +7,7 @@ by the op-level rules (compiler/partition/cost.py) plus its hand-off from the pr
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -119,10 +120,10 @@ class ChipLayout:
         per_token = (high - low) / (largest - smallest) if largest > smallest else 0
         return c.resident_bytes + low + per_token * (chunk - smallest) <= self.system.chip.usable_sram_bytes
 
-    def time(self, index: int, run: Run, runs: list[Run], chunk: int) -> Timed:
+    def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
         c, system, precision = run.cand, self.system, self.options.precision
         units = self.units_[c.first:c.stop]
-        pre = self._prefill_costs(runs, chunk)
+        pre = self._prefill_costs(runs, chunk, reach)
         pre = [pre[u.kind, c.tp] for u in units]
         decode = sum((unit_time(u.decode[c.tp], system, precision) for u in units), Breakdown())
         prefill = sum((unit_time(p, system, precision) for p in pre), Breakdown())
@@ -135,9 +136,8 @@ class ChipLayout:
             hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
             lanes = handoff_lanes(prev.cand.tp, c.tp, system.chips_per_node)
             scale = chunk / self.options.prompt
-            decode += Breakdown(link_s=hop_s(boundary_bytes(self.decode)[c.first], hops, lanes, system))
-            prefill += Breakdown(link_s=hop_s(math.ceil(boundary_bytes(self.prefill)[c.first] * scale), hops,
-                                              lanes, system))
+            decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, lanes, system))
+            prefill += Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, lanes, system))
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
         memory = _memory(units, pre, c.tp, system, inputs)
@@ -146,12 +146,17 @@ class ChipLayout:
                       prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6)
         return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
 
-    def _prefill_costs(self, runs: list[Run], chunk: int) -> dict[tuple[int, int], ShardCost]:
-        key = (chunk, tuple((r.cand.first, r.cand.stop, r.cand.tp) for r in runs))
+    @functools.cached_property
+    def _crossing(self) -> tuple[list[int], list[int]]:
+        """Bytes crossing each cut between units, in decode and in the whole prompt's prefill."""
+        return boundary_bytes(self.decode), boundary_bytes(self.prefill)
+
+    def _prefill_costs(self, runs: list[Run], chunk: int, reach: int | None) -> dict[tuple[int, int], ShardCost]:
+        key = (chunk, reach, tuple((r.cand.first, r.cand.stop, r.cand.tp) for r in runs))
         if key not in self._prefill:
             used = {(u.kind, r.cand.tp) for r in runs for u in self.units_[r.cand.first:r.cand.stop]}
             self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
-                                               self.system.chip.vector_bytes)
+                                               self.system.chip.vector_bytes, reach)
         return self._prefill[key]
 
     def memory(self, timed: list[Timed]) -> Memory:

@@ -94,10 +94,8 @@ def link_of(axis: Axis, system: SystemSpec) -> LinkSpec:
 def clique_s(axis: Axis, slice_bytes: float, system: SystemSpec) -> float:
     """One direct exchange along a clique axis: each member's slice to every other member."""
     link = link_of(axis, system)
-    if axis.shape == SWITCH:
-        rounds = (axis.size - 1) / axis.links
-    else:
-        rounds = math.ceil((axis.size - 1) / max(1, axis.links))
+    share = (axis.size - 1) / max(1, axis.links)
+    rounds = share if axis.shape == SWITCH else math.ceil(share)  # a switch spreads them, links do not
     return axis.hops * link.latency_s + rounds * slice_bytes / link.bw_bytes_per_s
 
 

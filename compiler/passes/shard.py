@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ir.errors import VerifyError
 from ir.graph import Graph, Op, Value, sorted_attrs
-from ir.ops import OPDEFS, Opcode
+from ir.ops import OPDEFS, Opcode, expert_passes
 from ir.types import DType, TensorType
 
 
@@ -59,7 +59,7 @@ def _packs(op: Op, t: int) -> bool:
     if op.opcode is Opcode.MATMUL and "split" in op.attr and op.operands[1].type.dtype is DType.I4:
         return _matmul_operand_type(op.operands[1].type, 1, op.attr, t).shape[-1] % 2 == 0
     if op.opcode is Opcode.EXPERTS and _divides(op, t):
-        return all(_expert_operand_type(v.type, i, t).shape[-1] % 2 == 0
+        return all(_expert_operand_type(v.type, i, expert_split(op, t)).shape[-1] % 2 == 0
                    for i, v in enumerate(op.operands) if i in (3, 4, 5) and v.type.dtype is DType.I4)
     return True
 
@@ -70,9 +70,7 @@ def _divides(op: Op, t: int) -> bool:
         kv = a["kv_heads"]
         return a["heads"] % t == 0 and (kv % t == 0 or t % kv == 0)
     if op.opcode is Opcode.EXPERTS:
-        experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
-        return experts % t == 0 or (t % experts == 0 and inter % (t // experts) == 0
-                                    and _whole_blocks(op.operands[5].type, inter // (t // experts)))
+        return bool(expert_splits(op, t))
     if op.opcode is Opcode.EMBED:  # vocabulary rows by ceil(V / t): every chip's shard must hold some row
         rows = op.operands[1].type.shape[0]
         return t <= rows and -(-rows // t) * (t - 1) < rows
@@ -173,7 +171,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
     if op.opcode is Opcode.RMSNORM and index == 1:
         return v.type
     if op.opcode is Opcode.EXPERTS and index >= 3:
-        return _expert_operand_type(v.type, index, t)
+        return _expert_operand_type(v.type, index, expert_split(op, t))
     if op.opcode is Opcode.MLA_ATTENTION and index >= 4:
         return _mla_operand_type(v.type, index, a, t)
     if op.opcode is Opcode.TOPK and index == 1:  # the router's bias, beside the replicated router
@@ -232,18 +230,41 @@ def _channel_operand_type(t_in: TensorType, t: int) -> TensorType:
     return t_in.with_shape(*(d // t if i == axis else d for i, d in enumerate(t_in.shape)))
 
 
-def _expert_operand_type(t_in: TensorType, index: int, t: int) -> TensorType:
-    """Experts spread over the group (E/t each); a group wider than E also splits each
-    expert's intermediate features t/E ways (gate/up by column, down by row)."""
-    experts, *rest = t_in.shape
-    if experts % t == 0:
-        return t_in.with_shape(experts // t, *rest)
-    ways = t // experts
+def expert_splits(op: Op, t: int) -> list[tuple[int, int]]:
+    """The ways an experts op spreads over t chips, as (expert groups a, feature slices b), a x b = t:
+    each chip holds E / a whole experts' rows, each cut to 1 / b of its intermediate features (gate
+    and up by column, down by row). a = t is expert-parallel, a = 1 feature-sliced, between a mix.
+    A chip's feature slice must be whole blocks of a block-scaled down projection."""
+    experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
+    return [(a, t // a) for a in range(1, t + 1)
+            if t % a == 0 and experts % a == 0 and inter % (t // a) == 0
+            and _whole_blocks(op.operands[5].type, inter // (t // a))]
+
+
+def expert_split(op: Op, t: int) -> tuple[int, int]:
+    """The split the static timing rule prefers: fewest expert bytes a chip streams per decode step
+    (min(k, experts here) passes of one slice each: ir.ops.expert_passes), then fewest feature cuts.
+    Every split holds the same bytes per chip and does the same prefill work, so decode decides:
+    feature-sliced streams k slices of 1/t, expert-parallel min(k, E/t) whole experts."""
+    experts, inter, k = op.operands[3].type.shape[0], op.operands[3].type.shape[2], op.attr["top_k"]
+    return min(expert_splits(op, t), key=lambda ab: (expert_passes(1, k, experts // ab[0]) * inter // ab[1], -ab[0]))
+
+
+def expert_placement(op: Op, t: int) -> str:
+    """How a plan names a split: 'parallel' (whole experts), 'sliced' (every expert's features), or
+    'mixed AxB' (A groups of experts, each sliced B ways)."""
+    a, b = expert_split(op, t)
+    return "parallel" if b == 1 else "sliced" if a == 1 else f"mixed {a}x{b}"
+
+
+def _expert_operand_type(t_in: TensorType, index: int, split: tuple[int, int]) -> TensorType:
+    """A chip's E / a experts, each with 1 / b of its intermediate features (expert_split)."""
+    (a, b), (experts, *rest) = split, t_in.shape
     # Operands 3-5 are gate, up, down [E, in, out]; 6-8 their scales, per channel [E, out] or
     # in blocks [E, in / block, out]; 9-11 NVFP4's tensor scales [E].
     blocks = len(rest) == 2
     inter_axis = {3: 2, 4: 2, 5: 1, 6: 2 if blocks else 1, 7: 2 if blocks else 1, 8: 1 if blocks else None}.get(index)
-    return t_in.with_shape(1, *(d // ways if i + 1 == inter_axis else d for i, d in enumerate(rest)))
+    return t_in.with_shape(experts // a, *(d // b if i + 1 == inter_axis else d for i, d in enumerate(rest)))
 
 
 def _col_width(n: int, heads: int | None, t: int) -> int:

@@ -18,11 +18,13 @@ from compiler.partition.cost import Breakdown, StageBound, handoff_lanes, handof
 from compiler.partition.placement import place
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
+from compiler.passes.shard import expert_placement
 from compiler.plan.reader import PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, Stage
 from compiler.plan.search import Timed
 from ir.errors import ConfigError
 from ir.graph import Graph
+from ir.ops import Opcode
 from targets.spec import SystemSpec
 from targets.topology import chip_hops
 
@@ -143,8 +145,14 @@ class ChipLayout:
         memory = _memory(units, pre, c.tp, system, inputs)
         stage = Stage(index, units[0].scope, units[-1].scope, layers_of([u.scope for u in units]),
                       ChipRange(run.first_chip, c.tp), memory, decode.total_s * 1e6, bound.total_s * 1e6,
-                      prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6)
+                      prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6,
+                      self._experts([u.scope for u in units], c.tp))
         return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
+
+    def _experts(self, scopes: list[str], tp: int) -> str | None:
+        """The stage's expert placement (every MoE layer of a model has the same shape)."""
+        moe = next((op for sc in scopes for op in self.decode.ops_in(sc) if op.opcode is Opcode.EXPERTS), None)
+        return expert_placement(moe, tp) if moe is not None and tp > 1 else None
 
     def _prefill_costs(self, runs: list[Run], chunk: int) -> dict[tuple[int, int], ShardCost]:
         key = (chunk, tuple((r.cand.first, r.cand.stop, r.cand.tp) for r in runs))

@@ -80,14 +80,16 @@ def plan_from_layout(name: str, target: str, options: CompileOptions, layout: La
     else:
         path, runs = layout.pin(pinned)
         solution = Solution(tuple(path), "PINNED", 0.0, 0.0, len(layout.candidates))
-    chunk, timed = fastest_chunk(options, lambda c: all(layout.fits(run, c) for run in runs),
+    largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
+    chunk, timed = fastest_chunk(options, largest,
                                  lambda c: [layout.time(i, run, runs, c) for i, run in enumerate(runs)])
+    prefill = prefill_figures(timed, options, chunk) | {"largest_chunk_tokens": largest}
     stages = tuple(t.stage for t in timed)
     return Plan(
         model=name, target=target, options=asdict(options), chips=sum(c.tp for c in solution.stages),
         chips_lower_bound=layout.lower_bound, footprint_chips=layout.footprint(timed), stages=stages,
         memory=layout.memory(timed), decode=decode_figures(timed, options),
-        prefill=prefill_figures(timed, options, chunk), binding=_binding(timed, options),
+        prefill=prefill, binding=_binding(timed, options),
         solver={"status": solution.status, "objective": options.objective, "candidates": solution.candidates,
                 "wall_s": round(solution.deterministic_s, 3)},
         totals=totals, device=layout.device, extra=layout.extra(solution.stages, timed))
@@ -142,16 +144,15 @@ def prefill_chunk(options: CompileOptions, fits: Callable[[int], bool]) -> int:
     return sizes[lo]
 
 
-def fastest_chunk(options: CompileOptions, fits: Callable[[int], bool], time: Callable[[int], list[Timed]]
+def fastest_chunk(options: CompileOptions, largest: int, time: Callable[[int], list[Timed]]
                   ) -> tuple[int, list[Timed]]:
     """The chunk that minimises time to first token among those every stage has room for (chunk_sizes
-    up to prefill_chunk's largest), each costed by the plan's own prefill figure (`time`: the stages at
+    up to `largest`, prefill_chunk's), each costed by the plan's own prefill figure (`time`: the stages at
     that chunk, then figures.ttft_s over the prompt's chunks); a tie goes to the larger chunk (fewer
     chunks to schedule). A small chunk fills the pipeline sooner; a large one uses the matrix unit's
     rows and pays each stage's fixed costs fewer times: the best lies between, per model and machine.
     The sizes are tried at powers of two (and the largest), then every size between the best one's
     neighbours: TTFT falls, then rises, with the chunk."""
-    largest = prefill_chunk(options, fits)
     sizes = [c for c in chunk_sizes(options) if c <= largest]
     tried: dict[int, tuple[float, list[Timed]]] = {}
 

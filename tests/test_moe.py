@@ -46,7 +46,7 @@ def test_experts_are_sliced_by_their_features_when_that_streams_least():
 
 
 @pytest.mark.parametrize(("inter", "top_k", "split", "name"), [
-    (96, 2, (1, 4), "sliced"), (90, 2, (4, 1), "parallel"), (90, 1, (2, 2), "mixed 2x2")])
+    (96, 2, (1, 4), "sliced"), (90, 2, (1, 4), "sliced"), (9, 2, (4, 1), "parallel"), (9, 1, (2, 2), "mixed 2x2")])
 def test_a_split_the_features_do_not_allow_falls_back_to_whole_experts(tmp_path, inter, top_k, split, name):
     cfg = json.loads(Path("examples/models/tiny-mixtral.json").read_text())
     cfg.update(intermediate_size=inter, num_experts_per_tok=top_k)

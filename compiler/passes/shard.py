@@ -52,11 +52,18 @@ def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
     features, and kv heads (either split or each kept whole by t/kv_heads chips).
     Any integer qualifies, not only powers of two."""
     gqa = _gqa(ops)
-    return [t for t in range(1, limit + 1) if all(_divides(op, t, gqa) and _packs(op, t) for op in ops)]
+    heads_out = {r.name: op.attr["head_dim"] for op in ops if op.opcode is Opcode.ATTENTION for r in op.results}
+
+    def splits(op: Op, t: int) -> bool:
+        if op.operands[0].name in heads_out:  # the output projection: the chip's (maybe padded) heads' rows
+            return t == 1 or _whole_blocks(op.operands[1].type, head_split(*gqa, t)[0] * heads_out[op.operands[0].name])
+        return _divides(op, t, gqa)
+
+    return [t for t in range(1, limit + 1) if all(splits(op, t) and _packs(op, t) for op in ops)]
 
 
-def head_split(heads: int, kv_heads: int, t: int) -> tuple[int, int] | None:
-    """(query heads, kv heads) one chip of t keeps (head_case says how), or None."""
+def head_split(heads: int, kv_heads: int, t: int) -> tuple[int, int]:
+    """(query heads, kv heads) one chip of t keeps (head_case says how)."""
     case = head_case(heads, kv_heads, t)
     g = heads // kv_heads
     if case == "even":
@@ -65,10 +72,10 @@ def head_split(heads: int, kv_heads: int, t: int) -> tuple[int, int] | None:
         return -(-g // (t // kv_heads)), 1
     if case == "kv-padded":
         return -(-kv_heads // t) * g, -(-kv_heads // t)
-    return (-(-heads // t),) * 2 if case == "expanded" else None
+    return (-(-heads // t),) * 2
 
 
-def head_case(heads: int, kv_heads: int, t: int) -> str | None:
+def head_case(heads: int, kv_heads: int, t: int) -> str:
     """How t chips share a grouped-query attention's heads, keeping a chip's shape uniform (each
     chip's query heads are whole runs of one kv head's queries), padded with zero heads that the
     plan counts:
@@ -78,13 +85,12 @@ def head_case(heads: int, kv_heads: int, t: int) -> str | None:
       s = t / kv_heads chips, ceil(g / s) each (each group padded to s x ceil(g / s) heads);
     - "kv-padded": t below the kv heads: ceil(kv_heads / t) kv heads each, with their queries
       (kv heads padded past the end);
-    - "expanded": any other t up to the heads: ceil(heads / t) query heads each, every one with its
-      own copy of its kv head (the kv projection and cache repeated per query head);
-    None past the query heads."""
+    - "expanded": any other t: ceil(heads / t) query heads each, every one with its own copy of its
+      kv head (the kv projection and cache repeated per query head).
+    Past the query heads a chip keeps one head, the extra chips zero heads: the attention no longer
+    shrinks, but the rest of the unit (its MLP or experts) does."""
     if heads % t == 0 and (kv_heads % t == 0 or t % kv_heads == 0):
         return "even"
-    if t > heads:
-        return None
     if t % kv_heads == 0:
         return "groups"
     return "kv-padded" if t < kv_heads else "expanded"
@@ -165,7 +171,7 @@ def _packs(op: Op, t: int) -> bool:
     if op.opcode is Opcode.MATMUL and "split" in op.attr and op.operands[1].type.dtype is DType.I4:
         return _matmul_operand_type(op.operands[1].type, 1, op.attr, t).shape[-1] % 2 == 0
     if op.opcode is Opcode.EXPERTS and _divides(op, t):
-        return all(_expert_operand_type(v.type, i, expert_split(op, t)).shape[-1] % 2 == 0
+        return all(_expert_operand_type(v.type, i, op, t).shape[-1] % 2 == 0
                    for i, v in enumerate(op.operands) if i in (3, 4, 5) and v.type.dtype is DType.I4)
     return True
 
@@ -173,7 +179,7 @@ def _packs(op: Op, t: int) -> bool:
 def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None) -> bool:
     a = op.attr
     if op.opcode is Opcode.ATTENTION:
-        return head_split(a["heads"], a["kv_heads"], t) is not None
+        return True  # any group: head_case pads what does not divide
     if op.opcode is Opcode.EXPERTS:
         return bool(expert_splits(op, t))
     if op.opcode is Opcode.EMBED:  # vocabulary rows by ceil(V / t): every chip's shard must hold some row
@@ -189,8 +195,8 @@ def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None) -> bool:
         k, n = _weight_kn(op)
         width = n if a["split"] == "col" else k
         heads = a.get("heads")
-        if heads and gqa and heads in gqa:  # the attention's head split decides (head_split)
-            return head_split(*gqa, t) is not None
+        if heads and gqa and heads in gqa:  # the attention's projections: head_case pads any group
+            return True
         if heads:
             return heads % t == 0 or t % heads == 0
         inputs = feature_width(width, t)
@@ -284,7 +290,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
     if op.opcode is Opcode.RMSNORM and index == 1:
         return v.type
     if op.opcode is Opcode.EXPERTS and index >= 3:
-        return _expert_operand_type(v.type, index, expert_split(op, t))
+        return _expert_operand_type(v.type, index, op, t)
     if op.opcode is Opcode.MLA_ATTENTION and index >= 4:
         return _mla_operand_type(v.type, index, a, t)
     if op.opcode is Opcode.TOPK and index == 1:  # the router's bias, beside the replicated router
@@ -355,8 +361,8 @@ def expert_splits(op: Op, t: int) -> list[tuple[int, int]]:
     A chip's feature slice must be whole blocks of a block-scaled down projection."""
     experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
     return [(a, t // a) for a in range(1, t + 1)
-            if t % a == 0 and experts % a == 0 and inter % (t // a) == 0
-            and _whole_blocks(op.operands[5].type, inter // (t // a))]
+            if t % a == 0 and experts % a == 0 and feature_width(inter, t // a) is not None
+            and _whole_blocks(op.operands[5].type, feature_width(inter, t // a))]
 
 
 def expert_split(op: Op, t: int) -> tuple[int, int]:
@@ -365,7 +371,8 @@ def expert_split(op: Op, t: int) -> tuple[int, int]:
     Every split holds the same bytes per chip and does the same prefill work, so decode decides:
     feature-sliced streams k slices of 1/t, expert-parallel min(k, E/t) whole experts."""
     experts, inter, k = op.operands[3].type.shape[0], op.operands[3].type.shape[2], op.attr["top_k"]
-    return min(expert_splits(op, t), key=lambda ab: (expert_passes(1, k, experts // ab[0]) * inter // ab[1], -ab[0]))
+    return min(expert_splits(op, t),
+               key=lambda ab: (expert_passes(1, k, experts // ab[0]) * feature_width(inter, ab[1]), -ab[0]))
 
 
 def expert_placement(op: Op, t: int) -> str:
@@ -375,14 +382,18 @@ def expert_placement(op: Op, t: int) -> str:
     return "parallel" if b == 1 else "sliced" if a == 1 else f"mixed {a}x{b}"
 
 
-def _expert_operand_type(t_in: TensorType, index: int, split: tuple[int, int]) -> TensorType:
-    """A chip's E / a experts, each with 1 / b of its intermediate features (expert_split)."""
-    (a, b), (experts, *rest) = split, t_in.shape
+def _expert_operand_type(t_in: TensorType, index: int, op: Op, t: int) -> TensorType:
+    """A chip's E / a experts, each with its share of b ways of its intermediate features
+    (feature_width: uneven shares padded; expert_split)."""
+    a, b = expert_split(op, t)
+    experts, *rest = t_in.shape
+    inter = op.operands[3].type.shape[2]
+    here = feature_width(inter, b)
     # Operands 3-5 are gate, up, down [E, in, out]; 6-8 their scales, per channel [E, out] or
     # in blocks [E, in / block, out]; 9-11 NVFP4's tensor scales [E].
     blocks = len(rest) == 2
     inter_axis = {3: 2, 4: 2, 5: 1, 6: 2 if blocks else 1, 7: 2 if blocks else 1, 8: 1 if blocks else None}.get(index)
-    return t_in.with_shape(experts // a, *(d // b if i + 1 == inter_axis else d for i, d in enumerate(rest)))
+    return t_in.with_shape(experts // a, *(d * here // inter if i + 1 == inter_axis else d for i, d in enumerate(rest)))
 
 
 def _col_width(n: int, heads: int | None, t: int) -> int:

@@ -53,6 +53,7 @@ class ChipLayout:
     candidates: list[Candidate] = field(default_factory=list)
     lower_bound: int = 0
     _prefill: dict = field(default_factory=dict)
+    _crossing: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
@@ -137,8 +138,8 @@ class ChipLayout:
             hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
             lanes = handoff_lanes(prev.cand.tp, c.tp, system.chips_per_node)
             scale = chunk / self.options.prompt
-            decode += Breakdown(link_s=hop_s(boundary_bytes(self.decode)[c.first], hops, lanes, system))
-            prefill += Breakdown(link_s=hop_s(math.ceil(boundary_bytes(self.prefill)[c.first] * scale), hops,
+            decode += Breakdown(link_s=hop_s(self._crossing_bytes("decode")[c.first], hops, lanes, system))
+            prefill += Breakdown(link_s=hop_s(math.ceil(self._crossing_bytes("prefill")[c.first] * scale), hops,
                                               lanes, system))
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
@@ -148,6 +149,12 @@ class ChipLayout:
                       prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6,
                       self._experts([u.scope for u in units], c.tp))
         return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
+
+    def _crossing_bytes(self, phase: str) -> list[int]:
+        """units.boundary_bytes of a phase's graph, once (every stage and chunk size asks)."""
+        if phase not in self._crossing:
+            self._crossing[phase] = boundary_bytes(self.decode if phase == "decode" else self.prefill)
+        return self._crossing[phase]
 
     def _experts(self, scopes: list[str], tp: int) -> str | None:
         """The stage's expert placement (every MoE layer of a model has the same shape)."""

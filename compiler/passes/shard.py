@@ -358,11 +358,19 @@ def expert_splits(op: Op, t: int) -> list[tuple[int, int]]:
     """The ways an experts op spreads over t chips, as (expert groups a, feature slices b), a x b = t:
     each chip holds E / a whole experts' rows, each cut to 1 / b of its intermediate features (gate
     and up by column, down by row). a = t is expert-parallel, a = 1 feature-sliced, between a mix.
-    A chip's feature slice must be whole blocks of a block-scaled down projection."""
+    A chip's feature slice must be whole blocks of a block-scaled down projection, and a chip holds
+    at most MAX_LOCAL_EXPERTS experts (or E / t, if more)."""
     experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
+    most = max(MAX_LOCAL_EXPERTS, -(-experts // t))
     return [(a, t // a) for a in range(1, t + 1)
-            if t % a == 0 and experts % a == 0 and feature_width(inter, t // a) is not None
+            if t % a == 0 and experts % a == 0 and experts // a <= most and feature_width(inter, t // a) is not None
             and _whole_blocks(op.operands[5].type, feature_width(inter, t // a))]
+
+
+# A chip holds at most this many experts unless spreading them whole leaves it more: prefill makes one
+# pass per local expert, and the lowering keeps a few streams live per pass (a chip has 64; DeepSeek-V3's
+# 16 local experts at tp=64 need 87).
+MAX_LOCAL_EXPERTS = 8
 
 
 def expert_split(op: Op, t: int) -> tuple[int, int]:

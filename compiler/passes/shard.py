@@ -48,10 +48,12 @@ def shard_unit(ops: Sequence[Op], tp: int, outer: dict[str, Value] | None = None
 
 
 def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
-    """Group sizes t <= limit that split the unit's work evenly: query heads, split
-    features, and kv heads (either split or each kept whole by t/kv_heads chips).
+    """Group sizes t <= limit that can split the unit's work, padded where t does not divide it
+    (head_case, feature_width, expert_splits), up to twice a grouped-query attention's heads.
     Any integer qualifies, not only powers of two."""
     gqa = _gqa(ops)
+    if gqa:  # past the query heads the attention stops shrinking: twice them is as far as a group goes
+        limit = min(limit, 2 * gqa[0])
     heads_out = {r.name: op.attr["head_dim"] for op in ops if op.opcode is Opcode.ATTENTION for r in op.results}
 
     def splits(op: Op, t: int) -> bool:

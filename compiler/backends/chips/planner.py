@@ -54,6 +54,7 @@ class ChipLayout:
     lower_bound: int = 0
     _prefill: dict = field(default_factory=dict)
     _crossing: dict = field(default_factory=dict)
+    _sharded: dict = field(default_factory=dict)  # per-chip prefill ops by (unit kind, group size)
 
     @classmethod
     def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
@@ -166,7 +167,7 @@ class ChipLayout:
         if key not in self._prefill:
             used = {(u.kind, r.cand.tp) for r in runs for u in self.units_[r.cand.first:r.cand.stop]}
             self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
-                                               self.system.chip.vector_bytes)
+                                               self.system.chip.vector_bytes, self._sharded)
         return self._prefill[key]
 
     def memory(self, timed: list[Timed]) -> Memory:

@@ -72,6 +72,8 @@ def _pinned(capsys, tmp: Path, fields: dict, tp: int, *extra: str) -> Path:
     ({}, 3, ("--precision", "int8"), "expanded"),
     ({"num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 16}, 3, (), "kv-padded"),
     ({"num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 16, "attention_bias": True}, 4, (), "groups"),
+    ({}, 6, (), "groups"),  # past the 4 heads: 2 of the 6 chips hold none; features 32 each
+    ({}, 5, (), "expanded"),  # past the heads, 5 not a multiple of the kv heads; features 36 each
 ])
 def test_uneven_groups_run_as_the_reference(tmp_path, capsys, fields, tp, extra, case):
     cfg = json.loads(Path("examples/models/tiny-llama.json").read_text()) | fields

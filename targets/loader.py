@@ -20,6 +20,7 @@ from targets.rubin import RUBIN
 from targets.spec import (
     INSTALL_KEYS,
     ISAS,
+    LOCAL_FABRICS,
     MEMORY_KINDS,
     OPTIONAL_PRECISIONS,
     PRECISIONS,
@@ -157,8 +158,10 @@ SCHEMA: dict[str, Any] = {
     "mesh_cols": Leaf(_count, NON_NEGATIVE),
     "pool_link": _LINK,  # optional: one chip's link to another serving pool (default: global_link)
     "step_cycles": Leaf(_count, NON_NEGATIVE),
+    "local_fabric": Leaf(_choice(LOCAL_FABRICS)),  # optional: "direct" (default) or "switch"
 }
 _OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s", "mesh_rows", "mesh_cols", "step_cycles",
+             "local_fabric",
              "pool_link.bw_bytes_per_s", "pool_link.latency_s"} | {
     f"chip.{table}.{key}" for table, keys in (("peak_ops_per_s", OPTIONAL_PRECISIONS),
                                               ("install_bytes_per_weight", INSTALL_KEYS[len(PRECISIONS):]))

@@ -88,7 +88,11 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
     """Per-chip cost of one unit on `tp` chips. `rows_scale` shrinks everything that
     grows with the rows (activations, arithmetic), e.g. to one prefill chunk; buffers start on
     `alignment`-byte boundaries (the target's vector)."""
-    chip_ops = ShardTensorParallel(tp)(ops)
+    return chip_cost(ShardTensorParallel(tp)(ops), tp, rows_scale, alignment)
+
+
+def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
+    """shard_cost of a unit already sharded over `tp` chips (its per-chip ops)."""
     params, state = _resident(chip_ops)
     work, collectives = [], []
     for op in chip_ops:

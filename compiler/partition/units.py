@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from compiler.frontend.options import CompileOptions
-from compiler.partition.shard_cost import ShardCost, shard_cost
-from compiler.passes.shard import allowed_tp
+from compiler.partition.shard_cost import ShardCost, chip_cost, shard_cost
+from compiler.passes.shard import ShardTensorParallel, allowed_tp
 from ir.graph import Graph, Op, sorted_attrs
 from ir.ops import OPDEFS, Opcode
 
@@ -52,22 +52,28 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
         if kind not in costs:
             pre = list(prefill.ops_in(scope))
             sizes = [t for t in allowed_tp(ops, limit) if t <= node or t % node == 0]
+            chip_pre = {t: ShardTensorParallel(t)(pre) for t in sizes}  # one sharding for both chunk sizes
             costs[kind] = ({t: shard_cost(ops, t, 1.0, alignment) for t in sizes},
-                           {t: shard_cost(pre, t, rows, alignment) for t in sizes},
-                           {t: shard_cost(pre, t, least, alignment).act_bytes for t in sizes})
+                           {t: chip_cost(chip_pre[t], t, rows, alignment) for t in sizes},
+                           {t: chip_cost(chip_pre[t], t, least, alignment).act_bytes for t in sizes})
         units.append(Unit(scope, kind, *costs[kind]))
     return units
 
 
 def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int]], rows_scale: float,
-                  alignment: int, reach: int | None = None) -> dict[tuple[int, int], ShardCost]:
+                  alignment: int, reach: int | None = None, sharded: dict | None = None
+                  ) -> dict[tuple[int, int], ShardCost]:
     """Prefill costs by (unit kind, group size) for the pairs a plan uses, at a chunk of
-    `rows_scale` of the prompt whose attention reads `reach` cache positions (None: all)."""
+    `rows_scale` of the prompt whose attention reads `reach` cache positions (None: all). `sharded`
+    keeps each (kind, group size, reach)'s per-chip ops for the next chunk size."""
     first = {}
     for u in units:
         first.setdefault(u.kind, u.scope)
-    return {(kind, t): shard_cost(at_reach(list(prefill.ops_in(first[kind])), reach), t, rows_scale, alignment)
-            for kind, t in sorted(needed)}
+    sharded = {} if sharded is None else sharded
+    for kind, t in sorted(needed):
+        if (kind, t, reach) not in sharded:
+            sharded[kind, t, reach] = ShardTensorParallel(t)(at_reach(list(prefill.ops_in(first[kind])), reach))
+    return {(kind, t): chip_cost(sharded[kind, t, reach], t, rows_scale, alignment) for kind, t in sorted(needed)}
 
 
 def at_reach(ops: list[Op], reach: int | None) -> list[Op]:

@@ -71,6 +71,7 @@ class Stage:
     binding: str
     bound_terms: dict[str, float] | None = None  # the physical bound's terms (partition.cost.StageBound)
     decode_tiles_us: float = 0.0  # of decode_us, what whole-tile rounding adds
+    experts: str | None = None  # how the stage's experts are spread (passes.shard.expert_placement)
 
     @property
     def tp(self) -> int:
@@ -106,7 +107,8 @@ class Stage:
             "binding": self.binding,
         } | ({"decode_bound_terms": {k: round_sig(v) if k.endswith("_us") else int(v)
                                      for k, v in self.bound_terms.items()},
-              "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {})
+              "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {}) | (
+            {"experts": self.experts} if self.experts else {})
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.partition.cpsat import Solution, solve
-from compiler.plan.figures import decode_figures, prefill_figures
+from compiler.plan.figures import decode_figures, prefill_figures, ttft_s
 from compiler.plan.reach import variants
 from compiler.plan.reader import PlanFile
 from compiler.plan.records import Memory, Plan, Stage
@@ -84,13 +84,18 @@ def plan_from_layout(name: str, target: str, options: CompileOptions, layout: La
     else:
         path, runs = layout.pin(pinned)
         solution = Solution(tuple(path), "PINNED", 0.0, 0.0, len(layout.candidates))
-    chunk = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
-    reaches = variants(options.prompt, chunk, max(options.context, options.prompt), causal)
-    by_variant = [[layout.time(i, run, runs, chunk, v.reach if causal else None) for i, run in enumerate(runs)]
-                  for v in reaches]
+    largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
+
+    def at_chunk(c: int) -> tuple[float, tuple[list[list[Timed]], list]]:
+        reaches = variants(options.prompt, c, max(options.context, options.prompt), causal)
+        by_variant = [[layout.time(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
+                      for v in reaches]
+        return ttft_s(by_variant, reaches), (by_variant, reaches)
+
+    chunk, (by_variant, reaches) = fastest_chunk(options, largest, at_chunk)
     timed = by_variant[-1]  # the stages as their last (widest-reaching) chunks run
     stages = tuple(t.stage for t in timed)
-    prefill = prefill_figures(by_variant, reaches, chunk)
+    prefill = prefill_figures(by_variant, reaches, chunk) | {"largest_chunk_tokens": largest}
     return Plan(
         model=name, target=target, options=asdict(options), chips=sum(c.tp for c in solution.stages),
         chips_lower_bound=layout.lower_bound, footprint_chips=layout.footprint(timed), stages=stages,
@@ -131,18 +136,48 @@ def choose(layout: Layout, options: CompileOptions) -> Solution:
     return solution
 
 
-def prefill_chunk(options: CompileOptions, fits: Callable[[int], bool]) -> int:
-    """The one chunk rule: the largest chunk (tokens a sequence) up to --prefill-chunk, a multiple of
-    MIN_PREFILL_CHUNK or below it any count, that every stage has room for (one token when none
-    does). `fits` is monotone in the chunk, so the search is a bisection."""
+def chunk_sizes(options: CompileOptions) -> list[int]:
+    """The chunks (tokens a sequence) a plan may take: up to --prefill-chunk (and the prompt), a multiple
+    of MIN_PREFILL_CHUNK or below it any count."""
     largest = options.chunk_rows // options.batch
-    sizes = sorted({largest, *range(MIN_PREFILL_CHUNK, largest + 1, MIN_PREFILL_CHUNK),
-                    *range(1, min(largest, MIN_PREFILL_CHUNK) + 1)})
+    return sorted({largest, *range(MIN_PREFILL_CHUNK, largest + 1, MIN_PREFILL_CHUNK),
+                   *range(1, min(largest, MIN_PREFILL_CHUNK) + 1)})
+
+
+def prefill_chunk(options: CompileOptions, fits: Callable[[int], bool]) -> int:
+    """The largest chunk of chunk_sizes that every stage has room for (one token when none does).
+    `fits` is monotone in the chunk, so the search is a bisection."""
+    sizes = chunk_sizes(options)
     lo, hi = 0, len(sizes) - 1  # sizes[lo] is taken when nothing larger fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if fits(sizes[mid]) else (lo, mid - 1)
     return sizes[lo]
+
+
+def fastest_chunk(options: CompileOptions, largest: int, at_chunk: Callable[[int], tuple[float, Any]]
+                  ) -> tuple[int, Any]:
+    """The chunk that minimises time to first token among those every stage has room for (chunk_sizes
+    up to `largest`, prefill_chunk's), each costed by the plan's own prefill figure (`at_chunk`: its TTFT,
+    figures.ttft_s over the prompt's chunks at their reaches, and what it was computed from); a tie goes
+    to the larger chunk (fewer chunks to schedule). A small chunk fills the pipeline sooner; a large one uses the matrix unit's
+    rows and pays each stage's fixed costs fewer times: the best lies between, per model and machine.
+    The sizes are tried at powers of two (and the largest), then every size between the best one's
+    neighbours: TTFT falls, then rises, with the chunk."""
+    sizes = [c for c in chunk_sizes(options) if c <= largest]
+    tried: dict[int, tuple[float, Any]] = {}
+
+    def cost(chunk: int) -> float:
+        if chunk not in tried:
+            tried[chunk] = at_chunk(chunk)
+        return tried[chunk][0]
+
+    coarse = [c for c in sizes if c & (c - 1) == 0 or c == largest]
+    best = min(coarse, key=lambda c: (cost(c), -c))
+    at = coarse.index(best)
+    low, high = coarse[max(0, at - 1)], coarse[min(len(coarse) - 1, at + 1)]
+    best = min((c for c in sizes if low <= c <= high), key=lambda c: (cost(c), -c))
+    return best, tried[best][1]
 
 
 def _binding(timed: list[Timed], options: CompileOptions, prefill: str) -> dict:

@@ -35,7 +35,7 @@ def _outputs(decode: list[StageCode], prefill: list[StageCode], decode_graph: Gr
     for phase, codes, graph in (("decode", decode, decode_graph), ("prefill", prefill, prefill_graph)):
         last = codes[-1]
         out[phase] = {v.name: {"stage": last.index, "value": last.outputs[v.name].name,
-                               "shards": v.type.numel // last.outputs[v.name].type.numel} for v in graph.outputs}
+                               "shards": -(-v.type.numel // last.outputs[v.name].type.numel)} for v in graph.outputs}
     return out
 
 

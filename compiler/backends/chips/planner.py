@@ -19,11 +19,13 @@ from compiler.partition.cost import Breakdown, StageBound, handoff_lanes, handof
 from compiler.partition.placement import place
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
+from compiler.passes.shard import expert_placement
 from compiler.plan.reader import PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, Stage
 from compiler.plan.search import Timed
 from ir.errors import ConfigError
 from ir.graph import Graph
+from ir.ops import Opcode
 from targets.spec import SystemSpec
 from targets.topology import chip_hops
 
@@ -52,6 +54,7 @@ class ChipLayout:
     candidates: list[Candidate] = field(default_factory=list)
     lower_bound: int = 0
     _prefill: dict = field(default_factory=dict)
+    _sharded: dict = field(default_factory=dict)  # per-chip prefill ops by (unit kind, group size)
 
     @classmethod
     def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
@@ -143,7 +146,8 @@ class ChipLayout:
         memory = _memory(units, pre, c.tp, system, inputs)
         stage = Stage(index, units[0].scope, units[-1].scope, layers_of([u.scope for u in units]),
                       ChipRange(run.first_chip, c.tp), memory, decode.total_s * 1e6, bound.total_s * 1e6,
-                      prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6)
+                      prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6,
+                      self._experts([u.scope for u in units], c.tp))
         return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
 
     @functools.cached_property
@@ -156,8 +160,13 @@ class ChipLayout:
         if key not in self._prefill:
             used = {(u.kind, r.cand.tp) for r in runs for u in self.units_[r.cand.first:r.cand.stop]}
             self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
-                                               self.system.chip.vector_bytes, reach)
+                                               self.system.chip.vector_bytes, reach, self._sharded)
         return self._prefill[key]
+
+    def _experts(self, scopes: list[str], tp: int) -> str | None:
+        """The stage's expert placement (every MoE layer of a model has the same shape)."""
+        moe = next((op for sc in scopes for op in self.decode.ops_in(sc) if op.opcode is Opcode.EXPERTS), None)
+        return expert_placement(moe, tp) if moe is not None and tp > 1 else None
 
     def memory(self, timed: list[Timed]) -> Memory:
         return max((t.stage.memory for t in timed), key=lambda m: (m.total, m.weights))

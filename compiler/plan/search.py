@@ -160,8 +160,8 @@ def fastest_chunk(options: CompileOptions, largest: int, at_chunk: Callable[[int
     """The chunk that minimises time to first token among those every stage has room for (chunk_sizes
     up to `largest`, prefill_chunk's), each costed by the plan's own prefill figure (`at_chunk`: its TTFT,
     figures.ttft_s over the prompt's chunks at their reaches, and what it was computed from); a tie goes
-    to the larger chunk (fewer chunks to schedule). A small chunk fills the pipeline sooner; a large one uses the matrix unit's
-    rows and pays each stage's fixed costs fewer times: the best lies between, per model and machine.
+    to the larger chunk (fewer chunks to schedule). A small chunk fills the pipeline sooner; a large one
+    uses the matrix unit's rows and pays each stage's fixed costs fewer times: the best lies between.
     The sizes are tried at powers of two (and the largest), then every size between the best one's
     neighbours: TTFT falls, then rises, with the chunk."""
     sizes = [c for c in chunk_sizes(options) if c <= largest]

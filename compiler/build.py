@@ -16,11 +16,19 @@ from pathlib import Path
 from compiler.backends import backend_for
 from compiler.codegen.lowering import Lowering
 from compiler.frontend import build_graph, load_model_config
-from compiler.frontend.options import CompileOptions
+from compiler.frontend.options import CompileOptions, Speculation
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
 from compiler.plan import Plan
 from compiler.plan.reader import read_plan
 from compiler.planner import Lowered, graph_file_options, graph_passes, is_graph_file, plan_graphs, read_graph_file
+from compiler.speculation import (
+    check_speculation,
+    mtp_graph,
+    proposer_options,
+    speculative_figures,
+    verify_graph,
+    with_speculation,
+)
 from ir.build_io import build_writer, check_destination, write_manifest
 from ir.errors import ConfigError
 from ir.graph import Graph
@@ -38,20 +46,25 @@ Progress = Callable[[str], None]
 
 def compile_model(model: str, target: str, options: CompileOptions, out: str | Path,
                   progress: Progress = lambda _: None, weights: str = "auto", force: bool = False,
-                  plan_file: str | Path | None = None) -> dict:
+                  plan_file: str | Path | None = None, speculation: Speculation | None = None) -> dict:
     """Plan, lower and schedule `model`; write the build directory `out`; return the manifest.
     `weights`: "random", a checkpoint (.npz), "none", or "auto" (random for models whose
     weights take at most 256 MiB): the SRAM image the functional interpreter runs on.
     `out` must be absent, empty or a sramflow build (an edited one only with `force`). `plan_file`: lower
-    the stages of that plan (`plan --json`, maybe edited) instead of searching for them."""
+    the stages of that plan (`plan --json`, maybe edited) instead of searching for them. `speculation`:
+    the build also holds the verify program and the proposer's build (`draft/` or `mtp/`)."""
     out = check_destination(out, force)
     pinned = read_plan(plan_file) if plan_file is not None else None
     system = load_target(target)
     if is_graph_file(model):
         if pinned is not None:
             raise ConfigError("--plan: a graph IR file is planned as one unit; there are no stages to give")
+        if speculation is not None:
+            raise ConfigError("--speculate: a graph IR file has no model to verify drafts with")
         return _compile_graph_file(model, system, options, out, progress, weights, force)
     config = load_model_config(model)
+    if speculation is not None:
+        check_speculation(config, options, speculation)
     backend = backend_for(system)
     progress("lowering graphs")
     graphs = _graphs(config, options)
@@ -60,8 +73,15 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     check_weights_fit(source, graphs.decode)
     progress("partitioning")
     plan = plan_graphs(config.name, graphs, system, options, pinned)
+    verify = {}
+    if speculation is not None:
+        progress("planning the proposer and the verify step")
+        plan = with_speculation(plan, speculative_figures(config.name, config, graphs, plan, system, options,
+                                                          speculation))
+        verify = {"verify": verify_graph(config, options, plan.extra["speculative"]["steps"])}
+        backend.check_lowerable(verify["verify"], system)
     chunk = _chunk_graph(config, options, plan.prefill["chunk_tokens"])
-    lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunk, system, options, progress)
+    lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunk, system, options, progress, **verify)
     image = None
     if source != "none":
         progress("laying out weights")
@@ -69,8 +89,22 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
                                                          batch=options.batch))
         image = sram_image(lowered.codes, plan.stages, graphs.decode, float_weights, options.precision)
     progress("writing")
+    proposer = None
+    if speculation is not None:
+        proposer = _proposer_build(config, target, options, speculation, weights, progress)
     return _write(out, plan, graphs.decode, lowered, system, (image, source), force,
-                  {"vocab_size": config.vocab_size})
+                  {"vocab_size": config.vocab_size}, proposer)
+
+
+def _proposer_build(config, target: str, options: CompileOptions, speculation: Speculation, weights: str,
+                    progress: Progress) -> tuple[str, Callable[[Path], dict]]:
+    """(sub-directory, how to write it): the draft model's own build, or the MTP module's (timing only:
+    its hidden-state input comes from the target's verify step, which functional runs do not pass)."""
+    popts = proposer_options(options)
+    if speculation.draft is not None:
+        return "draft", lambda path: compile_model(speculation.draft, target, popts, path, progress, weights)
+    graph = mtp_graph(config, popts)
+    return "mtp", lambda path: _compile_graph(graph, load_target(target), graph_file_options(popts), path, progress)
 
 
 def _compile_graph_file(path: str, system, options: CompileOptions, out: Path, progress: Progress,
@@ -79,8 +113,11 @@ def _compile_graph_file(path: str, system, options: CompileOptions, out: Path, p
     step of its own rows; its prefill Program runs the same graph once. It carries no weights."""
     if weights not in ("auto", "none"):
         raise ConfigError(f"{path}: a graph IR file carries no weights; compile it with --weights none")
-    options = graph_file_options(options)
-    graph = read_graph_file(path)
+    return _compile_graph(read_graph_file(path), system, graph_file_options(options), out, progress, force)
+
+
+def _compile_graph(graph: Graph, system, options: CompileOptions, out: Path, progress: Progress,
+                   force: bool = False) -> dict:
     backend = backend_for(system)
     backend.check_lowerable(graph, system)
     progress("partitioning")
@@ -123,7 +160,8 @@ def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
 
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system: SystemSpec,
-           image: tuple[dict | None, str], force: bool = False, memory_extra: dict | None = None) -> dict:
+           image: tuple[dict | None, str], force: bool = False, memory_extra: dict | None = None,
+           proposer: tuple[str, Callable[[Path], dict]] | None = None) -> dict:
     shape = {"context": plan.options["context"], "batch": plan.options["batch"],
              "recurrent": plan.totals.get("ssm_state_bytes", 0) > 0}
     memory = MemoryMap.from_dict(lowered.memory | shape | (memory_extra or {}))
@@ -133,9 +171,14 @@ def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system
         (tmp / "prefill.ir").write_text(print_graph(lowered.prefill_graph))
         save_program(lowered.decode, tmp / "decode.prog")
         save_program(lowered.prefill, tmp / "prefill.prog")
+        if lowered.verify is not None:
+            (tmp / "verify.ir").write_text(print_graph(lowered.verify_graph))
+            save_program(lowered.verify, tmp / "verify.prog")
         (tmp / "memory.json").write_text(memory.to_json())
         (tmp / TARGET_FILE).write_text(dumps_target(system))
         if image[0] is not None:
             save_image(image[0], tmp / "sram.img", image[1])
-        manifest = write_manifest(tmp, system.name)
+        if proposer is not None:
+            proposer[1](tmp / proposer[0])
+        manifest = write_manifest(tmp, system.name, builds=(proposer[0],) if proposer else ())
     return manifest

@@ -13,7 +13,7 @@ from ir.graph import Builder, Graph, Value
 from ir.ops import Opcode
 from ir.types import DType, TensorType
 
-PHASES = ("decode", "prefill")
+PHASES = ("decode", "prefill", "verify")
 BLOCKS: dict[str, Block] = {**DENSE_BLOCKS, **SSM_BLOCKS}  # every block kind a layer plan may name
 
 
@@ -24,7 +24,10 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
     decode: one new token per sequence against KV caches of `context` tokens
     (inputs `tokens`, `pos`: i32[B]; outputs `logits` [B,V] and `next_tokens` i32[B]).
     prefill: `prompt` tokens per sequence, rows of a sequence contiguous (inputs i32[B*prompt];
-    output `logits`), caches of max(context, prompt) tokens. `layers` keeps only the
+    output `logits`), caches of max(context, prompt) tokens. verify (speculative decoding): `prompt`
+    rows per sequence, its current token then its drafts, at their own positions against caches of
+    `context` tokens (a prefill-like chunk, causal through the positions); outputs `logits`,
+    `next_tokens` (every row's argmax) and `accepted` i32[B] (drafts accepted). `layers` keeps only the
     first that many decoder layers (for small golden files). A full graph is built only for a
     config some shipped target could hold (frontend.size)."""
     rows, cache_tokens = _shape(phase, context, prompt, batch)
@@ -44,11 +47,13 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
             b.scope = layer.prefix if j == 0 or not config.block_units else f"{layer.prefix}.{kind}"
             x = BLOCKS[kind](layer, x)
     b.scope = "head"
-    return b.finish(*_head(b, config, x, table, phase))
+    return b.finish(*_head(b, config, x, table, phase, tokens, batch))
 
 
-def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str) -> tuple[Value, ...]:
-    """Final norm, vocab-parallel LM head, and (decode) greedy next-token ids."""
+def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str, tokens: Value,
+          batch: int) -> tuple[Value, ...]:
+    """Final norm, vocab-parallel LM head, and (decode, verify) greedy next-token ids; verify also
+    counts each sequence's accepted drafts."""
     h = b.op(Opcode.RMSNORM, x, b.param("norm.weight", config.dtype, config.hidden_size), eps=config.rms_norm_eps)
     if config.tie_word_embeddings:
         # One stored table serves both ends: the head reads it as [V, H] (x @ table.T), so
@@ -59,7 +64,11 @@ def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str) -
         logits = b.op(Opcode.MATMUL, h, head, name="logits", split="col")
     if phase == "prefill":
         return (logits,)
-    return logits, b.op(Opcode.ARGMAX, logits, name="next_tokens")
+    next_tokens = b.op(Opcode.ARGMAX, logits, name="next_tokens")
+    if phase == "verify":
+        steps = logits.type.shape[0] // batch
+        return logits, next_tokens, b.op(Opcode.ACCEPT, next_tokens, tokens, name="accepted", steps=steps)
+    return logits, next_tokens
 
 
 def _shape(phase: str, context: int, prompt: int, batch: int) -> tuple[int, int]:
@@ -71,6 +80,8 @@ def _shape(phase: str, context: int, prompt: int, batch: int) -> tuple[int, int]
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if phase == "decode":
         return batch, context
+    if phase == "verify":
+        return batch * prompt, context
     return batch * prompt, max(context, prompt)
 
 

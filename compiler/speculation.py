@@ -36,6 +36,7 @@ class Proposer:
     name: str
     plan: Plan
     depth: int | None = None  # MTP: the module's prediction depth (its K)
+    shared_params: int = 0  # parameters the proposer shares with the target (MTP: the embedding table)
 
 
 def check_speculation(config: ModelConfig, options: CompileOptions, spec: Speculation) -> None:
@@ -70,7 +71,7 @@ def plan_proposer(config: ModelConfig, system: SystemSpec, options: CompileOptio
         return Proposer("draft", spec.draft, make_plan_on(spec.draft, system, popts))
     graph = mtp_graph(config, popts)
     plan = plan_graphs(graph.name, Lowered(graph, graph), system, replace(popts, prompt=1, prefill_chunk=1))
-    return Proposer("mtp", f"{config.name} MTP", plan, config.mtp_layers)
+    return Proposer("mtp", f"{config.name} MTP", plan, config.mtp_layers, config.vocab_size * config.hidden_size)
 
 
 def mtp_graph(config: ModelConfig, options: CompileOptions) -> Graph:
@@ -113,7 +114,7 @@ def speculative_figures(name: str, config: ModelConfig, graphs: Lowered, plan: P
         "target_chips": plan.chips, "proposer_chips": proposer.plan.chips, "chips": plan.chips + proposer.plan.chips,
         "proposer_step_us": p["latency_us"], "proposer_step_bound_us": p["latency_bound_us"],
         "proposer_params": _own_params(proposer), "proposer_weight_bytes": proposer.plan.totals["weight_bytes"],
-        "handoff_us": round(handoff_us, 4),
+        "params": plan.totals["params"] + _own_params(proposer), "handoff_us": round(handoff_us, 4),
         "plain": {"latency_us": d["latency_us"], "latency_bound_us": d["latency_bound_us"],
                   "tokens_per_s": d["tokens_per_s"], "tokens_per_s_bound": round(1e6 / d["latency_bound_us"], 1)},
         **{k: v for k, v in best.items() if k != "steps"},
@@ -148,15 +149,7 @@ def with_speculation(plan: Plan, figures: dict) -> Plan:
 
 def _own_params(proposer: Proposer) -> int:
     """The proposer's parameters; the MTP module shares the model's embedding (its chips hold a copy)."""
-    params = proposer.plan.totals["params"]
-    if proposer.kind == "mtp":
-        stage = proposer.plan.stages[0]
-        params -= 0 if stage.first_unit != "embed" else _embed_params(proposer)
-    return params
-
-
-def _embed_params(proposer: Proposer) -> int:
-    return proposer.plan.extra.get("embed_params", 0)
+    return proposer.plan.totals["params"] - proposer.shared_params
 
 
 def make_speculative_plan(model: str, target: str, options: CompileOptions, spec: Speculation) -> Plan:

@@ -110,6 +110,7 @@ def speculative_figures(name: str, config: ModelConfig, graphs: Lowered, plan: P
     d, p = plan.decode, proposer.plan.decode
     return {
         "proposer": proposer.kind, "proposer_model": proposer.name, "placement": "own chips",
+        "sharing": _sharing(plan, proposer.plan),
         "steps": best["steps"], "chosen": "auto" if spec.steps == "auto" else "given", "acceptance": spec.acceptance,
         "target_chips": plan.chips, "proposer_chips": proposer.plan.chips, "chips": plan.chips + proposer.plan.chips,
         "proposer_step_us": p["latency_us"], "proposer_step_bound_us": p["latency_bound_us"],
@@ -121,6 +122,16 @@ def speculative_figures(name: str, config: ModelConfig, graphs: Lowered, plan: P
         "speedup": round(best["tokens_per_s"] / d["tokens_per_s"], 3),
         "candidates": rows,
     }
+
+
+def _sharing(target: Plan, proposer: Plan) -> dict:
+    """Whether the target's stages could hold the proposer instead: its resident bytes (weights and
+    caches, on its own chips' layout) against the SRAM the target's chips leave free. Builds place the
+    proposer on chips of its own either way (co-located Programs are not built yet)."""
+    need = sum(s.memory.weights + s.memory.kv_cache + s.memory.activations for s in proposer.stages
+               for _ in range(s.tp))
+    free = sum(max(0, s.memory.headroom) * s.tp for s in target.stages)
+    return {"fits": need <= free, "proposer_bytes": need, "target_free_bytes": free}
 
 
 def _row(k: int, verify: Plan, proposer: Plan, handoff: tuple[float, float], spec: Speculation) -> dict:
@@ -169,6 +180,10 @@ def render_speculative(plan: Plan, console) -> None:
     s = plan.extra["speculative"]
     clock = load_target(plan.target).chip.clock_hz
     what = f"draft {s['proposer_model']}" if s["proposer"] == "draft" else f"MTP module of {plan.model}"
+    share = s["sharing"]
+    console.print(f"sharing the target's stages: the proposer needs {share['proposer_bytes'] / 1e6:,.1f} MB, the "
+                  f"target's chips leave {share['target_free_bytes'] / 1e6:,.1f} MB free"
+                  f"{'' if share['fits'] else ': it does not fit'}; placed on chips of its own", soft_wrap=True)
     console.print(f"speculative decoding: {what} on {s['proposer_chips']:,} chips of its own "
                   f"({_count(s['proposer_params'])} parameters), target {s['target_chips']:,} chips: "
                   f"{s['chips']:,} in all; K = {s['steps']} ({s['chosen']}), acceptance {s['acceptance']:g}",

@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     insp.add_argument("--json", action="store_true", help="print the summary as JSON and nothing else")
     insp.add_argument("--chip", help="chips to show: N, A-B or a comma list (with --asm, --gantt, --trace)")
     insp.add_argument("--asm", action="store_true", help="print the chips' instruction streams as assembly")
-    insp.add_argument("--phase", choices=("decode", "prefill"),
+    insp.add_argument("--phase", choices=("decode", "prefill", "verify"),
                       help="the phase to show (with --asm, --gantt, --trace; default decode)")
     insp.add_argument("--cycles", help="cycle window LO:HI (with --asm, --gantt, --trace)")
     insp.add_argument("--gantt", metavar="PNG", help="draw the chips' units over time into a PNG")
@@ -387,6 +387,8 @@ def _inspect(args: argparse.Namespace) -> int:
                           f"{args.build}/decode")
     _check_views(args)
     build = load_build(args.build)
+    if (args.phase or "decode") not in build.programs:
+        raise ConfigError(f"--phase {args.phase}: {args.build} is not a speculative build (no verify.prog)")
     program = build.programs[args.phase or "decode"]
     chips = parse_chips(args.chip, program.chips) if args.chip is not None else None
     window = parse_cycles(args.cycles, program) if args.cycles is not None else None

@@ -16,6 +16,7 @@ from pathlib import Path
 from compiler.backends import backend_for
 from compiler.codegen.lowering import Lowering
 from compiler.frontend import build_graph, load_model_config
+from compiler.frontend.mtp import build_mtp_graph
 from compiler.frontend.options import CompileOptions, Speculation
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
 from compiler.plan import Plan
@@ -78,9 +79,9 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
         progress("planning the proposer and the verify step")
         plan = with_speculation(plan, speculative_figures(config.name, config, graphs, plan, system, options,
                                                           speculation))
-        verify = {"verify": verify_graph(config, options, plan.extra["speculative"]["steps"])}
+        verify = {"verify": verify_graph(config, options, plan.extra["speculative"]["steps"], speculation.mtp)}
         backend.check_lowerable(verify["verify"], system)
-    chunk = _chunk_graph(config, options, plan.prefill["chunk_tokens"])
+    chunk = _chunk_graph(config, options, plan.prefill["chunk_tokens"], speculation is not None and speculation.mtp)
     lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunk, system, options, progress, **verify)
     image = None
     if source != "none":
@@ -98,13 +99,31 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
 
 def _proposer_build(config, target: str, options: CompileOptions, speculation: Speculation, weights: str,
                     progress: Progress) -> tuple[str, Callable[[Path], dict]]:
-    """(sub-directory, how to write it): the draft model's own build, or the MTP module's (timing only:
-    its hidden-state input comes from the target's verify step, which functional runs do not pass)."""
+    """(sub-directory, how to write it): the draft model's own build, or the MTP module's (its one
+    Program runs over a verify step's rows; its image holds the module's weights, the embedding table
+    the model's own)."""
     popts = proposer_options(options)
     if speculation.draft is not None:
         return "draft", lambda path: compile_model(speculation.draft, target, popts, path, progress, weights)
-    graph = mtp_graph(config, popts)
-    return "mtp", lambda path: _compile_graph(graph, load_target(target), graph_file_options(popts), path, progress)
+    rows = config.mtp_layers + 1
+    return "mtp", lambda path: _compile_mtp(config, rows, load_target(target), popts, path, progress, weights)
+
+
+def _compile_mtp(config, rows: int, system: SystemSpec, options: CompileOptions, out: Path, progress: Progress,
+                 weights: str) -> dict:
+    graph = mtp_graph(config, options, rows)
+    options = graph_file_options(options)  # one Program: the module's step over the verify rows
+    backend = backend_for(system)
+    backend.check_lowerable(graph, system)
+    source = _weights_source(weights, graph.param_bytes(), system)
+    plan = plan_graphs(graph.name, Lowered(graph, graph), system, options)
+    lowered = backend.lower(plan, graph, graph, graph, system, options, progress)
+    image = None
+    if source != "none":
+        floats = load_weights(source, build_mtp_graph(config, context=options.context, batch=options.batch,
+                                                      rows=rows))
+        image = sram_image(lowered.codes, plan.stages, graph, floats, options.precision)
+    return _write(out, plan, graph, lowered, system, (image, source), memory_extra={"vocab_size": config.vocab_size})
 
 
 def _compile_graph_file(path: str, system, options: CompileOptions, out: Path, progress: Progress,
@@ -152,11 +171,12 @@ def _graphs(config, options: CompileOptions) -> Lowered:
     return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
 
 
-def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
-    """The prefill graph of one chunk, against the cache the whole prompt needs."""
+def _chunk_graph(config, options: CompileOptions, chunk: int, hidden: bool = False) -> Graph:
+    """The prefill graph of one chunk, against the cache the whole prompt needs (`hidden`: with every
+    row's hidden state, which an MTP proposer's prefill reads)."""
     passes = graph_passes(options)
     cache = max(options.context, options.prompt)
-    return passes(build_graph(config, "prefill", context=cache, prompt=chunk, batch=options.batch))
+    return passes(build_graph(config, "prefill", context=cache, prompt=chunk, batch=options.batch, hidden=hidden))
 
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system: SystemSpec,

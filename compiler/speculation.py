@@ -69,19 +69,21 @@ def plan_proposer(config: ModelConfig, system: SystemSpec, options: CompileOptio
     popts = proposer_options(options)
     if spec.draft is not None:
         return Proposer("draft", spec.draft, make_plan_on(spec.draft, system, popts))
-    graph = mtp_graph(config, popts)
+    graph = mtp_graph(config, popts, config.mtp_layers + 1)
     plan = plan_graphs(graph.name, Lowered(graph, graph), system, replace(popts, prompt=1, prefill_chunk=1))
     return Proposer("mtp", f"{config.name} MTP", plan, config.mtp_layers, config.vocab_size * config.hidden_size)
 
 
-def mtp_graph(config: ModelConfig, options: CompileOptions) -> Graph:
-    return graph_passes(options)(build_mtp_graph(config, context=options.context, batch=options.batch))
+def mtp_graph(config: ModelConfig, options: CompileOptions, rows: int) -> Graph:
+    """The MTP module's step over the `rows` rows of a verify step (K + 1)."""
+    return graph_passes(options)(build_mtp_graph(config, context=options.context, batch=options.batch, rows=rows))
 
 
-def verify_graph(config: ModelConfig, options: CompileOptions, steps: int) -> Graph:
-    """The target's verify step for K = `steps` drafts: K + 1 rows per sequence against the cache."""
+def verify_graph(config: ModelConfig, options: CompileOptions, steps: int, hidden: bool = False) -> Graph:
+    """The target's verify step for K = `steps` drafts: K + 1 rows per sequence against the cache (and,
+    for an MTP proposer, every row's hidden state)."""
     return graph_passes(options)(build_graph(config, "verify", context=options.context, prompt=steps + 1,
-                                             batch=options.batch))
+                                             batch=options.batch, hidden=hidden))
 
 
 def plan_verify(name: str, config: ModelConfig, graphs: Lowered, plan: Plan, system: SystemSpec,
@@ -89,7 +91,8 @@ def plan_verify(name: str, config: ModelConfig, graphs: Lowered, plan: Plan, sys
     """The verify step costed on the target plan's own stages (its chips hold the weights once)."""
     pinned = PlanFile("the target plan", name, system.name, asdict(options),
                       tuple(PinnedStage(s.first_unit, s.last_unit, s.tp, s.first_chip) for s in plan.stages))
-    return plan_graphs(name, Lowered(verify_graph(config, options, steps), graphs.prefill), system, options, pinned)
+    verify = verify_graph(config, options, steps, hidden=config.mtp_layers > 0)
+    return plan_graphs(name, Lowered(verify, graphs.prefill), system, options, pinned)
 
 
 def speculative_figures(name: str, config: ModelConfig, graphs: Lowered, plan: Plan, system: SystemSpec,
@@ -104,7 +107,7 @@ def speculative_figures(name: str, config: ModelConfig, graphs: Lowered, plan: P
         candidates = list(range(1, MAX_SPECULATE + 1)) if spec.steps == "auto" else [spec.steps]
     handoff_us = 2 * _handoff_s(system) * 1e6
     wire_us = 2 * system.global_link.latency_s * 1e6  # the bound's share: one hop each way, no bytes
-    rows = [_row(k, plan_verify(name, config, graphs, plan, system, options, k), proposer.plan,
+    rows = [_row(k, plan_verify(name, config, graphs, plan, system, options, k), proposer,
                  (handoff_us, wire_us), spec) for k in candidates]
     best = max(rows, key=lambda r: (r["tokens_per_s"], -r["steps"]))
     d, p = plan.decode, proposer.plan.decode
@@ -134,14 +137,18 @@ def _sharing(target: Plan, proposer: Plan) -> dict:
     return {"fits": need <= free, "proposer_bytes": need, "target_free_bytes": free}
 
 
-def _row(k: int, verify: Plan, proposer: Plan, handoff: tuple[float, float], spec: Speculation) -> dict:
-    """One K: K proposer steps, then the verify step (the proposer's extra step alongside it), and the
+def _row(k: int, verify: Plan, proposer: Proposer, handoff: tuple[float, float], spec: Speculation) -> dict:
+    """One K: a draft's K steps, then the verify step (the draft's extra step alongside it); or the verify
+    step, then the MTP module over its rows (it proposes from the verify step's hidden states); and the
     token ids' two hand-offs (`handoff`: their time, and the wire latency the bound keeps of it)."""
     handoff_us, wire_us = handoff
-    draft_us, draft_bound = proposer.decode["latency_us"], proposer.decode["latency_bound_us"]
+    draft_us, draft_bound = proposer.plan.decode["latency_us"], proposer.plan.decode["latency_bound_us"]
     verify_us, verify_bound = verify.decode["latency_us"], verify.decode["latency_bound_us"]
-    step_us = k * draft_us + max(verify_us, draft_us) + handoff_us
-    bound_us = k * draft_bound + max(verify_bound, draft_bound) + wire_us
+    if proposer.kind == "mtp":
+        step_us, bound_us = verify_us + draft_us + handoff_us, verify_bound + draft_bound + wire_us
+    else:
+        step_us = k * draft_us + max(verify_us, draft_us) + handoff_us
+        bound_us = k * draft_bound + max(verify_bound, draft_bound) + wire_us
     tokens = spec.expected_tokens(k)
     return {"steps": k, "verify_us": verify_us, "verify_bound_us": verify_bound, "step_us": round(step_us, 4),
             "step_bound_us": round(bound_us, 4), "expected_tokens_per_step": round(tokens, 4),

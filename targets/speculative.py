@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ir.errors import ConfigError
+from ir.numerics import encode
 from targets.build_dir import PROPOSERS, Build, load_build
-from targets.functional import Machine, execute_functional
+from targets.functional import Machine, activation_dtype, execute_functional
 from targets.interpreter import execute
 from targets.reference_check import Reference
 from targets.runner import (
@@ -34,6 +35,7 @@ from targets.runner import (
     _figures,
     _gather_output,
     _host_inputs,
+    _inputs,
     _output,
     _outputs_digest,
     _prefill,
@@ -104,7 +106,10 @@ def step_figures(build: Build, verify_cycles: int, proposer_cycles: int) -> dict
     link = system.global_link
     handoff = round(2 * (link.latency_s + 4 * HANDOFF_IDS / link.bw_bytes_per_s) * clock)
     proposer_cycles = round(proposer_cycles * clock / build.proposer.programs["decode"].clock_hz)
-    step = k * proposer_cycles + max(verify_cycles, proposer_cycles) + handoff
+    if build.proposer_kind == "mtp":  # the module proposes from the verify step's hidden states: after it
+        step = verify_cycles + proposer_cycles + handoff
+    else:  # K draft steps, then the verify step beside the draft's extra one
+        step = k * proposer_cycles + max(verify_cycles, proposer_cycles) + handoff
     acceptance = build.plan.get("speculative", {}).get("acceptance")
     expected = None if acceptance is None else (k + 1 if acceptance == 1 else
                                                 (1 - acceptance ** (k + 1)) / (1 - acceptance))
@@ -116,9 +121,9 @@ def step_figures(build: Build, verify_cycles: int, proposer_cycles: int) -> dict
 
 
 def _check_speculative_functional(build: Build, prompts: list[list[int]], tokens: int) -> None:
-    if build.proposer_kind != "draft":
-        raise ConfigError(f"{build.path}: functional runs of an MTP proposer are not supported yet (its hidden-state "
-                          "input comes from the verify step); `sramflow run` without --functional checks timing")
+    if build.proposer_kind == "mtp" and steps_of(build) != 1:
+        raise ConfigError(f"{build.path}: functional runs of an MTP module of depth {steps_of(build)} are not "
+                          "supported (depth 1 only); `sramflow run` without --functional checks timing")
     _check_group(build, prompts)
     for p in prompts:
         _check_functional(build, p, tokens + steps_of(build))
@@ -140,8 +145,9 @@ def run_speculative(build: Build, prompts: list[list[int]], tokens: int, order: 
     the drafts each sequence had accepted."""
     out = {"tokens": [], "logits": [], "accepted": [], "instructions": 0, "instructions_per_step": []}
     batch = _batch(build)
+    run = _run_mtp_group if build.proposer_kind == "mtp" else _run_group
     for i in range(0, len(prompts), batch):
-        group = _run_group(build, prompts[i: i + batch], tokens, order)
+        group = run(build, prompts[i: i + batch], tokens, order)
         for key in ("tokens", "logits", "accepted"):
             out[key] += group[key]
         out["instructions"] += group["instructions"]
@@ -203,7 +209,8 @@ def _decode_step(build: Build, machine: Machine, ids: np.ndarray, pos: np.ndarra
 
 def _verify_step(build: Build, machine: Machine, ids: np.ndarray, pos: np.ndarray, order: list[int] | None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The verify step: every row's target token [B, K+1], the drafts accepted [B], the logits [B, K+1, V]."""
+    """The verify step: every row's target token [B, K+1], the drafts accepted [B], the logits [B, K+1, V]
+    (the hidden states, for an MTP proposer, are left in the machine for `_hidden`)."""
     events = [(0, _host_inputs(build, "verify", stage, ids, pos)) for stage in build.memory.stages]
     execute_functional(build.programs["verify"], machine, events, order)
     batch = _batch(build)
@@ -231,3 +238,90 @@ def _functional(prompts: list[list[int]], out: dict, step: dict) -> dict:
                                   * 1e6 / step["step_us"], 1),
             "instructions_per_step": sorted(set(out["instructions_per_step"])),
             "instructions_executed": out["instructions"]}
+
+
+# ---- an MTP proposer: it reads the target's hidden states ----------------------------------------
+
+def _run_mtp_group(build: Build, prompts: list[list[int]], tokens: int, order: list[int] | None) -> dict:
+    """Greedy speculative decoding with the model's MTP module (depth 1): row i of the module takes token
+    i + 1 and the target's hidden state at i. After prefill the module runs over the prompt's rows in
+    windows of its Program's K + 1 rows; each step the target verifies [current token, proposal], then
+    the module runs over the verify rows (the target's tokens and hidden states) and the row of the
+    last accepted position gives the next proposal."""
+    mtp, k, context = build.proposer, steps_of(build), build.context
+    _check_prefill(build, prompts)
+    target_m, mtp_m = _machine(build), _machine(mtp)
+    chunks: dict[int, np.ndarray] = {}
+    seqs = [_Seq(p, s.position, s.tokens, s.logits)
+            for p, s in zip(prompts, _prefill(build, target_m, prompts, order, hidden=chunks), strict=True)]
+    hidden = _prompt_hidden(chunks, len(prompts))
+    proposals = _mtp_prefill(mtp, mtp_m, seqs, hidden, k + 1, order)
+    accepted: list[list[int]] = [[] for _ in seqs]
+    per_step = []
+    while not all(len(s.tokens) >= tokens for s in seqs):
+        before = target_m.executed + mtp_m.executed
+        active = [len(s.tokens) < tokens for s in seqs]
+        starts = np.array([min(s.position, context - k - 1) for s in seqs], np.int32)
+        ids = np.array([[s.tokens[-1], int(d)] for s, d in zip(seqs, proposals, strict=True)], np.int32)
+        pos = (starts[:, None] + np.arange(k + 1, dtype=np.int32)).reshape(-1)
+        chosen, counts, logits = _verify_step(build, target_m, ids.reshape(-1), pos, order)
+        rows_hidden = _gather_output(build, "verify", "hidden", target_m)
+        out = mtp_step(mtp, mtp_m, chosen.reshape(-1), pos, rows_hidden, order).reshape(len(seqs), -1)
+        for b, s in enumerate(seqs):
+            n = int(counts[b])
+            proposals[b] = int(out[b, n])
+            if active[b]:
+                s.tokens += chosen[b, : n + 1].tolist()
+                s.logits += list(logits[b, : n + 1])
+                s.position += n + 1
+                accepted[b].append(n)
+        per_step.append(target_m.executed + mtp_m.executed - before)
+    return {"tokens": [s.tokens[:tokens] for s in seqs],
+            "logits": [np.stack(s.logits[:tokens]) for s in seqs], "accepted": accepted,
+            "instructions": target_m.executed + mtp_m.executed, "instructions_per_step": per_step}
+
+
+def _prompt_hidden(chunks: dict[int, np.ndarray], batch: int) -> list[np.ndarray]:
+    """Each sequence's hidden state at every prompt position, from the prefill chunks' rows."""
+    per = [chunks[c].reshape(batch, -1, chunks[c].shape[-1]) for c in sorted(chunks)]
+    return [np.concatenate([part[b] for part in per]) for b in range(batch)]
+
+
+def _mtp_prefill(mtp: Build, machine: Machine, seqs: list[_Seq], hidden: list[np.ndarray], rows: int,
+                 order: list[int] | None) -> list[int]:
+    """The module over each prompt's positions, `rows` at a time (positions past a prompt's last repeat
+    it: the same row, written again); each sequence's proposal for the position after its first token."""
+    last = [len(s.prompt) - 1 for s in seqs]
+    text = [s.prompt + s.tokens[:1] for s in seqs]
+    proposals = [0] * len(seqs)
+    for start in range(0, max(last) + 1, rows):
+        q = np.minimum(start + np.arange(rows)[None, :], np.array(last)[:, None])
+        ids = np.array([[text[b][i + 1] for i in q[b]] for b in range(len(seqs))], np.int32)
+        h = np.concatenate([hidden[b][q[b]] for b in range(len(seqs))])
+        out = mtp_step(mtp, machine, ids.reshape(-1), q.reshape(-1).astype(np.int32), h, order).reshape(len(seqs),
+                                                                                                         -1)
+        for b in range(len(seqs)):
+            hits = np.flatnonzero(q[b] == last[b])
+            if len(hits):
+                proposals[b] = int(out[b, hits[-1]])
+    return proposals
+
+
+def mtp_step(mtp: Build, machine: Machine, ids: np.ndarray, pos: np.ndarray, hidden: np.ndarray,
+              order: list[int] | None) -> np.ndarray:
+    """The module's Program once over rows (token, position, the target's hidden state): its next tokens."""
+    program = mtp.programs["decode"]
+    act = activation_dtype(program)
+    data = encode(np.asarray(hidden, np.float32).reshape(-1), act)
+    events = [(0, _host_inputs(mtp, "decode", stage, ids, pos)) for stage in mtp.memory.stages]
+    events += [(0, lambda m, stage=stage: _write_hidden(m, stage, data)) for stage in mtp.memory.stages
+               if "hidden" in _inputs("decode", stage)]
+    execute_functional(program, machine, events, order)
+    stage, addr, _ = _output(mtp, "decode", "next_tokens")
+    return machine.read(stage.first_chip, addr, 4 * len(ids)).view("<i4").copy()
+
+
+def _write_hidden(machine: Machine, stage, data: np.ndarray) -> None:
+    addr, nbytes = _inputs("decode", stage)["hidden"]
+    for chip in range(stage.first_chip, stage.first_chip + stage.tp):
+        machine.write(chip, addr, data[:nbytes])

@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.cli import main
+from ir.reference import run_graph
 from targets.build_dir import load_build
+from targets.functional import Machine
+from targets.reference_check import Reference
 from targets.runner import run_prompts
-from targets.speculative import run_speculative, run_speculative_build
+from targets.speculative import mtp_step, run_speculative, run_speculative_build
 from tests.cli_errors import TINY, refused
 
 SHAPE = ["--context", "64", "--prompt", "32", "--prefill-chunk", "16"]
@@ -128,6 +132,39 @@ def test_plan_auto_chooses_the_fastest_k(capsys):
         assert r["tokens_per_s"] <= r["tokens_per_s_bound"]
     assert s["chips"] == s["target_chips"] + s["proposer_chips"]
     assert s["plain"]["tokens_per_s"] < s["plain"]["tokens_per_s_bound"]
+
+
+@pytest.fixture(scope="module")
+def mtp_builds(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mtp")
+    for precision in ("fp16", "int8"):
+        assert main(["compile", "tiny-deepseek-v3", "--target", "lpu-mini", *SHAPE, "--precision", precision, "--mtp",
+                     "-o", str(root / precision)]) == 0
+    return {p: root / p for p in ("fp16", "int8")}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_mtp_speculative_greedy_equals_plain_greedy(mtp_builds, precision):
+    build = load_build(mtp_builds[precision])
+    out = run_speculative(build, PROMPTS, 6)
+    assert out["tokens"] == run_prompts(build, PROMPTS, 6)["tokens"]
+    assert len(set(out["instructions_per_step"])) == 1
+
+
+def test_the_mtp_module_computes_what_the_reference_does(mtp_builds):
+    """The module's Program on the SRAM image, fed tokens, positions and hidden states, proposes what
+    the graph IR reference proposes from its decode.ir and the image's weights."""
+    mtp = load_build(mtp_builds["fp16"] / "mtp")
+    reference = Reference.load(mtp)
+    rng = np.random.default_rng(7)
+    ids, pos = np.array([17, 230], np.int32), np.array([0, 1], np.int32)
+    hidden = rng.standard_normal((2, 64)).astype(np.float16)
+    machine = Machine.blank(mtp.programs["decode"].chips, mtp.system.chip.usable_sram_bytes)
+    machine.load(mtp.image())
+    state = {s.name: np.zeros(s.type.shape, np.float16) for s in reference.graph.state}
+    want = run_graph(reference.graph, {"tokens": ids, "pos": pos, "hidden": hidden}, reference.params, state)
+    assert mtp_step(mtp, machine, ids, pos, hidden.astype(np.float32), None).tolist() == \
+        want["next_tokens"].tolist()
 
 
 def test_mtp_plans_and_compiles_with_its_weights_counted(tmp_path, capsys):

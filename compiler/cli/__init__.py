@@ -530,9 +530,10 @@ def _print_speculative(f: dict, console) -> None:
     s = f["speculative"]
     expected = (f", {s['expected_tokens_per_step']:.3f} tokens a step expected at acceptance {s['acceptance']:g}: "
                 f"{s['tokens_per_s']:,.0f} tokens/s") if s["acceptance"] is not None else ""
+    parts = (f"verify {s['verify_cycles']:,} + mtp {s['proposer_cycles']:,}" if s["proposer"] == "mtp" else
+             f"{s['steps']} x {s['proposer_cycles']:,} draft + verify {s['verify_cycles']:,}")
     console.print(f"speculative: K = {s['steps']}, {s['cycles_per_step']:,} cycles a step ({s['step_us']:,.3f} µs: "
-                  f"{s['steps']} x {s['proposer_cycles']:,} {s['proposer']} + verify {s['verify_cycles']:,} + "
-                  f"hand-offs {s['handoff_cycles']:,}){expected}", soft_wrap=True)
+                  f"{parts} + hand-offs {s['handoff_cycles']:,}){expected}", soft_wrap=True)
     if "functional" in f:
         fn = f["functional"]
         console.print(f"functional: {fn['steps']} steps, {fn['tokens_per_step']:.3f} tokens a step, acceptance "

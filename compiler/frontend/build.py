@@ -18,7 +18,7 @@ BLOCKS: dict[str, Block] = {**DENSE_BLOCKS, **SSM_BLOCKS}  # every block kind a 
 
 
 def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt: int = 1024, batch: int = 1,
-                layers: int | None = None) -> Graph:
+                layers: int | None = None, hidden: bool = False) -> Graph:
     """The graph of one phase for `batch` sequences.
 
     decode: one new token per sequence against KV caches of `context` tokens
@@ -27,7 +27,9 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
     output `logits`), caches of max(context, prompt) tokens. verify (speculative decoding): `prompt`
     rows per sequence, its current token then its drafts, at their own positions against caches of
     `context` tokens (a prefill-like chunk, causal through the positions); outputs `logits`,
-    `next_tokens` (every row's argmax) and `accepted` i32[B] (drafts accepted). `layers` keeps only the
+    `next_tokens` (every row's argmax) and `accepted` i32[B] (drafts accepted). `hidden` adds the
+    output `hidden`, every row's residual stream before the final norm (what DeepSeek's MTP module
+    proposes from). `layers` keeps only the
     first that many decoder layers (for small golden files). A full graph is built only for a
     config some shipped target could hold (frontend.size)."""
     rows, cache_tokens = _shape(phase, context, prompt, batch)
@@ -47,7 +49,10 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
             b.scope = layer.prefix if j == 0 or not config.block_units else f"{layer.prefix}.{kind}"
             x = BLOCKS[kind](layer, x)
     b.scope = "head"
-    return b.finish(*_head(b, config, x, table, phase, tokens, batch))
+    outputs = _head(b, config, x, table, phase, tokens, batch)
+    if hidden:  # an identity slice names the residual stream as an output (data movement only)
+        outputs = (*outputs, b.op(Opcode.SLICE, x, name="hidden", start=0, stop=config.hidden_size))
+    return b.finish(*outputs)
 
 
 def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str, tokens: Value,

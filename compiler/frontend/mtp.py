@@ -5,8 +5,10 @@ table) and the previous depth's hidden state (the main model's last, before its 
 rms-normed, projected together by `eh_proj` (declared as its two halves, so no concatenation is
 needed: [e | h] @ W = e @ W_e + h @ W_h), one decoder layer like the model's last (latent attention,
 routed and shared experts, its own cache), and its own head (`shared_head`: a norm and [H, V]).
-Inputs `tokens`, `pos` i32[B] and `hidden` [B, H]; outputs `logits`, `next_tokens` and `hidden`
-(to chain a further depth).
+Inputs `tokens`, `pos` i32[B*S] and `hidden` [B*S, H] (S rows a sequence: the module runs beside a
+verify step over its rows); outputs `logits`, `next_tokens` and `hidden` (to chain a further depth).
+Row i of a sequence takes token t(i+1) and the target's hidden state at i, at position i, and predicts
+t(i+2).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from ir.ops import Opcode
 from ir.types import DType, TensorType
 
 
-def build_mtp_graph(config: ModelConfig, *, context: int = 4096, batch: int = 1) -> Graph:
-    """The MTP module's decode step for `batch` sequences against caches of `context` tokens."""
+def build_mtp_graph(config: ModelConfig, *, context: int = 4096, batch: int = 1, rows: int = 1) -> Graph:
+    """The MTP module's step for `batch` sequences of `rows` rows against caches of `context` tokens."""
     b = Builder(f"{config.name}_mtp".replace("-", "_").replace(".", "_"))
-    tokens = b.input("tokens", TensorType(DType.I32, (batch,)))
-    pos = b.input("pos", TensorType(DType.I32, (batch,)))
-    hidden = b.input("hidden", TensorType(config.dtype, (batch, config.hidden_size)))
+    tokens = b.input("tokens", TensorType(DType.I32, (batch * rows,)))
+    pos = b.input("pos", TensorType(DType.I32, (batch * rows,)))
+    hidden = b.input("hidden", TensorType(config.dtype, (batch * rows, config.hidden_size)))
     b.scope = "embed"
     table = b.param("embed_tokens.weight", config.dtype, config.vocab_size, config.hidden_size)
     e = b.op(Opcode.EMBED, tokens, table)

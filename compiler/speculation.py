@@ -209,6 +209,9 @@ def render_speculative(plan: Plan, console) -> None:
                   f"hand-offs {s['handoff_us']:,.2f} µs a step; plain decode {p['tokens_per_s']:,.0f} tokens/s "
                   f"(bound {p['tokens_per_s_bound']:,.0f}); speculative {s['tokens_per_s']:,.0f} tokens/s "
                   f"(bound {s['tokens_per_s_bound']:,.0f}): x{s['speedup']:.2f}", soft_wrap=True)
+    if s["speedup"] < 1:
+        console.print(f"at acceptance {s['acceptance']:g} speculation loses to plain decode: no K's expected tokens "
+                      "pay for its proposer and verify steps", soft_wrap=True)
 
 
 def _count(n: int) -> str:

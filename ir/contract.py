@@ -85,7 +85,8 @@ CONTRACT: dict[str, dict[Op, dict[str, str]]] = {"queues": QUEUES, "roles": ROLE
 FN_ARGS: dict[Fn | str, dict[str, type]] = {
     Fn.RMSNORM: {"eps": float},
     Fn.ROPE: {"head_dim": int, "heads": int, "theta": float, "interleave": bool, "scaling": str, "factor": float,
-              "low_freq_factor": float, "high_freq_factor": float, "original_max_position": int},
+              "low_freq_factor": float, "high_freq_factor": float, "original_max_position": int,
+              "beta_fast": float, "beta_slow": float, "mscale": float, "mscale_all_dim": float},  # yarn (DeepSeek)
     Fn.SOFTMAX: {"batch": int, "head_dim": int, "heads": int, "rows": int, "tokens": int, "scale": float},
     Fn.TOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},
     Fn.ARGTOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},

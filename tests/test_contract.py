@@ -4,6 +4,7 @@ Program declares its dialect, and it runs only where the target's instruction se
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,18 @@ def test_compile_for_a_target_with_no_instruction_set_is_refused(capsys, tmp_pat
     assert len(err.splitlines()) == 1 and 'H100-SXM5-80GB has none (chip.isa = "none")' in err
     assert not (tmp_path / "b").exists()
     assert main(["plan", "tiny-llama", "--target", "h100", "--json"]) == 0  # it plans
+
+
+def test_yarn_rope_keeps_the_contract(tmp_path):
+    """DeepSeek-V3's yarn rope (beta_fast, beta_slow, mscale, mscale_all_dim) is an argument set the ROPE
+    function takes: a tiny DeepSeek with yarn scaling compiles to a hazard-free Program."""
+    config = json.loads((Path(__file__).parents[1] / "examples/models/tiny-deepseek-v3.json").read_text())
+    config["rope_scaling"] = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128,
+                              "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
+    (tmp_path / "yarn").mkdir()
+    (tmp_path / "yarn" / "config.json").write_text(json.dumps(config))
+    assert main(["compile", str(tmp_path / "yarn"), "--target", "lpu-mini", "--context", "64", "--prompt", "16",
+                 "--weights", "none", "-o", str(tmp_path / "b")]) == 0
+    program = load_program(tmp_path / "b" / "decode.prog")
+    assert list(violations(program)) == []
+    assert execute(program, load_target("lpu-mini")).hazards == []

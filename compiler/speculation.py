@@ -87,11 +87,11 @@ def verify_graph(config: ModelConfig, options: CompileOptions, steps: int, hidde
 
 
 def plan_verify(name: str, config: ModelConfig, graphs: Lowered, plan: Plan, system: SystemSpec,
-                options: CompileOptions, steps: int) -> Plan:
+                options: CompileOptions, steps: int, hidden: bool = False) -> Plan:
     """The verify step costed on the target plan's own stages (its chips hold the weights once)."""
     pinned = PlanFile("the target plan", name, system.name, asdict(options),
                       tuple(PinnedStage(s.first_unit, s.last_unit, s.tp, s.first_chip) for s in plan.stages))
-    verify = verify_graph(config, options, steps, hidden=config.mtp_layers > 0)
+    verify = verify_graph(config, options, steps, hidden)
     return plan_graphs(name, Lowered(verify, graphs.prefill), system, options, pinned)
 
 
@@ -107,7 +107,7 @@ def speculative_figures(name: str, config: ModelConfig, graphs: Lowered, plan: P
         candidates = list(range(1, MAX_SPECULATE + 1)) if spec.steps == "auto" else [spec.steps]
     handoff_us = 2 * _handoff_s(system) * 1e6
     wire_us = 2 * system.global_link.latency_s * 1e6  # the bound's share: one hop each way, no bytes
-    rows = [_row(k, plan_verify(name, config, graphs, plan, system, options, k), proposer,
+    rows = [_row(k, plan_verify(name, config, graphs, plan, system, options, k, spec.mtp), proposer,
                  (handoff_us, wire_us), spec) for k in candidates]
     best = max(rows, key=lambda r: (r["tokens_per_s"], -r["steps"]))
     d, p = plan.decode, proposer.plan.decode

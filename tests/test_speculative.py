@@ -101,6 +101,18 @@ def test_a_batch_speculates_each_sequence_at_its_own_pace(tmp_path, near, capsys
     assert figures["reference"]["passed"] and figures["reference"]["steps"] == 16
 
 
+@pytest.mark.parametrize("model", ["tiny-mixtral", "tiny-deepseek-v3"])
+def test_experts_and_latent_attention_verify_as_they_decode(tmp_path, model):
+    """A mixture of experts (its verify rows take every local expert, decode the routed ones) and latent
+    attention: the target as its own draft accepts every draft, and emits its plain tokens."""
+    assert main(["compile", model, "--target", "lpu-mini", *SHAPE, "--draft", model, "--speculate", "3", "-o",
+                 str(tmp_path / "b")]) == 0
+    build = load_build(tmp_path / "b")
+    out = run_speculative(build, PROMPTS, 8)
+    assert out["tokens"] == run_prompts(build, PROMPTS, 8)["tokens"]
+    assert {n for seq in out["accepted"] for n in seq} == {3}
+
+
 def test_run_reports_the_step_and_is_hazard_free(builds, capsys):
     assert main(["run", str(builds["random-k4"]), "--check-determinism", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)

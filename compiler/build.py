@@ -68,7 +68,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
         check_speculation(config, options, speculation)
     backend = backend_for(system)
     progress("lowering graphs")
-    graphs = _graphs(config, options)
+    graphs = _graphs(config, options, system)
     backend.check_lowerable(graphs.decode, system)
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
@@ -79,7 +79,8 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
         progress("planning the proposer and the verify step")
         plan = with_speculation(plan, speculative_figures(config.name, config, graphs, plan, system, options,
                                                           speculation))
-        verify = {"verify": verify_graph(config, options, plan.extra["speculative"]["steps"], speculation.mtp)}
+        verify = {"verify": verify_graph(config, options, plan.extra["speculative"]["steps"], speculation.mtp,
+                                         system)}
         backend.check_lowerable(verify["verify"], system)
     chunk = _chunk_graph(config, options, plan.prefill["chunk_tokens"], speculation is not None and speculation.mtp)
     lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunk, system, options, progress, **verify)
@@ -165,9 +166,9 @@ def _weights_source(weights: str, weight_bytes: int, system: SystemSpec) -> str:
     return str(path.resolve())
 
 
-def _graphs(config, options: CompileOptions) -> Lowered:
+def _graphs(config, options: CompileOptions, holds: SystemSpec | None = None) -> Lowered:
     passes = graph_passes(options)
-    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch}
+    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds}
     return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
 
 

@@ -63,13 +63,14 @@ def graph_file_options(options: CompileOptions) -> CompileOptions:
     return replace(options, prompt=1, prefill_chunk=1)
 
 
-def lower(model: str, options: CompileOptions) -> tuple[str, Lowered]:
+def lower(model: str, options: CompileOptions, holds: SystemSpec | None = None) -> tuple[str, Lowered]:
+    """Both phases' graphs; with `holds`, a config that target could never hold is refused first."""
     if is_graph_file(model):
         graph = read_graph_file(model)
         return graph.name, Lowered(graph, graph)
     config = load_model_config(model)
     passes = graph_passes(options)
-    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch}
+    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds}
     graphs = (passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill"))
     return config.name, Lowered(*graphs)
 
@@ -90,7 +91,7 @@ def make_plan_on(model: str, system: SystemSpec, options: CompileOptions) -> Pla
     start = time.perf_counter()
     if is_graph_file(model):
         options = graph_file_options(options)
-    name, graphs = lower(model, options)
+    name, graphs = lower(model, options, system)
     plan = plan_graphs(name, graphs, system, options)
     return replace(plan, wall_s=time.perf_counter() - start)
 

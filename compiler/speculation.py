@@ -79,11 +79,12 @@ def mtp_graph(config: ModelConfig, options: CompileOptions, rows: int) -> Graph:
     return graph_passes(options)(build_mtp_graph(config, context=options.context, batch=options.batch, rows=rows))
 
 
-def verify_graph(config: ModelConfig, options: CompileOptions, steps: int, hidden: bool = False) -> Graph:
+def verify_graph(config: ModelConfig, options: CompileOptions, steps: int, hidden: bool = False,
+                 holds: SystemSpec | None = None) -> Graph:
     """The target's verify step for K = `steps` drafts: K + 1 rows per sequence against the cache (and,
-    for an MTP proposer, every row's hidden state)."""
+    for an MTP proposer, every row's hidden state); `holds`: the target (build_graph's size check)."""
     return graph_passes(options)(build_graph(config, "verify", context=options.context, prompt=steps + 1,
-                                             batch=options.batch, hidden=hidden))
+                                             batch=options.batch, hidden=hidden, holds=holds))
 
 
 def plan_verify(name: str, config: ModelConfig, graphs: Lowered, plan: Plan, system: SystemSpec,
@@ -91,7 +92,7 @@ def plan_verify(name: str, config: ModelConfig, graphs: Lowered, plan: Plan, sys
     """The verify step costed on the target plan's own stages (its chips hold the weights once)."""
     pinned = PlanFile("the target plan", name, system.name, asdict(options),
                       tuple(PinnedStage(s.first_unit, s.last_unit, s.tp, s.first_chip) for s in plan.stages))
-    verify = verify_graph(config, options, steps, hidden)
+    verify = verify_graph(config, options, steps, hidden, system)
     return plan_graphs(name, Lowered(verify, graphs.prefill), system, options, pinned)
 
 
@@ -175,7 +176,7 @@ def make_speculative_plan(model: str, target: str, options: CompileOptions, spec
     system = load_target(target)
     config = load_model_config(model)
     check_speculation(config, options, spec)
-    name, graphs = lower(model, options)
+    name, graphs = lower(model, options, system)
     plan = plan_graphs(name, graphs, system, options)
     return with_speculation(plan, speculative_figures(name, config, graphs, plan, system, options, spec))
 

@@ -75,7 +75,7 @@ def test_vector_function_arguments_follow_their_schema(builds):
     meta = json.loads(json.dumps(decode.meta))
     entry = next(i for i, a in enumerate(meta["fn_args"]) if "eps" in a)
     meta["fn_args"][entry]["eps"] = "small"  # a string where a float goes
-    edited = Program(decode.phase, decode.target, decode.chips, decode.clock_hz, decode.cols, meta, decode.dialect)
+    edited = decode.with_meta(meta)
     found = [h for h in execute(edited, load_target(target)).hazards if h.kind == "contract"]
     assert found and "rmsnorm an argument eps='small' it does not take" in found[0].detail
 
@@ -138,16 +138,20 @@ def test_compile_for_a_target_with_no_instruction_set_is_refused(capsys, tmp_pat
     assert main(["plan", "tiny-llama", "--target", "h100", "--json"]) == 0  # it plans
 
 
-def test_yarn_rope_keeps_the_contract(tmp_path):
-    """DeepSeek-V3's yarn rope (beta_fast, beta_slow, mscale, mscale_all_dim) is an argument set the ROPE
-    function takes: a tiny DeepSeek with yarn scaling compiles to a hazard-free Program."""
-    config = json.loads((Path(__file__).parents[1] / "examples/models/tiny-deepseek-v3.json").read_text())
-    config["rope_scaling"] = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128,
-                              "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
-    (tmp_path / "yarn").mkdir()
-    (tmp_path / "yarn" / "config.json").write_text(json.dumps(config))
-    assert main(["compile", str(tmp_path / "yarn"), "--target", "lpu-mini", "--context", "64", "--prompt", "16",
-                 "--weights", "none", "-o", str(tmp_path / "b")]) == 0
-    program = load_program(tmp_path / "b" / "decode.prog")
-    assert list(violations(program)) == []
-    assert execute(program, load_target("lpu-mini")).hazards == []
+MODELS = Path(__file__).parent.parent / "examples" / "models"
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in MODELS.glob("*.json")))
+def test_every_shipped_model_gives_its_vector_functions_arguments_the_contract_knows(model):
+    """The codegen hands an op's attributes to its vector function (emit.py): for every shipped model,
+    rope's (YaRN's beta_fast, mscale, ...), the norms' and the router's fit the contract's schema."""
+    from compiler.frontend.build import build_graph
+    from compiler.frontend.config import load_model_config
+    from ir.contract import _fits
+    from ir.ops import Opcode
+
+    graph = build_graph(load_model_config(model), "decode", context=64, prompt=16, layers=1)
+    schemas = {Opcode.ROPE: FN_ARGS[Fn.ROPE], Opcode.RMSNORM: FN_ARGS[Fn.RMSNORM]}
+    for op in graph.ops:
+        for name, value in op.attr.items() if op.opcode in schemas else ():
+            assert name in schemas[op.opcode] and _fits(value, schemas[op.opcode][name]), (op.opcode, name, value)

@@ -16,12 +16,21 @@ from pathlib import Path
 from compiler.backends import backend_for
 from compiler.codegen.lowering import Lowering
 from compiler.frontend import build_graph, load_model_config
-from compiler.frontend.options import CompileOptions
+from compiler.frontend.mtp import build_mtp_graph
+from compiler.frontend.options import CompileOptions, Speculation
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
 from compiler.partition.units import with_reach
 from compiler.plan import Plan
 from compiler.plan.reader import read_plan
 from compiler.planner import Lowered, graph_file_options, graph_passes, is_graph_file, plan_graphs, read_graph_file
+from compiler.speculation import (
+    check_speculation,
+    mtp_graph,
+    proposer_options,
+    speculative_figures,
+    verify_graph,
+    with_speculation,
+)
 from ir.build_io import build_writer, check_destination, write_manifest
 from ir.errors import ConfigError
 from ir.graph import Graph
@@ -39,20 +48,25 @@ Progress = Callable[[str], None]
 
 def compile_model(model: str, target: str, options: CompileOptions, out: str | Path,
                   progress: Progress = lambda _: None, weights: str = "auto", force: bool = False,
-                  plan_file: str | Path | None = None) -> dict:
+                  plan_file: str | Path | None = None, speculation: Speculation | None = None) -> dict:
     """Plan, lower and schedule `model`; write the build directory `out`; return the manifest.
     `weights`: "random", a checkpoint (.npz), "none", or "auto" (random for models whose
     weights take at most 256 MiB): the SRAM image the functional interpreter runs on.
     `out` must be absent, empty or a sramflow build (an edited one only with `force`). `plan_file`: lower
-    the stages of that plan (`plan --json`, maybe edited) instead of searching for them."""
+    the stages of that plan (`plan --json`, maybe edited) instead of searching for them. `speculation`:
+    the build also holds the verify program and the proposer's build (`draft/` or `mtp/`)."""
     out = check_destination(out, force)
     pinned = read_plan(plan_file) if plan_file is not None else None
     system = load_target(target)
     if is_graph_file(model):
         if pinned is not None:
             raise ConfigError("--plan: a graph IR file is planned as one unit; there are no stages to give")
+        if speculation is not None:
+            raise ConfigError("--speculate: a graph IR file has no model to verify drafts with")
         return _compile_graph_file(model, system, options, out, progress, weights, force)
     config = load_model_config(model)
+    if speculation is not None:
+        check_speculation(config, options, speculation)
     backend = backend_for(system)
     progress("lowering graphs")
     graphs = _graphs(config, options, system)
@@ -61,8 +75,16 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     check_weights_fit(source, graphs.decode)
     progress("partitioning")
     plan = plan_graphs(config.name, graphs, system, options, pinned)
-    chunks = _chunk_graphs(config, options, plan.prefill)
-    lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunks, system, options, progress)
+    verify = {}
+    if speculation is not None:
+        progress("planning the proposer and the verify step")
+        plan = with_speculation(plan, speculative_figures(config.name, config, graphs, plan, system, options,
+                                                          speculation))
+        verify = {"verify": verify_graph(config, options, plan.extra["speculative"]["steps"], speculation.mtp,
+                                         system)}
+        backend.check_lowerable(verify["verify"], system)
+    chunks = _chunk_graphs(config, options, plan.prefill, speculation is not None and speculation.mtp)
+    lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunks, system, options, progress, **verify)
     image = None
     if source != "none":
         progress("laying out weights")
@@ -70,8 +92,40 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
                                                          batch=options.batch))
         image = sram_image(lowered.codes, plan.stages, graphs.decode, float_weights, options.precision)
     progress("writing")
+    proposer = None
+    if speculation is not None:
+        proposer = _proposer_build(config, target, options, speculation, weights, progress)
     return _write(out, plan, graphs.decode, lowered, system, (image, source), force,
-                  {"vocab_size": config.vocab_size})
+                  {"vocab_size": config.vocab_size}, proposer)
+
+
+def _proposer_build(config, target: str, options: CompileOptions, speculation: Speculation, weights: str,
+                    progress: Progress) -> tuple[str, Callable[[Path], dict]]:
+    """(sub-directory, how to write it): the draft model's own build, or the MTP module's (its one
+    Program runs over a verify step's rows; its image holds the module's weights, the embedding table
+    the model's own)."""
+    popts = proposer_options(options)
+    if speculation.draft is not None:
+        return "draft", lambda path: compile_model(speculation.draft, target, popts, path, progress, weights)
+    rows = config.mtp_layers + 1
+    return "mtp", lambda path: _compile_mtp(config, rows, load_target(target), popts, path, progress, weights)
+
+
+def _compile_mtp(config, rows: int, system: SystemSpec, options: CompileOptions, out: Path, progress: Progress,
+                 weights: str) -> dict:
+    graph = mtp_graph(config, options, rows)
+    options = graph_file_options(options)  # one Program: the module's step over the verify rows
+    backend = backend_for(system)
+    backend.check_lowerable(graph, system)
+    source = _weights_source(weights, graph.param_bytes(), system)
+    plan = plan_graphs(graph.name, Lowered(graph, graph), system, options)
+    lowered = backend.lower(plan, graph, graph, graph, system, options, progress)
+    image = None
+    if source != "none":
+        floats = load_weights(source, build_mtp_graph(config, context=options.context, batch=options.batch,
+                                                      rows=rows))
+        image = sram_image(lowered.codes, plan.stages, graph, floats, options.precision)
+    return _write(out, plan, graph, lowered, system, (image, source), memory_extra={"vocab_size": config.vocab_size})
 
 
 def _compile_graph_file(path: str, system, options: CompileOptions, out: Path, progress: Progress,
@@ -80,8 +134,11 @@ def _compile_graph_file(path: str, system, options: CompileOptions, out: Path, p
     step of its own rows; its prefill Program runs the same graph once. It carries no weights."""
     if weights not in ("auto", "none"):
         raise ConfigError(f"{path}: a graph IR file carries no weights; compile it with --weights none")
-    options = graph_file_options(options)
-    graph = read_graph_file(path)
+    return _compile_graph(read_graph_file(path), system, graph_file_options(options), out, progress, force)
+
+
+def _compile_graph(graph: Graph, system, options: CompileOptions, out: Path, progress: Progress,
+                   force: bool = False) -> dict:
     backend = backend_for(system)
     backend.check_lowerable(graph, system)
     progress("partitioning")
@@ -116,17 +173,20 @@ def _graphs(config, options: CompileOptions, holds: SystemSpec | None = None) ->
     return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
 
 
-def _chunk_graphs(config, options: CompileOptions, prefill: dict) -> tuple[Graph, ...]:
+def _chunk_graphs(config, options: CompileOptions, prefill: dict, hidden: bool = False) -> tuple[Graph, ...]:
     """The prefill graph of one chunk per reach variant of the plan (compiler.plan.reach), against the
-    cache the whole prompt needs; a variant reaching the whole cache reads all of it."""
+    cache the whole prompt needs; a variant reaching the whole cache reads all of it (`hidden`: with
+    every row's hidden state, which an MTP proposer's prefill reads)."""
     passes = graph_passes(options)
     cache = max(options.context, options.prompt)
-    whole = passes(build_graph(config, "prefill", context=cache, prompt=prefill["chunk_tokens"], batch=options.batch))
+    whole = passes(build_graph(config, "prefill", context=cache, prompt=prefill["chunk_tokens"], batch=options.batch,
+                               hidden=hidden))
     return tuple(with_reach(whole, v["reach"]) for v in prefill["variants"])
 
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system: SystemSpec,
-           image: tuple[dict | None, str], force: bool = False, memory_extra: dict | None = None) -> dict:
+           image: tuple[dict | None, str], force: bool = False, memory_extra: dict | None = None,
+           proposer: tuple[str, Callable[[Path], dict]] | None = None) -> dict:
     shape = {"context": plan.options["context"], "batch": plan.options["batch"],
              "recurrent": plan.totals.get("ssm_state_bytes", 0) > 0}
     memory = MemoryMap.from_dict(lowered.memory | shape | (memory_extra or {}))
@@ -136,9 +196,14 @@ def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system
         (tmp / "prefill.ir").write_text(print_graph(lowered.prefill_graph))
         save_program(lowered.decode, tmp / "decode.prog")
         save_program(lowered.prefill, tmp / "prefill.prog")
+        if lowered.verify is not None:
+            (tmp / "verify.ir").write_text(print_graph(lowered.verify_graph))
+            save_program(lowered.verify, tmp / "verify.prog")
         (tmp / "memory.json").write_text(memory.to_json())
         (tmp / TARGET_FILE).write_text(dumps_target(system))
         if image[0] is not None:
             save_image(image[0], tmp / "sram.img", image[1])
-        manifest = write_manifest(tmp, system.name)
+        if proposer is not None:
+            proposer[1](tmp / proposer[0])
+        manifest = write_manifest(tmp, system.name, builds=(proposer[0],) if proposer else ())
     return manifest

@@ -81,6 +81,8 @@ class Fn(enum.IntEnum):
     JOIN = 20  # the values of s_a, s_b (and s_c), whole, one after another: a many-operand function's inputs
     SCAN = 21  # Mamba's recurrence: f32 state (s_a), [A_log | D] (s_b), [x | dt | B | C] (s_c) -> the new
     #            state's f32 bytes, then y's 16-bit ones (a WRITE takes the state, a COPY from offset y)
+    ACCEPT = 22  # speculative decoding: the target's ids (s_a) and the fed tokens (s_b), m sequences of n rows
+    #              -> per sequence the drafts accepted (rows 1..n-1 of s_b equal to s_a one row earlier, in a run)
 
 
 class Fmt(enum.IntEnum):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from ir.errors import ParseError
 
-PHASES = ("decode", "prefill")
+PHASES = ("decode", "prefill", "verify")  # verify: a speculative build's
 BLOCK_PHASES = ("both", *PHASES)
 
 

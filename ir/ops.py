@@ -37,6 +37,7 @@ class Opcode(enum.Enum):
     CONV1D = "conv1d"  # causal depthwise conv over each sequence's rows, through a conv state (Mamba)
     SELECTIVE_SCAN = "selective_scan"  # Mamba's recurrence over each sequence's rows, through an SSM state
     SLICE = "slice"  # columns start..stop of the last axis
+    ACCEPT = "accept"  # speculative decoding: the target's ids and the drafted ones -> accepted drafts per sequence
 
 
 class TypeRuleError(Exception):
@@ -205,6 +206,18 @@ def reach_of(op_attrs: Attrs, cache: TensorType) -> int:
 def _argmax(ins, attrs):
     (x,) = ins
     return (TensorType(DType.I32, x.shape[:-1]),)
+
+
+def _accept(ins, attrs):
+    """Per sequence of `steps` rows: how many leading drafted tokens (rows 1..steps-1 of `tokens`)
+    equal the target's choice one row earlier (`predicted`)."""
+    predicted, tokens = ins
+    steps = attrs["steps"]
+    _need(predicted == tokens == TensorType(DType.I32, predicted.shape) and len(predicted.shape) == 1,
+          f"accept takes two i32[R] id vectors, got {predicted} and {tokens}")
+    _need(steps >= 2 and predicted.shape[0] % steps == 0, f"accept: {predicted.shape[0]} rows are not whole "
+          f"sequences of steps={steps} (at least 2: the current token and a draft)")
+    return (TensorType(DType.I32, (predicted.shape[0] // steps,)),)
 
 
 def _allgather(ins, attrs):
@@ -442,4 +455,8 @@ OPDEFS: dict[Opcode, OpDef] = {
     # y = h @ C + D * x. The z gate is separate (silu, mul).
     Opcode.SELECTIVE_SCAN: OpDef((7, 7), {}, _selective_scan, _scan_flops, writes=(6,)),
     Opcode.SLICE: OpDef((1, 1), {"start": int, "stop": int}, _slice, _no_flops),
+    # Speculative decoding's acceptance: operands predicted (the target's argmax per row) and tokens
+    # (each sequence's current token, then its drafts), i32[B*steps]; result i32[B], the drafts
+    # accepted (the first mismatch ends the run). The emitted tokens are predicted[0..accepted].
+    Opcode.ACCEPT: OpDef((2, 2), {"steps": int}, _accept, lambda ins, outs, attrs: ins[0].numel),
 }

@@ -407,6 +407,13 @@ def _whole_model_only(op: Op, args: list[np.ndarray]) -> tuple:
     raise NotImplementedError(f"{op.opcode.value}: the reference runs whole-model graphs (before sharding)")
 
 
+def accepted_drafts(predicted: np.ndarray, tokens: np.ndarray, steps: int) -> np.ndarray:
+    """Per sequence of `steps` rows, the drafts (tokens[1:]) that match the target's choice one row
+    earlier (predicted[:-1]), counted up to the first mismatch: speculative decoding's acceptance."""
+    match = predicted.reshape(-1, steps)[:, :-1] == tokens.reshape(-1, steps)[:, 1:]
+    return np.cumprod(match, axis=1).sum(axis=1).astype(np.int32)
+
+
 EVAL: dict[Opcode, Callable[[Op, list[np.ndarray]], tuple[np.ndarray, ...]]] = {
     Opcode.EMBED: _embed,
     Opcode.MATMUL: _matmul,
@@ -429,4 +436,5 @@ EVAL: dict[Opcode, Callable[[Op, list[np.ndarray]], tuple[np.ndarray, ...]]] = {
     Opcode.CONV1D: _conv1d,
     Opcode.SELECTIVE_SCAN: _selective_scan,
     Opcode.SLICE: lambda op, args: (args[0][..., op.attr["start"]: op.attr["stop"]],),
+    Opcode.ACCEPT: lambda op, args: (accepted_drafts(args[0], args[1], op.attr["steps"]),),
 }

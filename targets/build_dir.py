@@ -6,6 +6,7 @@ file or preset it was compiled with, so a build stays runnable when that file ch
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ TARGET_FILE = "target.toml"
 IMAGE_FILE = "sram.img"
 PLAN_KEYS = ("model", "target", "chips", "options", "stages", "decode", "prefill", "totals")
 PHASES = ("decode", "prefill")
+VERIFY = "verify"  # a speculative build's verify step (verify.prog), beside its proposer's build
+PROPOSERS = ("draft", "mtp")  # the sub-build a speculative build holds: a draft model's, or the MTP module's
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,12 @@ class Build:
     plan: dict
     memory: MemoryMap
     programs: dict[str, Program]
+    proposer: Build | None = None  # a speculative build's draft (or MTP) build
+    proposer_kind: str | None = None
+
+    @property
+    def speculative(self) -> bool:
+        return VERIFY in self.programs
 
     @property
     def path(self) -> Path:
@@ -71,16 +80,35 @@ def load_build(path: str | Path) -> Build:
     system = _target(files)
     plan = files.json("plan.json", PLAN_KEYS)
     memory = _memory(files)
-    programs = {phase: _program(files, phase) for phase in PHASES}
+    phases = (*PHASES, VERIFY) if files.has(f"{VERIFY}.prog") else PHASES
+    programs = {phase: _program(files, phase) for phase in phases}
     names = {"manifest.json": files.manifest.target, "plan.json": plan["target"],
-             **{f"{p}.prog": programs[p].target for p in PHASES}}
+             **{f"{p}.prog": programs[p].target for p in phases}}
     for name, target in names.items():
         if target != system.name:
             raise files.damaged(f"{name} names target {target!r}, {TARGET_FILE} is {system.name!r}")
     for phase, program in programs.items():
         if program.phase != phase:
             raise files.damaged(f"{phase}.prog holds the {program.phase} phase")
-    return Build(files, system, plan, memory, programs)
+    kind, proposer = _proposer(files, VERIFY in programs)
+    return Build(files, system, plan, memory, programs, proposer, kind)
+
+
+def _proposer(files: BuildFiles, speculative: bool) -> tuple[str | None, Build | None]:
+    """A speculative build's proposer sub-build, verified on its own and against the digest the
+    manifest recorded for it."""
+    recorded = files.manifest.builds or {}
+    kinds = [k for k in PROPOSERS if k in recorded]
+    if not speculative:
+        return None, None
+    if len(kinds) != 1 or len(recorded) != 1:
+        raise files.damaged(f"verify.prog needs one proposer sub-build ({' or '.join(PROPOSERS)}/), the manifest "
+                            f"records {sorted(recorded)}")
+    kind = kinds[0]
+    build = load_build(files.path / kind)
+    if json.loads((files.path / kind / "manifest.json").read_text())["digest"] != recorded[kind]:
+        raise files.damaged(f"{kind}/ is not the build it was written with")
+    return kind, build
 
 
 def _memory(files: BuildFiles) -> MemoryMap:

@@ -37,7 +37,7 @@ from ir.isa import Fmt, Fn, Op, UnitKind
 from ir.numerics import ELEMENT, decode, dequantize_blocks, encode, quantize, quantize_blocks
 from ir.ops import Opcode
 from ir.program import Flag, Program
-from ir.reference import ACTIVATIONS, EVAL, causal_conv, rms_norm, rope, selective_scan, softmax
+from ir.reference import ACTIVATIONS, EVAL, accepted_drafts, causal_conv, rms_norm, rope, selective_scan, softmax
 from ir.types import DType
 
 PAIR = np.dtype([("id", "<i4"), ("value", "<f4")])  # a vocabulary shard's best (id, value), 8 bytes
@@ -419,6 +419,12 @@ def _argmax(ins, a, b, f):
     return np.argmax(_operand_a(ins, a).reshape(ins["m"], ins["n"]), axis=1).astype(np.int32)
 
 
+def _accept(ins, a, b, f):
+    """m sequences of n rows: the target's ids (a) against the fed tokens (b), one row later."""
+    count = ins["m"] * ins["n"]
+    return accepted_drafts(as_ids(a)[:count], as_ids(b)[:count], ins["n"])
+
+
 def _argbest(ins, a, b, f):
     x = _operand_a(ins, a).reshape(ins["m"], ins["n"])
     pairs = np.zeros(ins["m"], PAIR)
@@ -553,6 +559,7 @@ VECTOR: dict[Fn, Callable] = {
     Fn.CONV1D: _conv1d,
     Fn.CONVSTATE: _conv_state,
     Fn.SCAN: _scan,
+    Fn.ACCEPT: _accept,
 }
 _TAKES_ARGS = {Fn.RMSNORM, Fn.ROPE, Fn.SOFTMAX, Fn.SCALE, Fn.ADD, Fn.MUL, Fn.TOPK, Fn.ARGTOPK, Fn.ROUTE,
                Fn.QUANTIZE,

@@ -310,12 +310,14 @@ class _Sequence:
         return self.prompt[self.position] if self.position < len(self.prompt) else self.tokens[-1]
 
 
-def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: list[int] | None) -> list[_Sequence]:
+def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: list[int] | None,
+             hidden: dict[int, np.ndarray] | None = None) -> list[_Sequence]:
     """Run the prompts, each padded to the build's chunks, through prefill (rows sequence by sequence
     in every chunk). A sequence whose prompt ends in a chunk gets its first token from its last row;
     a Mamba state would run on through padding rows, so a recurrent sequence keeps only its prompt's
     whole chunks (each stage's copy of its states saved where its first partial chunk starts and
-    restored after the Program) and feeds the rest through decode steps."""
+    restored after the Program) and feeds the rest through decode steps. `hidden`, when given, receives
+    every chunk's `hidden` output rows (a speculative build proposing with an MTP module)."""
     program, stages = build.programs["prefill"], build.memory.stages
     chunk, chunks, starts = _chunk_rows(build), program.meta["chunks"], program.meta["chunk_starts"]
     ids = np.zeros((len(prompts), chunk * chunks), np.int32)
@@ -332,6 +334,9 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     for c in sorted({w - 1 for w in whole if w > 0}):
         at = starts[-1][c + 1] if c + 1 < chunks else program.makespan + 1
         events.append((at, lambda m, c=c: seen.setdefault(c, _gather_output(build, "prefill", "logits", m))))
+    for c in range(chunks if hidden is not None else 0):
+        at = starts[-1][c + 1] if c + 1 < chunks else program.makespan + 1
+        events.append((at, lambda m, c=c: hidden.setdefault(c, _gather_output(build, "prefill", "hidden", m))))
     saved: dict[tuple[int, int], np.ndarray] = {}
     for b, w in enumerate(whole):
         if build.recurrent and w < chunks:

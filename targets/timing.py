@@ -54,9 +54,11 @@ FN_OPS: dict[Fn, int] = {
     # dt B x, the update and its dot with C are 9 ops (the scan flops rule's 9N per channel); the
     # tenth covers softplus and the D skip (8 per channel) for any N >= 8.
     Fn.CONV1D: 2, Fn.CONVSTATE: 1, Fn.JOIN: 1, Fn.SCAN: 10,
+    # Acceptance: a compare per draft and a running "all equal so far" (the count is the sum of it).
+    Fn.ACCEPT: 2,
 }
 # Vector functions that reduce each row to one (id, value) pair: their results are 8 bytes a row.
-ROW_REDUCTIONS = frozenset({Fn.ARGMAX, Fn.ARGBEST, Fn.PICK})
+ROW_REDUCTIONS = frozenset({Fn.ARGMAX, Fn.ARGBEST, Fn.PICK, Fn.ACCEPT})
 MXM_RESULT_BYTES = 4  # f32 partial sums per output element
 VOP_RESULT_BYTES = 2  # 16-bit results per output element
 

@@ -21,7 +21,8 @@ LAYERS = (
     ("codegen", ("compiler/codegen",)),
     ("backends", ("compiler/backends",)),
     ("driver", ("compiler/planner.py", "compiler/build.py", "compiler/compare.py", "compiler/formats.py",
-                "compiler/image.py", "compiler/inspect.py", "compiler/timeline.py", "compiler/__init__.py")),
+                "compiler/image.py", "compiler/inspect.py", "compiler/timeline.py", "compiler/speculation.py",
+                "compiler/__init__.py")),
     ("serving", ("compiler/serving", "compiler/sweep")),
     ("cli", ("compiler/cli",)),
 )

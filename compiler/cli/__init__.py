@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the plan as JSON and nothing else")
     plan.add_argument("--plot", metavar="PNG", help="with --batch A,B,...: draw the batch curve into this PNG")
     _pool_args(plan)
+    _speculation_args(plan)
     plan.set_defaults(run=_plan)
     lower = sub.add_parser("lower", help="print the model's graph IR")
     lower.add_argument("model", help="preset name (examples/models/NAME.json) or path to a config.json")
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--force", action="store_true",
                       help="replace a sramflow build even if edited (never a directory that is not a build)")
     _pool_targets(comp)
+    _speculation_args(comp)
     comp.add_argument("--weights", default="auto",
                       help="the SRAM image for `run --functional`: random (seeded), a .npz checkpoint of arrays "
                            "by parameter name, none, or auto (random up to 256 MiB of weights)")
@@ -79,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     insp.add_argument("--json", action="store_true", help="print the summary as JSON and nothing else")
     insp.add_argument("--chip", help="chips to show: N, A-B or a comma list (with --asm, --gantt, --trace)")
     insp.add_argument("--asm", action="store_true", help="print the chips' instruction streams as assembly")
-    insp.add_argument("--phase", choices=("decode", "prefill"),
+    insp.add_argument("--phase", choices=("decode", "prefill", "verify"),
                       help="the phase to show (with --asm, --gantt, --trace; default decode)")
     insp.add_argument("--cycles", help="cycle window LO:HI (with --asm, --gantt, --trace)")
     insp.add_argument("--gantt", metavar="PNG", help="draw the chips' units over time into a PNG")
@@ -154,6 +156,36 @@ def _shape_args(p: argparse.ArgumentParser, chunk: bool = True) -> None:
                    help="wafers: keep the embedding table off the wafer; the host streams each token's row in")
 
 
+def _speculation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--draft", metavar="MODEL", help="speculative decoding: a draft model of the target's vocabulary "
+                                                    "proposes tokens (on chips of its own)")
+    p.add_argument("--mtp", action="store_true",
+                   help="speculative decoding: the model's own multi-token-prediction module proposes (DeepSeek-V3)")
+    p.add_argument("--speculate", metavar="K",
+                   help="drafts the target verifies per step, or auto (the K with the most tokens/s; the default "
+                        "with --draft or --mtp)")
+    p.add_argument("--acceptance", type=float,
+                   help="per-token acceptance rate the plan's expected tokens per step assume (default 0.7)")
+
+
+def _speculation(args: argparse.Namespace):
+    """The speculative-decoding request, or None when no option of it is given."""
+    from compiler.frontend.options import DEFAULT_ACCEPTANCE, Speculation
+    from ir.errors import ConfigError
+
+    given = (args.draft, args.mtp or None, args.speculate, args.acceptance)
+    if all(v is None for v in given):
+        return None
+    steps = args.speculate or "auto"
+    if steps != "auto":
+        try:
+            steps = int(steps)
+        except ValueError:
+            raise ConfigError(f"--speculate must be auto or a number of drafts, got {args.speculate!r}") from None
+    acceptance = DEFAULT_ACCEPTANCE if args.acceptance is None else args.acceptance
+    return Speculation(args.draft, args.mtp, steps, acceptance)
+
+
 def _pool_targets(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefill-target", help="disaggregated serving: the prefill pool's target (with --decode-target)")
     p.add_argument("--decode-target", help="disaggregated serving: the decode pool's target (with --prefill-target)")
@@ -222,6 +254,9 @@ def _plan(args: argparse.Namespace) -> int:
     from compiler.serving import commands
     from ir.errors import ConfigError
 
+    spec = _speculation(args)
+    if spec is not None:
+        return _plan_speculative(args, spec)
     if commands.serving_requested(args) or args.rate is not None or args.output is not None:
         return commands.plan_pools(args, _console())
     contexts, batches = _contexts(args.context), commands.batch_list(args)
@@ -238,6 +273,23 @@ def _plan(args: argparse.Namespace) -> int:
         sys.stdout.write(plan.to_json())
     else:
         render_plan(plan, _console())
+    return 0
+
+
+def _plan_speculative(args: argparse.Namespace, spec) -> int:
+    from compiler.plan.report import render_plan
+    from compiler.serving import commands
+    from compiler.speculation import make_speculative_plan, render_speculative
+    from ir.errors import ConfigError
+
+    if commands.serving_requested(args) or args.rate is not None or commands.batch_list(args) or args.plot:
+        raise ConfigError("--draft/--mtp/--speculate plan one deployment: not with pools, batch curves or --plot")
+    plan = make_speculative_plan(args.model, args.target or "lpu", _options(args), spec)
+    if args.json:
+        sys.stdout.write(plan.to_json())
+    else:
+        render_plan(plan, _console())
+        render_speculative(plan, _console())
     return 0
 
 
@@ -299,6 +351,9 @@ def _compile(args: argparse.Namespace) -> int:
     from ir.errors import ConfigError
 
     options = _options(args)  # option mistakes are reported before the progress bar starts
+    speculation = _speculation(args)
+    if speculation is not None and (commands.serving_requested(args) or args.plan):
+        raise ConfigError("--draft/--mtp/--speculate: a speculative build plans itself; not with --plan or pools")
     if commands.serving_requested(args):
         if args.plan:
             raise ConfigError("--plan: a disaggregated build plans its two pools itself; give --plan without "
@@ -312,7 +367,8 @@ def _compile(args: argparse.Namespace) -> int:
         task = bar.add_task("compiling", total=None) if bar else None
         manifest = compile_model(args.model, args.target or "lpu", options, args.output,
                                  (lambda step: bar.update(task, description=step)) if bar else (lambda _: None),
-                                 weights=args.weights, force=args.force, plan_file=args.plan)
+                                 weights=args.weights, force=args.force, plan_file=args.plan,
+                                 speculation=speculation)
     console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}", soft_wrap=True, markup=False)
     return 0
 
@@ -331,6 +387,8 @@ def _inspect(args: argparse.Namespace) -> int:
                           f"{args.build}/decode")
     _check_views(args)
     build = load_build(args.build)
+    if (args.phase or "decode") not in build.programs:
+        raise ConfigError(f"--phase {args.phase}: {args.build} is not a speculative build (no verify.prog)")
     program = build.programs[args.phase or "decode"]
     chips = parse_chips(args.chip, program.chips) if args.chip is not None else None
     window = parse_cycles(args.cycles, program) if args.cycles is not None else None
@@ -391,7 +449,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.check_reference and not args.functional:
         raise ConfigError("--check-reference compares a functional run with the reference; add --functional")
     prompt = _prompts(args.prompt if args.prompt is not None else "1") if args.functional else None
-    run = run_disaggregated if is_disaggregated(args.build) else run_build
+    from targets.speculative import is_speculative, run_speculative_build
+
+    speculative = is_speculative(args.build)
+    run = run_disaggregated if is_disaggregated(args.build) else run_speculative_build if speculative else run_build
     figures = run(args.build, args.tokens, args.check_determinism, prompt, args.check_reference)
     if args.json:
         sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
@@ -401,6 +462,8 @@ def _run(args: argparse.Namespace) -> int:
         print_disaggregated_run(figures, _console())
     else:
         _print_run(figures, _console())
+        if speculative:
+            _print_speculative(figures, _console())
     clean = not figures["hazards"] and figures.get("determinism", {"passed": True})["passed"]
     return 0 if clean else 2
 
@@ -461,6 +524,20 @@ def _prompt(part: str, text: str) -> list[int]:
     if not ids or min(ids) < 0:
         raise ConfigError(f"--prompt: expected one or more non-negative token ids in every prompt, got {text!r}")
     return ids
+
+
+def _print_speculative(f: dict, console) -> None:
+    s = f["speculative"]
+    expected = (f", {s['expected_tokens_per_step']:.3f} tokens a step expected at acceptance {s['acceptance']:g}: "
+                f"{s['tokens_per_s']:,.0f} tokens/s") if s["acceptance"] is not None else ""
+    parts = (f"verify {s['verify_cycles']:,} + mtp {s['proposer_cycles']:,}" if s["proposer"] == "mtp" else
+             f"{s['steps']} x {s['proposer_cycles']:,} draft + verify {s['verify_cycles']:,}")
+    console.print(f"speculative: K = {s['steps']}, {s['cycles_per_step']:,} cycles a step ({s['step_us']:,.3f} µs: "
+                  f"{parts} + hand-offs {s['handoff_cycles']:,}){expected}", soft_wrap=True)
+    if "functional" in f:
+        fn = f["functional"]
+        console.print(f"functional: {fn['steps']} steps, {fn['tokens_per_step']:.3f} tokens a step, acceptance "
+                      f"{fn['acceptance']} measured: {fn['tokens_per_s']:,.0f} tokens/s", soft_wrap=True)
 
 
 def _print_run(f: dict, console) -> None:

@@ -289,6 +289,18 @@ def argmax(e: Emitter, op: GraphOp) -> None:
     e.done(out, e.write(out.name, s, i, out.type.nbytes))
 
 
+def accept(e: Emitter, op: GraphOp) -> None:
+    """Speculative decoding's acceptance on the vector unit: the target's ids against the tokens the
+    verify step was fed, one VOP over every sequence's rows; its timing never reads the ids."""
+    predicted, tokens = op.operands
+    out = op.results[0]
+    a, b = e.read(predicted.name), e.read(tokens.name)
+    i, s = e.vop(Fn.ACCEPT, out.type.numel, op.attr["steps"], a, b,
+                 bytes_in=predicted.type.nbytes + tokens.type.nbytes)
+    e.result(out)
+    e.done(out, e.write(out.name, s, i, out.type.nbytes))
+
+
 def rmsnorm(e: Emitter, op: GraphOp) -> None:
     e.elementwise(Fn.RMSNORM, op.results[0], *op.operands, args=op.attr)
 

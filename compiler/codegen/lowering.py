@@ -18,3 +18,5 @@ class Lowering:
     prefill_graph: Graph  # the graph the prefill Program runs
     memory: dict
     codes: list[StageCode] | None = None  # decode's stage layouts (the chip backend's SRAM image reads them)
+    verify: Program | None = None  # speculative decoding's verify step (a build with a proposer)
+    verify_graph: Graph | None = None

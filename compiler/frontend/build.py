@@ -14,22 +14,27 @@ from ir.ops import Opcode
 from ir.types import DType, TensorType
 from targets.spec import SystemSpec
 
-PHASES = ("decode", "prefill")
+PHASES = ("decode", "prefill", "verify")
 BLOCKS: dict[str, Block] = {**DENSE_BLOCKS, **SSM_BLOCKS}  # every block kind a layer plan may name
 
 
 def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt: int = 1024, batch: int = 1,
-                layers: int | None = None, reach: int | None = None, holds: SystemSpec | None = None) -> Graph:
+                layers: int | None = None, reach: int | None = None, holds: SystemSpec | None = None,
+                hidden: bool = False) -> Graph:
     """The graph of one phase for `batch` sequences.
 
     decode: one new token per sequence against KV caches of `context` tokens
     (inputs `tokens`, `pos`: i32[B]; outputs `logits` [B,V] and `next_tokens` i32[B]).
     prefill: `prompt` tokens per sequence, rows of a sequence contiguous (inputs i32[B*prompt];
-    output `logits`), caches of max(context, prompt) tokens. `layers` keeps only the
-    first that many decoder layers (for small golden files). `reach` (a causal prefill chunk):
-    attention reads each sequence's cache only below that position (absent, or the cache's length
-    or more: the whole cache). A full graph is built only for a config some shipped target (or
-    `holds`, the target planned for) could hold (frontend.size)."""
+    output `logits`), caches of max(context, prompt) tokens. verify (speculative decoding): `prompt`
+    rows per sequence, its current token then its drafts, at their own positions against caches of
+    `context` tokens (a prefill-like chunk, causal through the positions); outputs `logits`,
+    `next_tokens` (every row's argmax) and `accepted` i32[B] (drafts accepted). `hidden` adds the
+    output `hidden`, every row's residual stream before the final norm (what DeepSeek's MTP module
+    proposes from). `layers` keeps only the first that many decoder layers (for small golden files).
+    `reach` (a causal prefill chunk): attention reads each sequence's cache only below that position
+    (absent, or the cache's length or more: the whole cache). A full graph is built only for a config
+    some shipped target (or `holds`, the target planned for) could hold (frontend.size)."""
     rows, cache_tokens = _shape(phase, context, prompt, batch)
     if reach is not None and (isinstance(reach, bool) or not isinstance(reach, int) or reach < 1):
         raise ConfigError(f"reach must be a positive integer, got {reach!r}")
@@ -50,11 +55,16 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
             b.scope = layer.prefix if j == 0 or not config.block_units else f"{layer.prefix}.{kind}"
             x = BLOCKS[kind](layer, x)
     b.scope = "head"
-    return b.finish(*_head(b, config, x, table, phase))
+    outputs = _head(b, config, x, table, phase, tokens, batch)
+    if hidden:  # an identity slice names the residual stream as an output (data movement only)
+        outputs = (*outputs, b.op(Opcode.SLICE, x, name="hidden", start=0, stop=config.hidden_size))
+    return b.finish(*outputs)
 
 
-def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str) -> tuple[Value, ...]:
-    """Final norm, vocab-parallel LM head, and (decode) greedy next-token ids."""
+def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str, tokens: Value,
+          batch: int) -> tuple[Value, ...]:
+    """Final norm, vocab-parallel LM head, and (decode, verify) greedy next-token ids; verify also
+    counts each sequence's accepted drafts."""
     h = b.op(Opcode.RMSNORM, x, b.param("norm.weight", config.dtype, config.hidden_size), eps=config.rms_norm_eps)
     if config.tie_word_embeddings:
         # One stored table serves both ends: the head reads it as [V, H] (x @ table.T), so
@@ -65,7 +75,11 @@ def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str) -
         logits = b.op(Opcode.MATMUL, h, head, name="logits", split="col")
     if phase == "prefill":
         return (logits,)
-    return logits, b.op(Opcode.ARGMAX, logits, name="next_tokens")
+    next_tokens = b.op(Opcode.ARGMAX, logits, name="next_tokens")
+    if phase == "verify":
+        steps = logits.type.shape[0] // batch
+        return logits, next_tokens, b.op(Opcode.ACCEPT, next_tokens, tokens, name="accepted", steps=steps)
+    return logits, next_tokens
 
 
 def _shape(phase: str, context: int, prompt: int, batch: int) -> tuple[int, int]:
@@ -77,6 +91,8 @@ def _shape(phase: str, context: int, prompt: int, batch: int) -> tuple[int, int]
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if phase == "decode":
         return batch, context
+    if phase == "verify":
+        return batch * prompt, context
     return batch * prompt, max(context, prompt)
 
 

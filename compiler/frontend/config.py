@@ -121,6 +121,7 @@ class ModelConfig:
     # Each block of a layer is its own scope (`layers.3`, then `layers.3.moe_shared`), so the
     # planner may give the two halves different groups and stages.
     block_units: bool = False
+    mtp_layers: int = 0  # DeepSeek's multi-token-prediction depth (num_nextn_predict_layers): built with --mtp
 
     @property
     def dtype(self) -> DType:
@@ -299,8 +300,9 @@ def _mixtral(r: _Reader) -> dict[str, Any]:
 def _deepseek_v3(r: _Reader) -> dict[str, Any]:
     """DeepSeek-V3 (and R1): multi-head latent attention in every layer; the first
     `first_k_dense_replace` layers have a dense MLP, the rest routed experts plus shared
-    ones. The multi-token-prediction layer (`num_nextn_predict_layers`) only serves
-    speculative decoding and is not part of decode, so it is not built (nor counted)."""
+    ones. The multi-token-prediction layers (`num_nextn_predict_layers`) only serve
+    speculative decoding: decode does not build them; `--mtp` builds them as the proposer
+    (frontend.mtp)."""
     fields = _common_fields(r)
     mla = MLAShape(_count(r, "q_lora_rank", 0), r.integer("kv_lora_rank"), r.integer("qk_nope_head_dim"),
                    r.integer("qk_rope_head_dim"), r.integer("v_head_dim"),
@@ -318,7 +320,7 @@ def _deepseek_v3(r: _Reader) -> dict[str, Any]:
                      "mlp_bias": False, "num_kv_heads": fields["num_heads"],
                      "head_dim": mla.qk_nope_head_dim + mla.qk_rope_head_dim, "num_experts": experts,
                      "experts_per_token": k, "moe_intermediate_size": inter, "mla": mla, "router": router,
-                     "layer_plan": plan, "block_units": True}
+                     "layer_plan": plan, "block_units": True, "mtp_layers": _count(r, "num_nextn_predict_layers", 0)}
 
 
 def _count(r: _Reader, key: str, default: int) -> int:

@@ -71,3 +71,38 @@ class CompileOptions:
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+MAX_SPECULATE = 15  # drafts a verify step checks: K + 1 rows stay within one 16-row tile of prefill rows
+DEFAULT_ACCEPTANCE = 0.7
+
+
+@dataclass(frozen=True, slots=True)
+class Speculation:
+    """Speculative decoding: a proposer (`draft`, a model of the target's vocabulary, or `mtp`, the
+    target's own multi-token-prediction module) guesses `steps` tokens ("auto": the K with the most
+    tokens/s), the target checks them in one verify step. `acceptance` is the per-token rate the plan's
+    expected figures assume (a functional run measures its own)."""
+
+    draft: str | None = None
+    mtp: bool = False
+    steps: int | str = "auto"
+    acceptance: float = DEFAULT_ACCEPTANCE
+
+    def __post_init__(self) -> None:
+        if self.draft is not None and self.mtp:
+            raise ConfigError("--draft and --mtp: give one proposer (a draft model, or the model's own MTP module)")
+        if self.draft is None and not self.mtp:
+            raise ConfigError("--speculate needs a proposer: --draft MODEL or --mtp")
+        if self.steps != "auto" and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                     or not 1 <= self.steps <= MAX_SPECULATE):
+            raise ConfigError(f"--speculate must be auto or a number of drafts from 1 to {MAX_SPECULATE}, got "
+                              f"{self.steps!r}")
+        if not isinstance(self.acceptance, int | float) or not 0 < self.acceptance <= 1:
+            raise ConfigError(f"--acceptance must be a rate in (0, 1], got {self.acceptance!r}")
+
+    def expected_tokens(self, steps: int) -> float:
+        """Tokens a step emits on average when each draft is accepted with probability `acceptance`
+        (independently, until the first rejection), the target's own token included."""
+        a = self.acceptance
+        return float(steps + 1) if a == 1 else (1 - a ** (steps + 1)) / (1 - a)

@@ -14,42 +14,58 @@ from targets.spec import SystemSpec
 
 
 def lower(plan: Plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], system: SystemSpec,
-          options: CompileOptions, progress: Callable[[str], None]) -> Lowering:
+          options: CompileOptions, progress: Callable[[str], None], verify: Graph | None = None) -> Lowering:
     """Decode once; prefill as the plan's chunks, each of its reach variant's graph (`chunks`, in the
-    plan's `prefill.variants` order: the prefill graph of one chunk reading that much cache)."""
+    plan's `prefill.variants` order: the prefill graph of one chunk reading that much cache); with
+    `verify` (speculative decoding's verify step: a chunk of drafts), that once too."""
     progress("scheduling decode")
     decode_program, decode_codes = lower_phase("decode", [decode], [1], plan.stages, system, system.name)
     progress("scheduling prefill")
     counts = [v["chunks"] for v in plan.prefill["variants"]]
     prefill_program, prefill_codes = lower_phase("prefill", chunks, counts, plan.stages, system, system.name)
     chunk = chunks[-1]
-    memory = memory_map(decode_codes, prefill_codes) | {"outputs": _outputs(decode_codes, prefill_codes, decode,
-                                                                              chunk)}
-    return Lowering(decode_program, prefill_program, chunk, memory, decode_codes)
+    phases = [("decode", decode_codes, decode), ("prefill", prefill_codes, chunk)]
+    verify_program = None
+    if verify is not None:
+        progress("scheduling verify")
+        verify_program, verify_codes = lower_verify(verify, plan, system)
+        phases.append(("verify", verify_codes, verify))
+    memory = memory_map(*(codes for _, codes, _ in phases)) | {"outputs": _outputs(phases)}
+    return Lowering(decode_program, prefill_program, chunk, memory, decode_codes, verify_program, verify)
 
 
-def _outputs(decode: list[StageCode], prefill: list[StageCode], decode_graph: Graph, prefill_graph: Graph) -> dict:
+def lower_verify(verify: Graph, plan: Plan, system: SystemSpec):
+    """The verify step: the prefill-chunk lowering of its rows (at their own positions, so the causal
+    mask follows them), once, on the plan's stages. Kept apart so a change in how prefill chunks
+    lower (their reach into the cache) meets the verify step in one place: the verify step's rows may
+    sit anywhere in the context, so they reach the whole cache."""
+    return lower_phase("verify", [verify], [1], plan.stages, system, system.name)
+
+
+def _outputs(phases: list[tuple[str, list[StageCode], Graph]]) -> dict:
     """Where each phase's outputs end up: the last stage's per-chip value and how many
     vocabulary shards it is split into (the host concatenates them)."""
     out = {}
-    for phase, codes, graph in (("decode", decode, decode_graph), ("prefill", prefill, prefill_graph)):
+    for phase, codes, graph in phases:
         last = codes[-1]
         out[phase] = {v.name: {"stage": last.index, "value": last.outputs[v.name].name,
                                "shards": -(-v.type.numel // last.outputs[v.name].type.numel)} for v in graph.outputs}
     return out
 
 
-def memory_map(decode: list[StageCode], prefill: list[StageCode]) -> dict:
+def memory_map(decode: list[StageCode], prefill: list[StageCode], verify: list[StageCode] | None = None) -> dict:
     """Each stage's SRAM map (every chip of a stage has the same layout). Weights and caches
-    ("phase": "both") sit where both phases find them; above them each phase lays out its own
-    inputs, ports and activation arena, which overlap the other phase's (they never run at once)."""
+    ("phase": "both") sit where every phase finds them; above them each phase lays out its own
+    inputs, ports and activation arena, which overlap the other phases' (they never run at once)."""
     stages = []
-    for d, p in zip(decode, prefill, strict=True):
+    for i, (d, p) in enumerate(zip(decode, prefill, strict=True)):
+        codes = [("decode", d), ("prefill", p)] + ([("verify", verify[i])] if verify else [])
         resident = [r for r in d.memory_map if r[0] in ("param", "state")]
-        if resident != [r for r in p.memory_map if r[0] in ("param", "state")]:
-            raise RuntimeError(f"stage {d.index}: decode and prefill place weights or caches differently")
+        for phase, code in codes[1:]:
+            if resident != [r for r in code.memory_map if r[0] in ("param", "state")]:
+                raise RuntimeError(f"stage {d.index}: decode and {phase} place weights or caches differently")
         regions = [(*r, "both") for r in resident]
-        for phase, code in (("decode", d), ("prefill", p)):
+        for phase, code in codes:
             regions += [(*r, phase) for r in code.memory_map if r[0] not in ("param", "state")]
         stages.append({"index": d.index, "first_chip": d.first_chip, "tp": d.tp,
                        "regions": [{"kind": k, "name": n, "addr": a, "bytes": b, "phase": ph}

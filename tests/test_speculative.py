@@ -1,0 +1,207 @@
+"""Speculative decoding end to end: plan figures, speculative builds, and the defining invariant.
+
+Greedy speculative decoding must emit exactly the target's plain greedy tokens, whatever the draft
+proposes: tiny-llama with a random tiny draft (drafts nearly always rejected), with a "near" draft (the
+same shapes and seeded weights, other norm epsilon and rope base: drafts often accepted, sometimes
+not) and with itself (every draft accepted), at several K, prompts, fp16 and int8. Every step takes
+the same cycles and executes the same instructions whatever is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compiler.cli import main
+from ir.reference import run_graph
+from targets.build_dir import load_build
+from targets.functional import Machine
+from targets.reference_check import Reference
+from targets.runner import run_prompts
+from targets.speculative import mtp_step, run_speculative, run_speculative_build
+from tests.cli_errors import TINY, refused
+
+SHAPE = ["--context", "64", "--prompt", "32", "--prefill-chunk", "16"]
+PROMPTS = [[1, 2, 3], [174, 174, 174, 174], [9, 8, 7, 6, 5], list(range(40, 59))]
+TOKENS = 10
+CASES = {"random-k1": ("tiny-llama-draft", 1, "fp16"), "random-k4": ("tiny-llama-draft", 4, "fp16"),
+         "near-k3": ("near", 3, "fp16"), "near-k2-int8": ("near", 2, "int8"), "self-k3": ("tiny-llama", 3, "fp16")}
+
+
+@pytest.fixture(scope="module")
+def near(tmp_path_factory) -> Path:
+    """tiny-llama's shapes (so the same seeded weights) with other numerics: a draft that mostly agrees."""
+    config = json.loads((Path(__file__).parents[1] / "examples/models/tiny-llama.json").read_text())
+    folder = tmp_path_factory.mktemp("near")
+    (folder / "config.json").write_text(json.dumps(config | {"rope_theta": 300.0, "rms_norm_eps": 0.3}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, near) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("speculative")
+    out = {}
+    for name, (draft, k, precision) in CASES.items():
+        path = root / name
+        draft = str(near) if draft == "near" else draft
+        assert main(["compile", *TINY, *SHAPE, "--precision", precision, "--draft", draft, "--speculate", str(k),
+                     "-o", str(path)]) == 0
+        out[name] = path
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_speculative_greedy_equals_plain_greedy(builds, case):
+    build = load_build(builds[case])
+    plain = run_prompts(build, PROMPTS, TOKENS)["tokens"]
+    speculative = run_speculative(build, PROMPTS, TOKENS)
+    assert speculative["tokens"] == plain
+    accepted = [n for seq in speculative["accepted"] for n in seq]
+    if case.startswith("self"):
+        assert set(accepted) == {CASES[case][1]}  # the target as its own draft: every draft accepted
+    if case.startswith("near"):
+        assert 0 < sum(accepted) < len(accepted) * CASES[case][1]  # some accepted, some not
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.lists(st.integers(0, 255), min_size=1, max_size=20), st.integers(1, 8))
+def test_any_prompt_gives_the_plain_tokens(builds, prompt, tokens):
+    build = load_build(builds["near-k3"])
+    assert run_speculative(build, [prompt], tokens)["tokens"] == run_prompts(build, [prompt], tokens)["tokens"]
+
+
+def test_acceptance_patterns_take_identical_cycles_per_step(builds):
+    runs = [run_speculative_build(builds["near-k3"], TOKENS, prompt=p) for p in ([1, 2, 3], [9, 8, 7, 6, 5])]
+    patterns = [r["functional"]["accepted"] for r in runs]
+    assert patterns[0] != patterns[1]
+    assert runs[0]["speculative"] == runs[1]["speculative"]
+    assert runs[0]["functional"]["cycles_per_step"] == runs[1]["functional"]["cycles_per_step"]
+    per_step = [r["functional"]["instructions_per_step"] for r in runs]
+    assert per_step[0] == per_step[1] and len(per_step[0]) == 1  # every step executes the same instructions
+
+
+def test_a_batch_speculates_each_sequence_at_its_own_pace(tmp_path, near, capsys):
+    """Batch 2: each sequence accepts its own drafts (positions diverge), and still gets its plain tokens;
+    every emitted token's logits pass the graph IR reference."""
+    path = tmp_path / "b2"
+    assert main(["compile", *TINY, *SHAPE, "--batch", "2", "--draft", str(near), "--speculate", "3", "-o",
+                 str(path)]) == 0
+    build = load_build(path)
+    out = run_speculative(build, PROMPTS, 8)
+    assert out["tokens"] == run_prompts(build, PROMPTS, 8)["tokens"]
+    assert len({tuple(a) for a in out["accepted"]}) > 1
+    assert main(["run", str(path), "--functional", "--check-reference", "--prompt", "1 2 3; 9 8 7 6 5", "--tokens",
+                 "8", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["reference"]["passed"] and figures["reference"]["steps"] == 16
+
+
+@pytest.mark.parametrize("model", ["tiny-mixtral", "tiny-deepseek-v3"])
+def test_experts_and_latent_attention_verify_as_they_decode(tmp_path, model):
+    """A mixture of experts (its verify rows take every local expert, decode the routed ones) and latent
+    attention: the target as its own draft accepts every draft, and emits its plain tokens."""
+    assert main(["compile", model, "--target", "lpu-mini", *SHAPE, "--draft", model, "--speculate", "3", "-o",
+                 str(tmp_path / "b")]) == 0
+    build = load_build(tmp_path / "b")
+    out = run_speculative(build, PROMPTS, 8)
+    assert out["tokens"] == run_prompts(build, PROMPTS, 8)["tokens"]
+    assert {n for seq in out["accepted"] for n in seq} == {3}
+
+
+def test_run_reports_the_step_and_is_hazard_free(builds, capsys):
+    assert main(["run", str(builds["random-k4"]), "--check-determinism", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    s = figures["speculative"]
+    assert figures["hazards"] == [] and figures["determinism"]["passed"]
+    assert s["steps"] == 4
+    assert s["cycles_per_step"] == 4 * s["proposer_cycles"] + max(s["verify_cycles"], s["proposer_cycles"]) + \
+        s["handoff_cycles"]
+    plan = json.loads((builds["random-k4"] / "plan.json").read_text())["speculative"]
+    assert s["expected_tokens_per_step"] == pytest.approx((1 - 0.7 ** 5) / 0.3, rel=1e-3)
+    assert plan["steps"] == 4 and plan["proposer_chips"] == s["proposer_chips"]
+
+
+def test_functional_run_reports_measured_acceptance(builds, capsys):
+    assert main(["run", str(builds["self-k3"]), "--functional", "--prompt", "5 6 7", "--tokens", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "acceptance 1.0 measured" in out and "4.000 tokens a step" in out
+
+
+def test_plan_auto_chooses_the_fastest_k(capsys):
+    assert main(["plan", *TINY, "--draft", "tiny-llama-draft", "--speculate", "auto", "--acceptance", "0.9",
+                 "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)["speculative"]
+    best = max(s["candidates"], key=lambda r: r["tokens_per_s"])
+    assert s["steps"] == best["steps"] and s["tokens_per_s"] == best["tokens_per_s"]
+    for r in s["candidates"]:
+        a, k = 0.9, r["steps"]
+        assert r["expected_tokens_per_step"] == pytest.approx((1 - a ** (k + 1)) / (1 - a), rel=1e-4)
+        assert r["tokens_per_s"] <= r["tokens_per_s_bound"]
+    assert s["chips"] == s["target_chips"] + s["proposer_chips"]
+    assert s["plain"]["tokens_per_s"] < s["plain"]["tokens_per_s_bound"]
+
+
+@pytest.fixture(scope="module")
+def mtp_builds(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mtp")
+    for precision in ("fp16", "int8"):
+        assert main(["compile", "tiny-deepseek-v3", "--target", "lpu-mini", *SHAPE, "--precision", precision, "--mtp",
+                     "-o", str(root / precision)]) == 0
+    return {p: root / p for p in ("fp16", "int8")}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_mtp_speculative_greedy_equals_plain_greedy(mtp_builds, precision):
+    build = load_build(mtp_builds[precision])
+    out = run_speculative(build, PROMPTS, 6)
+    assert out["tokens"] == run_prompts(build, PROMPTS, 6)["tokens"]
+    assert len(set(out["instructions_per_step"])) == 1
+
+
+def test_the_mtp_module_computes_what_the_reference_does(mtp_builds):
+    """The module's Program on the SRAM image, fed tokens, positions and hidden states, proposes what
+    the graph IR reference proposes from its decode.ir and the image's weights."""
+    mtp = load_build(mtp_builds["fp16"] / "mtp")
+    reference = Reference.load(mtp)
+    rng = np.random.default_rng(7)
+    ids, pos = np.array([17, 230], np.int32), np.array([0, 1], np.int32)
+    hidden = rng.standard_normal((2, 64)).astype(np.float16)
+    machine = Machine.blank(mtp.programs["decode"].chips, mtp.system.chip.usable_sram_bytes)
+    machine.load(mtp.image())
+    state = {s.name: np.zeros(s.type.shape, np.float16) for s in reference.graph.state}
+    want = run_graph(reference.graph, {"tokens": ids, "pos": pos, "hidden": hidden}, reference.params, state)
+    assert mtp_step(mtp, machine, ids, pos, hidden.astype(np.float32), None).tolist() == \
+        want["next_tokens"].tolist()
+
+
+def test_mtp_plans_and_compiles_with_its_weights_counted(tmp_path, capsys):
+    assert main(["plan", "tiny-deepseek-v3", "--target", "lpu-mini", "--mtp", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    s = plan["speculative"]
+    assert s["proposer"] == "mtp" and s["steps"] == 1
+    assert s["params"] == plan["totals"]["params"] + s["proposer_params"] > plan["totals"]["params"]
+    out = tmp_path / "mtp"
+    assert main(["compile", "tiny-deepseek-v3", "--target", "lpu-mini", *SHAPE, "--mtp", "-o", str(out)]) == 0
+    assert main(["run", str(out), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["hazards"] == [] and figures["speculative"]["proposer"] == "mtp"
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--draft", "llama-3.2-1b"], "a draft must share the target's vocabulary"),
+    (["--draft", "tiny-llama-draft", "--speculate", "0"], "--speculate must be auto or a number of drafts"),
+    (["--draft", "tiny-llama-draft", "--acceptance", "0"], "--acceptance must be a rate in (0, 1]"),
+    (["--draft", "tiny-llama-draft", "--acceptance", "1.01"], "--acceptance must be a rate in (0, 1]"),
+    (["--mtp"], "--mtp: tiny-llama has no multi-token-prediction layers"),
+    (["--speculate", "3"], "--speculate needs a proposer"),
+])
+def test_bad_speculation_is_one_line(capsys, args, says):
+    for command in ("plan", "compile"):
+        extra = ["-o", "never-written"] if command == "compile" else []
+        assert says in refused(capsys, command, *TINY, *args, *extra)
+        assert not Path("never-written").exists()

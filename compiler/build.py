@@ -119,7 +119,7 @@ def _compile_mtp(config, rows: int, system: SystemSpec, options: CompileOptions,
     backend.check_lowerable(graph, system)
     source = _weights_source(weights, graph.param_bytes(), system)
     plan = plan_graphs(graph.name, Lowered(graph, graph), system, options)
-    lowered = backend.lower(plan, graph, graph, graph, system, options, progress)
+    lowered = backend.lower(plan, graph, graph, (graph,), system, options, progress)
     image = None
     if source != "none":
         floats = load_weights(source, build_mtp_graph(config, context=options.context, batch=options.batch,

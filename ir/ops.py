@@ -176,6 +176,9 @@ def _attention(ins, attrs):
     _need(pos.shape == (q.shape[0],), f"attention positions must be i32[{q.shape[0]}]")
     quantized = k_cache.dtype in (DType.FP8, DType.I8, DType.NVFP4)
     _need(k_cache.dtype in ACTIVATION_DTYPES or quantized, f"KV cache dtype must be 16, 8 or nvfp4 bits: {k_cache}")
+    if "tier" in attrs:
+        _tiered(ins, attrs, quantized)
+        return (q,)
     _need(len(ins) == (8 if quantized else 6), "a quantized KV cache takes its k and v scales as operands 6 and 7")
     if quantized:
         block = k_cache.dtype.block
@@ -187,6 +190,28 @@ def _attention(ins, attrs):
             want = TensorType(block.scale, (*k_cache.shape[:2], k_cache.shape[2] // block.size))
         _need(ins[6] == ins[7] == want, f"KV scales must be {want}, got {ins[6]} and {ins[7]}")
     return (q,)
+
+
+# Tiers a cache's older positions may live in (targets.spec.TIER_NAMES; ir/ does not import targets/).
+KV_TIERS = ("dram", "flash")
+
+
+def _tiered(ins, attrs, quantized: bool) -> None:
+    """A cache split by position: operands 3, 4 hold the hot (newest) positions in SRAM, [B, hot, D];
+    operands 6, 7 the `cold` older ones in a tier below, [B, cold, D]. Position p is cold row p when
+    p < cold, else hot row p - cold. The tier moves `block` positions at a time."""
+    k_cache = ins[3]
+    _need(not quantized, "a cache split over memory tiers is 16-bit (8-bit and nvfp4 caches stay in SRAM)")
+    _need(attrs["tier"] in KV_TIERS, f"attention tier must be one of {', '.join(KV_TIERS)}, got {attrs['tier']!r}")
+    _need(len(ins) == 8, "a cache split over tiers takes its cold k and v caches as operands 6 and 7")
+    cold = TensorType(k_cache.dtype, (k_cache.shape[0], attrs.get("cold", 0), k_cache.shape[2]))
+    _need(ins[6] == ins[7] == cold, f"cold KV caches must be {cold}, got {ins[6]} and {ins[7]}")
+    _need(attrs.get("cold", 0) > 0 and attrs.get("block", 0) > 0, "a tiered cache needs cold > 0 and block > 0")
+
+
+def attention_tokens(ins, attrs) -> int:
+    """Positions an attention's cache holds: its SRAM rows, plus any held in a tier below."""
+    return ins[3].shape[1] + attrs.get("cold", 0)
 
 
 def _argmax(ins, attrs):
@@ -345,8 +370,7 @@ def _matmul_flops(ins, outs, attrs):
 
 def _attention_flops(ins, outs, attrs):
     # Scores and weighted sum over the whole cache: 2 matmuls of M x C x head_dim per head.
-    q, cache = ins[0], ins[3]
-    return 4 * q.shape[0] * cache.shape[1] * attrs["heads"] * attrs["head_dim"]
+    return 4 * ins[0].shape[0] * attention_tokens(ins, attrs) * attrs["heads"] * attrs["head_dim"]
 
 
 OPDEFS: dict[Opcode, OpDef] = {
@@ -378,10 +402,11 @@ OPDEFS: dict[Opcode, OpDef] = {
                   "beta_fast": float, "beta_slow": float, "mscale": float, "mscale_all_dim": float,
                   "interleave": bool},  # interleave: each head's pairs are (x0,x1),(x2,x3)... (DeepSeek)
     ),
-    # Operands: q, k, v, k_cache, v_cache, pos (and k_scale, v_scale for an 8-bit cache).
+    # Operands: q, k, v, k_cache, v_cache, pos (and k_scale, v_scale for an 8-bit cache; or, with
+    # `tier`, the cold caches k_cold, v_cold of the `cold` oldest positions, held below SRAM).
     Opcode.ATTENTION: OpDef(
         (6, 8), {"heads": int, "kv_heads": int, "head_dim": int}, _attention, _attention_flops,
-        writes=(3, 4, 6, 7),
+        writes=(3, 4, 6, 7), optional={"tier": str, "cold": int, "block": int},
     ),
     Opcode.SILU: OpDef((1, 1), {}, _unary, _per_out(4)),
     Opcode.GELU: OpDef((1, 1), {}, _unary, _per_out(8)),

@@ -165,6 +165,8 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     """Write each row's k, v at its position in its sequence's cache (as 8-bit codes with a
     per-kv-head scale when the cache is quantized), then attend causally: row r of sequence
     b sees cache positions 0..pos[r] of b."""
+    if "tier" in op.attr:
+        return _tiered_attention(op, args)
     q, k, v, k_cache, v_cache, pos = args[:6]
     heads, kv_heads, d = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
     batch = k_cache.shape[0]
@@ -191,6 +193,22 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
             p = p * np.repeat(v_scale, group, axis=1).T
         out[r] = product("ht,thd->hd", p, vh).reshape(-1)
     return (out,)
+
+
+def _tiered_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    """A cache split by position over two memories (ir.ops._tiered): attention over the whole cache,
+    positions [0, cold) from the cold arrays and the rest from the hot ones, each row stored where its
+    position lives."""
+    q, k, v, k_hot, v_hot, pos, k_cold, v_cold = args
+    whole = [np.concatenate((cold, hot), axis=1) for cold, hot in ((k_cold, k_hot), (v_cold, v_hot))]
+    plain = Op(op.opcode, op.operands[:6], op.results, tuple(a for a in op.attrs if a[0] in ("heads", "kv_heads",
+                                                                                              "head_dim")), op.scope)
+    out = _attention(plain, [q, k, v, *whole, pos])
+    cold = op.attr["cold"]
+    for (hot_cache, cold_cache), full in zip(((k_hot, k_cold), (v_hot, v_cold)), whole, strict=True):
+        cold_cache[...] = full[:, :cold]
+        hot_cache[...] = full[:, cold:]
+    return out
 
 
 def product(spec: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import OPDEFS, Opcode, expert_passes
+from ir.ops import OPDEFS, Opcode, attention_tokens, expert_passes
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
@@ -61,6 +61,23 @@ class OpWork:
     blocks: tuple[Block, ...] = ()
 
 
+# Staging slots a tiered cache streams through: the host link fills one while the MXM reads the other.
+STAGING_SLOTS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class TierWork:
+    """One chip's traffic with a tier below SRAM for a unit: `bytes` of cold cache held there and fetched
+    every step (into staging slots, then streamed from SRAM like the hot part), in `fetches` transfers of
+    at most `block_bytes`; `attention` is the index in `work` of the op that waits for them."""
+
+    name: str
+    bytes: int
+    fetches: int
+    block_bytes: int
+    attention: int
+
+
 @dataclass(frozen=True, slots=True)
 class ShardCost:
     """One unit on one chip of a group of `tp` chips."""
@@ -73,6 +90,12 @@ class ShardCost:
     collectives: tuple[Collective, ...]
     chain_ops: int  # ops on the longest dependency path: each pays the chip's pipeline latency
     state_read_bytes: int = 0  # the caches' and states' own bytes (state_bytes adds their alignment)
+    tier: TierWork | None = None  # KV positions held below SRAM and fetched every step
+
+    @property
+    def tier_bytes(self) -> int:
+        """Cache bytes this chip holds in the tier below SRAM."""
+        return self.tier.bytes if self.tier else 0
 
     @property
     def resident_bytes(self) -> int:
@@ -89,20 +112,38 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
     grows with the rows (activations, arithmetic), e.g. to one prefill chunk; buffers start on
     `alignment`-byte boundaries (the target's vector)."""
     chip_ops = ShardTensorParallel(tp)(ops)
-    params, state = _resident(chip_ops)
+    params, state, cold = _resident(chip_ops)
     work, collectives = [], []
+    tier = None
     for op in chip_ops:
         if op.opcode in _COLLECTIVES:
             collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, rows_scale), tp))
             continue
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, rows_scale), tp))
-        work.append(_work(op, params | state, rows_scale))
+        if op.opcode is Opcode.ATTENTION and "tier" in op.attr:
+            tier = _tier_work(op, len(work), tier)
+        work.append(_work(op, params | state | cold, rows_scale))
     # SRAM holds each tensor from a vector boundary, as the allocator places it.
     weights = sum(align(n, alignment) for n in params.values())
     cache = sum(align(n, alignment) for n in state.values())
-    return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state, rows_scale, alignment), tuple(work),
-                     tuple(collectives), _chain(chip_ops), sum(state.values()))
+    staging = STAGING_SLOTS * align(tier.block_bytes, alignment) if tier else 0
+    return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, rows_scale, alignment) + staging,
+                     tuple(work), tuple(collectives), _chain(chip_ops), sum(state.values()) + sum(cold.values()), tier)
+
+
+def _tier_work(op: Op, index: int, before: TierWork | None) -> TierWork:
+    """The cold caches of one tiered attention on this chip: every sequence's cold positions, K then V,
+    fetched `block` positions at a time (a unit with two such attentions sums them)."""
+    batch, cold, width = op.operands[6].type.shape
+    row = width * op.operands[6].type.dtype.bits // 8
+    block = op.attr["block"]
+    fetches = 2 * batch * -(-cold // block)
+    nbytes = op.operands[6].type.nbytes + op.operands[7].type.nbytes
+    if before is not None:
+        return TierWork(before.name, before.bytes + nbytes, before.fetches + fetches,
+                        max(before.block_bytes, block * row), before.attention)
+    return TierWork(op.attr["tier"], nbytes, fetches, block * row, index)
 
 
 def _chain(chip_ops: list[Op]) -> int:
@@ -119,16 +160,20 @@ def _chain(chip_ops: list[Op]) -> int:
     return longest
 
 
-def _resident(chip_ops: list[Op]) -> tuple[dict[str, int], dict[str, int]]:
-    """Params and caches: operands no op of the unit defines, other than activation inputs."""
+def _resident(chip_ops: list[Op]) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Params, caches in SRAM, and caches held in a tier below: operands no op of the unit defines,
+    other than activation inputs."""
     defined = {r.name for op in chip_ops for r in op.results}
     params: dict[str, int] = {}
     state: dict[str, int] = {}
+    cold: dict[str, int] = {}
     for op in chip_ops:
+        tiered = op.opcode is Opcode.ATTENTION and "tier" in op.attr
         for i, v in enumerate(op.operands):
             if v.name not in defined and is_resident(op, i):
-                (state if i in OPDEFS[op.opcode].writes else params)[v.name] = v.type.nbytes  # written: a cache
-    return params, state
+                where = (cold if tiered and i >= 6 else state) if i in OPDEFS[op.opcode].writes else params
+                where[v.name] = v.type.nbytes  # written: a cache
+    return params, state, cold
 
 
 def is_resident(op: Op, index: int) -> bool:
@@ -202,7 +247,8 @@ def _attention_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     """Keys [width, tokens] and values [tokens, width] of every sequence's cache, passed by each
     sequence's rows times the query heads of one kv head."""
     q, cache = op.operands[0].type, op.operands[3].type
-    batch, tokens, width = cache.shape
+    batch, _, width = cache.shape
+    tokens = attention_tokens(tuple(v.type for v in op.operands), op.attr)
     a = op.attr
     m = max(1, _scaled(q.shape[0], rows_scale) // batch) * (a["heads"] // a["kv_heads"])
     rate = _CACHE_RATE[cache.dtype]

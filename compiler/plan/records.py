@@ -71,6 +71,7 @@ class Stage:
     binding: str
     bound_terms: dict[str, float] | None = None  # the physical bound's terms (partition.cost.StageBound)
     decode_tiles_us: float = 0.0  # of decode_us, what whole-tile rounding adds
+    tier: dict | None = None  # cold KV below SRAM, per chip: tier, bytes held, decode fetch and exposed us
 
     @property
     def tp(self) -> int:
@@ -106,7 +107,8 @@ class Stage:
             "binding": self.binding,
         } | ({"decode_bound_terms": {k: round_sig(v) if k.endswith("_us") else int(v)
                                      for k, v in self.bound_terms.items()},
-              "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {})
+              "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {}) | (
+            {"tier": self.tier} if self.tier else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,7 @@ class Plan:
     totals: dict
     device: str = "chip"  # "chip" or "wafer": what `chips` counts
     extra: dict = field(default_factory=dict)
+    kv_tiers: dict = field(default_factory=dict)  # where the KV cache lives and each tier's figures (kv_tiers.py)
     wall_s: float = 0.0  # measured, shown to people; never in the JSON, which must be byte-stable
 
     @property
@@ -168,4 +171,4 @@ def plan_dict(plan: Plan) -> dict:
         "prefill": plan.prefill,
         "binding": plan.binding,
         "solver": plan.solver,
-    } | plan.extra
+    } | ({"kv_tiers": plan.kv_tiers} if plan.kv_tiers else {}) | plan.extra

@@ -130,8 +130,8 @@ def _worth(sram: Plan | None, below: Plan, options: CompileOptions, tier: str) -
         return True, f"SRAM alone does not hold the model with its {kv:,.2f} GiB KV cache; {tier} does"
     saved = sram.chips - below.chips
     share = saved / sram.chips
-    costs = f"{kv:,.2f} GiB of KV in {tier} saves {saved:,} of {sram.chips:,} chips ({share:.0%}) for {fetch:,.2f} ms " \
-            "a token of fetches"
+    costs = (f"{kv:,.2f} GiB of KV in {tier} saves {saved:,} of {sram.chips:,} chips ({share:.0%}) for "
+             f"{fetch:,.2f} ms a token of fetches")
     if options.objective == "latency":
         return False, f"--objective latency: SRAM alone fits, and {costs}"
     if share >= AUTO_MIN_SAVING:

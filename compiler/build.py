@@ -20,7 +20,15 @@ from compiler.frontend.options import CompileOptions
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
 from compiler.plan import Plan
 from compiler.plan.reader import read_plan
-from compiler.planner import Lowered, graph_file_options, graph_passes, is_graph_file, plan_graphs, read_graph_file
+from compiler.planner import (
+    Lowered,
+    graph_file_options,
+    graph_passes,
+    is_graph_file,
+    plan_graphs,
+    plan_placed,
+    read_graph_file,
+)
 from ir.build_io import build_writer, check_destination, write_manifest
 from ir.errors import ConfigError
 from ir.graph import Graph
@@ -59,7 +67,8 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
     progress("partitioning")
-    plan = plan_graphs(config.name, graphs, system, options, pinned)
+    plan, options = plan_placed(model, system, options, pinned=pinned)  # options: with the KV tier placed
+    graphs = _graphs(config, options)
     chunk = _chunk_graph(config, options, plan.prefill["chunk_tokens"])
     lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunk, system, options, progress)
     image = None

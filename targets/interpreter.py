@@ -28,6 +28,7 @@ of the offending instruction:
                dialect lacks, a column its opcode does not use holding a value, or vector-function
                arguments off their schema
   roles        (wafer) the metadata's regions and role streams are not what the mesh geometry gives
+  tier-range, tier-raw, tier-war  the host link's FETCH and STORE (targets/tier_checks.py)
 
 A Program declares its dialect and runs only on a target whose instruction set reads it (`admit`):
 "queues" on a tsp chip, "roles" on a wse wafer; a target with no instruction set runs nothing.
@@ -57,6 +58,7 @@ from ir.isa import Op, UnitKind
 from ir.program import Program
 from targets.messages import check_messages, check_syncs, check_wafer_duplicates
 from targets.spec import SystemSpec
+from targets.tier_checks import check_tiers, tier_side
 from targets.timing import Timing, durations, stream_rates
 from targets.wafer_timing import check_links
 
@@ -155,6 +157,7 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
         _units(program, rows, start, end, found)
         _streams(program, rows, start, end, timing, found)
     _sram(program, system, found)
+    check_tiers(program, system, start, end, found)
     _stream_budget(program, timing, start, end, found)
     check_syncs(program, start, end, found, first_is_sync=not wafer)
     if wafer:
@@ -294,7 +297,7 @@ def _sram(program: Program, system: SystemSpec, found: _Hazards) -> None:
     c = program.cols
     usable = system.chip.usable_sram_bytes
     for addr, size in (("src", "src_bytes"), ("dst", "dst_bytes")):
-        used = c[addr] >= 0
+        used = (c[addr] >= 0) & ~tier_side(c, addr)
         bad = used & ((c[addr] + c[size] > usable) | (c[addr] < 0))
         found.where(bad, "sram-range",
                     lambda i, a=addr, n=size: f"{a} [{c[a][i]:#x}, {c[a][i] + c[n][i]:#x}) is outside the "

@@ -19,6 +19,7 @@ from compiler.passes.shard import shard_unit
 from compiler.plan import Stage
 from ir.graph import Graph, Value
 from ir.isa import Op
+from ir.ops import Opcode
 from ir.program import Program
 from ir.types import ACTIVATION_DTYPES, DType
 from targets.spec import SystemSpec
@@ -70,8 +71,14 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> l
         keep |= {final[n].name for n in outputs if n in final}
         # A param two stages hold (a tied table: embedding and head) has each stage's own shard.
         own = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc] for v in op.operands}
-        layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state})
+        layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state}, _below(graph))
     return codes
+
+
+def _below(graph: Graph) -> set[str]:
+    """Caches held in a tier below SRAM: a tiered attention's cold k and v (ir.ops: operands 6, 7)."""
+    return {op.operands[i].name for op in graph.ops if op.opcode is Opcode.ATTENTION and "tier" in op.attr
+            for i in (6, 7)}
 
 
 def _owner(scopes: list[str], stages: Sequence[Stage]) -> dict[str, int]:

@@ -37,18 +37,21 @@ def _outputs(decode: list[StageCode], prefill: list[StageCode], decode_graph: Gr
     return out
 
 
+RESIDENT = ("tier", "param", "state")  # what both phases find at one address ("tier": in the tier below SRAM)
+
+
 def memory_map(decode: list[StageCode], prefill: list[StageCode]) -> dict:
     """Each stage's SRAM map (every chip of a stage has the same layout). Weights and caches
     ("phase": "both") sit where both phases find them; above them each phase lays out its own
     inputs, ports and activation arena, which overlap the other phase's (they never run at once)."""
     stages = []
     for d, p in zip(decode, prefill, strict=True):
-        resident = [r for r in d.memory_map if r[0] in ("param", "state")]
-        if resident != [r for r in p.memory_map if r[0] in ("param", "state")]:
+        resident = [r for r in d.memory_map if r[0] in RESIDENT]
+        if resident != [r for r in p.memory_map if r[0] in RESIDENT]:
             raise RuntimeError(f"stage {d.index}: decode and prefill place weights or caches differently")
         regions = [(*r, "both") for r in resident]
         for phase, code in (("decode", d), ("prefill", p)):
-            regions += [(*r, phase) for r in code.memory_map if r[0] not in ("param", "state")]
+            regions += [(*r, phase) for r in code.memory_map if r[0] not in RESIDENT]
         stages.append({"index": d.index, "first_chip": d.first_chip, "tp": d.tp,
                        "regions": [{"kind": k, "name": n, "addr": a, "bytes": b, "phase": ph}
                                    for k, n, a, b, ph in regions]})

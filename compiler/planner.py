@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from compiler import kv_tiers
 from compiler.backends import backend_for
 from compiler.formats import check_storable, format_rates
 from compiler.frontend import build_graph, load_model_config
@@ -16,7 +15,7 @@ from compiler.passes.embed_on_host import EmbedOnHost
 from compiler.passes.place_kv import PlaceKV
 from compiler.passes.quantize import TENSOR_SCALE, Quantize
 from compiler.passes.quantize_kv import QuantizeKV
-from compiler.plan import Plan
+from compiler.plan import Plan, kv_tiers
 from compiler.plan.reader import PlanFile
 from compiler.plan.search import plan_from_layout
 from ir.errors import ConfigError
@@ -100,7 +99,7 @@ def make_plan_on(model: str, system: SystemSpec, options: CompileOptions, idle_s
 
 def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None,
                 pinned: PlanFile | None = None) -> tuple[Plan, CompileOptions]:
-    """The plan with its KV cache placed by --kv-tier (compiler/kv_tiers.py), and the options its graphs
+    """The plan with its KV cache placed by --kv-tier (compiler/plan/kv_tiers.py), and the options its graphs
     were lowered with (a concrete tier and hot window)."""
     def plan_at(placed: CompileOptions) -> Plan:
         name, graphs = lower(model, placed)

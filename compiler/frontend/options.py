@@ -26,7 +26,7 @@ class CompileOptions:
     never costs a chip that decode does not need.
 
     `kv_tier` places the KV cache: "sram", or "dram"/"flash" with the `kv_hot` newest positions of
-    every cache in SRAM and the older ones in that tier (compiler/kv_tiers.py picks the window when
+    every cache in SRAM and the older ones in that tier (compiler/plan/kv_tiers.py picks the window when
     it is None), or "auto": the placement the objective favours.
 
     `context` counts every token a sequence holds, its prompt included, so `prompt` may not

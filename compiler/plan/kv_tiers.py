@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 
 from compiler.frontend.options import CompileOptions
-from compiler.plan import Plan
-from compiler.plan.records import round_sig
+from compiler.plan.records import Plan, round_sig
 from ir.errors import ConfigError, DoesNotFitError
 from targets.spec import SystemSpec
 

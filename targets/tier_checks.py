@@ -5,10 +5,10 @@
   tier-raw     an SRAM read of a fetched block that starts before the FETCH has written it
   tier-war     a FETCH that overwrites SRAM another instruction is still reading
 
-A FETCH's SRAM range is paired with the reads that overlap it: those issued after the fetch
-starts (and before the next fetch into the same bytes) read what it brought, so they wait for
-its end; a read under way when the fetch starts must have ended by then. The functional mode
-checks the bytes themselves.
+A READ of exactly a fetched block's bytes (a staging slot) reads what the latest FETCH into that
+block started before it brought: it waits for that fetch's end, and there must be one; a FETCH
+into a block while a read of it is under way overwrites what that read streams. The functional
+mode checks the bytes themselves.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def check_tiers(program, system: SystemSpec, start: np.ndarray, end: np.ndarray,
     if not len(host):
         return
     _ranges(program, system, host, found)
-    for i in np.flatnonzero(c["op"] == Op.FETCH).tolist():
-        _fetched(program, i, start, end, found)
+    fetches = np.flatnonzero(c["op"] == Op.FETCH)
+    for chip in np.unique(c["chip"][fetches]).tolist():
+        _fetched(program, chip, fetches[c["chip"][fetches] == chip], start, end, found)
 
 
 def _ranges(program, system: SystemSpec, rows: np.ndarray, found) -> None:
@@ -50,20 +51,32 @@ def _store_top(c, i: int) -> int:
     return int(c["dst"][i]) + int(c["imm"][i]) * int(c["stride"][i])
 
 
-def _fetched(program, i: int, start: np.ndarray, end: np.ndarray, found) -> None:
+def _fetched(program, chip: int, rows: np.ndarray, start: np.ndarray, end: np.ndarray, found) -> None:
+    """Reads of exactly a fetched block's bytes (a staging slot), each paired with the latest FETCH into
+    that block that started before it."""
     c = program.cols
-    chip = c["chip"] == c["chip"][i]
-    lo, hi = int(c["dst"][i]), int(c["dst"][i]) + int(c["dst_bytes"][i])
-    src, size = c["src"].astype(np.int64), c["src_bytes"].astype(np.int64)
-    reads = chip & np.isin(c["op"], (Op.READ, Op.GATHER)) & (src < hi) & (src + size > lo)
-    refill = chip & (c["op"] == Op.FETCH) & (c["dst"] < hi) & (c["dst"] + c["dst_bytes"] > lo) & (start > start[i])
-    until = start[refill].min() if refill.any() else np.iinfo(np.int64).max
-    after = reads & (start >= start[i]) & (start < until)
-    for j in np.flatnonzero(after & (start < end[i])).tolist():
-        found.add(j, "tier-raw", f"reads [{lo:#x}, {hi:#x}) at {start[j]}, the FETCH bringing it ends at {end[i]}")
-    for j in np.flatnonzero(reads & (start < start[i]) & (end > start[i])).tolist():
-        found.add(i, "tier-war", f"fetches into [{lo:#x}, {hi:#x}) at {start[i]} while a read of it runs until "
-                                 f"{end[j]}")
+    on = np.flatnonzero(c["chip"] == chip)
+    reads = on[(c["op"][on] == Op.READ)]
+    blocks = {}
+    for i in rows.tolist():
+        blocks.setdefault((int(c["dst"][i]), int(c["dst_bytes"][i])), []).append(i)
+    for (addr, size), fetches in blocks.items():
+        fetches = sorted(fetches, key=lambda i: (start[i], i))
+        begins = np.array([start[i] for i in fetches])
+        mine = reads[(c["src"][reads] == addr) & (c["src_bytes"][reads] == size)]
+        for j in mine.tolist():
+            k = int(np.searchsorted(begins, start[j], "right")) - 1
+            if k < 0:
+                found.add(j, "tier-raw", f"reads the staged block [{addr:#x}, {addr + size:#x}) at {start[j]}, "
+                                         "before any FETCH brings it")
+            elif start[j] < end[fetches[k]]:
+                found.add(j, "tier-raw", f"reads [{addr:#x}, {addr + size:#x}) at {start[j]}, the FETCH bringing "
+                                         f"it ends at {end[fetches[k]]}")
+        for i in fetches:
+            busy = mine[(start[mine] < start[i]) & (end[mine] > start[i])]
+            for j in busy.tolist():
+                found.add(i, "tier-war", f"fetches into [{addr:#x}, {addr + size:#x}) at {start[i]} while a read "
+                                         f"of it runs until {end[j]}")
 
 
 def tier_side(cols: dict[str, np.ndarray], column: str) -> np.ndarray:

@@ -124,12 +124,12 @@ def _auto(plan_at: PlanAt, system: SystemSpec, options: CompileOptions, idle_s: 
 def _worth(sram: Plan | None, below: Plan, options: CompileOptions, tier: str) -> tuple[bool, str]:
     """Whether auto takes `tier` (planned with everything below), and why, in words."""
     fetch = _fetch_us(below) / 1e3
-    kv = below.totals["kv_cache_bytes"] / 2**30
+    kv = _gib(below.totals["kv_cache_bytes"])
     if sram is None:
-        return True, f"SRAM alone does not hold the model with its {kv:,.2f} GiB KV cache; {tier} does"
+        return True, f"SRAM alone does not hold the model with its {kv} KV cache; {tier} does"
     saved = sram.chips - below.chips
     share = saved / sram.chips
-    costs = (f"{kv:,.2f} GiB of KV in {tier} saves {saved:,} of {sram.chips:,} chips ({share:.0%}) for "
+    costs = (f"{kv} of KV in {tier} saves {saved:,} of {sram.chips:,} chips ({share:.0%}) for "
              f"{fetch:,.2f} ms a token of fetches")
     if options.objective == "latency":
         return False, f"--objective latency: SRAM alone fits, and {costs}"
@@ -176,7 +176,9 @@ def tier_used(plan: Plan, system: SystemSpec, tier: str) -> dict[int, int]:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else f"{n / 2**20:,.2f} MiB"
+    if n >= 2**30:
+        return f"{n / 2**30:,.2f} GiB"
+    return f"{n / 2**20:,.2f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
 
 
 def _finish(plan: Plan, system: SystemSpec, asked: CompileOptions, placed: CompileOptions, choice: dict | None,

@@ -1,0 +1,226 @@
+"""Tiered KV memory: tiers in targets, plans that keep older KV below SRAM, --idle, and builds that fetch it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from cli_errors import TINY, ok, refused
+
+from compiler.cli import main
+from ir.isa import Op
+from ir.program_io import load_program
+from targets import load_target
+from targets.interpreter import execute
+from targets.loader import loads_target
+from targets.target_file import dumps_target
+
+PCIE_GEN4_X16 = 16e9 * 16 * 128 / 130 / 8  # bytes/s a direction: 16 GT/s, 16 lanes, 128b/130b
+
+
+def _json(*argv) -> tuple[int, dict]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main([str(a) for a in (*argv, "--json")])
+    return code, json.loads(out.getvalue())
+
+
+def _tiers(plan: dict) -> dict[str, dict]:
+    return {row["tier"]: row for row in plan["kv_tiers"]["tiers"]}
+
+
+# ---- targets ---------------------------------------------------------------------------------------
+
+def test_drain_time_is_capacity_over_bandwidth():
+    lpu = load_target("lpu")
+    assert lpu.dram.bw_bytes_per_s == pytest.approx(8 * PCIE_GEN4_X16)  # eight chips' host links
+    assert lpu.dram.drain_s == pytest.approx(2**40 / (8 * PCIE_GEN4_X16))  # 4.36 s
+    assert lpu.flash.drain_s == pytest.approx(30.72e12 / 28e9)  # 18 minutes
+    assert lpu.tier_bw_per_chip("dram") == pytest.approx(PCIE_GEN4_X16)
+    h100 = load_target("h100")
+    assert h100.dram.capacity_bytes == 2 * 10**12 and h100.flash.capacity_bytes == 8 * 3.84e12
+
+
+def test_a_target_file_declares_tiers_with_units(tmp_path):
+    path = tmp_path / "host.toml"
+    path.write_text('base = "lpu-mini"\n\n[dram]\ncapacity_bytes = "2 MiB"\nbw_bytes_per_s = "10 GB/s"\n'
+                    'latency_s = "2 us"\nper = "chip"\n')
+    spec = load_target(str(path))
+    assert (spec.dram.capacity_bytes, spec.dram.bw_bytes_per_s, spec.dram.latency_s) == (2**21, 1e10, 2e-6)
+    assert spec.tier_bw_per_chip("dram") == 1e10  # a chip's own tier: not shared
+    assert spec.dram.drain_s == pytest.approx(2**21 / 1e10)
+    assert spec.flash == load_target("lpu-mini").flash  # the base's flash stays
+    assert loads_target(dumps_target(spec), "x.toml") == spec
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[dram]\ncapacity_bytes = 4096\nbw_bytes_per_s = "1 GB/s"\nlatency_s = "1 us"\n',
+     "t.toml:3: dram.capacity_bytes: 4096 has no unit"),
+    ('base = "b200"\n[flash]\ncapacity_bytes = "1 GB"\nbw_bytes_per_s = "1 GB/s"\n',
+     "flash: latency_s is missing"),  # b200 declares no flash to inherit it from
+    ('[dram]\ncapacity_bytes = "1 GB"\nbw_bytes_per_s = "1 GB/s"\nlatency_s = "1 us"\nper = "rack"\n',
+     "dram.per: must be one of node, chip"),
+    ('[dram]\ncapacity_bytes = "1 GB"\nbw_bytes_per_s = "0 GB/s"\nlatency_s = "1 us"\n',
+     "dram.bw_bytes_per_s: must be positive"),
+])
+def test_tier_mistakes_are_one_line(capsys, tmp_path, body, message):
+    (tmp_path / "t.toml").write_text(body if body.startswith("base") else 'base = "lpu-mini"\n' + body)
+    assert message in refused(capsys, "plan", "tiny-llama", "--target", tmp_path / "t.toml")
+
+
+# ---- planning --------------------------------------------------------------------------------------
+
+def test_tier_traffic_by_hand():
+    """Every chip fetches its share of the cold positions of both caches each step, in blocks."""
+    code, plan = _json("plan", *TINY, "--context", "256", "--kv-tier", "dram", "--kv-hot", "64")
+    assert code == 0
+    lpu = load_target("lpu-mini")
+    cold, block = 256 - 64, 48  # a quarter of the cold range, rounded to 16 positions
+    placement = plan["kv_tiers"]["placement"]
+    assert (placement["tier"], placement["hot_tokens"], placement["cold_tokens"]) == ("dram", 64, cold)
+    total_fetch = total_bytes = 0
+    for s in plan["stages"]:
+        layers = 0 if s["layers"] is None else s["layers"][1] - s["layers"][0] + 1
+        if not layers:
+            assert "tier" not in s
+            continue
+        width = 16 * max(1, 2 // s["tp"])  # head_dim x the kv heads a chip holds (2 kv heads)
+        nbytes = layers * 2 * cold * width * 2  # k and v, 16-bit
+        fetches = layers * 2 * math.ceil(cold / block)
+        assert (s["tier"]["bytes"], s["tier"]["fetches"]) == (nbytes, fetches)
+        fetch_us = (nbytes / PCIE_GEN4_X16 + fetches * lpu.dram.latency_s) * 1e6
+        assert s["tier"]["fetch_us"] == pytest.approx(fetch_us, rel=1e-3)
+        assert s["decode_bound_terms"]["tier_us"] == pytest.approx(nbytes / PCIE_GEN4_X16 * 1e6, rel=1e-3)
+        total_fetch += s["tier"]["fetch_us"]
+        total_bytes += nbytes * s["tp"]
+    dram = _tiers(plan)["dram"]
+    assert dram["read_bytes_per_token"] == dram["used_bytes"] == total_bytes
+    assert dram["us_per_token"] == pytest.approx(total_fetch, rel=1e-3)
+    assert dram["drain_s"] == pytest.approx(lpu.dram.drain_s)
+    assert plan["decode"]["breakdown_us"]["tier"] <= total_fetch
+
+
+def test_dram_holds_70b_at_128k_on_far_fewer_chips():
+    code, plan = _json("plan", "llama-3.1-70b", "--target", "lpu", "--context", "131072", "--kv-tier", "auto")
+    assert code == 0
+    placement = plan["kv_tiers"]["placement"]
+    assert placement["tier"] == "dram" and placement["requested"] == "auto"
+    _, sram = _json("plan", "llama-3.1-70b", "--target", "lpu", "--context", "131072")
+    assert placement["sram_chips"] == sram["chips"]
+    assert plan["chips"] < 0.6 * sram["chips"]
+    dram = _tiers(plan)["dram"]
+    assert dram["drain_s"] == pytest.approx(load_target("lpu").dram.drain_s)
+    assert dram["read_bytes_per_token"] > 0.8 * plan["totals"]["kv_cache_bytes"] * placement["cold_tokens"] / 131072
+    # what the tier costs a token is in the decode latency
+    assert plan["decode"]["latency_us"] >= placement["exposed_us_per_token"] > 0
+    assert plan["decode"]["binding"] == "tier-bandwidth"
+
+
+def test_jamba_at_256k_stays_in_sram_and_says_why():
+    code, plan = _json("plan", "jamba-v0.1", "--target", "lpu", "--context", "262144", "--kv-tier", "auto")
+    assert code == 0
+    placement = plan["kv_tiers"]["placement"]
+    assert placement["tier"] == "sram" and placement["cold_tokens"] == 0
+    assert "4.00 GiB of KV in dram saves" in placement["why"] and "under the 10%" in placement["why"]
+    assert placement["tier_chips"] < placement["sram_chips"] == plan["chips"]
+
+
+def test_a_context_sweep_shows_the_crossover(capsys):
+    out = ok(capsys, "plan", *TINY, "--context", "256,4096", "--kv-tier", "auto")
+    assert "KV in" in out and "SRAM-only chips" in out
+    assert "crossover: from context 4,096 moving KV to dram beats adding chips" in out
+
+
+def test_a_tier_too_small_for_the_cache_is_one_line_naming_it(capsys, tmp_path):
+    (tmp_path / "small.toml").write_text('base = "lpu-mini"\n\n[dram]\ncapacity_bytes = "4 KiB"\n'
+                                         'bw_bytes_per_s = "31.5 GB/s"\nlatency_s = "1 us"\n')
+    line = refused(capsys, "plan", "tiny-llama", "--target", tmp_path / "small.toml", "--context", "1024",
+                   "--kv-tier", "dram")
+    assert "the dram tier of small holds 4.0 KiB per node" in line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kv-hot", "64"], "--kv-hot needs --kv-tier dram or flash"),
+    (["--kv-tier", "dram", "--kv-hot", "4096"], "--kv-hot 4096 must be at least 0 and below --context 4096"),
+    (["--kv-tier", "dram", "--kv-precision", "fp8"], "a cache held below SRAM is 16-bit"),
+])
+def test_tier_options_that_cannot_work_are_one_line(capsys, argv, message):
+    assert message in refused(capsys, "plan", *TINY, *argv)
+
+
+def test_targets_without_the_tier_refuse_it(capsys):
+    assert "wse3" in refused(capsys, "plan", "tiny-llama", "--target", "wse3", "--kv-tier", "dram")
+    assert "b200 declares no flash tier" in refused(capsys, "plan", "tiny-llama", "--target", "b200",
+                                                    "--kv-tier", "flash")
+
+
+@pytest.mark.parametrize("idle, tier", [(1e-6, "sram"), (1.0, "dram"), (60.0, "flash"), (1e5, "flash")])
+def test_idle_picks_the_fastest_tier_that_drains_no_sooner(idle, tier):
+    code, plan = _json("plan", "tiny-llama", "--target", "lpu", "--idle", idle)
+    assert code == 0
+    answer = plan["kv_tiers"]["idle"]
+    assert answer["tier"] == tier
+    lpu = load_target("lpu")
+    share = max(s["memory_per_chip_bytes"]["kv_cache"] for s in plan["stages"])
+    if tier == "sram":
+        assert answer["resume_s"] == 0
+    else:
+        spec = getattr(lpu, tier)
+        assert answer["resume_s"] == pytest.approx(share / (spec.bw_bytes_per_s / 8) + spec.latency_s)
+
+
+# ---- compile and run -------------------------------------------------------------------------------
+
+PROMPT = "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20"  # two prefill chunks of 16
+
+
+@pytest.fixture(scope="module")
+def tiered(tmp_path_factory):
+    """tiny-llama with 16 of its 64 positions in SRAM and 48 in host DRAM, beside the same build in SRAM."""
+    root = tmp_path_factory.mktemp("tiers")
+    shape = [*TINY, "--context", "64", "--prompt", "32", "--prefill-chunk", "16"]
+    for name, extra in (("dram", ["--kv-tier", "dram", "--kv-hot", "16"]), ("sram", [])):
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["compile", *shape, *extra, "-o", str(root / name)]) == 0
+    return root
+
+
+def test_a_tiered_build_fetches_over_the_host_link(tiered):
+    program = load_program(tiered / "dram" / "decode.prog")
+    ops = program.cols["op"]
+    assert (ops == Op.FETCH).sum() > 0 and (ops == Op.STORE).sum() > 0
+    memory = json.loads((tiered / "dram" / "memory.json").read_text())
+    kinds = {r["kind"] for s in memory["stages"] for r in s["regions"]}
+    assert "tier" in kinds
+
+
+def test_a_tiered_build_is_hazard_free_and_decodes_the_references_tokens(tiered):
+    code, run = _json("run", tiered / "dram", "--functional", "--prompt", PROMPT, "--tokens", "24",
+                      "--check-reference", "--check-determinism")
+    assert code == 0 and run["hazards"] == []
+    assert run["reference"]["passed"]
+    _, sram = _json("run", tiered / "sram", "--functional", "--prompt", PROMPT, "--tokens", "24")
+    assert run["functional"]["tokens"] == sram["functional"]["tokens"]
+
+
+def test_a_fetch_moved_late_is_a_hazard(tiered):
+    system = load_target("lpu-mini")
+    program = load_program(tiered / "dram" / "decode.prog")
+    assert execute(program, system).hazards == []
+    row = int(np.flatnonzero(program.cols["op"] == Op.FETCH)[0])
+    issue = program.cols["issue"].copy()
+    issue[row] += 5_000
+    late = program.with_columns(program.cols | {"issue": issue})
+    kinds = {h.kind for h in execute(late, system).hazards}
+    assert "tier-raw" in kinds
+
+
+def test_compile_at_batch_2_with_a_tier_is_one_line(capsys, tmp_path):
+    line = refused(capsys, "compile", *TINY, "--context", "64", "--batch", "2", "--kv-tier", "dram", "--kv-hot", "16",
+                   "-o", tmp_path / "b")
+    assert "compiles at batch 1" in line
+    assert not (tmp_path / "b").exists()

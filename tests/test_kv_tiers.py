@@ -91,8 +91,10 @@ def test_tier_traffic_by_hand():
         width = 16 * max(1, 2 // s["tp"])  # head_dim x the kv heads a chip holds (2 kv heads)
         nbytes = layers * 2 * cold * width * 2  # k and v, 16-bit
         fetches = layers * 2 * math.ceil(cold / block)
-        assert (s["tier"]["bytes"], s["tier"]["fetches"]) == (nbytes, fetches)
-        fetch_us = (nbytes / PCIE_GEN4_X16 + fetches * lpu.dram.latency_s) * 1e6
+        stored = layers * 2 * width * 2  # the step's one new row of k and of v, stored to the tier
+        assert (s["tier"]["bytes"], s["tier"]["fetches"], s["tier"]["store_bytes"]) == (nbytes, fetches, stored)
+        transfers = fetches + layers * 2
+        fetch_us = ((nbytes + stored) / PCIE_GEN4_X16 + transfers * lpu.dram.latency_s) * 1e6
         assert s["tier"]["fetch_us"] == pytest.approx(fetch_us, rel=1e-3)
         assert s["decode_bound_terms"]["tier_us"] == pytest.approx(nbytes / PCIE_GEN4_X16 * 1e6, rel=1e-3)
         total_fetch += s["tier"]["fetch_us"]

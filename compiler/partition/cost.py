@@ -111,9 +111,11 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
 
 
 def tier_fetch_s(tier: TierWork, system: SystemSpec) -> float:
-    """Every transfer of the unit's cold KV on the chip's host link: bytes at its share of the tier's
-    bandwidth, plus the tier's latency per transfer (targets/timing.py's host-link rule)."""
-    return tier.bytes / system.tier_bw_per_chip(tier.name) + tier.fetches * system.tier(tier.name).latency_s
+    """Every transfer of the unit's on the chip's host link (the cold KV fetched, the new rows stored):
+    bytes at its share of the tier's bandwidth, plus the tier's latency per transfer (targets/timing.py's
+    host-link rule)."""
+    latency = system.tier(tier.name).latency_s
+    return (tier.bytes + tier.store_bytes) / system.tier_bw_per_chip(tier.name) + (tier.fetches + tier.stores) * latency
 
 
 def tier_time(cost: ShardCost, times: list[Breakdown], system: SystemSpec) -> Breakdown:
@@ -122,7 +124,7 @@ def tier_time(cost: ShardCost, times: list[Breakdown], system: SystemSpec) -> Br
     it (the slots it then streams from), so the work before it hides at most that many."""
     tier = cost.tier
     fetch = tier_fetch_s(tier, system)
-    per_fetch = fetch / tier.fetches
+    per_fetch = fetch / (tier.fetches + tier.stores)
     before = sum((t.total_s for t in times[:tier.attention]), 0.0) + cost.chain_ops * _op_latency_s(system) / 2
     hidden = times[tier.attention].total_s + min(before, STAGING_SLOTS * per_fetch)
     return Breakdown(tier_s=max(0.0, fetch - hidden), tier_fetch_s=fetch)

@@ -69,13 +69,16 @@ STAGING_SLOTS = 2
 class TierWork:
     """One chip's traffic with a tier below SRAM for a unit: `bytes` of cold cache held there and fetched
     every step (into staging slots, then streamed from SRAM like the hot part), in `fetches` transfers of
-    at most `block_bytes`; `attention` is the index in `work` of the op that waits for them."""
+    at most `block_bytes`; `attention` is the index in `work` of the op that waits for them; `stores`
+    transfers of `store_bytes` in all carry the step's new rows to the tier on the same link."""
 
     name: str
     bytes: int
     fetches: int
     block_bytes: int
     attention: int
+    stores: int = 0  # the step's new rows written to the tier (one STORE per cache)
+    store_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,7 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, rows_scale), tp))
         if op.opcode is Opcode.ATTENTION and "tier" in op.attr:
-            tier = _tier_work(op, len(work), tier)
+            tier = _tier_work(op, len(work), tier, rows_scale)
         work.append(_work(op, params | state | cold, rows_scale))
     # SRAM holds each tensor from a vector boundary, as the allocator places it.
     weights = sum(align(n, alignment) for n in params.values())
@@ -132,18 +135,20 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
                      tuple(work), tuple(collectives), _chain(chip_ops), sum(state.values()) + sum(cold.values()), tier)
 
 
-def _tier_work(op: Op, index: int, before: TierWork | None) -> TierWork:
+def _tier_work(op: Op, index: int, before: TierWork | None, rows_scale: float) -> TierWork:
     """The cold caches of one tiered attention on this chip: every sequence's cold positions, K then V,
-    fetched `block` positions at a time (a unit with two such attentions sums them)."""
+    fetched `block` positions at a time, and the new rows stored (a unit with two such attentions sums them)."""
     batch, cold, width = op.operands[6].type.shape
     row = width * op.operands[6].type.dtype.bits // 8
     block = op.attr["block"]
     fetches = 2 * batch * -(-cold // block)
     nbytes = op.operands[6].type.nbytes + op.operands[7].type.nbytes
+    stored = 2 * _scaled(op.operands[1].type.shape[0], rows_scale) * row
     if before is not None:
         return TierWork(before.name, before.bytes + nbytes, before.fetches + fetches,
-                        max(before.block_bytes, block * row), before.attention)
-    return TierWork(op.attr["tier"], nbytes, fetches, block * row, index)
+                        max(before.block_bytes, block * row), before.attention, before.stores + 2,
+                        before.store_bytes + stored)
+    return TierWork(op.attr["tier"], nbytes, fetches, block * row, index, 2, stored)
 
 
 def _chain(chip_ops: list[Op]) -> int:

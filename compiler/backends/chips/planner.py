@@ -204,6 +204,7 @@ def _tier(units: list[Unit], tp: int, decode: Breakdown) -> dict | None:
     if not tiers:
         return None
     return {"name": tiers[0].name, "bytes": sum(t.bytes for t in tiers), "fetches": sum(t.fetches for t in tiers),
+            "stores": sum(t.stores for t in tiers), "store_bytes": sum(t.store_bytes for t in tiers),
             "fetch_us": round_sig(decode.tier_fetch_s * 1e6), "exposed_us": round_sig(decode.tier_s * 1e6)}
 
 

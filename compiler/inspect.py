@@ -49,7 +49,8 @@ def busy(program: Program) -> dict[str, float]:
     c = program.cols
     span = max(1, program.makespan)
     out = {}
-    for kind in (UnitKind.MEM, UnitKind.MXM, UnitKind.VXM, UnitKind.C2C):
+    host = (UnitKind.HOST,) if (c["kind"] == UnitKind.HOST).any() else ()  # a build fetching KV from a tier
+    for kind in (UnitKind.MEM, UnitKind.MXM, UnitKind.VXM, UnitKind.C2C, *host):
         mask = c["kind"] == kind
         if not mask.any():
             out[kind.name.lower()] = 0.0

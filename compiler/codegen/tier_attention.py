@@ -80,15 +80,17 @@ def _pieces(cold: int, hot: int, block: int, hot_block: int) -> list[_Piece]:
 def _append(e: Emitter, new: Value, cache: Value, cold_cache: Value, pos: tuple[int, int], split: tuple[int, int],
             tier: int, row_bytes: int) -> int:
     """Row r at position pos[r]: in the SRAM cache if pos >= cold, else in the tier (both always issued,
-    each dropping what its window lacks). Returns the SRAM write."""
+    each dropping what its window lacks). Returns the SRAM write (the row's read when nothing is hot)."""
     cold, hot = split
     rows = new.type.shape[0]
     r = e.read(new.name)
     slot = e.slots[cache.name]
-    i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * row_bytes), flags=WINDOW, dst=slot.ref,
-                      dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows, k=rows, imm=hot, base=cold,
-                      stride=row_bytes, deps=((r[0], 0), (pos[0], 0))))
-    slot.ready = i
+    i = r[0]
+    if hot:  # with no window in SRAM every row goes to the tier
+        i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * row_bytes), flags=WINDOW, dst=slot.ref,
+                          dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows, k=rows, imm=hot, base=cold,
+                          stride=row_bytes, deps=((r[0], 0), (pos[0], 0))))
+        slot.ready = i
     e.t.add(Instr(Op.STORE, e.t.timing.host(rows * row_bytes, tier), unit=tier, flags=WINDOW,
                   dst=e.slots[cold_cache.name].ref, dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows,
                   imm=cold, base=0, stride=row_bytes, deps=((r[0], 0), (pos[0], 0))))

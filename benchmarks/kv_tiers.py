@@ -29,9 +29,10 @@ def table(cases: list[tuple[str, str, int]]) -> Table:
         start = time.perf_counter()
         plan = make_plan(model, target, CompileOptions(context=context, kv_tier="auto"))
         p = plan.kv_tiers["placement"]
+        d = plan.decode
         out.add_row(model, target, f"{context:,}", f"{plan.chips:,}", f"{p['sram_chips'] or 0:,}", p["tier"],
-                    f"{p['hot_tokens']:,}", f"{plan.decode['latency_us']:,.0f}", f"{p['fetch_us_per_token'] / 1e3:,.2f}",
-                    f"{plan.decode['tokens_per_s']:,.0f}", f"{time.perf_counter() - start:.1f}")
+                    f"{p['hot_tokens']:,}", f"{d['latency_us']:,.0f}", f"{p['fetch_us_per_token'] / 1e3:,.2f}",
+                    f"{d['tokens_per_s']:,.0f}", f"{time.perf_counter() - start:.1f}")
     return out
 
 

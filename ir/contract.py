@@ -69,8 +69,9 @@ QUEUES: dict[Op, dict[str, str]] = {
     Op.FETCH: {"src": "tier address", "src_bytes": "bytes fetched", "dst": "SRAM address",
                "dst_bytes": "bytes written (src_bytes)"},
     Op.STORE: {"dst": "tier address of the buffer", "dst_bytes": "bytes stored", "s_a": "rows stream",
-               "s_b": "the i32 positions", "m": "rows", "stride": "bytes a row", "flags": "INDIRECT, WINDOW",
-               "imm": "WINDOW: rows the buffer holds", "base": "WINDOW: the position of its first row"},
+               "s_b": "the i32 positions", "m": "rows", "k": "rows a sequence", "stride": "bytes a row",
+               "flags": "INDIRECT, WINDOW", "imm": "WINDOW: rows a sequence's buffer holds",
+               "base": "WINDOW: the position of its first row"},
 }
 ROLES: dict[Op, dict[str, str]] = {
     Op.READ: {"src": "SRAM address", "src_bytes": "bytes", "s_out": "stream written", "m": "rows", "n": "columns"},

@@ -298,7 +298,8 @@ def _store(ins: dict, m: Machine, streams: dict, args: list) -> None:
     for r in range(rows):
         at = _window(ins, int(pos[r]))
         if at is not None:
-            m.tier_write(chip, ins["unit"], ins["dst"] + at * ins["stride"], data[r * per:(r + 1) * per])
+            row = (r // max(1, ins["k"])) * ins["imm"] + at  # its sequence's buffer, then its position there
+            m.tier_write(chip, ins["unit"], ins["dst"] + row * ins["stride"], data[r * per:(r + 1) * per])
 
 
 def _gather(ins: dict, m: Machine, streams: dict, args: list) -> None:

@@ -47,8 +47,9 @@ def _ranges(program, system: SystemSpec, rows: np.ndarray, found) -> None:
 
 
 def _store_top(c, i: int) -> int:
-    """The end of a STORE's buffer: its rows' window of positions, a row apart."""
-    return int(c["dst"][i]) + int(c["imm"][i]) * int(c["stride"][i])
+    """The end of a STORE's buffer: every sequence's window of positions, a row apart."""
+    sequences = -(-int(c["m"][i]) // max(1, int(c["k"][i])))
+    return int(c["dst"][i]) + sequences * int(c["imm"][i]) * int(c["stride"][i])
 
 
 def _fetched(program, chip: int, rows: np.ndarray, start: np.ndarray, end: np.ndarray, found) -> None:

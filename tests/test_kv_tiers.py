@@ -185,7 +185,8 @@ def tiered(tmp_path_factory):
     """tiny-llama with 16 of its 64 positions in SRAM and 48 in host DRAM, beside the same build in SRAM."""
     root = tmp_path_factory.mktemp("tiers")
     shape = [*TINY, "--context", "64", "--prompt", "32", "--prefill-chunk", "16"]
-    for name, extra in (("dram", ["--kv-tier", "dram", "--kv-hot", "16"]), ("sram", [])):
+    for name, extra in (("dram", ["--kv-tier", "dram", "--kv-hot", "16"]), ("sram", []),
+                        ("batch2", ["--kv-tier", "dram", "--kv-hot", "16", "--batch", "2", "--chips", "4"])):
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["compile", *shape, *extra, "-o", str(root / name)]) == 0
     return root
@@ -221,8 +222,19 @@ def test_a_fetch_moved_late_is_a_hazard(tiered):
     assert "tier-raw" in kinds
 
 
-def test_compile_at_batch_2_with_a_tier_is_one_line(capsys, tmp_path):
-    line = refused(capsys, "compile", *TINY, "--context", "64", "--batch", "2", "--kv-tier", "dram", "--kv-hot", "16",
-                   "-o", tmp_path / "b")
-    assert "compiles at batch 1" in line
-    assert not (tmp_path / "b").exists()
+def test_a_batch_over_chips_with_a_tier_gives_each_sequence_its_own_tokens(tiered):
+    """Two sequences decoded together over a split stage: each equals its batch-1 run, and the reference."""
+    prompts = f"{PROMPT}; 7 8 9"
+    code, run = _json("run", tiered / "batch2", "--functional", "--prompt", prompts, "--tokens", "20",
+                      "--check-reference")
+    assert code == 0 and run["hazards"] == [] and run["reference"]["passed"]
+    _, alone = _json("run", tiered / "sram", "--functional", "--prompt", prompts, "--tokens", "20")
+    assert run["functional"]["tokens"] == alone["functional"]["tokens"]
+    assert max(s["tp"] for s in json.loads((tiered / "batch2" / "plan.json").read_text())["stages"]) > 1
+
+
+def test_a_disaggregated_build_refuses_a_tier(capsys, tmp_path):
+    line = refused(capsys, "compile", "tiny-llama", "--prefill-target", "lpu-mini", "--decode-target", "lpu-mini",
+                   "--prompt", "16", "--kv-tier", "dram", "-o", tmp_path / "pair")
+    assert "a disaggregated build hands the KV cache over from SRAM" in line
+    assert not (tmp_path / "pair").exists()

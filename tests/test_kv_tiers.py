@@ -222,6 +222,16 @@ def test_a_fetch_moved_late_is_a_hazard(tiered):
     assert "tier-raw" in kinds
 
 
+def test_a_fetch_outside_the_chips_share_of_the_tier_is_a_hazard(tiered):
+    program = load_program(tiered / "dram" / "decode.prog")
+    row = int(np.flatnonzero(program.cols["op"] == Op.FETCH)[0])
+    src = program.cols["src"].copy()
+    src[row] = 64 * 2**20 // 8  # lpu-mini's 64 MiB of DRAM a node, shared by its 8 chips: just past a chip's share
+    hazards = execute(program.with_columns(program.cols | {"src": src}), load_target("lpu-mini")).hazards
+    assert [h.kind for h in hazards] == ["tier-range"]
+    assert "outside the chip's 8,388,608 bytes" in hazards[0].detail
+
+
 def test_a_batch_over_chips_with_a_tier_gives_each_sequence_its_own_tokens(tiered):
     """Two sequences decoded together over a split stage: each equals its batch-1 run, and the reference."""
     prompts = f"{PROMPT}; 7 8 9"

@@ -24,7 +24,7 @@ import numpy as np
 
 from ir.graph import Graph, Op
 from ir.numerics import ELEMENT, dequantize_blocks, quantize, quantize_blocks
-from ir.ops import Opcode, expert_passes
+from ir.ops import Opcode, expert_passes, tier_operands
 from ir.types import DType
 
 Env = dict[str, np.ndarray]
@@ -199,15 +199,17 @@ def _tiered_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     """A cache split by position over two memories (ir.ops._tiered): attention over the whole cache,
     positions [0, cold) from the cold arrays and the rest from the hot ones, each row stored where its
     position lives."""
-    q, k, v, k_hot, v_hot, pos, k_cold, v_cold = args
-    whole = [np.concatenate((cold, hot), axis=1) for cold, hot in ((k_cold, k_hot), (v_cold, v_hot))]
-    plain = Op(op.opcode, op.operands[:6], op.results, tuple(a for a in op.attrs if a[0] in ("heads", "kv_heads",
-                                                                                              "head_dim")), op.scope)
-    out = _attention(plain, [q, k, v, *whole, pos])
+    below = tier_operands(len(args))
+    above = (3, 4) + ((6, 7) if len(args) == 12 else ())  # the SRAM caches (and scales), as the cold ones
+    whole = [np.concatenate((args[c], args[h]), axis=1) for c, h in zip(below, above, strict=True)]
+    inner = dict(zip(above, whole, strict=True))
+    plain = Op(op.opcode, op.operands[:len(args) - len(below)], op.results,
+               tuple(a for a in op.attrs if a[0] in ("heads", "kv_heads", "head_dim")), op.scope)
+    out = _attention(plain, [inner.get(i, a) for i, a in enumerate(args[:len(args) - len(below)])])
     cold = op.attr["cold"]
-    for (hot_cache, cold_cache), full in zip(((k_hot, k_cold), (v_hot, v_cold)), whole, strict=True):
-        cold_cache[...] = full[:, :cold]
-        hot_cache[...] = full[:, cold:]
+    for c, h, full in zip(below, above, whole, strict=True):
+        args[c][...] = full[:, :cold]
+        args[h][...] = full[:, cold:]
     return out
 
 

@@ -12,8 +12,12 @@ import pytest
 from cli_errors import TINY, ok, refused
 
 from compiler.cli import main
+from compiler.frontend.options import CompileOptions
+from compiler.planner import lower_one
 from ir.isa import Op
 from ir.program_io import load_program
+from ir.reference import NUMPY, run_graph
+from ir.weights import random_weights
 from targets import load_target
 from targets.interpreter import execute
 from targets.loader import loads_target
@@ -106,6 +110,26 @@ def test_tier_traffic_by_hand():
     assert plan["decode"]["breakdown_us"]["tier"] <= total_fetch
 
 
+def test_a_quantized_cache_below_sram_moves_its_scales_too(capsys, tmp_path):
+    """int8 codes and a 16-bit scale per token and kv head, both held below and fetched apart; a build of it
+    is refused in one line (the tiered lowering streams 16-bit caches)."""
+    code, plan = _json("plan", *TINY, "--context", "256", "--kv-precision", "int8", "--kv-tier", "dram",
+                       "--kv-hot", "64")
+    assert code == 0
+    for s in plan["stages"]:
+        if s["layers"] is None:
+            continue
+        layers = s["layers"][1] - s["layers"][0] + 1
+        width, heads = 16 * max(1, 2 // s["tp"]), max(1, 2 // s["tp"])
+        row = width + 2 * heads  # codes, then the scales of one position
+        assert s["tier"]["bytes"] == layers * 2 * 192 * row
+        assert s["tier"]["fetches"] == layers * 4 * math.ceil(192 / 48)  # codes and scales of k and v
+        assert (s["tier"]["stores"], s["tier"]["store_bytes"]) == (layers * 4, layers * 2 * row)
+    line = refused(capsys, "compile", *TINY, "--context", "256", "--kv-precision", "int8", "--kv-tier", "dram",
+                   "--kv-hot", "64", "-o", tmp_path / "q")
+    assert "the tiered lowering streams 16-bit caches" in line and not (tmp_path / "q").exists()
+
+
 def test_dram_holds_70b_at_128k_on_far_fewer_chips():
     code, plan = _json("plan", "llama-3.1-70b", "--target", "lpu", "--context", "131072", "--kv-tier", "auto")
     assert code == 0
@@ -148,7 +172,6 @@ def test_a_tier_too_small_for_the_cache_is_one_line_naming_it(capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--kv-hot", "64"], "--kv-hot needs --kv-tier dram or flash"),
     (["--kv-tier", "dram", "--kv-hot", "4096"], "--kv-hot 4096 must be at least 0 and below --context 4096"),
-    (["--kv-tier", "dram", "--kv-precision", "fp8"], "a cache held below SRAM is 16-bit"),
 ])
 def test_tier_options_that_cannot_work_are_one_line(capsys, argv, message):
     assert message in refused(capsys, "plan", *TINY, *argv)
@@ -173,6 +196,22 @@ def test_idle_picks_the_fastest_tier_that_drains_no_sooner(idle, tier):
     else:
         spec = getattr(lpu, tier)
         assert answer["resume_s"] == pytest.approx(share / (spec.bw_bytes_per_s / 8) + spec.latency_s)
+
+
+@pytest.mark.parametrize("kv", ["fp16", "int8", "fp8", "nvfp4"])
+def test_the_reference_of_a_split_cache_is_the_whole_caches(kv):
+    """The graph semantics do not change when older positions move below SRAM: the reference gives the same
+    logits bit for bit, token after token, across the split (16 hot of 64 positions; 30 steps)."""
+    logits = []
+    for tier, hot in (("sram", None), ("dram", 16)):
+        graph = lower_one("tiny-llama", "decode", CompileOptions(context=64, kv_precision=kv, kv_tier=tier, kv_hot=hot))
+        weights = random_weights(lower_one("tiny-llama", "decode", CompileOptions(context=64)), 3)
+        params = {p.name: weights[p.name].astype(NUMPY[p.type.dtype]) for p in graph.params}
+        state = {v.name: np.zeros(v.type.shape, NUMPY[v.type.dtype]) for v in graph.state}
+        steps = [run_graph(graph, {"tokens": np.array([7 * t % 250 + 1], np.int32), "pos": np.array([t], np.int32)},
+                           params, state)["logits"] for t in range(30)]
+        logits.append(np.array(steps, np.float64))
+    assert np.array_equal(logits[0], logits[1])
 
 
 # ---- compile and run -------------------------------------------------------------------------------

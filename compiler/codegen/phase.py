@@ -19,7 +19,7 @@ from compiler.passes.shard import shard_unit
 from compiler.plan import Stage
 from ir.graph import Graph, Value
 from ir.isa import Op
-from ir.ops import Opcode
+from ir.ops import Opcode, tier_operands
 from ir.program import Program
 from ir.types import ACTIVATION_DTYPES, DType
 from targets.spec import SystemSpec
@@ -76,9 +76,9 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> l
 
 
 def _below(graph: Graph) -> set[str]:
-    """Caches held in a tier below SRAM: a tiered attention's cold k and v (ir.ops: operands 6, 7)."""
+    """Caches held in a tier below SRAM: a tiered attention's cold k and v (ir.ops.tier_operands)."""
     return {op.operands[i].name for op in graph.ops if op.opcode is Opcode.ATTENTION and "tier" in op.attr
-            for i in (6, 7)}
+            for i in tier_operands(len(op.operands))}
 
 
 def _owner(scopes: list[str], stages: Sequence[Stage]) -> dict[str, int]:

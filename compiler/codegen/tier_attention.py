@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from compiler.codegen.emit import Emitter
 from compiler.codegen.template import Instr, Ref
 from compiler.partition.shard_cost import STAGING_SLOTS
+from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
 from ir.isa import FMT_OF, TIER_UNITS, Fn, Op
@@ -47,6 +48,10 @@ class _Staging:
 
 
 def lower_tiered_attention(e: Emitter, op: GraphOp) -> None:
+    if len(op.operands) != 8:
+        raise ConfigError(f"attention %{op.results[0].name}: the tiered lowering streams 16-bit caches; an "
+                          f"{op.operands[3].type.dtype.value} cache held below SRAM plans but does not compile yet "
+                          "(use --kv-precision fp16, or --kv-tier sram)")
     q, k, v, k_hot, v_hot, pos, k_cold, v_cold = op.operands
     a = op.attr
     batch, hot, width = k_hot.type.shape

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import OPDEFS, Opcode, attention_tokens, expert_passes
+from ir.ops import OPDEFS, Opcode, attention_tokens, expert_passes, tier_operands
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
@@ -138,17 +138,18 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
 def _tier_work(op: Op, index: int, before: TierWork | None, rows_scale: float) -> TierWork:
     """The cold caches of one tiered attention on this chip: every sequence's cold positions, K then V,
     fetched `block` positions at a time, and the new rows stored (a unit with two such attentions sums them)."""
-    batch, cold, width = op.operands[6].type.shape
-    row = width * op.operands[6].type.dtype.bits // 8
+    below = [op.operands[i].type for i in tier_operands(len(op.operands))]
+    batch, cold, _ = below[0].shape
+    row = sum(t.nbytes for t in below) // (2 * batch * cold)  # one position's codes (and scales) of k or v
     block = op.attr["block"]
-    fetches = 2 * batch * -(-cold // block)
-    nbytes = op.operands[6].type.nbytes + op.operands[7].type.nbytes
-    stored = 2 * _scaled(op.operands[1].type.shape[0], rows_scale) * row
+    fetches = len(below) * batch * -(-cold // block)  # codes and scales move apart
+    nbytes = sum(t.nbytes for t in below)
+    stored = 2 * _scaled(op.operands[1].type.shape[0], rows_scale) * row  # the new rows of k and of v
     if before is not None:
         return TierWork(before.name, before.bytes + nbytes, before.fetches + fetches,
-                        max(before.block_bytes, block * row), before.attention, before.stores + 2,
+                        max(before.block_bytes, block * row), before.attention, before.stores + len(below),
                         before.store_bytes + stored)
-    return TierWork(op.attr["tier"], nbytes, fetches, block * row, index, 2, stored)
+    return TierWork(op.attr["tier"], nbytes, fetches, block * row, index, len(below), stored)
 
 
 def _chain(chip_ops: list[Op]) -> int:
@@ -173,10 +174,10 @@ def _resident(chip_ops: list[Op]) -> tuple[dict[str, int], dict[str, int], dict[
     state: dict[str, int] = {}
     cold: dict[str, int] = {}
     for op in chip_ops:
-        tiered = op.opcode is Opcode.ATTENTION and "tier" in op.attr
+        below = tier_operands(len(op.operands)) if op.opcode is Opcode.ATTENTION and "tier" in op.attr else ()
         for i, v in enumerate(op.operands):
             if v.name not in defined and is_resident(op, i):
-                where = (cold if tiered and i >= 6 else state) if i in OPDEFS[op.opcode].writes else params
+                where = (cold if i in below else state) if i in OPDEFS[op.opcode].writes else params
                 where[v.name] = v.type.nbytes  # written: a cache
     return params, state, cold
 
@@ -190,7 +191,7 @@ def is_resident(op: Op, index: int) -> bool:
     if op.opcode is Opcode.RMSNORM:
         return index == 1
     if op.opcode is Opcode.ATTENTION:
-        return index in (3, 4, 6, 7)  # caches and their scales
+        return index >= 3 and index != 5  # caches (in SRAM and below) and their scales
     if op.opcode is Opcode.EXPERTS:
         return index >= 3  # expert weights and their scales
     if op.opcode is Opcode.CONV1D:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from ir.errors import ConfigError
 from ir.graph import Graph, Op, Value, sorted_attrs
 from ir.ops import KV_TIERS, Opcode
-from ir.types import DType
 
 # A tier moves a cache's positions in blocks of at most this many (one fetch instruction each), and
 # at least MIN_BLOCK: large enough that a transfer's fixed latency is a small share of it, small
@@ -27,12 +26,13 @@ def tier_block(cold: int) -> int:
 class PlaceKV:
     """Keep the `hot` newest positions of every attention cache in SRAM and the rest in `tier`.
 
-    Requires: attention ops with 16-bit k and v caches [B, C, D] (state, no scales). Produces: for
-    each cache with C > hot, the SRAM cache [B, hot, D] under its own name and a cold cache
-    `<cache>.cold` [B, C - hot, D] right after it in `state`; attention takes the cold caches as
-    operands 6 and 7 with attrs tier, cold (positions below SRAM) and block (positions a transfer
-    moves). Position p lives in the cold cache when p < cold. `tier` "sram" (or hot None) returns
-    the graph unchanged. Latent attention (DeepSeek) and 8-bit or nvfp4 caches are refused."""
+    Requires: attention ops with k and v caches [B, C, D] (state; a quantized cache's scales [B, C, X]
+    beside them). Produces: for each cache (and scale) with C > hot, the SRAM part [B, hot, ...] under
+    its own name and a cold part `<name>.cold` [B, C - hot, ...] right after it in `state`; attention
+    takes the cold parts after its other operands (ir.ops.tier_operands) with attrs tier, cold
+    (positions below SRAM) and block (positions a transfer moves). Position p lives in the cold part
+    when p < cold. `tier` "sram" (or hot None) returns the graph unchanged. Latent attention
+    (DeepSeek) is refused."""
 
     tier: str = "sram"
     hot: int | None = None
@@ -43,7 +43,8 @@ class PlaceKV:
         if self.tier not in KV_TIERS:
             raise ConfigError(f"--kv-tier must be one of sram, {', '.join(KV_TIERS)}, got {self.tier!r}")
         self._refuse(graph)
-        caches = {op.operands[i].name for op in graph.ops if op.opcode is Opcode.ATTENTION for i in (3, 4)}
+        caches = {op.operands[i].name for op in graph.ops if op.opcode is Opcode.ATTENTION
+                  for i in ((3, 4, 6, 7) if len(op.operands) == 8 else (3, 4))}
         state, split = [], {}
         for s in graph.state:
             batch, tokens, width = s.type.shape if s.name in caches else (0, 0, 0)
@@ -61,15 +62,13 @@ class PlaceKV:
             if op.opcode is Opcode.MLA_ATTENTION:
                 raise ConfigError(f"--kv-tier {self.tier}: the latent cache of multi-head latent attention (DeepSeek) "
                                   "stays in SRAM; use --kv-tier sram")
-            if op.opcode is Opcode.ATTENTION and op.operands[3].type.dtype not in (DType.F16, DType.BF16):
-                raise ConfigError(f"--kv-tier {self.tier}: a cache held below SRAM is 16-bit; an "
-                                  f"{op.operands[3].type.dtype.value} cache stays in SRAM (use --kv-precision fp16)")
 
     def _rewrite(self, op: Op, split: dict[str, tuple[Value, Value]]) -> Op:
         if op.opcode is not Opcode.ATTENTION or op.operands[3].name not in split:
             return op
-        (k_hot, k_cold), (v_hot, v_cold) = split[op.operands[3].name], split[op.operands[4].name]
-        cold = k_cold.type.shape[1]
+        parts = [split[op.operands[i].name] for i in ((3, 4, 6, 7) if len(op.operands) == 8 else (3, 4))]
+        cold = parts[0][1].type.shape[1]
         attrs = op.attr | {"tier": self.tier, "cold": cold, "block": tier_block(cold)}
-        operands = (*op.operands[:3], k_hot, v_hot, op.operands[5], k_cold, v_cold)
+        hot = [p[0] for p in parts]
+        operands = (*op.operands[:3], *hot[:2], op.operands[5], *hot[2:], *(p[1] for p in parts))
         return Op(op.opcode, operands, op.results, sorted_attrs(attrs), op.scope)

@@ -62,7 +62,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     config = load_model_config(model)
     backend = backend_for(system)
     progress("lowering graphs")
-    graphs = _graphs(config, options)
+    graphs = _graphs(config, options, system)
     backend.check_lowerable(graphs.decode, system)
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
@@ -118,9 +118,9 @@ def _weights_source(weights: str, weight_bytes: int, system: SystemSpec) -> str:
     return str(path.resolve())
 
 
-def _graphs(config, options: CompileOptions) -> Lowered:
+def _graphs(config, options: CompileOptions, holds: SystemSpec | None = None) -> Lowered:
     passes = graph_passes(options)
-    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch}
+    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds}
     return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
 
 

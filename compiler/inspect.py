@@ -46,17 +46,13 @@ def summary(plan: dict, decode: Program, prefill: Program) -> dict:
 
 def busy(program: Program) -> dict[str, float]:
     """Mean share of the makespan each kind of unit is busy, over the chips (per unit instance)."""
-    c = program.cols
+    _, kind, _, cycles = program.lane_cycles()
     span = max(1, program.makespan)
     out = {}
-    host = (UnitKind.HOST,) if (c["kind"] == UnitKind.HOST).any() else ()  # a build fetching KV from a tier
-    for kind in (UnitKind.MEM, UnitKind.MXM, UnitKind.VXM, UnitKind.C2C, *host):
-        mask = c["kind"] == kind
-        if not mask.any():
-            out[kind.name.lower()] = 0.0
-            continue
-        units = np.unique(c["chip"][mask].astype(np.int64) * 256 + c["unit"][mask])
-        out[kind.name.lower()] = round(float(c["cycles"][mask].sum()) / (span * len(units)), 4)
+    host = (UnitKind.HOST,) if (kind == UnitKind.HOST).any() else ()  # a build fetching KV from a tier
+    for k in (UnitKind.MEM, UnitKind.MXM, UnitKind.VXM, UnitKind.C2C, *host):
+        mine = kind == k
+        out[k.name.lower()] = round(float(cycles[mine].sum()) / (span * int(mine.sum())), 4) if mine.any() else 0.0
     return out
 
 
@@ -64,10 +60,10 @@ def critical_shares(program: Program) -> dict[str, float]:
     """Where the token's time goes along the pipeline: for every cycle, what the busiest
     class of unit on the stage then working is doing (links over memory over compute);
     cycles with nothing busy are pipeline latency (results draining, waiting on wires)."""
-    c = program.cols
     span = max(1, program.makespan)
     # The stage's first chip (or, on a wafer, the first role stream of its region) stands for it.
     first_chips = sorted({s.get("first_chip", s.get("first_stream")) for s in program.meta.get("stages", [])}) or [0]
+    c = program.window(first_chips).cols
     classes = {"links": (UnitKind.C2C,), "memory": (UnitKind.MEM,), "compute": (UnitKind.MXM, UnitKind.VXM)}
     active = {}
     on_path = np.isin(c["chip"], first_chips)

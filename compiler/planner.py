@@ -65,13 +65,14 @@ def graph_file_options(options: CompileOptions) -> CompileOptions:
     return replace(options, prompt=1, prefill_chunk=1)
 
 
-def lower(model: str, options: CompileOptions) -> tuple[str, Lowered]:
+def lower(model: str, options: CompileOptions, holds: SystemSpec | None = None) -> tuple[str, Lowered]:
+    """Both phases' graphs; with `holds`, a config that target could never hold is refused first."""
     if is_graph_file(model):
         graph = read_graph_file(model)
         return graph.name, Lowered(graph, graph)
     config = load_model_config(model)
     passes = graph_passes(options)
-    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch}
+    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds}
     graphs = (passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill"))
     return config.name, Lowered(*graphs)
 
@@ -102,7 +103,8 @@ def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s:
     """The plan with its KV cache placed by --kv-tier (compiler/plan/kv_tiers.py), and the options its graphs
     were lowered with (a concrete tier and hot window)."""
     def plan_at(placed: CompileOptions) -> Plan:
-        name, graphs = lower(model, placed)
+        # A config the target could never hold in SRAM is refused at once; below SRAM it may fit.
+        name, graphs = lower(model, placed, system if placed.kv_tier == "sram" else None)
         return plan_graphs(name, graphs, system, placed, pinned)
 
     return kv_tiers.place(plan_at, system, options, idle_s, pinned.placement if pinned else None)

@@ -93,7 +93,8 @@ CONTRACT: dict[str, dict[Op, dict[str, str]]] = {"queues": QUEUES, "roles": ROLE
 FN_ARGS: dict[Fn | str, dict[str, type]] = {
     Fn.RMSNORM: {"eps": float},
     Fn.ROPE: {"head_dim": int, "heads": int, "theta": float, "interleave": bool, "scaling": str, "factor": float,
-              "low_freq_factor": float, "high_freq_factor": float, "original_max_position": int},
+              "low_freq_factor": float, "high_freq_factor": float, "original_max_position": int,
+              "beta_fast": float, "beta_slow": float, "mscale": float, "mscale_all_dim": float},  # YaRN
     Fn.SOFTMAX: {"batch": int, "head_dim": int, "heads": int, "rows": int, "tokens": int, "scale": float},
     Fn.TOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},
     Fn.ARGTOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},
@@ -155,10 +156,17 @@ def _arg_violations(program) -> Iterator[tuple[int, str]]:
             continue
         schema = FN_ARGS.get(fn)
         for name, value in entries[key[0]].items():
-            if schema is None or name not in schema or not isinstance(value, schema[name]):
+            if schema is None or name not in schema or not _fits(value, schema[name]):
                 what = fn if fn == "mxm" else fn.name.lower()
                 yield row, f"fn_args entry {key[0]} gives {what} an argument {name}={value!r} it does not take"
                 break
+
+
+def _fits(value, kind: type) -> bool:
+    """A value of an argument's type (an integer stands for a float, as in JSON; a bool is no number)."""
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def _op(value: int) -> Op | None:

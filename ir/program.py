@@ -1,9 +1,20 @@
-"""The Program: every chip's instruction queues, one row per instruction, stored by column.
+"""The Program: every chip's instruction queues, stored as blocks of rows and the instances that place them.
 
-Millions of instructions must stay cheap to build, save, load and check, so a
-Program is a dict of equal-length numpy arrays (COLUMNS) rather than objects.
-Rows are sorted by (chip, unit kind, unit, issue cycle): each functional unit's
-in-order queue is one contiguous run, and a chip's instructions are one slice.
+A model repeats itself: the same layer on every stage, the same piece on every prefill chunk.
+So a Program stores each distinct scheduled block of instructions once (`body`, by column,
+block b being rows bounds[b]:bounds[b+1]) and an instance table (`inst`) that places blocks:
+instance j runs block inst["block"][j] on chip inst["chip"][j] from cycle inst["issue"][j]. A
+block's rows hold cycles, tags and peers relative to the instance: the row an instance runs has
+
+    chip  = inst.chip  + row.chip            issue = inst.issue + row.issue
+    tag   = inst.tag   + row.tag  (tag >= 0)  peer  = inst.peer  + row.peer (peer >= 0)
+
+so a stage's layer is one block per rank whatever the stage or chunk, and a 2,048-chip prefill of a
+few hundred million instructions is a few million rows plus a table of instances. The unrolled
+rows (`cols`: one row per executed instruction, sorted by (chip, unit kind, unit, issue) so each
+functional unit's in-order queue is one contiguous run) are made only on demand, for the chips or
+cycles asked (`window`, `expand`); the interpreter checks blocks once and instances by their
+offsets (targets/interpreter.py). `Program.build` takes unrolled columns (one block per chip).
 
 Operands are explicit: SRAM byte ranges [src, src+src_bytes) and [dst,
 dst+dst_bytes), stream ids s_a, s_b, s_c, s_d (inputs) and s_out (output), the peer
@@ -60,6 +71,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -113,6 +125,18 @@ class Flag(enum.IntFlag):
     WINDOW = 128  # INDIRECT WRITE/STORE: the buffer holds positions [base, base + imm); rows outside are dropped
 
 
+# The instance table: which block runs where and from when, and the offsets its rows take.
+INSTANCE_COLUMNS: tuple[tuple[str, type], ...] = (
+    ("block", np.int32),
+    ("chip", np.int32),
+    ("issue", np.int64),
+    ("tag", np.int32),
+    ("peer", np.int32),
+)
+INSTANCE_NAMES = tuple(name for name, _ in INSTANCE_COLUMNS)
+INSTANCE_DTYPES = {name: np.dtype(dt) for name, dt in INSTANCE_COLUMNS}
+
+
 @dataclass(frozen=True, eq=False)
 class Program:
     """One phase (decode: one token; prefill: the whole prompt) on every chip of a plan."""
@@ -121,50 +145,192 @@ class Program:
     target: str
     chips: int
     clock_hz: float
-    cols: dict[str, np.ndarray]
+    body: dict[str, np.ndarray]  # every block's rows, block after block (COLUMNS)
+    bounds: np.ndarray  # block b is body rows bounds[b]:bounds[b + 1]
+    inst: dict[str, np.ndarray]  # INSTANCE_COLUMNS, sorted by (chip, issue, block)
     meta: dict = field(default_factory=dict)  # JSON-serialisable facts for tools (stages, chunks)
     dialect: str = "queues"  # ir.contract.DIALECTS: what its "chips" are and what its columns mean
 
     @classmethod
     def build(cls, phase: str, target: str, chips: int, clock_hz: float, cols: dict[str, np.ndarray],
               meta: dict | None = None, dialect: str = "queues") -> Program:
-        """Check the columns and sort rows into queue order (stable, so equal keys keep their order)."""
+        """A Program of unrolled columns: each chip's rows become one block with one instance."""
         cols = _checked(cols)
         if not _in_queue_order(cols):
             order = _queue_order(cols)
             for name in NAMES:  # one column at a time, so only one extra copy is alive
                 cols[name] = cols[name][order]
-        program = cls(phase, target, int(chips), float(clock_hz), cols, dict(meta or {}), dialect)
-        if len(program) and not (cols["chip"][0] >= 0 and cols["chip"][-1] < chips):
+        chip = cols["chip"]
+        if len(chip) and not (chip[0] >= 0 and chip[-1] < chips):
+            raise ValueError(f"chip ids must lie in 0..{chips - 1}")
+        starts = np.flatnonzero(np.r_[True, chip[1:] != chip[:-1]]) if len(chip) else np.zeros(0, np.int64)
+        owners = chip[starts].astype(np.int64)
+        cols["chip"] = np.zeros(len(chip), np.int32)
+        inst = {"block": np.arange(len(starts), dtype=np.int32), "chip": owners.astype(np.int32),
+                "issue": np.zeros(len(starts), np.int64), "tag": np.zeros(len(starts), np.int32),
+                "peer": np.zeros(len(starts), np.int32)}
+        bounds = np.r_[starts, len(chip)].astype(np.int64)
+        program = cls(phase, target, int(chips), float(clock_hz), cols, bounds, inst, dict(meta or {}), dialect)
+        program.__dict__["cols"] = {**cols, "chip": chip}  # already unrolled: keep it
+        return program
+
+    @classmethod
+    def from_blocks(cls, phase: str, target: str, chips: int, clock_hz: float, body: dict[str, np.ndarray],
+                    bounds: np.ndarray, inst: dict[str, np.ndarray], meta: dict | None = None,
+                    dialect: str = "queues") -> Program:
+        """A Program of blocks and instances, checked: rows of a block in queue order, instances in
+        (chip, issue, block) order, every block used, every chip in range."""
+        body = _checked(body)
+        bounds = np.asarray(bounds, np.int64)
+        inst = _checked_instances(inst)
+        blocks = len(bounds) - 1
+        if blocks < 0 or bounds[0] != 0 or bounds[-1] != len(body["chip"]) or (np.diff(bounds) < 0).any():
+            raise ValueError("program blocks: bounds must rise from 0 to the body's length")
+        b = inst["block"]
+        if len(b) and (b.min() < 0 or b.max() >= blocks):
+            raise ValueError(f"program instances name blocks outside 0..{blocks - 1}")
+        if blocks and len(np.unique(b)) != blocks:
+            raise ValueError("program blocks: every block is run by some instance")
+        order = np.lexsort((b, inst["issue"], inst["chip"]))
+        if (order != np.arange(len(order))).any():
+            inst = {n: a[order] for n, a in inst.items()}
+        if (body["chip"] != 0).any():
+            raise ValueError("program blocks: a block runs on one chip, the one its instance names (body chip 0)")
+        owner = np.repeat(np.arange(blocks), np.diff(bounds))
+        if not _in_queue_order(body, breaks=bounds[1:-1]):  # rows of each block in queue order
+            key = {n: body[n] for n in SORT_KEY}
+            order = np.lexsort((key["issue"], key["unit"], key["kind"], key["chip"], owner))
+            body = {n: a[order] for n, a in body.items()}
+        program = cls(phase, target, int(chips), float(clock_hz), body, bounds, inst, dict(meta or {}), dialect)
+        lo, hi = program.chip_range()
+        if program.instances and not (lo >= 0 and hi < chips):
             raise ValueError(f"chip ids must lie in 0..{chips - 1}")
         return program
 
+    # -- sizes and spans, without unrolling --------------------------------------------------------
+
+    @property
+    def blocks(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def instances(self) -> int:
+        return len(self.inst["block"])
+
+    @cached_property
+    def block_rows(self) -> np.ndarray:
+        return np.diff(self.bounds)
+
     def __len__(self) -> int:
-        return len(self.cols["chip"])
+        """Instructions executed: every instance's block rows."""
+        return int(self.block_rows[self.inst["block"]].sum()) if self.instances else 0
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Program):
-            return NotImplemented
-        same = (self.phase, self.target, self.chips, self.clock_hz, self.meta, self.dialect) == (
-            other.phase, other.target, other.chips, other.clock_hz, other.meta, other.dialect)
-        return same and all(np.array_equal(self.cols[n], other.cols[n]) for n in NAMES)
-
-    __hash__ = None  # mutable arrays inside
+    @cached_property
+    def block_span(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per block, the first issue and the last end of its rows, relative to an instance's start."""
+        first = np.zeros(self.blocks, np.int64)
+        last = np.zeros(self.blocks, np.int64)
+        nonempty = self.block_rows > 0
+        if nonempty.any():
+            starts = self.bounds[:-1][nonempty]
+            first[nonempty] = np.minimum.reduceat(self.body["issue"], starts)
+            ends = self.body["issue"] + self.body["cycles"]
+            last[nonempty] = np.maximum.reduceat(ends, starts)
+        return first, last
 
     @property
     def makespan(self) -> int:
         """Cycles from the first issue to the last instruction's end."""
         if not len(self):
             return 0
-        return int((self.cols["issue"] + self.cols["cycles"]).max())
+        return int((self.inst["issue"] + self.block_span[1][self.inst["block"]]).max())
+
+    def chip_range(self) -> tuple[int, int]:
+        """The lowest and highest chip an instance runs on (a block's rows run on its instance's chip)."""
+        if not self.instances:
+            return 0, -1
+        return int(self.inst["chip"].min()), int(self.inst["chip"].max())
+
+    # -- the unrolled rows --------------------------------------------------------------------------
+
+    @cached_property
+    def cols(self) -> dict[str, np.ndarray]:
+        """Every executed instruction, one row each, in queue order (unrolled once, on first use)."""
+        return self.expand()
+
+    @property
+    def origin(self) -> tuple[np.ndarray, np.ndarray]:
+        """(block row, instance) of every row of `cols`, in its order."""
+        if "_origin" not in self.__dict__:
+            c = self.expand(names=("chip", "kind", "unit", "issue"), origin=True)
+            self.__dict__["_origin"] = (c["_row"], c["_inst"])
+        return self.__dict__["_origin"]
+
+    def expand(self, which: np.ndarray | None = None, names: Sequence[str] = NAMES, ordered: bool = True,
+               origin: bool = False, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The rows of the chosen instances (all if None; an index array or mask), columns `names`,
+        in queue order (or instance by instance with ordered=False). `rows` (a mask over the body)
+        keeps only those block rows; `origin` adds "_row" and "_inst": where each row comes from."""
+        body_rows, owner = self.instance_rows(which, rows)
+        out = {}
+        for n in names:
+            a = self.body[n][body_rows]
+            if n in _SHIFTED:
+                shift = self.inst[n][owner].astype(a.dtype)
+                a = a + shift if n in ("chip", "issue") else np.where(a >= 0, a + shift, a)
+            out[n] = a
+        if origin:
+            out["_row"], out["_inst"] = body_rows, owner
+        if ordered and all(n in out for n in SORT_KEY) and not _in_queue_order(out):
+            order = _queue_order(out)
+            out = {n: a[order] for n, a in out.items()}
+        return out
+
+    def lane_cycles(self, dur: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(chip, kind, unit, cycles busy) of every unit that runs something, summing `dur` (per block
+        row; the booked cycles if None) over every instance, without unrolling."""
+        dur = self.body["cycles"] if dur is None else dur
+        block = np.repeat(np.arange(self.blocks, dtype=np.int64), self.block_rows)
+        unit = (self.body["kind"].astype(np.int64) << 8) | self.body["unit"]
+        keys, inverse = np.unique((block << 16) | unit, return_inverse=True)
+        sums = np.bincount(inverse.reshape(-1), dur.astype(np.float64), minlength=len(keys))
+        lane_block = keys >> 16
+        first = np.searchsorted(lane_block, np.arange(self.blocks))
+        count = np.searchsorted(lane_block, np.arange(self.blocks), "right") - first
+        b = self.inst["block"].astype(np.int64)
+        n = count[b]
+        at = np.repeat(first[b] - np.r_[0, np.cumsum(n)[:-1]], n) + np.arange(int(n.sum()))
+        chip = np.repeat(self.inst["chip"].astype(np.int64), n)
+        lanes, inv = np.unique((chip << 16) | (keys[at] & 0xFFFF), return_inverse=True)
+        total = np.bincount(inv.reshape(-1), sums[at], minlength=len(lanes))
+        return lanes >> 16, (lanes >> 8) & 0xFF, lanes & 0xFF, total
+
+    def instance_rows(self, which: np.ndarray | None = None, rows: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(body row, instance) of every row the chosen instances run, instance by instance; with `rows`
+        (a mask over the body) only those block rows, never materialising the others."""
+        idx = np.arange(self.instances) if which is None else np.arange(self.instances)[which]
+        if rows is None:
+            kept, first_of, count_of = None, self.bounds[:-1], self.block_rows
+        else:
+            kept = np.flatnonzero(rows)
+            first_of = np.searchsorted(kept, self.bounds[:-1])
+            count_of = np.searchsorted(kept, self.bounds[1:]) - first_of
+        blocks = self.inst["block"][idx]
+        lens = count_of[blocks]
+        total = int(lens.sum())
+        owner = np.repeat(idx, lens)
+        at = np.repeat(first_of[blocks] - np.r_[0, np.cumsum(lens)[:-1]], lens) + np.arange(total, dtype=np.int64)
+        return (at if kept is None else kept[at]), owner
 
     def chip_slice(self, chip: int) -> slice:
-        """Rows of one chip (contiguous by the sort order)."""
+        """Rows of one chip in `cols` (contiguous by the sort order)."""
         c = self.cols["chip"]
-        return slice(int(np.searchsorted(c, chip, "left")), int(np.searchsorted(c, chip, "right")))
+        key = c.dtype.type(chip)  # a scalar of the column's type: searchsorted then needs no copy
+        return slice(int(np.searchsorted(c, key, "left")), int(np.searchsorted(c, key, "right")))
 
     def queues(self) -> Iterator[tuple[int, int, int, slice]]:
-        """(chip, kind, unit, rows) for every non-empty unit queue, in storage order."""
+        """(chip, kind, unit, rows) for every non-empty unit queue of `cols`, in storage order."""
         c = self.cols
         if not len(self):
             return
@@ -174,28 +340,82 @@ class Program:
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             yield int(c["chip"][s]), int(c["kind"][s]), int(c["unit"][s]), slice(s, e)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Program):
+            return NotImplemented
+        same = (self.phase, self.target, self.chips, self.clock_hz, self.meta, self.dialect) == (
+            other.phase, other.target, other.chips, other.clock_hz, other.meta, other.dialect)
+        if not same or len(self) != len(other):
+            return False
+        if self.blocks == other.blocks and np.array_equal(self.bounds, other.bounds) and all(
+                np.array_equal(self.inst[n], other.inst[n]) for n in INSTANCE_NAMES) and all(
+                np.array_equal(self.body[n], other.body[n]) for n in NAMES):
+            return True
+        return all(np.array_equal(self.cols[n], other.cols[n]) for n in NAMES)
+
+    __hash__ = None  # mutable arrays inside
+
+    # -- editing and viewing ------------------------------------------------------------------------
+
     def with_columns(self, cols: dict[str, np.ndarray]) -> Program:
-        """The same Program (phase, target, chips, clock, metadata, dialect) over other columns: an edit."""
+        """The same Program (phase, target, chips, clock, metadata, dialect) over other unrolled columns: an edit."""
         return Program.build(self.phase, self.target, self.chips, self.clock_hz, {n: cols[n] for n in NAMES},
                              self.meta, self.dialect)
 
+    def with_instances(self, inst: dict[str, np.ndarray]) -> Program:
+        """The same blocks placed by another instance table (an edit at instance level)."""
+        return Program.from_blocks(self.phase, self.target, self.chips, self.clock_hz,
+                                   {n: a.copy() for n, a in self.body.items()}, self.bounds, inst, self.meta,
+                                   self.dialect)
+
+    def with_meta(self, meta: dict) -> Program:
+        return Program(self.phase, self.target, self.chips, self.clock_hz, self.body, self.bounds, self.inst,
+                       dict(meta), self.dialect)
+
     def select(self, rows: np.ndarray | slice) -> Program:
-        """A Program of the chosen rows (a boolean mask, index array in order, or slice)."""
-        return Program(self.phase, self.target, self.chips, self.clock_hz,
-                       {n: np.ascontiguousarray(a[rows]) for n, a in self.cols.items()}, self.meta, self.dialect)
+        """A Program of the chosen unrolled rows (a boolean mask, index array in order, or slice)."""
+        return Program.build(self.phase, self.target, self.chips, self.clock_hz,
+                             {n: np.ascontiguousarray(a[rows]) for n, a in self.cols.items()}, self.meta,
+                             self.dialect)
 
     def window(self, chips: Sequence[int] | None = None, cycles: tuple[int, int] | None = None) -> Program:
-        """The instructions of `chips` (all if None) that overlap the cycle window [lo, hi)."""
-        c = self.cols
-        keep = np.ones(len(self), dtype=bool)
+        """The instructions of `chips` (all if None) that overlap the cycle window [lo, hi): only the
+        instances that reach into it are unrolled."""
+        keep = np.ones(self.instances, dtype=bool)
         if chips is not None:
-            keep &= np.isin(c["chip"], chips)
+            keep &= np.isin(self.inst["chip"], np.asarray(list(chips), np.int64))
         if cycles is not None:
-            keep &= (c["issue"] < cycles[1]) & (c["issue"] + c["cycles"] > cycles[0])
-        return self if keep.all() else self.select(keep)
+            first, last = self.block_span
+            b = self.inst["block"]
+            keep &= (self.inst["issue"] + first[b] < cycles[1]) & (self.inst["issue"] + last[b] > cycles[0])
+        c = self.expand(np.flatnonzero(keep))
+        rows = np.ones(len(c["chip"]), dtype=bool)
+        if chips is not None:
+            rows &= np.isin(c["chip"], np.asarray(list(chips), np.int64))
+        if cycles is not None:
+            rows &= (c["issue"] < cycles[1]) & (c["issue"] + c["cycles"] > cycles[0])
+        return Program.build(self.phase, self.target, self.chips, self.clock_hz,
+                             {n: a[rows] for n, a in c.items()}, self.meta, self.dialect)
 
     def row(self, i: int) -> dict[str, int]:
         return {n: int(self.cols[n][i]) for n in NAMES}
+
+
+_SHIFTED = ("chip", "issue", "tag", "peer")  # the columns an instance offsets
+
+
+def _checked_instances(inst: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    missing = [n for n in INSTANCE_NAMES if n not in inst]
+    if missing or len({len(inst[n]) for n in INSTANCE_NAMES}) > 1:
+        raise ValueError(f"program instances: missing {missing} or columns of different lengths")
+    out = {}
+    for n in INSTANCE_NAMES:
+        a = np.asarray(inst[n])
+        cast = a.astype(INSTANCE_DTYPES[n])
+        if not np.array_equal(cast, a):
+            raise ValueError(f"program instance column {n}: values do not fit {INSTANCE_DTYPES[n]}")
+        out[n] = np.ascontiguousarray(cast)
+    return out
 
 
 def empty_columns(rows: int) -> dict[str, np.ndarray]:
@@ -234,11 +454,15 @@ def _queue_order(cols: dict[str, np.ndarray]) -> np.ndarray:
     return np.lexsort((issue, unit, kind, chip))
 
 
-def _in_queue_order(cols: dict[str, np.ndarray]) -> bool:
-    """Whether rows are already sorted by SORT_KEY (a loaded file is): O(n), no sort."""
+def _in_queue_order(cols: dict[str, np.ndarray], breaks: np.ndarray | None = None) -> bool:
+    """Whether rows are already sorted by SORT_KEY (a loaded file is): O(n), no sort. With `breaks`,
+    each run of rows between two break positions is sorted on its own (a Program's blocks)."""
     if len(cols["chip"]) < 2:
         return True
     tied = np.ones(len(cols["chip"]) - 1, dtype=bool)
+    if breaks is not None and len(breaks):
+        inside = breaks[(breaks > 0) & (breaks < len(cols["chip"]))]
+        tied[inside - 1] = False  # a block's first row follows nothing
     for name in SORT_KEY:
         step = np.diff(cols[name].astype(np.int64))
         if (tied & (step < 0)).any():

@@ -98,7 +98,7 @@ def check_messages(program: Program, system, start: np.ndarray, found) -> None:
     sizes = c["src_bytes"][paired_s] != c["dst_bytes"][paired_r]
     for s, r in zip(paired_s[sizes].tolist(), paired_r[sizes].tolist(), strict=True):
         found.add(r, "unmatched", f"receives {c['dst_bytes'][r]} bytes, the send carries {c['src_bytes'][s]}")
-    wire = _wire_cycles(Wiring(system, program.chips), c["chip"][paired_s], c["peer"][paired_s])
+    wire = _wire_cycles(Wiring.of(system, program.chips), c["chip"][paired_s], c["peer"][paired_s])
     for k in np.flatnonzero(wire < 0).tolist():
         s = int(paired_s[k])
         found.add(s, "link-range", f"no wire joins chip {c['chip'][s]} to chip {c['peer'][s]}")

@@ -16,18 +16,33 @@ from __future__ import annotations
 import numpy as np
 
 from ir.isa import TIER_UNITS, Op
+from targets.hazards import Rows
 from targets.spec import SystemSpec
 
 
-def check_tiers(program, system: SystemSpec, start: np.ndarray, end: np.ndarray, found) -> None:
-    c = program.cols
-    host = np.flatnonzero(np.isin(c["op"], (Op.FETCH, Op.STORE)))
-    if not len(host):
+def check_tiers(program, system: SystemSpec, dur: np.ndarray, hazards) -> None:
+    """The host link's rules over the unrolled rows (only a Program that uses the host link unrolls);
+    `dur` is every block row's derived duration."""
+    if not np.isin(program.body["op"], (Op.FETCH, Op.STORE)).any():
         return
-    _ranges(program, system, host, found)
+    view = _Unrolled(program, dur, hazards)
+    c = view.cols
+    host = np.flatnonzero(np.isin(c["op"], (Op.FETCH, Op.STORE)))
+    _ranges(view, system, host, view.found)
     fetches = np.flatnonzero(c["op"] == Op.FETCH)
     for chip in np.unique(c["chip"][fetches]).tolist():
-        _fetched(program, chip, fetches[c["chip"][fetches] == chip], start, end, found)
+        _fetched(view, chip, fetches[c["chip"][fetches] == chip], view.start, view.end, view.found)
+
+
+class _Unrolled:
+    """Every executed row (program.cols), its start and end, and a `found` that locates row k."""
+
+    def __init__(self, program, dur: np.ndarray, hazards):
+        self.cols = program.cols
+        rows, insts = program.origin
+        self.start = self.cols["issue"].astype(np.int64)
+        self.end = self.start + dur[rows]
+        self.found = Rows(hazards, insts, rows)
 
 
 def _ranges(program, system: SystemSpec, rows: np.ndarray, found) -> None:

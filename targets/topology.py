@@ -139,12 +139,28 @@ class Wiring:
     holds a RECV to. Shortest paths are computed once per source, and only when the two chips are not
     joined by a link that no detour can beat (one no slower than two hops of the fastest link)."""
 
+    _cache: dict[tuple[int, int], tuple[SystemSpec, Wiring]] = {}
+
+    @classmethod
+    def of(cls, system: SystemSpec, chips: int) -> Wiring:
+        """The wiring of `chips` chips of `system`, built once (the interpreter asks per universe of messages)."""
+        key = (id(system), chips)
+        hit = cls._cache.get(key)
+        if hit is None or hit[0] is not system:
+            if len(cls._cache) >= 8:
+                cls._cache.pop(next(iter(cls._cache)))
+            hit = cls._cache[key] = (system, cls(system, chips))
+        return hit[1]
+
     def __init__(self, system: SystemSpec, chips: int):
         self.graph = build_topology(system, max(1, chips))
         self.clock_hz = system.chip.clock_hz
         latencies = [lat for *_, lat in self.graph.edges(data="latency_s")]
         self._fastest = min(latencies, default=0.0)
-        self._from: dict[int, dict[int, int]] = {}
+        for _u, _v, edge in self.graph.edges(data=True):  # integer weights: Dijkstra without a Python callback
+            edge["cycles"] = self.cycles(edge["latency_s"])
+        self._uniform = len({e for *_, e in self.graph.edges(data="cycles")}) <= 1
+        self._from: dict[tuple[int, int], int | None] = {}
         self._hops: dict[int, dict[int, int]] = {}
 
     def hops(self, a: int, b: int) -> int:
@@ -171,10 +187,17 @@ class Wiring:
         edge = self.graph.get_edge_data(a, b)
         if edge is not None and edge["latency_s"] <= 2 * self._fastest:
             return self.cycles(edge["latency_s"])
-        if a not in self._from:
-            self._from[a] = nx.single_source_dijkstra_path_length(
-                self.graph, a, weight=lambda _u, _v, e: self.cycles(e["latency_s"]))
-        return self._from[a].get(b)
+        key = (a, b)
+        if key not in self._from:  # a search from both ends meets after a few hops on these networks
+            try:
+                if self._uniform:  # every hop costs the same: the fewest hops are the fastest path
+                    self._from[key] = (len(nx.bidirectional_shortest_path(self.graph, a, b)) - 1) * \
+                        self.cycles(self._fastest)
+                else:
+                    self._from[key] = nx.bidirectional_dijkstra(self.graph, a, b, weight="cycles")[0]
+            except (nx.NetworkXNoPath, nx.NodeNotFound):
+                self._from[key] = None
+        return self._from[key]
 
 
 def _weight(_u: int, _v: int, edge: dict[str, Any]) -> int:

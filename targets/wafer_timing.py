@@ -100,10 +100,12 @@ def stream_places(program: Program, wafer: SystemSpec, found) -> list[Place | No
     return places
 
 
-def check_links(program: Program, wafer: SystemSpec, start: np.ndarray, found) -> None:
-    """Links and messages of a roles-dialect Program; `found.add(row, kind, detail)` records a hazard."""
+def check_links(program: Program, wafer: SystemSpec, start: np.ndarray, found,
+                places: list[Place | None] | None = None) -> None:
+    """Links and messages of a roles-dialect Program (or a view of some of its rows, with the streams'
+    `places` found once); `found.add(row, kind, detail)` records a hazard."""
     c, timing = program.cols, Timing.of(wafer)
-    places = stream_places(program, wafer, found)
+    places = stream_places(program, wafer, found) if places is None else places
     unplaced = np.array([p is None for p in places], bool)
     rows = np.flatnonzero(unplaced[c["chip"]]) if len(c["chip"]) else np.zeros(0, np.int64)
     if len(rows):

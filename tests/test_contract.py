@@ -4,6 +4,7 @@ Program declares its dialect, and it runs only where the target's instruction se
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,7 +75,7 @@ def test_vector_function_arguments_follow_their_schema(builds):
     meta = json.loads(json.dumps(decode.meta))
     entry = next(i for i, a in enumerate(meta["fn_args"]) if "eps" in a)
     meta["fn_args"][entry]["eps"] = "small"  # a string where a float goes
-    edited = Program(decode.phase, decode.target, decode.chips, decode.clock_hz, decode.cols, meta, decode.dialect)
+    edited = decode.with_meta(meta)
     found = [h for h in execute(edited, load_target(target)).hazards if h.kind == "contract"]
     assert found and "rmsnorm an argument eps='small' it does not take" in found[0].detail
 
@@ -135,3 +136,22 @@ def test_compile_for_a_target_with_no_instruction_set_is_refused(capsys, tmp_pat
     assert len(err.splitlines()) == 1 and 'H100-SXM5-80GB has none (chip.isa = "none")' in err
     assert not (tmp_path / "b").exists()
     assert main(["plan", "tiny-llama", "--target", "h100", "--json"]) == 0  # it plans
+
+
+MODELS = Path(__file__).parent.parent / "examples" / "models"
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in MODELS.glob("*.json")))
+def test_every_shipped_model_gives_its_vector_functions_arguments_the_contract_knows(model):
+    """The codegen hands an op's attributes to its vector function (emit.py): for every shipped model,
+    rope's (YaRN's beta_fast, mscale, ...), the norms' and the router's fit the contract's schema."""
+    from compiler.frontend.build import build_graph
+    from compiler.frontend.config import load_model_config
+    from ir.contract import _fits
+    from ir.ops import Opcode
+
+    graph = build_graph(load_model_config(model), "decode", context=64, prompt=16, layers=1)
+    schemas = {Opcode.ROPE: FN_ARGS[Fn.ROPE], Opcode.RMSNORM: FN_ARGS[Fn.RMSNORM]}
+    for op in graph.ops:
+        for name, value in op.attr.items() if op.opcode in schemas else ():
+            assert name in schemas[op.opcode] and _fits(value, schemas[op.opcode][name]), (op.opcode, name, value)

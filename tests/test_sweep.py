@@ -288,6 +288,7 @@ def test_an_address_where_nothing_listens_fails_in_one_line(tiny, capsys):
     assert main(["sweep", str(tiny / "tiny.toml"), "--out", str(tiny / "nowhere"), "--address", address]) == 1
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith(f"sramflow: error: --address {address}: nothing answers at {address}")
+    assert not (tiny / "nowhere").exists()  # the directory this run would have made is not left behind
 
 
 def test_without_ray_sweep_says_how_to_install_it(tiny, monkeypatch, capsys):

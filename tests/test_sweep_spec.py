@@ -46,6 +46,10 @@ MISTAKES = [
      "on lpu-mini: chip.program_reserve_bytes: must be less than chip.sram_bytes (4096)", 5),
     ('[axes]\nmodel = "tiny-llama"\ntarget = ["lpu-mini", "wse3"]\n[axes.target_fields]\nmesh_rows = [24]\n',
      "axes.target_fields.mesh_rows", "on lpu-mini: mesh_rows: only a mesh topology has a grid, not dragonfly", 5),
+    ('[axes]\nmodel = "tiny-llama"\ntarget = ["lpu-mini", "wse3"]\n[axes.target_fields]\n'
+     '"chip.sram_bytes" = ["220 MiB"]\n',
+     "axes.target_fields.chip.sram_bytes", "a wafer's chip is one core and a chip target's is a whole chip, so "
+     "chip.sram_bytes means two things in this spec; sweep wafers in a spec of their own", 5),
     (f"[axes]\n{GOOD_AXES}context = {{ from = 4096, to = 1024, times = 2 }}\n", "axes.context",
      "range 'from' (4096) is above 'to' (1024)", 4),
     (f"[axes]\n{GOOD_AXES}context = {{ from = 1024, to = 4096, tims = 2 }}\n", "axes.context",

@@ -134,8 +134,19 @@ def test_a_config_no_target_could_hold_is_refused_before_its_graphs(capsys, here
         line = refused(capsys, *command, "folder")
         assert "10,000,000 layers of at least 117.4 MB each" in line
         name, _, how = largest_system()
-        assert f"more than the largest shipped target holds ({name}: {how} = " in line
+        shown = f"largest shipped target holds ({name}: {how} = " if command == ["lower"] else "target holds (lpu: "
+        assert f"more than the {shown}" in line  # plan and compile: the target asked for
     assert snapshot(here) == before
+
+
+def test_a_config_its_target_could_never_hold_is_refused_before_planning(capsys, here):
+    """25,000 layers of Llama-3.1-8B fit the largest shipped target (rubin) but could never fit the lpu's most
+    chips, even at int4: one line at once, not minutes of partitioning first."""
+    config = json.loads((ROOT / "examples" / "models" / "llama-3.1-8b.json").read_text())
+    (here / "folder" / "config.json").write_text(json.dumps(config | {"num_hidden_layers": 25_000}))
+    line = refused(capsys, "plan", "folder", "--target", "lpu")
+    assert "25,000 layers of at least 117.4 MB each" in line
+    assert "more than the target holds (lpu: 10,440 chips x 225.4 MB = " in line
 
 
 TARGET_FILES = [

@@ -296,8 +296,7 @@ def test_metadata_that_moves_a_region_or_renames_its_roles_is_flagged(split):
     def with_meta(edit) -> set[str]:
         meta = json.loads(json.dumps(program.meta))
         edit(meta)
-        return {h.kind for h in execute(Program(program.phase, program.target, program.chips, program.clock_hz,
-                                                program.cols, meta, program.dialect), load_target(str(target))).hazards}
+        return {h.kind for h in execute(program.with_meta(meta), load_target(str(target))).hazards}
 
     def smaller(meta):
         meta["stages"][0]["region"]["rows"] = 2

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compiler.codegen.blocks import Blocks
 from compiler.codegen.stage import StageCode
-from compiler.codegen.template import Peer, Ref, Rel, Space, Template
+from compiler.codegen.template import TAG_SPACE, Peer, Ref, Rel, Space, Template
 from ir.errors import DoesNotFitError
 from ir.isa import Op, UnitKind
-from ir.program import COLUMNS, empty_columns
+from ir.program import empty_columns
 from targets.spec import SystemSpec
 from targets.timing import Timing
 
@@ -24,32 +25,13 @@ _PLAIN = ("kind", "unit", "op", "fn", "dtype", "issue", "cycles", "src_bytes", "
           "s_d", "s_out", "tag", "m", "k", "n", "flags", "stride")
 
 
-class Columns:
-    """Accumulates rows for Program.build."""
-
-    def __init__(self) -> None:
-        self.parts: list[dict[str, np.ndarray]] = []
-
-    def add(self, cols: dict[str, np.ndarray]) -> None:
-        self.parts.append(cols)
-
-    def sync(self, code: StageCode, timing: Timing) -> None:
-        """Every chip of the stage starts with a SYNC at cycle 0."""
-        n = code.tp
-        cols = empty_columns(n)
-        cols["chip"] = np.arange(code.first_chip, code.first_chip + n, dtype=np.int32)
-        cols["kind"][:] = UnitKind.SYNC
-        cols["op"][:] = Op.SYNC
-        cols["cycles"][:] = timing.sync_cycles
-        self.add(cols)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The rows as columns; the parts are released column by column to bound peak memory."""
-        out = {}
-        for name, dt in COLUMNS:
-            out[name] = np.concatenate([p.pop(name) for p in self.parts]) if self.parts else np.zeros(0, dt)
-        self.parts.clear()
-        return out
+def sync(blocks: Blocks, code: StageCode, timing: Timing) -> None:
+    """Every chip of the stage starts with a SYNC at cycle 0."""
+    row = empty_columns(1)
+    row["kind"][:] = UnitKind.SYNC
+    row["op"][:] = Op.SYNC
+    row["cycles"][:] = timing.sync_cycles
+    blocks.place(blocks.block(row), np.arange(code.first_chip, code.first_chip + code.tp), 0)
 
 
 @dataclass(frozen=True)
@@ -130,19 +112,20 @@ def _physical_streams(t: Template) -> dict[int, int]:
     return physical
 
 
-def instantiate(cols: Columns, code: StageCode, index: int, starts: np.ndarray, tag_bases: np.ndarray,
+def instantiate(blocks: Blocks, code: StageCode, index: int, starts: np.ndarray, tag_bases: np.ndarray,
                 neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec,
                 fn_args: dict[tuple, int]) -> None:
-    """Rows for piece `index` of `code` on every rank that runs it, once per start cycle
-    (prefill runs a piece once per chunk): the ranks' rows are built once, then tiled.
-    `fn_args` numbers the distinct argument sets of VOPs (the Program's meta["fn_args"])."""
+    """Piece `index` of `code` on every rank that runs it, once per start cycle (prefill runs a
+    piece once per chunk): one block per rank, its rows relative to the rank's chip, the chunk's
+    cycle and tags, and (for peers in its own stage or the next) the stage's first chip; then one
+    instance per rank and start. `fn_args` numbers the distinct argument sets of VOPs (the
+    Program's meta["fn_args"])."""
     piece = code.pieces[index]
     f = freeze(piece.code.template)
     ranks = np.arange(piece.ranks if piece.ranks is not None else code.tp, dtype=np.int64)
     count, r = len(f.src), len(ranks)
     rows = {name: np.tile(a, r) for name, a in f.plain.items()}
     chip = np.repeat(code.first_chip + ranks, count)
-    rows["chip"] = chip
     rows["src"] = _addresses(f.src, code, index, ranks)
     rows["dst"] = _addresses(f.dst, code, index, ranks)
     rows["offset"] = _integers(f.offset, ranks)
@@ -150,14 +133,21 @@ def instantiate(cols: Columns, code: StageCode, index: int, starts: np.ndarray, 
     rows["imm"] = _integers(imm, ranks)
     rows["base"] = _integers(f.base, ranks)
     peer, tag_shift = _peers(f.peers, code, ranks, neighbours)
-    rows["peer"] = peer
     rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_shift, -1)
+    assert rows["tag"].max(initial=0) < TAG_SPACE, f"{piece.code.template.name}: tags past TAG_SPACE"
     rows["unit"] = _units(rows, chip, peer, system)
-    block = r * count
-    rows = {name: np.tile(a, len(starts)) for name, a in rows.items()}
-    rows["issue"] += np.repeat(starts, block)
-    rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + np.repeat(tag_bases, block), -1)
-    cols.add({name: rows[name].astype(dt) for name, dt in COLUMNS})
+    rows["chip"] = np.zeros(len(chip), np.int64)
+    ids, bases = np.zeros(r, np.int64), np.zeros(r, np.int64)
+    for k in range(r):
+        mine = slice(k * count, (k + 1) * count)
+        theirs = peer[mine]
+        base = code.first_chip if (theirs[theirs >= 0] >= code.first_chip).all() else 0
+        block = {name: a[mine] for name, a in rows.items()}
+        block["peer"] = np.where(theirs >= 0, theirs - base, theirs)
+        ids[k], bases[k] = blocks.block(block), base
+    every = np.ones((len(starts), 1), np.int64)
+    blocks.place(every * ids, every * (code.first_chip + ranks), starts[:, None] * 1, tag_bases[:, None] * 1,
+                 every * bases)
 
 
 def _base(ref: Ref, code: StageCode, index: int) -> int:

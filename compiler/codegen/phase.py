@@ -13,10 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compiler.codegen.instantiate import Columns, instantiate
+from compiler.codegen.blocks import Blocks
+from compiler.codegen.instantiate import instantiate, sync
 from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
+from compiler.codegen.template import TAG_SPACE
 from compiler.passes.shard import shard_unit
 from compiler.plan import Stage
+from ir.errors import DoesNotFitError
 from ir.graph import Graph, Value
 from ir.isa import Op
 from ir.ops import Opcode, tier_operands
@@ -24,9 +27,6 @@ from ir.program import Program
 from ir.types import ACTIVATION_DTYPES, DType
 from targets.spec import SystemSpec
 from targets.timing import Timing
-
-HANDOFF_PIECE = -1  # the piece index hand-off tags use (units use their own index)
-TAG_SPACE = 4096  # message tags one piece instance may use
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,24 +177,31 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
     timing = Timing.of(system)
     codes = build_stages(graph, stages, system)
     placed = timeline(codes, timing, chunks)
-    cols = Columns()
+    blocks = Blocks()
     for code in codes:
-        cols.sync(code, timing)
-    tag_bases: dict[tuple[int, int], int] = {}  # (chunk, piece) -> its block of tags, numbered densely
+        sync(blocks, code, timing)
+    # Each piece instance has its own block of tags (numbered densely), and a boundary's hand-off
+    # (the sender's piece and the receiver's) one shared: the interpreter pairs messages only among
+    # instances whose tags can meet, so these small universes keep its work per piece, not per chunk.
+    tag_bases: dict[tuple, int] = {}
     runs: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (stage, piece) -> (start, tag base) per chunk
     fn_args: dict[tuple, int] = {}
     for pl in placed:
         piece: Piece = codes[pl.stage].pieces[pl.piece]
-        tag_piece = HANDOFF_PIECE if piece.kind != "unit" else pl.piece
-        tag_base = tag_bases.setdefault((pl.chunk, tag_piece), len(tag_bases)) * TAG_SPACE
+        key = (pl.chunk, "unit", pl.stage, pl.piece) if piece.kind == "unit" else \
+            (pl.chunk, "handoff", pl.stage if piece.kind == "send" else pl.stage - 1)
+        tag_base = tag_bases.setdefault(key, len(tag_bases)) * TAG_SPACE
         runs.setdefault((pl.stage, pl.piece), []).append((pl.start, tag_base))
+    if len(tag_bases) * TAG_SPACE >= 2**31:
+        raise DoesNotFitError(f"{phase}: {len(tag_bases):,} piece instances need more message tags than a "
+                              f"tag holds (2**31 / {TAG_SPACE}); use fewer chips or a larger prefill chunk")
     for (stage, index), starts in runs.items():
         neighbours = (codes[stage - 1] if stage else None, codes[stage + 1] if stage + 1 < len(codes) else None)
         start, tag = np.array(starts, dtype=np.int64).T
-        instantiate(cols, codes[stage], index, start, tag, neighbours, system, fn_args)
+        instantiate(blocks, codes[stage], index, start, tag, neighbours, system, fn_args)
     chips = max(c.first_chip + c.tp for c in codes)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks,
             "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), chunks),
             "activations": activation_dtype(graph).value}
-    return Program.build(phase, target_name, chips, timing.clock_hz, cols.arrays(), meta, dialect="queues"), codes
+    return blocks.program(phase, target_name, chips, timing.clock_hz, meta, dialect="queues"), codes
 

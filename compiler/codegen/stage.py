@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from compiler.codegen.alloc import Interval, first_fit, pack
 from compiler.codegen.collectives import Collectives, Level, levels
 from compiler.codegen.emit import Emitter, Slot
-from compiler.codegen.template import Instr, Peer, Ref, Space, Template
+from compiler.codegen.template import TAG_SPACE, Instr, Peer, Ref, Space, Template
 from compiler.codegen.unit import UnitCode, finish, unit_code
 from compiler.partition.cost import handoff_lanes
 from compiler.partition.units import signature
@@ -108,7 +108,7 @@ class StageBuilder:
                         peer=Peer("prev", 0, lanes, 1, hops), tag=tag, deps=()))
         lv = [Level(lanes, 1, 1, max(1, lanes - 1))] if lanes > 1 else []
         coll = Collectives(e, lv)
-        coll.tag = 1 << 20  # clear of the hand-off's own tags
+        coll.tag = TAG_SPACE // 2  # clear of the hand-off's own tags
         if lv:
             e.pad(value.name, lanes * size)  # the last lane's slice may overhang the value
             own = coll._write(value.name, (r, stream), [(lv[0], size)], drain=False)

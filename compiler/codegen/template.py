@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from ir.isa import UNIT_OF, Fmt, Fn, Op, UnitKind
 from targets.timing import Timing
 
+# Message tags one piece instance may use: a template's tags lie in [0, TAG_SPACE), and each instance
+# of a piece gets its own base (a multiple of it), so instances' messages never meet by accident.
+TAG_SPACE = 4096
+
 
 class Space(enum.IntEnum):
     """Where a symbolic address lives; `slot` indexes the space's list for the unit."""

@@ -12,13 +12,14 @@ from ir.errors import ConfigError
 from ir.graph import Builder, Graph, Value
 from ir.ops import Opcode
 from ir.types import DType, TensorType
+from targets.spec import SystemSpec
 
 PHASES = ("decode", "prefill")
 BLOCKS: dict[str, Block] = {**DENSE_BLOCKS, **SSM_BLOCKS}  # every block kind a layer plan may name
 
 
 def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt: int = 1024, batch: int = 1,
-                layers: int | None = None) -> Graph:
+                layers: int | None = None, holds: SystemSpec | None = None) -> Graph:
     """The graph of one phase for `batch` sequences.
 
     decode: one new token per sequence against KV caches of `context` tokens
@@ -26,11 +27,11 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
     prefill: `prompt` tokens per sequence, rows of a sequence contiguous (inputs i32[B*prompt];
     output `logits`), caches of max(context, prompt) tokens. `layers` keeps only the
     first that many decoder layers (for small golden files). A full graph is built only for a
-    config some shipped target could hold (frontend.size)."""
+    config some shipped target (or `holds`, the target planned for) could hold (frontend.size)."""
     rows, cache_tokens = _shape(phase, context, prompt, batch)
     if layers is None:
         sample = min(config.num_layers, SAMPLE_LAYERS)
-        check_size(config, build_graph(config, "decode", context=cache_tokens, batch=batch, layers=sample))
+        check_size(config, build_graph(config, "decode", context=cache_tokens, batch=batch, layers=sample), holds)
     plan = config.layer_plan[:_layer_count(config, layers)]
     b = Builder(_graph_name(config.name, phase))
     tokens = b.input("tokens", TensorType(DType.I32, (rows,)))

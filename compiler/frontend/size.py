@@ -1,11 +1,11 @@
-"""Refusing a config no shipped target could hold, before its full graphs are built.
+"""Refusing a config no shipped target (or the target planned for) could hold, before its graphs are built.
 
-A config with 10 million layers would otherwise spend minutes building graphs only to be
-told it does not fit. The first few layers are built (cheap), and the model's bytes are
-bounded from below: every layer at least as small as the smallest of those, weights at the
-smallest format (int4) and caches at one byte per element. Above the largest memory any
-shipped preset reaches (its most chips or wafers, all their usable memory) the config is
-refused with both figures.
+A config with 10 million layers would otherwise spend minutes building graphs only to be told it
+does not fit, and one too large for the target planned for minutes of partitioning. The first few
+layers are built (cheap), and the model's bytes are bounded from below: every layer at least as
+small as the smallest of those, weights at the smallest format (int4) and caches at one byte per
+element. Above the largest memory any shipped preset reaches (its most chips or wafers, all their
+usable memory), or the planned target's, the config is refused with both figures.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ STATE_FLOOR_BYTES = 1  # an 8-bit cache element
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 
 
-def check_size(config: ModelConfig, sample: Graph) -> None:
-    """`sample` is the decode graph of the config's first layers (all of them if few)."""
+def check_size(config: ModelConfig, sample: Graph, system: SystemSpec | None = None) -> None:
+    """`sample` is the decode graph of the config's first layers (all of them if few); against `system`'s
+    memory when planning for one (its most chips or wafers), else the largest shipped target's."""
     per_layer: dict[int, float] = {}
     outside = 0.0
     for value, floor in [(p, WEIGHT_FLOOR_BYTES) for p in sample.params] + [(s, STATE_FLOOR_BYTES)
@@ -38,11 +39,12 @@ def check_size(config: ModelConfig, sample: Graph) -> None:
             outside += value.type.numel * floor
     smallest = min(per_layer.values(), default=0.0)
     need = outside + config.num_layers * smallest
-    name, capacity, how = largest_system()
+    name, capacity, how = largest_system() if system is None else _capacity(system.name, system)
     if need > capacity:
+        which = "the largest shipped target holds" if system is None else "the target holds"
         raise ConfigError(f"{config.source}: {config.num_layers:,} layers of at least {_bytes(smallest)} each (int4 "
-                          f"weights, 8-bit caches) need at least {_bytes(need)}, more than the largest shipped target "
-                          f"holds ({name}: {how} = {_bytes(capacity)})")
+                          f"weights, 8-bit caches) need at least {_bytes(need)}, more than {which} "
+                          f"({name}: {how} = {_bytes(capacity)})")
 
 
 def largest_system() -> tuple[str, int, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from compiler.sweep.store import Store
 from compiler.sweep.table import rows, write_tables
 from compiler.sweep.task import INTERNAL, Job
 from compiler.sweep.version import sramflow_version
+from ir.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +47,19 @@ def sweep(spec_path: str | Path, out: str | Path | None, cluster: Cluster, conso
     points = expand(spec)
     version = sramflow_version()
     keys = [p.key(version) for p in points]
-    store = Store.open(out if out is not None else default_out(spec_path))
+    root = Path(out if out is not None else default_out(spec_path))
+    fresh = not root.exists()
+    store = Store.open(root)
     jobs = _pending(points, keys, store, version)
     console.print(f"{len(points)} points, {len(points) - _covered(keys, jobs)} already recorded in {store.root}; "
                   f"running {len(jobs)} on {_where(cluster)}")
     if jobs:
         try:
             run_jobs(jobs, store, cluster, console)
+        except ConfigError:  # Ray could not start or be reached: a directory this run made stays unmade
+            if fresh and not any(store.points.iterdir()):
+                shutil.rmtree(store.root, ignore_errors=True)
+            raise
         except KeyboardInterrupt:
             done = sum(store.done(k) is not None for k in dict.fromkeys(keys))
             console.print(f"interrupted: {done} of {len(set(keys))} distinct points recorded in {store.root}; "

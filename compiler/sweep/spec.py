@@ -231,13 +231,18 @@ def _named(targets: tuple[TargetRef, ...]) -> tuple[TargetRef, ...]:
 def _field_axes(table: Any, targets: tuple[TargetRef, ...], source: _Source) -> tuple[Axis, ...]:
     """`[axes.target_fields]`: one axis per dotted target field. Every value must apply to, and
     parse on, every target of the sweep; so must every combination of them (a spec error, not a
-    per-point one: a wafer has no `chip.sram_bytes`, so sweep it in a spec of its own)."""
+    per-point one). A `chip.` field is refused in a spec of wafers and chips alike: a wafer's chip is one
+    core, so the same value would mean two things."""
     prefix = f"axes.{FIELDS_TABLE}"
     if not isinstance(table, dict):
         raise ConfigError(f"{source.at(prefix)}: expected a table [{prefix}], got {table!r}")
     axes = []
+    mixed = len({t.system.is_mesh for t in targets}) > 1
     for dotted, value in _flatten(table):
         where = source.at(f"{prefix}.{dotted}")
+        if mixed and dotted.startswith("chip."):
+            raise ConfigError(f"{where}: a wafer's chip is one core and a chip target's is a whole chip, so "
+                              f"{dotted} means two things in this spec; sweep wafers in a spec of their own")
         values = _listed(value, source, f"{prefix}.{dotted}")
         for i, v in enumerate(values):
             for t in targets:

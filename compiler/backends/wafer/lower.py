@@ -42,6 +42,7 @@ and instantiated with shifted cycles, tags, streams and addresses.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ import numpy as np
 
 from compiler.backends.wafer.cost import ACT_BYTES, Shape, op_rows, resident_bytes
 from compiler.backends.wafer.planner import host_input_bytes
+from compiler.codegen.blocks import Blocks
 from compiler.codegen.lowering import Lowering
 from compiler.frontend.options import CompileOptions
 from compiler.partition.units import boundary_bytes, signature
@@ -283,30 +285,69 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
 
 @dataclass
 class _Out:
-    """Instantiated instructions and the streams so far."""
+    """The blocks placed so far (ir/program.py: one per role stream of a template, stored once) and the streams."""
 
-    parts: list[dict[str, np.ndarray]] = field(default_factory=list)
+    blocks: Blocks = field(default_factory=Blocks)
     replicas: list[int] = field(default_factory=list)
     roles: list[list] = field(default_factory=list)
     tags: int = 0
     templates: int = 0
     swapped: list[bool] = field(default_factory=list)  # per stream: its result is on Q where templates say P
+    _ids: dict[tuple, int] = field(default_factory=dict)  # (template, role, swapped, address) -> block
+    _placed: dict[bytes, tuple] = field(default_factory=dict)  # rows built in place -> their blocks
 
     def place(self, tpl: _Template, base_chip: int, t0: int, addr: int) -> None:
-        cols = {n: a.copy() for n, a in tpl.cols.items()}
+        """Each role stream's rows of `tpl` as a block (its streams swapped where the stream's result sits
+        on Q), placed at the stream, cycle t0 and the next free tags; peers are the template's roles."""
         swapped = np.array(self.swapped[base_chip:base_chip + len(tpl.flips)], dtype=bool)
-        rows = swapped[cols["chip"]]
-        for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
-            a = cols[name]
-            a[rows] = np.where(a[rows] == P, Q, np.where(a[rows] == Q, P, a[rows]))
+        ids = []
+        for role in range(len(tpl.flips)):
+            key = (id(tpl), role, bool(swapped[role]), addr)
+            if key not in self._ids:
+                self._ids[key] = self.blocks.block(_role_rows(tpl, role, bool(swapped[role]), addr))
+            ids.append(self._ids[key])
+        self.blocks.place(ids, base_chip + np.arange(len(ids)), t0, self.tags, base_chip)
         self.swapped[base_chip:base_chip + len(tpl.flips)] = (swapped ^ tpl.flips).tolist()
-        cols["chip"] += base_chip
-        cols["peer"] = np.where(cols["peer"] >= 0, cols["peer"] + base_chip, -1).astype(cols["peer"].dtype)
-        cols["issue"] += t0
-        cols["tag"] = np.where(cols["tag"] >= 0, cols["tag"] + self.tags, -1).astype(cols["tag"].dtype)
-        cols["src"] = np.where(cols["src"] >= 0, cols["src"] + addr, -1)
-        self.parts.append(cols)
         self.tags += tpl.tags
+
+    def absolute(self, cols: dict[str, np.ndarray]) -> None:
+        """Rows built in place (hand-offs, host input): per stream a block from its first cycle, all from
+        the rows' first tag. Every chunk's hand-off across one boundary is alike: its blocks are made once."""
+        t0 = int(cols["issue"].min())
+        tagged = cols["tag"] >= 0
+        tag0 = int(cols["tag"][tagged].min()) if tagged.any() else 0
+        rel = {n: a.copy() for n, a in cols.items()}
+        rel["issue"] -= t0
+        rel["tag"][tagged] -= tag0
+        digest = hashlib.blake2b(digest_size=16)
+        for n in sorted(rel):
+            digest.update(np.ascontiguousarray(rel[n]).data)
+        key = digest.digest()
+        if key not in self._placed:
+            ids, chips, offsets = [], [], []
+            for chip in np.unique(rel["chip"]).tolist():
+                rows = {n: a[rel["chip"] == chip] for n, a in rel.items()}
+                start = int(rows["issue"].min())
+                rows["issue"] = rows["issue"] - start
+                rows["chip"] = np.zeros_like(rows["chip"])
+                ids.append(self.blocks.block(rows))
+                chips.append(chip)
+                offsets.append(start)
+            self._placed[key] = (ids, chips, np.array(offsets, np.int64))
+        ids, chips, offsets = self._placed[key]
+        self.blocks.place(ids, chips, t0 + offsets, tag0, 0)
+
+
+def _role_rows(tpl: _Template, role: int, swapped: bool, addr: int) -> dict[str, np.ndarray]:
+    mine = tpl.cols["chip"] == role
+    rows = {n: a[mine].copy() for n, a in tpl.cols.items()}
+    if swapped:
+        for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
+            a = rows[name]
+            rows[name] = np.where(a == P, Q, np.where(a == Q, P, a)).astype(a.dtype)
+    rows["chip"][:] = 0
+    rows["src"] = np.where(rows["src"] >= 0, rows["src"] + addr, -1)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -372,15 +413,12 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
                 out.place(tpl, st.base, t, addr)
                 t += tpl.cycles
             free[s] = t
-    cols = {}
-    for name in list(out.parts[0]):  # one column at a time, freeing the pieces: a third of the peak memory
-        cols[name] = np.concatenate([p.pop(name) for p in out.parts])
     stage_meta = [{"index": st.index, "first_stream": p.base, "streams": len(p.roles), "region": st.region.to_dict(),
                    "resident_bytes_per_core": sum(tpl.resident_bytes for tpl, _ in p.units)}
                   for st, p in zip(stages, plan, strict=True)]
     info = {"wafer": True, "replicas": out.replicas, "roles": out.roles, "stages": stage_meta, "chunks": chunks,
             "chunk_starts": starts, "templates": out.templates, "cores": sum(out.replicas)} | (meta or {})
-    return Program.build(phase, wafer.name, len(out.replicas), wafer.chip.clock_hz, cols, info, dialect="roles")
+    return out.blocks.program(phase, wafer.name, len(out.replicas), wafer.chip.clock_hz, info, dialect="roles")
 
 
 def _stages(graph: Graph, stages, wafer: SystemSpec, timing: WaferTiming, crossing: list[int], rows_scale: float,
@@ -422,7 +460,7 @@ def _host_input(out: _Out, timing: WaferTiming, wafer: SystemSpec, first: _Stage
         out.swapped[first.base + r] = not out.swapped[first.base + r]
         e.put(first.base + r, UnitKind.C2C, WAFER_RECV, Isa.RECV, timing.recv(nbytes, True), at=arrive,
               dst_bytes=nbytes, s_out=Q if out.swapped[first.base + r] else P, peer=HOST, tag=tag)
-    out.parts.append(_columns(e.rows))
+    out.absolute(_columns(e.rows))
     return arrive + timing.recv(nbytes, True)
 
 
@@ -452,5 +490,5 @@ def _handoff(out: _Out, timing: WaferTiming, wafer: SystemSpec, prev: _Stage, cu
         e.put(cur.base + r, UnitKind.C2C, recv_unit, Isa.RECV, timing.recv(per_link, far), at=arrive,
               dst_bytes=per_link, s_out=Q if out.swapped[cur.base + r] else P, peer=prev.base + prev.roles.root[0],
               tag=tag)
-    out.parts.append(_columns(e.rows))
+    out.absolute(_columns(e.rows))
     return arrive + timing.recv(per_link, far), t + timing.send(per_link, far)

@@ -161,6 +161,17 @@ def test_a_context_sweep_shows_the_crossover(capsys):
     assert "crossover: from context 4,096 moving KV to dram beats adding chips" in out
 
 
+def test_a_context_sram_could_never_hold_goes_below(capsys):
+    """A million positions: no lpu-mini SRAM holds the cache (refused at once), its DRAM per node neither;
+    auto says so and puts it in flash."""
+    assert "more than the target holds" in refused(capsys, "plan", *TINY, "--context", "1000000", "--prompt", "16")
+    code, plan = _json("plan", *TINY, "--context", "1000000", "--prompt", "16", "--kv-tier", "auto")
+    assert code == 0
+    p = plan["kv_tiers"]["placement"]
+    assert p["tier"] == "flash" and p["sram_chips"] is None
+    assert p["why"].startswith("the dram tier of lpu-mini holds 64.00 MiB per node") and "flash does" in p["why"]
+
+
 def test_a_tier_too_small_for_the_cache_is_one_line_naming_it(capsys, tmp_path):
     (tmp_path / "small.toml").write_text('base = "lpu-mini"\n\n[dram]\ncapacity_bytes = "4 KiB"\n'
                                          'bw_bytes_per_s = "31.5 GB/s"\nlatency_s = "1 us"\n')

@@ -97,8 +97,12 @@ def _try(plan_at: PlanAt, options: CompileOptions) -> Plan | None:
 def _auto(plan_at: PlanAt, system: SystemSpec, options: CompileOptions, idle_s: float | None
           ) -> tuple[Plan, CompileOptions]:
     sram_options = replace(options, kv_tier="sram")
-    sram = _try(plan_at, sram_options)
     reasons, considered = [], None
+    try:
+        sram = plan_at(sram_options)
+    except (ConfigError, DoesNotFitError) as err:  # SRAM alone cannot hold it (maybe never): try below
+        sram = None
+        reasons.append(f"SRAM alone: {err}")
     for tier in system.tiers:
         low = _placed(options, tier, 0)
         try:
@@ -109,6 +113,7 @@ def _auto(plan_at: PlanAt, system: SystemSpec, options: CompileOptions, idle_s: 
             continue
         take, why = _worth(sram, below, options, tier)
         if take:
+            why = "; ".join([r for r in reasons if not r.startswith("SRAM alone")] + [why])  # faster tiers' refusals
             placed, plan = _widest(plan_at, system, low, below)
             return _finish(plan, system, options, placed, _choice(why, sram, below), idle_s)
         reasons.append(why)

@@ -28,6 +28,7 @@ of the offending instruction:
                dialect lacks, a column its opcode does not use holding a value, or vector-function
                arguments off their schema
   roles        (wafer) the metadata's regions and role streams are not what the mesh geometry gives
+  tier-range, tier-raw, tier-war  the host link's FETCH and STORE (targets/tier_checks.py)
 
 A Program declares its dialect and runs only on a target whose instruction set reads it (`admit`):
 "queues" on a tsp chip, "roles" on a wse wafer; a target with no instruction set runs nothing.

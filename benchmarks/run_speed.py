@@ -23,7 +23,7 @@ import json, resource, sys
 from targets.runner import run_build
 f = run_build(sys.argv[1], tokens=1, check_determinism=True)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"wall_s": f["wall_s"], "rss": rss, "n": f["instructions_simulated"], "hazards": len(f["hazards"]),
+print(json.dumps({"wall_s": f["wall_s"], "rss": rss, "n": f["instructions_executed"], "hazards": len(f["hazards"]),
                   "us": f["decode"]["latency_us"], "ttft": f["prefill"]["ttft_ms"],
                   "det": f["determinism"]["passed"]}))
 """

@@ -47,7 +47,7 @@ def _row(model: str, target: str, extra: list[str], out: str) -> list[str]:
     plan = json.loads(Path(out, "plan.json").read_text())
     decode = load_program(f"{out}/decode.prog")
     return [model, " ".join(extra), f"{r['wall_s']:.2f}", f"{r['rss'] / 1e6:.0f}", f"{decode.chips:,}",
-            f"{decode.meta['cores']:,}", f"{len(decode):,}", f"{run['instructions_simulated']:,}",
+            f"{decode.meta['cores']:,}", f"{len(decode):,}", f"{run['instructions_executed']:,}",
             f"{run['decode']['latency_us']:.1f}", f"{plan['decode']['latency_us']:.1f}",
             f"{plan['decode']['latency_bound_us']:.1f}", str(len(run["hazards"]))]
 

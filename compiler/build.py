@@ -18,6 +18,7 @@ from compiler.codegen.lowering import Lowering
 from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.options import CompileOptions
 from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_weights, sram_image
+from compiler.partition.units import with_reach
 from compiler.plan import Plan
 from compiler.plan.reader import read_plan
 from compiler.planner import (
@@ -69,8 +70,8 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     progress("partitioning")
     plan, options = plan_placed(model, system, options, pinned=pinned)  # options: with the KV tier placed
     graphs = _graphs(config, options)
-    chunk = _chunk_graph(config, options, plan.prefill["chunk_tokens"])
-    lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunk, system, options, progress)
+    chunks = _chunk_graphs(config, options, plan.prefill)
+    lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunks, system, options, progress)
     image = None
     if source != "none":
         progress("laying out weights")
@@ -94,7 +95,7 @@ def _compile_graph_file(path: str, system, options: CompileOptions, out: Path, p
     backend.check_lowerable(graph, system)
     progress("partitioning")
     plan = plan_graphs(graph.name, Lowered(graph, graph), system, options)
-    lowered = backend.lower(plan, graph, graph, graph, system, options, progress)
+    lowered = backend.lower(plan, graph, graph, (graph,), system, options, progress)
     progress("writing")
     return _write(out, plan, graph, lowered, system, (None, "none"), force)
 
@@ -124,11 +125,13 @@ def _graphs(config, options: CompileOptions, holds: SystemSpec | None = None) ->
     return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
 
 
-def _chunk_graph(config, options: CompileOptions, chunk: int) -> Graph:
-    """The prefill graph of one chunk, against the cache the whole prompt needs."""
+def _chunk_graphs(config, options: CompileOptions, prefill: dict) -> tuple[Graph, ...]:
+    """The prefill graph of one chunk per reach variant of the plan (compiler.plan.reach), against the
+    cache the whole prompt needs; a variant reaching the whole cache reads all of it."""
     passes = graph_passes(options)
     cache = max(options.context, options.prompt)
-    return passes(build_graph(config, "prefill", context=cache, prompt=chunk, batch=options.batch))
+    whole = passes(build_graph(config, "prefill", context=cache, prompt=prefill["chunk_tokens"], batch=options.batch))
+    return tuple(with_reach(whole, v["reach"]) for v in prefill["variants"])
 
 
 def _write(out: Path, plan: Plan, decode_graph: Graph, lowered: Lowering, system: SystemSpec,

@@ -20,7 +20,7 @@ import numpy as np
 
 from compiler.codegen.stage import StageCode
 from compiler.passes.quantize import quantize_weights
-from compiler.passes.shard import shard_unit
+from compiler.passes.shard import head_pads, shard_unit
 from compiler.plan import Stage
 from ir.errors import ConfigError
 from ir.graph import Graph, Value
@@ -79,13 +79,15 @@ def sram_image(codes: list[StageCode], stages: Sequence[Stage], graph: Graph, we
     for code, stage in zip(codes, stages, strict=True):
         owned = scopes[scopes.index(stage.first_unit): scopes.index(stage.last_unit) + 1]
         chip_values = _per_chip(graph, owned, code.tp)
+        pads = {n: pad for sc in owned for n, pad in head_pads(list(graph.ops_in(sc)), code.tp).items()}
         resident = [r for r in code.memory_map if r[0] in ("param", "state")]
         top = max((addr + size for _, _, addr, size in resident), default=0)
         for rank in range(code.tp):
             buf = np.zeros(top, np.uint8)
             for kind, name, addr, size in resident:
                 if kind == "param":
-                    shard = shard_of(stored[name], chip_values[name].type.shape, rank, code.tp, name)
+                    full = pad_heads(stored[name], *pads[name]) if name in pads else stored[name]
+                    shard = shard_of(full, chip_values[name].type.shape, rank, code.tp, name)
                     buf[addr: addr + size] = encode(shard, chip_values[name].type.dtype)
             image[code.first_chip + rank] = buf
     return image
@@ -95,6 +97,17 @@ def _per_chip(graph: Graph, scopes: list[str], tp: int) -> dict[str, Value]:
     """Per-chip params and caches of a stage's scopes on a group of tp chips."""
     ops = [op for scope in scopes for op in shard_unit(list(graph.ops_in(scope)), tp)[0]]
     return {v.name: v for op in ops for v in op.operands}
+
+
+def pad_heads(full: np.ndarray, axis: int, groups: int, members: int, slots: int, size: int,
+              repeat: int = 1) -> np.ndarray:
+    """`full` with each of its `groups` runs of `members` heads (`size` elements each along `axis`)
+    repeated `repeat` times each and padded with zero heads to `slots` (passes.shard.head_pads)."""
+    moved = np.moveaxis(full, axis, 0)
+    runs = np.repeat(moved.reshape(groups, members, size, *moved.shape[1:]), repeat, axis=1)
+    pad = [(0, 0), (0, slots - members * repeat)] + [(0, 0)] * moved.ndim
+    padded = np.pad(runs, pad).reshape(groups * slots * size, *moved.shape[1:])
+    return np.moveaxis(padded, 0, axis)
 
 
 def shard_of(full: np.ndarray, shape: tuple[int, ...], rank: int, tp: int, name: str) -> np.ndarray:

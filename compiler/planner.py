@@ -105,15 +105,17 @@ def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s:
     def plan_at(placed: CompileOptions) -> Plan:
         # A config the target could never hold in SRAM is refused at once; below SRAM it may fit.
         name, graphs = lower(model, placed, system if placed.kv_tier == "sram" else None)
-        return plan_graphs(name, graphs, system, placed, pinned)
+        return plan_graphs(name, graphs, system, placed, pinned, causal=not is_graph_file(model))
 
     return kv_tiers.place(plan_at, system, options, idle_s, pinned.placement if pinned else None)
 
 
 def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: CompileOptions,
-                pinned: PlanFile | None = None) -> Plan:
+                pinned: PlanFile | None = None, causal: bool = True) -> Plan:
     """The partitioner and performance model on already lowered graphs, through the target's backend;
-    with `pinned`, the layout of a plan file (`compile --plan`) costed afresh instead of a search."""
+    with `pinned`, the layout of a plan file (`compile --plan`) costed afresh instead of a search.
+    Prefill is causal (compiler.plan.reach) where the backend lowers it so and the model attends;
+    `causal` false: a graph file, one step of its own rows over whatever cache it declares."""
     if options.embed_on_host and not system.is_mesh:
         raise ConfigError(f"--embed-on-host: {system.name} holds its embedding table; only wafer targets stream "
                           "the token's row in from the host")
@@ -123,8 +125,14 @@ def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: Compile
     if pinned is not None:
         pinned.check_for(name, system.name, options)
     layout = backend.layout(graphs.decode, graphs.prefill, system, options, every=pinned is not None)
-    plan = plan_from_layout(name, system.name, options, layout, _totals(graphs), pinned)
+    causal = causal and backend.causal and attends(graphs.prefill)
+    plan = plan_from_layout(name, system.name, options, layout, _totals(graphs), pinned, causal)
     return replace(plan, decode=plan.decode | {"formats": format_rates(system, options)})
+
+
+def attends(graph: Graph) -> bool:
+    """Whether any op reads a KV cache (a model without attention has nothing to make causal)."""
+    return any(op.opcode in (Opcode.ATTENTION, Opcode.MLA_ATTENTION) for op in graph.ops)
 
 
 def _totals(graphs: Lowered) -> dict:

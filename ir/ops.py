@@ -182,6 +182,7 @@ def _attention(ins, attrs):
         _need(len(ins) == (8 if quantized else 6), "a quantized KV cache takes its k and v scales as operands 6 and 7")
     if quantized:
         _kv_scales(ins[6:8], k_cache, kv_heads, head_dim)
+    _reach(attrs, k_cache)
     return (q,)
 
 
@@ -223,9 +224,17 @@ def _tiered(ins, attrs, quantized: bool) -> None:
     _need(attrs.get("cold", 0) > 0 and attrs.get("block", 0) > 0, "a tiered cache needs cold > 0 and block > 0")
 
 
-def attention_tokens(ins, attrs) -> int:
-    """Positions an attention's cache holds: its SRAM rows, plus any held in a tier below."""
-    return ins[3].shape[1] + attrs.get("cold", 0)
+def _reach(attrs, cache: TensorType) -> None:
+    """`reach`: the cache positions a causal prefill chunk reads, 1 up to the cache's length."""
+    if "reach" in attrs:
+        _need(1 <= attrs["reach"] <= cache.shape[1], f"reach {attrs['reach']} outside 1..{cache.shape[1]}, "
+              f"the tokens of {cache}")
+
+
+def reach_of(op_attrs: Attrs, cache: TensorType) -> int:
+    """Cache tokens an attention op reads per sequence: its `reach`, or the whole cache (with the
+    positions a tiered cache holds below SRAM, `cold`)."""
+    return int(op_attrs.get("reach", cache.shape[1] + op_attrs.get("cold", 0)))
 
 
 def _argmax(ins, attrs):
@@ -352,13 +361,14 @@ def _mla_attention(ins, attrs):
         _scales(kv_b, ins[7:], 0, kv_b.shape[1:], "kv_b")
     else:
         _need(kv_b.dtype.block is None, f"a {kv_b.dtype.value} kv_b needs its block scales")
+    _reach(attrs, cache)
     return (TensorType(_activation(q_nope), (rows, heads * v)),)
 
 
 def _mla_flops(ins, outs, attrs):
     """Absorbed form, per row and head: q_nope into latent space (R x nope), scores over the
     cache's latent and rope parts, the weighted latent sum, and its value projection (R x v)."""
-    rows, rank, tokens = ins[0].shape[0], ins[2].shape[1], ins[4].shape[1]
+    rows, rank, tokens = ins[0].shape[0], ins[2].shape[1], reach_of(attrs, ins[4])
     per_head = 2 * rank * (attrs["nope_dim"] + attrs["v_dim"]) + 2 * tokens * (2 * rank + attrs["rope_dim"])
     return rows * attrs["heads"] * per_head
 
@@ -383,8 +393,9 @@ def _matmul_flops(ins, outs, attrs):
 
 
 def _attention_flops(ins, outs, attrs):
-    # Scores and weighted sum over the whole cache: 2 matmuls of M x C x head_dim per head.
-    return 4 * ins[0].shape[0] * attention_tokens(ins, attrs) * attrs["heads"] * attrs["head_dim"]
+    # Scores and weighted sum over the cache it reads (reach): 2 matmuls of M x C x head_dim per head.
+    q, cache = ins[0], ins[3]
+    return 4 * q.shape[0] * reach_of(attrs, cache) * attrs["heads"] * attrs["head_dim"]
 
 
 OPDEFS: dict[Opcode, OpDef] = {
@@ -418,9 +429,11 @@ OPDEFS: dict[Opcode, OpDef] = {
     ),
     # Operands: q, k, v, k_cache, v_cache, pos (and k_scale, v_scale for an 8-bit cache); with `tier`,
     # then the cold caches k_cold, v_cold of the `cold` oldest positions, held below SRAM (and their scales).
+    # reach (causal prefill): each sequence's cache is read only at positions below it (every row's
+    # position lies below it; absent: the whole cache), so a chunk streams the prefix it can see.
     Opcode.ATTENTION: OpDef(
         (6, 12), {"heads": int, "kv_heads": int, "head_dim": int}, _attention, _attention_flops,
-        writes=(3, 4, 6, 7, 8, 9, 10, 11), optional={"tier": str, "cold": int, "block": int},
+        writes=(3, 4, 6, 7, 8, 9, 10, 11), optional={"reach": int, "tier": str, "cold": int, "block": int},
     ),
     Opcode.SILU: OpDef((1, 1), {}, _unary, _per_out(4)),
     Opcode.GELU: OpDef((1, 1), {}, _unary, _per_out(8)),
@@ -450,9 +463,10 @@ OPDEFS: dict[Opcode, OpDef] = {
     # at pos; head h scores q_nope_h.W_uk_h.c_kv + q_pe_h.k_pe per cached token, times `scale`,
     # and returns softmax . c_kv . W_uv_h: HF's attention over kv_b-expanded keys and values,
     # computed on the latent cache (weight absorption).
+    # reach: as attention's, over the latent cache.
     Opcode.MLA_ATTENTION: OpDef(
         (7, 9), {"heads": int, "nope_dim": int, "rope_dim": int, "v_dim": int, "scale": float},
-        _mla_attention, _mla_flops, writes=(4,), scratch=_mla_scratch,
+        _mla_attention, _mla_flops, optional={"reach": int}, writes=(4,), scratch=_mla_scratch,
     ),
     # Mamba. Rows of a sequence are contiguous (B sequences of M/B rows); each sequence's
     # rows run in order starting from its state, which is left as after its last row (decode:

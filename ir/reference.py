@@ -164,7 +164,7 @@ def rope(x: np.ndarray, pos: np.ndarray, attrs: Mapping) -> np.ndarray:
 def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     """Write each row's k, v at its position in its sequence's cache (as 8-bit codes with a
     per-kv-head scale when the cache is quantized), then attend causally: row r of sequence
-    b sees cache positions 0..pos[r] of b."""
+    b sees cache positions 0..pos[r] of b (and none from `reach` on)."""
     if "tier" in op.attr:
         return _tiered_attention(op, args)
     q, k, v, k_cache, v_cache, pos = args[:6]
@@ -179,8 +179,9 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
         _store(new, cache, scale, seq, pos, kv_heads, dtype)
     out = np.zeros((len(q), heads * d), np.float32)
     group = heads // kv_heads
+    seen = _seen(op, pos, k_cache)
     for r in range(len(q)):
-        (keys, k_scale), (vals, v_scale) = (_load(c, s, seq[r], pos[r], kv_heads, dtype)
+        (keys, k_scale), (vals, v_scale) = (_load(c, s, seq[r], seen[r], kv_heads, dtype)
                                             for c, s in zip((k_cache, v_cache), scales, strict=True))
         qr = _f32(q[r]).reshape(heads, d)
         kh = np.repeat(keys, group, axis=1)  # [T, heads, d]
@@ -234,6 +235,11 @@ def _store(new: np.ndarray, cache: np.ndarray, scale: np.ndarray | None, seq: np
     codes, s = quantize(rows, dtype, axis=2, scale_dtype=_DTYPE_OF[scale.dtype])
     cache[seq, pos] = codes.reshape(len(new), -1)
     scale[seq, pos] = s
+
+
+def _seen(op: Op, pos: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """The last cache position each row attends: its own, within the op's reach (ir.ops)."""
+    return np.minimum(pos, op.attr.get("reach", cache.shape[1]) - 1)
 
 
 def _load(cache: np.ndarray, scale: np.ndarray | None, seq: int, pos: int, kv_heads: int, dtype: DType
@@ -309,8 +315,9 @@ def _mla_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     seq = np.arange(len(q_nope)) // (len(q_nope) // cache.shape[0])
     cache[seq, pos] = np.concatenate([c_kv, k_pe], axis=-1)
     out = np.zeros((len(q_nope), heads * a["v_dim"]), np.float32)
+    seen = _seen(op, pos, cache)
     for r in range(len(q_nope)):
-        rows = _f32(cache[seq[r], : pos[r] + 1])  # [T, R + rope]
+        rows = _f32(cache[seq[r], : seen[r] + 1])  # [T, R + rope]
         q_latent = np.einsum("hd,rhd->hr", _f32(q_nope[r]).reshape(heads, nope), w_uk)
         scores = q_latent @ rows[:, :rank].T + _f32(q_pe[r]).reshape(heads, -1) @ rows[:, rank:].T
         p = _softmax(scores * np.float32(a["scale"]))

@@ -103,6 +103,10 @@ B200 = SystemSpec(
     local_link=LinkSpec(bw_bytes_per_s=NVLINK_BW_BYTES_PER_S, latency_s=h100.NVLINK_LATENCY_S),
     global_link=LinkSpec(bw_bytes_per_s=IB_BW_BYTES_PER_S, latency_s=h100.IB_LATENCY_S),
     topology="nvlink",
+    # Through NVSwitch, as on the h100 preset (non-blocking: NVIDIA's third-generation NVSwitch blog,
+    # cited there): "NV18" between every pair (docs.vultr.com, above) means a message to one peer
+    # crosses all 18 links [S].
+    local_fabric="switch",
     sync_cycles=round(h100.NVLINK_LATENCY_S * CLOCK_HZ),  # one NVLink message per barrier [L, D]
     # To another pool: each GPU's ConnectX-7 400 Gb/s port (the MLCommons system description above)
     # [S], at the h100 preset's InfiniBand latency [L].

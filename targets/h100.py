@@ -128,6 +128,13 @@ H100 = SystemSpec(
     local_link=LinkSpec(bw_bytes_per_s=NVLINK_BW_BYTES_PER_S, latency_s=NVLINK_LATENCY_S),
     global_link=LinkSpec(bw_bytes_per_s=IB_BW_BYTES_PER_S, latency_s=IB_LATENCY_S),
     topology="nvlink",
+    # The node's GPUs meet in non-blocking NVSwitch crossbars, every GPU's 18 links spread over the four
+    # switches: any pair can exchange at the GPU's full 900 GB/s (450 GB/s a direction) at once, so a
+    # message to one peer uses all 18 links, not one (NVIDIA developer blog, "Upgrading Multi-GPU
+    # Interconnectivity with the Third-Generation NVIDIA NVSwitch", developer.nvidia.com/blog/upgrading-
+    # multi-gpu-interconnectivity-with-the-third-generation-nvidia-nvswitch/; factryze.ai/scale-atlas/
+    # interconnect/nvlink-nvswitch-topology) [S].
+    local_fabric="switch",
     # Per-step synchronisation: one barrier costs at least one NVLink message, ~2 us [L, D].
     sync_cycles=round(NVLINK_LATENCY_S * CLOCK_HZ),
     dram=HOST_DRAM,

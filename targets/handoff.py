@@ -129,13 +129,15 @@ def run_disaggregated(path: str | Path, tokens: int = 1, check_determinism: bool
                "prefill": pools["prefill"]["prefill"], "decode": decode, "ttft_ms": ttft_ms,
                "tokens": {"count": tokens, "total_ms": ttft_ms + (tokens - 1) * decode["latency_us"] / 1e3},
                "chips": {pool: f["chips"] for pool, f in pools.items()},
-               "instructions_simulated": sum(f["instructions_simulated"] for f in pools.values())}
+               "instructions_executed": sum(f["instructions_executed"] for f in pools.values())}
     if check_determinism:
         figures["determinism"] = _determinism(pools)
     if prompt is not None:
         prompts = _as_prompts(prompt)
         out = _run_functional(builds, layouts, prompts, tokens)
         figures["functional"] = _functional(builds, layouts, prompts, tokens, out, check_determinism)
+        # a shuffled-order run executes the same instructions again
+        figures["instructions_executed"] += out["instructions"] * (2 if check_determinism else 1)
         figures["tokens"]["generated"] = figures["functional"]["tokens"]
         if check_reference:  # the decode build's graph and weights: the co-located model's reference
             figures["reference"] = Reference.load(builds["decode"]).check(prompts, out["tokens"], out["logits"])

@@ -20,6 +20,7 @@ from targets.rubin import RUBIN
 from targets.spec import (
     INSTALL_KEYS,
     ISAS,
+    LOCAL_FABRICS,
     MEMORY_KINDS,
     OPTIONAL_PRECISIONS,
     PRECISIONS,
@@ -164,8 +165,10 @@ SCHEMA: dict[str, Any] = {
     "step_cycles": Leaf(_count, NON_NEGATIVE),
     # optional: memory below SRAM for KV blocks (host DRAM, flash), per node or per chip
     **dict.fromkeys(TIER_NAMES, _TIER),
+    "local_fabric": Leaf(_choice(LOCAL_FABRICS)),  # optional: "direct" (default) or "switch"
 }
 _OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s", "mesh_rows", "mesh_cols", "step_cycles",
+             "local_fabric",
              "pool_link.bw_bytes_per_s", "pool_link.latency_s"} | {
     f"{tier}.{key}" for tier in TIER_NAMES for key in _TIER} | {
     f"chip.{table}.{key}" for table, keys in (("peak_ops_per_s", OPTIONAL_PRECISIONS),

@@ -101,6 +101,9 @@ RUBIN = SystemSpec(
     local_link=LinkSpec(bw_bytes_per_s=NVLINK_BW_BYTES_PER_S, latency_s=h100.NVLINK_LATENCY_S),
     global_link=LinkSpec(bw_bytes_per_s=NIC_BW_BYTES_PER_S, latency_s=h100.IB_LATENCY_S),
     topology="nvlink",
+    # The rack's 72 GPUs meet in NVLink switch trays, each GPU reaching any other at its full per-GPU
+    # NVLink bandwidth (the 3.6 TB/s figure above, HPCwire via buzzbytech.com; introl.com) [S].
+    local_fabric="switch",
     sync_cycles=round(h100.NVLINK_LATENCY_S * CLOCK_HZ),
     # To another pool (the LPX racks beside it, or other racks): both ConnectX-9 NICs of a GPU, 1.6 Tb/s
     # (wheelersnetwork.com, above) [S], at the h100 preset's network latency [L].

@@ -51,12 +51,14 @@ def run_build(path: str | Path | Build, tokens: int = 1, check_determinism: bool
         out = run_prompts(build, prompts, tokens)
         figures["functional"] = _functional(prompts, out)
         figures["tokens"]["generated"] = figures["functional"]["tokens"]
+        figures["instructions_executed"] += out["instructions"]
         if check_reference:
             figures["reference"] = Reference.load(build).check(prompts, out["tokens"], out["logits"])
     if check_determinism:
         figures["determinism"] = _determinism(runs, build.system)
+        figures["instructions_executed"] += sum(len(r.program) for r in runs.values())
         if prompts is not None:
-            _functional_determinism(build, prompts, tokens, figures)
+            figures["instructions_executed"] += _functional_determinism(build, prompts, tokens, figures)
     figures["wall_s"] = round(time.perf_counter() - started, 3)
     return figures
 
@@ -75,7 +77,9 @@ def _figures(runs: dict[str, Run], tokens: int) -> dict:
     hazards = [h.to_dict() | {"phase": phase} for phase, r in runs.items() for h in r.hazards]
     return {
         "hazards": hazards,
-        "instructions_simulated": len(d.program) * tokens + len(p.program),
+        # Every instruction the interpreter executes: each phase's Program once in timing mode (decode's
+        # timing is the same every step), and what functional and determinism runs add.
+        "instructions_executed": len(d.program) + len(p.program),
         "decode": {
             "latency_cycles": d.makespan,
             "latency_us": round(d.seconds * 1e6, 3),
@@ -127,21 +131,23 @@ def _outputs_digest(out: dict) -> str:
     return h.hexdigest()
 
 
-def _functional_determinism(build: Build, prompts: list[list[int]], tokens: int, figures: dict) -> None:
+def _functional_determinism(build: Build, prompts: list[list[int]], tokens: int, figures: dict) -> int:
     """The functional run again with chips in a shuffled host order must give bit-identical
     tokens and logits; a run on other token ids must execute the same Programs (so the same
-    cycle counts: no instruction's timing reads data) and differ only in its outputs."""
+    cycle counts: no instruction's timing reads data) and differ only in its outputs. Returns
+    the instructions both runs executed."""
     det, first = figures["determinism"], figures["functional"]["digest"]
     chips = list(range(figures["chips"]))
     random.Random("functional").shuffle(chips)
-    again = _outputs_digest(run_prompts(build, prompts, tokens, order=chips))
-    if again != first:
+    shuffled = run_prompts(build, prompts, tokens, order=chips)
+    if _outputs_digest(shuffled) != first:
         det["failures"].append("functional: a second run in another chip order gives other tokens or logits")
     top = max(max(p) for p in prompts) + 1
     other = [[(t * 7 + 3) % max(2, top) for t in p] for p in prompts]
-    run_prompts(build, other, tokens)
+    elsewhere = run_prompts(build, other, tokens)
     det.update(passed=not det["failures"], functional_digest=first, other_inputs=other[0] if len(other) == 1
                else other, digest=_combine([det["digest"], first]))
+    return shuffled["instructions"] + elsewhere["instructions"]
 
 
 def _inputs(phase: str, stage: StageMemory) -> dict[str, tuple[int, int]]:
@@ -315,7 +321,9 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     ids = np.zeros((len(prompts), chunk * chunks), np.int32)
     for b, p in enumerate(prompts):
         ids[b, : len(p)] = p
-    pos = np.broadcast_to(np.arange(chunk * chunks, dtype=np.int32), ids.shape)
+    # Padding rows past the cache's last position write there (a position no step reads before
+    # decode writes it again), never past the cache into the next buffer.
+    pos = np.broadcast_to(np.minimum(np.arange(chunk * chunks, dtype=np.int32), build.context - 1), ids.shape)
     whole = [len(p) // chunk if build.recurrent else -(-len(p) // chunk) for p in prompts]
     events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[:, c * chunk:(c + 1) * chunk].reshape(-1),
                                           pos[:, c * chunk:(c + 1) * chunk].reshape(-1)))

@@ -47,6 +47,10 @@ TOPOLOGIES = ("dragonfly", "nvlink", "mesh")
 TIER_NAMES = ("dram", "flash")
 # What one tier record serves: every chip of a node shares it, or each chip has its own.
 TIER_SHARING = ("node", "chip")
+# How a node's devices reach each other: "direct" one link per peer (a message to one peer crosses its
+# link alone), "switch" through a non-blocking switch (every message spreads over all the sender's
+# local links, so a device sends at its aggregate local bandwidth whatever the number of peers).
+LOCAL_FABRICS = ("direct", "switch")
 MEMORY_KINDS = ("sram", "hbm")
 # What a device's Programs are written in: "tsp" per-chip unit queues (the LPU), "wse" role streams
 # replicated over a region's cores (a wafer), "none" no instruction set (plan and compare only).
@@ -221,7 +225,8 @@ class SystemSpec:
     topologies take a message at no such cost (their per-op latency covers it).
     `pool_link` is one chip's link to another machine (a second serving pool: the NIC of a GPU, a
     chip's port to another rack); it carries a request's KV cache from a prefill pool to a decode
-    pool. It defaults to `global_link` (the link between nodes of one machine).
+    pool. It defaults to `global_link` (the link between nodes of one machine). `local_fabric` says
+    whether a node's links run point to point ("direct") or through a switch ("switch", LOCAL_FABRICS).
     """
 
     name: str
@@ -242,11 +247,14 @@ class SystemSpec:
     pool_link: LinkSpec | None = None  # one chip's link to another pool; None: global_link
     dram: MemoryTier | None = None  # host DRAM below the SRAM (TIER_NAMES), if the machine has it
     flash: MemoryTier | None = None  # NVMe flash below that
+    local_fabric: str = "direct"  # LOCAL_FABRICS
 
     def __post_init__(self) -> None:
         if self.pool_link is None:
             object.__setattr__(self, "pool_link", self.global_link)
         _require(self.topology in TOPOLOGIES, "topology", f"must be one of {TOPOLOGIES}, got '{self.topology}'")
+        _require(self.local_fabric in LOCAL_FABRICS, "local_fabric",
+                 f"must be one of {LOCAL_FABRICS}, got '{self.local_fabric}'")
         for name in ("chips_per_node", "nodes_per_group", "max_chips", "c2c_links_per_chip", "local_links_per_chip"):
             _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
         for name in ("global_links_per_chip", "sync_cycles", "mesh_rows", "mesh_cols", "step_cycles"):

@@ -271,3 +271,12 @@ def test_experts_split_by_their_features_past_one_expert_per_chip(tmp_path):
     logits, new = generate(config, weights, PROMPT, NEW, context=CONTEXT)
     assert got["tokens"] == new
     assert np.abs(got["logits"] - np.stack([logits[len(PROMPT) - 1], *logits[len(PROMPT):]])).max() < LOGIT_TOL
+
+
+def test_run_json_counts_the_instructions_it_executed(build):
+    """Timing mode runs each phase's Program once; the functional run prefills once and then
+    decodes a step per further token: run --json adds up what was actually executed."""
+    decode, prefill = (len(load_program(build / f"{phase}.prog")) for phase in ("decode", "prefill"))
+    f = run_build(build, tokens=3, prompt=PROMPT)
+    assert f["functional"]["instructions_executed"] == prefill + 2 * decode
+    assert f["instructions_executed"] == decode + prefill + f["functional"]["instructions_executed"]

@@ -56,8 +56,12 @@ def moved(program: Program, change) -> Program:
 def test_prefill_repeats_blocks_instead_of_unrolling_them(build):
     prefill = build.programs["prefill"]
     assert prefill.meta["chunks"] == 3
-    assert len(prefill.body["chip"]) * 2 < len(prefill)  # chunks share their blocks
     assert prefill.instances > prefill.blocks
+    # A block that every chunk runs is stored once (on chips each chunk here is a causal reach variant of its
+    # own, so only the pieces that do not attend repeat; the wafer streams the whole cache: every piece repeats).
+    assert np.bincount(prefill.inst["block"]).max() >= prefill.meta["chunks"]
+    if len(prefill.meta.get("variant_chunks", [])) <= 1:
+        assert len(prefill.body["chip"]) * 2 < len(prefill)
 
 
 def test_unrolled_rows_are_the_same_program(build):

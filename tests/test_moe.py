@@ -2,13 +2,14 @@
 compiled program that runs hazard-free. Numerics against transformers: test_reference.py."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
 from compiler.partition.shard_cost import shard_cost
-from compiler.passes.shard import ShardTensorParallel, allowed_tp
+from compiler.passes.shard import ShardTensorParallel, allowed_tp, expert_placement, expert_split
 from ir.ops import Opcode, expert_passes
 
 TINY_128K = 'base = "lpu-mini"\nname = "lpu-128k"\n[chip]\nsram_bytes = "128 KiB"\nprogram_reserve_bytes = "2979 B"\n'
@@ -28,16 +29,31 @@ def test_mixtral_has_its_published_size_and_kv_cache():
     assert (config.num_experts, config.experts_per_token, config.moe_intermediate_size) == (8, 2, 14336)
 
 
-def test_experts_spread_over_the_group_then_split_inside():
+def test_experts_are_sliced_by_their_features_when_that_streams_least():
+    """Mixtral on t chips: every chip holds 1/t of every expert's features (feature-sliced), so a
+    decode step streams k slices of 1/t, not min(k, 8/t) whole experts; where the features do not
+    divide, whole experts (or groups of them, sliced) are spread instead."""
     ops = mixtral_layer()
     assert 4 in allowed_tp(ops, 32) and 16 in allowed_tp(ops, 32)
-    for tp, experts, inter in ((4, 2, 14336), (8, 1, 14336), (16, 1, 7168)):
+    for tp in (2, 4, 8, 16):
         chip = ShardTensorParallel(tp)(ops)
         moe = next(op for op in chip if op.opcode is Opcode.EXPERTS)
-        assert moe.operands[3].type.shape == (experts, 4096, inter)
-        assert moe.operands[5].type.shape == (experts, inter, 4096)
+        assert expert_placement(next(op for op in ops if op.opcode is Opcode.EXPERTS), tp) == "sliced"
+        assert moe.operands[3].type.shape == (8, 4096, 14336 // tp)
+        assert moe.operands[5].type.shape == (8, 14336 // tp, 4096)
         after = chip[chip.index(moe) + 1]
         assert after.opcode is Opcode.ALLREDUCE  # each chip holds a partial sum of the experts' outputs
+
+
+@pytest.mark.parametrize(("inter", "top_k", "split", "name"), [
+    (96, 2, (1, 4), "sliced"), (90, 2, (1, 4), "sliced"), (9, 2, (4, 1), "parallel"), (9, 1, (2, 2), "mixed 2x2")])
+def test_a_split_the_features_do_not_allow_falls_back_to_whole_experts(tmp_path, inter, top_k, split, name):
+    cfg = json.loads(Path("examples/models/tiny-mixtral.json").read_text())
+    cfg.update(intermediate_size=inter, num_experts_per_tok=top_k)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    graph = build_graph(load_model_config(str(tmp_path / "config.json")), "decode", context=64)
+    moe = next(op for op in graph.ops if op.opcode is Opcode.EXPERTS)
+    assert expert_split(moe, 4) == split and expert_placement(moe, 4) == name
 
 
 def test_decode_streams_only_the_experts_a_token_can_use():

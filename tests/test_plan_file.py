@@ -87,8 +87,8 @@ def test_a_wafer_plan_round_trips(capsys, tmp_path):
                                                                   "start at layers.1"),
     (lambda p: p["stages"][1].update(units=["layers.1", "layers.1"]), "units head .. head have no stage"),
     (lambda p: p["stages"][0].update(units=["embed", "layers.9"]), "the model has no unit 'layers.9'"),
-    (lambda p: p["stages"][0].update(tp=3, chip_range=[0, 2]),
-     "3 chips do not split unit layers.0 (it splits 1, 2, 4 ways)"),
+    (lambda p: p["stages"][1].update(tp=3, chip_range=[2, 4]),  # the vocabulary's logits split evenly
+     "3 chips do not split unit head (it splits 1, 2, 4, 8, 16, 32, 64, 128, 256 ways)"),
     (lambda p: p["stages"][1].update(chip_range=[1, 2]), "stages[1].chip_range starts at chip 1, inside stages[0]"),
     (lambda p: p["stages"][0].update(chip_range=[0, 5]), "chip_range 0..5 holds 6 chips, tp says 2"),
     (lambda p: p["options"].update(precision="int8"), "options.precision is 'int8', the command line's 'fp16'"),

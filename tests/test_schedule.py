@@ -85,7 +85,7 @@ def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
     w, s = b.param("w", DType.I8, 1280, 2560), b.param("w.scale", DType.F16, 2560)
     graph = b.finish(b.op(Opcode.SILU, b.op(Opcode.MATMUL, x, w, s)))
     stage = Stage(0, "mlp", "mlp", None, ChipRange(0, 1), Memory(0, 0, 0, 0, 0), 0.0, 0.0, 0.0, 0, "")
-    program, _ = lower_phase("decode", graph, [stage], load_target("lpu"), 1, "lpu")
+    program, _ = lower_phase("decode", [graph], [1], [stage], load_target("lpu"), "lpu")
     assert program.makespan == 216 + 1 + 160 + 1 + 160 + 160 + 1 + 93 + 1 + 1 + 2 + 93 + 1 == 890
     mxm = program.cols["issue"][program.cols["op"] == Op.MXM].tolist()
     assert mxm == [377, 538], print_asm(program)

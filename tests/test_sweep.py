@@ -211,7 +211,7 @@ def test_failed_points_record_their_one_line_error_and_the_sweep_goes_on(tiny, w
     for r in failed:
         point = points[int(r["point"])]
         with pytest.raises(DoesNotFitError) as err:  # the error `sramflow plan` gives for the same inputs
-            name, graphs = lower("tiny-llama", CompileOptions(**dict(point.options)))
+            name, graphs = lower("tiny-llama", CompileOptions(**dict(point.options)), point.system)
             plan_graphs(name, graphs, point.system, CompileOptions(**dict(point.options)))
         assert r["status"] == "error" and r["plan.chips"] == ""
         assert r["error"] == str(err.value) and "\n" not in r["error"]

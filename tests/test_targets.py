@@ -267,6 +267,7 @@ ERRORS = [
     ('base = "lpu"\n[chip.install_bytes_per_weight]\nfp16 = "2 furlongs"\n',
      ["chip.install_bytes_per_weight.fp16", "expected a size of one weight"]),
     ('base = "lpu"\ntopology = "torus"\n', ["topology", "dragonfly, nvlink, mesh"]),
+    ('base = "h100"\nlocal_fabric = "crossbar"\n', [":2:", "local_fabric", "direct, switch"]),
     ('base = "lpu"\ntopology = "mesh"\n', ["mesh_rows", "a mesh needs mesh_rows and mesh_cols"]),
     ('base = "lpu"\nchip = 3\n', ["chip", "expected a table"]),
     ('base = "lpx"\n', [":1:", "base", "unknown preset 'lpx'", "did you mean 'lpu'"]),

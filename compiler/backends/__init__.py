@@ -11,7 +11,7 @@ and compares; `compile` refuses it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from compiler.backends.chips import lower as chips_lower
@@ -39,8 +39,12 @@ class Backend:
     cost_rules: Collection[Opcode]
     emit_rules: Collection[Opcode]
     layout: Callable  # (decode, prefill, system, options) -> a plan.search.Layout
-    lower: Callable  # (plan, decode, prefill, one chunk's prefill, system, options, progress) -> codegen.Lowering
+    lower: Callable  # (plan, decode, prefill, each variant's chunk graph, system, options, progress) -> Lowering
     dialect: str  # the Program dialect its lowering writes (ir.isa.DIALECTS)
+    # Causal prefill: each chunk's attention streams only the cache it can see (its reach), so the plan
+    # costs, and the lowering builds, one chunk graph per reach variant (compiler.plan.reach); false:
+    # every chunk streams the whole cache, in the cost model as in the lowering.
+    causal: bool
     refuse: Callable[[Op], None] = lambda op: None  # an emission rule's own refusal of one op's form
 
     def check(self, graph: Graph, system: SystemSpec) -> None:
@@ -77,9 +81,15 @@ def _chip_refusals(op: Op) -> None:
         refuse_block_scaled_kv_b(op)
 
 
+def _wafer_lower(plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], *rest):
+    """The wafer lowering takes its one (whole-cache) chunk graph."""
+    (chunk,) = chunks
+    return wafer_lower.lower(plan, decode, prefill, chunk, *rest)
+
+
 BACKENDS: dict[str, Backend] = {
-    "chips": Backend("chips", COSTED, EMIT, ChipLayout.of, chips_lower.lower, "queues", _chip_refusals),
-    "wafer": Backend("wafer", MESH_COST, wafer_lower.LOWER, WaferLayout.of, wafer_lower.lower, "roles"),
+    "chips": Backend("chips", COSTED, EMIT, ChipLayout.of, chips_lower.lower, "queues", True, _chip_refusals),
+    "wafer": Backend("wafer", MESH_COST, wafer_lower.LOWER, WaferLayout.of, _wafer_lower, "roles", False),
 }
 
 

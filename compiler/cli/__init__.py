@@ -489,7 +489,7 @@ def _print_run(f: dict, console) -> None:
         mem = [chip["mem"] for chip in by_chip]
         console.print(f"MEM busy per chip: {min(mem):.0%} (chip {mem.index(min(mem))}) to {max(mem):.0%} "
                       f"(chip {mem.index(max(mem))}); --json gives every chip's units")
-    console.print(f"{f['instructions_simulated']:,} instructions simulated in {f['wall_s']:.2f} s")
+    console.print(f"{f['instructions_executed']:,} instructions executed in {f['wall_s']:.2f} s")
     if "determinism" in f:
         det = f["determinism"]
         console.print(f"determinism: {'passed' if det['passed'] else 'FAILED'} (digest {det['digest'][:16]}…)")

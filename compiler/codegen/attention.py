@@ -11,6 +11,7 @@ from compiler.codegen.tier_attention import lower_tiered_attention
 from ir.graph import Op as GraphOp
 from ir.graph import Value
 from ir.isa import Fmt, Fn, Op
+from ir.ops import reach_of
 from ir.program import Flag
 from ir.types import DType
 
@@ -20,7 +21,8 @@ def lower_attention(e: Emitter, op: GraphOp) -> None:
     masked softmax and P.V, the cache streamed through the MXM block by block; each product
     pairs every query head with its own kv head. An 8-bit cache streams its codes at the
     MXM's 8-bit rate and a 16-bit scale per token and kv head beside them; an NVFP4 cache streams
-    its codes with their e4m3 block scales on s_d (the MXM scales the codes itself)."""
+    its codes with their e4m3 block scales on s_d (the MXM scales the codes itself). A causal
+    chunk (`reach`) streams only each sequence's first `reach` cache rows."""
     if "tier" in op.attr:
         return lower_tiered_attention(e, op)
     q, k, v, k_cache, v_cache, pos = op.operands[:6]
@@ -28,6 +30,7 @@ def lower_attention(e: Emitter, op: GraphOp) -> None:
     out = op.results[0]
     a = op.attr
     batch, tokens, width = k_cache.type.shape
+    reach = reach_of(a, k_cache.type)
     rows = q.type.shape[0]
     per_seq = max(1, rows // batch)
     # Each row attends its own sequence's cache: per sequence, its rows' query heads of one kv
@@ -40,12 +43,27 @@ def lower_attention(e: Emitter, op: GraphOp) -> None:
     qs = e.read(q.name)
     block = max(1, e.t.timing.panel ** 2 // width)
     kv = _CacheStream(k_cache.type.dtype, width, a["kv_heads"])
-    scores = _cache_panels(e, kv, k_cache.name, scales[0], appended[0], qs, m, tokens * batch, block, heads, True)
-    mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": tokens, "rows": rows, "batch": batch}
-    sm = e.vop(Fn.SOFTMAX, per_seq * a["heads"], tokens * batch, scores, pos_read, args=mask)
-    ctx = _cache_panels(e, kv, v_cache.name, scales[1], appended[1], sm, m, tokens * batch, block, heads, False)
+    blocks = cache_blocks(batch, tokens, reach, block)
+    scores = _cache_panels(e, kv, k_cache.name, scales[0], appended[0], qs, m, blocks, heads, True)
+    mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": reach, "rows": rows, "batch": batch}
+    sm = e.vop(Fn.SOFTMAX, per_seq * a["heads"], reach * batch, scores, pos_read, args=mask)
+    ctx = _cache_panels(e, kv, v_cache.name, scales[1], appended[1], sm, m, blocks, heads, False)
     e.result(out)
     e.done(out, e.write(out.name, ctx[1], ctx[0], out.type.nbytes))
+
+
+def cache_blocks(batch: int, tokens: int, reach: int, block: int) -> list[tuple[int, int, int]]:
+    """(first cache row, first score column, rows) of each block a [batch, tokens] cache streams: the
+    first `reach` rows of every sequence, whose scores sit side by side (sequence b's from column
+    b x reach). Reaching the whole cache, the B caches are one run of rows."""
+    runs = [(0, batch * tokens)] if reach >= tokens else [(b * tokens, reach) for b in range(batch)]
+    out, col = [], 0
+    for first, count in runs:
+        for t0 in range(0, count, block):
+            tb = min(block, count - t0)
+            out.append((first + t0, col, tb))
+            col += tb
+    return out
 
 
 @dataclass(frozen=True)
@@ -100,17 +118,16 @@ def _append(e: Emitter, new: Value, cache: Value, scale: Value | None, pos: tupl
 
 
 def _cache_panels(e: Emitter, kv: _CacheStream, cache: str, scale: Value | None, appended: int,
-                  act: tuple[int, int], m: int, tokens: int, block: int, heads: dict, keys: bool
+                  act: tuple[int, int], m: int, blocks: list[tuple[int, int, int]], heads: dict, keys: bool
                   ) -> tuple[int, int]:
-    """Stream a cache [tokens, width] through the MXM block by block; returns the last (instr, stream).
+    """Stream a cache's `blocks` (cache_blocks) through the MXM; returns the last (instr, stream).
     Keys: each block's scores join the earlier blocks' (s_c). Values: each block's products add
-    to the earlier blocks' (s_c), reading the probabilities of its tokens (offset). Scales
-    multiply the scores (keys) or the probabilities (values) of their tokens."""
+    to the earlier blocks' (s_c), reading the probabilities of its tokens (offset: its first score
+    column). Scales multiply the scores (keys) or the probabilities (values) of their tokens."""
     acc = None
     width = kv.width
     kind = Flag.KEYS if keys else Flag.VALUES
-    for t0 in range(0, tokens, block):
-        tb = min(block, tokens - t0)
+    for i, (t0, col, tb) in enumerate(blocks):
         r = e.read(cache, tb * kv.row_bytes, t0 * kv.row_bytes, after=((appended, 0),))
         k_dim, n_dim = (width, tb) if keys else (tb, width)
         step = act
@@ -122,15 +139,15 @@ def _cache_panels(e: Emitter, kv: _CacheStream, cache: str, scale: Value | None,
         elif scale is not None and not keys:  # the block's probabilities, times its values' scales
             sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
             step = e.vop(Fn.SCALE, m, tb, act, sr, tb * kv.scale_bytes,
-                         args=heads | {"on": "probabilities", "from": t0, "block": tb})
-        flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if t0 + tb >= tokens else 0)
+                         args=heads | {"on": "probabilities", "from": col, "block": tb})
+        flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if i == len(blocks) - 1 else 0)
         deps += ((r[0], 0), (step[0], 0)) + (((acc, 0),) if acc is not None else ())
         partial = e.t.instrs[acc].s_out if acc is not None else -1
         acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, kv.fmt), fmt=kv.fmt, m=m, k=k_dim,
                             n=n_dim, flags=int(flags), s_a=r[1], s_b=step[1], s_c=partial, s_d=s_d,
-                            s_out=e.t.stream(), offset=0 if keys or (scale is not None and not blocked) else t0,
+                            s_out=e.t.stream(), offset=0 if keys or (scale is not None and not blocked) else col,
                             args=tuple(sorted(heads.items())), deps=deps))
-        if scale is not None and keys and not blocked:  # the block's scores, times its keys' scales
+        if scale is not None and keys and not blocked:  # the block's scores, times its keys' scale
             sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
             acc = e.vop(Fn.SCALE, m, tb, (acc, e.t.instrs[acc].s_out), sr, tb * kv.scale_bytes,
                         args=heads | {"on": "scores", "block": tb})[0]

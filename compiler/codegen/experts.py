@@ -68,10 +68,10 @@ def lower_experts(e: Emitter, op: GraphOp) -> None:
 
 
 def _first_expert(experts: int, here: int, tp: int) -> Rel:
-    """The first expert id a chip holds: `here` each in rank order, or, when the group is wider
-    than the experts (each split by its intermediate features over tp / experts chips), one
-    expert per run of tp / experts ranks."""
-    return Rel(per_rank=here) if here * tp == experts else Rel(per_rank=1, div=tp // experts)
+    """The first expert id a chip holds: ranks run over the a = experts / here groups of experts,
+    each group's experts sliced by their features over tp / a consecutive ranks
+    (passes.shard.expert_split; feature-sliced: every chip starts at expert 0)."""
+    return Rel(per_rank=here, div=tp * here // experts)
 
 
 def _expert_slice(e: Emitter, w: Value, scales: tuple[Value, ...], expert: int, name: str) -> tuple[Value, ...]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from compiler.codegen.attention import cache_blocks
 from compiler.codegen.emit import FMT, Emitter, need_16_bit
 from compiler.codegen.template import Instr
 from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
 from ir.isa import Fmt, Fn, Op
+from ir.ops import reach_of
 from ir.program import Flag
 
 
@@ -27,6 +29,7 @@ class _Latent:
     batch: int
     tokens: int
     kv_b: Value
+    reach: int  # cache rows a sequence's queries read (a causal chunk's prefix; else every row)
 
     @property
     def width(self) -> int:
@@ -60,14 +63,14 @@ def lower_mla_attention(e: Emitter, op: GraphOp) -> None:
     out, a = op.results[0], op.attr
     batch, tokens, width = cache.type.shape
     lat = _Latent(a["heads"], a["nope_dim"], a["rope_dim"], a["v_dim"], width - a["rope_dim"], q_nope.type.shape[0],
-                  batch, tokens, kv_b)
+                  batch, tokens, kv_b, reach_of(a, cache.type))
     need_16_bit(op, cache)
     pos_read = e.read(pos.name)
     appended = tuple((_append_columns(e, new, cache, pos_read, lat, col), 0)
                      for new, col in ((c_kv, 0), (k_pe, lat.rank)))
     scores = _latent_scores(e, lat, q_nope, q_pe, scale, cache.name, appended)
-    mask = {"heads": lat.heads, "scale": a["scale"], "tokens": tokens, "rows": lat.rows, "batch": batch}
-    sm = e.vop(Fn.SOFTMAX, lat.per_seq * lat.heads, tokens * batch, scores, pos_read, args=mask)
+    mask = {"heads": lat.heads, "scale": a["scale"], "tokens": lat.reach, "rows": lat.rows, "batch": batch}
+    sm = e.vop(Fn.SOFTMAX, lat.per_seq * lat.heads, lat.reach * batch, scores, pos_read, args=mask)
     latent = _cache_columns(e, lat, cache.name, appended, sm, (0, lat.rank), keys=False)
     values = _per_head_product(e, lat, latent, lat.nope, lat.v)
     if scale is not None:
@@ -120,7 +123,7 @@ def _latent_scores(e: Emitter, lat: _Latent, q_nope: Value, q_pe: Value, scale: 
         parts.append(_cache_columns(e, lat, cache, appended, queries, (r0, rb), keys=True))
     total = parts[0]
     for part in parts[1:]:  # streams only: B sequences' scores per row, as the products leave them
-        total = e.vop(Fn.ADD, lat.rows * lat.heads, lat.tokens * lat.batch, total, part)
+        total = e.vop(Fn.ADD, lat.rows * lat.heads, lat.reach * lat.batch, total, part)
     return total
 
 
@@ -149,26 +152,25 @@ def _cache_columns(e: Emitter, lat: _Latent, cache: str, appended: tuple, act: t
                    cols: tuple[int, int], keys: bool) -> tuple[int, int]:
     """Stream columns [c0, c0 + cb) of the latent cache through the MXM block by block, as
     _cache_panels does a cache's whole rows: KEYS (act: queries [rows, heads, cb]) or VALUES
-    (act: probabilities [rows, heads, B x tokens]); returns the chain's last (instr, stream)."""
+    (act: probabilities [rows, heads, B x reach]); returns the chain's last (instr, stream). A causal
+    chunk streams each sequence's first `reach` rows only (attention.cache_blocks)."""
     c0, cb = cols
-    total = lat.tokens * lat.batch
-    block = max(1, e.t.timing.panel ** 2 // cb)
+    blocks = cache_blocks(lat.batch, lat.tokens, lat.reach, max(1, e.t.timing.panel ** 2 // cb))
     kind = Flag.KEYS if keys else Flag.VALUES
     acc = None
-    for t0 in range(0, total, block):
-        tb = min(block, total - t0)
+    for i, (t0, col, tb) in enumerate(blocks):
         # Stream one block ahead of the MXM (a READ waits for the previous MXM to start), so a
         # long cache holds two streams, not one per block.
         ahead = ((acc, -e.t.instrs[acc].cycles),) if acc is not None else ()
         r = e.read(cache, tb * cb * 2, (t0 * lat.width + c0) * 2, after=appended + ahead, rows=tb,
                    stride=lat.width * 2)
         k_dim, n_dim = (cb, tb) if keys else (tb, cb)
-        flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if t0 + tb >= total else 0)
+        flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if i == len(blocks) - 1 else 0)
         deps = ((r[0], 0), (act[0], 0)) + (((acc, 0),) if acc is not None else ())
         m, partial = lat.per_seq * lat.heads, e.t.instrs[acc].s_out if acc is not None else -1
         acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, Fmt.F16), fmt=Fmt.F16, m=m, k=k_dim, n=n_dim,
                             flags=int(flags), s_a=r[1], s_b=act[1], s_c=partial, s_out=e.t.stream(),
-                            offset=0 if keys else t0, args=lat.head_args(), deps=deps))
+                            offset=0 if keys else col, args=lat.head_args(), deps=deps))
     return acc, e.t.instrs[acc].s_out
 
 

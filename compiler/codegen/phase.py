@@ -4,6 +4,11 @@ Timeline. Every chip synchronises at cycle 0. A stage runs its pieces back to ba
 it starts a chunk when it has finished the previous one and the chunk's hand-off
 has arrived (the previous stage's SENDs plus hops x link latency). Decode is one
 chunk of one token per sequence, so the makespan is the per-token latency.
+
+Causal prefill runs a few variants of the chunk graph (compiler.plan.reach: each reads the cache
+up to its own reach); chunk i runs its variant's pieces. Every variant's stages share one template
+cache and one SRAM layout (the last, widest-reaching variant's, its arenas widened to hold every
+variant's), so any chunk finds its weights, caches, ports and arenas at the same addresses.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ class Placed:
     piece: int
     chunk: int
     start: int
+    variant: int = 0
 
 
-def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> list[StageCode]:
-    """Lower every stage of the plan: per-chip ops, shared templates, hand-offs, SRAM layout."""
+def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, builder: StageBuilder | None = None,
+                 arena_floor: Sequence[Sequence[int]] = ()) -> list[StageCode]:
+    """Lower every stage of the plan: per-chip ops, shared templates, hand-offs, SRAM layout.
+    `builder`: another variant's (its templates shared); `arena_floor[s][i]`: bytes piece i of stage s's
+    arena takes at least (the widest of every variant's)."""
     outputs = {v.name for v in graph.outputs}
-    builder = StageBuilder(system, graph.inputs, outputs, max(s.first_chip + s.tp for s in stages))
+    builder = builder or StageBuilder(system, graph.inputs, outputs, max(s.first_chip + s.tp for s in stages))
     scopes = graph.scopes()
     owner = _owner(scopes, stages)
     final: dict[str, Value] = {}
@@ -71,7 +80,8 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec) -> l
         keep |= {final[n].name for n in outputs if n in final}
         # A param two stages hold (a tied table: embedding and head) has each stage's own shard.
         own = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc] for v in op.operands}
-        layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state}, _below(graph))
+        layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state},
+               arena_floor[i] if arena_floor else (), _below(graph))
     return codes
 
 
@@ -79,6 +89,24 @@ def _below(graph: Graph) -> set[str]:
     """Caches held in a tier below SRAM: a tiered attention's cold k and v (ir.ops.tier_operands)."""
     return {op.operands[i].name for op in graph.ops if op.opcode is Opcode.ATTENTION and "tier" in op.attr
             for i in tier_operands(len(op.operands))}
+
+
+def build_variants(graphs: Sequence[Graph], stages: Sequence[Stage], system: SystemSpec) -> list[list[StageCode]]:
+    """Every variant's stages (see the module docstring): one template cache, and the last variant's
+    layout, widened to every variant's arenas, copied into the others."""
+    outputs = {v.name for v in graphs[-1].outputs}
+    builder = StageBuilder(system, graphs[-1].inputs, outputs, max(s.first_chip + s.tp for s in stages))
+    earlier = [build_stages(g, stages, system, builder) for g in graphs[:-1]]
+    floor = [[max(v[s].pieces[i].code.arena_bytes for v in earlier) for i in range(len(code.pieces))]
+             for s, code in enumerate(earlier[0])] if earlier else ()
+    last = build_stages(graphs[-1], stages, system, builder, floor)
+    for codes in earlier:
+        for code, shared in zip(codes, last, strict=True):
+            if [p.ports_out for p in code.pieces] != [p.ports_out for p in shared.pieces]:
+                raise RuntimeError(f"stage {code.index}: prefill variants differ in their pieces")
+            code.addr, code.arenas, code.inputs, code.memory_map = shared.addr, shared.arenas, shared.inputs, \
+                shared.memory_map
+    return [*earlier, last]
 
 
 def _owner(scopes: list[str], stages: Sequence[Stage]) -> dict[str, int]:
@@ -128,21 +156,22 @@ def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner
             codes[b + 1].pieces.insert(k, recv)
 
 
-def timeline(codes: list[StageCode], timing: Timing, chunks: int) -> list[Placed]:
-    """Start cycle of every piece instance (see the module docstring)."""
-    free = [timing.sync_cycles] * len(codes)
+def timeline(variants: list[list[StageCode]], timing: Timing, per_chunk: Sequence[int]) -> list[Placed]:
+    """Start cycle of every piece instance (see the module docstring); chunk c runs the pieces of
+    variant `per_chunk[c]`."""
+    free = [timing.sync_cycles] * len(variants[0])
     # Each piece's length, and for a hand-off sender the cycle its data is on the far side,
-    # from its start: the same for every chunk, so read off the templates once.
-    spans = [[p.code.template.makespan for p in code.pieces] for code in codes]
-    lands = [[_lands(p, timing) for p in code.pieces] for code in codes]
+    # from its start: the same for every chunk of a variant, so read off the templates once.
+    spans = [[[p.code.template.makespan for p in code.pieces] for code in codes] for codes in variants]
+    lands = [[[_lands(p, timing) for p in code.pieces] for code in codes] for codes in variants]
     placed: list[Placed] = []
-    for c in range(chunks):
+    for c, v in enumerate(per_chunk):
         arrival = 0
-        for s in range(len(codes)):
+        for s in range(len(free)):
             start = max(free[s], arrival)
             arrival = 0
-            for i, (span, land) in enumerate(zip(spans[s], lands[s], strict=True)):
-                placed.append(Placed(s, i, c, start))
+            for i, (span, land) in enumerate(zip(spans[v][s], lands[v][s], strict=True)):
+                placed.append(Placed(s, i, c, start, v))
                 if land is not None:
                     arrival = max(arrival, start + land)
                 start += span
@@ -172,11 +201,23 @@ def activation_dtype(graph: Graph) -> DType:
     return next(v.type.dtype for v in graph.outputs if v.type.dtype in ACTIVATION_DTYPES)
 
 
-def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: SystemSpec, chunks: int,
-                target_name: str) -> tuple[Program, list[StageCode]]:
+def _shared_variant(variants: list[list[StageCode]], pl: Placed) -> int:
+    """The variant whose code places this piece instance: the last one's wherever the piece is the same
+    there (a unit that does not attend, a hand-off), so one call places it for every chunk."""
+    last = len(variants) - 1
+    a, b = (variants[v][pl.stage].pieces[pl.piece] for v in (pl.variant, last))
+    same = a.code is b.code and (a.params, a.ports_in, a.ports_out) == (b.params, b.ports_in, b.ports_out)
+    return last if same else pl.variant
+
+
+def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stages: Sequence[Stage],
+                system: SystemSpec, target_name: str) -> tuple[Program, list[StageCode]]:
+    """The phase's Program: `chunks[v]` consecutive chunks of variant graph `graphs[v]`, in order
+    (decode: one graph, once). Returns it and the stages' code (their shared layout)."""
     timing = Timing.of(system)
-    codes = build_stages(graph, stages, system)
-    placed = timeline(codes, timing, chunks)
+    variants = build_variants(graphs, stages, system)
+    codes = variants[-1]
+    placed = timeline(variants, timing, [v for v, n in enumerate(chunks) for _ in range(n)])
     blocks = Blocks()
     for code in codes:
         sync(blocks, code, timing)
@@ -184,24 +225,27 @@ def lower_phase(phase: str, graph: Graph, stages: Sequence[Stage], system: Syste
     # (the sender's piece and the receiver's) one shared: the interpreter pairs messages only among
     # instances whose tags can meet, so these small universes keep its work per piece, not per chunk.
     tag_bases: dict[tuple, int] = {}
-    runs: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (stage, piece) -> (start, tag base) per chunk
+    # (variant, stage, piece) -> (start, tag base) per chunk
+    runs: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
     fn_args: dict[tuple, int] = {}
     for pl in placed:
         piece: Piece = codes[pl.stage].pieces[pl.piece]
         key = (pl.chunk, "unit", pl.stage, pl.piece) if piece.kind == "unit" else \
             (pl.chunk, "handoff", pl.stage if piece.kind == "send" else pl.stage - 1)
         tag_base = tag_bases.setdefault(key, len(tag_bases)) * TAG_SPACE
-        runs.setdefault((pl.stage, pl.piece), []).append((pl.start, tag_base))
+        runs.setdefault((_shared_variant(variants, pl), pl.stage, pl.piece), []).append((pl.start, tag_base))
     if len(tag_bases) * TAG_SPACE >= 2**31:
         raise DoesNotFitError(f"{phase}: {len(tag_bases):,} piece instances need more message tags than a "
                               f"tag holds (2**31 / {TAG_SPACE}); use fewer chips or a larger prefill chunk")
-    for (stage, index), starts in runs.items():
-        neighbours = (codes[stage - 1] if stage else None, codes[stage + 1] if stage + 1 < len(codes) else None)
+    for (variant, stage, index), starts in runs.items():
+        own = variants[variant]
+        neighbours = (own[stage - 1] if stage else None, own[stage + 1] if stage + 1 < len(own) else None)
         start, tag = np.array(starts, dtype=np.int64).T
-        instantiate(blocks, codes[stage], index, start, tag, neighbours, system, fn_args)
+        instantiate(blocks, own[stage], index, start, tag, neighbours, system, fn_args)
     chips = max(c.first_chip + c.tp for c in codes)
-    meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes], "chunks": chunks,
-            "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), chunks),
-            "activations": activation_dtype(graph).value}
+    meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes],
+            "chunks": sum(chunks), **({"variant_chunks": list(chunks)} if len(chunks) > 1 else {}),
+            "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), sum(chunks)),
+            "activations": activation_dtype(graphs[-1]).value}
     return blocks.program(phase, target_name, chips, timing.clock_hz, meta, dialect="queues"), codes
 

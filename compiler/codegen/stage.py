@@ -134,12 +134,13 @@ def _flat(ops: list[Op]) -> list[Value]:
 
 
 def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values: dict[str, Value],
-           keep: set[str], state: set[str], below: set[str] = frozenset()) -> None:
+           keep: set[str], state: set[str], arena_floor: Sequence[int] = (), below: set[str] = frozenset()) -> None:
     """Addresses for one stage's chips: params and caches packed from address 0 (so both
     phases find them at the same place), then inputs; above them, ports (live over the
-    pieces that write and read them) and each piece's arena (live while it runs) share
-    one first-fit allocation by liveness. Caches in `below` (held in a tier below SRAM) are packed
-    from address 0 of the tier instead (memory map kind "tier"). Raises DoesNotFitError."""
+    pieces that write and read them) and each piece's arena (live while it runs, and at least
+    `arena_floor[i]` bytes: another variant's) share one first-fit allocation by liveness. Caches in
+    `below` (held in a tier below SRAM) are packed from address 0 of the tier instead (memory map kind
+    "tier"). Raises DoesNotFitError."""
     resident = list(dict.fromkeys(n for p in stage.pieces for n in p.params))
     tiered = [n for n in resident if n in below]
     resident = [n for n in resident if n not in below]
@@ -154,7 +155,9 @@ def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values
         stage.addr[n] = a
         stage.memory_map.append((kind, n, a, size))
     ports = _port_intervals(stage, keep)
-    arenas = [Interval(i, i + 1, p.code.arena_bytes) for i, p in enumerate(stage.pieces)]
+    floor = list(arena_floor) or [0] * len(stage.pieces)
+    arenas = [Interval(i, i + 1, max(p.code.arena_bytes, f)) for i, (p, f) in enumerate(zip(stage.pieces, floor,
+                                                                                              strict=True))]
     offsets, span = first_fit([iv for _, iv in ports] + arenas)
     for (n, iv), off in zip(ports, offsets[:len(ports)], strict=True):
         stage.addr[n] = top + off

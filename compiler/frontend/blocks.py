@@ -17,7 +17,8 @@ from ir.reference import yarn_mscale
 @dataclass(frozen=True, slots=True)
 class Layer:
     """What a block needs to emit one layer's ops: the builder (scope already set), the
-    config, the layer's parameter prefix, the positions input and the KV cache shape."""
+    config, the layer's parameter prefix, the positions input, the KV cache shape and the cache
+    positions attention reads (`reach`; None: all of them)."""
 
     b: Builder
     config: ModelConfig
@@ -25,6 +26,10 @@ class Layer:
     pos: Value
     batch: int
     cache_tokens: int
+    reach: int | None = None
+
+    def reach_attrs(self) -> dict[str, int]:
+        return {} if self.reach is None else {"reach": self.reach}
 
     def param(self, name: str, *shape: int) -> Value:
         return self.b.param(f"{self.prefix}.{name}", self.config.dtype, *shape)
@@ -70,7 +75,7 @@ def attention(layer: Layer, x: Value) -> Value:
     k_cache = layer.cache("k_cache", layer.batch, layer.cache_tokens, kv_width)
     v_cache = layer.cache("v_cache", layer.batch, layer.cache_tokens, kv_width)
     a = b.op(Opcode.ATTENTION, q, k, v, k_cache, v_cache, layer.pos,
-             heads=c.num_heads, kv_heads=c.num_kv_heads, head_dim=c.head_dim)
+             heads=c.num_heads, kv_heads=c.num_kv_heads, head_dim=c.head_dim, **layer.reach_attrs())
     o = linear(layer, a, "self_attn.o_proj", c.hidden_size, "row", bias=c.attention_out_bias)
     return b.op(Opcode.ADD, x, o)
 
@@ -145,7 +150,8 @@ def mla_attention(layer: Layer, x: Value) -> Value:
     cache = layer.cache("latent_cache", layer.batch, layer.cache_tokens, m.kv_lora_rank + m.qk_rope_head_dim)
     kv_b = layer.param("self_attn.kv_b_proj.weight", m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim))
     a = b.op(Opcode.MLA_ATTENTION, q_nope, q_pe, c_kv, k_pe, cache, layer.pos, kv_b, heads=heads,
-             nope_dim=m.qk_nope_head_dim, rope_dim=m.qk_rope_head_dim, v_dim=m.v_head_dim, scale=mla_scale(c))
+             nope_dim=m.qk_nope_head_dim, rope_dim=m.qk_rope_head_dim, v_dim=m.v_head_dim, scale=mla_scale(c),
+             **layer.reach_attrs())
     return b.op(Opcode.ADD, x, linear(layer, a, "self_attn.o_proj", c.hidden_size, "row"))
 
 

@@ -19,16 +19,21 @@ BLOCKS: dict[str, Block] = {**DENSE_BLOCKS, **SSM_BLOCKS}  # every block kind a 
 
 
 def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt: int = 1024, batch: int = 1,
-                layers: int | None = None, holds: SystemSpec | None = None) -> Graph:
+                layers: int | None = None, reach: int | None = None, holds: SystemSpec | None = None) -> Graph:
     """The graph of one phase for `batch` sequences.
 
     decode: one new token per sequence against KV caches of `context` tokens
     (inputs `tokens`, `pos`: i32[B]; outputs `logits` [B,V] and `next_tokens` i32[B]).
     prefill: `prompt` tokens per sequence, rows of a sequence contiguous (inputs i32[B*prompt];
     output `logits`), caches of max(context, prompt) tokens. `layers` keeps only the
-    first that many decoder layers (for small golden files). A full graph is built only for a
-    config some shipped target (or `holds`, the target planned for) could hold (frontend.size)."""
+    first that many decoder layers (for small golden files). `reach` (a causal prefill chunk):
+    attention reads each sequence's cache only below that position (absent, or the cache's length
+    or more: the whole cache). A full graph is built only for a config some shipped target (or
+    `holds`, the target planned for) could hold (frontend.size)."""
     rows, cache_tokens = _shape(phase, context, prompt, batch)
+    if reach is not None and (isinstance(reach, bool) or not isinstance(reach, int) or reach < 1):
+        raise ConfigError(f"reach must be a positive integer, got {reach!r}")
+    reach = reach if reach is not None and reach < cache_tokens else None
     if layers is None:
         sample = min(config.num_layers, SAMPLE_LAYERS)
         check_size(config, build_graph(config, "decode", context=cache_tokens, batch=batch, layers=sample), holds)
@@ -40,7 +45,7 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
     table = b.param("embed_tokens.weight", config.dtype, config.vocab_size, config.hidden_size)
     x = b.op(Opcode.EMBED, tokens, table)
     for i, kinds in enumerate(plan):
-        layer = Layer(b, config, f"layers.{i}", pos, batch, cache_tokens)
+        layer = Layer(b, config, f"layers.{i}", pos, batch, cache_tokens, reach)
         for j, kind in enumerate(kinds):
             b.scope = layer.prefix if j == 0 or not config.block_units else f"{layer.prefix}.{kind}"
             x = BLOCKS[kind](layer, x)

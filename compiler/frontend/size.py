@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from compiler.frontend.config import ModelConfig
-from ir.errors import ConfigError
+from ir.errors import ConfigError, DoesNotFitError
 from ir.graph import Graph
 from targets import PRESETS
 from targets.spec import SystemSpec
@@ -42,7 +42,9 @@ def check_size(config: ModelConfig, sample: Graph, system: SystemSpec | None = N
     name, capacity, how = largest_system() if system is None else _capacity(system.name, system)
     if need > capacity:
         which = "the largest shipped target holds" if system is None else "the target holds"
-        raise ConfigError(f"{config.source}: {config.num_layers:,} layers of at least {_bytes(smallest)} each (int4 "
+        error = ConfigError if system is None else DoesNotFitError  # for a target: it does not fit, a plan's answer
+        where = config.source if system is None else config.name  # a plan's answer names the model, not a path
+        raise error(f"{where}: {config.num_layers:,} layers of at least {_bytes(smallest)} each (int4 "
                           f"weights, 8-bit caches) need at least {_bytes(need)}, more than {which} "
                           f"({name}: {how} = {_bytes(capacity)})")
 

@@ -72,7 +72,7 @@ def jamba_attention(layer: Layer, x: Value) -> Value:
     k_cache = layer.cache("k_cache", layer.batch, layer.cache_tokens, kv_width)
     v_cache = layer.cache("v_cache", layer.batch, layer.cache_tokens, kv_width)
     a = b.op(Opcode.ATTENTION, q, k, v, k_cache, v_cache, layer.pos,
-             heads=c.num_heads, kv_heads=c.num_kv_heads, head_dim=c.head_dim)
+             heads=c.num_heads, kv_heads=c.num_kv_heads, head_dim=c.head_dim, **layer.reach_attrs())
     return b.op(Opcode.ADD, x, linear(layer, a, "self_attn.o_proj", c.hidden_size, "row"))
 
 

@@ -15,7 +15,7 @@ from compiler.partition.mesh import DeviceMesh, chip_mesh, collective_wire_s
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork
 from ir.ops import Opcode
-from targets.spec import ChipSpec, LinkSpec, SystemSpec
+from targets.spec import ChipSpec, SystemSpec
 from targets.topology import chip_hops
 
 # Ops whose arithmetic the lowering runs on the vector ALUs rather than the matrix planes (Mamba's
@@ -216,12 +216,19 @@ def collective_latency_s(c: Collective, system: SystemSpec) -> float:
 
 def hop_s(nbytes: int, hops: int, lanes: int, system: SystemSpec) -> float:
     """A pipeline hand-off: `lanes` senders each carry a 1/lanes slice `hops` away, then the
-    receivers all-gather the slices inside their node (one local message per peer)."""
+    receivers all-gather the slices inside their node (one local message per peer, over its own link;
+    through a switch every chip's messages share all its local links)."""
     link = system.local_link if hops <= 1 else system.global_link
     lanes = max(1, lanes)
-    wire = hops * link.latency_s + nbytes / (lanes * link.bw_bytes_per_s)
-    gather = _message_s(nbytes / lanes, system.local_link) if lanes > 1 else 0.0
-    return wire + gather
+    share = nbytes / lanes
+    local = system.local_link
+    if system.local_fabric == "switch":  # a chip's messages spread over all its local links (mesh.SWITCH)
+        links = system.local_links_per_chip
+        wire_bw = link.bw_bytes_per_s * (links if hops <= 1 else 1)
+        gather = local.latency_s + (lanes - 1) * share / (links * local.bw_bytes_per_s)
+    else:
+        wire_bw, gather = link.bw_bytes_per_s, local.latency_s + share / local.bw_bytes_per_s
+    return hops * link.latency_s + share / wire_bw + (gather if lanes > 1 else 0.0)
 
 
 def handoff_lanes(sender_tp: int, receiver_tp: int, node: int) -> int:
@@ -232,7 +239,3 @@ def handoff_lanes(sender_tp: int, receiver_tp: int, node: int) -> int:
         if receiver_tp % lanes == 0 and (receiver_tp <= node or node % lanes == 0):
             best = lanes
     return best
-
-
-def _message_s(nbytes: float, link: LinkSpec) -> float:
-    return link.latency_s + nbytes / link.bw_bytes_per_s

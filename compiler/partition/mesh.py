@@ -8,6 +8,9 @@ the fabric. A collective is a rule per axis shape, run axis by axis:
 
   clique  direct: every member sends each other member its slice in one step, over its `links`
           parallel links: hops x latency + ceil((size - 1) / links) x slice / bandwidth
+  switch  direct through a non-blocking switch (a GPU node's NVSwitch): every message spreads over
+          all `links` local links, so a member sends at its aggregate bandwidth:
+          hops x latency + (size - 1) x slice / (links x bandwidth)
   line    a 2-way tree (halving): size - 1 hops of wire, ceil(log2 size) steps, each a receiver's
           fixed step plus one block of values over a link
 
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 from targets.spec import LinkSpec, SystemSpec
 
-CLIQUE, LINE = "clique", "line"
+CLIQUE, SWITCH, LINE = "clique", "switch", "line"
 LOCAL, GLOBAL = "local", "global"
 
 
@@ -64,11 +67,19 @@ def chip_mesh(tp: int, system: SystemSpec, far_hops: Callable[[int], int]) -> De
     if tp <= 1:
         return DeviceMesh(())
     node = system.chips_per_node
+    inner = _node_axis(min(tp, node), system)
     if tp <= node:
-        return DeviceMesh((Axis("chips", tp, CLIQUE, LOCAL, 1, 1, tp - 1),))
+        return DeviceMesh((inner,))
     q = math.ceil(tp / node)
-    return DeviceMesh((Axis("chips", node, CLIQUE, LOCAL, 1, 1, node - 1),
+    return DeviceMesh((inner,
                        Axis("nodes", q, CLIQUE, GLOBAL, node, far_hops(q), max(1, system.global_links_per_chip))))
+
+
+def _node_axis(size: int, system: SystemSpec) -> Axis:
+    """The chips of one node: a clique of one link per peer, or a switch over all local links."""
+    if system.local_fabric == "switch":
+        return Axis("chips", size, SWITCH, LOCAL, 1, 1, system.local_links_per_chip)
+    return Axis("chips", size, CLIQUE, LOCAL, 1, 1, size - 1)
 
 
 def region_mesh(rows: int, cols: int) -> DeviceMesh:
@@ -83,7 +94,8 @@ def link_of(axis: Axis, system: SystemSpec) -> LinkSpec:
 def clique_s(axis: Axis, slice_bytes: float, system: SystemSpec) -> float:
     """One direct exchange along a clique axis: each member's slice to every other member."""
     link = link_of(axis, system)
-    rounds = math.ceil((axis.size - 1) / max(1, axis.links))
+    share = (axis.size - 1) / max(1, axis.links)
+    rounds = share if axis.shape == SWITCH else math.ceil(share)  # a switch spreads them, links do not
     return axis.hops * link.latency_s + rounds * slice_bytes / link.bw_bytes_per_s
 
 

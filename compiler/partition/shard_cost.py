@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import OPDEFS, Opcode, attention_tokens, expert_passes, tier_operands
+from ir.ops import OPDEFS, Opcode, expert_passes, reach_of, tier_operands
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
@@ -114,7 +114,11 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
     """Per-chip cost of one unit on `tp` chips. `rows_scale` shrinks everything that
     grows with the rows (activations, arithmetic), e.g. to one prefill chunk; buffers start on
     `alignment`-byte boundaries (the target's vector)."""
-    chip_ops = ShardTensorParallel(tp)(ops)
+    return chip_cost(ShardTensorParallel(tp)(ops), tp, rows_scale, alignment)
+
+
+def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
+    """shard_cost of a unit already sharded over `tp` chips (its per-chip ops)."""
     params, state, cold = _resident(chip_ops)
     work, collectives = [], []
     tier = None
@@ -132,7 +136,27 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
     cache = sum(align(n, alignment) for n in state.values())
     staging = STAGING_SLOTS * align(tier.block_bytes, alignment) if tier else 0
     return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, rows_scale, alignment) + staging,
-                     tuple(work), tuple(collectives), _chain(chip_ops), sum(state.values()) + sum(cold.values()), tier)
+                     tuple(work), tuple(collectives), _chain(chip_ops),
+                     _state_read(chip_ops, state) + sum(cold.values()), tier)
+
+
+def _state_read(chip_ops: list[Op], state: dict[str, int]) -> int:
+    """Bytes of the caches and states one step reads: a causal chunk's caches only up to its reach."""
+    fraction = {v.name: _read_fraction(op, i) for op in chip_ops for i, v in enumerate(op.operands) if v.name in state}
+    return sum(math.ceil(n * fraction.get(name, 1.0)) for name, n in state.items())
+
+
+def _read_fraction(op: Op, index: int) -> float:
+    """The share of resident operand `index` that `op` streams: an attention cache (and its scales)
+    up to the op's reach, everything else whole."""
+    cache = _CACHE_OPERANDS.get(op.opcode)
+    if cache is None or index not in cache or "tier" in op.attr:  # a tiered cache is read whole
+        return 1.0
+    tokens = op.operands[cache[0]].type.shape[1]
+    return reach_of(op.attr, op.operands[cache[0]].type) / tokens
+
+
+_CACHE_OPERANDS = {Opcode.ATTENTION: (3, 4, 6, 7), Opcode.MLA_ATTENTION: (4,)}
 
 
 def _tier_work(op: Op, index: int, before: TierWork | None, rows_scale: float) -> TierWork:
@@ -208,7 +232,7 @@ def is_resident(op: Op, index: int) -> bool:
 
 
 def _work(op: Op, resident: dict[str, int], rows_scale: float) -> OpWork:
-    streamed = sum(resident.get(v.name, 0) for v in op.operands)
+    streamed = sum(math.ceil(resident.get(v.name, 0) * _read_fraction(op, i)) for i, v in enumerate(op.operands))
     if op.opcode is Opcode.EMBED:
         streamed = 0  # a lookup reads one row per token, which the result's size counts
     if op.opcode is Opcode.EXPERTS:  # only the experts the static passes visit stream
@@ -250,12 +274,11 @@ def _expert_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
 
 
 def _attention_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
-    """Keys [width, tokens] and values [tokens, width] of every sequence's cache, passed by each
-    sequence's rows times the query heads of one kv head."""
+    """Keys [width, tokens] and values [tokens, width] of every sequence's cache up to the op's reach,
+    passed by each sequence's rows times the query heads of one kv head."""
     q, cache = op.operands[0].type, op.operands[3].type
     batch, _, width = cache.shape
-    tokens = attention_tokens(tuple(v.type for v in op.operands), op.attr)
-    a = op.attr
+    a, tokens = op.attr, reach_of(op.attr, cache)
     m = max(1, _scaled(q.shape[0], rows_scale) // batch) * (a["heads"] // a["kv_heads"])
     rate = _CACHE_RATE[cache.dtype]
     return (Block(m, width, tokens * batch, 1, rate, True), Block(m, tokens * batch, width, 1, rate, True))
@@ -266,7 +289,8 @@ def _mla_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     against the queries and for the values, its k_pe columns against q_pe."""
     a = op.attr
     q, cache, kv_b = op.operands[0].type, op.operands[4].type, op.operands[6].type
-    batch, tokens, width = cache.shape
+    batch, _, width = cache.shape
+    tokens = reach_of(a, cache)
     rank, heads, rows = width - a["rope_dim"], a["heads"], _scaled(q.shape[0], rows_scale)
     m = max(1, rows // batch) * heads
     weights, cached = _CACHE_RATE[kv_b.dtype], _CACHE_RATE[cache.dtype]

@@ -6,12 +6,13 @@ the work grows with distinct layer shapes, not with layer or chip count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compiler.frontend.options import CompileOptions
-from compiler.partition.shard_cost import ShardCost, shard_cost
-from compiler.passes.shard import allowed_tp
-from ir.graph import Graph, Op
+from compiler.partition.shard_cost import ShardCost, chip_cost, shard_cost
+from compiler.passes.shard import ShardTensorParallel, allowed_tp
+from ir.graph import Graph, Op, sorted_attrs
+from ir.ops import OPDEFS, Opcode
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +52,45 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
         if kind not in costs:
             pre = list(prefill.ops_in(scope))
             sizes = [t for t in allowed_tp(ops, limit) if t <= node or t % node == 0]
+            chip_pre = {t: ShardTensorParallel(t)(pre) for t in sizes}  # one sharding for both chunk sizes
             costs[kind] = ({t: shard_cost(ops, t, 1.0, alignment) for t in sizes},
-                           {t: shard_cost(pre, t, rows, alignment) for t in sizes},
-                           {t: shard_cost(pre, t, least, alignment).act_bytes for t in sizes})
+                           {t: chip_cost(chip_pre[t], t, rows, alignment) for t in sizes},
+                           {t: chip_cost(chip_pre[t], t, least, alignment).act_bytes for t in sizes})
         units.append(Unit(scope, kind, *costs[kind]))
     return units
 
 
 def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int]], rows_scale: float,
-                  alignment: int) -> dict[tuple[int, int], ShardCost]:
+                  alignment: int, reach: int | None = None, sharded: dict | None = None
+                  ) -> dict[tuple[int, int], ShardCost]:
     """Prefill costs by (unit kind, group size) for the pairs a plan uses, at a chunk of
-    `rows_scale` of the prompt."""
+    `rows_scale` of the prompt whose attention reads `reach` cache positions (None: all). `sharded`
+    keeps each (kind, group size, reach)'s per-chip ops for the next chunk size."""
     first = {}
     for u in units:
         first.setdefault(u.kind, u.scope)
-    return {(kind, t): shard_cost(list(prefill.ops_in(first[kind])), t, rows_scale, alignment)
-            for kind, t in sorted(needed)}
+    sharded = {} if sharded is None else sharded
+    for kind, t in sorted(needed):
+        if (kind, t, reach) not in sharded:
+            sharded[kind, t, reach] = ShardTensorParallel(t)(at_reach(list(prefill.ops_in(first[kind])), reach))
+    return {(kind, t): chip_cost(sharded[kind, t, reach], t, rows_scale, alignment) for kind, t in sorted(needed)}
+
+
+def at_reach(ops: list[Op], reach: int | None) -> list[Op]:
+    """`ops` with every attention reading its cache only below `reach` (None, or past the cache: all)."""
+    if reach is None:
+        return ops
+    return [replace(op, attrs=sorted_attrs(op.attr | {"reach": reach}))
+            if op.opcode in _ATTENTION and reach < op.operands[OPDEFS[op.opcode].writes[0]].type.shape[1] else op
+            for op in ops]
+
+
+def with_reach(graph: Graph, reach: int | None) -> Graph:
+    """The graph with its attention reading only below `reach` (what build_graph(..., reach=) builds)."""
+    return replace(graph, ops=tuple(at_reach(list(graph.ops), reach)))
+
+
+_ATTENTION = (Opcode.ATTENTION, Opcode.MLA_ATTENTION)
 
 
 def boundary_bytes(graph: Graph) -> list[int]:

@@ -68,7 +68,9 @@ class PlaceKV:
             return op
         parts = [split[op.operands[i].name] for i in ((3, 4, 6, 7) if len(op.operands) == 8 else (3, 4))]
         cold = parts[0][1].type.shape[1]
-        attrs = op.attr | {"tier": self.tier, "cold": cold, "block": tier_block(cold)}
+        # A tiered cache is streamed whole (masked), so a causal chunk's `reach` does not apply to it.
+        attrs = {k: v for k, v in op.attr.items() if k != "reach"} | {"tier": self.tier, "cold": cold,
+                                                                        "block": tier_block(cold)}
         hot = [p[0] for p in parts]
         operands = (*op.operands[:3], *hot[:2], op.operands[5], *hot[2:], *(p[1] for p in parts))
         return Op(op.opcode, operands, op.results, sorted_attrs(attrs), op.scope)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ir.errors import VerifyError
 from ir.graph import Graph, Op, Value, sorted_attrs
-from ir.ops import OPDEFS, Opcode
+from ir.ops import OPDEFS, Opcode, expert_passes
 from ir.types import DType, TensorType
 
 
@@ -48,10 +48,124 @@ def shard_unit(ops: Sequence[Op], tp: int, outer: dict[str, Value] | None = None
 
 
 def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
-    """Group sizes t <= limit that split the unit's work evenly: query heads, split
-    features, and kv heads (either split or each kept whole by t/kv_heads chips).
+    """Group sizes t <= limit that can split the unit's work, padded where t does not divide it
+    (head_case, feature_width, expert_splits), up to twice a grouped-query attention's heads.
     Any integer qualifies, not only powers of two."""
-    return [t for t in range(1, limit + 1) if all(_divides(op, t) and _packs(op, t) for op in ops)]
+    gqa = _gqa(ops)
+    if gqa:  # past the query heads the attention stops shrinking: twice them is as far as a group goes
+        limit = min(limit, 2 * gqa[0])
+    heads_out = {r.name: op.attr["head_dim"] for op in ops if op.opcode is Opcode.ATTENTION for r in op.results}
+
+    def splits(op: Op, t: int) -> bool:
+        if op.operands[0].name in heads_out:  # the output projection: the chip's (maybe padded) heads' rows
+            return t == 1 or _whole_blocks(op.operands[1].type, head_split(*gqa, t)[0] * heads_out[op.operands[0].name])
+        return _divides(op, t, gqa)
+
+    return [t for t in range(1, limit + 1) if all(splits(op, t) and _packs(op, t) for op in ops)]
+
+
+def head_split(heads: int, kv_heads: int, t: int) -> tuple[int, int]:
+    """(query heads, kv heads) one chip of t keeps (head_case says how)."""
+    case = head_case(heads, kv_heads, t)
+    g = heads // kv_heads
+    if case == "even":
+        return heads // t, max(1, kv_heads // t)
+    if case == "groups":
+        return -(-g // (t // kv_heads)), 1
+    if case == "kv-padded":
+        return -(-kv_heads // t) * g, -(-kv_heads // t)
+    return (-(-heads // t),) * 2
+
+
+def head_case(heads: int, kv_heads: int, t: int) -> str:
+    """How t chips share a grouped-query attention's heads, keeping a chip's shape uniform (each
+    chip's query heads are whole runs of one kv head's queries), padded with zero heads that the
+    plan counts:
+    - "even": t divides the heads and the kv heads, or is a multiple of the kv heads dividing the
+      heads (a kv head kept whole by t / kv_heads chips);
+    - "groups": t a multiple of the kv heads: a kv head's g = heads / kv_heads queries over its
+      s = t / kv_heads chips, ceil(g / s) each (each group padded to s x ceil(g / s) heads);
+    - "kv-padded": t below the kv heads: ceil(kv_heads / t) kv heads each, with their queries
+      (kv heads padded past the end);
+    - "expanded": any other t: ceil(heads / t) query heads each, every one with its own copy of its
+      kv head (the kv projection and cache repeated per query head).
+    Past the query heads a chip keeps one head, the extra chips zero heads: the attention no longer
+    shrinks, but the rest of the unit (its MLP or experts) does."""
+    if heads % t == 0 and (kv_heads % t == 0 or t % kv_heads == 0):
+        return "even"
+    if t % kv_heads == 0:
+        return "groups"
+    return "kv-padded" if t < kv_heads else "expanded"
+
+
+def head_pads(ops: Sequence[Op], t: int) -> dict[str, tuple[int, ...]]:
+    """Params whose full layout must be rearranged before it splits evenly over t chips (head_case):
+    name -> (axis, groups, members, slots, size, repeat): along `axis`, `groups` runs of `members`
+    heads of `size` elements, each head repeated `repeat` times, each run padded with zero heads to
+    `slots`. The query projection's columns (its scales and bias) and the output projection's rows,
+    and the kv projections' columns when kv heads are padded or repeated."""
+    gqa = _gqa(ops)
+    case = head_case(*gqa, t) if gqa else None
+    if case in (None, "even"):
+        return {}
+    heads, kv = gqa
+    g, (q_here, kv_here) = heads // kv, head_split(heads, kv, t)
+    q_pad = (kv, g, t * q_here // kv, 1) if case == "groups" else (1, heads, t * q_here, 1)
+    kv_pad = {"groups": None, "kv-padded": (1, kv, t * kv_here, 1), "expanded": (1, kv, t * kv_here, g)}[case]
+    att = next(op for op in ops if op.opcode is Opcode.ATTENTION)
+    made = {r.name: op for op in ops for r in op.results}
+    o = next((op for op in ops if op.opcode is Opcode.MATMUL and op.operands[0].name == att.results[0].name), None)
+    pads: dict[str, tuple[int, ...]] = {}
+    for index, pad, n in ((0, q_pad, heads), (1, kv_pad, kv), (2, kv_pad, kv)):
+        if pad is not None:
+            _pad_chain(made, att.operands[index].name, pad, n, pads)
+    if o is not None:
+        _pad_operands(o, q_pad, heads, False, pads)
+    return pads
+
+
+def _pad_chain(made: dict[str, Op], name: str, pad: tuple[int, ...], heads: int, pads: dict) -> None:
+    """Back from an attention operand through rope and a bias add to its projection: pad them all."""
+    op = made.get(name)
+    while op is not None and op.opcode is not Opcode.MATMUL:
+        if op.opcode is Opcode.ADD and len(op.operands[1].type.shape) == 1:
+            b = op.operands[1]
+            pads[b.name] = (0, *pad[:3], b.type.shape[0] // heads, pad[3])
+        op = made.get(op.operands[0].name)
+    if op is not None:
+        _pad_operands(op, pad, heads, True, pads)
+
+
+def _pad_operands(mm: Op, pad: tuple[int, ...], heads: int, out: bool, pads: dict) -> None:
+    for index, v in enumerate(mm.operands[1:], start=1):
+        axis = _feature_axis(v.type, index, mm.attr, out)
+        if axis is not None:
+            pads[v.name] = (axis, *pad[:3], v.type.shape[axis] // heads, pad[3])
+
+
+def _feature_axis(t_in: TensorType, index: int, a: dict, out: bool) -> int | None:
+    """The axis of a matmul operand (weight or scale) holding its out (or in) features, if it has one."""
+    shape = t_in.shape
+    if not shape or (not out and index >= 2 and len(shape) < 2):
+        return None  # a tensor scale, or a row split's per-output-channel scale
+    like_weight = index == 1 or len(shape) == 2
+    out_axis = 0 if like_weight and a.get("transpose_b") else len(shape) - 1
+    return out_axis if out else 1 - out_axis
+
+
+def _gqa(ops: Sequence[Op]) -> tuple[int, int] | None:
+    """The unit's (query heads, kv heads), when it has grouped-query attention."""
+    att = next((op for op in ops if op.opcode is Opcode.ATTENTION), None)
+    return (att.attr["heads"], att.attr["kv_heads"]) if att is not None else None
+
+
+def _heads_here(heads: int, t: int, gqa: tuple[int, int] | None) -> int:
+    """Heads of a projection one chip keeps: the attention's split for its query or kv heads,
+    else its share (or one whole head when the group is wider)."""
+    split = head_split(*gqa, t) if gqa else None
+    if split is not None and heads in gqa:
+        return split[0] if heads == gqa[0] else split[1]
+    return max(1, heads // t)
 
 
 def _packs(op: Op, t: int) -> bool:
@@ -59,23 +173,22 @@ def _packs(op: Op, t: int) -> bool:
     if op.opcode is Opcode.MATMUL and "split" in op.attr and op.operands[1].type.dtype is DType.I4:
         return _matmul_operand_type(op.operands[1].type, 1, op.attr, t).shape[-1] % 2 == 0
     if op.opcode is Opcode.EXPERTS and _divides(op, t):
-        return all(_expert_operand_type(v.type, i, t).shape[-1] % 2 == 0
+        return all(_expert_operand_type(v.type, i, op, t).shape[-1] % 2 == 0
                    for i, v in enumerate(op.operands) if i in (3, 4, 5) and v.type.dtype is DType.I4)
     return True
 
 
-def _divides(op: Op, t: int) -> bool:
+def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None) -> bool:
     a = op.attr
     if op.opcode is Opcode.ATTENTION:
-        kv = a["kv_heads"]
-        return a["heads"] % t == 0 and (kv % t == 0 or t % kv == 0)
+        return True  # any group: head_case pads what does not divide
     if op.opcode is Opcode.EXPERTS:
-        experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
-        return experts % t == 0 or (t % experts == 0 and inter % (t // experts) == 0
-                                    and _whole_blocks(op.operands[5].type, inter // (t // experts)))
+        return bool(expert_splits(op, t))
     if op.opcode is Opcode.EMBED:  # vocabulary rows by ceil(V / t): every chip's shard must hold some row
         rows = op.operands[1].type.shape[0]
         return t <= rows and -(-rows // t) * (t - 1) < rows
+    if op.opcode is Opcode.ARGMAX:  # the logits' shards: padded columns would compete for the best
+        return op.operands[0].type.shape[-1] % t == 0
     if op.opcode is Opcode.MLA_ATTENTION:  # whole heads per chip; no replication past the head count
         return a["heads"] % t == 0
     if op.opcode in _CHANNEL_OPERANDS:  # Mamba's conv and scan: whole channels per chip
@@ -84,9 +197,12 @@ def _divides(op: Op, t: int) -> bool:
         k, n = _weight_kn(op)
         width = n if a["split"] == "col" else k
         heads = a.get("heads")
-        if a["split"] == "row" and t > 1 and not _whole_blocks(op.operands[1].type, k // t):
-            return False
-        return (heads % t == 0 or t % heads == 0) if heads else width % t == 0
+        if heads and gqa and heads in gqa:  # the attention's projections: head_case pads any group
+            return True
+        if heads:
+            return heads % t == 0 or t % heads == 0
+        inputs = feature_width(width, t)
+        return inputs is not None and (a["split"] == "col" or t == 1 or _whole_blocks(op.operands[1].type, inputs))
     return True
 
 
@@ -105,6 +221,7 @@ class _Sharder:
         self.value: dict[str, Value] = {}
         self.layout: dict[str, Layout] = {}
         self.out: list[Op] = []
+        self.gqa = _gqa(ops)
 
     def run(self) -> list[Op]:
         for op in self.ops:
@@ -167,13 +284,15 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
     if not shape and index >= 1 and op.opcode in _WEIGHT_OPS:  # NVFP4's tensor scale: every chip holds it
         return v.type
     if op.opcode is Opcode.MATMUL and index >= 1:
-        return _matmul_operand_type(v.type, index, a, t)
+        heads = a.get("heads")
+        share = (s.value[op.operands[0].name].type.shape[-1], _weight_kn(op)[0]) if a.get("split") == "row" else None
+        return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share)
     if op.opcode is Opcode.EMBED and index >= 1:  # the table and its scales, by vocabulary rows
         return v.type.with_shape(-(-shape[0] // t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
         return v.type
     if op.opcode is Opcode.EXPERTS and index >= 3:
-        return _expert_operand_type(v.type, index, t)
+        return _expert_operand_type(v.type, index, op, t)
     if op.opcode is Opcode.MLA_ATTENTION and index >= 4:
         return _mla_operand_type(v.type, index, a, t)
     if op.opcode is Opcode.TOPK and index == 1:  # the router's bias, beside the replicated router
@@ -182,7 +301,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         return _channel_operand_type(v.type, t)
     if op.opcode is Opcode.ATTENTION and index >= 3 and index != 5:  # caches (hot, cold), their per-head scales
         kv = a["kv_heads"]
-        return v.type.with_shape(*shape[:2], shape[2] // kv * _per_chip(kv, t))
+        return v.type.with_shape(*shape[:2], shape[2] // kv * head_split(a["heads"], kv, t)[1])
     if op.opcode in (Opcode.ADD, Opcode.MUL) and len(shape) == 1 and index == 1:
         return v.type.with_shape(s.value[op.operands[0].name].type.shape[-1])  # a bias follows its input
     return None
@@ -197,19 +316,24 @@ def _weight_kn(op: Op) -> tuple[int, int]:
     return (cols, rows) if op.attr.get("transpose_b") else (rows, cols)
 
 
-def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int) -> TensorType:
+def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_here: int | None = None,
+                         in_share: tuple[int, int] | None = None) -> TensorType:
     """Per-chip weight (index 1), or scale/bias (2), of a split matmul. The out-feature
     axis is the last one, or the first of a `transpose_b` weight. Block scales (a 2-D scale)
-    are laid out like their weight, one row per block of inputs, and split like it."""
+    are laid out like their weight, one row per block of inputs, and split like it. A column
+    split by heads keeps `heads_here` heads (head_split: maybe padded); a row split keeps the
+    inputs its sharded input holds, `in_share` = (the chip's, all of them)."""
     split, shape = a.get("split"), t_in.shape
     like_weight = index == 1 or len(shape) == 2
     out_axis = 0 if like_weight and a.get("transpose_b") else len(shape) - 1
     if split == "col":
-        return t_in.with_shape(*(_col_width(d, a.get("heads"), t) if i == out_axis else d
-                                 for i, d in enumerate(shape)))
+        heads = a.get("heads")
+        width = (lambda d: d // heads * heads_here) if heads and heads_here else (lambda d: _col_width(d, heads, t))
+        return t_in.with_shape(*(width(d) if i == out_axis else d for i, d in enumerate(shape)))
     if split == "row" and like_weight:
         in_axis = 1 - out_axis
-        return t_in.with_shape(*(d // t if i == in_axis else d for i, d in enumerate(shape)))
+        here, total = in_share or (1, t)
+        return t_in.with_shape(*(d * here // total if i == in_axis else d for i, d in enumerate(shape)))
     return t_in
 
 
@@ -232,24 +356,76 @@ def _channel_operand_type(t_in: TensorType, t: int) -> TensorType:
     return t_in.with_shape(*(d // t if i == axis else d for i, d in enumerate(t_in.shape)))
 
 
-def _expert_operand_type(t_in: TensorType, index: int, t: int) -> TensorType:
-    """Experts spread over the group (E/t each); a group wider than E also splits each
-    expert's intermediate features t/E ways (gate/up by column, down by row)."""
+def expert_splits(op: Op, t: int) -> list[tuple[int, int]]:
+    """The ways an experts op spreads over t chips, as (expert groups a, feature slices b), a x b = t:
+    each chip holds E / a whole experts' rows, each cut to 1 / b of its intermediate features (gate
+    and up by column, down by row). a = t is expert-parallel, a = 1 feature-sliced, between a mix.
+    A chip's feature slice must be whole blocks of a block-scaled down projection, and a chip holds
+    at most MAX_LOCAL_EXPERTS experts (or E / t, if more)."""
+    experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
+    most = max(MAX_LOCAL_EXPERTS, -(-experts // t))
+    return [(a, t // a) for a in range(1, t + 1)
+            if t % a == 0 and experts % a == 0 and experts // a <= most and feature_width(inter, t // a) is not None
+            and _whole_blocks(op.operands[5].type, feature_width(inter, t // a))]
+
+
+# A chip holds at most this many experts unless spreading them whole leaves it more: prefill makes one
+# pass per local expert, and the lowering keeps a few streams live per pass (a chip has 64; DeepSeek-V3's
+# 16 local experts at tp=64 need 87).
+MAX_LOCAL_EXPERTS = 8
+
+
+def expert_split(op: Op, t: int) -> tuple[int, int]:
+    """The split the static timing rule prefers: fewest expert bytes a chip streams per decode step
+    (min(k, experts here) passes of one slice each: ir.ops.expert_passes), then fewest feature cuts.
+    Every split holds the same bytes per chip and does the same prefill work, so decode decides:
+    feature-sliced streams k slices of 1/t, expert-parallel min(k, E/t) whole experts."""
+    experts, inter, k = op.operands[3].type.shape[0], op.operands[3].type.shape[2], op.attr["top_k"]
+    return min(expert_splits(op, t),
+               key=lambda ab: (expert_passes(1, k, experts // ab[0]) * feature_width(inter, ab[1]), -ab[0]))
+
+
+def expert_placement(op: Op, t: int) -> str:
+    """How a plan names a split: 'parallel' (whole experts), 'sliced' (every expert's features), or
+    'mixed AxB' (A groups of experts, each sliced B ways)."""
+    a, b = expert_split(op, t)
+    return "parallel" if b == 1 else "sliced" if a == 1 else f"mixed {a}x{b}"
+
+
+def _expert_operand_type(t_in: TensorType, index: int, op: Op, t: int) -> TensorType:
+    """A chip's E / a experts, each with its share of b ways of its intermediate features
+    (feature_width: uneven shares padded; expert_split)."""
+    a, b = expert_split(op, t)
     experts, *rest = t_in.shape
-    if experts % t == 0:
-        return t_in.with_shape(experts // t, *rest)
-    ways = t // experts
+    inter = op.operands[3].type.shape[2]
+    here = feature_width(inter, b)
     # Operands 3-5 are gate, up, down [E, in, out]; 6-8 their scales, per channel [E, out] or
     # in blocks [E, in / block, out]; 9-11 NVFP4's tensor scales [E].
     blocks = len(rest) == 2
     inter_axis = {3: 2, 4: 2, 5: 1, 6: 2 if blocks else 1, 7: 2 if blocks else 1, 8: 1 if blocks else None}.get(index)
-    return t_in.with_shape(1, *(d // ways if i + 1 == inter_axis else d for i, d in enumerate(rest)))
+    return t_in.with_shape(experts // a, *(d * here // inter if i + 1 == inter_axis else d for i, d in enumerate(rest)))
 
 
 def _col_width(n: int, heads: int | None, t: int) -> int:
     if heads is None:
-        return n // t
+        return feature_width(n, t)
     return n // heads * _per_chip(heads, t)
+
+
+FEATURE_ALIGN = 32  # an uneven share is whole 32-feature runs: whole blocks of every block-scaled format
+
+
+def feature_width(n: int, t: int) -> int | None:
+    """Features one chip of t keeps of n split ones: n / t, or where t does not divide n, ceil(n / t)
+    rounded up to FEATURE_ALIGN, else ceil(n / t) itself (the last chip's share padded with zeros,
+    counted as held), whichever first leaves no chip without a feature of its own; else None."""
+    if n % t == 0:
+        return n // t
+    share = -(-n // t)
+    for w in (-(-share // FEATURE_ALIGN) * FEATURE_ALIGN, share):  # whole runs if they leave no chip empty
+        if -(-n // w) == t:
+            return w
+    return None
 
 
 def _per_chip(heads: int, t: int) -> int:
@@ -293,8 +469,8 @@ def _rule_rope(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout
 
 def _rule_attention(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
     a = op.attr
-    return a | {"heads": a["heads"] // s.tp if s.tp > 1 else a["heads"],
-                "kv_heads": _per_chip(a["kv_heads"], s.tp)}, Layout.SHARD
+    heads, kv = head_split(a["heads"], a["kv_heads"], s.tp)
+    return a | {"heads": heads, "kv_heads": kv}, Layout.SHARD
 
 
 def _rule_mla(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:

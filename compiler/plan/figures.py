@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Protocol
 
 from compiler.frontend.options import CompileOptions
 from compiler.partition.cost import Breakdown
 from compiler.plan import round_sig as _r
+from compiler.plan.reach import Variant, chunk_variants, pipelined
 
 
 class Timed(Protocol):
@@ -38,18 +38,24 @@ def decode_figures(timed: Sequence[Timed], options: CompileOptions) -> dict:
     }
 
 
-def prefill_figures(timed: Sequence[Timed], options: CompileOptions, chunk_tokens: int) -> dict:
-    chunks = math.ceil(options.prompt / chunk_tokens)
-    ttft = pipeline([t.prefill.total_s for t in timed], chunks)
-    bound = pipeline([t.prefill_bound_s for t in timed], chunks)
-    return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "chunks": chunks,
-            "chunk_tokens": chunk_tokens,
-            "binding": sum((t.prefill for t in timed), Breakdown()).binding}
+def prefill_figures(timed: Sequence[Sequence[Timed]], runs: Sequence[Variant], chunk_tokens: int) -> dict:
+    """TTFT and its bound: every chunk through the stages at its own variant's times (`timed[v]`, the
+    stages timed at variant v's reach), pipelined as the compiled timeline runs them; the period is
+    the busiest stage's time for the whole prompt (what paces a replica fed prompt after prompt)."""
+    per_chunk = chunk_variants(runs)
+    ttft = ttft_s(timed, runs)
+    bound = pipelined([[t.prefill_bound_s for t in ts] for ts in timed], per_chunk)
+    period = max(sum(timed[v][s].prefill.total_s for v in per_chunk) for s in range(len(timed[0])))
+    total = sum((t.prefill.scaled(run.chunks) for ts, run in zip(timed, runs, strict=True) for t in ts), Breakdown())
+    return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "period_ms": _r(period * 1e3),
+            "chunks": len(per_chunk), "chunk_tokens": chunk_tokens, "variants": [r.to_dict() for r in runs],
+            "binding": total.binding}
 
 
-def pipeline(stage_s: list[float], chunks: int) -> float:
-    """Chunks flow through the stages in order: fill once, then the slowest stage paces."""
-    return sum(stage_s) + (chunks - 1) * max(stage_s)
+def ttft_s(timed: Sequence[Sequence[Timed]], runs: Sequence[Variant]) -> float:
+    """Time to first token: every chunk through the stages at its variant's times (what a plan's chunk
+    minimises)."""
+    return pipelined([[t.prefill.total_s for t in ts] for ts in timed], chunk_variants(runs))
 
 
 # What lies between the scheduled latency and the physical bound, in the order inspect prints it.

@@ -71,6 +71,7 @@ class Stage:
     binding: str
     bound_terms: dict[str, float] | None = None  # the physical bound's terms (partition.cost.StageBound)
     decode_tiles_us: float = 0.0  # of decode_us, what whole-tile rounding adds
+    experts: str | None = None  # how the stage's experts are spread (passes.shard.expert_placement)
     tier: dict | None = None  # cold KV below SRAM, per chip: tier, bytes held, decode fetch and exposed us
 
     @property
@@ -108,7 +109,7 @@ class Stage:
         } | ({"decode_bound_terms": {k: round_sig(v) if k.endswith("_us") else int(v)
                                      for k, v in self.bound_terms.items()},
               "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {}) | (
-            {"tier": self.tier} if self.tier else {})
+            {"experts": self.experts} if self.experts else {}) | ({"tier": self.tier} if self.tier else {})
 
 
 @dataclass(frozen=True, slots=True)

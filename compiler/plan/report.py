@@ -69,13 +69,22 @@ def _footer(plan: Plan) -> Text:
     s, solver = plan.solver, f"solver {plan.solver['status']}"
     searched = f"{solver} over {s['candidates']} candidates in {plan.wall_s:.2f} s wall"
     if not plan.on_wafers:
-        return Text(f"pipeline stages {len(plan.stages)}, footprint {plan.footprint_chips} chips; {searched}",
-                    style="dim")
+        return Text(f"pipeline stages {len(plan.stages)}, footprint {plan.footprint_chips} chips; {_chunks(plan)}; "
+                    f"{searched}", style="dim")
     b, m = plan.decode["breakdown_us"], plan.extra["mesh"]
     return Text(f"decode split: fabric links {b['links']:,.1f} µs, message steps {b['pipeline_latency']:,.1f} µs, "
                 f"compute {b['compute']:,.1f} µs, SRAM {b['sram_bandwidth']:,.1f} µs; prefill chunk "
                 f"{plan.prefill['chunk_tokens']} tokens\n{len(plan.stages)} regions on {plan.chips} wafer(s) of "
                 f"{m['mesh_rows']}x{m['mesh_cols']} cores; {searched}", style="dim")
+
+
+def _chunks(plan: Plan) -> str:
+    """How the prompt flows: its chunks, and how much cache each reads (compiler.plan.reach)."""
+    p = plan.prefill
+    runs = p["variants"]
+    reads = (f"each reads the cache up to its own position ({len(runs)} variants)" if len(runs) > 1
+             else f"each reads {runs[0]['reach']:,} cache positions")
+    return f"prefill {p['chunks']} chunk{'s' if p['chunks'] > 1 else ''} of {p['chunk_tokens']} tokens, {reads}"
 
 
 def _formats(rows) -> list[Text]:
@@ -89,12 +98,15 @@ def _formats(rows) -> list[Text]:
 
 def _stages(plan: Plan) -> Table:
     table = Table(title="pipeline stages", header_style="bold")
-    for col in ("stage", "units", "layers", "tp", "chips", "decode µs", "bound µs", "hops in", "binds"):
-        table.add_column(col, justify="right" if col not in ("units", "binds") else "left")
+    experts = any(s.experts for s in plan.stages)
+    cols = ("stage", "units", "layers", "tp", "chips", "decode µs", "bound µs", "hops in", "binds")
+    for col in cols + (("experts",) if experts else ()):
+        table.add_column(col, justify="right" if col not in ("units", "binds", "experts") else "left")
     for s in plan.stages:
         table.add_row(str(s.index), units_text(s), layer_text(s), str(s.tp),
                       f"{s.first_chip}–{s.first_chip + s.tp - 1}", f"{s.decode_us:,.2f}",
-                      f"{s.decode_bound_us:,.2f}", str(s.hops_in), s.binding)
+                      f"{s.decode_bound_us:,.2f}", str(s.hops_in), s.binding,
+                      *((s.experts or "-",) if experts else ()))
     return table
 
 

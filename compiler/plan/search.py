@@ -18,7 +18,8 @@ from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.partition.cpsat import Solution, solve
-from compiler.plan.figures import decode_figures, prefill_figures
+from compiler.plan.figures import decode_figures, prefill_figures, ttft_s
+from compiler.plan.reach import variants
 from compiler.plan.reader import PlanFile
 from compiler.plan.records import Memory, Plan, Stage
 from ir.errors import ConfigError, DoesNotFitError
@@ -58,8 +59,9 @@ class Layout(Protocol):
     def fits(self, run: Any, chunk: int) -> bool:
         """Whether a prefill chunk of `chunk` tokens a sequence fits beside the placed stage's residents."""
 
-    def time(self, index: int, run: Any, runs: list[Any], chunk: int) -> Timed:
-        """A placed stage's figures for decode and for one prefill chunk."""
+    def time(self, index: int, run: Any, runs: list[Any], chunk: int, reach: int | None = None) -> Timed:
+        """A placed stage's figures for decode and for one prefill chunk whose attention reads `reach`
+        cache positions a sequence (None: the whole cache)."""
 
     def memory(self, timed: list[Timed]) -> Memory:
         """The fullest device the plan reports."""
@@ -72,22 +74,33 @@ class Layout(Protocol):
 
 
 def plan_from_layout(name: str, target: str, options: CompileOptions, layout: Layout, totals: dict,
-                     pinned: PlanFile | None = None) -> Plan:
-    """The plan the search chooses, or with `pinned` the layout a plan file gives, costed afresh."""
+                     pinned: PlanFile | None = None, causal: bool = False) -> Plan:
+    """The plan the search chooses, or with `pinned` the layout a plan file gives, costed afresh.
+    `causal`: the backend lowers each prefill chunk to read only the cache it can see (plan.reach);
+    otherwise every chunk streams the whole cache."""
     if pinned is None:
         solution = choose(layout, options)
         runs = layout.place(solution.stages, options)
     else:
         path, runs = layout.pin(pinned)
         solution = Solution(tuple(path), "PINNED", 0.0, 0.0, len(layout.candidates))
-    chunk = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
-    timed = [layout.time(i, run, runs, chunk) for i, run in enumerate(runs)]
+    largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
+
+    def at_chunk(c: int) -> tuple[float, tuple[list[list[Timed]], list]]:
+        reaches = variants(options.prompt, c, max(options.context, options.prompt), causal)
+        by_variant = [[layout.time(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
+                      for v in reaches]
+        return ttft_s(by_variant, reaches), (by_variant, reaches)
+
+    chunk, (by_variant, reaches) = fastest_chunk(options, largest, at_chunk)
+    timed = by_variant[-1]  # the stages as their last (widest-reaching) chunks run
     stages = tuple(t.stage for t in timed)
+    prefill = prefill_figures(by_variant, reaches, chunk) | {"largest_chunk_tokens": largest}
     return Plan(
         model=name, target=target, options=asdict(options), chips=sum(c.tp for c in solution.stages),
         chips_lower_bound=layout.lower_bound, footprint_chips=layout.footprint(timed), stages=stages,
         memory=layout.memory(timed), decode=decode_figures(timed, options),
-        prefill=prefill_figures(timed, options, chunk), binding=_binding(timed, options),
+        prefill=prefill, binding=_binding(timed, options, prefill["binding"]),
         solver={"status": solution.status, "objective": options.objective, "candidates": solution.candidates,
                 "wall_s": round(solution.deterministic_s, 3)},
         totals=totals, device=layout.device, extra=layout.extra(solution.stages, timed))
@@ -123,13 +136,18 @@ def choose(layout: Layout, options: CompileOptions) -> Solution:
     return solution
 
 
-def prefill_chunk(options: CompileOptions, fits: Callable[[int], bool]) -> int:
-    """The one chunk rule: the largest chunk (tokens a sequence) up to --prefill-chunk, a multiple of
-    MIN_PREFILL_CHUNK or below it any count, that every stage has room for (one token when none
-    does). `fits` is monotone in the chunk, so the search is a bisection."""
+def chunk_sizes(options: CompileOptions) -> list[int]:
+    """The chunks (tokens a sequence) a plan may take: up to --prefill-chunk (and the prompt), a multiple
+    of MIN_PREFILL_CHUNK or below it any count."""
     largest = options.chunk_rows // options.batch
-    sizes = sorted({largest, *range(MIN_PREFILL_CHUNK, largest + 1, MIN_PREFILL_CHUNK),
-                    *range(1, min(largest, MIN_PREFILL_CHUNK) + 1)})
+    return sorted({largest, *range(MIN_PREFILL_CHUNK, largest + 1, MIN_PREFILL_CHUNK),
+                   *range(1, min(largest, MIN_PREFILL_CHUNK) + 1)})
+
+
+def prefill_chunk(options: CompileOptions, fits: Callable[[int], bool]) -> int:
+    """The largest chunk of chunk_sizes that every stage has room for (one token when none does).
+    `fits` is monotone in the chunk, so the search is a bisection."""
+    sizes = chunk_sizes(options)
     lo, hi = 0, len(sizes) - 1  # sizes[lo] is taken when nothing larger fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -137,7 +155,32 @@ def prefill_chunk(options: CompileOptions, fits: Callable[[int], bool]) -> int:
     return sizes[lo]
 
 
-def _binding(timed: list[Timed], options: CompileOptions) -> dict:
+def fastest_chunk(options: CompileOptions, largest: int, at_chunk: Callable[[int], tuple[float, Any]]
+                  ) -> tuple[int, Any]:
+    """The chunk that minimises time to first token among those every stage has room for (chunk_sizes
+    up to `largest`, prefill_chunk's), each costed by the plan's own prefill figure (`at_chunk`: its TTFT,
+    figures.ttft_s over the prompt's chunks at their reaches, and what it was computed from); a tie goes
+    to the larger chunk (fewer chunks to schedule). A small chunk fills the pipeline sooner; a large one
+    uses the matrix unit's rows and pays each stage's fixed costs fewer times: the best lies between.
+    The sizes are tried at powers of two (and the largest), then every size between the best one's
+    neighbours: TTFT falls, then rises, with the chunk."""
+    sizes = [c for c in chunk_sizes(options) if c <= largest]
+    tried: dict[int, tuple[float, Any]] = {}
+
+    def cost(chunk: int) -> float:
+        if chunk not in tried:
+            tried[chunk] = at_chunk(chunk)
+        return tried[chunk][0]
+
+    coarse = [c for c in sizes if c & (c - 1) == 0 or c == largest]
+    best = min(coarse, key=lambda c: (cost(c), -c))
+    at = coarse.index(best)
+    low, high = coarse[max(0, at - 1)], coarse[min(len(coarse) - 1, at + 1)]
+    best = min((c for c in sizes if low <= c <= high), key=lambda c: (cost(c), -c))
+    return best, tried[best][1]
+
+
+def _binding(timed: list[Timed], options: CompileOptions, prefill: str) -> dict:
     chips = "sram-capacity" if options.objective == "chips" and options.chips is None else "chip-budget"
     return {"chips": chips, "decode": sum((t.decode for t in timed), Breakdown()).binding,
-            "prefill": sum((t.prefill for t in timed), Breakdown()).binding}
+            "prefill": prefill}

@@ -152,7 +152,7 @@ def print_disaggregated_run(f: dict, console: Console) -> None:
     console.print(f"decode ({f['chips']['decode']} chips): {d['latency_us']:,.3f} µs per token, "
                   f"{d['tokens_per_s']:,.0f} tokens/s; {f['tokens']['count']} tokens in "
                   f"{f['tokens']['total_ms']:,.4f} ms")
-    console.print(f"{f['instructions_simulated']:,} instructions simulated")
+    console.print(f"{f['instructions_executed']:,} instructions executed")
     if "determinism" in f:
         det = f["determinism"]
         console.print(f"determinism: {'passed' if det['passed'] else 'FAILED'} (digest {det['digest'][:16]}…)")

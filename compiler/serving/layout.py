@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from compiler.passes.shard import shard_unit
+from ir.errors import ConfigError
 from ir.graph import Graph, Value
 from ir.memory_map import MemoryMap, StageMemory
 from ir.ops import Opcode
@@ -49,6 +50,10 @@ def cache_layout(graph: Graph, plan: dict, memory: MemoryMap) -> list[dict]:
         owned = scopes[scopes.index(first): scopes.index(last) + 1]
         per_chip = _per_chip(graph, owned, stage["tp"])
         for b in held.blocks("both", ("state",)):
+            if not _tiles(full[b.name].type.shape, per_chip[b.name].type.shape, stage["tp"]):
+                raise ConfigError(f"stage {stage['index']}: its {stage['tp']} chips pad or repeat the kv heads of "
+                                  f"{b.name} (passes.shard.head_case), which a disaggregated build cannot hand over "
+                                  "yet (a group that divides the kv heads, or a multiple of them, can)")
             if per_chip[b.name].type.nbytes != b.bytes:
                 raise RuntimeError(f"stage {stage['index']}: {b.name} takes {b.bytes} bytes in memory.json, "
                                    f"its per-chip shape {per_chip[b.name].type.nbytes}")
@@ -56,6 +61,13 @@ def cache_layout(graph: Graph, plan: dict, memory: MemoryMap) -> list[dict]:
     return [{"name": name, "dtype": v.type.dtype.value, "shape": list(v.type.shape),
              "tokens_axis": 1 if name in tokens else None, "chips": chips[name]}
             for name, v in full.items() if chips[name]]
+
+
+def _tiles(full: tuple[int, ...], shape: tuple[int, ...], tp: int) -> bool:
+    """Whether the per-chip blocks tile the whole exactly (no padded or repeated part), tp / blocks chips each."""
+    parts = [f // s for f, s in zip(full, shape, strict=True) if f != s]
+    exact = all(f % s == 0 for f, s in zip(full, shape, strict=True))
+    return exact and tp % math.prod(parts) == 0
 
 
 def _per_chip(graph: Graph, scopes: list[str], tp: int) -> dict[str, Value]:

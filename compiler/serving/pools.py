@@ -85,10 +85,9 @@ class Replica:
 
     @property
     def prefill_period_s(self) -> float:
-        """Time between prompt batches leaving a pipelined replica: chunks x the slowest stage's chunk
-        (never above the TTFT, which the JSON rounds apart from the stages' figures)."""
-        slowest = max(s["prefill_chunk_us"] for s in self.plan["stages"])
-        return min(self.plan["prefill"]["chunks"] * slowest * 1e-6, self.ttft_s)
+        """Time between prompt batches leaving a pipelined replica: the busiest stage's time for every
+        chunk of a prompt, each at its own reach (never above the TTFT, which the JSON rounds apart)."""
+        return min(self.plan["prefill"]["period_ms"] * 1e-3, self.ttft_s)
 
     @property
     def prompt_tokens_per_s(self) -> float:

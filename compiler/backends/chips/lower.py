@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from compiler.codegen.lowering import Lowering
 from compiler.codegen.phase import lower_phase
@@ -13,14 +13,16 @@ from ir.graph import Graph
 from targets.spec import SystemSpec
 
 
-def lower(plan: Plan, decode: Graph, prefill: Graph, chunk: Graph, system: SystemSpec, options: CompileOptions,
-          progress: Callable[[str], None]) -> Lowering:
-    """Decode once; prefill as the plan's chunks of `chunk` (the prefill graph of one chunk)."""
+def lower(plan: Plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], system: SystemSpec,
+          options: CompileOptions, progress: Callable[[str], None]) -> Lowering:
+    """Decode once; prefill as the plan's chunks, each of its reach variant's graph (`chunks`, in the
+    plan's `prefill.variants` order: the prefill graph of one chunk reading that much cache)."""
     progress("scheduling decode")
-    decode_program, decode_codes = lower_phase("decode", decode, plan.stages, system, 1, system.name)
+    decode_program, decode_codes = lower_phase("decode", [decode], [1], plan.stages, system, system.name)
     progress("scheduling prefill")
-    prefill_program, prefill_codes = lower_phase("prefill", chunk, plan.stages, system, plan.prefill["chunks"],
-                                                 system.name)
+    counts = [v["chunks"] for v in plan.prefill["variants"]]
+    prefill_program, prefill_codes = lower_phase("prefill", chunks, counts, plan.stages, system, system.name)
+    chunk = chunks[-1]
     memory = memory_map(decode_codes, prefill_codes) | {"outputs": _outputs(decode_codes, prefill_codes, decode,
                                                                               chunk)}
     return Lowering(decode_program, prefill_program, chunk, memory, decode_codes)
@@ -33,7 +35,7 @@ def _outputs(decode: list[StageCode], prefill: list[StageCode], decode_graph: Gr
     for phase, codes, graph in (("decode", decode, decode_graph), ("prefill", prefill, prefill_graph)):
         last = codes[-1]
         out[phase] = {v.name: {"stage": last.index, "value": last.outputs[v.name].name,
-                               "shards": v.type.numel // last.outputs[v.name].type.numel} for v in graph.outputs}
+                               "shards": -(-v.type.numel // last.outputs[v.name].type.numel)} for v in graph.outputs}
     return out
 
 

@@ -7,6 +7,7 @@ by the op-level rules (compiler/partition/cost.py) plus its hand-off from the pr
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -18,11 +19,13 @@ from compiler.partition.cost import Breakdown, StageBound, handoff_lanes, handof
 from compiler.partition.placement import place
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
+from compiler.passes.shard import expert_placement
 from compiler.plan.reader import PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, Stage, round_sig
 from compiler.plan.search import Timed
 from ir.errors import ConfigError
 from ir.graph import Graph
+from ir.ops import Opcode
 from targets.spec import SystemSpec
 from targets.topology import chip_hops
 
@@ -51,6 +54,7 @@ class ChipLayout:
     candidates: list[Candidate] = field(default_factory=list)
     lower_bound: int = 0
     _prefill: dict = field(default_factory=dict)
+    _sharded: dict = field(default_factory=dict)  # per-chip prefill ops by (unit kind, group size)
 
     @classmethod
     def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
@@ -119,10 +123,10 @@ class ChipLayout:
         per_token = (high - low) / (largest - smallest) if largest > smallest else 0
         return c.resident_bytes + low + per_token * (chunk - smallest) <= self.system.chip.usable_sram_bytes
 
-    def time(self, index: int, run: Run, runs: list[Run], chunk: int) -> Timed:
+    def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
         c, system, precision = run.cand, self.system, self.options.precision
         units = self.units_[c.first:c.stop]
-        pre = self._prefill_costs(runs, chunk)
+        pre = self._prefill_costs(runs, chunk, reach)
         pre = [pre[u.kind, c.tp] for u in units]
         decode = sum((unit_time(u.decode[c.tp], system, precision) for u in units), Breakdown())
         prefill = sum((unit_time(p, system, precision) for p in pre), Breakdown())
@@ -135,25 +139,34 @@ class ChipLayout:
             hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
             lanes = handoff_lanes(prev.cand.tp, c.tp, system.chips_per_node)
             scale = chunk / self.options.prompt
-            decode += Breakdown(link_s=hop_s(boundary_bytes(self.decode)[c.first], hops, lanes, system))
-            prefill += Breakdown(link_s=hop_s(math.ceil(boundary_bytes(self.prefill)[c.first] * scale), hops,
-                                              lanes, system))
+            decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, lanes, system))
+            prefill += Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, lanes, system))
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
         memory = _memory(units, pre, c.tp, system, inputs)
         stage = Stage(index, units[0].scope, units[-1].scope, layers_of([u.scope for u in units]),
                       ChipRange(run.first_chip, c.tp), memory, decode.total_s * 1e6, bound.total_s * 1e6,
                       prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6,
-                      _tier(units, c.tp, decode))
+                      self._experts([u.scope for u in units], c.tp), _tier(units, c.tp, decode))
         return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
 
-    def _prefill_costs(self, runs: list[Run], chunk: int) -> dict[tuple[int, int], ShardCost]:
-        key = (chunk, tuple((r.cand.first, r.cand.stop, r.cand.tp) for r in runs))
+    @functools.cached_property
+    def _crossing(self) -> tuple[list[int], list[int]]:
+        """Bytes crossing each cut between units, in decode and in the whole prompt's prefill."""
+        return boundary_bytes(self.decode), boundary_bytes(self.prefill)
+
+    def _prefill_costs(self, runs: list[Run], chunk: int, reach: int | None) -> dict[tuple[int, int], ShardCost]:
+        key = (chunk, reach, tuple((r.cand.first, r.cand.stop, r.cand.tp) for r in runs))
         if key not in self._prefill:
             used = {(u.kind, r.cand.tp) for r in runs for u in self.units_[r.cand.first:r.cand.stop]}
             self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
-                                               self.system.chip.vector_bytes)
+                                               self.system.chip.vector_bytes, reach, self._sharded)
         return self._prefill[key]
+
+    def _experts(self, scopes: list[str], tp: int) -> str | None:
+        """The stage's expert placement (every MoE layer of a model has the same shape)."""
+        moe = next((op for sc in scopes for op in self.decode.ops_in(sc) if op.opcode is Opcode.EXPERTS), None)
+        return expert_placement(moe, tp) if moe is not None and tp > 1 else None
 
     def memory(self, timed: list[Timed]) -> Memory:
         return max((t.stage.memory for t in timed), key=lambda m: (m.total, m.weights))

@@ -147,7 +147,9 @@ class WaferLayout:
                                                           scale)[run.first:run.stop])
         return resident + act <= self.system.chip.usable_sram_bytes
 
-    def time(self, index: int, run: Run, runs: list[Run], chunk: int) -> Timed:
+    def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
+        """`reach` is always None: the wafer's lowering streams every chunk over the whole cache (its
+        Backend entry is not causal), and so does this cost model."""
         shape = Shape(run.region.rows, run.region.cols)
         scale = chunk / self.options.prompt
         pre = self.prompt.costs(shape, self.system, self.options.precision, scale)[run.first:run.stop]

@@ -1,0 +1,57 @@
+"""Causal prefill: which cache prefix each prompt chunk reads, grouped into a few variants.
+
+Chunk i of a prompt cut into chunks of c tokens holds positions i*c .. (i+1)*c - 1, so its attention
+can see only the first (i+1)*c cache positions of its sequence: its *reach*. Each distinct reach is a
+template of its own in the Program, so consecutive chunks are grouped into at most MAX_VARIANTS
+variants, each run at the reach of its last chunk (a chunk never reads less than it needs). A
+backend that streams the whole cache for every chunk (Backend.causal false) has one variant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAX_VARIANTS = 8  # distinct reaches a prefill Program holds templates for
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """`chunks` consecutive prefill chunks whose attention reads `reach` cache positions a sequence."""
+
+    reach: int
+    chunks: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"reach": self.reach, "chunks": self.chunks}
+
+
+def variants(prompt: int, chunk: int, cache_tokens: int, causal: bool, limit: int = MAX_VARIANTS) -> list[Variant]:
+    """The prompt's chunks in order, grouped into at most `limit` runs of nearly equal length; a run
+    reads what its last chunk needs (up to the cache's length). Not causal: one run over the whole cache."""
+    chunks = math.ceil(prompt / chunk)
+    if not causal:
+        return [Variant(cache_tokens, chunks)]
+    groups = min(limit, chunks)
+    ends = [(g + 1) * chunks // groups for g in range(groups)]
+    starts = [0, *ends[:-1]]
+    return [Variant(min(cache_tokens, end * chunk), end - start) for start, end in zip(starts, ends, strict=True)]
+
+
+def chunk_variants(runs: Sequence[Variant]) -> list[int]:
+    """The variant (index into `runs`) each chunk runs, chunk by chunk."""
+    return [v for v, run in enumerate(runs) for _ in range(run.chunks)]
+
+
+def pipelined(stage_s: Sequence[Sequence[float]], per_chunk: Sequence[int]) -> float:
+    """Seconds until the last stage finishes the last chunk: a stage starts chunk i when it has finished
+    chunk i - 1 and the previous stage has finished chunk i (its hand-off is part of the stage's time).
+    `stage_s[v][s]`: stage s's time for a chunk of variant v; `per_chunk`: each chunk's variant."""
+    done = [0.0] * (len(stage_s[0]) if stage_s else 0)
+    for v in per_chunk:
+        ready = 0.0
+        for s, t in enumerate(stage_s[v]):
+            done[s] = max(done[s], ready) + t
+            ready = done[s]
+    return done[-1] if done else 0.0

@@ -22,7 +22,15 @@ from compiler.image import AUTO_LIMIT_BYTES, RANDOM, check_weights_fit, load_wei
 from compiler.partition.units import with_reach
 from compiler.plan import Plan
 from compiler.plan.reader import read_plan
-from compiler.planner import Lowered, graph_file_options, graph_passes, is_graph_file, plan_graphs, read_graph_file
+from compiler.planner import (
+    Lowered,
+    graph_file_options,
+    graph_passes,
+    is_graph_file,
+    plan_graphs,
+    plan_placed,
+    read_graph_file,
+)
 from compiler.speculation import (
     check_speculation,
     mtp_graph,
@@ -74,7 +82,8 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
     progress("partitioning")
-    plan = plan_graphs(config.name, graphs, system, options, pinned)
+    plan, options = plan_placed(model, system, options, pinned=pinned)  # options: with the KV tier placed
+    graphs = _graphs(config, options)
     verify = {}
     if speculation is not None:
         progress("planning the proposer and the verify step")

@@ -49,7 +49,8 @@ def busy(program: Program) -> dict[str, float]:
     _, kind, _, cycles = program.lane_cycles()
     span = max(1, program.makespan)
     out = {}
-    for k in (UnitKind.MEM, UnitKind.MXM, UnitKind.VXM, UnitKind.C2C):
+    host = (UnitKind.HOST,) if (kind == UnitKind.HOST).any() else ()  # a build fetching KV from a tier
+    for k in (UnitKind.MEM, UnitKind.MXM, UnitKind.VXM, UnitKind.C2C, *host):
         mine = kind == k
         out[k.name.lower()] = round(float(cycles[mine].sum()) / (span * int(mine.sum())), 4) if mine.any() else 0.0
     return out

@@ -12,9 +12,10 @@ from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.options import CompileOptions
 from compiler.passes import Pipeline
 from compiler.passes.embed_on_host import EmbedOnHost
+from compiler.passes.place_kv import PlaceKV
 from compiler.passes.quantize import TENSOR_SCALE, Quantize
 from compiler.passes.quantize_kv import QuantizeKV
-from compiler.plan import Plan
+from compiler.plan import Plan, kv_tiers
 from compiler.plan.reader import PlanFile
 from compiler.plan.search import plan_from_layout
 from ir.errors import ConfigError
@@ -36,7 +37,8 @@ class Lowered:
 
 def graph_passes(options: CompileOptions) -> Pipeline:
     """The graph passes between the frontend and the partitioner, in order."""
-    return Pipeline((Quantize(options.precision), QuantizeKV(options.kv_precision), EmbedOnHost(options.embed_on_host)))
+    return Pipeline((Quantize(options.precision), QuantizeKV(options.kv_precision), EmbedOnHost(options.embed_on_host),
+                     PlaceKV(options.kv_tier, options.kv_hot)))
 
 
 def is_graph_file(model: str) -> bool:
@@ -82,18 +84,30 @@ def lower_one(model: str, phase: str, options: CompileOptions, layers: int | Non
     return graph_passes(options)(build_graph(config, phase, **shape))
 
 
-def make_plan(model: str, target: str, options: CompileOptions) -> Plan:
-    return make_plan_on(model, load_target(target), options)
+def make_plan(model: str, target: str, options: CompileOptions, idle_s: float | None = None) -> Plan:
+    return make_plan_on(model, load_target(target), options, idle_s)
 
 
-def make_plan_on(model: str, system: SystemSpec, options: CompileOptions) -> Plan:
-    """`make_plan` on an already loaded target (a sweep's target after its field overrides)."""
+def make_plan_on(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None) -> Plan:
+    """`make_plan` on an already loaded target (a sweep's target after its field overrides); `idle_s`
+    adds where an idle conversation's KV should wait (kv_tiers.idle)."""
     start = time.perf_counter()
     if is_graph_file(model):
         options = graph_file_options(options)
-    name, graphs = lower(model, options, system)
-    plan = plan_graphs(name, graphs, system, options, causal=not is_graph_file(model))
+    plan, _ = plan_placed(model, system, options, idle_s)
     return replace(plan, wall_s=time.perf_counter() - start)
+
+
+def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None,
+                pinned: PlanFile | None = None) -> tuple[Plan, CompileOptions]:
+    """The plan with its KV cache placed by --kv-tier (compiler/plan/kv_tiers.py), and the options its graphs
+    were lowered with (a concrete tier and hot window)."""
+    def plan_at(placed: CompileOptions) -> Plan:
+        # A config the target could never hold in SRAM is refused at once; below SRAM it may fit.
+        name, graphs = lower(model, placed, system if placed.kv_tier == "sram" else None)
+        return plan_graphs(name, graphs, system, placed, pinned, causal=not is_graph_file(model))
+
+    return kv_tiers.place(plan_at, system, options, idle_s, pinned.placement if pinned else None)
 
 
 def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: CompileOptions,

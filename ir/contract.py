@@ -46,8 +46,9 @@ QUEUES: dict[Op, dict[str, str]] = {
               **_INDIRECT_READ},
     Op.WRITE: {"dst": "SRAM address", "dst_bytes": "bytes written", "s_a": "stream read",
                "offset": "byte of s_a the data starts at", "m": "rows of a 2-D write", "stride": "bytes between rows",
-               "flags": "INDIRECT (a cache append)", "s_b": "INDIRECT: the i32 positions",
-               "k": "INDIRECT: rows a sequence", "imm": "INDIRECT: cache rows a sequence"},
+               "flags": "INDIRECT (a cache append), WINDOW", "s_b": "INDIRECT: the i32 positions",
+               "k": "INDIRECT: rows a sequence", "imm": "INDIRECT: cache rows a sequence",
+               "base": "WINDOW: the position of the buffer's first row (rows outside the window are dropped)"},
     Op.GATHER: {"src": "the table's SRAM address", "src_bytes": "bytes gathered", "s_b": "the i32 ids",
                 "s_out": "stream written", "m": "rows", "n": "elements a row", "k": "table rows the chip holds",
                 "base": "the first id the chip holds", "dtype": "the table's format (ir.isa.Fmt)",
@@ -64,6 +65,13 @@ QUEUES: dict[Op, dict[str, str]] = {
               "peer": "receiving chip", "tag": "message tag"},
     Op.RECV: {"dst_bytes": "bytes received", "s_out": "stream written", "peer": "sending chip", "tag": "message tag"},
     Op.SYNC: {},
+    # The host link (unit = the tier, ir.isa.TIER_UNITS): cache blocks between SRAM and a tier below it.
+    Op.FETCH: {"src": "tier address", "src_bytes": "bytes fetched", "dst": "SRAM address",
+               "dst_bytes": "bytes written (src_bytes)"},
+    Op.STORE: {"dst": "tier address of the buffer", "dst_bytes": "bytes stored", "s_a": "rows stream",
+               "s_b": "the i32 positions", "m": "rows", "k": "rows a sequence", "stride": "bytes a row",
+               "flags": "INDIRECT, WINDOW", "imm": "WINDOW: rows a sequence's buffer holds",
+               "base": "WINDOW: the position of its first row"},
 }
 ROLES: dict[Op, dict[str, str]] = {
     Op.READ: {"src": "SRAM address", "src_bytes": "bytes", "s_out": "stream written", "m": "rows", "n": "columns"},

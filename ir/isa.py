@@ -4,7 +4,8 @@ Modelled on the TSP's functional slices (ISCA 2020): MEM reads and writes SRAM
 onto and off streams, MXM planes hold a weight tile and pass activation vectors
 through it, VXM does element-wise and reduction arithmetic, SXM moves data
 across lanes, C2C sends and receives over one named link, SYNC aligns chips at
-program start. Timing rules live with each target (targets/timing.py); this is
+program start, HOST moves cache blocks between SRAM and the memory tiers below it
+(host DRAM, flash). Timing rules live with each target (targets/timing.py); this is
 only the language.
 """
 
@@ -22,6 +23,7 @@ class UnitKind(enum.IntEnum):
     SXM = 3  # switch: shift, transpose, permute
     C2C = 4  # one direction of a chip-to-chip link (unit index = 2 x link id + 0 send, 1 receive)
     SYNC = 5  # program-start synchronisation
+    HOST = 6  # the host link to the memory tiers below SRAM (unit index = tier: 0 host DRAM, 1 flash)
 
 
 class Op(enum.IntEnum):
@@ -38,6 +40,8 @@ class Op(enum.IntEnum):
     SEND = 8  # stream `s_a` -> link `link` towards chip `peer`, message `tag`
     RECV = 9  # link `link` from chip `peer`, message `tag` -> stream `s_out`
     SYNC = 10  # wait for every chip of the program to reach its start
+    FETCH = 11  # tier (the unit's) [src, src+src_bytes) -> SRAM [dst, dst+dst_bytes), over the host link
+    STORE = 12  # rows of stream `s_a` -> the unit's tier at their positions (s_b) in the buffer at `dst`
 
 
 UNIT_OF: dict[Op, UnitKind] = {
@@ -52,7 +56,10 @@ UNIT_OF: dict[Op, UnitKind] = {
     Op.SEND: UnitKind.C2C,
     Op.RECV: UnitKind.C2C,
     Op.SYNC: UnitKind.SYNC,
+    Op.FETCH: UnitKind.HOST,
+    Op.STORE: UnitKind.HOST,
 }
+TIER_UNITS = ("dram", "flash")  # the host link's unit index names the tier it talks to (targets.spec.TIER_NAMES)
 
 
 class Fn(enum.IntEnum):

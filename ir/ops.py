@@ -177,18 +177,52 @@ def _attention(ins, attrs):
     _need(pos.shape == (q.shape[0],), f"attention positions must be i32[{q.shape[0]}]")
     quantized = k_cache.dtype in (DType.FP8, DType.I8, DType.NVFP4)
     _need(k_cache.dtype in ACTIVATION_DTYPES or quantized, f"KV cache dtype must be 16, 8 or nvfp4 bits: {k_cache}")
-    _need(len(ins) == (8 if quantized else 6), "a quantized KV cache takes its k and v scales as operands 6 and 7")
+    if "tier" in attrs:
+        _tiered(ins, attrs, quantized)
+    else:
+        _need(len(ins) == (8 if quantized else 6), "a quantized KV cache takes its k and v scales as operands 6 and 7")
     if quantized:
-        block = k_cache.dtype.block
-        if block is None:
-            want = TensorType(ins[6].dtype, (*k_cache.shape[:2], kv_heads))
-            _need(ins[6].dtype in ACTIVATION_DTYPES, f"8-bit KV scales must be 16-bit, got {ins[6]}")
-        else:  # a scale per `block.size` values of each token's row, never straddling two kv heads
-            _need(head_dim % block.size == 0, f"{k_cache.dtype.value} KV heads must be a multiple of {block.size}")
-            want = TensorType(block.scale, (*k_cache.shape[:2], k_cache.shape[2] // block.size))
-        _need(ins[6] == ins[7] == want, f"KV scales must be {want}, got {ins[6]} and {ins[7]}")
+        _kv_scales(ins[6:8], k_cache, kv_heads, head_dim)
     _reach(attrs, k_cache)
     return (q,)
+
+
+def _kv_scales(scales, cache: TensorType, kv_heads: int, head_dim: int) -> None:
+    """A quantized cache's k and v scales: 16-bit per token and kv head (8-bit codes), or e4m3 per block."""
+    block = cache.dtype.block
+    if block is None:
+        want = TensorType(scales[0].dtype, (*cache.shape[:2], kv_heads))
+        _need(scales[0].dtype in ACTIVATION_DTYPES, f"8-bit KV scales must be 16-bit, got {scales[0]}")
+    else:  # a scale per `block.size` values of each token's row, never straddling two kv heads
+        _need(head_dim % block.size == 0, f"{cache.dtype.value} KV heads must be a multiple of {block.size}")
+        want = TensorType(block.scale, (*cache.shape[:2], cache.shape[2] // block.size))
+    _need(scales[0] == scales[1] == want, f"KV scales must be {want}, got {scales[0]} and {scales[1]}")
+
+
+# Tiers a cache's older positions may live in (targets.spec.TIER_NAMES; ir/ does not import targets/).
+KV_TIERS = ("dram", "flash")
+
+
+def tier_operands(count: int) -> tuple[int, ...]:
+    """Operand positions of a tiered attention's cold caches (and their scales), by its operand count."""
+    return (6, 7) if count == 8 else (8, 9, 10, 11)
+
+
+def _tiered(ins, attrs, quantized: bool) -> None:
+    """A cache split by position: operands 3, 4 hold the hot (newest) positions in SRAM, [B, hot, D];
+    the cold caches the `cold` older ones in a tier below, [B, cold, D]: operands 6, 7 (16-bit), or for
+    a quantized cache 8, 9 after the hot scales (6, 7), then their own scales (10, 11). Position p is
+    cold row p when p < cold, else hot row p - cold. The tier moves `block` positions at a time."""
+    k_cache = ins[3]
+    _need(attrs["tier"] in KV_TIERS, f"attention tier must be one of {', '.join(KV_TIERS)}, got {attrs['tier']!r}")
+    _need(len(ins) == (12 if quantized else 8), "a cache split over tiers takes its cold k and v caches (and a "
+                                                "quantized cache's cold scales) after the others")
+    at = tier_operands(len(ins))
+    cold = TensorType(k_cache.dtype, (k_cache.shape[0], attrs.get("cold", 0), k_cache.shape[2]))
+    _need(ins[at[0]] == ins[at[1]] == cold, f"cold KV caches must be {cold}, got {ins[at[0]]} and {ins[at[1]]}")
+    if quantized:
+        _kv_scales(ins[10:12], cold, attrs["kv_heads"], attrs["head_dim"])
+    _need(attrs.get("cold", 0) > 0 and attrs.get("block", 0) > 0, "a tiered cache needs cold > 0 and block > 0")
 
 
 def _reach(attrs, cache: TensorType) -> None:
@@ -199,8 +233,9 @@ def _reach(attrs, cache: TensorType) -> None:
 
 
 def reach_of(op_attrs: Attrs, cache: TensorType) -> int:
-    """Cache tokens an attention op reads per sequence: its `reach`, or the whole cache."""
-    return int(op_attrs.get("reach", cache.shape[1]))
+    """Cache tokens an attention op reads per sequence: its `reach`, or the whole cache (with the
+    positions a tiered cache holds below SRAM, `cold`)."""
+    return int(op_attrs.get("reach", cache.shape[1] + op_attrs.get("cold", 0)))
 
 
 def _argmax(ins, attrs):
@@ -405,12 +440,13 @@ OPDEFS: dict[Opcode, OpDef] = {
                   "beta_fast": float, "beta_slow": float, "mscale": float, "mscale_all_dim": float,
                   "interleave": bool},  # interleave: each head's pairs are (x0,x1),(x2,x3)... (DeepSeek)
     ),
-    # Operands: q, k, v, k_cache, v_cache, pos (and k_scale, v_scale for an 8-bit cache).
+    # Operands: q, k, v, k_cache, v_cache, pos (and k_scale, v_scale for an 8-bit cache); with `tier`,
+    # then the cold caches k_cold, v_cold of the `cold` oldest positions, held below SRAM (and their scales).
     # reach (causal prefill): each sequence's cache is read only at positions below it (every row's
     # position lies below it; absent: the whole cache), so a chunk streams the prefix it can see.
     Opcode.ATTENTION: OpDef(
-        (6, 8), {"heads": int, "kv_heads": int, "head_dim": int}, _attention, _attention_flops,
-        optional={"reach": int}, writes=(3, 4, 6, 7),
+        (6, 12), {"heads": int, "kv_heads": int, "head_dim": int}, _attention, _attention_flops,
+        writes=(3, 4, 6, 7, 8, 9, 10, 11), optional={"reach": int, "tier": str, "cold": int, "block": int},
     ),
     Opcode.SILU: OpDef((1, 1), {}, _unary, _per_out(4)),
     Opcode.GELU: OpDef((1, 1), {}, _unary, _per_out(8)),

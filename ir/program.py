@@ -122,6 +122,7 @@ class Flag(enum.IntFlag):
     KEYS = 16  # MXM: attention scores, queries (s_b) against a block of cached keys (s_a)
     VALUES = 32  # MXM: attention output, probabilities (s_b) times a block of cached values (s_a)
     HEADS = 64  # MXM: one weight tile per head (s_a), each applied to its own head's columns of s_b
+    WINDOW = 128  # INDIRECT WRITE/STORE: the buffer holds positions [base, base + imm); rows outside are dropped
 
 
 # The instance table: which block runs where and from when, and the offsets its rows take.

@@ -24,7 +24,7 @@ import numpy as np
 
 from ir.graph import Graph, Op
 from ir.numerics import ELEMENT, dequantize_blocks, quantize, quantize_blocks
-from ir.ops import Opcode, expert_passes
+from ir.ops import Opcode, expert_passes, tier_operands
 from ir.types import DType
 
 Env = dict[str, np.ndarray]
@@ -165,6 +165,8 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
     """Write each row's k, v at its position in its sequence's cache (as 8-bit codes with a
     per-kv-head scale when the cache is quantized), then attend causally: row r of sequence
     b sees cache positions 0..pos[r] of b (and none from `reach` on)."""
+    if "tier" in op.attr:
+        return _tiered_attention(op, args)
     q, k, v, k_cache, v_cache, pos = args[:6]
     heads, kv_heads, d = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
     batch = k_cache.shape[0]
@@ -192,6 +194,24 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
             p = p * np.repeat(v_scale, group, axis=1).T
         out[r] = product("ht,thd->hd", p, vh).reshape(-1)
     return (out,)
+
+
+def _tiered_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
+    """A cache split by position over two memories (ir.ops._tiered): attention over the whole cache,
+    positions [0, cold) from the cold arrays and the rest from the hot ones, each row stored where its
+    position lives."""
+    below = tier_operands(len(args))
+    above = (3, 4) + ((6, 7) if len(args) == 12 else ())  # the SRAM caches (and scales), as the cold ones
+    whole = [np.concatenate((args[c], args[h]), axis=1) for c, h in zip(below, above, strict=True)]
+    inner = dict(zip(above, whole, strict=True))
+    plain = Op(op.opcode, op.operands[:len(args) - len(below)], op.results,
+               tuple(a for a in op.attrs if a[0] in ("heads", "kv_heads", "head_dim")), op.scope)
+    out = _attention(plain, [inner.get(i, a) for i, a in enumerate(args[:len(args) - len(below)])])
+    cold = op.attr["cold"]
+    for c, h, full in zip(below, above, whole, strict=True):
+        args[c][...] = full[:, :cold]
+        args[h][...] = full[:, cold:]
+    return out
 
 
 def product(spec: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from ir.program import Program
 from targets.hazards import Rows
 from targets.messages import check_syncs
 from targets.spec import SystemSpec
+from targets.tier_checks import tier_side
 from targets.timing import Timing, stream_rates
 from targets.views import RowsView
 
@@ -319,7 +320,7 @@ def _stream_budget(c: dict, lane: np.ndarray, start: np.ndarray, end: np.ndarray
 def _sram(c: dict, system: SystemSpec, found) -> None:
     usable = system.chip.usable_sram_bytes
     for addr, size in (("src", "src_bytes"), ("dst", "dst_bytes")):
-        used = c[addr] >= 0
+        used = (c[addr] >= 0) & ~tier_side(c, addr)  # a FETCH's source, a STORE's destination: tier addresses
         bad = used & ((c[addr] + c[size] > usable) | (c[addr] < 0))
         found.where(bad, "sram-range",
                     lambda i, a=addr, n=size: f"{a} [{c[a][i]:#x}, {c[a][i] + c[n][i]:#x}) is outside the "

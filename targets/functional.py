@@ -58,6 +58,26 @@ class Machine:
     sram: dict[int, np.ndarray]
     mailbox: dict[tuple[int, int, int], deque] = field(default_factory=dict)
     executed: int = 0  # instructions run so far
+    tiers: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (chip, tier unit) -> its bytes
+
+    def tier_write(self, chip: int, tier: int, addr: int, data: np.ndarray) -> None:
+        """Bytes into a tier below SRAM (it holds zeros where nothing was written, as a zeroed cache)."""
+        if addr < 0:
+            raise FunctionalError(f"chip {chip}: tier {tier} write at negative address {addr}")
+        mem = self.tiers.get((chip, tier), np.zeros(0, np.uint8))
+        if len(mem) < addr + len(data):
+            mem = np.concatenate([mem, np.zeros(addr + len(data) - len(mem), np.uint8)])
+        mem[addr: addr + len(data)] = data
+        self.tiers[chip, tier] = mem
+
+    def tier_read(self, chip: int, tier: int, addr: int, nbytes: int) -> np.ndarray:
+        if addr < 0 or nbytes < 0:
+            raise FunctionalError(f"chip {chip}: tier {tier} read [{addr:#x}, {addr + nbytes:#x})")
+        mem = self.tiers.get((chip, tier), np.zeros(0, np.uint8))
+        out = np.zeros(nbytes, np.uint8)
+        got = mem[addr: addr + nbytes]
+        out[: len(got)] = got
+        return out
 
     @classmethod
     def blank(cls, chips: int, usable_bytes: int) -> Machine:
@@ -243,13 +263,43 @@ def _write(ins: dict, m: Machine, streams: dict, args: list) -> None:
         pos = as_ids(streams[chip, ins["s_b"]])
         per = nbytes // ins["m"]
         for r in range(ins["m"]):
-            at = ins["dst"] + ((r // ins["k"]) * ins["imm"] + int(pos[r])) * ins["stride"]
-            m.write(chip, at, data[r * per:(r + 1) * per])
+            at = _window(ins, int(pos[r]))
+            if at is not None:
+                m.write(chip, ins["dst"] + ((r // ins["k"]) * ins["imm"] + at) * ins["stride"],
+                        data[r * per:(r + 1) * per])
         return
     at = 0
     for addr, n in _rows(ins["dst"], nbytes, ins["m"], ins["stride"]):
         m.write(chip, addr, data[at: at + n])
         at += n
+
+
+def _window(ins: dict, position: int) -> int | None:
+    """A position's row in an INDIRECT buffer; with WINDOW (a cache split over tiers) the buffer holds
+    positions [base, base + imm) and a row outside it lands elsewhere (None)."""
+    if not ins["flags"] & Flag.WINDOW:
+        return position
+    row = position - ins["base"]
+    return row if 0 <= row < ins["imm"] else None
+
+
+def _fetch(ins: dict, m: Machine, streams: dict, args: list) -> None:
+    """Tier bytes into SRAM over the host link."""
+    data = m.tier_read(ins["chip"], ins["unit"], ins["src"], ins["src_bytes"])
+    m.write(ins["chip"], ins["dst"], data[: ins["dst_bytes"]])
+
+
+def _store(ins: dict, m: Machine, streams: dict, args: list) -> None:
+    """Rows of a stream into the tier at their positions (those the buffer's window holds)."""
+    chip, rows = ins["chip"], ins["m"]
+    data = _fit(as_bytes(streams[chip, ins["s_a"]], ins["act"]), ins["dst_bytes"])
+    pos = as_ids(streams[chip, ins["s_b"]])
+    per = ins["dst_bytes"] // rows
+    for r in range(rows):
+        at = _window(ins, int(pos[r]))
+        if at is not None:
+            row = (r // max(1, ins["k"])) * ins["imm"] + at  # its sequence's buffer, then its position there
+            m.tier_write(chip, ins["unit"], ins["dst"] + row * ins["stride"], data[r * per:(r + 1) * per])
 
 
 def _gather(ins: dict, m: Machine, streams: dict, args: list) -> None:
@@ -595,7 +645,8 @@ def _unsupported(ins: dict, m: Machine, streams: dict, args: list) -> None:
 
 
 _EXEC: dict[Op, Callable[[dict, Machine, dict, list], None]] = {
-    Op.READ: _read, Op.WRITE: _write, Op.GATHER: _gather, Op.MXM: _mxm, Op.VOP: _vop,
+    Op.READ: _read, Op.WRITE: _write, Op.GATHER: _gather, Op.MXM: _mxm, Op.VOP: _vop, Op.FETCH: _fetch,
+    Op.STORE: _store,
     Op.SEND: _send, Op.RECV: _recv, Op.SYNC: _nothing,
     Op.SHIFT: _unsupported, Op.TRANSPOSE: _unsupported, Op.PERMUTE: _unsupported,
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from targets.spec import ChipSpec, LinkSpec, SystemSpec
+from targets.spec import ChipSpec, LinkSpec, MemoryTier, SystemSpec
 
 # Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified.
 # "Datasheet" is NVIDIA's H100 product page/datasheet (nvidia.com/en-us/data-center/h100/), read
@@ -100,6 +100,17 @@ CHIP = ChipSpec(
     streams=1,  # unused: no Program is written for a GPU
 )
 
+# Tiers below HBM: a DGX H100 has "2 TB of DDR5 system memory" and "eight 3.84 TB U.2 NVMe drives for
+# storage/cache", its CPUs with PCIe 5.0 (docs.nvidia.com/dgx-basepod/reference-architecture-
+# infrastructure-foundation-enterprise-ai/latest/core-components.html) [V]. Each GPU's host link is PCIe
+# Gen5 x16: 32 GT/s x 16 x 128/130 / 8 = 63 GB/s per direction [D], 504 GB/s for the node's eight [D]
+# (the DDR5 channels of two Xeon 8480C, 16 x 38.4 GB/s = 614 GB/s [D], keep up). Latency GUESS [U]: 1 us.
+# Flash: the drives' read rate is not in that source [U]; GUESS, ~6.5 GB/s each (a PCIe Gen4 U.2 drive's
+# rating), 52 GB/s together, 100 us a read.
+PCIE_GEN5_X16_BYTES_PER_S = 32e9 * 16 * 128 / 130 / 8
+HOST_DRAM = MemoryTier(capacity_bytes=2 * 10**12, bw_bytes_per_s=8 * PCIE_GEN5_X16_BYTES_PER_S, latency_s=1e-6)
+HOST_FLASH = MemoryTier(capacity_bytes=8 * 3_840 * 10**9, bw_bytes_per_s=8 * 6.5e9, latency_s=100e-6)
+
 H100 = SystemSpec(
     name="h100",
     chip=CHIP,
@@ -126,6 +137,8 @@ H100 = SystemSpec(
     local_fabric="switch",
     # Per-step synchronisation: one barrier costs at least one NVLink message, ~2 us [L, D].
     sync_cycles=round(NVLINK_LATENCY_S * CLOCK_HZ),
+    dram=HOST_DRAM,
+    flash=HOST_FLASH,
     # To another pool: the same ConnectX-7 NDR 400 Gb/s port per GPU (DGX H100 User Guide) [S] at the
     # InfiniBand latency above [L]; each GPU sends or receives its share of a KV cache over its own.
     pool_link=LinkSpec(bw_bytes_per_s=IB_BW_BYTES_PER_S, latency_s=IB_LATENCY_S),

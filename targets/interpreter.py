@@ -28,6 +28,7 @@ of the offending instruction:
                dialect lacks, a column its opcode does not use holding a value, or vector-function
                arguments off their schema
   roles        (wafer) the metadata's regions and role streams are not what the mesh geometry gives
+  tier-range, tier-raw, tier-war  the host link's FETCH and STORE (targets/tier_checks.py)
 
 A Program declares its dialect and runs only on a target whose instruction set reads it (`admit`):
 "queues" on a tsp chip, "roles" on a wse wafer; a target with no instruction set runs nothing.
@@ -71,6 +72,7 @@ from ir.program import Program
 from targets.block_checks import check_blocks, check_seams, check_sync_rows
 from targets.hazards import Hazard, Hazards
 from targets.spec import SystemSpec
+from targets.tier_checks import check_tiers
 from targets.timing import Timing, durations
 from targets.universes import check_messages_by_universe
 from targets.views import BodyView
@@ -168,6 +170,7 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
     check_seams(program, dur, timing, boundary, found, order)
     check_sync_rows(program, dur, found, first_is_sync=program.dialect != "roles")
     check_messages_by_universe(program, system, dur, found)
+    check_tiers(program, system, dur, found)
     return Run(program, dur, found.sorted())
 
 

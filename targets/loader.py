@@ -24,9 +24,12 @@ from targets.spec import (
     MEMORY_KINDS,
     OPTIONAL_PRECISIONS,
     PRECISIONS,
+    TIER_NAMES,
+    TIER_SHARING,
     TOPOLOGIES,
     ChipSpec,
     LinkSpec,
+    MemoryTier,
     SystemSpec,
 )
 from targets.units import FREQUENCY, OPS, PER_CYCLE, PER_WEIGHT, RATE, SIZE, TIME, Kind, parse_quantity
@@ -118,6 +121,8 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
 
 POSITIVE, NON_NEGATIVE = 1, 0
 _LINK = {"bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE), "latency_s": Leaf(_quantity(TIME), NON_NEGATIVE)}
+_TIER = {"capacity_bytes": Leaf(_quantity(SIZE), POSITIVE), "bw_bytes_per_s": Leaf(_quantity(RATE), POSITIVE),
+         "latency_s": Leaf(_quantity(TIME), NON_NEGATIVE), "per": Leaf(_choice(TIER_SHARING))}
 _CHIP = {
     "name": Leaf(_text),
     "memory_kind": Leaf(_choice(MEMORY_KINDS)),
@@ -158,11 +163,14 @@ SCHEMA: dict[str, Any] = {
     "mesh_cols": Leaf(_count, NON_NEGATIVE),
     "pool_link": _LINK,  # optional: one chip's link to another serving pool (default: global_link)
     "step_cycles": Leaf(_count, NON_NEGATIVE),
+    # optional: memory below SRAM for KV blocks (host DRAM, flash), per node or per chip
+    **dict.fromkeys(TIER_NAMES, _TIER),
     "local_fabric": Leaf(_choice(LOCAL_FABRICS)),  # optional: "direct" (default) or "switch"
 }
 _OPTIONAL = {"base", "name", "chip.name", "chip.mem_bw_bytes_per_s", "mesh_rows", "mesh_cols", "step_cycles",
              "local_fabric",
              "pool_link.bw_bytes_per_s", "pool_link.latency_s"} | {
+    f"{tier}.{key}" for tier in TIER_NAMES for key in _TIER} | {
     f"chip.{table}.{key}" for table, keys in (("peak_ops_per_s", OPTIONAL_PRECISIONS),
                                               ("install_bytes_per_weight", INSTALL_KEYS[len(PRECISIONS):]))
     for key in keys}
@@ -292,7 +300,9 @@ def _as_tree(value: Any) -> Any:
 def _overlay(tree: dict[str, Any], values: dict[str, Any]) -> None:
     for key, value in values.items():
         if isinstance(value, dict):
-            _overlay(tree.setdefault(key, {}), value)
+            if tree.get(key) is None:  # a table the base leaves out (a tier it has not)
+                tree[key] = {}
+            _overlay(tree[key], value)
         else:
             tree[key] = value
 
@@ -356,12 +366,25 @@ def _build(tree: dict[str, Any], source: _Source) -> SystemSpec:
         _pool_link_whole(tree)
         names = ("local_link", "global_link", "pool_link")
         links = {k: LinkSpec(**tree[k]) for k in names if k in tree}
-        rest = {k: v for k, v in tree.items() if k not in ("chip", *names)}
-        return SystemSpec(chip=chip, **links, **rest)
+        tiers = {k: _tier(k, tree[k]) for k in TIER_NAMES if tree.get(k) is not None}
+        rest = {k: v for k, v in tree.items() if k not in ("chip", *names, *TIER_NAMES)}
+        return SystemSpec(chip=chip, **links, **tiers, **rest)
     except ConfigError as err:
         # The spec names the field ("chip.program_reserve_bytes: ..."); add the file and line.
         dotted = str(err).split(":", 1)[0]
         raise ConfigError(f"{source.at(dotted)}:{str(err).split(':', 1)[1]}") from None
+
+
+def _tier(name: str, fields_: dict[str, Any]) -> MemoryTier:
+    """A `[dram]` or `[flash]` table: capacity, bandwidth and latency are required, `per` defaults to node."""
+    missing = sorted(set(_TIER) - set(fields_) - {"per"})
+    if missing:
+        raise ConfigError(f"{name}: {missing[0]} is missing; [{name}] needs capacity_bytes, bw_bytes_per_s and "
+                          "latency_s (per = \"node\" or \"chip\" is optional: node)")
+    try:
+        return MemoryTier(**fields_)
+    except ConfigError as err:
+        raise ConfigError(f"{name}.{err}") from None
 
 
 def _pool_link_whole(tree: dict[str, Any]) -> None:

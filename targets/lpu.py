@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from targets.spec import ChipSpec, LinkSpec, SystemSpec
+from targets.spec import ChipSpec, LinkSpec, MemoryTier, SystemSpec
 
 # Confidence tags: [V] primary source, [S] secondary, [D] derived here, [L] low, [U] unverified.
 # "ISCA 2020" is Abts et al., "Think Fast: A Tensor Streaming Processor" (wow.groq.com/groq-isca-paper-
@@ -142,6 +142,20 @@ LINK = LinkSpec(bw_bytes_per_s=LINK_BW_BYTES_PER_S, latency_s=HOP_LATENCY_S)
 POOL_HOPS = 5
 POOL_LINK = LinkSpec(bw_bytes_per_s=LINK_BW_BYTES_PER_S, latency_s=POOL_HOPS * HOP_LATENCY_S)
 
+# Memory below SRAM (KV blocks a plan moves down, `--kv-tier`). Each TSP has one PCIe Gen4 x16 link to
+# its host (Linley, "Groq Gets Connected", 2020) [S]: 16 GT/s x 16 lanes x 128/130 / 8 = 31.5 GB/s per
+# direction [D]; the node's eight chips together 252 GB/s [D]. The host's DRAM capacity and rate are not
+# published for the GroqNode [U]: GUESS, 1 TiB per node (a two-socket x86 server's usual fill) whose
+# 8-16 DDR4 channels (> 200 GB/s) keep up with the eight links, so the links bind. Latency GUESS [U]:
+# 1 us, a PCIe round trip to host memory.
+PCIE_GEN4_X16_BYTES_PER_S = 16e9 * 16 * 128 / 130 / 8
+HOST_DRAM = MemoryTier(capacity_bytes=2**40, bw_bytes_per_s=CHIPS_PER_NODE * PCIE_GEN4_X16_BYTES_PER_S,
+                       latency_s=1e-6, per="node")
+# Flash: no NVMe figure is published for the GroqNode [U]. GUESS: 4 x 7.68 TB NVMe Gen4 drives per node
+# at ~7 GB/s sequential read each (a data-center U.2 drive's rating), 28 GB/s together, reached through
+# the host (the drives, not the chips' links, bind); 100 us a read (an NVMe read's order of magnitude).
+HOST_FLASH = MemoryTier(capacity_bytes=4 * 7_680 * 10**9, bw_bytes_per_s=4 * 7e9, latency_s=100e-6, per="node")
+
 LPU = SystemSpec(
     name="lpu",
     chip=CHIP,
@@ -156,4 +170,6 @@ LPU = SystemSpec(
     topology="dragonfly",  # software-defined Dragonfly, TSP = endpoint + switch: ISCA 2022 abstract [V]
     sync_cycles=HAC_RESYNC_CYCLES,  # HAC resync ~216 cycles mean, sd 2.6-2.9: survey note, ISCA 2022 [S]
     pool_link=POOL_LINK,
+    dram=HOST_DRAM,
+    flash=HOST_FLASH,
 )

@@ -90,4 +90,8 @@ LPU3 = SystemSpec(
     topology="dragonfly",  # GUESS [U]: the first LPU's software-scheduled Dragonfly
     sync_cycles=lpu.HAC_RESYNC_CYCLES,  # GUESS [U]: the first LPU's HAC resync
     pool_link=POOL_LINK,
+    # Tiers below SRAM: nothing is published for the LPX's hosts [U]. GUESS: the lpu preset's host DRAM
+    # and flash per 8-chip tray (PCIe Gen4 x16 a chip, 1 TiB; 4 NVMe drives).
+    dram=lpu.HOST_DRAM,
+    flash=lpu.HOST_FLASH,
 )

@@ -26,4 +26,8 @@ CHIP = replace(
 
 # 256 chips = 3 full groups of 72 and a partial fourth, so tests see local, intra-group and
 # inter-group links and a partly filled group.
-LPU_MINI = replace(lpu.LPU, name="lpu-mini", chip=CHIP, max_chips=256)
+# Tiers shrunk with the SRAM (not a real machine): host DRAM of 64 MiB and flash of 1 GiB per node, at
+# the lpu's rates and latencies, so tiny models' caches can move down and a tier can be too small.
+DRAM = replace(lpu.HOST_DRAM, capacity_bytes=64 * 2**20)
+FLASH = replace(lpu.HOST_FLASH, capacity_bytes=2**30)
+LPU_MINI = replace(lpu.LPU, name="lpu-mini", chip=CHIP, max_chips=256, dram=DRAM, flash=FLASH)

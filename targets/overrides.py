@@ -92,7 +92,8 @@ def dump_toml(spec: SystemSpec) -> str:
     """A target file that `load_target` reads back to a spec equal to `spec`: every field,
     quantities with their units (exact: floats in their shortest round-trip spelling)."""
     tree = _as_tree(spec)
-    lines = [f"{key} = {_value(key, value, '')}" for key, value in tree.items() if not isinstance(value, dict)]
+    lines = [f"{key} = {_value(key, value, '')}" for key, value in tree.items()
+             if not isinstance(value, dict) and value is not None]
     for table, values in tree.items():
         if isinstance(values, dict):
             lines += _table(table, values)

@@ -43,6 +43,10 @@ def mxm_rate_key(precision: str, table: dict[str, float]) -> str:
     key = FORMAT_PRECISION.get(precision, precision)
     return key if key in table else DEQUANTISED_AT.get(key, key)
 TOPOLOGIES = ("dragonfly", "nvlink", "mesh")
+# Memory below a chip's SRAM, fastest first: host DRAM (over the host link), then flash (NVMe).
+TIER_NAMES = ("dram", "flash")
+# What one tier record serves: every chip of a node shares it, or each chip has its own.
+TIER_SHARING = ("node", "chip")
 # How a node's devices reach each other: "direct" one link per peer (a message to one peer crosses its
 # link alone), "switch" through a non-blocking switch (every message spreads over all the sender's
 # local links, so a device sends at its aggregate local bandwidth whatever the number of peers).
@@ -68,6 +72,33 @@ class LinkSpec:
     def __post_init__(self) -> None:
         _require(self.bw_bytes_per_s > 0, "bw_bytes_per_s", f"must be positive, got {self.bw_bytes_per_s}")
         _require(self.latency_s >= 0, "latency_s", f"must not be negative, got {self.latency_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryTier:
+    """Memory below SRAM that KV blocks may live in: host DRAM beside a node, NVMe flash below it.
+
+    `capacity_bytes` and `bw_bytes_per_s` are per `per` ("node": the node's chips share them; "chip":
+    each chip has its own). The bandwidth is what the tier delivers to the chips it serves together:
+    the smaller of the memory's own rate and the sum of their links to it. `latency_s` is one
+    transfer's fixed cost (request to first byte). A node tier's bandwidth is shared evenly by the
+    node's chips, so each chip's share is bw / chips_per_node."""
+
+    capacity_bytes: int
+    bw_bytes_per_s: float
+    latency_s: float
+    per: str = "node"
+
+    def __post_init__(self) -> None:
+        _require(self.capacity_bytes > 0, "capacity_bytes", f"must be positive, got {self.capacity_bytes}")
+        _require(self.bw_bytes_per_s > 0, "bw_bytes_per_s", f"must be positive, got {self.bw_bytes_per_s}")
+        _require(self.latency_s >= 0, "latency_s", f"must not be negative, got {self.latency_s}")
+        _require(self.per in TIER_SHARING, "per", f"must be one of {', '.join(TIER_SHARING)}, got '{self.per}'")
+
+    @property
+    def drain_s(self) -> float:
+        """Capacity over bandwidth: how long the tier takes to turn over all it holds (its retention horizon)."""
+        return self.capacity_bytes / self.bw_bytes_per_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +245,8 @@ class SystemSpec:
     mesh_cols: int = 0
     step_cycles: int = 0
     pool_link: LinkSpec | None = None  # one chip's link to another pool; None: global_link
+    dram: MemoryTier | None = None  # host DRAM below the SRAM (TIER_NAMES), if the machine has it
+    flash: MemoryTier | None = None  # NVMe flash below that
     local_fabric: str = "direct"  # LOCAL_FABRICS
 
     def __post_init__(self) -> None:
@@ -250,6 +283,25 @@ class SystemSpec:
     @property
     def is_mesh(self) -> bool:
         return self.topology == "mesh"
+
+    @property
+    def tiers(self) -> dict[str, MemoryTier]:
+        """The tiers below SRAM this machine declares, fastest first."""
+        return {n: getattr(self, n) for n in TIER_NAMES if getattr(self, n) is not None}
+
+    def tier(self, name: str) -> MemoryTier:
+        """The tier `name` (TIER_NAMES); a one-line error when the machine declares none of that name."""
+        found = self.tiers.get(name)
+        if found is None:
+            have = ", ".join(self.tiers) or "none"
+            raise ConfigError(f"--kv-tier {name}: {self.name} declares no {name} tier (its tiers below SRAM: {have}; "
+                              f"a target file adds one as [{name}])")
+        return found
+
+    def tier_bw_per_chip(self, name: str) -> float:
+        """One chip's share of a tier's bandwidth (a node tier is shared evenly by the node's chips)."""
+        t = self.tier(name)
+        return t.bw_bytes_per_s / (self.chips_per_node if t.per == "node" else 1)
 
 
 def _dragonfly(s: SystemSpec) -> None:

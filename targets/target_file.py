@@ -41,7 +41,7 @@ def _table(tree: dict[str, Any], schema: dict[str, Any], prefix: str, lines: lis
         if isinstance(rule, Leaf) and key in tree:
             lines.append(f"{key} = {_value(rule, tree[key])}")
     for key, rule in schema.items():
-        if isinstance(rule, dict) and key in tree:
+        if isinstance(rule, dict) and tree.get(key) is not None:
             lines.append(f"\n[{prefix}{key}]")
             _table(tree[key], rule, f"{prefix}{key}.", lines)
 

@@ -22,6 +22,9 @@ too few cycles is caught. Rules (chip = ChipSpec, all rates per cycle of its clo
                        a RECV adds the class's step cycles (a wafer core's task a message); it may
                        start no earlier than its data can arrive (the interpreter derives the hops)
   SYNC                 the system's synchronisation cycles
+  FETCH, STORE         ceil(bytes / the chip's share of its tier's bandwidth + the tier's latency), the
+                       tier the host-link unit's index names (ir.isa.TIER_UNITS): a node tier's
+                       bandwidth is shared evenly by the node's chips (targets.spec.MemoryTier)
 
 A result leaving a compute unit (MXM or VOP) for SRAM crosses the chip's pipeline:
 a WRITE consuming it starts `drain_cycles` after the producer ends.
@@ -42,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ir.isa import Fmt, Fn, Op
-from targets.spec import SystemSpec, install_bytes, mxm_rate_key
+from targets.spec import TIER_NAMES, SystemSpec, install_bytes, mxm_rate_key
 
 # Element-wise work of each vector function, in ALU operations per output element.
 FN_OPS: dict[Fn, int] = {
@@ -94,6 +97,7 @@ class Timing:
     stream_bytes_per_cycle: float = math.inf  # what all units' results together may put on streams
     install_bytes_per_cycle: float = math.inf  # weights into the matrix unit
     install_bytes_per_weight: dict[str, float] = field(default_factory=dict)  # by precision
+    tiers: tuple[LinkClass | None, ...] = ()  # the host link to each of TIER_NAMES (None: the target has none)
 
     @classmethod
     def of(cls, system: SystemSpec) -> Timing:
@@ -116,6 +120,7 @@ class Timing:
             stream_bytes_per_cycle=chip.stream_bytes_per_cycle,
             install_bytes_per_cycle=chip.mxm_install_bytes_per_cycle,
             install_bytes_per_weight=dict(chip.install_bytes_per_weight),
+            tiers=tuple(_tier_class(system, name, clock) for name in TIER_NAMES),
         )
 
     @property
@@ -181,6 +186,11 @@ class Timing:
     def recv(self, nbytes: int, unit: int = 1) -> int:
         """A RECV's cycles: its bytes off the link, plus the receiver's fixed cost a message."""
         return self.link(nbytes, unit) + self.link_class(unit).step_cycles
+
+    def host(self, nbytes: int, tier: int) -> int:
+        """A FETCH's or STORE's cycles on the host link to tier `tier` (an index of TIER_NAMES)."""
+        link = self.tiers[tier]
+        return _ceil(nbytes / link.bytes_per_cycle) + link.latency_cycles
 
     @property
     def panel(self) -> int:
@@ -257,6 +267,7 @@ def durations(timing: Timing, cols: dict[str, np.ndarray]) -> np.ndarray:
                                   ceil(results[vop] / timing.port_bytes_per_cycle),
                                   ceil(elements * ops_per / timing.vxm_alus)])
     out = _links(timing, cols, out)
+    out = _hosts(timing, cols, out)
     out[op == Op.SYNC] = timing.sync_cycles
     return np.maximum(out, np.where(op == Op.SYNC, 0, 1))
 
@@ -269,6 +280,27 @@ def _links(timing: Timing, cols: dict[str, np.ndarray], out: np.ndarray) -> np.n
         for mask, size, step in ((op == Op.SEND, "src_bytes", 0), (op == Op.RECV, "dst_bytes", link.step_cycles)):
             rows = mask & cls_mask
             out[rows] = np.maximum(1, np.ceil(cols[size][rows] / link.bytes_per_cycle - 1e-9)).astype(np.int64) + step
+    return out
+
+
+def _tier_class(system: SystemSpec, name: str, clock: float) -> LinkClass | None:
+    """The host link to one tier: the chip's share of its bandwidth and its latency, per cycle."""
+    tier = system.tiers.get(name)
+    if tier is None:
+        return None
+    return LinkClass(system.tier_bw_per_chip(name) / clock, _ceil(tier.latency_s * clock))
+
+
+def _hosts(timing: Timing, cols: dict[str, np.ndarray], out: np.ndarray) -> np.ndarray:
+    """FETCH and STORE: their bytes at the unit's tier's rate, plus its latency (a tier the target lacks
+    keeps one cycle; targets.tier_checks names it)."""
+    op, unit = cols["op"], cols["unit"].astype(np.int64)
+    host = (op == Op.FETCH) | (op == Op.STORE)
+    for index, link in enumerate(timing.tiers):
+        rows = host & (unit == index)
+        if link is not None and rows.any():
+            size = np.where(op[rows] == Op.FETCH, cols["src_bytes"][rows], cols["dst_bytes"][rows])
+            out[rows] = np.ceil(size / link.bytes_per_cycle - 1e-9).astype(np.int64) + link.latency_cycles
     return out
 
 

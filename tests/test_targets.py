@@ -162,7 +162,9 @@ def test_lpu_mini_keeps_the_lpu_rules_with_small_sram():
         lpu.chip.program_reserve_bytes / lpu.chip.sram_bytes, rel=1e-3
     )
     assert mini.max_chips == 256
-    same = dataclasses.replace(mini, name="lpu", max_chips=lpu.max_chips, chip=lpu.chip)
+    assert (mini.dram.bw_bytes_per_s, mini.flash.latency_s) == (lpu.dram.bw_bytes_per_s, lpu.flash.latency_s)
+    same = dataclasses.replace(mini, name="lpu", max_chips=lpu.max_chips, chip=lpu.chip, dram=lpu.dram,
+                               flash=lpu.flash)
     assert same == lpu
 
 

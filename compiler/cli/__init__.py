@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON and nothing else")
     plan.add_argument("--plot", metavar="PNG", help="with --batch A,B,...: draw the batch curve into this PNG")
+    plan.add_argument("--idle", type=float, metavar="SECONDS",
+                      help="which tier should hold an idle conversation's KV cache, and what resuming costs")
     _pool_args(plan)
     _speculation_args(plan)
     plan.set_defaults(run=_plan)
@@ -135,6 +137,18 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-chips", type=int, help="use at most N chips")
     p.add_argument("--objective", choices=OBJECTIVES, default="chips",
                    help="fewest chips that fit, or lowest decode latency within the chip limit")
+    _tier_args(p)
+
+
+def _tier_args(p: argparse.ArgumentParser) -> None:
+    from compiler.frontend.options import KV_TIERS
+
+    p.add_argument("--kv-tier", choices=KV_TIERS, default="sram",
+                   help="where the KV cache lives: SRAM, its older positions in the target's dram or flash tier, "
+                        "or auto (whichever the objective favours)")
+    p.add_argument("--kv-hot", type=int, metavar="TOKENS",
+                   help="with --kv-tier dram|flash: the newest positions of every cache kept in SRAM (default: the "
+                        "largest window that keeps the tier's chip count)")
 
 
 def _shape_args(p: argparse.ArgumentParser, chunk: bool = True) -> None:
@@ -223,7 +237,8 @@ def _options(args: argparse.Namespace, context: int | None = None, batch: int | 
     return CompileOptions(precision=args.precision, kv_precision=args.kv_precision, context=context,
                           prompt=args.prompt, batch=batch or _batch(args.batch), chips=getattr(args, "chips", None),
                           max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"),
-                          prefill_chunk=getattr(args, "prefill_chunk", 256), embed_on_host=args.embed_on_host)
+                          prefill_chunk=getattr(args, "prefill_chunk", 256), embed_on_host=args.embed_on_host,
+                          kv_tier=getattr(args, "kv_tier", "sram"), kv_hot=getattr(args, "kv_hot", None))
 
 
 def _batch_text(text: str) -> str:
@@ -268,7 +283,7 @@ def _plan(args: argparse.Namespace) -> int:
     commands.refuse_plot(args)
     if len(contexts) > 1:
         return _sweep(args, contexts)
-    plan = make_plan(args.model, args.target or "lpu", _options(args))
+    plan = make_plan(args.model, args.target or "lpu", _options(args), args.idle)
     if args.json:
         sys.stdout.write(plan.to_json())
     else:
@@ -300,7 +315,7 @@ def _sweep(args: argparse.Namespace, contexts: list[int]) -> int:
     from compiler.plan.report import render_sweep
     from compiler.planner import make_plan
 
-    plans = [make_plan(args.model, args.target or "lpu", _options(args, context)) for context in contexts]
+    plans = [make_plan(args.model, args.target or "lpu", _options(args, context), args.idle) for context in contexts]
     if args.json:
         sys.stdout.write(json.dumps({"sweep": [json.loads(p.to_json()) for p in plans]}, indent=2,
                                     sort_keys=True) + "\n")

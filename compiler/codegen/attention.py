@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from compiler.codegen.emit import FMT, Emitter
 from compiler.codegen.template import Instr
+from compiler.codegen.tier_attention import lower_tiered_attention
 from ir.graph import Op as GraphOp
 from ir.graph import Value
 from ir.isa import Fmt, Fn, Op
@@ -22,6 +23,8 @@ def lower_attention(e: Emitter, op: GraphOp) -> None:
     MXM's 8-bit rate and a 16-bit scale per token and kv head beside them; an NVFP4 cache streams
     its codes with their e4m3 block scales on s_d (the MXM scales the codes itself). A causal
     chunk (`reach`) streams only each sequence's first `reach` cache rows."""
+    if "tier" in op.attr:
+        return lower_tiered_attention(e, op)
     q, k, v, k_cache, v_cache, pos = op.operands[:6]
     scales = op.operands[6:8] if len(op.operands) == 8 else (None, None)
     out = op.results[0]

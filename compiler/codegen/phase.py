@@ -27,6 +27,7 @@ from compiler.plan import Stage
 from ir.errors import DoesNotFitError
 from ir.graph import Graph, Value
 from ir.isa import Op
+from ir.ops import Opcode, tier_operands
 from ir.program import Program
 from ir.types import ACTIVATION_DTYPES, DType
 from targets.spec import SystemSpec
@@ -80,8 +81,14 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
         # A param two stages hold (a tied table: embedding and head) has each stage's own shard.
         own = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc] for v in op.operands}
         layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state},
-               arena_floor[i] if arena_floor else ())
+               arena_floor[i] if arena_floor else (), _below(graph))
     return codes
+
+
+def _below(graph: Graph) -> set[str]:
+    """Caches held in a tier below SRAM: a tiered attention's cold k and v (ir.ops.tier_operands)."""
+    return {op.operands[i].name for op in graph.ops if op.opcode is Opcode.ATTENTION and "tier" in op.attr
+            for i in tier_operands(len(op.operands))}
 
 
 def build_variants(graphs: Sequence[Graph], stages: Sequence[Stage], system: SystemSpec) -> list[list[StageCode]]:

@@ -9,6 +9,9 @@ from ir.errors import ConfigError
 PRECISIONS = ("fp16", "fp8", "int8", "int4", "nvfp4", "mxfp4", "mxfp8")
 KV_PRECISIONS = ("fp16", "fp8", "int8", "nvfp4")
 OBJECTIVES = ("chips", "latency")
+# Where a plan keeps the KV cache: all in SRAM, its older positions in a tier below (host DRAM or
+# flash, targets.spec.TIER_NAMES), or whichever the objective favours.
+KV_TIERS = ("auto", "sram", "dram", "flash")
 MIN_PREFILL_CHUNK = 16  # tokens; one tile of rows
 DEFAULT_PROMPT = 1024  # tokens, or the whole context when it is shorter
 
@@ -21,6 +24,10 @@ class CompileOptions:
     pipeline at once. The plan reserves activation space for only MIN_PREFILL_CHUNK
     of them and then uses the largest chunk its stages have room for, so prefill
     never costs a chip that decode does not need.
+
+    `kv_tier` places the KV cache: "sram", or "dram"/"flash" with the `kv_hot` newest positions of
+    every cache in SRAM and the older ones in that tier (compiler/plan/kv_tiers.py picks the window when
+    it is None), or "auto": the placement the objective favours.
 
     `context` counts every token a sequence holds, its prompt included, so `prompt` may not
     exceed it; left out, `prompt` is DEFAULT_PROMPT or the context, whichever is shorter.
@@ -36,6 +43,8 @@ class CompileOptions:
     objective: str = "chips"
     prefill_chunk: int = 256
     embed_on_host: bool = False  # wafers: the host looks up each token's embedding row and streams it in
+    kv_tier: str = "sram"  # KV_TIERS
+    kv_hot: int | None = None  # with kv_tier dram/flash: the newest positions kept in SRAM (None: the plan chooses)
     solver_seed: int = 0
     solver_deterministic_time: float = 20.0
 
@@ -46,6 +55,7 @@ class CompileOptions:
         _choice("--precision", self.precision, PRECISIONS)
         _choice("--kv-precision", self.kv_precision, KV_PRECISIONS)
         _choice("--objective", self.objective, OBJECTIVES)
+        _choice("--kv-tier", self.kv_tier, KV_TIERS)
         for flag, value in (("--context", self.context), ("--prompt", self.prompt), ("--batch", self.batch),
                             ("--chips", self.chips), ("--max-chips", self.max_chips),
                             ("--prefill-chunk", self.prefill_chunk)):
@@ -54,6 +64,12 @@ class CompileOptions:
         if self.prompt > self.context:
             raise ConfigError(f"--prompt {self.prompt} is longer than --context {self.context}: the context holds the "
                               f"prompt too; give --context {self.prompt} or more, or a shorter --prompt")
+        if self.kv_hot is not None and self.kv_tier not in ("dram", "flash"):
+            raise ConfigError(f"--kv-hot needs --kv-tier dram or flash (it sizes the SRAM window above a tier), "
+                              f"not --kv-tier {self.kv_tier}")
+        if self.kv_hot is not None and not 0 <= self.kv_hot < self.context:
+            raise ConfigError(f"--kv-hot {self.kv_hot} must be at least 0 and below --context {self.context} "
+                              "(the positions kept in SRAM; the rest live in the tier)")
         if self.chips and self.max_chips and self.chips > self.max_chips:
             raise ConfigError(f"--chips {self.chips} exceeds --max-chips {self.max_chips}")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from compiler.partition.mesh import DeviceMesh, chip_mesh, collective_wire_s
 from compiler.partition.mesh import collective_s as collective_time_s
-from compiler.partition.shard_cost import Block, Collective, OpWork, ShardCost
+from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork
 from ir.ops import Opcode
 from targets.spec import ChipSpec, SystemSpec
 from targets.topology import chip_hops
@@ -33,23 +33,25 @@ class Breakdown:
     latency_s: float = 0.0  # fixed pipeline latency of each op through the chip
     link_s: float = 0.0  # collectives and pipeline hops
     tiles_s: float = 0.0
+    tier_s: float = 0.0  # fetching cold KV from a tier below SRAM, where it outlasts the work it overlaps
+    tier_fetch_s: float = 0.0  # all the tier's transfers, overlapped or not (not part of total_s)
 
     @property
     def total_s(self) -> float:
-        return self.memory_s + self.compute_s + self.latency_s + self.link_s
+        return self.memory_s + self.compute_s + self.latency_s + self.link_s + self.tier_s
 
     def __add__(self, other: Breakdown) -> Breakdown:
-        return Breakdown(self.memory_s + other.memory_s, self.compute_s + other.compute_s,
-                         self.latency_s + other.latency_s, self.link_s + other.link_s, self.tiles_s + other.tiles_s)
+        return Breakdown(*(getattr(self, f) + getattr(other, f) for f in self.__slots__))
 
     def scaled(self, k: float) -> Breakdown:
-        return Breakdown(self.memory_s * k, self.compute_s * k, self.latency_s * k, self.link_s * k, self.tiles_s * k)
+        return Breakdown(*(getattr(self, f) * k for f in self.__slots__))
 
     @property
     def binding(self) -> str:
-        """What most of the time goes to: "sram-bandwidth", "compute", "pipeline-latency" or "links"."""
+        """What most of the time goes to: "sram-bandwidth", "compute", "pipeline-latency", "links" or
+        "tier-bandwidth"."""
         parts = {"sram-bandwidth": self.memory_s, "compute": self.compute_s,
-                 "pipeline-latency": self.latency_s, "links": self.link_s}
+                 "pipeline-latency": self.latency_s, "links": self.link_s, "tier-bandwidth": self.tier_s}
         return max(parts, key=lambda k: (parts[k], k))
 
 
@@ -101,9 +103,31 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
     """A unit on one chip: its ops stream one after another (they share the SRAM
     bandwidth), the dependency chain pays the pipeline latency, then collectives."""
     total = Breakdown(latency_s=cost.chain_ops * _op_latency_s(system))
-    for work in cost.work:
-        total += op_time(work, system, precision)
-    return total + Breakdown(link_s=sum(collective_s(c, system) for c in cost.collectives))
+    times = [op_time(work, system, precision) for work in cost.work]
+    for t in times:
+        total += t
+    total += Breakdown(link_s=sum(collective_s(c, system) for c in cost.collectives))
+    return total + tier_time(cost, times, system) if cost.tier else total
+
+
+def tier_fetch_s(tier: TierWork, system: SystemSpec) -> float:
+    """Every transfer of the unit's on the chip's host link (the cold KV fetched, the new rows stored):
+    bytes at its share of the tier's bandwidth, plus the tier's latency per transfer (targets/timing.py's
+    host-link rule)."""
+    latency = system.tier(tier.name).latency_s
+    return (tier.bytes + tier.store_bytes) / system.tier_bw_per_chip(tier.name) + (tier.fetches + tier.stores) * latency
+
+
+def tier_time(cost: ShardCost, times: list[Breakdown], system: SystemSpec) -> Breakdown:
+    """The host link runs beside MEM and the MXM: the attention waits only for the fetches that outlast
+    its own streaming and what ran before it, and only STAGING_SLOTS blocks can be fetched ahead of
+    it (the slots it then streams from), so the work before it hides at most that many."""
+    tier = cost.tier
+    fetch = tier_fetch_s(tier, system)
+    per_fetch = fetch / (tier.fetches + tier.stores)
+    before = sum((t.total_s for t in times[:tier.attention]), 0.0) + cost.chain_ops * _op_latency_s(system) / 2
+    hidden = times[tier.attention].total_s + min(before, STAGING_SLOTS * per_fetch)
+    return Breakdown(tier_s=max(0.0, fetch - hidden), tier_fetch_s=fetch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +144,8 @@ class StageBound:
     install_bytes: float = 0.0  # weights x install bytes per weight
     cache_bytes: int = 0  # KV cache and SSM state held (read once a step)
     stream_bytes: int = 0  # every byte the ops stream
+    tier_s: float = 0.0  # cold KV over the chip's share of its tier's bandwidth
+    tier_bytes: int = 0
 
     def __add__(self, other: StageBound) -> StageBound:
         return StageBound(*(getattr(self, f) + getattr(other, f) for f in self.__slots__))
@@ -127,13 +153,14 @@ class StageBound:
     @property
     def total_s(self) -> float:
         """The stage's bound: its slowest resource, plus the wires."""
-        return max(self.install_s, self.cache_s, self.stream_s, self.compute_s) + self.wire_s
+        return max(self.install_s, self.cache_s, self.stream_s, self.compute_s, self.tier_s) + self.wire_s
 
     def to_dict(self) -> dict[str, float]:
         return {"install_us": self.install_s * 1e6, "cache_us": self.cache_s * 1e6, "stream_us": self.stream_s * 1e6,
                 "compute_us": self.compute_s * 1e6, "wire_us": self.wire_s * 1e6,
                 "install_bytes": self.install_bytes, "cache_bytes": self.cache_bytes,
-                "stream_bytes": self.stream_bytes}
+                "stream_bytes": self.stream_bytes} | (
+            {"tier_us": self.tier_s * 1e6, "tier_bytes": self.tier_bytes} if self.tier_bytes else {})
 
 
 def unit_bound(cost: ShardCost, system: SystemSpec, precision: str) -> StageBound:
@@ -150,7 +177,9 @@ def unit_bound(cost: ShardCost, system: SystemSpec, precision: str) -> StageBoun
                       stream_s=streamed / (chip.stream_bytes_per_cycle * clock),
                       compute_s=max(matrix, vector),
                       wire_s=sum(collective_latency_s(c, system) for c in cost.collectives),
-                      install_bytes=weights, cache_bytes=cost.state_read_bytes, stream_bytes=streamed)
+                      install_bytes=weights, cache_bytes=cost.state_read_bytes, stream_bytes=streamed,
+                      tier_s=cost.tier_bytes / system.tier_bw_per_chip(cost.tier.name) if cost.tier else 0.0,
+                      tier_bytes=cost.tier_bytes)
 
 
 def handoff_wire_s(system: SystemSpec) -> float:

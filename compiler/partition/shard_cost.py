@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import OPDEFS, Opcode, expert_passes, reach_of
+from ir.ops import OPDEFS, Opcode, expert_passes, reach_of, tier_operands
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
@@ -61,6 +61,26 @@ class OpWork:
     blocks: tuple[Block, ...] = ()
 
 
+# Staging slots a tiered cache streams through: the host link fills one while the MXM reads the other.
+STAGING_SLOTS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class TierWork:
+    """One chip's traffic with a tier below SRAM for a unit: `bytes` of cold cache held there and fetched
+    every step (into staging slots, then streamed from SRAM like the hot part), in `fetches` transfers of
+    at most `block_bytes`; `attention` is the index in `work` of the op that waits for them; `stores`
+    transfers of `store_bytes` in all carry the step's new rows to the tier on the same link."""
+
+    name: str
+    bytes: int
+    fetches: int
+    block_bytes: int
+    attention: int
+    stores: int = 0  # the step's new rows written to the tier (one STORE per cache)
+    store_bytes: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class ShardCost:
     """One unit on one chip of a group of `tp` chips."""
@@ -73,6 +93,12 @@ class ShardCost:
     collectives: tuple[Collective, ...]
     chain_ops: int  # ops on the longest dependency path: each pays the chip's pipeline latency
     state_read_bytes: int = 0  # the caches' and states' own bytes (state_bytes adds their alignment)
+    tier: TierWork | None = None  # KV positions held below SRAM and fetched every step
+
+    @property
+    def tier_bytes(self) -> int:
+        """Cache bytes this chip holds in the tier below SRAM."""
+        return self.tier.bytes if self.tier else 0
 
     @property
     def resident_bytes(self) -> int:
@@ -93,20 +119,25 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
 
 def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
     """shard_cost of a unit already sharded over `tp` chips (its per-chip ops)."""
-    params, state = _resident(chip_ops)
+    params, state, cold = _resident(chip_ops)
     work, collectives = [], []
+    tier = None
     for op in chip_ops:
         if op.opcode in _COLLECTIVES:
             collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, rows_scale), tp))
             continue
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, rows_scale), tp))
-        work.append(_work(op, params | state, rows_scale))
+        if op.opcode is Opcode.ATTENTION and "tier" in op.attr:
+            tier = _tier_work(op, len(work), tier, rows_scale)
+        work.append(_work(op, params | state | cold, rows_scale))
     # SRAM holds each tensor from a vector boundary, as the allocator places it.
     weights = sum(align(n, alignment) for n in params.values())
     cache = sum(align(n, alignment) for n in state.values())
-    return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state, rows_scale, alignment), tuple(work),
-                     tuple(collectives), _chain(chip_ops), _state_read(chip_ops, state))
+    staging = STAGING_SLOTS * align(tier.block_bytes, alignment) if tier else 0
+    return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, rows_scale, alignment) + staging,
+                     tuple(work), tuple(collectives), _chain(chip_ops),
+                     _state_read(chip_ops, state) + sum(cold.values()), tier)
 
 
 def _state_read(chip_ops: list[Op], state: dict[str, int]) -> int:
@@ -119,13 +150,30 @@ def _read_fraction(op: Op, index: int) -> float:
     """The share of resident operand `index` that `op` streams: an attention cache (and its scales)
     up to the op's reach, everything else whole."""
     cache = _CACHE_OPERANDS.get(op.opcode)
-    if cache is None or index not in cache:
+    if cache is None or index not in cache or "tier" in op.attr:  # a tiered cache is read whole
         return 1.0
     tokens = op.operands[cache[0]].type.shape[1]
     return reach_of(op.attr, op.operands[cache[0]].type) / tokens
 
 
 _CACHE_OPERANDS = {Opcode.ATTENTION: (3, 4, 6, 7), Opcode.MLA_ATTENTION: (4,)}
+
+
+def _tier_work(op: Op, index: int, before: TierWork | None, rows_scale: float) -> TierWork:
+    """The cold caches of one tiered attention on this chip: every sequence's cold positions, K then V,
+    fetched `block` positions at a time, and the new rows stored (a unit with two such attentions sums them)."""
+    below = [op.operands[i].type for i in tier_operands(len(op.operands))]
+    batch, cold, _ = below[0].shape
+    row = sum(t.nbytes for t in below) // (2 * batch * cold)  # one position's codes (and scales) of k or v
+    block = op.attr["block"]
+    fetches = len(below) * batch * -(-cold // block)  # codes and scales move apart
+    nbytes = sum(t.nbytes for t in below)
+    stored = 2 * _scaled(op.operands[1].type.shape[0], rows_scale) * row  # the new rows of k and of v
+    if before is not None:
+        return TierWork(before.name, before.bytes + nbytes, before.fetches + fetches,
+                        max(before.block_bytes, block * row), before.attention, before.stores + len(below),
+                        before.store_bytes + stored)
+    return TierWork(op.attr["tier"], nbytes, fetches, block * row, index, len(below), stored)
 
 
 def _chain(chip_ops: list[Op]) -> int:
@@ -142,16 +190,20 @@ def _chain(chip_ops: list[Op]) -> int:
     return longest
 
 
-def _resident(chip_ops: list[Op]) -> tuple[dict[str, int], dict[str, int]]:
-    """Params and caches: operands no op of the unit defines, other than activation inputs."""
+def _resident(chip_ops: list[Op]) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Params, caches in SRAM, and caches held in a tier below: operands no op of the unit defines,
+    other than activation inputs."""
     defined = {r.name for op in chip_ops for r in op.results}
     params: dict[str, int] = {}
     state: dict[str, int] = {}
+    cold: dict[str, int] = {}
     for op in chip_ops:
+        below = tier_operands(len(op.operands)) if op.opcode is Opcode.ATTENTION and "tier" in op.attr else ()
         for i, v in enumerate(op.operands):
             if v.name not in defined and is_resident(op, i):
-                (state if i in OPDEFS[op.opcode].writes else params)[v.name] = v.type.nbytes  # written: a cache
-    return params, state
+                where = (cold if i in below else state) if i in OPDEFS[op.opcode].writes else params
+                where[v.name] = v.type.nbytes  # written: a cache
+    return params, state, cold
 
 
 def is_resident(op: Op, index: int) -> bool:
@@ -163,7 +215,7 @@ def is_resident(op: Op, index: int) -> bool:
     if op.opcode is Opcode.RMSNORM:
         return index == 1
     if op.opcode is Opcode.ATTENTION:
-        return index in (3, 4, 6, 7)  # caches and their scales
+        return index >= 3 and index != 5  # caches (in SRAM and below) and their scales
     if op.opcode is Opcode.EXPERTS:
         return index >= 3  # expert weights and their scales
     if op.opcode is Opcode.CONV1D:

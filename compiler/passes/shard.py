@@ -299,7 +299,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         return v.type
     if index in _CHANNEL_OPERANDS.get(op.opcode, ()):
         return _channel_operand_type(v.type, t)
-    if op.opcode is Opcode.ATTENTION and index in (3, 4, 6, 7):  # caches, and their per-head scales
+    if op.opcode is Opcode.ATTENTION and index >= 3 and index != 5:  # caches (hot, cold), their per-head scales
         kv = a["kv_heads"]
         return v.type.with_shape(*shape[:2], shape[2] // kv * head_split(a["heads"], kv, t)[1])
     if op.opcode in (Opcode.ADD, Opcode.MUL) and len(shape) == 1 and index == 1:

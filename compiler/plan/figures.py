@@ -32,7 +32,8 @@ def decode_figures(timed: Sequence[Timed], options: CompileOptions) -> dict:
         "tokens_per_s_bound": _r(1 / bound),
         "throughput_tokens_per_s": _r(options.batch / latency),
         "breakdown_us": {"sram_bandwidth": _r(total.memory_s * 1e6), "compute": _r(total.compute_s * 1e6),
-                         "pipeline_latency": _r(total.latency_s * 1e6), "links": _r(total.link_s * 1e6)},
+                         "pipeline_latency": _r(total.latency_s * 1e6), "links": _r(total.link_s * 1e6)}
+        | ({"tier": _r(total.tier_s * 1e6)} if total.tier_fetch_s else {}),
         "binding": total.binding,
     }
 

@@ -41,6 +41,7 @@ class PlanFile:
     target: str
     options: dict
     stages: tuple[PinnedStage, ...]
+    placement: tuple[str, int | None] | None = None  # the KV tier and hot window the plan chose (kv_tiers)
 
     def check_for(self, model: str, target: str, options: CompileOptions) -> None:
         """One line when the plan was made for another model, target, or graph-shaping option."""
@@ -48,7 +49,8 @@ class PlanFile:
             raise ConfigError(f"{self.path}: a plan of {self.model} on {self.target}, not {model} on {target}")
         given = asdict(options)
         for name, value in sorted(self.options.items()):
-            if name not in SEARCH_OPTIONS and name in given and given[name] != value:
+            placed = self.placement is not None and name in ("kv_tier", "kv_hot")  # the plan's placement is used
+            if name not in SEARCH_OPTIONS and not placed and name in given and given[name] != value:
                 raise ConfigError(f"{self.path}: options.{name} is {value!r}, the command line's {given[name]!r}: "
                                   f"give --{name.replace('_', '-')} {value} (or re-plan)")
 
@@ -90,7 +92,18 @@ def read_plan(path: str | Path) -> PlanFile:
         if not isinstance(data.get(key), str if key != "options" else dict):
             raise ConfigError(f"{where}: {key}: missing or not a {'string' if key != 'options' else 'table'}")
     stages = tuple(_stage(where, i, s) for i, s in enumerate(data["stages"]))
-    return PlanFile(where, data["model"], data["target"], data["options"], stages)
+    return PlanFile(where, data["model"], data["target"], data["options"], stages, _placement(where, data))
+
+
+def _placement(where: str, data: dict) -> tuple[str, int | None] | None:
+    """`kv_tiers.placement` of a plan that placed its KV cache: (tier, hot window)."""
+    placement = data.get("kv_tiers", {}).get("placement") if isinstance(data.get("kv_tiers"), dict) else None
+    if placement is None:
+        return None
+    tier, hot = placement.get("tier"), placement.get("hot_tokens")
+    if tier not in ("sram", "dram", "flash") or not isinstance(hot, int) or isinstance(hot, bool) or hot < 0:
+        raise ConfigError(f"{where}: kv_tiers.placement: needs tier (sram, dram or flash) and hot_tokens (a count)")
+    return tier, hot
 
 
 def _stage(where: str, i: int, s: object) -> PinnedStage:

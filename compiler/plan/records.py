@@ -72,6 +72,7 @@ class Stage:
     bound_terms: dict[str, float] | None = None  # the physical bound's terms (partition.cost.StageBound)
     decode_tiles_us: float = 0.0  # of decode_us, what whole-tile rounding adds
     experts: str | None = None  # how the stage's experts are spread (passes.shard.expert_placement)
+    tier: dict | None = None  # cold KV below SRAM, per chip: tier, bytes held, decode fetch and exposed us
 
     @property
     def tp(self) -> int:
@@ -108,7 +109,7 @@ class Stage:
         } | ({"decode_bound_terms": {k: round_sig(v) if k.endswith("_us") else int(v)
                                      for k, v in self.bound_terms.items()},
               "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {}) | (
-            {"experts": self.experts} if self.experts else {})
+            {"experts": self.experts} if self.experts else {}) | ({"tier": self.tier} if self.tier else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,7 @@ class Plan:
     totals: dict
     device: str = "chip"  # "chip" or "wafer": what `chips` counts
     extra: dict = field(default_factory=dict)
+    kv_tiers: dict = field(default_factory=dict)  # where the KV cache lives and each tier's figures (kv_tiers.py)
     wall_s: float = 0.0  # measured, shown to people; never in the JSON, which must be byte-stable
 
     @property
@@ -170,4 +172,4 @@ def plan_dict(plan: Plan) -> dict:
         "prefill": plan.prefill,
         "binding": plan.binding,
         "solver": plan.solver,
-    } | plan.extra
+    } | ({"kv_tiers": plan.kv_tiers} if plan.kv_tiers else {}) | plan.extra

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from compiler.plan import Plan, Stage
 from compiler.plan.figures import GAP_PARTS
+from compiler.plan.tier_report import crossover, sweep_cells, sweep_columns, tier_section
 from ir.memory_map import MemoryMap, StageMemory
 
 
@@ -15,6 +16,9 @@ def render_plan(plan: Plan, console: Console) -> None:
     console.print(_summary(plan))
     console.print(_wafer_stages(plan) if plan.on_wafers else _stages(plan))
     console.print(memory_table(plan.stages, "core" if plan.on_wafers else "chip"))
+    tiers = tier_section(plan)
+    if tiers is not None:
+        console.print(tiers)
 
 
 def render_sweep(plans: list[Plan], console: Console) -> None:
@@ -24,8 +28,9 @@ def render_sweep(plans: list[Plan], console: Console) -> None:
     console.print(Text.assemble((first.model, "bold"), " on ", (first.target, "bold"),
                                 f"  {o['precision']} weights, prompt {o['prompt']}, batch {o['batch']}"))
     table = Table(header_style="bold", box=None)
+    tiered = sweep_columns(plans)
     for col in ("context", "KV GB", "SSM MB", "weights GB", "chips", "bound", "µs/token", "bound µs", "tokens/s",
-                "TTFT ms", "binds"):
+                "TTFT ms", "binds") + (("KV in", "SRAM-only chips", "tier / token") if tiered else ()):
         table.add_column(col, justify="right")
     for p in plans:
         t, d = p.totals, p.decode
@@ -33,8 +38,11 @@ def render_sweep(plans: list[Plan], console: Console) -> None:
                       f"{t.get('ssm_state_bytes', 0) / 1e6:,.1f}",
                       f"{t['weight_bytes'] / 1e9:,.2f}", f"{p.chips:,}", f"{p.chips_lower_bound:,}",
                       f"{d['latency_us']:,.1f}", f"{d['latency_bound_us']:,.1f}", f"{d['tokens_per_s']:,.0f}",
-                      f"{p.prefill['ttft_ms']:,.2f}", d["binding"])
+                      f"{p.prefill['ttft_ms']:,.2f}", d["binding"], *(sweep_cells(p) if tiered else ()))
     console.print(table)
+    line = crossover(plans)
+    if line is not None:
+        console.print(line)
 
 
 def _summary(plan: Plan) -> Group:

@@ -32,6 +32,9 @@ POOLS = ("prefill", "decode")
 def compile_disaggregated(model: str, prefill_target: str, decode_target: str, options: CompileOptions,
                           out: str | Path, weights: str = "auto", progress=lambda _: None, force: bool = False) -> dict:
     """Both pools' builds and the hand-off between them in `out`; returns the top-level manifest."""
+    if options.kv_tier != "sram":
+        raise ConfigError(f"--kv-tier {options.kv_tier}: a disaggregated build hands the KV cache over from SRAM; "
+                          "plan tiers on one pool (plan --kv-tier), or leave --kv-tier out")
     out = check_request(prefill_target, decode_target, out, force)
     sub_options = {"prefill": replace(options, context=options.prompt), "decode": options}
     with build_writer(out, force) as tmp:

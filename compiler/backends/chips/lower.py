@@ -53,6 +53,9 @@ def _outputs(phases: list[tuple[str, list[StageCode], Graph]]) -> dict:
     return out
 
 
+RESIDENT = ("tier", "param", "state")  # what every phase finds at one address ("tier": in the tier below SRAM)
+
+
 def memory_map(decode: list[StageCode], prefill: list[StageCode], verify: list[StageCode] | None = None) -> dict:
     """Each stage's SRAM map (every chip of a stage has the same layout). Weights and caches
     ("phase": "both") sit where every phase finds them; above them each phase lays out its own
@@ -60,13 +63,13 @@ def memory_map(decode: list[StageCode], prefill: list[StageCode], verify: list[S
     stages = []
     for i, (d, p) in enumerate(zip(decode, prefill, strict=True)):
         codes = [("decode", d), ("prefill", p)] + ([("verify", verify[i])] if verify else [])
-        resident = [r for r in d.memory_map if r[0] in ("param", "state")]
+        resident = [r for r in d.memory_map if r[0] in RESIDENT]
         for phase, code in codes[1:]:
-            if resident != [r for r in code.memory_map if r[0] in ("param", "state")]:
+            if resident != [r for r in code.memory_map if r[0] in RESIDENT]:
                 raise RuntimeError(f"stage {d.index}: decode and {phase} place weights or caches differently")
         regions = [(*r, "both") for r in resident]
         for phase, code in codes:
-            regions += [(*r, phase) for r in code.memory_map if r[0] not in ("param", "state")]
+            regions += [(*r, phase) for r in code.memory_map if r[0] not in RESIDENT]
         stages.append({"index": d.index, "first_chip": d.first_chip, "tp": d.tp,
                        "regions": [{"kind": k, "name": n, "addr": a, "bytes": b, "phase": ph}
                                    for k, n, a, b, ph in regions]})

@@ -21,7 +21,7 @@ from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes.shard import expert_placement
 from compiler.plan.reader import PlanFile, unit_ranges
-from compiler.plan.records import ChipRange, Memory, Stage
+from compiler.plan.records import ChipRange, Memory, Stage, round_sig
 from compiler.plan.search import Timed
 from ir.errors import ConfigError
 from ir.graph import Graph
@@ -147,7 +147,7 @@ class ChipLayout:
         stage = Stage(index, units[0].scope, units[-1].scope, layers_of([u.scope for u in units]),
                       ChipRange(run.first_chip, c.tp), memory, decode.total_s * 1e6, bound.total_s * 1e6,
                       prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6,
-                      self._experts([u.scope for u in units], c.tp))
+                      self._experts([u.scope for u in units], c.tp), _tier(units, c.tp, decode))
         return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
 
     @functools.cached_property
@@ -208,6 +208,17 @@ def _memory(units: list[Unit], pre: list[ShardCost], tp: int, system: SystemSpec
         program=system.chip.program_reserve_bytes,
         capacity=system.chip.sram_bytes,
     )
+
+
+def _tier(units: list[Unit], tp: int, decode: Breakdown) -> dict | None:
+    """A stage's cold KV per chip: which tier, the bytes it holds there, and a decode step's fetch time
+    (all of it, and what the stage's other work does not hide)."""
+    tiers = [u.decode[tp].tier for u in units if u.decode[tp].tier]
+    if not tiers:
+        return None
+    return {"name": tiers[0].name, "bytes": sum(t.bytes for t in tiers), "fetches": sum(t.fetches for t in tiers),
+            "stores": sum(t.stores for t in tiers), "store_bytes": sum(t.store_bytes for t in tiers),
+            "fetch_us": round_sig(decode.tier_fetch_s * 1e6), "exposed_us": round_sig(decode.tier_s * 1e6)}
 
 
 def layers_of(scopes: list[str]) -> tuple[int, int] | None:

@@ -228,14 +228,18 @@ class Program:
     @cached_property
     def block_span(self) -> tuple[np.ndarray, np.ndarray]:
         """Per block, the first issue and the last end of its rows, relative to an instance's start."""
+        return self.spans(self.body["cycles"])
+
+    def spans(self, cycles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per block, the first issue and the last end of its rows with these per-row `cycles` (the booked
+        ones, or what an interpreter derives), relative to an instance's start."""
         first = np.zeros(self.blocks, np.int64)
         last = np.zeros(self.blocks, np.int64)
         nonempty = self.block_rows > 0
         if nonempty.any():
             starts = self.bounds[:-1][nonempty]
             first[nonempty] = np.minimum.reduceat(self.body["issue"], starts)
-            ends = self.body["issue"] + self.body["cycles"]
-            last[nonempty] = np.maximum.reduceat(ends, starts)
+            last[nonempty] = np.maximum.reduceat(self.body["issue"] + cycles, starts)
         return first, last
 
     @property

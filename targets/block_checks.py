@@ -109,7 +109,7 @@ def check_sync_rows(program: Program, dur: np.ndarray, hazards, first_is_sync: b
     is_sync = b["op"] == Op.SYNC
     block = np.repeat(np.arange(program.blocks), program.block_rows)
     has_sync = np.bincount(block[is_sync], minlength=program.blocks) > 0
-    first, last = _spans(program, dur)
+    first, last = program.spans(dur)
     # Absolute SYNC intervals per chip: against them, which instances (without a SYNC) overlap one.
     sync_inst = has_sync[inst["block"]]
     s = program.expand(np.flatnonzero(sync_inst), names=("chip", "issue", "cycles"), ordered=False,
@@ -150,22 +150,10 @@ def check_sync_rows(program: Program, dur: np.ndarray, hazards, first_is_sync: b
                 first_is_sync)
 
 
-def _spans(program: Program, dur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per block, its first issue and last derived end, relative to an instance's start."""
-    first = np.zeros(program.blocks, np.int64)
-    last = np.zeros(program.blocks, np.int64)
-    nonempty = program.block_rows > 0
-    if nonempty.any():
-        starts = program.bounds[:-1][nonempty]
-        first[nonempty] = np.minimum.reduceat(program.body["issue"], starts)
-        last[nonempty] = np.maximum.reduceat(program.body["issue"] + dur, starts)
-    return first, last
-
-
 def _overlapping_chips(program: Program, dur: np.ndarray) -> np.ndarray:
     """Chips on which some instance starts before an earlier-starting one has ended."""
     inst = program.inst
-    first, last = _spans(program, dur)
+    first, last = program.spans(dur)
     nonempty = program.block_rows[inst["block"]] > 0
     chip = inst["chip"][nonempty].astype(np.int64)
     start = (inst["issue"] + first[inst["block"]])[nonempty]

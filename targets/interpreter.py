@@ -90,12 +90,7 @@ class Run:
     @cached_property
     def block_end(self) -> np.ndarray:
         """Per block, the last derived end of its rows relative to an instance's start."""
-        p = self.program
-        out = np.zeros(p.blocks, np.int64)
-        nonempty = p.block_rows > 0
-        if nonempty.any():
-            out[nonempty] = np.maximum.reduceat(p.body["issue"] + self.dur, p.bounds[:-1][nonempty])
-        return out
+        return self.program.spans(self.dur)[1]
 
     @property
     def makespan(self) -> int:

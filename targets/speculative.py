@@ -179,17 +179,9 @@ def _run_group(build: Build, prompts: list[list[int]], tokens: int, order: list[
         ids = np.array(rows, np.int32).reshape(-1)
         pos = (starts[:, None] + np.arange(k + 1, dtype=np.int32)).reshape(-1)
         chosen, counts, logits = _verify_step(build, target_m, ids, pos, order)
-        for b, s in enumerate(seqs):
-            if active[b]:
-                n = int(counts[b])
-                s.tokens += chosen[b, : n + 1].tolist()
-                s.logits += list(logits[b, : n + 1])
-                s.position += n + 1
-                accepted[b].append(n)
+        _emit(seqs, active, chosen, counts, logits, accepted)
         per_step.append(target_m.executed + draft_m.executed - before)
-    return {"tokens": [s.tokens[:tokens] for s in seqs],
-            "logits": [np.stack(s.logits[:tokens]) for s in seqs], "accepted": accepted,
-            "instructions": target_m.executed + draft_m.executed, "instructions_per_step": per_step}
+    return _result(seqs, tokens, accepted, target_m.executed + draft_m.executed, per_step)
 
 
 def _machine(build: Build) -> Machine:
@@ -267,18 +259,28 @@ def _run_mtp_group(build: Build, prompts: list[list[int]], tokens: int, order: l
         chosen, counts, logits = _verify_step(build, target_m, ids.reshape(-1), pos, order)
         rows_hidden = _gather_output(build, "verify", "hidden", target_m)
         out = mtp_step(mtp, mtp_m, chosen.reshape(-1), pos, rows_hidden, order).reshape(len(seqs), -1)
-        for b, s in enumerate(seqs):
-            n = int(counts[b])
-            proposals[b] = int(out[b, n])
-            if active[b]:
-                s.tokens += chosen[b, : n + 1].tolist()
-                s.logits += list(logits[b, : n + 1])
-                s.position += n + 1
-                accepted[b].append(n)
+        for b in range(len(seqs)):
+            proposals[b] = int(out[b, int(counts[b])])
+        _emit(seqs, active, chosen, counts, logits, accepted)
         per_step.append(target_m.executed + mtp_m.executed - before)
+    return _result(seqs, tokens, accepted, target_m.executed + mtp_m.executed, per_step)
+
+
+def _emit(seqs, active, chosen: np.ndarray, counts: np.ndarray, logits: np.ndarray, accepted: list[list[int]]) -> None:
+    """A verify step's tokens onto each live sequence: the target's choices up to the first mismatch."""
+    for b, s in enumerate(seqs):
+        if active[b]:
+            n = int(counts[b])
+            s.tokens += chosen[b, : n + 1].tolist()
+            s.logits += list(logits[b, : n + 1])
+            s.position += n + 1
+            accepted[b].append(n)
+
+
+def _result(seqs, tokens: int, accepted: list[list[int]], executed: int, per_step: list[int]) -> dict:
     return {"tokens": [s.tokens[:tokens] for s in seqs],
             "logits": [np.stack(s.logits[:tokens]) for s in seqs], "accepted": accepted,
-            "instructions": target_m.executed + mtp_m.executed, "instructions_per_step": per_step}
+            "instructions": executed, "instructions_per_step": per_step}
 
 
 def _prompt_hidden(chunks: dict[int, np.ndarray], batch: int) -> list[np.ndarray]:

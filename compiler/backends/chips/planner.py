@@ -55,6 +55,7 @@ class ChipLayout:
     lower_bound: int = 0
     _prefill: dict = field(default_factory=dict)
     _sharded: dict = field(default_factory=dict)  # per-chip prefill ops by (unit kind, group size)
+    _figures: dict = field(default_factory=dict)  # a unit cost's time and bound, by the cost's identity
 
     @classmethod
     def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
@@ -124,15 +125,17 @@ class ChipLayout:
         return c.resident_bytes + low + per_token * (chunk - smallest) <= self.system.chip.usable_sram_bytes
 
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
-        c, system, precision = run.cand, self.system, self.options.precision
+        c, system = run.cand, self.system
         units = self.units_[c.first:c.stop]
         pre = self._prefill_costs(runs, chunk, reach)
         pre = [pre[u.kind, c.tp] for u in units]
-        decode = sum((unit_time(u.decode[c.tp], system, precision) for u in units), Breakdown())
-        prefill = sum((unit_time(p, system, precision) for p in pre), Breakdown())
+        decode_parts = [self._unit_figures(u.decode[c.tp]) for u in units]
+        prefill_parts = [self._unit_figures(p) for p in pre]
+        decode = sum((t for t, _ in decode_parts), Breakdown())
+        prefill = sum((t for t, _ in prefill_parts), Breakdown())
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
-        bound = sum((unit_bound(u.decode[c.tp], system, precision) for u in units), entry)
-        prefill_bound = sum((unit_bound(p, system, precision) for p in pre), entry)
+        bound = sum((b for _, b in decode_parts), entry)
+        prefill_bound = sum((b for _, b in prefill_parts), entry)
         hops = 0
         if index:
             prev = runs[index - 1]
@@ -147,8 +150,18 @@ class ChipLayout:
         stage = Stage(index, units[0].scope, units[-1].scope, layers_of([u.scope for u in units]),
                       ChipRange(run.first_chip, c.tp), memory, decode.total_s * 1e6, bound.total_s * 1e6,
                       prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6,
-                      self._experts([u.scope for u in units], c.tp), _tier(units, c.tp, decode))
+                      self._experts(c.first, c.stop, c.tp), _tier(units, c.tp, decode))
         return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
+
+    def _unit_figures(self, cost: ShardCost) -> tuple[Breakdown, StageBound]:
+        """unit_time and unit_bound of one unit's cost, once: every chunk size and reach variant the chunk
+        search tries asks again for the same decode costs and the same kinds of layer."""
+        hit = self._figures.get(id(cost))
+        if hit is None or hit[0] is not cost:
+            precision = self.options.precision
+            hit = (cost, unit_time(cost, self.system, precision), unit_bound(cost, self.system, precision))
+            self._figures[id(cost)] = hit
+        return hit[1], hit[2]
 
     @functools.cached_property
     def _crossing(self) -> tuple[list[int], list[int]]:
@@ -163,10 +176,15 @@ class ChipLayout:
                                                self.system.chip.vector_bytes, reach, self._sharded)
         return self._prefill[key]
 
-    def _experts(self, scopes: list[str], tp: int) -> str | None:
-        """The stage's expert placement (every MoE layer of a model has the same shape)."""
-        moe = next((op for sc in scopes for op in self.decode.ops_in(sc) if op.opcode is Opcode.EXPERTS), None)
-        return expert_placement(moe, tp) if moe is not None and tp > 1 else None
+    def _experts(self, first: int, stop: int, tp: int) -> str | None:
+        """The expert placement of a stage of units first..stop-1 (every MoE layer of a model has the same
+        shape), once per stage shape."""
+        key = ("experts", first, stop, tp)
+        if key not in self._figures:
+            scopes = [u.scope for u in self.units_[first:stop]]
+            moe = next((op for sc in scopes for op in self.decode.ops_in(sc) if op.opcode is Opcode.EXPERTS), None)
+            self._figures[key] = expert_placement(moe, tp) if moe is not None and tp > 1 else None
+        return self._figures[key]
 
     def memory(self, timed: list[Timed]) -> Memory:
         return max((t.stage.memory for t in timed), key=lambda m: (m.total, m.weights))

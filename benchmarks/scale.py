@@ -65,7 +65,7 @@ def main(which: str = "") -> None:
                 table.add_row(name, f"{c_wall:.1f}", f"{c_cpu:.1f}", f"{c_rss / 1e6:.0f}", *["-"] * 5, c_out)
                 continue
             r_wall, r_cpu, r_rss, r_out = timed(["run", str(build)])
-            simulated = next((ln.split()[0] for ln in r_out.splitlines() if "instructions simulated" in ln), "?")
+            simulated = next((ln.split()[0] for ln in r_out.splitlines() if "instructions executed" in ln), "?")
             hazards = next((ln.split(":", 1)[1].strip() for ln in r_out.splitlines() if ln.startswith("hazards")), "?")
             size = sum(p.stat().st_size for p in build.glob("*.prog")) / 1e6
             table.add_row(name, f"{c_wall:.1f}", f"{c_cpu:.1f}", f"{c_rss / 1e6:.0f}", f"{r_wall:.1f}", f"{r_cpu:.1f}",

@@ -42,8 +42,7 @@ def check_blocks(program: Program, dur: np.ndarray, timing: Timing, system: Syst
     return pairs.boundary
 
 
-def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.ndarray, hazards,
-                order=None) -> None:
+def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.ndarray, hazards) -> None:
     """Between instances: stream values on chips whose instances follow one another (their boundary
     rows; chips that run alike blocks at alike offsets are checked once), every rule on chips where
     instances overlap (only what involves two of them)."""

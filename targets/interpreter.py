@@ -162,7 +162,7 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
                     lambda i: f"{Op(body['op'][i]).name.lower()} books {body['cycles'][i]} cycles, the rule gives "
                               f"{dur[i]}")
     boundary = check_blocks(program, dur, timing, system, per_block)
-    check_seams(program, dur, timing, boundary, found, order)
+    check_seams(program, dur, timing, boundary, found)
     check_sync_rows(program, dur, found, first_is_sync=program.dialect != "roles")
     check_messages_by_universe(program, system, dur, found)
     check_tiers(program, system, dur, found)

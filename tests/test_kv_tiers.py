@@ -194,8 +194,9 @@ def test_targets_without_the_tier_refuse_it(capsys):
                                                     "--kv-tier", "flash")
 
 
-@pytest.mark.parametrize("idle, tier", [(1e-6, "sram"), (1.0, "dram"), (60.0, "flash"), (1e5, "flash")])
-def test_idle_picks_the_fastest_tier_that_drains_no_sooner(idle, tier):
+# lpu: SRAM drains in 4.6 µs, host DRAM in 4.4 s, flash in 18.3 min.
+@pytest.mark.parametrize("idle, tier", [(1e-6, "sram"), (1.0, "sram"), (60.0, "dram"), (1e5, "flash")])
+def test_idle_picks_the_last_tier_fastest_first_that_drains_in_under_the_idle_time(idle, tier):
     code, plan = _json("plan", "tiny-llama", "--target", "lpu", "--idle", idle)
     assert code == 0
     answer = plan["kv_tiers"]["idle"]
@@ -207,6 +208,14 @@ def test_idle_picks_the_fastest_tier_that_drains_no_sooner(idle, tier):
     else:
         spec = getattr(lpu, tier)
         assert answer["resume_s"] == pytest.approx(share / (spec.bw_bytes_per_s / 8) + spec.latency_s)
+
+
+def test_the_idle_line_names_the_tier_its_drain_time_and_the_resume_cost(capsys):
+    assert main(["plan", "tiny-llama", "--target", "lpu", "--idle", "60"]) == 0
+    line = " ".join(capsys.readouterr().out.split())
+    lpu = load_target("lpu")
+    assert f"keep the conversation's KV in dram (drains in {lpu.dram.drain_s:.2f} s); resuming pulls" in line
+    assert "flash drains in 18.3 min, not under it" in line
 
 
 @pytest.mark.parametrize("kv", ["fp16", "int8", "fp8", "nvfp4"])

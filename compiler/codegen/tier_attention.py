@@ -1,12 +1,17 @@
 """Lowering of attention over a cache split by position: the newest positions in SRAM, the older ones in a
 tier below (host DRAM, flash), fetched over the host link a block at a time into staging slots.
 
-The new rows go three ways, each an INDIRECT write with a WINDOW of positions (a row outside one is
-dropped): into the SRAM cache (positions cold..), into the tier (positions 0..cold-1, a STORE on the host
-link), and into every staging block fetched this step (so a block holding the row's position sees it,
-whatever the position is at run time; fixed time either way). A block's FETCH waits only for the slot
-to be free: the first ones run while the step's earlier work streams its weights. Scores and values
-stream the cold blocks, then the hot ones, in position order, as `_cache_panels` does for one cache.
+The SRAM part is a ring of the `hot` newest positions (ir.ops._tiered): as decode advances, position p
+takes ring row p mod hot from the position a ring's length older, which the tier already holds, since
+every row is written through to it when it is made. So the new rows go three ways, each an INDIRECT
+write with a WINDOW (a row outside one is dropped; both the row and the window are functions of the
+position the host writes each step, the only per-step datum): into the ring (`n` = hot: row p mod hot),
+into the tier (positions 0..cold-1, a STORE on the host link), and into every staging block fetched
+this step (so a block holding the row's position sees it, whatever the position is at run time; fixed
+time either way). A block's FETCH waits only for the slot to be free: the first ones run while the
+step's earlier work streams its weights. Scores and values stream every cold block, then the ring, as
+`_cache_panels` does for one cache; the softmax (args `cold`, `ring`) sees a tier column only once the
+ring has passed its position, and a ring row as the position it holds after the sequence's newest row.
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ def lower_tiered_attention(e: Emitter, op: GraphOp) -> None:
     stream = _Stream(e, staging, tier, row_bytes, pos, per_seq, fmt, m, heads)
     scores = stream.panels(pieces, k, k_hot, k_cold, hot_ready[0], qs, True)
     tokens = cold + hot
-    mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": tokens, "rows": rows, "batch": batch}
+    mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": tokens, "rows": rows, "batch": batch,
+            "cold": cold, "ring": hot}
     sm = e.vop(Fn.SOFTMAX, per_seq * a["heads"], tokens * batch, scores, pos_read, args=mask)
     ctx = stream.panels(pieces, v, v_hot, v_cold, hot_ready[1], sm, False)
     out = op.results[0]
@@ -92,9 +98,9 @@ def _pieces(batch: int, cold: int, hot: int, block: int, hot_block: int) -> list
 
 def _append(e: Emitter, new: Value, cache: Value, cold_cache: Value, pos: tuple[int, int],
             split: tuple[int, int, int], tier: int, row_bytes: int) -> int:
-    """Row r at position pos[r] of its sequence: in the SRAM cache if pos >= cold, else in the tier (both
-    always issued, each dropping what its window lacks). Returns the SRAM write (the row's read when
-    nothing is hot)."""
+    """Row r at position pos[r] of its sequence: in ring row pos mod hot of the SRAM cache, and written
+    through to the tier if pos < cold (dropped otherwise: the ring keeps the newest `hot` of a context
+    of cold + hot positions). Returns the SRAM write (the row's read when nothing is hot)."""
     cold, hot, per_seq = split
     rows = new.type.shape[0]
     r = e.read(new.name)
@@ -102,7 +108,7 @@ def _append(e: Emitter, new: Value, cache: Value, cold_cache: Value, pos: tuple[
     i = r[0]
     if hot:  # with no window in SRAM every row goes to the tier
         i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * row_bytes), flags=WINDOW, dst=slot.ref,
-                          dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows, k=per_seq, imm=hot, base=cold,
+                          dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows, k=per_seq, imm=hot, n=hot,
                           stride=row_bytes, deps=((r[0], 0), (pos[0], 0))))
         slot.ready = i
     e.t.add(Instr(Op.STORE, e.t.timing.host(rows * row_bytes, tier), unit=tier, flags=WINDOW,

@@ -2,8 +2,13 @@
 
   tier-range   a transfer to a tier the target does not declare, or outside the chip's share of it
                (a node tier's capacity is shared evenly by the node's chips)
-  tier-raw     an SRAM read of a fetched block that starts before the FETCH has written it
-  tier-war     a FETCH that overwrites SRAM another instruction is still reading
+  tier-raw     an SRAM read of a fetched block that starts before the FETCH has written it; or, in
+               the tier, a FETCH of bytes a STORE begun before it is still writing
+  tier-war     a FETCH that overwrites SRAM another instruction is still reading; or, in the tier, a
+               STORE into bytes a FETCH begun before it is still reading
+
+A STORE's tier range is its whole window (the rows it keeps are a function of the positions the
+host writes each step), so a FETCH and a STORE of one cache on one tier must not run at once.
 
 A READ of exactly a fetched block's bytes (a staging slot) reads what the latest FETCH into that
 block started before it brought: it waits for that fetch's end, and there must be one; a FETCH
@@ -32,6 +37,7 @@ def check_tiers(program, system: SystemSpec, dur: np.ndarray, hazards) -> None:
     fetches = np.flatnonzero(c["op"] == Op.FETCH)
     for chip in np.unique(c["chip"][fetches]).tolist():
         _fetched(view, chip, fetches[c["chip"][fetches] == chip], view.start, view.end, view.found)
+    _in_the_tier(view, host)
 
 
 class _Unrolled:
@@ -59,6 +65,28 @@ def _ranges(program, system: SystemSpec, rows: np.ndarray, found) -> None:
         top = addr + int(c["src_bytes"][i]) if c["op"][i] == Op.FETCH else _store_top(c, i)
         if addr < 0 or top > share:
             found.add(i, "tier-range", f"{name} [{addr:#x}, {top:#x}) is outside the chip's {share:,} bytes of it")
+
+
+def _in_the_tier(view, host: np.ndarray) -> None:
+    """FETCH and STORE pairs of one chip and tier whose tier bytes overlap and whose runs overlap: the
+    later one's hazard (tier-raw when the STORE began first, tier-war when the FETCH did)."""
+    c, start, end = view.cols, view.start, view.end
+    fetch = c["op"][host] == Op.FETCH
+    low = np.where(fetch, c["src"][host], c["dst"][host]).astype(np.int64)
+    high = np.array([low[n] + int(c["src_bytes"][i]) if fetch[n] else _store_top(c, i)
+                     for n, i in enumerate(host.tolist())], np.int64)
+    for n in np.flatnonzero(~fetch).tolist():
+        s = host[n]
+        other = fetch & (c["chip"][host] == c["chip"][s]) & (c["unit"][host] == c["unit"][s]) & \
+            (low < high[n]) & (high > low[n]) & (start[host] < end[s]) & (end[host] > start[s])
+        for f in host[other].tolist():
+            lo, hi = max(low[n], int(c["src"][f])), min(high[n], int(c["src"][f] + c["src_bytes"][f]))
+            if start[s] <= start[f]:
+                view.found.add(f, "tier-raw", f"fetches tier [{lo:#x}, {hi:#x}) at {start[f]} while a STORE into it "
+                                              f"runs until {end[s]}")
+            else:
+                view.found.add(s, "tier-war", f"stores into tier [{lo:#x}, {hi:#x}) at {start[s]} while a FETCH of "
+                                              f"it runs until {end[f]}")
 
 
 def _store_top(c, i: int) -> int:

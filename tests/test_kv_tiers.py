@@ -183,6 +183,7 @@ def test_a_tier_too_small_for_the_cache_is_one_line_naming_it(capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--kv-hot", "64"], "--kv-hot needs --kv-tier dram or flash"),
     (["--kv-tier", "dram", "--kv-hot", "4096"], "--kv-hot 4096 must be at least 0 and below --context 4096"),
+    (["--kv-tier", "dram", "--speculate", "2", "--draft", "tiny-llama"], "a rejected one would overwrite a row"),
 ])
 def test_tier_options_that_cannot_work_are_one_line(capsys, argv, message):
     assert message in refused(capsys, "plan", *TINY, *argv)
@@ -241,10 +242,12 @@ PROMPT = "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20"  # two prefill chu
 
 @pytest.fixture(scope="module")
 def tiered(tmp_path_factory):
-    """tiny-llama with 16 of its 64 positions in SRAM and 48 in host DRAM, beside the same build in SRAM."""
+    """tiny-llama with a ring of the 16 (or 8: fewer than a prefill chunk) newest of its 64 positions in SRAM and
+    the older ones in host DRAM, beside the same build in SRAM."""
     root = tmp_path_factory.mktemp("tiers")
     shape = [*TINY, "--context", "64", "--prompt", "32", "--prefill-chunk", "16"]
     for name, extra in (("dram", ["--kv-tier", "dram", "--kv-hot", "16"]), ("sram", []),
+                        ("hot8", ["--kv-tier", "dram", "--kv-hot", "8"]),
                         ("batch2", ["--kv-tier", "dram", "--kv-hot", "16", "--batch", "2", "--chips", "4"])):
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["compile", *shape, *extra, "-o", str(root / name)]) == 0
@@ -269,6 +272,20 @@ def test_a_tiered_build_is_hazard_free_and_decodes_the_references_tokens(tiered)
     assert run["functional"]["tokens"] == sram["functional"]["tokens"]
 
 
+@pytest.mark.parametrize("build, length", [("dram", 5), ("dram", 16), ("dram", 31), ("hot8", 9), ("hot8", 32)])
+def test_the_sram_ring_holds_the_newest_positions_at_any_length(tiered, build, length):
+    """Prompts ending before, at and past the ring's length, decoded to the end of the context: the ring of newest
+    positions wraps many times (and within a prefill chunk when it is shorter than one), older ones come back
+    from DRAM, and every token is the reference's and the SRAM-only build's."""
+    prompt = " ".join(str(3 * t % 200 + 1) for t in range(length))
+    tokens = str(64 - length + 1)
+    code, run = _json("run", tiered / build, "--functional", "--prompt", prompt, "--tokens", tokens,
+                      "--check-reference")
+    assert code == 0 and run["hazards"] == [] and run["reference"]["passed"]
+    _, sram = _json("run", tiered / "sram", "--functional", "--prompt", prompt, "--tokens", tokens)
+    assert run["functional"]["tokens"] == sram["functional"]["tokens"]
+
+
 def test_a_fetch_moved_late_is_a_hazard(tiered):
     system = load_target("lpu-mini")
     program = load_program(tiered / "dram" / "decode.prog")
@@ -279,6 +296,24 @@ def test_a_fetch_moved_late_is_a_hazard(tiered):
     late = program.with_columns(program.cols | {"issue": issue})
     kinds = {h.kind for h in execute(late, system).hazards}
     assert "tier-raw" in kinds
+
+
+@pytest.mark.parametrize("moved, kind", [("store", "tier-war"), ("fetch", "tier-raw")])
+def test_a_store_and_a_fetch_of_one_cache_at_once_is_a_hazard(tiered, moved, kind):
+    """A STORE's window covers its whole tier buffer, so a FETCH of that cache must not run beside it."""
+    system = load_target("lpu-mini")
+    program = load_program(tiered / "dram" / "decode.prog")
+    c = program.cols
+    store = int(np.flatnonzero(c["op"] == Op.STORE)[0])
+    top = c["dst"][store] + c["imm"][store] * c["stride"][store]
+    fetch = int(np.flatnonzero((c["op"] == Op.FETCH) & (c["chip"] == c["chip"][store]) & (c["src"] >= c["dst"][store])
+                               & (c["src"] < top))[0])
+    first, second = (fetch, store) if moved == "store" else (store, fetch)
+    issue = c["issue"].copy()
+    issue[second] = issue[first] + 1
+    hazards = execute(program.with_columns(c | {"issue": issue}), system).hazards
+    assert kind in {h.kind for h in hazards}
+    assert any(h.kind == kind and "tier [" in h.detail for h in hazards)
 
 
 def test_a_fetch_outside_the_chips_share_of_the_tier_is_a_hazard(tiered):

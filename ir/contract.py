@@ -70,6 +70,7 @@ QUEUES: dict[Op, dict[str, str]] = {
     Op.FETCH: {"src": "tier address", "src_bytes": "bytes fetched", "dst": "SRAM address",
                "dst_bytes": "bytes written (src_bytes)"},
     Op.STORE: {"dst": "tier address of the buffer", "dst_bytes": "bytes stored", "s_a": "rows stream",
+               "offset": "byte of s_a the rows start at (a quantized cache's scales follow its codes)",
                "s_b": "the i32 positions", "m": "rows", "k": "rows a sequence", "stride": "bytes a row",
                "flags": "INDIRECT, WINDOW", "imm": "WINDOW: rows a sequence's buffer holds",
                "base": "WINDOW: the position of its first row"},

@@ -306,7 +306,7 @@ def _fetch(ins: dict, m: Machine, streams: dict, args: list) -> None:
 def _store(ins: dict, m: Machine, streams: dict, args: list) -> None:
     """Rows of a stream into the tier at their positions (those the buffer's window holds)."""
     chip, rows = ins["chip"], ins["m"]
-    data = _fit(as_bytes(streams[chip, ins["s_a"]], ins["act"]), ins["dst_bytes"])
+    data = _fit(as_bytes(streams[chip, ins["s_a"]], ins["act"])[ins["offset"]:], ins["dst_bytes"])
     pos = as_ids(streams[chip, ins["s_b"]])
     per = ins["dst_bytes"] // rows
     for r in range(rows):

@@ -136,7 +136,7 @@ def _worth(sram: Plan | None, below: Plan, options: CompileOptions, tier: str) -
     saved = sram.chips - below.chips
     share = saved / sram.chips
     costs = (f"{kv} of KV in {tier} saves {saved:,} of {sram.chips:,} chips ({share:.0%}) for "
-             f"{fetch:,.2f} ms a token of fetches")
+             f"{fetch:,.2f} ms a token of fetches with all of it there")
     if options.objective == "latency":
         return False, f"--objective latency: SRAM alone fits, and {costs}"
     if share >= AUTO_MIN_SAVING:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ir.isa import TIER_UNITS, Op
+from ir.program import Flag
 from targets.hazards import Rows
 from targets.spec import SystemSpec
 
@@ -97,19 +98,26 @@ def _store_top(c, i: int) -> int:
 
 def _fetched(program, chip: int, rows: np.ndarray, start: np.ndarray, end: np.ndarray, found) -> None:
     """Reads of exactly a fetched block's bytes (a staging slot), each paired with the latest FETCH into
-    that block that started before it."""
+    that block that started before it; a read after a plain WRITE into those bytes (local SRAM another
+    op reuses once the block is done with) reads that write's data, not the tier's."""
     c = program.cols
     on = np.flatnonzero(c["chip"] == chip)
     reads = on[(c["op"][on] == Op.READ)]
+    plain = on[(c["op"][on] == Op.WRITE) & (c["flags"][on] & Flag.WINDOW == 0)]  # not a staged block's patch
+    low, high = c["dst"][plain].astype(np.int64), _write_top(c, plain)
     blocks = {}
     for i in rows.tolist():
         blocks.setdefault((int(c["dst"][i]), int(c["dst_bytes"][i])), []).append(i)
     for (addr, size), fetches in blocks.items():
         fetches = sorted(fetches, key=lambda i: (start[i], i))
         begins = np.array([start[i] for i in fetches])
+        written = np.sort(start[plain[(low < addr + size) & (high > addr)]])
         mine = reads[(c["src"][reads] == addr) & (c["src_bytes"][reads] == size)]
         for j in mine.tolist():
             k = int(np.searchsorted(begins, start[j], "right")) - 1
+            w = int(np.searchsorted(written, start[j], "left")) - 1  # the latest plain write begun before it
+            if w >= 0 and (k < 0 or written[w] >= begins[k]):
+                continue
             if k < 0:
                 found.add(j, "tier-raw", f"reads the staged block [{addr:#x}, {addr + size:#x}) at {start[j]}, "
                                          "before any FETCH brings it")
@@ -121,6 +129,13 @@ def _fetched(program, chip: int, rows: np.ndarray, start: np.ndarray, end: np.nd
             for j in busy.tolist():
                 found.add(i, "tier-war", f"fetches into [{addr:#x}, {addr + size:#x}) at {start[i]} while a read "
                                          f"of it runs until {end[j]}")
+
+
+def _write_top(c, rows: np.ndarray) -> np.ndarray:
+    """The end of each WRITE's bytes: a 2-D write's m rows `stride` apart, else dst + dst_bytes."""
+    m, stride, nbytes = c["m"][rows].astype(np.int64), c["stride"][rows].astype(np.int64), c["dst_bytes"][rows]
+    two_d = (m > 0) & (stride > 0)
+    return c["dst"][rows].astype(np.int64) + np.where(two_d, (m - 1) * stride + nbytes // np.maximum(m, 1), nbytes)
 
 
 def tier_side(cols: dict[str, np.ndarray], column: str) -> np.ndarray:

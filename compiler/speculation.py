@@ -41,6 +41,10 @@ class Proposer:
 
 def check_speculation(config: ModelConfig, options: CompileOptions, spec: Speculation) -> None:
     """What a proposer needs of the target, refused in one line."""
+    if options.kv_tier != "sram":
+        raise ConfigError(f"--speculate with --kv-tier {options.kv_tier}: a verify step writes its drafts' rows "
+                          "into the SRAM ring of the newest positions, and a rejected one would overwrite a row the "
+                          "next step still needs; use --kv-tier sram")
     if config.ssm is not None:
         raise ConfigError(f"--speculate: {config.name} keeps a recurrent (Mamba) state, which a rejected draft "
                           "would leave advanced; speculative decoding needs caches that positions overwrite")

@@ -48,7 +48,8 @@ QUEUES: dict[Op, dict[str, str]] = {
                "offset": "byte of s_a the data starts at", "m": "rows of a 2-D write", "stride": "bytes between rows",
                "flags": "INDIRECT (a cache append), WINDOW", "s_b": "INDIRECT: the i32 positions",
                "k": "INDIRECT: rows a sequence", "imm": "INDIRECT: cache rows a sequence",
-               "base": "WINDOW: the position of the buffer's first row (rows outside the window are dropped)"},
+               "base": "WINDOW: the position of the buffer's first row (rows outside the window are dropped)",
+               "n": "WINDOW: a ring of n rows, position p in row p mod n, rows in order (0: no ring)"},
     Op.GATHER: {"src": "the table's SRAM address", "src_bytes": "bytes gathered", "s_b": "the i32 ids",
                 "s_out": "stream written", "m": "rows", "n": "elements a row", "k": "table rows the chip holds",
                 "base": "the first id the chip holds", "dtype": "the table's format (ir.isa.Fmt)",
@@ -69,6 +70,7 @@ QUEUES: dict[Op, dict[str, str]] = {
     Op.FETCH: {"src": "tier address", "src_bytes": "bytes fetched", "dst": "SRAM address",
                "dst_bytes": "bytes written (src_bytes)"},
     Op.STORE: {"dst": "tier address of the buffer", "dst_bytes": "bytes stored", "s_a": "rows stream",
+               "offset": "byte of s_a the rows start at (a quantized cache's scales follow its codes)",
                "s_b": "the i32 positions", "m": "rows", "k": "rows a sequence", "stride": "bytes a row",
                "flags": "INDIRECT, WINDOW", "imm": "WINDOW: rows a sequence's buffer holds",
                "base": "WINDOW: the position of its first row"},
@@ -95,7 +97,9 @@ FN_ARGS: dict[Fn | str, dict[str, type]] = {
     Fn.ROPE: {"head_dim": int, "heads": int, "theta": float, "interleave": bool, "scaling": str, "factor": float,
               "low_freq_factor": float, "high_freq_factor": float, "original_max_position": int,
               "beta_fast": float, "beta_slow": float, "mscale": float, "mscale_all_dim": float},  # YaRN
-    Fn.SOFTMAX: {"batch": int, "head_dim": int, "heads": int, "rows": int, "tokens": int, "scale": float},
+    # cold, ring: a cache split over tiers; each sequence's columns: its cold tier positions, a ring (ir.ops._tiered)
+    Fn.SOFTMAX: {"batch": int, "head_dim": int, "heads": int, "rows": int, "tokens": int, "scale": float,
+                 "cold": int, "ring": int},
     Fn.TOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},
     Fn.ARGTOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},
     Fn.QUANTIZE: {"format": str, "kv_heads": int},

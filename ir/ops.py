@@ -209,10 +209,14 @@ def tier_operands(count: int) -> tuple[int, ...]:
 
 
 def _tiered(ins, attrs, quantized: bool) -> None:
-    """A cache split by position: operands 3, 4 hold the hot (newest) positions in SRAM, [B, hot, D];
-    the cold caches the `cold` older ones in a tier below, [B, cold, D]: operands 6, 7 (16-bit), or for
-    a quantized cache 8, 9 after the hot scales (6, 7), then their own scales (10, 11). Position p is
-    cold row p when p < cold, else hot row p - cold. The tier moves `block` positions at a time."""
+    """A cache split over two memories: operands 3, 4 are a ring of the `hot` newest positions in SRAM,
+    [B, hot, D] (position p in row p mod hot); the cold caches, in a tier below, [B, cold, D], hold
+    positions 0..cold-1 (cold = context - hot: the ring holds the rest): operands 6, 7 (16-bit), or for a
+    quantized cache 8, 9 after the hot scales (6, 7), then their own scales (10, 11). Each new row goes
+    to both (the tier's copy when p < cold), so a position leaving the ring is already in the tier; a
+    row at position q sees the positions <= q of its sequence: those older than the ring (p <= newest -
+    hot, newest its sequence's newest row) from the tier, the ring's from SRAM. The tier moves `block`
+    positions at a time."""
     k_cache = ins[3]
     _need(attrs["tier"] in KV_TIERS, f"attention tier must be one of {', '.join(KV_TIERS)}, got {attrs['tier']!r}")
     _need(len(ins) == (12 if quantized else 8), "a cache split over tiers takes its cold k and v caches (and a "

@@ -197,21 +197,50 @@ def _attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
 
 
 def _tiered_attention(op: Op, args: list[np.ndarray]) -> tuple[np.ndarray]:
-    """A cache split by position over two memories (ir.ops._tiered): attention over the whole cache,
-    positions [0, cold) from the cold arrays and the rest from the hot ones, each row stored where its
-    position lives."""
+    """A cache split over two memories (ir.ops._tiered): the hot arrays a ring of the newest positions
+    (position p in row p mod hot), the cold ones every position below `cold` (each row written there
+    too when it is made). Attention over the whole cache as the positions' order gives it: each
+    sequence's positions up to its newest row's gathered (older than the ring from the cold arrays,
+    the ring's from the hot ones), attended as one cache, then put back where they live."""
     below = tier_operands(len(args))
     above = (3, 4) + ((6, 7) if len(args) == 12 else ())  # the SRAM caches (and scales), as the cold ones
-    whole = [np.concatenate((args[c], args[h]), axis=1) for c, h in zip(below, above, strict=True)]
+    batch, pos = args[3].shape[0], args[5]
+    newest = pos.reshape(batch, -1).max(axis=1)
+    whole = [_unring(args[c], args[h], newest) for c, h in zip(below, above, strict=True)]
     inner = dict(zip(above, whole, strict=True))
     plain = Op(op.opcode, op.operands[:len(args) - len(below)], op.results,
                tuple(a for a in op.attrs if a[0] in ("heads", "kv_heads", "head_dim")), op.scope)
     out = _attention(plain, [inner.get(i, a) for i, a in enumerate(args[:len(args) - len(below)])])
-    cold = op.attr["cold"]
     for c, h, full in zip(below, above, whole, strict=True):
-        args[c][...] = full[:, :cold]
-        args[h][...] = full[:, cold:]
+        _ring(full, args[c], args[h], newest)
     return out
+
+
+def ring_positions(newest: np.ndarray, hot: int) -> np.ndarray:
+    """[sequences, hot]: the position ring row j holds once a sequence's position `newest` is written,
+    newest - ((newest - j) mod hot) (the latest position p <= newest with p mod hot = j; negative: none yet)."""
+    newest = np.asarray(newest, np.int64)[:, None]
+    return newest - np.mod(newest - np.arange(hot)[None, :], max(hot, 1))
+
+
+def _unring(cold: np.ndarray, ring: np.ndarray, newest: np.ndarray) -> np.ndarray:
+    """Each sequence's positions in order, [B, cold + hot, ...]: those older than the ring's from `cold`."""
+    hot = ring.shape[1]
+    whole = np.zeros((cold.shape[0], cold.shape[1] + hot, *cold.shape[2:]), cold.dtype)
+    for b, p in enumerate(ring_positions(newest, hot)):
+        older = max(0, min(int(newest[b]) - hot + 1, cold.shape[1]))
+        whole[b, :older] = cold[b, :older]
+        whole[b, p[p >= 0]] = ring[b, p >= 0]
+    return whole
+
+
+def _ring(whole: np.ndarray, cold: np.ndarray, ring: np.ndarray, newest: np.ndarray) -> None:
+    """Back where they live: every position up to the newest below `cold` in the cold arrays, the ring's newest."""
+    hot = ring.shape[1]
+    for b, p in enumerate(ring_positions(newest, hot)):
+        upto = max(0, min(int(newest[b]) + 1, cold.shape[1]))
+        cold[b, :upto] = whole[b, :upto]
+        ring[b, p >= 0] = whole[b, p[p >= 0]]
 
 
 def product(spec: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -15,8 +15,9 @@ import numpy as np
 from ir.build_io import BuildFiles
 from ir.errors import ParseError, SramflowError
 from ir.image_io import loads_image
+from ir.isa import Op
 from ir.memory_map import MemoryMap
-from ir.program import Program
+from ir.program import Flag, Program
 from ir.program_io import loads
 from targets.loader import loads_target
 from targets.spec import SystemSpec
@@ -58,6 +59,19 @@ class Build:
     def recurrent(self) -> bool:
         """Mamba state: it runs on through every row, padding included."""
         return self.memory.recurrent
+
+    @property
+    def ring(self) -> bool:
+        """A KV cache whose SRAM part is a ring of the newest positions (ir.ops._tiered): a WRITE with
+        WINDOW and a ring length `n`. Padding rows would take it for the newest positions."""
+        body = self.programs["prefill"].body
+        return bool(((body["op"] == Op.WRITE) & (body["flags"] & Flag.WINDOW != 0) & (body["n"] > 0)).any())
+
+    @property
+    def whole_chunks(self) -> bool:
+        """Prefill keeps only a prompt's whole chunks (a Mamba state or a ring would take padding rows as
+        its own); the rest of the prompt runs through decode steps."""
+        return self.recurrent or self.ring
 
     @property
     def has_image(self) -> bool:

@@ -37,7 +37,17 @@ from ir.isa import Fmt, Fn, Op, UnitKind
 from ir.numerics import ELEMENT, decode, dequantize_blocks, encode, quantize, quantize_blocks
 from ir.ops import Opcode
 from ir.program import Flag, Program
-from ir.reference import ACTIVATIONS, EVAL, accepted_drafts, causal_conv, rms_norm, rope, selective_scan, softmax
+from ir.reference import (
+    ACTIVATIONS,
+    EVAL,
+    accepted_drafts,
+    causal_conv,
+    ring_positions,
+    rms_norm,
+    rope,
+    selective_scan,
+    softmax,
+)
 from ir.types import DType
 
 PAIR = np.dtype([("id", "<i4"), ("value", "<f4")])  # a vocabulary shard's best (id, value), 8 bytes
@@ -276,9 +286,13 @@ def _write(ins: dict, m: Machine, streams: dict, args: list) -> None:
 
 def _window(ins: dict, position: int) -> int | None:
     """A position's row in an INDIRECT buffer; with WINDOW (a cache split over tiers) the buffer holds
-    positions [base, base + imm) and a row outside it lands elsewhere (None)."""
+    positions [base, base + imm) and a row outside it lands elsewhere (None), or with `n` (a WRITE into
+    a ring of the n newest positions) position p is row p mod n (rows are written in order, so a
+    sequence's newest row of a ring row wins)."""
     if not ins["flags"] & Flag.WINDOW:
         return position
+    if ins["op"] == Op.WRITE and ins["n"] > 0:
+        return position % ins["n"] if position >= 0 else None
     row = position - ins["base"]
     return row if 0 <= row < ins["imm"] else None
 
@@ -292,7 +306,7 @@ def _fetch(ins: dict, m: Machine, streams: dict, args: list) -> None:
 def _store(ins: dict, m: Machine, streams: dict, args: list) -> None:
     """Rows of a stream into the tier at their positions (those the buffer's window holds)."""
     chip, rows = ins["chip"], ins["m"]
-    data = _fit(as_bytes(streams[chip, ins["s_a"]], ins["act"]), ins["dst_bytes"])
+    data = _fit(as_bytes(streams[chip, ins["s_a"]], ins["act"])[ins["offset"]:], ins["dst_bytes"])
     pos = as_ids(streams[chip, ins["s_b"]])
     per = ins["dst_bytes"] // rows
     for r in range(rows):
@@ -460,9 +474,24 @@ def _softmax(ins, a, b, f):
     pos = as_ids(b)[:rows]
     t = np.arange(total)
     seq = np.arange(rows) // max(1, rows // batch)
-    visible = (t[None, :] // tokens == seq[:, None]) & (t[None, :] % tokens <= pos[:, None])
+    at = _ring_columns(f, pos, seq, tokens) if "ring" in f else np.broadcast_to(t % tokens, (rows, total))
+    visible = (t[None, :] // tokens == seq[:, None]) & (at >= 0) & (at <= pos[:, None])
     scores = np.where(np.repeat(visible, heads, axis=0), scores, -np.inf)
     return softmax(scores).astype(np.float32).reshape(-1)
+
+
+def _ring_columns(f: dict, pos: np.ndarray, seq: np.ndarray, tokens: int) -> np.ndarray:
+    """[rows, batch x tokens]: the position each score column of a cache split over tiers holds for
+    each row (-1: none). A sequence's columns are its `cold` tier positions, then the ring of `ring`
+    (ir.reference.ring_positions after its newest row); a tier position is its own once the ring
+    has passed it (p <= newest - ring), the ring holds the rest."""
+    cold, hot = f["cold"], f["ring"]
+    newest = np.array([pos[seq == s].max() for s in range(int(seq.max()) + 1)])
+    ring = ring_positions(newest, hot)[seq]  # [rows, hot]
+    tier = np.arange(cold)[None, :]
+    tier = np.where(tier <= newest[seq][:, None] - hot, tier, -1)
+    per_seq = np.concatenate([np.broadcast_to(tier, (len(pos), cold)), ring], axis=1)
+    return np.tile(per_seq, (1, f["batch"]))
 
 
 def _argmax(ins, a, b, f):

@@ -314,9 +314,10 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
              hidden: dict[int, np.ndarray] | None = None) -> list[_Sequence]:
     """Run the prompts, each padded to the build's chunks, through prefill (rows sequence by sequence
     in every chunk). A sequence whose prompt ends in a chunk gets its first token from its last row;
-    a Mamba state would run on through padding rows, so a recurrent sequence keeps only its prompt's
-    whole chunks (each stage's copy of its states saved where its first partial chunk starts and
-    restored after the Program) and feeds the rest through decode steps. `hidden`, when given, receives
+    a Mamba state would run on through padding rows (and a ring of the newest cache positions take
+    them for the newest), so such a sequence keeps only its prompt's whole chunks (each stage's copy
+    of its states saved where its first partial chunk starts and restored after the Program) and
+    feeds the rest through decode steps. `hidden`, when given, receives
     every chunk's `hidden` output rows (a speculative build proposing with an MTP module)."""
     program, stages = build.programs["prefill"], build.memory.stages
     chunk, chunks, starts = _chunk_rows(build), program.meta["chunks"], program.meta["chunk_starts"]
@@ -326,7 +327,7 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     # Padding rows past the cache's last position write there (a position no step reads before
     # decode writes it again), never past the cache into the next buffer.
     pos = np.broadcast_to(np.minimum(np.arange(chunk * chunks, dtype=np.int32), build.context - 1), ids.shape)
-    whole = [len(p) // chunk if build.recurrent else -(-len(p) // chunk) for p in prompts]
+    whole = [len(p) // chunk if build.whole_chunks else -(-len(p) // chunk) for p in prompts]
     events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[:, c * chunk:(c + 1) * chunk].reshape(-1),
                                           pos[:, c * chunk:(c + 1) * chunk].reshape(-1)))
               for s, stage in enumerate(stages) for c in range(chunks)]
@@ -339,7 +340,7 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
         events.append((at, lambda m, c=c: hidden.setdefault(c, _gather_output(build, "prefill", "hidden", m))))
     saved: dict[tuple[int, int], np.ndarray] = {}
     for b, w in enumerate(whole):
-        if build.recurrent and w < chunks:
+        if build.whole_chunks and w < chunks:
             events += [(starts[s][w], lambda m, stage=stage, b=b: saved.update(_states(stage, m, b, len(prompts))))
                        for s, stage in enumerate(stages)]
     execute_functional(program, machine, events, order)

@@ -2,8 +2,13 @@
 
   tier-range   a transfer to a tier the target does not declare, or outside the chip's share of it
                (a node tier's capacity is shared evenly by the node's chips)
-  tier-raw     an SRAM read of a fetched block that starts before the FETCH has written it
-  tier-war     a FETCH that overwrites SRAM another instruction is still reading
+  tier-raw     an SRAM read of a fetched block that starts before the FETCH has written it; or, in
+               the tier, a FETCH of bytes a STORE begun before it is still writing
+  tier-war     a FETCH that overwrites SRAM another instruction is still reading; or, in the tier, a
+               STORE into bytes a FETCH begun before it is still reading
+
+A STORE's tier range is its whole window (the rows it keeps are a function of the positions the
+host writes each step), so a FETCH and a STORE of one cache on one tier must not run at once.
 
 A READ of exactly a fetched block's bytes (a staging slot) reads what the latest FETCH into that
 block started before it brought: it waits for that fetch's end, and there must be one; a FETCH
@@ -16,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ir.isa import TIER_UNITS, Op
+from ir.program import Flag
 from targets.hazards import Rows
 from targets.spec import SystemSpec
 
@@ -32,6 +38,7 @@ def check_tiers(program, system: SystemSpec, dur: np.ndarray, hazards) -> None:
     fetches = np.flatnonzero(c["op"] == Op.FETCH)
     for chip in np.unique(c["chip"][fetches]).tolist():
         _fetched(view, chip, fetches[c["chip"][fetches] == chip], view.start, view.end, view.found)
+    _in_the_tier(view, host)
 
 
 class _Unrolled:
@@ -61,6 +68,28 @@ def _ranges(program, system: SystemSpec, rows: np.ndarray, found) -> None:
             found.add(i, "tier-range", f"{name} [{addr:#x}, {top:#x}) is outside the chip's {share:,} bytes of it")
 
 
+def _in_the_tier(view, host: np.ndarray) -> None:
+    """FETCH and STORE pairs of one chip and tier whose tier bytes overlap and whose runs overlap: the
+    later one's hazard (tier-raw when the STORE began first, tier-war when the FETCH did)."""
+    c, start, end = view.cols, view.start, view.end
+    fetch = c["op"][host] == Op.FETCH
+    low = np.where(fetch, c["src"][host], c["dst"][host]).astype(np.int64)
+    high = np.array([low[n] + int(c["src_bytes"][i]) if fetch[n] else _store_top(c, i)
+                     for n, i in enumerate(host.tolist())], np.int64)
+    for n in np.flatnonzero(~fetch).tolist():
+        s = host[n]
+        other = fetch & (c["chip"][host] == c["chip"][s]) & (c["unit"][host] == c["unit"][s]) & \
+            (low < high[n]) & (high > low[n]) & (start[host] < end[s]) & (end[host] > start[s])
+        for f in host[other].tolist():
+            lo, hi = max(low[n], int(c["src"][f])), min(high[n], int(c["src"][f] + c["src_bytes"][f]))
+            if start[s] <= start[f]:
+                view.found.add(f, "tier-raw", f"fetches tier [{lo:#x}, {hi:#x}) at {start[f]} while a STORE into it "
+                                              f"runs until {end[s]}")
+            else:
+                view.found.add(s, "tier-war", f"stores into tier [{lo:#x}, {hi:#x}) at {start[s]} while a FETCH of "
+                                              f"it runs until {end[f]}")
+
+
 def _store_top(c, i: int) -> int:
     """The end of a STORE's buffer: every sequence's window of positions, a row apart."""
     sequences = -(-int(c["m"][i]) // max(1, int(c["k"][i])))
@@ -69,19 +98,26 @@ def _store_top(c, i: int) -> int:
 
 def _fetched(program, chip: int, rows: np.ndarray, start: np.ndarray, end: np.ndarray, found) -> None:
     """Reads of exactly a fetched block's bytes (a staging slot), each paired with the latest FETCH into
-    that block that started before it."""
+    that block that started before it; a read after a plain WRITE into those bytes (local SRAM another
+    op reuses once the block is done with) reads that write's data, not the tier's."""
     c = program.cols
     on = np.flatnonzero(c["chip"] == chip)
     reads = on[(c["op"][on] == Op.READ)]
+    plain = on[(c["op"][on] == Op.WRITE) & (c["flags"][on] & Flag.WINDOW == 0)]  # not a staged block's patch
+    low, high = c["dst"][plain].astype(np.int64), _write_top(c, plain)
     blocks = {}
     for i in rows.tolist():
         blocks.setdefault((int(c["dst"][i]), int(c["dst_bytes"][i])), []).append(i)
     for (addr, size), fetches in blocks.items():
         fetches = sorted(fetches, key=lambda i: (start[i], i))
         begins = np.array([start[i] for i in fetches])
+        written = np.sort(start[plain[(low < addr + size) & (high > addr)]])
         mine = reads[(c["src"][reads] == addr) & (c["src_bytes"][reads] == size)]
         for j in mine.tolist():
             k = int(np.searchsorted(begins, start[j], "right")) - 1
+            w = int(np.searchsorted(written, start[j], "left")) - 1  # the latest plain write begun before it
+            if w >= 0 and (k < 0 or written[w] >= begins[k]):
+                continue
             if k < 0:
                 found.add(j, "tier-raw", f"reads the staged block [{addr:#x}, {addr + size:#x}) at {start[j]}, "
                                          "before any FETCH brings it")
@@ -93,6 +129,13 @@ def _fetched(program, chip: int, rows: np.ndarray, start: np.ndarray, end: np.nd
             for j in busy.tolist():
                 found.add(i, "tier-war", f"fetches into [{addr:#x}, {addr + size:#x}) at {start[i]} while a read "
                                          f"of it runs until {end[j]}")
+
+
+def _write_top(c, rows: np.ndarray) -> np.ndarray:
+    """The end of each WRITE's bytes: a 2-D write's m rows `stride` apart, else dst + dst_bytes."""
+    m, stride, nbytes = c["m"][rows].astype(np.int64), c["stride"][rows].astype(np.int64), c["dst_bytes"][rows]
+    two_d = (m > 0) & (stride > 0)
+    return c["dst"][rows].astype(np.int64) + np.where(two_d, (m - 1) * stride + nbytes // np.maximum(m, 1), nbytes)
 
 
 def tier_side(cols: dict[str, np.ndarray], column: str) -> np.ndarray:

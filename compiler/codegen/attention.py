@@ -3,17 +3,15 @@ block through the MXM for scores and values, with a masked softmax between."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from compiler.codegen.emit import FMT, Emitter
+from compiler.codegen.cache_stream import Block, CacheStream, block_product
+from compiler.codegen.emit import Emitter
 from compiler.codegen.template import Instr
 from compiler.codegen.tier_attention import lower_tiered_attention
 from ir.graph import Op as GraphOp
 from ir.graph import Value
-from ir.isa import Fmt, Fn, Op
+from ir.isa import Fn, Op
 from ir.ops import reach_of
 from ir.program import Flag
-from ir.types import DType
 
 
 def lower_attention(e: Emitter, op: GraphOp) -> None:
@@ -42,7 +40,7 @@ def lower_attention(e: Emitter, op: GraphOp) -> None:
                 for new, cache, scale in zip((k, v), (k_cache, v_cache), scales, strict=True)]
     qs = e.read(q.name)
     block = max(1, e.t.timing.panel ** 2 // width)
-    kv = _CacheStream(k_cache.type.dtype, width, a["kv_heads"])
+    kv = CacheStream(k_cache.type.dtype, width, a["kv_heads"])
     blocks = cache_blocks(batch, tokens, reach, block)
     scores = _cache_panels(e, kv, k_cache.name, scales[0], appended[0], qs, m, blocks, heads, True)
     mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": reach, "rows": rows, "batch": batch}
@@ -64,32 +62,6 @@ def cache_blocks(batch: int, tokens: int, reach: int, block: int) -> list[tuple[
             out.append((first + t0, col, tb))
             col += tb
     return out
-
-
-@dataclass(frozen=True)
-class _CacheStream:
-    """How one token's row of a cache is stored: its codes' format and bytes, and its scales."""
-
-    dtype: DType
-    width: int
-    kv_heads: int
-
-    @property
-    def fmt(self) -> Fmt:
-        return FMT[self.dtype]
-
-    @property
-    def row_bytes(self) -> int:
-        return self.width * self.dtype.bits // 8
-
-    @property
-    def block(self):
-        return self.dtype.block
-
-    @property
-    def scale_bytes(self) -> int:
-        """One token's scales: a 16-bit one per kv head, or an e4m3 one per block of the row."""
-        return self.block.scales(self.width) if self.block else self.kv_heads * 2
 
 
 def _append(e: Emitter, new: Value, cache: Value, scale: Value | None, pos: tuple[int, int], per_seq: int) -> int:
@@ -117,38 +89,15 @@ def _append(e: Emitter, new: Value, cache: Value, scale: Value | None, pos: tupl
     return i
 
 
-def _cache_panels(e: Emitter, kv: _CacheStream, cache: str, scale: Value | None, appended: int,
+def _cache_panels(e: Emitter, kv: CacheStream, cache: str, scale: Value | None, appended: int,
                   act: tuple[int, int], m: int, blocks: list[tuple[int, int, int]], heads: dict, keys: bool
                   ) -> tuple[int, int]:
-    """Stream a cache's `blocks` (cache_blocks) through the MXM; returns the last (instr, stream).
-    Keys: each block's scores join the earlier blocks' (s_c). Values: each block's products add
-    to the earlier blocks' (s_c), reading the probabilities of its tokens (offset: its first score
-    column). Scales multiply the scores (keys) or the probabilities (values) of their tokens."""
+    """Stream a cache's `blocks` (cache_blocks) through the MXM (cache_stream.block_product); returns
+    the last (instr, stream)."""
     acc = None
-    width = kv.width
-    kind = Flag.KEYS if keys else Flag.VALUES
     for i, (t0, col, tb) in enumerate(blocks):
         r = e.read(cache, tb * kv.row_bytes, t0 * kv.row_bytes, after=((appended, 0),))
-        k_dim, n_dim = (width, tb) if keys else (tb, width)
-        step = act
-        s_d, blocked = -1, scale is not None and kv.block is not None
-        deps = ()
-        if blocked:  # NVFP4: the block's e4m3 scales ride beside its codes
-            sd = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
-            s_d, deps = sd[1], ((sd[0], 0),)
-        elif scale is not None and not keys:  # the block's probabilities, times its values' scales
-            sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
-            step = e.vop(Fn.SCALE, m, tb, act, sr, tb * kv.scale_bytes,
-                         args=heads | {"on": "probabilities", "from": col, "block": tb})
-        flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if i == len(blocks) - 1 else 0)
-        deps += ((r[0], 0), (step[0], 0)) + (((acc, 0),) if acc is not None else ())
-        partial = e.t.instrs[acc].s_out if acc is not None else -1
-        acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, kv.fmt), fmt=kv.fmt, m=m, k=k_dim,
-                            n=n_dim, flags=int(flags), s_a=r[1], s_b=step[1], s_c=partial, s_d=s_d,
-                            s_out=e.t.stream(), offset=0 if keys or (scale is not None and not blocked) else col,
-                            args=tuple(sorted(heads.items())), deps=deps))
-        if scale is not None and keys and not blocked:  # the block's scores, times its keys' scale
-            sr = e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),))
-            acc = e.vop(Fn.SCALE, m, tb, (acc, e.t.instrs[acc].s_out), sr, tb * kv.scale_bytes,
-                        args=heads | {"on": "scores", "block": tb})[0]
+        scales = None if scale is None else (
+            lambda t0=t0, tb=tb: e.read(scale.name, tb * kv.scale_bytes, t0 * kv.scale_bytes, after=((appended, 0),)))
+        acc = block_product(e, kv, r, scales, act, m, Block(tb, col, i == len(blocks) - 1), heads, keys, acc)
     return acc, e.t.instrs[acc].s_out

@@ -1,25 +1,39 @@
 """Lowering of attention over a cache split by position: the newest positions in SRAM, the older ones in a
 tier below (host DRAM, flash), fetched over the host link a block at a time into staging slots.
 
-The new rows go three ways, each an INDIRECT write with a WINDOW of positions (a row outside one is
-dropped): into the SRAM cache (positions cold..), into the tier (positions 0..cold-1, a STORE on the host
-link), and into every staging block fetched this step (so a block holding the row's position sees it,
-whatever the position is at run time; fixed time either way). A block's FETCH waits only for the slot
-to be free: the first ones run while the step's earlier work streams its weights. Scores and values
-stream the cold blocks, then the hot ones, in position order, as `_cache_panels` does for one cache.
+The SRAM part is a ring of the `hot` newest positions (ir.ops._tiered): as decode advances, position p
+takes ring row p mod hot from the position a ring's length older, which the tier already holds, since
+every row is written through to it when it is made. So the new rows go three ways, each an INDIRECT
+write with a WINDOW (a row outside one is dropped; both the row and the window are functions of the
+position the host writes each step, the only per-step datum): into the ring (`n` = hot: row p mod hot),
+into the tier (positions 0..cold-1, a STORE on the host link), and into every staging block fetched
+this step (so a block holding the row's position sees it, whatever the position is at run time; fixed
+time either way). A block's FETCH waits only for the slot to be free: the first ones run while the
+step's earlier work streams its weights. Scores and values stream every cold block, then the ring,
+each block through cache_stream.block_product; the softmax (args `cold`, `ring`) sees a tier column only
+once the ring has passed its position, and a ring row as the position it holds after the sequence's
+newest row.
+
+A quantized cache (8-bit codes with a 16-bit scale per token and kv head, or NVFP4 codes with e4m3
+block scales) keeps its scales beside its codes in both memories: the new rows are QUANTIZEd once,
+and codes and scales each take the three ways above (the staged blocks' patches read them from a
+scratch copy of the QUANTIZE stream); each cold block's scales are fetched into staging slots of
+their own, beside its codes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from compiler.codegen.cache_stream import Block, CacheStream, Read, block_product
 from compiler.codegen.emit import Emitter
 from compiler.codegen.template import Instr, Ref
 from compiler.partition.shard_cost import STAGING_SLOTS
-from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
-from ir.isa import FMT_OF, TIER_UNITS, Fn, Op
+from ir.isa import TIER_UNITS, Fn, Op
+from ir.ops import tier_operands
 from ir.program import Flag
 
 WINDOW = int(Flag.INDIRECT | Flag.WINDOW)
@@ -27,7 +41,7 @@ WINDOW = int(Flag.INDIRECT | Flag.WINDOW)
 
 @dataclass(frozen=True, slots=True)
 class _Piece:
-    """Positions [t0, t0 + tokens) of sequence `seq`'s cache: from staging (cold) or the SRAM cache (hot);
+    """Positions [t0, t0 + tokens) of sequence `seq`'s cache: from staging (cold) or the SRAM ring (hot);
     `column` is where its tokens sit among every sequence's (seq x context + t0), `row` the first row
     of its buffer (cold or hot cache) it reads."""
 
@@ -47,33 +61,57 @@ class _Staging:
     last_read: list[int | None]
 
 
+@dataclass(frozen=True)
+class _Part:
+    """One stored array of a cache (its codes, or a quantized cache's scales): the ring in SRAM and the
+    tier's part, bytes a token, the ring write its reads wait for, and `fresh(seq, after)`: a READ of
+    sequence seq's new rows (a staged block's patch), issued after instruction `after`."""
+
+    hot: Value
+    cold: Value
+    row_bytes: int
+    ready: int
+    fresh: Callable[[int, int], Read]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    cold: int
+    hot: int
+    per_seq: int
+    tier: int
+
+
 def lower_tiered_attention(e: Emitter, op: GraphOp) -> None:
-    if len(op.operands) != 8:
-        raise ConfigError(f"attention %{op.results[0].name}: the tiered lowering streams 16-bit caches; an "
-                          f"{op.operands[3].type.dtype.value} cache held below SRAM plans but does not compile yet "
-                          "(use --kv-precision fp16, or --kv-tier sram)")
-    q, k, v, k_hot, v_hot, pos, k_cold, v_cold = op.operands
+    q, k, v, k_hot, v_hot, pos = op.operands[:6]
+    quantized = len(op.operands) == 12
+    hot_scales = op.operands[6:8] if quantized else (None, None)
+    colds = [op.operands[i] for i in tier_operands(len(op.operands))]
+    cold_scales = colds[2:] if quantized else (None, None)
     a = op.attr
     batch, hot, width = k_hot.type.shape
     rows = q.type.shape[0]
     per_seq = max(1, rows // batch)
-    cold, block, tier = a["cold"], a["block"], TIER_UNITS.index(a["tier"])
-    row_bytes = width * k_hot.type.dtype.bits // 8
+    lay = _Layout(a["cold"], hot, per_seq, TIER_UNITS.index(a["tier"]))
+    kv = CacheStream(k_hot.type.dtype, width, a["kv_heads"])
     pos_read = e.read(pos.name)
-    hot_ready = [_append(e, new, cache, store, pos_read, (cold, hot, per_seq), tier, row_bytes)
-                 for new, cache, store in ((k, k_hot, k_cold), (v, v_hot, v_cold))]
-    staging = _Staging([e.t.local(block * row_bytes) for _ in range(STAGING_SLOTS)], [None] * STAGING_SLOTS)
-    pieces = _pieces(batch, cold, hot, block, max(1, e.t.timing.panel ** 2 // width))
+    parts = [_append(e, kv, new, (ring, cold, ring_s, cold_s), pos_read, lay)
+             for new, ring, cold, ring_s, cold_s in zip((k, v), (k_hot, v_hot), colds[:2], hot_scales, cold_scales,
+                                                          strict=True)]
+    block = a["block"]
+    staging = [_Staging([e.t.local(block * nbytes) for _ in range(STAGING_SLOTS)], [None] * STAGING_SLOTS)
+               for nbytes in (kv.row_bytes, kv.scale_bytes)[:len(parts[0])]]
+    pieces = _pieces(batch, lay.cold, hot, block, max(1, e.t.timing.panel ** 2 // width))
     m = per_seq * (a["heads"] // a["kv_heads"])
     heads = {"heads": a["heads"], "kv_heads": a["kv_heads"], "rows": rows}
-    fmt = FMT_OF[k_hot.type.dtype]
     qs = e.read(q.name)
-    stream = _Stream(e, staging, tier, row_bytes, pos, per_seq, fmt, m, heads)
-    scores = stream.panels(pieces, k, k_hot, k_cold, hot_ready[0], qs, True)
-    tokens = cold + hot
-    mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": tokens, "rows": rows, "batch": batch}
+    stream = _Stream(e, kv, staging, lay, pos, m, heads)
+    scores = stream.panels(pieces, parts[0], qs, True)
+    tokens = lay.cold + hot
+    mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": tokens, "rows": rows, "batch": batch,
+            "cold": lay.cold, "ring": hot}
     sm = e.vop(Fn.SOFTMAX, per_seq * a["heads"], tokens * batch, scores, pos_read, args=mask)
-    ctx = stream.panels(pieces, v, v_hot, v_cold, hot_ready[1], sm, False)
+    ctx = stream.panels(pieces, parts[1], sm, False)
     out = op.results[0]
     e.result(out)
     e.done(out, e.write(out.name, ctx[1], ctx[0], out.type.nbytes))
@@ -90,25 +128,61 @@ def _pieces(batch: int, cold: int, hot: int, block: int, hot_block: int) -> list
     return out
 
 
-def _append(e: Emitter, new: Value, cache: Value, cold_cache: Value, pos: tuple[int, int],
-            split: tuple[int, int, int], tier: int, row_bytes: int) -> int:
-    """Row r at position pos[r] of its sequence: in the SRAM cache if pos >= cold, else in the tier (both
-    always issued, each dropping what its window lacks). Returns the SRAM write (the row's read when
-    nothing is hot)."""
-    cold, hot, per_seq = split
+def _append(e: Emitter, kv: CacheStream, new: Value, arrays: tuple, pos: Read, lay: _Layout) -> list[_Part]:
+    """Row r at position pos[r] of its sequence: in ring row pos mod hot of the SRAM cache, and written
+    through to the tier if pos < cold (dropped otherwise: the ring keeps the newest `hot` of a context
+    of cold + hot positions); a quantized cache's codes and scales each so. Returns the cache's parts
+    (codes, then scales)."""
+    ring, cold, ring_scales, cold_scales = arrays
     rows = new.type.shape[0]
     r = e.read(new.name)
-    slot = e.slots[cache.name]
-    i = r[0]
-    if hot:  # with no window in SRAM every row goes to the tier
-        i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * row_bytes), flags=WINDOW, dst=slot.ref,
-                          dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows, k=per_seq, imm=hot, base=cold,
-                          stride=row_bytes, deps=((r[0], 0), (pos[0], 0))))
-        slot.ready = i
-    e.t.add(Instr(Op.STORE, e.t.timing.host(rows * row_bytes, tier), unit=tier, flags=WINDOW,
-                  dst=e.slots[cold_cache.name].ref, dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows,
-                  k=per_seq, imm=cold, base=0, stride=row_bytes, deps=((r[0], 0), (pos[0], 0))))
-    return i
+    src, lag = r, 0
+    # A staged block's patch: its sequence's new rows, read from the cache's input, or for a quantized
+    # cache from a scratch copy of the QUANTIZE stream (codes, then scales)
+    fresh = [lambda seq, after: e.read(new.name, lay.per_seq * kv.row_bytes, seq * lay.per_seq * kv.row_bytes,
+                                       after=((after, 0),))]
+    if ring_scales is not None:
+        groups = {"kv_heads": ring_scales.type.shape[2]} if kv.block is None else {}
+        src = e.vop(Fn.QUANTIZE, rows, new.type.shape[1], r, bytes_in=new.type.nbytes,
+                    args=groups | {"format": kv.dtype.value})
+        lag = e.t.timing.drain_cycles
+        fresh = _scratch(e, kv, src, rows, lay.per_seq)
+    out = []
+    for n, (hot, below, nbytes) in enumerate(((ring, cold, kv.row_bytes), (ring_scales, cold_scales, kv.scale_bytes))):
+        if hot is None:
+            continue
+        offset, deps = n * rows * kv.row_bytes, ((src[0], lag), (pos[0], 0))
+        ready = src[0]
+        if lay.hot:  # with no ring in SRAM every row goes to the tier
+            slot = e.slots[hot.name]
+            ready = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * nbytes), flags=WINDOW, dst=slot.ref,
+                                  dst_bytes=rows * nbytes, s_a=src[1], s_b=pos[1], m=rows, k=lay.per_seq, imm=lay.hot,
+                                  n=lay.hot, stride=nbytes, offset=offset, deps=deps))
+            slot.ready = ready
+        e.t.add(Instr(Op.STORE, e.t.timing.host(rows * nbytes, lay.tier), unit=lay.tier, flags=WINDOW,
+                      dst=e.slots[below.name].ref, dst_bytes=rows * nbytes, s_a=src[1], s_b=pos[1], m=rows,
+                      k=lay.per_seq, imm=lay.cold, base=0, stride=nbytes, offset=offset, deps=deps))
+        out.append(_Part(hot, below, nbytes, ready, fresh[n]))
+    return out
+
+
+def _scratch(e: Emitter, kv: CacheStream, quantized: Read, rows: int, per_seq: int) -> list[Callable[[int, int], Read]]:
+    """The QUANTIZE stream kept in a local buffer; readers of a sequence's codes and of its scales."""
+    total = rows * (kv.row_bytes + kv.scale_bytes)
+    ref = e.t.local(total)
+    kept = e.t.add(Instr(Op.WRITE, e.t.timing.mem(total), dst=ref, dst_bytes=total, s_a=quantized[1],
+                         deps=((quantized[0], e.t.timing.drain_cycles),)))
+
+    def reader(first: int, nbytes: int) -> Callable[[int, int], Read]:
+        def read(seq: int, after: int) -> Read:
+            size = per_seq * nbytes
+            stream = e.t.stream()
+            at = Ref(ref.space, ref.slot, ref.offset + first + seq * size)
+            i = e.t.add(Instr(Op.READ, e.t.timing.mem(size), src=at, src_bytes=size, s_out=stream,
+                              deps=((kept, 0), (after, 0))))
+            return i, stream
+        return read
+    return [reader(0, kv.row_bytes), reader(rows * kv.row_bytes, kv.scale_bytes)]
 
 
 @dataclass
@@ -116,58 +190,49 @@ class _Stream:
     """Streams one cache (keys or values) through the MXM piece by piece."""
 
     e: Emitter
-    staging: _Staging
-    tier: int
-    row_bytes: int
+    kv: CacheStream
+    staging: list[_Staging]  # codes', then (a quantized cache) scales'
+    lay: _Layout
     pos: Value
-    per_seq: int
-    fmt: object
     m: int
     heads: dict
 
-    def panels(self, pieces: list[_Piece], new: Value, hot: Value, cold: Value, hot_ready: int,
-               act: tuple[int, int], keys: bool) -> tuple[int, int]:
+    def panels(self, pieces: list[_Piece], parts: list[_Part], act: Read, keys: bool) -> Read:
         e, acc = self.e, None
-        width = self.row_bytes * 8 // self.fmt.bits
-        kind = Flag.KEYS if keys else Flag.VALUES
         staged = 0
         for n, p in enumerate(pieces):
             if p.cold:
-                r = self._cold_block(staged, p, new, cold)
+                got = [self._cold_block(staged, p, part, staging) for part, staging in zip(parts, self.staging,
+                                                                                             strict=True)]
                 staged += 1
             else:
-                r = e.read(hot.name, p.tokens * self.row_bytes, p.row * self.row_bytes, after=((hot_ready, 0),))
-            k_dim, n_dim = (width, p.tokens) if keys else (p.tokens, width)
-            last = n == len(pieces) - 1
-            flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if last else 0)
-            deps = ((r[0], 0), (act[0], 0)) + (((acc, 0),) if acc is not None else ())
-            partial = e.t.instrs[acc].s_out if acc is not None else -1
-            acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(self.m, k_dim, n_dim, self.fmt), fmt=self.fmt, m=self.m,
-                                k=k_dim, n=n_dim, flags=int(flags), s_a=r[1], s_b=act[1], s_c=partial,
-                                s_out=e.t.stream(), offset=0 if keys else p.column,
-                                args=tuple(sorted(self.heads.items())), deps=deps))
+                got = [e.read(part.hot.name, p.tokens * part.row_bytes, p.row * part.row_bytes,
+                              after=((part.ready, 0),)) for part in parts]
+            scales = (lambda s=got[1]: s) if len(got) > 1 else None
+            block = Block(p.tokens, p.column, n == len(pieces) - 1)
+            acc = block_product(e, self.kv, got[0], scales, act, self.m, block, self.heads, keys, acc)
         return acc, e.t.instrs[acc].s_out
 
-    def _cold_block(self, n: int, p: _Piece, new: Value, cold: Value) -> tuple[int, int]:
+    def _cold_block(self, n: int, p: _Piece, part: _Part, staging: _Staging) -> Read:
         """FETCH the block into its staging slot (once the slot's last reader is done), patch in the new
         rows whose positions it holds, and READ it onto a stream."""
-        e, s = self.e, n % len(self.staging.refs)
-        nbytes = p.tokens * self.row_bytes
-        src = e.slots[cold.name].ref
-        free = self.staging.last_read[s]
-        fetch = e.t.add(Instr(Op.FETCH, e.t.timing.host(nbytes, self.tier), unit=self.tier,
-                              src=Ref(src.space, src.slot, src.offset + p.row * self.row_bytes, src.parts),
-                              src_bytes=nbytes, dst=self.staging.refs[s], dst_bytes=nbytes,
+        e, s = self.e, n % len(staging.refs)
+        nbytes = p.tokens * part.row_bytes
+        src = e.slots[part.cold.name].ref
+        free = staging.last_read[s]
+        fetch = e.t.add(Instr(Op.FETCH, e.t.timing.host(nbytes, self.lay.tier), unit=self.lay.tier,
+                              src=Ref(src.space, src.slot, src.offset + p.row * part.row_bytes, src.parts),
+                              src_bytes=nbytes, dst=staging.refs[s], dst_bytes=nbytes,
                               deps=((free, 0),) if free is not None else ()))
-        rows = self.per_seq  # the block's sequence's new rows, and their positions
-        r = e.read(new.name, rows * self.row_bytes, p.seq * rows * self.row_bytes, after=((fetch, 0),))
+        rows = self.lay.per_seq  # the block's sequence's new rows, and their positions
+        r = part.fresh(p.seq, fetch)
         at = e.read(self.pos.name, rows * 4, p.seq * rows * 4, after=((fetch, 0),))
-        patch = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * self.row_bytes), flags=WINDOW, dst=self.staging.refs[s],
-                              dst_bytes=rows * self.row_bytes, s_a=r[1], s_b=at[1], m=rows, k=rows,
-                              imm=p.tokens, base=p.t0, stride=self.row_bytes,
+        patch = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * part.row_bytes), flags=WINDOW, dst=staging.refs[s],
+                              dst_bytes=rows * part.row_bytes, s_a=r[1], s_b=at[1], m=rows, k=rows,
+                              imm=p.tokens, base=p.t0, stride=part.row_bytes,
                               deps=((fetch, 0), (r[0], 0), (at[0], 0))))
         stream = e.t.stream()
-        read = e.t.add(Instr(Op.READ, e.t.timing.mem(nbytes), src=self.staging.refs[s], src_bytes=nbytes,
+        read = e.t.add(Instr(Op.READ, e.t.timing.mem(nbytes), src=staging.refs[s], src_bytes=nbytes,
                              s_out=stream, deps=((patch, 0), (fetch, 0))))
-        self.staging.last_read[s] = read
+        staging.last_read[s] = read
         return read, stream

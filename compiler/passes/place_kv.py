@@ -1,4 +1,5 @@
-"""PlaceKV: split every attention cache by position, the newest in SRAM and the older ones in a tier below."""
+"""PlaceKV: split every attention cache over two memories, a ring of the newest positions in SRAM and the older
+ones in a tier below."""
 
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ def tier_block(cold: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class PlaceKV:
-    """Keep the `hot` newest positions of every attention cache in SRAM and the rest in `tier`.
+    """Keep the `hot` newest positions of every attention cache in SRAM and the older ones in `tier`.
 
     Requires: attention ops with k and v caches [B, C, D] (state; a quantized cache's scales [B, C, X]
     beside them). Produces: for each cache (and scale) with C > hot, the SRAM part [B, hot, ...] under
     its own name and a cold part `<name>.cold` [B, C - hot, ...] right after it in `state`; attention
     takes the cold parts after its other operands (ir.ops.tier_operands) with attrs tier, cold
-    (positions below SRAM) and block (positions a transfer moves). Position p lives in the cold part
-    when p < cold. `tier` "sram" (or hot None) returns the graph unchanged. Latent attention
+    (positions below SRAM) and block (positions a transfer moves). The SRAM part is a ring (position
+    p in row p mod hot) and the cold part holds positions 0..cold-1, each written as it is made
+    (ir.ops._tiered). `tier` "sram" (or hot None) returns the graph unchanged. Latent attention
     (DeepSeek) is refused."""
 
     tier: str = "sram"

@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from compiler.frontend.options import CompileOptions
 from compiler.plan.records import Plan, round_sig
 from ir.errors import ConfigError, DoesNotFitError
+from ir.ops import KV_TIERS
 from targets.spec import SystemSpec
 
 AUTO_MIN_SAVING = 0.10  # auto moves KV below only for at least this share of the chips
@@ -135,7 +136,7 @@ def _worth(sram: Plan | None, below: Plan, options: CompileOptions, tier: str) -
     saved = sram.chips - below.chips
     share = saved / sram.chips
     costs = (f"{kv} of KV in {tier} saves {saved:,} of {sram.chips:,} chips ({share:.0%}) for "
-             f"{fetch:,.2f} ms a token of fetches")
+             f"{fetch:,.2f} ms a token of fetches with all of it there")
     if options.objective == "latency":
         return False, f"--objective latency: SRAM alone fits, and {costs}"
     if share >= AUTO_MIN_SAVING:
@@ -249,15 +250,17 @@ def _units_spanned(plan: Plan, system: SystemSpec, per: str) -> int:
 
 
 def idle(plan: Plan, system: SystemSpec, idle_s: float) -> dict:
-    """Where an idle conversation's KV should wait: the fastest tier whose drain time is at least the
-    idle time (a tier turns over everything it holds in its drain time, so a conversation idle longer
-    than that holds room the tier could have refilled), else the slowest; and what resuming costs:
-    every chip pulls its share back at once, so the fullest chip's share over its link, plus latency."""
+    """Where an idle conversation's KV should wait: with the memories ordered fastest first (SRAM, then
+    the target's tiers), the last, the highest-numbered, whose drain time is below the idle time (the
+    issue's rule: a tier that turns over everything it holds within the idle time can take the
+    conversation in and give it back in time), else SRAM; and what resuming costs: every chip pulls its
+    share back at once, so the fullest chip's share over its link, plus latency."""
     if idle_s <= 0:
         raise ConfigError(f"--idle must be a positive number of seconds, got {idle_s:g}")
     chip = system.chip
-    drains = {"sram": chip.sram_bytes / chip.mem_bw_bytes_per_s} | {n: t.drain_s for n, t in system.tiers.items()}
-    holder = next((n for n, d in drains.items() if d >= idle_s), list(drains)[-1])
+    drains = {"sram": chip.sram_bytes / chip.mem_bw_bytes_per_s} | {n: t.drain_s for n, t in
+                                                                     _fastest_first(system.tiers).items()}
+    holder = ([n for n, d in drains.items() if d < idle_s] or ["sram"])[-1]
     batch = plan.options["batch"]
     share = max((s.memory.kv_cache + (s.tier["bytes"] if s.tier else 0)) / batch for s in plan.stages)
     resume = 0.0 if holder == "sram" else share / system.tier_bw_per_chip(holder) + system.tier(holder).latency_s
@@ -267,12 +270,18 @@ def idle(plan: Plan, system: SystemSpec, idle_s: float) -> dict:
             "why": _idle_why(holder, drains, idle_s)}
 
 
+def _fastest_first(tiers: dict) -> dict:
+    """The tiers in the hierarchy's order (ir.ops.KV_TIERS: dram, then flash), whatever a target file's order."""
+    return {n: tiers[n] for n in KV_TIERS if n in tiers}
+
+
 def _idle_why(holder: str, drains: dict[str, float], idle_s: float) -> str:
-    faster = [f"{n} drains in {_seconds(d)}" for n, d in drains.items() if d < idle_s]
-    if drains[holder] < idle_s:
-        return f"every tier drains within {_seconds(idle_s)} ({', '.join(faster)}): the slowest, {holder}, holds it"
-    said = f"{', '.join(faster)} (under the idle time); " if faster else ""
-    return f"{said}{holder} drains in {_seconds(drains[holder])}, past the idle time: it holds the conversation"
+    below = [n for n, d in drains.items() if d < idle_s]
+    past = [f"{n} drains in {_seconds(d)}" for n, d in drains.items() if d >= idle_s]
+    if not below:
+        return f"no memory drains in under {_seconds(idle_s)} ({', '.join(past)}): it stays in sram"
+    rest = f"; {', '.join(past)}, not under it" if past else ""
+    return f"{holder} is the last memory, fastest first, that drains in under the idle time{rest}"
 
 
 def _seconds(s: float) -> str:

@@ -44,10 +44,13 @@ def _table(rows: list[dict]) -> Table:
 
 
 def _idle(i: dict) -> Text:
-    resume = "nothing to pull back" if i["tier"] == "sram" else (
-        f"resuming pulls {_bytes(i['sequence_bytes'])} back, {_bytes(i['chip_share_bytes'])} a chip at once: "
+    """The chosen tier, its drain time and what resuming costs, then why."""
+    drain = seconds(i["drain_s"][i["tier"]])
+    resume = "resuming pulls nothing back" if i["tier"] == "sram" else (
+        f"resuming pulls {_bytes(i['sequence_bytes'])} back, {_bytes(i['chip_share_bytes'])} a chip at once, in "
         f"{seconds(i['resume_s'])}")
-    return Text(f"idle {seconds(i['idle_s'])}: keep the conversation's KV in {i['tier']} ({i['why']}); {resume}")
+    return Text(f"idle {seconds(i['idle_s'])}: keep the conversation's KV in {i['tier']} (drains in {drain}); "
+                f"{resume} ({i['why']})")
 
 
 def _bytes(n: float) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ir.errors import ConfigError
 from ir.numerics import encode
+from ir.program import Program
 from targets.build_dir import PROPOSERS, Build, load_build
 from targets.functional import Machine, activation_dtype, execute_functional
 from targets.interpreter import execute
@@ -41,8 +42,10 @@ from targets.runner import (
     _prefill,
     _rows,
 )
+from targets.tier_checks import tier_side
 
 HANDOFF_IDS = 16  # token ids each hand-off carries (K + 1 at most: the compiler's MAX_SPECULATE + 1)
+SHARED = "target's stages"  # plan.json's placement of a draft on the target's chips (above their layout)
 
 
 def is_speculative(path: str | Path) -> bool:
@@ -76,6 +79,8 @@ def run_speculative_build(path: str | Path, tokens: int = 1, check_determinism: 
     extra = {"verify": execute(build.programs["verify"], build.system),
              "proposer": execute(build.proposer.programs["decode"], build.proposer.system)}
     figures["hazards"] += [h.to_dict() | {"phase": phase} for phase, r in extra.items() for h in r.hazards]
+    if shared(build):
+        figures["hazards"] += shared_sram_hazards(build)
     figures["speculative"] = step_figures(build, extra["verify"].makespan, extra["proposer"].makespan)
     if prompts is not None:
         out = run_speculative(build, prompts, tokens)
@@ -108,16 +113,75 @@ def step_figures(build: Build, verify_cycles: int, proposer_cycles: int) -> dict
     proposer_cycles = round(proposer_cycles * clock / build.proposer.programs["decode"].clock_hz)
     if build.proposer_kind == "mtp":  # the module proposes from the verify step's hidden states: after it
         step = verify_cycles + proposer_cycles + handoff
+    elif shared(build):  # one set of chips: K + 1 draft steps and the verify step in turn
+        step = (k + 1) * proposer_cycles + verify_cycles + handoff
     else:  # K draft steps, then the verify step beside the draft's extra one
         step = k * proposer_cycles + max(verify_cycles, proposer_cycles) + handoff
     acceptance = build.plan.get("speculative", {}).get("acceptance")
     expected = None if acceptance is None else (k + 1 if acceptance == 1 else
                                                 (1 - acceptance ** (k + 1)) / (1 - acceptance))
-    return {"steps": k, "proposer": build.proposer_kind, "proposer_chips": build.proposer.programs["decode"].chips,
+    return {"steps": k, "proposer": build.proposer_kind, "placement": SHARED if shared(build) else "own chips",
+            "proposer_chips": build.proposer.programs["decode"].chips,
             "verify_cycles": verify_cycles, "proposer_cycles": proposer_cycles, "handoff_cycles": handoff,
             "cycles_per_step": step, "step_us": round(step / clock * 1e6, 3), "acceptance": acceptance,
             "expected_tokens_per_step": None if expected is None else round(expected, 4),
             "tokens_per_s": None if expected is None else round(expected * clock / step, 1)}
+
+
+def shared(build: Build) -> bool:
+    """Whether the plan put the draft on the target's chips (checked by `shared_sram_hazards`, never
+    trusted: its Programs must stay off every byte the target's use)."""
+    return build.plan.get("speculative", {}).get("placement") == SHARED
+
+
+def shared_sram_hazards(build: Build) -> list[dict]:
+    """A draft on the target's chips: its chips among the target's, and on each the SRAM its Programs
+    and memory map touch above all the target's (its Programs, memory map and image)."""
+    draft, chips = build.proposer, build.programs["decode"].chips
+    if draft.programs["decode"].chips > chips:
+        return [_shared_hazard(chips, f"the draft takes {draft.programs['decode'].chips} chips, the target has "
+                                      f"{chips}")]
+    target, below = sram_extent(build), sram_extent(draft)
+    for chip, data in build.image().items() if build.has_image else ():
+        target[chip] = (0, max(target.get(chip, (0, 0))[1], len(data)))
+    return [_shared_hazard(c, f"the draft's SRAM [{lo:#x}, {hi:#x}) meets the target's, which ends at "
+                              f"{target[c][1]:#x}")
+            for c, (lo, hi) in sorted(below.items()) if c in target and lo < target[c][1]]
+
+
+def sram_extent(build: Build) -> dict[int, tuple[int, int]]:
+    """Per chip, the lowest and highest SRAM address any Program of `build` reads or writes, or its
+    memory map lays out (tier addresses aside)."""
+    spans = [program_extent(p) for p in build.programs.values()]
+    spans.append({chip: (r.addr, r.addr + r.bytes) for stage in build.memory.stages for r in stage.regions
+                  if r.kind != "tier" for chip in range(stage.first_chip, stage.first_chip + stage.tp)})
+    return _union(spans)
+
+
+def program_extent(program: Program) -> dict[int, tuple[int, int]]:
+    """Per chip, the lowest and highest SRAM address the Program's instructions name (tier addresses aside)."""
+    c = program.expand(names=("chip", "op", "src", "dst", "src_bytes", "dst_bytes"), ordered=False)
+    spans = []
+    for addr, size in (("src", "src_bytes"), ("dst", "dst_bytes")):
+        used = (c[addr] >= 0) & (c[size] > 0) & ~tier_side(c, addr)
+        chips, start, end = c["chip"][used], c[addr][used], c[addr][used] + c[size][used]
+        spans += [{chip: (int(start[chips == chip].min()), int(end[chips == chip].max()))}
+                  for chip in np.unique(chips).tolist()]
+    return _union(spans)
+
+
+def _union(spans: list[dict[int, tuple[int, int]]]) -> dict[int, tuple[int, int]]:
+    out: dict[int, tuple[int, int]] = {}
+    for span in spans:
+        for chip, (lo, hi) in span.items():
+            was = out.get(chip, (lo, hi))
+            out[chip] = (min(was[0], lo), max(was[1], hi))
+    return out
+
+
+def _shared_hazard(chip: int, detail: str) -> dict:
+    return {"chip": chip, "unit": "mem", "index": -1, "cycle": 0, "kind": "shared-sram", "detail": detail,
+            "phase": "draft"}
 
 
 def _check_speculative_functional(build: Build, prompts: list[list[int]], tokens: int) -> None:
@@ -143,6 +207,8 @@ def run_speculative(build: Build, prompts: list[list[int]], tokens: int, order: 
     builds' prefill, then steps of K draft decode steps and one verify step until each sequence has
     `tokens` tokens. Per sequence its tokens and their logits (the verify step's rows), and per step
     the drafts each sequence had accepted."""
+    if build.proposer is None:
+        raise ConfigError(f"{build.path}: not a speculative build (no verify.prog and proposer); run it plainly")
     out = {"tokens": [], "logits": [], "accepted": [], "instructions": 0, "instructions_per_step": []}
     batch = _batch(build)
     run = _run_mtp_group if build.proposer_kind == "mtp" else _run_group
@@ -159,15 +225,17 @@ def _run_group(build: Build, prompts: list[list[int]], tokens: int, order: list[
     draft = build.proposer
     _check_prefill(build, prompts)
     _check_prefill(draft, prompts)
-    target_m, draft_m = (_machine(b) for b in (build, draft))
+    target_m = _machine(build)
+    draft_m = _shared_machine(target_m, draft) if shared(build) else _machine(draft)
     seqs = [_Seq(p, s.position, s.tokens, s.logits) for p, s in zip(prompts, _prefill(build, target_m, prompts, order),
                                                                       strict=True)]
     _prefill(draft, draft_m, prompts, order)
     k, context = steps_of(build), build.context
     accepted: list[list[int]] = [[] for _ in seqs]
     per_step = []
+    machines = list({id(m): m for m in (target_m, draft_m)}.values())  # one, when the draft shares the chips
     while not all(len(s.tokens) >= tokens for s in seqs):
-        before = target_m.executed + draft_m.executed
+        before = sum(m.executed for m in machines)
         active = [len(s.tokens) < tokens for s in seqs]
         starts = np.array([min(s.position, context - k - 1) for s in seqs], np.int32)
         rows = [[s.tokens[-1]] for s in seqs]
@@ -180,14 +248,28 @@ def _run_group(build: Build, prompts: list[list[int]], tokens: int, order: list[
         pos = (starts[:, None] + np.arange(k + 1, dtype=np.int32)).reshape(-1)
         chosen, counts, logits = _verify_step(build, target_m, ids, pos, order)
         _emit(seqs, active, chosen, counts, logits, accepted)
-        per_step.append(target_m.executed + draft_m.executed - before)
-    return _result(seqs, tokens, accepted, target_m.executed + draft_m.executed, per_step)
+        per_step.append(sum(m.executed for m in machines) - before)
+    return _result(seqs, tokens, accepted, sum(m.executed for m in machines), per_step)
 
 
 def _machine(build: Build) -> Machine:
     machine = Machine.blank(build.programs["decode"].chips, build.system.chip.usable_sram_bytes)
     machine.load(build.image())
     return machine
+
+
+def _shared_machine(target: Machine, draft: Build) -> Machine:
+    """The target's machine with the draft's resident bytes written above the target's: each chip's
+    image from the lowest address the draft's Programs or memory map use (below it the image holds
+    only zeros: checked, since those bytes are the target's)."""
+    extent = sram_extent(draft)
+    for chip, data in draft.image().items():
+        lo = extent.get(chip, (len(data), 0))[0]
+        if data[:lo].any():
+            raise ConfigError(f"{draft.path}: the draft's image holds bytes below its lowest address {lo:#x} on chip "
+                              f"{chip}, where the target's are")
+        target.write(chip, lo, data[lo:])
+    return target
 
 
 def _decode_step(build: Build, machine: Machine, ids: np.ndarray, pos: np.ndarray, order: list[int] | None

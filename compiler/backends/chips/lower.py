@@ -14,15 +14,18 @@ from targets.spec import SystemSpec
 
 
 def lower(plan: Plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], system: SystemSpec,
-          options: CompileOptions, progress: Callable[[str], None], verify: Graph | None = None) -> Lowering:
+          options: CompileOptions, progress: Callable[[str], None], verify: Graph | None = None,
+          sram_base: int = 0) -> Lowering:
     """Decode once; prefill as the plan's chunks, each of its reach variant's graph (`chunks`, in the
     plan's `prefill.variants` order: the prefill graph of one chunk reading that much cache); with
-    `verify` (speculative decoding's verify step: a chunk of drafts), that once too."""
+    `verify` (speculative decoding's verify step: a chunk of drafts), that once too. `sram_base`: every
+    chip's layout starts there (a draft on the target's chips, above the target's)."""
     progress("scheduling decode")
-    decode_program, decode_codes = lower_phase("decode", [decode], [1], plan.stages, system, system.name)
+    decode_program, decode_codes = lower_phase("decode", [decode], [1], plan.stages, system, system.name, sram_base)
     progress("scheduling prefill")
     counts = [v["chunks"] for v in plan.prefill["variants"]]
-    prefill_program, prefill_codes = lower_phase("prefill", chunks, counts, plan.stages, system, system.name)
+    prefill_program, prefill_codes = lower_phase("prefill", chunks, counts, plan.stages, system, system.name,
+                                                 sram_base)
     chunk = chunks[-1]
     phases = [("decode", decode_codes, decode), ("prefill", prefill_codes, chunk)]
     verify_program = None

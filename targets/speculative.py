@@ -185,9 +185,9 @@ def _shared_hazard(chip: int, detail: str) -> dict:
 
 
 def _check_speculative_functional(build: Build, prompts: list[list[int]], tokens: int) -> None:
-    if build.proposer_kind == "mtp" and steps_of(build) != 1:
-        raise ConfigError(f"{build.path}: functional runs of an MTP module of depth {steps_of(build)} are not "
-                          "supported (depth 1 only); `sramflow run` without --functional checks timing")
+    if build.proposer_kind == "mtp" and len(_proposal_outputs(build.proposer)) != steps_of(build):
+        raise ConfigError(f"{build.path}: the verify step checks {steps_of(build)} proposals, the MTP module's "
+                          f"build proposes {len(_proposal_outputs(build.proposer))} a row")
     _check_group(build, prompts)
     for p in prompts:
         _check_functional(build, p, tokens + steps_of(build))
@@ -317,11 +317,12 @@ def _functional(prompts: list[list[int]], out: dict, step: dict) -> dict:
 # ---- an MTP proposer: it reads the target's hidden states ----------------------------------------
 
 def _run_mtp_group(build: Build, prompts: list[list[int]], tokens: int, order: list[int] | None) -> dict:
-    """Greedy speculative decoding with the model's MTP module (depth 1): row i of the module takes token
-    i + 1 and the target's hidden state at i. After prefill the module runs over the prompt's rows in
-    windows of its Program's K + 1 rows; each step the target verifies [current token, proposal], then
-    the module runs over the verify rows (the target's tokens and hidden states) and the row of the
-    last accepted position gives the next proposal."""
+    """Greedy speculative decoding with the model's MTP module of depth K: row i of the module takes
+    token i + 1 and the target's hidden state at i, and its K depths chained predict tokens i + 2 ..
+    i + K + 1. After prefill the module runs over the prompt's rows in windows of its Program's K + 1
+    rows; each step the target verifies [current token, K proposals], then the module runs over the
+    verify rows (the target's tokens and hidden states) and the row of the last accepted position gives
+    the next K proposals."""
     mtp, k, context = build.proposer, steps_of(build), build.context
     _check_prefill(build, prompts)
     target_m, mtp_m = _machine(build), _machine(mtp)
@@ -336,13 +337,13 @@ def _run_mtp_group(build: Build, prompts: list[list[int]], tokens: int, order: l
         before = target_m.executed + mtp_m.executed
         active = [len(s.tokens) < tokens for s in seqs]
         starts = np.array([min(s.position, context - k - 1) for s in seqs], np.int32)
-        ids = np.array([[s.tokens[-1], int(d)] for s, d in zip(seqs, proposals, strict=True)], np.int32)
+        ids = np.array([[s.tokens[-1], *d] for s, d in zip(seqs, proposals, strict=True)], np.int32)
         pos = (starts[:, None] + np.arange(k + 1, dtype=np.int32)).reshape(-1)
         chosen, counts, logits = _verify_step(build, target_m, ids.reshape(-1), pos, order)
         rows_hidden = _gather_output(build, "verify", "hidden", target_m)
-        out = mtp_step(mtp, mtp_m, chosen.reshape(-1), pos, rows_hidden, order).reshape(len(seqs), -1)
+        out = mtp_step(mtp, mtp_m, chosen.reshape(-1), pos, rows_hidden, order).reshape(len(seqs), k + 1, -1)
         for b in range(len(seqs)):
-            proposals[b] = int(out[b, int(counts[b])])
+            proposals[b] = out[b, int(counts[b])].tolist()
         _emit(seqs, active, chosen, counts, logits, accepted)
         per_step.append(target_m.executed + mtp_m.executed - before)
     return _result(seqs, tokens, accepted, target_m.executed + mtp_m.executed, per_step)
@@ -372,28 +373,29 @@ def _prompt_hidden(chunks: dict[int, np.ndarray], batch: int) -> list[np.ndarray
 
 
 def _mtp_prefill(mtp: Build, machine: Machine, seqs: list[_Seq], hidden: list[np.ndarray], rows: int,
-                 order: list[int] | None) -> list[int]:
+                 order: list[int] | None) -> list[list[int]]:
     """The module over each prompt's positions, `rows` at a time (positions past a prompt's last repeat
-    it: the same row, written again); each sequence's proposal for the position after its first token."""
+    it: the same row, written again); each sequence's proposals for the positions after its first token."""
     last = [len(s.prompt) - 1 for s in seqs]
     text = [s.prompt + s.tokens[:1] for s in seqs]
-    proposals = [0] * len(seqs)
+    proposals: list[list[int]] = [[] for _ in seqs]
     for start in range(0, max(last) + 1, rows):
         q = np.minimum(start + np.arange(rows)[None, :], np.array(last)[:, None])
         ids = np.array([[text[b][i + 1] for i in q[b]] for b in range(len(seqs))], np.int32)
         h = np.concatenate([hidden[b][q[b]] for b in range(len(seqs))])
-        out = mtp_step(mtp, machine, ids.reshape(-1), q.reshape(-1).astype(np.int32), h, order).reshape(len(seqs),
-                                                                                                         -1)
+        out = mtp_step(mtp, machine, ids.reshape(-1), q.reshape(-1).astype(np.int32), h, order)
+        out = out.reshape(len(seqs), rows, -1)
         for b in range(len(seqs)):
             hits = np.flatnonzero(q[b] == last[b])
             if len(hits):
-                proposals[b] = int(out[b, hits[-1]])
+                proposals[b] = out[b, hits[-1]].tolist()
     return proposals
 
 
 def mtp_step(mtp: Build, machine: Machine, ids: np.ndarray, pos: np.ndarray, hidden: np.ndarray,
-              order: list[int] | None) -> np.ndarray:
-    """The module's Program once over rows (token, position, the target's hidden state): its next tokens."""
+             order: list[int] | None) -> np.ndarray:
+    """The module's Program once over rows (token, position, the target's hidden state): per row its
+    depths' next tokens [rows, depth] (`next_tokens`, `next_tokens_2`, ... of its memory map's outputs)."""
     program = mtp.programs["decode"]
     act = activation_dtype(program)
     data = encode(np.asarray(hidden, np.float32).reshape(-1), act)
@@ -401,8 +403,17 @@ def mtp_step(mtp: Build, machine: Machine, ids: np.ndarray, pos: np.ndarray, hid
     events += [(0, lambda m, stage=stage: _write_hidden(m, stage, data)) for stage in mtp.memory.stages
                if "hidden" in _inputs("decode", stage)]
     execute_functional(program, machine, events, order)
-    stage, addr, _ = _output(mtp, "decode", "next_tokens")
-    return machine.read(stage.first_chip, addr, 4 * len(ids)).view("<i4").copy()
+    depths = []
+    for name in _proposal_outputs(mtp):
+        stage, addr, _ = _output(mtp, "decode", name)
+        depths.append(machine.read(stage.first_chip, addr, 4 * len(ids)).view("<i4").copy())
+    return np.stack(depths, axis=1)
+
+
+def _proposal_outputs(mtp: Build) -> list[str]:
+    """The module's per-depth argmax outputs in depth order: next_tokens, next_tokens_2, ..."""
+    names = [n for n in mtp.memory.outputs.get("decode", {}) if n == "next_tokens" or n.startswith("next_tokens_")]
+    return sorted(names, key=lambda n: 1 if n == "next_tokens" else int(n.rsplit("_", 1)[1]))
 
 
 def _write_hidden(machine: Machine, stage, data: np.ndarray) -> None:

@@ -225,35 +225,45 @@ def test_plan_auto_chooses_the_fastest_k(capsys):
 
 @pytest.fixture(scope="module")
 def mtp_builds(tmp_path_factory) -> dict[str, Path]:
+    """tiny-deepseek-v3's MTP module (depth 1) at fp16 and int8, and at depth 2 (its two chained layers)."""
     root = tmp_path_factory.mktemp("mtp")
-    for precision in ("fp16", "int8"):
-        assert main(["compile", "tiny-deepseek-v3", "--target", "lpu-mini", *SHAPE, "--precision", precision, "--mtp",
-                     "--speculate", "1", "-o", str(root / precision)]) == 0
-    return {p: root / p for p in ("fp16", "int8")}
+    config = json.loads((Path(__file__).parents[1] / "examples/models/tiny-deepseek-v3.json").read_text())
+    (root / "deep").mkdir()
+    (root / "deep" / "config.json").write_text(json.dumps(config | {"num_nextn_predict_layers": 2}))
+    cases = {"fp16": ("tiny-deepseek-v3", "fp16", 1), "int8": ("tiny-deepseek-v3", "int8", 1),
+             "depth2": (str(root / "deep"), "fp16", 2)}
+    for name, (model, precision, depth) in cases.items():
+        assert main(["compile", model, "--target", "lpu-mini", *SHAPE, "--precision", precision, "--mtp",
+                     "--speculate", str(depth), "-o", str(root / name)]) == 0
+    return {name: root / name for name in cases}
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_mtp_speculative_greedy_equals_plain_greedy(mtp_builds, precision):
-    build = load_build(mtp_builds[precision])
+@pytest.mark.parametrize("case", ["fp16", "int8", "depth2"])
+def test_mtp_speculative_greedy_equals_plain_greedy(mtp_builds, case):
+    build = load_build(mtp_builds[case])
     out = run_speculative(build, PROMPTS, 6)
     assert out["tokens"] == run_prompts(build, PROMPTS, 6)["tokens"]
     assert len(set(out["instructions_per_step"])) == 1
 
 
-def test_the_mtp_module_computes_what_the_reference_does(mtp_builds):
-    """The module's Program on the SRAM image, fed tokens, positions and hidden states, proposes what
-    the graph IR reference proposes from its decode.ir and the image's weights."""
-    mtp = load_build(mtp_builds["fp16"] / "mtp")
+@pytest.mark.parametrize("case, depth", [("fp16", 1), ("depth2", 2)])
+def test_the_mtp_module_computes_what_the_reference_does(mtp_builds, case, depth):
+    """The module's Program on the SRAM image, fed tokens, positions and hidden states, proposes at
+    every depth what the graph IR reference proposes from its decode.ir and the image's weights (depth
+    2 embeds depth 1's proposal on the machine)."""
+    mtp = load_build(mtp_builds[case] / "mtp")
     reference = Reference.load(mtp)
     rng = np.random.default_rng(7)
-    ids, pos = np.array([17, 230], np.int32), np.array([0, 1], np.int32)
-    hidden = rng.standard_normal((2, 64)).astype(np.float16)
+    ids, pos = rng.integers(0, 256, depth + 1).astype(np.int32), np.arange(depth + 1, dtype=np.int32)
+    hidden = rng.standard_normal((depth + 1, 64)).astype(np.float16)
     machine = Machine.blank(mtp.programs["decode"].chips, mtp.system.chip.usable_sram_bytes)
     machine.load(mtp.image())
     state = {s.name: np.zeros(s.type.shape, np.float16) for s in reference.graph.state}
     want = run_graph(reference.graph, {"tokens": ids, "pos": pos, "hidden": hidden}, reference.params, state)
-    assert mtp_step(mtp, machine, ids, pos, hidden.astype(np.float32), None).tolist() == \
-        want["next_tokens"].tolist()
+    got = mtp_step(mtp, machine, ids, pos, hidden.astype(np.float32), None)
+    assert got.shape == (depth + 1, depth)
+    names = ["next_tokens"] + [f"next_tokens_{d}" for d in range(2, depth + 1)]
+    assert got.T.tolist() == [want[n].tolist() for n in names]
 
 
 def test_mtp_plans_and_compiles_with_its_weights_counted(mtp_builds, capsys):
@@ -262,9 +272,11 @@ def test_mtp_plans_and_compiles_with_its_weights_counted(mtp_builds, capsys):
     s = plan["speculative"]
     assert s["proposer"] == "mtp" and s["steps"] == 1 and s["placement"] == "own chips"
     assert s["params"] == plan["totals"]["params"] + s["proposer_params"] > plan["totals"]["params"]
-    assert main(["run", str(mtp_builds["fp16"]), "--json"]) == 0
-    figures = json.loads(capsys.readouterr().out)
-    assert figures["hazards"] == [] and figures["speculative"]["proposer"] == "mtp"
+    for case, depth in (("fp16", 1), ("depth2", 2)):
+        assert main(["run", str(mtp_builds[case]), "--json", "--check-determinism"]) == 0
+        figures = json.loads(capsys.readouterr().out)
+        assert figures["hazards"] == [] and figures["determinism"]["passed"]
+        assert figures["speculative"]["proposer"] == "mtp" and figures["speculative"]["steps"] == depth
 
 
 @pytest.mark.parametrize("args, says", [

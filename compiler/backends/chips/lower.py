@@ -46,14 +46,21 @@ def lower_verify(verify: Graph, plan: Plan, system: SystemSpec):
 
 
 def _outputs(phases: list[tuple[str, list[StageCode], Graph]]) -> dict:
-    """Where each phase's outputs end up: the last stage's per-chip value and how many
-    vocabulary shards it is split into (the host concatenates them)."""
+    """Where each phase's outputs end up: the per-chip value, on the last stage that lays it out (an
+    output no later stage reads stays where it is made: an MTP module's first depths' proposals), and
+    how many vocabulary shards it is split into (the host concatenates them)."""
     out = {}
     for phase, codes, graph in phases:
         last = codes[-1]
-        out[phase] = {v.name: {"stage": last.index, "value": last.outputs[v.name].name,
-                               "shards": -(-v.type.numel // last.outputs[v.name].type.numel)} for v in graph.outputs}
+        values = {v.name: last.outputs[v.name] for v in graph.outputs}
+        out[phase] = {n: {"stage": _holder(codes, value.name), "value": value.name,
+                          "shards": -(-v.type.numel // value.type.numel)}
+                      for v in graph.outputs for n, value in [(v.name, values[v.name])]}
     return out
+
+
+def _holder(codes: list[StageCode], value: str) -> int:
+    return next((c.index for c in reversed(codes) if any(r[1] == value for r in c.memory_map)), codes[-1].index)
 
 
 RESIDENT = ("tier", "param", "state")  # what every phase finds at one address ("tier": in the tier below SRAM)

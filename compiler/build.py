@@ -84,7 +84,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
         return _compile_graph_file(model, system, options, out, progress, weights, force)
     config = load_model_config(model)
     if speculation is not None:
-        check_speculation(config, options, speculation)
+        check_speculation(config, system, speculation)
     backend = backend_for(system)
     progress("lowering graphs")
     graphs = _graphs(config, options, system)

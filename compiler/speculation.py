@@ -42,8 +42,12 @@ class Proposer:
     placement: str = OWN
 
 
-def check_speculation(config: ModelConfig, options: CompileOptions, spec: Speculation) -> None:
-    """What a proposer needs of the target, refused in one line."""
+def check_speculation(config: ModelConfig, system: SystemSpec, spec: Speculation) -> None:
+    """What a proposer needs of the model and the machine, refused in one line."""
+    if system.is_mesh:
+        raise ConfigError(f"--draft/--mtp: speculative decoding is built for chip targets; {system.name} is a wafer "
+                          "(its plans place regions of cores, which the verify step's and a proposer's plans do not "
+                          "pin yet)")
     if config.ssm is not None:
         raise ConfigError(f"--speculate: {config.name} keeps a recurrent (Mamba) state, which a rejected draft "
                           "would leave advanced; speculative decoding needs caches that positions overwrite")
@@ -138,7 +142,7 @@ def speculative_figures(name: str, config: ModelConfig, graphs: Lowered, plan: P
     """The plan's `speculative` section: the placement and K chosen (or given; K = 0 when auto finds no
     K faster than plain decode), per K the step's time beside its bound and the expected tokens/s,
     beside plain decode."""
-    check_speculation(config, options, spec)
+    check_speculation(config, system, spec)
     proposers, why, fits = _proposers(config, plan, system, options, spec)
     if proposers[0].depth is not None:
         candidates = [proposers[0].depth]
@@ -281,7 +285,7 @@ def make_speculative_plan(model: str, target: str, options: CompileOptions, spec
     """`plan MODEL --draft D | --mtp`: the target's plan with its `speculative` section."""
     system = load_target(target)
     config = load_model_config(model)
-    check_speculation(config, options, spec)
+    check_speculation(config, system, spec)
     name, graphs = lower(model, options, system)
     plan = plan_graphs(name, graphs, system, options)
     return with_speculation(plan, speculative_figures(name, config, graphs, plan, system, options, spec))

@@ -287,9 +287,22 @@ def test_mtp_plans_and_compiles_with_its_weights_counted(mtp_builds, capsys):
     (["--mtp"], "--mtp: tiny-llama has no multi-token-prediction layers"),
     (["--speculate", "3"], "--speculate needs a proposer"),
     (["--draft", "tiny-llama-draft", "--draft-placement", "near"], "--draft-placement must be one of auto, own"),
+    (["--mtp", "--draft-placement", "shared"], "--draft-placement shared: the MTP module is built on chips of its own"),
 ])
 def test_bad_speculation_is_one_line(capsys, args, says):
     for command in ("plan", "compile"):
         extra = ["-o", "never-written"] if command == "compile" else []
         assert says in refused(capsys, command, *TINY, *args, *extra)
         assert not Path("never-written").exists()
+
+
+def test_wafers_refuse_speculation_in_one_line(tmp_path, capsys):
+    """A wafer's plan places regions of cores, which the verify step's and the proposer's plans do not
+    pin: plan and compile refuse in one line (and write nothing), never a wrong plan."""
+    wafer = tmp_path / "small.toml"
+    wafer.write_text('base = "wse3"\nmesh_rows = 24\nmesh_cols = 20\n')
+    for command, proposer in (("plan", ["--draft", "tiny-llama-draft"]), ("compile", ["--mtp"])):
+        extra = ["-o", str(tmp_path / "never")] if command == "compile" else []
+        line = refused(capsys, command, "tiny-llama", "--target", wafer, *proposer, *extra)
+        assert "speculative decoding is built for chip targets; small is a wafer" in line
+    assert not (tmp_path / "never").exists()

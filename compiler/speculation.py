@@ -300,7 +300,7 @@ def render_speculative(plan: Plan, console) -> None:
     clock = load_target(plan.target).chip.clock_hz
     console.print(_placement_line(s), soft_wrap=True)
     what = f"draft {s['proposer_model']}" if s["proposer"] == "draft" else f"MTP module of {plan.model}"
-    where = {OWN: "chips of its own", SHARED: "the target's chips"}.get(s["placement"])
+    where = {OWN: "chips of its own", SHARED: "of the target's chips"}.get(s["placement"])
     on = f"on {s['proposer_chips']:,} {where}" if where else "not built"
     console.print(f"speculative decoding: {what} {on} "
                   f"({_count(s['proposer_params'])} parameters), target {s['target_chips']:,} chips: "

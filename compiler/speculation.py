@@ -332,10 +332,18 @@ def _placement_line(s: dict) -> str:
     share = s["sharing"]
     room = "" if not share["fits"] else (f"; the target's chips leave {_bytes(share['free_bytes_per_chip'])} each "
                                          f"free, the proposer needs {_bytes(share['proposer_bytes'])}")
-    figures = "; ".join(f"{q['placement']}: {q['tokens_per_s']:,.0f} tokens/s on {q['chips']:,} chips, "
-                        f"{q['tokens_per_s_per_chip']:,.0f} per chip" for q in s["placements"])
+    figures = "; ".join(f"{q['placement']}: {q['tokens_per_s']:,.0f} tokens/s on {q['chips']:,} chips"
+                        f"{_draft_on(q)}, {_rate(q['tokens_per_s_per_chip'])} per chip" for q in s["placements"])
     chosen = "none (no speculation; weighed " if s["placement"] == NO_SPECULATION else f"{s['placement']} ("
     return f"placement: {chosen}{figures}; {s['placement_why']}{room})"
+
+
+def _draft_on(q: dict) -> str:
+    return f" (the draft on {q['proposer_chips']:,} of them)" if q["placement"] == SHARED else ""
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.2f}"
 
 
 def _bytes(n: int) -> str:

@@ -164,6 +164,9 @@ def test_the_plan_weighs_both_placements(capsys):
     assert s["placement"] == best["placement"] and s["tokens_per_s"] == best["tokens_per_s"]
     for q in per.values():
         assert q["tokens_per_s_per_chip"] == pytest.approx(q["tokens_per_s"] / q["chips"], rel=1e-3)
+    out = ok(capsys, "plan", *TINY, *SHAPE, "--draft", "tiny-llama-draft", "--speculate", "2")
+    said = [line for line in out.splitlines() if line.startswith("placement: ")]
+    assert len(said) == 1 and said[0].startswith(f"placement: {s['placement']} (") and "per chip" in said[0]
 
 
 def test_a_draft_the_target_cannot_hold_goes_on_its_own_chips(capsys):

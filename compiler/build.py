@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from compiler.backends import backend_for
+from compiler.codegen.alloc import align
 from compiler.codegen.lowering import Lowering
 from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.mtp import build_mtp_graph
@@ -32,23 +33,28 @@ from compiler.planner import (
     read_graph_file,
 )
 from compiler.speculation import (
+    SHARED,
     check_speculation,
     mtp_graph,
     proposer_options,
+    sharing_options,
+    sharing_system,
     speculative_figures,
     verify_graph,
     with_speculation,
 )
 from ir.build_io import build_writer, check_destination, write_manifest
-from ir.errors import ConfigError
+from ir.errors import ConfigError, DoesNotFitError
 from ir.graph import Graph
 from ir.image_io import save_image
 from ir.memory_map import MemoryMap
 from ir.printer import print_graph
+from ir.program import Program
 from ir.program_io import save_program
 from targets import load_target
 from targets.build_dir import TARGET_FILE
 from targets.spec import SystemSpec
+from targets.speculative import program_extent
 from targets.target_file import dumps_target
 
 Progress = Callable[[str], None]
@@ -56,16 +62,20 @@ Progress = Callable[[str], None]
 
 def compile_model(model: str, target: str, options: CompileOptions, out: str | Path,
                   progress: Progress = lambda _: None, weights: str = "auto", force: bool = False,
-                  plan_file: str | Path | None = None, speculation: Speculation | None = None) -> dict:
+                  plan_file: str | Path | None = None, speculation: Speculation | None = None,
+                  share: tuple[SystemSpec, int] | None = None) -> dict:
     """Plan, lower and schedule `model`; write the build directory `out`; return the manifest.
     `weights`: "random", a checkpoint (.npz), "none", or "auto" (random for models whose
     weights take at most 256 MiB): the SRAM image the functional interpreter runs on.
     `out` must be absent, empty or a sramflow build (an edited one only with `force`). `plan_file`: lower
     the stages of that plan (`plan --json`, maybe edited) instead of searching for them. `speculation`:
-    the build also holds the verify program and the proposer's build (`draft/` or `mtp/`)."""
+    the build also holds the verify program and the proposer's build (`draft/` or `mtp/`); none when
+    `--speculate auto` finds no K faster than plain decode (the plan says K = 0). `share`: a draft on
+    the target's chips, planned on that system (the SRAM they leave free) and laid out from that base."""
     out = check_destination(out, force)
     pinned = read_plan(plan_file) if plan_file is not None else None
     system = load_target(target)
+    plan_system, sram_base = share or (system, 0)
     if is_graph_file(model):
         if pinned is not None:
             raise ConfigError("--plan: a graph IR file is planned as one unit; there are no stages to give")
@@ -74,7 +84,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
         return _compile_graph_file(model, system, options, out, progress, weights, force)
     config = load_model_config(model)
     if speculation is not None:
-        check_speculation(config, options, speculation)
+        check_speculation(config, system, options, speculation)
     backend = backend_for(system)
     progress("lowering graphs")
     graphs = _graphs(config, options, system)
@@ -82,18 +92,22 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
     progress("partitioning")
-    plan, options = plan_placed(model, system, options, pinned=pinned)  # options: with the KV tier placed
+    plan, options = plan_placed(model, plan_system, options, pinned=pinned)  # options: with the KV tier placed
     graphs = _graphs(config, options)
     verify = {}
     if speculation is not None:
         progress("planning the proposer and the verify step")
         plan = with_speculation(plan, speculative_figures(config.name, config, graphs, plan, system, options,
                                                           speculation))
-        verify = {"verify": verify_graph(config, options, plan.extra["speculative"]["steps"], speculation.mtp,
-                                         system)}
-        backend.check_lowerable(verify["verify"], system)
+        if plan.extra["speculative"]["steps"] == 0:
+            speculation = None  # auto's answer: plain decode is faster (plan.json's speculative section says why)
+        else:
+            verify = {"verify": verify_graph(config, options, plan.extra["speculative"]["steps"], speculation.mtp,
+                                             system)}
+            backend.check_lowerable(verify["verify"], system)
     chunks = _chunk_graphs(config, options, plan.prefill, speculation is not None and speculation.mtp)
-    lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunks, system, options, progress, **verify)
+    base = {"sram_base": sram_base} if sram_base else {}
+    lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunks, system, options, progress, **verify, **base)
     image = None
     if source != "none":
         progress("laying out weights")
@@ -103,21 +117,50 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     progress("writing")
     proposer = None
     if speculation is not None:
-        proposer = _proposer_build(config, target, options, speculation, weights, progress)
+        proposer = _proposer_build(config, target, options, speculation, weights, progress,
+                                   (plan, lowered.memory, (lowered.decode, lowered.prefill, lowered.verify)))
     return _write(out, plan, graphs.decode, lowered, system, (image, source), force,
                   {"vocab_size": config.vocab_size}, proposer)
 
 
 def _proposer_build(config, target: str, options: CompileOptions, speculation: Speculation, weights: str,
-                    progress: Progress) -> tuple[str, Callable[[Path], dict]]:
-    """(sub-directory, how to write it): the draft model's own build, or the MTP module's (its one
-    Program runs over a verify step's rows; its image holds the module's weights, the embedding table
-    the model's own)."""
+                    progress: Progress, lowered: tuple[Plan, dict, tuple[Program, ...]]
+                    ) -> tuple[str, Callable[[Path], dict]]:
+    """(sub-directory, how to write it): the draft model's own build (on chips of its own, or on the
+    target's first chips above the target's layout: `lowered`, its plan, memory map and Programs), or the MTP
+    module's (its one Program runs over a verify step's rows; its image holds the module's weights,
+    the embedding table the model's own)."""
     popts = proposer_options(options)
+    plan, memory, programs = lowered
+    if speculation.draft is not None and plan.extra["speculative"]["placement"] == SHARED:
+        system = load_target(target)
+        base = sram_end(memory, programs)
+        share = (sharing_system(system, system.chip.usable_sram_bytes - base), base)
+        return "draft", lambda path: _compile_shared(speculation.draft, target, sharing_options(options, plan.chips),
+                                                     path, progress, weights, share)
     if speculation.draft is not None:
         return "draft", lambda path: compile_model(speculation.draft, target, popts, path, progress, weights)
     rows = config.mtp_layers + 1
     return "mtp", lambda path: _compile_mtp(config, rows, load_target(target), popts, path, progress, weights)
+
+
+def _compile_shared(draft: str, target: str, options: CompileOptions, out: Path, progress: Progress, weights: str,
+                    share: tuple[SystemSpec, int]) -> dict:
+    try:
+        return compile_model(draft, target, options, out, progress, weights, share=share)
+    except DoesNotFitError:
+        raise ConfigError(f"--draft {draft}: the target's stages were planned to hold it, but the lowered target "
+                          f"leaves {share[0].chip.usable_sram_bytes:,} bytes of SRAM free per chip from address "
+                          f"{share[1]:#x}, too few; give --draft-placement own") from None
+
+
+def sram_end(memory: dict, programs: tuple[Program, ...]) -> int:
+    """Where a layout above a lowered build's may start: past the highest SRAM address its memory map
+    lays out or its Programs name on any chip (tier regions aside; the map records only each stage's
+    largest arena), aligned."""
+    mapped = (r["addr"] + r["bytes"] for st in memory["stages"] for r in st["regions"] if r["kind"] != "tier")
+    named = (hi for p in programs if p is not None for _, hi in program_extent(p).values())
+    return align(max((*mapped, *named), default=0))
 
 
 def _compile_mtp(config, rows: int, system: SystemSpec, options: CompileOptions, out: Path, progress: Progress,

@@ -21,6 +21,7 @@ import numpy as np
 
 from ir.errors import ConfigError
 from ir.numerics import encode
+from ir.program import Program
 from targets.build_dir import PROPOSERS, Build, load_build
 from targets.functional import Machine, activation_dtype, execute_functional
 from targets.interpreter import execute
@@ -41,8 +42,10 @@ from targets.runner import (
     _prefill,
     _rows,
 )
+from targets.tier_checks import tier_side
 
 HANDOFF_IDS = 16  # token ids each hand-off carries (K + 1 at most: the compiler's MAX_SPECULATE + 1)
+SHARED = "target's stages"  # plan.json's placement of a draft on the target's chips (above their layout)
 
 
 def is_speculative(path: str | Path) -> bool:
@@ -76,6 +79,8 @@ def run_speculative_build(path: str | Path, tokens: int = 1, check_determinism: 
     extra = {"verify": execute(build.programs["verify"], build.system),
              "proposer": execute(build.proposer.programs["decode"], build.proposer.system)}
     figures["hazards"] += [h.to_dict() | {"phase": phase} for phase, r in extra.items() for h in r.hazards]
+    if shared(build):
+        figures["hazards"] += shared_sram_hazards(build)
     figures["speculative"] = step_figures(build, extra["verify"].makespan, extra["proposer"].makespan)
     if prompts is not None:
         out = run_speculative(build, prompts, tokens)
@@ -108,22 +113,81 @@ def step_figures(build: Build, verify_cycles: int, proposer_cycles: int) -> dict
     proposer_cycles = round(proposer_cycles * clock / build.proposer.programs["decode"].clock_hz)
     if build.proposer_kind == "mtp":  # the module proposes from the verify step's hidden states: after it
         step = verify_cycles + proposer_cycles + handoff
+    elif shared(build):  # one set of chips: K + 1 draft steps and the verify step in turn
+        step = (k + 1) * proposer_cycles + verify_cycles + handoff
     else:  # K draft steps, then the verify step beside the draft's extra one
         step = k * proposer_cycles + max(verify_cycles, proposer_cycles) + handoff
     acceptance = build.plan.get("speculative", {}).get("acceptance")
     expected = None if acceptance is None else (k + 1 if acceptance == 1 else
                                                 (1 - acceptance ** (k + 1)) / (1 - acceptance))
-    return {"steps": k, "proposer": build.proposer_kind, "proposer_chips": build.proposer.programs["decode"].chips,
+    return {"steps": k, "proposer": build.proposer_kind, "placement": SHARED if shared(build) else "own chips",
+            "proposer_chips": build.proposer.programs["decode"].chips,
             "verify_cycles": verify_cycles, "proposer_cycles": proposer_cycles, "handoff_cycles": handoff,
             "cycles_per_step": step, "step_us": round(step / clock * 1e6, 3), "acceptance": acceptance,
             "expected_tokens_per_step": None if expected is None else round(expected, 4),
             "tokens_per_s": None if expected is None else round(expected * clock / step, 1)}
 
 
+def shared(build: Build) -> bool:
+    """Whether the plan put the draft on the target's chips (checked by `shared_sram_hazards`, never
+    trusted: its Programs must stay off every byte the target's use)."""
+    return build.plan.get("speculative", {}).get("placement") == SHARED
+
+
+def shared_sram_hazards(build: Build) -> list[dict]:
+    """A draft on the target's chips: its chips among the target's, and on each the SRAM its Programs
+    and memory map touch above all the target's (its Programs, memory map and image)."""
+    draft, chips = build.proposer, build.programs["decode"].chips
+    if draft.programs["decode"].chips > chips:
+        return [_shared_hazard(chips, f"the draft takes {draft.programs['decode'].chips} chips, the target has "
+                                      f"{chips}")]
+    target, below = sram_extent(build), sram_extent(draft)
+    for chip, data in build.image().items() if build.has_image else ():
+        target[chip] = (0, max(target.get(chip, (0, 0))[1], len(data)))
+    return [_shared_hazard(c, f"the draft's SRAM [{lo:#x}, {hi:#x}) meets the target's, which ends at "
+                              f"{target[c][1]:#x}")
+            for c, (lo, hi) in sorted(below.items()) if c in target and lo < target[c][1]]
+
+
+def sram_extent(build: Build) -> dict[int, tuple[int, int]]:
+    """Per chip, the lowest and highest SRAM address any Program of `build` reads or writes, or its
+    memory map lays out (tier addresses aside)."""
+    spans = [program_extent(p) for p in build.programs.values()]
+    spans.append({chip: (r.addr, r.addr + r.bytes) for stage in build.memory.stages for r in stage.regions
+                  if r.kind != "tier" for chip in range(stage.first_chip, stage.first_chip + stage.tp)})
+    return _union(spans)
+
+
+def program_extent(program: Program) -> dict[int, tuple[int, int]]:
+    """Per chip, the lowest and highest SRAM address the Program's instructions name (tier addresses aside)."""
+    c = program.expand(names=("chip", "op", "src", "dst", "src_bytes", "dst_bytes"), ordered=False)
+    spans = []
+    for addr, size in (("src", "src_bytes"), ("dst", "dst_bytes")):
+        used = (c[addr] >= 0) & (c[size] > 0) & ~tier_side(c, addr)
+        chips, start, end = c["chip"][used], c[addr][used], c[addr][used] + c[size][used]
+        spans += [{chip: (int(start[chips == chip].min()), int(end[chips == chip].max()))}
+                  for chip in np.unique(chips).tolist()]
+    return _union(spans)
+
+
+def _union(spans: list[dict[int, tuple[int, int]]]) -> dict[int, tuple[int, int]]:
+    out: dict[int, tuple[int, int]] = {}
+    for span in spans:
+        for chip, (lo, hi) in span.items():
+            was = out.get(chip, (lo, hi))
+            out[chip] = (min(was[0], lo), max(was[1], hi))
+    return out
+
+
+def _shared_hazard(chip: int, detail: str) -> dict:
+    return {"chip": chip, "unit": "mem", "index": -1, "cycle": 0, "kind": "shared-sram", "detail": detail,
+            "phase": "draft"}
+
+
 def _check_speculative_functional(build: Build, prompts: list[list[int]], tokens: int) -> None:
-    if build.proposer_kind == "mtp" and steps_of(build) != 1:
-        raise ConfigError(f"{build.path}: functional runs of an MTP module of depth {steps_of(build)} are not "
-                          "supported (depth 1 only); `sramflow run` without --functional checks timing")
+    if build.proposer_kind == "mtp" and len(_proposal_outputs(build.proposer)) != steps_of(build):
+        raise ConfigError(f"{build.path}: the verify step checks {steps_of(build)} proposals, the MTP module's "
+                          f"build proposes {len(_proposal_outputs(build.proposer))} a row")
     _check_group(build, prompts)
     for p in prompts:
         _check_functional(build, p, tokens + steps_of(build))
@@ -143,6 +207,8 @@ def run_speculative(build: Build, prompts: list[list[int]], tokens: int, order: 
     builds' prefill, then steps of K draft decode steps and one verify step until each sequence has
     `tokens` tokens. Per sequence its tokens and their logits (the verify step's rows), and per step
     the drafts each sequence had accepted."""
+    if build.proposer is None:
+        raise ConfigError(f"{build.path}: not a speculative build (no verify.prog and proposer); run it plainly")
     out = {"tokens": [], "logits": [], "accepted": [], "instructions": 0, "instructions_per_step": []}
     batch = _batch(build)
     run = _run_mtp_group if build.proposer_kind == "mtp" else _run_group
@@ -159,15 +225,17 @@ def _run_group(build: Build, prompts: list[list[int]], tokens: int, order: list[
     draft = build.proposer
     _check_prefill(build, prompts)
     _check_prefill(draft, prompts)
-    target_m, draft_m = (_machine(b) for b in (build, draft))
+    target_m = _machine(build)
+    draft_m = _shared_machine(target_m, draft) if shared(build) else _machine(draft)
     seqs = [_Seq(p, s.position, s.tokens, s.logits) for p, s in zip(prompts, _prefill(build, target_m, prompts, order),
                                                                       strict=True)]
     _prefill(draft, draft_m, prompts, order)
     k, context = steps_of(build), build.context
     accepted: list[list[int]] = [[] for _ in seqs]
     per_step = []
+    machines = list({id(m): m for m in (target_m, draft_m)}.values())  # one, when the draft shares the chips
     while not all(len(s.tokens) >= tokens for s in seqs):
-        before = target_m.executed + draft_m.executed
+        before = sum(m.executed for m in machines)
         active = [len(s.tokens) < tokens for s in seqs]
         starts = np.array([min(s.position, context - k - 1) for s in seqs], np.int32)
         rows = [[s.tokens[-1]] for s in seqs]
@@ -180,14 +248,28 @@ def _run_group(build: Build, prompts: list[list[int]], tokens: int, order: list[
         pos = (starts[:, None] + np.arange(k + 1, dtype=np.int32)).reshape(-1)
         chosen, counts, logits = _verify_step(build, target_m, ids, pos, order)
         _emit(seqs, active, chosen, counts, logits, accepted)
-        per_step.append(target_m.executed + draft_m.executed - before)
-    return _result(seqs, tokens, accepted, target_m.executed + draft_m.executed, per_step)
+        per_step.append(sum(m.executed for m in machines) - before)
+    return _result(seqs, tokens, accepted, sum(m.executed for m in machines), per_step)
 
 
 def _machine(build: Build) -> Machine:
     machine = Machine.blank(build.programs["decode"].chips, build.system.chip.usable_sram_bytes)
     machine.load(build.image())
     return machine
+
+
+def _shared_machine(target: Machine, draft: Build) -> Machine:
+    """The target's machine with the draft's resident bytes written above the target's: each chip's
+    image from the lowest address the draft's Programs or memory map use (below it the image holds
+    only zeros: checked, since those bytes are the target's)."""
+    extent = sram_extent(draft)
+    for chip, data in draft.image().items():
+        lo = extent.get(chip, (len(data), 0))[0]
+        if data[:lo].any():
+            raise ConfigError(f"{draft.path}: the draft's image holds bytes below its lowest address {lo:#x} on chip "
+                              f"{chip}, where the target's are")
+        target.write(chip, lo, data[lo:])
+    return target
 
 
 def _decode_step(build: Build, machine: Machine, ids: np.ndarray, pos: np.ndarray, order: list[int] | None
@@ -235,11 +317,12 @@ def _functional(prompts: list[list[int]], out: dict, step: dict) -> dict:
 # ---- an MTP proposer: it reads the target's hidden states ----------------------------------------
 
 def _run_mtp_group(build: Build, prompts: list[list[int]], tokens: int, order: list[int] | None) -> dict:
-    """Greedy speculative decoding with the model's MTP module (depth 1): row i of the module takes token
-    i + 1 and the target's hidden state at i. After prefill the module runs over the prompt's rows in
-    windows of its Program's K + 1 rows; each step the target verifies [current token, proposal], then
-    the module runs over the verify rows (the target's tokens and hidden states) and the row of the
-    last accepted position gives the next proposal."""
+    """Greedy speculative decoding with the model's MTP module of depth K: row i of the module takes
+    token i + 1 and the target's hidden state at i, and its K depths chained predict tokens i + 2 ..
+    i + K + 1. After prefill the module runs over the prompt's rows in windows of its Program's K + 1
+    rows; each step the target verifies [current token, K proposals], then the module runs over the
+    verify rows (the target's tokens and hidden states) and the row of the last accepted position gives
+    the next K proposals."""
     mtp, k, context = build.proposer, steps_of(build), build.context
     _check_prefill(build, prompts)
     target_m, mtp_m = _machine(build), _machine(mtp)
@@ -254,13 +337,13 @@ def _run_mtp_group(build: Build, prompts: list[list[int]], tokens: int, order: l
         before = target_m.executed + mtp_m.executed
         active = [len(s.tokens) < tokens for s in seqs]
         starts = np.array([min(s.position, context - k - 1) for s in seqs], np.int32)
-        ids = np.array([[s.tokens[-1], int(d)] for s, d in zip(seqs, proposals, strict=True)], np.int32)
+        ids = np.array([[s.tokens[-1], *d] for s, d in zip(seqs, proposals, strict=True)], np.int32)
         pos = (starts[:, None] + np.arange(k + 1, dtype=np.int32)).reshape(-1)
         chosen, counts, logits = _verify_step(build, target_m, ids.reshape(-1), pos, order)
         rows_hidden = _gather_output(build, "verify", "hidden", target_m)
-        out = mtp_step(mtp, mtp_m, chosen.reshape(-1), pos, rows_hidden, order).reshape(len(seqs), -1)
+        out = mtp_step(mtp, mtp_m, chosen.reshape(-1), pos, rows_hidden, order).reshape(len(seqs), k + 1, -1)
         for b in range(len(seqs)):
-            proposals[b] = int(out[b, int(counts[b])])
+            proposals[b] = out[b, int(counts[b])].tolist()
         _emit(seqs, active, chosen, counts, logits, accepted)
         per_step.append(target_m.executed + mtp_m.executed - before)
     return _result(seqs, tokens, accepted, target_m.executed + mtp_m.executed, per_step)
@@ -290,28 +373,29 @@ def _prompt_hidden(chunks: dict[int, np.ndarray], batch: int) -> list[np.ndarray
 
 
 def _mtp_prefill(mtp: Build, machine: Machine, seqs: list[_Seq], hidden: list[np.ndarray], rows: int,
-                 order: list[int] | None) -> list[int]:
+                 order: list[int] | None) -> list[list[int]]:
     """The module over each prompt's positions, `rows` at a time (positions past a prompt's last repeat
-    it: the same row, written again); each sequence's proposal for the position after its first token."""
+    it: the same row, written again); each sequence's proposals for the positions after its first token."""
     last = [len(s.prompt) - 1 for s in seqs]
     text = [s.prompt + s.tokens[:1] for s in seqs]
-    proposals = [0] * len(seqs)
+    proposals: list[list[int]] = [[] for _ in seqs]
     for start in range(0, max(last) + 1, rows):
         q = np.minimum(start + np.arange(rows)[None, :], np.array(last)[:, None])
         ids = np.array([[text[b][i + 1] for i in q[b]] for b in range(len(seqs))], np.int32)
         h = np.concatenate([hidden[b][q[b]] for b in range(len(seqs))])
-        out = mtp_step(mtp, machine, ids.reshape(-1), q.reshape(-1).astype(np.int32), h, order).reshape(len(seqs),
-                                                                                                         -1)
+        out = mtp_step(mtp, machine, ids.reshape(-1), q.reshape(-1).astype(np.int32), h, order)
+        out = out.reshape(len(seqs), rows, -1)
         for b in range(len(seqs)):
             hits = np.flatnonzero(q[b] == last[b])
             if len(hits):
-                proposals[b] = int(out[b, hits[-1]])
+                proposals[b] = out[b, hits[-1]].tolist()
     return proposals
 
 
 def mtp_step(mtp: Build, machine: Machine, ids: np.ndarray, pos: np.ndarray, hidden: np.ndarray,
-              order: list[int] | None) -> np.ndarray:
-    """The module's Program once over rows (token, position, the target's hidden state): its next tokens."""
+             order: list[int] | None) -> np.ndarray:
+    """The module's Program once over rows (token, position, the target's hidden state): per row its
+    depths' next tokens [rows, depth] (`next_tokens`, `next_tokens_2`, ... of its memory map's outputs)."""
     program = mtp.programs["decode"]
     act = activation_dtype(program)
     data = encode(np.asarray(hidden, np.float32).reshape(-1), act)
@@ -319,8 +403,17 @@ def mtp_step(mtp: Build, machine: Machine, ids: np.ndarray, pos: np.ndarray, hid
     events += [(0, lambda m, stage=stage: _write_hidden(m, stage, data)) for stage in mtp.memory.stages
                if "hidden" in _inputs("decode", stage)]
     execute_functional(program, machine, events, order)
-    stage, addr, _ = _output(mtp, "decode", "next_tokens")
-    return machine.read(stage.first_chip, addr, 4 * len(ids)).view("<i4").copy()
+    depths = []
+    for name in _proposal_outputs(mtp):
+        stage, addr, _ = _output(mtp, "decode", name)
+        depths.append(machine.read(stage.first_chip, addr, 4 * len(ids)).view("<i4").copy())
+    return np.stack(depths, axis=1)
+
+
+def _proposal_outputs(mtp: Build) -> list[str]:
+    """The module's per-depth argmax outputs in depth order: next_tokens, next_tokens_2, ..."""
+    names = [n for n in mtp.memory.outputs.get("decode", {}) if n == "next_tokens" or n.startswith("next_tokens_")]
+    return sorted(names, key=lambda n: 1 if n == "next_tokens" else int(n.rsplit("_", 1)[1]))
 
 
 def _write_hidden(machine: Machine, stage, data: np.ndarray) -> None:

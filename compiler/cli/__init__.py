@@ -172,7 +172,7 @@ def _shape_args(p: argparse.ArgumentParser, chunk: bool = True) -> None:
 
 def _speculation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft", metavar="MODEL", help="speculative decoding: a draft model of the target's vocabulary "
-                                                    "proposes tokens (on chips of its own)")
+                                                    "proposes tokens (see --draft-placement)")
     p.add_argument("--mtp", action="store_true",
                    help="speculative decoding: the model's own multi-token-prediction module proposes (DeepSeek-V3)")
     p.add_argument("--speculate", metavar="K",
@@ -180,6 +180,9 @@ def _speculation_args(p: argparse.ArgumentParser) -> None:
                         "with --draft or --mtp)")
     p.add_argument("--acceptance", type=float,
                    help="per-token acceptance rate the plan's expected tokens per step assume (default 0.7)")
+    p.add_argument("--draft-placement", metavar="auto|own|shared",
+                   help="the draft on chips of its own, or shared: on the target's stages (its weights in their spare "
+                        "SRAM); auto (the default): whichever gives more tokens/s per chip")
 
 
 def _speculation(args: argparse.Namespace):
@@ -187,7 +190,7 @@ def _speculation(args: argparse.Namespace):
     from compiler.frontend.options import DEFAULT_ACCEPTANCE, Speculation
     from ir.errors import ConfigError
 
-    given = (args.draft, args.mtp or None, args.speculate, args.acceptance)
+    given = (args.draft, args.mtp or None, args.speculate, args.acceptance, args.draft_placement)
     if all(v is None for v in given):
         return None
     steps = args.speculate or "auto"
@@ -197,7 +200,7 @@ def _speculation(args: argparse.Namespace):
         except ValueError:
             raise ConfigError(f"--speculate must be auto or a number of drafts, got {args.speculate!r}") from None
     acceptance = DEFAULT_ACCEPTANCE if args.acceptance is None else args.acceptance
-    return Speculation(args.draft, args.mtp, steps, acceptance)
+    return Speculation(args.draft, args.mtp, steps, acceptance, args.draft_placement or "auto")
 
 
 def _pool_targets(p: argparse.ArgumentParser) -> None:
@@ -385,6 +388,13 @@ def _compile(args: argparse.Namespace) -> int:
                                  weights=args.weights, force=args.force, plan_file=args.plan,
                                  speculation=speculation)
     console.print(f"wrote {args.output}: {', '.join(sorted(manifest['files']))}", soft_wrap=True, markup=False)
+    if speculation is not None:
+        import json
+        from pathlib import Path
+
+        line = json.loads((Path(args.output) / "plan.json").read_text())["speculative"]["no_speculation"]
+        if line:
+            console.print(f"--speculate auto: {line}", soft_wrap=True, markup=False)
     return 0
 
 
@@ -545,8 +555,10 @@ def _print_speculative(f: dict, console) -> None:
     s = f["speculative"]
     expected = (f", {s['expected_tokens_per_step']:.3f} tokens a step expected at acceptance {s['acceptance']:g}: "
                 f"{s['tokens_per_s']:,.0f} tokens/s") if s["acceptance"] is not None else ""
+    shared = s["placement"] == "target's stages"
     parts = (f"verify {s['verify_cycles']:,} + mtp {s['proposer_cycles']:,}" if s["proposer"] == "mtp" else
-             f"{s['steps']} x {s['proposer_cycles']:,} draft + verify {s['verify_cycles']:,}")
+             f"{s['steps'] + shared} x {s['proposer_cycles']:,} draft{' on the target chips' if shared else ''} + "
+             f"verify {s['verify_cycles']:,}")
     console.print(f"speculative: K = {s['steps']}, {s['cycles_per_step']:,} cycles a step ({s['step_us']:,.3f} µs: "
                   f"{parts} + hand-offs {s['handoff_cycles']:,}){expected}", soft_wrap=True)
     if "functional" in f:

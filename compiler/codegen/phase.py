@@ -44,10 +44,11 @@ class Placed:
 
 
 def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, builder: StageBuilder | None = None,
-                 arena_floor: Sequence[Sequence[int]] = ()) -> list[StageCode]:
+                 arena_floor: Sequence[Sequence[int]] = (), sram_base: int = 0) -> list[StageCode]:
     """Lower every stage of the plan: per-chip ops, shared templates, hand-offs, SRAM layout.
     `builder`: another variant's (its templates shared); `arena_floor[s][i]`: bytes piece i of stage s's
-    arena takes at least (the widest of every variant's)."""
+    arena takes at least (the widest of every variant's); `sram_base`: where the layout starts on every
+    chip (above another Program's, whose chips these share)."""
     outputs = {v.name for v in graph.outputs}
     builder = builder or StageBuilder(system, graph.inputs, outputs, max(s.first_chip + s.tp for s in stages))
     scopes = graph.scopes()
@@ -81,7 +82,7 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
         # A param two stages hold (a tied table: embedding and head) has each stage's own shard.
         own = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc] for v in op.operands}
         layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state},
-               arena_floor[i] if arena_floor else (), _below(graph))
+               arena_floor[i] if arena_floor else (), _below(graph), sram_base)
     return codes
 
 
@@ -91,15 +92,16 @@ def _below(graph: Graph) -> set[str]:
             for i in tier_operands(len(op.operands))}
 
 
-def build_variants(graphs: Sequence[Graph], stages: Sequence[Stage], system: SystemSpec) -> list[list[StageCode]]:
+def build_variants(graphs: Sequence[Graph], stages: Sequence[Stage], system: SystemSpec, sram_base: int = 0
+                   ) -> list[list[StageCode]]:
     """Every variant's stages (see the module docstring): one template cache, and the last variant's
     layout, widened to every variant's arenas, copied into the others."""
     outputs = {v.name for v in graphs[-1].outputs}
     builder = StageBuilder(system, graphs[-1].inputs, outputs, max(s.first_chip + s.tp for s in stages))
-    earlier = [build_stages(g, stages, system, builder) for g in graphs[:-1]]
+    earlier = [build_stages(g, stages, system, builder, sram_base=sram_base) for g in graphs[:-1]]
     floor = [[max(v[s].pieces[i].code.arena_bytes for v in earlier) for i in range(len(code.pieces))]
              for s, code in enumerate(earlier[0])] if earlier else ()
-    last = build_stages(graphs[-1], stages, system, builder, floor)
+    last = build_stages(graphs[-1], stages, system, builder, floor, sram_base)
     for codes in earlier:
         for code, shared in zip(codes, last, strict=True):
             if [p.ports_out for p in code.pieces] != [p.ports_out for p in shared.pieces]:
@@ -211,11 +213,12 @@ def _shared_variant(variants: list[list[StageCode]], pl: Placed) -> int:
 
 
 def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stages: Sequence[Stage],
-                system: SystemSpec, target_name: str) -> tuple[Program, list[StageCode]]:
+                system: SystemSpec, target_name: str, sram_base: int = 0) -> tuple[Program, list[StageCode]]:
     """The phase's Program: `chunks[v]` consecutive chunks of variant graph `graphs[v]`, in order
-    (decode: one graph, once). Returns it and the stages' code (their shared layout)."""
+    (decode: one graph, once), its SRAM layout from `sram_base`. Returns it and the stages' code (their
+    shared layout)."""
     timing = Timing.of(system)
-    variants = build_variants(graphs, stages, system)
+    variants = build_variants(graphs, stages, system, sram_base)
     codes = variants[-1]
     placed = timeline(variants, timing, [v for v, n in enumerate(chunks) for _ in range(n)])
     blocks = Blocks()

@@ -134,11 +134,13 @@ def _flat(ops: list[Op]) -> list[Value]:
 
 
 def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values: dict[str, Value],
-           keep: set[str], state: set[str], arena_floor: Sequence[int] = (), below: set[str] = frozenset()) -> None:
-    """Addresses for one stage's chips: params and caches packed from address 0 (so both
-    phases find them at the same place), then inputs; above them, ports (live over the
-    pieces that write and read them) and each piece's arena (live while it runs, and at least
-    `arena_floor[i]` bytes: another variant's) share one first-fit allocation by liveness. Caches in
+           keep: set[str], state: set[str], arena_floor: Sequence[int] = (), below: set[str] = frozenset(),
+           base: int = 0) -> None:
+    """Addresses for one stage's chips: params and caches packed from address `base` (0, or above the
+    Program whose chips these share; every phase finds them at the same place), then inputs; above
+    them, ports (live over the pieces that write and read them) and each piece's arena (live while it
+    runs, and at least `arena_floor[i]` bytes: another variant's) share one first-fit allocation by
+    liveness. Caches in
     `below` (held in a tier below SRAM) are packed from address 0 of the tier instead (memory map kind
     "tier"). Raises DoesNotFitError."""
     resident = list(dict.fromkeys(n for p in stage.pieces for n in p.params))
@@ -150,7 +152,7 @@ def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values
     stage.inputs = tuple(v.name for v in inputs)
     regions = [("state" if n in state else "param", n, values[n].type.nbytes) for n in resident]
     regions += [("input", v.name, v.type.nbytes) for v in inputs]
-    addrs, top = pack([size for _, _, size in regions])
+    addrs, top = pack([size for _, _, size in regions], base)
     for (kind, n, size), a in zip(regions, addrs, strict=True):
         stage.addr[n] = a
         stage.memory_map.append((kind, n, a, size))

@@ -6,9 +6,11 @@ rms-normed, projected together by `eh_proj` (declared as its two halves, so no c
 needed: [e | h] @ W = e @ W_e + h @ W_h), one decoder layer like the model's last (latent attention,
 routed and shared experts, its own cache), and its own head (`shared_head`: a norm and [H, V]).
 Inputs `tokens`, `pos` i32[B*S] and `hidden` [B*S, H] (S rows a sequence: the module runs beside a
-verify step over its rows); outputs `logits`, `next_tokens` and `hidden` (to chain a further depth).
-Row i of a sequence takes token t(i+1) and the target's hidden state at i, at position i, and predicts
-t(i+2).
+verify step over its rows); outputs `logits` (the last depth's), per depth its argmax (`next_tokens`,
+then `next_tokens_2`, ...) and `hidden` (the last depth's). Row i of a sequence takes token t(i+1) and
+the target's hidden state at i, at position i: depth 1 predicts t(i+2); depth d + 1 takes depth d's
+hidden state and the embedding of depth d's prediction (DeepSeek-V3 embeds t(i+d+1) there; at the row
+that proposes it is not known yet) and predicts t(i+d+2).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ def build_mtp_graph(config: ModelConfig, *, context: int = 4096, batch: int = 1,
     b.scope = "embed"
     table = b.param("embed_tokens.weight", config.dtype, config.vocab_size, config.hidden_size)
     e = b.op(Opcode.EMBED, tokens, table)
-    h, logits = hidden, None
+    h, logits, proposals = hidden, None, []
     for depth in range(config.mtp_layers):
         prefix = f"mtp.{depth}"
         layer = Layer(b, config, prefix, pos, batch, context)
         kinds = config.layer_plan[-1]
         b.scope = prefix
+        if depth:  # this depth's next token: the previous depth's prediction (the row's only one known)
+            e = b.op(Opcode.EMBED, proposals[-1], table)
         x = b.op(Opcode.ADD, _projected(b, config, layer, e, "enorm", "eh_proj.embed"),
                  _projected(b, config, layer, h, "hnorm", "eh_proj.hidden"))
         for j, kind in enumerate(kinds):
@@ -43,11 +47,17 @@ def build_mtp_graph(config: ModelConfig, *, context: int = 4096, batch: int = 1,
         b.scope = f"{prefix}.head"
         n = b.op(Opcode.RMSNORM, x, layer.param("shared_head.norm.weight", config.hidden_size),
                  eps=config.rms_norm_eps)
+        last = depth == config.mtp_layers - 1
         logits = b.op(Opcode.MATMUL, n, layer.param("shared_head.head.weight", config.hidden_size,
-                                                    config.vocab_size), name="logits" if depth == config.mtp_layers
-                      - 1 else None, split="col")
+                                                    config.vocab_size), name="logits" if last else None, split="col")
+        proposals.append(b.op(Opcode.ARGMAX, logits, name=proposal_name(depth)))
         h = x
-    return b.finish(logits, b.op(Opcode.ARGMAX, logits, name="next_tokens"), h)
+    return b.finish(logits, *proposals, h)
+
+
+def proposal_name(depth: int) -> str:
+    """The output of depth `depth` (0-based): `next_tokens`, then `next_tokens_2`, `next_tokens_3`, ..."""
+    return "next_tokens" if depth == 0 else f"next_tokens_{depth + 1}"
 
 
 def _projected(b: Builder, config: ModelConfig, layer: Layer, x, norm: str, proj: str):

@@ -91,6 +91,7 @@ def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
 
 MAX_SPECULATE = 15  # drafts a verify step checks: K + 1 rows stay within one 16-row tile of prefill rows
 DEFAULT_ACCEPTANCE = 0.7
+PLACEMENTS = ("auto", "own", "shared")  # a draft on chips of its own, or on the target's stages
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +99,14 @@ class Speculation:
     """Speculative decoding: a proposer (`draft`, a model of the target's vocabulary, or `mtp`, the
     target's own multi-token-prediction module) guesses `steps` tokens ("auto": the K with the most
     tokens/s), the target checks them in one verify step. `acceptance` is the per-token rate the plan's
-    expected figures assume (a functional run measures its own)."""
+    expected figures assume (a functional run measures its own). `placement`: a draft on chips of its
+    own, on the target's stages (its weights in their spare SRAM), or "auto" (the plan's choice)."""
 
     draft: str | None = None
     mtp: bool = False
     steps: int | str = "auto"
     acceptance: float = DEFAULT_ACCEPTANCE
+    placement: str = "auto"
 
     def __post_init__(self) -> None:
         if self.draft is not None and self.mtp:
@@ -116,6 +119,10 @@ class Speculation:
                               f"{self.steps!r}")
         if not isinstance(self.acceptance, int | float) or not 0 < self.acceptance <= 1:
             raise ConfigError(f"--acceptance must be a rate in (0, 1], got {self.acceptance!r}")
+        _choice("--draft-placement", self.placement, PLACEMENTS)
+        if self.mtp and self.placement == "shared":
+            raise ConfigError("--draft-placement shared: the MTP module is built on chips of its own (only a --draft "
+                              "shares the target's stages)")
 
     def expected_tokens(self, steps: int) -> float:
         """Tokens a step emits on average when each draft is accepted with probability `acceptance`

@@ -14,15 +14,18 @@ from targets.spec import SystemSpec
 
 
 def lower(plan: Plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], system: SystemSpec,
-          options: CompileOptions, progress: Callable[[str], None], verify: Graph | None = None) -> Lowering:
+          options: CompileOptions, progress: Callable[[str], None], verify: Graph | None = None,
+          sram_base: int = 0) -> Lowering:
     """Decode once; prefill as the plan's chunks, each of its reach variant's graph (`chunks`, in the
     plan's `prefill.variants` order: the prefill graph of one chunk reading that much cache); with
-    `verify` (speculative decoding's verify step: a chunk of drafts), that once too."""
+    `verify` (speculative decoding's verify step: a chunk of drafts), that once too. `sram_base`: every
+    chip's layout starts there (a draft on the target's chips, above the target's)."""
     progress("scheduling decode")
-    decode_program, decode_codes = lower_phase("decode", [decode], [1], plan.stages, system, system.name)
+    decode_program, decode_codes = lower_phase("decode", [decode], [1], plan.stages, system, system.name, sram_base)
     progress("scheduling prefill")
     counts = [v["chunks"] for v in plan.prefill["variants"]]
-    prefill_program, prefill_codes = lower_phase("prefill", chunks, counts, plan.stages, system, system.name)
+    prefill_program, prefill_codes = lower_phase("prefill", chunks, counts, plan.stages, system, system.name,
+                                                 sram_base)
     chunk = chunks[-1]
     phases = [("decode", decode_codes, decode), ("prefill", prefill_codes, chunk)]
     verify_program = None
@@ -43,14 +46,21 @@ def lower_verify(verify: Graph, plan: Plan, system: SystemSpec):
 
 
 def _outputs(phases: list[tuple[str, list[StageCode], Graph]]) -> dict:
-    """Where each phase's outputs end up: the last stage's per-chip value and how many
-    vocabulary shards it is split into (the host concatenates them)."""
+    """Where each phase's outputs end up: the per-chip value, on the last stage that lays it out (an
+    output no later stage reads stays where it is made: an MTP module's first depths' proposals), and
+    how many vocabulary shards it is split into (the host concatenates them)."""
     out = {}
     for phase, codes, graph in phases:
         last = codes[-1]
-        out[phase] = {v.name: {"stage": last.index, "value": last.outputs[v.name].name,
-                               "shards": -(-v.type.numel // last.outputs[v.name].type.numel)} for v in graph.outputs}
+        values = {v.name: last.outputs[v.name] for v in graph.outputs}
+        out[phase] = {n: {"stage": _holder(codes, value.name), "value": value.name,
+                          "shards": -(-v.type.numel // value.type.numel)}
+                      for v in graph.outputs for n, value in [(v.name, values[v.name])]}
     return out
+
+
+def _holder(codes: list[StageCode], value: str) -> int:
+    return next((c.index for c in reversed(codes) if any(r[1] == value for r in c.memory_map)), codes[-1].index)
 
 
 RESIDENT = ("tier", "param", "state")  # what every phase finds at one address ("tier": in the tier below SRAM)

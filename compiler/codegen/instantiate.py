@@ -130,10 +130,13 @@ def instantiate(blocks: Blocks, code: StageCode, index: int, starts: np.ndarray,
     f = freeze(piece.code.template)
     ranks = np.arange(piece.ranks if piece.ranks is not None else code.tp, dtype=np.int64)
     key, relative = _block_key(f, code, index, len(ranks), neighbours, system)
-    ids, bases = blocks.once(key, lambda: _rank_blocks(blocks, f, code, index, ranks, neighbours, system, fn_args))
+    ids, bases, made_at = blocks.once(key, lambda: (*_rank_blocks(blocks, f, code, index, ranks, neighbours, system,
+                                                                  fn_args), code.first_chip))
+    if relative:  # made for a stage at another first chip: every peer base was that chip
+        bases = bases - made_at + code.first_chip
     every = np.ones((len(starts), 1), np.int64)
     blocks.place(every * ids, every * (code.first_chip + ranks), starts[:, None] * 1, tag_bases[:, None] * 1,
-                 every * (code.first_chip if relative else bases))
+                 every * bases)
 
 
 def _block_key(f: Frozen, code: StageCode, index: int, ranks: int,

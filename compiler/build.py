@@ -92,8 +92,10 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
     progress("partitioning")
-    plan, options = plan_placed(model, plan_system, options, pinned=pinned)  # options: with the KV tier placed
-    graphs = _graphs(config, options)
+    asked = options
+    plan, options = plan_placed(model, plan_system, options, pinned=pinned, known={asked: (config.name, graphs)})
+    if options != asked:  # the KV tier placed: lowered again with it
+        graphs = _graphs(config, options)
     verify = {}
     if speculation is not None:
         progress("planning the proposer and the verify step")

@@ -24,7 +24,6 @@ from compiler.passes.shard import head_pads, shard_unit
 from compiler.plan import Stage
 from ir.errors import ConfigError
 from ir.graph import Graph, Value
-from ir.numerics import encode
 from ir.weights import random_weights
 
 __all__ = ["RANDOM", "load_weights", "random_weights", "shard_of", "sram_image"]
@@ -73,6 +72,8 @@ def sram_image(codes: list[StageCode], stages: Sequence[Stage], graph: Graph, we
                precision: str) -> dict[int, np.ndarray]:
     """Every chip's resident bytes from address 0: its shard of each param, zeroed caches.
     `graph` is the quantized decode graph the build was lowered from."""
+    from ir.numerics import encode  # ml_dtypes: half a second to import, only an image needs it
+
     stored = quantize_weights(weights, graph, precision)
     image = {}
     scopes = graph.scopes()

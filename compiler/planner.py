@@ -99,12 +99,14 @@ def make_plan_on(model: str, system: SystemSpec, options: CompileOptions, idle_s
 
 
 def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None,
-                pinned: PlanFile | None = None) -> tuple[Plan, CompileOptions]:
+                pinned: PlanFile | None = None, known: dict[CompileOptions, tuple[str, Lowered]] | None = None
+                ) -> tuple[Plan, CompileOptions]:
     """The plan with its KV cache placed by --kv-tier (compiler/plan/kv_tiers.py), and the options its graphs
-    were lowered with (a concrete tier and hot window)."""
+    were lowered with (a concrete tier and hot window). `known`: (name, graphs) the caller already lowered
+    at some options (graphs are immutable), used instead of lowering them again."""
     def plan_at(placed: CompileOptions) -> Plan:
         # A config the target could never hold in SRAM is refused at once; below SRAM it may fit.
-        name, graphs = lower(model, placed, system if placed.kv_tier == "sram" else None)
+        name, graphs = (known or {}).get(placed) or lower(model, placed, system if placed.kv_tier == "sram" else None)
         return plan_graphs(name, graphs, system, placed, pinned, causal=not is_graph_file(model))
 
     return kv_tiers.place(plan_at, system, options, idle_s, pinned.placement if pinned else None)

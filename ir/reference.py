@@ -25,6 +25,7 @@ import numpy as np
 from ir.graph import Graph, Op
 from ir.numerics import ELEMENT, dequantize_blocks, quantize, quantize_blocks
 from ir.ops import Opcode, expert_passes, tier_operands
+from ir.rope import yarn_mscale
 from ir.types import DType
 
 Env = dict[str, np.ndarray]
@@ -124,11 +125,6 @@ def _yarn_frequencies(attrs: Mapping, inv: np.ndarray, head_dim: int) -> np.ndar
     high = min(math.ceil(turns_dim(attrs["beta_slow"])), head_dim - 1)
     ramp = np.clip((np.arange(head_dim // 2) - low) / ((high - low) or 0.001), 0, 1)
     return inv / attrs["factor"] * ramp + inv * (1 - ramp)
-
-
-def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
-    """YaRN's attention temperature term (1 when the context is not stretched)."""
-    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
 def rope_amplitude(attrs: Mapping) -> float:

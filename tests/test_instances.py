@@ -9,6 +9,8 @@ collides with another instance's.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from benchmarks.mutation_campaign import TARGET_64K, WAFER
 from compiler.build import compile_model
+from compiler.codegen.blocks import Blocks
 from compiler.frontend.options import CompileOptions
 from ir.isa import Op
 from ir.program import INSTANCE_NAMES, Program
@@ -137,3 +140,43 @@ def test_any_instance_shift_gets_the_unrolled_verdict(build, data):
         inst["issue"][j] = max(0, int(inst["issue"][j]) + shift)
     broken = moved(prefill, change)
     assert kinds(broken, build.system) == kinds(unrolled(broken), build.system)
+
+
+@pytest.fixture(scope="module")
+def chips_plan(tmp_path_factory):
+    """tiny-llama on 64 KiB chips as four stages, the two layers alike (4 chips each: the same pieces at
+    the same addresses, so their rows can be reused), and the target file."""
+    root = tmp_path_factory.mktemp("placed")
+    (root / "target.toml").write_text(TARGET_64K)
+    compile_model("tiny-llama", str(root / "target.toml"), SHORT, root / "searched", weights="none")
+    plan = json.loads((root / "searched" / "plan.json").read_text())
+    body, head = plan["stages"]
+    plan["stages"] = [dict(body, units=[u, u], tp=tp) for u, tp in (("embed", 1), ("layers.0", 4), ("layers.1", 4))]
+    plan["stages"].append(head)
+    return root, plan
+
+
+SHORT = CompileOptions(context=64, prompt=48, prefill_chunk=16)
+
+
+@settings(max_examples=5, deadline=None)
+@given(gaps=st.lists(st.integers(0, 9), min_size=4, max_size=4))
+def test_rows_built_once_are_the_rows_built_every_time(chips_plan, gaps):
+    """Property: wherever the stages sit (any first chip, any gaps, inside or across nodes), the Programs
+    are byte for byte those built with every piece's rows made afresh (Blocks.once skipping nothing)."""
+    root, plan = chips_plan
+    at = 0
+    for stage, gap in zip(plan["stages"], gaps, strict=True):
+        stage["chip_range"] = [at + gap, at + gap + stage["tp"] - 1]
+        at += gap + stage["tp"]
+    (root / "plan.json").write_text(json.dumps(plan))
+    progs = []
+    for fresh in (False, True):
+        out = root / f"b{int(fresh)}"
+        with pytest.MonkeyPatch.context() as mp:
+            if fresh:
+                mp.setattr(Blocks, "once", lambda self, key, make: make())
+            compile_model("tiny-llama", str(root / "target.toml"), SHORT, out, weights="none",
+                          plan_file=root / "plan.json", force=True)
+        progs.append([(out / f"{phase}.prog").read_bytes() for phase in ("decode", "prefill")])
+    assert progs[0] == progs[1]

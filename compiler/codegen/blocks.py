@@ -19,6 +19,14 @@ class Blocks:
         self._ids: dict[bytes, int] = {}
         self._bodies: list[dict[str, np.ndarray]] = []
         self._inst: list[dict[str, np.ndarray]] = []
+        self._made: dict = {}
+
+    def once(self, key, make):
+        """`make()`'s result, made once per key: a backend names what a group of blocks is a function of,
+        and skips building and hashing rows it has built before."""
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
 
     def block(self, rows: dict[str, np.ndarray]) -> int:
         """The id of a block of these rows (every column of COLUMNS, relative to its instances)."""

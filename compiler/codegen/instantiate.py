@@ -46,6 +46,8 @@ class Frozen:
     imm: list[int | Rel]
     base: list[int | Rel]
     args: list[tuple | None]
+    slots: tuple[tuple[Space, int], ...]  # the distinct (space, slot) its addresses name
+    levels: tuple[str, ...]  # the distinct levels of its peers
 
 
 def freeze(t: Template) -> Frozen:
@@ -78,8 +80,12 @@ def _freeze(t: Template) -> Frozen:
     }
     for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
         plain[name] = np.array([streams.get(getattr(i, name), -1) for i in ins], np.int16)
+    refs = [r for i in ins for r in (i.src, i.dst) if r is not None]
+    slots = tuple(dict.fromkeys((r.space, r.slot) for r in refs))
+    levels = tuple(dict.fromkeys(i.peer.level for i in ins if i.peer is not None))
     return Frozen(plain, [i.src for i in ins], [i.dst for i in ins], [i.peer for i in ins],
-                  [i.offset for i in ins], [i.imm for i in ins], [i.base for i in ins], [i.args for i in ins])
+                  [i.offset for i in ins], [i.imm for i in ins], [i.base for i in ins], [i.args for i in ins],
+                  slots, levels)
 
 
 def _physical_streams(t: Template) -> dict[int, int]:
@@ -123,6 +129,40 @@ def instantiate(blocks: Blocks, code: StageCode, index: int, starts: np.ndarray,
     piece = code.pieces[index]
     f = freeze(piece.code.template)
     ranks = np.arange(piece.ranks if piece.ranks is not None else code.tp, dtype=np.int64)
+    key, relative = _block_key(f, code, index, len(ranks), neighbours, system)
+    ids, bases, made_at = blocks.once(key, lambda: (*_rank_blocks(blocks, f, code, index, ranks, neighbours, system,
+                                                                  fn_args), code.first_chip))
+    if relative:  # made for a stage at another first chip: every peer base was that chip
+        bases = bases - made_at + code.first_chip
+    every = np.ones((len(starts), 1), np.int64)
+    blocks.place(every * ids, every * (code.first_chip + ranks), starts[:, None] * 1, tag_bases[:, None] * 1,
+                 every * bases)
+
+
+def _block_key(f: Frozen, code: StageCode, index: int, ranks: int,
+               neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec) -> tuple[tuple, bool]:
+    """What a piece's rank blocks are a function of, and whether every peer lies at or after the stage's
+    first chip (the blocks then name peers relative to it, and depend on where the stage starts only
+    through its place in a node: the same layer on another stage is the same blocks)."""
+    prev, nxt = neighbours
+    addresses = tuple(_slot_base(space, slot, code, index) for space, slot in f.slots)
+    far = []  # (level, the neighbour's first chip less this stage's)
+    for level in f.levels:
+        if level == "next":
+            far.append(("next", nxt.first_chip - code.first_chip))
+        elif level == "prev":
+            far.append(("prev", prev.first_chip - code.first_chip))
+    lowest = [d + min(p.delta * p.group for p in f.peers if p is not None and p.level == level) if level == "next"
+              else d for level, d in far]
+    relative = all(low >= 0 for low in lowest)
+    where = code.first_chip % system.chips_per_node if relative else code.first_chip
+    return (id(f), ranks, addresses, where, tuple(far)), relative
+
+
+def _rank_blocks(blocks: Blocks, f: Frozen, code: StageCode, index: int, ranks: np.ndarray,
+                 neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec,
+                 fn_args: dict[tuple, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(block id, peer base) of each rank's rows of the piece."""
     count, r = len(f.src), len(ranks)
     rows = {name: np.tile(a, r) for name, a in f.plain.items()}
     chip = np.repeat(code.first_chip + ranks, count)
@@ -134,7 +174,7 @@ def instantiate(blocks: Blocks, code: StageCode, index: int, starts: np.ndarray,
     rows["base"] = _integers(f.base, ranks)
     peer, tag_shift = _peers(f.peers, code, ranks, neighbours)
     rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_shift, -1)
-    assert rows["tag"].max(initial=0) < TAG_SPACE, f"{piece.code.template.name}: tags past TAG_SPACE"
+    assert rows["tag"].max(initial=0) < TAG_SPACE, f"{code.pieces[index].code.template.name}: tags past TAG_SPACE"
     rows["unit"] = _units(rows, chip, peer, system)
     rows["chip"] = np.zeros(len(chip), np.int64)
     ids, bases = np.zeros(r, np.int64), np.zeros(r, np.int64)
@@ -145,9 +185,11 @@ def instantiate(blocks: Blocks, code: StageCode, index: int, starts: np.ndarray,
         block = {name: a[mine] for name, a in rows.items()}
         block["peer"] = np.where(theirs >= 0, theirs - base, theirs)
         ids[k], bases[k] = blocks.block(block), base
-    every = np.ones((len(starts), 1), np.int64)
-    blocks.place(every * ids, every * (code.first_chip + ranks), starts[:, None] * 1, tag_bases[:, None] * 1,
-                 every * bases)
+    return ids, bases
+
+
+def _slot_base(space: Space, slot: int, code: StageCode, index: int) -> int:
+    return _base(Ref(space, slot), code, index)
 
 
 def _base(ref: Ref, code: StageCode, index: int) -> int:

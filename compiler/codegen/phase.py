@@ -138,20 +138,21 @@ def _is_output(name: str, final: dict[str, Value], outputs: set[str]) -> bool:
 
 def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner: dict[str, int],
               final: dict[str, Value], scopes: list[str]) -> None:
-    """For each boundary, the values produced before it and used after it travel across it."""
+    """For each boundary, the values produced before it and used after it travel across it, in the order
+    of their first use after it. One pass over the ops: a use at stage s of a value made at stage m
+    crosses every boundary m .. s - 1."""
     made: dict[str, int] = {}
     for op in graph.ops:
         for r in op.results:
             made[r.name] = owner[op.scope]
-    for b in range(len(codes) - 1):
-        crossing = []
-        for op in graph.ops:
-            if owner[op.scope] <= b:
-                continue
-            for v in op.operands:
-                if v.name in made and made[v.name] <= b and final[v.name] not in crossing:
-                    crossing.append(final[v.name])
-        for k, value in enumerate(crossing):
+    crossing: list[dict[str, Value]] = [{} for _ in range(len(codes) - 1)]
+    for op in graph.ops:
+        stage = owner[op.scope]
+        for v in op.operands:
+            for b in range(made.get(v.name, stage), stage):
+                crossing[b].setdefault(final[v.name].name, final[v.name])
+    for b, values in enumerate(crossing):
+        for k, value in enumerate(values.values()):
             send, recv = builder.handoff(value, (codes[b].first_chip, codes[b].tp),
                                          (codes[b + 1].first_chip, codes[b + 1].tp), k * 64)
             codes[b].pieces.append(send)

@@ -60,6 +60,7 @@ class StageBuilder:
         self.inputs = tuple(inputs)
         self.outputs = outputs
         self.cache: dict[tuple, UnitCode] = {}
+        self.handoffs: dict[tuple, tuple[Piece, Piece]] = {}
 
     def unit(self, scope: str, ops: list[Op], tp: int, first_chip: int, exported: set[str]) -> Piece:
         lv = levels(tp, self.system.chips_per_node, self.system.global_links_per_chip,
@@ -81,7 +82,15 @@ class StageBuilder:
     def handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
                 ) -> tuple[Piece, Piece]:
         """Send `value` from stage (first_chip, tp) `sender` to `receiver`: L lanes each carry a
-        1/L slice to every L-th receiver, then the receivers all-gather within groups of L."""
+        1/L slice to every L-th receiver, then the receivers all-gather within groups of L. Built once
+        for every prefill variant (they hand off the same values)."""
+        key = (value, sender, receiver, tag)
+        if key not in self.handoffs:
+            self.handoffs[key] = self._handoff(value, sender, receiver, tag)
+        return self.handoffs[key]
+
+    def _handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
+                 ) -> tuple[Piece, Piece]:
         (f0, t0), (f1, t1) = sender, receiver
         lanes = handoff_lanes(t0, t1, self.system.chips_per_node)
         hops = max(self.wiring.hops(f0 + (j % lanes), f1 + j) for j in range(t1))

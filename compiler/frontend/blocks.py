@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from compiler.frontend.config import ModelConfig
 from ir.graph import Builder, Value
 from ir.ops import Opcode
-from ir.reference import yarn_mscale
+from ir.rope import yarn_mscale
 
 # Weights, norms, biases and caches are declared in the model's 16-bit type (ModelConfig.dtype:
 # bf16 for a bfloat16 checkpoint); the Quantize passes change what is stored.

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
 from compiler.frontend.options import PRECISIONS
 from ir.errors import ConfigError, VerifyError
 from ir.graph import Graph, Op, Value, sorted_attrs
-from ir.numerics import ELEMENT, quantize, quantize_blocks
 from ir.ops import OPDEFS, Opcode
 from ir.types import ACTIVATION_DTYPES, DType, TensorType
 
@@ -160,6 +158,7 @@ def quantize_weights(weights: dict[str, np.ndarray], graph: Graph, precision: st
     """Float weights to what `graph` (the output of Quantize(precision)) stores: for each
     quantized param its codes and scales (ir.numerics.quantize per channel, quantize_blocks in
     blocks along the contraction axis); the rest rounded to their 16-bit type."""
+    from ir.numerics import quantize, quantize_blocks  # ml_dtypes: half a second to import, weights only
     axes = _contraction_axes(graph)
     params = {p.name: p for p in graph.params}
     scale_names = {f"{w}{suffix}" for w in axes for suffix in (".scale", TENSOR_SCALE)}
@@ -186,6 +185,7 @@ def quantize_weights(weights: dict[str, np.ndarray], graph: Graph, precision: st
 
 def _rounded(name: str, w: np.ndarray, dtype: DType) -> np.ndarray:
     """`w` in its 16-bit type; a value that type cannot hold is an error, never an infinity."""
+    from ir.numerics import ELEMENT
     with np.errstate(over="ignore"):  # an overflow is reported just below, by name
         stored = np.asarray(w, np.float32).astype(ELEMENT[dtype])
     _check_finite(name, w, stored, dtype)
@@ -193,6 +193,9 @@ def _rounded(name: str, w: np.ndarray, dtype: DType) -> np.ndarray:
 
 
 def _check_finite(name: str, given: np.ndarray, stored: np.ndarray, dtype: DType) -> None:
+    import ml_dtypes
+
+    from ir.numerics import ELEMENT
     given = np.asarray(given, np.float32)
     if np.isfinite(given).all() and not np.isfinite(np.asarray(stored, np.float32)).all():
         raise ConfigError(f"parameter '{name}': {float(np.abs(given).max()):g} is beyond what {dtype.value} can hold "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.codegen.blocks import Blocks
-from compiler.codegen.instantiate import instantiate, sync
+from compiler.codegen.instantiate import instantiate, stage_base, sync
 from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
 from compiler.codegen.template import TAG_SPACE
 from compiler.passes.shard import shard_unit
@@ -239,9 +239,12 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
                               f"tag holds (2**31 / {TAG_SPACE}); use fewer chips or a larger prefill chunk")
     for (variant, stage, index), starts in runs.items():
         own = variants[variant]
-        neighbours = (own[stage - 1] if stage else None, own[stage + 1] if stage + 1 < len(own) else None)
+        code, piece = own[stage], own[stage].pieces[index]
+        neighbours = (own[stage - 1].first_chip if stage else 0,
+                      own[stage + 1].first_chip if stage + 1 < len(own) else 0)
         start, tag = np.array(starts, dtype=np.int64).T
-        instantiate(blocks, own[stage], index, start, tag, neighbours, system, fn_args)
+        instantiate(blocks, piece.code.template, code.first_chip, piece.ranks if piece.ranks is not None else code.tp,
+                    start, tag, fn_args, stage_base(code, index), neighbours, system)
     chips = max(c.first_chip + c.tp for c in codes)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes],
             "chunks": sum(chunks), **({"variant_chunks": list(chunks)} if len(chunks) > 1 else {}),

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -60,6 +60,7 @@ from compiler.backends.wafer.planner import host_input_bytes
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate
 from compiler.codegen.lowering import Lowering
+from compiler.codegen.phase import chunk_starts, timeline
 from compiler.codegen.template import Instr, Peer, Ref, Space, Template
 from compiler.frontend.options import CompileOptions
 from compiler.partition.units import boundary_bytes, signature
@@ -251,33 +252,38 @@ LOWER = {Opcode.MATMUL: _matmul, Opcode.ATTENTION: _attention, Opcode.EMBED: _em
 
 
 @dataclass(frozen=True)
-class _Unit:
-    """A unit's template on a region shape: how long it runs, its per-core arena, and the roles whose
-    result ends on the other stream of the pair than it started on."""
+class _Piece:
+    """A template a stage runs every chunk (a unit, the host's rows, a hand-off's side) on its streams
+    from `base` with its address; the roles whose result it leaves on the other stream of the pair; for
+    a hand-off sender, the cycles from its start until the data is on the far side."""
 
     t: Template
-    cycles: int
+    base: int
+    streams: int
     tags: int
-    resident_bytes: int
-    flips: tuple[bool, ...]
+    addr: int = 0
+    flips: tuple[bool, ...] = ()
+    land: int | None = None
 
 
 def _unit(ops: list[Op], shape: Shape, roles: Roles, timing: Timing, rows_scale: float, precision: str,
-          kv: str) -> _Unit:
+          kv: str) -> tuple[_Piece, int]:
+    """A unit's piece on a region shape (from stream 0, address 0) and the per-core bytes it holds."""
     e = _Steps.of(ops[0].scope or "unit", timing, roles, shape)
     for op in ops:
         LOWER[op.opcode](e, op, rows_scale, precision, kv)
-    return _Unit(e.t, e.now, e.tags, e.addr, tuple(c != P for c in e.cur))
+    return _Piece(e.t, 0, len(roles), e.tags, flips=tuple(c != P for c in e.cur)), e.addr
 
 
 @dataclass(frozen=True)
 class _Stage:
-    """A stage's region, its roles, its first stream, and its units' templates with their addresses."""
+    """A stage's region, its roles, its first stream, its pieces and the bytes its units hold a core."""
 
     region: object
     roles: Roles
     base: int
-    units: tuple[tuple[_Unit, int], ...]
+    pieces: list[_Piece]
+    resident_bytes: int
     entry_bytes: int
 
 
@@ -339,41 +345,26 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
     pipelined through the stages (a stage takes chunk c once it has finished chunk c - 1 and sent it on)."""
     timing = Timing.of(wafer)
     plan, templates = _stages(graph, stages, timing, crossing, rows_scale, precision, kv_precision)
+    if host_bytes:
+        plan[0].pieces.insert(0, _host_input(timing, wafer, plan[0], host_bytes))
+    for prev, cur in zip(plan, plan[1:], strict=False):
+        send, recv = _handoff(timing, wafer, prev, cur)
+        prev.pieces.append(send)
+        cur.pieces.insert(0, recv)
+    placed = timeline([[[p.t.makespan for p in st.pieces] for st in plan]],
+                      [[[p.land for p in st.pieces] for st in plan]], [0] * chunks)
     out = _Placer(plan[-1].base + len(plan[-1].roles))
-    handoffs = [_handoff(timing, wafer, a, b) for a, b in zip(plan, plan[1:], strict=False)]
-    host = _host_input(timing, wafer, plan[0], host_bytes) if host_bytes else None
-    free = [0] * len(plan)  # when each stage can take its next chunk
-    starts: list[list[int]] = [[] for _ in plan]
-    for _ in range(chunks):
-        t = 0
-        for s, st in enumerate(plan):
-            if host is not None and s == 0:
-                recv, arrive = host
-                t = max(t, free[0]) + arrive
-                roots = len(st.roles.root)
-                out.place(recv, st.base, roots, t, 1, flips=(True,) * roots)
-                t += recv.instrs[0].cycles
-            if s:
-                send, recv, arrive, send_cycles = handoffs[s - 1]
-                out.place(send, plan[s - 1].base, len(plan[s - 1].roles.root), t, 0)  # its tag is the receive's
-                free[s - 1] = max(free[s - 1], t + send_cycles)  # the hand-off's SEND still reads the stage's result
-                t = max(t + arrive, free[s])
-                roots = len(st.roles.root)
-                out.place(recv, st.base, roots, t, 1, flips=(True,) * roots)
-                t += recv.instrs[0].cycles
-            t = max(t, free[s])
-            starts[s].append(t)
-            for unit, addr in st.units:
-                out.place(unit.t, st.base, len(st.roles), t, unit.tags, addr, unit.flips)
-                t += unit.cycles
-            free[s] = t
+    for pl in placed:
+        p = plan[pl.stage].pieces[pl.piece]
+        out.place(p.t, p.base, p.streams, pl.start, p.tags, p.addr, p.flips)
     stage_meta = [{"index": st.index, "first_stream": p.base, "streams": len(p.roles), "region": st.region.to_dict(),
-                   "resident_bytes_per_core": sum(u.resident_bytes for u, _ in p.units)}
+                   "resident_bytes_per_core": p.resident_bytes}
                   for st, p in zip(stages, plan, strict=True)]
     replicas = [n for p in plan for n in p.roles.replicas]
     info = {"wafer": True, "replicas": replicas, "roles": [[st.index, *key] for st, p in zip(stages, plan, strict=True)
                                                            for key in p.roles.keys],
-            "stages": stage_meta, "chunks": chunks, "chunk_starts": starts, "templates": templates,
+            "stages": stage_meta, "chunks": chunks, "chunk_starts": chunk_starts(placed, len(plan), chunks),
+            "templates": templates,
             "cores": sum(replicas)} | (meta or {})
     return out.program(phase, wafer, len(replicas), info)
 
@@ -384,38 +375,40 @@ def _stages(graph: Graph, stages, timing: Timing, crossing: list[int], rows_scal
     scopes = graph.scopes()
     index = {s: i for i, s in enumerate(scopes)}
     units = [list(graph.ops_in(s)) for s in scopes]
-    templates: dict[tuple, _Unit] = {}
+    templates: dict[tuple, tuple[_Piece, int]] = {}
     plan, base = [], 0
     for st in stages:
         shape = Shape(st.region.rows, st.region.cols)
         roles = Roles.of(shape.rows, shape.cols)
-        placed, addr = [], 0
+        pieces, addr = [], 0
         for u in range(index[st.first_unit], index[st.last_unit] + 1):
             key = (signature(units[u]), shape)
             if key not in templates:
                 templates[key] = _unit(units[u], shape, roles, timing, rows_scale, precision, kv)
-            placed.append((templates[key], addr))
-            addr += templates[key].resident_bytes
-        plan.append(_Stage(st.region, roles, base, tuple(placed), crossing[index[st.first_unit]]))
+            piece, nbytes = templates[key]
+            pieces.append(replace(piece, base=base, addr=addr))
+            addr += nbytes
+        plan.append(_Stage(st.region, roles, base, pieces, addr, crossing[index[st.first_unit]]))
         base += len(roles)
     return plan, len(templates)
 
 
-def _host_input(timing: Timing, wafer: SystemSpec, first: _Stage, nbytes: int) -> tuple[Template, int]:
+def _host_input(timing: Timing, wafer: SystemSpec, first: _Stage, nbytes: int) -> _Piece:
     """The host sends the step's embedding rows over the wafer's system I/O link (--embed-on-host): the
-    first region's row 0 RECVs them from HOST into a fresh result stream, half the mesh's perimeter from
-    its I/O edge. Returns the receive's template and the cycles until the rows are in."""
+    first region's row 0 RECVs them from HOST into a fresh result stream once they are in, half the
+    mesh's perimeter from its I/O edge."""
     t = Template("host input", timing, physical=True, pair=(P, Q))
+    arrive = timing.arrival((wafer.mesh_rows + wafer.mesh_cols) // 2, WAFER_SEND)
     for r in first.roles.root:
-        t.add(Instr(Isa.RECV, timing.recv(nbytes, WAFER_RECV), unit=WAFER_RECV, stream=r, issue=0, dst_bytes=nbytes,
-                    s_out=Q, peer=Peer("host", 0, 1, 1, 0), tag=0))
-    return t, timing.arrival((wafer.mesh_rows + wafer.mesh_cols) // 2, WAFER_SEND)
+        t.add(Instr(Isa.RECV, timing.recv(nbytes, WAFER_RECV), unit=WAFER_RECV, stream=r, issue=arrive,
+                    dst_bytes=nbytes, s_out=Q, peer=Peer("host", 0, 1, 1, 0), tag=0))
+    return _Piece(t, first.base, len(first.roles.root), 1, flips=(True,) * len(first.roles.root))
 
 
-def _handoff(timing: Timing, wafer: SystemSpec, prev: _Stage, cur: _Stage) -> tuple[Template, Template, int, int]:
+def _handoff(timing: Timing, wafer: SystemSpec, prev: _Stage, cur: _Stage) -> tuple[_Piece, _Piece]:
     """The previous region's row 0 sends the activation into this region's row 0 (a fresh result stream)
-    over the shared edge's links, or across the wafer link: the sending and the receiving template, the
-    cycles from the SEND's start until the data is there, and the SEND's cycles."""
+    over the shared edge's links, or across the wafer link: the sending piece (its tag is the receiving
+    piece's, placed next) and the receiving one."""
     a, b, nbytes = prev.region, cur.region, cur.entry_bytes
     far = a.wafer != b.wafer
     if far:
@@ -433,4 +426,6 @@ def _handoff(timing: Timing, wafer: SystemSpec, prev: _Stage, cur: _Stage) -> tu
     for r in cur.roles.root:
         recv.add(Instr(Isa.RECV, timing.recv(per_link, recv_unit), unit=recv_unit, stream=r, issue=0,
                        dst_bytes=per_link, s_out=Q, peer=_stream(prev.base + prev.roles.root[0] - cur.base), tag=0))
-    return send, recv, timing.arrival(hops, send_unit), timing.link(per_link, send_unit)
+    roots = len(cur.roles.root)
+    return (_Piece(send, prev.base, len(prev.roles.root), 0, land=timing.arrival(hops, send_unit)),
+            _Piece(recv, cur.base, roots, 1, flips=(True,) * roots))

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from compiler.partition.cost import Breakdown
+from compiler.partition.mesh import LINE, LOCAL, Axis, line_wire_s, message_s
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op
 from ir.ops import Opcode, expert_passes
@@ -108,15 +109,15 @@ def _stream(nbytes: float, flops: float, wafer: SystemSpec, precision: str) -> B
 
 def _message(hops: int, steps: int, values: float, wafer: SystemSpec) -> Breakdown:
     """`hops` of wire, `steps` message steps at cores, each step moving `values` 16-bit values down a link."""
-    wire = hops * wafer.local_link.latency_s + steps * values * ACT_BYTES / wafer.local_link.bw_bytes_per_s
-    return Breakdown(latency_s=steps * (wafer.step_cycles / wafer.chip.clock_hz), link_s=wire)
+    steps_s, wire_s = message_s(hops, steps, values * ACT_BYTES, wafer)
+    return Breakdown(latency_s=steps_s, link_s=wire_s)
 
 
 def tree_reduce(cores: int, values: float, wafer: SystemSpec) -> Breakdown:
-    """A 2-way tree reduction along a line of `cores` cores, each contributing `values` values."""
-    if cores <= 1:
-        return Breakdown()
-    return _message(cores - 1, math.ceil(math.log2(cores)), values, wafer)
+    """A 2-way tree reduction along a line of `cores` cores (partition.mesh's line rule), each
+    contributing `values` values."""
+    steps_s, wire_s = line_wire_s(Axis("line", cores, LINE, LOCAL), values * ACT_BYTES, wafer)
+    return Breakdown(latency_s=steps_s, link_s=wire_s)
 
 
 def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str

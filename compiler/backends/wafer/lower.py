@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from compiler.backends.wafer.cost import ACT_BYTES, Shape, op_rows, resident_bytes
+from compiler.backends.wafer.cost import ACT_BYTES, Shape, head_split, matmul_dims, op_rows, resident_bytes, row_split
 from compiler.backends.wafer.planner import host_input_bytes
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate
@@ -180,9 +180,7 @@ class _Steps:
 
 
 def _matmul(e: _Steps, op: Op, rows_scale: float, precision: str, kv: str) -> None:
-    m = op_rows(op, rows_scale)
-    w = op.operands[1].type
-    k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
+    m, (k, n) = op_rows(op, rows_scale), matmul_dims(op)
     kr, nc = math.ceil(k / e.shape.rows), math.ceil(n / e.shape.cols)
     addr = e.alloc(resident_bytes(op, e.shape))
     e.feed(m * kr)
@@ -192,22 +190,18 @@ def _matmul(e: _Steps, op: Op, rows_scale: float, precision: str, kv: str) -> No
 
 
 def _attention(e: _Steps, op: Op, rows_scale: float, precision: str, kv: str) -> None:
-    m = op_rows(op, rows_scale)
-    heads, kv_heads, head_dim = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
-    region = e.shape
+    m, region = op_rows(op, rows_scale), e.shape
+    heads, q_cols, group, split = head_split(op, region)
     per_core = resident_bytes(op, region)
     addr = e.alloc(per_core)
-    q_cols = math.ceil(heads * head_dim / region.cols)
-    group = max(1, heads // kv_heads)
     e.feed(m * q_cols)
     fmt = Fmt.F16 if kv == "fp16" else Fmt.I8
-    feats = math.ceil(kv_heads * head_dim / region.cols)
+    feats = math.ceil(op.attr["kv_heads"] * op.attr["head_dim"] / region.cols)
     tokens = max(1, math.ceil(per_core / 2 / (feats * fmt.bits / 8)))  # cached tokens on this core
     half = math.ceil(feats * tokens * fmt.bits / 8)
     everyone = list(range(len(e.roles)))
     e.mxm(everyone, m * group, feats, tokens, fmt, addr, half, X, S, Flag.KEYS)
     e.mxm(everyone, m * group, feats, tokens, fmt, addr + half, half, S, None, Flag.VALUES)
-    split = max(1, region.cols // kv_heads)
     e.col_tree(m * group, levels=math.ceil(math.log2(split)) if split > 1 else 0)
     e.row_tree(m * heads, times=2)
     e.row_tree(m * q_cols)
@@ -227,13 +221,9 @@ def _embed(e: _Steps, op: Op, rows_scale: float, precision: str, kv: str) -> Non
 
 
 def _vector(e: _Steps, op: Op, rows_scale: float, precision: str, kv: str) -> None:
-    m = op_rows(op, rows_scale)
-    cols = e.shape.cols
+    m, per_core, moved = row_split(op, e.shape, rows_scale)
+    nbytes = math.ceil(moved / e.shape.cols)
     e.alloc(resident_bytes(op, e.shape))
-    out = op.results[0].type
-    width = out.shape[-1] if len(out.shape) > 1 else 1
-    moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
-    per_core, nbytes = math.ceil(width / cols), math.ceil(moved / cols)
     fn = VECTOR_FN[op.opcode]
     cycles = e.t.timing.vop(fn, m * per_core, nbytes, rows=m)
     for r in e.roles.root:

@@ -17,7 +17,8 @@ from targets import load_target
 from targets.timing import Timing
 
 P, Q = 1, 3
-TIMING = Timing.of(load_target("wse3"))
+WSE3 = load_target("wse3")
+TIMING = Timing.of(WSE3)
 
 
 def _region_template(streams: int) -> Template:
@@ -38,7 +39,8 @@ def test_streams_land_on_their_own_chips_with_their_pair_traded(streams, first, 
     swap = tuple(data.draw(st.lists(st.booleans(), min_size=streams, max_size=streams)))
     starts = np.array(sorted(data.draw(st.sets(st.integers(0, 10_000), min_size=1, max_size=3))), np.int64)
     blocks = Blocks()
-    instantiate(blocks, _region_template(streams), first, 1, starts, starts * 0 + 7, {}, lambda ref: 1000, swap=swap)
+    instantiate(blocks, _region_template(streams), first, 1, starts, starts * 0 + 7, {}, lambda ref: 1000, WSE3,
+                swap=swap)
     program = blocks.program("decode", "wse3", first + streams, TIMING.clock_hz, {}, dialect="roles")
     c = program.cols
     # Streams that run the same rows (every sender alike but for its swap) share one block.

@@ -117,15 +117,15 @@ def _physical_streams(t: Template) -> dict[int, int]:
 
 
 def instantiate(blocks: Blocks, t: Template, first_chip: int, ranks: int, starts: np.ndarray, tag_bases: np.ndarray,
-                fn_args: dict[tuple, int], base: Callable[[Ref], int], neighbours: tuple[int, int] = (0, 0),
-                system: SystemSpec | None = None, swap: Sequence[bool] = ()) -> None:
+                fn_args: dict[tuple, int], base: Callable[[Ref], int], system: SystemSpec,
+                neighbours: tuple[int, int] = (0, 0), swap: Sequence[bool] = ()) -> None:
     """Template `t` on chips (or streams) from `first_chip`, once per start cycle (prefill runs a piece
     once per chunk): every rank below `ranks` runs each of the template's streams, on chip first_chip +
     rank + stream (a chip template: one stream per rank; a wafer region's: one rank, a stream per role
     class). One block per chip, its rows relative to the chip, the chunk's cycle and tags, and (for peers
     from the first chip on) the first chip; then one instance per chip and start. `base` resolves a
     symbolic address's space and slot; `neighbours` are the first chips of the stages before and after;
-    `system` picks the links of C2C slots (chips; a physical template names its units). `swap[s]`: stream
+    `system` picks the links of C2C slots (a physical template names its units). `swap[s]`: stream
     s of the template has its two result streams (`Template.pair`) the other way round in this instance
     (a wafer role's activation sits on the other one). `fn_args` numbers the distinct argument sets of VOPs
     (the Program's meta["fn_args"])."""
@@ -149,7 +149,7 @@ def instantiate(blocks: Blocks, t: Template, first_chip: int, ranks: int, starts
     peer, tag_shift = _peers(f.peers, first_chip, ranks_, neighbours)
     rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_shift, -1)
     assert rows["tag"].max(initial=0) < TAG_SPACE, f"{t.name}: tags past TAG_SPACE"
-    if system is not None:
+    if not t.physical:
         rows["unit"] = _units(rows, chip, peer, system)
     rows["chip"] = np.zeros(len(chip), np.int64)
     order = np.argsort(chip, kind="stable")

@@ -248,7 +248,7 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
                       own[stage + 1].first_chip if stage + 1 < len(own) else 0)
         start, tag = np.array(starts, dtype=np.int64).T
         instantiate(blocks, piece.code.template, code.first_chip, piece.ranks if piece.ranks is not None else code.tp,
-                    start, tag, fn_args, stage_base(code, index), neighbours, system)
+                    start, tag, fn_args, stage_base(code, index), system, neighbours)
     chips = max(c.first_chip + c.tp for c in codes)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes],
             "chunks": sum(chunks), **({"variant_chunks": list(chunks)} if len(chunks) > 1 else {}),

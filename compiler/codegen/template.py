@@ -122,7 +122,7 @@ class Template:
     instrs: list[Instr] = field(default_factory=list)
     local_bytes: list[int] = field(default_factory=list)  # size of each LOCAL slot
     _streams: int = 0
-    # Stream ids and C2C units as emitted are physical (a wafer core's four streams and its links), not
+    # Stream ids and C2C units as emitted are physical (a wafer core's streams and its links), not
     # coloured after scheduling and picked per chip; its emitter sets every issue cycle itself.
     physical: bool = False
     pair: tuple[int, int] = (-1, -1)  # a physical template's two result streams, which an instance may trade

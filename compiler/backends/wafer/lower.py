@@ -300,7 +300,7 @@ class _Placer:
         blocks = Blocks()
         for (_, base, addr, swap), (t, runs) in self._runs.items():
             start, tag = np.array(runs, np.int64).T
-            instantiate(blocks, t, base, 1, start, tag, {}, lambda ref, a=addr: a, swap=swap)
+            instantiate(blocks, t, base, 1, start, tag, {}, lambda ref, a=addr: a, wafer, swap=swap)
         return blocks.program(phase, wafer.name, streams, wafer.chip.clock_hz, meta, dialect="roles")
 
 

@@ -155,8 +155,7 @@ def instantiate(blocks: Blocks, t: Template, first_chip: int, ranks: int, starts
     order = np.argsort(chip, kind="stable")
     chips, first = np.unique(chip[order], return_index=True)
     ids, bases = np.zeros(len(chips), np.int64), np.zeros(len(chips), np.int64)
-    for k, run in enumerate(np.split(order, first[1:])):
-        mine = run
+    for k, mine in enumerate(np.split(order, first[1:])):
         theirs = peer[mine]
         at = first_chip if (theirs[theirs >= 0] >= first_chip).all() else 0
         block = {name: a[mine] for name, a in rows.items()}

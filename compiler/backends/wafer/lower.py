@@ -1,20 +1,16 @@
-"""Lower a WaferPlan to a Program whose "chips" are role streams: mesh_cost.py's model, instruction by instruction.
+"""Lower a wafer Plan to a Program whose "chips" are role streams: cost.py's model, instruction by instruction.
 
-Role streams. The cores of a region run the same code except where they sit in the reduction
-trees: the 2-way tree down the R rows (matmul partial sums, attention) and, on the region's
-first row (the row vector ops run on), the tree along its C columns (norms, argmax, attention's
-within-head scores). Trees halve recursively (`tree_positions`): at level j the live line of
-a_j cores folds its far half onto its near half, h_j = ceil(a_j / 2) hops, so the hops of all
-levels add up to about R - 1, the model's figure. Cores with the same (send level, receive
-levels) run one stream, replicated on every core of those rows (or columns of row 0). A region
-of R x C cores so has about log2 R + log2 C streams; Program.meta["replicas"][s] counts the
-cores running stream s, meta["roles"][s] names it.
+Role streams. The cores of a region run the same code except where they sit in its reduction trees
+(the 2-way tree down the R rows; on the first row, the one along its C columns): cores of one
+position class run one stream, replicated (targets.mesh.Roles, which the interpreter re-derives),
+about log2 R + log2 C streams a region. Program.meta["replicas"][s] counts the cores running stream
+s, meta["roles"][s] names it.
 
 Schedule. Phases are level-synchronous: every stream of a region enters a phase at the same
 cycle, so all sends of one tree level start together, and a RECV names the stream of its first
 core's partner (pairing is by sender stream and tag; targets/wafer_timing.py). Per op:
 
-  matmul     feed: row 0 SENDs the input (R + C - 2 hops, the imm column) and every stream
+  matmul     feed: row 0 SENDs the input (route FEED: R + C - 2 hops) and every stream
              RECVs its K-slice; local: one MXM of the core's k/R x n/C block (weights streamed
              from SRAM, simd_width MACs a cycle); reduce: the row tree, a level's senders SEND
              their partials h_j rows up, the receivers RECV with ACCUMULATE (one message step each)
@@ -29,8 +25,8 @@ core's partner (pairing is by sender stream and tag; targets/wafer_timing.py). P
   host rows  with --embed-on-host, the first region's row 0 RECVs each step's embedding rows from the
              host (peer HOST) over the wafer link (unit 3), half a mesh perimeter from its I/O edge
 
-Prefill chunks are pipelined through the stages: a stage takes chunk c once it has finished
-chunk c - 1 and its hand-off SEND has read the result.
+Prefill chunks are pipelined through the stages by the shared timeline (codegen.phase): a stage
+takes chunk c once it has finished chunk c - 1 and its hand-off SEND has read the result.
 
 Simplifications, all small against the model: the input slice of a matmul feeds the MXM from
 the link and is not re-read from SRAM; attention's within-head reduction is timed on the last

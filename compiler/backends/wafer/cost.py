@@ -34,21 +34,10 @@ from compiler.partition.mesh import LINE, LOCAL, Axis, line_wire_s, message_s
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op
 from ir.ops import Opcode, expert_passes
+from targets.mesh import Shape
 from targets.spec import SystemSpec
 
 ACT_BYTES = 2  # activations and partial sums travel as 16-bit values
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """A region's size in cores: `rows` x `cols`."""
-
-    rows: int
-    cols: int
-
-    @property
-    def cores(self) -> int:
-        return self.rows * self.cols
 
 
 @dataclass(frozen=True, slots=True)

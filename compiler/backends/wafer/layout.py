@@ -201,7 +201,7 @@ def _packings(first: int, grid: Grid, cost_of: CostOf, crossing: list[int], wafe
             if region is not None:
                 time += entry(region, here, crossing[u], wafer)
             stages += ((u, slot),)
-            costs, region, resident, act = cost_of(Shape(here.rows, here.cols)), here, 0, 0
+            costs, region, resident, act = cost_of(here.shape), here, 0, 0
             band, pos = (band + 1, 0) if pos + span == grid.per_band else (band, pos + span)
         resident += costs[u].resident_bytes
         act = max(act, costs[u].act_bytes)

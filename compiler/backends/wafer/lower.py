@@ -364,7 +364,7 @@ def _stages(graph: Graph, stages, timing: Timing, crossing: list[int], rows_scal
     templates: dict[tuple, tuple[_Piece, int]] = {}
     plan, base = [], 0
     for st in stages:
-        shape = Shape(st.region.rows, st.region.cols)
+        shape = st.region.shape
         roles = Roles.of(shape.rows, shape.cols)
         pieces, addr = [], 0
         for u in range(index[st.first_unit], index[st.last_unit] + 1):

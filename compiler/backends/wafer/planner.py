@@ -132,7 +132,7 @@ class WaferLayout:
         return path, [r for _, r in given]
 
     def fits(self, run: Run, chunk: int) -> bool:
-        shape = Shape(run.region.rows, run.region.cols)
+        shape = run.region.shape
         scale = chunk / self.options.prompt
         resident = sum(c.resident_bytes for c in self.cost_of(shape)[run.first:run.stop])
         act = max(c.act_bytes for c in self.prompt.costs(shape, self.system, self.options.precision,
@@ -142,7 +142,7 @@ class WaferLayout:
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
         """`reach` is always None: the wafer's lowering streams every chunk over the whole cache (its
         Backend entry is not causal), and so does this cost model."""
-        shape = Shape(run.region.rows, run.region.cols)
+        shape = run.region.shape
         scale = chunk / self.options.prompt
         pre = self.prompt.costs(shape, self.system, self.options.precision, scale)[run.first:run.stop]
         prev = runs[index - 1].region if index else None

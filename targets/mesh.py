@@ -28,6 +28,18 @@ from targets.spec import SystemSpec
 
 
 @dataclass(frozen=True, slots=True)
+class Shape:
+    """A region's size in cores: `rows` x `cols` (what its costs and code depend on)."""
+
+    rows: int
+    cols: int
+
+    @property
+    def cores(self) -> int:
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True, slots=True)
 class Region:
     """A rectangle of cores on one wafer: its north-west corner and its size."""
 
@@ -40,6 +52,10 @@ class Region:
     @property
     def cores(self) -> int:
         return self.rows * self.cols
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(self.rows, self.cols)
 
     def to_dict(self) -> dict:
         return {"wafer": self.wafer, "row": self.row, "col": self.col, "rows": self.rows, "cols": self.cols}

@@ -187,6 +187,11 @@ class Timing:
         """A RECV's cycles: its bytes off the link, plus the receiver's fixed cost a message."""
         return self.link(nbytes, unit) + self.link_class(unit).step_cycles
 
+    def arrival(self, hops: int, unit: int = 0) -> int:
+        """Cycles from a SEND's start on C2C `unit` until its data is `hops` hops away: the local links'
+        hop latency each hop, and a global link's latency when the unit is one (a wafer's wafer link)."""
+        return hops * self.local.latency_cycles + (self.remote.latency_cycles if unit // 2 >= self.local_links else 0)
+
     def host(self, nbytes: int, tier: int) -> int:
         """A FETCH's or STORE's cycles on the host link to tier `tier` (an index of TIER_NAMES)."""
         link = self.tiers[tier]

@@ -8,6 +8,7 @@ grows with distinct templates, not with chips or layers.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from compiler.codegen.stage import StageCode
 from compiler.codegen.template import TAG_SPACE, Peer, Ref, Rel, Space, Template
 from ir.errors import DoesNotFitError
 from ir.isa import Op, UnitKind
-from ir.program import empty_columns
+from ir.program import HOST, empty_columns
 from targets.spec import SystemSpec
 from targets.timing import Timing
 
@@ -76,7 +77,8 @@ def _freeze(t: Template) -> Frozen:
         "n": np.array([i.n for i in ins], np.int32),
         "flags": np.array([i.flags for i in ins], np.uint8),
         "stride": np.array([i.stride for i in ins], np.int64),
-        "route": np.zeros(len(ins), np.uint8),  # a queues-dialect message goes to its peer; no route
+        "route": np.array([i.route for i in ins], np.uint8),
+        "stream": np.array([i.stream for i in ins], np.int64),
     }
     for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
         plain[name] = np.array([streams.get(getattr(i, name), -1) for i in ins], np.int16)
@@ -91,6 +93,8 @@ def _freeze(t: Template) -> Frozen:
 def _physical_streams(t: Template) -> dict[int, int]:
     """Stream ids by interval colouring: a stream is busy from its producer's issue to its
     last consumer's end. Raises if the schedule needs more streams than the chip has."""
+    if t.physical:
+        return {s: s for s in range(t.timing.streams)}
     start: dict[int, int] = {}
     end: dict[int, int] = {}
     for i in t.instrs:
@@ -118,78 +122,88 @@ def _physical_streams(t: Template) -> dict[int, int]:
     return physical
 
 
-def instantiate(blocks: Blocks, code: StageCode, index: int, starts: np.ndarray, tag_bases: np.ndarray,
-                neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec,
-                fn_args: dict[tuple, int]) -> None:
-    """Piece `index` of `code` on every rank that runs it, once per start cycle (prefill runs a
-    piece once per chunk): one block per rank, its rows relative to the rank's chip, the chunk's
-    cycle and tags, and (for peers in its own stage or the next) the stage's first chip; then one
-    instance per rank and start. `fn_args` numbers the distinct argument sets of VOPs (the
-    Program's meta["fn_args"])."""
-    piece = code.pieces[index]
-    f = freeze(piece.code.template)
-    ranks = np.arange(piece.ranks if piece.ranks is not None else code.tp, dtype=np.int64)
-    key, relative = _block_key(f, code, index, len(ranks), neighbours, system)
-    ids, bases, made_at = blocks.once(key, lambda: (*_rank_blocks(blocks, f, code, index, ranks, neighbours, system,
-                                                                  fn_args), code.first_chip))
-    if relative:  # made for a stage at another first chip: every peer base was that chip
-        bases = bases - made_at + code.first_chip
+def instantiate(blocks: Blocks, t: Template, first_chip: int, ranks: int, starts: np.ndarray, tag_bases: np.ndarray,
+                fn_args: dict[tuple, int], base: Callable[[Ref], int], system: SystemSpec,
+                neighbours: tuple[int, int] = (0, 0), swap: Sequence[bool] = ()) -> None:
+    """Template `t` on chips (or streams) from `first_chip`, once per start cycle (prefill runs a piece
+    once per chunk): every rank below `ranks` runs each of the template's streams, on chip first_chip +
+    rank + stream (a chip template: one stream per rank; a wafer region's: one rank, a stream per role
+    class). One block per chip, its rows relative to the chip, the chunk's cycle and tags, and (for peers
+    from the first chip on) the first chip; then one instance per chip and start. `base` resolves a
+    symbolic address's space and slot; `neighbours` are the first chips of the stages before and after;
+    `system` picks the links of C2C slots (a physical template names its units). `swap[s]`: stream
+    s of the template has its two result streams (`Template.pair`) the other way round in this instance
+    (a wafer role's activation sits on the other one). `fn_args` numbers the distinct argument sets of VOPs
+    (the Program's meta["fn_args"]). The blocks are built once per what they are a function of
+    (`_block_key`): the same layer on another stage or prefill variant reuses them."""
+    f = freeze(t)
+    key, relative = _block_key(f, t, first_chip, ranks, base, system, neighbours, swap)
+    chips, ids, bases, made_at = blocks.once(key, lambda: _chip_blocks(blocks, f, t, first_chip, ranks, fn_args, base,
+                                                                        system, neighbours, swap))
+    if relative:  # made for a stage at another first chip: its chips and every peer base were that chip's
+        chips, bases = chips - made_at + first_chip, bases - made_at + first_chip
     every = np.ones((len(starts), 1), np.int64)
-    blocks.place(every * ids, every * (code.first_chip + ranks), starts[:, None] * 1, tag_bases[:, None] * 1,
-                 every * bases)
+    blocks.place(every * ids, every * chips, starts[:, None] * 1, tag_bases[:, None] * 1, every * bases)
 
 
-def _block_key(f: Frozen, code: StageCode, index: int, ranks: int,
-               neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec) -> tuple[tuple, bool]:
-    """What a piece's rank blocks are a function of, and whether every peer lies at or after the stage's
-    first chip (the blocks then name peers relative to it, and depend on where the stage starts only
-    through its place in a node: the same layer on another stage is the same blocks)."""
+def _block_key(f: Frozen, t: Template, first_chip: int, ranks: int, base: Callable[[Ref], int], system: SystemSpec,
+               neighbours: tuple[int, int], swap: Sequence[bool]) -> tuple[tuple, bool]:
+    """What a template's chip blocks are a function of, and whether every peer lies at or after the first
+    chip (the blocks then name peers relative to it, and depend on where it starts only through its place
+    in a node: the same layer on another stage is the same blocks)."""
+    addresses = tuple(base(Ref(space, slot)) for space, slot in f.slots)
     prev, nxt = neighbours
-    addresses = tuple(_slot_base(space, slot, code, index) for space, slot in f.slots)
-    far = []  # (level, the neighbour's first chip less this stage's)
-    for level in f.levels:
-        if level == "next":
-            far.append(("next", nxt.first_chip - code.first_chip))
-        elif level == "prev":
-            far.append(("prev", prev.first_chip - code.first_chip))
+    far = tuple((level, (nxt if level == "next" else prev) - first_chip) for level in f.levels
+                if level in ("next", "prev"))
     lowest = [d + min(p.delta * p.group for p in f.peers if p is not None and p.level == level) if level == "next"
               else d for level, d in far]
+    lowest += [p.delta for p in f.peers if p is not None and p.level == "stream"]
     relative = all(low >= 0 for low in lowest)
-    where = code.first_chip % system.chips_per_node if relative else code.first_chip
-    return (id(f), ranks, addresses, where, tuple(far)), relative
+    where = first_chip % system.chips_per_node if relative else first_chip
+    return (id(f), ranks, addresses, where, far, tuple(swap)), relative
 
 
-def _rank_blocks(blocks: Blocks, f: Frozen, code: StageCode, index: int, ranks: np.ndarray,
-                 neighbours: tuple[StageCode | None, StageCode | None], system: SystemSpec,
-                 fn_args: dict[tuple, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(block id, peer base) of each rank's rows of the piece."""
-    count, r = len(f.src), len(ranks)
-    rows = {name: np.tile(a, r) for name, a in f.plain.items()}
-    chip = np.repeat(code.first_chip + ranks, count)
-    rows["src"] = _addresses(f.src, code, index, ranks)
-    rows["dst"] = _addresses(f.dst, code, index, ranks)
-    rows["offset"] = _integers(f.offset, ranks)
+def _chip_blocks(blocks: Blocks, f: Frozen, t: Template, first_chip: int, ranks: int, fn_args: dict[tuple, int],
+                 base: Callable[[Ref], int], system: SystemSpec, neighbours: tuple[int, int], swap: Sequence[bool]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(chips, block id, peer base) of each chip's rows of the template, and the first chip they were made at."""
+    ranks_ = np.arange(ranks, dtype=np.int64)
+    count = len(f.src)
+    rows = {name: np.tile(a, ranks) for name, a in f.plain.items()}
+    stream = rows.pop("stream")
+    chip = np.repeat(first_chip + ranks_, count) + stream
+    if any(swap):
+        traded, (a, b) = np.asarray(swap, bool)[stream], t.pair
+        for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
+            col = rows[name]
+            rows[name] = np.where(traded & (col == a), b, np.where(traded & (col == b), a, col)).astype(col.dtype)
+    rows["src"] = _addresses(f.src, base, ranks_)
+    rows["dst"] = _addresses(f.dst, base, ranks_)
+    rows["offset"] = _integers(f.offset, ranks_)
     imm = [fn_args.setdefault(a, len(fn_args)) if a is not None else v for a, v in zip(f.args, f.imm, strict=True)]
-    rows["imm"] = _integers(imm, ranks)
-    rows["base"] = _integers(f.base, ranks)
-    peer, tag_shift = _peers(f.peers, code, ranks, neighbours)
+    rows["imm"] = _integers(imm, ranks_)
+    rows["base"] = _integers(f.base, ranks_)
+    peer, tag_shift = _peers(f.peers, first_chip, ranks_, neighbours)
     rows["tag"] = np.where(rows["tag"] >= 0, rows["tag"] + tag_shift, -1)
-    assert rows["tag"].max(initial=0) < TAG_SPACE, f"{code.pieces[index].code.template.name}: tags past TAG_SPACE"
-    rows["unit"] = _units(rows, chip, peer, system)
+    assert rows["tag"].max(initial=0) < TAG_SPACE, f"{t.name}: tags past TAG_SPACE"
+    if not t.physical:
+        rows["unit"] = _units(rows, chip, peer, system)
     rows["chip"] = np.zeros(len(chip), np.int64)
-    ids, bases = np.zeros(r, np.int64), np.zeros(r, np.int64)
-    for k in range(r):
-        mine = slice(k * count, (k + 1) * count)
+    order = np.argsort(chip, kind="stable")
+    chips, first = np.unique(chip[order], return_index=True)
+    ids, bases = np.zeros(len(chips), np.int64), np.zeros(len(chips), np.int64)
+    for k, mine in enumerate(np.split(order, first[1:])):
         theirs = peer[mine]
-        base = code.first_chip if (theirs[theirs >= 0] >= code.first_chip).all() else 0
+        at = first_chip if (theirs[theirs >= 0] >= first_chip).all() else 0
         block = {name: a[mine] for name, a in rows.items()}
-        block["peer"] = np.where(theirs >= 0, theirs - base, theirs)
-        ids[k], bases[k] = blocks.block(block), base
-    return ids, bases
+        block["peer"] = np.where(theirs >= 0, theirs - at, theirs)
+        ids[k], bases[k] = blocks.block(block), at
+    return chips, ids, bases, first_chip
 
 
-def _slot_base(space: Space, slot: int, code: StageCode, index: int) -> int:
-    return _base(Ref(space, slot), code, index)
+def stage_base(code: StageCode, index: int) -> Callable[[Ref], int]:
+    """Where piece `index` of a chip stage finds each symbolic address's space and slot."""
+    return lambda ref: _base(ref, code, index)
 
 
 def _base(ref: Ref, code: StageCode, index: int) -> int:
@@ -206,12 +220,12 @@ def _base(ref: Ref, code: StageCode, index: int) -> int:
     return code.addr[piece.ports_out[slot]]
 
 
-def _addresses(refs: list[Ref | None], code: StageCode, index: int, ranks: np.ndarray) -> np.ndarray:
+def _addresses(refs: list[Ref | None], base: Callable[[Ref], int], ranks: np.ndarray) -> np.ndarray:
     out = np.full((len(ranks), len(refs)), -1, dtype=np.int64)
     for i, ref in enumerate(refs):
         if ref is None:
             continue
-        at = np.full(len(ranks), _base(ref, code, index) + ref.offset, dtype=np.int64)
+        at = np.full(len(ranks), base(ref) + ref.offset, dtype=np.int64)
         for peer, nbytes in ref.parts:
             at += _member(peer, ranks)[1] * nbytes
         out[:, i] = at
@@ -240,8 +254,8 @@ def _member(p: Peer, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return base + other * p.stride + ranks % p.stride, other
 
 
-def _peers(peers: list[Peer | None], code: StageCode, ranks: np.ndarray,
-           neighbours: tuple[StageCode | None, StageCode | None]) -> tuple[np.ndarray, np.ndarray]:
+def _peers(peers: list[Peer | None], first_chip: int, ranks: np.ndarray,
+           neighbours: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     chip = np.full((len(ranks), len(peers)), -1, dtype=np.int64)
     tag = np.zeros((len(ranks), len(peers)), dtype=np.int64)
     prev, nxt = neighbours
@@ -249,12 +263,14 @@ def _peers(peers: list[Peer | None], code: StageCode, ranks: np.ndarray,
         if p is None:
             continue
         if p.level == "group":
-            chip[:, i] = code.first_chip + _member(p, ranks)[0]
+            chip[:, i] = first_chip + _member(p, ranks)[0]
         elif p.level == "next":
-            chip[:, i] = nxt.first_chip + ranks % p.group + p.delta * p.group
-        else:  # prev: receiver j's message is the (j // lanes)-th its sender sends
-            chip[:, i] = prev.first_chip + ranks % p.group
+            chip[:, i] = nxt + ranks % p.group + p.delta * p.group
+        elif p.level == "prev":  # receiver j's message is the (j // lanes)-th its sender sends
+            chip[:, i] = prev + ranks % p.group
             tag[:, i] = ranks // p.group
+        else:
+            chip[:, i] = first_chip + p.delta if p.level == "stream" else HOST
     return chip.reshape(-1), tag.reshape(-1)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.codegen.blocks import Blocks
-from compiler.codegen.instantiate import instantiate, sync
+from compiler.codegen.instantiate import instantiate, stage_base, sync
 from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
 from compiler.codegen.template import TAG_SPACE
 from compiler.passes.shard import shard_unit
@@ -159,14 +159,14 @@ def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner
             codes[b + 1].pieces.insert(k, recv)
 
 
-def timeline(variants: list[list[StageCode]], timing: Timing, per_chunk: Sequence[int]) -> list[Placed]:
-    """Start cycle of every piece instance (see the module docstring); chunk c runs the pieces of
-    variant `per_chunk[c]`."""
-    free = [timing.sync_cycles] * len(variants[0])
-    # Each piece's length, and for a hand-off sender the cycle its data is on the far side,
-    # from its start: the same for every chunk of a variant, so read off the templates once.
-    spans = [[[p.code.template.makespan for p in code.pieces] for code in codes] for codes in variants]
-    lands = [[[_lands(p, timing) for p in code.pieces] for code in codes] for codes in variants]
+def timeline(spans: list[list[list[int]]], lands: list[list[list[int | None]]], per_chunk: Sequence[int],
+             ready: int = 0) -> list[Placed]:
+    """Start cycle of every piece instance (see the module docstring), every stage free from `ready`;
+    chunk c runs the pieces of variant `per_chunk[c]`. `spans[v][s][i]`: the cycles piece i of stage s
+    of variant v takes; `lands[v][s][i]`: for a hand-off sender, the cycles from its start until its
+    data is on the far side (None for any other piece). Any backend's pipeline: the chip stages', the
+    wafer regions'."""
+    free = [ready] * len(spans[0])
     placed: list[Placed] = []
     for c, v in enumerate(per_chunk):
         arrival = 0
@@ -190,7 +190,7 @@ def _lands(piece: Piece, timing: Timing) -> int | None:
     return max(ins.issue for ins in sends) + max(ins.peer.hops for ins in sends) * timing.link_latency_cycles
 
 
-def _chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[int]]:
+def chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[int]]:
     """The cycle each stage starts each chunk: when the host's inputs for it must be in place."""
     starts = [[-1] * chunks for _ in range(stages)]
     for pl in placed:
@@ -221,7 +221,11 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
     timing = Timing.of(system)
     variants = build_variants(graphs, stages, system, sram_base)
     codes = variants[-1]
-    placed = timeline(variants, timing, [v for v, n in enumerate(chunks) for _ in range(n)])
+    # Each piece's length, and for a hand-off sender the cycle its data is on the far side,
+    # from its start: the same for every chunk of a variant, so read off the templates once.
+    spans = [[[p.code.template.makespan for p in code.pieces] for code in codes] for codes in variants]
+    lands = [[[_lands(p, timing) for p in code.pieces] for code in codes] for codes in variants]
+    placed = timeline(spans, lands, [v for v, n in enumerate(chunks) for _ in range(n)], timing.sync_cycles)
     blocks = Blocks()
     for code in codes:
         sync(blocks, code, timing)
@@ -243,13 +247,16 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
                               f"tag holds (2**31 / {TAG_SPACE}); use fewer chips or a larger prefill chunk")
     for (variant, stage, index), starts in runs.items():
         own = variants[variant]
-        neighbours = (own[stage - 1] if stage else None, own[stage + 1] if stage + 1 < len(own) else None)
+        code, piece = own[stage], own[stage].pieces[index]
+        neighbours = (own[stage - 1].first_chip if stage else 0,
+                      own[stage + 1].first_chip if stage + 1 < len(own) else 0)
         start, tag = np.array(starts, dtype=np.int64).T
-        instantiate(blocks, own[stage], index, start, tag, neighbours, system, fn_args)
+        instantiate(blocks, piece.code.template, code.first_chip, piece.ranks if piece.ranks is not None else code.tp,
+                    start, tag, fn_args, stage_base(code, index), system, neighbours)
     chips = max(c.first_chip + c.tp for c in codes)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes],
             "chunks": sum(chunks), **({"variant_chunks": list(chunks)} if len(chunks) > 1 else {}),
-            "fn_args": [dict(a) for a in fn_args], "chunk_starts": _chunk_starts(placed, len(codes), sum(chunks)),
+            "fn_args": [dict(a) for a in fn_args], "chunk_starts": chunk_starts(placed, len(codes), sum(chunks)),
             "activations": activation_dtype(graphs[-1]).value}
     return blocks.program(phase, target_name, chips, timing.clock_hz, meta, dialect="queues"), codes
 

@@ -1,8 +1,10 @@
-"""Templates: one chip's instructions for one unit (a layer, the embedding, the head), rank-generic.
+"""Templates: the instructions of one unit (a layer, the embedding, the head), scheduled once.
 
-A template is scheduled once and instantiated for every identical layer and every
-chip of a tensor-parallel group: addresses are symbolic (space, slot, offset) and
-resolved per instance, peers are offsets within the group resolved per rank.
+A template is instantiated for every identical layer and every chip of a tensor-parallel group:
+addresses are symbolic (space, slot, offset) and resolved per instance, peers are offsets within
+the group resolved per rank. A chip template is rank-generic: every rank runs all of it. A wafer
+region's template holds several streams (`Instr.stream`: one per role class of the region's cores,
+each run by that many replicas), and each instance places every stream on its own "chip".
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Peer:
     group at the same r mod stride (stride 1: a node's chips; stride = chips per node: the
     chips with the same local rank in the other nodes).
     level "next"/"prev": chip (r mod group) + delta * group of the following/preceding stage.
+    level "stream": stream `delta` counted from the instance's first (a role stream of a wafer region,
+    or of its neighbour's); level "host": the host (ir.program.HOST).
     `hops` is the worst case over the stage's chips, which the schedule allows for."""
 
     level: str
@@ -97,6 +101,8 @@ class Instr:
     args: tuple | None = None  # a VOP's or attention MXM's arguments (meta["fn_args"] entry), sorted items
     deps: tuple[tuple[int, int], ...] = ()  # (instruction, extra cycles after its end)
     issue: int = -1
+    stream: int = 0  # which of the template's streams runs it (a chip template has one)
+    route: int = 0  # how a roles-dialect SEND crosses the wafer (ir.contract.Route)
 
     @property
     def kind(self) -> UnitKind:
@@ -116,6 +122,10 @@ class Template:
     instrs: list[Instr] = field(default_factory=list)
     local_bytes: list[int] = field(default_factory=list)  # size of each LOCAL slot
     _streams: int = 0
+    # Stream ids and C2C units as emitted are physical (a wafer core's streams and its links), not
+    # coloured after scheduling and picked per chip; its emitter sets every issue cycle itself.
+    physical: bool = False
+    pair: tuple[int, int] = (-1, -1)  # a physical template's two result streams, which an instance may trade
     frozen: object = field(default=None, repr=False, compare=False)  # its arrays, once scheduled (instantiate.freeze)
 
     def add(self, instr: Instr) -> int:

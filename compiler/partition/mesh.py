@@ -99,24 +99,20 @@ def clique_s(axis: Axis, slice_bytes: float, system: SystemSpec) -> float:
     return axis.hops * link.latency_s + rounds * slice_bytes / link.bw_bytes_per_s
 
 
-def line_s(axis: Axis, block_bytes: float, system: SystemSpec) -> float:
-    """A 2-way tree along a line axis: size - 1 hops of wire, ceil(log2 size) steps of one block."""
-    if axis.size <= 1:
-        return 0.0
-    link = link_of(axis, system)
-    steps = math.ceil(math.log2(axis.size))
-    step_s = system.step_cycles / system.chip.clock_hz if axis.link == LOCAL else 0.0
-    return (axis.size - 1) * link.latency_s + steps * (step_s + block_bytes / link.bw_bytes_per_s)
+def message_s(hops: int, steps: int, block_bytes: float, system: SystemSpec, link: str = LOCAL
+              ) -> tuple[float, float]:
+    """`steps` message steps of one block each, `hops` hops of wire, split as (the receivers' fixed step
+    cost, wire and bandwidth): how plans report it. Only the fabric's receivers pay a step."""
+    spec = system.local_link if link == LOCAL else system.global_link
+    step_s = system.step_cycles / system.chip.clock_hz if link == LOCAL else 0.0
+    return steps * step_s, hops * spec.latency_s + steps * block_bytes / spec.bw_bytes_per_s
 
 
 def line_wire_s(axis: Axis, block_bytes: float, system: SystemSpec) -> tuple[float, float]:
-    """A line tree's time split as (message steps, wire and bandwidth): how plans report it."""
+    """A 2-way tree along a line axis: size - 1 hops of wire, ceil(log2 size) steps of one block."""
     if axis.size <= 1:
         return 0.0, 0.0
-    link = link_of(axis, system)
-    steps = math.ceil(math.log2(axis.size))
-    step_s = system.step_cycles / system.chip.clock_hz if axis.link == LOCAL else 0.0
-    return steps * step_s, (axis.size - 1) * link.latency_s + steps * block_bytes / link.bw_bytes_per_s
+    return message_s(axis.size - 1, math.ceil(math.log2(axis.size)), block_bytes, system, axis.link)
 
 
 def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec) -> float:

@@ -36,28 +36,37 @@ def signature(ops: list[Op]) -> tuple:
     return tuple((op.opcode, tuple(v.type for v in op.operands), op.attrs) for op in ops)
 
 
+def unit_kinds(graph: Graph) -> tuple[list[str], list[int], list[list[Op]]]:
+    """The graph's scopes, each one's kind (the index of its distinct signature), and each kind's ops
+    (its first unit's): what a backend costs once per kind."""
+    seen: dict[tuple, int] = {}
+    scopes, kinds, ops = graph.scopes(), [], []
+    for scope in scopes:
+        unit = list(graph.ops_in(scope))
+        kinds.append(seen.setdefault(signature(unit), len(seen)))
+        if kinds[-1] == len(ops):
+            ops.append(unit)
+    return scopes, kinds, ops
+
+
 def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: int, node: int,
                 alignment: int) -> list[Unit]:
     """Units in model order. `limit` caps the group sizes considered; a group wider than a
     node of `node` chips is whole nodes (its collectives pair chips of equal local rank
     across nodes, so every node needs every local rank)."""
-    kinds: dict[tuple, int] = {}
     costs: dict[int, tuple[dict[int, ShardCost], dict[int, ShardCost], dict[int, int]]] = {}
     rows = options.chunk_rows / (options.batch * options.prompt)
     least = options.min_chunk_rows / (options.batch * options.prompt)
-    units: list[Unit] = []
-    for scope in decode.scopes():
-        ops = list(decode.ops_in(scope))
-        kind = kinds.setdefault(signature(ops), len(kinds))
+    scopes, kinds, by_kind = unit_kinds(decode)
+    for scope, kind in zip(scopes, kinds, strict=True):
         if kind not in costs:
-            pre = list(prefill.ops_in(scope))
+            ops, pre = by_kind[kind], list(prefill.ops_in(scope))
             sizes = [t for t in allowed_tp(ops, limit) if t <= node or t % node == 0]
             chip_pre = {t: ShardTensorParallel(t)(pre) for t in sizes}  # one sharding for both chunk sizes
             costs[kind] = ({t: shard_cost(ops, t, 1.0, alignment) for t in sizes},
                            {t: chip_cost(chip_pre[t], t, rows, alignment) for t in sizes},
                            {t: chip_cost(chip_pre[t], t, least, alignment).act_bytes for t in sizes})
-        units.append(Unit(scope, kind, *costs[kind]))
-    return units
+    return [Unit(scope, kind, *costs[kind]) for scope, kind in zip(scopes, kinds, strict=True)]
 
 
 def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int]], rows_scale: float,

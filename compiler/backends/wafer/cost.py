@@ -30,24 +30,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from compiler.partition.cost import Breakdown
+from compiler.partition.mesh import LINE, LOCAL, Axis, line_wire_s, message_s
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op
 from ir.ops import Opcode, expert_passes
+from targets.mesh import Shape
 from targets.spec import SystemSpec
 
 ACT_BYTES = 2  # activations and partial sums travel as 16-bit values
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """A region's size in cores: `rows` x `cols`."""
-
-    rows: int
-    cols: int
-
-    @property
-    def cores(self) -> int:
-        return self.rows * self.cols
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +75,29 @@ def op_rows(op: Op, rows_scale: float) -> int:
     return max(1, math.ceil(op.operands[0].type.shape[0] * rows_scale))
 
 
+# How an op splits over a region, read by its cost rule here and its emission rule (lower.py) alike.
+
+def matmul_dims(op: Op) -> tuple[int, int]:
+    """(k, n): the contraction and the columns of a matmul's weight."""
+    w = op.operands[1].type
+    return (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
+
+
+def head_split(op: Op, region: Shape) -> tuple[int, int, int, int]:
+    """An attention's (heads, query columns a core holds, query heads a kv head serves, columns sharing
+    one kv head's features)."""
+    heads, kv_heads, head_dim = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
+    return heads, math.ceil(heads * head_dim / region.cols), max(1, heads // kv_heads), max(1, region.cols // kv_heads)
+
+
+def row_split(op: Op, region: Shape, rows_scale: float) -> tuple[int, int, int]:
+    """A vector op on the first row's C cores: (rows, elements a row a core holds, bytes it moves in all)."""
+    out = op.results[0].type
+    width = out.shape[-1] if len(out.shape) > 1 else 1
+    moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
+    return op_rows(op, rows_scale), math.ceil(width / region.cols), moved
+
+
 def _tile_bytes(shape: tuple[int, ...], nbytes: int, region: Shape) -> int:
     """Bytes of one core's block of a tensor tiled first axis over rows, last axis over columns."""
     numel = math.prod(shape)
@@ -108,15 +121,15 @@ def _stream(nbytes: float, flops: float, wafer: SystemSpec, precision: str) -> B
 
 def _message(hops: int, steps: int, values: float, wafer: SystemSpec) -> Breakdown:
     """`hops` of wire, `steps` message steps at cores, each step moving `values` 16-bit values down a link."""
-    wire = hops * wafer.local_link.latency_s + steps * values * ACT_BYTES / wafer.local_link.bw_bytes_per_s
-    return Breakdown(latency_s=steps * (wafer.step_cycles / wafer.chip.clock_hz), link_s=wire)
+    steps_s, wire_s = message_s(hops, steps, values * ACT_BYTES, wafer)
+    return Breakdown(latency_s=steps_s, link_s=wire_s)
 
 
 def tree_reduce(cores: int, values: float, wafer: SystemSpec) -> Breakdown:
-    """A 2-way tree reduction along a line of `cores` cores, each contributing `values` values."""
-    if cores <= 1:
-        return Breakdown()
-    return _message(cores - 1, math.ceil(math.log2(cores)), values, wafer)
+    """A 2-way tree reduction along a line of `cores` cores (partition.mesh's line rule), each
+    contributing `values` values."""
+    steps_s, wire_s = line_wire_s(Axis("line", cores, LINE, LOCAL), values * ACT_BYTES, wafer)
+    return Breakdown(latency_s=steps_s, link_s=wire_s)
 
 
 def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str
@@ -133,8 +146,7 @@ def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: System
 
 
 def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
-    w = op.operands[1].type
-    k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
+    k, n = matmul_dims(op)
     m = op_rows(op, rows_scale)
     weights = sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
     time, bound = gemv(m, k, n, weights, region, wafer, precision)
@@ -158,15 +170,13 @@ def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scal
 
 def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
     m = op_rows(op, rows_scale)
-    heads, kv_heads, head_dim = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
+    heads, q_cols, group, split = head_split(op, region)
     state = sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
     per_core = resident_bytes(op, region)
     flops = op.cost.flops * rows_scale
     local = _stream(per_core, flops / region.cores, wafer, "fp16")
-    q_cols = math.ceil(heads * head_dim / region.cols)
-    split = max(1, region.cols // kv_heads)  # columns sharing one kv head's features
     time = (_message(region.rows + region.cols - 2, 1, m * q_cols, wafer) + local
-            + tree_reduce(split, m * max(1, heads // kv_heads), wafer)  # scores within a head
+            + tree_reduce(split, m * group, wafer)  # scores within a head
             + tree_reduce(region.rows, m * heads, wafer).scaled(2)  # softmax max, then sum
             + tree_reduce(region.rows, m * q_cols, wafer))  # weighted values
     stream = max(state / (region.cores * wafer.chip.mem_bw_bytes_per_s),
@@ -187,11 +197,8 @@ def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale:
 
 def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
     """An elementwise op on the C cores of one row; a norm or argmax also reduces along the row."""
-    out = op.results[0].type
-    m = op_rows(op, rows_scale)
-    width = out.shape[-1] if len(out.shape) > 1 else 1
-    per_core = m * math.ceil(width / region.cols)
-    moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
+    m, width, moved = row_split(op, region, rows_scale)
+    per_core = m * width
     time = _stream(moved / region.cols, op.cost.flops * rows_scale / region.cols, wafer, "fp16")
     if op.opcode is Opcode.RMSNORM:
         time += tree_reduce(region.cols, m, wafer).scaled(2)  # sum of squares, then broadcast

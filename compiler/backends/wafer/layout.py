@@ -106,12 +106,25 @@ def region_handoff(values: int, a: Region, b: Region, wafer: SystemSpec) -> Brea
     return handoff(values, region_hops(a, b), shared_edge(a, b) or min(b.rows, b.cols), wafer)
 
 
-def wafer_handoff(nbytes: int, wafer: SystemSpec) -> Breakdown:
+def wafer_handoff(nbytes: int, wafer: SystemSpec, hops: int | None = None) -> Breakdown:
     """Out of one wafer and into the next: across both meshes to their I/O edges (at most a
-    half-perimeter each) and over the wafer link."""
-    fabric = (wafer.mesh_rows + wafer.mesh_cols) * wafer.local_link.latency_s
+    half-perimeter each) and over the wafer link; with `hops`, that far over one mesh (the host's rows)."""
+    fabric = (wafer.mesh_rows + wafer.mesh_cols if hops is None else hops) * wafer.local_link.latency_s
     link = wafer.global_link.latency_s + nbytes / wafer.global_link.bw_bytes_per_s
     return Breakdown(link_s=fabric + link)
+
+
+def host_input(nbytes: int, wafer: SystemSpec) -> Breakdown:
+    """Rows from the host (--embed-on-host): over the wafer's system I/O link, then from its edge to the
+    region (at most half the mesh's perimeter)."""
+    return wafer_handoff(nbytes, wafer, (wafer.mesh_rows + wafer.mesh_cols) // 2)
+
+
+def entry(prev: Region, region: Region, nbytes: int, wafer: SystemSpec) -> Breakdown:
+    """The hand-off of `nbytes` into `region` from the region before it, on this wafer or the last."""
+    if prev.wafer != region.wafer:
+        return wafer_handoff(nbytes, wafer)
+    return region_handoff(math.ceil(nbytes / 2), prev, region, wafer)  # 16-bit values
 
 
 def enumerate_wafers(cost_of: CostOf, crossing: list[int], wafer: SystemSpec) -> list[Candidate]:
@@ -186,9 +199,9 @@ def _packings(first: int, grid: Grid, cost_of: CostOf, crossing: list[int], wafe
             slot = Slot(band, pos, span)
             here = slot.region(grid, wafer)
             if region is not None:
-                time += region_handoff(math.ceil(crossing[u] / 2), region, here, wafer)  # 16-bit values
+                time += entry(region, here, crossing[u], wafer)
             stages += ((u, slot),)
-            costs, region, resident, act = cost_of(Shape(here.rows, here.cols)), here, 0, 0
+            costs, region, resident, act = cost_of(here.shape), here, 0, 0
             band, pos = (band + 1, 0) if pos + span == grid.per_band else (band, pos + span)
         resident += costs[u].resident_bytes
         act = max(act, costs[u].act_bytes)

@@ -8,18 +8,19 @@ chooses the wafer boundaries; each region's stage is timed by the mesh cost rule
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from compiler.backends.chips.planner import layers_of
 from compiler.backends.wafer.cost import MeshCost, Shape, unit_mesh_cost
-from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, enumerate_wafers, region_handoff, wafer_handoff
+from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, entry, enumerate_wafers, host_input
 from compiler.frontend.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
-from compiler.partition.units import boundary_bytes, signature
+from compiler.partition.units import boundary_bytes, unit_kinds
 from compiler.passes.embed_on_host import HOST_INPUT
 from compiler.plan.reader import PlanFile, unit_ranges
 from compiler.plan.records import Memory, Stage
@@ -32,8 +33,8 @@ from targets.spec import SystemSpec
 
 @dataclass(frozen=True, slots=True)
 class _Costed:
-    """The units of one phase graph, and their costs on a cell shape. Identical units share a kind,
-    so costs are computed once per (kind, shape, rows): the work grows with distinct layer shapes."""
+    """The units of one phase graph (partition.units.unit_kinds), and their costs on a region shape,
+    computed once per (kind, shape, rows): the work grows with distinct layer shapes."""
 
     graph: Graph
     scopes: list[str]
@@ -43,16 +44,7 @@ class _Costed:
 
     @classmethod
     def of(cls, graph: Graph) -> _Costed:
-        seen: dict[tuple, int] = {}
-        scopes = graph.scopes()
-        ops: list[list[Op]] = []
-        kinds = []
-        for scope in scopes:
-            unit = list(graph.ops_in(scope))
-            kinds.append(seen.setdefault(signature(unit), len(seen)))
-            if kinds[-1] == len(ops):
-                ops.append(unit)
-        return cls(graph, scopes, kinds, ops, {})
+        return cls(graph, *unit_kinds(graph), {})
 
     def kind_cost(self, kind: int, shape: Shape, wafer: SystemSpec, precision: str, rows_scale: float = 1.0
                   ) -> MeshCost:
@@ -140,7 +132,7 @@ class WaferLayout:
         return path, [r for _, r in given]
 
     def fits(self, run: Run, chunk: int) -> bool:
-        shape = Shape(run.region.rows, run.region.cols)
+        shape = run.region.shape
         scale = chunk / self.options.prompt
         resident = sum(c.resident_bytes for c in self.cost_of(shape)[run.first:run.stop])
         act = max(c.act_bytes for c in self.prompt.costs(shape, self.system, self.options.precision,
@@ -150,7 +142,7 @@ class WaferLayout:
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
         """`reach` is always None: the wafer's lowering streams every chunk over the whole cache (its
         Backend entry is not causal), and so does this cost model."""
-        shape = Shape(run.region.rows, run.region.cols)
+        shape = run.region.shape
         scale = chunk / self.options.prompt
         pre = self.prompt.costs(shape, self.system, self.options.precision, scale)[run.first:run.stop]
         prev = runs[index - 1].region if index else None
@@ -197,33 +189,17 @@ def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: 
 
 def _room_for_prefill(units: _Costed, prompt: _Costed, scale: float, wafer: SystemSpec, precision: str) -> CostOf:
     """Every unit's decode cost on a shape, its activation space widened to hold `scale` of the prompt's
-    rows. Costs are computed when first asked for, once per (shape, kind of unit)."""
-    memo: dict[tuple[Shape, int, int], MeshCost] = {}
+    rows; once a shape, each kind of unit costed once."""
 
-    def merged(shape: Shape, u: int) -> MeshCost:
-        key = (shape, units.kinds[u], prompt.kinds[u])
-        if key not in memo:
-            d = units.kind_cost(key[1], shape, wafer, precision)
-            p = prompt.kind_cost(key[2], shape, wafer, precision, scale)
-            memo[key] = replace(d, act_bytes=max(d.act_bytes, p.act_bytes))
-        return memo[key]
+    @functools.cache
+    def cost_of(shape: Shape) -> list[MeshCost]:
+        pairs = list(zip(units.kinds, prompt.kinds, strict=True))
+        merged = {(d, p): replace(dc, act_bytes=max(dc.act_bytes, prompt.kind_cost(p, shape, wafer, precision,
+                                                                                    scale).act_bytes))
+                  for d, p in dict.fromkeys(pairs) for dc in (units.kind_cost(d, shape, wafer, precision),)}
+        return [merged[pair] for pair in pairs]
 
-    return lambda shape: _UnitCosts(shape, len(units.kinds), merged)
-
-
-class _UnitCosts(Sequence[MeshCost]):
-    """Every unit's cost on one shape, as a read-only sequence computed on demand."""
-
-    def __init__(self, shape: Shape, units: int, get: Callable[[Shape, int], MeshCost]):
-        self.shape, self.units, self.get = shape, units, get
-
-    def __len__(self) -> int:
-        return self.units
-
-    def __getitem__(self, index):  # int or slice, as a list's
-        if isinstance(index, slice):
-            return [self.get(self.shape, u) for u in range(*index.indices(self.units))]
-        return self.get(self.shape, range(self.units)[index])
+    return cost_of
 
 
 def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: list[MeshCost], prev: Region | None,
@@ -235,12 +211,14 @@ def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: 
     prefill_bound = sum(c.bound_s for c in pre)
     hops = 0
     if host_bytes:  # the embedding rows from the host, over the system I/O and across the mesh: all unavoidable
-        decode, prefill = decode + host_input(host_bytes, wafer), prefill + host_input(host_bytes * chunk, wafer)
-        bound, prefill_bound = bound + host_input(host_bytes, wafer).total_s, \
-            prefill_bound + host_input(host_bytes * chunk, wafer).total_s
-    if prev is not None:
-        entry, entry_p, wire, hops = _entry(prev, region, crossing[first], chunk, wafer)
-        decode, prefill = decode + entry, prefill + entry_p
+        d, p = host_input(host_bytes, wafer), host_input(host_bytes * chunk, wafer)
+        decode, prefill, bound, prefill_bound = decode + d, prefill + p, bound + d.total_s, prefill_bound + p.total_s
+    if prev is not None:  # the hand-off in: its wire latency is unavoidable
+        far = prev.wafer != region.wafer
+        hops = 1 if far else region_hops(prev, region)
+        wire = wafer.global_link.latency_s if far else hops * wafer.local_link.latency_s
+        decode += entry(prev, region, crossing[first], wafer)
+        prefill += entry(prev, region, crossing[first] * chunk, wafer)
         bound, prefill_bound = bound + wire, prefill_bound + wire
     memory = Memory(weights=sum(c.weight_bytes for c in dec), kv_cache=sum(c.state_bytes for c in dec),
                     activations=max(max(c.act_bytes for c in dec), max(c.act_bytes for c in pre)),
@@ -254,26 +232,6 @@ def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: 
 def host_input_bytes(graph: Graph) -> int:
     """Bytes a step's host-written embedding rows take (0 unless --embed-on-host)."""
     return sum(v.type.nbytes for v in graph.inputs if v.name == HOST_INPUT)
-
-
-def host_input(nbytes: int, wafer: SystemSpec) -> Breakdown:
-    """Rows from the host: over the wafer's system I/O link, then from its edge to the region (at most
-    half the mesh's perimeter)."""
-    hops = (wafer.mesh_rows + wafer.mesh_cols) // 2
-    link = wafer.global_link
-    return Breakdown(link_s=link.latency_s + nbytes / link.bw_bytes_per_s + hops * wafer.local_link.latency_s)
-
-
-def _entry(prev: Region, region: Region, nbytes: int, chunk: int, wafer: SystemSpec
-           ) -> tuple[Breakdown, Breakdown, float, int]:
-    """The hand-off into a stage for decode and for one prefill chunk, its wire latency, and its hops."""
-    if prev.wafer != region.wafer:
-        wire = wafer.global_link.latency_s
-        return wafer_handoff(nbytes, wafer), wafer_handoff(nbytes * chunk, wafer), wire, 1
-    values = math.ceil(nbytes / 2)  # 16-bit values
-    hops = region_hops(prev, region)
-    return (region_handoff(values, prev, region, wafer), region_handoff(values * chunk, prev, region, wafer),
-            hops * wafer.local_link.latency_s, hops)
 
 
 def _wafer_memory(stages: list[Stage], wafer: SystemSpec) -> list[Memory]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from compiler.codegen.alloc import Interval, first_fit
+from compiler.codegen.attention import lower_sequence_shards
 from compiler.codegen.collectives import Collectives, Level
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.rules import EMIT
@@ -71,6 +72,8 @@ def unit_code(name: str, ops: Sequence[Op], timing: Timing, inputs: Sequence[str
             _collective(e, coll, op)
         elif op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:
             _sharded_argmax(e, coll, op)
+        elif op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:
+            lower_sequence_shards(e, coll, op)
         else:
             EMIT[op.opcode](e, op)
     flat = [v for op in ops for v in (*op.operands, *op.results)]

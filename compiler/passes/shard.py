@@ -5,9 +5,12 @@ Megatron style) and, where the output is attention heads, `heads`. Produces the
 ops every chip of the group runs (SPMD: the chip's rank picks its slices):
 params, caches and activations take their per-chip shapes; an `allreduce` is
 inserted where a partial sum is consumed or leaves the unit, an `allgather`
-where an op needs a whole value it holds only a shard of. When t exceeds a
-layer's kv heads, each chip keeps a whole kv head (replicated t/kv_heads times,
-as Megatron and vLLM do). The result is the input of both the partitioner's
+where an op needs a whole value it holds only a shard of. When t is a multiple
+of a layer's kv heads past them, the s = t / kv_heads chips that share a kv head
+split its cache by sequence (seq_shards): each holds a run of context / s
+positions, attends all the kv head's queries over them and the partials are
+merged across the s chips (flash-decoding); the kv projection is still computed
+whole on each (seq_split). The result is the input of both the partitioner's
 cost model and the lowering, so the two cannot disagree on what a chip holds.
 """
 
@@ -75,6 +78,13 @@ def head_split(heads: int, kv_heads: int, t: int) -> tuple[int, int]:
     if case == "kv-padded":
         return -(-kv_heads // t) * g, -(-kv_heads // t)
     return (-(-heads // t),) * 2
+
+
+def seq_split(heads: int, kv_heads: int, t: int, tiered: bool = False) -> int:
+    """Chips that share one kv head's cache by sequence on t chips: t / kv_heads when t is a multiple of
+    the kv heads past them (head_case "even" or "groups": a kv head's chips are consecutive ranks), else
+    1 (each chip holds its kv heads' whole cache). A cache split over tiers stays whole on each chip."""
+    return t // kv_heads if t > kv_heads and t % kv_heads == 0 and not tiered else 1
 
 
 def head_case(heads: int, kv_heads: int, t: int) -> str:
@@ -301,7 +311,8 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         return _channel_operand_type(v.type, t)
     if op.opcode is Opcode.ATTENTION and index >= 3 and index != 5:  # caches (hot, cold), their per-head scales
         kv = a["kv_heads"]
-        return v.type.with_shape(*shape[:2], shape[2] // kv * head_split(a["heads"], kv, t)[1])
+        runs = seq_split(a["heads"], kv, t, "tier" in a)  # a chip's run of positions: ceil(context / runs)
+        return v.type.with_shape(shape[0], -(-shape[1] // runs), shape[2] // kv * head_split(a["heads"], kv, t)[1])
     if op.opcode in (Opcode.ADD, Opcode.MUL) and len(shape) == 1 and index == 1:
         return v.type.with_shape(s.value[op.operands[0].name].type.shape[-1])  # a bias follows its input
     return None
@@ -470,7 +481,12 @@ def _rule_rope(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout
 def _rule_attention(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
     a = op.attr
     heads, kv = head_split(a["heads"], a["kv_heads"], s.tp)
-    return a | {"heads": heads, "kv_heads": kv}, Layout.SHARD
+    runs = seq_split(a["heads"], a["kv_heads"], s.tp, "tier" in a)
+    out = a | {"heads": heads, "kv_heads": kv}
+    if runs > 1:  # a causal chunk reaching r positions: the first chip's run holds the most of them
+        held = operands[3].type.shape[1]
+        out = {k: v for k, v in out.items() if k != "reach" or v < held} | {"seq_shards": runs}
+    return out, Layout.SHARD
 
 
 def _rule_mla(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:

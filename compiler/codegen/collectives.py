@@ -126,7 +126,8 @@ class Collectives:
             for d in range(1, lv.group):
                 r = self._recv(lv, -d, rows * block, tags[d - 1])
                 parts = ((lv.peer(-d), block), *((c.peer(0), b) for c, b in dims[j + 1:]))
-                writes.append(self._store_rows(out, r, (rows, block, total), parts, ()))
+                # each write follows the one before, so the last one's end means the value is whole
+                writes.append(self._store_rows(out, r, (rows, block, total), parts, ((writes[-1], 0),)))
         return writes
 
     def _store_rows(self, out: str, src: tuple[int, int], shape: tuple[int, int, int], parts, after) -> int:

@@ -106,6 +106,12 @@ def _collective(e: Emitter, coll: Collectives, op: Op) -> None:
     e.result(out)
     if op.opcode is Opcode.ALLREDUCE:
         last = coll.allreduce(x.name, out.name, out.type.nbytes, out.type.numel)
+    elif op.attr["group"] < e.tp or out.type.shape[0] > 1:
+        # feature shards side by side in every row (of a kv head's slices: among the chips sharing it)
+        sub = coll.subgroup(op.attr["group"]) if op.attr["group"] < e.tp else coll
+        rows = out.type.shape[0]
+        last = sub.gather_rows(x.name, out.name, rows, x.type.nbytes // rows)[-1]
+        coll.rejoin(sub)
     else:
         last = coll.allgather(x.name, out.name, out.type.nbytes)
     e.done(out, last)

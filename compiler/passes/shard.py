@@ -134,6 +134,28 @@ def head_pads(ops: Sequence[Op], t: int) -> dict[str, tuple[int, ...]]:
     return pads
 
 
+def _kv_slices(ops: Sequence[Op], t: int) -> dict[str, int]:
+    """The k and v projections (by result name) whose kv head s chips share by sequence (seq_split),
+    each chip computing 1 / s of the head's features, gathered whole before rope and the cache: s
+    each, when it divides the head. The projections' weights are then split, not repeated s times."""
+    att = next((op for op in ops if op.opcode is Opcode.ATTENTION), None)
+    if att is None:
+        return {}
+    a = att.attr
+    runs = seq_split(a["heads"], a["kv_heads"], t, "tier" in a)
+    if runs == 1 or a["head_dim"] % runs:
+        return {}
+    made = {r.name: op for op in ops for r in op.results}
+    out = {}
+    for index in (1, 2):
+        op = made.get(att.operands[index].name)
+        while op is not None and op.opcode is not Opcode.MATMUL:
+            op = made.get(op.operands[0].name)
+        if op is not None and op.attr.get("split") == "col":
+            out[op.results[0].name] = runs
+    return out
+
+
 def _pad_chain(made: dict[str, Op], name: str, pad: tuple[int, ...], heads: int, pads: dict) -> None:
     """Back from an attention operand through rope and a bias add to its projection: pad them all."""
     op = made.get(name)
@@ -232,6 +254,7 @@ class _Sharder:
         self.layout: dict[str, Layout] = {}
         self.out: list[Op] = []
         self.gqa = _gqa(ops)
+        self.kv_slices = _kv_slices(ops, tp)
 
     def run(self) -> list[Op]:
         for op in self.ops:
@@ -252,6 +275,16 @@ class _Sharder:
         self.out.append(Op(op.opcode, tuple(operands), results, sorted_attrs(attrs), op.scope))
         for r in results:
             self.value[r.name], self.layout[r.name] = r, layout
+        slices = self.kv_slices.get(op.results[0].name) if op.results else None
+        if slices:  # a kv projection's slice of the chip's kv head: gathered whole from the chips sharing it
+            self._gather_slices(op.results[0].name, op.scope, slices)
+
+    def _gather_slices(self, name: str, scope: str, slices: int) -> None:
+        v = self.value[name]
+        (t,) = OPDEFS[Opcode.ALLGATHER].type_rule((v.type,), {"group": slices})
+        done = Value(f"{name}.{Opcode.ALLGATHER.value}", t)
+        self.out.append(Op(Opcode.ALLGATHER, (v,), (done,), (("group", slices),), scope))
+        self.value[name] = done  # still the chip's kv head, a shard over the group's heads
 
     def _operand(self, op: Op, index: int, v: Value) -> Value:
         if v.name not in self.defined and v.name not in self.value:
@@ -296,7 +329,8 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
     if op.opcode is Opcode.MATMUL and index >= 1:
         heads = a.get("heads")
         share = (s.value[op.operands[0].name].type.shape[-1], _weight_kn(op)[0]) if a.get("split") == "row" else None
-        return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share)
+        return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share,
+                                    s.kv_slices.get(op.results[0].name, 1))
     if op.opcode is Opcode.EMBED and index >= 1:  # the table and its scales, by vocabulary rows
         return v.type.with_shape(-(-shape[0] // t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
@@ -328,18 +362,20 @@ def _weight_kn(op: Op) -> tuple[int, int]:
 
 
 def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_here: int | None = None,
-                         in_share: tuple[int, int] | None = None) -> TensorType:
+                         in_share: tuple[int, int] | None = None, slices: int = 1) -> TensorType:
     """Per-chip weight (index 1), or scale/bias (2), of a split matmul. The out-feature
     axis is the last one, or the first of a `transpose_b` weight. Block scales (a 2-D scale)
     are laid out like their weight, one row per block of inputs, and split like it. A column
-    split by heads keeps `heads_here` heads (head_split: maybe padded); a row split keeps the
-    inputs its sharded input holds, `in_share` = (the chip's, all of them)."""
+    split by heads keeps `heads_here` heads (head_split: maybe padded), or 1 / `slices` of its one
+    head (a kv head shared by sequence: _kv_slices); a row split keeps the inputs its sharded input
+    holds, `in_share` = (the chip's, all of them)."""
     split, shape = a.get("split"), t_in.shape
     like_weight = index == 1 or len(shape) == 2
     out_axis = 0 if like_weight and a.get("transpose_b") else len(shape) - 1
     if split == "col":
         heads = a.get("heads")
-        width = (lambda d: d // heads * heads_here) if heads and heads_here else (lambda d: _col_width(d, heads, t))
+        width = (lambda d: d // heads * heads_here // slices) if heads and heads_here else (
+            lambda d: _col_width(d, heads, t))
         return t_in.with_shape(*(width(d) if i == out_axis else d for i, d in enumerate(shape)))
     if split == "row" and like_weight:
         in_axis = 1 - out_axis

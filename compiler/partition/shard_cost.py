@@ -125,7 +125,8 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     for op in chip_ops:
         if op.opcode in _COLLECTIVES:
             group = op.attr.get("group", tp)  # a kv head's chips gather its slices among themselves
-            collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, rows_scale), group))
+            nbytes = _scaled(op.results[0].type.nbytes, rows_scale)
+            collectives.append(Collective(_COLLECTIVES[op.opcode], nbytes, group))
             continue
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, rows_scale), tp))

@@ -31,8 +31,9 @@ def test_one_chip_is_the_identity():
 @pytest.mark.parametrize("t", [2, 4])
 def test_layer_shards_like_megatron(t):
     ops = _ops("layers.0", t)
-    collectives = [op for op in ops if op.opcode in (Opcode.ALLREDUCE, Opcode.ALLGATHER)]
-    assert [op.opcode for op in collectives] == [Opcode.ALLREDUCE, Opcode.ALLREDUCE]  # after o_proj, down_proj
+    collectives = [(op.opcode, op.attr["group"]) for op in ops if op.opcode in (Opcode.ALLREDUCE, Opcode.ALLGATHER)]
+    slices = [(Opcode.ALLGATHER, 2)] * 2 if t == 4 else []  # t=4: k's and v's halves from the chip sharing them
+    assert collectives == [*slices, (Opcode.ALLREDUCE, t), (Opcode.ALLREDUCE, t)]  # after o_proj, down_proj
     attention = next(op for op in ops if op.opcode is Opcode.ATTENTION)
     assert attention.attr["heads"] == 4 // t
     assert attention.attr["kv_heads"] == max(1, 2 // t)  # t=4: each chip keeps one whole kv head ...
@@ -60,9 +61,10 @@ def test_costs_split_weights_and_kv_by_sequence():
     assert one.state_bytes == sum(map(align, kv))
     assert two.state_bytes == sum(align(b // 2) for b in kv)
     assert four.state_bytes == sum(align(b // 4) for b in kv)  # 2 kv heads on 4 chips: half a head's positions
-    # two all-reduces, and the sequence shards' two all-gathers (queries in, partials out) over 2 chips
-    assert [(c.kind, c.group) for c in four.collectives] == [("allgather", 2), ("allgather", 2), ("allreduce", 4),
-                                                             ("allreduce", 4)]
+    # two all-reduces, and over the 2 chips sharing a kv head: k's and v's halves, then the sequence
+    # shards' queries in and partials out
+    assert [(c.kind, c.group) for c in four.collectives] == [("allgather", 2)] * 4 + [("allreduce", 4)] * 2
+    assert four.weight_bytes < two.weight_bytes / 1.9  # the kv projections split too, not repeated
     assert sum(w.flops for w in four.work) < sum(w.flops for w in one.work) / 3
 
 

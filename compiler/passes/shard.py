@@ -9,8 +9,8 @@ where an op needs a whole value it holds only a shard of. When t is a multiple
 of a layer's kv heads past them, the s = t / kv_heads chips that share a kv head
 split its cache by sequence (seq_shards): each holds a run of context / s
 positions, attends all the kv head's queries over them and the partials are
-merged across the s chips (flash-decoding); the kv projection is still computed
-whole on each (seq_split). The result is the input of both the partitioner's
+merged across the s chips (flash-decoding), and each computes 1 / s of the kv
+head's k and v features, gathered among them (_kv_slices). The result is the input of both the partitioner's
 cost model and the lowering, so the two cannot disagree on what a chip holds.
 """
 
@@ -156,6 +156,26 @@ def _kv_slices(ops: Sequence[Op], t: int) -> dict[str, int]:
     return out
 
 
+def _latent_splits(ops: Sequence[Op], t: int) -> set[str]:
+    """Latent attention's down projections (q_a, kv_a's latent: matmuls with no split whose result only
+    a norm reads) split by column over t chips when t divides their features, gathered whole for the
+    norm: every chip would otherwise hold the whole matrix (DeepSeek-V3's 7168 x 2048 on each of 128)."""
+    if t == 1 or not any(op.opcode is Opcode.MLA_ATTENTION for op in ops):
+        return set()
+    readers: dict[str, list[Op]] = {}
+    for op in ops:
+        for v in op.operands:
+            readers.setdefault(v.name, []).append(op)
+    out = set()
+    for op in ops:
+        if op.opcode is not Opcode.MATMUL or "split" in op.attr or op.operands[1].type.dtype is DType.I4:
+            continue
+        n = _weight_kn(op)[1]
+        if n % t == 0 and all(r.opcode is Opcode.RMSNORM for r in readers.get(op.results[0].name, [None])):
+            out.add(op.results[0].name)
+    return out
+
+
 def _pad_chain(made: dict[str, Op], name: str, pad: tuple[int, ...], heads: int, pads: dict) -> None:
     """Back from an attention operand through rope and a bias add to its projection: pad them all."""
     op = made.get(name)
@@ -255,6 +275,7 @@ class _Sharder:
         self.out: list[Op] = []
         self.gqa = _gqa(ops)
         self.kv_slices = _kv_slices(ops, tp)
+        self.latent = _latent_splits(ops, tp)
 
     def run(self) -> list[Op]:
         for op in self.ops:
@@ -327,6 +348,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
     if not shape and index >= 1 and op.opcode in _WEIGHT_OPS:  # NVFP4's tensor scale: every chip holds it
         return v.type
     if op.opcode is Opcode.MATMUL and index >= 1:
+        a = a | ({"split": "col"} if op.results[0].name in s.latent else {})
         heads = a.get("heads")
         share = (s.value[op.operands[0].name].type.shape[-1], _weight_kn(op)[0]) if a.get("split") == "row" else None
         return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share,
@@ -496,6 +518,9 @@ def _rule_whole(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layou
 
 
 def _rule_matmul(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    if op.results[0].name in s.latent:
+        operands[0] = s.gather(operands[0], op.scope)
+        return op.attr | {"split": "col"}, Layout.SHARD
     split = op.attr.get("split")
     if split == "row":
         if s.layout_of(operands[0]) is not Layout.SHARD and s.tp > 1:

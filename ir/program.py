@@ -19,8 +19,17 @@ offsets (targets/interpreter.py). `Program.build` takes unrolled columns (one bl
 Operands are explicit: SRAM byte ranges [src, src+src_bytes) and [dst,
 dst+dst_bytes), stream ids s_a, s_b, s_c, s_d (inputs) and s_out (output), the peer
 chip and message tag of a send or receive, and the tile shape m x k x n. A field
-that does not apply holds its default (-1 for addresses, streams, peer and tag;
--1 for imm, meaning none; 0 for sizes, shapes, offset and stride).
+that does not apply holds its default (-1 for addresses, streams, peer, tag and val;
+-1 for imm, meaning none; 0 for sizes, shapes, offset, stride and prov).
+
+SRAM provenance (queues dialect): every row that writes SRAM (WRITE, FETCH) names the value it
+writes in `val`, and every row that reads SRAM (READ, GATHER) names the value it expects in `val`
+and, in `prov` (ir.contract.Prov), where that value was written: MINE (by this instance of the
+block), EARLIER (by an earlier instance on the chip: a unit's input port) or RESIDENT (present
+before the phase: weights, caches, host inputs; updated, if at all, by writes of the same value).
+A value is a buffer: its base address for a parameter, cache, input or port, or LOCAL_VALUES plus
+its index among the block's local values. The interpreter tracks the last writer of every byte
+and holds each read to its declaration (targets/sram_checks.py).
 
 What each instruction computes (the functional interpreter's contract):
 
@@ -105,10 +114,12 @@ COLUMNS: tuple[tuple[str, type], ...] = (
     ("imm", np.int32),  # an immediate: an index, a count or a table entry (see above)
     ("base", np.int32),  # the first id this chip holds: its vocabulary shard's first row, first local expert
     ("route", np.uint8),  # ir.contract.Route: how a roles-dialect message crosses the wafer
+    ("val", np.int64),  # the SRAM value a row writes or expects to read (its provenance, see above)
+    ("prov", np.uint8),  # ir.contract.Prov: where a read's value was written (this instance, earlier, resident)
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 DTYPES = {name: np.dtype(dt) for name, dt in COLUMNS}
-DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_c", "s_d", "s_out", "peer", "tag", "imm") else 0
+DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_c", "s_d", "s_out", "peer", "tag", "imm", "val") else 0
             for name in NAMES}
 SORT_KEY = ("chip", "kind", "unit", "issue")
 HOST = -2  # the `peer` of a message to or from the host rather than a chip or stream

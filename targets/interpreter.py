@@ -69,9 +69,10 @@ from ir.contract import DIALECT_OF_ISA, violations
 from ir.errors import ConfigError
 from ir.isa import Op, UnitKind
 from ir.program import Program
-from targets.block_checks import check_blocks, check_seams, check_sync_rows
+from targets.block_checks import alike_chips, check_blocks, check_seams, check_sync_rows, overlapping_chips
 from targets.hazards import Hazard, Hazards
 from targets.spec import SystemSpec
+from targets.sram_checks import check_provenance
 from targets.tier_checks import check_tiers
 from targets.timing import Timing, durations
 from targets.universes import check_messages_by_universe
@@ -163,6 +164,8 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
                               f"{dur[i]}")
     boundary = check_blocks(program, dur, timing, system, per_block)
     check_seams(program, dur, timing, boundary, found)
+    check_provenance(program, dur, per_block, found, overlapping_chips(program, dur),
+                     lambda fields, chosen: alike_chips(program, dur, chosen, fields))
     check_sync_rows(program, dur, found, first_is_sync=program.dialect != "roles")
     check_messages_by_universe(program, system, dur, found)
     check_tiers(program, system, dur, found)

@@ -15,6 +15,7 @@ import numpy as np
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.stage import StageCode
 from compiler.codegen.template import TAG_SPACE, Peer, Ref, Rel, Space, Template
+from ir.contract import LOCAL_VALUES, Prov
 from ir.errors import DoesNotFitError
 from ir.isa import Op, UnitKind
 from ir.program import empty_columns
@@ -128,6 +129,8 @@ def instantiate(blocks: Blocks, code: StageCode, index: int, starts: np.ndarray,
     chip = np.repeat(code.first_chip + ranks, count)
     rows["src"] = _addresses(f.src, code, index, ranks)
     rows["dst"] = _addresses(f.dst, code, index, ranks)
+    val, prov = _provenance(f, code, index)
+    rows["val"], rows["prov"] = np.tile(val, r), np.tile(prov, r)
     rows["offset"] = _integers(f.offset, ranks)
     imm = [fn_args.setdefault(a, len(fn_args)) if a is not None else v for a, v in zip(f.args, f.imm, strict=True)]
     rows["imm"] = _integers(imm, ranks)
@@ -162,6 +165,28 @@ def _base(ref: Ref, code: StageCode, index: int) -> int:
     if space is Space.PORT_IN:
         return code.addr[piece.ports_in[slot]]
     return code.addr[piece.ports_out[slot]]
+
+
+# Where the value a READ or GATHER of each space expects was written (ir.contract.Prov).
+_PROV = {Space.LOCAL: Prov.MINE, Space.PORT_OUT: Prov.MINE, Space.PORT_IN: Prov.EARLIER, Space.PARAM: Prov.RESIDENT,
+         Space.INPUT: Prov.RESIDENT}
+_READS_SRAM = (Op.READ, Op.GATHER)
+_WRITES_SRAM = (Op.WRITE, Op.FETCH)  # a FETCH's source is a tier address, its destination SRAM
+
+
+def _provenance(f: Frozen, code: StageCode, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's SRAM value (the buffer's base address; a local value's index past LOCAL_VALUES) and,
+    for a read, where its value was written: the SRAM side of each row, rank-independent."""
+    val = np.full(len(f.src), -1, np.int64)
+    prov = np.zeros(len(f.src), np.uint8)
+    for i, op in enumerate(f.plain["op"].tolist()):
+        ref = f.src[i] if op in _READS_SRAM else f.dst[i] if op in _WRITES_SRAM else None
+        if ref is None:
+            continue
+        val[i] = LOCAL_VALUES + ref.slot if ref.space is Space.LOCAL else _base(ref, code, index)
+        if op in _READS_SRAM:
+            prov[i] = _PROV[ref.space]
+    return val, prov
 
 
 def _addresses(refs: list[Ref | None], code: StageCode, index: int, ranks: np.ndarray) -> np.ndarray:

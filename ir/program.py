@@ -377,6 +377,23 @@ class Program:
         return Program.build(self.phase, self.target, self.chips, self.clock_hz, {n: cols[n] for n in NAMES},
                              self.meta, self.dialect)
 
+    def with_instance_rows(self, cols: dict[str, np.ndarray], owner: np.ndarray) -> Program:
+        """The same Program over edited unrolled rows that keeps instances apart: row i belongs to instance
+        owner[i] (the `origin` of the row it was edited from), and each instance becomes a block of its own
+        rows at its own cycles, tags and peers (an edit of one instance, not of every chip's one block)."""
+        owner = np.asarray(owner, np.int64)
+        order = np.lexsort((cols["issue"], cols["unit"], cols["kind"], owner))
+        body = {n: np.asarray(cols[n])[order] for n in NAMES}
+        owner = owner[order]
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else np.zeros(0, np.int64)
+        chip = body["chip"][starts]
+        body["chip"] = np.zeros(len(owner), DTYPES["chip"])
+        blocks = len(starts)
+        zeros = np.zeros(blocks, np.int64)
+        inst = {"block": np.arange(blocks), "chip": chip, "issue": zeros, "tag": zeros, "peer": zeros}
+        return Program.from_blocks(self.phase, self.target, self.chips, self.clock_hz, body,
+                                   np.r_[starts, len(owner)], inst, self.meta, self.dialect)
+
     def with_instances(self, inst: dict[str, np.ndarray]) -> Program:
         """The same blocks placed by another instance table (an edit at instance level)."""
         return Program.from_blocks(self.phase, self.target, self.chips, self.clock_hz,

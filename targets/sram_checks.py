@@ -68,18 +68,39 @@ def check_provenance(program: Program, dur: np.ndarray, found, hazards, dense: n
     wrong = (writer >= 0) & (b["val"][np.maximum(writer, 0)] != b["val"][reader]) & (prov != Prov.NONE)
     unwritten = (writer < 0) & (prov == Prov.MINE)
     _report(program, found, None, b, reader, writer, p.lo, p.hi, wrong | unwritten, "in its instance")
+    # An older copy: its value was written again over these bytes' writer before the read, elsewhere.
+    stale = (p.writer >= 0) & ~wrong & (_rewritten(lane, acc, time)[np.maximum(p.writer, 0)] <= start[reader])
+    _report(program, found, None, b, reader, writer, p.lo, p.hi, stale & ~(wrong | unwritten), "in its instance",
+            ", an older copy: its value was written again since, not over these bytes")
     # What crosses instances: the open pieces of EARLIER and RESIDENT reads, and each block's last writers.
-    open_ = (writer < 0) & np.isin(prov, (Prov.EARLIER, Prov.RESIDENT))
+    open_ = (writer < 0) & np.isin(prov, (Prov.EARLIER, Prov.TAIL, Prov.RESIDENT))
+    top = _tops(len(start), reader, p.hi, (writer >= 0) & ~wrong)  # where a read's own value's bytes end
     last = np.zeros(len(start), bool)
     last[acc.row[p.last_writers]] = True
     writes = np.zeros(len(start), bool)
     writes[acc.row[acc.write]] = True
-    _between(program, dur, hazards, dense, alike, _merged(reader[open_], p.lo[open_], p.hi[open_]), last, writes)
+    _between(program, dur, hazards, dense, alike, _merged(reader[open_], p.lo[open_], p.hi[open_]), last, writes, top)
+
+
+def _rewritten(lane: np.ndarray, acc, time: np.ndarray) -> np.ndarray:
+    """Per access: when the next write of the same value on its lane lands, if that write overlaps this one's
+    bytes (a new copy of the value, as an accumulation rewrites it); never otherwise (the next is another
+    panel of one copy). Contiguous writes only: a 2-D write's hull overlaps its sibling panels'."""
+    out = np.full(len(acc.row), np.iinfo(np.int64).max)
+    w = np.flatnonzero(acc.write & acc.flat)
+    if len(w) < 2:
+        return out
+    w = w[np.lexsort((time[w], acc.val[w], lane[w]))]
+    same = (lane[w][1:] == lane[w][:-1]) & (acc.val[w][1:] == acc.val[w][:-1])
+    overlap = (acc.lo[w][1:] < acc.hi[w][:-1]) & (acc.lo[w][:-1] < acc.hi[w][1:])
+    again = np.flatnonzero(same & overlap)
+    out[w[again]] = time[w[again + 1]]
+    return out
 
 
 class _Accesses:
-    def __init__(self, row, lo, hi, write):
-        self.row, self.lo, self.hi, self.write = row, lo, hi, write
+    def __init__(self, row, lo, hi, write, flat, val):
+        self.row, self.lo, self.hi, self.write, self.flat, self.val = row, lo, hi, write, flat, val
 
 
 def _span(nbytes: np.ndarray, m: np.ndarray, stride: np.ndarray) -> np.ndarray:
@@ -109,7 +130,10 @@ def _accesses(c: dict) -> _Accesses:
     lo = np.r_[src[r], dst[w]]
     hi = np.r_[src[r] + read_span[r], dst[w] + write_span[w]]
     keep = (lo >= 0) & (hi < _FAR)  # out of the chip's SRAM: sram-range says so
-    return _Accesses(np.r_[r, w][keep], lo[keep], hi[keep], np.r_[np.zeros(len(r), bool), np.ones(len(w), bool)][keep])
+    rows = np.r_[r, w][keep]
+    flat = ((m[rows] == 0) | (stride[rows] == 0)) & ~indirect[rows]
+    return _Accesses(rows, lo[keep], hi[keep], np.r_[np.zeros(len(r), bool), np.ones(len(w), bool)][keep], flat,
+                     c["val"][rows] if "val" in c else np.full(len(rows), -1))
 
 
 class _Pieces:
@@ -159,7 +183,7 @@ _SRAM_FIELDS = ("op", "issue", "src", "src_bytes", "dst", "dst_bytes", "m", "k",
 
 
 def _between(program: Program, dur: np.ndarray, hazards, dense: np.ndarray, alike, pieces, last: np.ndarray,
-             writes: np.ndarray) -> None:
+             writes: np.ndarray, top: np.ndarray) -> None:
     """The open pieces of reads paired with the last writers of earlier instances on their chip.
 
     Only what could meet crosses: a resident piece that some last writer of a block on its chip
@@ -200,14 +224,14 @@ def _between(program: Program, dur: np.ndarray, hazards, dense: np.ndarray, alik
             _, first = np.unique(key, return_index=True)
             which = first[sparse[first]]
             times = np.ones(program.instances, np.int64)
-        _check_rows(program, dur, hazards, which, chosen, times, (row[mine], lo[mine], hi[mine]))
+        _check_rows(program, dur, hazards, which, chosen, times, (row[mine], lo[mine], hi[mine]), top)
     if (~sparse).any():
         _check_rows(program, dur, hazards, np.flatnonzero(~sparse), writes | _reads(b), np.ones(program.instances,
-                    np.int64), None)
+                    np.int64), None, top)
 
 
 def _check_rows(program: Program, dur: np.ndarray, hazards, which: np.ndarray, rows: np.ndarray, times: np.ndarray,
-                pieces) -> None:
+                pieces, top: np.ndarray) -> None:
     """The chosen rows of the chosen instances, unrolled and paired on their chips: each read's open
     pieces (or, with pieces None, every read whole) against the writes. Reports what involves a writer
     of another instance, or no writer at all."""
@@ -240,11 +264,11 @@ def _check_rows(program: Program, dur: np.ndarray, hazards, which: np.ndarray, r
     prov = c["prov"][reader]
     matches = (writer >= 0) & (c["val"][w0] == c["val"][reader])
     wrong = other & ~matches & (prov != Prov.NONE)
-    # An input port's bytes nothing wrote: a read of bytes never written, unless its first byte is its
-    # value's (a hand-off's last lane reads up to a slice's rounding past the value: padding).
-    unwritten = (writer < 0) & (prov == Prov.EARLIER)
-    if unwritten.any():
-        unwritten &= ~_head_is_theirs(reader, p.lo, matches)
+    # An input port's bytes nothing wrote: bytes never written. A TAIL read (a hand-off's last lane) may
+    # read past where its value's bytes end, and only there.
+    end = np.maximum(top[r[reader]], _tops(len(r), reader, p.hi, other & matches)[reader])
+    past = (prov == Prov.TAIL) & (end > 0) & (p.lo >= end)
+    unwritten = (writer < 0) & np.isin(prov, (Prov.EARLIER, Prov.TAIL)) & ~past
     found = Rows(hazards, c["_inst"], r, np.maximum(times[c["_inst"]], 1))
     _report(program, found, c["_inst"], c, reader, writer, p.lo, p.hi, wrong | unwritten, "on its chip")
 
@@ -311,16 +335,15 @@ def _reads(b: dict) -> np.ndarray:
     return np.isin(b["op"], (Op.READ, Op.GATHER)) & (b["src"] >= 0)
 
 
-def _head_is_theirs(reader: np.ndarray, lo: np.ndarray, matches: np.ndarray) -> np.ndarray:
-    """Per piece: whether the lowest piece of its read was written by the value it expects."""
-    order = np.lexsort((lo, reader))
-    first = order[np.r_[True, reader[order][1:] != reader[order][:-1]]]
-    ok = np.zeros(int(reader.max()) + 1, bool)
-    ok[reader[first]] = matches[first]
-    return ok[reader]
+def _tops(n: int, reader: np.ndarray, hi: np.ndarray, mine: np.ndarray) -> np.ndarray:
+    """Per reader (0..n-1), the end of its highest piece in `mine` (-1 if none)."""
+    out = np.full(n, -1, np.int64)
+    np.maximum.at(out, reader[mine], hi[mine])
+    return out
 
 
-def _report(program: Program, found, inst, c: dict, reader, writer, lo, hi, bad: np.ndarray, scope: str) -> None:
+def _report(program: Program, found, inst, c: dict, reader, writer, lo, hi, bad: np.ndarray, scope: str,
+            note: str = "") -> None:
     """One hazard per broken read (its first bad piece), naming the read and its bytes' last writer."""
     hits = np.flatnonzero(bad)
     if not len(hits):
@@ -339,8 +362,8 @@ def _report(program: Program, found, inst, c: dict, reader, writer, lo, hi, bad:
         else:
             at = int(found.inst[w]) if inst is None else int(inst[w])
             row = w if inst is None else int(found.row[w])
-            why = (f"reads {what}, last written by {hz.locate(at, row)} ({_value(int(c['val'][w]))}); it expects "
-                   f"{expects}")
+            why = (f"reads {what}, last written by {hz.locate(at, row)} ({_value(int(c['val'][w]))}){note}; it "
+                   f"expects {expects}")
         found.add(r, "sram-raw", why)
     hz.count("sram-raw", int(found.times[reader[hits[len(shown):]]].sum()))
 

@@ -47,6 +47,7 @@ class Frozen:
     imm: list[int | Rel]
     base: list[int | Rel]
     args: list[tuple | None]
+    overhang: list[bool]
 
 
 def freeze(t: Template) -> Frozen:
@@ -80,7 +81,8 @@ def _freeze(t: Template) -> Frozen:
     for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
         plain[name] = np.array([streams.get(getattr(i, name), -1) for i in ins], np.int16)
     return Frozen(plain, [i.src for i in ins], [i.dst for i in ins], [i.peer for i in ins],
-                  [i.offset for i in ins], [i.imm for i in ins], [i.base for i in ins], [i.args for i in ins])
+                  [i.offset for i in ins], [i.imm for i in ins], [i.base for i in ins], [i.args for i in ins],
+                  [i.overhang for i in ins])
 
 
 def _physical_streams(t: Template) -> dict[int, int]:
@@ -185,7 +187,7 @@ def _provenance(f: Frozen, code: StageCode, index: int) -> tuple[np.ndarray, np.
             continue
         val[i] = LOCAL_VALUES + ref.slot if ref.space is Space.LOCAL else _base(ref, code, index)
         if op in _READS_SRAM:
-            prov[i] = _PROV[ref.space]
+            prov[i] = Prov.TAIL if f.overhang[i] else _PROV[ref.space]
     return val, prov
 
 

@@ -26,7 +26,8 @@ SRAM provenance (queues dialect): every row that writes SRAM (WRITE, FETCH) name
 writes in `val`, and every row that reads SRAM (READ, GATHER) names the value it expects in `val`
 and, in `prov` (ir.contract.Prov), where that value was written: MINE (by this instance of the
 block), EARLIER (by an earlier instance on the chip: a unit's input port) or RESIDENT (present
-before the phase: weights, caches, host inputs; updated, if at all, by writes of the same value).
+before the phase: weights, caches, host inputs; updated, if at all, by writes of the same value);
+TAIL is EARLIER for a read that may run past its value's last written byte (a hand-off's last lane).
 A value is a buffer: its base address for a parameter, cache, input or port, or LOCAL_VALUES plus
 its index among the block's local values. The interpreter tracks the last writer of every byte
 and holds each read to its declaration (targets/sram_checks.py).

@@ -13,6 +13,10 @@ of the offending instruction:
                compute result also waits the chip's drain), or before anything wrote it
   stream-war   a stream is overwritten while a reader of its previous value still reads
   sram-range   an SRAM range outside the chip's usable SRAM
+  sram-raw     a read whose bytes were last written by a write of another value than the one it declares
+               (a clobber of a live buffer, a wrong address or offset, a read before its producer landed,
+               an older copy of a value rewritten since), or that no write produced when it expects one
+               (targets/sram_checks.py: each byte's last writer, from the Program's own columns)
   unmatched    a SEND no RECV takes (or a RECV with no SEND left), or sizes differ: links are FIFO
                per (sender, receiver, tag) and a message is consumed once (targets/messages.py)
   recv-early   a RECV scheduled before its data can arrive: send + the latency of the fastest wired
@@ -52,8 +56,11 @@ what could run beside them.
 The simulated makespan is the phase's latency; tokens/s and time-to-first-token come
 from it. Chips are checked in any host order with the same result (`order`).
 
-Not checked here: SRAM clobbers between buffers that are live at once (the timing
-mode carries no data); the functional mode's numerics catch those.
+SRAM provenance needs no data: every SRAM read declares the value it expects and where it was
+written, every write the value it writes (ir/program.py's val and prov), and the interpreter derives
+each access's bytes from its own columns. Not checked here: a fault that keeps an access inside its
+own value's bytes (a weight panel read one vector off, a slice of the right value at the wrong
+offset), which only the functional mode's numerics see.
 """
 
 from __future__ import annotations

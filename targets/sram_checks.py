@@ -7,8 +7,11 @@ what has landed by the cycle it starts. A read is broken (`sram-raw`) when a byt
 
   - was last written by a write of another value (a clobber of a live buffer, a write or read at a
     wrong address or offset, a read before its producer's bytes landed), or
+  - was last written by an older copy of its value: a later write of that value (one overlapping the
+    older, as an accumulation rewrites its buffer; not a sibling panel) landed before the read, elsewhere, or
   - was written by nothing in its instance when it expects its own instance's value (MINE), or by
-    nothing at all when it expects an earlier instance's (EARLIER): bytes never written.
+    nothing at all when it expects an earlier instance's (EARLIER; a TAIL read, a hand-off's last lane
+    whose slice rounds up, may read past its value's last written byte): bytes never written.
 
 Resident bytes that nothing wrote are what was loaded (weights, caches, host inputs). Extents are
 derived from each row's own columns: a 2-D access covers its hull (first row to last), an indirect
@@ -256,7 +259,12 @@ def _check_rows(program: Program, dur: np.ndarray, hazards, which: np.ndarray, r
         wr = np.r_[np.zeros(len(piece), bool), np.ones(int(wk.sum()), bool)]
     start = c["issue"].astype(np.int64)
     time = np.where(wr, start[index] + dur[r[index]], start[index])
-    p = _pieces(c["chip"].astype(np.int64)[index], a_lo, a_hi, time, wr, index)
+    lane = c["chip"].astype(np.int64)[index]
+    p = _pieces(lane, a_lo, a_hi, time, wr, index)
+    flat = np.zeros(len(c["_row"]), bool)
+    flat[acc.row] = acc.flat
+    every = _Accesses(index, a_lo, a_hi, wr, flat[index], c["val"][index])
+    again = _rewritten(lane, every, time)[np.maximum(p.writer, 0)]
     reader = index[p.reader]
     writer = np.where(p.writer >= 0, index[np.maximum(p.writer, 0)], -1)
     w0 = np.maximum(writer, 0)
@@ -264,6 +272,7 @@ def _check_rows(program: Program, dur: np.ndarray, hazards, which: np.ndarray, r
     prov = c["prov"][reader]
     matches = (writer >= 0) & (c["val"][w0] == c["val"][reader])
     wrong = other & ~matches & (prov != Prov.NONE)
+    stale = other & matches & (again <= start[reader])
     # An input port's bytes nothing wrote: bytes never written. A TAIL read (a hand-off's last lane) may
     # read past where its value's bytes end, and only there.
     end = np.maximum(top[r[reader]], _tops(len(r), reader, p.hi, other & matches)[reader])
@@ -271,6 +280,8 @@ def _check_rows(program: Program, dur: np.ndarray, hazards, which: np.ndarray, r
     unwritten = (writer < 0) & np.isin(prov, (Prov.EARLIER, Prov.TAIL)) & ~past
     found = Rows(hazards, c["_inst"], r, np.maximum(times[c["_inst"]], 1))
     _report(program, found, c["_inst"], c, reader, writer, p.lo, p.hi, wrong | unwritten, "on its chip")
+    _report(program, found, c["_inst"], c, reader, writer, p.lo, p.hi, stale & ~(wrong | unwritten), "on its chip",
+            ", an older copy: its value was written again since, not over these bytes")
 
 
 def _overlaps_any(lo: np.ndarray, hi: np.ndarray, w_lo: np.ndarray, w_hi: np.ndarray) -> np.ndarray:
@@ -301,13 +312,20 @@ class _Touching:
 
 
 def _touching(p_block, p_lo, p_hi, p_val, w_block, w_lo, w_hi, w_val, chips_of: np.ndarray) -> _Touching:
-    """Every (piece, writer) pair that overlaps on blocks sharing a chip (a writer of another value
-    marks its piece foreign)."""
+    """Every (piece, writer) pair that overlaps on blocks sharing a chip. A piece is foreign (its every
+    instance must be checked) when a writer of another value touches it, or two writers of its value
+    whose ranges differ but overlap (one copy could leave bytes of an older one)."""
     piece, writer = _overlap_pairs(p_lo, p_hi, w_lo, w_hi)
     same_chip = (chips_of[p_block[piece]] & chips_of[w_block[writer]]).any(axis=1)
     piece, writer = piece[same_chip], writer[same_chip]
     foreign = np.zeros(len(p_lo), bool)
     foreign[piece[p_val[piece] != w_val[writer]]] = True
+    # distinct ranges of each piece's writers, by start: one starting before the previous ends overlaps it
+    key = np.unique(np.stack([piece, w_lo[writer], w_hi[writer]], 1), axis=0) if len(piece) else np.zeros((0, 3))
+    if len(key) > 1:
+        reach = np.maximum.accumulate(key[:, 2] + (key[:, 0] << 40)) - (key[:, 0] << 40)
+        shifted = (key[1:, 0] == key[:-1, 0]) & (key[1:, 1] < reach[:-1])
+        foreign[key[1:, 0][shifted]] = True
     return _Touching([(piece, writer)], len(w_lo), len(p_lo), foreign)
 
 

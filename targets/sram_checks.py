@@ -86,17 +86,19 @@ def check_provenance(program: Program, dur: np.ndarray, found, hazards, dense: n
 
 
 def _rewritten(lane: np.ndarray, acc, time: np.ndarray) -> np.ndarray:
-    """Per access: when the next write of the same value on its lane lands, if that write overlaps this one's
-    bytes (a new copy of the value, as an accumulation rewrites it); never otherwise (the next is another
-    panel of one copy). Contiguous writes only: a 2-D write's hull overlaps its sibling panels'."""
+    """Per access: when the next write of the same value on its lane lands, if that write is a copy of this
+    one's bytes shifted (they overlap, neither holds the other); never otherwise (the next is another
+    panel of one copy, the same bytes again, or a shorter copy: a smaller chunk's value in the same
+    buffer). Contiguous writes only: a 2-D write's hull overlaps its sibling panels'."""
     out = np.full(len(acc.row), np.iinfo(np.int64).max)
     w = np.flatnonzero(acc.write & acc.flat)
     if len(w) < 2:
         return out
     w = w[np.lexsort((time[w], acc.val[w], lane[w]))]
     same = (lane[w][1:] == lane[w][:-1]) & (acc.val[w][1:] == acc.val[w][:-1])
-    overlap = (acc.lo[w][1:] < acc.hi[w][:-1]) & (acc.lo[w][:-1] < acc.hi[w][1:])
-    again = np.flatnonzero(same & overlap)
+    a_lo, a_hi, b_lo, b_hi = acc.lo[w][:-1], acc.hi[w][:-1], acc.lo[w][1:], acc.hi[w][1:]
+    shifted = (b_lo < a_hi) & (a_lo < b_hi) & (b_lo != a_lo) & (b_hi != a_hi) & ((b_lo < a_lo) == (b_hi < a_hi))
+    again = np.flatnonzero(same & shifted)
     out[w[again]] = time[w[again + 1]]
     return out
 
@@ -314,17 +316,19 @@ class _Touching:
 def _touching(p_block, p_lo, p_hi, p_val, w_block, w_lo, w_hi, w_val, chips_of: np.ndarray) -> _Touching:
     """Every (piece, writer) pair that overlaps on blocks sharing a chip. A piece is foreign (its every
     instance must be checked) when a writer of another value touches it, or two writers of its value
-    whose ranges differ but overlap (one copy could leave bytes of an older one)."""
+    whose ranges overlap, neither holding the other (a shifted copy could leave bytes of an older one)."""
     piece, writer = _overlap_pairs(p_lo, p_hi, w_lo, w_hi)
     same_chip = (chips_of[p_block[piece]] & chips_of[w_block[writer]]).any(axis=1)
     piece, writer = piece[same_chip], writer[same_chip]
     foreign = np.zeros(len(p_lo), bool)
     foreign[piece[p_val[piece] != w_val[writer]]] = True
-    # distinct ranges of each piece's writers, by start: one starting before the previous ends overlaps it
+    # distinct ranges of each piece's writers, by start: a later start whose end passes the reach so far
+    # overlaps an earlier range without either holding the other (a shifted copy)
     key = np.unique(np.stack([piece, w_lo[writer], w_hi[writer]], 1), axis=0) if len(piece) else np.zeros((0, 3))
     if len(key) > 1:
         reach = np.maximum.accumulate(key[:, 2] + (key[:, 0] << 40)) - (key[:, 0] << 40)
-        shifted = (key[1:, 0] == key[:-1, 0]) & (key[1:, 1] < reach[:-1])
+        same = key[1:, 0] == key[:-1, 0]
+        shifted = same & (key[1:, 1] < reach[:-1]) & (key[1:, 1] > key[:-1, 1]) & (key[1:, 2] > reach[:-1])
         foreign[key[1:, 0][shifted]] = True
     return _Touching([(piece, writer)], len(w_lo), len(p_lo), foreign)
 

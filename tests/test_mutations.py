@@ -1,6 +1,6 @@
 """Single faults injected into small builds: every real defect is flagged, no clean build is.
 
-The seeded campaign (benchmarks/mutation_campaign.py, here at 520 faults of 25 kinds over
+The seeded campaign (benchmarks/mutation_campaign.py, here at 520 faults of 28 kinds over
 tiny-llama, tiny-mixtral, tiny-mamba and a tiny wafer) is judged by timing mode, functional mode
 and --check-reference. Each class of defect that used to slip through has a test of its own,
 through the CLI where a user meets it.

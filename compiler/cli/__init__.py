@@ -14,9 +14,15 @@ from compiler.cli.exits import (
     UsageError,
     closed_pipe,
     crash,
+    exit_with,
     fail,
     interrupted_by,
 )
+
+
+def entry() -> None:
+    """The `sramflow` console script and `python -m compiler.cli`."""
+    exit_with(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

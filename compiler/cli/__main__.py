@@ -1,7 +1,5 @@
 """`python -m compiler.cli`: the sramflow command line."""
 
-import sys
+from compiler.cli import entry
 
-from compiler.cli import main
-
-sys.exit(main())
+entry()

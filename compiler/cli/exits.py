@@ -17,6 +17,19 @@ import traceback
 EX_USAGE, EX_SOFTWARE, EX_INTERRUPTED, EX_PIPE = 2, 70, 130, 141
 
 
+def exit_with(status: int) -> None:
+    """End the process with `status`. After a Ctrl-C leave at once, streams flushed: a signal that landed
+    in Python code an extension module runs as it initialises (pybind11 runs it through PyRun_String)
+    leaves CPython's "unhandled KeyboardInterrupt" flag set, and the interpreter would end by raising
+    SIGINT on itself (status -2) even though the command reported it and returned 130."""
+    if status == EX_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 def fail(message: str, status: int) -> int:
     print("sramflow: " + " ".join(message.split()), file=sys.stderr)
     return status

@@ -42,7 +42,7 @@ def test_every_position_of_a_kv_head_has_one_chip(tmp_path_factory, kv, g, runs,
     att = next(op for op in ops if op.opcode is Opcode.ATTENTION)
     assert seq_split(kv * g, kv, t) == runs == att.attr["seq_shards"]
     held = att.operands[3].type.shape[1]
-    assert held == -(-context // runs)  # the runs cover the context once (the last may hold less, or nothing)
+    assert held * (runs - 1) < context <= held * runs
     proj = {op.results[0].name: op for op in ops if op.opcode is Opcode.MATMUL}
     k_width = proj[next(op for op in ops if op.opcode is Opcode.ROPE and op.results[0].name == att.operands[1].name)
                    .operands[0].name.removesuffix(".allgather")].operands[1].type.shape[-1]

@@ -3,93 +3,93 @@ program decode target "lpu-64k" chips 8 clock_hz 900000000.0 dialect queues
 meta {"activations": "f16", "chunk_starts": [[216], [3696]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 2, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 2, "rows": 1, "tokens": 128}, {"batch": 1, "head_dim": 16, "heads": 2, "lse": true, "rows": 1, "tokens": 128}, {"head_dim": 16, "heads": 2, "keep": 1, "rows": 1, "shards": 2}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
 chip 0 {
   mem.0 {
-    @216 +1 read src=0xa280/4 out=0 val=0xa280 prov=resident
-    @217 +1 gather src=0x0/128 b=0 out=1 m=1 k=64 n=64 flags=indirect val=0x0 prov=resident
-    @311 +1 write dst=0xa640/128 a=1 val=0x10000000000
-    @312 +1 read src=0xa640/128 out=0 val=0x10000000000 prov=mine
-    @628 +1 write dst=0xa500/32 a=1 val=0xa500
-    @754 +1 write dst=0xa560/32 a=0 val=0xa500
-    @755 +1 write dst=0xa540/32 a=1 val=0xa500
-    @756 +1 write dst=0xa520/32 a=2 val=0xa500
-    @757 +1 read src=0xa500/128 out=0 val=0xa500 prov=earlier
-    @758 +1 read src=0x2080/128 out=1 val=0x2080 prov=resident
-    @759 +1 read src=0x21c0/2048 out=3 val=0x21c0 prov=resident
-    @760 +1 read src=0x2a80/1024 out=0 val=0x2a80 prov=resident
-    @761 +1 read src=0x2f80/1024 out=1 val=0x2f80 prov=resident
-    @762 +1 read src=0xa3c0/4 out=4 val=0xa3c0 prov=resident
-    @763 +1 read src=0xa3c0/4 out=5 val=0xa3c0 prov=resident
-    @764 +1 read src=0xa3c0/4 out=6 val=0xa3c0 prov=resident
-    @765 +1 read src=0x5500/2048 out=7 val=0x5500 prov=resident
-    @766 +1 read src=0xa500/128 out=8 val=0xa500 prov=earlier
-    @767 +1 read src=0x5dc0/128 out=9 val=0x5dc0 prov=resident
-    @768 +1 read src=0x5f00/5632 out=10 val=0x5f00 prov=resident
-    @769 +1 read src=0x7580/5632 out=11 val=0x7580 prov=resident
-    @770 +1 read src=0x8c00/5632 out=12 val=0x8c00 prov=resident
-    @853 +1 write dst=0xa780/128 a=2 val=0x10000000000
-    @854 +1 read src=0xa780/128 out=2 val=0x10000000000 prov=mine
-    @855 +1 read src=0xa780/128 out=14 val=0x10000000000 prov=mine
-    @856 +1 read src=0xa780/128 out=15 val=0x10000000000 prov=mine
-    @968 +1 write dst=0xa780/32 a=13 val=0x10000000001
-    @969 +1 read src=0xa780/32 out=1 val=0x10000000001 prov=mine
-    @988 +1 write dst=0xa780/16 a=2 val=0x10000000002
-    @989 +1 read src=0xa780/16 out=1 val=0x10000000002 prov=mine
-    @990 +1 write dst=0xa780/16 a=1 val=0x10000000003
-    @1008 +1 write dst=0xa8c0/16 a=0 val=0x10000000004
-    @1009 +1 read src=0xa8c0/16 out=0 val=0x10000000004 prov=mine
-    @1010 +1 write dst=0xa8c0/16 a=0 val=0x10000000005
-    @1064 +1 write dst=0xaa00/32 a=3 val=0x10000000006
-    @1065 +1 read src=0xaa00/32 out=0 val=0x10000000006 prov=mine
-    @1066 +1 write dst=0xaa00/32 a=0 val=0x10000000008
-    @1208 +1 write dst=0xa790/16 a=0 val=0x10000000003
-    @1209 +1 read src=0xa780/32 out=0 val=0x10000000003 prov=mine
-    @1228 +1 write dst=0xa8d0/16 a=0 val=0x10000000005
-    @1229 +1 read src=0xa8c0/32 out=0 val=0x10000000005 prov=mine
-    @1230 +1 write dst=0x44c0/32 a=0 b=6 m=1 k=1 stride=32 imm=128 flags=indirect|window val=0x44c0
-    @1231 +1 read src=0x44c0/4096 out=0 val=0x44c0 prov=resident
-    @1285 +1 write dst=0xaa20/32 a=2 val=0x10000000008
-    @1286 +1 read src=0xaa00/64 out=2 val=0x10000000008 prov=mine
-    @1304 +1 write dst=0xa780/32 a=1 val=0x10000000007
-    @1305 +1 read src=0xa780/32 out=1 val=0x10000000007 prov=mine
-    @1306 +1 write dst=0x3480/32 a=1 b=6 m=1 k=1 stride=32 imm=128 flags=indirect|window val=0x3480
-    @1307 +1 read src=0x3480/4096 out=1 val=0x3480 prov=resident
-    @1442 +1 write dst=0xa780/64 a=4 val=0x10000000009
-    @1443 +1 write dst=0xa7c0/8 a=2 val=0x10000000009
-    @1444 +1 read src=0xa780/72 out=0 val=0x10000000009 prov=mine
-    @1445 +1 write dst=0xa780/72 a=0 val=0x1000000000a
-    @1667 +1 write dst=0xa7c8/72 a=0 val=0x1000000000a
-    @1668 +1 read src=0xa780/144 out=0 val=0x1000000000a prov=mine
-    @1763 +1 write dst=0xa780/32 a=1 val=0x1000000000b
-    @1764 +1 read src=0xa780/32 out=0 val=0x1000000000b prov=mine
-    @1878 +1 write dst=0xa780/128 a=1 val=0x1000000000c
-    @1879 +1 read src=0xa780/128 out=0 val=0x1000000000c prov=mine
-    @2195 +1 write dst=0xa780/32 a=1 val=0x1000000000d
-    @2321 +1 write dst=0xa7e0/32 a=0 val=0x1000000000d
-    @2322 +1 write dst=0xa7c0/32 a=1 val=0x1000000000d
-    @2323 +1 write dst=0xa7a0/32 a=2 val=0x1000000000d
-    @2324 +1 read src=0xa780/128 out=0 val=0x1000000000d prov=mine
-    @2419 +1 write dst=0xa780/128 a=1 val=0x1000000000e
-    @2420 +1 read src=0xa780/128 out=0 val=0x1000000000e prov=mine
-    @2421 +1 read src=0xa780/128 out=2 val=0x1000000000e prov=mine
-    @2515 +1 write dst=0xa780/128 a=1 val=0x1000000000f
-    @2516 +1 read src=0xa780/128 out=0 val=0x1000000000f prov=mine
-    @2517 +1 read src=0xa780/128 out=3 val=0x1000000000f prov=mine
-    @2630 +1 write dst=0xa780/88 a=1 val=0x10000000010
-    @2631 +1 read src=0xa780/88 out=1 val=0x10000000010 prov=mine
-    @2650 +1 write dst=0xa780/88 a=0 val=0x10000000011
-    @2651 +1 read src=0xa780/88 out=0 val=0x10000000011 prov=mine
-    @2726 +1 write dst=0xa780/88 a=3 val=0x10000000012
-    @2727 +1 read src=0xa780/88 out=1 val=0x10000000012 prov=mine
-    @2822 +1 write dst=0xa780/88 a=3 val=0x10000000013
-    @2823 +1 read src=0xa780/88 out=0 val=0x10000000013 prov=mine
-    @2937 +1 write dst=0xa780/128 a=1 val=0x10000000014
-    @2938 +1 read src=0xa780/128 out=0 val=0x10000000014 prov=mine
-    @3254 +1 write dst=0xa780/32 a=1 val=0x10000000015
-    @3380 +1 write dst=0xa7e0/32 a=0 val=0x10000000015
-    @3381 +1 write dst=0xa7c0/32 a=1 val=0x10000000015
-    @3382 +1 write dst=0xa7a0/32 a=3 val=0x10000000015
-    @3383 +1 read src=0xa780/128 out=0 val=0x10000000015 prov=mine
-    @3478 +1 write dst=0xa640/128 a=1 val=0xa640
-    @3479 +1 read src=0xa640/32 out=0 val=0xa640 prov=earlier
+    @216 +1 read src=0xa280/4 out=0
+    @217 +1 gather src=0x0/128 b=0 out=1 m=1 k=64 n=64 flags=indirect
+    @311 +1 write dst=0xa640/128 a=1
+    @312 +1 read src=0xa640/128 out=0
+    @628 +1 write dst=0xa500/32 a=1
+    @754 +1 write dst=0xa560/32 a=0
+    @755 +1 write dst=0xa540/32 a=1
+    @756 +1 write dst=0xa520/32 a=2
+    @757 +1 read src=0xa500/128 out=0
+    @758 +1 read src=0x2080/128 out=1
+    @759 +1 read src=0x21c0/2048 out=3
+    @760 +1 read src=0x2a80/1024 out=0
+    @761 +1 read src=0x2f80/1024 out=1
+    @762 +1 read src=0xa3c0/4 out=4
+    @763 +1 read src=0xa3c0/4 out=5
+    @764 +1 read src=0xa3c0/4 out=6
+    @765 +1 read src=0x5500/2048 out=7
+    @766 +1 read src=0xa500/128 out=8
+    @767 +1 read src=0x5dc0/128 out=9
+    @768 +1 read src=0x5f00/5632 out=10
+    @769 +1 read src=0x7580/5632 out=11
+    @770 +1 read src=0x8c00/5632 out=12
+    @853 +1 write dst=0xa780/128 a=2
+    @854 +1 read src=0xa780/128 out=2
+    @855 +1 read src=0xa780/128 out=14
+    @856 +1 read src=0xa780/128 out=15
+    @968 +1 write dst=0xa780/32 a=13
+    @969 +1 read src=0xa780/32 out=1
+    @988 +1 write dst=0xa780/16 a=2
+    @989 +1 read src=0xa780/16 out=1
+    @990 +1 write dst=0xa780/16 a=1
+    @1008 +1 write dst=0xa8c0/16 a=0
+    @1009 +1 read src=0xa8c0/16 out=0
+    @1010 +1 write dst=0xa8c0/16 a=0
+    @1064 +1 write dst=0xaa00/32 a=3
+    @1065 +1 read src=0xaa00/32 out=0
+    @1066 +1 write dst=0xaa00/32 a=0
+    @1208 +1 write dst=0xa790/16 a=0
+    @1209 +1 read src=0xa780/32 out=0
+    @1228 +1 write dst=0xa8d0/16 a=0
+    @1229 +1 read src=0xa8c0/32 out=0
+    @1230 +1 write dst=0x44c0/32 a=0 b=6 m=1 k=1 stride=32 imm=128 flags=indirect|window
+    @1231 +1 read src=0x44c0/4096 out=0
+    @1285 +1 write dst=0xaa20/32 a=2
+    @1286 +1 read src=0xaa00/64 out=2
+    @1304 +1 write dst=0xa780/32 a=1
+    @1305 +1 read src=0xa780/32 out=1
+    @1306 +1 write dst=0x3480/32 a=1 b=6 m=1 k=1 stride=32 imm=128 flags=indirect|window
+    @1307 +1 read src=0x3480/4096 out=1
+    @1442 +1 write dst=0xa780/64 a=4
+    @1443 +1 write dst=0xa7c0/8 a=2
+    @1444 +1 read src=0xa780/72 out=0
+    @1445 +1 write dst=0xa780/72 a=0
+    @1667 +1 write dst=0xa7c8/72 a=0
+    @1668 +1 read src=0xa780/144 out=0
+    @1763 +1 write dst=0xa780/32 a=1
+    @1764 +1 read src=0xa780/32 out=0
+    @1878 +1 write dst=0xa780/128 a=1
+    @1879 +1 read src=0xa780/128 out=0
+    @2195 +1 write dst=0xa780/32 a=1
+    @2321 +1 write dst=0xa7e0/32 a=0
+    @2322 +1 write dst=0xa7c0/32 a=1
+    @2323 +1 write dst=0xa7a0/32 a=2
+    @2324 +1 read src=0xa780/128 out=0
+    @2419 +1 write dst=0xa780/128 a=1
+    @2420 +1 read src=0xa780/128 out=0
+    @2421 +1 read src=0xa780/128 out=2
+    @2515 +1 write dst=0xa780/128 a=1
+    @2516 +1 read src=0xa780/128 out=0
+    @2517 +1 read src=0xa780/128 out=3
+    @2630 +1 write dst=0xa780/88 a=1
+    @2631 +1 read src=0xa780/88 out=1
+    @2650 +1 write dst=0xa780/88 a=0
+    @2651 +1 read src=0xa780/88 out=0
+    @2726 +1 write dst=0xa780/88 a=3
+    @2727 +1 read src=0xa780/88 out=1
+    @2822 +1 write dst=0xa780/88 a=3
+    @2823 +1 read src=0xa780/88 out=0
+    @2937 +1 write dst=0xa780/128 a=1
+    @2938 +1 read src=0xa780/128 out=0
+    @3254 +1 write dst=0xa780/32 a=1
+    @3380 +1 write dst=0xa7e0/32 a=0
+    @3381 +1 write dst=0xa7c0/32 a=1
+    @3382 +1 write dst=0xa7a0/32 a=3
+    @3383 +1 read src=0xa780/128 out=0
+    @3478 +1 write dst=0xa640/128 a=1
+    @3479 +1 read src=0xa640/32 out=0
   }
   mxm.0 {
     @855 +20 mxm a=3 b=2 out=13 m=1 k=64 n=16 flags=last

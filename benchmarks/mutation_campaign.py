@@ -3,7 +3,10 @@
 Each fault changes one instruction of one phase's Program (dropped, duplicated, moved, re-timed,
 swapped with its queue neighbour, moved to another unit, re-addressed, re-sized, re-streamed, its
 function, immediate, shape, offset, stride, flags or base changed, a message's peer or tag changed,
-a SEND duplicated before its original, a SYNC dropped, duplicated or moved). It is then judged:
+a SEND duplicated before its original, a SYNC dropped, duplicated or moved; and three SRAM address
+faults aimed by the Program's provenance columns: a read of a produced value re-addressed onto
+another value's buffer, a write re-addressed onto the start of a buffer a later read still needs,
+a shift of an access that covers a whole local value). It is then judged:
 
   caught by timing      timing mode reports a hazard (the timing contract breaks: a real defect)
   caught by functional  timing passes; functional mode fails with a located error, or
@@ -12,8 +15,7 @@ a SEND duplicated before its original, a SYNC dropped, duplicated or moved). It 
                         differ from the clean build's on some prompt: a real defect that slipped
   benign                neither flags it and the outputs are the clean build's: bit-identical, or
                         within the tolerance; wafer builds (no functional mode) only have timing, so
-                        a fault timing passes there counts as benign. Without provenance checks, an
-                        SRAM address fault that changes no logit is benign by this definition.
+                        a fault timing passes there counts as benign.
 
 A clean build flagged by either is a false alarm. The prompts include one shorter than a prefill
 chunk and one over two chunks. Everything is seeded: the same seed gives the same table.
@@ -36,9 +38,10 @@ import numpy as np
 
 from compiler.build import compile_model
 from compiler.frontend.options import CompileOptions
+from ir.contract import LOCAL_VALUES, Prov
 from ir.errors import ExecutionError
 from ir.isa import Fn, Op
-from ir.program import Flag, Program
+from ir.program import NAMES, Flag, Program
 from targets.build_dir import Build, load_build
 from targets.interpreter import execute
 from targets.reference_check import Reference
@@ -162,6 +165,76 @@ def _sync_fault(c: Columns, row: int, rng: np.random.Generator) -> Columns:
     return _set("issue", _shift((1, 5, 300)))(c, row, rng)
 
 
+def _ranges(c: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every row's SRAM address and end (a READ's or GATHER's source, a WRITE's destination; -1 if none),
+    and whether it writes: what the address faults aim at."""
+    write = c["op"] == Op.WRITE
+    reads = np.isin(c["op"], (Op.READ, Op.GATHER))
+    lo = np.where(write, c["dst"], np.where(reads, c["src"], -1)).astype(np.int64)
+    size = np.where(write, c["dst_bytes"], c["src_bytes"]).astype(np.int64)
+    return lo, np.where(lo >= 0, lo + size, -1), write
+
+
+def _readdress_read(c: Columns, row: int, rng: np.random.Generator) -> Columns:
+    """A read of a value the phase produces, aimed at another value's buffer on its chip."""
+    lo, hi, _ = _ranges(c)
+    other = np.flatnonzero((c["chip"] == c["chip"][row]) & (lo >= 0) & (c["val"] != c["val"][row])
+                           & ((hi <= lo[row]) | (lo >= hi[row])))
+    c = _copy(c)
+    if len(other):
+        c["src"][row] = lo[int(rng.choice(other))]
+    return c
+
+
+def _clobber(c: Columns, row: int, rng: np.random.Generator) -> Columns:
+    """A WRITE aimed at a live buffer: the start of a later read of another value on its chip whose own
+    value is not written again between this write's end and that read."""
+    lo, hi, write = _ranges(c)
+    chip = c["chip"] == c["chip"][row]
+    end = int(c["issue"][row]) + int(c["cycles"][row])
+    later = np.flatnonzero(chip & ~write & (lo >= 0) & (c["issue"] >= end) & (c["val"] != c["val"][row])
+                           & (c["prov"] > 0))
+    c = _copy(c)
+    rng.shuffle(later)
+    for r in later[:50].tolist():
+        again = chip & write & (c["val"] == c["val"][r]) & (lo < hi[r]) & (hi > lo[r]) \
+            & (c["issue"] + c["cycles"] > end) & (c["issue"] + c["cycles"] <= c["issue"][r])
+        if not again.any():
+            c["dst"][row] = lo[r]
+            break
+    return c
+
+
+def _whole_values(c: Columns) -> np.ndarray:
+    """Contiguous READs and WRITEs of a local value that cover all of it: no access of the same value on
+    the chip overlaps one without having its range (any shift of one crosses the value's edge)."""
+    lo, hi, write = _ranges(c)
+    rows = np.flatnonzero((lo >= 0) & (c["m"] == 0) & (c["val"] >= LOCAL_VALUES) & ~(c["flags"] & Flag.INDIRECT))
+    if not len(rows):
+        return np.zeros(len(lo), bool)
+    key = np.stack([c["chip"][rows], c["val"][rows], lo[rows], hi[rows]], 1).astype(np.int64)
+    ranges, inverse = np.unique(key, axis=0, return_inverse=True)
+    group = np.r_[True, (ranges[1:, :2] != ranges[:-1, :2]).any(1)]
+    clash = np.zeros(len(ranges), bool)
+    touching = ~group[1:] & (ranges[1:, 2] < ranges[:-1, 3])  # sorted by lo within (chip, val)
+    clash[1:] |= touching
+    clash[:-1] |= touching
+    written = np.zeros(len(ranges), bool)
+    written[inverse.reshape(-1)[write[rows]]] = True
+    read = np.zeros(len(ranges), bool)
+    read[inverse.reshape(-1)[~write[rows]]] = True
+    out = np.zeros(len(lo), bool)
+    out[rows] = (~clash & written & read)[inverse.reshape(-1)]
+    return out
+
+
+def _sram_offset(c: Columns, row: int, rng: np.random.Generator) -> Columns:
+    c = _copy(c)
+    column = "dst" if c["op"][row] == Op.WRITE else "src"
+    c[column][row] = max(0, int(c[column][row]) + int(rng.choice((-64, -2, 2, 64))))
+    return c
+
+
 def _peer(chips: int):
     return lambda v, rng: int((v + rng.integers(1, max(2, chips))) % max(2, chips))
 
@@ -198,7 +271,16 @@ def fault_kinds(chips: int) -> dict[str, tuple[Callable[[Columns], np.ndarray], 
         "tag": (op(Op.SEND, Op.RECV), _set("tag", _shift((-1, 1), low=0))),
         "send-duplicated-early": (op(Op.SEND), lambda c, r, g: _duplicate(c, r, g, earlier=True)),
         "sync": (op(Op.SYNC), _sync_fault),
+        # SRAM address faults that provenance must catch in timing mode alone (TIMING_KINDS)
+        "read-readdressed": (lambda c: np.isin(c["op"], (Op.READ, Op.GATHER)) & np.isin(c["prov"], PRODUCED),
+                             _readdress_read),
+        "write-clobber": (lambda c: (c["op"] == Op.WRITE) & (c["dst"] >= 0), _clobber),
+        "sram-offset": (_whole_values, _sram_offset),
     }
+
+
+PRODUCED = (Prov.MINE, Prov.EARLIER)  # reads of values the phase writes
+TIMING_KINDS = ("read-readdressed", "write-clobber", "sram-offset")  # timing mode alone catches every one
 
 
 @dataclass(frozen=True)
@@ -220,14 +302,20 @@ def inject(subject: Subject, kind: str, rng: np.random.Generator) -> tuple[str, 
     if not len(rows):
         return None
     row = int(rng.choice(rows))
-    cols = fault(program.cols, row, rng)
     try:
-        mutated = program.with_columns(cols)
+        mutated = apply_fault(program, fault, row, rng)
     except ValueError:
         return None  # a value that does not fit its column: not a Program at all
     if mutated == program:
         return None  # the change was clamped away: no fault
     return phase, row, mutated
+
+
+def apply_fault(program: Program, fault: Callable, row: int, rng: np.random.Generator) -> Program:
+    """`fault` at unrolled row `row`: a fault in one instance, the others' blocks left as they were (each
+    row keeps the instance it came from, so what an instance writes for itself stays its own)."""
+    cols = fault({**program.cols, "_inst": program.origin[1]}, row, rng)
+    return program.with_instance_rows({n: cols[n] for n in NAMES}, cols["_inst"])
 
 
 def judge(subject: Subject, phase: str, kind: str, row: int, mutated: Program) -> Fault:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from lark import Lark, Token, Tree, UnexpectedInput
 
-from ir.contract import Route
+from ir.contract import Prov, Route
 from ir.errors import ParseError
 from ir.isa import Fmt, Fn, Op, UnitKind
 from ir.program import DEFAULTS, DTYPES, NAMES, Flag, Program, empty_columns
@@ -79,6 +79,10 @@ def _line(cols: dict[str, list[int]], i: int) -> str:
         parts.append(f"flags={_flags(cols['flags'][i])}")
     if cols["route"][i]:
         parts.append(f"route={_name(Route, cols['route'][i])}")
+    if cols["val"][i] != DEFAULTS["val"]:
+        parts.append(f"val={hex(cols['val'][i]) if cols['val'][i] >= 0 else cols['val'][i]}")
+    if cols["prov"][i]:
+        parts.append(f"prov={_name(Prov, cols['prov'][i])}")
     return " ".join(parts)
 
 
@@ -160,6 +164,10 @@ def _field(row: dict[str, int], key: str, text: str) -> None:
         row["flags"] = int(text) if text.isdigit() else sum(Flag[f.upper()] for f in text.split("|"))
     elif key == "route":
         row["route"] = int(text) if text.isdigit() else Route[text.upper()]
+    elif key == "val":
+        row["val"] = int(text, 0)
+    elif key == "prov":
+        row["prov"] = int(text) if text.isdigit() else Prov[text.upper()]
     else:
         raise KeyError(key)
 

@@ -36,6 +36,22 @@ class Route(enum.IntEnum):
     HOST = 6  # (a RECV's peer HOST) rows the host sends: half a mesh perimeter, then the wafer link
 
 
+class Prov(enum.IntEnum):
+    """Where the value an SRAM read expects was written (the `prov` column; ir/program.py)."""
+
+    NONE = 0
+    MINE = 1  # by this instance of the block (a local value, a unit's own output)
+    EARLIER = 2  # by an earlier instance on the chip (a unit's input port)
+    RESIDENT = 3  # before the phase (weights, caches, host inputs), updated only by writes of the same value
+    TAIL = 4  # as EARLIER, and it may read past the last byte its value's writes cover (a hand-off's last
+    #           lane: slices round up, so the last one overhangs the value into bytes nothing writes)
+
+
+# A local value's `val`: this plus its index among its block's local values (addresses lie far below).
+LOCAL_VALUES = 1 << 40
+_READ_PROV = {"val": "the value it expects (provenance)", "prov": "where that value was written (Prov)"}
+_WRITE_PROV = {"val": "the value it writes (provenance)"}
+
 _INDIRECT_READ = {"s_b": "INDIRECT: the i32 stream of ids", "imm": "INDIRECT: the element of s_b that is the id",
                   "k": "INDIRECT: bytes the address moves an id", "base": "INDIRECT: the first id the chip holds",
                   "n": "INDIRECT: how many ids the chip holds (clamped)"}
@@ -43,17 +59,18 @@ _INDIRECT_READ = {"s_b": "INDIRECT: the i32 stream of ids", "imm": "INDIRECT: th
 QUEUES: dict[Op, dict[str, str]] = {
     Op.READ: {"src": "SRAM address", "src_bytes": "bytes read", "s_out": "stream written",
               "m": "rows of a 2-D read (0: one block)", "stride": "bytes between rows", "flags": "INDIRECT",
-              **_INDIRECT_READ},
+              **_INDIRECT_READ, **_READ_PROV},
     Op.WRITE: {"dst": "SRAM address", "dst_bytes": "bytes written", "s_a": "stream read",
                "offset": "byte of s_a the data starts at", "m": "rows of a 2-D write", "stride": "bytes between rows",
                "flags": "INDIRECT (a cache append), WINDOW", "s_b": "INDIRECT: the i32 positions",
                "k": "INDIRECT: rows a sequence", "imm": "INDIRECT: cache rows a sequence",
                "base": "WINDOW: the position of the buffer's first row (rows outside the window are dropped)",
-               "n": "WINDOW: a ring of n rows, position p in row p mod n, rows in order (0: no ring)"},
+               "n": "WINDOW: a ring of n rows, position p in row p mod n, rows in order (0: no ring)",
+               **_WRITE_PROV},
     Op.GATHER: {"src": "the table's SRAM address", "src_bytes": "bytes gathered", "s_b": "the i32 ids",
                 "s_out": "stream written", "m": "rows", "n": "elements a row", "k": "table rows the chip holds",
                 "base": "the first id the chip holds", "dtype": "the table's format (ir.isa.Fmt)",
-                "flags": "INDIRECT"},
+                "flags": "INDIRECT", **_READ_PROV},
     Op.MXM: {"s_a": "weight tile (or cached keys or values)", "s_b": "activations", "s_c": "partial sums in",
              "s_d": "block scales", "s_out": "results", "m": "rows", "k": "contraction", "n": "columns",
              "dtype": "the tile's format (ir.isa.Fmt)", "flags": "ACCUMULATE, LAST, TRANSPOSE, KEYS, VALUES, HEADS",
@@ -68,7 +85,7 @@ QUEUES: dict[Op, dict[str, str]] = {
     Op.SYNC: {},
     # The host link (unit = the tier, ir.isa.TIER_UNITS): cache blocks between SRAM and a tier below it.
     Op.FETCH: {"src": "tier address", "src_bytes": "bytes fetched", "dst": "SRAM address",
-               "dst_bytes": "bytes written (src_bytes)"},
+               "dst_bytes": "bytes written (src_bytes)", **_WRITE_PROV},
     Op.STORE: {"dst": "tier address of the buffer", "dst_bytes": "bytes stored", "s_a": "rows stream",
                "offset": "byte of s_a the rows start at (a quantized cache's scales follow its codes)",
                "s_b": "the i32 positions", "m": "rows", "k": "rows a sequence", "stride": "bytes a row",

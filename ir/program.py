@@ -19,8 +19,18 @@ offsets (targets/interpreter.py). `Program.build` takes unrolled columns (one bl
 Operands are explicit: SRAM byte ranges [src, src+src_bytes) and [dst,
 dst+dst_bytes), stream ids s_a, s_b, s_c, s_d (inputs) and s_out (output), the peer
 chip and message tag of a send or receive, and the tile shape m x k x n. A field
-that does not apply holds its default (-1 for addresses, streams, peer and tag;
--1 for imm, meaning none; 0 for sizes, shapes, offset and stride).
+that does not apply holds its default (-1 for addresses, streams, peer, tag and val;
+-1 for imm, meaning none; 0 for sizes, shapes, offset, stride and prov).
+
+SRAM provenance (queues dialect): every row that writes SRAM (WRITE, FETCH) names the value it
+writes in `val`, and every row that reads SRAM (READ, GATHER) names the value it expects in `val`
+and, in `prov` (ir.contract.Prov), where that value was written: MINE (by this instance of the
+block), EARLIER (by an earlier instance on the chip: a unit's input port) or RESIDENT (present
+before the phase: weights, caches, host inputs; updated, if at all, by writes of the same value);
+TAIL is EARLIER for a read that may run past its value's last written byte (a hand-off's last lane).
+A value is a buffer: its base address for a parameter, cache, input or port, or LOCAL_VALUES plus
+its index among the block's local values. The interpreter tracks the last writer of every byte
+and holds each read to its declaration (targets/sram_checks.py).
 
 What each instruction computes (the functional interpreter's contract):
 
@@ -105,10 +115,12 @@ COLUMNS: tuple[tuple[str, type], ...] = (
     ("imm", np.int32),  # an immediate: an index, a count or a table entry (see above)
     ("base", np.int32),  # the first id this chip holds: its vocabulary shard's first row, first local expert
     ("route", np.uint8),  # ir.contract.Route: how a roles-dialect message crosses the wafer
+    ("val", np.int64),  # the SRAM value a row writes or expects to read (its provenance, see above)
+    ("prov", np.uint8),  # ir.contract.Prov: where a read's value was written (this instance, earlier, resident)
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 DTYPES = {name: np.dtype(dt) for name, dt in COLUMNS}
-DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_c", "s_d", "s_out", "peer", "tag", "imm") else 0
+DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_c", "s_d", "s_out", "peer", "tag", "imm", "val") else 0
             for name in NAMES}
 SORT_KEY = ("chip", "kind", "unit", "issue")
 HOST = -2  # the `peer` of a message to or from the host rather than a chip or stream
@@ -365,6 +377,23 @@ class Program:
         """The same Program (phase, target, chips, clock, metadata, dialect) over other unrolled columns: an edit."""
         return Program.build(self.phase, self.target, self.chips, self.clock_hz, {n: cols[n] for n in NAMES},
                              self.meta, self.dialect)
+
+    def with_instance_rows(self, cols: dict[str, np.ndarray], owner: np.ndarray) -> Program:
+        """The same Program over edited unrolled rows that keeps instances apart: row i belongs to instance
+        owner[i] (the `origin` of the row it was edited from), and each instance becomes a block of its own
+        rows at its own cycles, tags and peers (an edit of one instance, not of every chip's one block)."""
+        owner = np.asarray(owner, np.int64)
+        order = np.lexsort((cols["issue"], cols["unit"], cols["kind"], owner))
+        body = {n: np.asarray(cols[n])[order] for n in NAMES}
+        owner = owner[order]
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else np.zeros(0, np.int64)
+        chip = body["chip"][starts]
+        body["chip"] = np.zeros(len(owner), DTYPES["chip"])
+        blocks = len(starts)
+        zeros = np.zeros(blocks, np.int64)
+        inst = {"block": np.arange(blocks), "chip": chip, "issue": zeros, "tag": zeros, "peer": zeros}
+        return Program.from_blocks(self.phase, self.target, self.chips, self.clock_hz, body,
+                                   np.r_[starts, len(owner)], inst, self.meta, self.dialect)
 
     def with_instances(self, inst: dict[str, np.ndarray]) -> Program:
         """The same blocks placed by another instance table (an edit at instance level)."""

@@ -46,9 +46,9 @@ def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.
     """Between instances: stream values on chips whose instances follow one another (their boundary
     rows; chips that run alike blocks at alike offsets are checked once), every rule on chips where
     instances overlap (only what involves two of them)."""
-    dense = _overlapping_chips(program, dur)
+    dense = overlapping_chips(program, dur)
     sparse = ~np.isin(program.inst["chip"], dense)
-    times = _alike_chips(program, dur, sparse)
+    times = alike_chips(program, dur, sparse)
     for chips, mask, rows in ((None, times > 0, boundary), (dense, ~sparse, None)):
         if not mask.any():
             continue
@@ -67,16 +67,17 @@ def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.
 _STREAM_FIELDS = ("op", "kind", "s_a", "s_b", "s_c", "s_d", "s_out", "issue")
 
 
-def _alike_chips(program: Program, dur: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Per instance: how many chosen chips run what its chip runs, as far as streams go (the same
-    blocks' stream columns and durations, at the same offsets from the chip's first instance), on
-    the first chip of each such class; 0 elsewhere. A stream seam is a fact of that alone."""
+def alike_chips(program: Program, dur: np.ndarray, chosen: np.ndarray,
+                fields: tuple[str, ...] = _STREAM_FIELDS) -> np.ndarray:
+    """Per instance: how many chosen chips run what its chip runs, as far as `fields` go (the same
+    blocks' columns and durations, at the same offsets from the chip's first instance), on the first
+    chip of each such class; 0 elsewhere. A stream seam is a fact of the stream columns alone."""
     blocks = np.zeros(program.blocks, np.int64)
     seen: dict[bytes, int] = {}
     for k in range(program.blocks):
         rows = slice(int(program.bounds[k]), int(program.bounds[k + 1]))
         h = hashlib.blake2b(digest_size=16)
-        for name in _STREAM_FIELDS:
+        for name in fields:
             h.update(np.ascontiguousarray(program.body[name][rows]).data)
         h.update(np.ascontiguousarray(dur[rows]).data)
         blocks[k] = seen.setdefault(h.digest(), len(seen))
@@ -149,7 +150,7 @@ def check_sync_rows(program: Program, dur: np.ndarray, hazards, first_is_sync: b
                 first_is_sync)
 
 
-def _overlapping_chips(program: Program, dur: np.ndarray) -> np.ndarray:
+def overlapping_chips(program: Program, dur: np.ndarray) -> np.ndarray:
     """Chips on which some instance starts before an earlier-starting one has ended."""
     inst = program.inst
     first, last = program.spans(dur)

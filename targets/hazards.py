@@ -50,11 +50,20 @@ class Hazards:
         if self.listed.get(kind, 0) >= self.limit:
             return
         self.listed[kind] = self.listed.get(kind, 0) + 1
+        chip, unit, index, cycle = self._place(inst, row)
+        self.items.append(Hazard(chip, unit, index, cycle, kind, detail))
+
+    def locate(self, inst: int, row: int) -> str:
+        """Where block row `row` of instance `inst` runs, as a hazard names it: `chip 3 mem.1[17] @480`."""
+        chip, unit, index, cycle = self._place(inst, row)
+        return f"chip {chip} {unit}[{index}] @{cycle}"
+
+    def _place(self, inst: int, row: int) -> tuple[int, str, int, int]:
         p, b = self.program, self.program.body
         chip = int(p.inst["chip"][inst]) + int(b["chip"][row])
         unit = f"{UnitKind(b['kind'][row]).name.lower()}.{b['unit'][row]}"
         cycle = int(p.inst["issue"][inst]) + int(b["issue"][row])
-        self.items.append(Hazard(chip, unit, self._queue_index(chip, inst, row), cycle, kind, detail))
+        return chip, unit, self._queue_index(chip, inst, row), cycle
 
     def count(self, kind: str, times: int) -> None:
         """Hazards of `kind` found but not located (past the limit)."""

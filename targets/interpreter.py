@@ -13,6 +13,10 @@ of the offending instruction:
                compute result also waits the chip's drain), or before anything wrote it
   stream-war   a stream is overwritten while a reader of its previous value still reads
   sram-range   an SRAM range outside the chip's usable SRAM
+  sram-raw     a read whose bytes were last written by a write of another value than the one it declares
+               (a clobber of a live buffer, a wrong address or offset, a read before its producer landed,
+               an older copy of a value rewritten since), or that no write produced when it expects one
+               (targets/sram_checks.py: each byte's last writer, from the Program's own columns)
   unmatched    a SEND no RECV takes (or a RECV with no SEND left), or sizes differ: links are FIFO
                per (sender, receiver, tag) and a message is consumed once (targets/messages.py)
   recv-early   a RECV scheduled before its data can arrive: send + the latency of the fastest wired
@@ -52,8 +56,11 @@ what could run beside them.
 The simulated makespan is the phase's latency; tokens/s and time-to-first-token come
 from it. Chips are checked in any host order with the same result (`order`).
 
-Not checked here: SRAM clobbers between buffers that are live at once (the timing
-mode carries no data); the functional mode's numerics catch those.
+SRAM provenance needs no data: every SRAM read declares the value it expects and where it was
+written, every write the value it writes (ir/program.py's val and prov), and the interpreter derives
+each access's bytes from its own columns. Not checked here: a fault that keeps an access inside its
+own value's bytes (a weight panel read one vector off, a slice of the right value at the wrong
+offset), which only the functional mode's numerics see.
 """
 
 from __future__ import annotations
@@ -69,9 +76,10 @@ from ir.contract import DIALECT_OF_ISA, violations
 from ir.errors import ConfigError
 from ir.isa import Op, UnitKind
 from ir.program import Program
-from targets.block_checks import check_blocks, check_seams, check_sync_rows
+from targets.block_checks import alike_chips, check_blocks, check_seams, check_sync_rows, overlapping_chips
 from targets.hazards import Hazard, Hazards
 from targets.spec import SystemSpec
+from targets.sram_checks import check_provenance
 from targets.tier_checks import check_tiers
 from targets.timing import Timing, durations
 from targets.universes import check_messages_by_universe
@@ -163,6 +171,8 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
                               f"{dur[i]}")
     boundary = check_blocks(program, dur, timing, system, per_block)
     check_seams(program, dur, timing, boundary, found)
+    check_provenance(program, dur, per_block, found, overlapping_chips(program, dur),
+                     lambda fields, chosen: alike_chips(program, dur, chosen, fields))
     check_sync_rows(program, dur, found, first_is_sync=program.dialect != "roles")
     check_messages_by_universe(program, system, dur, found)
     check_tiers(program, system, dur, found)

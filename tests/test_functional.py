@@ -134,9 +134,10 @@ def test_bad_prompts_and_missing_images_are_one_line_errors(build, tmp_path, cap
     assert "no SRAM image" in capsys.readouterr().err
 
 
-def test_overlapping_two_buffers_passes_timing_but_not_the_numbers(build, tmp_path):
-    """Timing mode carries no data, so a WRITE redirected onto a live buffer (a weight of the
-    last stage) is invisible to it; the functional run's tokens change."""
+def test_overlapping_two_buffers_is_caught_by_timing_and_changes_the_numbers(build, tmp_path):
+    """A WRITE redirected onto a live buffer (a weight of the last stage): timing mode carries no data,
+    yet its SRAM provenance sees the weight's next read find another value's bytes; and the
+    functional run's tokens change."""
     broken = tmp_path / "broken"
     broken.mkdir()
     for p in build.iterdir():
@@ -151,7 +152,9 @@ def test_overlapping_two_buffers_passes_timing_but_not_the_numbers(build, tmp_pa
     save_program(decode.with_columns(c),
                  broken / "decode.prog")
     write_manifest(broken, decode.target)  # a deliberate edit: the build must accept it
-    assert run_build(broken, NEW)["hazards"] == []
+    hazards = run_build(broken, NEW)["hazards"]
+    assert hazards and {h["kind"] for h in hazards} == {"sram-raw"}
+    assert any(h["chip"] == last and "it expects the value at" in h["detail"] for h in hazards)
     assert run_functional(broken, PROMPT, NEW)["tokens"] != run_functional(build, PROMPT, NEW)["tokens"]
 
 

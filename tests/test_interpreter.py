@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from compiler.cli import main
+from ir.contract import Prov
 from ir.isa import Op, UnitKind
 from ir.program import Program
 from ir.program_io import load_program
@@ -237,6 +238,7 @@ def test_stream_traffic_over_the_stream_registers_is_flagged():
         cols["chip"][i], cols["kind"][i], cols["op"][i] = 0, UnitKind.MEM, Op.READ
         cols["issue"][i], cols["cycles"][i] = t0 + 10 * i, 10
         cols["src"][i], cols["src_bytes"][i], cols["s_out"][i] = 0, 102_400, i
+        cols["val"][i], cols["prov"][i] = 0, Prov.RESIDENT  # a weight: present before the phase
     clean = Program.build("decode", "lpu", 1, lpu.chip.clock_hz, cols)
     assert execute(clean, lpu).hazards == []
     crowded = mutated(clean, lambda c: (c["unit"].__setitem__(slice(1, 3), [1, 2]),

@@ -1,6 +1,6 @@
 """Single faults injected into small builds: every real defect is flagged, no clean build is.
 
-The seeded campaign (benchmarks/mutation_campaign.py, here at 520 faults of 25 kinds over
+The seeded campaign (benchmarks/mutation_campaign.py, here at 520 faults of 28 kinds over
 tiny-llama, tiny-mixtral, tiny-mamba and a tiny wafer) is judged by timing mode, functional mode
 and --check-reference. Each class of defect that used to slip through has a test of its own,
 through the CLI where a user meets it.
@@ -18,7 +18,9 @@ import pytest
 
 from benchmarks.mutation_campaign import (
     PROMPTS,
+    TIMING_KINDS,
     TOKENS,
+    apply_fault,
     campaign,
     compile_builds,
     false_alarms,
@@ -36,6 +38,7 @@ from targets.functional import FunctionalError
 from targets.interpreter import execute
 from targets.runner import run_prompts
 
+RANGE = r"\[0x[0-9a-f]+, 0x[0-9a-f]+\)"
 LOCATED = re.compile(r"^sramflow: error: chip \d+ [a-z0-9]+\.\d+\[\d+\] @\d+: [a-z]+: .+$")
 
 
@@ -85,6 +88,8 @@ def test_the_campaign_flags_every_real_defect_and_no_clean_build(subjects):
     kinds = Counter(f.kind for f in results)
     assert len(kinds) >= 15 and min(kinds.values()) >= 10
     assert {f.verdict for f in results} <= {"timing", "functional", "identical", "within-tolerance", "timing-only"}
+    # SRAM address faults are the interpreter's to catch without data: every one, by timing mode
+    assert {f.verdict for f in results if f.kind in TIMING_KINDS} == {"timing"}
 
 
 def test_the_campaign_is_reproducible(subjects):
@@ -200,9 +205,58 @@ def test_a_broken_barrier_is_flagged_in_both_modes(llama, fault):
         run_prompts(build, PROMPTS[:1], 2)
 
 
+@pytest.mark.parametrize("kind", TIMING_KINDS)
+def test_sram_address_faults_are_caught_by_timing_mode_alone(subjects, kind):
+    """A read re-addressed onto another value, a write re-addressed onto a buffer a later read still
+    needs, an access shifted across its value's edge: timing mode's provenance check flags each one
+    (sram-raw), naming the read and the instruction that last wrote what it reads, with no data."""
+    rng = np.random.default_rng(15)
+    caught = Counter()
+    for name in ("tiny-llama", "tiny-mixtral", "tiny-mamba"):
+        subject = subjects[name]
+        for phase, program in subject.programs.items():
+            applies, fault = fault_kinds(program.chips)[kind]
+            rows = np.flatnonzero(applies(program.cols))
+            for row in rng.choice(rows, size=min(4, len(rows)), replace=False).tolist():
+                mutated = apply_fault(program, fault, row, rng)
+                if mutated == program:
+                    continue  # no buffer to aim at from this row
+                hazards = [h for h in execute(mutated, subject.system).hazards if h.kind == "sram-raw"]
+                assert hazards, f"{name} {phase} {kind} at row {row} passed timing mode"
+                assert re.search(rf"reads {RANGE}, (last written by chip \d+ [a-z]+\.\d+\[\d+\] @\d+|which nothing)",
+                                 hazards[0].detail)
+                caught[name] += 1
+    assert min(caught.values()) >= 4
+
+
+def test_the_wafer_has_no_sram_writes_to_check(subjects):
+    """The roles dialect has no WRITE: a wafer core's SRAM holds its weights, which nothing in a
+    Program can clobber, so the address faults aimed at produced values have nowhere to land."""
+    for program in subjects["tiny-llama-wafer"].programs.values():
+        c = program.cols
+        assert not np.isin(c["op"], (Op.WRITE, Op.FETCH)).any() and (c["prov"] == 0).all()
+        for kind in TIMING_KINDS:
+            assert not fault_kinds(program.chips)[kind][0](c).any()
+
+
+def test_a_clobbered_buffer_fails_run_naming_both_instructions(llama, tmp_path, capsys):
+    """Through the CLI: a WRITE moved onto a buffer a later read still needs is a hazard of `run`."""
+    program = llama.programs["decode"]
+    _, fault = fault_kinds(program.chips)["write-clobber"]
+    rng = np.random.default_rng(1)
+    writes = np.flatnonzero(program.cols["op"] == Op.WRITE)
+    broken = next(m for m in (apply_fault(program, fault, int(r), rng) for r in writes) if m != program)
+    assert main(["run", str(write_build(llama, tmp_path, "decode", broken))]) == 2
+    out = capsys.readouterr().out
+    assert re.search(rf"decode chip \d+ mem\.\d+\[\d+\] @\d+: sram-raw: reads {RANGE}, last written by chip \d+ "
+                     r"mem\.\d+\[\d+\] @\d+ \((the value at 0x[0-9a-f]+|local value \d+)\); it expects ", out)
+
+
 def test_sram_address_and_offset_faults_are_flagged_when_they_change_any_logit(subjects):
-    """Timing mode checks no provenance, so an address, size, offset or stride fault is left to the
-    numbers: every one that changes a logit on some prompt fails --check-reference."""
+    """Random address, size, offset or stride faults: timing mode's provenance catches those that move
+    an access onto another value's bytes; one that stays inside its own value (a weight panel read one
+    vector off) is left to the numbers, and every one that changes a logit on some prompt fails
+    --check-reference."""
     rng = np.random.default_rng(7)
     verdicts = Counter()
     for name in ("tiny-llama", "tiny-mixtral", "tiny-mamba"):
@@ -216,10 +270,9 @@ def test_sram_address_and_offset_faults_are_flagged_when_they_change_any_logit(s
                 if not len(rows):
                     continue
                 row = int(rng.choice(rows))
-                cols = fault(program.cols, row, rng)
-                mutated = program.with_columns(cols)
+                mutated = apply_fault(program, fault, row, rng)
                 verdicts[judge(subject, phase, kind, row, mutated).verdict] += 1
-    assert verdicts["missed"] == 0 and verdicts["functional"] > 10
+    assert verdicts["missed"] == 0 and verdicts["timing"] > 20 and verdicts["functional"] > 0
 
 
 def test_functional_failures_are_one_located_line_and_exit_2(llama, tmp_path, capsys):

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.codegen.stage import StageBuilder
+from ir.contract import Prov
 from ir.graph import Value
 from ir.isa import Op, UnitKind
 from ir.program import Program, empty_columns
@@ -40,7 +41,7 @@ def _message(chips: int, a: int, b: int, wait: int) -> Program:
     read, send, recv = chips, chips + 1, chips + 2
     cols["chip"][[read, send, recv]] = a, a, b
     cols["kind"][read], cols["op"][read], cols["src"][read], cols["src_bytes"][read] = UnitKind.MEM, Op.READ, 0, 320
-    cols["s_out"][read] = 0
+    cols["s_out"][read], cols["val"][read], cols["prov"][read] = 0, 0, Prov.RESIDENT  # a weight's bytes
     for row, op, unit in (
         (send, Op.SEND, 2 * MINI.local_links_per_chip),
         (recv, Op.RECV, 2 * MINI.local_links_per_chip + 1),

@@ -16,6 +16,7 @@ import numpy as np
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.stage import StageCode
 from compiler.codegen.template import TAG_SPACE, Peer, Ref, Rel, Space, Template
+from ir.contract import LOCAL_VALUES, Prov
 from ir.errors import DoesNotFitError
 from ir.isa import Op, UnitKind
 from ir.program import HOST, empty_columns
@@ -47,6 +48,7 @@ class Frozen:
     imm: list[int | Rel]
     base: list[int | Rel]
     args: list[tuple | None]
+    overhang: list[bool]
     slots: tuple[tuple[Space, int], ...]  # the distinct (space, slot) its addresses name
     levels: tuple[str, ...]  # the distinct levels of its peers
 
@@ -87,7 +89,7 @@ def _freeze(t: Template) -> Frozen:
     levels = tuple(dict.fromkeys(i.peer.level for i in ins if i.peer is not None))
     return Frozen(plain, [i.src for i in ins], [i.dst for i in ins], [i.peer for i in ins],
                   [i.offset for i in ins], [i.imm for i in ins], [i.base for i in ins], [i.args for i in ins],
-                  slots, levels)
+                  [i.overhang for i in ins], slots, levels)
 
 
 def _physical_streams(t: Template) -> dict[int, int]:
@@ -179,6 +181,8 @@ def _chip_blocks(blocks: Blocks, f: Frozen, t: Template, first_chip: int, ranks:
             rows[name] = np.where(traded & (col == a), b, np.where(traded & (col == b), a, col)).astype(col.dtype)
     rows["src"] = _addresses(f.src, base, ranks_)
     rows["dst"] = _addresses(f.dst, base, ranks_)
+    val, prov = _provenance(f, base)
+    rows["val"], rows["prov"] = np.tile(val, ranks), np.tile(prov, ranks)
     rows["offset"] = _integers(f.offset, ranks_)
     imm = [fn_args.setdefault(a, len(fn_args)) if a is not None else v for a, v in zip(f.args, f.imm, strict=True)]
     rows["imm"] = _integers(imm, ranks_)
@@ -218,6 +222,28 @@ def _base(ref: Ref, code: StageCode, index: int) -> int:
     if space is Space.PORT_IN:
         return code.addr[piece.ports_in[slot]]
     return code.addr[piece.ports_out[slot]]
+
+
+# Where the value a READ or GATHER of each space expects was written (ir.contract.Prov).
+_PROV = {Space.LOCAL: Prov.MINE, Space.PORT_OUT: Prov.MINE, Space.PORT_IN: Prov.EARLIER, Space.PARAM: Prov.RESIDENT,
+         Space.INPUT: Prov.RESIDENT}
+_READS_SRAM = (Op.READ, Op.GATHER)
+_WRITES_SRAM = (Op.WRITE, Op.FETCH)  # a FETCH's source is a tier address, its destination SRAM
+
+
+def _provenance(f: Frozen, base: Callable[[Ref], int]) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's SRAM value (the buffer's base address; a local value's index past LOCAL_VALUES) and,
+    for a read, where its value was written: the SRAM side of each row, rank-independent."""
+    val = np.full(len(f.src), -1, np.int64)
+    prov = np.zeros(len(f.src), np.uint8)
+    for i, op in enumerate(f.plain["op"].tolist()):
+        ref = f.src[i] if op in _READS_SRAM else f.dst[i] if op in _WRITES_SRAM else None
+        if ref is None:
+            continue
+        val[i] = LOCAL_VALUES + ref.slot if ref.space is Space.LOCAL else base(ref)
+        if op in _READS_SRAM:
+            prov[i] = Prov.TAIL if f.overhang[i] else _PROV[ref.space]
+    return val, prov
 
 
 def _addresses(refs: list[Ref | None], base: Callable[[Ref], int], ranks: np.ndarray) -> np.ndarray:

@@ -99,6 +99,7 @@ class StageBuilder:
         e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())
         lane = Peer("group", 0, lanes, 1, 0)  # sender r < lanes carries slice r
         src = e.read(value.name, size, Ref(Space.PORT_IN, 0, 0, ((lane, size),)))
+        send.instrs[src[0]].overhang = lanes * size > value.type.nbytes  # the last lane's slice rounds up
         links = self.system.global_links_per_chip if hops > 1 else self.system.local_links_per_chip
         for k in range(t1 // lanes):
             send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (k % max(1, links)), src_bytes=size,

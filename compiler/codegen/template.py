@@ -100,6 +100,7 @@ class Instr:
     base: int | Rel = 0
     args: tuple | None = None  # a VOP's or attention MXM's arguments (meta["fn_args"] entry), sorted items
     deps: tuple[tuple[int, int], ...] = ()  # (instruction, extra cycles after its end)
+    overhang: bool = False  # a READ that may run past its value's end (ir.contract.Prov.TAIL)
     issue: int = -1
     stream: int = 0  # which of the template's streams runs it (a chip template has one)
     route: int = 0  # how a roles-dialect SEND crosses the wafer (ir.contract.Route)

@@ -181,7 +181,8 @@ def _chip_blocks(blocks: Blocks, f: Frozen, t: Template, first_chip: int, ranks:
             rows[name] = np.where(traded & (col == a), b, np.where(traded & (col == b), a, col)).astype(col.dtype)
     rows["src"] = _addresses(f.src, base, ranks_)
     rows["dst"] = _addresses(f.dst, base, ranks_)
-    val, prov = _provenance(f, base)
+    # Provenance is the queues dialect's: a wafer's role streams write no SRAM (their columns stay unset).
+    val, prov = _provenance(f, base) if not t.physical else (np.full(count, -1, np.int64), np.zeros(count, np.uint8))
     rows["val"], rows["prov"] = np.tile(val, ranks), np.tile(prov, ranks)
     rows["offset"] = _integers(f.offset, ranks_)
     imm = [fn_args.setdefault(a, len(fn_args)) if a is not None else v for a, v in zip(f.args, f.imm, strict=True)]

@@ -3,78 +3,78 @@ program decode target "lpu-64k" chips 8 clock_hz 900000000.0 dialect queues
 meta {"activations": "f16", "chunk_starts": [[216], [3155]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 1, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 1, "rows": 1, "tokens": 256}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
 chip 0 {
   mem.0 {
-    @216 +1 read src=0xca80/4 out=0
-    @217 +1 gather src=0x0/128 b=0 out=1 m=1 k=64 n=64 flags=indirect
-    @311 +1 write dst=0xce40/128 a=1
-    @312 +1 read src=0xce40/128 out=0
-    @628 +1 write dst=0xcd00/32 a=1
-    @754 +1 write dst=0xcd60/32 a=0
-    @755 +1 write dst=0xcd40/32 a=1
-    @756 +1 write dst=0xcd20/32 a=2
-    @757 +1 read src=0xcd00/128 out=0
-    @758 +1 read src=0x2080/128 out=1
-    @759 +1 read src=0x21c0/2048 out=3
-    @760 +1 read src=0x2a80/2048 out=0
-    @761 +1 read src=0x3340/2048 out=1
-    @762 +1 read src=0xcbc0/4 out=4
-    @763 +1 read src=0xcbc0/4 out=5
-    @764 +1 read src=0xcbc0/4 out=6
-    @765 +1 read src=0x7d00/2048 out=7
-    @766 +1 read src=0xcd00/128 out=8
-    @767 +1 read src=0x85c0/128 out=9
-    @768 +1 read src=0x8700/5632 out=10
-    @769 +1 read src=0x9d80/5632 out=11
-    @770 +1 read src=0xb400/5632 out=12
-    @853 +1 write dst=0xcf80/128 a=2
-    @854 +1 read src=0xcf80/128 out=2
-    @855 +1 read src=0xcf80/128 out=14
-    @856 +1 read src=0xcf80/128 out=15
-    @968 +1 write dst=0xcf80/32 a=13
-    @969 +1 read src=0xcf80/32 out=1
-    @988 +1 write dst=0xcf80/32 a=2
-    @989 +1 read src=0xcf80/32 out=1
-    @1008 +1 write dst=0xcf80/32 a=0
-    @1009 +1 read src=0xcf80/32 out=0
-    @1010 +1 write dst=0x5c80/32 a=0 b=6 m=1 k=1 stride=32 imm=256 flags=indirect
-    @1011 +1 read src=0x5c80/8192 out=0
-    @1064 +1 write dst=0xcf80/32 a=3
-    @1065 +1 read src=0xcf80/32 out=1
-    @1084 +1 write dst=0xcf80/32 a=2
-    @1085 +1 read src=0xcf80/32 out=2
-    @1086 +1 write dst=0x3c00/32 a=2 b=6 m=1 k=1 stride=32 imm=256 flags=indirect
-    @1087 +1 read src=0x3c00/8192 out=2
-    @1222 +1 write dst=0xcf80/32 a=2
-    @1223 +1 read src=0xcf80/32 out=0
-    @1337 +1 write dst=0xcf80/128 a=1
-    @1338 +1 read src=0xcf80/128 out=0
-    @1654 +1 write dst=0xcf80/32 a=1
-    @1780 +1 write dst=0xcfe0/32 a=0
-    @1781 +1 write dst=0xcfc0/32 a=1
-    @1782 +1 write dst=0xcfa0/32 a=2
-    @1783 +1 read src=0xcf80/128 out=0
-    @1878 +1 write dst=0xcf80/128 a=1
-    @1879 +1 read src=0xcf80/128 out=0
-    @1880 +1 read src=0xcf80/128 out=2
-    @1974 +1 write dst=0xcf80/128 a=1
-    @1975 +1 read src=0xcf80/128 out=0
-    @1976 +1 read src=0xcf80/128 out=3
-    @2089 +1 write dst=0xcf80/88 a=1
-    @2090 +1 read src=0xcf80/88 out=1
-    @2109 +1 write dst=0xcf80/88 a=0
-    @2110 +1 read src=0xcf80/88 out=0
-    @2185 +1 write dst=0xcf80/88 a=3
-    @2186 +1 read src=0xcf80/88 out=1
-    @2281 +1 write dst=0xcf80/88 a=3
-    @2282 +1 read src=0xcf80/88 out=0
-    @2396 +1 write dst=0xcf80/128 a=1
-    @2397 +1 read src=0xcf80/128 out=0
-    @2713 +1 write dst=0xcf80/32 a=1
-    @2839 +1 write dst=0xcfe0/32 a=0
-    @2840 +1 write dst=0xcfc0/32 a=1
-    @2841 +1 write dst=0xcfa0/32 a=3
-    @2842 +1 read src=0xcf80/128 out=0
-    @2937 +1 write dst=0xce40/128 a=1
-    @2938 +1 read src=0xce40/32 out=0
+    @216 +1 read src=0xca80/4 out=0 val=0xca80 prov=resident
+    @217 +1 gather src=0x0/128 b=0 out=1 m=1 k=64 n=64 flags=indirect val=0x0 prov=resident
+    @311 +1 write dst=0xce40/128 a=1 val=0x10000000000
+    @312 +1 read src=0xce40/128 out=0 val=0x10000000000 prov=mine
+    @628 +1 write dst=0xcd00/32 a=1 val=0xcd00
+    @754 +1 write dst=0xcd60/32 a=0 val=0xcd00
+    @755 +1 write dst=0xcd40/32 a=1 val=0xcd00
+    @756 +1 write dst=0xcd20/32 a=2 val=0xcd00
+    @757 +1 read src=0xcd00/128 out=0 val=0xcd00 prov=earlier
+    @758 +1 read src=0x2080/128 out=1 val=0x2080 prov=resident
+    @759 +1 read src=0x21c0/2048 out=3 val=0x21c0 prov=resident
+    @760 +1 read src=0x2a80/2048 out=0 val=0x2a80 prov=resident
+    @761 +1 read src=0x3340/2048 out=1 val=0x3340 prov=resident
+    @762 +1 read src=0xcbc0/4 out=4 val=0xcbc0 prov=resident
+    @763 +1 read src=0xcbc0/4 out=5 val=0xcbc0 prov=resident
+    @764 +1 read src=0xcbc0/4 out=6 val=0xcbc0 prov=resident
+    @765 +1 read src=0x7d00/2048 out=7 val=0x7d00 prov=resident
+    @766 +1 read src=0xcd00/128 out=8 val=0xcd00 prov=earlier
+    @767 +1 read src=0x85c0/128 out=9 val=0x85c0 prov=resident
+    @768 +1 read src=0x8700/5632 out=10 val=0x8700 prov=resident
+    @769 +1 read src=0x9d80/5632 out=11 val=0x9d80 prov=resident
+    @770 +1 read src=0xb400/5632 out=12 val=0xb400 prov=resident
+    @853 +1 write dst=0xcf80/128 a=2 val=0x10000000000
+    @854 +1 read src=0xcf80/128 out=2 val=0x10000000000 prov=mine
+    @855 +1 read src=0xcf80/128 out=14 val=0x10000000000 prov=mine
+    @856 +1 read src=0xcf80/128 out=15 val=0x10000000000 prov=mine
+    @968 +1 write dst=0xcf80/32 a=13 val=0x10000000001
+    @969 +1 read src=0xcf80/32 out=1 val=0x10000000001 prov=mine
+    @988 +1 write dst=0xcf80/32 a=2 val=0x10000000002
+    @989 +1 read src=0xcf80/32 out=1 val=0x10000000002 prov=mine
+    @1008 +1 write dst=0xcf80/32 a=0 val=0x10000000003
+    @1009 +1 read src=0xcf80/32 out=0 val=0x10000000003 prov=mine
+    @1010 +1 write dst=0x5c80/32 a=0 b=6 m=1 k=1 stride=32 imm=256 flags=indirect val=0x5c80
+    @1011 +1 read src=0x5c80/8192 out=0 val=0x5c80 prov=resident
+    @1064 +1 write dst=0xcf80/32 a=3 val=0x10000000004
+    @1065 +1 read src=0xcf80/32 out=1 val=0x10000000004 prov=mine
+    @1084 +1 write dst=0xcf80/32 a=2 val=0x10000000005
+    @1085 +1 read src=0xcf80/32 out=2 val=0x10000000005 prov=mine
+    @1086 +1 write dst=0x3c00/32 a=2 b=6 m=1 k=1 stride=32 imm=256 flags=indirect val=0x3c00
+    @1087 +1 read src=0x3c00/8192 out=2 val=0x3c00 prov=resident
+    @1222 +1 write dst=0xcf80/32 a=2 val=0x10000000006
+    @1223 +1 read src=0xcf80/32 out=0 val=0x10000000006 prov=mine
+    @1337 +1 write dst=0xcf80/128 a=1 val=0x10000000007
+    @1338 +1 read src=0xcf80/128 out=0 val=0x10000000007 prov=mine
+    @1654 +1 write dst=0xcf80/32 a=1 val=0x10000000008
+    @1780 +1 write dst=0xcfe0/32 a=0 val=0x10000000008
+    @1781 +1 write dst=0xcfc0/32 a=1 val=0x10000000008
+    @1782 +1 write dst=0xcfa0/32 a=2 val=0x10000000008
+    @1783 +1 read src=0xcf80/128 out=0 val=0x10000000008 prov=mine
+    @1878 +1 write dst=0xcf80/128 a=1 val=0x10000000009
+    @1879 +1 read src=0xcf80/128 out=0 val=0x10000000009 prov=mine
+    @1880 +1 read src=0xcf80/128 out=2 val=0x10000000009 prov=mine
+    @1974 +1 write dst=0xcf80/128 a=1 val=0x1000000000a
+    @1975 +1 read src=0xcf80/128 out=0 val=0x1000000000a prov=mine
+    @1976 +1 read src=0xcf80/128 out=3 val=0x1000000000a prov=mine
+    @2089 +1 write dst=0xcf80/88 a=1 val=0x1000000000b
+    @2090 +1 read src=0xcf80/88 out=1 val=0x1000000000b prov=mine
+    @2109 +1 write dst=0xcf80/88 a=0 val=0x1000000000c
+    @2110 +1 read src=0xcf80/88 out=0 val=0x1000000000c prov=mine
+    @2185 +1 write dst=0xcf80/88 a=3 val=0x1000000000d
+    @2186 +1 read src=0xcf80/88 out=1 val=0x1000000000d prov=mine
+    @2281 +1 write dst=0xcf80/88 a=3 val=0x1000000000e
+    @2282 +1 read src=0xcf80/88 out=0 val=0x1000000000e prov=mine
+    @2396 +1 write dst=0xcf80/128 a=1 val=0x1000000000f
+    @2397 +1 read src=0xcf80/128 out=0 val=0x1000000000f prov=mine
+    @2713 +1 write dst=0xcf80/32 a=1 val=0x10000000010
+    @2839 +1 write dst=0xcfe0/32 a=0 val=0x10000000010
+    @2840 +1 write dst=0xcfc0/32 a=1 val=0x10000000010
+    @2841 +1 write dst=0xcfa0/32 a=3 val=0x10000000010
+    @2842 +1 read src=0xcf80/128 out=0 val=0x10000000010 prov=mine
+    @2937 +1 write dst=0xce40/128 a=1 val=0xce40
+    @2938 +1 read src=0xce40/32 out=0 val=0xce40 prov=earlier
   }
   mxm.0 {
     @855 +20 mxm a=3 b=2 out=13 m=1 k=64 n=16 flags=last

@@ -199,16 +199,14 @@ def _between(program: Program, dur: np.ndarray, hazards, dense: np.ndarray, alik
     inst, b = program.inst, program.body
     row, lo, hi = pieces
     blocks = np.repeat(np.arange(program.blocks), program.block_rows)
-    chips_of = np.zeros((program.blocks, (program.chips + 63) // 64), np.uint64)  # each block's chips, as bits
-    chip = inst["chip"].astype(np.int64)
-    np.bitwise_or.at(chips_of, (inst["block"], chip // 64), np.left_shift(np.uint64(1), (chip % 64).astype(np.uint64)))
+    classes = _chip_classes(inst)
     w_row = np.flatnonzero(last)
     w = _accesses({n: b[n][w_row] for n in _ACCESS_FIELDS})
     w_row, w_lo, w_hi = w_row[w.row[w.write]], w.lo[w.write], w.hi[w.write]
     # A resident piece no last writer of any block touches is what was loaded: dropped at once.
     near = (b["prov"][row] != Prov.RESIDENT) | _overlaps_any(lo, hi, w_lo, w_hi)
     row, lo, hi = row[near], lo[near], hi[near]
-    touch = _touching(blocks[row], lo, hi, b["val"][row], blocks[w_row], w_lo, w_hi, b["val"][w_row], chips_of)
+    touch = _touching(blocks[row], lo, hi, b["val"][row], blocks[w_row], w_lo, w_hi, b["val"][w_row], classes)
     kept = (b["prov"][row] != Prov.RESIDENT) | touch.some
     hard = kept & touch.foreign
     sparse = ~np.isin(inst["chip"], dense)
@@ -313,13 +311,40 @@ class _Touching:
         return out
 
 
-def _touching(p_block, p_lo, p_hi, p_val, w_block, w_lo, w_hi, w_val, chips_of: np.ndarray) -> _Touching:
-    """Every (piece, writer) pair that overlaps on blocks sharing a chip. A piece is foreign (its every
-    instance must be checked) when a writer of another value touches it, or two writers of its value
-    whose ranges overlap, neither holding the other (a shifted copy could leave bytes of an older one)."""
-    piece, writer = _overlap_pairs(p_lo, p_hi, w_lo, w_hi)
-    same_chip = (chips_of[p_block[piece]] & chips_of[w_block[writer]]).any(axis=1)
-    piece, writer = piece[same_chip], writer[same_chip]
+def _chip_classes(inst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class, block) pairs: chips that run the same set of blocks are one class (a layer's ranks on
+    every stage at the same place in a node), so what meets on one meets on all of them."""
+    key = np.unique((inst["chip"].astype(np.int64) << 32) | inst["block"].astype(np.int64))
+    chip, block = key >> 32, key & 0xFFFFFFFF
+    cuts = np.flatnonzero(np.r_[True, chip[1:] != chip[:-1]])
+    sets = np.split(block, cuts[1:])
+    ids: dict[bytes, int] = {}
+    of_chip = np.array([ids.setdefault(s.tobytes(), len(ids)) for s in sets], np.int64)
+    pairs = np.unique((np.repeat(of_chip, np.diff(np.r_[cuts, len(block)])) << 32) | block)
+    return pairs >> 32, pairs & 0xFFFFFFFF
+
+
+def _in_classes(blocks: np.ndarray, classes: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(index, class) for every class each of `blocks` runs in."""
+    cls, block = classes
+    order = np.argsort(block, kind="stable")
+    first = np.searchsorted(block[order], blocks, "left")
+    count = np.searchsorted(block[order], blocks, "right") - first
+    at = np.repeat(first - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(int(count.sum()))
+    return np.repeat(np.arange(len(blocks)), count), cls[order[at]]
+
+
+def _touching(p_block, p_lo, p_hi, p_val, w_block, w_lo, w_hi, w_val, classes) -> _Touching:
+    """Every (piece, writer) pair that overlaps on blocks sharing a chip (paired within each class of
+    alike chips, never across all of them at once). A piece is foreign (its every instance must be
+    checked) when a writer of another value touches it, or two writers of its value whose ranges
+    overlap, neither holding the other (a shifted copy could leave bytes of an older one)."""
+    pi, pc = _in_classes(p_block, classes)
+    wi, wc = _in_classes(w_block, classes)
+    a, b = _overlap_pairs(p_lo[pi] + (pc << _CLASS_SHIFT), p_hi[pi] + (pc << _CLASS_SHIFT),
+                          w_lo[wi] + (wc << _CLASS_SHIFT), w_hi[wi] + (wc << _CLASS_SHIFT))
+    pairs = np.unique((pi[a].astype(np.int64) << 32) | wi[b]) if len(a) else np.zeros(0, np.int64)
+    piece, writer = pairs >> 32, pairs & 0xFFFFFFFF
     foreign = np.zeros(len(p_lo), bool)
     foreign[piece[p_val[piece] != w_val[writer]]] = True
     # distinct ranges of each piece's writers, by start: a later start whose end passes the reach so far
@@ -331,6 +356,9 @@ def _touching(p_block, p_lo, p_hi, p_val, w_block, w_lo, w_hi, w_val, chips_of: 
         shifted = same & (key[1:, 1] < reach[:-1]) & (key[1:, 1] > key[:-1, 1]) & (key[1:, 2] > reach[:-1])
         foreign[key[1:, 0][shifted]] = True
     return _Touching([(piece, writer)], len(w_lo), len(p_lo), foreign)
+
+
+_CLASS_SHIFT = 40  # past any SRAM address: a class's intervals never meet another's
 
 
 def _overlap_pairs(a_lo, a_hi, b_lo, b_hi) -> tuple[np.ndarray, np.ndarray]:

@@ -159,7 +159,7 @@ def _pieces(lane: np.ndarray, lo: np.ndarray, hi: np.ndarray, time: np.ndarray, 
     first, past = np.searchsorted(cuts, key_lo), np.searchsorted(cuts, key_hi)
     count = past - first
     access = np.repeat(np.arange(len(lo)), count)
-    seg = np.repeat(first - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(int(count.sum()))
+    seg = _spans(first, count)
     order = np.lexsort((tie[access], ~write[access], time[access], seg))
     seg, access = seg[order], access[order]
     is_write = write[access]
@@ -252,7 +252,7 @@ def _check_rows(program: Program, dur: np.ndarray, hazards, which: np.ndarray, r
         row, lo, hi = row[order], lo[order], hi[order]
         starts = np.searchsorted(row, r, "left")
         count = np.searchsorted(row, r, "right") - starts
-        piece = np.repeat(starts - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(int(count.sum()))
+        piece = _spans(starts, count)
         wk = acc.write
         index = np.r_[np.repeat(np.arange(len(r)), count), acc.row[wk]]
         a_lo, a_hi = np.r_[lo[piece], acc.lo[wk]], np.r_[hi[piece], acc.hi[wk]]
@@ -330,7 +330,7 @@ def _in_classes(blocks: np.ndarray, classes: tuple[np.ndarray, np.ndarray]) -> t
     order = np.argsort(block, kind="stable")
     first = np.searchsorted(block[order], blocks, "left")
     count = np.searchsorted(block[order], blocks, "right") - first
-    at = np.repeat(first - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(int(count.sum()))
+    at = _spans(first, count)
     return np.repeat(np.arange(len(blocks)), count), cls[order[at]]
 
 
@@ -374,8 +374,13 @@ def _starts_within(start: np.ndarray, lo: np.ndarray, hi: np.ndarray, strict: bo
     o = np.argsort(start, kind="stable")
     first = np.searchsorted(start[o], lo, "right" if strict else "left")
     count = np.maximum(np.searchsorted(start[o], hi, "left") - first, 0)
-    at = np.repeat(first - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(int(count.sum()))
+    at = _spans(first, count)
     return o[at], np.repeat(np.arange(len(lo)), count)
+
+
+def _spans(first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """first[i], first[i] + 1, ..., first[i] + count[i] - 1 for every i, one after another."""
+    return np.repeat(first - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(int(count.sum()))
 
 
 _ACCESS_FIELDS = ("op", "src", "src_bytes", "dst", "dst_bytes", "m", "k", "n", "stride", "imm", "flags")

@@ -132,6 +132,11 @@ FN_ARGS: dict[Fn | str, dict[str, type]] = {
 # What each instruction set's Programs are written in.
 DIALECT_OF_ISA = {"tsp": "queues", "wse": "roles"}
 
+# How a dialect's messages pair (targets/messages.py). A chip link carries each SEND to the one chip it
+# names, in order; a wafer's routers multicast a colour: one SEND feeds every RECV naming (its stream,
+# its tag), and a colour carries one message a phase.
+MULTICAST = {"queues": False, "roles": True}
+
 
 def violations(program) -> Iterator[tuple[int, str]]:
     """(row, why) for the first instruction that breaks the contract in each way: an opcode its dialect

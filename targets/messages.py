@@ -1,18 +1,26 @@
-"""Message and barrier rules shared by both modes of the interpreter: FIFO links, SYNC barriers.
+"""Message and barrier rules shared by both modes of the interpreter: links, routes, SYNC barriers.
 
-Messages (chip Programs). A link delivers in order and a message is consumed once: the SENDs
-from chip a to chip b with tag t, in issue order (ties by row), are a queue, and the k-th RECV
-on b naming (a, t), in issue order, takes the k-th SEND. A SEND no RECV takes, or a RECV with
-no SEND left, is `unmatched` (a duplicated SEND issued before its original shifts every later
-pair and leaves one over). Each pair must agree on its byte count and the RECV may start no
-earlier than the send's start plus the latency of the fastest path between the two chips through
-the wired topology (targets.topology.Wiring over build_topology's graph: each hop its link's latency),
-`recv-early`. A peer that is no chip of the Program (nor the host), or one no wire reaches, is
-`link-range`.
+Messages: one checker for every dialect (`check_messages`), the pairing its ISA contract declares
+(ir.contract.MULTICAST) and the arrival rule of its target's links (targets/universes.py's ROUTES).
 
-Wafer Programs pair by (sender stream, tag) with multicast (targets/wafer_timing.py); a second
-SEND of one stream with one tag, or a second RECV of one stream naming one (sender, tag), is a
-`duplicate` there: a colour carries one message per phase.
+Pairing. A queue of messages is (sender, receiver, tag) on chip links, (sender stream, tag) where
+routers multicast (a wafer's colours). In a unicast queue SENDs and RECVs each run in issue order
+(ties by row) and the k-th RECV takes the k-th SEND; in a multicast queue every RECV takes its one
+SEND, and a second SEND of one queue, or a second RECV of it on one stream, is `duplicate` (a
+colour carries one message a phase). The streams that send one colour (one tag: a tree level's
+senders) start together and stand for one another, so a RECV names one of them and a SEND is
+received when its colour is. A SEND no RECV takes, or a RECV with no SEND left, is
+`unmatched` (a duplicated SEND issued before its original shifts every later pair and leaves one
+over), as is a pair whose byte counts differ. A peer that is no chip of the Program is `link-range`
+(the host, HOST, only sends).
+
+Arrival (`routes`: an arrival rule built once for the Program, targets/universes.py's ROUTES). A RECV
+may start no earlier than its SEND's start plus the cycles the rule gives the SEND's route, `recv-early`.
+On chips that is the fastest path through the wired topology to the chip the SEND names (Wires over
+targets.topology.Wiring: each hop its link's latency); on a wafer, the hops each route takes on the
+mesh from the streams' places (targets/wafer_timing.py), and the host's rows arrive when its link
+delivers them. A SEND the rule cannot route is `link-range`, as is a RECV that sits elsewhere than the
+route delivers or takes the message on other than a receiving unit (odd) of the class the SEND left on.
 
 Barriers. SYNC is a barrier over every chip of the Program: every chip issues the same number
 of SYNCs; the k-th SYNC of every chip starts at the same cycle; a SYNC has its chip to itself
@@ -29,23 +37,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from ir.contract import MULTICAST
 from ir.isa import Op
 from ir.program import HOST, Program
+from targets.timing import Timing
 from targets.topology import Wiring
 
 
-def fifo_pairs(c: dict[str, np.ndarray], sends: np.ndarray, recvs: np.ndarray, sender_r: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """FIFO matching of SEND rows to RECV rows: (paired sends, paired recvs, extra sends, extra recvs).
-    A send's queue is (chip, peer, tag); a receive's is (sender_r, chip, tag); within a queue the
-    k-th in issue order (ties by row) pairs with the k-th."""
-    key_s, key_r = _queue_keys(c["chip"][sends], c["peer"][sends], c["tag"][sends],
-                               sender_r, c["chip"][recvs], c["tag"][recvs])
+def fifo_pairs(c: dict[str, np.ndarray], sends: np.ndarray, recvs: np.ndarray, sender_r: np.ndarray,
+               multicast: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Matching of SEND rows to RECV rows: (paired sends, paired recvs, extra sends, extra recvs).
+    A send's queue is (chip, peer, tag), a receive's (sender_r, chip, tag), and within a queue the
+    k-th in issue order (ties by row) pairs with the k-th; `multicast`: the queues are (chip, tag)
+    and (sender_r, tag), and every receive takes its queue's first send."""
+    to_s = np.zeros(len(sends), np.int64) if multicast else c["peer"][sends]
+    to_r = np.zeros(len(recvs), np.int64) if multicast else c["chip"][recvs]
+    key_s, key_r = _queue_keys(c["chip"][sends], to_s, c["tag"][sends], sender_r, to_r, c["tag"][recvs])
     order_s = np.lexsort((sends, c["issue"][sends], key_s))
     order_r = np.lexsort((recvs, c["issue"][recvs], key_r))
     sends, key_s = sends[order_s], key_s[order_s]
     recvs, key_r = recvs[order_r], key_r[order_r]
-    rank_r = _rank_in_group(key_r)
+    rank_r = np.zeros(len(recvs), np.int64) if multicast else _rank_in_group(key_r)
     first = np.searchsorted(key_s, key_r, "left")
     count = np.searchsorted(key_s, key_r, "right") - first
     taken = rank_r < count
@@ -78,18 +90,51 @@ def _rank_in_group(sorted_key: np.ndarray) -> np.ndarray:
     return np.arange(len(sorted_key)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_key)]))
 
 
-def check_messages(program: Program, system, start: np.ndarray, found) -> None:
-    """Every SEND meets one RECV, FIFO per (sender, receiver, tag), no earlier than the wire allows: the
-    latency of the fastest path through the wired topology (targets.topology.Wiring)."""
-    c = program.cols
+class Wires:
+    """The chip rule: a message takes the fastest path through the wired topology (Wiring) to the chip
+    its SEND names; the host sends chips no messages."""
+
+    host_link, place = None, "chip"
+
+    def __init__(self, program: Program, system, _hazards=None):
+        self.wiring, self.timing = Wiring.of(system, program.chips), Timing.of(system)
+
+    def cycles(self, c: dict[str, np.ndarray], sends: np.ndarray, found) -> np.ndarray:
+        """Cycles from each send's start until its data can be at its peer (-1 and a hazard: no wire joins them)."""
+        if not len(sends):
+            return np.zeros(0, np.int64)
+        pairs, inverse = np.unique(np.stack([c["chip"][sends], c["peer"][sends]], axis=1).astype(np.int64), axis=0,
+                                   return_inverse=True)
+        table = [self.wiring.arrival_cycles(int(p), int(q)) for p, q in pairs.tolist()]
+        wire = np.array([-1 if t is None else t for t in table], np.int64)[inverse.reshape(-1)]
+        for s in sends[wire < 0].tolist():
+            found.add(s, "link-range", f"no wire joins chip {c['chip'][s]} to chip {c['peer'][s]}")
+        return wire
+
+    def delivers(self, c: dict[str, np.ndarray], sends: np.ndarray, recvs: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(where each send's message goes, where its receiver sits): the chips."""
+        return c["peer"][sends], c["chip"][recvs]
+
+
+def check_messages(program: Program, start: np.ndarray, found, routes) -> None:
+    """Every RECV takes a SEND (its dialect's pairing), of its size, where and no earlier than `routes` (an
+    arrival rule built for the Program: Wires, targets.wafer_timing.MeshRoutes) says it arrives."""
+    c, multicast = program.cols, MULTICAST[program.dialect]
     sends, recvs = np.flatnonzero(c["op"] == Op.SEND), np.flatnonzero(c["op"] == Op.RECV)
-    bad = np.r_[sends, recvs]
-    bad = bad[((c["peer"][bad] < 0) | (c["peer"][bad] >= program.chips)) & (c["peer"][bad] != HOST)]
+    rows = np.r_[sends, recvs]
+    host = (c["peer"][rows] == HOST) & (c["op"][rows] == Op.RECV)
+    bad = rows[((c["peer"][rows] < 0) | (c["peer"][rows] >= program.chips)) & ~host]
     for i in np.sort(bad).tolist():
         found.add(i, "link-range", f"peer {c['peer'][i]} is no chip of the program (0..{program.chips - 1})")
-    sends = sends[~np.isin(sends, bad)]
-    recvs = recvs[~np.isin(recvs, bad)]
-    paired_s, paired_r, extra_s, extra_r = fifo_pairs(c, sends, recvs, c["peer"][recvs])
+    _from_host(c, rows[host], start, found, routes)
+    sends, recvs = sends[~np.isin(sends, bad)], recvs[~np.isin(recvs, np.r_[bad, rows[host]])]
+    paired_s, paired_r, extra_s, extra_r = fifo_pairs(c, sends, recvs, c["peer"][recvs], multicast)
+    if multicast:  # the streams sending a colour start together and stand for one another: one is named
+        extra_s = extra_s[~np.isin(c["tag"][extra_s], c["tag"][paired_s])]
+        for i in _repeats(c, sends, ("chip", "tag")).tolist():
+            found.add(i, "duplicate", f"a second send with tag {c['tag'][i]} from this stream")
+        for i in _repeats(c, recvs, ("chip", "peer", "tag")).tolist():
+            found.add(i, "duplicate", f"a second receive of chip {c['peer'][i]}'s tag {c['tag'][i]}")
     for i in extra_s.tolist():
         found.add(i, "unmatched", f"send to chip {c['peer'][i]} tag {c['tag'][i]} has no receive (the link's "
                                   "receives in order each take one send, in order)")
@@ -98,38 +143,47 @@ def check_messages(program: Program, system, start: np.ndarray, found) -> None:
     sizes = c["src_bytes"][paired_s] != c["dst_bytes"][paired_r]
     for s, r in zip(paired_s[sizes].tolist(), paired_r[sizes].tolist(), strict=True):
         found.add(r, "unmatched", f"receives {c['dst_bytes'][r]} bytes, the send carries {c['src_bytes'][s]}")
-    wire = _wire_cycles(Wiring.of(system, program.chips), c["chip"][paired_s], c["peer"][paired_s])
-    for k in np.flatnonzero(wire < 0).tolist():
-        s = int(paired_s[k])
-        found.add(s, "link-range", f"no wire joins chip {c['chip'][s]} to chip {c['peer'][s]}")
-    arrival = start[paired_s] + np.maximum(wire, 0)
-    for k in np.flatnonzero(start[paired_r] < arrival).tolist():
+    cycles = routes.cycles(c, sends, found)[np.searchsorted(sends, paired_s)]
+    reached = cycles >= 0
+    _delivered(c, paired_s[reached], paired_r[reached], found, routes)
+    arrival = start[paired_s] + cycles
+    for k in np.flatnonzero(reached & (start[paired_r] < arrival)).tolist():
         r = int(paired_r[k])
         found.add(r, "recv-early", f"starts at {start[r]}, the data from chip {c['peer'][r]} arrives at "
                                    f"{arrival[k]}")
 
 
-def _wire_cycles(wiring: Wiring, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Arrival cycles over the wires for every (a, b), computed once per distinct pair (-1: no wire)."""
-    if not len(a):
-        return np.zeros(0, np.int64)
-    pairs, inverse = np.unique(np.stack([a, b], axis=1).astype(np.int64), axis=0, return_inverse=True)
-    table = [0 if q == HOST or p == HOST else wiring.arrival_cycles(int(p), int(q)) for p, q in pairs.tolist()]
-    return np.array([-1 if t is None else t for t in table], np.int64)[inverse.reshape(-1)]
+def _delivered(c: dict[str, np.ndarray], sends: np.ndarray, recvs: np.ndarray, found, routes) -> None:
+    """Each RECV sits where its SEND's route delivers, and takes it on a receiving unit (odd, of the
+    chip's links) of the link class the SEND left on."""
+    where, got = routes.delivers(c, sends, recvs)
+    timing, unit = routes.timing, c["unit"][recvs].astype(np.int64)
+    remote = (c["unit"][sends] // 2 >= timing.local_links, unit // 2 >= timing.local_links)
+    wrong = (where != got) | (remote[0] != remote[1]) | (unit % 2 != 1) | (unit // 2 >= timing.links)
+    for k in np.flatnonzero(wrong).tolist():
+        found.add(int(recvs[k]), "link-range", f"receives on unit {unit[k]} at {routes.place} {got[k]} a message its "
+                                               f"route delivers at {routes.place} {where[k]} over a "
+                                               f"{('local', 'global')[int(remote[0][k])]} link")
 
 
-def check_wafer_duplicates(program: Program, found) -> None:
-    """A wafer stream sends one message per tag, and receives one per (sender stream, tag)."""
-    c = program.cols
-    for op, who, what in ((Op.SEND, "chip", "a second send with tag {tag} from this stream"),
-                          (Op.RECV, "peer", "a second receive of stream {peer}'s tag {tag}")):
-        rows = np.flatnonzero(c["op"] == op)
-        triple = np.stack([c["chip"][rows], c[who][rows], c["tag"][rows]], axis=1).astype(np.int64)
-        order = np.lexsort((rows, c["issue"][rows], triple[:, 2], triple[:, 1], triple[:, 0]))
-        rows, triple = rows[order], triple[order]
-        again = np.r_[False, (triple[1:] == triple[:-1]).all(axis=1)] if len(rows) else np.zeros(0, bool)
-        for i in rows[again].tolist():
-            found.add(i, "duplicate", what.format(tag=c["tag"][i], peer=c["peer"][i]))
+def _from_host(c: dict[str, np.ndarray], rows: np.ndarray, start: np.ndarray, found, routes) -> None:
+    """RECVs of rows the host sends: none on a target without a host link for messages, else no earlier
+    than the rule's host link delivers them after the step begins."""
+    if routes.host_link is None:
+        for i in rows.tolist():
+            found.add(i, "link-range", "the host sends no messages on this target")
+        return
+    earliest = routes.host_link(c, rows, found)
+    for i in rows[start[rows] < earliest].tolist():
+        found.add(i, "recv-early", f"starts at {start[i]}, rows from the host arrive at {earliest} at the earliest")
+
+
+def _repeats(c: dict[str, np.ndarray], rows: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
+    """The rows after the first, in issue order, of each run that agrees on `fields`."""
+    key = np.stack([c[f][rows] for f in fields], axis=1).astype(np.int64)
+    order = np.lexsort((rows, c["issue"][rows], *key.T[::-1]))
+    rows, key = rows[order], key[order]
+    return rows[np.r_[False, (key[1:] == key[:-1]).all(axis=1)]] if len(rows) else rows
 
 
 def check_syncs(program: Program, start: np.ndarray, end: np.ndarray, found, first_is_sync: bool) -> None:

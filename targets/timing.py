@@ -78,8 +78,8 @@ class LinkClass:
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """A system's rates in per-cycle units. C2C unit u is link u // 2 (u even: send, odd: receive);
-    links below `local_links` are of the local class, the rest global."""
+    """A system's rates in per-cycle units. C2C unit u is link u // 2 (u even: send, odd: receive) of the
+    chip's `links`; links below `local_links` are of the local class, the rest global."""
 
     clock_hz: float
     sram_bytes_per_cycle: float
@@ -88,6 +88,7 @@ class Timing:
     local: LinkClass
     remote: LinkClass
     local_links: int
+    links: int
     drain_cycles: int
     sync_cycles: int
     streams: int
@@ -111,6 +112,7 @@ class Timing:
             local=_link_class(system.local_link, clock, system.step_cycles),
             remote=_link_class(system.global_link, clock, 0),
             local_links=system.local_links_per_chip,
+            links=system.local_links_per_chip + system.global_links_per_chip,
             drain_cycles=chip.op_latency_cycles,
             sync_cycles=system.sync_cycles,
             streams=chip.streams,

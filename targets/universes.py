@@ -2,8 +2,8 @@
 
 A SEND and the RECV that takes it carry one tag, so messages can only pair among instances whose
 absolute tag ranges overlap: those ranges, merged where they touch, split a Program's messages into
-universes that are checked apart (targets/messages.py's FIFO pairing and arrival for chips,
-targets/wafer_timing.py's routes for a wafer). Prefill repeats each piece once per chunk at
+universes that are checked apart (targets/messages.py: the dialect's pairing, the target's arrival
+rule, built once for the whole Program). Prefill repeats each piece once per chunk at
 another cycle and another tag base, so most universes are the same instances shifted in time and
 tags: a universe's signature (each instance's block, chip and peer offset, its tag and cycle less
 the universe's first) is checked once, and what it finds counts once per universe that shares it.
@@ -18,17 +18,17 @@ import numpy as np
 from ir.isa import Op
 from ir.program import Program
 from targets.hazards import Rows
-from targets.messages import check_messages, check_wafer_duplicates
+from targets.messages import Wires, check_messages
 from targets.spec import SystemSpec
 from targets.views import RowsView
-from targets.wafer_timing import check_links, stream_places
+from targets.wafer_timing import MeshRoutes
+
+ROUTES = {"queues": Wires, "roles": MeshRoutes}  # each dialect's arrival rule, built once a Program
 
 
 def check_messages_by_universe(program: Program, system: SystemSpec, dur: np.ndarray, hazards) -> None:
-    wafer = program.dialect == "roles"
-    places = _places(program, system, hazards) if wafer else None
-    b = program.body
-    msg = np.isin(b["op"], (Op.SEND, Op.RECV))
+    routes = ROUTES[program.dialect](program, system, hazards)  # a wafer's placement is checked even without messages
+    msg = np.isin(program.body["op"], (Op.SEND, Op.RECV))
     if not msg.any():
         return
     members, starts = universes(program, msg)
@@ -40,12 +40,7 @@ def check_messages_by_universe(program: Program, system: SystemSpec, dur: np.nda
         u = us[0]
         c = program.expand(members[starts[u]:ends[u]], origin=True, rows=msg, ordered=False)
         view, start = RowsView(program, c), c["issue"].astype(np.int64)
-        found = Rows(hazards, c["_inst"], c["_row"], len(us))
-        if wafer:
-            check_links(view, system, start, found, places)
-            check_wafer_duplicates(view, found)
-        else:
-            check_messages(view, system, start, found)
+        check_messages(view, start, Rows(hazards, c["_inst"], c["_row"], len(us)), routes)
 
 
 def universes(program: Program, msg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,11 +91,3 @@ def _signatures(program: Program, members: np.ndarray, starts: np.ndarray) -> li
     return [hashlib.blake2b(raw[s:e].tobytes(), digest_size=16).digest()
             for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
-
-def _places(program: Program, wafer: SystemSpec, hazards):
-    """Every role stream's place on the mesh (targets/wafer_timing.py), found once; its hazards are
-    located at each stream's first row."""
-    first = np.unique(program.inst["chip"], return_index=True)[1]
-    c = program.expand(first, origin=True)
-    c = {n: a[np.r_[True, c["chip"][1:] != c["chip"][:-1]]] if len(a) else a for n, a in c.items()}
-    return stream_places(RowsView(program, c), wafer, Rows(hazards, c["_inst"], c["_row"]))

@@ -91,3 +91,17 @@ def test_arrival_is_the_fastest_wired_path(chips, data):
 def test_a_peer_no_wire_reaches_is_named():
     with pytest.raises(Exception, match="no wire joins chip 0 to chip 9"):
         Wiring(MINI, 4).hops(0, 9)
+
+
+@pytest.mark.parametrize("unit", [0, 1, 2 * MINI.local_links_per_chip, 2 * (MINI.local_links_per_chip +
+                                                                           MINI.global_links_per_chip) + 1])
+def test_a_receive_on_a_unit_of_another_class_or_direction_is_flagged(unit):
+    """The SEND leaves chip 0 for chip 9 (another node) on a global link: its RECV must take it on a
+    receiving unit (odd) of a global link the chip has."""
+    program = _message(10, 0, 9, 2 * Timing.of(MINI).link_latency_cycles)
+    assert execute(program, MINI).hazards == []
+    cols = {n: a.copy() for n, a in program.cols.items()}
+    recv = int(np.flatnonzero(cols["op"] == Op.RECV)[0])
+    cols["unit"][recv] = unit
+    found = [h for h in execute(program.with_columns(cols), MINI).hazards if h.kind == "link-range"]
+    assert len(found) == 1 and found[0].chip == 9 and f"receives on unit {unit}" in found[0].detail

@@ -67,13 +67,14 @@ What each instruction computes (the functional interpreter's contract):
            chip starts at the same cycle; a SYNC has its chip to itself (what issued before it
            has ended, nothing else issues until it ends); each chip's first instruction is a SYNC.
 
-Wafer Programs (target a SystemSpec; compiler/wafer/lower.py, timed by targets/wafer_timing.py):
+Wafer Programs (target a SystemSpec; compiler/backends/wafer/lower.py, timed by targets/wafer_timing.py):
 a "chip" is a role stream, the code every core of one class of a region runs; meta["replicas"]
 counts its cores and meta["roles"] names it ([stage, "root" | "row", tree level, levels it
-receives at]). A SEND's `imm` is its hop count; `peer` is a receiving stream, and one SEND feeds
-every RECV that names (its stream, its tag). A RECV with ACCUMULATE adds s_c to what arrives. An
-MXM reads its k x n weight block straight from SRAM [src, src+src_bytes) (s_a = -1). C2C units:
-0 fabric send, 1 fabric receive, 2 and 3 the wafer-to-wafer link.
+receives at]). A SEND names its `route` (ir.contract.Route; `imm` is a tree route's level, never a
+distance) and a receiving stream in `peer`; one SEND feeds every RECV that names (its stream, its
+tag). A RECV with ACCUMULATE adds s_c to what arrives. An MXM reads its k x n weight block straight
+from SRAM [src, src+src_bytes) (s_a = -1). C2C units: 0 fabric send, 1 fabric receive, 2 and 3 the
+wafer-to-wafer link.
 """
 
 from __future__ import annotations

@@ -17,15 +17,16 @@ of the offending instruction:
                (a clobber of a live buffer, a wrong address or offset, a read before its producer landed,
                an older copy of a value rewritten since), or that no write produced when it expects one
                (targets/sram_checks.py: each byte's last writer, from the Program's own columns)
-  unmatched    a SEND no RECV takes (or a RECV with no SEND left), or sizes differ: links are FIFO
-               per (sender, receiver, tag) and a message is consumed once (targets/messages.py)
+  unmatched    a SEND no RECV takes (or a RECV with no SEND left), or sizes differ: chip links are FIFO
+               per (sender, receiver, tag), a wafer's colours multicast (targets/messages.py, one checker)
   recv-early   a RECV scheduled before its data can arrive: send + the latency of the fastest wired
-               path (targets/topology.py's graph; on a wafer, the hops its route takes)
+               path (targets/topology.py's graph; on a wafer, the hops its route takes on the mesh)
   duplicate    (wafer) a second SEND of one stream and tag, or a second RECV of one (sender, tag)
   sync         a SYNC barrier broken: chips reach different barriers, or at different cycles, or
                something runs beside a SYNC or issues before a chip's first one (targets/messages.py)
-  link-range   a peer that is no chip; (wafer) a message on a link unit a core lacks, or a route its
-               sender and receiver do not sit on
+  link-range   a peer that is no chip or no wire reaches; a RECV elsewhere than its route delivers, or
+               on a unit other than a receiving one of its SEND's link class; (wafer) a route that
+               cannot reach the stream it names, or a SEND on the wrong link unit for its route
   stream-budget  the instructions running on a chip at some cycle put more bytes a cycle on its
                streams than the stream registers carry (targets/timing.py's stream budget)
   contract     an instruction breaks the ISA contract of its dialect (ir/contract.py): an opcode the
@@ -38,8 +39,9 @@ A Program declares its dialect and runs only on a target whose instruction set r
 "queues" on a tsp chip, "roles" on a wse wafer; a target with no instruction set runs nothing.
 
 A roles-dialect Program (one "chip" per role stream of a region's cores) runs with the same timing
-rules at a core's rates; targets/wafer_timing.py maps its streams onto the mesh and derives every
-message's hops from that geometry, never from a figure the compiler wrote.
+rules at a core's rates; its messages go through the same checker as a chip's, with the wafer's
+arrival rule (targets/wafer_timing.py): it maps the streams onto the mesh and derives every message's
+hops from that geometry, never from a figure the compiler wrote.
 
 Cost follows blocks and instances, not rows (ir/program.py stores each distinct block once).
 Every rule about one chip's rows is checked once per block, over every block at once, and what

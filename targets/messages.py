@@ -94,7 +94,7 @@ class Wires:
     """The chip rule: a message takes the fastest path through the wired topology (Wiring) to the chip
     its SEND names; the host sends chips no messages."""
 
-    host_link, place = None, "chip"
+    host_cycles, place = None, "chip"
 
     def __init__(self, program: Program, system, _hazards=None):
         self.wiring, self.timing = Wiring.of(system, program.chips), Timing.of(system)
@@ -167,15 +167,19 @@ def _delivered(c: dict[str, np.ndarray], sends: np.ndarray, recvs: np.ndarray, f
 
 
 def _from_host(c: dict[str, np.ndarray], rows: np.ndarray, start: np.ndarray, found, routes) -> None:
-    """RECVs of rows the host sends: none on a target without a host link for messages, else no earlier
-    than the rule's host link delivers them after the step begins."""
-    if routes.host_link is None:
+    """RECVs of rows the host sends: over the global link (the node's I/O), no earlier than the rule's
+    `host_cycles` after the step begins (None: the target's host sends no messages)."""
+    if routes.host_cycles is None:
         for i in rows.tolist():
             found.add(i, "link-range", "the host sends no messages on this target")
         return
-    earliest = routes.host_link(c, rows, found)
-    for i in rows[start[rows] < earliest].tolist():
-        found.add(i, "recv-early", f"starts at {start[i]}, rows from the host arrive at {earliest} at the earliest")
+    unit = c["unit"][rows].astype(np.int64)
+    for i in rows[(unit % 2 != 1) | (unit // 2 < routes.timing.local_links) | (unit // 2 >= routes.timing.links)]:
+        found.add(int(i), "link-range", f"receives on unit {c['unit'][i]} rows from the host, which arrive over "
+                                        "a global link")
+    for i in rows[start[rows] < routes.host_cycles].tolist():
+        found.add(i, "recv-early", f"starts at {start[i]}, rows from the host arrive at {routes.host_cycles} at "
+                                   "the earliest")
 
 
 def _repeats(c: dict[str, np.ndarray], rows: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:

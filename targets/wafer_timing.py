@@ -11,8 +11,8 @@ stream and of the stream it names (`peer`), and every receiver sits where the ro
   NEXT_REGION   to the named stream's region on the same wafer: the regions' gap (region_hops)
   NEXT_WAFER    to another wafer: both half-perimeters, mesh_rows + mesh_cols, over its wafer link
   (HOST)        rows the host sends (--embed-on-host): half a mesh perimeter over the wafer link
-A message over the wafer link uses a core's units 2 (send) and 3 (receive), any other the fabric's 0 and
-1 (`link-range` otherwise); arrival is Timing.arrival of the hops on the sending unit.
+A SEND over the wafer link leaves on a core's unit 2, any other on the fabric's unit 0 (`link-range`
+otherwise; messages.py holds each RECV to its SEND's link class); arrival is Timing.arrival of the hops.
 """
 
 from __future__ import annotations
@@ -44,13 +44,8 @@ class MeshRoutes:
         for k in np.flatnonzero([self.places[s] is None for s in c["chip"].tolist()]).tolist():
             found.add(k, "roles", f"stream {c['chip'][k]} has no place on the mesh: its messages cannot be timed")
         self.stage = np.array([-1 if p is None else p[0] for p in self.places], np.int64)
-        self.place = "stage"
-        self.wafer, self.timing = wafer, Timing.of(wafer)
-
-    def host_link(self, c: dict[str, np.ndarray], rows: np.ndarray, found) -> int:
-        for i in rows[c["unit"][rows] != WAFER_RECV].tolist():
-            found.add(i, "link-range", "a message from the host arrives over the wafer link (unit 3)")
-        return self.timing.arrival((self.wafer.mesh_rows + self.wafer.mesh_cols) // 2, WAFER_SEND)
+        self.wafer, self.timing, self.place = wafer, Timing.of(wafer), "stage"
+        self.host_cycles = self.timing.arrival((wafer.mesh_rows + wafer.mesh_cols) // 2, WAFER_SEND)
 
     def cycles(self, c: dict[str, np.ndarray], sends: np.ndarray, found) -> np.ndarray:
         """Cycles from each send's start until its data is at the stream it names (-1: its route cannot reach)."""

@@ -103,9 +103,9 @@ class Wires:
         """Cycles from each send's start until its data can be at its peer (-1 and a hazard: no wire joins them)."""
         if not len(sends):
             return np.zeros(0, np.int64)
-        pairs, inverse = np.unique(np.stack([c["chip"][sends], c["peer"][sends]], axis=1).astype(np.int64), axis=0,
-                                   return_inverse=True)
-        table = [self.wiring.arrival_cycles(int(p), int(q)) for p, q in pairs.tolist()]
+        chips = self.wiring.graph.number_of_nodes()  # one int64 a (sender, peer) pair: a 1-D unique is fast
+        pairs, inverse = np.unique(c["chip"][sends].astype(np.int64) * chips + c["peer"][sends], return_inverse=True)
+        table = [self.wiring.arrival_cycles(*divmod(int(p), chips)) for p in pairs.tolist()]
         wire = np.array([-1 if t is None else t for t in table], np.int64)[inverse.reshape(-1)]
         for s in sends[wire < 0].tolist():
             found.add(s, "link-range", f"no wire joins chip {c['chip'][s]} to chip {c['peer'][s]}")

@@ -70,6 +70,7 @@ class MeshRoutes:
             return -1
         return self.timing.arrival(hops, int(c["unit"][i]))
 
+
 def _hops(route: int, level: int, src: tuple, dst: tuple, wafer: SystemSpec) -> int:
     """The table in the docstring: a route's hops from place `src` to place `dst`, -1 if it cannot reach."""
     (_, region, role), stay = src, dst[0] == src[0]
@@ -101,7 +102,7 @@ def stream_places(program, wafer: SystemSpec, found) -> list[tuple | None]:
         except (KeyError, TypeError, ValueError):
             found.add(0, "roles", f"stage {st.get('index', '?')}: no region and first stream in the metadata")
             continue
-        at, roles = int(first[base]) if 0 <= base < streams else 0, Roles.of(region.rows, region.cols)
+        at = int(first[base]) if 0 <= base < streams else 0
         mesh = taken.setdefault(region.wafer, np.zeros((wafer.mesh_rows, wafer.mesh_cols), bool))
         cells = mesh[max(0, region.row):region.row + region.rows, max(0, region.col):region.col + region.cols]
         if not 0 <= region.wafer < wafers or cells.shape != (region.rows, region.cols) or not cells.size:
@@ -111,6 +112,7 @@ def stream_places(program, wafer: SystemSpec, found) -> list[tuple | None]:
         if cells.any():
             found.add(at, "roles", f"stage {st['index']}: region {region.to_dict()} overlaps another stage's")
         cells[:] = True
+        roles = Roles.of(region.rows, region.cols)
         listed = json.dumps([meta.get(k, [])[base:base + count] for k in ("roles", "replicas")], default=int)
         derived = json.dumps([[[st["index"], *k] for k in roles.keys], list(roles.replicas)], default=int)
         if listed != derived or base < 0 or base + count > streams or any(places[base:base + count]):

@@ -304,10 +304,13 @@ def test_metadata_that_moves_a_region_or_renames_its_roles_is_flagged(split):
     def off_the_mesh(meta):
         meta["stages"][0]["region"]["col"] = 15
 
+    def vast(meta):  # refused from its corner and size alone, before any role is derived
+        meta["stages"][0]["region"]["rows"] = 10**9
+
     def overlapping(meta):
         meta["stages"][1]["region"] = dict(meta["stages"][0]["region"])
 
     def renamed(meta):
         meta["roles"][1][2] += 1
-    for edit in (smaller, off_the_mesh, overlapping, renamed):
+    for edit in (smaller, off_the_mesh, vast, overlapping, renamed):
         assert "roles" in with_meta(edit), edit.__name__

@@ -154,32 +154,37 @@ def check_messages(program: Program, start: np.ndarray, found, routes) -> None:
 
 
 def _delivered(c: dict[str, np.ndarray], sends: np.ndarray, recvs: np.ndarray, found, routes) -> None:
-    """Each RECV sits where its SEND's route delivers, and takes it on a receiving unit (odd, of the
-    chip's links) of the link class the SEND left on."""
+    """Each RECV sits where its SEND's route delivers, and takes it on a receiving unit of the link class
+    the SEND left on."""
     where, got = routes.delivers(c, sends, recvs)
-    timing, unit = routes.timing, c["unit"][recvs].astype(np.int64)
-    remote = (c["unit"][sends] // 2 >= timing.local_links, unit // 2 >= timing.local_links)
-    wrong = (where != got) | (remote[0] != remote[1]) | (unit % 2 != 1) | (unit // 2 >= timing.links)
-    for k in np.flatnonzero(wrong).tolist():
-        found.add(int(recvs[k]), "link-range", f"receives on unit {unit[k]} at {routes.place} {got[k]} a message its "
-                                               f"route delivers at {routes.place} {where[k]} over a "
-                                               f"{('local', 'global')[int(remote[0][k])]} link")
+    receiving, remote = _receiving(c["unit"][recvs], routes.timing)
+    sent_remote = c["unit"][sends] // 2 >= routes.timing.local_links
+    for k in np.flatnonzero((where != got) | ~receiving | (remote != sent_remote)).tolist():
+        found.add(int(recvs[k]), "link-range", f"receives on unit {c['unit'][recvs[k]]} at {routes.place} {got[k]} "
+                                               f"a message its route delivers at {routes.place} {where[k]} over a "
+                                               f"{('local', 'global')[int(sent_remote[k])]} link")
 
 
 def _from_host(c: dict[str, np.ndarray], rows: np.ndarray, start: np.ndarray, found, routes) -> None:
-    """RECVs of rows the host sends: over the global link (the node's I/O), no earlier than the rule's
+    """RECVs of rows the host sends: over a global link (the node's I/O), no earlier than the rule's
     `host_cycles` after the step begins (None: the target's host sends no messages)."""
     if routes.host_cycles is None:
         for i in rows.tolist():
             found.add(i, "link-range", "the host sends no messages on this target")
         return
-    unit = c["unit"][rows].astype(np.int64)
-    for i in rows[(unit % 2 != 1) | (unit // 2 < routes.timing.local_links) | (unit // 2 >= routes.timing.links)]:
-        found.add(int(i), "link-range", f"receives on unit {c['unit'][i]} rows from the host, which arrive over "
-                                        "a global link")
+    receiving, remote = _receiving(c["unit"][rows], routes.timing)
+    for i in rows[~receiving | ~remote].tolist():
+        found.add(i, "link-range", f"receives on unit {c['unit'][i]} rows from the host, which arrive over a "
+                                   "global link")
     for i in rows[start[rows] < routes.host_cycles].tolist():
         found.add(i, "recv-early", f"starts at {start[i]}, rows from the host arrive at {routes.host_cycles} at "
                                    "the earliest")
+
+
+def _receiving(unit: np.ndarray, timing: Timing) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each C2C unit is a receiving one (odd, of the chip's links), and whether its link is global."""
+    unit = unit.astype(np.int64)
+    return (unit % 2 == 1) & (unit // 2 < timing.links), unit // 2 >= timing.local_links
 
 
 def _repeats(c: dict[str, np.ndarray], rows: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:

@@ -15,7 +15,11 @@ from hypothesis import strategies as st
 
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
+from compiler.partition import dp
+from compiler.partition.candidates import Candidate
+from compiler.partition.cost import Breakdown
 from compiler.passes.shard import seq_split, shard_unit
+from compiler.plan import search
 from ir.ops import Opcode
 
 TINY = json.loads(Path("examples/models/tiny-llama.json").read_text())
@@ -49,17 +53,18 @@ def test_every_position_of_a_kv_head_has_one_chip(tmp_path_factory, kv, g, runs,
     assert k_width == (16 // runs if 16 % runs == 0 else 16)
 
 
-def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str) -> Path:
-    """tiny-llama with `fields`, its layers (and embedding) pinned on `tp` chips, the head on one more;
-    a 24-token context, so prompts of 14 tokens and a few more cross every chip's run of positions."""
+def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str, layout: str = "split") -> Path:
+    """tiny-llama with `fields`, its layers (and embedding) pinned on `tp` chips in kv `layout`, the head on
+    one more; a 24-token context, so prompts of 14 tokens and a few more cross every chip's run of positions."""
     (tmp / "config.json").write_text(json.dumps(TINY | fields))
     args = [str(tmp / "config.json"), "--target", "lpu-mini", "--context", "24", "--prompt", "16",
             "--prefill-chunk", "8", *extra]
     assert main(["plan", *args, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     first = plan["stages"][0]
-    plan["stages"] = [dict(first, units=["embed", "layers.1"], tp=tp, chip_range=[0, tp - 1]),
+    plan["stages"] = [dict(first, units=["embed", "layers.1"], tp=tp, chip_range=[0, tp - 1], kv_layout=layout),
                       dict(first, units=["head", "head"], tp=1, chip_range=[tp, tp])]
+    plan["stages"][1].pop("kv_layout", None)
     (tmp / "plan.json").write_text(json.dumps(plan))
     assert main(["compile", *args, "--plan", str(tmp / "plan.json"), "-o", str(tmp / "b")]) == 0
     capsys.readouterr()
@@ -83,9 +88,64 @@ def test_sequence_shards_run_as_the_reference(tmp_path, capsys, fields, tp, extr
     assert json.loads(capsys.readouterr().out)["hazards"] == []
 
 
+@pytest.mark.parametrize("layout", ["split", "whole"])
+def test_a_stage_runs_the_kv_layout_its_plan_names(tmp_path, capsys, layout):
+    """A plan file's kv_layout is the one compiled: the cache split by sequence (a run of the positions) or
+    whole (every position, repeated past the kv heads), either one equal to the reference."""
+    build = _build(capsys, tmp_path, {"num_key_value_heads": 1}, 4, layout=layout)
+    plan = json.loads((build / "plan.json").read_text())
+    assert plan["stages"][0]["kv_layout"] == layout and "kv_layout" not in plan["stages"][1]
+    memory = json.loads((build / "memory.json").read_text())
+    cache = next(r for r in memory["stages"][0]["regions"] if r["name"] == "layers.0.k_cache")
+    assert cache["bytes"] == (6 if layout == "split" else 24) * 32
+    assert main(["run", str(build), "--functional", "--check-reference", "--prompt", "1 7 42 99 3 250 17 8 200 5",
+                 "--tokens", "6", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hazards"] == []
+
+
 def test_llama_70b_at_128k_plans_near_its_capacity_bound(capsys):
     """The issue's figure: the cache, not replicated copies of it, sets the chips at long context."""
     assert main(["plan", "llama-3.1-70b", "--target", "lpu", "--precision", "int8", "--context", "131072",
                  "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["chips"] <= 1.1 * plan["chips_lower_bound"]
+
+
+def _plan(capsys, *args: str) -> dict:
+    assert main(["plan", "examples/models/tiny-llama.json", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_stage_takes_the_split_layout_only_where_it_is_the_better_one(tmp_path, capsys):
+    """Per stage: where both layouts fit a group the faster is taken (tiny-llama's 4-chip stages on 64 KiB
+    chips: the whole cache, no gathers), and where only the split fits, the split saves chips (an 8K
+    context on lpu-mini: one 8-chip stage); the plan's JSON and stage table name the layout."""
+    target = tmp_path / "lpu-64k.toml"
+    target.write_text('base = "lpu-mini"\nname = "lpu-64k"\n[chip]\nsram_bytes = "64 KiB"\n'
+                      'program_reserve_bytes = "1489 B"\n')
+    fast = _plan(capsys, "--target", str(target), "--context", "256", "--prompt", "64")
+    assert {(s["tp"], s.get("kv_layout")) for s in fast["stages"]} == {(4, "whole")}
+    room = _plan(capsys, "--target", "lpu-mini", "--context", "8192")
+    assert [(s["tp"], s.get("kv_layout")) for s in room["stages"]] == [(8, "split")]
+    assert main(["plan", "examples/models/tiny-llama.json", "--target", "lpu-mini", "--context", "8192"]) == 0
+    table = capsys.readouterr().out
+    assert "kv" in table.split("pipeline stages")[1].splitlines()[2] and "split" in table
+
+
+def _cand(first: int, stop: int, tp: int, room: bool = False) -> Candidate:
+    return Candidate(first, stop, tp, 0, 0, Breakdown(compute_s=1e-6), split=room, room=room)
+
+
+@pytest.mark.parametrize(("split_tp", "taken"), [(49, False), (48, False), (47, True)])
+def test_splits_that_only_save_room_must_save_more_than_the_threshold(split_tp, taken):
+    """--objective chips: a path through room-only split stages is taken only when it needs more than
+    SEQUENCE_SAVING fewer chips than the whole layouts (two 50-chip stages: 99 or 98 chips are not, 97 is)."""
+    assert search.SEQUENCE_SAVING == 0.02
+    whole = [_cand(0, 1, 50), _cand(1, 2, 50)]
+    cands = [*whole, _cand(1, 2, split_tp, room=True)]
+    kept, path = search._split_where_it_pays(cands, 2, dp.fewest_chips(cands, 2), budget=1000)
+    assert (kept == cands) is taken
+    assert sum(c.tp for c in path) == (50 + split_tp if taken else 100)
+    # a budget the whole layouts do not fit leaves the split in
+    kept, path = search._split_where_it_pays(cands, 2, dp.fewest_chips(cands, 2), budget=99)
+    assert kept == cands and sum(c.tp for c in path) == 50 + split_tp

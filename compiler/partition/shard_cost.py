@@ -110,11 +110,12 @@ def align(nbytes: int, alignment: int) -> int:
     return -(-nbytes // alignment) * alignment
 
 
-def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
-    """Per-chip cost of one unit on `tp` chips. `rows_scale` shrinks everything that
-    grows with the rows (activations, arithmetic), e.g. to one prefill chunk; buffers start on
-    `alignment`-byte boundaries (the target's vector)."""
-    return chip_cost(ShardTensorParallel(tp)(ops), tp, rows_scale, alignment)
+def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1,
+               split: bool = True) -> ShardCost:
+    """Per-chip cost of one unit on `tp` chips (in the split layout or the whole one: passes.shard).
+    `rows_scale` shrinks everything that grows with the rows (activations, arithmetic), e.g. to one
+    prefill chunk; buffers start on `alignment`-byte boundaries (the target's vector)."""
+    return chip_cost(ShardTensorParallel(tp, split)(ops), tp, rows_scale, alignment)
 
 
 def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:

@@ -10,7 +10,10 @@ of a layer's kv heads past them, the s = t / kv_heads chips that share a kv head
 split its cache by sequence (seq_shards): each holds a run of context / s
 positions, attends all the kv head's queries over them and the partials are
 merged across the s chips (flash-decoding), and each computes 1 / s of the kv
-head's k and v features, gathered among them (_kv_slices). The result is the input of both the partitioner's
+head's k and v features, gathered among them (_kv_slices); latent attention's down projections split
+by column likewise (_latent_splits). That split layout is a choice per stage (`split`, the planner's,
+costed against the whole layout: caches repeated past the kv heads, down projections whole on every
+chip); `splits_kv` says where the two differ. The result is the input of both the partitioner's
 cost model and the lowering, so the two cannot disagree on what a chip holds.
 """
 
@@ -34,20 +37,31 @@ class Layout(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ShardTensorParallel:
-    """Rewrite one unit's ops (`ops`) for a group of `tp` chips; see the module docstring."""
+    """Rewrite one unit's ops (`ops`) for a group of `tp` chips, in the split layout or the whole one
+    (`split`); see the module docstring."""
 
     tp: int
+    split: bool = True
 
     def __call__(self, ops: Sequence[Op]) -> list[Op]:
-        return shard_unit(ops, self.tp)[0]
+        return shard_unit(ops, self.tp, split=self.split)[0]
 
 
-def shard_unit(ops: Sequence[Op], tp: int, outer: dict[str, Value] | None = None
+def shard_unit(ops: Sequence[Op], tp: int, outer: dict[str, Value] | None = None, split: bool = True
                ) -> tuple[list[Op], dict[str, Value]]:
     """The per-chip ops, and the per-chip value that stands for each original name.
-    `outer` gives the per-chip values of names defined by earlier units."""
-    sharder = _Sharder(tp, ops, outer or {})
+    `outer` gives the per-chip values of names defined by earlier units; `split`: caches by sequence
+    and latent down projections by column where the group allows (else whole on every chip)."""
+    sharder = _Sharder(tp, ops, outer or {}, split)
     return sharder.run(), sharder.value
+
+
+def splits_kv(ops: Sequence[Op], tp: int) -> bool:
+    """Whether the split layout of `ops` on `tp` chips differs from the whole one: an attention's cache
+    shared by sequence, or a latent down projection split by column."""
+    seq = any(seq_split(op.attr["heads"], op.attr["kv_heads"], tp, "tier" in op.attr) > 1
+              for op in ops if op.opcode is Opcode.ATTENTION)
+    return seq or bool(_latent_splits(ops, tp))
 
 
 def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
@@ -266,16 +280,20 @@ def _whole_blocks(weight: TensorType, inputs: int) -> bool:
 
 
 class _Sharder:
-    def __init__(self, tp: int, ops: Sequence[Op], outer: dict[str, Value]):
-        self.tp, self.ops, self.outer = tp, ops, outer
+    def __init__(self, tp: int, ops: Sequence[Op], outer: dict[str, Value], split: bool = True):
+        self.tp, self.ops, self.outer, self.split = tp, ops, outer, split
         self.defined = {r.name for op in ops for r in op.results}
         self.used = {v.name for op in ops for v in op.operands}
         self.value: dict[str, Value] = {}
         self.layout: dict[str, Layout] = {}
         self.out: list[Op] = []
         self.gqa = _gqa(ops)
-        self.kv_slices = _kv_slices(ops, tp)
-        self.latent = _latent_splits(ops, tp)
+        self.kv_slices = _kv_slices(ops, tp) if split else {}
+        self.latent = _latent_splits(ops, tp) if split else set()
+
+    def runs(self, a: dict) -> int:
+        """Chips sharing one kv head's cache by sequence (seq_split; 1 in the whole layout)."""
+        return seq_split(a["heads"], a["kv_heads"], self.tp, "tier" in a) if self.split else 1
 
     def run(self) -> list[Op]:
         for op in self.ops:
@@ -367,7 +385,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         return _channel_operand_type(v.type, t)
     if op.opcode is Opcode.ATTENTION and index >= 3 and index != 5:  # caches (hot, cold), their per-head scales
         kv = a["kv_heads"]
-        runs = seq_split(a["heads"], kv, t, "tier" in a)  # a chip's run of positions: ceil(context / runs)
+        runs = s.runs(a)  # a chip's run of positions: ceil(context / runs)
         return v.type.with_shape(shape[0], -(-shape[1] // runs), shape[2] // kv * head_split(a["heads"], kv, t)[1])
     if op.opcode in (Opcode.ADD, Opcode.MUL) and len(shape) == 1 and index == 1:
         return v.type.with_shape(s.value[op.operands[0].name].type.shape[-1])  # a bias follows its input
@@ -542,7 +560,7 @@ def _rule_rope(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout
 def _rule_attention(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
     a = op.attr
     heads, kv = head_split(a["heads"], a["kv_heads"], s.tp)
-    runs = seq_split(a["heads"], a["kv_heads"], s.tp, "tier" in a)
+    runs = s.runs(a)
     out = a | {"heads": heads, "kv_heads": kv}
     if runs > 1:  # a causal chunk reaching r positions: the first chip's run holds the most of them
         held = operands[3].type.shape[1]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
-from compiler.partition import dp
+from compiler.partition import candidates, dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.passes.shard import seq_split, shard_unit
@@ -149,3 +149,14 @@ def test_splits_that_only_save_room_must_save_more_than_the_threshold(split_tp, 
     # a budget the whole layouts do not fit leaves the split in
     kept, path = search._split_where_it_pays(cands, 2, dp.fewest_chips(cands, 2), budget=99)
     assert kept == cands and sum(c.tp for c in path) == 50 + split_tp
+
+
+@pytest.mark.parametrize(("split_us", "split_prefill", "kept"), [(0.9, 1.0, True), (0.9, 1.1, False),
+                                                                  (1.0, 0.5, False)])
+def test_at_equal_chips_the_split_must_be_faster_in_decode_and_no_slower_in_prefill(split_us, split_prefill, kept):
+    """Of one group size's two layouts the whole one stays unless the split's decode is strictly faster and
+    its prefill chunk no slower (the gathers of a chunk's queries and partials can outweigh the shorter cache)."""
+    whole = Candidate(0, 1, 8, 0, 0, Breakdown(compute_s=1e-6))
+    split = Candidate(0, 1, 8, 0, 0, Breakdown(compute_s=split_us * 1e-6), split=True)
+    (chosen,) = candidates._undominated([whole, split], {(8, False): 1.0, (8, True): split_prefill})
+    assert chosen is (split if kept else whole)

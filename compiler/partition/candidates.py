@@ -3,7 +3,9 @@
 Only candidates whose chips can hold them are kept, and among candidates over
 the same units a larger group survives only if it is strictly faster. A group
 that can take the split layout (passes.shard.splits_kv) is costed in both: at
-equal chips the faster survives (the whole one on a tie), and a split candidate
+equal chips the split survives only if it is faster in decode and no slower in
+a prefill chunk (its gathers of every row's queries and partials can cost a
+chunk more than its shorter cache saves), and a split candidate
 whose whole twin does not fit is marked `room` (it saves chips, see
 plan.search's SEQUENCE_SAVING). What is left is small enough for CP-SAT to
 choose a path through exactly."""
@@ -41,27 +43,28 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class CostTables:
-    """Per (unit, group size) figures the candidates are summed from."""
+    """Per (unit, group) figures the candidates are summed from; `prefill` the seconds of the largest
+    prefill chunk (what decides between a group's two layouts beside the decode time)."""
 
     resident: list[dict[Group, int]]
     act: list[dict[Group, int]]
     time: list[dict[Group, Breakdown]]
+    prefill: list[dict[Group, float]]
 
 
 def cost_tables(units: list[Unit], system: SystemSpec, precision: str) -> CostTables:
     """Activation space is reserved for a decode step or the smallest prefill chunk, whichever
     is larger (measured at that chunk: some buffers do not grow with the rows)."""
-    memo: dict[tuple[int, Group], tuple[int, int, Breakdown]] = {}
+    memo: dict[tuple[int, Group], tuple[int, int, Breakdown, float]] = {}
     for u in units:
         for g in u.decode:
             if (u.kind, g) not in memo:
                 d = u.decode[g]
                 act = max(d.act_bytes, u.prefill_min_act[g])
-                memo[u.kind, g] = (d.resident_bytes, act, unit_time(d, system, precision))
+                pre = unit_time(u.prefill[g], system, precision).total_s if u.splits(g[0]) else 0.0
+                memo[u.kind, g] = (d.resident_bytes, act, unit_time(d, system, precision), pre)
     pick = [{g: memo[u.kind, g] for g in u.decode} for u in units]
-    return CostTables([{t: v[0] for t, v in p.items()} for p in pick],
-                      [{t: v[1] for t, v in p.items()} for p in pick],
-                      [{t: v[2] for t, v in p.items()} for p in pick])
+    return CostTables(*([{t: v[i] for t, v in p.items()} for p in pick] for i in range(4)))
 
 
 def enumerate_candidates(units: list[Unit], tables: CostTables, crossing: list[int], system: SystemSpec,
@@ -82,6 +85,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
     resident = dict.fromkeys(groups, 0)
     act = dict.fromkeys(groups, 0)
     time = dict.fromkeys(groups, Breakdown())
+    pre = dict.fromkeys(groups, 0.0)
     splits = dict.fromkeys(sizes, False)  # some unit of the run has a split layout at that size
     out: list[Candidate] = []
     for stop in range(first + 1, len(units) + 1):
@@ -95,6 +99,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
                 resident[t, split] += tables.resident[u][g]
                 act[t, split] = max(act[t, split], tables.act[u][g])
                 time[t, split] = time[t, split] + tables.time[u][g]
+                pre[t, split] += tables.prefill[u][g]
         live = [(t, split) for t in sorted(sizes) for split in (False, True) if splits[t] or not split]
         fits = [g for g in live if resident[g] + act[g] <= usable]
         if not fits and not any(resident[g] <= usable for g in live):
@@ -104,7 +109,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
                          time[t, split] + _entry(first, t, crossing, system), split=split,
                          room=split and (t, False) not in held)
                for t, split in fits]
-        out.extend(row if keep_dominated else _undominated(row))
+        out.extend(row if keep_dominated else _undominated(row, pre))
     return out
 
 
@@ -117,12 +122,15 @@ def _entry(first: int, tp: int, crossing: list[int], system: SystemSpec) -> Brea
     return Breakdown(link_s=link_s)
 
 
-def _undominated(row: list[Candidate]) -> list[Candidate]:
+def _undominated(row: list[Candidate], prefill: dict[tuple[int, bool], float]) -> list[Candidate]:
     """Keep a larger group only if it is strictly faster than every smaller one kept; of one group
-    size's two layouts, the faster (the whole one on a tie)."""
+    size's two layouts the whole one, unless the split is faster in decode and no slower in a prefill
+    chunk (`prefill`, by group)."""
     fastest: dict[int, Candidate] = {}
     for c in row:  # in (tp, split) order: the whole layout first
-        if c.tp not in fastest or c.latency_ps < fastest[c.tp].latency_ps:
+        whole = fastest.get(c.tp)
+        if whole is None or (c.latency_ps < whole.latency_ps
+                             and prefill[c.tp, True] <= prefill[c.tp, False]):
             fastest[c.tp] = c
     kept: list[Candidate] = []
     for c in fastest.values():

@@ -11,7 +11,7 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
@@ -98,6 +98,10 @@ class ChipLayout:
         for i, (s, (first, stop)) in enumerate(zip(plan.stages, unit_ranges(plan, [u.scope for u in self.units_]),
                                                    strict=True)):
             cand = _pinned(self.candidates, first, stop, s)
+            if cand is None and s.split is not None and _pinned(self.candidates, first, stop, replace(s, split=None)):
+                other = "whole" if s.split else "split"
+                raise ConfigError(f"{plan.path}: stages[{i}].kv_layout: units {self.units_[first].scope} .. "
+                                  f"{self.units_[stop - 1].scope} on {s.tp} chips take only the {other} layout here")
             if cand is None:
                 raise ConfigError(f"{plan.path}: stages[{i}]: {self._refusal(first, stop, s.tp)}")
             path.append(cand)

@@ -93,8 +93,11 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
         sizes &= set(unit.sizes)
         u = stop - 1
         for t in sizes:
-            splits[t] |= unit.splits(t)
-            for split in (False, True):
+            if unit.splits(t) and not splits[t]:  # the split layout parts from the whole one here
+                splits[t] = True
+                for acc in (resident, act, time, pre):
+                    acc[t, True] = acc[t, False]
+            for split in (False, True) if splits[t] else (False,):
                 g = unit.group(t, split)
                 resident[t, split] += tables.resident[u][g]
                 act[t, split] = max(act[t, split], tables.act[u][g])

@@ -79,7 +79,7 @@ def sram_image(codes: list[StageCode], stages: Sequence[Stage], graph: Graph, we
     scopes = graph.scopes()
     for code, stage in zip(codes, stages, strict=True):
         owned = scopes[scopes.index(stage.first_unit): scopes.index(stage.last_unit) + 1]
-        chip_values = _per_chip(graph, owned, code.tp)
+        chip_values = _per_chip(graph, owned, code.tp, code.split)
         pads = {n: pad for sc in owned for n, pad in head_pads(list(graph.ops_in(sc)), code.tp).items()}
         resident = [r for r in code.memory_map if r[0] in ("param", "state")]
         top = max((addr + size for _, _, addr, size in resident), default=0)
@@ -94,9 +94,9 @@ def sram_image(codes: list[StageCode], stages: Sequence[Stage], graph: Graph, we
     return image
 
 
-def _per_chip(graph: Graph, scopes: list[str], tp: int) -> dict[str, Value]:
-    """Per-chip params and caches of a stage's scopes on a group of tp chips."""
-    ops = [op for scope in scopes for op in shard_unit(list(graph.ops_in(scope)), tp)[0]]
+def _per_chip(graph: Graph, scopes: list[str], tp: int, split: bool) -> dict[str, Value]:
+    """Per-chip params and caches of a stage's scopes on a group of tp chips (in the split layout or not)."""
+    ops = [op for scope in scopes for op in shard_unit(list(graph.ops_in(scope)), tp, split=split)[0]]
     return {v.name: v for op in ops for v in op.operands}
 
 

@@ -78,7 +78,8 @@ QUEUES: dict[Op, dict[str, str]] = {
     Op.VOP: {"fn": "the vector function (ir.isa.Fn)", "s_a": "first operand", "s_b": "second operand",
              "s_c": "third operand", "s_d": "fourth operand", "s_out": "result", "m": "rows", "n": "elements a row",
              "src_bytes": "bytes in", "offset": "byte of s_a the function starts at",
-             "imm": "meta fn_args entry", "base": "ARGBEST's first id, ROUTE's first expert"},
+             "imm": "meta fn_args entry",
+             "base": "ARGBEST's first id, ROUTE's first expert, SOFTMAX's first cache position, COMBINE's first head"},
     Op.SEND: {"s_a": "stream sent", "src_bytes": "bytes sent", "offset": "byte of s_a the message starts at",
               "peer": "receiving chip", "tag": "message tag"},
     Op.RECV: {"dst_bytes": "bytes received", "s_out": "stream written", "peer": "sending chip", "tag": "message tag"},
@@ -114,9 +115,11 @@ FN_ARGS: dict[Fn | str, dict[str, type]] = {
     Fn.ROPE: {"head_dim": int, "heads": int, "theta": float, "interleave": bool, "scaling": str, "factor": float,
               "low_freq_factor": float, "high_freq_factor": float, "original_max_position": int,
               "beta_fast": float, "beta_slow": float, "mscale": float, "mscale_all_dim": float},  # YaRN
-    # cold, ring: a cache split over tiers; each sequence's columns: its cold tier positions, a ring (ir.ops._tiered)
+    # cold, ring: a cache split over tiers; each sequence's columns: its cold tier positions, a ring (ir.ops._tiered);
+    # lse: the row's log-sum-exp instead of its probabilities (a sequence shard's partial, combined by COMBINE)
     Fn.SOFTMAX: {"batch": int, "head_dim": int, "heads": int, "rows": int, "tokens": int, "scale": float,
-                 "cold": int, "ring": int},
+                 "cold": int, "ring": int, "lse": bool},
+    Fn.COMBINE: {"shards": int, "rows": int, "heads": int, "head_dim": int, "keep": int},
     Fn.TOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},
     Fn.ARGTOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},
     Fn.QUANTIZE: {"format": str, "kv_heads": int},

@@ -90,6 +90,8 @@ class Fn(enum.IntEnum):
     #            state's f32 bytes, then y's 16-bit ones (a WRITE takes the state, a COPY from offset y)
     ACCEPT = 22  # speculative decoding: the target's ids (s_a) and the fed tokens (s_b), m sequences of n rows
     #              -> per sequence the drafts accepted (rows 1..n-1 of s_b equal to s_a one row earlier, in a run)
+    COMBINE = 23  # attention partials of a kv head's sequence shards (each its context and log-sum-exp) -> the
+    #               context over all the shards' positions, for the heads from `base` on (flash-decoding's merge)
 
 
 class Fmt(enum.IntEnum):

@@ -397,6 +397,17 @@ def _mla_scratch(ins, outs, attrs):
     return 2 * rows * attrs["heads"] * (2 * rank + attrs["rope_dim"])
 
 
+def _attention_scratch(ins, outs, attrs):
+    """A sequence shard's (seq_shards s) 16-bit buffers: its kv head's queries gathered from the s chips
+    [M, s x heads, head_dim], its partial (context and a two-part log-sum-exp per row and head), and
+    the s chips' partials gathered."""
+    shards = attrs.get("seq_shards", 1)
+    if shards == 1:
+        return 0
+    rows, heads, d = ins[0].shape[0], attrs["heads"] * shards, attrs["head_dim"]
+    return 2 * rows * heads * (d + (1 + shards) * (d + 2))
+
+
 def _no_flops(ins, outs, attrs):
     return 0
 
@@ -411,8 +422,9 @@ def _matmul_flops(ins, outs, attrs):
 
 def _attention_flops(ins, outs, attrs):
     # Scores and weighted sum over the cache it reads (reach): 2 matmuls of M x C x head_dim per head.
+    # A chip of a sequence-sharded cache (seq_shards) attends all its kv head's queries over its positions.
     q, cache = ins[0], ins[3]
-    return 4 * q.shape[0] * reach_of(attrs, cache) * attrs["heads"] * attrs["head_dim"]
+    return 4 * q.shape[0] * reach_of(attrs, cache) * attrs["heads"] * attrs.get("seq_shards", 1) * attrs["head_dim"]
 
 
 OPDEFS: dict[Opcode, OpDef] = {
@@ -450,7 +462,9 @@ OPDEFS: dict[Opcode, OpDef] = {
     # position lies below it; absent: the whole cache), so a chunk streams the prefix it can see.
     Opcode.ATTENTION: OpDef(
         (6, 12), {"heads": int, "kv_heads": int, "head_dim": int}, _attention, _attention_flops,
-        writes=(3, 4, 6, 7, 8, 9, 10, 11), optional={"reach": int, "tier": str, "cold": int, "block": int},
+        writes=(3, 4, 6, 7, 8, 9, 10, 11),
+        optional={"reach": int, "tier": str, "cold": int, "block": int, "seq_shards": int},
+        scratch=_attention_scratch,
     ),
     Opcode.SILU: OpDef((1, 1), {}, _unary, _per_out(4)),
     Opcode.GELU: OpDef((1, 1), {}, _unary, _per_out(8)),

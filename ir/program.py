@@ -55,9 +55,14 @@ What each instruction computes (the functional interpreter's contract):
            is [m, g, n/g].
   VOP      s_out = fn(s_a[offset:], s_b, s_c); `imm` indexes meta["fn_args"] (eps, rope
            frequencies, softmax scale and mask, routing) or is -1; SOFTMAX scales the scores
-           by 1/sqrt(head_dim), or by `scale` when given (latent attention); ARGBEST adds `base`
-           to its ids, ROUTE weighs the experts from `base` on. SCAN (Mamba) leaves raw bytes:
-           the new f32 state, then y in 16 bits; a WRITE stores the first dst_bytes of its stream.
+           by 1/sqrt(head_dim), or by `scale` when given (latent attention), and masks cache
+           column c as position `base` + c (a run of a sequence-sharded cache; a line that sees
+           no position gives zeros), or with `lse` gives each line's log-sum-exp as two 16-bit
+           parts; COMBINE merges s shards' partials (each its context, then its two-part
+           log-sum-exp per row and head: weights exp(lse - max), normalised) and keeps heads
+           `base`..; ARGBEST adds `base` to its ids, ROUTE weighs the experts from `base` on.
+           SCAN (Mamba) leaves raw bytes: the new f32 state, then y in 16 bits; a WRITE stores
+           the first dst_bytes of its stream.
   SEND     src_bytes of s_a from byte `offset` -> link towards `peer`, message `tag`.
   RECV     dst_bytes from `peer`, message `tag` -> s_out. Links are FIFO: the SENDs from one chip
            to one peer with one tag, in issue order, are a queue, and the k-th RECV naming

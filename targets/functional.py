@@ -34,7 +34,7 @@ import numpy as np
 
 from ir.errors import ExecutionError
 from ir.isa import Fmt, Fn, Op, UnitKind
-from ir.numerics import ELEMENT, decode, dequantize_blocks, encode, quantize, quantize_blocks
+from ir.numerics import ELEMENT, decode, dequantize_blocks, encode, quantize, quantize_blocks, round_to
 from ir.ops import Opcode
 from ir.program import Flag, Program
 from ir.reference import (
@@ -465,8 +465,10 @@ def _rope(ins, a, b, fn_args):
 
 def _softmax(ins, a, b, f):
     """Attention probabilities: row r of sequence r // (rows / batch) sees the positions
-    0..pos[r] of its own sequence's cache; scores scaled by `scale` (latent attention) or
-    1/sqrt(head_dim)."""
+    0..pos[r] of its own sequence's cache, whose column c holds position `base` + c (a shard of
+    the positions); scores scaled by `scale` (latent attention) or 1/sqrt(head_dim). A line that
+    sees none gives zeros. With `lse`, each line's log-sum-exp instead (-inf when it sees none),
+    as two 16-bit parts whose sum is it (what a sequence shard's partial carries)."""
     rows, heads, tokens, batch = f["rows"], f["heads"], f["tokens"], f["batch"]
     total = tokens * batch
     scores = as_values(a, ins["act"]).reshape(rows * heads, total)
@@ -474,10 +476,34 @@ def _softmax(ins, a, b, f):
     pos = as_ids(b)[:rows]
     t = np.arange(total)
     seq = np.arange(rows) // max(1, rows // batch)
-    at = _ring_columns(f, pos, seq, tokens) if "ring" in f else np.broadcast_to(t % tokens, (rows, total))
+    at = _ring_columns(f, pos, seq, tokens) if "ring" in f else np.broadcast_to(t % tokens + ins["base"], (rows, total))
     visible = (t[None, :] // tokens == seq[:, None]) & (at >= 0) & (at <= pos[:, None])
-    scores = np.where(np.repeat(visible, heads, axis=0), scores, -np.inf)
-    return softmax(scores).astype(np.float32).reshape(-1)
+    seen = np.repeat(visible, heads, axis=0)
+    scores = np.where(seen, scores, -np.inf)
+    any_seen = seen.any(axis=1, keepdims=True)
+    if f.get("lse"):
+        top = np.where(any_seen, scores.max(axis=1, keepdims=True), 0.0)
+        lse = np.where(any_seen[:, 0], np.log(np.exp(scores - top).sum(axis=1)) + top[:, 0], -np.inf)
+        hi = round_to(lse.astype(np.float32), ins["act"])
+        lo = np.where(np.isfinite(hi), lse - hi, 0.0)
+        return np.stack([hi, lo], axis=1).astype(np.float32).reshape(-1)
+    return np.where(any_seen, softmax(np.where(any_seen, scores, 0.0)), 0.0).astype(np.float32).reshape(-1)
+
+
+def _combine(ins, a, b, f):
+    """Sequence shards' partials merged (flash-decoding): shard i's part holds its context [rows, heads,
+    head_dim], normalised over its positions, then its log-sum-exp per (row, head) in two parts; each
+    shard weighs exp(lse_i - max lse) over their sum. Heads [base, base + keep) of each row."""
+    shards, rows, heads, d, keep = f["shards"], f["rows"], f["heads"], f["head_dim"], f["keep"]
+    width = rows * heads * (d + 2)
+    parts = as_values(a, ins["act"])[ins["offset"] // 2:][: shards * width]
+    parts = np.pad(parts, (0, shards * width - len(parts))).reshape(shards, width).astype(np.float64)
+    ctx = parts[:, : rows * heads * d].reshape(shards, rows, heads, d)
+    lse = parts[:, rows * heads * d:].reshape(shards, rows, heads, 2).sum(axis=3)
+    top = lse.max(axis=0)
+    w = np.exp(lse - np.where(np.isfinite(top), top, 0.0))
+    out = (w[..., None] * ctx).sum(axis=0) / np.maximum(w.sum(axis=0), np.finfo(np.float64).tiny)[..., None]
+    return out[:, ins["base"]: ins["base"] + keep].astype(np.float32).reshape(-1)
 
 
 def _ring_columns(f: dict, pos: np.ndarray, seq: np.ndarray, tokens: int) -> np.ndarray:
@@ -639,9 +665,10 @@ VECTOR: dict[Fn, Callable] = {
     Fn.CONVSTATE: _conv_state,
     Fn.SCAN: _scan,
     Fn.ACCEPT: _accept,
+    Fn.COMBINE: _combine,
 }
 _TAKES_ARGS = {Fn.RMSNORM, Fn.ROPE, Fn.SOFTMAX, Fn.SCALE, Fn.ADD, Fn.MUL, Fn.TOPK, Fn.ARGTOPK, Fn.ROUTE,
-               Fn.QUANTIZE,
+               Fn.QUANTIZE, Fn.COMBINE,
                Fn.CONV1D, Fn.CONVSTATE, Fn.SCAN}
 
 

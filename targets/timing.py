@@ -59,6 +59,9 @@ FN_OPS: dict[Fn, int] = {
     Fn.CONV1D: 2, Fn.CONVSTATE: 1, Fn.JOIN: 1, Fn.SCAN: 10,
     # Acceptance: a compare per draft and a running "all equal so far" (the count is the sum of it).
     Fn.ACCEPT: 2,
+    # Merging sequence shards' attention: per shard and element, its weight exp(lse - max) times the
+    # context, summed, then one divide.
+    Fn.COMBINE: 3,
 }
 # Vector functions that reduce each row to one (id, value) pair: their results are 8 bytes a row.
 ROW_REDUCTIONS = frozenset({Fn.ARGMAX, Fn.ARGBEST, Fn.PICK, Fn.ACCEPT})

@@ -19,7 +19,7 @@ def plan():
 
 def _layer_weights_per_chip(tp: int) -> int:
     """Llama-3.1-70B (hidden 8192, 64 heads, 8 kv heads of 128, intermediate 28672), one chip of tp."""
-    hidden, q, kv, inter = 8192, 64 * 128 // tp, 128 * 8 // tp, 28672 // tp
+    hidden, q, kv, inter = 8192, 64 * 128 // tp, 128 * 8 // tp, 28672 // tp  # past 8 chips, slices of a kv head
     return hidden * q + 2 * hidden * kv + q * hidden + 3 * hidden * inter
 
 
@@ -28,15 +28,25 @@ def test_the_bound_follows_its_definition_term_by_term(plan):
     assert layer_stages
     for s in layer_stages:
         terms, layers, tp = s["decode_bound_terms"], s["layers"][1] - s["layers"][0] + 1, s["tp"]
-        # int8 weights install one byte each; the fp16 KV cache of one kv head per chip at 4096 tokens
-        assert terms["install_bytes"] == layers * _layer_weights_per_chip(tp)
-        assert terms["cache_bytes"] == layers * 2 * 4096 * (8 * 128 // tp) * 2
+        # int8 weights install one byte each; the fp16 KV cache of the chip's kv heads at 4096 tokens, or
+        # past the 8 kv heads, its 1 / runs of one kv head's positions (runs = tp / 8 chips share each)
+        runs = max(1, tp // 8)
+        head = 128256 * 8192 // tp if "head" in s["units"] else 0  # the lm head's vocabulary shard
+        assert terms["install_bytes"] == layers * _layer_weights_per_chip(tp) + head
+        assert terms["cache_bytes"] == layers * 2 * (4096 // runs) * max(128, 8 * 128 // tp) * 2
         assert terms["install_us"] == pytest.approx(terms["install_bytes"] / INSTALL_PER_S * 1e6, rel=1e-3)
         assert terms["cache_us"] == pytest.approx(terms["cache_bytes"] / SRAM_PER_S * 1e6, rel=1e-3)
         assert terms["stream_us"] == pytest.approx(terms["stream_bytes"] / STREAMS_PER_S * 1e6, rel=1e-3)
-        # only wire latency no schedule can hide: one hop into the stage, one per all-reduce (2 a layer,
-        # inside one node of 8 chips: one hop each)
-        assert terms["wire_us"] == pytest.approx((1 + 2 * layers) * HOP_S * 1e6, rel=1e-3)
+        # only wire latency no schedule can hide: one hop into the stage, one exchange per all-reduce (2 a
+        # layer: one hop inside a node of 8 chips; across nodes local, global, local: 3), and one hop for each
+        # all-gather among the adjacent chips sharing a kv head (k, v slices; queries, partials)
+        reduce_hops = 1 if tp <= 8 else 3
+        gathers = 4 if runs > 1 else 0  # and k's and v's slices of it
+        # the first stage has no hop in; the embedding's partial rows and the head's best ids are one
+        # all-reduce each
+        ends = sum(u in s["units"] for u in ("embed", "head"))
+        hops = (0 if "embed" in s["units"] else 1) + ends * reduce_hops + layers * (2 * reduce_hops + gathers)
+        assert terms["wire_us"] == pytest.approx(hops * HOP_S * 1e6, rel=1e-3)
         slowest = max(terms[k] for k in ("install_us", "cache_us", "stream_us", "compute_us"))
         assert slowest == terms["install_us"]  # batch-1 decode: the weights' install path binds
         assert s["decode_bound_us"] == pytest.approx(slowest + terms["wire_us"], rel=1e-3)

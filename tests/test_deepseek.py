@@ -170,7 +170,7 @@ def test_deepseek_v3_size_and_latent_cache_by_hand():
     assert (config.num_experts, config.experts_per_token, config.router.shared_intermediate_size) == (256, 8, 2048)
 
 
-def test_heads_split_latent_cache_and_down_projections_whole():
+def test_heads_split_latent_cache_whole_and_down_projections_by_column():
     graph = build_graph(load_model_config("deepseek-v3"), "decode", context=4096, layers=4)
     attention, moe = list(graph.ops_in("layers.3")), list(graph.ops_in("layers.3.moe_shared"))
     assert allowed_tp(attention, 512) == [1, 2, 4, 8, 16, 32, 64, 128]  # whole heads only
@@ -179,8 +179,12 @@ def test_heads_split_latent_cache_and_down_projections_whole():
     assert mla.attr["heads"] == 16
     assert mla.operands[4].type.shape == (1, 4096, 576)  # the whole latent cache on every chip
     assert mla.operands[6].type.shape == (512, 16 * 256)  # kv_b: this chip's heads
-    q_a = next(op for op in chip if op.operands[1].name.endswith("q_a_proj.weight"))
-    assert q_a.operands[1].type.shape == (7168, 1536)
+    by_param = {op.operands[1].name.split(".")[-2]: op for op in chip
+                if len(op.operands) > 1 and op.operands[1].name.endswith(".weight")}
+    assert by_param["q_a_proj"].operands[1].type.shape == (7168, 1536 // 8)  # a column shard ...
+    assert by_param["q_a_layernorm"].operands[0].type.shape == (1, 1536)  # ... gathered whole for its norm
+    assert by_param["latent"].operands[1].type.shape == (7168, 512 // 8)
+    assert by_param["rope"].operands[1].type.shape == (7168, 64)  # k_pe goes to rope, not a norm: whole
     chip = ShardTensorParallel(8)(moe)
     experts = next(op for op in chip if op.opcode is Opcode.EXPERTS)
     assert experts.operands[3].type.shape == (32, 7168, 2048)  # whole experts: at most E / t = 32 a chip

@@ -145,7 +145,7 @@ def test_dram_holds_70b_at_128k_on_far_fewer_chips():
     assert placement["tier"] == "dram" and placement["requested"] == "auto"
     _, sram = _json("plan", "llama-3.1-70b", "--target", "lpu", "--context", "131072")
     assert placement["sram_chips"] == sram["chips"]
-    assert plan["chips"] < 0.6 * sram["chips"]
+    assert plan["chips"] < 0.8 * sram["chips"]  # SRAM alone shards the cache by sequence past the kv heads
     dram = _tiers(plan)["dram"]
     assert dram["drain_s"] == pytest.approx(load_target("lpu").dram.drain_s)
     assert dram["read_bytes_per_token"] > 0.8 * plan["totals"]["kv_cache_bytes"] * placement["cold_tokens"] / 131072
@@ -160,7 +160,7 @@ def test_jamba_at_256k_stays_in_sram_and_says_why():
     placement = plan["kv_tiers"]["placement"]
     assert placement["tier"] == "sram" and placement["cold_tokens"] == 0
     assert "4.00 GiB of KV in dram saves" in placement["why"] and "under the 10%" in placement["why"]
-    assert placement["tier_chips"] < placement["sram_chips"] == plan["chips"]
+    assert placement["tier_chips"] <= placement["sram_chips"] == plan["chips"]  # sharded by sequence, SRAM holds it
 
 
 def test_a_context_sweep_shows_the_crossover(capsys):

@@ -94,6 +94,9 @@ def test_a_wafer_plan_round_trips(capsys, tmp_path):
     (lambda p: p["options"].update(precision="int8"), "options.precision is 'int8', the command line's 'fp16'"),
     (lambda p: p.update(model="tiny-mixtral"), "a plan of tiny-mixtral on lpu-mini, not tiny-llama on lpu-mini"),
     (lambda p: p.pop("stages"), "not a plan"),
+    (lambda p: p["stages"][0].update(kv_layout="rows"), 'stages[0].kv_layout: must be "split" or "whole"'),
+    (lambda p: p["stages"][1].update(kv_layout="split"), "stages[1].kv_layout: units layers.1 .. head on 2 chips take "
+                                                         "only the whole layout here"),
 ])
 def test_a_plan_the_machine_cannot_hold_as_given_is_one_line(capsys, tmp_path, edit, words):
     plan = _plan(capsys, "tiny-llama", "--target", "lpu-mini")

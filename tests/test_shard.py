@@ -31,12 +31,15 @@ def test_one_chip_is_the_identity():
 @pytest.mark.parametrize("t", [2, 4])
 def test_layer_shards_like_megatron(t):
     ops = _ops("layers.0", t)
-    collectives = [op for op in ops if op.opcode in (Opcode.ALLREDUCE, Opcode.ALLGATHER)]
-    assert [op.opcode for op in collectives] == [Opcode.ALLREDUCE, Opcode.ALLREDUCE]  # after o_proj, down_proj
+    collectives = [(op.opcode, op.attr["group"]) for op in ops if op.opcode in (Opcode.ALLREDUCE, Opcode.ALLGATHER)]
+    slices = [(Opcode.ALLGATHER, 2)] * 2 if t == 4 else []  # t=4: k's and v's halves from the chip sharing them
+    assert collectives == [*slices, (Opcode.ALLREDUCE, t), (Opcode.ALLREDUCE, t)]  # after o_proj, down_proj
     attention = next(op for op in ops if op.opcode is Opcode.ATTENTION)
     assert attention.attr["heads"] == 4 // t
-    assert attention.attr["kv_heads"] == max(1, 2 // t)  # t=4: each chip keeps one whole kv head
-    assert attention.operands[3].type.shape == (1, 32, 16 * max(1, 2 // t))
+    assert attention.attr["kv_heads"] == max(1, 2 // t)  # t=4: each chip keeps one whole kv head ...
+    runs = max(1, t // 2)  # ... and the 2 chips sharing it hold half its positions each
+    assert attention.attr.get("seq_shards", 1) == runs
+    assert attention.operands[3].type.shape == (1, 32 // runs, 16 * max(1, 2 // t))
     down = [op for op in ops if op.opcode is Opcode.MATMUL][-1]
     assert down.operands[1].type.shape == (176 // t, 64)
 
@@ -49,7 +52,7 @@ def test_vocab_parallel_embed_and_head():
     assert head[-1].opcode is Opcode.ARGMAX and head[-1].attr["shards"] == 4
 
 
-def test_costs_split_weights_and_count_kv_replication():
+def test_costs_split_weights_and_kv_by_sequence():
     one, two, four = (shard_cost(LAYER, t, alignment=320) for t in (1, 2, 4))
     # Each tensor starts on a 320-byte vector boundary, as the allocator places it.
     assert one.weight_bytes == sum(align(p.type.nbytes) for p in GRAPH.params if p.name.startswith("layers.0."))
@@ -57,8 +60,11 @@ def test_costs_split_weights_and_count_kv_replication():
     kv = [s.type.nbytes for s in GRAPH.state if s.name.startswith("layers.0.")]
     assert one.state_bytes == sum(map(align, kv))
     assert two.state_bytes == sum(align(b // 2) for b in kv)
-    assert four.state_bytes == two.state_bytes  # 2 kv heads on 4 chips: each keeps one head
-    assert {c.kind for c in four.collectives} == {"allreduce"} and len(four.collectives) == 2
+    assert four.state_bytes == sum(align(b // 4) for b in kv)  # 2 kv heads on 4 chips: half a head's positions
+    # two all-reduces, and over the 2 chips sharing a kv head: k's and v's halves, then the sequence
+    # shards' queries in and partials out
+    assert [(c.kind, c.group) for c in four.collectives] == [("allgather", 2)] * 4 + [("allreduce", 4)] * 2
+    assert four.weight_bytes < two.weight_bytes / 1.9  # the kv projections split too, not repeated
     assert sum(w.flops for w in four.work) < sum(w.flops for w in one.work) / 3
 
 

@@ -4,8 +4,9 @@ block through the MXM for scores and values, with a masked softmax between."""
 from __future__ import annotations
 
 from compiler.codegen.cache_stream import Block, CacheStream, block_product
-from compiler.codegen.emit import Emitter
-from compiler.codegen.template import Instr
+from compiler.codegen.collectives import Collectives
+from compiler.codegen.emit import Emitter, Slot
+from compiler.codegen.template import Instr, Rel
 from compiler.codegen.tier_attention import lower_tiered_attention
 from ir.graph import Op as GraphOp
 from ir.graph import Value
@@ -64,8 +65,60 @@ def cache_blocks(batch: int, tokens: int, reach: int, block: int) -> list[tuple[
     return out
 
 
-def _append(e: Emitter, new: Value, cache: Value, scale: Value | None, pos: tuple[int, int], per_seq: int) -> int:
-    """Write row r at position pos[r] of its sequence's cache; a quantized cache gets codes and scales."""
+def lower_sequence_shards(e: Emitter, coll: Collectives, op: GraphOp) -> None:
+    """Attention on one of the s chips that share a kv head's cache by sequence (seq_shards): this chip
+    holds positions [j x held, (j + 1) x held) of every sequence (j its index among the s), appends the
+    rows whose positions it holds (a WINDOW write drops the others), gathers the kv head's queries from
+    the s chips, attends them over its positions (softmax and log-sum-exp, masked by global position), and
+    all-gathers the s partials, which COMBINE merges (flash-decoding) into this chip's own heads."""
+    q, k, v, k_cache, v_cache, pos = op.operands[:6]
+    scales = op.operands[6:8] if len(op.operands) == 8 else (None, None)
+    out, a = op.results[0], op.attr
+    shards, d = a["seq_shards"], a["head_dim"]
+    batch, held, width = k_cache.type.shape
+    reach = reach_of(a, k_cache.type)
+    rows = q.type.shape[0]
+    per_seq = max(1, rows // batch)
+    heads = a["heads"] * shards  # every query head of the chip's kv head
+    sub = coll.subgroup(shards)
+    first = Rel(parts=sub.member(held))  # the position of this chip's first cache row
+    pos_read = e.read(pos.name)
+    appended = [_append(e, new, cache, scale, pos_read, per_seq, first)
+                for new, cache, scale in zip((k, v), (k_cache, v_cache), scales, strict=True)]
+    queries, part, parts = (f"{out.name}.{n}" for n in ("queries", "partial", "partials"))
+    part_bytes = rows * heads * (d + 2) * 2
+    for name, nbytes in ((queries, rows * heads * d * 2), (part, part_bytes), (parts, shards * part_bytes)):
+        e.slots[name] = Slot(e.t.local(nbytes), nbytes)
+    gathered = sub.gather_rows(q.name, queries, rows, q.type.nbytes // rows)
+    qs = e.read(queries, after=tuple((w, 0) for w in gathered))
+    kv = CacheStream(k_cache.type.dtype, width, 1)
+    blocks = cache_blocks(batch, held, reach, max(1, e.t.timing.panel ** 2 // width))
+    grouping = {"heads": heads, "kv_heads": 1, "rows": rows}
+    m = per_seq * heads
+    scores = _cache_panels(e, kv, k_cache.name, scales[0], appended[0], qs, m, blocks, grouping, True)
+    mask = {"heads": heads, "head_dim": d, "tokens": reach, "rows": rows, "batch": batch}
+    sm = e.vop(Fn.SOFTMAX, m, reach * batch, scores, pos_read, args=mask, base=first)
+    lse = e.vop(Fn.SOFTMAX, m, reach * batch, scores, pos_read, args=mask | {"lse": True}, base=first)
+    ctx = _cache_panels(e, kv, v_cache.name, scales[1], appended[1], sm, m, blocks, grouping, False)
+    w = e.write(part, ctx[1], ctx[0], rows * heads * d * 2)
+    w2 = e.write(part, lse[1], lse[0], rows * heads * 4, offset=rows * heads * d * 2)
+    e.t.instrs[w2].deps += ((w, 0),)
+    e.slots[part].ready = w2
+    e.slots[parts].ready = sub.allgather(part, parts, shards * part_bytes)
+    coll.rejoin(sub)
+    merge = {"shards": shards, "rows": rows, "heads": heads, "head_dim": d, "keep": a["heads"]}
+    i, st = e.vop(Fn.COMBINE, rows * shards, a["heads"] * d, e.read(parts), bytes_in=shards * part_bytes,
+                  args=merge, base=Rel(parts=sub.member(a["heads"])))
+    e.result(out)
+    e.done(out, e.write(out.name, st, i, out.type.nbytes))
+
+
+def _append(e: Emitter, new: Value, cache: Value, scale: Value | None, pos: tuple[int, int], per_seq: int,
+            first: Rel | None = None) -> int:
+    """Write row r at position pos[r] of its sequence's cache; a quantized cache gets codes and scales.
+    A cache holding a run of positions from `first` (a sequence shard) drops the rows outside it."""
+    window = {"flags": int(Flag.INDIRECT | Flag.WINDOW), "base": first} if first is not None else \
+        {"flags": int(Flag.INDIRECT)}
     r = e.read(new.name)
     slot = e.slots[cache.name]
     rows, tokens = new.type.shape[0], cache.type.shape[1]
@@ -77,12 +130,12 @@ def _append(e: Emitter, new: Value, cache: Value, scale: Value | None, pos: tupl
                   args=groups | {"format": dtype.value})
         s_slot = e.slots[scale.name]
         s_row = scale.type.nbytes // (scale.type.shape[0] * scale.type.shape[1])
-        e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * s_row), flags=int(Flag.INDIRECT), dst=s_slot.ref,
+        e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * s_row), **window, dst=s_slot.ref,
                       dst_bytes=rows * s_row, s_a=q[1], s_b=pos[1], m=rows, k=per_seq, imm=tokens, stride=s_row,
                       offset=rows * row_bytes, deps=((q[0], e.t.timing.drain_cycles), (pos[0], 0))))
         r = q
     lag = e.t.timing.drain_cycles if scale is not None else 0
-    i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * row_bytes), flags=int(Flag.INDIRECT), dst=slot.ref,
+    i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(rows * row_bytes), **window, dst=slot.ref,
                       dst_bytes=rows * row_bytes, s_a=r[1], s_b=pos[1], m=rows, k=per_seq, imm=tokens,
                       stride=row_bytes, deps=((r[0], lag), (pos[0], 0))))
     slot.ready = i

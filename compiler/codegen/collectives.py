@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from compiler.codegen.emit import Emitter
 from compiler.codegen.template import Instr, Peer, Ref, Rel
+from ir.errors import ConfigError
 from ir.isa import Fn, Op
 
 
@@ -79,6 +80,77 @@ class Collectives:
         cur = self.e.read(x)
         own = self._write(out, cur, dims, drain=False)
         return self._gather(out, cur, own, dims)
+
+    def subgroup(self, size: int) -> Collectives:
+        """Collectives over every block of `size` consecutive ranks (the chips sharing a kv head's cache by
+        sequence); it continues this one's tags, and hands them back with `rejoin`."""
+        inner = self.levels[0]
+        if size <= inner.group:
+            lv = [Level(size, 1, inner.hops, size - 1)]
+        elif size % inner.group == 0 and len(self.levels) > 1:
+            outer = self.levels[1]
+            lv = [inner, Level(size // inner.group, inner.group, outer.hops, outer.links)]
+        else:
+            raise ConfigError(f"a group of {size} chips sharing a kv head is neither inside a node of "
+                              f"{inner.group} nor whole nodes")
+        sub = Collectives(self.e, lv)
+        sub.tag = self.tag
+        return sub
+
+    def rejoin(self, sub: Collectives) -> None:
+        self.tag = sub.tag
+
+    def member(self, unit: int) -> tuple[tuple[Peer, int], ...]:
+        """Parts (as Ref and Rel take them) giving `unit` times this chip's index in the group."""
+        parts, step = [], unit
+        for lv in self.levels:
+            parts.append((lv.peer(0), step))
+            step *= lv.group
+        return tuple(parts)
+
+    def gather_rows(self, x: str, out: str, rows: int, chunk: int) -> list[int]:
+        """Every member's [rows, chunk bytes] side by side in each row of `out` (member i's at byte
+        i x chunk of a row of group x chunk bytes), innermost level first; returns every write."""
+        dims, unit = [], chunk
+        for lv in self.levels:
+            dims.append((lv, unit))
+            unit *= lv.group
+        total = unit
+        self.e.pad(out, rows * total)
+        cur = self.e.read(x)
+        writes = [self._store_rows(out, cur, (rows, chunk, total), tuple((lv.peer(0), b) for lv, b in dims), ())]
+        for j, (lv, block) in enumerate(dims):
+            own = tuple((c.peer(0), b) for c, b in dims[j:])
+            src = cur if j == 0 else self._read_rows(out, (rows, block, total), own, writes)
+            tags = self._sends(lv, src, rows * block)
+            for d in range(1, lv.group):
+                r = self._recv(lv, -d, rows * block, tags[d - 1])
+                parts = ((lv.peer(-d), block), *((c.peer(0), b) for c, b in dims[j + 1:]))
+                # each write follows the one before, so the last one's end means the value is whole
+                writes.append(self._store_rows(out, r, (rows, block, total), parts, ((writes[-1], 0),)))
+        return writes
+
+    def _store_rows(self, out: str, src: tuple[int, int], shape: tuple[int, int, int], parts, after) -> int:
+        """`rows` rows of `block` bytes, `total` bytes apart, at the parts' offset of `out`."""
+        rows, block, total = shape
+        slot = self.e.slots[out]
+        ref = Ref(slot.ref.space, slot.ref.slot, slot.ref.offset, tuple(parts))
+        many = rows if rows > 1 else 0
+        i = self.e.t.add(Instr(Op.WRITE, self.e.t.timing.mem(rows * block), dst=ref, dst_bytes=rows * block,
+                               s_a=src[1], m=many, stride=total if many else 0, deps=((src[0], 0), *after)))
+        slot.ready = i
+        return i
+
+    def _read_rows(self, out: str, shape: tuple[int, int, int], parts, writes: list[int]) -> tuple[int, int]:
+        rows, block, total = shape
+        slot = self.e.slots[out]
+        ref = Ref(slot.ref.space, slot.ref.slot, slot.ref.offset, tuple(parts))
+        many = rows if rows > 1 else 0
+        stream = self.e.t.stream()
+        i = self.e.t.add(Instr(Op.READ, self.e.t.timing.mem(rows * block), src=ref, src_bytes=rows * block,
+                               s_out=stream, m=many, stride=total if many else 0,
+                               deps=tuple((w, 0) for w in writes)))
+        return i, stream
 
     def _reduce_scatter(self, lv: Level, cur: tuple[int, int], size: int, elems: int, fn: Fn) -> tuple[int, int]:
         """Peer d gets its slice of `cur` (its group index x size bytes in); this chip sums its

@@ -56,9 +56,9 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
     final: dict[str, Value] = {}
     codes, chip_ops = [], {}
     for s in stages:
-        code = StageCode(s.index, s.tp, s.first_chip)
+        code = StageCode(s.index, s.tp, s.first_chip, split=s.split)
         for scope in (sc for sc in scopes if owner[sc] == s.index):
-            ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final)
+            ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
             final.update(values)
             chip_ops[scope] = ops
         codes.append(code)

@@ -49,6 +49,7 @@ class StageCode:
     inputs: tuple[str, ...] = ()  # graph inputs, by INPUT slot
     memory_map: list[tuple[str, str, int, int]] = field(default_factory=list)  # (kind, name, addr, bytes)
     outputs: dict[str, Value] = field(default_factory=dict)  # the graph's outputs held here, per chip
+    split: bool = False  # the plan stage's kv_layout is "split" (passes.shard.shard_unit's `split`)
 
 
 class StageBuilder:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from compiler.codegen.alloc import Interval, first_fit
+from compiler.codegen.attention import lower_sequence_shards
 from compiler.codegen.collectives import Collectives, Level
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.rules import EMIT
@@ -71,6 +72,8 @@ def unit_code(name: str, ops: Sequence[Op], timing: Timing, inputs: Sequence[str
             _collective(e, coll, op)
         elif op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:
             _sharded_argmax(e, coll, op)
+        elif op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:
+            lower_sequence_shards(e, coll, op)
         else:
             EMIT[op.opcode](e, op)
     flat = [v for op in ops for v in (*op.operands, *op.results)]
@@ -103,6 +106,12 @@ def _collective(e: Emitter, coll: Collectives, op: Op) -> None:
     e.result(out)
     if op.opcode is Opcode.ALLREDUCE:
         last = coll.allreduce(x.name, out.name, out.type.nbytes, out.type.numel)
+    elif op.attr["group"] < e.tp or out.type.shape[0] > 1:
+        # feature shards side by side in every row (of a kv head's slices: among the chips sharing it)
+        sub = coll.subgroup(op.attr["group"]) if op.attr["group"] < e.tp else coll
+        rows = out.type.shape[0]
+        last = sub.gather_rows(x.name, out.name, rows, x.type.nbytes // rows)[-1]
+        coll.rejoin(sub)
     else:
         last = coll.allgather(x.name, out.name, out.type.nbytes)
     e.done(out, last)

@@ -1,8 +1,14 @@
 """Candidate stages: a contiguous run of units on a tensor-parallel group of t chips.
 
 Only candidates whose chips can hold them are kept, and among candidates over
-the same units a larger group survives only if it is strictly faster. What is
-left is small enough for CP-SAT to choose a path through exactly."""
+the same units a larger group survives only if it is strictly faster. A group
+that can take the split layout (passes.shard.splits_kv) is costed in both: at
+equal chips the split survives only if it is faster in decode and no slower in
+a prefill chunk (its gathers of every row's queries and partials can cost a
+chunk more than its shorter cache saves), and a split candidate
+whose whole twin does not fit is marked `room` (it saves chips, see
+plan.search's SEQUENCE_SAVING). What is left is small enough for CP-SAT to
+choose a path through exactly."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from compiler.partition.cost import Breakdown, hop_s, unit_time
-from compiler.partition.units import Unit
+from compiler.partition.units import Group, Unit
 from targets.spec import SystemSpec
 
 
@@ -27,6 +33,8 @@ class Candidate:
     act_bytes: int
     decode: Breakdown  # units' time, plus the hand-off into the stage
     cells: object = None
+    split: bool = False  # caches by sequence, latent down projections by column (passes.shard.splits_kv)
+    room: bool = False  # split where the whole layout does not fit the chips: it saves chips, not time
 
     @property
     def latency_ps(self) -> int:
@@ -35,27 +43,28 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class CostTables:
-    """Per (unit, group size) figures the candidates are summed from."""
+    """Per (unit, group) figures the candidates are summed from; `prefill` the seconds of the largest
+    prefill chunk (what decides between a group's two layouts beside the decode time)."""
 
-    resident: list[dict[int, int]]
-    act: list[dict[int, int]]
-    time: list[dict[int, Breakdown]]
+    resident: list[dict[Group, int]]
+    act: list[dict[Group, int]]
+    time: list[dict[Group, Breakdown]]
+    prefill: list[dict[Group, float]]
 
 
 def cost_tables(units: list[Unit], system: SystemSpec, precision: str) -> CostTables:
     """Activation space is reserved for a decode step or the smallest prefill chunk, whichever
     is larger (measured at that chunk: some buffers do not grow with the rows)."""
-    memo: dict[tuple[int, int], tuple[int, int, Breakdown]] = {}
+    memo: dict[tuple[int, Group], tuple[int, int, Breakdown, float]] = {}
     for u in units:
-        for t in u.sizes:
-            if (u.kind, t) not in memo:
-                d = u.decode[t]
-                act = max(d.act_bytes, u.prefill_min_act[t])
-                memo[u.kind, t] = (d.resident_bytes, act, unit_time(d, system, precision))
-    pick = [{t: memo[u.kind, t] for t in u.sizes} for u in units]
-    return CostTables([{t: v[0] for t, v in p.items()} for p in pick],
-                      [{t: v[1] for t, v in p.items()} for p in pick],
-                      [{t: v[2] for t, v in p.items()} for p in pick])
+        for g in u.decode:
+            if (u.kind, g) not in memo:
+                d = u.decode[g]
+                act = max(d.act_bytes, u.prefill_min_act[g])
+                pre = unit_time(u.prefill[g], system, precision).total_s if u.splits(g[0]) else 0.0
+                memo[u.kind, g] = (d.resident_bytes, act, unit_time(d, system, precision), pre)
+    pick = [{g: memo[u.kind, g] for g in u.decode} for u in units]
+    return CostTables(*([{t: v[i] for t, v in p.items()} for p in pick] for i in range(4)))
 
 
 def enumerate_candidates(units: list[Unit], tables: CostTables, crossing: list[int], system: SystemSpec,
@@ -72,23 +81,38 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
           keep_dominated: bool, reserved_bytes: int = 0) -> list[Candidate]:
     usable = system.chip.usable_sram_bytes - reserved_bytes
     sizes = set(units[first].sizes)
-    resident = dict.fromkeys(sizes, 0)
-    act = dict.fromkeys(sizes, 0)
-    time = dict.fromkeys(sizes, Breakdown())
+    groups = [(t, split) for t in sorted(sizes) for split in (False, True)]
+    resident = dict.fromkeys(groups, 0)
+    act = dict.fromkeys(groups, 0)
+    time = dict.fromkeys(groups, Breakdown())
+    pre = dict.fromkeys(groups, 0.0)
+    splits = dict.fromkeys(sizes, False)  # some unit of the run has a split layout at that size
     out: list[Candidate] = []
     for stop in range(first + 1, len(units) + 1):
+        unit = units[stop - 1]
+        sizes &= set(unit.sizes)
         u = stop - 1
-        sizes &= set(units[u].sizes)
         for t in sizes:
-            resident[t] += tables.resident[u][t]
-            act[t] = max(act[t], tables.act[u][t])
-            time[t] = time[t] + tables.time[u][t]
-        fits = sorted(t for t in sizes if resident[t] + act[t] <= usable)
-        if not fits and not any(resident[t] <= usable for t in sizes):
+            if unit.splits(t) and not splits[t]:  # the split layout parts from the whole one here
+                splits[t] = True
+                for acc in (resident, act, time, pre):
+                    acc[t, True] = acc[t, False]
+            for split in (False, True) if splits[t] else (False,):
+                g = unit.group(t, split)
+                resident[t, split] += tables.resident[u][g]
+                act[t, split] = max(act[t, split], tables.act[u][g])
+                time[t, split] = time[t, split] + tables.time[u][g]
+                pre[t, split] += tables.prefill[u][g]
+        live = [(t, split) for t in sorted(sizes) for split in (False, True) if splits[t] or not split]
+        fits = [g for g in live if resident[g] + act[g] <= usable]
+        if not fits and not any(resident[g] <= usable for g in live):
             break  # adding units only grows the memory needed
-        row = [Candidate(first, stop, t, resident[t], act[t], time[t] + _entry(first, t, crossing, system))
-               for t in fits]
-        out.extend(row if keep_dominated else _undominated(row))
+        held = set(fits)
+        row = [Candidate(first, stop, t, resident[t, split], act[t, split],
+                         time[t, split] + _entry(first, t, crossing, system), split=split,
+                         room=split and (t, False) not in held)
+               for t, split in fits]
+        out.extend(row if keep_dominated else _undominated(row, pre))
     return out
 
 
@@ -101,10 +125,18 @@ def _entry(first: int, tp: int, crossing: list[int], system: SystemSpec) -> Brea
     return Breakdown(link_s=link_s)
 
 
-def _undominated(row: list[Candidate]) -> list[Candidate]:
-    """Keep a larger group only if it is strictly faster than every smaller one kept."""
+def _undominated(row: list[Candidate], prefill: dict[tuple[int, bool], float]) -> list[Candidate]:
+    """Keep a larger group only if it is strictly faster than every smaller one kept; of one group
+    size's two layouts the whole one, unless the split is faster in decode and no slower in a prefill
+    chunk (`prefill`, by group)."""
+    fastest: dict[int, Candidate] = {}
+    for c in row:  # in (tp, split) order: the whole layout first
+        whole = fastest.get(c.tp)
+        if whole is None or (c.latency_ps < whole.latency_ps
+                             and prefill[c.tp, True] <= prefill[c.tp, False]):
+            fastest[c.tp] = c
     kept: list[Candidate] = []
-    for c in row:
+    for c in fastest.values():
         if not kept or c.latency_ps < kept[-1].latency_ps:
             kept.append(c)
     return kept
@@ -112,10 +144,10 @@ def _undominated(row: list[Candidate]) -> list[Candidate]:
 
 def capacity_lower_bound(units: list[Unit], system: SystemSpec) -> int:
     """Every byte that must be resident, over the usable SRAM of one chip."""
-    total = sum(u.decode[1].resident_bytes if 1 in u.decode else _whole(u) for u in units)
+    total = sum(u.decode[1, False].resident_bytes if (1, False) in u.decode else _whole(u) for u in units)
     return math.ceil(total / system.chip.usable_sram_bytes)
 
 
 def _whole(u: Unit) -> int:
     t = u.sizes[0]
-    return u.decode[t].resident_bytes * t
+    return u.decode[u.group(t, True)].resident_bytes * t

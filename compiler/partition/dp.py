@@ -10,7 +10,7 @@ def fewest_chips(cands: list[Candidate], num_units: int) -> list[Candidate] | No
     best: list[tuple[int, int] | None] = [None] * (num_units + 1)
     back: list[Candidate | None] = [None] * (num_units + 1)
     best[0] = (0, 0)
-    for c in sorted(cands, key=lambda c: (c.first, c.stop, c.tp)):
+    for c in sorted(cands, key=lambda c: (c.first, c.stop, c.tp, c.split)):
         if best[c.first] is None:
             continue
         chips, lat = best[c.first]

@@ -110,11 +110,12 @@ def align(nbytes: int, alignment: int) -> int:
     return -(-nbytes // alignment) * alignment
 
 
-def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
-    """Per-chip cost of one unit on `tp` chips. `rows_scale` shrinks everything that
-    grows with the rows (activations, arithmetic), e.g. to one prefill chunk; buffers start on
-    `alignment`-byte boundaries (the target's vector)."""
-    return chip_cost(ShardTensorParallel(tp)(ops), tp, rows_scale, alignment)
+def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1,
+               split: bool = True) -> ShardCost:
+    """Per-chip cost of one unit on `tp` chips (in the split layout or the whole one: passes.shard).
+    `rows_scale` shrinks everything that grows with the rows (activations, arithmetic), e.g. to one
+    prefill chunk; buffers start on `alignment`-byte boundaries (the target's vector)."""
+    return chip_cost(ShardTensorParallel(tp, split)(ops), tp, rows_scale, alignment)
 
 
 def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
@@ -124,10 +125,14 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     tier = None
     for op in chip_ops:
         if op.opcode in _COLLECTIVES:
-            collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, rows_scale), tp))
+            group = op.attr.get("group", tp)  # a kv head's chips gather its slices among themselves
+            nbytes = _scaled(op.results[0].type.nbytes, rows_scale)
+            collectives.append(Collective(_COLLECTIVES[op.opcode], nbytes, group))
             continue
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, rows_scale), tp))
+        if op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:
+            collectives.extend(_sequence_shard_exchanges(op, rows_scale))
         if op.opcode is Opcode.ATTENTION and "tier" in op.attr:
             tier = _tier_work(op, len(work), tier, rows_scale)
         work.append(_work(op, params | state | cold, rows_scale))
@@ -138,6 +143,16 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, rows_scale, alignment) + staging,
                      tuple(work), tuple(collectives), _chain(chip_ops),
                      _state_read(chip_ops, state) + sum(cold.values()), tier)
+
+
+def _sequence_shard_exchanges(op: Op, rows_scale: float) -> tuple[Collective, ...]:
+    """A sequence-sharded attention's all-gathers over the s chips of its kv head: their queries in, then
+    their partials (context and two-part log-sum-exp per row and head) out."""
+    shards, d = op.attr["seq_shards"], op.attr["head_dim"]
+    rows = _scaled(op.operands[0].type.shape[0], rows_scale)
+    heads = op.attr["heads"] * shards
+    return (Collective("allgather", 2 * rows * heads * d, shards),
+            Collective("allgather", 2 * shards * rows * heads * (d + 2), shards))
 
 
 def _state_read(chip_ops: list[Op], state: dict[str, int]) -> int:
@@ -279,7 +294,7 @@ def _attention_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     q, cache = op.operands[0].type, op.operands[3].type
     batch, _, width = cache.shape
     a, tokens = op.attr, reach_of(op.attr, cache)
-    m = max(1, _scaled(q.shape[0], rows_scale) // batch) * (a["heads"] // a["kv_heads"])
+    m = max(1, _scaled(q.shape[0], rows_scale) // batch) * (a["heads"] // a["kv_heads"]) * a.get("seq_shards", 1)
     rate = _CACHE_RATE[cache.dtype]
     return (Block(m, width, tokens * batch, 1, rate, True), Block(m, tokens * batch, width, 1, rate, True))
 

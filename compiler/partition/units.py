@@ -1,7 +1,10 @@
 """The units a plan cuts along (embed, each layer, head) and their costs per group size.
 
 Identical layers share one signature, so their shard costs are computed once:
-the work grows with distinct layer shapes, not with layer or chip count.
+the work grows with distinct layer shapes, not with layer or chip count. Costs are keyed by group:
+(chips, split), `split` the layout whose caches are shared by sequence and latent down projections
+split by column (passes.shard.splits_kv), costed only at the group sizes where it differs from the
+whole layout; a stage is costed in either (Unit.group).
 """
 
 from __future__ import annotations
@@ -10,25 +13,36 @@ from dataclasses import dataclass, replace
 
 from compiler.frontend.options import CompileOptions
 from compiler.partition.shard_cost import ShardCost, chip_cost, shard_cost
-from compiler.passes.shard import ShardTensorParallel, allowed_tp
+from compiler.passes.shard import ShardTensorParallel, allowed_tp, splits_kv
 from ir.graph import Graph, Op, sorted_attrs
 from ir.ops import OPDEFS, Opcode
+
+Group = tuple[int, bool]  # (chips, split layout)
 
 
 @dataclass(frozen=True, slots=True)
 class Unit:
-    """One scope, with its decode and largest-prefill-chunk costs for every allowed group size,
-    and the activation bytes of the smallest prefill chunk (the space a plan reserves)."""
+    """One scope, with its decode and largest-prefill-chunk costs for every allowed group (chips,
+    split), and the activation bytes of the smallest prefill chunk (the space a plan reserves)."""
 
     scope: str
     kind: int  # index of its distinct signature
-    decode: dict[int, ShardCost]
-    prefill: dict[int, ShardCost]
-    prefill_min_act: dict[int, int]
+    decode: dict[Group, ShardCost]
+    prefill: dict[Group, ShardCost]
+    prefill_min_act: dict[Group, int]
 
     @property
     def sizes(self) -> list[int]:
-        return sorted(self.decode)
+        return sorted({t for t, _ in self.decode})
+
+    def group(self, tp: int, split: bool) -> Group:
+        """The costs' key of this unit in a stage of `tp` chips in the split layout or not: the whole one
+        where the unit has no split layout at that size (the two are the same)."""
+        return tp, split and (tp, True) in self.decode
+
+    def splits(self, tp: int) -> bool:
+        """Whether the unit's split layout on `tp` chips differs from its whole one."""
+        return (tp, True) in self.decode
 
 
 def signature(ops: list[Op]) -> tuple:
@@ -54,7 +68,7 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
     """Units in model order. `limit` caps the group sizes considered; a group wider than a
     node of `node` chips is whole nodes (its collectives pair chips of equal local rank
     across nodes, so every node needs every local rank)."""
-    costs: dict[int, tuple[dict[int, ShardCost], dict[int, ShardCost], dict[int, int]]] = {}
+    costs: dict[int, tuple[dict[Group, ShardCost], dict[Group, ShardCost], dict[Group, int]]] = {}
     rows = options.chunk_rows / (options.batch * options.prompt)
     least = options.min_chunk_rows / (options.batch * options.prompt)
     scopes, kinds, by_kind = unit_kinds(decode)
@@ -62,27 +76,31 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
         if kind not in costs:
             ops, pre = by_kind[kind], list(prefill.ops_in(scope))
             sizes = [t for t in allowed_tp(ops, limit) if t <= node or t % node == 0]
-            chip_pre = {t: ShardTensorParallel(t)(pre) for t in sizes}  # one sharding for both chunk sizes
-            costs[kind] = ({t: shard_cost(ops, t, 1.0, alignment) for t in sizes},
-                           {t: chip_cost(chip_pre[t], t, rows, alignment) for t in sizes},
-                           {t: chip_cost(chip_pre[t], t, least, alignment).act_bytes for t in sizes})
+            groups = [(t, split) for t in sizes for split in ((False, True) if splits_kv(ops, t) else (False,))]
+            # one sharding for both chunk sizes
+            chip_pre = {g: ShardTensorParallel(*g)(pre) for g in groups}
+            costs[kind] = ({g: shard_cost(ops, g[0], 1.0, alignment, g[1]) for g in groups},
+                           {g: chip_cost(chip_pre[g], g[0], rows, alignment) for g in groups},
+                           {g: chip_cost(chip_pre[g], g[0], least, alignment).act_bytes for g in groups})
     return [Unit(scope, kind, *costs[kind]) for scope, kind in zip(scopes, kinds, strict=True)]
 
 
-def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int]], rows_scale: float,
+def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int, bool]], rows_scale: float,
                   alignment: int, reach: int | None = None, sharded: dict | None = None
-                  ) -> dict[tuple[int, int], ShardCost]:
-    """Prefill costs by (unit kind, group size) for the pairs a plan uses, at a chunk of
+                  ) -> dict[tuple[int, int, bool], ShardCost]:
+    """Prefill costs by (unit kind, group size, split) for the triples a plan uses, at a chunk of
     `rows_scale` of the prompt whose attention reads `reach` cache positions (None: all). `sharded`
-    keeps each (kind, group size, reach)'s per-chip ops for the next chunk size."""
+    keeps each (kind, group size, split, reach)'s per-chip ops for the next chunk size."""
     first = {}
     for u in units:
         first.setdefault(u.kind, u.scope)
     sharded = {} if sharded is None else sharded
-    for kind, t in sorted(needed):
-        if (kind, t, reach) not in sharded:
-            sharded[kind, t, reach] = ShardTensorParallel(t)(at_reach(list(prefill.ops_in(first[kind])), reach))
-    return {(kind, t): chip_cost(sharded[kind, t, reach], t, rows_scale, alignment) for kind, t in sorted(needed)}
+    for kind, t, split in sorted(needed):
+        if (kind, t, split, reach) not in sharded:
+            ops = at_reach(list(prefill.ops_in(first[kind])), reach)
+            sharded[kind, t, split, reach] = ShardTensorParallel(t, split)(ops)
+    return {(kind, t, split): chip_cost(sharded[kind, t, split, reach], t, rows_scale, alignment)
+            for kind, t, split in sorted(needed)}
 
 
 def at_reach(ops: list[Op], reach: int | None) -> list[Op]:

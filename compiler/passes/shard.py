@@ -5,9 +5,15 @@ Megatron style) and, where the output is attention heads, `heads`. Produces the
 ops every chip of the group runs (SPMD: the chip's rank picks its slices):
 params, caches and activations take their per-chip shapes; an `allreduce` is
 inserted where a partial sum is consumed or leaves the unit, an `allgather`
-where an op needs a whole value it holds only a shard of. When t exceeds a
-layer's kv heads, each chip keeps a whole kv head (replicated t/kv_heads times,
-as Megatron and vLLM do). The result is the input of both the partitioner's
+where an op needs a whole value it holds only a shard of. When t is a multiple
+of a layer's kv heads past them, the s = t / kv_heads chips that share a kv head
+split its cache by sequence (seq_shards): each holds a run of context / s
+positions, attends all the kv head's queries over them and the partials are
+merged across the s chips (flash-decoding), and each computes 1 / s of the kv
+head's k and v features, gathered among them (_kv_slices); latent attention's down projections split
+by column likewise (_latent_splits). That split layout is a choice per stage (`split`, the planner's,
+costed against the whole layout: caches repeated past the kv heads, down projections whole on every
+chip); `splits_kv` says where the two differ. The result is the input of both the partitioner's
 cost model and the lowering, so the two cannot disagree on what a chip holds.
 """
 
@@ -31,20 +37,31 @@ class Layout(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ShardTensorParallel:
-    """Rewrite one unit's ops (`ops`) for a group of `tp` chips; see the module docstring."""
+    """Rewrite one unit's ops (`ops`) for a group of `tp` chips, in the split layout or the whole one
+    (`split`); see the module docstring."""
 
     tp: int
+    split: bool = True
 
     def __call__(self, ops: Sequence[Op]) -> list[Op]:
-        return shard_unit(ops, self.tp)[0]
+        return shard_unit(ops, self.tp, split=self.split)[0]
 
 
-def shard_unit(ops: Sequence[Op], tp: int, outer: dict[str, Value] | None = None
+def shard_unit(ops: Sequence[Op], tp: int, outer: dict[str, Value] | None = None, split: bool = True
                ) -> tuple[list[Op], dict[str, Value]]:
     """The per-chip ops, and the per-chip value that stands for each original name.
-    `outer` gives the per-chip values of names defined by earlier units."""
-    sharder = _Sharder(tp, ops, outer or {})
+    `outer` gives the per-chip values of names defined by earlier units; `split`: caches by sequence
+    and latent down projections by column where the group allows (else whole on every chip)."""
+    sharder = _Sharder(tp, ops, outer or {}, split)
     return sharder.run(), sharder.value
+
+
+def splits_kv(ops: Sequence[Op], tp: int) -> bool:
+    """Whether the split layout of `ops` on `tp` chips differs from the whole one: an attention's cache
+    shared by sequence, or a latent down projection split by column."""
+    seq = any(seq_split(op.attr["heads"], op.attr["kv_heads"], tp, "tier" in op.attr) > 1
+              for op in ops if op.opcode is Opcode.ATTENTION)
+    return seq or bool(_latent_splits(ops, tp))
 
 
 def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
@@ -75,6 +92,13 @@ def head_split(heads: int, kv_heads: int, t: int) -> tuple[int, int]:
     if case == "kv-padded":
         return -(-kv_heads // t) * g, -(-kv_heads // t)
     return (-(-heads // t),) * 2
+
+
+def seq_split(heads: int, kv_heads: int, t: int, tiered: bool = False) -> int:
+    """Chips that share one kv head's cache by sequence on t chips: t / kv_heads when t is a multiple of
+    the kv heads past them (head_case "even" or "groups": a kv head's chips are consecutive ranks), else
+    1 (each chip holds its kv heads' whole cache). A cache split over tiers stays whole on each chip."""
+    return t // kv_heads if t > kv_heads and t % kv_heads == 0 and not tiered else 1
 
 
 def head_case(heads: int, kv_heads: int, t: int) -> str:
@@ -122,6 +146,48 @@ def head_pads(ops: Sequence[Op], t: int) -> dict[str, tuple[int, ...]]:
     if o is not None:
         _pad_operands(o, q_pad, heads, False, pads)
     return pads
+
+
+def _kv_slices(ops: Sequence[Op], t: int) -> dict[str, int]:
+    """The k and v projections (by result name) whose kv head s chips share by sequence (seq_split),
+    each chip computing 1 / s of the head's features, gathered whole before rope and the cache: s
+    each, when it divides the head. The projections' weights are then split, not repeated s times."""
+    att = next((op for op in ops if op.opcode is Opcode.ATTENTION), None)
+    if att is None:
+        return {}
+    a = att.attr
+    runs = seq_split(a["heads"], a["kv_heads"], t, "tier" in a)
+    if runs == 1 or a["head_dim"] % runs:
+        return {}
+    made = {r.name: op for op in ops for r in op.results}
+    out = {}
+    for index in (1, 2):
+        op = made.get(att.operands[index].name)
+        while op is not None and op.opcode is not Opcode.MATMUL:
+            op = made.get(op.operands[0].name)
+        if op is not None and op.attr.get("split") == "col":
+            out[op.results[0].name] = runs
+    return out
+
+
+def _latent_splits(ops: Sequence[Op], t: int) -> set[str]:
+    """Latent attention's down projections (q_a, kv_a's latent: matmuls with no split whose result only
+    a norm reads) split by column over t chips when t divides their features, gathered whole for the
+    norm: every chip would otherwise hold the whole matrix (DeepSeek-V3's 7168 x 2048 on each of 128)."""
+    if t == 1 or not any(op.opcode is Opcode.MLA_ATTENTION for op in ops):
+        return set()
+    readers: dict[str, list[Op]] = {}
+    for op in ops:
+        for v in op.operands:
+            readers.setdefault(v.name, []).append(op)
+    out = set()
+    for op in ops:
+        if op.opcode is not Opcode.MATMUL or "split" in op.attr or op.operands[1].type.dtype is DType.I4:
+            continue
+        n = _weight_kn(op)[1]
+        if n % t == 0 and all(r.opcode is Opcode.RMSNORM for r in readers.get(op.results[0].name, [None])):
+            out.add(op.results[0].name)
+    return out
 
 
 def _pad_chain(made: dict[str, Op], name: str, pad: tuple[int, ...], heads: int, pads: dict) -> None:
@@ -214,14 +280,20 @@ def _whole_blocks(weight: TensorType, inputs: int) -> bool:
 
 
 class _Sharder:
-    def __init__(self, tp: int, ops: Sequence[Op], outer: dict[str, Value]):
-        self.tp, self.ops, self.outer = tp, ops, outer
+    def __init__(self, tp: int, ops: Sequence[Op], outer: dict[str, Value], split: bool = True):
+        self.tp, self.ops, self.outer, self.split = tp, ops, outer, split
         self.defined = {r.name for op in ops for r in op.results}
         self.used = {v.name for op in ops for v in op.operands}
         self.value: dict[str, Value] = {}
         self.layout: dict[str, Layout] = {}
         self.out: list[Op] = []
         self.gqa = _gqa(ops)
+        self.kv_slices = _kv_slices(ops, tp) if split else {}
+        self.latent = _latent_splits(ops, tp) if split else set()
+
+    def runs(self, a: dict) -> int:
+        """Chips sharing one kv head's cache by sequence (seq_split; 1 in the whole layout)."""
+        return seq_split(a["heads"], a["kv_heads"], self.tp, "tier" in a) if self.split else 1
 
     def run(self) -> list[Op]:
         for op in self.ops:
@@ -242,6 +314,16 @@ class _Sharder:
         self.out.append(Op(op.opcode, tuple(operands), results, sorted_attrs(attrs), op.scope))
         for r in results:
             self.value[r.name], self.layout[r.name] = r, layout
+        slices = self.kv_slices.get(op.results[0].name) if op.results else None
+        if slices:  # a kv projection's slice of the chip's kv head: gathered whole from the chips sharing it
+            self._gather_slices(op.results[0].name, op.scope, slices)
+
+    def _gather_slices(self, name: str, scope: str, slices: int) -> None:
+        v = self.value[name]
+        (t,) = OPDEFS[Opcode.ALLGATHER].type_rule((v.type,), {"group": slices})
+        done = Value(f"{name}.{Opcode.ALLGATHER.value}", t)
+        self.out.append(Op(Opcode.ALLGATHER, (v,), (done,), (("group", slices),), scope))
+        self.value[name] = done  # still the chip's kv head, a shard over the group's heads
 
     def _operand(self, op: Op, index: int, v: Value) -> Value:
         if v.name not in self.defined and v.name not in self.value:
@@ -284,9 +366,11 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
     if not shape and index >= 1 and op.opcode in _WEIGHT_OPS:  # NVFP4's tensor scale: every chip holds it
         return v.type
     if op.opcode is Opcode.MATMUL and index >= 1:
+        a = a | ({"split": "col"} if op.results[0].name in s.latent else {})
         heads = a.get("heads")
         share = (s.value[op.operands[0].name].type.shape[-1], _weight_kn(op)[0]) if a.get("split") == "row" else None
-        return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share)
+        return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share,
+                                    s.kv_slices.get(op.results[0].name, 1))
     if op.opcode is Opcode.EMBED and index >= 1:  # the table and its scales, by vocabulary rows
         return v.type.with_shape(-(-shape[0] // t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
@@ -301,7 +385,8 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         return _channel_operand_type(v.type, t)
     if op.opcode is Opcode.ATTENTION and index >= 3 and index != 5:  # caches (hot, cold), their per-head scales
         kv = a["kv_heads"]
-        return v.type.with_shape(*shape[:2], shape[2] // kv * head_split(a["heads"], kv, t)[1])
+        runs = s.runs(a)  # a chip's run of positions: ceil(context / runs)
+        return v.type.with_shape(shape[0], -(-shape[1] // runs), shape[2] // kv * head_split(a["heads"], kv, t)[1])
     if op.opcode in (Opcode.ADD, Opcode.MUL) and len(shape) == 1 and index == 1:
         return v.type.with_shape(s.value[op.operands[0].name].type.shape[-1])  # a bias follows its input
     return None
@@ -317,18 +402,20 @@ def _weight_kn(op: Op) -> tuple[int, int]:
 
 
 def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_here: int | None = None,
-                         in_share: tuple[int, int] | None = None) -> TensorType:
+                         in_share: tuple[int, int] | None = None, slices: int = 1) -> TensorType:
     """Per-chip weight (index 1), or scale/bias (2), of a split matmul. The out-feature
     axis is the last one, or the first of a `transpose_b` weight. Block scales (a 2-D scale)
     are laid out like their weight, one row per block of inputs, and split like it. A column
-    split by heads keeps `heads_here` heads (head_split: maybe padded); a row split keeps the
-    inputs its sharded input holds, `in_share` = (the chip's, all of them)."""
+    split by heads keeps `heads_here` heads (head_split: maybe padded), or 1 / `slices` of its one
+    head (a kv head shared by sequence: _kv_slices); a row split keeps the inputs its sharded input
+    holds, `in_share` = (the chip's, all of them)."""
     split, shape = a.get("split"), t_in.shape
     like_weight = index == 1 or len(shape) == 2
     out_axis = 0 if like_weight and a.get("transpose_b") else len(shape) - 1
     if split == "col":
         heads = a.get("heads")
-        width = (lambda d: d // heads * heads_here) if heads and heads_here else (lambda d: _col_width(d, heads, t))
+        width = (lambda d: d // heads * heads_here // slices) if heads and heads_here else (
+            lambda d: _col_width(d, heads, t))
         return t_in.with_shape(*(width(d) if i == out_axis else d for i, d in enumerate(shape)))
     if split == "row" and like_weight:
         in_axis = 1 - out_axis
@@ -449,6 +536,9 @@ def _rule_whole(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layou
 
 
 def _rule_matmul(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    if op.results[0].name in s.latent:
+        operands[0] = s.gather(operands[0], op.scope)
+        return op.attr | {"split": "col"}, Layout.SHARD
     split = op.attr.get("split")
     if split == "row":
         if s.layout_of(operands[0]) is not Layout.SHARD and s.tp > 1:
@@ -470,7 +560,12 @@ def _rule_rope(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout
 def _rule_attention(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
     a = op.attr
     heads, kv = head_split(a["heads"], a["kv_heads"], s.tp)
-    return a | {"heads": heads, "kv_heads": kv}, Layout.SHARD
+    runs = s.runs(a)
+    out = a | {"heads": heads, "kv_heads": kv}
+    if runs > 1:  # a causal chunk reaching r positions: the first chip's run holds the most of them
+        held = operands[3].type.shape[1]
+        out = {k: v for k, v in out.items() if k != "reach" or v < held} | {"seq_shards": runs}
+    return out, Layout.SHARD
 
 
 def _rule_mla(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:

@@ -23,13 +23,15 @@ REGION_KEYS = ("wafer", "row", "col", "rows", "cols")
 @dataclass(frozen=True, slots=True)
 class PinnedStage:
     """One stage of a plan file: units first..last on `tp` devices, from `first_chip` (chips) or on
-    `region` (a wafer's rectangle of cores: wafer, row, col, rows, cols)."""
+    `region` (a wafer's rectangle of cores: wafer, row, col, rows, cols); `split` the kv_layout it
+    names (None: the faster, as the search would choose)."""
 
     first_unit: str
     last_unit: str
     tp: int
     first_chip: int | None = None
     region: tuple[int, ...] | None = None
+    split: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,10 @@ def _stage(where: str, i: int, s: object) -> PinnedStage:
     first, last = (_count(at, "chip_range", c, 0) for c in chips)
     if last - first + 1 != tp:
         raise ConfigError(f"{at}: chip_range {first}..{last} holds {last - first + 1} chips, tp says {tp}")
-    return PinnedStage(units[0], units[1], tp, first_chip=first)
+    layout = s.get("kv_layout")
+    if layout not in (None, "split", "whole"):
+        raise ConfigError(f"{at}.kv_layout: must be \"split\" or \"whole\", got {layout!r}")
+    return PinnedStage(units[0], units[1], tp, first_chip=first, split=None if layout is None else layout == "split")
 
 
 def _count(at: str, key: str, value: object, least: int) -> int:

@@ -73,6 +73,12 @@ class Stage:
     decode_tiles_us: float = 0.0  # of decode_us, what whole-tile rounding adds
     experts: str | None = None  # how the stage's experts are spread (passes.shard.expert_placement)
     tier: dict | None = None  # cold KV below SRAM, per chip: tier, bytes held, decode fetch and exposed us
+    kv_layout: str | None = None  # "split" or "whole" where the group could take either (passes.shard.splits_kv)
+
+    @property
+    def split(self) -> bool:
+        """Whether the stage's caches are shared by sequence (latent down projections split by column)."""
+        return self.kv_layout == "split"
 
     @property
     def tp(self) -> int:
@@ -109,7 +115,8 @@ class Stage:
         } | ({"decode_bound_terms": {k: round_sig(v) if k.endswith("_us") else int(v)
                                      for k, v in self.bound_terms.items()},
               "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {}) | (
-            {"experts": self.experts} if self.experts else {}) | ({"tier": self.tier} if self.tier else {})
+            {"experts": self.experts} if self.experts else {}) | ({"tier": self.tier} if self.tier else {}) | (
+            {"kv_layout": self.kv_layout} if self.kv_layout else {})
 
 
 @dataclass(frozen=True, slots=True)

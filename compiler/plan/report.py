@@ -99,14 +99,15 @@ def _formats(rows) -> list[Text]:
 def _stages(plan: Plan) -> Table:
     table = Table(title="pipeline stages", header_style="bold")
     experts = any(s.experts for s in plan.stages)
+    kv = any(s.kv_layout for s in plan.stages)  # some group could split its caches (or latent projections)
     cols = ("stage", "units", "layers", "tp", "chips", "decode µs", "bound µs", "hops in", "binds")
-    for col in cols + (("experts",) if experts else ()):
-        table.add_column(col, justify="right" if col not in ("units", "binds", "experts") else "left")
+    for col in cols + (("experts",) if experts else ()) + (("kv",) if kv else ()):
+        table.add_column(col, justify="right" if col not in ("units", "binds", "experts", "kv") else "left")
     for s in plan.stages:
         table.add_row(str(s.index), units_text(s), layer_text(s), str(s.tp),
                       f"{s.first_chip}–{s.first_chip + s.tp - 1}", f"{s.decode_us:,.2f}",
                       f"{s.decode_bound_us:,.2f}", str(s.hops_in), s.binding,
-                      *((s.experts or "-",) if experts else ()))
+                      *((s.experts or "-",) if experts else ()), *((s.kv_layout or "-",) if kv else ()))
     return table
 
 

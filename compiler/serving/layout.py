@@ -48,7 +48,7 @@ def cache_layout(graph: Graph, plan: dict, memory: MemoryMap) -> list[dict]:
     for stage, held in zip(plan["stages"], memory.stages, strict=True):
         first, last = stage["units"]
         owned = scopes[scopes.index(first): scopes.index(last) + 1]
-        per_chip = _per_chip(graph, owned, stage["tp"])
+        per_chip = _per_chip(graph, owned, stage["tp"], stage.get("kv_layout") == "split")
         for b in held.blocks("both", ("state",)):
             if not _tiles(full[b.name].type.shape, per_chip[b.name].type.shape, stage["tp"]):
                 raise ConfigError(f"stage {stage['index']}: its {stage['tp']} chips pad or repeat the kv heads of "
@@ -70,8 +70,8 @@ def _tiles(full: tuple[int, ...], shape: tuple[int, ...], tp: int) -> bool:
     return exact and tp % math.prod(parts) == 0
 
 
-def _per_chip(graph: Graph, scopes: list[str], tp: int) -> dict[str, Value]:
-    ops = [op for scope in scopes for op in shard_unit(list(graph.ops_in(scope)), tp)[0]]
+def _per_chip(graph: Graph, scopes: list[str], tp: int, split: bool) -> dict[str, Value]:
+    ops = [op for scope in scopes for op in shard_unit(list(graph.ops_in(scope)), tp, split=split)[0]]
     return {v.name: v for op in ops for v in op.operands}
 
 

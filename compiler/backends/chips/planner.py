@@ -11,7 +11,7 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
@@ -20,7 +20,7 @@ from compiler.partition.placement import place
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes.shard import expert_placement
-from compiler.plan.reader import PlanFile, unit_ranges
+from compiler.plan.reader import PinnedStage, PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, Stage, round_sig
 from compiler.plan.search import Timed
 from ir.errors import ConfigError
@@ -88,7 +88,8 @@ class ChipLayout:
                 f"({max(u.sizes)} ways): give the target more SRAM per chip")
 
     def place(self, path: Sequence[Candidate], options: CompileOptions) -> list[Run]:
-        collectives = [sum(len(u.decode[c.tp].collectives) for u in self.units_[c.first:c.stop]) for c in path]
+        collectives = [sum(len(u.decode[u.group(c.tp, c.split)].collectives) for u in self.units_[c.first:c.stop])
+                       for c in path]
         starts = place([c.tp for c in path], collectives, self.system, options.solver_seed)
         return [Run(c, s) for c, s in zip(path, starts, strict=True)]
 
@@ -96,7 +97,11 @@ class ChipLayout:
         path = []
         for i, (s, (first, stop)) in enumerate(zip(plan.stages, unit_ranges(plan, [u.scope for u in self.units_]),
                                                    strict=True)):
-            cand = next((c for c in self.candidates if (c.first, c.stop, c.tp) == (first, stop, s.tp)), None)
+            cand = _pinned(self.candidates, first, stop, s)
+            if cand is None and s.split is not None and _pinned(self.candidates, first, stop, replace(s, split=None)):
+                other = "whole" if s.split else "split"
+                raise ConfigError(f"{plan.path}: stages[{i}].kv_layout: units {self.units_[first].scope} .. "
+                                  f"{self.units_[stop - 1].scope} on {s.tp} chips take only the {other} layout here")
             if cand is None:
                 raise ConfigError(f"{plan.path}: stages[{i}]: {self._refusal(first, stop, s.tp)}")
             path.append(cand)
@@ -119,8 +124,10 @@ class ChipLayout:
         units = self.units_[c.first:c.stop]
         largest, smallest = o.chunk_rows // o.batch, o.min_chunk_rows // o.batch
         # the inputs' regions, as bytes a row plus at most a vector each
-        low = max(u.prefill_min_act[c.tp] for u in units) + input_bytes(self.decode, smallest * o.batch, self.system)
-        high = max(u.prefill[c.tp].act_bytes for u in units) + input_bytes(self.decode, largest * o.batch, self.system)
+        low = max(u.prefill_min_act[u.group(c.tp, c.split)] for u in units) + input_bytes(
+            self.decode, smallest * o.batch, self.system)
+        high = max(u.prefill[u.group(c.tp, c.split)].act_bytes for u in units) + input_bytes(
+            self.decode, largest * o.batch, self.system)
         per_token = (high - low) / (largest - smallest) if largest > smallest else 0
         return c.resident_bytes + low + per_token * (chunk - smallest) <= self.system.chip.usable_sram_bytes
 
@@ -128,8 +135,8 @@ class ChipLayout:
         c, system = run.cand, self.system
         units = self.units_[c.first:c.stop]
         pre = self._prefill_costs(runs, chunk, reach)
-        pre = [pre[u.kind, c.tp] for u in units]
-        decode_parts = [self._unit_figures(u.decode[c.tp]) for u in units]
+        pre = [pre[(u.kind, *u.group(c.tp, c.split))] for u in units]
+        decode_parts = [self._unit_figures(u.decode[u.group(c.tp, c.split)]) for u in units]
         prefill_parts = [self._unit_figures(p) for p in pre]
         decode = sum((t for t, _ in decode_parts), Breakdown())
         prefill = sum((t for t, _ in prefill_parts), Breakdown())
@@ -146,11 +153,11 @@ class ChipLayout:
             prefill += Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, lanes, system))
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
-        memory = _memory(units, pre, c.tp, system, inputs)
+        memory = _memory(units, pre, c, system, inputs)
         stage = Stage(index, units[0].scope, units[-1].scope, layers_of([u.scope for u in units]),
                       ChipRange(run.first_chip, c.tp), memory, decode.total_s * 1e6, bound.total_s * 1e6,
                       prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6,
-                      self._experts(c.first, c.stop, c.tp), _tier(units, c.tp, decode))
+                      self._experts(c.first, c.stop, c.tp), _tier(units, c, decode), _kv_layout(units, c))
         return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
 
     def _unit_figures(self, cost: ShardCost) -> tuple[Breakdown, StageBound]:
@@ -168,10 +175,12 @@ class ChipLayout:
         """Bytes crossing each cut between units, in decode and in the whole prompt's prefill."""
         return boundary_bytes(self.decode), boundary_bytes(self.prefill)
 
-    def _prefill_costs(self, runs: list[Run], chunk: int, reach: int | None) -> dict[tuple[int, int], ShardCost]:
-        key = (chunk, reach, tuple((r.cand.first, r.cand.stop, r.cand.tp) for r in runs))
+    def _prefill_costs(self, runs: list[Run], chunk: int, reach: int | None
+                       ) -> dict[tuple[int, int, bool], ShardCost]:
+        key = (chunk, reach, tuple((r.cand.first, r.cand.stop, r.cand.tp, r.cand.split) for r in runs))
         if key not in self._prefill:
-            used = {(u.kind, r.cand.tp) for r in runs for u in self.units_[r.cand.first:r.cand.stop]}
+            used = {(u.kind, *u.group(r.cand.tp, r.cand.split)) for r in runs
+                    for u in self.units_[r.cand.first:r.cand.stop]}
             self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
                                                self.system.chip.vector_bytes, reach, self._sharded)
         return self._prefill[key]
@@ -218,20 +227,37 @@ def input_bytes(decode: Graph, rows: int, system: SystemSpec) -> int:
     return sum(align(math.ceil(v.type.nbytes * rows / batch), system.chip.vector_bytes) for v in decode.inputs)
 
 
-def _memory(units: list[Unit], pre: list[ShardCost], tp: int, system: SystemSpec, inputs: int) -> Memory:
+def _memory(units: list[Unit], pre: list[ShardCost], c: Candidate, system: SystemSpec, inputs: int) -> Memory:
+    decode = [u.decode[u.group(c.tp, c.split)] for u in units]
     return Memory(
-        weights=sum(u.decode[tp].weight_bytes for u in units),
-        kv_cache=sum(u.decode[tp].state_bytes for u in units),
-        activations=max(max(u.decode[tp].act_bytes, p.act_bytes) for u, p in zip(units, pre, strict=True)) + inputs,
+        weights=sum(d.weight_bytes for d in decode),
+        kv_cache=sum(d.state_bytes for d in decode),
+        activations=max(max(d.act_bytes, p.act_bytes) for d, p in zip(decode, pre, strict=True)) + inputs,
         program=system.chip.program_reserve_bytes,
         capacity=system.chip.sram_bytes,
     )
 
 
-def _tier(units: list[Unit], tp: int, decode: Breakdown) -> dict | None:
+def _kv_layout(units: list[Unit], c: Candidate) -> str | None:
+    """"split" or "whole" where the stage's group could take either layout (passes.shard.splits_kv),
+    else None."""
+    if not any(u.splits(c.tp) for u in units):
+        return None
+    return "split" if c.split else "whole"
+
+
+def _pinned(cands: list[Candidate], first: int, stop: int, stage: PinnedStage) -> Candidate | None:
+    """A plan file's stage as a candidate: in the layout it names (kv_layout), or else the faster one
+    (the whole on a tie), as the search would keep."""
+    match = [c for c in cands if (c.first, c.stop, c.tp) == (first, stop, stage.tp)
+             and (stage.split is None or c.split == stage.split)]
+    return min(match, key=lambda c: (c.latency_ps, c.split), default=None)
+
+
+def _tier(units: list[Unit], c: Candidate, decode: Breakdown) -> dict | None:
     """A stage's cold KV per chip: which tier, the bytes it holds there, and a decode step's fetch time
     (all of it, and what the stage's other work does not hide)."""
-    tiers = [u.decode[tp].tier for u in units if u.decode[tp].tier]
+    tiers = [t for t in (u.decode[u.group(c.tp, c.split)].tier for u in units) if t]
     if not tiers:
         return None
     return {"name": tiers[0].name, "bytes": sum(t.bytes for t in tiers), "fetches": sum(t.fetches for t in tiers),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from compiler.backends.chips import lower as chips_lower
 from compiler.backends.chips.planner import ChipLayout
 from compiler.backends.wafer import lower as wafer_lower
-from compiler.backends.wafer.cost import MESH_COST
+from compiler.backends.wafer.cost import LOWERED, WORK
 from compiler.backends.wafer.planner import WaferLayout
 from compiler.codegen.mla import refuse_block_scaled_kv_b
 from compiler.codegen.rules import EMIT
@@ -89,7 +89,7 @@ def _wafer_lower(plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], *
 
 BACKENDS: dict[str, Backend] = {
     "chips": Backend("chips", COSTED, EMIT, ChipLayout.of, chips_lower.lower, "queues", True, _chip_refusals),
-    "wafer": Backend("wafer", MESH_COST, wafer_lower.LOWER, WaferLayout.of, _wafer_lower, "roles", False),
+    "wafer": Backend("wafer", WORK, LOWERED, WaferLayout.of, _wafer_lower, "roles", False),
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from compiler.backends.chips.planner import layers_of
 from compiler.backends.wafer.cost import MeshCost, Shape, unit_mesh_cost
-from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, entry, enumerate_wafers, host_input
+from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, entry, enumerate_wafers
 from compiler.frontend.options import MIN_PREFILL_CHUNK, CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
@@ -211,14 +211,14 @@ def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: 
     prefill_bound = sum(c.bound_s for c in pre)
     hops = 0
     if host_bytes:  # the embedding rows from the host, over the system I/O and across the mesh: all unavoidable
-        d, p = host_input(host_bytes, wafer), host_input(host_bytes * chunk, wafer)
+        d, p = (entry(None, region, n, wafer).time(wafer) for n in (host_bytes, host_bytes * chunk))
         decode, prefill, bound, prefill_bound = decode + d, prefill + p, bound + d.total_s, prefill_bound + p.total_s
     if prev is not None:  # the hand-off in: its wire latency is unavoidable
         far = prev.wafer != region.wafer
         hops = 1 if far else region_hops(prev, region)
         wire = wafer.global_link.latency_s if far else hops * wafer.local_link.latency_s
-        decode += entry(prev, region, crossing[first], wafer)
-        prefill += entry(prev, region, crossing[first] * chunk, wafer)
+        decode += entry(prev, region, crossing[first], wafer).time(wafer)
+        prefill += entry(prev, region, crossing[first] * chunk, wafer).time(wafer)
         bound, prefill_bound = bound + wire, prefill_bound + wire
     memory = Memory(weights=sum(c.weight_bytes for c in dec), kv_cache=sum(c.state_bytes for c in dec),
                     activations=max(max(c.act_bytes for c in dec), max(c.act_bytes for c in pre)),

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compiler.partition.cost import Breakdown
-from compiler.partition.mesh import LINE, LOCAL, Axis, line_wire_s, message_s
+from compiler.partition.mesh import LINE, LOCAL, Axis, line_wire_s, message_s, region_mesh
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op
 from ir.isa import Fmt, Fn
@@ -42,6 +42,7 @@ from ir.program import Flag
 from targets.mesh import Shape
 from targets.spec import SystemSpec
 
+ROWS, COLS = "rows", "cols"  # a region's mesh axes
 ACT_BYTES = 2  # activations and partial sums travel as 16-bit values
 X, S = 0, 2  # a core's streams: an op's input slice, attention scores (its result alternates on 1 and 3)
 FMT = {"fp16": Fmt.F16, "fp8": Fmt.FP8, "int8": Fmt.I8, "int4": Fmt.I4}
@@ -80,10 +81,11 @@ class Mxm:
 
 @dataclass(frozen=True, slots=True)
 class Tree:
-    """A 2-way tree of `values` values a core: down the rows, or along row 0's columns (within groups of
-    `group` columns when given; `broadcast`: back down)."""
+    """A 2-way tree of `values` values a core along the region mesh's `axis` (partition.mesh.region_mesh):
+    down the rows, or along row 0's columns (within groups of `group` columns when given; `broadcast`:
+    back down)."""
 
-    rows: bool
+    axis: str
     values: int
     group: int | None = None
     broadcast: bool = False
@@ -153,7 +155,8 @@ def step_time(s: Step, region: Shape, wafer: SystemSpec) -> Breakdown:
         case Mxm():
             return _stream(s.nbytes, s.flops, wafer, s.rate)
         case Tree():
-            return tree_reduce(region.rows if s.rows else s.group or region.cols, s.values, wafer)
+            axis = region_mesh(region.rows, region.cols).axis(s.axis)
+            return _line(replace(axis, size=s.group) if s.group else axis, s.values, wafer)
         case RowOp():
             return _stream(s.nbytes, s.flops, wafer, "fp16")
     raise TypeError(s)
@@ -194,11 +197,15 @@ def _message(hops: int, steps: int, values: float, wafer: SystemSpec) -> Breakdo
     return Breakdown(latency_s=steps_s, link_s=wire_s)
 
 
-def tree_reduce(cores: int, values: float, wafer: SystemSpec) -> Breakdown:
-    """A 2-way tree reduction along a line of `cores` cores (partition.mesh's line rule), each
-    contributing `values` values."""
-    steps_s, wire_s = line_wire_s(Axis("line", cores, LINE, LOCAL), values * ACT_BYTES, wafer)
+def _line(axis: Axis, values: float, wafer: SystemSpec) -> Breakdown:
+    """A 2-way tree along a line axis (partition.mesh's line rule), each core contributing `values` values."""
+    steps_s, wire_s = line_wire_s(axis, values * ACT_BYTES, wafer)
     return Breakdown(latency_s=steps_s, link_s=wire_s)
+
+
+def tree_reduce(cores: int, values: float, wafer: SystemSpec) -> Breakdown:
+    """A 2-way tree reduction along a line of `cores` cores."""
+    return _line(Axis("line", cores, LINE, LOCAL), values, wafer)
 
 
 def _gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str, at: int = 0
@@ -208,7 +215,7 @@ def _gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: Syste
     block = math.ceil(weight_bytes * kr * nc / (k * n))
     fmt = FMT[precision]
     steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8), block + m * kr * ACT_BYTES,
-                               2 * m * kr * nc, precision), Tree(True, m * nc))
+                               2 * m * kr * nc, precision), Tree(ROWS, m * nc))
     stream = max(weight_bytes / (region.cores * wafer.chip.mem_bw_bytes_per_s),
                  2 * m * k * n / (region.cores * wafer.chip.peak_ops(precision)))
     return steps, stream + (region.rows - 1) * wafer.local_link.latency_s
@@ -260,7 +267,7 @@ def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str
     steps = (Feed(m * q_cols),
              Mxm(m * group, feats, tokens, fmt, 0, half, per_core / 2, flops, "fp16", X, S, Flag.KEYS),
              Mxm(m * group, feats, tokens, fmt, half, half, per_core / 2, flops, "fp16", S, None, Flag.VALUES),
-             Tree(False, m * group, group=split), Tree(True, m * heads), Tree(True, m * heads), Tree(True, m * q_cols))
+             Tree(COLS, m * group, group=split), Tree(ROWS, m * heads), Tree(ROWS, m * heads), Tree(ROWS, m * q_cols))
     stream = max(_resident_total(op) / (region.cores * wafer.chip.mem_bw_bytes_per_s),
                  op.cost.flops * rows_scale / (region.cores * wafer.chip.peak_ops("fp16")))
     act = 2 * m * (q_cols + heads) * ACT_BYTES
@@ -284,9 +291,9 @@ def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, r
     steps: tuple[Step, ...] = (RowOp(Isa.VOP, VECTOR_FN[op.opcode], m, width, math.ceil(moved / region.cols),
                                      op.cost.flops * rows_scale / region.cols),)
     if op.opcode is Opcode.RMSNORM:  # sum of squares, then broadcast
-        steps += (Tree(False, m), Tree(False, m, broadcast=True))
+        steps += (Tree(COLS, m), Tree(COLS, m, broadcast=True))
     elif op.opcode is Opcode.ARGMAX:  # best (value, index) pairs
-        steps += (Tree(False, 2 * m),)
+        steps += (Tree(COLS, 2 * m),)
     return steps, resident_bytes(op, region), 0, 3 * m * width * ACT_BYTES, 0.0
 
 

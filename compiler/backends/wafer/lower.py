@@ -153,7 +153,7 @@ class _Steps:
                              src_bytes=s.src_bytes, s_b=s.s_b, s_out=self.fresh(r) if s.out is None else s.out, m=s.m,
                              k=s.k, n=s.n, fmt=s.fmt, flags=s.flags | Flag.LAST)
                 self.now += tm.mxm(s.m, s.k, s.n, s.fmt)
-            case Tree(rows=True):
+            case Tree(axis="rows"):
                 self.row_tree(s.values)
             case Tree():
                 levels = None if s.group is None else math.ceil(math.log2(s.group)) if s.group > 1 else 0

@@ -32,7 +32,7 @@ activation sits on Q.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -236,9 +236,11 @@ class _Placer:
         return blocks.program(phase, wafer.name, streams, wafer.chip.clock_hz, meta, dialect="roles")
 
 
-def lower(plan: Plan, decode: Graph, prefill: Graph, chunk_graph: Graph, system: SystemSpec, options: CompileOptions,
-          progress: Callable[[str], None]) -> Lowering:
-    """Decode once; prefill as the plan's chunks, pipelined through the regions (role streams)."""
+def lower(plan: Plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], system: SystemSpec,
+          options: CompileOptions, progress: Callable[[str], None]) -> Lowering:
+    """Decode once; prefill as the plan's chunks, pipelined through the regions (role streams). Every chunk
+    streams the whole cache (the backend is not causal): the prompt's graph at a chunk's rows, not the
+    per-reach `chunks` a causal backend lowers."""
     crossing = boundary_bytes(decode)
     chunk = plan.prefill["chunk_tokens"]
     host = host_input_bytes(decode)

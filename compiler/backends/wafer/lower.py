@@ -43,7 +43,7 @@ from compiler.backends.wafer.planner import host_input_bytes
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate
 from compiler.codegen.lowering import Lowering
-from compiler.codegen.phase import chunk_starts, timeline
+from compiler.codegen.phase import Placed, chunk_starts, tag_runs, timeline
 from compiler.codegen.template import Instr, Peer, Ref, Space, Template
 from compiler.frontend.options import CompileOptions
 from compiler.partition.units import boundary_bytes, signature
@@ -172,14 +172,15 @@ class _Steps:
 
 @dataclass(frozen=True)
 class _Piece:
-    """A template a stage runs every chunk (a unit, the host's rows, a hand-off's side) on its streams
-    from `base` with its address; the roles whose result it leaves on the other stream of the pair; for
-    a hand-off sender, the cycles from its start until the data is on the far side."""
+    """A template a stage runs every chunk (a unit or the host's rows: kind "unit"; a hand-off's "send" or
+    "recv" side) on its streams from `base` with its address; the roles whose result it leaves on the
+    other stream of the pair; for a hand-off sender, the cycles from its start until the data is on the
+    far side."""
 
     t: Template
     base: int
     streams: int
-    tags: int
+    kind: str = "unit"
     addr: int = 0
     flips: tuple[bool, ...] = ()
     land: int | None = None
@@ -194,7 +195,7 @@ def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: 
         addr = e.alloc(w.weight_bytes + w.state_bytes)
         for step in w.steps:
             e.step(step, addr)
-    return _Piece(e.t, 0, len(roles), e.tags, flips=tuple(c != P for c in e.cur)), e.addr
+    return _Piece(e.t, 0, len(roles), flips=tuple(c != P for c in e.cur)), e.addr
 
 
 @dataclass(frozen=True)
@@ -207,33 +208,6 @@ class _Stage:
     pieces: list[_Piece]
     resident_bytes: int
     entry_bytes: int
-
-
-class _Placer:
-    """Template instances in time order, each on its first stream with its address, tags and traded
-    streams; `program` instantiates every distinct one once over all its start cycles."""
-
-    def __init__(self, streams: int):
-        self.on_q = [False] * streams  # per stream: its activation sits on Q where templates say P
-        self.tags = 0
-        self._runs: dict[tuple, tuple[Template, list[tuple[int, int]]]] = {}
-
-    def place(self, t: Template, base: int, streams: int, start: int, tags: int, addr: int = 0,
-              flips: tuple[bool, ...] = ()) -> None:
-        """Template `t` on streams base .. base + streams - 1 from cycle `start`, with the next `tags` tags;
-        `flips`: the streams whose activation it leaves on the other stream of the pair."""
-        swap = tuple(self.on_q[base:base + streams])
-        self._runs.setdefault((id(t), base, addr, swap), (t, []))[1].append((start, self.tags))
-        self.tags += tags
-        for s, flip in enumerate(flips):
-            self.on_q[base + s] ^= flip
-
-    def program(self, phase: str, wafer: SystemSpec, streams: int, meta: dict) -> Program:
-        blocks = Blocks()
-        for (_, base, addr, swap), (t, runs) in self._runs.items():
-            start, tag = np.array(runs, np.int64).T
-            instantiate(blocks, t, base, 1, start, tag, {}, lambda ref, a=addr: a, wafer, swap=swap)
-        return blocks.program(phase, wafer.name, streams, wafer.chip.clock_hz, meta, dialect="roles")
 
 
 def lower(plan: Plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], system: SystemSpec,
@@ -277,10 +251,22 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
         cur.pieces.insert(0, recv)
     placed = timeline([[[p.t.makespan for p in st.pieces] for st in plan]],
                       [[[p.land for p in st.pieces] for st in plan]], [0] * chunks)
-    out = _Placer(plan[-1].base + len(plan[-1].roles))
-    for pl in placed:
+    on_q = [False] * (plan[-1].base + len(plan[-1].roles))  # per stream: its activation sits on Q, not P
+
+    def traded(pl: Placed) -> tuple:
+        """The instance's key: its piece and which of its streams trade P and Q (as those before it left them)."""
         p = plan[pl.stage].pieces[pl.piece]
-        out.place(p.t, p.base, p.streams, pl.start, p.tags, p.addr, p.flips)
+        swap = tuple(on_q[p.base:p.base + p.streams])
+        for s, flip in enumerate(p.flips):
+            on_q[p.base + s] ^= flip
+        return pl.stage, pl.piece, swap
+
+    blocks = Blocks()
+    for (stage, index, swap), runs in tag_runs(phase, placed, lambda pl: plan[pl.stage].pieces[pl.piece].kind,
+                                               traded).items():
+        p = plan[stage].pieces[index]
+        start, tag = np.array(runs, np.int64).T
+        instantiate(blocks, p.t, p.base, 1, start, tag, {}, lambda ref, a=p.addr: a, wafer, swap=swap)
     stage_meta = [{"index": st.index, "first_stream": p.base, "streams": len(p.roles), "region": st.region.to_dict(),
                    "resident_bytes_per_core": p.resident_bytes}
                   for st, p in zip(stages, plan, strict=True)]
@@ -290,7 +276,7 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
             "stages": stage_meta, "chunks": chunks, "chunk_starts": chunk_starts(placed, len(plan), chunks),
             "templates": templates,
             "cores": sum(replicas)} | (meta or {})
-    return out.program(phase, wafer, len(replicas), info)
+    return blocks.program(phase, wafer.name, len(replicas), wafer.chip.clock_hz, info, dialect="roles")
 
 
 def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: list[int], rows_scale: float,
@@ -321,7 +307,8 @@ def _host_input(timing: Timing, wafer: SystemSpec, first: _Stage, nbytes: int) -
     """The host sends the step's embedding rows over the wafer's system I/O link (--embed-on-host): the
     first region's row 0 RECVs them from HOST once they are in (layout.entry)."""
     hop = entry(None, first.region, nbytes, wafer)
-    return _receive("host input", timing, first, hop, Peer("host", 0, 1, 1, 0), timing.arrival(hop.hops, WAFER_SEND))
+    return _receive("host input", timing, first, hop, Peer("host", 0, 1, 1, 0), timing.arrival(hop.hops, WAFER_SEND),
+                    "unit")
 
 
 def _handoff(timing: Timing, wafer: SystemSpec, prev: _Stage, cur: _Stage) -> tuple[_Piece, _Piece]:
@@ -334,11 +321,11 @@ def _handoff(timing: Timing, wafer: SystemSpec, prev: _Stage, cur: _Stage) -> tu
         send.add(Instr(Isa.SEND, timing.link(hop.nbytes, unit), unit=unit, stream=s, issue=0, src_bytes=hop.nbytes,
                        s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
                        route=Route.NEXT_WAFER if hop.far else Route.NEXT_REGION))
-    recv = _receive("hand-off receive", timing, cur, hop, _stream(prev.base + prev.roles.root[0] - cur.base), 0)
-    return _Piece(send, prev.base, len(prev.roles.root), 0, land=timing.arrival(hop.hops, unit)), recv
+    recv = _receive("hand-off receive", timing, cur, hop, _stream(prev.base + prev.roles.root[0] - cur.base), 0, "recv")
+    return _Piece(send, prev.base, len(prev.roles.root), "send", land=timing.arrival(hop.hops, unit)), recv
 
 
-def _receive(name: str, timing: Timing, stage: _Stage, hop: Hop, peer: Peer, issue: int) -> _Piece:
+def _receive(name: str, timing: Timing, stage: _Stage, hop: Hop, peer: Peer, issue: int, kind: str) -> _Piece:
     """Row 0 of `stage` RECVs a hand-off from `peer` into a fresh result stream (Q: the roles' pair traded)."""
     t = Template(name, timing, physical=True, pair=(P, Q))
     unit = WAFER_RECV if hop.far else FABRIC_RECV
@@ -346,4 +333,4 @@ def _receive(name: str, timing: Timing, stage: _Stage, hop: Hop, peer: Peer, iss
         t.add(Instr(Isa.RECV, timing.recv(hop.nbytes, unit), unit=unit, stream=r, issue=issue, dst_bytes=hop.nbytes,
                     s_out=Q, peer=peer, tag=0))
     roots = len(stage.roles.root)
-    return _Piece(t, stage.base, roots, 1, flips=(True,) * roots)
+    return _Piece(t, stage.base, roots, kind, flips=(True,) * roots)

@@ -4,7 +4,7 @@ The layout family. A wafer is cut into a uniform grid of `bands x per_band` cell
 serpentine order (targets/mesh.py). A region is one cell, or a few neighbouring cells of one
 band merged into a wider rectangle for a unit too large for one cell (an embedding table or an
 LM head beside small layers). Each region holds a contiguous run of units, every unit tiled over
-the whole region (compiler/wafer/mesh_cost.py). Units run one after another (decode is a chain),
+the whole region (cost.py). Units run one after another (decode is a chain),
 so a unit's time depends only on its region's shape.
 
 Two decisions, two methods:

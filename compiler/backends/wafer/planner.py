@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from compiler.backends.chips.planner import layers_of
 from compiler.backends.wafer.cost import MeshCost, Shape, unit_mesh_cost
 from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, entry, enumerate_wafers
-from compiler.frontend.options import MIN_PREFILL_CHUNK, CompileOptions
+from compiler.frontend.options import CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
@@ -158,11 +158,12 @@ def _runs(cand: Candidate, wafer: int, system: SystemSpec) -> list[Run]:
 
 def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: SystemSpec, options: CompileOptions,
                    bound: int) -> tuple[CostOf, list[Candidate]]:
-    """Costs and candidates with room for a prefill chunk of MIN_PREFILL_CHUNK tokens beside every stage,
-    unless that room costs a wafer decode does not need: then room for one token (prefill never
-    costs a device; the chunk actually used is the largest that fits afterwards)."""
+    """Costs and candidates with room beside every stage for the smallest prefill chunk a plan must hold
+    (CompileOptions.min_chunk_rows, the chip backend's rule), unless that room costs a wafer decode does
+    not need: then room for one token (prefill never costs a device; the chunk actually used is the
+    largest that fits afterwards)."""
     choices = []
-    for tokens in (min(options.prompt, MIN_PREFILL_CHUNK), 1):
+    for tokens in (options.min_chunk_rows // options.batch, 1):
         cost_of = _room_for_prefill(units, prompt, tokens / options.prompt)
         cands = enumerate_wafers(cost_of, crossing, wafer)
         fewest = dp.fewest_chips(cands, len(crossing) - 1)

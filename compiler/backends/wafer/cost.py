@@ -62,8 +62,8 @@ class Feed:
 
 @dataclass(frozen=True, slots=True)
 class Mxm:
-    """Every core multiplies its m x k input by its k x n block at param offset `at` (`src_bytes` read).
-    The cost counts `nbytes` streamed and `flops` at the `rate` precision's peak."""
+    """Every core multiplies its m x k input by its k x n block at param offset `at` (`src_bytes` read):
+    the cost streams the block and the input, and does 2mkn flops at the `rate` precision's peak."""
 
     m: int
     k: int
@@ -71,8 +71,6 @@ class Mxm:
     fmt: Fmt
     at: int
     src_bytes: int
-    nbytes: float
-    flops: float
     rate: str
     s_b: int = X
     out: int | None = None  # None: a fresh result stream
@@ -153,7 +151,7 @@ def step_time(s: Step, region: Shape, wafer: SystemSpec) -> Breakdown:
         case Feed():
             return _message(region.rows + region.cols - 2, 1, s.values, wafer)
         case Mxm():
-            return _stream(s.nbytes, s.flops, wafer, s.rate)
+            return _stream(s.src_bytes + s.m * s.k * ACT_BYTES, 2 * s.m * s.k * s.n, wafer, s.rate)
         case Tree():
             axis = region_mesh(region.rows, region.cols).axis(s.axis)
             return _line(replace(axis, size=s.group) if s.group else axis, s.values, wafer)
@@ -212,10 +210,8 @@ def _gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: Syste
           ) -> tuple[tuple[Step, ...], float]:
     """x[m,k] @ w[k,n] as a mesh GEMV (module docstring): its steps and its lower bound."""
     kr, nc = math.ceil(k / region.rows), math.ceil(n / region.cols)
-    block = math.ceil(weight_bytes * kr * nc / (k * n))
     fmt = FMT[precision]
-    steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8), block + m * kr * ACT_BYTES,
-                               2 * m * kr * nc, precision), Tree(ROWS, m * nc))
+    steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8), precision), Tree(ROWS, m * nc))
     stream = max(weight_bytes / (region.cores * wafer.chip.mem_bw_bytes_per_s),
                  2 * m * k * n / (region.cores * wafer.chip.peak_ops(precision)))
     return steps, stream + (region.rows - 1) * wafer.local_link.latency_s
@@ -259,14 +255,13 @@ def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str
     q_cols, group = math.ceil(heads * head_dim / region.cols), max(1, heads // kv_heads)
     split = max(1, region.cols // kv_heads)  # columns sharing one kv head's features
     per_core = resident_bytes(op, region)
-    flops = op.cost.flops * rows_scale / region.cores / 2  # each of the two passes
     fmt = Fmt.F16 if kv == "fp16" else Fmt.I8
     feats = math.ceil(kv_heads * head_dim / region.cols)
     tokens = max(1, math.ceil(per_core / 2 / (feats * fmt.bits / 8)))  # cached tokens on this core
     half = math.ceil(feats * tokens * fmt.bits / 8)
     steps = (Feed(m * q_cols),
-             Mxm(m * group, feats, tokens, fmt, 0, half, per_core / 2, flops, "fp16", X, S, Flag.KEYS),
-             Mxm(m * group, feats, tokens, fmt, half, half, per_core / 2, flops, "fp16", S, None, Flag.VALUES),
+             Mxm(m * group, feats, tokens, fmt, 0, half, "fp16", X, S, Flag.KEYS),
+             Mxm(m * group, feats, tokens, fmt, half, half, "fp16", S, None, Flag.VALUES),
              Tree(COLS, m * group, group=split), Tree(ROWS, m * heads), Tree(ROWS, m * heads), Tree(ROWS, m * q_cols))
     stream = max(_resident_total(op) / (region.cores * wafer.chip.mem_bw_bytes_per_s),
                  op.cost.flops * rows_scale / (region.cores * wafer.chip.peak_ops("fp16")))

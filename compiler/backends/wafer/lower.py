@@ -18,7 +18,8 @@ takes chunk c once it has finished chunk c - 1 and its hand-off SEND has read th
 
 Simplifications, all small against the model: attention's within-head reduction is timed on the
 last (shortest) levels of row 0's column tree, for every row at once; a step's cycles are the
-Timing's per-core rules, where the model streams the bytes and flops the op averages over its cores.
+Timing's per-core rules (whole tiles, port rates), where the model takes the same step's bytes over the
+core's SRAM bandwidth and its flops over its peak.
 
 Templates. Every unit on a region shape, every hand-off's send and receive side and the host's
 rows are the shared codegen's Templates (compiler/codegen/template.py): one Instr a role stream's

@@ -8,8 +8,8 @@ mesh GEMV of WaferLLM (MeshGEMV, arXiv 2502.04563):
 
     Feed    the K-slice i of x reaches every core of row i: up to R + C - 2 hops from where
             the previous op left it, one message step, M*ceil(K/R) 16-bit values down a link;
-    Mxm     each core streams its block: max(block bytes / core SRAM bandwidth,
-            2*M*ceil(K/R)*ceil(N/C) / core peak);
+    Mxm     each core streams its block and its input slice: max((block + input bytes) / core
+            SRAM bandwidth, 2*M*ceil(K/R)*ceil(N/C) / core peak);
     Tree    the R partial sums of each column meet in a 2-way tree (WaferLLM's K-tree with
             K=2): R - 1 hops of wire, ceil(log2 R) message steps, each moving M*ceil(N/C) values.
 

@@ -11,13 +11,13 @@ and compares; `compile` refuses it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from compiler.backends.chips import lower as chips_lower
 from compiler.backends.chips.planner import ChipLayout
 from compiler.backends.wafer import lower as wafer_lower
-from compiler.backends.wafer.cost import MESH_COST
+from compiler.backends.wafer.cost import LOWERED, WORK
 from compiler.backends.wafer.planner import WaferLayout
 from compiler.codegen.mla import refuse_block_scaled_kv_b
 from compiler.codegen.rules import EMIT
@@ -81,15 +81,9 @@ def _chip_refusals(op: Op) -> None:
         refuse_block_scaled_kv_b(op)
 
 
-def _wafer_lower(plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], *rest):
-    """The wafer lowering takes its one (whole-cache) chunk graph."""
-    (chunk,) = chunks
-    return wafer_lower.lower(plan, decode, prefill, chunk, *rest)
-
-
 BACKENDS: dict[str, Backend] = {
     "chips": Backend("chips", COSTED, EMIT, ChipLayout.of, chips_lower.lower, "queues", True, _chip_refusals),
-    "wafer": Backend("wafer", MESH_COST, wafer_lower.LOWER, WaferLayout.of, _wafer_lower, "roles", False),
+    "wafer": Backend("wafer", WORK, LOWERED, WaferLayout.of, wafer_lower.lower, "roles", False),
 }
 
 

@@ -13,7 +13,7 @@ variant's), so any chunk finds its weights, caches, ports and arenas at the same
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,6 +199,27 @@ def chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[in
     return starts
 
 
+def tag_runs(phase: str, placed: list[Placed], kind: Callable[[Placed], str], group: Callable[[Placed], tuple]
+             ) -> dict[tuple, list[tuple[int, int]]]:
+    """Every piece instance's (start cycle, tag base), in time order, under the key `group` gives it (the
+    instances one instantiate call places); `kind` is its piece's ("unit", "send" or "recv"). Each
+    instance has its own block of tags (numbered densely), and a boundary's hand-off (the sender's piece
+    and the receiver's) one shared: the interpreter pairs messages only among instances whose tags can
+    meet, so these small universes keep its work per piece, not per chunk. Any backend's pieces."""
+    tag_bases: dict[tuple, int] = {}
+    runs: dict[tuple, list[tuple[int, int]]] = {}
+    for pl in placed:
+        k = kind(pl)
+        key = (pl.chunk, "unit", pl.stage, pl.piece) if k == "unit" else \
+            (pl.chunk, "handoff", pl.stage if k == "send" else pl.stage - 1)
+        tag_base = tag_bases.setdefault(key, len(tag_bases)) * TAG_SPACE
+        runs.setdefault(group(pl), []).append((pl.start, tag_base))
+    if len(tag_bases) * TAG_SPACE >= 2**31:
+        raise DoesNotFitError(f"{phase}: {len(tag_bases):,} piece instances need more message tags than a "
+                              f"tag holds (2**31 / {TAG_SPACE}); use fewer chips or a larger prefill chunk")
+    return runs
+
+
 def activation_dtype(graph: Graph) -> DType:
     """The 16-bit type the graph's activations are held in: that of its logits."""
     return next(v.type.dtype for v in graph.outputs if v.type.dtype in ACTIVATION_DTYPES)
@@ -229,22 +250,9 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
     blocks = Blocks()
     for code in codes:
         sync(blocks, code, timing)
-    # Each piece instance has its own block of tags (numbered densely), and a boundary's hand-off
-    # (the sender's piece and the receiver's) one shared: the interpreter pairs messages only among
-    # instances whose tags can meet, so these small universes keep its work per piece, not per chunk.
-    tag_bases: dict[tuple, int] = {}
-    # (variant, stage, piece) -> (start, tag base) per chunk
-    runs: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
     fn_args: dict[tuple, int] = {}
-    for pl in placed:
-        piece: Piece = codes[pl.stage].pieces[pl.piece]
-        key = (pl.chunk, "unit", pl.stage, pl.piece) if piece.kind == "unit" else \
-            (pl.chunk, "handoff", pl.stage if piece.kind == "send" else pl.stage - 1)
-        tag_base = tag_bases.setdefault(key, len(tag_bases)) * TAG_SPACE
-        runs.setdefault((_shared_variant(variants, pl), pl.stage, pl.piece), []).append((pl.start, tag_base))
-    if len(tag_bases) * TAG_SPACE >= 2**31:
-        raise DoesNotFitError(f"{phase}: {len(tag_bases):,} piece instances need more message tags than a "
-                              f"tag holds (2**31 / {TAG_SPACE}); use fewer chips or a larger prefill chunk")
+    runs = tag_runs(phase, placed, lambda pl: codes[pl.stage].pieces[pl.piece].kind,
+                    lambda pl: (_shared_variant(variants, pl), pl.stage, pl.piece))
     for (variant, stage, index), starts in runs.items():
         own = variants[variant]
         code, piece = own[stage], own[stage].pieces[index]

@@ -1,15 +1,17 @@
-"""What one unit (embed, a layer, the head) costs when its ops are tiled over a rectangle of cores.
+"""What one unit (embed, a layer, the head) does on a rectangle of cores: its ops as steps, and their cost.
 
 Every op of the unit is spread over the same region of R x C cores (R rows, C columns). A
-matrix w[K,N] is tiled in blocks of ceil(K/R) x ceil(N/C): core (i, j) holds block (i, j). A
-matrix-vector product x[M,K] @ w is the mesh GEMV of WaferLLM (MeshGEMV, arXiv 2502.04563):
+matrix w[K,N] is tiled in blocks of ceil(K/R) x ceil(N/C): core (i, j) holds block (i, j). Each op
+is described once (`describe`) as the steps its cores take, which both this cost model and the
+lowering (lower.py, step by step into instructions) read. A matrix-vector product x[M,K] @ w is the
+mesh GEMV of WaferLLM (MeshGEMV, arXiv 2502.04563):
 
-    input    the K-slice i of x reaches every core of row i: up to R + C - 2 hops from where
-             the previous op left it, one message step, M*ceil(K/R) 16-bit values down a link;
-    local    each core streams its block: max(block bytes / core SRAM bandwidth,
-             2*M*ceil(K/R)*ceil(N/C) / core peak);
-    reduce   the R partial sums of each column meet in a 2-way tree (WaferLLM's K-tree with
-             K=2): R - 1 hops of wire, ceil(log2 R) message steps, each moving M*ceil(N/C) values.
+    Feed    the K-slice i of x reaches every core of row i: up to R + C - 2 hops from where
+            the previous op left it, one message step, M*ceil(K/R) 16-bit values down a link;
+    Mxm     each core streams its block and its input slice: max((block + input bytes) / core
+            SRAM bandwidth, 2*M*ceil(K/R)*ceil(N/C) / core peak);
+    Tree    the R partial sums of each column meet in a 2-way tree (WaferLLM's K-tree with
+            K=2): R - 1 hops of wire, ceil(log2 R) message steps, each moving M*ceil(N/C) values.
 
 The KV cache of an attention op is spread the same way (tokens over rows, kv features over
 columns); attention reduces scores within a head across the columns that split it, takes the
@@ -27,28 +29,94 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compiler.partition.cost import Breakdown
-from compiler.partition.mesh import LINE, LOCAL, Axis, line_wire_s, message_s
+from compiler.partition.mesh import LINE, LOCAL, Axis, line_wire_s, message_s, region_mesh
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op
+from ir.isa import Fmt, Fn
+from ir.isa import Op as Isa
 from ir.ops import Opcode, expert_passes
+from ir.program import Flag
 from targets.mesh import Shape
 from targets.spec import SystemSpec
 
+ROWS, COLS = "rows", "cols"  # a region's mesh axes
 ACT_BYTES = 2  # activations and partial sums travel as 16-bit values
+X, S = 0, 2  # a core's streams: an op's input slice, attention scores (its result alternates on 1 and 3)
+FMT = {"fp16": Fmt.F16, "fp8": Fmt.FP8, "int8": Fmt.I8, "int4": Fmt.I4}
+VECTOR_FN = {Opcode.ADD: Fn.ADD, Opcode.MUL: Fn.MUL, Opcode.SILU: Fn.SILU, Opcode.GELU: Fn.GELU,
+             Opcode.RMSNORM: Fn.RMSNORM, Opcode.ROPE: Fn.ROPE, Opcode.SOFTMAX: Fn.SOFTMAX,
+             Opcode.ARGMAX: Fn.ARGMAX, Opcode.TOPK: Fn.TOPK}
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """Row 0 sends `values` values to every core, R + C - 2 hops away (`row0`: what its GATHER read, to
+    row 0's cores)."""
+
+    values: int
+    row0: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Mxm:
+    """Every core multiplies its m x k input by its k x n block at param offset `at` (`src_bytes` read):
+    the cost streams the block and the input, and does 2mkn flops at the `rate` precision's peak."""
+
+    m: int
+    k: int
+    n: int
+    fmt: Fmt
+    at: int
+    src_bytes: int
+    rate: str
+    s_b: int = X
+    out: int | None = None  # None: a fresh result stream
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """A 2-way tree of `values` values a core along the region mesh's `axis` (partition.mesh.region_mesh):
+    down the rows, or along row 0's columns (within groups of `group` columns when given; `broadcast`:
+    back down)."""
+
+    axis: str
+    values: int
+    group: int | None = None
+    broadcast: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RowOp:
+    """Row 0's cores run a VOP `fn` on m rows of n elements, or (Isa.GATHER) read their n-element slice
+    of m table rows: `nbytes` read, `flops` at the fp16 peak."""
+
+    op: Isa
+    fn: Fn
+    m: int
+    n: int
+    nbytes: int
+    flops: float = 0.0
+
+
+Step = Feed | Mxm | Tree | RowOp
+Rule = tuple[tuple[Step, ...], int, int, int, float]  # an op's steps; weight, state and activation bytes a core; bound
 
 
 @dataclass(frozen=True, slots=True)
 class MeshCost:
-    """One unit on a region: bytes on each core, and the time of one pass (decode step or prefill chunk)."""
+    """Ops on a region: bytes on each core, the time of one pass (decode step or prefill chunk), its bound,
+    and (one op's, as `describe` gives it) its steps."""
 
     weight_bytes: int  # per core
     state_bytes: int  # per core: KV cache
     act_bytes: int  # per core: peak activations and message buffers
     time: Breakdown
     bound_s: float
+    steps: tuple[Step, ...] = ()
 
     @property
     def resident_bytes(self) -> int:
@@ -65,37 +133,35 @@ ZERO = MeshCost(0, 0, 0, Breakdown(), 0.0)
 def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: SystemSpec, precision: str,
                    rows_scale: float = 1.0) -> MeshCost:
     """The unit's ops on a region of `shape`, summed; `rows_scale` shrinks the rows (a prefill chunk)."""
-    total = ZERO
-    for op in ops:
-        total += MESH_COST[op.opcode](op, shape, wafer, precision, rows_scale)
-    return total
+    return sum((describe(op, shape, wafer, precision, "fp16", rows_scale) for op in ops), ZERO)
+
+
+def describe(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> MeshCost:
+    """The op on a region: its steps and their time (`kv`, the cache's format, shapes only its lowering)."""
+    steps, weight, state, act, bound = WORK[op.opcode](op, region, wafer, precision, kv, rows_scale)
+    return MeshCost(weight, state, act, steps_time(steps, region, wafer), bound, steps)
+
+
+def steps_time(steps: Sequence[Step], region: Shape, wafer: SystemSpec) -> Breakdown:
+    return sum((step_time(s, region, wafer) for s in steps), Breakdown())
+
+
+def step_time(s: Step, region: Shape, wafer: SystemSpec) -> Breakdown:
+    match s:
+        case Feed():
+            return _message(region.rows + region.cols - 2, 1, s.values, wafer)
+        case Mxm():
+            return _stream(s.src_bytes + s.m * s.k * ACT_BYTES, 2 * s.m * s.k * s.n, wafer, s.rate)
+        case Tree():
+            axis = region_mesh(region.rows, region.cols).axis(s.axis)
+            return _line(replace(axis, size=s.group) if s.group else axis, s.values, wafer)
+        case RowOp():
+            return _stream(s.nbytes, s.flops, wafer, "fp16")
+    raise TypeError(s)
 
 
 def op_rows(op: Op, rows_scale: float) -> int:
     return max(1, math.ceil(op.operands[0].type.shape[0] * rows_scale))
-
-
-# How an op splits over a region, read by its cost rule here and its emission rule (lower.py) alike.
-
-def matmul_dims(op: Op) -> tuple[int, int]:
-    """(k, n): the contraction and the columns of a matmul's weight."""
-    w = op.operands[1].type
-    return (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
-
-
-def head_split(op: Op, region: Shape) -> tuple[int, int, int, int]:
-    """An attention's (heads, query columns a core holds, query heads a kv head serves, columns sharing
-    one kv head's features)."""
-    heads, kv_heads, head_dim = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
-    return heads, math.ceil(heads * head_dim / region.cols), max(1, heads // kv_heads), max(1, region.cols // kv_heads)
-
-
-def row_split(op: Op, region: Shape, rows_scale: float) -> tuple[int, int, int]:
-    """A vector op on the first row's C cores: (rows, elements a row a core holds, bytes it moves in all)."""
-    out = op.results[0].type
-    width = out.shape[-1] if len(out.shape) > 1 else 1
-    moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
-    return op_rows(op, rows_scale), math.ceil(width / region.cols), moved
 
 
 def _tile_bytes(shape: tuple[int, ...], nbytes: int, region: Shape) -> int:
@@ -113,6 +179,10 @@ def resident_bytes(op: Op, region: Shape) -> int:
                for i, v in enumerate(op.operands) if is_resident(op, i))
 
 
+def _resident_total(op: Op) -> int:
+    return sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
+
+
 def _stream(nbytes: float, flops: float, wafer: SystemSpec, precision: str) -> Breakdown:
     memory = nbytes / wafer.chip.mem_bw_bytes_per_s
     compute = flops / wafer.chip.peak_ops(precision)
@@ -125,96 +195,114 @@ def _message(hops: int, steps: int, values: float, wafer: SystemSpec) -> Breakdo
     return Breakdown(latency_s=steps_s, link_s=wire_s)
 
 
-def tree_reduce(cores: int, values: float, wafer: SystemSpec) -> Breakdown:
-    """A 2-way tree reduction along a line of `cores` cores (partition.mesh's line rule), each
-    contributing `values` values."""
-    steps_s, wire_s = line_wire_s(Axis("line", cores, LINE, LOCAL), values * ACT_BYTES, wafer)
+def _line(axis: Axis, values: float, wafer: SystemSpec) -> Breakdown:
+    """A 2-way tree along a line axis (partition.mesh's line rule), each core contributing `values` values."""
+    steps_s, wire_s = line_wire_s(axis, values * ACT_BYTES, wafer)
     return Breakdown(latency_s=steps_s, link_s=wire_s)
+
+
+def tree_reduce(cores: int, values: float, wafer: SystemSpec) -> Breakdown:
+    """A 2-way tree reduction along a line of `cores` cores."""
+    return _line(Axis("line", cores, LINE, LOCAL), values, wafer)
+
+
+def _gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str, at: int = 0
+          ) -> tuple[tuple[Step, ...], float]:
+    """x[m,k] @ w[k,n] as a mesh GEMV (module docstring): its steps and its lower bound."""
+    kr, nc = math.ceil(k / region.rows), math.ceil(n / region.cols)
+    fmt = FMT[precision]
+    steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8), precision), Tree(ROWS, m * nc))
+    stream = max(weight_bytes / (region.cores * wafer.chip.mem_bw_bytes_per_s),
+                 2 * m * k * n / (region.cores * wafer.chip.peak_ops(precision)))
+    return steps, stream + (region.rows - 1) * wafer.local_link.latency_s
 
 
 def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str
          ) -> tuple[Breakdown, float]:
-    """x[m,k] @ w[k,n] as a mesh GEMV (module docstring); returns its time and its lower bound."""
-    kr, nc = math.ceil(k / region.rows), math.ceil(n / region.cols)
-    block = math.ceil(weight_bytes * kr * nc / (k * n))
-    local = _stream(block + m * kr * ACT_BYTES, 2 * m * kr * nc, wafer, precision)
-    feed = _message(region.rows + region.cols - 2, 1, m * kr, wafer)
-    time = feed + local + tree_reduce(region.rows, m * nc, wafer)
-    stream = max(weight_bytes / (region.cores * wafer.chip.mem_bw_bytes_per_s),
-                 2 * m * k * n / (region.cores * wafer.chip.peak_ops(precision)))
-    return time, stream + (region.rows - 1) * wafer.local_link.latency_s
+    """A mesh GEMV's time and its lower bound."""
+    steps, bound = _gemv(m, k, n, weight_bytes, region, wafer, precision)
+    return steps_time(steps, region, wafer), bound
 
 
-def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
-    k, n = matmul_dims(op)
+def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+    w = op.operands[1].type
+    k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
     m = op_rows(op, rows_scale)
-    weights = sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
-    time, bound = gemv(m, k, n, weights, region, wafer, precision)
+    steps, bound = _gemv(m, k, n, _resident_total(op), region, wafer, precision)
     act = 2 * m * (math.ceil(k / region.rows) + math.ceil(n / region.cols)) * ACT_BYTES  # double-buffered
-    return MeshCost(resident_bytes(op, region), 0, act, time, bound)
+    return steps, resident_bytes(op, region), 0, act, bound
 
 
-def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
+def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
     """Every expert is tiled over the whole region; a step runs the passes static timing allows."""
     experts, hidden, inter = op.operands[3].type.shape
     m = op_rows(op, rows_scale)
     passes = expert_passes(m, op.attr["top_k"], experts)
-    per_expert = sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i)) // experts
-    time, bound = Breakdown(), 0.0
+    per_expert = _resident_total(op) // experts
+    steps, bound = (), 0.0
     for k, n in ((hidden, inter), (hidden, inter), (inter, hidden)):
-        t, b = gemv(m, k, n, per_expert // 3, region, wafer, precision)
-        time, bound = time + t.scaled(passes), bound + b * passes
+        s, b = _gemv(m, k, n, per_expert // 3, region, wafer, precision)
+        steps, bound = steps + s * passes, bound + b * passes
     act = 2 * m * (math.ceil(hidden / region.rows) + math.ceil(inter / region.cols)) * ACT_BYTES
-    return MeshCost(resident_bytes(op, region), 0, act, time, bound)
+    return steps, resident_bytes(op, region), 0, act, bound
 
 
-def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
+def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+    """Keys then values against the core's share of the cache, the scores reduced within a head, the
+    softmax's max and sum and the weighted values down the rows."""
     m = op_rows(op, rows_scale)
-    heads, q_cols, group, split = head_split(op, region)
-    state = sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
+    heads, kv_heads, head_dim = op.attr["heads"], op.attr["kv_heads"], op.attr["head_dim"]
+    q_cols, group = math.ceil(heads * head_dim / region.cols), max(1, heads // kv_heads)
+    split = max(1, region.cols // kv_heads)  # columns sharing one kv head's features
     per_core = resident_bytes(op, region)
-    flops = op.cost.flops * rows_scale
-    local = _stream(per_core, flops / region.cores, wafer, "fp16")
-    time = (_message(region.rows + region.cols - 2, 1, m * q_cols, wafer) + local
-            + tree_reduce(split, m * group, wafer)  # scores within a head
-            + tree_reduce(region.rows, m * heads, wafer).scaled(2)  # softmax max, then sum
-            + tree_reduce(region.rows, m * q_cols, wafer))  # weighted values
-    stream = max(state / (region.cores * wafer.chip.mem_bw_bytes_per_s),
-                 flops / (region.cores * wafer.chip.peak_ops("fp16")))
+    fmt = Fmt.F16 if kv == "fp16" else Fmt.I8
+    feats = math.ceil(kv_heads * head_dim / region.cols)
+    tokens = max(1, math.ceil(per_core / 2 / (feats * fmt.bits / 8)))  # cached tokens on this core
+    half = math.ceil(feats * tokens * fmt.bits / 8)
+    steps = (Feed(m * q_cols),
+             Mxm(m * group, feats, tokens, fmt, 0, half, "fp16", X, S, Flag.KEYS),
+             Mxm(m * group, feats, tokens, fmt, half, half, "fp16", S, None, Flag.VALUES),
+             Tree(COLS, m * group, group=split), Tree(ROWS, m * heads), Tree(ROWS, m * heads), Tree(ROWS, m * q_cols))
+    stream = max(_resident_total(op) / (region.cores * wafer.chip.mem_bw_bytes_per_s),
+                 op.cost.flops * rows_scale / (region.cores * wafer.chip.peak_ops("fp16")))
     act = 2 * m * (q_cols + heads) * ACT_BYTES
-    return MeshCost(0, per_core, act, time, stream + (region.rows - 1) * wafer.local_link.latency_s)
+    return steps, 0, per_core, act, stream + (region.rows - 1) * wafer.local_link.latency_s
 
 
-def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
+def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
     """A row lookup: the token's row sits on one band of cores and travels out along its columns."""
     m = op_rows(op, rows_scale)
-    hidden = op.results[0].type.shape[-1]
-    cols = math.ceil(hidden / region.cols)
-    time = _message(region.rows + region.cols - 2, 1, m * cols, wafer)
-    return MeshCost(resident_bytes(op, region), 0, 2 * m * cols * ACT_BYTES, time,
-                    (region.rows + region.cols - 2) * wafer.local_link.latency_s)
+    cols = math.ceil(op.results[0].type.shape[-1] / region.cols)
+    steps = (RowOp(Isa.GATHER, Fn.NONE, m, cols, m * cols * ACT_BYTES), Feed(m * cols, row0=True))
+    return steps, resident_bytes(op, region), 0, 2 * m * cols * ACT_BYTES, \
+        (region.rows + region.cols - 2) * wafer.local_link.latency_s
 
 
-def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
+def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
     """An elementwise op on the C cores of one row; a norm or argmax also reduces along the row."""
-    m, width, moved = row_split(op, region, rows_scale)
-    per_core = m * width
-    time = _stream(moved / region.cols, op.cost.flops * rows_scale / region.cols, wafer, "fp16")
-    if op.opcode is Opcode.RMSNORM:
-        time += tree_reduce(region.cols, m, wafer).scaled(2)  # sum of squares, then broadcast
-    elif op.opcode is Opcode.ARGMAX:
-        time += tree_reduce(region.cols, 2 * m, wafer)  # best (value, index) pairs
-    return MeshCost(resident_bytes(op, region), 0, 3 * per_core * ACT_BYTES, time, 0.0)
+    out = op.results[0].type
+    m, width = op_rows(op, rows_scale), math.ceil((out.shape[-1] if len(out.shape) > 1 else 1) / region.cols)
+    moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
+    steps: tuple[Step, ...] = (RowOp(Isa.VOP, VECTOR_FN[op.opcode], m, width, math.ceil(moved / region.cols),
+                                     op.cost.flops * rows_scale / region.cols),)
+    if op.opcode is Opcode.RMSNORM:  # sum of squares, then broadcast
+        steps += (Tree(COLS, m), Tree(COLS, m, broadcast=True))
+    elif op.opcode is Opcode.ARGMAX:  # best (value, index) pairs
+        steps += (Tree(COLS, 2 * m),)
+    return steps, resident_bytes(op, region), 0, 3 * m * width * ACT_BYTES, 0.0
 
 
-MeshRule = Callable[[Op, Shape, SystemSpec, str, float], MeshCost]
-# The wafer backend's cost rules, by opcode. An op without one (Mamba's conv1d and selective_scan,
-# latent attention, slice) is refused before planning (compiler/backends), never timed as another.
-MESH_COST: dict[Opcode, MeshRule] = {
+Describe = Callable[[Op, Shape, SystemSpec, str, str, float], Rule]
+# The wafer backend's rules, by opcode: what each op does on a region, which its cost and its emission
+# both read. An op without one (Mamba's conv1d and selective_scan, latent attention, slice) is refused
+# before planning (compiler/backends), never timed as another.
+WORK: dict[Opcode, Describe] = {
     Opcode.MATMUL: _matmul,
     Opcode.EXPERTS: _experts,
     Opcode.ATTENTION: _attention,
     Opcode.EMBED: _embed,
-    **{op: _vector for op in (Opcode.ADD, Opcode.MUL, Opcode.SILU, Opcode.GELU, Opcode.RMSNORM, Opcode.ROPE,
-                              Opcode.SOFTMAX, Opcode.ARGMAX, Opcode.TOPK)},
+    **dict.fromkeys(VECTOR_FN, _vector),
 }
+# Not lowered: an expert layer (its router's top-k, its experts) picks experts per token, which role
+# streams cannot yet express.
+LOWERED = frozenset(WORK) - {Opcode.EXPERTS, Opcode.TOPK}

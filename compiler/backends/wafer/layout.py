@@ -4,7 +4,7 @@ The layout family. A wafer is cut into a uniform grid of `bands x per_band` cell
 serpentine order (targets/mesh.py). A region is one cell, or a few neighbouring cells of one
 band merged into a wider rectangle for a unit too large for one cell (an embedding table or an
 LM head beside small layers). Each region holds a contiguous run of units, every unit tiled over
-the whole region (compiler/wafer/mesh_cost.py). Units run one after another (decode is a chain),
+the whole region (cost.py). Units run one after another (decode is a chain),
 so a unit's time depends only on its region's shape.
 
 Two decisions, two methods:
@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from compiler.backends.wafer.cost import MeshCost, Shape, _message
+from compiler.backends.wafer.cost import ACT_BYTES, MeshCost, Shape, _message
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from targets.mesh import Region, band_region, region_hops, shared_edge
@@ -96,35 +96,38 @@ def grids(wafer: SystemSpec) -> list[Grid]:
             for b in range(1, min(MAX_CUTS, wafer.mesh_rows) + 1) for p in range(1, min(MAX_CUTS, wafer.mesh_cols) + 1)]
 
 
-def handoff(values: int, hops: int, links: int, wafer: SystemSpec) -> Breakdown:
-    """An activation of `values` values moving `hops` hops into the next region over `links` links."""
-    return _message(hops, 1, values / max(1, links), wafer)
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """A hand-off's wire, as the plan costs it and the lowering emits it: `hops` hops of fabric, then the
+    wafer link when `far`; `nbytes` each of its parallel links carries."""
+
+    hops: int
+    nbytes: int
+    far: bool
+
+    def time(self, wafer: SystemSpec) -> Breakdown:
+        if not self.far:
+            return _message(self.hops, 1, self.nbytes / ACT_BYTES, wafer)
+        fabric, link = self.hops * wafer.local_link.latency_s, wafer.global_link
+        return Breakdown(link_s=fabric + link.latency_s + self.nbytes / link.bw_bytes_per_s)
 
 
-def region_handoff(values: int, a: Region, b: Region, wafer: SystemSpec) -> Breakdown:
-    """From region a to region b on one wafer, over the links of their shared edge (or the narrower side)."""
-    return handoff(values, region_hops(a, b), shared_edge(a, b) or min(b.rows, b.cols), wafer)
-
-
-def wafer_handoff(nbytes: int, wafer: SystemSpec, hops: int | None = None) -> Breakdown:
-    """Out of one wafer and into the next: across both meshes to their I/O edges (at most a
-    half-perimeter each) and over the wafer link; with `hops`, that far over one mesh (the host's rows)."""
-    fabric = (wafer.mesh_rows + wafer.mesh_cols if hops is None else hops) * wafer.local_link.latency_s
-    link = wafer.global_link.latency_s + nbytes / wafer.global_link.bw_bytes_per_s
-    return Breakdown(link_s=fabric + link)
-
-
-def host_input(nbytes: int, wafer: SystemSpec) -> Breakdown:
-    """Rows from the host (--embed-on-host): over the wafer's system I/O link, then from its edge to the
-    region (at most half the mesh's perimeter)."""
-    return wafer_handoff(nbytes, wafer, (wafer.mesh_rows + wafer.mesh_cols) // 2)
-
-
-def entry(prev: Region, region: Region, nbytes: int, wafer: SystemSpec) -> Breakdown:
-    """The hand-off of `nbytes` into `region` from the region before it, on this wafer or the last."""
+def entry(prev: Region | None, region: Region, nbytes: int, wafer: SystemSpec) -> Hop:
+    """`nbytes` into `region` from `prev`: over the links of their shared edge (or the narrower side) on one
+    wafer; from another wafer, `across`; from the host (`prev` None: --embed-on-host), over the system I/O
+    link and half a mesh perimeter from its edge."""
+    if prev is None:
+        return Hop((wafer.mesh_rows + wafer.mesh_cols) // 2, nbytes, True)
     if prev.wafer != region.wafer:
-        return wafer_handoff(nbytes, wafer)
-    return region_handoff(math.ceil(nbytes / 2), prev, region, wafer)  # 16-bit values
+        return across(nbytes, wafer)
+    links = max(1, shared_edge(prev, region) or min(region.rows, region.cols))
+    return Hop(region_hops(prev, region), math.ceil(math.ceil(nbytes / ACT_BYTES) / links) * ACT_BYTES, False)
+
+
+def across(nbytes: int, wafer: SystemSpec) -> Hop:
+    """Out of one wafer and into the next: across both meshes to their I/O edges (at most a half-perimeter
+    each) and over the wafer link."""
+    return Hop(wafer.mesh_rows + wafer.mesh_cols, nbytes, True)
 
 
 def enumerate_wafers(cost_of: CostOf, crossing: list[int], wafer: SystemSpec) -> list[Candidate]:
@@ -133,10 +136,10 @@ def enumerate_wafers(cost_of: CostOf, crossing: list[int], wafer: SystemSpec) ->
     best: dict[tuple[int, int], Candidate] = {}
     kept = screen_grids(cost_of, crossing, wafer)
     for first in range(len(crossing) - 1):
-        entry = wafer_handoff(crossing[first], wafer) if first else Breakdown()
+        into = across(crossing[first], wafer).time(wafer) if first else Breakdown()
         for grid in kept:
             for stop, stages, time in _packings(first, grid, cost_of, crossing, wafer):
-                cand = wafer_candidate(first, stop, grid, stages, entry + time)
+                cand = wafer_candidate(first, stop, grid, stages, into + time)
                 key = (first, stop)
                 if key not in best or cand.latency_ps < best[key].latency_ps:
                     best[key] = cand
@@ -172,7 +175,7 @@ def _whole_model(grid: Grid, cost_of: CostOf, crossing: list[int], wafer: System
         if not packed:
             return None
         stop, _, time = packed[0]
-        total += time + (wafer_handoff(crossing[first], wafer) if first else Breakdown())
+        total += time + (across(crossing[first], wafer).time(wafer) if first else Breakdown())
         first, wafers = stop, wafers + 1
     return wafers, round(total.total_s * 1e12)
 
@@ -199,7 +202,7 @@ def _packings(first: int, grid: Grid, cost_of: CostOf, crossing: list[int], wafe
             slot = Slot(band, pos, span)
             here = slot.region(grid, wafer)
             if region is not None:
-                time += entry(region, here, crossing[u], wafer)
+                time += entry(region, here, crossing[u], wafer).time(wafer)
             stages += ((u, slot),)
             costs, region, resident, act = cost_of(here.shape), here, 0, 0
             band, pos = (band + 1, 0) if pos + span == grid.per_band else (band, pos + span)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 
 from compiler.backends.chips.planner import layers_of
 from compiler.backends.wafer.cost import MeshCost, Shape, unit_mesh_cost
-from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, entry, enumerate_wafers, host_input
-from compiler.frontend.options import MIN_PREFILL_CHUNK, CompileOptions
+from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, entry, enumerate_wafers
+from compiler.frontend.options import CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
@@ -26,35 +26,22 @@ from compiler.plan.reader import PlanFile, unit_ranges
 from compiler.plan.records import Memory, Stage
 from compiler.plan.search import Timed
 from ir.errors import ConfigError
-from ir.graph import Graph, Op
+from ir.graph import Graph
 from targets.mesh import Region, region_hops
 from targets.spec import SystemSpec
 
 
-@dataclass(frozen=True, slots=True)
 class _Costed:
-    """The units of one phase graph (partition.units.unit_kinds), and their costs on a region shape,
-    computed once per (kind, shape, rows): the work grows with distinct layer shapes."""
+    """The units of one phase graph (partition.units.unit_kinds), each kind costed once a (region shape,
+    rows): the work grows with distinct layer shapes."""
 
-    graph: Graph
-    scopes: list[str]
-    kinds: list[int]
-    ops: list[list[Op]]  # by kind
-    memo: dict[tuple[int, Shape, float], MeshCost]
+    def __init__(self, graph: Graph, wafer: SystemSpec, precision: str):
+        self.graph = graph
+        self.scopes, self.kinds, ops = unit_kinds(graph)
+        self.kind = functools.cache(lambda k, shape, scale: unit_mesh_cost(ops[k], shape, wafer, precision, scale))
 
-    @classmethod
-    def of(cls, graph: Graph) -> _Costed:
-        return cls(graph, *unit_kinds(graph), {})
-
-    def kind_cost(self, kind: int, shape: Shape, wafer: SystemSpec, precision: str, rows_scale: float = 1.0
-                  ) -> MeshCost:
-        key = (kind, shape, rows_scale)
-        if key not in self.memo:
-            self.memo[key] = unit_mesh_cost(self.ops[kind], shape, wafer, precision, rows_scale)
-        return self.memo[key]
-
-    def costs(self, shape: Shape, wafer: SystemSpec, precision: str, rows_scale: float = 1.0) -> list[MeshCost]:
-        return [self.kind_cost(k, shape, wafer, precision, rows_scale) for k in self.kinds]
+    def costs(self, shape: Shape, rows_scale: float = 1.0) -> list[MeshCost]:
+        return [self.kind(k, shape, rows_scale) for k in self.kinds]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +71,7 @@ class WaferLayout:
     def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
            every: bool = False) -> WaferLayout:
         """`every` is the chip layout's flag: a wafer's candidates are all kept already."""
-        units, prompt = _Costed.of(decode), _Costed.of(prefill)
+        units, prompt = (_Costed(g, system, options.precision) for g in (decode, prefill))
         crossing = boundary_bytes(decode)
         bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(), system)
         cost_of, cands = _layout_inputs(units, prompt, crossing, system, options, bound)
@@ -135,8 +122,7 @@ class WaferLayout:
         shape = run.region.shape
         scale = chunk / self.options.prompt
         resident = sum(c.resident_bytes for c in self.cost_of(shape)[run.first:run.stop])
-        act = max(c.act_bytes for c in self.prompt.costs(shape, self.system, self.options.precision,
-                                                          scale)[run.first:run.stop])
+        act = max(c.act_bytes for c in self.prompt.costs(shape, scale)[run.first:run.stop])
         return resident + act <= self.system.chip.usable_sram_bytes
 
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
@@ -144,7 +130,7 @@ class WaferLayout:
         Backend entry is not causal), and so does this cost model."""
         shape = run.region.shape
         scale = chunk / self.options.prompt
-        pre = self.prompt.costs(shape, self.system, self.options.precision, scale)[run.first:run.stop]
+        pre = self.prompt.costs(shape, scale)[run.first:run.stop]
         prev = runs[index - 1].region if index else None
         host = host_input_bytes(self.units_.graph) if index == 0 else 0
         return _stage(index, run.region, self.units_.scopes, self.cost_of(shape)[run.first:run.stop], pre, prev,
@@ -172,12 +158,13 @@ def _runs(cand: Candidate, wafer: int, system: SystemSpec) -> list[Run]:
 
 def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: SystemSpec, options: CompileOptions,
                    bound: int) -> tuple[CostOf, list[Candidate]]:
-    """Costs and candidates with room for a prefill chunk of MIN_PREFILL_CHUNK tokens beside every stage,
-    unless that room costs a wafer decode does not need: then room for one token (prefill never
-    costs a device; the chunk actually used is the largest that fits afterwards)."""
+    """Costs and candidates with room beside every stage for the smallest prefill chunk a plan must hold
+    (CompileOptions.min_chunk_rows, the chip backend's rule), unless that room costs a wafer decode does
+    not need: then room for one token (prefill never costs a device; the chunk actually used is the
+    largest that fits afterwards)."""
     choices = []
-    for tokens in (min(options.prompt, MIN_PREFILL_CHUNK), 1):
-        cost_of = _room_for_prefill(units, prompt, tokens / options.prompt, wafer, options.precision)
+    for tokens in (options.min_chunk_rows // options.batch, 1):
+        cost_of = _room_for_prefill(units, prompt, tokens / options.prompt)
         cands = enumerate_wafers(cost_of, crossing, wafer)
         fewest = dp.fewest_chips(cands, len(crossing) - 1)
         choices.append((len(fewest) if fewest else math.inf, cost_of, cands))
@@ -187,16 +174,15 @@ def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: 
     return next((cost_of, cands) for n, cost_of, cands in choices if n == wafers)
 
 
-def _room_for_prefill(units: _Costed, prompt: _Costed, scale: float, wafer: SystemSpec, precision: str) -> CostOf:
+def _room_for_prefill(units: _Costed, prompt: _Costed, scale: float) -> CostOf:
     """Every unit's decode cost on a shape, its activation space widened to hold `scale` of the prompt's
-    rows; once a shape, each kind of unit costed once."""
+    rows; once a shape, each pair of kinds once."""
 
     @functools.cache
     def cost_of(shape: Shape) -> list[MeshCost]:
         pairs = list(zip(units.kinds, prompt.kinds, strict=True))
-        merged = {(d, p): replace(dc, act_bytes=max(dc.act_bytes, prompt.kind_cost(p, shape, wafer, precision,
-                                                                                    scale).act_bytes))
-                  for d, p in dict.fromkeys(pairs) for dc in (units.kind_cost(d, shape, wafer, precision),)}
+        merged = {(d, p): replace(c, act_bytes=max(c.act_bytes, prompt.kind(p, shape, scale).act_bytes))
+                  for d, p in dict.fromkeys(pairs) for c in (units.kind(d, shape, 1.0),)}
         return [merged[pair] for pair in pairs]
 
     return cost_of
@@ -211,14 +197,14 @@ def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: 
     prefill_bound = sum(c.bound_s for c in pre)
     hops = 0
     if host_bytes:  # the embedding rows from the host, over the system I/O and across the mesh: all unavoidable
-        d, p = host_input(host_bytes, wafer), host_input(host_bytes * chunk, wafer)
+        d, p = (entry(None, region, n, wafer).time(wafer) for n in (host_bytes, host_bytes * chunk))
         decode, prefill, bound, prefill_bound = decode + d, prefill + p, bound + d.total_s, prefill_bound + p.total_s
     if prev is not None:  # the hand-off in: its wire latency is unavoidable
         far = prev.wafer != region.wafer
         hops = 1 if far else region_hops(prev, region)
         wire = wafer.global_link.latency_s if far else hops * wafer.local_link.latency_s
-        decode += entry(prev, region, crossing[first], wafer)
-        prefill += entry(prev, region, crossing[first] * chunk, wafer)
+        decode += entry(prev, region, crossing[first], wafer).time(wafer)
+        prefill += entry(prev, region, crossing[first] * chunk, wafer).time(wafer)
         bound, prefill_bound = bound + wire, prefill_bound + wire
     memory = Memory(weights=sum(c.weight_bytes for c in dec), kv_cache=sum(c.state_bytes for c in dec),
                     activations=max(max(c.act_bytes for c in dec), max(c.act_bytes for c in pre)),

@@ -51,11 +51,13 @@ class StageMemory:
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """Where a phase's output ends up: a value of stage `stage`, split in `shards` vocabulary shards."""
+    """Where a phase's output ends up: a value of stage `stage`, split in `shards` vocabulary shards,
+    of `rows` rows (prefill's logits: one a sequence, its last prompt row)."""
 
     stage: int
     value: str
     shards: int
+    rows: int
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ def _memory(data: object, where: str) -> MemoryMap:
             raise ParseError(f"{where}: outputs.{phase}: not a phase ({', '.join(PHASES)})")
         outputs[phase] = {name: Output(_int(o, "stage", f"{where}: outputs.{phase}.{name}"),
                                        _str(o, "value", f"{where}: outputs.{phase}.{name}"),
-                                       _int(o, "shards", f"{where}: outputs.{phase}.{name}", 1))
+                                       _int(o, "shards", f"{where}: outputs.{phase}.{name}", 1),
+                                       _int(o, "rows", f"{where}: outputs.{phase}.{name}", 1))
                           for name, o in _table(named, f"{where}: outputs.{phase}").items()}
     vocab = top.get("vocab_size")
     if vocab is not None:

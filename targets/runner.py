@@ -290,7 +290,8 @@ def _gather_output(build: Build, phase: str, name: str, machine: Machine) -> np.
     shards = build.memory.outputs[phase][name].shards
     parts = [machine.read(stage.first_chip + r, addr, nbytes) for r in range(shards)]
     act = activation_dtype(build.programs[phase])
-    return np.concatenate([decode(p, act).reshape(-1, nbytes // 2 // _rows(build, phase)) for p in parts], axis=1)
+    rows = build.memory.outputs[phase][name].rows
+    return np.concatenate([decode(p, act).reshape(rows, -1) for p in parts], axis=1)
 
 
 def _rows(build: Build, phase: str) -> int:
@@ -346,16 +347,34 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     execute_functional(program, machine, events, order)
     for (chip, addr), data in saved.items():
         machine.write(chip, addr, data)
-    return [_after_prefill(p, w * chunk, seen.get(w - 1), b * chunk + (len(p) - 1) % chunk)
+    return [_after_prefill(p, w * chunk, seen.get(w - 1), b, len(p) % chunk == 0)
             for b, (p, w) in enumerate(zip(prompts, whole, strict=True))]
 
 
-def _after_prefill(prompt: list[int], done: int, logits: np.ndarray | None, row: int) -> _Sequence:
-    """A sequence after prefill: its first token (from `row` of its last chunk's logits) if prefill
-    took its whole prompt (`done` tokens or more), else where its decode steps resume."""
+def _after_prefill(prompt: list[int], done: int, logits: np.ndarray | None, seq: int, last: bool) -> _Sequence:
+    """A sequence after prefill. Prefill's logits are each sequence's last row of a chunk (row `seq`
+    of the last chunk's), so a prompt that ends there (`last`) takes its first token from them; one that
+    ends inside a chunk, its caches already written through its last position, gets it from a decode
+    step at that position; a prompt prefill did not take whole (`done` tokens) resumes there."""
     if done < len(prompt):
         return _Sequence(prompt, done, [], [])
-    return _Sequence(prompt, len(prompt), [int(np.argmax(logits[row]))], [logits[row]])
+    if not last:
+        return _Sequence(prompt, len(prompt) - 1, [], [])
+    return _Sequence(prompt, len(prompt), [int(np.argmax(logits[seq]))], [logits[seq]])
+
+
+def _finish_prompts(build: Build, machine: Machine, seqs: list, order: list[int] | None) -> None:
+    """Prefill may leave a prompt's last position (one that ends inside a chunk), or a recurrent model's
+    last partial chunk, to decode steps: run them on the build until every sequence has its first
+    token. A sequence already done sits those steps out: its caches and states are put back after each
+    (a step feeds it again)."""
+    stages = build.memory.stages
+    while not all(s.tokens for s in seqs):
+        done = [b for b, s in enumerate(seqs) if s.tokens]
+        kept = {k: v for b in done for stage in stages for k, v in _states(stage, machine, b, len(seqs)).items()}
+        _decode(build, machine, seqs, 1, order)
+        for (chip, addr), data in kept.items():
+            machine.write(chip, addr, data)
 
 
 def _states(stage: StageMemory, machine: Machine, seq: int, batch: int) -> dict[tuple[int, int], np.ndarray]:

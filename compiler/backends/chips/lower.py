@@ -54,9 +54,14 @@ def _outputs(phases: list[tuple[str, list[StageCode], Graph]]) -> dict:
         last = codes[-1]
         values = {v.name: last.outputs[v.name] for v in graph.outputs}
         out[phase] = {n: {"stage": _holder(codes, value.name), "value": value.name,
-                          "shards": -(-v.type.numel // value.type.numel)}
+                          "shards": -(-v.type.numel // value.type.numel), "rows": _rows(v)}
                       for v in graph.outputs for n, value in [(v.name, values[v.name])]}
     return out
+
+
+def _rows(value) -> int:
+    """An output's rows: its leading axis (a scalar per sequence has none: one row)."""
+    return value.type.shape[0] if value.type.shape else 1
 
 
 def _holder(codes: list[StageCode], value: str) -> int:

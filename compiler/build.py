@@ -235,9 +235,11 @@ def _chunk_graphs(config, options: CompileOptions, prefill: dict, all_logits: bo
     cache the whole prompt needs; a variant reaching the whole cache reads all of it (`hidden`: with
     every row's hidden state, which an MTP proposer's prefill reads)."""
     passes = graph_passes(options)
-    cache = max(options.context, options.prompt)
-    whole = passes(build_graph(config, "prefill", context=cache, prompt=prefill["chunk_tokens"], batch=options.batch,
-                               hidden=hidden, all_logits=all_logits))
+    cache, chunk = max(options.context, options.prompt), prefill["chunk_tokens"]
+    # The head's row is where the whole prompt ends in its last chunk, so that prompt's first token
+    # comes from prefill at any chunk.
+    whole = passes(build_graph(config, "prefill", context=cache, prompt=chunk, batch=options.batch, hidden=hidden,
+                               all_logits=all_logits, head_row=(options.prompt - 1) % chunk))
     return tuple(with_reach(whole, v["reach"]) for v in prefill["variants"])
 
 

@@ -328,7 +328,8 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     # Padding rows past the cache's last position write there (a position no step reads before
     # decode writes it again), never past the cache into the next buffer.
     pos = np.broadcast_to(np.minimum(np.arange(chunk * chunks, dtype=np.int32), build.context - 1), ids.shape)
-    whole = [len(p) // chunk if build.whole_chunks else -(-len(p) // chunk) for p in prompts]
+    row = build.memory.outputs["prefill"]["logits"].row
+    whole = [_whole(len(p), chunk, row, build.whole_chunks) for p in prompts]
     events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[:, c * chunk:(c + 1) * chunk].reshape(-1),
                                           pos[:, c * chunk:(c + 1) * chunk].reshape(-1)))
               for s, stage in enumerate(stages) for c in range(chunks)]
@@ -347,20 +348,32 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     execute_functional(program, machine, events, order)
     for (chip, addr), data in saved.items():
         machine.write(chip, addr, data)
-    return [_after_prefill(p, w * chunk, seen.get(w - 1), b, len(p) % chunk == 0)
+    # Logits of every row (row None) hold sequence b's chunk from row b x chunk.
+    return [_after_prefill(p, w * chunk, seen.get(w - 1), b if row is not None else b * chunk + (len(p) - 1) % chunk,
+                           row is None or (len(p) - 1) % chunk == row)
             for b, (p, w) in enumerate(zip(prompts, whole, strict=True))]
 
 
-def _after_prefill(prompt: list[int], done: int, logits: np.ndarray | None, seq: int, last: bool) -> _Sequence:
-    """A sequence after prefill. Prefill's logits are each sequence's last row of a chunk (row `seq`
-    of the last chunk's), so a prompt that ends there (`last`) takes its first token from them; one that
-    ends inside a chunk, its caches already written through its last position, gets it from a decode
-    step at that position; a prompt prefill did not take whole (`done` tokens) resumes there."""
+def _whole(length: int, chunk: int, row: int | None, whole_chunks: bool) -> int:
+    """The chunks prefill takes of a prompt: every chunk it reaches into, or (a build whose states would
+    take padding rows as their own) its whole chunks, one fewer if prefill's logits then miss its last
+    position (their `row` is not a chunk's last), so decode steps run the rest."""
+    if not whole_chunks:
+        return -(-length // chunk)
+    return length // chunk - (length % chunk == 0 and row is not None and row != chunk - 1)
+
+
+def _after_prefill(prompt: list[int], done: int, logits: np.ndarray | None, index: int, last: bool) -> _Sequence:
+    """A sequence after prefill. Prefill's logits are one row of each sequence's chunk (memory.json's
+    `row`: where the compiled prompt ends; row `index` of the logits), so a prompt that ends on that row
+    (`last`) takes its first token from them; one that ends elsewhere, its caches already written
+    through its last position, gets it from a decode step at that position; a prompt prefill did not
+    take whole (`done` tokens) resumes there."""
     if done < len(prompt):
         return _Sequence(prompt, done, [], [])
     if not last:
         return _Sequence(prompt, len(prompt) - 1, [], [])
-    return _Sequence(prompt, len(prompt), [int(np.argmax(logits[seq]))], [logits[seq]])
+    return _Sequence(prompt, len(prompt), [int(np.argmax(logits[index]))], [logits[index]])
 
 
 def _finish_prompts(build: Build, machine: Machine, seqs: list, order: list[int] | None) -> None:

@@ -21,8 +21,10 @@ from compiler.partition.shard_cost import shard_cost
 from compiler.passes.quantize import Quantize
 from ir.memory_map import MemoryMap
 from ir.ops import Opcode
+from ir.program_io import load_program
 from ir.reference import run_graph
 from ir.weights import random_weights
+from targets.runner import run_build
 
 CONTEXT = 64
 
@@ -66,27 +68,64 @@ def test_the_heads_work_does_not_grow_with_the_chunk():
     assert large.act_bytes - small.act_bytes == x // 2 - x // 16
 
 
+def _compile(root, model: str, prompt: int, batch: int):
+    out = root / f"{model}-{prompt}-b{batch}"
+    assert main(["compile", model, "--target", "lpu-mini", "--context", str(CONTEXT), "--prompt", str(prompt),
+                 "--prefill-chunk", "16", "--batch", str(batch), "-o", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("last") / "build"
-    assert main(["compile", "tiny-llama", "--target", "lpu-mini", "--context", str(CONTEXT), "--prompt", "32",
-                 "--prefill-chunk", "16", "--batch", "2", "-o", str(out)]) == 0
-    return out
+    return _compile(tmp_path_factory.mktemp("last"), "tiny-llama", 32, 2)
 
 
 def test_a_build_writes_one_row_a_sequence(build):
     memory = MemoryMap.loads((build / "memory.json").read_text())
-    assert memory.outputs["prefill"]["logits"].rows == 2
-    assert memory.outputs["decode"]["logits"].rows == 2
+    assert memory.outputs["prefill"]["logits"].rows == 2 and memory.outputs["prefill"]["logits"].row == 15
+    assert memory.outputs["decode"]["logits"].rows == 2 and memory.outputs["decode"]["logits"].row is None
     plan = json.loads((build / "plan.json").read_text())
     assert plan["prefill"]["chunks"] == 2
+
+
+def _chunk(build) -> int:
+    return json.loads((build / "plan.json").read_text())["prefill"]["chunk_tokens"]
+
+
+def test_the_head_row_is_where_the_compiled_prompt_ends(tmp_path):
+    """A 40-token build keeps the row of each chunk where a 40-token prompt ends (not a chunk's last):
+    such a prompt takes its first token from prefill, a prompt of whole chunks from a decode step more
+    (run --json counts them)."""
+    out = _compile(tmp_path, "tiny-llama", 40, 1)
+    chunk = _chunk(out)
+    assert 40 % chunk
+    assert MemoryMap.loads((out / "memory.json").read_text()).outputs["prefill"]["logits"].row == 39 % chunk
+    decode, prefill = (len(load_program(out / f"{phase}.prog")) for phase in ("decode", "prefill"))
+    for prompt, steps in ((list(range(3, 43)), 2), (list(range(3, 3 + chunk)), 3)):
+        f = run_build(out, tokens=3, prompt=prompt, check_reference=True)
+        assert f["functional"]["instructions_executed"] == prefill + steps * decode and f["reference"]["passed"]
+
+
+def test_a_recurrent_build_decodes_past_its_head_row(tmp_path, capsys):
+    """tiny-mamba compiled for 40 tokens: a prompt of two whole chunks fills both, but prefill's logits
+    are another row's, so prefill keeps its first chunk and decode steps run the second (its state would
+    otherwise have taken every row); tokens and logits agree with the reference."""
+    out = _compile(tmp_path, "tiny-mamba", 40, 1)
+    chunk = _chunk(out)
+    assert 40 % chunk
+    prompt = " ".join(map(str, range(40, 40 + 2 * chunk)))
+    assert main(["run", str(out), "--functional", "--check-reference", "--prompt", prompt, "--tokens", "2",
+                 "--json"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    assert f["hazards"] == [] and f["reference"]["passed"]
 
 
 @pytest.mark.parametrize("prompts", ["1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; " + " ".join(map(str, range(40, 72))),
                                      "5 17 3; " + " ".join(map(str, range(100, 119)))])
 def test_functional_prefill_agrees_with_the_reference(build, prompts, capsys):
-    """Prompts ending on a chunk's last row take their first token from prefill's logits; one ending
-    inside a chunk from a decode step at its last position: both agree with the reference."""
+    """Two sequences: prompts ending on the head's row (here a chunk's last) take their first token from
+    prefill's logits, one ending elsewhere from a decode step at its last position; all agree with the
+    reference."""
     assert main(["run", str(build), "--functional", "--check-reference", "--prompt", prompts, "--tokens", "3",
                  "--json"]) == 0
     f = json.loads(capsys.readouterr().out)

@@ -47,8 +47,11 @@ from targets.interpreter import execute
 from targets.reference_check import Reference
 from targets.runner import run_prompts
 
-PROMPTS = [[7, 99, 3], [1, 7, 42, 99, 3, 250, 17, 8, 200, 5, 66, 13, 90, 121, 31, 2, 44, 187, 9]]
-TOKENS = 2  # the prefill's token and one decode step: both Programs run
+# The short prompt ends inside the first chunk (its first token from a decode step), the long one on
+# the builds' prefill head row (32 tokens: the compiled prompt), so prefill's logits are read too.
+PROMPTS = [[7, 99, 3], [1, 7, 42, 99, 3, 250, 17, 8, 200, 5, 66, 13, 90, 121, 31, 2, 44, 187, 9, 77, 140, 6, 222, 58,
+                        19, 101, 240, 33, 160, 11, 95, 4]]
+TOKENS = 2  # the first token and one decode step more: both Programs run
 TARGET_64K = 'base = "lpu-mini"\nname = "lpu-64k"\n[chip]\nsram_bytes = "64 KiB"\nprogram_reserve_bytes = "1489 B"\n'
 TARGET_128K = 'base = "lpu-mini"\nname = "lpu-128k"\n[chip]\nsram_bytes = "128 KiB"\nprogram_reserve_bytes = "2979 B"\n'
 WAFER = 'base = "wse3"\nmesh_rows = 24\nmesh_cols = 20\n'

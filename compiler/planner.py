@@ -65,15 +65,17 @@ def graph_file_options(options: CompileOptions) -> CompileOptions:
     return replace(options, prompt=1, prefill_chunk=1)
 
 
-def lower(model: str, options: CompileOptions, holds: SystemSpec | None = None) -> tuple[str, Lowered]:
-    """Both phases' graphs; with `holds`, a config that target could never hold is refused first."""
+def lower(model: str, options: CompileOptions, holds: SystemSpec | None = None, all_logits: bool = False
+          ) -> tuple[str, Lowered]:
+    """Both phases' graphs; with `holds`, a config that target could never hold is refused first.
+    `all_logits`: prefill's head over every row (the backend's Backend.all_logits)."""
     if is_graph_file(model):
         graph = read_graph_file(model)
         return graph.name, Lowered(graph, graph)
     config = load_model_config(model)
     passes = graph_passes(options)
     shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds}
-    graphs = (passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill"))
+    graphs = (passes(build_graph(config, phase, **shape, all_logits=all_logits)) for phase in ("decode", "prefill"))
     return config.name, Lowered(*graphs)
 
 
@@ -106,7 +108,8 @@ def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s:
     at some options (graphs are immutable), used instead of lowering them again."""
     def plan_at(placed: CompileOptions) -> Plan:
         # A config the target could never hold in SRAM is refused at once; below SRAM it may fit.
-        name, graphs = (known or {}).get(placed) or lower(model, placed, system if placed.kv_tier == "sram" else None)
+        name, graphs = (known or {}).get(placed) or lower(model, placed, system if placed.kv_tier == "sram" else None,
+                                                          backend_for(system).all_logits)
         return plan_graphs(name, graphs, system, placed, pinned, causal=not is_graph_file(model))
 
     return kv_tiers.place(plan_at, system, options, idle_s, pinned.placement if pinned else None)

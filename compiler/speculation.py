@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from compiler.backends import backend_for
 from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.config import ModelConfig
 from compiler.frontend.mtp import build_mtp_graph
@@ -291,7 +292,7 @@ def make_speculative_plan(model: str, target: str, options: CompileOptions, spec
     system = load_target(target)
     config = load_model_config(model)
     check_speculation(config, system, options, spec)
-    name, graphs = lower(model, options, system)
+    name, graphs = lower(model, options, system, backend_for(system).all_logits)
     plan = plan_graphs(name, graphs, system, options)
     return with_speculation(plan, speculative_figures(name, config, graphs, plan, system, options, spec))
 

@@ -51,11 +51,15 @@ class StageMemory:
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """Where a phase's output ends up: a value of stage `stage`, split in `shards` vocabulary shards."""
+    """Where a phase's output ends up: a value of stage `stage`, split in `shards` vocabulary shards,
+    of `rows` rows; `row`: the row of each sequence's chunk it was taken from (prefill's logits: where
+    the compiled prompt ends in its last chunk), None when it has every row."""
 
     stage: int
     value: str
     shards: int
+    rows: int
+    row: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,15 +107,19 @@ def _memory(data: object, where: str) -> MemoryMap:
     for phase, named in _table(top.get("outputs", {}), f"{where}: outputs").items():
         if phase not in PHASES:
             raise ParseError(f"{where}: outputs.{phase}: not a phase ({', '.join(PHASES)})")
-        outputs[phase] = {name: Output(_int(o, "stage", f"{where}: outputs.{phase}.{name}"),
-                                       _str(o, "value", f"{where}: outputs.{phase}.{name}"),
-                                       _int(o, "shards", f"{where}: outputs.{phase}.{name}", 1))
+        outputs[phase] = {name: _output(o, f"{where}: outputs.{phase}.{name}")
                           for name, o in _table(named, f"{where}: outputs.{phase}").items()}
     vocab = top.get("vocab_size")
     if vocab is not None:
         vocab = _int(top, "vocab_size", where, 1)
     return MemoryMap(stages, _int(top, "context", where, 1), _int(top, "batch", where, 1),
                      _bool(top, "recurrent", where), _bool(top, "wafer", where), vocab, outputs)
+
+
+def _output(o: object, where: str) -> Output:
+    row = None if _table(o, where).get("row") is None else _int(o, "row", where)
+    return Output(_int(o, "stage", where), _str(o, "value", where), _int(o, "shards", where, 1),
+                  _int(o, "rows", where, 1), row)
 
 
 def _stage(data: object, where: str) -> StageMemory:

@@ -37,6 +37,7 @@ class Opcode(enum.Enum):
     CONV1D = "conv1d"  # causal depthwise conv over each sequence's rows, through a conv state (Mamba)
     SELECTIVE_SCAN = "selective_scan"  # Mamba's recurrence over each sequence's rows, through an SSM state
     SLICE = "slice"  # columns start..stop of the last axis
+    ROWS = "rows"  # row `row` of every group of `every` rows (prefill's last row of each sequence)
     ACCEPT = "accept"  # speculative decoding: the target's ids and the drafted ones -> accepted drafts per sequence
 
 
@@ -331,6 +332,15 @@ def _slice(ins, attrs):
     return (x.with_shape(*x.shape[:-1], stop - start),)
 
 
+def _rows(ins, attrs):
+    (x,) = ins
+    every, row = attrs["every"], attrs["row"]
+    _need(len(x.shape) == 2 and every >= 1 and x.shape[0] % every == 0,
+          f"rows: {x} does not split into groups of {every} rows")
+    _need(0 <= row < every, f"rows: row {row} outside a group of {every}")
+    return (x.with_shape(x.shape[0] // every, x.shape[1]),)
+
+
 def _conv1d_flops(ins, outs, attrs):
     return 2 * ins[1].shape[1] * outs[0].numel
 
@@ -509,6 +519,8 @@ OPDEFS: dict[Opcode, OpDef] = {
     # y = h @ C + D * x. The z gate is separate (silu, mul).
     Opcode.SELECTIVE_SCAN: OpDef((7, 7), {}, _selective_scan, _scan_flops, writes=(6,)),
     Opcode.SLICE: OpDef((1, 1), {"start": int, "stop": int}, _slice, _no_flops),
+    # x[row::every]: one row of each sequence's `every` contiguous rows (data movement only).
+    Opcode.ROWS: OpDef((1, 1), {"every": int, "row": int}, _rows, _no_flops),
     # Speculative decoding's acceptance: operands predicted (the target's argmax per row) and tokens
     # (each sequence's current token, then its drafts), i32[B*steps]; result i32[B], the drafts
     # accepted (the first mismatch ends the run). The emitted tokens are predicted[0..accepted].

@@ -481,5 +481,6 @@ EVAL: dict[Opcode, Callable[[Op, list[np.ndarray]], tuple[np.ndarray, ...]]] = {
     Opcode.CONV1D: _conv1d,
     Opcode.SELECTIVE_SCAN: _selective_scan,
     Opcode.SLICE: lambda op, args: (args[0][..., op.attr["start"]: op.attr["stop"]],),
+    Opcode.ROWS: lambda op, args: (args[0][op.attr["row"]:: op.attr["every"]],),
     Opcode.ACCEPT: lambda op, args: (accepted_drafts(args[0], args[1], op.attr["steps"]),),
 }

@@ -35,9 +35,9 @@ from targets.runner import (
     _check_functional,
     _check_prefill,
     _decode,
+    _finish_prompts,
     _outputs_digest,
     _prefill,
-    _states,
     run_build,
 )
 
@@ -218,19 +218,6 @@ def _check_prompts(builds: dict[str, Build], prompts: list[list[int]], tokens: i
         _check_functional(builds["prefill"], p, 1)
         _check_functional(builds["decode"], p, tokens)
     _check_prefill(builds["prefill"], prompts)
-
-
-def _finish_prompts(build: Build, machine: Machine, seqs: list, order: list[int] | None) -> None:
-    """A recurrent model's prefill leaves a prompt's last partial chunk to decode steps: run them on the
-    prefill build until every sequence has its first token. A sequence already done sits those steps
-    out: its caches and states are put back after each (a step feeds it again)."""
-    stages = build.memory.stages
-    while not all(s.tokens for s in seqs):
-        done = [b for b, s in enumerate(seqs) if s.tokens]
-        kept = {k: v for b in done for stage in stages for k, v in _states(stage, machine, b, len(seqs)).items()}
-        _decode(build, machine, seqs, 1, order)
-        for (chip, addr), data in kept.items():
-            machine.write(chip, addr, data)
 
 
 def _machine(build: Build) -> Machine:

@@ -290,7 +290,8 @@ def _gather_output(build: Build, phase: str, name: str, machine: Machine) -> np.
     shards = build.memory.outputs[phase][name].shards
     parts = [machine.read(stage.first_chip + r, addr, nbytes) for r in range(shards)]
     act = activation_dtype(build.programs[phase])
-    return np.concatenate([decode(p, act).reshape(-1, nbytes // 2 // _rows(build, phase)) for p in parts], axis=1)
+    rows = build.memory.outputs[phase][name].rows
+    return np.concatenate([decode(p, act).reshape(rows, -1) for p in parts], axis=1)
 
 
 def _rows(build: Build, phase: str) -> int:
@@ -327,7 +328,8 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     # Padding rows past the cache's last position write there (a position no step reads before
     # decode writes it again), never past the cache into the next buffer.
     pos = np.broadcast_to(np.minimum(np.arange(chunk * chunks, dtype=np.int32), build.context - 1), ids.shape)
-    whole = [len(p) // chunk if build.whole_chunks else -(-len(p) // chunk) for p in prompts]
+    row = build.memory.outputs["prefill"]["logits"].row
+    whole = [_whole(len(p), chunk, row, build.whole_chunks) for p in prompts]
     events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[:, c * chunk:(c + 1) * chunk].reshape(-1),
                                           pos[:, c * chunk:(c + 1) * chunk].reshape(-1)))
               for s, stage in enumerate(stages) for c in range(chunks)]
@@ -346,16 +348,46 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     execute_functional(program, machine, events, order)
     for (chip, addr), data in saved.items():
         machine.write(chip, addr, data)
-    return [_after_prefill(p, w * chunk, seen.get(w - 1), b * chunk + (len(p) - 1) % chunk)
+    # Logits of every row (row None) hold sequence b's chunk from row b x chunk.
+    return [_after_prefill(p, w * chunk, seen.get(w - 1), b if row is not None else b * chunk + (len(p) - 1) % chunk,
+                           row is None or (len(p) - 1) % chunk == row)
             for b, (p, w) in enumerate(zip(prompts, whole, strict=True))]
 
 
-def _after_prefill(prompt: list[int], done: int, logits: np.ndarray | None, row: int) -> _Sequence:
-    """A sequence after prefill: its first token (from `row` of its last chunk's logits) if prefill
-    took its whole prompt (`done` tokens or more), else where its decode steps resume."""
+def _whole(length: int, chunk: int, row: int | None, whole_chunks: bool) -> int:
+    """The chunks prefill takes of a prompt: every chunk it reaches into, or (a build whose states would
+    take padding rows as their own) its whole chunks, one fewer if prefill's logits then miss its last
+    position (their `row` is not a chunk's last), so decode steps run the rest."""
+    if not whole_chunks:
+        return -(-length // chunk)
+    return length // chunk - (length % chunk == 0 and row is not None and row != chunk - 1)
+
+
+def _after_prefill(prompt: list[int], done: int, logits: np.ndarray | None, index: int, last: bool) -> _Sequence:
+    """A sequence after prefill. Prefill's logits are one row of each sequence's chunk (memory.json's
+    `row`: where the compiled prompt ends; row `index` of the logits), so a prompt that ends on that row
+    (`last`) takes its first token from them; one that ends elsewhere, its caches already written
+    through its last position, gets it from a decode step at that position; a prompt prefill did not
+    take whole (`done` tokens) resumes there."""
     if done < len(prompt):
         return _Sequence(prompt, done, [], [])
-    return _Sequence(prompt, len(prompt), [int(np.argmax(logits[row]))], [logits[row]])
+    if not last:
+        return _Sequence(prompt, len(prompt) - 1, [], [])
+    return _Sequence(prompt, len(prompt), [int(np.argmax(logits[index]))], [logits[index]])
+
+
+def _finish_prompts(build: Build, machine: Machine, seqs: list, order: list[int] | None) -> None:
+    """Prefill may leave a prompt's last position (one that ends inside a chunk), or a recurrent model's
+    last partial chunk, to decode steps: run them on the build until every sequence has its first
+    token. A sequence already done sits those steps out: its caches and states are put back after each
+    (a step feeds it again)."""
+    stages = build.memory.stages
+    while not all(s.tokens for s in seqs):
+        done = [b for b, s in enumerate(seqs) if s.tokens]
+        kept = {k: v for b in done for stage in stages for k, v in _states(stage, machine, b, len(seqs)).items()}
+        _decode(build, machine, seqs, 1, order)
+        for (chip, addr), data in kept.items():
+            machine.write(chip, addr, data)
 
 
 def _states(stage: StageMemory, machine: Machine, seq: int, batch: int) -> dict[tuple[int, int], np.ndarray]:

@@ -34,6 +34,7 @@ from targets.runner import (
     _check_prefill,
     _determinism,
     _figures,
+    _finish_prompts,
     _gather_output,
     _host_inputs,
     _inputs,
@@ -227,8 +228,9 @@ def _run_group(build: Build, prompts: list[list[int]], tokens: int, order: list[
     _check_prefill(draft, prompts)
     target_m = _machine(build)
     draft_m = _shared_machine(target_m, draft) if shared(build) else _machine(draft)
-    seqs = [_Seq(p, s.position, s.tokens, s.logits) for p, s in zip(prompts, _prefill(build, target_m, prompts, order),
-                                                                      strict=True)]
+    first = _prefill(build, target_m, prompts, order)
+    _finish_prompts(build, target_m, first, order)
+    seqs = [_Seq(p, s.position, s.tokens, s.logits) for p, s in zip(prompts, first, strict=True)]
     _prefill(draft, draft_m, prompts, order)
     k, context = steps_of(build), build.context
     accepted: list[list[int]] = [[] for _ in seqs]
@@ -327,8 +329,9 @@ def _run_mtp_group(build: Build, prompts: list[list[int]], tokens: int, order: l
     _check_prefill(build, prompts)
     target_m, mtp_m = _machine(build), _machine(mtp)
     chunks: dict[int, np.ndarray] = {}
-    seqs = [_Seq(p, s.position, s.tokens, s.logits)
-            for p, s in zip(prompts, _prefill(build, target_m, prompts, order, hidden=chunks), strict=True)]
+    first = _prefill(build, target_m, prompts, order, hidden=chunks)
+    _finish_prompts(build, target_m, first, order)
+    seqs = [_Seq(p, s.position, s.tokens, s.logits) for p, s in zip(prompts, first, strict=True)]
     hidden = _prompt_hidden(chunks, len(prompts))
     proposals = _mtp_prefill(mtp, mtp_m, seqs, hidden, k + 1, order)
     accepted: list[list[int]] = [[] for _ in seqs]

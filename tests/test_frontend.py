@@ -53,6 +53,7 @@ def test_prefill_rows_and_cache():
     graph = build_graph(load_model_config("tiny-llama"), "prefill", prompt=32, batch=3, context=16)
     assert graph.inputs[0].type.shape == (96,)
     assert [v.name for v in graph.outputs] == ["logits"]
+    assert graph.outputs[0].type.shape == (3, 256)  # each sequence's last row only
     assert graph.state[0].type.shape[1] == 32  # the cache holds at least the prompt
 
 

@@ -276,10 +276,12 @@ def test_experts_split_by_their_features_past_one_expert_per_chip(tmp_path):
     assert np.abs(got["logits"] - np.stack([logits[len(PROMPT) - 1], *logits[len(PROMPT):]])).max() < LOGIT_TOL
 
 
-def test_run_json_counts_the_instructions_it_executed(build):
+@pytest.mark.parametrize(("prompt", "steps"), [(PROMPT[:16], 2), (PROMPT, 3)])
+def test_run_json_counts_the_instructions_it_executed(build, prompt, steps):
     """Timing mode runs each phase's Program once; the functional run prefills once and then
-    decodes a step per further token: run --json adds up what was actually executed."""
+    decodes a step per further token, and one more for a prompt that ends inside a chunk (prefill's
+    logits are each chunk's last row's): run --json adds up what was actually executed."""
     decode, prefill = (len(load_program(build / f"{phase}.prog")) for phase in ("decode", "prefill"))
-    f = run_build(build, tokens=3, prompt=PROMPT)
-    assert f["functional"]["instructions_executed"] == prefill + 2 * decode
+    f = run_build(build, tokens=3, prompt=prompt)
+    assert f["functional"]["instructions_executed"] == prefill + steps * decode
     assert f["instructions_executed"] == decode + prefill + f["functional"]["instructions_executed"]

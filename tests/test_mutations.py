@@ -143,25 +143,26 @@ def test_logits_that_change_under_unchanged_tokens_fail_check_reference(llama, t
     assert re.search(r"reference check: sequence \d, step \d \(position \d+\): logits differ by up to [\d.]+", err)
 
 
-def test_a_fault_only_a_short_prompt_shows_is_caught_with_several_prompts(llama, tmp_path, capsys):
-    """A prompt that ends inside the first prefill chunk reads logits a longer prompt never reads: a
-    fault there passes a run on the long prompt and fails one given both prompts."""
+def test_a_fault_only_one_prompt_shows_is_caught_with_several_prompts(llama, tmp_path, capsys):
+    """A prompt that ends on prefill's head row reads the last chunk's logits, which a prompt ending inside
+    the first chunk never reads (its first token comes from a decode step): a fault there passes a run on
+    the short prompt and fails one given both prompts."""
     c = llama.programs["prefill"].cols
     writes = np.flatnonzero((c["op"] == Op.WRITE) & (c["dst"] >= 0))
     clean = llama.clean
 
-    def only_short(out):
-        return np.array_equal(out["logits"][1], clean["logits"][1]) and (
-            out["tokens"][0] != clean["tokens"][0] or float(np.abs(out["logits"][0] - clean["logits"][0]).max()) > 0.05)
+    def only_long(out):
+        return np.array_equal(out["logits"][0], clean["logits"][0]) and (
+            out["tokens"][1] != clean["tokens"][1] or float(np.abs(out["logits"][1] - clean["logits"][1]).max()) > 0.05)
 
-    found = _search(llama, "prefill", "dst-address", writes[::-1], only_short)
+    found = _search(llama, "prefill", "dst-address", writes[::-1], only_long)
     assert found is not None
     broken = write_build(llama, tmp_path, "prefill", found[0])
     run = ["run", str(broken), "--functional", "--check-reference", "--tokens", str(TOKENS)]
-    assert main([*run, "--prompt", prompt_text(PROMPTS[1:])]) == 0
+    assert main([*run, "--prompt", prompt_text(PROMPTS[:1])]) == 0
     capsys.readouterr()
     assert main([*run, "--prompt", prompt_text(PROMPTS)]) == 2
-    assert "reference check: sequence 0" in capsys.readouterr().err
+    assert "reference check: sequence 1" in capsys.readouterr().err
 
 
 def test_a_send_duplicated_before_its_original_is_flagged_in_both_modes(llama):

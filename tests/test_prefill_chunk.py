@@ -21,3 +21,21 @@ def test_no_chunk_the_cap_allows_gives_a_lower_ttft(capsys, cap):
     assert capped["chunk_tokens"] <= cap
     assert free["ttft_ms"] <= capped["ttft_ms"]
     assert capped["chunks"] * capped["chunk_tokens"] >= 256 > (capped["chunks"] - 1) * capped["chunk_tokens"]
+
+
+def _plan_8b(capsys, tokens: int) -> dict:
+    assert main(["plan", "llama-3.1-8b", "--precision", "int8", "--prompt", str(tokens), "--context", str(tokens),
+                 "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_chunk_does_not_collapse_at_a_long_context(capsys):
+    """Llama-3.1-8B int8 at a 32K prompt: the LM head costs one row a sequence a chunk, so the head's
+    stage no longer binds the chunk (it took 64 tokens when the head ran on every row): every stage
+    leaves room for more than 128, and the chunk that minimises TTFT is no smaller than at 16K."""
+    long, shorter = _plan_8b(capsys, 32768), _plan_8b(capsys, 16384)
+    assert long["prefill"]["largest_chunk_tokens"] > 128
+    assert long["prefill"]["chunk_tokens"] >= shorter["prefill"]["chunk_tokens"]
+    last = long["stages"][-1]
+    assert last["units"][1] == "head"
+    assert last["memory_per_chip_bytes"]["headroom"] > 0

@@ -27,13 +27,13 @@ LOGIT_TOL = 3e-2
 
 def generate(config, weights, prompt: list[int], tokens: int, precision: str = "fp16", context: int = CONTEXT,
              kv: str = "fp16"):
-    """Prefill the prompt, then decode greedily: (every step's logits [rows, V], new token ids)."""
+    """Prefill the prompt (every row's logits), then decode greedily: (every step's logits [rows, V], new token ids)."""
     from compiler.passes.quantize_kv import QuantizeKV
 
     def passes(graph):
         return QuantizeKV(kv)(Quantize(precision)(graph))
 
-    prefill = passes(build_graph(config, "prefill", context=context, prompt=len(prompt)))
+    prefill = passes(build_graph(config, "prefill", context=context, prompt=len(prompt), all_logits=True))
     decode = passes(build_graph(config, "decode", context=context))
     params = quantize_weights(weights, prefill, precision)
     state = {s.name: np.zeros(s.type.shape, NUMPY[s.type.dtype]) for s in decode.state}
@@ -194,7 +194,7 @@ def test_an_8_bit_kv_cache_stays_close_to_fp16(tiny, kv, tol):
     from compiler.passes.quantize_kv import QuantizeKV
 
     config, weights, logits, _ = tiny
-    prefill = QuantizeKV(kv)(build_graph(config, "prefill", context=CONTEXT, prompt=len(PROMPT)))
+    prefill = QuantizeKV(kv)(build_graph(config, "prefill", context=CONTEXT, prompt=len(PROMPT), all_logits=True))
     state = {s.name: np.zeros(s.type.shape, NUMPY[s.type.dtype]) for s in prefill.state}
     ids = np.array(PROMPT, np.int32)
     out = run_graph(prefill, {"tokens": ids, "pos": np.arange(len(ids), dtype=np.int32)},

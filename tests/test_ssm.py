@@ -134,7 +134,7 @@ def test_reference_matches_hugging_face(name, hf_state):
 
 
 def _prefill(config, weights, ids, start=0, batch=1, state=None):
-    graph = build_graph(config, "prefill", context=CONTEXT, prompt=len(ids) // batch, batch=batch)
+    graph = build_graph(config, "prefill", context=CONTEXT, prompt=len(ids) // batch, batch=batch, all_logits=True)
     state = state if state is not None else {v.name: np.zeros(v.type.shape, NUMPY[v.type.dtype]) for v in graph.state}
     pos = np.tile(np.arange(start, start + len(ids) // batch, dtype=np.int32), batch)
     return run_graph(graph, {"tokens": np.array(ids, np.int32), "pos": pos}, weights, state)["logits"], state
@@ -338,7 +338,7 @@ def test_int8_weights_stay_close_to_fp16(name):
     config = load_model_config(name)
     weights = ssm_weights(build_graph(config, "decode", context=CONTEXT), seed=3)
     ref, _ = _prefill(config, weights, PROMPT)
-    graph = Quantize("int8")(build_graph(config, "prefill", context=CONTEXT, prompt=len(PROMPT)))
+    graph = Quantize("int8")(build_graph(config, "prefill", context=CONTEXT, prompt=len(PROMPT), all_logits=True))
     state = {v.name: np.zeros(v.type.shape, NUMPY[v.type.dtype]) for v in graph.state}
     ids = np.array(PROMPT, np.int32)
     out = run_graph(graph, {"tokens": ids, "pos": np.arange(len(ids), dtype=np.int32)},

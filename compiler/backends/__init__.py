@@ -46,6 +46,9 @@ class Backend:
     # every chunk streams the whole cache, in the cost model as in the lowering.
     causal: bool
     refuse: Callable[[Op], None] = lambda op: None  # an emission rule's own refusal of one op's form
+    # Prefill's LM head over every prompt row (True) or only each sequence's last row (False: the
+    # rows op picks them first, so the head's work and activations are one row a sequence a chunk).
+    all_logits: bool = False
 
     def check(self, graph: Graph, system: SystemSpec) -> None:
         """Every op has a cost rule here, or one line names the first that does not."""
@@ -83,7 +86,8 @@ def _chip_refusals(op: Op) -> None:
 
 BACKENDS: dict[str, Backend] = {
     "chips": Backend("chips", COSTED, EMIT, ChipLayout.of, chips_lower.lower, "queues", True, _chip_refusals),
-    "wafer": Backend("wafer", WORK, LOWERED, WaferLayout.of, wafer_lower.lower, "roles", False),
+    "wafer": Backend("wafer", WORK, LOWERED, WaferLayout.of, wafer_lower.lower, "roles", False,
+                     all_logits=True),  # no wafer rule for the rows op yet
 }
 
 

@@ -305,6 +305,18 @@ def rmsnorm(e: Emitter, op: GraphOp) -> None:
     e.elementwise(Fn.RMSNORM, op.results[0], *op.operands, args=op.attr)
 
 
+def pick_rows(e: Emitter, op: GraphOp) -> None:
+    """Row `row` of every `every` rows (each sequence's last prefill row): one strided READ of those
+    rows into the result's WRITE (data movement only)."""
+    x, out = op.operands[0], op.results[0]
+    width = out.type.nbytes // out.type.shape[0]
+    rows, every = out.type.shape[0], op.attr["every"]
+    many = rows if rows > 1 else 0
+    r = e.read(x.name, rows * width, op.attr["row"] * width, rows=many, stride=every * width if many else 0)
+    e.result(out)
+    e.done(out, e.write(out.name, r[1], r[0], out.type.nbytes, drain=False))
+
+
 def slice_columns(e: Emitter, op: GraphOp) -> None:
     """Columns start..stop of every row: a strided READ straight into the result's WRITE (data
     movement only, so no pipeline drain)."""

@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from compiler.codegen.attention import lower_attention
-from compiler.codegen.emit import Emitter, accept, argmax, binary, embed, matmul, rmsnorm, rope, slice_columns, unary
+from compiler.codegen.emit import (
+    Emitter,
+    accept,
+    argmax,
+    binary,
+    embed,
+    matmul,
+    pick_rows,
+    rmsnorm,
+    rope,
+    slice_columns,
+    unary,
+)
 from compiler.codegen.experts import lower_experts, lower_topk
 from compiler.codegen.mla import lower_mla_attention
 from compiler.codegen.ssm import lower_conv1d, lower_selective_scan
@@ -30,6 +42,7 @@ EMIT: dict[Opcode, Callable[[Emitter, GraphOp], None]] = {
     Opcode.CONV1D: lower_conv1d,
     Opcode.SELECTIVE_SCAN: lower_selective_scan,
     Opcode.SLICE: slice_columns,
+    Opcode.ROWS: pick_rows,
     Opcode.MLA_ATTENTION: lower_mla_attention,
     Opcode.ACCEPT: accept,
 }

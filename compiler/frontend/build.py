@@ -20,13 +20,16 @@ BLOCKS: dict[str, Block] = {**DENSE_BLOCKS, **SSM_BLOCKS}  # every block kind a 
 
 def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt: int = 1024, batch: int = 1,
                 layers: int | None = None, reach: int | None = None, holds: SystemSpec | None = None,
-                hidden: bool = False) -> Graph:
+                hidden: bool = False, all_logits: bool = False, head_row: int | None = None) -> Graph:
     """The graph of one phase for `batch` sequences.
 
     decode: one new token per sequence against KV caches of `context` tokens
     (inputs `tokens`, `pos`: i32[B]; outputs `logits` [B,V] and `next_tokens` i32[B]).
     prefill: `prompt` tokens per sequence, rows of a sequence contiguous (inputs i32[B*prompt];
-    output `logits`), caches of max(context, prompt) tokens. verify (speculative decoding): `prompt`
+    output `logits` [B,V], each sequence's last row's, as HF's logits_to_keep=1: the final norm and
+    LM head run on those rows only; `head_row`: that row of each sequence's instead (a chunk's row
+    where the whole prompt ends); `all_logits`: every row's, [B*prompt,V]), caches of
+    max(context, prompt) tokens. verify (speculative decoding): `prompt`
     rows per sequence, its current token then its drafts, at their own positions against caches of
     `context` tokens (a prefill-like chunk, causal through the positions); outputs `logits`,
     `next_tokens` (every row's argmax) and `accepted` i32[B] (drafts accepted). `hidden` adds the
@@ -55,7 +58,10 @@ def build_graph(config: ModelConfig, phase: str, *, context: int = 4096, prompt:
             b.scope = layer.prefix if j == 0 or not config.block_units else f"{layer.prefix}.{kind}"
             x = BLOCKS[kind](layer, x)
     b.scope = "head"
-    outputs = _head(b, config, x, table, phase, tokens, batch)
+    row = _head_row(head_row, rows // batch)
+    last = phase == "prefill" and not all_logits and rows > batch
+    outputs = _head(b, config, b.op(Opcode.ROWS, x, every=rows // batch, row=row) if last else x,
+                    table, phase, tokens, batch)
     if hidden:  # an identity slice names the residual stream as an output (data movement only)
         outputs = (*outputs, b.op(Opcode.SLICE, x, name="hidden", start=0, stop=config.hidden_size))
     return b.finish(*outputs)
@@ -80,6 +86,15 @@ def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str, t
         steps = logits.type.shape[0] // batch
         return logits, next_tokens, b.op(Opcode.ACCEPT, next_tokens, tokens, name="accepted", steps=steps)
     return logits, next_tokens
+
+
+def _head_row(row: int | None, per_sequence: int) -> int:
+    """The row of each sequence's rows whose logits prefill keeps: `row`, or the last."""
+    if row is None:
+        return per_sequence - 1
+    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < per_sequence:
+        raise ConfigError(f"head_row must be an integer from 0 to {per_sequence - 1}, got {row!r}")
+    return row
 
 
 def _shape(phase: str, context: int, prompt: int, batch: int) -> tuple[int, int]:

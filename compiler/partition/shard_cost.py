@@ -19,7 +19,7 @@ _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
 # The chip backend's cost rules: every op's own (ir.ops.OPDEFS) flops and bytes on one chip of its
 # group, and the blocks its matrix products install (_BLOCKS).
 COSTED = frozenset(OPDEFS)
-_MOVES = {Opcode.SLICE}  # data movement only (a strided READ and its WRITE): no pipeline latency
+_MOVES = {Opcode.SLICE, Opcode.ROWS}  # data movement only (a strided READ and its WRITE): no pipeline latency
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,26 +121,27 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
 def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
     """shard_cost of a unit already sharded over `tp` chips (its per-chip ops)."""
     params, state, cold = _resident(chip_ops)
+    scales = row_scales(chip_ops, params | state | cold, rows_scale)
     work, collectives = [], []
     tier = None
     for op in chip_ops:
+        k = _op_scale(op, scales)
         if op.opcode in _COLLECTIVES:
             group = op.attr.get("group", tp)  # a kv head's chips gather its slices among themselves
-            nbytes = _scaled(op.results[0].type.nbytes, rows_scale)
-            collectives.append(Collective(_COLLECTIVES[op.opcode], nbytes, group))
+            collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, k), group))
             continue
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
-            collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, rows_scale), tp))
+            collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp))
         if op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:
-            collectives.extend(_sequence_shard_exchanges(op, rows_scale))
+            collectives.extend(_sequence_shard_exchanges(op, k))
         if op.opcode is Opcode.ATTENTION and "tier" in op.attr:
-            tier = _tier_work(op, len(work), tier, rows_scale)
-        work.append(_work(op, params | state | cold, rows_scale))
+            tier = _tier_work(op, len(work), tier, k)
+        work.append(_work(op, params | state | cold, scales, k))
     # SRAM holds each tensor from a vector boundary, as the allocator places it.
     weights = sum(align(n, alignment) for n in params.values())
     cache = sum(align(n, alignment) for n in state.values())
     staging = STAGING_SLOTS * align(tier.block_bytes, alignment) if tier else 0
-    return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, rows_scale, alignment) + staging,
+    return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, scales, alignment) + staging,
                      tuple(work), tuple(collectives), _chain(chip_ops),
                      _state_read(chip_ops, state) + sum(cold.values()), tier)
 
@@ -153,6 +154,24 @@ def _sequence_shard_exchanges(op: Op, rows_scale: float) -> tuple[Collective, ..
     heads = op.attr["heads"] * shards
     return (Collective("allgather", 2 * rows * heads * d, shards),
             Collective("allgather", 2 * shards * rows * heads * (d + 2), shards))
+
+
+def row_scales(chip_ops: list[Op], resident: dict[str, int], rows_scale: float) -> dict[str, float]:
+    """The share of its rows each value keeps at a chunk of `rows_scale` of the prompt: the unit's
+    inputs and every row-wise value scale with the chunk, except what follows a ROWS op (one row a
+    sequence in the whole prompt as in every chunk: prefill's head), which keeps its rows."""
+    scales: dict[str, float] = {}
+    for op in chip_ops:
+        for v in op.operands:
+            scales.setdefault(v.name, rows_scale)
+        k = max((scales[v.name] for v in op.operands if v.name not in resident), default=rows_scale)
+        scales.update((r.name, 1.0 if op.opcode is Opcode.ROWS else k) for r in op.results)
+    return scales
+
+
+def _op_scale(op: Op, scales: dict[str, float]) -> float:
+    """The rows an op works on, as a share of the prompt's: a ROWS op's (or a SEND's) input's, any other's result's."""
+    return scales[(op.operands[0] if op.opcode is Opcode.ROWS or not op.results else op.results[0]).name]
 
 
 def _state_read(chip_ops: list[Op], state: dict[str, int]) -> int:
@@ -246,15 +265,16 @@ def is_resident(op: Op, index: int) -> bool:
     return False
 
 
-def _work(op: Op, resident: dict[str, int], rows_scale: float) -> OpWork:
+def _work(op: Op, resident: dict[str, int], scales: dict[str, float], rows_scale: float) -> OpWork:
     streamed = sum(math.ceil(resident.get(v.name, 0) * _read_fraction(op, i)) for i, v in enumerate(op.operands))
     if op.opcode is Opcode.EMBED:
         streamed = 0  # a lookup reads one row per token, which the result's size counts
     if op.opcode is Opcode.EXPERTS:  # only the experts the static passes visit stream
         here = op.operands[3].type.shape[0]
         streamed = streamed * expert_passes(op.operands[0].type.shape[0], op.attr["top_k"], here) // here
-    moving = sum(v.type.nbytes for v in (*op.operands, *op.results) if v.name not in resident)
-    return OpWork(op.opcode, streamed + _scaled(moving, rows_scale), _scaled(op.cost.flops, rows_scale),
+    moving = sum(_scaled(v.type.nbytes, scales[v.name])
+                 for v in (*op.operands, *op.results) if v.name not in resident)
+    return OpWork(op.opcode, streamed + moving, _scaled(op.cost.flops, rows_scale),
                   _cache_precision(op), _blocks(op, rows_scale))
 
 
@@ -327,7 +347,7 @@ def _cache_precision(op: Op) -> str | None:
     return _CACHE_RATE.get(cache.type.dtype)
 
 
-def _peak_live(chip_ops: list[Op], resident: dict[str, int], rows_scale: float, alignment: int) -> int:
+def _peak_live(chip_ops: list[Op], resident: dict[str, int], scales: dict[str, float], alignment: int) -> int:
     """Largest sum of activations alive at once. The unit's inputs live from its start to its
     end: the lowering keeps them in ports for the whole unit, beside its working arena."""
     defined = {r.name for op in chip_ops for r in op.results}
@@ -338,10 +358,10 @@ def _peak_live(chip_ops: list[Op], resident: dict[str, int], rows_scale: float, 
     for i, op in enumerate(chip_ops):
         for v in (*op.operands, *op.results):
             if v.name not in resident and v.name not in live and (v in op.results or last_use.get(v.name, -1) >= i):
-                live[v.name] = align(_scaled(v.type.nbytes, rows_scale), alignment)
+                live[v.name] = align(_scaled(v.type.nbytes, scales[v.name]), alignment)
         scratch = OPDEFS[op.opcode].scratch_bytes(tuple(v.type for v in op.operands),
                                                   tuple(r.type for r in op.results), op.attr)
-        peak = max(peak, sum(live.values()) + align(_scaled(scratch, rows_scale), alignment))
+        peak = max(peak, sum(live.values()) + align(_scaled(scratch, _op_scale(op, scales)), alignment))
         for v in op.operands:
             if last_use.get(v.name) == i:
                 live.pop(v.name, None)

@@ -10,6 +10,7 @@ from compiler.codegen.stage import StageCode
 from compiler.frontend.options import CompileOptions
 from compiler.plan import Plan
 from ir.graph import Graph
+from ir.ops import Opcode
 from targets.spec import SystemSpec
 
 
@@ -53,10 +54,28 @@ def _outputs(phases: list[tuple[str, list[StageCode], Graph]]) -> dict:
     for phase, codes, graph in phases:
         last = codes[-1]
         values = {v.name: last.outputs[v.name] for v in graph.outputs}
+        picked = _picked_rows(graph)
         out[phase] = {n: {"stage": _holder(codes, value.name), "value": value.name,
-                          "shards": -(-v.type.numel // value.type.numel)}
+                          "shards": -(-v.type.numel // value.type.numel), "rows": _rows(v)}
+                      | ({"row": picked[n]} if n in picked else {})
                       for v in graph.outputs for n, value in [(v.name, values[v.name])]}
     return out
+
+
+def _picked_rows(graph: Graph) -> dict[str, int]:
+    """Values computed from a ROWS op's result, by name: the row of each sequence's rows it picked."""
+    row: dict[str, int] = {}
+    for op in graph.ops:
+        picked = op.attr["row"] if op.opcode is Opcode.ROWS else next(
+            (row[v.name] for v in op.operands if v.name in row), None)
+        if picked is not None:
+            row.update((r.name, picked) for r in op.results)
+    return row
+
+
+def _rows(value) -> int:
+    """An output's rows: its leading axis (a scalar per sequence has none: one row)."""
+    return value.type.shape[0] if value.type.shape else 1
 
 
 def _holder(codes: list[StageCode], value: str) -> int:

@@ -118,7 +118,11 @@ class ChipLayout:
                 f"{self.system.chip.usable_sram_bytes:,} usable bytes of SRAM")
 
     def fits(self, run: Run, chunk: int) -> bool:
-        """Activations are affine in the rows (fixed buffers plus a share a token), measured at the
+        return self.room(run, chunk) >= 0
+
+    def room(self, run: Run, chunk: int) -> float:
+        """Bytes of a stage chip's usable SRAM left beside its weights, caches and a chunk's activations.
+        Activations are affine in the rows (fixed buffers plus a share a token), measured at the
         smallest and the largest chunk the units were costed at."""
         c, o = run.cand, self.options
         units = self.units_[c.first:c.stop]
@@ -129,7 +133,7 @@ class ChipLayout:
         high = max(u.prefill[u.group(c.tp, c.split)].act_bytes for u in units) + input_bytes(
             self.decode, largest * o.batch, self.system)
         per_token = (high - low) / (largest - smallest) if largest > smallest else 0
-        return c.resident_bytes + low + per_token * (chunk - smallest) <= self.system.chip.usable_sram_bytes
+        return self.system.chip.usable_sram_bytes - (c.resident_bytes + low + per_token * (chunk - smallest))
 
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
         c, system = run.cand, self.system

@@ -90,6 +90,9 @@ class Fn(enum.IntEnum):
     #            state's f32 bytes, then y's 16-bit ones (a WRITE takes the state, a COPY from offset y)
     ACCEPT = 22  # speculative decoding: the target's ids (s_a) and the fed tokens (s_b), m sequences of n rows
     #              -> per sequence the drafts accepted (rows 1..n-1 of s_b equal to s_a one row earlier, in a run)
+    GROUP = 23  # routed prefill: ids (s_a) and weights (s_b) of each row's k experts -> a table of m slots,
+    #             rows permuted by local expert (ir/program.py): each slot's row, local expert and weight
+    COMBINE = 24  # a grouped matmul's slots (s_a) back to their rows by the table (s_b), weighted and summed
 
 
 class Fmt(enum.IntEnum):

@@ -345,21 +345,38 @@ def expert_passes(rows: int, top_k: int, experts_here: int) -> int:
     """Passes over the rows a chip holding `experts_here` experts makes, whatever the router
     picks (static timing). One row (decode): one pass per routed expert that can be here,
     each streaming the chosen expert's weights by address. Several rows: one pass per local
-    expert over every row, rows not routed to it weighted zero."""
+    expert (each expert's weights stream once), over only its routed rows (routed_slots in all)."""
     return min(top_k, experts_here) if rows == 1 else experts_here
+
+
+def routed_slots(rows: int, top_k: int, experts_here: int) -> int:
+    """Rows a chip's grouped prefill multiplies (several rows): each row goes to k experts, at most
+    min(k, experts here) of them on this chip, so a fixed buffer of rows x min(k, here) slots holds
+    every routing (a feature-sliced chip holds every expert: exactly rows x k)."""
+    return rows * min(top_k, experts_here)
+
+
+def expert_rows(rows: int, top_k: int, experts_here: int) -> int:
+    """Row passes through one expert's weights a chip makes, summed over its experts: decode's
+    passes over its one row, prefill's routed slots (grouped: each expert's weights stream once)."""
+    return expert_passes(1, top_k, experts_here) if rows == 1 else routed_slots(rows, top_k, experts_here)
 
 
 def _experts_flops(ins, outs, attrs):
     x, gate = ins[0], ins[3]
     experts_here, hidden, inter = gate.shape
-    return 6 * hidden * inter * x.shape[0] * expert_passes(x.shape[0], attrs["top_k"], experts_here)
+    return 6 * hidden * inter * expert_rows(x.shape[0], attrs["top_k"], experts_here)
 
 
 def _experts_scratch(ins, outs, attrs):
     """One pass's 16-bit intermediates: gate, up, activation and their product [M, I], and
-    the expert's output [M, H] before it is weighted into the result."""
+    the expert's output [M, H] before it is weighted into the result; grouped (several rows), the
+    same over the routed slots, the permuted rows [slots, H] and the i32 table [3 x slots]."""
     rows, hidden = ins[0].shape
-    return 2 * rows * (4 * ins[3].shape[2] + hidden)
+    if rows == 1:
+        return 2 * (4 * ins[3].shape[2] + hidden)
+    slots = routed_slots(rows, attrs["top_k"], ins[3].shape[0])
+    return 2 * slots * (4 * ins[3].shape[2] + 2 * hidden) + 12 * slots
 
 
 def _mla_attention(ins, attrs):

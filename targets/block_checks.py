@@ -24,7 +24,7 @@ from targets.tier_checks import tier_side
 from targets.timing import Timing, stream_rates
 from targets.views import RowsView
 
-_READS = ("s_a", "s_b", "s_c", "s_d")  # the stream operands an instruction reads
+_READS = ("s_a", "s_b", "s_c", "s_d", "s_e")  # the stream operands an instruction reads
 
 
 def check_blocks(program: Program, dur: np.ndarray, timing: Timing, system: SystemSpec, found) -> np.ndarray:
@@ -64,7 +64,7 @@ def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.
         _report_streams(c, stream_pairs(c, lane, start, end, timing), start, found, inst)
 
 
-_STREAM_FIELDS = ("op", "kind", "s_a", "s_b", "s_c", "s_d", "s_out", "issue")
+_STREAM_FIELDS = ("op", "kind", "s_a", "s_b", "s_c", "s_d", "s_e", "s_out", "issue")
 
 
 def alike_chips(program: Program, dur: np.ndarray, chosen: np.ndarray,
@@ -181,7 +181,7 @@ def _units(c: dict, lane: np.ndarray, start: np.ndarray, end: np.ndarray, found,
 
 
 def _stream_range(c: dict, timing: Timing, found) -> None:
-    for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
+    for name in ("s_a", "s_b", "s_c", "s_d", "s_e", "s_out"):
         found.where((c[name] >= timing.streams) | (c[name] < -1), "stream-range",
                     lambda j, n=name: f"{n}={c[n][j]}, the chip has {timing.streams} streams")
 

@@ -1,15 +1,18 @@
-"""Lowering of mixture-of-experts routing and static expert passes (timing never depends on routing)."""
+"""Lowering of mixture-of-experts routing: static expert passes for one row (decode) and a grouped
+matmul over the routed rows for several (prefill); timing never depends on routing."""
 
 from __future__ import annotations
 
 import math
 
-from compiler.codegen.emit import Emitter, Index, Slot
-from compiler.codegen.template import Ref, Rel
+from compiler.codegen.emit import FMT, Emitter, Group, Index, Slot
+from compiler.codegen.template import Instr, Ref, Rel
 from ir.graph import Op as GraphOp
 from ir.graph import Value
-from ir.isa import Fn
-from ir.ops import expert_passes
+from ir.isa import Fn, Op
+from ir.ops import expert_passes, routed_slots
+from ir.program import Flag
+from ir.types import DType, TensorType
 
 
 def lower_topk(e: Emitter, op: GraphOp) -> None:
@@ -29,7 +32,10 @@ def lower_experts(e: Emitter, op: GraphOp) -> None:
     through the MXM, weighs the result by each row's routing weight for that expert (zero if
     not routed there) and adds it to the output. For one row, pass j runs the row's j-th routed
     expert, its weights found by address at run time (a chip that does not hold it streams one
-    it does and weighs it zero); for several rows, pass j is local expert j."""
+    it does and weighs it zero). Several rows take the grouped lowering (lower_grouped)."""
+    if op.operands[0].type.shape[0] > 1:
+        lower_grouped(e, op)
+        return
     x, weights, ids, gate, up, down = op.operands[:6]
     per = (len(op.operands) - 6) // 3  # each weight's scale operands: its block or channel scales, its tensor scale
     scales = [op.operands[6 + k::3][:per] for k in range(3)]
@@ -65,6 +71,60 @@ def lower_experts(e: Emitter, op: GraphOp) -> None:
             i, s = e.vop(Fn.SUM, rows, hidden, (i, s), e.read(out.name, after=((acc, 0),)), out.type.nbytes)
         acc = e.write(out.name, s, i, out.type.nbytes)
     e.done(out, acc)
+
+
+def lower_grouped(e: Emitter, op: GraphOp) -> None:
+    """Prefill by routed rows (a grouped matmul, as jax.lax.ragged_dot and MegaBlocks' grouped GEMM):
+    vop.group sorts the (row, expert) pairs routed to this chip's experts into a fixed buffer of
+    routed_slots slots, a GATHER permutes x's rows into it, gate, up and down are grouped MXMs
+    (each panel streams every local expert's piece once; each slot passes its own expert's) and
+    vop.combine weighs every slot back into its row. Every size is the buffer's, so timing never
+    depends on routing; a feature-sliced chip's buffer is exactly rows x k."""
+    x, weights, ids, gate, up, down = op.operands[:6]
+    per = (len(op.operands) - 6) // 3
+    scales = [op.operands[6 + k::3][:per] for k in range(3)]
+    out = op.results[0]
+    rows, hidden = x.type.shape
+    here, _, inter = gate.type.shape
+    k = op.attr["top_k"]
+    slots = routed_slots(rows, k, here)
+    first = _first_expert(op.attr["experts"], here, e.tp)
+    table = Value(f"{out.name}.table", TensorType(DType.I32, (3 * slots,)))
+    i, s = e.vop(Fn.GROUP, slots, 3, e.read(ids.name), e.read(weights.name), ids.type.nbytes + weights.type.nbytes,
+                 args={"local": here, "rows": rows, "k": k}, base=first)
+    e.result(table)
+    e.done(table, e.write(table.name, s, i, table.type.nbytes))
+    xg = _permute(e, x, table, slots, f"{out.name}.x")
+    group = Group(table.name, here)
+    g, u = (Value(f"{out.name}.{n}", x.type.with_shape(slots, inter)) for n in ("g", "u"))
+    for w, sc, res in ((gate, scales[0], g), (up, scales[1], u)):
+        e.matmul(xg, w, sc, res, False, group=group)
+    act = Value(f"{out.name}.act", g.type)
+    e.elementwise(Fn.SILU if op.attr.get("act", "silu") == "silu" else Fn.GELU, act, g)
+    h = Value(f"{out.name}.h", g.type)
+    e.elementwise(Fn.MUL, h, act, u)
+    y = Value(f"{out.name}.y", x.type.with_shape(slots, hidden))
+    e.matmul(h, down, scales[2], y, False, group=group)
+    i, s = e.vop(Fn.COMBINE, slots, hidden, e.read(y.name), e.read(table.name), y.type.nbytes + table.type.nbytes,
+                 args={"rows": rows})
+    e.result(out)
+    e.done(out, e.write(out.name, s, i, out.type.nbytes))
+
+
+def _permute(e: Emitter, x: Value, table: Value, slots: int, name: str) -> Value:
+    """x's rows into the table's slots (a GATHER by each slot's row; an empty slot gets zeros)."""
+    rows, hidden = x.type.shape
+    ids = e.read(table.name, slots * 4)
+    src = e.slots[x.name]
+    stream = e.t.stream()
+    nbytes = slots * hidden * x.type.dtype.bits // 8
+    deps = ((ids[0], 0),) + (((src.ready, 0),) if src.ready is not None else ())
+    g = e.t.add(Instr(Op.GATHER, e.t.timing.mem(nbytes), flags=int(Flag.INDIRECT), fmt=FMT[x.type.dtype], src=src.ref,
+                      src_bytes=nbytes, m=slots, n=hidden, k=rows, base=0, s_b=ids[1], s_out=stream, deps=deps))
+    xg = Value(name, x.type.with_shape(slots, hidden))
+    e.result(xg)
+    e.done(xg, e.write(xg.name, stream, g, nbytes, drain=False))
+    return xg
 
 
 def _first_expert(experts: int, here: int, tp: int) -> Rel:

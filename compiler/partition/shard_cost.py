@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import OPDEFS, Opcode, expert_passes, reach_of, tier_operands
+from ir.ops import OPDEFS, Opcode, expert_passes, reach_of, routed_slots, tier_operands
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
@@ -34,7 +34,9 @@ class Collective:
 @dataclass(frozen=True, slots=True)
 class Block:
     """`count` k x n blocks the matrix unit installs (a weight, or a block of cached keys or values),
-    each passed by m rows, in the format of `precision` (a key of ChipSpec.peak_ops_per_s)."""
+    each passed by m rows, in the format of `precision` (a key of ChipSpec.peak_ops_per_s). A grouped
+    product (routed prefill) installs `installs` blocks (one per local expert) and passes its m rows
+    `count` times in all, each row through its own expert's block."""
 
     m: int
     k: int
@@ -42,9 +44,20 @@ class Block:
     count: int
     precision: str
     cache: bool = False  # a KV cache, not a weight (the bound counts it at the SRAM's rate)
+    installs: int | None = None  # blocks installed, when not `count` (grouped)
+
+    @property
+    def installed(self) -> int:
+        return self.count if self.installs is None else self.installs
 
     @property
     def weights(self) -> int:
+        """Weights installed."""
+        return self.installed * self.k * self.n
+
+    @property
+    def passed(self) -> int:
+        """Weights each row's pass multiplies, summed over the passes."""
         return self.count * self.k * self.n
 
 
@@ -264,12 +277,17 @@ def _matmul_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
 
 
 def _expert_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
-    """Each static pass installs one expert's gate, up and down."""
+    """One row: each static pass installs one expert's gate, up and down. Several: the grouped
+    lowering installs every local expert's once and passes the routed slots (codegen.experts)."""
     x, gate, down = op.operands[0].type, op.operands[3].type, op.operands[5].type
     here, hidden, inter = gate.shape
     rows = _scaled(x.shape[0], rows_scale)
-    passes = expert_passes(rows, op.attr["top_k"], here)
     rate = _CACHE_RATE[gate.dtype]
+    if rows > 1:
+        slots = routed_slots(rows, op.attr["top_k"], here)
+        return (Block(slots, hidden, inter, 2, rate, installs=2 * here),
+                Block(slots, down.shape[1], down.shape[2], 1, rate, installs=here))
+    passes = expert_passes(rows, op.attr["top_k"], here)
     return (Block(rows, hidden, inter, 2 * passes, rate), Block(rows, down.shape[1], down.shape[2], passes, rate))
 
 

@@ -80,7 +80,7 @@ def plan_proposer(config: ModelConfig, system: SystemSpec, options: CompileOptio
     popts = proposer_options(options)
     if spec.draft is not None:
         return Proposer("draft", spec.draft, make_plan_on(spec.draft, system, popts))
-    graph = mtp_graph(config, popts, config.mtp_layers + 1)
+    graph = mtp_graph(config, popts, config.mtp_layers + 1, system)
     plan = plan_graphs(graph.name, Lowered(graph, graph), system, replace(popts, prompt=1, prefill_chunk=1))
     return Proposer("mtp", f"{config.name} MTP", plan, config.mtp_layers, config.vocab_size * config.hidden_size)
 
@@ -119,16 +119,17 @@ def plan_shared(target: Plan, system: SystemSpec, options: CompileOptions, spec:
     return Proposer("draft", spec.draft, plan, placement=SHARED), ""
 
 
-def mtp_graph(config: ModelConfig, options: CompileOptions, rows: int) -> Graph:
-    """The MTP module's step over the `rows` rows of a verify step (K + 1)."""
-    return graph_passes(options)(build_mtp_graph(config, context=options.context, batch=options.batch, rows=rows))
+def mtp_graph(config: ModelConfig, options: CompileOptions, rows: int, system: SystemSpec | None = None) -> Graph:
+    """The MTP module's step over the `rows` rows of a verify step (K + 1), for `system`."""
+    graph = build_mtp_graph(config, context=options.context, batch=options.batch, rows=rows)
+    return graph_passes(options, system)(graph)
 
 
 def verify_graph(config: ModelConfig, options: CompileOptions, steps: int, hidden: bool = False,
                  holds: SystemSpec | None = None) -> Graph:
     """The target's verify step for K = `steps` drafts: K + 1 rows per sequence against the cache (and,
     for an MTP proposer, every row's hidden state); `holds`: the target (build_graph's size check)."""
-    return graph_passes(options)(build_graph(config, "verify", context=options.context, prompt=steps + 1,
+    return graph_passes(options, holds)(build_graph(config, "verify", context=options.context, prompt=steps + 1,
                                              batch=options.batch, hidden=hidden, holds=holds))
 
 

@@ -370,13 +370,16 @@ def _experts_flops(ins, outs, attrs):
 
 def _experts_scratch(ins, outs, attrs):
     """One pass's 16-bit intermediates: gate, up, activation and their product [M, I], and
-    the expert's output [M, H] before it is weighted into the result; grouped (several rows), the
-    same over the routed slots, the permuted rows [slots, H] and the i32 table [3 x slots]."""
+    the expert's output [M, H] before it is weighted into the result. Grouped (several rows): the
+    i32 table [3 x slots] and the most the lowering holds live at once over the routed slots (SRAM
+    is allocated by liveness; the permuted rows stream into the MXM, the activation and product are
+    written over gate's and up's results): gate and up [slots, I], or the product and down's [slots, H]."""
     rows, hidden = ins[0].shape
+    inter = ins[3].shape[2]
     if rows == 1:
-        return 2 * (4 * ins[3].shape[2] + hidden)
+        return 2 * (4 * inter + hidden)
     slots = routed_slots(rows, attrs["top_k"], ins[3].shape[0])
-    return 2 * slots * (4 * ins[3].shape[2] + 2 * hidden) + 12 * slots
+    return 12 * slots + 2 * slots * max(2 * inter, inter + hidden)
 
 
 def _mla_attention(ins, attrs):

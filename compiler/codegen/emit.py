@@ -155,7 +155,7 @@ class Emitter:
         self.done(out, self.write(out.name, s, i, out.type.nbytes))
 
     def matmul(self, x: Value, w: Value, scales: tuple[Value, ...], out: Value, transpose_b: bool,
-               index: Index | None = None, group: Group | None = None) -> None:
+               index: Index | None = None, group: Group | None = None, xs: tuple[int, int] | None = None) -> None:
         """x[M,K] @ w: weight panels stream through the MXM, accumulating over K (each MXM
         takes the previous one's partial sums on s_c). Weights stay row-major as stored, so a
         panel is a 2-D READ; a block-scaled weight's panel brings the rows of its block scales
@@ -163,7 +163,8 @@ class Emitter:
         weight's scale operands (none, per channel, or block and tensor scales). `index`: the
         weights (and scales) are chosen at run time. `group`: w (and its scales) stack one
         matrix per local expert; each panel streams every expert's piece once and each of x's
-        rows (the table's slots) passes its own expert's (a grouped MXM)."""
+        rows (the table's slots) passes its own expert's (a grouped MXM). `xs`: x already on a stream
+        (its producer and stream), not read from SRAM."""
         m, k_all = x.type.shape
         n_all = out.type.shape[1]
         tiles = (group.tiles, w.type.nbytes // group.tiles) if group else (0, 0)
@@ -171,7 +172,7 @@ class Emitter:
         fmt = FMT[w.type.dtype]
         block = w.type.dtype.block
         panel = self.t.timing.panel
-        xs = self.read(x.name)
+        xs = xs or self.read(x.name)
         self.result(out)
         last_mxm = None
         for n0 in range(0, n_all, panel):

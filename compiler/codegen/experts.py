@@ -79,7 +79,10 @@ def lower_grouped(e: Emitter, op: GraphOp) -> None:
     routed_slots slots, a GATHER permutes x's rows into it, gate, up and down are grouped MXMs
     (each panel streams every local expert's piece once; each slot passes its own expert's) and
     vop.combine weighs every slot back into its row. Every size is the buffer's, so timing never
-    depends on routing; a feature-sliced chip's buffer is exactly rows x k."""
+    depends on routing; a feature-sliced chip's buffer is exactly rows x k. The permuted rows stream
+    straight into gate's and up's MXMs (gathered for each), and the activation and the product are
+    written over gate's and up's results: k x rows slots hold no more SRAM than they must
+    (ir.ops._experts_scratch)."""
     x, weights, ids, gate, up, down = op.operands[:6]
     per = (len(op.operands) - 6) // 3
     scales = [op.operands[6 + k::3][:per] for k in range(3)]
@@ -94,15 +97,13 @@ def lower_grouped(e: Emitter, op: GraphOp) -> None:
                  args={"local": here, "rows": rows, "k": k}, base=first)
     e.result(table)
     e.done(table, e.write(table.name, s, i, table.type.nbytes))
-    xg = _permute(e, x, table, slots, f"{out.name}.x")
     group = Group(table.name, here)
+    xg = Value(f"{out.name}.x", x.type.with_shape(slots, hidden))
     g, u = (Value(f"{out.name}.{n}", x.type.with_shape(slots, inter)) for n in ("g", "u"))
     for w, sc, res in ((gate, scales[0], g), (up, scales[1], u)):
-        e.matmul(xg, w, sc, res, False, group=group)
-    act = Value(f"{out.name}.act", g.type)
-    e.elementwise(Fn.SILU if op.attr.get("act", "silu") == "silu" else Fn.GELU, act, g)
-    h = Value(f"{out.name}.h", g.type)
-    e.elementwise(Fn.MUL, h, act, u)
+        e.matmul(xg, w, sc, res, False, group=group, xs=_permuted(e, x, table, slots))
+    act = _in_place(e, Fn.SILU if op.attr.get("act", "silu") == "silu" else Fn.GELU, g, f"{out.name}.act", g)
+    h = _in_place(e, Fn.MUL, u, f"{out.name}.h", act, u)
     y = Value(f"{out.name}.y", x.type.with_shape(slots, hidden))
     e.matmul(h, down, scales[2], y, False, group=group)
     i, s = e.vop(Fn.COMBINE, slots, hidden, e.read(y.name), e.read(table.name), y.type.nbytes + table.type.nbytes,
@@ -111,8 +112,8 @@ def lower_grouped(e: Emitter, op: GraphOp) -> None:
     e.done(out, e.write(out.name, s, i, out.type.nbytes))
 
 
-def _permute(e: Emitter, x: Value, table: Value, slots: int, name: str) -> Value:
-    """x's rows into the table's slots (a GATHER by each slot's row; an empty slot gets zeros)."""
+def _permuted(e: Emitter, x: Value, table: Value, slots: int) -> tuple[int, int]:
+    """x's rows in the table's slots, on a stream (a GATHER by each slot's row; an empty slot gets zeros)."""
     rows, hidden = x.type.shape
     ids = e.read(table.name, slots * 4)
     src = e.slots[x.name]
@@ -121,10 +122,18 @@ def _permute(e: Emitter, x: Value, table: Value, slots: int, name: str) -> Value
     deps = ((ids[0], 0),) + (((src.ready, 0),) if src.ready is not None else ())
     g = e.t.add(Instr(Op.GATHER, e.t.timing.mem(nbytes), flags=int(Flag.INDIRECT), fmt=FMT[x.type.dtype], src=src.ref,
                       src_bytes=nbytes, m=slots, n=hidden, k=rows, base=0, s_b=ids[1], s_out=stream, deps=deps))
-    xg = Value(name, x.type.with_shape(slots, hidden))
-    e.result(xg)
-    e.done(xg, e.write(xg.name, stream, g, nbytes, drain=False))
-    return xg
+    return g, stream
+
+
+def _in_place(e: Emitter, fn: Fn, over: Value, name: str, *ins: Value) -> Value:
+    """fn of `ins` written over `over`'s buffer (read by this function last)."""
+    out = Value(name, over.type)
+    reads = [e.read(v.name) for v in ins]
+    rows, cols = over.type.shape
+    i, s = e.vop(fn, rows, cols, reads[0], reads[1] if len(reads) > 1 else None, sum(v.type.nbytes for v in ins))
+    e.slots[out.name] = Slot(e.slots[over.name].ref, over.type.nbytes)
+    e.done(out, e.write(out.name, s, i, out.type.nbytes))
+    return out
 
 
 def _first_expert(experts: int, here: int, tp: int) -> Rel:

@@ -349,6 +349,15 @@ def expert_passes(rows: int, top_k: int, experts_here: int) -> int:
     return min(top_k, experts_here) if rows == 1 else experts_here
 
 
+def by_address(rows: int, top_k: int, experts_here: int) -> bool:
+    """Whether a chip runs each routed (row, expert) pair as its own one-row pass that streams that
+    expert's weights, found by address at run time: fewer pairs than local experts (one row past k of
+    them: decode; a speculative verify step's few rows), where streaming every local expert once, as
+    the grouped matmul does, would stream more. Otherwise one row makes a pass per local expert and
+    several take the grouped matmul."""
+    return rows * top_k < experts_here
+
+
 def routed_slots(rows: int, top_k: int, experts_here: int) -> int:
     """Rows a chip's grouped prefill multiplies (several rows): each row goes to k experts, at most
     min(k, experts here) of them on this chip, so a fixed buffer of rows x min(k, here) slots holds
@@ -358,7 +367,7 @@ def routed_slots(rows: int, top_k: int, experts_here: int) -> int:
 
 def expert_rows(rows: int, top_k: int, experts_here: int) -> int:
     """Row passes through one expert's weights a chip makes, summed over its experts: decode's
-    passes over its one row, prefill's routed slots (grouped: each expert's weights stream once)."""
+    passes over its one row, else the routed pairs (by address, or the grouped matmul's slots)."""
     return expert_passes(1, top_k, experts_here) if rows == 1 else routed_slots(rows, top_k, experts_here)
 
 
@@ -376,7 +385,7 @@ def _experts_scratch(ins, outs, attrs):
     written over gate's and up's results): gate and up [slots, I], or the product and down's [slots, H]."""
     rows, hidden = ins[0].shape
     inter = ins[3].shape[2]
-    if rows == 1:
+    if by_address(rows, attrs["top_k"], ins[3].shape[0]) or rows == 1:  # one row's pass at a time
         return 2 * (4 * inter + hidden)
     slots = routed_slots(rows, attrs["top_k"], ins[3].shape[0])
     return 12 * slots + 2 * slots * max(2 * inter, inter + hidden)

@@ -10,7 +10,7 @@ from compiler.codegen.template import Instr, Ref, Rel
 from ir.graph import Op as GraphOp
 from ir.graph import Value
 from ir.isa import Fn, Op
-from ir.ops import expert_passes, routed_slots
+from ir.ops import by_address, expert_passes, routed_slots
 from ir.program import Flag
 from ir.types import DType, TensorType
 
@@ -33,8 +33,9 @@ def lower_experts(e: Emitter, op: GraphOp) -> None:
     not routed there) and adds it to the output. For one row, pass j runs the row's j-th routed
     expert, its weights found by address at run time (a chip that does not hold it streams one
     it does and weighs it zero). Several rows take the grouped lowering (lower_grouped)."""
-    if op.operands[0].type.shape[0] > 1:
-        lower_grouped(e, op)
+    rows = op.operands[0].type.shape[0]
+    if rows > 1:
+        (lower_by_address if by_address(rows, op.attr["top_k"], op.operands[3].type.shape[0]) else lower_grouped)(e, op)
         return
     x, weights, ids, gate, up, down = op.operands[:6]
     per = (len(op.operands) - 6) // 3  # each weight's scale operands: its block or channel scales, its tensor scale
@@ -71,6 +72,66 @@ def lower_experts(e: Emitter, op: GraphOp) -> None:
             i, s = e.vop(Fn.SUM, rows, hidden, (i, s), e.read(out.name, after=((acc, 0),)), out.type.nbytes)
         acc = e.write(out.name, s, i, out.type.nbytes)
     e.done(out, acc)
+
+
+def lower_by_address(e: Emitter, op: GraphOp) -> None:
+    """Several rows routed to fewer (row, expert) pairs than the chip's experts (ir.ops.by_address): row
+    r's pass j streams the row's j-th routed expert (by address, as decode's passes) over that row alone
+    and adds its weighted output into row r. Rows run one after another, so the result's last write
+    follows every other, and at most IN_FLIGHT passes at once (each keeps a few streams live)."""
+    x, weights, ids, gate, up, down = op.operands[:6]
+    per = (len(op.operands) - 6) // 3
+    scales = [op.operands[6 + k::3][:per] for k in range(3)]
+    out = op.results[0]
+    rows, hidden = x.type.shape
+    here, _, inter = gate.type.shape
+    k = op.attr["top_k"]
+    first = _first_expert(op.attr["experts"], here, e.tp)
+    step = {n: math.prod(w.type.shape[1:]) * w.type.dtype.bits // 8 for n, w in enumerate((gate, up, down))}
+    row_bytes, id_bytes, weight_bytes = (v.type.nbytes // rows for v in (out, ids, weights))
+    e.result(out)
+    acc, ends = None, []
+    for r in range(rows):
+        xr = _alias(e, x, x.type.with_shape(1, hidden), r * x.type.nbytes // rows, f"{out.name}.r{r}")
+        for j in range(k):
+            # every read of the pass waits for the pass IN_FLIGHT before it: its weights' reads follow its ids
+            window = ((ends[-IN_FLIGHT], 0),) if len(ends) >= IN_FLIGHT else ()
+            ids_r = e.read(ids.name, id_bytes, r * id_bytes, after=window)
+            weights_r = e.read(weights.name, weight_bytes, r * weight_bytes, after=window)
+            name = f"{out.name}.r{r}.e{j}"
+            parts = [_expert_slice(e, w, sc, 0, f"{name}.{n}")
+                     for n, (w, sc) in enumerate(zip((gate, up, down), scales, strict=True))]
+            index = [Index(*ids_r, j, step[n], first, here) for n in range(3)]
+            g, u = (Value(f"{name}.{n}", out.type.with_shape(1, inter)) for n in ("g", "u"))
+            xs = e.read(xr.name, after=window)
+            for part, res, ix in zip(parts[:2], (g, u), index[:2], strict=True):
+                e.matmul(xr, part[0], part[1:], res, False, ix, xs=xs)
+            act = Value(f"{name}.act", g.type)
+            e.elementwise(Fn.SILU if op.attr.get("act", "silu") == "silu" else Fn.GELU, act, g)
+            h = Value(f"{name}.h", g.type)
+            e.elementwise(Fn.MUL, h, act, u)
+            y = Value(f"{name}.y", out.type.with_shape(1, hidden))
+            e.matmul(h, parts[2][0], parts[2][1:], y, False, index[2])
+            chain = ((acc, 0),) if acc is not None and j == 0 else ()  # after the previous row's last write
+            i, s = e.vop(Fn.ROUTE, 1, hidden, e.read(y.name, after=chain), weights_r, row_bytes, c=ids_r,
+                         args={"slot": j, "local": here}, base=first)
+            if j > 0:
+                i, s = e.vop(Fn.SUM, 1, hidden, (i, s), e.read(out.name, row_bytes, r * row_bytes, after=((acc, 0),)),
+                             row_bytes)
+            acc = e.write(out.name, s, i, row_bytes, offset=r * row_bytes)
+            ends.append(acc)
+    e.done(out, acc)
+
+
+IN_FLIGHT = 4  # passes by address a chip overlaps: DeepSeek-V3's 128 (16 rows, 256 sliced experts) kept 677 streams
+
+
+def _alias(e: Emitter, v: Value, type_: TensorType, offset: int, name: str) -> Value:
+    """Bytes [offset, offset + its size) of `v`'s buffer as a value of its own (one row of it)."""
+    slot = e.slots[v.name]
+    e.slots[name] = Slot(Ref(slot.ref.space, slot.ref.slot, slot.ref.offset + offset, slot.ref.parts),
+                         type_.nbytes, slot.ready)
+    return Value(name, type_)
 
 
 def lower_grouped(e: Emitter, op: GraphOp) -> None:

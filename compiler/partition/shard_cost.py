@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import OPDEFS, Opcode, expert_passes, reach_of, routed_slots, tier_operands
+from ir.ops import OPDEFS, Opcode, by_address, expert_passes, reach_of, routed_slots, tier_operands
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
@@ -250,7 +250,7 @@ def _work(op: Op, resident: dict[str, int], rows_scale: float) -> OpWork:
         streamed = 0  # a lookup reads one row per token, which the result's size counts
     if op.opcode is Opcode.EXPERTS:  # only the experts the static passes visit stream
         here = op.operands[3].type.shape[0]
-        streamed = streamed * expert_passes(op.operands[0].type.shape[0], op.attr["top_k"], here) // here
+        streamed = streamed * _experts_streamed(op.operands[0].type.shape[0], op.attr["top_k"], here) // here
     moving = sum(v.type.nbytes for v in (*op.operands, *op.results) if v.name not in resident)
     return OpWork(op.opcode, streamed + _scaled(moving, rows_scale), _scaled(op.cost.flops, rows_scale),
                   _cache_precision(op), _blocks(op, rows_scale))
@@ -276,6 +276,14 @@ def _matmul_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     return (Block(rows, k, n, 1, _CACHE_RATE[w.dtype]),)
 
 
+def _experts_streamed(rows: int, top_k: int, here: int) -> int:
+    """Expert slices a chip streams (codegen.experts): one per pass by address or over one row, else
+    every local expert's once (the grouped matmul)."""
+    if by_address(rows, top_k, here):
+        return rows * top_k
+    return expert_passes(rows, top_k, here) if rows == 1 else here
+
+
 def _expert_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     """One row: each static pass installs one expert's gate, up and down. Several: the grouped
     lowering installs every local expert's once and passes the routed slots (codegen.experts)."""
@@ -283,6 +291,9 @@ def _expert_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     here, hidden, inter = gate.shape
     rows = _scaled(x.shape[0], rows_scale)
     rate = _CACHE_RATE[gate.dtype]
+    if rows > 1 and by_address(rows, op.attr["top_k"], here):  # one row a pass, each routed pair its own
+        passes = rows * op.attr["top_k"]
+        return (Block(1, hidden, inter, 2 * passes, rate), Block(1, down.shape[1], down.shape[2], passes, rate))
     if rows > 1:
         slots = routed_slots(rows, op.attr["top_k"], here)
         return (Block(slots, hidden, inter, 2, rate, installs=2 * here),

@@ -18,13 +18,15 @@ from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
 from compiler.image import random_weights
 from ir.asm import parse_asm, print_asm
+from ir.build_io import write_manifest
 from ir.isa import Fmt, Fn, Op
 from ir.ops import Opcode, routed_slots
 from ir.program import DEFAULTS, NAMES
-from ir.program_io import load_program
+from ir.program_io import load_program, save_program
 from ir.types import DType
 from targets import load_target
 from targets.functional import VECTOR, _grouped_product
+from targets.runner import run_build
 from targets.timing import Timing, durations
 from tests.test_functional import routed_experts
 
@@ -176,3 +178,17 @@ def test_a_few_rows_pass_their_routed_experts_by_address(tmp_path, capsys):
     assert not (prefill["s_e"] >= 0).any()
     capsys.readouterr()
     assert len(_runs(capsys, out)) == 1
+
+
+def test_a_tiled_read_past_the_sram_is_a_hazard(tmp_path, capsys):
+    """Timing mode holds a tiled READ's last tile to the chip's SRAM ((n - 1) x k bytes past its start)."""
+    build = _compile(capsys, tmp_path, "tiny-mixtral", 2, 16)
+    program = load_program(build / "prefill.prog")
+    c = program.body
+    tiled = np.flatnonzero((c["op"] == Op.READ) & (c["n"] > 1) & (c["flags"] == 0))
+    assert len(tiled)
+    c["k"][tiled[0]] = 2**22  # 4 MiB between tiles: the last one far past the chip's 384 KiB
+    save_program(program, build / "prefill.prog")
+    write_manifest(build, program.target)  # a deliberate edit: the build must accept it
+    kinds = {h["kind"] for h in run_build(build)["hazards"]}
+    assert "sram-range" in kinds

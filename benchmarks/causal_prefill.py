@@ -32,8 +32,8 @@ def main() -> None:
         table.add_column(col, justify="left" if col in ("model", "target") else "right")
     for model, target, options in CASES:
         start = time.perf_counter()
-        name, graphs = lower(model, options)
         system = load_target(target)
+        name, graphs = lower(model, options, system=system)
         causal, whole = (plan_graphs(name, graphs, system, options, causal=c).prefill for c in (True, False))
         table.add_row(model, target, f"{options.context:,} / {options.prompt:,}",
                       f"{causal['chunk_tokens']} x {causal['chunks']}", str(len(causal["variants"])),

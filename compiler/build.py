@@ -87,7 +87,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
         check_speculation(config, system, options, speculation)
     backend = backend_for(system)
     progress("lowering graphs")
-    graphs = _graphs(config, options, backend.all_logits, system)
+    graphs = _graphs(config, options, system, system)
     backend.check_lowerable(graphs.decode, system)
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
@@ -95,7 +95,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     asked = options
     plan, options = plan_placed(model, plan_system, options, pinned=pinned, known={asked: (config.name, graphs)})
     if options != asked:  # the KV tier placed: lowered again with it
-        graphs = _graphs(config, options, backend.all_logits)
+        graphs = _graphs(config, options, system)
     verify = {}
     if speculation is not None:
         progress("planning the proposer and the verify step")
@@ -107,8 +107,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
             verify = {"verify": verify_graph(config, options, plan.extra["speculative"]["steps"], speculation.mtp,
                                              system)}
             backend.check_lowerable(verify["verify"], system)
-    chunks = _chunk_graphs(config, options, plan.prefill, backend.all_logits,
-                           speculation is not None and speculation.mtp)
+    chunks = _chunk_graphs(config, options, plan.prefill, system, speculation is not None and speculation.mtp)
     base = {"sram_base": sram_base} if sram_base else {}
     lowered = backend.lower(plan, graphs.decode, graphs.prefill, chunks, system, options, progress, **verify, **base)
     image = None
@@ -168,7 +167,7 @@ def sram_end(memory: dict, programs: tuple[Program, ...]) -> int:
 
 def _compile_mtp(config, rows: int, system: SystemSpec, options: CompileOptions, out: Path, progress: Progress,
                  weights: str) -> dict:
-    graph = mtp_graph(config, options, rows)
+    graph = mtp_graph(config, options, rows, system)
     options = graph_file_options(options)  # one Program: the module's step over the verify rows
     backend = backend_for(system)
     backend.check_lowerable(graph, system)
@@ -222,24 +221,24 @@ def _weights_source(weights: str, weight_bytes: int, system: SystemSpec) -> str:
     return str(path.resolve())
 
 
-def _graphs(config, options: CompileOptions, all_logits: bool, holds: SystemSpec | None = None) -> Lowered:
-    passes = graph_passes(options)
+def _graphs(config, options: CompileOptions, system: SystemSpec, holds: SystemSpec | None = None) -> Lowered:
+    passes = graph_passes(options, system)
     shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds,
-             "all_logits": all_logits}
+             "all_logits": backend_for(system).all_logits}
     return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
 
 
-def _chunk_graphs(config, options: CompileOptions, prefill: dict, all_logits: bool, hidden: bool = False
+def _chunk_graphs(config, options: CompileOptions, prefill: dict, system: SystemSpec, hidden: bool = False
                   ) -> tuple[Graph, ...]:
     """The prefill graph of one chunk per reach variant of the plan (compiler.plan.reach), against the
     cache the whole prompt needs; a variant reaching the whole cache reads all of it (`hidden`: with
     every row's hidden state, which an MTP proposer's prefill reads)."""
-    passes = graph_passes(options)
+    passes = graph_passes(options, system)
     cache, chunk = max(options.context, options.prompt), prefill["chunk_tokens"]
     # The head's row is where the whole prompt ends in its last chunk, so that prompt's first token
     # comes from prefill at any chunk.
     whole = passes(build_graph(config, "prefill", context=cache, prompt=chunk, batch=options.batch, hidden=hidden,
-                               all_logits=all_logits, head_row=(options.prompt - 1) % chunk))
+                               all_logits=backend_for(system).all_logits, head_row=(options.prompt - 1) % chunk))
     return tuple(with_reach(whole, v["reach"]) for v in prefill["variants"])
 
 

@@ -12,6 +12,7 @@ from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.options import CompileOptions
 from compiler.passes import Pipeline
 from compiler.passes.embed_on_host import EmbedOnHost
+from compiler.passes.expert_tiles import ExpertTiles
 from compiler.passes.place_kv import PlaceKV
 from compiler.passes.quantize import TENSOR_SCALE, Quantize
 from compiler.passes.quantize_kv import QuantizeKV
@@ -35,10 +36,12 @@ class Lowered:
     prefill: Graph
 
 
-def graph_passes(options: CompileOptions) -> Pipeline:
-    """The graph passes between the frontend and the partitioner, in order."""
+def graph_passes(options: CompileOptions, system: SystemSpec | None = None) -> Pipeline:
+    """The graph passes between the frontend and the partitioner, in order; `system`, the target the
+    graphs are planned and compiled for (its matrix tile weighs expert placements: ExpertTiles)."""
+    tile = system.chip.matrix_dim if system is not None and not system.is_mesh else 1
     return Pipeline((Quantize(options.precision), QuantizeKV(options.kv_precision), EmbedOnHost(options.embed_on_host),
-                     PlaceKV(options.kv_tier, options.kv_hot)))
+                     PlaceKV(options.kv_tier, options.kv_hot), ExpertTiles(tile)))
 
 
 def is_graph_file(model: str) -> bool:
@@ -65,17 +68,19 @@ def graph_file_options(options: CompileOptions) -> CompileOptions:
     return replace(options, prompt=1, prefill_chunk=1)
 
 
-def lower(model: str, options: CompileOptions, holds: SystemSpec | None = None, all_logits: bool = False
-          ) -> tuple[str, Lowered]:
-    """Both phases' graphs; with `holds`, a config that target could never hold is refused first.
-    `all_logits`: prefill's head over every row (the backend's Backend.all_logits)."""
+def lower(model: str, options: CompileOptions, holds: SystemSpec | None = None,
+          system: SystemSpec | None = None) -> tuple[str, Lowered]:
+    """Both phases' graphs for `system` (or `holds`); with `holds`, a config that target could never hold
+    is refused first. The target's backend says whether prefill's head runs on every row (Backend.all_logits)."""
     if is_graph_file(model):
         graph = read_graph_file(model)
         return graph.name, Lowered(graph, graph)
     config = load_model_config(model)
-    passes = graph_passes(options)
-    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds}
-    graphs = (passes(build_graph(config, phase, **shape, all_logits=all_logits)) for phase in ("decode", "prefill"))
+    target = system or holds
+    passes = graph_passes(options, target)
+    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds,
+             "all_logits": target is not None and backend_for(target).all_logits}
+    graphs = (passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill"))
     return config.name, Lowered(*graphs)
 
 
@@ -109,7 +114,7 @@ def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s:
     def plan_at(placed: CompileOptions) -> Plan:
         # A config the target could never hold in SRAM is refused at once; below SRAM it may fit.
         name, graphs = (known or {}).get(placed) or lower(model, placed, system if placed.kv_tier == "sram" else None,
-                                                          backend_for(system).all_logits)
+                                                          system)
         return plan_graphs(name, graphs, system, placed, pinned, causal=not is_graph_file(model))
 
     return kv_tiers.place(plan_at, system, options, idle_s, pinned.placement if pinned else None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from compiler.backends import backend_for
 from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.config import ModelConfig
 from compiler.frontend.mtp import build_mtp_graph
@@ -81,7 +80,7 @@ def plan_proposer(config: ModelConfig, system: SystemSpec, options: CompileOptio
     popts = proposer_options(options)
     if spec.draft is not None:
         return Proposer("draft", spec.draft, make_plan_on(spec.draft, system, popts))
-    graph = mtp_graph(config, popts, config.mtp_layers + 1)
+    graph = mtp_graph(config, popts, config.mtp_layers + 1, system)
     plan = plan_graphs(graph.name, Lowered(graph, graph), system, replace(popts, prompt=1, prefill_chunk=1))
     return Proposer("mtp", f"{config.name} MTP", plan, config.mtp_layers, config.vocab_size * config.hidden_size)
 
@@ -120,16 +119,17 @@ def plan_shared(target: Plan, system: SystemSpec, options: CompileOptions, spec:
     return Proposer("draft", spec.draft, plan, placement=SHARED), ""
 
 
-def mtp_graph(config: ModelConfig, options: CompileOptions, rows: int) -> Graph:
-    """The MTP module's step over the `rows` rows of a verify step (K + 1)."""
-    return graph_passes(options)(build_mtp_graph(config, context=options.context, batch=options.batch, rows=rows))
+def mtp_graph(config: ModelConfig, options: CompileOptions, rows: int, system: SystemSpec | None = None) -> Graph:
+    """The MTP module's step over the `rows` rows of a verify step (K + 1), for `system`."""
+    graph = build_mtp_graph(config, context=options.context, batch=options.batch, rows=rows)
+    return graph_passes(options, system)(graph)
 
 
 def verify_graph(config: ModelConfig, options: CompileOptions, steps: int, hidden: bool = False,
                  holds: SystemSpec | None = None) -> Graph:
     """The target's verify step for K = `steps` drafts: K + 1 rows per sequence against the cache (and,
     for an MTP proposer, every row's hidden state); `holds`: the target (build_graph's size check)."""
-    return graph_passes(options)(build_graph(config, "verify", context=options.context, prompt=steps + 1,
+    return graph_passes(options, holds)(build_graph(config, "verify", context=options.context, prompt=steps + 1,
                                              batch=options.batch, hidden=hidden, holds=holds))
 
 
@@ -292,7 +292,7 @@ def make_speculative_plan(model: str, target: str, options: CompileOptions, spec
     system = load_target(target)
     config = load_model_config(model)
     check_speculation(config, system, options, spec)
-    name, graphs = lower(model, options, system, backend_for(system).all_logits)
+    name, graphs = lower(model, options, system)
     plan = plan_graphs(name, graphs, system, options)
     return with_speculation(plan, speculative_figures(name, config, graphs, plan, system, options, spec))
 

@@ -33,8 +33,8 @@ from ir.isa import Fmt, Fn, Op, UnitKind
 from ir.program import DEFAULTS, DTYPES, NAMES, Flag, Program, empty_columns
 
 # Field key in text -> column. Addresses carry their byte count: src=ADDR/BYTES.
-_SCALAR = {"a": "s_a", "b": "s_b", "c": "s_c", "d": "s_d", "out": "s_out", "peer": "peer", "tag": "tag", "m": "m",
-           "k": "k", "n": "n", "offset": "offset", "stride": "stride", "imm": "imm", "base": "base"}
+_SCALAR = {"a": "s_a", "b": "s_b", "c": "s_c", "d": "s_d", "e": "s_e", "out": "s_out", "peer": "peer", "tag": "tag",
+           "m": "m", "k": "k", "n": "n", "offset": "offset", "stride": "stride", "imm": "imm", "base": "base"}
 _RANGES = {"src": ("src", "src_bytes"), "dst": ("dst", "dst_bytes")}
 
 

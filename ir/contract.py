@@ -53,8 +53,9 @@ _READ_PROV = {"val": "the value it expects (provenance)", "prov": "where that va
 _WRITE_PROV = {"val": "the value it writes (provenance)"}
 
 _INDIRECT_READ = {"s_b": "INDIRECT: the i32 stream of ids", "imm": "INDIRECT: the element of s_b that is the id",
-                  "k": "INDIRECT: bytes the address moves an id", "base": "INDIRECT: the first id the chip holds",
-                  "n": "INDIRECT: how many ids the chip holds (clamped)"}
+                  "k": "INDIRECT: bytes the address moves an id; else bytes between tiles",
+                  "base": "INDIRECT: the first id the chip holds",
+                  "n": "INDIRECT: how many ids the chip holds (clamped); else tiles read (0: one)"}
 
 QUEUES: dict[Op, dict[str, str]] = {
     Op.READ: {"src": "SRAM address", "src_bytes": "bytes read", "s_out": "stream written",
@@ -74,12 +75,14 @@ QUEUES: dict[Op, dict[str, str]] = {
     Op.MXM: {"s_a": "weight tile (or cached keys or values)", "s_b": "activations", "s_c": "partial sums in",
              "s_d": "block scales", "s_out": "results", "m": "rows", "k": "contraction", "n": "columns",
              "dtype": "the tile's format (ir.isa.Fmt)", "flags": "ACCUMULATE, LAST, TRANSPOSE, KEYS, VALUES, HEADS",
-             "offset": "first column of s_b", "imm": "meta fn_args entry (KEYS, VALUES, HEADS)"},
+             "offset": "first column of s_b", "imm": "meta fn_args entry (KEYS, VALUES, HEADS); with s_e, the tiles",
+             "s_e": "a grouped MXM's table (vop.group): s_a holds imm tiles, slot i of s_b takes its expert's"},
     Op.VOP: {"fn": "the vector function (ir.isa.Fn)", "s_a": "first operand", "s_b": "second operand",
              "s_c": "third operand", "s_d": "fourth operand", "s_out": "result", "m": "rows", "n": "elements a row",
              "src_bytes": "bytes in", "offset": "byte of s_a the function starts at",
              "imm": "meta fn_args entry",
-             "base": "ARGBEST's first id, ROUTE's first expert, SOFTMAX's first cache position, COMBINE's first head"},
+             "base": "ARGBEST's first id, ROUTE's and GROUP's first expert, SOFTMAX's first cache position, "
+                     "COMBINE's first head"},
     Op.SEND: {"s_a": "stream sent", "src_bytes": "bytes sent", "offset": "byte of s_a the message starts at",
               "peer": "receiving chip", "tag": "message tag"},
     Op.RECV: {"dst_bytes": "bytes received", "s_out": "stream written", "peer": "sending chip", "tag": "message tag"},
@@ -126,6 +129,8 @@ FN_ARGS: dict[Fn | str, dict[str, type]] = {
     Fn.SCALE: {"axis": str, "block": int, "heads": int, "kv_heads": int, "on": str, "rows": int, "from": int,
                "format": str},
     Fn.ROUTE: {"expert": int, "local": int, "slot": int},
+    Fn.GROUP: {"local": int, "rows": int, "k": int},
+    Fn.UNGROUP: {"rows": int},
     Fn.CONV1D: {"batch": int, "channels": int, "rows": int, "taps": int},
     Fn.CONVSTATE: {"batch": int, "channels": int, "rows": int, "taps": int},
     Fn.SCAN: {"batch": int, "channels": int, "rows": int, "state": int},
@@ -172,7 +177,8 @@ def violations(program) -> Iterator[tuple[int, str]]:
 
 def _arg_violations(program) -> Iterator[tuple[int, str]]:
     c, entries = program.cols, program.meta.get("fn_args", [])
-    named = np.flatnonzero(np.isin(c["op"], (Op.VOP, Op.MXM)) & (c["imm"] >= 0))
+    grouped = (c["op"] == Op.MXM) & (c["s_e"] >= 0)  # a grouped MXM's imm counts its tiles
+    named = np.flatnonzero(np.isin(c["op"], (Op.VOP, Op.MXM)) & (c["imm"] >= 0) & ~grouped)
     seen: set[tuple[int, int]] = set()
     for row in named.tolist():
         fn = Fn(c["fn"][row]) if c["op"][row] == Op.VOP else "mxm"

@@ -355,21 +355,50 @@ def expert_passes(rows: int, top_k: int, experts_here: int) -> int:
     """Passes over the rows a chip holding `experts_here` experts makes, whatever the router
     picks (static timing). One row (decode): one pass per routed expert that can be here,
     each streaming the chosen expert's weights by address. Several rows: one pass per local
-    expert over every row, rows not routed to it weighted zero."""
+    expert (each expert's weights stream once), over only its routed rows (routed_slots in all)."""
     return min(top_k, experts_here) if rows == 1 else experts_here
+
+
+def by_address(rows: int, top_k: int, experts_here: int) -> bool:
+    """Whether a chip runs each routed (row, expert) pair as its own one-row pass that streams that
+    expert's weights, found by address at run time: fewer pairs than local experts (one row past k of
+    them: decode; a speculative verify step's few rows), where streaming every local expert once, as
+    the grouped matmul does, would stream more. Otherwise one row makes a pass per local expert and
+    several take the grouped matmul."""
+    return rows * top_k < experts_here
+
+
+def routed_slots(rows: int, top_k: int, experts_here: int) -> int:
+    """Rows a chip's grouped prefill multiplies (several rows): each row goes to k experts, at most
+    min(k, experts here) of them on this chip, so a fixed buffer of rows x min(k, here) slots holds
+    every routing (a feature-sliced chip holds every expert: exactly rows x k)."""
+    return rows * min(top_k, experts_here)
+
+
+def expert_rows(rows: int, top_k: int, experts_here: int) -> int:
+    """Row passes through one expert's weights a chip makes, summed over its experts: decode's
+    passes over its one row, else the routed pairs (by address, or the grouped matmul's slots)."""
+    return expert_passes(1, top_k, experts_here) if rows == 1 else routed_slots(rows, top_k, experts_here)
 
 
 def _experts_flops(ins, outs, attrs):
     x, gate = ins[0], ins[3]
     experts_here, hidden, inter = gate.shape
-    return 6 * hidden * inter * x.shape[0] * expert_passes(x.shape[0], attrs["top_k"], experts_here)
+    return 6 * hidden * inter * expert_rows(x.shape[0], attrs["top_k"], experts_here)
 
 
 def _experts_scratch(ins, outs, attrs):
     """One pass's 16-bit intermediates: gate, up, activation and their product [M, I], and
-    the expert's output [M, H] before it is weighted into the result."""
+    the expert's output [M, H] before it is weighted into the result. Grouped (several rows): the
+    i32 table [3 x slots] and the most the lowering holds live at once over the routed slots (SRAM
+    is allocated by liveness; the permuted rows stream into the MXM, the activation and product are
+    written over gate's and up's results): gate and up [slots, I], or the product and down's [slots, H]."""
     rows, hidden = ins[0].shape
-    return 2 * rows * (4 * ins[3].shape[2] + hidden)
+    inter = ins[3].shape[2]
+    if by_address(rows, attrs["top_k"], ins[3].shape[0]) or rows == 1:  # one row's pass at a time
+        return 2 * (4 * inter + hidden)
+    slots = routed_slots(rows, attrs["top_k"], ins[3].shape[0])
+    return 12 * slots + 2 * slots * max(2 * inter, inter + hidden)
 
 
 def _mla_attention(ins, attrs):
@@ -497,7 +526,7 @@ OPDEFS: dict[Opcode, OpDef] = {
     # y[m] = sum_j weights[m,j] * down_e(act(gate_e(x[m])) * up_e(x[m])), e = ids[m,j]. `experts`
     # is the model's count (a chip may hold fewer after sharding); split="expert" spreads them.
     Opcode.EXPERTS: OpDef((6, 12), {"experts": int, "top_k": int}, _experts, _experts_flops,
-                          optional={"act": str, "split": str}, scratch=_experts_scratch),
+                          optional={"act": str, "split": str, "tile": int}, scratch=_experts_scratch),
     # Operands: q_nope [M,H*nope], q_pe [M,H*rope] (roped), c_kv [M,R] (normed latent), k_pe [M,rope]
     # (roped, shared by all heads), cache [B,C,R+rope], pos, kv_b [R,H*(nope+v)] (each head's
     # [k_nope | v] up-projection; and its scale [H*(nope+v)] when quantized). Writes [c_kv | k_pe]

@@ -17,7 +17,7 @@ cycles asked (`window`, `expand`); the interpreter checks blocks once and instan
 offsets (targets/interpreter.py). `Program.build` takes unrolled columns (one block per chip).
 
 Operands are explicit: SRAM byte ranges [src, src+src_bytes) and [dst,
-dst+dst_bytes), stream ids s_a, s_b, s_c, s_d (inputs) and s_out (output), the peer
+dst+dst_bytes), stream ids s_a, s_b, s_c, s_d, s_e (inputs) and s_out (output), the peer
 chip and message tag of a send or receive, and the tile shape m x k x n. A field
 that does not apply holds its default (-1 for addresses, streams, peer, tag and val;
 -1 for imm, meaning none; 0 for sizes, shapes, offset, stride and prov).
@@ -35,6 +35,8 @@ and holds each read to its declaration (targets/sram_checks.py).
 What each instruction computes (the functional interpreter's contract):
 
   READ     SRAM -> s_out. With stride: m rows of src_bytes/m bytes, row i at src + i*stride.
+           With n > 0 and no INDIRECT: n tiles one after another, tile j read as above from
+           src + j*k, each src_bytes/n bytes (one panel of every local expert).
            INDIRECT: the address moves by k bytes times (element `imm` of the i32 stream s_b
            less `base`), clamped to the n items the chip holds (a routed expert's weights).
   WRITE    s_a -> SRAM, rows laid out as READ's. INDIRECT (a cache append): row r goes to
@@ -53,6 +55,9 @@ What each instruction computes (the functional interpreter's contract):
            ([k, g, n/g]; with TRANSPOSE [n/g, g, k], each tile stored [n/g, k]); s_b's rows
            are g equal parts, and tile h takes columns [offset, offset + k) of part h; s_out
            is [m, g, n/g].
+           Grouped (s_e, the routed prefill's table from vop.group): s_a holds `imm` tiles one after
+           another (with s_d, their block scales likewise), and slot i (row i of s_b) is multiplied by
+           tile e_i, its local expert in the table; a slot with none (-1) gives zeros.
   VOP      s_out = fn(s_a[offset:], s_b, s_c); `imm` indexes meta["fn_args"] (eps, rope
            frequencies, softmax scale and mask, routing) or is -1; SOFTMAX scales the scores
            by 1/sqrt(head_dim), or by `scale` when given (latent attention), and masks cache
@@ -63,6 +68,13 @@ What each instruction computes (the functional interpreter's contract):
            `base`..; ARGBEST adds `base` to its ids, ROUTE weighs the experts from `base` on.
            SCAN (Mamba) leaves raw bytes: the new f32 state, then y in 16 bits; a WRITE stores
            the first dst_bytes of its stream.
+           GROUP (routed prefill; fn_args rows, k, local): the i32 ids [rows, k] (s_a) and f32-held
+           weights (s_b) -> a table of m slots, three i32 columns one after another: each slot's row
+           (-1: empty), its local expert (id - base; -1) and its weight's f32 bits. Slots hold the
+           (row, expert) pairs routed to experts [base, base + local) sorted by expert, then row;
+           the rest are empty. UNGROUP (fn_args rows): a grouped matmul's m slots [m, n] (s_a) back
+           to their rows by the table (s_b): out[row] = sum over its slots in order of weight x slot,
+           rounded to the activation type after each add ([rows, n]).
   SEND     src_bytes of s_a from byte `offset` -> link towards `peer`, message `tag`.
   RECV     dst_bytes from `peer`, message `tag` -> s_out. Links are FIFO: the SENDs from one chip
            to one peer with one tag, in issue order, are a queue, and the k-th RECV naming
@@ -108,6 +120,7 @@ COLUMNS: tuple[tuple[str, type], ...] = (
     ("s_b", np.int16),
     ("s_c", np.int16),  # a third input: MXM partial sums, a VOP's table
     ("s_d", np.int16),  # a fourth input: a block-scaled MXM tile's scales
+    ("s_e", np.int16),  # a fifth input: a grouped MXM's routing table (vop.group)
     ("s_out", np.int16),
     ("peer", np.int32),
     ("tag", np.int32),
@@ -126,8 +139,8 @@ COLUMNS: tuple[tuple[str, type], ...] = (
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 DTYPES = {name: np.dtype(dt) for name, dt in COLUMNS}
-DEFAULTS = {name: -1 if name in ("src", "dst", "s_a", "s_b", "s_c", "s_d", "s_out", "peer", "tag", "imm", "val") else 0
-            for name in NAMES}
+_UNSET = ("src", "dst", "s_a", "s_b", "s_c", "s_d", "s_e", "s_out", "peer", "tag", "imm", "val")
+DEFAULTS = {name: -1 if name in _UNSET else 0 for name in NAMES}
 SORT_KEY = ("chip", "kind", "unit", "issue")
 HOST = -2  # the `peer` of a message to or from the host rather than a chip or stream
 

@@ -1,6 +1,6 @@
 """A Program as a compact binary file.
 
-Layout: the magic b"SRAMPRG5", a little-endian u32 header length, the header
+Layout: the magic b"SRAMPRG6", a little-endian u32 header length, the header
 (JSON, sorted keys: phase, target, chips, clock_hz, dialect, meta, rows, blocks, instances and
 the column lists), then one zstandard frame holding the body's columns (every block's rows, in
 COLUMNS order), the block bounds (i64) and the instance table's columns (INSTANCE_COLUMNS), all
@@ -23,7 +23,7 @@ from ir.errors import ParseError
 from ir.files import atomic_write
 from ir.program import DTYPES, INSTANCE_DTYPES, INSTANCE_NAMES, NAMES, Program
 
-MAGIC = b"SRAMPRG5"
+MAGIC = b"SRAMPRG6"
 LEVEL = 1  # fastest; programs still shrink many times (their columns are mostly repeats)
 _LEN = struct.Struct("<I")
 _BOUNDS = np.dtype("<i8")

@@ -16,7 +16,7 @@ import hashlib
 import numpy as np
 
 from ir.isa import Op, UnitKind
-from ir.program import Program
+from ir.program import Flag, Program
 from targets.hazards import Rows
 from targets.messages import check_syncs
 from targets.spec import SystemSpec
@@ -24,7 +24,7 @@ from targets.tier_checks import tier_side
 from targets.timing import Timing, stream_rates
 from targets.views import RowsView
 
-_READS = ("s_a", "s_b", "s_c", "s_d")  # the stream operands an instruction reads
+_READS = ("s_a", "s_b", "s_c", "s_d", "s_e")  # the stream operands an instruction reads
 
 
 def check_blocks(program: Program, dur: np.ndarray, timing: Timing, system: SystemSpec, found) -> np.ndarray:
@@ -64,7 +64,7 @@ def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.
         _report_streams(c, stream_pairs(c, lane, start, end, timing), start, found, inst)
 
 
-_STREAM_FIELDS = ("op", "kind", "s_a", "s_b", "s_c", "s_d", "s_out", "issue")
+_STREAM_FIELDS = ("op", "kind", "s_a", "s_b", "s_c", "s_d", "s_e", "s_out", "issue")
 
 
 def alike_chips(program: Program, dur: np.ndarray, chosen: np.ndarray,
@@ -181,7 +181,7 @@ def _units(c: dict, lane: np.ndarray, start: np.ndarray, end: np.ndarray, found,
 
 
 def _stream_range(c: dict, timing: Timing, found) -> None:
-    for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
+    for name in ("s_a", "s_b", "s_c", "s_d", "s_e", "s_out"):
         found.where((c[name] >= timing.streams) | (c[name] < -1), "stream-range",
                     lambda j, n=name: f"{n}={c[n][j]}, the chip has {timing.streams} streams")
 
@@ -305,12 +305,23 @@ def _stream_budget(c: dict, lane: np.ndarray, start: np.ndarray, end: np.ndarray
                                       f"the stream registers carry {timing.stream_bytes_per_cycle:,.0f}")
 
 
+def _read_extent(c: dict) -> np.ndarray:
+    """Bytes from a read's first address past its last: src_bytes, or a tiled READ's n tiles k bytes
+    apart (ir/program.py: every local expert's panel), the last tile's span (its m rows `stride` apart)
+    from the last start."""
+    sb, n, k, m, stride = (c[x].astype(np.int64) for x in ("src_bytes", "n", "k", "m", "stride"))
+    tiled = (c["op"] == Op.READ) & ((c["flags"] & Flag.INDIRECT) == 0) & (n > 1)
+    per = sb // np.maximum(n, 1)
+    span = np.where((m > 0) & (stride != 0), (np.maximum(m, 1) - 1) * np.abs(stride) + per // np.maximum(m, 1), per)
+    return np.where(tiled, (n - 1) * k + span, sb)
+
+
 def _sram(c: dict, system: SystemSpec, found) -> None:
     usable = system.chip.usable_sram_bytes
     for addr, size in (("src", "src_bytes"), ("dst", "dst_bytes")):
         used = (c[addr] >= 0) & ~tier_side(c, addr)  # a FETCH's source, a STORE's destination: tier addresses
-        bad = used & ((c[addr] + c[size] > usable) | (c[addr] < 0))
+        end = c[addr].astype(np.int64) + (_read_extent(c) if addr == "src" else c[size])
+        bad = used & ((end > usable) | (c[addr] < 0))
         found.where(bad, "sram-range",
-                    lambda i, a=addr, n=size: f"{a} [{c[a][i]:#x}, {c[a][i] + c[n][i]:#x}) is outside the "
-                                              f"{usable:,} usable bytes")
+                    lambda i, a=addr, e=end: f"{a} [{c[a][i]:#x}, {e[i]:#x}) is outside the {usable:,} usable bytes")
     found.where(c["src"] < -1, "sram-range", lambda i: f"negative address {c['src'][i]}")

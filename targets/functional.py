@@ -262,7 +262,10 @@ def _read(ins: dict, m: Machine, streams: dict, args: list) -> None:
     if ins["flags"] & Flag.INDIRECT:  # a routed expert: one this chip holds, whatever the id
         item = int(as_ids(streams[chip, ins["s_b"]])[ins["imm"]]) - ins["base"]
         addr += (min(max(item, 0), ins["n"] - 1) if ins["n"] else item) * ins["k"]
-    parts = [m.read(chip, a, n) for a, n in _rows(addr, ins["src_bytes"], ins["m"], ins["stride"])]
+    tiles = ins["n"] if ins["n"] > 0 and not ins["flags"] & Flag.INDIRECT else 1  # every local expert's panel
+    per = ins["src_bytes"] // tiles
+    parts = [m.read(chip, a, n) for j in range(tiles)
+             for a, n in _rows(addr + j * ins["k"], per, ins["m"], ins["stride"])]
     streams[chip, ins["s_out"]] = np.concatenate(parts)
 
 
@@ -336,13 +339,18 @@ def _mxm(ins: dict, m: Machine, streams: dict, args: list) -> None:
     dtype = Fmt(ins["dtype"]).dtype
     weight = decode(streams[chip, ins["s_a"]], dtype)
     if dtype.block is not None:
-        weight = _scaled_tile(ins, weight, decode(streams[chip, ins["s_d"]], dtype.block.scale))
+        scales = decode(streams[chip, ins["s_d"]], dtype.block.scale)
+        tiles = max(1, ins["imm"]) if ins["s_e"] >= 0 else 1  # a grouped MXM's tiles, each with its own scales
+        per, scale_per = ins["k"] * ins["n"], dtype.block.scales(ins["k"]) * ins["n"]
+        weight = np.concatenate([_scaled_tile(ins, weight[j * per:], scales[j * scale_per:]) for j in range(tiles)])
     # Products and partial sums exact to float64 along the chain, rounded to f32 as the results
     # leave (LAST): the reference's ir.reference.product, whatever the panel order.
     weight = weight.astype(np.float64)
     acts = as_values(streams[chip, ins["s_b"]], ins["act"]).astype(np.float64)
     flags = ins["flags"]
-    if flags & (Flag.KEYS | Flag.VALUES):
+    if ins["s_e"] >= 0:
+        out = _grouped_product(ins, weight, acts, as_ids(streams[chip, ins["s_e"]]))
+    elif flags & (Flag.KEYS | Flag.VALUES):
         out = _attention_product(ins, weight, acts, dict(args[ins["imm"]]))
     elif flags & Flag.HEADS:
         out = _head_product(ins, weight, acts, dict(args[ins["imm"]])["heads"])
@@ -376,6 +384,25 @@ def _scaled_tile(ins: dict, codes: np.ndarray, scales: np.ndarray) -> np.ndarray
     tile = dequantize_blocks(codes[: rows * cols].reshape(rows, cols), scales[: shape[0] * shape[1]].reshape(shape),
                              dtype, axis)
     return tile.reshape(-1)
+
+
+def _grouped_product(ins: dict, weight: np.ndarray, acts: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Slot i of the m rows times tile e_i of the `imm` on s_a (its local expert in the table; ir/program.py),
+    zeros for a slot with none."""
+    k, n, rows, tiles = ins["k"], ins["n"], ins["m"], ins["imm"]
+    if ins["flags"] & (Flag.TRANSPOSE | Flag.KEYS | Flag.VALUES | Flag.HEADS) or tiles < 1:
+        raise FunctionalError(f"chip {ins['chip']}: a grouped MXM takes {tiles} plain tiles")
+    if len(weight) < tiles * k * n or len(table) < 2 * rows:
+        raise FunctionalError(f"chip {ins['chip']}: a grouped MXM of {tiles} {k}x{n} tiles over {rows} slots gets "
+                              f"{len(weight)} weights and a table of {len(table)}")
+    w = weight[: tiles * k * n].reshape(tiles, k, n)
+    x = acts.reshape(rows, -1)[:, ins["offset"]: ins["offset"] + k]
+    expert = table[rows: 2 * rows]
+    out = np.zeros((rows, n), np.float64)
+    for e in np.unique(expert[(expert >= 0) & (expert < tiles)]).tolist():
+        mine = expert == e
+        out[mine] = x[mine] @ w[e]
+    return out.reshape(-1)
 
 
 def _attention_product(ins: dict, cache: np.ndarray, acts: np.ndarray, a: dict) -> np.ndarray:
@@ -567,6 +594,39 @@ def _route(ins, a, b, f):
     return (_operand_a(ins, a).reshape(rows, cols) * w[:, None]).reshape(-1).astype(np.float32)
 
 
+def _group(ins, a, b, f):
+    """The routed prefill's table (ir/program.py): the (row, expert) pairs routed to this chip's experts
+    [base, base + local), sorted by expert then row, in the first of m slots; the rest empty."""
+    rows, k, slots = f["rows"], f["k"], ins["m"]
+    ids = as_ids(a)[: rows * k].reshape(rows, k) - ins["base"]
+    weights = as_values(b, ins["act"])[: rows * k].reshape(rows, k)
+    mine = (ids >= 0) & (ids < f["local"])
+    row, slot = np.nonzero(mine)
+    order = np.lexsort((row, ids[row, slot]))
+    if len(order) > slots:
+        raise FunctionalError(f"vop.group: {len(order)} routed pairs do not fit {slots} slots")
+    table = np.full((3, slots), -1, np.int32)
+    table[2] = 0
+    table[0, : len(order)] = row[order]
+    table[1, : len(order)] = ids[row, slot][order]
+    table[2, : len(order)] = weights[row, slot][order].astype(np.float32).view(np.int32)
+    return table.reshape(-1)
+
+
+def _ungroup(ins, a, b, f):
+    """Slots [m, n] back to their rows [rows, n]: each row's weighted slots in slot order, rounded to the
+    activation type after every add (the reference sums experts in id order alike)."""
+    slots, n, act = ins["m"], ins["n"], ins["act"]
+    table = as_ids(b)[: 3 * slots].reshape(3, slots)
+    y = _operand_a(ins, a).reshape(slots, n)
+    out = np.zeros((f["rows"], n), np.float32)
+    weight = table[2].view(np.float32)
+    for s in np.flatnonzero(table[0] >= 0).tolist():
+        r = table[0, s]
+        out[r] = decode(encode(out[r] + y[s] * weight[s], act), act)
+    return out.reshape(-1)
+
+
 def _join(ins, a, b, f):
     """Every input's values, whole, one after another (b is (b, c) with a third input)."""
     parts = (a, *b) if isinstance(b, tuple) else (a, b)
@@ -608,6 +668,8 @@ def _scale(ins, a, b, f):
     """Per-channel (or, by args, per-row) scales; in attention, an 8-bit cache's scales per token
     and kv head multiply the block's scores (the chain's last `block` columns) or the block's
     probabilities (columns [from, from + block))."""
+    if f.get("axis") == "expert":  # a grouped matmul's slots, each by its own expert's scales (the table, s_c)
+        return _expert_scale(ins, a, *b, f)
     if f.get("axis") == "tensor":  # NVFP4's f32 tensor scale, read raw
         x = _operand_a(ins, a)
         return x * (decode(b, DType.F32) if b.dtype == np.uint8 else b.reshape(-1))[0]
@@ -627,6 +689,21 @@ def _scale(ins, a, b, f):
         x[:, :, -block:] *= scale
         return x.reshape(-1)
     return (x[:, :, f["from"]: f["from"] + block] * scale).reshape(-1)
+
+
+def _expert_scale(ins, a, scales, table, f):
+    """Slots [m, n] times their local expert's scales: every expert's n 16-bit channel scales (or one raw
+    f32 tensor scale, format f32) one after another, picked by the table's expert column."""
+    rows, cols = ins["m"], ins["n"]
+    x = _operand_a(ins, a).reshape(rows, cols)
+    if f["format"] == "f32":
+        per = (decode(scales, DType.F32) if scales.dtype == np.uint8 else scales.reshape(-1))[:, None]
+    else:
+        per = as_values(scales, ins["act"]).reshape(-1, cols)
+    expert = as_ids(table)[rows: 2 * rows]
+    if expert.max(initial=-1) >= len(per):
+        raise FunctionalError(f"vop.scale: expert {expert.max()} has no scales among {len(per)}")
+    return np.where((expert >= 0)[:, None], x * per[np.maximum(expert, 0)], 0).reshape(-1).astype(np.float32)
 
 
 def _quantize(ins, a, b, f):
@@ -665,10 +742,12 @@ VECTOR: dict[Fn, Callable] = {
     Fn.CONVSTATE: _conv_state,
     Fn.SCAN: _scan,
     Fn.ACCEPT: _accept,
+    Fn.GROUP: _group,
     Fn.COMBINE: _combine,
+    Fn.UNGROUP: _ungroup,
 }
 _TAKES_ARGS = {Fn.RMSNORM, Fn.ROPE, Fn.SOFTMAX, Fn.SCALE, Fn.ADD, Fn.MUL, Fn.TOPK, Fn.ARGTOPK, Fn.ROUTE,
-               Fn.QUANTIZE, Fn.COMBINE,
+               Fn.QUANTIZE, Fn.COMBINE, Fn.GROUP, Fn.UNGROUP,
                Fn.CONV1D, Fn.CONVSTATE, Fn.SCAN}
 
 

@@ -123,8 +123,10 @@ def _accesses(c: dict) -> _Accesses:
     src, sb = c["src"].astype(np.int64), c["src_bytes"].astype(np.int64)
     dst, db = c["dst"].astype(np.int64), c["dst_bytes"].astype(np.int64)
     per_src = sb // np.maximum(m, 1)
-    read_span = np.where(op == Op.GATHER, np.maximum(k, 1) * per_src, _span(sb, m, stride))
-    read_span += np.where((op == Op.READ) & indirect, np.maximum(n - 1, 0) * k, 0)  # every id it could take
+    tiled = (op == Op.READ) & ~indirect & (n > 1)  # every local expert's panel, k bytes apart
+    tiles = np.where(tiled, n, 1)
+    read_span = np.where(op == Op.GATHER, np.maximum(k, 1) * per_src, _span(sb // tiles, m, stride))
+    read_span += np.where((op == Op.READ) & (indirect | tiled), np.maximum(n - 1, 0) * k, 0)  # every id or tile
     seqs = -(-np.maximum(m, 1) // np.maximum(k, 1))
     append = (op == Op.WRITE) & indirect
     cache = (seqs * np.maximum(imm, 1) - 1) * stride + db // np.maximum(m, 1)
@@ -136,7 +138,7 @@ def _accesses(c: dict) -> _Accesses:
     hi = np.r_[src[r] + read_span[r], dst[w] + write_span[w]]
     keep = (lo >= 0) & (hi < _FAR)  # out of the chip's SRAM: sram-range says so
     rows = np.r_[r, w][keep]
-    flat = ((m[rows] == 0) | (stride[rows] == 0)) & ~indirect[rows]
+    flat = ((m[rows] == 0) | (stride[rows] == 0)) & ~indirect[rows] & ~tiled[rows]
     return _Accesses(rows, lo[keep], hi[keep], np.r_[np.zeros(len(r), bool), np.ones(len(w), bool)][keep], flat,
                      c["val"][rows] if "val" in c else np.full(len(rows), -1))
 

@@ -17,7 +17,12 @@ too few cycles is caught. Rules (chip = ChipSpec, all rates per cycle of its clo
                        targets.spec.DEQUANTISED_AT's: Timing.install_bytes, mxm_macs_per_cycle).
                        One MXM instruction covers a panel of up to (dim x planes)^2 weights. Its f32
                        partial sums leave at most a port's worth a cycle: at least ceil(m n 4 / port).
+                       Grouped (s_e set: `imm` tiles, one per local expert, and m routed slots): each
+                       tile installs once and passes its own slots; how many each gets is routing, so
+                       the rule is the worst case over every split of the m slots: all of them on one
+                       tile, (imm - 1) x install + max(install, passes(m), results).
   VOP (m x n elements) max(ceil(bytes in / port), ceil(result bytes / port), ceil(m n ops(fn) / VXM ALUs))
+                       (GROUP's table is i32: 4 result bytes an element)
   SEND, RECV           ceil(bytes / link bytes per cycle) of the unit's link class (local or global);
                        a RECV adds the class's step cycles (a wafer core's task a message); it may
                        start no earlier than its data can arrive (the interpreter derives the hops)
@@ -62,11 +67,15 @@ FN_OPS: dict[Fn, int] = {
     # Merging sequence shards' attention: per shard and element, its weight exp(lse - max) times the
     # context, summed, then one divide.
     Fn.COMBINE: 3,
+    # Routed prefill: GROUP is a counting sort of the rows' (expert, row) pairs into slots (count, prefix
+    # sum, place, and the weight beside it), UNGROUP a multiply-add a slot element.
+    Fn.GROUP: 4, Fn.UNGROUP: 2,
 }
 # Vector functions that reduce each row to one (id, value) pair: their results are 8 bytes a row.
 ROW_REDUCTIONS = frozenset({Fn.ARGMAX, Fn.ARGBEST, Fn.PICK, Fn.ACCEPT})
 MXM_RESULT_BYTES = 4  # f32 partial sums per output element
 VOP_RESULT_BYTES = 2  # 16-bit results per output element
+TABLE_BYTES = 4  # vop.group's i32 table, per element
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +183,15 @@ class Timing:
         """Cycles for m rows through a k x n block's tiles at the format's peak."""
         return _ceil(m * self.tiles(k, n) * self.dim ** 2 / self.mxm_macs_per_cycle(fmt))
 
-    def mxm(self, m: int, k: int, n: int, fmt: Fmt) -> int:
+    def mxm(self, m: int, k: int, n: int, fmt: Fmt, tiles: int = 1) -> int:
+        """`tiles` > 1: a grouped MXM (the rule above: its slots all on one tile, in the worst case)."""
         results = _ceil(m * n * MXM_RESULT_BYTES / self.port_bytes_per_cycle)
-        return max(1, self.install(k, n, fmt), self.passes(m, k, n, fmt), results)
+        install = self.install(k, n, fmt)
+        return (tiles - 1) * install + max(1, install, self.passes(m, k, n, fmt), results)
 
     def vop(self, fn: Fn, elements: int, bytes_in: int, rows: int = 1) -> int:
         """`rows` matters only for a row reduction, whose results are one 8-byte pair a row."""
-        results = rows * 8 if fn in ROW_REDUCTIONS else elements * VOP_RESULT_BYTES
+        results = rows * 8 if fn in ROW_REDUCTIONS else elements * (TABLE_BYTES if fn is Fn.GROUP else VOP_RESULT_BYTES)
         return max(1, _ceil(bytes_in / self.port_bytes_per_cycle), _ceil(results / self.port_bytes_per_cycle),
                    _ceil(elements * FN_OPS[fn] / self.vxm_alus))
 
@@ -222,7 +233,7 @@ def result_bytes(op: Op, m: int, n: int, fn: Fn, src_bytes: int, dst_bytes: int)
     if op is Op.MXM:
         return m * n * MXM_RESULT_BYTES
     if op is Op.VOP:
-        return m * 8 if fn in ROW_REDUCTIONS else m * n * VOP_RESULT_BYTES
+        return m * 8 if fn in ROW_REDUCTIONS else m * n * (TABLE_BYTES if fn is Fn.GROUP else VOP_RESULT_BYTES)
     return 0
 
 
@@ -242,7 +253,7 @@ def _result_bytes(cols: dict[str, np.ndarray]) -> np.ndarray:
     out_bytes[mxm] = elements[mxm] * MXM_RESULT_BYTES
     vop = op == Op.VOP
     reduce = vop & np.isin(cols["fn"], [int(f) for f in ROW_REDUCTIONS])
-    out_bytes[vop] = elements[vop] * VOP_RESULT_BYTES
+    out_bytes[vop] = elements[vop] * np.where(cols["fn"][vop] == Fn.GROUP, TABLE_BYTES, VOP_RESULT_BYTES)
     out_bytes[reduce] = cols["m"][reduce].astype(np.int64) * 8
     return out_bytes
 
@@ -329,5 +340,7 @@ def _mxm(timing: Timing, cols: dict[str, np.ndarray], mask: np.ndarray, out: np.
     install = np.ceil(tiles * tile * per_weight / timing.install_bytes_per_cycle - 1e-9)
     passes = np.ceil(m * tiles * tile / macs - 1e-9)
     results = np.ceil(m * n * MXM_RESULT_BYTES / timing.port_bytes_per_cycle - 1e-9)
-    out[mask] = np.maximum.reduce([np.ones_like(install), install, passes, results]).astype(np.int64)
+    grouped = np.where(cols["s_e"][mask] >= 0, np.maximum(cols["imm"][mask].astype(np.int64), 1), 1)
+    out[mask] = ((grouped - 1) * install
+                 + np.maximum.reduce([np.ones_like(install), install, passes, results])).astype(np.int64)
     return out

@@ -187,7 +187,8 @@ def test_heads_split_latent_cache_whole_and_down_projections_by_column():
     assert by_param["rope"].operands[1].type.shape == (7168, 64)  # k_pe goes to rope, not a norm: whole
     chip = ShardTensorParallel(8)(moe)
     experts = next(op for op in chip if op.opcode is Opcode.EXPERTS)
-    assert experts.operands[3].type.shape == (32, 7168, 2048)  # whole experts: at most E / t = 32 a chip
+    # every expert's features cut 8 ways: 256 of 2,048, one 320-wide lpu tile (passes.shard.expert_split)
+    assert experts.operands[3].type.shape == (256, 7168, 256)
     # routed and shared experts are partial sums, added before the unit's one allreduce
     assert [op.opcode for op in chip].count(Opcode.ALLREDUCE) == 1
 

@@ -23,9 +23,13 @@ def _config(tmp: Path, model: str, **fields) -> str:
     return str(path)
 
 
-def _pinned(capsys, tmp: Path, model: str, tp: int) -> Path:
-    """The model's plan on lpu-mini, laid out again as one stage of `tp` chips."""
-    args = [model, "--target", "lpu-mini", "--context", "64", "--prompt", "16", "--prefill-chunk", "8"]
+def _pinned(capsys, tmp: Path, model: str, tp: int, dim: int = 320) -> Path:
+    """The model's plan on lpu-mini with `dim` x `dim` matrix tiles (the placement counts whole tiles:
+    passes.expert_tiles; a tiny model's experts fit one lpu tile whatever the split), laid out again as
+    one stage of `tp` chips."""
+    target = tmp / "t.toml"
+    target.write_text(f'base = "lpu-mini"\nname = "lpu-mini-{dim}"\n[chip]\nmatrix_dim = {dim}\n')
+    args = [model, "--target", str(target), "--context", "64", "--prompt", "16", "--prefill-chunk", "8"]
     assert main(["plan", *args, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     first, last = plan["stages"][0], plan["stages"][-1]
@@ -49,19 +53,20 @@ def _runs_as_the_reference(capsys, build: Path) -> set:
     return cycles
 
 
-@pytest.mark.parametrize(("model", "fields", "tp", "placement"), [
-    ("tiny-mixtral", {}, 2, "sliced"),
-    ("tiny-mixtral", {}, 4, "sliced"),
-    ("tiny-mixtral", {"intermediate_size": 90}, 4, "sliced"),  # 23 + 23 + 23 + 21 features
-    ("tiny-mixtral", {"intermediate_size": 9}, 4, "parallel"),  # 9 features do not go 4 ways
-    ("tiny-mixtral", {"intermediate_size": 9, "num_experts_per_tok": 1}, 4, "mixed 2x2"),
-    ("tiny-deepseek-v3", {}, 2, "sliced"),
-    ("tiny-deepseek-v3", {}, 4, "sliced"),
-    ("tiny-jamba", {}, 2, "sliced"),
-    ("tiny-jamba", {}, 4, "sliced"),
+@pytest.mark.parametrize(("model", "fields", "tp", "dim", "placement"), [
+    ("tiny-mixtral", {}, 2, 16, "sliced"),
+    ("tiny-mixtral", {}, 4, 16, "sliced"),
+    ("tiny-mixtral", {}, 2, 320, "parallel"),  # one tile whatever the split: the fewest experts a chip
+    ("tiny-mixtral", {"intermediate_size": 90}, 4, 16, "sliced"),  # 23 + 23 + 23 + 21 features
+    ("tiny-mixtral", {"intermediate_size": 9}, 4, 16, "parallel"),  # 9 features do not go 4 ways
+    ("tiny-mixtral", {"intermediate_size": 9, "num_experts_per_tok": 1}, 4, 4, "mixed 2x2"),
+    ("tiny-deepseek-v3", {}, 2, 16, "sliced"),
+    ("tiny-deepseek-v3", {}, 4, 16, "mixed 2x2"),  # sliced ties on decode tiles, installs twice the experts
+    ("tiny-jamba", {}, 2, 16, "sliced"),
+    ("tiny-jamba", {}, 4, 16, "sliced"),
 ])
-def test_each_placement_runs_as_the_reference_under_one_schedule(tmp_path, capsys, model, fields, tp, placement):
-    build = _pinned(capsys, tmp_path, _config(tmp_path, model, **fields), tp)
+def test_each_placement_runs_as_the_reference_under_one_schedule(tmp_path, capsys, model, fields, tp, dim, placement):
+    build = _pinned(capsys, tmp_path, _config(tmp_path, model, **fields), tp, dim)
     stage = json.loads((build / "plan.json").read_text())["stages"][0]
     assert stage["experts"] == placement and stage["tp"] == tp
     assert len(_runs_as_the_reference(capsys, build)) == 1  # two routings, one cycle count

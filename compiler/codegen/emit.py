@@ -41,6 +41,15 @@ class Index:
     count: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A grouped matmul (routed prefill): its rows are the table's slots (`table`, a value written by
+    vop.group), each multiplied by its local expert's tile of the `tiles` stacked in the weight."""
+
+    table: str
+    tiles: int
+
+
 @dataclass
 class Slot:
     """A value the template reads or writes: its address and the write that produced it."""
@@ -64,10 +73,12 @@ class Emitter:
 
     def read(self, name: str, nbytes: int | None = None, offset: int | Ref = 0,
              after: Sequence[tuple[int, int]] = (), index: Index | None = None, rows: int = 0,
-             stride: int = 0) -> tuple[int, int]:
+             stride: int = 0, tiles: tuple[int, int] = (0, 0)) -> tuple[int, int]:
         """READ a value (or `nbytes` of it from `offset`: a byte count, or a Ref whose parts
         make it rank-dependent) onto a new stream: `rows` rows `stride` bytes apart when
-        given. With `index` the address moves at run time by an id on a stream."""
+        given. With `index` the address moves at run time by an id on a stream; with `tiles`
+        (count, step) the same piece of `count` stacked matrices `step` bytes apart, one
+        after another (nbytes is one tile's)."""
         s = self.slots[name]
         size = s.nbytes if nbytes is None else nbytes
         deps = ((s.ready, 0),) if s.ready is not None else ()
@@ -80,6 +91,9 @@ class Emitter:
             extra = {"flags": int(Flag.INDIRECT), "s_b": index.stream, "imm": index.element, "k": index.step,
                      "base": index.first, "n": index.count}
             deps += ((index.instr, 0),)
+        if tiles[0] > 1:
+            size *= tiles[0]
+            extra = {"n": tiles[0], "k": tiles[1]}
         i = self.t.add(Instr(Op.READ, self.t.timing.mem(size), src=ref, src_bytes=size, s_out=stream,
                              m=rows, stride=stride, deps=deps + tuple(after), **extra))
         return i, stream
@@ -141,19 +155,24 @@ class Emitter:
         self.done(out, self.write(out.name, s, i, out.type.nbytes))
 
     def matmul(self, x: Value, w: Value, scales: tuple[Value, ...], out: Value, transpose_b: bool,
-               index: Index | None = None) -> None:
+               index: Index | None = None, group: Group | None = None, xs: tuple[int, int] | None = None) -> None:
         """x[M,K] @ w: weight panels stream through the MXM, accumulating over K (each MXM
         takes the previous one's partial sums on s_c). Weights stay row-major as stored, so a
         panel is a 2-D READ; a block-scaled weight's panel brings the rows of its block scales
         on s_d (panels start on block boundaries: formats.check_storable). `scales` are the
         weight's scale operands (none, per channel, or block and tensor scales). `index`: the
-        weights (and scales) are chosen at run time."""
+        weights (and scales) are chosen at run time. `group`: w (and its scales) stack one
+        matrix per local expert; each panel streams every expert's piece once and each of x's
+        rows (the table's slots) passes its own expert's (a grouped MXM). `xs`: x already on a stream
+        (its producer and stream), not read from SRAM."""
         m, k_all = x.type.shape
         n_all = out.type.shape[1]
+        tiles = (group.tiles, w.type.nbytes // group.tiles) if group else (0, 0)
+        table = self.read(group.table) if group else None
         fmt = FMT[w.type.dtype]
         block = w.type.dtype.block
         panel = self.t.timing.panel
-        xs = self.read(x.name)
+        xs = xs or self.read(x.name)
         self.result(out)
         last_mxm = None
         for n0 in range(0, n_all, panel):
@@ -163,7 +182,7 @@ class Emitter:
                 kb = min(panel, k_all - k0)
                 # Stream one panel ahead of the MXM: a READ waits for the previous MXM to start.
                 ahead = ((last_mxm, -self.t.instrs[last_mxm].cycles),) if last_mxm is not None else ()
-                r, ws = self._panel(w.name, fmt, (k_all, n_all), (k0, n0), (kb, nb), transpose_b, ahead, index)
+                r, ws = self._panel(w.name, fmt, (k_all, n_all), (k0, n0), (kb, nb), transpose_b, ahead, index, tiles)
                 flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if k0 + kb >= k_all else 0) | (
                     Flag.TRANSPOSE if transpose_b else 0)
                 deps = ((r, 0), (xs[0], 0)) + (((acc, 0),) if acc is not None else ())
@@ -172,17 +191,21 @@ class Emitter:
                     at, size = (k0 // block.size, n0), (block.scales(kb), nb)
                     shape = (block.scales(k_all), n_all)
                     sr, s_d = self._panel(scales[0].name, FMT[block.scale], shape, at, size, transpose_b, ahead,
-                                          replace(index, step=scales[0].type.nbytes) if index else None)
+                                          replace(index, step=scales[0].type.nbytes) if index else None,
+                                          (group.tiles, scales[0].type.nbytes // group.tiles) if group else (0, 0))
                     deps += ((sr, 0),)
                 partial = self.t.instrs[acc].s_out if acc is not None else -1
-                acc = self.t.add(Instr(Op.MXM, self.t.timing.mxm(m, kb, nb, fmt), fmt=fmt, m=m, k=kb, n=nb,
-                                       flags=int(flags), s_a=ws, s_b=xs[1], s_c=partial, s_d=s_d, offset=k0,
-                                       s_out=self.t.stream(), deps=deps))
+                grouped = {"s_e": table[1], "imm": group.tiles} if group else {}
+                deps += ((table[0], 0),) if group else ()
+                acc = self.t.add(Instr(Op.MXM, self.t.timing.mxm(m, kb, nb, fmt, max(1, tiles[0])), fmt=fmt, m=m,
+                                       k=kb, n=nb, flags=int(flags), s_a=ws, s_b=xs[1], s_c=partial, s_d=s_d,
+                                       offset=k0, s_out=self.t.stream(), deps=deps, **grouped))
                 last_mxm = acc
-            self._finish_panel(out, scales if block is None else scales[1:], acc, m, (n0, nb, n_all), index)
+            self._finish_panel(out, scales if block is None else scales[1:], acc, m, (n0, nb, n_all), index, group)
 
     def _panel(self, name: str, fmt: Fmt, shape: tuple[int, int], at: tuple[int, int], size: tuple[int, int],
-               transpose_b: bool, after: tuple, index: Index | None) -> tuple[int, int]:
+               transpose_b: bool, after: tuple, index: Index | None, tiles: tuple[int, int] = (0, 0)
+               ) -> tuple[int, int]:
         """READ the weight panel [k0:k0+kb, n0:n0+nb] of a row-major [K, N] matrix (or of
         [N, K] with transpose_b): kb rows of nb elements, or one block when rows are whole."""
         (k_all, n_all), (k0, n0), (kb, nb) = shape, at, size
@@ -191,16 +214,26 @@ class Emitter:
         row_bytes, stride = math.ceil(nb * fmt.bits / 8), math.ceil(n_all * fmt.bits / 8)
         offset = k0 * stride + n0 * fmt.bits // 8
         rows = 0 if nb == n_all else kb
-        return self.read(name, kb * row_bytes, offset, after, index, rows=rows, stride=stride if rows else 0)
+        return self.read(name, kb * row_bytes, offset, after, index, rows=rows, stride=stride if rows else 0,
+                         tiles=tiles)
 
     def _finish_panel(self, out: Value, after: tuple[Value, ...], acc: int, m: int, cols: tuple[int, int, int],
-                      index: Index | None = None) -> None:
+                      index: Index | None = None, group: Group | None = None) -> None:
         """Scale the products by what multiplies them after the MXM (one 16-bit scale per output
-        channel, or NVFP4's f32 tensor scale) and write columns [n0, n0+nb) of each row."""
+        channel, or NVFP4's f32 tensor scale) and write columns [n0, n0+nb) of each row. Grouped,
+        every expert's scales stream and each row takes its own expert's (SCALE axis "expert")."""
         n0, nb, n_all = cols
         stream, producer = self.t.instrs[acc].s_out, acc
         ahead = ((acc, -self.t.instrs[acc].cycles),)  # read when the panel's last MXM starts, not held all unit
-        if after and after[0].type.dtype is DType.F32:  # a tensor scale: one f32 for the whole matrix
+        if after and group:
+            tensor = after[0].type.dtype is DType.F32
+            size, at = (4, 0) if tensor else (nb * 2, n0 * 2)
+            step = after[0].type.nbytes // group.tiles
+            sr = self.read(after[0].name, size, at, after=ahead, tiles=(group.tiles, step))
+            table = self.read(group.table, after=ahead)
+            producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, size * group.tiles, c=table,
+                                        args={"axis": "expert", "format": "f32" if tensor else "act"})
+        elif after and after[0].type.dtype is DType.F32:  # a tensor scale: one f32 for the whole matrix
             sr = self.read(after[0].name, 4, 0, after=ahead, index=replace(index, step=4) if index else None)
             producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, 4, args={"axis": "tensor"})
         elif after:

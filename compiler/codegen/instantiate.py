@@ -24,7 +24,7 @@ from targets.spec import SystemSpec
 from targets.timing import Timing
 
 _PLAIN = ("kind", "unit", "op", "fn", "dtype", "issue", "cycles", "src_bytes", "dst_bytes", "s_a", "s_b", "s_c",
-          "s_d", "s_out", "tag", "m", "k", "n", "flags", "stride")
+          "s_d", "s_e", "s_out", "tag", "m", "k", "n", "flags", "stride")
 
 
 def sync(blocks: Blocks, code: StageCode, timing: Timing) -> None:
@@ -82,7 +82,7 @@ def _freeze(t: Template) -> Frozen:
         "route": np.array([i.route for i in ins], np.uint8),
         "stream": np.array([i.stream for i in ins], np.int64),
     }
-    for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
+    for name in ("s_a", "s_b", "s_c", "s_d", "s_e", "s_out"):
         plain[name] = np.array([streams.get(getattr(i, name), -1) for i in ins], np.int16)
     refs = [r for i in ins for r in (i.src, i.dst) if r is not None]
     slots = tuple(dict.fromkeys((r.space, r.slot) for r in refs))
@@ -103,7 +103,7 @@ def _physical_streams(t: Template) -> dict[int, int]:
         if i.s_out >= 0:
             start[i.s_out] = i.issue
             end[i.s_out] = max(end.get(i.s_out, 0), i.end)
-        for s in (i.s_a, i.s_b, i.s_c, i.s_d):
+        for s in (i.s_a, i.s_b, i.s_c, i.s_d, i.s_e):
             if s >= 0:
                 end[s] = max(end.get(s, 0), i.end)
     physical: dict[int, int] = {}
@@ -176,7 +176,7 @@ def _chip_blocks(blocks: Blocks, f: Frozen, t: Template, first_chip: int, ranks:
     chip = np.repeat(first_chip + ranks_, count) + stream
     if any(swap):
         traded, (a, b) = np.asarray(swap, bool)[stream], t.pair
-        for name in ("s_a", "s_b", "s_c", "s_d", "s_out"):
+        for name in ("s_a", "s_b", "s_c", "s_d", "s_e", "s_out"):
             col = rows[name]
             rows[name] = np.where(traded & (col == a), b, np.where(traded & (col == b), a, col)).astype(col.dtype)
     rows["src"] = _addresses(f.src, base, ranks_)

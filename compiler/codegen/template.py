@@ -91,6 +91,7 @@ class Instr:
     s_b: int = -1
     s_c: int = -1
     s_d: int = -1  # a block-scaled MXM tile's scales
+    s_e: int = -1  # a grouped MXM's routing table
     s_out: int = -1
     peer: Peer | None = None
     tag: int = -1

@@ -79,7 +79,7 @@ def block_install_s(blocks: Iterable[Block], chip: ChipSpec) -> tuple[float, flo
     whole = raw = 0.0
     for b in blocks:
         per_weight = chip.install_bytes(b.precision)
-        whole += b.count * _tiles(b.k, b.n, dim) * dim * dim * per_weight / rate
+        whole += b.installed * _tiles(b.k, b.n, dim) * dim * dim * per_weight / rate
         raw += b.weights * per_weight / rate
     return whole, raw
 
@@ -91,7 +91,7 @@ def block_passes_s(blocks: Iterable[Block], chip: ChipSpec) -> tuple[float, floa
     for b in blocks:
         macs_per_s = chip.peak_ops(b.precision) / 2
         whole += b.count * b.m * _tiles(b.k, b.n, dim) * dim * dim / macs_per_s
-        raw += b.m * b.weights / macs_per_s
+        raw += b.m * b.passed / macs_per_s
     return whole, raw
 
 

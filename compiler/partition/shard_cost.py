@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import OPDEFS, Opcode, expert_passes, reach_of, tier_operands
+from ir.ops import OPDEFS, Opcode, by_address, expert_passes, reach_of, routed_slots, tier_operands
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
@@ -34,7 +34,9 @@ class Collective:
 @dataclass(frozen=True, slots=True)
 class Block:
     """`count` k x n blocks the matrix unit installs (a weight, or a block of cached keys or values),
-    each passed by m rows, in the format of `precision` (a key of ChipSpec.peak_ops_per_s)."""
+    each passed by m rows, in the format of `precision` (a key of ChipSpec.peak_ops_per_s). A grouped
+    product (routed prefill) installs `installs` blocks (one per local expert) and passes its m rows
+    `count` times in all, each row through its own expert's block."""
 
     m: int
     k: int
@@ -42,9 +44,20 @@ class Block:
     count: int
     precision: str
     cache: bool = False  # a KV cache, not a weight (the bound counts it at the SRAM's rate)
+    installs: int | None = None  # blocks installed, when not `count` (grouped)
+
+    @property
+    def installed(self) -> int:
+        return self.count if self.installs is None else self.installs
 
     @property
     def weights(self) -> int:
+        """Weights installed."""
+        return self.installed * self.k * self.n
+
+    @property
+    def passed(self) -> int:
+        """Weights each row's pass multiplies, summed over the passes."""
         return self.count * self.k * self.n
 
 
@@ -271,7 +284,7 @@ def _work(op: Op, resident: dict[str, int], scales: dict[str, float], rows_scale
         streamed = 0  # a lookup reads one row per token, which the result's size counts
     if op.opcode is Opcode.EXPERTS:  # only the experts the static passes visit stream
         here = op.operands[3].type.shape[0]
-        streamed = streamed * expert_passes(op.operands[0].type.shape[0], op.attr["top_k"], here) // here
+        streamed = streamed * _experts_streamed(op.operands[0].type.shape[0], op.attr["top_k"], here) // here
     moving = sum(_scaled(v.type.nbytes, scales[v.name])
                  for v in (*op.operands, *op.results) if v.name not in resident)
     return OpWork(op.opcode, streamed + moving, _scaled(op.cost.flops, rows_scale),
@@ -298,13 +311,29 @@ def _matmul_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     return (Block(rows, k, n, 1, _CACHE_RATE[w.dtype]),)
 
 
+def _experts_streamed(rows: int, top_k: int, here: int) -> int:
+    """Expert slices a chip streams (codegen.experts): one per pass by address or over one row, else
+    every local expert's once (the grouped matmul)."""
+    if by_address(rows, top_k, here):
+        return rows * top_k
+    return expert_passes(rows, top_k, here) if rows == 1 else here
+
+
 def _expert_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
-    """Each static pass installs one expert's gate, up and down."""
+    """One row: each static pass installs one expert's gate, up and down. Several: the grouped
+    lowering installs every local expert's once and passes the routed slots (codegen.experts)."""
     x, gate, down = op.operands[0].type, op.operands[3].type, op.operands[5].type
     here, hidden, inter = gate.shape
     rows = _scaled(x.shape[0], rows_scale)
-    passes = expert_passes(rows, op.attr["top_k"], here)
     rate = _CACHE_RATE[gate.dtype]
+    if rows > 1 and by_address(rows, op.attr["top_k"], here):  # one row a pass, each routed pair its own
+        passes = rows * op.attr["top_k"]
+        return (Block(1, hidden, inter, 2 * passes, rate), Block(1, down.shape[1], down.shape[2], passes, rate))
+    if rows > 1:
+        slots = routed_slots(rows, op.attr["top_k"], here)
+        return (Block(slots, hidden, inter, 2, rate, installs=2 * here),
+                Block(slots, down.shape[1], down.shape[2], 1, rate, installs=here))
+    passes = expert_passes(rows, op.attr["top_k"], here)
     return (Block(rows, hidden, inter, 2 * passes, rate), Block(rows, down.shape[1], down.shape[2], passes, rate))
 
 

@@ -75,7 +75,11 @@ def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
 
     def splits(op: Op, t: int) -> bool:
         if op.operands[0].name in heads_out:  # the output projection: the chip's (maybe padded) heads' rows
-            return t == 1 or _whole_blocks(op.operands[1].type, head_split(*gqa, t)[0] * heads_out[op.operands[0].name])
+            w, head = op.operands[1].type, heads_out[op.operands[0].name]
+            # padded heads move each head's rows (image.pad_heads): a block-scaled weight's blocks must not
+            # straddle two heads (tiny-mixtral's 16-row heads under 32-row mxfp4 blocks at t = 3)
+            moved = head_case(*gqa, t) != "even"
+            return t == 1 or (_whole_blocks(w, head_split(*gqa, t)[0] * head) and (not moved or _whole_blocks(w, head)))
         return _divides(op, t, gqa)
 
     return [t for t in range(1, limit + 1) if all(splits(op, t) and _packs(op, t) for op in ops)]
@@ -447,29 +451,31 @@ def expert_splits(op: Op, t: int) -> list[tuple[int, int]]:
     """The ways an experts op spreads over t chips, as (expert groups a, feature slices b), a x b = t:
     each chip holds E / a whole experts' rows, each cut to 1 / b of its intermediate features (gate
     and up by column, down by row). a = t is expert-parallel, a = 1 feature-sliced, between a mix.
-    A chip's feature slice must be whole blocks of a block-scaled down projection, and a chip holds
-    at most MAX_LOCAL_EXPERTS experts (or E / t, if more)."""
+    A chip's feature slice must be whole blocks of a block-scaled down projection. A chip may hold
+    any number of experts: decode makes min(k, experts here) passes, and prefill's grouped matmul
+    streams every local expert's panel on one stream (codegen.experts.lower_grouped)."""
     experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
-    most = max(MAX_LOCAL_EXPERTS, -(-experts // t))
     return [(a, t // a) for a in range(1, t + 1)
-            if t % a == 0 and experts % a == 0 and experts // a <= most and feature_width(inter, t // a) is not None
+            if t % a == 0 and experts % a == 0 and feature_width(inter, t // a) is not None
             and _whole_blocks(op.operands[5].type, feature_width(inter, t // a))]
 
 
-# A chip holds at most this many experts unless spreading them whole leaves it more: prefill makes one
-# pass per local expert, and the lowering keeps a few streams live per pass (a chip has 64; DeepSeek-V3's
-# 16 local experts at tp=64 need 87).
-MAX_LOCAL_EXPERTS = 8
-
-
 def expert_split(op: Op, t: int) -> tuple[int, int]:
-    """The split the static timing rule prefers: fewest expert bytes a chip streams per decode step
-    (min(k, experts here) passes of one slice each: ir.ops.expert_passes), then fewest feature cuts.
-    Every split holds the same bytes per chip and does the same prefill work, so decode decides:
-    feature-sliced streams k slices of 1/t, expert-parallel min(k, E/t) whole experts."""
-    experts, inter, k = op.operands[3].type.shape[0], op.operands[3].type.shape[2], op.attr["top_k"]
-    return min(expert_splits(op, t),
-               key=lambda ab: (expert_passes(1, k, experts // ab[0]) * feature_width(inter, ab[1]), -ab[0]))
+    """The split the static timing rule prefers: fewest expert tiles a chip streams per decode step
+    (min(k, experts here) passes of one slice each: ir.ops.expert_passes), then fewest a prefill chunk
+    installs (every local expert's slice once: codegen.experts.lower_grouped), then fewest feature cuts.
+    Tiles are the matrix unit's (the op's `tile` attribute: passes.expert_tiles; 1 counts features):
+    every split holds the same bytes per chip, but a slice narrower than a tile installs all of it, so
+    on the lpu DeepSeek-V3 at t = 64 is 8 groups of 32 experts each cut 8 ways (256 of 2,048 features,
+    one tile wide), not 256 experts cut 64 ways (32 features: the same decode tiles, 8x the prefill ones)."""
+    experts, hidden, inter = op.operands[3].type.shape
+    k, dim = op.attr["top_k"], op.attr.get("tile", 1)
+
+    def tiles(ab: tuple[int, int]) -> int:  # one expert's slice in whole tiles: gate, up and down
+        return 3 * -(-hidden // dim) * -(-feature_width(inter, ab[1]) // dim)
+
+    return min(expert_splits(op, t), key=lambda ab: (expert_passes(1, k, experts // ab[0]) * tiles(ab),
+                                                    experts // ab[0] * tiles(ab), -ab[0]))
 
 
 def expert_placement(op: Op, t: int) -> str:

@@ -73,8 +73,9 @@ def _why_line(curve: Curve, r: dict) -> str:
              f"{r['bytes_per_weight']:g} B a weight), so weights alone turn compute-bound at batch "
              f"{r['weights_only_batch']:,.1f}"]
     if r["static_expert_passes"]:
-        parts.append("above batch 1 every local expert multiplies every row (static passes), so all experts count, "
-                     "not the active ones")
+        parts.append("every expert's weights stream each step whatever the routing, and above batch 1 a row "
+                     "multiplies only its k routed experts (a grouped matmul), so all experts stream and the active "
+                     "ones compute")
     kv, arith = r["kv_us_per_sequence"], r["compute_us_per_sequence"]
     if r["kv_bytes_per_sequence"]:
         verdict = ("longer than its arithmetic, so the cache alone keeps it streaming-bound" if kv >= arith

@@ -68,13 +68,14 @@ def explain(model: str, system: SystemSpec, options: CompileOptions, plan: dict 
         "params": total, "active_params": active,
         "peak_ops_per_s": peak, "weight_bytes_per_s": bandwidth, "bytes_per_weight": per_weight,
         "ops_per_weight_byte": ops_per_byte,
-        # Weights alone: every weight's bytes over the bandwidth = 2 flops a weight x B rows over peak
-        # (with static expert passes every weight is multiplied by every row).
-        "weights_only_batch": round(ops_per_byte * per_weight / 2, 1),
+        # Weights alone: every weight's bytes over the bandwidth = 2 flops an active weight x B rows over
+        # peak (every expert streams; a row multiplies its routed ones: a grouped matmul above batch 1).
+        "weights_only_batch": round(ops_per_byte * per_weight / 2 * total / active, 1),
         "static_expert_passes": experts,
         "kv_bytes_per_sequence": round(kv),
         "kv_us_per_sequence": streamed / bandwidth * 1e6,
-        "compute_us_per_sequence": 2 * total / peak * 1e6,
+        # a row multiplies its active parameters (above batch 1 the experts' grouped matmul its k routed ones)
+        "compute_us_per_sequence": 2 * active / peak * 1e6,
         "batch": plan["options"]["batch"] if plan else None,
         "matrix_dim": None if system.is_mesh else system.chip.matrix_dim,
         "tiles_us": sum(s.get("decode_tiles_us", 0.0) for s in plan["stages"]) if plan else 0.0,

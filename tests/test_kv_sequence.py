@@ -18,7 +18,7 @@ from compiler.frontend import build_graph, load_model_config
 from compiler.partition import candidates, dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
-from compiler.passes.shard import seq_split, shard_unit
+from compiler.passes.shard import kv_slice_width, seq_split, shard_unit
 from compiler.plan import search
 from ir.ops import Opcode
 
@@ -49,8 +49,8 @@ def test_every_position_of_a_kv_head_has_one_chip(tmp_path_factory, kv, g, runs,
     assert held * (runs - 1) < context <= held * runs
     proj = {op.results[0].name: op for op in ops if op.opcode is Opcode.MATMUL}
     k_width = proj[next(op for op in ops if op.opcode is Opcode.ROPE and op.results[0].name == att.operands[1].name)
-                   .operands[0].name.removesuffix(".allgather")].operands[1].type.shape[-1]
-    assert k_width == (16 // runs if 16 % runs == 0 else 16)
+                   .operands[0].name.removesuffix(".slice").removesuffix(".allgather")].operands[1].type.shape[-1]
+    assert k_width == kv_slice_width(16, runs)  # ceil(16 / runs), the last chips padded with zero features
 
 
 def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str, layout: str = "split") -> Path:
@@ -74,7 +74,8 @@ def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str, layout: str = 
 @pytest.mark.parametrize(("fields", "tp", "extra", "prompts", "row_bytes"), [
     ({"num_key_value_heads": 1}, 4, (), "1 7 42 99 3 250 17 8 200 5 9 9 4 3", 32),  # one kv head, 4 runs of 6
     ({}, 4, ("--batch", "2", "--kv-precision", "int8"), "1 7 42 99 3 250 17 8 200 5 9 9 4 3; 5 6 7", 16),
-    ({}, 6, (), "9 9 9 1 2 3 4 5 6 7", 32),  # 3 chips a kv head: runs of 8; its 16 features whole on each
+    ({}, 6, (), "9 9 9 1 2 3 4 5 6 7", 32),  # 3 chips a kv head: runs of 8; 6 of its 16 features each, padded
+    ({}, 6, ("--precision", "int8"), "9 9 9 1 2 3 4 5 6 7", 32),  # the padded slices' scales too
 ])
 def test_sequence_shards_run_as_the_reference(tmp_path, capsys, fields, tp, extra, prompts, row_bytes):
     build = _build(capsys, tmp_path, fields, tp, *extra)

@@ -289,8 +289,8 @@ def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None) -> bool:
         return op.operands[0].type.shape[-1] % t == 0
     if op.opcode is Opcode.MLA_ATTENTION:  # whole heads per chip; no replication past the head count
         return a["heads"] % t == 0
-    if op.opcode in _CHANNEL_OPERANDS:  # Mamba's conv and scan: whole channels per chip
-        return op.operands[0].type.shape[1] % t == 0
+    if op.opcode in _CHANNEL_OPERANDS:  # Mamba's conv and scan: whole channels, padded (feature_width)
+        return feature_width(op.operands[0].type.shape[1], t) is not None
     if op.opcode is Opcode.MATMUL and "split" in a:
         k, n = _weight_kn(op)
         width = n if a["split"] == "col" else k
@@ -482,9 +482,10 @@ _CHANNEL_OPERANDS = {Opcode.CONV1D: (1, 2, 3), Opcode.SELECTIVE_SCAN: (2, 5, 6)}
 
 
 def _channel_operand_type(t_in: TensorType, t: int) -> TensorType:
-    """The chip's C/t channels of a param [C, ...] or a state [B, C, ...]."""
+    """The chip's feature_width(C, t) channels of a param [C, ...] or a state [B, C, ...] (the last chips'
+    padded with zero channels, as in_proj's columns are: a zero channel's scan output is zero)."""
     axis = 1 if len(t_in.shape) == 3 else 0
-    return t_in.with_shape(*(d // t if i == axis else d for i, d in enumerate(t_in.shape)))
+    return t_in.with_shape(*(feature_width(d, t) if i == axis else d for i, d in enumerate(t_in.shape)))
 
 
 def expert_splits(op: Op, t: int) -> list[tuple[int, int]]:

@@ -21,6 +21,7 @@ from compiler.partition.cost import Breakdown
 from compiler.passes.shard import kv_slice_width, seq_split, shard_unit
 from compiler.plan import search
 from ir.ops import Opcode
+from ir.types import DType
 
 TINY = json.loads(Path("examples/models/tiny-llama.json").read_text())
 
@@ -51,6 +52,27 @@ def test_every_position_of_a_kv_head_has_one_chip(tmp_path_factory, kv, g, runs,
     k_width = proj[next(op for op in ops if op.opcode is Opcode.ROPE and op.results[0].name == att.operands[1].name)
                    .operands[0].name.removesuffix(".slice").removesuffix(".allgather")].operands[1].type.shape[-1]
     assert k_width == kv_slice_width(16, runs)  # ceil(16 / runs), the last chips padded with zero features
+
+
+@given(head_dim=st.integers(1, 256), runs=st.integers(2, 40), packed=st.booleans())
+def test_a_kv_head_sliced_unevenly_puts_every_feature_on_one_chip(head_dim, runs, packed):
+    """kv_slice_width: runs x width covers the head, every chip holds a real feature, and the padding is
+    under one feature a chip (two for packed int4, whose columns stay even)."""
+    w = kv_slice_width(head_dim, runs, DType.I4 if packed else DType.F16)
+    if w is None:
+        assert -(-head_dim // runs) * (runs - 1) >= head_dim or packed
+        return
+    assert w * (runs - 1) < head_dim <= w * runs and w * runs - head_dim < runs * (2 if packed else 1)
+    assert not packed or w % 2 == 0
+
+
+@pytest.mark.parametrize(("model", "goal"), [("llama-3.1-8b", 1.05), ("mixtral-8x7b", 1.05)])
+def test_uneven_kv_slices_bring_shipped_models_to_their_capacity_bound(capsys, model, goal):
+    """Issue 16's figure for the models the uneven slices bring under it (lpu, default options)."""
+    assert main(["plan", model, "--target", "lpu", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["chips"] <= goal * plan["chips_lower_bound"]
+    assert any(s.get("kv_layout") == "split" and s["tp"] % 8 == 0 and (128 % (s["tp"] // 8)) for s in plan["stages"])
 
 
 def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str, layout: str = "split") -> Path:

@@ -106,3 +106,12 @@ def test_mamba_channels_split_unevenly_run_as_the_reference(tmp_path, capsys, mo
                  "1 7 42 99 3 250 17 8 200 5", "--tokens", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["reference"]["passed"] and out["hazards"] == []
+
+
+def test_jamba_plans_near_its_capacity_bound_on_groups_not_powers_of_two(capsys):
+    """Issue 16's figure for jamba-v0.1 (lpu, default options): its 8192 inner channels no longer force
+    stages of 64 chips (512 against a bound of 458)."""
+    assert main(["plan", "jamba-v0.1", "--target", "lpu", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["chips"] <= 1.05 * plan["chips_lower_bound"]
+    assert any(8192 % s["tp"] for s in plan["stages"])

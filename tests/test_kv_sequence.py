@@ -98,6 +98,9 @@ def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str, layout: str = 
     ({}, 4, ("--batch", "2", "--kv-precision", "int8"), "1 7 42 99 3 250 17 8 200 5 9 9 4 3; 5 6 7", 16),
     ({}, 6, (), "9 9 9 1 2 3 4 5 6 7", 32),  # 3 chips a kv head: runs of 8; 6 of its 16 features each, padded
     ({}, 6, ("--precision", "int8"), "9 9 9 1 2 3 4 5 6 7", 32),  # the padded slices' scales too
+    # 6 chips a kv head on 24 (three nodes of 8): every other block of 6 straddles two nodes
+    ({"num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 16, "intermediate_size": 192}, 24, (),
+     "1 7 42 99 3 250 17 8 200 5 9 9 4 3", 32),
 ])
 def test_sequence_shards_run_as_the_reference(tmp_path, capsys, fields, tp, extra, prompts, row_bytes):
     build = _build(capsys, tmp_path, fields, tp, *extra)

@@ -85,11 +85,13 @@ class Collectives:
         """Collectives over every block of `size` consecutive ranks (the chips sharing a kv head's cache by
         sequence); it continues this one's tags, and hands them back with `rejoin`."""
         inner = self.levels[0]
-        if size <= inner.group:
+        if size <= inner.group and (len(self.levels) == 1 or inner.group % size == 0):
             lv = [Level(size, 1, inner.hops, size - 1)]
         elif size % inner.group == 0 and len(self.levels) > 1:
             outer = self.levels[1]
             lv = [inner, Level(size // inner.group, inner.group, outer.hops, outer.links)]
+        elif len(self.levels) > 1:  # blocks straddle nodes: one clique, its far members a node's hop plus the nodes'
+            lv = [Level(size, 1, inner.hops + self.levels[1].hops, size - 1)]
         else:
             raise ConfigError(f"a group of {size} chips sharing a kv head is neither inside a node of "
                               f"{inner.group} nor whole nodes")

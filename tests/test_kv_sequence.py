@@ -101,6 +101,9 @@ def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str, layout: str = 
     # 6 chips a kv head on 24 (three nodes of 8): every other block of 6 straddles two nodes
     ({"num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 16, "intermediate_size": 192}, 24, (),
      "1 7 42 99 3 250 17 8 200 5 9 9 4 3", 32),
+    # 12 chips a kv head on 24: a block spans two nodes, more peers across the boundary than global links
+    ({"num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 192}, 24, (),
+     "1 7 42 99 3 250 17 8 200 5 9 9 4 3", 32),
 ])
 def test_sequence_shards_run_as_the_reference(tmp_path, capsys, fields, tp, extra, prompts, row_bytes):
     build = _build(capsys, tmp_path, fields, tp, *extra)

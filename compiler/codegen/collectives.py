@@ -90,13 +90,13 @@ class Collectives:
         elif size % inner.group == 0 and len(self.levels) > 1:
             outer = self.levels[1]
             lv = [inner, Level(size // inner.group, inner.group, outer.hops, outer.links)]
-        elif len(self.levels) > 1:  # blocks straddle nodes: one clique, its far members a node's hop plus the
-            # nodes' away, its messages in rounds over the global links (a peer across the boundary takes one)
+        elif size < inner.group and len(self.levels) > 1:  # blocks straddle two nodes: one clique, its far
+            # members a node's hop plus the nodes' away, in rounds over the global links (one a peer across)
             outer = self.levels[1]
             lv = [Level(size, 1, inner.hops + outer.hops, outer.links)]
         else:
-            raise ConfigError(f"a group of {size} chips sharing a kv head is neither inside a node of "
-                              f"{inner.group} nor whole nodes")
+            raise ConfigError(f"a group of {size} chips sharing a kv head is neither within a node of "
+                              f"{inner.group} nor whole nodes (passes.shard.lowers_split)")
         sub = Collectives(self.e, lv)
         sub.tag = self.tag
         return sub

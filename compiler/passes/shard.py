@@ -64,6 +64,15 @@ def splits_kv(ops: Sequence[Op], tp: int) -> bool:
     return seq or bool(_latent_splits(ops, tp))
 
 
+def lowers_split(ops: Sequence[Op], tp: int, node: int) -> bool:
+    """Whether the chips sharing each kv head by sequence (seq_split) form groups the lowering runs:
+    at most a node (a block of consecutive ranks may straddle two nodes) or whole nodes. A wider block
+    would be one clique of s - 1 messages a chip over many nodes' links (programs s times larger)."""
+    return all(s <= node or s % node == 0 for s in (seq_split(op.attr["heads"], op.attr["kv_heads"], tp,
+                                                               "tier" in op.attr)
+                                                     for op in ops if op.opcode is Opcode.ATTENTION))
+
+
 def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
     """Group sizes t <= limit that can split the unit's work, padded where t does not divide it
     (head_case, feature_width, expert_splits), up to twice a grouped-query attention's heads.

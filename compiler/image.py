@@ -80,7 +80,7 @@ def sram_image(codes: list[StageCode], stages: Sequence[Stage], graph: Graph, we
     for code, stage in zip(codes, stages, strict=True):
         owned = scopes[scopes.index(stage.first_unit): scopes.index(stage.last_unit) + 1]
         chip_values = _per_chip(graph, owned, code.tp, code.split)
-        pads = {n: pad for sc in owned for n, pad in head_pads(list(graph.ops_in(sc)), code.tp).items()}
+        pads = {n: pad for sc in owned for n, pad in head_pads(list(graph.ops_in(sc)), code.tp, code.split).items()}
         resident = [r for r in code.memory_map if r[0] in ("param", "state")]
         top = max((addr + size for _, _, addr, size in resident), default=0)
         for rank in range(code.tp):

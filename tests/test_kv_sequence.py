@@ -18,9 +18,10 @@ from compiler.frontend import build_graph, load_model_config
 from compiler.partition import candidates, dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
-from compiler.passes.shard import seq_split, shard_unit
+from compiler.passes.shard import kv_slice_width, seq_split, shard_unit
 from compiler.plan import search
 from ir.ops import Opcode
+from ir.types import DType
 
 TINY = json.loads(Path("examples/models/tiny-llama.json").read_text())
 
@@ -49,8 +50,29 @@ def test_every_position_of_a_kv_head_has_one_chip(tmp_path_factory, kv, g, runs,
     assert held * (runs - 1) < context <= held * runs
     proj = {op.results[0].name: op for op in ops if op.opcode is Opcode.MATMUL}
     k_width = proj[next(op for op in ops if op.opcode is Opcode.ROPE and op.results[0].name == att.operands[1].name)
-                   .operands[0].name.removesuffix(".allgather")].operands[1].type.shape[-1]
-    assert k_width == (16 // runs if 16 % runs == 0 else 16)
+                   .operands[0].name.removesuffix(".slice").removesuffix(".allgather")].operands[1].type.shape[-1]
+    assert k_width == kv_slice_width(16, runs)  # ceil(16 / runs), the last chips padded with zero features
+
+
+@given(head_dim=st.integers(1, 256), runs=st.integers(2, 40), packed=st.booleans())
+def test_a_kv_head_sliced_unevenly_puts_every_feature_on_one_chip(head_dim, runs, packed):
+    """kv_slice_width: runs x width covers the head, every chip holds a real feature, and the padding is
+    under one feature a chip (two for packed int4, whose columns stay even)."""
+    w = kv_slice_width(head_dim, runs, DType.I4 if packed else DType.F16)
+    if w is None:
+        assert -(-head_dim // runs) * (runs - 1) >= head_dim or packed
+        return
+    assert w * (runs - 1) < head_dim <= w * runs and w * runs - head_dim < runs * (2 if packed else 1)
+    assert not packed or w % 2 == 0
+
+
+@pytest.mark.parametrize(("model", "goal"), [("llama-3.1-8b", 1.05), ("mixtral-8x7b", 1.05)])
+def test_uneven_kv_slices_bring_shipped_models_to_their_capacity_bound(capsys, model, goal):
+    """Issue 16's figure for the models the uneven slices bring under it (lpu, default options)."""
+    assert main(["plan", model, "--target", "lpu", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["chips"] <= goal * plan["chips_lower_bound"]
+    assert any(s.get("kv_layout") == "split" and s["tp"] % 8 == 0 and (128 % (s["tp"] // 8)) for s in plan["stages"])
 
 
 def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str, layout: str = "split") -> Path:
@@ -74,7 +96,11 @@ def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str, layout: str = 
 @pytest.mark.parametrize(("fields", "tp", "extra", "prompts", "row_bytes"), [
     ({"num_key_value_heads": 1}, 4, (), "1 7 42 99 3 250 17 8 200 5 9 9 4 3", 32),  # one kv head, 4 runs of 6
     ({}, 4, ("--batch", "2", "--kv-precision", "int8"), "1 7 42 99 3 250 17 8 200 5 9 9 4 3; 5 6 7", 16),
-    ({}, 6, (), "9 9 9 1 2 3 4 5 6 7", 32),  # 3 chips a kv head: runs of 8; its 16 features whole on each
+    ({}, 6, (), "9 9 9 1 2 3 4 5 6 7", 32),  # 3 chips a kv head: runs of 8; 6 of its 16 features each, padded
+    ({}, 6, ("--precision", "int8"), "9 9 9 1 2 3 4 5 6 7", 32),  # the padded slices' scales too
+    # 6 chips a kv head on 24 (three nodes of 8): every other block of 6 straddles two nodes
+    ({"num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 16, "intermediate_size": 192}, 24, (),
+     "1 7 42 99 3 250 17 8 200 5 9 9 4 3", 32),
 ])
 def test_sequence_shards_run_as_the_reference(tmp_path, capsys, fields, tp, extra, prompts, row_bytes):
     build = _build(capsys, tmp_path, fields, tp, *extra)
@@ -85,6 +111,42 @@ def test_sequence_shards_run_as_the_reference(tmp_path, capsys, fields, tp, extr
     assert caches[0]["bytes"] == batch * -(-24 // (tp // kv)) * row_bytes  # a run of the positions, one head
     assert main(["run", str(build), "--functional", "--check-reference", "--prompt", prompts, "--tokens", "8",
                  "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hazards"] == []
+
+
+def test_blocks_straddling_nodes_send_in_rounds_over_the_global_links(tmp_path, capsys):
+    """8 kv heads on 56 chips (7 a head, as mixtral-8x7b's 56-chip stages): a block's first chip has 6 peers
+    across the node boundary and 4 global links, so its gathers go in rounds; hazard-free and equal to the
+    reference (with a link a peer it ran with unit-busy hazards)."""
+    fields = {"num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 16, "intermediate_size": 224}
+    (tmp_path / "config.json").write_text(json.dumps(TINY | fields))
+    args = [str(tmp_path / "config.json"), "--target", "lpu-mini", "--context", "24", "--prompt", "16",
+            "--prefill-chunk", "8"]
+    assert main(["plan", *args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    first = {k: v for k, v in plan["stages"][0].items() if k != "kv_layout"}
+    plan["stages"] = [dict(first, units=["embed", "embed"], tp=1, chip_range=[0, 0]),
+                      dict(first, units=["layers.0", "layers.1"], tp=56, chip_range=[8, 63], kv_layout="split"),
+                      dict(first, units=["head", "head"], tp=1, chip_range=[64, 64])]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert main(["compile", *args, "--plan", str(tmp_path / "plan.json"), "-o", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "b"), "--functional", "--check-reference", "--prompt",
+                 "1 7 42 99 3 250 17 8 200 5 9 9 4 3", "--tokens", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reference"]["passed"] and out["hazards"] == []
+
+
+def test_a_kv_head_wider_than_a_node_but_not_whole_nodes_stays_whole(tmp_path, capsys):
+    """12 chips a kv head on 24 (nodes of 8): the split layout is not offered (passes.shard.lowers_split), and a
+    plan file asking for it is one line naming the stage's kv_layout."""
+    fields = {"num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 192}
+    with pytest.raises(AssertionError):
+        _build(capsys, tmp_path, fields, 24)
+    assert "stages[0].kv_layout" in capsys.readouterr().err
+    build = _build(capsys, tmp_path, fields, 24, layout="whole")
+    assert main(["run", str(build), "--functional", "--check-reference", "--prompt", "1 7 42 99 3 250 17 8 200 5",
+                 "--tokens", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hazards"] == []
 
 

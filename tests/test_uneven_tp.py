@@ -84,3 +84,34 @@ def test_uneven_groups_run_as_the_reference(tmp_path, capsys, fields, tp, extra,
         assert main(["run", str(build), "--functional", "--check-reference", "--prompt", prompt, "--tokens", "3",
                      "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["hazards"] == []
+
+
+@pytest.mark.parametrize(("model", "layers", "tp"), [("tiny-mamba", 2, 3), ("tiny-jamba", 4, 3), ("tiny-jamba", 4, 6)])
+def test_mamba_channels_split_unevenly_run_as_the_reference(tmp_path, capsys, model, layers, tp):
+    """128 inner channels on 3 or 6 chips: 43 or 22 each, the last chip's padded with zero channels (a zero
+    channel's conv, scan and gate give zero, and out_proj's padded rows add nothing)."""
+    args = [model, "--target", "lpu-mini", "--context", "64", "--prompt", "16", "--prefill-chunk", "8"]
+    assert main(["plan", *args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    first = {k: v for k, v in plan["stages"][0].items() if k not in ("kv_layout", "experts")}
+    plan["stages"] = [dict(first, units=["embed", f"layers.{layers - 1}"], tp=tp, chip_range=[0, tp - 1]),
+                      dict(first, units=["head", "head"], tp=1, chip_range=[tp, tp])]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert main(["compile", *args, "--plan", str(tmp_path / "plan.json"), "-o", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    memory = json.loads((tmp_path / "b" / "memory.json").read_text())
+    conv = next(r for r in memory["stages"][0]["regions"] if r["name"].endswith("conv1d.bias"))
+    assert conv["bytes"] >= feature_width(128, tp) * 2 and 128 % tp
+    assert main(["run", str(tmp_path / "b"), "--functional", "--check-reference", "--prompt",
+                 "1 7 42 99 3 250 17 8 200 5", "--tokens", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reference"]["passed"] and out["hazards"] == []
+
+
+def test_jamba_plans_near_its_capacity_bound_on_groups_not_powers_of_two(capsys):
+    """Issue 16's figure for jamba-v0.1 (lpu, default options): its 8192 inner channels no longer force
+    stages of 64 chips (512 against a bound of 458)."""
+    assert main(["plan", "jamba-v0.1", "--target", "lpu", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["chips"] <= 1.05 * plan["chips_lower_bound"]
+    assert any(8192 % s["tp"] for s in plan["stages"])

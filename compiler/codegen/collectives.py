@@ -85,14 +85,18 @@ class Collectives:
         """Collectives over every block of `size` consecutive ranks (the chips sharing a kv head's cache by
         sequence); it continues this one's tags, and hands them back with `rejoin`."""
         inner = self.levels[0]
-        if size <= inner.group:
+        if size <= inner.group and (len(self.levels) == 1 or inner.group % size == 0):
             lv = [Level(size, 1, inner.hops, size - 1)]
         elif size % inner.group == 0 and len(self.levels) > 1:
             outer = self.levels[1]
             lv = [inner, Level(size // inner.group, inner.group, outer.hops, outer.links)]
+        elif size < inner.group and len(self.levels) > 1:  # blocks straddle two nodes: one clique, its far
+            # members a node's hop plus the nodes' away, in rounds over the global links (one a peer across)
+            outer = self.levels[1]
+            lv = [Level(size, 1, inner.hops + outer.hops, outer.links)]
         else:
-            raise ConfigError(f"a group of {size} chips sharing a kv head is neither inside a node of "
-                              f"{inner.group} nor whole nodes")
+            raise ConfigError(f"a group of {size} chips sharing a kv head is neither within a node of "
+                              f"{inner.group} nor whole nodes (passes.shard.lowers_split)")
         sub = Collectives(self.e, lv)
         sub.tag = self.tag
         return sub

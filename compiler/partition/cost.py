@@ -8,10 +8,11 @@ within 10% of it. The bound (`StageBound`) is a property of the machine and the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from compiler.partition.mesh import DeviceMesh, chip_mesh, collective_wire_s
+from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork
 from ir.ops import Opcode
@@ -205,7 +206,19 @@ def group_mesh(tp: int, system: SystemSpec) -> DeviceMesh:
 
 def collective_s(c: Collective, system: SystemSpec) -> float:
     """A tensor-parallel collective over its group's mesh (partition.mesh: direct exchanges per axis)."""
-    return collective_time_s(c.kind, c.bytes, group_mesh(c.group, system), system)
+    return collective_time_s(c.kind, c.bytes, collective_mesh(c, system), system)
+
+
+def collective_mesh(c: Collective, system: SystemSpec) -> DeviceMesh:
+    """group_mesh of the collective's group, or where its blocks of consecutive ranks in a stage of several
+    nodes straddle a node boundary (a kv head's chips neither dividing a node nor whole nodes), one clique
+    whose far members are a node's hop plus the stage's nodes' away, its messages in rounds over the
+    global links, as codegen.collectives.subgroup lowers it."""
+    node = system.chips_per_node
+    if c.stage <= node or c.group in (1, c.stage) or node % c.group == 0 or c.group % node == 0:
+        return group_mesh(c.group, system)
+    far = 1 + chip_hops(system, 0, (math.ceil(c.stage / node) - 1) * node)
+    return DeviceMesh((Axis("chips", c.group, CLIQUE, LOCAL, 1, far, max(1, system.global_links_per_chip)),))
 
 
 def collective_latency_s(c: Collective, system: SystemSpec) -> float:

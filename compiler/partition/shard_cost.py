@@ -29,6 +29,7 @@ class Collective:
     kind: str  # "allreduce" | "allgather"
     bytes: int
     group: int
+    stage: int = 0  # chips of the stage whose blocks of `group` consecutive ranks run it (0: the group itself)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +142,13 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
         k = _op_scale(op, scales)
         if op.opcode in _COLLECTIVES:
             group = op.attr.get("group", tp)  # a kv head's chips gather its slices among themselves
-            collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, k), group))
+            nbytes = _scaled(op.results[0].type.nbytes, k)
+            collectives.append(Collective(_COLLECTIVES[op.opcode], nbytes, group, tp))
             continue
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp))
         if op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:
-            collectives.extend(_sequence_shard_exchanges(op, k))
+            collectives.extend(_sequence_shard_exchanges(op, k, tp))
         if op.opcode is Opcode.ATTENTION and "tier" in op.attr:
             tier = _tier_work(op, len(work), tier, k)
         work.append(_work(op, params | state | cold, scales, k))
@@ -159,14 +161,14 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
                      _state_read(chip_ops, state) + sum(cold.values()), tier)
 
 
-def _sequence_shard_exchanges(op: Op, rows_scale: float) -> tuple[Collective, ...]:
+def _sequence_shard_exchanges(op: Op, rows_scale: float, tp: int) -> tuple[Collective, ...]:
     """A sequence-sharded attention's all-gathers over the s chips of its kv head: their queries in, then
     their partials (context and two-part log-sum-exp per row and head) out."""
     shards, d = op.attr["seq_shards"], op.attr["head_dim"]
     rows = _scaled(op.operands[0].type.shape[0], rows_scale)
     heads = op.attr["heads"] * shards
-    return (Collective("allgather", 2 * rows * heads * d, shards),
-            Collective("allgather", 2 * shards * rows * heads * (d + 2), shards))
+    return (Collective("allgather", 2 * rows * heads * d, shards, tp),
+            Collective("allgather", 2 * shards * rows * heads * (d + 2), shards, tp))
 
 
 def row_scales(chip_ops: list[Op], resident: dict[str, int], rows_scale: float) -> dict[str, float]:

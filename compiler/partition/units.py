@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from compiler.frontend.options import CompileOptions
 from compiler.partition.shard_cost import ShardCost, chip_cost, shard_cost
-from compiler.passes.shard import ShardTensorParallel, allowed_tp, splits_kv
+from compiler.passes.shard import ShardTensorParallel, allowed_tp, lowers_split, splits_kv
 from ir.graph import Graph, Op, sorted_attrs
 from ir.ops import OPDEFS, Opcode
 
@@ -76,7 +76,8 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
         if kind not in costs:
             ops, pre = by_kind[kind], list(prefill.ops_in(scope))
             sizes = [t for t in allowed_tp(ops, limit) if t <= node or t % node == 0]
-            groups = [(t, split) for t in sizes for split in ((False, True) if splits_kv(ops, t) else (False,))]
+            groups = [(t, split) for t in sizes
+                      for split in ((False, True) if splits_kv(ops, t) and lowers_split(ops, t, node) else (False,))]
             # one sharding for both chunk sizes
             chip_pre = {g: ShardTensorParallel(*g)(pre) for g in groups}
             costs[kind] = ({g: shard_cost(ops, g[0], 1.0, alignment, g[1]) for g in groups},

@@ -64,6 +64,15 @@ def splits_kv(ops: Sequence[Op], tp: int) -> bool:
     return seq or bool(_latent_splits(ops, tp))
 
 
+def lowers_split(ops: Sequence[Op], tp: int, node: int) -> bool:
+    """Whether the chips sharing each kv head by sequence (seq_split) form groups the lowering runs:
+    at most a node (a block of consecutive ranks may straddle two nodes) or whole nodes. A wider block
+    would be one clique of s - 1 messages a chip over many nodes' links (programs s times larger)."""
+    return all(s <= node or s % node == 0 for s in (seq_split(op.attr["heads"], op.attr["kv_heads"], tp,
+                                                               "tier" in op.attr)
+                                                     for op in ops if op.opcode is Opcode.ATTENTION))
+
+
 def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
     """Group sizes t <= limit that can split the unit's work, padded where t does not divide it
     (head_case, feature_width, expert_splits), up to twice a grouped-query attention's heads.
@@ -126,16 +135,18 @@ def head_case(heads: int, kv_heads: int, t: int) -> str:
     return "kv-padded" if t < kv_heads else "expanded"
 
 
-def head_pads(ops: Sequence[Op], t: int) -> dict[str, tuple[int, ...]]:
+def head_pads(ops: Sequence[Op], t: int, split: bool = True) -> dict[str, tuple[int, ...]]:
     """Params whose full layout must be rearranged before it splits evenly over t chips (head_case):
     name -> (axis, groups, members, slots, size, repeat): along `axis`, `groups` runs of `members`
     heads of `size` elements, each head repeated `repeat` times, each run padded with zero heads to
     `slots`. The query projection's columns (its scales and bias) and the output projection's rows,
-    and the kv projections' columns when kv heads are padded or repeated."""
+    and the kv projections' columns when kv heads are padded or repeated, or (in the `split` layout)
+    sliced unevenly by the chips sharing a head by sequence (_kv_slice_pads)."""
     gqa = _gqa(ops)
     case = head_case(*gqa, t) if gqa else None
+    sliced = _kv_slice_pads(ops, t) if split else {}
     if case in (None, "even"):
-        return {}
+        return sliced
     heads, kv = gqa
     g, (q_here, kv_here) = heads // kv, head_split(heads, kv, t)
     q_pad = (kv, g, t * q_here // kv, 1) if case == "groups" else (1, heads, t * q_here, 1)
@@ -149,19 +160,25 @@ def head_pads(ops: Sequence[Op], t: int) -> dict[str, tuple[int, ...]]:
             _pad_chain(made, att.operands[index].name, pad, n, pads)
     if o is not None:
         _pad_operands(o, q_pad, heads, False, pads)
-    return pads
+    return pads | sliced
 
 
 def _kv_slices(ops: Sequence[Op], t: int) -> dict[str, int]:
     """The k and v projections (by result name) whose kv head s chips share by sequence (seq_split),
-    each chip computing 1 / s of the head's features, gathered whole before rope and the cache: s
-    each, when it divides the head. The projections' weights are then split, not repeated s times."""
+    each chip computing kv_slice_width of the head's features (1 / s, padded with zero features where s
+    does not divide the head), gathered whole before rope and the cache (the padding sliced off). The
+    projections' weights are then split, not repeated s times."""
+    return {name: runs for name, (runs, _) in _kv_projections(ops, t).items()}
+
+
+def _kv_projections(ops: Sequence[Op], t: int) -> dict[str, tuple[int, Op]]:
+    """_kv_slices' projections, with their chips a head and the matmul op."""
     att = next((op for op in ops if op.opcode is Opcode.ATTENTION), None)
     if att is None:
         return {}
     a = att.attr
     runs = seq_split(a["heads"], a["kv_heads"], t, "tier" in a)
-    if runs == 1 or a["head_dim"] % runs:
+    if runs == 1:
         return {}
     made = {r.name: op for op in ops for r in op.results}
     out = {}
@@ -169,9 +186,33 @@ def _kv_slices(ops: Sequence[Op], t: int) -> dict[str, int]:
         op = made.get(att.operands[index].name)
         while op is not None and op.opcode is not Opcode.MATMUL:
             op = made.get(op.operands[0].name)
-        if op is not None and op.attr.get("split") == "col":
-            out[op.results[0].name] = runs
+        if op is not None and op.attr.get("split") == "col" and kv_slice_width(
+                a["head_dim"], runs, op.operands[1].type.dtype) is not None:
+            out[op.results[0].name] = runs, op
     return out
+
+
+def kv_slice_width(head_dim: int, runs: int, dtype: DType = DType.F16) -> int | None:
+    """Features of a kv head each of its `runs` chips computes: ceil(head_dim / runs) (even for packed
+    int4 columns), the last chips' shares padded with zero features the plan counts; None where that
+    would leave a chip without a real feature (the head's projections are then repeated whole)."""
+    w = -(-head_dim // runs)
+    if dtype is DType.I4:
+        w += w % 2
+    return w if w * (runs - 1) < head_dim else None
+
+
+def _kv_slice_pads(ops: Sequence[Op], t: int) -> dict[str, tuple[int, ...]]:
+    """head_pads' entries for kv projections sliced unevenly (kv_slice_width): each kv head's columns
+    padded with zero features to runs x width, so that a chip's block of them is its slice."""
+    att = next((op for op in ops if op.opcode is Opcode.ATTENTION), None)
+    pads: dict[str, tuple[int, ...]] = {}
+    for runs, op in _kv_projections(ops, t).values():
+        hd, kv = att.attr["head_dim"], att.attr["kv_heads"]
+        w = kv_slice_width(hd, runs, op.operands[1].type.dtype)
+        if w * runs != hd:  # a head's features are `hd` heads of one element, padded to runs x w
+            _pad_operands(op, (kv, hd, runs * w, 1), kv * hd, True, pads)
+    return pads
 
 
 def _latent_splits(ops: Sequence[Op], t: int) -> set[str]:
@@ -261,8 +302,8 @@ def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None) -> bool:
         return op.operands[0].type.shape[-1] % t == 0
     if op.opcode is Opcode.MLA_ATTENTION:  # whole heads per chip; no replication past the head count
         return a["heads"] % t == 0
-    if op.opcode in _CHANNEL_OPERANDS:  # Mamba's conv and scan: whole channels per chip
-        return op.operands[0].type.shape[1] % t == 0
+    if op.opcode in _CHANNEL_OPERANDS:  # Mamba's conv and scan: whole channels, padded (feature_width)
+        return feature_width(op.operands[0].type.shape[1], t) is not None
     if op.opcode is Opcode.MATMUL and "split" in a:
         k, n = _weight_kn(op)
         width = n if a["split"] == "col" else k
@@ -327,6 +368,11 @@ class _Sharder:
         (t,) = OPDEFS[Opcode.ALLGATHER].type_rule((v.type,), {"group": slices})
         done = Value(f"{name}.{Opcode.ALLGATHER.value}", t)
         self.out.append(Op(Opcode.ALLGATHER, (v,), (done,), (("group", slices),), scope))
+        head = self.gqa and next(op.attr["head_dim"] for op in self.ops if op.opcode is Opcode.ATTENTION)
+        if head and t.shape[-1] > head:  # the zero features padding the last slices (kv_slice_width)
+            whole = Value(f"{name}.{Opcode.SLICE.value}", t.with_shape(*t.shape[:-1], head))
+            self.out.append(Op(Opcode.SLICE, (done,), (whole,), (("start", 0), ("stop", head)), scope))
+            done = whole
         self.value[name] = done  # still the chip's kv head, a shard over the group's heads
 
     def _operand(self, op: Op, index: int, v: Value) -> Value:
@@ -374,7 +420,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         heads = a.get("heads")
         share = (s.value[op.operands[0].name].type.shape[-1], _weight_kn(op)[0]) if a.get("split") == "row" else None
         return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share,
-                                    s.kv_slices.get(op.results[0].name, 1))
+                                    s.kv_slices.get(op.results[0].name, 1), op.operands[1].type.dtype)
     if op.opcode is Opcode.EMBED and index >= 1:  # the table and its scales, by vocabulary rows
         return v.type.with_shape(-(-shape[0] // t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
@@ -406,19 +452,21 @@ def _weight_kn(op: Op) -> tuple[int, int]:
 
 
 def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_here: int | None = None,
-                         in_share: tuple[int, int] | None = None, slices: int = 1) -> TensorType:
+                         in_share: tuple[int, int] | None = None, slices: int = 1,
+                         weight: DType | None = None) -> TensorType:
     """Per-chip weight (index 1), or scale/bias (2), of a split matmul. The out-feature
     axis is the last one, or the first of a `transpose_b` weight. Block scales (a 2-D scale)
     are laid out like their weight, one row per block of inputs, and split like it. A column
     split by heads keeps `heads_here` heads (head_split: maybe padded), or 1 / `slices` of its one
-    head (a kv head shared by sequence: _kv_slices); a row split keeps the inputs its sharded input
-    holds, `in_share` = (the chip's, all of them)."""
+    head (a kv head shared by sequence: _kv_slices, padded as the `weight` dtype packs); a row split
+    keeps the inputs its sharded input holds, `in_share` = (the chip's, all of them)."""
     split, shape = a.get("split"), t_in.shape
     like_weight = index == 1 or len(shape) == 2
     out_axis = 0 if like_weight and a.get("transpose_b") else len(shape) - 1
     if split == "col":
         heads = a.get("heads")
-        width = (lambda d: d // heads * heads_here // slices) if heads and heads_here else (
+        dtype = weight or t_in.dtype
+        width = (lambda d: _head_width(d // heads * heads_here, slices, dtype)) if heads and heads_here else (
             lambda d: _col_width(d, heads, t))
         return t_in.with_shape(*(width(d) if i == out_axis else d for i, d in enumerate(shape)))
     if split == "row" and like_weight:
@@ -426,6 +474,11 @@ def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_he
         here, total = in_share or (1, t)
         return t_in.with_shape(*(d * here // total if i == in_axis else d for i, d in enumerate(shape)))
     return t_in
+
+
+def _head_width(features: int, slices: int, dtype: DType) -> int:
+    """A chip's columns of its heads' `features`, or of its one kv head's slice (kv_slice_width)."""
+    return features if slices == 1 else kv_slice_width(features, slices, dtype)
 
 
 def _mla_operand_type(t_in: TensorType, index: int, a: dict, t: int) -> TensorType | None:
@@ -442,9 +495,10 @@ _CHANNEL_OPERANDS = {Opcode.CONV1D: (1, 2, 3), Opcode.SELECTIVE_SCAN: (2, 5, 6)}
 
 
 def _channel_operand_type(t_in: TensorType, t: int) -> TensorType:
-    """The chip's C/t channels of a param [C, ...] or a state [B, C, ...]."""
+    """The chip's feature_width(C, t) channels of a param [C, ...] or a state [B, C, ...] (the last chips'
+    padded with zero channels, as in_proj's columns are: a zero channel's scan output is zero)."""
     axis = 1 if len(t_in.shape) == 3 else 0
-    return t_in.with_shape(*(d // t if i == axis else d for i, d in enumerate(t_in.shape)))
+    return t_in.with_shape(*(feature_width(d, t) if i == axis else d for i, d in enumerate(t_in.shape)))
 
 
 def expert_splits(op: Op, t: int) -> list[tuple[int, int]]:

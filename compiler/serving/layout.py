@@ -51,9 +51,10 @@ def cache_layout(graph: Graph, plan: dict, memory: MemoryMap) -> list[dict]:
         per_chip = _per_chip(graph, owned, stage["tp"], stage.get("kv_layout") == "split")
         for b in held.blocks("both", ("state",)):
             if not _tiles(full[b.name].type.shape, per_chip[b.name].type.shape, stage["tp"]):
-                raise ConfigError(f"stage {stage['index']}: its {stage['tp']} chips pad or repeat the kv heads of "
-                                  f"{b.name} (passes.shard.head_case), which a disaggregated build cannot hand over "
-                                  "yet (a group that divides the kv heads, or a multiple of them, can)")
+                raise ConfigError(f"stage {stage['index']}: its {stage['tp']} chips pad or repeat {b.name} (kv heads: "
+                                  "passes.shard.head_case; Mamba channels: feature_width), which a disaggregated "
+                                  "build cannot hand over yet (a group that divides the kv heads or the channels, "
+                                  "or a multiple of the kv heads, can)")
             if per_chip[b.name].type.nbytes != b.bytes:
                 raise RuntimeError(f"stage {stage['index']}: {b.name} takes {b.bytes} bytes in memory.json, "
                                    f"its per-chip shape {per_chip[b.name].type.nbytes}")

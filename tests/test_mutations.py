@@ -77,11 +77,11 @@ def prompt_text(prompts: list[list[int]]) -> str:
 
 
 def test_the_campaign_flags_every_real_defect_and_no_clean_build(subjects):
-    results = campaign(list(subjects.values()), 520, seed=15)
+    results = campaign(list(subjects.values()), 640, seed=15)
     alarms = {name: false_alarms(s) for name, s in subjects.items()}
     rows = {r["build"]: r for r in table(results, alarms)}
     total = rows["total"]
-    assert total["injected"] == 520 and total["missed"] == 0 and total["false_alarms"] == 0
+    assert total["injected"] == 640 and total["missed"] == 0 and total["false_alarms"] == 0
     assert total["real"] == total["timing"] + total["functional"] > 250
     assert rows["tiny-llama-wafer"]["timing"] > 0 and rows["tiny-mamba"]["functional"] > 0
     assert rows["tiny-mixtral"]["functional"] > 0

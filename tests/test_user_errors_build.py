@@ -152,7 +152,7 @@ DAMAGE = {
                                        "plan.json has no 'target'"),
     "truncated program, resealed": (lambda b: ((b / "prefill.prog").write_bytes(b"SRAMPRG2"), _reseal(b)),
                                     "not a readable sramflow program"),
-    "older format": (lambda b: _edit(b / "manifest.json", '"format": 2', '"format": 1'), "reads format 2"),
+    "older format": (lambda b: _edit(b / "manifest.json", '"format": 3', '"format": 2'), "reads format 3"),
     "manifest pointing outside": (lambda b: _edit(b / "manifest.json", '"decode.ir"', '"../decode.ir"'),
                                   "which is not a file of the build directory"),
 }

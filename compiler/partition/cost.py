@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from compiler.partition.mesh import DeviceMesh, chip_mesh, collective_wire_s
 from compiler.partition.mesh import collective_s as collective_time_s
+from compiler.partition.overlap import column_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork
 from ir.ops import Opcode
 from targets.spec import ChipSpec, SystemSpec
@@ -106,7 +107,7 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
     times = [op_time(work, system, precision) for work in cost.work]
     for t in times:
         total += t
-    total += Breakdown(link_s=sum(collective_s(c, system) for c in cost.collectives))
+    total += Breakdown(link_s=sum(_exposed_s(c, times, system) for c in cost.collectives))
     return total + tier_time(cost, times, system) if cost.tier else total
 
 
@@ -201,6 +202,18 @@ def group_mesh(tp: int, system: SystemSpec) -> DeviceMesh:
     before placement; the lowering measures hops from the stage's own chips)."""
     node = system.chips_per_node
     return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node))
+
+
+def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> float:
+    """A collective's time beyond the ops': all of it, or, for an all-reduce in pieces under its
+    matmul (partition.overlap), what the pair takes beyond the matmul alone."""
+    if c.overlaps < 0:
+        return collective_s(c, system)
+    chip = system.chip
+    pieces = column_pieces(c.rows, c.columns, chip.matrix_dim * chip.matrix_planes, c.group)
+    mesh = group_mesh(c.group, system)
+    matmul = times[c.overlaps].total_s
+    return pair_s(matmul, c.bytes, pieces, lambda n: collective_time_s(c.kind, n, mesh, system)) - matmul
 
 
 def collective_s(c: Collective, system: SystemSpec) -> float:

@@ -102,7 +102,8 @@ def _tiles(k: int, n: int, dim: int) -> int:
 
 def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
     """A unit on one chip: its ops stream one after another (they share the SRAM
-    bandwidth), the dependency chain pays the pipeline latency, then collectives."""
+    bandwidth), the dependency chain pays the pipeline latency, then collectives (an all-reduce
+    in pieces under its row-parallel matmul only what the pair takes beyond the matmul)."""
     total = Breakdown(latency_s=cost.chain_ops * _op_latency_s(system))
     times = [op_time(work, system, precision) for work in cost.work]
     for t in times:

@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 import compiler.codegen.overlap as lowering
 from compiler.cli import main
+from compiler.frontend import build_graph, load_model_config
+from compiler.partition.cost import collective_s, unit_time
 from compiler.partition.overlap import column_pieces, pair_s
+from compiler.partition.shard_cost import shard_cost
+from ir.ops import Opcode
+from targets import load_target
 
 TINY = json.loads(Path("examples/models/tiny-llama.json").read_text())
 # 16-column panels: tiny-llama's 64-wide o_proj and down_proj outputs come in 4 pieces.
@@ -47,12 +52,16 @@ def test_a_pair_takes_the_longer_stream_and_never_more_than_serial(matmul, nbyte
     assert max(matmul, collective(nbytes)) <= split <= whole * (1 + 1e-12)
 
 
-def _build(capsys, tmp: Path, tp: int, pieced: bool, monkeypatch) -> Path:
-    """tiny-llama's layers (and embedding) pinned on `tp` chips, the head on one more; 16-column panels."""
+def _build(capsys, tmp: Path, case: tuple, pieced: bool, monkeypatch) -> Path:
+    """tiny-llama (with `fields`) on `dim`-column panels, its layers (and embedding) pinned on `tp` chips,
+    the head on one more."""
+    tp, fields, dim, extra = case
     tmp.mkdir(exist_ok=True)
     target = tmp / "target.toml"
-    target.write_text(PANELS_16)
-    args = ["tiny-llama", "--target", str(target), "--context", "32", "--prompt", "16", "--prefill-chunk", "8"]
+    target.write_text(PANELS_16.replace("matrix_dim = 16", f"matrix_dim = {dim}"))
+    (tmp / "config.json").write_text(json.dumps(TINY | fields))
+    args = [str(tmp / "config.json"), "--target", str(target), "--context", "32", "--prompt", "16",
+            "--prefill-chunk", "8", *extra]
     assert main(["plan", *args, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     first = plan["stages"][0]
@@ -73,12 +82,18 @@ def _run(capsys, build: Path, *extra: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("tp", [2, 4])
-def test_pieces_reduce_to_the_reference_and_schedule_faster(tmp_path, capsys, monkeypatch, tp):
-    pieced = _build(capsys, tmp_path / "pieced", tp, True, monkeypatch)
+@pytest.mark.parametrize("case", [
+    (2, {}, 16, ()),
+    (4, {}, 16, ()),
+    # block-scaled weights: each piece's panels bring their block scales (32-column panels: 2 pieces)
+    (2, {"intermediate_size": 256}, 32, ("--precision", "nvfp4")),
+])
+def test_pieces_reduce_to_the_reference_and_schedule_faster(tmp_path, capsys, monkeypatch, case):
+    tp = case[0]
+    pieced = _build(capsys, tmp_path / "pieced", case, True, monkeypatch)
     out = _run(capsys, pieced, "--functional", "--check-reference", "--prompt", PROMPT, "--tokens", "6")
     assert out["hazards"] == []
-    whole = _run(capsys, _build(capsys, tmp_path / "whole", tp, False, monkeypatch))
+    whole = _run(capsys, _build(capsys, tmp_path / "whole", case, False, monkeypatch))
     fast = _run(capsys, pieced)
     cycles = {phase: (fast[phase]["scheduled_cycles"], whole[phase]["scheduled_cycles"]) for phase in fast
               if phase in ("decode", "prefill")}
@@ -87,3 +102,16 @@ def test_pieces_reduce_to_the_reference_and_schedule_faster(tmp_path, capsys, mo
         assert cycles["decode"][0] < cycles["decode"][1]
     else:  # one row over 4 chips: 4 elements a slice, all message latency, so the pieces only add MEM instructions
         assert cycles["decode"][0] <= cycles["decode"][1] * 1.001
+
+
+def test_the_plan_costs_each_row_parallel_pair_as_its_longer_stream():
+    """llama-3.1-8b's layer on 8 lpu chips: o_proj's and down_proj's all-reduces overlap their matmuls,
+    and the unit's link time is what the pairs take beyond the matmuls (prefill: a 32-row chunk)."""
+    lpu = load_target("lpu")
+    graph = build_graph(load_model_config("llama-3.1-8b"), "prefill", context=1024, prompt=1024, layers=1)
+    cost = shard_cost(list(graph.ops_in("layers.0")), 8, rows_scale=32 / 1024)
+    paired = [c for c in cost.collectives if c.overlaps >= 0]
+    assert len(paired) == 2 and all(cost.work[c.overlaps].opcode is Opcode.MATMUL for c in paired)
+    assert all((c.rows, c.columns) == (32, 4096) for c in paired)
+    serial = sum(collective_s(c, lpu) for c in cost.collectives)
+    assert unit_time(cost, lpu, "int8").link_s < serial

@@ -29,14 +29,16 @@ PROMPT = "1 7 42 99 3 250 17 8 200 5 9 9 4 3"  # 14 tokens: two 8-token chunks
 
 @settings(max_examples=60, deadline=None)
 @given(rows=st.integers(1, 64), columns=st.integers(1, 9000), panel=st.sampled_from([16, 320, 1280]),
-       group=st.integers(1, 16))
-def test_pieces_are_whole_panels_that_cover_the_columns_once(rows, columns, panel, group):
-    pieces = column_pieces(rows, columns, panel, group)
+       group=st.integers(1, 16), narrow_first=st.booleans())
+def test_pieces_are_whole_panels_that_cover_the_columns_once(rows, columns, panel, group, narrow_first):
+    pieces = column_pieces(rows, columns, panel, group, narrow_first)
     assert pieces[0][0] == 0 and pieces[-1][1] == columns
     assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))
     if len(pieces) > 1:
-        assert all(a % panel == 0 and rows * (b - a) % group == 0 for a, b in pieces)
-        assert len(pieces) == -(-columns // panel)
+        widths = [b - a for a, b in pieces]
+        assert all(rows * w % group == 0 for w in widths) and len(pieces) == -(-columns // panel)
+        narrow = widths[0] if narrow_first else widths[-1]  # the one piece that may be less than a panel
+        assert widths.count(panel) >= len(pieces) - 1 and narrow == (columns % panel or panel)
 
 
 @settings(max_examples=60, deadline=None)
@@ -70,7 +72,7 @@ def _build(capsys, tmp: Path, case: tuple, pieced: bool, monkeypatch) -> Path:
     plan["stages"][1].pop("kv_layout", None)
     (tmp / "plan.json").write_text(json.dumps(plan))
     if not pieced:  # the unpieced form: every product one piece
-        monkeypatch.setattr(lowering, "column_pieces", lambda rows, columns, panel, group: ((0, columns),))
+        monkeypatch.setattr(lowering, "best_pieces", lambda rows, columns, *rest: ((0, columns),))
     assert main(["compile", *args, "--plan", str(tmp / "plan.json"), "-o", str(tmp / "b")]) == 0
     monkeypatch.undo()
     capsys.readouterr()

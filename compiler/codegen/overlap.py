@@ -9,10 +9,13 @@ strided READ and WRITE (data movement, no drain).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from compiler.codegen.collectives import Collectives
-from compiler.codegen.emit import Emitter, Slot
+from compiler.codegen.emit import FMT, Emitter, Slot
 from compiler.codegen.template import Ref
-from compiler.partition.overlap import column_pieces
+from compiler.partition.overlap import best_pieces
 from ir.graph import Op, Value
 
 
@@ -21,7 +24,8 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     x, w = mm.operands[:2]
     part, out = mm.results[0], ar.results[0]
     rows, cols = part.type.shape
-    pieces = column_pieces(rows, cols, e.t.timing.panel, e.tp)
+    product, collective = _cycles(e, coll, mm)
+    pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective)
     if len(pieces) == 1:
         return False
     e.slots[part.name] = Slot(e.t.local(part.type.nbytes), part.type.nbytes)
@@ -49,6 +53,24 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     last.deps = last.deps + tuple((f, 0) for f in finals[:-1])
     e.done(out, finals[-1])
     return True
+
+
+def _cycles(e: Emitter, coll: Collectives, mm: Op) -> tuple[int, Callable[[float], float]]:
+    """The product's MXM cycles, and an all-reduce's cycles by its bytes, by the rules the plan times them
+    with (partition.cost, partition.mesh): per level, its hops' latency plus a round of slices over its
+    links, twice (reduce-scatter, all-gather)."""
+    x, w, part = mm.operands[0], mm.operands[1], mm.results[0]
+    (m, k), n, t = x.type.shape, part.type.shape[1], e.t.timing
+
+    def collective(nbytes: float) -> float:
+        link, share = 0.0, nbytes
+        for lv in coll.levels:
+            share /= lv.group
+            rounds = math.ceil((lv.group - 1) / lv.links)
+            link += lv.hops * t.link_latency_cycles + rounds * share / t.link_bytes_per_cycle
+        return 2 * link
+
+    return t.mxm(m, k, n, FMT[w.type.dtype]), collective
 
 
 def _alias(e: Emitter, name: str, of: str, offset: int, nbytes: int) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from compiler.partition.mesh import DeviceMesh, chip_mesh, collective_wire_s
 from compiler.partition.mesh import collective_s as collective_time_s
-from compiler.partition.overlap import column_pieces, pair_s
+from compiler.partition.overlap import best_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork
 from ir.ops import Opcode
 from targets.spec import ChipSpec, SystemSpec
@@ -211,10 +211,15 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> flo
     if c.overlaps < 0:
         return collective_s(c, system)
     chip = system.chip
-    pieces = column_pieces(c.rows, c.columns, chip.matrix_dim * chip.matrix_planes, c.group)
     mesh = group_mesh(c.group, system)
     matmul = times[c.overlaps].total_s
-    return pair_s(matmul, c.bytes, pieces, lambda n: collective_time_s(c.kind, n, mesh, system)) - matmul
+
+    def collective(n: float) -> float:
+        return collective_time_s(c.kind, n, mesh, system)
+
+    pieces = best_pieces(c.rows, c.columns, chip.matrix_dim * chip.matrix_planes, c.group, matmul, c.bytes,
+                         collective)
+    return pair_s(matmul, c.bytes, pieces, collective) - matmul
 
 
 def collective_s(c: Collective, system: SystemSpec) -> float:

@@ -8,7 +8,7 @@ runs on the links while the MXM does piece p + 1, and only the last piece's coll
 the whole product (the next op, a residual add and a norm, needs whole rows).
 
 Pieces: one per weight panel of the output (the matmul's own panel loop; Timing.panel columns), the
-narrow one left over first or last (column_pieces).
+narrow one left over first or last, whichever makes the pair shorter (best_pieces).
 More pieces shrink the exposed last one, and a piece costs the links nothing extra but its message
 latency, which the pieces after it hide; so the rule takes every panel, provided each piece's
 elements divide evenly over the group (its collective's slices then stay inside the piece).

@@ -16,7 +16,7 @@ import compiler.codegen.overlap as lowering
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
 from compiler.partition.cost import collective_s, unit_time
-from compiler.partition.overlap import column_pieces, pair_s
+from compiler.partition.overlap import PIECE_MESSAGES, column_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import shard_cost
 from ir.ops import Opcode
 from targets import load_target
@@ -39,6 +39,28 @@ def test_pieces_are_whole_panels_that_cover_the_columns_once(rows, columns, pane
         assert all(rows * w % group == 0 for w in widths) and len(pieces) == -(-columns // panel)
         narrow = widths[0] if narrow_first else widths[-1]  # the one piece that may be less than a panel
         assert widths.count(panel) >= len(pieces) - 1 and narrow == (columns % panel or panel)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 64), columns=st.integers(1, 20000), panel=st.sampled_from([16, 320, 1280]),
+       group=st.sampled_from([1, 2, 4, 8]), most=st.integers(1, 20), narrow_first=st.booleans())
+def test_at_most_pieces_of_equal_whole_panels_but_the_narrow_one(rows, columns, panel, group, most, narrow_first):
+    pieces = column_pieces(rows, columns, panel, group, narrow_first, most)
+    widths = [b - a for a, b in pieces]
+    assert pieces[0][0] == 0 and pieces[-1][1] == columns and len(pieces) <= most
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))
+    if len(pieces) > 1:
+        wide = max(widths)
+        assert wide % panel == 0 and widths.count(wide) >= len(pieces) - 1
+        assert (widths[-1] if not narrow_first else widths[0]) == (columns % wide or wide)
+
+
+@pytest.mark.parametrize(("levels", "pieces"), [((8,), 3), ((8, 2), 3), ((8, 8), 1), ((2,), 24), ((1,), 1)])
+def test_a_pair_takes_as_many_pieces_as_its_message_budget_allows(levels, pieces):
+    """Each piece's all-reduce sends 2 x (size - 1) messages a chip per level: llama-3.1-405b int8's tp-64
+    stages (8 x 8) stay whole, at 13 one-panel pieces their prefill had 5x the instructions."""
+    assert max_pieces(levels) == pieces
+    assert pieces == 1 or pieces * 2 * sum(s - 1 for s in levels) <= PIECE_MESSAGES
 
 
 @settings(max_examples=60, deadline=None)

@@ -3,8 +3,9 @@
 Piece p's product is written piece-major into the partial sums (its [rows, width] block contiguous),
 so its all-reduce is the ordinary one over those bytes; the MXM goes on with piece p + 1 while the
 links carry piece p. One row: a piece is a contiguous run of the result, reduced in place. Several
-rows: each piece is reduced into a piece-major buffer and moved into its columns of the result by one
-strided READ and WRITE (data movement, no drain).
+rows: each piece is reduced in place (the all-reduce reads its whole piece into streams before it writes
+any of it back) and moved into its columns of the result by one strided READ and WRITE (data movement,
+no drain); no buffer beyond the partial sums and the result, which the plan's activation peak counts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from compiler.codegen.collectives import Collectives
 from compiler.codegen.emit import FMT, Emitter, Slot
 from compiler.codegen.template import Ref
-from compiler.partition.overlap import best_pieces
+from compiler.partition.overlap import best_pieces, max_pieces
 from ir.graph import Op, Value
 
 
@@ -25,14 +26,13 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     part, out = mm.results[0], ar.results[0]
     rows, cols = part.type.shape
     product, collective = _cycles(e, coll, mm)
-    pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective)
+    pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective,
+                         max_pieces([lv.group for lv in coll.levels]))
     if len(pieces) == 1:
         return False
     e.slots[part.name] = Slot(e.t.local(part.type.nbytes), part.type.nbytes)
     e.result(out)
-    staged = part.type.nbytes if rows > 1 else 0
-    if staged:
-        e.slots[f"{out.name}.pieces"] = Slot(e.t.local(staged), staged)
+    staged = rows > 1
     last_mxm, finals = None, []
     for j, (c0, c1) in enumerate(pieces):
         width = c1 - c0
@@ -41,7 +41,7 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
         last_mxm = e.matmul(x, w, mm.operands[2:], piece, bool(mm.attr.get("transpose_b")), columns=(c0, c1),
                             after=last_mxm)
         reduced = f"{out.name}.p{j}"
-        _alias(e, reduced, f"{out.name}.pieces" if staged else out.name, rows * c0 * 2, piece.type.nbytes)
+        _alias(e, reduced, part.name if staged else out.name, rows * c0 * 2, piece.type.nbytes)
         done = coll.allreduce(piece.name, reduced, piece.type.nbytes, rows * width)
         if staged:  # into columns [c0, c1) of every row
             r = e.read(reduced)

@@ -180,6 +180,10 @@ class Collectives:
                 writes.append(self._store(out, r, block, parts, drain=False))
             block *= lv.group
             src = None
+        # Readers wait for the last write, so it waits for every other: messages on busy links (an
+        # all-reduce in pieces shares them) may land out of order.
+        last = self.e.t.instrs[writes[-1]]
+        last.deps = last.deps + tuple((w, 0) for w in writes[:-1] if all(w != d for d, _ in last.deps))
         return writes[-1]
 
     def _write(self, out: str, cur: tuple[int, int], dims: list[tuple[Level, int]], drain: bool) -> int:

@@ -155,7 +155,8 @@ class Emitter:
         self.done(out, self.write(out.name, s, i, out.type.nbytes))
 
     def matmul(self, x: Value, w: Value, scales: tuple[Value, ...], out: Value, transpose_b: bool,
-               index: Index | None = None, group: Group | None = None, xs: tuple[int, int] | None = None) -> None:
+               index: Index | None = None, group: Group | None = None, xs: tuple[int, int] | None = None,
+               columns: tuple[int, int] | None = None, after: int | None = None) -> int:
         """x[M,K] @ w: weight panels stream through the MXM, accumulating over K (each MXM
         takes the previous one's partial sums on s_c). Weights stay row-major as stored, so a
         panel is a 2-D READ; a block-scaled weight's panel brings the rows of its block scales
@@ -164,7 +165,9 @@ class Emitter:
         weights (and scales) are chosen at run time. `group`: w (and its scales) stack one
         matrix per local expert; each panel streams every expert's piece once and each of x's
         rows (the table's slots) passes its own expert's (a grouped MXM). `xs`: x already on a stream
-        (its producer and stream), not read from SRAM."""
+        (its producer and stream), not read from SRAM. `columns`: only the weight's output columns
+        [start, stop) (start on a panel), into `out` [M, stop - start], whose slot the caller made;
+        `after`: the MXM the first panel's READ streams ahead of. Returns the last MXM."""
         m, k_all = x.type.shape
         n_all = out.type.shape[1]
         tiles = (group.tiles, w.type.nbytes // group.tiles) if group else (0, 0)
@@ -173,10 +176,14 @@ class Emitter:
         block = w.type.dtype.block
         panel = self.t.timing.panel
         xs = xs or self.read(x.name)
-        self.result(out)
-        last_mxm = None
-        for n0 in range(0, n_all, panel):
-            nb = min(panel, n_all - n0)
+        if columns is None:
+            columns = (0, n_all)
+            self.result(out)
+        else:
+            n_all = w.type.shape[0] if transpose_b else w.type.shape[1]
+        last_mxm = after
+        for n0 in range(columns[0], columns[1], panel):
+            nb = min(panel, columns[1] - n0)
             acc = None
             for k0 in range(0, k_all, panel):
                 kb = min(panel, k_all - k0)
@@ -201,7 +208,9 @@ class Emitter:
                                        k=kb, n=nb, flags=int(flags), s_a=ws, s_b=xs[1], s_c=partial, s_d=s_d,
                                        offset=k0, s_out=self.t.stream(), deps=deps, **grouped))
                 last_mxm = acc
-            self._finish_panel(out, scales if block is None else scales[1:], acc, m, (n0, nb, n_all), index, group)
+            self._finish_panel(out, scales if block is None else scales[1:], acc, m, (n0, nb, n_all), index, group,
+                               columns[0])
+        return last_mxm
 
     def _panel(self, name: str, fmt: Fmt, shape: tuple[int, int], at: tuple[int, int], size: tuple[int, int],
                transpose_b: bool, after: tuple, index: Index | None, tiles: tuple[int, int] = (0, 0)
@@ -218,11 +227,13 @@ class Emitter:
                          tiles=tiles)
 
     def _finish_panel(self, out: Value, after: tuple[Value, ...], acc: int, m: int, cols: tuple[int, int, int],
-                      index: Index | None = None, group: Group | None = None) -> None:
+                      index: Index | None = None, group: Group | None = None, start: int = 0) -> None:
         """Scale the products by what multiplies them after the MXM (one 16-bit scale per output
-        channel, or NVFP4's f32 tensor scale) and write columns [n0, n0+nb) of each row. Grouped,
+        channel, or NVFP4's f32 tensor scale) and write columns [n0, n0+nb) of each row (of `out`,
+        which holds the weight's columns from `start`). Grouped,
         every expert's scales stream and each row takes its own expert's (SCALE axis "expert")."""
         n0, nb, n_all = cols
+        width = out.type.shape[1]
         stream, producer = self.t.instrs[acc].s_out, acc
         ahead = ((acc, -self.t.instrs[acc].cycles),)  # read when the panel's last MXM starts, not held all unit
         if after and group:
@@ -240,9 +251,9 @@ class Emitter:
             sr = self.read(after[0].name, nb * 2, n0 * 2, after=ahead,
                            index=replace(index, step=n_all * 2) if index else None)
             producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, nb * 2)
-        rows = m if m > 1 and nb < n_all else 0
-        self.done(out, self.write(out.name, stream, producer, m * nb * 2, offset=n0 * 2, rows=rows,
-                                  stride=n_all * 2 if rows else 0))
+        rows = m if m > 1 and nb < width else 0
+        self.done(out, self.write(out.name, stream, producer, m * nb * 2, offset=(n0 - start) * 2, rows=rows,
+                                  stride=width * 2 if rows else 0))
 
 
 def rows_cols(v: Value) -> tuple[int, int]:

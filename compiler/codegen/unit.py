@@ -10,9 +10,11 @@ from compiler.codegen.alloc import Interval, first_fit
 from compiler.codegen.attention import lower_sequence_shards
 from compiler.codegen.collectives import Collectives, Level
 from compiler.codegen.emit import Emitter, Slot
+from compiler.codegen.overlap import lower_overlapped
 from compiler.codegen.rules import EMIT
 from compiler.codegen.schedule import schedule
 from compiler.codegen.template import Ref, Rel, Space, Template
+from compiler.partition.overlap import overlapped
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op, Value
 from ir.isa import Fn
@@ -67,8 +69,13 @@ def unit_code(name: str, ops: Sequence[Op], timing: Timing, inputs: Sequence[str
     e = Emitter(t, slots, exported, tp=math.prod(lv.group for lv in levels))
     coll = Collectives(e, levels)
     values = {v.name: v for op in ops for v in (*op.operands, *op.results)}
-    for op in ops:
-        if op.opcode in (Opcode.ALLREDUCE, Opcode.ALLGATHER):
+    pairs, skip = overlapped(ops), set()
+    for i, op in enumerate(ops):
+        if i in skip:
+            continue
+        if i in pairs and op.results[0].name not in exported and lower_overlapped(e, coll, op, ops[pairs[i]]):
+            skip.add(pairs[i])  # the all-reduce went with its matmul's pieces
+        elif op.opcode in (Opcode.ALLREDUCE, Opcode.ALLGATHER):
             _collective(e, coll, op)
         elif op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:
             _sharded_argmax(e, coll, op)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s
 from compiler.partition.mesh import collective_s as collective_time_s
+from compiler.partition.overlap import best_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork
 from ir.ops import Opcode
 from targets.spec import ChipSpec, SystemSpec
@@ -102,12 +103,13 @@ def _tiles(k: int, n: int, dim: int) -> int:
 
 def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
     """A unit on one chip: its ops stream one after another (they share the SRAM
-    bandwidth), the dependency chain pays the pipeline latency, then collectives."""
+    bandwidth), the dependency chain pays the pipeline latency, then collectives (an all-reduce
+    in pieces under its row-parallel matmul only what the pair takes beyond the matmul)."""
     total = Breakdown(latency_s=cost.chain_ops * _op_latency_s(system))
     times = [op_time(work, system, precision) for work in cost.work]
     for t in times:
         total += t
-    total += Breakdown(link_s=sum(collective_s(c, system) for c in cost.collectives))
+    total += Breakdown(link_s=sum(_exposed_s(c, times, system) for c in cost.collectives))
     return total + tier_time(cost, times, system) if cost.tier else total
 
 
@@ -202,6 +204,23 @@ def group_mesh(tp: int, system: SystemSpec) -> DeviceMesh:
     before placement; the lowering measures hops from the stage's own chips)."""
     node = system.chips_per_node
     return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node))
+
+
+def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> float:
+    """A collective's time beyond the ops': all of it, or, for an all-reduce in pieces under its
+    matmul (partition.overlap), what the pair takes beyond the matmul alone."""
+    if c.overlaps < 0:
+        return collective_s(c, system)
+    chip = system.chip
+    mesh = group_mesh(c.group, system)
+    matmul = times[c.overlaps].total_s
+
+    def collective(n: float) -> float:
+        return collective_time_s(c.kind, n, mesh, system)
+
+    pieces = best_pieces(c.rows, c.columns, chip.matrix_dim * chip.matrix_planes, c.group, matmul, c.bytes,
+                         collective, max_pieces([axis.size for axis in mesh.axes]))
+    return pair_s(matmul, c.bytes, pieces, collective) - matmul
 
 
 def collective_s(c: Collective, system: SystemSpec) -> float:

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from compiler.partition.overlap import overlapped
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
 from ir.ops import OPDEFS, Opcode, by_address, expert_passes, reach_of, routed_slots, tier_operands
@@ -30,6 +31,11 @@ class Collective:
     bytes: int
     group: int
     stage: int = 0  # chips of the stage whose blocks of `group` consecutive ranks run it (0: the group itself)
+    # An all-reduce that overlaps the row-parallel matmul before it (partition.overlap): that matmul's
+    # index in ShardCost.work and its output's rows and columns, which set the pieces.
+    overlaps: int = -1
+    rows: int = 0
+    columns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +144,15 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     scales = row_scales(chip_ops, params | state | cold, rows_scale)
     work, collectives = [], []
     tier = None
-    for op in chip_ops:
+    pairs = {ar: mm for mm, ar in overlapped(chip_ops).items()}
+    for i, op in enumerate(chip_ops):
         k = _op_scale(op, scales)
         if op.opcode in _COLLECTIVES:
             group = op.attr.get("group", tp)  # a kv head's chips gather its slices among themselves
-            nbytes = _scaled(op.results[0].type.nbytes, k)
-            collectives.append(Collective(_COLLECTIVES[op.opcode], nbytes, group, tp))
+            shape = op.results[0].type.shape
+            piece = (len(work) - 1, _scaled(shape[0], k), shape[-1]) if i in pairs else ()
+            collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, k), group, tp,
+                                          *piece))
             continue
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp))

@@ -1,0 +1,79 @@
+"""Lowering of a row-parallel matmul and its all-reduce in column pieces (the rule: partition.overlap).
+
+Piece p's product is written piece-major into the partial sums (its [rows, width] block contiguous),
+so its all-reduce is the ordinary one over those bytes; the MXM goes on with piece p + 1 while the
+links carry piece p. One row: a piece is a contiguous run of the result, reduced in place. Several
+rows: each piece is reduced in place (the all-reduce reads its whole piece into streams before it writes
+any of it back) and moved into its columns of the result by one strided READ and WRITE (data movement,
+no drain); no buffer beyond the partial sums and the result, which the plan's activation peak counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from compiler.codegen.collectives import Collectives
+from compiler.codegen.emit import FMT, Emitter, Slot
+from compiler.codegen.template import Ref
+from compiler.partition.overlap import best_pieces, max_pieces
+from ir.graph import Op, Value
+
+
+def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
+    """Lower the pair in pieces; False (nothing emitted) when the rule gives one piece."""
+    x, w = mm.operands[:2]
+    part, out = mm.results[0], ar.results[0]
+    rows, cols = part.type.shape
+    product, collective = _cycles(e, coll, mm)
+    pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective,
+                         max_pieces([lv.group for lv in coll.levels]))
+    if len(pieces) == 1:
+        return False
+    e.slots[part.name] = Slot(e.t.local(part.type.nbytes), part.type.nbytes)
+    e.result(out)
+    staged = rows > 1
+    last_mxm, finals = None, []
+    for j, (c0, c1) in enumerate(pieces):
+        width = c1 - c0
+        piece = Value(f"{part.name}.p{j}", part.type.with_shape(rows, width))
+        _alias(e, piece.name, part.name, rows * c0 * 2, piece.type.nbytes)
+        last_mxm = e.matmul(x, w, mm.operands[2:], piece, bool(mm.attr.get("transpose_b")), columns=(c0, c1),
+                            after=last_mxm)
+        reduced = f"{out.name}.p{j}"
+        _alias(e, reduced, part.name if staged else out.name, rows * c0 * 2, piece.type.nbytes)
+        done = coll.allreduce(piece.name, reduced, piece.type.nbytes, rows * width)
+        if staged:  # into columns [c0, c1) of every row
+            r = e.read(reduced)
+            done = e.write(out.name, r[1], r[0], piece.type.nbytes, offset=c0 * 2, rows=rows, stride=cols * 2,
+                           drain=False)
+        finals.append(done)
+    # Readers wait for the last piece's write; it waits in turn for every piece's.
+    last = e.t.instrs[finals[-1]]
+    last.deps = last.deps + tuple((f, 0) for f in finals[:-1])
+    e.done(out, finals[-1])
+    return True
+
+
+def _cycles(e: Emitter, coll: Collectives, mm: Op) -> tuple[int, Callable[[float], float]]:
+    """The product's MXM cycles, and an all-reduce's cycles by its bytes, by the rules the plan times them
+    with (partition.cost, partition.mesh): per level, its hops' latency plus a round of slices over its
+    links, twice (reduce-scatter, all-gather)."""
+    x, w, part = mm.operands[0], mm.operands[1], mm.results[0]
+    (m, k), n, t = x.type.shape, part.type.shape[1], e.t.timing
+
+    def collective(nbytes: float) -> float:
+        link, share = 0.0, nbytes
+        for lv in coll.levels:
+            share /= lv.group
+            rounds = math.ceil((lv.group - 1) / lv.links)
+            link += lv.hops * t.link_latency_cycles + rounds * share / t.link_bytes_per_cycle
+        return 2 * link
+
+    return t.mxm(m, k, n, FMT[w.type.dtype]), collective
+
+
+def _alias(e: Emitter, name: str, of: str, offset: int, nbytes: int) -> None:
+    """`name` as the `nbytes` of value `of` from byte `offset` (its producer's write is tracked apart)."""
+    slot = e.slots[of]
+    e.slots[name] = Slot(Ref(slot.ref.space, slot.ref.slot, slot.ref.offset + offset, slot.ref.parts), nbytes)

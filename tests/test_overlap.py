@@ -1,0 +1,141 @@
+"""Row-parallel matmuls overlapped with their all-reduce, by column pieces (compiler.partition.overlap):
+the pieces' all-reduces together give the whole one (functional mode against the graph IR reference at
+tp 2 and 4), the schedule is faster than the unpieced form, and the plan costs the pair as the longer
+of its two streams."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import compiler.codegen.overlap as lowering
+from compiler.cli import main
+from compiler.frontend import build_graph, load_model_config
+from compiler.partition.cost import collective_s, unit_time
+from compiler.partition.overlap import PIECE_MESSAGES, column_pieces, max_pieces, pair_s
+from compiler.partition.shard_cost import shard_cost
+from ir.ops import Opcode
+from targets import load_target
+
+TINY = json.loads(Path("examples/models/tiny-llama.json").read_text())
+# 16-column panels: tiny-llama's 64-wide o_proj and down_proj outputs come in 4 pieces.
+PANELS_16 = 'base = "lpu-mini"\nname = "lpu-mini-p16"\n[chip]\nmatrix_dim = 16\nmatrix_planes = 1\n'
+PROMPT = "1 7 42 99 3 250 17 8 200 5 9 9 4 3"  # 14 tokens: two 8-token chunks
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 64), columns=st.integers(1, 9000), panel=st.sampled_from([16, 320, 1280]),
+       group=st.integers(1, 16), narrow_first=st.booleans())
+def test_pieces_are_whole_panels_that_cover_the_columns_once(rows, columns, panel, group, narrow_first):
+    pieces = column_pieces(rows, columns, panel, group, narrow_first)
+    assert pieces[0][0] == 0 and pieces[-1][1] == columns
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))
+    if len(pieces) > 1:
+        widths = [b - a for a, b in pieces]
+        assert all(rows * w % group == 0 for w in widths) and len(pieces) == -(-columns // panel)
+        narrow = widths[0] if narrow_first else widths[-1]  # the one piece that may be less than a panel
+        assert widths.count(panel) >= len(pieces) - 1 and narrow == (columns % panel or panel)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 64), columns=st.integers(1, 20000), panel=st.sampled_from([16, 320, 1280]),
+       group=st.sampled_from([1, 2, 4, 8]), most=st.integers(1, 20), narrow_first=st.booleans())
+def test_at_most_pieces_of_equal_whole_panels_but_the_narrow_one(rows, columns, panel, group, most, narrow_first):
+    pieces = column_pieces(rows, columns, panel, group, narrow_first, most)
+    widths = [b - a for a, b in pieces]
+    assert pieces[0][0] == 0 and pieces[-1][1] == columns and len(pieces) <= most
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))
+    if len(pieces) > 1:
+        wide = max(widths)
+        assert wide % panel == 0 and widths.count(wide) >= len(pieces) - 1
+        assert (widths[-1] if not narrow_first else widths[0]) == (columns % wide or wide)
+
+
+@pytest.mark.parametrize(("levels", "pieces"), [((8,), 3), ((8, 2), 3), ((8, 8), 1), ((2,), 24), ((1,), 1)])
+def test_a_pair_takes_as_many_pieces_as_its_message_budget_allows(levels, pieces):
+    """Each piece's all-reduce sends 2 x (size - 1) messages a chip per level: llama-3.1-405b int8's tp-64
+    stages (8 x 8) stay whole, at 13 one-panel pieces their prefill had 5x the instructions."""
+    assert max_pieces(levels) == pieces
+    assert pieces == 1 or pieces * 2 * sum(s - 1 for s in levels) <= PIECE_MESSAGES
+
+
+@settings(max_examples=60, deadline=None)
+@given(matmul=st.floats(1e-7, 1e-4), nbytes=st.integers(1, 1 << 22), columns=st.integers(1, 9000))
+def test_a_pair_takes_the_longer_stream_and_never_more_than_serial(matmul, nbytes, columns):
+    def collective(n: float) -> float:
+        return 2.4e-7 + n / 12.9e9
+
+    pieces = column_pieces(1, columns, 1280, 1)
+    whole = pair_s(matmul, nbytes, ((0, columns),), collective)
+    split = pair_s(matmul, nbytes, column_pieces(1, columns, 1280, 8) if columns % 8 == 0 else pieces, collective)
+    assert whole == matmul + collective(nbytes)
+    assert max(matmul, collective(nbytes)) <= split <= whole * (1 + 1e-12)
+
+
+def _build(capsys, tmp: Path, case: tuple, pieced: bool, monkeypatch) -> Path:
+    """tiny-llama (with `fields`) on `dim`-column panels, its layers (and embedding) pinned on `tp` chips,
+    the head on one more."""
+    tp, fields, dim, extra = case
+    tmp.mkdir(exist_ok=True)
+    target = tmp / "target.toml"
+    target.write_text(PANELS_16.replace("matrix_dim = 16", f"matrix_dim = {dim}"))
+    (tmp / "config.json").write_text(json.dumps(TINY | fields))
+    args = [str(tmp / "config.json"), "--target", str(target), "--context", "32", "--prompt", "16",
+            "--prefill-chunk", "8", *extra]
+    assert main(["plan", *args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    first = plan["stages"][0]
+    plan["stages"] = [dict(first, units=["embed", "layers.1"], tp=tp, chip_range=[0, tp - 1]),
+                      dict(first, units=["head", "head"], tp=1, chip_range=[tp, tp])]
+    plan["stages"][1].pop("kv_layout", None)
+    (tmp / "plan.json").write_text(json.dumps(plan))
+    if not pieced:  # the unpieced form: every product one piece
+        monkeypatch.setattr(lowering, "best_pieces", lambda rows, columns, *rest: ((0, columns),))
+    assert main(["compile", *args, "--plan", str(tmp / "plan.json"), "-o", str(tmp / "b")]) == 0
+    monkeypatch.undo()
+    capsys.readouterr()
+    return tmp / "b"
+
+
+def _run(capsys, build: Path, *extra: str) -> dict:
+    assert main(["run", str(build), *extra, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("case", [
+    (2, {}, 16, ()),
+    (4, {}, 16, ()),
+    # block-scaled weights: each piece's panels bring their block scales (32-column panels: 2 pieces)
+    (2, {"intermediate_size": 256}, 32, ("--precision", "nvfp4")),
+])
+def test_pieces_reduce_to_the_reference_and_schedule_faster(tmp_path, capsys, monkeypatch, case):
+    tp = case[0]
+    pieced = _build(capsys, tmp_path / "pieced", case, True, monkeypatch)
+    out = _run(capsys, pieced, "--functional", "--check-reference", "--prompt", PROMPT, "--tokens", "6")
+    assert out["hazards"] == []
+    whole = _run(capsys, _build(capsys, tmp_path / "whole", case, False, monkeypatch))
+    fast = _run(capsys, pieced)
+    cycles = {phase: (fast[phase]["scheduled_cycles"], whole[phase]["scheduled_cycles"]) for phase in fast
+              if phase in ("decode", "prefill")}
+    assert cycles["prefill"][0] < cycles["prefill"][1]
+    if tp == 2:
+        assert cycles["decode"][0] < cycles["decode"][1]
+    else:  # one row over 4 chips: 4 elements a slice, all message latency, so the pieces only add MEM instructions
+        assert cycles["decode"][0] <= cycles["decode"][1] * 1.001
+
+
+def test_the_plan_costs_each_row_parallel_pair_as_its_longer_stream():
+    """llama-3.1-8b's layer on 8 lpu chips: o_proj's and down_proj's all-reduces overlap their matmuls,
+    and the unit's link time is what the pairs take beyond the matmuls (prefill: a 32-row chunk)."""
+    lpu = load_target("lpu")
+    graph = build_graph(load_model_config("llama-3.1-8b"), "prefill", context=1024, prompt=1024, layers=1)
+    cost = shard_cost(list(graph.ops_in("layers.0")), 8, rows_scale=32 / 1024)
+    paired = [c for c in cost.collectives if c.overlaps >= 0]
+    assert len(paired) == 2 and all(cost.work[c.overlaps].opcode is Opcode.MATMUL for c in paired)
+    assert all((c.rows, c.columns) == (32, 4096) for c in paired)
+    serial = sum(collective_s(c, lpu) for c in cost.collectives)
+    assert unit_time(cost, lpu, "int8").link_s < serial

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from compiler.cli import main
-from ir.build_io import write_manifest
+from ir.build_io import FORMAT, write_manifest
 from targets.build_dir import load_build
 from tests.cli_errors import TINY, copy_build, flip_byte, ok, refused, snapshot
 
@@ -104,7 +104,7 @@ def test_compile_writes_a_new_empty_or_previous_build_and_nothing_else(capsys, a
     ok(capsys, "compile", *TINY, "-o", target)
     assert _outside(snapshot(area), "b") == before
     assert (target / "prefill.ir").is_file() and load_build(target).plan["model"] == "tiny-llama"
-    assert json.loads((target / "manifest.json").read_text())["format"] == 2
+    assert json.loads((target / "manifest.json").read_text())["format"] == FORMAT
 
 
 def test_a_failed_compile_leaves_the_previous_build_as_it_was(capsys, area, build):
@@ -152,7 +152,7 @@ DAMAGE = {
                                        "plan.json has no 'target'"),
     "truncated program, resealed": (lambda b: ((b / "prefill.prog").write_bytes(b"SRAMPRG2"), _reseal(b)),
                                     "not a readable sramflow program"),
-    "older format": (lambda b: _edit(b / "manifest.json", '"format": 3', '"format": 2'), "reads format 3"),
+    "older format": (lambda b: _edit(b / "manifest.json", f'"format": {FORMAT}', '"format": 1'), f"reads format {FORMAT}"),
     "manifest pointing outside": (lambda b: _edit(b / "manifest.json", '"decode.ir"', '"../decode.ir"'),
                                   "which is not a file of the build directory"),
 }

@@ -152,7 +152,8 @@ DAMAGE = {
                                        "plan.json has no 'target'"),
     "truncated program, resealed": (lambda b: ((b / "prefill.prog").write_bytes(b"SRAMPRG2"), _reseal(b)),
                                     "not a readable sramflow program"),
-    "older format": (lambda b: _edit(b / "manifest.json", f'"format": {FORMAT}', '"format": 1'), f"reads format {FORMAT}"),
+    "older format": (lambda b: _edit(b / "manifest.json", f'"format": {FORMAT}', '"format": 1'),
+                     f"reads format {FORMAT}"),
     "manifest pointing outside": (lambda b: _edit(b / "manifest.json", '"decode.ir"', '"../decode.ir"'),
                                   "which is not a file of the build directory"),
 }

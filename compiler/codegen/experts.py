@@ -37,9 +37,7 @@ def lower_experts(e: Emitter, op: GraphOp) -> None:
     if rows > 1:
         (lower_by_address if by_address(rows, op.attr["top_k"], op.operands[3].type.shape[0]) else lower_grouped)(e, op)
         return
-    x, weights, ids, gate, up, down = op.operands[:6]
-    per = (len(op.operands) - 6) // 3  # each weight's scale operands: its block or channel scales, its tensor scale
-    scales = [op.operands[6 + k::3][:per] for k in range(3)]
+    x, weights, ids, gate, up, down, scales = _operands(op)
     out = op.results[0]
     rows, hidden = x.type.shape
     here, _, inter = gate.type.shape
@@ -79,9 +77,7 @@ def lower_by_address(e: Emitter, op: GraphOp) -> None:
     r's pass j streams the row's j-th routed expert (by address, as decode's passes) over that row alone
     and adds its weighted output into row r. Rows run one after another, so the result's last write
     follows every other, and at most IN_FLIGHT passes at once (each keeps a few streams live)."""
-    x, weights, ids, gate, up, down = op.operands[:6]
-    per = (len(op.operands) - 6) // 3
-    scales = [op.operands[6 + k::3][:per] for k in range(3)]
+    x, weights, ids, gate, up, down, scales = _operands(op)
     out = op.results[0]
     rows, hidden = x.type.shape
     here, _, inter = gate.type.shape
@@ -126,6 +122,13 @@ def lower_by_address(e: Emitter, op: GraphOp) -> None:
 IN_FLIGHT = 4  # passes by address a chip overlaps: DeepSeek-V3's 128 (16 rows, 256 sliced experts) kept 677 streams
 
 
+def _operands(op: GraphOp) -> tuple:
+    """An experts op's x, routing weights, ids, gate, up, down, and each weight's scale operands (its
+    block or channel scales, its tensor scale)."""
+    per = (len(op.operands) - 6) // 3
+    return (*op.operands[:6], [op.operands[6 + k::3][:per] for k in range(3)])
+
+
 def _alias(e: Emitter, v: Value, type_: TensorType, offset: int, name: str) -> Value:
     """Bytes [offset, offset + its size) of `v`'s buffer as a value of its own (one row of it)."""
     slot = e.slots[v.name]
@@ -144,9 +147,7 @@ def lower_grouped(e: Emitter, op: GraphOp) -> None:
     straight into gate's and up's MXMs (gathered for each), and the activation and the product are
     written over gate's and up's results: k x rows slots hold no more SRAM than they must
     (ir.ops._experts_scratch)."""
-    x, weights, ids, gate, up, down = op.operands[:6]
-    per = (len(op.operands) - 6) // 3
-    scales = [op.operands[6 + k::3][:per] for k in range(3)]
+    x, weights, ids, gate, up, down, scales = _operands(op)
     out = op.results[0]
     rows, hidden = x.type.shape
     here, _, inter = gate.type.shape

@@ -44,7 +44,8 @@ class Prov(enum.IntEnum):
     EARLIER = 2  # by an earlier instance on the chip (a unit's input port)
     RESIDENT = 3  # before the phase (weights, caches, host inputs), updated only by writes of the same value
     TAIL = 4  # as EARLIER, and it may read past the last byte its value's writes cover (a hand-off's last
-    #           lane: slices round up, so the last one overhangs the value into bytes nothing writes)
+    #           lane: slices round up, so the last one overhangs the value into padding its receiver drops,
+    #           whatever last wrote those bytes)
 
 
 # A local value's `val`: this plus its index among its block's local values (addresses lie far below).

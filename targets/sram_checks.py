@@ -10,8 +10,9 @@ what has landed by the cycle it starts. A read is broken (`sram-raw`) when a byt
   - was last written by an older copy of its value: a later write of that value (one overlapping the
     older, as an accumulation rewrites its buffer; not a sibling panel) landed before the read, elsewhere, or
   - was written by nothing in its instance when it expects its own instance's value (MINE), or by
-    nothing at all when it expects an earlier instance's (EARLIER; a TAIL read, a hand-off's last lane
-    whose slice rounds up, may read past its value's last written byte): bytes never written.
+    nothing at all when it expects an earlier instance's (EARLIER): bytes never written. A TAIL read, a
+    hand-off's last lane whose slice rounds up, may read past its value's last written byte, whatever
+    last wrote the bytes there (padding its receiver drops), and only there.
 
 Resident bytes that nothing wrote are what was loaded (weights, caches, host inputs). Extents are
 derived from each row's own columns: a 2-D access covers its hull (first row to last), an indirect
@@ -273,12 +274,13 @@ def _check_rows(program: Program, dur: np.ndarray, hazards, which: np.ndarray, r
     other = (writer >= 0) & (c["_inst"][w0] != c["_inst"][reader])
     prov = c["prov"][reader]
     matches = (writer >= 0) & (c["val"][w0] == c["val"][reader])
-    wrong = other & ~matches & (prov != Prov.NONE)
-    stale = other & matches & (again <= start[reader])
-    # An input port's bytes nothing wrote: bytes never written. A TAIL read (a hand-off's last lane) may
-    # read past where its value's bytes end, and only there.
+    # A TAIL read (a hand-off's last lane) may read past where its value's bytes end, and only there:
+    # those bytes are padding its receiver drops, whatever last wrote them.
     end = np.maximum(top[r[reader]], _tops(len(r), reader, p.hi, other & matches)[reader])
     past = (prov == Prov.TAIL) & (end > 0) & (p.lo >= end)
+    wrong = other & ~matches & (prov != Prov.NONE) & ~past
+    stale = other & matches & (again <= start[reader])
+    # An input port's bytes nothing wrote: bytes never written.
     unwritten = (writer < 0) & np.isin(prov, (Prov.EARLIER, Prov.TAIL)) & ~past
     found = Rows(hazards, c["_inst"], r, np.maximum(times[c["_inst"]], 1))
     _report(program, found, c["_inst"], c, reader, writer, p.lo, p.hi, wrong | unwritten, "on its chip")

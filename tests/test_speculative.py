@@ -309,3 +309,14 @@ def test_wafers_refuse_speculation_in_one_line(tmp_path, capsys):
         line = refused(capsys, command, "tiny-llama", "--target", wafer, *proposer, *extra)
         assert "speculative decoding is built for chip targets; small is a wafer" in line
     assert not (tmp_path / "never").exists()
+
+
+def test_the_70b_speculative_build_is_hazard_free(tmp_path, capsys):
+    """README's 70B int8 build with a 1B draft: its verify hand-off to the head stage splits 5 rows over 6
+    lanes, so the last lane's slice reads 4 bytes past the value, over bytes an earlier piece wrote; that
+    padding its receiver drops is no hazard (a TAIL read past its value's end)."""
+    out = tmp_path / "spec"
+    ok(capsys, "compile", "llama-3.1-70b", "--precision", "int8", "--draft", "llama-3.2-1b", "--speculate", "4",
+       "--weights", "none", "-o", str(out))
+    assert main(["run", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hazards"] == []

@@ -56,3 +56,12 @@ def flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset % len(data)] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def layers_then_head(plan: dict, tp: int) -> dict:
+    """A 2-layer model's plan edited to two stages: the embedding and layers on chips 0..tp-1, the head
+    on chip tp (the head takes no kv layout)."""
+    first = plan["stages"][0]
+    head = {k: v for k, v in first.items() if k != "kv_layout"}
+    return plan | {"stages": [dict(first, units=["embed", "layers.1"], tp=tp, chip_range=[0, tp - 1]),
+                              dict(head, units=["head", "head"], tp=1, chip_range=[tp, tp])]}

@@ -20,6 +20,7 @@ from compiler.partition.overlap import PIECE_MESSAGES, column_pieces, max_pieces
 from compiler.partition.shard_cost import shard_cost
 from ir.ops import Opcode
 from targets import load_target
+from tests.cli_errors import layers_then_head
 
 TINY = json.loads(Path("examples/models/tiny-llama.json").read_text())
 # 16-column panels: tiny-llama's 64-wide o_proj and down_proj outputs come in 4 pieces.
@@ -87,11 +88,7 @@ def _build(capsys, tmp: Path, case: tuple, pieced: bool, monkeypatch) -> Path:
     args = [str(tmp / "config.json"), "--target", str(target), "--context", "32", "--prompt", "16",
             "--prefill-chunk", "8", *extra]
     assert main(["plan", *args, "--json"]) == 0
-    plan = json.loads(capsys.readouterr().out)
-    first = plan["stages"][0]
-    plan["stages"] = [dict(first, units=["embed", "layers.1"], tp=tp, chip_range=[0, tp - 1]),
-                      dict(first, units=["head", "head"], tp=1, chip_range=[tp, tp])]
-    plan["stages"][1].pop("kv_layout", None)
+    plan = layers_then_head(json.loads(capsys.readouterr().out), tp)
     (tmp / "plan.json").write_text(json.dumps(plan))
     if not pieced:  # the unpieced form: every product one piece
         monkeypatch.setattr(lowering, "best_pieces", lambda rows, columns, *rest: ((0, columns),))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from compiler.cli import main
 from compiler.image import pad_heads, shard_of
 from compiler.passes.shard import feature_width, head_case, head_split
+from tests.cli_errors import layers_then_head
 
 
 @settings(max_examples=300, deadline=None)
@@ -57,10 +58,7 @@ def _pinned(capsys, tmp: Path, fields: dict, tp: int, *extra: str) -> Path:
     args = [str(tmp / "config.json"), "--target", "lpu-mini", "--context", "64", "--prompt", "16",
             "--prefill-chunk", "8", *extra]
     assert main(["plan", *args, "--json"]) == 0
-    plan = json.loads(capsys.readouterr().out)
-    first = plan["stages"][0]
-    plan["stages"] = [dict(first, units=["embed", "layers.1"], tp=tp, chip_range=[0, tp - 1]),
-                      dict(first, units=["head", "head"], tp=1, chip_range=[tp, tp])]
+    plan = layers_then_head(json.loads(capsys.readouterr().out), tp)
     (tmp / "plan.json").write_text(json.dumps(plan))
     assert main(["compile", *args, "--plan", str(tmp / "plan.json"), "-o", str(tmp / "b")]) == 0
     capsys.readouterr()

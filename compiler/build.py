@@ -28,6 +28,7 @@ from compiler.planner import (
     graph_file_options,
     graph_passes,
     is_graph_file,
+    lower_config,
     plan_graphs,
     plan_placed,
     read_graph_file,
@@ -87,7 +88,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
         check_speculation(config, system, options, speculation)
     backend = backend_for(system)
     progress("lowering graphs")
-    graphs = _graphs(config, options, system, system)
+    graphs = lower_config(config, options, system, system)
     backend.check_lowerable(graphs.decode, system)
     source = _weights_source(weights, graphs.decode.param_bytes(), system)
     check_weights_fit(source, graphs.decode)
@@ -95,7 +96,7 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     asked = options
     plan, options = plan_placed(model, plan_system, options, pinned=pinned, known={asked: (config.name, graphs)})
     if options != asked:  # the KV tier placed: lowered again with it
-        graphs = _graphs(config, options, system)
+        graphs = lower_config(config, options, system=system)
     verify = {}
     if speculation is not None:
         progress("planning the proposer and the verify step")
@@ -219,13 +220,6 @@ def _weights_source(weights: str, weight_bytes: int, system: SystemSpec) -> str:
     if path.suffix != ".npz" or not path.is_file():
         raise ConfigError(f"--weights {weights}: expected random, none, auto or an existing .npz checkpoint")
     return str(path.resolve())
-
-
-def _graphs(config, options: CompileOptions, system: SystemSpec, holds: SystemSpec | None = None) -> Lowered:
-    passes = graph_passes(options, system)
-    shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds,
-             "all_logits": backend_for(system).all_logits}
-    return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
 
 
 def _chunk_graphs(config, options: CompileOptions, prefill: dict, system: SystemSpec, hidden: bool = False

@@ -9,6 +9,7 @@ from pathlib import Path
 from compiler.backends import backend_for
 from compiler.formats import check_storable, format_rates
 from compiler.frontend import build_graph, load_model_config
+from compiler.frontend.config import ModelConfig
 from compiler.frontend.options import CompileOptions
 from compiler.passes import Pipeline
 from compiler.passes.embed_on_host import EmbedOnHost
@@ -76,12 +77,17 @@ def lower(model: str, options: CompileOptions, holds: SystemSpec | None = None,
         graph = read_graph_file(model)
         return graph.name, Lowered(graph, graph)
     config = load_model_config(model)
+    return config.name, lower_config(config, options, holds, system)
+
+
+def lower_config(config: ModelConfig, options: CompileOptions, holds: SystemSpec | None = None,
+                 system: SystemSpec | None = None) -> Lowered:
+    """`lower` on a loaded config."""
     target = system or holds
     passes = graph_passes(options, target)
     shape = {"context": options.context, "prompt": options.prompt, "batch": options.batch, "holds": holds,
              "all_logits": target is not None and backend_for(target).all_logits}
-    graphs = (passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill"))
-    return config.name, Lowered(*graphs)
+    return Lowered(*(passes(build_graph(config, phase, **shape)) for phase in ("decode", "prefill")))
 
 
 def lower_one(model: str, phase: str, options: CompileOptions, layers: int | None = None) -> Graph:

@@ -83,7 +83,7 @@ QUEUES: dict[Op, dict[str, str]] = {
              "src_bytes": "bytes in", "offset": "byte of s_a the function starts at",
              "imm": "meta fn_args entry",
              "base": "ARGBEST's first id, ROUTE's and GROUP's first expert, SOFTMAX's first cache position, "
-                     "COMBINE's first head"},
+                     "COMBINE's first feature"},
     Op.SEND: {"s_a": "stream sent", "src_bytes": "bytes sent", "offset": "byte of s_a the message starts at",
               "peer": "receiving chip", "tag": "message tag"},
     Op.RECV: {"dst_bytes": "bytes received", "s_out": "stream written", "peer": "sending chip", "tag": "message tag"},

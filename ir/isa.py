@@ -91,7 +91,7 @@ class Fn(enum.IntEnum):
     ACCEPT = 22  # speculative decoding: the target's ids (s_a) and the fed tokens (s_b), m sequences of n rows
     #              -> per sequence the drafts accepted (rows 1..n-1 of s_b equal to s_a one row earlier, in a run)
     COMBINE = 23  # attention partials of a kv head's sequence shards (each its context and log-sum-exp) -> the
-    #               context over all the shards' positions, for the heads from `base` on (flash-decoding's merge)
+    #               context over all the shards' positions, its features from `base` on (flash-decoding's merge)
     GROUP = 24  # routed prefill: ids (s_a) and weights (s_b) of each row's k experts -> a table of m slots,
     #             rows permuted by local expert (ir/program.py): each slot's row, local expert and weight
     UNGROUP = 25  # a grouped matmul's slots (s_a) back to their rows by the table (s_b), weighted and summed

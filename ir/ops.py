@@ -185,6 +185,8 @@ def _attention(ins, attrs):
     if quantized:
         _kv_scales(ins[6:8], k_cache, kv_heads, head_dim)
     _reach(attrs, k_cache)
+    if "q_slice" in attrs:  # a sequence shard keeps its slice of the merged context's features
+        return (q.with_shape(q.shape[0], attrs["q_slice"]),)
     return (q,)
 
 
@@ -443,8 +445,16 @@ def _attention_scratch(ins, outs, attrs):
     shards = attrs.get("seq_shards", 1)
     if shards == 1:
         return 0
-    rows, heads, d = ins[0].shape[0], attrs["heads"] * shards, attrs["head_dim"]
-    return 2 * rows * heads * (d + (1 + shards) * (d + 2))
+    rows, heads, d = ins[0].shape[0], attended_heads(attrs), attrs["head_dim"]
+    queries = 0 if "q_slice" in attrs else d  # query-sliced: the queries arrive whole (passes.shard.query_slice)
+    return 2 * rows * heads * (queries + (1 + shards) * (d + 2))
+
+
+def attended_heads(attrs: dict) -> int:
+    """Query heads one chip of a grouped-query attention attends: its own, or on a sequence shard
+    (seq_shards s) every query of its kv head: gathered from the s chips' heads, or already whole
+    where the queries were sliced by feature (q_slice)."""
+    return attrs["heads"] * (1 if "q_slice" in attrs else attrs.get("seq_shards", 1))
 
 
 def _no_flops(ins, outs, attrs):
@@ -463,7 +473,7 @@ def _attention_flops(ins, outs, attrs):
     # Scores and weighted sum over the cache it reads (reach): 2 matmuls of M x C x head_dim per head.
     # A chip of a sequence-sharded cache (seq_shards) attends all its kv head's queries over its positions.
     q, cache = ins[0], ins[3]
-    return 4 * q.shape[0] * reach_of(attrs, cache) * attrs["heads"] * attrs.get("seq_shards", 1) * attrs["head_dim"]
+    return 4 * q.shape[0] * reach_of(attrs, cache) * attended_heads(attrs) * attrs["head_dim"]
 
 
 OPDEFS: dict[Opcode, OpDef] = {
@@ -499,10 +509,12 @@ OPDEFS: dict[Opcode, OpDef] = {
     # then the cold caches k_cold, v_cold of the `cold` oldest positions, held below SRAM (and their scales).
     # reach (causal prefill): each sequence's cache is read only at positions below it (every row's
     # position lies below it; absent: the whole cache), so a chunk streams the prefix it can see.
+    # seq_shards s: the chip holds a run of the positions and attends its kv head's queries over them;
+    # q_slice w: those queries arrive whole and the chip keeps w features of the merged context.
     Opcode.ATTENTION: OpDef(
         (6, 12), {"heads": int, "kv_heads": int, "head_dim": int}, _attention, _attention_flops,
         writes=(3, 4, 6, 7, 8, 9, 10, 11),
-        optional={"reach": int, "tier": str, "cold": int, "block": int, "seq_shards": int},
+        optional={"reach": int, "tier": str, "cold": int, "block": int, "seq_shards": int, "q_slice": int},
         scratch=_attention_scratch,
     ),
     Opcode.SILU: OpDef((1, 1), {}, _unary, _per_out(4)),

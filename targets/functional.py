@@ -520,7 +520,8 @@ def _softmax(ins, a, b, f):
 def _combine(ins, a, b, f):
     """Sequence shards' partials merged (flash-decoding): shard i's part holds its context [rows, heads,
     head_dim], normalised over its positions, then its log-sum-exp per (row, head) in two parts; each
-    shard weighs exp(lse_i - max lse) over their sum. Heads [base, base + keep) of each row."""
+    shard weighs exp(lse_i - max lse) over their sum. Features [base, base + keep) of each row's merged
+    heads x head_dim (zeros past them: a query slice's padding)."""
     shards, rows, heads, d, keep = f["shards"], f["rows"], f["heads"], f["head_dim"], f["keep"]
     width = rows * heads * (d + 2)
     parts = as_values(a, ins["act"])[ins["offset"] // 2:][: shards * width]
@@ -530,7 +531,8 @@ def _combine(ins, a, b, f):
     top = lse.max(axis=0)
     w = np.exp(lse - np.where(np.isfinite(top), top, 0.0))
     out = (w[..., None] * ctx).sum(axis=0) / np.maximum(w.sum(axis=0), np.finfo(np.float64).tiny)[..., None]
-    return out[:, ins["base"]: ins["base"] + keep].astype(np.float32).reshape(-1)
+    flat = np.pad(out.reshape(rows, heads * d), ((0, 0), (0, max(0, ins["base"] + keep - heads * d))))
+    return flat[:, ins["base"]: ins["base"] + keep].astype(np.float32).reshape(-1)
 
 
 def _ring_columns(f: dict, pos: np.ndarray, seq: np.ndarray, tokens: int) -> np.ndarray:

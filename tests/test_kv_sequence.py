@@ -68,11 +68,14 @@ def test_a_kv_head_sliced_unevenly_puts_every_feature_on_one_chip(head_dim, runs
 
 @pytest.mark.parametrize(("model", "goal"), [("llama-3.1-8b", 1.05), ("mixtral-8x7b", 1.05)])
 def test_uneven_kv_slices_bring_shipped_models_to_their_capacity_bound(capsys, model, goal):
-    """Issue 16's figure for the models the uneven slices bring under it (lpu, default options)."""
+    """Issue 16's figure for the models the uneven slices bring under it (lpu, default options): some split
+    stage's kv head is sliced unevenly (s = tp / 8 chips not dividing its 128 features) or its 4 queries
+    sliced by feature (s not dividing them: passes.shard.query_slice)."""
     assert main(["plan", model, "--target", "lpu", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["chips"] <= goal * plan["chips_lower_bound"]
-    assert any(s.get("kv_layout") == "split" and s["tp"] % 8 == 0 and (128 % (s["tp"] // 8)) for s in plan["stages"])
+    assert any(s.get("kv_layout") == "split" and s["tp"] % 8 == 0 and (128 % (s["tp"] // 8) or 4 % (s["tp"] // 8))
+               for s in plan["stages"])
 
 
 def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str, layout: str = "split") -> Path:

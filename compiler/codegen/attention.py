@@ -11,7 +11,7 @@ from compiler.codegen.tier_attention import lower_tiered_attention
 from ir.graph import Op as GraphOp
 from ir.graph import Value
 from ir.isa import Fn, Op
-from ir.ops import reach_of
+from ir.ops import attended_heads, reach_of
 from ir.program import Flag
 
 
@@ -69,8 +69,9 @@ def lower_sequence_shards(e: Emitter, coll: Collectives, op: GraphOp) -> None:
     """Attention on one of the s chips that share a kv head's cache by sequence (seq_shards): this chip
     holds positions [j x held, (j + 1) x held) of every sequence (j its index among the s), appends the
     rows whose positions it holds (a WINDOW write drops the others), gathers the kv head's queries from
-    the s chips, attends them over its positions (softmax and log-sum-exp, masked by global position), and
-    all-gathers the s partials, which COMBINE merges (flash-decoding) into this chip's own heads."""
+    the s chips (unless they arrive whole: q_slice), attends them over its positions (softmax and
+    log-sum-exp, masked by global position), and all-gathers the s partials, which COMBINE merges
+    (flash-decoding) into this chip's own features: its heads', or its q_slice of the kv head's."""
     q, k, v, k_cache, v_cache, pos = op.operands[:6]
     scales = op.operands[6:8] if len(op.operands) == 8 else (None, None)
     out, a = op.results[0], op.attr
@@ -79,7 +80,8 @@ def lower_sequence_shards(e: Emitter, coll: Collectives, op: GraphOp) -> None:
     reach = reach_of(a, k_cache.type)
     rows = q.type.shape[0]
     per_seq = max(1, rows // batch)
-    heads = a["heads"] * shards  # every query head of the chip's kv head
+    heads = attended_heads(a)  # every query head of the chip's kv head
+    keep = a.get("q_slice", a["heads"] * d)  # the merged context's features this chip keeps
     sub = coll.subgroup(shards)
     first = Rel(parts=sub.member(held))  # the position of this chip's first cache row
     pos_read = e.read(pos.name)
@@ -87,10 +89,14 @@ def lower_sequence_shards(e: Emitter, coll: Collectives, op: GraphOp) -> None:
                 for new, cache, scale in zip((k, v), (k_cache, v_cache), scales, strict=True)]
     queries, part, parts = (f"{out.name}.{n}" for n in ("queries", "partial", "partials"))
     part_bytes = rows * heads * (d + 2) * 2
-    for name, nbytes in ((queries, rows * heads * d * 2), (part, part_bytes), (parts, shards * part_bytes)):
+    buffers = ((part, part_bytes), (parts, shards * part_bytes))
+    for name, nbytes in buffers if "q_slice" in a else ((queries, rows * heads * d * 2), *buffers):
         e.slots[name] = Slot(e.t.local(nbytes), nbytes)
-    gathered = sub.gather_rows(q.name, queries, rows, q.type.nbytes // rows)
-    qs = e.read(queries, after=tuple((w, 0) for w in gathered))
+    if "q_slice" in a:
+        qs = e.read(q.name)
+    else:
+        gathered = sub.gather_rows(q.name, queries, rows, q.type.nbytes // rows)
+        qs = e.read(queries, after=tuple((w, 0) for w in gathered))
     kv = CacheStream(k_cache.type.dtype, width, 1)
     blocks = cache_blocks(batch, held, reach, max(1, e.t.timing.panel ** 2 // width))
     grouping = {"heads": heads, "kv_heads": 1, "rows": rows}
@@ -106,9 +112,9 @@ def lower_sequence_shards(e: Emitter, coll: Collectives, op: GraphOp) -> None:
     e.slots[part].ready = w2
     e.slots[parts].ready = sub.allgather(part, parts, shards * part_bytes)
     coll.rejoin(sub)
-    merge = {"shards": shards, "rows": rows, "heads": heads, "head_dim": d, "keep": a["heads"]}
-    i, st = e.vop(Fn.COMBINE, rows * shards, a["heads"] * d, e.read(parts), bytes_in=shards * part_bytes,
-                  args=merge, base=Rel(parts=sub.member(a["heads"])))
+    merge = {"shards": shards, "rows": rows, "heads": heads, "head_dim": d, "keep": keep}
+    i, st = e.vop(Fn.COMBINE, rows * shards, keep, e.read(parts), bytes_in=shards * part_bytes,
+                  args=merge, base=Rel(parts=sub.member(keep)))
     e.result(out)
     e.done(out, e.write(out.name, st, i, out.type.nbytes))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from compiler.partition.overlap import overlapped
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
-from ir.ops import OPDEFS, Opcode, by_address, expert_passes, reach_of, routed_slots, tier_operands
+from ir.ops import OPDEFS, Opcode, attended_heads, by_address, expert_passes, reach_of, routed_slots, tier_operands
 from ir.types import DType
 
 _COLLECTIVES = {Opcode.ALLREDUCE: "allreduce", Opcode.ALLGATHER: "allgather"}
@@ -172,12 +172,15 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
 
 def _sequence_shard_exchanges(op: Op, rows_scale: float, tp: int) -> tuple[Collective, ...]:
     """A sequence-sharded attention's all-gathers over the s chips of its kv head: their queries in, then
-    their partials (context and two-part log-sum-exp per row and head) out."""
+    their partials (context and two-part log-sum-exp per row and head) out. Queries sliced by feature
+    (q_slice) arrive whole: the graph's own all-gather of the slices brought them."""
     shards, d = op.attr["seq_shards"], op.attr["head_dim"]
     rows = _scaled(op.operands[0].type.shape[0], rows_scale)
-    heads = op.attr["heads"] * shards
-    return (Collective("allgather", 2 * rows * heads * d, shards, tp),
-            Collective("allgather", 2 * shards * rows * heads * (d + 2), shards, tp))
+    heads = attended_heads(op.attr)
+    partials = Collective("allgather", 2 * shards * rows * heads * (d + 2), shards, tp)
+    if "q_slice" in op.attr:
+        return (partials,)
+    return Collective("allgather", 2 * rows * heads * d, shards, tp), partials
 
 
 def row_scales(chip_ops: list[Op], resident: dict[str, int], rows_scale: float) -> dict[str, float]:
@@ -354,7 +357,7 @@ def _attention_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     q, cache = op.operands[0].type, op.operands[3].type
     batch, _, width = cache.shape
     a, tokens = op.attr, reach_of(op.attr, cache)
-    m = max(1, _scaled(q.shape[0], rows_scale) // batch) * (a["heads"] // a["kv_heads"]) * a.get("seq_shards", 1)
+    m = max(1, _scaled(q.shape[0], rows_scale) // batch) * (attended_heads(a) // a["kv_heads"])
     rate = _CACHE_RATE[cache.dtype]
     return (Block(m, width, tokens * batch, 1, rate, True), Block(m, tokens * batch, width, 1, rate, True))
 

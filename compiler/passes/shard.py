@@ -147,6 +147,8 @@ def head_pads(ops: Sequence[Op], t: int, split: bool = True) -> dict[str, tuple[
     sliced = _kv_slice_pads(ops, t) if split else {}
     if case in (None, "even"):
         return sliced
+    if split and query_slice(ops, t) is not None:
+        return sliced | _query_slice_pads(ops, t)
     heads, kv = gqa
     g, (q_here, kv_here) = heads // kv, head_split(heads, kv, t)
     q_pad = (kv, g, t * q_here // kv, 1) if case == "groups" else (1, heads, t * q_here, 1)
@@ -212,6 +214,63 @@ def _kv_slice_pads(ops: Sequence[Op], t: int) -> dict[str, tuple[int, ...]]:
         w = kv_slice_width(hd, runs, op.operands[1].type.dtype)
         if w * runs != hd:  # a head's features are `hd` heads of one element, padded to runs x w
             _pad_operands(op, (kv, hd, runs * w, 1), kv * hd, True, pads)
+    return pads
+
+
+def query_slice(ops: Sequence[Op], t: int) -> tuple[int, int, Op, Op] | None:
+    """Where the s = seq_split chips sharing a kv head would pad its g queries to whole heads each
+    (head_case "groups": s does not divide g), they slice them by feature instead: each computes w =
+    query_slice_width of the g x head_dim query features (the last chips' padded with zero features the
+    plan counts), gathered whole before the bias and rope (every chip of a sequence shard attends all g
+    queries anyway), and keeps w features of the merged context, the output projection's rows likewise.
+    (s, w, the query projection, the output projection); None where no such w exists (whole heads)."""
+    att = next((op for op in ops if op.opcode is Opcode.ATTENTION), None)
+    if att is None:
+        return None
+    a = att.attr
+    runs = seq_split(a["heads"], a["kv_heads"], t, "tier" in a)
+    if runs == 1 or head_case(a["heads"], a["kv_heads"], t) != "groups":
+        return None
+    made = {r.name: op for op in ops for r in op.results}
+    q = made.get(att.operands[0].name)
+    while q is not None and q.opcode is not Opcode.MATMUL:
+        q = made.get(q.operands[0].name)
+    o = next((op for op in ops if op.opcode is Opcode.MATMUL and op.operands[0].name == att.results[0].name), None)
+    if q is None or o is None or q.attr.get("split") != "col" or o.attr.get("split") != "row":
+        return None
+    align = _slice_align(q.operands[1].type, o.operands[1].type)
+    features = a["heads"] // a["kv_heads"] * a["head_dim"]
+    w = query_slice_width(features, runs, align)
+    return None if w is None or features % align else (runs, w, q, o)
+
+
+def query_slice_width(features: int, runs: int, align: int = 1) -> int | None:
+    """Query features of a kv head each of its `runs` chips computes: ceil(features / runs) rounded up
+    to `align`; None where that would leave a chip without a real feature."""
+    w = -(-features // runs)
+    w = -(-w // align) * align
+    return w if w * (runs - 1) < features else None
+
+
+def _slice_align(q: TensorType, o: TensorType) -> int:
+    """A query slice's multiple: even for packed int4 columns and rows, whole blocks of a block-scaled
+    output projection's rows (a block's one scale serves its inputs together)."""
+    align = o.dtype.block.size if o.dtype.block is not None else 1
+    return max(align, 2) if DType.I4 in (q.dtype, o.dtype) else align
+
+
+def _query_slice_pads(ops: Sequence[Op], t: int) -> dict[str, tuple[int, ...]]:
+    """head_pads' entries for queries sliced by feature (query_slice): each kv head's g x head_dim columns
+    of the query projection, and rows of the output projection, padded with zeros to s x w, so that a
+    chip's block is its slice (a block-scaled projection's scales by whole blocks of rows)."""
+    runs, w, q, o = query_slice(ops, t)
+    att = next(op for op in ops if op.opcode is Opcode.ATTENTION)
+    kv = att.attr["kv_heads"]
+    features = att.attr["heads"] // kv * att.attr["head_dim"]
+    pads: dict[str, tuple[int, ...]] = {}
+    _pad_operands(q, (kv, features, runs * w, 1), kv * features, True, pads)
+    unit = o.operands[1].type.dtype.block.size if o.operands[1].type.dtype.block is not None else 1
+    _pad_operands(o, (kv, features // unit, runs * w // unit, 1), kv * features // unit, False, pads)
     return pads
 
 
@@ -335,6 +394,21 @@ class _Sharder:
         self.gqa = _gqa(ops)
         self.kv_slices = _kv_slices(ops, tp) if split else {}
         self.latent = _latent_splits(ops, tp) if split else set()
+        self.q_slice = query_slice(ops, tp) if split else None
+        # sliced projections (by result name): (chips sharing the head, a chip's columns, the whole width)
+        self.slices = self._slice_widths()
+
+    def _slice_widths(self) -> dict[str, tuple[int, int, int]]:
+        out = {}
+        att = next((op for op in self.ops if op.opcode is Opcode.ATTENTION), None)
+        made = {r.name: op for op in self.ops for r in op.results}
+        for name, runs in self.kv_slices.items():
+            hd = att.attr["head_dim"]
+            out[name] = runs, kv_slice_width(hd, runs, made[name].operands[1].type.dtype), hd
+        if self.q_slice is not None:
+            runs, w, q, _ = self.q_slice
+            out[q.results[0].name] = runs, w, att.attr["heads"] // att.attr["kv_heads"] * att.attr["head_dim"]
+        return out
 
     def runs(self, a: dict) -> int:
         """Chips sharing one kv head's cache by sequence (seq_split; 1 in the whole layout)."""
@@ -359,19 +433,18 @@ class _Sharder:
         self.out.append(Op(op.opcode, tuple(operands), results, sorted_attrs(attrs), op.scope))
         for r in results:
             self.value[r.name], self.layout[r.name] = r, layout
-        slices = self.kv_slices.get(op.results[0].name) if op.results else None
-        if slices:  # a kv projection's slice of the chip's kv head: gathered whole from the chips sharing it
-            self._gather_slices(op.results[0].name, op.scope, slices)
+        sliced = self.slices.get(op.results[0].name) if op.results else None
+        if sliced:  # a projection's slice of the chip's kv head: gathered whole from the chips sharing it
+            self._gather_slices(op.results[0].name, op.scope, sliced[0], sliced[2])
 
-    def _gather_slices(self, name: str, scope: str, slices: int) -> None:
+    def _gather_slices(self, name: str, scope: str, slices: int, whole_width: int) -> None:
         v = self.value[name]
         (t,) = OPDEFS[Opcode.ALLGATHER].type_rule((v.type,), {"group": slices})
         done = Value(f"{name}.{Opcode.ALLGATHER.value}", t)
         self.out.append(Op(Opcode.ALLGATHER, (v,), (done,), (("group", slices),), scope))
-        head = self.gqa and next(op.attr["head_dim"] for op in self.ops if op.opcode is Opcode.ATTENTION)
-        if head and t.shape[-1] > head:  # the zero features padding the last slices (kv_slice_width)
-            whole = Value(f"{name}.{Opcode.SLICE.value}", t.with_shape(*t.shape[:-1], head))
-            self.out.append(Op(Opcode.SLICE, (done,), (whole,), (("start", 0), ("stop", head)), scope))
+        if t.shape[-1] > whole_width:  # the zero features padding the last slices (kv_slice_width, query_slice)
+            whole = Value(f"{name}.{Opcode.SLICE.value}", t.with_shape(*t.shape[:-1], whole_width))
+            self.out.append(Op(Opcode.SLICE, (done,), (whole,), (("start", 0), ("stop", whole_width)), scope))
             done = whole
         self.value[name] = done  # still the chip's kv head, a shard over the group's heads
 
@@ -419,8 +492,9 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         a = a | ({"split": "col"} if op.results[0].name in s.latent else {})
         heads = a.get("heads")
         share = (s.value[op.operands[0].name].type.shape[-1], _weight_kn(op)[0]) if a.get("split") == "row" else None
+        sliced = s.slices.get(op.results[0].name)
         return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share,
-                                    s.kv_slices.get(op.results[0].name, 1), op.operands[1].type.dtype)
+                                    sliced[1] if sliced else None)
     if op.opcode is Opcode.EMBED and index >= 1:  # the table and its scales, by vocabulary rows
         return v.type.with_shape(-(-shape[0] // t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
@@ -452,21 +526,19 @@ def _weight_kn(op: Op) -> tuple[int, int]:
 
 
 def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_here: int | None = None,
-                         in_share: tuple[int, int] | None = None, slices: int = 1,
-                         weight: DType | None = None) -> TensorType:
+                         in_share: tuple[int, int] | None = None, sliced: int | None = None) -> TensorType:
     """Per-chip weight (index 1), or scale/bias (2), of a split matmul. The out-feature
     axis is the last one, or the first of a `transpose_b` weight. Block scales (a 2-D scale)
     are laid out like their weight, one row per block of inputs, and split like it. A column
-    split by heads keeps `heads_here` heads (head_split: maybe padded), or 1 / `slices` of its one
-    head (a kv head shared by sequence: _kv_slices, padded as the `weight` dtype packs); a row split
-    keeps the inputs its sharded input holds, `in_share` = (the chip's, all of them)."""
+    split by heads keeps `heads_here` heads (head_split: maybe padded), or `sliced` columns of its
+    kv head's (a head shared by sequence: _kv_slices, query_slice); a row split keeps the inputs its
+    sharded input holds, `in_share` = (the chip's, all of them)."""
     split, shape = a.get("split"), t_in.shape
     like_weight = index == 1 or len(shape) == 2
     out_axis = 0 if like_weight and a.get("transpose_b") else len(shape) - 1
     if split == "col":
         heads = a.get("heads")
-        dtype = weight or t_in.dtype
-        width = (lambda d: _head_width(d // heads * heads_here, slices, dtype)) if heads and heads_here else (
+        width = (lambda d: sliced) if sliced else (lambda d: d // heads * heads_here) if heads and heads_here else (
             lambda d: _col_width(d, heads, t))
         return t_in.with_shape(*(width(d) if i == out_axis else d for i, d in enumerate(shape)))
     if split == "row" and like_weight:
@@ -474,11 +546,6 @@ def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_he
         here, total = in_share or (1, t)
         return t_in.with_shape(*(d * here // total if i == in_axis else d for i, d in enumerate(shape)))
     return t_in
-
-
-def _head_width(features: int, slices: int, dtype: DType) -> int:
-    """A chip's columns of its heads' `features`, or of its one kv head's slice (kv_slice_width)."""
-    return features if slices == 1 else kv_slice_width(features, slices, dtype)
 
 
 def _mla_operand_type(t_in: TensorType, index: int, a: dict, t: int) -> TensorType | None:
@@ -622,6 +689,8 @@ def _rule_attention(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, L
     heads, kv = head_split(a["heads"], a["kv_heads"], s.tp)
     runs = s.runs(a)
     out = a | {"heads": heads, "kv_heads": kv}
+    if s.q_slice is not None:  # every query of the chip's kv head, whole; it keeps its slice of the context
+        out |= {"heads": a["heads"] // a["kv_heads"], "q_slice": s.q_slice[1]}
     if runs > 1:  # a causal chunk reaching r positions: the first chip's run holds the most of them
         held = operands[3].type.shape[1]
         out = {k: v for k, v in out.items() if k != "reach" or v < held} | {"seq_shards": runs}

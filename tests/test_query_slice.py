@@ -60,10 +60,13 @@ def test_a_chip_holds_its_slice_of_the_queries_not_padded_heads(tmp_path, kv, g,
     assert not any("q_slice" in op.attr for op in whole)
 
 
-def test_an_even_group_keeps_whole_heads(tmp_path):
-    """Where s divides the kv head's queries no slice is taken: each chip keeps g / s whole heads."""
+def test_an_even_group_or_twice_the_heads_keeps_whole_heads(tmp_path):
+    """Where s divides the kv head's queries no slice is taken: each chip keeps g / s whole heads; nor at
+    twice the query heads, where each chip keeps one (padded) head of its kv head's."""
     ops = _layer(tmp_path, {"num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 16})
     assert query_slice(ops, 4) is None and query_slice(ops, 8) is None
+    assert head_case(8, 2, 16) == "groups" and query_slice(ops, 16) is None
+    assert query_slice(ops, 6) is not None  # 3 chips a kv head of 4 queries: sliced
 
 
 def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str) -> Path:

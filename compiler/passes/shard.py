@@ -546,7 +546,7 @@ def expert_split(op: Op, t: int) -> tuple[int, int]:
     every split holds the same bytes per chip, but a slice narrower than a tile installs all of it, so
     on the lpu DeepSeek-V3 at t = 64 is 8 groups of 32 experts each cut 8 ways (256 of 2,048 features,
     one tile wide), not 256 experts cut 64 ways (32 features: the same decode tiles, 8x the prefill ones)."""
-    experts, hidden, inter = op.operands[3].type.shape
+    experts, hidden, _ = op.operands[3].type.shape
     k, dim = op.attr["top_k"], op.attr.get("tile", 1)
 
     def tiles(ab: tuple[int, int]) -> int:  # one expert's slice in whole tiles: gate, up and down

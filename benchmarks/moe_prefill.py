@@ -22,8 +22,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from compiler.frontend import load_model_config
-from compiler.passes.shard import feature_width
+from compiler.frontend import build_graph, load_model_config
+from compiler.passes.shard import expert_width
+from ir.ops import Opcode
 from targets import load_target
 
 CASES = [("mixtral-8x7b", "lpu", "fp8"), ("deepseek-v3", "lpu", "fp8")]
@@ -53,7 +54,8 @@ def row_passes(model: str, dim: int, placement: str, tp: int) -> tuple[int, int,
     c = load_model_config(model)
     a, b = split_of(placement, tp)
     here = c.num_experts // a
-    width = feature_width(c.moe_intermediate_size, b)
+    graph = build_graph(c, "decode", context=16)
+    width = expert_width(next(op for op in graph.ops if op.opcode is Opcode.EXPERTS), b)  # as the plan slices it
     tiles = 3 * -(-c.hidden_size // dim) * -(-width // dim)
     return here, here * tiles, min(c.experts_per_token, here) * tiles
 

@@ -114,10 +114,15 @@ def pad_heads(full: np.ndarray, axis: int, groups: int, members: int, slots: int
 def shard_of(full: np.ndarray, shape: tuple[int, ...], rank: int, tp: int, name: str) -> np.ndarray:
     """Rank `rank`'s block of `full` given the per-chip `shape` (zero-padded past the end).
     Split axes number the blocks outermost first (experts, then each expert's features); a
-    group wider than the blocks keeps whole blocks, tp / blocks ranks each."""
+    group wider than the blocks keeps whole blocks, tp / blocks ranks each; blocks along one axis that
+    do not divide the group leave its last ranks spare, all zeros (passes.shard.feature_width's `spare`)."""
     axes = [i for i, (a, b) in enumerate(zip(full.shape, shape, strict=True)) if a != b]
     parts = [-(-full.shape[i] // shape[i]) for i in axes]
     total = math.prod(parts)
+    if total < tp and tp % total and len(axes) == 1:
+        if rank >= total:
+            return np.zeros(shape, full.dtype)
+        tp = total
     if total > tp or tp % total:
         raise ConfigError(f"parameter '{name}': {total} blocks do not spread over {tp} chips")
     index = rank // (tp // total)

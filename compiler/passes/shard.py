@@ -76,8 +76,10 @@ def lowers_split(ops: Sequence[Op], tp: int, node: int) -> bool:
 def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
     """Group sizes t <= limit that can split the unit's work, padded where t does not divide it
     (head_case, feature_width, expert_splits), up to twice a grouped-query attention's heads.
-    Any integer qualifies, not only powers of two."""
+    Any integer qualifies, not only powers of two. A unit with experts may leave chips without a share of its
+    dense matmuls' features (spare_units): its group is sized by the experts, not by the shared expert."""
     gqa = _gqa(ops)
+    spare = spare_units(ops)
     if gqa:  # past the query heads the attention stops shrinking: twice them is as far as a group goes
         limit = min(limit, 2 * gqa[0])
     heads_out = {r.name: op.attr["head_dim"] for op in ops if op.opcode is Opcode.ATTENTION for r in op.results}
@@ -89,9 +91,16 @@ def allowed_tp(ops: Sequence[Op], limit: int) -> list[int]:
             # straddle two heads (tiny-mixtral's 16-row heads under 32-row mxfp4 blocks at t = 3)
             moved = head_case(*gqa, t) != "even"
             return t == 1 or (_whole_blocks(w, head_split(*gqa, t)[0] * head) and (not moved or _whole_blocks(w, head)))
-        return _divides(op, t, gqa)
+        return _divides(op, t, gqa, spare)
 
-    return [t for t in range(1, limit + 1) if all(splits(op, t) and _packs(op, t) for op in ops)]
+    return [t for t in range(1, limit + 1) if all(splits(op, t) and _packs(op, t, spare) for op in ops)]
+
+
+def spare_units(ops: Sequence[Op]) -> bool:
+    """Whether the unit's dense matmuls may leave chips of the group without features (feature_width's
+    `spare`): a unit with experts, whose group the experts size (DeepSeek-V3's 256 routed experts on 13
+    nodes, where the shared expert's 2,048 features cannot give each of 104 chips a share)."""
+    return any(op.opcode is Opcode.EXPERTS for op in ops)
 
 
 def head_split(heads: int, kv_heads: int, t: int) -> tuple[int, int]:
@@ -341,17 +350,18 @@ def _heads_here(heads: int, t: int, gqa: tuple[int, int] | None) -> int:
     return max(1, heads // t)
 
 
-def _packs(op: Op, t: int) -> bool:
-    """Packed int4 weights hold two per byte along each row: a chip's rows must stay even."""
+def _packs(op: Op, t: int, spare: bool = False) -> bool:
+    """Packed int4 weights hold two per byte along each row: a chip's rows must stay even (its share as
+    the unit splits it: with spare chips where the unit allows them)."""
     if op.opcode is Opcode.MATMUL and "split" in op.attr and op.operands[1].type.dtype is DType.I4:
-        return _matmul_operand_type(op.operands[1].type, 1, op.attr, t).shape[-1] % 2 == 0
+        return _matmul_operand_type(op.operands[1].type, 1, op.attr, t, spare=spare).shape[-1] % 2 == 0
     if op.opcode is Opcode.EXPERTS and _divides(op, t):
         return all(_expert_operand_type(v.type, i, op, t).shape[-1] % 2 == 0
                    for i, v in enumerate(op.operands) if i in (3, 4, 5) and v.type.dtype is DType.I4)
     return True
 
 
-def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None) -> bool:
+def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None, spare: bool = False) -> bool:
     a = op.attr
     if op.opcode is Opcode.ATTENTION:
         return True  # any group: head_case pads what does not divide
@@ -374,7 +384,7 @@ def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None) -> bool:
             return True
         if heads:
             return heads % t == 0 or t % heads == 0
-        inputs = feature_width(width, t)
+        inputs = feature_width(width, t, spare)
         return inputs is not None and (a["split"] == "col" or t == 1 or _whole_blocks(op.operands[1].type, inputs))
     return True
 
@@ -400,6 +410,7 @@ class _Sharder:
         self.q_slice = query_slice(ops, tp) if split else None
         # sliced projections (by result name): (chips sharing the head, a chip's columns, the whole width)
         self.slices = self._slice_widths()
+        self.spare = spare_units(ops)
 
     def _slice_widths(self) -> dict[str, tuple[int, int, int]]:
         out = {}
@@ -497,7 +508,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         share = (s.value[op.operands[0].name].type.shape[-1], _weight_kn(op)[0]) if a.get("split") == "row" else None
         sliced = s.slices.get(op.results[0].name)
         return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share,
-                                    sliced[1] if sliced else None)
+                                    sliced[1] if sliced else None, s.spare)
     if op.opcode is Opcode.EMBED and index >= 1:  # the table and its scales, by vocabulary rows
         return v.type.with_shape(-(-shape[0] // t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
@@ -529,7 +540,8 @@ def _weight_kn(op: Op) -> tuple[int, int]:
 
 
 def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_here: int | None = None,
-                         in_share: tuple[int, int] | None = None, sliced: int | None = None) -> TensorType:
+                         in_share: tuple[int, int] | None = None, sliced: int | None = None,
+                         spare: bool = False) -> TensorType:
     """Per-chip weight (index 1), or scale/bias (2), of a split matmul. The out-feature
     axis is the last one, or the first of a `transpose_b` weight. Block scales (a 2-D scale)
     are laid out like their weight, one row per block of inputs, and split like it. A column
@@ -542,7 +554,7 @@ def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_he
     if split == "col":
         heads = a.get("heads")
         width = (lambda d: sliced) if sliced else (lambda d: d // heads * heads_here) if heads and heads_here else (
-            lambda d: _col_width(d, heads, t))
+            lambda d: _col_width(d, heads, t, spare))
         return t_in.with_shape(*(width(d) if i == out_axis else d for i, d in enumerate(shape)))
     if split == "row" and like_weight:
         in_axis = 1 - out_axis
@@ -575,13 +587,26 @@ def expert_splits(op: Op, t: int) -> list[tuple[int, int]]:
     """The ways an experts op spreads over t chips, as (expert groups a, feature slices b), a x b = t:
     each chip holds E / a whole experts' rows, each cut to 1 / b of its intermediate features (gate
     and up by column, down by row). a = t is expert-parallel, a = 1 feature-sliced, between a mix.
-    A chip's feature slice must be whole blocks of a block-scaled down projection. A chip may hold
+    A chip's feature slice is expert_width's. A chip may hold
     any number of experts: decode makes min(k, experts here) passes, and prefill's grouped matmul
     streams every local expert's panel on one stream (codegen.experts.lower_grouped)."""
-    experts, inter = op.operands[3].type.shape[0], op.operands[3].type.shape[2]
+    experts = op.operands[3].type.shape[0]
     return [(a, t // a) for a in range(1, t + 1)
-            if t % a == 0 and experts % a == 0 and feature_width(inter, t // a) is not None
-            and _whole_blocks(op.operands[5].type, feature_width(inter, t // a))]
+            if t % a == 0 and experts % a == 0 and expert_width(op, t // a) is not None]
+
+
+def expert_width(op: Op, b: int) -> int | None:
+    """Intermediate features of each expert one of its b slices keeps: ceil(inter / b) rounded up only as
+    the format needs (whole blocks of a block-scaled down projection, even columns of packed int4), the
+    last slice padded with zeros; None where that would leave a slice without a feature. Not rounded to
+    FEATURE_ALIGN as dense features are: the experts are most of a MoE chip's SRAM, and DeepSeek-V3's 13
+    slices of 158 features fit a chip where 160 do not."""
+    gate, down = op.operands[3].type, op.operands[5].type
+    inter = gate.shape[2]
+    unit = down.dtype.block.size if down.dtype.block else 2 if gate.dtype is DType.I4 else 1
+    share = -(-inter // b)
+    width = -(-share // unit) * unit
+    return width if -(-inter // width) == b else None
 
 
 def expert_split(op: Op, t: int) -> tuple[int, int]:
@@ -592,11 +617,11 @@ def expert_split(op: Op, t: int) -> tuple[int, int]:
     every split holds the same bytes per chip, but a slice narrower than a tile installs all of it, so
     on the lpu DeepSeek-V3 at t = 64 is 8 groups of 32 experts each cut 8 ways (256 of 2,048 features,
     one tile wide), not 256 experts cut 64 ways (32 features: the same decode tiles, 8x the prefill ones)."""
-    experts, hidden, inter = op.operands[3].type.shape
+    experts, hidden, _ = op.operands[3].type.shape
     k, dim = op.attr["top_k"], op.attr.get("tile", 1)
 
     def tiles(ab: tuple[int, int]) -> int:  # one expert's slice in whole tiles: gate, up and down
-        return 3 * -(-hidden // dim) * -(-feature_width(inter, ab[1]) // dim)
+        return 3 * -(-hidden // dim) * -(-expert_width(op, ab[1]) // dim)
 
     return min(expert_splits(op, t), key=lambda ab: (expert_passes(1, k, experts // ab[0]) * tiles(ab),
                                                     experts // ab[0] * tiles(ab), -ab[0]))
@@ -611,11 +636,11 @@ def expert_placement(op: Op, t: int) -> str:
 
 def _expert_operand_type(t_in: TensorType, index: int, op: Op, t: int) -> TensorType:
     """A chip's E / a experts, each with its share of b ways of its intermediate features
-    (feature_width: uneven shares padded; expert_split)."""
+    (expert_width: uneven shares padded; expert_split)."""
     a, b = expert_split(op, t)
     experts, *rest = t_in.shape
     inter = op.operands[3].type.shape[2]
-    here = feature_width(inter, b)
+    here = expert_width(op, b)
     # Operands 3-5 are gate, up, down [E, in, out]; 6-8 their scales, per channel [E, out] or
     # in blocks [E, in / block, out]; 9-11 NVFP4's tensor scales [E].
     blocks = len(rest) == 2
@@ -623,25 +648,33 @@ def _expert_operand_type(t_in: TensorType, index: int, op: Op, t: int) -> Tensor
     return t_in.with_shape(experts // a, *(d * here // inter if i + 1 == inter_axis else d for i, d in enumerate(rest)))
 
 
-def _col_width(n: int, heads: int | None, t: int) -> int:
+def _col_width(n: int, heads: int | None, t: int, spare: bool = False) -> int:
     if heads is None:
-        return feature_width(n, t)
+        return feature_width(n, t, spare)
     return n // heads * _per_chip(heads, t)
 
 
 FEATURE_ALIGN = 32  # an uneven share is whole 32-feature runs: whole blocks of every block-scaled format
 
 
-def feature_width(n: int, t: int) -> int | None:
+def feature_width(n: int, t: int, spare: bool = False) -> int | None:
     """Features one chip of t keeps of n split ones: n / t, or where t does not divide n, ceil(n / t)
     rounded up to FEATURE_ALIGN, else ceil(n / t) itself (the last chip's share padded with zeros,
-    counted as held), whichever first leaves no chip without a feature of its own; else None."""
+    counted as held), whichever first leaves no chip without a feature of its own; else None.
+    `spare`: else the narrower of the two (the fewest zeros held) that leaves the last chips spare (all
+    zeros, counted as held), provided the chips with features do not divide t (compiler.image.shard_of
+    would read whole shares repeated over t / those chips)."""
     if n % t == 0:
         return n // t
     share = -(-n // t)
-    for w in (-(-share // FEATURE_ALIGN) * FEATURE_ALIGN, share):  # whole runs if they leave no chip empty
+    widths = (-(-share // FEATURE_ALIGN) * FEATURE_ALIGN, share)
+    for w in widths:  # whole runs if they leave no chip empty
         if -(-n // w) == t:
             return w
+    if spare:
+        for w in reversed(widths):
+            if t % -(-n // w):
+                return w
     return None
 
 

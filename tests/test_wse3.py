@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.backends.wafer.cost import MeshCost, Shape, gemv, tree_reduce
+from compiler.backends.wafer.cost import ROWS, MeshCost, Shape, Tree, gemv, steps_time, timing_of
 from compiler.backends.wafer.layout import Grid, Slot, _packings, capacity_lower_bound, wafer_candidate
 from compiler.cli import main
 from compiler.frontend.options import CompileOptions
@@ -164,10 +164,10 @@ def test_gemv_trades_streaming_for_hops():
 
 
 def test_tree_reduce_pays_every_hop_and_log_steps():
-    t = tree_reduce(1024, 8, WSE3)
+    t = steps_time([Tree(ROWS, 8)], Shape(1024, 1), timing_of(WSE3))
     assert t.latency_s == pytest.approx(10 * (WSE3.step_cycles / WSE3.chip.clock_hz))
     assert t.link_s >= 1023 * WSE3.local_link.latency_s
-    assert tree_reduce(1, 8, WSE3) == Breakdown()
+    assert steps_time([Tree(ROWS, 8)], Shape(1, 1), timing_of(WSE3)) == Breakdown()
 
 
 def _unit(resident: int, act: int) -> MeshCost:

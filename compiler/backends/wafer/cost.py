@@ -2,16 +2,16 @@
 
 Every op of the unit is spread over the same region of R x C cores (R rows, C columns). A
 matrix w[K,N] is tiled in blocks of ceil(K/R) x ceil(N/C): core (i, j) holds block (i, j). Each op
-is described once (`describe`) as the steps its cores take, which both this cost model and the
-lowering (lower.py, step by step into instructions) read. A matrix-vector product x[M,K] @ w is the
-mesh GEMV of WaferLLM (MeshGEMV, arXiv 2502.04563):
+is described once (`describe`) as the steps its cores take; the lowering (lower.py) emits them step
+by step, level-synchronous, and a unit's cost is the time of those steps by the one Timing's per-core
+rules the interpreter checks (targets/timing.py: whole tiles, port rates, links): no second formula.
+A matrix-vector product x[M,K] @ w is the mesh GEMV of WaferLLM (MeshGEMV, arXiv 2502.04563):
 
-    Feed    the K-slice i of x reaches every core of row i: up to R + C - 2 hops from where
-            the previous op left it, one message step, M*ceil(K/R) 16-bit values down a link;
-    Mxm     each core streams its block and its input slice: max((block + input bytes) / core
-            SRAM bandwidth, 2*M*ceil(K/R)*ceil(N/C) / core peak);
+    Feed    the K-slice i of x reaches every core of row i: R + C - 2 hops from where the previous
+            op left it, one message step of M*ceil(K/R) 16-bit values;
+    Mxm     each core multiplies its input slice by its block (Timing.mxm);
     Tree    the R partial sums of each column meet in a 2-way tree (WaferLLM's K-tree with
-            K=2): R - 1 hops of wire, ceil(log2 R) message steps, each moving M*ceil(N/C) values.
+            K=2): a message step a level, about R - 1 hops in all, each moving M*ceil(N/C) values.
 
 The KV cache of an attention op is spread the same way (tokens over rows, kv features over
 columns); attention reduces scores within a head across the columns that split it, takes the
@@ -27,20 +27,22 @@ the region's peak, whichever is larger) plus the wire latency every reduction mu
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from compiler.partition.cost import Breakdown
-from compiler.partition.mesh import LINE, LOCAL, Axis, line_wire_s, message_s, region_mesh
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op
 from ir.isa import Fmt, Fn
 from ir.isa import Op as Isa
 from ir.ops import Opcode, expert_passes
 from ir.program import Flag
-from targets.mesh import Shape
+from targets.mesh import Shape, tree_halves
 from targets.spec import SystemSpec
+from targets.timing import Timing
+from targets.wafer_timing import FABRIC_SEND
 
 ROWS, COLS = "rows", "cols"  # a region's mesh axes
 ACT_BYTES = 2  # activations and partial sums travel as 16-bit values
@@ -62,8 +64,7 @@ class Feed:
 
 @dataclass(frozen=True, slots=True)
 class Mxm:
-    """Every core multiplies its m x k input by its k x n block at param offset `at` (`src_bytes` read):
-    the cost streams the block and the input, and does 2mkn flops at the `rate` precision's peak."""
+    """Every core multiplies its m x k input by its k x n block at param offset `at` (`src_bytes` read)."""
 
     m: int
     k: int
@@ -71,7 +72,6 @@ class Mxm:
     fmt: Fmt
     at: int
     src_bytes: int
-    rate: str
     s_b: int = X
     out: int | None = None  # None: a fresh result stream
     flags: int = 0
@@ -88,18 +88,27 @@ class Tree:
     group: int | None = None
     broadcast: bool = False
 
+    def levels(self, region: Shape) -> tuple[int, ...]:
+        """The hops of each level it runs: every level of its line's 2-way tree (targets.mesh), or within
+        groups of `group` columns only the last (shortest) ceil(log2 group)."""
+        halves = tree_halves(region.rows if self.axis == ROWS else region.cols)
+        keep = len(halves) if self.group is None else min(len(halves), math.ceil(math.log2(max(1, self.group))))
+        return tuple(halves[len(halves) - keep:])
+
 
 @dataclass(frozen=True, slots=True)
 class RowOp:
     """Row 0's cores run a VOP `fn` on m rows of n elements, or (Isa.GATHER) read their n-element slice
-    of m table rows: `nbytes` read, `flops` at the fp16 peak."""
+    of m table rows: `nbytes` read."""
 
     op: Isa
     fn: Fn
     m: int
     n: int
     nbytes: int
-    flops: float = 0.0
+
+    def cycles(self, tm: Timing) -> int:
+        return tm.vop(self.fn, self.m * self.n, self.nbytes, rows=self.m) if self.op is Isa.VOP else tm.mem(self.nbytes)
 
 
 Step = Feed | Mxm | Tree | RowOp
@@ -139,25 +148,43 @@ def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: SystemSpec, precision
 def describe(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> MeshCost:
     """The op on a region: its steps and their time (`kv`, the cache's format, shapes only its lowering)."""
     steps, weight, state, act, bound = WORK[op.opcode](op, region, wafer, precision, kv, rows_scale)
-    return MeshCost(weight, state, act, steps_time(steps, region, wafer), bound, steps)
+    return MeshCost(weight, state, act, steps_time(steps, region, timing_of(wafer)), bound, steps)
 
 
-def steps_time(steps: Sequence[Step], region: Shape, wafer: SystemSpec) -> Breakdown:
-    return sum((step_time(s, region, wafer) for s in steps), Breakdown())
+timing_of = functools.cache(Timing.of)
 
 
-def step_time(s: Step, region: Shape, wafer: SystemSpec) -> Breakdown:
+def steps_time(steps: Sequence[Step], region: Shape, tm: Timing) -> Breakdown:
+    """The steps' time as the lowering emits them (level-synchronous), by the Timing's per-core rules."""
+    return sum((step_time(s, region, tm) for s in steps), Breakdown())
+
+
+def step_time(s: Step, region: Shape, tm: Timing) -> Breakdown:
     match s:
         case Feed():
-            return _message(region.rows + region.cols - 2, 1, s.values, wafer)
+            return messages((region.rows + region.cols - 2,), s.values * ACT_BYTES, tm)
         case Mxm():
-            return _stream(s.src_bytes + s.m * s.k * ACT_BYTES, 2 * s.m * s.k * s.n, wafer, s.rate)
+            cycles = tm.mxm(s.m, s.k, s.n, s.fmt)
+            bound = "compute_s" if tm.passes(s.m, s.k, s.n, s.fmt) >= cycles else "memory_s"
+            return Breakdown(**{bound: cycles / tm.clock_hz})
         case Tree():
-            axis = region_mesh(region.rows, region.cols).axis(s.axis)
-            return _line(replace(axis, size=s.group) if s.group else axis, s.values, wafer)
+            return messages(s.levels(region), s.values * ACT_BYTES, tm)
         case RowOp():
-            return _stream(s.nbytes, s.flops, wafer, "fp16")
+            return Breakdown(**{"compute_s" if s.op is Isa.VOP else "memory_s": s.cycles(tm) / tm.clock_hz})
     raise TypeError(s)
+
+
+def message_cycles(hops: int, nbytes: int, tm: Timing, send: int = FABRIC_SEND) -> tuple[int, int]:
+    """One message step from C2C unit `send`: (cycles until its data is `hops` away, until its RECV is done)."""
+    arrive = tm.arrival(hops, send)
+    return arrive, arrive + tm.recv(nbytes, send + 1)
+
+
+def messages(levels: Sequence[int], nbytes: int, tm: Timing, send: int = FABRIC_SEND) -> Breakdown:
+    """Message steps one after another, split as plans report them: the receivers' fixed steps, the wire."""
+    step = tm.link_class(send + 1).step_cycles * len(levels)
+    total = sum(message_cycles(h, nbytes, tm, send)[1] for h in levels)
+    return Breakdown(latency_s=step / tm.clock_hz, link_s=(total - step) / tm.clock_hz)
 
 
 def op_rows(op: Op, rows_scale: float) -> int:
@@ -183,35 +210,12 @@ def _resident_total(op: Op) -> int:
     return sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
 
 
-def _stream(nbytes: float, flops: float, wafer: SystemSpec, precision: str) -> Breakdown:
-    memory = nbytes / wafer.chip.mem_bw_bytes_per_s
-    compute = flops / wafer.chip.peak_ops(precision)
-    return Breakdown(memory_s=memory) if memory >= compute else Breakdown(compute_s=compute)
-
-
-def _message(hops: int, steps: int, values: float, wafer: SystemSpec) -> Breakdown:
-    """`hops` of wire, `steps` message steps at cores, each step moving `values` 16-bit values down a link."""
-    steps_s, wire_s = message_s(hops, steps, values * ACT_BYTES, wafer)
-    return Breakdown(latency_s=steps_s, link_s=wire_s)
-
-
-def _line(axis: Axis, values: float, wafer: SystemSpec) -> Breakdown:
-    """A 2-way tree along a line axis (partition.mesh's line rule), each core contributing `values` values."""
-    steps_s, wire_s = line_wire_s(axis, values * ACT_BYTES, wafer)
-    return Breakdown(latency_s=steps_s, link_s=wire_s)
-
-
-def tree_reduce(cores: int, values: float, wafer: SystemSpec) -> Breakdown:
-    """A 2-way tree reduction along a line of `cores` cores."""
-    return _line(Axis("line", cores, LINE, LOCAL), values, wafer)
-
-
 def _gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str, at: int = 0
           ) -> tuple[tuple[Step, ...], float]:
     """x[m,k] @ w[k,n] as a mesh GEMV (module docstring): its steps and its lower bound."""
     kr, nc = math.ceil(k / region.rows), math.ceil(n / region.cols)
     fmt = FMT[precision]
-    steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8), precision), Tree(ROWS, m * nc))
+    steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8)), Tree(ROWS, m * nc))
     stream = max(weight_bytes / (region.cores * wafer.chip.mem_bw_bytes_per_s),
                  2 * m * k * n / (region.cores * wafer.chip.peak_ops(precision)))
     return steps, stream + (region.rows - 1) * wafer.local_link.latency_s
@@ -221,7 +225,7 @@ def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: System
          ) -> tuple[Breakdown, float]:
     """A mesh GEMV's time and its lower bound."""
     steps, bound = _gemv(m, k, n, weight_bytes, region, wafer, precision)
-    return steps_time(steps, region, wafer), bound
+    return steps_time(steps, region, timing_of(wafer)), bound
 
 
 def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
@@ -260,8 +264,8 @@ def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str
     tokens = max(1, math.ceil(per_core / 2 / (feats * fmt.bits / 8)))  # cached tokens on this core
     half = math.ceil(feats * tokens * fmt.bits / 8)
     steps = (Feed(m * q_cols),
-             Mxm(m * group, feats, tokens, fmt, 0, half, "fp16", X, S, Flag.KEYS),
-             Mxm(m * group, feats, tokens, fmt, half, half, "fp16", S, None, Flag.VALUES),
+             Mxm(m * group, feats, tokens, fmt, 0, half, X, S, Flag.KEYS),
+             Mxm(m * group, feats, tokens, fmt, half, half, S, None, Flag.VALUES),
              Tree(COLS, m * group, group=split), Tree(ROWS, m * heads), Tree(ROWS, m * heads), Tree(ROWS, m * q_cols))
     stream = max(_resident_total(op) / (region.cores * wafer.chip.mem_bw_bytes_per_s),
                  op.cost.flops * rows_scale / (region.cores * wafer.chip.peak_ops("fp16")))
@@ -283,8 +287,7 @@ def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, r
     out = op.results[0].type
     m, width = op_rows(op, rows_scale), math.ceil((out.shape[-1] if len(out.shape) > 1 else 1) / region.cols)
     moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
-    steps: tuple[Step, ...] = (RowOp(Isa.VOP, VECTOR_FN[op.opcode], m, width, math.ceil(moved / region.cols),
-                                     op.cost.flops * rows_scale / region.cols),)
+    steps: tuple[Step, ...] = (RowOp(Isa.VOP, VECTOR_FN[op.opcode], m, width, math.ceil(moved / region.cols)),)
     if op.opcode is Opcode.RMSNORM:  # sum of squares, then broadcast
         steps += (Tree(COLS, m), Tree(COLS, m, broadcast=True))
     elif op.opcode is Opcode.ARGMAX:  # best (value, index) pairs

@@ -16,10 +16,9 @@ region enters a step at the same cycle, and a RECV names the stream of its first
 Prefill chunks are pipelined through the stages by the shared timeline (codegen.phase): a stage
 takes chunk c once it has finished chunk c - 1 and its hand-off SEND has read the result.
 
-Simplifications, all small against the model: attention's within-head reduction is timed on the
-last (shortest) levels of row 0's column tree, for every row at once; a step's cycles are the
-Timing's per-core rules (whole tiles, port rates), where the model takes the same step's bytes over the
-core's SRAM bandwidth and its flops over its peak.
+Simplification: attention's within-head reduction is timed on the last (shortest) levels of row 0's
+column tree, for every row at once. A unit's instructions take the cycles its cost counts
+(cost.steps_time: the same steps, level-synchronous, by the same Timing rules).
 
 Templates. Every unit on a region shape, every hand-off's send and receive side and the host's
 rows are the shared codegen's Templates (compiler/codegen/template.py): one Instr a role stream's
@@ -32,13 +31,12 @@ activation sits on Q.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from compiler.backends.wafer.cost import ACT_BYTES, Feed, Mxm, RowOp, Shape, Step, Tree, X, describe
+from compiler.backends.wafer.cost import ACT_BYTES, Feed, Mxm, RowOp, Shape, Step, Tree, X, describe, message_cycles
 from compiler.backends.wafer.layout import Hop, entry
 from compiler.backends.wafer.planner import host_input_bytes
 from compiler.codegen.blocks import Blocks
@@ -102,12 +100,12 @@ class _Steps:
             self.put(s, Isa.SEND, tm.link(nbytes, FABRIC_SEND), unit=FABRIC_SEND, src_bytes=nbytes,
                      s_a=self.cur[s] if src is None else src, peer=_stream(receivers[0][0]), tag=tag, route=route,
                      imm=level)
-        arrive = self.now + tm.arrival(hops)
+        arrive, done = (self.now + c for c in message_cycles(hops, nbytes, tm))
         for r, s in receivers:
             extra = {"s_c": self.cur[r], "flags": Flag.ACCUMULATE} if accumulate else {}
             self.put(r, Isa.RECV, tm.recv(nbytes, FABRIC_RECV), at=arrive, unit=FABRIC_RECV, dst_bytes=nbytes,
                      s_out=self.fresh(r) if out is None else out, peer=_stream(s), tag=tag, **extra)
-        self.now = arrive + tm.recv(nbytes, FABRIC_RECV)
+        self.now = done
 
     def row_tree(self, values: int) -> None:
         """The 2-way tree down the rows: at level j the rows [h_j, a_j) send their partials h_j rows up."""
@@ -118,17 +116,17 @@ class _Steps:
             takers += [(i, ro.row_role[h]) for i in ro.root]
             self.message(senders, takers, Route.ROWS, h, values * ACT_BYTES, None, None, accumulate=True, level=j)
 
-    def col_tree(self, values: int, levels: int | None = None, broadcast: bool = False) -> None:
-        """The 2-way tree along row 0's columns; `broadcast` runs it back down. With `levels`, only the
-        last (shortest) levels: a reduction within groups of about 2^levels columns, timed as one."""
-        ro = self.roles
+    def col_tree(self, s: Tree) -> None:
+        """The 2-way tree along row 0's columns (only its last levels within groups: Tree.levels);
+        `broadcast` runs it back down."""
+        ro, values = self.roles, s.values
         height = len(ro.col_halves)
-        order = range(height - (height if levels is None else min(levels, height)), height)
-        for j in reversed(order) if broadcast else order:
+        order = range(height - len(s.levels(self.shape)), height)
+        for j in reversed(order) if s.broadcast else order:
             h = ro.col_halves[j]
             low = [i for i in ro.root if ro.keys[i][1] == j]
             high = [i for i in ro.root if j in ro.keys[i][2]]
-            if broadcast:  # the partner below sends the result back
+            if s.broadcast:  # the partner below sends the result back
                 pairs = [(i, ro.col_role[ro.first[i] - h]) for i in low]
                 self.message(high, pairs, Route.COLS, h, values * ACT_BYTES, None, None, level=j)
             else:
@@ -157,10 +155,9 @@ class _Steps:
             case Tree(axis="rows"):
                 self.row_tree(s.values)
             case Tree():
-                levels = None if s.group is None else math.ceil(math.log2(s.group)) if s.group > 1 else 0
-                self.col_tree(s.values, levels, s.broadcast)
+                self.col_tree(s)
             case RowOp():
-                cycles = tm.vop(s.fn, s.m * s.n, s.nbytes, rows=s.m) if s.op is Isa.VOP else tm.mem(s.nbytes)
+                cycles = s.cycles(tm)
                 for r in root:
                     if s.op is Isa.VOP:
                         self.put(r, s.op, cycles, fn=s.fn, src_bytes=s.nbytes, s_a=self.cur[r], s_out=self.fresh(r),

@@ -210,29 +210,27 @@ def _resident_total(op: Op) -> int:
     return sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
 
 
-def _gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str, at: int = 0
-          ) -> tuple[tuple[Step, ...], float]:
+def _bound(nbytes: float, flops: float, hops: int, region: Shape, wafer: SystemSpec, precision: str) -> float:
+    """What no schedule on the region beats: its bytes over every core's SRAM bandwidth (or its flops over
+    every core's peak), and `hops` of wire."""
+    stream = max(nbytes / wafer.chip.mem_bw_bytes_per_s, flops / wafer.chip.peak_ops(precision)) / region.cores
+    return stream + hops * wafer.local_link.latency_s
+
+
+def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str, at: int = 0
+         ) -> tuple[tuple[Step, ...], float]:
     """x[m,k] @ w[k,n] as a mesh GEMV (module docstring): its steps and its lower bound."""
     kr, nc = math.ceil(k / region.rows), math.ceil(n / region.cols)
     fmt = FMT[precision]
     steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8)), Tree(ROWS, m * nc))
-    stream = max(weight_bytes / (region.cores * wafer.chip.mem_bw_bytes_per_s),
-                 2 * m * k * n / (region.cores * wafer.chip.peak_ops(precision)))
-    return steps, stream + (region.rows - 1) * wafer.local_link.latency_s
-
-
-def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str
-         ) -> tuple[Breakdown, float]:
-    """A mesh GEMV's time and its lower bound."""
-    steps, bound = _gemv(m, k, n, weight_bytes, region, wafer, precision)
-    return steps_time(steps, region, timing_of(wafer)), bound
+    return steps, _bound(weight_bytes, 2 * m * k * n, region.rows - 1, region, wafer, precision)
 
 
 def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
     w = op.operands[1].type
     k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
     m = op_rows(op, rows_scale)
-    steps, bound = _gemv(m, k, n, _resident_total(op), region, wafer, precision)
+    steps, bound = gemv(m, k, n, _resident_total(op), region, wafer, precision)
     act = 2 * m * (math.ceil(k / region.rows) + math.ceil(n / region.cols)) * ACT_BYTES  # double-buffered
     return steps, resident_bytes(op, region), 0, act, bound
 
@@ -245,7 +243,7 @@ def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, 
     per_expert = _resident_total(op) // experts
     steps, bound = (), 0.0
     for k, n in ((hidden, inter), (hidden, inter), (inter, hidden)):
-        s, b = _gemv(m, k, n, per_expert // 3, region, wafer, precision)
+        s, b = gemv(m, k, n, per_expert // 3, region, wafer, precision)
         steps, bound = steps + s * passes, bound + b * passes
     act = 2 * m * (math.ceil(hidden / region.rows) + math.ceil(inter / region.cols)) * ACT_BYTES
     return steps, resident_bytes(op, region), 0, act, bound
@@ -267,10 +265,8 @@ def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str
              Mxm(m * group, feats, tokens, fmt, 0, half, X, S, Flag.KEYS),
              Mxm(m * group, feats, tokens, fmt, half, half, S, None, Flag.VALUES),
              Tree(COLS, m * group, group=split), Tree(ROWS, m * heads), Tree(ROWS, m * heads), Tree(ROWS, m * q_cols))
-    stream = max(_resident_total(op) / (region.cores * wafer.chip.mem_bw_bytes_per_s),
-                 op.cost.flops * rows_scale / (region.cores * wafer.chip.peak_ops("fp16")))
-    act = 2 * m * (q_cols + heads) * ACT_BYTES
-    return steps, 0, per_core, act, stream + (region.rows - 1) * wafer.local_link.latency_s
+    bound = _bound(_resident_total(op), op.cost.flops * rows_scale, region.rows - 1, region, wafer, "fp16")
+    return steps, 0, per_core, 2 * m * (q_cols + heads) * ACT_BYTES, bound
 
 
 def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
@@ -279,7 +275,7 @@ def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, ro
     cols = math.ceil(op.results[0].type.shape[-1] / region.cols)
     steps = (RowOp(Isa.GATHER, Fn.NONE, m, cols, m * cols * ACT_BYTES), Feed(m * cols, row0=True))
     return steps, resident_bytes(op, region), 0, 2 * m * cols * ACT_BYTES, \
-        (region.rows + region.cols - 2) * wafer.local_link.latency_s
+        _bound(0, 0, region.rows + region.cols - 2, region, wafer, precision)
 
 
 def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:

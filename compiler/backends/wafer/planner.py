@@ -222,15 +222,10 @@ def host_input_bytes(graph: Graph) -> int:
 
 def _wafer_memory(stages: list[Stage], wafer: SystemSpec) -> list[Memory]:
     """Each wafer's memory summed over the cores of its regions (idle cores hold nothing)."""
-    out = []
-    for w in range(max(s.region.wafer for s in stages) + 1):
-        mine = [s for s in stages if s.region.wafer == w]
-        out.append(Memory(weights=sum(s.memory.weights * s.cores for s in mine),
-                          kv_cache=sum(s.memory.kv_cache * s.cores for s in mine),
-                          activations=sum(s.memory.activations * s.cores for s in mine),
-                          program=sum(s.memory.program * s.cores for s in mine),
-                          capacity=wafer.chips_per_node * wafer.chip.sram_bytes))
-    return out
+    parts = ("weights", "kv_cache", "activations", "program")
+    return [Memory(*(sum(getattr(s.memory, f) * s.cores for s in stages if s.region.wafer == w) for f in parts),
+                   capacity=wafer.chips_per_node * wafer.chip.sram_bytes)
+            for w in range(max(s.region.wafer for s in stages) + 1)]
 
 
 def _mesh(wafers: Sequence[Candidate], stages: list[Stage], wafer: SystemSpec) -> dict:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from compiler.partition.cost import Breakdown
+from compiler.partition.mesh import region_mesh
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op
 from ir.isa import Fmt, Fn
@@ -91,7 +92,7 @@ class Tree:
     def levels(self, region: Shape) -> tuple[int, ...]:
         """The hops of each level it runs: every level of its line's 2-way tree (targets.mesh), or within
         groups of `group` columns only the last (shortest) ceil(log2 group)."""
-        halves = tree_halves(region.rows if self.axis == ROWS else region.cols)
+        halves = tree_halves(region_mesh(region.rows, region.cols).axis(self.axis).size)
         keep = len(halves) if self.group is None else min(len(halves), math.ceil(math.log2(max(1, self.group))))
         return tuple(halves[len(halves) - keep:])
 

@@ -176,14 +176,12 @@ def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: 
 
 def _room_for_prefill(units: _Costed, prompt: _Costed, scale: float) -> CostOf:
     """Every unit's decode cost on a shape, its activation space widened to hold `scale` of the prompt's
-    rows; once a shape, each pair of kinds once."""
+    rows; once a shape."""
 
     @functools.cache
     def cost_of(shape: Shape) -> list[MeshCost]:
-        pairs = list(zip(units.kinds, prompt.kinds, strict=True))
-        merged = {(d, p): replace(c, act_bytes=max(c.act_bytes, prompt.kind(p, shape, scale).act_bytes))
-                  for d, p in dict.fromkeys(pairs) for c in (units.kind(d, shape, 1.0),)}
-        return [merged[pair] for pair in pairs]
+        return [replace(d, act_bytes=max(d.act_bytes, p.act_bytes))
+                for d, p in zip(units.costs(shape), prompt.costs(shape, scale), strict=True)]
 
     return cost_of
 

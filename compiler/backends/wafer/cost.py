@@ -36,7 +36,7 @@ from compiler.partition.cost import Breakdown
 from compiler.partition.mesh import region_mesh
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op
-from ir.isa import Fmt, Fn
+from ir.isa import FMT_OF, Fmt, Fn
 from ir.isa import Op as Isa
 from ir.ops import Opcode, expert_passes
 from ir.program import Flag
@@ -143,12 +143,12 @@ ZERO = MeshCost(0, 0, 0, Breakdown(), 0.0)
 def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: SystemSpec, precision: str,
                    rows_scale: float = 1.0) -> MeshCost:
     """The unit's ops on a region of `shape`, summed; `rows_scale` shrinks the rows (a prefill chunk)."""
-    return sum((describe(op, shape, wafer, precision, "fp16", rows_scale) for op in ops), ZERO)
+    return sum((describe(op, shape, wafer, precision, rows_scale) for op in ops), ZERO)
 
 
-def describe(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> MeshCost:
-    """The op on a region: its steps and their time (`kv`, the cache's format, shapes only its lowering)."""
-    steps, weight, state, act, bound = WORK[op.opcode](op, region, wafer, precision, kv, rows_scale)
+def describe(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
+    """The op on a region: its steps (what the plan times and the lowering emits) and their time."""
+    steps, weight, state, act, bound = WORK[op.opcode](op, region, wafer, precision, rows_scale)
     return MeshCost(weight, state, act, steps_time(steps, region, timing_of(wafer)), bound, steps)
 
 
@@ -227,7 +227,7 @@ def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: System
     return steps, _bound(weight_bytes, 2 * m * k * n, region.rows - 1, region, wafer, precision)
 
 
-def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
     w = op.operands[1].type
     k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
     m = op_rows(op, rows_scale)
@@ -236,7 +236,7 @@ def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, r
     return steps, resident_bytes(op, region), 0, act, bound
 
 
-def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
     """Every expert is tiled over the whole region; a step runs the passes static timing allows."""
     experts, hidden, inter = op.operands[3].type.shape
     m = op_rows(op, rows_scale)
@@ -250,7 +250,7 @@ def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, 
     return steps, resident_bytes(op, region), 0, act, bound
 
 
-def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
     """Keys then values against the core's share of the cache, the scores reduced within a head, the
     softmax's max and sum and the weighted values down the rows."""
     m = op_rows(op, rows_scale)
@@ -258,9 +258,9 @@ def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str
     q_cols, group = math.ceil(heads * head_dim / region.cols), max(1, heads // kv_heads)
     split = max(1, region.cols // kv_heads)  # columns sharing one kv head's features
     per_core = resident_bytes(op, region)
-    fmt = Fmt.F16 if kv == "fp16" else Fmt.I8
-    feats = math.ceil(kv_heads * head_dim / region.cols)
-    tokens = max(1, math.ceil(per_core / 2 / (feats * fmt.bits / 8)))  # cached tokens on this core
+    cache = op.operands[3].type  # [.., tokens, features]: its format is the keys' and values' tiles
+    fmt, feats = FMT_OF[cache.dtype], math.ceil(kv_heads * head_dim / region.cols)
+    tokens = math.prod(cache.shape[:-2]) * math.ceil(cache.shape[-2] / region.rows)  # cached tokens on this core
     half = math.ceil(feats * tokens * fmt.bits / 8)
     steps = (Feed(m * q_cols),
              Mxm(m * group, feats, tokens, fmt, 0, half, X, S, Flag.KEYS),
@@ -270,7 +270,7 @@ def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str
     return steps, 0, per_core, 2 * m * (q_cols + heads) * ACT_BYTES, bound
 
 
-def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
     """A row lookup: the token's row sits on one band of cores and travels out along its columns."""
     m = op_rows(op, rows_scale)
     cols = math.ceil(op.results[0].type.shape[-1] / region.cols)
@@ -279,7 +279,7 @@ def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, ro
         _bound(0, 0, region.rows + region.cols - 2, region, wafer, precision)
 
 
-def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
     """An elementwise op on the C cores of one row; a norm or argmax also reduces along the row."""
     out = op.results[0].type
     m, width = op_rows(op, rows_scale), math.ceil((out.shape[-1] if len(out.shape) > 1 else 1) / region.cols)
@@ -292,7 +292,7 @@ def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, r
     return steps, resident_bytes(op, region), 0, 3 * m * width * ACT_BYTES, 0.0
 
 
-Describe = Callable[[Op, Shape, SystemSpec, str, str, float], Rule]
+Describe = Callable[[Op, Shape, SystemSpec, str, float], Rule]
 # The wafer backend's rules, by opcode: what each op does on a region, which its cost and its emission
 # both read. An op without one (Mamba's conv1d and selective_scan, latent attention, slice) is refused
 # before planning (compiler/backends), never timed as another.

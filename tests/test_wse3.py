@@ -24,6 +24,7 @@ from compiler.plan import Plan
 from compiler.plan.search import choose
 from compiler.planner import make_plan
 from ir.errors import ConfigError, DoesNotFitError
+from ir.isa import Fmt
 from targets import SystemSpec, list_targets, load_target
 from targets.mesh import Region, build_mesh_topology, core_hops, grid_cells, region_hops, shared_edge
 
@@ -156,7 +157,7 @@ def test_gemv_trades_streaming_for_hops():
     k, n = 4096, 14336
 
     def timed(shape: Shape) -> tuple[Breakdown, float]:
-        steps, bound = gemv(1, k, n, 2 * k * n, shape, WSE3, "fp16")
+        steps, bound = gemv(1, k, n, 2 * k * n, Fmt.F16, shape, WSE3)
         return steps_time(steps, shape, timing_of(WSE3)), bound
 
     (small, _), (large, _) = timed(Shape(64, 64)), timed(Shape(1024, 700))

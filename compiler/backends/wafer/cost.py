@@ -48,7 +48,6 @@ from targets.wafer_timing import FABRIC_SEND
 ROWS, COLS = "rows", "cols"  # a region's mesh axes
 ACT_BYTES = 2  # activations and partial sums travel as 16-bit values
 X, S = 0, 2  # a core's streams: an op's input slice, attention scores (its result alternates on 1 and 3)
-FMT = {"fp16": Fmt.F16, "fp8": Fmt.FP8, "int8": Fmt.I8, "int4": Fmt.I4}
 VECTOR_FN = {Opcode.ADD: Fn.ADD, Opcode.MUL: Fn.MUL, Opcode.SILU: Fn.SILU, Opcode.GELU: Fn.GELU,
              Opcode.RMSNORM: Fn.RMSNORM, Opcode.ROPE: Fn.ROPE, Opcode.SOFTMAX: Fn.SOFTMAX,
              Opcode.ARGMAX: Fn.ARGMAX, Opcode.TOPK: Fn.TOPK}
@@ -140,15 +139,14 @@ class MeshCost:
 ZERO = MeshCost(0, 0, 0, Breakdown(), 0.0)
 
 
-def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: SystemSpec, precision: str,
-                   rows_scale: float = 1.0) -> MeshCost:
+def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: SystemSpec, rows_scale: float = 1.0) -> MeshCost:
     """The unit's ops on a region of `shape`, summed; `rows_scale` shrinks the rows (a prefill chunk)."""
-    return sum((describe(op, shape, wafer, precision, rows_scale) for op in ops), ZERO)
+    return sum((describe(op, shape, wafer, rows_scale) for op in ops), ZERO)
 
 
-def describe(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> MeshCost:
+def describe(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> MeshCost:
     """The op on a region: its steps (what the plan times and the lowering emits) and their time."""
-    steps, weight, state, act, bound = WORK[op.opcode](op, region, wafer, precision, rows_scale)
+    steps, weight, state, act, bound = WORK[op.opcode](op, region, wafer, rows_scale)
     return MeshCost(weight, state, act, steps_time(steps, region, timing_of(wafer)), bound, steps)
 
 
@@ -211,32 +209,32 @@ def _resident_total(op: Op) -> int:
     return sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
 
 
-def _bound(nbytes: float, flops: float, hops: int, region: Shape, wafer: SystemSpec, precision: str) -> float:
+def _bound(nbytes: float, flops: float, hops: int, region: Shape, wafer: SystemSpec, precision: str = "fp16"
+           ) -> float:
     """What no schedule on the region beats: its bytes over every core's SRAM bandwidth (or its flops over
     every core's peak), and `hops` of wire."""
     stream = max(nbytes / wafer.chip.mem_bw_bytes_per_s, flops / wafer.chip.peak_ops(precision)) / region.cores
     return stream + hops * wafer.local_link.latency_s
 
 
-def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str, at: int = 0
+def gemv(m: int, k: int, n: int, weight_bytes: int, fmt: Fmt, region: Shape, wafer: SystemSpec, at: int = 0
          ) -> tuple[tuple[Step, ...], float]:
     """x[m,k] @ w[k,n] as a mesh GEMV (module docstring): its steps and its lower bound."""
     kr, nc = math.ceil(k / region.rows), math.ceil(n / region.cols)
-    fmt = FMT[precision]
     steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8)), Tree(ROWS, m * nc))
-    return steps, _bound(weight_bytes, 2 * m * k * n, region.rows - 1, region, wafer, precision)
+    return steps, _bound(weight_bytes, 2 * m * k * n, region.rows - 1, region, wafer, fmt.precision)
 
 
-def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
+def _matmul(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     w = op.operands[1].type
     k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
     m = op_rows(op, rows_scale)
-    steps, bound = gemv(m, k, n, _resident_total(op), region, wafer, precision)
+    steps, bound = gemv(m, k, n, _resident_total(op), FMT_OF[w.dtype], region, wafer)
     act = 2 * m * (math.ceil(k / region.rows) + math.ceil(n / region.cols)) * ACT_BYTES  # double-buffered
     return steps, resident_bytes(op, region), 0, act, bound
 
 
-def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
+def _experts(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     """Every expert is tiled over the whole region; a step runs the passes static timing allows."""
     experts, hidden, inter = op.operands[3].type.shape
     m = op_rows(op, rows_scale)
@@ -244,13 +242,13 @@ def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scal
     per_expert = _resident_total(op) // experts
     steps, bound = (), 0.0
     for k, n in ((hidden, inter), (hidden, inter), (inter, hidden)):
-        s, b = gemv(m, k, n, per_expert // 3, region, wafer, precision)
+        s, b = gemv(m, k, n, per_expert // 3, FMT_OF[op.operands[3].type.dtype], region, wafer)
         steps, bound = steps + s * passes, bound + b * passes
     act = 2 * m * (math.ceil(hidden / region.rows) + math.ceil(inter / region.cols)) * ACT_BYTES
     return steps, resident_bytes(op, region), 0, act, bound
 
 
-def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
+def _attention(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     """Keys then values against the core's share of the cache, the scores reduced within a head, the
     softmax's max and sum and the weighted values down the rows."""
     m = op_rows(op, rows_scale)
@@ -266,20 +264,20 @@ def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_sc
              Mxm(m * group, feats, tokens, fmt, 0, half, X, S, Flag.KEYS),
              Mxm(m * group, feats, tokens, fmt, half, half, S, None, Flag.VALUES),
              Tree(COLS, m * group, group=split), Tree(ROWS, m * heads), Tree(ROWS, m * heads), Tree(ROWS, m * q_cols))
-    bound = _bound(_resident_total(op), op.cost.flops * rows_scale, region.rows - 1, region, wafer, "fp16")
+    bound = _bound(_resident_total(op), op.cost.flops * rows_scale, region.rows - 1, region, wafer)
     return steps, 0, per_core, 2 * m * (q_cols + heads) * ACT_BYTES, bound
 
 
-def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
+def _embed(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     """A row lookup: the token's row sits on one band of cores and travels out along its columns."""
     m = op_rows(op, rows_scale)
     cols = math.ceil(op.results[0].type.shape[-1] / region.cols)
     steps = (RowOp(Isa.GATHER, Fn.NONE, m, cols, m * cols * ACT_BYTES), Feed(m * cols, row0=True))
     return steps, resident_bytes(op, region), 0, 2 * m * cols * ACT_BYTES, \
-        _bound(0, 0, region.rows + region.cols - 2, region, wafer, precision)
+        _bound(0, 0, region.rows + region.cols - 2, region, wafer)
 
 
-def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale: float) -> Rule:
+def _vector(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     """An elementwise op on the C cores of one row; a norm or argmax also reduces along the row."""
     out = op.results[0].type
     m, width = op_rows(op, rows_scale), math.ceil((out.shape[-1] if len(out.shape) > 1 else 1) / region.cols)
@@ -292,7 +290,7 @@ def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, rows_scale
     return steps, resident_bytes(op, region), 0, 3 * m * width * ACT_BYTES, 0.0
 
 
-Describe = Callable[[Op, Shape, SystemSpec, str, float], Rule]
+Describe = Callable[[Op, Shape, SystemSpec, float], Rule]
 # The wafer backend's rules, by opcode: what each op does on a region, which its cost and its emission
 # both read. An op without one (Mamba's conv1d and selective_scan, latent attention, slice) is refused
 # before planning (compiler/backends), never timed as another.

@@ -184,12 +184,12 @@ class _Piece:
     land: int | None = None
 
 
-def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: Timing, rows_scale: float,
-          precision: str) -> tuple[_Piece, int]:
+def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: Timing, rows_scale: float
+          ) -> tuple[_Piece, int]:
     """A unit's piece on a region shape (from stream 0, address 0) and the per-core bytes it holds."""
     e = _Steps.of(ops[0].scope or "unit", timing, roles, shape)
     for op in ops:
-        w = describe(op, shape, wafer, precision, rows_scale)
+        w = describe(op, shape, wafer, rows_scale)
         addr = e.alloc(w.weight_bytes + w.state_bytes)
         for step in w.steps:
             e.step(step, addr)
@@ -217,11 +217,10 @@ def lower(plan: Plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], sy
     chunk = plan.prefill["chunk_tokens"]
     host = host_input_bytes(decode)
     progress("scheduling decode")
-    d = lower_wafer("decode", decode, plan.stages, system, crossing, 1.0, options.precision, host_bytes=host)
+    d = lower_wafer("decode", decode, plan.stages, system, crossing, 1.0, host_bytes=host)
     progress("scheduling prefill")
     p = lower_wafer("prefill", prefill, plan.stages, system, [b * chunk for b in crossing], chunk / options.prompt,
-                    options.precision, plan.prefill["chunks"], {"chunk_tokens": chunk},
-                    host_bytes=host * chunk)
+                    plan.prefill["chunks"], {"chunk_tokens": chunk}, host_bytes=host * chunk)
     return Lowering(d, p, prefill, {"wafer": True, "stages": _stage_memory(d, p)})
 
 
@@ -234,12 +233,11 @@ def _stage_memory(decode: Program, prefill: Program) -> list[dict]:
 
 
 def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: list[int], rows_scale: float,
-                precision: str, chunks: int = 1, meta: dict | None = None,
-                host_bytes: int = 0) -> Program:
+                chunks: int = 1, meta: dict | None = None, host_bytes: int = 0) -> Program:
     """One phase as role streams: decode, or `chunks` prefill chunks of `rows_scale` of the prompt's rows,
     pipelined through the stages (a stage takes chunk c once it has finished chunk c - 1 and sent it on)."""
     timing = Timing.of(wafer)
-    plan, templates = _stages(graph, stages, wafer, timing, crossing, rows_scale, precision)
+    plan, templates = _stages(graph, stages, wafer, timing, crossing, rows_scale)
     if host_bytes:
         plan[0].pieces.insert(0, _host_input(timing, wafer, plan[0], host_bytes))
     for prev, cur in zip(plan, plan[1:], strict=False):
@@ -276,8 +274,8 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
     return blocks.program(phase, wafer.name, len(replicas), wafer.chip.clock_hz, info, dialect="roles")
 
 
-def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: list[int], rows_scale: float,
-            precision: str) -> tuple[list[_Stage], int]:
+def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: list[int], rows_scale: float
+            ) -> tuple[list[_Stage], int]:
     """Every stage's roles and units' templates (one per distinct unit and region shape), and how many."""
     scopes = graph.scopes()
     index = {s: i for i, s in enumerate(scopes)}
@@ -291,7 +289,7 @@ def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: l
         for u in range(index[st.first_unit], index[st.last_unit] + 1):
             key = (signature(units[u]), shape)
             if key not in templates:
-                templates[key] = _unit(units[u], shape, roles, wafer, timing, rows_scale, precision)
+                templates[key] = _unit(units[u], shape, roles, wafer, timing, rows_scale)
             piece, nbytes = templates[key]
             pieces.append(replace(piece, base=base, addr=addr))
             addr += nbytes

@@ -35,10 +35,10 @@ class _Costed:
     """The units of one phase graph (partition.units.unit_kinds), each kind costed once a (region shape,
     rows): the work grows with distinct layer shapes."""
 
-    def __init__(self, graph: Graph, wafer: SystemSpec, precision: str):
+    def __init__(self, graph: Graph, wafer: SystemSpec):
         self.graph = graph
         self.scopes, self.kinds, ops = unit_kinds(graph)
-        self.kind = functools.cache(lambda k, shape, scale: unit_mesh_cost(ops[k], shape, wafer, precision, scale))
+        self.kind = functools.cache(lambda k, shape, scale: unit_mesh_cost(ops[k], shape, wafer, scale))
 
     def costs(self, shape: Shape, rows_scale: float = 1.0) -> list[MeshCost]:
         return [self.kind(k, shape, rows_scale) for k in self.kinds]
@@ -71,7 +71,7 @@ class WaferLayout:
     def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
            every: bool = False) -> WaferLayout:
         """`every` is the chip layout's flag: a wafer's candidates are all kept already."""
-        units, prompt = (_Costed(g, system, options.precision) for g in (decode, prefill))
+        units, prompt = (_Costed(g, system) for g in (decode, prefill))
         crossing = boundary_bytes(decode)
         bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(), system)
         cost_of, cands = _layout_inputs(units, prompt, crossing, system, options, bound)

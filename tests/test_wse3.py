@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.backends.wafer.cost import MeshCost, Shape, gemv, tree_reduce
+from compiler.backends.wafer.cost import ROWS, MeshCost, Shape, Tree, gemv, steps_time, timing_of
 from compiler.backends.wafer.layout import Grid, Slot, _packings, capacity_lower_bound, wafer_candidate
 from compiler.cli import main
 from compiler.frontend.options import CompileOptions
@@ -24,6 +24,7 @@ from compiler.plan import Plan
 from compiler.plan.search import choose
 from compiler.planner import make_plan
 from ir.errors import ConfigError, DoesNotFitError
+from ir.isa import Fmt
 from targets import SystemSpec, list_targets, load_target
 from targets.mesh import Region, build_mesh_topology, core_hops, grid_cells, region_hops, shared_edge
 
@@ -154,20 +155,24 @@ def test_mesh_topology_is_a_graph_of_regions_not_cores():
 def test_gemv_trades_streaming_for_hops():
     """More cores stream a matrix faster but reduce over more hops; the bound never exceeds the time."""
     k, n = 4096, 14336
-    small, _ = gemv(1, k, n, 2 * k * n, Shape(64, 64), WSE3, "fp16")
-    large, _ = gemv(1, k, n, 2 * k * n, Shape(1024, 700), WSE3, "fp16")
+
+    def timed(shape: Shape) -> tuple[Breakdown, float]:
+        steps, bound = gemv(1, k, n, 2 * k * n, Fmt.F16, shape, WSE3)
+        return steps_time(steps, shape, timing_of(WSE3)), bound
+
+    (small, _), (large, _) = timed(Shape(64, 64)), timed(Shape(1024, 700))
     assert large.memory_s + large.compute_s < small.memory_s + small.compute_s
     assert large.link_s > small.link_s
     for shape in (Shape(1, 1), Shape(64, 64), Shape(1024, 700)):
-        time, bound = gemv(1, k, n, 2 * k * n, shape, WSE3, "fp16")
+        time, bound = timed(shape)
         assert 0 < bound <= time.total_s
 
 
 def test_tree_reduce_pays_every_hop_and_log_steps():
-    t = tree_reduce(1024, 8, WSE3)
+    t = steps_time([Tree(ROWS, 8)], Shape(1024, 1), timing_of(WSE3))
     assert t.latency_s == pytest.approx(10 * (WSE3.step_cycles / WSE3.chip.clock_hz))
     assert t.link_s >= 1023 * WSE3.local_link.latency_s
-    assert tree_reduce(1, 8, WSE3) == Breakdown()
+    assert steps_time([Tree(ROWS, 8)], Shape(1, 1), timing_of(WSE3)) == Breakdown()
 
 
 def _unit(resident: int, act: int) -> MeshCost:

@@ -11,8 +11,9 @@ the fabric. A collective is a rule per axis shape, run axis by axis:
   switch  direct through a non-blocking switch (a GPU node's NVSwitch): every message spreads over
           all `links` local links, so a member sends at its aggregate bandwidth:
           hops x latency + (size - 1) x slice / (links x bandwidth)
-  line    a 2-way tree (halving): size - 1 hops of wire, ceil(log2 size) steps, each a receiver's
-          fixed step plus one block of values over a link
+  line    a 2-way tree (halving, targets.mesh.tree_halves): a message step a level, about size - 1 hops
+          in all, each a receiver's fixed step plus one block of values over a link (the wafer's steps,
+          timed as the lowering emits them: compiler/backends/wafer/cost.py)
 
 The plan's estimate, the lowering and the interpreter's checks all follow these rules.
 """
@@ -97,22 +98,6 @@ def clique_s(axis: Axis, slice_bytes: float, system: SystemSpec) -> float:
     share = (axis.size - 1) / max(1, axis.links)
     rounds = share if axis.shape == SWITCH else math.ceil(share)  # a switch spreads them, links do not
     return axis.hops * link.latency_s + rounds * slice_bytes / link.bw_bytes_per_s
-
-
-def message_s(hops: int, steps: int, block_bytes: float, system: SystemSpec, link: str = LOCAL
-              ) -> tuple[float, float]:
-    """`steps` message steps of one block each, `hops` hops of wire, split as (the receivers' fixed step
-    cost, wire and bandwidth): how plans report it. Only the fabric's receivers pay a step."""
-    spec = system.local_link if link == LOCAL else system.global_link
-    step_s = system.step_cycles / system.chip.clock_hz if link == LOCAL else 0.0
-    return steps * step_s, hops * spec.latency_s + steps * block_bytes / spec.bw_bytes_per_s
-
-
-def line_wire_s(axis: Axis, block_bytes: float, system: SystemSpec) -> tuple[float, float]:
-    """A 2-way tree along a line axis: size - 1 hops of wire, ceil(log2 size) steps of one block."""
-    if axis.size <= 1:
-        return 0.0, 0.0
-    return message_s(axis.size - 1, math.ceil(math.log2(axis.size)), block_bytes, system, axis.link)
 
 
 def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec) -> float:

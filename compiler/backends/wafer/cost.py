@@ -2,16 +2,16 @@
 
 Every op of the unit is spread over the same region of R x C cores (R rows, C columns). A
 matrix w[K,N] is tiled in blocks of ceil(K/R) x ceil(N/C): core (i, j) holds block (i, j). Each op
-is described once (`describe`) as the steps its cores take, which both this cost model and the
-lowering (lower.py, step by step into instructions) read. A matrix-vector product x[M,K] @ w is the
-mesh GEMV of WaferLLM (MeshGEMV, arXiv 2502.04563):
+is described once (`describe`) as the steps its cores take; the lowering (lower.py) emits them step
+by step, level-synchronous, and a unit's cost is the time of those steps by the one Timing's per-core
+rules the interpreter checks (targets/timing.py: whole tiles, port rates, links): no second formula.
+A matrix-vector product x[M,K] @ w is the mesh GEMV of WaferLLM (MeshGEMV, arXiv 2502.04563):
 
-    Feed    the K-slice i of x reaches every core of row i: up to R + C - 2 hops from where
-            the previous op left it, one message step, M*ceil(K/R) 16-bit values down a link;
-    Mxm     each core streams its block and its input slice: max((block + input bytes) / core
-            SRAM bandwidth, 2*M*ceil(K/R)*ceil(N/C) / core peak);
+    Feed    the K-slice i of x reaches every core of row i: R + C - 2 hops from where the previous
+            op left it, one message step of M*ceil(K/R) 16-bit values;
+    Mxm     each core multiplies its input slice by its block (Timing.mxm);
     Tree    the R partial sums of each column meet in a 2-way tree (WaferLLM's K-tree with
-            K=2): R - 1 hops of wire, ceil(log2 R) message steps, each moving M*ceil(N/C) values.
+            K=2): a message step a level, about R - 1 hops in all, each moving M*ceil(N/C) values.
 
 The KV cache of an attention op is spread the same way (tokens over rows, kv features over
 columns); attention reduces scores within a head across the columns that split it, takes the
@@ -27,25 +27,27 @@ the region's peak, whichever is larger) plus the wire latency every reduction mu
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from compiler.partition.cost import Breakdown
-from compiler.partition.mesh import LINE, LOCAL, Axis, line_wire_s, message_s, region_mesh
+from compiler.partition.mesh import region_mesh
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op
-from ir.isa import Fmt, Fn
+from ir.isa import FMT_OF, Fmt, Fn
 from ir.isa import Op as Isa
 from ir.ops import Opcode, expert_passes
 from ir.program import Flag
-from targets.mesh import Shape
+from targets.mesh import Shape, tree_halves
 from targets.spec import SystemSpec
+from targets.timing import Timing
+from targets.wafer_timing import FABRIC_SEND
 
 ROWS, COLS = "rows", "cols"  # a region's mesh axes
 ACT_BYTES = 2  # activations and partial sums travel as 16-bit values
 X, S = 0, 2  # a core's streams: an op's input slice, attention scores (its result alternates on 1 and 3)
-FMT = {"fp16": Fmt.F16, "fp8": Fmt.FP8, "int8": Fmt.I8, "int4": Fmt.I4}
 VECTOR_FN = {Opcode.ADD: Fn.ADD, Opcode.MUL: Fn.MUL, Opcode.SILU: Fn.SILU, Opcode.GELU: Fn.GELU,
              Opcode.RMSNORM: Fn.RMSNORM, Opcode.ROPE: Fn.ROPE, Opcode.SOFTMAX: Fn.SOFTMAX,
              Opcode.ARGMAX: Fn.ARGMAX, Opcode.TOPK: Fn.TOPK}
@@ -62,8 +64,7 @@ class Feed:
 
 @dataclass(frozen=True, slots=True)
 class Mxm:
-    """Every core multiplies its m x k input by its k x n block at param offset `at` (`src_bytes` read):
-    the cost streams the block and the input, and does 2mkn flops at the `rate` precision's peak."""
+    """Every core multiplies its m x k input by its k x n block at param offset `at` (`src_bytes` read)."""
 
     m: int
     k: int
@@ -71,7 +72,6 @@ class Mxm:
     fmt: Fmt
     at: int
     src_bytes: int
-    rate: str
     s_b: int = X
     out: int | None = None  # None: a fresh result stream
     flags: int = 0
@@ -88,18 +88,27 @@ class Tree:
     group: int | None = None
     broadcast: bool = False
 
+    def levels(self, region: Shape) -> tuple[int, ...]:
+        """The hops of each level it runs: every level of its line's 2-way tree (targets.mesh), or within
+        groups of `group` columns only the last (shortest) ceil(log2 group)."""
+        halves = tree_halves(region_mesh(region.rows, region.cols).axis(self.axis).size)
+        keep = len(halves) if self.group is None else min(len(halves), math.ceil(math.log2(max(1, self.group))))
+        return tuple(halves[len(halves) - keep:])
+
 
 @dataclass(frozen=True, slots=True)
 class RowOp:
     """Row 0's cores run a VOP `fn` on m rows of n elements, or (Isa.GATHER) read their n-element slice
-    of m table rows: `nbytes` read, `flops` at the fp16 peak."""
+    of m table rows: `nbytes` read."""
 
     op: Isa
     fn: Fn
     m: int
     n: int
     nbytes: int
-    flops: float = 0.0
+
+    def cycles(self, tm: Timing) -> int:
+        return tm.vop(self.fn, self.m * self.n, self.nbytes, rows=self.m) if self.op is Isa.VOP else tm.mem(self.nbytes)
 
 
 Step = Feed | Mxm | Tree | RowOp
@@ -130,34 +139,51 @@ class MeshCost:
 ZERO = MeshCost(0, 0, 0, Breakdown(), 0.0)
 
 
-def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: SystemSpec, precision: str,
-                   rows_scale: float = 1.0) -> MeshCost:
+def unit_mesh_cost(ops: Sequence[Op], shape: Shape, wafer: SystemSpec, rows_scale: float = 1.0) -> MeshCost:
     """The unit's ops on a region of `shape`, summed; `rows_scale` shrinks the rows (a prefill chunk)."""
-    return sum((describe(op, shape, wafer, precision, "fp16", rows_scale) for op in ops), ZERO)
+    return sum((describe(op, shape, wafer, rows_scale) for op in ops), ZERO)
 
 
-def describe(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> MeshCost:
-    """The op on a region: its steps and their time (`kv`, the cache's format, shapes only its lowering)."""
-    steps, weight, state, act, bound = WORK[op.opcode](op, region, wafer, precision, kv, rows_scale)
-    return MeshCost(weight, state, act, steps_time(steps, region, wafer), bound, steps)
+def describe(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> MeshCost:
+    """The op on a region: its steps (what the plan times and the lowering emits) and their time."""
+    steps, weight, state, act, bound = WORK[op.opcode](op, region, wafer, rows_scale)
+    return MeshCost(weight, state, act, steps_time(steps, region, timing_of(wafer)), bound, steps)
 
 
-def steps_time(steps: Sequence[Step], region: Shape, wafer: SystemSpec) -> Breakdown:
-    return sum((step_time(s, region, wafer) for s in steps), Breakdown())
+timing_of = functools.cache(Timing.of)
 
 
-def step_time(s: Step, region: Shape, wafer: SystemSpec) -> Breakdown:
+def steps_time(steps: Sequence[Step], region: Shape, tm: Timing) -> Breakdown:
+    """The steps' time as the lowering emits them (level-synchronous), by the Timing's per-core rules."""
+    return sum((step_time(s, region, tm) for s in steps), Breakdown())
+
+
+def step_time(s: Step, region: Shape, tm: Timing) -> Breakdown:
     match s:
         case Feed():
-            return _message(region.rows + region.cols - 2, 1, s.values, wafer)
+            return messages((region.rows + region.cols - 2,), s.values * ACT_BYTES, tm)
         case Mxm():
-            return _stream(s.src_bytes + s.m * s.k * ACT_BYTES, 2 * s.m * s.k * s.n, wafer, s.rate)
+            cycles = tm.mxm(s.m, s.k, s.n, s.fmt)
+            bound = "compute_s" if tm.passes(s.m, s.k, s.n, s.fmt) >= cycles else "memory_s"
+            return Breakdown(**{bound: cycles / tm.clock_hz})
         case Tree():
-            axis = region_mesh(region.rows, region.cols).axis(s.axis)
-            return _line(replace(axis, size=s.group) if s.group else axis, s.values, wafer)
+            return messages(s.levels(region), s.values * ACT_BYTES, tm)
         case RowOp():
-            return _stream(s.nbytes, s.flops, wafer, "fp16")
+            return Breakdown(**{"compute_s" if s.op is Isa.VOP else "memory_s": s.cycles(tm) / tm.clock_hz})
     raise TypeError(s)
+
+
+def message_cycles(hops: int, nbytes: int, tm: Timing, send: int = FABRIC_SEND) -> tuple[int, int]:
+    """One message step from C2C unit `send`: (cycles until its data is `hops` away, until its RECV is done)."""
+    arrive = tm.arrival(hops, send)
+    return arrive, arrive + tm.recv(nbytes, send + 1)
+
+
+def messages(levels: Sequence[int], nbytes: int, tm: Timing, send: int = FABRIC_SEND) -> Breakdown:
+    """Message steps one after another, split as plans report them: the receivers' fixed steps, the wire."""
+    step = tm.link_class(send + 1).step_cycles * len(levels)
+    total = sum(message_cycles(h, nbytes, tm, send)[1] for h in levels)
+    return Breakdown(latency_s=step / tm.clock_hz, link_s=(total - step) / tm.clock_hz)
 
 
 def op_rows(op: Op, rows_scale: float) -> int:
@@ -183,57 +209,32 @@ def _resident_total(op: Op) -> int:
     return sum(v.type.nbytes for i, v in enumerate(op.operands) if is_resident(op, i))
 
 
-def _stream(nbytes: float, flops: float, wafer: SystemSpec, precision: str) -> Breakdown:
-    memory = nbytes / wafer.chip.mem_bw_bytes_per_s
-    compute = flops / wafer.chip.peak_ops(precision)
-    return Breakdown(memory_s=memory) if memory >= compute else Breakdown(compute_s=compute)
+def _bound(nbytes: float, flops: float, hops: int, region: Shape, wafer: SystemSpec, precision: str = "fp16"
+           ) -> float:
+    """What no schedule on the region beats: its bytes over every core's SRAM bandwidth (or its flops over
+    every core's peak), and `hops` of wire."""
+    stream = max(nbytes / wafer.chip.mem_bw_bytes_per_s, flops / wafer.chip.peak_ops(precision)) / region.cores
+    return stream + hops * wafer.local_link.latency_s
 
 
-def _message(hops: int, steps: int, values: float, wafer: SystemSpec) -> Breakdown:
-    """`hops` of wire, `steps` message steps at cores, each step moving `values` 16-bit values down a link."""
-    steps_s, wire_s = message_s(hops, steps, values * ACT_BYTES, wafer)
-    return Breakdown(latency_s=steps_s, link_s=wire_s)
-
-
-def _line(axis: Axis, values: float, wafer: SystemSpec) -> Breakdown:
-    """A 2-way tree along a line axis (partition.mesh's line rule), each core contributing `values` values."""
-    steps_s, wire_s = line_wire_s(axis, values * ACT_BYTES, wafer)
-    return Breakdown(latency_s=steps_s, link_s=wire_s)
-
-
-def tree_reduce(cores: int, values: float, wafer: SystemSpec) -> Breakdown:
-    """A 2-way tree reduction along a line of `cores` cores."""
-    return _line(Axis("line", cores, LINE, LOCAL), values, wafer)
-
-
-def _gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str, at: int = 0
-          ) -> tuple[tuple[Step, ...], float]:
+def gemv(m: int, k: int, n: int, weight_bytes: int, fmt: Fmt, region: Shape, wafer: SystemSpec, at: int = 0
+         ) -> tuple[tuple[Step, ...], float]:
     """x[m,k] @ w[k,n] as a mesh GEMV (module docstring): its steps and its lower bound."""
     kr, nc = math.ceil(k / region.rows), math.ceil(n / region.cols)
-    fmt = FMT[precision]
-    steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8), precision), Tree(ROWS, m * nc))
-    stream = max(weight_bytes / (region.cores * wafer.chip.mem_bw_bytes_per_s),
-                 2 * m * k * n / (region.cores * wafer.chip.peak_ops(precision)))
-    return steps, stream + (region.rows - 1) * wafer.local_link.latency_s
+    steps = (Feed(m * kr), Mxm(m, kr, nc, fmt, at, math.ceil(kr * nc * fmt.bits / 8)), Tree(ROWS, m * nc))
+    return steps, _bound(weight_bytes, 2 * m * k * n, region.rows - 1, region, wafer, fmt.precision)
 
 
-def gemv(m: int, k: int, n: int, weight_bytes: int, region: Shape, wafer: SystemSpec, precision: str
-         ) -> tuple[Breakdown, float]:
-    """A mesh GEMV's time and its lower bound."""
-    steps, bound = _gemv(m, k, n, weight_bytes, region, wafer, precision)
-    return steps_time(steps, region, wafer), bound
-
-
-def _matmul(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _matmul(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     w = op.operands[1].type
     k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
     m = op_rows(op, rows_scale)
-    steps, bound = _gemv(m, k, n, _resident_total(op), region, wafer, precision)
+    steps, bound = gemv(m, k, n, _resident_total(op), FMT_OF[w.dtype], region, wafer)
     act = 2 * m * (math.ceil(k / region.rows) + math.ceil(n / region.cols)) * ACT_BYTES  # double-buffered
     return steps, resident_bytes(op, region), 0, act, bound
 
 
-def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _experts(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     """Every expert is tiled over the whole region; a step runs the passes static timing allows."""
     experts, hidden, inter = op.operands[3].type.shape
     m = op_rows(op, rows_scale)
@@ -241,13 +242,13 @@ def _experts(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, 
     per_expert = _resident_total(op) // experts
     steps, bound = (), 0.0
     for k, n in ((hidden, inter), (hidden, inter), (inter, hidden)):
-        s, b = _gemv(m, k, n, per_expert // 3, region, wafer, precision)
+        s, b = gemv(m, k, n, per_expert // 3, FMT_OF[op.operands[3].type.dtype], region, wafer)
         steps, bound = steps + s * passes, bound + b * passes
     act = 2 * m * (math.ceil(hidden / region.rows) + math.ceil(inter / region.cols)) * ACT_BYTES
     return steps, resident_bytes(op, region), 0, act, bound
 
 
-def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _attention(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     """Keys then values against the core's share of the cache, the scores reduced within a head, the
     softmax's max and sum and the weighted values down the rows."""
     m = op_rows(op, rows_scale)
@@ -255,36 +256,33 @@ def _attention(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str
     q_cols, group = math.ceil(heads * head_dim / region.cols), max(1, heads // kv_heads)
     split = max(1, region.cols // kv_heads)  # columns sharing one kv head's features
     per_core = resident_bytes(op, region)
-    fmt = Fmt.F16 if kv == "fp16" else Fmt.I8
-    feats = math.ceil(kv_heads * head_dim / region.cols)
-    tokens = max(1, math.ceil(per_core / 2 / (feats * fmt.bits / 8)))  # cached tokens on this core
+    cache = op.operands[3].type  # [.., tokens, features]: its format is the keys' and values' tiles
+    fmt, feats = FMT_OF[cache.dtype], math.ceil(kv_heads * head_dim / region.cols)
+    tokens = math.prod(cache.shape[:-2]) * math.ceil(cache.shape[-2] / region.rows)  # cached tokens on this core
     half = math.ceil(feats * tokens * fmt.bits / 8)
     steps = (Feed(m * q_cols),
-             Mxm(m * group, feats, tokens, fmt, 0, half, "fp16", X, S, Flag.KEYS),
-             Mxm(m * group, feats, tokens, fmt, half, half, "fp16", S, None, Flag.VALUES),
+             Mxm(m * group, feats, tokens, fmt, 0, half, X, S, Flag.KEYS),
+             Mxm(m * group, feats, tokens, fmt, half, half, S, None, Flag.VALUES),
              Tree(COLS, m * group, group=split), Tree(ROWS, m * heads), Tree(ROWS, m * heads), Tree(ROWS, m * q_cols))
-    stream = max(_resident_total(op) / (region.cores * wafer.chip.mem_bw_bytes_per_s),
-                 op.cost.flops * rows_scale / (region.cores * wafer.chip.peak_ops("fp16")))
-    act = 2 * m * (q_cols + heads) * ACT_BYTES
-    return steps, 0, per_core, act, stream + (region.rows - 1) * wafer.local_link.latency_s
+    bound = _bound(_resident_total(op), op.cost.flops * rows_scale, region.rows - 1, region, wafer)
+    return steps, 0, per_core, 2 * m * (q_cols + heads) * ACT_BYTES, bound
 
 
-def _embed(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _embed(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     """A row lookup: the token's row sits on one band of cores and travels out along its columns."""
     m = op_rows(op, rows_scale)
     cols = math.ceil(op.results[0].type.shape[-1] / region.cols)
     steps = (RowOp(Isa.GATHER, Fn.NONE, m, cols, m * cols * ACT_BYTES), Feed(m * cols, row0=True))
     return steps, resident_bytes(op, region), 0, 2 * m * cols * ACT_BYTES, \
-        (region.rows + region.cols - 2) * wafer.local_link.latency_s
+        _bound(0, 0, region.rows + region.cols - 2, region, wafer)
 
 
-def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, rows_scale: float) -> Rule:
+def _vector(op: Op, region: Shape, wafer: SystemSpec, rows_scale: float) -> Rule:
     """An elementwise op on the C cores of one row; a norm or argmax also reduces along the row."""
     out = op.results[0].type
     m, width = op_rows(op, rows_scale), math.ceil((out.shape[-1] if len(out.shape) > 1 else 1) / region.cols)
     moved = sum(math.ceil(v.type.nbytes * rows_scale) for v in (*op.operands, *op.results))
-    steps: tuple[Step, ...] = (RowOp(Isa.VOP, VECTOR_FN[op.opcode], m, width, math.ceil(moved / region.cols),
-                                     op.cost.flops * rows_scale / region.cols),)
+    steps: tuple[Step, ...] = (RowOp(Isa.VOP, VECTOR_FN[op.opcode], m, width, math.ceil(moved / region.cols)),)
     if op.opcode is Opcode.RMSNORM:  # sum of squares, then broadcast
         steps += (Tree(COLS, m), Tree(COLS, m, broadcast=True))
     elif op.opcode is Opcode.ARGMAX:  # best (value, index) pairs
@@ -292,7 +290,7 @@ def _vector(op: Op, region: Shape, wafer: SystemSpec, precision: str, kv: str, r
     return steps, resident_bytes(op, region), 0, 3 * m * width * ACT_BYTES, 0.0
 
 
-Describe = Callable[[Op, Shape, SystemSpec, str, str, float], Rule]
+Describe = Callable[[Op, Shape, SystemSpec, float], Rule]
 # The wafer backend's rules, by opcode: what each op does on a region, which its cost and its emission
 # both read. An op without one (Mamba's conv1d and selective_scan, latent attention, slice) is refused
 # before planning (compiler/backends), never timed as another.

@@ -37,11 +37,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from compiler.backends.wafer.cost import ACT_BYTES, MeshCost, Shape, _message
+from compiler.backends.wafer.cost import ACT_BYTES, MeshCost, Shape, messages, timing_of
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from targets.mesh import Region, band_region, region_hops, shared_edge
 from targets.spec import SystemSpec
+from targets.wafer_timing import FABRIC_SEND, WAFER_SEND
 
 MAX_CUTS = 16  # bands and cells per band considered: up to 256 regions a wafer
 KEEP_GRIDS = 8  # grids enumerated for every run of units beyond the wafers-latency front
@@ -106,10 +107,8 @@ class Hop:
     far: bool
 
     def time(self, wafer: SystemSpec) -> Breakdown:
-        if not self.far:
-            return _message(self.hops, 1, self.nbytes / ACT_BYTES, wafer)
-        fabric, link = self.hops * wafer.local_link.latency_s, wafer.global_link
-        return Breakdown(link_s=fabric + link.latency_s + self.nbytes / link.bw_bytes_per_s)
+        """As the lowering emits it: a SEND on the fabric's or the wafer link's unit, its RECV."""
+        return messages((self.hops,), self.nbytes, timing_of(wafer), WAFER_SEND if self.far else FABRIC_SEND)
 
 
 def entry(prev: Region | None, region: Region, nbytes: int, wafer: SystemSpec) -> Hop:

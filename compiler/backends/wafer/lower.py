@@ -16,10 +16,9 @@ region enters a step at the same cycle, and a RECV names the stream of its first
 Prefill chunks are pipelined through the stages by the shared timeline (codegen.phase): a stage
 takes chunk c once it has finished chunk c - 1 and its hand-off SEND has read the result.
 
-Simplifications, all small against the model: attention's within-head reduction is timed on the
-last (shortest) levels of row 0's column tree, for every row at once; a step's cycles are the
-Timing's per-core rules (whole tiles, port rates), where the model takes the same step's bytes over the
-core's SRAM bandwidth and its flops over its peak.
+Simplification: attention's within-head reduction is timed on the last (shortest) levels of row 0's
+column tree, for every row at once. A unit's instructions take the cycles its cost counts
+(cost.steps_time: the same steps, level-synchronous, by the same Timing rules).
 
 Templates. Every unit on a region shape, every hand-off's send and receive side and the host's
 rows are the shared codegen's Templates (compiler/codegen/template.py): one Instr a role stream's
@@ -32,13 +31,12 @@ activation sits on Q.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from compiler.backends.wafer.cost import ACT_BYTES, Feed, Mxm, RowOp, Shape, Step, Tree, X, describe
+from compiler.backends.wafer.cost import ACT_BYTES, Feed, Mxm, RowOp, Shape, Step, Tree, X, describe, message_cycles
 from compiler.backends.wafer.layout import Hop, entry
 from compiler.backends.wafer.planner import host_input_bytes
 from compiler.codegen.blocks import Blocks
@@ -102,12 +100,12 @@ class _Steps:
             self.put(s, Isa.SEND, tm.link(nbytes, FABRIC_SEND), unit=FABRIC_SEND, src_bytes=nbytes,
                      s_a=self.cur[s] if src is None else src, peer=_stream(receivers[0][0]), tag=tag, route=route,
                      imm=level)
-        arrive = self.now + tm.arrival(hops)
+        arrive, done = (self.now + c for c in message_cycles(hops, nbytes, tm))
         for r, s in receivers:
             extra = {"s_c": self.cur[r], "flags": Flag.ACCUMULATE} if accumulate else {}
             self.put(r, Isa.RECV, tm.recv(nbytes, FABRIC_RECV), at=arrive, unit=FABRIC_RECV, dst_bytes=nbytes,
                      s_out=self.fresh(r) if out is None else out, peer=_stream(s), tag=tag, **extra)
-        self.now = arrive + tm.recv(nbytes, FABRIC_RECV)
+        self.now = done
 
     def row_tree(self, values: int) -> None:
         """The 2-way tree down the rows: at level j the rows [h_j, a_j) send their partials h_j rows up."""
@@ -118,17 +116,17 @@ class _Steps:
             takers += [(i, ro.row_role[h]) for i in ro.root]
             self.message(senders, takers, Route.ROWS, h, values * ACT_BYTES, None, None, accumulate=True, level=j)
 
-    def col_tree(self, values: int, levels: int | None = None, broadcast: bool = False) -> None:
-        """The 2-way tree along row 0's columns; `broadcast` runs it back down. With `levels`, only the
-        last (shortest) levels: a reduction within groups of about 2^levels columns, timed as one."""
-        ro = self.roles
+    def col_tree(self, s: Tree) -> None:
+        """The 2-way tree along row 0's columns (only its last levels within groups: Tree.levels);
+        `broadcast` runs it back down."""
+        ro, values = self.roles, s.values
         height = len(ro.col_halves)
-        order = range(height - (height if levels is None else min(levels, height)), height)
-        for j in reversed(order) if broadcast else order:
+        order = range(height - len(s.levels(self.shape)), height)
+        for j in reversed(order) if s.broadcast else order:
             h = ro.col_halves[j]
             low = [i for i in ro.root if ro.keys[i][1] == j]
             high = [i for i in ro.root if j in ro.keys[i][2]]
-            if broadcast:  # the partner below sends the result back
+            if s.broadcast:  # the partner below sends the result back
                 pairs = [(i, ro.col_role[ro.first[i] - h]) for i in low]
                 self.message(high, pairs, Route.COLS, h, values * ACT_BYTES, None, None, level=j)
             else:
@@ -157,10 +155,9 @@ class _Steps:
             case Tree(axis="rows"):
                 self.row_tree(s.values)
             case Tree():
-                levels = None if s.group is None else math.ceil(math.log2(s.group)) if s.group > 1 else 0
-                self.col_tree(s.values, levels, s.broadcast)
+                self.col_tree(s)
             case RowOp():
-                cycles = tm.vop(s.fn, s.m * s.n, s.nbytes, rows=s.m) if s.op is Isa.VOP else tm.mem(s.nbytes)
+                cycles = s.cycles(tm)
                 for r in root:
                     if s.op is Isa.VOP:
                         self.put(r, s.op, cycles, fn=s.fn, src_bytes=s.nbytes, s_a=self.cur[r], s_out=self.fresh(r),
@@ -187,12 +184,12 @@ class _Piece:
     land: int | None = None
 
 
-def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: Timing, rows_scale: float,
-          precision: str, kv: str) -> tuple[_Piece, int]:
+def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: Timing, rows_scale: float
+          ) -> tuple[_Piece, int]:
     """A unit's piece on a region shape (from stream 0, address 0) and the per-core bytes it holds."""
     e = _Steps.of(ops[0].scope or "unit", timing, roles, shape)
     for op in ops:
-        w = describe(op, shape, wafer, precision, kv, rows_scale)
+        w = describe(op, shape, wafer, rows_scale)
         addr = e.alloc(w.weight_bytes + w.state_bytes)
         for step in w.steps:
             e.step(step, addr)
@@ -220,12 +217,10 @@ def lower(plan: Plan, decode: Graph, prefill: Graph, chunks: Sequence[Graph], sy
     chunk = plan.prefill["chunk_tokens"]
     host = host_input_bytes(decode)
     progress("scheduling decode")
-    d = lower_wafer("decode", decode, plan.stages, system, crossing, 1.0, options.precision, options.kv_precision,
-                    host_bytes=host)
+    d = lower_wafer("decode", decode, plan.stages, system, crossing, 1.0, host_bytes=host)
     progress("scheduling prefill")
     p = lower_wafer("prefill", prefill, plan.stages, system, [b * chunk for b in crossing], chunk / options.prompt,
-                    options.precision, options.kv_precision, plan.prefill["chunks"], {"chunk_tokens": chunk},
-                    host_bytes=host * chunk)
+                    plan.prefill["chunks"], {"chunk_tokens": chunk}, host_bytes=host * chunk)
     return Lowering(d, p, prefill, {"wafer": True, "stages": _stage_memory(d, p)})
 
 
@@ -238,12 +233,11 @@ def _stage_memory(decode: Program, prefill: Program) -> list[dict]:
 
 
 def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: list[int], rows_scale: float,
-                precision: str, kv_precision: str, chunks: int = 1, meta: dict | None = None,
-                host_bytes: int = 0) -> Program:
+                chunks: int = 1, meta: dict | None = None, host_bytes: int = 0) -> Program:
     """One phase as role streams: decode, or `chunks` prefill chunks of `rows_scale` of the prompt's rows,
     pipelined through the stages (a stage takes chunk c once it has finished chunk c - 1 and sent it on)."""
     timing = Timing.of(wafer)
-    plan, templates = _stages(graph, stages, wafer, timing, crossing, rows_scale, precision, kv_precision)
+    plan, templates = _stages(graph, stages, wafer, timing, crossing, rows_scale)
     if host_bytes:
         plan[0].pieces.insert(0, _host_input(timing, wafer, plan[0], host_bytes))
     for prev, cur in zip(plan, plan[1:], strict=False):
@@ -280,8 +274,8 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
     return blocks.program(phase, wafer.name, len(replicas), wafer.chip.clock_hz, info, dialect="roles")
 
 
-def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: list[int], rows_scale: float,
-            precision: str, kv: str) -> tuple[list[_Stage], int]:
+def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: list[int], rows_scale: float
+            ) -> tuple[list[_Stage], int]:
     """Every stage's roles and units' templates (one per distinct unit and region shape), and how many."""
     scopes = graph.scopes()
     index = {s: i for i, s in enumerate(scopes)}
@@ -295,7 +289,7 @@ def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: l
         for u in range(index[st.first_unit], index[st.last_unit] + 1):
             key = (signature(units[u]), shape)
             if key not in templates:
-                templates[key] = _unit(units[u], shape, roles, wafer, timing, rows_scale, precision, kv)
+                templates[key] = _unit(units[u], shape, roles, wafer, timing, rows_scale)
             piece, nbytes = templates[key]
             pieces.append(replace(piece, base=base, addr=addr))
             addr += nbytes

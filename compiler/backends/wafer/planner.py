@@ -35,10 +35,10 @@ class _Costed:
     """The units of one phase graph (partition.units.unit_kinds), each kind costed once a (region shape,
     rows): the work grows with distinct layer shapes."""
 
-    def __init__(self, graph: Graph, wafer: SystemSpec, precision: str):
+    def __init__(self, graph: Graph, wafer: SystemSpec):
         self.graph = graph
         self.scopes, self.kinds, ops = unit_kinds(graph)
-        self.kind = functools.cache(lambda k, shape, scale: unit_mesh_cost(ops[k], shape, wafer, precision, scale))
+        self.kind = functools.cache(lambda k, shape, scale: unit_mesh_cost(ops[k], shape, wafer, scale))
 
     def costs(self, shape: Shape, rows_scale: float = 1.0) -> list[MeshCost]:
         return [self.kind(k, shape, rows_scale) for k in self.kinds]
@@ -71,7 +71,7 @@ class WaferLayout:
     def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
            every: bool = False) -> WaferLayout:
         """`every` is the chip layout's flag: a wafer's candidates are all kept already."""
-        units, prompt = (_Costed(g, system, options.precision) for g in (decode, prefill))
+        units, prompt = (_Costed(g, system) for g in (decode, prefill))
         crossing = boundary_bytes(decode)
         bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(), system)
         cost_of, cands = _layout_inputs(units, prompt, crossing, system, options, bound)
@@ -176,14 +176,12 @@ def _layout_inputs(units: _Costed, prompt: _Costed, crossing: list[int], wafer: 
 
 def _room_for_prefill(units: _Costed, prompt: _Costed, scale: float) -> CostOf:
     """Every unit's decode cost on a shape, its activation space widened to hold `scale` of the prompt's
-    rows; once a shape, each pair of kinds once."""
+    rows; once a shape."""
 
     @functools.cache
     def cost_of(shape: Shape) -> list[MeshCost]:
-        pairs = list(zip(units.kinds, prompt.kinds, strict=True))
-        merged = {(d, p): replace(c, act_bytes=max(c.act_bytes, prompt.kind(p, shape, scale).act_bytes))
-                  for d, p in dict.fromkeys(pairs) for c in (units.kind(d, shape, 1.0),)}
-        return [merged[pair] for pair in pairs]
+        return [replace(d, act_bytes=max(d.act_bytes, p.act_bytes))
+                for d, p in zip(units.costs(shape), prompt.costs(shape, scale), strict=True)]
 
     return cost_of
 
@@ -222,15 +220,10 @@ def host_input_bytes(graph: Graph) -> int:
 
 def _wafer_memory(stages: list[Stage], wafer: SystemSpec) -> list[Memory]:
     """Each wafer's memory summed over the cores of its regions (idle cores hold nothing)."""
-    out = []
-    for w in range(max(s.region.wafer for s in stages) + 1):
-        mine = [s for s in stages if s.region.wafer == w]
-        out.append(Memory(weights=sum(s.memory.weights * s.cores for s in mine),
-                          kv_cache=sum(s.memory.kv_cache * s.cores for s in mine),
-                          activations=sum(s.memory.activations * s.cores for s in mine),
-                          program=sum(s.memory.program * s.cores for s in mine),
-                          capacity=wafer.chips_per_node * wafer.chip.sram_bytes))
-    return out
+    parts = ("weights", "kv_cache", "activations", "program")
+    return [Memory(*(sum(getattr(s.memory, f) * s.cores for s in stages if s.region.wafer == w) for f in parts),
+                   capacity=wafer.chips_per_node * wafer.chip.sram_bytes)
+            for w in range(max(s.region.wafer for s in stages) + 1)]
 
 
 def _mesh(wafers: Sequence[Candidate], stages: list[Stage], wafer: SystemSpec) -> dict:

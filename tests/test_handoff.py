@@ -37,14 +37,15 @@ def _single_piece_lanes(t0: int, t1: int, node: int) -> HandOff:
 def test_a_handoff_covers_every_receiver_and_is_never_slower_than_single_pieces(t0, t1, hops, system):
     h = handoff(t0, t1, hops, system)
     node = system.chips_per_node
-    assert h.team * h.teams == t1 and h.lanes <= t0 and h.team <= node
+    assert h.team * h.teams == t1 and h.senders <= t0 and h.team <= node and h.teams % h.sets == 0
     assert t1 <= node or node % h.team == 0  # a team never straddles nodes
     n = 262_144
     assert hop_s(n, hops, h, system) <= hop_s(n, hops, _single_piece_lanes(t0, t1, node), system) * (1 + 1e-12)
 
 
 @pytest.mark.parametrize(("t0", "t1", "hops"), [(5, 8, 3), (8, 8, 3), (8, 6, 3), (1, 8, 3), (3, 4, 1), (2, 6, 1),
-                                                (8, 16, 3), (16, 8, 3), (4, 24, 3)])
+                                                (8, 16, 3), (16, 8, 3), (4, 24, 3),
+                                                (16, 16, 3), (12, 24, 3), (64, 64, 7)])
 def test_the_plan_times_the_messages_the_lowering_emits(t0, t1, hops):
     """For sender and receiver groups of several widths, placed `hops` apart: each sender's SENDs, counted
     per link, are the plan's rounds of one piece; each receiver gathers its team's other pieces; the sum
@@ -61,7 +62,7 @@ def test_the_plan_times_the_messages_the_lowering_emits(t0, t1, hops):
     sends = [i for i in send.code.template.instrs if i.op is Op.SEND]
     links = LPU.global_links_per_chip if hops > 1 else LPU.local_links_per_chip
     per_link = Counter(i.unit for i in sends)
-    assert send.ranks == h.lanes and len(sends) == h.messages and {i.src_bytes for i in sends} == {piece}
+    assert send.ranks == h.senders and len(sends) == h.messages and {i.src_bytes for i in sends} == {piece}
     assert max(per_link.values()) == h.rounds(links)
     gathered = [i for i in recv.code.template.instrs if i.op is Op.RECV]
     assert len(gathered) == h.team and {i.dst_bytes for i in gathered} == {piece}
@@ -83,8 +84,13 @@ def test_a_narrower_sender_uses_its_links_for_the_whole_team():
 
 
 def _staged(capsys, tmp: Path, stages: list[tuple[str, str, int, int]]) -> Path:
-    """tiny-llama on lpu-mini compiled from a plan of `stages` (first unit, last unit, tp, first chip)."""
-    args = ["tiny-llama", "--target", "lpu-mini", "--context", "64", "--prompt", "16", "--prefill-chunk", "8"]
+    """tiny-llama with 16 heads on lpu-mini compiled from a plan of `stages` (first unit, last unit, tp,
+    first chip)."""
+    cfg = json.loads(Path("examples/models/tiny-llama.json").read_text())
+    (tmp / "config.json").write_text(json.dumps(cfg | {"num_attention_heads": 16, "num_key_value_heads": 8,
+                                                       "head_dim": 16}))
+    args = [str(tmp / "config.json"), "--target", "lpu-mini", "--context", "64", "--prompt", "16",
+            "--prefill-chunk", "8"]
     assert main(["plan", *args, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     first = {k: v for k, v in plan["stages"][0].items() if k not in ("kv_layout", "experts")}
@@ -98,8 +104,10 @@ def _staged(capsys, tmp: Path, stages: list[tuple[str, str, int, int]]) -> Path:
 @pytest.mark.parametrize("stages", [
     [("embed", "layers.1", 3, 0), ("head", "head", 4, 3)],  # 2 lanes of 2 pieces, inside a node
     [("embed", "layers.0", 2, 0), ("layers.1", "layers.1", 5, 8), ("head", "head", 4, 16)],  # 1 lane of 5, then 4 of 5
-    [("embed", "layers.1", 1, 0), ("head", "head", 8, 8)],  # one lane of 8 pieces, two rounds on the global links
+    [("embed", "embed", 1, 0), ("layers.0", "layers.1", 8, 8), ("head", "head", 2, 16)],  # 8 pieces from one lane
+    # in two rounds on the global links, then a team of 2
     [("embed", "layers.1", 3, 0), ("head", "head", 16, 8)],  # 2 lanes of 4 pieces to 2 teams of 8
+    [("embed", "layers.1", 16, 0), ("head", "head", 16, 16)],  # 2 sets of 8 lanes, one team each
 ])
 def test_stages_of_different_widths_run_as_the_reference(tmp_path, capsys, stages):
     build = _staged(capsys, tmp_path, stages)

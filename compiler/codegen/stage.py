@@ -83,7 +83,7 @@ class StageBuilder:
     def handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
                 ) -> tuple[Piece, Piece]:
         """Send `value` from stage (first_chip, tp) `sender` to `receiver` by partition.cost.handoff's rule
-        (the plan's): each lane carries its slices to one receiver of every team, then each team
+        (the plan's): each lane carries its slices to one receiver of each of its set's teams, then each team
         all-gathers. Built once for every prefill variant (they hand off the same values)."""
         key = (value, sender, receiver, tag)
         if key not in self.handoffs:
@@ -95,35 +95,36 @@ class StageBuilder:
         (f0, t0), (f1, t1) = sender, receiver
         h = handoff(t0, t1, chip_hops(self.system, f0 + t0 - 1, f1), self.system)  # the plan's hops and rule
         team, slices = h.team, h.slices
-        hops = max(self.wiring.hops(f0 + j % team // slices, f1 + j) for j in range(t1))
+        served = team * h.sets  # receivers j and j + served hear from the same sender
+        hops = max(self.wiring.hops(f0 + j % served // slices, f1 + j) for j in range(t1))
         size = -(-value.type.nbytes // team)
         send = Template(f"send {value.name}", self.timing)
         e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())
-        lane = Peer("group", 0, h.lanes, 1, 0)  # sender r < lanes carries pieces r * slices ..
+        lane = Peer("group", 0, h.lanes, 1, 0)  # sender r's lane r mod lanes carries pieces from (r mod lanes) * slices
         links = self.system.global_links_per_chip if hops > 1 else self.system.local_links_per_chip
         for i in range(slices):
             src = e.read(value.name, size, Ref(Space.PORT_IN, 0, i * size, ((lane, slices * size),)))
             # the last lane's last piece rounds up
             send.instrs[src[0]].overhang = i == slices - 1 and team * size > value.type.nbytes
-            for t in range(h.teams):  # message m to receiver t * team + r * slices + i, on link m mod links
-                m = t * slices + i
+            for k in range(h.teams // h.sets):  # sender r's message m to receiver k * served + r * slices + i
+                m = k * slices + i
                 send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (m % max(1, links)), src_bytes=size,
-                               s_a=src[1], peer=Peer("next", t * team + i, h.lanes, slices, hops), tag=tag + m,
+                               s_a=src[1], peer=Peer("next", k * served + i, h.senders, slices, hops), tag=tag + m,
                                deps=((src[0], 0),)))
         send_code = finish(send, (), (value,), ())
         recv = self._receive(value, h, hops, size, tag)
-        return (Piece(send_code, (), (value.name,), (), ranks=h.lanes, kind="send"),
+        return (Piece(send_code, (), (value.name,), (), ranks=h.senders, kind="send"),
                 Piece(recv, (), (), (value.name,), kind="recv"))
 
     def _receive(self, value: Value, h: HandOff, hops: int, size: int, tag: int) -> UnitCode:
         t = Template(f"recv {value.name}", self.timing)
         e = Emitter(t, {value.name: Slot(Ref(Space.PORT_OUT, 0), value.type.nbytes)}, set())
         stream = t.stream()
-        team = h.team
-        # Receiver j takes piece j mod team from lane (j mod team) // slices, its message (j // team) * slices
-        # + j mod slices: the tag resolved per rank.
+        team, served = h.team, h.team * h.sets
+        # Receiver j takes piece j mod team from sender (j mod served) // slices, its message (j // served) *
+        # slices + j mod slices: the tag resolved per rank.
         r = t.add(Instr(Isa.RECV, self.timing.link(size), unit=1, dst_bytes=size, s_out=stream,
-                        peer=Peer("prev", 0, team, h.slices, hops), tag=tag, deps=()))
+                        peer=Peer("prev", 0, served, h.slices, hops), tag=tag, deps=()))
         lv = [Level(team, 1, 1, max(1, team - 1))] if team > 1 else []
         coll = Collectives(e, lv)
         coll.tag = TAG_SPACE // 2  # clear of the hand-off's own tags

@@ -249,23 +249,29 @@ def collective_latency_s(c: Collective, system: SystemSpec) -> float:
 @dataclass(frozen=True, slots=True)
 class HandOff:
     """How a stage hands a value to the next, the one rule the plan (hop_s) and the lowering
-    (codegen.stage) share: the value is cut into `team` = lanes x slices pieces; sender r < lanes
-    carries pieces r*slices .. (r+1)*slices - 1, one message a piece to each of `teams` teams of
-    `team` consecutive receivers (a team inside a node); receiver j takes piece j % team and
-    all-gathers the rest from its team."""
+    (codegen.stage) share: the value is cut into `team` = lanes x slices pieces, and the receivers
+    into `teams` teams of `team` consecutive chips (a team inside a node). `sets` sets of `lanes`
+    senders serve the teams in turn (team t by set t mod sets); a set's lane l carries pieces
+    l*slices .. (l+1)*slices - 1, one message a piece to each of its teams. Receiver j takes piece
+    j mod team and all-gathers the rest from its team."""
 
-    lanes: int  # senders that carry pieces
+    lanes: int  # senders a team's pieces come from
     slices: int  # pieces each sender carries
     teams: int  # groups of receivers that each receive every piece once
+    sets: int = 1  # disjoint sets of lanes, each serving teams / sets teams
 
     @property
     def team(self) -> int:
         return self.lanes * self.slices
 
     @property
+    def senders(self) -> int:
+        return self.lanes * self.sets
+
+    @property
     def messages(self) -> int:
-        """What each sender sends: every one of its pieces to every team."""
-        return self.slices * self.teams
+        """What each sender sends: every one of its pieces to each of its set's teams."""
+        return self.slices * self.teams // self.sets
 
     def rounds(self, links: int) -> int:
         """A sender's messages in turns over `links` links (message k on link k mod links)."""
@@ -273,15 +279,19 @@ class HandOff:
 
 
 def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> HandOff:
-    """The hand-off that moves a byte soonest (hop_s per byte, fewest messages on a tie): teams divide
-    the receivers and stay inside nodes, lanes are at most the senders, slices divide the team. A sender
-    with fewer chips than a team carries several pieces over its several links."""
+    """The hand-off that moves a byte soonest (hop_s per byte; then the fewest messages a sender, the
+    fewest senders): teams divide the receivers and stay inside nodes, slices divide a team, sets divide
+    the teams, and the senders are at most the sending stage's. A sender stage narrower than a team
+    carries several pieces a sender over its several links; one wider than a team serves the teams
+    from several sets."""
     node = system.chips_per_node
-    options = [HandOff(team // slices, slices, receiver_tp // team)
+    options = [HandOff(team // slices, slices, receiver_tp // team, sets)
                for team in range(1, min(receiver_tp, node) + 1)
                if receiver_tp % team == 0 and (receiver_tp <= node or node % team == 0)
-               for slices in range(1, team + 1) if team % slices == 0 and team // slices <= sender_tp]
-    return min(options, key=lambda h: (_per_byte_s(h, hops, system), h.messages, h.lanes))
+               for slices in range(1, team + 1) if team % slices == 0 and team // slices <= sender_tp
+               for sets in range(1, receiver_tp // team + 1)
+               if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp]
+    return min(options, key=lambda h: (_per_byte_s(h, hops, system), h.messages, h.senders))
 
 
 def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:

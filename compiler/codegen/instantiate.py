@@ -157,7 +157,7 @@ def _block_key(f: Frozen, t: Template, first_chip: int, ranks: int, base: Callab
     prev, nxt = neighbours
     far = tuple((level, (nxt if level == "next" else prev) - first_chip) for level in f.levels
                 if level in ("next", "prev"))
-    lowest = [d + min(p.delta * p.group for p in f.peers if p is not None and p.level == level) if level == "next"
+    lowest = [d + min(p.delta for p in f.peers if p is not None and p.level == level) if level == "next"
               else d for level, d in far]
     lowest += [p.delta for p in f.peers if p is not None and p.level == "stream"]
     relative = all(low >= 0 for low in lowest)
@@ -292,10 +292,10 @@ def _peers(peers: list[Peer | None], first_chip: int, ranks: np.ndarray,
         if p.level == "group":
             chip[:, i] = first_chip + _member(p, ranks)[0]
         elif p.level == "next":
-            chip[:, i] = nxt + ranks % p.group + p.delta * p.group
-        elif p.level == "prev":  # receiver j's message is the (j // lanes)-th its sender sends
-            chip[:, i] = prev + ranks % p.group
-            tag[:, i] = ranks // p.group
+            chip[:, i] = nxt + ranks % p.group * p.stride + p.delta
+        elif p.level == "prev":  # receiver j's message is the ((j // team) * slices + j % slices)-th its lane sends
+            chip[:, i] = prev + ranks % p.group // p.stride
+            tag[:, i] = ranks // p.group * p.stride + ranks % p.stride
         else:
             chip[:, i] = first_chip + p.delta if p.level == "stream" else HOST
     return chip.reshape(-1), tag.reshape(-1)

@@ -16,14 +16,14 @@ from compiler.codegen.collectives import Collectives, Level, levels
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import TAG_SPACE, Instr, Peer, Ref, Space, Template
 from compiler.codegen.unit import UnitCode, finish, unit_code
-from compiler.partition.cost import handoff_lanes
+from compiler.partition.cost import HandOff, handoff
 from compiler.partition.units import signature
 from ir.errors import DoesNotFitError
 from ir.graph import Op, Value
 from ir.isa import Op as Isa
 from targets.spec import SystemSpec
 from targets.timing import Timing
-from targets.topology import Wiring
+from targets.topology import Wiring, chip_hops
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +82,9 @@ class StageBuilder:
 
     def handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
                 ) -> tuple[Piece, Piece]:
-        """Send `value` from stage (first_chip, tp) `sender` to `receiver`: L lanes each carry a
-        1/L slice to every L-th receiver, then the receivers all-gather within groups of L. Built once
-        for every prefill variant (they hand off the same values)."""
+        """Send `value` from stage (first_chip, tp) `sender` to `receiver` by partition.cost.handoff's rule
+        (the plan's): each lane carries its slices to one receiver of each of its set's teams, then each team
+        all-gathers. Built once for every prefill variant (they hand off the same values)."""
         key = (value, sender, receiver, tag)
         if key not in self.handoffs:
             self.handoffs[key] = self._handoff(value, sender, receiver, tag)
@@ -93,35 +93,43 @@ class StageBuilder:
     def _handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
                  ) -> tuple[Piece, Piece]:
         (f0, t0), (f1, t1) = sender, receiver
-        lanes = handoff_lanes(t0, t1, self.system.chips_per_node)
-        hops = max(self.wiring.hops(f0 + (j % lanes), f1 + j) for j in range(t1))
-        size = -(-value.type.nbytes // lanes)
+        h = handoff(t0, t1, chip_hops(self.system, f0 + t0 - 1, f1), self.system)  # the plan's hops and rule
+        team, slices = h.team, h.slices
+        served = team * h.sets  # receivers j and j + served hear from the same sender
+        hops = max(self.wiring.hops(f0 + j % served // slices, f1 + j) for j in range(t1))
+        size = -(-value.type.nbytes // team)
         send = Template(f"send {value.name}", self.timing)
         e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())
-        lane = Peer("group", 0, lanes, 1, 0)  # sender r < lanes carries slice r
-        src = e.read(value.name, size, Ref(Space.PORT_IN, 0, 0, ((lane, size),)))
-        send.instrs[src[0]].overhang = lanes * size > value.type.nbytes  # the last lane's slice rounds up
+        lane = Peer("group", 0, h.lanes, 1, 0)  # sender r's lane r mod lanes carries pieces from (r mod lanes) * slices
         links = self.system.global_links_per_chip if hops > 1 else self.system.local_links_per_chip
-        for k in range(t1 // lanes):
-            send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (k % max(1, links)), src_bytes=size,
-                           s_a=src[1], peer=Peer("next", k, lanes, 1, hops), tag=tag + k, deps=((src[0], 0),)))
+        for i in range(slices):
+            src = e.read(value.name, size, Ref(Space.PORT_IN, 0, i * size, ((lane, slices * size),)))
+            # the last lane's last piece rounds up
+            send.instrs[src[0]].overhang = i == slices - 1 and team * size > value.type.nbytes
+            for k in range(h.teams // h.sets):  # sender r's message m to receiver k * served + r * slices + i
+                m = k * slices + i
+                send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (m % max(1, links)), src_bytes=size,
+                               s_a=src[1], peer=Peer("next", k * served + i, h.senders, slices, hops), tag=tag + m,
+                               deps=((src[0], 0),)))
         send_code = finish(send, (), (value,), ())
-        recv = self._receive(value, lanes, hops, size, tag)
-        return (Piece(send_code, (), (value.name,), (), ranks=lanes, kind="send"),
+        recv = self._receive(value, h, hops, size, tag)
+        return (Piece(send_code, (), (value.name,), (), ranks=h.senders, kind="send"),
                 Piece(recv, (), (), (value.name,), kind="recv"))
 
-    def _receive(self, value: Value, lanes: int, hops: int, size: int, tag: int) -> UnitCode:
+    def _receive(self, value: Value, h: HandOff, hops: int, size: int, tag: int) -> UnitCode:
         t = Template(f"recv {value.name}", self.timing)
         e = Emitter(t, {value.name: Slot(Ref(Space.PORT_OUT, 0), value.type.nbytes)}, set())
         stream = t.stream()
-        # Receiver j's message is the (j // lanes)-th its sender sends: tag + j // lanes, resolved per rank.
+        team, served = h.team, h.team * h.sets
+        # Receiver j takes piece j mod team from sender (j mod served) // slices, its message (j // served) *
+        # slices + j mod slices: the tag resolved per rank.
         r = t.add(Instr(Isa.RECV, self.timing.link(size), unit=1, dst_bytes=size, s_out=stream,
-                        peer=Peer("prev", 0, lanes, 1, hops), tag=tag, deps=()))
-        lv = [Level(lanes, 1, 1, max(1, lanes - 1))] if lanes > 1 else []
+                        peer=Peer("prev", 0, served, h.slices, hops), tag=tag, deps=()))
+        lv = [Level(team, 1, 1, max(1, team - 1))] if team > 1 else []
         coll = Collectives(e, lv)
         coll.tag = TAG_SPACE // 2  # clear of the hand-off's own tags
         if lv:
-            e.pad(value.name, lanes * size)  # the last lane's slice may overhang the value
+            e.pad(value.name, team * size)  # the last piece may overhang the value
             own = coll._write(value.name, (r, stream), [(lv[0], size)], drain=False)
             coll._gather(value.name, (r, stream), own, [(lv[0], size)])
         else:

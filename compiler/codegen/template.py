@@ -38,7 +38,9 @@ class Peer:
     block, r is member (r mod block) // stride, and the peer is member (that + delta) mod
     group at the same r mod stride (stride 1: a node's chips; stride = chips per node: the
     chips with the same local rank in the other nodes).
-    level "next"/"prev": chip (r mod group) + delta * group of the following/preceding stage.
+    level "next": chip (r mod group) * stride + delta of the following stage (a hand-off's lane r sends
+    its pieces `stride` apart); "prev": chip (r mod group) // stride of the preceding stage, the tag
+    shifted by (r // group) * stride + r mod stride (codegen.stage's hand-off).
     level "stream": stream `delta` counted from the instance's first (a role stream of a wafer region,
     or of its neighbour's); level "host": the host (ir.program.HOST).
     `hops` is the worst case over the stage's chips, which the schedule allows for."""

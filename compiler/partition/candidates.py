@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compiler.partition.cost import Breakdown, hop_s, unit_time
+from compiler.partition.cost import Breakdown, handoff, hop_s, unit_time
 from compiler.partition.units import Group, Unit
 from targets.spec import SystemSpec
 
@@ -117,11 +117,11 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
 
 
 def _entry(first: int, tp: int, crossing: list[int], system: SystemSpec) -> Breakdown:
-    """Hand-off from the previous stage, assumed one hop away (placement refines it)."""
+    """Hand-off from the previous stage, assumed as wide and one hop away (placement refines it)."""
     if first == 0:
         return Breakdown()
     hops = 1
-    link_s = hop_s(crossing[first], hops, min(tp, system.chips_per_node), system)
+    link_s = hop_s(crossing[first], hops, handoff(tp, tp, hops, system), system)
     return Breakdown(link_s=link_s)
 
 

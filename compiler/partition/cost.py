@@ -246,28 +246,75 @@ def collective_latency_s(c: Collective, system: SystemSpec) -> float:
     return collective_wire_s(c.kind, group_mesh(c.group, system), system)
 
 
-def hop_s(nbytes: int, hops: int, lanes: int, system: SystemSpec) -> float:
-    """A pipeline hand-off: `lanes` senders each carry a 1/lanes slice `hops` away, then the
-    receivers all-gather the slices inside their node (one local message per peer, over its own link;
-    through a switch every chip's messages share all its local links)."""
-    link = system.local_link if hops <= 1 else system.global_link
-    lanes = max(1, lanes)
-    share = nbytes / lanes
-    local = system.local_link
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """How a stage hands a value to the next, the one rule the plan (hop_s) and the lowering
+    (codegen.stage) share: the value is cut into `team` = lanes x slices pieces, and the receivers
+    into `teams` teams of `team` consecutive chips (a team inside a node). `sets` sets of `lanes`
+    senders serve the teams in turn (team t by set t mod sets); a set's lane l carries pieces
+    l*slices .. (l+1)*slices - 1, one message a piece to each of its teams. Receiver j takes piece
+    j mod team and all-gathers the rest from its team."""
+
+    lanes: int  # senders a team's pieces come from
+    slices: int  # pieces each sender carries
+    teams: int  # groups of receivers that each receive every piece once
+    sets: int = 1  # disjoint sets of lanes, each serving teams / sets teams
+
+    @property
+    def team(self) -> int:
+        return self.lanes * self.slices
+
+    @property
+    def senders(self) -> int:
+        return self.lanes * self.sets
+
+    @property
+    def messages(self) -> int:
+        """What each sender sends: every one of its pieces to each of its set's teams."""
+        return self.slices * self.teams // self.sets
+
+    def rounds(self, links: int) -> int:
+        """A sender's messages in turns over `links` links (message k on link k mod links)."""
+        return -(-self.messages // max(1, links))
+
+
+def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> HandOff:
+    """The hand-off that moves a byte soonest (hop_s per byte; then the fewest messages a sender, the
+    fewest senders): teams divide the receivers and stay inside nodes, slices divide a team, sets divide
+    the teams, and the senders are at most the sending stage's. A sender stage narrower than a team
+    carries several pieces a sender over its several links; one wider than a team serves the teams
+    from several sets."""
+    node = system.chips_per_node
+    options = [HandOff(team // slices, slices, receiver_tp // team, sets)
+               for team in range(1, min(receiver_tp, node) + 1)
+               if receiver_tp % team == 0 and (receiver_tp <= node or node % team == 0)
+               for slices in range(1, team + 1) if team % slices == 0 and team // slices <= sender_tp
+               for sets in range(1, receiver_tp // team + 1)
+               if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp]
+    return min(options, key=lambda h: (_per_byte_s(h, hops, system), h.messages, h.senders))
+
+
+def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
+    """A pipeline hand-off `h`: each sender's messages of one piece `hops` away in rounds over its links,
+    then each team's all-gather inside its node (one local message per peer, over its own link; through
+    a switch every chip's messages share all its local links)."""
+    return hops * _link(hops, system).latency_s + nbytes * _per_byte_s(h, hops, system) + (
+        system.local_link.latency_s if h.team > 1 else 0.0)
+
+
+def _link(hops: int, system: SystemSpec):
+    return system.local_link if hops <= 1 else system.global_link
+
+
+def _per_byte_s(h: HandOff, hops: int, system: SystemSpec) -> float:
+    """Seconds a byte of the value adds to hand-off `h`: the senders' rounds, then the team's gather."""
+    local, share = system.local_link, 1 / h.team
     if system.local_fabric == "switch":  # a chip's messages spread over all its local links (mesh.SWITCH)
         links = system.local_links_per_chip
-        wire_bw = link.bw_bytes_per_s * (links if hops <= 1 else 1)
-        gather = local.latency_s + (lanes - 1) * share / (links * local.bw_bytes_per_s)
-    else:
-        wire_bw, gather = link.bw_bytes_per_s, local.latency_s + share / local.bw_bytes_per_s
-    return hops * link.latency_s + share / wire_bw + (gather if lanes > 1 else 0.0)
-
-
-def handoff_lanes(sender_tp: int, receiver_tp: int, node: int) -> int:
-    """Largest L dividing the receiving group with L <= min(sender group, node) whose groups of
-    L receivers stay inside nodes: the hand-off's parallel lanes."""
-    best = 1
-    for lanes in range(1, min(sender_tp, receiver_tp, node) + 1):
-        if receiver_tp % lanes == 0 and (receiver_tp <= node or node % lanes == 0):
-            best = lanes
-    return best
+        wire = (h.messages * share / (links * local.bw_bytes_per_s) if hops <= 1
+                else h.rounds(system.global_links_per_chip) * share / system.global_link.bw_bytes_per_s)
+        return wire + (h.team - 1) * share / (links * local.bw_bytes_per_s)
+    # direct links: a node's messages each go to their own peer; across nodes they take turns on the global links
+    rounds = 1 if hops <= 1 else h.rounds(system.global_links_per_chip)
+    gather = share / local.bw_bytes_per_s if h.team > 1 else 0.0
+    return rounds * share / _link(hops, system).bw_bytes_per_s + gather

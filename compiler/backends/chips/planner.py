@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
-from compiler.partition.cost import Breakdown, StageBound, handoff_lanes, handoff_wire_s, hop_s, unit_bound, unit_time
+from compiler.partition.cost import Breakdown, StageBound, handoff, handoff_wire_s, hop_s, unit_bound, unit_time
 from compiler.partition.placement import place
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
@@ -151,10 +151,10 @@ class ChipLayout:
         if index:
             prev = runs[index - 1]
             hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
-            lanes = handoff_lanes(prev.cand.tp, c.tp, system.chips_per_node)
+            h = handoff(prev.cand.tp, c.tp, hops, system)
             scale = chunk / self.options.prompt
-            decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, lanes, system))
-            prefill += Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, lanes, system))
+            decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, h, system))
+            prefill += Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system))
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
         memory = _memory(units, pre, c, system, inputs)

@@ -1,0 +1,120 @@
+"""Pipeline hand-offs (compiler.partition.cost.handoff): one rule for the plan's hop_s and the lowering's
+messages, so a stage narrower than its successor's team sends several pieces over several links; the
+Programs stay hazard-free and compute what the graph IR reference does on stages of different widths."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compiler.cli import main
+from compiler.codegen.stage import StageBuilder
+from compiler.partition.cost import HandOff, handoff, hop_s
+from ir.graph import Value
+from ir.isa import Op
+from ir.types import DType, TensorType
+from targets import chip_hops, load_target
+
+LPU = load_target("lpu")
+MINI = load_target("lpu-mini")
+
+
+def _single_piece_lanes(t0: int, t1: int, node: int) -> HandOff:
+    """The rule before pieces: L lanes (L <= both groups and a node, dividing the receivers), one piece each."""
+    lanes = max(n for n in range(1, min(t0, t1, node) + 1) if t1 % n == 0 and (t1 <= node or node % n == 0))
+    return HandOff(lanes, 1, t1 // lanes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(t0=st.integers(1, 40), t1=st.integers(1, 40), hops=st.sampled_from([1, 3, 7]),
+       system=st.sampled_from([LPU, load_target("h100"), load_target("lpu3")]))
+def test_a_handoff_covers_every_receiver_and_is_never_slower_than_single_pieces(t0, t1, hops, system):
+    h = handoff(t0, t1, hops, system)
+    node = system.chips_per_node
+    assert h.team * h.teams == t1 and h.senders <= t0 and h.team <= node and h.teams % h.sets == 0
+    assert t1 <= node or node % h.team == 0  # a team never straddles nodes
+    n = 262_144
+    assert hop_s(n, hops, h, system) <= hop_s(n, hops, _single_piece_lanes(t0, t1, node), system) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize(("t0", "t1", "hops"), [(5, 8, 3), (8, 8, 3), (8, 6, 3), (1, 8, 3), (3, 4, 1), (2, 6, 1),
+                                                (8, 16, 3), (16, 8, 3), (4, 24, 3),
+                                                (16, 16, 3), (12, 24, 3), (64, 64, 7)])
+def test_the_plan_times_the_messages_the_lowering_emits(t0, t1, hops):
+    """For sender and receiver groups of several widths, placed `hops` apart: each sender's SENDs, counted
+    per link, are the plan's rounds of one piece; each receiver gathers its team's other pieces; the sum
+    of the wire's cycles is the plan's hop_s."""
+    node = LPU.chips_per_node
+    f0 = 0
+    f1 = t0 if hops == 1 else math.ceil(t0 / node) * node + node  # beside it, or from the next node but one
+    chips = f1 + t1
+    assert chip_hops(LPU, f0 + t0 - 1, f1) == hops
+    value = Value("x", TensorType(DType.F16, (16, 8192)))  # a 16-token chunk of a 70B layer's output
+    send, recv = StageBuilder(LPU, (), set(), chips).handoff(value, (f0, t0), (f1, t1), tag=0)
+    h = handoff(t0, t1, hops, LPU)
+    piece = -(-value.type.nbytes // h.team)
+    sends = [i for i in send.code.template.instrs if i.op is Op.SEND]
+    links = LPU.global_links_per_chip if hops > 1 else LPU.local_links_per_chip
+    per_link = Counter(i.unit for i in sends)
+    assert send.ranks == h.senders and len(sends) == h.messages and {i.src_bytes for i in sends} == {piece}
+    assert max(per_link.values()) == h.rounds(links)
+    gathered = [i for i in recv.code.template.instrs if i.op is Op.RECV]
+    assert len(gathered) == h.team and {i.dst_bytes for i in gathered} == {piece}
+    link, local = (LPU.local_link if hops <= 1 else LPU.global_link), LPU.local_link
+    rounds = 1 if hops <= 1 else h.rounds(links)
+    wire = hops * link.latency_s + rounds * piece / link.bw_bytes_per_s
+    gather = local.latency_s + piece / local.bw_bytes_per_s if h.team > 1 else 0.0
+    assert hop_s(value.type.nbytes, hops, h, LPU) == pytest.approx(wire + gather, rel=1e-4)
+
+
+def test_a_narrower_sender_uses_its_links_for_the_whole_team():
+    """70B int8's embedding on 5 chips hands off to layers on 8: four lanes of two pieces each reach all 8
+    receivers in one round, as fast as an 8-chip sender, where 4 single-piece lanes took twice as long."""
+    h = handoff(5, 8, 3, LPU)
+    assert (h.team, h.lanes) == (8, 4)
+    n = 262_144
+    assert hop_s(n, 3, h, LPU) == pytest.approx(hop_s(n, 3, handoff(8, 8, 3, LPU), LPU))
+    assert hop_s(n, 3, h, LPU) < hop_s(n, 3, _single_piece_lanes(5, 8, 8), LPU)
+
+
+def _staged(capsys, tmp: Path, stages: list[tuple[str, str, int, int]]) -> Path:
+    """tiny-llama with 16 heads on lpu-mini compiled from a plan of `stages` (first unit, last unit, tp,
+    first chip)."""
+    cfg = json.loads(Path("examples/models/tiny-llama.json").read_text())
+    (tmp / "config.json").write_text(json.dumps(cfg | {"num_attention_heads": 16, "num_key_value_heads": 8,
+                                                       "head_dim": 16}))
+    args = [str(tmp / "config.json"), "--target", "lpu-mini", "--context", "64", "--prompt", "16",
+            "--prefill-chunk", "8"]
+    assert main(["plan", *args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    first = {k: v for k, v in plan["stages"][0].items() if k not in ("kv_layout", "experts")}
+    plan["stages"] = [dict(first, units=[a, b], tp=tp, chip_range=[c, c + tp - 1]) for a, b, tp, c in stages]
+    (tmp / "plan.json").write_text(json.dumps(plan))
+    assert main(["compile", *args, "--plan", str(tmp / "plan.json"), "-o", str(tmp / "b")]) == 0
+    capsys.readouterr()
+    return tmp / "b"
+
+
+@pytest.mark.parametrize("stages", [
+    [("embed", "layers.1", 3, 0), ("head", "head", 4, 3)],  # 2 lanes of 2 pieces, inside a node
+    [("embed", "layers.0", 2, 0), ("layers.1", "layers.1", 5, 8), ("head", "head", 4, 16)],  # 1 lane of 5, then 4 of 5
+    [("embed", "embed", 1, 0), ("layers.0", "layers.1", 8, 8), ("head", "head", 2, 16)],  # 8 pieces from one lane
+    # in two rounds on the global links, then a team of 2
+    [("embed", "layers.1", 3, 0), ("head", "head", 16, 8)],  # 2 lanes of 4 pieces to 2 teams of 8
+    [("embed", "layers.1", 16, 0), ("head", "head", 16, 16)],  # 2 sets of 8 lanes, one team each
+])
+def test_stages_of_different_widths_run_as_the_reference(tmp_path, capsys, stages):
+    build = _staged(capsys, tmp_path, stages)
+    for prompt in ("1 7 42 99 3 250 17 8 200 5", "9 9 9 1"):
+        assert main(["run", str(build), "--functional", "--check-reference", "--prompt", prompt, "--tokens", "3",
+                     "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["reference"]["passed"] and out["hazards"] == []
+    assert main(["run", str(build), "--check-determinism", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hazards"] == []

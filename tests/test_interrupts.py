@@ -109,11 +109,13 @@ def test_ctrl_c_before_the_solve(tmp_path, slow):
 def test_ctrl_c_during_the_solve_stops_the_command_not_just_the_search(tmp_path, slow):
     """Before, CP-SAT took the signal: the search stopped early and the command went on to write a
     build from the interrupted search, exit 0. Now the command stops, long before the solve would end."""
-    out = tmp_path / "b"
-    sent = time.monotonic()
-    assert_clean(out, *interrupted(SLOW_SOLVE, out, slow["partitioning"] + 1.0))
+    out, delay = tmp_path / "b", slow["partitioning"] + 1.0
+    start = time.monotonic()
+    assert_clean(out, *interrupted(SLOW_SOLVE, out, delay))
     assert not out.exists()
-    assert time.monotonic() - sent < 10  # the solve alone runs ~15 s uninterrupted
+    # counted from the signal, not from the launch (a loaded machine stretches the start-up the
+    # delay was profiled on): the solve alone would run ~15 s more
+    assert time.monotonic() - start - delay < 8
 
 
 def test_ctrl_c_during_a_plan_prints_no_plan(slow):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from compiler.cli import main
 from compiler.partition.cost import group_mesh
-from compiler.partition.mesh import collective_s
+from compiler.partition.mesh import collective_s, outer_one_shot
 from targets import load_target
 
 H100 = load_target("h100")
@@ -52,3 +52,30 @@ def test_a_target_file_says_its_node_is_switched(tmp_path, capsys):
         return json.loads(capsys.readouterr().out)["decode"]["breakdown_us"]["links"]
 
     assert link_us("h100") < link_us(str(path))
+
+
+@settings(max_examples=40, deadline=None)
+@given(nodes=st.integers(2, 8), nbytes=st.integers(1, 1 << 24))
+def test_nodes_exchange_in_one_shot_where_that_is_shorter(nodes, nbytes):
+    """lpu, 8 chips a node: the node's reduce-scatter and all-gather around the nodes' level, which is a
+    reduce-scatter then an all-gather (two trips of the 3 hops local, global, local, slices of 1 / nodes)
+    or one exchange of the whole node-reduced slice (one trip, nodes times the bytes), whichever is shorter;
+    the nodes' messages go in rounds over the 4 global links."""
+    lpu = load_target("lpu")
+    link = lpu.local_link
+    lat, share, rounds = link.latency_s, nbytes / 8, -(-(nodes - 1) // 4)
+    inner = 2 * (lat + share / link.bw_bytes_per_s)  # a slice of nbytes / 8 to each of 7 peers, twice
+    tree = 2 * (3 * lat + rounds * share / nodes / link.bw_bytes_per_s)
+    shot = 3 * lat + rounds * share / link.bw_bytes_per_s
+    expected = inner + min(tree, shot)
+    assert abs(collective_s("allreduce", nbytes, group_mesh(8 * nodes, lpu), lpu) - expected) <= 1e-9 * expected
+
+
+def test_two_nodes_always_exchange_in_one_shot_eight_only_small_slices():
+    """Two nodes move the same bytes either way, so one trip beats two; eight nodes send 7 peers whole
+    slices in 2 rounds, which pays only while a slice's time is under the trip it saves."""
+    lpu = load_target("lpu")
+    assert outer_one_shot(group_mesh(16, lpu), 1 << 24, lpu)
+    assert outer_one_shot(group_mesh(64, lpu), 32768, lpu)  # llama-3.1-405b's hidden row, fp16
+    assert not outer_one_shot(group_mesh(64, lpu), 1 << 24, lpu)
+    assert not outer_one_shot(group_mesh(8, lpu), 8192, lpu)  # one node: no nodes' level

@@ -16,8 +16,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compiler.codegen.emit import Emitter
+from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Rel
+from compiler.partition.mesh import one_shot_wins
 from ir.errors import ConfigError
 from ir.isa import Fn, Op
 
@@ -55,15 +56,19 @@ class Collectives:
         last slice's overhang, so no write lands past its buffer."""
         cur = self.e.read(x)
         elem_bytes = max(1, nbytes // max(1, elements))
+        shot = self.one_shot(nbytes)
+        tree = self.levels[:-1] if shot else self.levels
         # Slices nest: each level's slice is exactly its group's finer slices, so a rank's bytes are
         # its own at every level (ceil level by level would let an outer level's slices overhang the
         # inner slice they split, and two ranks write the same bytes).
-        total = math.prod(lv.group for lv in self.levels)
+        total = math.prod(lv.group for lv in tree)
         elems, dims = math.ceil(elements / total) * total, []
-        for lv in self.levels:
+        for lv in tree:
             elems //= lv.group
             dims.append((lv, elems * elem_bytes))
             cur = self._reduce_scatter(lv, cur, elems * elem_bytes, elems, fn)
+        if shot:
+            cur = self._exchange(self.levels[-1], out, cur, elems * elem_bytes, elems, fn)
         self.e.pad(out, elems * elem_bytes * total)
         dims.reverse()  # finest slices first
         own = self._write(out, cur, dims, drain=True)
@@ -164,6 +169,34 @@ class Collectives:
         for d in range(1, lv.group):
             r = self._recv(lv, -d, size, tags[d - 1])
             acc = self.e.vop(fn, 1, elems, acc, r, 2 * size, offset=own if d == 1 else 0)
+        return acc
+
+    def one_shot(self, nbytes: int) -> bool:
+        """Whether an all-reduce of `nbytes` exchanges its outer level in one shot: partition.mesh's rule
+        (outer_one_shot) on this group's levels, in cycles."""
+        if len(self.levels) < 2:
+            return False
+        t, outer = self.e.t.timing, self.levels[-1]
+        share = nbytes / math.prod(lv.group for lv in self.levels[:-1])
+        return one_shot_wins(outer.group, outer.links, outer.hops * t.link_latency_cycles,
+                             share / t.link_bytes_per_cycle)
+
+    def _exchange(self, lv: Level, out: str, cur: tuple[int, int], size: int, elems: int, fn: Fn
+                  ) -> tuple[int, int]:
+        """The outer level in one shot: every member sends its whole node-reduced slice to each peer, and
+        each sums the group's slices in the members' order (staged at their index, so every member adds
+        the same operands in the same order and holds the same bytes)."""
+        stage = f"{out}.shot"
+        self.e.slots[stage] = Slot(self.e.t.local(lv.group * size), lv.group * size)
+        writes = [self._store(stage, cur, size, ((lv.peer(0), size),), drain=True)]
+        tags = self._sends(lv, cur, size)
+        for d in range(1, lv.group):
+            r = self._recv(lv, -d, size, tags[d - 1])
+            writes.append(self._store(stage, r, size, ((lv.peer(-d), size),), drain=False))
+        after = tuple((w, 0) for w in writes)
+        acc = self.e.read(stage, size, 0, after=after)
+        for j in range(1, lv.group):
+            acc = self.e.vop(fn, 1, elems, acc, self.e.read(stage, size, j * size, after=after), 2 * size)
         return acc
 
     def _gather(self, out: str, src: tuple[int, int] | None, written: int, dims: list[tuple[Level, int]]) -> int:

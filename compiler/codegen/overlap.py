@@ -27,7 +27,7 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     rows, cols = part.type.shape
     product, collective = _cycles(e, coll, mm)
     pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective,
-                         max_pieces([lv.group for lv in coll.levels]))
+                         max_pieces([lv.group for lv in coll.levels], coll.one_shot(part.type.nbytes)))
     if len(pieces) == 1:
         return False
     e.slots[part.name] = Slot(e.t.local(part.type.nbytes), part.type.nbytes)

@@ -29,19 +29,22 @@ class Level:
     stride: int
     hops: int
     links: int  # parallel links this level's messages spread over
+    cross: int = 0  # an outer level's: hops between the farthest two of the stage's chips in different nodes
 
     def peer(self, delta: int) -> Peer:
         return Peer("group", delta, self.group, self.stride, self.hops)
 
 
-def levels(p: int, node: int, global_links: int, far_hops: Callable[[int], int]) -> list[Level]:
-    """The levels of a group of p chips laid out node-aligned (innermost first)."""
+def levels(p: int, node: int, global_links: int, far_hops: Callable[[int], int],
+           cross_hops: Callable[[], int] | None = None) -> list[Level]:
+    """The levels of a group of p chips laid out node-aligned (innermost first); `cross_hops` gives the
+    outer level's `cross` (a block of ranks straddling nodes reaches its far member in that many)."""
     if p <= 1:
         return []
     if p <= node:
         return [Level(p, 1, 1, p - 1)]
     q = math.ceil(p / node)
-    return [Level(node, 1, 1, node - 1), Level(q, node, far_hops(q), global_links)]
+    return [Level(node, 1, 1, node - 1), Level(q, node, far_hops(q), global_links, cross_hops() if cross_hops else 0)]
 
 
 class Collectives:
@@ -96,9 +99,10 @@ class Collectives:
             outer = self.levels[1]
             lv = [inner, Level(size // inner.group, inner.group, outer.hops, outer.links)]
         elif size < inner.group and len(self.levels) > 1:  # blocks straddle two nodes: one clique, its far
-            # members a node's hop plus the nodes' away, in rounds over the global links (one a peer across)
+            # members the stage's farthest cross-node pair away (else a node's hop plus the nodes' away), in
+            # rounds over the global links (one a peer across)
             outer = self.levels[1]
-            lv = [Level(size, 1, inner.hops + outer.hops, outer.links)]
+            lv = [Level(size, 1, outer.cross or inner.hops + outer.hops, outer.links)]
         else:
             raise ConfigError(f"a group of {size} chips sharing a kv head is neither within a node of "
                               f"{inner.group} nor whole nodes (passes.shard.lowers_split)")

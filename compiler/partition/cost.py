@@ -232,12 +232,13 @@ def collective_s(c: Collective, system: SystemSpec) -> float:
 def collective_mesh(c: Collective, system: SystemSpec) -> DeviceMesh:
     """group_mesh of the collective's group, or where its blocks of consecutive ranks in a stage of several
     nodes straddle a node boundary (a kv head's chips neither dividing a node nor whole nodes), one clique
-    whose far members are a node's hop plus the stage's nodes' away, its messages in rounds over the
-    global links, as codegen.collectives.subgroup lowers it."""
+    whose far members are as far as two chips of the stage's nodes in different nodes can be (the
+    structural route: local, global, local within a group), its messages in rounds over the global links,
+    as codegen.collectives.subgroup lowers it (there over the wiring's paths)."""
     node = system.chips_per_node
     if c.stage <= node or c.group in (1, c.stage) or node % c.group == 0 or c.group % node == 0:
         return group_mesh(c.group, system)
-    far = 1 + chip_hops(system, 0, (math.ceil(c.stage / node) - 1) * node)
+    far = chip_hops(system, 0, (math.ceil(c.stage / node) - 1) * node)
     return DeviceMesh((Axis("chips", c.group, CLIQUE, LOCAL, 1, far, max(1, system.global_links_per_chip)),))
 
 

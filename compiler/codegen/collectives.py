@@ -189,7 +189,11 @@ class Collectives:
                   ) -> tuple[int, int]:
         """The outer level in one shot: every member sends its whole node-reduced slice to each peer, and
         each sums the group's slices in the members' order (staged at their index, so every member adds
-        the same operands in the same order and holds the same bytes)."""
+        the same operands in the same order and holds the same bytes). Two members add theirs straight off
+        the streams: a + b is b + a to the bit, and no staging buffer grows with a prefill chunk's slice."""
+        if lv.group == 2:
+            tags = self._sends(lv, cur, size)
+            return self.e.vop(fn, 1, elems, cur, self._recv(lv, -1, size, tags[0]), 2 * size)
         stage = f"{out}.shot"
         self.e.slots[stage] = Slot(self.e.t.local(lv.group * size), lv.group * size)
         writes = [self._store(stage, cur, size, ((lv.peer(0), size),), drain=True)]

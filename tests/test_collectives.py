@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.cli import main
-from compiler.partition.cost import group_mesh
-from compiler.partition.mesh import collective_s
+from compiler.partition.cost import collective_mesh, group_mesh
+from compiler.partition.mesh import collective_s, outer_one_shot
+from compiler.partition.shard_cost import Collective
 from targets import load_target
 
 H100 = load_target("h100")
@@ -52,3 +55,69 @@ def test_a_target_file_says_its_node_is_switched(tmp_path, capsys):
         return json.loads(capsys.readouterr().out)["decode"]["breakdown_us"]["links"]
 
     assert link_us("h100") < link_us(str(path))
+
+
+@settings(max_examples=40, deadline=None)
+@given(nodes=st.integers(2, 8), nbytes=st.integers(1, 1 << 24))
+def test_nodes_exchange_in_one_shot_where_that_is_shorter(nodes, nbytes):
+    """lpu, 8 chips a node: the node's reduce-scatter and all-gather around the nodes' level, which is a
+    reduce-scatter then an all-gather (two trips of the 3 hops local, global, local, slices of 1 / nodes)
+    or one exchange of the whole node-reduced slice (one trip, nodes times the bytes), whichever is shorter;
+    the nodes' messages go in rounds over the 4 global links."""
+    lpu = load_target("lpu")
+    link = lpu.local_link
+    lat, share, rounds = link.latency_s, nbytes / 8, -(-(nodes - 1) // 4)
+    inner = 2 * (lat + share / link.bw_bytes_per_s)  # a slice of nbytes / 8 to each of 7 peers, twice
+    tree = 2 * (3 * lat + rounds * share / nodes / link.bw_bytes_per_s)
+    shot = 3 * lat + rounds * share / link.bw_bytes_per_s
+    expected = inner + min(tree, shot)
+    assert abs(collective_s("allreduce", nbytes, group_mesh(8 * nodes, lpu), lpu) - expected) <= 1e-9 * expected
+
+
+def test_two_nodes_always_exchange_in_one_shot_eight_only_small_slices():
+    """Two nodes move the same bytes either way, so one trip beats two; eight nodes send 7 peers whole
+    slices in 2 rounds, which pays only while a slice's time is under the trip it saves."""
+    lpu = load_target("lpu")
+    assert outer_one_shot(group_mesh(16, lpu), 1 << 24, lpu)
+    assert outer_one_shot(group_mesh(64, lpu), 32768, lpu)  # llama-3.1-405b's hidden row, fp16
+    assert not outer_one_shot(group_mesh(64, lpu), 1 << 24, lpu)
+    assert not outer_one_shot(group_mesh(8, lpu), 8192, lpu)  # one node: no nodes' level
+
+
+def test_a_kv_head_block_straddling_nodes_reaches_its_far_member_in_three_hops():
+    """mixtral-8x7b int8's 40-chip stages: 5 chips a kv head, every other block across a node boundary. Two
+    chips of different nodes in one group are local, global, local apart (targets.topology.chip_hops), so
+    the block's clique pays 3 hops, not a node's hop on top (4); the lowering measures the same over the
+    wiring, and the interpreter checks each message's arrival against its route."""
+    lpu = load_target("lpu")
+    mesh = collective_mesh(Collective("allgather", 260, 5, 40), lpu)
+    assert [(a.size, a.hops, a.links) for a in mesh.axes] == [(5, 3, 4)]
+    link = lpu.local_link
+    expected = 3 * link.latency_s + 260 / 5 / link.bw_bytes_per_s  # 4 peers in one round over 4 global links
+    assert collective_s("allgather", 260, mesh, lpu) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("tp", [16, 24])
+def test_all_reduces_over_nodes_in_one_shot_run_as_the_reference(tmp_path, capsys, tp):
+    """tiny-llama's layers on 2 and 3 nodes of lpu-mini (its rows are small, so every nodes' level goes
+    in one shot: two nodes add off the streams, three sum their staged slices in member order); the
+    build is hazard-free and decodes the graph IR reference's tokens."""
+    fields = {"num_attention_heads": 16, "num_key_value_heads": 16, "head_dim": 16, "intermediate_size": 192}
+    model = json.loads(Path("examples/models/tiny-llama.json").read_text()) | fields
+    (tmp_path / "config.json").write_text(json.dumps(model))
+    args = [str(tmp_path / "config.json"), "--target", "lpu-mini", "--context", "24", "--prompt", "16",
+            "--prefill-chunk", "8"]
+    assert main(["plan", *args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    first = {k: v for k, v in plan["stages"][0].items() if k != "kv_layout"}
+    plan["stages"] = [dict(first, units=["embed", "layers.1"], tp=tp, chip_range=[0, tp - 1]),
+                      dict(first, units=["head", "head"], tp=1, chip_range=[tp, tp])]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert main(["compile", *args, "--plan", str(tmp_path / "plan.json"), "-o", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    lpu_mini = load_target("lpu-mini")
+    assert outer_one_shot(group_mesh(tp, lpu_mini), 2 * model["hidden_size"], lpu_mini)
+    assert main(["run", str(tmp_path / "b"), "--functional", "--check-reference", "--prompt",
+                 "1 7 42 99 3 250 17 8 200 5 9 9 4 3", "--tokens", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reference"]["passed"] and out["hazards"] == []

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 import compiler.codegen.overlap as lowering
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
-from compiler.partition.cost import collective_s, unit_time
+from compiler.partition.cost import collective_s, group_mesh, unit_time
+from compiler.partition.mesh import outer_one_shot
 from compiler.partition.overlap import PIECE_MESSAGES, column_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import shard_cost
 from ir.ops import Opcode
@@ -136,3 +137,20 @@ def test_the_plan_costs_each_row_parallel_pair_as_its_longer_stream():
     assert all((c.rows, c.columns) == (32, 4096) for c in paired)
     serial = sum(collective_s(c, lpu) for c in cost.collectives)
     assert unit_time(cost, lpu, "int8").link_s < serial
+
+
+@pytest.mark.parametrize(("levels", "pieces"), [((8, 8), 2), ((8, 2), 3), ((8, 5), 2)])
+def test_nodes_exchanging_in_one_shot_send_fewer_messages_a_piece(levels, pieces):
+    """The nodes' level in one shot (partition.mesh.outer_one_shot) sends size - 1 messages a chip, not
+    2 x (size - 1): llama-3.1-405b's decode rows over 8 nodes (21 a piece) take 2 pieces."""
+    messages = 2 * (levels[0] - 1) + levels[-1] - 1
+    assert max_pieces(levels, one_shot=True) == pieces
+    assert pieces * messages <= PIECE_MESSAGES < (pieces + 1) * messages
+
+
+def test_one_decode_row_over_eight_nodes_is_one_shot_and_a_prefill_chunk_is_not():
+    """llama-3.1-405b's tp 64: one decode row's all-reduce exchanges its nodes in one shot (so 2 pieces under
+    its matmul); a 32-row chunk's slices are too large for it, so prefill keeps one piece and its instructions."""
+    lpu = load_target("lpu")
+    mesh = group_mesh(64, lpu)
+    assert outer_one_shot(mesh, 16384 * 2, lpu) and not outer_one_shot(mesh, 32 * 16384 * 2, lpu)

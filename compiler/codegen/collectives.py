@@ -16,8 +16,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compiler.codegen.emit import Emitter
+from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Rel
+from compiler.partition.mesh import one_shot_wins
 from ir.errors import ConfigError
 from ir.isa import Fn, Op
 
@@ -28,19 +29,22 @@ class Level:
     stride: int
     hops: int
     links: int  # parallel links this level's messages spread over
+    cross: int = 0  # an outer level's: hops between the farthest two of the stage's chips in different nodes
 
     def peer(self, delta: int) -> Peer:
         return Peer("group", delta, self.group, self.stride, self.hops)
 
 
-def levels(p: int, node: int, global_links: int, far_hops: Callable[[int], int]) -> list[Level]:
-    """The levels of a group of p chips laid out node-aligned (innermost first)."""
+def levels(p: int, node: int, global_links: int, far_hops: Callable[[int], int],
+           cross_hops: Callable[[], int] | None = None) -> list[Level]:
+    """The levels of a group of p chips laid out node-aligned (innermost first); `cross_hops` gives the
+    outer level's `cross` (a block of ranks straddling nodes reaches its far member in that many)."""
     if p <= 1:
         return []
     if p <= node:
         return [Level(p, 1, 1, p - 1)]
     q = math.ceil(p / node)
-    return [Level(node, 1, 1, node - 1), Level(q, node, far_hops(q), global_links)]
+    return [Level(node, 1, 1, node - 1), Level(q, node, far_hops(q), global_links, cross_hops() if cross_hops else 0)]
 
 
 class Collectives:
@@ -55,15 +59,19 @@ class Collectives:
         last slice's overhang, so no write lands past its buffer."""
         cur = self.e.read(x)
         elem_bytes = max(1, nbytes // max(1, elements))
+        shot = self.one_shot(nbytes)
+        tree = self.levels[:-1] if shot else self.levels
         # Slices nest: each level's slice is exactly its group's finer slices, so a rank's bytes are
         # its own at every level (ceil level by level would let an outer level's slices overhang the
         # inner slice they split, and two ranks write the same bytes).
-        total = math.prod(lv.group for lv in self.levels)
+        total = math.prod(lv.group for lv in tree)
         elems, dims = math.ceil(elements / total) * total, []
-        for lv in self.levels:
+        for lv in tree:
             elems //= lv.group
             dims.append((lv, elems * elem_bytes))
             cur = self._reduce_scatter(lv, cur, elems * elem_bytes, elems, fn)
+        if shot:
+            cur = self._exchange(self.levels[-1], out, cur, elems * elem_bytes, elems, fn)
         self.e.pad(out, elems * elem_bytes * total)
         dims.reverse()  # finest slices first
         own = self._write(out, cur, dims, drain=True)
@@ -91,9 +99,10 @@ class Collectives:
             outer = self.levels[1]
             lv = [inner, Level(size // inner.group, inner.group, outer.hops, outer.links)]
         elif size < inner.group and len(self.levels) > 1:  # blocks straddle two nodes: one clique, its far
-            # members a node's hop plus the nodes' away, in rounds over the global links (one a peer across)
+            # members the stage's farthest cross-node pair away (else a node's hop plus the nodes' away), in
+            # rounds over the global links (one a peer across)
             outer = self.levels[1]
-            lv = [Level(size, 1, inner.hops + outer.hops, outer.links)]
+            lv = [Level(size, 1, outer.cross or inner.hops + outer.hops, outer.links)]
         else:
             raise ConfigError(f"a group of {size} chips sharing a kv head is neither within a node of "
                               f"{inner.group} nor whole nodes (passes.shard.lowers_split)")
@@ -164,6 +173,38 @@ class Collectives:
         for d in range(1, lv.group):
             r = self._recv(lv, -d, size, tags[d - 1])
             acc = self.e.vop(fn, 1, elems, acc, r, 2 * size, offset=own if d == 1 else 0)
+        return acc
+
+    def one_shot(self, nbytes: int) -> bool:
+        """Whether an all-reduce of `nbytes` exchanges its outer level in one shot: partition.mesh's rule
+        (outer_one_shot) on this group's levels, in cycles."""
+        if len(self.levels) < 2:
+            return False
+        t, outer = self.e.t.timing, self.levels[-1]
+        share = nbytes / math.prod(lv.group for lv in self.levels[:-1])
+        return one_shot_wins(outer.group, outer.links, outer.hops * t.link_latency_cycles,
+                             share / t.link_bytes_per_cycle)
+
+    def _exchange(self, lv: Level, out: str, cur: tuple[int, int], size: int, elems: int, fn: Fn
+                  ) -> tuple[int, int]:
+        """The outer level in one shot: every member sends its whole node-reduced slice to each peer, and
+        each sums the group's slices in the members' order (staged at their index, so every member adds
+        the same operands in the same order and holds the same bytes). Two members add theirs straight off
+        the streams: a + b is b + a to the bit, and no staging buffer grows with a prefill chunk's slice."""
+        if lv.group == 2:
+            tags = self._sends(lv, cur, size)
+            return self.e.vop(fn, 1, elems, cur, self._recv(lv, -1, size, tags[0]), 2 * size)
+        stage = f"{out}.shot"
+        self.e.slots[stage] = Slot(self.e.t.local(lv.group * size), lv.group * size)
+        writes = [self._store(stage, cur, size, ((lv.peer(0), size),), drain=True)]
+        tags = self._sends(lv, cur, size)
+        for d in range(1, lv.group):
+            r = self._recv(lv, -d, size, tags[d - 1])
+            writes.append(self._store(stage, r, size, ((lv.peer(-d), size),), drain=False))
+        after = tuple((w, 0) for w in writes)
+        acc = self.e.read(stage, size, 0, after=after)
+        for j in range(1, lv.group):
+            acc = self.e.vop(fn, 1, elems, acc, self.e.read(stage, size, j * size, after=after), 2 * size)
         return acc
 
     def _gather(self, out: str, src: tuple[int, int] | None, written: int, dims: list[tuple[Level, int]]) -> int:

@@ -68,6 +68,10 @@ class Emitter:
     exported: set[str]  # results a later unit reads (they get PORT_OUT slots)
     ports_out: list[str] = field(default_factory=list)
     tp: int = 1  # chips of the tensor-parallel group running this code
+    # partition.chaining: the result the op being lowered takes off the vector unit's stream (`fresh`),
+    # and the one the last element-wise op left there (`pending`), as {name: (VOP, stream)}
+    fresh: dict[str, tuple[int, int]] = field(default_factory=dict)
+    pending: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     # ---- primitives -------------------------------------------------------------------------
 
@@ -147,12 +151,14 @@ class Emitter:
     # ---- compound -------------------------------------------------------------------------
 
     def elementwise(self, fn: Fn, out: Value, *ins: Value, args: dict | None = None) -> None:
-        reads = [self.read(v.name) for v in ins]
+        """One VOP; an operand the op before left on the vector unit's stream (`fresh`) is taken from it."""
+        reads = [self.fresh.get(v.name) or self.read(v.name) for v in ins]
         rows, cols = rows_cols(out)
         i, s = self.vop(fn, rows, cols, reads[0], reads[1] if len(reads) > 1 else None,
                         sum(v.type.nbytes for v in ins), args=args)
         self.result(out)
         self.done(out, self.write(out.name, s, i, out.type.nbytes))
+        self.pending = {out.name: (i, s)}
 
     def matmul(self, x: Value, w: Value, scales: tuple[Value, ...], out: Value, transpose_b: bool,
                index: Index | None = None, group: Group | None = None, xs: tuple[int, int] | None = None,

@@ -27,7 +27,7 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     rows, cols = part.type.shape
     product, collective = _cycles(e, coll, mm)
     pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective,
-                         max_pieces([lv.group for lv in coll.levels]))
+                         max_pieces([lv.group for lv in coll.levels], coll.one_shot(part.type.nbytes)))
     if len(pieces) == 1:
         return False
     e.slots[part.name] = Slot(e.t.local(part.type.nbytes), part.type.nbytes)
@@ -58,17 +58,21 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
 def _cycles(e: Emitter, coll: Collectives, mm: Op) -> tuple[int, Callable[[float], float]]:
     """The product's MXM cycles, and an all-reduce's cycles by its bytes, by the rules the plan times them
     with (partition.cost, partition.mesh): per level, its hops' latency plus a round of slices over its
-    links, twice (reduce-scatter, all-gather)."""
+    links, twice (reduce-scatter, all-gather), but once of the whole slice for an outer level in one shot."""
     x, w, part = mm.operands[0], mm.operands[1], mm.results[0]
     (m, k), n, t = x.type.shape, part.type.shape[1], e.t.timing
 
+    def level(lv, share: float) -> float:
+        rounds = math.ceil((lv.group - 1) / lv.links)
+        return lv.hops * t.link_latency_cycles + rounds * share / t.link_bytes_per_cycle
+
     def collective(nbytes: float) -> float:
+        shot = coll.one_shot(nbytes)
         link, share = 0.0, nbytes
-        for lv in coll.levels:
+        for lv in coll.levels[:-1] if shot else coll.levels:
             share /= lv.group
-            rounds = math.ceil((lv.group - 1) / lv.links)
-            link += lv.hops * t.link_latency_cycles + rounds * share / t.link_bytes_per_cycle
-        return 2 * link
+            link += level(lv, share)
+        return 2 * link + (level(coll.levels[-1], share) if shot else 0.0)
 
     return t.mxm(m, k, n, FMT[w.type.dtype]), collective
 

@@ -65,7 +65,7 @@ class StageBuilder:
 
     def unit(self, scope: str, ops: list[Op], tp: int, first_chip: int, exported: set[str]) -> Piece:
         lv = levels(tp, self.system.chips_per_node, self.system.global_links_per_chip,
-                    lambda q: self._far_hops(first_chip, tp))
+                    lambda q: self._far_hops(first_chip, tp), lambda: self._cross_hops(first_chip, tp))
         key = (signature(ops), tp, tuple(sorted(_positions(ops, exported))), tuple(lv))
         if key not in self.cache:
             self.cache[key] = unit_code(scope, ops, self.timing, [v.name for v in self.inputs], exported, lv)
@@ -79,6 +79,14 @@ class StageBuilder:
         node = self.system.chips_per_node
         return max(self.wiring.hops(first_chip + a, first_chip + b)
                    for a in range(tp) for b in range(a % node, tp, node) if a != b)
+
+    @functools.cache  # noqa: B019 -- as _far_hops
+    def _cross_hops(self, first_chip: int, tp: int) -> int:
+        """The most hops between two chips of the stage in different nodes (a kv head's block of ranks
+        straddling a node boundary reaches its far member in at most these)."""
+        node = self.system.chips_per_node
+        return max(self.wiring.hops(first_chip + a, first_chip + b)
+                   for a in range(tp) for b in range(tp) if (first_chip + a) // node != (first_chip + b) // node)
 
     def handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
                 ) -> tuple[Piece, Piece]:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s
+from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, outer_one_shot
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork
@@ -219,7 +219,8 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> flo
         return collective_time_s(c.kind, n, mesh, system)
 
     pieces = best_pieces(c.rows, c.columns, chip.matrix_dim * chip.matrix_planes, c.group, matmul, c.bytes,
-                         collective, max_pieces([axis.size for axis in mesh.axes]))
+                         collective, max_pieces([axis.size for axis in mesh.axes],
+                                                outer_one_shot(mesh, c.bytes, system)))
     return pair_s(matmul, c.bytes, pieces, collective) - matmul
 
 
@@ -231,12 +232,13 @@ def collective_s(c: Collective, system: SystemSpec) -> float:
 def collective_mesh(c: Collective, system: SystemSpec) -> DeviceMesh:
     """group_mesh of the collective's group, or where its blocks of consecutive ranks in a stage of several
     nodes straddle a node boundary (a kv head's chips neither dividing a node nor whole nodes), one clique
-    whose far members are a node's hop plus the stage's nodes' away, its messages in rounds over the
-    global links, as codegen.collectives.subgroup lowers it."""
+    whose far members are as far as two chips of the stage's nodes in different nodes can be (the
+    structural route: local, global, local within a group), its messages in rounds over the global links,
+    as codegen.collectives.subgroup lowers it (there over the wiring's paths)."""
     node = system.chips_per_node
     if c.stage <= node or c.group in (1, c.stage) or node % c.group == 0 or c.group % node == 0:
         return group_mesh(c.group, system)
-    far = 1 + chip_hops(system, 0, (math.ceil(c.stage / node) - 1) * node)
+    far = chip_hops(system, 0, (math.ceil(c.stage / node) - 1) * node)
     return DeviceMesh((Axis("chips", c.group, CLIQUE, LOCAL, 1, far, max(1, system.global_links_per_chip)),))
 
 

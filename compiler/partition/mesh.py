@@ -15,6 +15,10 @@ the fabric. A collective is a rule per axis shape, run axis by axis:
           in all, each a receiver's fixed step plus one block of values over a link (the wafer's steps,
           timed as the lowering emits them: compiler/backends/wafer/cost.py)
 
+An all-reduce is a reduce-scatter then an all-gather, axis by axis, but for its outer (nodes) axis,
+which takes one exchange of the whole node-reduced slice where that is shorter (outer_one_shot: one
+latency of the far hops instead of two, for q times the bytes).
+
 The plan's estimate, the lowering and the interpreter's checks all follow these rules.
 """
 
@@ -102,13 +106,35 @@ def clique_s(axis: Axis, slice_bytes: float, system: SystemSpec) -> float:
 
 def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec) -> float:
     """An all-reduce (reduce-scatter then all-gather) or an all-gather of `nbytes` (the whole tensor)
-    over a chip mesh's clique axes, innermost first: each axis moves the slice that is left."""
+    over a chip mesh's clique axes, innermost first: each axis moves the slice that is left. An
+    all-reduce whose outer axis takes the one-shot exchange (outer_one_shot) runs the inner axes
+    twice around one exchange of the whole node-reduced slice."""
     phases = 2 if kind == "allreduce" else 1
+    shot = kind == "allreduce" and outer_one_shot(mesh, nbytes, system)
     total, share = 0.0, nbytes
-    for axis in mesh.axes:
+    for axis in mesh.axes[:-1] if shot else mesh.axes:
         share /= axis.size
         total += clique_s(axis, share, system)
-    return phases * total
+    return phases * total + (clique_s(mesh.axes[-1], share, system) if shot else 0.0)
+
+
+def one_shot_wins(size: int, links: int, latency: float, slice_time: float) -> bool:
+    """Whether an all-reduce level of `size` members, `links` parallel links and `latency` of wire to its
+    farthest member, whose slice takes `slice_time` on one link (any one time unit), is shorter as one
+    exchange (each member sends all of its slice to every other and sums what arrives: one latency,
+    `size` times the bytes) than as a reduce-scatter then an all-gather (two latencies)."""
+    rounds = math.ceil((size - 1) / max(1, links))
+    return latency + rounds * slice_time < 2 * (latency + rounds * slice_time / size)
+
+
+def outer_one_shot(mesh: DeviceMesh, nbytes: float, system: SystemSpec) -> bool:
+    """Whether an all-reduce of `nbytes` over a mesh of several axes exchanges its outer (nodes) axis in one
+    shot (one_shot_wins on the slice the inner axes leave); codegen.collectives lowers it alike."""
+    if len(mesh.axes) < 2 or mesh.axes[-1].shape != CLIQUE:
+        return False
+    outer, link = mesh.axes[-1], link_of(mesh.axes[-1], system)
+    share = nbytes / math.prod(a.size for a in mesh.axes[:-1])
+    return one_shot_wins(outer.size, outer.links, outer.hops * link.latency_s, share / link.bw_bytes_per_s)
 
 
 def collective_wire_s(kind: str, mesh: DeviceMesh, system: SystemSpec) -> float:

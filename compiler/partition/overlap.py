@@ -44,13 +44,16 @@ def overlapped(chip_ops: Sequence[Op]) -> dict[int, int]:
     return pairs
 
 
-PIECE_MESSAGES = 48  # a chip's messages for one pair's pieces: tp 8 (14 a piece) takes 3 pieces, tp 64 (28) one
+PIECE_MESSAGES = 48  # a chip's messages for one pair's pieces: tp 8 (14 a piece) takes 3 pieces, tp 64 (28) one,
+# or two where its nodes exchange in one shot (21: a decode step's rows)
 
 
-def max_pieces(level_sizes: Sequence[int]) -> int:
+def max_pieces(level_sizes: Sequence[int], one_shot: bool = False) -> int:
     """Pieces a pair may take: PIECE_MESSAGES over one all-reduce's messages a chip (a reduce-scatter
-    and an all-gather, size - 1 messages per level), at least one."""
-    messages = 2 * sum(size - 1 for size in level_sizes)
+    and an all-gather, size - 1 messages per level; with `one_shot`, the outer level's one exchange,
+    partition.mesh.outer_one_shot: size - 1), at least one. A piece is smaller than the whole, so it
+    takes the one-shot exchange whenever the whole does."""
+    messages = 2 * sum(size - 1 for size in level_sizes) - (level_sizes[-1] - 1 if one_shot else 0)
     return max(1, PIECE_MESSAGES // messages) if messages else 1
 
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from compiler.partition.chaining import chained_operand
 from compiler.partition.overlap import overlapped
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
@@ -239,12 +240,13 @@ def _tier_work(op: Op, index: int, before: TierWork | None, rows_scale: float) -
 
 def _chain(chip_ops: list[Op]) -> int:
     """Longest path, counted in compute ops, through the unit's dataflow (collectives are link
-    time; a slice only moves data)."""
+    time; a slice only moves data; an element-wise op chained on the one before it adds none)."""
     depth: dict[str, int] = {}
     longest = 0
-    for op in chip_ops:
-        d = max((depth.get(v.name, 0) for v in op.operands), default=0) + (
-            op.opcode not in _COLLECTIVES and op.opcode not in _MOVES)
+    for prev, op in zip([None, *chip_ops], chip_ops, strict=False):
+        pays = op.opcode not in _COLLECTIVES and op.opcode not in _MOVES
+        chained = chained_operand(prev, op)  # off the vector unit's stream: the pair pays once (partition.chaining)
+        d = max((depth.get(v.name, 0) + (pays and v.name != chained) for v in op.operands), default=int(pays))
         for r in op.results:
             depth[r.name] = d
         longest = max(longest, d)

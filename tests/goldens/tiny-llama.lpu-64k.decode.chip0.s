@@ -1,6 +1,6 @@
-; sramflow assembly: 137 instructions
+; sramflow assembly: 135 instructions
 program decode target "lpu-64k" chips 8 clock_hz 900000000.0 dialect queues
-meta {"activations": "f16", "chunk_starts": [[216], [3155]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 1, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 1, "rows": 1, "tokens": 256}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
+meta {"activations": "f16", "chunk_starts": [[216], [2984]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 1, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 1, "rows": 1, "tokens": 256}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
 chip 0 {
   mem.0 {
     @216 +1 read src=0xca80/4 out=0 val=0xca80 prov=resident
@@ -53,28 +53,26 @@ chip 0 {
     @1782 +1 write dst=0xcfa0/32 a=2 val=0x10000000008
     @1783 +1 read src=0xcf80/128 out=0 val=0x10000000008 prov=mine
     @1878 +1 write dst=0xcf80/128 a=1 val=0x10000000009
-    @1879 +1 read src=0xcf80/128 out=0 val=0x10000000009 prov=mine
-    @1880 +1 read src=0xcf80/128 out=2 val=0x10000000009 prov=mine
-    @1974 +1 write dst=0xcf80/128 a=1 val=0x1000000000a
-    @1975 +1 read src=0xcf80/128 out=0 val=0x1000000000a prov=mine
-    @1976 +1 read src=0xcf80/128 out=3 val=0x1000000000a prov=mine
-    @2089 +1 write dst=0xcf80/88 a=1 val=0x1000000000b
-    @2090 +1 read src=0xcf80/88 out=1 val=0x1000000000b prov=mine
-    @2109 +1 write dst=0xcf80/88 a=0 val=0x1000000000c
-    @2110 +1 read src=0xcf80/88 out=0 val=0x1000000000c prov=mine
-    @2185 +1 write dst=0xcf80/88 a=3 val=0x1000000000d
-    @2186 +1 read src=0xcf80/88 out=1 val=0x1000000000d prov=mine
-    @2281 +1 write dst=0xcf80/88 a=3 val=0x1000000000e
-    @2282 +1 read src=0xcf80/88 out=0 val=0x1000000000e prov=mine
-    @2396 +1 write dst=0xcf80/128 a=1 val=0x1000000000f
-    @2397 +1 read src=0xcf80/128 out=0 val=0x1000000000f prov=mine
-    @2713 +1 write dst=0xcf80/32 a=1 val=0x10000000010
-    @2839 +1 write dst=0xcfe0/32 a=0 val=0x10000000010
-    @2840 +1 write dst=0xcfc0/32 a=1 val=0x10000000010
-    @2841 +1 write dst=0xcfa0/32 a=3 val=0x10000000010
-    @2842 +1 read src=0xcf80/128 out=0 val=0x10000000010 prov=mine
-    @2937 +1 write dst=0xce40/128 a=1 val=0xce40
-    @2938 +1 read src=0xce40/32 out=0 val=0xce40 prov=earlier
+    @1879 +1 write dst=0xd0c0/128 a=0 val=0x1000000000a
+    @1880 +1 read src=0xd0c0/128 out=0 val=0x1000000000a prov=mine
+    @1881 +1 read src=0xd0c0/128 out=2 val=0x1000000000a prov=mine
+    @1882 +1 read src=0xcf80/128 out=3 val=0x10000000009 prov=mine
+    @1994 +1 write dst=0xcf80/88 a=1 val=0x1000000000b
+    @1995 +1 read src=0xcf80/88 out=1 val=0x1000000000b prov=mine
+    @2014 +1 write dst=0xcf80/88 a=0 val=0x1000000000c
+    @2015 +1 read src=0xcf80/88 out=0 val=0x1000000000c prov=mine
+    @2090 +1 write dst=0xcf80/88 a=2 val=0x1000000000d
+    @2110 +1 write dst=0xcf80/88 a=1 val=0x1000000000e
+    @2111 +1 read src=0xcf80/88 out=0 val=0x1000000000e prov=mine
+    @2225 +1 write dst=0xcf80/128 a=1 val=0x1000000000f
+    @2226 +1 read src=0xcf80/128 out=0 val=0x1000000000f prov=mine
+    @2542 +1 write dst=0xcf80/32 a=1 val=0x10000000010
+    @2668 +1 write dst=0xcfe0/32 a=0 val=0x10000000010
+    @2669 +1 write dst=0xcfc0/32 a=1 val=0x10000000010
+    @2670 +1 write dst=0xcfa0/32 a=2 val=0x10000000010
+    @2671 +1 read src=0xcf80/128 out=0 val=0x10000000010 prov=mine
+    @2766 +1 write dst=0xce40/128 a=1 val=0xce40
+    @2767 +1 read src=0xce40/32 out=0 val=0xce40 prov=earlier
   }
   mxm.0 {
     @855 +20 mxm a=3 b=2 out=13 m=1 k=64 n=16 flags=last
@@ -83,9 +81,9 @@ chip 0 {
     @1088 +20 mxm a=2 b=1 out=3 m=1 k=16 n=256 imm=2 flags=last|keys
     @1109 +20 mxm a=0 b=1 out=2 m=1 k=256 n=16 imm=2 flags=last|values
     @1224 +20 mxm a=7 b=0 out=1 m=1 k=16 n=64 flags=last
-    @1976 +20 mxm a=10 b=0 out=1 m=1 k=64 n=44 flags=last
-    @1996 +20 mxm a=11 b=3 out=0 m=1 k=64 n=44 flags=last
-    @2283 +20 mxm a=12 b=0 out=1 m=1 k=44 n=64 flags=last
+    @1881 +20 mxm a=10 b=0 out=1 m=1 k=64 n=44 flags=last
+    @1901 +20 mxm a=11 b=2 out=0 m=1 k=64 n=44 flags=last
+    @2112 +20 mxm a=12 b=0 out=1 m=1 k=44 n=64 flags=last
   }
   vxm.0 {
     @532 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
@@ -99,64 +97,64 @@ chip 0 {
     @1559 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
     @1560 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
     @1784 +1 vop.add src=-1/256 a=8 b=0 out=1 m=1 n=64
-    @1880 +1 vop.rmsnorm src=-1/256 a=0 b=9 out=1 m=1 n=64 imm=0
-    @2091 +1 vop.silu src=-1/88 a=1 out=3 m=1 n=44
-    @2187 +1 vop.mul src=-1/176 a=1 b=0 out=3 m=1 n=44
-    @2617 +1 vop.sum src=-1/64 a=0 b=1 out=5 m=1 n=16
-    @2618 +1 vop.sum src=-1/64 a=5 b=3 out=0 m=1 n=16
-    @2619 +1 vop.sum src=-1/64 a=0 b=4 out=1 m=1 n=16
-    @2843 +1 vop.add src=-1/256 a=2 b=0 out=1 m=1 n=64
+    @1785 +1 vop.rmsnorm src=-1/256 a=1 b=9 out=0 m=1 n=64 imm=0
+    @1996 +1 vop.silu src=-1/88 a=1 out=2 m=1 n=44
+    @2016 +1 vop.mul src=-1/176 a=2 b=0 out=1 m=1 n=44
+    @2446 +1 vop.sum src=-1/64 a=0 b=1 out=5 m=1 n=16
+    @2447 +1 vop.sum src=-1/64 a=5 b=2 out=0 m=1 n=16
+    @2448 +1 vop.sum src=-1/64 a=0 b=4 out=1 m=1 n=16
+    @2672 +1 vop.add src=-1/256 a=3 b=0 out=1 m=1 n=64
   }
   c2c.0 {
     @313 +3 send src=-1/32 a=0 peer=1 tag=0 offset=32
     @535 +3 send src=-1/32 a=1 peer=1 tag=3
     @1339 +3 send src=-1/32 a=0 peer=1 tag=4096 offset=32
     @1561 +3 send src=-1/32 a=1 peer=1 tag=4099
-    @2398 +3 send src=-1/32 a=0 peer=1 tag=4102 offset=32
-    @2620 +3 send src=-1/32 a=1 peer=1 tag=4105
+    @2227 +3 send src=-1/32 a=0 peer=1 tag=4102 offset=32
+    @2449 +3 send src=-1/32 a=1 peer=1 tag=4105
   }
   c2c.1 {
     @529 +3 recv dst=-1/32 out=3 peer=1 tag=2
     @751 +3 recv dst=-1/32 out=2 peer=1 tag=5
     @1555 +3 recv dst=-1/32 out=3 peer=1 tag=4098
     @1777 +3 recv dst=-1/32 out=2 peer=1 tag=4101
-    @2614 +3 recv dst=-1/32 out=4 peer=1 tag=4104
-    @2836 +3 recv dst=-1/32 out=3 peer=1 tag=4107
+    @2443 +3 recv dst=-1/32 out=4 peer=1 tag=4104
+    @2665 +3 recv dst=-1/32 out=2 peer=1 tag=4107
   }
   c2c.2 {
     @313 +3 send src=-1/32 a=0 peer=2 tag=1 offset=64
     @535 +3 send src=-1/32 a=1 peer=2 tag=4
     @1339 +3 send src=-1/32 a=0 peer=2 tag=4097 offset=64
     @1561 +3 send src=-1/32 a=1 peer=2 tag=4100
-    @2398 +3 send src=-1/32 a=0 peer=2 tag=4103 offset=64
-    @2620 +3 send src=-1/32 a=1 peer=2 tag=4106
+    @2227 +3 send src=-1/32 a=0 peer=2 tag=4103 offset=64
+    @2449 +3 send src=-1/32 a=1 peer=2 tag=4106
   }
   c2c.3 {
     @529 +3 recv dst=-1/32 out=2 peer=2 tag=1
     @751 +3 recv dst=-1/32 out=1 peer=2 tag=4
     @1555 +3 recv dst=-1/32 out=2 peer=2 tag=4097
     @1777 +3 recv dst=-1/32 out=1 peer=2 tag=4100
-    @2614 +3 recv dst=-1/32 out=3 peer=2 tag=4103
-    @2836 +3 recv dst=-1/32 out=1 peer=2 tag=4106
+    @2443 +3 recv dst=-1/32 out=2 peer=2 tag=4103
+    @2665 +3 recv dst=-1/32 out=1 peer=2 tag=4106
   }
   c2c.4 {
     @313 +3 send src=-1/32 a=0 peer=3 tag=2 offset=96
     @535 +3 send src=-1/32 a=1 peer=3 tag=5
     @1339 +3 send src=-1/32 a=0 peer=3 tag=4098 offset=96
     @1561 +3 send src=-1/32 a=1 peer=3 tag=4101
-    @2398 +3 send src=-1/32 a=0 peer=3 tag=4104 offset=96
-    @2620 +3 send src=-1/32 a=1 peer=3 tag=4107
+    @2227 +3 send src=-1/32 a=0 peer=3 tag=4104 offset=96
+    @2449 +3 send src=-1/32 a=1 peer=3 tag=4107
   }
   c2c.5 {
     @529 +3 recv dst=-1/32 out=1 peer=3 tag=0
     @751 +3 recv dst=-1/32 out=0 peer=3 tag=3
     @1555 +3 recv dst=-1/32 out=1 peer=3 tag=4096
     @1777 +3 recv dst=-1/32 out=0 peer=3 tag=4099
-    @2614 +3 recv dst=-1/32 out=1 peer=3 tag=4102
-    @2836 +3 recv dst=-1/32 out=0 peer=3 tag=4105
+    @2443 +3 recv dst=-1/32 out=1 peer=3 tag=4102
+    @2665 +3 recv dst=-1/32 out=0 peer=3 tag=4105
   }
   c2c.6 {
-    @2939 +3 send src=-1/32 a=0 peer=4 tag=8192
+    @2768 +3 send src=-1/32 a=0 peer=4 tag=8192
   }
   sync.0 {
     @0 +216 sync

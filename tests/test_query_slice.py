@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
-from compiler.passes.shard import head_case, head_split, query_slice, query_slice_width, shard_unit
+from compiler.passes.shard import head_case, head_split, kv_slice_width, query_slice, query_slice_width, shard_unit
 from ir.ops import Opcode
+from ir.types import DType
 
 TINY = json.loads(Path("examples/models/tiny-llama.json").read_text())
 
@@ -115,3 +116,11 @@ def test_qwen2_7b_plans_within_its_capacity_bound(capsys):
     assert main(["plan", "qwen2-7b", "--target", "lpu", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["chips"] <= 1.05 * plan["chips_lower_bound"]
+
+
+
+@pytest.mark.parametrize("dtype", [DType.I4, DType.MXFP4, DType.NVFP4])
+def test_a_packed_kv_slice_stays_even(dtype):
+    """Every 4-bit format packs two values a byte along a row: a kv head's 32 features on 3 chips are 12 each
+    (11 would leave half a byte; mxfp4 compiles used to stop on it)."""
+    assert kv_slice_width(32, 3, dtype) == 12 and kv_slice_width(32, 3) == 11

@@ -208,7 +208,7 @@ def kv_slice_width(head_dim: int, runs: int, dtype: DType = DType.F16) -> int | 
     int4 columns), the last chips' shares padded with zero features the plan counts; None where that
     would leave a chip without a real feature (the head's projections are then repeated whole)."""
     w = -(-head_dim // runs)
-    if dtype is DType.I4:
+    if dtype.bits == 4:  # int4, nvfp4, mxfp4: two values a byte along each row
         w += w % 2
     return w if w * (runs - 1) < head_dim else None
 
@@ -268,7 +268,7 @@ def _slice_align(q: TensorType, o: TensorType) -> int:
     """A query slice's multiple: even for packed int4 columns and rows, whole blocks of a block-scaled
     output projection's rows (a block's one scale serves its inputs together)."""
     align = o.dtype.block.size if o.dtype.block is not None else 1
-    return max(align, 2) if DType.I4 in (q.dtype, o.dtype) else align
+    return max(align, 2) if 4 in (q.dtype.bits, o.dtype.bits) else align
 
 
 def _query_slice_pads(ops: Sequence[Op], t: int) -> dict[str, tuple[int, ...]]:

@@ -81,7 +81,7 @@ QUEUES: dict[Op, dict[str, str]] = {
     Op.VOP: {"fn": "the vector function (ir.isa.Fn)", "s_a": "first operand", "s_b": "second operand",
              "s_c": "third operand", "s_d": "fourth operand", "s_out": "result", "m": "rows", "n": "elements a row",
              "src_bytes": "bytes in", "offset": "byte of s_a the function starts at",
-             "imm": "meta fn_args entry",
+             "imm": "meta fn_args entry", "flags": "ROUND",
              "base": "ARGBEST's first id, ROUTE's and GROUP's first expert, SOFTMAX's first cache position, "
                      "COMBINE's first feature"},
     Op.SEND: {"s_a": "stream sent", "src_bytes": "bytes sent", "offset": "byte of s_a the message starts at",

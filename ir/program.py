@@ -128,7 +128,7 @@ COLUMNS: tuple[tuple[str, type], ...] = (
     ("m", np.int32),
     ("k", np.int32),
     ("n", np.int32),
-    ("flags", np.uint8),  # Flag
+    ("flags", np.uint16),  # Flag
     ("dtype", np.uint8),  # ir.isa.Fmt of an MXM weight tile (sets its rate)
     ("offset", np.int32),  # where in an input stream the instruction starts (see above)
     ("stride", np.int32),  # bytes between rows of a 2-D SRAM access
@@ -155,6 +155,8 @@ class Flag(enum.IntFlag):
     VALUES = 32  # MXM: attention output, probabilities (s_b) times a block of cached values (s_a)
     HEADS = 64  # MXM: one weight tile per head (s_a), each applied to its own head's columns of s_b
     WINDOW = 128  # INDIRECT WRITE/STORE: the buffer holds positions [base, base + imm); rows outside are dropped
+    ROUND = 256  # VOP: the result leaves rounded to the activations' type, as SRAM would hold it (a chained reader
+    #              takes it off the stream: partition.chaining)
 
 
 # The instance table: which block runs where and from when, and the offsets its rows take.

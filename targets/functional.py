@@ -445,7 +445,8 @@ def _vop(ins: dict, m: Machine, streams: dict, args: list) -> None:
     if ins["s_c"] >= 0:
         b = (b, streams[chip, ins["s_c"]])
     fn_args = dict(args[ins["imm"]]) if fn in _TAKES_ARGS and ins["imm"] >= 0 else {}
-    streams[chip, ins["s_out"]] = VECTOR[fn](ins, a, b, fn_args)
+    out = VECTOR[fn](ins, a, b, fn_args)
+    streams[chip, ins["s_out"]] = round_to(out, ins["act"]) if ins["flags"] & Flag.ROUND else out
 
 
 def _operand_a(ins: dict, a: np.ndarray) -> np.ndarray:

@@ -114,7 +114,7 @@ class Emitter:
 
     def vop(self, fn: Fn, m: int, n: int, a: tuple[int, int], b: tuple[int, int] | None = None,
             bytes_in: int = 0, *, c: tuple[int, int] | None = None, args: dict | None = None,
-            imm: int | Rel = -1, offset: int | Rel = 0, base: int | Rel = 0) -> tuple[int, int]:
+            imm: int | Rel = -1, offset: int | Rel = 0, base: int | Rel = 0, flags: int = 0) -> tuple[int, int]:
         """A vector function over streams a (from byte `offset`), b and c; returns (instruction,
         output stream). `args` are the function's constants (eps, rope frequencies, masks)."""
         out = self.t.stream()
@@ -123,7 +123,7 @@ class Emitter:
         i = self.t.add(Instr(Op.VOP, cycles, fn=fn, m=m, n=n, src_bytes=bytes_in, s_a=a[1],
                              s_b=b[1] if b else -1, s_c=c[1] if c else -1, s_out=out, deps=deps,
                              args=tuple(sorted(args.items())) if args else None, imm=imm, offset=offset,
-                             base=base))
+                             base=base, flags=flags))
         return i, out
 
     def result(self, v: Value) -> None:
@@ -155,7 +155,7 @@ class Emitter:
         reads = [self.fresh.get(v.name) or self.read(v.name) for v in ins]
         rows, cols = rows_cols(out)
         i, s = self.vop(fn, rows, cols, reads[0], reads[1] if len(reads) > 1 else None,
-                        sum(v.type.nbytes for v in ins), args=args)
+                        sum(v.type.nbytes for v in ins), args=args, flags=Flag.ROUND)
         self.result(out)
         self.done(out, self.write(out.name, s, i, out.type.nbytes))
         self.pending = {out.name: (i, s)}

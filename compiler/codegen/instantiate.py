@@ -77,7 +77,7 @@ def _freeze(t: Template) -> Frozen:
         "m": np.array([i.m for i in ins], np.int32),
         "k": np.array([i.k for i in ins], np.int32),
         "n": np.array([i.n for i in ins], np.int32),
-        "flags": np.array([i.flags for i in ins], np.uint8),
+        "flags": np.array([i.flags for i in ins], np.uint16),
         "stride": np.array([i.stride for i in ins], np.int64),
         "route": np.array([i.route for i in ins], np.uint8),
         "stream": np.array([i.stream for i in ins], np.int64),

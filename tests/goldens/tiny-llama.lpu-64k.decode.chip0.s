@@ -89,21 +89,21 @@ chip 0 {
     @532 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
     @533 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
     @534 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
-    @759 +1 vop.rmsnorm src=-1/256 a=0 b=1 out=2 m=1 n=64 imm=0
-    @970 +1 vop.rope src=-1/36 a=1 b=4 out=3 m=1 n=16 imm=1
-    @990 +1 vop.rope src=-1/36 a=1 b=5 out=2 m=1 n=16 imm=1
+    @759 +1 vop.rmsnorm src=-1/256 a=0 b=1 out=2 m=1 n=64 imm=0 flags=round
+    @970 +1 vop.rope src=-1/36 a=1 b=4 out=3 m=1 n=16 imm=1 flags=round
+    @990 +1 vop.rope src=-1/36 a=1 b=5 out=2 m=1 n=16 imm=1 flags=round
     @1108 +1 vop.softmax a=3 b=6 out=1 m=1 n=256 imm=3
     @1558 +1 vop.sum src=-1/64 a=0 b=1 out=4 m=1 n=16
     @1559 +1 vop.sum src=-1/64 a=4 b=2 out=0 m=1 n=16
     @1560 +1 vop.sum src=-1/64 a=0 b=3 out=1 m=1 n=16
-    @1784 +1 vop.add src=-1/256 a=8 b=0 out=1 m=1 n=64
-    @1785 +1 vop.rmsnorm src=-1/256 a=1 b=9 out=0 m=1 n=64 imm=0
-    @1996 +1 vop.silu src=-1/88 a=1 out=2 m=1 n=44
-    @2016 +1 vop.mul src=-1/176 a=2 b=0 out=1 m=1 n=44
+    @1784 +1 vop.add src=-1/256 a=8 b=0 out=1 m=1 n=64 flags=round
+    @1785 +1 vop.rmsnorm src=-1/256 a=1 b=9 out=0 m=1 n=64 imm=0 flags=round
+    @1996 +1 vop.silu src=-1/88 a=1 out=2 m=1 n=44 flags=round
+    @2016 +1 vop.mul src=-1/176 a=2 b=0 out=1 m=1 n=44 flags=round
     @2446 +1 vop.sum src=-1/64 a=0 b=1 out=5 m=1 n=16
     @2447 +1 vop.sum src=-1/64 a=5 b=2 out=0 m=1 n=16
     @2448 +1 vop.sum src=-1/64 a=0 b=4 out=1 m=1 n=16
-    @2672 +1 vop.add src=-1/256 a=3 b=0 out=1 m=1 n=64
+    @2672 +1 vop.add src=-1/256 a=3 b=0 out=1 m=1 n=64 flags=round
   }
   c2c.0 {
     @313 +3 send src=-1/32 a=0 peer=1 tag=0 offset=32

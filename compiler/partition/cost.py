@@ -8,6 +8,7 @@ within 10% of it. The bound (`StageBound`) is a property of the machine and the 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -286,6 +287,14 @@ def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> 
     the teams, and the senders are at most the sending stage's. A sender stage narrower than a team
     carries several pieces a sender over its several links; one wider than a team serves the teams
     from several sets."""
+    return _handoff(sender_tp, receiver_tp, hops <= 1, system)
+
+
+@functools.cache
+def _handoff(sender_tp: int, receiver_tp: int, near: bool, system: SystemSpec) -> HandOff:
+    """handoff's choice, once per shape (the plan's search asks for the same stages' hand-offs many times;
+    hops matter only as one hop or more)."""
+    hops = 1 if near else 2
     node = system.chips_per_node
     options = [HandOff(team // slices, slices, receiver_tp // team, sets)
                for team in range(1, min(receiver_tp, node) + 1)

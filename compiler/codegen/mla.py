@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from compiler.codegen.attention import cache_blocks
 from compiler.codegen.emit import FMT, Emitter, need_16_bit
 from compiler.codegen.template import Instr
+from compiler.partition.shard_cost import feature_blocks
 from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
@@ -129,9 +130,8 @@ def _latent_scores(e: Emitter, lat: _Latent, q_nope: Value, q_pe: Value, scale: 
 
 def _feature_blocks(e: Emitter, lat: _Latent, per_head: int) -> list[tuple[int, int]]:
     """(first, count) latent features per per-head MXM: every head's [count, per_head] tile
-    together within the (dim x planes)^2 weights one instruction covers."""
-    step = max(1, min(lat.rank, e.t.timing.panel ** 2 // (lat.heads * per_head)))
-    return [(r0, min(step, lat.rank - r0)) for r0 in range(0, lat.rank, step)]
+    together within one instruction's panel (the plan's blocks cut by the same rule)."""
+    return feature_blocks(lat.rank, lat.heads * per_head, e.t.timing.panel)
 
 
 def _kv_b_columns(e: Emitter, lat: _Latent, r0: int, rb: int, col: int, count: int) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compiler.partition.overlap import overlapped
 from compiler.passes.shard import ShardTensorParallel
@@ -52,6 +52,9 @@ class Block:
     precision: str
     cache: bool = False  # a KV cache, not a weight (the bound counts it at the SRAM's rate)
     installs: int | None = None  # blocks installed, when not `count` (grouped)
+    # A latent attention's per-head product (weights a latent feature: heads x per-head dim; heads): the
+    # lowering cuts its latent rank into feature_blocks, one MXM each, along k (heads 0) or n = heads x rank.
+    cut: tuple[int, int] = ()
 
     @property
     def installed(self) -> int:
@@ -325,6 +328,23 @@ def _matmul_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     return (Block(rows, k, n, 1, _CACHE_RATE[w.dtype]),)
 
 
+def feature_blocks(rank: int, per_feature: int, panel: int) -> list[tuple[int, int]]:
+    """(first, count) latent features per MXM of a per-head product (codegen.mla): every head's weights
+    for `count` features, `per_feature` weights each, within the panel x panel one instruction covers."""
+    step = max(1, min(rank, panel ** 2 // per_feature))
+    return [(r0, min(step, rank - r0)) for r0 in range(0, rank, step)]
+
+
+def instructions(b: Block, panel: int) -> list[Block]:
+    """The MXM instructions' blocks the lowering cuts `b` into: one per feature block of a cut block."""
+    if not b.cut:
+        return [b]
+    per_feature, heads = b.cut
+    rank = b.n // heads if heads else b.k
+    return [replace(b, k=b.k if heads else rb, n=heads * rb if heads else b.n, cut=())
+            for _, rb in feature_blocks(rank, per_feature, panel)]
+
+
 def _experts_streamed(rows: int, top_k: int, here: int) -> int:
     """Expert slices a chip streams (codegen.experts): one per pass by address or over one row, else
     every local expert's once (the grouped matmul)."""
@@ -373,8 +393,10 @@ def _mla_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     m = max(1, rows // batch) * heads
     weights, cached = _CACHE_RATE[kv_b.dtype], _CACHE_RATE[cache.dtype]
     total = tokens * batch
-    return (Block(rows, a["nope_dim"], heads * rank, 1, weights), Block(rows, rank, heads * a["v_dim"], 1, weights),
-            Block(m, rank, total, 1, cached, True), Block(m, a["rope_dim"], total, 1, cached, True),
+    uk, uv = (heads * a["nope_dim"], heads), (heads * a["v_dim"], 0)  # the keys follow W_uk's feature blocks
+    return (Block(rows, a["nope_dim"], heads * rank, 1, weights, cut=uk),
+            Block(rows, rank, heads * a["v_dim"], 1, weights, cut=uv),
+            Block(m, rank, total, 1, cached, True, cut=(uk[0], 0)), Block(m, a["rope_dim"], total, 1, cached, True),
             Block(m, total, rank, 1, cached, True))
 
 

@@ -383,8 +383,8 @@ def _attention_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
 
 
 def _mla_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
-    """Latent attention with kv_b absorbed: W_uk and W_uv per head, the latent cache's c_kv columns
-    against the queries and for the values, its k_pe columns against q_pe."""
+    """Latent attention with kv_b absorbed: W_uk and W_uv per head (cut into feature blocks), the latent
+    cache's whole rows against the queries beside q_pe, its c_kv columns for the values."""
     a = op.attr
     q, cache, kv_b = op.operands[0].type, op.operands[4].type, op.operands[6].type
     batch, _, width = cache.shape
@@ -393,11 +393,9 @@ def _mla_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     m = max(1, rows // batch) * heads
     weights, cached = _CACHE_RATE[kv_b.dtype], _CACHE_RATE[cache.dtype]
     total = tokens * batch
-    uk, uv = (heads * a["nope_dim"], heads), (heads * a["v_dim"], 0)  # the keys follow W_uk's feature blocks
-    return (Block(rows, a["nope_dim"], heads * rank, 1, weights, cut=uk),
-            Block(rows, rank, heads * a["v_dim"], 1, weights, cut=uv),
-            Block(m, rank, total, 1, cached, True, cut=(uk[0], 0)), Block(m, a["rope_dim"], total, 1, cached, True),
-            Block(m, total, rank, 1, cached, True))
+    return (Block(rows, a["nope_dim"], heads * rank, 1, weights, cut=(heads * a["nope_dim"], heads)),
+            Block(rows, rank, heads * a["v_dim"], 1, weights, cut=(heads * a["v_dim"], 0)),
+            Block(m, width, total, 1, cached, True), Block(m, total, rank, 1, cached, True))
 
 
 _BLOCKS = {Opcode.MATMUL: _matmul_blocks, Opcode.EXPERTS: _expert_blocks, Opcode.ATTENTION: _attention_blocks,

@@ -13,6 +13,7 @@ tests/test_deepseek.py: 16-bit activations against HF's f32; measured 6.6e-3 abs
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ from targets import load_target
 from targets.functional import _head_product
 from targets.runner import run_build, run_functional
 from targets.timing import Timing
+from tests.test_compile import inspect_json
 from tests.test_deepseek import TINY, deepseek_weights, hf_model
 from tests.test_reference import generate
 
@@ -174,6 +176,27 @@ def test_the_plan_times_mla_as_its_matrix_instructions_run(precision, phase, tp)
     mxm = [i.cycles for i in code.template.instrs if i.op is Op.MXM]
     planned = op_time(chip_cost([mla], tp).work[0], system, precision).total_s * timing.clock_hz
     assert abs(planned - sum(mxm)) <= len(mxm)  # each instruction's cycles round up
+
+
+def test_a_one_chip_latent_attention_stage_runs_as_planned(tmp_path, capsys):
+    """Two layers of DeepSeek-V3 at its own widths (16 experts, a 2,048-token vocabulary), fp8 on lpu:
+    each layer's attention on one chip, where the plan once counted W_uk, the scores and W_uv as if
+    their installs hid under each other's passes (168 us planned, 207 scheduled). Every stage's
+    scheduled share of the token (inspect's decode.stages) is within 5% of its estimate."""
+    config = json.loads(Path("examples/models/deepseek-v3.json").read_text())
+    config.update(num_hidden_layers=2, first_k_dense_replace=1, n_routed_experts=16, num_experts_per_tok=4,
+                  vocab_size=2048, num_nextn_predict_layers=0)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "build"
+    assert main(["compile", str(tmp_path / "config.json"), "--target", "lpu", "--precision", "fp8", "--context",
+                 "4096", "--prompt", "16", "--weights", "none", "-o", str(out)]) == 0
+    capsys.readouterr()
+    plan = json.loads((out / "plan.json").read_text())
+    assert [s["tp"] for s in plan["stages"] if s["units"][0] in ("layers.1", "embed")] == [1, 1]
+    decode = inspect_json(capsys, str(out))["decode"]
+    for stage in decode["stages"]:
+        assert stage["scheduled_us"] == pytest.approx(stage["estimate_us"], rel=0.05)
+    assert decode["latency_us"] == pytest.approx(decode["estimate_us"], rel=0.03)
 
 
 def test_quantized_experts_of_the_real_model_fit_the_chips_streams():

@@ -34,6 +34,7 @@ def summary(plan: dict, decode: Program, prefill: Program) -> dict:
             "busy": busy(decode),
             "critical_path": critical_shares(decode),
             "gap_us": gap_shares(plan, latency_us),
+            "stages": stage_times(plan, decode),
         },
         "prefill": {
             "instructions": len(prefill),
@@ -42,6 +43,15 @@ def summary(plan: dict, decode: Program, prefill: Program) -> dict:
             "estimate_ms": plan["prefill"]["ttft_ms"],
         },
     }
+
+
+def stage_times(plan: dict, decode: Program) -> list[dict]:
+    """Each stage's scheduled share of the token, from its start to the next stage's (the last's: to the
+    end; its outgoing hand-off in), beside the plan's decode_us (which counts the incoming one)."""
+    starts = [s[0] for s in decode.meta["chunk_starts"]] + [decode.makespan]
+    return [{"index": s["index"], "tp": s["tp"], "estimate_us": s["decode_us"],
+             "scheduled_us": round((starts[i + 1] - starts[i]) / decode.clock_hz * 1e6, 3)}
+            for i, s in enumerate(plan["stages"])]
 
 
 def busy(program: Program) -> dict[str, float]:

@@ -71,6 +71,10 @@ def test_inspect_summary_is_measured_from_the_programs(capsys, tiny):
     assert figures["decode"]["bound_us"] <= figures["decode"]["latency_us"]
     assert figures["instructions"] == len(decode) + len(load_program(tiny / "prefill.prog"))
     assert figures["prefill"]["makespan_cycles"] > figures["decode"]["makespan_cycles"]
+    stages = figures["decode"]["stages"]
+    assert [s["estimate_us"] for s in stages] == [s["decode_us"] for s in plan["stages"]]
+    first = decode.meta["chunk_starts"][0][0] / decode.clock_hz * 1e6
+    assert sum(s["scheduled_us"] for s in stages) == pytest.approx(figures["decode"]["latency_us"] - first, abs=1e-2)
 
 
 def test_inspect_prints_a_readable_summary_with_the_memory_map(capsys, tiny):

@@ -13,6 +13,7 @@ tests/test_deepseek.py: 16-bit activations against HF's f32; measured 6.6e-3 abs
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,8 @@ from compiler.codegen.instantiate import freeze
 from compiler.codegen.unit import unit_code
 from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.options import CompileOptions
+from compiler.partition.cost import op_time
+from compiler.partition.shard_cost import chip_cost
 from compiler.passes.shard import shard_unit
 from compiler.planner import graph_passes
 from ir.isa import Op
@@ -32,6 +35,7 @@ from targets import load_target
 from targets.functional import _head_product
 from targets.runner import run_build, run_functional
 from targets.timing import Timing
+from tests.test_compile import inspect_json
 from tests.test_deepseek import TINY, deepseek_weights, hf_model
 from tests.test_reference import generate
 
@@ -153,6 +157,46 @@ def test_matrix_products_do_the_flops_rule_and_stream_kv_b_once(tmp_path, phase,
     rank = mla.operands[2].type.shape[1]
     assert read[kv_b.name] == kv_b.type.nbytes
     assert read[cache.name] == cache.type.nbytes * (2 * rank + mla.attr["rope_dim"]) // cache.type.shape[2]
+
+
+@pytest.mark.parametrize(("precision", "phase", "tp"), [("fp8", "decode", 1), ("fp16", "decode", 2),
+                                                    ("fp8", "prefill", 8)])
+def test_the_plan_times_mla_as_its_matrix_instructions_run(precision, phase, tp):
+    """DeepSeek-V3's mla_attention on lpu: the plan's op time is the MXM's instructions one after
+    another (each its install or its passes), W_uk, the c_kv scores and W_uv cut into the lowering's
+    feature blocks (shard_cost.feature_blocks): fp8 decode on one chip was planned at 1/3 of it."""
+    options = CompileOptions(precision=precision)
+    graph = graph_passes(options)(build_graph(load_model_config("deepseek-v3"), phase, context=4096, prompt=16,
+                                              layers=1))
+    ops, _ = shard_unit(list(graph.ops_in("layers.0")), tp, {})
+    mla = next(op for op in ops if op.opcode is Opcode.MLA_ATTENTION)
+    system = load_target("lpu")
+    timing = Timing.of(system)
+    code = unit_code("mla", [mla], timing, [v.name for v in graph.inputs], {mla.results[0].name}, [])
+    mxm = [i.cycles for i in code.template.instrs if i.op is Op.MXM]
+    planned = op_time(chip_cost([mla], tp).work[0], system, precision).total_s * timing.clock_hz
+    assert abs(planned - sum(mxm)) <= len(mxm)  # each instruction's cycles round up
+
+
+def test_a_one_chip_latent_attention_stage_runs_as_planned(tmp_path, capsys):
+    """Two layers of DeepSeek-V3 at its own widths (16 experts, a 2,048-token vocabulary), fp8 on lpu:
+    each layer's attention on one chip, where the plan once counted W_uk, the scores and W_uv as if
+    their installs hid under each other's passes (168 us planned, 207 scheduled). Every stage's
+    scheduled share of the token (inspect's decode.stages) is within 5% of its estimate."""
+    config = json.loads(Path("examples/models/deepseek-v3.json").read_text())
+    config.update(num_hidden_layers=2, first_k_dense_replace=1, n_routed_experts=16, num_experts_per_tok=4,
+                  vocab_size=2048, num_nextn_predict_layers=0)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "build"
+    assert main(["compile", str(tmp_path / "config.json"), "--target", "lpu", "--precision", "fp8", "--context",
+                 "4096", "--prompt", "16", "--weights", "none", "-o", str(out)]) == 0
+    capsys.readouterr()
+    plan = json.loads((out / "plan.json").read_text())
+    assert [s["tp"] for s in plan["stages"] if s["units"][0] in ("layers.1", "embed")] == [1, 1]
+    decode = inspect_json(capsys, str(out))["decode"]
+    for stage in decode["stages"]:
+        assert stage["scheduled_us"] == pytest.approx(stage["estimate_us"], rel=0.05)
+    assert decode["latency_us"] == pytest.approx(decode["estimate_us"], rel=0.03)
 
 
 def test_quantized_experts_of_the_real_model_fit_the_chips_streams():

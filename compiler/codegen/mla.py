@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from compiler.codegen.attention import cache_blocks
-from compiler.codegen.emit import FMT, Emitter, need_16_bit
+from compiler.codegen.emit import FMT, Emitter, Slot, need_16_bit
 from compiler.codegen.template import Instr
+from compiler.partition.shard_cost import feature_blocks
 from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
@@ -51,12 +52,12 @@ class _Latent:
 def lower_mla_attention(e: Emitter, op: GraphOp) -> None:
     """DeepSeek's latent attention with kv_b absorbed (ir.ops), as the flops rule counts it:
     append [c_kv | k_pe] at each row's position; per head, q_nope through W_uk gives latent
-    queries (MXM HEADS, a tile per head); their scores against the cache's c_kv columns and
-    q_pe's against its k_pe columns stream the cache block by block (MXM KEYS, one latent
-    head shared by every query head) and are added; a scaled, masked softmax; the
-    probabilities times the c_kv columns (MXM VALUES) give latent outputs, which W_uv takes
-    to values (MXM HEADS). Only the final result is written, so the op pays one drain. A
-    quantized kv_b's per-column scales multiply q_nope before W_uk and the values after W_uv."""
+    queries (MXM HEADS, a tile per head), written beside q_pe; their scores against the cache's
+    whole rows stream the cache block by block (MXM KEYS, one latent head shared by every query
+    head); a scaled, masked softmax; the probabilities times the c_kv columns (MXM VALUES) give
+    latent outputs, which W_uv takes to values (MXM HEADS). The latent queries and the final
+    result are written, so the op pays two drains. A quantized kv_b's per-column scales
+    multiply q_nope before W_uk and the values after W_uv."""
     q_nope, q_pe, c_kv, k_pe, cache, pos, kv_b = op.operands[:7]
     refuse_block_scaled_kv_b(op)
     scale = op.operands[7] if len(op.operands) == 8 else None
@@ -106,32 +107,34 @@ def _append_columns(e: Emitter, new: Value, cache: Value, pos: tuple[int, int], 
 
 def _latent_scores(e: Emitter, lat: _Latent, q_nope: Value, q_pe: Value, scale: Value | None, cache: str,
                    appended: tuple) -> tuple[int, int]:
-    """Scores [rows, heads, B x tokens]: per block of latent features, the absorbed queries
-    against those cache columns, and q_pe against the k_pe columns, added on the VXM."""
+    """Scores [rows, heads, B x tokens]: the absorbed queries (W_uk's products, a block of latent
+    features at a time) and q_pe written side by side as queries [rows, heads, rank + rope], then
+    the latent cache's whole rows against them, one chain of KEYS products: its k is the row's
+    width in whole tiles, not a tile for each block of features (the plan's keys block)."""
     q = e.read(q_nope.name)
     if scale is not None:
         q = e.vop(Fn.SCALE, lat.rows, lat.heads * lat.nope, q, _kv_b_scales(e, lat, scale, 0, lat.nope),
                   q_nope.type.nbytes + lat.heads * lat.nope * 2)
-    parts = [_cache_columns(e, lat, cache, appended, e.read(q_pe.name), (lat.rank, lat.rope), keys=True)]
+    name, lines = f"{q_nope.name}.latent", lat.rows * lat.heads
+    e.slots[name] = Slot(e.t.local(lines * lat.width * 2), lines * lat.width * 2)
+    pe = e.read(q_pe.name)
+    writes = [e.write(name, pe[1], pe[0], lines * lat.rope * 2, lat.rank * 2, False, lines, lat.width * 2)]
     for r0, rb in _feature_blocks(e, lat, lat.nope):
         w = _kv_b_columns(e, lat, r0, rb, 0, lat.nope)
         flags = Flag.HEADS | Flag.TRANSPOSE | Flag.LAST
         mxm = e.t.add(Instr(Op.MXM, e.t.timing.mxm(lat.rows, lat.nope, lat.heads * rb, lat.fmt), fmt=lat.fmt,
                             m=lat.rows, k=lat.nope, n=lat.heads * rb, flags=int(flags), s_a=w[1], s_b=q[1],
                             s_out=e.t.stream(), args=(("heads", lat.heads),), deps=((w[0], 0), (q[0], 0))))
-        queries = (mxm, e.t.instrs[mxm].s_out)
-        parts.append(_cache_columns(e, lat, cache, appended, queries, (r0, rb), keys=True))
-    total = parts[0]
-    for part in parts[1:]:  # streams only: B sequences' scores per row, as the products leave them
-        total = e.vop(Fn.ADD, lat.rows * lat.heads, lat.reach * lat.batch, total, part)
-    return total
+        writes.append(e.write(name, e.t.instrs[mxm].s_out, mxm, lines * rb * 2, r0 * 2, rows=lines,
+                              stride=lat.width * 2))
+    queries = e.read(name, after=tuple((i, 0) for i in writes))
+    return _cache_columns(e, lat, cache, appended, queries, (0, lat.width), keys=True)
 
 
 def _feature_blocks(e: Emitter, lat: _Latent, per_head: int) -> list[tuple[int, int]]:
     """(first, count) latent features per per-head MXM: every head's [count, per_head] tile
-    together within the (dim x planes)^2 weights one instruction covers."""
-    step = max(1, min(lat.rank, e.t.timing.panel ** 2 // (lat.heads * per_head)))
-    return [(r0, min(step, lat.rank - r0)) for r0 in range(0, lat.rank, step)]
+    together within one instruction's panel (the plan's blocks cut by the same rule)."""
+    return feature_blocks(lat.rank, lat.heads * per_head, e.t.timing.panel)
 
 
 def _kv_b_columns(e: Emitter, lat: _Latent, r0: int, rb: int, col: int, count: int) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, outer_one_shot
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
-from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork
+from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork, instructions
 from ir.ops import Opcode
 from targets.spec import ChipSpec, SystemSpec
 from targets.topology import chip_hops
@@ -71,16 +71,21 @@ def op_time(work: OpWork, system: SystemSpec, precision: str) -> Breakdown:
         passes, passes_raw = block_passes_s(work.blocks, chip)
         compute, compute_raw = max(arithmetic, passes), max(arithmetic, passes_raw)
     memory = max(stream, install)
+    # The MXM runs an op's instructions one after another, each as long as its install or its passes:
+    # what that takes beyond max(memory, compute) (blocks bound by different terms) is the op's too.
+    serial, serial_raw = block_serial_s(work.blocks, chip)
+    excess = max(0.0, serial - max(memory, compute))
+    rounding = excess - max(0.0, serial_raw - max(stream, install_raw, compute_raw))
     if memory >= compute:
-        return Breakdown(memory_s=memory, tiles_s=memory - max(stream, install_raw, compute_raw))
-    return Breakdown(compute_s=compute, tiles_s=compute - max(compute_raw, memory))
+        return Breakdown(memory_s=memory + excess, tiles_s=memory - max(stream, install_raw, compute_raw) + rounding)
+    return Breakdown(compute_s=compute + excess, tiles_s=compute - max(compute_raw, memory) + rounding)
 
 
 def block_install_s(blocks: Iterable[Block], chip: ChipSpec) -> tuple[float, float]:
     """Seconds to install the blocks into the matrix unit: in whole tiles, and as if tiles were exact."""
     dim, rate = chip.matrix_dim, chip.mxm_install_bytes_per_cycle * chip.clock_hz
     whole = raw = 0.0
-    for b in blocks:
+    for b in _instructions(blocks, chip):
         per_weight = chip.install_bytes(b.precision)
         whole += b.installed * _tiles(b.k, b.n, dim) * dim * dim * per_weight / rate
         raw += b.weights * per_weight / rate
@@ -91,11 +96,26 @@ def block_passes_s(blocks: Iterable[Block], chip: ChipSpec) -> tuple[float, floa
     """Seconds for the blocks' rows through their tiles at peak: whole tiles, and exact."""
     dim = chip.matrix_dim
     whole = raw = 0.0
-    for b in blocks:
+    for b in _instructions(blocks, chip):
         macs_per_s = chip.peak_ops(b.precision) / 2
         whole += b.count * b.m * _tiles(b.k, b.n, dim) * dim * dim / macs_per_s
         raw += b.m * b.passed / macs_per_s
     return whole, raw
+
+
+def block_serial_s(blocks: Iterable[Block], chip: ChipSpec) -> tuple[float, float]:
+    """Seconds for the blocks' MXM instructions one after another, each its install or its passes,
+    whichever is longer (targets.timing's MXM rule): in whole tiles, and as if tiles were exact."""
+    whole = raw = 0.0
+    for b in _instructions(blocks, chip):
+        (install, install_raw), (passes, passes_raw) = block_install_s([b], chip), block_passes_s([b], chip)
+        whole, raw = whole + max(install, passes), raw + max(install_raw, passes_raw)
+    return whole, raw
+
+
+def _instructions(blocks: Iterable[Block], chip: ChipSpec) -> list[Block]:
+    panel = chip.matrix_dim * chip.matrix_planes
+    return [i for b in blocks for i in instructions(b, panel)]
 
 
 def _tiles(k: int, n: int, dim: int) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compiler.partition.chaining import chained_operand
 from compiler.partition.overlap import overlapped
@@ -53,6 +53,9 @@ class Block:
     precision: str
     cache: bool = False  # a KV cache, not a weight (the bound counts it at the SRAM's rate)
     installs: int | None = None  # blocks installed, when not `count` (grouped)
+    # A latent attention's per-head product (weights a latent feature: heads x per-head dim; heads): the
+    # lowering cuts its latent rank into feature_blocks, one MXM each, along k (heads 0) or n = heads x rank.
+    cut: tuple[int, int] = ()
 
     @property
     def installed(self) -> int:
@@ -327,6 +330,23 @@ def _matmul_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     return (Block(rows, k, n, 1, _CACHE_RATE[w.dtype]),)
 
 
+def feature_blocks(rank: int, per_feature: int, panel: int) -> list[tuple[int, int]]:
+    """(first, count) latent features per MXM of a per-head product (codegen.mla): every head's weights
+    for `count` features, `per_feature` weights each, within the panel x panel one instruction covers."""
+    step = max(1, min(rank, panel ** 2 // per_feature))
+    return [(r0, min(step, rank - r0)) for r0 in range(0, rank, step)]
+
+
+def instructions(b: Block, panel: int) -> list[Block]:
+    """The MXM instructions' blocks the lowering cuts `b` into: one per feature block of a cut block."""
+    if not b.cut:
+        return [b]
+    per_feature, heads = b.cut
+    rank = b.n // heads if heads else b.k
+    return [replace(b, k=b.k if heads else rb, n=heads * rb if heads else b.n, cut=())
+            for _, rb in feature_blocks(rank, per_feature, panel)]
+
+
 def _experts_streamed(rows: int, top_k: int, here: int) -> int:
     """Expert slices a chip streams (codegen.experts): one per pass by address or over one row, else
     every local expert's once (the grouped matmul)."""
@@ -365,8 +385,8 @@ def _attention_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
 
 
 def _mla_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
-    """Latent attention with kv_b absorbed: W_uk and W_uv per head, the latent cache's c_kv columns
-    against the queries and for the values, its k_pe columns against q_pe."""
+    """Latent attention with kv_b absorbed: W_uk and W_uv per head (cut into feature blocks), the latent
+    cache's whole rows against the queries beside q_pe, its c_kv columns for the values."""
     a = op.attr
     q, cache, kv_b = op.operands[0].type, op.operands[4].type, op.operands[6].type
     batch, _, width = cache.shape
@@ -375,9 +395,9 @@ def _mla_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     m = max(1, rows // batch) * heads
     weights, cached = _CACHE_RATE[kv_b.dtype], _CACHE_RATE[cache.dtype]
     total = tokens * batch
-    return (Block(rows, a["nope_dim"], heads * rank, 1, weights), Block(rows, rank, heads * a["v_dim"], 1, weights),
-            Block(m, rank, total, 1, cached, True), Block(m, a["rope_dim"], total, 1, cached, True),
-            Block(m, total, rank, 1, cached, True))
+    return (Block(rows, a["nope_dim"], heads * rank, 1, weights, cut=(heads * a["nope_dim"], heads)),
+            Block(rows, rank, heads * a["v_dim"], 1, weights, cut=(heads * a["v_dim"], 0)),
+            Block(m, width, total, 1, cached, True), Block(m, total, rank, 1, cached, True))
 
 
 _BLOCKS = {Opcode.MATMUL: _matmul_blocks, Opcode.EXPERTS: _expert_blocks, Opcode.ATTENTION: _attention_blocks,

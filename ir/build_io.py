@@ -24,8 +24,8 @@ from ir.errors import ConfigError
 from ir.files import atomic_dir, deferred_interrupts, sibling
 
 TOOL = "sramflow"
-FORMAT = 3  # bumped when the layout of a build directory changes (2: target.toml, manifest digest; 3: memory.json
-#            outputs carry their rows, programs SRAMPRG6 with grouped experts' s_e column)
+FORMAT = 4  # bumped when the layout of a build directory changes (2: target.toml, manifest digest; 3: memory.json
+#            outputs carry their rows, programs SRAMPRG6 with grouped experts' s_e column; 4: SRAMPRG7, 16-bit flags)
 MANIFEST = "manifest.json"
 RECOMPILE = "recompile it"
 

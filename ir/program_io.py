@@ -23,7 +23,7 @@ from ir.errors import ParseError
 from ir.files import atomic_write
 from ir.program import DTYPES, INSTANCE_DTYPES, INSTANCE_NAMES, NAMES, Program
 
-MAGIC = b"SRAMPRG6"
+MAGIC = b"SRAMPRG7"  # 7: the flags column is 16 bits (Flag.ROUND)
 LEVEL = 1  # fastest; programs still shrink many times (their columns are mostly repeats)
 # A column's repeats lie a block's or a column's length apart, past level 1's default window for programs of
 # many rows (llama-3.1-405b int8's prefill: 10.2 MB in that window, 0.4 MB with these): long-distance
@@ -72,7 +72,8 @@ def loads(data: bytes, filename: str = "<bytes>") -> Program:
         body = zstandard.ZstdDecompressor().decompress(data[at + size:], max_output_size=total)
     except (ValueError, KeyError, TypeError, zstandard.ZstdError) as e:
         raise bad(f"corrupt header or body: {e}") from None
-    if [c[0] for c in columns] != list(NAMES) or [c[0] for c in inst_columns] != list(INSTANCE_NAMES):
+    if (columns != [[n, DTYPES[n].str] for n in NAMES]
+            or inst_columns != [[n, INSTANCE_DTYPES[n].str] for n in INSTANCE_NAMES]):
         raise bad("its columns differ from this version's; recompile it")
     offset = 0
 

@@ -18,7 +18,7 @@ from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork, instructions
 from ir.ops import Opcode
-from targets.spec import ChipSpec, SystemSpec
+from targets.spec import ChipSpec, LinkSpec, SystemSpec
 from targets.topology import chip_hops
 
 # Ops whose arithmetic the lowering runs on the vector ALUs rather than the matrix planes (Mamba's
@@ -307,45 +307,61 @@ def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> 
     the teams, and the senders are at most the sending stage's. A sender stage narrower than a team
     carries several pieces a sender over its several links; one wider than a team serves the teams
     from several sets."""
-    return _handoff(sender_tp, receiver_tp, hops <= 1, system)
+    return _handoff(sender_tp, receiver_tp, hops <= 1, _Fabric.of(system))
+
+
+@dataclass(frozen=True, slots=True)
+class _Fabric:
+    """What a hand-off's time depends on, a cheap cache key (hashing a SystemSpec hashes its whole chip,
+    and the plan's search asks for hand-offs hundreds of thousands of times)."""
+
+    node: int
+    switch: bool
+    local_links: int
+    global_links: int
+    local: LinkSpec
+    far: LinkSpec
+
+    @staticmethod
+    def of(system: SystemSpec) -> _Fabric:
+        return _Fabric(system.chips_per_node, system.local_fabric == "switch", system.local_links_per_chip,
+                       system.global_links_per_chip, system.local_link, system.global_link)
+
+    def link(self, hops: int) -> LinkSpec:
+        return self.local if hops <= 1 else self.far
 
 
 @functools.cache
-def _handoff(sender_tp: int, receiver_tp: int, near: bool, system: SystemSpec) -> HandOff:
-    """handoff's choice, once per shape (the plan's search asks for the same stages' hand-offs many times;
-    hops matter only as one hop or more)."""
+def _handoff(sender_tp: int, receiver_tp: int, near: bool, f: _Fabric) -> HandOff:
+    """handoff's choice, once per shape (hops matter only as one hop or more)."""
     hops = 1 if near else 2
-    node = system.chips_per_node
+    node = f.node
     options = [HandOff(team // slices, slices, receiver_tp // team, sets)
                for team in range(1, min(receiver_tp, node) + 1)
                if receiver_tp % team == 0 and (receiver_tp <= node or node % team == 0)
                for slices in range(1, team + 1) if team % slices == 0 and team // slices <= sender_tp
                for sets in range(1, receiver_tp // team + 1)
                if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp]
-    return min(options, key=lambda h: (_per_byte_s(h, hops, system), h.messages, h.senders))
+    return min(options, key=lambda h: (_per_byte_s(h, hops, f), h.messages, h.senders))
 
 
 def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
     """A pipeline hand-off `h`: each sender's messages of one piece `hops` away in rounds over its links,
     then each team's all-gather inside its node (one local message per peer, over its own link; through
     a switch every chip's messages share all its local links)."""
-    return hops * _link(hops, system).latency_s + nbytes * _per_byte_s(h, hops, system) + (
-        system.local_link.latency_s if h.team > 1 else 0.0)
+    f = _Fabric.of(system)
+    return hops * f.link(hops).latency_s + nbytes * _per_byte_s(h, hops, f) + (
+        f.local.latency_s if h.team > 1 else 0.0)
 
 
-def _link(hops: int, system: SystemSpec):
-    return system.local_link if hops <= 1 else system.global_link
-
-
-def _per_byte_s(h: HandOff, hops: int, system: SystemSpec) -> float:
+def _per_byte_s(h: HandOff, hops: int, f: _Fabric) -> float:
     """Seconds a byte of the value adds to hand-off `h`: the senders' rounds, then the team's gather."""
-    local, share = system.local_link, 1 / h.team
-    if system.local_fabric == "switch":  # a chip's messages spread over all its local links (mesh.SWITCH)
-        links = system.local_links_per_chip
-        wire = (h.messages * share / (links * local.bw_bytes_per_s) if hops <= 1
-                else h.rounds(system.global_links_per_chip) * share / system.global_link.bw_bytes_per_s)
-        return wire + (h.team - 1) * share / (links * local.bw_bytes_per_s)
+    share = 1 / h.team
+    if f.switch:  # a chip's messages spread over all its local links (mesh.SWITCH)
+        wire = (h.messages * share / (f.local_links * f.local.bw_bytes_per_s) if hops <= 1
+                else h.rounds(f.global_links) * share / f.far.bw_bytes_per_s)
+        return wire + (h.team - 1) * share / (f.local_links * f.local.bw_bytes_per_s)
     # direct links: a node's messages each go to their own peer; across nodes they take turns on the global links
-    rounds = 1 if hops <= 1 else h.rounds(system.global_links_per_chip)
-    gather = share / local.bw_bytes_per_s if h.team > 1 else 0.0
-    return rounds * share / _link(hops, system).bw_bytes_per_s + gather
+    rounds = 1 if hops <= 1 else h.rounds(f.global_links)
+    gather = share / f.local.bw_bytes_per_s if h.team > 1 else 0.0
+    return rounds * share / f.link(hops).bw_bytes_per_s + gather

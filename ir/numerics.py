@@ -56,11 +56,19 @@ def round_to(x: np.ndarray, dtype: DType) -> np.ndarray:
     """`x` rounded to the nearest value of `dtype` (saturating at its largest), as float32."""
     x = np.asarray(x, np.float32)
     if dtype in _INTEGER:
-        q = QMAX.get(dtype, _largest(dtype))
+        q = _float32_below(QMAX.get(dtype, _largest(dtype)))
         return np.clip(np.rint(x), -q, q).astype(np.float32)
     if dtype in QMAX:  # codes saturate rather than overflow to NaN (float8_e4m3fn has no infinity)
         x = np.clip(x, -QMAX[dtype], QMAX[dtype])
-    return x.astype(ELEMENT[dtype]).astype(np.float32)
+    with np.errstate(over="ignore"):  # f16 and bf16 round past their largest to +-inf, as IEEE 754 does
+        return x.astype(ELEMENT[dtype]).astype(np.float32)
+
+
+def _float32_below(q: float) -> np.float32:
+    """The largest float32 not above the integer bound `q` (int32's 2**31 - 1 rounds up to 2**31 in float32,
+    which would wrap to -2**31 on the way back to int32)."""
+    f = np.float32(q)
+    return np.nextafter(f, np.float32(0)) if float(f) > q else f
 
 
 def quantize(x: np.ndarray, dtype: DType, axis: int, scale_dtype: DType = DType.F16

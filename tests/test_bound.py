@@ -62,3 +62,49 @@ def test_the_estimate_stays_above_the_bound_with_its_overheads_named(plan):
     assert decode["latency_us"] > decode["latency_bound_us"]
     parts = decode["breakdown_us"]
     assert parts["pipeline_latency"] > 0 and parts["links"] > 0
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@pytest.fixture(scope="module")
+def mixtral():
+    return make_plan("mixtral-8x7b", "lpu", CompileOptions(precision="int8")).to_dict()
+
+
+def _mixtral_layer_per_chip(tp: int) -> tuple[int, int]:
+    """Mixtral-8x7B (hidden 4096, 32 heads and 8 kv heads of 128, 8 experts of 14336, top 2, fp16 cache at
+    4096 tokens), one chip of tp with every expert sliced: (weights one decode step multiplies, cache bytes).
+    Past 8 chips, each kv head's tp / 8 chips take ceil shares of its query features (4 heads of 128), of its
+    k and v features and of its positions; the router is whole on every chip; the busiest chip's two routed
+    experts are two slices of ceil(14336 / tp) features of gate, up and down."""
+    assert tp % 8 == 0  # the plan's stages: whole kv heads' groups
+    hidden, runs = 4096, tp // 8
+    q, kv = _ceil(4 * 128, runs), _ceil(128, runs)
+    attention = hidden * (2 * q + 2 * kv)
+    experts = 2 * 3 * hidden * _ceil(14336, tp)
+    cache = 2 * _ceil(4096, runs) * 128 * 2
+    return attention + hidden * 8 + experts, cache
+
+
+def test_mixtrals_bound_counts_two_routed_expert_slices_a_layer(mixtral):
+    """The MoE bound by hand: worst-case routing (both routed experts' slices on every chip), the attention's
+    kv-head shares, two all-reduces a layer and the kv heads' four gathers."""
+    assert {s["experts"] for s in mixtral["stages"]} == {"sliced"}
+    for s in mixtral["stages"]:
+        terms, layers, tp = s["decode_bound_terms"], s["layers"][1] - s["layers"][0] + 1, s["tp"]
+        weights, cache = _mixtral_layer_per_chip(tp)
+        head = 32000 * 4096 // tp if "head" in s["units"] else 0
+        assert terms["install_bytes"] == layers * weights + head
+        assert terms["cache_bytes"] == layers * cache
+        assert terms["install_us"] == pytest.approx(terms["install_bytes"] / INSTALL_PER_S * 1e6, rel=1e-3)
+        reduce_hops = 1 if tp <= 8 else 3
+        gathers = 4 if tp > 8 else 0  # at one hop: a kv head's chips could sit in one node (a lower bound)
+        ends = sum(u in s["units"] for u in ("embed", "head"))
+        hops = (0 if "embed" in s["units"] else 1) + ends * reduce_hops + layers * (2 * reduce_hops + gathers)
+        assert terms["wire_us"] == pytest.approx(hops * HOP_S * 1e6, rel=1e-3)
+        slowest = max(terms[k] for k in ("install_us", "cache_us", "stream_us", "compute_us"))
+        assert s["decode_bound_us"] == pytest.approx(slowest + terms["wire_us"], rel=1e-3)
+    total = sum(s["decode_bound_us"] for s in mixtral["stages"])
+    assert mixtral["decode"]["latency_bound_us"] == pytest.approx(total, rel=2e-3)

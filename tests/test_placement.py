@@ -1,9 +1,11 @@
 """Placement keeps pipeline order, aligns stages to nodes and never does worse than the greedy layout."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.partition.placement import greedy, place
+from ir.errors import ConfigError
 from targets import load_target
 
 LPU = load_target("lpu")
@@ -45,3 +47,19 @@ def test_placement_is_ordered_aligned_and_no_worse_than_greedy(sizes, k):
 def test_stage_that_fits_a_group_is_not_split_across_two():
     starts = place([40, 64], [10, 10], LPU)
     assert _groups(starts[1], 64)[0] == _groups(starts[1], 64)[1]
+
+
+def test_stages_straddle_groups_rather_than_run_past_the_machine():
+    """163 stages of 64 chips fill 10,432 of the lpu's 10,440; skipping to a group of 72 for each would need
+    11,736, so they lie node-aligned end to end (deepseek-v3 --objective latency had asked for chip 10,535)."""
+    sizes = [64] * 163
+    starts = place(sizes, [2] * len(sizes), LPU)
+    assert starts[-1] + sizes[-1] <= LPU.max_chips
+    assert all(s % LPU.chips_per_node == 0 for s in starts)
+    assert all(b >= a + t for a, b, t in zip(starts, starts[1:], sizes, strict=False))
+
+
+def test_stages_that_cannot_lie_node_aligned_on_the_machine_are_refused_in_one_line():
+    sizes = [4] + [8] * 1304 + [4]  # 10,440 chips, but the last 4 need a node of their own
+    with pytest.raises(ConfigError, match=r"need 10,444 laid out node-aligned.*at most 10,440"):
+        greedy(sizes, LPU)

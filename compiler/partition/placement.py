@@ -9,7 +9,7 @@ of G chips:
     start_s // n = (start_s + t_s - 1) // n   if t_s < n   (a small stage never straddles nodes)
     straddle_s >= [start_s // G != (start_s + t_s - 1) // G]   (t_s <= G)
     cross_s    >= [first group of s != last group of s-1]
-    end = start_last + t_last <= the footprint of the greedy layout
+    end = start_last + t_last <= the footprint of the greedy layout (within the machine)
     minimise  sum_s w_s straddle_s + w_x sum_s cross_s  (then footprint)
 
 w_s is the extra latency a straddling stage pays on its collectives each token
@@ -25,18 +25,29 @@ from collections.abc import Sequence
 from ortools.sat.python import cp_model
 
 from compiler.partition.solving import run_solver
+from ir.errors import ConfigError
 from targets.spec import SystemSpec
 from targets.topology import chip_hops
 
 
 def greedy(sizes: Sequence[int], system: SystemSpec) -> list[int]:
-    """Node-aligned layout in order; a stage that would straddle a group it fits in moves on."""
+    """Node-aligned layout in order; a stage that would straddle a group it fits in moves on, unless the
+    chips skipped that way would run past the machine's last (then stages may straddle groups)."""
+    for jump_groups in (True, False):
+        starts = _node_aligned(sizes, system, jump_groups)
+        if starts[-1] + sizes[-1] <= system.max_chips:
+            return starts
+    raise ConfigError(f"{system.name}: {len(sizes)} stages of {sum(sizes):,} chips need {starts[-1] + sizes[-1]:,} "
+                      f"laid out node-aligned, and it joins at most {system.max_chips:,}: give a smaller --max-chips")
+
+
+def _node_aligned(sizes: Sequence[int], system: SystemSpec, jump_groups: bool) -> list[int]:
     starts, cursor = [], 0
     node, group = system.chips_per_node, system.chips_per_group
     for t in sizes:
         if t >= node or cursor // node != (cursor + t - 1) // node:
             cursor = _round_up(cursor, node)
-        if t <= group and cursor // group != (cursor + t - 1) // group:
+        if jump_groups and t <= group and cursor // group != (cursor + t - 1) // group:
             cursor = _round_up(cursor, group)
         starts.append(cursor)
         cursor += t

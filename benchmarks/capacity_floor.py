@@ -5,10 +5,11 @@ lpu takes 4,080 chips against a bound of 3,610, 1.13x, where the goal is 1.05x),
    nodes past one), in the whole and the split layout (passes.shard), whether the lowering takes that
    split (passes.shard.lowers_split), the layers a stage of that size holds beside its activations, and
    the chips a plan of such stages needs. The floor is the fewest chips a layer among the groups that lower.
-2. Finer stage boundaries: each layer's attention and MLP as units of their own (the config's block_units,
-   as DeepSeek-V3 is planned), searched by the planner at --objective chips, and at --objective latency within
-   1.05x the bound, beside the default plan: stages are a chain, so an MLP-only stage on few chips adds its
-   whole streaming time to every token.
+2. The planner's own figures for the layouts it could take beside the default plan: the split layout on
+   every group, kv-head blocks that straddle nodes included (what the lowering refuses, planned only), and
+   finer stage boundaries, each layer's attention and MLP units of their own (the config's block_units, as
+   DeepSeek-V3 is planned), at --objective chips and at --objective latency within 1.05x the bound: stages
+   are a chain, so an MLP-only stage on few chips adds its whole streaming time to every token.
 3. The layout the search cannot express yet (arithmetic on the shard costs, not a plan): a stage's attention
    on a subset of its chips whose kv-head blocks lower (the largest attention group size <= the stage's), its
    MLP over every chip of the stage with uneven feature shares that balance each chip's SRAM (the attention's
@@ -31,6 +32,7 @@ from rich.table import Table
 from compiler.backends.chips.planner import ChipLayout, input_bytes
 from compiler.frontend import load_model_config
 from compiler.frontend.options import CompileOptions
+from compiler.partition import units
 from compiler.partition.shard_cost import ShardCost, shard_cost
 from compiler.partition.units import Unit, unit_kinds
 from compiler.passes.shard import FEATURE_ALIGN, allowed_tp, head_case, lowers_split
@@ -82,11 +84,13 @@ def layer_table(model: str, ops: list[Op], system: SystemSpec, room: int, layers
 
 
 def boundaries_table(model: str, blocks, graphs, options: CompileOptions, system: SystemSpec, default) -> Table:
-    table = Table(title=f"2. {model}: finer stage boundaries (attention and MLP units apart) vs the default plan")
-    for col in ("plan", "chips", "ratio", "decode µs", "TTFT ms", "stages", "stage sizes (chips x stages)"):
-        table.add_column(col, justify="left" if col in ("plan", "stage sizes (chips x stages)") else "right")
+    table = Table(title=f"2. {model}: the planner on layouts it cannot lower or that chain more stages")
+    words = ("plan", "stage sizes (chips x stages)", "commonest stage: layers, decode / install / wire µs")
+    for col in (words[0], "chips", "ratio", "decode µs", "TTFT ms", "stages", *words[1:]):
+        table.add_column(col, justify="left" if col in words else "right")
     cap = math.floor(1.05 * default.chips_lower_bound)
     rows = [("default", default),
+            ("split kv blocks past a node (not lowered)", _straddling(default.model, options, system)),
             ("blocks, --objective chips", plan_graphs(blocks.name, graphs, system, options)),
             (f"blocks, --objective latency --max-chips {cap}",
              plan_graphs(blocks.name, graphs, system, replace(options, objective="latency", max_chips=cap)))]
@@ -96,8 +100,43 @@ def boundaries_table(model: str, blocks, graphs, options: CompileOptions, system
             sizes[s.tp] = sizes.get(s.tp, 0) + 1
         table.add_row(label, str(plan.chips), f"{plan.chips / plan.chips_lower_bound:.3f}",
                       f"{plan.decode['latency_us']:,.1f}", f"{plan.prefill['ttft_ms']:.2f}", str(len(plan.stages)),
-                      ", ".join(f"{t}x{n}" for t, n in sorted(sizes.items())))
+                      ", ".join(f"{t}x{n}" for t, n in sorted(sizes.items())), _stage_terms(_typical(plan.stages)))
     return table
+
+
+def _stage_terms(s) -> str:
+    """A stage's layers and decode time, with its bound's weight-install and wire terms: a stage's chips are
+    about as full whichever layout, so the install time a stage is flat while the wire grows with the group."""
+    terms = s.bound_terms or {}
+    return (f"{s.layers[1] - s.layers[0] + 1} on {s.tp}: {s.decode_us:.1f} / {terms.get('install_us', 0):.1f} / "
+            f"{terms.get('wire_us', 0):.1f}")
+
+
+def _straddling(model: str, options: CompileOptions, system: SystemSpec):
+    """The default search with every group offered the split layout, kv-head blocks wider than a node
+    that are not whole nodes included (passes.shard.lowers_split refuses them: the lowering has no
+    collectives for such blocks)."""
+    refuses = units.lowers_split
+    units.lowers_split = lambda ops, tp, node: True
+    try:
+        return plan_graphs(model, lower_config(load_model_config(model), options, system, system), system, options)
+    finally:
+        units.lowers_split = refuses
+
+
+def _fewest(unit: Unit, room: int) -> int:
+    """The fewest chips that hold `unit` (the embedding or the head) on a stage of its own."""
+    return min(t for (t, _), c in unit.decode.items() if c.resident_bytes + c.act_bytes <= room)
+
+
+def _typical(stages) -> object:
+    """The default plan's most common layer stage (group size and layers), the one a layer costs today."""
+    def shape(s) -> tuple[int, int]:
+        return s.tp, s.layers[1] - s.layers[0] + 1
+    inner = [s for s in stages if s.layers and s.first_unit.startswith("layers.")
+             and s.last_unit.startswith("layers.")]
+    common = max({shape(s) for s in inner}, key=lambda k: (sum(shape(s) == k for s in inner), k))
+    return next(s for s in inner if shape(s) == common)
 
 
 def _smallest(unit: Unit, tp: int) -> ShardCost:
@@ -128,8 +167,8 @@ def subset_table(model: str, config, graphs, options: CompileOptions, system: Sy
     att_sizes = [t for t in attention.sizes if t <= node or t % node == 0]
     floor = today_chips
     widest = 2 * next(op for op in graphs.decode.ops if op.opcode is Opcode.ATTENTION).attr["heads"]
-    for t in (t for t in mlp.sizes if t % node == 0 and min(att_sizes) <= t <= widest):  # allowed_tp's reach
-        fits = [(fit, a, att) for a in att_sizes if a <= t
+    for t in (t for t in mlp.sizes if t % node == 0 and min(att_sizes) < t <= widest):  # allowed_tp's reach
+        fits = [(fit, a, att) for a in att_sizes if a < t
                 for att in (_smallest(attention, a),)
                 for fit in (_subset_fit(t, a, att, per, fixed, config.intermediate_size,
                                         room - max(att.act_bytes, mlp_act)),) if fit]
@@ -171,10 +210,11 @@ def main() -> None:
     config = load_model_config(a.model)
     graphs = lower_config(config, options, system, system)
     default = plan_graphs(config.name, graphs, system, options)
-    ends = default.stages[0].tp + default.stages[-1].tp
     room, ops = _room(system, graphs.decode, options), _layer_ops(graphs.decode)
-    layer = next(s for s in default.stages if s.tp and s.layers)
-    today = shard_cost(ops, layer.tp, 1.0, system.chip.vector_bytes, bool(layer.split)).resident_bytes
+    ends = sum(_fewest(u, room) for u in ChipLayout.of(graphs.decode, graphs.prefill, system, options).units_
+               if u.scope in ("embed", "head"))
+    layer = _typical(default.stages)
+    today = shard_cost(ops, layer.tp, 1.0, system.chip.vector_bytes, layer.split).resident_bytes
     console = Console(width=150)
     console.print(f"{a.model} {a.precision} on {a.target}: default plan {default.chips} chips, bound "
                   f"{default.chips_lower_bound} ({default.chips / default.chips_lower_bound:.3f}), decode "

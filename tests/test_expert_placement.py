@@ -86,12 +86,15 @@ def test_experts_option_places_tiny_deepseek_as_asked_and_it_runs_as_the_referen
     assert len(_runs_as_the_reference(capsys, build)) == 1  # two routings, one cycle count
 
 
-@pytest.mark.parametrize(("experts", "says"), [
-    ("wide", "--experts must be one of auto, parallel, sliced or a positive number of expert groups, got 'wide'"),
-    ("0", "--experts must be one of"),
-    ("3", "--experts 3: layers.1.moe_shared's 8 experts do not make 3 equal groups"),
+@pytest.mark.parametrize(("model", "target", "experts", "says"), [
+    ("tiny-deepseek-v3", "lpu-mini", "wide",
+     "--experts must be one of auto, parallel, sliced or a positive number of expert groups, got 'wide'"),
+    ("tiny-deepseek-v3", "lpu-mini", "0", "--experts must be one of"),
+    ("tiny-deepseek-v3", "lpu-mini", "3", "--experts 3: layers.1.moe_shared's 8 experts do not make 3 equal groups"),
+    ("tiny-llama", "lpu-mini", "sliced", "--experts sliced: tiny_llama_decode has no experts to place"),
+    ("tiny-mixtral", "wse3", "parallel", "--experts parallel: wse3 is a wafer"),
 ])
-def test_experts_option_refuses_what_it_cannot_place_in_one_line(capsys, experts, says):
-    assert main(["plan", "tiny-deepseek-v3", "--target", "lpu-mini", "--experts", experts]) != 0
+def test_experts_option_refuses_what_it_cannot_place_in_one_line(capsys, model, target, experts, says):
+    assert main(["plan", model, "--target", target, "--experts", experts]) != 0
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -20,6 +20,8 @@ class ExpertPlacement:
     def __call__(self, graph: Graph) -> Graph:
         if self.choice == "auto":
             return graph
+        if not any(op.opcode is Opcode.EXPERTS for op in graph.ops):
+            raise ConfigError(f"--experts {self.choice}: {graph.name} has no experts to place")
         return replace(graph, ops=tuple(self._placed(op) if op.opcode is Opcode.EXPERTS else op for op in graph.ops))
 
     def _placed(self, op: Op) -> Op:

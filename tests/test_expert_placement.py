@@ -98,3 +98,12 @@ def test_experts_option_refuses_what_it_cannot_place_in_one_line(capsys, model, 
     assert main(["plan", model, "--target", target, "--experts", experts]) != 0
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("experts", "says"), [
+    ("auto", "(the static timing rule: fewest expert tiles a decode step streams, then a prefill chunk installs; "),
+    ("parallel", "experts: parallel on 2 chips (as --experts parallel asks)"),
+])
+def test_the_plan_report_says_how_the_experts_are_placed_and_why(capsys, experts, says):
+    assert main(["plan", "tiny-mixtral", "--target", "lpu-mini", "--objective", "latency", "--experts", experts]) == 0
+    assert says in capsys.readouterr().out.replace("\n", " ")

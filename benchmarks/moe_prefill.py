@@ -4,10 +4,14 @@ For each MoE stage shape of the plan: its placement, and the expert row-passes a
 token, in whole matrix tiles (one row through one tile of one expert's gate, up or down): with one
 pass of every row per local expert (the rule before grouped prefill: `experts here` x the tiles of
 one expert's slice), and by routed rows (min(k, experts here) x those tiles: the grouped matmul's
-rows x min(k, here) slots). With `--before REPO` (a checkout of the code before the change) the
-same plan is made there too, and its placement, row-passes, TTFT and decode beside today's.
+rows x min(k, here) slots). Beside the plan's own placement (--experts auto), the same plan with each
+of `--experts` (default sliced, 2 and 4 expert groups, parallel; passes.shard.expert_splits), so what a
+wider slicing saves and costs shows: its chips, its expert stages' prefill microseconds a prompt token
+(the chunk's time over its tokens: what installing every local expert's slice costs beside the rows),
+TTFT and decode. With `--before REPO` (a checkout of the code before the change) the same plan is made
+there too, and its placement, row-passes, TTFT and decode beside today's.
 
-    python benchmarks/moe_prefill.py [--before /path/to/checkout]
+    python benchmarks/moe_prefill.py [--before /path/to/checkout] [--experts sliced,2,4,parallel]
 """
 
 from __future__ import annotations
@@ -27,15 +31,18 @@ from compiler.passes.shard import expert_width
 from ir.ops import Opcode
 from targets import load_target
 
-CASES = [("mixtral-8x7b", "lpu", "fp8"), ("deepseek-v3", "lpu", "fp8")]
+CASES = [("mixtral-8x7b", "lpu", "fp8"), ("deepseek-v3", "lpu", "fp8"), ("deepseek-v3", "lpu", "fp16")]
+ALTERNATIVES = "sliced,2,4,parallel"
 HERE = Path(__file__).resolve().parent.parent
 
 
-def plan_json(repo: Path, model: str, target: str, precision: str) -> dict:
-    """`sramflow plan --json` as the code in `repo` makes it."""
+def plan_json(repo: Path, model: str, target: str, precision: str, experts: str = "auto") -> dict:
+    """`sramflow plan --json` as the code in `repo` makes it (`experts`: its --experts, when not auto)."""
     env = dict(os.environ, PYTHONPATH=str(repo))
+    placed = ["--experts", experts] if experts != "auto" else []
     out = subprocess.run([sys.executable, "-m", "compiler.cli", "plan", model, "--target", target, "--precision",
-                          precision, "--json"], cwd=repo, env=env, capture_output=True, text=True, check=True)
+                          precision, "--json", *placed], cwd=repo, env=env, capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout)
 
 
@@ -66,33 +73,48 @@ def moe_stages(plan: dict) -> list[tuple[str, int]]:
     return sorted(seen, key=lambda s: -s[1])
 
 
+def prefill_us_a_token(plan: dict, placement: str, tp: int) -> float:
+    """The slowest of the plan's stages of that placement and tp: a prefill chunk's time over its tokens."""
+    chunk = max(s["prefill_chunk_us"] for s in plan["stages"] if (s.get("experts"), s["tp"]) == (placement, tp))
+    return chunk / plan["prefill"]["chunk_tokens"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="a checkout of the code before grouped prefill")
+    parser.add_argument("--experts", default=ALTERNATIVES,
+                        help=f"placements planned beside the plan's own, comma-separated (default {ALTERNATIVES})")
     args = parser.parse_args()
     table = Table(title="MoE prefill by routed rows (tile-rows: one token's rows through one matrix tile)")
     for col in ("model", "plan", "placement (tp)", "experts a chip", "tile-rows a token, every row", "routed",
-                "ratio", "made", "vs before (same tp, else widest)", "chunk", "TTFT ms", "decode us"):
+                "ratio", "made", "vs before (same tp, else widest)", "chips", "expert stage us a token", "chunk",
+                "TTFT ms", "decode us"):
         table.add_column(col, justify="left" if col in ("model", "plan", "placement (tp)") else "right")
     for model, target, precision in CASES:
         dim = load_target(target).chip.matrix_dim
         plans = [("before", plan_json(args.before, model, target, precision))] if args.before else []
-        plans.append(("now", plan_json(HERE, model, target, precision)))
+        own = plan_json(HERE, model, target, precision)
+        plans.append(("now", own))
+        for experts in filter(None, args.experts.split(",")):
+            other = plan_json(HERE, model, target, precision, experts)
+            if moe_stages(other) != moe_stages(own):  # a placement the plan did not choose itself
+                plans.append((f"--experts {experts}", other))
         made_before: dict[int, int] = {}  # tile-rows a token the plan before made, by its stages' tp
         for label, plan in plans:
             for placement, tp in moe_stages(plan):
                 here, every, routed = row_passes(model, dim, placement, tp)
-                now = label == "now"  # before the change a chip made a pass of every row per local expert
+                now = label != "before"  # before the change a chip made a pass of every row per local expert
                 made = routed if now else every
                 if not now:
                     made_before[tp] = made
                 was = made_before.get(tp, made_before[max(made_before)]) if made_before else None  # same tp, or widest
                 versus = f"{was / made:.2f}x" if now and was else "-"
                 table.add_row(f"{model} {precision}", label, f"{placement} ({tp})", str(here), f"{every:,}",
-                              f"{routed:,}", f"{every / routed:.2f}x", f"{made:,}", versus,
+                              f"{routed:,}", f"{every / routed:.2f}x", f"{made:,}", versus, f"{plan['chips']:,}",
+                              f"{prefill_us_a_token(plan, placement, tp):,.2f}",
                               str(plan["prefill"]["chunk_tokens"]), f"{plan['prefill']['ttft_ms']:,.2f}",
                               f"{plan['decode']['latency_us']:,.1f}")
-    Console(width=200).print(table)
+    Console(width=230).print(table)
 
 
 if __name__ == "__main__":

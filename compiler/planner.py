@@ -13,6 +13,7 @@ from compiler.frontend.config import ModelConfig
 from compiler.frontend.options import CompileOptions
 from compiler.passes import Pipeline
 from compiler.passes.embed_on_host import EmbedOnHost
+from compiler.passes.expert_placement import ExpertPlacement
 from compiler.passes.expert_tiles import ExpertTiles
 from compiler.passes.place_kv import PlaceKV
 from compiler.passes.quantize import TENSOR_SCALE, Quantize
@@ -41,8 +42,11 @@ def graph_passes(options: CompileOptions, system: SystemSpec | None = None) -> P
     """The graph passes between the frontend and the partitioner, in order; `system`, the target the
     graphs are planned and compiled for (its matrix tile weighs expert placements: ExpertTiles)."""
     tile = system.chip.matrix_dim if system is not None and not system.is_mesh else 1
+    if system is not None and system.is_mesh and options.experts != "auto":
+        raise ConfigError(f"--experts {options.experts}: {system.name} is a wafer, whose backend tiles every expert "
+                          "over its stage's region (backends.wafer.cost); give --experts auto")
     return Pipeline((Quantize(options.precision), QuantizeKV(options.kv_precision), EmbedOnHost(options.embed_on_host),
-                     PlaceKV(options.kv_tier, options.kv_hot), ExpertTiles(tile)))
+                     PlaceKV(options.kv_tier, options.kv_hot), ExpertTiles(tile), ExpertPlacement(options.experts)))
 
 
 def is_graph_file(model: str) -> bool:

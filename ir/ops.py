@@ -538,7 +538,7 @@ OPDEFS: dict[Opcode, OpDef] = {
     # y[m] = sum_j weights[m,j] * down_e(act(gate_e(x[m])) * up_e(x[m])), e = ids[m,j]. `experts`
     # is the model's count (a chip may hold fewer after sharding); split="expert" spreads them.
     Opcode.EXPERTS: OpDef((6, 12), {"experts": int, "top_k": int}, _experts, _experts_flops,
-                          optional={"act": str, "split": str, "tile": int}, scratch=_experts_scratch),
+                          optional={"act": str, "split": str, "tile": int, "placement": str}, scratch=_experts_scratch),
     # Operands: q_nope [M,H*nope], q_pe [M,H*rope] (roped), c_kv [M,R] (normed latent), k_pe [M,rope]
     # (roped, shared by all heads), cache [B,C,R+rope], pos, kv_b [R,H*(nope+v)] (each head's
     # [k_nope | v] up-projection; and its scale [H*(nope+v)] when quantized). Writes [c_kv | k_pe]

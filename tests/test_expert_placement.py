@@ -23,13 +23,14 @@ def _config(tmp: Path, model: str, **fields) -> str:
     return str(path)
 
 
-def _pinned(capsys, tmp: Path, model: str, tp: int, dim: int = 320) -> Path:
+def _pinned(capsys, tmp: Path, model: str, tp: int, dim: int = 320, experts: str = "auto") -> Path:
     """The model's plan on lpu-mini with `dim` x `dim` matrix tiles (the placement counts whole tiles:
     passes.expert_tiles; a tiny model's experts fit one lpu tile whatever the split), laid out again as
-    one stage of `tp` chips."""
+    one stage of `tp` chips, its experts spread as --experts `experts` asks."""
     target = tmp / "t.toml"
     target.write_text(f'base = "lpu-mini"\nname = "lpu-mini-{dim}"\n[chip]\nmatrix_dim = {dim}\n')
-    args = [model, "--target", str(target), "--context", "64", "--prompt", "16", "--prefill-chunk", "8"]
+    args = [model, "--target", str(target), "--context", "64", "--prompt", "16", "--prefill-chunk", "8",
+            "--experts", experts]
     assert main(["plan", *args, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     first, last = plan["stages"][0], plan["stages"][-1]
@@ -70,3 +71,39 @@ def test_each_placement_runs_as_the_reference_under_one_schedule(tmp_path, capsy
     stage = json.loads((build / "plan.json").read_text())["stages"][0]
     assert stage["experts"] == placement and stage["tp"] == tp
     assert len(_runs_as_the_reference(capsys, build)) == 1  # two routings, one cycle count
+
+
+@pytest.mark.parametrize(("tp", "experts", "placement"), [
+    (4, "sliced", "sliced"),  # the rule's choice here is mixed 2x2
+    (4, "parallel", "parallel"),
+    (4, "2", "mixed 2x2"),  # the number of expert groups: here also the rule's choice
+])
+def test_experts_option_places_tiny_deepseek_as_asked_and_it_runs_as_the_reference(tmp_path, capsys, tp, experts,
+                                                                                    placement):
+    build = _pinned(capsys, tmp_path, "tiny-deepseek-v3", tp, 16, experts)
+    stage = json.loads((build / "plan.json").read_text())["stages"][0]
+    assert stage["experts"] == placement and stage["tp"] == tp
+    assert len(_runs_as_the_reference(capsys, build)) == 1  # two routings, one cycle count
+
+
+@pytest.mark.parametrize(("model", "target", "experts", "says"), [
+    ("tiny-deepseek-v3", "lpu-mini", "wide",
+     "--experts must be one of auto, parallel, sliced or a positive number of expert groups, got 'wide'"),
+    ("tiny-deepseek-v3", "lpu-mini", "0", "--experts must be one of"),
+    ("tiny-deepseek-v3", "lpu-mini", "3", "--experts 3: layers.1.moe_shared's 8 experts do not make 3 equal groups"),
+    ("tiny-llama", "lpu-mini", "sliced", "--experts sliced: tiny_llama_decode has no experts to place"),
+    ("tiny-mixtral", "wse3", "parallel", "--experts parallel: wse3 is a wafer"),
+])
+def test_experts_option_refuses_what_it_cannot_place_in_one_line(capsys, model, target, experts, says):
+    assert main(["plan", model, "--target", target, "--experts", experts]) != 0
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("experts", "says"), [
+    ("auto", "(the static timing rule: fewest expert tiles a decode step streams, then a prefill chunk installs; "),
+    ("parallel", "experts: parallel on 2 chips (as --experts parallel asks)"),
+])
+def test_the_plan_report_says_how_the_experts_are_placed_and_why(capsys, experts, says):
+    assert main(["plan", "tiny-mixtral", "--target", "lpu-mini", "--objective", "latency", "--experts", experts]) == 0
+    assert says in capsys.readouterr().out.replace("\n", " ")

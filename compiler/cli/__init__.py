@@ -143,6 +143,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-chips", type=int, help="use at most N chips")
     p.add_argument("--objective", choices=OBJECTIVES, default="chips",
                    help="fewest chips that fit, or lowest decode latency within the chip limit")
+    p.add_argument("--experts", default="auto", metavar="auto|parallel|sliced|N",
+                   help="how MoE stages spread their experts: the static timing rule's choice (auto), whole experts "
+                        "a chip, every expert's features over the stage, or N groups of experts each sliced over "
+                        "the rest of the stage's chips")
     _tier_args(p)
 
 
@@ -247,7 +251,8 @@ def _options(args: argparse.Namespace, context: int | None = None, batch: int | 
                           prompt=args.prompt, batch=batch or _batch(args.batch), chips=getattr(args, "chips", None),
                           max_chips=getattr(args, "max_chips", None), objective=getattr(args, "objective", "chips"),
                           prefill_chunk=getattr(args, "prefill_chunk", 256), embed_on_host=args.embed_on_host,
-                          kv_tier=getattr(args, "kv_tier", "sram"), kv_hot=getattr(args, "kv_hot", None))
+                          kv_tier=getattr(args, "kv_tier", "sram"), kv_hot=getattr(args, "kv_hot", None),
+                          experts=getattr(args, "experts", "auto"))
 
 
 def _batch_text(text: str) -> str:

@@ -12,6 +12,9 @@ OBJECTIVES = ("chips", "latency")
 # Where a plan keeps the KV cache: all in SRAM, its older positions in a tier below (host DRAM or
 # flash, targets.spec.TIER_NAMES), or whichever the objective favours.
 KV_TIERS = ("auto", "sram", "dram", "flash")
+# How a MoE stage spreads its experts (passes.shard.expert_splits): the static timing rule's choice, whole
+# experts a chip, every expert's features over the stage, or N groups of experts each sliced tp / N ways.
+EXPERT_PLACEMENTS = ("auto", "parallel", "sliced")
 MIN_PREFILL_CHUNK = 16  # tokens; one tile of rows
 DEFAULT_PROMPT = 1024  # tokens, or the whole context when it is shorter
 
@@ -29,6 +32,10 @@ class CompileOptions:
     every cache in SRAM and the older ones in that tier (compiler/plan/kv_tiers.py picks the window when
     it is None), or "auto": the placement the objective favours.
 
+    `experts` spreads every MoE stage's experts: "auto" (passes.shard.expert_split's static timing rule),
+    "parallel", "sliced", or a number N of expert groups (each sliced over tp / N chips); a stage whose
+    chips allow no such split is not offered (passes.shard.expert_splits).
+
     `context` counts every token a sequence holds, its prompt included, so `prompt` may not
     exceed it; left out, `prompt` is DEFAULT_PROMPT or the context, whichever is shorter.
     """
@@ -45,6 +52,7 @@ class CompileOptions:
     embed_on_host: bool = False  # wafers: the host looks up each token's embedding row and streams it in
     kv_tier: str = "sram"  # KV_TIERS
     kv_hot: int | None = None  # with kv_tier dram/flash: the newest positions kept in SRAM (None: the plan chooses)
+    experts: str = "auto"  # EXPERT_PLACEMENTS, or a number of expert groups
     solver_seed: int = 0
     solver_deterministic_time: float = 20.0
 
@@ -56,6 +64,9 @@ class CompileOptions:
         _choice("--kv-precision", self.kv_precision, KV_PRECISIONS)
         _choice("--objective", self.objective, OBJECTIVES)
         _choice("--kv-tier", self.kv_tier, KV_TIERS)
+        if self.experts not in EXPERT_PLACEMENTS and not (self.experts.isdigit() and int(self.experts) > 0):
+            raise ConfigError(f"--experts must be one of {', '.join(EXPERT_PLACEMENTS)} or a positive number of expert "
+                              f"groups, got {self.experts!r}")
         for flag, value in (("--context", self.context), ("--prompt", self.prompt), ("--batch", self.batch),
                             ("--chips", self.chips), ("--max-chips", self.max_chips),
                             ("--prefill-chunk", self.prefill_chunk)):

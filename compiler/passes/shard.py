@@ -589,10 +589,21 @@ def expert_splits(op: Op, t: int) -> list[tuple[int, int]]:
     and up by column, down by row). a = t is expert-parallel, a = 1 feature-sliced, between a mix.
     A chip's feature slice is expert_width's. A chip may hold
     any number of experts: decode makes min(k, experts here) passes, and prefill's grouped matmul
-    streams every local expert's panel on one stream (codegen.experts.lower_grouped)."""
+    streams every local expert's panel on one stream (codegen.experts.lower_grouped).
+    The op's `placement` (passes.expert_placement: --experts) keeps only the splits of that kind."""
     experts = op.operands[3].type.shape[0]
     return [(a, t // a) for a in range(1, t + 1)
-            if t % a == 0 and experts % a == 0 and expert_width(op, t // a) is not None]
+            if t % a == 0 and experts % a == 0 and expert_width(op, t // a) is not None
+            and _placement_allows(op.attr.get("placement", "auto"), a, t)]
+
+
+def _placement_allows(placement: str, a: int, t: int) -> bool:
+    """Whether --experts `placement` takes a groups of experts over t chips (one chip is every kind)."""
+    if placement == "auto" or t == 1:
+        return True
+    if placement == "parallel":
+        return a == t
+    return a == (1 if placement == "sliced" else int(placement))
 
 
 def expert_width(op: Op, b: int) -> int | None:

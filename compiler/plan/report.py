@@ -62,7 +62,19 @@ def _summary(plan: Plan) -> Group:
                   d["binding"])
     table.add_row("decode tokens/s per user", f"{d['tokens_per_s']:,.0f}", f"{d['tokens_per_s_bound']:,.0f}", "")
     table.add_row("time to first token", f"{p['ttft_ms']:,.3f} ms", f"{p['ttft_bound_ms']:,.3f} ms", p["binding"])
-    return Group(title, table, _footer(plan), *_formats(d.get("formats", ())))
+    return Group(title, table, _footer(plan), *_formats(d.get("formats", ())), *_experts(plan))
+
+
+def _experts(plan: Plan) -> list[Text]:
+    """One line: how the MoE stages spread their experts, and by what rule (--experts)."""
+    placements = sorted({(s.experts, s.tp) for s in plan.stages if s.experts}, key=lambda p: -p[1])
+    if not placements:
+        return []
+    asked = plan.options.get("experts", "auto")
+    why = ("the static timing rule: fewest expert tiles a decode step streams, then a prefill chunk installs; "
+           "--experts plans another" if asked == "auto" else f"as --experts {asked} asks")
+    where = ", ".join(f"{name} on {tp} chips" for name, tp in placements)
+    return [Text(f"experts: {where} ({why})", style="dim")]
 
 
 def _footer(plan: Plan) -> Text:

@@ -42,6 +42,21 @@ class Timed:
     prefill: Breakdown
     prefill_bound_s: float
 
+    @classmethod
+    def of(cls, index: int, scopes: list[str], placement, memory: Memory, decode: Breakdown, bound_s: float,
+           prefill: Breakdown, prefill_bound_s: float, hops: int, **more) -> Timed:
+        """Any backend's stage of units `scopes` on `placement` (a ChipRange or a Region); `more`: the
+        backend's own Stage fields."""
+        stage = Stage(index, scopes[0], scopes[-1], layers_of(scopes), placement, memory, decode.total_s * 1e6,
+                      bound_s * 1e6, prefill.total_s * 1e6, hops, decode.binding, **more)
+        return cls(stage, decode, bound_s, prefill, prefill_bound_s)
+
+
+def layers_of(scopes: list[str]) -> tuple[int, int] | None:
+    """The inclusive range of decoder layers among `scopes`, if any."""
+    numbers = [int(s.split(".")[1]) for s in scopes if s.startswith("layers.")]
+    return (numbers[0], numbers[-1]) if numbers else None
+
 
 class Layout(Protocol):
     """What a backend tells the search about one model on one machine."""
@@ -71,7 +86,7 @@ class Layout(Protocol):
         cache positions a sequence (None: the whole cache)."""
 
     def memory(self, timed: list[Timed]) -> Memory:
-        """The fullest device the plan reports."""
+        """The fullest device the plan reports (`fullest`)."""
 
     def extra(self, path: Sequence[Candidate], timed: list[Timed]) -> dict:
         """The backend's own JSON keys."""
@@ -204,6 +219,11 @@ def fastest_chunk(options: CompileOptions, largest: int, at_chunk: Callable[[int
     low, high = coarse[max(0, at - 1)], coarse[min(len(coarse) - 1, at + 1)]
     best = min((c for c in sizes if low <= c <= high), key=lambda c: (cost(c), -c))
     return best, tried[best][1]
+
+
+def fullest(memories) -> Memory:
+    """The fullest of some devices' memories (the most bytes, then the most weights)."""
+    return max(memories, key=lambda m: (m.total, m.weights))
 
 
 def _binding(timed: list[Timed], options: CompileOptions, prefill: str) -> dict:

@@ -106,9 +106,14 @@ class Hop:
     nbytes: int
     far: bool
 
+    @property
+    def unit(self) -> int:
+        """The C2C unit its SENDs leave on (its RECVs take the next): the wafer link's or the fabric's."""
+        return WAFER_SEND if self.far else FABRIC_SEND
+
     def time(self, wafer: SystemSpec) -> Breakdown:
-        """As the lowering emits it: a SEND on the fabric's or the wafer link's unit, its RECV."""
-        return messages((self.hops,), self.nbytes, timing_of(wafer), WAFER_SEND if self.far else FABRIC_SEND)
+        """As the lowering emits it: a SEND on its unit, its RECV."""
+        return messages((self.hops,), self.nbytes, timing_of(wafer), self.unit)
 
 
 def entry(prev: Region | None, region: Region, nbytes: int, wafer: SystemSpec) -> Hop:

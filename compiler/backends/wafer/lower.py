@@ -54,7 +54,7 @@ from ir.program import Flag, Program
 from targets.mesh import Roles
 from targets.spec import SystemSpec
 from targets.timing import Timing
-from targets.wafer_timing import FABRIC_RECV, FABRIC_SEND, WAFER_RECV, WAFER_SEND
+from targets.wafer_timing import FABRIC_RECV, FABRIC_SEND
 
 P, Q = 1, 3  # an op's result (partial sums) alternates between these two: a stream is never
 #              rewritten by the instruction that reads it (the interpreter's write-after-read rule)
@@ -302,7 +302,7 @@ def _host_input(timing: Timing, wafer: SystemSpec, first: _Stage, nbytes: int) -
     """The host sends the step's embedding rows over the wafer's system I/O link (--embed-on-host): the
     first region's row 0 RECVs them from HOST once they are in (layout.entry)."""
     hop = entry(None, first.region, nbytes, wafer)
-    return _receive("host input", timing, first, hop, Peer("host", 0, 1, 1, 0), timing.arrival(hop.hops, WAFER_SEND),
+    return _receive("host input", timing, first, hop, Peer("host", 0, 1, 1, 0), timing.arrival(hop.hops, hop.unit),
                     "unit")
 
 
@@ -310,22 +310,20 @@ def _handoff(timing: Timing, wafer: SystemSpec, prev: _Stage, cur: _Stage) -> tu
     """The previous region's row 0 sends the activation into this region's row 0 over the hand-off's wire
     (layout.entry): the sending piece (its tag is the receiving piece's, placed next) and the receiving one."""
     hop = entry(prev.region, cur.region, cur.entry_bytes, wafer)
-    unit = WAFER_SEND if hop.far else FABRIC_SEND
     send = Template("hand-off send", timing, physical=True, pair=(P, Q))
     for s in prev.roles.root:
-        send.add(Instr(Isa.SEND, timing.link(hop.nbytes, unit), unit=unit, stream=s, issue=0, src_bytes=hop.nbytes,
-                       s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
+        send.add(Instr(Isa.SEND, timing.link(hop.nbytes, hop.unit), unit=hop.unit, stream=s, issue=0,
+                       src_bytes=hop.nbytes, s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
                        route=Route.NEXT_WAFER if hop.far else Route.NEXT_REGION))
     recv = _receive("hand-off receive", timing, cur, hop, _stream(prev.base + prev.roles.root[0] - cur.base), 0, "recv")
-    return _Piece(send, prev.base, len(prev.roles.root), "send", land=timing.arrival(hop.hops, unit)), recv
+    return _Piece(send, prev.base, len(prev.roles.root), "send", land=timing.arrival(hop.hops, hop.unit)), recv
 
 
 def _receive(name: str, timing: Timing, stage: _Stage, hop: Hop, peer: Peer, issue: int, kind: str) -> _Piece:
     """Row 0 of `stage` RECVs a hand-off from `peer` into a fresh result stream (Q: the roles' pair traded)."""
     t = Template(name, timing, physical=True, pair=(P, Q))
-    unit = WAFER_RECV if hop.far else FABRIC_RECV
     for r in stage.roles.root:
-        t.add(Instr(Isa.RECV, timing.recv(hop.nbytes, unit), unit=unit, stream=r, issue=issue, dst_bytes=hop.nbytes,
-                    s_out=Q, peer=peer, tag=0))
+        t.add(Instr(Isa.RECV, timing.recv(hop.nbytes, hop.unit + 1), unit=hop.unit + 1, stream=r, issue=issue,
+                    dst_bytes=hop.nbytes, s_out=Q, peer=peer, tag=0))
     roots = len(stage.roles.root)
     return _Piece(t, stage.base, roots, kind, flips=(True,) * roots)

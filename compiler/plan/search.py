@@ -23,6 +23,7 @@ from compiler.plan.reach import variants
 from compiler.plan.reader import PlanFile
 from compiler.plan.records import Memory, Plan, Stage
 from ir.errors import ConfigError, DoesNotFitError
+from targets.spec import SystemSpec
 
 # Under --objective chips, stages that split caches by sequence (or latent down projections by column)
 # only to fit fewer chips are taken when the plan then needs more than this fraction fewer chips than
@@ -59,10 +60,11 @@ def layers_of(scopes: list[str]) -> tuple[int, int] | None:
 
 
 class Layout(Protocol):
-    """What a backend tells the search about one model on one machine."""
+    """What a backend tells the search about one model on one machine (a backend's layout subclasses it
+    for the defaults)."""
 
+    system: SystemSpec
     device: str  # "chip" or "wafer": what the path model counts
-    machine: str  # the target's name, for messages
     max_devices: int
     units: int  # units the path covers, in model order
     candidates: list[Candidate]
@@ -85,11 +87,18 @@ class Layout(Protocol):
         """A placed stage's figures for decode and for one prefill chunk whose attention reads `reach`
         cache positions a sequence (None: the whole cache)."""
 
+    @property
+    def machine(self) -> str:
+        """The target's name, for messages."""
+        return self.system.name
+
     def memory(self, timed: list[Timed]) -> Memory:
-        """The fullest device the plan reports (`fullest`)."""
+        """The fullest device the plan reports: the fullest stage's, unless the device holds several."""
+        return fullest(t.stage.memory for t in timed)
 
     def extra(self, path: Sequence[Candidate], timed: list[Timed]) -> dict:
-        """The backend's own JSON keys."""
+        """The backend's own JSON keys (none unless it has some)."""
+        return {}
 
     def footprint(self, timed: list[Timed]) -> int:
         """Devices the placed stages span."""

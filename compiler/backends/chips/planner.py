@@ -22,7 +22,7 @@ from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_
 from compiler.passes.shard import expert_placement
 from compiler.plan.reader import PinnedStage, PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, round_sig
-from compiler.plan.search import Timed, fullest
+from compiler.plan.search import Layout, Timed
 from ir.errors import ConfigError
 from ir.graph import Graph
 from ir.ops import Opcode
@@ -42,7 +42,7 @@ class Run:
 
 
 @dataclass
-class ChipLayout:
+class ChipLayout(Layout):
     """The search's view of a model on a chip system (plan.search.Layout)."""
 
     system: SystemSpec
@@ -69,10 +69,6 @@ class ChipLayout:
                                      keep_dominated=every or options.chips is not None, reserved_bytes=reserved)
         return cls(system, decode, prefill, options, units_=units, candidates=cands,
                    lower_bound=capacity_lower_bound(units, system))
-
-    @property
-    def machine(self) -> str:
-        return self.system.name
 
     @property
     def max_devices(self) -> int:
@@ -197,12 +193,6 @@ class ChipLayout:
             moe = next((op for sc in scopes for op in self.decode.ops_in(sc) if op.opcode is Opcode.EXPERTS), None)
             self._figures[key] = expert_placement(moe, tp) if moe is not None and tp > 1 else None
         return self._figures[key]
-
-    def memory(self, timed: list[Timed]) -> Memory:
-        return fullest(t.stage.memory for t in timed)
-
-    def extra(self, path: Sequence[Candidate], timed: list[Timed]) -> dict:
-        return {}
 
     def footprint(self, timed: list[Timed]) -> int:
         last = timed[-1].stage

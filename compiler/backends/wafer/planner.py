@@ -22,7 +22,7 @@ from compiler.partition.units import boundary_bytes, unit_kinds
 from compiler.passes.embed_on_host import HOST_INPUT
 from compiler.plan.reader import PlanFile, unit_ranges
 from compiler.plan.records import Memory, Stage
-from compiler.plan.search import Timed, fullest
+from compiler.plan.search import Layout, Timed, fullest
 from ir.errors import ConfigError
 from ir.graph import Graph
 from targets.mesh import Region, region_hops
@@ -52,7 +52,7 @@ class Run:
 
 
 @dataclass
-class WaferLayout:
+class WaferLayout(Layout):
     """The search's view of a model on a wafer system (plan.search.Layout)."""
 
     system: SystemSpec
@@ -74,10 +74,6 @@ class WaferLayout:
         bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(), system)
         cost_of, cands = _layout_inputs(units, prompt, crossing, system, options, bound)
         return cls(system, options, units, prompt, cost_of, cands, bound, crossing=crossing)
-
-    @property
-    def machine(self) -> str:
-        return self.system.name
 
     @property
     def max_devices(self) -> int:

@@ -25,7 +25,7 @@ from compiler.plan.records import Memory, Stage
 from compiler.plan.search import Layout, Timed, fullest
 from ir.errors import ConfigError
 from ir.graph import Graph
-from targets.mesh import Region, region_hops
+from targets.mesh import Region, pipeline_edge
 from targets.spec import SystemSpec
 
 
@@ -130,11 +130,10 @@ class WaferLayout(Layout):
             d, p = (entry(None, run.region, n, system).time(system) for n in (host, host * chunk))
             decode, prefill = decode + d, prefill + p
             bound, prefill_bound = bound + d.total_s, prefill_bound + p.total_s
-        if index:  # the hand-off in: its wire latency is unavoidable
+        if index:  # the hand-off in: its wire latency (the pipeline edge's) is unavoidable
             prev = runs[index - 1].region
-            far = prev.wafer != run.region.wafer
-            hops = 1 if far else region_hops(prev, run.region)
-            wire = system.global_link.latency_s if far else hops * system.local_link.latency_s
+            edge = pipeline_edge(prev, run.region, system)
+            hops, wire = edge["hops"], edge["latency_s"]
             decode += entry(prev, run.region, self.crossing[run.first], system).time(system)
             prefill += entry(prev, run.region, self.crossing[run.first] * chunk, system).time(system)
             bound, prefill_bound = bound + wire, prefill_bound + wire

@@ -183,12 +183,16 @@ def build_mesh_topology(wafer: SystemSpec, regions: list[Region]) -> nx.Graph:
     for i, r in enumerate(regions):
         graph.add_node(i, **r.to_dict(), cores=r.cores)
     for i in range(1, len(regions)):
-        a, b = regions[i - 1], regions[i]
-        if a.wafer == b.wafer:
-            hops = region_hops(a, b)
-            graph.add_edge(i - 1, i, kind="fabric", hops=hops, latency_s=hops * wafer.local_link.latency_s,
-                           links=max(1, shared_edge(a, b)), bw_bytes_per_s=wafer.local_link.bw_bytes_per_s)
-        else:
-            graph.add_edge(i - 1, i, kind="wafer-link", hops=1, latency_s=wafer.global_link.latency_s, links=1,
-                           bw_bytes_per_s=wafer.global_link.bw_bytes_per_s)
+        graph.add_edge(i - 1, i, **pipeline_edge(regions[i - 1], regions[i], wafer))
     return graph
+
+
+def pipeline_edge(a: Region, b: Region, wafer: SystemSpec) -> dict:
+    """The edge from region `a` to the next, `b`: over the fabric (its hops, their latency, the shared edge's
+    parallel links) on one wafer, or one hop of the wafer link."""
+    if a.wafer == b.wafer:
+        hops = region_hops(a, b)
+        return {"kind": "fabric", "hops": hops, "latency_s": hops * wafer.local_link.latency_s,
+                "links": max(1, shared_edge(a, b)), "bw_bytes_per_s": wafer.local_link.bw_bytes_per_s}
+    return {"kind": "wafer-link", "hops": 1, "latency_s": wafer.global_link.latency_s, "links": 1,
+            "bw_bytes_per_s": wafer.global_link.bw_bytes_per_s}

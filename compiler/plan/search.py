@@ -23,6 +23,7 @@ from compiler.plan.reach import variants
 from compiler.plan.reader import PlanFile
 from compiler.plan.records import Memory, Plan, Stage
 from ir.errors import ConfigError, DoesNotFitError
+from targets.spec import SystemSpec
 
 # Under --objective chips, stages that split caches by sequence (or latent down projections by column)
 # only to fit fewer chips are taken when the plan then needs more than this fraction fewer chips than
@@ -42,12 +43,28 @@ class Timed:
     prefill: Breakdown
     prefill_bound_s: float
 
+    @classmethod
+    def of(cls, index: int, scopes: list[str], placement, memory: Memory, decode: Breakdown, bound_s: float,
+           prefill: Breakdown, prefill_bound_s: float, hops: int, **more) -> Timed:
+        """Any backend's stage of units `scopes` on `placement` (a ChipRange or a Region); `more`: the
+        backend's own Stage fields."""
+        stage = Stage(index, scopes[0], scopes[-1], layers_of(scopes), placement, memory, decode.total_s * 1e6,
+                      bound_s * 1e6, prefill.total_s * 1e6, hops, decode.binding, **more)
+        return cls(stage, decode, bound_s, prefill, prefill_bound_s)
+
+
+def layers_of(scopes: list[str]) -> tuple[int, int] | None:
+    """The inclusive range of decoder layers among `scopes`, if any."""
+    numbers = [int(s.split(".")[1]) for s in scopes if s.startswith("layers.")]
+    return (numbers[0], numbers[-1]) if numbers else None
+
 
 class Layout(Protocol):
-    """What a backend tells the search about one model on one machine."""
+    """What a backend tells the search about one model on one machine (a backend's layout subclasses it
+    for the defaults)."""
 
+    system: SystemSpec
     device: str  # "chip" or "wafer": what the path model counts
-    machine: str  # the target's name, for messages
     max_devices: int
     units: int  # units the path covers, in model order
     candidates: list[Candidate]
@@ -70,11 +87,18 @@ class Layout(Protocol):
         """A placed stage's figures for decode and for one prefill chunk whose attention reads `reach`
         cache positions a sequence (None: the whole cache)."""
 
+    @property
+    def machine(self) -> str:
+        """The target's name, for messages."""
+        return self.system.name
+
     def memory(self, timed: list[Timed]) -> Memory:
-        """The fullest device the plan reports."""
+        """The fullest device the plan reports: the fullest stage's, unless the device holds several."""
+        return fullest(t.stage.memory for t in timed)
 
     def extra(self, path: Sequence[Candidate], timed: list[Timed]) -> dict:
-        """The backend's own JSON keys."""
+        """The backend's own JSON keys (none unless it has some)."""
+        return {}
 
     def footprint(self, timed: list[Timed]) -> int:
         """Devices the placed stages span."""
@@ -204,6 +228,11 @@ def fastest_chunk(options: CompileOptions, largest: int, at_chunk: Callable[[int
     low, high = coarse[max(0, at - 1)], coarse[min(len(coarse) - 1, at + 1)]
     best = min((c for c in sizes if low <= c <= high), key=lambda c: (cost(c), -c))
     return best, tried[best][1]
+
+
+def fullest(memories) -> Memory:
+    """The fullest of some devices' memories (the most bytes, then the most weights)."""
+    return max(memories, key=lambda m: (m.total, m.weights))
 
 
 def _binding(timed: list[Timed], options: CompileOptions, prefill: str) -> dict:

@@ -21,8 +21,8 @@ from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes.shard import expert_placement
 from compiler.plan.reader import PinnedStage, PlanFile, unit_ranges
-from compiler.plan.records import ChipRange, Memory, Stage, round_sig
-from compiler.plan.search import Timed
+from compiler.plan.records import ChipRange, Memory, round_sig
+from compiler.plan.search import Layout, Timed
 from ir.errors import ConfigError
 from ir.graph import Graph
 from ir.ops import Opcode
@@ -42,7 +42,7 @@ class Run:
 
 
 @dataclass
-class ChipLayout:
+class ChipLayout(Layout):
     """The search's view of a model on a chip system (plan.search.Layout)."""
 
     system: SystemSpec
@@ -69,10 +69,6 @@ class ChipLayout:
                                      keep_dominated=every or options.chips is not None, reserved_bytes=reserved)
         return cls(system, decode, prefill, options, units_=units, candidates=cands,
                    lower_bound=capacity_lower_bound(units, system))
-
-    @property
-    def machine(self) -> str:
-        return self.system.name
 
     @property
     def max_devices(self) -> int:
@@ -158,11 +154,10 @@ class ChipLayout:
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
         memory = _memory(units, pre, c, system, inputs)
-        stage = Stage(index, units[0].scope, units[-1].scope, layers_of([u.scope for u in units]),
-                      ChipRange(run.first_chip, c.tp), memory, decode.total_s * 1e6, bound.total_s * 1e6,
-                      prefill.total_s * 1e6, hops, decode.binding, bound.to_dict(), decode.tiles_s * 1e6,
-                      self._experts(c.first, c.stop, c.tp), _tier(units, c, decode), _kv_layout(units, c))
-        return Timed(stage, decode, bound.total_s, prefill, prefill_bound.total_s)
+        return Timed.of(index, [u.scope for u in units], ChipRange(run.first_chip, c.tp), memory, decode,
+                        bound.total_s, prefill, prefill_bound.total_s, hops, bound_terms=bound.to_dict(),
+                        decode_tiles_us=decode.tiles_s * 1e6, experts=self._experts(c.first, c.stop, c.tp),
+                        tier=_tier(units, c, decode), kv_layout=_kv_layout(units, c))
 
     def _unit_figures(self, cost: ShardCost) -> tuple[Breakdown, StageBound]:
         """unit_time and unit_bound of one unit's cost, once: every chunk size and reach variant the chunk
@@ -198,12 +193,6 @@ class ChipLayout:
             moe = next((op for sc in scopes for op in self.decode.ops_in(sc) if op.opcode is Opcode.EXPERTS), None)
             self._figures[key] = expert_placement(moe, tp) if moe is not None and tp > 1 else None
         return self._figures[key]
-
-    def memory(self, timed: list[Timed]) -> Memory:
-        return max((t.stage.memory for t in timed), key=lambda m: (m.total, m.weights))
-
-    def extra(self, path: Sequence[Candidate], timed: list[Timed]) -> dict:
-        return {}
 
     def footprint(self, timed: list[Timed]) -> int:
         last = timed[-1].stage
@@ -268,8 +257,3 @@ def _tier(units: list[Unit], c: Candidate, decode: Breakdown) -> dict | None:
             "stores": sum(t.stores for t in tiers), "store_bytes": sum(t.store_bytes for t in tiers),
             "fetch_us": round_sig(decode.tier_fetch_s * 1e6), "exposed_us": round_sig(decode.tier_s * 1e6)}
 
-
-def layers_of(scopes: list[str]) -> tuple[int, int] | None:
-    """The inclusive range of decoder layers among `scopes`, if any."""
-    numbers = [int(s.split(".")[1]) for s in scopes if s.startswith("layers.")]
-    return (numbers[0], numbers[-1]) if numbers else None

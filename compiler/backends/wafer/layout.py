@@ -21,13 +21,8 @@ Two decisions, two methods:
    path model (compiler/partition/cpsat.py), a wafer playing the part of a one-chip stage: a
    candidate covers units [first, stop) on one wafer with the fastest grid that holds them
    (any other grid for the same units costs the same one wafer and is slower, so it is
-   dominated), and its latency includes the wafer-to-wafer hand-off into it.
-
-The grid menu has MAX_CUTS**2 grids; enumerating every run of units on each would take seconds
-for 80-layer models, so `screen_grids` first keeps the grids that could matter (every grid that
-is best for some number of wafers when it lays out the whole model alone, plus the fastest few)
-and candidates are enumerated on those. Every single-grid optimum survives; a layout mixing
-grids across wafers draws on the kept ones.
+   dominated), and its latency includes the wafer-to-wafer hand-off into it, on the grids
+   `screen_grids` keeps.
 """
 
 from __future__ import annotations
@@ -106,9 +101,14 @@ class Hop:
     nbytes: int
     far: bool
 
+    @property
+    def unit(self) -> int:
+        """The C2C unit its SENDs leave on (its RECVs take the next): the wafer link's or the fabric's."""
+        return WAFER_SEND if self.far else FABRIC_SEND
+
     def time(self, wafer: SystemSpec) -> Breakdown:
-        """As the lowering emits it: a SEND on the fabric's or the wafer link's unit, its RECV."""
-        return messages((self.hops,), self.nbytes, timing_of(wafer), WAFER_SEND if self.far else FABRIC_SEND)
+        """As the lowering emits it: a SEND on its unit, its RECV."""
+        return messages((self.hops,), self.nbytes, timing_of(wafer), self.unit)
 
 
 def entry(prev: Region | None, region: Region, nbytes: int, wafer: SystemSpec) -> Hop:
@@ -146,10 +146,11 @@ def enumerate_wafers(cost_of: CostOf, crossing: list[int], wafer: SystemSpec) ->
 
 
 def screen_grids(cost_of: CostOf, crossing: list[int], wafer: SystemSpec) -> list[Grid]:
-    """The grids worth enumerating: each grid lays out the whole model once, wafer after wafer,
-    and we keep the fastest for every wafer count that is fastest so far (the Pareto front of
-    wafers against latency) and the KEEP_GRIDS fastest overall, in menu order. The front holds
-    the grid of every optimal single-grid layout; mixing grids across wafers draws on the kept set."""
+    """The grids worth enumerating (every run of units on each of the MAX_CUTS**2 would take seconds for
+    80-layer models): each grid lays out the whole model once, wafer after wafer, and we keep the fastest
+    for every wafer count that is fastest so far (the Pareto front of wafers against latency) and the
+    KEEP_GRIDS fastest overall, in menu order. The front holds the grid of every optimal single-grid
+    layout; mixing grids across wafers draws on the kept set."""
     scored = []
     for index, grid in enumerate(grids(wafer)):
         layout = _whole_model(grid, cost_of, crossing, wafer)

@@ -54,7 +54,7 @@ from ir.program import Flag, Program
 from targets.mesh import Roles
 from targets.spec import SystemSpec
 from targets.timing import Timing
-from targets.wafer_timing import FABRIC_RECV, FABRIC_SEND, WAFER_RECV, WAFER_SEND
+from targets.wafer_timing import FABRIC_RECV, FABRIC_SEND
 
 P, Q = 1, 3  # an op's result (partial sums) alternates between these two: a stream is never
 #              rewritten by the instruction that reads it (the interpreter's write-after-read rule)
@@ -107,31 +107,25 @@ class _Steps:
                      s_out=self.fresh(r) if out is None else out, peer=_stream(s), tag=tag, **extra)
         self.now = done
 
-    def row_tree(self, values: int) -> None:
-        """The 2-way tree down the rows: at level j the rows [h_j, a_j) send their partials h_j rows up."""
-        ro = self.roles
-        for j, h in enumerate(ro.row_halves):
-            senders = [i for i, k in enumerate(ro.keys) if k[0] == "row" and k[1] == j]
-            takers = [(i, ro.row_role[ro.first[i] + h]) for i, k in enumerate(ro.keys) if k[0] == "row" and j in k[2]]
-            takers += [(i, ro.row_role[h]) for i in ro.root]
-            self.message(senders, takers, Route.ROWS, h, values * ACT_BYTES, None, None, accumulate=True, level=j)
-
-    def col_tree(self, s: Tree) -> None:
-        """The 2-way tree along row 0's columns (only its last levels within groups: Tree.levels);
-        `broadcast` runs it back down."""
-        ro, values = self.roles, s.values
-        height = len(ro.col_halves)
-        order = range(height - len(s.levels(self.shape)), height)
+    def tree(self, s: Tree) -> None:
+        """A 2-way tree along the rows (row 0's roots receive at every level) or along row 0's columns, its
+        levels Tree.levels: at level j the cores h_j on send their partials h_j back, or with `broadcast`
+        the result runs back out, last level first."""
+        ro, nbytes = self.roles, s.values * ACT_BYTES
+        kind, halves, role_at, route = ("row", ro.row_halves, ro.row_role, Route.ROWS) if s.axis == "rows" else \
+            ("root", ro.col_halves, ro.col_role, Route.COLS)
+        line = [i for i, k in enumerate(ro.keys) if k[0] == kind]
+        order = range(len(halves) - len(s.levels(self.shape)), len(halves))
         for j in reversed(order) if s.broadcast else order:
-            h = ro.col_halves[j]
-            low = [i for i in ro.root if ro.keys[i][1] == j]
-            high = [i for i in ro.root if j in ro.keys[i][2]]
-            if s.broadcast:  # the partner below sends the result back
-                pairs = [(i, ro.col_role[ro.first[i] - h]) for i in low]
-                self.message(high, pairs, Route.COLS, h, values * ACT_BYTES, None, None, level=j)
-            else:
-                pairs = [(i, ro.col_role[ro.first[i] + h]) for i in high]
-                self.message(low, pairs, Route.COLS, h, values * ACT_BYTES, None, None, accumulate=True, level=j)
+            h = halves[j]
+            up = [i for i in line if ro.keys[i][1] == j]  # send at level j, h cores back
+            down = [i for i in line if j in ro.keys[i][2]]  # receive at level j, from h cores on
+            if s.broadcast:
+                self.message(down, [(i, role_at[ro.first[i] - h]) for i in up], route, h, nbytes, None, None, level=j)
+                continue
+            takers = [(i, role_at[ro.first[i] + h]) for i in down] + [(i, ro.row_role[h]) for i in ro.root
+                                                                      if s.axis == "rows"]
+            self.message(up, takers, route, h, nbytes, None, None, accumulate=True, level=j)
 
     def alloc(self, nbytes: int) -> int:
         at, self.addr = self.addr, self.addr + nbytes
@@ -152,10 +146,8 @@ class _Steps:
                              src_bytes=s.src_bytes, s_b=s.s_b, s_out=self.fresh(r) if s.out is None else s.out, m=s.m,
                              k=s.k, n=s.n, fmt=s.fmt, flags=s.flags | Flag.LAST)
                 self.now += tm.mxm(s.m, s.k, s.n, s.fmt)
-            case Tree(axis="rows"):
-                self.row_tree(s.values)
             case Tree():
-                self.col_tree(s)
+                self.tree(s)
             case RowOp():
                 cycles = s.cycles(tm)
                 for r in root:
@@ -302,7 +294,7 @@ def _host_input(timing: Timing, wafer: SystemSpec, first: _Stage, nbytes: int) -
     """The host sends the step's embedding rows over the wafer's system I/O link (--embed-on-host): the
     first region's row 0 RECVs them from HOST once they are in (layout.entry)."""
     hop = entry(None, first.region, nbytes, wafer)
-    return _receive("host input", timing, first, hop, Peer("host", 0, 1, 1, 0), timing.arrival(hop.hops, WAFER_SEND),
+    return _receive("host input", timing, first, hop, Peer("host", 0, 1, 1, 0), timing.arrival(hop.hops, hop.unit),
                     "unit")
 
 
@@ -310,22 +302,20 @@ def _handoff(timing: Timing, wafer: SystemSpec, prev: _Stage, cur: _Stage) -> tu
     """The previous region's row 0 sends the activation into this region's row 0 over the hand-off's wire
     (layout.entry): the sending piece (its tag is the receiving piece's, placed next) and the receiving one."""
     hop = entry(prev.region, cur.region, cur.entry_bytes, wafer)
-    unit = WAFER_SEND if hop.far else FABRIC_SEND
     send = Template("hand-off send", timing, physical=True, pair=(P, Q))
     for s in prev.roles.root:
-        send.add(Instr(Isa.SEND, timing.link(hop.nbytes, unit), unit=unit, stream=s, issue=0, src_bytes=hop.nbytes,
-                       s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
+        send.add(Instr(Isa.SEND, timing.link(hop.nbytes, hop.unit), unit=hop.unit, stream=s, issue=0,
+                       src_bytes=hop.nbytes, s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
                        route=Route.NEXT_WAFER if hop.far else Route.NEXT_REGION))
     recv = _receive("hand-off receive", timing, cur, hop, _stream(prev.base + prev.roles.root[0] - cur.base), 0, "recv")
-    return _Piece(send, prev.base, len(prev.roles.root), "send", land=timing.arrival(hop.hops, unit)), recv
+    return _Piece(send, prev.base, len(prev.roles.root), "send", land=timing.arrival(hop.hops, hop.unit)), recv
 
 
 def _receive(name: str, timing: Timing, stage: _Stage, hop: Hop, peer: Peer, issue: int, kind: str) -> _Piece:
     """Row 0 of `stage` RECVs a hand-off from `peer` into a fresh result stream (Q: the roles' pair traded)."""
     t = Template(name, timing, physical=True, pair=(P, Q))
-    unit = WAFER_RECV if hop.far else FABRIC_RECV
     for r in stage.roles.root:
-        t.add(Instr(Isa.RECV, timing.recv(hop.nbytes, unit), unit=unit, stream=r, issue=issue, dst_bytes=hop.nbytes,
-                    s_out=Q, peer=peer, tag=0))
+        t.add(Instr(Isa.RECV, timing.recv(hop.nbytes, hop.unit + 1), unit=hop.unit + 1, stream=r, issue=issue,
+                    dst_bytes=hop.nbytes, s_out=Q, peer=peer, tag=0))
     roots = len(stage.roles.root)
     return _Piece(t, stage.base, roots, kind, flips=(True,) * roots)

@@ -13,21 +13,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from compiler.backends.chips.planner import layers_of
-from compiler.backends.wafer.cost import MeshCost, Shape, unit_mesh_cost
+from compiler.backends.wafer.cost import ZERO, MeshCost, Shape, unit_mesh_cost
 from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, entry, enumerate_wafers
 from compiler.frontend.options import CompileOptions
 from compiler.partition import dp
 from compiler.partition.candidates import Candidate
-from compiler.partition.cost import Breakdown
 from compiler.partition.units import boundary_bytes, unit_kinds
 from compiler.passes.embed_on_host import HOST_INPUT
 from compiler.plan.reader import PlanFile, unit_ranges
 from compiler.plan.records import Memory, Stage
-from compiler.plan.search import Timed
+from compiler.plan.search import Layout, Timed, fullest
 from ir.errors import ConfigError
 from ir.graph import Graph
-from targets.mesh import Region, region_hops
+from targets.mesh import Region, pipeline_edge
 from targets.spec import SystemSpec
 
 
@@ -54,7 +52,7 @@ class Run:
 
 
 @dataclass
-class WaferLayout:
+class WaferLayout(Layout):
     """The search's view of a model on a wafer system (plan.search.Layout)."""
 
     system: SystemSpec
@@ -76,10 +74,6 @@ class WaferLayout:
         bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(), system)
         cost_of, cands = _layout_inputs(units, prompt, crossing, system, options, bound)
         return cls(system, options, units, prompt, cost_of, cands, bound, crossing=crossing)
-
-    @property
-    def machine(self) -> str:
-        return self.system.name
 
     @property
     def max_devices(self) -> int:
@@ -119,29 +113,41 @@ class WaferLayout:
         return path, [r for _, r in given]
 
     def fits(self, run: Run, chunk: int) -> bool:
-        shape = run.region.shape
-        scale = chunk / self.options.prompt
-        resident = sum(c.resident_bytes for c in self.cost_of(shape)[run.first:run.stop])
-        act = max(c.act_bytes for c in self.prompt.costs(shape, scale)[run.first:run.stop])
+        resident = sum(self.cost_of(run.region.shape)[run.first:run.stop], ZERO).resident_bytes
+        act = sum(self.prompt.costs(run.region.shape, chunk / self.options.prompt)[run.first:run.stop], ZERO).act_bytes
         return resident + act <= self.system.chip.usable_sram_bytes
 
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
         """`reach` is always None: the wafer's lowering streams every chunk over the whole cache (its
         Backend entry is not causal), and so does this cost model."""
-        shape = run.region.shape
-        scale = chunk / self.options.prompt
-        pre = self.prompt.costs(shape, scale)[run.first:run.stop]
-        prev = runs[index - 1].region if index else None
-        host = host_input_bytes(self.units_.graph) if index == 0 else 0
-        return _stage(index, run.region, self.units_.scopes, self.cost_of(shape)[run.first:run.stop], pre, prev,
-                      self.crossing, run.first, chunk, self.system, self.options, host)
+        shape, system = run.region.shape, self.system
+        dec = sum(self.cost_of(shape)[run.first:run.stop], ZERO)
+        pre = sum(self.prompt.costs(shape, chunk / self.options.prompt)[run.first:run.stop], ZERO)
+        decode, prefill, bound, prefill_bound = dec.time, pre.time, dec.bound_s, pre.bound_s
+        hops = 0
+        if index == 0 and (host := host_input_bytes(self.units_.graph)):
+            # the embedding rows from the host, over the system I/O and across the mesh: all unavoidable
+            d, p = (entry(None, run.region, n, system).time(system) for n in (host, host * chunk))
+            decode, prefill = decode + d, prefill + p
+            bound, prefill_bound = bound + d.total_s, prefill_bound + p.total_s
+        if index:  # the hand-off in: its wire latency (the pipeline edge's) is unavoidable
+            prev = runs[index - 1].region
+            edge = pipeline_edge(prev, run.region, system)
+            hops, wire = edge["hops"], edge["latency_s"]
+            decode += entry(prev, run.region, self.crossing[run.first], system).time(system)
+            prefill += entry(prev, run.region, self.crossing[run.first] * chunk, system).time(system)
+            bound, prefill_bound = bound + wire, prefill_bound + wire
+        memory = Memory(dec.weight_bytes, dec.state_bytes, max(dec.act_bytes, pre.act_bytes),
+                        system.chip.program_reserve_bytes, system.chip.sram_bytes)
+        return Timed.of(index, self.units_.scopes[run.first:run.stop], run.region, memory, decode, bound, prefill,
+                        prefill_bound, hops)
 
     def memory(self, timed: list[Timed]) -> Memory:
-        return max(_wafer_memory([t.stage for t in timed], self.system), key=lambda m: (m.total, m.weights))
+        return fullest(_wafer_memory([t.stage for t in timed], self.system))
 
     def extra(self, path: Sequence[Candidate], timed: list[Timed]) -> dict:
         stages = [t.stage for t in timed]
-        core = max((s.memory for s in stages), key=lambda m: (m.total, m.weights))
+        core = fullest(s.memory for s in stages)
         return {"mesh": _mesh(path, stages, self.system) | {"memory_per_core_bytes": core.to_dict()}}
 
     def footprint(self, timed: list[Timed]) -> int:
@@ -184,33 +190,6 @@ def _room_for_prefill(units: _Costed, prompt: _Costed, scale: float) -> CostOf:
                 for d, p in zip(units.costs(shape), prompt.costs(shape, scale), strict=True)]
 
     return cost_of
-
-
-def _stage(i: int, region: Region, scopes: list[str], dec: list[MeshCost], pre: list[MeshCost], prev: Region | None,
-           crossing: list[int], first: int, chunk: int, wafer: SystemSpec, options: CompileOptions,
-           host_bytes: int = 0) -> Timed:
-    decode = sum((c.time for c in dec), Breakdown())
-    prefill = sum((c.time for c in pre), Breakdown())
-    bound = sum(c.bound_s for c in dec)
-    prefill_bound = sum(c.bound_s for c in pre)
-    hops = 0
-    if host_bytes:  # the embedding rows from the host, over the system I/O and across the mesh: all unavoidable
-        d, p = (entry(None, region, n, wafer).time(wafer) for n in (host_bytes, host_bytes * chunk))
-        decode, prefill, bound, prefill_bound = decode + d, prefill + p, bound + d.total_s, prefill_bound + p.total_s
-    if prev is not None:  # the hand-off in: its wire latency is unavoidable
-        far = prev.wafer != region.wafer
-        hops = 1 if far else region_hops(prev, region)
-        wire = wafer.global_link.latency_s if far else hops * wafer.local_link.latency_s
-        decode += entry(prev, region, crossing[first], wafer).time(wafer)
-        prefill += entry(prev, region, crossing[first] * chunk, wafer).time(wafer)
-        bound, prefill_bound = bound + wire, prefill_bound + wire
-    memory = Memory(weights=sum(c.weight_bytes for c in dec), kv_cache=sum(c.state_bytes for c in dec),
-                    activations=max(max(c.act_bytes for c in dec), max(c.act_bytes for c in pre)),
-                    program=wafer.chip.program_reserve_bytes, capacity=wafer.chip.sram_bytes)
-    last = first + len(dec) - 1
-    stage = Stage(i, scopes[first], scopes[last], layers_of(scopes[first:last + 1]), region, memory,
-                  decode.total_s * 1e6, bound * 1e6, prefill.total_s * 1e6, hops, decode.binding)
-    return Timed(stage, decode, bound, prefill, prefill_bound)
 
 
 def host_input_bytes(graph: Graph) -> int:

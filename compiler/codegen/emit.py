@@ -369,11 +369,17 @@ def pick_rows(e: Emitter, op: GraphOp) -> None:
 
 def slice_columns(e: Emitter, op: GraphOp) -> None:
     """Columns start..stop of every row: a strided READ straight into the result's WRITE (data
-    movement only, so no pipeline drain)."""
+    movement only, so no pipeline drain). Of one row, read only inside the unit, the columns are a run
+    of x's bytes: the result is that run, no instruction at all (a fused matmul's siblings: passes.fuse)."""
     x, out = op.operands[0], op.results[0]
     rows, cols = math.prod(x.type.shape[:-1]), x.type.shape[-1]
     size = x.type.dtype.bits // 8
     width = (op.attr["stop"] - op.attr["start"]) * size
+    if rows == 1 and out.name not in e.exported:
+        held = e.slots[x.name]
+        e.slots[out.name] = Slot(replace(held.ref, offset=held.ref.offset + op.attr["start"] * size), width,
+                                 held.ready)
+        return
     many = rows if rows > 1 and width < cols * size else 0
     r = e.read(x.name, rows * width, op.attr["start"] * size, rows=many, stride=cols * size if many else 0)
     e.result(out)

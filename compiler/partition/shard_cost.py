@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from compiler.partition.chaining import chained_operand
 from compiler.partition.overlap import overlapped
+from compiler.passes.fuse import fuse_siblings
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
 from ir.ops import OPDEFS, Opcode, attended_heads, by_address, expert_passes, reach_of, routed_slots, tier_operands
@@ -143,7 +144,9 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
 
 
 def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
-    """shard_cost of a unit already sharded over `tp` chips (its per-chip ops)."""
+    """shard_cost of a unit already sharded over `tp` chips (its per-chip ops), its sibling matmuls fused
+    as the lowering fuses them (passes.fuse)."""
+    chip_ops = fuse_siblings(chip_ops)
     params, state, cold = _resident(chip_ops)
     scales = row_scales(chip_ops, params | state | cold, rows_scale)
     work, collectives = [], []

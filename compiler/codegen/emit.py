@@ -279,8 +279,8 @@ def need_16_bit(op: GraphOp, *values: Value) -> None:
 # ---- rules for the basic ops (the others have modules of their own; the table is rules.EMIT) ----
 
 def matmul(e: Emitter, op: GraphOp) -> None:
-    x, w = op.operands[:2]
-    e.matmul(x, w, op.operands[2:], op.results[0], bool(op.attr.get("transpose_b")))
+    x, w = op.operands[:2]  # x off the vector unit's stream when its VOP just made it (partition.chaining)
+    e.matmul(x, w, op.operands[2:], op.results[0], bool(op.attr.get("transpose_b")), xs=e.fresh.get(x.name))
 
 
 def unary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:

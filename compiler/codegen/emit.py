@@ -188,15 +188,17 @@ class Emitter:
         else:
             n_all = w.type.shape[0] if transpose_b else w.type.shape[1]
         last_mxm = after
-        for n0 in range(columns[0], columns[1], panel):
+        dim = self.t.timing.dim  # panels start on whole tiles, and on scale blocks (formats.check_storable)
+        granule = dim if block is None or dim % block.size == 0 else panel
+        for column, n0 in enumerate(range(columns[0], columns[1], panel)):
             nb = min(panel, columns[1] - n0)
             acc = None
-            for k0 in range(0, k_all, panel):
-                kb = min(panel, k_all - k0)
+            for k0, kb in k_panels(k_all, granule, panel, reverse=column % 2 == 1):
                 # Stream one panel ahead of the MXM: a READ waits for the previous MXM to start.
                 ahead = ((last_mxm, -self.t.instrs[last_mxm].cycles),) if last_mxm is not None else ()
                 r, ws = self._panel(w.name, fmt, (k_all, n_all), (k0, n0), (kb, nb), transpose_b, ahead, index, tiles)
-                flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if k0 + kb >= k_all else 0) | (
+                last = (k0 == 0) if column % 2 else (k0 + kb >= k_all)
+                flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if last else 0) | (
                     Flag.TRANSPOSE if transpose_b else 0)
                 deps = ((r, 0), (xs[0], 0)) + (((acc, 0),) if acc is not None else ())
                 s_d = -1
@@ -260,6 +262,23 @@ class Emitter:
         rows = m if m > 1 and nb < width else 0
         self.done(out, self.write(out.name, stream, producer, m * nb * 2, offset=(n0 - start) * 2, rows=rows,
                                   stride=width * 2 if rows else 0))
+
+
+def k_panels(k_all: int, dim: int, panel: int, reverse: bool = False) -> list[tuple[int, int]]:
+    """(first row, rows) of each MXM's weight panel along the inputs: as few panels as `panel` rows allow,
+    the k_all / dim whole tiles (or granules of `dim` rows) spread evenly over them (the remainder's rows in
+    the last), and in reverse
+    order in every other column. A READ streams one panel ahead of the MXM, so a short MXM followed by a
+    full panel's READ leaves the matrix unit idle for their difference: evened out, that difference is at
+    most a tile's rows, and reversed, it falls once every two columns (the short panels meet) instead of
+    once a column. The products accumulate exactly in any order (targets/functional.py's MXM)."""
+    tiles, count = -(-k_all // dim), -(-k_all // panel)
+    out, k0 = [], 0
+    for p in range(count):
+        kb = min(k_all - k0, (tiles // count + (p < tiles % count)) * dim)
+        out.append((k0, kb))
+        k0 += kb
+    return out[::-1] if reverse else out
 
 
 def rows_cols(v: Value) -> tuple[int, int]:

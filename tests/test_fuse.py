@@ -8,7 +8,7 @@ import pytest
 from compiler.cli import main
 from compiler.partition.cost import block_install_s
 from compiler.partition.shard_cost import chip_cost
-from compiler.passes.fuse import parts
+from compiler.passes.fuse import fuse_siblings, parts
 from compiler.passes.shard import ShardTensorParallel
 from ir.isa import Op
 from ir.ops import Opcode
@@ -89,3 +89,14 @@ def test_a_fused_build_runs_as_the_reference(tmp_path, capsys, precision):
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["reference"]["passed"] and out["hazards"] == []
+
+
+def test_over_several_rows_each_sibling_reads_its_columns_of_the_block():
+    """A prefill chunk's siblings share the block decode reads (one SRAM layout) but keep MXMs of their own
+    over their columns, writing their own results: no fused result beside copies of it (passes.fuse)."""
+    ops = fuse_siblings(ShardTensorParallel(2)(list(llama_like(rows=8).ops_in("layers.0"))))
+    assert not any(op.opcode is Opcode.SLICE for op in ops)
+    qkv = [op for op in ops if op.opcode is Opcode.MATMUL and op.operands[1].name.count("+") == 2]
+    assert [(op.attr["start"], op.attr["stop"]) for op in qkv] == [(0, 32), (32, 48), (48, 64)]
+    blocks = [b.n for w in chip_cost(ops, 2).work if w.opcode is Opcode.MATMUL for b in w.blocks]
+    assert blocks[:3] == [32, 16, 16]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from compiler.codegen.template import Instr, Ref, Rel, Space, Template
+from compiler.passes.fuse import columns
 from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
@@ -172,7 +173,7 @@ class Emitter:
         matrix per local expert; each panel streams every expert's piece once and each of x's
         rows (the table's slots) passes its own expert's (a grouped MXM). `xs`: x already on a stream
         (its producer and stream), not read from SRAM. `columns`: only the weight's output columns
-        [start, stop) (start on a panel), into `out` [M, stop - start], whose slot the caller made;
+        [start, stop) (start on a whole byte), into `out` [M, stop - start], whose slot the caller made;
         `after`: the MXM the first panel's READ streams ahead of. Returns the last MXM."""
         m, k_all = x.type.shape
         n_all = out.type.shape[1]
@@ -299,7 +300,11 @@ def need_16_bit(op: GraphOp, *values: Value) -> None:
 
 def matmul(e: Emitter, op: GraphOp) -> None:
     x, w = op.operands[:2]  # x off the vector unit's stream when its VOP just made it (partition.chaining)
-    e.matmul(x, w, op.operands[2:], op.results[0], bool(op.attr.get("transpose_b")), xs=e.fresh.get(x.name))
+    cols = columns(op)  # of a fused weight (passes.fuse)
+    if cols:
+        e.result(op.results[0])
+    e.matmul(x, w, op.operands[2:], op.results[0], bool(op.attr.get("transpose_b")), xs=e.fresh.get(x.name),
+             columns=cols)
 
 
 def unary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.codegen.stage import StageCode
+from compiler.passes.fuse import parts
 from compiler.passes.quantize import quantize_weights
 from compiler.passes.shard import head_pads, shard_unit
 from compiler.plan import Stage
@@ -86,10 +87,11 @@ def sram_image(codes: list[StageCode], stages: Sequence[Stage], graph: Graph, we
         for rank in range(code.tp):
             buf = np.zeros(top, np.uint8)
             for kind, name, addr, size in resident:
-                if kind == "param":
-                    full = pad_heads(stored[name], *pads[name]) if name in pads else stored[name]
-                    shard = shard_of(full, chip_values[name].type.shape, rank, code.tp, name)
-                    buf[addr: addr + size] = encode(shard, chip_values[name].type.dtype)
+                if kind == "param":  # a fused matmul's param: its parts' shards side by side (passes.fuse)
+                    shards = [shard_of(pad_heads(stored[p], *pads[p]) if p in pads else stored[p],
+                                       chip_values[p].type.shape, rank, code.tp, p) for p in parts(name)]
+                    shard = np.concatenate(shards, axis=-1) if len(shards) > 1 else shards[0]
+                    buf[addr: addr + size] = encode(shard, chip_values[parts(name)[0]].type.dtype)
             image[code.first_chip + rank] = buf
     return image
 

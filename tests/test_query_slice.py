@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
+from compiler.passes.fuse import parts
 from compiler.passes.shard import head_case, head_split, kv_slice_width, query_slice, query_slice_width, shard_unit
 from ir.ops import Opcode
+from ir.parser import parse_graph
 from ir.types import DType
 
 TINY = json.loads(Path("examples/models/tiny-llama.json").read_text())
@@ -98,12 +100,15 @@ def _build(capsys, tmp: Path, fields: dict, tp: int, *extra: str) -> Path:
 def test_sliced_queries_run_as_the_reference(tmp_path, capsys, fields, tp, extra):
     build = _build(capsys, tmp_path, fields, tp, *extra)
     memory = json.loads((build / "memory.json").read_text())
-    q = next(r for r in memory["stages"][0]["regions"] if r["name"] == "layers.0.self_attn.q_proj.weight")
+    names = [parts(r["name"]) for r in memory["stages"][0]["regions"]]
+    assert [f"layers.0.self_attn.{p}_proj.weight" for p in "qkv"] in names  # one weight block (passes.fuse)
     heads, kv = (TINY | fields)["num_attention_heads"], (TINY | fields)["num_key_value_heads"]
     align = 2 if "int4" in extra else 1
     w = query_slice_width(heads // kv * 16, tp // kv, align)
-    bits = {"int8": 8, "int4": 4}.get(extra[1] if extra and extra[0] == "--precision" else "", 16)
-    assert q["bytes"] >= 64 * w * bits // 8 and q["bytes"] < 64 * head_split(heads, kv, tp)[0] * 16 * bits // 8
+    graph = parse_graph((build / "decode.ir").read_text())
+    chip = {v.name: v for op in shard_unit(list(graph.ops_in("layers.0")), tp)[0] for v in op.operands}
+    q = chip["layers.0.self_attn.q_proj.weight"].type.shape[1]  # the chip's query features
+    assert w <= q < head_split(heads, kv, tp)[0] * 16
     prompts = "1 7 42 99 3 250 17 8 200 5 9 9 4 3" + ("; 5 6 7" if "--batch" in extra else "")
     assert main(["run", str(build), "--functional", "--check-reference", "--prompt", prompts, "--tokens", "6",
                  "--json"]) == 0

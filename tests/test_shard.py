@@ -4,6 +4,7 @@ import pytest
 
 from compiler.codegen.alloc import align
 from compiler.partition.shard_cost import shard_cost
+from compiler.passes.fuse import SEP, fuse_siblings, parts
 from compiler.passes.shard import ShardTensorParallel, allowed_tp
 from ir.ops import Opcode
 from tests.layer_fixture import llama_like
@@ -54,8 +55,13 @@ def test_vocab_parallel_embed_and_head():
 
 def test_costs_split_weights_and_kv_by_sequence():
     one, two, four = (shard_cost(LAYER, t, alignment=320) for t in (1, 2, 4))
-    # Each tensor starts on a 320-byte vector boundary, as the allocator places it.
-    assert one.weight_bytes == sum(align(p.type.nbytes) for p in GRAPH.params if p.name.startswith("layers.0."))
+    # Each tensor starts on a 320-byte vector boundary, as the allocator places it: q|k|v and gate|up each
+    # one block (passes.fuse)
+    sizes = {p.name: p.type.nbytes for p in GRAPH.params}
+    held = {v.name for op in fuse_siblings(LAYER) for v in op.operands if all(n in sizes for n in parts(v.name))}
+    assert {n for n in held if SEP in n} == {"layers.0.q_proj.weight+layers.0.k_proj.weight+layers.0.v_proj.weight",
+                                             "layers.0.gate_proj.weight+layers.0.up_proj.weight"}
+    assert one.weight_bytes == sum(align(sum(sizes[n] for n in parts(name))) for name in held)
     assert one.collectives == ()
     kv = [s.type.nbytes for s in GRAPH.state if s.name.startswith("layers.0.")]
     assert one.state_bytes == sum(map(align, kv))

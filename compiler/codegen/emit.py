@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from compiler.codegen.template import Instr, Ref, Rel, Space, Template
+from compiler.passes.fuse import columns
 from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
 from ir.graph import Value
@@ -172,7 +173,7 @@ class Emitter:
         matrix per local expert; each panel streams every expert's piece once and each of x's
         rows (the table's slots) passes its own expert's (a grouped MXM). `xs`: x already on a stream
         (its producer and stream), not read from SRAM. `columns`: only the weight's output columns
-        [start, stop) (start on a panel), into `out` [M, stop - start], whose slot the caller made;
+        [start, stop) (start on a whole byte), into `out` [M, stop - start], whose slot the caller made;
         `after`: the MXM the first panel's READ streams ahead of. Returns the last MXM."""
         m, k_all = x.type.shape
         n_all = out.type.shape[1]
@@ -188,15 +189,17 @@ class Emitter:
         else:
             n_all = w.type.shape[0] if transpose_b else w.type.shape[1]
         last_mxm = after
-        for n0 in range(columns[0], columns[1], panel):
+        dim = self.t.timing.dim  # panels start on whole tiles, and on scale blocks (formats.check_storable)
+        granule = dim if block is None or dim % block.size == 0 else panel
+        for column, n0 in enumerate(range(columns[0], columns[1], panel)):
             nb = min(panel, columns[1] - n0)
             acc = None
-            for k0 in range(0, k_all, panel):
-                kb = min(panel, k_all - k0)
+            for k0, kb in k_panels(k_all, granule, panel, reverse=column % 2 == 1):
                 # Stream one panel ahead of the MXM: a READ waits for the previous MXM to start.
                 ahead = ((last_mxm, -self.t.instrs[last_mxm].cycles),) if last_mxm is not None else ()
                 r, ws = self._panel(w.name, fmt, (k_all, n_all), (k0, n0), (kb, nb), transpose_b, ahead, index, tiles)
-                flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if k0 + kb >= k_all else 0) | (
+                last = (k0 == 0) if column % 2 else (k0 + kb >= k_all)
+                flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if last else 0) | (
                     Flag.TRANSPOSE if transpose_b else 0)
                 deps = ((r, 0), (xs[0], 0)) + (((acc, 0),) if acc is not None else ())
                 s_d = -1
@@ -262,6 +265,23 @@ class Emitter:
                                   stride=width * 2 if rows else 0))
 
 
+def k_panels(k_all: int, dim: int, panel: int, reverse: bool = False) -> list[tuple[int, int]]:
+    """(first row, rows) of each MXM's weight panel along the inputs: as few panels as `panel` rows allow,
+    the k_all / dim whole tiles (or granules of `dim` rows) spread evenly over them (the remainder's rows in
+    the last), and in reverse
+    order in every other column. A READ streams one panel ahead of the MXM, so a short MXM followed by a
+    full panel's READ leaves the matrix unit idle for their difference: evened out, that difference is at
+    most a tile's rows, and reversed, it falls once every two columns (the short panels meet) instead of
+    once a column. The products accumulate exactly in any order (targets/functional.py's MXM)."""
+    tiles, count = -(-k_all // dim), -(-k_all // panel)
+    out, k0 = [], 0
+    for p in range(count):
+        kb = min(k_all - k0, (tiles // count + (p < tiles % count)) * dim)
+        out.append((k0, kb))
+        k0 += kb
+    return out[::-1] if reverse else out
+
+
 def rows_cols(v: Value) -> tuple[int, int]:
     shape = v.type.shape
     return (shape[0], math.prod(shape[1:])) if len(shape) > 1 else (1, max(1, shape[0] if shape else 1))
@@ -279,8 +299,12 @@ def need_16_bit(op: GraphOp, *values: Value) -> None:
 # ---- rules for the basic ops (the others have modules of their own; the table is rules.EMIT) ----
 
 def matmul(e: Emitter, op: GraphOp) -> None:
-    x, w = op.operands[:2]
-    e.matmul(x, w, op.operands[2:], op.results[0], bool(op.attr.get("transpose_b")))
+    x, w = op.operands[:2]  # x off the vector unit's stream when its VOP just made it (partition.chaining)
+    cols = columns(op)  # of a fused weight (passes.fuse)
+    if cols:
+        e.result(op.results[0])
+    e.matmul(x, w, op.operands[2:], op.results[0], bool(op.attr.get("transpose_b")), xs=e.fresh.get(x.name),
+             columns=cols)
 
 
 def unary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:
@@ -369,11 +393,17 @@ def pick_rows(e: Emitter, op: GraphOp) -> None:
 
 def slice_columns(e: Emitter, op: GraphOp) -> None:
     """Columns start..stop of every row: a strided READ straight into the result's WRITE (data
-    movement only, so no pipeline drain)."""
+    movement only, so no pipeline drain). Of one row, read only inside the unit, the columns are a run
+    of x's bytes: the result is that run, no instruction at all (a fused matmul's siblings: passes.fuse)."""
     x, out = op.operands[0], op.results[0]
     rows, cols = math.prod(x.type.shape[:-1]), x.type.shape[-1]
     size = x.type.dtype.bits // 8
     width = (op.attr["stop"] - op.attr["start"]) * size
+    if rows == 1 and out.name not in e.exported:
+        held = e.slots[x.name]
+        e.slots[out.name] = Slot(replace(held.ref, offset=held.ref.offset + op.attr["start"] * size), width,
+                                 held.ready)
+        return
     many = rows if rows > 1 and width < cols * size else 0
     r = e.read(x.name, rows * width, op.attr["start"] * size, rows=many, stride=cols * size if many else 0)
     e.result(out)

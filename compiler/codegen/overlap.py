@@ -39,7 +39,7 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
         piece = Value(f"{part.name}.p{j}", part.type.with_shape(rows, width))
         _alias(e, piece.name, part.name, rows * c0 * 2, piece.type.nbytes)
         last_mxm = e.matmul(x, w, mm.operands[2:], piece, bool(mm.attr.get("transpose_b")), columns=(c0, c1),
-                            after=last_mxm)
+                            after=last_mxm, xs=e.fresh.get(x.name))
         reduced = f"{out.name}.p{j}"
         _alias(e, reduced, part.name if staged else out.name, rows * c0 * 2, piece.type.nbytes)
         done = coll.allreduce(piece.name, reduced, piece.type.nbytes, rows * width)

@@ -22,6 +22,7 @@ from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate, stage_base, sync
 from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
 from compiler.codegen.template import TAG_SPACE
+from compiler.passes.fuse import fuse_siblings
 from compiler.passes.shard import shard_unit
 from compiler.plan import Stage
 from ir.errors import DoesNotFitError
@@ -60,7 +61,7 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
         for scope in (sc for sc in scopes if owner[sc] == s.index):
             ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
             final.update(values)
-            chip_ops[scope] = ops
+            chip_ops[scope] = fuse_siblings(ops)  # as the plan costs them (partition.shard_cost)
         codes.append(code)
     uses = _last_use(graph, owner, final)
     for s, code in zip(stages, codes, strict=True):

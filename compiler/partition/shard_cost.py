@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from compiler.partition.chaining import chained_operand
 from compiler.partition.overlap import overlapped
+from compiler.passes.fuse import columns, fuse_siblings
 from compiler.passes.shard import ShardTensorParallel
 from ir.graph import Op
 from ir.ops import OPDEFS, Opcode, attended_heads, by_address, expert_passes, reach_of, routed_slots, tier_operands
@@ -143,7 +144,9 @@ def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: i
 
 
 def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
-    """shard_cost of a unit already sharded over `tp` chips (its per-chip ops)."""
+    """shard_cost of a unit already sharded over `tp` chips (its per-chip ops), its sibling matmuls fused
+    as the lowering fuses them (passes.fuse)."""
+    chip_ops = fuse_siblings(chip_ops)
     params, state, cold = _resident(chip_ops)
     scales = row_scales(chip_ops, params | state | cold, rows_scale)
     work, collectives = [], []
@@ -213,7 +216,10 @@ def _state_read(chip_ops: list[Op], state: dict[str, int]) -> int:
 
 def _read_fraction(op: Op, index: int) -> float:
     """The share of resident operand `index` that `op` streams: an attention cache (and its scales)
-    up to the op's reach, everything else whole."""
+    up to the op's reach, a matmul's columns of a fused weight (passes.fuse.columns), everything else whole."""
+    cols = columns(op)
+    if cols is not None and index >= 1:
+        return (cols[1] - cols[0]) / op.operands[index].type.shape[-1]
     cache = _CACHE_OPERANDS.get(op.opcode)
     if cache is None or index not in cache or "tier" in op.attr:  # a tiered cache is read whole
         return 1.0
@@ -326,6 +332,7 @@ def _blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
 def _matmul_blocks(op: Op, rows_scale: float) -> tuple[Block, ...]:
     w = op.operands[1].type
     k, n = (w.shape[1], w.shape[0]) if op.attr.get("transpose_b") else w.shape
+    n = op.results[0].type.shape[-1] if columns(op) else n  # its columns of a fused weight
     rows = _scaled(op.operands[0].type.shape[0], rows_scale)
     return (Block(rows, k, n, 1, _CACHE_RATE[w.dtype]),)
 

@@ -20,13 +20,21 @@ from targets import load_target
 H100 = load_target("h100")
 
 
+def _drain_s(system) -> float:
+    return system.chip.op_latency_cycles / system.chip.clock_hz
+
+
 @settings(max_examples=40, deadline=None)
 @given(group=st.integers(2, 8), nbytes=st.integers(1, 1 << 26))
 def test_a_switched_node_all_reduces_at_its_aggregate_bandwidth(group, nbytes):
     link = H100.local_link
     aggregate = H100.local_links_per_chip * link.bw_bytes_per_s
-    # reduce-scatter and all-gather: each sends its (group - 1) slices of nbytes / group through the switch
-    expected = 2 * (link.latency_s + (group - 1) * (nbytes / group) / aggregate)
+    # reduce-scatter and all-gather: each sends its (group - 1) slices of nbytes / group through the switch;
+    # or one shot: the whole tensor to each of group - 1 peers, one latency, then the sum's drain before its
+    # write (no all-gather's sends to hide it under), whichever is shorter
+    tree = 2 * (link.latency_s + (group - 1) * (nbytes / group) / aggregate)
+    shot = link.latency_s + (group - 1) * nbytes / aggregate + _drain_s(H100)
+    expected = min(tree, shot)
     assert abs(collective_s("allreduce", nbytes, group_mesh(group, H100), H100) - expected) <= 1e-12 * expected
 
 
@@ -41,8 +49,9 @@ def test_a_switch_is_never_slower_than_one_link_per_peer(group, nbytes):
 def test_the_lpu_keeps_one_link_per_peer():
     lpu = load_target("lpu")
     link = lpu.local_link
-    # 2 chips: each sends its half over the one link between them, twice
-    expected = 2 * (link.latency_s + 2**21 / link.bw_bytes_per_s)
+    # 2 chips: a reduce-scatter and an all-gather would each send a half over the one link between them;
+    # one shot sends the same bytes, the whole tensor, in one trip (and drains its sum, shorter than a trip)
+    expected = link.latency_s + 2**22 / link.bw_bytes_per_s + _drain_s(lpu)
     assert abs(collective_s("allreduce", 2**22, group_mesh(2, lpu), lpu) - expected) <= 1e-12 * expected
 
 
@@ -63,14 +72,16 @@ def test_nodes_exchange_in_one_shot_where_that_is_shorter(nodes, nbytes):
     """lpu, 8 chips a node: the node's reduce-scatter and all-gather around the nodes' level, which is a
     reduce-scatter then an all-gather (two trips of the 3 hops local, global, local, slices of 1 / nodes)
     or one exchange of the whole node-reduced slice (one trip, nodes times the bytes), whichever is shorter;
-    the nodes' messages go in rounds over the 4 global links."""
+    the nodes' messages go in rounds over the 4 global links. A tensor small enough skips the node's
+    reduce-scatter too: the whole of it to each of 7 peers, then to the other nodes, one trip each."""
     lpu = load_target("lpu")
     link = lpu.local_link
     lat, share, rounds = link.latency_s, nbytes / 8, -(-(nodes - 1) // 4)
     inner = 2 * (lat + share / link.bw_bytes_per_s)  # a slice of nbytes / 8 to each of 7 peers, twice
     tree = 2 * (3 * lat + rounds * share / nodes / link.bw_bytes_per_s)
     shot = 3 * lat + rounds * share / link.bw_bytes_per_s
-    expected = inner + min(tree, shot)
+    both_shot = lat + nbytes / link.bw_bytes_per_s + 3 * lat + rounds * nbytes / link.bw_bytes_per_s + _drain_s(lpu)
+    expected = min(inner + min(tree, shot), both_shot)
     assert abs(collective_s("allreduce", nbytes, group_mesh(8 * nodes, lpu), lpu) - expected) <= 1e-9 * expected
 
 

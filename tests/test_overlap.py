@@ -122,8 +122,9 @@ def test_pieces_reduce_to_the_reference_and_schedule_faster(tmp_path, capsys, mo
     assert cycles["prefill"][0] < cycles["prefill"][1]
     if tp == 2:
         assert cycles["decode"][0] < cycles["decode"][1]
-    else:  # one row over 4 chips: 4 elements a slice, all message latency, so the pieces only add MEM instructions
-        assert cycles["decode"][0] <= cycles["decode"][1] * 1.001
+    else:  # one row over 4 chips: 16 elements a piece, all message latency, each piece's one-shot exchange staged
+        # apart (partition.mesh.allreduce_steps), so the pieces only add MEM instructions
+        assert cycles["decode"][0] <= cycles["decode"][1] * 1.01
 
 
 def test_the_plan_costs_each_row_parallel_pair_as_its_longer_stream():
@@ -144,7 +145,7 @@ def test_nodes_exchanging_in_one_shot_send_fewer_messages_a_piece(levels, pieces
     """The nodes' level in one shot (partition.mesh.outer_one_shot) sends size - 1 messages a chip, not
     2 x (size - 1): llama-3.1-405b's decode rows over 8 nodes (21 a piece) take 2 pieces."""
     messages = 2 * (levels[0] - 1) + levels[-1] - 1
-    assert max_pieces(levels, one_shot=True) == pieces
+    assert max_pieces(levels, reduced=len(levels) - 1) == pieces
     assert pieces * messages <= PIECE_MESSAGES < (pieces + 1) * messages
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, outer_one_shot
+from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, reduced_axes
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork, instructions
@@ -240,8 +240,7 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> flo
         return collective_time_s(c.kind, n, mesh, system)
 
     pieces = best_pieces(c.rows, c.columns, chip.matrix_dim * chip.matrix_planes, c.group, matmul, c.bytes,
-                         collective, max_pieces([axis.size for axis in mesh.axes],
-                                                outer_one_shot(mesh, c.bytes, system)))
+                         collective, max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system)))
     return pair_s(matmul, c.bytes, pieces, collective) - matmul
 
 

@@ -48,12 +48,13 @@ PIECE_MESSAGES = 48  # a chip's messages for one pair's pieces: tp 8 (14 a piece
 # or two where its nodes exchange in one shot (21: a decode step's rows)
 
 
-def max_pieces(level_sizes: Sequence[int], one_shot: bool = False) -> int:
-    """Pieces a pair may take: PIECE_MESSAGES over one all-reduce's messages a chip (a reduce-scatter
-    and an all-gather, size - 1 messages per level; with `one_shot`, the outer level's one exchange,
-    partition.mesh.outer_one_shot: size - 1), at least one. A piece is smaller than the whole, so it
-    takes the one-shot exchange whenever the whole does."""
-    messages = 2 * sum(size - 1 for size in level_sizes) - (level_sizes[-1] - 1 if one_shot else 0)
+def max_pieces(level_sizes: Sequence[int], reduced: int | None = None) -> int:
+    """Pieces a pair may take: PIECE_MESSAGES over one all-reduce's messages a chip (size - 1 a level for
+    its reduce-scatter and as many for its all-gather on the `reduced` innermost levels, all of them by
+    default; size - 1 for each level after them, exchanged in one shot: partition.mesh.allreduce_steps), at
+    least one. The whole tensor's form sets it: a piece is smaller, so it takes at least as many shots."""
+    k = len(level_sizes) if reduced is None else reduced
+    messages = sum((2 if i < k else 1) * (size - 1) for i, size in enumerate(level_sizes))
     return max(1, PIECE_MESSAGES // messages) if messages else 1
 
 

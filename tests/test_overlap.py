@@ -122,9 +122,8 @@ def test_pieces_reduce_to_the_reference_and_schedule_faster(tmp_path, capsys, mo
     assert cycles["prefill"][0] < cycles["prefill"][1]
     if tp == 2:
         assert cycles["decode"][0] < cycles["decode"][1]
-    else:  # one row over 4 chips: 16 elements a piece, all message latency, each piece's one-shot exchange staged
-        # apart (partition.mesh.allreduce_steps), so the pieces only add MEM instructions
-        assert cycles["decode"][0] <= cycles["decode"][1] * 1.01
+    else:  # one row over 4 chips: 4 elements a slice, all message latency, so the pieces only add MEM instructions
+        assert cycles["decode"][0] <= cycles["decode"][1] * 1.001
 
 
 def test_the_plan_costs_each_row_parallel_pair_as_its_longer_stream():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Rel
-from compiler.partition.mesh import Step, allreduce_steps
+from compiler.partition.mesh import Step, allreduce_steps, may_shoot
 from ir.errors import ConfigError
 from ir.isa import Fn, Op
 
@@ -188,8 +188,10 @@ class Collectives:
 
     def _steps(self) -> list[Step]:
         t = self.e.t.timing
+        last = len(self.levels) - 1
         return [Step(lv.group, lv.hops * t.link_latency_cycles, math.ceil((lv.group - 1) / lv.links),
-                     1 / t.link_bytes_per_cycle) for lv in self.levels]
+                     1 / t.link_bytes_per_cycle, may_shoot(lv.group, i == last and i > 0))
+                for i, lv in enumerate(self.levels)]
 
     def _exchange(self, lv: Level, stage: str, cur: tuple[int, int], size: int, elems: int, fn: Fn
                   ) -> tuple[int, int]:

@@ -123,7 +123,7 @@ def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec)
 class Step:
     """One axis of an all-reduce as allreduce_steps times it, in any one time unit: `latency` to the axis's
     farthest member, `rounds` times a slice's time per byte (`per_byte`) on its links, and whether it may
-    exchange in one shot (a clique or a switch, whose members reach each other directly; not a line)."""
+    exchange in one shot (may_shoot; a clique or a switch, whose members reach each other directly)."""
 
     size: int
     latency: float
@@ -134,11 +134,21 @@ class Step:
 
 def _steps(mesh: DeviceMesh, system: SystemSpec) -> list[Step]:
     steps = []
-    for axis in mesh.axes:
+    for i, axis in enumerate(mesh.axes):
         link, share = link_of(axis, system), (axis.size - 1) / max(1, axis.links)
         steps.append(Step(axis.size, axis.hops * link.latency_s, share if axis.shape == SWITCH else math.ceil(share),
-                          1 / link.bw_bytes_per_s, axis.shape != LINE))
+                          1 / link.bw_bytes_per_s,
+                          axis.shape != LINE and may_shoot(axis.size, i == len(mesh.axes) - 1 and i > 0)))
     return steps
+
+
+def may_shoot(size: int, outer: bool) -> bool:
+    """Whether an all-reduce level may exchange in one shot: two members add each other's slice straight off
+    the streams; more stage the members' slices to add them in one order (codegen.collectives._exchange),
+    size times the slice. The nodes' (outer) level stages q slices of 1 / node of the tensor; a node's level
+    of more than two chips would stage size times the whole tensor, which the plan's activation peak
+    (shard_cost._peak_live) does not count, so it keeps its two steps."""
+    return size == 2 or outer
 
 
 def allreduce_steps(steps: Sequence[Step], nbytes: float, drain: float) -> tuple[float, int]:

@@ -26,7 +26,7 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     rows, cols = part.type.shape
     product, collective = _cycles(e, coll, mm)
     pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective,
-                         max_pieces([lv.group for lv in coll.levels], coll.reduced(part.type.nbytes)))
+                         max_pieces([lv.group for lv in coll.levels], coll.reduced(part.type.nbytes), rows))
     if len(pieces) == 1:
         return False
     e.slots[part.name] = Slot(e.t.local(part.type.nbytes), part.type.nbytes)

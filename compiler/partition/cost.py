@@ -239,8 +239,9 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> flo
     def collective(n: float) -> float:
         return collective_time_s(c.kind, n, mesh, system)
 
+    most = max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system), c.rows)
     pieces = best_pieces(c.rows, c.columns, chip.matrix_dim * chip.matrix_planes, c.group, matmul, c.bytes,
-                         collective, max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system)))
+                         collective, most)
     return pair_s(matmul, c.bytes, pieces, collective) - matmul
 
 

@@ -12,9 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.cli import main
-from compiler.partition.cost import collective_mesh, group_mesh
+from compiler.frontend.options import CompileOptions
+from compiler.partition.cost import collective_mesh, group_mesh, unit_time
+from compiler.partition.cost import collective_s as collective_cost_s
 from compiler.partition.mesh import collective_s, outer_one_shot
-from compiler.partition.shard_cost import Collective
+from compiler.partition.shard_cost import Collective, shard_cost
+from compiler.planner import lower
+from ir.ops import Opcode
 from targets import load_target
 
 H100 = load_target("h100")
@@ -131,3 +135,20 @@ def test_all_reduces_over_nodes_in_one_shot_run_as_the_reference(tmp_path, capsy
                  "1 7 42 99 3 250 17 8 200 5 9 9 4 3", "--tokens", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["reference"]["passed"] and out["hazards"] == []
+
+
+
+def test_a_kv_heads_q_k_and_v_gathers_share_their_latency():
+    """mixtral-8x7b int8's 40-chip split stages: each kv head's 5 chips gather their q, k and v slices one
+    after another, each issued before anything waits for the one before, so the plan charges the first two
+    only what outlasts the projection after them and the next gather (the Program overlaps them alike);
+    the partials' gather waits for the attention, and the all-reduces keep their own rules."""
+    lpu = load_target("lpu")
+    _, graphs = lower("mixtral-8x7b", CompileOptions(precision="int8"), None, lpu)
+    cost = shard_cost(list(graphs.decode.ops_in("layers.1")), 40, split=True)
+    gathers = [c for c in cost.collectives if c.kind == "allgather"]
+    assert [c.concurrent for c in gathers] == [True, True, False, False]
+    assert all(cost.work[w].opcode is Opcode.MATMUL for c in gathers for w in c.hides)
+    serial = sum(collective_cost_s(c, lpu) for c in cost.collectives)
+    hidden = collective_cost_s(gathers[0], lpu) + collective_cost_s(gathers[1], lpu)
+    assert unit_time(cost, lpu, "int8").link_s <= serial - hidden + 1e-12

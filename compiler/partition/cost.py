@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, reduced_axes
@@ -130,7 +130,8 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
     times = [op_time(work, system, precision) for work in cost.work]
     for t in times:
         total += t
-    total += Breakdown(link_s=sum(_exposed_s(c, times, system) for c in cost.collectives))
+    total += Breakdown(link_s=sum(_exposed_s(c, times, system) - _shared_s(cost.collectives, j, times, system)
+                                  for j, c in enumerate(cost.collectives)))
     return total + tier_time(cost, times, system) if cost.tier else total
 
 
@@ -225,6 +226,16 @@ def group_mesh(tp: int, system: SystemSpec) -> DeviceMesh:
     before placement; the lowering measures hops from the stage's own chips)."""
     node = system.chips_per_node
     return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node))
+
+
+def _shared_s(collectives: Sequence[Collective], j: int, times: list[Breakdown], system: SystemSpec) -> float:
+    """What collective j does not add, running beside the next (Collective.concurrent): the shorter of
+    itself and the independent work issued between them plus the next one's time."""
+    c = collectives[j]
+    if not c.concurrent:
+        return 0.0
+    beside = sum(times[w].total_s for w in c.hides) + collective_s(collectives[j + 1], system)
+    return min(collective_s(c, system), beside)
 
 
 def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> float:

@@ -15,11 +15,11 @@ the fabric. A collective is a rule per axis shape, run axis by axis:
           in all, each a receiver's fixed step plus one block of values over a link (the wafer's steps,
           timed as the lowering emits them: compiler/backends/wafer/cost.py)
 
-An all-reduce reduce-scatters its inner axes, exchanges the slice left over its outer clique axes in one
-shot each (every member sends the slice to every other and sums what arrives: one latency instead of two,
-for size times the bytes), then all-gathers the inner axes back; how many axes reduce-scatter is whichever
-is shortest for its bytes (reduced_axes): the nodes' axis of a decode row takes one shot, and a tensor
-small enough (a decode matmul's last column piece, an argmax) takes one shot on the node's axis too.
+An all-reduce reduce-scatters its inner axes, exchanges the slice left over its outer axes in one shot
+each (every member sends the slice to every other and sums what arrives: one latency instead of two, for
+size times the bytes), then all-gathers the inner axes back; how many axes reduce-scatter is whichever is
+shortest for its bytes (allreduce_steps) among the forms whose shot axes may shoot (may_shoot: two
+members, or the nodes' axis): the nodes' axis of a decode row takes one shot, a prefill chunk's does not.
 
 The plan's estimate, the lowering and the interpreter's checks all follow these rules.
 """

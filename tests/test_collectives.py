@@ -152,3 +152,13 @@ def test_a_kv_heads_q_k_and_v_gathers_share_their_latency():
     serial = sum(collective_cost_s(c, lpu) for c in cost.collectives)
     hidden = collective_cost_s(gathers[0], lpu) + collective_cost_s(gathers[1], lpu)
     assert unit_time(cost, lpu, "int8").link_s <= serial - hidden + 1e-12
+
+
+def test_an_attentions_query_gather_and_its_partials_stay_in_turn():
+    """llama-3.1-8b int8's 32-chip split stage: the attention gathers its queries, then its partials, which
+    wait for the attention and so for the queries; only the k gather runs beside the v gather."""
+    lpu = load_target("lpu")
+    _, graphs = lower("llama-3.1-8b", CompileOptions(precision="int8"), None, lpu)
+    cost = shard_cost(list(graphs.decode.ops_in("layers.1")), 32, split=True)
+    gathers = [c for c in cost.collectives if c.kind == "allgather"]
+    assert [c.concurrent for c in gathers] == [True, False, False, False]

@@ -172,7 +172,8 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp))
         if op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:
             collectives.extend(_sequence_shard_exchanges(op, k, tp))
-        issued += [(len(work), before)] * (len(collectives) - first)
+        # an op's later exchanges wait for its earlier ones (a sequence-sharded attention's queries, then partials)
+        issued += [(len(work), before | frozenset(range(first, j))) for j in range(first, len(collectives))]
         waits.update((r.name, before | frozenset(range(first, len(collectives)))) for r in op.results)
         if op.opcode in _COLLECTIVES:
             continue

@@ -12,12 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.cli import main
-from compiler.partition.cost import collective_mesh, group_mesh
+from compiler.frontend.options import CompileOptions
+from compiler.partition.cost import collective_mesh, group_mesh, unit_time
+from compiler.partition.cost import collective_s as collective_cost_s
 from compiler.partition.mesh import collective_s, outer_one_shot
-from compiler.partition.shard_cost import Collective
+from compiler.partition.shard_cost import Collective, shard_cost
+from compiler.planner import lower
+from ir.ops import Opcode
 from targets import load_target
 
 H100 = load_target("h100")
+
+
+def _drain_s(system) -> float:
+    return system.chip.op_latency_cycles / system.chip.clock_hz
 
 
 @settings(max_examples=40, deadline=None)
@@ -25,8 +33,12 @@ H100 = load_target("h100")
 def test_a_switched_node_all_reduces_at_its_aggregate_bandwidth(group, nbytes):
     link = H100.local_link
     aggregate = H100.local_links_per_chip * link.bw_bytes_per_s
-    # reduce-scatter and all-gather: each sends its (group - 1) slices of nbytes / group through the switch
-    expected = 2 * (link.latency_s + (group - 1) * (nbytes / group) / aggregate)
+    # reduce-scatter and all-gather: each sends its (group - 1) slices of nbytes / group through the switch;
+    # or one shot: the whole tensor to each of group - 1 peers, one latency, then the sum's drain before its
+    # write (no all-gather's sends to hide it under), whichever is shorter
+    tree = 2 * (link.latency_s + (group - 1) * (nbytes / group) / aggregate)
+    shot = link.latency_s + (group - 1) * nbytes / aggregate + _drain_s(H100)
+    expected = min(tree, shot)
     assert abs(collective_s("allreduce", nbytes, group_mesh(group, H100), H100) - expected) <= 1e-12 * expected
 
 
@@ -41,8 +53,9 @@ def test_a_switch_is_never_slower_than_one_link_per_peer(group, nbytes):
 def test_the_lpu_keeps_one_link_per_peer():
     lpu = load_target("lpu")
     link = lpu.local_link
-    # 2 chips: each sends its half over the one link between them, twice
-    expected = 2 * (link.latency_s + 2**21 / link.bw_bytes_per_s)
+    # 2 chips: a reduce-scatter and an all-gather would each send a half over the one link between them;
+    # one shot sends the same bytes, the whole tensor, in one trip (and drains its sum, shorter than a trip)
+    expected = link.latency_s + 2**22 / link.bw_bytes_per_s + _drain_s(lpu)
     assert abs(collective_s("allreduce", 2**22, group_mesh(2, lpu), lpu) - expected) <= 1e-12 * expected
 
 
@@ -63,7 +76,8 @@ def test_nodes_exchange_in_one_shot_where_that_is_shorter(nodes, nbytes):
     """lpu, 8 chips a node: the node's reduce-scatter and all-gather around the nodes' level, which is a
     reduce-scatter then an all-gather (two trips of the 3 hops local, global, local, slices of 1 / nodes)
     or one exchange of the whole node-reduced slice (one trip, nodes times the bytes), whichever is shorter;
-    the nodes' messages go in rounds over the 4 global links."""
+    the nodes' messages go in rounds over the 4 global links. The node's level keeps its two steps
+    (partition.mesh.may_shoot: one shot would stage 8 times the tensor)."""
     lpu = load_target("lpu")
     link = lpu.local_link
     lat, share, rounds = link.latency_s, nbytes / 8, -(-(nodes - 1) // 4)
@@ -121,3 +135,30 @@ def test_all_reduces_over_nodes_in_one_shot_run_as_the_reference(tmp_path, capsy
                  "1 7 42 99 3 250 17 8 200 5 9 9 4 3", "--tokens", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["reference"]["passed"] and out["hazards"] == []
+
+
+
+def test_a_kv_heads_q_k_and_v_gathers_share_their_latency():
+    """mixtral-8x7b int8's 40-chip split stages: each kv head's 5 chips gather their q, k and v slices one
+    after another, each issued before anything waits for the one before, so the plan charges the first two
+    only what outlasts the projection after them and the next gather (the Program overlaps them alike);
+    the partials' gather waits for the attention, and the all-reduces keep their own rules."""
+    lpu = load_target("lpu")
+    _, graphs = lower("mixtral-8x7b", CompileOptions(precision="int8"), None, lpu)
+    cost = shard_cost(list(graphs.decode.ops_in("layers.1")), 40, split=True)
+    gathers = [c for c in cost.collectives if c.kind == "allgather"]
+    assert [c.concurrent for c in gathers] == [True, True, False, False]
+    assert all(cost.work[w].opcode is Opcode.MATMUL for c in gathers for w in c.hides)
+    serial = sum(collective_cost_s(c, lpu) for c in cost.collectives)
+    hidden = collective_cost_s(gathers[0], lpu) + collective_cost_s(gathers[1], lpu)
+    assert unit_time(cost, lpu, "int8").link_s <= serial - hidden + 1e-12
+
+
+def test_an_attentions_query_gather_and_its_partials_stay_in_turn():
+    """llama-3.1-8b int8's 32-chip split stage: the attention gathers its queries, then its partials, which
+    wait for the attention and so for the queries; only the k gather runs beside the v gather."""
+    lpu = load_target("lpu")
+    _, graphs = lower("llama-3.1-8b", CompileOptions(precision="int8"), None, lpu)
+    cost = shard_cost(list(graphs.decode.ops_in("layers.1")), 32, split=True)
+    gathers = [c for c in cost.collectives if c.kind == "allgather"]
+    assert [c.concurrent for c in gathers] == [True, False, False, False]

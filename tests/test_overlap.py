@@ -13,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import compiler.codegen.overlap as lowering
+import compiler.partition.overlap as rule
 from compiler.cli import main
 from compiler.frontend import build_graph, load_model_config
 from compiler.partition.cost import collective_s, group_mesh, unit_time
 from compiler.partition.mesh import outer_one_shot
-from compiler.partition.overlap import PIECE_MESSAGES, column_pieces, max_pieces, pair_s
+from compiler.partition.overlap import ONE_ROW_PIECE_MESSAGES, PIECE_MESSAGES, column_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import shard_cost
 from ir.ops import Opcode
 from targets import load_target
@@ -63,6 +64,22 @@ def test_a_pair_takes_as_many_pieces_as_its_message_budget_allows(levels, pieces
     stages (8 x 8) stay whole, at 13 one-panel pieces their prefill had 5x the instructions."""
     assert max_pieces(levels) == pieces
     assert pieces == 1 or pieces * 2 * sum(s - 1 for s in levels) <= PIECE_MESSAGES
+
+
+@pytest.mark.parametrize(("levels", "reduced", "rows", "pieces"), [
+    ((8, 8), 1, 1, 4),  # llama-3.1-405b's decode row: 21 messages a piece, its nodes in one shot
+    ((8, 8), 1, 32, 2),
+    ((8, 8), 2, 32, 1),  # its 32-row prefill chunk's slices: too large for one shot, 28 messages
+    ((8,), 1, 1, 6),  # llama-3.1-70b's decode row: 14 messages a piece
+    ((8,), 1, 256, 3),
+])
+def test_a_one_row_pair_takes_twice_the_message_budget(levels, reduced, rows, pieces):
+    """A decode step's pair (one row) is lowered once a token and its all-reduce is mostly latency, so its
+    pieces may send twice the messages a prefill chunk's may."""
+    assert max_pieces(levels, reduced, rows) == pieces
+    budget = ONE_ROW_PIECE_MESSAGES if rows == 1 else PIECE_MESSAGES
+    messages = sum((2 if i < reduced else 1) * (s - 1) for i, s in enumerate(levels))
+    assert pieces * messages <= budget < (pieces + 1) * messages or pieces == 1
 
 
 @settings(max_examples=60, deadline=None)
@@ -126,6 +143,27 @@ def test_pieces_reduce_to_the_reference_and_schedule_faster(tmp_path, capsys, mo
         assert cycles["decode"][0] <= cycles["decode"][1] * 1.001
 
 
+def _sends(capsys, build: Path, phase: str) -> int:
+    assert main(["inspect", str(build), "--asm", "--chip", "0", "--phase", phase]) == 0
+    return sum(" send " in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_a_decode_row_takes_more_pieces_than_a_prefill_chunk_and_both_reduce_to_the_reference(
+        tmp_path, capsys, monkeypatch):
+    """tiny-llama widened to 128 features (8 panels of 16 columns) over 8 chips, 14 messages a piece: a decode
+    row's pair may take 6 pieces (ONE_ROW_PIECE_MESSAGES), 4 of 2 panels, a prefill chunk's 3; the decode
+    Program sends more messages than at the prefill chunk's budget, prefill the same, and it runs hazard-free
+    to the reference."""
+    case = (8, {"hidden_size": 128}, 16, ())
+    wide = _build(capsys, tmp_path / "wide", case, True, monkeypatch)
+    out = _run(capsys, wide, "--functional", "--check-reference", "--prompt", PROMPT, "--tokens", "6")
+    assert out["hazards"] == []
+    monkeypatch.setattr(rule, "ONE_ROW_PIECE_MESSAGES", PIECE_MESSAGES)  # _build undoes it after compiling
+    narrow = _build(capsys, tmp_path / "narrow", case, True, monkeypatch)
+    assert _sends(capsys, wide, "decode") > _sends(capsys, narrow, "decode")
+    assert _sends(capsys, wide, "prefill") == _sends(capsys, narrow, "prefill")
+
+
 def test_the_plan_costs_each_row_parallel_pair_as_its_longer_stream():
     """llama-3.1-8b's layer on 8 lpu chips: o_proj's and down_proj's all-reduces overlap their matmuls,
     and the unit's link time is what the pairs take beyond the matmuls (prefill: a 32-row chunk)."""
@@ -144,7 +182,7 @@ def test_nodes_exchanging_in_one_shot_send_fewer_messages_a_piece(levels, pieces
     """The nodes' level in one shot (partition.mesh.outer_one_shot) sends size - 1 messages a chip, not
     2 x (size - 1): llama-3.1-405b's decode rows over 8 nodes (21 a piece) take 2 pieces."""
     messages = 2 * (levels[0] - 1) + levels[-1] - 1
-    assert max_pieces(levels, one_shot=True) == pieces
+    assert max_pieces(levels, reduced=len(levels) - 1) == pieces
     assert pieces * messages <= PIECE_MESSAGES < (pieces + 1) * messages
 
 

@@ -3,8 +3,9 @@
 Inside a node the chips are fully connected, so a reduce-scatter is one message of
 bytes/p to each peer on its own link, all at once; across q nodes the chips with the
 same local rank exchange their slice over the global links (rounds when q-1 exceeds
-them). The all-gather runs the levels back. This is the algorithm perf.collective_s
-times, so the plan's estimate and the schedule agree.
+them). The all-gather runs the levels back. Levels after the first `reduced` (partition.mesh.
+allreduce_steps: whichever is shortest for the bytes) exchange the slice left in one shot instead.
+This is the algorithm partition.mesh.collective_s times, so the plan's estimate and the schedule agree.
 
 Buffer layout: a slice's offset is the sum over levels of (its index in that level's
 group) x (that level's slice bytes), so every rank writes distinct bytes.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Rel
-from compiler.partition.mesh import one_shot_wins
+from compiler.partition.mesh import Step, allreduce_steps, may_shoot
 from ir.errors import ConfigError
 from ir.isa import Fn, Op
 
@@ -54,13 +55,12 @@ class Collectives:
         self.e, self.levels, self.tag = e, lv, 0
 
     def allreduce(self, x: str, out: str, nbytes: int, elements: int, fn: Fn = Fn.SUM) -> int:
-        """Reduce-scatter innermost level first, then gather outermost first; returns the last write.
-        Slices are whole elements; when they do not divide the tensor, `out` grows to hold the
-        last slice's overhang, so no write lands past its buffer."""
+        """Reduce-scatter the `reduced` innermost levels, innermost first, exchange the rest in one shot,
+        then gather outermost first; returns the last write. Slices are whole elements; when they do not
+        divide the tensor, `out` grows to hold the last slice's overhang, so no write lands past its buffer."""
         cur = self.e.read(x)
         elem_bytes = max(1, nbytes // max(1, elements))
-        shot = self.one_shot(nbytes)
-        tree = self.levels[:-1] if shot else self.levels
+        tree = self.levels[:self.reduced(nbytes)]
         # Slices nest: each level's slice is exactly its group's finer slices, so a rank's bytes are
         # its own at every level (ceil level by level would let an outer level's slices overhang the
         # inner slice they split, and two ranks write the same bytes).
@@ -70,9 +70,11 @@ class Collectives:
             elems //= lv.group
             dims.append((lv, elems * elem_bytes))
             cur = self._reduce_scatter(lv, cur, elems * elem_bytes, elems, fn)
-        if shot:
-            cur = self._exchange(self.levels[-1], out, cur, elems * elem_bytes, elems, fn)
+        for j, lv in enumerate(self.levels[len(tree):]):
+            cur = self._exchange(lv, f"{out}.shot{j or ''}", cur, elems * elem_bytes, elems, fn)
         self.e.pad(out, elems * elem_bytes * total)
+        if not dims:  # every level in one shot: each chip holds the whole sum
+            return self._store(out, cur, elems * elem_bytes, (), drain=True)
         dims.reverse()  # finest slices first
         own = self._write(out, cur, dims, drain=True)
         return self._gather(out, cur, own, dims)
@@ -175,26 +177,31 @@ class Collectives:
             acc = self.e.vop(fn, 1, elems, acc, r, 2 * size, offset=own if d == 1 else 0)
         return acc
 
-    def one_shot(self, nbytes: int) -> bool:
-        """Whether an all-reduce of `nbytes` exchanges its outer level in one shot: partition.mesh's rule
-        (outer_one_shot) on this group's levels, in cycles."""
-        if len(self.levels) < 2:
-            return False
-        t, outer = self.e.t.timing, self.levels[-1]
-        share = nbytes / math.prod(lv.group for lv in self.levels[:-1])
-        return one_shot_wins(outer.group, outer.links, outer.hops * t.link_latency_cycles,
-                             share / t.link_bytes_per_cycle)
+    def reduced(self, nbytes: int) -> int:
+        """How many levels an all-reduce of `nbytes` reduce-scatters: partition.mesh's rule (allreduce_steps)
+        on this group's levels, in cycles."""
+        return allreduce_steps(self._steps(), nbytes, self.e.t.timing.drain_cycles)[1]
 
-    def _exchange(self, lv: Level, out: str, cur: tuple[int, int], size: int, elems: int, fn: Fn
+    def allreduce_cycles(self, nbytes: float) -> float:
+        """An all-reduce's link cycles by its bytes, as partition.mesh.collective_s times it."""
+        return allreduce_steps(self._steps(), nbytes, self.e.t.timing.drain_cycles)[0]
+
+    def _steps(self) -> list[Step]:
+        t = self.e.t.timing
+        last = len(self.levels) - 1
+        return [Step(lv.group, lv.hops * t.link_latency_cycles, math.ceil((lv.group - 1) / lv.links),
+                     1 / t.link_bytes_per_cycle, may_shoot(lv.group, i == last and i > 0))
+                for i, lv in enumerate(self.levels)]
+
+    def _exchange(self, lv: Level, stage: str, cur: tuple[int, int], size: int, elems: int, fn: Fn
                   ) -> tuple[int, int]:
-        """The outer level in one shot: every member sends its whole node-reduced slice to each peer, and
+        """A level in one shot: every member sends its whole slice (reduced by the levels inside) to each peer, and
         each sums the group's slices in the members' order (staged at their index, so every member adds
         the same operands in the same order and holds the same bytes). Two members add theirs straight off
         the streams: a + b is b + a to the bit, and no staging buffer grows with a prefill chunk's slice."""
         if lv.group == 2:
             tags = self._sends(lv, cur, size)
             return self.e.vop(fn, 1, elems, cur, self._recv(lv, -1, size, tags[0]), 2 * size)
-        stage = f"{out}.shot"
         self.e.slots[stage] = Slot(self.e.t.local(lv.group * size), lv.group * size)
         writes = [self._store(stage, cur, size, ((lv.peer(0), size),), drain=True)]
         tags = self._sends(lv, cur, size)

@@ -10,7 +10,6 @@ no drain); no buffer beyond the partial sums and the result, which the plan's ac
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from compiler.codegen.collectives import Collectives
@@ -27,7 +26,7 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     rows, cols = part.type.shape
     product, collective = _cycles(e, coll, mm)
     pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective,
-                         max_pieces([lv.group for lv in coll.levels], coll.one_shot(part.type.nbytes)))
+                         max_pieces([lv.group for lv in coll.levels], coll.reduced(part.type.nbytes), rows))
     if len(pieces) == 1:
         return False
     e.slots[part.name] = Slot(e.t.local(part.type.nbytes), part.type.nbytes)
@@ -57,24 +56,10 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
 
 def _cycles(e: Emitter, coll: Collectives, mm: Op) -> tuple[int, Callable[[float], float]]:
     """The product's MXM cycles, and an all-reduce's cycles by its bytes, by the rules the plan times them
-    with (partition.cost, partition.mesh): per level, its hops' latency plus a round of slices over its
-    links, twice (reduce-scatter, all-gather), but once of the whole slice for an outer level in one shot."""
+    with (partition.cost, partition.mesh.allreduce_steps)."""
     x, w, part = mm.operands[0], mm.operands[1], mm.results[0]
     (m, k), n, t = x.type.shape, part.type.shape[1], e.t.timing
-
-    def level(lv, share: float) -> float:
-        rounds = math.ceil((lv.group - 1) / lv.links)
-        return lv.hops * t.link_latency_cycles + rounds * share / t.link_bytes_per_cycle
-
-    def collective(nbytes: float) -> float:
-        shot = coll.one_shot(nbytes)
-        link, share = 0.0, nbytes
-        for lv in coll.levels[:-1] if shot else coll.levels:
-            share /= lv.group
-            link += level(lv, share)
-        return 2 * link + (level(coll.levels[-1], share) if shot else 0.0)
-
-    return t.mxm(m, k, n, FMT[w.type.dtype]), collective
+    return t.mxm(m, k, n, FMT[w.type.dtype]), coll.allreduce_cycles
 
 
 def _alias(e: Emitter, name: str, of: str, offset: int, nbytes: int) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, outer_one_shot
+from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, reduced_axes
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork, instructions
@@ -130,7 +130,8 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
     times = [op_time(work, system, precision) for work in cost.work]
     for t in times:
         total += t
-    total += Breakdown(link_s=sum(_exposed_s(c, times, system) for c in cost.collectives))
+    total += Breakdown(link_s=sum(_exposed_s(c, times, system) - _shared_s(cost.collectives, j, times, system)
+                                  for j, c in enumerate(cost.collectives)))
     return total + tier_time(cost, times, system) if cost.tier else total
 
 
@@ -227,6 +228,16 @@ def group_mesh(tp: int, system: SystemSpec) -> DeviceMesh:
     return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node))
 
 
+def _shared_s(collectives: Sequence[Collective], j: int, times: list[Breakdown], system: SystemSpec) -> float:
+    """What collective j does not add, running beside the next (Collective.concurrent): the shorter of
+    itself and the independent work issued between them plus the next one's time."""
+    c = collectives[j]
+    if not c.concurrent:
+        return 0.0
+    beside = sum(times[w].total_s for w in c.hides) + collective_s(collectives[j + 1], system)
+    return min(collective_s(c, system), beside)
+
+
 def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> float:
     """A collective's time beyond the ops': all of it, or, for an all-reduce in pieces under its
     matmul (partition.overlap), what the pair takes beyond the matmul alone."""
@@ -239,9 +250,9 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> flo
     def collective(n: float) -> float:
         return collective_time_s(c.kind, n, mesh, system)
 
+    most = max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system), c.rows)
     pieces = best_pieces(c.rows, c.columns, chip.matrix_dim * chip.matrix_planes, c.group, matmul, c.bytes,
-                         collective, max_pieces([axis.size for axis in mesh.axes],
-                                                outer_one_shot(mesh, c.bytes, system)))
+                         collective, most)
     return pair_s(matmul, c.bytes, pieces, collective) - matmul
 
 

@@ -15,9 +15,11 @@ the fabric. A collective is a rule per axis shape, run axis by axis:
           in all, each a receiver's fixed step plus one block of values over a link (the wafer's steps,
           timed as the lowering emits them: compiler/backends/wafer/cost.py)
 
-An all-reduce is a reduce-scatter then an all-gather, axis by axis, but for its outer (nodes) axis,
-which takes one exchange of the whole node-reduced slice where that is shorter (outer_one_shot: one
-latency of the far hops instead of two, for q times the bytes).
+An all-reduce reduce-scatters its inner axes, exchanges the slice left over its outer axes in one shot
+each (every member sends the slice to every other and sums what arrives: one latency instead of two, for
+size times the bytes), then all-gathers the inner axes back; how many axes reduce-scatter is whichever is
+shortest for its bytes (allreduce_steps) among the forms whose shot axes may shoot (may_shoot: two
+members, or the nodes' axis): the nodes' axis of a decode row takes one shot, a prefill chunk's does not.
 
 The plan's estimate, the lowering and the interpreter's checks all follow these rules.
 """
@@ -25,7 +27,7 @@ The plan's estimate, the lowering and the interpreter's checks all follow these 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from targets.spec import LinkSpec, SystemSpec
@@ -105,36 +107,85 @@ def clique_s(axis: Axis, slice_bytes: float, system: SystemSpec) -> float:
 
 
 def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec) -> float:
-    """An all-reduce (reduce-scatter then all-gather) or an all-gather of `nbytes` (the whole tensor)
-    over a chip mesh's clique axes, innermost first: each axis moves the slice that is left. An
-    all-reduce whose outer axis takes the one-shot exchange (outer_one_shot) runs the inner axes
-    twice around one exchange of the whole node-reduced slice."""
-    phases = 2 if kind == "allreduce" else 1
-    shot = kind == "allreduce" and outer_one_shot(mesh, nbytes, system)
+    """An all-reduce or an all-gather of `nbytes` (the whole tensor) over a chip mesh's axes, innermost
+    first: an all-gather moves, on each axis, the slice that is left; an all-reduce is allreduce_steps'
+    on the axes (reduced_axes of them reduce-scatter)."""
+    if kind == "allreduce":
+        return allreduce_steps(_steps(mesh, system), nbytes, _drain_s(system))[0]
     total, share = 0.0, nbytes
-    for axis in mesh.axes[:-1] if shot else mesh.axes:
+    for axis in mesh.axes:
         share /= axis.size
         total += clique_s(axis, share, system)
-    return phases * total + (clique_s(mesh.axes[-1], share, system) if shot else 0.0)
+    return total
 
 
-def one_shot_wins(size: int, links: int, latency: float, slice_time: float) -> bool:
-    """Whether an all-reduce level of `size` members, `links` parallel links and `latency` of wire to its
-    farthest member, whose slice takes `slice_time` on one link (any one time unit), is shorter as one
-    exchange (each member sends all of its slice to every other and sums what arrives: one latency,
-    `size` times the bytes) than as a reduce-scatter then an all-gather (two latencies)."""
-    rounds = math.ceil((size - 1) / max(1, links))
-    return latency + rounds * slice_time < 2 * (latency + rounds * slice_time / size)
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One axis of an all-reduce as allreduce_steps times it, in any one time unit: `latency` to the axis's
+    farthest member, `rounds` times a slice's time per byte (`per_byte`) on its links, and whether it may
+    exchange in one shot (may_shoot; a clique or a switch, whose members reach each other directly)."""
+
+    size: int
+    latency: float
+    rounds: float
+    per_byte: float
+    shot: bool = True
+
+
+def _steps(mesh: DeviceMesh, system: SystemSpec) -> list[Step]:
+    steps = []
+    for i, axis in enumerate(mesh.axes):
+        link, share = link_of(axis, system), (axis.size - 1) / max(1, axis.links)
+        steps.append(Step(axis.size, axis.hops * link.latency_s, share if axis.shape == SWITCH else math.ceil(share),
+                          1 / link.bw_bytes_per_s,
+                          axis.shape != LINE and may_shoot(axis.size, i == len(mesh.axes) - 1 and i > 0)))
+    return steps
+
+
+def may_shoot(size: int, outer: bool) -> bool:
+    """Whether an all-reduce level may exchange in one shot: two members add each other's slice straight off
+    the streams; more stage the members' slices to add them in one order (codegen.collectives._exchange),
+    size times the slice. The nodes' (outer) level stages q slices of 1 / node of the tensor; a node's level
+    of more than two chips would stage size times the whole tensor, which the plan's activation peak
+    (shard_cost._peak_live) does not count, so it keeps its two steps."""
+    return size == 2 or outer
+
+
+def allreduce_steps(steps: Sequence[Step], nbytes: float, drain: float) -> tuple[float, int]:
+    """An all-reduce of `nbytes` over the steps (innermost first), and how many of them reduce-scatter: the
+    first k axes reduce-scatter (each a step of its slice), the rest exchange the slice left in one shot
+    each, then the first k all-gather it back. Of the k whose later axes may all take one shot, the shortest
+    (ties: the most reduce-scatters, which move the fewest bytes); the plan's estimate and codegen.collectives
+    both ask it (in seconds and in cycles). With no all-gather (k = 0) the last sum's `drain` (the vector
+    pipeline's, before its result is written) is on the path; an all-gather's sends hide it."""
+    best: tuple[float, int] | None = None
+    for k in range(len(steps), -1, -1):
+        if not all(s.shot for s in steps[k:]):
+            break
+        total, share = 0.0, nbytes
+        for s in steps[:k]:
+            share /= s.size
+            total += 2 * (s.latency + s.rounds * share * s.per_byte)
+        total += sum(s.latency + s.rounds * share * s.per_byte for s in steps[k:]) + (0.0 if k else drain)
+        if best is None or total < best[0]:
+            best = (total, k)
+    return best if best is not None else (0.0, 0)
+
+
+def reduced_axes(mesh: DeviceMesh, nbytes: float, system: SystemSpec) -> int:
+    """How many of the mesh's axes an all-reduce of `nbytes` reduce-scatters (allreduce_steps)."""
+    return allreduce_steps(_steps(mesh, system), nbytes, _drain_s(system))[1]
+
+
+def _drain_s(system: SystemSpec) -> float:
+    """A vector result's drain before it is written (targets.timing's drain_cycles: one op's latency)."""
+    return system.chip.op_latency_cycles / system.chip.clock_hz
 
 
 def outer_one_shot(mesh: DeviceMesh, nbytes: float, system: SystemSpec) -> bool:
     """Whether an all-reduce of `nbytes` over a mesh of several axes exchanges its outer (nodes) axis in one
-    shot (one_shot_wins on the slice the inner axes leave); codegen.collectives lowers it alike."""
-    if len(mesh.axes) < 2 or mesh.axes[-1].shape != CLIQUE:
-        return False
-    outer, link = mesh.axes[-1], link_of(mesh.axes[-1], system)
-    share = nbytes / math.prod(a.size for a in mesh.axes[:-1])
-    return one_shot_wins(outer.size, outer.links, outer.hops * link.latency_s, share / link.bw_bytes_per_s)
+    shot (reduced_axes leaves it out)."""
+    return len(mesh.axes) >= 2 and reduced_axes(mesh, nbytes, system) < len(mesh.axes)
 
 
 def collective_wire_s(kind: str, mesh: DeviceMesh, system: SystemSpec) -> float:

@@ -12,7 +12,7 @@ narrow one left over first or last, whichever makes the pair shorter (best_piece
 More pieces shrink the exposed last one, and a piece costs the links nothing extra but its message
 latency, which the pieces after it hide; but each piece's all-reduce is its own messages, 2 x sum of
 (level size - 1) a chip, in every layer and prefill chunk. So the rule takes as many pieces as the
-panels give up to a budget of PIECE_MESSAGES messages a chip per pair (max_pieces), panels shared
+panels give up to a budget of PIECE_MESSAGES messages a chip per pair (twice for one row: max_pieces), panels shared
 evenly among them (pair_s times any widths exactly), provided each piece's elements divide evenly
 over the group (its collective's slices then stay inside the piece). Otherwise the product is one
 piece (no overlap), as before.
@@ -46,15 +46,23 @@ def overlapped(chip_ops: Sequence[Op]) -> dict[int, int]:
 
 PIECE_MESSAGES = 48  # a chip's messages for one pair's pieces: tp 8 (14 a piece) takes 3 pieces, tp 64 (28) one,
 # or two where its nodes exchange in one shot (21: a decode step's rows)
+# A pair of one row (a decode step at batch 1) is lowered once a token, not once a prefill chunk, and its
+# all-reduce is latency more than bytes: twice the budget. llama-3.1-405b int8 on lpu (tp 64, 21 messages a
+# piece): 2 -> 4 pieces, decode scheduled 1,730.2 -> 1,698.5 us; 9 pieces (4 x the budget) schedule 1,746.3 us,
+# which pair_s's pipelined pieces do not foresee (estimate 1,659).
+ONE_ROW_PIECE_MESSAGES = 2 * PIECE_MESSAGES
 
 
-def max_pieces(level_sizes: Sequence[int], one_shot: bool = False) -> int:
-    """Pieces a pair may take: PIECE_MESSAGES over one all-reduce's messages a chip (a reduce-scatter
-    and an all-gather, size - 1 messages per level; with `one_shot`, the outer level's one exchange,
-    partition.mesh.outer_one_shot: size - 1), at least one. A piece is smaller than the whole, so it
-    takes the one-shot exchange whenever the whole does."""
-    messages = 2 * sum(size - 1 for size in level_sizes) - (level_sizes[-1] - 1 if one_shot else 0)
-    return max(1, PIECE_MESSAGES // messages) if messages else 1
+def max_pieces(level_sizes: Sequence[int], reduced: int | None = None, rows: int = 0) -> int:
+    """Pieces a pair of `rows` rows may take: PIECE_MESSAGES (ONE_ROW_PIECE_MESSAGES for one row) over one
+    all-reduce's messages a chip (size - 1 a level for its reduce-scatter and as many for its all-gather on
+    the `reduced` innermost levels, all of them by default; size - 1 for each level after them, exchanged in
+    one shot: partition.mesh.allreduce_steps), at least one. The whole tensor's form sets it: a piece is
+    smaller, so it takes at least as many shots."""
+    k = len(level_sizes) if reduced is None else reduced
+    messages = sum((2 if i < k else 1) * (size - 1) for i, size in enumerate(level_sizes))
+    budget = ONE_ROW_PIECE_MESSAGES if rows == 1 else PIECE_MESSAGES
+    return max(1, budget // messages) if messages else 1
 
 
 def column_pieces(rows: int, columns: int, panel: int, group: int, narrow_first: bool = False,

@@ -38,6 +38,12 @@ class Collective:
     overlaps: int = -1
     rows: int = 0
     columns: int = 0
+    # The next collective of the unit is issued before anything waits for this one and reads nothing of it
+    # (a kv head's q, k and v slices gathered one after another): the two share their latency, this one
+    # hidden under the work items `hides` (ShardCost.work indices, issued between the two and independent
+    # of it) and the next collective (partition.cost.unit_time).
+    concurrent: bool = False
+    hides: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,22 +158,33 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     work, collectives = [], []
     tier = None
     pairs = {ar: mm for mm, ar in overlapped(chip_ops).items()}
+    waits: dict[str, frozenset[int]] = {}  # value -> the collectives it waits for
+    issued: list[tuple[int, frozenset[int]]] = []  # each collective's work index and what it waits for
+    work_waits: list[frozenset[int]] = []
     for i, op in enumerate(chip_ops):
         k = _op_scale(op, scales)
+        before = frozenset().union(*(waits.get(v.name, frozenset()) for v in op.operands))
+        first = len(collectives)
         if op.opcode in _COLLECTIVES:
             group = op.attr.get("group", tp)  # a kv head's chips gather its slices among themselves
             shape = op.results[0].type.shape
             piece = (len(work) - 1, _scaled(shape[0], k), shape[-1]) if i in pairs else ()
             collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, k), group, tp,
                                           *piece))
-            continue
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp))
         if op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:
             collectives.extend(_sequence_shard_exchanges(op, k, tp))
+        # an op's later exchanges wait for its earlier ones (a sequence-sharded attention's queries, then partials)
+        issued += [(len(work), before | frozenset(range(first, j))) for j in range(first, len(collectives))]
+        waits.update((r.name, before | frozenset(range(first, len(collectives)))) for r in op.results)
+        if op.opcode in _COLLECTIVES:
+            continue
         if op.opcode is Opcode.ATTENTION and "tier" in op.attr:
             tier = _tier_work(op, len(work), tier, k)
         work.append(_work(op, params | state | cold, scales, k))
+        work_waits.append(before)
+    collectives = _concurrent(collectives, issued, work_waits)
     # SRAM holds each tensor from a vector boundary, as the allocator places it.
     weights = sum(align(n, alignment) for n in params.values())
     cache = sum(align(n, alignment) for n in state.values())
@@ -175,6 +192,19 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, scales, alignment) + staging,
                      tuple(work), tuple(collectives), _chain(chip_ops),
                      _state_read(chip_ops, state) + sum(cold.values()), tier)
+
+
+def _concurrent(collectives: list[Collective], issued: list[tuple[int, frozenset[int]]],
+                work_waits: list[frozenset[int]]) -> list[Collective]:
+    """Mark each collective the next one does not wait for (Collective.concurrent), with the work issued
+    between the two that does not wait for it either. All-reduces in pieces under their matmul keep their
+    own rule (partition.overlap)."""
+    marked = list(collectives)
+    for j, (c, n) in enumerate(zip(collectives, collectives[1:], strict=False)):
+        (at, _), (then, waited) = issued[j], issued[j + 1]
+        if c.overlaps < 0 and n.overlaps < 0 and j not in waited:
+            marked[j] = replace(c, concurrent=True, hides=tuple(w for w in range(at, then) if j not in work_waits[w]))
+    return marked
 
 
 def _sequence_shard_exchanges(op: Op, rows_scale: float, tp: int) -> tuple[Collective, ...]:

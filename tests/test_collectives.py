@@ -150,7 +150,8 @@ def test_a_kv_heads_q_k_and_v_gathers_share_their_latency():
     assert [c.concurrent for c in gathers] == [True, True, False, False]
     times = unit_time(cost, lpu, "int8")
     serial = sum(collective_cost_s(c, lpu) for c in cost.collectives)
-    hidden = sum(min(collective_cost_s(c, lpu), collective_cost_s(n, lpu)) for c, n in zip(gathers[:2], gathers[1:3], strict=True))
+    hidden = sum(min(collective_cost_s(c, lpu), collective_cost_s(n, lpu))
+                 for c, n in zip(gathers[:2], gathers[1:3], strict=True))
     assert all(not c.hides for c in gathers[:2])  # nothing between them now: q, k and v are one matmul's views
     assert hidden > 0.9 * sum(collective_cost_s(c, lpu) for c in gathers[:2])
     assert times.link_s == pytest.approx(serial - hidden, rel=1e-9)

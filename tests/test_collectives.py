@@ -145,7 +145,7 @@ def test_a_kv_heads_q_k_and_v_gathers_share_their_latency():
     all-reduces keep their own rules."""
     lpu = load_target("lpu")
     _, graphs = lower("mixtral-8x7b", CompileOptions(precision="int8"), None, lpu)
-    cost = shard_cost(list(graphs.decode.ops_in("layers.1")), 40, split=True)
+    cost = shard_cost(list(graphs.decode.ops_in("layers.1")), 40, split=True, tile=lpu.chip.matrix_dim)
     gathers = [c for c in cost.collectives if c.kind == "allgather"]
     assert [c.concurrent for c in gathers] == [True, True, False, False]
     times = unit_time(cost, lpu, "int8")
@@ -162,6 +162,6 @@ def test_an_attentions_query_gather_and_its_partials_stay_in_turn():
     wait for the attention and so for the queries; only the k gather runs beside the v gather."""
     lpu = load_target("lpu")
     _, graphs = lower("llama-3.1-8b", CompileOptions(precision="int8"), None, lpu)
-    cost = shard_cost(list(graphs.decode.ops_in("layers.1")), 32, split=True)
+    cost = shard_cost(list(graphs.decode.ops_in("layers.1")), 32, split=True, tile=lpu.chip.matrix_dim)
     gathers = [c for c in cost.collectives if c.kind == "allgather"]
     assert [c.concurrent for c in gathers] == [True, False, False, False]

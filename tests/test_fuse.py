@@ -17,6 +17,8 @@ from targets import load_target
 from tests.layer_fixture import llama_like
 from tests.test_kernels import DRAIN, SYNC, compile_kernel
 
+TILE = load_target("lpu").chip.matrix_dim  # 320
+
 QKV = """graph qkv {
   input %x: f16[1,320]
   param %g: f16[320]
@@ -61,11 +63,11 @@ def test_the_plan_installs_the_fused_blocks_in_fewer_whole_tiles():
     layer = list(llama_like().ops_in("layers.0"))
     chip = load_target("lpu").chip
     separate = ShardTensorParallel(4)(layer)
-    fused = chip_cost(separate, 4)
+    fused = chip_cost(separate, 4, tile=chip.matrix_dim)
     matmuls = [w for w in fused.work if w.opcode is Opcode.MATMUL]
     assert [(b.k, b.n) for w in matmuls for b in w.blocks] == [(64, 32), (16, 64), (64, 88), (44, 64)]
     apart = [b for op in separate if op.opcode is Opcode.MATMUL
-             for b in chip_cost([op], 4).work[0].blocks]
+             for b in chip_cost([op], 4, tile=chip.matrix_dim).work[0].blocks]
     assert block_install_s([b for w in matmuls for b in w.blocks], chip)[0] < block_install_s(apart, chip)[0]
 
 
@@ -94,9 +96,20 @@ def test_a_fused_build_runs_as_the_reference(tmp_path, capsys, precision):
 def test_over_several_rows_each_sibling_reads_its_columns_of_the_block():
     """A prefill chunk's siblings share the block decode reads (one SRAM layout) but keep MXMs of their own
     over their columns, writing their own results: no fused result beside copies of it (passes.fuse)."""
-    ops = fuse_siblings(ShardTensorParallel(2)(list(llama_like(rows=8).ops_in("layers.0"))))
+    ops = fuse_siblings(ShardTensorParallel(2)(list(llama_like(rows=8).ops_in("layers.0"))), TILE)
     assert not any(op.opcode is Opcode.SLICE for op in ops)
     qkv = [op for op in ops if op.opcode is Opcode.MATMUL and op.operands[1].name.count("+") == 2]
     assert [(op.attr["start"], op.attr["stop"]) for op in qkv] == [(0, 32), (32, 48), (48, 64)]
-    blocks = [b.n for w in chip_cost(ops, 2).work if w.opcode is Opcode.MATMUL for b in w.blocks]
+    blocks = [b.n for w in chip_cost(ops, 2, tile=TILE).work if w.opcode is Opcode.MATMUL for b in w.blocks]
     assert blocks[:3] == [32, 16, 16]
+
+
+def test_siblings_fuse_only_where_they_save_whole_tiles():
+    """On 4 chips q (16 columns), k and v (8 each) fill 2 + 1 + 1 tiles of 8 apart and 4 side by side: no
+    saving, so they stay apart (a sibling read first would wait for the others' columns for nothing, as
+    Mamba's in_proj x would for z); gate | up (44 each) take 11 tiles of 8 instead of 12 and fuse."""
+    chip_ops = ShardTensorParallel(4)(list(llama_like().ops_in("layers.0")))
+    fused = [op.operands[1].name for op in fuse_siblings(chip_ops, 8)
+             if op.opcode is Opcode.MATMUL and "+" in op.operands[1].name]
+    assert fused == ["layers.0.gate_proj.weight+layers.0.up_proj.weight"]
+    assert fuse_siblings(chip_ops, 0) == chip_ops  # no matrix unit: nothing fused

@@ -61,7 +61,7 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
         for scope in (sc for sc in scopes if owner[sc] == s.index):
             ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
             final.update(values)
-            chip_ops[scope] = fuse_siblings(ops)  # as the plan costs them (partition.shard_cost)
+            chip_ops[scope] = fuse_siblings(ops, system.chip.matrix_dim)  # as the plan costs them (shard_cost)
         codes.append(code)
     uses = _last_use(graph, owner, final)
     for s, code in zip(stages, codes, strict=True):

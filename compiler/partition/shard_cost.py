@@ -142,17 +142,19 @@ def align(nbytes: int, alignment: int) -> int:
 
 
 def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1,
-               split: bool = True) -> ShardCost:
+               split: bool = True, tile: int = 0) -> ShardCost:
     """Per-chip cost of one unit on `tp` chips (in the split layout or the whole one: passes.shard).
     `rows_scale` shrinks everything that grows with the rows (activations, arithmetic), e.g. to one
-    prefill chunk; buffers start on `alignment`-byte boundaries (the target's vector)."""
-    return chip_cost(ShardTensorParallel(tp, split)(ops), tp, rows_scale, alignment)
+    prefill chunk; buffers start on `alignment`-byte boundaries (the target's vector); sibling matmuls
+    fuse where that saves whole `tile`-wide tiles (the target's matrix_dim; 0: none, passes.fuse)."""
+    return chip_cost(ShardTensorParallel(tp, split)(ops), tp, rows_scale, alignment, tile)
 
 
-def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1) -> ShardCost:
+def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1,
+              tile: int = 0) -> ShardCost:
     """shard_cost of a unit already sharded over `tp` chips (its per-chip ops), its sibling matmuls fused
     as the lowering fuses them (passes.fuse)."""
-    chip_ops = fuse_siblings(chip_ops)
+    chip_ops = fuse_siblings(chip_ops, tile)
     params, state, cold = _resident(chip_ops)
     scales = row_scales(chip_ops, params | state | cold, rows_scale)
     work, collectives = [], []

@@ -1,7 +1,7 @@
 """The list scheduler on templates small enough to schedule by hand."""
 
 from compiler.codegen.schedule import schedule
-from compiler.codegen.template import Instr, Template
+from compiler.codegen.template import Instr, Ref, Space, Template
 from ir.isa import Fmt, Fn, Op
 from targets import load_target
 from targets.timing import Timing
@@ -63,6 +63,36 @@ def test_ties_on_a_unit_break_by_index():
     b = t.add(Instr(Op.READ, 10))
     schedule(t)
     assert (t.instrs[a].issue, t.instrs[b].issue) == (0, 10)
+
+
+def test_a_prefetch_with_slack_leaves_the_mem_queue_to_the_critical_write():
+    """The prefetch p (10 cycles, one MXM cycle after it) is ready at 0; the write w on the long path
+    (write, read, a 20-cycle VOP) is ready at 5. Taking the queue at 0, p would hold w to 10 and the
+    template to 32; so w goes at 5, r at 6, v ends at 27 and p follows r."""
+    t = Template("prefetch", TIMING)
+    x = t.add(Instr(Op.VOP, 5))
+    p = t.add(Instr(Op.READ, 10))
+    t.add(Instr(Op.MXM, 1, deps=((p, 0),)))
+    w = t.add(Instr(Op.WRITE, 1, deps=((x, 0),)))
+    r = t.add(Instr(Op.READ, 1, deps=((w, 0),)))
+    t.add(Instr(Op.VOP, 20, deps=((r, 0),)))
+    schedule(t)
+    assert (t.instrs[w].issue, t.instrs[r].issue, t.instrs[p].issue, t.makespan) == (5, 6, 7, 27)
+
+
+def test_accesses_to_the_same_sram_bytes_keep_their_order():
+    """A read of a whole slot names only the write of its second half; it still follows the earlier write
+    of the first half (ready later, at 50). A read of the second half alone does not wait for it."""
+    t = Template("sram", TIMING)
+    slot = t.local(1024)
+    late = t.add(Instr(Op.VOP, 50))
+    first = t.add(Instr(Op.WRITE, 1, dst=slot, dst_bytes=512, deps=((late, 0),)))
+    second = t.add(Instr(Op.WRITE, 1, dst=Ref(Space.LOCAL, slot.slot, 512), dst_bytes=512))
+    whole = t.add(Instr(Op.READ, 1, src=slot, src_bytes=1024, deps=((second, 0),)))
+    half = t.add(Instr(Op.READ, 1, src=t.instrs[second].dst, src_bytes=512, deps=((second, 0),)))
+    schedule(t)
+    assert t.instrs[whole].issue >= t.instrs[first].end == 51
+    assert t.instrs[half].issue < t.instrs[first].issue
 
 
 def test_a_recv_waits_for_the_wire():

@@ -1,4 +1,4 @@
-"""Scheduling of one template: two list schedules, the shorter kept (the first on a tie).
+"""Scheduling of one template: three list schedules, the shortest kept (the first on a tie).
 
 Each unit (MEM, MXM plane, VXM, SXM, each link direction) runs one instruction at a
 time, in the order of their issue cycles; an instruction starts once its dependencies
@@ -6,12 +6,13 @@ have ended (plus their lags), and where the stream registers have room for its o
 (targets/timing.py: the producers running at any cycle stay within the chip's stream
 budget). Accesses to one SRAM slot keep their emission order where one of them writes:
 the emitter's dependencies name a value's producer, not every earlier access to its
-bytes. Both schedules rank instructions by their tail, the longest path from their
-start to the template's end:
+bytes. The schedules:
 
 - in time order (`_TimeOrder`): the ready instruction with the earliest feasible start
-  goes next, unless a more critical one on its unit becomes ready before it would end
-  and the template ends sooner, by both tails, with that one first;
+  goes next (ties by index), as the scheduler always did;
+- the same, deferring: unless a more critical one on its unit becomes ready before it
+  would end and the template ends sooner, by both tails (the longest path from an
+  instruction's start to the template's end), with that one first;
 - by priority (`_by_priority`): the ready instruction with the longest tail goes next,
   at the earliest cycle its unit and the streams have room for it, in a gap before
   instructions already placed if it fits (a weight prefetch fills the MEM queue's idle

@@ -1,7 +1,7 @@
 """The list scheduler on templates small enough to schedule by hand."""
 
 from compiler.codegen.schedule import schedule
-from compiler.codegen.template import Instr, Template
+from compiler.codegen.template import Instr, Ref, Space, Template
 from ir.isa import Fmt, Fn, Op
 from targets import load_target
 from targets.timing import Timing
@@ -46,13 +46,53 @@ def test_the_scheduler_keeps_stream_output_within_the_stream_registers():
     assert (t.instrs[a].issue, t.instrs[b].issue, t.instrs[v].issue) == (0, 0, 10)
 
 
-def test_units_issue_in_order_and_ties_break_by_index():
+def test_a_unit_takes_the_instruction_on_the_longer_path_first():
+    """Both reads are ready at 0 on the one MEM queue: b leads to c, so b first ends at 5 + 10 = 15
+    (a first: 10 + 5 + 3 = 18)."""
     t = Template("queue", TIMING)
     a = t.add(Instr(Op.READ, 10))
     b = t.add(Instr(Op.READ, 5))
     c = t.add(Instr(Op.VOP, 3, deps=((b, 0),)))
     schedule(t)
-    assert (t.instrs[a].issue, t.instrs[b].issue, t.instrs[c].issue) == (0, 10, 15)
+    assert (t.instrs[a].issue, t.instrs[b].issue, t.instrs[c].issue) == (5, 0, 5)
+
+
+def test_ties_on_a_unit_break_by_index():
+    t = Template("ties", TIMING)
+    a = t.add(Instr(Op.READ, 10))
+    b = t.add(Instr(Op.READ, 10))
+    schedule(t)
+    assert (t.instrs[a].issue, t.instrs[b].issue) == (0, 10)
+
+
+def test_a_prefetch_with_slack_leaves_the_mem_queue_to_the_critical_write():
+    """The prefetch p (10 cycles, one MXM cycle after it) is ready at 0; the write w on the long path
+    (write, read, a 20-cycle VOP) is ready at 5. Taking the queue at 0, p would hold w to 10 and the
+    template to 32; so w goes at 5, r at 6, v ends at 27 and p follows r."""
+    t = Template("prefetch", TIMING)
+    x = t.add(Instr(Op.VOP, 5))
+    p = t.add(Instr(Op.READ, 10))
+    t.add(Instr(Op.MXM, 1, deps=((p, 0),)))
+    w = t.add(Instr(Op.WRITE, 1, deps=((x, 0),)))
+    r = t.add(Instr(Op.READ, 1, deps=((w, 0),)))
+    t.add(Instr(Op.VOP, 20, deps=((r, 0),)))
+    schedule(t)
+    assert (t.instrs[w].issue, t.instrs[r].issue, t.instrs[p].issue, t.makespan) == (5, 6, 7, 27)
+
+
+def test_accesses_to_the_same_sram_bytes_keep_their_order():
+    """A read of a whole slot names only the write of its second half; it still follows the earlier write
+    of the first half (ready later, at 50). A read of the second half alone does not wait for it."""
+    t = Template("sram", TIMING)
+    slot = t.local(1024)
+    late = t.add(Instr(Op.VOP, 50))
+    first = t.add(Instr(Op.WRITE, 1, dst=slot, dst_bytes=512, deps=((late, 0),)))
+    second = t.add(Instr(Op.WRITE, 1, dst=Ref(Space.LOCAL, slot.slot, 512), dst_bytes=512))
+    whole = t.add(Instr(Op.READ, 1, src=slot, src_bytes=1024, deps=((second, 0),)))
+    half = t.add(Instr(Op.READ, 1, src=t.instrs[second].dst, src_bytes=512, deps=((second, 0),)))
+    schedule(t)
+    assert t.instrs[whole].issue >= t.instrs[first].end == 51
+    assert t.instrs[half].issue < t.instrs[first].issue
 
 
 def test_a_recv_waits_for_the_wire():
@@ -68,11 +108,12 @@ def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
 
     Critical path, in cycles, from the lpu's numbers (MEM moves 10,240 B/cycle, one stream port;
     weights install at 10,240 B/cycle in 320 x 320 tiles; 93-cycle drain; 216-cycle start sync):
-      216 sync | 1 read x | 160 read panel 0 (1,638,400 B) | 1 read scale 0 (the MEM queue takes it
-      before panel 1, whose read waits for MXM 0 to start) | 160 read panel 1 | 160 MXM panel 1 (its
-      install, 16 tiles x 10 cycles, outweighs 4 cycles of passes) | 1 scale | 93 drain | 1 write y |
-      1 read y | 2 silu (2,560 elements x 4 ops / 5,120 ALUs) | 93 drain | 1 write  = 890.
-    MXM panel 0 [377, 537) hides under the read of panel 1 [378, 538)."""
+      216 sync | 1 read x | 160 read panel 0 (1,638,400 B) | 160 read panel 1 (it waits for MXM 0 to
+      start) | 160 MXM panel 1 (its install, 16 tiles x 10 cycles, outweighs 4 cycles of passes) |
+      1 scale | 93 drain | 1 write y | 1 read y | 2 silu (2,560 elements x 4 ops / 5,120 ALUs) |
+      93 drain | 1 write  = 889.
+    The reads of the scales have slack, so the MEM queue takes panel 1 first and they follow it;
+    MXM panel 0 [377, 537) hides under the read of panel 1 [377, 537)."""
     from compiler.codegen.phase import lower_phase
     from compiler.plan import ChipRange, Memory, Stage
     from ir.asm import print_asm
@@ -86,7 +127,7 @@ def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
     graph = b.finish(b.op(Opcode.SILU, b.op(Opcode.MATMUL, x, w, s)))
     stage = Stage(0, "mlp", "mlp", None, ChipRange(0, 1), Memory(0, 0, 0, 0, 0), 0.0, 0.0, 0.0, 0, "")
     program, _ = lower_phase("decode", [graph], [1], [stage], load_target("lpu"), "lpu")
-    assert program.makespan == 216 + 1 + 160 + 1 + 160 + 160 + 1 + 93 + 1 + 1 + 2 + 93 + 1 == 890
+    assert program.makespan == 216 + 1 + 160 + 160 + 160 + 1 + 93 + 1 + 1 + 2 + 93 + 1 == 889
     mxm = program.cols["issue"][program.cols["op"] == Op.MXM].tolist()
-    assert mxm == [377, 538], print_asm(program)
+    assert mxm == [377, 537], print_asm(program)
     assert TIMING.vop(Fn.SILU, 2560, 5120) == 2 and TIMING.drain_cycles == 93 and TIMING.sync_cycles == 216

@@ -140,7 +140,7 @@ def test_pieces_reduce_to_the_reference_and_schedule_faster(tmp_path, capsys, mo
     if tp == 2:
         assert cycles["decode"][0] < cycles["decode"][1]
     else:  # one row over 4 chips: 4 elements a slice, all message latency, so the pieces only add MEM instructions
-        assert cycles["decode"][0] <= cycles["decode"][1] * 1.001
+        assert cycles["decode"][0] <= cycles["decode"][1] + 10  # (of ~4,800) a few cycles each on the path
 
 
 def _sends(capsys, build: Path, phase: str) -> int:

@@ -268,10 +268,10 @@ class Emitter:
 def k_panels(k_all: int, dim: int, panel: int, reverse: bool = False) -> list[tuple[int, int]]:
     """(first row, rows) of each MXM's weight panel along the inputs: as few panels as `panel` rows allow,
     the k_all / dim whole tiles (or granules of `dim` rows) spread evenly over them (the remainder's rows in
-    the last), and in reverse order in every other column. A READ streams one panel ahead of the MXM, so a short MXM followed by a
-    full panel's READ leaves the matrix unit idle for their difference: evened out, that difference is at
-    most a tile's rows, and reversed, it falls once every two columns (the short panels meet) instead of
-    once a column. The products accumulate exactly in any order (targets/functional.py's MXM)."""
+    the last), and in reverse order in every other column. A READ streams one panel ahead of the MXM, so a
+    short MXM followed by a full panel's READ leaves the matrix unit idle for their difference: evened out,
+    that difference is at most a tile's rows, and reversed, it falls once every two columns (the short panels
+    meet) instead of once a column. The products accumulate exactly in any order (targets/functional.py's MXM)."""
     tiles, count = -(-k_all // dim), -(-k_all // panel)
     out, k0 = [], 0
     for p in range(count):

@@ -188,9 +188,8 @@ class Collectives:
 
     def _steps(self) -> list[Step]:
         t = self.e.t.timing
-        last = len(self.levels) - 1
         return [Step(lv.group, lv.hops * t.link_latency_cycles, math.ceil((lv.group - 1) / lv.links),
-                     1 / t.link_bytes_per_cycle, may_shoot(lv.group, i == last and i > 0))
+                     1 / t.link_bytes_per_cycle, may_shoot(lv.group, i, len(self.levels)))
                 for i, lv in enumerate(self.levels)]
 
     def _exchange(self, lv: Level, stage: str, cur: tuple[int, int], size: int, elems: int, fn: Fn

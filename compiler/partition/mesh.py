@@ -138,17 +138,18 @@ def _steps(mesh: DeviceMesh, system: SystemSpec) -> list[Step]:
         link, share = link_of(axis, system), (axis.size - 1) / max(1, axis.links)
         steps.append(Step(axis.size, axis.hops * link.latency_s, share if axis.shape == SWITCH else math.ceil(share),
                           1 / link.bw_bytes_per_s,
-                          axis.shape != LINE and may_shoot(axis.size, i == len(mesh.axes) - 1 and i > 0)))
+                          axis.shape != LINE and may_shoot(axis.size, i, len(mesh.axes))))
     return steps
 
 
-def may_shoot(size: int, outer: bool) -> bool:
-    """Whether an all-reduce level may exchange in one shot: two members add each other's slice straight off
+def may_shoot(size: int, level: int, levels: int) -> bool:
+    """Whether level `level` (of `levels`, innermost first) of an all-reduce may exchange in one shot: two
+    members add each other's slice straight off
     the streams; more stage the members' slices to add them in one order (codegen.collectives._exchange),
     size times the slice. The nodes' (outer) level stages q slices of 1 / node of the tensor; a node's level
     of more than two chips would stage size times the whole tensor, which the plan's activation peak
     (shard_cost._peak_live) does not count, so it keeps its two steps."""
-    return size == 2 or outer
+    return size == 2 or 0 < level == levels - 1
 
 
 def allreduce_steps(steps: Sequence[Step], nbytes: float, drain: float) -> tuple[float, int]:

@@ -23,6 +23,17 @@ def _layer_weights_per_chip(tp: int) -> int:
     return hidden * q + 2 * hidden * kv + q * hidden + 3 * hidden * inter
 
 
+def _gather_hops(tp: int, exchanges: int) -> int:
+    """A layer's kv-head gathers past 8 chips (tp / 8 chips share each of the 8 kv heads), `exchanges` of them
+    one after another: slices that go out together (none waits for another) are one exchange. Each takes one
+    hop where a kv head's chips divide a node, two where some block of them must straddle two nodes (5 or 6
+    chips: local, then global; a direct link joins too few of their pairs)."""
+    share = tp // 8
+    if share <= 1:
+        return 0
+    return exchanges * (1 if 8 % share == 0 else 2)
+
+
 def test_the_bound_follows_its_definition_term_by_term(plan):
     layer_stages = [s for s in plan["stages"] if s["layers"]]
     assert layer_stages
@@ -38,10 +49,10 @@ def test_the_bound_follows_its_definition_term_by_term(plan):
         assert terms["cache_us"] == pytest.approx(terms["cache_bytes"] / SRAM_PER_S * 1e6, rel=1e-3)
         assert terms["stream_us"] == pytest.approx(terms["stream_bytes"] / STREAMS_PER_S * 1e6, rel=1e-3)
         # only wire latency no schedule can hide: one hop into the stage, one exchange per all-reduce (2 a
-        # layer: one hop inside a node of 8 chips; across nodes local, global, local: 3), and one hop for each
-        # all-gather among the adjacent chips sharing a kv head (k, v slices; queries, partials)
+        # layer: one hop inside a node of 8 chips; across nodes local, global, local: 3), and the gathers
+        # among the adjacent chips sharing a kv head
         reduce_hops = 1 if tp <= 8 else 3
-        gathers = 4 if runs > 1 else 0  # and k's and v's slices of it
+        gathers = _gather_hops(tp, 3)  # k's and v's slices together, the queries, the partials
         # the first stage has no hop in; the embedding's partial rows and the head's best ids are one
         # all-reduce each
         ends = sum(u in s["units"] for u in ("embed", "head"))
@@ -100,7 +111,7 @@ def test_mixtrals_bound_counts_two_routed_expert_slices_a_layer(mixtral):
         assert terms["cache_bytes"] == layers * cache
         assert terms["install_us"] == pytest.approx(terms["install_bytes"] / INSTALL_PER_S * 1e6, rel=1e-3)
         reduce_hops = 1 if tp <= 8 else 3
-        gathers = 4 if tp > 8 else 0  # at one hop: a kv head's chips could sit in one node (a lower bound)
+        gathers = _gather_hops(tp, 2)  # the query, key and value slices together, then the partials
         ends = sum(u in s["units"] for u in ("embed", "head"))
         hops = (0 if "embed" in s["units"] else 1) + ends * reduce_hops + layers * (2 * reduce_hops + gathers)
         assert terms["wire_us"] == pytest.approx(hops * HOP_S * 1e6, rel=1e-3)
@@ -108,3 +119,14 @@ def test_mixtrals_bound_counts_two_routed_expert_slices_a_layer(mixtral):
         assert s["decode_bound_us"] == pytest.approx(slowest + terms["wire_us"], rel=1e-3)
     total = sum(s["decode_bound_us"] for s in mixtral["stages"])
     assert mixtral["decode"]["latency_bound_us"] == pytest.approx(total, rel=2e-3)
+
+
+def test_concurrent_gathers_count_once_in_the_wire():
+    """llama-3.1-8b int8's 32-chip stage (28 layers and the head): per layer two all-reduces over 4 nodes at
+    3 hops and three gather exchanges at one hop (4 chips share a kv head inside a node), the k and v slices'
+    gathers counted once since neither waits for the other; one hop in, the head's best ids one all-reduce."""
+    plan = make_plan("llama-3.1-8b", "lpu", CompileOptions(precision="int8")).to_dict()
+    stage = next(s for s in plan["stages"] if s["tp"] == 32)
+    layers = stage["layers"][1] - stage["layers"][0] + 1
+    hops = 1 + layers * (2 * 3 + _gather_hops(32, 3)) + 3
+    assert stage["decode_bound_terms"]["wire_us"] == pytest.approx(hops * HOP_S * 1e6, rel=1e-3)

@@ -201,7 +201,7 @@ def unit_bound(cost: ShardCost, system: SystemSpec, precision: str) -> StageBoun
                       cache_s=cost.state_read_bytes / (chip.mem_bytes_per_cycle * clock),
                       stream_s=streamed / (chip.stream_bytes_per_cycle * clock),
                       compute_s=max(matrix, vector),
-                      wire_s=sum(collective_latency_s(c, system) for c in cost.collectives),
+                      wire_s=unit_wire_s(cost.collectives, system),
                       install_bytes=weights, cache_bytes=cost.state_read_bytes, stream_bytes=streamed,
                       tier_s=cost.tier_bytes / system.tier_bw_per_chip(cost.tier.name) if cost.tier else 0.0,
                       tier_bytes=cost.tier_bytes)
@@ -267,17 +267,43 @@ def collective_mesh(c: Collective, system: SystemSpec) -> DeviceMesh:
     whose far members are as far as two chips of the stage's nodes in different nodes can be (the
     structural route: local, global, local within a group), its messages in rounds over the global links,
     as codegen.collectives.subgroup lowers it (there over the wiring's paths)."""
-    node = system.chips_per_node
-    if c.stage <= node or c.group in (1, c.stage) or node % c.group == 0 or c.group % node == 0:
+    if not _straddles(c, system):
         return group_mesh(c.group, system)
+    node = system.chips_per_node
     far = chip_hops(system, 0, (math.ceil(c.stage / node) - 1) * node)
     return DeviceMesh((Axis("chips", c.group, CLIQUE, LOCAL, 1, far, max(1, system.global_links_per_chip)),))
 
 
+def _straddles(c: Collective, system: SystemSpec) -> bool:
+    """Whether some of the stage's blocks of `group` consecutive ranks must straddle a node boundary: a
+    stage of several nodes whose blocks neither divide a node nor are whole nodes."""
+    node = system.chips_per_node
+    return not (c.stage <= node or c.group in (1, c.stage) or node % c.group == 0 or c.group % node == 0)
+
+
 def collective_latency_s(c: Collective, system: SystemSpec) -> float:
     """The wire latency a collective cannot avoid: a one-shot exchange, each chip's data reaching the
-    group's farthest member (one hop inside a node; a node-aligned group's far hops across nodes)."""
-    return collective_wire_s(c.kind, group_mesh(c.group, system), system)
+    group's farthest member (one hop inside a node; a node-aligned group's far hops across nodes). Where
+    some block of a stage's ranks must straddle two nodes (_straddles), however the ranks are laid out,
+    that block's gather takes two hops (local, then global): of its a x b pairs across the two nodes
+    (at least two once it has three members) a direct global link joins at most one per chip, and the
+    layer waits for its slowest block."""
+    wire = collective_wire_s(c.kind, group_mesh(c.group, system), system)
+    if _straddles(c, system) and 2 < c.group < system.chips_per_node:
+        return max(wire, system.local_link.latency_s + system.global_link.latency_s)
+    return wire
+
+
+def unit_wire_s(collectives: Sequence[Collective], system: SystemSpec) -> float:
+    """The wire a unit's collectives cannot hide: each one's collective_latency_s in turn, except that a run
+    of concurrent ones (Collective.concurrent: issued back to back, none waiting for another) pays only
+    its longest."""
+    total = run = 0.0
+    for c in collectives:
+        run = max(run, collective_latency_s(c, system))
+        if not c.concurrent:
+            total, run = total + run, 0.0
+    return total + run
 
 
 @dataclass(frozen=True, slots=True)

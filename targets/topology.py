@@ -123,7 +123,12 @@ def route(topology: nx.Graph, a: int, b: int) -> Route:
     if a == b:
         return Route((a,), 0.0)
     best, _ = nx.bidirectional_dijkstra(topology, a, b, weight=_weight)
-    to_b = nx.single_source_dijkstra_path_length(topology, b, cutoff=best, weight=_weight)
+    return _walk(topology, a, b, nx.single_source_dijkstra_path_length(topology, b, cutoff=best, weight=_weight))
+
+
+def _walk(topology: nx.Graph, a: int, b: int, to_b: dict[int, int]) -> Route:
+    """The fastest path from a to b given every chip's route weight to b: at each step the lowest chip id
+    among the neighbours on a fastest path."""
     path = [a]
     while path[-1] != b:
         here = path[-1]
@@ -160,6 +165,8 @@ class Wiring:
         for _u, _v, edge in self.graph.edges(data=True):  # integer weights: Dijkstra without a Python callback
             edge["cycles"] = self.cycles(edge["latency_s"])
         self._uniform = len({e for *_, e in self.graph.edges(data="cycles")}) <= 1
+        weights = {_weight(u, v, e) for u, v, e in self.graph.edges(data=True)}
+        self._lightest, self._one_weight = min(weights, default=0), len(weights) <= 1
         self._from: dict[tuple[int, int], int | None] = {}
         self._hops: dict[int, dict[int, int]] = {}
 
@@ -175,6 +182,36 @@ class Wiring:
         if b not in self._hops[a]:
             raise ConfigError(f"no wire joins chip {a} to chip {b} of {self.graph.number_of_nodes()}")
         return self._hops[a][b]
+
+    def routes(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], Route]:
+        """`route` for each (a, b) pair of distinct chips: a wire lighter than any two hops is the fastest
+        path itself; the others take one search per destination (`_weights_to`). A pair no wire joins is
+        left out."""
+        out, far = {}, {}
+        for a, b in pairs:
+            edge = self.graph.get_edge_data(a, b)
+            if edge is not None and _weight(a, b, edge) < 2 * self._lightest:
+                out[a, b] = Route((a, b), edge["latency_s"])
+            else:
+                far.setdefault(b, []).append(a)
+        for b, sources in far.items():
+            to_b = self._weights_to(b, set(sources))
+            out.update(((a, b), _walk(self.graph, a, b, to_b)) for a in sources if a in to_b)
+        return out
+
+    def _weights_to(self, b: int, sources: set[int]) -> dict[int, int]:
+        """Route weights to b of every chip no farther than the farthest of `sources` (the graph is
+        undirected: distances from b are distances to it). Every hop weighing the same, breadth-first
+        layers give them and stop once every source is reached; else one Dijkstra search."""
+        if not self._one_weight:
+            return nx.single_source_dijkstra_path_length(self.graph, b, weight=_weight)
+        weight, out, left = self._lightest, {}, set(sources)
+        for depth, layer in enumerate(nx.bfs_layers(self.graph, b)):
+            out.update((v, depth * weight) for v in layer)
+            left.difference_update(layer)
+            if not left:
+                break
+        return out
 
     def cycles(self, latency_s: float) -> int:
         """One hop's latency in cycles, rounded as targets/timing.py's link classes round it."""

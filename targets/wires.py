@@ -23,6 +23,7 @@ sharing, which runs only over the edges' oversubscribed stretches.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -232,7 +233,10 @@ def _shared_ends(start: list[int], work: list[int], links: int) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class ClassLoad:
-    """One class of edge under a Program's messages (the benchmark's row)."""
+    """One class of edge under a Program's messages (the benchmark's row). `latest_recv_later_by`: how
+    much later the latest RECV ends when the class's wires are shared fairly, with each message's delay
+    alone; `carried`: when every instruction of a chip after a pushed RECV waits as long (an estimate of
+    what the delays add up to along the Program's chains)."""
 
     edges_used: int
     messages: int
@@ -244,46 +248,97 @@ class ClassLoad:
     worst_edge_over_cycles: int
     most_delay: int
     latest_recv_later_by: int
+    carried: int
 
 
 def class_loads(occ: Occupancy) -> dict[str, ClassLoad]:
-    """Per edge class: what its edges carry, how far over their links, and what sharing them fairly costs
-    the RECVs (each message delayed by its worst hop of the class; the latest RECV's end, before and after)."""
+    """Per edge class, and over them all ("all"): what its edges carry, how far over their links, and what
+    sharing them fairly costs the RECVs (each message delayed by its worst hop on the class's edges)."""
     lo, edges = occ.load, occ.edges
     delay = shared_delays(occ)
-    recv_ends = _recv_ends(occ)
+    receives = Receives.of(occ)
     out = {}
-    for k, name in enumerate(CLASSES):
-        mine = edges.cls == k
+    for name, mine in [*((n, edges.cls == k) for k, n in enumerate(CLASSES)), ("all", np.ones(len(edges.cls), bool))]:
         hop_mine = mine[occ.edge]
-        ratio = np.where(mine & (lo.hops > 0), lo.peak / np.maximum(edges.links, 1), -1.0)
-        worst = int(np.argmax(ratio)) if mine.any() else 0
+        used = mine & (lo.hops > 0)
+        worst = int(np.argmax(np.where(used, lo.peak / np.maximum(edges.links, 1), -1.0)))
         per_msg = np.zeros(len(occ.arrival), np.int64)
         np.maximum.at(per_msg, occ.message[hop_mine], delay[hop_mine])
-        (end, sends), floor = recv_ends
-        later = int(np.maximum(end, floor + per_msg[sends]).max() - end.max()) if len(end) else 0
         out[name] = ClassLoad(
-            edges_used=int((mine & (lo.hops > 0)).sum()),
+            edges_used=int(used.sum()),
             messages=len(np.unique(occ.message[hop_mine])),
             hops=int(hop_mine.sum()),
-            peak=int(lo.peak[worst]) if mine.any() else 0,
-            links_at_peak=int(edges.links[worst]) if mine.any() else 0,
+            peak=int(lo.peak[worst]) if used.any() else 0,
+            links_at_peak=int(edges.links[worst]) if used.any() else 0,
             edges_over=int((mine & (lo.over_cycles > 0)).sum()),
             over_cycles=int(lo.over_cycles[mine].sum()),
             worst_edge_over_cycles=int(lo.over_cycles[mine].max(initial=0)),
             most_delay=int(per_msg.max(initial=0)),
-            latest_recv_later_by=later,
+            latest_recv_later_by=receives.later_by(per_msg),
+            carried=receives.later_by(per_msg, carried=True),
         )
     return out
 
 
-def _recv_ends(occ: Occupancy) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
-    """((each paired RECV's end, its SEND's row), the earliest that RECV could end: its SEND's start plus the
-    path's latency, then its own cycles)."""
-    c = occ.cols
-    dur = durations(Timing.of(occ.system), occ.program.body)[c["_row"]]
-    sends = np.flatnonzero((c["op"] == Op.SEND) & (occ.arrival >= 0))
-    recvs = np.flatnonzero((c["op"] == Op.RECV) & (c["peer"] >= 0))
-    paired_s, paired_r, _, _ = fifo_pairs(c, sends, recvs, c["peer"][recvs])
-    end = c["issue"][paired_r] + dur[paired_r]
-    return (end, paired_s), c["issue"][paired_s] + occ.arrival[paired_s] + dur[paired_r]
+@dataclass(frozen=True, eq=False)
+class Receives:
+    """Every RECV of a chip (rows of the Occupancy's cols) with its SEND, in the order of their ends: where
+    each runs, when it starts and ends, and the earliest it could end (its SEND's start, the path's latency,
+    then its own cycles)."""
+
+    send: np.ndarray
+    chip: np.ndarray
+    sender: np.ndarray
+    start: np.ndarray
+    send_start: np.ndarray
+    end: np.ndarray
+    floor: np.ndarray
+
+    @classmethod
+    def of(cls, occ: Occupancy) -> Receives:
+        c = occ.cols
+        dur = durations(Timing.of(occ.system), occ.program.body)[c["_row"]]
+        sends = np.flatnonzero((c["op"] == Op.SEND) & (occ.arrival >= 0))
+        recvs = np.flatnonzero((c["op"] == Op.RECV) & (c["peer"] >= 0))
+        s, r, _, _ = fifo_pairs(c, sends, recvs, c["peer"][recvs])
+        end = c["issue"][r] + dur[r]
+        order = np.lexsort((r, end))
+        s, r, end = s[order], r[order], end[order]
+        return cls(s, c["chip"][r].astype(np.int64), c["chip"][s].astype(np.int64), c["issue"][r].astype(np.int64),
+                   c["issue"][s].astype(np.int64), end, c["issue"][s] + occ.arrival[s] + dur[r])
+
+    def later_by(self, delay: np.ndarray, carried: bool = False) -> int:
+        """How much later the latest RECV ends when each message arrives `delay[its SEND]` cycles later;
+        `carried`: each chip's instructions after a pushed RECV's end wait its push too, a SEND's message
+        leaving as late as its chip's push at its start."""
+        if not len(self.end):
+            return 0
+        if not carried:
+            return int(np.maximum(self.end, self.floor + delay[self.send]).max() - self.end.max())
+        return int((self.end + self._carried(delay[self.send])).max() - self.end.max())
+
+    def _carried(self, delay: np.ndarray) -> np.ndarray:
+        """Each RECV's push, in order of their ends: a chip's push at a cycle is the largest push of its RECVs
+        ended by then (a step function per chip, kept as rising breakpoints)."""
+        times: dict[int, list[int]] = {}
+        pushes: dict[int, list[int]] = {}
+        out = np.zeros(len(self.end), np.int64)
+        for k, (chip, sender, start, sent, end, floor, d) in enumerate(zip(
+                self.chip.tolist(), self.sender.tolist(), self.start.tolist(), self.send_start.tolist(),
+                self.end.tolist(), self.floor.tolist(), delay.tolist(), strict=True)):
+            here = _push_at(times.get(chip), pushes.get(chip), start)
+            there = _push_at(times.get(sender), pushes.get(sender), sent)
+            push = max(here, floor + there + d - end, 0)
+            out[k] = push
+            if push > _push_at(times.get(chip), pushes.get(chip), end):
+                times.setdefault(chip, []).append(end)
+                pushes.setdefault(chip, []).append(push)
+        return out
+
+
+def _push_at(times: list[int] | None, pushes: list[int] | None, cycle: int) -> int:
+    """A chip's push at `cycle`: the last breakpoint at or before it (0 before the first)."""
+    if not times:
+        return 0
+    k = bisect_right(times, cycle)
+    return pushes[k - 1] if k else 0

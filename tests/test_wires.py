@@ -83,3 +83,13 @@ def test_fair_sharing_of_links():
     assert _shared_ends([0, 0, 0], [30, 30, 30], 2) == [45, 45, 45]  # 3 on 2 links: each at 2/3
     assert _shared_ends([0, 10], [20, 20], 1) == [30, 40]  # alone 10 cycles, shared 20, alone again
     assert _shared_ends([0, 0], [10, 10], 2) == [10, 10]  # enough links: no one waits
+
+
+def test_a_push_carried_on_reaches_the_receives_that_wait_on_it():
+    """Chip 0 sends chip 1 two messages at once; chip 1 forwards one to chip 2 as soon as they are in. Alone, the
+    shared wire pushes only the first two RECVs; carried on, chip 1's SEND leaves later and the last RECV too."""
+    hold, lat = _hold(), Wiring.of(MINI, 8).cycles(MINI.local_link.latency_s)
+    chain = _messages(8, [(0, 1, 0), (0, 1, 0), (1, 2, lat + hold)], wait=lat)
+    loads = class_loads(occupancy(chain, MINI))
+    assert loads["all"].most_delay == hold and loads["all"].latest_recv_later_by == 0
+    assert loads["all"].carried == hold

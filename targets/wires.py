@@ -93,6 +93,21 @@ class Occupancy:
     def load(self) -> Load:
         return load(self)
 
+    @cached_property
+    def delay(self) -> np.ndarray:
+        """Per hop, `shared_delays`."""
+        return shared_delays(self)
+
+    @cached_property
+    def receives(self) -> Receives:
+        return Receives.of(self)
+
+    def message_delays(self, hops: np.ndarray) -> np.ndarray:
+        """Per row of `cols`, the most any of its chosen `hops` (a mask over hops) ends later when shared."""
+        out = np.zeros(len(self.arrival), np.int64)
+        np.maximum.at(out, self.message[hops], self.delay[hops])
+        return out
+
 
 def occupancy(program: Program, system: SystemSpec) -> Occupancy:
     """Route every SEND of a chip Program over its target's wiring and lay out its hops in time."""
@@ -255,15 +270,12 @@ def class_loads(occ: Occupancy) -> dict[str, ClassLoad]:
     """Per edge class, and over them all ("all"): what its edges carry, how far over their links, and what
     sharing them fairly costs the RECVs (each message delayed by its worst hop on the class's edges)."""
     lo, edges = occ.load, occ.edges
-    delay = shared_delays(occ)
-    receives = Receives.of(occ)
     out = {}
     for name, mine in [*((n, edges.cls == k) for k, n in enumerate(CLASSES)), ("all", np.ones(len(edges.cls), bool))]:
         hop_mine = mine[occ.edge]
         used = mine & (lo.hops > 0)
         worst = int(np.argmax(np.where(used, lo.peak / np.maximum(edges.links, 1), -1.0)))
-        per_msg = np.zeros(len(occ.arrival), np.int64)
-        np.maximum.at(per_msg, occ.message[hop_mine], delay[hop_mine])
+        per_msg = occ.message_delays(hop_mine)
         out[name] = ClassLoad(
             edges_used=int(used.sum()),
             messages=len(np.unique(occ.message[hop_mine])),
@@ -274,8 +286,8 @@ def class_loads(occ: Occupancy) -> dict[str, ClassLoad]:
             over_cycles=int(lo.over_cycles[mine].sum()),
             worst_edge_over_cycles=int(lo.over_cycles[mine].max(initial=0)),
             most_delay=int(per_msg.max(initial=0)),
-            latest_recv_later_by=receives.later_by(per_msg),
-            carried=receives.later_by(per_msg, carried=True),
+            latest_recv_later_by=occ.receives.later_by(per_msg),
+            carried=occ.receives.later_by(per_msg, carried=True),
         )
     return out
 

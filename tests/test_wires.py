@@ -62,9 +62,10 @@ def test_a_message_between_nodes_holds_each_hop_of_its_route_cut_through():
     assert occ.arrival[0] == 3 * lat and occ.unrouted == 0
 
 
-@pytest.mark.parametrize("target, chips", [("lpu-mini", 40), ("h100", 24)])
+@pytest.mark.parametrize("target, chips", [("lpu-mini", 40), ("lpu-mini", 150), ("h100", 24)])
 def test_routes_are_the_routes_the_arrival_rule_times(target, chips):
-    system = load_target(target)  # lpu: every hop alike (breadth-first); h100: NVLink and InfiniBand differ
+    system = load_target(target)  # lpu: every hop alike (breadth-first; 150 chips: three groups); h100: NVLink and
+    # InfiniBand differ (Dijkstra)
     graph, wiring = build_topology(system, chips), Wiring.of(system, chips)
     pairs = [(a, b) for a in range(0, chips, 3) for b in range(1, chips, 5) if a != b]
     found = wiring.routes(pairs)

@@ -54,19 +54,19 @@ class Edges:
     @classmethod
     def of(cls, wiring: Wiring) -> Edges:
         graph = wiring.graph
-        wires = sorted((min(u, v), max(u, v), e) for u, v, e in graph.edges(data=True))
-        one_way = [(u, v) for u, v, _ in wires]
-        ends = np.array([p for u, v in one_way for p in ((u, v), (v, u))], np.int64).reshape(-1, 2)
+        wires = sorted(((min(u, v), max(u, v), e) for u, v, e in graph.edges(data=True)), key=lambda w: w[:2])
+        ends = np.array([p for u, v, _ in wires for p in ((u, v), (v, u))], np.int64).reshape(-1, 2)
         group = np.array([graph.nodes[c]["group"] for c in range(graph.number_of_nodes())], np.int64)
-        kind = np.array([0 if e["kind"] == "local" else 1 for *_, e in wires], np.int64)
-        between_groups = group[ends[::2, 0]] != group[ends[::2, 1]]
-        twice = np.repeat
-        return cls(ends=ends,
-                   links=twice(np.array([e["links"] for *_, e in wires], np.int64), 2),
-                   bytes_per_cycle=twice(np.array([e["bw_bytes_per_s"] / e["links"] / wiring.clock_hz
-                                                   for *_, e in wires]), 2),
-                   cycles=twice(np.array([e["cycles"] for *_, e in wires], np.int64), 2),
-                   cls=twice(np.where(between_groups, 2, kind), 2))
+        kind = np.where(group[ends[::2, 0]] != group[ends[::2, 1]], 2,
+                        np.array([0 if e["kind"] == "local" else 1 for *_, e in wires], np.int64))
+
+        def both_ways(values, dtype=np.int64) -> np.ndarray:
+            return np.repeat(np.array(values, dtype), 2)
+
+        return cls(ends=ends, links=both_ways([e["links"] for *_, e in wires]),
+                   bytes_per_cycle=both_ways([e["bw_bytes_per_s"] / e["links"] / wiring.clock_hz for *_, e in wires],
+                                             np.float64),
+                   cycles=both_ways([e["cycles"] for *_, e in wires]), cls=np.repeat(kind, 2))
 
     def index(self) -> dict[tuple[int, int], int]:
         return {(int(u), int(v)): k for k, (u, v) in enumerate(self.ends.tolist())}

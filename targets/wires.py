@@ -29,6 +29,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ir.errors import ConfigError
 from ir.isa import Op
 from ir.program import Program
 from targets.messages import fifo_pairs
@@ -111,6 +112,9 @@ class Occupancy:
 
 def occupancy(program: Program, system: SystemSpec) -> Occupancy:
     """Route every SEND of a chip Program over its target's wiring and lay out its hops in time."""
+    if program.dialect != "queues":
+        raise ConfigError(f"wire occupancy follows chip links; a {program.dialect}-dialect Program's routes run on "
+                          "a wafer's mesh (targets/wafer_timing.py)")
     wiring = Wiring.of(system, program.chips)
     edges = Edges.of(wiring)
     msg = np.isin(program.body["op"], (Op.SEND, Op.RECV))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ir.errors import ConfigError
 from ir.isa import Op, UnitKind
 from ir.program import Program, empty_columns
 from targets import build_topology, load_target, route
@@ -94,3 +95,10 @@ def test_a_push_carried_on_reaches_the_receives_that_wait_on_it():
     loads = class_loads(occupancy(chain, MINI))
     assert loads["all"].most_delay == hold and loads["all"].latest_recv_later_by == 0
     assert loads["all"].carried == hold
+
+
+def test_a_wafer_program_is_refused_in_one_line():
+    program = _messages(8, [(0, 1, 0)])
+    wafer = Program.build("decode", "wse3", 8, MINI.chip.clock_hz, program.cols, dialect="roles")
+    with pytest.raises(ConfigError, match="roles-dialect"):
+        occupancy(wafer, MINI)

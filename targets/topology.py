@@ -44,10 +44,12 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import combinations, pairwise
 from typing import Any
 
 import networkx as nx
+import numpy as np
 
 from ir.errors import ConfigError
 from targets.spec import LinkSpec, SystemSpec
@@ -123,7 +125,19 @@ def route(topology: nx.Graph, a: int, b: int) -> Route:
     if a == b:
         return Route((a,), 0.0)
     best, _ = nx.bidirectional_dijkstra(topology, a, b, weight=_weight)
-    to_b = nx.single_source_dijkstra_path_length(topology, b, cutoff=best, weight=_weight)
+    return _walk(topology, a, b, nx.single_source_dijkstra_path_length(topology, b, cutoff=best, weight=_weight))
+
+
+def _neighbours(ptr: np.ndarray, nbr: np.ndarray, owner: np.ndarray, chips: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every (owner, neighbour) pair of each (owner, chip): the chip's neighbours in ascending order."""
+    degree = ptr[chips + 1] - ptr[chips]
+    first = np.repeat(ptr[chips] - np.cumsum(degree) + degree, degree)
+    return np.repeat(owner, degree), nbr[first + np.arange(int(degree.sum()))]
+
+
+def _walk(topology: nx.Graph, a: int, b: int, to_b: dict[int, int]) -> Route:
+    """The fastest path from a to b given every chip's route weight to b: at each step the lowest chip id
+    among the neighbours on a fastest path."""
     path = [a]
     while path[-1] != b:
         here = path[-1]
@@ -160,6 +174,8 @@ class Wiring:
         for _u, _v, edge in self.graph.edges(data=True):  # integer weights: Dijkstra without a Python callback
             edge["cycles"] = self.cycles(edge["latency_s"])
         self._uniform = len({e for *_, e in self.graph.edges(data="cycles")}) <= 1
+        weights = {_weight(u, v, e) for u, v, e in self.graph.edges(data=True)}
+        self._lightest, self._one_weight = min(weights, default=0), len(weights) <= 1
         self._from: dict[tuple[int, int], int | None] = {}
         self._hops: dict[int, dict[int, int]] = {}
 
@@ -175,6 +191,73 @@ class Wiring:
         if b not in self._hops[a]:
             raise ConfigError(f"no wire joins chip {a} to chip {b} of {self.graph.number_of_nodes()}")
         return self._hops[a][b]
+
+    def routes(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], Route]:
+        """`route` for each (a, b) pair of distinct chips: a wire lighter than any two hops is the fastest
+        path itself; the others are walked over every chip's distance to their destination (`_walked`
+        when every hop weighs the same, else one Dijkstra search a destination). A pair no wire joins is
+        left out."""
+        out, far = {}, []
+        for a, b in pairs:
+            edge = self.graph.get_edge_data(a, b)
+            if edge is not None and _weight(a, b, edge) < 2 * self._lightest:
+                out[a, b] = Route((a, b), edge["latency_s"])
+            else:
+                far.append((a, b))
+        if self._one_weight:
+            paths = self._walked(far)
+        else:
+            to = {b: nx.single_source_dijkstra_path_length(self.graph, b, weight=_weight) for b in {b for _, b in far}}
+            paths = {(a, b): _walk(self.graph, a, b, to[b]).path for a, b in far if a in to[b]}
+        g = self.graph
+        out.update((pair, Route(path, sum(g[u][v]["latency_s"] for u, v in pairwise(path))))
+                   for pair, path in paths.items())
+        return out
+
+    def _walked(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, ...]]:
+        """`route`'s paths where every hop weighs the same, all pairs at once: breadth-first hop counts to
+        every destination (each as far as its farthest source), then each path steps to the lowest-numbered
+        neighbour one hop nearer its destination, as `_walk` does."""
+        if not pairs:
+            return {}
+        ptr, nbr = self._adjacency
+        src, dst = (np.array(x, np.int64) for x in zip(*pairs, strict=True))
+        dests, row = np.unique(dst, return_inverse=True)
+        dist = np.full((len(dests), len(ptr) - 1), -1, np.int64)
+        mark = np.empty_like(dist)
+        at = np.arange(len(dests))
+        dist[at, dests] = 0
+        fi, fv, depth = at, dests, 0
+        while len(fi):
+            waiting = np.bincount(row[dist[row, src] < 0], minlength=len(dests)) > 0
+            fi, fv = fi[waiting[fi]], fv[waiting[fi]]  # a destination whose sources are all reached stops
+            depth += 1
+            i, v = _neighbours(ptr, nbr, fi, fv)
+            fresh = dist[i, v] < 0
+            i, v = i[fresh], v[fresh]
+            mark[i, v] = np.arange(len(i))  # one of the entries reaching a chip keeps it in the next frontier
+            once = mark[i, v] == np.arange(len(i))
+            fi, fv = i[once], v[once]
+            dist[fi, fv] = depth
+        reached = dist[row, src] >= 0
+        steps = np.full((len(pairs), int(dist[row, src].max(initial=0)) + 1), -1, np.int64)
+        steps[:, 0] = here = src.copy()
+        for k in range(1, steps.shape[1]):
+            going = np.flatnonzero(reached & (here != dst))
+            owner, v = _neighbours(ptr, nbr, going, here[going])  # neighbours ascending: the first is the lowest
+            nearer = dist[row[owner], v] == dist[row[owner], here[owner]] - 1
+            owner, v = owner[nearer], v[nearer]
+            first = np.r_[True, owner[1:] != owner[:-1]] if len(owner) else np.zeros(0, bool)
+            here[owner[first]] = steps[owner[first], k] = v[first]
+        return {(a, b): tuple(int(c) for c in path if c >= 0) for (a, b), path, ok in
+                zip(pairs, steps.tolist(), reached.tolist(), strict=True) if ok}
+
+    @cached_property
+    def _adjacency(self) -> tuple[np.ndarray, np.ndarray]:
+        """The graph as compressed rows: chip c's neighbours, ascending, are nbr[ptr[c]:ptr[c + 1]]."""
+        rows = [sorted(self.graph[c]) for c in range(self.graph.number_of_nodes())]
+        ptr = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64)
+        return ptr, np.array([v for r in rows for v in r], np.int64)
 
     def cycles(self, latency_s: float) -> int:
         """One hop's latency in cycles, rounded as targets/timing.py's link classes round it."""

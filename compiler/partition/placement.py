@@ -15,7 +15,9 @@ of G chips:
 w_s is the extra latency a straddling stage pays on its collectives each token
 and w_x the extra latency of a hand-off between groups, both in picoseconds from
 the target's hop counts and link latencies. The greedy layout (node-aligned,
-jump to the next group rather than straddle) is the hint and the fallback.
+jump to the next group rather than straddle: next_start) is the hint and the fallback; under
+--objective chips the stage sizes were chosen to span the fewest chips laid out that way
+(dp.smallest_footprint), so the end bound keeps that footprint.
 """
 
 from __future__ import annotations

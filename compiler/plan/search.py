@@ -1,5 +1,6 @@
-"""The search every backend shares: candidates to a path of stages (exact DP bounds, then CP-SAT), the
-prefill chunk, and the Plan.
+"""The search every backend shares: candidates to a path of stages (exact DP bounds, then CP-SAT; under
+--objective chips on a backend whose placement aligns stages, an exact DP over where each stage ends, so
+the plan spans the fewest devices), the prefill chunk, and the Plan.
 
 A backend (compiler/backends) describes its machine as a `Layout`: the units a path must cover,
 candidate stages (a chip backend's run of units on t chips; a wafer backend's run of units on one

@@ -17,9 +17,11 @@ def plan():
     return make_plan("llama-3.1-70b", "lpu", CompileOptions(precision="int8")).to_dict()
 
 
-def _layer_weights_per_chip(tp: int) -> int:
-    """Llama-3.1-70B (hidden 8192, 64 heads, 8 kv heads of 128, intermediate 28672), one chip of tp."""
-    hidden, q, kv, inter = 8192, 64 * 128 // tp, 128 * 8 // tp, 28672 // tp  # past 8 chips, slices of a kv head
+def _layer_weights_per_chip(tp: int, split: bool = True) -> int:
+    """Llama-3.1-70B (hidden 8192, 64 heads, 8 kv heads of 128, intermediate 28672), one chip of tp; past 8
+    chips a kv head's chips take slices of it (`split`) or each holds it whole."""
+    kv = 128 * 8 // tp if split or tp <= 8 else 128
+    hidden, q, inter = 8192, 64 * 128 // tp, 28672 // tp
     return hidden * q + 2 * hidden * kv + q * hidden + 3 * hidden * inter
 
 
@@ -40,10 +42,12 @@ def test_the_bound_follows_its_definition_term_by_term(plan):
     for s in layer_stages:
         terms, layers, tp = s["decode_bound_terms"], s["layers"][1] - s["layers"][0] + 1, s["tp"]
         # int8 weights install one byte each; the fp16 KV cache of the chip's kv heads at 4096 tokens, or
-        # past the 8 kv heads, its 1 / runs of one kv head's positions (runs = tp / 8 chips share each)
-        runs = max(1, tp // 8)
+        # past the 8 kv heads, its 1 / runs of one kv head's positions (runs = tp / 8 chips share each) where
+        # the stage splits caches by sequence, else the whole kv head's
+        split = s.get("kv_layout") == "split"
+        runs = max(1, tp // 8) if split else 1
         head = 128256 * 8192 // tp if "head" in s["units"] else 0  # the lm head's vocabulary shard
-        assert terms["install_bytes"] == layers * _layer_weights_per_chip(tp) + head
+        assert terms["install_bytes"] == layers * _layer_weights_per_chip(tp, split) + head
         assert terms["cache_bytes"] == layers * 2 * (4096 // runs) * max(128, 8 * 128 // tp) * 2
         assert terms["install_us"] == pytest.approx(terms["install_bytes"] / INSTALL_PER_S * 1e6, rel=1e-3)
         assert terms["cache_us"] == pytest.approx(terms["cache_bytes"] / SRAM_PER_S * 1e6, rel=1e-3)
@@ -52,7 +56,7 @@ def test_the_bound_follows_its_definition_term_by_term(plan):
         # layer: one hop inside a node of 8 chips; across nodes local, global, local: 3), and the gathers
         # among the adjacent chips sharing a kv head
         reduce_hops = 1 if tp <= 8 else 3
-        gathers = _gather_hops(tp, 3)  # k's and v's slices together, the queries, the partials
+        gathers = _gather_hops(tp, 3) if split else 0  # k's and v's slices together, the queries, the partials
         # the first stage has no hop in; the embedding's partial rows and the head's best ids are one
         # all-reduce each
         ends = sum(u in s["units"] for u in ("embed", "head"))
@@ -84,18 +88,23 @@ def mixtral():
     return make_plan("mixtral-8x7b", "lpu", CompileOptions(precision="int8")).to_dict()
 
 
-def _mixtral_layer_per_chip(tp: int) -> tuple[int, int]:
+def _mixtral_layer_per_chip(tp: int, split: bool = True) -> tuple[int, int]:
     """Mixtral-8x7B (hidden 4096, 32 heads and 8 kv heads of 128, 8 experts of 14336, top 2, fp16 cache at
     4096 tokens), one chip of tp with every expert sliced: (weights one decode step multiplies, cache bytes).
     Past 8 chips, each kv head's tp / 8 chips take ceil shares of its query features (4 heads of 128), of its
     k and v features and of its positions; the router is whole on every chip; the busiest chip's two routed
-    experts are two slices of ceil(14336 / tp) features of gate, up and down."""
+    experts are two slices of ceil(14336 / tp) features of gate, up and down. Without `split` (caches by
+    sequence) each of a kv head's chips holds its k, v and cache whole."""
     assert tp % 8 == 0  # the plan's stages: whole kv heads' groups
     hidden, runs = 4096, tp // 8
-    q, kv = _ceil(4 * 128, runs), _ceil(128, runs)
+    kv_runs = runs if split else 1
+    # from twice the query heads (64 chips) a chip takes whole query heads, padded, not slices of them
+    # (passes.shard.query_slice)
+    q = _ceil(4 * 128, runs) if tp < 64 else _ceil(4, runs) * 128
+    kv = _ceil(128, kv_runs)
     attention = hidden * (2 * q + 2 * kv)
     experts = 2 * 3 * hidden * _ceil(14336, tp)
-    cache = 2 * _ceil(4096, runs) * 128 * 2
+    cache = 2 * _ceil(4096, kv_runs) * 128 * 2
     return attention + hidden * 8 + experts, cache
 
 
@@ -105,13 +114,16 @@ def test_mixtrals_bound_counts_two_routed_expert_slices_a_layer(mixtral):
     assert {s["experts"] for s in mixtral["stages"]} == {"sliced"}
     for s in mixtral["stages"]:
         terms, layers, tp = s["decode_bound_terms"], s["layers"][1] - s["layers"][0] + 1, s["tp"]
-        weights, cache = _mixtral_layer_per_chip(tp)
+        split = s.get("kv_layout") == "split"
+        weights, cache = _mixtral_layer_per_chip(tp, split)
         head = 32000 * 4096 // tp if "head" in s["units"] else 0
         assert terms["install_bytes"] == layers * weights + head
         assert terms["cache_bytes"] == layers * cache
         assert terms["install_us"] == pytest.approx(terms["install_bytes"] / INSTALL_PER_S * 1e6, rel=1e-3)
         reduce_hops = 1 if tp <= 8 else 3
-        gathers = _gather_hops(tp, 2)  # the query, key and value slices together, then the partials
+        # the key and value slices together, with the query slices below 64 chips (from 64 a chip's queries are
+        # whole heads, gathered on their own), then the partials
+        gathers = _gather_hops(tp, 3 if tp >= 64 else 2) if split else 0
         ends = sum(u in s["units"] for u in ("embed", "head"))
         hops = (0 if "embed" in s["units"] else 1) + ends * reduce_hops + layers * (2 * reduce_hops + gathers)
         assert terms["wire_us"] == pytest.approx(hops * HOP_S * 1e6, rel=1e-3)

@@ -36,6 +36,15 @@ def test_70b_int8_within_ten_percent_of_capacity_bound(l70):
         assert s["memory_per_chip_bytes"]["headroom"] >= 0
 
 
+def test_default_plan_owns_no_idle_chips(capsys):
+    """Stage sizes and places are chosen together: llama-3.1-8b fp16 on lpu spans the chips it uses (it was
+    5 + 40 chips in one 72-chip group and 32 in the next: 77 chips with work on a footprint of 104)."""
+    plan = plan_json(capsys, "llama-3.1-8b", "--target", "lpu")
+    assert plan["footprint_chips"] == plan["chips"] <= 1.06 * plan["chips_lower_bound"]
+    g = 72
+    assert all(s["chip_range"][0] // g == s["chip_range"][1] // g for s in plan["stages"])
+
+
 def test_json_has_the_documented_keys(l70):
     plan = json.loads(l70)
     for key in ("chips", "chips_lower_bound", "stages", "memory_per_chip_bytes"):
@@ -71,6 +80,15 @@ def test_table_output_names_the_figures(capsys):
     out = capsys.readouterr().out
     for word in ("chips", "decode latency", "time to first token", "pipeline stages", "memory per chip"):
         assert word in out
+
+
+def test_table_says_which_chips_of_the_footprint_are_idle(capsys):
+    """jamba-v0.1 on lpu: its 56-chip stage would straddle a group at chip 424, so 424..431 hold nothing."""
+    plan = plan_json(capsys, "jamba-v0.1", "--target", "lpu")
+    idle = plan["footprint_chips"] - plan["chips"]
+    assert idle > 0
+    assert main(["plan", "jamba-v0.1", "--target", "lpu"]) == 0
+    assert f"footprint {plan['footprint_chips']} chips, {idle} of them idle (chips 424..431" in capsys.readouterr().out
 
 
 def test_h100_plans(capsys):

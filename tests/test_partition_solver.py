@@ -1,5 +1,7 @@
 """CP-SAT stage selection agrees with exact dynamic programmes on random candidate sets."""
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -7,6 +9,10 @@ from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.partition.cpsat import solve
+from compiler.partition.placement import next_start
+from targets import load_target
+
+LPU = load_target("lpu")
 
 
 @st.composite
@@ -64,3 +70,60 @@ def test_exact_chip_count_is_honoured_or_refused():
     cands = [Candidate(0, 1, t, 0, 0, Breakdown(memory_s=1e-6 / t)) for t in (2, 4)]
     assert solve(cands, 1, "latency", 4, 4, 0, 10.0).stages[0].tp == 4
     assert solve(cands, 1, "latency", 3, 3, 0, 10.0) is None
+
+
+def _paths(cands, units, first=0):
+    """Every path of candidates from unit `first` to the end (small cases)."""
+    if first == units:
+        yield []
+        return
+    for c in (c for c in cands if c.first == first):
+        for rest in _paths(cands, units, c.stop):
+            yield [c, *rest]
+
+
+def _span(path, start_at):
+    end = 0
+    for c in path:
+        end = start_at(end, c.tp) + c.tp
+    return end
+
+
+@st.composite
+def wide_candidate_sets(draw):
+    """Stages of up to a group's chips and more, where node and group alignment leave gaps."""
+    units = draw(st.integers(1, 5))
+    sizes = st.sets(st.sampled_from([1, 3, 5, 8, 16, 24, 32, 40, 48, 56, 64, 80]), min_size=0, max_size=3)
+    cands = [Candidate(first, stop, tp, 0, 0, Breakdown(memory_s=draw(st.integers(1, 50)) * 1e-6))
+             for first in range(units) for stop in range(first + 1, min(units, first + 3) + 1)
+             for tp in sorted(draw(sizes))]
+    return units, cands
+
+
+@settings(max_examples=80, deadline=None)
+@given(wide_candidate_sets(), st.integers(1, 400))
+def test_smallest_footprint_matches_every_path_laid_out(case, limit):
+    """The DP's path spans the fewest chips laid out by placement.next_start (then is the fastest, then
+    uses the fewest chips), as trying every path says."""
+    units, cands = case
+
+    def start_at(cursor, tp):
+        return next_start(cursor, tp, LPU)
+
+    found = dp.smallest_footprint(cands, units, start_at, limit)
+    laid = [(_span(p, start_at), _latency(p), _chips(p)) for p in _paths(cands, units)]
+    best = min((key for key in laid if key[0] <= limit), default=None)
+    assert (found is None) == (best is None)
+    if best is not None:
+        assert (_span(found, start_at), _latency(found), _chips(found)) == best
+        assert [c.first for c in found] == [0, *itertools.accumulate(c.stop - c.first for c in found)][:-1]
+
+
+def test_a_stage_fills_what_its_group_has_left_when_that_spans_no_more():
+    """48 chips, then 16 or (faster) 24, then 64, which takes a group of its own either way: 48 + 24 fills the
+    first 72-chip group where 48 + 16 leaves 8 chips idle, and both span 136."""
+    cands = [Candidate(0, 1, 48, 0, 0, Breakdown(memory_s=1e-6)), Candidate(1, 2, 16, 0, 0, Breakdown(memory_s=2e-6)),
+             Candidate(1, 2, 24, 0, 0, Breakdown(memory_s=1e-6)), Candidate(2, 3, 64, 0, 0, Breakdown(memory_s=1e-6))]
+    path = dp.smallest_footprint(cands, 3, lambda cursor, tp: next_start(cursor, tp, LPU), 1000)
+    assert [c.tp for c in path] == [48, 24, 64]
+    assert dp.fewest_chips(cands, 3)[1].tp == 16

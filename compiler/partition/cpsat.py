@@ -7,7 +7,8 @@ units; candidate c covers units [a_c, b_c) on t_c chips with decode time l_c.
     sum_{c: a_c = k} x_c - sum_{c: b_c = k} x_c = [k = 0] - [k = U]   for every k
     C = sum_c t_c x_c,   C = N (--chips) or C <= M (--max-chips, target size)
     L = sum_c l_c x_c
-    objective "chips":    minimise C, then, with C at that minimum, minimise L
+    objective "chips":    minimise C, then, with C at that minimum, minimise L (a chip backend's plan
+                          minimises the chips its stages span instead: dp.smallest_footprint)
     objective "latency":  minimise L, then, with L at that minimum, minimise C
 
 The two objectives are solved one after the other (lexicographically) rather than

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from compiler.partition.candidates import Candidate
 
 
@@ -18,6 +20,47 @@ def fewest_chips(cands: list[Candidate], num_units: int) -> list[Candidate] | No
         if best[c.stop] is None or key < best[c.stop]:
             best[c.stop], back[c.stop] = key, c
     return _path(back, num_units) if best[num_units] else None
+
+
+def smallest_footprint(cands: list[Candidate], num_units: int, start_at: Callable[[int, int], int], limit: int
+                       ) -> list[Candidate] | None:
+    """The path whose stages, laid out in order from device 0 by `start_at(cursor, tp)` (the first device
+    a stage may take at or after the cursor), end soonest within `limit` devices; ties broken by lower
+    latency, then fewer devices. The state is (boundary, where the last stage ends); an end no later with
+    no more latency and devices dominates, since `start_at` never moves a stage earlier for a later cursor
+    (placement.next_start), so each boundary keeps only its Pareto front."""
+    by_first: list[list[Candidate]] = [[] for _ in range(num_units)]
+    for c in sorted(cands, key=lambda c: (c.first, c.stop, c.tp, c.split)):
+        by_first[c.first].append(c)
+    # states[k]: end -> (latency, devices, candidate, end before it)
+    states: list[dict[int, tuple[int, int, Candidate | None, int]]] = [{} for _ in range(num_units + 1)]
+    states[0][0] = (0, 0, None, 0)
+    for k in range(num_units):
+        for end, (lat, devices, _, _) in _front(states[k]):
+            for c in by_first[k]:
+                stop_end = start_at(end, c.tp) + c.tp
+                key = (lat + c.latency_ps, devices + c.tp, c, end)
+                old = states[c.stop].get(stop_end)
+                if stop_end <= limit and (old is None or key[:2] < old[:2]):
+                    states[c.stop][stop_end] = key
+    if not states[num_units]:
+        return None
+    end = min(states[num_units], key=lambda e: (e, *states[num_units][e][:2]))
+    path, k = [], num_units
+    while k:
+        _, _, c, end = states[k][end]
+        path.append(c)
+        k = c.first
+    return path[::-1]
+
+
+def _front(states: dict[int, tuple[int, int, Candidate | None, int]]) -> list[tuple[int, tuple]]:
+    """The states no other dominates (ends no later with latency and devices no greater), by end."""
+    front: list[tuple[int, tuple]] = []
+    for end, value in sorted(states.items()):
+        if not any(v[0] <= value[0] and v[1] <= value[1] for _, v in front):
+            front.append((end, value))
+    return front
 
 
 def lowest_latency(cands: list[Candidate], num_units: int, max_chips: int) -> list[Candidate] | None:

@@ -15,7 +15,9 @@ of G chips:
 w_s is the extra latency a straddling stage pays on its collectives each token
 and w_x the extra latency of a hand-off between groups, both in picoseconds from
 the target's hop counts and link latencies. The greedy layout (node-aligned,
-jump to the next group rather than straddle) is the hint and the fallback.
+jump to the next group rather than straddle: next_start) is the hint and the fallback; under
+--objective chips the stage sizes were chosen to span the fewest chips laid out that way
+(dp.smallest_footprint), so the end bound keeps that footprint.
 """
 
 from __future__ import annotations
@@ -43,15 +45,24 @@ def greedy(sizes: Sequence[int], system: SystemSpec) -> list[int]:
 
 def _node_aligned(sizes: Sequence[int], system: SystemSpec, jump_groups: bool) -> list[int]:
     starts, cursor = [], 0
-    node, group = system.chips_per_node, system.chips_per_group
     for t in sizes:
-        if t >= node or cursor // node != (cursor + t - 1) // node:
-            cursor = _round_up(cursor, node)
-        if jump_groups and t <= group and cursor // group != (cursor + t - 1) // group:
-            cursor = _round_up(cursor, group)
+        cursor = next_start(cursor, t, system, jump_groups)
         starts.append(cursor)
         cursor += t
     return starts
+
+
+def next_start(cursor: int, t: int, system: SystemSpec, jump_groups: bool = True) -> int:
+    """The first chip at or after `cursor` where a stage of t chips may start: a node's first chip if it
+    spans nodes (or would straddle one), and with `jump_groups` the next group's first if it would straddle
+    a group it fits in. The end (start + t) never falls as the cursor or t grows, so laying stages out this
+    way in order ends soonest among the layouts that keep these rules."""
+    node, group = system.chips_per_node, system.chips_per_group
+    if t >= node or cursor // node != (cursor + t - 1) // node:
+        cursor = _round_up(cursor, node)
+    if jump_groups and t <= group and cursor // group != (cursor + t - 1) // group:
+        cursor = _round_up(cursor, group)
+    return cursor
 
 
 def place(sizes: Sequence[int], collectives: Sequence[int], system: SystemSpec,

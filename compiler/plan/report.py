@@ -81,13 +81,26 @@ def _footer(plan: Plan) -> Text:
     s, solver = plan.solver, f"solver {plan.solver['status']}"
     searched = f"{solver} over {s['candidates']} candidates in {plan.wall_s:.2f} s wall"
     if not plan.on_wafers:
-        return Text(f"pipeline stages {len(plan.stages)}, footprint {plan.footprint_chips} chips; {_chunks(plan)}; "
-                    f"{searched}", style="dim")
+        return Text(f"pipeline stages {len(plan.stages)}, footprint {plan.footprint_chips} chips{_idle(plan)}; "
+                    f"{_chunks(plan)}; {searched}", style="dim")
     b, m = plan.decode["breakdown_us"], plan.extra["mesh"]
     return Text(f"decode split: fabric links {b['links']:,.1f} µs, message steps {b['pipeline_latency']:,.1f} µs, "
                 f"compute {b['compute']:,.1f} µs, SRAM {b['sram_bandwidth']:,.1f} µs; prefill chunk "
                 f"{plan.prefill['chunk_tokens']} tokens\n{len(plan.stages)} regions on {plan.chips} wafer(s) of "
                 f"{m['mesh_rows']}x{m['mesh_cols']} cores; {searched}", style="dim")
+
+
+def _idle(plan: Plan) -> str:
+    """The chips inside the footprint no stage holds (the gaps node and group alignment leave), if any."""
+    gaps, cursor = [], 0
+    for r in sorted((s.placement for s in plan.stages), key=lambda r: r.first_chip):
+        if r.first_chip > cursor:
+            gaps.append(f"{cursor}" if r.first_chip - cursor == 1 else f"{cursor}..{r.first_chip - 1}")
+        cursor = max(cursor, r.first_chip + r.tp)
+    if not gaps:
+        return ""
+    idle = plan.footprint_chips - plan.chips
+    return f", {idle} of them idle (chip{'s' if idle > 1 else ''} {', '.join(gaps)} hold no stage)"
 
 
 def _chunks(plan: Plan) -> str:

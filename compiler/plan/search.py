@@ -1,5 +1,6 @@
-"""The search every backend shares: candidates to a path of stages (exact DP bounds, then CP-SAT), the
-prefill chunk, and the Plan.
+"""The search every backend shares: candidates to a path of stages (exact DP bounds, then CP-SAT; under
+--objective chips on a backend whose placement aligns stages, an exact DP over where each stage ends, so
+the plan spans the fewest devices), the prefill chunk, and the Plan.
 
 A backend (compiler/backends) describes its machine as a `Layout`: the units a path must cover,
 candidate stages (a chip backend's run of units on t chips; a wafer backend's run of units on one
@@ -9,6 +10,7 @@ and how long each placed stage takes. Everything else is here, once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -103,6 +105,11 @@ class Layout(Protocol):
     def footprint(self, timed: list[Timed]) -> int:
         """Devices the placed stages span."""
 
+    # The first device a stage of tp devices may take at or after a cursor, when the placement keeps such
+    # rules (a chip backend's nodes and groups): then --objective chips minimises the devices the stages
+    # span, not only those with work. None: the devices counted are the devices spanned.
+    stage_start: Callable[[int, int], int] | None = None
+
 
 def plan_from_layout(name: str, target: str, options: CompileOptions, layout: Layout, totals: dict,
                      pinned: PlanFile | None = None, causal: bool = False) -> Plan:
@@ -161,6 +168,10 @@ def choose(layout: Layout, options: CompileOptions) -> Solution:
     # pinned: a path of exactly --chips devices may be slower.
     slowest = 2**62 if exact else sum(c.latency_ps for c in fewest)
     limit = needed if options.objective == "chips" and not exact else budget
+    if layout.stage_start is not None and not exact and options.objective == "chips":
+        solution = _fewest_spanned(layout, cands, fewest, min(budget, layout.max_devices))
+        if solution is not None:
+            return solution
     usable = dp.prune(cands, units, limit, slowest)
     solution = solve(usable, units, options.objective, options.chips, budget, options.solver_seed,
                      options.solver_deterministic_time, None if exact else fewest)
@@ -168,6 +179,29 @@ def choose(layout: Layout, options: CompileOptions) -> Solution:
         raise DoesNotFitError(f"no layout uses exactly {options.chips} {devices}; {needed} is the fewest that fit "
                               "and stage sizes must divide the work", needed)
     return solution
+
+
+def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candidate], cap: int) -> Solution | None:
+    """The path whose stages, laid out in order by the layout's rules, span the fewest devices within `cap`
+    (a user owns every device the plan spans, idle or not), then the fastest (dp.smallest_footprint, exact);
+    None when every layout by those rules runs past `cap` (then the fewest-devices path is placed as
+    placement.greedy allows, stages straddling groups if it must)."""
+    start = time.perf_counter()
+    spanned = _span(fewest, layout.stage_start)
+    limit = min(spanned, cap)
+    usable = dp.prune(cands, layout.units, limit, 2**62)  # a path spans at least the devices it uses
+    path = dp.smallest_footprint(usable, layout.units, layout.stage_start, limit)
+    if path is None:
+        return None
+    return Solution(tuple(path), "OPTIMAL", time.perf_counter() - start, 0.0, len(usable))
+
+
+def _span(path: Sequence[Candidate], stage_start: Callable[[int, int], int]) -> int:
+    """Devices a path spans laid out in order by `stage_start`."""
+    end = 0
+    for c in path:
+        end = stage_start(end, c.tp) + c.tp
+    return end
 
 
 def _split_where_it_pays(cands: list[Candidate], units: int, fewest: list[Candidate], budget: int

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
 from compiler.partition.cost import Breakdown, StageBound, handoff, handoff_wire_s, hop_s, unit_bound, unit_time
-from compiler.partition.placement import place
+from compiler.partition.placement import next_start, place
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes.shard import expert_placement
@@ -88,6 +88,9 @@ class ChipLayout(Layout):
                        for c in path]
         starts = place([c.tp for c in path], collectives, self.system, options.solver_seed)
         return [Run(c, s) for c, s in zip(path, starts, strict=True)]
+
+    def stage_start(self, cursor: int, tp: int) -> int:
+        return next_start(cursor, tp, self.system)
 
     def pin(self, plan: PlanFile) -> tuple[list[Candidate], list[Run]]:
         path = []

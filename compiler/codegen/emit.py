@@ -24,6 +24,7 @@ from ir.graph import Value
 from ir.isa import FMT_OF, Fmt, Fn, Op
 from ir.program import Flag
 from ir.types import DType
+from targets.timing import paced_start
 
 FMT = FMT_OF  # the format each stored dtype streams through the MXM (or a GATHER) in
 
@@ -201,7 +202,9 @@ class Emitter:
                 last = (k0 == 0) if column % 2 else (k0 + kb >= k_all)
                 flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if last else 0) | (
                     Flag.TRANSPOSE if transpose_b else 0)
-                deps = ((r, 0), (xs[0], 0)) + (((acc, 0),) if acc is not None else ())
+                cycles = self.t.timing.mxm(m, kb, nb, fmt, max(1, tiles[0]))
+                deps = ((r, self.paced_lag(r, cycles, self.t.timing.install(kb, nb, fmt))), (xs[0], 0)) + (
+                    ((acc, 0),) if acc is not None else ())
                 s_d = -1
                 if block is not None:
                     at, size = (k0 // block.size, n0), (block.scales(kb), nb)
@@ -213,13 +216,19 @@ class Emitter:
                 partial = self.t.instrs[acc].s_out if acc is not None else -1
                 grouped = {"s_e": table[1], "imm": group.tiles} if group else {}
                 deps += ((table[0], 0),) if group else ()
-                acc = self.t.add(Instr(Op.MXM, self.t.timing.mxm(m, kb, nb, fmt, max(1, tiles[0])), fmt=fmt, m=m,
+                acc = self.t.add(Instr(Op.MXM, cycles, fmt=fmt, m=m,
                                        k=kb, n=nb, flags=int(flags), s_a=ws, s_b=xs[1], s_c=partial, s_d=s_d,
                                        offset=k0, s_out=self.t.stream(), deps=deps, **grouped))
                 last_mxm = acc
             self._finish_panel(out, scales if block is None else scales[1:], acc, m, (n0, nb, n_all), index, group,
                                columns[0])
         return last_mxm
+
+    def paced_lag(self, read: int, cycles: int, install: int) -> int:
+        """Cycles after its weight READ `read` ends that an MXM of `cycles` (`install` of them its install)
+        may start: before the end when the install takes the panel off the stream (targets.timing.paced_start)."""
+        read_cycles = self.t.instrs[read].cycles
+        return int(paced_start(0, read_cycles, cycles, install)) - read_cycles
 
     def _panel(self, name: str, fmt: Fmt, shape: tuple[int, int], at: tuple[int, int], size: tuple[int, int],
                transpose_b: bool, after: tuple, index: Index | None, tiles: tuple[int, int] = (0, 0)

@@ -225,10 +225,12 @@ class Emitter:
         return last_mxm
 
     def paced_lag(self, read: int, cycles: int, install: int) -> int:
-        """Cycles after its weight READ `read` ends that an MXM of `cycles` (`install` of them its install)
-        may start: before the end when the install takes the panel off the stream (targets.timing.paced_start)."""
-        read_cycles = self.t.instrs[read].cycles
-        return int(paced_start(0, read_cycles, cycles, install)) - read_cycles
+        """Cycles after its weight stream's producer `read` ends that an MXM of `cycles` (`install` of them its
+        install) may start: before the end when a READ's panel installs off the stream (targets.timing.paced_start)."""
+        producer = self.t.instrs[read]
+        if producer.op is not Op.READ:
+            return 0
+        return int(paced_start(0, producer.cycles, cycles, install)) - producer.cycles
 
     def _panel(self, name: str, fmt: Fmt, shape: tuple[int, int], at: tuple[int, int], size: tuple[int, int],
                transpose_b: bool, after: tuple, index: Index | None, tiles: tuple[int, int] = (0, 0)

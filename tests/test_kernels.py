@@ -41,8 +41,8 @@ def test_a_matvec_takes_the_cycles_computed_by_hand(tmp_path, dim, dtype):
 
 def test_halving_the_install_rate_nearly_halves_a_weight_bound_decode(tmp_path):
     """An 8192 x 8192 int8 matvec: 676 tiles, 6,760 cycles of install at 10,240 B/cycle. At the lpu's
-    rate MEM reads the weights exactly as fast, so its scale reads and writes show (7,427 cycles);
-    halved, the install path alone binds (13,782): 1.86x."""
+    rate MEM reads the weights exactly as fast, the first MXM installing its panel as it streams (7,074
+    cycles); halved, the install path alone binds (13,834): 1.99x."""
     fast = compile_kernel(tmp_path, matvec_chain(1, [8192, 8192], "i8"))
     slow_target = tmp_path / "slow.toml"
     slow_target.write_text('base = "lpu"\n[chip]\nmxm_install_bytes_per_cycle = "5120 B/cycle"\n')

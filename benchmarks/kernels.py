@@ -3,9 +3,11 @@
 Each kernel is x[batch, d0] through matmuls d0 x d1, d1 x d2, ... (graph IR text, `sramflow compile
 FILE.ir --chips 1`). The hand arithmetic per matmul is the rules of targets/timing.py summed the way a
 person would: the MXM instructions' max(install of their tiles, passes), plus the READ of the first
-weight panel (later panels stream under the MXM), the dequantising VOP of int8 panels, the drain of the
-last result, and the reads and writes of the activations; plus the start sync. "extra" is what the
-scheduler adds beyond it (MEM queue order: a scale read or write landing between weight panels).
+weight panel, or its first cycle where the first MXM is install-bound (it takes the panel off the stream as
+MEM puts it out: targets.timing.paced_start; later panels stream under the MXM), the dequantising VOP of
+int8 panels, the drain of the last result, and the reads and writes of the activations; plus the start sync.
+"extra" is what the scheduler adds beyond it (MEM queue order: a scale read or write landing between weight
+panels).
 Prints a table; it asserts nothing.
 """
 
@@ -26,7 +28,7 @@ from compiler.frontend.options import CompileOptions  # noqa: E402
 from ir.isa import Fmt, Fn  # noqa: E402
 from ir.program_io import load_program  # noqa: E402
 from targets import load_target  # noqa: E402
-from targets.timing import Timing  # noqa: E402
+from targets.timing import Timing, paced_start  # noqa: E402
 
 SHAPES = ([320, 320], [640, 640], [1000, 1000], [4096, 4096], [4096, 4096, 4096, 4096], [8192, 8192])
 BATCHES = (1, 8, 32, 64)
@@ -56,7 +58,9 @@ def hand_cycles(t: Timing, rows: int, dims: list[int], fmt: Fmt) -> tuple[int, i
     for k, n in zip(dims, dims[1:], strict=False):
         mxms = [t.mxm(rows, min(panel, k - k0), min(panel, n - n0), fmt)
                 for n0 in range(0, n, panel) for k0 in range(0, k, panel)]
-        first = t.mem(min(panel, k) * min(panel, n) * fmt.bits // 8)
+        kb, nb = min(panel, k), min(panel, n)
+        # the first MXM waits for its panel's READ, or only its first cycle when install-bound (paced_start)
+        first = int(paced_start(0, t.mem(kb * nb * fmt.bits // 8), mxms[0], t.install(kb, nb, fmt)))
         scale = t.vop(Fn.SCALE, rows * min(panel, n), min(panel, n) * 2) if fmt is Fmt.I8 else 0
         mxm_total += sum(mxms)
         total += t.mem(rows * k * 2) + first + sum(mxms) + scale + t.drain_cycles + t.mem(rows * n * 2)

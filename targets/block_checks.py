@@ -21,7 +21,7 @@ from targets.hazards import Rows
 from targets.messages import check_syncs
 from targets.spec import SystemSpec
 from targets.tier_checks import tier_side
-from targets.timing import Timing, stream_rates
+from targets.timing import Timing, install_cycles, paced_start, stream_rates
 from targets.views import RowsView
 
 _READS = ("s_a", "s_b", "s_c", "s_d", "s_e")  # the stream operands an instruction reads
@@ -199,6 +199,7 @@ class StreamPairs:
 def stream_pairs(c: dict, lane: np.ndarray, start: np.ndarray, end: np.ndarray, timing: Timing) -> StreamPairs:
     n = len(c["s_out"])
     readers = np.concatenate([np.flatnonzero(c[x] >= 0) for x in _READS])
+    operand = np.concatenate([np.full(np.count_nonzero(c[x] >= 0), i) for i, x in enumerate(_READS)])
     streams = np.concatenate([c[x][c[x] >= 0] for x in _READS]).astype(np.int64)
     prod = np.flatnonzero(c["s_out"] >= 0)
     # (lane, stream) pairs numbered densely, so (pair, cycle) packs into one sortable int64
@@ -224,6 +225,7 @@ def stream_pairs(c: dict, lane: np.ndarray, start: np.ndarray, end: np.ndarray, 
     drained = (c["op"][readers[valid]] == Op.WRITE) & np.isin(c["kind"][p], (UnitKind.MXM, UnitKind.VXM))
     ready = np.full(len(readers), -1, np.int64)
     ready[valid] = end[p] + np.where(drained, timing.drain_cycles, 0)
+    _pace_weights(c, readers, operand, valid, producer, ready, start, end, timing)
     # Overwrites: consecutive writes of one pair, the later one before the earlier value's last read.
     last_read = np.full(len(prod), -1, np.int64)
     last_reader = np.full(len(prod), -1, np.int64)
@@ -248,6 +250,22 @@ def stream_pairs(c: dict, lane: np.ndarray, start: np.ndarray, end: np.ndarray, 
         is_tail[tail] = True
         boundary[readers[valid][is_tail[k[valid]]]] = True
     return StreamPairs(readers, streams, producer, ready, war, boundary)
+
+
+def _pace_weights(c: dict, readers: np.ndarray, operand: np.ndarray, valid: np.ndarray, producer: np.ndarray,
+                  ready: np.ndarray, start: np.ndarray, end: np.ndarray, timing: Timing) -> None:
+    """An MXM's weight stream (s_a) from a READ is ready by targets.timing.paced_start: an install-bound MXM
+    may take it as MEM puts it out."""
+    weights = valid & (operand == 0) & (c["op"][readers] == Op.MXM)
+    weights[weights] = c["op"][producer[weights]] == Op.READ
+    if not weights.any():
+        return
+    mxm, read = readers[weights], producer[weights]
+    at = np.zeros(len(c["op"]), bool)
+    at[mxm] = True
+    install = np.zeros(len(c["op"]), np.int64)
+    install[at] = install_cycles(timing, c, at)
+    ready[weights] = paced_start(start[read], end[read], end[mxm] - start[mxm], install[mxm])
 
 
 def _report_streams(c: dict, pairs: StreamPairs, start: np.ndarray, found, inst: np.ndarray | None) -> None:

@@ -187,6 +187,11 @@ class ChipSpec:
         return self.mem_bytes_per_cycle * self.clock_hz
 
     @property
+    def mxm_panel(self) -> int:
+        """Rows and columns of the widest weight panel one MXM instruction covers: every plane's tiles."""
+        return self.matrix_dim * self.matrix_planes
+
+    @property
     def usable_sram_bytes(self) -> int:
         """Memory left for weights, KV cache, state and activations after the program reserve."""
         return self.sram_bytes - self.program_reserve_bytes

@@ -34,6 +34,15 @@ too few cycles is caught. Rules (chip = ChipSpec, all rates per cycle of its clo
 A result leaving a compute unit (MXM or VOP) for SRAM crosses the chip's pipeline:
 a WRITE consuming it starts `drain_cycles` after the producer ends.
 
+Weights paced by their READ (`paced_start`). MEM streams a weight panel straight into the MXM's install
+path: "MEM can read and install 409,600 weights into the four 320x320 arrays in less than 40 cycles,
+including SRAM and on-chip network transit delay" (ISCA 2020 section II-B, as targets/lpu.py cites it),
+one pass at one rate, not a read and then an install. So an install-bound MXM (its cycles are its
+install's) may start a cycle after the READ of its weight stream (s_a) starts, as long as it ends no
+earlier than that READ: its install takes the panel off the stream as MEM puts it out and never runs
+ahead of it. An MXM bound by its passes or results consumes its weights slower than they arrive and
+waits for the whole panel (the READ's end), as every other stream reader does for its producer.
+
 Stream budget. Every byte an instruction puts on a stream crosses the chip's stream registers
 once: READ, GATHER and the SXM ops their bytes, RECV what arrives, MXM m x n f32 partial sums,
 VOP m x n 16-bit results (a reduction to one pair per row: 8 bytes a row). An instruction puts
@@ -329,15 +338,30 @@ def _link_class(link, clock: float, step_cycles: int) -> LinkClass:
     return LinkClass(link.bw_bytes_per_s / clock, max(1, round(link.latency_s * clock)), step_cycles)
 
 
+def paced_start(read_start, read_end, mxm_cycles, install_cycles):
+    """The earliest start of an MXM whose weight stream a READ puts out over [read_start, read_end) (the
+    rule "weights paced by their READ" above): an install-bound MXM a cycle after the READ starts, ending
+    no earlier than it; any other once the READ has ended. Scalars or arrays alike."""
+    paced = np.asarray(mxm_cycles) <= np.asarray(install_cycles)
+    return np.where(paced, np.maximum(np.asarray(read_start) + 1, np.asarray(read_end) - mxm_cycles), read_end)
+
+
+def install_cycles(timing: Timing, cols: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """The install cycles of the MXM rows `mask` selects (their weight blocks in whole tiles; vectorised
+    Timing.install)."""
+    k, n = (cols[c][mask].astype(np.int64) for c in ("k", "n"))
+    per_weight = np.array([timing.install_bytes(f) for f in Fmt])[cols["dtype"][mask]]
+    tiles = -(-k // timing.dim) * -(-n // timing.dim)
+    return np.ceil(tiles * timing.dim ** 2 * per_weight / timing.install_bytes_per_cycle - 1e-9).astype(np.int64)
+
+
 def _mxm(timing: Timing, cols: dict[str, np.ndarray], mask: np.ndarray, out: np.ndarray) -> np.ndarray:
     m, k, n = (cols[c][mask].astype(np.int64) for c in ("m", "k", "n"))
     fmt = cols["dtype"][mask]
-    formats = list(Fmt)
-    per_weight = np.array([timing.install_bytes(f) for f in formats])[fmt]
-    macs = np.array([timing.mxm_macs_per_cycle(f) for f in formats])[fmt]
+    macs = np.array([timing.mxm_macs_per_cycle(f) for f in Fmt])[fmt]
     tile = timing.dim ** 2
     tiles = -(-k // timing.dim) * -(-n // timing.dim)
-    install = np.ceil(tiles * tile * per_weight / timing.install_bytes_per_cycle - 1e-9)
+    install = install_cycles(timing, cols, mask)
     passes = np.ceil(m * tiles * tile / macs - 1e-9)
     results = np.ceil(m * n * MXM_RESULT_BYTES / timing.port_bytes_per_cycle - 1e-9)
     grouped = np.where(cols["s_e"][mask] >= 0, np.maximum(cols["imm"][mask].astype(np.int64), 1), 1)

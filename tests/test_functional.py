@@ -285,3 +285,37 @@ def test_run_json_counts_the_instructions_it_executed(build, prompt, steps):
     f = run_build(build, tokens=3, prompt=prompt)
     assert f["functional"]["instructions_executed"] == prefill + steps * decode
     assert f["instructions_executed"] == decode + prefill + f["functional"]["instructions_executed"]
+
+
+def _ropes(program) -> tuple[int, int]:
+    """ROPE VOPs, and those whose input stream was last written by a SCALE VOP of the same chip (not a READ)."""
+    from ir.isa import Fn, Op
+
+    c = program.cols
+    ropes = chained = 0
+    for chip in range(program.chips):
+        rows = sorted(range(*program.chip_slice(chip).indices(len(program))), key=lambda i: (c["issue"][i], i))
+        writer: dict[int, int] = {}
+        for i in rows:
+            if c["op"][i] == Op.VOP and c["fn"][i] == Fn.ROPE:
+                ropes += 1
+                w = writer.get(int(c["s_a"][i]))
+                chained += w is not None and c["op"][w] == Op.VOP and c["fn"][w] == Fn.SCALE
+            if c["s_out"][i] >= 0:
+                writer[int(c["s_out"][i])] = i
+    return ropes, chained
+
+
+def test_int8_q_and_k_rope_straight_off_the_projections_scale_and_match_the_reference(tmp_path, checkpoint,
+                                                                                      weights):
+    """partition.chaining's MXM -> VXM rule: a one-row q|k|v product one MXM panel wide leaves on its scale VOP's
+    stream, and both ropes take their slices of it from there (no drain, no re-read) in decode; prefill's chunk
+    rows keep the WRITE and READ. Tokens and logits still match the reference."""
+    out_dir = compile_tiny(tmp_path, TINY_TARGET, checkpoint, "--precision", "int8")
+    decode, prefill = load_program(out_dir / "decode.prog"), load_program(out_dir / "prefill.prog")
+    (ropes, chained), (chunk_ropes, chunk_chained) = _ropes(decode), _ropes(prefill)
+    assert ropes > 0 and chained == ropes and chunk_ropes > 0 and chunk_chained == 0
+    out = run_functional(out_dir, PROMPT, NEW)
+    logits, new = reference(weights, "int8")
+    assert out["tokens"] == new
+    assert np.abs(out["logits"] - logits).max() < LOGIT_TOL

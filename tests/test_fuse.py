@@ -41,10 +41,11 @@ QKV = """graph qkv {
 def test_three_narrow_projections_install_one_tile_off_the_norms_stream(tmp_path, capsys):
     """q, k and v, 64 columns each, are one 320 x 192 block: one MXM installing one tile (20 cycles at 2 B a
     weight), not three, reading the norm's result off the vector unit's stream (no drain between them).
-    By hand: sync | read x, g | read the block (122,880 B at 10,240 B/cycle; the norm beside it) | MXM |
+    By hand: sync | read x, g | 1 (the MXM starts a cycle after the block's READ, 122,880 B at 10,240 B/cycle
+    with the norm beside it: its install takes the block off the stream, targets.timing.paced_start) | MXM |
     drain | write q|k|v | read q, k (v beside the add) | add | add (chained, v) | drain | write c. The plan
     counts the same two drains, and the memory map the one block."""
-    assert compile_kernel(tmp_path, QKV) == SYNC + 2 + 12 + 20 + DRAIN + 1 + 2 + 1 + 1 + DRAIN + 1
+    assert compile_kernel(tmp_path, QKV) == SYNC + 2 + 1 + 20 + DRAIN + 1 + 2 + 1 + 1 + DRAIN + 1
     c = load_program(tmp_path / "build" / "decode.prog").cols
     mxm = c["op"] == Op.MXM
     assert list(zip(c["k"][mxm].tolist(), c["n"][mxm].tolist(), strict=True)) == [(320, 192)]

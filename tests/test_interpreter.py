@@ -246,3 +246,30 @@ def test_stream_traffic_over_the_stream_registers_is_flagged():
     found = [h for h in execute(crowded, lpu).hazards if h.kind == "stream-budget"]
     assert len(found) == 1 and found[0].chip == 0 and found[0].cycle == t0 + 5 and found[0].unit == "mem.2"
     assert "mem.0, mem.1, mem.2 put 30,720 B/cycle" in found[0].detail and "20,480" in found[0].detail
+
+
+def _weight_read(program: Program, mxm: int) -> int:
+    """The READ whose stream an MXM takes its weights (s_a) from."""
+    c = program.cols
+    reads = np.flatnonzero((c["op"] == Op.READ) & (c["s_out"] == c["s_a"][mxm]) & (c["issue"] <= c["issue"][mxm]))
+    return int(reads[np.argmax(c["issue"][reads])])
+
+
+@pytest.mark.parametrize(("rows", "paced"), [(1, True), (256, False)])
+def test_an_install_bound_mxm_takes_its_weights_as_mem_streams_them(tmp_path, rows, paced):
+    """One row: the MXM's 160 cycles are its install, so it starts a cycle after its weights' READ starts
+    and ends after it (targets.timing.paced_start); one cycle earlier is flagged. 256 rows through 320 x 320
+    int8: 63 cycles of passes outweigh 10 of install, so the MXM waits for the whole READ."""
+    from benchmarks.kernels import chain_ir as matvec_chain
+
+    dim = 1000 if paced else 320
+    program, lpu = _kernel(tmp_path, matvec_chain(rows, [dim, dim], "i8"))
+    assert execute(program, lpu).hazards == []
+    c = program.cols
+    mxm = int(np.flatnonzero(c["op"] == Op.MXM)[0])
+    read = _weight_read(program, mxm)
+    read_end = int(c["issue"][read] + c["cycles"][read])
+    assert c["issue"][mxm] == (c["issue"][read] + 1 if paced else read_end), program.row(mxm)
+    assert c["issue"][mxm] + c["cycles"][mxm] >= read_end
+    early = mutated(program, lambda cols: cols["issue"].__setitem__(mxm, cols["issue"][mxm] - 1))
+    assert "stream-raw" in kinds(execute(early, lpu))

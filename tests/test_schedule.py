@@ -108,12 +108,13 @@ def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
 
     Critical path, in cycles, from the lpu's numbers (MEM moves 10,240 B/cycle, one stream port;
     weights install at 10,240 B/cycle in 320 x 320 tiles; 93-cycle drain; 216-cycle start sync):
-      216 sync | 1 read x | 160 read panel 0 (1,638,400 B) | 160 read panel 1 (it waits for MXM 0 to
-      start) | 160 MXM panel 1 (its install, 16 tiles x 10 cycles, outweighs 4 cycles of passes) |
-      1 scale | 93 drain | 1 write y | 1 read y | 2 silu (2,560 elements x 4 ops / 5,120 ALUs) |
-      93 drain | 1 write  = 889.
-    The reads of the scales have slack, so the MEM queue takes panel 1 first and they follow it;
-    MXM panel 0 [377, 537) hides under the read of panel 1 [377, 537)."""
+      216 sync | 1 read x | 1 (MXM 0 starts a cycle after its panel's READ [217, 377): its install
+      takes the panel off the stream as MEM puts it out, targets.timing.paced_start) | 160 MXM panel 0
+      (its install, 16 tiles x 10 cycles, outweighs 4 cycles of passes) | 160 MXM panel 1 (its READ
+      [377, 537) waits for MXM 0 to start and for MEM; it ends under MXM 1) | 1 read of panel 1's scales
+      (after that READ on MEM) | 1 scale | 93 drain | 1 write y | 1 read y | 2 silu (2,560 elements x
+      4 ops / 5,120 ALUs) | 93 drain | 1 write  = 731.
+    Before the paced rule each MXM waited for its whole panel's READ: 889."""
     from compiler.codegen.phase import lower_phase
     from compiler.plan import ChipRange, Memory, Stage
     from ir.asm import print_asm
@@ -127,7 +128,7 @@ def test_a_tiny_model_whose_schedule_length_is_computed_by_hand():
     graph = b.finish(b.op(Opcode.SILU, b.op(Opcode.MATMUL, x, w, s)))
     stage = Stage(0, "mlp", "mlp", None, ChipRange(0, 1), Memory(0, 0, 0, 0, 0), 0.0, 0.0, 0.0, 0, "")
     program, _ = lower_phase("decode", [graph], [1], [stage], load_target("lpu"), "lpu")
-    assert program.makespan == 216 + 1 + 160 + 160 + 160 + 1 + 93 + 1 + 1 + 2 + 93 + 1 == 889
+    assert program.makespan == 216 + 1 + 1 + 160 + 160 + 1 + 1 + 93 + 1 + 1 + 2 + 93 + 1 == 731
     mxm = program.cols["issue"][program.cols["op"] == Op.MXM].tolist()
-    assert mxm == [377, 537], print_asm(program)
+    assert mxm == [218, 378], print_asm(program)
     assert TIMING.vop(Fn.SILU, 2560, 5120) == 2 and TIMING.drain_cycles == 93 and TIMING.sync_cycles == 216

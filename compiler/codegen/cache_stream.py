@@ -70,9 +70,11 @@ def block_product(e: Emitter, kv: CacheStream, codes: Read, scales: Callable[[],
                      args=heads | {"on": "probabilities", "from": b.column, "block": b.tokens})
     kind = Flag.KEYS if keys else Flag.VALUES
     flags = kind | (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if b.last else 0)
-    deps += ((codes[0], 0), (step[0], 0)) + (((acc, 0),) if acc is not None else ())
+    cycles = e.t.timing.mxm(m, k_dim, n_dim, kv.fmt)
+    paced = e.paced_lag(codes[0], cycles, e.t.timing.install(k_dim, n_dim, kv.fmt))
+    deps += ((codes[0], paced), (step[0], 0)) + (((acc, 0),) if acc is not None else ())
     partial = e.t.instrs[acc].s_out if acc is not None else -1
-    acc = e.t.add(Instr(Op.MXM, e.t.timing.mxm(m, k_dim, n_dim, kv.fmt), fmt=kv.fmt, m=m, k=k_dim,
+    acc = e.t.add(Instr(Op.MXM, cycles, fmt=kv.fmt, m=m, k=k_dim,
                         n=n_dim, flags=int(flags), s_a=codes[1], s_b=step[1], s_c=partial, s_d=s_d,
                         s_out=e.t.stream(), offset=0 if keys or (scales is not None and not blocked) else b.column,
                         args=tuple(sorted(heads.items())), deps=deps))

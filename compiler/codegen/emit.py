@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from compiler.codegen.template import Instr, Ref, Rel, Space, Template
+from compiler.partition.chaining import stream_result
 from compiler.passes.fuse import columns
 from ir.errors import ConfigError
 from ir.graph import Op as GraphOp
@@ -24,6 +25,7 @@ from ir.graph import Value
 from ir.isa import FMT_OF, Fmt, Fn, Op
 from ir.program import Flag
 from ir.types import DType
+from targets.timing import paced_start
 
 FMT = FMT_OF  # the format each stored dtype streams through the MXM (or a GATHER) in
 
@@ -69,10 +71,28 @@ class Emitter:
     exported: set[str]  # results a later unit reads (they get PORT_OUT slots)
     ports_out: list[str] = field(default_factory=list)
     tp: int = 1  # chips of the tensor-parallel group running this code
-    # partition.chaining: the result the op being lowered takes off the vector unit's stream (`fresh`),
-    # and the one the last element-wise op left there (`pending`), as {name: (VOP, stream)}
+    # partition.chaining: the result the op being lowered takes off the vector unit's stream (`fresh`, at byte
+    # `fresh_offset` of it), the one the last element-wise op left there (`pending`), as {name: (VOP, stream)},
+    # and a one-stream matmul result and its one-row slices (`on_stream`: name -> (VOP, stream, byte offset))
     fresh: dict[str, tuple[int, int]] = field(default_factory=dict)
+    fresh_offset: int = 0
     pending: dict[str, tuple[int, int]] = field(default_factory=dict)
+    on_stream: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    last_panel: tuple[int, int] = (-1, -1)  # the last matmul's last panel's result: (producer, stream)
+
+    def take_fresh(self, chained: str | None) -> None:
+        """Before lowering the next op: the operand partition.chaining.chained_operands says it takes off a
+        stream, from the VOP just before or a one-stream matmul result; the plan counted it so, so a value on
+        no stream is a lowering the plan does not describe."""
+        self.fresh, self.fresh_offset = {}, 0
+        if chained in self.pending:
+            self.fresh = {chained: self.pending[chained]}
+        elif chained is not None:
+            if chained not in self.on_stream:
+                raise RuntimeError(f"%{chained} is chained by partition.chaining but on no stream")
+            producer, stream, self.fresh_offset = self.on_stream[chained]
+            self.fresh = {chained: (producer, stream)}
+        self.pending = {}
 
     # ---- primitives -------------------------------------------------------------------------
 
@@ -154,9 +174,10 @@ class Emitter:
     def elementwise(self, fn: Fn, out: Value, *ins: Value, args: dict | None = None) -> None:
         """One VOP; an operand the op before left on the vector unit's stream (`fresh`) is taken from it."""
         reads = [self.fresh.get(v.name) or self.read(v.name) for v in ins]
+        offset = self.fresh_offset if ins[0].name in self.fresh else 0  # a slice of a one-stream result
         rows, cols = rows_cols(out)
         i, s = self.vop(fn, rows, cols, reads[0], reads[1] if len(reads) > 1 else None,
-                        sum(v.type.nbytes for v in ins), args=args, flags=Flag.ROUND)
+                        sum(v.type.nbytes for v in ins), args=args, flags=Flag.ROUND, offset=offset)
         self.result(out)
         self.done(out, self.write(out.name, s, i, out.type.nbytes))
         self.pending = {out.name: (i, s)}
@@ -201,7 +222,9 @@ class Emitter:
                 last = (k0 == 0) if column % 2 else (k0 + kb >= k_all)
                 flags = (Flag.ACCUMULATE if acc is not None else 0) | (Flag.LAST if last else 0) | (
                     Flag.TRANSPOSE if transpose_b else 0)
-                deps = ((r, 0), (xs[0], 0)) + (((acc, 0),) if acc is not None else ())
+                cycles = self.t.timing.mxm(m, kb, nb, fmt, max(1, tiles[0]))
+                deps = ((r, self.paced_lag(r, cycles, self.t.timing.install(kb, nb, fmt))), (xs[0], 0)) + (
+                    ((acc, 0),) if acc is not None else ())
                 s_d = -1
                 if block is not None:
                     at, size = (k0 // block.size, n0), (block.scales(kb), nb)
@@ -213,13 +236,30 @@ class Emitter:
                 partial = self.t.instrs[acc].s_out if acc is not None else -1
                 grouped = {"s_e": table[1], "imm": group.tiles} if group else {}
                 deps += ((table[0], 0),) if group else ()
-                acc = self.t.add(Instr(Op.MXM, self.t.timing.mxm(m, kb, nb, fmt, max(1, tiles[0])), fmt=fmt, m=m,
+                acc = self.t.add(Instr(Op.MXM, cycles, fmt=fmt, m=m,
                                        k=kb, n=nb, flags=int(flags), s_a=ws, s_b=xs[1], s_c=partial, s_d=s_d,
                                        offset=k0, s_out=self.t.stream(), deps=deps, **grouped))
                 last_mxm = acc
-            self._finish_panel(out, scales if block is None else scales[1:], acc, m, (n0, nb, n_all), index, group,
-                               columns[0])
+            self.last_panel = self._finish_panel(out, scales if block is None else scales[1:], acc, m,
+                                                 (n0, nb, n_all), index, group, columns[0])
         return last_mxm
+
+    def hold_stream(self, op: GraphOp) -> None:
+        """A stream_result (partition.chaining) is whole on its one panel's scale VOP's stream; a one-row slice
+        of it lies at its columns' bytes of that stream."""
+        if stream_result(op, self.t.timing.panel):
+            producer, stream = self.last_panel
+            if self.t.instrs[producer].op is not Op.VOP:
+                raise RuntimeError(f"%{op.results[0].name}: a stream result not scaled on the vector unit")
+            self.on_stream = {op.results[0].name: (producer, stream, 0)}
+
+    def paced_lag(self, read: int, cycles: int, install: int) -> int:
+        """Cycles after its weight stream's producer `read` ends that an MXM of `cycles` (`install` of them its
+        install) may start: before the end when a READ's panel installs off the stream (targets.timing.paced_start)."""
+        producer = self.t.instrs[read]
+        if producer.op is not Op.READ:
+            return 0
+        return int(paced_start(0, producer.cycles, cycles, install)) - producer.cycles
 
     def _panel(self, name: str, fmt: Fmt, shape: tuple[int, int], at: tuple[int, int], size: tuple[int, int],
                transpose_b: bool, after: tuple, index: Index | None, tiles: tuple[int, int] = (0, 0)
@@ -236,7 +276,7 @@ class Emitter:
                          tiles=tiles)
 
     def _finish_panel(self, out: Value, after: tuple[Value, ...], acc: int, m: int, cols: tuple[int, int, int],
-                      index: Index | None = None, group: Group | None = None, start: int = 0) -> None:
+                      index: Index | None = None, group: Group | None = None, start: int = 0) -> tuple[int, int]:
         """Scale the products by what multiplies them after the MXM (one 16-bit scale per output
         channel, or NVFP4's f32 tensor scale) and write columns [n0, n0+nb) of each row (of `out`,
         which holds the weight's columns from `start`). Grouped,
@@ -263,6 +303,7 @@ class Emitter:
         rows = m if m > 1 and nb < width else 0
         self.done(out, self.write(out.name, stream, producer, m * nb * 2, offset=(n0 - start) * 2, rows=rows,
                                   stride=width * 2 if rows else 0))
+        return producer, stream
 
 
 def k_panels(k_all: int, dim: int, panel: int, reverse: bool = False) -> list[tuple[int, int]]:
@@ -304,6 +345,7 @@ def matmul(e: Emitter, op: GraphOp) -> None:
         e.result(op.results[0])
     e.matmul(x, w, op.operands[2:], op.results[0], bool(op.attr.get("transpose_b")), xs=e.fresh.get(x.name),
              columns=cols)
+    e.hold_stream(op)
 
 
 def unary(fn: Fn) -> Callable[[Emitter, GraphOp], None]:
@@ -398,6 +440,9 @@ def slice_columns(e: Emitter, op: GraphOp) -> None:
     rows, cols = math.prod(x.type.shape[:-1]), x.type.shape[-1]
     size = x.type.dtype.bits // 8
     width = (op.attr["stop"] - op.attr["start"]) * size
+    if x.name in e.on_stream and rows == 1:  # its bytes of a one-stream matmul result (partition.chaining)
+        producer, stream, at = e.on_stream[x.name]
+        e.on_stream[out.name] = (producer, stream, at + op.attr["start"] * size)
     if rows == 1 and out.name not in e.exported:
         held = e.slots[x.name]
         e.slots[out.name] = Slot(replace(held.ref, offset=held.ref.offset + op.attr["start"] * size), width,

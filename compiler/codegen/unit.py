@@ -14,7 +14,7 @@ from compiler.codegen.overlap import lower_overlapped
 from compiler.codegen.rules import EMIT
 from compiler.codegen.schedule import schedule
 from compiler.codegen.template import Ref, Rel, Space, Template
-from compiler.partition.chaining import chained_operand
+from compiler.partition.chaining import chained_operands
 from compiler.partition.overlap import overlapped
 from compiler.partition.shard_cost import is_resident
 from ir.graph import Op, Value
@@ -71,10 +71,8 @@ def unit_code(name: str, ops: Sequence[Op], timing: Timing, inputs: Sequence[str
     coll = Collectives(e, levels)
     values = {v.name: v for op in ops for v in (*op.operands, *op.results)}
     pairs, skip = overlapped(ops), set()
-    for i, op in enumerate(ops):
-        chained = chained_operand(ops[i - 1] if i else None, op)  # partition.chaining, as the plan counts it
-        e.fresh = {chained: e.pending[chained]} if chained in e.pending else {}
-        e.pending = {}
+    for i, (op, chained) in enumerate(zip(ops, chained_operands(ops, timing.panel), strict=True)):
+        e.take_fresh(chained)  # partition.chaining, as the plan counts it
         if i in skip:
             continue
         if i in pairs and op.results[0].name not in exported and lower_overlapped(e, coll, op, ops[pairs[i]]):

@@ -11,9 +11,18 @@ operands on streams; ISCA 2022's VXM -> MXM pipelines) [S]. The producer's resul
 readers, the residual); only the drain and the re-read leave the critical path, so the pair pays the chip's
 pipeline latency once (llama's residual add then its norm, SiLU then the gate's multiply, a norm then its
 projections).
+
+MXM -> VXM: a one-row matmul result at most one MXM column panel wide (one chain of MXMs, codegen.emit) that
+leaves the matrix unit through a VOP (its per-channel or tensor scale: 16-bit, as the WRITE would store it)
+is whole on that VOP's stream (`stream_result`). An element-wise op reading it, or a one-row slice of it, as
+its first operand takes it off that stream (at the slice's offset) when nothing but such slices and readers
+comes between: q|k|v's rope of q and of k. Again the result is still written (attention reads v, and the
+cache append its k); only the drain and the re-read leave the path (`chained_operands`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from ir.graph import Op
 from ir.ops import Opcode
@@ -33,3 +42,33 @@ def chained_operand(prev: Op | None, op: Op) -> str | None:
     if op.opcode not in CHAINED:
         return None
     return made if any(v.name == made for v in op.operands) else None
+
+
+def stream_result(op: Op, panel: int) -> bool:
+    """Whether a matmul's whole result leaves the vector unit on one stream (the module docstring): one row,
+    at most `panel` (the MXM's dim x planes) columns, scaled after the MXM."""
+    if op.opcode is not Opcode.MATMUL or panel <= 0:
+        return False
+    shape = op.results[0].type.shape
+    post = op.operands[3:] if op.operands[1].type.dtype.block else op.operands[2:]
+    return len(shape) == 2 and shape[0] == 1 and shape[1] <= panel and bool(post)
+
+
+def chained_operands(ops: Sequence[Op], panel: int) -> list[str | None]:
+    """Per op, the operand it takes off a stream: chained_operand's (the VOP just before), or a stream_result
+    (or a one-row slice of it) read as the first operand of a CHAINED op, while only such slices and
+    readers have come since the matmul. `panel`: the MXM's columns a chain (0: no stream results)."""
+    out: list[str | None] = []
+    held: set[str] = set()  # the stream result and its slices, while nothing else intervenes
+    for i, op in enumerate(ops):
+        name = chained_operand(ops[i - 1] if i else None, op)
+        if name is None and op.opcode in CHAINED and op.operands and op.operands[0].name in held:
+            name = op.operands[0].name
+        out.append(name)
+        if stream_result(op, panel):
+            held = {op.results[0].name}
+        elif op.opcode is Opcode.SLICE and op.operands[0].name in held and op.results[0].type.shape[0] == 1:
+            held.add(op.results[0].name)
+        elif name is None or name not in held:
+            held = set()
+    return out

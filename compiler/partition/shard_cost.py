@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from compiler.partition.chaining import chained_operand
+from compiler.partition.chaining import chained_operands
 from compiler.partition.overlap import overlapped
 from compiler.passes.fuse import columns, fuse_siblings
 from compiler.passes.shard import ShardTensorParallel
@@ -142,16 +142,17 @@ def align(nbytes: int, alignment: int) -> int:
 
 
 def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1,
-               split: bool = True, tile: int = 0) -> ShardCost:
+               split: bool = True, tile: int = 0, panel: int = 0) -> ShardCost:
     """Per-chip cost of one unit on `tp` chips (in the split layout or the whole one: passes.shard).
     `rows_scale` shrinks everything that grows with the rows (activations, arithmetic), e.g. to one
     prefill chunk; buffers start on `alignment`-byte boundaries (the target's vector); sibling matmuls
-    fuse where that saves whole `tile`-wide tiles (the target's matrix_dim; 0: none, passes.fuse)."""
-    return chip_cost(ShardTensorParallel(tp, split)(ops), tp, rows_scale, alignment, tile)
+    fuse where that saves whole `tile`-wide tiles (the target's matrix_dim; 0: none, passes.fuse); `panel` is
+    the MXM's columns a chain (dim x planes), for results it leaves on one stream (partition.chaining)."""
+    return chip_cost(ShardTensorParallel(tp, split)(ops), tp, rows_scale, alignment, tile, panel)
 
 
 def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1,
-              tile: int = 0) -> ShardCost:
+              tile: int = 0, panel: int = 0) -> ShardCost:
     """shard_cost of a unit already sharded over `tp` chips (its per-chip ops), its sibling matmuls fused
     as the lowering fuses them (passes.fuse)."""
     chip_ops = fuse_siblings(chip_ops, tile)
@@ -192,7 +193,7 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     cache = sum(align(n, alignment) for n in state.values())
     staging = STAGING_SLOTS * align(tier.block_bytes, alignment) if tier else 0
     return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, scales, alignment) + staging,
-                     tuple(work), tuple(collectives), _chain(chip_ops),
+                     tuple(work), tuple(collectives), _chain(chip_ops, panel),
                      _state_read(chip_ops, state) + sum(cold.values()), tier)
 
 
@@ -279,14 +280,14 @@ def _tier_work(op: Op, index: int, before: TierWork | None, rows_scale: float) -
     return TierWork(op.attr["tier"], nbytes, fetches, block * row, index, len(below), stored)
 
 
-def _chain(chip_ops: list[Op]) -> int:
+def _chain(chip_ops: list[Op], panel: int) -> int:
     """Longest path, counted in compute ops, through the unit's dataflow (collectives are link
-    time; a slice only moves data; an element-wise op chained on the one before it adds none)."""
+    time; a slice only moves data; an op taking an operand off a stream adds none for it)."""
     depth: dict[str, int] = {}
     longest = 0
-    for prev, op in zip([None, *chip_ops], chip_ops, strict=False):
+    # off the vector unit's stream: the pair pays once (partition.chaining)
+    for op, chained in zip(chip_ops, chained_operands(chip_ops, panel), strict=True):
         pays = op.opcode not in _COLLECTIVES and op.opcode not in _MOVES
-        chained = chained_operand(prev, op)  # off the vector unit's stream: the pair pays once (partition.chaining)
         d = max((depth.get(v.name, 0) + (pays and v.name != chained) for v in op.operands), default=int(pays))
         for r in op.results:
             depth[r.name] = d

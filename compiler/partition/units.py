@@ -64,7 +64,7 @@ def unit_kinds(graph: Graph) -> tuple[list[str], list[int], list[list[Op]]]:
 
 
 def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: int, node: int,
-                alignment: int, tile: int) -> list[Unit]:
+                alignment: int, tile: int, panel: int = 0) -> list[Unit]:
     """Units in model order. `limit` caps the group sizes considered; a group wider than a
     node of `node` chips is whole nodes (its collectives pair chips of equal local rank
     across nodes, so every node needs every local rank)."""
@@ -80,15 +80,16 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
                       for split in ((False, True) if splits_kv(ops, t) and lowers_split(ops, t, node) else (False,))]
             # one sharding for both chunk sizes
             chip_pre = {g: ShardTensorParallel(*g)(pre) for g in groups}
-            costs[kind] = ({g: shard_cost(ops, g[0], 1.0, alignment, g[1], tile) for g in groups},
-                           {g: chip_cost(chip_pre[g], g[0], rows, alignment, tile) for g in groups},
-                           {g: chip_cost(chip_pre[g], g[0], least, alignment, tile).act_bytes for g in groups})
+            costs[kind] = ({g: shard_cost(ops, g[0], 1.0, alignment, g[1], tile, panel) for g in groups},
+                           {g: chip_cost(chip_pre[g], g[0], rows, alignment, tile, panel) for g in groups},
+                           {g: chip_cost(chip_pre[g], g[0], least, alignment, tile, panel).act_bytes
+                            for g in groups})
     return [Unit(scope, kind, *costs[kind]) for scope, kind in zip(scopes, kinds, strict=True)]
 
 
 def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int, bool]], rows_scale: float,
-                  alignment: int, reach: int | None = None, sharded: dict | None = None, tile: int = 0
-                  ) -> dict[tuple[int, int, bool], ShardCost]:
+                  alignment: int, reach: int | None = None, sharded: dict | None = None, tile: int = 0,
+                  panel: int = 0) -> dict[tuple[int, int, bool], ShardCost]:
     """Prefill costs by (unit kind, group size, split) for the triples a plan uses, at a chunk of
     `rows_scale` of the prompt whose attention reads `reach` cache positions (None: all). `sharded`
     keeps each (kind, group size, split, reach)'s per-chip ops for the next chunk size."""
@@ -100,7 +101,7 @@ def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int,
         if (kind, t, split, reach) not in sharded:
             ops = at_reach(list(prefill.ops_in(first[kind])), reach)
             sharded[kind, t, split, reach] = ShardTensorParallel(t, split)(ops)
-    return {(kind, t, split): chip_cost(sharded[kind, t, split, reach], t, rows_scale, alignment, tile)
+    return {(kind, t, split): chip_cost(sharded[kind, t, split, reach], t, rows_scale, alignment, tile, panel)
             for kind, t, split in sorted(needed)}
 
 

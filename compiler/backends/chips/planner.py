@@ -62,7 +62,7 @@ class ChipLayout(Layout):
            every: bool = False) -> ChipLayout:
         """`every`: keep candidates another dominates (a pinned plan may ask for any of them)."""
         units = build_units(decode, prefill, options, min(system.max_chips, MAX_GROUP), system.chips_per_node,
-                            system.chip.vector_bytes, system.chip.matrix_dim)
+                            system.chip.vector_bytes, system.chip.matrix_dim, system.chip.mxm_panel)
         tables = cost_tables(units, system, options.precision)
         reserved = max(input_bytes(decode, options.batch, system), input_bytes(decode, options.min_chunk_rows, system))
         cands = enumerate_candidates(units, tables, boundary_bytes(decode), system,
@@ -185,7 +185,7 @@ class ChipLayout(Layout):
                     for u in self.units_[r.cand.first:r.cand.stop]}
             self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
                                                self.system.chip.vector_bytes, reach, self._sharded,
-                                               self.system.chip.matrix_dim)
+                                               self.system.chip.matrix_dim, self.system.chip.mxm_panel)
         return self._prefill[key]
 
     def _experts(self, first: int, stop: int, tp: int) -> str | None:

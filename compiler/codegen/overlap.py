@@ -17,6 +17,7 @@ from compiler.codegen.emit import FMT, Emitter, Slot
 from compiler.codegen.template import Ref
 from compiler.partition.overlap import best_pieces, max_pieces
 from ir.graph import Op, Value
+from ir.isa import Op as Isa
 
 
 def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
@@ -41,7 +42,7 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
                             after=last_mxm, xs=e.fresh.get(x.name))
         reduced = f"{out.name}.p{j}"
         _alias(e, reduced, part.name if staged else out.name, rows * c0 * 2, piece.type.nbytes)
-        done = coll.allreduce(piece.name, reduced, piece.type.nbytes, rows * width)
+        done = coll.allreduce(piece.name, reduced, piece.type.nbytes, rows * width, src=_on_one_stream(e, rows, width))
         if staged:  # into columns [c0, c1) of every row
             r = e.read(reduced)
             done = e.write(out.name, r[1], r[0], piece.type.nbytes, offset=c0 * 2, rows=rows, stride=cols * 2,
@@ -52,6 +53,17 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     last.deps = last.deps + tuple((f, 0) for f in finals[:-1])
     e.done(out, finals[-1])
     return True
+
+
+def _on_one_stream(e: Emitter, rows: int, width: int) -> tuple[int, int] | None:
+    """The piece just made when it is whole on its scale VOP's stream (one row, one MXM panel, scaled on the
+    VXM, 16-bit as its WRITE stores it; whole slices for every chip), so the all-reduce's first sends take it
+    from there: the drain and the re-read before them leave the path, as partition.chaining's MXM -> VXM
+    rule does for element-wise readers. The plan does not count this one: its chain keeps the latency of the
+    all-reduce's reader, so a decode row's schedule lands a little under its estimate."""
+    producer, stream = e.last_panel
+    whole = rows == 1 and width <= e.t.timing.panel and width % e.tp == 0
+    return (producer, stream) if whole and e.t.instrs[producer].op is Isa.VOP else None
 
 
 def _cycles(e: Emitter, coll: Collectives, mm: Op) -> tuple[int, Callable[[float], float]]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from compiler.codegen.collectives import Collectives
 from compiler.codegen.emit import FMT, Emitter, Slot
 from compiler.codegen.template import Ref
+from compiler.partition.chaining import piece_on_one_stream
 from compiler.partition.overlap import best_pieces, max_pieces
 from ir.graph import Op, Value
 from ir.isa import Op as Isa
@@ -58,12 +59,11 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
 def _on_one_stream(e: Emitter, rows: int, width: int) -> tuple[int, int] | None:
     """The piece just made when it is whole on its scale VOP's stream (one row, one MXM panel, scaled on the
     VXM, 16-bit as its WRITE stores it; whole slices for every chip), so the all-reduce's first sends take it
-    from there: the drain and the re-read before them leave the path, as partition.chaining's MXM -> VXM
-    rule does for element-wise readers. The plan does not count this one: its chain keeps the latency of the
-    all-reduce's reader, so a decode row's schedule lands a little under its estimate."""
+    from there: the drain and the re-read before them leave the path (partition.chaining.piece_on_one_stream,
+    as the plan counts it)."""
     producer, stream = e.last_panel
-    whole = rows == 1 and width <= e.t.timing.panel and width % e.tp == 0
-    return (producer, stream) if whole and e.t.instrs[producer].op is Isa.VOP else None
+    scaled = e.t.instrs[producer].op is Isa.VOP
+    return (producer, stream) if piece_on_one_stream(rows, width, e.t.timing.panel, e.tp, scaled) else None
 
 
 def _cycles(e: Emitter, coll: Collectives, mm: Op) -> tuple[int, Callable[[float], float]]:

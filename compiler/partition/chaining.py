@@ -50,8 +50,20 @@ def stream_result(op: Op, panel: int) -> bool:
     if op.opcode is not Opcode.MATMUL or panel <= 0:
         return False
     shape = op.results[0].type.shape
-    post = op.operands[3:] if op.operands[1].type.dtype.block else op.operands[2:]
-    return len(shape) == 2 and shape[0] == 1 and shape[1] <= panel and bool(post)
+    return len(shape) == 2 and shape[0] == 1 and shape[1] <= panel and scaled_after_mxm(op)
+
+
+def scaled_after_mxm(op: Op) -> bool:
+    """A matmul whose products leave the matrix unit through a VOP: its per-channel or tensor scale."""
+    return bool(op.operands[3:] if op.operands[1].type.dtype.block else op.operands[2:])
+
+
+def piece_on_one_stream(rows: int, width: int, panel: int, group: int, scaled: bool) -> bool:
+    """An all-reduce piece of a row-parallel matmul whole on its scale VOP's stream: one row, one MXM panel,
+    whole slices for each of the `group` chips. Its first sends take it off that stream (codegen.overlap), so
+    the drain before them, which the chain charges as the latency of the all-reduce's reader, is not there
+    (partition.cost._exposed_s)."""
+    return scaled and rows == 1 and width <= panel and width % group == 0
 
 
 def chained_operands(ops: Sequence[Op], panel: int) -> list[str | None]:

@@ -91,13 +91,14 @@ def best_pieces(rows: int, columns: int, panel: int, group: int, matmul: float, 
 
 
 def pair_s(matmul_s: float, nbytes: int, pieces: Sequence[tuple[int, int]],
-           collective: Callable[[float], float]) -> float:
+           collective: Callable[[float], float], lead: Callable[[int, int], float] = lambda a, b: 0.0) -> float:
     """Seconds for the matmul and its all-reduce of `nbytes` in pieces: the MXM makes the pieces in
     order, the links carry each once it is made, back to back (one collective's latency), so the pair
     ends when the latest of, over pieces p, piece p's product and then the collective of the pieces
     from p on. p first: the first piece's product, then the whole collective; p last: the whole
-    product, then the last piece's collective."""
+    product, then the last piece's collective. `lead(a, b)`: what piece [a, b) waits between its product
+    and its first sends (partition.cost: its drain, unless they take it off its scale's stream)."""
     columns = pieces[-1][1]
     if len(pieces) == 1:
-        return matmul_s + collective(nbytes)
-    return max(matmul_s * b / columns + collective(nbytes * (columns - a) / columns) for a, b in pieces)
+        return matmul_s + lead(*pieces[0]) + collective(nbytes)
+    return max(matmul_s * b / columns + lead(a, b) + collective(nbytes * (columns - a) / columns) for a, b in pieces)

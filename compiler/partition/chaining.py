@@ -22,7 +22,7 @@ cache append its k); only the drain and the re-read leave the path (`chained_ope
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ir.graph import Op
 from ir.ops import Opcode
@@ -84,3 +84,13 @@ def chained_operands(ops: Sequence[Op], panel: int) -> list[str | None]:
         elif name is None or name not in held:
             held = set()
     return out
+
+
+def piece_lead(rows: int, columns: int, panel: int, group: int, scaled: bool, drain: float
+               ) -> Callable[[int, int], float]:
+    """partition.overlap.pair_s's lead for the pieces [a, b) of a row-parallel product `columns` wide: each
+    piece's drain before its first sends, none for one on its scale's stream (of several pieces: one piece
+    is the plain matmul and all-reduce, codegen.unit reads it from SRAM)."""
+    def lead(a: int, b: int) -> float:
+        return 0.0 if b - a < columns and piece_on_one_stream(rows, b - a, panel, group, scaled) else drain
+    return lead

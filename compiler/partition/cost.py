@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from compiler.partition.chaining import piece_on_one_stream
+from compiler.partition.chaining import piece_lead
 from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, reduced_axes
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
@@ -252,15 +252,9 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> flo
         return collective_time_s(c.kind, n, mesh, system)
 
     most = max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system), c.rows)
-    pieces = best_pieces(c.rows, c.columns, chip.mxm_panel, c.group, matmul, c.bytes, collective, most)
     drain = _op_latency_s(system)
-
-    def lead(a: int, b: int) -> float:
-        """A piece's drain before its first sends, none when they take it off its scale's stream (lowered in
-        pieces only: codegen.overlap)."""
-        on_stream = len(pieces) > 1 and piece_on_one_stream(c.rows, b - a, chip.mxm_panel, c.group, c.scaled)
-        return 0.0 if on_stream else drain
-
+    lead = piece_lead(c.rows, c.columns, chip.mxm_panel, c.group, c.scaled, drain)
+    pieces = best_pieces(c.rows, c.columns, chip.mxm_panel, c.group, matmul, c.bytes, collective, most, lead)
     # the chain already charges one drain, as the latency of the all-reduce's reader
     return pair_s(matmul, c.bytes, pieces, collective, lead) - drain - matmul
 

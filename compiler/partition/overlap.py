@@ -81,13 +81,15 @@ def column_pieces(rows: int, columns: int, panel: int, group: int, narrow_first:
 
 
 def best_pieces(rows: int, columns: int, panel: int, group: int, matmul: float, nbytes: int,
-                collective: Callable[[float], float], most: int = 1 << 30) -> tuple[tuple[int, int], ...]:
-    """column_pieces with the narrow piece where the pair (pair_s, in the caller's time unit) is shorter:
-    last when the product is the longer stream (only the last piece's collective trails it), first when
-    the collective is (the links start after the first piece's product). 70B int8 on lpu: prefill chunks
+                collective: Callable[[float], float], most: int = 1 << 30,
+                lead: Callable[[int, int], float] = lambda a, b: 0.0) -> tuple[tuple[int, int], ...]:
+    """column_pieces with the narrow piece where the pair (pair_s with `lead`, in the caller's time unit) is
+    shorter: last when the product is the longer stream (only the last piece's collective trails it), first
+    when the collective is (the links start after the first piece's product). 70B int8 on lpu: prefill chunks
     are link-bound, and the narrow piece first gives 2% lower TTFT than last (8B: 4%)."""
     last, first = (column_pieces(rows, columns, panel, group, f, most) for f in (False, True))
-    return first if pair_s(matmul, nbytes, first, collective) < pair_s(matmul, nbytes, last, collective) else last
+    shorter = pair_s(matmul, nbytes, first, collective, lead) < pair_s(matmul, nbytes, last, collective, lead)
+    return first if shorter else last
 
 
 def pair_s(matmul_s: float, nbytes: int, pieces: Sequence[tuple[int, int]],

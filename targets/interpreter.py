@@ -10,7 +10,9 @@ of the offending instruction:
   unit-busy    an instruction starts before the previous one on its unit has ended
   stream-range a stream id the chip does not have
   stream-raw   a stream is read before its producer's data is there (a WRITE of a
-               compute result also waits the chip's drain), or before anything wrote it
+               compute result also waits the chip's drain; an install-bound MXM may take
+               its weights' READ as it streams: targets.timing.paced_start), or before
+               anything wrote it
   stream-war   a stream is overwritten while a reader of its previous value still reads
   sram-range   an SRAM range outside the chip's usable SRAM
   sram-raw     a read whose bytes were last written by a write of another value than the one it declares

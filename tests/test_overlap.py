@@ -20,7 +20,9 @@ from compiler.partition.cost import collective_s, group_mesh, unit_time
 from compiler.partition.mesh import outer_one_shot
 from compiler.partition.overlap import ONE_ROW_PIECE_MESSAGES, PIECE_MESSAGES, column_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import shard_cost
+from ir.isa import Fn, Op
 from ir.ops import Opcode
+from ir.program_io import load_program
 from targets import load_target
 from tests.cli_errors import layers_then_head
 
@@ -192,3 +194,30 @@ def test_one_decode_row_over_eight_nodes_is_one_shot_and_a_prefill_chunk_is_not(
     lpu = load_target("lpu")
     mesh = group_mesh(64, lpu)
     assert outer_one_shot(mesh, 16384 * 2, lpu) and not outer_one_shot(mesh, 32 * 16384 * 2, lpu)
+
+
+def _sends_off_a_scale(program) -> int:
+    """SENDs whose stream was last written by a SCALE VOP of the same chip (not a READ of SRAM)."""
+    c = program.cols
+    count = 0
+    for chip in range(program.chips):
+        rows = sorted(range(*program.chip_slice(chip).indices(len(program))), key=lambda i: (c["issue"][i], i))
+        writer: dict[int, int] = {}
+        for i in rows:
+            if c["op"][i] == Op.SEND:
+                w = writer.get(int(c["s_a"][i]))
+                count += w is not None and c["op"][w] == Op.VOP and c["fn"][w] == Fn.SCALE
+            if c["s_out"][i] >= 0:
+                writer[int(c["s_out"][i])] = i
+    return count
+
+
+def test_an_int8_decode_rows_one_panel_pieces_send_straight_off_their_scale(tmp_path, capsys, monkeypatch):
+    """int8 tiny-llama on 2 chips, 16-column panels: a decode row's one-panel pieces are whole on their scale
+    VOP's stream, so the all-reduce's first sends take them from there (no drain, no re-read); prefill's chunk
+    rows read theirs from SRAM. It runs hazard-free to the reference."""
+    build = _build(capsys, tmp_path / "int8", (2, {}, 16, ("--precision", "int8")), True, monkeypatch)
+    out = _run(capsys, build, "--functional", "--check-reference", "--prompt", PROMPT, "--tokens", "6")
+    assert out["hazards"] == []
+    assert _sends_off_a_scale(load_program(build / "decode.prog")) > 0
+    assert _sends_off_a_scale(load_program(build / "prefill.prog")) == 0

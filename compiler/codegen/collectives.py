@@ -54,11 +54,13 @@ class Collectives:
     def __init__(self, e: Emitter, lv: list[Level]):
         self.e, self.levels, self.tag = e, lv, 0
 
-    def allreduce(self, x: str, out: str, nbytes: int, elements: int, fn: Fn = Fn.SUM) -> int:
+    def allreduce(self, x: str, out: str, nbytes: int, elements: int, fn: Fn = Fn.SUM,
+                  src: tuple[int, int] | None = None) -> int:
         """Reduce-scatter the `reduced` innermost levels, innermost first, exchange the rest in one shot,
         then gather outermost first; returns the last write. Slices are whole elements; when they do not
-        divide the tensor, `out` grows to hold the last slice's overhang, so no write lands past its buffer."""
-        cur = self.e.read(x)
+        divide the tensor, `out` grows to hold the last slice's overhang, so no write lands past its buffer.
+        `src`: x already whole on a stream (its producer and stream), its first sends taken off it."""
+        cur = src or self.e.read(x)
         elem_bytes = max(1, nbytes // max(1, elements))
         tree = self.levels[:self.reduced(nbytes)]
         # Slices nest: each level's slice is exactly its group's finer slices, so a rank's bytes are

@@ -247,6 +247,7 @@ class Emitter:
     def hold_stream(self, op: GraphOp) -> None:
         """A stream_result (partition.chaining) is whole on its one panel's scale VOP's stream; a one-row slice
         of it lies at its columns' bytes of that stream."""
+        self.on_stream = {}
         if stream_result(op, self.t.timing.panel):
             producer, stream = self.last_panel
             if self.t.instrs[producer].op is not Op.VOP:

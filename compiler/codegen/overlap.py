@@ -15,8 +15,10 @@ from collections.abc import Callable
 from compiler.codegen.collectives import Collectives
 from compiler.codegen.emit import FMT, Emitter, Slot
 from compiler.codegen.template import Ref
+from compiler.partition.chaining import piece_lead, piece_on_one_stream, scaled_after_mxm
 from compiler.partition.overlap import best_pieces, max_pieces
 from ir.graph import Op, Value
+from ir.isa import Op as Isa
 
 
 def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
@@ -25,8 +27,10 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     part, out = mm.results[0], ar.results[0]
     rows, cols = part.type.shape
     product, collective = _cycles(e, coll, mm)
+    scaled = scaled_after_mxm(mm)
+    lead = piece_lead(rows, cols, e.t.timing.panel, e.tp, scaled, e.t.timing.drain_cycles)
     pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective,
-                         max_pieces([lv.group for lv in coll.levels], coll.reduced(part.type.nbytes), rows))
+                         max_pieces([lv.group for lv in coll.levels], coll.reduced(part.type.nbytes), rows), lead)
     if len(pieces) == 1:
         return False
     e.slots[part.name] = Slot(e.t.local(part.type.nbytes), part.type.nbytes)
@@ -41,7 +45,9 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
                             after=last_mxm, xs=e.fresh.get(x.name))
         reduced = f"{out.name}.p{j}"
         _alias(e, reduced, part.name if staged else out.name, rows * c0 * 2, piece.type.nbytes)
-        done = coll.allreduce(piece.name, reduced, piece.type.nbytes, rows * width)
+        on_stream = piece_on_one_stream(rows, width, e.t.timing.panel, e.tp, scaled)
+        done = coll.allreduce(piece.name, reduced, piece.type.nbytes, rows * width,
+                              src=_scale_stream(e) if on_stream else None)
         if staged:  # into columns [c0, c1) of every row
             r = e.read(reduced)
             done = e.write(out.name, r[1], r[0], piece.type.nbytes, offset=c0 * 2, rows=rows, stride=cols * 2,
@@ -52,6 +58,16 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     last.deps = last.deps + tuple((f, 0) for f in finals[:-1])
     e.done(out, finals[-1])
     return True
+
+
+def _scale_stream(e: Emitter) -> tuple[int, int]:
+    """The piece just made, whole on its scale VOP's stream (partition.chaining.piece_on_one_stream, as the
+    plan counts it): the all-reduce's first sends take it from there, so the drain and the re-read before
+    them leave the path."""
+    producer, stream = e.last_panel
+    if e.t.instrs[producer].op is not Isa.VOP:
+        raise RuntimeError("a piece on one stream not scaled on the vector unit")
+    return producer, stream
 
 
 def _cycles(e: Emitter, coll: Collectives, mm: Op) -> tuple[int, Callable[[float], float]]:

@@ -22,7 +22,7 @@ cache append its k); only the drain and the re-read leave the path (`chained_ope
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ir.graph import Op
 from ir.ops import Opcode
@@ -50,8 +50,20 @@ def stream_result(op: Op, panel: int) -> bool:
     if op.opcode is not Opcode.MATMUL or panel <= 0:
         return False
     shape = op.results[0].type.shape
-    post = op.operands[3:] if op.operands[1].type.dtype.block else op.operands[2:]
-    return len(shape) == 2 and shape[0] == 1 and shape[1] <= panel and bool(post)
+    return len(shape) == 2 and shape[0] == 1 and shape[1] <= panel and scaled_after_mxm(op)
+
+
+def scaled_after_mxm(op: Op) -> bool:
+    """A matmul whose products leave the matrix unit through a VOP: its per-channel or tensor scale."""
+    return bool(op.operands[3:] if op.operands[1].type.dtype.block else op.operands[2:])
+
+
+def piece_on_one_stream(rows: int, width: int, panel: int, group: int, scaled: bool) -> bool:
+    """An all-reduce piece of a row-parallel matmul whole on its scale VOP's stream: one row, one MXM panel,
+    whole slices for each of the `group` chips. Its first sends take it off that stream (codegen.overlap), so
+    the drain before them, which the chain charges as the latency of the all-reduce's reader, is not there
+    (partition.cost._exposed_s)."""
+    return scaled and rows == 1 and width <= panel and width % group == 0
 
 
 def chained_operands(ops: Sequence[Op], panel: int) -> list[str | None]:
@@ -72,3 +84,13 @@ def chained_operands(ops: Sequence[Op], panel: int) -> list[str | None]:
         elif name is None or name not in held:
             held = set()
     return out
+
+
+def piece_lead(rows: int, columns: int, panel: int, group: int, scaled: bool, drain: float
+               ) -> Callable[[int, int], float]:
+    """partition.overlap.pair_s's lead for the pieces [a, b) of a row-parallel product `columns` wide: each
+    piece's drain before its first sends, none for one on its scale's stream (of several pieces: one piece
+    is the plain matmul and all-reduce, codegen.unit reads it from SRAM)."""
+    def lead(a: int, b: int) -> float:
+        return 0.0 if b - a < columns and piece_on_one_stream(rows, b - a, panel, group, scaled) else drain
+    return lead

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from compiler.partition.chaining import piece_lead
 from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, reduced_axes
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
@@ -251,9 +252,11 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> flo
         return collective_time_s(c.kind, n, mesh, system)
 
     most = max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system), c.rows)
-    pieces = best_pieces(c.rows, c.columns, chip.matrix_dim * chip.matrix_planes, c.group, matmul, c.bytes,
-                         collective, most)
-    return pair_s(matmul, c.bytes, pieces, collective) - matmul
+    drain = _op_latency_s(system)
+    lead = piece_lead(c.rows, c.columns, chip.mxm_panel, c.group, c.scaled, drain)
+    pieces = best_pieces(c.rows, c.columns, chip.mxm_panel, c.group, matmul, c.bytes, collective, most, lead)
+    # the chain already charges one drain, as the latency of the all-reduce's reader
+    return pair_s(matmul, c.bytes, pieces, collective, lead) - drain - matmul
 
 
 def collective_s(c: Collective, system: SystemSpec) -> float:

@@ -81,23 +81,26 @@ def column_pieces(rows: int, columns: int, panel: int, group: int, narrow_first:
 
 
 def best_pieces(rows: int, columns: int, panel: int, group: int, matmul: float, nbytes: int,
-                collective: Callable[[float], float], most: int = 1 << 30) -> tuple[tuple[int, int], ...]:
-    """column_pieces with the narrow piece where the pair (pair_s, in the caller's time unit) is shorter:
-    last when the product is the longer stream (only the last piece's collective trails it), first when
-    the collective is (the links start after the first piece's product). 70B int8 on lpu: prefill chunks
+                collective: Callable[[float], float], most: int = 1 << 30,
+                lead: Callable[[int, int], float] = lambda a, b: 0.0) -> tuple[tuple[int, int], ...]:
+    """column_pieces with the narrow piece where the pair (pair_s with `lead`, in the caller's time unit) is
+    shorter: last when the product is the longer stream (only the last piece's collective trails it), first
+    when the collective is (the links start after the first piece's product). 70B int8 on lpu: prefill chunks
     are link-bound, and the narrow piece first gives 2% lower TTFT than last (8B: 4%)."""
     last, first = (column_pieces(rows, columns, panel, group, f, most) for f in (False, True))
-    return first if pair_s(matmul, nbytes, first, collective) < pair_s(matmul, nbytes, last, collective) else last
+    shorter = pair_s(matmul, nbytes, first, collective, lead) < pair_s(matmul, nbytes, last, collective, lead)
+    return first if shorter else last
 
 
 def pair_s(matmul_s: float, nbytes: int, pieces: Sequence[tuple[int, int]],
-           collective: Callable[[float], float]) -> float:
+           collective: Callable[[float], float], lead: Callable[[int, int], float] = lambda a, b: 0.0) -> float:
     """Seconds for the matmul and its all-reduce of `nbytes` in pieces: the MXM makes the pieces in
     order, the links carry each once it is made, back to back (one collective's latency), so the pair
     ends when the latest of, over pieces p, piece p's product and then the collective of the pieces
     from p on. p first: the first piece's product, then the whole collective; p last: the whole
-    product, then the last piece's collective."""
+    product, then the last piece's collective. `lead(a, b)`: what piece [a, b) waits between its product
+    and its first sends (partition.cost: its drain, unless they take it off its scale's stream)."""
     columns = pieces[-1][1]
     if len(pieces) == 1:
-        return matmul_s + collective(nbytes)
-    return max(matmul_s * b / columns + collective(nbytes * (columns - a) / columns) for a, b in pieces)
+        return matmul_s + lead(*pieces[0]) + collective(nbytes)
+    return max(matmul_s * b / columns + lead(a, b) + collective(nbytes * (columns - a) / columns) for a, b in pieces)

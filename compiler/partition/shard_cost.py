@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from compiler.partition.chaining import chained_operands
+from compiler.partition.chaining import chained_operands, scaled_after_mxm
 from compiler.partition.overlap import overlapped
 from compiler.passes.fuse import columns, fuse_siblings
 from compiler.passes.shard import ShardTensorParallel
@@ -44,6 +44,7 @@ class Collective:
     # of it) and the next collective (partition.cost.unit_time).
     concurrent: bool = False
     hides: tuple[int, ...] = ()
+    scaled: bool = False  # an overlapped matmul's products leave through a VOP (partition.chaining.piece_on_one_stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,7 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
             shape = op.results[0].type.shape
             piece = (len(work) - 1, _scaled(shape[0], k), shape[-1]) if i in pairs else ()
             collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, k), group, tp,
-                                          *piece))
+                                          *piece, scaled=i in pairs and scaled_after_mxm(chip_ops[pairs[i]])))
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp))
         if op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:

@@ -279,7 +279,8 @@ class Emitter:
     def _finish_panel(self, out: Value, after: tuple[Value, ...], acc: int, m: int, cols: tuple[int, int, int],
                       index: Index | None = None, group: Group | None = None, start: int = 0) -> tuple[int, int]:
         """Scale the products by what multiplies them after the MXM (one 16-bit scale per output
-        channel, or NVFP4's f32 tensor scale) and write columns [n0, n0+nb) of each row (of `out`,
+        channel, or NVFP4's f32 tensor scale), rounded on the stream as SRAM will hold them (a reader
+        chained off the stream sees what it would read), and write columns [n0, n0+nb) of each row (of `out`,
         which holds the weight's columns from `start`). Grouped,
         every expert's scales stream and each row takes its own expert's (SCALE axis "expert")."""
         n0, nb, n_all = cols
@@ -293,14 +294,15 @@ class Emitter:
             sr = self.read(after[0].name, size, at, after=ahead, tiles=(group.tiles, step))
             table = self.read(group.table, after=ahead)
             producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, size * group.tiles, c=table,
-                                        args={"axis": "expert", "format": "f32" if tensor else "act"})
+                                        args={"axis": "expert", "format": "f32" if tensor else "act"}, flags=Flag.ROUND)
         elif after and after[0].type.dtype is DType.F32:  # a tensor scale: one f32 for the whole matrix
             sr = self.read(after[0].name, 4, 0, after=ahead, index=replace(index, step=4) if index else None)
-            producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, 4, args={"axis": "tensor"})
+            producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, 4, args={"axis": "tensor"},
+                                        flags=Flag.ROUND)
         elif after:
             sr = self.read(after[0].name, nb * 2, n0 * 2, after=ahead,
                            index=replace(index, step=n_all * 2) if index else None)
-            producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, nb * 2)
+            producer, stream = self.vop(Fn.SCALE, m, nb, (acc, stream), sr, nb * 2, flags=Flag.ROUND)
         rows = m if m > 1 and nb < width else 0
         self.done(out, self.write(out.name, stream, producer, m * nb * 2, offset=(n0 - start) * 2, rows=rows,
                                   stride=width * 2 if rows else 0))

@@ -23,7 +23,7 @@ from ir.graph import Op, Value
 from ir.isa import Op as Isa
 from targets.spec import SystemSpec
 from targets.timing import Timing
-from targets.topology import Wiring, chip_hops
+from targets.topology import Wiring, chip_hops, node_wires
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,8 @@ class StageBuilder:
 
     def unit(self, scope: str, ops: list[Op], tp: int, first_chip: int, exported: set[str]) -> Piece:
         lv = levels(tp, self.system.chips_per_node, self.system.global_links_per_chip,
-                    lambda q: self._far_hops(first_chip, tp), lambda: self._cross_hops(first_chip, tp))
+                    lambda q: self._far_hops(first_chip, tp), lambda: self._cross_hops(first_chip, tp),
+                    node_wires(self.system).of_span(self.system, first_chip, tp))
         key = (signature(ops), tp, tuple(sorted(_positions(ops, exported))), tuple(lv))
         if key not in self.cache:
             self.cache[key] = unit_code(scope, ops, self.timing, [v.name for v in self.inputs], exported, lv)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from compiler.partition.overlap import best_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork, instructions
 from ir.ops import Opcode
 from targets.spec import ChipSpec, LinkSpec, SystemSpec
-from targets.topology import chip_hops
+from targets.topology import chip_hops, node_wires
 
 # Ops whose arithmetic the lowering runs on the vector ALUs rather than the matrix planes (Mamba's
 # conv and recurrence): their flops are timed at the vector rate, as the scheduler times them.
@@ -225,7 +226,8 @@ def group_mesh(tp: int, system: SystemSpec) -> DeviceMesh:
     """The mesh of a group of tp chips laid out node-aligned from a node's first chip (the plan's view,
     before placement; the lowering measures hops from the stage's own chips)."""
     node = system.chips_per_node
-    return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node))
+    return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node),
+                     node_wires(system).of_span(system, 0, tp))
 
 
 def _shared_s(collectives: Sequence[Collective], j: int, times: list[Breakdown], system: SystemSpec) -> float:
@@ -337,6 +339,17 @@ class HandOff:
         """A sender's messages in turns over `links` links (message k on link k mod links)."""
         return -(-self.messages // max(1, links))
 
+    def crowd(self, node: int) -> int:
+        """The most messages one sending node sends one receiving node (both stages laid out from a node's
+        first chip): receiver j hears from sender (j mod served) // slices."""
+        return _crowd(self.lanes, self.slices, self.teams, self.sets, node)
+
+
+@functools.cache
+def _crowd(lanes: int, slices: int, teams: int, sets: int, node: int) -> int:
+    served = lanes * slices * sets
+    return max(Counter(((j % served) // slices // node, j // node) for j in range(teams * lanes * slices)).values())
+
 
 def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> HandOff:
     """The hand-off that moves a byte soonest (hop_s per byte; then the fewest messages a sender, the
@@ -344,7 +357,13 @@ def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> 
     the teams, and the senders are at most the sending stage's. A sender stage narrower than a team
     carries several pieces a sender over its several links; one wider than a team serves the teams
     from several sets."""
-    return _handoff(sender_tp, receiver_tp, hops <= 1, _Fabric.of(system))
+    return _handoff(sender_tp, receiver_tp, _reach(hops), _Fabric.of(system))
+
+
+def _reach(hops: int) -> int:
+    """What a hand-off `hops` away crosses, as its time depends on it: 0 one hop, 1 two nodes of a group, 2
+    two groups (chip_hops: at most 3 hops within a group)."""
+    return 0 if hops <= 1 else 1 if hops <= 3 else 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,20 +377,29 @@ class _Fabric:
     global_links: int
     local: LinkSpec
     far: LinkSpec
+    node_links: int  # joining two nodes of a group (targets.topology.NodeWires)
+    group_links: int  # joining two groups
 
     @staticmethod
     def of(system: SystemSpec) -> _Fabric:
+        wires = node_wires(system)
         return _Fabric(system.chips_per_node, system.local_fabric == "switch", system.local_links_per_chip,
-                       system.global_links_per_chip, system.local_link, system.global_link)
+                       system.global_links_per_chip, system.local_link, system.global_link, wires.links,
+                       wires.group_links)
 
-    def link(self, hops: int) -> LinkSpec:
-        return self.local if hops <= 1 else self.far
+    def link(self, reach: int) -> LinkSpec:
+        return self.local if reach == 0 else self.far
+
+    def rounds(self, h: HandOff, reach: int) -> int:
+        """Slice-times of a hand-off's messages across nodes: each sender's in turns over its global links,
+        and each node pair's over the links joining it (two groups' when it crosses groups)."""
+        return max(h.rounds(self.global_links),
+                   -(-h.crowd(self.node) // max(1, self.group_links if reach == 2 else self.node_links)))
 
 
 @functools.cache
-def _handoff(sender_tp: int, receiver_tp: int, near: bool, f: _Fabric) -> HandOff:
-    """handoff's choice, once per shape (hops matter only as one hop or more)."""
-    hops = 1 if near else 2
+def _handoff(sender_tp: int, receiver_tp: int, reach: int, f: _Fabric) -> HandOff:
+    """handoff's choice, once per shape (hops matter only as _reach)."""
     node = f.node
     options = [HandOff(team // slices, slices, receiver_tp // team, sets)
                for team in range(1, min(receiver_tp, node) + 1)
@@ -379,26 +407,27 @@ def _handoff(sender_tp: int, receiver_tp: int, near: bool, f: _Fabric) -> HandOf
                for slices in range(1, team + 1) if team % slices == 0 and team // slices <= sender_tp
                for sets in range(1, receiver_tp // team + 1)
                if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp]
-    return min(options, key=lambda h: (_per_byte_s(h, hops, f), h.messages, h.senders))
+    return min(options, key=lambda h: (_per_byte_s(h, reach, f), h.messages, h.senders))
 
 
 def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
     """A pipeline hand-off `h`: each sender's messages of one piece `hops` away in rounds over its links,
     then each team's all-gather inside its node (one local message per peer, over its own link; through
     a switch every chip's messages share all its local links)."""
-    f = _Fabric.of(system)
-    return hops * f.link(hops).latency_s + nbytes * _per_byte_s(h, hops, f) + (
+    f, reach = _Fabric.of(system), _reach(hops)
+    return hops * f.link(reach).latency_s + nbytes * _per_byte_s(h, reach, f) + (
         f.local.latency_s if h.team > 1 else 0.0)
 
 
-def _per_byte_s(h: HandOff, hops: int, f: _Fabric) -> float:
+def _per_byte_s(h: HandOff, reach: int, f: _Fabric) -> float:
     """Seconds a byte of the value adds to hand-off `h`: the senders' rounds, then the team's gather."""
     share = 1 / h.team
     if f.switch:  # a chip's messages spread over all its local links (mesh.SWITCH)
-        wire = (h.messages * share / (f.local_links * f.local.bw_bytes_per_s) if hops <= 1
-                else h.rounds(f.global_links) * share / f.far.bw_bytes_per_s)
+        wire = (h.messages * share / (f.local_links * f.local.bw_bytes_per_s) if reach == 0
+                else f.rounds(h, reach) * share / f.far.bw_bytes_per_s)
         return wire + (h.team - 1) * share / (f.local_links * f.local.bw_bytes_per_s)
-    # direct links: a node's messages each go to their own peer; across nodes they take turns on the global links
-    rounds = 1 if hops <= 1 else h.rounds(f.global_links)
+    # direct links: a node's messages each go to their own peer; across nodes they take turns on the global
+    # links and on the links joining each two nodes
+    rounds = 1 if reach == 0 else f.rounds(h, reach)
     gather = share / f.local.bw_bytes_per_s if h.team > 1 else 0.0
-    return rounds * share / f.link(hops).bw_bytes_per_s + gather
+    return rounds * share / f.link(reach).bw_bytes_per_s + gather

@@ -143,19 +143,18 @@ _NODE_WIRES: dict[tuple, NodeWires] = {}
 
 
 def _node_wires(system: SystemSpec) -> NodeWires:
-    ports, node = system.global_links_per_chip, system.chips_per_node
+    ports, node, group, chips = (system.global_links_per_chip, system.chips_per_node, system.chips_per_group,
+                                 system.max_chips)
     if system.topology != "dragonfly":
         return NodeWires(node * ports, node * ports)
-    nodes, groups = _count_nodes_groups(system, system.max_chips)
+    nodes, groups = _count_nodes_groups(system, chips)
     intra, inter = _split_global_ports(system, groups)
-    full = node * min(nodes, system.nodes_per_group)  # one full group's chips
-    inside = _deal_round_robin([[c for _ in range(intra) for c in _chips_of_node(system, n, full)]
-                                for n in _nodes_of_group(system, 0, full // node)])
-    chips = groups * system.chips_per_group
-    between = _deal_round_robin([_group_ports(system, g, inter, groups * system.nodes_per_group, chips)
-                                 for g in range(groups)]) if groups > 1 else Counter()
-    return NodeWires(min(_joining(inside, node).values(), default=0),
-                     min(_joining(between, system.chips_per_group).values(), default=0))
+    inside = _deal_round_robin([[c for _ in range(intra) for c in _chips_of_node(system, n, chips)]
+                                for n in _nodes_of_group(system, 0, nodes)])  # the first group, the fullest
+    between = _deal_round_robin([_group_ports(system, g, inter, nodes, chips) for g in range(groups)])
+    full_nodes, full_groups = chips // node, chips // group
+    return NodeWires(min((n for (a, b), n in _joining(inside, node).items() if b < full_nodes), default=0),
+                     min((n for (a, b), n in _joining(between, group).items() if b < full_groups), default=0))
 
 
 def _joining(links: Counter[tuple[int, int]], size: int) -> Counter[tuple[int, int]]:

@@ -16,7 +16,7 @@ from compiler.codegen.collectives import Collectives, Level, levels
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import TAG_SPACE, Instr, Peer, Ref, Space, Template
 from compiler.codegen.unit import UnitCode, finish, unit_code
-from compiler.partition.cost import HandOff, handoff
+from compiler.partition.cost import HandOff, handoff, handoff_links
 from compiler.partition.units import signature
 from ir.errors import DoesNotFitError
 from ir.graph import Op, Value
@@ -110,7 +110,7 @@ class StageBuilder:
         send = Template(f"send {value.name}", self.timing)
         e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())
         lane = Peer("group", 0, h.lanes, 1, 0)  # sender r's lane r mod lanes carries pieces from (r mod lanes) * slices
-        links = self.system.global_links_per_chip if hops > 1 else self.system.local_links_per_chip
+        links = handoff_links(h, chip_hops(self.system, f0 + t0 - 1, f1), self.system)
         for i in range(slices):
             src = e.read(value.name, size, Ref(Space.PORT_IN, 0, i * size, ((lane, slices * size),)))
             # the last lane's last piece rounds up

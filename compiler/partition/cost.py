@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -339,16 +338,6 @@ class HandOff:
         """A sender's messages in turns over `links` links (message k on link k mod links)."""
         return -(-self.messages // max(1, links))
 
-    def crowd(self, node: int) -> int:
-        """The most messages one sending node sends one receiving node (both stages laid out from a node's
-        first chip): receiver j hears from sender (j mod served) // slices."""
-        return _crowd(self.lanes, self.slices, self.teams, self.sets, node)
-
-
-@functools.cache
-def _crowd(lanes: int, slices: int, teams: int, sets: int, node: int) -> int:
-    served = lanes * slices * sets
-    return max(Counter(((j % served) // slices // node, j // node) for j in range(teams * lanes * slices)).values())
 
 
 def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> HandOff:
@@ -356,8 +345,16 @@ def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> 
     fewest senders): teams divide the receivers and stay inside nodes, slices divide a team, sets divide
     the teams, and the senders are at most the sending stage's. A sender stage narrower than a team
     carries several pieces a sender over its several links; one wider than a team serves the teams
-    from several sets."""
+    from several sets. Across nodes a sending node's messages at once stay within the links joining two
+    nodes (handoff_links), so a node has at most that many senders."""
     return _handoff(sender_tp, receiver_tp, _reach(hops), _Fabric.of(system))
+
+
+def handoff_links(h: HandOff, hops: int, system: SystemSpec) -> int:
+    """The links a sender of `h` spreads its messages over (message m on link m mod this; the plan's rounds
+    and the lowering's SENDs): inside a node its local links; across nodes its global links, but no more than
+    keep its node's senders, all at once, within the links joining two nodes (targets.topology.NodeWires)."""
+    return _Fabric.of(system).links(h, _reach(hops))
 
 
 def _reach(hops: int) -> int:
@@ -390,11 +387,14 @@ class _Fabric:
     def link(self, reach: int) -> LinkSpec:
         return self.local if reach == 0 else self.far
 
-    def rounds(self, h: HandOff, reach: int) -> int:
-        """Slice-times of a hand-off's messages across nodes: each sender's in turns over its global links,
-        and each node pair's over the links joining it (two groups' when it crosses groups)."""
-        return max(h.rounds(self.global_links),
-                   -(-h.crowd(self.node) // max(1, self.group_links if reach == 2 else self.node_links)))
+    def pair(self, reach: int) -> int:
+        """The links joining the two nodes a hand-off `reach` away crosses (two groups' at reach 2)."""
+        return max(1, self.group_links if reach == 2 else self.node_links)
+
+    def links(self, h: HandOff, reach: int) -> int:
+        if reach == 0:
+            return self.local_links
+        return max(1, min(self.global_links, self.pair(reach) // min(h.senders, self.node)))
 
 
 @functools.cache
@@ -406,7 +406,8 @@ def _handoff(sender_tp: int, receiver_tp: int, reach: int, f: _Fabric) -> HandOf
                if receiver_tp % team == 0 and (receiver_tp <= node or node % team == 0)
                for slices in range(1, team + 1) if team % slices == 0 and team // slices <= sender_tp
                for sets in range(1, receiver_tp // team + 1)
-               if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp]
+               if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp
+               and (reach == 0 or min(team // slices * sets, node) <= f.pair(reach))]
     return min(options, key=lambda h: (_per_byte_s(h, reach, f), h.messages, h.senders))
 
 
@@ -424,10 +425,9 @@ def _per_byte_s(h: HandOff, reach: int, f: _Fabric) -> float:
     share = 1 / h.team
     if f.switch:  # a chip's messages spread over all its local links (mesh.SWITCH)
         wire = (h.messages * share / (f.local_links * f.local.bw_bytes_per_s) if reach == 0
-                else f.rounds(h, reach) * share / f.far.bw_bytes_per_s)
+                else h.rounds(f.links(h, reach)) * share / f.far.bw_bytes_per_s)
         return wire + (h.team - 1) * share / (f.local_links * f.local.bw_bytes_per_s)
-    # direct links: a node's messages each go to their own peer; across nodes they take turns on the global
-    # links and on the links joining each two nodes
-    rounds = 1 if reach == 0 else f.rounds(h, reach)
+    # direct links: a node's messages each go to their own peer; across nodes they take turns on handoff_links
+    rounds = 1 if reach == 0 else h.rounds(f.links(h, reach))
     gather = share / f.local.bw_bytes_per_s if h.team > 1 else 0.0
     return rounds * share / f.link(reach).bw_bytes_per_s + gather

@@ -40,8 +40,9 @@ def _single_piece_lanes(t0: int, t1: int, node: int, cap: int | None = None) -> 
 def test_a_handoff_covers_every_receiver_and_is_never_slower_than_single_pieces(t0, t1, hops, system):
     h = handoff(t0, t1, hops, system)
     node = system.chips_per_node
-    assert h.team * h.teams == t1 and h.senders <= t0 and h.team <= node and h.teams % h.sets == 0
-    assert t1 <= node or node % h.team == 0  # a team never straddles nodes
+    assert h.team * h.teams == t1 and h.senders <= t0 and h.teams % h.sets == 0
+    # a team never straddles nodes, unless it is the whole receiving stage of whole nodes across nodes
+    assert t1 <= node or node % h.team == 0 or (hops > 1 and h.team == t1 and t1 % node == 0)
     n = 262_144
     wires = node_wires(system)
     cap = None if hops <= 1 else wires.links if hops <= 3 else wires.group_links
@@ -72,11 +73,19 @@ def test_the_plan_times_the_messages_the_lowering_emits(t0, t1, hops):
     if hops > 1:  # a sending node's messages at once fit the links joining two nodes: 2 in a group, 1 across
         assert min(h.senders, node) * len(per_link) <= (2 if hops == 3 else 1)
     gathered = [i for i in recv.code.template.instrs if i.op is Op.RECV]
-    assert len(gathered) == h.team and {i.dst_bytes for i in gathered} == {piece}
     link, local = (LPU.local_link if hops <= 1 else LPU.global_link), LPU.local_link
     rounds = 1 if hops <= 1 else max(per_link.values())  # inside a node each message has its peer's own link
     wire = hops * link.latency_s + rounds * piece / link.bw_bytes_per_s
     gather = local.latency_s + piece / local.bw_bytes_per_s if h.team > 1 else 0.0
+    if h.team > node:  # the whole stage's team: its node's pieces, then each node's block to the other nodes
+        q, block = h.team // node, piece * node
+        assert Counter(i.dst_bytes for i in gathered) == {piece: node, block: q - 1}
+        block_units = Counter(i.unit for i in recv.code.template.instrs if i.op is Op.SEND and i.src_bytes == block)
+        # the block's rounds over a chip's global links, or a node's 8 blocks to another over the 2 joining them
+        turns = max(max(block_units.values()), -(-node // 2))
+        gather += 3 * link.latency_s + turns * block / link.bw_bytes_per_s
+    else:
+        assert len(gathered) == h.team and {i.dst_bytes for i in gathered} == {piece}
     assert hop_s(value.type.nbytes, hops, h, LPU) == pytest.approx(wire + gather, rel=1e-4)
 
 
@@ -127,3 +136,16 @@ def test_stages_of_different_widths_run_as_the_reference(tmp_path, capsys, stage
         assert out["reference"]["passed"] and out["hazards"] == []
     assert main(["run", str(build), "--check-determinism", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hazards"] == []
+
+
+def test_a_handoff_to_a_stage_of_several_nodes_crosses_once_and_gathers_over_its_nodes(tmp_path, capsys):
+    """Two nodes of a group are joined by 2 links (lpu-mini as lpu), so 8 chips hand the whole stage of 32
+    after them the value as one team (one lane of 32 pieces over 2 links), which then all-gathers over its 4
+    nodes: a quarter of the bytes 4 node teams would take across. The Program runs as the reference."""
+    h = handoff(8, 32, 3, MINI)
+    assert (h.team, h.lanes, h.teams, handoff_links(h, 3, MINI)) == (32, 1, 1, 2)
+    build = _staged(capsys, tmp_path, [("embed", "layers.1", 8, 0), ("head", "head", 32, 8)])
+    assert main(["run", str(build), "--functional", "--check-reference", "--prompt", "1 7 42 99 3", "--tokens", "3",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reference"]["passed"] and out["hazards"] == []

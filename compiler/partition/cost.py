@@ -13,7 +13,16 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, reduced_axes
+from compiler.partition.mesh import (
+    CLIQUE,
+    LOCAL,
+    Axis,
+    DeviceMesh,
+    chip_mesh,
+    clique_rounds,
+    collective_wire_s,
+    reduced_axes,
+)
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork, instructions
@@ -376,13 +385,26 @@ class _Fabric:
     far: LinkSpec
     node_links: int  # joining two nodes of a group (targets.topology.NodeWires)
     group_links: int  # joining two groups
+    group_nodes: int  # nodes of a dragonfly group; 0 on other networks
 
     @staticmethod
     def of(system: SystemSpec) -> _Fabric:
         wires = node_wires(system)
         return _Fabric(system.chips_per_node, system.local_fabric == "switch", system.local_links_per_chip,
                        system.global_links_per_chip, system.local_link, system.global_link, wires.links,
-                       wires.group_links)
+                       wires.group_links, system.nodes_per_group if system.topology == "dragonfly" else 0)
+
+    def spans_nodes(self, h: HandOff) -> bool:
+        """Whether `h`'s team is a whole receiving stage of several nodes (its gather runs over the nodes)."""
+        return h.team > self.node
+
+    def gather_nodes(self, h: HandOff) -> tuple[int, int, int]:
+        """A stage-wide team's nodes' level: (nodes, hops to the farthest (chip_hops' 3 in a group, 7 across),
+        slice-times of its exchange (partition.mesh.clique_rounds over the links joining its nodes))."""
+        q = h.team // self.node
+        within = q <= self.group_nodes
+        return q, 3 if within else 7, clique_rounds(q, self.global_links, self.node,
+                                                   self.node_links if within else self.group_links)
 
     def link(self, reach: int) -> LinkSpec:
         return self.local if reach == 0 else self.far
@@ -401,10 +423,15 @@ class _Fabric:
 def _handoff(sender_tp: int, receiver_tp: int, reach: int, f: _Fabric) -> HandOff:
     """handoff's choice, once per shape (hops matter only as _reach)."""
     node = f.node
+    # across nodes whose links cannot carry a node's senders at once, a team may be the whole receiving stage
+    # of whole nodes, served by one sender: the value crosses once, and the stage all-gathers it over its nodes
+    whole = (receiver_tp,) if reach and f.group_nodes and f.pair(reach) < node < receiver_tp and \
+        receiver_tp % node == 0 else ()
     options = [HandOff(team // slices, slices, receiver_tp // team, sets)
-               for team in range(1, min(receiver_tp, node) + 1)
-               if receiver_tp % team == 0 and (receiver_tp <= node or node % team == 0)
+               for team in (*range(1, min(receiver_tp, node) + 1), *whole)
+               if receiver_tp % team == 0 and (receiver_tp <= node or node % team == 0 or team == receiver_tp)
                for slices in range(1, team + 1) if team % slices == 0 and team // slices <= sender_tp
+               and (team <= node or slices == team)  # a stage-wide team from one lane (codegen.stage reads)
                for sets in range(1, receiver_tp // team + 1)
                if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp
                and (reach == 0 or min(team // slices * sets, node) <= f.pair(reach))]
@@ -416,8 +443,10 @@ def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
     then each team's all-gather inside its node (one local message per peer, over its own link; through
     a switch every chip's messages share all its local links)."""
     f, reach = _Fabric.of(system), _reach(hops)
-    return hops * f.link(reach).latency_s + nbytes * _per_byte_s(h, reach, f) + (
-        f.local.latency_s if h.team > 1 else 0.0)
+    gather = f.local.latency_s if h.team > 1 else 0.0
+    if f.spans_nodes(h):
+        gather += f.gather_nodes(h)[1] * f.far.latency_s
+    return hops * f.link(reach).latency_s + nbytes * _per_byte_s(h, reach, f) + gather
 
 
 def _per_byte_s(h: HandOff, reach: int, f: _Fabric) -> float:
@@ -430,4 +459,6 @@ def _per_byte_s(h: HandOff, reach: int, f: _Fabric) -> float:
     # direct links: a node's messages each go to their own peer; across nodes they take turns on handoff_links
     rounds = 1 if reach == 0 else h.rounds(f.links(h, reach))
     gather = share / f.local.bw_bytes_per_s if h.team > 1 else 0.0
+    if f.spans_nodes(h):  # then each node's block of f.node pieces to the other nodes (codegen.collectives)
+        gather += f.gather_nodes(h)[2] * f.node * share / f.far.bw_bytes_per_s
     return rounds * share / f.link(reach).bw_bytes_per_s + gather

@@ -17,7 +17,8 @@ a node handing out its chips' ports chip by chip (chip 0 port 0, chip 1 port 0, 
 until ports run out; between groups the same dealing runs over group pairs, a group handing out
 ports node by node first, so links to different groups land on different nodes. Parallel links
 between the same two chips merge into one edge. For the full lpu (145 groups of 9 nodes) this
-gives 2 links between every two nodes of a group and exactly 1 link between every two groups:
+gives 2 links between every two nodes of a group and exactly 1 link between every two groups
+(`node_wires`, which the plan and the lowering ask):
 72 chips x 2 inter-group ports = 144 = the number of other groups, which is why 10,440 = 145 x 72
 is the largest such system. The TSP forwards traffic itself, so chips without a direct link
 reach each other through intermediate chips.
@@ -107,6 +108,61 @@ def chip_hops(system: SystemSpec, a: int, b: int) -> int:
     if system.topology == "nvlink":
         return 1 if a % system.chips_per_node == b % system.chips_per_node else 2
     return 3 if node_a // system.nodes_per_group == node_b // system.nodes_per_group else 7
+
+
+@dataclass(frozen=True, slots=True)
+class NodeWires:
+    """The links that join two nodes, the one rule the plan's cost and the lowering share: whatever the
+    routes, the messages a node sends another at once take turns on the links joining the two (ceil of
+    messages over links slice-times, a lower bound: a route may funnel them onto fewer). `links` joins two
+    nodes of one group, `group_links` two groups (every message between their nodes crosses them)."""
+
+    links: int
+    group_links: int  # 0: one group
+
+    def of_span(self, system: SystemSpec, first_chip: int, chips: int) -> int:
+        """The links joining the two nodes farthest apart among `chips` chips from `first_chip`: two groups'
+        when the chips span groups, else two nodes'."""
+        last = first_chip + chips - 1
+        return self.group_links if first_chip // system.chips_per_group != last // system.chips_per_group \
+            else self.links
+
+
+def node_wires(system: SystemSpec) -> NodeWires:
+    """`NodeWires` of `system` wired at its full size, `max_chips` (what the plan prices before it knows its
+    span: a machine of one group joins its nodes by more links, so there the figures are upper bounds), the
+    fewest over pairs of full nodes (dragonfly: _wire_dragonfly's dealing; nvlink: a rail a chip)."""
+    key = (system.topology, system.chips_per_node, system.nodes_per_group, system.global_links_per_chip,
+           system.max_chips)
+    if key not in _NODE_WIRES:  # keyed by the fields it reads: hashing a SystemSpec hashes its whole chip
+        _NODE_WIRES[key] = _node_wires(system)
+    return _NODE_WIRES[key]
+
+
+_NODE_WIRES: dict[tuple, NodeWires] = {}
+
+
+def _node_wires(system: SystemSpec) -> NodeWires:
+    ports, node, group, chips = (system.global_links_per_chip, system.chips_per_node, system.chips_per_group,
+                                 system.max_chips)
+    if system.topology != "dragonfly":
+        return NodeWires(node * ports, node * ports)
+    nodes, groups = _count_nodes_groups(system, chips)
+    intra, inter = _split_global_ports(system, groups)
+    inside = _deal_round_robin([[c for _ in range(intra) for c in _chips_of_node(system, n, chips)]
+                                for n in _nodes_of_group(system, 0, nodes)])  # the first group, the fullest
+    between = _deal_round_robin([_group_ports(system, g, inter, nodes, chips) for g in range(groups)])
+    full_nodes, full_groups = chips // node, chips // group
+    return NodeWires(min((n for (a, b), n in _joining(inside, node).items() if b < full_nodes), default=0),
+                     min((n for (a, b), n in _joining(between, group).items() if b < full_groups), default=0))
+
+
+def _joining(links: Counter[tuple[int, int]], size: int) -> Counter[tuple[int, int]]:
+    """Links per chip pair summed per pair of blocks of `size` consecutive chips (nodes or groups)."""
+    out: Counter[tuple[int, int]] = Counter()
+    for (a, b), n in links.items():
+        out[a // size, b // size] += n
+    return out
 
 
 def hops(topology: nx.Graph, a: int, b: int) -> int:

@@ -15,19 +15,22 @@ from hypothesis import strategies as st
 
 from compiler.cli import main
 from compiler.codegen.stage import StageBuilder
-from compiler.partition.cost import HandOff, handoff, hop_s
+from compiler.partition.cost import HandOff, handoff, handoff_links, hop_s
 from ir.graph import Value
 from ir.isa import Op
 from ir.types import DType, TensorType
 from targets import chip_hops, load_target
+from targets.topology import node_wires
 
 LPU = load_target("lpu")
 MINI = load_target("lpu-mini")
 
 
-def _single_piece_lanes(t0: int, t1: int, node: int) -> HandOff:
-    """The rule before pieces: L lanes (L <= both groups and a node, dividing the receivers), one piece each."""
-    lanes = max(n for n in range(1, min(t0, t1, node) + 1) if t1 % n == 0 and (t1 <= node or node % n == 0))
+def _single_piece_lanes(t0: int, t1: int, node: int, cap: int | None = None) -> HandOff:
+    """The rule before pieces: L lanes (L <= both groups and a node, dividing the receivers), one piece each;
+    at most `cap` (across nodes: the links joining two nodes, which a node's senders share)."""
+    lanes = max(n for n in range(1, min(t0, t1, node, cap or node) + 1)
+                if t1 % n == 0 and (t1 <= node or node % n == 0))
     return HandOff(lanes, 1, t1 // lanes)
 
 
@@ -37,10 +40,13 @@ def _single_piece_lanes(t0: int, t1: int, node: int) -> HandOff:
 def test_a_handoff_covers_every_receiver_and_is_never_slower_than_single_pieces(t0, t1, hops, system):
     h = handoff(t0, t1, hops, system)
     node = system.chips_per_node
-    assert h.team * h.teams == t1 and h.senders <= t0 and h.team <= node and h.teams % h.sets == 0
-    assert t1 <= node or node % h.team == 0  # a team never straddles nodes
+    assert h.team * h.teams == t1 and h.senders <= t0 and h.teams % h.sets == 0
+    # a team never straddles nodes, unless it is the whole receiving stage of whole nodes across nodes
+    assert t1 <= node or node % h.team == 0 or (hops > 1 and h.team == t1 and t1 % node == 0)
     n = 262_144
-    assert hop_s(n, hops, h, system) <= hop_s(n, hops, _single_piece_lanes(t0, t1, node), system) * (1 + 1e-12)
+    wires = node_wires(system)
+    cap = None if hops <= 1 else wires.links if hops <= 3 else wires.group_links
+    assert hop_s(n, hops, h, system) <= hop_s(n, hops, _single_piece_lanes(t0, t1, node, cap), system) * (1 + 1e-12)
 
 
 @pytest.mark.parametrize(("t0", "t1", "hops"), [(5, 8, 3), (8, 8, 3), (8, 6, 3), (1, 8, 3), (3, 4, 1), (2, 6, 1),
@@ -48,8 +54,9 @@ def test_a_handoff_covers_every_receiver_and_is_never_slower_than_single_pieces(
                                                 (16, 16, 3), (12, 24, 3), (64, 64, 7)])
 def test_the_plan_times_the_messages_the_lowering_emits(t0, t1, hops):
     """For sender and receiver groups of several widths, placed `hops` apart: each sender's SENDs, counted
-    per link, are the plan's rounds of one piece; each receiver gathers its team's other pieces; the sum
-    of the wire's cycles is the plan's hop_s."""
+    per link, are the plan's rounds of one piece, and across nodes a sending node never has more messages at
+    once than the links joining two nodes; each receiver gathers its team's other pieces; the sum of the
+    wire's cycles is the plan's hop_s."""
     node = LPU.chips_per_node
     f0 = 0
     f1 = t0 if hops == 1 else math.ceil(t0 / node) * node + node  # beside it, or from the next node but one
@@ -60,27 +67,38 @@ def test_the_plan_times_the_messages_the_lowering_emits(t0, t1, hops):
     h = handoff(t0, t1, hops, LPU)
     piece = -(-value.type.nbytes // h.team)
     sends = [i for i in send.code.template.instrs if i.op is Op.SEND]
-    links = LPU.global_links_per_chip if hops > 1 else LPU.local_links_per_chip
     per_link = Counter(i.unit for i in sends)
     assert send.ranks == h.senders and len(sends) == h.messages and {i.src_bytes for i in sends} == {piece}
-    assert max(per_link.values()) == h.rounds(links)
+    assert max(per_link.values()) == h.rounds(handoff_links(h, hops, LPU))
+    if hops > 1:  # a sending node's messages at once fit the links joining two nodes: 2 in a group, 1 across
+        assert min(h.senders, node) * len(per_link) <= (2 if hops == 3 else 1)
     gathered = [i for i in recv.code.template.instrs if i.op is Op.RECV]
-    assert len(gathered) == h.team and {i.dst_bytes for i in gathered} == {piece}
     link, local = (LPU.local_link if hops <= 1 else LPU.global_link), LPU.local_link
     rounds = 1 if hops <= 1 else max(per_link.values())  # inside a node each message has its peer's own link
     wire = hops * link.latency_s + rounds * piece / link.bw_bytes_per_s
     gather = local.latency_s + piece / local.bw_bytes_per_s if h.team > 1 else 0.0
+    if h.team > node:  # the whole stage's team: its node's pieces, then each node's block to the other nodes
+        q, block = h.team // node, piece * node
+        assert Counter(i.dst_bytes for i in gathered) == {piece: node, block: q - 1}
+        block_units = Counter(i.unit for i in recv.code.template.instrs if i.op is Op.SEND and i.src_bytes == block)
+        # the block's rounds over a chip's global links, or a node's 8 blocks to another over the 2 joining them
+        turns = max(max(block_units.values()), -(-node // 2))
+        gather += 3 * link.latency_s + turns * block / link.bw_bytes_per_s
+    else:
+        assert len(gathered) == h.team and {i.dst_bytes for i in gathered} == {piece}
     assert hop_s(value.type.nbytes, hops, h, LPU) == pytest.approx(wire + gather, rel=1e-4)
 
 
 def test_a_narrower_sender_uses_its_links_for_the_whole_team():
-    """70B int8's embedding on 5 chips hands off to layers on 8: four lanes of two pieces each reach all 8
-    receivers in one round, as fast as an 8-chip sender, where 4 single-piece lanes took twice as long."""
+    """70B int8's embedding on 5 chips hands off to layers on 8 in the next node: the two nodes are joined by 2
+    links, so two lanes of four pieces each, one at a time, reach all 8 receivers in 4 rounds of an eighth,
+    as fast as an 8-chip sender (held to the same 2 lanes), where 2 single-piece lanes took 4 rounds of a
+    half."""
     h = handoff(5, 8, 3, LPU)
-    assert (h.team, h.lanes) == (8, 4)
+    assert (h.team, h.lanes, handoff_links(h, 3, LPU)) == (8, 2, 1)
     n = 262_144
     assert hop_s(n, 3, h, LPU) == pytest.approx(hop_s(n, 3, handoff(8, 8, 3, LPU), LPU))
-    assert hop_s(n, 3, h, LPU) < hop_s(n, 3, _single_piece_lanes(5, 8, 8), LPU)
+    assert hop_s(n, 3, h, LPU) < hop_s(n, 3, _single_piece_lanes(5, 8, 8, 2), LPU)
 
 
 def _staged(capsys, tmp: Path, stages: list[tuple[str, str, int, int]]) -> Path:
@@ -118,3 +136,16 @@ def test_stages_of_different_widths_run_as_the_reference(tmp_path, capsys, stage
         assert out["reference"]["passed"] and out["hazards"] == []
     assert main(["run", str(build), "--check-determinism", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hazards"] == []
+
+
+def test_a_handoff_to_a_stage_of_several_nodes_crosses_once_and_gathers_over_its_nodes(tmp_path, capsys):
+    """Two nodes of a group are joined by 2 links (lpu-mini as lpu), so 8 chips hand the whole stage of 32
+    after them the value as one team (one lane of 32 pieces over 2 links), which then all-gathers over its 4
+    nodes: a quarter of the bytes 4 node teams would take across. The Program runs as the reference."""
+    h = handoff(8, 32, 3, MINI)
+    assert (h.team, h.lanes, h.teams, handoff_links(h, 3, MINI)) == (32, 1, 1, 2)
+    build = _staged(capsys, tmp_path, [("embed", "layers.1", 8, 0), ("head", "head", 32, 8)])
+    assert main(["run", str(build), "--functional", "--check-reference", "--prompt", "1 7 42 99 3", "--tokens", "3",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reference"]["passed"] and out["hazards"] == []

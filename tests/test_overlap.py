@@ -189,11 +189,14 @@ def test_nodes_exchanging_in_one_shot_send_fewer_messages_a_piece(levels, pieces
 
 
 def test_one_decode_row_over_eight_nodes_is_one_shot_and_a_prefill_chunk_is_not():
-    """llama-3.1-405b's tp 64: one decode row's all-reduce exchanges its nodes in one shot (so 2 pieces under
-    its matmul); a 32-row chunk's slices are too large for it, so prefill keeps one piece and its instructions."""
+    """llama-3.1-405b's tp 64: half of one decode row (a piece of two under its matmul) exchanges its nodes in one
+    shot; the whole fp16 row no longer does (a node's 8 slices to another take 4 rounds on the 2 links joining
+    them, targets.topology.node_wires); a 32-row chunk's slices are far too large for it, so prefill keeps one
+    piece and its instructions."""
     lpu = load_target("lpu")
     mesh = group_mesh(64, lpu)
-    assert outer_one_shot(mesh, 16384 * 2, lpu) and not outer_one_shot(mesh, 32 * 16384 * 2, lpu)
+    assert outer_one_shot(mesh, 16384, lpu) and not outer_one_shot(mesh, 16384 * 2, lpu)
+    assert not outer_one_shot(mesh, 32 * 16384 * 2, lpu)
 
 
 def _sends_off_a_scale(program) -> int:

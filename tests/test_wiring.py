@@ -3,6 +3,8 @@ build_topology's graph, not the scheduler's closed-form hop count, and the sched
 
 from __future__ import annotations
 
+from collections import Counter
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from ir.types import DType, TensorType
 from targets import build_topology, chip_hops, load_target
 from targets.interpreter import execute
 from targets.timing import Timing, durations
-from targets.topology import Wiring
+from targets.topology import NodeWires, Wiring, node_wires
 
 MINI = load_target("lpu-mini")  # 8 chips a node, 9 nodes a group
 
@@ -105,3 +107,20 @@ def test_a_receive_on_a_unit_of_another_class_or_direction_is_flagged(unit):
     cols["unit"][recv] = unit
     found = [h for h in execute(program.with_columns(cols), MINI).hazards if h.kind == "link-range"]
     assert len(found) == 1 and found[0].chip == 9 and f"receives on unit {unit}" in found[0].detail
+
+
+@pytest.mark.parametrize("name", ["lpu-mini", "lpu3"])
+def test_node_wires_are_the_links_the_wiring_joins_two_full_nodes_and_two_full_groups_by(name):
+    """The plan's rule for the links between two nodes (and two groups) is what build_topology wires at the
+    target's full size, the fewest over pairs of full nodes of one group and over pairs of full groups."""
+    system = load_target(name)
+    node, group, chips = system.chips_per_node, system.chips_per_group, system.max_chips
+    nodes, groups = Counter(), Counter()
+    for a, b, links in build_topology(system, chips).edges(data="links"):
+        if a // node == b // node:
+            continue
+        if a // group == b // group:
+            nodes[a // node, b // node] += links * (b < chips // node * node)
+        else:
+            groups[a // group, b // group] += links * (b < chips // group * group)
+    assert node_wires(system) == NodeWires(min(n for n in nodes.values() if n), min(n for n in groups.values() if n))

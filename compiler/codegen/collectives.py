@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Rel
-from compiler.partition.mesh import Step, allreduce_steps, may_shoot
+from compiler.partition.mesh import Step, allreduce_steps, clique_rounds, may_shoot
 from ir.errors import ConfigError
 from ir.isa import Fn, Op
 
@@ -31,21 +31,25 @@ class Level:
     hops: int
     links: int  # parallel links this level's messages spread over
     cross: int = 0  # an outer level's: hops between the farthest two of the stage's chips in different nodes
+    crowd: int = 0  # an outer level's: messages a node sends another at once (one a chip of it)
+    pair_links: int = 1  # the links joining the two nodes farthest apart (targets.topology.NodeWires)
 
     def peer(self, delta: int) -> Peer:
         return Peer("group", delta, self.group, self.stride, self.hops)
 
 
 def levels(p: int, node: int, global_links: int, far_hops: Callable[[int], int],
-           cross_hops: Callable[[], int] | None = None) -> list[Level]:
+           cross_hops: Callable[[], int] | None = None, pair_links: int = 1) -> list[Level]:
     """The levels of a group of p chips laid out node-aligned (innermost first); `cross_hops` gives the
-    outer level's `cross` (a block of ranks straddling nodes reaches its far member in that many)."""
+    outer level's `cross` (a block of ranks straddling nodes reaches its far member in that many), `pair_links`
+    the links joining its two nodes farthest apart (partition.mesh.chip_mesh's)."""
     if p <= 1:
         return []
     if p <= node:
         return [Level(p, 1, 1, p - 1)]
     q = math.ceil(p / node)
-    return [Level(node, 1, 1, node - 1), Level(q, node, far_hops(q), global_links, cross_hops() if cross_hops else 0)]
+    return [Level(node, 1, 1, node - 1),
+            Level(q, node, far_hops(q), global_links, cross_hops() if cross_hops else 0, node, pair_links)]
 
 
 class Collectives:
@@ -101,7 +105,8 @@ class Collectives:
             lv = [Level(size, 1, inner.hops, size - 1)]
         elif size % inner.group == 0 and len(self.levels) > 1:
             outer = self.levels[1]
-            lv = [inner, Level(size // inner.group, inner.group, outer.hops, outer.links)]
+            lv = [inner, Level(size // inner.group, inner.group, outer.hops, outer.links, 0, outer.crowd,
+                               outer.pair_links)]
         elif size < inner.group and len(self.levels) > 1:  # blocks straddle two nodes: one clique, its far
             # members the stage's farthest cross-node pair away (else a node's hop plus the nodes' away), in
             # rounds over the global links (one a peer across)
@@ -190,8 +195,9 @@ class Collectives:
 
     def _steps(self) -> list[Step]:
         t = self.e.t.timing
-        return [Step(lv.group, lv.hops * t.link_latency_cycles, math.ceil((lv.group - 1) / lv.links),
-                     1 / t.link_bytes_per_cycle, may_shoot(lv.group, i, len(self.levels)))
+        return [Step(lv.group, lv.hops * t.link_latency_cycles,
+                     clique_rounds(lv.group, lv.links, lv.crowd, lv.pair_links), 1 / t.link_bytes_per_cycle,
+                     may_shoot(lv.group, i, len(self.levels)))
                 for i, lv in enumerate(self.levels)]
 
     def _exchange(self, lv: Level, stage: str, cur: tuple[int, int], size: int, elems: int, fn: Fn

@@ -8,6 +8,7 @@ the rank picks its peers and its slices of collective buffers.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,14 +17,14 @@ from compiler.codegen.collectives import Collectives, Level, levels
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import TAG_SPACE, Instr, Peer, Ref, Space, Template
 from compiler.codegen.unit import UnitCode, finish, unit_code
-from compiler.partition.cost import HandOff, handoff
+from compiler.partition.cost import HandOff, handoff, handoff_links
 from compiler.partition.units import signature
 from ir.errors import DoesNotFitError
 from ir.graph import Op, Value
 from ir.isa import Op as Isa
 from targets.spec import SystemSpec
 from targets.timing import Timing
-from targets.topology import Wiring, chip_hops
+from targets.topology import Wiring, chip_hops, node_wires
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,8 @@ class StageBuilder:
 
     def unit(self, scope: str, ops: list[Op], tp: int, first_chip: int, exported: set[str]) -> Piece:
         lv = levels(tp, self.system.chips_per_node, self.system.global_links_per_chip,
-                    lambda q: self._far_hops(first_chip, tp), lambda: self._cross_hops(first_chip, tp))
+                    lambda q: self._far_hops(first_chip, tp), lambda: self._cross_hops(first_chip, tp),
+                    node_wires(self.system).of_span(self.system, first_chip, tp))
         key = (signature(ops), tp, tuple(sorted(_positions(ops, exported))), tuple(lv))
         if key not in self.cache:
             self.cache[key] = unit_code(scope, ops, self.timing, [v.name for v in self.inputs], exported, lv)
@@ -109,22 +111,28 @@ class StageBuilder:
         send = Template(f"send {value.name}", self.timing)
         e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())
         lane = Peer("group", 0, h.lanes, 1, 0)  # sender r's lane r mod lanes carries pieces from (r mod lanes) * slices
-        links = self.system.global_links_per_chip if hops > 1 else self.system.local_links_per_chip
+        links = handoff_links(h, chip_hops(self.system, f0 + t0 - 1, f1), self.system)
+        nbytes = value.type.nbytes
         for i in range(slices):
-            src = e.read(value.name, size, Ref(Space.PORT_IN, 0, i * size, ((lane, slices * size),)))
-            # the last lane's last piece rounds up
-            send.instrs[src[0]].overhang = i == slices - 1 and team * size > value.type.nbytes
+            # a lone lane's pieces wholly past the value (a stage-wide team's many small ones) read its last bytes
+            # instead: they land in the receivers' padding, which nothing reads
+            at = min(i * size, nbytes - size) if h.lanes == 1 and i * size >= nbytes else i * size
+            src = e.read(value.name, size, Ref(Space.PORT_IN, 0, at, ((lane, slices * size),)))
+            # the piece the value ends inside rounds up (the last lane's last, or a lone lane's)
+            ends_in = i * size < nbytes < (i + 1) * size if h.lanes == 1 else i == slices - 1 and team * size > nbytes
+            send.instrs[src[0]].overhang = ends_in
             for k in range(h.teams // h.sets):  # sender r's message m to receiver k * served + r * slices + i
                 m = k * slices + i
                 send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (m % max(1, links)), src_bytes=size,
                                s_a=src[1], peer=Peer("next", k * served + i, h.senders, slices, hops), tag=tag + m,
                                deps=((src[0], 0),)))
         send_code = finish(send, (), (value,), ())
-        recv = self._receive(value, h, hops, size, tag)
+        recv = self._receive(value, h, hops, size, tag, receiver)
         return (Piece(send_code, (), (value.name,), (), ranks=h.senders, kind="send"),
                 Piece(recv, (), (), (value.name,), kind="recv"))
 
-    def _receive(self, value: Value, h: HandOff, hops: int, size: int, tag: int) -> UnitCode:
+    def _receive(self, value: Value, h: HandOff, hops: int, size: int, tag: int, receiver: tuple[int, int]
+                 ) -> UnitCode:
         t = Template(f"recv {value.name}", self.timing)
         e = Emitter(t, {value.name: Slot(Ref(Space.PORT_OUT, 0), value.type.nbytes)}, set())
         stream = t.stream()
@@ -133,13 +141,19 @@ class StageBuilder:
         # slices + j mod slices: the tag resolved per rank.
         r = t.add(Instr(Isa.RECV, self.timing.link(size), unit=1, dst_bytes=size, s_out=stream,
                         peer=Peer("prev", 0, served, h.slices, hops), tag=tag, deps=()))
-        lv = [Level(team, 1, 1, max(1, team - 1))] if team > 1 else []
+        node, (first, tp) = self.system.chips_per_node, receiver
+        if team > node:  # the whole stage's team (partition.cost._handoff): gather over its nodes too
+            lv = levels(team, node, self.system.global_links_per_chip, lambda q: self._far_hops(first, tp),
+                        pair_links=node_wires(self.system).of_span(self.system, first, tp))
+        else:
+            lv = [Level(team, 1, 1, max(1, team - 1))] if team > 1 else []
+        dims = [(level, size * math.prod(lower.group for lower in lv[:i])) for i, level in enumerate(lv)]
         coll = Collectives(e, lv)
         coll.tag = TAG_SPACE // 2  # clear of the hand-off's own tags
         if lv:
             e.pad(value.name, team * size)  # the last piece may overhang the value
-            own = coll._write(value.name, (r, stream), [(lv[0], size)], drain=False)
-            coll._gather(value.name, (r, stream), own, [(lv[0], size)])
+            own = coll._write(value.name, (r, stream), dims, drain=False)
+            coll._gather(value.name, (r, stream), own, dims)
         else:
             e.write(value.name, stream, r, size, drain=False)
         return finish(t, (), (), (value,), port_bytes=e.port_bytes())

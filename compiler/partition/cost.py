@@ -14,13 +14,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from compiler.partition.chaining import piece_lead
-from compiler.partition.mesh import CLIQUE, LOCAL, Axis, DeviceMesh, chip_mesh, collective_wire_s, reduced_axes
+from compiler.partition.mesh import (
+    CLIQUE,
+    LOCAL,
+    Axis,
+    DeviceMesh,
+    chip_mesh,
+    clique_rounds,
+    collective_wire_s,
+    reduced_axes,
+)
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
 from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork, instructions
 from ir.ops import Opcode
 from targets.spec import ChipSpec, LinkSpec, SystemSpec
-from targets.topology import chip_hops
+from targets.topology import chip_hops, node_wires
 
 # Ops whose arithmetic the lowering runs on the vector ALUs rather than the matrix planes (Mamba's
 # conv and recurrence): their flops are timed at the vector rate, as the scheduler times them.
@@ -226,7 +235,8 @@ def group_mesh(tp: int, system: SystemSpec) -> DeviceMesh:
     """The mesh of a group of tp chips laid out node-aligned from a node's first chip (the plan's view,
     before placement; the lowering measures hops from the stage's own chips)."""
     node = system.chips_per_node
-    return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node))
+    return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node),
+                     node_wires(system).of_span(system, 0, tp))
 
 
 def _shared_s(collectives: Sequence[Collective], j: int, times: list[Breakdown], system: SystemSpec) -> float:
@@ -341,13 +351,28 @@ class HandOff:
         return -(-self.messages // max(1, links))
 
 
+
 def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> HandOff:
     """The hand-off that moves a byte soonest (hop_s per byte; then the fewest messages a sender, the
     fewest senders): teams divide the receivers and stay inside nodes, slices divide a team, sets divide
     the teams, and the senders are at most the sending stage's. A sender stage narrower than a team
     carries several pieces a sender over its several links; one wider than a team serves the teams
-    from several sets."""
-    return _handoff(sender_tp, receiver_tp, hops <= 1, _Fabric.of(system))
+    from several sets. Across nodes a sending node's messages at once stay within the links joining two
+    nodes (handoff_links), so a node has at most that many senders."""
+    return _handoff(sender_tp, receiver_tp, _reach(hops), _Fabric.of(system))
+
+
+def handoff_links(h: HandOff, hops: int, system: SystemSpec) -> int:
+    """The links a sender of `h` spreads its messages over (message m on link m mod this; the plan's rounds
+    and the lowering's SENDs): inside a node its local links; across nodes its global links, but no more than
+    keep its node's senders, all at once, within the links joining two nodes (targets.topology.NodeWires)."""
+    return _Fabric.of(system).links(h, _reach(hops))
+
+
+def _reach(hops: int) -> int:
+    """What a hand-off `hops` away crosses, as its time depends on it: 0 one hop, 1 two nodes of a group, 2
+    two groups (chip_hops: at most 3 hops within a group)."""
+    return 0 if hops <= 1 else 1 if hops <= 3 else 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,47 +386,82 @@ class _Fabric:
     global_links: int
     local: LinkSpec
     far: LinkSpec
+    node_links: int  # joining two nodes of a group (targets.topology.NodeWires)
+    group_links: int  # joining two groups
+    group_nodes: int  # nodes of a dragonfly group; 0 on other networks
 
     @staticmethod
     def of(system: SystemSpec) -> _Fabric:
+        wires = node_wires(system)
         return _Fabric(system.chips_per_node, system.local_fabric == "switch", system.local_links_per_chip,
-                       system.global_links_per_chip, system.local_link, system.global_link)
+                       system.global_links_per_chip, system.local_link, system.global_link, wires.links,
+                       wires.group_links, system.nodes_per_group if system.topology == "dragonfly" else 0)
 
-    def link(self, hops: int) -> LinkSpec:
-        return self.local if hops <= 1 else self.far
+    def spans_nodes(self, h: HandOff) -> bool:
+        """Whether `h`'s team is a whole receiving stage of several nodes (its gather runs over the nodes)."""
+        return h.team > self.node
+
+    def gather_nodes(self, h: HandOff) -> tuple[int, int, int]:
+        """A stage-wide team's nodes' level: (nodes, hops to the farthest (chip_hops' 3 in a group, 7 across),
+        slice-times of its exchange (partition.mesh.clique_rounds over the links joining its nodes))."""
+        q = h.team // self.node
+        within = q <= self.group_nodes
+        return q, 3 if within else 7, clique_rounds(q, self.global_links, self.node,
+                                                   self.node_links if within else self.group_links)
+
+    def link(self, reach: int) -> LinkSpec:
+        return self.local if reach == 0 else self.far
+
+    def pair(self, reach: int) -> int:
+        """The links joining the two nodes a hand-off `reach` away crosses (two groups' at reach 2)."""
+        return max(1, self.group_links if reach == 2 else self.node_links)
+
+    def links(self, h: HandOff, reach: int) -> int:
+        if reach == 0:
+            return self.local_links
+        return max(1, min(self.global_links, self.pair(reach) // min(h.senders, self.node)))
 
 
 @functools.cache
-def _handoff(sender_tp: int, receiver_tp: int, near: bool, f: _Fabric) -> HandOff:
-    """handoff's choice, once per shape (hops matter only as one hop or more)."""
-    hops = 1 if near else 2
+def _handoff(sender_tp: int, receiver_tp: int, reach: int, f: _Fabric) -> HandOff:
+    """handoff's choice, once per shape (hops matter only as _reach)."""
     node = f.node
+    # across nodes whose links cannot carry a node's senders at once, a team may be the whole receiving stage
+    # of whole nodes, served by one sender: the value crosses once, and the stage all-gathers it over its nodes
+    whole = (receiver_tp,) if reach and f.group_nodes and f.pair(reach) < node < receiver_tp and \
+        receiver_tp % node == 0 else ()
     options = [HandOff(team // slices, slices, receiver_tp // team, sets)
-               for team in range(1, min(receiver_tp, node) + 1)
-               if receiver_tp % team == 0 and (receiver_tp <= node or node % team == 0)
+               for team in (*range(1, min(receiver_tp, node) + 1), *whole)
+               if receiver_tp % team == 0 and (receiver_tp <= node or node % team == 0 or team == receiver_tp)
                for slices in range(1, team + 1) if team % slices == 0 and team // slices <= sender_tp
+               and (team <= node or slices == team)  # a stage-wide team from one lane (codegen.stage reads)
                for sets in range(1, receiver_tp // team + 1)
-               if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp]
-    return min(options, key=lambda h: (_per_byte_s(h, hops, f), h.messages, h.senders))
+               if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp
+               and (reach == 0 or min(team // slices * sets, node) <= f.pair(reach))]
+    return min(options, key=lambda h: (_per_byte_s(h, reach, f), h.messages, h.senders))
 
 
 def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
     """A pipeline hand-off `h`: each sender's messages of one piece `hops` away in rounds over its links,
     then each team's all-gather inside its node (one local message per peer, over its own link; through
     a switch every chip's messages share all its local links)."""
-    f = _Fabric.of(system)
-    return hops * f.link(hops).latency_s + nbytes * _per_byte_s(h, hops, f) + (
-        f.local.latency_s if h.team > 1 else 0.0)
+    f, reach = _Fabric.of(system), _reach(hops)
+    gather = f.local.latency_s if h.team > 1 else 0.0
+    if f.spans_nodes(h):
+        gather += f.gather_nodes(h)[1] * f.far.latency_s
+    return hops * f.link(reach).latency_s + nbytes * _per_byte_s(h, reach, f) + gather
 
 
-def _per_byte_s(h: HandOff, hops: int, f: _Fabric) -> float:
+def _per_byte_s(h: HandOff, reach: int, f: _Fabric) -> float:
     """Seconds a byte of the value adds to hand-off `h`: the senders' rounds, then the team's gather."""
     share = 1 / h.team
     if f.switch:  # a chip's messages spread over all its local links (mesh.SWITCH)
-        wire = (h.messages * share / (f.local_links * f.local.bw_bytes_per_s) if hops <= 1
-                else h.rounds(f.global_links) * share / f.far.bw_bytes_per_s)
+        wire = (h.messages * share / (f.local_links * f.local.bw_bytes_per_s) if reach == 0
+                else h.rounds(f.links(h, reach)) * share / f.far.bw_bytes_per_s)
         return wire + (h.team - 1) * share / (f.local_links * f.local.bw_bytes_per_s)
-    # direct links: a node's messages each go to their own peer; across nodes they take turns on the global links
-    rounds = 1 if hops <= 1 else h.rounds(f.global_links)
+    # direct links: a node's messages each go to their own peer; across nodes they take turns on handoff_links
+    rounds = 1 if reach == 0 else h.rounds(f.links(h, reach))
     gather = share / f.local.bw_bytes_per_s if h.team > 1 else 0.0
-    return rounds * share / f.link(hops).bw_bytes_per_s + gather
+    if f.spans_nodes(h):  # then each node's block of f.node pieces to the other nodes (codegen.collectives)
+        gather += f.gather_nodes(h)[2] * f.node * share / f.far.bw_bytes_per_s
+    return rounds * share / f.link(reach).bw_bytes_per_s + gather

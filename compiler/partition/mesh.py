@@ -7,7 +7,9 @@ wafer region of R x C cores has a `rows` and a `cols` axis, each a line of neigh
 the fabric. A collective is a rule per axis shape, run axis by axis:
 
   clique  direct: every member sends each other member its slice in one step, over its `links`
-          parallel links: hops x latency + ceil((size - 1) / links) x slice / bandwidth
+          parallel links: hops x latency + rounds x slice / bandwidth, rounds ceil((size - 1) / links);
+          across nodes at least ceil(crowd / pair_links): the `crowd` messages a node sends another at
+          once take turns on the links joining the two (targets.topology.NodeWires)
   switch  direct through a non-blocking switch (a GPU node's NVSwitch): every message spreads over
           all `links` local links, so a member sends at its aggregate bandwidth:
           hops x latency + (size - 1) x slice / (links x bandwidth)
@@ -49,6 +51,23 @@ class Axis:
     stride: int = 1
     hops: int = 1
     links: int = 1
+    crowd: int = 0  # messages a node sends another node at once (one a chip of it); 0: one node
+    pair_links: int = 1  # the links joining two nodes (or groups) they cross
+
+    @property
+    def rounds(self) -> float:
+        """Slice-times a member's messages take: its own links', or the node pair's links' if slower (a switch
+        spreads every message over all its links)."""
+        if self.shape == SWITCH:
+            return (self.size - 1) / max(1, self.links)
+        return clique_rounds(self.size, self.links, self.crowd, self.pair_links)
+
+
+def clique_rounds(size: int, links: int, crowd: int = 0, pair_links: int = 1) -> int:
+    """Slice-times of a clique's direct exchange (the plan's Axis and the lowering's Level both ask): a member's
+    size - 1 messages in turns over its `links`, and a node's `crowd` messages to another node in turns over
+    the `pair_links` joining them, whichever is slower."""
+    return max(-(-(size - 1) // max(1, links)), -(-crowd // max(1, pair_links)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +87,10 @@ class DeviceMesh:
         return {a.name: a.size for a in self.axes}
 
 
-def chip_mesh(tp: int, system: SystemSpec, far_hops: Callable[[int], int]) -> DeviceMesh:
+def chip_mesh(tp: int, system: SystemSpec, far_hops: Callable[[int], int], pair_links: int) -> DeviceMesh:
     """t chips laid out node-aligned: a clique of min(t, node) chips, then a clique of the nodes
-    (`far_hops(q)` the hops from the first of q nodes to the farthest)."""
+    (`far_hops(q)` the hops from the first of q nodes to the farthest; `pair_links` joining the two nodes
+    farthest apart, NodeWires.of_span), a node's chips each sending one message to every other node."""
     if tp <= 1:
         return DeviceMesh(())
     node = system.chips_per_node
@@ -78,8 +98,8 @@ def chip_mesh(tp: int, system: SystemSpec, far_hops: Callable[[int], int]) -> De
     if tp <= node:
         return DeviceMesh((inner,))
     q = math.ceil(tp / node)
-    return DeviceMesh((inner,
-                       Axis("nodes", q, CLIQUE, GLOBAL, node, far_hops(q), max(1, system.global_links_per_chip))))
+    return DeviceMesh((inner, Axis("nodes", q, CLIQUE, GLOBAL, node, far_hops(q), max(1, system.global_links_per_chip),
+                                   node, pair_links)))
 
 
 def _node_axis(size: int, system: SystemSpec) -> Axis:
@@ -101,9 +121,7 @@ def link_of(axis: Axis, system: SystemSpec) -> LinkSpec:
 def clique_s(axis: Axis, slice_bytes: float, system: SystemSpec) -> float:
     """One direct exchange along a clique axis: each member's slice to every other member."""
     link = link_of(axis, system)
-    share = (axis.size - 1) / max(1, axis.links)
-    rounds = share if axis.shape == SWITCH else math.ceil(share)  # a switch spreads them, links do not
-    return axis.hops * link.latency_s + rounds * slice_bytes / link.bw_bytes_per_s
+    return axis.hops * link.latency_s + axis.rounds * slice_bytes / link.bw_bytes_per_s
 
 
 def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec) -> float:
@@ -135,9 +153,8 @@ class Step:
 def _steps(mesh: DeviceMesh, system: SystemSpec) -> list[Step]:
     steps = []
     for i, axis in enumerate(mesh.axes):
-        link, share = link_of(axis, system), (axis.size - 1) / max(1, axis.links)
-        steps.append(Step(axis.size, axis.hops * link.latency_s, share if axis.shape == SWITCH else math.ceil(share),
-                          1 / link.bw_bytes_per_s,
+        link = link_of(axis, system)
+        steps.append(Step(axis.size, axis.hops * link.latency_s, axis.rounds, 1 / link.bw_bytes_per_s,
                           axis.shape != LINE and may_shoot(axis.size, i, len(mesh.axes))))
     return steps
 

@@ -113,19 +113,25 @@ class StageBuilder:
         lane = Peer("group", 0, h.lanes, 1, 0)  # sender r's lane r mod lanes carries pieces from (r mod lanes) * slices
         links = handoff_links(h, chip_hops(self.system, f0 + t0 - 1, f1), self.system)
         nbytes = value.type.nbytes
+        # A piece's stream stays live until its last SEND ends: read at most `ahead` pieces before they are sent
+        # (a stage-wide team's lone lane carries one piece a receiving chip, more than the chip has streams).
+        ahead, sent = max(1, self.system.chip.streams // 2), []
         for i in range(slices):
             # a lone lane's pieces wholly past the value (a stage-wide team's many small ones) read its last bytes
             # instead: they land in the receivers' padding, which nothing reads
             at = min(i * size, nbytes - size) if h.lanes == 1 and i * size >= nbytes else i * size
             src = e.read(value.name, size, Ref(Space.PORT_IN, 0, at, ((lane, slices * size),)))
+            if i >= ahead:
+                send.instrs[src[0]].deps += ((sent[i - ahead], 0),)
             # the piece the value ends inside rounds up (the last lane's last, or a lone lane's)
             ends_in = i * size < nbytes < (i + 1) * size if h.lanes == 1 else i == slices - 1 and team * size > nbytes
             send.instrs[src[0]].overhang = ends_in
             for k in range(h.teams // h.sets):  # sender r's message m to receiver k * served + r * slices + i
                 m = k * slices + i
-                send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (m % max(1, links)), src_bytes=size,
-                               s_a=src[1], peer=Peer("next", k * served + i, h.senders, slices, hops), tag=tag + m,
-                               deps=((src[0], 0),)))
+                last = send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (m % max(1, links)), src_bytes=size,
+                                      s_a=src[1], peer=Peer("next", k * served + i, h.senders, slices, hops),
+                                      tag=tag + m, deps=((src[0], 0),)))
+            sent.append(last)
         send_code = finish(send, (), (value,), ())
         recv = self._receive(value, h, hops, size, tag, receiver)
         return (Piece(send_code, (), (value.name,), (), ranks=h.senders, kind="send"),

@@ -46,8 +46,9 @@ def table(case: str) -> Table:
     for i, run in enumerate(runs):
         c = run.cand
         units = layout.units_[c.first:c.stop]
-        weights = sum(u.decode[c.tp].weight_bytes for u in units)
-        kv = sum(u.decode[c.tp].state_bytes for u in units)
+        shards = [u.decode[u.group(c.tp, c.split)] for u in units]  # each unit's cost at the stage's layout
+        weights = sum(s.weight_bytes for s in shards)
+        kv = sum(s.state_bytes for s in shards)
         rooms = [f"{layout.room(run, k) / MIB:,.2f}" for k in CHUNKS]
         times = [f"{layout.time(i, run, runs, k, cache).prefill.total_s * 1e6:,.0f}" for k in CHUNKS[1:]]
         out.add_row(str(i), f"{units[0].scope} .. {units[-1].scope}", str(c.tp), f"{weights / MIB:,.1f}",

@@ -101,12 +101,12 @@ def test_a_narrower_sender_uses_its_links_for_the_whole_team():
     assert hop_s(n, 3, h, LPU) < hop_s(n, 3, _single_piece_lanes(5, 8, 8, 2), LPU)
 
 
-def _staged(capsys, tmp: Path, stages: list[tuple[str, str, int, int]]) -> Path:
-    """tiny-llama with 16 heads on lpu-mini compiled from a plan of `stages` (first unit, last unit, tp,
-    first chip)."""
+def _staged(capsys, tmp: Path, stages: list[tuple[str, str, int, int]], **config) -> Path:
+    """tiny-llama with 16 heads on lpu-mini (and `config`'s fields) compiled from a plan of `stages` (first unit,
+    last unit, tp, first chip)."""
     cfg = json.loads(Path("examples/models/tiny-llama.json").read_text())
     (tmp / "config.json").write_text(json.dumps(cfg | {"num_attention_heads": 16, "num_key_value_heads": 8,
-                                                       "head_dim": 16}))
+                                                       "head_dim": 16} | config))
     args = [str(tmp / "config.json"), "--target", "lpu-mini", "--context", "64", "--prompt", "16",
             "--prefill-chunk", "8"]
     assert main(["plan", *args, "--json"]) == 0
@@ -149,3 +149,14 @@ def test_a_handoff_to_a_stage_of_several_nodes_crosses_once_and_gathers_over_its
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["reference"]["passed"] and out["hazards"] == []
+
+
+def test_a_lone_lane_serving_more_chips_than_it_has_streams_reads_its_pieces_as_it_sends_them(tmp_path, capsys):
+    """16 chips hand a 128-chip stage a 1024-wide value as one team: one lane of 128 pieces of 16 bytes, twice the
+    chip's 64 streams, each piece's stream live until its SEND ends. The lane reads at most 32 pieces ahead of
+    their SENDs (read all at once, DeepSeek-V3's expert stages had kept 98 streams live and not compiled)."""
+    assert handoff(16, 128, 3, MINI).team == 128
+    build = _staged(capsys, tmp_path, [("embed", "layers.0", 16, 0), ("layers.1", "layers.1", 16, 16),
+                                       ("head", "head", 128, 32)], hidden_size=1024)
+    assert main(["run", str(build), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hazards"] == []

@@ -121,17 +121,17 @@ class StageBuilder:
             # instead: they land in the receivers' padding, which nothing reads
             at = min(i * size, nbytes - size) if h.lanes == 1 and i * size >= nbytes else i * size
             src = e.read(value.name, size, Ref(Space.PORT_IN, 0, at, ((lane, slices * size),)))
-            if i >= ahead:
-                send.instrs[src[0]].deps += ((sent[i - ahead], 0),)
+            if i >= ahead:  # after every SEND of the piece `ahead` before: then its stream is free
+                send.instrs[src[0]].deps += tuple((j, 0) for j in sent[i - ahead])
+            sent.append([])
             # the piece the value ends inside rounds up (the last lane's last, or a lone lane's)
             ends_in = i * size < nbytes < (i + 1) * size if h.lanes == 1 else i == slices - 1 and team * size > nbytes
             send.instrs[src[0]].overhang = ends_in
             for k in range(h.teams // h.sets):  # sender r's message m to receiver k * served + r * slices + i
                 m = k * slices + i
-                last = send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (m % max(1, links)), src_bytes=size,
-                                      s_a=src[1], peer=Peer("next", k * served + i, h.senders, slices, hops),
-                                      tag=tag + m, deps=((src[0], 0),)))
-            sent.append(last)
+                sent[i].append(send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (m % max(1, links)),
+                                              src_bytes=size, s_a=src[1], tag=tag + m, deps=((src[0], 0),),
+                                              peer=Peer("next", k * served + i, h.senders, slices, hops))))
         send_code = finish(send, (), (value,), ())
         recv = self._receive(value, h, hops, size, tag, receiver)
         return (Piece(send_code, (), (value.name,), (), ranks=h.senders, kind="send"),

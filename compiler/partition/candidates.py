@@ -35,6 +35,7 @@ class Candidate:
     cells: object = None
     split: bool = False  # caches by sequence, latent down projections by column (passes.shard.splits_kv)
     room: bool = False  # split where the whole layout does not fit the chips: it saves chips, not time
+    straddle_ps: int = 0  # what its collectives add laid out across two groups (a stage that fits one)
 
     @property
     def latency_ps(self) -> int:
@@ -44,27 +45,38 @@ class Candidate:
 @dataclass(frozen=True, slots=True)
 class CostTables:
     """Per (unit, group) figures the candidates are summed from; `prefill` the seconds of the largest
-    prefill chunk (what decides between a group's two layouts beside the decode time)."""
+    prefill chunk (what decides between a group's two layouts beside the decode time), `straddle` the
+    decode seconds the unit's collectives add when the stage lies across two groups."""
 
     resident: list[dict[Group, int]]
     act: list[dict[Group, int]]
     time: list[dict[Group, Breakdown]]
     prefill: list[dict[Group, float]]
+    straddle: list[dict[Group, float]]
 
 
 def cost_tables(units: list[Unit], system: SystemSpec, precision: str) -> CostTables:
     """Activation space is reserved for a decode step or the smallest prefill chunk, whichever
     is larger (measured at that chunk: some buffers do not grow with the rows)."""
-    memo: dict[tuple[int, Group], tuple[int, int, Breakdown, float]] = {}
+    memo: dict[tuple[int, Group], tuple[int, int, Breakdown, float, float]] = {}
     for u in units:
         for g in u.decode:
             if (u.kind, g) not in memo:
                 d = u.decode[g]
                 act = max(d.act_bytes, u.prefill_min_act[g])
                 pre = unit_time(u.prefill[g], system, precision).total_s if u.splits(g[0]) else 0.0
-                memo[u.kind, g] = (d.resident_bytes, act, unit_time(d, system, precision), pre)
+                time = unit_time(d, system, precision)
+                across = unit_time(d, system, precision, True).total_s - time.total_s if can_straddle(g[0], system) \
+                    else 0.0
+                memo[u.kind, g] = (d.resident_bytes, act, time, pre, across)
     pick = [{g: memo[u.kind, g] for g in u.decode} for u in units]
-    return CostTables(*([{t: v[i] for t, v in p.items()} for p in pick] for i in range(4)))
+    return CostTables(*([{t: v[i] for t, v in p.items()} for p in pick] for i in range(5)))
+
+
+def can_straddle(tp: int, system: SystemSpec) -> bool:
+    """Whether a stage of tp chips may lie inside one group or across two: wider than a node (a node lies
+    in one group), no wider than a group, on a dragonfly of several groups."""
+    return system.topology == "dragonfly" and system.chips_per_node < tp <= system.chips_per_group < system.max_chips
 
 
 def enumerate_candidates(units: list[Unit], tables: CostTables, crossing: list[int], system: SystemSpec,
@@ -86,6 +98,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
     act = dict.fromkeys(groups, 0)
     time = dict.fromkeys(groups, Breakdown())
     pre = dict.fromkeys(groups, 0.0)
+    across = dict.fromkeys(groups, 0.0)
     splits = dict.fromkeys(sizes, False)  # some unit of the run has a split layout at that size
     out: list[Candidate] = []
     for stop in range(first + 1, len(units) + 1):
@@ -95,7 +108,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
         for t in sizes:
             if unit.splits(t) and not splits[t]:  # the split layout parts from the whole one here
                 splits[t] = True
-                for acc in (resident, act, time, pre):
+                for acc in (resident, act, time, pre, across):
                     acc[t, True] = acc[t, False]
             for split in (False, True) if splits[t] else (False,):
                 g = unit.group(t, split)
@@ -103,6 +116,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
                 act[t, split] = max(act[t, split], tables.act[u][g])
                 time[t, split] = time[t, split] + tables.time[u][g]
                 pre[t, split] += tables.prefill[u][g]
+                across[t, split] += tables.straddle[u][g]
         live = [(t, split) for t in sorted(sizes) for split in (False, True) if splits[t] or not split]
         fits = [g for g in live if resident[g] + act[g] <= usable]
         if not fits and not any(resident[g] <= usable for g in live):
@@ -110,7 +124,8 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
         held = set(fits)
         row = [Candidate(first, stop, t, resident[t, split], act[t, split],
                          time[t, split] + _entry(first, t, crossing, system), split=split,
-                         room=split and (t, False) not in held)
+                         room=split and (t, False) not in held,
+                         straddle_ps=round(across[t, split] * 1e12))
                for t, split in fits]
         out.extend(row if keep_dominated else _undominated(row, pre))
     return out

@@ -132,15 +132,17 @@ def _tiles(k: int, n: int, dim: int) -> int:
     return -(-k // dim) * -(-n // dim)
 
 
-def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
+def unit_time(cost: ShardCost, system: SystemSpec, precision: str, spans_groups: bool = False) -> Breakdown:
     """A unit on one chip: its ops stream one after another (they share the SRAM
     bandwidth), the dependency chain pays the pipeline latency, then collectives (an all-reduce
-    in pieces under its row-parallel matmul only what the pair takes beyond the matmul)."""
+    in pieces under its row-parallel matmul only what the pair takes beyond the matmul). `spans_groups`:
+    the stage's chips lie in two groups (group_mesh)."""
     total = Breakdown(latency_s=cost.chain_ops * _op_latency_s(system))
     times = [op_time(work, system, precision) for work in cost.work]
     for t in times:
         total += t
-    total += Breakdown(link_s=sum(_exposed_s(c, times, system) - _shared_s(cost.collectives, j, times, system)
+    total += Breakdown(link_s=sum(_exposed_s(c, times, system, spans_groups)
+                                  - _shared_s(cost.collectives, j, times, system, spans_groups)
                                   for j, c in enumerate(cost.collectives)))
     return total + tier_time(cost, times, system) if cost.tier else total
 
@@ -198,7 +200,7 @@ class StageBound:
             {"tier_us": self.tier_s * 1e6, "tier_bytes": self.tier_bytes} if self.tier_bytes else {})
 
 
-def unit_bound(cost: ShardCost, system: SystemSpec, precision: str) -> StageBound:
+def unit_bound(cost: ShardCost, system: SystemSpec, precision: str, spans_groups: bool = False) -> StageBound:
     """What no schedule of this unit on one chip of its group can beat (README: the bound)."""
     chip = system.chip
     clock = chip.clock_hz
@@ -211,7 +213,7 @@ def unit_bound(cost: ShardCost, system: SystemSpec, precision: str) -> StageBoun
                       cache_s=cost.state_read_bytes / (chip.mem_bytes_per_cycle * clock),
                       stream_s=streamed / (chip.stream_bytes_per_cycle * clock),
                       compute_s=max(matrix, vector),
-                      wire_s=unit_wire_s(cost.collectives, system),
+                      wire_s=unit_wire_s(cost.collectives, system, spans_groups),
                       install_bytes=weights, cache_bytes=cost.state_read_bytes, stream_bytes=streamed,
                       tier_s=cost.tier_bytes / system.tier_bw_per_chip(cost.tier.name) if cost.tier else 0.0,
                       tier_bytes=cost.tier_bytes)
@@ -231,31 +233,35 @@ def _op_latency_s(system: SystemSpec) -> float:
     return system.chip.op_latency_cycles / system.chip.clock_hz
 
 
-def group_mesh(tp: int, system: SystemSpec) -> DeviceMesh:
+def group_mesh(tp: int, system: SystemSpec, spans_groups: bool = False) -> DeviceMesh:
     """The mesh of a group of tp chips laid out node-aligned from a node's first chip (the plan's view,
-    before placement; the lowering measures hops from the stage's own chips)."""
-    node = system.chips_per_node
-    return chip_mesh(tp, system, lambda q: chip_hops(system, 0, (q - 1) * node),
-                     node_wires(system).of_span(system, 0, tp))
+    before placement; the lowering measures hops from the stage's own chips); `spans_groups`: laid out
+    across a group boundary, its nodes' level as far as two groups' nodes and over the links joining them
+    (what a group's first chip reaches past it, NodeWires.of_span)."""
+    node, group, last = system.chips_per_node, system.chips_per_group, system.max_chips - 1
+    first = group - node if spans_groups and node < tp <= group <= last else 0
+    return chip_mesh(tp, system, lambda q: chip_hops(system, first, min(last, first + (q - 1) * node)),
+                     node_wires(system).of_span(system, first, tp))
 
 
-def _shared_s(collectives: Sequence[Collective], j: int, times: list[Breakdown], system: SystemSpec) -> float:
+def _shared_s(collectives: Sequence[Collective], j: int, times: list[Breakdown], system: SystemSpec,
+              spans_groups: bool = False) -> float:
     """What collective j does not add, running beside the next (Collective.concurrent): the shorter of
     itself and the independent work issued between them plus the next one's time."""
     c = collectives[j]
     if not c.concurrent:
         return 0.0
-    beside = sum(times[w].total_s for w in c.hides) + collective_s(collectives[j + 1], system)
-    return min(collective_s(c, system), beside)
+    beside = sum(times[w].total_s for w in c.hides) + collective_s(collectives[j + 1], system, spans_groups)
+    return min(collective_s(c, system, spans_groups), beside)
 
 
-def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> float:
+def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec, spans_groups: bool = False) -> float:
     """A collective's time beyond the ops': all of it, or, for an all-reduce in pieces under its
     matmul (partition.overlap), what the pair takes beyond the matmul alone."""
     if c.overlaps < 0:
-        return collective_s(c, system)
+        return collective_s(c, system, spans_groups)
     chip = system.chip
-    mesh = group_mesh(c.group, system)
+    mesh = group_mesh(c.group, system, spans_groups)
     matmul = times[c.overlaps].total_s
 
     def collective(n: float) -> float:
@@ -269,21 +275,21 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec) -> flo
     return pair_s(matmul, c.bytes, pieces, collective, lead) - drain - matmul
 
 
-def collective_s(c: Collective, system: SystemSpec) -> float:
+def collective_s(c: Collective, system: SystemSpec, spans_groups: bool = False) -> float:
     """A tensor-parallel collective over its group's mesh (partition.mesh: direct exchanges per axis)."""
-    return collective_time_s(c.kind, c.bytes, collective_mesh(c, system), system)
+    return collective_time_s(c.kind, c.bytes, collective_mesh(c, system, spans_groups), system)
 
 
-def collective_mesh(c: Collective, system: SystemSpec) -> DeviceMesh:
+def collective_mesh(c: Collective, system: SystemSpec, spans_groups: bool = False) -> DeviceMesh:
     """group_mesh of the collective's group, or where its blocks of consecutive ranks in a stage of several
     nodes straddle a node boundary (a kv head's chips neither dividing a node nor whole nodes), one clique
     whose far members are as far as two chips of the stage's nodes in different nodes can be (the
     structural route: local, global, local within a group), its messages in rounds over the global links,
     as codegen.collectives.subgroup lowers it (there over the wiring's paths)."""
     if not _straddles(c, system):
-        return group_mesh(c.group, system)
+        return group_mesh(c.group, system, spans_groups)
     node = system.chips_per_node
-    far = chip_hops(system, 0, (math.ceil(c.stage / node) - 1) * node)
+    far = chip_hops(system, 0, system.chips_per_group if spans_groups else (math.ceil(c.stage / node) - 1) * node)
     return DeviceMesh((Axis("chips", c.group, CLIQUE, LOCAL, 1, far, max(1, system.global_links_per_chip)),))
 
 
@@ -294,26 +300,26 @@ def _straddles(c: Collective, system: SystemSpec) -> bool:
     return not (c.stage <= node or c.group in (1, c.stage) or node % c.group == 0 or c.group % node == 0)
 
 
-def collective_latency_s(c: Collective, system: SystemSpec) -> float:
+def collective_latency_s(c: Collective, system: SystemSpec, spans_groups: bool = False) -> float:
     """The wire latency a collective cannot avoid: a one-shot exchange, each chip's data reaching the
     group's farthest member (one hop inside a node; a node-aligned group's far hops across nodes). Where
     some block of a stage's ranks must straddle two nodes (_straddles), however the ranks are laid out,
     that block's gather takes two hops (local, then global): of its a x b pairs across the two nodes
     (at least two once it has three members) a direct global link joins at most one per chip, and the
     layer waits for its slowest block."""
-    wire = collective_wire_s(c.kind, group_mesh(c.group, system), system)
+    wire = collective_wire_s(c.kind, group_mesh(c.group, system, spans_groups), system)
     if _straddles(c, system) and 2 < c.group < system.chips_per_node:
         return max(wire, system.local_link.latency_s + system.global_link.latency_s)
     return wire
 
 
-def unit_wire_s(collectives: Sequence[Collective], system: SystemSpec) -> float:
+def unit_wire_s(collectives: Sequence[Collective], system: SystemSpec, spans_groups: bool = False) -> float:
     """The wire a unit's collectives cannot hide: each one's collective_latency_s in turn, except that a run
     of concurrent ones (Collective.concurrent: issued back to back, none waiting for another) pays only
     its longest."""
     total = run = 0.0
     for c in collectives:
-        run = max(run, collective_latency_s(c, system))
+        run = max(run, collective_latency_s(c, system, spans_groups))
         if not c.concurrent:
             total, run = total + run, 0.0
     return total + run

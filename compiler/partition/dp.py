@@ -22,13 +22,15 @@ def fewest_chips(cands: list[Candidate], num_units: int) -> list[Candidate] | No
     return _path(back, num_units) if best[num_units] else None
 
 
-def smallest_footprint(cands: list[Candidate], num_units: int, start_at: Callable[[int, int], int], limit: int
-                       ) -> list[Candidate] | None:
+def smallest_footprint(cands: list[Candidate], num_units: int, start_at: Callable[[int, int], int], limit: int,
+                       straddle_at: Callable[[int, int], int | None] | None = None) -> list[Candidate] | None:
     """The path whose stages, laid out in order from device 0 by `start_at(cursor, tp)` (the first device
     a stage may take at or after the cursor), end soonest within `limit` devices; ties broken by lower
-    latency, then fewer devices. The state is (boundary, where the last stage ends); an end no later with
-    no more latency and devices dominates, since `start_at` never moves a stage earlier for a later cursor
-    (placement.next_start), so each boundary keeps only its Pareto front."""
+    latency, then fewer devices. `straddle_at(cursor, tp)`, if given, is an earlier first device across
+    two groups (None: none), where the stage's latency grows by its `straddle_ps`. The state is (boundary,
+    where the last stage ends); an end no later with no more latency and devices dominates, since neither
+    rule moves a stage earlier for a later cursor (placement.next_start) and a stage's straddle costs the
+    same wherever it lies, so each boundary keeps only its Pareto front."""
     by_first: list[list[Candidate]] = [[] for _ in range(num_units)]
     for c in sorted(cands, key=lambda c: (c.first, c.stop, c.tp, c.split)):
         by_first[c.first].append(c)
@@ -38,11 +40,12 @@ def smallest_footprint(cands: list[Candidate], num_units: int, start_at: Callabl
     for k in range(num_units):
         for end, (lat, devices, _, _) in _front(states[k]):
             for c in by_first[k]:
-                stop_end = start_at(end, c.tp) + c.tp
-                key = (lat + c.latency_ps, devices + c.tp, c, end)
-                old = states[c.stop].get(stop_end)
-                if stop_end <= limit and (old is None or key[:2] < old[:2]):
-                    states[c.stop][stop_end] = key
+                for start, extra in _starts(end, c, start_at, straddle_at):
+                    stop_end = start + c.tp
+                    key = (lat + c.latency_ps + extra, devices + c.tp, c, end)
+                    old = states[c.stop].get(stop_end)
+                    if stop_end <= limit and (old is None or key[:2] < old[:2]):
+                        states[c.stop][stop_end] = key
     if not states[num_units]:
         return None
     end = min(states[num_units], key=lambda e: (e, *states[num_units][e][:2]))
@@ -52,6 +55,16 @@ def smallest_footprint(cands: list[Candidate], num_units: int, start_at: Callabl
         path.append(c)
         k = c.first
     return path[::-1]
+
+
+def _starts(cursor: int, c: Candidate, start_at: Callable[[int, int], int],
+            straddle_at: Callable[[int, int], int | None] | None) -> list[tuple[int, int]]:
+    """Where candidate `c` may start after `cursor`, with the latency each adds beyond its own."""
+    starts = [(start_at(cursor, c.tp), 0)]
+    across = straddle_at(cursor, c.tp) if straddle_at else None
+    if across is not None and across < starts[0][0]:
+        starts.append((across, c.straddle_ps))
+    return starts
 
 
 def _front(states: dict[int, tuple[int, int, Candidate | None, int]]) -> list[tuple[int, tuple]]:

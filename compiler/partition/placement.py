@@ -12,12 +12,14 @@ of G chips:
     end = start_last + t_last <= the footprint of the greedy layout (within the machine)
     minimise  sum_s w_s straddle_s + w_x sum_s cross_s  (then footprint)
 
-w_s is the extra latency a straddling stage pays on its collectives each token
-and w_x the extra latency of a hand-off between groups, both in picoseconds from
-the target's hop counts and link latencies. The greedy layout (node-aligned,
-jump to the next group rather than straddle: next_start) is the hint and the fallback; under
---objective chips the stage sizes were chosen to span the fewest chips laid out that way
-(dp.smallest_footprint), so the end bound keeps that footprint.
+w_s is the extra latency a straddling stage pays on its collectives each token (its candidate's
+straddle_ps: the unit costs over a mesh across two groups, partition.cost.group_mesh) and w_x the extra
+latency of a hand-off between groups, both in picoseconds from the target's hop counts and link
+latencies. The greedy layout (node-aligned, jump to the next group rather than straddle: next_start)
+is the hint and the fallback; under --objective chips the stage sizes were chosen to span the fewest
+chips laid out in order at the first chip next_start allows or, where sooner, straddling two groups
+(straddle_start; dp.smallest_footprint), so the hint is that soonest layout and the end bound keeps
+its footprint: the model then straddles where it must at the least cost.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from targets.spec import SystemSpec
 from targets.topology import chip_hops
 
 
-def greedy(sizes: Sequence[int], system: SystemSpec) -> list[int]:
+def greedy(sizes: Sequence[int], system: SystemSpec, across: bool = False) -> list[int]:
     """Node-aligned layout in order; a stage that would straddle a group it fits in moves on, unless the
-    chips skipped that way would run past the machine's last (then stages may straddle groups)."""
-    for jump_groups in (True, False):
+    chips skipped that way would run past the machine's last (then stages may straddle groups), or
+    `across` (stages straddle groups wherever that starts them sooner: the layout that ends soonest)."""
+    for jump_groups in (False,) if across else (True, False):
         starts = _node_aligned(sizes, system, jump_groups)
         if starts[-1] + sizes[-1] <= system.max_chips:
             return starts
@@ -65,13 +68,21 @@ def next_start(cursor: int, t: int, system: SystemSpec, jump_groups: bool = True
     return cursor
 
 
-def place(sizes: Sequence[int], collectives: Sequence[int], system: SystemSpec,
-          seed: int = 0, deterministic_s: float = 0.25) -> list[int]:
-    """First chip of each stage. `collectives[s]` counts stage s's collectives per token."""
-    hint = greedy(sizes, system)
+def straddle_start(cursor: int, t: int, system: SystemSpec) -> int | None:
+    """An earlier first chip than next_start's for a stage of t chips, across two groups (None: none)."""
+    across = next_start(cursor, t, system, jump_groups=False)
+    return across if across < next_start(cursor, t, system) else None
+
+
+def place(sizes: Sequence[int], straddle_ps: Sequence[int], system: SystemSpec,
+          seed: int = 0, deterministic_s: float = 0.25, across: bool = False) -> list[int]:
+    """First chip of each stage. `straddle_ps[s]`: what stage s's collectives add a token laid out across
+    two groups. `across`: end no later than the layout that ends soonest, straddling groups where it must
+    (the footprint --objective chips chose the stages for, dp.smallest_footprint)."""
+    hint = greedy(sizes, system, across)
     if system.chips_per_group >= hint[-1] + sizes[-1]:
         return hint  # one group holds everything: nothing to trade
-    model, starts = build_model(sizes, collectives, system, hint)
+    model, starts = build_model(sizes, straddle_ps, system, hint)
     solver = cp_model.CpSolver()
     solver.parameters.random_seed = seed
     solver.parameters.num_workers = 1
@@ -81,7 +92,7 @@ def place(sizes: Sequence[int], collectives: Sequence[int], system: SystemSpec,
     return [solver.value(v) for v in starts]
 
 
-def build_model(sizes: Sequence[int], collectives: Sequence[int], system: SystemSpec,
+def build_model(sizes: Sequence[int], straddle_ps: Sequence[int], system: SystemSpec,
                 hint: list[int]) -> tuple[cp_model.CpModel, list[cp_model.IntVar]]:
     """The model in the module docstring, hinted with `hint`."""
     m = cp_model.CpModel()
@@ -96,7 +107,7 @@ def build_model(sizes: Sequence[int], collectives: Sequence[int], system: System
         m.add_hint(starts[s], hint[s])
     for s in range(1, len(sizes)):
         m.add(starts[s] >= starts[s - 1] + sizes[s - 1])
-    costs = _straddles(m, sizes, collectives, system, first_group, last_group)
+    costs = _straddles(m, sizes, straddle_ps, system, first_group, last_group)
     costs += _crossings(m, sizes, system, first_group, last_group)
     end = starts[-1] + sizes[-1]
     m.minimize(sum(costs) * (horizon + 1) + end)
@@ -118,14 +129,13 @@ def _div(m: cp_model.CpModel, start: cp_model.IntVar, offset: int, k: int, horiz
     return q
 
 
-def _straddles(m, sizes, collectives, system, first_group, last_group) -> list:
-    extra_ps = _extra_hops_ps(system)
+def _straddles(m, sizes, straddle_ps, system, first_group, last_group) -> list:
     costs = []
     for s, t in enumerate(sizes):
-        if t <= system.chips_per_group and collectives[s]:
+        if t <= system.chips_per_group and straddle_ps[s]:
             b = m.new_bool_var(f"straddle{s}")
             m.add(last_group[s] == first_group[s]).only_enforce_if(b.Not())
-            costs.append(collectives[s] * extra_ps * b)
+            costs.append(straddle_ps[s] * b)
     return costs
 
 

@@ -109,6 +109,9 @@ class Layout(Protocol):
     # rules (a chip backend's nodes and groups): then --objective chips minimises the devices the stages
     # span, not only those with work. None: the devices counted are the devices spanned.
     stage_start: Callable[[int, int], int] | None = None
+    # An earlier first device for such a stage that lies across two groups (None: none), the stage then
+    # slower by its candidate's straddle_ps; None: stages never straddle groups to span fewer devices.
+    straddle_start: Callable[[int, int], int | None] | None = None
 
 
 def plan_from_layout(name: str, target: str, options: CompileOptions, layout: Layout, totals: dict,
@@ -190,7 +193,7 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
     spanned = _span(fewest, layout.stage_start)
     limit = min(spanned, cap)
     usable = dp.prune(cands, layout.units, limit, 2**62)  # a path spans at least the devices it uses
-    path = dp.smallest_footprint(usable, layout.units, layout.stage_start, limit)
+    path = dp.smallest_footprint(usable, layout.units, layout.stage_start, limit, layout.straddle_start)
     if path is None:
         return None
     return Solution(tuple(path), "OPTIMAL", time.perf_counter() - start, 0.0, len(usable))

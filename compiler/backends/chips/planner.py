@@ -14,9 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from compiler.frontend.options import CompileOptions
-from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
+from compiler.partition.candidates import (
+    Candidate,
+    can_straddle,
+    capacity_lower_bound,
+    cost_tables,
+    enumerate_candidates,
+)
 from compiler.partition.cost import Breakdown, StageBound, handoff, handoff_wire_s, hop_s, unit_bound, unit_time
-from compiler.partition.placement import next_start, place
+from compiler.partition.placement import next_start, place, straddle_start
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
 from compiler.passes.shard import expert_placement
@@ -84,13 +90,16 @@ class ChipLayout(Layout):
                 f"({max(u.sizes)} ways): give the target more SRAM per chip")
 
     def place(self, path: Sequence[Candidate], options: CompileOptions) -> list[Run]:
-        collectives = [sum(len(u.decode[u.group(c.tp, c.split)].collectives) for u in self.units_[c.first:c.stop])
-                       for c in path]
-        starts = place([c.tp for c in path], collectives, self.system, options.solver_seed)
+        footprint = options.objective == "chips" and options.chips is None  # search.choose's smallest footprint
+        starts = place([c.tp for c in path], [c.straddle_ps for c in path], self.system, options.solver_seed,
+                       across=footprint)
         return [Run(c, s) for c, s in zip(path, starts, strict=True)]
 
     def stage_start(self, cursor: int, tp: int) -> int:
         return next_start(cursor, tp, self.system)
+
+    def straddle_start(self, cursor: int, tp: int) -> int | None:
+        return straddle_start(cursor, tp, self.system)
 
     def pin(self, plan: PlanFile) -> tuple[list[Candidate], list[Run]]:
         path = []
@@ -139,8 +148,9 @@ class ChipLayout(Layout):
         units = self.units_[c.first:c.stop]
         pre = self._prefill_costs(runs, chunk, reach)
         pre = [pre[(u.kind, *u.group(c.tp, c.split))] for u in units]
-        decode_parts = [self._unit_figures(u.decode[u.group(c.tp, c.split)]) for u in units]
-        prefill_parts = [self._unit_figures(p) for p in pre]
+        across = spans_groups(run, system)
+        decode_parts = [self._unit_figures(u.decode[u.group(c.tp, c.split)], across) for u in units]
+        prefill_parts = [self._unit_figures(p, across) for p in pre]
         decode = sum((t for t, _ in decode_parts), Breakdown())
         prefill = sum((t for t, _ in prefill_parts), Breakdown())
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
@@ -162,14 +172,15 @@ class ChipLayout(Layout):
                         decode_tiles_us=decode.tiles_s * 1e6, experts=self._experts(c.first, c.stop, c.tp),
                         tier=_tier(units, c, decode), kv_layout=_kv_layout(units, c))
 
-    def _unit_figures(self, cost: ShardCost) -> tuple[Breakdown, StageBound]:
-        """unit_time and unit_bound of one unit's cost, once: every chunk size and reach variant the chunk
-        search tries asks again for the same decode costs and the same kinds of layer."""
-        hit = self._figures.get(id(cost))
+    def _unit_figures(self, cost: ShardCost, across: bool) -> tuple[Breakdown, StageBound]:
+        """unit_time and unit_bound of one unit's cost on a stage inside one group or `across` two, once:
+        every chunk size and reach variant the chunk search tries asks again for the same decode costs and
+        the same kinds of layer."""
+        hit = self._figures.get((id(cost), across))
         if hit is None or hit[0] is not cost:
-            precision = self.options.precision
-            hit = (cost, unit_time(cost, self.system, precision), unit_bound(cost, self.system, precision))
-            self._figures[id(cost)] = hit
+            precision, system = self.options.precision, self.system
+            hit = (cost, unit_time(cost, system, precision, across), unit_bound(cost, system, precision, across))
+            self._figures[id(cost), across] = hit
         return hit[1], hit[2]
 
     @functools.cached_property
@@ -201,6 +212,12 @@ class ChipLayout(Layout):
     def footprint(self, timed: list[Timed]) -> int:
         last = timed[-1].stage
         return last.first_chip + last.tp
+
+
+def spans_groups(run: Run, system: SystemSpec) -> bool:
+    """Whether a stage that fits one group lies across two (its collectives pay the links between them)."""
+    group, first = system.chips_per_group, run.first_chip
+    return can_straddle(run.cand.tp, system) and first // group != (first + run.cand.tp - 1) // group
 
 
 def _check_ranges(plan: PlanFile, runs: list[Run], system: SystemSpec) -> None:

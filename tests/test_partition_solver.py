@@ -1,6 +1,7 @@
 """CP-SAT stage selection agrees with exact dynamic programmes on random candidate sets."""
 
 import itertools
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,7 +10,7 @@ from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.partition.cpsat import solve
-from compiler.partition.placement import next_start
+from compiler.partition.placement import next_start, straddle_start
 from targets import load_target
 
 LPU = load_target("lpu")
@@ -117,6 +118,60 @@ def test_smallest_footprint_matches_every_path_laid_out(case, limit):
     if best is not None:
         assert (_span(found, start_at), _latency(found), _chips(found)) == best
         assert [c.first for c in found] == [0, *itertools.accumulate(c.stop - c.first for c in found)][:-1]
+
+
+@settings(max_examples=80, deadline=None)
+@given(wide_candidate_sets(), st.integers(1, 400), st.lists(st.integers(0, 60), min_size=40, max_size=40))
+def test_smallest_footprint_with_straddles_matches_every_path_and_choice_laid_out(case, limit, extra):
+    """With placement.straddle_start offered, the DP's path and layout span the fewest chips (then are the
+    fastest, a straddling stage slower by its straddle_ps, then use the fewest chips), as trying every path
+    with every stage inside a group or, where sooner, across two says."""
+    units, cands = case
+    cands = [replace(c, straddle_ps=extra[i % len(extra)] * 10**6) for i, c in enumerate(cands)]
+
+    def start_at(cursor, tp):
+        return next_start(cursor, tp, LPU)
+
+    def straddle_at(cursor, tp):
+        return straddle_start(cursor, tp, LPU)
+
+    def laid_out(path):
+        ends = {0: 0}  # end -> least latency, over every way of laying the path out
+        for c in path:
+            after = {}
+            for end, lat in ends.items():
+                options = [(start_at(end, c.tp), 0)]
+                across = straddle_at(end, c.tp)
+                if across is not None:
+                    options.append((across, c.straddle_ps))
+                for start, more in options:
+                    key = start + c.tp
+                    after[key] = min(after.get(key, 2**62), lat + c.latency_ps + more)
+            ends = after
+        return [(end, lat, _chips(path)) for end, lat in ends.items()]
+
+    found = dp.smallest_footprint(cands, units, start_at, limit, straddle_at)
+    best = min((key for p in _paths(cands, units) for key in laid_out(p) if key[0] <= limit), default=None)
+    assert (found is None) == (best is None)
+    if best is not None:
+        assert min(key for key in laid_out(found) if key[0] <= limit) == best
+
+
+def test_two_stages_straddle_a_group_rather_than_take_a_wider_one():
+    """40 + 40 chips span 80 with the second across the first group's end (112 inside groups), so they beat
+    one 88-chip stage over both units; without the straddle the 88 would span fewer."""
+    cands = [Candidate(0, 1, 40, 0, 0, Breakdown(memory_s=1e-6), straddle_ps=10**6),
+             Candidate(1, 2, 40, 0, 0, Breakdown(memory_s=1e-6), straddle_ps=10**6),
+             Candidate(0, 2, 88, 0, 0, Breakdown(memory_s=1e-6))]
+
+    def start_at(cursor, tp):
+        return next_start(cursor, tp, LPU)
+
+    def straddle_at(cursor, tp):
+        return straddle_start(cursor, tp, LPU)
+
+    assert [c.tp for c in dp.smallest_footprint(cands, 2, start_at, 1000, straddle_at)] == [40, 40]
+    assert [c.tp for c in dp.smallest_footprint(cands, 2, start_at, 1000)] == [88]
 
 
 def test_a_stage_fills_what_its_group_has_left_when_that_spans_no_more():

@@ -12,6 +12,10 @@ readers, the residual); only the drain and the re-read leave the critical path, 
 pipeline latency once (llama's residual add then its norm, SiLU then the gate's multiply, a norm then its
 projections).
 
+MXM -> VXM -> MXM: attention's context leaves its last values product through a rounding COPY (the 16-bit
+activations the WRITE would store), and the matmul reading it (o_proj) takes it off that stream
+(`leaves_through_copy`): the drain and the re-read between the two products leave the path.
+
 MXM -> VXM: a one-row matmul result at most one MXM column panel wide (one chain of MXMs, codegen.emit) that
 leaves the matrix unit through a VOP (its per-channel or tensor scale: 16-bit, as the WRITE would store it)
 is whole on that VOP's stream (`stream_result`). An element-wise op reading it, or a one-row slice of it, as
@@ -33,15 +37,24 @@ CHAINED = frozenset({Opcode.ADD, Opcode.MUL, Opcode.RMSNORM, Opcode.ROPE, Opcode
 
 def chained_operand(prev: Op | None, op: Op) -> str | None:
     """The name of `prev`'s result that `op` takes off the vector unit's stream, or None: any operand of a
-    CHAINED op, a matmul's activations (operand 0)."""
-    if prev is None or prev.opcode not in CHAINED:
+    CHAINED op, a matmul's activations (operand 0), also an attention's context (leaves_through_copy)."""
+    if prev is None:
         return None
     made = prev.results[0].name
-    if op.opcode is Opcode.MATMUL:
+    if op.opcode is Opcode.MATMUL and (prev.opcode in CHAINED or leaves_through_copy(prev)):
         return made if op.operands[0].name == made else None
+    if prev.opcode not in CHAINED:
+        return None
     if op.opcode not in CHAINED:
         return None
     return made if any(v.name == made for v in op.operands) else None
+
+
+def leaves_through_copy(op: Op) -> bool:
+    """An attention lowered whole on its chip (codegen.attention.lower_attention: no tier below SRAM, no sequence
+    shards), whose context leaves the last values product through a rounding COPY on the vector unit, so the
+    matmul after it (o_proj) takes its activations off that stream (VXM -> MXM) instead of from SRAM."""
+    return op.opcode is Opcode.ATTENTION and "tier" not in op.attr and op.attr.get("seq_shards", 1) <= 1
 
 
 def stream_result(op: Op, panel: int) -> bool:

@@ -91,11 +91,12 @@ def best_pieces(rows: int, columns: int, panel: int, group: int, matmul: float, 
     widest first. The pieces need not be equal: narrow last ones shorten the exposed tail, as each piece's first
     sends wait for its drain and a one-panel piece's take it off its scale (partition.chaining.piece_lead); wide
     first ones hide under the product still to come. 70B int8 on lpu: o_proj's decode row (2, 2, 2, 0.4
-    panels) -> (4, 1, 1, 0.4), decode scheduled 1,211.6 -> 1,204.6 us. Several rows (prefill, verify): equal
-    pieces (_best_equal_pieces), as their link-bound all-reduces do not bear the uneven cuts out (70B int8
-    prefill scheduled 11.15 -> 11.38 ms TTFT with them); there prefill chunks are link-bound, and the narrow
-    piece first gives 2% lower TTFT than last (8B: 4%)."""
-    if rows > 1:
+    panels) -> (4, 1, 1, 0.4), decode scheduled 1,211.6 -> 1,204.6 us. Several rows (prefill, verify), or an
+    all-reduce longer than its product: equal pieces (_best_equal_pieces). There the links bind, and the
+    schedule does not bear out the uneven cuts the pipelined model (pair_s) prefers: 70B int8 prefill scheduled
+    11.15 -> 11.38 ms TTFT, 405B int8 decode (tp 48-80, across nodes) 1,647.6 -> 1,677.8 us. Prefill chunks
+    are link-bound, and the narrow piece first gives 2% lower TTFT than last (8B: 4%)."""
+    if rows > 1 or collective(nbytes) >= matmul:
         return _best_equal_pieces(rows, columns, panel, group, matmul, nbytes, collective, most, lead)
     full, rem = divmod(columns, panel)
     orders = [[panel] * full + [rem], [rem] + [panel] * full] if rem else [[panel] * full]

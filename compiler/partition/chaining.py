@@ -107,3 +107,35 @@ def piece_lead(rows: int, columns: int, panel: int, group: int, scaled: bool, dr
     def lead(a: int, b: int) -> float:
         return 0.0 if b - a < columns and piece_on_one_stream(rows, b - a, panel, group, scaled) else drain
     return lead
+
+
+UNITS_TOGETHER = 2  # a stage's units lowered as one template, so the chain crosses their boundary
+
+
+def lowered_together(scopes: Sequence[str]) -> list[list[str]]:
+    """A stage's units (in order) in the runs the lowering makes one template of: UNITS_TOGETHER at a time from
+    the stage's first. Inside a run the op after a unit boundary takes the op before's result off the stream
+    where chained_operand allows (llama's residual add, then the next layer's norm), which the plan counts at
+    the same boundaries (`run_boundary`); between runs the value goes through SRAM."""
+    return [list(scopes[i:i + UNITS_TOGETHER]) for i in range(0, len(scopes), UNITS_TOGETHER)]
+
+
+def run_boundary(position: int) -> bool:
+    """Whether the unit at `position` in its stage (0: the first) follows another of the same run."""
+    return position % UNITS_TOGETHER != 0
+
+
+def closes_chained(ops: Sequence[Op]) -> bool:
+    """Whether a unit's last op is a VOP that chained_operand lets the next op take off the stream."""
+    return bool(ops) and ops[-1].opcode in CHAINED
+
+
+def opens_chained(ops: Sequence[Op]) -> bool:
+    """Whether a unit's first op could take a value from before the unit off the stream (chained_operand's
+    operands): operand 0 of a matmul, any of a CHAINED op, whichever no op of the unit made."""
+    if not ops:
+        return False
+    first = ops[0]
+    if first.opcode is Opcode.MATMUL:
+        return True
+    return first.opcode in CHAINED

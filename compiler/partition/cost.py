@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from compiler.partition.chaining import piece_lead
+from compiler.partition.chaining import piece_lead, run_boundary
 from compiler.partition.mesh import (
     CLIQUE,
     LOCAL,
@@ -143,6 +143,15 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
     total += Breakdown(link_s=sum(_exposed_s(c, times, system) - _shared_s(cost.collectives, j, times, system)
                                   for j, c in enumerate(cost.collectives)))
     return total + tier_time(cost, times, system) if cost.tier else total
+
+
+def boundary_time(before: ShardCost, after: ShardCost, position: int, system: SystemSpec) -> Breakdown:
+    """What the boundary into the unit at `position` of its stage saves when the lowering makes one template of
+    it and the unit before (partition.chaining.lowered_together) and the op after it takes the op before's result
+    off the stream: one pipeline latency (llama's residual add, then the next layer's norm)."""
+    if run_boundary(position) and before.closes and after.opens:
+        return Breakdown(latency_s=-_op_latency_s(system))
+    return Breakdown()
 
 
 def tier_fetch_s(tier: TierWork, system: SystemSpec) -> float:

@@ -15,7 +15,16 @@ from dataclasses import dataclass, field, replace
 
 from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import Candidate, capacity_lower_bound, cost_tables, enumerate_candidates
-from compiler.partition.cost import Breakdown, StageBound, handoff, handoff_wire_s, hop_s, unit_bound, unit_time
+from compiler.partition.cost import (
+    Breakdown,
+    StageBound,
+    boundary_time,
+    handoff,
+    handoff_wire_s,
+    hop_s,
+    unit_bound,
+    unit_time,
+)
 from compiler.partition.placement import next_start, place
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
@@ -141,8 +150,9 @@ class ChipLayout(Layout):
         pre = [pre[(u.kind, *u.group(c.tp, c.split))] for u in units]
         decode_parts = [self._unit_figures(u.decode[u.group(c.tp, c.split)]) for u in units]
         prefill_parts = [self._unit_figures(p) for p in pre]
-        decode = sum((t for t, _ in decode_parts), Breakdown())
-        prefill = sum((t for t, _ in prefill_parts), Breakdown())
+        decode_costs = [u.decode[u.group(c.tp, c.split)] for u in units]
+        decode = sum((t for t, _ in decode_parts), Breakdown()) + _boundaries(decode_costs, system)
+        prefill = sum((t for t, _ in prefill_parts), Breakdown()) + _boundaries(pre, system)
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
         bound = sum((b for _, b in decode_parts), entry)
         prefill_bound = sum((b for _, b in prefill_parts), entry)
@@ -201,6 +211,12 @@ class ChipLayout(Layout):
     def footprint(self, timed: list[Timed]) -> int:
         last = timed[-1].stage
         return last.first_chip + last.tp
+
+
+def _boundaries(costs: Sequence[ShardCost], system: SystemSpec) -> Breakdown:
+    """What the stage's units chained across their runs' boundaries save (cost.boundary_time)."""
+    return sum((boundary_time(a, b, i + 1, system) for i, (a, b) in enumerate(itertools.pairwise(costs))),
+               Breakdown())
 
 
 def _check_ranges(plan: PlanFile, runs: list[Run], system: SystemSpec) -> None:

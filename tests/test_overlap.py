@@ -250,3 +250,33 @@ def test_an_int8_decode_rows_one_panel_pieces_send_straight_off_their_scale(tmp_
     assert out["hazards"] == []
     assert _sends_off_a_scale(load_program(build / "decode.prog")) > 0
     assert _sends_off_a_scale(load_program(build / "prefill.prog")) == 0
+
+
+def test_o_proj_and_the_next_layers_norm_take_their_inputs_off_the_vector_units_stream(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """partition.chaining: attention's context leaves through a rounding COPY whose stream o_proj's MXMs read
+    (every COPY feeds them, in decode and prefill), and tiny-llama's two layers on one stage, lowered as one
+    template (lowered_together), have the second layer's first norm read the first's residual add off its
+    stream: more norms off an add's stream than with every unit a template of its own (inside a layer the
+    MLP's norm always is). It runs hazard-free to the reference, and the plan's estimate is a pipeline latency
+    per such boundary lower."""
+    import compiler.partition.chaining as chaining
+    from tests.test_functional import _fed
+
+    together = _build(capsys, tmp_path / "together", (2, {}, 16, ()), True, monkeypatch)
+    monkeypatch.setattr(chaining, "UNITS_TOGETHER", 1)  # _build undoes it after compiling
+    apart = _build(capsys, tmp_path / "apart", (2, {}, 16, ()), True, monkeypatch)
+    out = _run(capsys, together, "--functional", "--check-reference", "--prompt", PROMPT, "--tokens", "3")
+    assert out["hazards"] == []
+    for phase in ("decode", "prefill"):
+        program = load_program(together / f"{phase}.prog")
+        copies, _ = _fed(program, Op.VOP, Fn.COPY, Fn.COPY)
+        _, off_copy = _fed(program, Op.MXM, None, Fn.COPY)
+        assert copies > 0 and off_copy >= copies
+        plan = json.loads((together / "plan.json").read_text())
+        runs = plan["stages"][0]["tp"] * (plan["prefill"]["chunks"] if phase == "prefill" else 1)
+        _, off_add = _fed(program, Op.VOP, Fn.RMSNORM, Fn.ADD)
+        _, off_add_apart = _fed(load_program(apart / f"{phase}.prog"), Op.VOP, Fn.RMSNORM, Fn.ADD)
+        assert off_add == off_add_apart + runs  # one more a chip of the layers' stage and chunk: layer 1's
+    estimate = [json.loads((b / "plan.json").read_text())["decode"]["latency_us"] for b in (together, apart)]
+    assert estimate[0] < estimate[1]

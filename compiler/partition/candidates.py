@@ -92,6 +92,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
         unit = units[stop - 1]
         sizes &= set(unit.sizes)
         u = stop - 1
+        kinds = [v.kind for v in units[first:stop]]
         for t in sizes:
             if unit.splits(t) and not splits[t]:  # the split layout parts from the whole one here
                 splits[t] = True
@@ -104,7 +105,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
                 time[t, split] = time[t, split] + tables.time[u][g]
                 if u > first:  # chained across a run the lowering makes one template (partition.chaining)
                     time[t, split] += boundary_time(units[u - 1].decode[units[u - 1].group(t, split)],
-                                                    unit.decode[g], u - first, system)
+                                                    unit.decode[g], kinds, system)
                 pre[t, split] += tables.prefill[u][g]
         live = [(t, split) for t in sorted(sizes) for split in (False, True) if splits[t] or not split]
         fits = [g for g in live if resident[g] + act[g] <= usable]

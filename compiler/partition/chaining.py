@@ -26,7 +26,7 @@ cache append its k); only the drain and the re-read leave the path (`chained_ope
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from ir.graph import Op
 from ir.ops import Opcode
@@ -112,17 +112,25 @@ def piece_lead(rows: int, columns: int, panel: int, group: int, scaled: bool, dr
 UNITS_TOGETHER = 2  # a stage's units lowered as one template, so the chain crosses their boundary
 
 
-def lowered_together(scopes: Sequence[str]) -> list[list[str]]:
-    """A stage's units (in order) in the runs the lowering makes one template of: UNITS_TOGETHER at a time from
-    the stage's first. Inside a run the op after a unit boundary takes the op before's result off the stream
-    where chained_operand allows (llama's residual add, then the next layer's norm), which the plan counts at
-    the same boundaries (`run_boundary`); between runs the value goes through SRAM."""
-    return [list(scopes[i:i + UNITS_TOGETHER]) for i in range(0, len(scopes), UNITS_TOGETHER)]
+def lowered_together(kinds: Sequence[Hashable]) -> list[range]:
+    """A stage's units (their kinds, in order) in the runs the lowering makes one template of: consecutive units
+    of one kind (identical layers), UNITS_TOGETHER at most, from the stage's first. Inside a run the op after a
+    unit boundary takes the op before's result off the stream where chained_operand allows (llama's residual
+    add, then the next layer's norm), which the plan counts at the same boundaries (cost.boundary_time);
+    between runs the value goes through SRAM. Units of different kinds stay apart: DeepSeek-V3's shared
+    expert and the layer after it, together, kept 71 streams live (the lpu has 64)."""
+    runs: list[range] = []
+    for i, kind in enumerate(kinds):
+        if runs and len(runs[-1]) < UNITS_TOGETHER and kinds[runs[-1].start] == kind:
+            runs[-1] = range(runs[-1].start, i + 1)
+        else:
+            runs.append(range(i, i + 1))
+    return runs
 
 
-def run_boundary(position: int) -> bool:
-    """Whether the unit at `position` in its stage (0: the first) follows another of the same run."""
-    return position % UNITS_TOGETHER != 0
+def run_boundary(kinds: Sequence[Hashable]) -> bool:
+    """Whether the last of a stage's units so far (their kinds, in order) follows another of the same run."""
+    return len(kinds) > 1 and lowered_together(kinds)[-1].start < len(kinds) - 1
 
 
 def closes_chained(ops: Sequence[Op]) -> bool:

@@ -145,11 +145,12 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str) -> Breakdown:
     return total + tier_time(cost, times, system) if cost.tier else total
 
 
-def boundary_time(before: ShardCost, after: ShardCost, position: int, system: SystemSpec) -> Breakdown:
-    """What the boundary into the unit at `position` of its stage saves when the lowering makes one template of
-    it and the unit before (partition.chaining.lowered_together) and the op after it takes the op before's result
-    off the stream: one pipeline latency (llama's residual add, then the next layer's norm)."""
-    if run_boundary(position) and before.closes and after.opens:
+def boundary_time(before: ShardCost, after: ShardCost, kinds: Sequence[int], system: SystemSpec) -> Breakdown:
+    """What the boundary into the last of a stage's units so far (`kinds`: theirs, in order) saves when the
+    lowering makes one template of it and the unit before (partition.chaining.lowered_together) and the op
+    after it takes the op before's result off the stream: one pipeline latency (llama's residual add, then the
+    next layer's norm)."""
+    if run_boundary(kinds) and before.closes and after.opens:
         return Breakdown(latency_s=-_op_latency_s(system))
     return Breakdown()
 

@@ -151,8 +151,9 @@ class ChipLayout(Layout):
         decode_parts = [self._unit_figures(u.decode[u.group(c.tp, c.split)]) for u in units]
         prefill_parts = [self._unit_figures(p) for p in pre]
         decode_costs = [u.decode[u.group(c.tp, c.split)] for u in units]
-        decode = sum((t for t, _ in decode_parts), Breakdown()) + _boundaries(decode_costs, system)
-        prefill = sum((t for t, _ in prefill_parts), Breakdown()) + _boundaries(pre, system)
+        kinds = [u.kind for u in units]
+        decode = sum((t for t, _ in decode_parts), Breakdown()) + _boundaries(decode_costs, kinds, system)
+        prefill = sum((t for t, _ in prefill_parts), Breakdown()) + _boundaries(pre, kinds, system)
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
         bound = sum((b for _, b in decode_parts), entry)
         prefill_bound = sum((b for _, b in prefill_parts), entry)
@@ -213,9 +214,9 @@ class ChipLayout(Layout):
         return last.first_chip + last.tp
 
 
-def _boundaries(costs: Sequence[ShardCost], system: SystemSpec) -> Breakdown:
-    """What the stage's units chained across their runs' boundaries save (cost.boundary_time)."""
-    return sum((boundary_time(a, b, i + 1, system) for i, (a, b) in enumerate(itertools.pairwise(costs))),
+def _boundaries(costs: Sequence[ShardCost], kinds: Sequence[int], system: SystemSpec) -> Breakdown:
+    """What the stage's units (`kinds`: theirs) chained across their runs' boundaries save (cost.boundary_time)."""
+    return sum((boundary_time(a, b, kinds[:i + 2], system) for i, (a, b) in enumerate(itertools.pairwise(costs))),
                Breakdown())
 
 

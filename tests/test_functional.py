@@ -287,23 +287,32 @@ def test_run_json_counts_the_instructions_it_executed(build, prompt, steps):
     assert f["instructions_executed"] == decode + prefill + f["functional"]["instructions_executed"]
 
 
-def _ropes(program) -> tuple[int, int]:
-    """ROPE VOPs, and those whose input stream was last written by a SCALE VOP of the same chip (not a READ)."""
-    from ir.isa import Fn, Op
+def _fed(program, op, fn, producer) -> tuple[int, int]:
+    """Instructions `op` (of vector function `fn`, for a VOP), and those whose s_a (s_b for an MXM, its
+    activations) was last written by a VOP `producer` of the same chip (taken off its stream, not a READ)."""
+    from ir.isa import Op
 
     c = program.cols
-    ropes = chained = 0
+    count = fed = 0
+    operand = "s_b" if op == Op.MXM else "s_a"
     for chip in range(program.chips):
         rows = sorted(range(*program.chip_slice(chip).indices(len(program))), key=lambda i: (c["issue"][i], i))
         writer: dict[int, int] = {}
         for i in rows:
-            if c["op"][i] == Op.VOP and c["fn"][i] == Fn.ROPE:
-                ropes += 1
-                w = writer.get(int(c["s_a"][i]))
-                chained += w is not None and c["op"][w] == Op.VOP and c["fn"][w] == Fn.SCALE
+            if c["op"][i] == op and (fn is None or c["fn"][i] == fn):
+                count += 1
+                w = writer.get(int(c[operand][i]))
+                fed += w is not None and c["op"][w] == Op.VOP and c["fn"][w] == producer
             if c["s_out"][i] >= 0:
                 writer[int(c["s_out"][i])] = i
-    return ropes, chained
+    return count, fed
+
+
+def _ropes(program) -> tuple[int, int]:
+    """ROPE VOPs, and those whose input stream was last written by a SCALE VOP of the same chip (not a READ)."""
+    from ir.isa import Fn, Op
+
+    return _fed(program, Op.VOP, Fn.ROPE, Fn.SCALE)
 
 
 def test_int8_q_and_k_rope_straight_off_the_projections_scale_and_match_the_reference(tmp_path, checkpoint,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from compiler.codegen.cache_stream import Block, CacheStream, block_product
 from compiler.codegen.collectives import Collectives
-from compiler.codegen.emit import Emitter, Slot
+from compiler.codegen.emit import Emitter, Slot, rows_cols
 from compiler.codegen.template import Instr, Rel
 from compiler.codegen.tier_attention import lower_tiered_attention
 from ir.graph import Op as GraphOp
@@ -47,8 +47,12 @@ def lower_attention(e: Emitter, op: GraphOp) -> None:
     mask = {"heads": a["heads"], "head_dim": a["head_dim"], "tokens": reach, "rows": rows, "batch": batch}
     sm = e.vop(Fn.SOFTMAX, per_seq * a["heads"], reach * batch, scores, pos_read, args=mask)
     ctx = _cache_panels(e, kv, v_cache.name, scales[1], appended[1], sm, m, blocks, heads, False)
+    # The context leaves through a rounding COPY, as SRAM would hold it: the matmul after it takes it off that
+    # stream (partition.chaining.leaves_through_copy), not from SRAM after the drain.
+    i, s = e.vop(Fn.COPY, *rows_cols(out), ctx, bytes_in=out.type.nbytes, flags=Flag.ROUND)
     e.result(out)
-    e.done(out, e.write(out.name, ctx[1], ctx[0], out.type.nbytes))
+    e.done(out, e.write(out.name, s, i, out.type.nbytes))
+    e.pending = {out.name: (i, s)}
 
 
 def cache_blocks(batch: int, tokens: int, reach: int, block: int) -> list[tuple[int, int, int]]:

@@ -22,6 +22,8 @@ from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate, stage_base, sync
 from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
 from compiler.codegen.template import TAG_SPACE
+from compiler.partition.chaining import lowered_together
+from compiler.partition.units import signature
 from compiler.passes.fuse import fuse_siblings
 from compiler.passes.shard import shard_unit
 from compiler.plan import Stage
@@ -65,12 +67,14 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
         codes.append(code)
     uses = _last_use(graph, owner, final)
     for s, code in zip(stages, codes, strict=True):
-        for scope in (sc for sc in scopes if owner[sc] == s.index):
-            ops = chip_ops[scope]
+        mine = [sc for sc in scopes if owner[sc] == s.index]
+        kinds = [signature(list(graph.ops_in(sc))) for sc in mine]  # partition.units.unit_kinds' kinds
+        for run in ([mine[i] for i in r] for r in lowered_together(kinds)):
+            ops = [op for sc in run for op in chip_ops[sc]]
             exported = {r.name for op in ops for r in op.results
-                        if r.name in uses and uses[r.name] > (scopes.index(scope), s.index)
+                        if r.name in uses and uses[r.name] > (scopes.index(run[-1]), s.index)
                         or _is_output(r.name, final, outputs)}
-            code.pieces.append(builder.unit(scope, ops, s.tp, s.first_chip, exported))
+            code.pieces.append(builder.unit("+".join(run), ops, s.tp, s.first_chip, exported))
     _handoffs(builder, graph, codes, owner, final, scopes)
     codes[-1].outputs = {v.name: final.get(v.name, v) for v in graph.outputs}
     for i, code in enumerate(codes):

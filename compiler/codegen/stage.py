@@ -1,6 +1,7 @@
-"""A stage's code: its units' templates (one per distinct unit shape), hand-offs, and SRAM layout.
+"""A stage's code: its units' templates (one per distinct shape of a run of units lowered together,
+partition.chaining.lowered_together), hand-offs, and SRAM layout.
 
-Identical layers share one scheduled template; an instance only renames the values
+Identical runs of layers share one scheduled template; an instance only renames the values
 the template's slots stand for. Every chip of the stage runs the same code (SPMD):
 the rank picks its peers and its slices of collective buffers.
 """

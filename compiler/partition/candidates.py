@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compiler.partition.cost import Breakdown, handoff, hop_s, unit_time
+from compiler.partition.cost import Breakdown, boundary_time, handoff, hop_s, unit_time
 from compiler.partition.units import Group, Unit
 from targets.spec import SystemSpec
 
@@ -105,6 +105,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
         unit = units[stop - 1]
         sizes &= set(unit.sizes)
         u = stop - 1
+        kinds = [v.kind for v in units[first:stop]]
         for t in sizes:
             if unit.splits(t) and not splits[t]:  # the split layout parts from the whole one here
                 splits[t] = True
@@ -115,6 +116,9 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
                 resident[t, split] += tables.resident[u][g]
                 act[t, split] = max(act[t, split], tables.act[u][g])
                 time[t, split] = time[t, split] + tables.time[u][g]
+                if u > first:  # chained across a run the lowering makes one template (partition.chaining)
+                    time[t, split] += boundary_time(units[u - 1].decode[units[u - 1].group(t, split)],
+                                                    unit.decode[g], kinds, system)
                 pre[t, split] += tables.prefill[u][g]
                 across[t, split] += tables.straddle[u][g]
         live = [(t, split) for t in sorted(sizes) for split in (False, True) if splits[t] or not split]

@@ -12,6 +12,10 @@ readers, the residual); only the drain and the re-read leave the critical path, 
 pipeline latency once (llama's residual add then its norm, SiLU then the gate's multiply, a norm then its
 projections).
 
+MXM -> VXM -> MXM: attention's context leaves its last values product through a rounding COPY (the 16-bit
+activations the WRITE would store), and the matmul reading it (o_proj) takes it off that stream
+(`leaves_through_copy`): the drain and the re-read between the two products leave the path.
+
 MXM -> VXM: a one-row matmul result at most one MXM column panel wide (one chain of MXMs, codegen.emit) that
 leaves the matrix unit through a VOP (its per-channel or tensor scale: 16-bit, as the WRITE would store it)
 is whole on that VOP's stream (`stream_result`). An element-wise op reading it, or a one-row slice of it, as
@@ -22,7 +26,7 @@ cache append its k); only the drain and the re-read leave the path (`chained_ope
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from ir.graph import Op
 from ir.ops import Opcode
@@ -33,15 +37,24 @@ CHAINED = frozenset({Opcode.ADD, Opcode.MUL, Opcode.RMSNORM, Opcode.ROPE, Opcode
 
 def chained_operand(prev: Op | None, op: Op) -> str | None:
     """The name of `prev`'s result that `op` takes off the vector unit's stream, or None: any operand of a
-    CHAINED op, a matmul's activations (operand 0)."""
-    if prev is None or prev.opcode not in CHAINED:
+    CHAINED op, a matmul's activations (operand 0), also an attention's context (leaves_through_copy)."""
+    if prev is None:
         return None
     made = prev.results[0].name
-    if op.opcode is Opcode.MATMUL:
+    if op.opcode is Opcode.MATMUL and (prev.opcode in CHAINED or leaves_through_copy(prev)):
         return made if op.operands[0].name == made else None
+    if prev.opcode not in CHAINED:
+        return None
     if op.opcode not in CHAINED:
         return None
     return made if any(v.name == made for v in op.operands) else None
+
+
+def leaves_through_copy(op: Op) -> bool:
+    """An attention lowered whole on its chip (codegen.attention.lower_attention: no tier below SRAM, no sequence
+    shards), whose context leaves the last values product through a rounding COPY on the vector unit, so the
+    matmul after it (o_proj) takes its activations off that stream (VXM -> MXM) instead of from SRAM."""
+    return op.opcode is Opcode.ATTENTION and "tier" not in op.attr and op.attr.get("seq_shards", 1) <= 1
 
 
 def stream_result(op: Op, panel: int) -> bool:
@@ -94,3 +107,43 @@ def piece_lead(rows: int, columns: int, panel: int, group: int, scaled: bool, dr
     def lead(a: int, b: int) -> float:
         return 0.0 if b - a < columns and piece_on_one_stream(rows, b - a, panel, group, scaled) else drain
     return lead
+
+
+UNITS_TOGETHER = 2  # a stage's units lowered as one template, so the chain crosses their boundary
+
+
+def lowered_together(kinds: Sequence[Hashable]) -> list[range]:
+    """A stage's units (their kinds, in order) in the runs the lowering makes one template of: consecutive units
+    of one kind (identical layers), UNITS_TOGETHER at most, from the stage's first. Inside a run the op after a
+    unit boundary takes the op before's result off the stream where chained_operand allows (llama's residual
+    add, then the next layer's norm), which the plan counts at the same boundaries (cost.boundary_time);
+    between runs the value goes through SRAM. Units of different kinds stay apart: DeepSeek-V3's shared
+    expert and the layer after it, together, kept 71 streams live (the lpu has 64)."""
+    runs: list[range] = []
+    for i, kind in enumerate(kinds):
+        if runs and len(runs[-1]) < UNITS_TOGETHER and kinds[runs[-1].start] == kind:
+            runs[-1] = range(runs[-1].start, i + 1)
+        else:
+            runs.append(range(i, i + 1))
+    return runs
+
+
+def run_boundary(kinds: Sequence[Hashable]) -> bool:
+    """Whether the last of a stage's units so far (their kinds, in order) follows another of the same run."""
+    return len(kinds) > 1 and lowered_together(kinds)[-1].start < len(kinds) - 1
+
+
+def closes_chained(ops: Sequence[Op]) -> bool:
+    """Whether a unit's last op is a VOP that chained_operand lets the next op take off the stream."""
+    return bool(ops) and ops[-1].opcode in CHAINED
+
+
+def opens_chained(ops: Sequence[Op]) -> bool:
+    """Whether a unit's first op could take a value from before the unit off the stream (chained_operand's
+    operands): operand 0 of a matmul, any of a CHAINED op, whichever no op of the unit made."""
+    if not ops:
+        return False
+    first = ops[0]
+    if first.opcode is Opcode.MATMUL:
+        return True
+    return first.opcode in CHAINED

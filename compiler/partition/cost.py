@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from compiler.partition.chaining import piece_lead
+from compiler.partition.chaining import piece_lead, run_boundary
 from compiler.partition.mesh import (
     CLIQUE,
     LOCAL,
@@ -145,6 +145,16 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str, spans_groups:
                                   - _shared_s(cost.collectives, j, times, system, spans_groups)
                                   for j, c in enumerate(cost.collectives)))
     return total + tier_time(cost, times, system) if cost.tier else total
+
+
+def boundary_time(before: ShardCost, after: ShardCost, kinds: Sequence[int], system: SystemSpec) -> Breakdown:
+    """What the boundary into the last of a stage's units so far (`kinds`: theirs, in order) saves when the
+    lowering makes one template of it and the unit before (partition.chaining.lowered_together) and the op
+    after it takes the op before's result off the stream: one pipeline latency (llama's residual add, then the
+    next layer's norm)."""
+    if run_boundary(kinds) and before.closes and after.opens:
+        return Breakdown(latency_s=-_op_latency_s(system))
+    return Breakdown()
 
 
 def tier_fetch_s(tier: TierWork, system: SystemSpec) -> float:

@@ -23,6 +23,8 @@ Every panel its own piece gave llama-3.1-405b int8 (tp 64, 16384 columns: 13 pie
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Sequence
 
 from ir.graph import Op
@@ -83,10 +85,50 @@ def column_pieces(rows: int, columns: int, panel: int, group: int, narrow_first:
 def best_pieces(rows: int, columns: int, panel: int, group: int, matmul: float, nbytes: int,
                 collective: Callable[[float], float], most: int = 1 << 30,
                 lead: Callable[[int, int], float] = lambda a, b: 0.0) -> tuple[tuple[int, int], ...]:
-    """column_pieces with the narrow piece where the pair (pair_s with `lead`, in the caller's time unit) is
-    shorter: last when the product is the longer stream (only the last piece's collective trails it), first
-    when the collective is (the links start after the first piece's product). 70B int8 on lpu: prefill chunks
+    """The pieces for which the pair (pair_s with `lead`, in the caller's time unit) is shortest. One row (a
+    decode step): of every cut of the output's panels (the narrow one left over last or first) into at most
+    `most` runs whose elements divide over the `group` chips, the shortest, then the fewest pieces, then the
+    widest first. The pieces need not be equal: narrow last ones shorten the exposed tail, as each piece's first
+    sends wait for its drain and a one-panel piece's take it off its scale (partition.chaining.piece_lead); wide
+    first ones hide under the product still to come. 70B int8 on lpu: o_proj's decode row (2, 2, 2, 0.4
+    panels) -> (4, 1, 1, 0.4), decode scheduled 1,211.6 -> 1,204.6 us. Several rows (prefill, verify), or an
+    all-reduce longer than its product: equal pieces (_best_equal_pieces). There the links bind, and the
+    schedule does not bear out the uneven cuts the pipelined model (pair_s) prefers: 70B int8 prefill scheduled
+    11.15 -> 11.38 ms TTFT, 405B int8 decode (tp 48-80, across nodes) 1,647.6 -> 1,677.8 us. Prefill chunks
     are link-bound, and the narrow piece first gives 2% lower TTFT than last (8B: 4%)."""
+    if rows > 1 or collective(nbytes) >= matmul:
+        return _best_equal_pieces(rows, columns, panel, group, matmul, nbytes, collective, most, lead)
+    full, rem = divmod(columns, panel)
+    orders = [[panel] * full + [rem], [rem] + [panel] * full] if rem else [[panel] * full]
+    timed = functools.cache(collective)  # the cuts share their pieces' suffixes
+
+    whole = pair_s(matmul, nbytes, ((0, columns),), timed, lead)
+
+    def pair(pieces: tuple[tuple[int, int], ...]) -> float:  # relative: seconds (plan), cycles (lowering) tie alike
+        return round(pair_s(matmul, nbytes, pieces, timed, lead) / whole, 9) if whole > 0 else 0.0
+
+    best = ((0, columns),)
+    key = (1.0 if whole > 0 else 0.0, 1, ())
+    for widths in orders:
+        starts = [sum(widths[:i]) for i in range(len(widths) + 1)]
+        for count in range(2, min(most, len(widths)) + 1):
+            for cuts in itertools.combinations(range(1, len(widths)), count - 1):
+                edges = (0, *cuts, len(widths))
+                pieces = tuple((starts[i], starts[j]) for i, j in itertools.pairwise(edges))
+                if any(rows * (b - a) % group for a, b in pieces):
+                    continue
+                candidate = (pair(pieces), count, tuple(a - b for a, b in pieces))
+                if candidate < key:
+                    best, key = pieces, candidate
+    return best
+
+
+def _best_equal_pieces(rows: int, columns: int, panel: int, group: int, matmul: float, nbytes: int,
+                       collective: Callable[[float], float], most: int, lead: Callable[[int, int], float]
+                       ) -> tuple[tuple[int, int], ...]:
+    """column_pieces with the narrow piece where the pair is shorter: last when the product is the longer stream
+    (only the last piece's collective trails it), first when the collective is (the links start after the first
+    piece's product)."""
     last, first = (column_pieces(rows, columns, panel, group, f, most) for f in (False, True))
     shorter = pair_s(matmul, nbytes, first, collective, lead) < pair_s(matmul, nbytes, last, collective, lead)
     return first if shorter else last

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from compiler.partition.chaining import chained_operands, scaled_after_mxm
+from compiler.partition.chaining import chained_operands, closes_chained, opens_chained, scaled_after_mxm
 from compiler.partition.overlap import overlapped
 from compiler.passes.fuse import columns, fuse_siblings
 from compiler.passes.shard import ShardTensorParallel
@@ -126,6 +126,9 @@ class ShardCost:
     chain_ops: int  # ops on the longest dependency path: each pays the chip's pipeline latency
     state_read_bytes: int = 0  # the caches' and states' own bytes (state_bytes adds their alignment)
     tier: TierWork | None = None  # KV positions held below SRAM and fetched every step
+    # partition.chaining.closes_chained / opens_chained: a run of units lowered together chains across them
+    closes: bool = False
+    opens: bool = False
 
     @property
     def tier_bytes(self) -> int:
@@ -195,7 +198,8 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     staging = STAGING_SLOTS * align(tier.block_bytes, alignment) if tier else 0
     return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, scales, alignment) + staging,
                      tuple(work), tuple(collectives), _chain(chip_ops, panel),
-                     _state_read(chip_ops, state) + sum(cold.values()), tier)
+                     _state_read(chip_ops, state) + sum(cold.values()), tier, closes_chained(chip_ops),
+                     opens_chained(chip_ops))
 
 
 def _concurrent(collectives: list[Collective], issued: list[tuple[int, frozenset[int]]],

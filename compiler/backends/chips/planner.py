@@ -21,7 +21,16 @@ from compiler.partition.candidates import (
     cost_tables,
     enumerate_candidates,
 )
-from compiler.partition.cost import Breakdown, StageBound, handoff, handoff_wire_s, hop_s, unit_bound, unit_time
+from compiler.partition.cost import (
+    Breakdown,
+    StageBound,
+    boundary_time,
+    handoff,
+    handoff_wire_s,
+    hop_s,
+    unit_bound,
+    unit_time,
+)
 from compiler.partition.placement import next_start, place, straddle_start
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
@@ -149,10 +158,12 @@ class ChipLayout(Layout):
         pre = self._prefill_costs(runs, chunk, reach)
         pre = [pre[(u.kind, *u.group(c.tp, c.split))] for u in units]
         across = spans_groups(run, system)
-        decode_parts = [self._unit_figures(u.decode[u.group(c.tp, c.split)], across) for u in units]
+        decode_costs = [u.decode[u.group(c.tp, c.split)] for u in units]
+        decode_parts = [self._unit_figures(cost, across) for cost in decode_costs]
         prefill_parts = [self._unit_figures(p, across) for p in pre]
-        decode = sum((t for t, _ in decode_parts), Breakdown())
-        prefill = sum((t for t, _ in prefill_parts), Breakdown())
+        kinds = [u.kind for u in units]
+        decode = sum((t for t, _ in decode_parts), Breakdown()) + _boundaries(decode_costs, kinds, system)
+        prefill = sum((t for t, _ in prefill_parts), Breakdown()) + _boundaries(pre, kinds, system)
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
         bound = sum((b for _, b in decode_parts), entry)
         prefill_bound = sum((b for _, b in prefill_parts), entry)
@@ -218,6 +229,12 @@ def spans_groups(run: Run, system: SystemSpec) -> bool:
     """Whether a stage that fits one group lies across two (its collectives pay the links between them)."""
     group, first = system.chips_per_group, run.first_chip
     return can_straddle(run.cand.tp, system) and first // group != (first + run.cand.tp - 1) // group
+
+
+def _boundaries(costs: Sequence[ShardCost], kinds: Sequence[int], system: SystemSpec) -> Breakdown:
+    """What the stage's units (`kinds`: theirs) chained across their runs' boundaries save (cost.boundary_time)."""
+    return sum((boundary_time(a, b, kinds[:i + 2], system) for i, (a, b) in enumerate(itertools.pairwise(costs))),
+               Breakdown())
 
 
 def _check_ranges(plan: PlanFile, runs: list[Run], system: SystemSpec) -> None:

@@ -43,13 +43,19 @@ class Peer:
     shifted by (r // group) * stride + r mod stride (codegen.stage's hand-off).
     level "stream": stream `delta` counted from the instance's first (a role stream of a wafer region,
     or of its neighbour's); level "host": the host (ir.program.HOST).
-    `hops` is the worst case over the stage's chips, which the schedule allows for."""
+    `hops` is the worst case over the stage's chips, which the schedule allows for.
+    `turn` (a "group" peer): the delta turns with the rank's index inside its stride (a node's chips, at the
+    nodes' level), (delta - r mod stride) mod turn, negated when `back`; on a rank where that names itself or
+    no member (0, or group or more) the instruction does not run. So the chips of a node reach other nodes
+    each at another moment of one template (codegen.collectives' turned levels)."""
 
     level: str
     delta: int
     group: int
     stride: int
     hops: int
+    turn: int = 0
+    back: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ the fabric. A collective is a rule per axis shape, run axis by axis:
 
   clique  direct: every member sends each other member its slice in one step, over its `links`
           parallel links: hops x latency + rounds x slice / bandwidth, rounds ceil((size - 1) / links);
-          across nodes at least ceil(crowd / pair_links): the `crowd` messages a node sends another at
-          once take turns on the links joining the two (targets.topology.NodeWires)
+          across nodes each chip's peers turn with its place in the node, so a node's `crowd` messages to
+          another take turns on the `pair_links` joining the two (targets.topology.NodeWires; clique_rounds)
   switch  direct through a non-blocking switch (a GPU node's NVSwitch): every message spreads over
           all `links` local links, so a member sends at its aggregate bandwidth:
           hops x latency + (size - 1) x slice / (links x bandwidth)
@@ -65,9 +65,14 @@ class Axis:
 
 def clique_rounds(size: int, links: int, crowd: int = 0, pair_links: int = 1) -> int:
     """Slice-times of a clique's direct exchange (the plan's Axis and the lowering's Level both ask): a member's
-    size - 1 messages in turns over its `links`, and a node's `crowd` messages to another node in turns over
-    the `pair_links` joining them, whichever is slower."""
-    return max(-(-(size - 1) // max(1, links)), -(-crowd // max(1, pair_links)))
+    size - 1 messages in turns over its `links`. Across nodes (`crowd`: a node's chips, each sending one
+    message to every other node) the lowering turns each chip's peers with its place in the node: in slot s of
+    max(crowd, size), chip r of a node sends to the node (s - r) mod that many on, min(links, pair_links) slots
+    at once, so no node ever sends another more messages at once than the `pair_links` joining them
+    (codegen.collectives, Level.pairs): ceil(max(crowd, size) / min(links, pair_links)) slice-times."""
+    if crowd <= 0:
+        return -(-(size - 1) // max(1, links))
+    return -(-max(crowd, size) // max(1, min(links, pair_links)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Rel
-from compiler.partition.mesh import Step, allreduce_steps, clique_rounds, may_shoot
+from compiler.partition.mesh import Step, allreduce_steps, clique_rounds, may_shoot, turn_slots
 from ir.errors import ConfigError
 from ir.isa import Fn, Op
 
@@ -39,24 +39,22 @@ class Level:
 
     @property
     def turned(self) -> bool:
-        """An outer level: its chips' peers turn with their place in the node (partition.mesh.clique_rounds)."""
+        """An outer level: its chips' peers turn with their place in the node (partition.mesh.turn_slots)."""
         return self.crowd > 0
 
-    @property
-    def lanes(self) -> int:
-        """Links a member's messages of this level go out on at once."""
-        return max(1, min(self.links, self.pair_links)) if self.turned else self.links
-
-    def pairs(self) -> list[tuple[Peer, Peer]]:
-        """(whom a member sends to, whom it receives from) in each message slot, slot k on lane k mod lanes: a
-        peer per delta; turned, one slot per s < max(crowd, group), chip r of a node sending to the node
-        (s - r) mod that many on (and not at all where that is 0 or past the group), so in any slot a node's
-        chips reach each other node once: no more of them at once than the lanes."""
+    def pairs(self) -> list[tuple[Peer, Peer, int]]:
+        """(whom a member sends to, whom it receives from, the link) of each message slot: a peer per delta, on
+        links in turn; turned, partition.mesh.turn_slots' slots, each link's instruction naming per chip of a
+        node the node it sends to (and receives from as many back), or none (the chip skips it)."""
         if not self.turned:
-            return [(self.peer(d), self.peer(-d)) for d in range(1, self.group)]
-        span = max(self.crowd, self.group)
-        return [(Peer("group", s, self.group, self.stride, self.hops, span),
-                 Peer("group", s, self.group, self.stride, self.hops, span, True)) for s in range(span)]
+            return [(self.peer(d), self.peer(-d), (d - 1) % self.links) for d in range(1, self.group)]
+        out = []
+        for row in turn_slots(self.group, self.links, self.crowd, self.pair_links):
+            for link, deltas in enumerate(row):
+                if any(deltas):
+                    out += [(Peer("group", 0, self.group, self.stride, self.hops, deltas),
+                             Peer("group", 0, self.group, self.stride, self.hops, deltas, True), link)]
+        return out
 
 
 def levels(p: int, node: int, global_links: int, far_hops: Callable[[int], int],
@@ -166,8 +164,8 @@ class Collectives:
             own = tuple((c.peer(0), b) for c, b in dims[j:])
             src = cur if j == 0 else self._read_rows(out, (rows, block, total), own, writes)
             tags = self._sends(lv, src, rows * block)
-            for k, (_, sender) in enumerate(lv.pairs()):
-                r = self._recv(lv, sender, k, rows * block, tags[k])
+            for k, (_, sender, link) in enumerate(lv.pairs()):
+                r = self._recv(lv, sender, link, rows * block, tags[k])
                 parts = ((sender, block), *((c.peer(0), b) for c, b in dims[j + 1:]))
                 # each write follows the one before, so the last one's end means the value is whole
                 writes.append(self._store_rows(out, r, (rows, block, total), parts, ((writes[-1], 0),)))
@@ -204,8 +202,8 @@ class Collectives:
             return self._exchange(lv, stage, cur, size, elems, fn, sliced=True)
         tags = self._sends(lv, cur, size, sliced=True)
         acc, own = cur, Rel(parts=((lv.peer(0), size),))
-        for k, (_, sender) in enumerate(lv.pairs()):
-            r = self._recv(lv, sender, k, size, tags[k])
+        for k, (_, sender, link) in enumerate(lv.pairs()):
+            r = self._recv(lv, sender, link, size, tags[k])
             acc = self.e.vop(fn, 1, elems, acc, r, 2 * size, offset=own if k == 0 else 0)
         return acc
 
@@ -239,8 +237,8 @@ class Collectives:
         own = Rel(parts=((lv.peer(0), size),)) if sliced else 0
         writes = [self._store(stage, cur, size, ((lv.peer(0), size),), drain=True, offset=own)]
         tags = self._sends(lv, cur, size, sliced)
-        for k, (_, sender) in enumerate(lv.pairs()):
-            r = self._recv(lv, sender, k, size, tags[k])
+        for k, (_, sender, link) in enumerate(lv.pairs()):
+            r = self._recv(lv, sender, link, size, tags[k])
             writes.append(self._store(stage, r, size, ((sender, size),), drain=False))
         after = tuple((w, 0) for w in writes)
         acc = self.e.read(stage, size, 0, after=after)
@@ -256,8 +254,8 @@ class Collectives:
             if src is None:
                 src = self._read_block(out, block, [(lv, unit), *coarser], writes)
             tags = self._sends(lv, src, block)
-            for k, (_, sender) in enumerate(lv.pairs()):
-                r = self._recv(lv, sender, k, block, tags[k])
+            for k, (_, sender, link) in enumerate(lv.pairs()):
+                r = self._recv(lv, sender, link, block, tags[k])
                 parts = ((sender, unit), *((c.peer(0), b) for c, b in coarser))
                 writes.append(self._store(out, r, block, parts, drain=False))
             block *= lv.group
@@ -292,18 +290,18 @@ class Collectives:
         return i, stream
 
     def _sends(self, lv: Level, src: tuple[int, int], size: int, sliced: bool = False) -> list[int]:
-        """One SEND a message slot (Level.pairs), slot k on lane k mod the level's lanes; returns the tags by
-        slot. `sliced`: each peer gets its own slice of the stream, else all of it."""
+        """One SEND a message slot (Level.pairs) on its link; returns the tags by slot. `sliced`: each peer gets
+        its own slice of the stream, else all of it."""
         t = self.e.t
         tags = []
-        for k, (peer, _) in enumerate(lv.pairs()):
+        for peer, _, link in lv.pairs():
             tags.append(self._next_tag())
             offset = Rel(parts=((peer, size),)) if sliced else 0
-            t.add(Instr(Op.SEND, t.timing.link(size), unit=2 * (k % lv.lanes), src_bytes=size, s_a=src[1],
+            t.add(Instr(Op.SEND, t.timing.link(size), unit=2 * link, src_bytes=size, s_a=src[1],
                         peer=peer, tag=tags[-1], offset=offset, deps=((src[0], 0),)))
         return tags
 
-    def _recv(self, lv: Level, sender: Peer, slot: int, size: int, tag: int) -> tuple[int, int]:
+    def _recv(self, lv: Level, sender: Peer, link: int, size: int, tag: int) -> tuple[int, int]:
         """The peer's matching SEND sits at the same point of its identical template, so it issues
         when ours does: the data arrives hops x link latency later."""
         t = self.e.t
@@ -311,7 +309,7 @@ class Collectives:
                     if t.instrs[i].op is Op.SEND and t.instrs[i].tag == tag)
         lag = lv.hops * t.timing.link_latency_cycles - t.instrs[send].cycles
         stream = t.stream()
-        i = t.add(Instr(Op.RECV, t.timing.link(size), unit=2 * (slot % lv.lanes) + 1, dst_bytes=size,
+        i = t.add(Instr(Op.RECV, t.timing.link(size), unit=2 * link + 1, dst_bytes=size,
                         s_out=stream, peer=sender, tag=tag, deps=((send, lag),)))
         return i, stream
 

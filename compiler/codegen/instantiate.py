@@ -88,7 +88,7 @@ def _freeze(t: Template) -> Frozen:
     refs = [r for i in ins for r in (i.src, i.dst) if r is not None]
     slots = tuple(dict.fromkeys((r.space, r.slot) for r in refs))
     levels = tuple(dict.fromkeys(i.peer.level for i in ins if i.peer is not None))
-    turned = tuple((k, p) for k, i in enumerate(ins) for p in _peers_named(i) if p.turn)
+    turned = tuple((k, p) for k, i in enumerate(ins) for p in _peers_named(i) if p.turns)
     return Frozen(plain, [i.src for i in ins], [i.dst for i in ins], [i.peer for i in ins],
                   [i.offset for i in ins], [i.imm for i in ins], [i.base for i in ins], [i.args for i in ins],
                   [i.overhang for i in ins], slots, levels, turned)
@@ -296,21 +296,20 @@ def _member(p: Peer, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _delta(p: Peer, ranks: np.ndarray) -> np.ndarray | int:
     """A 'group' peer's delta on each rank: fixed, or turned by the rank's index inside its stride."""
-    if not p.turn:
+    if not p.turns:
         return p.delta
-    turned = (p.delta - ranks % p.stride) % p.turn
+    turned = np.asarray(p.turns, np.int64)[ranks % p.stride]
     return -turned if p.back else turned
 
 
 def _present(f: Frozen, ranks: np.ndarray) -> np.ndarray | None:
-    """Per (rank, instruction), whether it runs: not where a turned peer it names is the rank itself or no
-    member (template.Peer); None: every instruction runs on every rank."""
+    """Per (rank, instruction), whether it runs: not where a turned peer it names has no delta for the rank
+    (template.Peer); None: every instruction runs on every rank."""
     if not f.turned:
         return None
     keep = np.ones((len(ranks), len(f.src)), bool)
     for i, p in f.turned:
-        turned = np.abs(_delta(p, ranks))
-        keep[:, i] &= (turned > 0) & (turned < p.group)
+        keep[:, i] &= _delta(p, ranks) != 0
     return keep
 
 

@@ -44,17 +44,16 @@ class Peer:
     level "stream": stream `delta` counted from the instance's first (a role stream of a wafer region,
     or of its neighbour's); level "host": the host (ir.program.HOST).
     `hops` is the worst case over the stage's chips, which the schedule allows for.
-    `turn` (a "group" peer): the delta turns with the rank's index inside its stride (a node's chips, at the
-    nodes' level), (delta - r mod stride) mod turn, negated when `back`; on a rank where that names itself or
-    no member (0, or group or more) the instruction does not run. So the chips of a node reach other nodes
-    each at another moment of one template (codegen.collectives' turned levels)."""
+    `turns` (a "group" peer): the delta by the rank's index inside its stride (a node's chips, at the nodes'
+    level), negated when `back`; a rank whose entry is 0 does not run the instruction. So the chips of a node
+    reach other nodes each at its own moment of one template (codegen.collectives' turned levels)."""
 
     level: str
     delta: int
     group: int
     stride: int
     hops: int
-    turn: int = 0
+    turns: tuple[int, ...] = ()
     back: bool = False
 
 

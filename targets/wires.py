@@ -5,8 +5,7 @@ wired path, and a SEND's duration to its bytes over one link of its class; what 
 ends carry meanwhile they leave open. Here every SEND takes the path the arrival rule times
 (targets.topology.Wiring.routes: the fastest, then the fewest hops, then the fewest global hops, then the lowest
 chip ids) and holds each directed edge of it for ceil(bytes / one link's bytes a cycle) cycles, cut-through: hop i
-starts at the
-send's start plus the latency of the hops before it. An edge of `links` parallel links carries up to
+starts at the send's start plus the latency of the hops before it. An edge of `links` parallel links carries up to
 `links` messages at once; `load` sweeps every edge's starts and ends for its peak concurrency and the
 cycles it spends over its links (a link freed at a cycle is free for a message starting at it).
 

@@ -36,6 +36,9 @@ of the offending instruction:
                arguments off their schema
   roles        (wafer) the metadata's regions and role streams are not what the mesh geometry gives
   tier-range, tier-raw, tier-war  the host link's FETCH and STORE (targets/tier_checks.py)
+  link-busy    (with `wires`, `sramflow run --wires`) a SEND whose message enters a wire whose links all
+               carry other messages at that cycle: each SEND laid over the path the arrival rule times, each
+               hop holding one link cut-through for its bytes (targets/wires.py)
 
 A Program declares its dialect and runs only on a target whose instruction set reads it (`admit`):
 "queues" on a tsp chip, "roles" on a wse wafer; a target with no instruction set runs nothing.
@@ -88,6 +91,7 @@ from targets.tier_checks import check_tiers
 from targets.timing import Timing, durations
 from targets.universes import check_messages_by_universe
 from targets.views import BodyView
+from targets.wires import check_link_busy
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,9 +163,10 @@ class Run:
 
 
 def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = None,
-            limit: int = 100) -> Run:
+            limit: int = 100, wires: bool = False) -> Run:
     """Run `program` in timing mode; `order` is the host order chips are checked in (the result does
-    not depend on it). At most `limit` hazards of each kind are kept (the count of the rest is reported)."""
+    not depend on it). At most `limit` hazards of each kind are kept (the count of the rest is reported).
+    `wires`: also the `link-busy` rule (targets/wires.py: what each wire carries at once)."""
     admit(program, system)
     timing = Timing.of(system)
     body = program.body
@@ -180,6 +185,8 @@ def execute(program: Program, system: SystemSpec, order: Sequence[int] | None = 
     check_sync_rows(program, dur, found, first_is_sync=program.dialect != "roles")
     check_messages_by_universe(program, system, dur, found)
     check_tiers(program, system, dur, found)
+    if wires:
+        check_link_busy(program, system, found)
     return Run(program, dur, found.sorted())
 
 

@@ -32,9 +32,11 @@ HOST_MEMORY_SHARE = 4
 
 
 def run_build(path: str | Path | Build, tokens: int = 1, check_determinism: bool = False,
-              prompt: list[int] | list[list[int]] | None = None, check_reference: bool = False) -> dict:
+              prompt: list[int] | list[list[int]] | None = None, check_reference: bool = False,
+              wires: bool = False) -> dict:
     """The figures `sramflow run --json` prints; with a `prompt` (token ids, or one list of them per
-    sequence), the functional run's too, and with `check_reference` the reference's verdict."""
+    sequence), the functional run's too, and with `check_reference` the reference's verdict; `wires`: the
+    interpreter checks `link-busy` too."""
     if tokens < 1:
         raise ConfigError(f"--tokens must be a positive integer, got {tokens}")
     started = time.perf_counter()
@@ -45,7 +47,8 @@ def run_build(path: str | Path | Build, tokens: int = 1, check_determinism: bool
         for p in prompts:
             _check_functional(build, p, tokens)
     decode, prefill = build.programs["decode"], build.programs["prefill"]
-    runs = {"decode": execute(decode, build.system), "prefill": execute(prefill, build.system)}
+    runs = {phase: execute(program, build.system, wires=wires) for phase, program in
+            (("decode", decode), ("prefill", prefill))}
     figures = _figures(runs, tokens)
     if prompts is not None:
         out = run_prompts(build, prompts, tokens)
@@ -55,7 +58,7 @@ def run_build(path: str | Path | Build, tokens: int = 1, check_determinism: bool
         if check_reference:
             figures["reference"] = Reference.load(build).check(prompts, out["tokens"], out["logits"])
     if check_determinism:
-        figures["determinism"] = _determinism(runs, build.system)
+        figures["determinism"] = _determinism(runs, build.system, wires)
         figures["instructions_executed"] += sum(len(r.program) for r in runs.values())
         if prompts is not None:
             figures["instructions_executed"] += _functional_determinism(build, prompts, tokens, figures)
@@ -95,14 +98,14 @@ def _figures(runs: dict[str, Run], tokens: int) -> dict:
     }
 
 
-def _determinism(runs: dict[str, Run], system: SystemSpec) -> dict:
+def _determinism(runs: dict[str, Run], system: SystemSpec, wires: bool = False) -> dict:
     """Execute each phase again in a shuffled host order of chips; cycle counts, timelines and
     hazards must be bit-identical. The digest covers both phases."""
     digests, failures = [], []
     for phase, first in runs.items():
         chips = list(range(first.program.chips))
         random.Random(phase).shuffle(chips)
-        again = execute(first.program, system, order=chips)
+        again = execute(first.program, system, order=chips, wires=wires)
         if again.digest() != first.digest():
             failures.append(f"{phase}: a second run in another chip order differs")
         digests.append(first.digest())

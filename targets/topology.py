@@ -56,8 +56,11 @@ from ir.errors import ConfigError
 from targets.spec import LinkSpec, SystemSpec
 
 # Route weights are integers so equal-latency paths compare exactly: latency in picoseconds,
-# scaled, plus one per hop, so that among equally fast paths the one with fewer hops wins.
+# scaled, plus _HOP per hop, so that among equally fast paths the one with fewer hops wins, plus one per
+# global hop, so that among those the one that leaves a node the fewest times wins (a dragonfly's minimal
+# route: local, global, local, never through a third node when the two nodes are wired to each other).
 _HOP_WEIGHT_SCALE = 2**20
+_HOP = 2**8
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +179,8 @@ def hops(topology: nx.Graph, a: int, b: int) -> int:
 
 
 def route(topology: nx.Graph, a: int, b: int) -> Route:
-    """The fastest path from a to b; ties go to fewer hops, then to the lowest chip id at each step."""
+    """The fastest path from a to b; ties go to fewer hops, then to fewer global hops, then to the lowest chip id
+    at each step."""
     _check_chips(topology, a, b)
     if a == b:
         return Route((a,), 0.0)
@@ -185,10 +189,12 @@ def route(topology: nx.Graph, a: int, b: int) -> Route:
 
 
 def _neighbours(ptr: np.ndarray, nbr: np.ndarray, owner: np.ndarray, chips: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Every (owner, neighbour) pair of each (owner, chip): the chip's neighbours in ascending order."""
+    """Every (owner, neighbour, wire) of each (owner, chip): the chip's neighbours in ascending order, and each
+    one's index into `nbr` (the directed wire's place in the compressed rows)."""
     degree = ptr[chips + 1] - ptr[chips]
     first = np.repeat(ptr[chips] - np.cumsum(degree) + degree, degree)
-    return np.repeat(owner, degree), nbr[first + np.arange(int(degree.sum()))]
+    wire = first + np.arange(int(degree.sum()))
+    return np.repeat(owner, degree), nbr[wire], wire
 
 
 def _walk(topology: nx.Graph, a: int, b: int, to_b: dict[int, int]) -> Route:
@@ -231,7 +237,7 @@ class Wiring:
             edge["cycles"] = self.cycles(edge["latency_s"])
         self._uniform = len({e for *_, e in self.graph.edges(data="cycles")}) <= 1
         weights = {_weight(u, v, e) for u, v, e in self.graph.edges(data=True)}
-        self._lightest, self._one_weight = min(weights, default=0), len(weights) <= 1
+        self._lightest, self._one_latency = min(weights, default=0), len(set(latencies)) <= 1
         self._from: dict[tuple[int, int], int | None] = {}
         self._hops: dict[int, dict[int, int]] = {}
 
@@ -251,7 +257,7 @@ class Wiring:
     def routes(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], Route]:
         """`route` for each (a, b) pair of distinct chips: a wire lighter than any two hops is the fastest
         path itself; the others are walked over every chip's distance to their destination (`_walked`
-        when every hop weighs the same, else one Dijkstra search a destination). A pair no wire joins is
+        when every hop is equally fast, else one Dijkstra search a destination). A pair no wire joins is
         left out."""
         out, far = {}, []
         for a, b in pairs:
@@ -260,7 +266,7 @@ class Wiring:
                 out[a, b] = Route((a, b), edge["latency_s"])
             else:
                 far.append((a, b))
-        if self._one_weight:
+        if self._one_latency:
             paths = self._walked(far)
         else:
             to = {b: nx.single_source_dijkstra_path_length(self.graph, b, weight=_weight) for b in {b for _, b in far}}
@@ -271,26 +277,30 @@ class Wiring:
         return out
 
     def _walked(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, ...]]:
-        """`route`'s paths where every hop weighs the same, all pairs at once: breadth-first hop counts to
-        every destination (each as far as its farthest source), then each path steps to the lowest-numbered
-        neighbour one hop nearer its destination, as `_walk` does."""
+        """`route`'s paths where every hop is equally fast, all pairs at once: breadth-first hop counts to every
+        destination (each as far as its farthest source) with the fewest global hops among those shortest
+        paths, then each path steps to the lowest-numbered neighbour one hop nearer its destination on such
+        a path, as `_walk` does."""
         if not pairs:
             return {}
-        ptr, nbr = self._adjacency
+        ptr, nbr, far = self._adjacency
         src, dst = (np.array(x, np.int64) for x in zip(*pairs, strict=True))
         dests, row = np.unique(dst, return_inverse=True)
         dist = np.full((len(dests), len(ptr) - 1), -1, np.int64)
+        glob = np.full_like(dist, np.iinfo(np.int64).max // 2)  # global hops to the destination, fewest
         mark = np.empty_like(dist)
         at = np.arange(len(dests))
-        dist[at, dests] = 0
+        dist[at, dests] = glob[at, dests] = 0
         fi, fv, depth = at, dests, 0
         while len(fi):
             waiting = np.bincount(row[dist[row, src] < 0], minlength=len(dests)) > 0
             fi, fv = fi[waiting[fi]], fv[waiting[fi]]  # a destination whose sources are all reached stops
             depth += 1
-            i, v = _neighbours(ptr, nbr, fi, fv)
+            k, v, wire = _neighbours(ptr, nbr, np.arange(len(fi)), fv)
+            i, u = fi[k], fv[k]
             fresh = dist[i, v] < 0
-            i, v = i[fresh], v[fresh]
+            i, u, v, wire = i[fresh], u[fresh], v[fresh], wire[fresh]
+            np.minimum.at(glob, (i, v), glob[i, u] + far[wire])
             mark[i, v] = np.arange(len(i))  # one of the entries reaching a chip keeps it in the next frontier
             once = mark[i, v] == np.arange(len(i))
             fi, fv = i[once], v[once]
@@ -300,8 +310,9 @@ class Wiring:
         steps[:, 0] = here = src.copy()
         for k in range(1, steps.shape[1]):
             going = np.flatnonzero(reached & (here != dst))
-            owner, v = _neighbours(ptr, nbr, going, here[going])  # neighbours ascending: the first is the lowest
-            nearer = dist[row[owner], v] == dist[row[owner], here[owner]] - 1
+            owner, v, wire = _neighbours(ptr, nbr, going, here[going])  # neighbours ascending: the first is lowest
+            d, h = row[owner], here[owner]
+            nearer = (dist[d, v] == dist[d, h] - 1) & (glob[d, v] + far[wire] == glob[d, h])
             owner, v = owner[nearer], v[nearer]
             first = np.r_[True, owner[1:] != owner[:-1]] if len(owner) else np.zeros(0, bool)
             here[owner[first]] = steps[owner[first], k] = v[first]
@@ -309,11 +320,14 @@ class Wiring:
                 zip(pairs, steps.tolist(), reached.tolist(), strict=True) if ok}
 
     @cached_property
-    def _adjacency(self) -> tuple[np.ndarray, np.ndarray]:
-        """The graph as compressed rows: chip c's neighbours, ascending, are nbr[ptr[c]:ptr[c + 1]]."""
-        rows = [sorted(self.graph[c]) for c in range(self.graph.number_of_nodes())]
+    def _adjacency(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The graph as compressed rows: chip c's neighbours, ascending, are nbr[ptr[c]:ptr[c + 1]]; `far`: 1
+        where that wire is global."""
+        g = self.graph
+        rows = [sorted(g[c]) for c in range(g.number_of_nodes())]
         ptr = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64)
-        return ptr, np.array([v for r in rows for v in r], np.int64)
+        far = [int(g[c][v]["kind"] == "global") for c, r in enumerate(rows) for v in r]
+        return ptr, np.array([v for r in rows for v in r], np.int64), np.array(far, np.int64)
 
     def cycles(self, latency_s: float) -> int:
         """One hop's latency in cycles, rounded as targets/timing.py's link classes round it."""
@@ -340,7 +354,7 @@ class Wiring:
 
 
 def _weight(_u: int, _v: int, edge: dict[str, Any]) -> int:
-    return round(edge["latency_s"] * 1e12) * _HOP_WEIGHT_SCALE + 1
+    return round(edge["latency_s"] * 1e12) * _HOP_WEIGHT_SCALE + _HOP + (edge["kind"] == "global")
 
 
 def _check_chips(topology: nx.Graph, *chips: int) -> None:

@@ -3,11 +3,14 @@
 The message rules (targets/messages.py) hold a RECV to its SEND's start plus the latency of the fastest
 wired path, and a SEND's duration to its bytes over one link of its class; what the wires between the two
 ends carry meanwhile they leave open. Here every SEND takes the path the arrival rule times
-(targets.topology.Wiring.routes: the fastest, then the fewest hops, then the lowest chip ids) and holds each
-directed edge of it for ceil(bytes / one link's bytes a cycle) cycles, cut-through: hop i starts at the
-send's start plus the latency of the hops before it. An edge of `links` parallel links carries up to
+(targets.topology.Wiring.routes: the fastest, then the fewest hops, then the fewest global hops, then the lowest
+chip ids) and holds each directed edge of it for ceil(bytes / one link's bytes a cycle) cycles, cut-through: hop i
+starts at the send's start plus the latency of the hops before it. An edge of `links` parallel links carries up to
 `links` messages at once; `load` sweeps every edge's starts and ends for its peak concurrency and the
 cycles it spends over its links (a link freed at a cycle is free for a message starting at it).
+
+The `link-busy` hazard (`check_link_busy`, which `sramflow run --wires` adds to the interpreter's rules): a
+SEND one of whose hops starts on an edge already carrying as many messages as it has links.
 
 What sharing would cost (`shared_delays`): where an edge's overlapping messages ever outnumber its
 links, they share it fairly (processor sharing: n messages on `links` links each move at
@@ -145,6 +148,47 @@ def occupancy(program: Program, system: SystemSpec) -> Occupancy:
     hold = np.maximum(1, np.ceil(cols["src_bytes"][message] / edges.bytes_per_cycle[edge] - 1e-9)).astype(np.int64)
     unrouted = int((~routed & (peer != chip)).sum())
     return Occupancy(program, system, edges, cols, arrival, message, edge, start, start + hold, unrouted)
+
+
+def busy_hops(occ: Occupancy) -> np.ndarray:
+    """Per hop, how many messages hold its edge as it starts (itself included; a message ending at a cycle
+    has left the link a message starting at it takes)."""
+    span = int(occ.end.max(initial=0)) + 1
+    starts, ends = np.sort(occ.edge * span + occ.start), np.sort(occ.edge * span + occ.end)
+    at = occ.edge * span + occ.start
+    return np.searchsorted(starts, at, "right") - np.searchsorted(ends, at, "right")
+
+
+def check_link_busy(program: Program, system: SystemSpec, found) -> None:
+    """`link-busy`: each SEND of a chip Program one of whose hops starts on a directed edge whose links are all
+    held, located at the SEND, naming the edge, the cycle and the messages holding it (`found`: a
+    targets.hazards.Hazards)."""
+    if program.dialect != "queues":
+        return
+    occ = occupancy(program, system)
+    held = busy_hops(occ)
+    over = np.flatnonzero(held > occ.edges.links[occ.edge])
+    if not len(over):
+        return
+    over = over[np.lexsort((over, occ.start[over]))]
+    _, first = np.unique(occ.message[over], return_index=True)  # a SEND once, at its first crowded hop
+    over = over[np.sort(first)]
+    shown = over[:found.limit]
+    for h in shown.tolist():
+        m = int(occ.message[h])
+        found.add_at(int(occ.cols["_inst"][m]), int(occ.cols["_row"][m]), "link-busy", _busy_detail(occ, h))
+    found.count("link-busy", len(over) - len(shown))
+
+
+def _busy_detail(occ: Occupancy, hop: int) -> str:
+    e, t = int(occ.edge[hop]), int(occ.start[hop])
+    mine = np.flatnonzero((occ.edge == e) & (occ.start <= t) & (occ.end > t) & (np.arange(len(occ.edge)) != hop))
+    c = occ.cols
+    holders = ", ".join(f"chip {int(c['chip'][m])} -> {int(c['peer'][m])} sent @{int(c['issue'][m])}"
+                        for m in occ.message[mine[:4]].tolist()) + (" ..." if len(mine) > 4 else "")
+    u, v = occ.edges.ends[e].tolist()
+    return (f"its message to chip {int(c['peer'][occ.message[hop]])} enters edge {u}->{v} "
+            f"({int(occ.edges.links[e])} link(s)) at cycle {t}, held by {holders}")
 
 
 def _has(program: Program, rows: np.ndarray) -> np.ndarray:

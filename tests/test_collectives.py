@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from compiler.cli import main
 from compiler.frontend.options import CompileOptions
 from compiler.partition.cost import collective_mesh, group_mesh, unit_time
 from compiler.partition.cost import collective_s as collective_cost_s
-from compiler.partition.mesh import collective_s, outer_one_shot
+from compiler.partition.mesh import clique_rounds, collective_s, outer_one_shot, turn_slots
 from compiler.partition.shard_cost import Collective, shard_cost
 from compiler.planner import lower
 from targets import load_target
@@ -169,3 +170,18 @@ def test_an_attentions_query_gather_and_its_partials_stay_in_turn():
     cost = shard_cost(list(graphs.decode.ops_in("layers.1")), 32, split=True, tile=lpu.chip.matrix_dim)
     gathers = [c for c in cost.collectives if c.kind == "allgather"]
     assert [c.concurrent for c in gathers] == [True, False, False, False]
+
+
+@pytest.mark.parametrize(("nodes", "pair_links"), [(2, 2), (4, 2), (5, 2), (8, 2), (10, 1), (16, 2), (9, 8)])
+def test_turned_slots_reach_every_node_once_and_never_send_a_node_more_at_once_than_the_links_joining_them(
+        nodes, pair_links):
+    """A node's 8 chips, 4 global links each: every chip sends to each other node once, at most one message a link
+    in a slot, and a node's messages to another in one slot are no more than the links joining the two, in the
+    plan's clique_rounds slots."""
+    slots = turn_slots(nodes, 4, 8, pair_links)
+    assert len(slots) == clique_rounds(nodes, 4, 8, pair_links)
+    for r in range(8):
+        assert sorted(row[link][r] for row in slots for link in range(4) if row[link][r]) == list(range(1, nodes))
+    for row in slots:
+        to = Counter(d for deltas in row for d in deltas if d)
+        assert max(to.values(), default=0) <= pair_links

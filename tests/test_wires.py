@@ -6,13 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from compiler.build import compile_model
+from compiler.frontend.options import CompileOptions
 from ir.errors import ConfigError
 from ir.isa import Op, UnitKind
-from ir.program import Program, empty_columns
+from ir.program import NAMES, Program, empty_columns
 from targets import build_topology, load_target, route
+from targets.build_dir import load_build
+from targets.hazards import Hazards
+from targets.interpreter import execute
 from targets.timing import Timing, durations
 from targets.topology import Wiring
-from targets.wires import _shared_ends, class_loads, occupancy, shared_delays
+from targets.wires import _shared_ends, check_link_busy, class_loads, occupancy, shared_delays
 
 MINI = load_target("lpu-mini")  # 8 chips a node, one local link a pair, 9 nodes a group
 BYTES = 320
@@ -102,3 +107,56 @@ def test_a_wafer_program_is_refused_in_one_line():
     wafer = Program.build("decode", "wse3", 8, MINI.chip.clock_hz, program.cols, dialect="roles")
     with pytest.raises(ConfigError, match="roles-dialect"):
         occupancy(wafer, MINI)
+
+
+def _link_busy(program: Program) -> list[str]:
+    found = Hazards(program, 10)
+    check_link_busy(program, MINI, found)
+    return [h.detail for h in found.items if h.kind == "link-busy"]
+
+
+def test_two_sends_on_one_single_link_wire_at_once_are_link_busy_and_one_after_another_are_not():
+    busy = _link_busy(_messages(8, [(0, 1, 0), (0, 1, 0)]))
+    assert len(busy) == 2 and all("edge 0->1 (1 link(s)) at cycle 0" in d for d in busy)
+    assert _link_busy(_messages(8, [(0, 1, 0), (0, 1, _hold()), (1, 0, 0), (0, 2, 0)])) == []
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wires") / "b"
+    compile_model("tiny-llama", "lpu-mini", CompileOptions(chips=32), out, weights="none")
+    return load_build(out)
+
+
+def test_a_clean_build_passes_link_busy_and_one_with_two_sends_forced_onto_one_wire_does_not(tiny_build):
+    """tiny-llama on 32 lpu-mini chips (4 nodes: its all-reduces cross nodes in turned slots) keeps every wire
+    within its links, decode and prefill; moving one SEND onto the start of another that crosses the same
+    single-link wire from the same chip is flagged, naming that wire."""
+    for program in tiny_build.programs.values():
+        assert execute(program, tiny_build.system, wires=True).hazards == []
+    decode = tiny_build.programs["decode"]
+    occ = occupancy(decode, tiny_build.system)
+    local = np.flatnonzero((occ.edges.links[occ.edge] == 1) & (occ.start == occ.cols["issue"][occ.message]))
+    first, pair = {}, None
+    for h in local[np.argsort(occ.start[local], kind="stable")].tolist():  # two first hops, one wire, apart in time
+        e = int(occ.edge[h])
+        if e in first and occ.start[h] >= occ.end[first[e]]:
+            pair = (int(occ.message[first[e]]), int(occ.message[h]), e)
+            break
+        first.setdefault(e, h)
+    assert pair is not None
+    a, b, edge = pair
+    cols = {**decode.cols, "_inst": decode.origin[1]}
+    at = _unrolled_row(decode, occ, b)
+    cols["issue"] = cols["issue"].copy()
+    cols["issue"][at] = occ.cols["issue"][a]
+    mutated = decode.with_instance_rows({n: cols[n] for n in NAMES}, cols["_inst"])
+    u, v = occ.edges.ends[edge].tolist()
+    busy = [h.detail for h in execute(mutated, tiny_build.system, wires=True).hazards if h.kind == "link-busy"]
+    assert busy and all(f"edge {u}->{v} (1 link(s))" in d for d in busy)
+
+
+def _unrolled_row(program: Program, occ, message: int) -> int:
+    """The row of program.cols that message row `message` of the occupancy stands for."""
+    row, inst = program.origin
+    return int(np.flatnonzero((row == occ.cols["_row"][message]) & (inst == occ.cols["_inst"][message]))[0])

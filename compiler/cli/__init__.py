@@ -119,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="with --functional: run the graph IR reference on the same weights and prompts and "
                           "require its logits (within the formats' tolerance) and tokens; exit 2 at the first "
                           "step that differs")
+    run.add_argument("--wires", action="store_true",
+                     help="also check what every wire carries at once: a SEND entering a wire whose links are all "
+                          "held is a link-busy hazard (targets/wires.py)")
     run.set_defaults(run=_run)
     sweep = sub.add_parser("sweep", help="plan (or compile and run) every point of a TOML spec on Ray: table, plots")
     sweep.add_argument("spec", help="a sweep spec (TOML): axes and what to run per point")
@@ -489,7 +492,11 @@ def _run(args: argparse.Namespace) -> int:
 
     speculative = is_speculative(args.build)
     run = run_disaggregated if is_disaggregated(args.build) else run_speculative_build if speculative else run_build
-    figures = run(args.build, args.tokens, args.check_determinism, prompt, args.check_reference)
+    if args.wires and run is not run_build:
+        raise ConfigError("--wires checks a plain build's decode and prefill; this build is "
+                          f"{'disaggregated' if run is run_disaggregated else 'speculative'}")
+    wires = {"wires": True} if args.wires else {}
+    figures = run(args.build, args.tokens, args.check_determinism, prompt, args.check_reference, **wires)
     if args.json:
         sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     elif run is run_disaggregated:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Rel
-from compiler.partition.mesh import Step, allreduce_steps, clique_rounds, may_shoot
+from compiler.partition.mesh import Step, allreduce_steps, clique_rounds, may_shoot, turn_slots
 from ir.errors import ConfigError
 from ir.isa import Fn, Op
 
@@ -36,6 +36,25 @@ class Level:
 
     def peer(self, delta: int) -> Peer:
         return Peer("group", delta, self.group, self.stride, self.hops)
+
+    @property
+    def turned(self) -> bool:
+        """An outer level: its chips' peers turn with their place in the node (partition.mesh.turn_slots)."""
+        return self.crowd > 0
+
+    def pairs(self) -> list[tuple[Peer, Peer, int]]:
+        """(whom a member sends to, whom it receives from, the link) of each message slot: a peer per delta, on
+        links in turn; turned, partition.mesh.turn_slots' slots, each link's instruction naming per chip of a
+        node the node it sends to (and receives from as many back), or none (the chip skips it)."""
+        if not self.turned:
+            return [(self.peer(d), self.peer(-d), (d - 1) % self.links) for d in range(1, self.group)]
+        out = []
+        for row in turn_slots(self.group, self.links, self.crowd, self.pair_links):
+            for link, deltas in enumerate(row):
+                if any(deltas):
+                    out += [(Peer("group", 0, self.group, self.stride, self.hops, deltas),
+                             Peer("group", 0, self.group, self.stride, self.hops, deltas, True), link)]
+        return out
 
 
 def levels(p: int, node: int, global_links: int, far_hops: Callable[[int], int],
@@ -72,10 +91,10 @@ class Collectives:
         # inner slice they split, and two ranks write the same bytes).
         total = math.prod(lv.group for lv in tree)
         elems, dims = math.ceil(elements / total) * total, []
-        for lv in tree:
+        for i, lv in enumerate(tree):
             elems //= lv.group
             dims.append((lv, elems * elem_bytes))
-            cur = self._reduce_scatter(lv, cur, elems * elem_bytes, elems, fn)
+            cur = self._reduce_scatter(lv, f"{out}.rs{i}", cur, elems * elem_bytes, elems, fn)
         for j, lv in enumerate(self.levels[len(tree):]):
             cur = self._exchange(lv, f"{out}.shot{j or ''}", cur, elems * elem_bytes, elems, fn)
         self.e.pad(out, elems * elem_bytes * total)
@@ -145,9 +164,9 @@ class Collectives:
             own = tuple((c.peer(0), b) for c, b in dims[j:])
             src = cur if j == 0 else self._read_rows(out, (rows, block, total), own, writes)
             tags = self._sends(lv, src, rows * block)
-            for d in range(1, lv.group):
-                r = self._recv(lv, -d, rows * block, tags[d - 1])
-                parts = ((lv.peer(-d), block), *((c.peer(0), b) for c, b in dims[j + 1:]))
+            for k, (_, sender, link) in enumerate(lv.pairs()):
+                r = self._recv(lv, sender, link, rows * block, tags[k])
+                parts = ((sender, block), *((c.peer(0), b) for c, b in dims[j + 1:]))
                 # each write follows the one before, so the last one's end means the value is whole
                 writes.append(self._store_rows(out, r, (rows, block, total), parts, ((writes[-1], 0),)))
         return writes
@@ -174,14 +193,18 @@ class Collectives:
                                deps=tuple((w, 0) for w in writes)))
         return i, stream
 
-    def _reduce_scatter(self, lv: Level, cur: tuple[int, int], size: int, elems: int, fn: Fn) -> tuple[int, int]:
+    def _reduce_scatter(self, lv: Level, stage: str, cur: tuple[int, int], size: int, elems: int, fn: Fn
+                        ) -> tuple[int, int]:
         """Peer d gets its slice of `cur` (its group index x size bytes in); this chip sums its
-        own slice of `cur` with what each peer sends of it."""
+        own slice of `cur` with what each peer sends of it. A turned level's messages land in slots a rank
+        may skip, so it stages them and sums them in member order (`_exchange`)."""
+        if lv.turned:
+            return self._exchange(lv, stage, cur, size, elems, fn, sliced=True)
         tags = self._sends(lv, cur, size, sliced=True)
         acc, own = cur, Rel(parts=((lv.peer(0), size),))
-        for d in range(1, lv.group):
-            r = self._recv(lv, -d, size, tags[d - 1])
-            acc = self.e.vop(fn, 1, elems, acc, r, 2 * size, offset=own if d == 1 else 0)
+        for k, (_, sender, link) in enumerate(lv.pairs()):
+            r = self._recv(lv, sender, link, size, tags[k])
+            acc = self.e.vop(fn, 1, elems, acc, r, 2 * size, offset=own if k == 0 else 0)
         return acc
 
     def reduced(self, nbytes: int) -> int:
@@ -200,21 +223,23 @@ class Collectives:
                      may_shoot(lv.group, i, len(self.levels)))
                 for i, lv in enumerate(self.levels)]
 
-    def _exchange(self, lv: Level, stage: str, cur: tuple[int, int], size: int, elems: int, fn: Fn
-                  ) -> tuple[int, int]:
+    def _exchange(self, lv: Level, stage: str, cur: tuple[int, int], size: int, elems: int, fn: Fn,
+                  sliced: bool = False) -> tuple[int, int]:
         """A level in one shot: every member sends its whole slice (reduced by the levels inside) to each peer, and
         each sums the group's slices in the members' order (staged at their index, so every member adds
-        the same operands in the same order and holds the same bytes). Two members add theirs straight off
-        the streams: a + b is b + a to the bit, and no staging buffer grows with a prefill chunk's slice."""
-        if lv.group == 2:
+        the same operands in the same order and holds the same bytes). Two members of a level that does not
+        turn add theirs straight off the streams: a + b is b + a to the bit, and no staging buffer grows with a
+        prefill chunk's slice. `sliced` (a turned reduce-scatter's): each peer is sent its own slice of `cur`."""
+        if lv.group == 2 and not lv.turned:
             tags = self._sends(lv, cur, size)
-            return self.e.vop(fn, 1, elems, cur, self._recv(lv, -1, size, tags[0]), 2 * size)
+            return self.e.vop(fn, 1, elems, cur, self._recv(lv, lv.peer(-1), 0, size, tags[0]), 2 * size)
         self.e.slots[stage] = Slot(self.e.t.local(lv.group * size), lv.group * size)
-        writes = [self._store(stage, cur, size, ((lv.peer(0), size),), drain=True)]
-        tags = self._sends(lv, cur, size)
-        for d in range(1, lv.group):
-            r = self._recv(lv, -d, size, tags[d - 1])
-            writes.append(self._store(stage, r, size, ((lv.peer(-d), size),), drain=False))
+        own = Rel(parts=((lv.peer(0), size),)) if sliced else 0
+        writes = [self._store(stage, cur, size, ((lv.peer(0), size),), drain=True, offset=own)]
+        tags = self._sends(lv, cur, size, sliced)
+        for k, (_, sender, link) in enumerate(lv.pairs()):
+            r = self._recv(lv, sender, link, size, tags[k])
+            writes.append(self._store(stage, r, size, ((sender, size),), drain=False))
         after = tuple((w, 0) for w in writes)
         acc = self.e.read(stage, size, 0, after=after)
         for j in range(1, lv.group):
@@ -229,9 +254,9 @@ class Collectives:
             if src is None:
                 src = self._read_block(out, block, [(lv, unit), *coarser], writes)
             tags = self._sends(lv, src, block)
-            for d in range(1, lv.group):
-                r = self._recv(lv, -d, block, tags[d - 1])
-                parts = ((lv.peer(-d), unit), *((c.peer(0), b) for c, b in coarser))
+            for k, (_, sender, link) in enumerate(lv.pairs()):
+                r = self._recv(lv, sender, link, block, tags[k])
+                parts = ((sender, unit), *((c.peer(0), b) for c, b in coarser))
                 writes.append(self._store(out, r, block, parts, drain=False))
             block *= lv.group
             src = None
@@ -245,12 +270,12 @@ class Collectives:
         parts = tuple((lv.peer(0), b) for lv, b in dims)
         return self._store(out, cur, dims[0][1], parts, drain)
 
-    def _store(self, out: str, src: tuple[int, int], size: int, parts, drain: bool) -> int:
+    def _store(self, out: str, src: tuple[int, int], size: int, parts, drain: bool, offset: int | Rel = 0) -> int:
         e = self.e
         slot = e.slots[out]
         lag = e.t.timing.drain_cycles if drain else 0
         ref = Ref(slot.ref.space, slot.ref.slot, slot.ref.offset, tuple(parts))
-        i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(size), dst=ref, dst_bytes=size, s_a=src[1],
+        i = e.t.add(Instr(Op.WRITE, e.t.timing.mem(size), dst=ref, dst_bytes=size, s_a=src[1], offset=offset,
                           deps=((src[0], lag),)))
         slot.ready = i
         return i
@@ -265,18 +290,18 @@ class Collectives:
         return i, stream
 
     def _sends(self, lv: Level, src: tuple[int, int], size: int, sliced: bool = False) -> list[int]:
-        """One SEND per peer, spread over the level's links; returns the tags by delta - 1.
-        `sliced`: each peer gets its own slice of the stream, else all of it."""
+        """One SEND a message slot (Level.pairs) on its link; returns the tags by slot. `sliced`: each peer gets
+        its own slice of the stream, else all of it."""
         t = self.e.t
         tags = []
-        for d in range(1, lv.group):
+        for peer, _, link in lv.pairs():
             tags.append(self._next_tag())
-            offset = Rel(parts=((lv.peer(d), size),)) if sliced else 0
-            t.add(Instr(Op.SEND, t.timing.link(size), unit=2 * ((d - 1) % lv.links), src_bytes=size, s_a=src[1],
-                        peer=lv.peer(d), tag=tags[-1], offset=offset, deps=((src[0], 0),)))
+            offset = Rel(parts=((peer, size),)) if sliced else 0
+            t.add(Instr(Op.SEND, t.timing.link(size), unit=2 * link, src_bytes=size, s_a=src[1],
+                        peer=peer, tag=tags[-1], offset=offset, deps=((src[0], 0),)))
         return tags
 
-    def _recv(self, lv: Level, delta: int, size: int, tag: int) -> tuple[int, int]:
+    def _recv(self, lv: Level, sender: Peer, link: int, size: int, tag: int) -> tuple[int, int]:
         """The peer's matching SEND sits at the same point of its identical template, so it issues
         when ours does: the data arrives hops x link latency later."""
         t = self.e.t
@@ -284,8 +309,8 @@ class Collectives:
                     if t.instrs[i].op is Op.SEND and t.instrs[i].tag == tag)
         lag = lv.hops * t.timing.link_latency_cycles - t.instrs[send].cycles
         stream = t.stream()
-        i = t.add(Instr(Op.RECV, t.timing.link(size), unit=2 * ((-delta - 1) % lv.links) + 1, dst_bytes=size,
-                        s_out=stream, peer=lv.peer(delta), tag=tag, deps=((send, lag),)))
+        i = t.add(Instr(Op.RECV, t.timing.link(size), unit=2 * link + 1, dst_bytes=size,
+                        s_out=stream, peer=sender, tag=tag, deps=((send, lag),)))
         return i, stream
 
     def _next_tag(self) -> int:

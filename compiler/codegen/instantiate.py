@@ -15,7 +15,7 @@ import numpy as np
 
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.stage import StageCode
-from compiler.codegen.template import TAG_SPACE, Peer, Ref, Rel, Space, Template
+from compiler.codegen.template import TAG_SPACE, Instr, Peer, Ref, Rel, Space, Template
 from ir.contract import LOCAL_VALUES, Prov
 from ir.errors import DoesNotFitError
 from ir.isa import Op, UnitKind
@@ -51,6 +51,7 @@ class Frozen:
     overhang: list[bool]
     slots: tuple[tuple[Space, int], ...]  # the distinct (space, slot) its addresses name
     levels: tuple[str, ...]  # the distinct levels of its peers
+    turned: tuple[tuple[int, Peer], ...]  # (instruction, turned peer it names): runs only where that is a member
 
 
 def freeze(t: Template) -> Frozen:
@@ -87,9 +88,17 @@ def _freeze(t: Template) -> Frozen:
     refs = [r for i in ins for r in (i.src, i.dst) if r is not None]
     slots = tuple(dict.fromkeys((r.space, r.slot) for r in refs))
     levels = tuple(dict.fromkeys(i.peer.level for i in ins if i.peer is not None))
+    turned = tuple((k, p) for k, i in enumerate(ins) for p in _peers_named(i) if p.turns)
     return Frozen(plain, [i.src for i in ins], [i.dst for i in ins], [i.peer for i in ins],
                   [i.offset for i in ins], [i.imm for i in ins], [i.base for i in ins], [i.args for i in ins],
-                  [i.overhang for i in ins], slots, levels)
+                  [i.overhang for i in ins], slots, levels, turned)
+
+
+def _peers_named(i: Instr) -> list[Peer]:
+    """Every peer an instruction names: its own, and the parts of its addresses and rank-dependent integers."""
+    named = [i.peer] if i.peer is not None else []
+    named += [p for ref in (i.src, i.dst) if ref is not None for p, _ in ref.parts]
+    return named + [p for v in (i.offset, i.imm, i.base) if isinstance(v, Rel) for p, _ in v.parts]
 
 
 def _physical_streams(t: Template) -> dict[int, int]:
@@ -194,6 +203,10 @@ def _chip_blocks(blocks: Blocks, f: Frozen, t: Template, first_chip: int, ranks:
     if not t.physical:
         rows["unit"] = _units(rows, chip, peer, system)
     rows["chip"] = np.zeros(len(chip), np.int64)
+    present = _present(f, ranks_)
+    if present is not None:
+        keep = present.reshape(-1)
+        rows, chip, peer = {name: a[keep] for name, a in rows.items()}, chip[keep], peer[keep]
     order = np.argsort(chip, kind="stable")
     chips, first = np.unique(chip[order], return_index=True)
     ids, bases = np.zeros(len(chips), np.int64), np.zeros(len(chips), np.int64)
@@ -277,8 +290,27 @@ def _member(p: Peer, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     block = p.group * p.stride
     base = ranks // block * block
     idx = (ranks % block) // p.stride
-    other = (idx + p.delta) % p.group
+    other = (idx + _delta(p, ranks)) % p.group
     return base + other * p.stride + ranks % p.stride, other
+
+
+def _delta(p: Peer, ranks: np.ndarray) -> np.ndarray | int:
+    """A 'group' peer's delta on each rank: fixed, or turned by the rank's index inside its stride."""
+    if not p.turns:
+        return p.delta
+    turned = np.asarray(p.turns, np.int64)[ranks % p.stride]
+    return -turned if p.back else turned
+
+
+def _present(f: Frozen, ranks: np.ndarray) -> np.ndarray | None:
+    """Per (rank, instruction), whether it runs: not where a turned peer it names has no delta for the rank
+    (template.Peer); None: every instruction runs on every rank."""
+    if not f.turned:
+        return None
+    keep = np.ones((len(ranks), len(f.src)), bool)
+    for i, p in f.turned:
+        keep[:, i] &= _delta(p, ranks) != 0
+    return keep
 
 
 def _peers(peers: list[Peer | None], first_chip: int, ranks: np.ndarray,

@@ -43,13 +43,18 @@ class Peer:
     shifted by (r // group) * stride + r mod stride (codegen.stage's hand-off).
     level "stream": stream `delta` counted from the instance's first (a role stream of a wafer region,
     or of its neighbour's); level "host": the host (ir.program.HOST).
-    `hops` is the worst case over the stage's chips, which the schedule allows for."""
+    `hops` is the worst case over the stage's chips, which the schedule allows for.
+    `turns` (a "group" peer): the delta by the rank's index inside its stride (a node's chips, at the nodes'
+    level), negated when `back`; a rank whose entry is 0 does not run the instruction. So the chips of a node
+    reach other nodes each at its own moment of one template (codegen.collectives' turned levels)."""
 
     level: str
     delta: int
     group: int
     stride: int
     hops: int
+    turns: tuple[int, ...] = ()
+    back: bool = False
 
 
 @dataclass(frozen=True, slots=True)

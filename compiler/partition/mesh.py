@@ -8,8 +8,9 @@ the fabric. A collective is a rule per axis shape, run axis by axis:
 
   clique  direct: every member sends each other member its slice in one step, over its `links`
           parallel links: hops x latency + rounds x slice / bandwidth, rounds ceil((size - 1) / links);
-          across nodes at least ceil(crowd / pair_links): the `crowd` messages a node sends another at
-          once take turns on the links joining the two (targets.topology.NodeWires)
+          across nodes at least ceil(crowd / pair_links): the `crowd` messages a node sends another take
+          turns on the links joining the two (targets.topology.NodeWires), as the lowering issues them
+          (turn_slots: each chip's peers by its place in the node)
   switch  direct through a non-blocking switch (a GPU node's NVSwitch): every message spreads over
           all `links` local links, so a member sends at its aggregate bandwidth:
           hops x latency + (size - 1) x slice / (links x bandwidth)
@@ -65,9 +66,34 @@ class Axis:
 
 def clique_rounds(size: int, links: int, crowd: int = 0, pair_links: int = 1) -> int:
     """Slice-times of a clique's direct exchange (the plan's Axis and the lowering's Level both ask): a member's
-    size - 1 messages in turns over its `links`, and a node's `crowd` messages to another node in turns over
-    the `pair_links` joining them, whichever is slower."""
+    size - 1 messages in turns over its `links`, and, across nodes (`crowd`: a node's chips, each sending one
+    message to every other node), a node's messages to another in turns over the `pair_links` joining them,
+    whichever is slower. The lowering issues exactly that many slots (turn_slots)."""
     return max(-(-(size - 1) // max(1, links)), -(-crowd // max(1, pair_links)))
+
+
+def turn_slots(size: int, links: int, crowd: int, pair_links: int) -> list[list[tuple[int, ...]]]:
+    """When each chip of a node sends its message to each other node of a clique of `size` nodes: per slot (one
+    slice-time, clique_rounds of them), per link, the node delta each of the `crowd` chips sends to (0: none).
+    Chips go in teams of `pair_links` (team g = r // pair_links), the other nodes in blocks of `links`
+    (block h: deltas h x links + 1 ...); team g sends block h in slot (g + h) mod slots. So in a slot a chip
+    sends at most one block, one message a link, and a node reaches each other node from one team: no more
+    messages at once than the links joining the two."""
+    slots = clique_rounds(size, links, crowd, pair_links)
+    teams, blocks = -(-crowd // max(1, pair_links)), -(-(size - 1) // max(1, links))
+    assert slots >= max(teams, blocks)
+    out = []
+    for s in range(slots):
+        row = []
+        for w in range(links):
+            deltas = []
+            for r in range(crowd):
+                h = (s - r // pair_links) % slots
+                d = h * links + w + 1
+                deltas.append(d if h < blocks and d < size else 0)
+            row.append(tuple(deltas))
+        out.append(row)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

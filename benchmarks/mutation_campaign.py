@@ -179,10 +179,13 @@ def _ranges(c: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _readdress_read(c: Columns, row: int, rng: np.random.Generator) -> Columns:
-    """A read of a value the phase produces, aimed at another value's buffer on its chip."""
+    """A read of a value the phase produces, aimed at another value's buffer on its chip: a start no access
+    of the read's own value covers (a read moved inside its own value's bytes is benign)."""
     lo, hi, _ = _ranges(c)
-    other = np.flatnonzero((c["chip"] == c["chip"][row]) & (lo >= 0) & (c["val"] != c["val"][row])
-                           & ((hi <= lo[row]) | (lo >= hi[row])))
+    chip = c["chip"] == c["chip"][row]
+    own = np.flatnonzero(chip & (lo >= 0) & (c["val"] == c["val"][row]))
+    other = np.flatnonzero(chip & (lo >= 0) & (c["val"] != c["val"][row]))
+    other = other[~((lo[other, None] >= lo[own]) & (lo[other, None] < hi[own])).any(1)]
     c = _copy(c)
     if len(other):
         c["src"][row] = lo[int(rng.choice(other))]
@@ -361,18 +364,23 @@ def false_alarms(subject: Subject) -> list[str]:
 
 
 def campaign(subjects: list[Subject], faults: int, seed: int = 0) -> list[Fault]:
-    """`faults` faults, kinds and builds taken in turn, everything else drawn from one seeded generator."""
+    """`faults` faults, kinds and builds taken in turn, everything else drawn from one seeded generator. A kind
+    keeps its turn for a few draws, so a kind with sparse sites (a write some later read still needs) gets its
+    share; one no build takes in those draws gives its turn up."""
     rng = np.random.default_rng(seed)
     kinds = list(fault_kinds(1))
     out: list[Fault] = []
-    attempt = 0
+    attempt = turn = 0
     while len(out) < faults:
-        subject = subjects[attempt % len(subjects)]
-        kind = kinds[(attempt // len(subjects)) % len(kinds)]
-        attempt += 1
-        made = inject(subject, kind, rng)
-        if made is not None:
-            out.append(judge(subject, made[0], kind, made[1], made[2]))
+        kind = kinds[turn % len(kinds)]
+        turn += 1
+        for _ in range(4 * len(subjects)):
+            subject = subjects[attempt % len(subjects)]
+            attempt += 1
+            made = inject(subject, kind, rng)
+            if made is not None:
+                out.append(judge(subject, made[0], kind, made[1], made[2]))
+                break
     return out
 
 

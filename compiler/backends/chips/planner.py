@@ -92,6 +92,13 @@ class ChipLayout(Layout):
     def stage_start(self, cursor: int, tp: int) -> int:
         return next_start(cursor, tp, self.system)
 
+    def in_order(self, path: Sequence[Candidate]) -> list[Run]:
+        runs, cursor = [], 0
+        for c in path:
+            runs.append(Run(c, self.stage_start(cursor, c.tp)))
+            cursor = runs[-1].first_chip + c.tp
+        return runs
+
     def pin(self, plan: PlanFile) -> tuple[list[Candidate], list[Run]]:
         path = []
         for i, (s, (first, stop)) in enumerate(zip(plan.stages, unit_ranges(plan, [u.scope for u in self.units_]),
@@ -137,23 +144,19 @@ class ChipLayout(Layout):
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
         c, system = run.cand, self.system
         units = self.units_[c.first:c.stop]
-        pre = self._prefill_costs(runs, chunk, reach)
-        pre = [pre[(u.kind, *u.group(c.tp, c.split))] for u in units]
+        pre = self._prefill_costs(c, chunk, reach)
         decode_parts = [self._unit_figures(u.decode[u.group(c.tp, c.split)]) for u in units]
-        prefill_parts = [self._unit_figures(p) for p in pre]
         decode = sum((t for t, _ in decode_parts), Breakdown())
-        prefill = sum((t for t, _ in prefill_parts), Breakdown())
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
         bound = sum((b for _, b in decode_parts), entry)
-        prefill_bound = sum((b for _, b in prefill_parts), entry)
+        prefill_bound = sum((self._unit_figures(p)[1] for p in pre), entry)
         hops = 0
         if index:
             prev = runs[index - 1]
             hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
             h = handoff(prev.cand.tp, c.tp, hops, system)
-            scale = chunk / self.options.prompt
             decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, h, system))
-            prefill += Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system))
+        prefill = self._prefill_time(c, chunk, reach, hops, runs[index - 1].cand.tp if index else 0)
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
         memory = _memory(units, pre, c, system, inputs)
@@ -161,6 +164,29 @@ class ChipLayout(Layout):
                         bound.total_s, prefill, prefill_bound.total_s, hops, bound_terms=bound.to_dict(),
                         decode_tiles_us=decode.tiles_s * 1e6, experts=self._experts(c.first, c.stop, c.tp),
                         tier=_tier(units, c, decode), kv_layout=_kv_layout(units, c))
+
+    def prefill_s(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> float:
+        if not index:
+            return self._prefill_time(run.cand, chunk, reach, 0, 0).total_s
+        prev = runs[index - 1]
+        hops = chip_hops(self.system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
+        return self._prefill_time(run.cand, chunk, reach, hops, prev.cand.tp).total_s
+
+    def chunk_s(self, cand: Candidate, chunk: int, reach: int | None = None) -> float:
+        """A candidate stage's seconds for one prefill chunk, handed over one hop from a stage as wide (as
+        the candidates' decode assumes, partition.candidates._entry), by the rule `time` costs a placed
+        stage with."""
+        return self._prefill_time(cand, chunk, reach, 1 if cand.first else 0, cand.tp).total_s
+
+    def _prefill_time(self, c: Candidate, chunk: int, reach: int | None, hops: int, sender_tp: int) -> Breakdown:
+        """A stage's prefill chunk: its units' figures, then the chunk's hand-off `hops` away from a stage
+        of `sender_tp` chips (none into the first stage)."""
+        prefill = sum((self._unit_figures(p)[0] for p in self._prefill_costs(c, chunk, reach)), Breakdown())
+        if not c.first:
+            return prefill
+        system, scale = self.system, chunk / self.options.prompt
+        h = handoff(sender_tp, c.tp, hops, system)
+        return prefill + Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system))
 
     def _unit_figures(self, cost: ShardCost) -> tuple[Breakdown, StageBound]:
         """unit_time and unit_bound of one unit's cost, once: every chunk size and reach variant the chunk
@@ -177,16 +203,18 @@ class ChipLayout(Layout):
         """Bytes crossing each cut between units, in decode and in the whole prompt's prefill."""
         return boundary_bytes(self.decode), boundary_bytes(self.prefill)
 
-    def _prefill_costs(self, runs: list[Run], chunk: int, reach: int | None
-                       ) -> dict[tuple[int, int, bool], ShardCost]:
-        key = (chunk, reach, tuple((r.cand.first, r.cand.stop, r.cand.tp, r.cand.split) for r in runs))
-        if key not in self._prefill:
-            used = {(u.kind, *u.group(r.cand.tp, r.cand.split)) for r in runs
-                    for u in self.units_[r.cand.first:r.cand.stop]}
-            self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
-                                               self.system.chip.vector_bytes, reach, self._sharded,
-                                               self.system.chip.matrix_dim, self.system.chip.mxm_panel)
-        return self._prefill[key]
+    def _prefill_costs(self, c: Candidate, chunk: int, reach: int | None) -> list[ShardCost]:
+        """The prefill costs of a candidate's units at a chunk and reach, each (unit kind, group) once: the
+        chunk search and the TTFT front ask again for the same kinds of layer on the same groups."""
+        units = self.units_[c.first:c.stop]
+        needed = {(u.kind, *u.group(c.tp, c.split)) for u in units}
+        missing = {k for k in needed if (chunk, reach, k) not in self._prefill}
+        if missing:
+            costs = prefill_costs(self.prefill, self.units_, missing, chunk / self.options.prompt,
+                                  self.system.chip.vector_bytes, reach, self._sharded, self.system.chip.matrix_dim,
+                                  self.system.chip.mxm_panel)
+            self._prefill.update({(chunk, reach, k): v for k, v in costs.items()})
+        return [self._prefill[chunk, reach, (u.kind, *u.group(c.tp, c.split))] for u in units]
 
     def _experts(self, first: int, stop: int, tp: int) -> str | None:
         """The expert placement of a stage of units first..stop-1 (every MoE layer of a model has the same

@@ -171,3 +171,23 @@ def test_every_shipped_config_plans(target, capsys):
         plan = json.loads(capsys.readouterr().out)
         assert plan["chips"] >= plan["chips_lower_bound"] >= 1, model
         assert plan["decode"]["latency_us"] >= plan["decode"]["latency_bound_us"] > 0, model
+
+
+def test_chips_objective_weighs_ttft_among_the_fewest_chips_spanned(l70):
+    """70B int8: the plan is the front point of the smallest footprint with the shortest TTFT whose decode
+    is within DECODE_SLACK of the fastest; the front says what it chose among, each point as planned."""
+    plan = json.loads(l70)
+    front = plan["solver"]["front"]
+    chosen = [r for r in front if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["footprint_chips"] == plan["footprint_chips"]
+    assert chosen[0]["ttft_ms"] == plan["prefill"]["ttft_ms"]
+    least = [r for r in front if r["footprint_chips"] == plan["footprint_chips"]]
+    fastest = min(r["decode_us"] for r in least)
+    within = [r for r in least if r["decode_us"] <= 1.05 * fastest]
+    assert chosen[0]["ttft_ms"] == min(r["ttft_ms"] for r in within)
+    assert plan["prefill"]["ttft_ms"] < 0.6 * max(r["ttft_ms"] for r in least)  # the decode-fastest: 13.9 ms
+
+
+def test_max_chips_counts_the_span(capsys):
+    """llama-3.1-8b spans at least 78 chips (77 with work): --max-chips 77 is refused, not placed wider."""
+    assert "spans at least 78 chips" in _error(capsys, "plan", "llama-3.1-8b", "--max-chips", "77")

@@ -41,6 +41,7 @@ class Solution:
     wall_s: float
     deterministic_s: float
     candidates: int
+    front: tuple[dict, ...] = ()  # the layouts the chips objective chose among (plan.search._fewest_spanned)
 
 
 def build_model(cands: list[Candidate], num_units: int, exact_chips: int | None, max_chips: int

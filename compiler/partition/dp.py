@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from compiler.partition.candidates import Candidate
 
@@ -27,10 +28,23 @@ def smallest_footprint(cands: list[Candidate], num_units: int, start_at: Callabl
     """The path whose stages, laid out in order from device 0 by `start_at(cursor, tp)` (the first device
     a stage may take at or after the cursor), end soonest within `limit` devices; ties broken by lower
     latency, then fewer devices. `straddle_at(cursor, tp)`, if given, is an earlier first device across
-    two groups (None: none), where the stage's latency grows by its `straddle_ps`. The state is (boundary,
-    where the last stage ends); an end no later with no more latency and devices dominates, since neither
-    rule moves a stage earlier for a later cursor (placement.next_start) and a stage's straddle costs the
-    same wherever it lies, so each boundary keeps only its Pareto front."""
+    two groups (None: none), where the stage's latency grows by its `straddle_ps` (footprint_states' soonest
+    end)."""
+    ends = footprint_states(cands, num_units, start_at, limit, straddle_at)
+    if not ends:
+        return None
+    return ends[min(ends, key=lambda e: (e, *ends[e][:2]))][2]
+
+
+def footprint_states(cands: list[Candidate], num_units: int, start_at: Callable[[int, int], int], limit: int,
+                     straddle_at: Callable[[int, int], int | None] | None = None
+                     ) -> dict[int, tuple[int, int, list[Candidate]]]:
+    """Where a whole path laid out in order by `start_at` (or, sooner, `straddle_at`: smallest_footprint)
+    may end within `limit` devices: end -> (latency, devices, the fastest path ending there, then the one on
+    fewer devices), the ends no sooner end beats on both. The state is (boundary, where the last stage ends);
+    an end no later with no more latency and devices dominates, since neither rule moves a stage earlier for
+    a later cursor (placement.next_start) and a stage's straddle costs the same wherever it lies, so each
+    boundary keeps only its Pareto front."""
     by_first: list[list[Candidate]] = [[] for _ in range(num_units)]
     for c in sorted(cands, key=lambda c: (c.first, c.stop, c.tp, c.split)):
         by_first[c.first].append(c)
@@ -46,10 +60,11 @@ def smallest_footprint(cands: list[Candidate], num_units: int, start_at: Callabl
                     old = states[c.stop].get(stop_end)
                     if stop_end <= limit and (old is None or key[:2] < old[:2]):
                         states[c.stop][stop_end] = key
-    if not states[num_units]:
-        return None
-    end = min(states[num_units], key=lambda e: (e, *states[num_units][e][:2]))
-    path, k = [], num_units
+    return {end: (lat, devices, _back(states, num_units, end)) for end, (lat, devices, _, _) in _front(states[-1])}
+
+
+def _back(states: list[dict[int, tuple]], k: int, end: int) -> list[Candidate]:
+    path = []
     while k:
         _, _, c, end = states[k][end]
         path.append(c)
@@ -65,6 +80,45 @@ def _starts(cursor: int, c: Candidate, start_at: Callable[[int, int], int],
     if across is not None and across < starts[0][0]:
         starts.append((across, c.straddle_ps))
     return starts
+
+
+@dataclass(frozen=True, slots=True)
+class FrontPoint:
+    """A path on the front: where it ends laid out in order, its latency and devices, and its slowest
+    stage's prefill chunk (`bottleneck_s`: TTFT's max term)."""
+
+    end: int
+    latency_ps: int
+    devices: int
+    bottleneck_s: float
+    path: tuple[Candidate, ...]
+
+
+def footprint_front(cands: list[Candidate], num_units: int, start_at: Callable[[int, int], int], limit: int,
+                    chunk_s: Callable[[Candidate], float],
+                    straddle_at: Callable[[int, int], int | None] | None = None) -> list[FrontPoint]:
+    """Every path no other beats on end, latency and slowest stage's prefill chunk (`chunk_s` of each
+    candidate), exactly: footprint_states with only the candidates below a cap on the chunk time, the cap
+    lowered each round to the slowest chunk among the paths it found (no cap between changes any end's
+    path), until no path fits. Ordered by end, latency, then bottleneck."""
+    times = {_key(c): chunk_s(c) for c in cands}
+    cap, found = float("inf"), {}
+    while True:
+        usable = [c for c in cands if times[_key(c)] < cap]
+        ends = footprint_states(usable, num_units, start_at, limit, straddle_at)
+        if not ends:
+            break
+        slowest = {end: max(times[_key(c)] for c in path) for end, (_, _, path) in ends.items()}
+        for end, (lat, devices, path) in ends.items():
+            found.setdefault((end, lat, slowest[end]), FrontPoint(end, lat, devices, slowest[end], tuple(path)))
+        cap = max(slowest.values())
+    points = sorted(found.values(), key=lambda p: (p.end, p.latency_ps, p.bottleneck_s, p.devices))
+    return [p for p in points if not any(q.end <= p.end and q.latency_ps <= p.latency_ps
+                                         and q.bottleneck_s <= p.bottleneck_s and q != p for q in points)]
+
+
+def _key(c: Candidate) -> tuple[int, int, int, bool]:
+    return c.first, c.stop, c.tp, c.split
 
 
 def _front(states: dict[int, tuple[int, int, Candidate | None, int]]) -> list[tuple[int, tuple]]:

@@ -21,9 +21,9 @@ from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.partition.cpsat import Solution, solve
 from compiler.plan.figures import decode_figures, prefill_figures, ttft_s
-from compiler.plan.reach import variants
+from compiler.plan.reach import Variant, chunk_variants, pipelined, variants
 from compiler.plan.reader import PlanFile
-from compiler.plan.records import Memory, Plan, Stage
+from compiler.plan.records import Memory, Plan, Stage, round_sig
 from ir.errors import ConfigError, DoesNotFitError
 from targets.spec import SystemSpec
 
@@ -33,6 +33,13 @@ from targets.spec import SystemSpec
 # the memory a long context frees (70B int8 at 128K: 651 -> 523 chips) and not for a few chips
 # (70B int8 at 4K: 331 -> 328, on 64-chip stages four times the instructions).
 SEQUENCE_SAVING = 0.02
+
+# Under --objective chips, among the layouts of the fewest chips spanned, those whose decode latency is within
+# this fraction of the fastest are taken as equal for decode, and the shortest time to first token among
+# them is chosen (then the faster decode). A request waits for its first token once and for every other at
+# the decode latency, so a layout 5% slower to decode is worth a first token several times sooner (70B
+# int8: 1,223 -> 1,265 us, 13.9 -> 7.1 ms), and not one a few percent sooner.
+DECODE_SLACK = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,18 @@ class Layout(Protocol):
     # slower by its candidate's straddle_ps; None: stages never straddle groups to span fewer devices.
     straddle_start: Callable[[int, int], int | None] | None = None
 
+    def in_order(self, path: Sequence[Candidate]) -> list[Any]:
+        """With stage_start: the path's stages laid out in order, each at the first device it may take."""
+        raise NotImplementedError(f"{self.machine}: stages are not laid out by a rule")
+
+    def prefill_s(self, index: int, run: Any, runs: list[Any], chunk: int, reach: int | None) -> float:
+        """`time(...).prefill.total_s`, which a backend may compute without the rest of the stage's figures."""
+        return self.time(index, run, runs, chunk, reach).prefill.total_s
+
+    def chunk_s(self, cand: Candidate, chunk: int, reach: int | None) -> float:
+        """With stage_start: a candidate stage's seconds for one prefill chunk reading `reach` positions."""
+        raise NotImplementedError(f"{self.machine}: candidates carry no prefill time")
+
 
 def plan_from_layout(name: str, target: str, options: CompileOptions, layout: Layout, totals: dict,
                      pinned: PlanFile | None = None, causal: bool = False) -> Plan:
@@ -120,20 +139,12 @@ def plan_from_layout(name: str, target: str, options: CompileOptions, layout: La
     `causal`: the backend lowers each prefill chunk to read only the cache it can see (plan.reach);
     otherwise every chunk streams the whole cache."""
     if pinned is None:
-        solution = choose(layout, options)
+        solution = choose(layout, options, causal)
         runs = layout.place(solution.stages, options)
     else:
         path, runs = layout.pin(pinned)
         solution = Solution(tuple(path), "PINNED", 0.0, 0.0, len(layout.candidates))
-    largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
-
-    def at_chunk(c: int) -> tuple[float, tuple[list[list[Timed]], list]]:
-        reaches = variants(options.prompt, c, max(options.context, options.prompt), causal)
-        by_variant = [[layout.time(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
-                      for v in reaches]
-        return ttft_s(by_variant, reaches), (by_variant, reaches)
-
-    chunk, (by_variant, reaches) = fastest_chunk(options, largest, at_chunk)
+    chunk, by_variant, reaches, largest = prefill_of(layout, runs, options, causal)
     timed = by_variant[-1]  # the stages as their last (widest-reaching) chunks run
     stages = tuple(t.stage for t in timed)
     prefill = prefill_figures(by_variant, reaches, chunk) | {"largest_chunk_tokens": largest}
@@ -143,11 +154,46 @@ def plan_from_layout(name: str, target: str, options: CompileOptions, layout: La
         memory=layout.memory(timed), decode=decode_figures(timed, options),
         prefill=prefill, binding=_binding(timed, options, prefill["binding"]),
         solver={"status": solution.status, "objective": options.objective, "candidates": solution.candidates,
-                "wall_s": round(solution.deterministic_s, 3)},
+                "wall_s": round(solution.deterministic_s, 3)} | ({"front": list(solution.front)} if solution.front
+                                                                 else {}),
         totals=totals, device=layout.device, extra=layout.extra(solution.stages, timed))
 
 
-def choose(layout: Layout, options: CompileOptions) -> Solution:
+def prefill_of(layout: Layout, runs: list[Any], options: CompileOptions, causal: bool
+               ) -> tuple[int, list[list[Timed]], list, int]:
+    """Placed stages' prefill: the chunk that minimises TTFT (fastest_chunk), the stages timed at each of
+    its variants' reaches, the variants, and the largest chunk every stage has room for."""
+    largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
+
+    def at_chunk(c: int) -> tuple[float, tuple[list[list[Timed]], list]]:
+        reaches = _variants(options, c, causal)
+        by_variant = [[layout.time(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
+                      for v in reaches]
+        return ttft_s(by_variant, reaches), (by_variant, reaches)
+
+    chunk, (by_variant, reaches) = fastest_chunk(options, largest, at_chunk)
+    return chunk, by_variant, reaches, largest
+
+
+def fastest_ttft(layout: Layout, runs: list[Any], options: CompileOptions, causal: bool) -> tuple[int, float]:
+    """prefill_of's chunk and TTFT in seconds, from the stages' prefill times alone (Layout.prefill_s)."""
+    largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
+
+    def at_chunk(c: int) -> tuple[float, None]:
+        reaches = _variants(options, c, causal)
+        seconds = [[layout.prefill_s(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
+                   for v in reaches]
+        return pipelined(seconds, chunk_variants(reaches)), None
+
+    chunk, _ = fastest_chunk(options, largest, at_chunk)
+    return chunk, at_chunk(chunk)[0]
+
+
+def _variants(options: CompileOptions, chunk: int, causal: bool) -> list[Variant]:
+    return variants(options.prompt, chunk, max(options.context, options.prompt), causal)
+
+
+def choose(layout: Layout, options: CompileOptions, causal: bool = True) -> Solution:
     """The fewest-devices path bounds the search (dp.prune is exact), then CP-SAT picks the path by
     the objective; DoesNotFitError says how many devices would do."""
     devices = f"{layout.device}s"
@@ -172,7 +218,7 @@ def choose(layout: Layout, options: CompileOptions) -> Solution:
     slowest = 2**62 if exact else sum(c.latency_ps for c in fewest)
     limit = needed if options.objective == "chips" and not exact else budget
     if layout.stage_start is not None and not exact and options.objective == "chips":
-        solution = _fewest_spanned(layout, cands, fewest, min(budget, layout.max_devices))
+        solution = _fewest_spanned(layout, cands, fewest, options, causal)
         if solution is not None:
             return solution
     usable = dp.prune(cands, units, limit, slowest)
@@ -184,26 +230,73 @@ def choose(layout: Layout, options: CompileOptions) -> Solution:
     return solution
 
 
-def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candidate], cap: int) -> Solution | None:
-    """The path whose stages, laid out in order by the layout's rules, span the fewest devices within `cap`
-    (a user owns every device the plan spans, idle or not), then the fastest (dp.smallest_footprint, exact);
-    None when every layout by those rules runs past `cap` (then the fewest-devices path is placed as
-    placement.greedy allows, stages straddling groups if it must)."""
+def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candidate], options: CompileOptions,
+                    causal: bool) -> Solution | None:
+    """The path whose stages, laid out in order by the layout's rules, span the fewest devices within the
+    budget (a user owns every device the plan spans, idle or not), then by what a request costs
+    (_by_request over dp.footprint_front, exact in span, decode and the slowest stage's prefill chunk);
+    None when every layout by those rules runs past the machine (then the fewest-devices path is placed as
+    placement.greedy allows, stages straddling groups if it must). A --max-chips no layout by those rules
+    fits is refused, naming the fewest devices one spans."""
     start = time.perf_counter()
-    spanned = _span(fewest, layout.stage_start)
-    limit = min(spanned, cap)
+    cap = min(options.max_chips or layout.max_devices, layout.max_devices)
+    limit = min(_span(fewest, layout), cap)
     usable = dp.prune(cands, layout.units, limit, 2**62)  # a path spans at least the devices it uses
-    path = dp.smallest_footprint(usable, layout.units, layout.stage_start, limit, layout.straddle_start)
-    if path is None:
-        return None
-    return Solution(tuple(path), "OPTIMAL", time.perf_counter() - start, 0.0, len(usable))
+    chunk = options.min_chunk_rows // options.batch  # the chunk every stage has room for
+    reach = variants(options.prompt, chunk, max(options.context, options.prompt), causal)[-1].reach if causal else None
+    front = dp.footprint_front(usable, layout.units, layout.stage_start, limit,
+                               lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start)
+    if not front:
+        if options.max_chips is None:
+            return None
+        least = dp.smallest_footprint(cands, layout.units, layout.stage_start, layout.max_devices,
+                                      layout.straddle_start)
+        spans = f"{_span(least, layout)}" if least else f"more than {layout.max_devices}"
+        raise DoesNotFitError(f"--max-chips {options.max_chips}: every layout of the model spans at least {spans} "
+                              f"{layout.device}s of {layout.machine} (stages of a node or more start on whole "
+                              "nodes)", None)
+    rows = [_request_figures(layout, p, options, causal) for p in front]
+    chosen = _by_request(rows)
+    shown = [r | {"chosen": i == chosen} for i, r in enumerate(rows) if i == chosen or not _beaten(r, rows)]
+    return Solution(front[chosen].path, "OPTIMAL", time.perf_counter() - start, 0.0, len(usable), tuple(shown))
 
 
-def _span(path: Sequence[Candidate], stage_start: Callable[[int, int], int]) -> int:
-    """Devices a path spans laid out in order by `stage_start`."""
+def _beaten(row: dict, rows: list[dict]) -> bool:
+    """Whether another layout spans no more, decodes no slower and gives its first token no later (a point
+    of the DP's front can be beaten on TTFT itself: the DP weighs only its slowest stage's chunk)."""
+    keys = ("footprint_chips", "decode_us", "ttft_ms")
+    return any(r is not row and all(r[k] <= row[k] for k in keys) and any(r[k] < row[k] for k in keys) for r in rows)
+
+
+def _request_figures(layout: Layout, point: dp.FrontPoint, options: CompileOptions, causal: bool) -> dict:
+    """A front point's figures, its stages laid out in order: devices spanned and with work, decode
+    latency, TTFT at its fastest chunk (the plan's own rules, prefill_of)."""
+    runs = layout.in_order(point.path)
+    chunk, ttft = fastest_ttft(layout, runs, options, causal)
+    decode = sum(layout.time(i, run, runs, chunk).decode.total_s for i, run in enumerate(runs))
+    return {"footprint_chips": point.end, "chips": point.devices, "stages": len(point.path),
+            "decode_us": round_sig(decode * 1e6), "ttft_ms": round_sig(ttft * 1e3), "chunk_tokens": chunk}
+
+
+def _by_request(rows: list[dict]) -> int:
+    """The front point a request is best served by: the smallest footprint; among its points those whose
+    decode is within DECODE_SLACK of the fastest; of those the shortest TTFT, then the faster decode."""
+    least = min(r["footprint_chips"] for r in rows)
+    spans = [i for i, r in enumerate(rows) if r["footprint_chips"] == least]
+    fastest = min(rows[i]["decode_us"] for i in spans)
+    within = [i for i in spans if rows[i]["decode_us"] <= (1 + DECODE_SLACK) * fastest]
+    return min(within, key=lambda i: (rows[i]["ttft_ms"], rows[i]["decode_us"], rows[i]["chips"], i))
+
+
+def _span(path: Sequence[Candidate], layout: Layout) -> int:
+    """Devices a path spans laid out in order by the layout's rules, each stage at the first device it may
+    take (across two groups where that is sooner): both rules are monotone in the cursor, so this is the
+    soonest end of the path."""
     end = 0
     for c in path:
-        end = stage_start(end, c.tp) + c.tp
+        start = layout.stage_start(end, c.tp)
+        across = layout.straddle_start(end, c.tp) if layout.straddle_start else None
+        end = (start if across is None else min(start, across)) + c.tp
     return end
 
 

@@ -110,6 +110,17 @@ class ChipLayout(Layout):
     def straddle_start(self, cursor: int, tp: int) -> int | None:
         return straddle_start(cursor, tp, self.system)
 
+    def in_order(self, path: Sequence[Candidate]) -> list[Run]:
+        """The path laid out soonest: each stage at the first chip it may take, across two groups where that
+        is sooner (the layout dp.footprint_states' ends are reached by)."""
+        runs, cursor = [], 0
+        for c in path:
+            across = self.straddle_start(cursor, c.tp)
+            start = self.stage_start(cursor, c.tp)
+            runs.append(Run(c, start if across is None else min(start, across)))
+            cursor = runs[-1].first_chip + c.tp
+        return runs
+
     def pin(self, plan: PlanFile) -> tuple[list[Candidate], list[Run]]:
         path = []
         for i, (s, (first, stop)) in enumerate(zip(plan.stages, unit_ranges(plan, [u.scope for u in self.units_]),
@@ -155,26 +166,22 @@ class ChipLayout(Layout):
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
         c, system = run.cand, self.system
         units = self.units_[c.first:c.stop]
-        pre = self._prefill_costs(runs, chunk, reach)
-        pre = [pre[(u.kind, *u.group(c.tp, c.split))] for u in units]
+        pre = self._prefill_costs(c, chunk, reach)
         across = spans_groups(run, system)
         decode_costs = [u.decode[u.group(c.tp, c.split)] for u in units]
         decode_parts = [self._unit_figures(cost, across) for cost in decode_costs]
-        prefill_parts = [self._unit_figures(p, across) for p in pre]
-        kinds = [u.kind for u in units]
-        decode = sum((t for t, _ in decode_parts), Breakdown()) + _boundaries(decode_costs, kinds, system)
-        prefill = sum((t for t, _ in prefill_parts), Breakdown()) + _boundaries(pre, kinds, system)
+        decode = sum((t for t, _ in decode_parts), Breakdown()) + _boundaries(decode_costs, [u.kind for u in units],
+                                                                              system)
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
         bound = sum((b for _, b in decode_parts), entry)
-        prefill_bound = sum((b for _, b in prefill_parts), entry)
+        prefill_bound = sum((self._unit_figures(p, across)[1] for p in pre), entry)
         hops = 0
         if index:
             prev = runs[index - 1]
             hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
             h = handoff(prev.cand.tp, c.tp, hops, system)
-            scale = chunk / self.options.prompt
             decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, h, system))
-            prefill += Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system))
+        prefill = self._prefill_time(c, chunk, reach, hops, runs[index - 1].cand.tp if index else 0, across)
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
         memory = _memory(units, pre, c, system, inputs)
@@ -182,6 +189,33 @@ class ChipLayout(Layout):
                         bound.total_s, prefill, prefill_bound.total_s, hops, bound_terms=bound.to_dict(),
                         decode_tiles_us=decode.tiles_s * 1e6, experts=self._experts(c.first, c.stop, c.tp),
                         tier=_tier(units, c, decode), kv_layout=_kv_layout(units, c))
+
+    def prefill_s(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> float:
+        if not index:
+            return self._prefill_time(run.cand, chunk, reach, 0, 0, spans_groups(run, self.system)).total_s
+        prev = runs[index - 1]
+        hops = chip_hops(self.system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
+        return self._prefill_time(run.cand, chunk, reach, hops, prev.cand.tp, spans_groups(run, self.system)).total_s
+
+    def chunk_s(self, cand: Candidate, chunk: int, reach: int | None = None) -> float:
+        """A candidate stage's seconds for one prefill chunk, handed over one hop from a stage as wide (as
+        the candidates' decode assumes, partition.candidates._entry), by the rule `time` costs a placed
+        stage with."""
+        return self._prefill_time(cand, chunk, reach, 1 if cand.first else 0, cand.tp).total_s
+
+    def _prefill_time(self, c: Candidate, chunk: int, reach: int | None, hops: int, sender_tp: int,
+                      across: bool = False) -> Breakdown:
+        """A stage's prefill chunk: its units' figures (inside one group or `across` two), then the chunk's
+        hand-off `hops` away from a stage of `sender_tp` chips (none into the first stage)."""
+        pre = self._prefill_costs(c, chunk, reach)
+        kinds = [u.kind for u in self.units_[c.first:c.stop]]
+        prefill = sum((self._unit_figures(p, across)[0] for p in pre), Breakdown()) + _boundaries(pre, kinds,
+                                                                                                  self.system)
+        if not c.first:
+            return prefill
+        system, scale = self.system, chunk / self.options.prompt
+        h = handoff(sender_tp, c.tp, hops, system)
+        return prefill + Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system))
 
     def _unit_figures(self, cost: ShardCost, across: bool) -> tuple[Breakdown, StageBound]:
         """unit_time and unit_bound of one unit's cost on a stage inside one group or `across` two, once:
@@ -199,16 +233,18 @@ class ChipLayout(Layout):
         """Bytes crossing each cut between units, in decode and in the whole prompt's prefill."""
         return boundary_bytes(self.decode), boundary_bytes(self.prefill)
 
-    def _prefill_costs(self, runs: list[Run], chunk: int, reach: int | None
-                       ) -> dict[tuple[int, int, bool], ShardCost]:
-        key = (chunk, reach, tuple((r.cand.first, r.cand.stop, r.cand.tp, r.cand.split) for r in runs))
-        if key not in self._prefill:
-            used = {(u.kind, *u.group(r.cand.tp, r.cand.split)) for r in runs
-                    for u in self.units_[r.cand.first:r.cand.stop]}
-            self._prefill[key] = prefill_costs(self.prefill, self.units_, used, chunk / self.options.prompt,
-                                               self.system.chip.vector_bytes, reach, self._sharded,
-                                               self.system.chip.matrix_dim, self.system.chip.mxm_panel)
-        return self._prefill[key]
+    def _prefill_costs(self, c: Candidate, chunk: int, reach: int | None) -> list[ShardCost]:
+        """The prefill costs of a candidate's units at a chunk and reach, each (unit kind, group) once: the
+        chunk search and the TTFT front ask again for the same kinds of layer on the same groups."""
+        units = self.units_[c.first:c.stop]
+        needed = {(u.kind, *u.group(c.tp, c.split)) for u in units}
+        missing = {k for k in needed if (chunk, reach, k) not in self._prefill}
+        if missing:
+            costs = prefill_costs(self.prefill, self.units_, missing, chunk / self.options.prompt,
+                                  self.system.chip.vector_bytes, reach, self._sharded, self.system.chip.matrix_dim,
+                                  self.system.chip.mxm_panel)
+            self._prefill.update({(chunk, reach, k): v for k, v in costs.items()})
+        return [self._prefill[chunk, reach, (u.kind, *u.group(c.tp, c.split))] for u in units]
 
     def _experts(self, first: int, stop: int, tp: int) -> str | None:
         """The expert placement of a stage of units first..stop-1 (every MoE layer of a model has the same

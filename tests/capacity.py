@@ -18,4 +18,4 @@ def fewest_chips(model: str, options: CompileOptions | None = None) -> tuple[int
     layout = ChipLayout.of(graphs.decode, graphs.prefill, system, options)
     path = dp.fewest_chips(layout.candidates, layout.units)
     _, path = search._split_where_it_pays(layout.candidates, layout.units, path, system.max_chips)
-    return sum(c.tp for c in path), search._span(path, layout.stage_start)
+    return sum(c.tp for c in path), search._span(path, layout)

@@ -20,8 +20,8 @@ from compiler.partition import dp
 from compiler.partition.candidates import Candidate
 from compiler.partition.cost import Breakdown
 from compiler.partition.cpsat import Solution, solve
-from compiler.plan.figures import decode_figures, prefill_figures, ttft_s
-from compiler.plan.reach import Variant, chunk_variants, pipelined, variants
+from compiler.plan.figures import decode_figures, prefill_figures
+from compiler.plan.reach import chunk_variants, pipelined, variants
 from compiler.plan.reader import PlanFile
 from compiler.plan.records import Memory, Plan, Stage, round_sig
 from ir.errors import ConfigError, DoesNotFitError
@@ -120,6 +120,13 @@ class Layout(Protocol):
     # slower by its candidate's straddle_ps; None: stages never straddle groups to span fewer devices.
     straddle_start: Callable[[int, int], int | None] | None = None
 
+    def soonest_start(self, cursor: int, tp: int) -> int:
+        """With stage_start: the first device a stage of `tp` may take at or after the cursor, across two
+        groups where that is sooner (the start dp.footprint_states takes when it ends a path soonest)."""
+        start = self.stage_start(cursor, tp)
+        across = self.straddle_start(cursor, tp) if self.straddle_start else None
+        return start if across is None else min(start, across)
+
     def in_order(self, path: Sequence[Candidate]) -> list[Any]:
         """With stage_start: the path's stages laid out in order, each at the first device it may take."""
         raise NotImplementedError(f"{self.machine}: stages are not laid out by a rule")
@@ -163,34 +170,32 @@ def prefill_of(layout: Layout, runs: list[Any], options: CompileOptions, causal:
                ) -> tuple[int, list[list[Timed]], list, int]:
     """Placed stages' prefill: the chunk that minimises TTFT (fastest_chunk), the stages timed at each of
     its variants' reaches, the variants, and the largest chunk every stage has room for."""
-    largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
-
-    def at_chunk(c: int) -> tuple[float, tuple[list[list[Timed]], list]]:
-        reaches = _variants(options, c, causal)
-        by_variant = [[layout.time(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
-                      for v in reaches]
-        return ttft_s(by_variant, reaches), (by_variant, reaches)
-
-    chunk, (by_variant, reaches) = fastest_chunk(options, largest, at_chunk)
+    chunk, (by_variant, reaches), largest = _chunk_search(layout, runs, options, causal, layout.time,
+                                                          lambda t: t.prefill.total_s)
     return chunk, by_variant, reaches, largest
 
 
 def fastest_ttft(layout: Layout, runs: list[Any], options: CompileOptions, causal: bool) -> tuple[int, float]:
     """prefill_of's chunk and TTFT in seconds, from the stages' prefill times alone (Layout.prefill_s)."""
+    chunk, (seconds, reaches), _ = _chunk_search(layout, runs, options, causal, layout.prefill_s, float)
+    return chunk, pipelined(seconds, chunk_variants(reaches))
+
+
+def _chunk_search(layout: Layout, runs: list[Any], options: CompileOptions, causal: bool,
+                  stage: Callable[..., Any], seconds: Callable[[Any], float]) -> tuple[int, tuple[list, list], int]:
+    """fastest_chunk over the chunks every stage has room for, each stage of each of a chunk's variants
+    `stage(index, run, runs, chunk, reach)` and its `seconds` through the pipeline (figures.ttft_s): the
+    chunk, (the stages by variant, the variants) at it, and the largest chunk."""
     largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
 
-    def at_chunk(c: int) -> tuple[float, None]:
-        reaches = _variants(options, c, causal)
-        seconds = [[layout.prefill_s(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
-                   for v in reaches]
-        return pipelined(seconds, chunk_variants(reaches)), None
+    def at_chunk(c: int) -> tuple[float, tuple[list, list]]:
+        reaches = variants(options.prompt, c, max(options.context, options.prompt), causal)
+        rows = [[stage(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
+                for v in reaches]
+        return pipelined([[seconds(x) for x in row] for row in rows], chunk_variants(reaches)), (rows, reaches)
 
-    chunk, _ = fastest_chunk(options, largest, at_chunk)
-    return chunk, at_chunk(chunk)[0]
-
-
-def _variants(options: CompileOptions, chunk: int, causal: bool) -> list[Variant]:
-    return variants(options.prompt, chunk, max(options.context, options.prompt), causal)
+    chunk, found = fastest_chunk(options, largest, at_chunk)
+    return chunk, found, largest
 
 
 def choose(layout: Layout, options: CompileOptions, causal: bool = True) -> Solution:
@@ -289,14 +294,11 @@ def _by_request(rows: list[dict]) -> int:
 
 
 def _span(path: Sequence[Candidate], layout: Layout) -> int:
-    """Devices a path spans laid out in order by the layout's rules, each stage at the first device it may
-    take (across two groups where that is sooner): both rules are monotone in the cursor, so this is the
-    soonest end of the path."""
+    """Devices a path spans laid out in order by the layout's rules, each stage at its soonest start: both
+    rules are monotone in the cursor, so this is the soonest end of the path."""
     end = 0
     for c in path:
-        start = layout.stage_start(end, c.tp)
-        across = layout.straddle_start(end, c.tp) if layout.straddle_start else None
-        end = (start if across is None else min(start, across)) + c.tp
+        end = layout.soonest_start(end, c.tp) + c.tp
     return end
 
 

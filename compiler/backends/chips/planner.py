@@ -111,13 +111,11 @@ class ChipLayout(Layout):
         return straddle_start(cursor, tp, self.system)
 
     def in_order(self, path: Sequence[Candidate]) -> list[Run]:
-        """The path laid out soonest: each stage at the first chip it may take, across two groups where that
-        is sooner (the layout dp.footprint_states' ends are reached by)."""
+        """The path laid out soonest: each stage at its soonest_start (the layout dp.footprint_states' ends
+        are reached by)."""
         runs, cursor = [], 0
         for c in path:
-            across = self.straddle_start(cursor, c.tp)
-            start = self.stage_start(cursor, c.tp)
-            runs.append(Run(c, start if across is None else min(start, across)))
+            runs.append(Run(c, self.soonest_start(cursor, c.tp)))
             cursor = runs[-1].first_chip + c.tp
         return runs
 

@@ -130,7 +130,16 @@ def _physical_streams(t: Template) -> dict[int, int]:
     if used > t.timing.streams:
         raise DoesNotFitError(f"unit {t.name}: its schedule keeps {used} streams live at once, the chip has "
                               f"{t.timing.streams}; split it over more chips (--chips) or a larger target")
+    if t.top:
+        return {s: t.timing.streams - used + p for s, p in physical.items()}
     return physical
+
+
+def streams_used(t: Template) -> range:
+    """The physical stream ids the template's instances use (freeze's colouring)."""
+    plain = freeze(t).plain
+    ids = [s for name in ("s_a", "s_b", "s_c", "s_d", "s_e", "s_out") for s in plain[name].tolist() if s >= 0]
+    return range(min(ids), max(ids) + 1) if ids else range(0)
 
 
 def instantiate(blocks: Blocks, t: Template, first_chip: int, ranks: int, starts: np.ndarray, tag_bases: np.ndarray,

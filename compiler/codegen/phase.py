@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.codegen.blocks import Blocks
-from compiler.codegen.instantiate import instantiate, stage_base, sync
+from compiler.codegen.instantiate import instantiate, stage_base, streams_used, sync
 from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
 from compiler.codegen.template import TAG_SPACE
 from compiler.partition.chaining import lowered_together
+from compiler.partition.cost import handoff_trails
 from compiler.partition.units import signature
 from compiler.passes.fuse import fuse_siblings
 from compiler.passes.shard import shard_unit
@@ -165,26 +166,52 @@ def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner
 
 
 def timeline(spans: list[list[list[int]]], lands: list[list[list[int | None]]], per_chunk: Sequence[int],
-             ready: int = 0) -> list[Placed]:
+             ready: int = 0, leads: list[list[list[int | None]]] | None = None) -> list[Placed]:
     """Start cycle of every piece instance (see the module docstring), every stage free from `ready`;
     chunk c runs the pieces of variant `per_chunk[c]`. `spans[v][s][i]`: the cycles piece i of stage s
     of variant v takes; `lands[v][s][i]`: for a hand-off sender, the cycles from its start until its
-    data is on the far side (None for any other piece). Any backend's pipeline: the chip stages', the
-    wafer regions'."""
+    data is on the far side (None for any other piece); `leads[v][s][i]`: for a hand-off that trails
+    (cost.handoff_trails), the cycles until it has read what it sends: the stage goes on from there while
+    its SENDs run, and its next trailing hand-off starts once they have ended (None: the piece holds the
+    stage for its whole span). Any backend's pipeline: the chip stages', the wafer regions'."""
     free = [ready] * len(spans[0])
+    links = [ready] * len(spans[0])  # when each stage's trailing SENDs have ended
     placed: list[Placed] = []
     for c, v in enumerate(per_chunk):
         arrival = 0
         for s in range(len(free)):
             start = max(free[s], arrival)
             arrival = 0
-            for i, (span, land) in enumerate(zip(spans[v][s], lands[v][s], strict=True)):
+            trail = leads[v][s] if leads else [None] * len(spans[v][s])
+            for i, (span, land, lead) in enumerate(zip(spans[v][s], lands[v][s], trail, strict=True)):
+                if lead is not None:
+                    start = max(start, links[s])
                 placed.append(Placed(s, i, c, start, v))
                 if land is not None:
                     arrival = max(arrival, start + land)
-                start += span
+                if lead is not None:
+                    links[s] = start + span
+                start += span if lead is None else lead
             free[s] = start
     return placed
+
+
+def _leads(codes: list[StageCode], system: SystemSpec) -> list[list[int | None]]:
+    """Per piece of each stage, for a hand-off that trails (cost.handoff_trails, and its streams, the chip's
+    highest, clear of every other piece's of the stage): the cycles until its last READ has ended."""
+    out = []
+    for s, code in enumerate(codes):
+        row: list[int | None] = [None] * len(code.pieces)
+        if s + 1 < len(codes) and handoff_trails((code.first_chip, code.tp), (codes[s + 1].first_chip,
+                                                                             codes[s + 1].tp), system):
+            below = max((max(streams_used(p.code.template), default=-1) for p in code.pieces if p.kind != "send"),
+                        default=-1)
+            for i, p in enumerate(code.pieces):
+                used = streams_used(p.code.template)
+                if p.kind == "send" and (not used or used.start > below):
+                    row[i] = max(ins.end for ins in p.code.template.instrs if ins.op is Op.READ)
+        out.append(row)
+    return out
 
 
 def _lands(piece: Piece, timing: Timing) -> int | None:
@@ -251,7 +278,8 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
     # from its start: the same for every chunk of a variant, so read off the templates once.
     spans = [[[p.code.template.makespan for p in code.pieces] for code in codes] for codes in variants]
     lands = [[[_lands(p, timing) for p in code.pieces] for code in codes] for codes in variants]
-    placed = timeline(spans, lands, [v for v, n in enumerate(chunks) for _ in range(n)], timing.sync_cycles)
+    leads = [_leads(codes, system) for codes in variants]
+    placed = timeline(spans, lands, [v for v, n in enumerate(chunks) for _ in range(n)], timing.sync_cycles, leads)
     blocks = Blocks()
     for code in codes:
         sync(blocks, code, timing)

@@ -109,7 +109,7 @@ class StageBuilder:
         served = team * h.sets  # receivers j and j + served hear from the same sender
         hops = max(self.wiring.hops(f0 + j % served // slices, f1 + j) for j in range(t1))
         size = -(-value.type.nbytes // team)
-        send = Template(f"send {value.name}", self.timing)
+        send = Template(f"send {value.name}", self.timing, top=True)
         e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())
         lane = Peer("group", 0, h.lanes, 1, 0)  # sender r's lane r mod lanes carries pieces from (r mod lanes) * slices
         links = handoff_links(h, chip_hops(self.system, f0 + t0 - 1, f1), self.system)

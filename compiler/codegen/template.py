@@ -135,6 +135,9 @@ class Template:
     # coloured after scheduling and picked per chip; its emitter sets every issue cycle itself.
     physical: bool = False
     pair: tuple[int, int] = (-1, -1)  # a physical template's two result streams, which an instance may trade
+    # Its streams take the chip's highest ids, the other templates' the lowest: a hand-off's SENDs may trail
+    # beside the stage's next pieces (codegen.phase.timeline) on streams those leave free.
+    top: bool = False
     frozen: object = field(default=None, repr=False, compare=False)  # its arrays, once scheduled (instantiate.freeze)
 
     def add(self, instr: Instr) -> int:

@@ -378,6 +378,18 @@ def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> 
     return _handoff(sender_tp, receiver_tp, _reach(hops), _Fabric.of(system))
 
 
+def handoff_trails(sender: tuple[int, int], receiver: tuple[int, int], system: SystemSpec) -> bool:
+    """Whether a hand-off from stage (first chip, tp) `sender` to `receiver` trails: its SENDs run on the
+    sending chips beside the stage's next chunk, which then starts once they have read the value (the lowering's
+    timeline and the plan's recurrence, reach.pipelined). So where the sender lies inside one node and no
+    receiver shares it: the SENDs take global links, which the stage's own collectives (inside its node) and
+    receives never do."""
+    (f0, t0), (f1, t1) = sender, receiver
+    node = system.chips_per_node
+    mine = f0 // node
+    return mine == (f0 + t0 - 1) // node and (f1 // node > mine or (f1 + t1 - 1) // node < mine)
+
+
 def handoff_links(h: HandOff, hops: int, system: SystemSpec) -> int:
     """The links a sender of `h` spreads its messages over (message m on link m mod this; the plan's rounds
     and the lowering's SENDs): inside a node its local links; across nodes its global links, but no more than
@@ -466,6 +478,15 @@ def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
     if f.spans_nodes(h):
         gather += f.gather_nodes(h)[1] * f.far.latency_s
     return hops * f.link(reach).latency_s + nbytes * _per_byte_s(h, reach, f) + gather
+
+
+def hop_trailing_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
+    """What of hop_s a trailing hand-off (handoff_trails) spends beside the sending stage's next chunk, the
+    receivers not yet busy: the hops, and every round of the senders' messages but the last, which the
+    receivers take (a RECV as long as its message) before they gather."""
+    f, reach = _Fabric.of(system), _reach(hops)
+    rounds = h.rounds(f.links(h, reach)) if reach else 1
+    return hops * f.link(reach).latency_s + (rounds - 1) * nbytes / h.team / f.link(reach).bw_bytes_per_s
 
 
 def _per_byte_s(h: HandOff, reach: int, f: _Fabric) -> float:

@@ -18,6 +18,8 @@ class Timed(Protocol):
     decode_bound_s: float
     prefill: Breakdown
     prefill_bound_s: float
+    prefill_trailing_s: float  # of prefill, what a trailing hand-off in takes on the wires alone
+    prefill_bound_trailing_s: float  # of prefill_bound_s, likewise
 
 
 def decode_figures(timed: Sequence[Timed], options: CompileOptions) -> dict:
@@ -44,8 +46,11 @@ def prefill_figures(timed: Sequence[Sequence[Timed]], runs: Sequence[Variant], c
     the busiest stage's time for the whole prompt (what paces a replica fed prompt after prompt)."""
     per_chunk = chunk_variants(runs)
     ttft = ttft_s(timed, runs)
-    bound = pipelined([[t.prefill_bound_s for t in ts] for ts in timed], per_chunk)
-    period = max(sum(timed[v][s].prefill.total_s for v in per_chunk) for s in range(len(timed[0])))
+    bound = pipelined([[t.prefill_bound_s for t in ts] for ts in timed], per_chunk,
+                      [[t.prefill_bound_trailing_s for t in ts] for ts in timed])
+    # a stage's own work and its trailing hand-off's wires each take every chunk in turn
+    period = max(max(sum(timed[v][s].prefill.total_s - timed[v][s].prefill_trailing_s for v in per_chunk),
+                     sum(timed[v][s].prefill_trailing_s for v in per_chunk)) for s in range(len(timed[0])))
     total = sum((t.prefill.scaled(run.chunks) for ts, run in zip(timed, runs, strict=True) for t in ts), Breakdown())
     return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "period_ms": _r(period * 1e3),
             "chunks": len(per_chunk), "chunk_tokens": chunk_tokens, "variants": [r.to_dict() for r in runs],
@@ -55,7 +60,8 @@ def prefill_figures(timed: Sequence[Sequence[Timed]], runs: Sequence[Variant], c
 def ttft_s(timed: Sequence[Sequence[Timed]], runs: Sequence[Variant]) -> float:
     """Time to first token: every chunk through the stages at its variant's times (what a plan's chunk
     minimises)."""
-    return pipelined([[t.prefill.total_s for t in ts] for ts in timed], chunk_variants(runs))
+    return pipelined([[t.prefill.total_s for t in ts] for ts in timed], chunk_variants(runs),
+                     [[t.prefill_trailing_s for t in ts] for ts in timed])
 
 
 # What lies between the scheduled latency and the physical bound, in the order inspect prints it.

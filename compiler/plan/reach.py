@@ -44,14 +44,22 @@ def chunk_variants(runs: Sequence[Variant]) -> list[int]:
     return [v for v, run in enumerate(runs) for _ in range(run.chunks)]
 
 
-def pipelined(stage_s: Sequence[Sequence[float]], per_chunk: Sequence[int]) -> float:
+def pipelined(stage_s: Sequence[Sequence[float]], per_chunk: Sequence[int],
+              trailing_s: Sequence[Sequence[float]] | None = None) -> float:
     """Seconds until the last stage finishes the last chunk: a stage starts chunk i when it has finished
     chunk i - 1 and the previous stage has finished chunk i (its hand-off is part of the stage's time).
-    `stage_s[v][s]`: stage s's time for a chunk of variant v; `per_chunk`: each chunk's variant."""
+    `stage_s[v][s]`: stage s's time for a chunk of variant v; `per_chunk`: each chunk's variant.
+    `trailing_s[v][s]`: the part of that time a trailing hand-off into stage s takes on the wires alone
+    (cost.handoff_trails): it starts once the previous stage has finished the chunk and the wires have
+    carried the chunk before, and neither stage is busy with it."""
     done = [0.0] * (len(stage_s[0]) if stage_s else 0)
+    wires = [0.0] * len(done)
     for v in per_chunk:
         ready = 0.0
         for s, t in enumerate(stage_s[v]):
-            done[s] = max(done[s], ready) + t
+            w = trailing_s[v][s] if trailing_s else 0.0
+            if w:
+                ready = wires[s] = max(ready, wires[s]) + w
+            done[s] = max(done[s], ready) + t - w
             ready = done[s]
     return done[-1] if done else 0.0

@@ -51,15 +51,18 @@ class Timed:
     decode_bound_s: float
     prefill: Breakdown
     prefill_bound_s: float
+    prefill_trailing_s: float = 0.0  # of prefill, a trailing hand-off in on the wires alone (reach.pipelined)
+    prefill_bound_trailing_s: float = 0.0  # of prefill_bound_s, likewise
 
     @classmethod
     def of(cls, index: int, scopes: list[str], placement, memory: Memory, decode: Breakdown, bound_s: float,
-           prefill: Breakdown, prefill_bound_s: float, hops: int, **more) -> Timed:
-        """Any backend's stage of units `scopes` on `placement` (a ChipRange or a Region); `more`: the
-        backend's own Stage fields."""
+           prefill: Breakdown, prefill_bound_s: float, hops: int, trailing: tuple[float, float] = (0.0, 0.0),
+           **more) -> Timed:
+        """Any backend's stage of units `scopes` on `placement` (a ChipRange or a Region); `trailing`: the
+        trailing parts of prefill and its bound; `more`: the backend's own Stage fields."""
         stage = Stage(index, scopes[0], scopes[-1], layers_of(scopes), placement, memory, decode.total_s * 1e6,
                       bound_s * 1e6, prefill.total_s * 1e6, hops, decode.binding, **more)
-        return cls(stage, decode, bound_s, prefill, prefill_bound_s)
+        return cls(stage, decode, bound_s, prefill, prefill_bound_s, *trailing)
 
 
 def layers_of(scopes: list[str]) -> tuple[int, int] | None:
@@ -131,9 +134,12 @@ class Layout(Protocol):
         """With stage_start: the path's stages laid out in order, each at the first device it may take."""
         raise NotImplementedError(f"{self.machine}: stages are not laid out by a rule")
 
-    def prefill_s(self, index: int, run: Any, runs: list[Any], chunk: int, reach: int | None) -> float:
-        """`time(...).prefill.total_s`, which a backend may compute without the rest of the stage's figures."""
-        return self.time(index, run, runs, chunk, reach).prefill.total_s
+    def prefill_s(self, index: int, run: Any, runs: list[Any], chunk: int, reach: int | None
+                  ) -> tuple[float, float]:
+        """`time(...)`'s prefill.total_s and prefill_trailing_s, which a backend may compute without the rest of
+        the stage's figures."""
+        t = self.time(index, run, runs, chunk, reach)
+        return t.prefill.total_s, t.prefill_trailing_s
 
     def chunk_s(self, cand: Candidate, chunk: int, reach: int | None) -> float:
         """With stage_start: a candidate stage's seconds for one prefill chunk reading `reach` positions."""
@@ -171,28 +177,36 @@ def prefill_of(layout: Layout, runs: list[Any], options: CompileOptions, causal:
     """Placed stages' prefill: the chunk that minimises TTFT (fastest_chunk), the stages timed at each of
     its variants' reaches, the variants, and the largest chunk every stage has room for."""
     chunk, (by_variant, reaches), largest = _chunk_search(layout, runs, options, causal, layout.time,
-                                                          lambda t: t.prefill.total_s)
+                                                          lambda t: (t.prefill.total_s, t.prefill_trailing_s))
     return chunk, by_variant, reaches, largest
 
 
 def fastest_ttft(layout: Layout, runs: list[Any], options: CompileOptions, causal: bool) -> tuple[int, float]:
     """prefill_of's chunk and TTFT in seconds, from the stages' prefill times alone (Layout.prefill_s)."""
-    chunk, (seconds, reaches), _ = _chunk_search(layout, runs, options, causal, layout.prefill_s, float)
-    return chunk, pipelined(seconds, chunk_variants(reaches))
+    chunk, (seconds, reaches), _ = _chunk_search(layout, runs, options, causal, layout.prefill_s, tuple)
+    return chunk, _pipelined(seconds, reaches)
+
+
+def _pipelined(rows: list[list[tuple[float, float]]], reaches: list) -> float:
+    """reach.pipelined over (time, trailing part) of each stage of each variant."""
+    return pipelined([[t for t, _ in row] for row in rows], chunk_variants(reaches),
+                     [[w for _, w in row] for row in rows])
 
 
 def _chunk_search(layout: Layout, runs: list[Any], options: CompileOptions, causal: bool,
-                  stage: Callable[..., Any], seconds: Callable[[Any], float]) -> tuple[int, tuple[list, list], int]:
+                  stage: Callable[..., Any], seconds: Callable[[Any], tuple[float, float]]
+                  ) -> tuple[int, tuple[list, list], int]:
     """fastest_chunk over the chunks every stage has room for, each stage of each of a chunk's variants
-    `stage(index, run, runs, chunk, reach)` and its `seconds` through the pipeline (figures.ttft_s): the
-    chunk, (the stages by variant, the variants) at it, and the largest chunk."""
+    `stage(index, run, runs, chunk, reach)` and its `seconds` (its time and that time's trailing part)
+    through the pipeline (figures.ttft_s): the chunk, (the stages by variant, the variants) at it, and the
+    largest chunk."""
     largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
 
     def at_chunk(c: int) -> tuple[float, tuple[list, list]]:
         reaches = variants(options.prompt, c, max(options.context, options.prompt), causal)
         rows = [[stage(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
                 for v in reaches]
-        return pipelined([[seconds(x) for x in row] for row in rows], chunk_variants(reaches)), (rows, reaches)
+        return _pipelined([[seconds(x) for x in row] for row in rows], reaches), (rows, reaches)
 
     chunk, found = fastest_chunk(options, largest, at_chunk)
     return chunk, found, largest

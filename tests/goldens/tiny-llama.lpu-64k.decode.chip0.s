@@ -59,7 +59,7 @@ chip 0 {
     @2254 +1 write dst=0xce60/32 a=3 val=0x1000000000d
     @2255 +1 read src=0xce40/128 out=1 val=0x1000000000d prov=mine
     @2350 +1 write dst=0xcd00/128 a=2 val=0xcd00
-    @2351 +1 read src=0xcd00/32 out=0 val=0xcd00 prov=earlier
+    @2351 +1 read src=0xcd00/32 out=63 val=0xcd00 prov=earlier
   }
   mxm.0 {
     @760 +20 mxm a=3 b=2 out=0 m=1 k=64 n=48 flags=last
@@ -139,7 +139,7 @@ chip 0 {
     @2249 +3 recv dst=-1/32 out=1 peer=3 tag=4105
   }
   c2c.6 {
-    @2352 +3 send src=-1/32 a=0 peer=4 tag=8192
+    @2352 +3 send src=-1/32 a=63 peer=4 tag=8192
   }
   sync.0 {
     @0 +216 sync

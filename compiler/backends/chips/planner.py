@@ -26,8 +26,10 @@ from compiler.partition.cost import (
     StageBound,
     boundary_time,
     handoff,
+    handoff_trails,
     handoff_wire_s,
     hop_s,
+    hop_trailing_s,
     unit_bound,
     unit_time,
 )
@@ -183,17 +185,30 @@ class ChipLayout(Layout):
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
         memory = _memory(units, pre, c, system, inputs)
+        trails = index and self._trails(runs[index - 1], run)
+        trailing = (self._trailing_s(runs[index - 1], run, chunk, hops), entry.wire_s) if trails else (0.0, 0.0)
         return Timed.of(index, [u.scope for u in units], ChipRange(run.first_chip, c.tp), memory, decode,
-                        bound.total_s, prefill, prefill_bound.total_s, hops, bound_terms=bound.to_dict(),
+                        bound.total_s, prefill, prefill_bound.total_s, hops, trailing, bound_terms=bound.to_dict(),
                         decode_tiles_us=decode.tiles_s * 1e6, experts=self._experts(c.first, c.stop, c.tp),
                         tier=_tier(units, c, decode), kv_layout=_kv_layout(units, c))
 
-    def prefill_s(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> float:
+    def prefill_s(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None
+                  ) -> tuple[float, float]:
         if not index:
-            return self._prefill_time(run.cand, chunk, reach, 0, 0, spans_groups(run, self.system)).total_s
+            return self._prefill_time(run.cand, chunk, reach, 0, 0, spans_groups(run, self.system)).total_s, 0.0
         prev = runs[index - 1]
         hops = chip_hops(self.system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
-        return self._prefill_time(run.cand, chunk, reach, hops, prev.cand.tp, spans_groups(run, self.system)).total_s
+        total = self._prefill_time(run.cand, chunk, reach, hops, prev.cand.tp, spans_groups(run, self.system)).total_s
+        return total, self._trailing_s(prev, run, chunk, hops) if self._trails(prev, run) else 0.0
+
+    def _trails(self, prev: Run, run: Run) -> bool:
+        """Whether the hand-off from `prev` into `run` trails (cost.handoff_trails: the lowering's rule)."""
+        return handoff_trails((prev.first_chip, prev.cand.tp), (run.first_chip, run.cand.tp), self.system)
+
+    def _trailing_s(self, prev: Run, run: Run, chunk: int, hops: int) -> float:
+        """The part of a prefill chunk's hand-off from `prev` into `run` on the wires alone (hop_trailing_s)."""
+        nbytes = math.ceil(self._crossing[1][run.cand.first] * chunk / self.options.prompt)
+        return hop_trailing_s(nbytes, hops, handoff(prev.cand.tp, run.cand.tp, hops, self.system), self.system)
 
     def chunk_s(self, cand: Candidate, chunk: int, reach: int | None = None) -> float:
         """A candidate stage's seconds for one prefill chunk, handed over one hop from a stage as wide (as

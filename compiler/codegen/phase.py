@@ -157,10 +157,15 @@ def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner
         for v in op.operands:
             for b in range(made.get(v.name, stage), stage):
                 crossing[b].setdefault(final[v.name].name, final[v.name])
+    system = builder.system
     for b, values in enumerate(crossing):
+        sender, receiver = (codes[b].first_chip, codes[b].tp), (codes[b + 1].first_chip, codes[b + 1].tp)
+        # a trailing hand-off's pieces stay on the streams above every other piece's of the stage (_leads)
+        room = system.chip.streams - 1 - max((max(streams_used(p.code.template), default=-1)
+                                              for p in codes[b].pieces if p.kind != "send"), default=-1) \
+            if handoff_trails(sender, receiver, system) else None
         for k, value in enumerate(values.values()):
-            send, recv = builder.handoff(value, (codes[b].first_chip, codes[b].tp),
-                                         (codes[b + 1].first_chip, codes[b + 1].tp), k * 64)
+            send, recv = builder.handoff(value, sender, receiver, k * 64, room)
             codes[b].pieces.append(send)
             codes[b + 1].pieces.insert(k, recv)
 

@@ -91,18 +91,20 @@ class StageBuilder:
         return max(self.wiring.hops(first_chip + a, first_chip + b)
                    for a in range(tp) for b in range(tp) if (first_chip + a) // node != (first_chip + b) // node)
 
-    def handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
-                ) -> tuple[Piece, Piece]:
+    def handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int,
+                streams: int | None = None) -> tuple[Piece, Piece]:
         """Send `value` from stage (first_chip, tp) `sender` to `receiver` by partition.cost.handoff's rule
         (the plan's): each lane carries its slices to one receiver of each of its set's teams, then each team
-        all-gathers. Built once for every prefill variant (they hand off the same values)."""
-        key = (value, sender, receiver, tag)
+        all-gathers. `streams`: at most this many pieces on the streams at once (a trailing hand-off's, on
+        the streams the sending stage's other pieces leave free). Built once for every prefill variant (they
+        hand off the same values)."""
+        key = (value, sender, receiver, tag, streams)
         if key not in self.handoffs:
-            self.handoffs[key] = self._handoff(value, sender, receiver, tag)
+            self.handoffs[key] = self._handoff(value, sender, receiver, tag, streams)
         return self.handoffs[key]
 
-    def _handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int
-                 ) -> tuple[Piece, Piece]:
+    def _handoff(self, value: Value, sender: tuple[int, int], receiver: tuple[int, int], tag: int,
+                 streams: int | None) -> tuple[Piece, Piece]:
         (f0, t0), (f1, t1) = sender, receiver
         h = handoff(t0, t1, chip_hops(self.system, f0 + t0 - 1, f1), self.system)  # the plan's hops and rule
         team, slices = h.team, h.slices
@@ -116,7 +118,7 @@ class StageBuilder:
         nbytes = value.type.nbytes
         # A piece's stream stays live until its last SEND ends: read at most `ahead` pieces before they are sent
         # (a stage-wide team's lone lane carries one piece a receiving chip, more than the chip has streams).
-        ahead, sent = max(1, self.system.chip.streams // 2), []
+        ahead, sent = max(1, min(self.system.chip.streams // 2, streams or self.system.chip.streams)), []
         for i in range(slices):
             # a lone lane's pieces wholly past the value (a stage-wide team's many small ones) read its last bytes
             # instead: they land in the receivers' padding, which nothing reads

@@ -1,7 +1,7 @@
 """CP-SAT stage selection agrees with exact dynamic programmes on random candidate sets."""
 
 import itertools
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -182,3 +182,14 @@ def test_a_stage_fills_what_its_group_has_left_when_that_spans_no_more():
     path = dp.smallest_footprint(cands, 3, lambda cursor, tp: next_start(cursor, tp, LPU), 1000)
     assert [c.tp for c in path] == [48, 24, 64]
     assert dp.fewest_chips(cands, 3)[1].tp == 16
+
+
+@given(st.lists(st.floats(0, 1e-3), min_size=14, max_size=14))
+def test_breakdowns_add_every_field_and_candidates_keep_their_latency(values):
+    """Breakdown.__add__ names its fields one by one (for speed): a sum is the field-wise sum of every field,
+    and a Candidate's latency_ps is its decode total in whole picoseconds."""
+    n = len(fields(Breakdown))
+    left, right = values[:n], values[n:2 * n]
+    a, b = Breakdown(*left), Breakdown(*right)
+    assert [getattr(a + b, f.name) for f in fields(Breakdown)] == [x + y for x, y in zip(left, right, strict=True)]
+    assert Candidate(0, 1, 1, 0, 0, a).latency_ps == max(1, round(a.total_s * 1e12))

@@ -13,8 +13,9 @@ choose a path through exactly."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from compiler.partition.chaining import run_boundary
 from compiler.partition.cost import Breakdown, boundary_time, handoff, hop_s, unit_time
 from compiler.partition.units import Group, Unit
 from targets.spec import SystemSpec
@@ -36,10 +37,10 @@ class Candidate:
     split: bool = False  # caches by sequence, latent down projections by column (passes.shard.splits_kv)
     room: bool = False  # split where the whole layout does not fit the chips: it saves chips, not time
     straddle_ps: int = 0  # what its collectives add laid out across two groups (a stage that fits one)
+    latency_ps: int = field(init=False)  # decode in whole picoseconds: the DPs add it per state and candidate
 
-    @property
-    def latency_ps(self) -> int:
-        return max(1, round(self.decode.total_s * 1e12))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "latency_ps", max(1, round(self.decode.total_s * 1e12)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
         unit = units[stop - 1]
         sizes &= set(unit.sizes)
         u = stop - 1
-        kinds = [v.kind for v in units[first:stop]]
+        in_run = run_boundary([v.kind for v in units[first:stop]])
         for t in sizes:
             if unit.splits(t) and not splits[t]:  # the split layout parts from the whole one here
                 splits[t] = True
@@ -118,7 +119,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
                 time[t, split] = time[t, split] + tables.time[u][g]
                 if u > first:  # chained across a run the lowering makes one template (partition.chaining)
                     time[t, split] += boundary_time(units[u - 1].decode[units[u - 1].group(t, split)],
-                                                    unit.decode[g], kinds, system)
+                                                    unit.decode[g], in_run, system)
                 pre[t, split] += tables.prefill[u][g]
                 across[t, split] += tables.straddle[u][g]
         live = [(t, split) for t in sorted(sizes) for split in (False, True) if splits[t] or not split]

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from compiler.partition.chaining import piece_lead, run_boundary
+from compiler.partition.chaining import piece_lead
 from compiler.partition.mesh import (
     CLIQUE,
     LOCAL,
@@ -53,8 +53,10 @@ class Breakdown:
     def total_s(self) -> float:
         return self.memory_s + self.compute_s + self.latency_s + self.link_s + self.tier_s
 
-    def __add__(self, other: Breakdown) -> Breakdown:
-        return Breakdown(*(getattr(self, f) + getattr(other, f) for f in self.__slots__))
+    def __add__(self, other: Breakdown) -> Breakdown:  # field by field: the planner adds millions a plan
+        return Breakdown(self.memory_s + other.memory_s, self.compute_s + other.compute_s,
+                         self.latency_s + other.latency_s, self.link_s + other.link_s, self.tiles_s + other.tiles_s,
+                         self.tier_s + other.tier_s, self.tier_fetch_s + other.tier_fetch_s)
 
     def scaled(self, k: float) -> Breakdown:
         return Breakdown(*(getattr(self, f) * k for f in self.__slots__))
@@ -147,12 +149,11 @@ def unit_time(cost: ShardCost, system: SystemSpec, precision: str, spans_groups:
     return total + tier_time(cost, times, system) if cost.tier else total
 
 
-def boundary_time(before: ShardCost, after: ShardCost, kinds: Sequence[int], system: SystemSpec) -> Breakdown:
-    """What the boundary into the last of a stage's units so far (`kinds`: theirs, in order) saves when the
-    lowering makes one template of it and the unit before (partition.chaining.lowered_together) and the op
-    after it takes the op before's result off the stream: one pipeline latency (llama's residual add, then the
-    next layer's norm)."""
-    if run_boundary(kinds) and before.closes and after.opens:
+def boundary_time(before: ShardCost, after: ShardCost, in_run: bool, system: SystemSpec) -> Breakdown:
+    """What the boundary between two of a stage's units saves when it lies `in_run`, one template the lowering
+    makes of both (partition.chaining.run_boundary), and the op after it takes the op before's result off the
+    stream: one pipeline latency (llama's residual add, then the next layer's norm)."""
+    if in_run and before.closes and after.opens:
         return Breakdown(latency_s=-_op_latency_s(system))
     return Breakdown()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 from compiler.partition.candidates import Candidate
 
@@ -45,6 +46,23 @@ def footprint_states(cands: list[Candidate], num_units: int, start_at: Callable[
     an end no later with no more latency and devices dominates, since neither rule moves a stage earlier for
     a later cursor (placement.next_start) and a stage's straddle costs the same wherever it lies, so each
     boundary keeps only its Pareto front."""
+    return _states(cands, num_units, layout_rule(start_at, straddle_at), limit)
+
+
+def layout_rule(start_at: Callable[[int, int], int], straddle_at: Callable[[int, int], int | None] | None = None
+                ) -> Callable[[int, int], tuple[int, int | None]]:
+    """(cursor, tp) -> (the first device `start_at` gives, an earlier one across two groups or None),
+    memoised: both rules are pure, and the DP asks the same few pairs for every candidate of every state."""
+    @cache
+    def starts(cursor: int, tp: int) -> tuple[int, int | None]:
+        start = start_at(cursor, tp)
+        across = straddle_at(cursor, tp) if straddle_at else None
+        return start, across if across is not None and across < start else None
+    return starts
+
+
+def _states(cands: list[Candidate], num_units: int, starts: Callable[[int, int], tuple[int, int | None]], limit: int
+            ) -> dict[int, tuple[int, int, list[Candidate]]]:
     by_first: list[list[Candidate]] = [[] for _ in range(num_units)]
     for c in sorted(cands, key=lambda c: (c.first, c.stop, c.tp, c.split)):
         by_first[c.first].append(c)
@@ -54,8 +72,9 @@ def footprint_states(cands: list[Candidate], num_units: int, start_at: Callable[
     for k in range(num_units):
         for end, (lat, devices, _, _) in _front(states[k]):
             for c in by_first[k]:
-                for start, extra in _starts(end, c, start_at, straddle_at):
-                    stop_end = start + c.tp
+                start, across = starts(end, c.tp)
+                for first, extra in ((start, 0),) if across is None else ((start, 0), (across, c.straddle_ps)):
+                    stop_end = first + c.tp
                     key = (lat + c.latency_ps + extra, devices + c.tp, c, end)
                     old = states[c.stop].get(stop_end)
                     if stop_end <= limit and (old is None or key[:2] < old[:2]):
@@ -70,16 +89,6 @@ def _back(states: list[dict[int, tuple]], k: int, end: int) -> list[Candidate]:
         path.append(c)
         k = c.first
     return path[::-1]
-
-
-def _starts(cursor: int, c: Candidate, start_at: Callable[[int, int], int],
-            straddle_at: Callable[[int, int], int | None] | None) -> list[tuple[int, int]]:
-    """Where candidate `c` may start after `cursor`, with the latency each adds beyond its own."""
-    starts = [(start_at(cursor, c.tp), 0)]
-    across = straddle_at(cursor, c.tp) if straddle_at else None
-    if across is not None and across < starts[0][0]:
-        starts.append((across, c.straddle_ps))
-    return starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +111,11 @@ def footprint_front(cands: list[Candidate], num_units: int, start_at: Callable[[
     lowered each round to the slowest chunk among the paths it found (no cap between changes any end's
     path), until no path fits. Ordered by end, latency, then bottleneck."""
     times = {_key(c): chunk_s(c) for c in cands}
+    starts = layout_rule(start_at, straddle_at)
     cap, found = float("inf"), {}
     while True:
         usable = [c for c in cands if times[_key(c)] < cap]
-        ends = footprint_states(usable, num_units, start_at, limit, straddle_at)
+        ends = _states(usable, num_units, starts, limit)
         if not ends:
             break
         slowest = {end: max(times[_key(c)] for c in path) for end, (_, _, path) in ends.items()}

@@ -21,6 +21,7 @@ from compiler.partition.candidates import (
     cost_tables,
     enumerate_candidates,
 )
+from compiler.partition.chaining import lowered_together
 from compiler.partition.cost import (
     Breakdown,
     StageBound,
@@ -220,15 +221,23 @@ class ChipLayout(Layout):
                       across: bool = False) -> Breakdown:
         """A stage's prefill chunk: its units' figures (inside one group or `across` two), then the chunk's
         hand-off `hops` away from a stage of `sender_tp` chips (none into the first stage)."""
-        pre = self._prefill_costs(c, chunk, reach)
-        kinds = [u.kind for u in self.units_[c.first:c.stop]]
-        prefill = sum((self._unit_figures(p, across)[0] for p in pre), Breakdown()) + _boundaries(pre, kinds,
-                                                                                                  self.system)
+        prefill = self._units_prefill(c, chunk, reach, across)
         if not c.first:
             return prefill
         system, scale = self.system, chunk / self.options.prompt
         h = handoff(sender_tp, c.tp, hops, system)
         return prefill + Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system))
+
+    def _units_prefill(self, c: Candidate, chunk: int, reach: int | None, across: bool) -> Breakdown:
+        """The stage's units' part of a prefill chunk, once per candidate, chunk, reach and layout: the TTFT
+        front costs the same stages on every path and chunk it tries, each time after a different hand-off."""
+        key = ("prefill", c.first, c.stop, c.tp, c.split, chunk, reach, across)
+        if key not in self._figures:
+            pre = self._prefill_costs(c, chunk, reach)
+            kinds = [u.kind for u in self.units_[c.first:c.stop]]
+            self._figures[key] = sum((self._unit_figures(p, across)[0] for p in pre), Breakdown()) + \
+                _boundaries(pre, kinds, self.system)
+        return self._figures[key]
 
     def _unit_figures(self, cost: ShardCost, across: bool) -> tuple[Breakdown, StageBound]:
         """unit_time and unit_bound of one unit's cost on a stage inside one group or `across` two, once:
@@ -282,7 +291,8 @@ def spans_groups(run: Run, system: SystemSpec) -> bool:
 
 def _boundaries(costs: Sequence[ShardCost], kinds: Sequence[int], system: SystemSpec) -> Breakdown:
     """What the stage's units (`kinds`: theirs) chained across their runs' boundaries save (cost.boundary_time)."""
-    return sum((boundary_time(a, b, kinds[:i + 2], system) for i, (a, b) in enumerate(itertools.pairwise(costs))),
+    starts = {run.start for run in lowered_together(kinds)}
+    return sum((boundary_time(a, b, i + 1 not in starts, system) for i, (a, b) in enumerate(itertools.pairwise(costs))),
                Breakdown())
 
 

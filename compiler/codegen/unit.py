@@ -127,8 +127,9 @@ def _collective(e: Emitter, coll: Collectives, op: Op) -> None:
 
 
 def _sharded_argmax(e: Emitter, coll: Collectives, op: Op) -> None:
-    """Each chip's best (id, value) pair per row over its vocabulary shard, an all-gather of
-    the pairs, then every chip picks the best: ids are global and the same on every chip."""
+    """Each chip's best (id, value) pair per row over its vocabulary shard (ids from the vocabulary
+    on, the last shard's padding, never win: ARGBEST's limit), an all-gather of the pairs, then every
+    chip picks the best: ids are global and the same on every chip."""
     x, out = op.operands[0], op.results[0]
     rows, shards = out.type.numel, op.attr["shards"]
     width = x.type.numel // rows
@@ -136,7 +137,8 @@ def _sharded_argmax(e: Emitter, coll: Collectives, op: Op) -> None:
     for v, nbytes in ((pairs, rows * 8), (gathered, rows * 8 * shards)):
         e.slots[v.name] = Slot(e.t.local(nbytes), nbytes)
     r = e.read(x.name)
-    i, s = e.vop(Fn.ARGBEST, rows, width, r, bytes_in=x.type.nbytes, base=Rel(per_rank=width))
+    i, s = e.vop(Fn.ARGBEST, rows, width, r, bytes_in=x.type.nbytes, base=Rel(per_rank=width),
+                 args={"limit": op.attr["vocab"]})
     e.done(pairs, e.write(pairs.name, s, i, rows * 8))
     e.done(gathered, coll.allgather(pairs.name, gathered.name, rows * 8 * shards))
     i, s = e.vop(Fn.PICK, rows, shards, e.read(gathered.name), bytes_in=rows * 8 * shards)

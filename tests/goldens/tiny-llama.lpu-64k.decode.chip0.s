@@ -1,6 +1,6 @@
 ; sramflow assembly: 120 instructions
 program decode target "lpu-64k" chips 8 clock_hz 900000000.0 dialect queues
-meta {"activations": "f16", "chunk_starts": [[216], [2568]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 1, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 1, "rows": 1, "tokens": 256}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
+meta {"activations": "f16", "chunk_starts": [[216], [2568]], "chunks": 1, "fn_args": [{"eps": 1e-05}, {"head_dim": 16, "heads": 1, "theta": 10000.0}, {"heads": 1, "kv_heads": 1, "rows": 1}, {"batch": 1, "head_dim": 16, "heads": 1, "rows": 1, "tokens": 256}, {"limit": 256}], "stages": [{"first_chip": 0, "index": 0, "tp": 4}, {"first_chip": 4, "index": 1, "tp": 4}]}
 chip 0 {
   mem.0 {
     @216 +1 read src=0xc940/4 out=0 val=0xc940 prov=resident

@@ -4,7 +4,8 @@ Inside a node the chips are fully connected, so a reduce-scatter is one message 
 bytes/p to each peer on its own link, all at once; across q nodes the chips with the
 same local rank exchange their slice over the global links (rounds when q-1 exceeds
 them). The all-gather runs the levels back. Levels after the first `reduced` (partition.mesh.
-allreduce_steps: whichever is shortest for the bytes) exchange the slice left in one shot instead.
+allreduce_steps: whichever is shortest for the bytes) exchange the slice left in one shot instead, their
+staging buffers the ones partition.mesh.staged_slots counts for the plan.
 This is the algorithm partition.mesh.collective_s times, so the plan's estimate and the schedule agree.
 
 Buffer layout: a slice's offset is the sum over levels of (its index in that level's
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import Instr, Peer, Ref, Rel
-from compiler.partition.mesh import Step, allreduce_steps, clique_rounds, may_shoot, turn_slots
+from compiler.partition.mesh import Step, allreduce_steps, clique_rounds, turn_slots
 from ir.errors import ConfigError
 from ir.isa import Fn, Op
 
@@ -220,8 +221,8 @@ class Collectives:
         t = self.e.t.timing
         return [Step(lv.group, lv.hops * t.link_latency_cycles,
                      clique_rounds(lv.group, lv.links, lv.crowd, lv.pair_links), 1 / t.link_bytes_per_cycle,
-                     may_shoot(lv.group, i, len(self.levels)))
-                for i, lv in enumerate(self.levels)]
+                     True, lv.turned)
+                for lv in self.levels]
 
     def _exchange(self, lv: Level, stage: str, cur: tuple[int, int], size: int, elems: int, fn: Fn,
                   sliced: bool = False) -> tuple[int, int]:

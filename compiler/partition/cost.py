@@ -280,25 +280,23 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec, spans_
     matmul (partition.overlap), what the pair takes beyond the matmul alone."""
     if c.overlaps < 0:
         return collective_s(c, system, spans_groups)
-    pieces, collective, lead = _pieces(c, times, system, spans_groups)
     matmul, drain = times[c.overlaps].total_s, _op_latency_s(system)
+    pieces, collective, lead = _pieces(c, matmul, group_mesh(c.group, system, spans_groups), system)
     # the chain already charges one drain, as the latency of the all-reduce's reader
     return pair_s(matmul, c.bytes, pieces, collective, lead) - drain - matmul
 
 
-def _pieces(c: Collective, times: list[Breakdown], system: SystemSpec, spans_groups: bool
+def _pieces(c: Collective, matmul: float, mesh: DeviceMesh, system: SystemSpec
             ) -> tuple[tuple[tuple[int, int], ...], Callable[[float], float], Callable[[int, int], float]]:
-    """An all-reduce's column pieces under its matmul (partition.overlap.best_pieces, as codegen.overlap cuts
-    them), its time by bytes and each piece's lead."""
+    """An all-reduce's column pieces under its matmul of `matmul` seconds (partition.overlap.best_pieces, as
+    codegen.overlap cuts them), its time by bytes over the mesh and each piece's lead."""
     chip = system.chip
-    mesh = group_mesh(c.group, system, spans_groups)
 
     def collective(n: float) -> float:
         return collective_time_s(c.kind, n, mesh, system)
 
     most = max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system), c.rows)
     lead = piece_lead(c.rows, c.columns, chip.mxm_panel, c.group, c.scaled, _op_latency_s(system))
-    matmul = times[c.overlaps].total_s
     return best_pieces(c.rows, c.columns, chip.mxm_panel, c.group, matmul, c.bytes, collective, most, lead), \
         collective, lead
 
@@ -310,21 +308,24 @@ def staging_rule(system: SystemSpec, precision: str) -> Staging:
     lie in one group or across two (group_mesh), the larger."""
 
     def rule(work: Sequence[OpWork], collectives: Sequence[Collective]) -> list[tuple[int, ...]]:
-        times = [op_time(w, system, precision) for w in work]
-        return [max((_staged(c, times, system, s) for s in (False, True)), key=sum) for c in collectives]
+        out = []
+        for c in collectives:
+            if c.kind != "allreduce" or c.group <= 1:
+                out.append(())
+                continue
+            matmul = op_time(work[c.overlaps], system, precision).total_s if c.overlaps >= 0 else 0.0
+            meshes = {group_mesh(c.group, system, s) for s in (False, True)}
+            out.append(max((_staged(c, matmul, m, system) for m in sorted(meshes, key=repr)), key=sum))
+        return out
 
     return rule
 
 
-def _staged(c: Collective, times: list[Breakdown], system: SystemSpec, spans_groups: bool) -> tuple[int, ...]:
-    if c.kind != "allreduce" or c.group <= 1:
-        return ()
-    mesh = group_mesh(c.group, system, spans_groups)
+def _staged(c: Collective, matmul: float, mesh: DeviceMesh, system: SystemSpec) -> tuple[int, ...]:
     if c.overlaps < 0:
         return allreduce_staging(mesh, c.bytes, c.elements, system)
     per = max(1, c.bytes // max(1, c.elements))
-    pieces = _pieces(c, times, system, spans_groups)[0]
-    return tuple(b for a, z in pieces
+    return tuple(b for a, z in _pieces(c, matmul, mesh, system)[0]
                  for b in allreduce_staging(mesh, c.rows * (z - a) * per, c.rows * (z - a), system))
 
 

@@ -185,12 +185,11 @@ def _plan(capsys, *args: str) -> dict:
 
 
 def test_a_stage_takes_the_split_layout_only_where_it_is_the_better_one(tmp_path, capsys):
-    """Per stage: where both layouts fit a group the faster is taken (tiny-llama's 4-chip stages on 72 KiB
-    chips: the whole cache, no gathers; its chunks' all-reduces shoot, staging 8 KB, which on 64 KiB chips
-    only the split's shorter cache leaves room for), and where only the split fits, the split saves chips (an
-    8K context on lpu-mini: one 8-chip stage); the plan's JSON and stage table name the layout."""
-    target = tmp_path / "lpu-72k.toml"
-    target.write_text('base = "lpu-mini"\nname = "lpu-72k"\n[chip]\nsram_bytes = "72 KiB"\n'
+    """Per stage: where both layouts fit a group the faster is taken (tiny-llama's 4-chip stages on 64 KiB
+    chips: the whole cache, no gathers), and where only the split fits, the split saves chips (an 8K
+    context on lpu-mini: one 8-chip stage); the plan's JSON and stage table name the layout."""
+    target = tmp_path / "lpu-64k.toml"
+    target.write_text('base = "lpu-mini"\nname = "lpu-64k"\n[chip]\nsram_bytes = "64 KiB"\n'
                       'program_reserve_bytes = "1489 B"\n')
     fast = _plan(capsys, "--target", str(target), "--context", "256", "--prompt", "64")
     assert {(s["tp"], s.get("kv_layout")) for s in fast["stages"]} == {(4, "whole")}

@@ -277,9 +277,7 @@ def test_sram_address_and_offset_faults_are_flagged_when_they_change_any_logit(s
                 row = int(rng.choice(rows))
                 mutated = apply_fault(program, fault, row, rng)
                 verdicts[judge(subject, phase, kind, row, mutated).verdict] += 1
-    # (19 timing, 19 functional of 58: an all-reduce's shot stages its members' slices side by side in one
-    # value, so a fault moving an access to the next slice stays inside its own value, left to the numbers)
-    assert verdicts["missed"] == 0 and verdicts["timing"] > 15 and verdicts["functional"] > 0
+    assert verdicts["missed"] == 0 and verdicts["timing"] > 20 and verdicts["functional"] > 0
 
 
 def test_functional_failures_are_one_located_line_and_exit_2(llama, tmp_path, capsys):

@@ -293,9 +293,9 @@ def _pieces(c: Collective, matmul: float, mesh: DeviceMesh, system: SystemSpec
     chip = system.chip
 
     def collective(n: float) -> float:
-        return collective_time_s(c.kind, n, mesh, system)
+        return collective_time_s(c.kind, n, mesh, system, c.one_row)
 
-    most = max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system), c.rows)
+    most = max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system, c.one_row), c.rows)
     lead = piece_lead(c.rows, c.columns, chip.mxm_panel, c.group, c.scaled, _op_latency_s(system))
     return best_pieces(c.rows, c.columns, chip.mxm_panel, c.group, matmul, c.bytes, collective, most, lead), \
         collective, lead
@@ -323,15 +323,15 @@ def staging_rule(system: SystemSpec, precision: str) -> Staging:
 
 def _staged(c: Collective, matmul: float, mesh: DeviceMesh, system: SystemSpec) -> tuple[int, ...]:
     if c.overlaps < 0:
-        return allreduce_staging(mesh, c.bytes, c.elements, system)
+        return allreduce_staging(mesh, c.bytes, c.elements, system, c.one_row)
     per = max(1, c.bytes // max(1, c.elements))
     return tuple(b for a, z in _pieces(c, matmul, mesh, system)[0]
-                 for b in allreduce_staging(mesh, c.rows * (z - a) * per, c.rows * (z - a), system))
+                 for b in allreduce_staging(mesh, c.rows * (z - a) * per, c.rows * (z - a), system, c.one_row))
 
 
 def collective_s(c: Collective, system: SystemSpec, spans_groups: bool = False) -> float:
     """A tensor-parallel collective over its group's mesh (partition.mesh: direct exchanges per axis)."""
-    return collective_time_s(c.kind, c.bytes, collective_mesh(c, system, spans_groups), system)
+    return collective_time_s(c.kind, c.bytes, collective_mesh(c, system, spans_groups), system, c.one_row)
 
 
 def collective_mesh(c: Collective, system: SystemSpec, spans_groups: bool = False) -> DeviceMesh:

@@ -46,6 +46,7 @@ class Collective:
     hides: tuple[int, ...] = ()
     scaled: bool = False  # an overlapped matmul's products leave through a VOP (partition.chaining.piece_on_one_stream)
     elements: int = 0  # the tensor's elements (an all-reduce's slices are whole ones: its staging, _peak_live)
+    one_row: bool = False  # of one row (a decode step at batch 1): a node's chips may shoot it (mesh.may_shoot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,8 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
             piece = (len(work) - 1, _scaled(shape[0], k), shape[-1]) if i in pairs else ()
             collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, k), group, tp,
                                           *piece, scaled=i in pairs and scaled_after_mxm(chip_ops[pairs[i]]),
-                                          elements=_scaled(op.results[0].type.numel, k)))
+                                          elements=_scaled(op.results[0].type.numel, k),
+                                          one_row=len(shape) < 2 or _scaled(shape[0], k) == 1))
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
             collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp))
         if op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:

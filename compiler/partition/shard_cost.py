@@ -190,7 +190,8 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
                                           elements=_scaled(op.results[0].type.numel, k),
                                           one_row=len(shape) < 2 or _scaled(shape[0], k) == 1))
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
-            collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp))
+            one = _scaled(op.results[0].type.numel, k) == 1  # one gather of the pairs: a row's is one exchange
+            collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp, one_row=one))
         if op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:
             collectives.extend(_sequence_shard_exchanges(op, k, tp))
         at += [i] * (len(collectives) - first)

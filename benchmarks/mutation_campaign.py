@@ -232,25 +232,24 @@ def _clobber(c: Columns, row: int, rng: np.random.Generator) -> Columns:
 
 
 def _whole_values(c: Columns) -> np.ndarray:
-    """Contiguous READs and WRITEs of a local value that cover all of it: no access of the same value on
-    the chip overlaps one without having its range (any shift of one crosses the value's edge)."""
+    """Contiguous READs and WRITEs of a local value that cover all of it: every access of the same value on
+    the chip has the same range (any shift of one crosses the value's edge; a value accessed in several
+    ranges, an all-reduce's staged slices side by side, may shift into its own bytes)."""
     lo, hi, write = _ranges(c)
     rows = np.flatnonzero((lo >= 0) & (c["m"] == 0) & (c["val"] >= LOCAL_VALUES) & ~(c["flags"] & Flag.INDIRECT))
     if not len(rows):
         return np.zeros(len(lo), bool)
     key = np.stack([c["chip"][rows], c["val"][rows], lo[rows], hi[rows]], 1).astype(np.int64)
     ranges, inverse = np.unique(key, axis=0, return_inverse=True)
-    group = np.r_[True, (ranges[1:, :2] != ranges[:-1, :2]).any(1)]
-    clash = np.zeros(len(ranges), bool)
-    touching = ~group[1:] & (ranges[1:, 2] < ranges[:-1, 3])  # sorted by lo within (chip, val)
-    clash[1:] |= touching
-    clash[:-1] |= touching
+    first = np.r_[True, (ranges[1:, :2] != ranges[:-1, :2]).any(1)]
+    value = np.cumsum(first) - 1
+    alone = np.bincount(value)[value] == 1  # the only range of its value on its chip
     written = np.zeros(len(ranges), bool)
     written[inverse.reshape(-1)[write[rows]]] = True
     read = np.zeros(len(ranges), bool)
     read[inverse.reshape(-1)[~write[rows]]] = True
     out = np.zeros(len(lo), bool)
-    out[rows] = (~clash & written & read)[inverse.reshape(-1)]
+    out[rows] = (alone & written & read)[inverse.reshape(-1)]
     return out
 
 

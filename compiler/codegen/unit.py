@@ -114,7 +114,8 @@ def _collective(e: Emitter, coll: Collectives, op: Op) -> None:
     x, out = op.operands[0], op.results[0]
     e.result(out)
     if op.opcode is Opcode.ALLREDUCE:
-        last = coll.allreduce(x.name, out.name, out.type.nbytes, out.type.numel)
+        shape = out.type.shape
+        last = coll.allreduce(x.name, out.name, out.type.nbytes, out.type.numel, len(shape) < 2 or shape[0] == 1)
     elif op.attr["group"] < e.tp or out.type.shape[0] > 1:
         # feature shards side by side in every row (of a kv head's slices: among the chips sharing it)
         sub = coll.subgroup(op.attr["group"]) if op.attr["group"] < e.tp else coll

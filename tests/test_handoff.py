@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from compiler.cli import main
 from compiler.codegen.stage import StageBuilder
-from compiler.partition.cost import HandOff, handoff, handoff_links, hop_s
+from compiler.partition.cost import HandOff, handoff, handoff_links, handoff_parts, hop_s
 from ir.graph import Value
 from ir.isa import Op
 from ir.types import DType, TensorType
@@ -66,17 +66,23 @@ def test_the_plan_times_the_messages_the_lowering_emits(t0, t1, hops):
     send, recv = StageBuilder(LPU, (), set(), chips).handoff(value, (f0, t0), (f1, t1), tag=0)
     h = handoff(t0, t1, hops, LPU)
     piece = -(-value.type.nbytes // h.team)
+    k = handoff_parts(value.type.nbytes, hops, h, LPU)  # each message in k parts: 2 across nodes here
+    assert k == (2 if hops > 1 and 1 < h.team <= node else 1)
+    halves = {piece // k, piece - piece // k * (k - 1)}
     sends = [i for i in send.code.template.instrs if i.op is Op.SEND]
     per_link = Counter(i.unit for i in sends)
-    assert send.ranks == h.senders and len(sends) == h.messages and {i.src_bytes for i in sends} == {piece}
-    assert max(per_link.values()) == h.rounds(handoff_links(h, hops, LPU))
+    assert send.ranks == h.senders and len(sends) == h.messages * k and {i.src_bytes for i in sends} == halves
+    assert max(per_link.values()) == h.rounds(handoff_links(h, hops, LPU)) * k
     if hops > 1:  # a sending node's messages at once fit the links joining two nodes: 2 in a group, 1 across
         assert min(h.senders, node) * len(per_link) <= (2 if hops == 3 else 1)
     gathered = [i for i in recv.code.template.instrs if i.op is Op.RECV]
     link, local = (LPU.local_link if hops <= 1 else LPU.global_link), LPU.local_link
-    rounds = 1 if hops <= 1 else max(per_link.values())  # inside a node each message has its peer's own link
+    rounds = 1 if hops <= 1 else max(per_link.values()) // k  # inside a node each message has its peer's own link
     wire = hops * link.latency_s + rounds * piece / link.bw_bytes_per_s
     gather = local.latency_s + piece / local.bw_bytes_per_s if h.team > 1 else 0.0
+    if k == 2:  # the team gathers the first half while the second arrives: the receiver's last RECV and its gather
+        wire -= piece / 2 / link.bw_bytes_per_s  # each wait one half, and the other half of each runs together
+        gather -= piece / 2 / local.bw_bytes_per_s - max(piece / link.bw_bytes_per_s, piece / local.bw_bytes_per_s) / 2
     if h.team > node:  # the whole stage's team: its node's pieces, then each node's block to the other nodes
         q, block = h.team // node, piece * node
         # the nodes' level in slots of turned peers (partition.mesh.turn_slots), q - 1 of which run on each rank
@@ -88,7 +94,7 @@ def test_the_plan_times_the_messages_the_lowering_emits(t0, t1, hops):
         turns = max(max(block_units.values()), -(-node // 2))
         gather += 3 * link.latency_s + turns * block / link.bw_bytes_per_s
     else:
-        assert len(gathered) == h.team and {i.dst_bytes for i in gathered} == {piece}
+        assert len(gathered) == h.team * k and {i.dst_bytes for i in gathered} == halves
     assert hop_s(value.type.nbytes, hops, h, LPU) == pytest.approx(wire + gather, rel=1e-4)
 
 

@@ -133,7 +133,7 @@ class StageBuilder:
             send.instrs[src[0]].overhang = ends_in
             for k in range(h.teams // h.sets):  # sender r's message m to receiver k * served + r * slices + i
                 m = k * slices + i
-                for at, part in _halves(size, parts):  # one tag: the receiver's RECVs take them in order
+                for at, part in _parts(size, parts):  # one tag: the receiver's RECVs take them in order
                     sent[i].append(send.add(Instr(Isa.SEND, self.timing.link(part), unit=2 * (m % max(1, links)),
                                                   src_bytes=part, s_a=src[1], offset=at, tag=tag + m,
                                                   deps=((src[0], 0),),
@@ -148,7 +148,7 @@ class StageBuilder:
         t = Template(f"recv {value.name}", self.timing)
         e = Emitter(t, {value.name: Slot(Ref(Space.PORT_OUT, 0), value.type.nbytes)}, set())
         if parts > 1:
-            return self._receive_halves(t, e, value, h, hops, size, tag, parts)
+            return self._receive_parts(t, e, value, h, hops, size, tag, parts)
         stream = t.stream()
         team, served = h.team, h.team * h.sets
         # Receiver j takes piece j mod team from sender (j mod served) // slices, its message (j // served) *
@@ -172,10 +172,10 @@ class StageBuilder:
             e.write(value.name, stream, r, size, drain=False)
         return finish(t, (), (), (value,), port_bytes=e.port_bytes())
 
-    def _receive_halves(self, t: Template, e: Emitter, value: Value, h: HandOff, hops: int, size: int, tag: int,
+    def _receive_parts(self, t: Template, e: Emitter, value: Value, h: HandOff, hops: int, size: int, tag: int,
                         parts: int) -> UnitCode:
-        """_receive for a hand-off in halves (partition.cost.handoff_parts): each half's RECV, then its gather inside
-        the node, which runs on local links beside the next half's RECV on a global one."""
+        """_receive for a hand-off in parts (partition.cost.handoff_parts): each part's RECV, then its gather inside
+        the node, which runs on local links beside the next part's RECV on a global one."""
         team = h.team
         lv = [Level(team, 1, 1, max(1, team - 1))]
         coll = Collectives(e, lv)
@@ -186,25 +186,25 @@ class StageBuilder:
         local, far = self.system.local_links_per_chip, max(1, self.system.global_links_per_chip)
         unit = 2 * (-(-local // far) * far) + 1
         slot, last, ends = e.slots[value.name], None, []
-        for n, (at, part) in enumerate(_halves(size, parts)):
+        for n, (at, part) in enumerate(_parts(size, parts)):
             stream = t.stream()
             r = t.add(Instr(Isa.RECV, self.timing.link(part), unit=unit, dst_bytes=part, s_out=stream,
                             peer=Peer("prev", 0, team * h.sets, h.slices, hops), tag=tag,
                             deps=((last, 0),) if last is not None else ()))
-            last, name = r, f"{value.name}#{n}"  # the half's bytes of every piece, `size` apart
+            last, name = r, f"{value.name}#{n}"  # the part's bytes of every piece, `size` apart
             e.slots[name] = Slot(Ref(slot.ref.space, slot.ref.slot, slot.ref.offset + at, slot.ref.parts), part)
             own = coll._write(name, (r, stream), [(lv[0], size)], drain=False, block=part)
             ends.append(coll._gather(name, (r, stream), own, [(lv[0], size)], block=part))
             del e.slots[name]
-        final = t.instrs[ends[-1]]  # readers wait for the last write: it waits for the other half's
+        final = t.instrs[ends[-1]]  # readers wait for the last write: it waits for the other parts'
         final.deps = final.deps + tuple((w, 0) for w in ends[:-1])
         slot.ready = ends[-1]
         return finish(t, (), (), (value,), port_bytes=e.port_bytes())
 
 
-def _halves(size: int, halves: int) -> list[tuple[int, int]]:
-    """(offset, bytes) of a piece's parts: `halves` of nearly equal size."""
-    cuts = [size * j // halves for j in range(halves + 1)]
+def _parts(size: int, parts: int) -> list[tuple[int, int]]:
+    """(offset, bytes) of a piece's `parts` parts, of nearly equal size."""
+    cuts = [size * j // parts for j in range(parts + 1)]
     return [(a, b - a) for a, b in zip(cuts, cuts[1:], strict=False)]
 
 

@@ -467,25 +467,27 @@ def _handoff(sender_tp: int, receiver_tp: int, reach: int, f: _Fabric) -> HandOf
                for sets in range(1, receiver_tp // team + 1)
                if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp
                and (reach == 0 or min(team // slices * sets, node) <= f.pair(reach))]
-    return min(options, key=lambda h: (_per_byte_s(h, reach, f, 2 if _halves(h, reach, f) else 1), h.messages,
+    # ranked as a value large enough to go in parts would go, at least two where it may (handoff_parts)
+    return min(options, key=lambda h: (_per_byte_s(h, reach, f, 2 if _in_parts(h, reach, f) else 1), h.messages,
                                        h.senders))
 
 
-def _halves(h: HandOff, reach: int, f: _Fabric) -> bool:
-    """Whether `h`'s receivers may take their pieces in halves (handoff_parts, a value large enough aside)."""
+def _in_parts(h: HandOff, reach: int, f: _Fabric) -> bool:
+    """Whether `h`'s receivers may take their pieces in parts (handoff_parts, the value large enough)."""
     return bool(reach) and not f.switch and 1 < h.team <= f.node
 
 
 def handoff_parts(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> int:
-    """In how many parts each message of hand-off `h` of `nbytes` goes (plan and lowering, codegen.stage): two
-    where a receiver's piece comes over a global link (another node) and its team gathers on the node's local
-    links (direct links, a team inside one node), so the team gathers the first half while the second arrives,
-    and a half is longer on the wire than a hop's latency (shorter, the overlap gains less than the second
-    half's gather waits); else one."""
+    """In how many parts each message of hand-off `h` of `nbytes` goes (plan and lowering, codegen.stage). Where
+    a receiver's piece comes over a global link (another node) and its team gathers on the node's local links
+    (direct links, a team inside one node), the team gathers each part while the next arrives, so the receiver
+    waits for its whole piece and then one part's gather, not two pieces: as many parts as each stays at least a
+    hop's latency on the wire (what a message's first byte waits anyway; shorter parts would cost instructions
+    for a gain below it). Else one."""
     f, reach = _Fabric.of(system), _reach(hops)
-    if not _halves(h, reach, f):
+    if not _in_parts(h, reach, f):
         return 1
-    return 2 if -(-nbytes // h.team) / 2 / f.far.bw_bytes_per_s > f.far.latency_s else 1
+    return max(1, int(-(-nbytes // h.team) / f.far.bw_bytes_per_s / f.far.latency_s))
 
 
 def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
@@ -523,5 +525,5 @@ def _per_byte_s(h: HandOff, reach: int, f: _Fabric, k: int = 1) -> float:
     if f.spans_nodes(h):  # then each node's block of f.node pieces to the other nodes (codegen.collectives)
         gather += f.gather_nodes(h)[2] * f.node * share / f.far.bw_bytes_per_s
     piece = share / f.link(reach).bw_bytes_per_s
-    # in halves: the first half's RECV, then its gather beside the second's RECV, then the second's gather
+    # in k parts: the first part's RECV, then each part's gather beside the next one's RECV, then the last's gather
     return (rounds - 1) * piece + (piece + gather) / k + (k - 1) / k * max(piece, gather)

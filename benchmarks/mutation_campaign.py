@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tempfile
 import time
 from collections import Counter
@@ -37,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from compiler.build import compile_model
+from compiler.frontend.config import load_model_config
 from compiler.frontend.options import CompileOptions
+from compiler.planner import make_plan
 from ir.contract import LOCAL_VALUES, Prov
 from ir.errors import ExecutionError
 from ir.isa import Fn, Op
@@ -55,6 +58,10 @@ TOKENS = 2  # the first token and one decode step more: both Programs run
 TARGET_64K = 'base = "lpu-mini"\nname = "lpu-64k"\n[chip]\nsram_bytes = "64 KiB"\nprogram_reserve_bytes = "1489 B"\n'
 TARGET_128K = 'base = "lpu-mini"\nname = "lpu-128k"\n[chip]\nsram_bytes = "128 KiB"\nprogram_reserve_bytes = "2979 B"\n'
 WAFER = 'base = "wse3"\nmesh_rows = 24\nmesh_cols = 20\n'
+# Each build's embedding and layers on this many chips and its head on one more, so every build holds a
+# hand-off (the fewest chips hold tiny-llama and tiny-mixtral in one stage, the head's vocabulary shards
+# uneven): the builds the campaign was measured on.
+LAYER_CHIPS = {"tiny-llama": 6, "tiny-mixtral": 4}
 # (name, model, target file text or preset)
 BUILDS = (("tiny-llama", "tiny-llama", TARGET_64K), ("tiny-mixtral", "tiny-mixtral", TARGET_128K),
           ("tiny-mamba", "tiny-mamba", "lpu-mini"), ("tiny-llama-wafer", "tiny-llama", WAFER))
@@ -81,7 +88,8 @@ def compile_builds(root: Path, builds=BUILDS) -> list[Subject]:
             target = str(root / f"{name}.toml")
         path = root / name
         options = CompileOptions(context=64, prompt=32, prefill_chunk=16)
-        compile_model(model, target, options, path, weights="auto")
+        plan = _layers_then_head(model, target, options, LAYER_CHIPS[name], root) if name in LAYER_CHIPS else None
+        compile_model(model, target, options, path, weights="auto", plan_file=plan)
         build = load_build(path)
         wafer = build.system.is_mesh
         subject = Subject(name, path, None if wafer else build, build.system, dict(build.programs))
@@ -90,6 +98,18 @@ def compile_builds(root: Path, builds=BUILDS) -> list[Subject]:
             subject.clean = run_prompts(subject.build, PROMPTS, TOKENS)
         out.append(subject)
     return out
+
+
+def _layers_then_head(model: str, target: str, options: CompileOptions, tp: int, root: Path) -> Path:
+    """The searched plan edited to two stages: embedding and layers on chips 0..tp-1, the head on chip tp."""
+    plan = make_plan(model, target, options).to_dict()
+    first = {k: v for k, v in plan["stages"][0].items() if k not in ("kv_layout", "experts")}
+    last = f"layers.{load_model_config(model).num_layers - 1}"
+    plan["stages"] = [dict(first, units=["embed", last], tp=tp, chip_range=[0, tp - 1]),
+                      dict(first, index=1, units=["head", "head"], tp=1, chip_range=[tp, tp])]
+    path = root / f"{model}.plan.json"
+    path.write_text(json.dumps(plan))
+    return path
 
 
 # ---- faults: each takes the Program's columns (copies), a row and the generator; returns new columns
@@ -212,25 +232,24 @@ def _clobber(c: Columns, row: int, rng: np.random.Generator) -> Columns:
 
 
 def _whole_values(c: Columns) -> np.ndarray:
-    """Contiguous READs and WRITEs of a local value that cover all of it: no access of the same value on
-    the chip overlaps one without having its range (any shift of one crosses the value's edge)."""
+    """Contiguous READs and WRITEs of a local value that cover all of it: every access of the same value on
+    the chip has the same range (any shift of one crosses the value's edge; a value accessed in several
+    ranges, an all-reduce's staged slices side by side, may shift into its own bytes)."""
     lo, hi, write = _ranges(c)
     rows = np.flatnonzero((lo >= 0) & (c["m"] == 0) & (c["val"] >= LOCAL_VALUES) & ~(c["flags"] & Flag.INDIRECT))
     if not len(rows):
         return np.zeros(len(lo), bool)
     key = np.stack([c["chip"][rows], c["val"][rows], lo[rows], hi[rows]], 1).astype(np.int64)
     ranges, inverse = np.unique(key, axis=0, return_inverse=True)
-    group = np.r_[True, (ranges[1:, :2] != ranges[:-1, :2]).any(1)]
-    clash = np.zeros(len(ranges), bool)
-    touching = ~group[1:] & (ranges[1:, 2] < ranges[:-1, 3])  # sorted by lo within (chip, val)
-    clash[1:] |= touching
-    clash[:-1] |= touching
+    first = np.r_[True, (ranges[1:, :2] != ranges[:-1, :2]).any(1)]
+    value = np.cumsum(first) - 1
+    alone = np.bincount(value)[value] == 1  # the only range of its value on its chip
     written = np.zeros(len(ranges), bool)
     written[inverse.reshape(-1)[write[rows]]] = True
     read = np.zeros(len(ranges), bool)
     read[inverse.reshape(-1)[~write[rows]]] = True
     out = np.zeros(len(lo), bool)
-    out[rows] = (~clash & written & read)[inverse.reshape(-1)]
+    out[rows] = (alone & written & read)[inverse.reshape(-1)]
     return out
 
 

@@ -21,6 +21,7 @@ CASES = [
     ("llama-3.1-405b", "lpu", ["--precision", "fp16"]),
     ("llama-3.1-405b", "lpu", ["--precision", "int8", "--objective", "latency", "--max-chips", "10000"]),
     ("llama-3.1-70b", "h100", ["--precision", "fp16"]),
+    ("llama-3.1-405b", "h100", ["--precision", "fp16"]),  # 31k candidates: the footprint DP's largest case
     ("llama-3.1-8b", "wse3", ["--precision", "fp16"]),
     ("llama-3.1-70b", "wse3", ["--precision", "fp16"]),
     ("llama-3.1-405b", "wse3", ["--precision", "fp16"]),

@@ -124,6 +124,7 @@ FN_ARGS: dict[Fn | str, dict[str, type]] = {
     Fn.SOFTMAX: {"batch": int, "head_dim": int, "heads": int, "rows": int, "tokens": int, "scale": float,
                  "cold": int, "ring": int, "lse": bool},
     Fn.COMBINE: {"shards": int, "rows": int, "heads": int, "head_dim": int, "keep": int},
+    Fn.ARGBEST: {"limit": int},  # the vocabulary: a shard's ids from it on are padding, never the best
     Fn.TOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},
     Fn.ARGTOPK: {"k": int, "normalize": bool, "scoring": str, "groups": int, "scale": float, "topk_groups": int},
     Fn.QUANTIZE: {"format": str, "kv_heads": int},
@@ -137,6 +138,9 @@ FN_ARGS: dict[Fn | str, dict[str, type]] = {
     Fn.SCAN: {"batch": int, "channels": int, "rows": int, "state": int},
     "mxm": {"heads": int, "kv_heads": int, "rows": int},
 }
+
+# Arguments a function cannot go without (a VOP of it must name a fn_args entry that gives them).
+REQUIRED_ARGS: dict[Fn, tuple[str, ...]] = {Fn.ARGBEST: ("limit",)}
 
 # What each instruction set's Programs are written in.
 DIALECT_OF_ISA = {"tsp": "queues", "wse": "roles"}
@@ -174,6 +178,8 @@ def violations(program) -> Iterator[tuple[int, str]]:
             yield row, (f"{_opname(value)} sets {name}={int(c[name][row])}, a column a {_opname(value)} of the "
                         f"{program.dialect} dialect does not use")
     yield from _arg_violations(program)
+    yield from _missing_args(program)
+    yield from _limit_violations(program)
 
 
 def _arg_violations(program) -> Iterator[tuple[int, str]]:
@@ -196,6 +202,39 @@ def _arg_violations(program) -> Iterator[tuple[int, str]]:
                 what = fn if fn == "mxm" else fn.name.lower()
                 yield row, f"fn_args entry {key[0]} gives {what} an argument {name}={value!r} it does not take"
                 break
+
+
+def _missing_args(program) -> Iterator[tuple[int, str]]:
+    """The first VOP of each function in REQUIRED_ARGS that names no entry, or one without them."""
+    c, entries = program.cols, program.meta.get("fn_args", [])
+    for fn, names in REQUIRED_ARGS.items():
+        rows = np.flatnonzero((c["op"] == Op.VOP) & (c["fn"] == fn))
+        for row in rows.tolist():
+            imm = int(c["imm"][row])
+            given = entries[imm] if 0 <= imm < len(entries) else {}
+            missing = [n for n in names if n not in given]
+            if missing:
+                yield row, f"{fn.name.lower()} needs the argument {missing[0]} (imm={imm} gives none)"
+                break
+
+
+def _limit_violations(program) -> Iterator[tuple[int, str]]:
+    """ARGBEST's limit (ids from it on are padding) must leave each shard a real id (base < limit) and
+    fall within the shards that name it (limit <= the largest base + n): else it names no real boundary."""
+    c, entries = program.cols, program.meta.get("fn_args", [])
+    rows = np.flatnonzero((c["op"] == Op.VOP) & (c["fn"] == Fn.ARGBEST) & (c["imm"] >= 0) & (c["imm"] < len(entries)))
+    for imm in np.unique(c["imm"][rows]).tolist():
+        limit = entries[imm].get("limit")
+        if not _fits(limit, int):
+            continue  # _arg_violations or _missing_args says why
+        named = rows[c["imm"][rows] == imm]
+        empty = named[c["base"][named] >= limit]
+        if len(empty):
+            row = int(empty[0])
+            yield row, f"argbest's shard from id {int(c['base'][row])} holds no id below its limit {limit}"
+        top = int((c["base"][named] + c["n"][named]).max())
+        if limit > top:
+            yield int(named[0]), f"argbest's limit {limit} lies past every shard naming it (their ids end at {top})"
 
 
 def _fits(value, kind: type) -> bool:

@@ -80,7 +80,7 @@ class Fn(enum.IntEnum):
     TOPK = 12  # router scores -> the k best experts' weights (and, with ARGTOPK, their ids)
     ARGTOPK = 13
     QUANTIZE = 14  # 16-bit rows -> 8-bit codes and a scale per group (KV-cache writes)
-    ARGBEST = 15  # rows of a vocabulary shard -> each row's best (id + imm, value) pair
+    ARGBEST = 15  # rows of a vocabulary shard -> each row's best (id + base, value) pair among ids below its limit
     PICK = 16  # every shard's pairs -> each row's best id (ties to the lower id)
     ROUTE = 17  # an expert pass's output times each row's routing weight for that expert (0 if not routed)
     CONV1D = 18  # causal depthwise conv: rows (s_a) after the conv state (s_b), taps [C, K] (s_c)

@@ -53,13 +53,15 @@ class StageMemory:
 class Output:
     """Where a phase's output ends up: a value of stage `stage`, split in `shards` vocabulary shards,
     of `rows` rows; `row`: the row of each sequence's chunk it was taken from (prefill's logits: where
-    the compiled prompt ends in its last chunk), None when it has every row."""
+    the compiled prompt ends in its last chunk), None when it has every row; `cols`: a row's elements of
+    the whole value (the shards side by side may hold more: padding past the vocabulary), None: all."""
 
     stage: int
     value: str
     shards: int
     rows: int
     row: int | None = None
+    cols: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,9 @@ def _memory(data: object, where: str) -> MemoryMap:
 
 def _output(o: object, where: str) -> Output:
     row = None if _table(o, where).get("row") is None else _int(o, "row", where)
+    cols = None if o.get("cols") is None else _int(o, "cols", where, 1)
     return Output(_int(o, "stage", where), _str(o, "value", where), _int(o, "shards", where, 1),
-                  _int(o, "rows", where, 1), row)
+                  _int(o, "rows", where, 1), row, cols)
 
 
 def _stage(data: object, where: str) -> StageMemory:

@@ -487,11 +487,13 @@ OPDEFS: dict[Opcode, OpDef] = {
     # heads: the output is that many attention heads; a group wider than that
     # replicates heads (each chip keeps whole heads, as for GQA's kv heads).
     # transpose_b: w is stored [N,K] (x @ w.T), so a tied LM head reads the embedding table.
+    # vocab: the output features are the vocabulary (the LM head): split as the embedding's rows
+    # (passes.shard.vocab_share), the last shard padded with columns an argmax leaves out.
     # A quantized w's scales follow it: per output channel [N]; or (nvfp4, mxfp4, mxfp8) one per
     # block of 16 or 32 inputs of each output, [K/block, N] ([N, K/block] with transpose_b), then
     # NVFP4's f32 tensor scale [] (experts: [E, ...] and [E]), which multiplies the product.
     Opcode.MATMUL: OpDef((2, 4), {}, _matmul, _matmul_flops,
-                         optional={"split": str, "heads": int, "transpose_b": bool}),
+                         optional={"split": str, "heads": int, "transpose_b": bool, "vocab": bool}),
     Opcode.ADD: OpDef((2, 2), {}, _elementwise, _per_out(1)),
     Opcode.MUL: OpDef((2, 2), {}, _elementwise, _per_out(1)),
     Opcode.RMSNORM: OpDef((2, 2), {"eps": float}, _rmsnorm, _per_out(4)),
@@ -521,8 +523,9 @@ OPDEFS: dict[Opcode, OpDef] = {
     Opcode.GELU: OpDef((1, 1), {}, _unary, _per_out(8)),
     Opcode.SOFTMAX: OpDef((1, 1), {}, _unary, _per_out(5)),
     # shards: the input is one of that many vocabulary shards; the op also reduces the
-    # shards' best (value, index) pairs across the group, so every chip gets global ids.
-    Opcode.ARGMAX: OpDef((1, 1), {}, _argmax, _per_out(1), optional={"shards": int}),
+    # shards' best (value, index) pairs across the group, so every chip gets global ids;
+    # vocab: the ids below it are real (the last shard's padded columns past it never win).
+    Opcode.ARGMAX: OpDef((1, 1), {}, _argmax, _per_out(1), optional={"shards": int, "vocab": int}),
     Opcode.ALLREDUCE: OpDef((1, 1), {"group": int}, _unary, _per_out(1)),
     Opcode.ALLGATHER: OpDef((1, 1), {"group": int}, _allgather, _no_flops),
     Opcode.SEND: OpDef((1, 1), {"peer": int}, lambda ins, attrs: (), _no_flops),

@@ -66,7 +66,8 @@ What each instruction computes (the functional interpreter's contract):
            parts; COMBINE merges s shards' partials (each its context, then its two-part
            log-sum-exp per row and head: weights exp(lse - max), normalised) and keeps each
            row's `keep` features from `base` (zeros past its heads); ARGBEST adds `base` to its
-           ids, ROUTE weighs the experts from `base` on.
+           ids and takes only ids below fn_args `limit` (the vocabulary: a last shard's padded
+           columns never win), ROUTE weighs the experts from `base` on.
            SCAN (Mamba) leaves raw bytes: the new f32 state, then y in 16 bits; a WRITE stores
            the first dst_bytes of its stream.
            GROUP (routed prefill; fn_args rows, k, local): the i32 ids [rows, k] (s_a) and f32-held

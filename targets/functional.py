@@ -561,7 +561,13 @@ def _accept(ins, a, b, f):
 
 
 def _argbest(ins, a, b, f):
-    x = _operand_a(ins, a).reshape(ins["m"], ins["n"])
+    """Each row's best (global id, value) over the shard's ids below `limit` (the vocabulary: the last
+    shard's padded columns never win)."""
+    limit = f.get("limit")
+    if limit is None or min(ins["n"], limit - ins["base"]) < 1:
+        raise FunctionalError(f"vop.argbest: the shard from id {ins['base']} holds no id below its limit {limit}")
+    real = min(ins["n"], limit - ins["base"])
+    x = _operand_a(ins, a).reshape(ins["m"], ins["n"])[:, :real]
     pairs = np.zeros(ins["m"], PAIR)
     pairs["id"], pairs["value"] = np.argmax(x, axis=1) + ins["base"], x.max(axis=1)
     return pairs.view(np.uint8)
@@ -750,7 +756,7 @@ VECTOR: dict[Fn, Callable] = {
     Fn.UNGROUP: _ungroup,
 }
 _TAKES_ARGS = {Fn.RMSNORM, Fn.ROPE, Fn.SOFTMAX, Fn.SCALE, Fn.ADD, Fn.MUL, Fn.TOPK, Fn.ARGTOPK, Fn.ROUTE,
-               Fn.QUANTIZE, Fn.COMBINE, Fn.GROUP, Fn.UNGROUP,
+               Fn.QUANTIZE, Fn.COMBINE, Fn.GROUP, Fn.UNGROUP, Fn.ARGBEST,
                Fn.CONV1D, Fn.CONVSTATE, Fn.SCAN}
 
 

@@ -199,6 +199,9 @@ class Reference:
         batch = self.graph.inputs[0].type.shape[0]
         vocabulary = self.graph.outputs[0].type.shape[-1]
         for i, seq in enumerate(tokens):
+            if logits[i].shape[-1] != vocabulary:  # the host drops the last vocabulary shard's padding
+                raise ExecutionError(f"reference check: sequence {i}: the machine's logits have "
+                                     f"{logits[i].shape[-1]} columns, the vocabulary {vocabulary}")
             bad = [t for t in seq if not 0 <= t < vocabulary]
             if bad:
                 raise ExecutionError(f"reference check: sequence {i}: the machine chose token {bad[0]}, outside the "

@@ -288,13 +288,13 @@ def _host_inputs(build: Build, phase: str, stage: StageMemory, ids: np.ndarray, 
 
 
 def _gather_output(build: Build, phase: str, name: str, machine: Machine) -> np.ndarray:
-    """An output read off the last stage: every rank's vocabulary shard side by side."""
+    """An output read off the last stage: every rank's vocabulary shard side by side, the last one's
+    padding past the vocabulary dropped."""
     stage, addr, nbytes = _output(build, phase, name)
-    shards = build.memory.outputs[phase][name].shards
-    parts = [machine.read(stage.first_chip + r, addr, nbytes) for r in range(shards)]
+    where = build.memory.outputs[phase][name]
+    parts = [machine.read(stage.first_chip + r, addr, nbytes) for r in range(where.shards)]
     act = activation_dtype(build.programs[phase])
-    rows = build.memory.outputs[phase][name].rows
-    return np.concatenate([decode(p, act).reshape(rows, -1) for p in parts], axis=1)
+    return np.concatenate([decode(p, act).reshape(where.rows, -1) for p in parts], axis=1)[:, : where.cols]
 
 
 def _rows(build: Build, phase: str) -> int:

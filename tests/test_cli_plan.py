@@ -189,5 +189,5 @@ def test_chips_objective_weighs_ttft_among_the_fewest_chips_spanned(l70):
 
 
 def test_max_chips_counts_the_span(capsys):
-    """llama-3.1-8b spans at least 78 chips (77 with work): --max-chips 77 is refused, not placed wider."""
-    assert "spans at least 78 chips" in _error(capsys, "plan", "llama-3.1-8b", "--max-chips", "77")
+    """mistral-7b spans at least 70 chips (69 with work): --max-chips 69 is refused, not placed wider."""
+    assert "spans at least 70 chips" in _error(capsys, "plan", "mistral-7b", "--max-chips", "69")

@@ -80,6 +80,33 @@ def test_vector_function_arguments_follow_their_schema(builds):
     assert found and "rmsnorm an argument eps='small' it does not take" in found[0].detail
 
 
+def test_argbest_without_its_limit_or_with_a_bad_one_is_a_contract_hazard(builds):
+    """tiny-llama's head on 2 chips: each ARGBEST names the vocabulary (256) as its limit; without one,
+    or with one that leaves a shard no real id or lies past every shard, the Program is refused."""
+    target, decode, _ = builds["llama"]
+    system = load_target(target)
+    c = decode.cols
+    rows = np.flatnonzero((c["op"] == Op.VOP) & (c["fn"] == Fn.ARGBEST))
+    entry = int(c["imm"][rows[0]])
+    assert len(rows) == 2 and decode.meta["fn_args"][entry] == {"limit": 256}
+    assert not [h for h in execute(decode, system).hazards if h.kind == "contract"]
+
+    def found(program: Program) -> list[str]:
+        return [h.detail for h in execute(program, system).hazards if h.kind == "contract"]
+
+    def with_limit(limit) -> Program:
+        meta = json.loads(json.dumps(decode.meta))
+        meta["fn_args"][entry] = {} if limit is None else {"limit": limit}
+        return decode.with_meta(meta)
+
+    no_entry = found(_edited(decode, int(rows[0]), imm=-1))
+    assert any("argbest needs the argument limit (imm=-1 gives none)" in d for d in no_entry)
+    assert any(f"argbest needs the argument limit (imm={entry} gives none)" in d for d in found(with_limit(None)))
+    assert any("argbest an argument limit='256' it does not take" in d for d in found(with_limit("256")))
+    assert any("argbest's shard from id 128 holds no id below its limit 100" in d for d in found(with_limit(100)))
+    assert any("limit 300 lies past every shard naming it (their ids end at 256)" in d for d in found(with_limit(300)))
+
+
 def test_an_opcode_the_dialect_lacks_is_a_contract_hazard(builds):
     target, decode, _ = builds["wafer"]
     recv = int(np.flatnonzero(decode.cols["op"] == Op.RECV)[0])

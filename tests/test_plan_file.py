@@ -82,13 +82,20 @@ def test_a_wafer_plan_round_trips(capsys, tmp_path):
                                                _write(tmp_path, plan, "bad.json"), "-o", tmp_path / "w2")
 
 
+def _head_apart(plan: dict, tp: int, first: int) -> None:
+    """The head moved to a stage of its own, on `tp` chips from chip `first`."""
+    plan["stages"].append(plan["stages"][1] | {"index": 2, "units": ["head", "head"], "tp": tp,
+                                               "chip_range": [first, first + tp - 1]})
+    plan["stages"][1]["units"] = ["layers.1", "layers.1"]
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda p: p["stages"][1].update(units=["layers.0", "head"]), "starts at layers.0, the stage after the last must "
                                                                   "start at layers.1"),
     (lambda p: p["stages"][1].update(units=["layers.1", "layers.1"]), "units head .. head have no stage"),
     (lambda p: p["stages"][0].update(units=["embed", "layers.9"]), "the model has no unit 'layers.9'"),
-    (lambda p: p["stages"][1].update(tp=3, chip_range=[2, 4]),  # the vocabulary's logits split evenly
-     "3 chips do not split unit head (it splits 1, 2, 4, 8, 16, 32, 64, 128, 256 ways)"),
+    (lambda p: _head_apart(p, 40, 4),  # 7 ids a chip: the 40th chip's would start past the 256
+     "40 chips do not split unit head (it splits 1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 32, 64, 128, 256 ways)"),
     (lambda p: p["stages"][1].update(chip_range=[1, 2]), "stages[1].chip_range starts at chip 1, inside stages[0]"),
     (lambda p: p["stages"][0].update(chip_range=[0, 5]), "chip_range 0..5 holds 6 chips, tp says 2"),
     (lambda p: p["options"].update(precision="int8"), "options.precision is 'int8', the command line's 'fp16'"),

@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.cli import main
+from compiler.frontend import build_graph, load_model_config
 from compiler.image import pad_heads, shard_of
-from compiler.passes.shard import feature_width, head_case, head_split
+from compiler.passes.shard import allowed_tp, feature_width, head_case, head_split, splits_vocab, vocab_share
+from ir.weights import random_weights
 from tests.capacity import fewest_chips
 from tests.cli_errors import layers_then_head
 
@@ -116,3 +118,81 @@ def test_jamba_plans_near_its_capacity_bound_on_groups_not_powers_of_two(capsys)
     assert chips <= 1.05 * plan["chips_lower_bound"]
     assert plan["footprint_chips"] <= spanned  # the plan then spans no more than those stages would
     assert any(8192 % s["tp"] for s in plan["stages"])
+
+
+# ---------------------------------------------------------------- the LM head on any group: vocabulary shards
+
+
+@given(vocab=st.integers(1, 200_000), t=st.integers(1, 128))
+def test_a_vocabulary_share_leaves_no_chip_without_a_real_id(vocab, t):
+    """vocab_share's t rule (the embedding's rows, the head's columns, the argmax): allowed exactly when
+    every chip's run of ids [r w, (r + 1) w) starts below the vocabulary, and then the padding is under
+    one id a chip."""
+    w = vocab_share(vocab, t)
+    assert splits_vocab(vocab, t) == all(rank * w < vocab for rank in range(t))
+    if splits_vocab(vocab, t):
+        assert w * t >= vocab and w * t - vocab < t
+
+
+def test_the_head_takes_every_group_its_vocabulary_splits_over(tmp_path):
+    """A head of 1000 ids (norm, matmul, argmax): 3 and 7 chips qualify (no divisors), as any t whose share
+    leaves every chip a real id; 41 do not (25 a chip: the 41st would start at id 1000)."""
+    cfg = json.loads(Path("examples/models/tiny-llama.json").read_text()) | {"vocab_size": 1000}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    graph = build_graph(load_model_config(str(tmp_path / "config.json")), "decode", context=64)
+    head = list(graph.ops_in("head"))
+    assert allowed_tp(head, 200) == [t for t in range(1, 201) if splits_vocab(1000, t)]
+    assert {3, 7} <= set(allowed_tp(head, 200)) and 41 not in allowed_tp(head, 200)
+
+
+def _negative_logits(graph_config: Path, out: Path) -> Path:
+    """Random weights whose every logit is negative (attention and MLP outputs zero, so the residual is
+    the token's own positive embedding row, and the head's columns all negative): a padded logit column
+    (zero) would beat every real one, were it not kept out (ARGBEST's limit, the host's slice)."""
+    graph = build_graph(load_model_config(str(graph_config)), "decode", context=64, prompt=16)
+    w = random_weights(graph)
+    for name in w:
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            w[name][:] = 0
+    w["embed_tokens.weight"] = np.abs(w["embed_tokens.weight"])
+    w["lm_head.weight"] = -np.abs(w["lm_head.weight"])
+    np.savez(out, **w)
+    return out
+
+
+@pytest.mark.parametrize(("tied", "head_tp"), [(False, 3), (True, 7)])
+def test_a_head_whose_vocabulary_its_group_does_not_divide_runs_as_the_reference(tmp_path, capsys, tied, head_tp):
+    """tiny-llama with 1000 ids. Untied: embedding and layers on 2 chips, the head on 3 (334 ids a chip, the
+    last 332 real), on weights whose every logit is negative, so the padding would win. Tied: the whole
+    model on 7 chips (143 a chip, the last 142), the embedding's rows and the head's columns one shard."""
+    cfg = json.loads(Path("examples/models/tiny-llama.json").read_text()) | {"vocab_size": 1000,
+                                                                            "tie_word_embeddings": tied}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    args = [str(tmp_path / "config.json"), "--target", "lpu-mini", "--context", "64", "--prompt", "16",
+            "--prefill-chunk", "8"]
+    assert main(["plan", *args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    first = plan["stages"][0]
+    if tied:
+        stages = [dict(first, units=["embed", "head"], tp=head_tp, chip_range=[0, head_tp - 1])]
+    else:
+        head = {k: v for k, v in first.items() if k != "kv_layout"}
+        stages = [dict(first, units=["embed", "layers.1"], tp=2, chip_range=[0, 1]),
+                  dict(head, units=["head", "head"], tp=head_tp, chip_range=[2, 1 + head_tp])]
+    (tmp_path / "plan.json").write_text(json.dumps(plan | {"stages": stages}))
+    weights = ["--weights", str(_negative_logits(tmp_path / "config.json", tmp_path / "w.npz"))] if not tied else []
+    assert main(["compile", *args, "--plan", str(tmp_path / "plan.json"), "-o", str(tmp_path / "b"), *weights]) == 0
+    capsys.readouterr()
+    memory = json.loads((tmp_path / "b" / "memory.json").read_text())
+    for phase in ("decode", "prefill"):
+        assert {k: memory["outputs"][phase]["logits"][k] for k in ("shards", "cols")} == {"shards": head_tp,
+                                                                                         "cols": 1000}
+    table = "embed_tokens.weight" if tied else "lm_head.weight"
+    held = next(r["bytes"] for r in memory["stages"][-1]["regions"] if r["name"] == table)
+    assert held >= vocab_share(1000, head_tp) * 64 * 2 and 1000 % head_tp  # the padded share is held
+    for prompt in ("1 7 42 99 3 250 17 8 200 5", "999 998 4"):
+        assert main(["run", str(tmp_path / "b"), "--functional", "--check-reference", "--prompt", prompt,
+                     "--tokens", "3", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["reference"]["passed"] and out["hazards"] == []
+        assert all(t < 1000 for t in out["tokens"]["generated"])

@@ -4,7 +4,8 @@ Inside a node the chips are fully connected, so a reduce-scatter is one message 
 bytes/p to each peer on its own link, all at once; across q nodes the chips with the
 same local rank exchange their slice over the global links (rounds when q-1 exceeds
 them). The all-gather runs the levels back. Levels after the first `reduced` (partition.mesh.
-allreduce_steps: whichever is shortest for the bytes) exchange the slice left in one shot instead.
+allreduce_steps: whichever is shortest for the bytes) exchange the slice left in one shot instead, their
+staging buffers the ones partition.mesh.staged_slots counts for the plan.
 This is the algorithm partition.mesh.collective_s times, so the plan's estimate and the schedule agree.
 
 Buffer layout: a slice's offset is the sum over levels of (its index in that level's
@@ -77,15 +78,16 @@ class Collectives:
     def __init__(self, e: Emitter, lv: list[Level]):
         self.e, self.levels, self.tag = e, lv, 0
 
-    def allreduce(self, x: str, out: str, nbytes: int, elements: int, fn: Fn = Fn.SUM,
+    def allreduce(self, x: str, out: str, nbytes: int, elements: int, one_row: bool, fn: Fn = Fn.SUM,
                   src: tuple[int, int] | None = None) -> int:
         """Reduce-scatter the `reduced` innermost levels, innermost first, exchange the rest in one shot,
         then gather outermost first; returns the last write. Slices are whole elements; when they do not
         divide the tensor, `out` grows to hold the last slice's overhang, so no write lands past its buffer.
-        `src`: x already whole on a stream (its producer and stream), its first sends taken off it."""
+        `src`: x already whole on a stream (its producer and stream), its first sends taken off it. `one_row`: of
+        one row, which a node's chips may shoot (partition.mesh.may_shoot)."""
         cur = src or self.e.read(x)
         elem_bytes = max(1, nbytes // max(1, elements))
-        tree = self.levels[:self.reduced(nbytes)]
+        tree = self.levels[:self.reduced(nbytes, one_row)]
         # Slices nest: each level's slice is exactly its group's finer slices, so a rank's bytes are
         # its own at every level (ceil level by level would let an outer level's slices overhang the
         # inner slice they split, and two ranks write the same bytes).
@@ -207,20 +209,20 @@ class Collectives:
             acc = self.e.vop(fn, 1, elems, acc, r, 2 * size, offset=own if k == 0 else 0)
         return acc
 
-    def reduced(self, nbytes: int) -> int:
+    def reduced(self, nbytes: int, one_row: bool) -> int:
         """How many levels an all-reduce of `nbytes` reduce-scatters: partition.mesh's rule (allreduce_steps)
         on this group's levels, in cycles."""
-        return allreduce_steps(self._steps(), nbytes, self.e.t.timing.drain_cycles)[1]
+        return allreduce_steps(self._steps(one_row), nbytes, self.e.t.timing.drain_cycles)[1]
 
-    def allreduce_cycles(self, nbytes: float) -> float:
+    def allreduce_cycles(self, nbytes: float, one_row: bool) -> float:
         """An all-reduce's link cycles by its bytes, as partition.mesh.collective_s times it."""
-        return allreduce_steps(self._steps(), nbytes, self.e.t.timing.drain_cycles)[0]
+        return allreduce_steps(self._steps(one_row), nbytes, self.e.t.timing.drain_cycles)[0]
 
-    def _steps(self) -> list[Step]:
+    def _steps(self, one_row: bool) -> list[Step]:
         t = self.e.t.timing
         return [Step(lv.group, lv.hops * t.link_latency_cycles,
                      clique_rounds(lv.group, lv.links, lv.crowd, lv.pair_links), 1 / t.link_bytes_per_cycle,
-                     may_shoot(lv.group, i, len(self.levels)))
+                     may_shoot(lv.group, i, len(self.levels), one_row), lv.turned)
                 for i, lv in enumerate(self.levels)]
 
     def _exchange(self, lv: Level, stage: str, cur: tuple[int, int], size: int, elems: int, fn: Fn,

@@ -10,6 +10,7 @@ no drain); no buffer beyond the partial sums and the result, which the plan's ac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from compiler.codegen.collectives import Collectives
@@ -30,7 +31,8 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
     scaled = scaled_after_mxm(mm)
     lead = piece_lead(rows, cols, e.t.timing.panel, e.tp, scaled, e.t.timing.drain_cycles)
     pieces = best_pieces(rows, cols, e.t.timing.panel, e.tp, product, part.type.nbytes, collective,
-                         max_pieces([lv.group for lv in coll.levels], coll.reduced(part.type.nbytes), rows), lead)
+                         max_pieces([lv.group for lv in coll.levels], coll.reduced(part.type.nbytes, rows == 1), rows),
+                         lead)
     if len(pieces) == 1:
         return False
     e.slots[part.name] = Slot(e.t.local(part.type.nbytes), part.type.nbytes)
@@ -46,7 +48,7 @@ def lower_overlapped(e: Emitter, coll: Collectives, mm: Op, ar: Op) -> bool:
         reduced = f"{out.name}.p{j}"
         _alias(e, reduced, part.name if staged else out.name, rows * c0 * 2, piece.type.nbytes)
         on_stream = piece_on_one_stream(rows, width, e.t.timing.panel, e.tp, scaled)
-        done = coll.allreduce(piece.name, reduced, piece.type.nbytes, rows * width,
+        done = coll.allreduce(piece.name, reduced, piece.type.nbytes, rows * width, rows == 1,
                               src=_scale_stream(e) if on_stream else None)
         if staged:  # into columns [c0, c1) of every row
             r = e.read(reduced)
@@ -75,7 +77,7 @@ def _cycles(e: Emitter, coll: Collectives, mm: Op) -> tuple[int, Callable[[float
     with (partition.cost, partition.mesh.allreduce_steps)."""
     x, w, part = mm.operands[0], mm.operands[1], mm.results[0]
     (m, k), n, t = x.type.shape, part.type.shape[1], e.t.timing
-    return t.mxm(m, k, n, FMT[w.type.dtype]), coll.allreduce_cycles
+    return t.mxm(m, k, n, FMT[w.type.dtype]), functools.partial(coll.allreduce_cycles, one_row=m == 1)
 
 
 def _alias(e: Emitter, name: str, of: str, offset: int, nbytes: int) -> None:

@@ -114,7 +114,8 @@ def _collective(e: Emitter, coll: Collectives, op: Op) -> None:
     x, out = op.operands[0], op.results[0]
     e.result(out)
     if op.opcode is Opcode.ALLREDUCE:
-        last = coll.allreduce(x.name, out.name, out.type.nbytes, out.type.numel)
+        shape = out.type.shape
+        last = coll.allreduce(x.name, out.name, out.type.nbytes, out.type.numel, len(shape) < 2 or shape[0] == 1)
     elif op.attr["group"] < e.tp or out.type.shape[0] > 1:
         # feature shards side by side in every row (of a kv head's slices: among the chips sharing it)
         sub = coll.subgroup(op.attr["group"]) if op.attr["group"] < e.tp else coll
@@ -127,8 +128,9 @@ def _collective(e: Emitter, coll: Collectives, op: Op) -> None:
 
 
 def _sharded_argmax(e: Emitter, coll: Collectives, op: Op) -> None:
-    """Each chip's best (id, value) pair per row over its vocabulary shard, an all-gather of
-    the pairs, then every chip picks the best: ids are global and the same on every chip."""
+    """Each chip's best (id, value) pair per row over its vocabulary shard (ids from the vocabulary
+    on, the last shard's padding, never win: ARGBEST's limit), an all-gather of the pairs, then every
+    chip picks the best: ids are global and the same on every chip."""
     x, out = op.operands[0], op.results[0]
     rows, shards = out.type.numel, op.attr["shards"]
     width = x.type.numel // rows
@@ -136,7 +138,8 @@ def _sharded_argmax(e: Emitter, coll: Collectives, op: Op) -> None:
     for v, nbytes in ((pairs, rows * 8), (gathered, rows * 8 * shards)):
         e.slots[v.name] = Slot(e.t.local(nbytes), nbytes)
     r = e.read(x.name)
-    i, s = e.vop(Fn.ARGBEST, rows, width, r, bytes_in=x.type.nbytes, base=Rel(per_rank=width))
+    i, s = e.vop(Fn.ARGBEST, rows, width, r, bytes_in=x.type.nbytes, base=Rel(per_rank=width),
+                 args={"limit": op.attr["vocab"]})
     e.done(pairs, e.write(pairs.name, s, i, rows * 8))
     e.done(gathered, coll.allgather(pairs.name, gathered.name, rows * 8 * shards))
     i, s = e.vop(Fn.PICK, rows, shards, e.read(gathered.name), bytes_in=rows * 8 * shards)

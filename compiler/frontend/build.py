@@ -75,10 +75,10 @@ def _head(b: Builder, config: ModelConfig, x: Value, table: Value, phase: str, t
     if config.tie_word_embeddings:
         # One stored table serves both ends: the head reads it as [V, H] (x @ table.T), so
         # the weight is declared once and counted once.
-        logits = b.op(Opcode.MATMUL, h, table, name="logits", split="col", transpose_b=True)
+        logits = b.op(Opcode.MATMUL, h, table, name="logits", split="col", transpose_b=True, vocab=True)
     else:
         head = b.param("lm_head.weight", config.dtype, config.hidden_size, config.vocab_size)
-        logits = b.op(Opcode.MATMUL, h, head, name="logits", split="col")
+        logits = b.op(Opcode.MATMUL, h, head, name="logits", split="col", vocab=True)
     if phase == "prefill":
         return (logits,)
     next_tokens = b.op(Opcode.ARGMAX, logits, name="next_tokens")

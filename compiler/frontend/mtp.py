@@ -48,8 +48,8 @@ def build_mtp_graph(config: ModelConfig, *, context: int = 4096, batch: int = 1,
         n = b.op(Opcode.RMSNORM, x, layer.param("shared_head.norm.weight", config.hidden_size),
                  eps=config.rms_norm_eps)
         last = depth == config.mtp_layers - 1
-        logits = b.op(Opcode.MATMUL, n, layer.param("shared_head.head.weight", config.hidden_size,
-                                                    config.vocab_size), name="logits" if last else None, split="col")
+        head = layer.param("shared_head.head.weight", config.hidden_size, config.vocab_size)
+        logits = b.op(Opcode.MATMUL, n, head, name="logits" if last else None, split="col", vocab=True)
         proposals.append(b.op(Opcode.ARGMAX, logits, name=proposal_name(depth)))
         h = x
     return b.finish(logits, *proposals, h)

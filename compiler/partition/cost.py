@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from compiler.partition.chaining import piece_lead
@@ -19,6 +19,7 @@ from compiler.partition.mesh import (
     LOCAL,
     Axis,
     DeviceMesh,
+    allreduce_staging,
     chip_mesh,
     clique_rounds,
     collective_wire_s,
@@ -26,7 +27,16 @@ from compiler.partition.mesh import (
 )
 from compiler.partition.mesh import collective_s as collective_time_s
 from compiler.partition.overlap import best_pieces, max_pieces, pair_s
-from compiler.partition.shard_cost import STAGING_SLOTS, Block, Collective, OpWork, ShardCost, TierWork, instructions
+from compiler.partition.shard_cost import (
+    STAGING_SLOTS,
+    Block,
+    Collective,
+    OpWork,
+    ShardCost,
+    Staging,
+    TierWork,
+    instructions,
+)
 from ir.ops import Opcode
 from targets.spec import ChipSpec, LinkSpec, SystemSpec
 from targets.topology import chip_hops, node_wires
@@ -271,24 +281,58 @@ def _exposed_s(c: Collective, times: list[Breakdown], system: SystemSpec, spans_
     matmul (partition.overlap), what the pair takes beyond the matmul alone."""
     if c.overlaps < 0:
         return collective_s(c, system, spans_groups)
-    chip = system.chip
-    mesh = group_mesh(c.group, system, spans_groups)
-    matmul = times[c.overlaps].total_s
-
-    def collective(n: float) -> float:
-        return collective_time_s(c.kind, n, mesh, system)
-
-    most = max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system), c.rows)
-    drain = _op_latency_s(system)
-    lead = piece_lead(c.rows, c.columns, chip.mxm_panel, c.group, c.scaled, drain)
-    pieces = best_pieces(c.rows, c.columns, chip.mxm_panel, c.group, matmul, c.bytes, collective, most, lead)
+    matmul, drain = times[c.overlaps].total_s, _op_latency_s(system)
+    pieces, collective, lead = _pieces(c, matmul, group_mesh(c.group, system, spans_groups), system)
     # the chain already charges one drain, as the latency of the all-reduce's reader
     return pair_s(matmul, c.bytes, pieces, collective, lead) - drain - matmul
 
 
+def _pieces(c: Collective, matmul: float, mesh: DeviceMesh, system: SystemSpec
+            ) -> tuple[tuple[tuple[int, int], ...], Callable[[float], float], Callable[[int, int], float]]:
+    """An all-reduce's column pieces under its matmul of `matmul` seconds (partition.overlap.best_pieces, as
+    codegen.overlap cuts them), its time by bytes over the mesh and each piece's lead."""
+    chip = system.chip
+
+    def collective(n: float) -> float:
+        return collective_time_s(c.kind, n, mesh, system, c.one_row)
+
+    most = max_pieces([axis.size for axis in mesh.axes], reduced_axes(mesh, c.bytes, system, c.one_row), c.rows)
+    lead = piece_lead(c.rows, c.columns, chip.mxm_panel, c.group, c.scaled, _op_latency_s(system))
+    return best_pieces(c.rows, c.columns, chip.mxm_panel, c.group, matmul, c.bytes, collective, most, lead), \
+        collective, lead
+
+
+def staging_rule(system: SystemSpec, precision: str) -> Staging:
+    """shard_cost's rule for the buffers a unit's all-reduces stage on this target (partition.mesh.allreduce_staging:
+    a shot of more than two members, a turned reduce-scatter), each piece of one under its matmul staging its own
+    (all counted at once: a piece's exchange may still run while the next one's starts); of a stage that may
+    lie in one group or across two (group_mesh), the larger."""
+
+    def rule(work: Sequence[OpWork], collectives: Sequence[Collective]) -> list[tuple[int, ...]]:
+        out = []
+        for c in collectives:
+            if c.kind != "allreduce" or c.group <= 1:
+                out.append(())
+                continue
+            matmul = op_time(work[c.overlaps], system, precision).total_s if c.overlaps >= 0 else 0.0
+            meshes = {group_mesh(c.group, system, s) for s in (False, True)}
+            out.append(max((_staged(c, matmul, m, system) for m in sorted(meshes, key=repr)), key=sum))
+        return out
+
+    return rule
+
+
+def _staged(c: Collective, matmul: float, mesh: DeviceMesh, system: SystemSpec) -> tuple[int, ...]:
+    if c.overlaps < 0:
+        return allreduce_staging(mesh, c.bytes, c.elements, system, c.one_row)
+    per = max(1, c.bytes // max(1, c.elements))
+    return tuple(b for a, z in _pieces(c, matmul, mesh, system)[0]
+                 for b in allreduce_staging(mesh, c.rows * (z - a) * per, c.rows * (z - a), system, c.one_row))
+
+
 def collective_s(c: Collective, system: SystemSpec, spans_groups: bool = False) -> float:
     """A tensor-parallel collective over its group's mesh (partition.mesh: direct exchanges per axis)."""
-    return collective_time_s(c.kind, c.bytes, collective_mesh(c, system, spans_groups), system)
+    return collective_time_s(c.kind, c.bytes, collective_mesh(c, system, spans_groups), system, c.one_row)
 
 
 def collective_mesh(c: Collective, system: SystemSpec, spans_groups: bool = False) -> DeviceMesh:

@@ -22,7 +22,10 @@ An all-reduce reduce-scatters its inner axes, exchanges the slice left over its 
 each (every member sends the slice to every other and sums what arrives: one latency instead of two, for
 size times the bytes), then all-gathers the inner axes back; how many axes reduce-scatter is whichever is
 shortest for its bytes (allreduce_steps) among the forms whose shot axes may shoot (may_shoot: two
-members, or the nodes' axis): the nodes' axis of a decode row takes one shot, a prefill chunk's does not.
+members, the nodes' axis, or a node's chips for one row): the nodes' axis of a decode row takes one shot, a
+prefill chunk's does not, and a node's chips shoot a decode row's small slices (its last pieces). A shot
+of more than two members, and a reduce-scatter whose messages take turns, stage the members' slices to
+sum them in one order (allreduce_staging), which the plan counts in the unit's activations.
 
 The plan's estimate, the lowering and the interpreter's checks all follow these rules.
 """
@@ -150,12 +153,12 @@ def clique_s(axis: Axis, slice_bytes: float, system: SystemSpec) -> float:
     return axis.hops * link.latency_s + axis.rounds * slice_bytes / link.bw_bytes_per_s
 
 
-def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec) -> float:
+def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec, one_row: bool = False) -> float:
     """An all-reduce or an all-gather of `nbytes` (the whole tensor) over a chip mesh's axes, innermost
     first: an all-gather moves, on each axis, the slice that is left; an all-reduce is allreduce_steps'
-    on the axes (reduced_axes of them reduce-scatter)."""
+    on the axes (reduced_axes of them reduce-scatter; `one_row`: of one row, may_shoot)."""
     if kind == "allreduce":
-        return allreduce_steps(_steps(mesh, system), nbytes, _drain_s(system))[0]
+        return allreduce_steps(_steps(mesh, system, one_row), nbytes, _drain_s(system))[0]
     total, share = 0.0, nbytes
     for axis in mesh.axes:
         share /= axis.size
@@ -166,33 +169,35 @@ def collective_s(kind: str, nbytes: float, mesh: DeviceMesh, system: SystemSpec)
 @dataclass(frozen=True, slots=True)
 class Step:
     """One axis of an all-reduce as allreduce_steps times it, in any one time unit: `latency` to the axis's
-    farthest member, `rounds` times a slice's time per byte (`per_byte`) on its links, and whether it may
-    exchange in one shot (may_shoot; a clique or a switch, whose members reach each other directly)."""
+    farthest member, `rounds` times a slice's time per byte (`per_byte`) on its links, whether it may
+    exchange in one shot (a clique or a switch, whose members reach each other directly; not a line), and
+    whether its chips' messages take turns (a nodes' level: turn_slots), so that its exchanges stage."""
 
     size: int
     latency: float
     rounds: float
     per_byte: float
     shot: bool = True
+    turned: bool = False
 
 
-def _steps(mesh: DeviceMesh, system: SystemSpec) -> list[Step]:
+def _steps(mesh: DeviceMesh, system: SystemSpec, one_row: bool) -> list[Step]:
     steps = []
     for i, axis in enumerate(mesh.axes):
         link = link_of(axis, system)
         steps.append(Step(axis.size, axis.hops * link.latency_s, axis.rounds, 1 / link.bw_bytes_per_s,
-                          axis.shape != LINE and may_shoot(axis.size, i, len(mesh.axes))))
+                          axis.shape != LINE and may_shoot(axis.size, i, len(mesh.axes), one_row), axis.crowd > 0))
     return steps
 
 
-def may_shoot(size: int, level: int, levels: int) -> bool:
+def may_shoot(size: int, level: int, levels: int, one_row: bool) -> bool:
     """Whether level `level` (of `levels`, innermost first) of an all-reduce may exchange in one shot: two
-    members add each other's slice straight off
-    the streams; more stage the members' slices to add them in one order (codegen.collectives._exchange),
-    size times the slice. The nodes' (outer) level stages q slices of 1 / node of the tensor; a node's level
-    of more than two chips would stage size times the whole tensor, which the plan's activation peak
-    (shard_cost._peak_live) does not count, so it keeps its two steps."""
-    return size == 2 or 0 < level == levels - 1
+    members add each other's slice straight off the streams; more stage the members' slices to add them in
+    one order (codegen.collectives._exchange), size times the slice, which the plan counts (allreduce_staging).
+    The nodes' (outer) level stages q slices of 1 / node of the tensor. A node's level of more chips stages
+    size times the whole tensor: a decode row's (`one_row`, a few KB) may, a prefill chunk's keeps its two
+    steps, since its staging would grow with the chunk and take the room the chunk search fills."""
+    return size == 2 or 0 < level == levels - 1 or one_row
 
 
 def allreduce_steps(steps: Sequence[Step], nbytes: float, drain: float) -> tuple[float, int]:
@@ -216,9 +221,33 @@ def allreduce_steps(steps: Sequence[Step], nbytes: float, drain: float) -> tuple
     return best if best is not None else (0.0, 0)
 
 
-def reduced_axes(mesh: DeviceMesh, nbytes: float, system: SystemSpec) -> int:
+def staged_slots(steps: Sequence[Step], reduced: int, elements: int, elem_bytes: int) -> tuple[int, ...]:
+    """Bytes of each buffer an all-reduce of `elements` whose first `reduced` steps reduce-scatter stages
+    (codegen.collectives, which cuts slices of whole elements nesting over those steps): a turned
+    reduce-scatter stages its members' slices (size x its slice), and so does a shot, of the slice left, unless
+    it has two members that do not turn (they add each other's slice straight off the streams)."""
+    total = math.prod(s.size for s in steps[:reduced])
+    share, slots = -(-elements // total) * total, []
+    for s in steps[:reduced]:
+        share //= s.size
+        if s.turned:
+            slots.append(s.size * share * elem_bytes)
+    slots += [s.size * share * elem_bytes for s in steps[reduced:] if s.turned or s.size > 2]
+    return tuple(slots)
+
+
+def allreduce_staging(mesh: DeviceMesh, nbytes: int, elements: int, system: SystemSpec,
+                      one_row: bool = False) -> tuple[int, ...]:
+    """The buffers an all-reduce of `nbytes` in `elements` over the mesh stages, in the form allreduce_steps
+    takes for its bytes."""
+    steps = _steps(mesh, system, one_row)
+    reduced = allreduce_steps(steps, nbytes, _drain_s(system))[1]
+    return staged_slots(steps, reduced, elements, max(1, nbytes // max(1, elements)))
+
+
+def reduced_axes(mesh: DeviceMesh, nbytes: float, system: SystemSpec, one_row: bool = False) -> int:
     """How many of the mesh's axes an all-reduce of `nbytes` reduce-scatters (allreduce_steps)."""
-    return allreduce_steps(_steps(mesh, system), nbytes, _drain_s(system))[1]
+    return allreduce_steps(_steps(mesh, system, one_row), nbytes, _drain_s(system))[1]
 
 
 def _drain_s(system: SystemSpec) -> float:
@@ -226,10 +255,10 @@ def _drain_s(system: SystemSpec) -> float:
     return system.chip.op_latency_cycles / system.chip.clock_hz
 
 
-def outer_one_shot(mesh: DeviceMesh, nbytes: float, system: SystemSpec) -> bool:
+def outer_one_shot(mesh: DeviceMesh, nbytes: float, system: SystemSpec, one_row: bool = False) -> bool:
     """Whether an all-reduce of `nbytes` over a mesh of several axes exchanges its outer (nodes) axis in one
     shot (reduced_axes leaves it out)."""
-    return len(mesh.axes) >= 2 and reduced_axes(mesh, nbytes, system) < len(mesh.axes)
+    return len(mesh.axes) >= 2 and reduced_axes(mesh, nbytes, system, one_row) < len(mesh.axes)
 
 
 def collective_wire_s(kind: str, mesh: DeviceMesh, system: SystemSpec) -> float:

@@ -7,7 +7,7 @@ cost rules: the plan's figures and the lowering come from the same IR.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from compiler.partition.chaining import chained_operands, closes_chained, opens_chained, scaled_after_mxm
@@ -45,6 +45,8 @@ class Collective:
     concurrent: bool = False
     hides: tuple[int, ...] = ()
     scaled: bool = False  # an overlapped matmul's products leave through a VOP (partition.chaining.piece_on_one_stream)
+    elements: int = 0  # the tensor's elements (an all-reduce's slices are whole ones: its staging, _peak_live)
+    one_row: bool = False  # of one row (a decode step at batch 1): a node's chips may shoot it (mesh.may_shoot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,19 +148,25 @@ def align(nbytes: int, alignment: int) -> int:
 
 
 def shard_cost(ops: Sequence[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1,
-               split: bool = True, tile: int = 0, panel: int = 0) -> ShardCost:
+               split: bool = True, tile: int = 0, panel: int = 0, staging_rule: Staging | None = None) -> ShardCost:
     """Per-chip cost of one unit on `tp` chips (in the split layout or the whole one: passes.shard).
     `rows_scale` shrinks everything that grows with the rows (activations, arithmetic), e.g. to one
     prefill chunk; buffers start on `alignment`-byte boundaries (the target's vector); sibling matmuls
     fuse where that saves whole `tile`-wide tiles (the target's matrix_dim; 0: none, passes.fuse); `panel` is
     the MXM's columns a chain (dim x planes), for results it leaves on one stream (partition.chaining)."""
-    return chip_cost(ShardTensorParallel(tp, split)(ops), tp, rows_scale, alignment, tile, panel)
+    return chip_cost(ShardTensorParallel(tp, split)(ops), tp, rows_scale, alignment, tile, panel, staging_rule)
+
+
+# The buffers each of a unit's collectives stages (by its work and collectives, on a target: partition.cost's
+# staging_rule), which the lowering allocates beside the unit's live activations.
+Staging = Callable[[Sequence[OpWork], Sequence[Collective]], Sequence[tuple[int, ...]]]
 
 
 def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: int = 1,
-              tile: int = 0, panel: int = 0) -> ShardCost:
+              tile: int = 0, panel: int = 0, staging_rule: Staging | None = None) -> ShardCost:
     """shard_cost of a unit already sharded over `tp` chips (its per-chip ops), its sibling matmuls fused
-    as the lowering fuses them (passes.fuse)."""
+    as the lowering fuses them (passes.fuse). `staging_rule`: the target's rule for the collectives' staging
+    buffers, counted in the activations at their ops (None: a target-free cost, which counts none)."""
     chip_ops = fuse_siblings(chip_ops, tile)
     params, state, cold = _resident(chip_ops)
     scales = row_scales(chip_ops, params | state | cold, rows_scale)
@@ -167,6 +175,7 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     pairs = {ar: mm for mm, ar in overlapped(chip_ops).items()}
     waits: dict[str, frozenset[int]] = {}  # value -> the collectives it waits for
     issued: list[tuple[int, frozenset[int]]] = []  # each collective's work index and what it waits for
+    at: list[int] = []  # each collective's op
     work_waits: list[frozenset[int]] = []
     for i, op in enumerate(chip_ops):
         k = _op_scale(op, scales)
@@ -177,11 +186,15 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
             shape = op.results[0].type.shape
             piece = (len(work) - 1, _scaled(shape[0], k), shape[-1]) if i in pairs else ()
             collectives.append(Collective(_COLLECTIVES[op.opcode], _scaled(op.results[0].type.nbytes, k), group, tp,
-                                          *piece, scaled=i in pairs and scaled_after_mxm(chip_ops[pairs[i]])))
+                                          *piece, scaled=i in pairs and scaled_after_mxm(chip_ops[pairs[i]]),
+                                          elements=_scaled(op.results[0].type.numel, k),
+                                          one_row=len(shape) < 2 or _scaled(shape[0], k) == 1))
         if op.opcode is Opcode.ARGMAX and op.attr.get("shards", 1) > 1:  # best (value, index) per row
-            collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp))
+            one = _scaled(op.results[0].type.numel, k) == 1  # one gather of the pairs: a row's is one exchange
+            collectives.append(Collective("allreduce", _scaled(op.results[0].type.numel * 8, k), tp, one_row=one))
         if op.opcode is Opcode.ATTENTION and op.attr.get("seq_shards", 1) > 1:
             collectives.extend(_sequence_shard_exchanges(op, k, tp))
+        at += [i] * (len(collectives) - first)
         # an op's later exchanges wait for its earlier ones (a sequence-sharded attention's queries, then partials)
         issued += [(len(work), before | frozenset(range(first, j))) for j in range(first, len(collectives))]
         waits.update((r.name, before | frozenset(range(first, len(collectives)))) for r in op.results)
@@ -196,7 +209,9 @@ def chip_cost(chip_ops: list[Op], tp: int, rows_scale: float = 1.0, alignment: i
     weights = sum(align(n, alignment) for n in params.values())
     cache = sum(align(n, alignment) for n in state.values())
     staging = STAGING_SLOTS * align(tier.block_bytes, alignment) if tier else 0
-    return ShardCost(tp, weights, cache, _peak_live(chip_ops, params | state | cold, scales, alignment) + staging,
+    held = _held(chip_ops, at, staging_rule(work, collectives) if staging_rule else (), alignment)
+    return ShardCost(tp, weights, cache,
+                     _peak_live(chip_ops, params | state | cold, scales, alignment, held) + staging,
                      tuple(work), tuple(collectives), _chain(chip_ops, panel),
                      _state_read(chip_ops, state) + sum(cold.values()), tier, closes_chained(chip_ops),
                      opens_chained(chip_ops))
@@ -457,9 +472,21 @@ def _cache_precision(op: Op) -> str | None:
     return _CACHE_RATE.get(cache.type.dtype)
 
 
-def _peak_live(chip_ops: list[Op], resident: dict[str, int], scales: dict[str, float], alignment: int) -> int:
-    """Largest sum of activations alive at once. The unit's inputs live from its start to its
-    end: the lowering keeps them in ports for the whole unit, beside its working arena."""
+def _held(chip_ops: list[Op], at: Sequence[int], slots: Sequence[tuple[int, ...]], alignment: int) -> dict[int, int]:
+    """Bytes staged at each all-reduce op (its buffers, each from a vector boundary); the lowering gathers
+    a sharded argmax's pairs and a sequence shard's partials, which stage nothing."""
+    held: dict[int, int] = {}
+    for i, buffers in zip(at, slots, strict=False):
+        if chip_ops[i].opcode is Opcode.ALLREDUCE:
+            held[i] = held.get(i, 0) + sum(align(b, alignment) for b in buffers)
+    return held
+
+
+def _peak_live(chip_ops: list[Op], resident: dict[str, int], scales: dict[str, float], alignment: int,
+               held: dict[int, int] | None = None) -> int:
+    """Largest sum of activations alive at once, with what op i stages beside them (`held[i]`: an all-reduce's
+    buffers). The unit's inputs live from its start to its end: the lowering keeps them in ports for the
+    whole unit, beside its working arena."""
     defined = {r.name for op in chip_ops for r in op.results}
     last_use = {v.name: i for i, op in enumerate(chip_ops) for v in op.operands}
     last_use.update((v.name, len(chip_ops)) for op in chip_ops for v in op.operands if v.name not in defined)
@@ -471,7 +498,8 @@ def _peak_live(chip_ops: list[Op], resident: dict[str, int], scales: dict[str, f
                 live[v.name] = align(_scaled(v.type.nbytes, scales[v.name]), alignment)
         scratch = OPDEFS[op.opcode].scratch_bytes(tuple(v.type for v in op.operands),
                                                   tuple(r.type for r in op.results), op.attr)
-        peak = max(peak, sum(live.values()) + align(_scaled(scratch, _op_scale(op, scales)), alignment))
+        staged = align(_scaled(scratch, _op_scale(op, scales)), alignment) + (held or {}).get(i, 0)
+        peak = max(peak, sum(live.values()) + staged)
         for v in op.operands:
             if last_use.get(v.name) == i:
                 live.pop(v.name, None)

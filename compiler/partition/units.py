@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from compiler.frontend.options import CompileOptions
-from compiler.partition.shard_cost import ShardCost, chip_cost, shard_cost
+from compiler.partition.shard_cost import ShardCost, Staging, chip_cost, shard_cost
 from compiler.passes.shard import ShardTensorParallel, allowed_tp, lowers_split, splits_kv
 from ir.graph import Graph, Op, sorted_attrs
 from ir.ops import OPDEFS, Opcode
@@ -64,10 +64,11 @@ def unit_kinds(graph: Graph) -> tuple[list[str], list[int], list[list[Op]]]:
 
 
 def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: int, node: int,
-                alignment: int, tile: int, panel: int = 0) -> list[Unit]:
+                alignment: int, tile: int, panel: int = 0, staging: Staging | None = None) -> list[Unit]:
     """Units in model order. `limit` caps the group sizes considered; a group wider than a
     node of `node` chips is whole nodes (its collectives pair chips of equal local rank
-    across nodes, so every node needs every local rank)."""
+    across nodes, so every node needs every local rank). `staging`: the target's rule for the collectives'
+    staging buffers (shard_cost.chip_cost)."""
     costs: dict[int, tuple[dict[Group, ShardCost], dict[Group, ShardCost], dict[Group, int]]] = {}
     rows = options.chunk_rows / (options.batch * options.prompt)
     least = options.min_chunk_rows / (options.batch * options.prompt)
@@ -80,16 +81,16 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
                       for split in ((False, True) if splits_kv(ops, t) and lowers_split(ops, t, node) else (False,))]
             # one sharding for both chunk sizes
             chip_pre = {g: ShardTensorParallel(*g)(pre) for g in groups}
-            costs[kind] = ({g: shard_cost(ops, g[0], 1.0, alignment, g[1], tile, panel) for g in groups},
-                           {g: chip_cost(chip_pre[g], g[0], rows, alignment, tile, panel) for g in groups},
-                           {g: chip_cost(chip_pre[g], g[0], least, alignment, tile, panel).act_bytes
+            costs[kind] = ({g: shard_cost(ops, g[0], 1.0, alignment, g[1], tile, panel, staging) for g in groups},
+                           {g: chip_cost(chip_pre[g], g[0], rows, alignment, tile, panel, staging) for g in groups},
+                           {g: chip_cost(chip_pre[g], g[0], least, alignment, tile, panel, staging).act_bytes
                             for g in groups})
     return [Unit(scope, kind, *costs[kind]) for scope, kind in zip(scopes, kinds, strict=True)]
 
 
 def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int, bool]], rows_scale: float,
                   alignment: int, reach: int | None = None, sharded: dict | None = None, tile: int = 0,
-                  panel: int = 0) -> dict[tuple[int, int, bool], ShardCost]:
+                  panel: int = 0, staging: Staging | None = None) -> dict[tuple[int, int, bool], ShardCost]:
     """Prefill costs by (unit kind, group size, split) for the triples a plan uses, at a chunk of
     `rows_scale` of the prompt whose attention reads `reach` cache positions (None: all). `sharded`
     keeps each (kind, group size, split, reach)'s per-chip ops for the next chunk size."""
@@ -101,7 +102,7 @@ def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int,
         if (kind, t, split, reach) not in sharded:
             ops = at_reach(list(prefill.ops_in(first[kind])), reach)
             sharded[kind, t, split, reach] = ShardTensorParallel(t, split)(ops)
-    return {(kind, t, split): chip_cost(sharded[kind, t, split, reach], t, rows_scale, alignment, tile, panel)
+    return {(kind, t, split): chip_cost(sharded[kind, t, split, reach], t, rows_scale, alignment, tile, panel, staging)
             for kind, t, split in sorted(needed)}
 
 

@@ -367,11 +367,10 @@ def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None, spare: bool = F
         return True  # any group: head_case pads what does not divide
     if op.opcode is Opcode.EXPERTS:
         return bool(expert_splits(op, t))
-    if op.opcode is Opcode.EMBED:  # vocabulary rows by ceil(V / t): every chip's shard must hold some row
-        rows = op.operands[1].type.shape[0]
-        return t <= rows and -(-rows // t) * (t - 1) < rows
-    if op.opcode is Opcode.ARGMAX:  # the logits' shards: padded columns would compete for the best
-        return op.operands[0].type.shape[-1] % t == 0
+    if op.opcode is Opcode.EMBED:  # vocabulary rows by vocab_share
+        return splits_vocab(op.operands[1].type.shape[0], t)
+    if op.opcode is Opcode.ARGMAX:  # the logits' shards: ARGBEST's limit keeps their padded columns out
+        return splits_vocab(op.operands[0].type.shape[-1], t)
     if op.opcode is Opcode.MLA_ATTENTION:  # whole heads per chip; no replication past the head count
         return a["heads"] % t == 0
     if op.opcode in _CHANNEL_OPERANDS:  # Mamba's conv and scan: whole channels, padded (feature_width)
@@ -380,6 +379,8 @@ def _divides(op: Op, t: int, gqa: tuple[int, int] | None = None, spare: bool = F
         k, n = _weight_kn(op)
         width = n if a["split"] == "col" else k
         heads = a.get("heads")
+        if a.get("vocab"):  # the LM head's columns, split as the embedding's rows
+            return a["split"] == "col" and splits_vocab(n, t)
         if heads and gqa and heads in gqa:  # the attention's projections: head_case pads any group
             return True
         if heads:
@@ -510,7 +511,7 @@ def _resident_type(s: _Sharder, op: Op, index: int, v: Value) -> TensorType | No
         return _matmul_operand_type(v.type, index, a, t, _heads_here(heads, t, s.gqa) if heads else None, share,
                                     sliced[1] if sliced else None, s.spare)
     if op.opcode is Opcode.EMBED and index >= 1:  # the table and its scales, by vocabulary rows
-        return v.type.with_shape(-(-shape[0] // t), *shape[1:])
+        return v.type.with_shape(vocab_share(shape[0], t), *shape[1:])
     if op.opcode is Opcode.RMSNORM and index == 1:
         return v.type
     if op.opcode is Opcode.EXPERTS and index >= 3:
@@ -554,7 +555,7 @@ def _matmul_operand_type(t_in: TensorType, index: int, a: dict, t: int, heads_he
     if split == "col":
         heads = a.get("heads")
         width = (lambda d: sliced) if sliced else (lambda d: d // heads * heads_here) if heads and heads_here else (
-            lambda d: _col_width(d, heads, t, spare))
+            lambda d: vocab_share(d, t)) if a.get("vocab") else (lambda d: _col_width(d, heads, t, spare))
         return t_in.with_shape(*(width(d) if i == out_axis else d for i, d in enumerate(shape)))
     if split == "row" and like_weight:
         in_axis = 1 - out_axis
@@ -665,6 +666,19 @@ def _col_width(n: int, heads: int | None, t: int, spare: bool = False) -> int:
     return n // heads * _per_chip(heads, t)
 
 
+def vocab_share(vocab: int, t: int) -> int:
+    """Vocabulary ids one chip of t holds: the embedding's table rows and the LM head's columns (a `vocab`
+    matmul), ceil(V / t), so that a tied table's two readers hold one shard. The last chip's share is
+    padded with zeros the plan counts as held: rows no id reaches, logit columns past the vocabulary that
+    ARGBEST's limit keeps out of the best and the host drops."""
+    return -(-vocab // t)
+
+
+def splits_vocab(vocab: int, t: int) -> bool:
+    """Whether vocab_share leaves every chip of t some real id."""
+    return vocab_share(vocab, t) * (t - 1) < vocab
+
+
 FEATURE_ALIGN = 32  # an uneven share is whole 32-feature runs: whole blocks of every block-scaled format
 
 
@@ -772,8 +786,9 @@ def _rule_experts(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Lay
 
 
 def _rule_argmax(s: _Sharder, op: Op, operands: list[Value]) -> tuple[dict, Layout]:
+    """A sharded argmax knows the vocabulary: a shard's ids from it on are padding (vocab_share)."""
     sharded = s.layout_of(operands[0]) is Layout.SHARD and s.tp > 1
-    return (op.attr | {"shards": s.tp} if sharded else op.attr), Layout.REPL
+    return (op.attr | {"shards": s.tp, "vocab": op.operands[0].type.shape[-1]} if sharded else op.attr), Layout.REPL
 
 
 _RULES = {

@@ -49,16 +49,20 @@ def lower_verify(verify: Graph, plan: Plan, system: SystemSpec):
 def _outputs(phases: list[tuple[str, list[StageCode], Graph]]) -> dict:
     """Where each phase's outputs end up: the per-chip value, on the last stage that lays it out (an
     output no later stage reads stays where it is made: an MTP module's first depths' proposals), and
-    how many vocabulary shards it is split into (the host concatenates them)."""
+    how many vocabulary shards it is split into (the host concatenates them, and keeps a row's first
+    `cols` elements: the last shard's padding past the vocabulary goes)."""
     out = {}
     for phase, codes, graph in phases:
         last = codes[-1]
         values = {v.name: last.outputs[v.name] for v in graph.outputs}
         picked = _picked_rows(graph)
-        out[phase] = {n: {"stage": _holder(codes, value.name), "value": value.name,
-                          "shards": -(-v.type.numel // value.type.numel), "rows": _rows(v)}
-                      | ({"row": picked[n]} if n in picked else {})
-                      for v in graph.outputs for n, value in [(v.name, values[v.name])]}
+        out[phase] = {}
+        for v in graph.outputs:
+            value = values[v.name]
+            shards = -(-v.type.numel // value.type.numel)
+            out[phase][v.name] = ({"stage": _holder(codes, value.name), "value": value.name, "shards": shards,
+                                   "rows": _rows(v)} | ({"row": picked[v.name]} if v.name in picked else {})
+                                  | ({"cols": v.type.numel // _rows(v)} if shards > 1 else {}))
     return out
 
 

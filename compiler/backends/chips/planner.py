@@ -31,6 +31,7 @@ from compiler.partition.cost import (
     handoff_wire_s,
     hop_s,
     hop_trailing_s,
+    staging_rule,
     unit_bound,
     unit_time,
 )
@@ -80,7 +81,8 @@ class ChipLayout(Layout):
            every: bool = False) -> ChipLayout:
         """`every`: keep candidates another dominates (a pinned plan may ask for any of them)."""
         units = build_units(decode, prefill, options, min(system.max_chips, MAX_GROUP), system.chips_per_node,
-                            system.chip.vector_bytes, system.chip.matrix_dim, system.chip.mxm_panel)
+                            system.chip.vector_bytes, system.chip.matrix_dim, system.chip.mxm_panel,
+                            staging_rule(system, options.precision))
         tables = cost_tables(units, system, options.precision)
         reserved = max(input_bytes(decode, options.batch, system), input_bytes(decode, options.min_chunk_rows, system))
         cands = enumerate_candidates(units, tables, boundary_bytes(decode), system,
@@ -264,7 +266,7 @@ class ChipLayout(Layout):
         if missing:
             costs = prefill_costs(self.prefill, self.units_, missing, chunk / self.options.prompt,
                                   self.system.chip.vector_bytes, reach, self._sharded, self.system.chip.matrix_dim,
-                                  self.system.chip.mxm_panel)
+                                  self.system.chip.mxm_panel, staging_rule(self.system, self.options.precision))
             self._prefill.update({(chunk, reach, k): v for k, v in costs.items()})
         return [self._prefill[chunk, reach, (u.kind, *u.group(c.tp, c.split))] for u in units]
 

@@ -511,10 +511,8 @@ def _handoff(sender_tp: int, receiver_tp: int, reach: int, f: _Fabric) -> HandOf
                for sets in range(1, receiver_tp // team + 1)
                if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp
                and (reach == 0 or min(team // slices * sets, node) <= f.pair(reach))]
-    # ranked as a value large enough to go in parts goes, at least two where it may (handoff_parts): the shape is
-    # chosen once for every size it carries
-    return min(options, key=lambda h: (_per_byte_s(h, reach, f, 2 if _in_parts(h, reach, f) else 1), h.messages,
-                                       h.senders))
+    # ranked in one part: the shape serves every size it carries, and a decode row goes in one (handoff_parts)
+    return min(options, key=lambda h: (_per_byte_s(h, reach, f), h.messages, h.senders))
 
 
 def _in_parts(h: HandOff, reach: int, f: _Fabric) -> bool:

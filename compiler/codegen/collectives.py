@@ -248,9 +248,11 @@ class Collectives:
             acc = self.e.vop(fn, 1, elems, acc, self.e.read(stage, size, j * size, after=after), 2 * size)
         return acc
 
-    def _gather(self, out: str, src: tuple[int, int] | None, written: int, dims: list[tuple[Level, int]]) -> int:
-        """Gather level by level; `src` streams this chip's first block, later blocks are re-read."""
-        block, writes = dims[0][1], [written]
+    def _gather(self, out: str, src: tuple[int, int] | None, written: int, dims: list[tuple[Level, int]],
+                block: int | None = None) -> int:
+        """Gather level by level; `src` streams this chip's first block, later blocks are re-read. `block`: the
+        bytes of each, when less than the blocks' spacing (part of each piece)."""
+        block, writes = block or dims[0][1], [written]
         for j, (lv, unit) in enumerate(dims):
             coarser = dims[j + 1:]
             if src is None:
@@ -268,9 +270,10 @@ class Collectives:
         last.deps = last.deps + tuple((w, 0) for w in writes[:-1] if all(w != d for d, _ in last.deps))
         return writes[-1]
 
-    def _write(self, out: str, cur: tuple[int, int], dims: list[tuple[Level, int]], drain: bool) -> int:
+    def _write(self, out: str, cur: tuple[int, int], dims: list[tuple[Level, int]], drain: bool,
+               block: int | None = None) -> int:
         parts = tuple((lv.peer(0), b) for lv, b in dims)
-        return self._store(out, cur, dims[0][1], parts, drain)
+        return self._store(out, cur, block or dims[0][1], parts, drain)
 
     def _store(self, out: str, src: tuple[int, int], size: int, parts, drain: bool, offset: int | Rel = 0) -> int:
         e = self.e

@@ -220,11 +220,19 @@ def _leads(codes: list[StageCode], system: SystemSpec) -> list[list[int | None]]
 
 
 def _lands(piece: Piece, timing: Timing) -> int | None:
-    """Cycles from a hand-off sender's start until its last message has crossed the wire."""
+    """Cycles from a hand-off sender's start until its last message has begun to cross the wire and reached the
+    far side. A message in parts (cost.handoff_parts) is received part after part, each RECV as long as its
+    SEND: a later part is in time where it leaves no later than the parts before it take."""
     if piece.kind != "send":
         return None
     sends = [ins for ins in piece.code.template.instrs if ins.op is Op.SEND]
-    return max(ins.issue for ins in sends) + max(ins.peer.hops for ins in sends) * timing.link_latency_cycles
+    before: dict[tuple, int] = {}  # cycles of a message's earlier parts, by its tag and peer
+    first = 0
+    for ins in sends:
+        key = (ins.tag, ins.peer)
+        first = max(first, ins.issue - before.get(key, 0))
+        before[key] = before.get(key, 0) + ins.cycles
+    return first + max(ins.peer.hops for ins in sends) * timing.link_latency_cycles
 
 
 def chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[int]]:

@@ -18,7 +18,7 @@ from compiler.codegen.collectives import Collectives, Level, levels
 from compiler.codegen.emit import Emitter, Slot
 from compiler.codegen.template import TAG_SPACE, Instr, Peer, Ref, Space, Template
 from compiler.codegen.unit import UnitCode, finish, unit_code
-from compiler.partition.cost import HandOff, handoff, handoff_links
+from compiler.partition.cost import HandOff, handoff, handoff_links, handoff_parts
 from compiler.partition.units import signature
 from ir.errors import DoesNotFitError
 from ir.graph import Op, Value
@@ -111,6 +111,7 @@ class StageBuilder:
         served = team * h.sets  # receivers j and j + served hear from the same sender
         hops = max(self.wiring.hops(f0 + j % served // slices, f1 + j) for j in range(t1))
         size = -(-value.type.nbytes // team)
+        parts = handoff_parts(value.type.nbytes, chip_hops(self.system, f0 + t0 - 1, f1), h, self.system)
         send = Template(f"send {value.name}", self.timing, top=True)
         e = Emitter(send, {value.name: Slot(Ref(Space.PORT_IN, 0), value.type.nbytes)}, set())
         lane = Peer("group", 0, h.lanes, 1, 0)  # sender r's lane r mod lanes carries pieces from (r mod lanes) * slices
@@ -132,25 +133,29 @@ class StageBuilder:
             send.instrs[src[0]].overhang = ends_in
             for k in range(h.teams // h.sets):  # sender r's message m to receiver k * served + r * slices + i
                 m = k * slices + i
-                sent[i].append(send.add(Instr(Isa.SEND, self.timing.link(size), unit=2 * (m % max(1, links)),
-                                              src_bytes=size, s_a=src[1], tag=tag + m, deps=((src[0], 0),),
-                                              peer=Peer("next", k * served + i, h.senders, slices, hops))))
+                for at, part in _parts(size, parts):  # one tag: the receiver's RECVs take them in order
+                    sent[i].append(send.add(Instr(Isa.SEND, self.timing.link(part), unit=2 * (m % max(1, links)),
+                                                  src_bytes=part, s_a=src[1], offset=at, tag=tag + m,
+                                                  deps=((src[0], 0),),
+                                                  peer=Peer("next", k * served + i, h.senders, slices, hops))))
         send_code = finish(send, (), (value,), ())
-        recv = self._receive(value, h, hops, size, tag, receiver)
+        recv = self._receive(value, h, hops, size, tag, receiver, parts)
         return (Piece(send_code, (), (value.name,), (), ranks=h.senders, kind="send"),
                 Piece(recv, (), (), (value.name,), kind="recv"))
 
-    def _receive(self, value: Value, h: HandOff, hops: int, size: int, tag: int, receiver: tuple[int, int]
-                 ) -> UnitCode:
+    def _receive(self, value: Value, h: HandOff, hops: int, size: int, tag: int, receiver: tuple[int, int],
+                 parts: int = 1) -> UnitCode:
         t = Template(f"recv {value.name}", self.timing)
         e = Emitter(t, {value.name: Slot(Ref(Space.PORT_OUT, 0), value.type.nbytes)}, set())
+        if parts > 1:
+            return self._receive_parts(t, e, value, h, hops, size, tag, parts)
         stream = t.stream()
         team, served = h.team, h.team * h.sets
         # Receiver j takes piece j mod team from sender (j mod served) // slices, its message (j // served) *
         # slices + j mod slices: the tag resolved per rank.
+        node, (first, tp) = self.system.chips_per_node, receiver
         r = t.add(Instr(Isa.RECV, self.timing.link(size), unit=1, dst_bytes=size, s_out=stream,
                         peer=Peer("prev", 0, served, h.slices, hops), tag=tag, deps=()))
-        node, (first, tp) = self.system.chips_per_node, receiver
         if team > node:  # the whole stage's team (partition.cost._handoff): gather over its nodes too
             lv = levels(team, node, self.system.global_links_per_chip, lambda q: self._far_hops(first, tp),
                         pair_links=node_wires(self.system).of_span(self.system, first, tp))
@@ -166,6 +171,41 @@ class StageBuilder:
         else:
             e.write(value.name, stream, r, size, drain=False)
         return finish(t, (), (), (value,), port_bytes=e.port_bytes())
+
+    def _receive_parts(self, t: Template, e: Emitter, value: Value, h: HandOff, hops: int, size: int, tag: int,
+                        parts: int) -> UnitCode:
+        """_receive for a hand-off in parts (partition.cost.handoff_parts): each part's RECV, then its gather inside
+        the node, which runs on local links beside the next part's RECV on a global one."""
+        team = h.team
+        lv = [Level(team, 1, 1, max(1, team - 1))]
+        coll = Collectives(e, lv)
+        coll.tag = TAG_SPACE // 2  # clear of the hand-off's own tags
+        e.pad(value.name, team * size)  # the last piece may overhang the value
+        # The RECVs' link slot: past the local links' slots the gather takes, one a chip maps to its first
+        # global link (instantiate._units), so the template's schedule lets the gather run beside them.
+        local, far = self.system.local_links_per_chip, max(1, self.system.global_links_per_chip)
+        unit = 2 * (-(-local // far) * far) + 1
+        slot, last, ends = e.slots[value.name], None, []
+        for n, (at, part) in enumerate(_parts(size, parts)):
+            stream = t.stream()
+            r = t.add(Instr(Isa.RECV, self.timing.link(part), unit=unit, dst_bytes=part, s_out=stream,
+                            peer=Peer("prev", 0, team * h.sets, h.slices, hops), tag=tag,
+                            deps=((last, 0),) if last is not None else ()))
+            last, name = r, f"{value.name}#{n}"  # the part's bytes of every piece, `size` apart
+            e.slots[name] = Slot(Ref(slot.ref.space, slot.ref.slot, slot.ref.offset + at, slot.ref.parts), part)
+            own = coll._write(name, (r, stream), [(lv[0], size)], drain=False, block=part)
+            ends.append(coll._gather(name, (r, stream), own, [(lv[0], size)], block=part))
+            del e.slots[name]
+        final = t.instrs[ends[-1]]  # readers wait for the last write: it waits for the other parts'
+        final.deps = final.deps + tuple((w, 0) for w in ends[:-1])
+        slot.ready = ends[-1]
+        return finish(t, (), (), (value,), port_bytes=e.port_bytes())
+
+
+def _parts(size: int, parts: int) -> list[tuple[int, int]]:
+    """(offset, bytes) of a piece's `parts` parts, of nearly equal size."""
+    cuts = [size * j // parts for j in range(parts + 1)]
+    return [(a, b - a) for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
 def _positions(ops: list[Op], exported: set[str]) -> list[int]:

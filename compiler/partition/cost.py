@@ -511,7 +511,26 @@ def _handoff(sender_tp: int, receiver_tp: int, reach: int, f: _Fabric) -> HandOf
                for sets in range(1, receiver_tp // team + 1)
                if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp
                and (reach == 0 or min(team // slices * sets, node) <= f.pair(reach))]
+    # ranked in one part: the shape serves every size it carries, and a decode row goes in one (handoff_parts)
     return min(options, key=lambda h: (_per_byte_s(h, reach, f), h.messages, h.senders))
+
+
+def _in_parts(h: HandOff, reach: int, f: _Fabric) -> bool:
+    """Whether `h`'s receivers may take their pieces in parts (handoff_parts, the value large enough)."""
+    return bool(reach) and not f.switch and 1 < h.team <= f.node
+
+
+def handoff_parts(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> int:
+    """In how many parts each message of hand-off `h` of `nbytes` goes (plan and lowering, codegen.stage). Where
+    a receiver's piece comes over a global link (another node) and its team gathers on the node's local links
+    (direct links, a team inside one node), the team gathers each part while the next arrives, so the receiver
+    waits for its whole piece and then one part's gather, not two pieces: as many parts as each stays at least a
+    hop's latency on the wire (what a message's first byte waits anyway; shorter parts would cost instructions
+    for a gain below it). Else one."""
+    f, reach = _Fabric.of(system), _reach(hops)
+    if not _in_parts(h, reach, f):
+        return 1
+    return max(1, int(-(-nbytes // h.team) / f.far.bw_bytes_per_s / f.far.latency_s))
 
 
 def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
@@ -522,7 +541,8 @@ def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
     gather = f.local.latency_s if h.team > 1 else 0.0
     if f.spans_nodes(h):
         gather += f.gather_nodes(h)[1] * f.far.latency_s
-    return hops * f.link(reach).latency_s + nbytes * _per_byte_s(h, reach, f) + gather
+    return hops * f.link(reach).latency_s + nbytes * _per_byte_s(h, reach, f, handoff_parts(nbytes, hops, h, system)) \
+        + gather
 
 
 def hop_trailing_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
@@ -534,8 +554,9 @@ def hop_trailing_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> fl
     return hops * f.link(reach).latency_s + (rounds - 1) * nbytes / h.team / f.link(reach).bw_bytes_per_s
 
 
-def _per_byte_s(h: HandOff, reach: int, f: _Fabric) -> float:
-    """Seconds a byte of the value adds to hand-off `h`: the senders' rounds, then the team's gather."""
+def _per_byte_s(h: HandOff, reach: int, f: _Fabric, k: int = 1) -> float:
+    """Seconds a byte of the value adds to hand-off `h`: the senders' rounds, then the team's gather, each
+    message in `k` parts (handoff_parts)."""
     share = 1 / h.team
     if f.switch:  # a chip's messages spread over all its local links (mesh.SWITCH)
         wire = (h.messages * share / (f.local_links * f.local.bw_bytes_per_s) if reach == 0
@@ -546,4 +567,6 @@ def _per_byte_s(h: HandOff, reach: int, f: _Fabric) -> float:
     gather = share / f.local.bw_bytes_per_s if h.team > 1 else 0.0
     if f.spans_nodes(h):  # then each node's block of f.node pieces to the other nodes (codegen.collectives)
         gather += f.gather_nodes(h)[2] * f.node * share / f.far.bw_bytes_per_s
-    return rounds * share / f.link(reach).bw_bytes_per_s + gather
+    piece = share / f.link(reach).bw_bytes_per_s
+    # in k parts: the first part's RECV, then each part's gather beside the next one's RECV, then the last's gather
+    return (rounds - 1) * piece + (piece + gather) / k + (k - 1) / k * max(piece, gather)

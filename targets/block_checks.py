@@ -49,7 +49,8 @@ def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.
     dense = overlapping_chips(program, dur)
     sparse = ~np.isin(program.inst["chip"], dense)
     times = alike_chips(program, dur, sparse)
-    for chips, mask, rows in ((None, times > 0, boundary), (dense, ~sparse, None)):
+    parts = [(None, times > 0, boundary)] + [(chips, mask, None) for chips, mask in dense_batches(program, dense)]
+    for chips, mask, rows in parts:
         if not mask.any():
             continue
         c = program.expand(np.flatnonzero(mask), origin=True, rows=rows, ordered=chips is not None)
@@ -148,6 +149,25 @@ def check_sync_rows(program: Program, dur: np.ndarray, hazards, first_is_sync: b
     start = c["issue"].astype(np.int64)
     check_syncs(RowsView(program, c), start, start + dur[c["_row"]], Rows(hazards, c["_inst"], c["_row"]),
                 first_is_sync)
+
+
+DENSE_BATCH_ROWS = 1 << 20  # rows unrolled at once on chips whose instances overlap: bounds the peak memory
+
+
+def dense_batches(program: Program, dense: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The chips whose instances overlap in batches of about DENSE_BATCH_ROWS unrolled rows, in chip order,
+    each as (chips, mask over the instances). Every rule checked on them is one of a chip's own rows (its
+    units, streams, stream budget, SRAM bytes), so checking them a batch at a time finds what checking all
+    at once does."""
+    inst = program.inst
+    rows = np.bincount(inst["chip"], program.block_rows[inst["block"]], minlength=program.chips)[dense]
+    out, at = [], 0
+    while at < len(dense):
+        past = at + max(1, int(np.searchsorted(np.cumsum(rows[at:]), DENSE_BATCH_ROWS, "right")))
+        chips = dense[at:past]
+        out.append((chips, np.isin(inst["chip"], chips)))
+        at = past
+    return out
 
 
 def overlapping_chips(program: Program, dur: np.ndarray) -> np.ndarray:

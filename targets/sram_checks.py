@@ -35,6 +35,7 @@ import numpy as np
 from ir.contract import LOCAL_VALUES, Prov
 from ir.isa import Op
 from ir.program import Flag, Program
+from targets.block_checks import dense_batches
 from targets.hazards import Rows
 
 _FAR = 1 << 40  # addresses are packed below this, lanes above it
@@ -231,8 +232,8 @@ def _between(program: Program, dur: np.ndarray, hazards, dense: np.ndarray, alik
             which = first[sparse[first]]
             times = np.ones(program.instances, np.int64)
         _check_rows(program, dur, hazards, which, chosen, times, (row[mine], lo[mine], hi[mine]), top)
-    if (~sparse).any():
-        _check_rows(program, dur, hazards, np.flatnonzero(~sparse), writes | _reads(b), np.ones(program.instances,
+    for _, mask in dense_batches(program, dense):
+        _check_rows(program, dur, hazards, np.flatnonzero(mask), writes | _reads(b), np.ones(program.instances,
                     np.int64), None, top)
 
 

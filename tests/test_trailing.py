@@ -6,12 +6,14 @@ reference, and both TTFTs fall against the hand-off held in the sender's span.""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from compiler.backends.chips import planner as chip_planner
 from compiler.cli import main
 from compiler.codegen import phase
 from compiler.plan.reach import pipelined
+from ir.program import INSTANCE_NAMES
 from targets import load_target
 
 ARGS = ["tiny-llama", "--target", "lpu-mini", "--context", "72", "--prompt", "64", "--prefill-chunk", "8"]
@@ -35,8 +37,9 @@ def test_the_rule_needs_the_sender_inside_one_node_and_no_receiver_in_it():
     assert not trails((0, 16), (16, 8), lpu)  # a sender over two nodes reduces over global links
 
 
-def _build(capsys, tmp_path: Path, name: str) -> tuple[float, dict]:
-    """tiny-llama pinned to two stages of two chips in different nodes; its plan's TTFT and the build's run."""
+def _build(capsys, tmp_path: Path, name: str, *weights: str) -> tuple[float, dict]:
+    """tiny-llama pinned to two stages of two chips in different nodes; its plan's TTFT and the build's run
+    (none with `weights`, extra compile options: compiled only)."""
     assert main(["plan", *ARGS, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     first = {k: v for k, v in plan["stages"][0].items() if k != "kv_layout"}
@@ -45,9 +48,11 @@ def _build(capsys, tmp_path: Path, name: str) -> tuple[float, dict]:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(plan))
     out = tmp_path / name
-    assert main(["compile", *ARGS, "--plan", str(path), "-o", str(out)]) == 0
+    assert main(["compile", *ARGS, "--plan", str(path), "-o", str(out), *weights]) == 0
     capsys.readouterr()
     estimate = json.loads((out / "plan.json").read_text())["prefill"]["ttft_ms"]
+    if weights:
+        return estimate, {}
     assert main(["run", str(out), "--functional", "--check-reference", "--prompt", PROMPT, "--tokens", "2",
                  "--json"]) == 0
     return estimate, json.loads(capsys.readouterr().out)
@@ -63,3 +68,34 @@ def test_a_trailing_hand_off_is_hazard_free_matches_the_reference_and_shortens_t
     held_estimate, held = _build(capsys, tmp_path, "held")
     assert held["hazards"] == []
     assert estimate < held_estimate and scheduled < held["prefill"]["ttft_ms"]
+
+
+def test_a_fault_inside_two_overlapping_instances_is_flagged_as_unrolled(capsys, tmp_path, monkeypatch):
+    """On the trailing build the sending chips' instances overlap; an instance doubled one cycle later inside
+    such an overlap is flagged, with the verdict of the unrolled rows, however the chips are batched."""
+    from targets import block_checks
+    from targets.build_dir import load_build
+    from targets.interpreter import execute
+    from targets.timing import Timing, durations
+    from tests.test_instances import kinds, unrolled
+
+    _build(capsys, tmp_path, "b", "--weights", "none")
+    build = load_build(tmp_path / "b")
+    prefill = build.programs["prefill"]
+    dense = block_checks.overlapping_chips(prefill, durations(Timing.of(build.system), prefill.body))
+    assert len(dense) and kinds(prefill, build.system) == {}
+    first, last = prefill.spans(durations(Timing.of(build.system), prefill.body))
+    inst = prefill.inst
+    mine = np.flatnonzero(inst["chip"] == dense[0])
+    mine = mine[np.argsort(inst["issue"][mine] + first[inst["block"][mine]], kind="stable")]
+    start = inst["issue"][mine] + first[inst["block"][mine]]
+    end = inst["issue"][mine] + last[inst["block"][mine]]
+    j = mine[1 + int(np.flatnonzero(start[1:] < np.maximum.accumulate(end)[:-1])[0])]  # starts inside another
+    doubled = {n: np.r_[inst[n], inst[n][j] + (1 if n == "issue" else 0)] for n in INSTANCE_NAMES}
+    broken = prefill.with_instances(doubled)
+    found = kinds(broken, build.system)
+    assert "unit-busy" in found and "stream-raw" in found
+    assert found == kinds(unrolled(broken), build.system)
+    monkeypatch.setattr(block_checks, "DENSE_BATCH_ROWS", 1)  # every overlapping chip a batch of its own
+    assert kinds(broken, build.system) == found
+    assert execute(broken, build.system).digest() == execute(broken, build.system).digest()

@@ -49,7 +49,11 @@ def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.
     dense = overlapping_chips(program, dur)
     sparse = ~np.isin(program.inst["chip"], dense)
     times = alike_chips(program, dur, sparse)
-    parts = [(None, times > 0, boundary)] + [(chips, mask, None) for chips, mask in dense_batches(program, dense)]
+    # overlapping chips alike as far as these rules read are checked once too, counted per chip
+    times[~sparse] = alike_chips(program, dur, ~sparse, _ROW_FIELDS)[~sparse]
+    firsts = np.unique(program.inst["chip"][~sparse & (times > 0)])
+    parts = [(None, sparse & (times > 0), boundary)]
+    parts += [(chips, mask, None) for chips, mask in dense_batches(program, firsts)]
     for chips, mask, rows in parts:
         if not mask.any():
             continue
@@ -66,6 +70,9 @@ def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.
 
 
 _STREAM_FIELDS = ("op", "kind", "s_a", "s_b", "s_c", "s_d", "s_e", "s_out", "issue")
+# what the unit, stream and stream-budget rules read of a row (with its derived cycles): timing.stream_rates'
+# result bytes, install_cycles' weight tiles
+_ROW_FIELDS = (*_STREAM_FIELDS, "unit", "fn", "src_bytes", "dst_bytes", "m", "k", "n", "dtype")
 
 
 def alike_chips(program: Program, dur: np.ndarray, chosen: np.ndarray,
@@ -84,6 +91,7 @@ def alike_chips(program: Program, dur: np.ndarray, chosen: np.ndarray,
         blocks[k] = seen.setdefault(h.digest(), len(seen))
     inst = program.inst
     idx = np.flatnonzero(chosen)
+    idx = idx[np.argsort(inst["chip"][idx], kind="stable")]  # each chip's instances together, in table order
     times = np.zeros(program.instances, np.int64)
     if not len(idx):
         return times

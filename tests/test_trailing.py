@@ -98,4 +98,12 @@ def test_a_fault_inside_two_overlapping_instances_is_flagged_as_unrolled(capsys,
     assert found == kinds(unrolled(broken), build.system)
     monkeypatch.setattr(block_checks, "DENSE_BATCH_ROWS", 1)  # every overlapping chip a batch of its own
     assert kinds(broken, build.system) == found
+    # the broken chip's instances copied onto a chip that runs nothing: two alike overlapping chips, checked once
+    # and counted twice, as their unrolled rows are
+    spare = min(set(range(prefill.chips)) - set(inst["chip"].tolist()))
+    on = np.flatnonzero(doubled["chip"] == dense[0])
+    twice = broken.with_instances({n: np.r_[doubled[n], np.full(len(on), spare) if n == "chip" else doubled[n][on]]
+                                   for n in INSTANCE_NAMES})
+    found = kinds(twice, build.system)
+    assert found["unit-busy"] >= 2 and found == kinds(unrolled(twice), build.system)
     assert execute(broken, build.system).digest() == execute(broken, build.system).digest()

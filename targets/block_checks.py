@@ -6,7 +6,8 @@ readers, the stream-register budget, SRAM ranges) is checked over all blocks at 
 instances (`check_seams`): on a chip whose instances follow one another, only stream values cross
 from one to the next (a block's open reads, first and last writers and the readers of its last
 value are its boundary rows); on a chip where instances overlap in time, every row is unrolled and
-all rules run again, reporting only what involves two instances.
+all rules run again, reporting only what involves two instances (a batch of chips at a time; chips alike
+in what these rules read, checked once and counted per chip).
 """
 
 from __future__ import annotations

@@ -55,7 +55,9 @@ first). Then what lies between instances: on each chip the instances run one aft
 block's span ends before the next begins) or they overlap; a stream value an instance reads
 before it writes comes from an earlier instance on its chip (its open reads are paired with the
 last writers before them, its first writers with the readers still reading); where instances
-overlap, the chip's rows are unrolled and checked whole, reporting only what crosses instances.
+overlap, the chip's rows are unrolled and checked whole, reporting only what crosses instances (a batch
+of such chips at a time, as every one of these rules is one chip's own; chips alike as far as the unit and
+stream rules read are checked once for those rules).
 Messages pair within a universe: the instances whose tag ranges overlap (targets/universes.py);
 universes alike but for a shift in time are checked once. Barriers are checked over the SYNCs and
 what could run beside them.

@@ -25,7 +25,8 @@ Cost follows blocks: each block's reads are paired with its own writes once, eve
 what a read finds open (no writer in its instance) is what lies between instances. On a chip whose
 instances follow one another only those open pieces and each block's last writers cross (chips that
 run alike blocks at alike offsets are checked once); on a chip where instances overlap, every SRAM
-row is unrolled and checked again, reporting only what involves two instances.
+row is unrolled and checked again, reporting only what involves two instances (a batch of such chips at a
+time: block_checks.dense_batches).
 """
 
 from __future__ import annotations

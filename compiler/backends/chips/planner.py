@@ -183,7 +183,7 @@ class ChipLayout(Layout):
             prev = runs[index - 1]
             hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
             h = handoff(prev.cand.tp, c.tp, hops, system)
-            decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, h, system))
+            decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, h, system, across))
         prefill = self._prefill_time(c, chunk, reach, hops, runs[index - 1].cand.tp if index else 0, across)
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
@@ -228,7 +228,7 @@ class ChipLayout(Layout):
             return prefill
         system, scale = self.system, chunk / self.options.prompt
         h = handoff(sender_tp, c.tp, hops, system)
-        return prefill + Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system))
+        return prefill + Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system, across))
 
     def _units_prefill(self, c: Candidate, chunk: int, reach: int | None, across: bool) -> Breakdown:
         """The stage's units' part of a prefill chunk, once per candidate, chunk, reach and layout: the TTFT

@@ -557,6 +557,17 @@ def hop_trailing_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> fl
     return hops * f.link(reach).latency_s + (rounds - 1) * nbytes / h.team / f.link(reach).bw_bytes_per_s
 
 
+def hop_send_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
+    """How long a hand-off `h` that does not trail holds its sending stage (codegen.phase.timeline's send piece):
+    each sender's messages of one piece on its links in rounds (through a switch, spread over all its local
+    links), the part of hop_s on the senders' side."""
+    f, reach = _Fabric.of(system), _reach(hops)
+    piece = nbytes / h.team
+    if f.switch and reach == 0:
+        return h.messages * piece / (f.local_links * f.local.bw_bytes_per_s)
+    return h.rounds(f.links(h, reach)) * piece / f.link(reach).bw_bytes_per_s
+
+
 def _per_byte_s(h: HandOff, reach: int, f: _Fabric, k: int = 1, across: bool = False) -> float:
     """Seconds a byte of the value adds to hand-off `h`: the senders' rounds, then the team's gather, each
     message in `k` parts (handoff_parts)."""

@@ -49,10 +49,10 @@ def prefill_figures(timed: Sequence[Sequence[Timed]], runs: Sequence[Variant], c
     ttft = ttft_s(timed, runs)
     bound = pipelined([[t.prefill_bound_s for t in ts] for ts in timed], per_chunk,
                       [[t.prefill_bound_trailing_s for t in ts] for ts in timed])
-    # a stage's own work (and the SENDs of a hand-off out that does not trail) and its trailing hand-off's
-    # wires each take every chunk in turn
-    period = max(max(sum(timed[v][s].prefill.total_s - timed[v][s].prefill_trailing_s + _hold(timed[v], s)
-                         for v in per_chunk),
+    # a stage's own work (less the SENDs of a hand-off in that does not trail, plus those of its hand-off out)
+    # and its trailing hand-off's wires each take every chunk in turn
+    period = max(max(sum(timed[v][s].prefill.total_s - timed[v][s].prefill_trailing_s - timed[v][s].prefill_hold_s
+                         + _hold(timed[v], s) for v in per_chunk),
                      sum(timed[v][s].prefill_trailing_s for v in per_chunk)) for s in range(len(timed[0])))
     total = sum((t.prefill.scaled(run.chunks) for ts, run in zip(timed, runs, strict=True) for t in ts), Breakdown())
     return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "period_ms": _r(period * 1e3),

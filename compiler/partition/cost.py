@@ -474,11 +474,13 @@ class _Fabric:
         """Whether `h`'s team is a whole receiving stage of several nodes (its gather runs over the nodes)."""
         return h.team > self.node
 
-    def gather_nodes(self, h: HandOff) -> tuple[int, int, int]:
+    def gather_nodes(self, h: HandOff, across: bool = False) -> tuple[int, int, int]:
         """A stage-wide team's nodes' level: (nodes, hops to the farthest (chip_hops' 3 in a group, 7 across),
-        slice-times of its exchange (partition.mesh.clique_rounds over the links joining its nodes))."""
+        slice-times of its exchange (partition.mesh.clique_rounds over the links joining its nodes)). `across`:
+        the receiving stage lies across two groups, so its nodes' messages take turns on the links joining the
+        groups, as the lowering's levels (codegen.stage, NodeWires.of_span) issue them."""
         q = h.team // self.node
-        within = q <= self.group_nodes
+        within = q <= self.group_nodes and not across
         return q, 3 if within else 7, clique_rounds(q, self.global_links, self.node,
                                                    self.node_links if within else self.group_links)
 
@@ -533,16 +535,17 @@ def handoff_parts(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> int
     return max(1, int(-(-nbytes // h.team) / f.far.bw_bytes_per_s / f.far.latency_s))
 
 
-def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
+def hop_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec, across: bool = False) -> float:
     """A pipeline hand-off `h`: each sender's messages of one piece `hops` away in rounds over its links,
     then each team's all-gather inside its node (one local message per peer, over its own link; through
-    a switch every chip's messages share all its local links)."""
+    a switch every chip's messages share all its local links). `across`: the receiving stage lies across two
+    groups (a stage-wide team's gather over its nodes then crosses the groups' links, _Fabric.gather_nodes)."""
     f, reach = _Fabric.of(system), _reach(hops)
     gather = f.local.latency_s if h.team > 1 else 0.0
     if f.spans_nodes(h):
-        gather += f.gather_nodes(h)[1] * f.far.latency_s
-    return hops * f.link(reach).latency_s + nbytes * _per_byte_s(h, reach, f, handoff_parts(nbytes, hops, h, system)) \
-        + gather
+        gather += f.gather_nodes(h, across)[1] * f.far.latency_s
+    parts = handoff_parts(nbytes, hops, h, system)
+    return hops * f.link(reach).latency_s + nbytes * _per_byte_s(h, reach, f, parts, across) + gather
 
 
 def hop_trailing_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
@@ -554,7 +557,18 @@ def hop_trailing_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> fl
     return hops * f.link(reach).latency_s + (rounds - 1) * nbytes / h.team / f.link(reach).bw_bytes_per_s
 
 
-def _per_byte_s(h: HandOff, reach: int, f: _Fabric, k: int = 1) -> float:
+def hop_send_s(nbytes: int, hops: int, h: HandOff, system: SystemSpec) -> float:
+    """How long a hand-off `h` that does not trail holds its sending stage (codegen.phase.timeline's send piece):
+    each sender's messages of one piece on its links in rounds (through a switch, spread over all its local
+    links), the part of hop_s on the senders' side."""
+    f, reach = _Fabric.of(system), _reach(hops)
+    piece = nbytes / h.team
+    if f.switch and reach == 0:
+        return h.messages * piece / (f.local_links * f.local.bw_bytes_per_s)
+    return h.rounds(f.links(h, reach)) * piece / f.link(reach).bw_bytes_per_s
+
+
+def _per_byte_s(h: HandOff, reach: int, f: _Fabric, k: int = 1, across: bool = False) -> float:
     """Seconds a byte of the value adds to hand-off `h`: the senders' rounds, then the team's gather, each
     message in `k` parts (handoff_parts)."""
     share = 1 / h.team
@@ -566,7 +580,7 @@ def _per_byte_s(h: HandOff, reach: int, f: _Fabric, k: int = 1) -> float:
     rounds = 1 if reach == 0 else h.rounds(f.links(h, reach))
     gather = share / f.local.bw_bytes_per_s if h.team > 1 else 0.0
     if f.spans_nodes(h):  # then each node's block of f.node pieces to the other nodes (codegen.collectives)
-        gather += f.gather_nodes(h)[2] * f.node * share / f.far.bw_bytes_per_s
+        gather += f.gather_nodes(h, across)[2] * f.node * share / f.far.bw_bytes_per_s
     piece = share / f.link(reach).bw_bytes_per_s
     # in k parts: the first part's RECV, then each part's gather beside the next one's RECV, then the last's gather
     return (rounds - 1) * piece + (piece + gather) / k + (k - 1) / k * max(piece, gather)

@@ -45,13 +45,17 @@ def chunk_variants(runs: Sequence[Variant]) -> list[int]:
 
 
 def pipelined(stage_s: Sequence[Sequence[float]], per_chunk: Sequence[int],
-              trailing_s: Sequence[Sequence[float]] | None = None) -> float:
+              trailing_s: Sequence[Sequence[float]] | None = None,
+              holds_s: Sequence[Sequence[float]] | None = None) -> float:
     """Seconds until the last stage finishes the last chunk: a stage starts chunk i when it has finished
     chunk i - 1 and the previous stage has finished chunk i (its hand-off is part of the stage's time).
     `stage_s[v][s]`: stage s's time for a chunk of variant v; `per_chunk`: each chunk's variant.
     `trailing_s[v][s]`: the part of that time a trailing hand-off into stage s takes on the wires alone
     (cost.handoff_trails): it starts once the previous stage has finished the chunk and the wires have
-    carried the chunk before, and neither stage is busy with it."""
+    carried the chunk before, and neither stage is busy with it. `holds_s[v][s]`: the part of stage s's time a
+    hand-off into it that does not trail spends in the sender's SENDs (codegen.phase.timeline's send piece):
+    they hold stage s - 1 once it has finished the chunk, so it starts its next chunk after them, and stage s
+    starts when they end (the data has landed) or when it is free, whichever is later."""
     done = [0.0] * (len(stage_s[0]) if stage_s else 0)
     wires = [0.0] * len(done)
     for v in per_chunk:
@@ -60,6 +64,10 @@ def pipelined(stage_s: Sequence[Sequence[float]], per_chunk: Sequence[int],
             w = trailing_s[v][s] if trailing_s else 0.0
             if w:
                 ready = wires[s] = max(ready, wires[s]) + w
-            done[s] = max(done[s], ready) + t - w
+            h = holds_s[v][s] if holds_s else 0.0
+            ready += h  # the data lands as the sender's SENDs end; the stage starts then, or when free
+            done[s] = max(done[s], ready) + t - w - h
             ready = done[s]
+            if holds_s and s + 1 < len(done):
+                done[s] += holds_s[v][s + 1]
     return done[-1] if done else 0.0

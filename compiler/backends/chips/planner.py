@@ -30,6 +30,7 @@ from compiler.partition.cost import (
     handoff_trails,
     handoff_wire_s,
     hop_s,
+    hop_send_s,
     hop_trailing_s,
     staging_rule,
     unit_bound,
@@ -183,26 +184,30 @@ class ChipLayout(Layout):
             prev = runs[index - 1]
             hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
             h = handoff(prev.cand.tp, c.tp, hops, system)
-            decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, h, system))
+            decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, h, system, across))
         prefill = self._prefill_time(c, chunk, reach, hops, runs[index - 1].cand.tp if index else 0, across)
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
         memory = _memory(units, pre, c, system, inputs)
         trails = index and self._trails(runs[index - 1], run)
         trailing = (self._trailing_s(runs[index - 1], run, chunk, hops), entry.wire_s) if trails else (0.0, 0.0)
+        hold = self._hold_s(runs[index - 1], run, chunk, hops) if index and not trails else 0.0
         return Timed.of(index, [u.scope for u in units], ChipRange(run.first_chip, c.tp), memory, decode,
-                        bound.total_s, prefill, prefill_bound.total_s, hops, trailing, bound_terms=bound.to_dict(),
+                        bound.total_s, prefill, prefill_bound.total_s, hops, trailing, hold,
+                        bound_terms=bound.to_dict(),
                         decode_tiles_us=decode.tiles_s * 1e6, experts=self._experts(c.first, c.stop, c.tp),
                         tier=_tier(units, c, decode), kv_layout=_kv_layout(units, c))
 
     def prefill_s(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None
-                  ) -> tuple[float, float]:
+                  ) -> tuple[float, float, float]:
         if not index:
-            return self._prefill_time(run.cand, chunk, reach, 0, 0, spans_groups(run, self.system)).total_s, 0.0
+            return self._prefill_time(run.cand, chunk, reach, 0, 0, spans_groups(run, self.system)).total_s, 0.0, 0.0
         prev = runs[index - 1]
         hops = chip_hops(self.system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
         total = self._prefill_time(run.cand, chunk, reach, hops, prev.cand.tp, spans_groups(run, self.system)).total_s
-        return total, self._trailing_s(prev, run, chunk, hops) if self._trails(prev, run) else 0.0
+        if self._trails(prev, run):
+            return total, self._trailing_s(prev, run, chunk, hops), 0.0
+        return total, 0.0, self._hold_s(prev, run, chunk, hops)
 
     def _trails(self, prev: Run, run: Run) -> bool:
         """Whether the hand-off from `prev` into `run` trails (cost.handoff_trails: the lowering's rule)."""
@@ -212,6 +217,11 @@ class ChipLayout(Layout):
         """The part of a prefill chunk's hand-off from `prev` into `run` on the wires alone (hop_trailing_s)."""
         nbytes = math.ceil(self._crossing[1][run.cand.first] * chunk / self.options.prompt)
         return hop_trailing_s(nbytes, hops, handoff(prev.cand.tp, run.cand.tp, hops, self.system), self.system)
+
+    def _hold_s(self, prev: Run, run: Run, chunk: int, hops: int) -> float:
+        """How long a prefill chunk's hand-off from `prev` into `run` that does not trail holds `prev` (hop_send_s)."""
+        nbytes = math.ceil(self._crossing[1][run.cand.first] * chunk / self.options.prompt)
+        return hop_send_s(nbytes, hops, handoff(prev.cand.tp, run.cand.tp, hops, self.system), self.system)
 
     def chunk_s(self, cand: Candidate, chunk: int, reach: int | None = None) -> float:
         """A candidate stage's seconds for one prefill chunk, handed over one hop from a stage as wide (as
@@ -228,7 +238,7 @@ class ChipLayout(Layout):
             return prefill
         system, scale = self.system, chunk / self.options.prompt
         h = handoff(sender_tp, c.tp, hops, system)
-        return prefill + Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system))
+        return prefill + Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system, across))
 
     def _units_prefill(self, c: Candidate, chunk: int, reach: int | None, across: bool) -> Breakdown:
         """The stage's units' part of a prefill chunk, once per candidate, chunk, reach and layout: the TTFT

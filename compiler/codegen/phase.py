@@ -161,9 +161,7 @@ def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner
     for b, values in enumerate(crossing):
         sender, receiver = (codes[b].first_chip, codes[b].tp), (codes[b + 1].first_chip, codes[b + 1].tp)
         # a trailing hand-off's pieces stay on the streams above every other piece's of the stage (_leads)
-        room = system.chip.streams - 1 - max((max(streams_used(p.code.template), default=-1)
-                                              for p in codes[b].pieces if p.kind != "send"), default=-1) \
-            if handoff_trails(sender, receiver, system) else None
+        room = system.chip.streams - 1 - _top_stream(codes[b]) if handoff_trails(sender, receiver, system) else None
         for k, value in enumerate(values.values()):
             send, recv = builder.handoff(value, sender, receiver, k * 64, room)
             codes[b].pieces.append(send)
@@ -209,14 +207,19 @@ def _leads(codes: list[StageCode], system: SystemSpec) -> list[list[int | None]]
         row: list[int | None] = [None] * len(code.pieces)
         if s + 1 < len(codes) and handoff_trails((code.first_chip, code.tp), (codes[s + 1].first_chip,
                                                                              codes[s + 1].tp), system):
-            below = max((max(streams_used(p.code.template), default=-1) for p in code.pieces if p.kind != "send"),
-                        default=-1)
+            below = _top_stream(code)
             for i, p in enumerate(code.pieces):
                 used = streams_used(p.code.template)
                 if p.kind == "send" and (not used or used.start > below):
                     row[i] = max(ins.end for ins in p.code.template.instrs if ins.op is Op.READ)
         out.append(row)
     return out
+
+
+def _top_stream(code: StageCode) -> int:
+    """The highest physical stream the stage's pieces but its hand-off sends use (-1: none): a trailing
+    hand-off keeps above it, on the streams those leave free."""
+    return max((max(streams_used(p.code.template), default=-1) for p in code.pieces if p.kind != "send"), default=-1)
 
 
 def _lands(piece: Piece, timing: Timing) -> int | None:

@@ -528,9 +528,9 @@ def _sweep_spec(args: argparse.Namespace) -> int:
     outcome = sweep(args.spec, args.out, Cluster(args.address, args.cpus), err)
     statuses = [r["status"] for r in outcome.table]
     err.print(f"wrote {', '.join(str(f) for f in outcome.files)}: {len(statuses)} points, "
-              f"{statuses.count('ok')} planned, {len(statuses) - statuses.count('ok')} failed")
+              f"{statuses.count('ok')} planned, {len(statuses) - statuses.count('ok')} failed", soft_wrap=True)
     if args.plot:
-        err.print(f"wrote {len(write_plots(outcome.table, Path(args.plot)))} plots in {args.plot}")
+        err.print(f"wrote {len(write_plots(outcome.table, Path(args.plot)))} plots in {args.plot}", soft_wrap=True)
     if args.best:
         render_best(outcome.table, _console())
     if outcome.internal_errors:

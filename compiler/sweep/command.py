@@ -52,7 +52,7 @@ def sweep(spec_path: str | Path, out: str | Path | None, cluster: Cluster, conso
     store = Store.open(root)
     jobs = _pending(points, keys, store, version)
     console.print(f"{len(points)} points, {len(points) - _covered(keys, jobs)} already recorded in {store.root}; "
-                  f"running {len(jobs)} on {_where(cluster)}")
+                  f"running {len(jobs)} on {_where(cluster)}", soft_wrap=True)
     if jobs:
         try:
             run_jobs(jobs, store, cluster, console)
@@ -63,7 +63,7 @@ def sweep(spec_path: str | Path, out: str | Path | None, cluster: Cluster, conso
         except KeyboardInterrupt:
             done = sum(store.done(k) is not None for k in dict.fromkeys(keys))
             console.print(f"interrupted: {done} of {len(set(keys))} distinct points recorded in {store.root}; "
-                          "run the same command to resume")
+                          "run the same command to resume", soft_wrap=True)
             raise
     records = {k: store.load(k) for k in dict.fromkeys(keys)}
     table = rows(points, records, keys)

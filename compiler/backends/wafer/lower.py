@@ -45,7 +45,7 @@ from compiler.codegen.lowering import Lowering
 from compiler.codegen.phase import Placed, chunk_starts, tag_runs, timeline
 from compiler.codegen.template import Instr, Peer, Ref, Space, Template
 from compiler.frontend.options import CompileOptions
-from compiler.partition.units import boundary_bytes, signature
+from compiler.partition.units import boundary_bytes, unit_kinds
 from compiler.plan import Plan
 from ir.contract import Route
 from ir.graph import Graph, Op
@@ -269,9 +269,8 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
 def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: list[int], rows_scale: float
             ) -> tuple[list[_Stage], int]:
     """Every stage's roles and units' templates (one per distinct unit and region shape), and how many."""
-    scopes = graph.scopes()
+    scopes, kinds, ops = unit_kinds(graph)  # the planner's kinds (_Costed): one template a kind and shape
     index = {s: i for i, s in enumerate(scopes)}
-    units = [list(graph.ops_in(s)) for s in scopes]
     templates: dict[tuple, tuple[_Piece, int]] = {}
     plan, base = [], 0
     for st in stages:
@@ -279,9 +278,9 @@ def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: l
         roles = Roles.of(shape.rows, shape.cols)
         pieces, addr = [], 0
         for u in range(index[st.first_unit], index[st.last_unit] + 1):
-            key = (signature(units[u]), shape)
+            key = (kinds[u], shape)
             if key not in templates:
-                templates[key] = _unit(units[u], shape, roles, wafer, timing, rows_scale)
+                templates[key] = _unit(ops[kinds[u]], shape, roles, wafer, timing, rows_scale)
             piece, nbytes = templates[key]
             pieces.append(replace(piece, base=base, addr=addr))
             addr += nbytes

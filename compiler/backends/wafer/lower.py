@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from compiler.backends.wafer.cost import ACT_BYTES, Feed, Mxm, RowOp, Shape, Step, Tree, X, describe, message_cycles
-from compiler.backends.wafer.layout import Hop, entry
+from compiler.backends.wafer.layout import entry
 from compiler.backends.wafer.planner import host_input_bytes
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate
@@ -230,12 +230,12 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
     pipelined through the stages (a stage takes chunk c once it has finished chunk c - 1 and sent it on)."""
     timing = Timing.of(wafer)
     plan, templates = _stages(graph, stages, wafer, timing, crossing, rows_scale)
-    if host_bytes:
-        plan[0].pieces.insert(0, _host_input(timing, wafer, plan[0], host_bytes))
-    for prev, cur in zip(plan, plan[1:], strict=False):
-        send, recv = _handoff(timing, wafer, prev, cur)
-        prev.pieces.append(send)
-        cur.pieces.insert(0, recv)
+    for prev, cur in zip([None, *plan], plan, strict=False):  # the host's rows into the first, then hand-offs
+        if prev is not None or host_bytes:
+            pieces = _into(timing, wafer, prev, cur, host_bytes if prev is None else cur.entry_bytes)
+            cur.pieces.insert(0, pieces[-1])
+            if prev is not None:
+                prev.pieces.append(pieces[0])
     placed = timeline([[[p.t.makespan for p in st.pieces] for st in plan]],
                       [[[p.land for p in st.pieces] for st in plan]], [0] * chunks)
     on_q = [False] * (plan[-1].base + len(plan[-1].roles))  # per stream: its activation sits on Q, not P
@@ -289,32 +289,24 @@ def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: l
     return plan, len(templates)
 
 
-def _host_input(timing: Timing, wafer: SystemSpec, first: _Stage, nbytes: int) -> _Piece:
-    """The host sends the step's embedding rows over the wafer's system I/O link (--embed-on-host): the
-    first region's row 0 RECVs them from HOST once they are in (layout.entry)."""
-    hop = entry(None, first.region, nbytes, wafer)
-    return _receive("host input", timing, first, hop, Peer("host", 0, 1, 1, 0), timing.arrival(hop.hops, hop.unit),
-                    "unit")
-
-
-def _handoff(timing: Timing, wafer: SystemSpec, prev: _Stage, cur: _Stage) -> tuple[_Piece, _Piece]:
-    """The previous region's row 0 sends the activation into this region's row 0 over the hand-off's wire
-    (layout.entry): the sending piece (its tag is the receiving piece's, placed next) and the receiving one."""
-    hop = entry(prev.region, cur.region, cur.entry_bytes, wafer)
-    send = Template("hand-off send", timing, physical=True, pair=(P, Q))
-    for s in prev.roles.root:
-        send.add(Instr(Isa.SEND, timing.link(hop.nbytes, hop.unit), unit=hop.unit, stream=s, issue=0,
-                       src_bytes=hop.nbytes, s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
-                       route=Route.NEXT_WAFER if hop.far else Route.NEXT_REGION))
-    recv = _receive("hand-off receive", timing, cur, hop, _stream(prev.base + prev.roles.root[0] - cur.base), 0, "recv")
-    return _Piece(send, prev.base, len(prev.roles.root), "send", land=timing.arrival(hop.hops, hop.unit)), recv
-
-
-def _receive(name: str, timing: Timing, stage: _Stage, hop: Hop, peer: Peer, issue: int, kind: str) -> _Piece:
-    """Row 0 of `stage` RECVs a hand-off from `peer` into a fresh result stream (Q: the roles' pair traded)."""
-    t = Template(name, timing, physical=True, pair=(P, Q))
-    for r in stage.roles.root:
-        t.add(Instr(Isa.RECV, timing.recv(hop.nbytes, hop.unit + 1), unit=hop.unit + 1, stream=r, issue=issue,
-                    dst_bytes=hop.nbytes, s_out=Q, peer=peer, tag=0))
-    roots = len(stage.roles.root)
-    return _Piece(t, stage.base, roots, kind, flips=(True,) * roots)
+def _into(timing: Timing, wafer: SystemSpec, prev: _Stage | None, cur: _Stage, nbytes: int) -> list[_Piece]:
+    """`nbytes` into `cur`'s row 0 over layout.entry's wire, received into a fresh result stream (Q: the
+    roles' pair traded): from the previous region's row 0, the sending piece (its tag the receiving piece's,
+    placed next) and the receiving one; from the host (`prev` None: --embed-on-host, the step's embedding
+    rows over the wafer's system I/O link), the receiving piece alone, its RECVs once the rows are in."""
+    hop = entry(None if prev is None else prev.region, cur.region, nbytes, wafer)
+    land, pieces, peer = timing.arrival(hop.hops, hop.unit), [], Peer("host", 0, 1, 1, 0)
+    if prev is not None:
+        send = Template("hand-off send", timing, physical=True, pair=(P, Q))
+        for s in prev.roles.root:
+            send.add(Instr(Isa.SEND, timing.link(hop.nbytes, hop.unit), unit=hop.unit, stream=s, issue=0,
+                           src_bytes=hop.nbytes, s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
+                           route=Route.NEXT_WAFER if hop.far else Route.NEXT_REGION))
+        pieces.append(_Piece(send, prev.base, len(prev.roles.root), "send", land=land))
+        peer = _stream(prev.base + prev.roles.root[0] - cur.base)
+    recv = Template("host input" if prev is None else "hand-off receive", timing, physical=True, pair=(P, Q))
+    for r in cur.roles.root:
+        recv.add(Instr(Isa.RECV, timing.recv(hop.nbytes, hop.unit + 1), unit=hop.unit + 1, stream=r,
+                       issue=land if prev is None else 0, dst_bytes=hop.nbytes, s_out=Q, peer=peer, tag=0))
+    roots = len(cur.roles.root)
+    return [*pieces, _Piece(recv, cur.base, roots, "unit" if prev is None else "recv", flips=(True,) * roots)]

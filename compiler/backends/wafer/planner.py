@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from compiler.backends.wafer.cost import ZERO, MeshCost, Shape, unit_mesh_cost
-from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, entry, enumerate_wafers
+from compiler.backends.wafer.layout import CostOf, entry, enumerate_wafers
 from compiler.frontend.options import CompileOptions
 from compiler.partition import dp
-from compiler.partition.candidates import Candidate
+from compiler.partition.candidates import Candidate, capacity_lower_bound
 from compiler.partition.units import boundary_bytes, unit_kinds
 from compiler.passes.embed_on_host import HOST_INPUT
 from compiler.plan.reader import PlanFile, unit_ranges
@@ -71,7 +71,8 @@ class WaferLayout(Layout):
         """`every` is the chip layout's flag: a wafer's candidates are all kept already."""
         units, prompt = (_Costed(g, system) for g in (decode, prefill))
         crossing = boundary_bytes(decode)
-        bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(), system)
+        bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(),
+                                     system.chips_per_node * system.chip.usable_sram_bytes)
         cost_of, cands = _layout_inputs(units, prompt, crossing, system, options, bound)
         return cls(system, options, units, prompt, cost_of, cands, bound, crossing=crossing)
 

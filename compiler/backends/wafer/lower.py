@@ -163,13 +163,11 @@ class _Steps:
 @dataclass(frozen=True)
 class _Piece:
     """A template a stage runs every chunk (a unit or the host's rows: kind "unit"; a hand-off's "send" or
-    "recv" side) on its streams from `base` with its address; the roles whose result it leaves on the
-    other stream of the pair; for a hand-off sender, the cycles from its start until the data is on the
-    far side."""
+    "recv" side) on its stage's streams from the first with its address; per stream it runs, whether it
+    leaves that role's result on the other stream of the pair; for a hand-off sender, the cycles from its
+    start until the data is on the far side."""
 
     t: Template
-    base: int
-    streams: int
     kind: str = "unit"
     addr: int = 0
     flips: tuple[bool, ...] = ()
@@ -185,7 +183,7 @@ def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: 
         addr = e.alloc(w.weight_bytes + w.state_bytes)
         for step in w.steps:
             e.step(step, addr)
-    return _Piece(e.t, 0, len(roles), flips=tuple(c != P for c in e.cur)), e.addr
+    return _Piece(e.t, flips=tuple(c != P for c in e.cur)), e.addr
 
 
 @dataclass(frozen=True)
@@ -242,10 +240,10 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
 
     def traded(pl: Placed) -> tuple:
         """The instance's key: its piece and which of its streams trade P and Q (as those before it left them)."""
-        p = plan[pl.stage].pieces[pl.piece]
-        swap = tuple(on_q[p.base:p.base + p.streams])
+        base, p = plan[pl.stage].base, plan[pl.stage].pieces[pl.piece]
+        swap = tuple(on_q[base:base + len(p.flips)])
         for s, flip in enumerate(p.flips):
-            on_q[p.base + s] ^= flip
+            on_q[base + s] ^= flip
         return pl.stage, pl.piece, swap
 
     blocks = Blocks()
@@ -253,7 +251,7 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
                                                traded).items():
         p = plan[stage].pieces[index]
         start, tag = np.array(runs, np.int64).T
-        instantiate(blocks, p.t, p.base, 1, start, tag, {}, lambda ref, a=p.addr: a, wafer, swap=swap)
+        instantiate(blocks, p.t, plan[stage].base, 1, start, tag, {}, lambda ref, a=p.addr: a, wafer, swap=swap)
     stage_meta = [{"index": st.index, "first_stream": p.base, "streams": len(p.roles), "region": st.region.to_dict(),
                    "resident_bytes_per_core": p.resident_bytes}
                   for st, p in zip(stages, plan, strict=True)]
@@ -282,7 +280,7 @@ def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: l
             if key not in templates:
                 templates[key] = _unit(ops[kinds[u]], shape, roles, wafer, timing, rows_scale)
             piece, nbytes = templates[key]
-            pieces.append(replace(piece, base=base, addr=addr))
+            pieces.append(replace(piece, addr=addr))
             addr += nbytes
         plan.append(_Stage(st.region, roles, base, pieces, addr, crossing[index[st.first_unit]]))
         base += len(roles)
@@ -302,11 +300,11 @@ def _into(timing: Timing, wafer: SystemSpec, prev: _Stage | None, cur: _Stage, n
             send.add(Instr(Isa.SEND, timing.link(hop.nbytes, hop.unit), unit=hop.unit, stream=s, issue=0,
                            src_bytes=hop.nbytes, s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
                            route=Route.NEXT_WAFER if hop.far else Route.NEXT_REGION))
-        pieces.append(_Piece(send, prev.base, len(prev.roles.root), "send", land=land))
+        pieces.append(_Piece(send, "send", flips=(False,) * len(prev.roles.root), land=land))
         peer = _stream(prev.base + prev.roles.root[0] - cur.base)
     recv = Template("host input" if prev is None else "hand-off receive", timing, physical=True, pair=(P, Q))
     for r in cur.roles.root:
         recv.add(Instr(Isa.RECV, timing.recv(hop.nbytes, hop.unit + 1), unit=hop.unit + 1, stream=r,
                        issue=land if prev is None else 0, dst_bytes=hop.nbytes, s_out=Q, peer=peer, tag=0))
     roots = len(cur.roles.root)
-    return [*pieces, _Piece(recv, cur.base, roots, "unit" if prev is None else "recv", flips=(True,) * roots)]
+    return [*pieces, _Piece(recv, "unit" if prev is None else "recv", flips=(True,) * roots)]

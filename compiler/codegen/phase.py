@@ -20,7 +20,7 @@ import numpy as np
 
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate, stage_base, streams_used, sync
-from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
+from compiler.codegen.stage import StageBuilder, StageCode, layout
 from compiler.codegen.template import TAG_SPACE
 from compiler.partition.chaining import lowered_together
 from compiler.partition.cost import handoff_trails
@@ -222,22 +222,6 @@ def _top_stream(code: StageCode) -> int:
     return max((max(streams_used(p.code.template), default=-1) for p in code.pieces if p.kind != "send"), default=-1)
 
 
-def _lands(piece: Piece, timing: Timing) -> int | None:
-    """Cycles from a hand-off sender's start until its last message has begun to cross the wire and reached the
-    far side. A message in parts (cost.handoff_parts) is received part after part, each RECV as long as its
-    SEND: a later part is in time where it leaves no later than the parts before it take."""
-    if piece.kind != "send":
-        return None
-    sends = [ins for ins in piece.code.template.instrs if ins.op is Op.SEND]
-    before: dict[tuple, int] = {}  # cycles of a message's earlier parts, by its tag and peer
-    first = 0
-    for ins in sends:
-        key = (ins.tag, ins.peer)
-        first = max(first, ins.issue - before.get(key, 0))
-        before[key] = before.get(key, 0) + ins.cycles
-    return first + max(ins.peer.hops for ins in sends) * timing.link_latency_cycles
-
-
 def chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[int]]:
     """The cycle each stage starts each chunk: when the host's inputs for it must be in place."""
     starts = [[-1] * chunks for _ in range(stages)]
@@ -293,7 +277,7 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
     # Each piece's length, and for a hand-off sender the cycle its data is on the far side,
     # from its start: the same for every chunk of a variant, so read off the templates once.
     spans = [[[p.code.template.makespan for p in code.pieces] for code in codes] for codes in variants]
-    lands = [[[_lands(p, timing) for p in code.pieces] for code in codes] for codes in variants]
+    lands = [[[p.land for p in code.pieces] for code in codes] for codes in variants]
     leads = [_leads(codes, system) for codes in variants]
     placed = timeline(spans, lands, [v for v, n in enumerate(chunks) for _ in range(n)], timing.sync_cycles, leads)
     blocks = Blocks()

@@ -43,7 +43,9 @@ from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate
 from compiler.codegen.lowering import Lowering
 from compiler.codegen.phase import Placed, chunk_starts, tag_runs, timeline
+from compiler.codegen.stage import Piece
 from compiler.codegen.template import Instr, Peer, Ref, Space, Template
+from compiler.codegen.unit import UnitCode
 from compiler.frontend.options import CompileOptions
 from compiler.partition.units import boundary_bytes, unit_kinds
 from compiler.plan import Plan
@@ -160,22 +162,8 @@ class _Steps:
                 self.now += cycles
 
 
-@dataclass(frozen=True)
-class _Piece:
-    """A template a stage runs every chunk (a unit or the host's rows: kind "unit"; a hand-off's "send" or
-    "recv" side) on its stage's streams from the first with its address; per stream it runs, whether it
-    leaves that role's result on the other stream of the pair; for a hand-off sender, the cycles from its
-    start until the data is on the far side."""
-
-    t: Template
-    kind: str = "unit"
-    addr: int = 0
-    flips: tuple[bool, ...] = ()
-    land: int | None = None
-
-
 def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: Timing, rows_scale: float
-          ) -> tuple[_Piece, int]:
+          ) -> tuple[Piece, int]:
     """A unit's piece on a region shape (from stream 0, address 0) and the per-core bytes it holds."""
     e = _Steps.of(ops[0].scope or "unit", timing, roles, shape)
     for op in ops:
@@ -183,7 +171,7 @@ def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: 
         addr = e.alloc(w.weight_bytes + w.state_bytes)
         for step in w.steps:
             e.step(step, addr)
-    return _Piece(e.t, flips=tuple(c != P for c in e.cur)), e.addr
+    return Piece(UnitCode(e.t), flips=tuple(c != P for c in e.cur)), e.addr
 
 
 @dataclass(frozen=True)
@@ -193,7 +181,7 @@ class _Stage:
     region: object
     roles: Roles
     base: int
-    pieces: list[_Piece]
+    pieces: list[Piece]
     resident_bytes: int
     entry_bytes: int
 
@@ -234,7 +222,7 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
             cur.pieces.insert(0, pieces[-1])
             if prev is not None:
                 prev.pieces.append(pieces[0])
-    placed = timeline([[[p.t.makespan for p in st.pieces] for st in plan]],
+    placed = timeline([[[p.code.template.makespan for p in st.pieces] for st in plan]],
                       [[[p.land for p in st.pieces] for st in plan]], [0] * chunks)
     on_q = [False] * (plan[-1].base + len(plan[-1].roles))  # per stream: its activation sits on Q, not P
 
@@ -249,9 +237,9 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
     blocks = Blocks()
     for (stage, index, swap), runs in tag_runs(phase, placed, lambda pl: plan[pl.stage].pieces[pl.piece].kind,
                                                traded).items():
-        p = plan[stage].pieces[index]
+        base, p = plan[stage].base, plan[stage].pieces[index]
         start, tag = np.array(runs, np.int64).T
-        instantiate(blocks, p.t, plan[stage].base, 1, start, tag, {}, lambda ref, a=p.addr: a, wafer, swap=swap)
+        instantiate(blocks, p.code.template, base, 1, start, tag, {}, lambda ref, a=p.addr: a, wafer, swap=swap)
     stage_meta = [{"index": st.index, "first_stream": p.base, "streams": len(p.roles), "region": st.region.to_dict(),
                    "resident_bytes_per_core": p.resident_bytes}
                   for st, p in zip(stages, plan, strict=True)]
@@ -269,7 +257,7 @@ def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: l
     """Every stage's roles and units' templates (one per distinct unit and region shape), and how many."""
     scopes, kinds, ops = unit_kinds(graph)  # the planner's kinds (_Costed): one template a kind and shape
     index = {s: i for i, s in enumerate(scopes)}
-    templates: dict[tuple, tuple[_Piece, int]] = {}
+    templates: dict[tuple, tuple[Piece, int]] = {}
     plan, base = [], 0
     for st in stages:
         shape = st.region.shape
@@ -287,7 +275,7 @@ def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: l
     return plan, len(templates)
 
 
-def _into(timing: Timing, wafer: SystemSpec, prev: _Stage | None, cur: _Stage, nbytes: int) -> list[_Piece]:
+def _into(timing: Timing, wafer: SystemSpec, prev: _Stage | None, cur: _Stage, nbytes: int) -> list[Piece]:
     """`nbytes` into `cur`'s row 0 over layout.entry's wire, received into a fresh result stream (Q: the
     roles' pair traded): from the previous region's row 0, the sending piece (its tag the receiving piece's,
     placed next) and the receiving one; from the host (`prev` None: --embed-on-host, the step's embedding
@@ -300,11 +288,11 @@ def _into(timing: Timing, wafer: SystemSpec, prev: _Stage | None, cur: _Stage, n
             send.add(Instr(Isa.SEND, timing.link(hop.nbytes, hop.unit), unit=hop.unit, stream=s, issue=0,
                            src_bytes=hop.nbytes, s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
                            route=Route.NEXT_WAFER if hop.far else Route.NEXT_REGION))
-        pieces.append(_Piece(send, "send", flips=(False,) * len(prev.roles.root), land=land))
+        pieces.append(Piece(UnitCode(send), kind="send", land=land, flips=(False,) * len(prev.roles.root)))
         peer = _stream(prev.base + prev.roles.root[0] - cur.base)
     recv = Template("host input" if prev is None else "hand-off receive", timing, physical=True, pair=(P, Q))
     for r in cur.roles.root:
         recv.add(Instr(Isa.RECV, timing.recv(hop.nbytes, hop.unit + 1), unit=hop.unit + 1, stream=r,
                        issue=land if prev is None else 0, dst_bytes=hop.nbytes, s_out=Q, peer=peer, tag=0))
     roots = len(cur.roles.root)
-    return [*pieces, _Piece(recv, "unit" if prev is None else "recv", flips=(True,) * roots)]
+    return [*pieces, Piece(UnitCode(recv), kind="unit" if prev is None else "recv", flips=(True,) * roots)]

@@ -222,8 +222,7 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
             cur.pieces.insert(0, pieces[-1])
             if prev is not None:
                 prev.pieces.append(pieces[0])
-    placed = timeline([[[p.code.template.makespan for p in st.pieces] for st in plan]],
-                      [[[p.land for p in st.pieces] for st in plan]], [0] * chunks)
+    placed = timeline([plan], [0] * chunks)
     on_q = [False] * (plan[-1].base + len(plan[-1].roles))  # per stream: its activation sits on Q, not P
 
     def traded(pl: Placed) -> tuple:

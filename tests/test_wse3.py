@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.backends.wafer.cost import ROWS, MeshCost, Shape, Tree, gemv, steps_time, timing_of
-from compiler.backends.wafer.layout import Grid, Slot, _packings, capacity_lower_bound, wafer_candidate
+from compiler.backends.wafer.layout import Grid, Slot, _packings, wafer_candidate
 from compiler.cli import main
 from compiler.frontend.options import CompileOptions
+from compiler.partition.candidates import capacity_lower_bound
 from compiler.partition.cost import Breakdown
 from compiler.plan import Plan
 from compiler.plan.search import choose
@@ -227,8 +228,8 @@ def test_a_unit_too_big_for_a_cell_takes_neighbouring_cells_of_one_band():
 
 def test_capacity_bound_counts_usable_bytes():
     per_wafer = WSE3.chips_per_node * WSE3.chip.usable_sram_bytes
-    assert capacity_lower_bound(per_wafer, WSE3) == 1
-    assert capacity_lower_bound(per_wafer + 1, WSE3) == 2
+    assert capacity_lower_bound(per_wafer, per_wafer) == 1
+    assert capacity_lower_bound(per_wafer + 1, per_wafer) == 2
 
 
 # ---------------------------------------------------------------- planning on wafers

@@ -20,7 +20,7 @@ import numpy as np
 
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate, stage_base, streams_used, sync
-from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
+from compiler.codegen.stage import StageBuilder, StageCode, layout
 from compiler.codegen.template import TAG_SPACE
 from compiler.partition.chaining import lowered_together
 from compiler.partition.cost import handoff_trails
@@ -168,15 +168,17 @@ def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner
             codes[b + 1].pieces.insert(k, recv)
 
 
-def timeline(spans: list[list[list[int]]], lands: list[list[list[int | None]]], per_chunk: Sequence[int],
-             ready: int = 0, leads: list[list[list[int | None]]] | None = None) -> list[Placed]:
+def timeline(variants: Sequence[Sequence], per_chunk: Sequence[int], ready: int = 0,
+             leads: list[list[list[int | None]]] | None = None) -> list[Placed]:
     """Start cycle of every piece instance (see the module docstring), every stage free from `ready`;
-    chunk c runs the pieces of variant `per_chunk[c]`. `spans[v][s][i]`: the cycles piece i of stage s
-    of variant v takes; `lands[v][s][i]`: for a hand-off sender, the cycles from its start until its
-    data is on the far side (None for any other piece); `leads[v][s][i]`: for a hand-off that trails
-    (cost.handoff_trails), the cycles until it has read what it sends: the stage goes on from there while
-    its SENDs run, and its next trailing hand-off starts once they have ended (None: the piece holds the
-    stage for its whole span). Any backend's pipeline: the chip stages', the wafer regions'."""
+    chunk c runs the pieces of variant `per_chunk[c]`. `variants[v][s].pieces`: stage s of variant v's
+    (codegen.stage.Piece), each as long as its template, a hand-off sender's data on the far side `land`
+    cycles after its start; `leads[v][s][i]`: for a hand-off that trails (cost.handoff_trails), the cycles
+    until it has read what it sends: the stage goes on from there while its SENDs run, and its next
+    trailing hand-off starts once they have ended (None: the piece holds the stage for its whole span).
+    Any backend's pipeline: the chip stages', the wafer regions'."""
+    # the same for every chunk of a variant, so read off the templates once
+    spans = [[[p.code.template.makespan for p in st.pieces] for st in stages] for stages in variants]
     free = [ready] * len(spans[0])
     links = [ready] * len(spans[0])  # when each stage's trailing SENDs have ended
     placed: list[Placed] = []
@@ -186,12 +188,12 @@ def timeline(spans: list[list[list[int]]], lands: list[list[list[int | None]]], 
             start = max(free[s], arrival)
             arrival = 0
             trail = leads[v][s] if leads else [None] * len(spans[v][s])
-            for i, (span, land, lead) in enumerate(zip(spans[v][s], lands[v][s], trail, strict=True)):
+            for i, (span, p, lead) in enumerate(zip(spans[v][s], variants[v][s].pieces, trail, strict=True)):
                 if lead is not None:
                     start = max(start, links[s])
                 placed.append(Placed(s, i, c, start, v))
-                if land is not None:
-                    arrival = max(arrival, start + land)
+                if p.land is not None:
+                    arrival = max(arrival, start + p.land)
                 if lead is not None:
                     links[s] = start + span
                 start += span if lead is None else lead
@@ -220,22 +222,6 @@ def _top_stream(code: StageCode) -> int:
     """The highest physical stream the stage's pieces but its hand-off sends use (-1: none): a trailing
     hand-off keeps above it, on the streams those leave free."""
     return max((max(streams_used(p.code.template), default=-1) for p in code.pieces if p.kind != "send"), default=-1)
-
-
-def _lands(piece: Piece, timing: Timing) -> int | None:
-    """Cycles from a hand-off sender's start until its last message has begun to cross the wire and reached the
-    far side. A message in parts (cost.handoff_parts) is received part after part, each RECV as long as its
-    SEND: a later part is in time where it leaves no later than the parts before it take."""
-    if piece.kind != "send":
-        return None
-    sends = [ins for ins in piece.code.template.instrs if ins.op is Op.SEND]
-    before: dict[tuple, int] = {}  # cycles of a message's earlier parts, by its tag and peer
-    first = 0
-    for ins in sends:
-        key = (ins.tag, ins.peer)
-        first = max(first, ins.issue - before.get(key, 0))
-        before[key] = before.get(key, 0) + ins.cycles
-    return first + max(ins.peer.hops for ins in sends) * timing.link_latency_cycles
 
 
 def chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[int]]:
@@ -290,12 +276,8 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
     timing = Timing.of(system)
     variants = build_variants(graphs, stages, system, sram_base)
     codes = variants[-1]
-    # Each piece's length, and for a hand-off sender the cycle its data is on the far side,
-    # from its start: the same for every chunk of a variant, so read off the templates once.
-    spans = [[[p.code.template.makespan for p in code.pieces] for code in codes] for codes in variants]
-    lands = [[[_lands(p, timing) for p in code.pieces] for code in codes] for codes in variants]
     leads = [_leads(codes, system) for codes in variants]
-    placed = timeline(spans, lands, [v for v, n in enumerate(chunks) for _ in range(n)], timing.sync_cycles, leads)
+    placed = timeline(variants, [v for v, n in enumerate(chunks) for _ in range(n)], timing.sync_cycles, leads)
     blocks = Blocks()
     for code in codes:
         sync(blocks, code, timing)

@@ -33,11 +33,16 @@ class Piece:
     """One template instance on a stage: the names behind its slots, and which ranks run it."""
 
     code: UnitCode
-    params: tuple[str, ...]
-    ports_in: tuple[str, ...]
-    ports_out: tuple[str, ...]
+    params: tuple[str, ...] = ()
+    ports_in: tuple[str, ...] = ()
+    ports_out: tuple[str, ...] = ()
     ranks: int | None = None  # only ranks below this run it (hand-off senders)
     kind: str = "unit"  # "unit" | "recv" | "send"
+    land: int | None = None  # a hand-off sender's: cycles from its start till its data is across (phase.timeline)
+    # A wafer region's piece (its template names physical role streams, compiler/backends/wafer/lower.py): the
+    # first address of its params, and per stream it runs whether it leaves that role's result on the pair's other.
+    addr: int = 0
+    flips: tuple[bool, ...] = ()
 
 
 @dataclass
@@ -140,7 +145,8 @@ class StageBuilder:
                                                   peer=Peer("next", k * served + i, h.senders, slices, hops))))
         send_code = finish(send, (), (value,), ())
         recv = self._receive(value, h, hops, size, tag, receiver, parts)
-        return (Piece(send_code, (), (value.name,), (), ranks=h.senders, kind="send"),
+        return (Piece(send_code, (), (value.name,), (), ranks=h.senders, kind="send",
+                      land=lands(send_code.template, self.timing)),
                 Piece(recv, (), (), (value.name,), kind="recv"))
 
     def _receive(self, value: Value, h: HandOff, hops: int, size: int, tag: int, receiver: tuple[int, int],
@@ -200,6 +206,20 @@ class StageBuilder:
         final.deps = final.deps + tuple((w, 0) for w in ends[:-1])
         slot.ready = ends[-1]
         return finish(t, (), (), (value,), port_bytes=e.port_bytes())
+
+
+def lands(t: Template, timing: Timing) -> int:
+    """Cycles from a hand-off sender's start until its last message has begun to cross the wire and reached the
+    far side. A message in parts (cost.handoff_parts) is received part after part, each RECV as long as its
+    SEND: a later part is in time where it leaves no later than the parts before it take."""
+    sends = [ins for ins in t.instrs if ins.op is Isa.SEND]
+    before: dict[tuple, int] = {}  # cycles of a message's earlier parts, by its tag and peer
+    first = 0
+    for ins in sends:
+        key = (ins.tag, ins.peer)
+        first = max(first, ins.issue - before.get(key, 0))
+        before[key] = before.get(key, 0) + ins.cycles
+    return first + max(ins.peer.hops for ins in sends) * timing.link_latency_cycles
 
 
 def _parts(size: int, parts: int) -> list[tuple[int, int]]:

@@ -28,9 +28,9 @@ class UnitCode:
     """A scheduled template and, slot by slot, the values it reads and writes."""
 
     template: Template
-    params: tuple[Value, ...]  # PARAM slots: params and caches
-    ports_in: tuple[Value, ...]  # PORT_IN slots
-    ports_out: tuple[Value, ...]  # PORT_OUT slots
+    params: tuple[Value, ...] = ()  # PARAM slots: params and caches
+    ports_in: tuple[Value, ...] = ()  # PORT_IN slots
+    ports_out: tuple[Value, ...] = ()  # PORT_OUT slots
     values: tuple[Value, ...] = ()  # every operand and result in op order: instances rename by position
     local_offsets: tuple[int, ...] = ()  # arena offset of each LOCAL slot
     arena_bytes: int = 0

@@ -162,10 +162,15 @@ def _undominated(row: list[Candidate], prefill: dict[tuple[int, bool], float]) -
     return kept
 
 
-def capacity_lower_bound(units: list[Unit], system: SystemSpec) -> int:
-    """Every byte that must be resident, over the usable SRAM of one chip."""
-    total = sum(u.decode[1, False].resident_bytes if (1, False) in u.decode else _whole(u) for u in units)
-    return math.ceil(total / system.chip.usable_sram_bytes)
+def resident_total(units: list[Unit]) -> int:
+    """Every byte that must be resident: each unit on one chip, or split as it must be."""
+    return sum(u.decode[1, False].resident_bytes if (1, False) in u.decode else _whole(u) for u in units)
+
+
+def capacity_lower_bound(total_bytes: int, device_bytes: int) -> int:
+    """Every resident byte over one device's usable SRAM (a chip's, or a wafer's cores' together): no
+    layout uses fewer devices. Every backend's bound."""
+    return max(1, math.ceil(total_bytes / device_bytes))
 
 
 def _whole(u: Unit) -> int:

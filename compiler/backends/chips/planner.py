@@ -20,6 +20,7 @@ from compiler.partition.candidates import (
     capacity_lower_bound,
     cost_tables,
     enumerate_candidates,
+    resident_total,
 )
 from compiler.partition.chaining import lowered_together
 from compiler.partition.cost import (
@@ -89,7 +90,7 @@ class ChipLayout(Layout):
         cands = enumerate_candidates(units, tables, boundary_bytes(decode), system,
                                      keep_dominated=every or options.chips is not None, reserved_bytes=reserved)
         return cls(system, decode, prefill, options, units_=units, candidates=cands,
-                   lower_bound=capacity_lower_bound(units, system))
+                   lower_bound=capacity_lower_bound(resident_total(units), system.chip.usable_sram_bytes))
 
     @property
     def max_devices(self) -> int:

@@ -223,8 +223,3 @@ def _span(u: int, grid: Grid, cost_of: CostOf, usable: int) -> int | None:
         if c.resident_bytes + c.act_bytes <= usable:
             return span
     return None
-
-
-def capacity_lower_bound(total_bytes: int, wafer: SystemSpec) -> int:
-    """Every resident byte over one wafer's usable SRAM: no layout uses fewer wafers."""
-    return max(1, math.ceil(total_bytes / (wafer.chips_per_node * wafer.chip.usable_sram_bytes)))

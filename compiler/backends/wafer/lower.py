@@ -37,15 +37,17 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from compiler.backends.wafer.cost import ACT_BYTES, Feed, Mxm, RowOp, Shape, Step, Tree, X, describe, message_cycles
-from compiler.backends.wafer.layout import Hop, entry
+from compiler.backends.wafer.layout import entry
 from compiler.backends.wafer.planner import host_input_bytes
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate
 from compiler.codegen.lowering import Lowering
 from compiler.codegen.phase import Placed, chunk_starts, tag_runs, timeline
+from compiler.codegen.stage import Piece
 from compiler.codegen.template import Instr, Peer, Ref, Space, Template
+from compiler.codegen.unit import UnitCode
 from compiler.frontend.options import CompileOptions
-from compiler.partition.units import boundary_bytes, signature
+from compiler.partition.units import boundary_bytes, unit_kinds
 from compiler.plan import Plan
 from ir.contract import Route
 from ir.graph import Graph, Op
@@ -160,24 +162,8 @@ class _Steps:
                 self.now += cycles
 
 
-@dataclass(frozen=True)
-class _Piece:
-    """A template a stage runs every chunk (a unit or the host's rows: kind "unit"; a hand-off's "send" or
-    "recv" side) on its streams from `base` with its address; the roles whose result it leaves on the
-    other stream of the pair; for a hand-off sender, the cycles from its start until the data is on the
-    far side."""
-
-    t: Template
-    base: int
-    streams: int
-    kind: str = "unit"
-    addr: int = 0
-    flips: tuple[bool, ...] = ()
-    land: int | None = None
-
-
 def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: Timing, rows_scale: float
-          ) -> tuple[_Piece, int]:
+          ) -> tuple[Piece, int]:
     """A unit's piece on a region shape (from stream 0, address 0) and the per-core bytes it holds."""
     e = _Steps.of(ops[0].scope or "unit", timing, roles, shape)
     for op in ops:
@@ -185,7 +171,7 @@ def _unit(ops: list[Op], shape: Shape, roles: Roles, wafer: SystemSpec, timing: 
         addr = e.alloc(w.weight_bytes + w.state_bytes)
         for step in w.steps:
             e.step(step, addr)
-    return _Piece(e.t, 0, len(roles), flips=tuple(c != P for c in e.cur)), e.addr
+    return Piece(UnitCode(e.t), flips=tuple(c != P for c in e.cur)), e.addr
 
 
 @dataclass(frozen=True)
@@ -195,7 +181,7 @@ class _Stage:
     region: object
     roles: Roles
     base: int
-    pieces: list[_Piece]
+    pieces: list[Piece]
     resident_bytes: int
     entry_bytes: int
 
@@ -230,30 +216,29 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
     pipelined through the stages (a stage takes chunk c once it has finished chunk c - 1 and sent it on)."""
     timing = Timing.of(wafer)
     plan, templates = _stages(graph, stages, wafer, timing, crossing, rows_scale)
-    if host_bytes:
-        plan[0].pieces.insert(0, _host_input(timing, wafer, plan[0], host_bytes))
-    for prev, cur in zip(plan, plan[1:], strict=False):
-        send, recv = _handoff(timing, wafer, prev, cur)
-        prev.pieces.append(send)
-        cur.pieces.insert(0, recv)
-    placed = timeline([[[p.t.makespan for p in st.pieces] for st in plan]],
-                      [[[p.land for p in st.pieces] for st in plan]], [0] * chunks)
+    for prev, cur in zip([None, *plan], plan, strict=False):  # the host's rows into the first, then hand-offs
+        if prev is not None or host_bytes:
+            pieces = _into(timing, wafer, prev, cur, host_bytes if prev is None else cur.entry_bytes)
+            cur.pieces.insert(0, pieces[-1])
+            if prev is not None:
+                prev.pieces.append(pieces[0])
+    placed = timeline([plan], [0] * chunks)
     on_q = [False] * (plan[-1].base + len(plan[-1].roles))  # per stream: its activation sits on Q, not P
 
     def traded(pl: Placed) -> tuple:
         """The instance's key: its piece and which of its streams trade P and Q (as those before it left them)."""
-        p = plan[pl.stage].pieces[pl.piece]
-        swap = tuple(on_q[p.base:p.base + p.streams])
+        base, p = plan[pl.stage].base, plan[pl.stage].pieces[pl.piece]
+        swap = tuple(on_q[base:base + len(p.flips)])
         for s, flip in enumerate(p.flips):
-            on_q[p.base + s] ^= flip
+            on_q[base + s] ^= flip
         return pl.stage, pl.piece, swap
 
     blocks = Blocks()
     for (stage, index, swap), runs in tag_runs(phase, placed, lambda pl: plan[pl.stage].pieces[pl.piece].kind,
                                                traded).items():
-        p = plan[stage].pieces[index]
+        base, p = plan[stage].base, plan[stage].pieces[index]
         start, tag = np.array(runs, np.int64).T
-        instantiate(blocks, p.t, p.base, 1, start, tag, {}, lambda ref, a=p.addr: a, wafer, swap=swap)
+        instantiate(blocks, p.code.template, base, 1, start, tag, {}, lambda ref, a=p.addr: a, wafer, swap=swap)
     stage_meta = [{"index": st.index, "first_stream": p.base, "streams": len(p.roles), "region": st.region.to_dict(),
                    "resident_bytes_per_core": p.resident_bytes}
                   for st, p in zip(stages, plan, strict=True)]
@@ -269,53 +254,44 @@ def lower_wafer(phase: str, graph: Graph, stages, wafer: SystemSpec, crossing: l
 def _stages(graph: Graph, stages, wafer: SystemSpec, timing: Timing, crossing: list[int], rows_scale: float
             ) -> tuple[list[_Stage], int]:
     """Every stage's roles and units' templates (one per distinct unit and region shape), and how many."""
-    scopes = graph.scopes()
+    scopes, kinds, ops = unit_kinds(graph)  # the planner's kinds (_Costed): one template a kind and shape
     index = {s: i for i, s in enumerate(scopes)}
-    units = [list(graph.ops_in(s)) for s in scopes]
-    templates: dict[tuple, tuple[_Piece, int]] = {}
+    templates: dict[tuple, tuple[Piece, int]] = {}
     plan, base = [], 0
     for st in stages:
         shape = st.region.shape
         roles = Roles.of(shape.rows, shape.cols)
         pieces, addr = [], 0
         for u in range(index[st.first_unit], index[st.last_unit] + 1):
-            key = (signature(units[u]), shape)
+            key = (kinds[u], shape)
             if key not in templates:
-                templates[key] = _unit(units[u], shape, roles, wafer, timing, rows_scale)
+                templates[key] = _unit(ops[kinds[u]], shape, roles, wafer, timing, rows_scale)
             piece, nbytes = templates[key]
-            pieces.append(replace(piece, base=base, addr=addr))
+            pieces.append(replace(piece, addr=addr))
             addr += nbytes
         plan.append(_Stage(st.region, roles, base, pieces, addr, crossing[index[st.first_unit]]))
         base += len(roles)
     return plan, len(templates)
 
 
-def _host_input(timing: Timing, wafer: SystemSpec, first: _Stage, nbytes: int) -> _Piece:
-    """The host sends the step's embedding rows over the wafer's system I/O link (--embed-on-host): the
-    first region's row 0 RECVs them from HOST once they are in (layout.entry)."""
-    hop = entry(None, first.region, nbytes, wafer)
-    return _receive("host input", timing, first, hop, Peer("host", 0, 1, 1, 0), timing.arrival(hop.hops, hop.unit),
-                    "unit")
-
-
-def _handoff(timing: Timing, wafer: SystemSpec, prev: _Stage, cur: _Stage) -> tuple[_Piece, _Piece]:
-    """The previous region's row 0 sends the activation into this region's row 0 over the hand-off's wire
-    (layout.entry): the sending piece (its tag is the receiving piece's, placed next) and the receiving one."""
-    hop = entry(prev.region, cur.region, cur.entry_bytes, wafer)
-    send = Template("hand-off send", timing, physical=True, pair=(P, Q))
-    for s in prev.roles.root:
-        send.add(Instr(Isa.SEND, timing.link(hop.nbytes, hop.unit), unit=hop.unit, stream=s, issue=0,
-                       src_bytes=hop.nbytes, s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
-                       route=Route.NEXT_WAFER if hop.far else Route.NEXT_REGION))
-    recv = _receive("hand-off receive", timing, cur, hop, _stream(prev.base + prev.roles.root[0] - cur.base), 0, "recv")
-    return _Piece(send, prev.base, len(prev.roles.root), "send", land=timing.arrival(hop.hops, hop.unit)), recv
-
-
-def _receive(name: str, timing: Timing, stage: _Stage, hop: Hop, peer: Peer, issue: int, kind: str) -> _Piece:
-    """Row 0 of `stage` RECVs a hand-off from `peer` into a fresh result stream (Q: the roles' pair traded)."""
-    t = Template(name, timing, physical=True, pair=(P, Q))
-    for r in stage.roles.root:
-        t.add(Instr(Isa.RECV, timing.recv(hop.nbytes, hop.unit + 1), unit=hop.unit + 1, stream=r, issue=issue,
-                    dst_bytes=hop.nbytes, s_out=Q, peer=peer, tag=0))
-    roots = len(stage.roles.root)
-    return _Piece(t, stage.base, roots, kind, flips=(True,) * roots)
+def _into(timing: Timing, wafer: SystemSpec, prev: _Stage | None, cur: _Stage, nbytes: int) -> list[Piece]:
+    """`nbytes` into `cur`'s row 0 over layout.entry's wire, received into a fresh result stream (Q: the
+    roles' pair traded): from the previous region's row 0, the sending piece (its tag the receiving piece's,
+    placed next) and the receiving one; from the host (`prev` None: --embed-on-host, the step's embedding
+    rows over the wafer's system I/O link), the receiving piece alone, its RECVs once the rows are in."""
+    hop = entry(None if prev is None else prev.region, cur.region, nbytes, wafer)
+    land, pieces, peer = timing.arrival(hop.hops, hop.unit), [], Peer("host", 0, 1, 1, 0)
+    if prev is not None:
+        send = Template("hand-off send", timing, physical=True, pair=(P, Q))
+        for s in prev.roles.root:
+            send.add(Instr(Isa.SEND, timing.link(hop.nbytes, hop.unit), unit=hop.unit, stream=s, issue=0,
+                           src_bytes=hop.nbytes, s_a=P, peer=_stream(cur.base + cur.roles.root[0] - prev.base), tag=0,
+                           route=Route.NEXT_WAFER if hop.far else Route.NEXT_REGION))
+        pieces.append(Piece(UnitCode(send), kind="send", land=land, flips=(False,) * len(prev.roles.root)))
+        peer = _stream(prev.base + prev.roles.root[0] - cur.base)
+    recv = Template("host input" if prev is None else "hand-off receive", timing, physical=True, pair=(P, Q))
+    for r in cur.roles.root:
+        recv.add(Instr(Isa.RECV, timing.recv(hop.nbytes, hop.unit + 1), unit=hop.unit + 1, stream=r,
+                       issue=land if prev is None else 0, dst_bytes=hop.nbytes, s_out=Q, peer=peer, tag=0))
+    roots = len(cur.roles.root)
+    return [*pieces, Piece(UnitCode(recv), kind="unit" if prev is None else "recv", flips=(True,) * roots)]

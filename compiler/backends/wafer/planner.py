@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from compiler.backends.wafer.cost import ZERO, MeshCost, Shape, unit_mesh_cost
-from compiler.backends.wafer.layout import CostOf, capacity_lower_bound, entry, enumerate_wafers
+from compiler.backends.wafer.layout import CostOf, entry, enumerate_wafers
 from compiler.frontend.options import CompileOptions
 from compiler.partition import dp
-from compiler.partition.candidates import Candidate
+from compiler.partition.candidates import Candidate, capacity_lower_bound
 from compiler.partition.units import boundary_bytes, unit_kinds
 from compiler.passes.embed_on_host import HOST_INPUT
 from compiler.plan.reader import PlanFile, unit_ranges
@@ -71,7 +71,8 @@ class WaferLayout(Layout):
         """`every` is the chip layout's flag: a wafer's candidates are all kept already."""
         units, prompt = (_Costed(g, system) for g in (decode, prefill))
         crossing = boundary_bytes(decode)
-        bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(), system)
+        bound = capacity_lower_bound(decode.param_bytes() + decode.state_bytes(),
+                                     system.chips_per_node * system.chip.usable_sram_bytes)
         cost_of, cands = _layout_inputs(units, prompt, crossing, system, options, bound)
         return cls(system, options, units, prompt, cost_of, cands, bound, crossing=crossing)
 
@@ -124,23 +125,19 @@ class WaferLayout(Layout):
         dec = sum(self.cost_of(shape)[run.first:run.stop], ZERO)
         pre = sum(self.prompt.costs(shape, chunk / self.options.prompt)[run.first:run.stop], ZERO)
         decode, prefill, bound, prefill_bound = dec.time, pre.time, dec.bound_s, pre.bound_s
-        hops = 0
-        if index == 0 and (host := host_input_bytes(self.units_.graph)):
-            # the embedding rows from the host, over the system I/O and across the mesh: all unavoidable
-            d, p = (entry(None, run.region, n, system).time(system) for n in (host, host * chunk))
+        prev = runs[index - 1].region if index else None
+        nbytes = self.crossing[run.first] if index else host_input_bytes(self.units_.graph)
+        edge = pipeline_edge(prev, run.region, system) if index else {"hops": 0}
+        if index or nbytes:  # what enters over layout.entry's wire, as the lowering's _into
+            d, p = (entry(prev, run.region, n, system).time(system) for n in (nbytes, nbytes * chunk))
             decode, prefill = decode + d, prefill + p
-            bound, prefill_bound = bound + d.total_s, prefill_bound + p.total_s
-        if index:  # the hand-off in: its wire latency (the pipeline edge's) is unavoidable
-            prev = runs[index - 1].region
-            edge = pipeline_edge(prev, run.region, system)
-            hops, wire = edge["hops"], edge["latency_s"]
-            decode += entry(prev, run.region, self.crossing[run.first], system).time(system)
-            prefill += entry(prev, run.region, self.crossing[run.first] * chunk, system).time(system)
-            bound, prefill_bound = bound + wire, prefill_bound + wire
+            # unavoidable: a hand-off's wire latency (the pipeline edge's); the host's rows (--embed-on-host) whole
+            bound += edge["latency_s"] if index else d.total_s
+            prefill_bound += edge["latency_s"] if index else p.total_s
         memory = Memory(dec.weight_bytes, dec.state_bytes, max(dec.act_bytes, pre.act_bytes),
                         system.chip.program_reserve_bytes, system.chip.sram_bytes)
         return Timed.of(index, self.units_.scopes[run.first:run.stop], run.region, memory, decode, bound, prefill,
-                        prefill_bound, hops)
+                        prefill_bound, edge["hops"])
 
     def memory(self, timed: list[Timed]) -> Memory:
         return fullest(_wafer_memory([t.stage for t in timed], self.system))

@@ -36,6 +36,7 @@ from compiler.partition.cost import (
     unit_bound,
     unit_time,
 )
+from compiler.partition.dp import Packing
 from compiler.partition.placement import next_start, place, straddle_start
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
@@ -115,6 +116,17 @@ class ChipLayout(Layout):
 
     def straddle_start(self, cursor: int, tp: int) -> int | None:
         return straddle_start(cursor, tp, self.system)
+
+    @functools.cached_property
+    def pack(self) -> Packing:
+        """Stages below a node may fill a node's free tail (dp.Packing), each hop past the first a hand-off
+        then takes costing a global link's latency (the hops over the target's wiring, chip_hops)."""
+        system = self.system
+        hop_ps = round(system.global_link.latency_s * 1e12)
+        return Packing(system.chips_per_node, lambda a, b: max(0, chip_hops(system, a, b) - 1) * hop_ps)
+
+    def at(self, path: Sequence[Candidate], starts: Sequence[int]) -> list[Run]:
+        return [Run(c, s) for c, s in zip(path, starts, strict=True)]
 
     def in_order(self, path: Sequence[Candidate]) -> list[Run]:
         """The path laid out soonest: each stage at its soonest_start (the layout dp.footprint_states' ends
@@ -291,8 +303,7 @@ class ChipLayout(Layout):
         return self._figures[key]
 
     def footprint(self, timed: list[Timed]) -> int:
-        last = timed[-1].stage
-        return last.first_chip + last.tp
+        return max(t.stage.first_chip + t.stage.tp for t in timed)  # a packed stage may end before the last
 
 
 def spans_groups(run: Run, system: SystemSpec) -> bool:

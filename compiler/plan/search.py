@@ -276,8 +276,9 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
     reach = variants(options.prompt, chunk, max(options.context, options.prompt), causal)[-1].reach if causal else None
     front = dp.footprint_front(usable, layout.units, layout.stage_start, limit,
                                lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start)
-    if front and _packing_spans_fewer(layout, usable, limit, front[0].end):
-        front = dp.footprint_front(usable, layout.units, layout.stage_start, limit,
+    packed = _packed_span(layout, usable, limit, front[0].end) if front else None
+    if packed is not None:  # only the layouts of that span: the plan takes one of them
+        front = dp.footprint_front(usable, layout.units, layout.stage_start, packed,
                                    lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start, layout.pack)
     if not front:
         if options.max_chips is None:
@@ -296,14 +297,14 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
                     point.starts if point.packed else None)
 
 
-def _packing_spans_fewer(layout: Layout, cands: list[Candidate], limit: int, in_order: int) -> bool:
-    """Whether small stages filling nodes' free tails (Layout.pack) span fewer devices than `in_order`, the
-    fewest any layout in order spans: only then are layouts packed (one pass of the DP to know; a layout in
-    order keeps every hand-off one hop forward, and its plan is the one before packing)."""
+def _packed_span(layout: Layout, cands: list[Candidate], limit: int, in_order: int) -> int | None:
+    """The fewest devices a layout spans with small stages filling nodes' free tails (Layout.pack), if fewer
+    than `in_order`, the fewest any layout in order spans: only then are layouts packed (one pass of the DP
+    to know; a layout in order keeps every hand-off one hop forward, and its plan is the one before packing)."""
     if layout.pack is None:
-        return False
+        return None
     ends = dp.footprint_states(cands, layout.units, layout.stage_start, limit, layout.straddle_start, layout.pack)
-    return bool(ends) and min(ends) < in_order
+    return min(ends) if ends and min(ends) < in_order else None
 
 
 def _beaten(row: dict, rows: list[dict]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,12 +192,41 @@ def _key(c: Candidate) -> tuple[int, int, int, bool]:
 
 def _front(states: dict[tuple[int, int, int], tuple]) -> list[tuple[tuple[int, int, int], tuple]]:
     """The states no other dominates (ends no later, a free tail no smaller, latency and devices no
-    greater), by end, then the larger tail."""
+    greater), by end, then the larger tail: each tail size keeps the staircase of what came before with a
+    tail at least as large, so a state is checked in a few bisections, not against the whole front."""
     front: list[tuple[tuple[int, int, int], tuple]] = []
+    stairs = {free: _Stair() for free in {k[2] for k in states}}
     for key, value in sorted(states.items(), key=lambda kv: (kv[0][0], -kv[0][2], kv[0][1])):
-        if not any(k[2] >= key[2] and v[0] <= value[0] and v[1] <= value[1] for k, v in front):
+        if not stairs[key[2]].beats(value[0], value[1]):
             front.append((key, value))
+            for free, stair in stairs.items():
+                if free <= key[2]:
+                    stair.add(value[0], value[1])
     return front
+
+
+class _Stair:
+    """(latency, devices) points no other beats on both: latencies rising, devices falling."""
+
+    __slots__ = ("lats", "devs")
+
+    def __init__(self) -> None:
+        self.lats: list[int] = []
+        self.devs: list[int] = []
+
+    def beats(self, lat: int, devices: int) -> bool:
+        """Whether a point has latency and devices no greater."""
+        i = bisect.bisect_right(self.lats, lat) - 1
+        return i >= 0 and self.devs[i] <= devices
+
+    def add(self, lat: int, devices: int) -> None:
+        """A point, unless another beats it, dropping those it beats."""
+        if self.beats(lat, devices):
+            return
+        i = j = bisect.bisect_left(self.lats, lat)
+        while j < len(self.lats) and self.devs[j] >= devices:
+            j += 1
+        self.lats[i:j], self.devs[i:j] = [lat], [devices]
 
 
 def lowest_latency(cands: list[Candidate], num_units: int, max_chips: int) -> list[Candidate] | None:

@@ -303,8 +303,9 @@ def _packed_span(layout: Layout, cands: list[Candidate], limit: int, in_order: i
     to know; a layout in order keeps every hand-off one hop forward, and its plan is the one before packing)."""
     if layout.pack is None:
         return None
-    ends = dp.footprint_states(cands, layout.units, layout.stage_start, limit, layout.straddle_start, layout.pack)
-    return min(ends) if ends and min(ends) < in_order else None
+    ends = dp.footprint_states(cands, layout.units, layout.stage_start, min(limit, in_order - 1),
+                               layout.straddle_start, layout.pack)
+    return min(ends) if ends else None
 
 
 def _beaten(row: dict, rows: list[dict]) -> bool:

@@ -1,7 +1,8 @@
 """The chip backend's Layout: units on tensor-parallel groups of chips, placed on the network.
 
 Candidates are contiguous runs of units on groups of t chips (compiler/partition/candidates.py);
-a chosen path is placed node-aligned by CP-SAT (compiler/partition/placement.py); each stage is timed
+a chosen path is placed node-aligned by CP-SAT (compiler/partition/placement.py), or where the footprint DP
+laid it out when it packs small stages into nodes' free tails (dp.Packing); each stage is timed
 by the op-level rules (compiler/partition/cost.py) plus its hand-off from the previous stage.
 """
 

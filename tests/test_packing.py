@@ -74,3 +74,14 @@ def test_a_packed_plan_compiles_hazard_free_and_decodes_the_reference(packed_mod
                  "1 7 42 99 3 250 17 8 200 5 9 9 4 3", "--tokens", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["reference"]["passed"] and out["hazards"] == []
+
+
+def test_llama_2_70b_packs_its_head_beside_its_embedding_within_5_percent_of_its_bound(capsys):
+    """In order 651 chips (the embedding's 3 chips leave a node's 5 idle, the head's 3 open another); packed
+    648, within 1.05x of the 618-chip bound, and --max-chips 648 is met, not refused."""
+    assert main(["plan", "llama-2-70b", "--target", "lpu", "--max-chips", "648", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["footprint_chips"] == 648 <= 1.05 * plan["chips_lower_bound"]
+    first, head = plan["stages"][0], plan["stages"][-1]
+    assert first["units"] == ["embed", "embed"] and head["units"] == ["head", "head"]
+    assert first["chip_range"][1] < head["chip_range"][0] <= head["chip_range"][1] < 8  # both in node 0

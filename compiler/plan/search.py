@@ -266,8 +266,9 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
     budget (a user owns every device the plan spans, idle or not), then by what a request costs
     (_by_request over dp.footprint_front, exact in span, decode and the slowest stage's prefill chunk);
     None when every layout by those rules runs past the machine (then the fewest-devices path is placed as
-    placement.greedy allows, stages straddling groups if it must). A --max-chips no layout by those rules
-    fits is refused, naming the fewest devices one spans."""
+    placement.greedy allows, stages straddling groups if it must). Where small stages packed into nodes'
+    free tails span fewer (_packed_span), the layouts of that span instead. A --max-chips no layout by those
+    rules fits, packed or not, is refused, naming the fewest devices one spans."""
     start = time.perf_counter()
     cap = min(options.max_chips or layout.max_devices, layout.max_devices)
     limit = min(_span(fewest, layout), cap)
@@ -276,16 +277,16 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
     reach = variants(options.prompt, chunk, max(options.context, options.prompt), causal)[-1].reach if causal else None
     front = dp.footprint_front(usable, layout.units, layout.stage_start, limit,
                                lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start)
-    packed = _packed_span(layout, usable, limit, front[0].end) if front else None
+    packed = _packed_span(layout, usable, limit, front[0].end if front else limit + 1)
     if packed is not None:  # only the layouts of that span: the plan takes one of them
         front = dp.footprint_front(usable, layout.units, layout.stage_start, packed,
                                    lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start, layout.pack)
     if not front:
         if options.max_chips is None:
             return None
-        least = dp.smallest_footprint(cands, layout.units, layout.stage_start, layout.max_devices,
-                                      layout.straddle_start)
-        spans = f"{_span(least, layout)}" if least else f"more than {layout.max_devices}"
+        ends = dp.footprint_states(cands, layout.units, layout.stage_start, layout.max_devices,
+                                   layout.straddle_start, layout.pack)
+        spans = f"{min(ends)}" if ends else f"more than {layout.max_devices}"
         raise DoesNotFitError(f"--max-chips {options.max_chips}: every layout of the model spans at least {spans} "
                               f"{layout.device}s of {layout.machine} (stages of a node or more start on whole "
                               "nodes)", None)

@@ -42,6 +42,7 @@ class Solution:
     deterministic_s: float
     candidates: int
     front: tuple[dict, ...] = ()  # the layouts the chips objective chose among (plan.search._fewest_spanned)
+    starts: tuple[int, ...] | None = None  # a packed layout's first devices (dp.Packing), else the placement's
 
 
 def build_model(cands: list[Candidate], num_units: int, exact_chips: int | None, max_chips: int

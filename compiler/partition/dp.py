@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -24,29 +26,45 @@ def fewest_chips(cands: list[Candidate], num_units: int) -> list[Candidate] | No
     return _path(back, num_units) if best[num_units] else None
 
 
+@dataclass(frozen=True, slots=True)
+class Packing:
+    """Stages narrower than a node may take the free tail of an earlier node, out of pipeline order: the
+    chips a stage of a node or more left behind when it moved on to a node's first chip (placement.next_start).
+    `node`: devices a node; `extra_ps(a, b)`: what a hand-off from device a to device b adds to a stage's
+    latency beyond the one hop every candidate's latency holds (candidates._entry)."""
+
+    node: int
+    extra_ps: Callable[[int, int], int]
+
+
 def smallest_footprint(cands: list[Candidate], num_units: int, start_at: Callable[[int, int], int], limit: int,
-                       straddle_at: Callable[[int, int], int | None] | None = None) -> list[Candidate] | None:
+                       straddle_at: Callable[[int, int], int | None] | None = None,
+                       pack: Packing | None = None) -> list[Candidate] | None:
     """The path whose stages, laid out in order from device 0 by `start_at(cursor, tp)` (the first device
     a stage may take at or after the cursor), end soonest within `limit` devices; ties broken by lower
     latency, then fewer devices. `straddle_at(cursor, tp)`, if given, is an earlier first device across
     two groups (None: none), where the stage's latency grows by its `straddle_ps` (footprint_states' soonest
-    end)."""
-    ends = footprint_states(cands, num_units, start_at, limit, straddle_at)
+    end). `pack`: small stages may also fill a node's free tail (Packing)."""
+    ends = footprint_states(cands, num_units, start_at, limit, straddle_at, pack)
     if not ends:
         return None
     return ends[min(ends, key=lambda e: (e, *ends[e][:2]))][2]
 
 
 def footprint_states(cands: list[Candidate], num_units: int, start_at: Callable[[int, int], int], limit: int,
-                     straddle_at: Callable[[int, int], int | None] | None = None
-                     ) -> dict[int, tuple[int, int, list[Candidate]]]:
+                     straddle_at: Callable[[int, int], int | None] | None = None, pack: Packing | None = None
+                     ) -> dict[int, tuple[int, int, list[Candidate], list[int]]]:
     """Where a whole path laid out in order by `start_at` (or, sooner, `straddle_at`: smallest_footprint)
     may end within `limit` devices: end -> (latency, devices, the fastest path ending there, then the one on
-    fewer devices), the ends no sooner end beats on both. The state is (boundary, where the last stage ends);
-    an end no later with no more latency and devices dominates, since neither rule moves a stage earlier for
-    a later cursor (placement.next_start) and a stage's straddle costs the same wherever it lies, so each
-    boundary keeps only its Pareto front."""
-    return _states(cands, num_units, layout_rule(start_at, straddle_at), limit)
+    fewer devices, its stages' first devices), the ends no sooner end beats on both. The state is (boundary,
+    where the last stage ends); an end no later with no more latency and devices dominates, since neither
+    rule moves a stage earlier for a later cursor (placement.next_start) and a stage's straddle costs the
+    same wherever it lies, so each boundary keeps only its Pareto front. With `pack` the state also holds
+    one node's free tail (first device, free devices) a later stage below a node may take instead of the
+    cursor, its hand-offs in and out (the next stage's taken at the cursor) priced by `pack.extra_ps`; a
+    state then dominates only with a tail at least as large (where the tail lies moves those hand-offs'
+    price a little, which the plan's timing of the placed stages then counts exactly)."""
+    return _states(cands, num_units, layout_rule(start_at, straddle_at), limit, pack)
 
 
 def layout_rule(start_at: Callable[[int, int], int], straddle_at: Callable[[int, int], int | None] | None = None
@@ -61,66 +79,107 @@ def layout_rule(start_at: Callable[[int, int], int], straddle_at: Callable[[int,
     return starts
 
 
-def _states(cands: list[Candidate], num_units: int, starts: Callable[[int, int], tuple[int, int | None]], limit: int
-            ) -> dict[int, tuple[int, int, list[Candidate]]]:
+def _states(cands: list[Candidate], num_units: int, starts: Callable[[int, int], tuple[int, int | None]], limit: int,
+            pack: Packing | None = None) -> dict[int, tuple[int, int, list[Candidate], list[int]]]:
     by_first: list[list[Candidate]] = [[] for _ in range(num_units)]
     for c in sorted(cands, key=lambda c: (c.first, c.stop, c.tp, c.split)):
         by_first[c.first].append(c)
-    # states[k]: end -> (latency, devices, candidate, end before it)
-    states: list[dict[int, tuple[int, int, Candidate | None, int]]] = [{} for _ in range(num_units + 1)]
-    states[0][0] = (0, 0, None, 0)
+    # states[k]: (end, tail's first device, its free devices) -> (latency, devices, candidate, key before, first)
+    states: list[dict[tuple[int, int, int], tuple]] = [{} for _ in range(num_units + 1)]
+    states[0][0, 0, 0] = (0, 0, None, None, 0)
     for k in range(num_units):
-        for end, (lat, devices, _, _) in _front(states[k]):
+        for key, (lat, devices, *_) in _front(states[k]):
             for c in by_first[k]:
-                start, across = starts(end, c.tp)
-                for first, extra in ((start, 0),) if across is None else ((start, 0), (across, c.straddle_ps)):
-                    stop_end = first + c.tp
-                    key = (lat + c.latency_ps + extra, devices + c.tp, c, end)
-                    old = states[c.stop].get(stop_end)
-                    if stop_end <= limit and (old is None or key[:2] < old[:2]):
-                        states[c.stop][stop_end] = key
-    return {end: (lat, devices, _back(states, num_units, end)) for end, (lat, devices, _, _) in _front(states[-1])}
+                for first, extra, stop_key in _moves(key, c, starts, pack, c.stop == num_units):
+                    value = (lat + c.latency_ps + extra, devices + c.tp, c, key, first)
+                    old = states[c.stop].get(stop_key)
+                    if stop_key[0] <= limit and (old is None or value[:2] < old[:2]):
+                        states[c.stop][stop_key] = value
+    best: dict[int, tuple] = {}
+    for key, value in _front(states[-1]):
+        if key[0] not in best or value[:2] < best[key[0]][1][:2]:
+            best[key[0]] = key, value
+    ends = [(end, value) for end, (_, value) in sorted(best.items())]
+    return {end: (value[0], value[1], *_back(states, num_units, best[end][0]))
+            for i, (end, value) in enumerate(ends) if not any(v[0] <= value[0] and v[1] <= value[1]
+                                                              for _, v in ends[:i])}
 
 
-def _back(states: list[dict[int, tuple]], k: int, end: int) -> list[Candidate]:
-    path = []
+def _moves(key: tuple[int, int, int], c: Candidate, starts: Callable[[int, int], tuple[int, int | None]],
+           pack: Packing | None, last: bool):
+    """(first device, latency added, state after) for each place stage `c` may take from state `key`: at the
+    rule's start or across two groups, keeping the state's tail or (with `pack`) taking the cursor node's
+    chips the stage leaves behind as the tail instead; or inside the tail (Packing)."""
+    end, tail = key[0], key[1:]
+    start, across = starts(end, c.tp)
+    for first, extra in ((start, 0),) if across is None else ((start, 0), (across, c.straddle_ps)):
+        yield first, extra, (first + c.tp, *tail)
+        left = _left_behind(end, first, pack.node) if pack else None
+        if left:
+            yield first, extra, (first + c.tp, *left)
+    if pack and tail[1] >= c.tp:
+        out = 0 if last else pack.extra_ps(tail[0] + c.tp - 1, end)
+        rest = (tail[0] + c.tp, tail[1] - c.tp) if tail[1] > c.tp else (0, 0)
+        yield tail[0], pack.extra_ps(end - 1, tail[0]) + out, (end, *rest)
+
+
+def _left_behind(end: int, first: int, node: int) -> tuple[int, int] | None:
+    """The chips of the cursor's node a stage starting at `first` leaves free, as (first, count), if any."""
+    boundary = -(-end // node) * node
+    return (end, boundary - end) if end % node and first >= boundary else None
+
+
+def _back(states: list[dict[tuple, tuple]], k: int, key: tuple) -> tuple[list[Candidate], list[int]]:
+    """The path into state `key` of boundary k, and its stages' first devices."""
+    path, firsts = [], []
     while k:
-        _, _, c, end = states[k][end]
+        _, _, c, key, first = states[k][key]
         path.append(c)
+        firsts.append(first)
         k = c.first
-    return path[::-1]
+    return path[::-1], firsts[::-1]
 
 
 @dataclass(frozen=True, slots=True)
 class FrontPoint:
-    """A path on the front: where it ends laid out in order, its latency and devices, and its slowest
-    stage's prefill chunk (`bottleneck_s`: TTFT's max term)."""
+    """A path on the front: where it ends laid out in order, its latency and devices, its slowest
+    stage's prefill chunk (`bottleneck_s`: TTFT's max term), and its stages' first devices."""
 
     end: int
     latency_ps: int
     devices: int
     bottleneck_s: float
     path: tuple[Candidate, ...]
+    starts: tuple[int, ...] = ()
+
+    @property
+    def packed(self) -> bool:
+        """Whether a stage lies before an earlier stage's end: out of pipeline order, in a node's tail."""
+        ends = itertools.accumulate((s + c.tp for s, c in zip(self.starts, self.path, strict=True)), max)
+        return any(s < end for s, end in zip(self.starts[1:], ends, strict=False))
 
 
 def footprint_front(cands: list[Candidate], num_units: int, start_at: Callable[[int, int], int], limit: int,
                     chunk_s: Callable[[Candidate], float],
-                    straddle_at: Callable[[int, int], int | None] | None = None) -> list[FrontPoint]:
+                    straddle_at: Callable[[int, int], int | None] | None = None,
+                    pack: Packing | None = None) -> list[FrontPoint]:
     """Every path no other beats on end, latency and slowest stage's prefill chunk (`chunk_s` of each
-    candidate), exactly: footprint_states with only the candidates below a cap on the chunk time, the cap
-    lowered each round to the slowest chunk among the paths it found (no cap between changes any end's
-    path), until no path fits. Ordered by end, latency, then bottleneck."""
+    candidate), exactly (with `pack`, as exactly as footprint_states): footprint_states with only the
+    candidates below a cap on the chunk time, the cap lowered each round to the slowest chunk among the
+    paths it found (no cap between changes any end's path), until no path fits. Ordered by end, latency,
+    then bottleneck."""
     times = {_key(c): chunk_s(c) for c in cands}
     starts = layout_rule(start_at, straddle_at)
     cap, found = float("inf"), {}
     while True:
         usable = [c for c in cands if times[_key(c)] < cap]
-        ends = _states(usable, num_units, starts, limit)
+        ends = _states(usable, num_units, starts, limit, pack)
         if not ends:
             break
-        slowest = {end: max(times[_key(c)] for c in path) for end, (_, _, path) in ends.items()}
-        for end, (lat, devices, path) in ends.items():
-            found.setdefault((end, lat, slowest[end]), FrontPoint(end, lat, devices, slowest[end], tuple(path)))
+        slowest = {end: max(times[_key(c)] for c in path) for end, (_, _, path, _) in ends.items()}
+        for end, (lat, devices, path, firsts) in ends.items():
+            found.setdefault((end, lat, slowest[end]),
+                             FrontPoint(end, lat, devices, slowest[end], tuple(path), tuple(firsts)))
         cap = max(slowest.values())
     points = sorted(found.values(), key=lambda p: (p.end, p.latency_ps, p.bottleneck_s, p.devices))
     return [p for p in points if not any(q.end <= p.end and q.latency_ps <= p.latency_ps
@@ -131,13 +190,43 @@ def _key(c: Candidate) -> tuple[int, int, int, bool]:
     return c.first, c.stop, c.tp, c.split
 
 
-def _front(states: dict[int, tuple[int, int, Candidate | None, int]]) -> list[tuple[int, tuple]]:
-    """The states no other dominates (ends no later with latency and devices no greater), by end."""
-    front: list[tuple[int, tuple]] = []
-    for end, value in sorted(states.items()):
-        if not any(v[0] <= value[0] and v[1] <= value[1] for _, v in front):
-            front.append((end, value))
+def _front(states: dict[tuple[int, int, int], tuple]) -> list[tuple[tuple[int, int, int], tuple]]:
+    """The states no other dominates (ends no later, a free tail no smaller, latency and devices no
+    greater), by end, then the larger tail: each tail size keeps the staircase of what came before with a
+    tail at least as large, so a state is checked in a few bisections, not against the whole front."""
+    front: list[tuple[tuple[int, int, int], tuple]] = []
+    stairs = {free: _Stair() for free in {k[2] for k in states}}
+    for key, value in sorted(states.items(), key=lambda kv: (kv[0][0], -kv[0][2], kv[0][1])):
+        if not stairs[key[2]].beats(value[0], value[1]):
+            front.append((key, value))
+            for free, stair in stairs.items():
+                if free <= key[2]:
+                    stair.add(value[0], value[1])
     return front
+
+
+class _Stair:
+    """(latency, devices) points no other beats on both: latencies rising, devices falling."""
+
+    __slots__ = ("lats", "devs")
+
+    def __init__(self) -> None:
+        self.lats: list[int] = []
+        self.devs: list[int] = []
+
+    def beats(self, lat: int, devices: int) -> bool:
+        """Whether a point has latency and devices no greater."""
+        i = bisect.bisect_right(self.lats, lat) - 1
+        return i >= 0 and self.devs[i] <= devices
+
+    def add(self, lat: int, devices: int) -> None:
+        """A point, unless another beats it, dropping those it beats."""
+        if self.beats(lat, devices):
+            return
+        i = j = bisect.bisect_left(self.lats, lat)
+        while j < len(self.lats) and self.devs[j] >= devices:
+            j += 1
+        self.lats[i:j], self.devs[i:j] = [lat], [devices]
 
 
 def lowest_latency(cands: list[Candidate], num_units: int, max_chips: int) -> list[Candidate] | None:

@@ -19,7 +19,8 @@ latencies. The greedy layout (node-aligned, jump to the next group rather than s
 is the hint and the fallback; under --objective chips the stage sizes were chosen to span the fewest
 chips laid out in order at the first chip next_start allows or, where sooner, straddling two groups
 (straddle_start; dp.smallest_footprint), so the hint is that soonest layout and the end bound keeps
-its footprint: the model then straddles where it must at the least cost.
+its footprint: the model then straddles where it must at the least cost. A layout whose small stages
+fill earlier nodes' free tails out of order (dp.Packing) is not placed here: it keeps the DP's first chips.
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def _region_map(memory: MemoryMap) -> Table:
 
 
 def _memory_map(memory: MemoryMap) -> Table:
-    """One row per run of consecutive stages with the same layout sizes; inputs, ports and
+    """One row per run of consecutive stages on consecutive chips with the same layout sizes; inputs, ports and
     activations are the larger of the two phases' (they share the space above the weights)."""
     unit, scale = _byte_unit(max(b.addr + b.bytes for s in memory.stages for b in s.regions))
     table = Table(title=f"SRAM map per chip, {unit} (every chip of a stage alike)", header_style="bold")
@@ -236,7 +236,8 @@ def _memory_map(memory: MemoryMap) -> Table:
     for s in memory.stages:
         sizes = tuple(max(sum(b.bytes for b in s.blocks(ph, (k,))) for ph in ("decode", "prefill")) for k in kinds)
         sizes += (max(b.addr + b.bytes for b in s.regions), s.tp)
-        if runs and runs[-1][1] == sizes:
+        last = runs[-1][0][-1] if runs else None
+        if last is not None and runs[-1][1] == sizes and s.first_chip == last.first_chip + last.tp:  # chips in a row
             runs[-1][0].append(s)
         else:
             runs.append(([s], sizes))

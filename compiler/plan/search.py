@@ -124,6 +124,9 @@ class Layout(Protocol):
     # An earlier first device for such a stage that lies across two groups (None: none), the stage then
     # slower by its candidate's straddle_ps; None: stages never straddle groups to span fewer devices.
     straddle_start: Callable[[int, int], int | None] | None = None
+    # With stage_start: how stages narrower than a node may fill a node's free tail out of pipeline order
+    # (dp.Packing), taken where that spans fewer devices than every layout in order; None: never.
+    pack: dp.Packing | None = None
 
     def soonest_start(self, cursor: int, tp: int) -> int:
         """With stage_start: the first device a stage of `tp` may take at or after the cursor, across two
@@ -135,6 +138,10 @@ class Layout(Protocol):
     def in_order(self, path: Sequence[Candidate]) -> list[Any]:
         """With stage_start: the path's stages laid out in order, each at the first device it may take."""
         raise NotImplementedError(f"{self.machine}: stages are not laid out by a rule")
+
+    def at(self, path: Sequence[Candidate], starts: Sequence[int]) -> list[Any]:
+        """With pack: the path's stages at the first devices the DP gave them (a packed layout)."""
+        raise NotImplementedError(f"{self.machine}: stages are not packed")
 
     def prefill_s(self, index: int, run: Any, runs: list[Any], chunk: int, reach: int | None
                   ) -> tuple[float, float, float]:
@@ -155,7 +162,8 @@ def plan_from_layout(name: str, target: str, options: CompileOptions, layout: La
     otherwise every chunk streams the whole cache."""
     if pinned is None:
         solution = choose(layout, options, causal)
-        runs = layout.place(solution.stages, options)
+        runs = (layout.at(solution.stages, solution.starts) if solution.starts
+                else layout.place(solution.stages, options))
     else:
         path, runs = layout.pin(pinned)
         solution = Solution(tuple(path), "PINNED", 0.0, 0.0, len(layout.candidates))
@@ -258,8 +266,9 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
     budget (a user owns every device the plan spans, idle or not), then by what a request costs
     (_by_request over dp.footprint_front, exact in span, decode and the slowest stage's prefill chunk);
     None when every layout by those rules runs past the machine (then the fewest-devices path is placed as
-    placement.greedy allows, stages straddling groups if it must). A --max-chips no layout by those rules
-    fits is refused, naming the fewest devices one spans."""
+    placement.greedy allows, stages straddling groups if it must). Where small stages packed into nodes'
+    free tails span fewer (_packed_span), the layouts of that span instead. A --max-chips no layout by those
+    rules fits, packed or not, is refused, naming the fewest devices one spans."""
     start = time.perf_counter()
     cap = min(options.max_chips or layout.max_devices, layout.max_devices)
     limit = min(_span(fewest, layout), cap)
@@ -268,19 +277,36 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
     reach = variants(options.prompt, chunk, max(options.context, options.prompt), causal)[-1].reach if causal else None
     front = dp.footprint_front(usable, layout.units, layout.stage_start, limit,
                                lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start)
+    packed = _packed_span(layout, usable, limit, front[0].end if front else limit + 1)
+    if packed is not None:  # only the layouts of that span: the plan takes one of them
+        front = dp.footprint_front(usable, layout.units, layout.stage_start, packed,
+                                   lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start, layout.pack)
     if not front:
         if options.max_chips is None:
             return None
-        least = dp.smallest_footprint(cands, layout.units, layout.stage_start, layout.max_devices,
-                                      layout.straddle_start)
-        spans = f"{_span(least, layout)}" if least else f"more than {layout.max_devices}"
+        ends = dp.footprint_states(cands, layout.units, layout.stage_start, layout.max_devices,
+                                   layout.straddle_start, layout.pack)
+        spans = f"{min(ends)}" if ends else f"more than {layout.max_devices}"
         raise DoesNotFitError(f"--max-chips {options.max_chips}: every layout of the model spans at least {spans} "
                               f"{layout.device}s of {layout.machine} (stages of a node or more start on whole "
                               "nodes)", None)
     rows = [_request_figures(layout, p, options, causal) for p in front]
     chosen = _by_request(rows)
     shown = [r | {"chosen": i == chosen} for i, r in enumerate(rows) if i == chosen or not _beaten(r, rows)]
-    return Solution(front[chosen].path, "OPTIMAL", time.perf_counter() - start, 0.0, len(usable), tuple(shown))
+    point = front[chosen]
+    return Solution(point.path, "OPTIMAL", time.perf_counter() - start, 0.0, len(usable), tuple(shown),
+                    point.starts if point.packed else None)
+
+
+def _packed_span(layout: Layout, cands: list[Candidate], limit: int, in_order: int) -> int | None:
+    """The fewest devices a layout spans with small stages filling nodes' free tails (Layout.pack), if fewer
+    than `in_order`, the fewest any layout in order spans: only then are layouts packed (one pass of the DP
+    to know; a layout in order keeps every hand-off one hop forward, and its plan is the one before packing)."""
+    if layout.pack is None:
+        return None
+    ends = dp.footprint_states(cands, layout.units, layout.stage_start, min(limit, in_order - 1),
+                               layout.straddle_start, layout.pack)
+    return min(ends) if ends else None
 
 
 def _beaten(row: dict, rows: list[dict]) -> bool:
@@ -293,7 +319,7 @@ def _beaten(row: dict, rows: list[dict]) -> bool:
 def _request_figures(layout: Layout, point: dp.FrontPoint, options: CompileOptions, causal: bool) -> dict:
     """A front point's figures, its stages laid out in order: devices spanned and with work, decode
     latency, TTFT at its fastest chunk (the plan's own rules, prefill_of)."""
-    runs = layout.in_order(point.path)
+    runs = layout.at(point.path, point.starts) if point.packed else layout.in_order(point.path)
     chunk, ttft = fastest_ttft(layout, runs, options, causal)
     decode = sum(layout.time(i, run, runs, chunk).decode.total_s for i, run in enumerate(runs))
     return {"footprint_chips": point.end, "chips": point.devices, "stages": len(point.path),

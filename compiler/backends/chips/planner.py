@@ -1,7 +1,8 @@
 """The chip backend's Layout: units on tensor-parallel groups of chips, placed on the network.
 
 Candidates are contiguous runs of units on groups of t chips (compiler/partition/candidates.py);
-a chosen path is placed node-aligned by CP-SAT (compiler/partition/placement.py); each stage is timed
+a chosen path is placed node-aligned by CP-SAT (compiler/partition/placement.py), or where the footprint DP
+laid it out when it packs small stages into nodes' free tails (dp.Packing); each stage is timed
 by the op-level rules (compiler/partition/cost.py) plus its hand-off from the previous stage.
 """
 
@@ -37,6 +38,7 @@ from compiler.partition.cost import (
     unit_bound,
     unit_time,
 )
+from compiler.partition.dp import Packing
 from compiler.partition.placement import next_start, place, straddle_start
 from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
@@ -116,6 +118,17 @@ class ChipLayout(Layout):
 
     def straddle_start(self, cursor: int, tp: int) -> int | None:
         return straddle_start(cursor, tp, self.system)
+
+    @functools.cached_property
+    def pack(self) -> Packing:
+        """Stages below a node may fill a node's free tail (dp.Packing), each hop past the first a hand-off
+        then takes costing a global link's latency (the hops over the target's wiring, chip_hops)."""
+        system = self.system
+        hop_ps = round(system.global_link.latency_s * 1e12)
+        return Packing(system.chips_per_node, lambda a, b: max(0, chip_hops(system, a, b) - 1) * hop_ps)
+
+    def at(self, path: Sequence[Candidate], starts: Sequence[int]) -> list[Run]:
+        return [Run(c, s) for c, s in zip(path, starts, strict=True)]
 
     def in_order(self, path: Sequence[Candidate]) -> list[Run]:
         """The path laid out soonest: each stage at its soonest_start (the layout dp.footprint_states' ends
@@ -292,8 +305,7 @@ class ChipLayout(Layout):
         return self._figures[key]
 
     def footprint(self, timed: list[Timed]) -> int:
-        last = timed[-1].stage
-        return last.first_chip + last.tp
+        return max(t.stage.first_chip + t.stage.tp for t in timed)  # a packed stage may end before the last
 
 
 def spans_groups(run: Run, system: SystemSpec) -> bool:

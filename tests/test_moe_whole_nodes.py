@@ -74,12 +74,14 @@ def test_moe_on_whole_nodes_runs_as_the_reference(tmp_path, capsys, model, node,
 
 def test_deepseek_v3_plans_within_5_percent_of_its_capacity_bound():
     """fp16 on lpu at default options: each MoE layer on 13 nodes (its 22.5 GB of experts), its attention
-    on 2 chips, four layers' attention sharing a node (dp.Packing), so the span too is within 1.05x."""
+    on 2 chips beside it. Packing four layers' attention into a node would span 6,184 chips (1.038x) but
+    decode 68% slower, so the plan keeps its stages in order (search.PACKED_SLACK)."""
     plan = make_plan("deepseek-v3", "lpu", CompileOptions())
     chips, spanned = fewest_chips("deepseek-v3")
     assert chips <= 1.05 * plan.chips_lower_bound
     assert plan.footprint_chips <= spanned  # the plan then spans no more than those stages would
-    assert plan.footprint_chips <= 1.05 * plan.chips_lower_bound
+    firsts = [s.first_chip for s in plan.stages]
+    assert firsts == sorted(firsts)
     moe = [s for s in plan.stages if s.experts]
     assert moe and all(s.tp % 8 == 0 for s in moe) and any(s.tp & (s.tp - 1) for s in moe)
 

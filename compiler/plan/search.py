@@ -41,6 +41,13 @@ SEQUENCE_SAVING = 0.02
 # int8: 1,223 -> 1,265 us, 13.9 -> 7.1 ms), and not one a few percent sooner.
 DECODE_SLACK = 0.05
 
+# Under --objective chips, a layout whose small stages fill earlier nodes' free tails (dp.Packing) is taken
+# over the fewest-spanning layout in order only where its decode latency is within this fraction of that
+# layout's, or where no layout in order fits --max-chips: packing trades a stage's chips for its speed, a
+# fair trade for llama-2-70b's head and embedding (651 -> 648 chips, 1,526 -> 1,528 us), not for DeepSeek-V3's
+# attention on 2 chips a layer (6,528 -> 6,184 chips at 2,033 -> 3,412 us; --max-chips 6184 asks for it).
+PACKED_SLACK = DECODE_SLACK
+
 
 @dataclass(frozen=True, slots=True)
 class Timed:
@@ -267,7 +274,8 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
     (_by_request over dp.footprint_front, exact in span, decode and the slowest stage's prefill chunk);
     None when every layout by those rules runs past the machine (then the fewest-devices path is placed as
     placement.greedy allows, stages straddling groups if it must). Where small stages packed into nodes'
-    free tails span fewer (_packed_span), the layouts of that span instead. A --max-chips no layout by those
+    free tails span fewer (_packed_span), the layouts of that span instead where they decode about as fast
+    or no layout in order fits (PACKED_SLACK). A --max-chips no layout by those
     rules fits, packed or not, is refused, naming the fewest devices one spans."""
     start = time.perf_counter()
     cap = min(options.max_chips or layout.max_devices, layout.max_devices)
@@ -275,13 +283,13 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
     usable = dp.prune(cands, layout.units, limit, 2**62)  # a path spans at least the devices it uses
     chunk = options.min_chunk_rows // options.batch  # the chunk every stage has room for
     reach = variants(options.prompt, chunk, max(options.context, options.prompt), causal)[-1].reach if causal else None
-    front = dp.footprint_front(usable, layout.units, layout.stage_start, limit,
-                               lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start)
+
+    def chunk_s(c: Candidate) -> float:
+        return layout.chunk_s(c, chunk, reach)
+
+    front = dp.footprint_front(usable, layout.units, layout.stage_start, limit, chunk_s, layout.straddle_start)
     packed = _packed_span(layout, usable, limit, front[0].end if front else limit + 1)
-    if packed is not None:  # only the layouts of that span: the plan takes one of them
-        front = dp.footprint_front(usable, layout.units, layout.stage_start, packed,
-                                   lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start, layout.pack)
-    if not front:
+    if not front and packed is None:
         if options.max_chips is None:
             return None
         ends = dp.footprint_states(cands, layout.units, layout.stage_start, layout.max_devices,
@@ -291,11 +299,22 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
                               f"{layout.device}s of {layout.machine} (stages of a node or more start on whole "
                               "nodes)", None)
     rows = [_request_figures(layout, p, options, causal) for p in front]
+    if packed is not None:  # the layouts of that span, taken where they decode about as fast (PACKED_SLACK)
+        packed_front = dp.footprint_front(usable, layout.units, layout.stage_start, packed, chunk_s,
+                                          layout.straddle_start, layout.pack)
+        packed_rows = [_request_figures(layout, p, options, causal) for p in packed_front]
+        if not front or _decodes_as_fast(packed_rows, rows):
+            front, rows = packed_front, packed_rows
     chosen = _by_request(rows)
     shown = [r | {"chosen": i == chosen} for i, r in enumerate(rows) if i == chosen or not _beaten(r, rows)]
     point = front[chosen]
     return Solution(point.path, "OPTIMAL", time.perf_counter() - start, 0.0, len(usable), tuple(shown),
                     point.starts if point.packed else None)
+
+
+def _decodes_as_fast(packed: list[dict], in_order: list[dict]) -> bool:
+    """Whether the packed layout a request would take decodes within PACKED_SLACK of the in-order one's."""
+    return packed[_by_request(packed)]["decode_us"] <= (1 + PACKED_SLACK) * in_order[_by_request(in_order)]["decode_us"]
 
 
 def _packed_span(layout: Layout, cands: list[Candidate], limit: int, in_order: int) -> int | None:

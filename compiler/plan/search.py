@@ -279,8 +279,10 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
                                lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start)
     packed = _packed_span(layout, usable, limit, front[0].end if front else limit + 1)
     if packed is not None:  # only the layouts of that span: the plan takes one of them
-        front = dp.footprint_front(usable, layout.units, layout.stage_start, packed,
-                                   lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start, layout.pack)
+        span, ends = packed
+        front = dp.footprint_front(usable, layout.units, layout.stage_start, span,
+                                   lambda c: layout.chunk_s(c, chunk, reach), layout.straddle_start, layout.pack,
+                                   {span: ends[span]})
     if not front:
         if options.max_chips is None:
             return None
@@ -298,15 +300,16 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
                     point.starts if point.packed else None)
 
 
-def _packed_span(layout: Layout, cands: list[Candidate], limit: int, in_order: int) -> int | None:
+def _packed_span(layout: Layout, cands: list[Candidate], limit: int, in_order: int) -> tuple[int, dict] | None:
     """The fewest devices a layout spans with small stages filling nodes' free tails (Layout.pack), if fewer
     than `in_order`, the fewest any layout in order spans: only then are layouts packed (one pass of the DP
-    to know; a layout in order keeps every hand-off one hop forward, and its plan is the one before packing)."""
+    to know; a layout in order keeps every hand-off one hop forward, and its plan is the one before packing).
+    With that pass's ends (dp.footprint_states)."""
     if layout.pack is None:
         return None
     ends = dp.footprint_states(cands, layout.units, layout.stage_start, min(limit, in_order - 1),
                                layout.straddle_start, layout.pack)
-    return min(ends) if ends else None
+    return (min(ends), ends) if ends else None
 
 
 def _beaten(row: dict, rows: list[dict]) -> bool:

@@ -93,15 +93,7 @@ def _states(cands: list[Candidate], num_units: int, starts: Callable[[int, int],
         if pack is None:
             _step_in_order(states, _front(states[k]), by_first[k], starts, limit)
             continue
-        for key, (lat, devices, *_) in _front(states[k]):
-            for c in by_first[k]:
-                for first, extra, stop_key in _moves(key, c, starts, pack, c.stop == num_units):
-                    if stop_key[0] > limit:
-                        continue
-                    value = (lat + c.latency_ps + extra, devices + c.tp, c, key, first)
-                    old = states[c.stop].get(stop_key)
-                    if old is None or value[:2] < old[:2]:
-                        states[c.stop][stop_key] = value
+        _step_packed(states, _front(states[k]), by_first[k], starts, limit, pack, num_units)
     best: dict[int, tuple] = {}
     for key, value in _front(states[-1]):
         if key[0] not in best or value[:2] < best[key[0]][1][:2]:
@@ -114,9 +106,9 @@ def _states(cands: list[Candidate], num_units: int, starts: Callable[[int, int],
 
 def _step_in_order(states: list[dict[tuple, tuple]], front: list[tuple[tuple, tuple]], cands: list[Candidate],
                    starts: Callable[[int, int], tuple[int, int | None]], limit: int) -> None:
-    """_states' step from one boundary's front without packing (every tail empty): the moves of _moves at
-    the rule's start or across two groups, in the same order (a tie keeps the first value), inlined: the DP
-    takes this step for every state and candidate."""
+    """_states' step from one boundary's front without packing (every tail empty): each stage at the rule's
+    start, then across two groups (a tie keeps the first value), inlined: the DP takes this step for every
+    state and candidate."""
     rows = [(c, states[c.stop], c.tp, c.latency_ps, c.straddle_ps) for c in cands]
     for key, (lat, devices, *_) in front:
         end = key[0]
@@ -132,28 +124,40 @@ def _step_in_order(states: list[dict[tuple, tuple]], front: list[tuple[tuple, tu
                     target[stop, 0, 0] = (new_lat, new_devices, c, key, first)
 
 
-def _moves(key: tuple[int, int, int], c: Candidate, starts: Callable[[int, int], tuple[int, int | None]],
-           pack: Packing | None, last: bool):
-    """(first device, latency added, state after) for each place stage `c` may take from state `key`: at the
-    rule's start or across two groups, keeping the state's tail or (with `pack`) taking the cursor node's
-    chips the stage leaves behind as the tail instead; or inside the tail (Packing)."""
-    end, tail = key[0], key[1:]
-    start, across = starts(end, c.tp)
-    for first, extra in ((start, 0),) if across is None else ((start, 0), (across, c.straddle_ps)):
-        yield first, extra, (first + c.tp, *tail)
-        left = _left_behind(end, first, pack.node) if pack else None
-        if left:
-            yield first, extra, (first + c.tp, *left)
-    if pack and tail[1] >= c.tp:
-        out = 0 if last else pack.extra_ps(tail[0] + c.tp - 1, end)
-        rest = (tail[0] + c.tp, tail[1] - c.tp) if tail[1] > c.tp else (0, 0)
-        yield tail[0], pack.extra_ps(end - 1, tail[0]) + out, (end, *rest)
-
-
-def _left_behind(end: int, first: int, node: int) -> tuple[int, int] | None:
-    """The chips of the cursor's node a stage starting at `first` leaves free, as (first, count), if any."""
-    boundary = -(-end // node) * node
-    return (end, boundary - end) if end % node and first >= boundary else None
+def _step_packed(states: list[dict[tuple, tuple]], front: list[tuple[tuple, tuple]], cands: list[Candidate],
+                 starts: Callable[[int, int], tuple[int, int | None]], limit: int, pack: Packing, num_units: int
+                 ) -> None:
+    """_states' step from one boundary's front with packing. Each stage may take the rule's start or one across
+    two groups, keeping the state's tail or taking the cursor node's chips it leaves behind as the tail
+    instead; or lie inside the tail (Packing), its hand-offs in and out priced by `pack.extra_ps` (none out
+    of the last stage). A tie keeps the first value, so the order of the moves is part of the answer."""
+    rows = [(c, states[c.stop], c.tp, c.latency_ps, c.straddle_ps, c.stop == num_units) for c in cands]
+    node, extra_ps = pack.node, pack.extra_ps
+    for key, (lat, devices, *_) in front:
+        end, tail_first, tail_free = key
+        boundary = -(-end // node) * node if end % node else None  # _left_behind's, once per state
+        for c, target, tp, lat_c, straddle, last in rows:
+            start, across = starts(end, tp)
+            moves = [(start, 0)] if across is None else [(start, 0), (across, straddle)]
+            for first, extra in moves:
+                stop = first + tp
+                if stop > limit:
+                    continue
+                new_lat, new_devices = lat + lat_c + extra, devices + tp
+                for stop_key in ((stop, tail_first, tail_free), (stop, end, boundary - end)) \
+                        if boundary is not None and first >= boundary else ((stop, tail_first, tail_free),):
+                    old = target.get(stop_key)
+                    if old is None or (new_lat, new_devices) < (old[0], old[1]):
+                        target[stop_key] = (new_lat, new_devices, c, key, first)
+            if tail_free >= tp:
+                out = 0 if last else extra_ps(tail_first + tp - 1, end)
+                rest = (tail_first + tp, tail_free - tp) if tail_free > tp else (0, 0)
+                extra = extra_ps(end - 1, tail_first) + out
+                new_lat, new_devices = lat + lat_c + extra, devices + tp
+                stop_key = (end, *rest)
+                old = target.get(stop_key)
+                if old is None or (new_lat, new_devices) < (old[0], old[1]):
+                    target[stop_key] = (new_lat, new_devices, c, key, tail_first)
 
 
 def _back(states: list[dict[tuple, tuple]], k: int, key: tuple) -> tuple[list[Candidate], list[int]]:

@@ -269,11 +269,28 @@ class ChipLayout(Layout):
         front costs the same stages on every path and chunk it tries, each time after a different hand-off."""
         key = ("prefill", c.first, c.stop, c.tp, c.split, chunk, reach, across)
         if key not in self._figures:
-            pre = self._prefill_costs(c, chunk, reach)
-            kinds = [u.kind for u in self.units_[c.first:c.stop]]
-            self._figures[key] = Breakdown.sum_of(self._unit_figures(p, across)[0] for p in pre) + \
-                _boundaries(pre, kinds, self.system)
+            units, boundaries = self._prefill_sums(c, chunk, reach, across)
+            self._figures[key] = units + boundaries
         return self._figures[key]
+
+    def _prefill_sums(self, c: Candidate, chunk: int, reach: int | None, across: bool) -> tuple[Breakdown, Breakdown]:
+        """The stage's units' prefill figures and what its boundaries save (_boundaries), each summed in unit
+        order, built stop by stop: a stage's sums are those of the stage one unit shorter plus its last unit's
+        (the same additions, so the same floats; lowered_together's runs of a stage's first units are those
+        of the shorter stage), so the candidates from one first unit on one group share them."""
+        sums = self._figures.setdefault(("prefill sums", c.first, c.tp, c.split, chunk, reach, across), {})
+        stop = c.stop
+        while stop > c.first and stop not in sums:
+            stop -= 1
+        units, boundaries = sums[stop] if stop > c.first else (Breakdown(), Breakdown())
+        pre = self._prefill_costs(c, chunk, reach)
+        starts = _run_starts(tuple(u.kind for u in self.units_[c.first:c.stop]))
+        for i in range(stop - c.first, c.stop - c.first):
+            units = units + self._unit_figures(pre[i], across)[0]
+            if i:
+                boundaries = boundaries + boundary_time(pre[i - 1], pre[i], i not in starts, self.system)
+            sums[c.first + i + 1] = units, boundaries
+        return units, boundaries
 
     def _unit_figures(self, cost: ShardCost, across: bool) -> tuple[Breakdown, StageBound]:
         """unit_time and unit_bound of one unit's cost on a stage inside one group or `across` two, once:

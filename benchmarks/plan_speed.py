@@ -20,6 +20,7 @@ CASES = [
     ("llama-3.1-405b", "lpu", ["--precision", "int8"]),
     ("llama-3.1-405b", "lpu", ["--precision", "fp16"]),
     ("llama-3.1-405b", "lpu", ["--precision", "int8", "--objective", "latency", "--max-chips", "10000"]),
+    ("deepseek-v3", "lpu", []),  # packed into nodes' free tails: the packed DP pass and its front
     ("llama-3.1-70b", "h100", ["--precision", "fp16"]),
     ("llama-3.1-405b", "h100", ["--precision", "fp16"]),  # 31k candidates: the footprint DP's largest case
     ("llama-3.1-8b", "wse3", ["--precision", "fp16"]),

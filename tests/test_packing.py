@@ -51,6 +51,23 @@ def test_consecutive_small_stages_share_one_node():
     assert packed[72][3] == [0, 8, 2, 24, 4, 40, 6, 56]
 
 
+def test_the_packed_front_reusing_the_span_pass_is_the_front_computed_afresh():
+    """footprint_front's first round taken from the packed-span pass (a larger limit, as plan.search does) gives
+    the same front, stages and starts as the rounds all run; and Breakdown.sum_of adds as sum() does."""
+    cands = [Candidate(u, u + 1, 2 if u % 2 == 0 else 16, 0, 0, Breakdown(memory_s=(1 + u % 3) * 1e-6))
+             for u in range(8)] + [Candidate(u, u + 2, 16, 0, 0, Breakdown(memory_s=2.5e-6)) for u in range(0, 8, 2)]
+    pack = dp.Packing(LPU.chips_per_node, lambda a, b: abs(a - b))
+    chunk = {c: (c.stop - c.first) * 1e-3 + c.tp * 1e-6 for c in cands}.__getitem__
+    ends = dp.footprint_states(cands, 8, _start_at, 95, pack=pack)
+    afresh = dp.footprint_front(cands, 8, _start_at, 80, chunk, pack=pack)
+    reused = dp.footprint_front(cands, 8, _start_at, 80, chunk, pack=pack,
+                                first_round={end: v for end, v in ends.items() if end <= 80})
+    assert reused == afresh and [p.starts for p in reused] == [p.starts for p in afresh]
+    assert len({p.end for p in afresh}) > 1 and any(p.packed for p in afresh)
+    parts = [Breakdown(0.1 * i, 1e-7 / (i + 1), 3e-9 * i, 0.3, 1e-12 * i, 0.0, 0.7 ** i) for i in range(40)]
+    assert Breakdown.sum_of(parts) == sum(parts, Breakdown())
+
+
 @pytest.fixture(scope="module")
 def packed_model(tmp_path_factory) -> Path:
     """tiny-llama widened to 4 layers of 16 heads and a 1,024-token vocabulary: on lpu-mini its stages of 7

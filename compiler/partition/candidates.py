@@ -101,6 +101,7 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
     pre = dict.fromkeys(groups, 0.0)
     across = dict.fromkeys(groups, 0.0)
     splits = dict.fromkeys(sizes, False)  # some unit of the run has a split layout at that size
+    entry: dict[int, Breakdown] = {}  # _entry by group size: the same for every stop
     out: list[Candidate] = []
     for stop in range(first + 1, len(units) + 1):
         unit = units[stop - 1]
@@ -127,8 +128,11 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
         if not fits and not any(resident[g] <= usable for g in live):
             break  # adding units only grows the memory needed
         held = set(fits)
+        for t, _ in fits:
+            if t not in entry:
+                entry[t] = _entry(first, t, crossing, system)
         row = [Candidate(first, stop, t, resident[t, split], act[t, split],
-                         time[t, split] + _entry(first, t, crossing, system), split=split,
+                         time[t, split] + entry[t], split=split,
                          room=split and (t, False) not in held,
                          straddle_ps=round(across[t, split] * 1e12))
                for t, split in fits]

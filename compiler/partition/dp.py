@@ -88,13 +88,12 @@ def _states(cands: list[Candidate], num_units: int, starts: Callable[[int, int],
     states: list[dict[tuple[int, int, int], tuple]] = [{} for _ in range(num_units + 1)]
     states[0][0, 0, 0] = (0, 0, None, None, 0)
     for k in range(num_units):
-        for key, (lat, devices, *_) in _front(states[k]):
-            for c in by_first[k]:
-                for first, extra, stop_key in _moves(key, c, starts, pack, c.stop == num_units):
-                    value = (lat + c.latency_ps + extra, devices + c.tp, c, key, first)
-                    old = states[c.stop].get(stop_key)
-                    if stop_key[0] <= limit and (old is None or value[:2] < old[:2]):
-                        states[c.stop][stop_key] = value
+        if not by_first[k]:
+            continue
+        if pack is None:
+            _step_in_order(states, _front(states[k]), by_first[k], starts, limit)
+            continue
+        _step_packed(states, _front(states[k]), by_first[k], starts, limit, pack, num_units)
     best: dict[int, tuple] = {}
     for key, value in _front(states[-1]):
         if key[0] not in best or value[:2] < best[key[0]][1][:2]:
@@ -105,28 +104,60 @@ def _states(cands: list[Candidate], num_units: int, starts: Callable[[int, int],
                                                               for _, v in ends[:i])}
 
 
-def _moves(key: tuple[int, int, int], c: Candidate, starts: Callable[[int, int], tuple[int, int | None]],
-           pack: Packing | None, last: bool):
-    """(first device, latency added, state after) for each place stage `c` may take from state `key`: at the
-    rule's start or across two groups, keeping the state's tail or (with `pack`) taking the cursor node's
-    chips the stage leaves behind as the tail instead; or inside the tail (Packing)."""
-    end, tail = key[0], key[1:]
-    start, across = starts(end, c.tp)
-    for first, extra in ((start, 0),) if across is None else ((start, 0), (across, c.straddle_ps)):
-        yield first, extra, (first + c.tp, *tail)
-        left = _left_behind(end, first, pack.node) if pack else None
-        if left:
-            yield first, extra, (first + c.tp, *left)
-    if pack and tail[1] >= c.tp:
-        out = 0 if last else pack.extra_ps(tail[0] + c.tp - 1, end)
-        rest = (tail[0] + c.tp, tail[1] - c.tp) if tail[1] > c.tp else (0, 0)
-        yield tail[0], pack.extra_ps(end - 1, tail[0]) + out, (end, *rest)
+def _step_in_order(states: list[dict[tuple, tuple]], front: list[tuple[tuple, tuple]], cands: list[Candidate],
+                   starts: Callable[[int, int], tuple[int, int | None]], limit: int) -> None:
+    """_states' step from one boundary's front without packing (every tail empty): each stage at the rule's
+    start, then across two groups (a tie keeps the first value), inlined: the DP takes this step for every
+    state and candidate."""
+    rows = [(c, states[c.stop], c.tp, c.latency_ps, c.straddle_ps) for c in cands]
+    for key, (lat, devices, *_) in front:
+        end = key[0]
+        for c, target, tp, lat_c, straddle in rows:
+            start, across = starts(end, tp)
+            for first, extra in ((start, 0),) if across is None else ((start, 0), (across, straddle)):
+                stop = first + tp
+                if stop > limit:
+                    continue
+                new_lat, new_devices = lat + lat_c + extra, devices + tp
+                old = target.get((stop, 0, 0))
+                if old is None or (new_lat, new_devices) < (old[0], old[1]):
+                    target[stop, 0, 0] = (new_lat, new_devices, c, key, first)
 
 
-def _left_behind(end: int, first: int, node: int) -> tuple[int, int] | None:
-    """The chips of the cursor's node a stage starting at `first` leaves free, as (first, count), if any."""
-    boundary = -(-end // node) * node
-    return (end, boundary - end) if end % node and first >= boundary else None
+def _step_packed(states: list[dict[tuple, tuple]], front: list[tuple[tuple, tuple]], cands: list[Candidate],
+                 starts: Callable[[int, int], tuple[int, int | None]], limit: int, pack: Packing, num_units: int
+                 ) -> None:
+    """_states' step from one boundary's front with packing. Each stage may take the rule's start or one across
+    two groups, keeping the state's tail or taking the cursor node's chips it leaves behind as the tail
+    instead; or lie inside the tail (Packing), its hand-offs in and out priced by `pack.extra_ps` (none out
+    of the last stage). A tie keeps the first value, so the order of the moves is part of the answer."""
+    rows = [(c, states[c.stop], c.tp, c.latency_ps, c.straddle_ps, c.stop == num_units) for c in cands]
+    node, extra_ps = pack.node, pack.extra_ps
+    for key, (lat, devices, *_) in front:
+        end, tail_first, tail_free = key
+        boundary = -(-end // node) * node if end % node else None  # _left_behind's, once per state
+        for c, target, tp, lat_c, straddle, last in rows:
+            start, across = starts(end, tp)
+            moves = [(start, 0)] if across is None else [(start, 0), (across, straddle)]
+            for first, extra in moves:
+                stop = first + tp
+                if stop > limit:
+                    continue
+                new_lat, new_devices = lat + lat_c + extra, devices + tp
+                for stop_key in ((stop, tail_first, tail_free), (stop, end, boundary - end)) \
+                        if boundary is not None and first >= boundary else ((stop, tail_first, tail_free),):
+                    old = target.get(stop_key)
+                    if old is None or (new_lat, new_devices) < (old[0], old[1]):
+                        target[stop_key] = (new_lat, new_devices, c, key, first)
+            if tail_free >= tp:
+                out = 0 if last else extra_ps(tail_first + tp - 1, end)
+                rest = (tail_first + tp, tail_free - tp) if tail_free > tp else (0, 0)
+                extra = extra_ps(end - 1, tail_first) + out
+                new_lat, new_devices = lat + lat_c + extra, devices + tp
+                stop_key = (end, *rest)
+                old = target.get(stop_key)
+                if old is None or (new_lat, new_devices) < (old[0], old[1]):
+                    target[stop_key] = (new_lat, new_devices, c, key, tail_first)
 
 
 def _back(states: list[dict[tuple, tuple]], k: int, key: tuple) -> tuple[list[Candidate], list[int]]:
@@ -162,18 +193,22 @@ class FrontPoint:
 def footprint_front(cands: list[Candidate], num_units: int, start_at: Callable[[int, int], int], limit: int,
                     chunk_s: Callable[[Candidate], float],
                     straddle_at: Callable[[int, int], int | None] | None = None,
-                    pack: Packing | None = None) -> list[FrontPoint]:
+                    pack: Packing | None = None, first_round: dict | None = None) -> list[FrontPoint]:
     """Every path no other beats on end, latency and slowest stage's prefill chunk (`chunk_s` of each
     candidate), exactly (with `pack`, as exactly as footprint_states): footprint_states with only the
     candidates below a cap on the chunk time, the cap lowered each round to the slowest chunk among the
     paths it found (no cap between changes any end's path), until no path fits. Ordered by end, latency,
-    then bottleneck."""
+    then bottleneck. `first_round`: footprint_states' answer for these candidates and rules within `limit`
+    (its ends up to `limit` of a pass with a larger limit are the same: no move ends a path sooner), the
+    first round's when no candidate's chunk time is infinite."""
     times = {_key(c): chunk_s(c) for c in cands}
     starts = layout_rule(start_at, straddle_at)
     cap, found = float("inf"), {}
+    reuse = first_round is not None and all(t < cap for t in times.values())
     while True:
         usable = [c for c in cands if times[_key(c)] < cap]
-        ends = _states(usable, num_units, starts, limit, pack)
+        ends = first_round if reuse else _states(usable, num_units, starts, limit, pack)
+        reuse = False
         if not ends:
             break
         slowest = {end: max(times[_key(c)] for c in path) for end, (_, _, path, _) in ends.items()}
@@ -195,13 +230,23 @@ def _front(states: dict[tuple[int, int, int], tuple]) -> list[tuple[tuple[int, i
     greater), by end, then the larger tail: each tail size keeps the staircase of what came before with a
     tail at least as large, so a state is checked in a few bisections, not against the whole front."""
     front: list[tuple[tuple[int, int, int], tuple]] = []
-    stairs = {free: _Stair() for free in {k[2] for k in states}}
-    for key, value in sorted(states.items(), key=lambda kv: (kv[0][0], -kv[0][2], kv[0][1])):
-        if not stairs[key[2]].beats(value[0], value[1]):
+    frees = sorted({k[2] for k in states})
+    if len(frees) == 1:  # one tail size (always without packing): the order by key is the order above
+        stair = _Stair()
+        for key in sorted(states):
+            value = states[key]
+            if not stair.beats(value[0], value[1]):
+                front.append((key, value))
+                stair.insert(value[0], value[1])
+        return front
+    stairs = [_Stair() for _ in frees]
+    for end, free, first in sorted((k[0], -k[2], k[1]) for k in states):
+        key = (end, first, -free)
+        value = states[key]
+        if not stairs[frees.index(-free)].beats(value[0], value[1]):
             front.append((key, value))
-            for free, stair in stairs.items():
-                if free <= key[2]:
-                    stair.add(value[0], value[1])
+            for stair in stairs[:bisect.bisect_right(frees, -free)]:
+                stair.add(value[0], value[1])
     return front
 
 
@@ -221,8 +266,11 @@ class _Stair:
 
     def add(self, lat: int, devices: int) -> None:
         """A point, unless another beats it, dropping those it beats."""
-        if self.beats(lat, devices):
-            return
+        if not self.beats(lat, devices):
+            self.insert(lat, devices)
+
+    def insert(self, lat: int, devices: int) -> None:
+        """A point no other beats, dropping those it beats."""
         i = j = bisect.bisect_left(self.lats, lat)
         while j < len(self.lats) and self.devs[j] >= devices:
             j += 1

@@ -300,8 +300,9 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
                               "nodes)", None)
     rows = [_request_figures(layout, p, options, causal) for p in front]
     if packed is not None:  # the layouts of that span, taken where they decode about as fast (PACKED_SLACK)
-        packed_front = dp.footprint_front(usable, layout.units, layout.stage_start, packed, chunk_s,
-                                          layout.straddle_start, layout.pack)
+        span, ends = packed
+        packed_front = dp.footprint_front(usable, layout.units, layout.stage_start, span, chunk_s,
+                                          layout.straddle_start, layout.pack, {span: ends[span]})
         packed_rows = [_request_figures(layout, p, options, causal) for p in packed_front]
         if not front or _decodes_as_fast(packed_rows, rows):
             front, rows = packed_front, packed_rows
@@ -317,15 +318,16 @@ def _decodes_as_fast(packed: list[dict], in_order: list[dict]) -> bool:
     return packed[_by_request(packed)]["decode_us"] <= (1 + PACKED_SLACK) * in_order[_by_request(in_order)]["decode_us"]
 
 
-def _packed_span(layout: Layout, cands: list[Candidate], limit: int, in_order: int) -> int | None:
+def _packed_span(layout: Layout, cands: list[Candidate], limit: int, in_order: int) -> tuple[int, dict] | None:
     """The fewest devices a layout spans with small stages filling nodes' free tails (Layout.pack), if fewer
     than `in_order`, the fewest any layout in order spans: only then are layouts packed (one pass of the DP
-    to know; a layout in order keeps every hand-off one hop forward, and its plan is the one before packing)."""
+    to know; a layout in order keeps every hand-off one hop forward, and its plan is the one before packing).
+    With that pass's ends (dp.footprint_states)."""
     if layout.pack is None:
         return None
     ends = dp.footprint_states(cands, layout.units, layout.stage_start, min(limit, in_order - 1),
                                layout.straddle_start, layout.pack)
-    return min(ends) if ends else None
+    return (min(ends), ends) if ends else None
 
 
 def _beaten(row: dict, rows: list[dict]) -> bool:

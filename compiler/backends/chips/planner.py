@@ -188,7 +188,7 @@ class ChipLayout(Layout):
         across = spans_groups(run, system)
         decode_costs = [u.decode[u.group(c.tp, c.split)] for u in units]
         decode_parts = [self._unit_figures(cost, across) for cost in decode_costs]
-        decode = sum((t for t, _ in decode_parts), Breakdown()) + _boundaries(decode_costs, [u.kind for u in units],
+        decode = Breakdown.sum_of(t for t, _ in decode_parts) + _boundaries(decode_costs, [u.kind for u in units],
                                                                               system)
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
         bound = sum((b for _, b in decode_parts), entry)
@@ -214,9 +214,19 @@ class ChipLayout(Layout):
 
     def prefill_s(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None
                   ) -> tuple[float, float, float]:
-        if not index:
+        c, prev = run.cand, runs[index - 1] if index else None
+        # All it reads: the stage, where it lies, where the stage before ends and how wide it is, chunk and reach
+        # (the TTFT search of every front point asks again for the same stages after the same hand-offs).
+        key = ("prefill_s", c.first, c.stop, c.tp, c.split, run.first_chip, chunk, reach,
+               (prev.first_chip, prev.cand.tp) if prev else None)
+        if key not in self._figures:
+            self._figures[key] = self._prefill_s(run, prev, chunk, reach)
+        return self._figures[key]
+
+    def _prefill_s(self, run: Run, prev: Run | None, chunk: int, reach: int | None) -> tuple[float, float, float]:
+        """prefill_s of a stage placed after `prev` (None: the first stage)."""
+        if prev is None:
             return self._prefill_time(run.cand, chunk, reach, 0, 0, spans_groups(run, self.system)).total_s, 0.0, 0.0
-        prev = runs[index - 1]
         hops = chip_hops(self.system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
         total = self._prefill_time(run.cand, chunk, reach, hops, prev.cand.tp, spans_groups(run, self.system)).total_s
         if self._trails(prev, run):
@@ -259,11 +269,28 @@ class ChipLayout(Layout):
         front costs the same stages on every path and chunk it tries, each time after a different hand-off."""
         key = ("prefill", c.first, c.stop, c.tp, c.split, chunk, reach, across)
         if key not in self._figures:
-            pre = self._prefill_costs(c, chunk, reach)
-            kinds = [u.kind for u in self.units_[c.first:c.stop]]
-            self._figures[key] = sum((self._unit_figures(p, across)[0] for p in pre), Breakdown()) + \
-                _boundaries(pre, kinds, self.system)
+            units, boundaries = self._prefill_sums(c, chunk, reach, across)
+            self._figures[key] = units + boundaries
         return self._figures[key]
+
+    def _prefill_sums(self, c: Candidate, chunk: int, reach: int | None, across: bool) -> tuple[Breakdown, Breakdown]:
+        """The stage's units' prefill figures and what its boundaries save (_boundaries), each summed in unit
+        order, built stop by stop: a stage's sums are those of the stage one unit shorter plus its last unit's
+        (the same additions, so the same floats; lowered_together's runs of a stage's first units are those
+        of the shorter stage), so the candidates from one first unit on one group share them."""
+        sums = self._figures.setdefault(("prefill sums", c.first, c.tp, c.split, chunk, reach, across), {})
+        stop = c.stop
+        while stop > c.first and stop not in sums:
+            stop -= 1
+        units, boundaries = sums[stop] if stop > c.first else (Breakdown(), Breakdown())
+        pre = self._prefill_costs(c, chunk, reach)
+        starts = _run_starts(tuple(u.kind for u in self.units_[c.first:c.stop]))
+        for i in range(stop - c.first, c.stop - c.first):
+            units = units + self._unit_figures(pre[i], across)[0]
+            if i:
+                boundaries = boundaries + boundary_time(pre[i - 1], pre[i], i not in starts, self.system)
+            sums[c.first + i + 1] = units, boundaries
+        return units, boundaries
 
     def _unit_figures(self, cost: ShardCost, across: bool) -> tuple[Breakdown, StageBound]:
         """unit_time and unit_bound of one unit's cost on a stage inside one group or `across` two, once:
@@ -314,11 +341,17 @@ def spans_groups(run: Run, system: SystemSpec) -> bool:
     return can_straddle(run.cand.tp, system) and first // group != (first + run.cand.tp - 1) // group
 
 
+@functools.cache
+def _run_starts(kinds: tuple) -> frozenset[int]:
+    """Where lowered_together's runs of a stage's units (their kinds) start: once per stage shape."""
+    return frozenset(run.start for run in lowered_together(kinds))
+
+
 def _boundaries(costs: Sequence[ShardCost], kinds: Sequence[int], system: SystemSpec) -> Breakdown:
     """What the stage's units (`kinds`: theirs) chained across their runs' boundaries save (cost.boundary_time)."""
-    starts = {run.start for run in lowered_together(kinds)}
-    return sum((boundary_time(a, b, i + 1 not in starts, system) for i, (a, b) in enumerate(itertools.pairwise(costs))),
-               Breakdown())
+    starts = _run_starts(tuple(kinds))
+    return Breakdown.sum_of(boundary_time(a, b, i + 1 not in starts, system)
+                            for i, (a, b) in enumerate(itertools.pairwise(costs)))
 
 
 def _check_ranges(plan: PlanFile, runs: list[Run], system: SystemSpec) -> None:

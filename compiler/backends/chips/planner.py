@@ -188,7 +188,7 @@ class ChipLayout(Layout):
         across = spans_groups(run, system)
         decode_costs = [u.decode[u.group(c.tp, c.split)] for u in units]
         decode_parts = [self._unit_figures(cost, across) for cost in decode_costs]
-        decode = Breakdown.sum_of(t for t, _ in decode_parts) + _boundaries(decode_costs, [u.kind for u in units],
+        decode = Breakdown.sum_of(t for t, _ in decode_parts) + _boundaries(decode_costs, self._run_starts(units),
                                                                               system)
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
         bound = sum((b for _, b in decode_parts), entry)
@@ -284,13 +284,22 @@ class ChipLayout(Layout):
             stop -= 1
         units, boundaries = sums[stop] if stop > c.first else (Breakdown(), Breakdown())
         pre = self._prefill_costs(c, chunk, reach)
-        starts = _run_starts(tuple(u.kind for u in self.units_[c.first:c.stop]))
+        starts = self._run_starts(self.units_[c.first:c.stop])
         for i in range(stop - c.first, c.stop - c.first):
             units = units + self._unit_figures(pre[i], across)[0]
             if i:
                 boundaries = boundaries + boundary_time(pre[i - 1], pre[i], i not in starts, self.system)
             sums[c.first + i + 1] = units, boundaries
         return units, boundaries
+
+    def _run_starts(self, units: Sequence) -> frozenset[int]:
+        """Where lowered_together's runs of a stage's units start, once per stage shape and plan (the rule reads
+        chaining.UNITS_TOGETHER, so the memo lives no longer than the layout)."""
+        kinds = tuple(u.kind for u in units)
+        key = ("run starts", kinds)
+        if key not in self._figures:
+            self._figures[key] = frozenset(run.start for run in lowered_together(kinds))
+        return self._figures[key]
 
     def _unit_figures(self, cost: ShardCost, across: bool) -> tuple[Breakdown, StageBound]:
         """unit_time and unit_bound of one unit's cost on a stage inside one group or `across` two, once:
@@ -341,15 +350,9 @@ def spans_groups(run: Run, system: SystemSpec) -> bool:
     return can_straddle(run.cand.tp, system) and first // group != (first + run.cand.tp - 1) // group
 
 
-@functools.cache
-def _run_starts(kinds: tuple) -> frozenset[int]:
-    """Where lowered_together's runs of a stage's units (their kinds) start: once per stage shape."""
-    return frozenset(run.start for run in lowered_together(kinds))
-
-
-def _boundaries(costs: Sequence[ShardCost], kinds: Sequence[int], system: SystemSpec) -> Breakdown:
-    """What the stage's units (`kinds`: theirs) chained across their runs' boundaries save (cost.boundary_time)."""
-    starts = _run_starts(tuple(kinds))
+def _boundaries(costs: Sequence[ShardCost], starts: frozenset[int], system: SystemSpec) -> Breakdown:
+    """What the stage's units chained across their runs' boundaries (`starts`: where runs begin) save
+    (cost.boundary_time)."""
     return Breakdown.sum_of(boundary_time(a, b, i + 1 not in starts, system)
                             for i, (a, b) in enumerate(itertools.pairwise(costs)))
 

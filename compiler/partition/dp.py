@@ -92,8 +92,8 @@ def _states(cands: list[Candidate], num_units: int, starts: Callable[[int, int],
             continue
         if pack is None:
             _step_in_order(states, _front(states[k]), by_first[k], starts, limit)
-            continue
-        _step_packed(states, _front(states[k]), by_first[k], starts, limit, pack, num_units)
+        else:
+            _step_packed(states, _front(states[k]), by_first[k], starts, limit, pack, num_units)
     best: dict[int, tuple] = {}
     for key, value in _front(states[-1]):
         if key[0] not in best or value[:2] < best[key[0]][1][:2]:

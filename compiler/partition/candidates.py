@@ -166,9 +166,10 @@ def _undominated(row: list[Candidate], prefill: dict[tuple[int, bool], float]) -
     return kept
 
 
-def resident_total(units: list[Unit]) -> int:
-    """Every byte that must be resident: each unit on one chip, or split as it must be."""
-    return sum(u.decode[1, False].resident_bytes if (1, False) in u.decode else _whole(u) for u in units)
+def resident_total(units: list[Unit], repeated: int = 0) -> int:
+    """Every byte that must be resident: each unit on one chip, or split as it must be, less the `repeated`
+    bytes of params several units read (units.repeated_params: a tied table counts once)."""
+    return -repeated + sum(u.decode[1, False].resident_bytes if (1, False) in u.decode else _whole(u) for u in units)
 
 
 def capacity_lower_bound(total_bytes: int, device_bytes: int) -> int:

@@ -41,7 +41,7 @@ from compiler.partition.cost import (
 from compiler.partition.dp import Packing
 from compiler.partition.placement import next_start, place, straddle_start
 from compiler.partition.shard_cost import ShardCost, align
-from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
+from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs, repeated_params
 from compiler.passes.shard import expert_placement
 from compiler.plan.reader import PinnedStage, PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, round_sig
@@ -91,8 +91,9 @@ class ChipLayout(Layout):
         reserved = max(input_bytes(decode, options.batch, system), input_bytes(decode, options.min_chunk_rows, system))
         cands = enumerate_candidates(units, tables, boundary_bytes(decode), system,
                                      keep_dominated=every or options.chips is not None, reserved_bytes=reserved)
+        total = resident_total(units, repeated_params(decode, system.chip.vector_bytes))
         return cls(system, decode, prefill, options, units_=units, candidates=cands,
-                   lower_bound=capacity_lower_bound(resident_total(units), system.chip.usable_sram_bytes))
+                   lower_bound=capacity_lower_bound(total, system.chip.usable_sram_bytes))
 
     @property
     def max_devices(self) -> int:

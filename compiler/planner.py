@@ -107,27 +107,29 @@ def make_plan(model: str, target: str, options: CompileOptions, idle_s: float | 
     return make_plan_on(model, load_target(target), options, idle_s)
 
 
-def make_plan_on(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None) -> Plan:
+def make_plan_on(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None,
+                 embeddings: bool = True) -> Plan:
     """`make_plan` on an already loaded target (a sweep's target after its field overrides); `idle_s`
-    adds where an idle conversation's KV should wait (kv_tiers.idle)."""
+    adds where an idle conversation's KV should wait (kv_tiers.idle); `embeddings`: plan_graphs'."""
     start = time.perf_counter()
     if is_graph_file(model):
         options = graph_file_options(options)
-    plan, _ = plan_placed(model, system, options, idle_s)
+    plan, _ = plan_placed(model, system, options, idle_s, embeddings=embeddings)
     return replace(plan, wall_s=time.perf_counter() - start)
 
 
 def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None,
-                pinned: PlanFile | None = None, known: dict[CompileOptions, tuple[str, Lowered]] | None = None
-                ) -> tuple[Plan, CompileOptions]:
+                pinned: PlanFile | None = None, known: dict[CompileOptions, tuple[str, Lowered]] | None = None,
+                embeddings: bool = True) -> tuple[Plan, CompileOptions]:
     """The plan with its KV cache placed by --kv-tier (compiler/plan/kv_tiers.py), and the options its graphs
     were lowered with (a concrete tier and hot window). `known`: (name, graphs) the caller already lowered
-    at some options (graphs are immutable), used instead of lowering them again."""
+    at some options (graphs are immutable), used instead of lowering them again. `embeddings`: plan_graphs'."""
     def plan_at(placed: CompileOptions) -> Plan:
         # A config the target could never hold in SRAM is refused at once; below SRAM it may fit.
         name, graphs = (known or {}).get(placed) or lower(model, placed, system if placed.kv_tier == "sram" else None,
                                                           system)
-        return plan_graphs(name, graphs, system, placed, pinned, causal=not is_graph_file(model), embeddings=True)
+        return plan_graphs(name, graphs, system, placed, pinned, causal=not is_graph_file(model),
+                           embeddings=embeddings)
 
     return kv_tiers.place(plan_at, system, options, idle_s, pinned.placement if pinned else None)
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from compiler.backends.chips.planner import ChipLayout
 from compiler.cli import main
+from compiler.codegen import phase
 from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import resident_total
 from compiler.partition.shard_cost import align
@@ -135,3 +137,27 @@ def test_an_embedding_the_lowering_cannot_move_is_one_line(tmp_path, capsys, mod
     assert main(["compile", *args, "--plan", str(tmp_path / "plan.json"), "-o", str(tmp_path / "b")]) != 0
     err = capsys.readouterr().err.strip()
     assert "embedding" in err and why in err and len(err.splitlines()) == 1
+
+
+def test_the_interpreter_flags_the_head_looking_up_a_chunk_over_its_other_work(head_build, tmp_path, capsys,
+                                                                               monkeypatch):
+    """The head's chips run each chunk's lookup before their first chunk: moved onto the head's own work of
+    chunk 0, they would overlap, and the run says so."""
+    _, plan, args = head_build
+    first, last = plan["stages"][-1]["chip_range"]
+    timeline = phase.timeline
+
+    def overlapping(variants, per_chunk, ready=0, leads=None, early=()):
+        placed = timeline(variants, per_chunk, ready, leads, early)
+        head = next((s for s, n in enumerate(early) if n), None)
+        if head is None or len(per_chunk) < 2:
+            return placed
+        at = min(p.start for p in placed if p.stage == head and p.piece >= early[head])
+        return [replace(p, start=at) if p.stage == head and p.piece == 0 and p.chunk == 1 else p for p in placed]
+
+    monkeypatch.setattr(phase, "timeline", overlapping)
+    assert main(["compile", *args, "-o", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "b"), "--json"]) != 0
+    hazards = json.loads(capsys.readouterr().out)["hazards"]
+    assert hazards and all(h["phase"] == "prefill" and first <= h["chip"] <= last for h in hazards)

@@ -166,3 +166,16 @@ def test_the_interpreter_flags_the_head_looking_up_a_chunk_over_its_other_work(h
     assert main(["run", str(tmp_path / "b"), "--json"]) != 0
     hazards = json.loads(capsys.readouterr().out)["hazards"]
     assert hazards and all(h["phase"] == "prefill" and first <= h["chip"] <= last for h in hazards)
+
+
+def test_a_speculative_target_keeps_its_lookup_on_its_first_stage(tied_llama, tmp_path, capsys):
+    """The verify step is costed and lowered on the target's stages as pinned: a tied target with a draft is
+    planned, as `plan --draft` plans it, with its embedding on the first stage, and decodes as the reference."""
+    (tmp_path / "t.toml").write_text(TARGET)
+    args = [str(tied_llama), "--target", str(tmp_path / "t.toml"), *ARGS, "--draft", "tiny-llama-draft",
+            "--speculate", "2"]
+    assert main(["compile", *args, "-o", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    plan = json.loads((tmp_path / "b" / "plan.json").read_text())
+    assert not any(s.get("embedding") for s in plan["stages"]) and _tables(tmp_path / "b")[0]
+    _run_reference(capsys, tmp_path / "b")

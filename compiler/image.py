@@ -21,7 +21,7 @@ import numpy as np
 from compiler.codegen.stage import StageCode
 from compiler.passes.fuse import parts
 from compiler.passes.quantize import quantize_weights
-from compiler.passes.shard import head_pads, shard_unit
+from compiler.passes.shard import attention_split, head_pads, shard_subset, shard_unit
 from compiler.plan import Stage
 from ir.errors import ConfigError
 from ir.graph import Graph, Value
@@ -80,20 +80,39 @@ def sram_image(codes: list[StageCode], stages: Sequence[Stage], graph: Graph, we
     scopes = graph.scopes()
     for code, stage in zip(codes, stages, strict=True):
         owned = scopes[scopes.index(stage.first_unit): scopes.index(stage.last_unit) + 1]
-        chip_values = _per_chip(graph, owned, code.tp, code.split)
-        pads = {n: pad for sc in owned for n, pad in head_pads(list(graph.ops_in(sc)), code.tp, code.split).items()}
+        chip_values, pads, group = _stage_shards(graph, owned, code)
         resident = [r for r in code.memory_map if r[0] in ("param", "state")]
         top = max((addr + size for _, _, addr, size in resident), default=0)
         for rank in range(code.tp):
             buf = np.zeros(top, np.uint8)
             for kind, name, addr, size in resident:
-                if kind == "param":  # a fused matmul's param: its parts' shards side by side (passes.fuse)
+                tp = group.get(parts(name)[0], code.tp)
+                if kind == "param" and rank < tp:  # a fused matmul's param: its parts' shards side by side
                     shards = [shard_of(pad_heads(stored[p], *pads[p]) if p in pads else stored[p],
-                                       chip_values[p].type.shape, rank, code.tp, p) for p in parts(name)]
+                                       chip_values[p].type.shape, rank, tp, p) for p in parts(name)]
                     shard = np.concatenate(shards, axis=-1) if len(shards) > 1 else shards[0]
                     buf[addr: addr + size] = encode(shard, chip_values[parts(name)[0]].type.dtype)
             image[code.first_chip + rank] = buf
     return image
+
+
+def _stage_shards(graph: Graph, scopes: list[str], code: StageCode
+                  ) -> tuple[dict[str, Value], dict[str, tuple[int, ...]], dict[str, int]]:
+    """A stage's per-chip params and caches, the params' head pads, and the params held by fewer ranks than the
+    stage's (a subset's attention: passes.shard.shard_subset) with the group they are split over (the other
+    ranks hold zeros there, which nothing reads)."""
+    if not code.attention_tp:
+        pads = {n: pad for sc in scopes for n, pad in head_pads(list(graph.ops_in(sc)), code.tp, code.split).items()}
+        return _per_chip(graph, scopes, code.tp, code.split), pads, {}
+    values, pads, group, a = {}, {}, {}, code.attention_tp
+    for sc in scopes:
+        ops = list(graph.ops_in(sc))
+        end = attention_split(ops)
+        head, rest, _ = shard_subset(ops, code.tp, a, split=code.split)
+        values |= {v.name: v for op in (*head, *rest) for v in op.operands}
+        pads |= head_pads(ops[:end], a, code.split) | head_pads(ops[end:], code.tp, code.split)
+        group |= {v.name: a for op in head for v in op.operands}
+    return values, pads, group
 
 
 def _per_chip(graph: Graph, scopes: list[str], tp: int, split: bool) -> dict[str, Value]:

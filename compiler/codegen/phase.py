@@ -14,19 +14,19 @@ variant's), so any chunk finds its weights, caches, ports and arenas at the same
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate, stage_base, streams_used, sync
-from compiler.codegen.stage import StageBuilder, StageCode, layout
+from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
 from compiler.codegen.template import TAG_SPACE
 from compiler.partition.chaining import lowered_together
 from compiler.partition.cost import handoff_trails
 from compiler.partition.units import signature
 from compiler.passes.fuse import fuse_siblings
-from compiler.passes.shard import shard_unit
+from compiler.passes.shard import shard_subset, shard_unit
 from compiler.plan import Stage
 from ir.errors import DoesNotFitError
 from ir.graph import Graph, Value
@@ -59,16 +59,28 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
     owner = _owner(scopes, stages)
     final: dict[str, Value] = {}
     codes, chip_ops = [], {}
+    heads: dict[str, list] = {}  # a subset stage's scopes: their attention ranks' part (shard_subset)
     for s in stages:
-        code = StageCode(s.index, s.tp, s.first_chip, split=s.split)
+        code = StageCode(s.index, s.tp, s.first_chip, split=s.split, attention_tp=s.attention_tp)
         for scope in (sc for sc in scopes if owner[sc] == s.index):
-            ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
+            if s.attention_tp:
+                head, ops, values = shard_subset(list(graph.ops_in(scope)), s.tp, s.attention_tp, final, s.split)
+                heads[scope] = fuse_siblings(head, system.chip.matrix_dim)
+            else:
+                ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
             final.update(values)
             chip_ops[scope] = fuse_siblings(ops, system.chip.matrix_dim)  # as the plan costs them (shard_cost)
         codes.append(code)
     uses = _last_use(graph, owner, final)
     for s, code in zip(stages, codes, strict=True):
         mine = [sc for sc in scopes if owner[sc] == s.index]
+        if s.attention_tp:
+            for scope in mine:
+                exported = {r.name for op in chip_ops[scope] for r in op.results
+                            if r.name in uses and uses[r.name] > (scopes.index(scope), s.index)
+                            or _is_output(r.name, final, outputs)}
+                code.pieces += _subset_pieces(builder, scope, heads[scope], chip_ops[scope], s, exported)
+            continue
         kinds = [signature(list(graph.ops_in(sc))) for sc in mine]  # partition.units.unit_kinds' kinds
         for run in ([mine[i] for i in r] for r in lowered_together(kinds)):
             ops = [op for sc in run for op in chip_ops[sc]]
@@ -80,16 +92,29 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
     codes[-1].outputs = {v.name: final.get(v.name, v) for v in graph.outputs}
     for i, code in enumerate(codes):
         # Per stage: a tied table is a param of two stages, sharded over each one's own group.
-        values = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc]
+        values = {v.name: v for sc in scopes if owner[sc] == i for op in (*heads.get(sc, ()), *chip_ops[sc])
                   for v in (*op.operands, *op.results)}
         values.update((v.name, v) for v in graph.inputs)
         keep = {n for p in codes[i].pieces if p.kind == "send" for n in p.ports_in}
         keep |= {final[n].name for n in outputs if n in final}
         # A param two stages hold (a tied table: embedding and head) has each stage's own shard.
-        own = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc] for v in op.operands}
+        own = {v.name: v for sc in scopes if owner[sc] == i for op in (*heads.get(sc, ()), *chip_ops[sc])
+               for v in op.operands}
         layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state},
                arena_floor[i] if arena_floor else (), _below(graph), sram_base)
     return codes
+
+
+def _subset_pieces(builder: StageBuilder, scope: str, head: list, rest: list, s: Stage, exported: set[str]
+                   ) -> list[Piece]:
+    """A layer of a stage whose attention runs on its first attention_tp ranks (passes.shard.shard_subset): the
+    attention part's piece on those ranks, the residual row it leaves sent on to the other ranks as a hand-off
+    between the two blocks of ranks is (StageBuilder.handoff), then every rank's rest."""
+    a, row = s.attention_tp, head[-1].results[0]
+    attention = builder.unit(scope, head, a, s.first_chip, {row.name})
+    send, recv = builder.handoff(row, (s.first_chip, a), (s.first_chip + a, s.tp - a), 0)
+    return [replace(attention, ranks=a), replace(send, kind="fsend"), replace(recv, kind="frecv", first_rank=a),
+            builder.unit(scope, rest, s.tp, s.first_chip, exported)]
 
 
 def _below(graph: Graph) -> set[str]:
@@ -186,13 +211,17 @@ def timeline(variants: Sequence[Sequence], per_chunk: Sequence[int], ready: int 
         arrival = 0
         for s in range(len(free)):
             start = max(free[s], arrival)
-            arrival = 0
+            arrival = forward = 0
             trail = leads[v][s] if leads else [None] * len(spans[v][s])
             for i, (span, p, lead) in enumerate(zip(spans[v][s], variants[v][s].pieces, trail, strict=True)):
                 if lead is not None:
                     start = max(start, links[s])
+                if p.kind == "frecv":  # a stage's own forward: its receivers once the data is across
+                    start = max(start, forward)
                 placed.append(Placed(s, i, c, start, v))
-                if p.land is not None:
+                if p.land is not None and p.kind == "fsend":
+                    forward = start + p.land
+                elif p.land is not None:
                     arrival = max(arrival, start + p.land)
                 if lead is not None:
                     links[s] = start + span
@@ -245,6 +274,7 @@ def tag_runs(phase: str, placed: list[Placed], kind: Callable[[Placed], str], gr
     for pl in placed:
         k = kind(pl)
         key = (pl.chunk, "unit", pl.stage, pl.piece) if k == "unit" else \
+            (pl.chunk, "forward", pl.stage, pl.piece - (k == "frecv")) if k in ("fsend", "frecv") else \
             (pl.chunk, "handoff", pl.stage if k == "send" else pl.stage - 1)
         tag_base = tag_bases.setdefault(key, len(tag_bases)) * TAG_SPACE
         runs.setdefault(group(pl), []).append((pl.start, tag_base))
@@ -289,8 +319,11 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
         code, piece = own[stage], own[stage].pieces[index]
         neighbours = (own[stage - 1].first_chip if stage else 0,
                       own[stage + 1].first_chip if stage + 1 < len(own) else 0)
+        if piece.kind in ("fsend", "frecv"):  # a stage's own forward: from its attention ranks to the others
+            neighbours = (code.first_chip, code.first_chip + code.attention_tp)
         start, tag = np.array(starts, dtype=np.int64).T
-        instantiate(blocks, piece.code.template, code.first_chip, piece.ranks if piece.ranks is not None else code.tp,
+        ranks = piece.ranks if piece.ranks is not None else code.tp - piece.first_rank
+        instantiate(blocks, piece.code.template, code.first_chip + piece.first_rank, ranks,
                     start, tag, fn_args, stage_base(code, index), system, neighbours)
     chips = max(c.first_chip + c.tp for c in codes)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes],

@@ -36,8 +36,9 @@ class Piece:
     params: tuple[str, ...] = ()
     ports_in: tuple[str, ...] = ()
     ports_out: tuple[str, ...] = ()
-    ranks: int | None = None  # only ranks below this run it (hand-off senders)
-    kind: str = "unit"  # "unit" | "recv" | "send"
+    ranks: int | None = None  # only ranks below this run it (hand-off senders, a subset's attention)
+    kind: str = "unit"  # "unit" | "recv" | "send"; a stage's own forward: "fsend" | "frecv"
+    first_rank: int = 0  # it runs from this rank of the stage on (a forward's receivers)
     land: int | None = None  # a hand-off sender's: cycles from its start till its data is across (phase.timeline)
     # A wafer region's piece (its template names physical role streams, compiler/backends/wafer/lower.py): the
     # first address of its params, and per stream it runs whether it leaves that role's result on the pair's other.
@@ -57,6 +58,7 @@ class StageCode:
     memory_map: list[tuple[str, str, int, int]] = field(default_factory=list)  # (kind, name, addr, bytes)
     outputs: dict[str, Value] = field(default_factory=dict)  # the graph's outputs held here, per chip
     split: bool = False  # the plan stage's kv_layout is "split" (passes.shard.shard_unit's `split`)
+    attention_tp: int | None = None  # its layers' attention on ranks below this only (passes.shard.shard_subset)
 
 
 class StageBuilder:

@@ -74,6 +74,7 @@ class Stage:
     experts: str | None = None  # how the stage's experts are spread (passes.shard.expert_placement)
     tier: dict | None = None  # cold KV below SRAM, per chip: tier, bytes held, decode fetch and exposed us
     kv_layout: str | None = None  # "split" or "whole" where the group could take either (passes.shard.splits_kv)
+    attention_tp: int | None = None  # its layers' attention on its first chips only (passes.shard.shard_subset)
 
     @property
     def split(self) -> bool:
@@ -116,7 +117,8 @@ class Stage:
                                      for k, v in self.bound_terms.items()},
               "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {}) | (
             {"experts": self.experts} if self.experts else {}) | ({"tier": self.tier} if self.tier else {}) | (
-            {"kv_layout": self.kv_layout} if self.kv_layout else {})
+            {"kv_layout": self.kv_layout} if self.kv_layout else {}) | (
+            {"attention_tp": self.attention_tp} if self.attention_tp else {})
 
 
 @dataclass(frozen=True, slots=True)

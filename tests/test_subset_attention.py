@@ -1,0 +1,81 @@
+"""A stage whose layers' attention runs on its first attention_tp ranks and the rest of each layer on all of
+them (passes.shard.shard_subset; codegen.phase._subset_pieces): tiny-llama's two layers on 4 chips with the
+attention on 1 (one sender hands the residual row to three) and on 3 (padded heads), compiled hazard-free and
+decoding the reference's tokens. Not yet a stage the planner chooses or a plan file pins: the plan is the
+pinned 4-chip one with the stage's attention_tp set, so its figures are the whole group's."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import compiler.build as build
+from compiler.cli import main
+from compiler.frontend.options import CompileOptions
+from compiler.passes.shard import attention_split, shard_subset
+from compiler.planner import lower as lower_graphs
+from compiler.planner import make_plan
+from ir.errors import VerifyError
+from ir.ops import Opcode
+
+MODEL = "examples/models/tiny-llama.json"
+ARGS = ["--target", "lpu-mini", "--context", "24", "--prompt", "16", "--prefill-chunk", "8"]
+OPTIONS = CompileOptions(context=24, prompt=16, prefill_chunk=8)
+
+
+@pytest.fixture(scope="module")
+def pinned(tmp_path_factory) -> Path:
+    """The embedding on chip 0, both layers on chips 1..4, the head on chip 5."""
+    out = tmp_path_factory.mktemp("subset")
+    plan = json.loads(make_plan(MODEL, "lpu-mini", OPTIONS).to_json())
+    plan["stages"] = [{"units": ["embed", "embed"], "tp": 1, "chip_range": [0, 0]},
+                      {"units": ["layers.0", "layers.1"], "tp": 4, "chip_range": [1, 4]},
+                      {"units": ["head", "head"], "tp": 1, "chip_range": [5, 5]}]
+    path = out / "plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def _subset(monkeypatch, attention_tp: int) -> None:
+    real = build.plan_placed
+
+    def placed(*args, **kwargs):
+        plan, options = real(*args, **kwargs)
+        stages = list(plan.stages)
+        stages[1] = replace(stages[1], attention_tp=attention_tp)
+        return replace(plan, stages=tuple(stages)), options
+
+    monkeypatch.setattr(build, "plan_placed", placed)
+
+
+@pytest.mark.parametrize("attention_tp", [1, 3])
+def test_a_subset_stage_decodes_the_reference_hazard_free(pinned, tmp_path, capsys, monkeypatch, attention_tp):
+    _subset(monkeypatch, attention_tp)
+    out = tmp_path / "b"
+    assert main(["compile", MODEL, *ARGS, "--plan", str(pinned), "-o", str(out)]) == 0
+    assert json.loads((out / "plan.json").read_text())["stages"][1]["attention_tp"] == attention_tp
+    capsys.readouterr()
+    assert main(["run", str(out), "--functional", "--check-reference", "--prompt",
+                 "1 7 42 99 3 250 17 8 200 5 9 9 4 3", "--tokens", "4", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["reference"]["passed"] and run["hazards"] == []
+    mxm = [chip["mxm"] for chip in run["decode"]["busy_by_chip"]][1:5]
+    # the attention's projections run only on its ranks; the MLP's share is the same on all four
+    assert min(mxm[:attention_tp]) > max(mxm[attention_tp:]) > 0
+    again = tmp_path / "again"
+    assert main(["compile", MODEL, *ARGS, "--plan", str(pinned), "-o", str(again)]) == 0
+    assert all((out / f).read_bytes() == (again / f).read_bytes() for f in ("decode.prog", "prefill.prog", "sram.img"))
+
+
+def test_the_attention_part_ends_at_the_residual_add_and_a_group_of_all_chips_is_refused():
+    _, graphs = lower_graphs(MODEL, OPTIONS)
+    ops = list(graphs.decode.ops_in("layers.0"))
+    end = attention_split(ops)
+    assert ops[end - 1].opcode is Opcode.ADD and ops[end].opcode is Opcode.RMSNORM
+    head, rest, _ = shard_subset(ops, 4, 2)
+    assert [op.attr["group"] for op in head if op.opcode is Opcode.ALLREDUCE] == [2]
+    assert [op.attr["group"] for op in rest if op.opcode is Opcode.ALLREDUCE] == [4]
+    assert attention_split(list(graphs.decode.ops_in("head"))) is None
+    with pytest.raises(VerifyError, match="4 of 4 chips"):
+        shard_subset(ops, 4, 4)

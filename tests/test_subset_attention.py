@@ -13,7 +13,7 @@ import pytest
 import compiler.build as build
 from compiler.cli import main
 from compiler.frontend.options import CompileOptions
-from compiler.passes.shard import attention_split, shard_subset
+from compiler.passes.subset import attention_split, shard_subset
 from compiler.planner import lower as lower_graphs
 from compiler.planner import make_plan
 from ir.errors import VerifyError
@@ -37,32 +37,43 @@ def pinned(tmp_path_factory) -> Path:
     return path
 
 
-def _subset(monkeypatch, attention_tp: int) -> None:
+def _subset(monkeypatch, attention_tp: int, share: int | None) -> None:
     real = build.plan_placed
 
     def placed(*args, **kwargs):
         plan, options = real(*args, **kwargs)
         stages = list(plan.stages)
-        stages[1] = replace(stages[1], attention_tp=attention_tp)
+        stages[1] = replace(stages[1], attention_tp=attention_tp, mlp_share=share)
         return replace(plan, stages=tuple(stages)), options
 
     monkeypatch.setattr(build, "plan_placed", placed)
 
 
-@pytest.mark.parametrize("attention_tp", [1, 3])
-def test_a_subset_stage_decodes_the_reference_hazard_free(pinned, tmp_path, capsys, monkeypatch, attention_tp):
-    _subset(monkeypatch, attention_tp)
+@pytest.mark.parametrize(("attention_tp", "share"), [(1, None), (2, 32), (3, 40)])
+def test_a_subset_stage_decodes_the_reference_hazard_free(pinned, tmp_path, capsys, monkeypatch, attention_tp, share):
+    """Even MLP shares (44 of 176 features a chip), or uneven: 32 on each of 2 attention chips and 56 on the
+    others, 40 on 3 and 56 on the last; the others' extra features sit where the attention's weights do on
+    the attention chips."""
+    _subset(monkeypatch, attention_tp, share)
     out = tmp_path / "b"
     assert main(["compile", MODEL, *ARGS, "--plan", str(pinned), "-o", str(out)]) == 0
-    assert json.loads((out / "plan.json").read_text())["stages"][1]["attention_tp"] == attention_tp
+    stage = json.loads((out / "plan.json").read_text())["stages"][1]
+    assert (stage["attention_tp"], stage.get("mlp_share")) == (attention_tp, share)
     capsys.readouterr()
     assert main(["run", str(out), "--functional", "--check-reference", "--prompt",
                  "1 7 42 99 3 250 17 8 200 5 9 9 4 3", "--tokens", "4", "--json"]) == 0
     run = json.loads(capsys.readouterr().out)
     assert run["reference"]["passed"] and run["hazards"] == []
     mxm = [chip["mxm"] for chip in run["decode"]["busy_by_chip"]][1:5]
-    # the attention's projections run only on its ranks; the MLP's share is the same on all four
+    # the attention's projections run only on its ranks
     assert min(mxm[:attention_tp]) > max(mxm[attention_tp:]) > 0
+    regions = [r for r in json.loads((out / "memory.json").read_text())["stages"][1]["regions"]
+               if r["phase"] == "both"]
+    extra = [r for r in regions if "@extra" in r["name"]]
+    assert bool(extra) == (share is not None)
+    attention = [r for r in regions if "mlp" not in r["name"] and "post_attention" not in r["name"]]
+    assert all(min(a["addr"] for a in attention) <= r["addr"] < max(a["addr"] + a["bytes"] for a in attention)
+               for r in extra)
     again = tmp_path / "again"
     assert main(["compile", MODEL, *ARGS, "--plan", str(pinned), "-o", str(again)]) == 0
     assert all((out / f).read_bytes() == (again / f).read_bytes() for f in ("decode.prog", "prefill.prog", "sram.img"))
@@ -73,9 +84,16 @@ def test_the_attention_part_ends_at_the_residual_add_and_a_group_of_all_chips_is
     ops = list(graphs.decode.ops_in("layers.0"))
     end = attention_split(ops)
     assert ops[end - 1].opcode is Opcode.ADD and ops[end].opcode is Opcode.RMSNORM
-    head, rest, _ = shard_subset(ops, 4, 2)
-    assert [op.attr["group"] for op in head if op.opcode is Opcode.ALLREDUCE] == [2]
-    assert [op.attr["group"] for op in rest if op.opcode is Opcode.ALLREDUCE] == [4]
+    sub = shard_subset(ops, 4, 2)
+    assert [op.attr["group"] for op in sub.head if op.opcode is Opcode.ALLREDUCE] == [2]
+    assert [op.attr["group"] for op in sub.body if op.opcode is Opcode.ALLREDUCE] == [4]
     assert attention_split(list(graphs.decode.ops_in("head"))) is None
     with pytest.raises(VerifyError, match="4 of 4 chips"):
         shard_subset(ops, 4, 4)
+    uneven = shard_subset(ops, 4, 2, share=32)
+    widths = [op.results[0].type.shape[-1] for part in (uneven.body, uneven.extra) for op in part
+              if op.opcode is Opcode.MATMUL and op.attr.get("split") == "col"]
+    assert widths == [32, 32, 24, 24]  # 4 x 32 + 2 x 24 = 176
+    assert uneven.extra[-1].opcode is Opcode.ADD and [op.opcode for op in uneven.tail] == [Opcode.ALLREDUCE, Opcode.ADD]
+    with pytest.raises(VerifyError, match="leave the others none"):
+        shard_subset(ops, 4, 2, share=44)

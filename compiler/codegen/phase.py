@@ -26,7 +26,8 @@ from compiler.partition.chaining import lowered_together
 from compiler.partition.cost import handoff_trails
 from compiler.partition.units import signature
 from compiler.passes.fuse import fuse_siblings
-from compiler.passes.shard import shard_subset, shard_unit
+from compiler.passes.shard import shard_unit
+from compiler.passes.subset import Subset, shard_subset
 from compiler.plan import Stage
 from ir.errors import DoesNotFitError
 from ir.graph import Graph, Value
@@ -59,13 +60,17 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
     owner = _owner(scopes, stages)
     final: dict[str, Value] = {}
     codes, chip_ops = [], {}
-    heads: dict[str, list] = {}  # a subset stage's scopes: their attention ranks' part (shard_subset)
+    subsets: dict[str, Subset] = {}  # a subset stage's layers' parts (passes.subset), siblings fused
     for s in stages:
-        code = StageCode(s.index, s.tp, s.first_chip, split=s.split, attention_tp=s.attention_tp)
+        code = StageCode(s.index, s.tp, s.first_chip, split=s.split, attention_tp=s.attention_tp,
+                         mlp_share=s.mlp_share)
         for scope in (sc for sc in scopes if owner[sc] == s.index):
             if s.attention_tp:
-                head, ops, values = shard_subset(list(graph.ops_in(scope)), s.tp, s.attention_tp, final, s.split)
-                heads[scope] = fuse_siblings(head, system.chip.matrix_dim)
+                sub = shard_subset(list(graph.ops_in(scope)), s.tp, s.attention_tp, final, s.split, s.mlp_share)
+                dim = system.chip.matrix_dim
+                subsets[scope] = replace(sub, **{part: fuse_siblings(getattr(sub, part), dim)
+                                                 for part in ("head", "body", "extra", "tail")})
+                ops, values = sub.body + sub.tail, sub.values
             else:
                 ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
             final.update(values)
@@ -79,7 +84,7 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
                 exported = {r.name for op in chip_ops[scope] for r in op.results
                             if r.name in uses and uses[r.name] > (scopes.index(scope), s.index)
                             or _is_output(r.name, final, outputs)}
-                code.pieces += _subset_pieces(builder, scope, heads[scope], chip_ops[scope], s, exported)
+                code.pieces += _subset_pieces(builder, scope, subsets[scope], s, exported, code.aliases)
             continue
         kinds = [signature(list(graph.ops_in(sc))) for sc in mine]  # partition.units.unit_kinds' kinds
         for run in ([mine[i] for i in r] for r in lowered_together(kinds)):
@@ -92,29 +97,43 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
     codes[-1].outputs = {v.name: final.get(v.name, v) for v in graph.outputs}
     for i, code in enumerate(codes):
         # Per stage: a tied table is a param of two stages, sharded over each one's own group.
-        values = {v.name: v for sc in scopes if owner[sc] == i for op in (*heads.get(sc, ()), *chip_ops[sc])
+        values = {v.name: v for sc in scopes if owner[sc] == i for op in (*_others(subsets.get(sc)), *chip_ops[sc])
                   for v in (*op.operands, *op.results)}
         values.update((v.name, v) for v in graph.inputs)
         keep = {n for p in codes[i].pieces if p.kind == "send" for n in p.ports_in}
         keep |= {final[n].name for n in outputs if n in final}
         # A param two stages hold (a tied table: embedding and head) has each stage's own shard.
-        own = {v.name: v for sc in scopes if owner[sc] == i for op in (*heads.get(sc, ()), *chip_ops[sc])
+        own = {v.name: v for sc in scopes if owner[sc] == i for op in (*_others(subsets.get(sc)), *chip_ops[sc])
                for v in op.operands}
         layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state},
                arena_floor[i] if arena_floor else (), _below(graph), sram_base)
     return codes
 
 
-def _subset_pieces(builder: StageBuilder, scope: str, head: list, rest: list, s: Stage, exported: set[str]
-                   ) -> list[Piece]:
-    """A layer of a stage whose attention runs on its first attention_tp ranks (passes.shard.shard_subset): the
-    attention part's piece on those ranks, the residual row it leaves sent on to the other ranks as a hand-off
-    between the two blocks of ranks is (StageBuilder.handoff), then every rank's rest."""
-    a, row = s.attention_tp, head[-1].results[0]
-    attention = builder.unit(scope, head, a, s.first_chip, {row.name})
-    send, recv = builder.handoff(row, (s.first_chip, a), (s.first_chip + a, s.tp - a), 0)
-    return [replace(attention, ranks=a), replace(send, kind="fsend"), replace(recv, kind="frecv", first_rank=a),
-            builder.unit(scope, rest, s.tp, s.first_chip, exported)]
+def _subset_pieces(builder: StageBuilder, scope: str, sub: Subset, s: Stage, exported: set[str],
+                   aliases: dict[str, str]) -> list[Piece]:
+    """A layer of a stage whose attention runs on its first attention_tp ranks (passes.subset): the attention
+    part's piece on those ranks, the residual row it leaves sent on to the other ranks as a hand-off between the
+    two blocks of ranks is (StageBuilder.handoff), then every rank's rest; with uneven MLP shares, the rest's body
+    on every rank, the extra features' piece on the others (its sum written over the body's partial: `aliases`),
+    then every rank's tail."""
+    a, row, first = s.attention_tp, sub.row, s.first_chip
+    attention = builder.unit(scope, sub.head, a, first, {row.name})
+    send, recv = builder.handoff(row, (first, a), (first + a, s.tp - a), 0)
+    pieces = [replace(attention, ranks=a), replace(send, kind="fsend"), replace(recv, kind="frecv", first_rank=a)]
+    if not sub.extra:
+        return [*pieces, builder.unit(scope, sub.body, s.tp, first, exported)]
+    later = {v.name for op in (*sub.extra, *sub.tail) for v in op.operands}
+    body = builder.unit(scope, sub.body, s.tp, first, {r.name for op in sub.body for r in op.results} & later)
+    total = sub.extra[-1].results[0]
+    aliases[total.name] = sub.extra[-1].operands[0].name
+    extra = builder.unit(scope, sub.extra, s.tp - a, first + a, {total.name})
+    return [*pieces, body, replace(extra, first_rank=a), builder.unit(scope, sub.tail, s.tp, first, exported)]
+
+
+def _others(sub: Subset | None) -> tuple:
+    """A subset layer's ops that only some of its stage's ranks run (its attention's, its extra features')."""
+    return (*sub.head, *sub.extra) if sub is not None else ()
 
 
 def _below(graph: Graph) -> set[str]:

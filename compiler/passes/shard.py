@@ -821,35 +821,3 @@ def shard_graph(graph: Graph, tp: int) -> Graph:
     outputs = tuple(final.get(v.name, v) for v in graph.outputs)
     return Graph(f"{graph.name}.tp{tp}", graph.inputs, params, state, tuple(ops), outputs)
 
-
-def attention_split(ops: Sequence[Op]) -> int | None:
-    """Where a layer's attention part ends: past the residual add that takes the output projection's
-    sum (a grouped-query attention's, whose projection is row-split), provided what follows reads of
-    the part only that add's result (the residual row every rank needs); else None (no such layer)."""
-    att = next((op for op in ops if op.opcode is Opcode.ATTENTION), None)
-    if att is None:
-        return None
-    o = next((op for op in ops if op.opcode is Opcode.MATMUL and op.operands[0].name == att.results[0].name), None)
-    end = next((i for i, op in enumerate(ops) if op.opcode is Opcode.ADD and o is not None
-                and o.results[0].name in {v.name for v in op.operands}), None)
-    if o is None or o.attr.get("split") != "row" or end is None:
-        return None
-    head = {r.name for op in ops[:end + 1] for r in op.results}
-    read = {v.name for op in ops[end + 1:] for v in op.operands if v.name in head}
-    return end + 1 if read == {ops[end].results[0].name} else None
-
-
-def shard_subset(ops: Sequence[Op], tp: int, attention_tp: int, outer: dict[str, Value] | None = None,
-                 split: bool = True) -> tuple[list[Op], list[Op], dict[str, Value]]:
-    """A layer on `tp` chips whose attention runs on the first `attention_tp` of them: the attention
-    part (attention_split) sharded over those (its output projection all-reduced among them, the residual
-    added there), the rest over all `tp`. Returns (the attention ranks' part, every rank's rest, the
-    per-chip value of each name); the residual row, `values[name]` of the part's last result, whole on
-    the attention ranks, is what the others must receive. Raises VerifyError where the layer has no
-    such part."""
-    end = attention_split(ops)
-    if end is None or not 1 <= attention_tp < tp:
-        raise VerifyError(f"{ops[0].scope}: no attention part to run on {attention_tp} of {tp} chips")
-    head, values = shard_unit(ops[:end], attention_tp, outer, split)
-    rest, more = shard_unit(ops[end:], tp, (outer or {}) | values, split)
-    return head, rest, values | more

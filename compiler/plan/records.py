@@ -74,7 +74,8 @@ class Stage:
     experts: str | None = None  # how the stage's experts are spread (passes.shard.expert_placement)
     tier: dict | None = None  # cold KV below SRAM, per chip: tier, bytes held, decode fetch and exposed us
     kv_layout: str | None = None  # "split" or "whole" where the group could take either (passes.shard.splits_kv)
-    attention_tp: int | None = None  # its layers' attention on its first chips only (passes.shard.shard_subset)
+    attention_tp: int | None = None  # its layers' attention on its first chips only (passes.subset)
+    mlp_share: int | None = None  # with attention_tp: the MLP features each of those keeps (None: even)
 
     @property
     def split(self) -> bool:
@@ -118,7 +119,8 @@ class Stage:
               "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {}) | (
             {"experts": self.experts} if self.experts else {}) | ({"tier": self.tier} if self.tier else {}) | (
             {"kv_layout": self.kv_layout} if self.kv_layout else {}) | (
-            {"attention_tp": self.attention_tp} if self.attention_tp else {})
+            {"attention_tp": self.attention_tp} if self.attention_tp else {}) | (
+            {"mlp_share": self.mlp_share} if self.mlp_share else {})
 
 
 @dataclass(frozen=True, slots=True)

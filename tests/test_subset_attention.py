@@ -1,16 +1,14 @@
 """A stage whose layers' attention runs on its first attention_tp ranks and the rest of each layer on all of
 them (passes.shard.shard_subset; codegen.phase._subset_pieces): tiny-llama's two layers on 4 chips with the
 attention on 1 (one sender hands the residual row to three) and on 3 (padded heads), compiled hazard-free and
-decoding the reference's tokens. Not yet a stage the planner chooses or a plan file pins: the plan is the
-pinned 4-chip one with the stage's attention_tp set, so its figures are the whole group's."""
+decoding the reference's tokens, pinned by a plan file's attention_tp and mlp_share (the search does not choose
+such a stage yet); a subset the lowering cannot run is one line."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-import compiler.build as build
 from compiler.cli import main
 from compiler.frontend.options import CompileOptions
 from compiler.passes.subset import attention_split, shard_subset
@@ -37,26 +35,23 @@ def pinned(tmp_path_factory) -> Path:
     return path
 
 
-def _subset(monkeypatch, attention_tp: int, share: int | None) -> None:
-    real = build.plan_placed
-
-    def placed(*args, **kwargs):
-        plan, options = real(*args, **kwargs)
-        stages = list(plan.stages)
-        stages[1] = replace(stages[1], attention_tp=attention_tp, mlp_share=share)
-        return replace(plan, stages=tuple(stages)), options
-
-    monkeypatch.setattr(build, "plan_placed", placed)
+def _subset(pinned: Path, tmp: Path, **fields) -> Path:
+    """The pinned plan with the layers' stage's `fields` set."""
+    plan = json.loads(pinned.read_text())
+    plan["stages"][1] |= {k: v for k, v in fields.items() if v is not None}
+    path = tmp / "subset.json"
+    path.write_text(json.dumps(plan))
+    return path
 
 
 @pytest.mark.parametrize(("attention_tp", "share"), [(1, None), (2, 32), (3, 40)])
-def test_a_subset_stage_decodes_the_reference_hazard_free(pinned, tmp_path, capsys, monkeypatch, attention_tp, share):
+def test_a_subset_stage_decodes_the_reference_hazard_free(pinned, tmp_path, capsys, attention_tp, share):
     """Even MLP shares (44 of 176 features a chip), or uneven: 32 on each of 2 attention chips and 56 on the
     others, 40 on 3 and 56 on the last; the others' extra features sit where the attention's weights do on
     the attention chips."""
-    _subset(monkeypatch, attention_tp, share)
+    plan = _subset(pinned, tmp_path, attention_tp=attention_tp, mlp_share=share)
     out = tmp_path / "b"
-    assert main(["compile", MODEL, *ARGS, "--plan", str(pinned), "-o", str(out)]) == 0
+    assert main(["compile", MODEL, *ARGS, "--plan", str(plan), "-o", str(out)]) == 0
     stage = json.loads((out / "plan.json").read_text())["stages"][1]
     assert (stage["attention_tp"], stage.get("mlp_share")) == (attention_tp, share)
     capsys.readouterr()
@@ -75,7 +70,7 @@ def test_a_subset_stage_decodes_the_reference_hazard_free(pinned, tmp_path, caps
     assert all(min(a["addr"] for a in attention) <= r["addr"] < max(a["addr"] + a["bytes"] for a in attention)
                for r in extra)
     again = tmp_path / "again"
-    assert main(["compile", MODEL, *ARGS, "--plan", str(pinned), "-o", str(again)]) == 0
+    assert main(["compile", MODEL, *ARGS, "--plan", str(out / "plan.json"), "-o", str(again)]) == 0
     assert all((out / f).read_bytes() == (again / f).read_bytes() for f in ("decode.prog", "prefill.prog", "sram.img"))
 
 
@@ -97,3 +92,15 @@ def test_the_attention_part_ends_at_the_residual_add_and_a_group_of_all_chips_is
     assert uneven.extra[-1].opcode is Opcode.ADD and [op.opcode for op in uneven.tail] == [Opcode.ALLREDUCE, Opcode.ADD]
     with pytest.raises(VerifyError, match="leave the others none"):
         shard_subset(ops, 4, 2, share=44)
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"attention_tp": 4}, "stages[1].attention_tp: 4 is not fewer than the stage's 4 chips"),
+    ({"mlp_share": 32}, "stages[1].mlp_share: only a stage with attention_tp"),
+    ({"attention_tp": 2, "mlp_share": 44}, "stages[1].attention_tp: layers.0: 44 MLP features on each of 2 of 4"),
+])
+def test_a_subset_the_lowering_cannot_run_is_one_line(pinned, tmp_path, capsys, fields, error):
+    plan = _subset(pinned, tmp_path, **fields)
+    assert main(["compile", MODEL, *ARGS, "--plan", str(plan), "-o", str(tmp_path / "b")]) != 0
+    err = capsys.readouterr().err
+    assert error in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()

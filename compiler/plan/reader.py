@@ -24,7 +24,8 @@ REGION_KEYS = ("wafer", "row", "col", "rows", "cols")
 class PinnedStage:
     """One stage of a plan file: units first..last on `tp` devices, from `first_chip` (chips) or on
     `region` (a wafer's rectangle of cores: wafer, row, col, rows, cols); `split` the kv_layout it
-    names (None: the faster, as the search would choose)."""
+    names (None: the faster, as the search would choose); `attention_tp` and `mlp_share` a subset stage's
+    (passes.subset)."""
 
     first_unit: str
     last_unit: str
@@ -32,6 +33,8 @@ class PinnedStage:
     first_chip: int | None = None
     region: tuple[int, ...] | None = None
     split: bool | None = None
+    attention_tp: int | None = None  # its layers' attention on its first chips only (passes.subset)
+    mlp_share: int | None = None  # with attention_tp: the MLP features each of those keeps (None: even)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,14 @@ def _stage(where: str, i: int, s: object) -> PinnedStage:
     layout = s.get("kv_layout")
     if layout not in (None, "split", "whole"):
         raise ConfigError(f"{at}.kv_layout: must be \"split\" or \"whole\", got {layout!r}")
-    return PinnedStage(units[0], units[1], tp, first_chip=first, split=None if layout is None else layout == "split")
+    attention = _count(at, "attention_tp", s["attention_tp"], 1) if "attention_tp" in s else None
+    share = _count(at, "mlp_share", s["mlp_share"], 1) if "mlp_share" in s else None
+    if attention is not None and attention >= tp:
+        raise ConfigError(f"{at}.attention_tp: {attention} is not fewer than the stage's {tp} chips")
+    if share is not None and attention is None:
+        raise ConfigError(f"{at}.mlp_share: only a stage with attention_tp gives its attention chips a share")
+    return PinnedStage(units[0], units[1], tp, first_chip=first, split=None if layout is None else layout == "split",
+                       attention_tp=attention, mlp_share=share)
 
 
 def _count(at: str, key: str, value: object, least: int) -> int:

@@ -1,0 +1,61 @@
+"""What a layer costs on a stage whose attention runs on its first a chips (passes.subset), as it is lowered:
+one piece after another (codegen.phase._subset_pieces), each on its own block of ranks, so the stage's time
+is every part's in turn plus the residual row's hand-off from the a chips to the others; a chip holds the
+parts its ranks run (the attention chips the attention's, the others the extra features', at the same
+addresses), so the fullest chip is the fuller of the two blocks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from compiler.partition.shard_cost import ShardCost, Staging, chip_cost
+from compiler.passes.shard import allowed_tp
+from compiler.passes.subset import attention_split, shard_subset
+from ir.errors import VerifyError
+from ir.graph import Op
+
+
+@dataclass(frozen=True, slots=True)
+class SubsetCost:
+    """One layer's parts on their chips: the attention's (on a), the body's and tail's (on t), the extra
+    features' (on t - a; None when the MLP is even), and the residual row's bytes handed on."""
+
+    head: ShardCost
+    body: ShardCost
+    extra: ShardCost | None
+    tail: ShardCost | None
+    row_bytes: int
+
+    @property
+    def parts(self) -> list[ShardCost]:
+        """In the order they run."""
+        return [c for c in (self.head, self.body, self.extra, self.tail) if c is not None]
+
+    def held(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(weights, caches) an attention chip holds, and an other chip."""
+        common = [c for c in (self.body, self.tail) if c is not None]
+        mine = [self.head, *common]
+        theirs = [*common, *([self.extra] if self.extra is not None else [])]
+        return tuple((sum(c.weight_bytes for c in cs), sum(c.state_bytes for c in cs)) for cs in (mine, theirs))
+
+    @property
+    def act_bytes(self) -> int:
+        return max(c.act_bytes for c in self.parts)
+
+
+def subset_cost(ops: Sequence[Op], tp: int, attention_tp: int, share: int | None, rows_scale: float,
+                alignment: int, split: bool, tile: int, panel: int, staging: Staging | None) -> SubsetCost:
+    """A layer's SubsetCost at `rows_scale` of its graph's rows. Raises VerifyError where the layer has no
+    such parts or its attention does not split over `attention_tp` chips (passes.shard.allowed_tp)."""
+    end = attention_split(ops)
+    if end is not None and attention_tp not in allowed_tp(list(ops[:end]), attention_tp):
+        raise VerifyError(f"{ops[0].scope}: {attention_tp} chips do not split its attention")
+    sub = shard_subset(ops, tp, attention_tp, split=split, share=share)
+
+    def cost(part: list[Op], t: int) -> ShardCost | None:
+        return chip_cost(part, t, rows_scale, alignment, tile, panel, staging) if part else None
+
+    return SubsetCost(cost(sub.head, attention_tp), cost(sub.body, tp), cost(sub.extra, tp - attention_tp),
+                      cost(sub.tail, tp), math.ceil(sub.row.type.nbytes * rows_scale))

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from compiler.backends.chips.subsets import shares, subset_candidates
 from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import (
     Candidate,
@@ -44,6 +45,7 @@ from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.subset_cost import SubsetCost, subset_cost
 from compiler.partition.units import Unit, at_reach, boundary_bytes, build_units, prefill_costs
 from compiler.passes.shard import expert_placement
+from compiler.passes.subset import mlp_features
 from compiler.plan.reader import PinnedStage, PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, round_sig
 from compiler.plan.search import Layout, Timed
@@ -92,8 +94,14 @@ class ChipLayout(Layout):
         reserved = max(input_bytes(decode, options.batch, system), input_bytes(decode, options.min_chunk_rows, system))
         cands = enumerate_candidates(units, tables, boundary_bytes(decode), system,
                                      keep_dominated=every or options.chips is not None, reserved_bytes=reserved)
-        return cls(system, decode, prefill, options, units_=units, candidates=cands,
-                   lower_bound=capacity_lower_bound(resident_total(units), system.chip.usable_sram_bytes))
+        layout = cls(system, decode, prefill, options, units_=units, candidates=cands,
+                     lower_bound=capacity_lower_bound(resident_total(units), system.chip.usable_sram_bytes))
+        usable = system.chip.usable_sram_bytes - reserved
+        more = subset_candidates(units, decode, cands, system.chips_per_node, usable,
+                                 lambda c: layout._sized(c, usable))
+        if more:  # in (first, stop, tp) order, as enumerate_candidates gives them
+            layout.candidates = sorted(cands + more, key=lambda c: (c.first, c.stop, c.tp))
+        return layout
 
     @property
     def max_devices(self) -> int:
@@ -264,6 +272,9 @@ class ChipLayout(Layout):
         """A candidate stage's seconds for one prefill chunk, handed over one hop from a stage as wide (as
         the candidates' decode assumes, partition.candidates._entry), by the rule `time` costs a placed
         stage with."""
+        if cand.attention_tp:
+            return self._subset_decode(cand, self._subset_costs(cand, "prefill", chunk / self.options.prompt, reach),
+                                       math.ceil(self._crossing[1][cand.first] * chunk / self.options.prompt)).total_s
         return self._prefill_time(cand, chunk, reach, 1 if cand.first else 0, cand.tp).total_s
 
     def _prefill_time(self, c: Candidate, chunk: int, reach: int | None, hops: int, sender_tp: int,
@@ -377,7 +388,38 @@ class ChipLayout(Layout):
             raise ConfigError(f"{at}: units {self.units_[first].scope} .. {self.units_[stop - 1].scope} with the "
                               f"attention on {s.attention_tp} of {tp} chips need {resident + act:,} bytes of SRAM a "
                               f"chip; a {self.system.name} chip has {self.system.chip.usable_sram_bytes:,} usable")
-        return replace(cand, resident_bytes=resident, act_bytes=act)
+        return replace(cand, resident_bytes=resident, act_bytes=act, decode=self._subset_decode(cand, costs))
+
+    def _sized(self, c: Candidate, usable: int) -> Candidate | None:
+        """A subset candidate (subsets.subset_candidates) with the attention chips' MLP share that fits (the
+        most), its memory and its decode; None where no share fits `usable` bytes a chip."""
+        features = mlp_features(list(self.decode.ops_in(self.units_[c.first].scope)))
+        for share in shares(features, c.tp):
+            cand = replace(c, mlp_share=share)
+            try:
+                costs = self._subset_costs(cand, "decode", 1.0, None)
+            except VerifyError:
+                continue
+            mine, theirs = (sum(map(sum, side)) for side in zip(*(cost.held() for cost in costs), strict=True))
+            act = max(cost.act_bytes for cost in costs)
+            if mine + act <= usable:
+                if theirs + act > usable:
+                    return None  # a smaller share only fills the others more
+                return replace(cand, resident_bytes=max(mine, theirs), act_bytes=act, decode=self._subset_decode(
+                    cand, costs))
+        return None
+
+    def _subset_decode(self, c: Candidate, costs: list[SubsetCost], crossing: int | None = None) -> Breakdown:
+        """A subset candidate's decode (or with `costs` a prefill chunk's, `crossing` its bytes handed in): its
+        parts in turn and each layer's residual row handed on, plus the hand-off into it from a stage as wide
+        one hop away (candidates._entry's assumption)."""
+        system = self.system
+        forward = handoff(c.attention_tp, c.tp - c.attention_tp, 1, system)
+        parts = [self._unit_figures(p, False)[0] for cost in costs for p in cost.parts]
+        rows = [Breakdown(link_s=hop_s(cost.row_bytes, 1, forward, system)) for cost in costs]
+        nbytes = self._crossing[0][c.first] if crossing is None else crossing
+        entry = [Breakdown(link_s=hop_s(nbytes, 1, handoff(c.tp, c.tp, 1, system), system))] if c.first else []
+        return Breakdown.sum_of(parts + rows + entry)
 
     def _subset_costs(self, c: Candidate, phase: str, rows_scale: float, reach: int | None) -> list[SubsetCost]:
         """Each of a subset candidate's units' SubsetCost in `phase` ("decode" or "prefill", whose graph at

@@ -104,3 +104,16 @@ def test_a_subset_the_lowering_cannot_run_is_one_line(pinned, tmp_path, capsys, 
     assert main(["compile", MODEL, *ARGS, "--plan", str(plan), "-o", str(tmp_path / "b")]) != 0
     err = capsys.readouterr().err
     assert error in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+def test_llama_405b_takes_subset_stages_within_5_percent_of_its_bound(capsys):
+    """fp16 on lpu: no whole-layout stage holds 3 layers on fewer than 128 chips (2 on 64); with the attention on
+    64 of 88 chips (kv-head blocks of 8 inside a node) and 576 MLP features on each of those, 683 on the other
+    24, 3 layers fit 88: 42 such stages beside the embedding's and the head's, within 1.05x the bound."""
+    assert main(["plan", "llama-3.1-405b", "--target", "lpu", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["footprint_chips"] <= 1.05 * plan["chips_lower_bound"]
+    subset = [s for s in plan["stages"] if "attention_tp" in s]
+    assert {(s["tp"], s["attention_tp"], s["mlp_share"], s["layers"][1] - s["layers"][0] + 1) for s in subset} == {
+        (88, 64, 576, 3)}
+    assert all(s["memory_per_chip_bytes"]["headroom"] >= 0 for s in subset)

@@ -117,3 +117,4 @@ def test_llama_405b_takes_subset_stages_within_5_percent_of_its_bound(capsys):
     assert {(s["tp"], s["attention_tp"], s["mlp_share"], s["layers"][1] - s["layers"][0] + 1) for s in subset} == {
         (88, 64, 576, 3)}
     assert all(s["memory_per_chip_bytes"]["headroom"] >= 0 for s in subset)
+    assert {s["kv_layout"] for s in subset} == {"split"}  # as costed: the lowering reads it back

@@ -118,3 +118,26 @@ def test_llama_405b_takes_subset_stages_within_5_percent_of_its_bound(capsys):
         (88, 64, 576, 3)}
     assert all(s["memory_per_chip_bytes"]["headroom"] >= 0 for s in subset)
     assert {s["kv_layout"] for s in subset} == {"split"}  # as costed: the lowering reads it back
+
+
+def test_a_subset_stage_over_nodes_in_the_split_layout_decodes_the_reference(tmp_path, capsys):
+    """tiny-llama widened to 16 heads on 4 kv heads and 4 layers, on 24 chips (3 nodes of lpu-mini) with the
+    attention on 16 (two nodes, each kv head's cache by sequence over 4 chips) and 24 of 704 MLP features on
+    each of those, 40 on the 8 others (the residual row handed from two nodes to the third)."""
+    fields = {"hidden_size": 128, "intermediate_size": 704, "num_attention_heads": 16, "num_key_value_heads": 4,
+              "head_dim": 8, "vocab_size": 1024, "num_hidden_layers": 4}
+    model = tmp_path / "wide.json"
+    model.write_text(json.dumps(json.loads(Path(MODEL).read_text()) | fields))
+    plan = json.loads(make_plan(str(model), "lpu-mini", OPTIONS).to_json())
+    plan["stages"] = [{"units": ["embed", "embed"], "tp": 1, "chip_range": [0, 0]},
+                      {"units": ["layers.0", "layers.3"], "tp": 24, "chip_range": [8, 31], "attention_tp": 16,
+                       "mlp_share": 24, "kv_layout": "split"},
+                      {"units": ["head", "head"], "tp": 1, "chip_range": [32, 32]}]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    out = tmp_path / "b"
+    assert main(["compile", str(model), *ARGS, "--plan", str(tmp_path / "plan.json"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["run", str(out), "--functional", "--check-reference", "--prompt", "1 7 42 99 3 250 17 8 200",
+                 "--tokens", "2", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["reference"]["passed"] and run["hazards"] == []

@@ -22,7 +22,7 @@ from compiler.codegen.stage import StageCode
 from compiler.passes.fuse import parts
 from compiler.passes.quantize import quantize_weights
 from compiler.passes.shard import head_pads, shard_unit
-from compiler.passes.subset import EXTRA, attention_split, shard_subset
+from compiler.passes.subset import EXTRA, ZEROS, attention_split, shard_subset
 from compiler.plan import Stage
 from ir.errors import ConfigError
 from ir.graph import Graph, Value
@@ -112,15 +112,17 @@ def _shards(graph: Graph, scopes: list[str], code: StageCode, stored: dict[str, 
         ops = list(graph.ops_in(sc))
         end = attention_split(ops)
         sub = shard_subset(ops, t, a, split=code.split, share=code.mlp_share)
-        values |= {v.name: v for op in (*sub.head, *sub.body, *sub.extra, *sub.tail) for v in op.operands}
+        values |= {v.name: v for part in sub.parts for op in getattr(sub, part) for v in op.operands}
         pads |= head_pads(ops[:end], a, code.split) | head_pads(ops[end:], t, code.split)
         spans |= {v.name: (0, a) for op in sub.head for v in op.operands}
-        spans |= {v.name: (a, t) for op in sub.extra for v in op.operands}
+        spans |= {v.name: (a, t) for op in (*sub.zeros, *sub.extra) for v in op.operands}
 
     def shard(p: str, rank: int) -> np.ndarray | None:
         lo, hi = spans.get(p, (0, t))
         if not lo <= rank < hi:
             return None
+        if p.endswith(ZEROS):  # what the others' zero partial sum is the residual row times
+            return np.zeros(values[p].type.shape, np.float32)
         name = p.removesuffix(EXTRA)
         full, shape = _padded(stored, name, pads), values[p].type.shape
         axis = next((i for i, (x, y) in enumerate(zip(full.shape, shape, strict=True)) if x != y), None)

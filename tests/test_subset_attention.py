@@ -1,6 +1,6 @@
 """A stage whose layers' attention runs on its first attention_tp ranks and the rest of each layer on all of
-them (passes.shard.shard_subset; codegen.phase._subset_pieces): tiny-llama's two layers on 4 chips with the
-attention on 1 (one sender hands the residual row to three) and on 3 (padded heads), compiled hazard-free and
+them (passes.subset; codegen.phase._subset_pieces): tiny-llama's two layers on 4 chips with the attention on
+1, 2 or 3 (padded heads), the others' zero partial sums in the attention's all-reduce, compiled hazard-free and
 decoding the reference's tokens, pinned by a plan file's attention_tp and mlp_share (the search does not choose
 such a stage yet); a subset the lowering cannot run is one line."""
 
@@ -80,7 +80,10 @@ def test_the_attention_part_ends_at_the_residual_add_and_a_group_of_all_chips_is
     end = attention_split(ops)
     assert ops[end - 1].opcode is Opcode.ADD and ops[end].opcode is Opcode.RMSNORM
     sub = shard_subset(ops, 4, 2)
-    assert [op.attr["group"] for op in sub.head if op.opcode is Opcode.ALLREDUCE] == [2]
+    assert not [op for op in sub.head if op.opcode is Opcode.ALLREDUCE]  # its partial sums join the others' zeros
+    assert [op.opcode for op in sub.zeros] == [Opcode.MUL] and sub.zeros[0].results[0].type == sub.head[-1].results[
+        0].type
+    assert [op.attr.get("group") for op in sub.mix] == [4, None]
     assert [op.attr["group"] for op in sub.body if op.opcode is Opcode.ALLREDUCE] == [4]
     assert attention_split(list(graphs.decode.ops_in("head"))) is None
     with pytest.raises(VerifyError, match="4 of 4 chips"):
@@ -109,13 +112,15 @@ def test_a_subset_the_lowering_cannot_run_is_one_line(pinned, tmp_path, capsys, 
 def test_llama_405b_takes_subset_stages_within_5_percent_of_its_bound(capsys):
     """fp16 on lpu: no whole-layout stage holds 3 layers on fewer than 128 chips (2 on 64); with the attention on
     64 of 88 chips (kv-head blocks of 8 inside a node) and 576 MLP features on each of those, 683 on the other
-    24, 3 layers fit 88: 42 such stages beside the embedding's and the head's, within 1.05x the bound."""
+    24, 3 layers fit 88 (6 on 176, the attention on 128 and 288 features there, as many chips a layer): such
+    stages beside the embedding's and the head's, within 1.05x the bound."""
     assert main(["plan", "llama-3.1-405b", "--target", "lpu", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["footprint_chips"] <= 1.05 * plan["chips_lower_bound"]
     subset = [s for s in plan["stages"] if "attention_tp" in s]
-    assert {(s["tp"], s["attention_tp"], s["mlp_share"], s["layers"][1] - s["layers"][0] + 1) for s in subset} == {
-        (88, 64, 576, 3)}
+    assert {(s["tp"] // 88, s["attention_tp"] // 64, s["mlp_share"] * (s["tp"] // 88), s["layers"][1] - s["layers"][0]
+             + 1) for s in subset} <= {(1, 1, 576, 3), (2, 2, 576, 6)}
+    assert sum(s["layers"][1] - s["layers"][0] + 1 for s in subset) >= 120
     assert all(s["memory_per_chip_bytes"]["headroom"] >= 0 for s in subset)
     assert {s["kv_layout"] for s in subset} == {"split"}  # as costed: the lowering reads it back
 
@@ -123,7 +128,7 @@ def test_llama_405b_takes_subset_stages_within_5_percent_of_its_bound(capsys):
 def test_a_subset_stage_over_nodes_in_the_split_layout_decodes_the_reference(tmp_path, capsys):
     """tiny-llama widened to 16 heads on 4 kv heads and 4 layers, on 24 chips (3 nodes of lpu-mini) with the
     attention on 16 (two nodes, each kv head's cache by sequence over 4 chips) and 24 of 704 MLP features on
-    each of those, 40 on the 8 others (the residual row handed from two nodes to the third)."""
+    each of those, 40 on the 8 others (the attention's all-reduce over all three nodes)."""
     fields = {"hidden_size": 128, "intermediate_size": 704, "num_attention_heads": 16, "num_key_value_heads": 4,
               "head_dim": 8, "vocab_size": 1024, "num_hidden_layers": 4}
     model = tmp_path / "wide.json"

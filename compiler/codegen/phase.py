@@ -68,8 +68,7 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
             if s.attention_tp:
                 sub = shard_subset(list(graph.ops_in(scope)), s.tp, s.attention_tp, final, s.split, s.mlp_share)
                 dim = system.chip.matrix_dim
-                subsets[scope] = replace(sub, **{part: fuse_siblings(getattr(sub, part), dim)
-                                                 for part in ("head", "body", "extra", "tail")})
+                subsets[scope] = replace(sub, **{part: fuse_siblings(getattr(sub, part), dim) for part in sub.parts})
                 ops, values = sub.body + sub.tail, sub.values
             else:
                 ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
@@ -112,28 +111,33 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
 
 def _subset_pieces(builder: StageBuilder, scope: str, sub: Subset, s: Stage, exported: set[str],
                    aliases: dict[str, str]) -> list[Piece]:
-    """A layer of a stage whose attention runs on its first attention_tp ranks (passes.subset): the attention
-    part's piece on those ranks, the residual row it leaves sent on to the other ranks as a hand-off between the
-    two blocks of ranks is (StageBuilder.handoff), then every rank's rest; with uneven MLP shares, the rest's body
-    on every rank, the extra features' piece on the others (its sum written over the body's partial: `aliases`),
-    then every rank's tail."""
-    a, row, first = s.attention_tp, sub.row, s.first_chip
-    attention = builder.unit(scope, sub.head, a, first, {row.name})
-    send, recv = builder.handoff(row, (first, a), (first + a, s.tp - a), 0)
-    pieces = [replace(attention, ranks=a), replace(send, kind="fsend"), replace(recv, kind="frecv", first_rank=a)]
-    if not sub.extra:
-        return [*pieces, builder.unit(scope, sub.body, s.tp, first, exported)]
-    later = {v.name for op in (*sub.extra, *sub.tail) for v in op.operands}
-    body = builder.unit(scope, sub.body, s.tp, first, {r.name for op in sub.body for r in op.results} & later)
-    total = sub.extra[-1].results[0]
-    aliases[total.name] = sub.extra[-1].operands[0].name
-    extra = builder.unit(scope, sub.extra, s.tp - a, first + a, {total.name})
-    return [*pieces, body, replace(extra, first_rank=a), builder.unit(scope, sub.tail, s.tp, first, exported)]
+    """A layer of a stage whose attention runs on its first attention_tp ranks (passes.subset), one piece a part:
+    the attention on those ranks and the zero partial sum on the others (`aliases`: at the attention's partial's
+    address), every rank's all-reduce and residual add, then every rank's rest; with uneven MLP shares, the
+    rest's body on every rank, the extra features' piece on the others (its sum over the body's partial), then
+    every rank's tail."""
+    a, t, first = s.attention_tp, s.tp, s.first_chip
+    later = {v.name for part in sub.parts for op in getattr(sub, part) for v in op.operands}
+    pieces = []
+    for part, (lo, hi) in zip(sub.parts, ((0, a), (a, t), (0, t), (0, t), (a, t), (0, t)), strict=True):
+        ops = getattr(sub, part)
+        if not ops:
+            continue
+        out = {r.name for op in ops for r in op.results} & later
+        if part in ("zeros", "extra"):  # its sum stands in for (zeros) or adds to (extra) a partial sum read later
+            total = ops[-1].results[0].name
+            aliases[total] = sub.mix[0].operands[0].name if part == "zeros" else ops[-1].operands[0].name
+            out |= {total}
+        last = part == "tail" or (part == "body" and not sub.tail)
+        piece = builder.unit(scope, ops, hi - lo, first + lo, exported if last else out)
+        pieces.append(replace(piece, ranks=hi - lo, first_rank=lo) if hi - lo < t else piece)
+    return pieces
 
 
 def _others(sub: Subset | None) -> tuple:
-    """A subset layer's ops that only some of its stage's ranks run (its attention's, its extra features')."""
-    return (*sub.head, *sub.extra) if sub is not None else ()
+    """A subset layer's ops beside its body and tail (its attention's, its zero sum, its all-reduce and residual
+    add, its extra features')."""
+    return (*sub.head, *sub.zeros, *sub.mix, *sub.extra) if sub is not None else ()
 
 
 def _below(graph: Graph) -> set[str]:
@@ -230,17 +234,13 @@ def timeline(variants: Sequence[Sequence], per_chunk: Sequence[int], ready: int 
         arrival = 0
         for s in range(len(free)):
             start = max(free[s], arrival)
-            arrival = forward = 0
+            arrival = 0
             trail = leads[v][s] if leads else [None] * len(spans[v][s])
             for i, (span, p, lead) in enumerate(zip(spans[v][s], variants[v][s].pieces, trail, strict=True)):
                 if lead is not None:
                     start = max(start, links[s])
-                if p.kind == "frecv":  # a stage's own forward: its receivers once the data is across
-                    start = max(start, forward)
                 placed.append(Placed(s, i, c, start, v))
-                if p.land is not None and p.kind == "fsend":
-                    forward = start + p.land
-                elif p.land is not None:
+                if p.land is not None:
                     arrival = max(arrival, start + p.land)
                 if lead is not None:
                     links[s] = start + span
@@ -293,7 +293,6 @@ def tag_runs(phase: str, placed: list[Placed], kind: Callable[[Placed], str], gr
     for pl in placed:
         k = kind(pl)
         key = (pl.chunk, "unit", pl.stage, pl.piece) if k == "unit" else \
-            (pl.chunk, "forward", pl.stage, pl.piece - (k == "frecv")) if k in ("fsend", "frecv") else \
             (pl.chunk, "handoff", pl.stage if k == "send" else pl.stage - 1)
         tag_base = tag_bases.setdefault(key, len(tag_bases)) * TAG_SPACE
         runs.setdefault(group(pl), []).append((pl.start, tag_base))
@@ -338,8 +337,6 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
         code, piece = own[stage], own[stage].pieces[index]
         neighbours = (own[stage - 1].first_chip if stage else 0,
                       own[stage + 1].first_chip if stage + 1 < len(own) else 0)
-        if piece.kind in ("fsend", "frecv"):  # a stage's own forward: from its attention ranks to the others
-            neighbours = (code.first_chip, code.first_chip + code.attention_tp)
         start, tag = np.array(starts, dtype=np.int64).T
         ranks = piece.ranks if piece.ranks is not None else code.tp - piece.first_rank
         instantiate(blocks, piece.code.template, code.first_chip + piece.first_rank, ranks,

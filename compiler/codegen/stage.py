@@ -36,9 +36,9 @@ class Piece:
     params: tuple[str, ...] = ()
     ports_in: tuple[str, ...] = ()
     ports_out: tuple[str, ...] = ()
-    ranks: int | None = None  # only ranks below this run it (hand-off senders, a subset's attention)
-    kind: str = "unit"  # "unit" | "recv" | "send"; a stage's own forward: "fsend" | "frecv"
-    first_rank: int = 0  # it runs from this rank of the stage on (a forward's receivers)
+    ranks: int | None = None  # only this many ranks run it, from first_rank (hand-off senders, a subset's parts)
+    kind: str = "unit"  # "unit" | "recv" | "send"
+    first_rank: int = 0  # it runs from this rank of the stage on (a subset layer's other chips: passes.subset)
     land: int | None = None  # a hand-off sender's: cycles from its start till its data is across (phase.timeline)
     # A wafer region's piece (its template names physical role streams, compiler/backends/wafer/lower.py): the
     # first address of its params, and per stream it runs whether it leaves that role's result on the pair's other.

@@ -1,12 +1,11 @@
 """What a layer costs on a stage whose attention runs on its first a chips (passes.subset), as it is lowered:
 one piece after another (codegen.phase._subset_pieces), each on its own block of ranks, so the stage's time
-is every part's in turn plus the residual row's hand-off from the a chips to the others; a chip holds the
-parts its ranks run (the attention chips the attention's, the others the extra features', at the same
-addresses), so the fullest chip is the fuller of the two blocks."""
+is every part's in turn; a chip holds the parts its ranks run (the attention chips the attention's, the others
+the zero sum's and the extra features', at the same addresses), so the fullest chip is the fuller of the two
+blocks."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,26 +18,28 @@ from ir.graph import Op
 
 @dataclass(frozen=True, slots=True)
 class SubsetCost:
-    """One layer's parts on their chips: the attention's (on a), the body's and tail's (on t), the extra
-    features' (on t - a; None when the MLP is even), and the residual row's bytes handed on."""
+    """One layer's parts on their chips (passes.subset.Subset): the attention's (on a), the zero partial sum's and
+    the extra features' (on the t - a others; the extra None when the MLP is even), the all-reduce's, body's and
+    tail's (on t; the tail None when even)."""
 
     head: ShardCost
+    zeros: ShardCost
+    mix: ShardCost
     body: ShardCost
     extra: ShardCost | None
     tail: ShardCost | None
-    row_bytes: int
 
     @property
     def parts(self) -> list[ShardCost]:
         """In the order they run."""
-        return [c for c in (self.head, self.body, self.extra, self.tail) if c is not None]
+        return [c for c in (self.head, self.zeros, self.mix, self.body, self.extra, self.tail) if c is not None]
 
     def held(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """(weights, caches) an attention chip holds, and an other chip."""
-        common = [c for c in (self.body, self.tail) if c is not None]
-        mine = [self.head, *common]
-        theirs = [*common, *([self.extra] if self.extra is not None else [])]
-        return tuple((sum(c.weight_bytes for c in cs), sum(c.state_bytes for c in cs)) for cs in (mine, theirs))
+        common = [c for c in (self.mix, self.body, self.tail) if c is not None]
+        theirs = [self.zeros, *common, *([self.extra] if self.extra is not None else [])]
+        return tuple((sum(c.weight_bytes for c in cs), sum(c.state_bytes for c in cs))
+                     for cs in ([self.head, *common], theirs))
 
     @property
     def act_bytes(self) -> int:
@@ -53,9 +54,6 @@ def subset_cost(ops: Sequence[Op], tp: int, attention_tp: int, share: int | None
     if end is not None and attention_tp not in allowed_tp(list(ops[:end]), attention_tp):
         raise VerifyError(f"{ops[0].scope}: {attention_tp} chips do not split its attention")
     sub = shard_subset(ops, tp, attention_tp, split=split, share=share)
-
-    def cost(part: list[Op], t: int) -> ShardCost | None:
-        return chip_cost(part, t, rows_scale, alignment, tile, panel, staging) if part else None
-
-    return SubsetCost(cost(sub.head, attention_tp), cost(sub.body, tp), cost(sub.extra, tp - attention_tp),
-                      cost(sub.tail, tp), math.ceil(sub.row.type.nbytes * rows_scale))
+    groups = {"head": attention_tp, "zeros": tp - attention_tp, "extra": tp - attention_tp}
+    return SubsetCost(*(chip_cost(getattr(sub, part), groups.get(part, tp), rows_scale, alignment, tile, panel,
+                                  staging) if getattr(sub, part) else None for part in sub.parts))

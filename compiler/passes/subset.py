@@ -1,14 +1,15 @@
 """A layer whose attention runs on the first a of a stage's t chips and the rest of it on all t.
 
 The attention part (attention_split: up to the residual add that takes the output projection's sum) is sharded
-over the a chips, its projection all-reduced among them; the residual row it leaves is handed on to the other
-t - a inside the stage (codegen.phase._subset_pieces). The rest (the MLP) splits its features over all t: evenly
-(every chip's template the same), or, given `share`, unevenly: the a attention chips keep `share` features each
-and the others more, as parts that each run one template on every chip they cover: a body of `share` features a
-chip over all t, an extra of extra_width features a chip over the t - a others, whose partial sum each adds to
-its body's in place (`EXTRA`: the sum's name, at the partial's address), then the all-reduce and residual add
-(the tail) on all t. Features are laid out body first (chip r's from r x share), then the extra's (other chip
-j's from t x share + (j - a) x extra_width), the last padded with zero features the plan counts.
+over the a chips up to the projection's partial sums; the other t - a chips put a zero partial sum in its place
+(ZEROS), and the all-reduce over all t and the residual add leave the residual row whole on every chip. The rest
+(the MLP) splits its features over all t: evenly (every chip's template the same), or, given `share`, unevenly:
+the a attention chips keep `share` features each and the others more, as parts that each run one template on
+every chip they cover: a body of `share` features a chip over all t, an extra of extra_width features a chip over
+the t - a others, whose partial sum each adds to its body's in place (`EXTRA`: the sum's name, at the partial's
+address), then the all-reduce and residual add (the tail) on all t. Features are laid out body first (chip r's
+from r x share), then the extra's (other chip j's from t x share + (j - a) x extra_width), the last padded with
+zero features the plan counts. codegen.phase._subset_pieces lowers the parts in turn.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ir.graph import Op, Value
 from ir.ops import Opcode
 
 EXTRA = "@extra"  # the extra part's params and results: the original name and this
+ZEROS = "@zeros"  # a zero partial sum (and the zero param it is the residual row times) on the others' chips
 _ELEMENTWISE = (Opcode.SILU, Opcode.GELU, Opcode.MUL)
 
 
@@ -29,16 +31,17 @@ _ELEMENTWISE = (Opcode.SILU, Opcode.GELU, Opcode.MUL)
 class Subset:
     """A layer's per-chip parts (see the module docstring); `values`: the per-chip value of each name."""
 
-    head: list[Op]  # the attention chips'
+    head: list[Op]  # the attention chips': up to the output projection's partial sum
+    zeros: list[Op]  # the other chips': a zero partial sum (ZEROS), at the head's partial's address
+    mix: list[Op]  # every chip's: the all-reduce of the partial sums and the residual add
     body: list[Op]  # every chip's: the whole rest when even, else up to its partial sum
     extra: list[Op]  # the other chips' extra features, ending in the add into the body's partial ([] when even)
     tail: list[Op]  # every chip's all-reduce and residual add ([] when even)
     values: dict[str, Value]
 
     @property
-    def row(self) -> Value:
-        """The residual row the attention part leaves, which every chip's rest reads."""
-        return self.head[-1].results[0]
+    def parts(self) -> tuple[str, ...]:
+        return ("head", "zeros", "mix", "body", "extra", "tail")
 
 
 def attention_split(ops: Sequence[Op]) -> int | None:
@@ -80,11 +83,12 @@ def shard_subset(ops: Sequence[Op], tp: int, attention_tp: int, outer: dict[str,
     if end is None or not 1 <= attention_tp < tp:
         raise VerifyError(f"{ops[0].scope}: no attention part to run on {attention_tp} of {tp} chips")
     head, values = shard_unit(ops[:end], attention_tp, outer, split)
+    head, zeros, mix = _mixed(head, tp, ops[0].scope)
     outer = (outer or {}) | values
     rest = list(ops[end:])
     if share is None:
         body, more = shard_unit(rest, tp, outer, split)
-        return Subset(head, body, [], [], values | more)
+        return Subset(head, zeros, mix, body, [], [], values | more)
     run, features = _feature_run(rest), mlp_features(ops)
     if run is None or not share >= 1 or tp * share >= features:
         raise VerifyError(f"{ops[0].scope}: {share} MLP features on each of {attention_tp} of {tp} chips "
@@ -100,7 +104,27 @@ def shard_subset(ops: Sequence[Op], tp: int, attention_tp: int, outer: dict[str,
         extra = extra[:-1]
     own, theirs = both[cut].operands[0], extra[-1].results[0]
     add = Op(Opcode.ADD, (own, theirs), (Value(own.name + EXTRA, own.type),), (), ops[0].scope)
-    return Subset(head, both[:cut], [*extra, add], both[cut:], values | more | most)
+    return Subset(head, zeros, mix, both[:cut], [*extra, add], both[cut:], values | more | most)
+
+
+def _mixed(head: list[Op], tp: int, scope: str) -> tuple[list[Op], list[Op], list[Op]]:
+    """The attention part (sharded over its chips, ending in the all-reduce of the output projection's partial
+    sums and the residual add) as the attention chips' ops up to that partial sum, the other chips' zero sum in
+    its place (the residual row times ZEROS: exact, the row is finite), and every chip's all-reduce over all tp
+    and residual add, which leaves the residual row whole on every chip."""
+    add = head[-1]
+    reduced = len(head) > 1 and head[-2].opcode is Opcode.ALLREDUCE  # (on one chip, nothing to reduce)
+    made = head[-2].results[0].name if reduced else None
+    if add.opcode is not Opcode.ADD or (reduced and add.operands[1].name != made):
+        raise VerifyError(f"{scope}: its attention part does not end in the output projection's all-reduce and the "
+                          "residual add")
+    partial, row = head[-2].operands[0] if reduced else add.operands[1], add.operands[0]
+    zero = Op(Opcode.MUL, (row, Value(f"{scope}{ZEROS}", row.type.with_shape(row.type.shape[-1]))),
+              (Value(partial.name + ZEROS, partial.type),), (), scope)
+    total = Value(f"{partial.name}.{Opcode.ALLREDUCE.value}", partial.type)
+    mix = [Op(Opcode.ALLREDUCE, (partial,), (total,), (("group", tp),), scope),
+           replace(add, operands=(row, total))]
+    return head[:-2 if reduced else -1], [zero], mix
 
 
 def _feature_run(rest: list[Op]) -> tuple[int, int] | None:

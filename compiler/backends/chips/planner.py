@@ -411,15 +411,13 @@ class ChipLayout(Layout):
 
     def _subset_decode(self, c: Candidate, costs: list[SubsetCost], crossing: int | None = None) -> Breakdown:
         """A subset candidate's decode (or with `costs` a prefill chunk's, `crossing` its bytes handed in): its
-        parts in turn and each layer's residual row handed on, plus the hand-off into it from a stage as wide
-        one hop away (candidates._entry's assumption)."""
+        parts in turn, plus the hand-off into it from a stage as wide one hop away (candidates._entry's
+        assumption)."""
         system = self.system
-        forward = handoff(c.attention_tp, c.tp - c.attention_tp, 1, system)
         parts = [self._unit_figures(p, False)[0] for cost in costs for p in cost.parts]
-        rows = [Breakdown(link_s=hop_s(cost.row_bytes, 1, forward, system)) for cost in costs]
         nbytes = self._crossing[0][c.first] if crossing is None else crossing
         entry = [Breakdown(link_s=hop_s(nbytes, 1, handoff(c.tp, c.tp, 1, system), system))] if c.first else []
-        return Breakdown.sum_of(parts + rows + entry)
+        return Breakdown.sum_of(parts + entry)
 
     def _subset_costs(self, c: Candidate, phase: str, rows_scale: float, reach: int | None) -> list[SubsetCost]:
         """Each of a subset candidate's units' SubsetCost in `phase` ("decode" or "prefill", whose graph at
@@ -438,11 +436,10 @@ class ChipLayout(Layout):
         return out
 
     def _subset_time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None) -> Timed:
-        """time() of a subset candidate: its units' parts in turn (no run of units lowered together), each
-        layer's residual row handed from the attention chips to the others, as codegen.phase lowers it."""
+        """time() of a subset candidate: its units' parts in turn (no run of units lowered together), as
+        codegen.phase lowers them."""
         c, system, o = run.cand, self.system, self.options
         across = spans_groups(run, system)
-        forward = handoff(c.attention_tp, c.tp - c.attention_tp, 1, system)
         hops = chip_hops(system, runs[index - 1].first_chip + runs[index - 1].cand.tp - 1, run.first_chip) \
             if index else 0
         entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
@@ -450,8 +447,7 @@ class ChipLayout(Layout):
         for phase, scale in (("decode", 1.0), ("prefill", chunk / o.prompt)):
             costs = self._subset_costs(c, phase, scale, reach if phase == "prefill" else None)
             figures = [self._unit_figures(p, across) for cost in costs for p in cost.parts]
-            time = Breakdown.sum_of([t for t, _ in figures] + [Breakdown(link_s=hop_s(cost.row_bytes, 1, forward,
-                                                                                       system)) for cost in costs])
+            time = Breakdown.sum_of([t for t, _ in figures])
             if index:
                 crossing = self._crossing[phase == "prefill"][c.first]
                 nbytes = crossing if phase == "decode" else math.ceil(crossing * scale)

@@ -6,14 +6,15 @@ blocks."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from compiler.partition.shard_cost import ShardCost, Staging, chip_cost
+from compiler.partition.shard_cost import ShardCost, Staging, align, chip_cost
 from compiler.passes.shard import allowed_tp
-from compiler.passes.subset import attention_split, shard_subset
+from compiler.passes.subset import Subset, attention_split, shard_subset
 from ir.errors import VerifyError
-from ir.graph import Op
+from ir.graph import Op, Value
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class SubsetCost:
     body: ShardCost
     extra: ShardCost | None
     tail: ShardCost | None
+    ports: int = 0  # the values one part leaves another (each its own buffer, live beside any part's activations)
 
     @property
     def parts(self) -> list[ShardCost]:
@@ -43,7 +45,7 @@ class SubsetCost:
 
     @property
     def act_bytes(self) -> int:
-        return max(c.act_bytes for c in self.parts)
+        return max(c.act_bytes for c in self.parts) + self.ports
 
 
 def subset_cost(ops: Sequence[Op], tp: int, attention_tp: int, share: int | None, rows_scale: float,
@@ -55,5 +57,13 @@ def subset_cost(ops: Sequence[Op], tp: int, attention_tp: int, share: int | None
         raise VerifyError(f"{ops[0].scope}: {attention_tp} chips do not split its attention")
     sub = shard_subset(ops, tp, attention_tp, split=split, share=share)
     groups = {"head": attention_tp, "zeros": tp - attention_tp, "extra": tp - attention_tp}
-    return SubsetCost(*(chip_cost(getattr(sub, part), groups.get(part, tp), rows_scale, alignment, tile, panel,
-                                  staging) if getattr(sub, part) else None for part in sub.parts))
+    costs = (chip_cost(getattr(sub, part), groups.get(part, tp), rows_scale, alignment, tile, panel, staging)
+             if getattr(sub, part) else None for part in sub.parts)
+    return SubsetCost(*costs, ports=sum(align(math.ceil(v.type.nbytes * rows_scale), alignment) for v in _ports(sub)))
+
+
+def _ports(sub: Subset) -> list[Value]:
+    """The values one of the layer's parts makes and another reads (codegen.phase._subset_pieces' ports)."""
+    made = {r.name: (part, r) for part in sub.parts for op in getattr(sub, part) for r in op.results}
+    read = {(v.name, part) for part in sub.parts for op in getattr(sub, part) for v in op.operands if v.name in made}
+    return list({name: made[name][1] for name, part in read if made[name][0] != part}.values())

@@ -111,18 +111,15 @@ def test_a_subset_the_lowering_cannot_run_is_one_line(pinned, tmp_path, capsys, 
 
 def test_llama_405b_takes_subset_stages_within_5_percent_of_its_bound(capsys):
     """fp16 on lpu: no whole-layout stage holds 3 layers on fewer than 128 chips (2 on 64); with the attention on
-    64 of 88 chips (kv-head blocks of 8 inside a node) and 576 MLP features on each of those, 683 on the other
-    24, 3 layers fit 88 (6 on 176, the attention on 128 and 288 features there, as many chips a layer): such
-    stages beside the embedding's and the head's, within 1.05x the bound."""
+    64 chips (each kv head's cache by sequence over 8, a node) and fewer MLP features on those than on the
+    others, stages of 6 and 8 layers fit 176 and 232 chips, within 1.05x the bound."""
     assert main(["plan", "llama-3.1-405b", "--target", "lpu", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["footprint_chips"] <= 1.05 * plan["chips_lower_bound"]
     subset = [s for s in plan["stages"] if "attention_tp" in s]
-    assert {(s["tp"] // 88, s["attention_tp"] // 64, s["mlp_share"] * (s["tp"] // 88), s["layers"][1] - s["layers"][0]
-             + 1) for s in subset} <= {(1, 1, 576, 3), (2, 2, 576, 6)}
-    assert sum(s["layers"][1] - s["layers"][0] + 1 for s in subset) >= 120
-    assert all(s["memory_per_chip_bytes"]["headroom"] >= 0 for s in subset)
-    assert {s["kv_layout"] for s in subset} == {"split"}  # as costed: the lowering reads it back
+    assert {(s["attention_tp"], s["kv_layout"]) for s in subset} == {(64, "split")}  # as costed: read back
+    assert all(s["memory_per_chip_bytes"]["headroom"] >= 0 and s["mlp_share"] * s["tp"] < 53248 for s in subset)
+    assert sum(s["layers"][1] - s["layers"][0] + 1 for s in subset) == 126
 
 
 def test_a_subset_stage_over_nodes_in_the_split_layout_decodes_the_reference(tmp_path, capsys):

@@ -1,5 +1,5 @@
 """Why a dense model's plan stayed above its capacity bound on a chip target (issue 16: llama-3.1-405b fp16 on
-lpu took 4,080 chips against a bound of 3,610, 1.13x, where the goal is 1.05x; 3,744, 1.037x, with subset
+lpu took 4,080 chips against a bound of 3,610, 1.13x, where the goal is 1.05x; 3,704, 1.026x, with subset
 stages), measured three ways:
 
 1. One decoder layer's bytes a chip of a group holds, at each group size the planner could take (whole
@@ -12,9 +12,9 @@ stages), measured three ways:
    DeepSeek-V3 is planned), at --objective chips and at --objective latency within 1.05x the bound: stages
    are a chain, so an MLP-only stage on few chips adds its whole streaming time to every token.
 3. What the planner now takes where those hold fewer layers a chip: subset stages (passes.subset), a stage's
-   attention on its first a chips (the widest whole nodes whose kv-head blocks lower), its MLP over every chip
+   attention on its first a chips (the widest whole nodes whose kv-head blocks stay in a node), its MLP over every chip
    with uneven feature shares (the attention's chips the most their SRAM leaves room for, the others the
-   rest), each with its figures as the plan costs them (llama-3.1-405b fp16: 4,080 -> 3,744 chips).
+   rest), each with its figures as the plan costs them (llama-3.1-405b fp16: 4,080 -> 3,704 chips).
 
     python benchmarks/capacity_floor.py [MODEL] [--precision P] [--target T]   # default llama-3.1-405b fp16 lpu
 """

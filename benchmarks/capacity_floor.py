@@ -1,5 +1,6 @@
-"""Why a dense model's plan stays above its capacity bound on a chip target (issue 16: llama-3.1-405b fp16 on
-lpu takes 4,080 chips against a bound of 3,610, 1.13x, where the goal is 1.05x), measured three ways:
+"""Why a dense model's plan stayed above its capacity bound on a chip target (issue 16: llama-3.1-405b fp16 on
+lpu took 4,080 chips against a bound of 3,610, 1.13x, where the goal is 1.05x; 3,704, 1.026x, with subset
+stages), measured three ways:
 
 1. One decoder layer's bytes a chip of a group holds, at each group size the planner could take (whole
    nodes past one), in the whole and the split layout (passes.shard), whether the lowering takes that
@@ -10,12 +11,10 @@ lpu takes 4,080 chips against a bound of 3,610, 1.13x, where the goal is 1.05x),
    finer stage boundaries, each layer's attention and MLP units of their own (the config's block_units, as
    DeepSeek-V3 is planned), at --objective chips and at --objective latency within 1.05x the bound: stages
    are a chain, so an MLP-only stage on few chips adds its whole streaming time to every token.
-3. The layout the search cannot express yet (arithmetic on the shard costs, not a plan): a stage's attention
-   on a subset of its chips whose kv-head blocks lower (the largest attention group size <= the stage's), its
-   MLP over every chip of the stage with uneven feature shares that balance each chip's SRAM (the attention's
-   chips take fewer features), groups up to twice the query heads as the planner's. Per layer the critical
-   chip reads the attention's bytes on its chips, then the widest MLP share; collectives and hand-offs are
-   left out. Rows are the group sizes that need fewer chips a layer than the default plan's stages.
+3. What the planner now takes where those hold fewer layers a chip: subset stages (passes.subset), a stage's
+   attention on its first a chips (the widest whole nodes whose kv-head blocks stay in a node), its MLP over every chip
+   with uneven feature shares (the attention's chips the most their SRAM leaves room for, the others the
+   rest), each with its figures as the plan costs them (llama-3.1-405b fp16: 4,080 -> 3,704 chips).
 
     python benchmarks/capacity_floor.py [MODEL] [--precision P] [--target T]   # default llama-3.1-405b fp16 lpu
 """
@@ -33,9 +32,10 @@ from compiler.backends.chips.planner import ChipLayout, input_bytes
 from compiler.frontend import load_model_config
 from compiler.frontend.options import CompileOptions
 from compiler.partition import units
-from compiler.partition.shard_cost import ShardCost, shard_cost
+from compiler.partition.shard_cost import shard_cost
 from compiler.partition.units import Unit, unit_kinds
-from compiler.passes.shard import FEATURE_ALIGN, allowed_tp, head_case, lowers_split
+from compiler.passes.shard import allowed_tp, head_case, lowers_split
+from compiler.passes.subset import extra_width
 from compiler.planner import lower_config, plan_graphs
 from ir.graph import Op
 from ir.ops import Opcode
@@ -139,65 +139,24 @@ def _typical(stages) -> object:
     return next(s for s in inner if shape(s) == common)
 
 
-def _smallest(unit: Unit, tp: int) -> ShardCost:
-    """The unit's cheaper layout (fewer resident bytes) on `tp` chips."""
-    return min((unit.decode[g] for g in ((tp, False), (tp, True)) if g in unit.decode), key=lambda c: c.resident_bytes)
-
-
-def _mlp_shares(mlp: Unit, features: int) -> tuple[float, int, int]:
-    """(bytes a feature, fixed bytes, activation bytes) of the MLP unit on one chip, from its costs on one
-    chip and on two (each holding half the features)."""
-    one, two = mlp.decode[1, False], mlp.decode[2, False]
-    per = (one.resident_bytes - two.resident_bytes) / (features - features // 2)
-    return per, round(one.resident_bytes - per * features), max(one.act_bytes, two.act_bytes)
-
-
-def subset_table(model: str, config, graphs, options: CompileOptions, system: SystemSpec, room: int, layers: int,
-                 ends: int, bound: int, today_bytes: float, today_chips: float) -> Table:
-    table = Table(title=f"3. {model}: attention on a subset a of a stage's t chips, the MLP over all t, uneven "
-                        f"(arithmetic; today a layer's critical chip reads {today_bytes / 1e6:.1f} MB)")
-    for col in ("t", "a", "layers a stage", "MLP features a / others", "fullest chip MB", "chips a layer",
-                "plan chips", "ratio", "MB read a layer", "vs today"):
+def subset_table(model: str, default, features: int) -> Table:
+    """The default plan's subset stages (passes.subset): what the planner takes where the whole layout holds
+    fewer layers a chip."""
+    table = Table(title=f"3. {model}: the default plan's subset stages (attention on a of a stage's t chips, the MLP "
+                        f"over all t, its {features:,} features uneven)")
+    for col in ("stages", "t", "a", "layers a stage", "MLP features a / others", "fullest chip MB", "chips a layer",
+                "decode µs a stage", "prefill chunk µs"):
         table.add_column(col, justify="right")
-    units = ChipLayout.of(graphs.decode, graphs.prefill, system, options).units_
-    attention = next(u for u in units if u.scope == "layers.0")
-    mlp = next(u for u in units if u.scope == "layers.0.mlp")
-    per, fixed, mlp_act = _mlp_shares(mlp, config.intermediate_size)
-    node = system.chips_per_node
-    att_sizes = [t for t in attention.sizes if t <= node or t % node == 0]
-    floor = today_chips
-    widest = 2 * next(op for op in graphs.decode.ops if op.opcode is Opcode.ATTENTION).attr["heads"]
-    for t in (t for t in mlp.sizes if t % node == 0 and min(att_sizes) < t <= widest):  # allowed_tp's reach
-        fits = [(fit, a, att) for a in att_sizes if a < t
-                for att in (_smallest(attention, a),)
-                for fit in (_subset_fit(t, a, att, per, fixed, config.intermediate_size,
-                                        room - max(att.act_bytes, mlp_act)),) if fit]
-        if not fits:
-            continue
-        (held, wa, wo), a, att = max(fits, key=lambda f: (f[0][0], -max(f[0][1], f[0][2]) * per - f[2].resident_bytes))
-        if t / held >= floor:
-            continue
-        chips = math.ceil(layers / held) * t + ends
-        read = att.resident_bytes + fixed + max(wa, wo) * per
-        fullest = held * max(att.resident_bytes + fixed + wa * per, fixed + wo * per)
-        table.add_row(str(t), str(a), str(held), f"{wa} / {wo}", f"{fullest / 1e6:.1f}", f"{t / held:.1f}",
-                      str(chips), f"{chips / bound:.3f}", f"{read / 1e6:.1f}", f"{read / today_bytes:.2f}x")
+    kinds: dict[tuple, list] = {}
+    for s in default.stages:
+        if s.attention_tp:
+            kinds.setdefault((s.tp, s.attention_tp, s.layers[1] - s.layers[0] + 1, s.mlp_share), []).append(s)
+    for (t, a, held, share), stages in sorted(kinds.items()):
+        s = stages[0]
+        others = f"{share} / {extra_width(features, t, a, share) + share}" if share else "even"
+        table.add_row(str(len(stages)), str(t), str(a), str(held), others, f"{s.memory.total / 1e6:.1f}",
+                      f"{t / held:.1f}", f"{s.decode_us:,.1f}", f"{s.prefill_chunk_us:,.1f}")
     return table
-
-
-def _subset_fit(t: int, a: int, att: ShardCost, per: float, fixed: int, features: int, room: int
-                ) -> tuple[int, int, int] | None:
-    """The most layers a stage of t chips holds with attention on a of them, and the MLP features each of
-    the a chips and each of the other t - a keeps (whole FEATURE_ALIGN runs where the share is uneven)."""
-    for held in range(room // (att.resident_bytes + fixed), 0, -1):
-        even = -(-features // t)
-        wa = min(even, int((room / held - att.resident_bytes - fixed) // per) // FEATURE_ALIGN * FEATURE_ALIGN)
-        if wa < 0 or (t == a and wa < even):
-            continue
-        wo = 0 if t == a else -(-(features - a * wa) // (t - a))
-        if held * (fixed + wo * per) <= room:
-            return held, wa, wo
-    return None
 
 
 def main() -> None:
@@ -213,8 +172,6 @@ def main() -> None:
     room, ops = _room(system, graphs.decode, options), _layer_ops(graphs.decode)
     ends = sum(_fewest(u, room) for u in ChipLayout.of(graphs.decode, graphs.prefill, system, options).units_
                if u.scope in ("embed", "head"))
-    layer = _typical(default.stages)
-    today = shard_cost(ops, layer.tp, 1.0, system.chip.vector_bytes, layer.split).resident_bytes
     console = Console(width=150)
     console.print(f"{a.model} {a.precision} on {a.target}: default plan {default.chips} chips, bound "
                   f"{default.chips_lower_bound} ({default.chips / default.chips_lower_bound:.3f}), decode "
@@ -223,9 +180,7 @@ def main() -> None:
     blocks = replace(config, block_units=True)  # each layer's attention and MLP a unit of its own
     block_graphs = lower_config(blocks, options, system, system)
     console.print(boundaries_table(a.model, blocks, block_graphs, options, system, default))
-    console.print(subset_table(a.model, config, block_graphs, options, system, room, config.num_layers, ends,
-                               default.chips_lower_bound, today, layer.tp / (layer.layers[1] - layer.layers[0] + 1)))
-
+    console.print(subset_table(a.model, default, config.intermediate_size))
 
 if __name__ == "__main__":
     main()

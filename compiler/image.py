@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from compiler.codegen.stage import StageCode
 from compiler.passes.fuse import parts
 from compiler.passes.quantize import quantize_weights
 from compiler.passes.shard import head_pads, shard_unit
+from compiler.passes.subset import EXTRA, ZEROS, attention_split, shard_subset
 from compiler.plan import Stage
 from ir.errors import ConfigError
 from ir.graph import Graph, Value
@@ -80,20 +81,70 @@ def sram_image(codes: list[StageCode], stages: Sequence[Stage], graph: Graph, we
     scopes = graph.scopes()
     for code, stage in zip(codes, stages, strict=True):
         owned = scopes[scopes.index(stage.first_unit): scopes.index(stage.last_unit) + 1]
-        chip_values = _per_chip(graph, owned, code.tp, code.split)
-        pads = {n: pad for sc in owned for n, pad in head_pads(list(graph.ops_in(sc)), code.tp, code.split).items()}
+        chip_values, shard = _shards(graph, owned, code, stored)
         resident = [r for r in code.memory_map if r[0] in ("param", "state")]
         top = max((addr + size for _, _, addr, size in resident), default=0)
         for rank in range(code.tp):
             buf = np.zeros(top, np.uint8)
             for kind, name, addr, size in resident:
-                if kind == "param":  # a fused matmul's param: its parts' shards side by side (passes.fuse)
-                    shards = [shard_of(pad_heads(stored[p], *pads[p]) if p in pads else stored[p],
-                                       chip_values[p].type.shape, rank, code.tp, p) for p in parts(name)]
-                    shard = np.concatenate(shards, axis=-1) if len(shards) > 1 else shards[0]
-                    buf[addr: addr + size] = encode(shard, chip_values[parts(name)[0]].type.dtype)
+                shards = [shard(p, rank) for p in parts(name)] if kind == "param" else [None]
+                if shards[0] is not None:  # a fused matmul's param: its parts' shards side by side (passes.fuse)
+                    whole = np.concatenate(shards, axis=-1) if len(shards) > 1 else shards[0]
+                    buf[addr: addr + size] = encode(whole, chip_values[parts(name)[0]].type.dtype)
             image[code.first_chip + rank] = buf
     return image
+
+
+Shard = Callable[[str, int], np.ndarray | None]
+
+
+def _shards(graph: Graph, scopes: list[str], code: StageCode, stored: dict[str, np.ndarray]
+            ) -> tuple[dict[str, Value], Shard]:
+    """A stage's per-chip params and caches, and each param's shard on a rank (None: a param only other ranks
+    hold, at an address this rank gives its own: passes.subset)."""
+    t, a = code.tp, code.attention_tp
+    if not a:
+        pads = {n: pad for sc in scopes for n, pad in head_pads(list(graph.ops_in(sc)), t, code.split).items()}
+        values = _per_chip(graph, scopes, t, code.split)
+        return values, lambda p, rank: shard_of(_padded(stored, p, pads), values[p].type.shape, rank, t, p)
+    values, pads, spans = {}, {}, {}
+    for sc in scopes:
+        ops = list(graph.ops_in(sc))
+        end = attention_split(ops)
+        sub = shard_subset(ops, t, a, split=code.split, share=code.mlp_share)
+        values |= {v.name: v for part in sub.parts for op in getattr(sub, part) for v in op.operands}
+        pads |= head_pads(ops[:end], a, code.split) | head_pads(ops[end:], t, code.split)
+        spans |= {v.name: (0, a) for op in sub.head for v in op.operands}
+        spans |= {v.name: (a, t) for op in (*sub.zeros, *sub.extra) for v in op.operands}
+
+    def shard(p: str, rank: int) -> np.ndarray | None:
+        lo, hi = spans.get(p, (0, t))
+        if not lo <= rank < hi:
+            return None
+        if p.endswith(ZEROS):  # what the others' zero partial sum is the residual row times
+            return np.zeros(values[p].type.shape, np.float32)
+        name = p.removesuffix(EXTRA)
+        full, shape = _padded(stored, name, pads), values[p].type.shape
+        axis = next((i for i, (x, y) in enumerate(zip(full.shape, shape, strict=True)) if x != y), None)
+        if p != name:  # an extra feature block: past every rank's body (passes.subset's layout)
+            return _cut(full, shape, axis, values[name].type.shape[axis] * t + (rank - a) * shape[axis])
+        if hi - lo == t and axis is not None and shape[axis] * t < full.shape[axis]:  # a body's uneven share
+            return _cut(full, shape, axis, rank * shape[axis])
+        return shard_of(full, shape, rank - lo, hi - lo, p)
+
+    return values, shard
+
+
+def _padded(stored: dict[str, np.ndarray], name: str, pads: dict[str, tuple[int, ...]]) -> np.ndarray:
+    return pad_heads(stored[name], *pads[name]) if name in pads else stored[name]
+
+
+def _cut(full: np.ndarray, shape: tuple[int, ...], axis: int, start: int) -> np.ndarray:
+    """`shape`'s block of `full` from `start` along `axis`, zero-padded past its end."""
+    piece = np.take(full, range(min(start, full.shape[axis]), min(start + shape[axis], full.shape[axis])), axis=axis)
+    pad = [(0, 0)] * full.ndim
+    pad[axis] = (0, shape[axis] - piece.shape[axis])
+    return np.pad(piece, pad)
 
 
 def _per_chip(graph: Graph, scopes: list[str], tp: int, split: bool) -> dict[str, Value]:

@@ -140,7 +140,8 @@ def plan_verify(name: str, config: ModelConfig, graphs: Lowered, plan: Plan, sys
     """The verify step costed on the target plan's own stages (its chips hold the weights once)."""
     pinned = PlanFile("the target plan", name, system.name, asdict(options),
                       tuple(PinnedStage(s.first_unit, s.last_unit, s.tp, s.first_chip,
-                                        split=None if s.kv_layout is None else s.split) for s in plan.stages))
+                                        split=None if s.kv_layout is None else s.split,
+                                        attention_tp=s.attention_tp, mlp_share=s.mlp_share) for s in plan.stages))
     verify = verify_graph(config, options, steps, hidden, system)
     return plan_graphs(name, Lowered(verify, graphs.prefill), system, options, pinned)
 

@@ -14,19 +14,20 @@ variant's), so any chunk finds its weights, caches, ports and arenas at the same
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from compiler.codegen.blocks import Blocks
 from compiler.codegen.instantiate import instantiate, stage_base, streams_used, sync
-from compiler.codegen.stage import StageBuilder, StageCode, layout
+from compiler.codegen.stage import Piece, StageBuilder, StageCode, layout
 from compiler.codegen.template import TAG_SPACE
 from compiler.partition.chaining import lowered_together
 from compiler.partition.cost import handoff_trails
 from compiler.partition.units import signature
 from compiler.passes.fuse import fuse_siblings
 from compiler.passes.shard import shard_unit
+from compiler.passes.subset import Subset, shard_subset
 from compiler.plan import Stage
 from ir.errors import ConfigError, DoesNotFitError
 from ir.graph import Graph, Value
@@ -61,15 +62,31 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
     if head is not None:  # the embedding runs on the head's chips (Stage.embedding)
         owner[scopes[0]] = head
     final: dict[str, Value] = {}
-    codes, chip_ops = [StageCode(s.index, s.tp, s.first_chip, split=s.split) for s in stages], {}
+    codes = [StageCode(s.index, s.tp, s.first_chip, split=s.split, attention_tp=s.attention_tp, mlp_share=s.mlp_share)
+             for s in stages]
+    chip_ops: dict[str, list] = {}
+    subsets: dict[str, Subset] = {}  # a subset stage's layers' parts (passes.subset), siblings fused
     for scope in scopes:  # in model order: a unit's inputs are sharded before it
         s = stages[owner[scope]]
-        ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
+        if s.attention_tp:
+            sub = shard_subset(list(graph.ops_in(scope)), s.tp, s.attention_tp, final, s.split, s.mlp_share)
+            dim = system.chip.matrix_dim
+            subsets[scope] = replace(sub, **{part: fuse_siblings(getattr(sub, part), dim) for part in sub.parts})
+            ops, values = sub.body + sub.tail, sub.values
+        else:
+            ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
         final.update(values)
         chip_ops[scope] = fuse_siblings(ops, system.chip.matrix_dim)  # as the plan costs them (shard_cost)
     uses = _last_use(graph, owner, final)
     for s, code in zip(stages, codes, strict=True):
         mine = [sc for sc in scopes if owner[sc] == s.index]
+        if s.attention_tp:
+            for scope in mine:
+                exported = {r.name for op in chip_ops[scope] for r in op.results
+                            if r.name in uses and uses[r.name] > (scopes.index(scope), s.index)
+                            or _is_output(r.name, final, outputs)}
+                code.pieces += _subset_pieces(builder, scope, subsets[scope], s, exported, code.aliases)
+            continue
         kinds = [signature(list(graph.ops_in(sc))) for sc in mine]  # partition.units.unit_kinds' kinds
         for run in ([mine[i] for i in r] for r in lowered_together(kinds)):
             ops = [op for sc in run for op in chip_ops[sc]]
@@ -84,13 +101,14 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
     for i, code in enumerate(codes):
         # Per stage: a tied table is a param of two stages, sharded over each one's own group (of one where
         # the embedding runs on the head's chips).
-        values = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc]
+        values = {v.name: v for sc in scopes if owner[sc] == i for op in (*_others(subsets.get(sc)), *chip_ops[sc])
                   for v in (*op.operands, *op.results)}
         values.update((v.name, v) for v in graph.inputs)
         keep = {n for p in codes[i].pieces if p.kind == "send" for n in p.ports_in}
         keep |= {final[n].name for n in outputs if n in final}
         # A param two stages hold (a tied table: embedding and head) has each stage's own shard.
-        own = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc] for v in op.operands}
+        own = {v.name: v for sc in scopes if owner[sc] == i for op in (*_others(subsets.get(sc)), *chip_ops[sc])
+               for v in op.operands}
         layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state},
                arena_floor[i] if arena_floor else (), _below(graph), sram_base)
     return codes
@@ -126,6 +144,37 @@ def embedding_refusal(graph: Graph, stages: int, at: Sequence[int]) -> str | Non
     if any(v.name == rows for op in graph.ops if op.scope not in scopes[:2] for v in op.operands):
         return f"units past {scopes[1]} read the embedding's rows"
     return None
+
+
+def _subset_pieces(builder: StageBuilder, scope: str, sub: Subset, s: Stage, exported: set[str],
+                   aliases: dict[str, str]) -> list[Piece]:
+    """A layer of a stage whose attention runs on its first attention_tp ranks (passes.subset), one piece a part:
+    the attention on those ranks and the zero partial sum on the others (`aliases`: at the attention's partial's
+    address), every rank's all-reduce and residual add, then every rank's rest; with uneven MLP shares, the
+    rest's body on every rank, the extra features' piece on the others (its sum over the body's partial), then
+    every rank's tail."""
+    a, t, first = s.attention_tp, s.tp, s.first_chip
+    later = {v.name for part in sub.parts for op in getattr(sub, part) for v in op.operands}
+    pieces = []
+    for part, (lo, hi) in zip(sub.parts, ((0, a), (a, t), (0, t), (0, t), (a, t), (0, t)), strict=True):
+        ops = getattr(sub, part)
+        if not ops:
+            continue
+        out = {r.name for op in ops for r in op.results} & later
+        if part in ("zeros", "extra"):  # its sum stands in for (zeros) or adds to (extra) a partial sum read later
+            total = ops[-1].results[0].name
+            aliases[total] = sub.mix[0].operands[0].name if part == "zeros" else ops[-1].operands[0].name
+            out |= {total}
+        last = part == "tail" or (part == "body" and not sub.tail)
+        piece = builder.unit(scope, ops, hi - lo, first + lo, exported if last else out)
+        pieces.append(replace(piece, ranks=hi - lo, first_rank=lo) if hi - lo < t else piece)
+    return pieces
+
+
+def _others(sub: Subset | None) -> tuple:
+    """A subset layer's ops beside its body and tail (its attention's, its zero sum, its all-reduce and residual
+    add, its extra features')."""
+    return (*sub.head, *sub.zeros, *sub.mix, *sub.extra) if sub is not None else ()
 
 
 def _below(graph: Graph) -> set[str]:
@@ -374,7 +423,8 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
         own = variants[variant]
         code, piece = own[stage], own[stage].pieces[index]
         start, tag = np.array(starts, dtype=np.int64).T
-        instantiate(blocks, piece.code.template, code.first_chip, piece.ranks if piece.ranks is not None else code.tp,
+        ranks = piece.ranks if piece.ranks is not None else code.tp - piece.first_rank
+        instantiate(blocks, piece.code.template, code.first_chip + piece.first_rank, ranks,
                     start, tag, fn_args, stage_base(code, index), system, _neighbours(own, stage, back))
     chips = max(c.first_chip + c.tp for c in codes)
     total = sum(chunks)

@@ -36,8 +36,9 @@ class Piece:
     params: tuple[str, ...] = ()
     ports_in: tuple[str, ...] = ()
     ports_out: tuple[str, ...] = ()
-    ranks: int | None = None  # only ranks below this run it (hand-off senders)
+    ranks: int | None = None  # only this many ranks run it, from first_rank (hand-off senders, a subset's parts)
     kind: str = "unit"  # "unit" | "recv" | "send"
+    first_rank: int = 0  # it runs from this rank of the stage on (a subset layer's other chips: passes.subset)
     land: int | None = None  # a hand-off sender's: cycles from its start till its data is across (phase.timeline)
     # A wafer region's piece (its template names physical role streams, compiler/backends/wafer/lower.py): the
     # first address of its params, and per stream it runs whether it leaves that role's result on the pair's other.
@@ -60,6 +61,9 @@ class StageCode:
     # Leading pieces that run for every chunk before the stage's first (the head's embedding of a tied table
     # and its hand-off to the first stage: phase.timeline), each chunk's after the one before.
     early: int = 0
+    attention_tp: int | None = None  # its layers' attention on ranks below this only (passes.subset)
+    mlp_share: int | None = None  # the MLP features each of those keeps (None: even over every rank)
+    aliases: dict[str, str] = field(default_factory=dict)  # a port at another's address (passes.subset.EXTRA)
 
 
 class StageBuilder:
@@ -263,9 +267,16 @@ def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values
         stage.addr[n] = a
         stage.memory_map.append(("tier", n, a, values[n].type.nbytes))
     stage.inputs = tuple(v.name for v in inputs)
-    regions = [("state" if n in state else "param", n, values[n].type.nbytes) for n in resident]
+    held = _held_by(stage)
+    regions = [("state" if n in state else "param", n, values[n].type.nbytes) for n in resident if n not in held]
     regions += [("input", v.name, v.type.nbytes) for v in inputs]
     addrs, top = pack([size for _, _, size in regions], base)
+    ends = [top]
+    for ranks in sorted(set(held.values())):  # each block of ranks' own, over the others' (passes.subset)
+        own = [("state" if n in state else "param", n, values[n].type.nbytes) for n in resident if held.get(n) == ranks]
+        more, end = pack([size for _, _, size in own], top)
+        regions, addrs, ends = regions + own, addrs + more, ends + [end]
+    top = max(ends)
     for (kind, n, size), a in zip(regions, addrs, strict=True):
         stage.addr[n] = a
         stage.memory_map.append((kind, n, a, size))
@@ -277,6 +288,8 @@ def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values
     for (n, iv), off in zip(ports, offsets[:len(ports)], strict=True):
         stage.addr[n] = top + off
         stage.memory_map.append(("port", n, top + off, iv.size))
+    for n, at in stage.aliases.items():
+        stage.addr[n] = stage.addr[at]
     stage.arenas = [top + off for off in offsets[len(ports):]]
     largest = max(range(len(arenas)), key=lambda i: (arenas[i].size, -i), default=None)
     if largest is not None:
@@ -287,17 +300,35 @@ def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values
                               f"{system.chip.usable_sram_bytes} are usable", None)
 
 
+def _held_by(stage: StageCode) -> dict[str, tuple[int, int]]:
+    """Params and caches that only a block of the stage's ranks hold (a subset's attention, its extra MLP
+    features: passes.subset): name -> (first rank, end); blocks that do not meet share addresses."""
+    spans: dict[str, set[tuple[int, int]]] = {}
+    for p in stage.pieces:
+        lo = p.first_rank
+        span = (lo, lo + p.ranks) if p.ranks is not None and p.kind == "unit" else (lo, stage.tp)
+        for n in p.params:
+            spans.setdefault(n, set()).add(span)
+    held = {n: s.pop() for n, s in spans.items() if len(s) == 1 and s != {(0, stage.tp)}}
+    blocks = sorted(set(held.values()))
+    if any(a[1] > b[0] for a, b in zip(blocks, blocks[1:], strict=False)):
+        return {}  # blocks that meet: every rank holds every one's
+    return held
+
+
 def _port_intervals(stage: StageCode, keep: set[str]) -> list[tuple[str, Interval]]:
-    """Ports live over piece indices; `keep` (graph outputs, values other stages read) to the end."""
+    """Ports live over piece indices; `keep` (graph outputs, values other stages read) to the end. A port
+    at another's address (`stage.aliases`) lives as that one."""
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     size: dict[str, int] = {}
+    alias = stage.aliases
     for i, p in enumerate(stage.pieces):
-        for nbytes, n in zip(p.code.port_bytes, p.ports_out, strict=True):
+        for nbytes, n in zip(p.code.port_bytes, (alias.get(n, n) for n in p.ports_out), strict=True):
             first.setdefault(n, i)
             last[n] = max(last.get(n, i), i)
             size[n] = max(size.get(n, 0), nbytes)
-        for v, n in zip(p.code.ports_in, p.ports_in, strict=True):
+        for v, n in zip(p.code.ports_in, (alias.get(n, n) for n in p.ports_in), strict=True):
             first.setdefault(n, 0)
             last[n] = max(last.get(n, i), i)
             size[n] = max(size.get(n, 0), v.type.nbytes)

@@ -37,6 +37,8 @@ class Candidate:
     split: bool = False  # caches by sequence, latent down projections by column (passes.shard.splits_kv)
     room: bool = False  # split where the whole layout does not fit the chips: it saves chips, not time
     straddle_ps: int = 0  # what its collectives add laid out across two groups (a stage that fits one)
+    attention_tp: int | None = None  # its layers' attention on its first chips only (partition.subset_cost)
+    mlp_share: int | None = None  # with attention_tp: each of those chips' MLP features (None: even)
     latency_ps: int = field(init=False)  # decode in whole picoseconds: the DPs add it per state and candidate
 
     def __post_init__(self) -> None:

@@ -820,3 +820,4 @@ def shard_graph(graph: Graph, tp: int) -> Graph:
     state = tuple(seen.get(s.name, s) for s in graph.state)
     outputs = tuple(final.get(v.name, v) for v in graph.outputs)
     return Graph(f"{graph.name}.tp{tp}", graph.inputs, params, state, tuple(ops), outputs)
+

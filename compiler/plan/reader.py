@@ -24,7 +24,8 @@ REGION_KEYS = ("wafer", "row", "col", "rows", "cols")
 class PinnedStage:
     """One stage of a plan file: units first..last on `tp` devices, from `first_chip` (chips) or on
     `region` (a wafer's rectangle of cores: wafer, row, col, rows, cols); `split` the kv_layout it
-    names (None: the faster, as the search would choose)."""
+    names (None: the faster, as the search would choose); `attention_tp` and `mlp_share` a subset stage's
+    (passes.subset)."""
 
     first_unit: str
     last_unit: str
@@ -33,6 +34,8 @@ class PinnedStage:
     region: tuple[int, ...] | None = None
     split: bool | None = None
     embedding: bool = False  # the embedding unit runs on this stage's chips (records.Stage.embedding)
+    attention_tp: int | None = None  # its layers' attention on its first chips only (passes.subset)
+    mlp_share: int | None = None  # with attention_tp: the MLP features each of those keeps (None: even)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +144,14 @@ def _stage(where: str, i: int, s: object) -> PinnedStage:
     embedding = s.get("embedding", False)
     if not isinstance(embedding, bool):
         raise ConfigError(f"{at}.embedding: must be true or false, got {embedding!r}")
+    attention = _count(at, "attention_tp", s["attention_tp"], 1) if "attention_tp" in s else None
+    share = _count(at, "mlp_share", s["mlp_share"], 1) if "mlp_share" in s else None
+    if attention is not None and attention >= tp:
+        raise ConfigError(f"{at}.attention_tp: {attention} is not fewer than the stage's {tp} chips")
+    if share is not None and attention is None:
+        raise ConfigError(f"{at}.mlp_share: only a stage with attention_tp gives its attention chips a share")
     return PinnedStage(units[0], units[1], tp, first_chip=first, split=None if layout is None else layout == "split",
-                       embedding=embedding)
+                       embedding=embedding, attention_tp=attention, mlp_share=share)
 
 
 def _count(at: str, key: str, value: object, least: int) -> int:

@@ -77,6 +77,8 @@ class Stage:
     # The first stage's embedding unit runs on this (the head's) stage's chips, over the head's shard of the
     # tied table, its rows handed to the first stage: the table is held once (codegen.phase, embedding_stage).
     embedding: bool = False
+    attention_tp: int | None = None  # its layers' attention on its first chips only (passes.subset)
+    mlp_share: int | None = None  # with attention_tp: the MLP features each of those keeps (None: even)
 
     @property
     def split(self) -> bool:
@@ -119,7 +121,10 @@ class Stage:
                                      for k, v in self.bound_terms.items()},
               "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {}) | (
             {"experts": self.experts} if self.experts else {}) | ({"tier": self.tier} if self.tier else {}) | (
-            {"kv_layout": self.kv_layout} if self.kv_layout else {}) | ({"embedding": True} if self.embedding else {})
+            {"kv_layout": self.kv_layout} if self.kv_layout else {}) | (
+            {"embedding": True} if self.embedding else {}) | (
+            {"attention_tp": self.attention_tp} if self.attention_tp else {}) | (
+            {"mlp_share": self.mlp_share} if self.mlp_share else {})
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,10 @@ def cache_layout(graph: Graph, plan: dict, memory: MemoryMap) -> list[dict]:
     chips: dict[str, list[dict]] = {name: [] for name in full}
     for stage, held in zip(plan["stages"], memory.stages, strict=True):
         first, last = stage["units"]
+        if stage.get("attention_tp"):
+            raise ConfigError(f"stage {stage['index']}: its caches are on its first {stage['attention_tp']} of "
+                              f"{stage['tp']} chips only (a subset stage: passes.subset), which a disaggregated "
+                              "build cannot hand over yet (re-plan it with a plan file of whole-group stages)")
         owned = scopes[scopes.index(first): scopes.index(last) + 1]
         per_chip = _per_chip(graph, owned, stage["tp"], stage.get("kv_layout") == "split")
         for b in held.blocks("both", ("state",)):

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from compiler.backends.chips.subsets import shares, subset_candidates
 from compiler.codegen.phase import embedding_refusal
 from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import (
@@ -42,12 +43,14 @@ from compiler.partition.cost import (
 from compiler.partition.dp import Packing
 from compiler.partition.placement import next_start, place, straddle_start
 from compiler.partition.shard_cost import ShardCost, align
-from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs, repeated_params
+from compiler.partition.subset_cost import SubsetCost, subset_cost
+from compiler.partition.units import Unit, at_reach, boundary_bytes, build_units, prefill_costs, repeated_params
 from compiler.passes.shard import expert_placement
+from compiler.passes.subset import mlp_features
 from compiler.plan.reader import PinnedStage, PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, round_sig
 from compiler.plan.search import Layout, Timed
-from ir.errors import ConfigError
+from ir.errors import ConfigError, VerifyError
 from ir.graph import Graph
 from ir.ops import Opcode
 from targets.spec import SystemSpec
@@ -96,8 +99,14 @@ class ChipLayout(Layout):
                                      keep_dominated=every or options.chips is not None, reserved_bytes=reserved,
                                      embedding=embedding)
         total = resident_total(units, repeated_params(decode, system.chip.vector_bytes))
-        return cls(system, decode, prefill, options, units_=units, candidates=cands,
-                   lower_bound=capacity_lower_bound(total, system.chip.usable_sram_bytes), embedding=embedding)
+        layout = cls(system, decode, prefill, options, units_=units, candidates=cands,
+                     lower_bound=capacity_lower_bound(total, system.chip.usable_sram_bytes), embedding=embedding)
+        usable = system.chip.usable_sram_bytes - reserved
+        more = subset_candidates(units, decode, cands, system.chips_per_node, usable,
+                                 lambda c: layout._sized(c, usable))
+        if more:  # in (first, stop, tp) order, as enumerate_candidates gives them
+            layout.candidates = sorted(cands + more, key=lambda c: (c.first, c.stop, c.tp))
+        return layout
 
     @property
     def max_devices(self) -> int:
@@ -151,6 +160,9 @@ class ChipLayout(Layout):
         path = []
         for i, (s, (first, stop)) in enumerate(zip(plan.stages, unit_ranges(plan, [u.scope for u in self.units_]),
                                                    strict=True)):
+            if s.attention_tp:
+                path.append(self._subset_candidate(f"{plan.path}: stages[{i}]", first, stop, s))
+                continue
             cand = _pinned(self.candidates, first, stop, s)
             if cand is None and s.split is not None and _pinned(self.candidates, first, stop, replace(s, split=None)):
                 other = "whole" if s.split else "split"
@@ -181,15 +193,21 @@ class ChipLayout(Layout):
         c, o = self._own(run.cand), self.options
         units = self.units_[c.first:c.stop] + self._lookup(c)
         largest, smallest = o.chunk_rows // o.batch, o.min_chunk_rows // o.batch
+        if c.attention_tp:
+            acts = [max(p.act_bytes for p in self._subset_costs(c, "prefill", rows / o.prompt, None))
+                    for rows in (smallest, largest)]
+        else:
+            acts = [max(u.prefill_min_act[u.group(c.tp, c.split)] for u in units),
+                    max(u.prefill[u.group(c.tp, c.split)].act_bytes for u in units)]
         # the inputs' regions, as bytes a row plus at most a vector each
-        low = max(u.prefill_min_act[u.group(c.tp, c.split)] for u in units) + input_bytes(
-            self.decode, smallest * o.batch, self.system)
-        high = max(u.prefill[u.group(c.tp, c.split)].act_bytes for u in units) + input_bytes(
-            self.decode, largest * o.batch, self.system)
+        low = acts[0] + input_bytes(self.decode, smallest * o.batch, self.system)
+        high = acts[1] + input_bytes(self.decode, largest * o.batch, self.system)
         per_token = (high - low) / (largest - smallest) if largest > smallest else 0
         return self.system.chip.usable_sram_bytes - (c.resident_bytes + low + per_token * (chunk - smallest))
 
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
+        if run.cand.attention_tp:
+            return self._subset_time(index, run, runs, chunk, reach)
         c, system = self._own(run.cand), self.system
         units = self.units_[c.first:c.stop]
         pre = self._prefill_costs(c, chunk, reach)
@@ -255,6 +273,9 @@ class ChipLayout(Layout):
 
     def prefill_s(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None
                   ) -> tuple[float, float, float, float]:
+        if run.cand.attention_tp:
+            t = self._subset_time(index, run, runs, chunk, reach)
+            return t.prefill.total_s, t.prefill_trailing_s, t.prefill_hold_s, t.prefill_early_s
         c, prev = run.cand, self._prev(index, runs)
         # All it reads: the stage, where it lies, where the stage before ends and how wide it is, chunk and reach
         # (the TTFT search of every front point asks again for the same stages after the same hand-offs).
@@ -296,6 +317,9 @@ class ChipLayout(Layout):
         """A candidate stage's seconds for one prefill chunk, handed over one hop from a stage as wide (as
         the candidates' decode assumes, partition.candidates._entry), by the rule `time` costs a placed
         stage with."""
+        if cand.attention_tp:
+            return self._subset_decode(cand, self._subset_costs(cand, "prefill", chunk / self.options.prompt, reach),
+                                       math.ceil(self._crossing[1][cand.first] * chunk / self.options.prompt)).total_s
         c = self._own(cand)
         return self._prefill_time(c, chunk, reach, 1 if c.first else 0, c.tp).total_s
 
@@ -388,6 +412,109 @@ class ChipLayout(Layout):
 
     def footprint(self, timed: list[Timed]) -> int:
         return max(t.stage.first_chip + t.stage.tp for t in timed)  # a packed stage may end before the last
+
+    def _subset_candidate(self, at: str, first: int, stop: int, s: PinnedStage) -> Candidate:
+        """A plan file's stage whose layers' attention runs on its first attention_tp chips (passes.subset):
+        costed as lowered (partition.subset_cost); one line where the lowering cannot run it or it does not fit."""
+        tp, node = s.tp, self.system.chips_per_node
+        for width, what in ((tp, "tp"), (s.attention_tp, "attention_tp"), (tp - s.attention_tp, "tp - attention_tp")):
+            if width > node and width % node:
+                raise ConfigError(f"{at}.{what}: a block of {width} chips wider than a node must be whole nodes of "
+                                  f"{node}")
+        cand = Candidate(first, stop, tp, 0, 0, Breakdown(), split=bool(s.split), attention_tp=s.attention_tp,
+                         mlp_share=s.mlp_share)
+        try:
+            costs = self._subset_costs(cand, "decode", 1.0, None)
+        except VerifyError as err:
+            raise ConfigError(f"{at}.attention_tp: {err}") from None
+        (mine, theirs) = zip(*(c.held() for c in costs), strict=True)
+        resident = max(sum(map(sum, mine)), sum(map(sum, theirs)))
+        act = max(c.act_bytes for c in costs)
+        if resident + act > self.system.chip.usable_sram_bytes:
+            raise ConfigError(f"{at}: units {self.units_[first].scope} .. {self.units_[stop - 1].scope} with the "
+                              f"attention on {s.attention_tp} of {tp} chips need {resident + act:,} bytes of SRAM a "
+                              f"chip; a {self.system.name} chip has {self.system.chip.usable_sram_bytes:,} usable")
+        return replace(cand, resident_bytes=resident, act_bytes=act, decode=self._subset_decode(cand, costs))
+
+    def _sized(self, c: Candidate, usable: int) -> Candidate | None:
+        """A subset candidate (subsets.subset_candidates) with the attention chips' MLP share that fits (the
+        most), its memory and its decode; None where no share fits `usable` bytes a chip."""
+        features = mlp_features(list(self.decode.ops_in(self.units_[c.first].scope)))
+        for share in shares(features, c.tp):
+            cand = replace(c, mlp_share=share)
+            try:
+                costs = self._subset_costs(cand, "decode", 1.0, None)
+            except VerifyError:
+                continue
+            mine, theirs = (sum(map(sum, side)) for side in zip(*(cost.held() for cost in costs), strict=True))
+            act = max(cost.act_bytes for cost in costs)
+            if mine + act <= usable:
+                if theirs + act > usable:
+                    return None  # a smaller share only fills the others more
+                return replace(cand, resident_bytes=max(mine, theirs), act_bytes=act, decode=self._subset_decode(
+                    cand, costs))
+        return None
+
+    def _subset_decode(self, c: Candidate, costs: list[SubsetCost], crossing: int | None = None) -> Breakdown:
+        """A subset candidate's decode (or with `costs` a prefill chunk's, `crossing` its bytes handed in): its
+        parts in turn, plus the hand-off into it from a stage as wide one hop away (candidates._entry's
+        assumption)."""
+        system = self.system
+        parts = [self._unit_figures(p, False)[0] for cost in costs for p in cost.parts]
+        nbytes = self._crossing[0][c.first] if crossing is None else crossing
+        entry = [Breakdown(link_s=hop_s(nbytes, 1, handoff(c.tp, c.tp, 1, system), system))] if c.first else []
+        return Breakdown.sum_of(parts + entry)
+
+    def _subset_costs(self, c: Candidate, phase: str, rows_scale: float, reach: int | None) -> list[SubsetCost]:
+        """Each of a subset candidate's units' SubsetCost in `phase` ("decode" or "prefill", whose graph at
+        `rows_scale` of its rows and `reach`), once per unit kind."""
+        out = []
+        for u in self.units_[c.first:c.stop]:
+            key = ("subset", phase, u.kind, c.tp, c.split, c.attention_tp, c.mlp_share, rows_scale, reach)
+            if key not in self._figures:
+                graph, chip = (self.decode if phase == "decode" else self.prefill), self.system.chip
+                ops = list(graph.ops_in(u.scope)) if phase == "decode" else at_reach(list(graph.ops_in(u.scope)),
+                                                                                     reach)
+                self._figures[key] = subset_cost(ops, c.tp, c.attention_tp, c.mlp_share, rows_scale,
+                                                 chip.vector_bytes, c.split, chip.matrix_dim, chip.mxm_panel,
+                                                 staging_rule(self.system, self.options.precision))
+            out.append(self._figures[key])
+        return out
+
+    def _subset_time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None) -> Timed:
+        """time() of a subset candidate: its units' parts in turn (no run of units lowered together), as
+        codegen.phase lowers them."""
+        c, system, o = run.cand, self.system, self.options
+        across = spans_groups(run, system)
+        hops = chip_hops(system, runs[index - 1].first_chip + runs[index - 1].cand.tp - 1, run.first_chip) \
+            if index else 0
+        entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
+        phases = []
+        for phase, scale in (("decode", 1.0), ("prefill", chunk / o.prompt)):
+            costs = self._subset_costs(c, phase, scale, reach if phase == "prefill" else None)
+            figures = [self._unit_figures(p, across) for cost in costs for p in cost.parts]
+            time = Breakdown.sum_of([t for t, _ in figures])
+            if index:
+                crossing = self._crossing[phase == "prefill"][c.first]
+                nbytes = crossing if phase == "decode" else math.ceil(crossing * scale)
+                h = handoff(runs[index - 1].cand.tp, c.tp, hops, system)
+                time += Breakdown(link_s=hop_s(nbytes, hops, h, system, across))
+            phases.append((time, sum((b for _, b in figures), entry), costs))
+        (decode, bound, costs), (prefill, prefill_bound, pre) = phases
+        inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
+        mine, theirs = ([sum(x) for x in zip(*side, strict=True)] for side in zip(*(cost.held() for cost in costs),
+                                                                                   strict=True))
+        weights, kv = max(mine, theirs, key=sum)
+        memory = Memory(weights=weights, kv_cache=kv, activations=max(x.act_bytes for x in (*costs, *pre)) + inputs,
+                        program=system.chip.program_reserve_bytes, capacity=system.chip.sram_bytes)
+        trails = index and self._trails(runs[index - 1], run)
+        trailing = (self._trailing_s(runs[index - 1], run, chunk, hops), entry.wire_s) if trails else (0.0, 0.0)
+        hold = self._hold_s(runs[index - 1], run, chunk, hops) if index and not trails else 0.0
+        units = self.units_[c.first:c.stop]
+        return Timed.of(index, [u.scope for u in units], ChipRange(run.first_chip, c.tp), memory, decode,
+                        bound.total_s, prefill, prefill_bound.total_s, hops, trailing, hold,
+                        bound_terms=bound.to_dict(), decode_tiles_us=decode.tiles_s * 1e6,
+                        kv_layout="split" if c.split else "whole", attention_tp=c.attention_tp, mlp_share=c.mlp_share)
 
 
 def spans_groups(run: Run, system: SystemSpec) -> bool:

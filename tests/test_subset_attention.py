@@ -12,6 +12,7 @@ import pytest
 from compiler.cli import main
 from compiler.frontend.options import CompileOptions
 from compiler.passes.subset import attention_split, shard_subset
+from compiler.plan.search import SUBSET_SLACK
 from compiler.planner import lower as lower_graphs
 from compiler.planner import make_plan
 from ir.errors import VerifyError
@@ -143,3 +144,18 @@ def test_a_subset_stage_over_nodes_in_the_split_layout_decodes_the_reference(tmp
                  "--tokens", "2", "--json"]) == 0
     run = json.loads(capsys.readouterr().out)
     assert run["reference"]["passed"] and run["hazards"] == []
+
+
+def test_subset_stages_that_slow_decode_are_taken_only_under_max_chips(capsys):
+    """llama-3.1-70b fp16 at 128K context: subset stages span 848 chips against 872 without them, but decode
+    about a fifth slower, past search.SUBSET_SLACK: the default keeps the layout without them, --max-chips asks."""
+    args = ["plan", "llama-3.1-70b", "--target", "lpu", "--context", "131072", "--json"]
+    plans = []
+    for more in ([], ["--max-chips", "848"]):
+        assert main([*args, *more]) == 0
+        plans.append(json.loads(capsys.readouterr().out))
+    default, capped = plans
+    assert not any("attention_tp" in s for s in default["stages"])
+    assert any("attention_tp" in s for s in capped["stages"])
+    assert capped["footprint_chips"] < default["footprint_chips"] <= 1.1 * default["chips_lower_bound"]
+    assert capped["decode"]["latency_us"] > (1 + SUBSET_SLACK) * default["decode"]["latency_us"]

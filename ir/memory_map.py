@@ -28,6 +28,11 @@ class Block:
     addr: int
     bytes: int
     phase: str  # BLOCK_PHASES: "both" for weights and caches, else the phase that lays it out
+    ranks: tuple[int, int] | None = None  # held only by the stage's ranks [lo, hi) (a subset stage's), else all
+
+    def on(self, rank: int) -> bool:
+        """Whether the stage's chip of rank `rank` holds it."""
+        return self.ranks is None or self.ranks[0] <= rank < self.ranks[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +49,15 @@ class StageMemory:
     resident_bytes_per_core: int = 0
     prefill_resident_bytes_per_core: int = 0
 
-    def blocks(self, phase: str, kinds: tuple[str, ...] | None = None) -> list[Block]:
-        """The blocks `phase` sees (its own and both phases'), of `kinds` if given."""
-        return [b for b in self.regions if b.phase in (phase, "both") and (kinds is None or b.kind in kinds)]
+    def blocks(self, phase: str, kinds: tuple[str, ...] | None = None, rank: int | None = None) -> list[Block]:
+        """The blocks `phase` sees (its own and both phases'), of `kinds` if given, on the chip of `rank` if given."""
+        return [b for b in self.regions if b.phase in (phase, "both") and (kinds is None or b.kind in kinds)
+                and (rank is None or b.on(rank))]
+
+    def rank_classes(self) -> list[int]:
+        """A rank of each class of the stage's chips that hold the same blocks (one class unless some blocks are
+        a block of ranks' own)."""
+        return sorted({0, *(r for b in self.regions if b.ranks for r in b.ranks if r < self.tp)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +110,17 @@ def _stage_dict(s: StageMemory) -> dict:
         return {"index": s.index, "region": s.region, "first_stream": s.first_stream, "streams": s.streams,
                 "resident_bytes_per_core": s.resident_bytes_per_core,
                 "prefill_resident_bytes_per_core": s.prefill_resident_bytes_per_core}
-    return {"index": s.index, "first_chip": s.first_chip, "tp": s.tp, "regions": [asdict(b) for b in s.regions]}
+    return {"index": s.index, "first_chip": s.first_chip, "tp": s.tp, "regions": [_block_dict(b) for b in s.regions]}
+
+
+def _block_dict(b: Block) -> dict:
+    """A block's JSON: `ranks` only where a block of the stage's ranks alone holds it."""
+    d = asdict(b)
+    if b.ranks is None:
+        del d["ranks"]
+    else:
+        d["ranks"] = list(b.ranks)
+    return d
 
 
 def _memory(data: object, where: str) -> MemoryMap:
@@ -136,11 +157,22 @@ def _stage(data: object, where: str) -> StageMemory:
     for i, b in enumerate(_list(s, "regions", where)):
         at = f"{where}.regions[{i}]"
         block = Block(_str(b, "kind", at), _str(b, "name", at), _int(b, "addr", at), _int(b, "bytes", at),
-                      _str(b, "phase", at))
+                      _str(b, "phase", at), _ranks(b, at, _int(s, "tp", where, 1)))
         if block.phase not in BLOCK_PHASES:
             raise ParseError(f"{at}.phase: {block.phase!r} is not one of {', '.join(BLOCK_PHASES)}")
         blocks.append(block)
     return StageMemory(_int(s, "index", where), _int(s, "first_chip", where), _int(s, "tp", where, 1), tuple(blocks))
+
+
+def _ranks(b: dict, at: str, tp: int) -> tuple[int, int] | None:
+    """A block's `ranks` [lo, hi): 0 <= lo < hi <= the stage's tp, or absent (every chip)."""
+    if "ranks" not in b:
+        return None
+    r = b["ranks"]
+    if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+            and 0 <= r[0] < r[1] <= tp):
+        raise ParseError(f"{at}.ranks: must be [first, end] with 0 <= first < end <= {tp}, got {r!r}")
+    return r[0], r[1]
 
 
 def _table(value: object, where: str) -> dict:

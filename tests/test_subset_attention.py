@@ -15,7 +15,8 @@ from compiler.passes.subset import attention_split, shard_subset
 from compiler.plan.search import SUBSET_SLACK
 from compiler.planner import lower as lower_graphs
 from compiler.planner import make_plan
-from ir.errors import VerifyError
+from ir.errors import ParseError, VerifyError
+from ir.memory_map import MemoryMap
 from ir.ops import Opcode
 
 MODEL = "examples/models/tiny-llama.json"
@@ -70,6 +71,18 @@ def test_a_subset_stage_decodes_the_reference_hazard_free(pinned, tmp_path, caps
     attention = [r for r in regions if "mlp" not in r["name"] and "post_attention" not in r["name"]]
     assert all(min(a["addr"] for a in attention) <= r["addr"] < max(a["addr"] + a["bytes"] for a in attention)
                for r in extra)
+    # memory.json says which ranks hold a block of their own; the SRAM map shows the fullest chip's weights
+    a, t = attention_tp, 4
+    assert all(r["ranks"] == [0, a] for r in attention if "input_layernorm" not in r["name"]
+               and not r["name"].endswith("@zeros"))
+    assert all(r["ranks"] == [a, t] for r in extra)
+    memory = MemoryMap.loads((out / "memory.json").read_text()).stages[1]
+    per_chip = [sum(b.bytes for b in memory.blocks("decode", ("param",), rank)) for rank in range(t)]
+    assert len(set(per_chip)) == len(memory.rank_classes()) and max(per_chip) < sum(
+        b.bytes for b in memory.blocks("decode", ("param",)))
+    assert main(["inspect", str(out)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "1–4" in line and "│" in line)
+    assert f"{max(per_chip) / 1e3:,.2f}" in row
     again = tmp_path / "again"
     assert main(["compile", MODEL, *ARGS, "--plan", str(out / "plan.json"), "-o", str(again)]) == 0
     assert all((out / f).read_bytes() == (again / f).read_bytes() for f in ("decode.prog", "prefill.prog", "sram.img"))
@@ -159,3 +172,11 @@ def test_subset_stages_that_slow_decode_are_taken_only_under_max_chips(capsys):
     assert any("attention_tp" in s for s in capped["stages"])
     assert capped["footprint_chips"] < default["footprint_chips"] <= 1.1 * default["chips_lower_bound"]
     assert capped["decode"]["latency_us"] > (1 + SUBSET_SLACK) * default["decode"]["latency_us"]
+
+
+@pytest.mark.parametrize("ranks", [[0, 5], [2, 2], [1], "all"])
+def test_a_block_held_by_ranks_outside_its_stage_is_refused_by_name(ranks):
+    stage = {"index": 0, "first_chip": 0, "tp": 4, "regions": [
+        {"kind": "param", "name": "w", "addr": 0, "bytes": 64, "phase": "both", "ranks": ranks}]}
+    with pytest.raises(ParseError, match=r"stages\[0\]\.regions\[0\]\.ranks"):
+        MemoryMap.from_dict({"stages": [stage]})

@@ -64,6 +64,7 @@ class StageCode:
     attention_tp: int | None = None  # its layers' attention on ranks below this only (passes.subset)
     mlp_share: int | None = None  # the MLP features each of those keeps (None: even over every rank)
     aliases: dict[str, str] = field(default_factory=dict)  # a port at another's address (passes.subset.EXTRA)
+    held: dict[str, tuple[int, int]] = field(default_factory=dict)  # params only ranks [lo, hi) hold (_held_by)
 
 
 class StageBuilder:
@@ -267,7 +268,7 @@ def layout(stage: StageCode, system: SystemSpec, inputs: Sequence[Value], values
         stage.addr[n] = a
         stage.memory_map.append(("tier", n, a, values[n].type.nbytes))
     stage.inputs = tuple(v.name for v in inputs)
-    held = _held_by(stage)
+    held = stage.held = _held_by(stage)
     regions = [("state" if n in state else "param", n, values[n].type.nbytes) for n in resident if n not in held]
     regions += [("input", v.name, v.type.nbytes) for v in inputs]
     addrs, top = pack([size for _, _, size in regions], base)

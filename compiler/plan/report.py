@@ -243,14 +243,14 @@ def _memory_map(memory: MemoryMap) -> Table:
     """One row per run of consecutive stages on consecutive chips with the same layout sizes; inputs, ports and
     activations are the larger of the two phases' (they share the space above the weights)."""
     unit, scale = _byte_unit(max(b.addr + b.bytes for s in memory.stages for b in s.regions))
-    table = Table(title=f"SRAM map per chip, {unit} (every chip of a stage alike)", header_style="bold")
+    table = Table(title=f"SRAM map per chip, {unit} (every chip of a stage alike, or its fullest)", header_style="bold")
     kinds = ("param", "state", "input", "port", "arena")
     for col in ("stages", "chips", "tp", "weights", "KV/state", "inputs", "ports", "acts", "top"):
         table.add_column(col, justify="right")
     runs: list[tuple[list[StageMemory], tuple]] = []
     for s in memory.stages:
-        sizes = tuple(max(sum(b.bytes for b in s.blocks(ph, (k,))) for ph in ("decode", "prefill")) for k in kinds)
-        sizes += (max(b.addr + b.bytes for b in s.regions), s.tp)
+        sizes = max(_chip_sizes(s, kinds, rank) for rank in s.rank_classes())
+        sizes += (s.tp,)
         last = runs[-1][0][-1] if runs else None
         if last is not None and runs[-1][1] == sizes and s.first_chip == last.first_chip + last.tp:  # chips in a row
             runs[-1][0].append(s)
@@ -262,6 +262,13 @@ def _memory_map(memory: MemoryMap) -> Table:
                       _span(first.first_chip, last.first_chip + last.tp - 1), str(first.tp),
                       *(f"{b / scale:,.2f}" for b in sizes[:-1]))
     return table
+
+
+def _chip_sizes(s: StageMemory, kinds: tuple[str, ...], rank: int) -> tuple[int, ...]:
+    """What the stage's chip of `rank` holds of each kind (the larger of the two phases'), then its top address;
+    ordered so that max() takes the chip of most weights (a subset stage's blocks of ranks differ)."""
+    sizes = tuple(max(sum(b.bytes for b in s.blocks(ph, (k,), rank)) for ph in ("decode", "prefill")) for k in kinds)
+    return (*sizes, max(b.addr + b.bytes for b in s.regions if b.on(rank)))
 
 
 def _span(a: int, b: int) -> str:

@@ -90,7 +90,8 @@ RESIDENT = ("tier", "param", "state")  # what every phase finds at one address (
 
 
 def memory_map(decode: list[StageCode], prefill: list[StageCode], verify: list[StageCode] | None = None) -> dict:
-    """Each stage's SRAM map (every chip of a stage has the same layout). Weights and caches
+    """Each stage's SRAM map (every chip of a stage has the same layout, but for the params only a block of its
+    ranks holds: a subset stage's, each with its `ranks`, the blocks sharing addresses). Weights and caches
     ("phase": "both") sit where every phase finds them; above them each phase lays out its own
     inputs, ports and activation arena, which overlap the other phases' (they never run at once)."""
     stages = []
@@ -105,5 +106,6 @@ def memory_map(decode: list[StageCode], prefill: list[StageCode], verify: list[S
             regions += [(*r, phase) for r in code.memory_map if r[0] not in RESIDENT]
         stages.append({"index": d.index, "first_chip": d.first_chip, "tp": d.tp,
                        "regions": [{"kind": k, "name": n, "addr": a, "bytes": b, "phase": ph}
+                                   | ({"ranks": list(d.held[n])} if n in d.held else {})
                                    for k, n, a, b, ph in regions]})
     return {"stages": stages}

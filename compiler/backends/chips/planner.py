@@ -275,21 +275,22 @@ class ChipLayout(Layout):
 
     def _prefill_sums(self, c: Candidate, chunk: int, reach: int | None, across: bool) -> tuple[Breakdown, Breakdown]:
         """The stage's units' prefill figures and what its boundaries save (_boundaries), each summed in unit
-        order, built stop by stop: a stage's sums are those of the stage one unit shorter plus its last unit's
-        (the same additions, so the same floats; lowered_together's runs of a stage's first units are those
-        of the shorter stage), so the candidates from one first unit on one group share them."""
-        sums = self._figures.setdefault(("prefill sums", c.first, c.tp, c.split, chunk, reach, across), {})
-        stop = c.stop
-        while stop > c.first and stop not in sums:
-            stop -= 1
-        units, boundaries = sums[stop] if stop > c.first else (Breakdown(), Breakdown())
+        order, built on from the sums last built for a stage of the same first unit and group when that stage
+        is no longer (the same additions, so the same floats; lowered_together's runs of a stage's first units
+        are those of the shorter stage): chunk_s asks for the candidates of one first unit and group in rising
+        stops. Only the last sums are kept a key: a sum at every stop, for every chunk and reach the TTFT
+        search tries, held most of the planner's memory (405B on h100: 0.75M pairs of Breakdowns)."""
+        key = ("prefill sums", c.first, c.tp, c.split, chunk, reach, across)
+        stop, units, boundaries = self._figures.get(key, (c.first, Breakdown(), Breakdown()))
+        if stop > c.stop:
+            stop, units, boundaries = c.first, Breakdown(), Breakdown()
         pre = self._prefill_costs(c, chunk, reach)
         starts = self._run_starts(self.units_[c.first:c.stop])
         for i in range(stop - c.first, c.stop - c.first):
             units = units + self._unit_figures(pre[i], across)[0]
             if i:
                 boundaries = boundaries + boundary_time(pre[i - 1], pre[i], i not in starts, self.system)
-            sums[c.first + i + 1] = units, boundaries
+        self._figures[key] = c.stop, units, boundaries
         return units, boundaries
 
     def _run_starts(self, units: Sequence) -> frozenset[int]:

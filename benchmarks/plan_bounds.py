@@ -27,7 +27,7 @@ from compiler.plan import search
 from compiler.planner import make_plan
 from ir.ops import Opcode, expert_passes
 
-MODELS = ["llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-2-70b", "mistral-7b", "qwen2-7b",
+MODELS = ["llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-3.2-1b", "llama-2-70b", "mistral-7b", "qwen2-7b",
           "mixtral-8x7b", "mamba-2.8b", "jamba-v0.1", "deepseek-v3"]
 
 

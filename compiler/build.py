@@ -94,7 +94,10 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     check_weights_fit(source, graphs.decode)
     progress("partitioning")
     asked = options
-    plan, options = plan_placed(model, plan_system, options, pinned=pinned, known={asked: (config.name, graphs)})
+    # A speculative target keeps its embedding on its first stage, as `plan --draft` plans it: the verify step
+    # is costed and lowered on the target's stages as pinned, without the head's lookup.
+    plan, options = plan_placed(model, plan_system, options, pinned=pinned, known={asked: (config.name, graphs)},
+                                embeddings=speculation is None)
     if options != asked:  # the KV tier placed: lowered again with it
         graphs = lower_config(config, options, system=system)
     verify = {}

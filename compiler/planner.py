@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compiler.backends import backend_for
+from compiler.codegen.phase import embedding_refusal
 from compiler.formats import check_storable, format_rates
 from compiler.frontend import build_graph, load_model_config
 from compiler.frontend.config import ModelConfig
@@ -21,7 +23,7 @@ from compiler.passes.quantize_kv import QuantizeKV
 from compiler.plan import Plan, kv_tiers
 from compiler.plan.reader import PlanFile
 from compiler.plan.search import plan_from_layout
-from ir.errors import ConfigError
+from ir.errors import ConfigError, DoesNotFitError
 from ir.graph import Graph
 from ir.ops import Opcode
 from ir.parser import parse_graph
@@ -105,37 +107,40 @@ def make_plan(model: str, target: str, options: CompileOptions, idle_s: float | 
     return make_plan_on(model, load_target(target), options, idle_s)
 
 
-def make_plan_on(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None) -> Plan:
+def make_plan_on(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None,
+                 embeddings: bool = True) -> Plan:
     """`make_plan` on an already loaded target (a sweep's target after its field overrides); `idle_s`
-    adds where an idle conversation's KV should wait (kv_tiers.idle)."""
+    adds where an idle conversation's KV should wait (kv_tiers.idle); `embeddings`: plan_graphs'."""
     start = time.perf_counter()
     if is_graph_file(model):
         options = graph_file_options(options)
-    plan, _ = plan_placed(model, system, options, idle_s)
+    plan, _ = plan_placed(model, system, options, idle_s, embeddings=embeddings)
     return replace(plan, wall_s=time.perf_counter() - start)
 
 
 def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s: float | None = None,
-                pinned: PlanFile | None = None, known: dict[CompileOptions, tuple[str, Lowered]] | None = None
-                ) -> tuple[Plan, CompileOptions]:
+                pinned: PlanFile | None = None, known: dict[CompileOptions, tuple[str, Lowered]] | None = None,
+                embeddings: bool = True) -> tuple[Plan, CompileOptions]:
     """The plan with its KV cache placed by --kv-tier (compiler/plan/kv_tiers.py), and the options its graphs
     were lowered with (a concrete tier and hot window). `known`: (name, graphs) the caller already lowered
-    at some options (graphs are immutable), used instead of lowering them again."""
+    at some options (graphs are immutable), used instead of lowering them again. `embeddings`: plan_graphs'."""
     def plan_at(placed: CompileOptions) -> Plan:
         # A config the target could never hold in SRAM is refused at once; below SRAM it may fit.
         name, graphs = (known or {}).get(placed) or lower(model, placed, system if placed.kv_tier == "sram" else None,
                                                           system)
-        return plan_graphs(name, graphs, system, placed, pinned, causal=not is_graph_file(model))
+        return plan_graphs(name, graphs, system, placed, pinned, causal=not is_graph_file(model),
+                           embeddings=embeddings)
 
     return kv_tiers.place(plan_at, system, options, idle_s, pinned.placement if pinned else None)
 
 
 def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: CompileOptions,
-                pinned: PlanFile | None = None, causal: bool = True) -> Plan:
+                pinned: PlanFile | None = None, causal: bool = True, embeddings: bool = False) -> Plan:
     """The partitioner and performance model on already lowered graphs, through the target's backend;
     with `pinned`, the layout of a plan file (`compile --plan`) costed afresh instead of a search.
     Prefill is causal (compiler.plan.reach) where the backend lowers it so and the model attends;
-    `causal` false: a graph file, one step of its own rows over whatever cache it declares."""
+    `causal` false: a graph file, one step of its own rows over whatever cache it declares. `embeddings`: a tied
+    table's lookup may run on the head's chips where the objective gains (_embedding_choice)."""
     if options.embed_on_host and not system.is_mesh:
         raise ConfigError(f"--embed-on-host: {system.name} holds its embedding table; only wafer targets stream "
                           "the token's row in from the host")
@@ -144,10 +149,51 @@ def plan_graphs(name: str, graphs: Lowered, system: SystemSpec, options: Compile
     backend.check(graphs.decode, system)
     if pinned is not None:
         pinned.check_for(name, system.name, options)
-    layout = backend.layout(graphs.decode, graphs.prefill, system, options, every=pinned is not None)
+        if pinned.embedding and not backend.embeddings:
+            raise ConfigError(f"{pinned.path}: stages[].embedding: the {backend.name} backend runs the embedding on "
+                              "the first stage")
     causal = causal and backend.causal and attends(graphs.prefill)
-    plan = plan_from_layout(name, system.name, options, layout, _totals(graphs), pinned, causal)
+    if pinned is not None or not (embeddings and backend.embeddings and tied(graphs.decode)):
+        kind = {"embedding": True} if pinned is not None and pinned.embedding else {}
+        layout = backend.layout(graphs.decode, graphs.prefill, system, options, every=pinned is not None, **kind)
+        plan = plan_from_layout(name, system.name, options, layout, _totals(graphs), pinned, causal)
+    else:
+        def plan_of(on_head: bool) -> Plan:
+            layout = backend.layout(graphs.decode, graphs.prefill, system, options, embedding=on_head)
+            return plan_from_layout(name, system.name, options, layout, _totals(graphs), None, causal)
+
+        plan = _embedding_choice(plan_of, options)
     return replace(plan, decode=plan.decode | {"formats": format_rates(system, options)})
+
+
+def tied(graph: Graph) -> bool:
+    """Whether the head reads the embedding's table (a tied table the head's chips could look rows up in)."""
+    return embedding_refusal(graph, 2, [1]) is None
+
+
+def _embedding_choice(plan_of: Callable[[bool], Plan], options: CompileOptions) -> Plan:
+    """A tied table's plan with its lookup on the first stage or on the head's chips (held once), whichever
+    the objective prefers: the fewest chips spanned, then the lower decode latency (--objective latency, or
+    --chips: the latency first); on a tie the first stage. A layout that cannot be had is not a choice; when
+    neither can, the first stage's refusal. The plan says both (`embedding`)."""
+    plans, refusal = {}, None
+    for on_head in (False, True):
+        try:
+            plans[on_head] = plan_of(on_head)
+        except (DoesNotFitError, ConfigError) as err:
+            refusal = refusal or err
+    if not plans:
+        raise refusal
+
+    def key(p: Plan) -> tuple:
+        chips, latency = p.footprint_chips, p.decode["latency_us"]
+        return (chips, latency) if options.objective == "chips" and options.chips is None else (latency, chips)
+
+    best = min(plans, key=lambda on_head: (key(plans[on_head]), on_head))
+    said = {("head" if k else "first"): {"footprint_chips": p.footprint_chips, "decode_us": p.decode["latency_us"],
+                                         "ttft_ms": p.prefill["ttft_ms"]} for k, p in plans.items()}
+    return replace(plans[best], extra=plans[best].extra | {"embedding": {"on": "head" if best else "first",
+                                                                         "layouts": said}})
 
 
 def attends(graph: Graph) -> bool:

@@ -79,7 +79,8 @@ def proposer_options(options: CompileOptions) -> CompileOptions:
 def plan_proposer(config: ModelConfig, system: SystemSpec, options: CompileOptions, spec: Speculation) -> Proposer:
     popts = proposer_options(options)
     if spec.draft is not None:
-        return Proposer("draft", spec.draft, make_plan_on(spec.draft, system, popts))
+        # a draft keeps its embedding on its first stage: speculative runs were not checked with it on the head's
+        return Proposer("draft", spec.draft, make_plan_on(spec.draft, system, popts, embeddings=False))
     graph = mtp_graph(config, popts, config.mtp_layers + 1, system)
     plan = plan_graphs(graph.name, Lowered(graph, graph), system, replace(popts, prompt=1, prefill_chunk=1))
     return Proposer("mtp", f"{config.name} MTP", plan, config.mtp_layers, config.vocab_size * config.hidden_size)
@@ -112,7 +113,8 @@ def plan_shared(target: Plan, system: SystemSpec, options: CompileOptions, spec:
     if free == 0:
         return None, "the target's fullest chip leaves no SRAM free"
     try:
-        plan = make_plan_on(spec.draft, sharing_system(system, free), sharing_options(options, target.chips))
+        plan = make_plan_on(spec.draft, sharing_system(system, free), sharing_options(options, target.chips),
+                            embeddings=False)
     except DoesNotFitError:
         chips = f"{target.chips:,} chips"
         return None, f"the draft does not fit in the {_bytes(free)} each of the target's {chips} leaves free"

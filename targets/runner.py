@@ -336,6 +336,14 @@ def _prefill(build: Build, machine: Machine, prompts: list[list[int]], order: li
     events = [(starts[s][c], _host_inputs(build, "prefill", stage, ids[:, c * chunk:(c + 1) * chunk].reshape(-1),
                                           pos[:, c * chunk:(c + 1) * chunk].reshape(-1)))
               for s, stage in enumerate(stages) for c in range(chunks)]
+    # The head's chips look up every chunk's rows before their first chunk (a tied table held once): the
+    # host's ids and positions for a chunk are there when its lookup starts.
+    embedding = program.meta.get("embedding")
+    if embedding is not None:
+        stage = stages[embedding["stage"]]
+        events += [(at, _host_inputs(build, "prefill", stage, ids[:, c * chunk:(c + 1) * chunk].reshape(-1),
+                                     pos[:, c * chunk:(c + 1) * chunk].reshape(-1)))
+                   for c, at in enumerate(embedding["starts"])]
     seen: dict[int, np.ndarray] = {}
     for c in sorted({w - 1 for w in whole if w > 0}):
         at = starts[-1][c + 1] if c + 1 < chunks else program.makespan + 1

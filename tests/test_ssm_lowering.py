@@ -63,18 +63,21 @@ def model(request, tmp_path_factory):
 
 
 def _head_apart(root: Path, name: str, target: str) -> Path:
-    """The searched plan with its last stage's head split off onto chips of its own (HEAD_APART: layers
-    on tp chips, the head on `head`): the fewest chips hold the last layer and the head in one stage, as
-    the head's vocabulary shards may be uneven, and this build is to cross two hand-offs."""
+    """The searched plan as three stages: its first stage's group holding every layer but the last, the last
+    layer on tp chips after it and the head on `head` chips of its own (HEAD_APART), the head's chips looking
+    up the tied table's rows (as the searched plan does: the table held once), so this build crosses two
+    hand-offs forward and the embedding's back to the first stage."""
     options = CompileOptions(context=64, prompt=len(PROMPT), prefill_chunk=8)
     plan = make_plan(name, target, options).to_dict()
-    *before, last = plan["stages"]
+    assert plan["embedding"]["on"] == "head"
+    first = {k: v for k, v in plan["stages"][0].items() if k != "embedding"}
     tp, head = HEAD_APART[name]
-    layers = dict(last, units=[last["units"][0], last["units"][0]], tp=tp,
-                  chip_range=[last["chip_range"][0], last["chip_range"][0] + tp - 1])
-    start = layers["chip_range"][1] + 1
-    plan["stages"] = [*before, layers, dict(last, index=last["index"] + 1, units=["head", "head"], tp=head,
-                                            chip_range=[start, start + head - 1])]
+    last = load_model_config(name).num_layers - 1
+    width = first["tp"]
+    plan["stages"] = [dict(first, units=["embed", f"layers.{last - 1}"], tp=width, chip_range=[0, width - 1]),
+                      dict(first, index=1, units=[f"layers.{last}"] * 2, tp=tp, chip_range=[width, width + tp - 1]),
+                      dict(first, index=2, units=["head", "head"], tp=head, embedding=True,
+                           chip_range=[width + tp, width + tp + head - 1])]
     path = root / "plan.json"
     path.write_text(json.dumps(plan))
     return path

@@ -49,6 +49,8 @@ class Backend:
     # Prefill's LM head over every prompt row (True) or only each sequence's last row (False: the
     # rows op picks them first, so the head's work and activations are one row a sequence a chunk).
     all_logits: bool = False
+    # Its layout can run a tied table's lookup on the head's chips (layout(..., embedding=True), Stage.embedding).
+    embeddings: bool = False
 
     def check(self, graph: Graph, system: SystemSpec) -> None:
         """Every op has a cost rule here, or one line names the first that does not."""
@@ -85,7 +87,8 @@ def _chip_refusals(op: Op) -> None:
 
 
 BACKENDS: dict[str, Backend] = {
-    "chips": Backend("chips", COSTED, EMIT, ChipLayout.of, chips_lower.lower, "queues", True, _chip_refusals),
+    "chips": Backend("chips", COSTED, EMIT, ChipLayout.of, chips_lower.lower, "queues", True, _chip_refusals,
+                     embeddings=True),
     "wafer": Backend("wafer", WORK, LOWERED, WaferLayout.of, wafer_lower.lower, "roles", False,
                      all_logits=True),  # no wafer rule for the rows op yet
 }

@@ -28,7 +28,7 @@ from compiler.partition.units import signature
 from compiler.passes.fuse import fuse_siblings
 from compiler.passes.shard import shard_unit
 from compiler.plan import Stage
-from ir.errors import DoesNotFitError
+from ir.errors import ConfigError, DoesNotFitError
 from ir.graph import Graph, Value
 from ir.isa import Op
 from ir.ops import Opcode, tier_operands
@@ -57,15 +57,16 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
     builder = builder or StageBuilder(system, graph.inputs, outputs, max(s.first_chip + s.tp for s in stages))
     scopes = graph.scopes()
     owner = _owner(scopes, stages)
+    head = embedding_stage(graph, stages)
+    if head is not None:  # the embedding runs on the head's chips (Stage.embedding)
+        owner[scopes[0]] = head
     final: dict[str, Value] = {}
-    codes, chip_ops = [], {}
-    for s in stages:
-        code = StageCode(s.index, s.tp, s.first_chip, split=s.split)
-        for scope in (sc for sc in scopes if owner[sc] == s.index):
-            ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
-            final.update(values)
-            chip_ops[scope] = fuse_siblings(ops, system.chip.matrix_dim)  # as the plan costs them (shard_cost)
-        codes.append(code)
+    codes, chip_ops = [StageCode(s.index, s.tp, s.first_chip, split=s.split) for s in stages], {}
+    for scope in scopes:  # in model order: a unit's inputs are sharded before it
+        s = stages[owner[scope]]
+        ops, values = shard_unit(list(graph.ops_in(scope)), s.tp, final, s.split)
+        final.update(values)
+        chip_ops[scope] = fuse_siblings(ops, system.chip.matrix_dim)  # as the plan costs them (shard_cost)
     uses = _last_use(graph, owner, final)
     for s, code in zip(stages, codes, strict=True):
         mine = [sc for sc in scopes if owner[sc] == s.index]
@@ -77,9 +78,12 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
                         or _is_output(r.name, final, outputs)}
             code.pieces.append(builder.unit("+".join(run), ops, s.tp, s.first_chip, exported))
     _handoffs(builder, graph, codes, owner, final, scopes)
+    if head is not None:
+        _embedding_handoff(builder, codes, head, chip_ops[scopes[0]], chip_ops, owner)
     codes[-1].outputs = {v.name: final.get(v.name, v) for v in graph.outputs}
     for i, code in enumerate(codes):
-        # Per stage: a tied table is a param of two stages, sharded over each one's own group.
+        # Per stage: a tied table is a param of two stages, sharded over each one's own group (of one where
+        # the embedding runs on the head's chips).
         values = {v.name: v for sc in scopes if owner[sc] == i for op in chip_ops[sc]
                   for v in (*op.operands, *op.results)}
         values.update((v.name, v) for v in graph.inputs)
@@ -90,6 +94,38 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
         layout(code, system, graph.inputs, values | own, keep, {v.name for v in graph.state},
                arena_floor[i] if arena_floor else (), _below(graph), sram_base)
     return codes
+
+
+def embedding_stage(graph: Graph, stages: Sequence[Stage]) -> int | None:
+    """The stage whose chips run the first stage's embedding unit (Stage.embedding), or None: the last, on
+    which the head reads the same table (tied), of a plan of several stages. ConfigError for a layout the
+    lowering cannot run."""
+    at = [s.index for s in stages if s.embedding]
+    if not at:
+        return None
+    why = embedding_refusal(graph, len(stages), at)
+    if why:
+        raise ConfigError(f"the embedding on the head's chips: {why}")
+    return at[0]
+
+
+def embedding_refusal(graph: Graph, stages: int, at: Sequence[int]) -> str | None:
+    """Why the embedding unit cannot run on stage `at`'s chips (None: it can): it must be one stage, the last
+    of several, the first unit must be the embedding alone, its table read by the head (a tied table), and
+    its rows read only by the first stage's first layer."""
+    scopes = graph.scopes()
+    embed = list(graph.ops_in(scopes[0]))
+    if len(at) != 1 or at[0] != stages - 1 or stages < 2:
+        return "only the last of several stages (the head's) runs it"
+    if len(embed) != 1 or embed[0].opcode is not Opcode.EMBED:
+        return f"the first unit ({scopes[0]}) is not an embedding lookup alone"
+    table = embed[0].operands[1].name
+    if not any(v.name == table for op in graph.ops_in(scopes[-1]) for v in op.operands):
+        return "the head does not read the embedding's table (the model's embeddings are not tied)"
+    rows = embed[0].results[0].name
+    if any(v.name == rows for op in graph.ops if op.scope not in scopes[:2] for v in op.operands):
+        return f"units past {scopes[1]} read the embedding's rows"
+    return None
 
 
 def _below(graph: Graph) -> set[str]:
@@ -168,27 +204,61 @@ def _handoffs(builder: StageBuilder, graph: Graph, codes: list[StageCode], owner
             codes[b + 1].pieces.insert(k, recv)
 
 
+def _embedding_handoff(builder: StageBuilder, codes: list[StageCode], head: int, embed_ops: list,
+                       chip_ops: dict[str, list], owner: dict[str, int]) -> None:
+    """The head's stage runs the embedding (its own vocabulary shard of the tied table: partial rows reduced
+    over its group) and hands the rows to the first stage: both pieces lead the head's, run for every chunk
+    before its first (StageCode.early, timeline), the first stage receiving first."""
+    rows = [r for op in embed_ops for r in op.results if r.name in
+            {v.name for sc, ops in chip_ops.items() if owner[sc] == 0 for op in ops for v in op.operands}]
+    code, first = codes[head], codes[0]
+    embed = next(i for i, p in enumerate(code.pieces) if p.kind == "unit")
+    piece = code.pieces.pop(embed)
+    sends, recvs = [], []
+    for k, value in enumerate(rows):
+        send, recv = builder.handoff(value, (code.first_chip, code.tp), (first.first_chip, first.tp), k * 64)
+        sends.append(send)
+        recvs.append(recv)
+    code.pieces[0:0] = [piece, *sends]
+    code.early = 1 + len(sends)
+    first.pieces[0:0] = recvs
+
+
 def timeline(variants: Sequence[Sequence], per_chunk: Sequence[int], ready: int = 0,
-             leads: list[list[list[int | None]]] | None = None) -> list[Placed]:
+             leads: list[list[list[int | None]]] | None = None, early: Sequence[int] = ()) -> list[Placed]:
     """Start cycle of every piece instance (see the module docstring), every stage free from `ready`;
     chunk c runs the pieces of variant `per_chunk[c]`. `variants[v][s].pieces`: stage s of variant v's
     (codegen.stage.Piece), each as long as its template, a hand-off sender's data on the far side `land`
     cycles after its start; `leads[v][s][i]`: for a hand-off that trails (cost.handoff_trails), the cycles
     until it has read what it sends: the stage goes on from there while its SENDs run, and its next
     trailing hand-off starts once they have ended (None: the piece holds the stage for its whole span).
+    `early[s]`: stage s's leading pieces (StageCode.early: the head's embedding and its hand-off to the first
+    stage), run for every chunk in turn before the stage's first chunk, on the same chips and so never beside
+    its other pieces; the first stage starts a chunk once their data for it has landed.
     Any backend's pipeline: the chip stages', the wafer regions'."""
     # the same for every chunk of a variant, so read off the templates once
     spans = [[[p.code.template.makespan for p in st.pieces] for st in stages] for stages in variants]
     free = [ready] * len(spans[0])
     links = [ready] * len(spans[0])  # when each stage's trailing SENDs have ended
+    early = list(early) or [0] * len(free)
     placed: list[Placed] = []
+    landed = [0] * len(per_chunk)  # when each chunk's rows from the early pieces are across
+    for s in (s for s, n in enumerate(early) if n):
+        for c, v in enumerate(per_chunk):
+            for i in range(early[s]):
+                placed.append(Placed(s, i, c, free[s], v))
+                p = variants[v][s].pieces[i]
+                if p.land is not None:
+                    landed[c] = max(landed[c], free[s] + p.land)
+                free[s] += spans[v][s][i]
     for c, v in enumerate(per_chunk):
-        arrival = 0
+        arrival = landed[c]
         for s in range(len(free)):
             start = max(free[s], arrival)
             arrival = 0
             trail = leads[v][s] if leads else [None] * len(spans[v][s])
-            for i, (span, p, lead) in enumerate(zip(spans[v][s], variants[v][s].pieces, trail, strict=True)):
+            for i in range(early[s], len(spans[v][s])):
+                span, p, lead = spans[v][s][i], variants[v][s].pieces[i], trail[i]
                 if lead is not None:
                     start = max(start, links[s])
                 placed.append(Placed(s, i, c, start, v))
@@ -224,28 +294,41 @@ def _top_stream(code: StageCode) -> int:
     return max((max(streams_used(p.code.template), default=-1) for p in code.pieces if p.kind != "send"), default=-1)
 
 
-def chunk_starts(placed: list[Placed], stages: int, chunks: int) -> list[list[int]]:
-    """The cycle each stage starts each chunk: when the host's inputs for it must be in place."""
+def chunk_starts(placed: list[Placed], stages: int, chunks: int, early: Sequence[int] = ()) -> list[list[int]]:
+    """The cycle each stage starts each chunk: when the host's inputs for it must be in place. `early`: each
+    stage's leading pieces (timeline), which are not the chunk's start; early_starts gives theirs."""
+    early = list(early) or [0] * stages
     starts = [[-1] * chunks for _ in range(stages)]
     for pl in placed:
-        if starts[pl.stage][pl.chunk] < 0:
+        if pl.piece >= early[pl.stage] and starts[pl.stage][pl.chunk] < 0:
             starts[pl.stage][pl.chunk] = pl.start
     return starts
 
 
-def tag_runs(phase: str, placed: list[Placed], kind: Callable[[Placed], str], group: Callable[[Placed], tuple]
-             ) -> dict[tuple, list[tuple[int, int]]]:
+def early_starts(placed: list[Placed], stage: int, chunks: int) -> list[int]:
+    """The cycle a stage's leading pieces (timeline's `early`: the head's embedding) start each chunk: when
+    the host's token ids for it must be in place on its chips."""
+    starts = [-1] * chunks
+    for pl in placed:
+        if pl.stage == stage and pl.piece == 0 and starts[pl.chunk] < 0:
+            starts[pl.chunk] = pl.start
+    return starts
+
+
+def tag_runs(phase: str, placed: list[Placed], kind: Callable[[Placed], str], group: Callable[[Placed], tuple],
+             back: int | None = None) -> dict[tuple, list[tuple[int, int]]]:
     """Every piece instance's (start cycle, tag base), in time order, under the key `group` gives it (the
     instances one instantiate call places); `kind` is its piece's ("unit", "send" or "recv"). Each
     instance has its own block of tags (numbered densely), and a boundary's hand-off (the sender's piece
     and the receiver's) one shared: the interpreter pairs messages only among instances whose tags can
-    meet, so these small universes keep its work per piece, not per chunk. Any backend's pieces."""
+    meet, so these small universes keep its work per piece, not per chunk. `back`: the stage that hands off
+    to the first (the head's embedding rows): the first stage's receivers share its block. Any backend's pieces."""
     tag_bases: dict[tuple, int] = {}
     runs: dict[tuple, list[tuple[int, int]]] = {}
     for pl in placed:
         k = kind(pl)
         key = (pl.chunk, "unit", pl.stage, pl.piece) if k == "unit" else \
-            (pl.chunk, "handoff", pl.stage if k == "send" else pl.stage - 1)
+            (pl.chunk, "handoff", pl.stage if k == "send" else back if pl.stage == 0 else pl.stage - 1)
         tag_base = tag_bases.setdefault(key, len(tag_bases)) * TAG_SPACE
         runs.setdefault(group(pl), []).append((pl.start, tag_base))
     if len(tag_bases) * TAG_SPACE >= 2**31:
@@ -277,25 +360,36 @@ def lower_phase(phase: str, graphs: Sequence[Graph], chunks: Sequence[int], stag
     variants = build_variants(graphs, stages, system, sram_base)
     codes = variants[-1]
     leads = [_leads(codes, system) for codes in variants]
-    placed = timeline(variants, [v for v, n in enumerate(chunks) for _ in range(n)], timing.sync_cycles, leads)
+    early = [c.early for c in codes]
+    back = next((s for s, n in enumerate(early) if n), None)  # the head's stage, when it runs the embedding
+    placed = timeline(variants, [v for v, n in enumerate(chunks) for _ in range(n)], timing.sync_cycles, leads,
+                      early)
     blocks = Blocks()
     for code in codes:
         sync(blocks, code, timing)
     fn_args: dict[tuple, int] = {}
     runs = tag_runs(phase, placed, lambda pl: codes[pl.stage].pieces[pl.piece].kind,
-                    lambda pl: (_shared_variant(variants, pl), pl.stage, pl.piece))
+                    lambda pl: (_shared_variant(variants, pl), pl.stage, pl.piece), back)
     for (variant, stage, index), starts in runs.items():
         own = variants[variant]
         code, piece = own[stage], own[stage].pieces[index]
-        neighbours = (own[stage - 1].first_chip if stage else 0,
-                      own[stage + 1].first_chip if stage + 1 < len(own) else 0)
         start, tag = np.array(starts, dtype=np.int64).T
         instantiate(blocks, piece.code.template, code.first_chip, piece.ranks if piece.ranks is not None else code.tp,
-                    start, tag, fn_args, stage_base(code, index), system, neighbours)
+                    start, tag, fn_args, stage_base(code, index), system, _neighbours(own, stage, back))
     chips = max(c.first_chip + c.tp for c in codes)
+    total = sum(chunks)
     meta = {"stages": [{"index": c.index, "first_chip": c.first_chip, "tp": c.tp} for c in codes],
-            "chunks": sum(chunks), **({"variant_chunks": list(chunks)} if len(chunks) > 1 else {}),
-            "fn_args": [dict(a) for a in fn_args], "chunk_starts": chunk_starts(placed, len(codes), sum(chunks)),
+            "chunks": total, **({"variant_chunks": list(chunks)} if len(chunks) > 1 else {}),
+            "fn_args": [dict(a) for a in fn_args], "chunk_starts": chunk_starts(placed, len(codes), total, early),
+            **({"embedding": {"stage": back, "starts": early_starts(placed, back, total)}} if back is not None
+               else {}),
             "activations": activation_dtype(graphs[-1]).value}
     return blocks.program(phase, target_name, chips, timing.clock_hz, meta, dialect="queues"), codes
 
+
+def _neighbours(codes: Sequence[StageCode], stage: int, back: int | None) -> tuple[int, int]:
+    """The first chips of the stages a stage receives from and sends to: the ones before and after it, the
+    first stage's from and the head's to each other where the head runs the embedding (`back`)."""
+    prev = codes[stage - 1].first_chip if stage else codes[back].first_chip if back is not None else 0
+    nxt = codes[stage + 1].first_chip if stage + 1 < len(codes) else codes[0].first_chip if back == stage else 0
+    return prev, nxt

@@ -57,6 +57,9 @@ class StageCode:
     memory_map: list[tuple[str, str, int, int]] = field(default_factory=list)  # (kind, name, addr, bytes)
     outputs: dict[str, Value] = field(default_factory=dict)  # the graph's outputs held here, per chip
     split: bool = False  # the plan stage's kv_layout is "split" (passes.shard.shard_unit's `split`)
+    # Leading pieces that run for every chunk before the stage's first (the head's embedding of a tied table
+    # and its hand-off to the first stage: phase.timeline), each chunk's after the one before.
+    early: int = 0
 
 
 class StageBuilder:

@@ -13,7 +13,7 @@ choose a path through exactly."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from compiler.partition.chaining import run_boundary
 from compiler.partition.cost import Breakdown, boundary_time, handoff, hop_s, unit_time
@@ -81,17 +81,26 @@ def can_straddle(tp: int, system: SystemSpec) -> bool:
 
 
 def enumerate_candidates(units: list[Unit], tables: CostTables, crossing: list[int], system: SystemSpec,
-                         keep_dominated: bool = False, reserved_bytes: int = 0) -> list[Candidate]:
+                         keep_dominated: bool = False, reserved_bytes: int = 0, embedding: bool = False
+                         ) -> list[Candidate]:
     """All stages that fit a chip, in (first, stop, tp) order; `reserved_bytes` of every chip's SRAM
-    hold the phase's inputs (token ids, positions), which every stage's layout places."""
+    hold the phase's inputs (token ids, positions), which every stage's layout places. `embedding`: the
+    first unit (a tied table's lookup) runs on the last stage's chips over the head's shard of the table
+    (codegen.phase.embedding_stage): a first stage costs its units past it and their rows' hand-off in from
+    that stage (assumed as wide and one hop away, as every hand-off), a last stage adds the lookup's time and
+    activations and no bytes (its table is the head's), and no stage holds the whole model."""
     out: list[Candidate] = []
-    for first in range(len(units)):
-        out.extend(_from(first, units, tables, crossing, system, keep_dominated, reserved_bytes))
+    last = len(units)
+    for first in range(1 if embedding else 0, last):
+        row = _from(first, units, tables, crossing, system, keep_dominated, reserved_bytes, embedding)
+        if embedding and first == 1:  # the first stage: its units past the embedding
+            row = [replace(c, first=0) for c in row if c.stop < last]
+        out.extend(row)
     return out
 
 
 def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int], system: SystemSpec,
-          keep_dominated: bool, reserved_bytes: int = 0) -> list[Candidate]:
+          keep_dominated: bool, reserved_bytes: int = 0, embedding: bool = False) -> list[Candidate]:
     usable = system.chip.usable_sram_bytes - reserved_bytes
     sizes = set(units[first].sizes)
     groups = [(t, split) for t in sorted(sizes) for split in (False, True)]
@@ -124,6 +133,15 @@ def _from(first: int, units: list[Unit], tables: CostTables, crossing: list[int]
                 pre[t, split] += tables.prefill[u][g]
                 across[t, split] += tables.straddle[u][g]
         live = [(t, split) for t in sorted(sizes) for split in (False, True) if splits[t] or not split]
+        if embedding and stop == len(units) and first > 1:  # the last stage also runs the embedding
+            live = [g for g in live if (g[0], False) in units[0].decode]
+            resident, act, time, pre, across = (dict(d) for d in (resident, act, time, pre, across))
+            for g in live:
+                e = (g[0], False)
+                act[g] = max(act[g], tables.act[0][e])
+                time[g] = time[g] + tables.time[0][e]
+                pre[g] += tables.prefill[0][e]
+                across[g] += tables.straddle[0][e]
         fits = [g for g in live if resident[g] + act[g] <= usable]
         if not fits and not any(resident[g] <= usable for g in live):
             break  # adding units only grows the memory needed
@@ -166,9 +184,10 @@ def _undominated(row: list[Candidate], prefill: dict[tuple[int, bool], float]) -
     return kept
 
 
-def resident_total(units: list[Unit]) -> int:
-    """Every byte that must be resident: each unit on one chip, or split as it must be."""
-    return sum(u.decode[1, False].resident_bytes if (1, False) in u.decode else _whole(u) for u in units)
+def resident_total(units: list[Unit], repeated: int = 0) -> int:
+    """Every byte that must be resident: each unit on one chip, or split as it must be, less the `repeated`
+    bytes of params several units read (units.repeated_params: a tied table counts once)."""
+    return -repeated + sum(u.decode[1, False].resident_bytes if (1, False) in u.decode else _whole(u) for u in units)
 
 
 def capacity_lower_bound(total_bytes: int, device_bytes: int) -> int:

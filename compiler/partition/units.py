@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from compiler.frontend.options import CompileOptions
-from compiler.partition.shard_cost import ShardCost, Staging, chip_cost, shard_cost
+from compiler.partition.shard_cost import ShardCost, Staging, align, chip_cost, is_resident, shard_cost
 from compiler.passes.shard import ShardTensorParallel, allowed_tp, lowers_split, splits_kv
 from ir.graph import Graph, Op, sorted_attrs
 from ir.ops import OPDEFS, Opcode
@@ -86,6 +86,19 @@ def build_units(decode: Graph, prefill: Graph, options: CompileOptions, limit: i
                            {g: chip_cost(chip_pre[g], g[0], least, alignment, tile, panel, staging).act_bytes
                             for g in groups})
     return [Unit(scope, kind, *costs[kind]) for scope, kind in zip(scopes, kinds, strict=True)]
+
+
+def repeated_params(graph: Graph, alignment: int) -> int:
+    """Bytes a sum of the units' resident bytes counts more than once: a param ops of several units read (a
+    tied table, the embedding's and the head's), once per reader past the first, as one chip holds it (each
+    buffer from an `alignment`-byte boundary). A capacity bound subtracts them: one copy must be resident."""
+    params = {p.name: p.type.nbytes for p in graph.params}
+    readers: dict[str, set[str]] = {}
+    for op in graph.ops:
+        for i, v in enumerate(op.operands):
+            if v.name in params and is_resident(op, i):
+                readers.setdefault(v.name, set()).add(op.scope)
+    return sum((len(scopes) - 1) * align(params[name], alignment) for name, scopes in readers.items())
 
 
 def prefill_costs(prefill: Graph, units: list[Unit], needed: set[tuple[int, int, bool]], rows_scale: float,

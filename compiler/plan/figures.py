@@ -21,6 +21,8 @@ class Timed(Protocol):
     prefill_trailing_s: float  # of prefill, what a trailing hand-off in takes on the wires alone
     prefill_bound_trailing_s: float  # of prefill_bound_s, likewise
     prefill_hold_s: float  # a hand-off in that does not trail: how long it holds the stage before (its SENDs)
+    prefill_early_s: float  # a chunk's lookup the stage runs for every chunk before its first (reach.pipelined)
+    prefill_early_bound_s: float
 
 
 def decode_figures(timed: Sequence[Timed], options: CompileOptions) -> dict:
@@ -48,11 +50,12 @@ def prefill_figures(timed: Sequence[Sequence[Timed]], runs: Sequence[Variant], c
     per_chunk = chunk_variants(runs)
     ttft = ttft_s(timed, runs)
     bound = pipelined([[t.prefill_bound_s for t in ts] for ts in timed], per_chunk,
-                      [[t.prefill_bound_trailing_s for t in ts] for ts in timed])
+                      [[t.prefill_bound_trailing_s for t in ts] for ts in timed], None,
+                      [ts[-1].prefill_early_bound_s for ts in timed])
     # a stage's own work (less the SENDs of a hand-off in that does not trail, plus those of its hand-off out)
     # and its trailing hand-off's wires each take every chunk in turn
     period = max(max(sum(timed[v][s].prefill.total_s - timed[v][s].prefill_trailing_s - timed[v][s].prefill_hold_s
-                         + _hold(timed[v], s) for v in per_chunk),
+                         + _hold(timed[v], s) + timed[v][s].prefill_early_s for v in per_chunk),
                      sum(timed[v][s].prefill_trailing_s for v in per_chunk)) for s in range(len(timed[0])))
     total = sum((t.prefill.scaled(run.chunks) for ts, run in zip(timed, runs, strict=True) for t in ts), Breakdown())
     return {"ttft_ms": _r(ttft * 1e3), "ttft_bound_ms": _r(bound * 1e3), "period_ms": _r(period * 1e3),
@@ -65,12 +68,15 @@ def ttft_s(timed: Sequence[Sequence[Timed]], runs: Sequence[Variant]) -> float:
     minimises)."""
     return pipelined([[t.prefill.total_s for t in ts] for ts in timed], chunk_variants(runs),
                      [[t.prefill_trailing_s for t in ts] for ts in timed],
-                     [[t.prefill_hold_s for t in ts] for ts in timed])
+                     [[t.prefill_hold_s for t in ts] for ts in timed], [ts[-1].prefill_early_s for ts in timed])
 
 
 def _hold(stages: Sequence[Timed], s: int) -> float:
-    """How long the hand-off out of stage s holds it (the next stage's prefill_hold_s; none out of the last)."""
-    return stages[s + 1].prefill_hold_s if s + 1 < len(stages) else 0.0
+    """How long the hand-off out of stage s holds it (the next stage's prefill_hold_s; out of the last, the first
+    stage's where the last runs the embedding and hands its rows to it)."""
+    if s + 1 < len(stages):
+        return stages[s + 1].prefill_hold_s
+    return stages[0].prefill_hold_s if stages[s].prefill_early_s and len(stages) > 1 else 0.0
 
 
 # What lies between the scheduled latency and the physical bound, in the order inspect prints it.

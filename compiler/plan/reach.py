@@ -46,7 +46,7 @@ def chunk_variants(runs: Sequence[Variant]) -> list[int]:
 
 def pipelined(stage_s: Sequence[Sequence[float]], per_chunk: Sequence[int],
               trailing_s: Sequence[Sequence[float]] | None = None,
-              holds_s: Sequence[Sequence[float]] | None = None) -> float:
+              holds_s: Sequence[Sequence[float]] | None = None, early_s: Sequence[float] | None = None) -> float:
     """Seconds until the last stage finishes the last chunk: a stage starts chunk i when it has finished
     chunk i - 1 and the previous stage has finished chunk i (its hand-off is part of the stage's time).
     `stage_s[v][s]`: stage s's time for a chunk of variant v; `per_chunk`: each chunk's variant.
@@ -55,11 +55,21 @@ def pipelined(stage_s: Sequence[Sequence[float]], per_chunk: Sequence[int],
     carried the chunk before, and neither stage is busy with it. `holds_s[v][s]`: the part of stage s's time a
     hand-off into it that does not trail spends in the sender's SENDs (codegen.phase.timeline's send piece):
     they hold stage s - 1 once it has finished the chunk, so it starts its next chunk after them, and stage s
-    starts when they end (the data has landed) or when it is free, whichever is later."""
+    starts when they end (the data has landed) or when it is free, whichever is later. `early_s[v]`: the last
+    stage's lookup of a chunk of variant v (the embedding on the head's chips, codegen.phase.timeline's early
+    pieces), run for every chunk in turn before its first; the first stage's hand-off in comes from it, its SENDs
+    (holds_s[v][0]) holding the last stage, and the first stage starts a chunk as they end."""
     done = [0.0] * (len(stage_s[0]) if stage_s else 0)
     wires = [0.0] * len(done)
+    landed, lead = [], 0.0
     for v in per_chunk:
-        ready = 0.0
+        if early_s and any(early_s):
+            lead += early_s[v] + (holds_s[v][0] if holds_s else 0.0)
+        landed.append(lead)
+    if done and lead:
+        done[-1] = lead
+    for c, v in enumerate(per_chunk):
+        ready = landed[c] - (holds_s[v][0] if holds_s and lead else 0.0)  # the hold is in the lead
         for s, t in enumerate(stage_s[v]):
             w = trailing_s[v][s] if trailing_s else 0.0
             if w:

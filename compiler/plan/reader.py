@@ -32,6 +32,7 @@ class PinnedStage:
     first_chip: int | None = None
     region: tuple[int, ...] | None = None
     split: bool | None = None
+    embedding: bool = False  # the embedding unit runs on this stage's chips (records.Stage.embedding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,11 @@ class PlanFile:
     options: dict
     stages: tuple[PinnedStage, ...]
     placement: tuple[str, int | None] | None = None  # the KV tier and hot window the plan chose (kv_tiers)
+
+    @property
+    def embedding(self) -> bool:
+        """Whether some stage's chips run the first stage's embedding (records.Stage.embedding)."""
+        return any(s.embedding for s in self.stages)
 
     def check_for(self, model: str, target: str, options: CompileOptions) -> None:
         """One line when the plan was made for another model, target, or graph-shaping option."""
@@ -132,7 +138,11 @@ def _stage(where: str, i: int, s: object) -> PinnedStage:
     layout = s.get("kv_layout")
     if layout not in (None, "split", "whole"):
         raise ConfigError(f"{at}.kv_layout: must be \"split\" or \"whole\", got {layout!r}")
-    return PinnedStage(units[0], units[1], tp, first_chip=first, split=None if layout is None else layout == "split")
+    embedding = s.get("embedding", False)
+    if not isinstance(embedding, bool):
+        raise ConfigError(f"{at}.embedding: must be true or false, got {embedding!r}")
+    return PinnedStage(units[0], units[1], tp, first_chip=first, split=None if layout is None else layout == "split",
+                       embedding=embedding)
 
 
 def _count(at: str, key: str, value: object, least: int) -> int:

@@ -74,6 +74,9 @@ class Stage:
     experts: str | None = None  # how the stage's experts are spread (passes.shard.expert_placement)
     tier: dict | None = None  # cold KV below SRAM, per chip: tier, bytes held, decode fetch and exposed us
     kv_layout: str | None = None  # "split" or "whole" where the group could take either (passes.shard.splits_kv)
+    # The first stage's embedding unit runs on this (the head's) stage's chips, over the head's shard of the
+    # tied table, its rows handed to the first stage: the table is held once (codegen.phase, embedding_stage).
+    embedding: bool = False
 
     @property
     def split(self) -> bool:
@@ -116,7 +119,7 @@ class Stage:
                                      for k, v in self.bound_terms.items()},
               "decode_tiles_us": round_sig(self.decode_tiles_us)} if self.bound_terms is not None else {}) | (
             {"experts": self.experts} if self.experts else {}) | ({"tier": self.tier} if self.tier else {}) | (
-            {"kv_layout": self.kv_layout} if self.kv_layout else {})
+            {"kv_layout": self.kv_layout} if self.kv_layout else {}) | ({"embedding": True} if self.embedding else {})
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,22 @@ def _summary(plan: Plan) -> Group:
                   d["binding"])
     table.add_row("decode tokens/s per user", f"{d['tokens_per_s']:,.0f}", f"{d['tokens_per_s_bound']:,.0f}", "")
     table.add_row("time to first token", f"{p['ttft_ms']:,.3f} ms", f"{p['ttft_bound_ms']:,.3f} ms", p["binding"])
-    return Group(title, table, _footer(plan), *_formats(d.get("formats", ())), *_experts(plan))
+    return Group(title, table, _footer(plan), *_formats(d.get("formats", ())), *_experts(plan), *_embedding(plan))
+
+
+def _embedding(plan: Plan) -> list[Text]:
+    """One line where the head reads the embedding's table (tied): which chips look rows up, and each layout's
+    figures where the plan chose between them."""
+    head = next((s for s in plan.stages if s.embedding), None)
+    choice = plan.extra.get("embedding")
+    if head is None and choice is None:
+        return []
+    where = (f"on the head's chips (stage {head.index}, its shard of the tied table; rows handed to stage 0)"
+             if head else "on stage 0")
+    layouts = choice["layouts"] if choice else {}
+    said = "; ".join(f"{'head' if k == 'head' else 'stage 0'}: {v['footprint_chips']} chips, {v['decode_us']:,.2f} µs, "
+                     f"TTFT {v['ttft_ms']:,.3f} ms" for k, v in layouts.items())
+    return [Text(f"embedding: {where}" + (f" (fewest chips, then decode: {said})" if said else ""), style="dim")]
 
 
 def _experts(plan: Plan) -> list[Text]:

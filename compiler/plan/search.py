@@ -61,17 +61,21 @@ class Timed:
     prefill_trailing_s: float = 0.0  # of prefill, a trailing hand-off in on the wires alone (reach.pipelined)
     prefill_bound_trailing_s: float = 0.0  # of prefill_bound_s, likewise
     prefill_hold_s: float = 0.0  # a hand-off in that does not trail: how long it holds the stage before
+    # A chunk's work the stage runs for every chunk before its first (the embedding on the head's chips:
+    # reach.pipelined's early_s), and its bound.
+    prefill_early_s: float = 0.0
+    prefill_early_bound_s: float = 0.0
 
     @classmethod
     def of(cls, index: int, scopes: list[str], placement, memory: Memory, decode: Breakdown, bound_s: float,
            prefill: Breakdown, prefill_bound_s: float, hops: int, trailing: tuple[float, float] = (0.0, 0.0),
-           hold_s: float = 0.0, **more) -> Timed:
+           hold_s: float = 0.0, early: tuple[float, float] = (0.0, 0.0), **more) -> Timed:
         """Any backend's stage of units `scopes` on `placement` (a ChipRange or a Region); `trailing`: the
-        trailing parts of prefill and its bound; `hold_s`: prefill_hold_s; `more`: the backend's own Stage
-        fields."""
+        trailing parts of prefill and its bound; `hold_s`: prefill_hold_s; `early`: prefill_early_s and its
+        bound; `more`: the backend's own Stage fields."""
         stage = Stage(index, scopes[0], scopes[-1], layers_of(scopes), placement, memory, decode.total_s * 1e6,
                       bound_s * 1e6, prefill.total_s * 1e6, hops, decode.binding, **more)
-        return cls(stage, decode, bound_s, prefill, prefill_bound_s, *trailing, hold_s)
+        return cls(stage, decode, bound_s, prefill, prefill_bound_s, *trailing, hold_s, *early)
 
 
 def layers_of(scopes: list[str]) -> tuple[int, int] | None:
@@ -151,11 +155,11 @@ class Layout(Protocol):
         raise NotImplementedError(f"{self.machine}: stages are not packed")
 
     def prefill_s(self, index: int, run: Any, runs: list[Any], chunk: int, reach: int | None
-                  ) -> tuple[float, float, float]:
-        """`time(...)`'s prefill.total_s, prefill_trailing_s and prefill_hold_s, which a backend may compute
-        without the rest of the stage's figures."""
+                  ) -> tuple[float, float, float, float]:
+        """`time(...)`'s prefill.total_s, prefill_trailing_s, prefill_hold_s and prefill_early_s, which a
+        backend may compute without the rest of the stage's figures."""
         t = self.time(index, run, runs, chunk, reach)
-        return t.prefill.total_s, t.prefill_trailing_s, t.prefill_hold_s
+        return t.prefill.total_s, t.prefill_trailing_s, t.prefill_hold_s, t.prefill_early_s
 
     def chunk_s(self, cand: Candidate, chunk: int, reach: int | None) -> float:
         """With stage_start: a candidate stage's seconds for one prefill chunk reading `reach` positions."""
@@ -205,14 +209,15 @@ def fastest_ttft(layout: Layout, runs: list[Any], options: CompileOptions, causa
     return chunk, _pipelined(seconds, reaches)
 
 
-def _pipelined(rows: list[list[tuple[float, float, float]]], reaches: list) -> float:
-    """reach.pipelined over (time, trailing part, hold) of each stage of each variant."""
-    return pipelined([[t for t, _, _ in row] for row in rows], chunk_variants(reaches),
-                     [[w for _, w, _ in row] for row in rows], [[h for _, _, h in row] for row in rows])
+def _pipelined(rows: list[list[tuple[float, float, float, float]]], reaches: list) -> float:
+    """reach.pipelined over (time, trailing part, hold, early part) of each stage of each variant."""
+    return pipelined([[t for t, _, _, _ in row] for row in rows], chunk_variants(reaches),
+                     [[w for _, w, _, _ in row] for row in rows], [[h for _, _, h, _ in row] for row in rows],
+                     [row[-1][3] for row in rows])
 
 
 def _chunk_search(layout: Layout, runs: list[Any], options: CompileOptions, causal: bool,
-                  stage: Callable[..., Any], seconds: Callable[[Any], tuple[float, float, float]]
+                  stage: Callable[..., Any], seconds: Callable[[Any], tuple[float, float, float, float]]
                   ) -> tuple[int, tuple[list, list], int]:
     """fastest_chunk over the chunks every stage has room for, each stage of each of a chunk's variants
     `stage(index, run, runs, chunk, reach)` and its `seconds` (its time and that time's trailing part)

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from compiler.codegen.phase import embedding_refusal
 from compiler.frontend.options import CompileOptions
 from compiler.partition.candidates import (
     Candidate,
@@ -41,7 +42,7 @@ from compiler.partition.cost import (
 from compiler.partition.dp import Packing
 from compiler.partition.placement import next_start, place, straddle_start
 from compiler.partition.shard_cost import ShardCost, align
-from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs
+from compiler.partition.units import Unit, boundary_bytes, build_units, prefill_costs, repeated_params
 from compiler.passes.shard import expert_placement
 from compiler.plan.reader import PinnedStage, PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, round_sig
@@ -80,23 +81,27 @@ class ChipLayout(Layout):
     units_: list[Unit] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     lower_bound: int = 0
+    embedding: bool = False  # the first unit (a tied table's lookup) runs on the last stage's chips
     _prefill: dict = field(default_factory=dict)
     _sharded: dict = field(default_factory=dict)  # per-chip prefill ops by (unit kind, group size)
     _figures: dict = field(default_factory=dict)  # a unit cost's time and bound, by the cost's identity
 
     @classmethod
     def of(cls, decode: Graph, prefill: Graph, system: SystemSpec, options: CompileOptions,
-           every: bool = False) -> ChipLayout:
-        """`every`: keep candidates another dominates (a pinned plan may ask for any of them)."""
+           every: bool = False, embedding: bool = False) -> ChipLayout:
+        """`every`: keep candidates another dominates (a pinned plan may ask for any of them); `embedding`: the
+        embedding runs on the head's chips (partition.candidates.enumerate_candidates, Stage.embedding)."""
         units = build_units(decode, prefill, options, min(system.max_chips, MAX_GROUP), system.chips_per_node,
                             system.chip.vector_bytes, system.chip.matrix_dim, system.chip.mxm_panel,
                             staging_rule(system, options.precision))
         tables = cost_tables(units, system, options.precision)
         reserved = max(input_bytes(decode, options.batch, system), input_bytes(decode, options.min_chunk_rows, system))
         cands = enumerate_candidates(units, tables, boundary_bytes(decode), system,
-                                     keep_dominated=every or options.chips is not None, reserved_bytes=reserved)
+                                     keep_dominated=every or options.chips is not None, reserved_bytes=reserved,
+                                     embedding=embedding)
+        total = resident_total(units, repeated_params(decode, system.chip.vector_bytes))
         return cls(system, decode, prefill, options, units_=units, candidates=cands,
-                   lower_bound=capacity_lower_bound(resident_total(units), system.chip.usable_sram_bytes))
+                   lower_bound=capacity_lower_bound(total, system.chip.usable_sram_bytes), embedding=embedding)
 
     @property
     def max_devices(self) -> int:
@@ -144,6 +149,9 @@ class ChipLayout(Layout):
         return runs
 
     def pin(self, plan: PlanFile) -> tuple[list[Candidate], list[Run]]:
+        why = embedding_refusal(self.decode, len(plan.stages), [i for i, s in enumerate(plan.stages) if s.embedding])
+        if plan.embedding and why:
+            raise ConfigError(f"{plan.path}: stages[].embedding: {why}")
         path = []
         for i, (s, (first, stop)) in enumerate(zip(plan.stages, unit_ranges(plan, [u.scope for u in self.units_]),
                                                    strict=True)):
@@ -174,8 +182,8 @@ class ChipLayout(Layout):
         """Bytes of a stage chip's usable SRAM left beside its weights, caches and a chunk's activations.
         Activations are affine in the rows (fixed buffers plus a share a token), measured at the
         smallest and the largest chunk the units were costed at."""
-        c, o = run.cand, self.options
-        units = self.units_[c.first:c.stop]
+        c, o = self._own(run.cand), self.options
+        units = self.units_[c.first:c.stop] + self._lookup(c)
         largest, smallest = o.chunk_rows // o.batch, o.min_chunk_rows // o.batch
         # the inputs' regions, as bytes a row plus at most a vector each
         low = max(u.prefill_min_act[u.group(c.tp, c.split)] for u in units) + input_bytes(
@@ -186,7 +194,7 @@ class ChipLayout(Layout):
         return self.system.chip.usable_sram_bytes - (c.resident_bytes + low + per_token * (chunk - smallest))
 
     def time(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None) -> Timed:
-        c, system = run.cand, self.system
+        c, system = self._own(run.cand), self.system
         units = self.units_[c.first:c.stop]
         pre = self._prefill_costs(c, chunk, reach)
         across = spans_groups(run, system)
@@ -194,31 +202,64 @@ class ChipLayout(Layout):
         decode_parts = [self._unit_figures(cost, across) for cost in decode_costs]
         decode = Breakdown.sum_of(t for t, _ in decode_parts) + _boundaries(decode_costs, self._run_starts(units),
                                                                               system)
-        entry = StageBound(wire_s=handoff_wire_s(system)) if index else StageBound()
+        prev = self._prev(index, runs)
+        entry = StageBound(wire_s=handoff_wire_s(system)) if prev else StageBound()
         bound = sum((b for _, b in decode_parts), entry)
         prefill_bound = sum((self._unit_figures(p, across)[1] for p in pre), entry)
+        lookup = self._lookup(c)  # the embedding, where this stage's chips run it: its decode, and early in prefill
+        early = [self._unit_figures(u.decode[c.tp, False], across) for u in lookup]
+        early_pre = [self._unit_figures(p, across) for p in self._lookup_prefill(c, chunk, reach)]
+        decode = Breakdown.sum_of([decode, *(t for t, _ in early)]) if early else decode
+        bound = sum((b for _, b in early), bound)
         hops = 0
-        if index:
-            prev = runs[index - 1]
+        if prev:
             hops = chip_hops(system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
             h = handoff(prev.cand.tp, c.tp, hops, system)
             decode += Breakdown(link_s=hop_s(self._crossing[0][c.first], hops, h, system, across))
-        prefill = self._prefill_time(c, chunk, reach, hops, runs[index - 1].cand.tp if index else 0, across)
+        prefill = self._prefill_time(c, chunk, reach, hops, prev.cand.tp if prev else 0, across)
         o = self.options
         inputs = max(input_bytes(self.decode, o.batch, system), input_bytes(self.decode, chunk * o.batch, system))
         memory = _memory(units, pre, c, system, inputs)
-        trails = index and self._trails(runs[index - 1], run)
-        trailing = (self._trailing_s(runs[index - 1], run, chunk, hops), entry.wire_s) if trails else (0.0, 0.0)
-        hold = self._hold_s(runs[index - 1], run, chunk, hops) if index and not trails else 0.0
-        return Timed.of(index, [u.scope for u in units], ChipRange(run.first_chip, c.tp), memory, decode,
+        if lookup:  # its activations beside the stage's (its table is the head's, held once)
+            lookup_act = max(u.decode[c.tp, False].act_bytes for u in lookup)
+            lookup_act = max([lookup_act, *(p.act_bytes for p in self._lookup_prefill(c, chunk, reach))]) + inputs
+            memory = replace(memory, activations=max(memory.activations, lookup_act))
+        trails = bool(index) and self._trails(prev, run)
+        trailing = (self._trailing_s(prev, run, chunk, hops), entry.wire_s) if trails else (0.0, 0.0)
+        hold = self._hold_s(prev, run, chunk, hops) if prev and not trails else 0.0
+        return Timed.of(index, [u.scope for u in self.units_[run.cand.first:run.cand.stop]],
+                        ChipRange(run.first_chip, c.tp), memory, decode,
                         bound.total_s, prefill, prefill_bound.total_s, hops, trailing, hold,
+                        early=(sum(t.total_s for t, _ in early_pre), sum(b.total_s for _, b in early_pre)),
                         bound_terms=bound.to_dict(),
                         decode_tiles_us=decode.tiles_s * 1e6, experts=self._experts(c.first, c.stop, c.tp),
-                        tier=_tier(units, c, decode), kv_layout=_kv_layout(units, c))
+                        tier=_tier(units, c, decode), kv_layout=_kv_layout(units, c), embedding=bool(lookup))
+
+    def _own(self, c: Candidate) -> Candidate:
+        """The candidate as the units its chips run themselves: the first stage's past the embedding where the
+        head's chips run it (its first unit's index, 0, then names the stage's units, not its work)."""
+        return replace(c, first=1) if self.embedding and c.first == 0 else c
+
+    def _lookup(self, c: Candidate) -> list[Unit]:
+        """The embedding unit where this stage's chips run it (the last stage's, in the embedding layout)."""
+        return [self.units_[0]] if self.embedding and c.stop == len(self.units_) and c.first > 0 else []
+
+    def _lookup_prefill(self, c: Candidate, chunk: int, reach: int | None) -> list[ShardCost]:
+        """_lookup's unit's prefill chunk cost on the stage's group."""
+        if not self._lookup(c):
+            return []
+        return self._prefill_costs(replace(c, first=0, stop=1, split=False), chunk, reach)
+
+    def _prev(self, index: int, runs: list[Run]) -> Run | None:
+        """The stage the hand-off into stage `index` comes from: the one before, or into the first stage the
+        last (whose chips run the embedding), or None."""
+        if index:
+            return runs[index - 1]
+        return runs[-1] if self.embedding and len(runs) > 1 else None
 
     def prefill_s(self, index: int, run: Run, runs: list[Run], chunk: int, reach: int | None = None
-                  ) -> tuple[float, float, float]:
-        c, prev = run.cand, runs[index - 1] if index else None
+                  ) -> tuple[float, float, float, float]:
+        c, prev = run.cand, self._prev(index, runs)
         # All it reads: the stage, where it lies, where the stage before ends and how wide it is, chunk and reach
         # (the TTFT search of every front point asks again for the same stages after the same hand-offs).
         key = ("prefill_s", c.first, c.stop, c.tp, c.split, run.first_chip, chunk, reach,
@@ -227,15 +268,19 @@ class ChipLayout(Layout):
             self._figures[key] = self._prefill_s(run, prev, chunk, reach)
         return self._figures[key]
 
-    def _prefill_s(self, run: Run, prev: Run | None, chunk: int, reach: int | None) -> tuple[float, float, float]:
-        """prefill_s of a stage placed after `prev` (None: the first stage)."""
+    def _prefill_s(self, run: Run, prev: Run | None, chunk: int, reach: int | None
+                   ) -> tuple[float, float, float, float]:
+        """prefill_s of a stage placed after `prev` (None: a first stage no hand-off enters), and its early part
+        (Timed.prefill_early_s: the embedding, where its chips run it)."""
+        c, across = self._own(run.cand), spans_groups(run, self.system)
+        early = sum(self._unit_figures(p, across)[0].total_s for p in self._lookup_prefill(c, chunk, reach))
         if prev is None:
-            return self._prefill_time(run.cand, chunk, reach, 0, 0, spans_groups(run, self.system)).total_s, 0.0, 0.0
+            return self._prefill_time(c, chunk, reach, 0, 0, across).total_s, 0.0, 0.0, early
         hops = chip_hops(self.system, prev.first_chip + prev.cand.tp - 1, run.first_chip)
-        total = self._prefill_time(run.cand, chunk, reach, hops, prev.cand.tp, spans_groups(run, self.system)).total_s
-        if self._trails(prev, run):
-            return total, self._trailing_s(prev, run, chunk, hops), 0.0
-        return total, 0.0, self._hold_s(prev, run, chunk, hops)
+        total = self._prefill_time(c, chunk, reach, hops, prev.cand.tp, across).total_s
+        if run.cand.first and self._trails(prev, run):
+            return total, self._trailing_s(prev, run, chunk, hops), 0.0, early
+        return total, 0.0, self._hold_s(prev, run, chunk, hops), early
 
     def _trails(self, prev: Run, run: Run) -> bool:
         """Whether the hand-off from `prev` into `run` trails (cost.handoff_trails: the lowering's rule)."""
@@ -243,19 +288,20 @@ class ChipLayout(Layout):
 
     def _trailing_s(self, prev: Run, run: Run, chunk: int, hops: int) -> float:
         """The part of a prefill chunk's hand-off from `prev` into `run` on the wires alone (hop_trailing_s)."""
-        nbytes = math.ceil(self._crossing[1][run.cand.first] * chunk / self.options.prompt)
+        nbytes = math.ceil(self._crossing[1][self._own(run.cand).first] * chunk / self.options.prompt)
         return hop_trailing_s(nbytes, hops, handoff(prev.cand.tp, run.cand.tp, hops, self.system), self.system)
 
     def _hold_s(self, prev: Run, run: Run, chunk: int, hops: int) -> float:
         """How long a prefill chunk's hand-off from `prev` into `run` that does not trail holds `prev` (hop_send_s)."""
-        nbytes = math.ceil(self._crossing[1][run.cand.first] * chunk / self.options.prompt)
+        nbytes = math.ceil(self._crossing[1][self._own(run.cand).first] * chunk / self.options.prompt)
         return hop_send_s(nbytes, hops, handoff(prev.cand.tp, run.cand.tp, hops, self.system), self.system)
 
     def chunk_s(self, cand: Candidate, chunk: int, reach: int | None = None) -> float:
         """A candidate stage's seconds for one prefill chunk, handed over one hop from a stage as wide (as
         the candidates' decode assumes, partition.candidates._entry), by the rule `time` costs a placed
         stage with."""
-        return self._prefill_time(cand, chunk, reach, 1 if cand.first else 0, cand.tp).total_s
+        c = self._own(cand)
+        return self._prefill_time(c, chunk, reach, 1 if c.first else 0, c.tp).total_s
 
     def _prefill_time(self, c: Candidate, chunk: int, reach: int | None, hops: int, sender_tp: int,
                       across: bool = False) -> Breakdown:

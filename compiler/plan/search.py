@@ -201,11 +201,11 @@ def plan_from_layout(name: str, target: str, options: CompileOptions, layout: La
 
 def prefill_of(layout: Layout, runs: list[Any], options: CompileOptions, causal: bool
                ) -> tuple[int, list[list[Timed]], list, int]:
-    """Placed stages' prefill: the chunk that minimises TTFT (fastest_chunk), the stages timed at each of
-    its variants' reaches, the variants, and the largest chunk every stage has room for."""
-    chunk, (by_variant, reaches), largest = _chunk_search(
-        layout, runs, options, causal, layout.time,
-        lambda t: (t.prefill.total_s, t.prefill_trailing_s, t.prefill_hold_s, t.prefill_early_s))
+    """Placed stages' prefill: the chunk that minimises TTFT (fastest_ttft's, from the stages' prefill times
+    alone, which time()'s figures equal), the stages timed at each of its variants' reaches, the variants, and
+    the largest chunk every stage has room for."""
+    chunk, _, largest = _chunk_search(layout, runs, options, causal, layout.prefill_s, tuple)
+    by_variant, reaches = _variant_rows(layout, runs, options, causal, layout.time, chunk)
     return chunk, by_variant, reaches, largest
 
 
@@ -232,13 +232,19 @@ def _chunk_search(layout: Layout, runs: list[Any], options: CompileOptions, caus
     largest = prefill_chunk(options, lambda c: all(layout.fits(run, c) for run in runs))
 
     def at_chunk(c: int) -> tuple[float, tuple[list, list]]:
-        reaches = variants(options.prompt, c, max(options.context, options.prompt), causal)
-        rows = [[stage(i, run, runs, c, v.reach if causal else None) for i, run in enumerate(runs)]
-                for v in reaches]
+        rows, reaches = _variant_rows(layout, runs, options, causal, stage, c)
         return _pipelined([[seconds(x) for x in row] for row in rows], reaches), (rows, reaches)
 
     chunk, found = fastest_chunk(options, largest, at_chunk)
     return chunk, found, largest
+
+
+def _variant_rows(layout: Layout, runs: list[Any], options: CompileOptions, causal: bool,
+                  stage: Callable[..., Any], chunk: int) -> tuple[list[list], list]:
+    """`stage(index, run, runs, chunk, reach)` of each stage at each of the chunk's variants, and the variants."""
+    reaches = variants(options.prompt, chunk, max(options.context, options.prompt), causal)
+    return [[stage(i, run, runs, chunk, v.reach if causal else None) for i, run in enumerate(runs)]
+            for v in reaches], reaches
 
 
 def choose(layout: Layout, options: CompileOptions, causal: bool = True) -> Solution:
@@ -316,9 +322,10 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
         span, ends = packed
         packed_front = dp.footprint_front(usable, layout.units, layout.stage_start, span, chunk_s,
                                           layout.straddle_start, layout.pack, {span: ends[span]})
-        packed_rows = [_request_figures(layout, p, options, causal) for p in packed_front]
-        if not front or _decodes_as_fast(packed_rows, rows):
-            front, rows = packed_front, packed_rows
+        if not front or _may_decode_as_fast(layout, packed_front, rows, options):
+            packed_rows = [_request_figures(layout, p, options, causal) for p in packed_front]
+            if not front or _decodes_as_fast(packed_rows, rows):
+                front, rows = packed_front, packed_rows
     chosen = _by_request(rows)
     shown = [r | {"chosen": i == chosen} for i, r in enumerate(rows) if i == chosen or not _beaten(r, rows)]
     point = front[chosen]
@@ -352,6 +359,16 @@ def _decodes_as_fast(packed: list[dict], in_order: list[dict]) -> bool:
     return packed[_by_request(packed)]["decode_us"] <= (1 + PACKED_SLACK) * in_order[_by_request(in_order)]["decode_us"]
 
 
+def _may_decode_as_fast(layout: Layout, packed: list[dp.FrontPoint], in_order: list[dict], options: CompileOptions
+                        ) -> bool:
+    """Whether some packed point decodes within PACKED_SLACK of the in-order layout a request takes: else the one
+    a request would take does not (_decodes_as_fast), and no packed point's TTFT is searched. A stage's decode
+    figures do not hang on the prefill chunk, so a point's are known before its chunk is."""
+    bar = (1 + PACKED_SLACK) * in_order[_by_request(in_order)]["decode_us"]
+    chunk = options.min_chunk_rows // options.batch
+    return any(_decode_us(layout, _laid_out(layout, p), chunk) <= bar for p in packed)
+
+
 def _packed_span(layout: Layout, cands: list[Candidate], limit: int, in_order: int) -> tuple[int, dict] | None:
     """The fewest devices a layout spans with small stages filling nodes' free tails (Layout.pack), if fewer
     than `in_order`, the fewest any layout in order spans: only then are layouts packed (one pass of the DP
@@ -374,11 +391,21 @@ def _beaten(row: dict, rows: list[dict]) -> bool:
 def _request_figures(layout: Layout, point: dp.FrontPoint, options: CompileOptions, causal: bool) -> dict:
     """A front point's figures, its stages laid out in order: devices spanned and with work, decode
     latency, TTFT at its fastest chunk (the plan's own rules, prefill_of)."""
-    runs = layout.at(point.path, point.starts) if point.packed else layout.in_order(point.path)
+    runs = _laid_out(layout, point)
     chunk, ttft = fastest_ttft(layout, runs, options, causal)
-    decode = sum(layout.time(i, run, runs, chunk).decode.total_s for i, run in enumerate(runs))
     return {"footprint_chips": point.end, "chips": point.devices, "stages": len(point.path),
-            "decode_us": round_sig(decode * 1e6), "ttft_ms": round_sig(ttft * 1e3), "chunk_tokens": chunk}
+            "decode_us": _decode_us(layout, runs, chunk), "ttft_ms": round_sig(ttft * 1e3), "chunk_tokens": chunk}
+
+
+def _laid_out(layout: Layout, point: dp.FrontPoint) -> list[Any]:
+    """A front point's stages where the DP laid them: packed at its starts, else in order."""
+    return layout.at(point.path, point.starts) if point.packed else layout.in_order(point.path)
+
+
+def _decode_us(layout: Layout, runs: list[Any], chunk: int) -> float:
+    """Placed stages' decode latency in us, as the front's rows show it (time() at a prefill chunk: its decode
+    figures are the same at any)."""
+    return round_sig(sum(layout.time(i, run, runs, chunk).decode.total_s for i, run in enumerate(runs)) * 1e6)
 
 
 def _by_request(rows: list[dict]) -> int:

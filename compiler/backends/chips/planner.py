@@ -59,6 +59,10 @@ from targets.topology import chip_hops
 # No stage is wider than this: beyond it, collectives cost more than sharding saves on every target we ship.
 MAX_GROUP = 2048
 
+# A stage's prefill sums are kept every this many units from its first (ChipLayout._prefill_sums): a sum
+# at every stop costs ~0.5 KB each, and one every 16 leaves at most 15 units to add again.
+SUMS_EVERY = 16
+
 
 @dataclass(frozen=True, slots=True)
 class Run:
@@ -335,31 +339,35 @@ class ChipLayout(Layout):
         return prefill + Breakdown(link_s=hop_s(math.ceil(self._crossing[1][c.first] * scale), hops, h, system, across))
 
     def _units_prefill(self, c: Candidate, chunk: int, reach: int | None, across: bool) -> Breakdown:
-        """The stage's units' part of a prefill chunk, once per candidate, chunk, reach and layout: the TTFT
-        front costs the same stages on every path and chunk it tries, each time after a different hand-off."""
-        key = ("prefill", c.first, c.stop, c.tp, c.split, chunk, reach, across)
-        if key not in self._figures:
-            units, boundaries = self._prefill_sums(c, chunk, reach, across)
-            self._figures[key] = units + boundaries
-        return self._figures[key]
+        """The stage's units' part of a prefill chunk, from _prefill_sums (not kept: prefill_s keeps what the TTFT
+        search asks again, and 93% of 405B h100's 67k asks here were new)."""
+        units, boundaries = self._prefill_sums(c, chunk, reach, across)
+        return units + boundaries
 
     def _prefill_sums(self, c: Candidate, chunk: int, reach: int | None, across: bool) -> tuple[Breakdown, Breakdown]:
         """The stage's units' prefill figures and what its boundaries save (_boundaries), each summed in unit
-        order, built stop by stop: a stage's sums are those of the stage one unit shorter plus its last unit's
-        (the same additions, so the same floats; lowered_together's runs of a stage's first units are those
-        of the shorter stage), so the candidates from one first unit on one group share them."""
-        sums = self._figures.setdefault(("prefill sums", c.first, c.tp, c.split, chunk, reach, across), {})
-        stop = c.stop
-        while stop > c.first and stop not in sums:
-            stop -= 1
-        units, boundaries = sums[stop] if stop > c.first else (Breakdown(), Breakdown())
-        pre = self._prefill_costs(c, chunk, reach)
+        order, built on from the sums kept for the stage of the same first unit and group that is longest and
+        no longer than this one (the same additions, so the same floats; lowered_together's runs of a stage's
+        first units are those of the shorter stage). Kept: the sums every SUMS_EVERY units from the first and
+        the last built (chunk_s asks for one first unit's candidates in rising stops); a sum at every stop, for
+        every chunk and reach the TTFT search tries, held most of the planner's memory (405B on h100: 0.75M)."""
+        every, last = self._figures.setdefault(("prefill sums", c.first, c.tp, c.split, chunk, reach, across),
+                                               ([], [c.first, Breakdown(), Breakdown()]))
+        n = min((c.stop - c.first) // SUMS_EVERY, len(every))
+        stop, units, boundaries = c.first + n * SUMS_EVERY, *(every[n - 1] if n else (Breakdown(), Breakdown()))
+        if stop < last[0] <= c.stop:
+            stop, units, boundaries = last
+        base = max(c.first, stop - 1)  # the unit before the first added, for its boundary
+        pre = self._prefill_costs(c, chunk, reach, base)
         starts = self._run_starts(self.units_[c.first:c.stop])
-        for i in range(stop - c.first, c.stop - c.first):
-            units = units + self._unit_figures(pre[i], across)[0]
+        for u in range(stop, c.stop):
+            cost, i = pre[u - base], u - c.first
+            units = units + self._unit_figures(cost, across)[0]
             if i:
-                boundaries = boundaries + boundary_time(pre[i - 1], pre[i], i not in starts, self.system)
-            sums[c.first + i + 1] = units, boundaries
+                boundaries = boundaries + boundary_time(pre[u - 1 - base], cost, i not in starts, self.system)
+            if (i + 1) % SUMS_EVERY == 0 and len(every) == i // SUMS_EVERY:
+                every.append((units, boundaries))
+        last[:] = c.stop, units, boundaries
         return units, boundaries
 
     def _run_starts(self, units: Sequence) -> frozenset[int]:
@@ -387,10 +395,12 @@ class ChipLayout(Layout):
         """Bytes crossing each cut between units, in decode and in the whole prompt's prefill."""
         return boundary_bytes(self.decode), boundary_bytes(self.prefill)
 
-    def _prefill_costs(self, c: Candidate, chunk: int, reach: int | None) -> list[ShardCost]:
-        """The prefill costs of a candidate's units at a chunk and reach, each (unit kind, group) once: the
-        chunk search and the TTFT front ask again for the same kinds of layer on the same groups."""
-        units = self.units_[c.first:c.stop]
+    def _prefill_costs(self, c: Candidate, chunk: int, reach: int | None, first: int | None = None
+                       ) -> list[ShardCost]:
+        """The prefill costs of a candidate's units (from unit `first` on, if given) at a chunk and reach, each
+        (unit kind, group) once: the chunk search and the TTFT front ask again for the same kinds of layer on
+        the same groups."""
+        units = self.units_[c.first if first is None else first:c.stop]
         needed = {(u.kind, *u.group(c.tp, c.split)) for u in units}
         missing = {k for k in needed if (chunk, reach, k) not in self._prefill}
         if missing:

@@ -15,6 +15,7 @@ from compiler.passes.subset import attention_split, shard_subset
 from compiler.plan.search import SUBSET_SLACK
 from compiler.planner import lower as lower_graphs
 from compiler.planner import make_plan
+from compiler.serving import build as serving_build
 from ir.errors import ParseError, VerifyError
 from ir.memory_map import MemoryMap
 from ir.ops import Opcode
@@ -180,3 +181,34 @@ def test_a_block_held_by_ranks_outside_its_stage_is_refused_by_name(ranks):
         {"kind": "param", "name": "w", "addr": 0, "bytes": 64, "phase": "both", "ranks": ranks}]}
     with pytest.raises(ParseError, match=r"stages\[0\]\.regions\[0\]\.ranks"):
         MemoryMap.from_dict({"stages": [stage]})
+
+
+def test_a_disaggregated_build_hands_a_subset_stages_caches_over(pinned, tmp_path, monkeypatch, capsys):
+    """The decode pool pinned to a subset stage (the attention on 2 of 4 chips): its caches are those chips'
+    (memory.json's ranks), the hand-off fills them, and the request decodes the co-located build's tokens."""
+    plan = _subset(pinned, tmp_path, attention_tp=2, mlp_share=32)
+    real = serving_build.compile_model
+
+    def decode_pinned(model, target, options, out, *args, **kwargs):
+        return real(model, target, options, out, *args, **kwargs | ({"plan_file": plan} if Path(out).name == "decode"
+                                                                     else {}))
+
+    monkeypatch.setattr(serving_build, "compile_model", decode_pinned)
+    shape = ARGS[2:]  # without --target
+    pair, one = tmp_path / "pair", tmp_path / "one"
+    assert main(["compile", MODEL, *shape, "--prefill-target", "lpu-mini", "--decode-target", "lpu-mini",
+                 "-o", str(pair)]) == 0
+    assert main(["compile", MODEL, *ARGS, "--plan", str(plan), "-o", str(one)]) == 0
+    caches = json.loads((pair / "memory.json").read_text())["decode"]["caches"]
+    assert {c["chip"] for cache in caches for c in cache["chips"]} == {1, 2}
+    capsys.readouterr()
+    tokens = []
+    for build in (pair, one):
+        assert main(["run", str(build), "--functional", "--prompt", "1 7 42 99 3 250 17 8 200 5", "--tokens", "4",
+                     "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["hazards"] == []
+        tokens.append(out["functional"]["tokens"])
+        if build == pair:
+            assert out["functional"]["copied_bytes"] > 0
+    assert tokens[0] == tokens[1]

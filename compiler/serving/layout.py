@@ -14,7 +14,7 @@ import math
 from compiler.passes.shard import shard_unit
 from ir.errors import ConfigError
 from ir.graph import Graph, Value
-from ir.memory_map import MemoryMap, StageMemory
+from ir.memory_map import MemoryMap
 from ir.ops import Opcode
 
 # Ops whose state operands are per-token caches ([batch, tokens, ...]): their rows are what moves.
@@ -47,22 +47,23 @@ def cache_layout(graph: Graph, plan: dict, memory: MemoryMap) -> list[dict]:
     chips: dict[str, list[dict]] = {name: [] for name in full}
     for stage, held in zip(plan["stages"], memory.stages, strict=True):
         first, last = stage["units"]
-        if stage.get("attention_tp"):
-            raise ConfigError(f"stage {stage['index']}: its caches are on its first {stage['attention_tp']} of "
-                              f"{stage['tp']} chips only (a subset stage: passes.subset), which a disaggregated "
-                              "build cannot hand over yet (re-plan it with a plan file of whole-group stages)")
         owned = scopes[scopes.index(first): scopes.index(last) + 1]
-        per_chip = _per_chip(graph, owned, stage["tp"], stage.get("kv_layout") == "split")
+        # A subset stage's caches are its attention chips' (passes.subset), sharded over those alone.
+        tp = stage.get("attention_tp") or stage["tp"]
+        per_chip = _per_chip(graph, owned, tp, stage.get("kv_layout") == "split")
         for b in held.blocks("both", ("state",)):
-            if not _tiles(full[b.name].type.shape, per_chip[b.name].type.shape, stage["tp"]):
-                raise ConfigError(f"stage {stage['index']}: its {stage['tp']} chips pad or repeat {b.name} (kv heads: "
+            if (b.ranks or (0, stage["tp"])) != (0, tp):
+                raise RuntimeError(f"stage {stage['index']}: {b.name} is on ranks {b.ranks} in memory.json, its "
+                                   f"caches on the first {tp}")
+            if not _tiles(full[b.name].type.shape, per_chip[b.name].type.shape, tp):
+                raise ConfigError(f"stage {stage['index']}: its {tp} chips pad or repeat {b.name} (kv heads: "
                                   "passes.shard.head_case; Mamba channels: feature_width), which a disaggregated "
                                   "build cannot hand over yet (a group that divides the kv heads or the channels, "
                                   "or a multiple of the kv heads, can)")
             if per_chip[b.name].type.nbytes != b.bytes:
                 raise RuntimeError(f"stage {stage['index']}: {b.name} takes {b.bytes} bytes in memory.json, "
                                    f"its per-chip shape {per_chip[b.name].type.nbytes}")
-            chips[b.name] += _blocks(full[b.name], per_chip[b.name], b.addr, held)
+            chips[b.name] += _blocks(full[b.name], per_chip[b.name], b.addr, held.first_chip, tp)
     return [{"name": name, "dtype": v.type.dtype.value, "shape": list(v.type.shape),
              "tokens_axis": 1 if name in tokens else None, "chips": chips[name]}
             for name, v in full.items() if chips[name]]
@@ -80,7 +81,8 @@ def _per_chip(graph: Graph, scopes: list[str], tp: int, split: bool) -> dict[str
     return {v.name: v for op in ops for v in op.operands}
 
 
-def _blocks(full: Value, chip: Value, addr: int, stage: StageMemory) -> list[dict]:
+def _blocks(full: Value, chip: Value, addr: int, first_chip: int, tp: int) -> list[dict]:
+    """The blocks of `full` on the `tp` chips from `first_chip` that hold it."""
     shape = chip.type.shape
-    return [{"chip": stage.first_chip + rank, "addr": addr, "bytes": chip.type.nbytes, "shape": list(shape),
-             "start": block_start(full.type.shape, shape, rank, stage.tp)} for rank in range(stage.tp)]
+    return [{"chip": first_chip + rank, "addr": addr, "bytes": chip.type.nbytes, "shape": list(shape),
+             "start": block_start(full.type.shape, shape, rank, tp)} for rank in range(tp)]

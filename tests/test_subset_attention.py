@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from compiler.build import compile_model
 from compiler.cli import main
 from compiler.frontend.options import CompileOptions
 from compiler.passes.subset import attention_split, shard_subset
@@ -16,6 +17,7 @@ from compiler.plan.search import SUBSET_SLACK
 from compiler.planner import lower as lower_graphs
 from compiler.planner import make_plan
 from compiler.serving import build as serving_build
+from compiler.speculation import Speculation
 from ir.errors import ParseError, VerifyError
 from ir.memory_map import MemoryMap
 from ir.ops import Opcode
@@ -212,3 +214,18 @@ def test_a_disaggregated_build_hands_a_subset_stages_caches_over(pinned, tmp_pat
         if build == pair:
             assert out["functional"]["copied_bytes"] > 0
     assert tokens[0] == tokens[1]
+
+
+def test_a_speculative_build_verifies_on_a_subset_stage(pinned, tmp_path, capsys):
+    """The verify step is lowered on the target's stages as planned, a subset stage's parts too: the speculative
+    decode of a target pinned to one (through the API: the CLI plans a speculative build itself) is the reference's."""
+    plan = _subset(pinned, tmp_path, attention_tp=2, mlp_share=32)
+    out = tmp_path / "spec"
+    compile_model(MODEL, "lpu-mini", OPTIONS, out, plan_file=plan,
+                  speculation=Speculation("tiny-llama-draft", False, 2, 0.7, "own"))
+    stages = json.loads((out / "plan.json").read_text())["stages"]
+    assert [s.get("attention_tp") for s in stages] == [None, 2, None] and (out / "verify.prog").exists()
+    assert main(["run", str(out), "--functional", "--check-reference", "--prompt", "1 7 42 99 3 250 17 8 200 5",
+                 "--tokens", "6", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert run["reference"]["passed"] and run["hazards"] == [] and run["functional"]["steps"] > 0

@@ -136,18 +136,28 @@ def _formats(rows) -> list[Text]:
     return [Text("formats: " + "; ".join(parts), style="dim")]
 
 
+def _attention_text(s) -> str:
+    """A subset stage's attention chips (and the MLP features each of them keeps), or every chip."""
+    if not s.attention_tp:
+        return "all"
+    return f"first {s.attention_tp}" + (f", MLP {s.mlp_share}" if s.mlp_share else "")
+
+
 def _stages(plan: Plan) -> Table:
     table = Table(title="pipeline stages", header_style="bold")
     experts = any(s.experts for s in plan.stages)
     kv = any(s.kv_layout for s in plan.stages)  # some group could split its caches (or latent projections)
+    subset = any(s.attention_tp for s in plan.stages)  # some stage's attention on its first chips only
     cols = ("stage", "units", "layers", "tp", "chips", "decode µs", "bound µs", "hops in", "binds")
-    for col in cols + (("experts",) if experts else ()) + (("kv",) if kv else ()):
-        table.add_column(col, justify="right" if col not in ("units", "binds", "experts", "kv") else "left")
+    left = ("units", "binds", "experts", "kv", "attention")
+    for col in cols + (("experts",) if experts else ()) + (("kv",) if kv else ()) + (("attention",) if subset else ()):
+        table.add_column(col, justify="right" if col not in left else "left")
     for s in plan.stages:
         table.add_row(str(s.index), units_text(s), layer_text(s), str(s.tp),
                       f"{s.first_chip}–{s.first_chip + s.tp - 1}", f"{s.decode_us:,.2f}",
                       f"{s.decode_bound_us:,.2f}", str(s.hops_in), s.binding,
-                      *((s.experts or "-",) if experts else ()), *((s.kv_layout or "-",) if kv else ()))
+                      *((s.experts or "-",) if experts else ()), *((s.kv_layout or "-",) if kv else ()),
+                      *((_attention_text(s),) if subset else ()))
     return table
 
 

@@ -53,12 +53,12 @@ def check_seams(program: Program, dur: np.ndarray, timing: Timing, boundary: np.
     # overlapping chips alike as far as these rules read are checked once too, counted per chip
     times[~sparse] = alike_chips(program, dur, ~sparse, _ROW_FIELDS)[~sparse]
     firsts = np.unique(program.inst["chip"][~sparse & (times > 0)])
-    parts = [(None, sparse & (times > 0), boundary)]
-    parts += [(chips, mask, None) for chips, mask in dense_batches(program, firsts)]
-    for chips, mask, rows in parts:
-        if not mask.any():
+    parts = [(None, which, boundary) for which in chip_batches(program, np.flatnonzero(sparse & (times > 0)), boundary)]
+    parts += [(chips, np.flatnonzero(mask), None) for chips, mask in dense_batches(program, firsts)]
+    for chips, which, rows in parts:
+        if not len(which):
             continue
-        c = program.expand(np.flatnonzero(mask), origin=True, rows=rows, ordered=chips is not None)
+        c = program.expand(which, origin=True, rows=rows, ordered=chips is not None)
         start = c["issue"].astype(np.int64)
         end = start + dur[c["_row"]]
         lane = c["chip"].astype(np.int64)
@@ -178,6 +178,21 @@ def dense_batches(program: Program, dense: np.ndarray) -> list[tuple[np.ndarray,
         out.append((chips, np.isin(inst["chip"], chips)))
         at = past
     return out
+
+
+def chip_batches(program: Program, which: np.ndarray, rows: np.ndarray | None = None) -> list[np.ndarray]:
+    """`which` (instances, in their order) cut into batches of whole chips of about DENSE_BATCH_ROWS of the
+    `rows` (a mask over the body; all if None) each, in chip order. For rules that pair a chip's rows only
+    with its own, checking a batch at a time finds what checking all at once does, and the unrolled rows
+    stay bounded (a subset stage's chips are alike in nothing, so every chip of it is checked)."""
+    per_block = program.block_rows if rows is None else np.bincount(
+        np.repeat(np.arange(program.blocks), program.block_rows)[rows], minlength=program.blocks)
+    chip = program.inst["chip"][which].astype(np.int64)
+    chips, of = np.unique(chip, return_inverse=True)
+    load = np.cumsum(np.bincount(of.reshape(-1), per_block[program.inst["block"][which]], minlength=len(chips)))
+    batch = (load - 1) // DENSE_BATCH_ROWS  # a chip past the budget alone is one batch
+    _, cuts = np.unique(batch, return_index=True)
+    return [which[(of >= lo) & (of < hi)] for lo, hi in zip(cuts, np.r_[cuts[1:], len(chips)], strict=True)]
 
 
 def overlapping_chips(program: Program, dur: np.ndarray) -> np.ndarray:

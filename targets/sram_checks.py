@@ -36,7 +36,7 @@ import numpy as np
 from ir.contract import LOCAL_VALUES, Prov
 from ir.isa import Op
 from ir.program import Flag, Program
-from targets.block_checks import DENSE_BATCH_ROWS, dense_batches
+from targets.block_checks import chip_batches, dense_batches
 from targets.hazards import Rows
 
 _FAR = 1 << 40  # addresses are packed below this, lanes above it
@@ -232,26 +232,11 @@ def _between(program: Program, dur: np.ndarray, hazards, dense: np.ndarray, alik
             _, first = np.unique(key, return_index=True)
             which = first[sparse[first]]
             times = np.ones(program.instances, np.int64)
-        for part in _chip_batches(program, which, chosen):
+        for part in chip_batches(program, which, chosen):
             _check_rows(program, dur, hazards, part, chosen, times, (row[mine], lo[mine], hi[mine]), top)
     for _, mask in dense_batches(program, dense):
         _check_rows(program, dur, hazards, np.flatnonzero(mask), writes | _reads(b), np.ones(program.instances,
                     np.int64), None, top)
-
-
-def _chip_batches(program: Program, which: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
-    """`which` (instances, in their order) cut into batches of whole chips of about DENSE_BATCH_ROWS chosen
-    `rows` each, in chip order: _check_rows pairs a chip's rows only with its own, so checking a batch at a
-    time finds what checking all at once does, and the unrolled rows stay bounded (a subset stage's chips
-    are alike in nothing, so each of them is checked, every instance)."""
-    block = np.repeat(np.arange(program.blocks), program.block_rows)
-    per_block = np.bincount(block[rows], minlength=program.blocks)
-    chip = program.inst["chip"][which].astype(np.int64)
-    chips, of = np.unique(chip, return_inverse=True)
-    load = np.cumsum(np.bincount(of.reshape(-1), per_block[program.inst["block"][which]], minlength=len(chips)))
-    batch = (load - 1) // DENSE_BATCH_ROWS  # a chip past the budget alone is one batch
-    _, cuts = np.unique(batch, return_index=True)
-    return [which[(of >= lo) & (of < hi)] for lo, hi in zip(cuts, np.r_[cuts[1:], len(chips)], strict=True)]
 
 
 def _check_rows(program: Program, dur: np.ndarray, hazards, which: np.ndarray, rows: np.ndarray, times: np.ndarray,

@@ -185,6 +185,8 @@ def chip_batches(program: Program, which: np.ndarray, rows: np.ndarray | None = 
     `rows` (a mask over the body; all if None) each, in chip order. For rules that pair a chip's rows only
     with its own, checking a batch at a time finds what checking all at once does, and the unrolled rows
     stay bounded (a subset stage's chips are alike in nothing, so every chip of it is checked)."""
+    if not len(which):
+        return []
     per_block = program.block_rows if rows is None else np.bincount(
         np.repeat(np.arange(program.blocks), program.block_rows)[rows], minlength=program.blocks)
     chip = program.inst["chip"][which].astype(np.int64)

@@ -77,7 +77,10 @@ def _embedding(plan: Plan) -> list[Text]:
     layouts = choice["layouts"] if choice else {}
     said = "; ".join(f"{'head' if k == 'head' else 'stage 0'}: {v['footprint_chips']} chips, {v['decode_us']:,.2f} µs, "
                      f"TTFT {v['ttft_ms']:,.3f} ms" for k, v in layouts.items())
-    return [Text(f"embedding: {where}" + (f" (fewest chips, then decode: {said})" if said else ""), style="dim")]
+    o = plan.options
+    rule = "fewest chips, then decode" if o.get("objective") == "chips" and o.get("chips") is None else \
+        "decode, then fewest chips"  # planner._embedding_choice's key
+    return [Text(f"embedding: {where}" + (f" ({rule}: {said})" if said else ""), style="dim")]
 
 
 def _experts(plan: Plan) -> list[Text]:

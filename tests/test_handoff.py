@@ -29,7 +29,7 @@ MINI = load_target("lpu-mini")
 
 def _single_piece_lanes(t0: int, t1: int, node: int, cap: int | None = None) -> HandOff:
     """The rule before pieces: L lanes (L <= both groups and a node, dividing the receivers), one piece each;
-    at most `cap` (across nodes: the links joining two nodes, which a node's senders share)."""
+    at most `cap` (across nodes: what the node's routes to the other carry at once, cost._Fabric.lanes)."""
     lanes = max(n for n in range(1, min(t0, t1, node, cap or node) + 1)
                 if t1 % n == 0 and (t1 <= node or node % n == 0))
     return HandOff(lanes, 1, t1 // lanes)
@@ -47,7 +47,9 @@ def test_a_handoff_covers_every_receiver_and_is_never_slower_than_single_pieces(
     assert t1 <= node or node % h.team == 0 or (hops > 1 and h.team == t1 and t1 % node == 0)
     n = 262_144
     wires = node_wires(system)
-    cap = None if hops <= 1 else wires.links if hops <= 3 else wires.group_links
+    # a dragonfly's senders reach the links joining two nodes through its gateways: one at once (_Fabric.lanes)
+    cap = None if hops <= 1 else 1 if system.topology == "dragonfly" else wires.links if hops <= 3 else \
+        wires.group_links
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cost, "handoff_parts", lambda *_: 1)
         single = hop_s(n, hops, _single_piece_lanes(t0, t1, node, cap), system)
@@ -105,15 +107,15 @@ def test_the_plan_times_the_messages_the_lowering_emits(t0, t1, hops):
 
 
 def test_a_narrower_sender_uses_its_links_for_the_whole_team():
-    """70B int8's embedding on 5 chips hands off to layers on 8 in the next node: the two nodes are joined by 2
-    links, so two lanes of four pieces each, one at a time, reach all 8 receivers in 4 rounds of an eighth,
-    as fast as an 8-chip sender (held to the same 2 lanes), where 2 single-piece lanes took 4 rounds of a
-    half."""
+    """70B int8's embedding on 5 chips hands off to layers on 8 in the next node: a node's messages to another
+    cross one at a time (a second sender would reach the 2 links joining the nodes through the first's gateway,
+    cost._Fabric.lanes), so one lane of eight pieces reaches all 8 receivers in 8 rounds of an eighth, as fast
+    as an 8-chip sender (held to the same lane), where a single-piece lane took 8 rounds of the whole."""
     h = handoff(5, 8, 3, LPU)
-    assert (h.team, h.lanes, handoff_links(h, 3, LPU)) == (8, 2, 1)
+    assert (h.team, h.lanes, handoff_links(h, 3, LPU)) == (8, 1, 1)
     n = 262_144
     assert hop_s(n, 3, h, LPU) == pytest.approx(hop_s(n, 3, handoff(8, 8, 3, LPU), LPU))
-    assert hop_s(n, 3, h, LPU) < hop_s(n, 3, _single_piece_lanes(5, 8, 8, 2), LPU)
+    assert hop_s(n, 3, h, LPU) < hop_s(n, 3, _single_piece_lanes(5, 8, 8, 1), LPU)
 
 
 def _staged(capsys, tmp: Path, stages: list[tuple[str, str, int, int]], sizes: tuple[int, int, int] = (64, 16, 8),
@@ -156,11 +158,11 @@ def test_stages_of_different_widths_run_as_the_reference(tmp_path, capsys, stage
 
 
 def test_a_handoff_to_a_stage_of_several_nodes_crosses_once_and_gathers_over_its_nodes(tmp_path, capsys):
-    """Two nodes of a group are joined by 2 links (lpu-mini as lpu), so 8 chips hand the whole stage of 32
-    after them the value as one team (one lane of 32 pieces over 2 links), which then all-gathers over its 4
-    nodes: a quarter of the bytes 4 node teams would take across. The Program runs as the reference."""
+    """A node's messages to another cross one at a time (cost._Fabric.lanes), so 8 chips hand the whole stage of
+    32 after them the value as one team (one lane of 32 pieces, one after another), which then all-gathers over
+    its 4 nodes: a quarter of the bytes 4 node teams would take across. The Program runs as the reference."""
     h = handoff(8, 32, 3, MINI)
-    assert (h.team, h.lanes, h.teams, handoff_links(h, 3, MINI)) == (32, 1, 1, 2)
+    assert (h.team, h.lanes, h.teams, handoff_links(h, 3, MINI)) == (32, 1, 1, 1)
     build = _staged(capsys, tmp_path, [("embed", "layers.1", 8, 0), ("head", "head", 32, 8)])
     assert main(["run", str(build), "--functional", "--check-reference", "--prompt", "1 7 42 99 3", "--tokens", "3",
                  "--json"]) == 0

@@ -433,8 +433,8 @@ def handoff(sender_tp: int, receiver_tp: int, hops: int, system: SystemSpec) -> 
     fewest senders): teams divide the receivers and stay inside nodes, slices divide a team, sets divide
     the teams, and the senders are at most the sending stage's. A sender stage narrower than a team
     carries several pieces a sender over its several links; one wider than a team serves the teams
-    from several sets. Across nodes a sending node's messages at once stay within the links joining two
-    nodes (handoff_links), so a node has at most that many senders."""
+    from several sets. Across nodes a sending node's messages at once stay within what its routes to the
+    other node carry (_Fabric.lanes: on a dragonfly one), so a node has at most that many senders."""
     return _handoff(sender_tp, receiver_tp, _reach(hops), _Fabric.of(system))
 
 
@@ -453,7 +453,7 @@ def handoff_trails(sender: tuple[int, int], receiver: tuple[int, int], system: S
 def handoff_links(h: HandOff, hops: int, system: SystemSpec) -> int:
     """The links a sender of `h` spreads its messages over (message m on link m mod this; the plan's rounds
     and the lowering's SENDs): inside a node its local links; across nodes its global links, but no more than
-    keep its node's senders, all at once, within the links joining two nodes (targets.topology.NodeWires)."""
+    keep its node's senders, all at once, within what their routes carry (_Fabric.lanes)."""
     return _Fabric.of(system).links(h, _reach(hops))
 
 
@@ -506,10 +506,17 @@ class _Fabric:
         """The links joining the two nodes a hand-off `reach` away crosses (two groups' at reach 2)."""
         return max(1, self.group_links if reach == 2 else self.node_links)
 
+    def lanes(self, reach: int) -> int:
+        """A node's messages to another that may cross at once. On a dragonfly, one: the links joining two
+        nodes sit on a few gateway chips of each, and a sender that is none reaches one over a local hop
+        (targets.topology.Wiring.routes, the lowest-id gateway), so two senders' messages may share one
+        gateway's wire; one sender's messages one after another never overlap on any wire of their routes."""
+        return 1 if reach and self.group_nodes else self.pair(reach)
+
     def links(self, h: HandOff, reach: int) -> int:
         if reach == 0:
             return self.local_links
-        return max(1, min(self.global_links, self.pair(reach) // min(h.senders, self.node)))
+        return max(1, min(self.global_links, self.lanes(reach) // min(h.senders, self.node)))
 
 
 @functools.cache
@@ -518,7 +525,7 @@ def _handoff(sender_tp: int, receiver_tp: int, reach: int, f: _Fabric) -> HandOf
     node = f.node
     # across nodes whose links cannot carry a node's senders at once, a team may be the whole receiving stage
     # of whole nodes, served by one sender: the value crosses once, and the stage all-gathers it over its nodes
-    whole = (receiver_tp,) if reach and f.group_nodes and f.pair(reach) < node < receiver_tp and \
+    whole = (receiver_tp,) if reach and f.group_nodes and f.lanes(reach) < node < receiver_tp and \
         receiver_tp % node == 0 else ()
     options = [HandOff(team // slices, slices, receiver_tp // team, sets)
                for team in (*range(1, min(receiver_tp, node) + 1), *whole)
@@ -527,7 +534,7 @@ def _handoff(sender_tp: int, receiver_tp: int, reach: int, f: _Fabric) -> HandOf
                and (team <= node or slices == team)  # a stage-wide team from one lane (codegen.stage reads)
                for sets in range(1, receiver_tp // team + 1)
                if (receiver_tp // team) % sets == 0 and team // slices * sets <= sender_tp
-               and (reach == 0 or min(team // slices * sets, node) <= f.pair(reach))]
+               and (reach == 0 or min(team // slices * sets, node) <= f.lanes(reach))]
     # ranked in one part: the shape serves every size it carries, and a decode row goes in one (handoff_parts)
     return min(options, key=lambda h: (_per_byte_s(h, reach, f), h.messages, h.senders))
 

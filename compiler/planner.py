@@ -175,15 +175,15 @@ def _embedding_choice(plan_of: Callable[[bool], Plan], options: CompileOptions) 
     """A tied table's plan with its lookup on the first stage or on the head's chips (held once), whichever
     the objective prefers: the fewest chips spanned, then the lower decode latency (--objective latency, or
     --chips: the latency first); on a tie the first stage. A layout that cannot be had is not a choice; when
-    neither can, the first stage's refusal. The plan says both (`embedding`)."""
-    plans, refusal = {}, None
+    neither can, the refusal naming fewer chips. The plan says both (`embedding`)."""
+    plans, refusals = {}, []
     for on_head in (False, True):
         try:
             plans[on_head] = plan_of(on_head)
         except (DoesNotFitError, ConfigError) as err:
-            refusal = refusal or err
+            refusals.append(err)
     if not plans:
-        raise refusal
+        raise min(refusals, key=_need)
 
     def key(p: Plan) -> tuple:
         chips, latency = p.footprint_chips, p.decode["latency_us"]
@@ -194,6 +194,13 @@ def _embedding_choice(plan_of: Callable[[bool], Plan], options: CompileOptions) 
                                          "ttft_ms": p.prefill["ttft_ms"]} for k, p in plans.items()}
     return replace(plans[best], extra=plans[best].extra | {"embedding": {"on": "head" if best else "first",
                                                                          "layouts": said}})
+
+
+def _need(err: Exception) -> float:
+    """How many chips a refusal says would do (a layout that names none, or a ConfigError, last): of two
+    refusals the one naming the fewer chips is the true answer."""
+    needed = getattr(err, "chips_needed", None)
+    return float("inf") if needed is None else needed
 
 
 def attends(graph: Graph) -> bool:

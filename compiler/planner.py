@@ -176,8 +176,8 @@ def _layer_choice(plan_with: Callable[[bool], Plan]) -> Plan:
     except DoesNotFitError as refusal:
         try:
             finer = plan_with(True)
-        except DoesNotFitError:
-            raise refusal from None
+        except DoesNotFitError as split_refusal:
+            raise min((refusal, split_refusal), key=_need) from None
         return _layer_units(finer, True, "only it fits", {"blocks": finer})
     if whole.footprint_chips <= (1 + SPLIT_GAP) * whole.chips_lower_bound:
         return whole

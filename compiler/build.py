@@ -32,6 +32,8 @@ from compiler.planner import (
     plan_graphs,
     plan_placed,
     read_graph_file,
+    split_config,
+    split_layers,
 )
 from compiler.speculation import (
     SHARED,
@@ -98,7 +100,9 @@ def compile_model(model: str, target: str, options: CompileOptions, out: str | P
     # is costed and lowered on the target's stages as pinned, without the head's lookup.
     plan, options = plan_placed(model, plan_system, options, pinned=pinned, known={asked: (config.name, graphs)},
                                 embeddings=speculation is None)
-    if options != asked:  # the KV tier placed: lowered again with it
+    if split_layers(plan):  # stages that end inside layers: every graph below lowered with each block a unit
+        config = split_config(config)
+    if options != asked or split_layers(plan):  # the KV tier placed, or the layers split: lowered again so
         graphs = lower_config(config, options, system=system)
     verify = {}
     if speculation is not None:

@@ -189,5 +189,9 @@ def test_chips_objective_weighs_ttft_among_the_fewest_chips_spanned(l70):
 
 
 def test_max_chips_counts_the_span(capsys):
-    """mistral-7b spans at least 70 chips (69 with work): --max-chips 69 is refused, not placed wider."""
-    assert "spans at least 70 chips" in _error(capsys, "plan", "mistral-7b", "--max-chips", "69")
+    """mistral-7b's whole layers span at least 70 chips (69 with work): --max-chips 69 is not placed wider but on
+    the 68 chips whose stages end inside a layer (only they fit); 67 is refused, naming those 68."""
+    assert main(["plan", "mistral-7b", "--max-chips", "69", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["footprint_chips"] == 68 and plan["layer_units"]["why"] == "only it fits"
+    assert "at least 68 chips" in _error(capsys, "plan", "mistral-7b", "--max-chips", "67")

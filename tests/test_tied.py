@@ -87,6 +87,15 @@ def test_the_planner_takes_the_layout_that_holds_the_table_once(head_build):
     assert plan["stages"][0]["units"][0] == "embed" and plan["stages"][0]["hops_in"] > 0  # the rows come in
 
 
+def test_a_max_chips_neither_layout_fits_names_the_fewer_chips(head_build, capsys):
+    """Both layouts refused: the refusal names what the one holding the table once spans, not the first's."""
+    _, plan, args = head_build
+    spans = plan["embedding"]["layouts"]
+    assert main(["plan", *args, "--max-chips", str(spans["head"]["footprint_chips"] - 1)]) != 0
+    err = capsys.readouterr().err
+    assert f"at least {spans['head']['footprint_chips']} chips" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_head_looks_rows_up_over_its_own_shard_and_runs_as_the_reference(head_build, capsys):
     build, plan, _ = head_build
     assert len(plan["stages"]) > 1

@@ -48,6 +48,7 @@ class PlanFile:
     options: dict
     stages: tuple[PinnedStage, ...]
     placement: tuple[str, int | None] | None = None  # the KV tier and hot window the plan chose (kv_tiers)
+    split_layers: bool = False  # its stages may end inside layers (planner.split_config: `layer_units.split`)
 
     @property
     def embedding(self) -> bool:
@@ -75,7 +76,10 @@ def unit_ranges(plan: PlanFile, scopes: list[str]) -> list[tuple[int, int]]:
         at = f"{plan.path}: stages[{i}].units"
         for name in (s.first_unit, s.last_unit):
             if name not in index:
-                raise ConfigError(f"{at}: the model has no unit {name!r} (its units run {scopes[0]} .. {scopes[-1]})")
+                hint = ("; a plan whose stages end inside layers says \"layer_units\": {\"split\": true}"
+                        if not plan.split_layers and name.count(".") > 1 else "")
+                raise ConfigError(f"{at}: the model has no unit {name!r} (its units run {scopes[0]} .. {scopes[-1]}"
+                                  f"{hint})")
         first, last = index[s.first_unit], index[s.last_unit]
         if first != expected or last < first:
             want = scopes[expected] if expected < len(scopes) else "nothing (the model is covered)"
@@ -103,7 +107,17 @@ def read_plan(path: str | Path) -> PlanFile:
         if not isinstance(data.get(key), str if key != "options" else dict):
             raise ConfigError(f"{where}: {key}: missing or not a {'string' if key != 'options' else 'table'}")
     stages = tuple(_stage(where, i, s) for i, s in enumerate(data["stages"]))
-    return PlanFile(where, data["model"], data["target"], data["options"], stages, _placement(where, data))
+    return PlanFile(where, data["model"], data["target"], data["options"], stages, _placement(where, data),
+                    _split_layers(where, data))
+
+
+def _split_layers(where: str, data: dict) -> bool:
+    """`layer_units.split` of a plan whose stages may end between a layer's blocks (planner._layer_units)."""
+    said = data.get("layer_units", {"split": False})
+    split = said.get("split") if isinstance(said, dict) else None
+    if not isinstance(split, bool):
+        raise ConfigError(f"{where}: layer_units.split: must be true or false, got {split!r}")
+    return split
 
 
 def _placement(where: str, data: dict) -> tuple[str, int | None] | None:

@@ -62,7 +62,8 @@ def _summary(plan: Plan) -> Group:
                   d["binding"])
     table.add_row("decode tokens/s per user", f"{d['tokens_per_s']:,.0f}", f"{d['tokens_per_s_bound']:,.0f}", "")
     table.add_row("time to first token", f"{p['ttft_ms']:,.3f} ms", f"{p['ttft_bound_ms']:,.3f} ms", p["binding"])
-    return Group(title, table, _footer(plan), *_formats(d.get("formats", ())), *_experts(plan), *_embedding(plan))
+    return Group(title, table, _footer(plan), *_formats(d.get("formats", ())), *_experts(plan), *_embedding(plan),
+                 *_layer_units(plan))
 
 
 def _embedding(plan: Plan) -> list[Text]:
@@ -81,6 +82,20 @@ def _embedding(plan: Plan) -> list[Text]:
     rule = "fewest chips, then decode" if o.get("objective") == "chips" and o.get("chips") is None else \
         "decode, then fewest chips"  # planner._embedding_choice's key
     return [Text(f"embedding: {where}" + (f" ({rule}: {said})" if said else ""), style="dim")]
+
+
+def _layer_units(plan: Plan) -> list[Text]:
+    """One line where the planner weighed stages that end inside layers (planner._layer_choice), or a plan file
+    asked for them: whole layers or split, why, and each layout's figures."""
+    said = plan.extra.get("layer_units")
+    if said is None:
+        return []
+    where = "stages may end between a layer's attention and its MLP" if said["split"] else "stages hold whole layers"
+    names = {"layers": "whole layers", "blocks": "split"}
+    figures = "; ".join(f"{names[k]}: {v['footprint_chips']} chips, {v['decode_us']:,.2f} µs, "
+                        f"TTFT {v['ttft_ms']:,.3f} ms"
+                        for k, v in said.get("layouts", {}).items())
+    return [Text(f"layers: {where} ({said['why']}" + (f"; {figures})" if figures else ")"), style="dim")]
 
 
 def _experts(plan: Plan) -> list[Text]:

@@ -316,7 +316,7 @@ def _fewest_spanned(layout: Layout, cands: list[Candidate], fewest: list[Candida
         spans = f"{min(ends)}" if ends else f"more than {layout.max_devices}"
         raise DoesNotFitError(f"--max-chips {options.max_chips}: every layout of the model spans at least {spans} "
                               f"{layout.device}s of {layout.machine} (stages of a node or more start on whole "
-                              "nodes)", None)
+                              "nodes)", min(ends) if ends else None)
     rows = [_request_figures(layout, p, options, causal) for p in front]
     if packed is not None:  # the layouts of that span, taken where they decode about as fast (PACKED_SLACK)
         span, ends = packed

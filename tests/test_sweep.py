@@ -16,7 +16,7 @@ import pytest
 
 from compiler.cli import main
 from compiler.frontend.options import CompileOptions
-from compiler.planner import lower, make_plan, plan_graphs
+from compiler.planner import make_plan, make_plan_on
 from compiler.sweep.points import expand
 from compiler.sweep.spec import load_spec
 from compiler.sweep.version import sramflow_version
@@ -211,8 +211,7 @@ def test_failed_points_record_their_one_line_error_and_the_sweep_goes_on(tiny, w
     for r in failed:
         point = points[int(r["point"])]
         with pytest.raises(DoesNotFitError) as err:  # the error `sramflow plan` gives for the same inputs
-            name, graphs = lower("tiny-llama", CompileOptions(**dict(point.options)), point.system)
-            plan_graphs(name, graphs, point.system, CompileOptions(**dict(point.options)))
+            make_plan_on("tiny-llama", point.system, CompileOptions(**dict(point.options)))
         assert r["status"] == "error" and r["plan.chips"] == ""
         assert r["error"] == str(err.value) and "\n" not in r["error"]
     assert f"{len(rows) - len(failed)} planned, {len(failed)} failed" in whole["stderr"]

@@ -156,15 +156,16 @@ def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s:
 # A whole-layer layout within this fraction of its capacity bound is kept as it is: letting stages end inside
 # layers as well recovered at most 3% of the chips on the shipped dense models that close (llama-2-70b 648 ->
 # 640, mistral-7b 70 -> 68, qwen2-7b 72 -> 71, jamba 475 -> 472), at slower decode on others (405B int8 +19%),
-# and the finer search takes about four times as long.
+# and where it is tried the plan takes about twice as long (the finer search costs about what the first did).
 SPLIT_GAP = 0.05
 
 
 def _may_split(model: str, system: SystemSpec, options: CompileOptions) -> bool:
     """Whether the planner may also try stages that end inside layers: the fewest-chips objective without a
-    pinned count, on chips, for a config whose layers the frontend keeps whole."""
+    pinned count, on chips, with the KV cache in SRAM (a tier's plans are searched over windows already, each
+    a plan), for a config whose layers the frontend keeps whole."""
     return (options.objective == "chips" and options.chips is None and not system.is_mesh
-            and not is_graph_file(model) and splittable(load_model_config(model)))
+            and options.kv_tier == "sram" and not is_graph_file(model) and splittable(load_model_config(model)))
 
 
 def _layer_choice(plan_with: Callable[[bool], Plan]) -> Plan:

@@ -50,7 +50,7 @@ def test_mla_attention_on_some_chips_and_experts_on_all_decode_the_reference(pin
     out = tmp_path / "b"
     assert main(["compile", MODEL, *ARGS, "--plan", str(plan), "-o", str(out)]) == 0
     stage = json.loads((out / "plan.json").read_text())["stages"][1]
-    assert (stage["attention_tp"], stage["kv_layout"]) == (attention_tp, kv_layout)
+    assert (stage["attention_tp"], stage["kv_layout"], stage["experts"]) == (attention_tp, kv_layout, "parallel")
     capsys.readouterr()
     assert main(["run", str(out), "--functional", "--check-reference", "--prompt", PROMPT, "--tokens", "4",
                  "--json"]) == 0

@@ -527,7 +527,8 @@ class ChipLayout(Layout):
         return Timed.of(index, [u.scope for u in units], ChipRange(run.first_chip, c.tp), memory, decode,
                         bound.total_s, prefill, prefill_bound.total_s, hops, trailing, hold,
                         bound_terms=bound.to_dict(), decode_tiles_us=decode.tiles_s * 1e6,
-                        kv_layout="split" if c.split else "whole", attention_tp=c.attention_tp, mlp_share=c.mlp_share)
+                        kv_layout="split" if c.split else "whole", attention_tp=c.attention_tp, mlp_share=c.mlp_share,
+                        experts=self._experts(c.first, c.stop, c.tp))
 
 
 def spans_groups(run: Run, system: SystemSpec) -> bool:

@@ -110,7 +110,7 @@ def _shards(graph: Graph, scopes: list[str], code: StageCode, stored: dict[str, 
     values, pads, spans = {}, {}, {}
     for sc in scopes:
         ops = list(graph.ops_in(sc))
-        end = attention_split(ops)
+        end = attention_split(ops) or 0  # (0: a unit without attention, every rank's)
         sub = shard_subset(ops, t, a, split=code.split, share=code.mlp_share)
         values |= {v.name: v for part in sub.parts for op in getattr(sub, part) for v in op.operands}
         pads |= head_pads(ops[:end], a, code.split) | head_pads(ops[end:], t, code.split)

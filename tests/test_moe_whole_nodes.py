@@ -75,7 +75,9 @@ def test_moe_on_whole_nodes_runs_as_the_reference(tmp_path, capsys, model, node,
 def test_deepseek_v3_plans_within_5_percent_of_its_capacity_bound():
     """fp16 on lpu at default options: each MoE layer on 13 nodes (its 22.5 GB of experts), its attention
     on 2 chips beside it. Packing four layers' attention into a node would span 6,184 chips (1.038x) but
-    decode 68% slower, so the plan keeps its stages in order (search.PACKED_SLACK)."""
+    decode 68% slower, so the plan keeps its stages in order (search.PACKED_SLACK). The plan spans what those
+    stages would, each layer's experts and the next one's attention in one subset stage of 14 nodes (the
+    attention on 64 of them, passes.subset), one hand-off a layer fewer."""
     plan = make_plan("deepseek-v3", "lpu", CompileOptions())
     chips, spanned = fewest_chips("deepseek-v3")
     assert chips <= 1.05 * plan.chips_lower_bound
@@ -84,6 +86,8 @@ def test_deepseek_v3_plans_within_5_percent_of_its_capacity_bound():
     assert firsts == sorted(firsts)
     moe = [s for s in plan.stages if s.experts]
     assert moe and all(s.tp % 8 == 0 for s in moe) and any(s.tp & (s.tp - 1) for s in moe)
+    subset = [s for s in plan.stages if s.attention_tp]
+    assert len(subset) > 50 and {(s.tp, s.attention_tp, s.experts) for s in subset} == {(112, 64, "mixed 16x7")}
 
 
 def test_spare_chips_hold_zeros_and_the_rest_hold_every_feature():

@@ -82,7 +82,8 @@ def build_stages(graph: Graph, stages: Sequence[Stage], system: SystemSpec, buil
         mine = [sc for sc in scopes if owner[sc] == s.index]
         if s.attention_tp:
             for scope in mine:
-                exported = {r.name for op in chip_ops[scope] for r in op.results
+                made = (op for part in subsets[scope].parts for op in getattr(subsets[scope], part))
+                exported = {r.name for op in made for r in op.results
                             if r.name in uses and uses[r.name] > (scopes.index(scope), s.index)
                             or _is_output(r.name, final, outputs)}
                 code.pieces += _subset_pieces(builder, scope, subsets[scope], s, exported, code.aliases)
@@ -152,11 +153,13 @@ def _subset_pieces(builder: StageBuilder, scope: str, sub: Subset, s: Stage, exp
     the attention on those ranks and the zero partial sum on the others (`aliases`: at the attention's partial's
     address), every rank's all-reduce and residual add, then every rank's rest; with uneven MLP shares, the
     rest's body on every rank, the extra features' piece on the others (its sum over the body's partial), then
-    every rank's tail."""
+    every rank's tail. A unit whose attention is all of it ends at the mix; one without attention is its body."""
     a, t, first = s.attention_tp, s.tp, s.first_chip
     later = {v.name for part in sub.parts for op in getattr(sub, part) for v in op.operands}
     pieces = []
-    for part, (lo, hi) in zip(sub.parts, ((0, a), (a, t), (0, t), (0, t), (a, t), (0, t)), strict=True):
+    end = max(i for i, part in enumerate(sub.parts) if getattr(sub, part))  # the part that hands the unit on
+    for i, (part, (lo, hi)) in enumerate(zip(sub.parts, ((0, a), (a, t), (0, t), (0, t), (a, t), (0, t)),
+                                             strict=True)):
         ops = getattr(sub, part)
         if not ops:
             continue
@@ -165,8 +168,7 @@ def _subset_pieces(builder: StageBuilder, scope: str, sub: Subset, s: Stage, exp
             total = ops[-1].results[0].name
             aliases[total] = sub.mix[0].operands[0].name if part == "zeros" else ops[-1].operands[0].name
             out |= {total}
-        last = part == "tail" or (part == "body" and not sub.tail)
-        piece = builder.unit(scope, ops, hi - lo, first + lo, exported if last else out)
+        piece = builder.unit(scope, ops, hi - lo, first + lo, exported if i == end else out)
         pieces.append(replace(piece, ranks=hi - lo, first_rank=lo) if hi - lo < t else piece)
     return pieces
 

@@ -21,12 +21,13 @@ from ir.graph import Op, Value
 class SubsetCost:
     """One layer's parts on their chips (passes.subset.Subset): the attention's (on a), the zero partial sum's and
     the extra features' (on the t - a others; the extra None when the MLP is even), the all-reduce's, body's and
-    tail's (on t; the tail None when even)."""
+    tail's (on t; the tail None when even); a unit whose attention is all of it has no body, one without
+    attention only a body (passes.subset)."""
 
-    head: ShardCost
-    zeros: ShardCost
-    mix: ShardCost
-    body: ShardCost
+    head: ShardCost | None
+    zeros: ShardCost | None
+    mix: ShardCost | None
+    body: ShardCost | None
     extra: ShardCost | None
     tail: ShardCost | None
     ports: int = 0  # the values one part leaves another (each its own buffer, live beside any part's activations)
@@ -38,10 +39,9 @@ class SubsetCost:
 
     def held(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """(weights, caches) an attention chip holds, and an other chip."""
-        common = [c for c in (self.mix, self.body, self.tail) if c is not None]
-        theirs = [self.zeros, *common, *([self.extra] if self.extra is not None else [])]
-        return tuple((sum(c.weight_bytes for c in cs), sum(c.state_bytes for c in cs))
-                     for cs in ([self.head, *common], theirs))
+        common = [self.mix, self.body, self.tail]
+        return tuple((sum(c.weight_bytes for c in cs if c), sum(c.state_bytes for c in cs if c))
+                     for cs in ([self.head, *common], [self.zeros, *common, self.extra]))
 
     @property
     def act_bytes(self) -> int:

@@ -10,6 +10,11 @@ the t - a others, whose partial sum each adds to its body's in place (`EXTRA`: t
 address), then the all-reduce and residual add (the tail) on all t. Features are laid out body first (chip r's
 from r x share), then the extra's (other chip j's from t x share + (j - a) x extra_width), the last padded with
 zero features the plan counts. codegen.phase._subset_pieces lowers the parts in turn.
+
+A layer whose attention is a unit of its own (DeepSeek's `layers.N`, its MLA attention, and `layers.N.moe_shared`,
+its experts and shared expert: frontend block_units) is two: the attention unit's rest is empty (the residual
+row the mix leaves is all it hands on), and a unit without attention is its body alone, sharded over all t as
+any stage's unit (the experts as passes.shard.expert_split lays them out over t).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ir.ops import Opcode
 EXTRA = "@extra"  # the extra part's params and results: the original name and this
 ZEROS = "@zeros"  # a zero partial sum (and the zero param it is the residual row times) on the others' chips
 _ELEMENTWISE = (Opcode.SILU, Opcode.GELU, Opcode.MUL)
+_ATTENTION = (Opcode.ATTENTION, Opcode.MLA_ATTENTION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +52,10 @@ class Subset:
 
 def attention_split(ops: Sequence[Op]) -> int | None:
     """Where a layer's attention part ends: past the residual add that takes the output projection's
-    sum (a grouped-query attention's, whose projection is row-split), provided what follows reads of
-    the part only that add's result (the residual row every chip needs); else None (no such layer)."""
-    att = next((op for op in ops if op.opcode is Opcode.ATTENTION), None)
+    sum (a grouped-query or latent attention's, whose projection is row-split), provided what follows reads
+    of the part only that add's result (the residual row every chip needs), if anything; else None (no such
+    layer)."""
+    att = next((op for op in ops if op.opcode in _ATTENTION), None)
     if att is None:
         return None
     o = next((op for op in ops if op.opcode is Opcode.MATMUL and op.operands[0].name == att.results[0].name), None)
@@ -58,7 +65,11 @@ def attention_split(ops: Sequence[Op]) -> int | None:
         return None
     head = {r.name for op in ops[:end + 1] for r in op.results}
     read = {v.name for op in ops[end + 1:] for v in op.operands if v.name in head}
-    return end + 1 if read == {ops[end].results[0].name} else None
+    return end + 1 if read <= {ops[end].results[0].name} else None
+
+
+def has_attention(ops: Sequence[Op]) -> bool:
+    return any(op.opcode in _ATTENTION for op in ops)
 
 
 def mlp_features(ops: Sequence[Op]) -> int | None:
@@ -78,7 +89,14 @@ def shard_subset(ops: Sequence[Op], tp: int, attention_tp: int, outer: dict[str,
                  split: bool = True, share: int | None = None) -> Subset:
     """The layer's parts on `tp` chips, its attention on the first `attention_tp` (see the module docstring);
     `share`: the MLP features each attention chip keeps (None: the MLP even over all tp). Raises VerifyError
-    where the layer has no such parts, or the share leaves the others nothing or takes more than there is."""
+    where the layer has no such parts, or the share leaves the others nothing or takes more than there is. A unit
+    without attention is its body alone, on every chip (even: a share needs a layer's MLP beside its attention)."""
+    if not has_attention(ops) and 1 <= attention_tp < tp:
+        if share is not None:
+            raise VerifyError(f"{ops[0].scope}: {share} MLP features on each attention chip need the MLP in its "
+                              "attention's unit (this unit has no attention)")
+        body, values = shard_unit(list(ops), tp, outer, split)
+        return Subset([], [], [], body, [], [], values)
     end = attention_split(ops)
     if end is None or not 1 <= attention_tp < tp:
         raise VerifyError(f"{ops[0].scope}: no attention part to run on {attention_tp} of {tp} chips")

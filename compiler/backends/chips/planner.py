@@ -46,7 +46,7 @@ from compiler.partition.shard_cost import ShardCost, align
 from compiler.partition.subset_cost import SubsetCost, subset_cost
 from compiler.partition.units import Unit, at_reach, boundary_bytes, build_units, prefill_costs, repeated_params
 from compiler.passes.shard import expert_placement
-from compiler.passes.subset import mlp_features
+from compiler.passes.subset import has_attention, mlp_features
 from compiler.plan.reader import PinnedStage, PlanFile, unit_ranges
 from compiler.plan.records import ChipRange, Memory, round_sig
 from compiler.plan.search import Layout, Timed
@@ -431,6 +431,9 @@ class ChipLayout(Layout):
             if width > node and width % node:
                 raise ConfigError(f"{at}.{what}: a block of {width} chips wider than a node must be whole nodes of "
                                   f"{node}")
+        if not any(has_attention(list(self.decode.ops_in(u.scope))) for u in self.units_[first:stop]):
+            raise ConfigError(f"{at}.attention_tp: units {self.units_[first].scope} .. {self.units_[stop - 1].scope} "
+                              "have no attention to run on some of the stage's chips")
         cand = Candidate(first, stop, tp, 0, 0, Breakdown(), split=bool(s.split), attention_tp=s.attention_tp,
                          mlp_share=s.mlp_share)
         try:
@@ -450,7 +453,7 @@ class ChipLayout(Layout):
         """A subset candidate (subsets.subset_candidates) with the attention chips' MLP share that fits (the
         most), its memory and its decode; None where no share fits `usable` bytes a chip."""
         features = mlp_features(list(self.decode.ops_in(self.units_[c.first].scope)))
-        for share in shares(features, c.tp):
+        for share in shares(features, c.tp) if features else [None]:  # (None: no MLP beside its attention)
             cand = replace(c, mlp_share=share)
             try:
                 costs = self._subset_costs(cand, "decode", 1.0, None)
@@ -524,7 +527,8 @@ class ChipLayout(Layout):
         return Timed.of(index, [u.scope for u in units], ChipRange(run.first_chip, c.tp), memory, decode,
                         bound.total_s, prefill, prefill_bound.total_s, hops, trailing, hold,
                         bound_terms=bound.to_dict(), decode_tiles_us=decode.tiles_s * 1e6,
-                        kv_layout="split" if c.split else "whole", attention_tp=c.attention_tp, mlp_share=c.mlp_share)
+                        kv_layout="split" if c.split else "whole", attention_tp=c.attention_tp, mlp_share=c.mlp_share,
+                        experts=self._experts(c.first, c.stop, c.tp))
 
 
 def spans_groups(run: Run, system: SystemSpec) -> bool:

@@ -21,6 +21,7 @@ from compiler.speculation import Speculation
 from ir.errors import ParseError, VerifyError
 from ir.memory_map import MemoryMap
 from ir.ops import Opcode
+from tests.pinned_plans import pinned_plan, with_stage_fields
 
 MODEL = "examples/models/tiny-llama.json"
 ARGS = ["--target", "lpu-mini", "--context", "24", "--prompt", "16", "--prefill-chunk", "8"]
@@ -30,23 +31,13 @@ OPTIONS = CompileOptions(context=24, prompt=16, prefill_chunk=8)
 @pytest.fixture(scope="module")
 def pinned(tmp_path_factory) -> Path:
     """The embedding on chip 0, both layers on chips 1..4, the head on chip 5."""
-    out = tmp_path_factory.mktemp("subset")
-    plan = json.loads(make_plan(MODEL, "lpu-mini", OPTIONS).to_json())
-    plan["stages"] = [{"units": ["embed", "embed"], "tp": 1, "chip_range": [0, 0]},
-                      {"units": ["layers.0", "layers.1"], "tp": 4, "chip_range": [1, 4]},
-                      {"units": ["head", "head"], "tp": 1, "chip_range": [5, 5]}]
-    path = out / "plan.json"
-    path.write_text(json.dumps(plan))
-    return path
+    stages = [("embed", "embed", 1, 0), ("layers.0", "layers.1", 4, 1), ("head", "head", 1, 5)]
+    return pinned_plan(MODEL, "lpu-mini", OPTIONS, stages, tmp_path_factory.mktemp("subset") / "plan.json")
 
 
 def _subset(pinned: Path, tmp: Path, **fields) -> Path:
     """The pinned plan with the layers' stage's `fields` set."""
-    plan = json.loads(pinned.read_text())
-    plan["stages"][1] |= {k: v for k, v in fields.items() if v is not None}
-    path = tmp / "subset.json"
-    path.write_text(json.dumps(plan))
-    return path
+    return with_stage_fields(pinned, tmp, 1, **fields)
 
 
 @pytest.mark.parametrize(("attention_tp", "share"), [(1, None), (2, 32), (3, 40)])

@@ -12,9 +12,9 @@ from compiler.cli import main
 from compiler.frontend.options import CompileOptions
 from compiler.passes.subset import attention_split, shard_subset
 from compiler.planner import lower as lower_graphs
-from compiler.planner import make_plan
 from ir.errors import VerifyError
 from ir.ops import Opcode
+from tests.pinned_plans import pinned_plan, with_stage_fields
 
 MODEL = "examples/models/tiny-deepseek-v3.json"
 ARGS = ["--target", "lpu-mini", "--context", "24", "--prompt", "16", "--prefill-chunk", "8"]
@@ -25,22 +25,13 @@ PROMPT = "1 7 42 99 3 250 17 8 200 5 9 9 4 3"
 @pytest.fixture(scope="module")
 def pinned(tmp_path_factory) -> Path:
     """The embedding and the dense layer 0 on chip 0, MoE layers 1 and 2 on chips 1..4, the head on chip 5."""
-    out = tmp_path_factory.mktemp("subset_mla")
-    plan = json.loads(make_plan(MODEL, "lpu-mini", OPTIONS).to_json())
-    plan["stages"] = [{"units": ["embed", "layers.0.mlp"], "tp": 1, "chip_range": [0, 0]},
-                      {"units": ["layers.1", "layers.2.moe_shared"], "tp": 4, "chip_range": [1, 4]},
-                      {"units": ["head", "head"], "tp": 1, "chip_range": [5, 5]}]
-    path = out / "plan.json"
-    path.write_text(json.dumps(plan))
-    return path
+    stages = [("embed", "layers.0.mlp", 1, 0), ("layers.1", "layers.2.moe_shared", 4, 1), ("head", "head", 1, 5)]
+    return pinned_plan(MODEL, "lpu-mini", OPTIONS, stages, tmp_path_factory.mktemp("subset_mla") / "plan.json")
 
 
 def _subset(pinned: Path, tmp: Path, **fields) -> Path:
-    plan = json.loads(pinned.read_text())
-    plan["stages"][1] |= fields
-    path = tmp / "subset.json"
-    path.write_text(json.dumps(plan))
-    return path
+    """The pinned plan with the layers' stage's `fields` set."""
+    return with_stage_fields(pinned, tmp, 1, **fields)
 
 
 @pytest.mark.parametrize(("attention_tp", "kv_layout"), [(2, "split"), (1, "whole")])

@@ -145,7 +145,8 @@ def plan_placed(model: str, system: SystemSpec, options: CompileOptions, idle_s:
                                embeddings=embeddings)
 
         if pinned is not None:
-            return _layer_units(plan_with(pinned.split_layers), pinned.split_layers, "as the plan file gives")
+            plan = plan_with(pinned.split_layers)
+            return _layer_units(plan, True, "as the plan file gives") if pinned.split_layers else plan
         if not (embeddings and _may_split(model, system, placed)):
             return plan_with(False)
         return _layer_choice(plan_with)
@@ -196,10 +197,7 @@ def _layer_choice(plan_with: Callable[[bool], Plan]) -> Plan:
 
 def _layer_units(plan: Plan, split: bool, why: str, layouts: dict[str, Plan] | None = None) -> Plan:
     """The plan with its `layer_units` said: whether stages may end inside layers (the build lowers its graphs so,
-    split_config), why, and each layout's figures where the planner chose; a plan whose layers stay whole without
-    a choice says nothing."""
-    if not split and layouts is None and why == "as the plan file gives":
-        return plan
+    split_config), why, and each layout's figures where the planner chose."""
     said = {"split": split, "why": why}
     if layouts:
         said["layouts"] = {k: {"footprint_chips": p.footprint_chips, "decode_us": p.decode["latency_us"],
